@@ -1,0 +1,128 @@
+//! `dtask gather`: results of keys, in order, one JSON value per line.
+
+use super::{Failure, Global, connect, render};
+use dtask_runtime::protocol::Outcome;
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, Write};
+use tokio::sync::mpsc;
+
+/// Print the results of futures, one per line, in the order the keys were
+/// given (as JSON; with -r strings and bytes raw).
+///
+/// Keys come from the arguments, or else from stdin, one per line; results
+/// stream out as soon as the next one in order is ready.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  dtask gather inc-5c1e…\n  seq 100 | dtask map tasks.wasm inc | dtask gather")]
+pub struct Args {
+    /// Print strings and bytes raw instead of as JSON.
+    #[arg(short, long)]
+    raw: bool,
+    /// On a failed task: `raise` stops with its error (exit 1); `skip`
+    /// leaves it out and goes on.
+    #[arg(long, value_enum, default_value = "raise")]
+    errors: Errors,
+    /// Keys to gather (default: read from stdin).
+    keys: Vec<String>,
+}
+
+/// What to do with failed tasks.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Errors {
+    /// Stop at the first failure.
+    Raise,
+    /// Leave failures out.
+    Skip,
+}
+
+pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
+    let client = connect(global, false).await?;
+    let (key_tx, mut key_rx) = mpsc::unbounded_channel::<String>();
+    if a.keys.is_empty() {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { return };
+                let k = line.trim();
+                if !k.is_empty() && key_tx.send(k.to_string()).is_err() {
+                    return;
+                }
+            }
+        });
+    } else {
+        for k in a.keys {
+            let _ = key_tx.send(k);
+        }
+        drop(key_tx);
+    }
+
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut order: VecDeque<String> = VecDeque::new();
+    let mut arrived: HashMap<String, (Outcome, usize)> = HashMap::new();
+    let mut waiting: HashMap<String, usize> = HashMap::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut keys_open = true;
+    let mut skipped = 0usize;
+    loop {
+        // Print everything at the front of the order that has arrived.
+        while let Some(front) = order.front() {
+            let Some((outcome, left)) = arrived.get_mut(front) else { break };
+            let key = order.pop_front().expect("front exists");
+            let outcome = if *left <= 1 {
+                arrived.remove(&key).expect("present").0
+            } else {
+                *left -= 1;
+                outcome.clone()
+            };
+            match client.resolve(&key, outcome).await {
+                Ok(v) => {
+                    out.write_all(&render(&v, a.raw))
+                        .and_then(|()| out.write_all(b"\n"))
+                        .map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+                }
+                Err(e) => match a.errors {
+                    Errors::Skip => skipped += 1,
+                    Errors::Raise => {
+                        let _ = out.flush();
+                        return Err(match e {
+                            dtask_runtime::client::ClientError::Task(t) => Failure::task(&key, &t),
+                            other => other.into(),
+                        });
+                    }
+                },
+            }
+        }
+        let _ = out.flush();
+        if !keys_open && order.is_empty() {
+            break;
+        }
+        tokio::select! {
+            k = key_rx.recv(), if keys_open => match k {
+                Some(k) => {
+                    let mut batch = vec![k];
+                    while let Ok(k) = key_rx.try_recv() {
+                        batch.push(k);
+                    }
+                    let mut fresh = Vec::new();
+                    for k in batch {
+                        order.push_back(k.clone());
+                        let n = waiting.entry(k.clone()).or_insert(0);
+                        *n += 1;
+                        if *n == 1 {
+                            fresh.push(k);
+                        }
+                    }
+                    client.watch_into(fresh, &done_tx)?;
+                }
+                None => keys_open = false,
+            },
+            d = done_rx.recv() => {
+                let (k, outcome) = d.ok_or(dtask_runtime::client::ClientError::Disconnected)?;
+                let n = waiting.remove(&k).unwrap_or(1);
+                arrived.insert(k, (outcome, n));
+            }
+        }
+    }
+    if skipped > 0 {
+        eprintln!("dtask: skipped {skipped} failed task(s)");
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! `dtask map`: one task per line of stdin, printing keys in order as the
+//! scheduler accepts them.
+
+use super::{Failure, Global, connect, load_module, parse_args};
+use dtask_runtime::client::{SubmitOptions, task_spec};
+use dtask_runtime::protocol::{Arg, TaskSpec};
+use dtask_runtime::value;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+
+/// Most tasks sent in one submit message.
+const BATCH: usize = 4096;
+
+/// Submit one task per line of stdin and print one key per line, in order,
+/// as they are accepted (streaming).
+///
+/// Each line holds the arguments as words, parsed like `dtask submit`'s, or
+/// with `--json` a JSON array of them. Blank lines are skipped.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  seq 1000 | dtask map tasks.wasm inc | dtask gather")]
+pub struct Args {
+    /// Each line is a JSON array of arguments.
+    #[arg(long)]
+    json: bool,
+    /// Same call, same key (default); `--pure=false` gives random keys.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pure: bool,
+    /// Higher runs earlier among ready tasks.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
+    /// Wall-clock limit of one run, e.g. `30s`.
+    #[arg(long, value_parser = super::parse_duration)]
+    timeout: Option<std::time::Duration>,
+    /// The WebAssembly component (.wasm).
+    module: PathBuf,
+    /// The exported function to call.
+    function: String,
+}
+
+pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
+    let module = load_module(&a.module)?;
+    // Fail on a missing export before reading any input.
+    module
+        .compiled
+        .func(&a.function, &module.name)
+        .map_err(Failure::usage)?;
+    let options = SubmitOptions {
+        key: None,
+        pure: a.pure,
+        priority: a.priority,
+        timeout: a.timeout,
+    };
+    let client = connect(global, true).await?;
+    client.upload(&module).await?;
+
+    // Lines are read on a plain thread so a slow producer never stalls the
+    // submits already parsed.
+    let (line_tx, mut line_rx) = mpsc::channel::<Result<String, String>>(BATCH * 4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let item = line.map_err(|e| format!("cannot read stdin: {e}"));
+            let stop = item.is_err();
+            if line_tx.blocking_send(item).is_err() || stop {
+                return;
+            }
+        }
+    });
+
+    let mut acks = FuturesOrdered::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut lineno = 0usize;
+    let mut input_open = true;
+    while input_open || !acks.is_empty() {
+        tokio::select! {
+            first = line_rx.recv(), if input_open => {
+                let Some(first) = first else { input_open = false; continue };
+                let mut batch: Vec<TaskSpec> = Vec::new();
+                let mut next = Some(first);
+                while let Some(line) = next.take() {
+                    lineno += 1;
+                    let line = line.map_err(Failure::usage)?;
+                    if !line.trim().is_empty() {
+                        let args = line_args(&module, &a.function, &line, a.json)
+                            .map_err(|f| Failure::usage(format!("line {lineno}: {}", f.message)))?;
+                        batch.push(task_spec(module.hash(), &a.function, args, &options));
+                    }
+                    if batch.len() < BATCH {
+                        next = line_rx.try_recv().ok();
+                    }
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                let keys: Vec<String> = batch.iter().map(|s| s.key.clone()).collect();
+                let ack = client.submit_specs(batch).await?;
+                acks.push_back(async move { ack.await.map(|()| keys) });
+            }
+            Some(done) = acks.next() => {
+                for key in done? {
+                    writeln!(out, "{key}").map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+                }
+                out.flush().map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn line_args(module: &dtask_runtime::module::LocalModule, function: &str, line: &str, json: bool) -> Result<Vec<Arg>, Failure> {
+    if !json {
+        let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        return parse_args(module, function, &words);
+    }
+    let items: Vec<serde_json::Value> =
+        serde_json::from_str(line).map_err(|e| Failure::usage(format!("not a JSON array: {e}")))?;
+    let sig = module.compiled.func(function, &module.name).map_err(Failure::usage)?;
+    if items.len() != sig.params.len() {
+        return Err(Failure::usage(dtask_runtime::client::arity_message(
+            &sig.to_wit(),
+            sig.params.len(),
+            items.len(),
+        )));
+    }
+    items
+        .iter()
+        .zip(&sig.params)
+        .map(|(j, (name, ty))| {
+            if let Some(k) = j.as_str().and_then(|s| s.strip_prefix('@')).filter(|k| !k.starts_with('@')) {
+                return Ok(Arg::Future(k.to_string()));
+            }
+            let v = value::json_to_value(j, ty)
+                .map_err(|e| Failure::usage(format!("{function}: parameter {name}: {e}")))?;
+            Ok(Arg::Value(value::encode(&v).into()))
+        })
+        .collect()
+}

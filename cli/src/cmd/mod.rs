@@ -1,0 +1,238 @@
+//! One file per verb, plus what they share: finding the scheduler, typed
+//! argument parsing, printing values, and failures with exit codes.
+
+pub mod cluster;
+pub mod gather;
+pub mod inspect;
+pub mod map;
+pub mod release;
+pub mod scheduler;
+pub mod shutdown;
+pub mod status;
+pub mod submit;
+pub mod wait;
+pub mod worker;
+
+use dtask_runtime::client::{Client, ClientError};
+use dtask_runtime::config::{self, Resolved};
+use dtask_runtime::local;
+use dtask_runtime::module::{LocalModule, Type};
+use dtask_runtime::protocol::{Arg, TaskError};
+use dtask_runtime::value::{self, Value};
+use std::io::{BufRead, Read};
+use std::path::Path;
+use std::time::Duration;
+
+/// Options every verb shares.
+pub struct Global {
+    /// `--scheduler`.
+    pub scheduler: Option<String>,
+}
+
+/// Why a command failed: its exit code and what to tell the user.
+pub struct Failure {
+    /// Exit status (DESIGN §4).
+    pub code: u8,
+    /// One line after `dtask: error: `.
+    pub message: String,
+    /// Indented detail lines (guest stderr, backtrace).
+    pub detail: Vec<String>,
+}
+
+impl Failure {
+    /// A failure without detail.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            detail: Vec::new(),
+        }
+    }
+
+    /// A usage or input error (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(2, message)
+    }
+
+    /// A failed task (exit 1), with what the guest said and where.
+    pub fn task(key: &str, e: &TaskError) -> Self {
+        let mut detail = Vec::new();
+        if e.origin != key {
+            detail.push(format!("{key} depends on {}, which failed", e.origin));
+        }
+        detail.push(format!("kind: {}", e.kind.name()));
+        if !e.stderr.trim().is_empty() {
+            detail.push("guest stderr:".into());
+            detail.extend(e.stderr.trim_end().lines().map(|l| format!("  {l}")));
+        }
+        if !e.backtrace.trim().is_empty() {
+            detail.push("wasm backtrace:".into());
+            detail.extend(e.backtrace.trim_end().lines().map(|l| format!("  {l}")));
+        }
+        Self {
+            code: 1,
+            message: e.message.clone(),
+            detail,
+        }
+    }
+
+    /// Prints the failure to stderr.
+    pub fn report(&self) {
+        eprintln!("dtask: error: {}", self.message);
+        for line in &self.detail {
+            eprintln!("    {line}");
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match &e {
+            ClientError::Connect { .. } | ClientError::Disconnected => Failure::new(3, e.to_string()),
+            ClientError::Task(t) => Failure::task(&t.origin, t),
+            ClientError::Timeout(_) => Failure::new(4, e.to_string()),
+            ClientError::Data { .. } => Failure::new(1, e.to_string()),
+            ClientError::Refused(_) | ClientError::UnknownKey(_) | ClientError::Invalid(_) => {
+                Failure::usage(e.to_string())
+            }
+        }
+    }
+}
+
+/// Connects to the scheduler the configuration names. With nothing
+/// configured, uses the local default cluster, starting it only if `start`
+/// (verbs that submit work start it; verbs that read keys need one running).
+pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
+    let endpoint = match config::resolve(global.scheduler.as_deref()).map_err(Failure::usage)? {
+        Resolved::Configured(e) => e,
+        Resolved::LocalDefault if start => {
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+            local::ensure(workers).await.map_err(|e| Failure::new(3, e))?
+        }
+        Resolved::LocalDefault => local::running().await.ok_or_else(|| {
+            Failure::new(
+                3,
+                "no scheduler is configured and no local cluster is running; \
+                 submit a task to start one, or pass --scheduler",
+            )
+        })?,
+    };
+    let name = std::env::var("DTASK_CLIENT").unwrap_or_else(|_| "default".into());
+    Client::connect(&endpoint.address, &endpoint.token, Some(name))
+        .await
+        .map_err(|e| {
+            let mut f = Failure::from(e);
+            f.detail.push(format!("scheduler address from {}", endpoint.source));
+            f
+        })
+}
+
+/// Loads a module file, with the compiled-module cache of the state
+/// directory.
+pub fn load_module(path: &Path) -> Result<LocalModule, Failure> {
+    LocalModule::load(path, Some(&config::cache_dir())).map_err(Failure::usage)
+}
+
+/// Parses shell words into arguments of `function`, by parameter type:
+/// `@KEY` is a future, `@@…` a literal `@…`, `-` reads stdin.
+pub fn parse_args(module: &LocalModule, function: &str, words: &[String]) -> Result<Vec<Arg>, Failure> {
+    let sig = module.compiled.func(function, &module.name).map_err(Failure::usage)?;
+    if words.len() != sig.params.len() {
+        return Err(Failure::usage(dtask_runtime::client::arity_message(
+            &sig.to_wit(),
+            sig.params.len(),
+            words.len(),
+        )));
+    }
+    let mut stdin_used = false;
+    words
+        .iter()
+        .zip(&sig.params)
+        .map(|(word, (name, ty))| {
+            let at = |e: String| Failure::usage(format!("{function}: parameter {name}: {e}"));
+            if let Some(rest) = word.strip_prefix('@') {
+                if !rest.starts_with('@') {
+                    dtask_runtime::key::validate_key(rest).map_err(at)?;
+                    return Ok(Arg::Future(rest.to_string()));
+                }
+            }
+            let v = if word == "-" {
+                if std::mem::replace(&mut stdin_used, true) {
+                    return Err(at("stdin (`-`) can be read by one argument only".into()));
+                }
+                stdin_value(ty).map_err(at)?
+            } else {
+                let word = word.strip_prefix('@').filter(|w| w.starts_with('@')).unwrap_or(word);
+                value::word_to_value(word, ty).map_err(|e| at(e.to_string()))?
+            };
+            Ok(Arg::Value(value::encode(&v).into()))
+        })
+        .collect()
+}
+
+fn stdin_value(ty: &Type) -> Result<Value, String> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    match ty {
+        Type::List(l) if matches!(l.ty(), Type::U8) => Ok(Value::Binary(bytes)),
+        Type::String => {
+            let mut s = String::from_utf8(bytes).map_err(|_| "stdin is not UTF-8 text".to_string())?;
+            if s.ends_with('\n') {
+                s.pop();
+            }
+            Ok(Value::from(s))
+        }
+        _ => {
+            let j: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| format!("stdin is not JSON: {e}"))?;
+            value::json_to_value(&j, ty).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Keys from the arguments, or else one per line of stdin.
+pub fn keys_from(args: Vec<String>) -> Result<Vec<String>, Failure> {
+    if !args.is_empty() {
+        return Ok(args);
+    }
+    let mut keys = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| Failure::usage(format!("cannot read keys from stdin: {e}")))?;
+        let line = line.trim();
+        if !line.is_empty() {
+            keys.push(line.to_string());
+        }
+    }
+    Ok(keys)
+}
+
+/// A value as one line of output: JSON, or with `raw` strings and bytes as
+/// they are.
+pub fn render(v: &Value, raw: bool) -> Vec<u8> {
+    match v {
+        Value::String(s) if raw => s.as_bytes().to_vec(),
+        Value::Binary(b) if raw => b.clone(),
+        _ => value::value_to_json(v).to_string().into_bytes(),
+    }
+}
+
+/// Parses a duration: `250ms`, `10s`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 10s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?} has an unknown unit (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a valid duration"))
+}

@@ -1,0 +1,63 @@
+//! `dtask scheduler`: run the scheduler daemon in the foreground.
+
+use super::Failure;
+use dtask_runtime::config;
+use dtask_runtime::connection::DEFAULT_MAX_FRAME;
+use dtask_runtime::scheduler::{SchedulerOptions, SchedulerServer};
+use std::io::Write;
+
+/// Run the scheduler in the foreground. Prints its address on stdout once
+/// it listens; workers join with `dtask worker --scheduler ADDR`.
+///
+/// The cluster token is DTASK_TOKEN, else the state directory's `token`
+/// file (created if missing); every client and worker must present it.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  dtask scheduler --port 0      # prints 127.0.0.1:PORT")]
+pub struct Args {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    #[arg(long, default_value_t = 8786)]
+    pub port: u16,
+}
+
+/// Binds a listener, reporting a taken port as a usage error.
+pub fn bind(host: &str, port: u16) -> Result<std::net::TcpListener, Failure> {
+    std::net::TcpListener::bind((host, port)).map_err(|e| {
+        Failure::usage(format!(
+            "cannot listen on {host}:{port}: {e}; choose another with --port (0 picks a free one)"
+        ))
+    })
+}
+
+/// Serves a bound listener until shutdown or a signal.
+pub async fn serve(listener: std::net::TcpListener, token: String) -> Result<(), Failure> {
+    let server = SchedulerServer::from_listener(
+        listener,
+        SchedulerOptions {
+            token,
+            max_frame: DEFAULT_MAX_FRAME,
+        },
+    )
+    .map_err(|e| Failure::new(2, format!("cannot serve: {e}")))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Failure::new(2, format!("cannot watch signals: {e}")))?;
+    tokio::select! {
+        () = server.run() => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = term.recv() => tracing::info!("terminated; stopping"),
+    }
+    Ok(())
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    let token = config::server_token().map_err(|e| Failure::new(2, e))?;
+    let listener = bind(&a.host, a.port)?;
+    let addr = listener.local_addr().map_err(|e| Failure::new(2, e.to_string()))?;
+    println!("{addr}");
+    let _ = std::io::stdout().flush();
+    tracing::info!("scheduler listening on {addr}");
+    let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::new(2, e.to_string()))?;
+    rt.block_on(serve(listener, token))
+}

@@ -1,0 +1,25 @@
+//! `dtask shutdown`: stop the scheduler and its workers.
+
+use super::{Failure, Global, connect};
+use dtask_runtime::config::{self, Resolved};
+use dtask_runtime::local;
+
+/// Stop the scheduler and all its workers: the local default cluster, or
+/// the one --scheduler names.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  dtask shutdown")]
+pub struct Args {}
+
+pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
+    let local = matches!(
+        config::resolve(global.scheduler.as_deref()).map_err(Failure::usage)?,
+        Resolved::LocalDefault
+    );
+    if local && local::running().await.is_none() {
+        eprintln!("dtask: no local cluster is running");
+        return Ok(());
+    }
+    let client = connect(global, false).await?;
+    client.shutdown().await?;
+    Ok(())
+}

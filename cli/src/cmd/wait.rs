@@ -1,0 +1,67 @@
+//! `dtask wait`: block until futures are done.
+
+use super::{Failure, Global, connect, keys_from, parse_duration};
+use dtask_runtime::protocol::Outcome;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Wait until all the futures (or with --first, any one) are done, whether
+/// they finished or failed.
+///
+/// Exit status: 0 all done ones finished, 1 one erred or was cancelled,
+/// 4 the timeout passed first.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  dtask wait --timeout 30s $(cat keys.txt)")]
+pub struct Args {
+    /// Return when the first one is done.
+    #[arg(long)]
+    first: bool,
+    /// Give up after this long (exit 4), e.g. `10s`.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Keys (default: read from stdin).
+    keys: Vec<String>,
+}
+
+pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
+    let keys = keys_from(a.keys)?;
+    let client = connect(global, false).await?;
+    let wanted: HashSet<String> = keys.iter().cloned().collect();
+    let mut rx = client.watch(wanted.iter().cloned().collect())?;
+    let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut seen = HashSet::new();
+    let mut failure: Option<Failure> = None;
+    while seen.len() < wanted.len() {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    return Err(Failure::new(
+                        4,
+                        format!(
+                            "timed out after {:?} with {} of {} futures done",
+                            a.timeout.unwrap_or_default(),
+                            seen.len(),
+                            wanted.len()
+                        ),
+                    ));
+                }
+            },
+            None => rx.recv().await,
+        };
+        let (key, outcome) = next.ok_or(dtask_runtime::client::ClientError::Disconnected)?;
+        match &outcome {
+            Outcome::Finished(_) => {}
+            Outcome::Error(e) => failure = failure.or(Some(Failure::task(&key, e))),
+            Outcome::Cancelled => failure = failure.or(Some(Failure::new(1, format!("{key} was cancelled")))),
+            Outcome::Unknown => {
+                return Err(Failure::usage(format!("unknown key {key}: never submitted, or released")));
+            }
+        }
+        seen.insert(key);
+        if a.first {
+            break;
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}

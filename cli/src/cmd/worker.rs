@@ -1,0 +1,51 @@
+//! `dtask worker`: run a worker process in the foreground.
+
+use super::{Failure, Global};
+use dtask_runtime::config::{self, Resolved};
+use dtask_runtime::worker::sandbox::Limits;
+use dtask_runtime::worker::{self, WorkerOptions};
+
+/// Run a worker that joins a scheduler and runs tasks in N execution slots.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  dtask worker --scheduler 127.0.0.1:8786 --nthreads 4")]
+pub struct Args {
+    /// Execution slots (tasks computing at once).
+    #[arg(long, default_value_t = 1)]
+    pub nthreads: u32,
+    /// Address to serve results to peers on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Largest memory one task may use, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub memory_limit_mib: usize,
+}
+
+pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
+    let endpoint = match config::resolve(global.scheduler.as_deref()).map_err(Failure::usage)? {
+        Resolved::Configured(e) => e,
+        Resolved::LocalDefault => {
+            return Err(Failure::usage(
+                "which scheduler? pass --scheduler ADDR (or set DTASK_SCHEDULER)",
+            ));
+        }
+    };
+    if a.nthreads == 0 {
+        return Err(Failure::usage("--nthreads must be at least 1"));
+    }
+    let options = WorkerOptions {
+        scheduler: endpoint.address,
+        token: endpoint.token,
+        nthreads: a.nthreads,
+        listen_host: a.host,
+        cache_dir: Some(config::cache_dir()),
+        limits: Limits {
+            memory: a.memory_limit_mib * 1024 * 1024,
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.nthreads as usize + 1)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(2, e.to_string()))?;
+    rt.block_on(worker::run(options)).map_err(|e| Failure::new(3, format!("{e:#}")))
+}

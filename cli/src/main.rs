@@ -1,0 +1,117 @@
+//! `dtask`: Dask-style futures for WebAssembly tasks, from the shell.
+//!
+//! This crate is argument parsing and printing only; the engine lives in
+//! `dtask-runtime`. Each verb is one file under `cmd/`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use cmd::Failure;
+use std::process::ExitCode;
+
+/// Dask-style futures for WebAssembly tasks.
+///
+/// Submit calls of WebAssembly component exports as tasks; each prints a key
+/// naming its future. Pass a future to another task as `@KEY`; gather results
+/// as JSON lines. With no scheduler configured, the first submit starts a
+/// local cluster in the background; `dtask shutdown` stops it.
+///
+/// Exit status: 0 success, 1 a task erred or was cancelled, 2 usage or bad
+/// input, 3 cannot reach or authenticate to the scheduler, 4 timeout.
+#[derive(Parser)]
+#[command(name = "dtask", version, max_term_width = 100)]
+#[command(after_help = "Example:\n  k=$(dtask submit tasks.wasm inc 10)\n  dtask gather $k        # 11\n  seq 100 | dtask map tasks.wasm inc | dtask gather")]
+struct Cli {
+    /// Scheduler address (host:port). Else DTASK_SCHEDULER, dtask.toml, or
+    /// the local default cluster.
+    #[arg(long, global = true, value_name = "ADDR")]
+    scheduler: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Submit(cmd::submit::Args),
+    Map(cmd::map::Args),
+    Gather(cmd::gather::Args),
+    Wait(cmd::wait::Args),
+    Status(cmd::status::Args),
+    Release(cmd::release::Args),
+    Inspect(cmd::inspect::Args),
+    Shutdown(cmd::shutdown::Args),
+    Scheduler(cmd::scheduler::Args),
+    Worker(cmd::worker::Args),
+    Cluster(cmd::cluster::Args),
+}
+
+fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`dtask gather | head -1`) like other
+    // Unix tools, instead of panicking on a failed write.
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up,
+    // before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let daemon = matches!(
+        cli.command,
+        Command::Scheduler(_) | Command::Worker(_) | Command::Cluster(_)
+    );
+    init_logging(if daemon { "info" } else { "warn" });
+    let global = cmd::Global {
+        scheduler: cli.scheduler,
+    };
+    let result = match cli.command {
+        Command::Scheduler(a) => cmd::scheduler::run(a),
+        Command::Worker(a) => cmd::worker::run(&global, a),
+        Command::Cluster(a) => cmd::cluster::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        other => client_runtime().and_then(|rt| {
+            rt.block_on(async move {
+                match other {
+                    Command::Submit(a) => cmd::submit::run(&global, a).await,
+                    Command::Map(a) => cmd::map::run(&global, a).await,
+                    Command::Gather(a) => cmd::gather::run(&global, a).await,
+                    Command::Wait(a) => cmd::wait::run(&global, a).await,
+                    Command::Status(a) => cmd::status::run(&global, a).await,
+                    Command::Release(a) => cmd::release::run(&global, a).await,
+                    Command::Shutdown(a) => cmd::shutdown::run(&global, a).await,
+                    _ => unreachable!("daemons are handled above"),
+                }
+            })
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            f.report();
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn client_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(2, format!("cannot start the async runtime: {e}")))
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DTASK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

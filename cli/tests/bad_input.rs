@@ -1,0 +1,89 @@
+//! End-to-end: bad input is refused with exit 2 before anything runs.
+//!
+//! These run against a scheduler address where nothing listens: had the CLI
+//! tried to submit, it would exit 3 (cannot reach the scheduler); exit 2
+//! proves it refused before contacting anyone.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn dtask_nowhere(args: &[&str]) -> std::process::Output {
+    let state = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    Command::new(DTASK)
+        .args(args)
+        .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_SCHEDULER", addr)
+        .env("DTASK_TOKEN", "t")
+        .output()
+        .unwrap()
+}
+
+fn refused(args: &[&str], needle: &str) {
+    let out = dtask_nowhere(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.starts_with("dtask: error: "), "{err}");
+    assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn wrong_arity_names_the_signature() {
+    refused(&["submit", tasks_wasm(), "inc"], "inc: func(x: s64) -> s64 takes 1 argument, 0 were given");
+    refused(&["submit", tasks_wasm(), "add", "1", "2", "3"], "takes 2 arguments, 3 were given");
+}
+
+#[test]
+fn wrong_type_names_function_parameter_and_type() {
+    refused(&["submit", tasks_wasm(), "inc", "abc"], "inc: parameter x");
+    refused(&["submit", tasks_wasm(), "inc", "abc"], "s64");
+    refused(&["submit", tasks_wasm(), "norm", r#"{"x": 1}"#], "norm: parameter p");
+    refused(&["submit", tasks_wasm(), "color-name", "purple"], "purple");
+    refused(&["submit", tasks_wasm(), "total", "[1, \"two\"]"], "total: parameter xs");
+}
+
+#[test]
+fn unknown_export_lists_the_exports() {
+    refused(&["submit", tasks_wasm(), "incc", "1"], "export `incc` not found");
+    refused(&["submit", tasks_wasm(), "incc", "1"], "inc, ");
+}
+
+#[test]
+fn a_file_that_is_not_wasm_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.wasm");
+    std::fs::write(&path, "hello").unwrap();
+    refused(&["submit", path.to_str().unwrap(), "inc", "1"], "is not a WebAssembly file");
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    refused(&["submit", core.to_str().unwrap(), "inc", "1"], "core WebAssembly module");
+    refused(&["submit", "/no/such/file.wasm", "inc", "1"], "cannot read");
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x0d\0\x01\0garbage").unwrap();
+    refused(&["submit", broken.to_str().unwrap(), "inc", "1"], "not a valid WebAssembly component");
+}
+
+#[test]
+fn bad_map_lines_are_refused_with_their_line_number() {
+    refused(&["map", tasks_wasm(), "incc"], "export `incc` not found");
+}
+
+#[test]
+fn unreachable_scheduler_exits_3() {
+    let out = dtask_nowhere(&["submit", tasks_wasm(), "inc", "1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot reach the scheduler"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = dtask_nowhere(&["submit"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = dtask_nowhere(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,195 @@
+//! Test harness: real `dtask` processes on ephemeral ports, each test with
+//! its own state directory, killed when the handle drops (pass or fail).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The `dtask` binary under test.
+pub const DTASK: &str = env!("CARGO_BIN_EXE_dtask");
+
+/// The example tasks component.
+pub fn tasks_wasm() -> &'static str {
+    dtask_guests::TASKS_WASM
+}
+
+/// A `dtask cluster` running for one test.
+pub struct Cluster {
+    child: Child,
+    /// Scheduler address.
+    pub addr: String,
+    /// The test's state directory.
+    pub state: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts a scheduler and `workers` worker processes of `threads` slots.
+    pub fn start(workers: usize, threads: u32) -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let mut child = Command::new(DTASK)
+            .args(["cluster", "--port", "0", "--workers"])
+            .arg(workers.to_string())
+            .arg("--threads")
+            .arg(threads.to_string())
+            .env("DTASK_STATE_DIR", state.path())
+            .env_remove("DTASK_SCHEDULER")
+            .env_remove("DTASK_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start dtask cluster");
+        let stdout = child.stdout.take().unwrap();
+        let addr = first_line(stdout, Duration::from_secs(30)).expect("cluster printed its address");
+        let cluster = Self { child, addr, state };
+        cluster.wait_for_workers(workers);
+        cluster
+    }
+
+    /// The cluster's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A `dtask` command aimed at this cluster.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(DTASK);
+        c.env("DTASK_STATE_DIR", self.state.path())
+            .env("DTASK_SCHEDULER", &self.addr)
+            .env_remove("DTASK_TOKEN")
+            .env_remove("DTASK_CLIENT");
+        c
+    }
+
+    /// Runs `dtask ARGS` with `stdin`, returning its output.
+    pub fn run(&self, args: &[&str], stdin: &str) -> Output {
+        run_with_stdin(self.cmd().args(args), stdin)
+    }
+
+    /// Runs `dtask ARGS`, expects success and returns trimmed stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, "");
+        assert!(
+            out.status.success(),
+            "dtask {args:?} failed ({:?}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+    }
+
+    /// Submits `FUNCTION ARGS` of the example tasks and returns the key.
+    pub fn submit(&self, function: &str, args: &[&str]) -> String {
+        let mut all = vec!["submit", tasks_wasm(), function];
+        all.extend_from_slice(args);
+        self.ok(&all)
+    }
+
+    /// The cluster token from the state directory.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn wait_for_workers(&self, n: usize) {
+        wait_until(Duration::from_secs(30), "workers to register", || {
+            worker_pids(self.pid()).len() >= n
+        });
+        // A submitted task proves the workers have joined.
+        let key = self.submit("inc", &["0"]);
+        assert_eq!(self.ok(&["gather", &key]), "1");
+        self.ok(&["release", &key]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let workers = worker_pids(self.pid());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in workers {
+            // SAFETY: sending SIGKILL to a pid that was our worker child.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Direct children of `pid`.
+pub fn worker_pids(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// Whether a process is alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The first line a reader produces, within `limit`.
+pub fn first_line(r: impl std::io::Read + Send + 'static, limit: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let mut reader = BufReader::new(r);
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line.trim().to_string());
+        // Keep draining so the writer never blocks on a full pipe.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    rx.recv_timeout(limit).ok().filter(|l| !l.is_empty())
+}
+
+/// Runs a command feeding `stdin`.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dtask");
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().expect("wait for dtask");
+    let _ = writer.join();
+    out
+}
+
+/// Lossy stderr of an output.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Lossy stdout of an output.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

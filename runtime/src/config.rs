@@ -1,0 +1,175 @@
+//! Where things are: the state directory, the cluster token, and which
+//! scheduler a command talks to.
+//!
+//! The scheduler is found from, in order: an explicit `--scheduler`,
+//! `DTASK_SCHEDULER`, `./dtask.toml`, `$XDG_CONFIG_HOME/dtask/config.toml`
+//! (key `scheduler`), and otherwise the local default cluster recorded in
+//! the state directory (started on demand, see [`crate::local`]).
+
+use serde::Deserialize;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The state directory: `$DTASK_STATE_DIR`, else `$XDG_STATE_HOME/dtask`,
+/// else `~/.local/state/dtask`.
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DTASK_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("dtask");
+    }
+    home().join(".local/state/dtask")
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+/// Creates the state directory (mode 0700) if needed and returns it.
+pub fn ensure_state_dir() -> std::io::Result<PathBuf> {
+    let dir = state_dir();
+    std::fs::create_dir_all(&dir)?;
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    Ok(dir)
+}
+
+/// Where compiled modules are cached.
+pub fn cache_dir() -> PathBuf {
+    state_dir().join("cache")
+}
+
+/// The token in `path`, trimmed.
+pub fn read_token(path: &Path) -> Result<String, String> {
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        return Err(format!("the token file {} is empty", path.display()));
+    }
+    Ok(t)
+}
+
+/// The cluster token for a scheduler this user starts: `DTASK_TOKEN`, else
+/// the state directory's `token` file, created (0600) with a fresh random
+/// token if it does not exist.
+pub fn server_token() -> Result<String, String> {
+    if let Ok(t) = std::env::var("DTASK_TOKEN")
+        && !t.is_empty()
+    {
+        return Ok(t);
+    }
+    let dir = ensure_state_dir().map_err(|e| format!("cannot create the state directory: {e}"))?;
+    let path = dir.join("token");
+    if let Ok(t) = read_token(&path) {
+        return Ok(t);
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a token: {e}"))?;
+    let token = hex::encode(bytes);
+    let tmp = dir.join(format!(".token.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(token.as_bytes()).map_err(|e| e.to_string())?;
+    drop(f);
+    // If another process created the token meanwhile, keep theirs.
+    if std::fs::hard_link(&tmp, &path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return read_token(&path);
+    }
+    let _ = std::fs::remove_file(&tmp);
+    Ok(token)
+}
+
+/// The contents of a `dtask.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// Scheduler address, `host:port`.
+    pub scheduler: Option<String>,
+    /// File holding the cluster token.
+    pub token_file: Option<PathBuf>,
+}
+
+/// A scheduler to talk to, and where that choice came from.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `host:port`.
+    pub address: String,
+    /// Cluster token.
+    pub token: String,
+    /// Where the address came from, for messages.
+    pub source: String,
+}
+
+/// What [`resolve`] found.
+#[derive(Debug)]
+pub enum Resolved {
+    /// A configured scheduler.
+    Configured(Endpoint),
+    /// Nothing configured: use (or start) the local default cluster.
+    LocalDefault,
+}
+
+fn config_files() -> Vec<PathBuf> {
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".config"));
+    vec![PathBuf::from("dtask.toml"), xdg.join("dtask/config.toml")]
+}
+
+fn load_file(path: &Path) -> Result<Option<FileConfig>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("{} is not a valid dtask config: {e}", path.display())),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Finds the scheduler to use, per the order in the module docs.
+pub fn resolve(explicit: Option<&str>) -> Result<Resolved, String> {
+    let mut file_cfg = None;
+    for path in config_files() {
+        if let Some(c) = load_file(&path)? {
+            file_cfg = Some((path, c));
+            break;
+        }
+    }
+    let (address, source) = if let Some(a) = explicit {
+        (a.to_string(), "--scheduler".to_string())
+    } else if let Some(a) = std::env::var("DTASK_SCHEDULER").ok().filter(|a| !a.is_empty()) {
+        (a, "DTASK_SCHEDULER".to_string())
+    } else if let Some((path, FileConfig { scheduler: Some(a), .. })) = &file_cfg {
+        (a.clone(), path.display().to_string())
+    } else {
+        return Ok(Resolved::LocalDefault);
+    };
+    let token = client_token(file_cfg.as_ref().and_then(|(_, c)| c.token_file.as_deref()))?;
+    Ok(Resolved::Configured(Endpoint {
+        address,
+        token,
+        source,
+    }))
+}
+
+/// The token a client presents: `DTASK_TOKEN`, else the configured token
+/// file, else the state directory's `token`.
+pub fn client_token(token_file: Option<&Path>) -> Result<String, String> {
+    if let Ok(t) = std::env::var("DTASK_TOKEN")
+        && !t.is_empty()
+    {
+        return Ok(t);
+    }
+    let path = token_file
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| state_dir().join("token"));
+    read_token(&path).map_err(|e| format!("{e}; set DTASK_TOKEN or `token-file` in dtask.toml"))
+}

@@ -1,0 +1,272 @@
+//! Framing over TCP: length-delimited frames, each a bincode `Vec` of
+//! messages, behind a handshake that checks version and token.
+//!
+//! Writing goes through a channel drained by a writer task, which packs every
+//! message that is waiting into one frame; so a burst of small messages costs
+//! one system call, and senders never block on the socket.
+
+use crate::protocol::{Hello, PROTOCOL_VERSION, Welcome};
+use bincode::Options;
+use futures::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::VecDeque;
+use std::io;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+/// Largest frame accepted from a peer, unless configured otherwise.
+pub const DEFAULT_MAX_FRAME: usize = 512 * 1024 * 1024;
+
+/// Frames stop growing past this many bytes of messages; what is left goes
+/// in the next frame.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long a peer may take to complete the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What can go wrong on a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The socket failed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// A frame did not decode as the expected messages.
+    #[error("malformed frame from peer: {0}")]
+    Malformed(String),
+    /// The peer refused the handshake.
+    #[error("{0}")]
+    Refused(String),
+    /// The peer closed the connection during the handshake.
+    #[error("the peer closed the connection during the handshake")]
+    Closed,
+    /// The handshake did not complete in time.
+    #[error("the peer did not complete the handshake in time")]
+    Timeout,
+}
+
+fn codec(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(max_frame)
+        .new_codec()
+}
+
+fn options(limit: u64) -> impl Options {
+    bincode::DefaultOptions::new().with_limit(limit)
+}
+
+/// Encodes one message as frame bytes.
+fn encode<M: Serialize + ?Sized>(msg: &M) -> bytes::Bytes {
+    options(u64::MAX)
+        .serialize(msg)
+        .expect("protocol messages always serialize")
+        .into()
+}
+
+/// Decodes frame bytes, refusing anything that does not fit exactly.
+fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, WireError> {
+    // The limit bounds what a hostile length prefix may make us allocate.
+    options(bytes.len() as u64 * 8 + 1024)
+        .deserialize(bytes)
+        .map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Receiving half of a connection: yields messages one at a time.
+pub struct Receiver<M> {
+    frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    pending: VecDeque<M>,
+}
+
+impl<M: DeserializeOwned> Receiver<M> {
+    /// The next message, or `None` once the peer has closed the connection.
+    pub async fn recv(&mut self) -> Result<Option<M>, WireError> {
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Ok(Some(m));
+            }
+            match self.frames.next().await {
+                None => return Ok(None),
+                Some(frame) => {
+                    let batch: Vec<M> = decode(&frame?)?;
+                    self.pending.extend(batch);
+                }
+            }
+        }
+    }
+
+    /// Every message already received and decoded, without waiting.
+    pub fn drain_ready(&mut self) -> impl Iterator<Item = M> + '_ {
+        self.pending.drain(..)
+    }
+}
+
+/// Sending half of a connection. Cloning it is cheap; messages sent after
+/// the connection closed are dropped.
+pub type Sender<M> = mpsc::UnboundedSender<M>;
+
+/// Starts the writer task for one connection.
+fn spawn_writer<M: Serialize + Send + 'static>(
+    half: OwnedWriteHalf,
+    max_frame: usize,
+) -> Sender<M> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<M>();
+    tokio::spawn(async move {
+        let mut sink = FramedWrite::new(half, codec(max_frame));
+        let mut batch = Vec::new();
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            // Take whatever else is already waiting, up to a sane size.
+            while batch.len() < 65536 {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let bytes = encode(&batch);
+            batch.clear();
+            if bytes.len() > BATCH_BYTES * 64 {
+                tracing::warn!("sending a frame of {} bytes", bytes.len());
+            }
+            if sink.send(bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    tx
+}
+
+fn split<I: DeserializeOwned, O: Serialize + Send + 'static>(
+    stream: TcpStream,
+    max_frame: usize,
+) -> (Sender<O>, Receiver<I>) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let frames = FramedRead::new(r, codec(max_frame));
+    (
+        spawn_writer(w, max_frame),
+        Receiver {
+            frames,
+            pending: VecDeque::new(),
+        },
+    )
+}
+
+async fn read_one<M: DeserializeOwned>(
+    frames: &mut FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+) -> Result<M, WireError> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
+        Err(_) => Err(WireError::Timeout),
+        Ok(None) => Err(WireError::Closed),
+        Ok(Some(frame)) => decode(&frame?),
+    }
+}
+
+/// Connects to `addr`, introduces itself with `hello`, and returns the
+/// connection and the id the peer assigned, or the peer's refusal.
+pub async fn connect<I: DeserializeOwned, O: Serialize + Send + 'static>(
+    addr: &str,
+    hello: Hello,
+) -> Result<(u64, Sender<O>, Receiver<I>), WireError> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut frames = FramedRead::new(r, codec(DEFAULT_MAX_FRAME));
+    let mut sink = FramedWrite::new(w, codec(DEFAULT_MAX_FRAME));
+    sink.send(encode(&hello)).await?;
+    let id = match read_one::<Welcome>(&mut frames).await? {
+        Welcome::Accepted { id } => id,
+        Welcome::Refused(why) => return Err(WireError::Refused(why)),
+    };
+    let w = sink.into_inner();
+    let stream = frames.into_inner().reunite(w).expect("halves of one stream");
+    let (tx, rx) = split(stream, DEFAULT_MAX_FRAME);
+    Ok((id, tx, rx))
+}
+
+/// Reads a peer's [`Hello`] and checks its version and token; `admit` then
+/// decides (and returns the id to give the peer, or a refusal).
+pub async fn accept<I: DeserializeOwned, O: Serialize + Send + 'static>(
+    stream: TcpStream,
+    token: &str,
+    max_frame: usize,
+    admit: impl FnOnce(&Hello) -> Result<u64, String>,
+) -> Result<(Hello, u64, Sender<O>, Receiver<I>), WireError> {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut frames = FramedRead::new(r, codec(max_frame));
+    let mut sink = FramedWrite::new(w, codec(max_frame));
+    let hello: Hello = read_one(&mut frames).await?;
+    let verdict = if hello.version != PROTOCOL_VERSION {
+        Err(format!(
+            "protocol version mismatch: peer speaks {}, this side speaks {}; \
+             run the same dtask version everywhere",
+            hello.version, PROTOCOL_VERSION
+        ))
+    } else if !constant_time_eq(hello.token.as_bytes(), token.as_bytes()) {
+        Err("authentication failed: wrong or missing cluster token \
+             (set DTASK_TOKEN or the token file)"
+            .to_string())
+    } else {
+        admit(&hello)
+    };
+    match verdict {
+        Ok(id) => {
+            sink.send(encode(&Welcome::Accepted { id })).await?;
+            let w = sink.into_inner();
+            let stream = frames.into_inner().reunite(w).expect("halves of one stream");
+            let (tx, rx) = split(stream, max_frame);
+            Ok((hello, id, tx, rx))
+        }
+        Err(why) => {
+            let _ = sink.send(encode(&Welcome::Refused(why.clone()))).await;
+            Err(WireError::Refused(why))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Role;
+
+    #[test]
+    fn garbage_frames_are_errors_not_panics() {
+        for bytes in [&b""[..], b"\xff", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff", &[0xfb; 40]] {
+            assert!(decode::<Vec<crate::protocol::ToScheduler>>(bytes).is_err());
+        }
+    }
+
+    #[test]
+    fn hostile_length_prefix_does_not_allocate_wildly() {
+        // A Vec claiming 2^60 elements in a tiny frame.
+        let bytes = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        assert!(decode::<Vec<u64>>(&bytes).is_err());
+    }
+
+    #[tokio::test]
+    async fn wrong_token_is_refused_with_reason() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            accept::<u8, u8>(s, "right", DEFAULT_MAX_FRAME, |_| Ok(1))
+                .await
+                .map(|_| ())
+        });
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            token: "wrong".into(),
+            role: Role::Peer,
+        };
+        let err = connect::<u8, u8>(&addr, hello).await.err().unwrap();
+        assert!(err.to_string().contains("authentication failed"), "{err}");
+        assert!(server.await.unwrap().is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! Task keys: `{function}-{32 lowercase hex}`.
+//!
+//! A pure task's key hashes what determines its result (module, function and
+//! the canonical encoding of its arguments, a future argument contributing its
+//! key), so submitting the same task twice names the same future and computes
+//! once.
+
+use crate::protocol::Arg;
+
+/// The key of a pure task: the same inputs always give the same key.
+pub fn pure_key(module: &str, function: &str, args: &[Arg]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"dtask-task-v1\0");
+    for part in [module.as_bytes(), function.as_bytes()] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    for arg in args {
+        let (tag, bytes) = match arg {
+            Arg::Value(v) => (b'v', v.as_ref()),
+            Arg::Future(k) => (b'f', k.as_bytes()),
+        };
+        h.update(&[tag]);
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    with_suffix(function, &h.finalize().as_bytes()[..16])
+}
+
+/// A fresh random key, for impure tasks (`--pure=false`) and scattered data.
+pub fn random_key(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    with_suffix(prefix, &bytes)
+}
+
+fn with_suffix(prefix: &str, bytes: &[u8]) -> String {
+    format!("{prefix}-{}", hex::encode(bytes))
+}
+
+/// Checks a user-chosen key: non-empty, at most 512 bytes, printable, no
+/// whitespace, and not starting with `@` (which means a future on the CLI).
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("a key cannot be empty".into());
+    }
+    if key.len() > 512 {
+        return Err(format!("a key can be at most 512 bytes, this one has {}", key.len()));
+    }
+    if key.starts_with('@') {
+        return Err(format!("a key cannot start with '@' ({key})"));
+    }
+    if let Some(c) = key.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("a key cannot contain {c:?} ({key:?})"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn pure_keys_are_deterministic_and_shaped() {
+        let args = [Arg::Value(Bytes::from_static(&[10]))];
+        let a = pure_key("m", "inc", &args);
+        assert_eq!(a, pure_key("m", "inc", &args));
+        let (name, hex) = a.rsplit_once('-').unwrap();
+        assert_eq!(name, "inc");
+        assert_eq!(hex.len(), 32);
+        assert!(hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn pure_keys_differ_by_every_input() {
+        let v = |b: &'static [u8]| Arg::Value(Bytes::from_static(b));
+        let base = pure_key("m", "f", &[v(&[1])]);
+        assert_ne!(base, pure_key("n", "f", &[v(&[1])]));
+        assert_ne!(base, pure_key("m", "g", &[v(&[1])]));
+        assert_ne!(base, pure_key("m", "f", &[v(&[2])]));
+        assert_ne!(base, pure_key("m", "f", &[v(&[1]), v(&[])]));
+        // A future and a value with the same bytes are different arguments.
+        assert_ne!(
+            pure_key("m", "f", &[Arg::Future("k".into())]),
+            pure_key("m", "f", &[v(b"k")])
+        );
+    }
+
+    #[test]
+    fn random_keys_differ() {
+        assert_ne!(random_key("inc"), random_key("inc"));
+    }
+
+    #[test]
+    fn bad_user_keys_are_refused() {
+        assert!(validate_key("my-key").is_ok());
+        for bad in ["", "@x", "a b", "a\nb"] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! dtask's engine: everything but argument parsing and printing.
+//!
+//! A cluster is one scheduler and any number of workers, talking the
+//! [`protocol`] over [`connection`]s. The [`scheduler`] keeps the task graph
+//! in a pure state machine ([`scheduler::state`]) behind a thin tokio server.
+//! A [`worker`] runs tasks as WebAssembly components in wasmtime
+//! ([`worker::sandbox`]) and serves results to peers ([`peer`]). The
+//! [`client`] is the async API the CLI is written on; [`module`] loads and
+//! types components, [`value`] converts between dtask's dynamic values,
+//! JSON and WIT values, [`key`] names futures, and [`config`] and [`local`]
+//! find (or start) the scheduler to talk to.
+
+pub mod client;
+pub mod config;
+pub mod connection;
+pub mod key;
+pub mod local;
+pub mod module;
+pub mod peer;
+pub mod protocol;
+pub mod scheduler;
+pub mod value;
+pub mod worker;

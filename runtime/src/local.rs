@@ -1,0 +1,132 @@
+//! The embedded local default: when no scheduler is configured, commands use
+//! a local cluster recorded in the state directory, starting one in the
+//! background if none answers (like Dask's `Client()` with no address).
+//!
+//! The cluster is `dtask cluster --record-local` run as a detached process;
+//! it writes `local.toml` (address and pid) into the state directory once it
+//! listens, and removes it when it stops. `dtask shutdown` stops it.
+
+use crate::config::{self, Endpoint};
+use serde::{Deserialize, Serialize};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the local cluster records about itself.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct LocalRecord {
+    /// Scheduler address.
+    pub address: String,
+    /// Process id of the cluster.
+    pub pid: u32,
+}
+
+/// Path of the record in the state directory.
+pub fn record_path() -> PathBuf {
+    config::state_dir().join("local.toml")
+}
+
+/// Writes the record (called by the cluster once it listens).
+pub fn write_record(rec: &LocalRecord) -> std::io::Result<()> {
+    let dir = config::ensure_state_dir()?;
+    let tmp = dir.join(format!(".local.toml.{}", rec.pid));
+    std::fs::write(&tmp, toml::to_string(rec).expect("a record serializes"))?;
+    std::fs::rename(tmp, record_path())
+}
+
+/// Removes the record if it is this process's.
+pub fn remove_record(pid: u32) {
+    if read_record().is_some_and(|r| r.pid == pid) {
+        let _ = std::fs::remove_file(record_path());
+    }
+}
+
+/// The recorded local cluster, if any.
+pub fn read_record() -> Option<LocalRecord> {
+    toml::from_str(&std::fs::read_to_string(record_path()).ok()?).ok()
+}
+
+async fn answers(addr: &str) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// The running local cluster, if one answers.
+pub async fn running() -> Option<Endpoint> {
+    let rec = read_record()?;
+    if !answers(&rec.address).await {
+        return None;
+    }
+    let token = config::client_token(None).ok()?;
+    Some(Endpoint {
+        address: rec.address,
+        token,
+        source: format!("local cluster (pid {})", rec.pid),
+    })
+}
+
+/// The local cluster, started in the background if none answers. Says so on
+/// stderr when it starts one.
+pub async fn ensure(workers: usize) -> Result<Endpoint, String> {
+    if let Some(e) = running().await {
+        return Ok(e);
+    }
+    let dir = config::ensure_state_dir().map_err(|e| format!("cannot create the state directory: {e}"))?;
+    // One starter at a time: others wait for its record.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("local.lock"))
+        .map_err(|e| format!("cannot open the local cluster lock: {e}"))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
+    // SAFETY: flock on a file descriptor we own; released when `lock` drops.
+    tokio::task::block_in_place(|| unsafe { libc::flock(fd, libc::LOCK_EX) });
+    if let Some(e) = running().await {
+        return Ok(e);
+    }
+    config::server_token()?;
+    let child = spawn_cluster(&dir, workers)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(rec) = read_record()
+            && rec.pid == child
+            && let Some(e) = running().await
+        {
+            eprintln!(
+                "dtask: started a local cluster at {} with {workers} workers (logs in {}); \
+                 `dtask shutdown` stops it",
+                e.address,
+                dir.join("local.log").display()
+            );
+            return Ok(e);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the local cluster did not start within 60 s; see {}",
+                dir.join("local.log").display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn spawn_cluster(dir: &Path, workers: usize) -> Result<u32, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the dtask binary: {e}"))?;
+    let log = std::fs::File::create(dir.join("local.log"))
+        .map_err(|e| format!("cannot create the local cluster's log: {e}"))?;
+    let child = Command::new(exe)
+        .args(["cluster", "--port", "0", "--record-local", "--workers"])
+        .arg(workers.to_string())
+        .env("DTASK_STATE_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the local cluster: {e}"))?;
+    Ok(child.id())
+}

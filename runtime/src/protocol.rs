@@ -1,0 +1,382 @@
+//! The wire protocol: every message that crosses a socket between clients,
+//! the scheduler and workers, with its meaning.
+//!
+//! A connection carries length-delimited frames (see [`crate::connection`]);
+//! each frame is a bincode-encoded `Vec` of one direction's message enum, so a
+//! burst of messages (a `map` of 100k tasks, a worker's finished batch) costs a
+//! handful of writes. Every connection opens with [`Hello`] and an answer of
+//! [`Welcome`] before any other frame. Values and arguments travel as
+//! MessagePack bytes ([`crate::value`]) that the scheduler never decodes.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol. A peer with another version is refused at the
+/// handshake with a message naming both versions.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Results at most this large travel with the worker's completion report and
+/// are kept by the scheduler too, so gathering them needs no worker round
+/// trip. Larger ones stay on the worker that made them and move directly
+/// between workers (or to the client) when needed.
+pub const INLINE_RESULT_LIMIT: usize = 1024;
+
+/// Hex BLAKE3 of a module's bytes.
+pub type ModuleHash = String;
+
+/// The first message on every connection, from the side that connected.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the connecting side.
+    pub version: u32,
+    /// The cluster token; the scheduler and workers refuse a wrong one.
+    pub token: String,
+    /// Who is connecting.
+    pub role: Role,
+}
+
+/// What a connecting peer is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Role {
+    /// A client: the CLI, a Rust program, or later a task acting as one.
+    Client {
+        /// Name under which the client's keys are held. A named client keeps
+        /// its keys after it disconnects (the CLI's `DTASK_CLIENT`); an
+        /// unnamed one (`None`) releases them when its connection closes.
+        name: Option<String>,
+    },
+    /// A worker process registering with the scheduler.
+    Worker {
+        /// Execution slots.
+        nthreads: u32,
+        /// Address at which the worker serves its results to peers.
+        data_addr: String,
+        /// Human-readable name (host and pid).
+        name: String,
+    },
+    /// A worker or client fetching results from a worker's data port.
+    Peer,
+}
+
+/// The answer to [`Hello`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Welcome {
+    /// Accepted; the rest of the connection follows.
+    Accepted {
+        /// Identifier the scheduler gave this connection (a worker's id).
+        id: u64,
+    },
+    /// Refused, with the reason to show the user.
+    Refused(String),
+}
+
+/// An argument of a task.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Arg {
+    /// A MessagePack-encoded value.
+    Value(Bytes),
+    /// The result of another task, once it has finished.
+    Future(String),
+}
+
+/// Everything the scheduler needs to run a task.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TaskSpec {
+    /// The name of the task's future.
+    pub key: String,
+    /// The module whose export runs.
+    pub module: ModuleHash,
+    /// The export to call.
+    pub function: String,
+    /// Arguments, in parameter order.
+    pub args: Vec<Arg>,
+    /// Larger runs earlier; ties run in submission order.
+    pub priority: i32,
+    /// Wall-clock limit for one run, in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// How a task failed: the error every dependent inherits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskError {
+    /// Broad class of the failure.
+    pub kind: ErrorKind,
+    /// One line for `dtask: error: …`.
+    pub message: String,
+    /// What the guest wrote to stderr before failing, if anything.
+    pub stderr: String,
+    /// The wasm backtrace, one frame per line, if there is one.
+    pub backtrace: String,
+    /// The key of the task where the error first happened.
+    pub origin: String,
+}
+
+/// Broad classes of task failure.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The guest panicked (it wrote a panic message, then trapped).
+    Panic,
+    /// The guest trapped (unreachable, out-of-bounds access, …).
+    Trap,
+    /// The task ran past its time limit or was interrupted.
+    Timeout,
+    /// Arguments did not fit the export's parameters.
+    Input,
+    /// The module or export could not be loaded.
+    Module,
+    /// The result could not be computed again after the data was lost.
+    Lost,
+    /// Anything else the worker could not do.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Lower-case name, as shown to users.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Panic => "panic",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Input => "input",
+            ErrorKind::Module => "module",
+            ErrorKind::Lost => "lost",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// The state of a future, as `dtask status` prints it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// Waiting for dependencies or an execution slot.
+    Pending,
+    /// Running (or queued) on a worker.
+    Processing,
+    /// Done; the result is held somewhere.
+    Finished,
+    /// Failed; see its [`TaskError`].
+    Error,
+    /// Cancelled before it finished.
+    Cancelled,
+    /// Its result was lost and cannot be recomputed.
+    Lost,
+}
+
+impl TaskState {
+    /// Lower-case name, as `dtask status` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Processing => "processing",
+            TaskState::Finished => "finished",
+            TaskState::Error => "error",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Lost => "lost",
+        }
+    }
+}
+
+/// Where a finished result can be had.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Located {
+    /// The value itself when it is small ([`INLINE_RESULT_LIMIT`]).
+    pub inline: Option<Bytes>,
+    /// Data addresses of the workers holding it.
+    pub who_has: Vec<String>,
+    /// Size of the encoded value.
+    pub nbytes: u64,
+}
+
+/// How a watched key ended.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Outcome {
+    /// Finished; its result is here or there.
+    Finished(Located),
+    /// Failed.
+    Error(TaskError),
+    /// Cancelled.
+    Cancelled,
+    /// The scheduler does not know the key (never submitted, or released).
+    Unknown,
+}
+
+/// Messages to the scheduler from clients and workers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ToScheduler {
+    // ---- from clients ----
+    /// Which of these modules the scheduler lacks; answered by
+    /// [`FromScheduler::MissingModules`].
+    HasModules {
+        /// Request id echoed in the answer.
+        id: u64,
+        /// Module hashes.
+        hashes: Vec<ModuleHash>,
+    },
+    /// Store a module. The scheduler checks the hash.
+    UploadModule {
+        /// Hex BLAKE3 of `bytes`.
+        hash: ModuleHash,
+        /// The module.
+        bytes: Bytes,
+    },
+    /// Submit tasks, held for this client. Answered by
+    /// [`FromScheduler::Submitted`].
+    Submit {
+        /// Request id echoed in the answer.
+        id: u64,
+        /// Tasks in submission order; dependencies first.
+        tasks: Vec<TaskSpec>,
+    },
+    /// Report each key's outcome once it ends ([`FromScheduler::Done`]).
+    Watch {
+        /// Keys to watch.
+        keys: Vec<String>,
+    },
+    /// Current states of keys; answered by [`FromScheduler::Status`].
+    Status {
+        /// Request id echoed in the answer.
+        id: u64,
+        /// Keys to look up.
+        keys: Vec<String>,
+    },
+    /// Stop holding these keys for this client.
+    Release {
+        /// Keys to release.
+        keys: Vec<String>,
+    },
+    /// Stop the scheduler and its workers.
+    Shutdown,
+
+    // ---- from workers ----
+    /// Tasks that finished on the sending worker.
+    Finished {
+        /// (key, where and how big).
+        results: Vec<(String, Located)>,
+    },
+    /// Tasks that failed on the sending worker.
+    Erred {
+        /// (key, error).
+        errors: Vec<(String, TaskError)>,
+    },
+    /// A worker asks for a module's bytes.
+    FetchModule {
+        /// The module.
+        hash: ModuleHash,
+    },
+}
+
+/// One dependency value as the scheduler tells a worker where to find it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum RunArg {
+    /// A literal argument.
+    Value(Bytes),
+    /// The result of another task.
+    Dep {
+        /// Its key.
+        key: String,
+        /// Where it is.
+        at: Located,
+    },
+}
+
+/// A task as a worker receives it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunTask {
+    /// The key to store the result under.
+    pub key: String,
+    /// The module whose export runs.
+    pub module: ModuleHash,
+    /// The export to call.
+    pub function: String,
+    /// Arguments with their dependency locations.
+    pub args: Vec<RunArg>,
+    /// Wall-clock limit in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Messages from the scheduler to clients and workers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum FromScheduler {
+    // ---- to clients ----
+    /// Answer to [`ToScheduler::HasModules`]: the ones to upload.
+    MissingModules {
+        /// Request id.
+        id: u64,
+        /// Hashes the scheduler does not have.
+        hashes: Vec<ModuleHash>,
+    },
+    /// Answer to [`ToScheduler::Submit`].
+    Submitted {
+        /// Request id.
+        id: u64,
+        /// Tasks refused, with the reason (unknown dependency, unknown
+        /// module, …). Accepted tasks are not listed.
+        refused: Vec<(String, String)>,
+    },
+    /// A watched key ended.
+    Done {
+        /// The key.
+        key: String,
+        /// How.
+        outcome: Outcome,
+    },
+    /// Answer to [`ToScheduler::Status`].
+    Status {
+        /// Request id.
+        id: u64,
+        /// State of each key, `None` when unknown.
+        states: Vec<(String, Option<TaskState>)>,
+    },
+    /// A request could not be served at all.
+    Failed {
+        /// Request id.
+        id: u64,
+        /// Why.
+        message: String,
+    },
+
+    // ---- to workers ----
+    /// Run these tasks.
+    Run {
+        /// Tasks, highest priority first.
+        tasks: Vec<RunTask>,
+    },
+    /// Drop these results.
+    Free {
+        /// Keys.
+        keys: Vec<String>,
+    },
+    /// The bytes of a module a worker asked for.
+    Module {
+        /// Its hash.
+        hash: ModuleHash,
+        /// Its bytes, or `None` if the scheduler does not have it.
+        bytes: Option<Bytes>,
+    },
+    /// Exit now.
+    Shutdown,
+}
+
+/// Requests on a worker's data port.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ToPeer {
+    /// Send these results.
+    Fetch {
+        /// Request id.
+        id: u64,
+        /// Keys.
+        keys: Vec<String>,
+    },
+}
+
+/// Answers on a worker's data port.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum FromPeer {
+    /// Results of a [`ToPeer::Fetch`]; `None` for keys this worker lacks.
+    Data {
+        /// Request id.
+        id: u64,
+        /// (key, encoded value).
+        values: Vec<(String, Option<Bytes>)>,
+    },
+}

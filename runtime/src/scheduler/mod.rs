@@ -1,0 +1,10 @@
+//! The scheduler: a pure decision core ([`state`]) behind a tokio server
+//! ([`server`]) that moves frames to and from it.
+
+pub mod server;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use server::{Scheduler as SchedulerServer, SchedulerOptions};

@@ -1,0 +1,313 @@
+//! The scheduler daemon: accepts connections, feeds their messages to the
+//! [`state::Scheduler`](super::state::Scheduler) core one at a time, and
+//! sends out the commands it returns. It also stores uploaded modules.
+
+use super::state::{self, ClientId, Command, Event};
+use crate::connection::{self, Receiver, Sender};
+use crate::protocol::{FromScheduler, Hello, Role, ToScheduler};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// How the scheduler runs.
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    /// The cluster token every peer must present.
+    pub token: String,
+    /// Largest frame accepted from a peer.
+    pub max_frame: usize,
+}
+
+/// A running scheduler, bound to its address.
+pub struct Scheduler {
+    listener: TcpListener,
+    options: SchedulerOptions,
+}
+
+enum Inbound {
+    Connected {
+        id: u64,
+        role: Role,
+        tx: Sender<FromScheduler>,
+    },
+    Msgs {
+        id: u64,
+        msgs: Vec<ToScheduler>,
+    },
+    Closed {
+        id: u64,
+    },
+}
+
+struct Conn {
+    tx: Sender<FromScheduler>,
+    is_worker: bool,
+}
+
+impl Scheduler {
+    /// Binds the scheduler to `addr` (`127.0.0.1:0` picks a free port).
+    pub async fn bind(addr: &str, options: SchedulerOptions) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self { listener, options })
+    }
+
+    /// Wraps an already bound listener.
+    pub fn from_listener(listener: std::net::TcpListener, options: SchedulerOptions) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            listener: TcpListener::from_std(listener)?,
+            options,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until a client asks for shutdown.
+    pub async fn run(self) {
+        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let next_id = Arc::new(AtomicU64::new(1));
+        let opts = self.options.clone();
+        let accept = tokio::spawn(accept_loop(self.listener, opts, next_id, in_tx));
+        core_loop(in_rx).await;
+        accept.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    opts: SchedulerOptions,
+    next_id: Arc<AtomicU64>,
+    in_tx: mpsc::UnboundedSender<Inbound>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let opts = opts.clone();
+        let next_id = next_id.clone();
+        let in_tx = in_tx.clone();
+        tokio::spawn(async move {
+            let admitted = connection::accept::<ToScheduler, FromScheduler>(
+                stream,
+                &opts.token,
+                opts.max_frame,
+                |hello: &Hello| match hello.role {
+                    Role::Peer => Err("this is a scheduler, not a worker data port".into()),
+                    _ => Ok(next_id.fetch_add(1, Ordering::Relaxed)),
+                },
+            )
+            .await;
+            match admitted {
+                Ok((hello, id, tx, rx)) => {
+                    let _ = in_tx.send(Inbound::Connected {
+                        id,
+                        role: hello.role,
+                        tx,
+                    });
+                    read_loop(id, rx, &in_tx).await;
+                    let _ = in_tx.send(Inbound::Closed { id });
+                }
+                Err(e) => tracing::warn!("refused connection from {peer}: {e}"),
+            }
+        });
+    }
+}
+
+async fn read_loop(id: u64, mut rx: Receiver<ToScheduler>, in_tx: &mpsc::UnboundedSender<Inbound>) {
+    loop {
+        match rx.recv().await {
+            Ok(Some(first)) => {
+                let mut msgs = vec![first];
+                msgs.extend(rx.drain_ready());
+                if in_tx.send(Inbound::Msgs { id, msgs }).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("dropping connection {id}: {e}");
+                return;
+            }
+        }
+    }
+}
+
+struct Core {
+    state: state::Scheduler,
+    modules: HashMap<String, Bytes>,
+    conns: HashMap<u64, Conn>,
+    shutting_down: bool,
+}
+
+async fn core_loop(mut in_rx: mpsc::UnboundedReceiver<Inbound>) {
+    let mut core = Core {
+        state: state::Scheduler::new(),
+        modules: HashMap::new(),
+        conns: HashMap::new(),
+        shutting_down: false,
+    };
+    while let Some(inbound) = in_rx.recv().await {
+        core.inbound(inbound);
+        if core.shutting_down {
+            break;
+        }
+    }
+    // Give workers a moment to receive their shutdown and hang up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while core.conns.values().any(|c| c.is_worker) {
+        match tokio::time::timeout_at(deadline, in_rx.recv()).await {
+            Ok(Some(Inbound::Closed { id })) => {
+                core.conns.remove(&id);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+}
+
+impl Core {
+    fn inbound(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::Connected { id, role, tx } => {
+                let event = match role {
+                    Role::Client { name } => Event::ClientConnected { client: id, name },
+                    Role::Worker {
+                        nthreads,
+                        data_addr,
+                        name,
+                    } => {
+                        tracing::info!("worker {id} ({name}) joined with {nthreads} slots, data at {data_addr}");
+                        Event::WorkerConnected {
+                            worker: id,
+                            nthreads,
+                            data_addr,
+                        }
+                    }
+                    Role::Peer => return,
+                };
+                let is_worker = matches!(event, Event::WorkerConnected { .. });
+                self.conns.insert(id, Conn { tx, is_worker });
+                self.apply(event);
+            }
+            Inbound::Closed { id } => {
+                if let Some(conn) = self.conns.remove(&id) {
+                    self.apply(if conn.is_worker {
+                        tracing::info!("worker {id} left");
+                        Event::WorkerDisconnected { worker: id }
+                    } else {
+                        Event::ClientDisconnected { client: id }
+                    });
+                }
+            }
+            Inbound::Msgs { id, msgs } => {
+                for msg in msgs {
+                    self.message(id, msg);
+                }
+            }
+        }
+    }
+
+    fn send(&self, id: u64, msg: FromScheduler) {
+        if let Some(c) = self.conns.get(&id) {
+            let _ = c.tx.send(msg);
+        }
+    }
+
+    fn message(&mut self, from: ClientId, msg: ToScheduler) {
+        let is_worker = self.conns.get(&from).is_some_and(|c| c.is_worker);
+        let event = match msg {
+            ToScheduler::HasModules { id, hashes } => {
+                let hashes = hashes
+                    .into_iter()
+                    .filter(|h| !self.modules.contains_key(h))
+                    .collect();
+                self.send(from, FromScheduler::MissingModules { id, hashes });
+                return;
+            }
+            ToScheduler::UploadModule { hash, bytes } => {
+                let actual = blake3::hash(&bytes).to_hex().to_string();
+                if actual != hash {
+                    tracing::warn!("connection {from} uploaded a module whose hash is {actual}, not {hash}; ignored");
+                    return;
+                }
+                self.modules.insert(hash.clone(), bytes);
+                Event::ModuleStored { hash }
+            }
+            ToScheduler::Submit { id, tasks } => Event::Submit {
+                client: from,
+                id,
+                tasks,
+            },
+            ToScheduler::Watch { keys } => Event::Watch { client: from, keys },
+            ToScheduler::Release { keys } => Event::Release { client: from, keys },
+            ToScheduler::Status { id, keys } => {
+                let states = keys
+                    .into_iter()
+                    .map(|k| {
+                        let s = self.state.state(&k);
+                        (k, s)
+                    })
+                    .collect();
+                self.send(from, FromScheduler::Status { id, states });
+                return;
+            }
+            ToScheduler::Shutdown => {
+                tracing::info!("shutdown requested by connection {from}");
+                for c in self.conns.values().filter(|c| c.is_worker) {
+                    let _ = c.tx.send(FromScheduler::Shutdown);
+                }
+                self.shutting_down = true;
+                return;
+            }
+            ToScheduler::Finished { results } if is_worker => Event::Finished {
+                worker: from,
+                results,
+            },
+            ToScheduler::Erred { errors } if is_worker => Event::Erred {
+                worker: from,
+                errors,
+            },
+            ToScheduler::FetchModule { hash } if is_worker => {
+                let bytes = self.modules.get(&hash).cloned();
+                self.send(from, FromScheduler::Module { hash, bytes });
+                return;
+            }
+            other => {
+                tracing::warn!("connection {from} sent a worker message without being a worker: {other:?}");
+                return;
+            }
+        };
+        self.apply(event);
+    }
+
+    fn apply(&mut self, event: Event) {
+        for cmd in self.state.handle(event) {
+            match cmd {
+                Command::Run { worker, tasks } => self.send(worker, FromScheduler::Run { tasks }),
+                Command::Free { worker, keys } => self.send(worker, FromScheduler::Free { keys }),
+                Command::Done {
+                    client,
+                    key,
+                    outcome,
+                } => self.send(client, FromScheduler::Done { key, outcome }),
+                Command::Submitted {
+                    client,
+                    id,
+                    refused,
+                } => self.send(client, FromScheduler::Submitted { id, refused }),
+            }
+        }
+    }
+}

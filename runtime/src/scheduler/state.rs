@@ -1,0 +1,752 @@
+//! The scheduler's decisions as a plain state machine: events in, commands
+//! out, no sockets, clocks or wasm.
+//!
+//! [`Scheduler::handle`] takes one [`Event`] (a submit, a finished task, a
+//! worker joining or leaving…) and returns the [`Command`]s that follow from
+//! it (run these tasks there, tell this client that key is done, free that
+//! data). The tokio server in [`super::server`] only moves frames to and from
+//! it, so every rule here is tested directly and deterministically.
+//!
+//! Rules, briefly:
+//! - A key lives while a client holds it or an unfinished task needs it.
+//! - A task with future arguments waits for them; when it is ready it goes to
+//!   the worker that already holds the most bytes of its inputs, otherwise to
+//!   the least busy one; higher priority first, then submission order.
+//! - An error spreads to every dependent, which errs with the same error.
+
+use crate::protocol::{
+    Arg, ErrorKind, Located, Outcome, RunArg, RunTask, TaskError, TaskSpec, TaskState,
+};
+use bytes::Bytes;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+/// Identifies a client connection.
+pub type ClientId = u64;
+/// Identifies a worker connection.
+pub type WorkerId = u64;
+
+/// Tasks queued on a worker beyond its slots keep it busy between the
+/// scheduler's refills: this many per execution slot.
+const QUEUED_PER_SLOT: usize = 32;
+
+/// Something that happened, for the scheduler to react to.
+#[derive(Debug)]
+pub enum Event {
+    /// A client connected; `name` makes its holds outlive the connection.
+    ClientConnected {
+        /// Its id.
+        client: ClientId,
+        /// Its holder name, if it has one.
+        name: Option<String>,
+    },
+    /// A client's connection closed.
+    ClientDisconnected {
+        /// Its id.
+        client: ClientId,
+    },
+    /// A module's bytes are now stored.
+    ModuleStored {
+        /// Its hash.
+        hash: String,
+    },
+    /// A client submitted tasks.
+    Submit {
+        /// Who.
+        client: ClientId,
+        /// Request id to answer.
+        id: u64,
+        /// The tasks, dependencies first.
+        tasks: Vec<TaskSpec>,
+    },
+    /// A client wants to know when keys end.
+    Watch {
+        /// Who.
+        client: ClientId,
+        /// Which keys.
+        keys: Vec<String>,
+    },
+    /// A client no longer holds keys.
+    Release {
+        /// Who.
+        client: ClientId,
+        /// Which keys.
+        keys: Vec<String>,
+    },
+    /// A worker joined.
+    WorkerConnected {
+        /// Its id.
+        worker: WorkerId,
+        /// Its execution slots.
+        nthreads: u32,
+        /// Where it serves data.
+        data_addr: String,
+    },
+    /// A worker left or died.
+    WorkerDisconnected {
+        /// Its id.
+        worker: WorkerId,
+    },
+    /// Tasks finished on a worker.
+    Finished {
+        /// Which worker.
+        worker: WorkerId,
+        /// (key, location) of each.
+        results: Vec<(String, Located)>,
+    },
+    /// Tasks failed on a worker.
+    Erred {
+        /// Which worker.
+        worker: WorkerId,
+        /// (key, error) of each.
+        errors: Vec<(String, TaskError)>,
+    },
+}
+
+/// Something the server must do.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    /// Send tasks to a worker.
+    Run {
+        /// The worker.
+        worker: WorkerId,
+        /// The tasks.
+        tasks: Vec<RunTask>,
+    },
+    /// Tell a worker to drop results.
+    Free {
+        /// The worker.
+        worker: WorkerId,
+        /// The keys.
+        keys: Vec<String>,
+    },
+    /// Tell a client a watched key ended.
+    Done {
+        /// The client.
+        client: ClientId,
+        /// The key.
+        key: String,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// Answer a submit.
+    Submitted {
+        /// The client.
+        client: ClientId,
+        /// Its request id.
+        id: u64,
+        /// Refused tasks with reasons.
+        refused: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for `waiting_on` dependencies, or (at zero) for a slot.
+    Pending { waiting_on: usize },
+    Processing { worker: WorkerId },
+    Finished { result: Stored },
+    Error(TaskError),
+    Lost,
+}
+
+#[derive(Debug)]
+struct Stored {
+    inline: Option<Bytes>,
+    who_has: Vec<WorkerId>,
+    nbytes: u64,
+}
+
+#[derive(Debug)]
+struct Task {
+    spec: TaskSpec,
+    seq: u64,
+    state: State,
+    /// Distinct keys among the future arguments.
+    deps: Vec<String>,
+    /// Tasks that take this one's result.
+    dependents: Vec<String>,
+    /// Unfinished dependents that still need this result.
+    needed_by: usize,
+    /// Names of the clients holding this key.
+    holders: HashSet<String>,
+    /// Clients to tell when it ends.
+    watchers: Vec<ClientId>,
+}
+
+impl Task {
+    fn is_terminal(&self) -> bool {
+        matches!(
+            self.state,
+            State::Finished { .. } | State::Error(_) | State::Lost
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Worker {
+    nthreads: u32,
+    data_addr: String,
+    processing: HashSet<String>,
+    has: HashSet<String>,
+}
+
+impl Worker {
+    fn capacity(&self) -> usize {
+        self.nthreads as usize * (QUEUED_PER_SLOT + 1)
+    }
+
+    fn has_room(&self) -> bool {
+        self.processing.len() < self.capacity()
+    }
+}
+
+#[derive(Debug)]
+struct Client {
+    holder: String,
+    /// An unnamed client's holds end with its connection.
+    ephemeral: bool,
+}
+
+/// The scheduler's whole decision state. See the module docs.
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    tasks: HashMap<String, Task>,
+    workers: HashMap<WorkerId, Worker>,
+    clients: HashMap<ClientId, Client>,
+    holdings: HashMap<String, HashSet<String>>,
+    modules: HashSet<String>,
+    /// Ready tasks: highest priority, then oldest, first.
+    ready: BinaryHeap<(i32, Reverse<u64>, String)>,
+    seq: u64,
+}
+
+/// A snapshot of one worker, for `dtask workers` and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerInfo {
+    /// Its id.
+    pub id: WorkerId,
+    /// Its data address.
+    pub data_addr: String,
+    /// Its execution slots.
+    pub nthreads: u32,
+    /// Tasks assigned and not yet reported back.
+    pub processing: usize,
+    /// Results it holds.
+    pub holding: usize,
+}
+
+impl Scheduler {
+    /// An empty scheduler.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reacts to one event; returns what to do about it.
+    pub fn handle(&mut self, event: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        match event {
+            Event::ClientConnected { client, name } => {
+                let ephemeral = name.is_none();
+                let holder = name.unwrap_or_else(|| format!("client-{client}"));
+                self.clients.insert(client, Client { holder, ephemeral });
+            }
+            Event::ClientDisconnected { client } => {
+                if let Some(c) = self.clients.remove(&client)
+                    && c.ephemeral
+                {
+                    let keys: Vec<String> = self
+                        .holdings
+                        .remove(&c.holder)
+                        .map(|s| s.into_iter().collect())
+                        .unwrap_or_default();
+                    for key in keys {
+                        self.unhold(&c.holder, &key, &mut out);
+                    }
+                }
+            }
+            Event::ModuleStored { hash } => {
+                self.modules.insert(hash);
+            }
+            Event::Submit { client, id, tasks } => {
+                let refused = self.submit(client, tasks, &mut out);
+                out.push(Command::Submitted {
+                    client,
+                    id,
+                    refused,
+                });
+            }
+            Event::Watch { client, keys } => {
+                for key in keys {
+                    match self.tasks.get_mut(&key) {
+                        None => out.push(Command::Done {
+                            client,
+                            key,
+                            outcome: Outcome::Unknown,
+                        }),
+                        Some(t) if t.is_terminal() => {
+                            let outcome = self.outcome(&key);
+                            out.push(Command::Done {
+                                client,
+                                key,
+                                outcome,
+                            });
+                        }
+                        Some(t) => t.watchers.push(client),
+                    }
+                }
+            }
+            Event::Release { client, keys } => {
+                if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
+                    for key in keys {
+                        if let Some(h) = self.holdings.get_mut(&holder) {
+                            h.remove(&key);
+                        }
+                        self.unhold(&holder, &key, &mut out);
+                    }
+                }
+            }
+            Event::WorkerConnected {
+                worker,
+                nthreads,
+                data_addr,
+            } => {
+                self.workers.insert(
+                    worker,
+                    Worker {
+                        nthreads: nthreads.max(1),
+                        data_addr,
+                        processing: HashSet::new(),
+                        has: HashSet::new(),
+                    },
+                );
+            }
+            Event::WorkerDisconnected { worker } => self.worker_gone(worker, &mut out),
+            Event::Finished { worker, results } => {
+                for (key, located) in results {
+                    self.finished(worker, key, located, &mut out);
+                }
+            }
+            Event::Erred { worker, errors } => {
+                for (key, error) in errors {
+                    let on_it = matches!(
+                        self.tasks.get(&key).map(|t| &t.state),
+                        Some(State::Processing { worker: w }) if *w == worker
+                    );
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.processing.remove(&key);
+                    }
+                    if on_it {
+                        self.fail(&key, error, &mut out);
+                    }
+                }
+            }
+        }
+        self.schedule(&mut out);
+        out
+    }
+
+    fn submit(
+        &mut self,
+        client: ClientId,
+        tasks: Vec<TaskSpec>,
+        out: &mut Vec<Command>,
+    ) -> Vec<(String, String)> {
+        let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) else {
+            return Vec::new();
+        };
+        let mut refused = Vec::new();
+        for spec in tasks {
+            let key = spec.key.clone();
+            if !self.tasks.contains_key(&key) {
+                if let Err(why) = self.check(&spec) {
+                    refused.push((key, why));
+                    continue;
+                }
+                self.insert(spec, out);
+            }
+            if let Some(t) = self.tasks.get_mut(&key)
+                && t.holders.insert(holder.clone())
+            {
+                self.holdings.entry(holder.clone()).or_default().insert(key);
+            }
+        }
+        refused
+    }
+
+    fn check(&self, spec: &TaskSpec) -> Result<(), String> {
+        if !self.modules.contains(&spec.module) {
+            return Err(format!(
+                "module {} was never uploaded to the scheduler",
+                spec.module
+            ));
+        }
+        for arg in &spec.args {
+            if let Arg::Future(dep) = arg
+                && !self.tasks.contains_key(dep)
+            {
+                return Err(format!(
+                    "argument @{dep} names no future the scheduler knows \
+                     (never submitted, or released)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, spec: TaskSpec, out: &mut Vec<Command>) {
+        let key = spec.key.clone();
+        let mut deps: Vec<String> = Vec::new();
+        for arg in &spec.args {
+            if let Arg::Future(d) = arg
+                && !deps.contains(d)
+            {
+                deps.push(d.clone());
+            }
+        }
+        self.seq += 1;
+        let mut waiting_on = 0;
+        let mut inherited: Option<TaskError> = None;
+        for d in &deps {
+            let dep = self.tasks.get_mut(d).expect("checked by submit");
+            dep.dependents.push(key.clone());
+            dep.needed_by += 1;
+            match &dep.state {
+                State::Finished { .. } => {}
+                State::Error(e) => inherited = Some(e.clone()),
+                State::Lost => inherited = Some(lost_error(d)),
+                _ => waiting_on += 1,
+            }
+        }
+        let task = Task {
+            seq: self.seq,
+            state: State::Pending { waiting_on },
+            deps,
+            dependents: Vec::new(),
+            needed_by: 0,
+            holders: HashSet::new(),
+            watchers: Vec::new(),
+            spec,
+        };
+        let ready = (task.spec.priority, Reverse(task.seq), key.clone());
+        self.tasks.insert(key.clone(), task);
+        if let Some(e) = inherited {
+            self.fail(&key, e, out);
+        } else if waiting_on == 0 {
+            self.ready.push(ready);
+        }
+    }
+
+    /// Releases `holder`'s hold on `key` (the holdings index is the
+    /// caller's business) and forgets the key if nothing needs it now.
+    fn unhold(&mut self, holder: &str, key: &str, out: &mut Vec<Command>) {
+        if let Some(t) = self.tasks.get_mut(key) {
+            t.holders.remove(holder);
+        }
+        self.maybe_forget(key, out);
+    }
+
+    fn maybe_forget(&mut self, key: &str, out: &mut Vec<Command>) {
+        let forget = match self.tasks.get(key) {
+            Some(t) => t.holders.is_empty() && t.needed_by == 0 && t.is_terminal(),
+            None => false,
+        };
+        if !forget {
+            return;
+        }
+        let task = self.tasks.remove(key).expect("present");
+        if let State::Finished { result } = task.state {
+            for w in result.who_has {
+                if let Some(worker) = self.workers.get_mut(&w) {
+                    worker.has.remove(key);
+                    out.push(Command::Free {
+                        worker: w,
+                        keys: vec![key.to_string()],
+                    });
+                }
+            }
+        }
+        // Dependents that already ended keep no link back; the others still
+        // need us and would have kept `needed_by` above zero.
+    }
+
+    fn finished(&mut self, worker: WorkerId, key: String, located: Located, out: &mut Vec<Command>) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.processing.remove(&key);
+        }
+        let Some(task) = self.tasks.get_mut(&key) else {
+            // Forgotten while running: drop the result.
+            out.push(Command::Free {
+                worker,
+                keys: vec![key],
+            });
+            return;
+        };
+        if !matches!(task.state, State::Processing { worker: w } if w == worker) {
+            return;
+        }
+        task.state = State::Finished {
+            result: Stored {
+                inline: located.inline,
+                who_has: vec![worker],
+                nbytes: located.nbytes,
+            },
+        };
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.has.insert(key.clone());
+        }
+        self.notify(&key, out);
+        let dependents = self.tasks[&key].dependents.clone();
+        for d in dependents {
+            if let Some(dt) = self.tasks.get_mut(&d)
+                && let State::Pending { waiting_on } = &mut dt.state
+            {
+                *waiting_on -= 1;
+                if *waiting_on == 0 {
+                    self.ready.push((dt.spec.priority, Reverse(dt.seq), d.clone()));
+                }
+            }
+        }
+        self.ended(&key, out);
+    }
+
+    /// `key` reached a terminal state: it no longer needs its inputs.
+    fn ended(&mut self, key: &str, out: &mut Vec<Command>) {
+        let deps = match self.tasks.get(key) {
+            Some(t) => t.deps.clone(),
+            None => return,
+        };
+        for d in deps {
+            if let Some(dep) = self.tasks.get_mut(&d) {
+                dep.needed_by = dep.needed_by.saturating_sub(1);
+            }
+            self.maybe_forget(&d, out);
+        }
+        self.maybe_forget(key, out);
+    }
+
+    /// Fails `key` and, transitively, every dependent that has not ended.
+    fn fail(&mut self, key: &str, error: TaskError, out: &mut Vec<Command>) {
+        let mut stack = vec![key.to_string()];
+        while let Some(k) = stack.pop() {
+            let Some(t) = self.tasks.get_mut(&k) else {
+                continue;
+            };
+            if t.is_terminal() {
+                continue;
+            }
+            if let State::Processing { worker } = t.state
+                && let Some(w) = self.workers.get_mut(&worker)
+            {
+                w.processing.remove(&k);
+            }
+            t.state = State::Error(error.clone());
+            stack.extend(t.dependents.iter().cloned());
+            self.notify(&k, out);
+            self.ended(&k, out);
+        }
+    }
+
+    fn notify(&mut self, key: &str, out: &mut Vec<Command>) {
+        let watchers = match self.tasks.get_mut(key) {
+            Some(t) => std::mem::take(&mut t.watchers),
+            None => return,
+        };
+        if watchers.is_empty() {
+            return;
+        }
+        let outcome = self.outcome(key);
+        for client in watchers {
+            out.push(Command::Done {
+                client,
+                key: key.to_string(),
+                outcome: outcome.clone(),
+            });
+        }
+    }
+
+    fn outcome(&self, key: &str) -> Outcome {
+        match self.tasks.get(key).map(|t| &t.state) {
+            Some(State::Finished { result }) => Outcome::Finished(self.locate(result)),
+            Some(State::Error(e)) => Outcome::Error(e.clone()),
+            Some(State::Lost) => Outcome::Error(lost_error(key)),
+            _ => Outcome::Unknown,
+        }
+    }
+
+    fn locate(&self, s: &Stored) -> Located {
+        Located {
+            inline: s.inline.clone(),
+            who_has: s
+                .who_has
+                .iter()
+                .filter_map(|w| self.workers.get(w).map(|w| w.data_addr.clone()))
+                .collect(),
+            nbytes: s.nbytes,
+        }
+    }
+
+    fn worker_gone(&mut self, worker: WorkerId, out: &mut Vec<Command>) {
+        let Some(w) = self.workers.remove(&worker) else {
+            return;
+        };
+        // Its running and queued tasks go back to the ready queue.
+        for key in w.processing {
+            if let Some(t) = self.tasks.get_mut(&key)
+                && matches!(t.state, State::Processing { worker: x } if x == worker)
+            {
+                t.state = State::Pending { waiting_on: 0 };
+                self.ready.push((t.spec.priority, Reverse(t.seq), key));
+            }
+        }
+        // Results that lived only there are lost unless a copy travelled
+        // inline.
+        let mut lost = Vec::new();
+        for key in w.has {
+            if let Some(t) = self.tasks.get_mut(&key)
+                && let State::Finished { result } = &mut t.state
+            {
+                result.who_has.retain(|x| *x != worker);
+                if result.who_has.is_empty() && result.inline.is_none() {
+                    t.state = State::Lost;
+                    lost.push(key);
+                }
+            }
+        }
+        for key in lost {
+            self.notify(&key, out);
+            let dependents = self.tasks[&key].dependents.clone();
+            for d in dependents {
+                self.fail(&d, lost_error(&key), out);
+            }
+        }
+    }
+
+    /// Sends ready tasks to workers with room, best placement first.
+    fn schedule(&mut self, out: &mut Vec<Command>) {
+        let mut batches: HashMap<WorkerId, Vec<RunTask>> = HashMap::new();
+        while !self.ready.is_empty() {
+            if !self.workers.values().any(Worker::has_room) {
+                break;
+            }
+            let (_, _, key) = self.ready.pop().expect("not empty");
+            let Some(task) = self.tasks.get(&key) else {
+                continue;
+            };
+            if !matches!(task.state, State::Pending { waiting_on: 0 }) {
+                continue;
+            }
+            let worker = self.place(task);
+            let run = self.run_task(task);
+            let w = self.workers.get_mut(&worker).expect("placed on a live worker");
+            w.processing.insert(key.clone());
+            self.tasks.get_mut(&key).expect("present").state = State::Processing { worker };
+            batches.entry(worker).or_default().push(run);
+        }
+        let mut batches: Vec<_> = batches.into_iter().collect();
+        batches.sort_by_key(|(w, _)| *w);
+        for (worker, tasks) in batches {
+            out.push(Command::Run { worker, tasks });
+        }
+    }
+
+    /// The worker holding the most input bytes, else the least busy.
+    fn place(&self, task: &Task) -> WorkerId {
+        let mut held: HashMap<WorkerId, u64> = HashMap::new();
+        for d in &task.deps {
+            if let Some(State::Finished { result }) = self.tasks.get(d).map(|t| &t.state)
+                && result.inline.is_none()
+            {
+                for w in &result.who_has {
+                    *held.entry(*w).or_default() += result.nbytes;
+                }
+            }
+        }
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.has_room())
+            .max_by(|(ia, a), (ib, b)| {
+                let ha = held.get(ia).copied().unwrap_or(0);
+                let hb = held.get(ib).copied().unwrap_or(0);
+                // Less load is better: compare b's load against a's.
+                let la = a.processing.len() as u64 * b.nthreads as u64;
+                let lb = b.processing.len() as u64 * a.nthreads as u64;
+                ha.cmp(&hb).then(lb.cmp(&la)).then(ib.cmp(ia))
+            })
+            .map(|(id, _)| *id)
+            .expect("called only when some worker has room")
+    }
+
+    fn run_task(&self, task: &Task) -> RunTask {
+        let args = task
+            .spec
+            .args
+            .iter()
+            .map(|a| match a {
+                Arg::Value(v) => RunArg::Value(v.clone()),
+                Arg::Future(k) => {
+                    let at = match self.tasks.get(k).map(|t| &t.state) {
+                        Some(State::Finished { result }) => self.locate(result),
+                        _ => unreachable!("a ready task's dependencies are finished"),
+                    };
+                    RunArg::Dep { key: k.clone(), at }
+                }
+            })
+            .collect();
+        RunTask {
+            key: task.spec.key.clone(),
+            module: task.spec.module.clone(),
+            function: task.spec.function.clone(),
+            args,
+            timeout_ms: task.spec.timeout_ms,
+        }
+    }
+
+    /// The state of a key, if the scheduler knows it.
+    pub fn state(&self, key: &str) -> Option<TaskState> {
+        self.tasks.get(key).map(|t| match t.state {
+            State::Pending { .. } => TaskState::Pending,
+            State::Processing { .. } => TaskState::Processing,
+            State::Finished { .. } => TaskState::Finished,
+            State::Error(_) => TaskState::Error,
+            State::Lost => TaskState::Lost,
+        })
+    }
+
+    /// Whether a module has been stored.
+    pub fn has_module(&self, hash: &str) -> bool {
+        self.modules.contains(hash)
+    }
+
+    /// Every connected worker, by id.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        let mut v: Vec<_> = self
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerInfo {
+                id: *id,
+                data_addr: w.data_addr.clone(),
+                nthreads: w.nthreads,
+                processing: w.processing.len(),
+                holding: w.has.len(),
+            })
+            .collect();
+        v.sort_by_key(|w| w.id);
+        v
+    }
+
+    /// Number of keys the scheduler tracks.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+fn lost_error(key: &str) -> TaskError {
+    TaskError {
+        kind: ErrorKind::Lost,
+        message: format!("the result of {key} was lost with the worker that held it"),
+        stderr: String::new(),
+        backtrace: String::new(),
+        origin: key.to_string(),
+    }
+}

@@ -1,0 +1,325 @@
+//! The scheduler's rules, driven directly through `handle`: no sockets, no
+//! wasm, no sleeps.
+
+use super::state::{Command, Event, Scheduler};
+use crate::protocol::{Arg, ErrorKind, Located, Outcome, RunArg, TaskError, TaskSpec, TaskState};
+use bytes::Bytes;
+
+const M: &str = "module-hash";
+
+fn spec(key: &str, args: Vec<Arg>) -> TaskSpec {
+    TaskSpec {
+        key: key.into(),
+        module: M.into(),
+        function: "f".into(),
+        args,
+        priority: 0,
+        timeout_ms: None,
+    }
+}
+
+fn val(b: u8) -> Arg {
+    Arg::Value(Bytes::from(vec![b]))
+}
+
+fn fut(k: &str) -> Arg {
+    Arg::Future(k.into())
+}
+
+fn small(v: u8) -> Located {
+    Located {
+        inline: Some(Bytes::from(vec![v])),
+        who_has: vec![],
+        nbytes: 1,
+    }
+}
+
+fn big(n: u64) -> Located {
+    Located {
+        inline: None,
+        who_has: vec![],
+        nbytes: n,
+    }
+}
+
+fn error(origin: &str) -> TaskError {
+    TaskError {
+        kind: ErrorKind::Panic,
+        message: "boom".into(),
+        stderr: String::new(),
+        backtrace: String::new(),
+        origin: origin.into(),
+    }
+}
+
+/// A scheduler with client 1 (named "cli") and the given workers
+/// (id, nthreads).
+fn setup(workers: &[(u64, u32)]) -> Scheduler {
+    let mut s = Scheduler::new();
+    s.handle(Event::ModuleStored { hash: M.into() });
+    s.handle(Event::ClientConnected {
+        client: 1,
+        name: Some("cli".into()),
+    });
+    for &(id, n) in workers {
+        s.handle(Event::WorkerConnected {
+            worker: id,
+            nthreads: n,
+            data_addr: format!("w{id}"),
+        });
+    }
+    s
+}
+
+fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>) -> Vec<Command> {
+    s.handle(Event::Submit {
+        client: 1,
+        id: 7,
+        tasks,
+    })
+}
+
+/// (worker, key) of every task sent to run.
+fn runs(cmds: &[Command]) -> Vec<(u64, String)> {
+    cmds.iter()
+        .flat_map(|c| match c {
+            Command::Run { worker, tasks } => tasks.iter().map(|t| (*worker, t.key.clone())).collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+fn finish(s: &mut Scheduler, worker: u64, key: &str, at: Located) -> Vec<Command> {
+    s.handle(Event::Finished {
+        worker,
+        results: vec![(key.into(), at)],
+    })
+}
+
+#[test]
+fn ready_task_runs_and_submit_is_acknowledged() {
+    let mut s = setup(&[(10, 1)]);
+    let cmds = submit(&mut s, vec![spec("a", vec![val(1)])]);
+    assert_eq!(runs(&cmds), vec![(10, "a".to_string())]);
+    assert!(cmds.contains(&Command::Submitted {
+        client: 1,
+        id: 7,
+        refused: vec![]
+    }));
+    assert_eq!(s.state("a"), Some(TaskState::Processing));
+}
+
+#[test]
+fn same_key_twice_computes_once() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    let again = submit(&mut s, vec![spec("a", vec![])]);
+    assert!(runs(&again).is_empty());
+    finish(&mut s, 10, "a", small(1));
+    assert!(runs(&submit(&mut s, vec![spec("a", vec![])])).is_empty());
+    assert_eq!(s.state("a"), Some(TaskState::Finished));
+}
+
+#[test]
+fn dependent_waits_for_its_inputs_and_gets_them_inline() {
+    let mut s = setup(&[(10, 1)]);
+    let cmds = submit(
+        &mut s,
+        vec![spec("a", vec![]), spec("b", vec![]), spec("c", vec![fut("a"), fut("b")])],
+    );
+    assert_eq!(runs(&cmds).len(), 2);
+    assert_eq!(s.state("c"), Some(TaskState::Pending));
+    assert!(runs(&finish(&mut s, 10, "a", small(1))).is_empty());
+    let cmds = finish(&mut s, 10, "b", small(2));
+    let run = cmds
+        .iter()
+        .find_map(|c| match c {
+            Command::Run { tasks, .. } => Some(tasks[0].clone()),
+            _ => None,
+        })
+        .expect("c runs");
+    assert_eq!(run.key, "c");
+    assert!(matches!(&run.args[0], RunArg::Dep { key, at } if key == "a" && at.inline.is_some()));
+}
+
+#[test]
+fn unknown_dependency_or_module_is_refused() {
+    let mut s = setup(&[(10, 1)]);
+    let cmds = submit(&mut s, vec![spec("b", vec![fut("nope")])]);
+    let Some(Command::Submitted { refused, .. }) = cmds.last() else {
+        panic!("no answer")
+    };
+    assert_eq!(refused[0].0, "b");
+    assert!(refused[0].1.contains("@nope"));
+    let mut other = spec("c", vec![]);
+    other.module = "other".into();
+    let cmds = submit(&mut s, vec![other]);
+    assert!(matches!(cmds.last(), Some(Command::Submitted { refused, .. }) if refused.len() == 1));
+    assert_eq!(s.task_count(), 0);
+}
+
+#[test]
+fn placement_prefers_the_worker_holding_the_most_input_bytes() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let cmds = submit(&mut s, vec![spec("a", vec![]), spec("b", vec![])]);
+    let placed = runs(&cmds);
+    let on = |k: &str| placed.iter().find(|(_, key)| key == k).unwrap().0;
+    let (wa, wb) = (on("a"), on("b"));
+    assert_ne!(wa, wb, "two ready tasks spread over two idle workers");
+    finish(&mut s, wa, "a", big(10));
+    finish(&mut s, wb, "b", big(5000));
+    let cmds = submit(&mut s, vec![spec("c", vec![fut("a"), fut("b")])]);
+    assert_eq!(runs(&cmds), vec![(wb, "c".to_string())]);
+}
+
+#[test]
+fn placement_goes_to_the_least_busy_worker() {
+    let mut s = setup(&[(10, 1), (20, 4)]);
+    let cmds = submit(&mut s, (0..5).map(|i| spec(&format!("t{i}"), vec![])).collect());
+    let placed = runs(&cmds);
+    let on_20 = placed.iter().filter(|(w, _)| *w == 20).count();
+    assert_eq!(on_20, 4, "the 4-slot worker takes 4 of 5: {placed:?}");
+}
+
+#[test]
+fn higher_priority_runs_first_then_submission_order() {
+    let mut s = setup(&[]);
+    let mut urgent = spec("urgent", vec![]);
+    urgent.priority = 5;
+    submit(&mut s, vec![spec("first", vec![]), spec("second", vec![]), urgent]);
+    let cmds = s.handle(Event::WorkerConnected {
+        worker: 10,
+        nthreads: 1,
+        data_addr: "w10".into(),
+    });
+    let order: Vec<String> = runs(&cmds).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(order, vec!["urgent", "first", "second"]);
+}
+
+#[test]
+fn workers_are_not_flooded_beyond_their_queue() {
+    let mut s = setup(&[(10, 1)]);
+    let cmds = submit(&mut s, (0..1000).map(|i| spec(&format!("t{i}"), vec![])).collect());
+    let sent = runs(&cmds).len();
+    assert!(sent < 1000 && sent > 1, "sent {sent}");
+    let cmds = finish(&mut s, 10, "t0", small(0));
+    assert_eq!(runs(&cmds).len(), 1, "one finished, one more sent");
+}
+
+#[test]
+fn dependent_of_erred_task_errs_with_same_error() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")]), spec("c", vec![fut("b")])]);
+    s.handle(Event::Watch {
+        client: 1,
+        keys: vec!["c".into()],
+    });
+    let cmds = s.handle(Event::Erred {
+        worker: 10,
+        errors: vec![("a".into(), error("a"))],
+    });
+    assert_eq!(s.state("b"), Some(TaskState::Error));
+    assert_eq!(s.state("c"), Some(TaskState::Error));
+    let done = cmds.iter().find_map(|c| match c {
+        Command::Done { key, outcome, .. } if key == "c" => Some(outcome.clone()),
+        _ => None,
+    });
+    assert_eq!(done, Some(Outcome::Error(error("a"))));
+    // Submitting onto an erred future errs at once, with the same error.
+    submit(&mut s, vec![spec("d", vec![fut("c")])]);
+    assert_eq!(s.state("d"), Some(TaskState::Error));
+}
+
+#[test]
+fn watch_of_finished_or_unknown_key_answers_at_once() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    finish(&mut s, 10, "a", small(3));
+    let cmds = s.handle(Event::Watch {
+        client: 1,
+        keys: vec!["a".into(), "zz".into()],
+    });
+    assert!(matches!(&cmds[0], Command::Done { outcome: Outcome::Finished(at), .. } if at.inline.is_some()));
+    assert!(matches!(&cmds[1], Command::Done { outcome: Outcome::Unknown, .. }));
+}
+
+#[test]
+fn released_result_is_freed_on_its_worker() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    finish(&mut s, 10, "a", big(100));
+    let cmds = s.handle(Event::Release {
+        client: 1,
+        keys: vec!["a".into()],
+    });
+    assert!(cmds.contains(&Command::Free {
+        worker: 10,
+        keys: vec!["a".into()]
+    }));
+    assert_eq!(s.state("a"), None);
+}
+
+#[test]
+fn intermediate_results_live_until_dependents_finish() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
+    s.handle(Event::Release {
+        client: 1,
+        keys: vec!["a".into()],
+    });
+    finish(&mut s, 10, "a", big(100));
+    assert_eq!(s.state("a"), Some(TaskState::Finished), "b still needs a");
+    let cmds = finish(&mut s, 10, "b", small(1));
+    assert!(cmds.contains(&Command::Free {
+        worker: 10,
+        keys: vec!["a".into()]
+    }));
+    assert_eq!(s.state("a"), None);
+    assert_eq!(s.state("b"), Some(TaskState::Finished));
+}
+
+#[test]
+fn unnamed_client_releases_its_keys_on_disconnect_named_does_not() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Event::ClientConnected { client: 2, name: None });
+    s.handle(Event::Submit {
+        client: 2,
+        id: 1,
+        tasks: vec![spec("anon", vec![])],
+    });
+    submit(&mut s, vec![spec("named", vec![])]);
+    finish(&mut s, 10, "anon", small(1));
+    finish(&mut s, 10, "named", small(1));
+    s.handle(Event::ClientDisconnected { client: 2 });
+    s.handle(Event::ClientDisconnected { client: 1 });
+    assert_eq!(s.state("anon"), None);
+    assert_eq!(s.state("named"), Some(TaskState::Finished));
+}
+
+#[test]
+fn tasks_on_a_dead_worker_run_elsewhere() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    s.handle(Event::WorkerConnected {
+        worker: 20,
+        nthreads: 1,
+        data_addr: "w20".into(),
+    });
+    let cmds = s.handle(Event::WorkerDisconnected { worker: 10 });
+    assert_eq!(runs(&cmds), vec![(20, "a".to_string())]);
+    // A late report from the dead worker is ignored.
+    finish(&mut s, 10, "a", small(9));
+    assert_eq!(s.state("a"), Some(TaskState::Processing));
+}
+
+#[test]
+fn result_only_on_a_dead_worker_is_lost_and_its_dependents_err() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let cmds = submit(&mut s, vec![spec("a", vec![])]);
+    let w = runs(&cmds)[0].0;
+    finish(&mut s, w, "a", big(100));
+    submit(&mut s, vec![spec("b", vec![fut("a"), fut("a")])]);
+    s.handle(Event::WorkerDisconnected { worker: w });
+    assert_eq!(s.state("a"), Some(TaskState::Lost));
+    assert_eq!(s.state("b"), Some(TaskState::Error));
+}

@@ -1,0 +1,237 @@
+//! The worker process: registers with the scheduler, runs the tasks it is
+//! sent in its [`sandbox`], keeps their results in memory, and serves them to
+//! peers on its data port.
+//!
+//! Each task is a tokio task that takes one of the worker's execution slots
+//! (a semaphore permit) only while it computes: fetching inputs and, later,
+//! waiting in blocking host calls hold no slot and no OS thread.
+
+pub mod sandbox;
+
+use crate::connection::{self, Sender};
+use crate::module;
+use crate::peer;
+use crate::protocol::{
+    ErrorKind, FromScheduler, Hello, INLINE_RESULT_LIMIT, Located, PROTOCOL_VERSION, Role,
+    RunArg, RunTask, TaskError, ToScheduler,
+};
+use crate::value::{self, Value};
+use bytes::Bytes;
+use sandbox::{Limits, Ready, Sandbox};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{OnceCell, Semaphore, oneshot};
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// The scheduler's address.
+    pub scheduler: String,
+    /// The cluster token.
+    pub token: String,
+    /// Execution slots.
+    pub nthreads: u32,
+    /// Host to bind the data port on.
+    pub listen_host: String,
+    /// Where compiled modules are cached, if anywhere.
+    pub cache_dir: Option<PathBuf>,
+    /// Per-task limits.
+    pub limits: Limits,
+}
+
+type ModuleSlot = Arc<OnceCell<Result<Arc<Ready>, String>>>;
+
+struct Shared {
+    sandbox: Sandbox,
+    options: WorkerOptions,
+    results: peer::Store,
+    modules: Mutex<HashMap<String, ModuleSlot>>,
+    module_waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Option<Bytes>>>>>,
+    slots: Semaphore,
+    to_scheduler: Sender<ToScheduler>,
+}
+
+/// Runs a worker until the scheduler tells it to stop or goes away.
+pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
+    let listener = TcpListener::bind((options.listen_host.as_str(), 0)).await?;
+    let data_addr = listener.local_addr()?.to_string();
+    let name = format!(
+        "{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+        std::process::id()
+    );
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        token: options.token.clone(),
+        role: Role::Worker {
+            nthreads: options.nthreads,
+            data_addr: data_addr.clone(),
+            name: name.clone(),
+        },
+    };
+    let (id, to_scheduler, mut from_scheduler) =
+        connection::connect::<FromScheduler, ToScheduler>(&options.scheduler, hello)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot join the scheduler at {}: {e}", options.scheduler))?;
+    tracing::info!("worker {id} ({name}) joined {} with data port {data_addr}", options.scheduler);
+    let sandbox = Sandbox::new(&format!("worker-{id}"), options.limits.clone(), options.nthreads)?;
+    let results: peer::Store = Default::default();
+    tokio::spawn(peer::serve(listener, options.token.clone(), results.clone()));
+    let shared = Arc::new(Shared {
+        sandbox,
+        slots: Semaphore::new(options.nthreads.max(1) as usize),
+        options,
+        results,
+        modules: Default::default(),
+        module_waiters: Default::default(),
+        to_scheduler,
+    });
+    loop {
+        match from_scheduler.recv().await {
+            Ok(Some(FromScheduler::Run { tasks })) => {
+                for task in tasks {
+                    tokio::spawn(execute(shared.clone(), task));
+                }
+            }
+            Ok(Some(FromScheduler::Free { keys })) => {
+                let mut held = shared.results.lock().expect("result store lock");
+                for k in keys {
+                    held.remove(&k);
+                }
+            }
+            Ok(Some(FromScheduler::Module { hash, bytes })) => {
+                let waiters = shared
+                    .module_waiters
+                    .lock()
+                    .expect("module waiters lock")
+                    .remove(&hash)
+                    .unwrap_or_default();
+                for w in waiters {
+                    let _ = w.send(bytes.clone());
+                }
+            }
+            Ok(Some(FromScheduler::Shutdown)) => {
+                tracing::info!("scheduler asked this worker to stop");
+                return Ok(());
+            }
+            Ok(Some(other)) => tracing::warn!("unexpected message for a worker: {other:?}"),
+            Ok(None) => {
+                tracing::info!("the scheduler closed the connection; stopping");
+                return Ok(());
+            }
+            Err(e) => anyhow::bail!("lost the scheduler: {e}"),
+        }
+    }
+}
+
+async fn execute(shared: Arc<Shared>, task: RunTask) {
+    let key = task.key.clone();
+    let msg = match compute(&shared, task).await {
+        Ok(bytes) => {
+            let nbytes = bytes.len() as u64;
+            let inline = (bytes.len() <= INLINE_RESULT_LIMIT).then(|| bytes.clone());
+            shared
+                .results
+                .lock()
+                .expect("result store lock")
+                .insert(key.clone(), bytes);
+            ToScheduler::Finished {
+                results: vec![(
+                    key,
+                    Located {
+                        inline,
+                        who_has: Vec::new(),
+                        nbytes,
+                    },
+                )],
+            }
+        }
+        Err(error) => ToScheduler::Erred {
+            errors: vec![(key, error)],
+        },
+    };
+    let _ = shared.to_scheduler.send(msg);
+}
+
+async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
+    let err = |kind, message: String| TaskError {
+        kind,
+        message,
+        stderr: String::new(),
+        backtrace: String::new(),
+        origin: task.key.clone(),
+    };
+    let ready = load_module(shared, &task.module)
+        .await
+        .map_err(|m| err(ErrorKind::Module, m))?;
+    let mut args = Vec::with_capacity(task.args.len());
+    for arg in &task.args {
+        let bytes = match arg {
+            RunArg::Value(b) => b.clone(),
+            RunArg::Dep { key, at } => match &at.inline {
+                Some(b) => b.clone(),
+                None => dependency(shared, key, &at.who_has)
+                    .await
+                    .map_err(|m| err(ErrorKind::Lost, m))?,
+            },
+        };
+        let v: Value = value::decode(&bytes)
+            .map_err(|e| err(ErrorKind::Input, format!("an argument is not a valid value: {e}")))?;
+        args.push(v);
+    }
+    let _slot = shared.slots.acquire().await.expect("the slot semaphore is never closed");
+    let timeout = task.timeout_ms.map(Duration::from_millis);
+    let result = shared
+        .sandbox
+        .run(&ready, &task.key, &task.function, args, timeout)
+        .await?;
+    Ok(value::encode(&result).into())
+}
+
+async fn dependency(shared: &Shared, key: &str, who_has: &[String]) -> Result<Bytes, String> {
+    if let Some(b) = shared.results.lock().expect("result store lock").get(key) {
+        return Ok(b.clone());
+    }
+    peer::fetch(who_has, &shared.options.token, key).await
+}
+
+async fn load_module(shared: &Shared, hash: &str) -> Result<Arc<Ready>, String> {
+    let slot: ModuleSlot = shared
+        .modules
+        .lock()
+        .expect("module table lock")
+        .entry(hash.to_string())
+        .or_default()
+        .clone();
+    slot.get_or_init(|| async {
+        let (tx, rx) = oneshot::channel();
+        shared
+            .module_waiters
+            .lock()
+            .expect("module waiters lock")
+            .entry(hash.to_string())
+            .or_default()
+            .push(tx);
+        let _ = shared.to_scheduler.send(ToScheduler::FetchModule {
+            hash: hash.to_string(),
+        });
+        let bytes = rx
+            .await
+            .map_err(|_| "the scheduler went away".to_string())?
+            .ok_or_else(|| format!("the scheduler does not have module {hash}"))?;
+        let engine = shared.sandbox.engine().clone();
+        let cache = shared.options.cache_dir.clone();
+        let name = format!("module {hash}");
+        let compiled = tokio::task::spawn_blocking(move || {
+            module::compile(&engine, &bytes, &name, cache.as_deref())
+        })
+        .await
+        .map_err(|e| format!("compiling module {hash} failed: {e}"))??;
+        shared.sandbox.prepare(compiled).map(Arc::new)
+    })
+    .await
+    .clone()
+}

@@ -1,0 +1,64 @@
+//! Builds dtask's example guest components for `wasm32-wasip2` with a nested
+//! cargo, the way wasmtime's test-programs do, so that `cargo test` on a fresh
+//! clone has real guests to run.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (name exposed to host code, crate directory, artifact file name)
+const GUESTS: &[(&str, &str, &str)] = &[("TASKS_WASM", "tasks", "dtask_example_tasks.wasm")];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let wasm_tasks = manifest_dir.parent().unwrap().to_path_buf();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
+    let target_dir = out_dir.join("target");
+    println!("cargo:rerun-if-changed={}", wasm_tasks.join("wit").display());
+
+    let mut consts = String::new();
+    for (name, dir, artifact) in GUESTS {
+        let crate_dir = wasm_tasks.join(dir);
+        for watched in ["src", "wit", "Cargo.toml", "Cargo.lock"] {
+            println!("cargo:rerun-if-changed={}", crate_dir.join(watched).display());
+        }
+        build_guest(&crate_dir, &target_dir);
+        let built = target_dir.join("wasm32-wasip2/release").join(artifact);
+        let dest = out_dir.join(artifact);
+        std::fs::copy(&built, &dest)
+            .unwrap_or_else(|e| panic!("copying {} failed: {e}", built.display()));
+        consts.push_str(&format!(
+            "/// Path of the built `{dir}` guest component.\npub const {name}: &str = {:?};\n",
+            dest.display().to_string()
+        ));
+    }
+    std::fs::write(out_dir.join("guests.rs"), consts).unwrap();
+}
+
+fn build_guest(crate_dir: &Path, target_dir: &Path) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(crate_dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(target_dir);
+    // Flags meant for the host build must not leak into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("could not run cargo to build the guests: {e}"));
+    assert!(
+        status.success(),
+        "building the guest in {} failed; is the target installed? \
+         run `rustup target add wasm32-wasip2`",
+        crate_dir.display()
+    );
+}
