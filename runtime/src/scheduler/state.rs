@@ -363,9 +363,8 @@ impl Scheduler {
                     refused.push((key, why));
                     continue;
                 }
-                self.insert(spec, out);
-            }
-            if let Some(t) = self.tasks.get_mut(&key)
+                self.insert(spec, &holder, out);
+            } else if let Some(t) = self.tasks.get_mut(&key)
                 && t.holders.insert(holder.clone())
             {
                 self.holdings.entry(holder.clone()).or_default().insert(key);
@@ -394,8 +393,14 @@ impl Scheduler {
         Ok(())
     }
 
-    fn insert(&mut self, spec: TaskSpec, out: &mut Vec<Command>) {
+    /// Adds a new task held by `holder`; it becomes ready, waits, or errs
+    /// at once if an input already erred.
+    fn insert(&mut self, spec: TaskSpec, holder: &str, out: &mut Vec<Command>) {
         let key = spec.key.clone();
+        self.holdings
+            .entry(holder.to_string())
+            .or_default()
+            .insert(key.clone());
         let mut deps: Vec<String> = Vec::new();
         for arg in &spec.args {
             if let Arg::Future(d) = arg
@@ -424,7 +429,7 @@ impl Scheduler {
             deps,
             dependents: Vec::new(),
             needed_by: 0,
-            holders: HashSet::new(),
+            holders: HashSet::from([holder.to_string()]),
             watchers: Vec::new(),
             spec,
         };
