@@ -1,0 +1,143 @@
+//! End-to-end: process lifecycle — the embedded local default, shutdown,
+//! and no process outliving its cluster.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+/// Kills a pid on drop, so a failing test leaves nothing behind.
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let workers = worker_pids(pid);
+            // SAFETY: signalling processes this test started.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                for w in workers {
+                    libc::kill(w as i32, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn submit_starts_the_local_default_and_shutdown_stops_it() {
+    let state = tempfile::tempdir().unwrap();
+    let dtask = |args: &[&str]| {
+        Command::new(DTASK)
+            .args(args)
+            .env("DTASK_STATE_DIR", state.path())
+            .env("XDG_CONFIG_HOME", state.path())
+            .env_remove("DTASK_SCHEDULER")
+            .env_remove("DTASK_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = dtask(&["submit", tasks_wasm(), "inc", "1"]);
+    let record = std::fs::read_to_string(state.path().join("local.toml")).unwrap_or_default();
+    let pid: Option<u32> = record
+        .lines()
+        .find_map(|l| l.strip_prefix("pid = "))
+        .and_then(|p| p.trim().parse().ok());
+    let _guard = KillOnDrop(pid);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("started a local cluster"), "{}", stderr(&out));
+    let pid = pid.expect("the local cluster recorded its pid");
+    let key = stdout(&out).trim().to_string();
+
+    // The next command finds the running cluster instead of starting one.
+    let out = dtask(&["gather", &key]);
+    assert_eq!(stdout(&out).trim(), "2", "{}", stderr(&out));
+    assert!(!stderr(&out).contains("started"), "{}", stderr(&out));
+    let mode = std::fs::metadata(state.path().join("token")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+
+    let workers = worker_pids(pid);
+    assert!(!workers.is_empty());
+    let out = dtask(&["shutdown"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(Duration::from_secs(20), "the local cluster to exit", || {
+        !alive(pid) && workers.iter().all(|w| !alive(*w))
+    });
+    assert!(!state.path().join("local.toml").exists());
+    // With nothing running, reading verbs say so rather than start one.
+    let out = dtask(&["gather", &key]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("no local cluster is running"), "{}", stderr(&out));
+}
+
+#[test]
+fn workers_exit_when_their_cluster_is_killed() {
+    let c = Cluster::start(2, 1);
+    let workers = worker_pids(c.pid());
+    assert_eq!(workers.len(), 2);
+    // SAFETY: killing the cluster process this test started.
+    unsafe {
+        libc::kill(c.pid() as i32, libc::SIGKILL);
+    }
+    wait_until(Duration::from_secs(20), "orphaned workers to exit", || {
+        workers.iter().all(|w| !alive(*w))
+    });
+}
+
+#[test]
+fn shutdown_stops_a_cluster_and_its_workers() {
+    let c = Cluster::start(2, 1);
+    let pid = c.pid();
+    let workers = worker_pids(pid);
+    c.ok(&["shutdown"]);
+    wait_until(Duration::from_secs(20), "the cluster to exit", || {
+        !alive(pid) && workers.iter().all(|w| !alive(*w))
+    });
+}
+
+#[test]
+fn scheduler_and_workers_as_separate_commands() {
+    let state = tempfile::tempdir().unwrap();
+    let mut sched = Command::new(DTASK)
+        .args(["scheduler", "--port", "0"])
+        .env("DTASK_STATE_DIR", state.path())
+        .env_remove("DTASK_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _g1 = KillOnDrop(Some(sched.id()));
+    let addr = first_line(sched.stdout.take().unwrap(), Duration::from_secs(20)).unwrap();
+    let worker = Command::new(DTASK)
+        .args(["worker", "--nthreads", "2", "--scheduler", &addr])
+        .env("DTASK_STATE_DIR", state.path())
+        .env_remove("DTASK_TOKEN")
+        .spawn()
+        .unwrap();
+    let _g2 = KillOnDrop(Some(worker.id()));
+    let run = |args: &[&str]| {
+        let out = Command::new(DTASK)
+            .args(args)
+            .env("DTASK_STATE_DIR", state.path())
+            .env("DTASK_SCHEDULER", &addr)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out).trim().to_string()
+    };
+    let key = run(&["submit", tasks_wasm(), "add", "2", "3"]);
+    assert_eq!(run(&["gather", &key]), "5");
+    run(&["shutdown"]);
+    wait_until(Duration::from_secs(20), "scheduler and worker to exit", || {
+        !alive(sched.id()) && !alive(worker.id())
+    });
+    let _ = sched.wait();
+}
+
+#[test]
+fn a_wrong_token_is_refused_with_exit_3() {
+    let c = Cluster::start(1, 1);
+    let out = c.cmd().env("DTASK_TOKEN", "not-the-token").args(["status", "x-1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("authentication failed"), "{}", stderr(&out));
+}
