@@ -19,7 +19,8 @@ use crate::protocol::{
 };
 use bytes::Bytes;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::BinaryHeap;
 
 /// Identifies a client connection.
 pub type ClientId = u64;
@@ -316,8 +317,8 @@ impl Scheduler {
                     Worker {
                         nthreads: nthreads.max(1),
                         data_addr,
-                        processing: HashSet::new(),
-                        has: HashSet::new(),
+                        processing: HashSet::default(),
+                        has: HashSet::default(),
                     },
                 );
             }
@@ -429,7 +430,7 @@ impl Scheduler {
             deps,
             dependents: Vec::new(),
             needed_by: 0,
-            holders: HashSet::from([holder.to_string()]),
+            holders: HashSet::from_iter([holder.to_string()]),
             watchers: Vec::new(),
             spec,
         };
@@ -629,7 +630,7 @@ impl Scheduler {
 
     /// Sends ready tasks to workers with room, best placement first.
     fn schedule(&mut self, out: &mut Vec<Command>) {
-        let mut batches: HashMap<WorkerId, Vec<RunTask>> = HashMap::new();
+        let mut batches: HashMap<WorkerId, Vec<RunTask>> = HashMap::default();
         while !self.ready.is_empty() {
             if !self.workers.values().any(Worker::has_room) {
                 break;
@@ -657,7 +658,7 @@ impl Scheduler {
 
     /// The worker holding the most input bytes, else the least busy.
     fn place(&self, task: &Task) -> WorkerId {
-        let mut held: HashMap<WorkerId, u64> = HashMap::new();
+        let mut held: HashMap<WorkerId, u64> = HashMap::default();
         for d in &task.deps {
             if let Some(State::Finished { result }) = self.tasks.get(d).map(|t| &t.state)
                 && result.inline.is_none()

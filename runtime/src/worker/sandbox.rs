@@ -85,6 +85,14 @@ impl Sandbox {
         pool.total_memories(n * 2);
         pool.total_tables(n * 4);
         pool.max_memory_size(limits.memory);
+        // Reset a finished task's memory by rewriting only the pages it
+        // dirtied (found with PAGEMAP_SCAN where the kernel has it) instead
+        // of unmapping it: no page faults and far fewer syscalls per task.
+        pool.pagemap_scan(wasmtime::Enabled::Auto);
+        pool.linear_memory_keep_resident(4 << 20);
+        pool.table_keep_resident(64 << 10);
+        pool.async_stack_keep_resident(256 << 10);
+        pool.decommit_batch_size(32);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
