@@ -35,6 +35,7 @@ impl Cluster {
             .arg("--threads")
             .arg(threads.to_string())
             .env("DTASK_STATE_DIR", state.path())
+            .env("DTASK_LOG", std::env::var("DTASK_LOG").unwrap_or_else(|_| "warn".into()))
             .env_remove("DTASK_SCHEDULER")
             .env_remove("DTASK_TOKEN")
             .stdin(Stdio::null())

@@ -1,0 +1,201 @@
+//! `just bench`: dtask's throughput, latency and per-task overhead on a
+//! local cluster of 2 single-slot worker processes, printed as figures.
+//!
+//! Figures for Dask distributed on the same kind of machine (2 single-thread
+//! workers) are printed beside them for scale; see the note at the end.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use common::{Cluster, DTASK, tasks_wasm};
+use dtask_runtime::client::{Client, SubmitOptions, task_spec};
+use dtask_runtime::module::{LocalModule, engine_config};
+use dtask_runtime::protocol::{Arg, Outcome, TaskSpec};
+use dtask_runtime::value::{Value, encode};
+use dtask_runtime::worker::sandbox::{Limits, Sandbox};
+use std::time::{Duration, Instant};
+
+fn int(i: i64) -> Arg {
+    Arg::Value(encode(&Value::from(i)).into())
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing to parse.
+    let cluster = Cluster::start(2, 1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("dtask benchmarks: local cluster, 2 worker processes x 1 slot");
+    println!("{:-<78}", "");
+    rt.block_on(async {
+        let client = Client::connect(&cluster.addr, &cluster.token(), None).await.unwrap();
+        let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
+        client.upload(&module).await.unwrap();
+        // Warm up: workers compile the module.
+        let k = client
+            .submit(&module, "inc", vec![int(-1)], &SubmitOptions::default())
+            .await
+            .unwrap();
+        client.result(&k).await.unwrap();
+
+        for (n, offset) in [(10_000i64, 0i64), (100_000, 1_000_000)] {
+            let rate = map_gather(&client, &module, n, offset).await;
+            println!(
+                "map+gather {n:>7} inc tasks (Rust client)  {rate:>10.0} tasks/s   target >= 20,000   Dask ~520"
+            );
+        }
+        let rate = cli_pipeline(&cluster, 100_000, 5_000_000);
+        println!(
+            "seq|map|gather {:>6} tasks (CLI pipe)   {rate:>10.0} tasks/s",
+            100_000
+        );
+
+        let (p50, p99) = round_trips(&client, &module, 1000).await;
+        println!(
+            "submit->result round trip, 1000 sequential  p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 1000 us   Dask ~10,800 us",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
+
+        let chain = chain(&client, &module, 1000).await;
+        println!(
+            "1,000-task dependency chain              {:>10.1} ms wall                  Dask ~5,900 ms",
+            chain.as_secs_f64() * 1e3
+        );
+    });
+    let per_call = in_worker_call(20_000);
+    println!(
+        "instantiate+call inside a worker (inc)   {:>10.1} us per task (pooling allocator, fresh store)",
+        per_call.as_secs_f64() * 1e6
+    );
+    println!("{:-<78}", "");
+    println!("Dask figures: distributed 2026.8, 2 single-thread worker processes, same machine kind");
+}
+
+/// Submits `n` independent tasks in pipelined batches and waits for every
+/// result; returns tasks per second.
+async fn map_gather(client: &Client, module: &LocalModule, n: i64, offset: i64) -> f64 {
+    let opts = SubmitOptions::default();
+    let start = Instant::now();
+    let specs: Vec<TaskSpec> = (0..n)
+        .map(|i| task_spec(module.hash(), "inc", vec![int(offset + i)], &opts))
+        .collect();
+    let keys: Vec<String> = specs.iter().map(|s| s.key.clone()).collect();
+    let mut acks = Vec::new();
+    let mut it = specs.into_iter().peekable();
+    while it.peek().is_some() {
+        let batch: Vec<TaskSpec> = it.by_ref().take(4096).collect();
+        acks.push(client.submit_specs(batch).await.unwrap());
+    }
+    let mut rx = client.watch(keys.clone()).unwrap();
+    for a in acks {
+        a.await.unwrap();
+    }
+    let mut sum = 0i64;
+    for _ in 0..n {
+        let (k, o) = rx.recv().await.unwrap();
+        let Outcome::Finished(at) = o else { panic!("{k} failed") };
+        sum += client.fetch(&k, &at).await.unwrap().as_i64().unwrap();
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let expected: i64 = (0..n).map(|i| offset + i + 1).sum();
+    assert_eq!(sum, expected, "wrong results");
+    client.release(keys).unwrap();
+    rate
+}
+
+/// `seq | dtask map | dtask gather` through real processes; tasks/s.
+fn cli_pipeline(cluster: &Cluster, n: i64, offset: i64) -> f64 {
+    let script = format!(
+        "seq {} {} | {DTASK} map {} inc | {DTASK} gather | tail -1",
+        offset + 1,
+        offset + n,
+        tasks_wasm()
+    );
+    let start = Instant::now();
+    let out = cluster.cmd().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("DTASK_STATE_DIR", cluster.state.path())
+        .env("DTASK_SCHEDULER", &cluster.addr)
+        .output()
+        .unwrap();
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        (offset + n + 1).to_string(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rate
+}
+
+async fn round_trips(client: &Client, module: &LocalModule, n: i64) -> (Duration, Duration) {
+    let opts = SubmitOptions::default();
+    let mut times = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let start = Instant::now();
+        let k = client.submit(module, "inc", vec![int(10_000_000 + i)], &opts).await.unwrap();
+        let v = client.result(&k).await.unwrap();
+        times.push(start.elapsed());
+        assert_eq!(v, Value::from(10_000_001 + i));
+    }
+    times.sort();
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
+/// A chain inc(inc(…inc(0))) of `n` tasks, submitted at once; wall time to
+/// the final result.
+async fn chain(client: &Client, module: &LocalModule, n: i64) -> Duration {
+    let opts = SubmitOptions {
+        pure: false,
+        ..SubmitOptions::default()
+    };
+    let start = Instant::now();
+    let mut specs = Vec::with_capacity(n as usize);
+    let mut prev = task_spec(module.hash(), "inc", vec![int(0)], &opts);
+    for _ in 1..n {
+        let next = task_spec(module.hash(), "inc", vec![Arg::Future(prev.key.clone())], &opts);
+        specs.push(prev);
+        prev = next;
+    }
+    let last = prev.key.clone();
+    specs.push(prev);
+    client.submit_specs(specs).await.unwrap().await.unwrap();
+    let v = client.result(&last).await.unwrap();
+    assert_eq!(v, Value::from(n));
+    start.elapsed()
+}
+
+/// Average time of one task inside a worker's sandbox: fresh store,
+/// instantiate from the pre-linked component, call `inc`.
+fn in_worker_call(n: u32) -> Duration {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sandbox = Sandbox::new("bench", Limits::default(), 1).unwrap();
+    let bytes = std::fs::read(tasks_wasm()).unwrap();
+    let _ = engine_config();
+    let compiled =
+        dtask_runtime::module::compile(sandbox.engine(), &bytes, "tasks.wasm", None).unwrap();
+    let ready = sandbox.prepare(compiled).unwrap();
+    rt.block_on(async {
+        for _ in 0..1000 {
+            sandbox.run(&ready, "k", "inc", vec![Value::from(1)], None).await.unwrap();
+        }
+        let start = Instant::now();
+        for i in 0..n {
+            let v = sandbox
+                .run(&ready, "k", "inc", vec![Value::from(i as i64)], None)
+                .await
+                .unwrap();
+            assert_eq!(v, Value::from(i as i64 + 1));
+        }
+        start.elapsed() / n
+    })
+}

@@ -1,0 +1,33 @@
+# dtask's recipes. Every recipe is plain cargo underneath; `just` is optional.
+
+# One optimised build serves tests, demo and bench.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/dtask/target")
+
+default: build
+
+# Build dtask and the example guests.
+build:
+    cargo build --release --workspace
+
+# Run every test (unit and end-to-end).
+test:
+    cargo test --release --workspace
+
+# The tour on the embedded local default.
+demo:
+    ./examples/quickstart.sh
+
+# Throughput, latency and per-task overhead figures.
+bench:
+    cargo bench -p dtask --bench cluster
+
+# Print the path of the built example guest.
+guests:
+    cargo run --quiet --release -p dtask-guests -- tasks
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo fmt --all --check
+    cargo clippy --release --workspace --all-targets -- -D warnings
