@@ -5,7 +5,6 @@
 //! workers) are printed beside them for scale; see the note at the end.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::{Cluster, DTASK, tasks_wasm};
@@ -72,7 +71,9 @@ fn main() {
         per_call.as_secs_f64() * 1e6
     );
     println!("{:-<78}", "");
-    println!("Dask figures: distributed 2026.8, 2 single-thread worker processes, same machine kind");
+    println!(
+        "Dask figures: distributed 2026.8, 2 single-thread worker processes, same machine kind"
+    );
 }
 
 /// Submits `n` independent tasks in pipelined batches and waits for every
@@ -97,7 +98,9 @@ async fn map_gather(client: &Client, module: &LocalModule, n: i64, offset: i64) 
     let mut sum = 0i64;
     for _ in 0..n {
         let (k, o) = rx.recv().await.unwrap();
-        let Outcome::Finished(at) = o else { panic!("{k} failed") };
+        let Outcome::Finished(at) = o else {
+            panic!("{k} failed")
+        };
         sum += client.fetch(&k, &at).await.unwrap().as_i64().unwrap();
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
@@ -139,7 +142,10 @@ async fn round_trips(client: &Client, module: &LocalModule, n: i64) -> (Duration
     let mut times = Vec::with_capacity(n as usize);
     for i in 0..n {
         let start = Instant::now();
-        let k = client.submit(module, "inc", vec![int(10_000_000 + i)], &opts).await.unwrap();
+        let k = client
+            .submit(module, "inc", vec![int(10_000_000 + i)], &opts)
+            .await
+            .unwrap();
         let v = client.result(&k).await.unwrap();
         times.push(start.elapsed());
         assert_eq!(v, Value::from(10_000_001 + i));
@@ -159,7 +165,12 @@ async fn chain(client: &Client, module: &LocalModule, n: i64) -> Duration {
     let mut specs = Vec::with_capacity(n as usize);
     let mut prev = task_spec(module.hash(), "inc", vec![int(0)], &opts);
     for _ in 1..n {
-        let next = task_spec(module.hash(), "inc", vec![Arg::Future(prev.key.clone())], &opts);
+        let next = task_spec(
+            module.hash(),
+            "inc",
+            vec![Arg::Future(prev.key.clone())],
+            &opts,
+        );
         specs.push(prev);
         prev = next;
     }
@@ -186,7 +197,10 @@ fn in_worker_call(n: u32) -> Duration {
     let ready = sandbox.prepare(compiled).unwrap();
     rt.block_on(async {
         for _ in 0..1000 {
-            sandbox.run(&ready, "k", "inc", vec![Value::from(1)], None).await.unwrap();
+            sandbox
+                .run(&ready, "k", "inc", vec![Value::from(1)], None)
+                .await
+                .unwrap();
         }
         let start = Instant::now();
         for i in 0..n {

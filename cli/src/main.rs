@@ -20,7 +20,9 @@ use std::process::ExitCode;
 /// input, 3 cannot reach or authenticate to the scheduler, 4 timeout.
 #[derive(Parser)]
 #[command(name = "dtask", version, max_term_width = 100)]
-#[command(after_help = "Example:\n  k=$(dtask submit tasks.wasm inc 10)\n  dtask gather $k        # 11\n  seq 100 | dtask map tasks.wasm inc | dtask gather")]
+#[command(
+    after_help = "Example:\n  k=$(dtask submit tasks.wasm inc 10)\n  dtask gather $k        # 11\n  seq 100 | dtask map tasks.wasm inc | dtask gather"
+)]
 struct Cli {
     /// Scheduler address (host:port). Else DTASK_SCHEDULER, dtask.toml, or
     /// the local default cluster.

@@ -28,28 +28,46 @@ fn refused(args: &[&str], needle: &str) {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
     assert!(err.starts_with("dtask: error: "), "{err}");
-    assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err}"
+    );
     assert!(stdout(&out).is_empty());
 }
 
 #[test]
 fn wrong_arity_names_the_signature() {
-    refused(&["submit", tasks_wasm(), "inc"], "inc: func(x: s64) -> s64 takes 1 argument, 0 were given");
-    refused(&["submit", tasks_wasm(), "add", "1", "2", "3"], "takes 2 arguments, 3 were given");
+    refused(
+        &["submit", tasks_wasm(), "inc"],
+        "inc: func(x: s64) -> s64 takes 1 argument, 0 were given",
+    );
+    refused(
+        &["submit", tasks_wasm(), "add", "1", "2", "3"],
+        "takes 2 arguments, 3 were given",
+    );
 }
 
 #[test]
 fn wrong_type_names_function_parameter_and_type() {
     refused(&["submit", tasks_wasm(), "inc", "abc"], "inc: parameter x");
     refused(&["submit", tasks_wasm(), "inc", "abc"], "s64");
-    refused(&["submit", tasks_wasm(), "norm", r#"{"x": 1}"#], "norm: parameter p");
+    refused(
+        &["submit", tasks_wasm(), "norm", r#"{"x": 1}"#],
+        "norm: parameter p",
+    );
     refused(&["submit", tasks_wasm(), "color-name", "purple"], "purple");
-    refused(&["submit", tasks_wasm(), "total", "[1, \"two\"]"], "total: parameter xs");
+    refused(
+        &["submit", tasks_wasm(), "total", "[1, \"two\"]"],
+        "total: parameter xs",
+    );
 }
 
 #[test]
 fn unknown_export_lists_the_exports() {
-    refused(&["submit", tasks_wasm(), "incc", "1"], "export `incc` not found");
+    refused(
+        &["submit", tasks_wasm(), "incc", "1"],
+        "export `incc` not found",
+    );
     refused(&["submit", tasks_wasm(), "incc", "1"], "inc, ");
 }
 
@@ -58,14 +76,23 @@ fn a_file_that_is_not_wasm_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.wasm");
     std::fs::write(&path, "hello").unwrap();
-    refused(&["submit", path.to_str().unwrap(), "inc", "1"], "is not a WebAssembly file");
+    refused(
+        &["submit", path.to_str().unwrap(), "inc", "1"],
+        "is not a WebAssembly file",
+    );
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
-    refused(&["submit", core.to_str().unwrap(), "inc", "1"], "core WebAssembly module");
+    refused(
+        &["submit", core.to_str().unwrap(), "inc", "1"],
+        "core WebAssembly module",
+    );
     refused(&["submit", "/no/such/file.wasm", "inc", "1"], "cannot read");
     let broken = dir.path().join("broken.wasm");
     std::fs::write(&broken, b"\0asm\x0d\0\x01\0garbage").unwrap();
-    refused(&["submit", broken.to_str().unwrap(), "inc", "1"], "not a valid WebAssembly component");
+    refused(
+        &["submit", broken.to_str().unwrap(), "inc", "1"],
+        "not a valid WebAssembly component",
+    );
 }
 
 #[test]

@@ -23,7 +23,10 @@ fn a_thousand_task_chain_gives_the_right_value() {
         let client = Client::connect(&c.addr, &c.token(), None).await.unwrap();
         let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
         let opts = SubmitOptions::default();
-        let mut key = client.submit(&module, "inc", vec![value(0)], &opts).await.unwrap();
+        let mut key = client
+            .submit(&module, "inc", vec![value(0)], &opts)
+            .await
+            .unwrap();
         for _ in 1..1000 {
             key = client
                 .submit(&module, "inc", vec![Arg::Future(key)], &opts)
@@ -43,7 +46,12 @@ fn gather_returns_results_in_order_and_errors_carry_the_guest_message() {
         let opts = SubmitOptions::default();
         let mut keys = Vec::new();
         for i in 0..50 {
-            keys.push(client.submit(&module, "inc", vec![value(i)], &opts).await.unwrap());
+            keys.push(
+                client
+                    .submit(&module, "inc", vec![value(i)], &opts)
+                    .await
+                    .unwrap(),
+            );
         }
         let got = client.gather(&keys).await.unwrap();
         assert_eq!(got, (1..=50).map(Value::from).collect::<Vec<_>>());

@@ -8,7 +8,11 @@ use std::time::Duration;
 fn is_key(s: &str, function: &str) -> bool {
     s.strip_prefix(function)
         .and_then(|r| r.strip_prefix('-'))
-        .is_some_and(|h| h.len() == 32 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+        .is_some_and(|h| {
+            h.len() == 32
+                && h.chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        })
 }
 
 #[test]
@@ -73,7 +77,10 @@ fn map_then_gather_streams_in_order() {
 #[test]
 fn shell_pipeline_map_into_gather() {
     let c = Cluster::start(2, 1);
-    let script = format!("seq 1 500 | {DTASK} map {} inc | {DTASK} gather | tail -1", tasks_wasm());
+    let script = format!(
+        "seq 1 500 | {DTASK} map {} inc | {DTASK} gather | tail -1",
+        tasks_wasm()
+    );
     let out = c.cmd().arg("--help").output().unwrap();
     assert!(out.status.success());
     let out = std::process::Command::new("sh")
@@ -88,7 +95,10 @@ fn shell_pipeline_map_into_gather() {
 #[test]
 fn map_with_json_lines() {
     let c = Cluster::start(1, 1);
-    let keys = c.run(&["map", "--json", tasks_wasm(), "add"], "[1, 2]\n[10, 20]\n");
+    let keys = c.run(
+        &["map", "--json", tasks_wasm(), "add"],
+        "[1, 2]\n[10, 20]\n",
+    );
     assert!(keys.status.success(), "{}", stderr(&keys));
     let out = c.run(&["gather"], &stdout(&keys));
     assert_eq!(stdout(&out), "3\n30\n");
@@ -124,7 +134,11 @@ fn rich_values_in_and_out_as_json() {
         ("greet", &["wasm"], "\"Hello, wasm!\""),
         ("total", &["[1, 2, 3, 4]"], "10"),
         ("norm", &[r#"{"x": 3, "y": 4}"#], "5.0"),
-        ("translate", &[r#"{"x": 1, "y": 2}"#, "0.5", "-1"], r#"{"x":1.5,"y":1.0}"#),
+        (
+            "translate",
+            &[r#"{"x": 1, "y": 2}"#, "0.5", "-1"],
+            r#"{"x":1.5,"y":1.0}"#,
+        ),
         ("parse-int", &["42"], r#"{"ok":42}"#),
         ("color-name", &["green"], "\"green\""),
         ("next-color", &["blue"], "\"red\""),
@@ -140,7 +154,10 @@ fn rich_values_in_and_out_as_json() {
     }
     let err = c.submit("parse-int", &["x"]);
     let got: serde_json::Value = serde_json::from_str(&c.ok(&["gather", &err])).unwrap();
-    assert!(got["err"].as_str().unwrap().contains("not an integer"), "{got}");
+    assert!(
+        got["err"].as_str().unwrap().contains("not an integer"),
+        "{got}"
+    );
     let raw = c.submit("greet", &["raw"]);
     assert_eq!(c.ok(&["gather", "-r", &raw]), "Hello, raw!");
 }
@@ -150,7 +167,10 @@ fn arguments_from_stdin_and_literal_at_signs() {
     let c = Cluster::start(1, 1);
     let out = c.run(&["submit", tasks_wasm(), "greet", "-"], "from stdin\n");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(c.ok(&["gather", stdout(&out).trim()]), "\"Hello, from stdin!\"");
+    assert_eq!(
+        c.ok(&["gather", stdout(&out).trim()]),
+        "\"Hello, from stdin!\""
+    );
     let at = c.submit("greet", &["@@home"]);
     assert_eq!(c.ok(&["gather", &at]), "\"Hello, @home!\"");
     let out = c.run(&["submit", tasks_wasm(), "total", "-"], "[5, 6]");
@@ -197,7 +217,14 @@ fn wait_times_out_with_exit_4() {
 #[test]
 fn per_task_timeout_interrupts_the_guest() {
     let c = Cluster::start(1, 1);
-    let key = c.ok(&["submit", "--timeout", "200ms", tasks_wasm(), "spin", "60000"]);
+    let key = c.ok(&[
+        "submit",
+        "--timeout",
+        "200ms",
+        tasks_wasm(),
+        "spin",
+        "60000",
+    ]);
     let started = std::time::Instant::now();
     let out = c.run(&["gather", &key], "");
     assert_eq!(out.status.code(), Some(1));
@@ -212,7 +239,17 @@ fn per_task_timeout_interrupts_the_guest() {
 fn inspect_lists_exports_with_wit_signatures() {
     let c = Cluster::start(1, 1);
     let out = c.ok(&["inspect", tasks_wasm()]);
-    assert!(out.lines().any(|l| l == "inc: func(x: s64) -> s64"), "{out}");
-    assert!(out.lines().any(|l| l == "add: func(a: s64, b: s64) -> s64"), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("parse-int: func(s: string) -> result<s64, string>")), "{out}");
+    assert!(
+        out.lines().any(|l| l == "inc: func(x: s64) -> s64"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l == "add: func(a: s64, b: s64) -> s64"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("parse-int: func(s: string) -> result<s64, string>")),
+        "{out}"
+    );
 }

@@ -46,7 +46,11 @@ fn submit_starts_the_local_default_and_shutdown_stops_it() {
         .and_then(|p| p.trim().parse().ok());
     let _guard = KillOnDrop(pid);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("started a local cluster"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("started a local cluster"),
+        "{}",
+        stderr(&out)
+    );
     let pid = pid.expect("the local cluster recorded its pid");
     let key = stdout(&out).trim().to_string();
 
@@ -55,7 +59,10 @@ fn submit_starts_the_local_default_and_shutdown_stops_it() {
     assert_eq!(stdout(&out).trim(), "2", "{}", stderr(&out));
     assert!(!stderr(&out).contains("started"), "{}", stderr(&out));
     let mode = std::fs::metadata(state.path().join("token")).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
 
     let workers = worker_pids(pid);
     assert!(!workers.is_empty());
@@ -68,7 +75,11 @@ fn submit_starts_the_local_default_and_shutdown_stops_it() {
     // With nothing running, reading verbs say so rather than start one.
     let out = dtask(&["gather", &key]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("no local cluster is running"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no local cluster is running"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -108,7 +119,7 @@ fn scheduler_and_workers_as_separate_commands() {
         .unwrap();
     let _g1 = KillOnDrop(Some(sched.id()));
     let addr = first_line(sched.stdout.take().unwrap(), Duration::from_secs(20)).unwrap();
-    let worker = Command::new(DTASK)
+    let mut worker = Command::new(DTASK)
         .args(["worker", "--nthreads", "2", "--scheduler", &addr])
         .env("DTASK_STATE_DIR", state.path())
         .env_remove("DTASK_TOKEN")
@@ -128,16 +139,28 @@ fn scheduler_and_workers_as_separate_commands() {
     let key = run(&["submit", tasks_wasm(), "add", "2", "3"]);
     assert_eq!(run(&["gather", &key]), "5");
     run(&["shutdown"]);
-    wait_until(Duration::from_secs(20), "scheduler and worker to exit", || {
-        !alive(sched.id()) && !alive(worker.id())
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "scheduler and worker to exit",
+        || !alive(sched.id()) && !alive(worker.id()),
+    );
     let _ = sched.wait();
+    let _ = worker.wait();
 }
 
 #[test]
 fn a_wrong_token_is_refused_with_exit_3() {
     let c = Cluster::start(1, 1);
-    let out = c.cmd().env("DTASK_TOKEN", "not-the-token").args(["status", "x-1"]).output().unwrap();
+    let out = c
+        .cmd()
+        .env("DTASK_TOKEN", "not-the-token")
+        .args(["status", "x-1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("authentication failed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("authentication failed"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -100,7 +100,12 @@ impl Default for SubmitOptions {
 }
 
 /// Builds the spec of a task; the key follows `options`.
-pub fn task_spec(module: &str, function: &str, args: Vec<Arg>, options: &SubmitOptions) -> TaskSpec {
+pub fn task_spec(
+    module: &str,
+    function: &str,
+    args: Vec<Arg>,
+    options: &SubmitOptions,
+) -> TaskSpec {
     let key = match (&options.key, options.pure) {
         (Some(k), _) => k.clone(),
         (None, true) => key::pure_key(module, function, &args),
@@ -137,7 +142,11 @@ impl Client {
     /// Connects to the scheduler at `addr` with the cluster `token`. A
     /// `name` makes the keys this client submits outlive its connection
     /// (held until released under that name, as the CLI does).
-    pub async fn connect(addr: &str, token: &str, name: Option<String>) -> Result<Self, ClientError> {
+    pub async fn connect(
+        addr: &str,
+        token: &str,
+        name: Option<String>,
+    ) -> Result<Self, ClientError> {
         let hello = Hello {
             version: PROTOCOL_VERSION,
             token: token.to_string(),
@@ -172,7 +181,10 @@ impl Client {
         Ok(Self { inner })
     }
 
-    async fn request(&self, make: impl FnOnce(u64) -> ToScheduler) -> Result<FromScheduler, ClientError> {
+    async fn request(
+        &self,
+        make: impl FnOnce(u64) -> ToScheduler,
+    ) -> Result<FromScheduler, ClientError> {
         let rx = self.send_request(make)?;
         rx.await.map_err(|_| ClientError::Disconnected)
     }
@@ -195,13 +207,22 @@ impl Client {
     }
 
     fn send(&self, msg: ToScheduler) -> Result<(), ClientError> {
-        self.inner.tx.send(msg).map_err(|_| ClientError::Disconnected)
+        self.inner
+            .tx
+            .send(msg)
+            .map_err(|_| ClientError::Disconnected)
     }
 
     /// Makes sure the scheduler has `module`, uploading it if it lacks it.
     pub async fn upload(&self, module: &LocalModule) -> Result<(), ClientError> {
         let hash = module.hash().to_string();
-        if self.inner.uploaded.lock().expect("uploaded lock").contains(&hash) {
+        if self
+            .inner
+            .uploaded
+            .lock()
+            .expect("uploaded lock")
+            .contains(&hash)
+        {
             return Ok(());
         }
         let reply = self
@@ -218,7 +239,11 @@ impl Client {
                 bytes: module.bytes.clone(),
             })?;
         }
-        self.inner.uploaded.lock().expect("uploaded lock").insert(hash);
+        self.inner
+            .uploaded
+            .lock()
+            .expect("uploaded lock")
+            .insert(hash);
         Ok(())
     }
 
@@ -259,7 +284,10 @@ impl Client {
 
     /// Reports `(key, outcome)` for each of `keys` as it ends, in the order
     /// they end.
-    pub fn watch(&self, keys: Vec<String>) -> Result<mpsc::UnboundedReceiver<(String, Outcome)>, ClientError> {
+    pub fn watch(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<mpsc::UnboundedReceiver<(String, Outcome)>, ClientError> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.watch_into(keys, &tx)?;
         Ok(rx)
@@ -336,7 +364,10 @@ impl Client {
 
     /// Current state of each key (`None` for keys the scheduler does not
     /// know).
-    pub async fn status(&self, keys: Vec<String>) -> Result<Vec<(String, Option<TaskState>)>, ClientError> {
+    pub async fn status(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<TaskState>)>, ClientError> {
         match self.request(|id| ToScheduler::Status { id, keys }).await? {
             FromScheduler::Status { states, .. } => Ok(states),
             other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
@@ -404,8 +435,10 @@ pub fn check_call(module: &LocalModule, function: &str, args: &[Arg]) -> Result<
     }
     for (arg, (name, ty)) in args.iter().zip(&sig.params) {
         if let Arg::Value(bytes) = arg {
-            let v = value::decode(bytes).map_err(|e| format!("{function}: parameter {name}: {e}"))?;
-            value::value_to_val(&v, ty).map_err(|e| format!("{function}: parameter {name}: {e}"))?;
+            let v =
+                value::decode(bytes).map_err(|e| format!("{function}: parameter {name}: {e}"))?;
+            value::value_to_val(&v, ty)
+                .map_err(|e| format!("{function}: parameter {name}: {e}"))?;
         }
     }
     Ok(())

@@ -24,7 +24,9 @@ pub fn state_dir() -> PathBuf {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
 /// Creates the state directory (mode 0700) if needed and returns it.
@@ -145,9 +147,18 @@ pub fn resolve(explicit: Option<&str>) -> Result<Resolved, String> {
     }
     let (address, source) = if let Some(a) = explicit {
         (a.to_string(), "--scheduler".to_string())
-    } else if let Some(a) = std::env::var("DTASK_SCHEDULER").ok().filter(|a| !a.is_empty()) {
+    } else if let Some(a) = std::env::var("DTASK_SCHEDULER")
+        .ok()
+        .filter(|a| !a.is_empty())
+    {
         (a, "DTASK_SCHEDULER".to_string())
-    } else if let Some((path, FileConfig { scheduler: Some(a), .. })) = &file_cfg {
+    } else if let Some((
+        path,
+        FileConfig {
+            scheduler: Some(a), ..
+        },
+    )) = &file_cfg
+    {
         (a.clone(), path.display().to_string())
     } else {
         return Ok(Resolved::LocalDefault);

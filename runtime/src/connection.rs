@@ -181,7 +181,10 @@ pub async fn connect<I: DeserializeOwned, O: Serialize + Send + 'static>(
         Welcome::Refused(why) => return Err(WireError::Refused(why)),
     };
     let w = sink.into_inner();
-    let stream = frames.into_inner().reunite(w).expect("halves of one stream");
+    let stream = frames
+        .into_inner()
+        .reunite(w)
+        .expect("halves of one stream");
     let (tx, rx) = split(stream, DEFAULT_MAX_FRAME);
     Ok((id, tx, rx))
 }
@@ -216,7 +219,10 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Send + 'static>(
         Ok(id) => {
             sink.send(encode(&Welcome::Accepted { id })).await?;
             let w = sink.into_inner();
-            let stream = frames.into_inner().reunite(w).expect("halves of one stream");
+            let stream = frames
+                .into_inner()
+                .reunite(w)
+                .expect("halves of one stream");
             let (tx, rx) = split(stream, max_frame);
             Ok((hello, id, tx, rx))
         }
@@ -238,7 +244,12 @@ mod tests {
 
     #[test]
     fn garbage_frames_are_errors_not_panics() {
-        for bytes in [&b""[..], b"\xff", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff", &[0xfb; 40]] {
+        for bytes in [
+            &b""[..],
+            b"\xff",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+            &[0xfb; 40],
+        ] {
             assert!(decode::<Vec<crate::protocol::ToScheduler>>(bytes).is_err());
         }
     }

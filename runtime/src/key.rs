@@ -45,7 +45,10 @@ pub fn validate_key(key: &str) -> Result<(), String> {
         return Err("a key cannot be empty".into());
     }
     if key.len() > 512 {
-        return Err(format!("a key can be at most 512 bytes, this one has {}", key.len()));
+        return Err(format!(
+            "a key can be at most 512 bytes, this one has {}",
+            key.len()
+        ));
     }
     if key.starts_with('@') {
         return Err(format!("a key cannot start with '@' ({key})"));
@@ -69,7 +72,10 @@ mod tests {
         let (name, hex) = a.rsplit_once('-').unwrap();
         assert_eq!(name, "inc");
         assert_eq!(hex.len(), 32);
-        assert!(hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            hex.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 
     #[test]

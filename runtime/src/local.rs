@@ -74,7 +74,8 @@ pub async fn ensure(workers: usize) -> Result<Endpoint, String> {
     if let Some(e) = running().await {
         return Ok(e);
     }
-    let dir = config::ensure_state_dir().map_err(|e| format!("cannot create the state directory: {e}"))?;
+    let dir = config::ensure_state_dir()
+        .map_err(|e| format!("cannot create the state directory: {e}"))?;
     // One starter at a time: others wait for its record.
     let lock = std::fs::OpenOptions::new()
         .create(true)

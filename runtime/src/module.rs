@@ -10,9 +10,9 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, ComponentExportIndex};
 /// A WIT type of a parameter or result.
 pub use wasmtime::component::types::Type;
+use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime::{Config, Engine};
 
 /// Largest module accepted, in bytes.
@@ -73,7 +73,11 @@ impl CompiledModule {
             let names: Vec<&str> = self.funcs.keys().map(String::as_str).collect();
             format!(
                 "export `{name}` not found in {module_name} (exports: {})",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             )
         })
     }
@@ -150,7 +154,8 @@ pub fn compile(
 fn artifact_path(engine: &Engine, dir: &Path, hash: &str) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
-    dir.join(format!("{:016x}", h.finish())).join(format!("{hash}.cwasm"))
+    dir.join(format!("{:016x}", h.finish()))
+        .join(format!("{hash}.cwasm"))
 }
 
 fn store_artifact(component: &Component, path: &Path) {
@@ -162,7 +167,11 @@ fn store_artifact(component: &Component, path: &Path) {
         return;
     }
     // Write then rename, so a concurrent reader never sees half a file.
-    let tmp = dir.join(format!(".{}.{}", std::process::id(), crate::key::random_key("tmp")));
+    let tmp = dir.join(format!(
+        ".{}.{}",
+        std::process::id(),
+        crate::key::random_key("tmp")
+    ));
     if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -234,7 +243,11 @@ impl LocalModule {
     }
 
     /// Compiles module bytes that came from elsewhere.
-    pub fn from_bytes(name: String, bytes: bytes::Bytes, cache_dir: Option<&Path>) -> Result<Self, String> {
+    pub fn from_bytes(
+        name: String,
+        bytes: bytes::Bytes,
+        cache_dir: Option<&Path>,
+    ) -> Result<Self, String> {
         let compiled = compile(client_engine(), &bytes, &name, cache_dir)?;
         Ok(Self {
             name,

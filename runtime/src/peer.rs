@@ -27,7 +27,9 @@ pub async fn serve(listener: TcpListener, token: String, store: Store) {
                 DEFAULT_MAX_FRAME,
                 |h: &Hello| match h.role {
                     Role::Peer => Ok(0),
-                    _ => Err("this is a worker's data port; connect to the scheduler instead".into()),
+                    _ => {
+                        Err("this is a worker's data port; connect to the scheduler instead".into())
+                    }
                 },
             )
             .await;

@@ -14,13 +14,19 @@ fn main() {
     let wasm_tasks = manifest_dir.parent().unwrap().to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let target_dir = out_dir.join("target");
-    println!("cargo:rerun-if-changed={}", wasm_tasks.join("wit").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        wasm_tasks.join("wit").display()
+    );
 
     let mut consts = String::new();
     for (name, dir, artifact) in GUESTS {
         let crate_dir = wasm_tasks.join(dir);
         for watched in ["src", "wit", "Cargo.toml", "Cargo.lock"] {
-            println!("cargo:rerun-if-changed={}", crate_dir.join(watched).display());
+            println!(
+                "cargo:rerun-if-changed={}",
+                crate_dir.join(watched).display()
+            );
         }
         build_guest(&crate_dir, &target_dir);
         let built = target_dir.join("wasm32-wasip2/release").join(artifact);
@@ -39,7 +45,13 @@ fn build_guest(crate_dir: &Path, target_dir: &Path) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(crate_dir)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(target_dir);
     // Flags meant for the host build must not leak into the guest build.
     for var in [

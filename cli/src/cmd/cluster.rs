@@ -54,7 +54,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::new(2, e.to_string()))?
         .to_string();
-    let exe = std::env::current_exe().map_err(|e| Failure::new(2, format!("cannot find the dtask binary: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::new(2, format!("cannot find the dtask binary: {e}")))?;
     // Workers are spawned from this (main) thread, so PR_SET_PDEATHSIG
     // takes them down with the cluster even if it is killed outright.
     let mut workers = Workers(Vec::new());

@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 /// Keys come from the arguments, or else from stdin, one per line; results
 /// stream out as soon as the next one in order is ready.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  dtask gather inc-5c1e…\n  seq 100 | dtask map tasks.wasm inc | dtask gather")]
+#[command(
+    after_help = "Examples:\n  dtask gather inc-5c1e…\n  seq 100 | dtask map tasks.wasm inc | dtask gather"
+)]
 pub struct Args {
     /// Print strings and bytes raw instead of as JSON.
     #[arg(short, long)]
@@ -64,7 +66,9 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     loop {
         // Print everything at the front of the order that has arrived.
         while let Some(front) = order.front() {
-            let Some((outcome, left)) = arrived.get_mut(front) else { break };
+            let Some((outcome, left)) = arrived.get_mut(front) else {
+                break;
+            };
             let key = order.pop_front().expect("front exists");
             let outcome = if *left <= 1 {
                 arrived.remove(&key).expect("present").0

@@ -109,14 +109,22 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-fn line_args(module: &dtask_runtime::module::LocalModule, function: &str, line: &str, json: bool) -> Result<Vec<Arg>, Failure> {
+fn line_args(
+    module: &dtask_runtime::module::LocalModule,
+    function: &str,
+    line: &str,
+    json: bool,
+) -> Result<Vec<Arg>, Failure> {
     if !json {
         let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
         return parse_args(module, function, &words);
     }
     let items: Vec<serde_json::Value> =
         serde_json::from_str(line).map_err(|e| Failure::usage(format!("not a JSON array: {e}")))?;
-    let sig = module.compiled.func(function, &module.name).map_err(Failure::usage)?;
+    let sig = module
+        .compiled
+        .func(function, &module.name)
+        .map_err(Failure::usage)?;
     if items.len() != sig.params.len() {
         return Err(Failure::usage(dtask_runtime::client::arity_message(
             &sig.to_wit(),
@@ -128,7 +136,11 @@ fn line_args(module: &dtask_runtime::module::LocalModule, function: &str, line: 
         .iter()
         .zip(&sig.params)
         .map(|(j, (name, ty))| {
-            if let Some(k) = j.as_str().and_then(|s| s.strip_prefix('@')).filter(|k| !k.starts_with('@')) {
+            if let Some(k) = j
+                .as_str()
+                .and_then(|s| s.strip_prefix('@'))
+                .filter(|k| !k.starts_with('@'))
+            {
                 return Ok(Arg::Future(k.to_string()));
             }
             let v = value::json_to_value(j, ty)

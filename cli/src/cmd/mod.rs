@@ -88,7 +88,9 @@ impl Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         match &e {
-            ClientError::Connect { .. } | ClientError::Disconnected => Failure::new(3, e.to_string()),
+            ClientError::Connect { .. } | ClientError::Disconnected => {
+                Failure::new(3, e.to_string())
+            }
             ClientError::Task(t) => Failure::task(&t.origin, t),
             ClientError::Timeout(_) => Failure::new(4, e.to_string()),
             ClientError::Data { .. } => Failure::new(1, e.to_string()),
@@ -107,7 +109,9 @@ pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
         Resolved::Configured(e) => e,
         Resolved::LocalDefault if start => {
             let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-            local::ensure(workers).await.map_err(|e| Failure::new(3, e))?
+            local::ensure(workers)
+                .await
+                .map_err(|e| Failure::new(3, e))?
         }
         Resolved::LocalDefault => local::running().await.ok_or_else(|| {
             Failure::new(
@@ -122,7 +126,8 @@ pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
         .await
         .map_err(|e| {
             let mut f = Failure::from(e);
-            f.detail.push(format!("scheduler address from {}", endpoint.source));
+            f.detail
+                .push(format!("scheduler address from {}", endpoint.source));
             f
         })
 }
@@ -135,8 +140,15 @@ pub fn load_module(path: &Path) -> Result<LocalModule, Failure> {
 
 /// Parses shell words into arguments of `function`, by parameter type:
 /// `@KEY` is a future, `@@…` a literal `@…`, `-` reads stdin.
-pub fn parse_args(module: &LocalModule, function: &str, words: &[String]) -> Result<Vec<Arg>, Failure> {
-    let sig = module.compiled.func(function, &module.name).map_err(Failure::usage)?;
+pub fn parse_args(
+    module: &LocalModule,
+    function: &str,
+    words: &[String],
+) -> Result<Vec<Arg>, Failure> {
+    let sig = module
+        .compiled
+        .func(function, &module.name)
+        .map_err(Failure::usage)?;
     if words.len() != sig.params.len() {
         return Err(Failure::usage(dtask_runtime::client::arity_message(
             &sig.to_wit(),
@@ -150,11 +162,11 @@ pub fn parse_args(module: &LocalModule, function: &str, words: &[String]) -> Res
         .zip(&sig.params)
         .map(|(word, (name, ty))| {
             let at = |e: String| Failure::usage(format!("{function}: parameter {name}: {e}"));
-            if let Some(rest) = word.strip_prefix('@') {
-                if !rest.starts_with('@') {
-                    dtask_runtime::key::validate_key(rest).map_err(at)?;
-                    return Ok(Arg::Future(rest.to_string()));
-                }
+            if let Some(rest) = word.strip_prefix('@')
+                && !rest.starts_with('@')
+            {
+                dtask_runtime::key::validate_key(rest).map_err(at)?;
+                return Ok(Arg::Future(rest.to_string()));
             }
             let v = if word == "-" {
                 if std::mem::replace(&mut stdin_used, true) {
@@ -162,7 +174,10 @@ pub fn parse_args(module: &LocalModule, function: &str, words: &[String]) -> Res
                 }
                 stdin_value(ty).map_err(at)?
             } else {
-                let word = word.strip_prefix('@').filter(|w| w.starts_with('@')).unwrap_or(word);
+                let word = word
+                    .strip_prefix('@')
+                    .filter(|w| w.starts_with('@'))
+                    .unwrap_or(word);
                 value::word_to_value(word, ty).map_err(|e| at(e.to_string()))?
             };
             Ok(Arg::Value(value::encode(&v).into()))
@@ -178,7 +193,8 @@ fn stdin_value(ty: &Type) -> Result<Value, String> {
     match ty {
         Type::List(l) if matches!(l.ty(), Type::U8) => Ok(Value::Binary(bytes)),
         Type::String => {
-            let mut s = String::from_utf8(bytes).map_err(|_| "stdin is not UTF-8 text".to_string())?;
+            let mut s =
+                String::from_utf8(bytes).map_err(|_| "stdin is not UTF-8 text".to_string())?;
             if s.ends_with('\n') {
                 s.pop();
             }

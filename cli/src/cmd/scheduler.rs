@@ -54,7 +54,9 @@ pub async fn serve(listener: std::net::TcpListener, token: String) -> Result<(),
 pub fn run(a: Args) -> Result<(), Failure> {
     let token = config::server_token().map_err(|e| Failure::new(2, e))?;
     let listener = bind(&a.host, a.port)?;
-    let addr = listener.local_addr().map_err(|e| Failure::new(2, e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::new(2, e.to_string()))?;
     println!("{addr}");
     let _ = std::io::stdout().flush();
     tracing::info!("scheduler listening on {addr}");

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 /// JSON. `@KEY` passes the result of another future; `@@x` is the literal
 /// `@x`; `-` reads stdin. Options go before MODULE.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  dtask submit tasks.wasm inc 10\n  dtask submit tasks.wasm add @inc-5c1e… 5\n  dtask submit tasks.wasm norm '{\"x\": 3, \"y\": 4}'")]
+#[command(
+    after_help = "Examples:\n  dtask submit tasks.wasm inc 10\n  dtask submit tasks.wasm add @inc-5c1e… 5\n  dtask submit tasks.wasm norm '{\"x\": 3, \"y\": 4}'"
+)]
 pub struct Args {
     /// Use this key instead of a computed one.
     #[arg(long)]

@@ -53,9 +53,13 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         match &outcome {
             Outcome::Finished(_) => {}
             Outcome::Error(e) => failure = failure.or(Some(Failure::task(&key, e))),
-            Outcome::Cancelled => failure = failure.or(Some(Failure::new(1, format!("{key} was cancelled")))),
+            Outcome::Cancelled => {
+                failure = failure.or(Some(Failure::new(1, format!("{key} was cancelled"))))
+            }
             Outcome::Unknown => {
-                return Err(Failure::usage(format!("unknown key {key}: never submitted, or released")));
+                return Err(Failure::usage(format!(
+                    "unknown key {key}: never submitted, or released"
+                )));
             }
         }
         seen.insert(key);

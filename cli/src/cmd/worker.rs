@@ -47,5 +47,6 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(2, e.to_string()))?;
-    rt.block_on(worker::run(options)).map_err(|e| Failure::new(3, format!("{e:#}")))
+    rt.block_on(worker::run(options))
+        .map_err(|e| Failure::new(3, format!("{e:#}")))
 }

@@ -35,7 +35,10 @@ impl Cluster {
             .arg("--threads")
             .arg(threads.to_string())
             .env("DTASK_STATE_DIR", state.path())
-            .env("DTASK_LOG", std::env::var("DTASK_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "DTASK_LOG",
+                std::env::var("DTASK_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env_remove("DTASK_SCHEDULER")
             .env_remove("DTASK_TOKEN")
             .stdin(Stdio::null())
@@ -44,7 +47,8 @@ impl Cluster {
             .spawn()
             .expect("start dtask cluster");
         let stdout = child.stdout.take().unwrap();
-        let addr = first_line(stdout, Duration::from_secs(30)).expect("cluster printed its address");
+        let addr =
+            first_line(stdout, Duration::from_secs(30)).expect("cluster printed its address");
         let cluster = Self { child, addr, state };
         cluster.wait_for_workers(workers);
         cluster
@@ -79,7 +83,10 @@ impl Cluster {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string()
     }
 
     /// Submits `FUNCTION ARGS` of the example tasks and returns the key.
@@ -139,7 +146,12 @@ pub fn worker_pids(pid: u32) -> Vec<u32> {
 /// Whether a process is alive (and not a zombie).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }

@@ -56,7 +56,10 @@ impl Scheduler {
     }
 
     /// Wraps an already bound listener.
-    pub fn from_listener(listener: std::net::TcpListener, options: SchedulerOptions) -> std::io::Result<Self> {
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        options: SchedulerOptions,
+    ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
         Ok(Self {
             listener: TcpListener::from_std(listener)?,
@@ -188,7 +191,9 @@ impl Core {
                         data_addr,
                         name,
                     } => {
-                        tracing::info!("worker {id} ({name}) joined with {nthreads} slots, data at {data_addr}");
+                        tracing::info!(
+                            "worker {id} ({name}) joined with {nthreads} slots, data at {data_addr}"
+                        );
                         Event::WorkerConnected {
                             worker: id,
                             nthreads,
@@ -239,7 +244,9 @@ impl Core {
             ToScheduler::UploadModule { hash, bytes } => {
                 let actual = blake3::hash(&bytes).to_hex().to_string();
                 if actual != hash {
-                    tracing::warn!("connection {from} uploaded a module whose hash is {actual}, not {hash}; ignored");
+                    tracing::warn!(
+                        "connection {from} uploaded a module whose hash is {actual}, not {hash}; ignored"
+                    );
                     return;
                 }
                 self.modules.insert(hash.clone(), bytes);
@@ -285,7 +292,9 @@ impl Core {
                 return;
             }
             other => {
-                tracing::warn!("connection {from} sent a worker message without being a worker: {other:?}");
+                tracing::warn!(
+                    "connection {from} sent a worker message without being a worker: {other:?}"
+                );
                 return;
             }
         };

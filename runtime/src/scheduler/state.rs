@@ -18,8 +18,8 @@ use crate::protocol::{
     Arg, ErrorKind, Located, Outcome, RunArg, RunTask, TaskError, TaskSpec, TaskState,
 };
 use bytes::Bytes;
-use std::cmp::Reverse;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// Identifies a client connection.
@@ -144,9 +144,15 @@ pub enum Command {
 #[derive(Debug)]
 enum State {
     /// Waiting for `waiting_on` dependencies, or (at zero) for a slot.
-    Pending { waiting_on: usize },
-    Processing { worker: WorkerId },
-    Finished { result: Stored },
+    Pending {
+        waiting_on: usize,
+    },
+    Processing {
+        worker: WorkerId,
+    },
+    Finished {
+        result: Stored,
+    },
     Error(TaskError),
     Lost,
 }
@@ -476,7 +482,13 @@ impl Scheduler {
         // need us and would have kept `needed_by` above zero.
     }
 
-    fn finished(&mut self, worker: WorkerId, key: String, located: Located, out: &mut Vec<Command>) {
+    fn finished(
+        &mut self,
+        worker: WorkerId,
+        key: String,
+        located: Located,
+        out: &mut Vec<Command>,
+    ) {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.processing.remove(&key);
         }
@@ -509,7 +521,8 @@ impl Scheduler {
             {
                 *waiting_on -= 1;
                 if *waiting_on == 0 {
-                    self.ready.push((dt.spec.priority, Reverse(dt.seq), d.clone()));
+                    self.ready
+                        .push((dt.spec.priority, Reverse(dt.seq), d.clone()));
                 }
             }
         }
@@ -644,7 +657,10 @@ impl Scheduler {
             }
             let worker = self.place(task);
             let run = self.run_task(task);
-            let w = self.workers.get_mut(&worker).expect("placed on a live worker");
+            let w = self
+                .workers
+                .get_mut(&worker)
+                .expect("placed on a live worker");
             w.processing.insert(key.clone());
             self.tasks.get_mut(&key).expect("present").state = State::Processing { worker };
             batches.entry(worker).or_default().push(run);

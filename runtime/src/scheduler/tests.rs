@@ -83,7 +83,9 @@ fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>) -> Vec<Command> {
 fn runs(cmds: &[Command]) -> Vec<(u64, String)> {
     cmds.iter()
         .flat_map(|c| match c {
-            Command::Run { worker, tasks } => tasks.iter().map(|t| (*worker, t.key.clone())).collect(),
+            Command::Run { worker, tasks } => {
+                tasks.iter().map(|t| (*worker, t.key.clone())).collect()
+            }
             _ => vec![],
         })
         .collect()
@@ -125,7 +127,11 @@ fn dependent_waits_for_its_inputs_and_gets_them_inline() {
     let mut s = setup(&[(10, 1)]);
     let cmds = submit(
         &mut s,
-        vec![spec("a", vec![]), spec("b", vec![]), spec("c", vec![fut("a"), fut("b")])],
+        vec![
+            spec("a", vec![]),
+            spec("b", vec![]),
+            spec("c", vec![fut("a"), fut("b")]),
+        ],
     );
     assert_eq!(runs(&cmds).len(), 2);
     assert_eq!(s.state("c"), Some(TaskState::Pending));
@@ -175,7 +181,10 @@ fn placement_prefers_the_worker_holding_the_most_input_bytes() {
 #[test]
 fn placement_goes_to_the_least_busy_worker() {
     let mut s = setup(&[(10, 1), (20, 4)]);
-    let cmds = submit(&mut s, (0..5).map(|i| spec(&format!("t{i}"), vec![])).collect());
+    let cmds = submit(
+        &mut s,
+        (0..5).map(|i| spec(&format!("t{i}"), vec![])).collect(),
+    );
     let placed = runs(&cmds);
     let on_20 = placed.iter().filter(|(w, _)| *w == 20).count();
     assert_eq!(on_20, 4, "the 4-slot worker takes 4 of 5: {placed:?}");
@@ -186,7 +195,10 @@ fn higher_priority_runs_first_then_submission_order() {
     let mut s = setup(&[]);
     let mut urgent = spec("urgent", vec![]);
     urgent.priority = 5;
-    submit(&mut s, vec![spec("first", vec![]), spec("second", vec![]), urgent]);
+    submit(
+        &mut s,
+        vec![spec("first", vec![]), spec("second", vec![]), urgent],
+    );
     let cmds = s.handle(Event::WorkerConnected {
         worker: 10,
         nthreads: 1,
@@ -199,7 +211,10 @@ fn higher_priority_runs_first_then_submission_order() {
 #[test]
 fn workers_are_not_flooded_beyond_their_queue() {
     let mut s = setup(&[(10, 1)]);
-    let cmds = submit(&mut s, (0..1000).map(|i| spec(&format!("t{i}"), vec![])).collect());
+    let cmds = submit(
+        &mut s,
+        (0..1000).map(|i| spec(&format!("t{i}"), vec![])).collect(),
+    );
     let sent = runs(&cmds).len();
     assert!(sent < 1000 && sent > 1, "sent {sent}");
     let cmds = finish(&mut s, 10, "t0", small(0));
@@ -209,7 +224,14 @@ fn workers_are_not_flooded_beyond_their_queue() {
 #[test]
 fn dependent_of_erred_task_errs_with_same_error() {
     let mut s = setup(&[(10, 1)]);
-    submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")]), spec("c", vec![fut("b")])]);
+    submit(
+        &mut s,
+        vec![
+            spec("a", vec![]),
+            spec("b", vec![fut("a")]),
+            spec("c", vec![fut("b")]),
+        ],
+    );
     s.handle(Event::Watch {
         client: 1,
         keys: vec!["c".into()],
@@ -239,8 +261,16 @@ fn watch_of_finished_or_unknown_key_answers_at_once() {
         client: 1,
         keys: vec!["a".into(), "zz".into()],
     });
-    assert!(matches!(&cmds[0], Command::Done { outcome: Outcome::Finished(at), .. } if at.inline.is_some()));
-    assert!(matches!(&cmds[1], Command::Done { outcome: Outcome::Unknown, .. }));
+    assert!(
+        matches!(&cmds[0], Command::Done { outcome: Outcome::Finished(at), .. } if at.inline.is_some())
+    );
+    assert!(matches!(
+        &cmds[1],
+        Command::Done {
+            outcome: Outcome::Unknown,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -281,7 +311,10 @@ fn intermediate_results_live_until_dependents_finish() {
 #[test]
 fn unnamed_client_releases_its_keys_on_disconnect_named_does_not() {
     let mut s = setup(&[(10, 1)]);
-    s.handle(Event::ClientConnected { client: 2, name: None });
+    s.handle(Event::ClientConnected {
+        client: 2,
+        name: None,
+    });
     s.handle(Event::Submit {
         client: 2,
         id: 1,

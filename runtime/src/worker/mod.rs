@@ -12,8 +12,8 @@ use crate::connection::{self, Sender};
 use crate::module;
 use crate::peer;
 use crate::protocol::{
-    ErrorKind, FromScheduler, Hello, INLINE_RESULT_LIMIT, Located, PROTOCOL_VERSION, Role,
-    RunArg, RunTask, TaskError, ToScheduler,
+    ErrorKind, FromScheduler, Hello, INLINE_RESULT_LIMIT, Located, PROTOCOL_VERSION, Role, RunArg,
+    RunTask, TaskError, ToScheduler,
 };
 use crate::value::{self, Value};
 use bytes::Bytes;
@@ -75,11 +75,24 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
     let (id, to_scheduler, mut from_scheduler) =
         connection::connect::<FromScheduler, ToScheduler>(&options.scheduler, hello)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot join the scheduler at {}: {e}", options.scheduler))?;
-    tracing::info!("worker {id} ({name}) joined {} with data port {data_addr}", options.scheduler);
-    let sandbox = Sandbox::new(&format!("worker-{id}"), options.limits.clone(), options.nthreads)?;
+            .map_err(|e| {
+                anyhow::anyhow!("cannot join the scheduler at {}: {e}", options.scheduler)
+            })?;
+    tracing::info!(
+        "worker {id} ({name}) joined {} with data port {data_addr}",
+        options.scheduler
+    );
+    let sandbox = Sandbox::new(
+        &format!("worker-{id}"),
+        options.limits.clone(),
+        options.nthreads,
+    )?;
     let results: peer::Store = Default::default();
-    tokio::spawn(peer::serve(listener, options.token.clone(), results.clone()));
+    tokio::spawn(peer::serve(
+        listener,
+        options.token.clone(),
+        results.clone(),
+    ));
     let shared = Arc::new(Shared {
         sandbox,
         slots: Semaphore::new(options.nthreads.max(1) as usize),
@@ -178,11 +191,19 @@ async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
                     .map_err(|m| err(ErrorKind::Lost, m))?,
             },
         };
-        let v: Value = value::decode(&bytes)
-            .map_err(|e| err(ErrorKind::Input, format!("an argument is not a valid value: {e}")))?;
+        let v: Value = value::decode(&bytes).map_err(|e| {
+            err(
+                ErrorKind::Input,
+                format!("an argument is not a valid value: {e}"),
+            )
+        })?;
         args.push(v);
     }
-    let _slot = shared.slots.acquire().await.expect("the slot semaphore is never closed");
+    let _slot = shared
+        .slots
+        .acquire()
+        .await
+        .expect("the slot semaphore is never closed");
     let timeout = task.timeout_ms.map(Duration::from_millis);
     let result = shared
         .sandbox

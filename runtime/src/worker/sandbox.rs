@@ -167,8 +167,12 @@ impl Sandbox {
             .iter()
             .zip(&sig.params)
             .map(|(v, (name, ty))| {
-                value::value_to_val(v, ty)
-                    .map_err(|e| err(ErrorKind::Input, format!("{function}: parameter {name}: {e}")))
+                value::value_to_val(v, ty).map_err(|e| {
+                    err(
+                        ErrorKind::Input,
+                        format!("{function}: parameter {name}: {e}"),
+                    )
+                })
             })
             .collect::<Result<Vec<Val>, _>>()?;
 

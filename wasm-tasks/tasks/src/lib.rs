@@ -41,11 +41,16 @@ impl Guest for Tasks {
     }
 
     fn translate(p: Point, dx: f64, dy: f64) -> Point {
-        Point { x: p.x + dx, y: p.y + dy }
+        Point {
+            x: p.x + dx,
+            y: p.y + dy,
+        }
     }
 
     fn parse_int(s: String) -> Result<i64, String> {
-        s.trim().parse().map_err(|e| format!("{s:?} is not an integer: {e}"))
+        s.trim()
+            .parse()
+            .map_err(|e| format!("{s:?} is not an integer: {e}"))
     }
 
     fn color_name(c: Color) -> String {
