@@ -23,7 +23,7 @@ fn quickstart_runs_on_the_embedded_default_and_stops_it() {
     assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
     assert!(e.contains("started a local cluster"), "{e}");
     let lines: Vec<&str> = o.lines().collect();
-    for expected in ["11", "16", "500500", "5.0"] {
+    for expected in ["11", "16", "501500", "5.0"] {
         assert!(lines.contains(&expected), "{expected} missing from:\n{o}");
     }
     assert!(o.contains("division by zero: 1 / 0"), "{o}");

@@ -21,5 +21,19 @@ pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
     }
     let client = connect(global, false).await?;
     client.shutdown().await?;
+    if local {
+        // Return once the cluster has really stopped (it removes its
+        // record last), so a following command never finds it half-gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while local::read_record().is_some() {
+            if std::time::Instant::now() > deadline {
+                return Err(Failure::new(
+                    4,
+                    "the local cluster did not stop within 10 s",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
     Ok(())
 }
