@@ -20,7 +20,15 @@ fn int(i: i64) -> Arg {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing to parse.
+    // `cargo bench -- sandbox` measures only the in-worker cost.
+    if std::env::args().any(|a| a == "sandbox") {
+        let per_call = in_worker_call(50_000);
+        println!(
+            "instantiate+call inside a worker (inc): {:.2} us",
+            per_call.as_secs_f64() * 1e6
+        );
+        return;
+    }
     let cluster = Cluster::start(2, 1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

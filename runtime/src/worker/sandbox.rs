@@ -149,10 +149,14 @@ impl Sandbox {
             backtrace: String::new(),
             origin: key.to_string(),
         };
-        let sig = ready
-            .module
-            .func(function, &format!("module {}", ready.module.hash))
-            .map_err(|m| err(ErrorKind::Module, m))?;
+        let sig = match ready.module.funcs.get(function) {
+            Some(sig) => sig,
+            None => {
+                let name = format!("module {}", ready.module.hash);
+                let e = ready.module.func(function, &name).err().unwrap_or_default();
+                return Err(err(ErrorKind::Module, e));
+            }
+        };
         if args.len() != sig.params.len() {
             return Err(err(
                 ErrorKind::Input,
