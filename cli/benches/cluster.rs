@@ -46,7 +46,7 @@ fn main() {
             .submit(&module, "inc", vec![int(-1)], &SubmitOptions::default())
             .await
             .unwrap();
-        client.result(&k).await.unwrap();
+        k.result(None).await.unwrap();
 
         for (n, offset) in [(10_000i64, 0i64), (100_000, 1_000_000)] {
             let rate = map_gather(&client, &module, n, offset).await;
@@ -154,7 +154,7 @@ async fn round_trips(client: &Client, module: &LocalModule, n: i64) -> (Duration
             .submit(module, "inc", vec![int(10_000_000 + i)], &opts)
             .await
             .unwrap();
-        let v = client.result(&k).await.unwrap();
+        let v = k.result(None).await.unwrap();
         times.push(start.elapsed());
         assert_eq!(v, Value::from(10_000_001 + i));
     }

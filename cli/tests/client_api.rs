@@ -3,10 +3,12 @@
 mod common;
 
 use common::*;
-use dtask_runtime::client::{Client, ClientError, SubmitOptions};
+use dtask_runtime::client::{Client, ClientError, Errors, Future, SubmitOptions};
 use dtask_runtime::module::LocalModule;
-use dtask_runtime::protocol::Arg;
+use dtask_runtime::protocol::{Arg, Outcome, TaskState};
 use dtask_runtime::value::{Value, encode};
+use futures::StreamExt;
+use std::time::Duration;
 
 fn value(v: impl Into<Value>) -> Arg {
     Arg::Value(encode(&v.into()).into())
@@ -16,24 +18,29 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
 }
 
+async fn connect(c: &Cluster) -> (Client, LocalModule) {
+    let client = Client::connect(&c.addr, &c.token(), None).await.unwrap();
+    let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
+    (client, module)
+}
+
+async fn submit(client: &Client, module: &LocalModule, f: &str, args: Vec<Arg>) -> Future {
+    client
+        .submit(module, f, args, &SubmitOptions::default())
+        .await
+        .unwrap()
+}
+
 #[test]
 fn a_thousand_task_chain_gives_the_right_value() {
     let c = Cluster::start(2, 1);
     runtime().block_on(async {
-        let client = Client::connect(&c.addr, &c.token(), None).await.unwrap();
-        let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
-        let opts = SubmitOptions::default();
-        let mut key = client
-            .submit(&module, "inc", vec![value(0)], &opts)
-            .await
-            .unwrap();
+        let (client, module) = connect(&c).await;
+        let mut fut = submit(&client, &module, "inc", vec![value(0)]).await;
         for _ in 1..1000 {
-            key = client
-                .submit(&module, "inc", vec![Arg::Future(key)], &opts)
-                .await
-                .unwrap();
+            fut = submit(&client, &module, "inc", vec![fut.arg()]).await;
         }
-        assert_eq!(client.result(&key).await.unwrap(), Value::from(1000));
+        assert_eq!(fut.result(None).await.unwrap(), Value::from(1000));
     });
 }
 
@@ -41,34 +48,184 @@ fn a_thousand_task_chain_gives_the_right_value() {
 fn gather_returns_results_in_order_and_errors_carry_the_guest_message() {
     let c = Cluster::start(2, 1);
     runtime().block_on(async {
-        let client = Client::connect(&c.addr, &c.token(), None).await.unwrap();
-        let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
-        let opts = SubmitOptions::default();
-        let mut keys = Vec::new();
-        for i in 0..50 {
-            keys.push(
-                client
-                    .submit(&module, "inc", vec![value(i)], &opts)
-                    .await
-                    .unwrap(),
-            );
-        }
+        let (client, module) = connect(&c).await;
+        let calls = (0..50).map(|i| vec![value(i)]).collect();
+        let futs = client
+            .map(&module, "inc", calls, &SubmitOptions::default())
+            .await
+            .unwrap();
+        let keys: Vec<String> = futs.iter().map(|f| f.key().to_string()).collect();
         let got = client.gather(&keys).await.unwrap();
         assert_eq!(got, (1..=50).map(Value::from).collect::<Vec<_>>());
 
-        let bad = client
-            .submit(&module, "fail", vec![value("on purpose")], &opts)
-            .await
-            .unwrap();
-        match client.result(&bad).await {
+        let bad = submit(&client, &module, "fail", vec![value("on purpose")]).await;
+        match bad.result(None).await {
             Err(ClientError::Task(e)) => {
                 assert!(e.message.contains("on purpose"), "{}", e.message);
-                assert_eq!(e.origin, bad);
+                assert_eq!(e.origin, bad.key());
             }
             other => panic!("expected a task error, got {other:?}"),
         }
+        assert!(bad.exception().await.unwrap().is_some());
+        assert!(bad.done().await.unwrap());
+        // gather --errors skip leaves the failure out.
+        let mixed = vec![keys[0].clone(), bad.key().to_string(), keys[1].clone()];
+        let got = client.gather_with(&mixed, Errors::Skip).await.unwrap();
+        assert_eq!(got, vec![Value::from(1), Value::from(2)]);
         // Type errors are caught before submitting.
-        let err = client.submit(&module, "inc", vec![value("x")], &opts).await;
+        let err = client
+            .submit(&module, "inc", vec![value("x")], &SubmitOptions::default())
+            .await;
         assert!(matches!(err, Err(ClientError::Invalid(m)) if m.contains("parameter x")));
+    });
+}
+
+#[test]
+fn as_completed_yields_in_finishing_order_and_accepts_futures_while_iterating() {
+    let c = Cluster::start(2, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let slow = submit(&client, &module, "spin", vec![value(400u64)]).await;
+        let fast = submit(&client, &module, "spin", vec![value(1u64)]).await;
+        let mut ac = client.as_completed(vec![slow.clone(), fast.clone()]);
+        let (first, outcome) = ac.next().await.unwrap();
+        assert_eq!(first.key(), fast.key());
+        assert!(matches!(outcome, Outcome::Finished(_)));
+        // Added mid-iteration, finishes before the slow one.
+        ac.add(submit(&client, &module, "inc", vec![value(7)]).await);
+        let (f, r) = ac.next_with_result().await.unwrap();
+        assert_eq!(r.unwrap(), Value::from(8), "{f:?}");
+        let (last, _) = ac.next().await.unwrap();
+        assert_eq!(last.key(), slow.key());
+        assert!(ac.next().await.is_none());
+
+        // Batches: everything already done comes in one batch; as a stream too.
+        let futs = client
+            .map(&module, "inc", (100..110).map(|i| vec![value(i)]).collect(), &SubmitOptions::default())
+            .await
+            .unwrap();
+        client.wait(&futs, false, None).await.unwrap();
+        let mut ac = client.as_completed(futs.clone());
+        let batch = ac.next_batch().await;
+        assert_eq!(batch.len(), 10);
+        let n = client.as_completed(futs).count().await;
+        assert_eq!(n, 10);
+    });
+}
+
+#[test]
+fn wait_first_and_timeout() {
+    let c = Cluster::start(2, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let slow = submit(&client, &module, "spin", vec![value(3000u64)]).await;
+        let quick = submit(&client, &module, "inc", vec![value(1)]).await;
+        let (done, not_done) = client
+            .wait(&[slow.clone(), quick.clone()], true, None)
+            .await
+            .unwrap();
+        assert_eq!(done, vec![quick.key().to_string()]);
+        assert_eq!(not_done, vec![slow.key().to_string()]);
+        let r = slow.result(Some(Duration::from_millis(50))).await;
+        assert!(matches!(r, Err(ClientError::Timeout(_))));
+        slow.cancel(false).unwrap();
+    });
+}
+
+#[test]
+fn scatter_round_robin_and_broadcast() {
+    let c = Cluster::start(2, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let data = client
+            .scatter(vec![Value::from(10), Value::from(20)], false, vec![])
+            .await
+            .unwrap();
+        let holders = client
+            .who_has(data.iter().map(|f| f.key().to_string()).collect())
+            .await
+            .unwrap();
+        assert_eq!(holders.len(), 2);
+        assert_ne!(holders[0].1, holders[1].1, "one on each worker: {holders:?}");
+        let sum = submit(&client, &module, "add", vec![data[0].arg(), data[1].arg()]).await;
+        assert_eq!(sum.result(None).await.unwrap(), Value::from(30));
+
+        let everywhere = client.scatter(vec![Value::from("x")], true, vec![]).await.unwrap();
+        let holders = client.who_has(vec![everywhere[0].key().to_string()]).await.unwrap();
+        assert_eq!(holders[0].1.len(), 2);
+        assert_eq!(client.nthreads().await.unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn dropping_the_last_future_releases_and_frees_the_result() {
+    let c = Cluster::start(1, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let big = submit(&client, &module, "repeat", vec![value("x"), value(100_000u32)]).await;
+        big.result(None).await.unwrap();
+        let key = big.key().to_string();
+        let copy = big.clone();
+        drop(big);
+        assert_eq!(client.status(vec![key.clone()]).await.unwrap()[0].1, Some(TaskState::Finished));
+        copy.release();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let workers = client.workers().await.unwrap();
+            let st = client.status(vec![key.clone()]).await.unwrap()[0].1;
+            if st.is_none() && workers[0].holding == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "not freed: {st:?} {workers:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
+
+#[test]
+fn fire_and_forget_runs_to_completion_with_no_holder() {
+    let c = Cluster::start(1, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let f = submit(&client, &module, "spin", vec![value(200u64)]).await;
+        let key = f.key().to_string();
+        client.fire_and_forget(vec![key.clone()]).unwrap();
+        drop(f);
+        // Still known (running) although nobody holds it…
+        assert_eq!(client.status(vec![key.clone()]).await.unwrap()[0].1, Some(TaskState::Processing));
+        // …and forgotten once done.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while client.status(vec![key.clone()]).await.unwrap()[0].1.is_some() {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
+
+#[test]
+fn retries_make_a_flaky_task_succeed() {
+    let c = Cluster::start(1, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let soon = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + 300;
+        let no_retries = submit(&client, &module, "fails-before", vec![value(soon)]).await;
+        assert!(matches!(no_retries.result(None).await, Err(ClientError::Task(_))));
+        let opts = SubmitOptions {
+            retries: 1000,
+            pure: false,
+            ..SubmitOptions::default()
+        };
+        let with_retries = client
+            .submit(&module, "fails-before", vec![value(soon)], &opts)
+            .await
+            .unwrap();
+        assert_eq!(with_retries.result(None).await.unwrap(), Value::from(soon));
+        // And `retry` reruns the erred one, which now succeeds.
+        client.retry(vec![no_retries.key().to_string()]).await.unwrap();
+        assert_eq!(no_retries.result(None).await.unwrap(), Value::from(soon));
     });
 }

@@ -15,8 +15,11 @@
 //! let client = Client::connect("127.0.0.1:8786", "TOKEN", None).await?;
 //! let module = LocalModule::load("tasks.wasm".as_ref(), None).unwrap();
 //! let args = vec![Arg::Value(encode(&Value::from(10)).into())];
-//! let key = client.submit(&module, "inc", args, &SubmitOptions::default()).await?;
-//! assert_eq!(client.result(&key).await?, Value::from(11));
+//! let future = client.submit(&module, "inc", args, &SubmitOptions::default()).await?;
+//! assert_eq!(future.result(None).await?, Value::from(11));
+//! // A future is an argument to other tasks; dropping it releases the key.
+//! let next = client.submit(&module, "inc", vec![future.arg()], &SubmitOptions::default()).await?;
+//! assert_eq!(next.result(None).await?, Value::from(12));
 //! # Ok(()) }
 //! ```
 
@@ -25,8 +28,8 @@ use crate::key;
 use crate::module::LocalModule;
 use crate::peer;
 use crate::protocol::{
-    Arg, FromScheduler, Hello, Located, Outcome, PROTOCOL_VERSION, Role, TaskError, TaskSpec,
-    TaskState, ToScheduler,
+    Arg, FromScheduler, Hello, Located, Outcome, PROTOCOL_VERSION, Placement, Role, TaskError,
+    TaskSpec, TaskState, ToScheduler, WorkerInfo,
 };
 use crate::value::{self, Value};
 use bytes::Bytes;
@@ -86,6 +89,10 @@ pub struct SubmitOptions {
     pub priority: i32,
     /// Wall-clock limit per run.
     pub timeout: Option<Duration>,
+    /// Where it may run: worker restrictions and resources.
+    pub placement: Placement,
+    /// Runs again up to this many times after an error.
+    pub retries: u32,
 }
 
 impl Default for SubmitOptions {
@@ -95,6 +102,8 @@ impl Default for SubmitOptions {
             pure: true,
             priority: 0,
             timeout: None,
+            placement: Placement::default(),
+            retries: 0,
         }
     }
 }
@@ -118,6 +127,8 @@ pub fn task_spec(
         args,
         priority: options.priority,
         timeout_ms: options.timeout.map(|t| t.as_millis() as u64),
+        placement: options.placement.clone(),
+        retries: options.retries,
     }
 }
 
@@ -130,6 +141,8 @@ struct Inner {
     replies: Mutex<Option<HashMap<u64, oneshot::Sender<FromScheduler>>>>,
     watchers: Mutex<Option<Watchers>>,
     uploaded: Mutex<HashSet<String>>,
+    /// Live [`Future`] handles per key; the last one dropped releases it.
+    refs: Mutex<HashMap<String, usize>>,
 }
 
 /// A connection to a dtask scheduler. Cheap to clone; clones share it.
@@ -165,6 +178,7 @@ impl Client {
             replies: Mutex::new(Some(HashMap::new())),
             watchers: Mutex::new(Some(HashMap::new())),
             uploaded: Mutex::new(HashSet::new()),
+            refs: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -247,7 +261,7 @@ impl Client {
         Ok(())
     }
 
-    /// Submits one call of `function` in `module` and returns its key.
+    /// Submits one call of `function` in `module` and returns its future.
     /// Arguments are checked against the export's types when they are
     /// values; futures are checked when they arrive.
     pub async fn submit(
@@ -256,13 +270,183 @@ impl Client {
         function: &str,
         args: Vec<Arg>,
         options: &SubmitOptions,
-    ) -> Result<String, ClientError> {
+    ) -> Result<Future, ClientError> {
         check_call(module, function, &args).map_err(ClientError::Invalid)?;
         self.upload(module).await?;
         let spec = task_spec(module.hash(), function, args, options);
         let key = spec.key.clone();
         self.submit_specs(vec![spec]).await?.await?;
-        Ok(key)
+        Ok(self.future(key))
+    }
+
+    /// Submits one call per argument list, in one message; returns their
+    /// futures in order.
+    pub async fn map(
+        &self,
+        module: &LocalModule,
+        function: &str,
+        calls: Vec<Vec<Arg>>,
+        options: &SubmitOptions,
+    ) -> Result<Vec<Future>, ClientError> {
+        for args in &calls {
+            check_call(module, function, args).map_err(ClientError::Invalid)?;
+        }
+        self.upload(module).await?;
+        let specs: Vec<TaskSpec> = calls
+            .into_iter()
+            .map(|args| task_spec(module.hash(), function, args, options))
+            .collect();
+        let keys: Vec<String> = specs.iter().map(|s| s.key.clone()).collect();
+        self.submit_specs(specs).await?.await?;
+        Ok(keys.into_iter().map(|k| self.future(k)).collect())
+    }
+
+    /// A handle on `key` that holds it while it lives (the scheduler must
+    /// already hold it for this client, e.g. after a submit).
+    pub fn future(&self, key: String) -> Future {
+        *self
+            .inner
+            .refs
+            .lock()
+            .expect("refs lock")
+            .entry(key.clone())
+            .or_insert(0) += 1;
+        Future {
+            key,
+            client: self.clone(),
+        }
+    }
+
+    /// Stores values on workers (round-robin, or on every worker with
+    /// `broadcast`) as finished futures.
+    pub async fn scatter(
+        &self,
+        values: Vec<Value>,
+        broadcast: bool,
+        workers: Vec<String>,
+    ) -> Result<Vec<Future>, ClientError> {
+        let values: Vec<(String, Bytes)> = values
+            .iter()
+            .map(|v| {
+                let bytes: Bytes = value::encode(v).into();
+                let key = key::pure_key("", "data", &[Arg::Value(bytes.clone())]);
+                (key, bytes)
+            })
+            .collect();
+        let keys: Vec<String> = values.iter().map(|(k, _)| k.clone()).collect();
+        let reply = self
+            .request(|id| ToScheduler::Scatter {
+                id,
+                values,
+                broadcast,
+                workers,
+            })
+            .await?;
+        match reply {
+            FromScheduler::Scattered { .. } => {
+                Ok(keys.into_iter().map(|k| self.future(k)).collect())
+            }
+            FromScheduler::Failed { message, .. } => Err(ClientError::Invalid(message)),
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Cancels keys: they and their pending dependents become `cancelled`;
+    /// running ones are interrupted. Without `force`, keys other clients
+    /// also hold are only released for this one.
+    pub fn cancel(&self, keys: Vec<String>, force: bool) -> Result<(), ClientError> {
+        self.send(ToScheduler::Cancel { keys, force })
+    }
+
+    /// Runs erred keys again from where their errors started.
+    pub async fn retry(&self, keys: Vec<String>) -> Result<(), ClientError> {
+        match self.request(|id| ToScheduler::Retry { id, keys }).await? {
+            FromScheduler::Retried { refused, .. } if refused.is_empty() => Ok(()),
+            FromScheduler::Retried { refused, .. } => Err(ClientError::Refused(refused)),
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Computes keys even when nobody holds them any more; their results
+    /// are dropped once done.
+    pub fn fire_and_forget(&self, keys: Vec<String>) -> Result<(), ClientError> {
+        self.send(ToScheduler::FireAndForget { keys })
+    }
+
+    /// Data addresses of the workers holding each key.
+    pub async fn who_has(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Vec<String>)>, ClientError> {
+        match self.request(|id| ToScheduler::WhoHas { id, keys }).await? {
+            FromScheduler::WhoHas { holders, .. } => Ok(holders),
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The connected workers.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, ClientError> {
+        match self.request(|id| ToScheduler::Workers { id }).await? {
+            FromScheduler::Workers { workers, .. } => Ok(workers),
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Execution slots per worker (data address to slots).
+    pub async fn nthreads(&self) -> Result<Vec<(String, u32)>, ClientError> {
+        Ok(self
+            .workers()
+            .await?
+            .into_iter()
+            .map(|w| (w.address, w.nthreads))
+            .collect())
+    }
+
+    /// Waits until all `futures` (or, with `first`, one of them) are done or
+    /// `timeout` passes; returns (done, not done) keys. Errors and cancels
+    /// count as done.
+    pub async fn wait(
+        &self,
+        futures: &[Future],
+        first: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(Vec<String>, Vec<String>), ClientError> {
+        let keys: Vec<String> = futures.iter().map(|f| f.key.clone()).collect();
+        let mut rx = self.watch(keys.clone())?;
+        let mut done = HashSet::new();
+        let unique: HashSet<&String> = keys.iter().collect();
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        while done.len() < unique.len() && !(first && !done.is_empty()) {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                },
+                None => rx.recv().await,
+            };
+            let (k, _) = next.ok_or(ClientError::Disconnected)?;
+            done.insert(k);
+        }
+        if done.is_empty() && deadline.is_some() && !unique.is_empty() {
+            return Err(ClientError::Timeout(timeout.unwrap_or_default()));
+        }
+        let (d, n): (Vec<String>, Vec<String>) = keys.into_iter().partition(|k| done.contains(k));
+        Ok((d, n))
+    }
+
+    /// Yields futures as they finish; more can be added while iterating.
+    pub fn as_completed(&self, futures: Vec<Future>) -> AsCompleted {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut ac = AsCompleted {
+            client: self.clone(),
+            tx,
+            rx,
+            waiting: HashMap::new(),
+        };
+        for f in futures {
+            ac.add(f);
+        }
+        ac
     }
 
     /// Sends task specs now and returns a future of the scheduler's answer,
@@ -271,7 +455,8 @@ impl Client {
     pub async fn submit_specs(
         &self,
         tasks: Vec<TaskSpec>,
-    ) -> Result<impl Future<Output = Result<(), ClientError>> + use<>, ClientError> {
+    ) -> Result<impl std::future::Future<Output = Result<(), ClientError>> + use<>, ClientError>
+    {
         let rx = self.send_request(|id| ToScheduler::Submit { id, tasks })?;
         Ok(async move {
             match rx.await.map_err(|_| ClientError::Disconnected)? {
@@ -347,6 +532,16 @@ impl Client {
     /// Results of `keys`, in order; the first failure is returned as the
     /// error.
     pub async fn gather(&self, keys: &[String]) -> Result<Vec<Value>, ClientError> {
+        self.gather_with(keys, Errors::Raise).await
+    }
+
+    /// Results of `keys`, in order; with [`Errors::Skip`] failed ones are
+    /// left out instead of failing the whole gather.
+    pub async fn gather_with(
+        &self,
+        keys: &[String],
+        errors: Errors,
+    ) -> Result<Vec<Value>, ClientError> {
         let mut rx = self.watch(keys.to_vec())?;
         let mut outcomes: HashMap<String, Outcome> = HashMap::with_capacity(keys.len());
         let wanted: HashSet<&String> = keys.iter().collect();
@@ -357,7 +552,12 @@ impl Client {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             let o = outcomes.get(k).cloned().expect("every key reported");
-            out.push(self.resolve(k, o).await?);
+            match (self.resolve(k, o).await, errors) {
+                (Ok(v), _) => out.push(v),
+                (Err(ClientError::Task(_)), Errors::Skip) => {}
+                (Err(ClientError::Invalid(m)), Errors::Skip) if m.ends_with("was cancelled") => {}
+                (Err(e), _) => return Err(e),
+            }
         }
         Ok(out)
     }
@@ -408,6 +608,10 @@ impl Inner {
             FromScheduler::MissingModules { id, .. }
             | FromScheduler::Submitted { id, .. }
             | FromScheduler::Status { id, .. }
+            | FromScheduler::Retried { id, .. }
+            | FromScheduler::Scattered { id }
+            | FromScheduler::WhoHas { id, .. }
+            | FromScheduler::Workers { id, .. }
             | FromScheduler::Failed { id, .. } => *id,
             other => {
                 tracing::warn!("unexpected message for a client: {other:?}");
@@ -451,4 +655,205 @@ pub fn arity_message(signature: &str, expected: usize, given: usize) -> String {
         if expected == 1 { "" } else { "s" },
         if given == 1 { "was" } else { "were" }
     )
+}
+
+/// What [`Client::gather_with`] does with failed futures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Errors {
+    /// Fail the gather with the first failure.
+    Raise,
+    /// Leave failed futures out.
+    Skip,
+}
+
+/// A handle on a key, like Dask's `Future`: while any handle lives the
+/// client holds the key; dropping the last one releases it.
+pub struct Future {
+    key: String,
+    client: Client,
+}
+
+impl Future {
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Waits for the result (or the task's error); `timeout` bounds the
+    /// wait.
+    pub async fn result(&self, timeout: Option<Duration>) -> Result<Value, ClientError> {
+        match timeout {
+            None => self.client.result(&self.key).await,
+            Some(t) => tokio::time::timeout(t, self.client.result(&self.key))
+                .await
+                .map_err(|_| ClientError::Timeout(t))?,
+        }
+    }
+
+    /// Waits for the future to end; its error if it erred, else `None`.
+    pub async fn exception(&self) -> Result<Option<TaskError>, ClientError> {
+        match self.result(None).await {
+            Err(ClientError::Task(e)) => Ok(Some(*e)),
+            Err(ClientError::Invalid(m)) if m.ends_with("was cancelled") => Ok(None),
+            Err(e) => Err(e),
+            Ok(_) => Ok(None),
+        }
+    }
+
+    /// Its state now (`None` if the scheduler does not know it).
+    pub async fn status(&self) -> Result<Option<TaskState>, ClientError> {
+        let mut s = self.client.status(vec![self.key.clone()]).await?;
+        Ok(s.pop().and_then(|(_, st)| st))
+    }
+
+    /// Whether it has finished, erred or been cancelled.
+    pub async fn done(&self) -> Result<bool, ClientError> {
+        Ok(matches!(
+            self.status().await?,
+            Some(TaskState::Finished | TaskState::Error | TaskState::Cancelled)
+        ))
+    }
+
+    /// Whether it was cancelled.
+    pub async fn cancelled(&self) -> Result<bool, ClientError> {
+        Ok(self.status().await? == Some(TaskState::Cancelled))
+    }
+
+    /// Cancels it (and its dependents).
+    pub fn cancel(&self, force: bool) -> Result<(), ClientError> {
+        self.client.cancel(vec![self.key.clone()], force)
+    }
+
+    /// Releases this handle now (same as dropping it).
+    pub fn release(self) {}
+
+    /// Passes this future as a task argument.
+    pub fn arg(&self) -> Arg {
+        Arg::Future(self.key.clone())
+    }
+}
+
+impl Clone for Future {
+    fn clone(&self) -> Self {
+        self.client.future(self.key.clone())
+    }
+}
+
+impl std::fmt::Debug for Future {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Future({})", self.key)
+    }
+}
+
+impl Drop for Future {
+    fn drop(&mut self) {
+        let last = {
+            let mut refs = self.client.inner.refs.lock().expect("refs lock");
+            match refs.get_mut(&self.key) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    refs.remove(&self.key);
+                    true
+                }
+            }
+        };
+        if last {
+            let _ = self.client.release(vec![self.key.clone()]);
+        }
+    }
+}
+
+/// Futures in the order they end ([`Client::as_completed`]). Also a
+/// [`futures::Stream`] of `(Future, Outcome)`.
+pub struct AsCompleted {
+    client: Client,
+    tx: mpsc::UnboundedSender<(String, Outcome)>,
+    rx: mpsc::UnboundedReceiver<(String, Outcome)>,
+    waiting: HashMap<String, Vec<Future>>,
+}
+
+impl AsCompleted {
+    /// Adds a future, even while iterating.
+    pub fn add(&mut self, f: Future) {
+        let first = !self.waiting.contains_key(&f.key);
+        let key = f.key.clone();
+        self.waiting.entry(key.clone()).or_default().push(f);
+        if first {
+            let _ = self.client.watch_into(vec![key], &self.tx);
+        }
+    }
+
+    /// Futures not yet yielded.
+    pub fn count(&self) -> usize {
+        self.waiting.values().map(Vec::len).sum()
+    }
+
+    /// The next future to end with how it ended, or `None` when none are
+    /// left.
+    pub async fn next(&mut self) -> Option<(Future, Outcome)> {
+        std::future::poll_fn(|cx| self.poll_one(cx)).await
+    }
+
+    /// The next future to end with its result (or error).
+    pub async fn next_with_result(&mut self) -> Option<(Future, Result<Value, ClientError>)> {
+        let (f, outcome) = self.next().await?;
+        let r = self.client.resolve(&f.key, outcome).await;
+        Some((f, r))
+    }
+
+    /// Waits for one future to end, then also takes every other one that
+    /// has ended meanwhile.
+    pub async fn next_batch(&mut self) -> Vec<(Future, Outcome)> {
+        let mut batch = Vec::new();
+        if let Some(first) = self.next().await {
+            batch.push(first);
+        }
+        while let Ok((k, o)) = self.rx.try_recv() {
+            if let Some(fs) = self.waiting.remove(&k) {
+                batch.extend(fs.into_iter().map(|f| (f, o.clone())));
+            }
+        }
+        batch
+    }
+
+    fn poll_one(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<(Future, Outcome)>> {
+        use std::task::Poll;
+        loop {
+            if self.waiting.is_empty() {
+                return Poll::Ready(None);
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some((k, o))) => {
+                    if let Some(mut fs) = self.waiting.remove(&k) {
+                        let f = fs.pop().expect("non-empty");
+                        if !fs.is_empty() {
+                            // Another handle on the same key: report it too.
+                            let _ = self.tx.send((k.clone(), o.clone()));
+                            self.waiting.insert(k, fs);
+                        }
+                        return Poll::Ready(Some((f, o)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl futures::Stream for AsCompleted {
+    type Item = (Future, Outcome);
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.get_mut().poll_one(cx)
+    }
 }

@@ -1,8 +1,9 @@
 //! `dtask map`: one task per line of stdin, printing keys in order as the
 //! scheduler accepts them.
 
+use super::task_options::TaskOptions;
 use super::{Failure, Global, connect, load_module, parse_args};
-use dtask_runtime::client::{SubmitOptions, task_spec};
+use dtask_runtime::client::task_spec;
 use dtask_runtime::protocol::{Arg, TaskSpec};
 use dtask_runtime::value;
 use futures::StreamExt;
@@ -25,15 +26,8 @@ pub struct Args {
     /// Each line is a JSON array of arguments.
     #[arg(long)]
     json: bool,
-    /// Same call, same key (default); `--pure=false` gives random keys.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pure: bool,
-    /// Higher runs earlier among ready tasks.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    priority: i32,
-    /// Wall-clock limit of one run, e.g. `30s`.
-    #[arg(long, value_parser = super::parse_duration)]
-    timeout: Option<std::time::Duration>,
+    #[command(flatten)]
+    options: TaskOptions,
     /// The WebAssembly component (.wasm).
     module: PathBuf,
     /// The exported function to call.
@@ -47,12 +41,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         .compiled
         .func(&a.function, &module.name)
         .map_err(Failure::usage)?;
-    let options = SubmitOptions {
-        key: None,
-        pure: a.pure,
-        priority: a.priority,
-        timeout: a.timeout,
-    };
+    let options = a.options.submit_options(None)?;
+    let fire_and_forget = a.options.fire_and_forget;
     let client = connect(global, true).await?;
     client.upload(&module).await?;
 
@@ -99,12 +89,21 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 acks.push_back(async move { ack.await.map(|()| keys) });
             }
             Some(done) = acks.next() => {
-                for key in done? {
+                let done = done?;
+                if fire_and_forget {
+                    client.fire_and_forget(done.clone())?;
+                    client.release(done.clone())?;
+                }
+                for key in done {
                     writeln!(out, "{key}").map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
                 }
                 out.flush().map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
             }
         }
+    }
+    if fire_and_forget {
+        // Make sure the hand-over was processed before exiting.
+        client.status(Vec::new()).await?;
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `dtask submit`: one task, printing its key.
 
-use super::{Failure, Global, connect, load_module, parse_args, parse_duration};
-use dtask_runtime::client::{SubmitOptions, task_spec};
+use super::task_options::TaskOptions;
+use super::{Failure, Global, connect, load_module, parse_args};
+use dtask_runtime::client::task_spec;
 use std::path::PathBuf;
 
 /// Submit one call of a module's export as a task and print its key.
@@ -18,16 +19,8 @@ pub struct Args {
     /// Use this key instead of a computed one.
     #[arg(long)]
     key: Option<String>,
-    /// Same call, same key, computed once (default). `--pure=false` gives a
-    /// fresh random key.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pure: bool,
-    /// Higher runs earlier among ready tasks.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    priority: i32,
-    /// Wall-clock limit of one run, e.g. `30s`; past it the task errs.
-    #[arg(long, value_parser = parse_duration)]
-    timeout: Option<std::time::Duration>,
+    #[command(flatten)]
+    options: TaskOptions,
     /// The WebAssembly component (.wasm).
     module: PathBuf,
     /// The exported function to call.
@@ -43,17 +36,17 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     }
     let module = load_module(&a.module)?;
     let args = parse_args(&module, &a.function, &a.args)?;
-    let options = SubmitOptions {
-        key: a.key,
-        pure: a.pure,
-        priority: a.priority,
-        timeout: a.timeout,
-    };
+    let options = a.options.submit_options(a.key)?;
     let client = connect(global, true).await?;
     client.upload(&module).await?;
     let spec = task_spec(module.hash(), &a.function, args, &options);
     let key = spec.key.clone();
     client.submit_specs(vec![spec]).await?.await?;
+    if a.options.fire_and_forget {
+        client.fire_and_forget(vec![key.clone()])?;
+        client.release(vec![key.clone()])?;
+        client.status(Vec::new()).await?;
+    }
     println!("{key}");
     Ok(())
 }

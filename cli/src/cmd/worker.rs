@@ -18,6 +18,10 @@ pub struct Args {
     /// Largest memory one task may use, in MiB.
     #[arg(long, default_value_t = 256)]
     pub memory_limit_mib: usize,
+    /// Abstract resources this worker offers, e.g. `GPU=2` (repeatable);
+    /// tasks submitted with `--resources` run only where they fit.
+    #[arg(long = "resources", value_parser = super::task_options::parse_resource, value_name = "NAME=AMOUNT")]
+    pub resources: Vec<(String, f64)>,
 }
 
 pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
@@ -41,6 +45,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
         limits: Limits {
             memory: a.memory_limit_mib * 1024 * 1024,
         },
+        resources: a.resources,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(a.nthreads as usize + 1)

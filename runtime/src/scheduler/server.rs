@@ -190,6 +190,7 @@ impl Core {
                         nthreads,
                         data_addr,
                         name,
+                        resources,
                     } => {
                         tracing::info!(
                             "worker {id} ({name}) joined with {nthreads} slots, data at {data_addr}"
@@ -198,6 +199,8 @@ impl Core {
                             worker: id,
                             nthreads,
                             data_addr,
+                            name,
+                            resources,
                         }
                     }
                     Role::Peer => return,
@@ -270,6 +273,39 @@ impl Core {
                 self.send(from, FromScheduler::Status { id, states });
                 return;
             }
+            ToScheduler::FireAndForget { keys } => Event::FireAndForget { keys },
+            ToScheduler::Cancel { keys, force } => Event::Cancel {
+                client: from,
+                keys,
+                force,
+            },
+            ToScheduler::Retry { id, keys } => Event::Retry {
+                client: from,
+                id,
+                keys,
+            },
+            ToScheduler::Scatter {
+                id,
+                values,
+                broadcast,
+                workers,
+            } => Event::Scatter {
+                client: from,
+                id,
+                values,
+                broadcast,
+                workers,
+            },
+            ToScheduler::WhoHas { id, keys } => {
+                let holders = self.state.who_has(keys);
+                self.send(from, FromScheduler::WhoHas { id, holders });
+                return;
+            }
+            ToScheduler::Workers { id } => {
+                let workers = self.state.workers();
+                self.send(from, FromScheduler::Workers { id, workers });
+                return;
+            }
             ToScheduler::Shutdown => {
                 tracing::info!("shutdown requested by connection {from}");
                 for c in self.conns.values().filter(|c| c.is_worker) {
@@ -316,6 +352,25 @@ impl Core {
                     id,
                     refused,
                 } => self.send(client, FromScheduler::Submitted { id, refused }),
+                Command::Store { worker, values } => {
+                    self.send(worker, FromScheduler::Store { values })
+                }
+                Command::CancelRun { worker, keys } => {
+                    self.send(worker, FromScheduler::Cancel { keys })
+                }
+                Command::Retried {
+                    client,
+                    id,
+                    refused,
+                } => self.send(client, FromScheduler::Retried { id, refused }),
+                Command::Scattered { client, id } => {
+                    self.send(client, FromScheduler::Scattered { id })
+                }
+                Command::Failed {
+                    client,
+                    id,
+                    message,
+                } => self.send(client, FromScheduler::Failed { id, message }),
             }
         }
     }

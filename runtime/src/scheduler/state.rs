@@ -12,10 +12,13 @@
 //! - A task with future arguments waits for them; when it is ready it goes to
 //!   the worker that already holds the most bytes of its inputs, otherwise to
 //!   the least busy one; higher priority first, then submission order.
-//! - An error spreads to every dependent, which errs with the same error.
+//! - An error spreads to every dependent, which errs with the same error;
+//!   a cancel spreads the same way, and interrupts what is running.
+//! - A task with retries left runs again after an error instead of erring.
+//! - Scattered data is a task whose "run" is storing a value on a worker.
 
 use crate::protocol::{
-    Arg, ErrorKind, Located, Outcome, RunArg, RunTask, TaskError, TaskSpec, TaskState,
+    Arg, ErrorKind, Located, Outcome, RunArg, RunTask, TaskError, TaskSpec, TaskState, WorkerInfo,
 };
 use bytes::Bytes;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -30,6 +33,9 @@ pub type WorkerId = u64;
 /// Tasks queued on a worker beyond its slots keep it busy between the
 /// scheduler's refills: this many per execution slot.
 const QUEUED_PER_SLOT: usize = 32;
+
+/// The pseudo-holder that keeps fire-and-forget keys alive until they end.
+const FIRE_AND_FORGET: &str = "fire-and-forget";
 
 /// Something that happened, for the scheduler to react to.
 #[derive(Debug)]
@@ -82,6 +88,46 @@ pub enum Event {
         nthreads: u32,
         /// Where it serves data.
         data_addr: String,
+        /// Host and pid.
+        name: String,
+        /// Abstract resources it offers.
+        resources: Vec<(String, f64)>,
+    },
+    /// Keep keys until they end, though nobody holds them.
+    FireAndForget {
+        /// Keys.
+        keys: Vec<String>,
+    },
+    /// A client cancels keys.
+    Cancel {
+        /// Who.
+        client: ClientId,
+        /// Which keys.
+        keys: Vec<String>,
+        /// Even if others hold them.
+        force: bool,
+    },
+    /// A client asks to run erred keys again.
+    Retry {
+        /// Who.
+        client: ClientId,
+        /// Request id to answer.
+        id: u64,
+        /// Which keys.
+        keys: Vec<String>,
+    },
+    /// A client stores values on workers.
+    Scatter {
+        /// Who.
+        client: ClientId,
+        /// Request id to answer once stored.
+        id: u64,
+        /// (key, encoded value) pairs.
+        values: Vec<(String, Bytes)>,
+        /// A copy on every (allowed) worker.
+        broadcast: bool,
+        /// Allowed workers; empty: all.
+        workers: Vec<String>,
     },
     /// A worker left or died.
     WorkerDisconnected {
@@ -139,6 +185,45 @@ pub enum Command {
         /// Refused tasks with reasons.
         refused: Vec<(String, String)>,
     },
+    /// Give a worker values to hold (scatter).
+    Store {
+        /// The worker.
+        worker: WorkerId,
+        /// (key, encoded value).
+        values: Vec<(String, Bytes)>,
+    },
+    /// Interrupt tasks running on a worker.
+    CancelRun {
+        /// The worker.
+        worker: WorkerId,
+        /// The keys.
+        keys: Vec<String>,
+    },
+    /// Answer a retry.
+    Retried {
+        /// The client.
+        client: ClientId,
+        /// Its request id.
+        id: u64,
+        /// Keys that could not be retried, with reasons.
+        refused: Vec<(String, String)>,
+    },
+    /// Answer a scatter: all stored.
+    Scattered {
+        /// The client.
+        client: ClientId,
+        /// Its request id.
+        id: u64,
+    },
+    /// A request failed as a whole.
+    Failed {
+        /// The client.
+        client: ClientId,
+        /// Its request id.
+        id: u64,
+        /// Why.
+        message: String,
+    },
 }
 
 #[derive(Debug)]
@@ -154,6 +239,7 @@ enum State {
         result: Stored,
     },
     Error(TaskError),
+    Cancelled,
     Lost,
 }
 
@@ -179,13 +265,17 @@ struct Task {
     holders: HashSet<String>,
     /// Clients to tell when it ends.
     watchers: Vec<ClientId>,
+    /// Runs left after an error.
+    retries_left: u32,
+    /// Scattered data: (client, request) to answer once stored.
+    scatter: Option<(ClientId, u64)>,
 }
 
 impl Task {
     fn is_terminal(&self) -> bool {
         matches!(
             self.state,
-            State::Finished { .. } | State::Error(_) | State::Lost
+            State::Finished { .. } | State::Error(_) | State::Cancelled | State::Lost
         )
     }
 }
@@ -194,6 +284,10 @@ impl Task {
 struct Worker {
     nthreads: u32,
     data_addr: String,
+    name: String,
+    resources: Vec<(String, f64)>,
+    /// Resources held by the tasks in `processing`.
+    used: HashMap<String, f64>,
     processing: HashSet<String>,
     has: HashSet<String>,
 }
@@ -205,6 +299,40 @@ impl Worker {
 
     fn has_room(&self) -> bool {
         self.processing.len() < self.capacity()
+    }
+
+    /// Whether `name` (a worker name, data address or id) means this one.
+    fn is(&self, id: WorkerId, name: &str) -> bool {
+        name == self.name || name == self.data_addr || name == id.to_string()
+    }
+
+    fn offers(&self, need: &[(String, f64)]) -> bool {
+        need.iter().all(|(r, amount)| {
+            let total = self
+                .resources
+                .iter()
+                .find(|(n, _)| n == r)
+                .map_or(0.0, |(_, a)| *a);
+            let used = self.used.get(r).copied().unwrap_or(0.0);
+            total - used >= *amount - 1e-9
+        })
+    }
+
+    fn take(&mut self, key: &str, need: &[(String, f64)]) {
+        self.processing.insert(key.to_string());
+        for (r, a) in need {
+            *self.used.entry(r.clone()).or_default() += a;
+        }
+    }
+
+    fn give_back(&mut self, key: &str, need: &[(String, f64)]) {
+        if self.processing.remove(key) {
+            for (r, a) in need {
+                if let Some(u) = self.used.get_mut(r) {
+                    *u -= a;
+                }
+            }
+        }
     }
 }
 
@@ -226,21 +354,10 @@ pub struct Scheduler {
     /// Ready tasks: highest priority, then oldest, first.
     ready: BinaryHeap<(i32, Reverse<u64>, String)>,
     seq: u64,
-}
-
-/// A snapshot of one worker, for `dtask workers` and tests.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkerInfo {
-    /// Its id.
-    pub id: WorkerId,
-    /// Its data address.
-    pub data_addr: String,
-    /// Its execution slots.
-    pub nthreads: u32,
-    /// Tasks assigned and not yet reported back.
-    pub processing: usize,
-    /// Results it holds.
-    pub holding: usize,
+    /// Scatter requests still waiting for values to be stored.
+    scatters: HashMap<(ClientId, u64), usize>,
+    /// Next worker for round-robin scatter.
+    scatter_rr: usize,
 }
 
 impl Scheduler {
@@ -317,17 +434,51 @@ impl Scheduler {
                 worker,
                 nthreads,
                 data_addr,
+                name,
+                resources,
             } => {
                 self.workers.insert(
                     worker,
                     Worker {
                         nthreads: nthreads.max(1),
                         data_addr,
+                        name,
+                        resources,
+                        used: HashMap::default(),
                         processing: HashSet::default(),
                         has: HashSet::default(),
                     },
                 );
             }
+            Event::FireAndForget { keys } => {
+                for key in keys {
+                    if let Some(t) = self.tasks.get_mut(&key)
+                        && !t.is_terminal()
+                    {
+                        t.holders.insert(FIRE_AND_FORGET.to_string());
+                    }
+                }
+            }
+            Event::Cancel {
+                client,
+                keys,
+                force,
+            } => self.cancel(client, keys, force, &mut out),
+            Event::Retry { client, id, keys } => {
+                let refused = self.retry(keys);
+                out.push(Command::Retried {
+                    client,
+                    id,
+                    refused,
+                });
+            }
+            Event::Scatter {
+                client,
+                id,
+                values,
+                broadcast,
+                workers,
+            } => self.scatter(client, id, values, broadcast, &workers, &mut out),
             Event::WorkerDisconnected { worker } => self.worker_gone(worker, &mut out),
             Event::Finished { worker, results } => {
                 for (key, located) in results {
@@ -340,10 +491,18 @@ impl Scheduler {
                         self.tasks.get(&key).map(|t| &t.state),
                         Some(State::Processing { worker: w }) if *w == worker
                     );
-                    if let Some(w) = self.workers.get_mut(&worker) {
-                        w.processing.remove(&key);
+                    if !on_it {
+                        continue;
                     }
-                    if on_it {
+                    let t = self.tasks.get_mut(&key).expect("on a worker");
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.give_back(&key, &t.spec.placement.resources);
+                    }
+                    if t.retries_left > 0 && error.kind != ErrorKind::Input {
+                        t.retries_left -= 1;
+                        t.state = State::Pending { waiting_on: 0 };
+                        self.ready.push((t.spec.priority, Reverse(t.seq), key));
+                    } else {
                         self.fail(&key, error, &mut out);
                     }
                 }
@@ -419,6 +578,7 @@ impl Scheduler {
         self.seq += 1;
         let mut waiting_on = 0;
         let mut inherited: Option<TaskError> = None;
+        let mut cancelled = false;
         for d in &deps {
             let dep = self.tasks.get_mut(d).expect("checked by submit");
             dep.dependents.push(key.clone());
@@ -427,6 +587,7 @@ impl Scheduler {
                 State::Finished { .. } => {}
                 State::Error(e) => inherited = Some(e.clone()),
                 State::Lost => inherited = Some(lost_error(d)),
+                State::Cancelled => cancelled = true,
                 _ => waiting_on += 1,
             }
         }
@@ -438,12 +599,16 @@ impl Scheduler {
             needed_by: 0,
             holders: HashSet::from_iter([holder.to_string()]),
             watchers: Vec::new(),
+            retries_left: spec.retries,
+            scatter: None,
             spec,
         };
         let ready = (task.spec.priority, Reverse(task.seq), key.clone());
         self.tasks.insert(key.clone(), task);
         if let Some(e) = inherited {
             self.fail(&key, e, out);
+        } else if cancelled {
+            self.cancel_tree(&key, out);
         } else if waiting_on == 0 {
             self.ready.push(ready);
         }
@@ -489,10 +654,10 @@ impl Scheduler {
         located: Located,
         out: &mut Vec<Command>,
     ) {
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.processing.remove(&key);
-        }
         let Some(task) = self.tasks.get_mut(&key) else {
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.processing.remove(&key);
+            }
             // Forgotten while running: drop the result.
             out.push(Command::Free {
                 worker,
@@ -500,8 +665,34 @@ impl Scheduler {
             });
             return;
         };
-        if !matches!(task.state, State::Processing { worker: w } if w == worker) {
-            return;
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.give_back(&key, &task.spec.placement.resources);
+        }
+        match &mut task.state {
+            State::Processing { worker: w } if *w == worker || task.scatter.is_some() => {}
+            // Another copy (broadcast scatter): remember where it is.
+            State::Finished { result } if task.scatter.is_some() => {
+                if !result.who_has.contains(&worker) {
+                    result.who_has.push(worker);
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.has.insert(key);
+                    }
+                }
+                return;
+            }
+            _ => return,
+        }
+        if let Some(req) = task.scatter
+            && let Some(left) = self.scatters.get_mut(&req)
+        {
+            *left -= 1;
+            if *left == 0 {
+                self.scatters.remove(&req);
+                out.push(Command::Scattered {
+                    client: req.0,
+                    id: req.1,
+                });
+            }
         }
         task.state = State::Finished {
             result: Stored {
@@ -531,8 +722,11 @@ impl Scheduler {
 
     /// `key` reached a terminal state: it no longer needs its inputs.
     fn ended(&mut self, key: &str, out: &mut Vec<Command>) {
-        let deps = match self.tasks.get(key) {
-            Some(t) => t.deps.clone(),
+        let deps = match self.tasks.get_mut(key) {
+            Some(t) => {
+                t.holders.remove(FIRE_AND_FORGET);
+                t.deps.clone()
+            }
             None => return,
         };
         for d in deps {
@@ -557,7 +751,7 @@ impl Scheduler {
             if let State::Processing { worker } = t.state
                 && let Some(w) = self.workers.get_mut(&worker)
             {
-                w.processing.remove(&k);
+                w.give_back(&k, &t.spec.placement.resources);
             }
             t.state = State::Error(error.clone());
             stack.extend(t.dependents.iter().cloned());
@@ -589,6 +783,7 @@ impl Scheduler {
             Some(State::Finished { result }) => Outcome::Finished(self.locate(result)),
             Some(State::Error(e)) => Outcome::Error(e.clone()),
             Some(State::Lost) => Outcome::Error(lost_error(key)),
+            Some(State::Cancelled) => Outcome::Cancelled,
             _ => Outcome::Unknown,
         }
     }
@@ -610,17 +805,23 @@ impl Scheduler {
             return;
         };
         // Its running and queued tasks go back to the ready queue.
+        let mut lost = Vec::new();
         for key in w.processing {
             if let Some(t) = self.tasks.get_mut(&key)
                 && matches!(t.state, State::Processing { worker: x } if x == worker)
             {
-                t.state = State::Pending { waiting_on: 0 };
-                self.ready.push((t.spec.priority, Reverse(t.seq), key));
+                if t.scatter.is_some() {
+                    // Scattered data has no lineage to recompute it from.
+                    t.state = State::Lost;
+                    lost.push(key);
+                } else {
+                    t.state = State::Pending { waiting_on: 0 };
+                    self.ready.push((t.spec.priority, Reverse(t.seq), key));
+                }
             }
         }
         // Results that lived only there are lost unless a copy travelled
         // inline.
-        let mut lost = Vec::new();
         for key in w.has {
             if let Some(t) = self.tasks.get_mut(&key)
                 && let State::Finished { result } = &mut t.state
@@ -644,27 +845,35 @@ impl Scheduler {
     /// Sends ready tasks to workers with room, best placement first.
     fn schedule(&mut self, out: &mut Vec<Command>) {
         let mut batches: HashMap<WorkerId, Vec<RunTask>> = HashMap::default();
+        let mut waiting = Vec::new();
         while !self.ready.is_empty() {
             if !self.workers.values().any(Worker::has_room) {
                 break;
             }
-            let (_, _, key) = self.ready.pop().expect("not empty");
-            let Some(task) = self.tasks.get(&key) else {
+            let entry = self.ready.pop().expect("not empty");
+            let key = &entry.2;
+            let Some(task) = self.tasks.get(key) else {
                 continue;
             };
             if !matches!(task.state, State::Pending { waiting_on: 0 }) {
                 continue;
             }
-            let worker = self.place(task);
+            let Some(worker) = self.place(task) else {
+                // No worker can take it now (restrictions, resources).
+                waiting.push(entry);
+                continue;
+            };
             let run = self.run_task(task);
+            let need = task.spec.placement.resources.clone();
             let w = self
                 .workers
                 .get_mut(&worker)
                 .expect("placed on a live worker");
-            w.processing.insert(key.clone());
-            self.tasks.get_mut(&key).expect("present").state = State::Processing { worker };
+            w.take(key, &need);
+            self.tasks.get_mut(key).expect("present").state = State::Processing { worker };
             batches.entry(worker).or_default().push(run);
         }
+        self.ready.extend(waiting);
         let mut batches: Vec<_> = batches.into_iter().collect();
         batches.sort_by_key(|(w, _)| *w);
         for (worker, tasks) in batches {
@@ -672,8 +881,25 @@ impl Scheduler {
         }
     }
 
-    /// The worker holding the most input bytes, else the least busy.
-    fn place(&self, task: &Task) -> WorkerId {
+    /// The worker holding the most input bytes, else the least busy, among
+    /// those the task may use and that have room; `None` if there is none.
+    fn place(&self, task: &Task) -> Option<WorkerId> {
+        let p = &task.spec.placement;
+        let fits = |_: WorkerId, w: &Worker| w.has_room() && w.offers(&p.resources);
+        let named = |id: WorkerId, w: &Worker| {
+            p.workers.is_empty() || p.workers.iter().any(|n| w.is(id, n))
+        };
+        self.best(task, |id, w| fits(id, w) && named(id, w))
+            .or_else(|| {
+                if p.allow_other_workers {
+                    self.best(task, fits)
+                } else {
+                    None
+                }
+            })
+    }
+
+    fn best(&self, task: &Task, eligible: impl Fn(WorkerId, &Worker) -> bool) -> Option<WorkerId> {
         let mut held: HashMap<WorkerId, u64> = HashMap::default();
         for d in &task.deps {
             if let Some(State::Finished { result }) = self.tasks.get(d).map(|t| &t.state)
@@ -686,7 +912,7 @@ impl Scheduler {
         }
         self.workers
             .iter()
-            .filter(|(_, w)| w.has_room())
+            .filter(|(id, w)| eligible(**id, w))
             .max_by(|(ia, a), (ib, b)| {
                 let ha = held.get(ia).copied().unwrap_or(0);
                 let hb = held.get(ib).copied().unwrap_or(0);
@@ -696,7 +922,6 @@ impl Scheduler {
                 ha.cmp(&hb).then(lb.cmp(&la)).then(ib.cmp(ia))
             })
             .map(|(id, _)| *id)
-            .expect("called only when some worker has room")
     }
 
     fn run_task(&self, task: &Task) -> RunTask {
@@ -731,6 +956,7 @@ impl Scheduler {
             State::Processing { .. } => TaskState::Processing,
             State::Finished { .. } => TaskState::Finished,
             State::Error(_) => TaskState::Error,
+            State::Cancelled => TaskState::Cancelled,
             State::Lost => TaskState::Lost,
         })
     }
@@ -747,14 +973,253 @@ impl Scheduler {
             .iter()
             .map(|(id, w)| WorkerInfo {
                 id: *id,
-                data_addr: w.data_addr.clone(),
+                name: w.name.clone(),
+                address: w.data_addr.clone(),
                 nthreads: w.nthreads,
+                resources: w.resources.clone(),
                 processing: w.processing.len(),
                 holding: w.has.len(),
+                nbytes: w
+                    .has
+                    .iter()
+                    .filter_map(|k| match self.tasks.get(k).map(|t| &t.state) {
+                        Some(State::Finished { result }) => Some(result.nbytes),
+                        _ => None,
+                    })
+                    .sum(),
             })
             .collect();
         v.sort_by_key(|w| w.id);
         v
+    }
+
+    /// Data addresses of the workers holding each key (empty if none or
+    /// unknown).
+    pub fn who_has(&self, keys: Vec<String>) -> Vec<(String, Vec<String>)> {
+        keys.into_iter()
+            .map(|k| {
+                let addrs = match self.tasks.get(&k).map(|t| &t.state) {
+                    Some(State::Finished { result }) => self.locate(result).who_has,
+                    _ => Vec::new(),
+                };
+                (k, addrs)
+            })
+            .collect()
+    }
+
+    fn cancel(&mut self, client: ClientId, keys: Vec<String>, force: bool, out: &mut Vec<Command>) {
+        let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) else {
+            return;
+        };
+        for key in keys {
+            let Some(t) = self.tasks.get(&key) else {
+                continue;
+            };
+            let sole = t
+                .holders
+                .iter()
+                .all(|h| *h == holder || h == FIRE_AND_FORGET);
+            if force || sole {
+                self.cancel_tree(&key, out);
+            } else {
+                // Others still want it: this client just lets go.
+                if let Some(h) = self.holdings.get_mut(&holder) {
+                    h.remove(&key);
+                }
+                self.unhold(&holder, &key, out);
+            }
+        }
+    }
+
+    /// Cancels `key` and every dependent that has not ended, interrupting
+    /// those that are running.
+    fn cancel_tree(&mut self, key: &str, out: &mut Vec<Command>) {
+        let mut stack = vec![key.to_string()];
+        while let Some(k) = stack.pop() {
+            let Some(t) = self.tasks.get_mut(&k) else {
+                continue;
+            };
+            if t.is_terminal() {
+                continue;
+            }
+            if let State::Processing { worker } = t.state {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.give_back(&k, &t.spec.placement.resources);
+                }
+                out.push(Command::CancelRun {
+                    worker,
+                    keys: vec![k.clone()],
+                });
+            }
+            t.state = State::Cancelled;
+            stack.extend(t.dependents.iter().cloned());
+            self.notify(&k, out);
+            self.ended(&k, out);
+        }
+    }
+
+    /// Resets erred keys (and the erred tasks their errors came from, and
+    /// everything between) to run again. Returns the keys refused.
+    fn retry(&mut self, keys: Vec<String>) -> Vec<(String, String)> {
+        let mut refused = Vec::new();
+        for key in keys {
+            let origin = match self.tasks.get(&key).map(|t| &t.state) {
+                Some(State::Error(e)) => e.origin.clone(),
+                Some(_) => {
+                    refused.push((key, "it has not erred".into()));
+                    continue;
+                }
+                None => {
+                    refused.push((key.clone(), format!("unknown key {key}")));
+                    continue;
+                }
+            };
+            // Everything downstream of the origin that erred with its error.
+            let mut reset = Vec::new();
+            let mut stack = vec![origin.clone()];
+            while let Some(k) = stack.pop() {
+                match self.tasks.get(&k) {
+                    Some(t) if matches!(&t.state, State::Error(e) if e.origin == origin) => {
+                        if !reset.contains(&k) {
+                            stack.extend(t.dependents.iter().cloned());
+                            reset.push(k);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(missing) = reset.iter().find_map(|k| {
+                self.tasks[k]
+                    .deps
+                    .iter()
+                    .find(|d| !self.tasks.contains_key(*d))
+                    .cloned()
+            }) {
+                refused.push((key, format!("its input {missing} was released")));
+                continue;
+            }
+            for k in &reset {
+                let t = self.tasks.get_mut(k).expect("present");
+                t.state = State::Pending { waiting_on: 0 };
+                t.retries_left = t.spec.retries;
+                for d in t.deps.clone() {
+                    self.tasks.get_mut(&d).expect("checked").needed_by += 1;
+                }
+            }
+            for k in &reset {
+                let waiting = self.tasks[k]
+                    .deps
+                    .iter()
+                    .filter(|d| !matches!(self.tasks[*d].state, State::Finished { .. }))
+                    .count();
+                let t = self.tasks.get_mut(k).expect("present");
+                t.state = State::Pending {
+                    waiting_on: waiting,
+                };
+                if waiting == 0 {
+                    self.ready
+                        .push((t.spec.priority, Reverse(t.seq), k.clone()));
+                }
+            }
+        }
+        refused
+    }
+
+    fn scatter(
+        &mut self,
+        client: ClientId,
+        id: u64,
+        values: Vec<(String, Bytes)>,
+        broadcast: bool,
+        names: &[String],
+        out: &mut Vec<Command>,
+    ) {
+        let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) else {
+            return;
+        };
+        let mut targets: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(wid, w)| names.is_empty() || names.iter().any(|n| w.is(**wid, n)))
+            .map(|(wid, _)| *wid)
+            .collect();
+        targets.sort();
+        if targets.is_empty() {
+            out.push(Command::Failed {
+                client,
+                id,
+                message: if names.is_empty() {
+                    "no workers are connected to scatter to".into()
+                } else {
+                    format!("no connected worker matches {}", names.join(", "))
+                },
+            });
+            return;
+        }
+        let mut stores: HashMap<WorkerId, Vec<(String, Bytes)>> = HashMap::default();
+        let mut pending = 0;
+        for (key, bytes) in values {
+            if let Some(t) = self.tasks.get_mut(&key) {
+                // Same key, same bytes (keys hash the value): just hold it.
+                if t.holders.insert(holder.clone()) {
+                    self.holdings.entry(holder.clone()).or_default().insert(key);
+                }
+                continue;
+            }
+            let chosen: Vec<WorkerId> = if broadcast {
+                targets.clone()
+            } else {
+                self.scatter_rr = (self.scatter_rr + 1) % targets.len();
+                vec![targets[self.scatter_rr]]
+            };
+            for w in &chosen {
+                stores
+                    .entry(*w)
+                    .or_default()
+                    .push((key.clone(), bytes.clone()));
+            }
+            self.seq += 1;
+            let task = Task {
+                spec: TaskSpec {
+                    key: key.clone(),
+                    module: String::new(),
+                    function: "scatter".into(),
+                    args: Vec::new(),
+                    priority: 0,
+                    timeout_ms: None,
+                    placement: Default::default(),
+                    retries: 0,
+                },
+                seq: self.seq,
+                state: State::Processing { worker: chosen[0] },
+                deps: Vec::new(),
+                dependents: Vec::new(),
+                needed_by: 0,
+                holders: HashSet::from_iter([holder.clone()]),
+                watchers: Vec::new(),
+                retries_left: 0,
+                scatter: Some((client, id)),
+            };
+            if let Some(w) = self.workers.get_mut(&chosen[0]) {
+                w.take(&key, &[]);
+            }
+            self.holdings
+                .entry(holder.clone())
+                .or_default()
+                .insert(key.clone());
+            self.tasks.insert(key, task);
+            pending += 1;
+        }
+        if pending == 0 {
+            out.push(Command::Scattered { client, id });
+        } else {
+            self.scatters.insert((client, id), pending);
+        }
+        let mut stores: Vec<_> = stores.into_iter().collect();
+        stores.sort_by_key(|(w, _)| *w);
+        for (worker, values) in stores {
+            out.push(Command::Store { worker, values });
+        }
     }
 
     /// Number of keys the scheduler tracks.

@@ -2,7 +2,9 @@
 //! wasm, no sleeps.
 
 use super::state::{Command, Event, Scheduler};
-use crate::protocol::{Arg, ErrorKind, Located, Outcome, RunArg, TaskError, TaskSpec, TaskState};
+use crate::protocol::{
+    Arg, ErrorKind, Located, Outcome, Placement, RunArg, TaskError, TaskSpec, TaskState,
+};
 use bytes::Bytes;
 
 const M: &str = "module-hash";
@@ -15,6 +17,18 @@ fn spec(key: &str, args: Vec<Arg>) -> TaskSpec {
         args,
         priority: 0,
         timeout_ms: None,
+        placement: Placement::default(),
+        retries: 0,
+    }
+}
+
+fn joined(id: u64, nthreads: u32) -> Event {
+    Event::WorkerConnected {
+        worker: id,
+        nthreads,
+        data_addr: format!("w{id}"),
+        name: format!("worker-{id}"),
+        resources: vec![],
     }
 }
 
@@ -62,11 +76,7 @@ fn setup(workers: &[(u64, u32)]) -> Scheduler {
         name: Some("cli".into()),
     });
     for &(id, n) in workers {
-        s.handle(Event::WorkerConnected {
-            worker: id,
-            nthreads: n,
-            data_addr: format!("w{id}"),
-        });
+        s.handle(joined(id, n));
     }
     s
 }
@@ -199,11 +209,7 @@ fn higher_priority_runs_first_then_submission_order() {
         &mut s,
         vec![spec("first", vec![]), spec("second", vec![]), urgent],
     );
-    let cmds = s.handle(Event::WorkerConnected {
-        worker: 10,
-        nthreads: 1,
-        data_addr: "w10".into(),
-    });
+    let cmds = s.handle(joined(10, 1));
     let order: Vec<String> = runs(&cmds).into_iter().map(|(_, k)| k).collect();
     assert_eq!(order, vec!["urgent", "first", "second"]);
 }
@@ -333,11 +339,7 @@ fn unnamed_client_releases_its_keys_on_disconnect_named_does_not() {
 fn tasks_on_a_dead_worker_run_elsewhere() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![])]);
-    s.handle(Event::WorkerConnected {
-        worker: 20,
-        nthreads: 1,
-        data_addr: "w20".into(),
-    });
+    s.handle(joined(20, 1));
     let cmds = s.handle(Event::WorkerDisconnected { worker: 10 });
     assert_eq!(runs(&cmds), vec![(20, "a".to_string())]);
     // A late report from the dead worker is ignored.
@@ -355,4 +357,218 @@ fn result_only_on_a_dead_worker_is_lost_and_its_dependents_err() {
     s.handle(Event::WorkerDisconnected { worker: w });
     assert_eq!(s.state("a"), Some(TaskState::Lost));
     assert_eq!(s.state("b"), Some(TaskState::Error));
+}
+
+fn resourced(id: u64, resources: Vec<(String, f64)>) -> Event {
+    Event::WorkerConnected {
+        worker: id,
+        nthreads: 4,
+        data_addr: format!("w{id}"),
+        name: format!("worker-{id}"),
+        resources,
+    }
+}
+
+fn cancelled_runs(cmds: &[Command]) -> Vec<(u64, String)> {
+    cmds.iter()
+        .flat_map(|c| match c {
+            Command::CancelRun { worker, keys } => keys.iter().map(|k| (*worker, k.clone())).collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[test]
+fn cancel_interrupts_running_task_and_cancels_pending_dependents() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
+    s.handle(Event::Watch {
+        client: 1,
+        keys: vec!["b".into()],
+    });
+    let cmds = s.handle(Event::Cancel {
+        client: 1,
+        keys: vec!["a".into()],
+        force: false,
+    });
+    assert_eq!(cancelled_runs(&cmds), vec![(10, "a".to_string())]);
+    assert_eq!(s.state("a"), Some(TaskState::Cancelled));
+    assert_eq!(s.state("b"), Some(TaskState::Cancelled));
+    assert!(cmds.iter().any(|c| matches!(c, Command::Done { key, outcome: Outcome::Cancelled, .. } if key == "b")));
+    // A late report from the interrupted run changes nothing.
+    finish(&mut s, 10, "a", small(1));
+    assert_eq!(s.state("a"), Some(TaskState::Cancelled));
+    // A new dependent of a cancelled key is cancelled at once.
+    submit(&mut s, vec![spec("c", vec![fut("a")])]);
+    assert_eq!(s.state("c"), Some(TaskState::Cancelled));
+}
+
+#[test]
+fn cancel_without_force_spares_keys_other_clients_hold() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Event::ClientConnected {
+        client: 2,
+        name: Some("other".into()),
+    });
+    submit(&mut s, vec![spec("a", vec![])]);
+    s.handle(Event::Submit {
+        client: 2,
+        id: 1,
+        tasks: vec![spec("a", vec![])],
+    });
+    let cmds = s.handle(Event::Cancel {
+        client: 1,
+        keys: vec!["a".into()],
+        force: false,
+    });
+    assert!(cancelled_runs(&cmds).is_empty());
+    assert_eq!(s.state("a"), Some(TaskState::Processing));
+    let cmds = s.handle(Event::Cancel {
+        client: 1,
+        keys: vec!["a".into()],
+        force: true,
+    });
+    assert_eq!(cancelled_runs(&cmds).len(), 1);
+}
+
+#[test]
+fn retries_rerun_an_erring_task_before_it_errs() {
+    let mut s = setup(&[(10, 1)]);
+    let mut flaky = spec("f", vec![]);
+    flaky.retries = 2;
+    submit(&mut s, vec![flaky]);
+    for _ in 0..2 {
+        let cmds = s.handle(Event::Erred {
+            worker: 10,
+            errors: vec![("f".into(), error("f"))],
+        });
+        assert_eq!(runs(&cmds), vec![(10, "f".to_string())], "runs again");
+    }
+    s.handle(Event::Erred {
+        worker: 10,
+        errors: vec![("f".into(), error("f"))],
+    });
+    assert_eq!(s.state("f"), Some(TaskState::Error));
+}
+
+#[test]
+fn retry_reruns_the_origin_and_the_dependents_that_inherited_its_error() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
+    s.handle(Event::Erred {
+        worker: 10,
+        errors: vec![("a".into(), error("a"))],
+    });
+    assert_eq!(s.state("b"), Some(TaskState::Error));
+    let cmds = s.handle(Event::Retry {
+        client: 1,
+        id: 3,
+        keys: vec!["b".into()],
+    });
+    assert_eq!(runs(&cmds), vec![(10, "a".to_string())]);
+    assert_eq!(s.state("b"), Some(TaskState::Pending));
+    let cmds = finish(&mut s, 10, "a", small(1));
+    assert_eq!(runs(&cmds), vec![(10, "b".to_string())]);
+}
+
+#[test]
+fn fire_and_forget_keys_run_unheld_and_are_forgotten_when_done() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    s.handle(Event::FireAndForget {
+        keys: vec!["a".into()],
+    });
+    s.handle(Event::Release {
+        client: 1,
+        keys: vec!["a".into()],
+    });
+    assert_eq!(s.state("a"), Some(TaskState::Processing), "still runs");
+    let cmds = finish(&mut s, 10, "a", big(10));
+    assert_eq!(s.state("a"), None);
+    assert!(cmds.contains(&Command::Free {
+        worker: 10,
+        keys: vec!["a".into()]
+    }));
+}
+
+#[test]
+fn scatter_places_values_round_robin_and_answers_once_stored() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let values: Vec<(String, Bytes)> = (0..4).map(|i| (format!("d{i}"), Bytes::from(vec![i]))).collect();
+    let cmds = s.handle(Event::Scatter {
+        client: 1,
+        id: 9,
+        values,
+        broadcast: false,
+        workers: vec![],
+    });
+    let mut per_worker = std::collections::HashMap::new();
+    for c in &cmds {
+        if let Command::Store { worker, values } = c {
+            per_worker.insert(*worker, values.len());
+        }
+    }
+    assert_eq!(per_worker.get(&10), Some(&2));
+    assert_eq!(per_worker.get(&20), Some(&2));
+    let mut answered = false;
+    for c in cmds {
+        if let Command::Store { worker, values } = c {
+            for (k, b) in values {
+                let out = finish(&mut s, worker, &k, Located { inline: Some(b), who_has: vec![], nbytes: 1 });
+                answered |= out.contains(&Command::Scattered { client: 1, id: 9 });
+            }
+        }
+    }
+    assert!(answered);
+    assert_eq!(s.state("d3"), Some(TaskState::Finished));
+}
+
+#[test]
+fn broadcast_scatter_records_every_copy() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    s.handle(Event::Scatter {
+        client: 1,
+        id: 1,
+        values: vec![("d".into(), Bytes::from_static(b"x"))],
+        broadcast: true,
+        workers: vec![],
+    });
+    finish(&mut s, 20, "d", big(1));
+    finish(&mut s, 10, "d", big(1));
+    let holders = s.who_has(vec!["d".into()]);
+    let mut addrs = holders[0].1.clone();
+    addrs.sort();
+    assert_eq!(addrs, vec!["w10".to_string(), "w20".to_string()]);
+}
+
+#[test]
+fn restricted_task_runs_only_on_named_worker_unless_loose() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let mut t = spec("t", vec![]);
+    t.placement.workers = vec!["worker-20".into()];
+    assert_eq!(runs(&submit(&mut s, vec![t])), vec![(20, "t".to_string())]);
+    let mut nowhere = spec("n", vec![]);
+    nowhere.placement.workers = vec!["worker-99".into()];
+    assert!(runs(&submit(&mut s, vec![nowhere])).is_empty());
+    assert_eq!(s.state("n"), Some(TaskState::Pending));
+    let mut loose = spec("l", vec![]);
+    loose.placement.workers = vec!["worker-99".into()];
+    loose.placement.allow_other_workers = true;
+    assert_eq!(runs(&submit(&mut s, vec![loose])).len(), 1);
+}
+
+#[test]
+fn resources_limit_how_many_tasks_a_worker_holds_at_once() {
+    let mut s = setup(&[]);
+    s.handle(resourced(10, vec![("GPU".into(), 1.0)]));
+    s.handle(resourced(20, vec![]));
+    let gpu_task = |k: &str| {
+        let mut t = spec(k, vec![]);
+        t.placement.resources = vec![("GPU".into(), 1.0)];
+        t
+    };
+    let cmds = submit(&mut s, vec![gpu_task("g1"), gpu_task("g2")]);
+    assert_eq!(runs(&cmds), vec![(10, "g1".to_string())], "one GPU, one task");
+    let cmds = finish(&mut s, 10, "g1", small(1));
+    assert_eq!(runs(&cmds), vec![(10, "g2".to_string())]);
 }

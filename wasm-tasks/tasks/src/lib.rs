@@ -112,6 +112,17 @@ impl Guest for Tasks {
     fn whoami() -> String {
         worker::current_key()
     }
+
+    fn fails_before(unix_ms: u64) -> u64 {
+        Self::spin(20);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if now < unix_ms {
+            panic!("not yet: {} ms to go", unix_ms - now);
+        }
+        unix_ms
+    }
 }
 
 export!(Tasks);

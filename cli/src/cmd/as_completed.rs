@@ -1,0 +1,119 @@
+//! `dtask as-completed`: keys in the order their tasks end.
+
+use super::{Failure, Global, connect, render};
+use dtask_runtime::protocol::Outcome;
+use dtask_runtime::value;
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use tokio::sync::mpsc;
+
+/// Print each key as its task ends (finished, erred or cancelled), in the
+/// order they end; with --with-results, the key and its result.
+///
+/// Keys come from the arguments, or else stream from stdin (so
+/// `dtask map … | dtask as-completed` starts printing before map is done).
+/// Exit status 1 if any task failed.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  seq 100 | dtask map tasks.wasm inc | dtask as-completed --with-results\n  dtask as-completed $(cat keys) | head -1")]
+pub struct Args {
+    /// Print `KEY<TAB>RESULT` (result as JSON, or raw with -r).
+    #[arg(long)]
+    with_results: bool,
+    /// With --with-results: strings and bytes raw.
+    #[arg(short, long)]
+    raw: bool,
+    /// One JSON object per line: key, status, and result or error.
+    #[arg(long)]
+    json: bool,
+    /// Keys (default: read from stdin).
+    keys: Vec<String>,
+}
+
+pub async fn run(global: &Global, mut a: Args) -> Result<(), Failure> {
+    let client = connect(global, false).await?;
+    let (key_tx, mut key_rx) = mpsc::unbounded_channel::<String>();
+    if a.keys.is_empty() {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { return };
+                let k = line.trim();
+                if !k.is_empty() && key_tx.send(k.to_string()).is_err() {
+                    return;
+                }
+            }
+        });
+    } else {
+        for k in std::mem::take(&mut a.keys) {
+            let _ = key_tx.send(k);
+        }
+        drop(key_tx);
+    }
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut waiting: HashMap<String, usize> = HashMap::new();
+    let mut keys_open = true;
+    let mut failed = 0usize;
+    let mut out = std::io::stdout().lock();
+    while keys_open || !waiting.is_empty() {
+        tokio::select! {
+            k = key_rx.recv(), if keys_open => match k {
+                Some(k) => {
+                    let n = waiting.entry(k.clone()).or_insert(0);
+                    *n += 1;
+                    if *n == 1 {
+                        client.watch_into(vec![k], &done_tx)?;
+                    }
+                }
+                None => keys_open = false,
+            },
+            d = done_rx.recv() => {
+                let (key, outcome) = d.ok_or(dtask_runtime::client::ClientError::Disconnected)?;
+                let times = waiting.remove(&key).unwrap_or(1);
+                if matches!(outcome, Outcome::Unknown) {
+                    return Err(Failure::usage(format!("unknown key {key}: never submitted, or released")));
+                }
+                let ok = matches!(outcome, Outcome::Finished(_));
+                if !ok {
+                    failed += times;
+                }
+                let line = line(&client, &key, outcome, &a).await;
+                for _ in 0..times {
+                    out.write_all(&line)
+                        .and_then(|()| out.write_all(b"\n"))
+                        .and_then(|()| out.flush())
+                        .map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Failure::new(1, format!("{failed} task(s) failed or were cancelled")));
+    }
+    Ok(())
+}
+
+async fn line(client: &dtask_runtime::client::Client, key: &str, outcome: Outcome, a: &Args) -> Vec<u8> {
+    let status = match &outcome {
+        Outcome::Finished(_) => "finished",
+        Outcome::Error(_) => "error",
+        Outcome::Cancelled => "cancelled",
+        Outcome::Unknown => "unknown",
+    };
+    if !a.with_results && !a.json {
+        return key.as_bytes().to_vec();
+    }
+    let result = client.resolve(key, outcome).await;
+    if a.json {
+        let mut obj = serde_json::json!({"key": key, "status": status});
+        match result {
+            Ok(v) => obj["result"] = value::value_to_json(&v),
+            Err(e) => obj["error"] = serde_json::Value::String(e.to_string()),
+        }
+        return obj.to_string().into_bytes();
+    }
+    let mut line = format!("{key}\t").into_bytes();
+    match result {
+        Ok(v) => line.extend(render(&v, a.raw)),
+        Err(e) => line.extend(format!("error: {e}").into_bytes()),
+    }
+    line
+}

@@ -1,0 +1,32 @@
+//! `dtask info`: the cluster in one JSON object.
+
+use super::{Failure, Global, connect};
+use dtask_runtime::config::{self, Resolved};
+
+/// Print the cluster as one JSON object: scheduler address and where it
+/// came from, workers and total slots.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  dtask info | jq .nthreads")]
+pub struct Args {}
+
+pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
+    let source = match config::resolve(global.scheduler.as_deref()).map_err(Failure::usage)? {
+        Resolved::Configured(e) => serde_json::json!({"address": e.address, "source": e.source}),
+        Resolved::LocalDefault => match dtask_runtime::local::running().await {
+            Some(e) => serde_json::json!({"address": e.address, "source": e.source}),
+            None => serde_json::Value::Null,
+        },
+    };
+    let client = connect(global, false).await?;
+    let workers = client.workers().await?;
+    let info = serde_json::json!({
+        "scheduler": source,
+        "version": env!("CARGO_PKG_VERSION"),
+        "workers": workers.len(),
+        "nthreads": workers.iter().map(|w| w.nthreads).sum::<u32>(),
+        "processing": workers.iter().map(|w| w.processing).sum::<usize>(),
+        "holding": workers.iter().map(|w| w.holding).sum::<usize>(),
+    });
+    println!("{info}");
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! `dtask scatter`: store data on workers as finished futures.
+
+use super::{Failure, Global, connect};
+use dtask_runtime::value::{self, Value};
+use std::io::Read;
+use std::path::PathBuf;
+
+/// Store data on the workers and print a key for each piece: stdin as one
+/// value, or each FILE as one value (placed round-robin across workers).
+/// Pass the keys to tasks as `@KEY`.
+///
+/// Values are bytes, or with --json parsed JSON (`{"$bytes": …}` for bytes),
+/// or with --text UTF-8 strings.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  echo hello | dtask scatter --text\n  dtask scatter --text books/*.txt     # one key per file\n  dtask scatter --broadcast --json < model.json")]
+pub struct Args {
+    /// Parse each value as JSON.
+    #[arg(long, conflicts_with = "text")]
+    json: bool,
+    /// Take each value as a UTF-8 string.
+    #[arg(long)]
+    text: bool,
+    /// Put a copy on every worker.
+    #[arg(long)]
+    broadcast: bool,
+    /// Only on these workers (name, address or id; comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "WORKER")]
+    workers: Vec<String>,
+    /// Files to scatter, one value each (default: stdin as one value).
+    files: Vec<PathBuf>,
+}
+
+pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
+    let mut raw: Vec<(String, Vec<u8>)> = Vec::new();
+    if a.files.is_empty() {
+        let mut b = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut b)
+            .map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+        raw.push(("stdin".into(), b));
+    } else {
+        for f in &a.files {
+            let b = std::fs::read(f).map_err(|e| Failure::usage(format!("cannot read {}: {e}", f.display())))?;
+            raw.push((f.display().to_string(), b));
+        }
+    }
+    let mut values = Vec::with_capacity(raw.len());
+    for (name, bytes) in raw {
+        values.push(if a.json {
+            let j: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::usage(format!("{name} is not JSON: {e}")))?;
+            value::untyped_json_to_value(&j)
+        } else if a.text {
+            Value::from(String::from_utf8(bytes).map_err(|_| Failure::usage(format!("{name} is not UTF-8 text")))?)
+        } else {
+            Value::Binary(bytes)
+        });
+    }
+    let client = connect(global, true).await?;
+    let futures = client.scatter(values, a.broadcast, a.workers).await?;
+    // The CLI's named client holds the keys until `dtask release`.
+    for f in &futures {
+        println!("{}", f.key());
+    }
+    std::mem::forget(futures);
+    Ok(())
+}

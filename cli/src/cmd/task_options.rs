@@ -1,0 +1,73 @@
+//! Options shared by `submit` and `map`: keys, priority, limits, retries
+//! and placement.
+
+use super::{Failure, parse_duration};
+use dtask_runtime::client::SubmitOptions;
+use dtask_runtime::protocol::Placement;
+use std::time::Duration;
+
+/// How tasks are submitted.
+#[derive(clap::Args, Clone)]
+pub struct TaskOptions {
+    /// Same call, same key, computed once (default). `--pure=false` gives a
+    /// fresh random key.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub pure: bool,
+    /// Higher runs earlier among ready tasks.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Wall-clock limit of one run, e.g. `30s`; past it the task errs.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Run again up to N times when the task errs.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub retries: u32,
+    /// Run only on these workers (name, address or id; comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "WORKER")]
+    pub workers: Vec<String>,
+    /// With --workers: prefer them, but run elsewhere if none can.
+    #[arg(long)]
+    pub allow_other_workers: bool,
+    /// Resources one run holds, e.g. `GPU=1` (repeatable); only workers
+    /// started with enough `--resources` run it.
+    #[arg(long = "resources", value_parser = parse_resource, value_name = "NAME=AMOUNT")]
+    pub resources: Vec<(String, f64)>,
+    /// Compute even though nothing holds the result, then drop it.
+    #[arg(long)]
+    pub fire_and_forget: bool,
+}
+
+impl TaskOptions {
+    /// The client-side options, with the given explicit key.
+    pub fn submit_options(&self, key: Option<String>) -> Result<SubmitOptions, Failure> {
+        if self.allow_other_workers && self.workers.is_empty() {
+            return Err(Failure::usage("--allow-other-workers needs --workers"));
+        }
+        Ok(SubmitOptions {
+            key,
+            pure: self.pure,
+            priority: self.priority,
+            timeout: self.timeout,
+            placement: Placement {
+                workers: self.workers.clone(),
+                allow_other_workers: self.allow_other_workers,
+                resources: self.resources.clone(),
+            },
+            retries: self.retries,
+        })
+    }
+}
+
+/// Parses `NAME=AMOUNT`.
+pub fn parse_resource(s: &str) -> Result<(String, f64), String> {
+    let (name, amount) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=AMOUNT (e.g. GPU=1)"))?;
+    let amount: f64 = amount
+        .parse()
+        .map_err(|_| format!("{amount:?} in {s:?} is not a number"))?;
+    if name.is_empty() || !(amount.is_finite() && amount >= 0.0) {
+        return Err(format!("{s:?} needs a name and a non-negative amount"));
+    }
+    Ok((name.to_string(), amount))
+}

@@ -1,0 +1,31 @@
+//! `dtask who-has`: which workers hold results.
+
+use super::{Failure, Global, connect, keys_from};
+use std::io::Write;
+
+/// Print, for each key, the data addresses of the workers holding its
+/// result (tab-separated; nothing after the key if none does).
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  dtask who-has inc-5c1e…        # inc-5c1e…\t127.0.0.1:40121")]
+pub struct Args {
+    /// One JSON object per line: {\"key\": …, \"workers\": […]}.
+    #[arg(long)]
+    json: bool,
+    /// Keys (default: read from stdin).
+    keys: Vec<String>,
+}
+
+pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
+    let keys = keys_from(a.keys)?;
+    let client = connect(global, false).await?;
+    let mut out = std::io::stdout().lock();
+    for (key, addrs) in client.who_has(keys).await? {
+        let line = if a.json {
+            serde_json::json!({"key": key, "workers": addrs}).to_string()
+        } else {
+            std::iter::once(key).chain(addrs).collect::<Vec<_>>().join("\t")
+        };
+        writeln!(out, "{line}").map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! `dtask workers`: the connected workers.
+
+use super::{Failure, Global, connect};
+use std::io::Write;
+
+/// List the connected workers: id, address, slots, tasks processing,
+/// results held and their bytes, resources.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  dtask workers --json")]
+pub struct Args {
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
+    let client = connect(global, false).await?;
+    let mut out = std::io::stdout().lock();
+    for w in client.workers().await? {
+        let resources: Vec<String> = w.resources.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let line = if a.json {
+            serde_json::json!({
+                "id": w.id, "name": w.name, "address": w.address, "nthreads": w.nthreads,
+                "processing": w.processing, "holding": w.holding, "nbytes": w.nbytes,
+                "resources": w.resources.iter().map(|(n, v)| (n.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+            })
+            .to_string()
+        } else {
+            format!(
+                "{}\t{}\tnthreads={}\tprocessing={}\tholding={}\tnbytes={}\t{}",
+                w.id, w.address, w.nthreads, w.processing, w.holding, w.nbytes, resources.join(",")
+            )
+        };
+        writeln!(out, "{line}").map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+    }
+    Ok(())
+}
