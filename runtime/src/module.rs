@@ -1,5 +1,12 @@
-//! Loading WebAssembly components: hashing, validation, compilation with an
+//! Loading WebAssembly modules: hashing, validation, compilation with an
 //! on-disk cache of compiled artifacts, and the typed list of exports.
+//!
+//! A module is one of three [`ModuleKind`]s: a component whose exported
+//! functions are tasks (the normal case), or a WASI command, either a
+//! component exporting `wasi:cli/run` or a core (preview 1) module with
+//! `_start`. A command has one task function, `_start` (alias `main`), whose
+//! arguments are its standard input and its argv and whose result is its
+//! standard output.
 //!
 //! The CLI and the Rust client load a module to type arguments before
 //! anything is submitted; workers load it to run it. Both share
@@ -13,7 +20,7 @@ use wasmtime::component::types::ComponentItem;
 /// A WIT type of a parameter or result.
 pub use wasmtime::component::types::Type;
 use wasmtime::component::{Component, ComponentExportIndex};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, ExternType, Module};
 
 /// Largest module accepted, in bytes.
 pub const MAX_MODULE_BYTES: usize = 256 * 1024 * 1024;
@@ -27,7 +34,44 @@ pub fn engine_config() -> Config {
     c
 }
 
+/// The task function of a WASI command.
+pub const COMMAND_FUNCTION: &str = "_start";
+
+/// Another name users may call a command's task function by.
+pub const COMMAND_ALIAS: &str = "main";
+
+/// What a module is, which decides how its tasks run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// A component whose exported functions are tasks with typed arguments.
+    Component,
+    /// A component exporting `wasi:cli/run@0.2.x`: a WASI preview 2 command.
+    CommandComponent,
+    /// A core module exporting `_start`: a WASI preview 1 command.
+    CoreCommand,
+}
+
+impl ModuleKind {
+    /// Whether tasks of this module are WASI commands: arguments
+    /// `[stdin, argv]`, result the bytes of standard output.
+    pub fn is_command(self) -> bool {
+        !matches!(self, ModuleKind::Component)
+    }
+}
+
+/// How a task function is entered.
+#[derive(Clone, Copy)]
+pub(crate) enum Entry {
+    /// A typed component export.
+    Export(ComponentExportIndex),
+    /// A command's entry point (`wasi:cli/run` or `_start`).
+    Command,
+}
+
 /// An exported function and its WIT signature.
+///
+/// A command's `_start` is described with the types its task arguments
+/// take: `stdin: option<list<u8>>, argv: list<string>`, result `list<u8>`.
 #[derive(Clone)]
 pub struct FuncSig {
     /// The name users call it by.
@@ -36,12 +80,16 @@ pub struct FuncSig {
     pub params: Vec<(String, Type)>,
     /// Result types (zero or one for WIT functions).
     pub results: Vec<Type>,
-    pub(crate) index: ComponentExportIndex,
+    pub(crate) entry: Entry,
 }
 
 impl FuncSig {
-    /// The signature in WIT syntax: `inc: func(x: s64) -> s64`.
+    /// The signature in WIT syntax: `inc: func(x: s64) -> s64`; for a WASI
+    /// command `_start: command (argv, stdin -> stdout bytes)`.
     pub fn to_wit(&self) -> String {
+        if let Entry::Command = self.entry {
+            return format!("{}: command (argv, stdin -> stdout bytes)", self.name);
+        }
         let params: Vec<String> = self
             .params
             .iter()
@@ -56,19 +104,39 @@ impl FuncSig {
     }
 }
 
-/// A compiled component with its typed exports.
+/// Compiled code of either kind.
+pub enum Code {
+    /// A component (typed exports, or a WASI preview 2 command).
+    Component(Component),
+    /// A core module (a WASI preview 1 command).
+    Core(Module),
+}
+
+/// A compiled module with its typed exports.
 pub struct CompiledModule {
     /// Hex BLAKE3 of the module's bytes.
     pub hash: String,
-    /// The compiled component.
-    pub component: Component,
-    /// Exported functions by name.
+    /// The compiled code.
+    pub code: Code,
+    /// Exported functions by name; for a command only `_start`, described
+    /// by the types of its task arguments (see [`FuncSig`]).
     pub funcs: BTreeMap<String, FuncSig>,
+    kind: ModuleKind,
 }
 
 impl CompiledModule {
+    /// What kind of module this is.
+    pub fn kind(&self) -> ModuleKind {
+        self.kind
+    }
+
     /// The export called `name`, or an error listing the exports there are.
+    /// A command's `_start` is also found as `main`.
     pub fn func(&self, name: &str, module_name: &str) -> Result<&FuncSig, String> {
+        let name = match name {
+            COMMAND_ALIAS if self.kind.is_command() => COMMAND_FUNCTION,
+            other => other,
+        };
         self.funcs.get(name).ok_or_else(|| {
             let names: Vec<&str> = self.funcs.keys().map(String::as_str).collect();
             format!(
@@ -88,9 +156,10 @@ pub fn module_hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
-/// Checks that `bytes` look like a WebAssembly component before compiling,
-/// so the user hears what the file is rather than a parser error.
-pub fn check_header(bytes: &[u8], name: &str) -> Result<(), String> {
+/// Checks that `bytes` look like a WebAssembly component or core module
+/// before compiling, so the user hears what the file is rather than a parser
+/// error. Returns whether it is a core module.
+pub fn check_header(bytes: &[u8], name: &str) -> Result<bool, String> {
     if bytes.len() > MAX_MODULE_BYTES {
         return Err(format!(
             "{name} is {} bytes; modules can be at most {MAX_MODULE_BYTES} bytes",
@@ -103,16 +172,10 @@ pub fn check_header(bytes: &[u8], name: &str) -> Result<(), String> {
              for the wasm32-wasip2 target"
         ));
     }
-    if bytes[4..8] == [1, 0, 0, 0] {
-        return Err(format!(
-            "{name} is a core WebAssembly module, not a component; build it for \
-             wasm32-wasip2, or wrap it with `wasm-tools component new`"
-        ));
-    }
-    Ok(())
+    Ok(bytes[4..8] == [1, 0, 0, 0])
 }
 
-/// Compiles a component (or loads its artifact from `cache_dir`) and reads
+/// Compiles a module (or loads its artifact from `cache_dir`) and reads
 /// its exported functions.
 pub fn compile(
     engine: &Engine,
@@ -120,9 +183,14 @@ pub fn compile(
     name: &str,
     cache_dir: Option<&Path>,
 ) -> Result<CompiledModule, String> {
-    check_header(bytes, name)?;
+    let core = check_header(bytes, name)?;
     let hash = module_hash(bytes);
-    let cached = cache_dir.map(|d| artifact_path(engine, d, &hash));
+    let suffix = if core { "core.cwasm" } else { "cwasm" };
+    let cached = cache_dir.map(|d| artifact_path(engine, d, &hash, suffix));
+    if core {
+        let module = compile_core(engine, bytes, name, cached.as_deref())?;
+        return core_command(hash, module, name);
+    }
     let mut component = None;
     if let Some(path) = &cached
         && path.exists()
@@ -137,31 +205,171 @@ pub fn compile(
         None => {
             let c = Component::new(engine, bytes)
                 .map_err(|e| format!("{name} is not a valid WebAssembly component: {e:#}"))?;
-            if let Some(path) = &cached {
-                store_artifact(&c, path);
+            if let Some(path) = &cached
+                && let Ok(artifact) = c.serialize()
+            {
+                store_artifact(&artifact, path);
             }
             c
         }
     };
-    let funcs = exports(engine, &component);
+    Ok(component_module(engine, hash, component))
+}
+
+/// A compiled component with its exports: typed functions, or a command.
+pub(crate) fn component_module(
+    engine: &Engine,
+    hash: String,
+    component: Component,
+) -> CompiledModule {
+    let (kind, funcs) = if is_command_component(&component) {
+        (ModuleKind::CommandComponent, command_funcs())
+    } else {
+        (ModuleKind::Component, exports(engine, &component))
+    };
+    CompiledModule {
+        hash,
+        code: Code::Component(component),
+        funcs,
+        kind,
+    }
+}
+
+fn compile_core(
+    engine: &Engine,
+    bytes: &[u8],
+    name: &str,
+    cached: Option<&Path>,
+) -> Result<Module, String> {
+    if let Some(path) = cached
+        && path.exists()
+    {
+        // SAFETY: as for components: written by `Module::serialize` of an
+        // engine with the same settings, in a directory private to this user.
+        if let Ok(m) = unsafe { Module::deserialize_file(engine, path) } {
+            return Ok(m);
+        }
+    }
+    let module = Module::new(engine, bytes)
+        .map_err(|e| format!("{name} is not a valid WebAssembly module: {e:#}"))?;
+    if let Some(path) = cached
+        && let Ok(artifact) = module.serialize()
+    {
+        store_artifact(&artifact, path);
+    }
+    Ok(module)
+}
+
+/// A compiled core module as a WASI preview 1 command, or the reason it
+/// is not one.
+pub(crate) fn core_command(
+    hash: String,
+    module: Module,
+    name: &str,
+) -> Result<CompiledModule, String> {
+    check_core_command(&module, name)?;
     Ok(CompiledModule {
         hash,
-        component,
-        funcs,
+        code: Code::Core(module),
+        funcs: command_funcs(),
+        kind: ModuleKind::CoreCommand,
     })
 }
 
-fn artifact_path(engine: &Engine, dir: &Path, hash: &str) -> PathBuf {
+/// A core module runs only as a WASI preview 1 command: it must export
+/// `_start: func()` and import nothing but WASI preview 1.
+fn check_core_command(module: &Module, name: &str) -> Result<(), String> {
+    match module.get_export(COMMAND_FUNCTION) {
+        Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
+        Some(_) => {
+            return Err(format!(
+                "{name} is a core WebAssembly module whose `_start` is not a function \
+                 without parameters or results, so it is not a WASI command"
+            ));
+        }
+        None => {
+            return Err(format!(
+                "{name} is a core WebAssembly module without a WASI `_start` entry point; \
+                 dtask runs components (build for wasm32-wasip2), or WASI commands"
+            ));
+        }
+    }
+    if let Some(import) = module
+        .imports()
+        .find(|i| i.module() != "wasi_snapshot_preview1")
+    {
+        return Err(format!(
+            "{name} imports `{}::{}`, which dtask does not provide; a WASI command \
+             may import only wasi_snapshot_preview1",
+            import.module(),
+            import.name()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a component exports `wasi:cli/run@0.2.x` with its `run`
+/// function (the lookup matches any semver-compatible 0.2 version).
+fn is_command_component(component: &Component) -> bool {
+    component
+        .get_export_index(None, "wasi:cli/run@0.2.0")
+        .and_then(|run| component.get_export_index(Some(&run), "run"))
+        .is_some()
+}
+
+/// The one task function of a command, typed as its task arguments.
+fn command_funcs() -> BTreeMap<String, FuncSig> {
+    let (stdin, argv, stdout) = command_types();
+    let sig = FuncSig {
+        name: COMMAND_FUNCTION.to_string(),
+        params: vec![
+            ("stdin".to_string(), stdin.clone()),
+            ("argv".to_string(), argv.clone()),
+        ],
+        results: vec![stdout.clone()],
+        entry: Entry::Command,
+    };
+    BTreeMap::from([(COMMAND_FUNCTION.to_string(), sig)])
+}
+
+/// The WIT types of a command's task: `option<list<u8>>` (stdin),
+/// `list<string>` (argv) and `list<u8>` (stdout). wasmtime makes types
+/// only from components, so they come from one that imports a function
+/// with them (importing needs no code).
+fn command_types() -> &'static (Type, Type, Type) {
+    static TYPES: std::sync::OnceLock<(Type, Type, Type)> = std::sync::OnceLock::new();
+    TYPES.get_or_init(|| {
+        const WAT: &str = r#"(component
+            (import "command" (func
+                (param "stdin" (option (list u8)))
+                (param "argv" (list string))
+                (result (list u8)))))"#;
+        let engine = client_engine();
+        let component = Component::new(engine, WAT).expect("the command signature compiles");
+        let ty = component.component_type();
+        let (_, item) = ty
+            .imports(engine)
+            .next()
+            .expect("the command signature has one import");
+        let ComponentItem::ComponentFunc(f) = item.ty else {
+            unreachable!("the command signature imports a function")
+        };
+        let mut params = f.params().map(|(_, t)| t);
+        let stdin = params.next().expect("stdin parameter");
+        let argv = params.next().expect("argv parameter");
+        let stdout = f.results().next().expect("stdout result");
+        (stdin, argv, stdout)
+    })
+}
+
+fn artifact_path(engine: &Engine, dir: &Path, hash: &str, suffix: &str) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     dir.join(format!("{:016x}", h.finish()))
-        .join(format!("{hash}.cwasm"))
+        .join(format!("{hash}.{suffix}"))
 }
 
-fn store_artifact(component: &Component, path: &Path) {
-    let Ok(bytes) = component.serialize() else {
-        return;
-    };
+fn store_artifact(bytes: &[u8], path: &Path) {
     let Some(dir) = path.parent() else { return };
     if std::fs::create_dir_all(dir).is_err() {
         return;
@@ -218,7 +426,7 @@ fn sig(
         name,
         params: f.params().map(|(n, t)| (n.to_string(), t)).collect(),
         results: f.results().collect(),
-        index,
+        entry: Entry::Export(index),
     }
 }
 
@@ -266,4 +474,90 @@ impl LocalModule {
 fn client_engine() -> &'static Engine {
     static ENGINE: std::sync::OnceLock<Engine> = std::sync::OnceLock::new();
     ENGINE.get_or_init(|| Engine::new(&engine_config()).expect("the engine configuration is valid"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The committed `cat` fixture: a WASI preview 1 command written in WAT
+    /// that copies stdin to stdout and exits with its argument count.
+    pub(crate) const CAT_WASM: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../wasm-tasks/commands/cat.wasm"
+    );
+
+    /// A component exporting `wasi:cli/run` whose `run` returns `ok` when
+    /// the core function gives 0 and `err` otherwise (here: `err`).
+    pub(crate) const RUN_COMPONENT: &str = r#"(component
+        (core module $m (func (export "run") (result i32) i32.const 1))
+        (core instance $i (instantiate $m))
+        (func $run (result (result)) (canon lift (core func $i "run")))
+        (instance $run-instance (export "run" (func $run)))
+        (export "wasi:cli/run@0.2.3" (instance $run-instance)))"#;
+
+    #[test]
+    fn a_core_module_with_start_is_a_command_with_one_function() {
+        let bytes = std::fs::read(CAT_WASM).unwrap();
+        let m = compile(client_engine(), &bytes, "cat.wasm", None).unwrap();
+        assert_eq!(m.kind(), ModuleKind::CoreCommand);
+        assert!(m.kind().is_command());
+        assert_eq!(m.funcs.keys().collect::<Vec<_>>(), ["_start"]);
+        let sig = m.func("main", "cat.wasm").unwrap();
+        assert_eq!(sig.name, "_start");
+        assert_eq!(
+            sig.to_wit(),
+            "_start: command (argv, stdin -> stdout bytes)"
+        );
+        let types: Vec<String> = sig
+            .params
+            .iter()
+            .map(|(n, t)| format!("{n}: {}", crate::value::type_to_wit(t)))
+            .collect();
+        assert_eq!(types, ["stdin: option<list<u8>>", "argv: list<string>"]);
+        let err = m.func("run", "cat.wasm").err().unwrap();
+        assert!(err.contains("exports: _start"), "{err}");
+    }
+
+    #[test]
+    fn a_core_module_without_start_is_refused() {
+        let err = compile(client_engine(), b"\0asm\x01\0\0\0", "lib.wasm", None)
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("lib.wasm is a core WebAssembly module without a WASI `_start`"),
+            "{err}"
+        );
+        let wat = r#"(module (func (export "_start") (param i32)))"#;
+        let m = Module::new(client_engine(), wat).unwrap();
+        let err = core_command("h".into(), m, "odd.wasm").err().unwrap();
+        assert!(err.contains("`_start` is not a function without"), "{err}");
+    }
+
+    #[test]
+    fn a_core_command_importing_more_than_wasi_is_refused() {
+        let wat = r#"(module (import "env" "now" (func)) (func (export "_start")))"#;
+        let m = Module::new(client_engine(), wat).unwrap();
+        let err = core_command("h".into(), m, "env.wasm").err().unwrap();
+        assert!(err.contains("imports `env::now`"), "{err}");
+    }
+
+    #[test]
+    fn a_component_exporting_wasi_cli_run_is_a_command() {
+        let c = Component::new(client_engine(), RUN_COMPONENT).unwrap();
+        let m = component_module(client_engine(), "h".into(), c);
+        assert_eq!(m.kind(), ModuleKind::CommandComponent);
+        assert_eq!(m.funcs.keys().collect::<Vec<_>>(), ["_start"]);
+    }
+
+    #[test]
+    fn core_artifacts_are_cached_beside_component_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(CAT_WASM).unwrap();
+        let first = compile(client_engine(), &bytes, "cat.wasm", Some(dir.path())).unwrap();
+        let artifact = artifact_path(client_engine(), dir.path(), &first.hash, "core.cwasm");
+        assert!(artifact.exists());
+        let again = compile(client_engine(), &bytes, "cat.wasm", Some(dir.path())).unwrap();
+        assert_eq!(again.kind(), ModuleKind::CoreCommand);
+    }
 }

@@ -53,6 +53,8 @@ pub enum Role {
         data_addr: String,
         /// Human-readable name (host and pid).
         name: String,
+        /// Abstract resources it offers, e.g. `("GPU", 2.0)`.
+        resources: Vec<(String, f64)>,
     },
     /// A worker or client fetching results from a worker's data port.
     Peer,
@@ -94,6 +96,24 @@ pub struct TaskSpec {
     pub priority: i32,
     /// Wall-clock limit for one run, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Where and with what it may run.
+    pub placement: Placement,
+    /// Runs again up to this many times after it errs (not after a worker
+    /// dies).
+    pub retries: u32,
+}
+
+/// Constraints on where a task runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Placement {
+    /// Only on these workers (by name, data address or id); empty: any.
+    pub workers: Vec<String>,
+    /// With `workers`: prefer them, but run elsewhere when none of them
+    /// can take it.
+    pub allow_other_workers: bool,
+    /// Abstract resources one run holds, e.g. `("GPU", 1.0)`; only workers
+    /// declaring enough of each can run it.
+    pub resources: Vec<(String, f64)>,
 }
 
 /// How a task failed: the error every dependent inherits.
@@ -128,6 +148,8 @@ pub enum ErrorKind {
     Lost,
     /// Anything else the worker could not do.
     Internal,
+    /// A WASI command exited with a non-zero status (in the message).
+    Exit,
 }
 
 impl ErrorKind {
@@ -141,6 +163,7 @@ impl ErrorKind {
             ErrorKind::Module => "module",
             ErrorKind::Lost => "lost",
             ErrorKind::Internal => "internal",
+            ErrorKind::Exit => "exit",
         }
     }
 }
@@ -246,6 +269,53 @@ pub enum ToScheduler {
     },
     /// Stop the scheduler and its workers.
     Shutdown,
+    /// Compute these keys even though nobody holds them, then forget
+    /// them.
+    FireAndForget {
+        /// Keys to keep until they end.
+        keys: Vec<String>,
+    },
+    /// Cancel keys: pending and running ones (and their dependents) become
+    /// `cancelled`, running ones are interrupted. Without `force`, keys that
+    /// other clients also hold are only released for this client.
+    Cancel {
+        /// Keys to cancel.
+        keys: Vec<String>,
+        /// Cancel even if other clients hold them.
+        force: bool,
+    },
+    /// Run erred keys again, from the tasks where their errors started.
+    /// Answered by [`FromScheduler::Retried`].
+    Retry {
+        /// Request id.
+        id: u64,
+        /// Erred keys.
+        keys: Vec<String>,
+    },
+    /// Store values on workers as finished futures held by this client.
+    /// Answered by [`FromScheduler::Scattered`] once every value is stored.
+    Scatter {
+        /// Request id.
+        id: u64,
+        /// (key, MessagePack value) pairs, placed round-robin.
+        values: Vec<(String, Bytes)>,
+        /// Put a copy on every worker.
+        broadcast: bool,
+        /// Only on these workers (by name, address or id); empty: any.
+        workers: Vec<String>,
+    },
+    /// Where keys are held; answered by [`FromScheduler::WhoHas`].
+    WhoHas {
+        /// Request id.
+        id: u64,
+        /// Keys.
+        keys: Vec<String>,
+    },
+    /// The connected workers; answered by [`FromScheduler::Workers`].
+    Workers {
+        /// Request id.
+        id: u64,
+    },
 
     // ---- from workers ----
     /// Tasks that finished on the sending worker.
@@ -327,6 +397,32 @@ pub enum FromScheduler {
         /// State of each key, `None` when unknown.
         states: Vec<(String, Option<TaskState>)>,
     },
+    /// Answer to [`ToScheduler::Retry`].
+    Retried {
+        /// Request id.
+        id: u64,
+        /// Keys that could not be retried, with the reason.
+        refused: Vec<(String, String)>,
+    },
+    /// Answer to [`ToScheduler::Scatter`]: every value is stored.
+    Scattered {
+        /// Request id.
+        id: u64,
+    },
+    /// Answer to [`ToScheduler::WhoHas`].
+    WhoHas {
+        /// Request id.
+        id: u64,
+        /// (key, data addresses of the workers holding it).
+        holders: Vec<(String, Vec<String>)>,
+    },
+    /// Answer to [`ToScheduler::Workers`].
+    Workers {
+        /// Request id.
+        id: u64,
+        /// Every connected worker.
+        workers: Vec<WorkerInfo>,
+    },
     /// A request could not be served at all.
     Failed {
         /// Request id.
@@ -353,8 +449,40 @@ pub enum FromScheduler {
         /// Its bytes, or `None` if the scheduler does not have it.
         bytes: Option<Bytes>,
     },
+    /// Hold these values as finished results (scattered data), then
+    /// report them as [`ToScheduler::Finished`].
+    Store {
+        /// (key, encoded value).
+        values: Vec<(String, Bytes)>,
+    },
+    /// Stop running these tasks (cancelled); report nothing for them.
+    Cancel {
+        /// Keys.
+        keys: Vec<String>,
+    },
     /// Exit now.
     Shutdown,
+}
+
+/// A worker as `dtask workers` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WorkerInfo {
+    /// Scheduler-assigned id.
+    pub id: u64,
+    /// Host and pid.
+    pub name: String,
+    /// Data address.
+    pub address: String,
+    /// Execution slots.
+    pub nthreads: u32,
+    /// Resources it offers.
+    pub resources: Vec<(String, f64)>,
+    /// Tasks assigned to it and not yet reported.
+    pub processing: usize,
+    /// Results it holds.
+    pub holding: usize,
+    /// Bytes of results it holds (as reported).
+    pub nbytes: u64,
 }
 
 /// Requests on a worker's data port.

@@ -1,13 +1,37 @@
 //! Builds dtask's example guest components for `wasm32-wasip2` with a nested
 //! cargo, the way wasmtime's test-programs do, so that `cargo test` on a fresh
-//! clone has real guests to run.
+//! clone has real guests to run, and exposes the paths of the committed WASI
+//! command fixtures (built from C and WAT, which need tools a fresh machine
+//! lacks; see `wasm-tasks/commands/README.md`).
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (name exposed to host code, crate directory, artifact file name)
-const GUESTS: &[(&str, &str, &str)] = &[("TASKS_WASM", "tasks", "dtask_example_tasks.wasm")];
+const GUESTS: &[(&str, &str, &str)] = &[
+    ("TASKS_WASM", "tasks", "dtask_example_tasks.wasm"),
+    ("ECHO_WASM", "commands/rust-echo", "echo.wasm"),
+];
+
+/// (name exposed to host code, committed file, what it is)
+const FIXTURES: &[(&str, &str, &str)] = &[
+    (
+        "WC_WASM",
+        "commands/wc.wasm",
+        "`wc` WASI preview 1 command (from `wc.c`)",
+    ),
+    (
+        "UPPER_WASM",
+        "commands/upper.wasm",
+        "`upper` WASI preview 1 command (from `upper.c`)",
+    ),
+    (
+        "CAT_WASM",
+        "commands/cat.wasm",
+        "`cat` WASI preview 1 command (from `cat.wat`)",
+    ),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -18,6 +42,9 @@ fn main() {
         "cargo:rerun-if-changed={}",
         wasm_tasks.join("wit").display()
     );
+    for (_, file, _) in FIXTURES {
+        println!("cargo:rerun-if-changed={}", wasm_tasks.join(file).display());
+    }
 
     let mut consts = String::new();
     for (name, dir, artifact) in GUESTS {
@@ -36,6 +63,14 @@ fn main() {
         consts.push_str(&format!(
             "/// Path of the built `{dir}` guest component.\npub const {name}: &str = {:?};\n",
             dest.display().to_string()
+        ));
+    }
+    for (name, file, what) in FIXTURES {
+        let path = wasm_tasks.join(file);
+        assert!(path.exists(), "the fixture {} is missing", path.display());
+        consts.push_str(&format!(
+            "/// Path of the committed {what}.\npub const {name}: &str = {:?};\n",
+            path.display().to_string()
         ));
     }
     std::fs::write(out_dir.join("guests.rs"), consts).unwrap();

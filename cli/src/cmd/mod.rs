@@ -1,17 +1,25 @@
 //! One file per verb, plus what they share: finding the scheduler, typed
 //! argument parsing, printing values, and failures with exit codes.
 
+pub mod as_completed;
+pub mod cancel;
 pub mod cluster;
 pub mod gather;
+pub mod info;
 pub mod inspect;
 pub mod map;
 pub mod release;
+pub mod retry;
+pub mod scatter;
 pub mod scheduler;
 pub mod shutdown;
 pub mod status;
 pub mod submit;
+pub mod task_options;
 pub mod wait;
+pub mod who_has;
 pub mod worker;
+pub mod workers;
 
 use dtask_runtime::client::{Client, ClientError};
 use dtask_runtime::config::{self, Resolved};
@@ -139,7 +147,8 @@ pub fn load_module(path: &Path) -> Result<LocalModule, Failure> {
 }
 
 /// Parses shell words into arguments of `function`, by parameter type:
-/// `@KEY` is a future, `@@…` a literal `@…`, `-` reads stdin.
+/// `@KEY` is a future, `@@…` a literal `@…`, `-` reads stdin. For a WASI
+/// command see [`command_args`].
 pub fn parse_args(
     module: &LocalModule,
     function: &str,
@@ -149,6 +158,9 @@ pub fn parse_args(
         .compiled
         .func(function, &module.name)
         .map_err(Failure::usage)?;
+    if module.compiled.kind().is_command() {
+        return command_args(module, words);
+    }
     if words.len() != sig.params.len() {
         return Err(Failure::usage(dtask_runtime::client::arity_message(
             &sig.to_wit(),
@@ -183,6 +195,55 @@ pub fn parse_args(
             Ok(Arg::Value(value::encode(&v).into()))
         })
         .collect()
+}
+
+/// A WASI command's task arguments `[stdin, argv]` from shell words.
+///
+/// Every word is one argv string, verbatim, after argv[0] (the module file's
+/// stem), except that one word may set stdin: `<@KEY` to a future's result,
+/// `<-` to this process's stdin. `<<-` and `<<@…` pass `<-` and `<@…`
+/// literally. Without either, stdin is empty.
+fn command_args(module: &LocalModule, words: &[String]) -> Result<Vec<Arg>, Failure> {
+    let program = Path::new(&module.name)
+        .file_stem()
+        .map_or_else(|| module.name.clone(), |s| s.to_string_lossy().into_owned());
+    let mut argv = vec![Value::from(program)];
+    let mut stdin: Option<Arg> = None;
+    for word in words {
+        if word != "<-" && !word.starts_with("<@") {
+            let literal = match word.strip_prefix('<') {
+                Some(rest) if rest == "<-" || rest.starts_with("<@") => rest,
+                _ => word.as_str(),
+            };
+            argv.push(Value::from(literal));
+            continue;
+        }
+        if stdin.is_some() {
+            return Err(Failure::usage(format!(
+                "a command has one stdin; `{word}` is the second of `<-` or `<@KEY` \
+                 (use `<<-` or `<<@…` for a literal argument)"
+            )));
+        }
+        stdin = Some(match word.strip_prefix("<@") {
+            Some(key) => {
+                dtask_runtime::key::validate_key(key)
+                    .map_err(|e| Failure::usage(format!("stdin ({word}): {e}")))?;
+                Arg::Future(key.to_string())
+            }
+            None => {
+                let mut bytes = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+                Arg::Value(value::encode(&Value::Binary(bytes)).into())
+            }
+        });
+    }
+    let stdin = stdin.unwrap_or_else(|| Arg::Value(value::encode(&Value::Nil).into()));
+    Ok(vec![
+        stdin,
+        Arg::Value(value::encode(&Value::Array(argv)).into()),
+    ])
 }
 
 fn stdin_value(ty: &Type) -> Result<Value, String> {

@@ -40,6 +40,8 @@ pub struct WorkerOptions {
     pub cache_dir: Option<PathBuf>,
     /// Per-task limits.
     pub limits: Limits,
+    /// Abstract resources this worker offers, e.g. `("GPU", 1.0)`.
+    pub resources: Vec<(String, f64)>,
 }
 
 type ModuleSlot = Arc<OnceCell<Result<Arc<Ready>, String>>>;
@@ -52,6 +54,8 @@ struct Shared {
     module_waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Option<Bytes>>>>>,
     slots: Semaphore,
     to_scheduler: Sender<ToScheduler>,
+    /// Tasks in flight, to interrupt on cancel.
+    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
 
 /// Runs a worker until the scheduler tells it to stop or goes away.
@@ -70,6 +74,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
             nthreads: options.nthreads,
             data_addr: data_addr.clone(),
             name: name.clone(),
+            resources: options.resources.clone(),
         },
     };
     let (id, to_scheduler, mut from_scheduler) =
@@ -101,13 +106,40 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         modules: Default::default(),
         module_waiters: Default::default(),
         to_scheduler,
+        running: Default::default(),
     });
     loop {
         match from_scheduler.recv().await {
             Ok(Some(FromScheduler::Run { tasks })) => {
+                // Holding the lock while spawning means a task that ends at
+                // once still finds its entry to remove.
+                let mut running = shared.running.lock().expect("running lock");
                 for task in tasks {
-                    tokio::spawn(execute(shared.clone(), task));
+                    let key = task.key.clone();
+                    let handle = tokio::spawn(execute(shared.clone(), task));
+                    running.insert(key, handle.abort_handle());
                 }
+            }
+            Ok(Some(FromScheduler::Cancel { keys })) => {
+                let mut running = shared.running.lock().expect("running lock");
+                for k in keys {
+                    // Aborting drops the task at its next await: a guest
+                    // yields at every epoch tick, so within one tick.
+                    if let Some(h) = running.remove(&k) {
+                        h.abort();
+                    }
+                }
+            }
+            Ok(Some(FromScheduler::Store { values })) => {
+                let mut results = Vec::with_capacity(values.len());
+                {
+                    let mut held = shared.results.lock().expect("result store lock");
+                    for (key, bytes) in values {
+                        results.push((key.clone(), located(&bytes)));
+                        held.insert(key, bytes);
+                    }
+                }
+                let _ = shared.to_scheduler.send(ToScheduler::Finished { results });
             }
             Ok(Some(FromScheduler::Free { keys })) => {
                 let mut held = shared.results.lock().expect("result store lock");
@@ -140,26 +172,29 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
     }
 }
 
+/// How a result is reported: small ones travel inline.
+fn located(bytes: &Bytes) -> Located {
+    Located {
+        inline: (bytes.len() <= INLINE_RESULT_LIMIT).then(|| bytes.clone()),
+        who_has: Vec::new(),
+        nbytes: bytes.len() as u64,
+    }
+}
+
 async fn execute(shared: Arc<Shared>, task: RunTask) {
     let key = task.key.clone();
-    let msg = match compute(&shared, task).await {
+    let outcome = compute(&shared, task).await;
+    shared.running.lock().expect("running lock").remove(&key);
+    let msg = match outcome {
         Ok(bytes) => {
-            let nbytes = bytes.len() as u64;
-            let inline = (bytes.len() <= INLINE_RESULT_LIMIT).then(|| bytes.clone());
+            let at = located(&bytes);
             shared
                 .results
                 .lock()
                 .expect("result store lock")
                 .insert(key.clone(), bytes);
             ToScheduler::Finished {
-                results: vec![(
-                    key,
-                    Located {
-                        inline,
-                        who_has: Vec::new(),
-                        nbytes,
-                    },
-                )],
+                results: vec![(key, at)],
             }
         }
         Err(error) => ToScheduler::Erred {

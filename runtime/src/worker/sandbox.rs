@@ -2,12 +2,17 @@
 //! component, limits on memory and time, captured stderr, and errors turned
 //! into [`TaskError`]s a user can act on.
 //!
+//! A WASI command (a `wasi:cli/run` component or a core module with
+//! `_start`) runs the same way, with its argv and standard input from the
+//! task's arguments and its standard output, captured, as the result; a
+//! non-zero exit status is an [`ErrorKind::Exit`] error.
+//!
 //! One [`Engine`] per worker uses the pooling allocator (instantiation costs
 //! microseconds) and epoch interruption: a thread ticks the epoch every
 //! [`TICK`], and at every tick a running guest yields to tokio, so a long
 //! task never starves the worker's I/O, and a task past its deadline traps.
 
-use crate::module::{CompiledModule, engine_config};
+use crate::module::{COMMAND_FUNCTION, Code, CompiledModule, Entry, ModuleKind, engine_config};
 use crate::protocol::{ErrorKind, TaskError};
 use crate::value::{self, Value};
 use std::sync::Arc;
@@ -17,14 +22,19 @@ use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap, UpdateDeadline,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How often the epoch advances.
 pub const TICK: Duration = Duration::from_millis(10);
 
 /// Most bytes of a guest's stderr kept for its error report.
 const STDERR_CAP: usize = 64 * 1024;
+
+/// Most bytes a command may write to stdout (its result).
+const STDOUT_CAP: usize = 64 * 1024 * 1024;
 
 /// Per-task resource limits.
 #[derive(Clone, Debug)]
@@ -59,17 +69,32 @@ impl WasiView for Host {
     }
 }
 
+/// What a core (WASI preview 1) command's store holds.
+struct CoreHost {
+    wasi: WasiP1Ctx,
+    limits: StoreLimits,
+}
+
 /// A module linked and ready to instantiate.
 pub struct Ready {
     /// The compiled module and its exports.
     pub module: Arc<CompiledModule>,
-    pre: InstancePre<Host>,
+    pre: Pre,
 }
 
-/// The worker's wasmtime: engine, linker with dtask's host functions, limits.
+/// A pre-linked module of each kind.
+enum Pre {
+    Exports(InstancePre<Host>),
+    Command(CommandPre<Host>),
+    Core(wasmtime::InstancePre<CoreHost>),
+}
+
+/// The worker's wasmtime: engine, linkers with dtask's host functions (for
+/// components) and WASI preview 1 (for core commands), limits.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<Host>,
+    core_linker: wasmtime::Linker<CoreHost>,
     limits: Limits,
     worker_id: Arc<str>,
 }
@@ -98,6 +123,8 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         add_dtask_host(&mut linker)?;
+        let mut core_linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut core_linker, |h: &mut CoreHost| &mut h.wasi)?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("dtask-epoch".into())
@@ -111,6 +138,7 @@ impl Sandbox {
         Ok(Self {
             engine,
             linker,
+            core_linker,
             limits,
             worker_id: worker_id.into(),
         })
@@ -123,17 +151,29 @@ impl Sandbox {
 
     /// Links a compiled module against the host functions.
     pub fn prepare(&self, module: CompiledModule) -> Result<Ready, String> {
-        let pre = self
-            .linker
-            .instantiate_pre(&module.component)
-            .map_err(|e| format!("module {} cannot be linked: {e:#}", module.hash))?;
+        let unlinked =
+            |e: wasmtime::Error| format!("module {} cannot be linked: {e:#}", module.hash);
+        let pre = match (&module.code, module.kind()) {
+            (Code::Component(c), ModuleKind::CommandComponent) => Pre::Command(
+                self.linker
+                    .instantiate_pre(c)
+                    .and_then(CommandPre::new)
+                    .map_err(unlinked)?,
+            ),
+            (Code::Component(c), _) => {
+                Pre::Exports(self.linker.instantiate_pre(c).map_err(unlinked)?)
+            }
+            (Code::Core(m), _) => Pre::Core(self.core_linker.instantiate_pre(m).map_err(unlinked)?),
+        };
         Ok(Ready {
             module: Arc::new(module),
             pre,
         })
     }
 
-    /// Runs `function` of a ready module on `args` as the task `key`.
+    /// Runs `function` of a ready module on `args` as the task `key`. For a
+    /// WASI command the arguments are `[stdin, argv]` and the result is its
+    /// stdout bytes.
     pub async fn run(
         &self,
         ready: &Ready,
@@ -142,13 +182,17 @@ impl Sandbox {
         args: Vec<Value>,
         timeout: Option<Duration>,
     ) -> Result<Value, TaskError> {
-        let err = |kind, message: String| TaskError {
-            kind,
-            message,
-            stderr: String::new(),
-            backtrace: String::new(),
-            origin: key.to_string(),
+        let pre = match &ready.pre {
+            Pre::Exports(pre) => pre,
+            Pre::Command(_) | Pre::Core(_) => {
+                let (stdin, argv) = command_input(ready, key, function, &args)?;
+                return self
+                    .run_command(ready, key, stdin, argv, timeout)
+                    .await
+                    .map(Value::Binary);
+            }
         };
+        let err = |kind, message: String| task_error(key, kind, message);
         let sig = match ready.module.funcs.get(function) {
             Some(sig) => sig,
             None => {
@@ -182,33 +226,16 @@ impl Sandbox {
 
         let stderr = MemoryOutputPipe::new(STDERR_CAP);
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
-        let host = Host {
-            wasi,
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory)
-                .trap_on_grow_failure(true)
-                .build(),
-            key: key.to_string(),
-            worker_id: self.worker_id.clone(),
-        };
-        let mut store = Store::new(&self.engine, host);
-        store.limiter(|h| &mut h.limits);
-        let deadline = timeout.map(|t| Instant::now() + t);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        let mut store = self.store(self.host(wasi, key), timeout);
 
         let mut results = vec![Val::Bool(false); sig.results.len()];
         let outcome = async {
-            let instance = ready.pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
+            let Entry::Export(index) = sig.entry else {
+                return Err(wasmtime::Error::msg(format!("{function} is not an export")));
+            };
             let func = instance
-                .get_func(&mut store, sig.index)
+                .get_func(&mut store, index)
                 .ok_or_else(|| wasmtime::Error::msg(format!("export {function} vanished")))?;
             func.call_async(&mut store, &params, &mut results).await?;
             wasmtime::Result::<()>::Ok(())
@@ -226,6 +253,203 @@ impl Sandbox {
             }
         }
     }
+
+    /// Runs a WASI command with `argv` and `stdin`, returning what it wrote
+    /// to stdout. A non-zero exit status is an [`ErrorKind::Exit`] error
+    /// carrying the command's stderr.
+    pub async fn run_command(
+        &self,
+        ready: &Ready,
+        key: &str,
+        stdin: Vec<u8>,
+        argv: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, TaskError> {
+        // One byte past the cap tells a full pipe from output of exactly
+        // the cap.
+        let stdout = MemoryOutputPipe::new(STDOUT_CAP + 1);
+        let stderr = MemoryOutputPipe::new(STDERR_CAP);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(MemoryInputPipe::new(stdin))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .args(&argv);
+        // The exit status, or the error that ended the program otherwise.
+        let status: wasmtime::Result<i32> = match &ready.pre {
+            Pre::Command(pre) => {
+                let mut store = self.store(self.host(wasi.build(), key), timeout);
+                async {
+                    let command = pre.instantiate_async(&mut store).await?;
+                    let run = command.wasi_cli_run().call_run(&mut store).await?;
+                    Ok(if run.is_ok() { 0 } else { 1 })
+                }
+                .await
+            }
+            Pre::Core(pre) => {
+                let host = CoreHost {
+                    wasi: wasi.build_p1(),
+                    limits: self.store_limits(),
+                };
+                let mut store = self.store(host, timeout);
+                async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let start = instance.get_typed_func::<(), ()>(&mut store, COMMAND_FUNCTION)?;
+                    start.call_async(&mut store, ()).await?;
+                    Ok(0)
+                }
+                .await
+            }
+            Pre::Exports(_) => {
+                return Err(task_error(
+                    key,
+                    ErrorKind::Module,
+                    format!("module {} is not a WASI command", ready.module.hash),
+                ));
+            }
+        };
+        let status = status.or_else(|e| match e.downcast_ref::<I32Exit>() {
+            Some(I32Exit(code)) => Ok(*code),
+            None => Err(e),
+        });
+        let captured = || String::from_utf8_lossy(&stderr.contents()).into_owned();
+        let out = stdout.contents();
+        if out.len() > STDOUT_CAP {
+            return Err(TaskError {
+                stderr: captured(),
+                ..task_error(
+                    key,
+                    ErrorKind::Trap,
+                    format!(
+                        "task {key} wrote more than {} MiB to stdout, the most a \
+                         command's result can hold",
+                        STDOUT_CAP >> 20
+                    ),
+                )
+            });
+        }
+        match status {
+            Ok(0) => Ok(Vec::from(out)),
+            Ok(code) => Err(TaskError {
+                stderr: captured(),
+                ..task_error(
+                    key,
+                    ErrorKind::Exit,
+                    format!("task {key} exited with status {code}"),
+                )
+            }),
+            Err(e) => Err(classify(e, captured(), key, timeout)),
+        }
+    }
+
+    /// A component task's store data, with the WASI context `wasi`.
+    fn host(&self, wasi: WasiCtx, key: &str) -> Host {
+        Host {
+            wasi,
+            table: ResourceTable::new(),
+            limits: self.store_limits(),
+            key: key.to_string(),
+            worker_id: self.worker_id.clone(),
+        }
+    }
+
+    fn store_limits(&self) -> StoreLimits {
+        StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory)
+            .trap_on_grow_failure(true)
+            .build()
+    }
+
+    /// A fresh store with the memory limit and the epoch deadline: yield to
+    /// tokio at every tick, trap once past `timeout`.
+    fn store<T: Limited>(&self, data: T, timeout: Option<Duration>) -> Store<T> {
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|h| h.limits());
+        let deadline = timeout.map(|t| Instant::now() + t);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+}
+
+/// Store data with memory limits.
+trait Limited: Send + 'static {
+    fn limits(&mut self) -> &mut StoreLimits;
+}
+
+impl Limited for Host {
+    fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}
+
+impl Limited for CoreHost {
+    fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}
+
+/// A task error without guest output.
+fn task_error(key: &str, kind: ErrorKind, message: String) -> TaskError {
+    TaskError {
+        kind,
+        message,
+        stderr: String::new(),
+        backtrace: String::new(),
+        origin: key.to_string(),
+    }
+}
+
+/// A command task's stdin bytes and argv from its arguments `[stdin, argv]`.
+///
+/// Stdin is nil (empty), bytes (as they are), a string (its UTF-8), or any
+/// other value (its JSON text), so any future's result can be piped in.
+fn command_input(
+    ready: &Ready,
+    key: &str,
+    function: &str,
+    args: &[Value],
+) -> Result<(Vec<u8>, Vec<String>), TaskError> {
+    let err = |kind, message: String| task_error(key, kind, message);
+    let name = format!("module {}", ready.module.hash);
+    ready
+        .module
+        .func(function, &name)
+        .map_err(|e| err(ErrorKind::Module, e))?;
+    let [stdin, argv] = args else {
+        return Err(err(
+            ErrorKind::Input,
+            format!(
+                "{function}: a command takes 2 arguments (stdin, argv), {} were given",
+                args.len()
+            ),
+        ));
+    };
+    let stdin = match stdin {
+        Value::Nil => Vec::new(),
+        Value::Binary(b) => b.clone(),
+        Value::String(s) => s.as_bytes().to_vec(),
+        other => value::value_to_json(other).to_string().into_bytes(),
+    };
+    let bad_argv = || {
+        err(
+            ErrorKind::Input,
+            format!("{function}: parameter argv: expected a list of strings, got {argv}"),
+        )
+    };
+    let Value::Array(words) = argv else {
+        return Err(bad_argv());
+    };
+    let argv = words
+        .iter()
+        .map(|w| w.as_str().map(str::to_string).ok_or_else(bad_argv))
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok((stdin, argv))
 }
 
 fn add_dtask_host(linker: &mut Linker<Host>) -> anyhow::Result<()> {
@@ -282,6 +506,198 @@ fn panic_message(stderr: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::module::tests::{CAT_WASM, RUN_COMPONENT};
+    use crate::module::{self, compile};
+    use wasmtime::component::Component;
+
+    fn ready(sandbox: &Sandbox, m: Result<CompiledModule, String>) -> Ready {
+        sandbox.prepare(m.unwrap()).unwrap()
+    }
+
+    fn cat(sandbox: &Sandbox) -> Ready {
+        let bytes = std::fs::read(CAT_WASM).unwrap();
+        ready(sandbox, compile(sandbox.engine(), &bytes, "cat.wasm", None))
+    }
+
+    fn core(sandbox: &Sandbox, wat: &str) -> Ready {
+        let m = wasmtime::Module::new(sandbox.engine(), wat).unwrap();
+        ready(sandbox, module::core_command("h".into(), m, "test.wasm"))
+    }
+
+    fn argv(words: &[&str]) -> Value {
+        Value::Array(words.iter().map(|w| Value::from(*w)).collect())
+    }
+
+    #[tokio::test]
+    async fn a_core_command_reads_stdin_and_its_stdout_is_the_result() {
+        let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+        let cat = cat(&sandbox);
+        let stdin = Value::Binary(b"one\ntwo\n".to_vec());
+        let out = sandbox
+            .run(&cat, "k", "_start", vec![stdin, argv(&["cat"])], None)
+            .await
+            .unwrap();
+        assert_eq!(out, Value::Binary(b"one\ntwo\n".to_vec()));
+        // `main` is the same function; nil is empty stdin.
+        let out = sandbox
+            .run(&cat, "k", "main", vec![Value::Nil, argv(&["cat"])], None)
+            .await
+            .unwrap();
+        assert_eq!(out, Value::Binary(Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn stdin_from_any_value_is_its_bytes_text_or_json() {
+        let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+        let cat = cat(&sandbox);
+        for (value, text) in [
+            (Value::from("Hello, world!"), "Hello, world!"),
+            (Value::from(42), "42"),
+            (
+                Value::Map(vec![(Value::from("ok"), Value::from(1))]),
+                r#"{"ok":1}"#,
+            ),
+        ] {
+            let out = sandbox
+                .run(&cat, "k", "_start", vec![value, argv(&["cat"])], None)
+                .await
+                .unwrap();
+            assert_eq!(out, Value::Binary(text.as_bytes().to_vec()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_nonzero_exit_is_an_exit_error_with_stderr() {
+        let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+        let cat = cat(&sandbox);
+        let e = sandbox
+            .run(
+                &cat,
+                "k",
+                "_start",
+                vec![Value::Nil, argv(&["cat", "a", "b"])],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Exit);
+        assert_eq!(e.message, "task k exited with status 2");
+        assert!(
+            e.stderr.contains("cat.wat: exiting with the number"),
+            "{e:?}"
+        );
+        assert_eq!(e.origin, "k");
+    }
+
+    #[tokio::test]
+    async fn a_command_component_whose_run_fails_exits_with_status_1() {
+        let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+        let c = Component::new(sandbox.engine(), RUN_COMPONENT).unwrap();
+        let m = module::component_module(sandbox.engine(), "h".into(), c);
+        let run = sandbox.prepare(m).unwrap();
+        let e = sandbox
+            .run(&run, "k", "_start", vec![Value::Nil, argv(&["run"])], None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::Exit, "task k exited with status 1")
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_command_arguments_are_input_errors() {
+        let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+        let cat = cat(&sandbox);
+        let e = sandbox
+            .run(
+                &cat,
+                "k",
+                "_start",
+                vec![Value::Nil, Value::from("cat")],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Input);
+        assert!(
+            e.message.contains("argv: expected a list of strings"),
+            "{e:?}"
+        );
+        let e = sandbox
+            .run(&cat, "k", "_start", vec![Value::Nil], None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Input);
+        let e = sandbox
+            .run(&cat, "k", "inc", vec![Value::Nil, argv(&["cat"])], None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Module);
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_time_limit_times_out() {
+        let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+        let spin = core(&sandbox, r#"(module (func (export "_start") (loop br 0)))"#);
+        let e = sandbox
+            .run(
+                &spin,
+                "k",
+                "_start",
+                vec![Value::Nil, argv(&["spin"])],
+                Some(Duration::from_millis(100)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_command_trap_is_a_trap() {
+        let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+        let bad = core(&sandbox, r#"(module (func (export "_start") unreachable))"#);
+        let e = sandbox
+            .run(&bad, "k", "_start", vec![Value::Nil, argv(&["bad"])], None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Trap, "{e:?}");
+        assert!(e.message.contains("unreachable"), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn stdout_past_the_cap_is_a_clear_error() {
+        let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+        // Writes 1 MiB of zeros 70 times, ignoring write errors.
+        let flood = core(
+            &sandbox,
+            r#"(module
+                (import "wasi_snapshot_preview1" "fd_write"
+                  (func $fd_write (param i32 i32 i32 i32) (result i32)))
+                (memory (export "memory") 17)
+                (func (export "_start") (local $i i32)
+                  (i32.store (i32.const 0) (i32.const 65536))
+                  (i32.store (i32.const 4) (i32.const 1048576))
+                  (loop $more
+                    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br_if $more (i32.lt_u (local.get $i) (i32.const 70))))))"#,
+        );
+        let e = sandbox
+            .run(
+                &flood,
+                "k",
+                "_start",
+                vec![Value::Nil, argv(&["flood"])],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.message.contains("wrote more than 64 MiB to stdout"),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn panic_message_is_extracted() {
