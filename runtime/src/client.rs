@@ -59,6 +59,9 @@ pub enum ClientError {
     /// A task failed.
     #[error("{}", .0.message)]
     Task(Box<TaskError>),
+    /// The future was cancelled.
+    #[error("{0} was cancelled")]
+    Cancelled(String),
     /// The key is not known to the scheduler.
     #[error("unknown key {0}: never submitted, or released")]
     UnknownKey(String),
@@ -517,7 +520,7 @@ impl Client {
         match outcome {
             Outcome::Finished(at) => self.fetch(key, &at).await,
             Outcome::Error(e) => Err(ClientError::Task(Box::new(e))),
-            Outcome::Cancelled => Err(ClientError::Invalid(format!("{key} was cancelled"))),
+            Outcome::Cancelled => Err(ClientError::Cancelled(key.to_string())),
             Outcome::Unknown => Err(ClientError::UnknownKey(key.to_string())),
         }
     }
@@ -555,7 +558,7 @@ impl Client {
             match (self.resolve(k, o).await, errors) {
                 (Ok(v), _) => out.push(v),
                 (Err(ClientError::Task(_)), Errors::Skip) => {}
-                (Err(ClientError::Invalid(m)), Errors::Skip) if m.ends_with("was cancelled") => {}
+                (Err(ClientError::Cancelled(_)), Errors::Skip) => {}
                 (Err(e), _) => return Err(e),
             }
         }
@@ -694,7 +697,7 @@ impl Future {
     pub async fn exception(&self) -> Result<Option<TaskError>, ClientError> {
         match self.result(None).await {
             Err(ClientError::Task(e)) => Ok(Some(*e)),
-            Err(ClientError::Invalid(m)) if m.ends_with("was cancelled") => Ok(None),
+            Err(ClientError::Cancelled(_)) => Ok(None),
             Err(e) => Err(e),
             Ok(_) => Ok(None),
         }

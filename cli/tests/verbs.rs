@@ -1,0 +1,217 @@
+//! End-to-end: the futures verbs beyond submit and gather — as-completed,
+//! cancel, retry, retries, scatter, who-has, workers, info, fire-and-forget,
+//! placement — with their exit codes and JSON output.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn status(c: &Cluster, key: &str) -> String {
+    c.ok(&["status", key]).rsplit('\t').next().unwrap().to_string()
+}
+
+fn wait_status(c: &Cluster, key: &str, want: &str) {
+    wait_until(Duration::from_secs(20), &format!("{key} to be {want}"), || status(c, key) == want);
+}
+
+#[test]
+fn as_completed_prints_keys_as_they_finish() {
+    let c = Cluster::start(2, 1);
+    let slow = c.submit("spin", &["500"]);
+    let fast = c.submit("inc", &["1"]);
+    let out = c.ok(&["as-completed", &slow, &fast]);
+    assert_eq!(out, format!("{fast}\n{slow}"));
+    let keys = c.run(&["map", tasks_wasm(), "inc"], "1\n2\n3\n");
+    let out = c.run(&["as-completed", "--with-results"], &stdout(&keys));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut results: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap().to_string())
+        .collect();
+    results.sort();
+    assert_eq!(results, vec!["2", "3", "4"]);
+    let out = c.run(&["as-completed", "--json"], &stdout(&keys));
+    let lines = json_lines(&stdout(&out));
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l["status"] == "finished" && l["result"].is_i64()));
+}
+
+#[test]
+fn as_completed_into_head_exits_quietly() {
+    let c = Cluster::start(1, 1);
+    let keys = c.run(&["map", tasks_wasm(), "inc"], &(1..=200).map(|i| format!("{i}\n")).collect::<String>());
+    let script = format!("{DTASK} as-completed --with-results | head -1");
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .env("DTASK_STATE_DIR", c.state.path())
+        .env("DTASK_SCHEDULER", &c.addr)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&keys.stdout).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out).lines().count(), 1);
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+#[test]
+fn cancel_interrupts_a_running_task_and_cancels_its_dependents() {
+    let c = Cluster::start(1, 1);
+    let long = c.submit("spin", &["60000"]);
+    let dep = c.submit("inc", &[&format!("@{long}")]);
+    wait_status(&c, &long, "processing");
+    let started = Instant::now();
+    c.ok(&["cancel", &long]);
+    assert_eq!(status(&c, &long), "cancelled");
+    assert_eq!(status(&c, &dep), "cancelled");
+    let out = c.run(&["gather", &dep], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    assert_eq!(c.run(&["wait", &long], "").status.code(), Some(1));
+    // The only slot is free again at once, not after the 60 s spin.
+    let next = c.submit("inc", &["41"]);
+    assert_eq!(c.ok(&["gather", &next]), "42");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+fn soon_ms(ms: u64) -> String {
+    (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + ms).to_string()
+}
+
+#[test]
+fn retries_and_retry_from_the_shell() {
+    let c = Cluster::start(1, 1);
+    let t = soon_ms(300);
+    let flaky = c.submit("fails-before", &[&t]);
+    let out = c.run(&["gather", &flaky], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not yet"), "{}", stderr(&out));
+    let reliable = c.ok(&["submit", "--retries", "1000", "--pure=false", tasks_wasm(), "fails-before", &t]);
+    assert_eq!(c.ok(&["gather", &reliable]), t);
+    c.ok(&["retry", &flaky]);
+    assert_eq!(c.ok(&["gather", &flaky]), t);
+    let out = c.run(&["retry", &reliable], "");
+    assert_eq!(out.status.code(), Some(2), "retrying a finished key is refused");
+}
+
+#[test]
+fn scatter_values_and_files_round_robin() {
+    let c = Cluster::start(2, 1);
+    let out = c.run(&["scatter", "--text"], "world");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = stdout(&out).trim().to_string();
+    let greet = c.submit("greet", &[&format!("@{key}")]);
+    assert_eq!(c.ok(&["gather", "-r", &greet]), "Hello, world!");
+
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("a.txt", "one two"), ("b.txt", "three")] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let a = dir.path().join("a.txt");
+    let b = dir.path().join("b.txt");
+    let keys = c.ok(&["scatter", "--text", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), 2);
+    let who = json_lines(&c.ok(&["who-has", "--json", keys[0], keys[1]]));
+    let w0 = who[0]["workers"][0].as_str().unwrap().to_string();
+    let w1 = who[1]["workers"][0].as_str().unwrap().to_string();
+    assert_ne!(w0, w1, "round-robin over both workers");
+    assert_eq!(c.ok(&["gather", "-r", keys[1]]), "three");
+
+    let all = c.run(&["scatter", "--broadcast", "--json"], "[1, 2, 3]");
+    let all = stdout(&all).trim().to_string();
+    let who = c.ok(&["who-has", &all]);
+    assert_eq!(who.split('\t').count(), 3, "key and two workers: {who}");
+    let total = c.submit("total", &[&format!("@{all}")]);
+    assert_eq!(c.ok(&["gather", &total]), "6");
+}
+
+#[test]
+fn release_frees_the_data_on_the_worker() {
+    let c = Cluster::start(1, 1);
+    let big = c.submit("repeat", &["x", "100000"]);
+    c.ok(&["wait", &big]);
+    let holding = |c: &Cluster| json_lines(&c.ok(&["workers", "--json"]))[0]["holding"].as_u64().unwrap();
+    assert!(holding(&c) >= 1);
+    c.ok(&["release", &big]);
+    wait_until(Duration::from_secs(10), "the worker to free it", || holding(&c) == 0);
+    assert_eq!(status(&c, &big), "unknown");
+}
+
+#[test]
+fn fire_and_forget_runs_although_nobody_holds_it() {
+    let c = Cluster::start(1, 1);
+    let key = c.ok(&["submit", "--fire-and-forget", tasks_wasm(), "spin", "300"]);
+    assert_eq!(status(&c, &key), "processing");
+    wait_status(&c, &key, "unknown");
+}
+
+#[test]
+fn gather_errors_skip() {
+    let c = Cluster::start(1, 1);
+    let ok = c.submit("inc", &["1"]);
+    let bad = c.submit("div", &["1", "0"]);
+    let out = c.run(&["gather", "--errors", "skip", &ok, &bad, &ok], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "2\n2\n");
+}
+
+#[test]
+fn placement_by_worker_and_by_resources() {
+    let c = Cluster::start(1, 1);
+    let mut gpu = Command::new(DTASK)
+        .args(["worker", "--resources", "GPU=1", "--scheduler", &c.addr])
+        .env("DTASK_STATE_DIR", c.state.path())
+        .env("DTASK_LOG", "warn")
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the GPU worker to join", || {
+        json_lines(&c.ok(&["workers", "--json"])).len() == 2
+    });
+    let workers = json_lines(&c.ok(&["workers", "--json"]));
+    let gpu_addr = workers
+        .iter()
+        .find(|w| w["resources"]["GPU"] == 1.0)
+        .expect("the GPU worker lists its resources")["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..4 {
+        let k = c.ok(&["submit", "--resources", "GPU=1", tasks_wasm(), "inc", &i.to_string()]);
+        c.ok(&["wait", &k]);
+        assert_eq!(c.ok(&["who-has", &k]), format!("{k}\t{gpu_addr}"));
+    }
+    let other = workers.iter().find(|w| w["address"] != gpu_addr.as_str()).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let k = c.ok(&["submit", "--workers", &other, tasks_wasm(), "inc", "100"]);
+    c.ok(&["wait", &k]);
+    assert_eq!(c.ok(&["who-has", &k]), format!("{k}\t{other}"));
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+    assert_eq!(info["workers"], 2);
+    assert_eq!(info["nthreads"], 2);
+    let _ = gpu.kill();
+    let _ = gpu.wait();
+}
+
+#[test]
+fn status_json_lines() {
+    let c = Cluster::start(1, 1);
+    let k = c.submit("inc", &["1"]);
+    c.ok(&["wait", &k]);
+    let lines = json_lines(&c.ok(&["status", "--json", &k, "nope-1"]));
+    assert_eq!(lines[0]["status"], "finished");
+    assert_eq!(lines[1]["status"], "unknown");
+}
