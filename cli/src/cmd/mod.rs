@@ -101,7 +101,7 @@ impl From<ClientError> for Failure {
             }
             ClientError::Task(t) => Failure::task(&t.origin, t),
             ClientError::Timeout(_) => Failure::new(4, e.to_string()),
-            ClientError::Data { .. } => Failure::new(1, e.to_string()),
+            ClientError::Data { .. } | ClientError::Cancelled(_) => Failure::new(1, e.to_string()),
             ClientError::Refused(_) | ClientError::UnknownKey(_) | ClientError::Invalid(_) => {
                 Failure::usage(e.to_string())
             }
