@@ -101,7 +101,12 @@ fn as_completed_yields_in_finishing_order_and_accepts_futures_while_iterating() 
 
         // Batches: everything already done comes in one batch; as a stream too.
         let futs = client
-            .map(&module, "inc", (100..110).map(|i| vec![value(i)]).collect(), &SubmitOptions::default())
+            .map(
+                &module,
+                "inc",
+                (100..110).map(|i| vec![value(i)]).collect(),
+                &SubmitOptions::default(),
+            )
             .await
             .unwrap();
         client.wait(&futs, false, None).await.unwrap();
@@ -146,12 +151,21 @@ fn scatter_round_robin_and_broadcast() {
             .await
             .unwrap();
         assert_eq!(holders.len(), 2);
-        assert_ne!(holders[0].1, holders[1].1, "one on each worker: {holders:?}");
+        assert_ne!(
+            holders[0].1, holders[1].1,
+            "one on each worker: {holders:?}"
+        );
         let sum = submit(&client, &module, "add", vec![data[0].arg(), data[1].arg()]).await;
         assert_eq!(sum.result(None).await.unwrap(), Value::from(30));
 
-        let everywhere = client.scatter(vec![Value::from("x")], true, vec![]).await.unwrap();
-        let holders = client.who_has(vec![everywhere[0].key().to_string()]).await.unwrap();
+        let everywhere = client
+            .scatter(vec![Value::from("x")], true, vec![])
+            .await
+            .unwrap();
+        let holders = client
+            .who_has(vec![everywhere[0].key().to_string()])
+            .await
+            .unwrap();
         assert_eq!(holders[0].1.len(), 2);
         assert_eq!(client.nthreads().await.unwrap().len(), 2);
     });
@@ -162,12 +176,21 @@ fn dropping_the_last_future_releases_and_frees_the_result() {
     let c = Cluster::start(1, 1);
     runtime().block_on(async {
         let (client, module) = connect(&c).await;
-        let big = submit(&client, &module, "repeat", vec![value("x"), value(100_000u32)]).await;
+        let big = submit(
+            &client,
+            &module,
+            "repeat",
+            vec![value("x"), value(100_000u32)],
+        )
+        .await;
         big.result(None).await.unwrap();
         let key = big.key().to_string();
         let copy = big.clone();
         drop(big);
-        assert_eq!(client.status(vec![key.clone()]).await.unwrap()[0].1, Some(TaskState::Finished));
+        assert_eq!(
+            client.status(vec![key.clone()]).await.unwrap()[0].1,
+            Some(TaskState::Finished)
+        );
         copy.release();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -176,7 +199,10 @@ fn dropping_the_last_future_releases_and_frees_the_result() {
             if st.is_none() && workers[0].holding == 0 {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "not freed: {st:?} {workers:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not freed: {st:?} {workers:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
@@ -192,10 +218,16 @@ fn fire_and_forget_runs_to_completion_with_no_holder() {
         client.fire_and_forget(vec![key.clone()]).unwrap();
         drop(f);
         // Still known (running) although nobody holds it…
-        assert_eq!(client.status(vec![key.clone()]).await.unwrap()[0].1, Some(TaskState::Processing));
+        assert_eq!(
+            client.status(vec![key.clone()]).await.unwrap()[0].1,
+            Some(TaskState::Processing)
+        );
         // …and forgotten once done.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while client.status(vec![key.clone()]).await.unwrap()[0].1.is_some() {
+        while client.status(vec![key.clone()]).await.unwrap()[0]
+            .1
+            .is_some()
+        {
             assert!(std::time::Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -213,7 +245,10 @@ fn retries_make_a_flaky_task_succeed() {
             .as_millis() as u64
             + 300;
         let no_retries = submit(&client, &module, "fails-before", vec![value(soon)]).await;
-        assert!(matches!(no_retries.result(None).await, Err(ClientError::Task(_))));
+        assert!(matches!(
+            no_retries.result(None).await,
+            Err(ClientError::Task(_))
+        ));
         let opts = SubmitOptions {
             retries: 1000,
             pure: false,
@@ -225,7 +260,10 @@ fn retries_make_a_flaky_task_succeed() {
             .unwrap();
         assert_eq!(with_retries.result(None).await.unwrap(), Value::from(soon));
         // And `retry` reruns the erred one, which now succeeds.
-        client.retry(vec![no_retries.key().to_string()]).await.unwrap();
+        client
+            .retry(vec![no_retries.key().to_string()])
+            .await
+            .unwrap();
         assert_eq!(no_retries.result(None).await.unwrap(), Value::from(soon));
     });
 }

@@ -15,11 +15,19 @@ fn json_lines(s: &str) -> Vec<serde_json::Value> {
 }
 
 fn status(c: &Cluster, key: &str) -> String {
-    c.ok(&["status", key]).rsplit('\t').next().unwrap().to_string()
+    c.ok(&["status", key])
+        .rsplit('\t')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn wait_status(c: &Cluster, key: &str, want: &str) {
-    wait_until(Duration::from_secs(20), &format!("{key} to be {want}"), || status(c, key) == want);
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{key} to be {want}"),
+        || status(c, key) == want,
+    );
 }
 
 #[test]
@@ -41,13 +49,20 @@ fn as_completed_prints_keys_as_they_finish() {
     let out = c.run(&["as-completed", "--json"], &stdout(&keys));
     let lines = json_lines(&stdout(&out));
     assert_eq!(lines.len(), 3);
-    assert!(lines.iter().all(|l| l["status"] == "finished" && l["result"].is_i64()));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["status"] == "finished" && l["result"].is_i64())
+    );
 }
 
 #[test]
 fn as_completed_into_head_exits_quietly() {
     let c = Cluster::start(1, 1);
-    let keys = c.run(&["map", tasks_wasm(), "inc"], &(1..=200).map(|i| format!("{i}\n")).collect::<String>());
+    let keys = c.run(
+        &["map", tasks_wasm(), "inc"],
+        &(1..=200).map(|i| format!("{i}\n")).collect::<String>(),
+    );
     let script = format!("{DTASK} as-completed --with-results | head -1");
     let mut child = Command::new("sh")
         .args(["-c", &script])
@@ -86,7 +101,12 @@ fn cancel_interrupts_a_running_task_and_cancels_its_dependents() {
 }
 
 fn soon_ms(ms: u64) -> String {
-    (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + ms).to_string()
+    (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + ms)
+        .to_string()
 }
 
 #[test]
@@ -97,12 +117,24 @@ fn retries_and_retry_from_the_shell() {
     let out = c.run(&["gather", &flaky], "");
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not yet"), "{}", stderr(&out));
-    let reliable = c.ok(&["submit", "--retries", "1000", "--pure=false", tasks_wasm(), "fails-before", &t]);
+    let reliable = c.ok(&[
+        "submit",
+        "--retries",
+        "1000",
+        "--pure=false",
+        tasks_wasm(),
+        "fails-before",
+        &t,
+    ]);
     assert_eq!(c.ok(&["gather", &reliable]), t);
     c.ok(&["retry", &flaky]);
     assert_eq!(c.ok(&["gather", &flaky]), t);
     let out = c.run(&["retry", &reliable], "");
-    assert_eq!(out.status.code(), Some(2), "retrying a finished key is refused");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "retrying a finished key is refused"
+    );
 }
 
 #[test]
@@ -120,7 +152,12 @@ fn scatter_values_and_files_round_robin() {
     }
     let a = dir.path().join("a.txt");
     let b = dir.path().join("b.txt");
-    let keys = c.ok(&["scatter", "--text", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let keys = c.ok(&[
+        "scatter",
+        "--text",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
     let keys: Vec<&str> = keys.lines().collect();
     assert_eq!(keys.len(), 2);
     let who = json_lines(&c.ok(&["who-has", "--json", keys[0], keys[1]]));
@@ -142,10 +179,16 @@ fn release_frees_the_data_on_the_worker() {
     let c = Cluster::start(1, 1);
     let big = c.submit("repeat", &["x", "100000"]);
     c.ok(&["wait", &big]);
-    let holding = |c: &Cluster| json_lines(&c.ok(&["workers", "--json"]))[0]["holding"].as_u64().unwrap();
+    let holding = |c: &Cluster| {
+        json_lines(&c.ok(&["workers", "--json"]))[0]["holding"]
+            .as_u64()
+            .unwrap()
+    };
     assert!(holding(&c) >= 1);
     c.ok(&["release", &big]);
-    wait_until(Duration::from_secs(10), "the worker to free it", || holding(&c) == 0);
+    wait_until(Duration::from_secs(10), "the worker to free it", || {
+        holding(&c) == 0
+    });
     assert_eq!(status(&c, &big), "unknown");
 }
 
@@ -188,11 +231,21 @@ fn placement_by_worker_and_by_resources() {
         .unwrap()
         .to_string();
     for i in 0..4 {
-        let k = c.ok(&["submit", "--resources", "GPU=1", tasks_wasm(), "inc", &i.to_string()]);
+        let k = c.ok(&[
+            "submit",
+            "--resources",
+            "GPU=1",
+            tasks_wasm(),
+            "inc",
+            &i.to_string(),
+        ]);
         c.ok(&["wait", &k]);
         assert_eq!(c.ok(&["who-has", &k]), format!("{k}\t{gpu_addr}"));
     }
-    let other = workers.iter().find(|w| w["address"] != gpu_addr.as_str()).unwrap()["address"]
+    let other = workers
+        .iter()
+        .find(|w| w["address"] != gpu_addr.as_str())
+        .unwrap()["address"]
         .as_str()
         .unwrap()
         .to_string();
@@ -214,4 +267,52 @@ fn status_json_lines() {
     let lines = json_lines(&c.ok(&["status", "--json", &k, "nope-1"]));
     assert_eq!(lines[0]["status"], "finished");
     assert_eq!(lines[1]["status"], "unknown");
+}
+
+#[test]
+fn progress_bars_on_a_terminal_never_in_a_pipe() {
+    let c = Cluster::start(1, 1);
+    // script(1) runs the command on a pseudo-terminal and copies what it
+    // shows to its own stdout.
+    let slow = c.submit("spin", &["1500"]);
+    let out = Command::new("script")
+        .args(["-qec", &format!("{DTASK} wait {slow}"), "/dev/null"])
+        .env("DTASK_STATE_DIR", c.state.path())
+        .env("DTASK_SCHEDULER", &c.addr)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let screen = stdout(&out);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("wait") && screen.contains("0/1"),
+        "no progress bar on the terminal: {screen:?}"
+    );
+
+    let slow = c.submit("spin", &["1000"]);
+    let out = c.run(&["wait", &slow], "");
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).is_empty() && stdout(&out).is_empty(),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn gather_json_lines_carry_status_and_result_or_error() {
+    let c = Cluster::start(1, 1);
+    let ok = c.submit("greet", &["you"]);
+    let bad = c.submit("div", &["1", "0"]);
+    let out = c.run(&["gather", "--json", "--errors", "skip", &ok, &bad], "");
+    let lines = json_lines(&stdout(&out));
+    assert_eq!(lines[0]["result"], "Hello, you!");
+    assert_eq!(lines[0]["status"], "finished");
+    assert_eq!(lines[1]["status"], "error");
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("division by zero")
+    );
 }

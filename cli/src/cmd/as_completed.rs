@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 /// `dtask map … | dtask as-completed` starts printing before map is done).
 /// Exit status 1 if any task failed.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  seq 100 | dtask map tasks.wasm inc | dtask as-completed --with-results\n  dtask as-completed $(cat keys) | head -1")]
+#[command(
+    after_help = "Examples:\n  seq 100 | dtask map tasks.wasm inc | dtask as-completed --with-results\n  dtask as-completed $(cat keys) | head -1"
+)]
 pub struct Args {
     /// Print `KEY<TAB>RESULT` (result as JSON, or raw with -r).
     #[arg(long)]
@@ -53,10 +55,12 @@ pub async fn run(global: &Global, mut a: Args) -> Result<(), Failure> {
     let mut keys_open = true;
     let mut failed = 0usize;
     let mut out = std::io::stdout().lock();
+    let progress = super::progress::Progress::new("as-completed", 0);
     while keys_open || !waiting.is_empty() {
         tokio::select! {
             k = key_rx.recv(), if keys_open => match k {
                 Some(k) => {
+                    progress.add_total(1);
                     let n = waiting.entry(k.clone()).or_insert(0);
                     *n += 1;
                     if *n == 1 {
@@ -76,22 +80,34 @@ pub async fn run(global: &Global, mut a: Args) -> Result<(), Failure> {
                     failed += times;
                 }
                 let line = line(&client, &key, outcome, &a).await;
+                progress.inc(times as u64);
                 for _ in 0..times {
-                    out.write_all(&line)
-                        .and_then(|()| out.write_all(b"\n"))
-                        .and_then(|()| out.flush())
+                    progress
+                        .suspend(|| {
+                            out.write_all(&line)
+                                .and_then(|()| out.write_all(b"\n"))
+                                .and_then(|()| out.flush())
+                        })
                         .map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
                 }
             }
         }
     }
     if failed > 0 {
-        return Err(Failure::new(1, format!("{failed} task(s) failed or were cancelled")));
+        return Err(Failure::new(
+            1,
+            format!("{failed} task(s) failed or were cancelled"),
+        ));
     }
     Ok(())
 }
 
-async fn line(client: &dtask_runtime::client::Client, key: &str, outcome: Outcome, a: &Args) -> Vec<u8> {
+async fn line(
+    client: &dtask_runtime::client::Client,
+    key: &str,
+    outcome: Outcome,
+    a: &Args,
+) -> Vec<u8> {
     let status = match &outcome {
         Outcome::Finished(_) => "finished",
         Outcome::Error(_) => "error",

@@ -19,6 +19,9 @@ pub struct Args {
     /// Print strings and bytes raw instead of as JSON.
     #[arg(short, long)]
     raw: bool,
+    /// One JSON object per line: key, status, and result or error.
+    #[arg(long, conflicts_with = "raw")]
+    json: bool,
     /// On a failed task: `raise` stops with its error (exit 1); `skip`
     /// leaves it out and goes on.
     #[arg(long, value_enum, default_value = "raise")]
@@ -63,6 +66,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut keys_open = true;
     let mut skipped = 0usize;
+    let progress = super::progress::Progress::new("gather", 0);
     loop {
         // Print everything at the front of the order that has arrived.
         while let Some(front) = order.front() {
@@ -76,11 +80,38 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 *left -= 1;
                 outcome.clone()
             };
+            progress.inc(1);
             match client.resolve(&key, outcome).await {
                 Ok(v) => {
-                    out.write_all(&render(&v, a.raw))
-                        .and_then(|()| out.write_all(b"\n"))
+                    let line = if a.json {
+                        let mut l = serde_json::json!({"key": key, "status": "finished", "result": dtask_runtime::value::value_to_json(&v)}).to_string().into_bytes();
+                        l.push(b'\n');
+                        l
+                    } else {
+                        let mut l = render(&v, a.raw);
+                        l.push(b'\n');
+                        l
+                    };
+                    progress
+                        .suspend(|| out.write_all(&line))
                         .map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+                }
+                Err(e) if a.json => {
+                    let status = if matches!(e, dtask_runtime::client::ClientError::Cancelled(_)) {
+                        "cancelled"
+                    } else {
+                        "error"
+                    };
+                    let l =
+                        serde_json::json!({"key": key, "status": status, "error": e.to_string()})
+                            .to_string();
+                    progress
+                        .suspend(|| writeln!(out, "{l}"))
+                        .map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+                    if matches!(a.errors, Errors::Raise) {
+                        let _ = out.flush();
+                        return Err(e.into());
+                    }
                 }
                 Err(e) => match a.errors {
                     Errors::Skip => skipped += 1,
@@ -94,7 +125,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 },
             }
         }
-        let _ = out.flush();
+        let _ = progress.suspend(|| out.flush());
         if !keys_open && order.is_empty() {
             break;
         }
@@ -105,6 +136,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                     while let Ok(k) = key_rx.try_recv() {
                         batch.push(k);
                     }
+                    progress.add_total(batch.len() as u64);
                     let mut fresh = Vec::new();
                     for k in batch {
                         order.push_back(k.clone());

@@ -60,6 +60,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     });
 
     let mut acks = FuturesOrdered::new();
+    let progress = super::progress::Progress::new("map", 0);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut lineno = 0usize;
     let mut input_open = true;
@@ -84,6 +85,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 if batch.is_empty() {
                     continue;
                 }
+                progress.add_total(batch.len() as u64);
                 let keys: Vec<String> = batch.iter().map(|s| s.key.clone()).collect();
                 let ack = client.submit_specs(batch).await?;
                 acks.push_back(async move { ack.await.map(|()| keys) });
@@ -94,10 +96,15 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                     client.fire_and_forget(done.clone())?;
                     client.release(done.clone())?;
                 }
-                for key in done {
-                    writeln!(out, "{key}").map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
-                }
-                out.flush().map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+                progress.inc(done.len() as u64);
+                progress
+                    .suspend(|| {
+                        for key in done {
+                            writeln!(out, "{key}")?;
+                        }
+                        out.flush()
+                    })
+                    .map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
             }
         }
     }

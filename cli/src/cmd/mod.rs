@@ -8,6 +8,7 @@ pub mod gather;
 pub mod info;
 pub mod inspect;
 pub mod map;
+pub mod progress;
 pub mod release;
 pub mod retry;
 pub mod scatter;

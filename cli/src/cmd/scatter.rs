@@ -12,7 +12,9 @@ use std::path::PathBuf;
 /// Values are bytes, or with --json parsed JSON (`{"$bytes": …}` for bytes),
 /// or with --text UTF-8 strings.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  echo hello | dtask scatter --text\n  dtask scatter --text books/*.txt     # one key per file\n  dtask scatter --broadcast --json < model.json")]
+#[command(
+    after_help = "Examples:\n  echo hello | dtask scatter --text\n  dtask scatter --text books/*.txt     # one key per file\n  dtask scatter --broadcast --json < model.json"
+)]
 pub struct Args {
     /// Parse each value as JSON.
     #[arg(long, conflicts_with = "text")]
@@ -40,7 +42,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         raw.push(("stdin".into(), b));
     } else {
         for f in &a.files {
-            let b = std::fs::read(f).map_err(|e| Failure::usage(format!("cannot read {}: {e}", f.display())))?;
+            let b = std::fs::read(f)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", f.display())))?;
             raw.push((f.display().to_string(), b));
         }
     }
@@ -51,7 +54,10 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 .map_err(|e| Failure::usage(format!("{name} is not JSON: {e}")))?;
             value::untyped_json_to_value(&j)
         } else if a.text {
-            Value::from(String::from_utf8(bytes).map_err(|_| Failure::usage(format!("{name} is not UTF-8 text")))?)
+            Value::from(
+                String::from_utf8(bytes)
+                    .map_err(|_| Failure::usage(format!("{name} is not UTF-8 text")))?,
+            )
         } else {
             Value::Binary(bytes)
         });

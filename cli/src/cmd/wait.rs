@@ -31,6 +31,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen = HashSet::new();
     let mut failure: Option<Failure> = None;
+    let progress =
+        super::progress::Progress::new("wait", if a.first { 1 } else { wanted.len() as u64 });
     while seen.len() < wanted.len() {
         let next = match deadline {
             Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
@@ -63,6 +65,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
             }
         }
         seen.insert(key);
+        progress.inc(1);
         if a.first {
             break;
         }

@@ -23,7 +23,10 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         let line = if a.json {
             serde_json::json!({"key": key, "workers": addrs}).to_string()
         } else {
-            std::iter::once(key).chain(addrs).collect::<Vec<_>>().join("\t")
+            std::iter::once(key)
+                .chain(addrs)
+                .collect::<Vec<_>>()
+                .join("\t")
         };
         writeln!(out, "{line}").map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
     }

@@ -17,7 +17,11 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let client = connect(global, false).await?;
     let mut out = std::io::stdout().lock();
     for w in client.workers().await? {
-        let resources: Vec<String> = w.resources.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let resources: Vec<String> = w
+            .resources
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
         let line = if a.json {
             serde_json::json!({
                 "id": w.id, "name": w.name, "address": w.address, "nthreads": w.nthreads,
@@ -28,7 +32,13 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         } else {
             format!(
                 "{}\t{}\tnthreads={}\tprocessing={}\tholding={}\tnbytes={}\t{}",
-                w.id, w.address, w.nthreads, w.processing, w.holding, w.nbytes, resources.join(",")
+                w.id,
+                w.address,
+                w.nthreads,
+                w.processing,
+                w.holding,
+                w.nbytes,
+                resources.join(",")
             )
         };
         writeln!(out, "{line}").map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;

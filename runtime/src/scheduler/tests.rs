@@ -372,7 +372,9 @@ fn resourced(id: u64, resources: Vec<(String, f64)>) -> Event {
 fn cancelled_runs(cmds: &[Command]) -> Vec<(u64, String)> {
     cmds.iter()
         .flat_map(|c| match c {
-            Command::CancelRun { worker, keys } => keys.iter().map(|k| (*worker, k.clone())).collect(),
+            Command::CancelRun { worker, keys } => {
+                keys.iter().map(|k| (*worker, k.clone())).collect()
+            }
             _ => vec![],
         })
         .collect()
@@ -394,7 +396,9 @@ fn cancel_interrupts_running_task_and_cancels_pending_dependents() {
     assert_eq!(cancelled_runs(&cmds), vec![(10, "a".to_string())]);
     assert_eq!(s.state("a"), Some(TaskState::Cancelled));
     assert_eq!(s.state("b"), Some(TaskState::Cancelled));
-    assert!(cmds.iter().any(|c| matches!(c, Command::Done { key, outcome: Outcome::Cancelled, .. } if key == "b")));
+    assert!(cmds.iter().any(
+        |c| matches!(c, Command::Done { key, outcome: Outcome::Cancelled, .. } if key == "b")
+    ));
     // A late report from the interrupted run changes nothing.
     finish(&mut s, 10, "a", small(1));
     assert_eq!(s.state("a"), Some(TaskState::Cancelled));
@@ -494,7 +498,9 @@ fn fire_and_forget_keys_run_unheld_and_are_forgotten_when_done() {
 #[test]
 fn scatter_places_values_round_robin_and_answers_once_stored() {
     let mut s = setup(&[(10, 1), (20, 1)]);
-    let values: Vec<(String, Bytes)> = (0..4).map(|i| (format!("d{i}"), Bytes::from(vec![i]))).collect();
+    let values: Vec<(String, Bytes)> = (0..4)
+        .map(|i| (format!("d{i}"), Bytes::from(vec![i])))
+        .collect();
     let cmds = s.handle(Event::Scatter {
         client: 1,
         id: 9,
@@ -514,7 +520,16 @@ fn scatter_places_values_round_robin_and_answers_once_stored() {
     for c in cmds {
         if let Command::Store { worker, values } = c {
             for (k, b) in values {
-                let out = finish(&mut s, worker, &k, Located { inline: Some(b), who_has: vec![], nbytes: 1 });
+                let out = finish(
+                    &mut s,
+                    worker,
+                    &k,
+                    Located {
+                        inline: Some(b),
+                        who_has: vec![],
+                        nbytes: 1,
+                    },
+                );
                 answered |= out.contains(&Command::Scattered { client: 1, id: 9 });
             }
         }
@@ -568,7 +583,11 @@ fn resources_limit_how_many_tasks_a_worker_holds_at_once() {
         t
     };
     let cmds = submit(&mut s, vec![gpu_task("g1"), gpu_task("g2")]);
-    assert_eq!(runs(&cmds), vec![(10, "g1".to_string())], "one GPU, one task");
+    assert_eq!(
+        runs(&cmds),
+        vec![(10, "g1".to_string())],
+        "one GPU, one task"
+    );
     let cmds = finish(&mut s, 10, "g1", small(1));
     assert_eq!(runs(&cmds), vec![(10, "g2".to_string())]);
 }

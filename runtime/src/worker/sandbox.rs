@@ -15,22 +15,27 @@
 use crate::module::{COMMAND_FUNCTION, Code, CompiledModule, Entry, ModuleKind, engine_config};
 use crate::protocol::{ErrorKind, TaskError};
 use crate::value::{self, Value};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWrite;
 use wasmtime::component::{InstancePre, Linker, ResourceTable, Val};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap, UpdateDeadline,
 };
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How often the epoch advances.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// Most bytes of a guest's stderr kept for its error report.
+/// Most bytes of a guest's stderr kept for its error report (the last ones).
 const STDERR_CAP: usize = 64 * 1024;
 
 /// Most bytes a command may write to stdout (its result).
@@ -224,7 +229,7 @@ impl Sandbox {
             })
             .collect::<Result<Vec<Val>, _>>()?;
 
-        let stderr = MemoryOutputPipe::new(STDERR_CAP);
+        let stderr = Stderr::default();
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
         let mut store = self.store(self.host(wasi, key), timeout);
 
@@ -247,10 +252,7 @@ impl Sandbox {
                 [one] => value::val_to_value(one),
                 many => Value::Array(many.iter().map(value::val_to_value).collect()),
             }),
-            Err(e) => {
-                let captured = String::from_utf8_lossy(&stderr.contents()).into_owned();
-                Err(classify(e, captured, key, timeout))
-            }
+            Err(e) => Err(classify(e, stderr.text(), key, timeout)),
         }
     }
 
@@ -268,7 +270,7 @@ impl Sandbox {
         // One byte past the cap tells a full pipe from output of exactly
         // the cap.
         let stdout = MemoryOutputPipe::new(STDOUT_CAP + 1);
-        let stderr = MemoryOutputPipe::new(STDERR_CAP);
+        let stderr = Stderr::default();
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdin(MemoryInputPipe::new(stdin))
             .stdout(stdout.clone())
@@ -311,7 +313,7 @@ impl Sandbox {
             Some(I32Exit(code)) => Ok(*code),
             None => Err(e),
         });
-        let captured = || String::from_utf8_lossy(&stderr.contents()).into_owned();
+        let captured = || stderr.text();
         let out = stdout.contents();
         if out.len() > STDOUT_CAP {
             return Err(TaskError {
@@ -374,6 +376,100 @@ impl Sandbox {
             }
         });
         store
+    }
+}
+
+/// A guest's stderr: keeps the last [`STDERR_CAP`] bytes for its error
+/// report (where a failing program says why) and drops what came before, so
+/// a chatty program never sees a write fail.
+#[derive(Clone, Default)]
+struct Stderr(Arc<Mutex<Vec<u8>>>);
+
+/// What starts a guest's stderr report when earlier output was dropped.
+const STDERR_DROPPED: &str = "[… earlier output dropped]\n";
+
+impl Stderr {
+    fn push(&self, bytes: &[u8]) {
+        let mut kept = self.0.lock().expect("stderr lock");
+        kept.extend_from_slice(bytes);
+        // Dropping only past twice the cap keeps the copying amortised.
+        if kept.len() > 2 * STDERR_CAP {
+            let excess = kept.len() - STDERR_CAP;
+            kept.drain(..excess);
+        }
+    }
+
+    fn text(&self) -> String {
+        let kept = self.0.lock().expect("stderr lock");
+        match kept.len().checked_sub(STDERR_CAP) {
+            Some(excess) if excess > 0 => {
+                let tail = String::from_utf8_lossy(&kept[excess..]);
+                format!("{STDERR_DROPPED}{tail}")
+            }
+            _ => String::from_utf8_lossy(&kept).into_owned(),
+        }
+    }
+}
+
+impl IsTerminal for Stderr {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Stderr {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for Stderr {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(STDERR_CAP)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Stderr {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for Stderr {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -663,6 +759,46 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Trap, "{e:?}");
         assert!(e.message.contains("unreachable"), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_chatty_stderr_never_fails_a_write_and_its_end_is_kept() {
+        let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+        // Writes 100 times 1 KiB of "x" to stderr, exits 9 if a write
+        // fails and 1 otherwise.
+        let chatty = core(
+            &sandbox,
+            r#"(module
+                (import "wasi_snapshot_preview1" "fd_write"
+                  (func $fd_write (param i32 i32 i32 i32) (result i32)))
+                (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+                (memory (export "memory") 1)
+                (func (export "_start") (local $i i32)
+                  (memory.fill (i32.const 1024) (i32.const 120) (i32.const 1024))
+                  (loop $more
+                    (i32.store (i32.const 0) (i32.const 1024))
+                    (i32.store (i32.const 4) (i32.const 1024))
+                    (if (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8))
+                      (then (call $proc_exit (i32.const 9))))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br_if $more (i32.lt_u (local.get $i) (i32.const 100))))
+                  (call $proc_exit (i32.const 1))))"#,
+        );
+        let e = sandbox
+            .run(
+                &chatty,
+                "k",
+                "_start",
+                vec![Value::Nil, argv(&["chatty"])],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.message, "task k exited with status 1");
+        assert_eq!(
+            e.stderr,
+            format!("{STDERR_DROPPED}{}", "x".repeat(STDERR_CAP))
+        );
     }
 
     #[tokio::test]
