@@ -48,6 +48,7 @@ enum Command {
     WhoHas(cmd::who_has::Args),
     Workers(cmd::workers::Args),
     Info(cmd::info::Args),
+    Config(cmd::show_config::Args),
     Inspect(cmd::inspect::Args),
     Shutdown(cmd::shutdown::Args),
     Scheduler(cmd::scheduler::Args),
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
         Command::Worker(a) => cmd::worker::run(&global, a),
         Command::Cluster(a) => cmd::cluster::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Config(a) => cmd::show_config::run(&global, a),
         other => client_runtime().and_then(|rt| {
             rt.block_on(async move {
                 match other {

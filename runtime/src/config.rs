@@ -90,6 +90,20 @@ pub fn server_token() -> Result<String, String> {
 }
 
 /// The contents of a `dtask.toml`.
+///
+/// ```toml
+/// scheduler = "10.0.0.5:8786"
+/// token-file = "/etc/dtask/token"
+///
+/// [worker]            # defaults for `dtask worker` (flags override)
+/// nthreads = 4
+/// memory-limit-mib = 512
+/// resources = { GPU = 1 }
+///
+/// [task]              # defaults for `dtask submit` and `dtask map`
+/// timeout = "10m"
+/// retries = 2
+/// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
@@ -97,6 +111,44 @@ pub struct FileConfig {
     pub scheduler: Option<String>,
     /// File holding the cluster token.
     pub token_file: Option<PathBuf>,
+    /// Worker defaults.
+    #[serde(default)]
+    pub worker: WorkerDefaults,
+    /// Task defaults.
+    #[serde(default)]
+    pub task: TaskDefaults,
+}
+
+/// `[worker]` in `dtask.toml`.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WorkerDefaults {
+    /// Execution slots.
+    pub nthreads: Option<u32>,
+    /// Largest memory one task may use, in MiB.
+    pub memory_limit_mib: Option<usize>,
+    /// Abstract resources offered.
+    pub resources: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+/// `[task]` in `dtask.toml`.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TaskDefaults {
+    /// Wall-clock limit per run, e.g. `"30s"`.
+    pub timeout: Option<String>,
+    /// Retries after an error.
+    pub retries: Option<u32>,
+}
+
+/// The first config file that exists, with its path.
+pub fn file_config() -> Result<Option<(PathBuf, FileConfig)>, String> {
+    for path in config_files() {
+        if let Some(c) = load_file(&path)? {
+            return Ok(Some((path, c)));
+        }
+    }
+    Ok(None)
 }
 
 /// A scheduler to talk to, and where that choice came from.
@@ -119,7 +171,8 @@ pub enum Resolved {
     LocalDefault,
 }
 
-fn config_files() -> Vec<PathBuf> {
+/// Where config files are looked for, in order.
+pub fn config_files() -> Vec<PathBuf> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
@@ -136,34 +189,28 @@ fn load_file(path: &Path) -> Result<Option<FileConfig>, String> {
     }
 }
 
-/// Finds the scheduler to use, per the order in the module docs.
-pub fn resolve(explicit: Option<&str>) -> Result<Resolved, String> {
-    let mut file_cfg = None;
-    for path in config_files() {
-        if let Some(c) = load_file(&path)? {
-            file_cfg = Some((path, c));
-            break;
-        }
+/// The configured scheduler address and where it came from, if any
+/// (`None`: use the local default).
+pub fn resolve_address(explicit: Option<&str>) -> Result<Option<(String, String)>, String> {
+    if let Some(a) = explicit {
+        return Ok(Some((a.to_string(), "--scheduler".to_string())));
     }
-    let (address, source) = if let Some(a) = explicit {
-        (a.to_string(), "--scheduler".to_string())
-    } else if let Some(a) = std::env::var("DTASK_SCHEDULER")
+    if let Some(a) = std::env::var("DTASK_SCHEDULER")
         .ok()
         .filter(|a| !a.is_empty())
     {
-        (a, "DTASK_SCHEDULER".to_string())
-    } else if let Some((
-        path,
-        FileConfig {
-            scheduler: Some(a), ..
-        },
-    )) = &file_cfg
-    {
-        (a.clone(), path.display().to_string())
-    } else {
+        return Ok(Some((a, "DTASK_SCHEDULER".to_string())));
+    }
+    Ok(file_config()?.and_then(|(path, c)| c.scheduler.map(|a| (a, path.display().to_string()))))
+}
+
+/// Finds the scheduler to use, per the order in the module docs.
+pub fn resolve(explicit: Option<&str>) -> Result<Resolved, String> {
+    let Some((address, source)) = resolve_address(explicit)? else {
         return Ok(Resolved::LocalDefault);
     };
-    let token = client_token(file_cfg.as_ref().and_then(|(_, c)| c.token_file.as_deref()))?;
+    let token_file = file_config()?.and_then(|(_, c)| c.token_file);
+    let token = client_token(token_file.as_deref())?;
     Ok(Resolved::Configured(Endpoint {
         address,
         token,

@@ -13,6 +13,7 @@ pub mod release;
 pub mod retry;
 pub mod scatter;
 pub mod scheduler;
+pub mod show_config;
 pub mod shutdown;
 pub mod status;
 pub mod submit;

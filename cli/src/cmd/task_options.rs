@@ -16,12 +16,14 @@ pub struct TaskOptions {
     /// Higher runs earlier among ready tasks.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
-    /// Wall-clock limit of one run, e.g. `30s`; past it the task errs.
+    /// Wall-clock limit of one run, e.g. `30s`; past it the task errs
+    /// [default: none, or `task.timeout` in dtask.toml].
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Run again up to N times when the task errs.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub retries: u32,
+    /// Run again up to N times when the task errs [default: 0, or
+    /// `task.retries` in dtask.toml].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
     /// Run only on these workers (name, address or id; comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "WORKER")]
     pub workers: Vec<String>,
@@ -43,17 +45,29 @@ impl TaskOptions {
         if self.allow_other_workers && self.workers.is_empty() {
             return Err(Failure::usage("--allow-other-workers needs --workers"));
         }
+        let defaults = dtask_runtime::config::file_config()
+            .map_err(Failure::usage)?
+            .map(|(_, c)| c.task)
+            .unwrap_or_default();
+        let timeout = match (self.timeout, &defaults.timeout) {
+            (Some(t), _) => Some(t),
+            (None, Some(t)) => Some(
+                parse_duration(t)
+                    .map_err(|e| Failure::usage(format!("task.timeout in dtask.toml: {e}")))?,
+            ),
+            (None, None) => None,
+        };
         Ok(SubmitOptions {
             key,
             pure: self.pure,
             priority: self.priority,
-            timeout: self.timeout,
+            timeout,
             placement: Placement {
                 workers: self.workers.clone(),
                 allow_other_workers: self.allow_other_workers,
                 resources: self.resources.clone(),
             },
-            retries: self.retries,
+            retries: self.retries.or(defaults.retries).unwrap_or(0),
         })
     }
 }

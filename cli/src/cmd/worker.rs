@@ -9,15 +9,17 @@ use dtask_runtime::worker::{self, WorkerOptions};
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  dtask worker --scheduler 127.0.0.1:8786 --nthreads 4")]
 pub struct Args {
-    /// Execution slots (tasks computing at once).
-    #[arg(long, default_value_t = 1)]
-    pub nthreads: u32,
+    /// Execution slots (tasks computing at once) [default: 1, or
+    /// `worker.nthreads` in dtask.toml].
+    #[arg(long)]
+    pub nthreads: Option<u32>,
     /// Address to serve results to peers on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Largest memory one task may use, in MiB.
-    #[arg(long, default_value_t = 256)]
-    pub memory_limit_mib: usize,
+    /// Largest memory one task may use, in MiB [default: 256, or
+    /// `worker.memory-limit-mib` in dtask.toml].
+    #[arg(long)]
+    pub memory_limit_mib: Option<usize>,
     /// Abstract resources this worker offers, e.g. `GPU=2` (repeatable);
     /// tasks submitted with `--resources` run only where they fit.
     #[arg(long = "resources", value_parser = super::task_options::parse_resource, value_name = "NAME=AMOUNT")]
@@ -33,22 +35,36 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
             ));
         }
     };
-    if a.nthreads == 0 {
+    let defaults = config::file_config()
+        .map_err(Failure::usage)?
+        .map(|(_, c)| c.worker)
+        .unwrap_or_default();
+    let nthreads = a.nthreads.or(defaults.nthreads).unwrap_or(1);
+    let memory_limit_mib = a
+        .memory_limit_mib
+        .or(defaults.memory_limit_mib)
+        .unwrap_or(256);
+    let resources = if a.resources.is_empty() {
+        defaults.resources.unwrap_or_default().into_iter().collect()
+    } else {
+        a.resources
+    };
+    if nthreads == 0 {
         return Err(Failure::usage("--nthreads must be at least 1"));
     }
     let options = WorkerOptions {
         scheduler: endpoint.address,
         token: endpoint.token,
-        nthreads: a.nthreads,
+        nthreads,
         listen_host: a.host,
         cache_dir: Some(config::cache_dir()),
         limits: Limits {
-            memory: a.memory_limit_mib * 1024 * 1024,
+            memory: memory_limit_mib * 1024 * 1024,
         },
-        resources: a.resources,
+        resources,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.nthreads as usize + 1)
+        .worker_threads(nthreads as usize + 1)
         .enable_all()
         .build()
         .map_err(|e| Failure::new(2, e.to_string()))?;

@@ -1,0 +1,137 @@
+//! `dtask config`: the resolved configuration and where each value came
+//! from.
+
+use super::Failure;
+use dtask_runtime::config;
+
+/// Print the resolved configuration, one `name = value  # source` line
+/// each: scheduler, token, state directory, config file, worker and task
+/// defaults.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  DTASK_SCHEDULER=10.0.0.5:8786 dtask config")]
+pub struct Args {
+    /// One JSON object per line: name, value, source.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
+    let file = config::file_config().map_err(Failure::usage)?;
+    let file_name = file.as_ref().map(|(p, _)| p.display().to_string());
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let from_env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+
+    let state_source = if from_env("DTASK_STATE_DIR").is_some() {
+        "DTASK_STATE_DIR"
+    } else if from_env("XDG_STATE_HOME").is_some() {
+        "XDG_STATE_HOME"
+    } else {
+        "default"
+    };
+    rows.push((
+        "state-dir".into(),
+        config::state_dir().display().to_string(),
+        state_source.into(),
+    ));
+    rows.push((
+        "config-file".into(),
+        file_name.clone().unwrap_or_else(|| "none".into()),
+        format!(
+            "searched {}",
+            config::config_files()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ));
+    match config::resolve_address(global.scheduler.as_deref()).map_err(Failure::usage)? {
+        Some((address, source)) => rows.push(("scheduler".into(), address, source)),
+        None => rows.push((
+            "scheduler".into(),
+            dtask_runtime::local::read_record()
+                .map_or_else(|| "local default (not running)".into(), |r| r.address),
+            "local default cluster".into(),
+        )),
+    }
+    let token = if from_env("DTASK_TOKEN").is_some() {
+        ("(set)".to_string(), "DTASK_TOKEN".to_string())
+    } else if let Some(t) = file.as_ref().and_then(|(_, c)| c.token_file.clone()) {
+        (
+            t.display().to_string(),
+            file_name.clone().unwrap_or_default(),
+        )
+    } else {
+        (
+            config::state_dir().join("token").display().to_string(),
+            "default".into(),
+        )
+    };
+    rows.push(("token".into(), token.0, token.1));
+    rows.push((
+        "client".into(),
+        from_env("DTASK_CLIENT").unwrap_or_else(|| "default".into()),
+        if from_env("DTASK_CLIENT").is_some() {
+            "DTASK_CLIENT"
+        } else {
+            "default"
+        }
+        .into(),
+    ));
+    let src = |set: bool| {
+        if set {
+            file_name.clone().unwrap_or_default()
+        } else {
+            "default".to_string()
+        }
+    };
+    let (w, t) = file
+        .as_ref()
+        .map(|(_, c)| (c.worker.clone(), c.task.clone()))
+        .unwrap_or_default();
+    rows.push((
+        "worker.nthreads".into(),
+        w.nthreads.unwrap_or(1).to_string(),
+        src(w.nthreads.is_some()),
+    ));
+    rows.push((
+        "worker.memory-limit-mib".into(),
+        w.memory_limit_mib.unwrap_or(256).to_string(),
+        src(w.memory_limit_mib.is_some()),
+    ));
+    rows.push((
+        "worker.resources".into(),
+        w.resources
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default(),
+        src(w.resources.is_some()),
+    ));
+    rows.push((
+        "task.timeout".into(),
+        t.timeout.clone().unwrap_or_else(|| "none".into()),
+        src(t.timeout.is_some()),
+    ));
+    rows.push((
+        "task.retries".into(),
+        t.retries.unwrap_or(0).to_string(),
+        src(t.retries.is_some()),
+    ));
+
+    for (name, value, source) in rows {
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"name": name, "value": value, "source": source})
+            );
+        } else {
+            println!("{name} = {value}\t# {source}");
+        }
+    }
+    Ok(())
+}
