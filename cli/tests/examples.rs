@@ -31,3 +31,70 @@ fn quickstart_runs_on_the_embedded_default_and_stops_it() {
     // The script's exit trap shut the cluster down.
     assert!(!state.path().join("local.toml").exists());
 }
+
+fn run_example(c: &Cluster, script: &str, args: &[&str]) -> std::process::Output {
+    let path = format!("{}/../examples/{script}", env!("CARGO_MANIFEST_DIR"));
+    Command::new("bash")
+        .arg(path)
+        .args(args)
+        .env("DTASK", DTASK)
+        .env("TASKS_WASM", tasks_wasm())
+        .env("DTASK_STATE_DIR", c.state.path())
+        .env("DTASK_SCHEDULER", &c.addr)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn word_frequency_map_reduce_over_a_folder() {
+    let c = Cluster::start(2, 1);
+    let docs = tempfile::tempdir().unwrap();
+    let texts = [
+        "It was the best of times, it was the worst of times",
+        "It was the age of wisdom",
+        "it was the age of foolishness",
+        "The end",
+        "Of course",
+    ];
+    for (i, t) in texts.iter().enumerate() {
+        std::fs::write(docs.path().join(format!("{i}.txt")), t).unwrap();
+    }
+    let out = run_example(
+        &c,
+        "word-frequency.sh",
+        &[docs.path().to_str().unwrap(), "3"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let top: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(top, serde_json::json!([["of", 5], ["the", 5], ["it", 4]]));
+}
+
+#[test]
+fn monte_carlo_stops_early_and_cancels_the_rest() {
+    let c = Cluster::start(2, 1);
+    let out = run_example(&c, "monte-carlo-pi.sh", &["400", "200000", "1000000"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    let pi: f64 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no estimate in {line:?}"));
+    assert!((pi - std::f64::consts::PI).abs() < 0.01, "{line}");
+    // Everything was cancelled or released: no work is left behind.
+    let workers = c.ok(&["workers", "--json"]);
+    for w in workers.lines() {
+        let w: serde_json::Value = serde_json::from_str(w).unwrap();
+        assert_eq!(w["processing"], 0, "{workers}");
+    }
+}
+
+#[test]
+fn flaky_task_made_reliable_with_retries() {
+    let c = Cluster::start(1, 1);
+    let out = run_example(&c, "flaky-retries.sh", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let o = stdout(&out);
+    assert!(o.contains("without retries: error"), "{o}");
+    assert!(o.contains("with --retries 100: "), "{o}");
+}

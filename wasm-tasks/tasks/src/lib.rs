@@ -113,6 +113,48 @@ impl Guest for Tasks {
         worker::current_key()
     }
 
+    fn word_count(text: String) -> Vec<(String, u32)> {
+        let mut counts = std::collections::BTreeMap::new();
+        for word in text
+            .split(|c: char| !c.is_alphabetic())
+            .filter(|w| !w.is_empty())
+        {
+            *counts.entry(word.to_lowercase()).or_insert(0u32) += 1;
+        }
+        counts.into_iter().collect()
+    }
+
+    fn merge_counts(a: Vec<(String, u32)>, b: Vec<(String, u32)>) -> Vec<(String, u32)> {
+        let mut counts: std::collections::BTreeMap<String, u32> = a.into_iter().collect();
+        for (w, n) in b {
+            *counts.entry(w).or_insert(0) += n;
+        }
+        counts.into_iter().collect()
+    }
+
+    fn top_words(mut counts: Vec<(String, u32)>, n: u32) -> Vec<(String, u32)> {
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        counts.truncate(n as usize);
+        counts
+    }
+
+    fn pi_hits(seed: u64, n: u32) -> u32 {
+        // xorshift64*: small, deterministic per seed.
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        (0..n)
+            .filter(|_| {
+                let (a, b) = (next(), next());
+                a * a + b * b <= 1.0
+            })
+            .count() as u32
+    }
+
     fn fails_before(unix_ms: u64) -> u64 {
         Self::spin(20);
         let now = std::time::SystemTime::now()
