@@ -267,3 +267,37 @@ fn retries_make_a_flaky_task_succeed() {
         assert_eq!(no_retries.result(None).await.unwrap(), Value::from(soon));
     });
 }
+
+#[path = "../../examples/rust/pi.rs"]
+mod pi_example;
+
+#[test]
+fn the_rust_pi_example_estimates_pi_and_stops_early() {
+    let c = Cluster::start(2, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let (pi, points) = pi_example::estimate(&client, &module, 400, 100_000, 1_000_000)
+            .await
+            .unwrap();
+        assert!((pi - std::f64::consts::PI).abs() < 0.01, "{pi}");
+        assert_eq!(points, 1_000_000);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let busy: usize = client
+                .workers()
+                .await
+                .unwrap()
+                .iter()
+                .map(|w| w.processing)
+                .sum();
+            if busy == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rest was not cancelled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}

@@ -198,6 +198,25 @@ impl Client {
         Ok(Self { inner })
     }
 
+    /// Connects the way the CLI does: `DTASK_SCHEDULER`, `dtask.toml`, or
+    /// else the local default cluster, started in the background if none
+    /// is running (like Dask's `Client()` with no address).
+    pub async fn from_env(name: Option<String>) -> Result<Self, ClientError> {
+        let endpoint = match crate::config::resolve(None).map_err(ClientError::Invalid)? {
+            crate::config::Resolved::Configured(e) => e,
+            crate::config::Resolved::LocalDefault => {
+                let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+                crate::local::ensure(workers)
+                    .await
+                    .map_err(|reason| ClientError::Connect {
+                        addr: "the local default cluster".into(),
+                        reason,
+                    })?
+            }
+        };
+        Self::connect(&endpoint.address, &endpoint.token, name).await
+    }
+
     async fn request(
         &self,
         make: impl FnOnce(u64) -> ToScheduler,
