@@ -168,6 +168,14 @@ fn scatter_round_robin_and_broadcast() {
             .unwrap();
         assert_eq!(holders[0].1.len(), 2);
         assert_eq!(client.nthreads().await.unwrap().len(), 2);
+        let has_what = client.has_what().await.unwrap();
+        assert_eq!(has_what.len(), 2);
+        for (_, keys) in &has_what {
+            assert!(
+                keys.contains(&everywhere[0].key().to_string()),
+                "{has_what:?}"
+            );
+        }
     });
 }
 

@@ -406,6 +406,14 @@ impl Client {
         }
     }
 
+    /// The keys each worker holds, by data address.
+    pub async fn has_what(&self) -> Result<Vec<(String, Vec<String>)>, ClientError> {
+        match self.request(|id| ToScheduler::HasWhat { id }).await? {
+            FromScheduler::HasWhat { holdings, .. } => Ok(holdings),
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     /// The connected workers.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, ClientError> {
         match self.request(|id| ToScheduler::Workers { id }).await? {
@@ -438,7 +446,8 @@ impl Client {
         let mut done = HashSet::new();
         let unique: HashSet<&String> = keys.iter().collect();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        while done.len() < unique.len() && !(first && !done.is_empty()) {
+        // Until all are done, or with `first` until one is.
+        while done.len() < unique.len() && (!first || done.is_empty()) {
             let next = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
                     Ok(n) => n,
@@ -634,6 +643,7 @@ impl Inner {
             | FromScheduler::Scattered { id }
             | FromScheduler::WhoHas { id, .. }
             | FromScheduler::Workers { id, .. }
+            | FromScheduler::HasWhat { id, .. }
             | FromScheduler::Failed { id, .. } => *id,
             other => {
                 tracing::warn!("unexpected message for a client: {other:?}");

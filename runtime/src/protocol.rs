@@ -311,6 +311,11 @@ pub enum ToScheduler {
         /// Keys.
         keys: Vec<String>,
     },
+    /// The keys each worker holds; answered by [`FromScheduler::HasWhat`].
+    HasWhat {
+        /// Request id.
+        id: u64,
+    },
     /// The connected workers; answered by [`FromScheduler::Workers`].
     Workers {
         /// Request id.
@@ -415,6 +420,13 @@ pub enum FromScheduler {
         id: u64,
         /// (key, data addresses of the workers holding it).
         holders: Vec<(String, Vec<String>)>,
+    },
+    /// Answer to [`ToScheduler::HasWhat`].
+    HasWhat {
+        /// Request id.
+        id: u64,
+        /// (worker data address, keys it holds).
+        holdings: Vec<(String, Vec<String>)>,
     },
     /// Answer to [`ToScheduler::Workers`].
     Workers {

@@ -301,6 +301,11 @@ impl Core {
                 self.send(from, FromScheduler::WhoHas { id, holders });
                 return;
             }
+            ToScheduler::HasWhat { id } => {
+                let holdings = self.state.has_what();
+                self.send(from, FromScheduler::HasWhat { id, holdings });
+                return;
+            }
             ToScheduler::Workers { id } => {
                 let workers = self.state.workers();
                 self.send(from, FromScheduler::Workers { id, workers });

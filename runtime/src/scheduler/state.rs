@@ -678,22 +678,13 @@ impl Scheduler {
                         w.has.insert(key);
                     }
                 }
+                let req = task.scatter;
+                self.scatter_stored(req, out);
                 return;
             }
             _ => return,
         }
-        if let Some(req) = task.scatter
-            && let Some(left) = self.scatters.get_mut(&req)
-        {
-            *left -= 1;
-            if *left == 0 {
-                self.scatters.remove(&req);
-                out.push(Command::Scattered {
-                    client: req.0,
-                    id: req.1,
-                });
-            }
-        }
+        let req = task.scatter;
         task.state = State::Finished {
             result: Stored {
                 inline: located.inline,
@@ -704,6 +695,7 @@ impl Scheduler {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.has.insert(key.clone());
         }
+        self.scatter_stored(req, out);
         self.notify(&key, out);
         let dependents = self.tasks[&key].dependents.clone();
         for d in dependents {
@@ -718,6 +710,22 @@ impl Scheduler {
             }
         }
         self.ended(&key, out);
+    }
+
+    /// One copy of scattered data is stored; answers the scatter request
+    /// once every copy of every value is.
+    fn scatter_stored(&mut self, req: Option<(ClientId, u64)>, out: &mut Vec<Command>) {
+        let Some(req) = req else { return };
+        if let Some(left) = self.scatters.get_mut(&req) {
+            *left -= 1;
+            if *left == 0 {
+                self.scatters.remove(&req);
+                out.push(Command::Scattered {
+                    client: req.0,
+                    id: req.1,
+                });
+            }
+        }
     }
 
     /// `key` reached a terminal state: it no longer needs its inputs.
@@ -993,6 +1001,21 @@ impl Scheduler {
         v
     }
 
+    /// The keys each worker holds, by data address (sorted).
+    pub fn has_what(&self) -> Vec<(String, Vec<String>)> {
+        let mut v: Vec<(String, Vec<String>)> = self
+            .workers
+            .values()
+            .map(|w| {
+                let mut keys: Vec<String> = w.has.iter().cloned().collect();
+                keys.sort();
+                (w.data_addr.clone(), keys)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Data addresses of the workers holding each key (empty if none or
     /// unknown).
     pub fn who_has(&self, keys: Vec<String>) -> Vec<(String, Vec<String>)> {
@@ -1078,14 +1101,12 @@ impl Scheduler {
             let mut reset = Vec::new();
             let mut stack = vec![origin.clone()];
             while let Some(k) = stack.pop() {
-                match self.tasks.get(&k) {
-                    Some(t) if matches!(&t.state, State::Error(e) if e.origin == origin) => {
-                        if !reset.contains(&k) {
-                            stack.extend(t.dependents.iter().cloned());
-                            reset.push(k);
-                        }
-                    }
-                    _ => {}
+                if let Some(t) = self.tasks.get(&k)
+                    && matches!(&t.state, State::Error(e) if e.origin == origin)
+                    && !reset.contains(&k)
+                {
+                    stack.extend(t.dependents.iter().cloned());
+                    reset.push(k);
                 }
             }
             if let Some(missing) = reset.iter().find_map(|k| {
@@ -1208,7 +1229,7 @@ impl Scheduler {
                 .or_default()
                 .insert(key.clone());
             self.tasks.insert(key, task);
-            pending += 1;
+            pending += chosen.len();
         }
         if pending == 0 {
             out.push(Command::Scattered { client, id });

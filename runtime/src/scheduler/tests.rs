@@ -548,8 +548,13 @@ fn broadcast_scatter_records_every_copy() {
         broadcast: true,
         workers: vec![],
     });
-    finish(&mut s, 20, "d", big(1));
-    finish(&mut s, 10, "d", big(1));
+    let first = finish(&mut s, 20, "d", big(1));
+    assert!(
+        !first.iter().any(|c| matches!(c, Command::Scattered { .. })),
+        "answered before every copy was stored"
+    );
+    let second = finish(&mut s, 10, "d", big(1));
+    assert!(second.contains(&Command::Scattered { client: 1, id: 1 }));
     let holders = s.who_has(vec!["d".into()]);
     let mut addrs = holders[0].1.clone();
     addrs.sort();
