@@ -17,9 +17,11 @@ test:
 demo:
     ./examples/quickstart.sh
 
-# Throughput, latency and per-task overhead figures.
+# Throughput, latency and per-task overhead figures, then the same on Dask
+# distributed for comparison (skipped when Dask is not installed).
 bench:
     cargo bench -p dtask --bench cluster
+    python3 cli/benches/dask_baseline.py
 
 # Print the path of the built example guest.
 guests:

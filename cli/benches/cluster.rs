@@ -1,8 +1,9 @@
 //! `just bench`: dtask's throughput, latency and per-task overhead on a
 //! local cluster of 2 single-slot worker processes, printed as figures.
 //!
-//! Figures for Dask distributed on the same kind of machine (2 single-thread
-//! workers) are printed beside them for scale; see the note at the end.
+//! The figures for Dask distributed on this kind of machine are
+//! printed beside them for scale; `just bench` then measures Dask itself in
+//! the same run (`cli/benches/dask_baseline.py`) when it is installed.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

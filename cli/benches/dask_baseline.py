@@ -1,0 +1,52 @@
+"""The same measurements as `cargo bench -p dtask --bench cluster`, taken on
+Dask distributed (2 single-thread worker processes), so `just bench` prints
+both side by side from one run. Skipped when Dask is not installed
+(`pip install "dask[distributed]"`)."""
+
+import statistics
+import sys
+import time
+
+try:
+    from distributed import Client, LocalCluster
+except ImportError:
+    print("Dask baseline: skipped (pip install 'dask[distributed]' to measure it)")
+    sys.exit(0)
+
+
+def inc(x):
+    return x + 1
+
+
+def main():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.submit(inc, -1).result()
+        print("Dask baseline: LocalCluster, 2 worker processes x 1 thread")
+        print("-" * 78)
+        n = 10_000
+        start = time.perf_counter()
+        results = client.gather(client.map(inc, range(n)))
+        rate = n / (time.perf_counter() - start)
+        assert sum(results) == sum(range(1, n + 1))
+        print(f"map+gather {n:>7} inc tasks (Dask)          {rate:>10.0f} tasks/s")
+
+        times = []
+        for i in range(300):
+            start = time.perf_counter()
+            assert client.submit(inc, 10_000_000 + i).result() == 10_000_001 + i
+            times.append(time.perf_counter() - start)
+        times.sort()
+        p50, p99 = times[len(times) // 2], times[len(times) * 99 // 100]
+        print(f"submit->result round trip, 300 sequential  p50 {p50 * 1e6:>7.0f} us  p99 {p99 * 1e6:>7.0f} us")
+
+        start = time.perf_counter()
+        f = client.submit(inc, 0, pure=False)
+        for _ in range(999):
+            f = client.submit(inc, f, pure=False)
+        assert f.result() == 1000
+        print(f"1,000-task dependency chain (Dask)       {(time.perf_counter() - start) * 1e3:>10.1f} ms wall")
+
+
+if __name__ == "__main__":
+    main()
