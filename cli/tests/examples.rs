@@ -96,5 +96,5 @@ fn flaky_task_made_reliable_with_retries() {
     assert!(out.status.success(), "{}", stderr(&out));
     let o = stdout(&out);
     assert!(o.contains("without retries: error"), "{o}");
-    assert!(o.contains("with --retries 100: "), "{o}");
+    assert!(o.contains("with --retries 300: "), "{o}");
 }

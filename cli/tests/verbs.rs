@@ -112,7 +112,8 @@ fn soon_ms(ms: u64) -> String {
 #[test]
 fn retries_and_retry_from_the_shell() {
     let c = Cluster::start(1, 1);
-    let t = soon_ms(300);
+    // Far enough ahead that the first run surely comes before it.
+    let t = soon_ms(1500);
     let flaky = c.submit("fails-before", &[&t]);
     let out = c.run(&["gather", &flaky], "");
     assert_eq!(out.status.code(), Some(1));
@@ -195,7 +196,7 @@ fn release_frees_the_data_on_the_worker() {
 #[test]
 fn fire_and_forget_runs_although_nobody_holds_it() {
     let c = Cluster::start(1, 1);
-    let key = c.ok(&["submit", "--fire-and-forget", tasks_wasm(), "spin", "300"]);
+    let key = c.ok(&["submit", "--fire-and-forget", tasks_wasm(), "spin", "2000"]);
     assert_eq!(status(&c, &key), "processing");
     wait_status(&c, &key, "unknown");
 }

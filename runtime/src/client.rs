@@ -818,8 +818,9 @@ impl AsCompleted {
         }
     }
 
-    /// Futures not yet yielded.
-    pub fn count(&self) -> usize {
+    /// Futures not yet yielded (Dask's `count()`; named apart from
+    /// `StreamExt::count`, which consumes the stream).
+    pub fn remaining(&self) -> usize {
         self.waiting.values().map(Vec::len).sum()
     }
 

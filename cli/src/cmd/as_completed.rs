@@ -4,7 +4,7 @@ use super::{Failure, Global, connect, render};
 use dtask_runtime::protocol::Outcome;
 use dtask_runtime::value;
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use tokio::sync::mpsc;
 
 /// Print each key as its task ends (finished, erred or cancelled), in the
@@ -33,23 +33,7 @@ pub struct Args {
 
 pub async fn run(global: &Global, mut a: Args) -> Result<(), Failure> {
     let client = connect(global, false).await?;
-    let (key_tx, mut key_rx) = mpsc::unbounded_channel::<String>();
-    if a.keys.is_empty() {
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { return };
-                let k = line.trim();
-                if !k.is_empty() && key_tx.send(k.to_string()).is_err() {
-                    return;
-                }
-            }
-        });
-    } else {
-        for k in std::mem::take(&mut a.keys) {
-            let _ = key_tx.send(k);
-        }
-        drop(key_tx);
-    }
+    let mut key_rx = super::key_stream(std::mem::take(&mut a.keys));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut waiting: HashMap<String, usize> = HashMap::new();
     let mut keys_open = true;

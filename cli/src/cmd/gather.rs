@@ -3,7 +3,7 @@
 use super::{Failure, Global, connect, render};
 use dtask_runtime::protocol::Outcome;
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use tokio::sync::mpsc;
 
 /// Print the results of futures, one per line, in the order the keys were
@@ -41,23 +41,7 @@ pub enum Errors {
 
 pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let client = connect(global, false).await?;
-    let (key_tx, mut key_rx) = mpsc::unbounded_channel::<String>();
-    if a.keys.is_empty() {
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { return };
-                let k = line.trim();
-                if !k.is_empty() && key_tx.send(k.to_string()).is_err() {
-                    return;
-                }
-            }
-        });
-    } else {
-        for k in a.keys {
-            let _ = key_tx.send(k);
-        }
-        drop(key_tx);
-    }
+    let mut key_rx = super::key_stream(a.keys);
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut order: VecDeque<String> = VecDeque::new();

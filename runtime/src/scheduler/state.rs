@@ -748,6 +748,17 @@ impl Scheduler {
 
     /// Fails `key` and, transitively, every dependent that has not ended.
     fn fail(&mut self, key: &str, error: TaskError, out: &mut Vec<Command>) {
+        self.end_tree(key, || State::Error(error.clone()), out);
+    }
+
+    /// Cancels `key` and every dependent that has not ended.
+    fn cancel_tree(&mut self, key: &str, out: &mut Vec<Command>) {
+        self.end_tree(key, || State::Cancelled, out);
+    }
+
+    /// Ends `key` and, transitively, every dependent that has not ended, in
+    /// the state `end` makes; those running are interrupted.
+    fn end_tree(&mut self, key: &str, end: impl Fn() -> State, out: &mut Vec<Command>) {
         let mut stack = vec![key.to_string()];
         while let Some(k) = stack.pop() {
             let Some(t) = self.tasks.get_mut(&k) else {
@@ -758,10 +769,15 @@ impl Scheduler {
             }
             if let State::Processing { worker } = t.state
                 && let Some(w) = self.workers.get_mut(&worker)
+                && w.processing.contains(&k)
             {
                 w.give_back(&k, &t.spec.placement.resources);
+                out.push(Command::CancelRun {
+                    worker,
+                    keys: vec![k.clone()],
+                });
             }
-            t.state = State::Error(error.clone());
+            t.state = end();
             stack.extend(t.dependents.iter().cloned());
             self.notify(&k, out);
             self.ended(&k, out);
@@ -1051,33 +1067,6 @@ impl Scheduler {
                 }
                 self.unhold(&holder, &key, out);
             }
-        }
-    }
-
-    /// Cancels `key` and every dependent that has not ended, interrupting
-    /// those that are running.
-    fn cancel_tree(&mut self, key: &str, out: &mut Vec<Command>) {
-        let mut stack = vec![key.to_string()];
-        while let Some(k) = stack.pop() {
-            let Some(t) = self.tasks.get_mut(&k) else {
-                continue;
-            };
-            if t.is_terminal() {
-                continue;
-            }
-            if let State::Processing { worker } = t.state {
-                if let Some(w) = self.workers.get_mut(&worker) {
-                    w.give_back(&k, &t.spec.placement.resources);
-                }
-                out.push(Command::CancelRun {
-                    worker,
-                    keys: vec![k.clone()],
-                });
-            }
-            t.state = State::Cancelled;
-            stack.extend(t.dependents.iter().cloned());
-            self.notify(&k, out);
-            self.ended(&k, out);
         }
     }
 
