@@ -81,7 +81,7 @@ fn main() {
     );
     println!("{:-<78}", "");
     println!(
-        "Dask figures: distributed 2026.8, 2 single-thread worker processes, same machine kind"
+        "Dask figures quoted from the issue: distributed 2026.8, 2 single-thread worker processes, same machine kind"
     );
 }
 
