@@ -253,3 +253,19 @@ fn inspect_lists_exports_with_wit_signatures() {
         "{out}"
     );
 }
+
+#[test]
+fn a_task_past_its_memory_limit_errs_and_the_worker_goes_on() {
+    let c = Cluster::start(1, 1);
+    // 300 MB of string against the default 256 MiB limit.
+    let bomb = c.submit("repeat", &["x", "300000000"]);
+    let out = c.run(&["gather", &bomb], "");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("ran out of memory") && err.contains("kind: memory"),
+        "{err}"
+    );
+    let next = c.submit("inc", &["1"]);
+    assert_eq!(c.ok(&["gather", &next]), "2");
+}

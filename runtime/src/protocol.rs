@@ -150,6 +150,10 @@ pub enum ErrorKind {
     Internal,
     /// A WASI command exited with a non-zero status (in the message).
     Exit,
+    /// The task tried to grow its memory past its limit.
+    Memory,
+    /// The task overflowed its stack (unbounded recursion).
+    Stack,
 }
 
 impl ErrorKind {
@@ -164,6 +168,8 @@ impl ErrorKind {
             ErrorKind::Lost => "lost",
             ErrorKind::Internal => "internal",
             ErrorKind::Exit => "exit",
+            ErrorKind::Memory => "memory",
+            ErrorKind::Stack => "stack",
         }
     }
 }

@@ -569,7 +569,19 @@ fn classify(e: wasmtime::Error, stderr: String, key: &str, timeout: Option<Durat
         .map(|b| b.to_string())
         .unwrap_or_default();
     let panic = panic_message(&stderr);
+    // A limiter refusal surfaces as this error (trap_on_grow_failure), and
+    // a Rust guest whose allocation failed says so before aborting.
+    let out_of_memory = format!("{e:#}").contains("forcing trap when growing memory")
+        || stderr.contains("memory allocation of");
     let (kind, message) = match (trap, panic) {
+        (Some(Trap::StackOverflow), _) => (
+            ErrorKind::Stack,
+            format!("task {key} overflowed its stack (unbounded recursion?)"),
+        ),
+        _ if out_of_memory => (
+            ErrorKind::Memory,
+            format!("task {key} ran out of memory: it tried to grow past its limit"),
+        ),
         (Some(Trap::Interrupt), _) => (
             ErrorKind::Timeout,
             match timeout {
@@ -622,6 +634,59 @@ mod tests {
 
     fn argv(words: &[&str]) -> Value {
         Value::Array(words.iter().map(|w| Value::from(*w)).collect())
+    }
+
+    #[tokio::test]
+    async fn unbounded_recursion_is_a_stack_error_and_the_sandbox_goes_on() {
+        let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+        let deep = core(
+            &sandbox,
+            r#"(module
+                (func $f (param i32) (result i32) (call $f (i32.add (local.get 0) (i32.const 1))))
+                (func (export "_start") (drop (call $f (i32.const 0))))
+                (memory (export "memory") 1))"#,
+        );
+        let e = sandbox
+            .run(
+                &deep,
+                "k",
+                "_start",
+                vec![Value::Nil, argv(&["deep"])],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Stack, "{e:?}");
+        let cat = cat(&sandbox);
+        assert!(
+            sandbox
+                .run(&cat, "k", "_start", vec![Value::Nil, argv(&["cat"])], None)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn growing_memory_past_the_limit_is_a_memory_error() {
+        let sandbox = Sandbox::new("t", Limits { memory: 2 << 20 }, 1).unwrap();
+        let bomb = core(
+            &sandbox,
+            r#"(module
+                (func (export "_start")
+                  (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))
+                (memory (export "memory") 1))"#,
+        );
+        let e = sandbox
+            .run(
+                &bomb,
+                "k",
+                "_start",
+                vec![Value::Nil, argv(&["bomb"])],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Memory, "{e:?}");
     }
 
     #[tokio::test]
