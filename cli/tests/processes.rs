@@ -164,3 +164,28 @@ fn a_wrong_token_is_refused_with_exit_3() {
         stderr(&out)
     );
 }
+
+#[test]
+fn killing_a_worker_mid_run_reschedules_its_tasks_elsewhere() {
+    let c = Cluster::start(2, 1);
+    // 40 tasks of 50 ms: both workers are busy when one dies.
+    let input: String = (0..40).map(|i| format!("{}\n", 50 + i % 2)).collect();
+    let keys = c.run(&["map", "--pure=false", tasks_wasm(), "spin"], &input);
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    let keys = stdout(&keys);
+    let first = keys.lines().next().unwrap().to_string();
+    wait_until(Duration::from_secs(20), "work to start", || {
+        c.ok(&["status", &first]).ends_with("processing")
+            || c.ok(&["status", &first]).ends_with("finished")
+    });
+    let victim = worker_pids(c.pid())[0];
+    // SAFETY: killing a worker process this test's cluster started.
+    unsafe {
+        libc::kill(victim as i32, libc::SIGKILL);
+    }
+    let out = c.run(&["gather"], &keys);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected: String = (0..40).map(|i| format!("{}\n", 50 + i % 2)).collect();
+    assert_eq!(stdout(&out), expected);
+    assert!(!alive(victim));
+}
