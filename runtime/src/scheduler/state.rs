@@ -34,6 +34,10 @@ pub type WorkerId = u64;
 /// scheduler's refills: this many per execution slot.
 const QUEUED_PER_SLOT: usize = 32;
 
+/// A task that was running on this many workers when they died is failed
+/// instead of being tried on yet another (it is probably what kills them).
+const MAX_WORKER_DEATHS: u32 = 3;
+
 /// The pseudo-holder that keeps fire-and-forget keys alive until they end.
 const FIRE_AND_FORGET: &str = "fire-and-forget";
 
@@ -267,6 +271,8 @@ struct Task {
     watchers: Vec<ClientId>,
     /// Runs left after an error.
     retries_left: u32,
+    /// Workers that died while running it.
+    deaths: u32,
     /// Scattered data: (client, request) to answer once stored.
     scatter: Option<(ClientId, u64)>,
 }
@@ -600,6 +606,7 @@ impl Scheduler {
             holders: HashSet::from_iter([holder.to_string()]),
             watchers: Vec::new(),
             retries_left: spec.retries,
+            deaths: 0,
             scatter: None,
             spec,
         };
@@ -830,19 +837,36 @@ impl Scheduler {
         };
         // Its running and queued tasks go back to the ready queue.
         let mut lost = Vec::new();
+        let mut killers = Vec::new();
         for key in w.processing {
             if let Some(t) = self.tasks.get_mut(&key)
                 && matches!(t.state, State::Processing { worker: x } if x == worker)
             {
+                t.deaths += 1;
                 if t.scatter.is_some() {
                     // Scattered data has no lineage to recompute it from.
                     t.state = State::Lost;
                     lost.push(key);
+                } else if t.deaths >= MAX_WORKER_DEATHS {
+                    killers.push(key);
                 } else {
                     t.state = State::Pending { waiting_on: 0 };
                     self.ready.push((t.spec.priority, Reverse(t.seq), key));
                 }
             }
+        }
+        for key in killers {
+            let error = TaskError {
+                kind: ErrorKind::Internal,
+                message: format!(
+                    "task {key} was running on {MAX_WORKER_DEATHS} workers that died; \
+                     not trying it on another (does it crash its worker?)"
+                ),
+                stderr: String::new(),
+                backtrace: String::new(),
+                origin: key.clone(),
+            };
+            self.fail(&key, error, out);
         }
         // Results that lived only there are lost unless a copy travelled
         // inline.
@@ -1208,6 +1232,7 @@ impl Scheduler {
                 holders: HashSet::from_iter([holder.clone()]),
                 watchers: Vec::new(),
                 retries_left: 0,
+                deaths: 0,
                 scatter: Some((client, id)),
             };
             if let Some(w) = self.workers.get_mut(&chosen[0]) {

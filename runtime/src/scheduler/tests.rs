@@ -596,3 +596,30 @@ fn resources_limit_how_many_tasks_a_worker_holds_at_once() {
     let cmds = finish(&mut s, 10, "g1", small(1));
     assert_eq!(runs(&cmds), vec![(10, "g2".to_string())]);
 }
+
+#[test]
+fn a_task_on_three_workers_that_died_fails_instead_of_killing_more() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("killer", vec![])]);
+    for (dead, next) in [(10, 20), (20, 30)] {
+        s.handle(joined(next, 1));
+        let cmds = s.handle(Event::WorkerDisconnected { worker: dead });
+        assert_eq!(runs(&cmds), vec![(next, "killer".to_string())]);
+    }
+    s.handle(joined(40, 1));
+    s.handle(Event::Watch {
+        client: 1,
+        keys: vec!["killer".into()],
+    });
+    let cmds = s.handle(Event::WorkerDisconnected { worker: 30 });
+    assert!(runs(&cmds).is_empty(), "not sent to a fourth worker");
+    assert_eq!(s.state("killer"), Some(TaskState::Error));
+    let msg = cmds.iter().find_map(|c| match c {
+        Command::Done {
+            outcome: Outcome::Error(e),
+            ..
+        } => Some(e.message.clone()),
+        _ => None,
+    });
+    assert!(msg.unwrap().contains("3 workers that died"));
+}
