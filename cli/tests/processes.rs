@@ -189,3 +189,35 @@ fn killing_a_worker_mid_run_reschedules_its_tasks_elsewhere() {
     assert_eq!(stdout(&out), expected);
     assert!(!alive(victim));
 }
+
+#[test]
+fn a_result_lost_with_its_worker_is_computed_again_from_lineage() {
+    let c = Cluster::start(2, 1);
+    let base = c.submit("repeat", &["ab", "3000"]);
+    // Large enough to live only on its worker (no inline copy).
+    let big = c.submit("repeat", &[&format!("@{base}"), "2"]);
+    c.ok(&["wait", &big]);
+    let holder = c.ok(&["who-has", &big]);
+    let addr = holder
+        .split('\t')
+        .nth(1)
+        .expect("held somewhere")
+        .to_string();
+    let workers = c.ok(&["workers", "--json"]);
+    let pid: i32 = workers
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|w| w["address"] == addr.as_str())
+        .and_then(|w| w["name"].as_str()?.rsplit(':').next()?.parse().ok())
+        .expect("the holder's pid");
+    // SAFETY: killing a worker process this test's cluster started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    wait_until(Duration::from_secs(20), "the scheduler to notice", || {
+        c.ok(&["workers"]).lines().count() == 1
+    });
+    let len = c.submit("len", &[&format!("@{big}")]);
+    assert_eq!(c.ok(&["gather", &len]), "12000");
+    assert_eq!(c.ok(&["gather", "-r", &big]).len(), 12_000);
+}

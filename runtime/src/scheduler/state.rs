@@ -245,6 +245,10 @@ enum State {
     Error(TaskError),
     Cancelled,
     Lost,
+    /// Its result was dropped (nobody needed it) or lost with its worker,
+    /// but dependents still exist, so it is kept to compute it again if
+    /// they ever need it (lineage).
+    Released,
 }
 
 #[derive(Debug)]
@@ -281,7 +285,11 @@ impl Task {
     fn is_terminal(&self) -> bool {
         matches!(
             self.state,
-            State::Finished { .. } | State::Error(_) | State::Cancelled | State::Lost
+            State::Finished { .. }
+                | State::Error(_)
+                | State::Cancelled
+                | State::Lost
+                | State::Released
         )
     }
 }
@@ -504,7 +512,21 @@ impl Scheduler {
                     if let Some(w) = self.workers.get_mut(&worker) {
                         w.give_back(&key, &t.spec.placement.resources);
                     }
-                    if t.retries_left > 0 && error.kind != ErrorKind::Input {
+                    let deps = t.deps.clone();
+                    let input_gone = error.kind == ErrorKind::Lost
+                        && deps.iter().any(|d| {
+                            !matches!(
+                                self.tasks.get(d).map(|t| &t.state),
+                                Some(State::Finished { .. })
+                            )
+                        });
+                    let t = self.tasks.get_mut(&key).expect("on a worker");
+                    if input_gone {
+                        // Its input died with a worker and is being computed
+                        // again: run it once that is back.
+                        t.state = State::Pending { waiting_on: 0 };
+                        self.requeue(&key);
+                    } else if t.retries_left > 0 && error.kind != ErrorKind::Input {
                         t.retries_left -= 1;
                         t.state = State::Pending { waiting_on: 0 };
                         self.ready.push((t.spec.priority, Reverse(t.seq), key));
@@ -536,10 +558,14 @@ impl Scheduler {
                     continue;
                 }
                 self.insert(spec, &holder, out);
-            } else if let Some(t) = self.tasks.get_mut(&key)
-                && t.holders.insert(holder.clone())
-            {
-                self.holdings.entry(holder.clone()).or_default().insert(key);
+            } else if let Some(t) = self.tasks.get_mut(&key) {
+                if t.holders.insert(holder.clone()) {
+                    self.holdings
+                        .entry(holder.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
+                self.recompute(&key);
             }
         }
         refused
@@ -585,6 +611,7 @@ impl Scheduler {
         let mut waiting_on = 0;
         let mut inherited: Option<TaskError> = None;
         let mut cancelled = false;
+        let mut revive = Vec::new();
         for d in &deps {
             let dep = self.tasks.get_mut(d).expect("checked by submit");
             dep.dependents.push(key.clone());
@@ -594,8 +621,15 @@ impl Scheduler {
                 State::Error(e) => inherited = Some(e.clone()),
                 State::Lost => inherited = Some(lost_error(d)),
                 State::Cancelled => cancelled = true,
+                State::Released => {
+                    revive.push(d.clone());
+                    waiting_on += 1;
+                }
                 _ => waiting_on += 1,
             }
+        }
+        for d in revive {
+            self.recompute(&d);
         }
         let task = Task {
             seq: self.seq,
@@ -638,20 +672,80 @@ impl Scheduler {
         if !forget {
             return;
         }
-        let task = self.tasks.remove(key).expect("present");
-        if let State::Finished { result } = task.state {
-            for w in result.who_has {
-                if let Some(worker) = self.workers.get_mut(&w) {
+        let task = self.tasks.get_mut(key).expect("present");
+        if let State::Finished { result } = &task.state {
+            for w in &result.who_has {
+                if let Some(worker) = self.workers.get_mut(w) {
                     worker.has.remove(key);
                     out.push(Command::Free {
-                        worker: w,
+                        worker: *w,
                         keys: vec![key.to_string()],
                     });
                 }
             }
         }
-        // Dependents that already ended keep no link back; the others still
-        // need us and would have kept `needed_by` above zero.
+        let finished = matches!(task.state, State::Finished { .. } | State::Released);
+        let dependents = task.dependents.clone();
+        if finished && dependents.iter().any(|d| self.tasks.contains_key(d)) {
+            // Keep the recipe while dependents exist: if one of their results
+            // is lost, this may have to be computed again.
+            self.tasks.get_mut(key).expect("present").state = State::Released;
+            return;
+        }
+        let task = self.tasks.remove(key).expect("present");
+        for d in task.deps {
+            if let Some(dep) = self.tasks.get_mut(&d) {
+                dep.dependents.retain(|k| k != key);
+            }
+            self.maybe_forget(&d, out);
+        }
+    }
+
+    /// Makes a released or lost result wanted again: it (and, recursively,
+    /// whatever of its inputs is gone too) goes back to pending.
+    fn recompute(&mut self, key: &str) {
+        let Some(t) = self.tasks.get_mut(key) else {
+            return;
+        };
+        if !matches!(t.state, State::Released | State::Lost) || t.scatter.is_some() {
+            return;
+        }
+        t.state = State::Pending { waiting_on: 0 };
+        for d in t.deps.clone() {
+            if let Some(dep) = self.tasks.get_mut(&d) {
+                dep.needed_by += 1;
+            }
+        }
+        self.requeue(key);
+    }
+
+    /// Sets a pending task's count of unfinished inputs, bringing released
+    /// inputs back first, and queues it if it has none.
+    fn requeue(&mut self, key: &str) {
+        let deps = self.tasks[key].deps.clone();
+        let mut waiting = 0;
+        for d in &deps {
+            if matches!(
+                self.tasks.get(d).map(|t| &t.state),
+                Some(State::Released | State::Lost)
+            ) {
+                self.recompute(d);
+            }
+            if !matches!(
+                self.tasks.get(d).map(|t| &t.state),
+                Some(State::Finished { .. })
+            ) {
+                waiting += 1;
+            }
+        }
+        let t = self.tasks.get_mut(key).expect("present");
+        t.state = State::Pending {
+            waiting_on: waiting,
+        };
+        if waiting == 0 {
+            self.ready
+                .push((t.spec.priority, Reverse(t.seq), key.to_string()));
+        }
     }
 
     fn finished(
@@ -835,8 +929,55 @@ impl Scheduler {
         let Some(w) = self.workers.remove(&worker) else {
             return;
         };
-        // Its running and queued tasks go back to the ready queue.
+        // Results that lived only there (no inline copy, no replica) are
+        // computed again from their lineage if anything still needs them;
+        // scattered data has no lineage and is lost.
         let mut lost = Vec::new();
+        let mut gone = Vec::new();
+        for key in &w.has {
+            if let Some(t) = self.tasks.get_mut(key)
+                && let State::Finished { result } = &mut t.state
+            {
+                result.who_has.retain(|x| *x != worker);
+                if result.who_has.is_empty() && result.inline.is_none() {
+                    if t.scatter.is_some() {
+                        t.state = State::Lost;
+                        lost.push(key.clone());
+                    } else {
+                        t.state = State::Released;
+                        gone.push(key.clone());
+                    }
+                }
+            }
+        }
+        for key in gone {
+            let t = &self.tasks[&key];
+            if !t.holders.is_empty() || t.needed_by > 0 {
+                self.recompute(&key);
+                // Dependents already waiting recount what they wait for.
+                for d in self.tasks[&key].dependents.clone() {
+                    let waiting = match self.tasks.get(&d) {
+                        Some(dt) if matches!(dt.state, State::Pending { .. }) => dt
+                            .deps
+                            .iter()
+                            .filter(|x| {
+                                !matches!(
+                                    self.tasks.get(*x).map(|t| &t.state),
+                                    Some(State::Finished { .. })
+                                )
+                            })
+                            .count(),
+                        _ => continue,
+                    };
+                    if let Some(dt) = self.tasks.get_mut(&d) {
+                        dt.state = State::Pending {
+                            waiting_on: waiting,
+                        };
+                    }
+                }
+            }
+        }
+        // Its running and queued tasks go back to the ready queue.
         let mut killers = Vec::new();
         for key in w.processing {
             if let Some(t) = self.tasks.get_mut(&key)
@@ -844,14 +985,13 @@ impl Scheduler {
             {
                 t.deaths += 1;
                 if t.scatter.is_some() {
-                    // Scattered data has no lineage to recompute it from.
                     t.state = State::Lost;
                     lost.push(key);
                 } else if t.deaths >= MAX_WORKER_DEATHS {
                     killers.push(key);
                 } else {
                     t.state = State::Pending { waiting_on: 0 };
-                    self.ready.push((t.spec.priority, Reverse(t.seq), key));
+                    self.requeue(&key);
                 }
             }
         }
@@ -867,19 +1007,6 @@ impl Scheduler {
                 origin: key.clone(),
             };
             self.fail(&key, error, out);
-        }
-        // Results that lived only there are lost unless a copy travelled
-        // inline.
-        for key in w.has {
-            if let Some(t) = self.tasks.get_mut(&key)
-                && let State::Finished { result } = &mut t.state
-            {
-                result.who_has.retain(|x| *x != worker);
-                if result.who_has.is_empty() && result.inline.is_none() {
-                    t.state = State::Lost;
-                    lost.push(key);
-                }
-            }
         }
         for key in lost {
             self.notify(&key, out);
@@ -999,13 +1126,19 @@ impl Scheduler {
 
     /// The state of a key, if the scheduler knows it.
     pub fn state(&self, key: &str) -> Option<TaskState> {
-        self.tasks.get(key).map(|t| match t.state {
+        let t = self.tasks.get(key)?;
+        if matches!(t.state, State::Released) {
+            // Kept only as lineage: to users it is gone.
+            return None;
+        }
+        Some(t).map(|t| match t.state {
             State::Pending { .. } => TaskState::Pending,
             State::Processing { .. } => TaskState::Processing,
             State::Finished { .. } => TaskState::Finished,
             State::Error(_) => TaskState::Error,
             State::Cancelled => TaskState::Cancelled,
             State::Lost => TaskState::Lost,
+            State::Released => unreachable!("handled above"),
         })
     }
 
@@ -1141,19 +1274,8 @@ impl Scheduler {
                 }
             }
             for k in &reset {
-                let waiting = self.tasks[k]
-                    .deps
-                    .iter()
-                    .filter(|d| !matches!(self.tasks[*d].state, State::Finished { .. }))
-                    .count();
-                let t = self.tasks.get_mut(k).expect("present");
-                t.state = State::Pending {
-                    waiting_on: waiting,
-                };
-                if waiting == 0 {
-                    self.ready
-                        .push((t.spec.priority, Reverse(t.seq), k.clone()));
-                }
+                // Inputs that were released meanwhile are computed again.
+                self.requeue(k);
             }
         }
         refused

@@ -348,36 +348,80 @@ fn tasks_on_a_dead_worker_run_elsewhere() {
 }
 
 #[test]
-fn result_only_on_a_dead_worker_is_lost_and_its_dependents_err() {
+fn result_only_on_a_dead_worker_is_computed_again_for_its_dependent() {
     let mut s = setup(&[(10, 1), (20, 1)]);
     let cmds = submit(&mut s, vec![spec("a", vec![])]);
     let w = runs(&cmds)[0].0;
+    let other = if w == 10 { 20 } else { 10 };
     finish(&mut s, w, "a", big(100));
-    submit(&mut s, vec![spec("b", vec![fut("a"), fut("a")])]);
-    s.handle(Event::WorkerDisconnected { worker: w });
-    assert_eq!(s.state("a"), Some(TaskState::Lost));
+    let cmds = submit(&mut s, vec![spec("b", vec![fut("a"), fut("a")])]);
+    assert_eq!(
+        runs(&cmds),
+        vec![(w, "b".to_string())],
+        "b goes where a's bytes are"
+    );
+    let cmds = s.handle(Event::WorkerDisconnected { worker: w });
+    assert_eq!(
+        runs(&cmds),
+        vec![(other, "a".to_string())],
+        "a is computed again first"
+    );
+    assert_eq!(s.state("b"), Some(TaskState::Pending));
+    let cmds = finish(&mut s, other, "a", big(100));
+    assert_eq!(runs(&cmds), vec![(other, "b".to_string())]);
+    finish(&mut s, other, "b", small(1));
+    assert_eq!(s.state("b"), Some(TaskState::Finished));
+}
+
+#[test]
+fn a_released_input_is_brought_back_when_its_dependent_is_lost() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let cmds = submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
+    let a_on = runs(&cmds)[0].0;
+    s.handle(Event::Release {
+        client: 1,
+        keys: vec!["a".into()],
+    });
+    let cmds = finish(&mut s, a_on, "a", big(10));
+    assert_eq!(
+        runs(&cmds),
+        vec![(a_on, "b".to_string())],
+        "b follows a's bytes"
+    );
+    let cmds = finish(&mut s, a_on, "b", big(10));
+    assert!(cmds.contains(&Command::Free {
+        worker: a_on,
+        keys: vec!["a".into()]
+    }));
+    assert_eq!(
+        s.state("a"),
+        None,
+        "a's data is freed; it is kept only as lineage"
+    );
+    // b's only copy dies: b is needed (held), so a then b run again.
+    let other = if a_on == 10 { 20 } else { 10 };
+    let cmds = s.handle(Event::WorkerDisconnected { worker: a_on });
+    assert_eq!(runs(&cmds), vec![(other, "a".to_string())]);
+    let cmds = finish(&mut s, other, "a", big(10));
+    assert_eq!(runs(&cmds), vec![(other, "b".to_string())]);
+}
+
+#[test]
+fn lost_scattered_data_errs_its_dependents() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Event::Scatter {
+        client: 1,
+        id: 1,
+        values: vec![("d".into(), Bytes::from_static(b"x"))],
+        broadcast: false,
+        workers: vec![],
+    });
+    finish(&mut s, 10, "d", big(100));
+    s.handle(joined(20, 1));
+    submit(&mut s, vec![spec("b", vec![fut("d")])]);
+    s.handle(Event::WorkerDisconnected { worker: 10 });
+    assert_eq!(s.state("d"), Some(TaskState::Lost));
     assert_eq!(s.state("b"), Some(TaskState::Error));
-}
-
-fn resourced(id: u64, resources: Vec<(String, f64)>) -> Event {
-    Event::WorkerConnected {
-        worker: id,
-        nthreads: 4,
-        data_addr: format!("w{id}"),
-        name: format!("worker-{id}"),
-        resources,
-    }
-}
-
-fn cancelled_runs(cmds: &[Command]) -> Vec<(u64, String)> {
-    cmds.iter()
-        .flat_map(|c| match c {
-            Command::CancelRun { worker, keys } => {
-                keys.iter().map(|k| (*worker, k.clone())).collect()
-            }
-            _ => vec![],
-        })
-        .collect()
 }
 
 #[test]
@@ -622,4 +666,48 @@ fn a_task_on_three_workers_that_died_fails_instead_of_killing_more() {
         _ => None,
     });
     assert!(msg.unwrap().contains("3 workers that died"));
+}
+
+fn resourced(id: u64, resources: Vec<(String, f64)>) -> Event {
+    Event::WorkerConnected {
+        worker: id,
+        nthreads: 4,
+        data_addr: format!("w{id}"),
+        name: format!("worker-{id}"),
+        resources,
+    }
+}
+
+fn cancelled_runs(cmds: &[Command]) -> Vec<(u64, String)> {
+    cmds.iter()
+        .flat_map(|c| match c {
+            Command::CancelRun { worker, keys } => {
+                keys.iter().map(|k| (*worker, k.clone())).collect()
+            }
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[test]
+fn a_chain_lost_with_one_worker_is_computed_again_in_order() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let cmds = submit(&mut s, vec![spec("a", vec![])]);
+    let w = runs(&cmds)[0].0;
+    let other = if w == 10 { 20 } else { 10 };
+    finish(&mut s, w, "a", big(100));
+    let cmds = submit(&mut s, vec![spec("b", vec![fut("a")])]);
+    assert_eq!(runs(&cmds), vec![(w, "b".to_string())]);
+    finish(&mut s, w, "b", big(100));
+    // Both results lived only on w.
+    let cmds = s.handle(Event::WorkerDisconnected { worker: w });
+    assert_eq!(runs(&cmds), vec![(other, "a".to_string())]);
+    let cmds = finish(&mut s, other, "a", big(100));
+    assert_eq!(
+        runs(&cmds),
+        vec![(other, "b".to_string())],
+        "b waits for a exactly once"
+    );
+    finish(&mut s, other, "b", big(100));
+    assert_eq!(s.state("b"), Some(TaskState::Finished));
 }
