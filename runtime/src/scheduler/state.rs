@@ -664,59 +664,78 @@ impl Scheduler {
         self.maybe_forget(key, out);
     }
 
+    /// Forgets `key` if nothing holds or needs it any more, and then its
+    /// inputs likewise. A worklist, not recursion: releasing the end of a
+    /// 100k-task chain must not overflow the scheduler's stack.
     fn maybe_forget(&mut self, key: &str, out: &mut Vec<Command>) {
-        let forget = match self.tasks.get(key) {
-            Some(t) => t.holders.is_empty() && t.needed_by == 0 && t.is_terminal(),
-            None => false,
-        };
-        if !forget {
-            return;
-        }
-        let task = self.tasks.get_mut(key).expect("present");
-        if let State::Finished { result } = &task.state {
-            for w in &result.who_has {
-                if let Some(worker) = self.workers.get_mut(w) {
-                    worker.has.remove(key);
-                    out.push(Command::Free {
-                        worker: *w,
-                        keys: vec![key.to_string()],
-                    });
+        let mut stack = vec![key.to_string()];
+        while let Some(key) = stack.pop() {
+            let forget = match self.tasks.get(&key) {
+                Some(t) => t.holders.is_empty() && t.needed_by == 0 && t.is_terminal(),
+                None => false,
+            };
+            if !forget {
+                continue;
+            }
+            let task = self.tasks.get_mut(&key).expect("present");
+            if let State::Finished { result } = &task.state {
+                for w in &result.who_has {
+                    if let Some(worker) = self.workers.get_mut(w) {
+                        worker.has.remove(&key);
+                        out.push(Command::Free {
+                            worker: *w,
+                            keys: vec![key.clone()],
+                        });
+                    }
                 }
             }
-        }
-        let finished = matches!(task.state, State::Finished { .. } | State::Released);
-        let dependents = task.dependents.clone();
-        if finished && dependents.iter().any(|d| self.tasks.contains_key(d)) {
-            // Keep the recipe while dependents exist: if one of their results
-            // is lost, this may have to be computed again.
-            self.tasks.get_mut(key).expect("present").state = State::Released;
-            return;
-        }
-        let task = self.tasks.remove(key).expect("present");
-        for d in task.deps {
-            if let Some(dep) = self.tasks.get_mut(&d) {
-                dep.dependents.retain(|k| k != key);
+            let finished = matches!(task.state, State::Finished { .. } | State::Released);
+            let dependents = task.dependents.clone();
+            if finished && dependents.iter().any(|d| self.tasks.contains_key(d)) {
+                // Keep the recipe while dependents exist: if one of their
+                // results is lost, this may have to be computed again.
+                self.tasks.get_mut(&key).expect("present").state = State::Released;
+                continue;
             }
-            self.maybe_forget(&d, out);
+            let task = self.tasks.remove(&key).expect("present");
+            for d in task.deps {
+                if let Some(dep) = self.tasks.get_mut(&d) {
+                    dep.dependents.retain(|k| *k != key);
+                }
+                stack.push(d);
+            }
         }
     }
 
-    /// Makes a released or lost result wanted again: it (and, recursively,
-    /// whatever of its inputs is gone too) goes back to pending.
+    /// Makes a released or lost result wanted again: it and whatever of its
+    /// inputs is gone too go back to pending, inputs first (a worklist, for
+    /// long chains).
     fn recompute(&mut self, key: &str) {
-        let Some(t) = self.tasks.get_mut(key) else {
-            return;
-        };
-        if !matches!(t.state, State::Released | State::Lost) || t.scatter.is_some() {
-            return;
-        }
-        t.state = State::Pending { waiting_on: 0 };
-        for d in t.deps.clone() {
-            if let Some(dep) = self.tasks.get_mut(&d) {
-                dep.needed_by += 1;
+        let mut revived = Vec::new();
+        let mut stack = vec![key.to_string()];
+        while let Some(k) = stack.pop() {
+            let Some(t) = self.tasks.get_mut(&k) else {
+                continue;
+            };
+            if !matches!(t.state, State::Released | State::Lost) || t.scatter.is_some() {
+                continue;
             }
+            t.state = State::Pending { waiting_on: 0 };
+            let deps = t.deps.clone();
+            for d in deps {
+                if let Some(dep) = self.tasks.get_mut(&d) {
+                    dep.needed_by += 1;
+                    if matches!(dep.state, State::Released | State::Lost) {
+                        stack.push(d);
+                    }
+                }
+            }
+            revived.push(k);
         }
-        self.requeue(key);
+        // Inputs were revived after their dependents: count from the end.
+        for k in revived.iter().rev() {
+            self.requeue(k);
+        }
     }
 
     /// Sets a pending task's count of unfinished inputs, bringing released

@@ -711,3 +711,28 @@ fn a_chain_lost_with_one_worker_is_computed_again_in_order() {
     finish(&mut s, other, "b", big(100));
     assert_eq!(s.state("b"), Some(TaskState::Finished));
 }
+
+#[test]
+fn releasing_the_end_of_a_long_chain_forgets_it_all_without_deep_recursion() {
+    let mut s = setup(&[(10, 1)]);
+    let n = 100_000;
+    let mut specs = vec![spec("c0", vec![])];
+    for i in 1..n {
+        specs.push(spec(&format!("c{i}"), vec![fut(&format!("c{}", i - 1))]));
+    }
+    submit(&mut s, specs);
+    let keys: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    s.handle(Event::Release {
+        client: 1,
+        keys: keys[..n - 1].to_vec(),
+    });
+    for k in &keys {
+        finish(&mut s, 10, k, big(10));
+    }
+    assert_eq!(s.state(&keys[n - 1]), Some(TaskState::Finished));
+    s.handle(Event::Release {
+        client: 1,
+        keys: vec![keys[n - 1].clone()],
+    });
+    assert_eq!(s.task_count(), 0);
+}
