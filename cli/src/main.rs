@@ -57,13 +57,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`dtask gather | head -1`) like other
-    // Unix tools, instead of panicking on a failed write.
-    // SAFETY: restoring the default disposition of SIGPIPE at start-up,
-    // before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -75,6 +68,16 @@ fn main() -> ExitCode {
         cli.command,
         Command::Scheduler(_) | Command::Worker(_) | Command::Cluster(_)
     );
+    if !daemon {
+        // A client dies quietly on a closed pipe (`dtask gather | head -1`)
+        // like other Unix tools. Daemons keep ignoring SIGPIPE: a peer that
+        // vanishes mid-write must cost them a connection, not their life.
+        // SAFETY: setting a signal disposition at start-up, before any
+        // thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_logging(if daemon { "info" } else { "warn" });
     let global = cmd::Global {
         scheduler: cli.scheduler,

@@ -64,6 +64,23 @@ fn as_completed_into_head_exits_quietly() {
         &(1..=200).map(|i| format!("{i}\n")).collect::<String>(),
     );
     let script = format!("{DTASK} as-completed --with-results | head -1");
+    // Clients dying mid-stream must never take the scheduler with them
+    // (a write to a vanished peer raises SIGPIPE unless daemons ignore it).
+    for _ in 0..5 {
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .env("DTASK_STATE_DIR", c.state.path())
+            .env("DTASK_SCHEDULER", &c.addr)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let _ = child.stdin.take().unwrap().write_all(&keys.stdout);
+        let _ = child.wait();
+    }
+    assert!(alive(c.pid()), "the scheduler died with its clients");
     let mut child = Command::new("sh")
         .args(["-c", &script])
         .env("DTASK_STATE_DIR", c.state.path())
