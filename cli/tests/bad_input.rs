@@ -7,21 +7,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
-
-fn dtask_nowhere(args: &[&str]) -> std::process::Output {
-    let state = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap().to_string();
-    drop(closed);
-    Command::new(DTASK)
-        .args(args)
-        .env("DTASK_STATE_DIR", state.path())
-        .env("DTASK_SCHEDULER", addr)
-        .env("DTASK_TOKEN", "t")
-        .output()
-        .unwrap()
-}
 
 fn refused(args: &[&str], needle: &str) {
     let out = dtask_nowhere(args);

@@ -40,22 +40,6 @@ fn raw(c: &Cluster, key: &str) -> String {
     s
 }
 
-/// Runs `dtask ARGS` against a scheduler address where nothing listens:
-/// exit 2 there proves the CLI refused before contacting anyone.
-fn dtask_nowhere(args: &[&str]) -> std::process::Output {
-    let state = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap().to_string();
-    drop(closed);
-    Command::new(DTASK)
-        .args(args)
-        .env("DTASK_STATE_DIR", state.path())
-        .env("DTASK_SCHEDULER", addr)
-        .env("DTASK_TOKEN", "t")
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn argv_reaches_the_program_after_its_name() {
     let c = Cluster::start(1, 1);

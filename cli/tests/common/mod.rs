@@ -206,3 +206,19 @@ pub fn stderr(o: &Output) -> String {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Runs `dtask ARGS` against a scheduler address where nothing listens:
+/// exit 2 there proves the CLI refused before contacting anyone.
+pub fn dtask_nowhere(args: &[&str]) -> Output {
+    let state = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    Command::new(DTASK)
+        .args(args)
+        .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_SCHEDULER", addr)
+        .env("DTASK_TOKEN", "t")
+        .output()
+        .unwrap()
+}
