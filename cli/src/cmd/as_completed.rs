@@ -72,7 +72,7 @@ pub async fn run(global: &Global, mut a: Args) -> Result<(), Failure> {
                                 .and_then(|()| out.write_all(b"\n"))
                                 .and_then(|()| out.flush())
                         })
-                        .map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+                        .map_err(Failure::write)?;
                 }
             }
         }

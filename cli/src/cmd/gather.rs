@@ -78,7 +78,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                     };
                     progress
                         .suspend(|| out.write_all(&line))
-                        .map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+                        .map_err(Failure::write)?;
                 }
                 Err(e) if a.json => {
                     let status = if matches!(e, dtask_runtime::client::ClientError::Cancelled(_)) {
@@ -91,7 +91,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                             .to_string();
                     progress
                         .suspend(|| writeln!(out, "{l}"))
-                        .map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+                        .map_err(Failure::write)?;
                     if matches!(a.errors, Errors::Raise) {
                         let _ = out.flush();
                         return Err(e.into());

@@ -30,7 +30,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         } else {
             sig.to_wit()
         };
-        writeln!(out, "{line}").map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+        writeln!(out, "{line}").map_err(Failure::write)?;
     }
     Ok(())
 }

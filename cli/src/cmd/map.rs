@@ -104,7 +104,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                         }
                         out.flush()
                     })
-                    .map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+                    .map_err(Failure::write)?;
             }
         }
     }

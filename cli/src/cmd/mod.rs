@@ -64,6 +64,11 @@ impl Failure {
         Self::new(2, message)
     }
 
+    /// Writing output failed (exit 2).
+    pub fn write(e: std::io::Error) -> Self {
+        Self::new(2, format!("cannot write: {e}"))
+    }
+
     /// A failed task (exit 1), with what the guest said and where.
     pub fn task(key: &str, e: &TaskError) -> Self {
         let mut detail = Vec::new();

@@ -27,7 +27,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         } else {
             format!("{key}\t{name}")
         };
-        writeln!(out, "{line}").map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+        writeln!(out, "{line}").map_err(Failure::write)?;
     }
     Ok(())
 }

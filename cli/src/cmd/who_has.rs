@@ -28,7 +28,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 .collect::<Vec<_>>()
                 .join("\t")
         };
-        writeln!(out, "{line}").map_err(|e| Failure::new(2, format!("cannot write: {e}")))?;
+        writeln!(out, "{line}").map_err(Failure::write)?;
     }
     Ok(())
 }
