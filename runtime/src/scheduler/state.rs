@@ -512,14 +512,8 @@ impl Scheduler {
                     if let Some(w) = self.workers.get_mut(&worker) {
                         w.give_back(&key, &t.spec.placement.resources);
                     }
-                    let deps = t.deps.clone();
-                    let input_gone = error.kind == ErrorKind::Lost
-                        && deps.iter().any(|d| {
-                            !matches!(
-                                self.tasks.get(d).map(|t| &t.state),
-                                Some(State::Finished { .. })
-                            )
-                        });
+                    let input_gone =
+                        error.kind == ErrorKind::Lost && self.unfinished_inputs(&key) > 0;
                     let t = self.tasks.get_mut(&key).expect("on a worker");
                     if input_gone {
                         // Its input died with a worker and is being computed
@@ -738,25 +732,32 @@ impl Scheduler {
         }
     }
 
+    /// How many of `key`'s inputs are not finished.
+    fn unfinished_inputs(&self, key: &str) -> usize {
+        self.tasks[key]
+            .deps
+            .iter()
+            .filter(|d| {
+                !matches!(
+                    self.tasks.get(*d).map(|t| &t.state),
+                    Some(State::Finished { .. })
+                )
+            })
+            .count()
+    }
+
     /// Sets a pending task's count of unfinished inputs, bringing released
     /// inputs back first, and queues it if it has none.
     fn requeue(&mut self, key: &str) {
-        let deps = self.tasks[key].deps.clone();
-        let mut waiting = 0;
-        for d in &deps {
+        for d in self.tasks[key].deps.clone() {
             if matches!(
-                self.tasks.get(d).map(|t| &t.state),
+                self.tasks.get(&d).map(|t| &t.state),
                 Some(State::Released | State::Lost)
             ) {
-                self.recompute(d);
-            }
-            if !matches!(
-                self.tasks.get(d).map(|t| &t.state),
-                Some(State::Finished { .. })
-            ) {
-                waiting += 1;
+                self.recompute(&d);
             }
         }
+        let waiting = self.unfinished_inputs(key);
         let t = self.tasks.get_mut(key).expect("present");
         t.state = State::Pending {
             waiting_on: waiting,
@@ -976,16 +977,9 @@ impl Scheduler {
                 // Dependents already waiting recount what they wait for.
                 for d in self.tasks[&key].dependents.clone() {
                     let waiting = match self.tasks.get(&d) {
-                        Some(dt) if matches!(dt.state, State::Pending { .. }) => dt
-                            .deps
-                            .iter()
-                            .filter(|x| {
-                                !matches!(
-                                    self.tasks.get(*x).map(|t| &t.state),
-                                    Some(State::Finished { .. })
-                                )
-                            })
-                            .count(),
+                        Some(dt) if matches!(dt.state, State::Pending { .. }) => {
+                            self.unfinished_inputs(&d)
+                        }
                         _ => continue,
                     };
                     if let Some(dt) = self.tasks.get_mut(&d) {
