@@ -23,6 +23,10 @@
 //! # Ok(()) }
 //! ```
 
+mod primitives;
+
+pub use primitives::{Event, Item, Lock, Queue, Semaphore, Subscription, Variable};
+
 use crate::connection::{self, Sender};
 use crate::key;
 use crate::module::LocalModule;
@@ -146,12 +150,20 @@ struct Inner {
     uploaded: Mutex<HashSet<String>>,
     /// Live [`Future`] handles per key; the last one dropped releases it.
     refs: Mutex<HashMap<String, usize>>,
+    /// Open subscriptions by id.
+    subscriptions: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
 }
 
 /// A connection to a dtask scheduler. Cheap to clone; clones share it.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -182,6 +194,7 @@ impl Client {
             watchers: Mutex::new(Some(HashMap::new())),
             uploaded: Mutex::new(HashSet::new()),
             refs: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -193,6 +206,11 @@ impl Client {
                 // Dropping the senders wakes every waiter with an error.
                 inner.replies.lock().expect("replies lock").take();
                 inner.watchers.lock().expect("watchers lock").take();
+                inner
+                    .subscriptions
+                    .lock()
+                    .expect("subscriptions lock")
+                    .clear();
             }
         });
         Ok(Self { inner })
@@ -644,7 +662,18 @@ impl Inner {
             | FromScheduler::WhoHas { id, .. }
             | FromScheduler::Workers { id, .. }
             | FromScheduler::HasWhat { id, .. }
+            | FromScheduler::Primitive { id, .. }
             | FromScheduler::Failed { id, .. } => *id,
+            FromScheduler::Message {
+                subscription,
+                message,
+            } => {
+                let subs = self.subscriptions.lock().expect("subscriptions lock");
+                if let Some(tx) = subs.get(subscription) {
+                    let _ = tx.send(message.clone());
+                }
+                return;
+            }
             other => {
                 tracing::warn!("unexpected message for a client: {other:?}");
                 return;

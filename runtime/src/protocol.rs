@@ -344,6 +344,165 @@ pub enum ToScheduler {
         /// The module.
         hash: ModuleHash,
     },
+    /// A task on the sending worker gave its execution slot back while it
+    /// waits (in a blocking host call, or after `secede`): it no longer
+    /// counts against the worker's capacity.
+    Seceded {
+        /// The task.
+        key: String,
+    },
+    /// A seceded task took an execution slot again.
+    Rejoined {
+        /// The task.
+        key: String,
+    },
+
+    // ---- coordination primitives, from clients (and tasks through them) ----
+    /// An operation on a queue, variable, lock, semaphore, event or
+    /// subscription. Answered by [`FromScheduler::Primitive`].
+    Primitive {
+        /// Request id echoed in the answer; for [`Op::Subscribe`], the
+        /// subscription's id in [`FromScheduler::Message`]s too.
+        id: u64,
+        /// The running task this is on behalf of: leases it takes end when
+        /// that task ends. `None`: the client itself (named clients keep
+        /// their leases after they disconnect).
+        task: Option<String>,
+        /// The operation.
+        op: Op,
+    },
+    /// Sends a message to every current subscriber of `topic`; no answer.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// MessagePack value.
+        message: Bytes,
+    },
+}
+
+/// An operation on a coordination primitive. Names are global; a primitive
+/// springs into existence on first use. Every operation that can wait takes
+/// `timeout_ms` (`None`: for ever; `Some(0)`: do not wait at all).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Op {
+    /// Appends an item, waiting while the queue is full.
+    QueuePut {
+        /// Queue name.
+        name: String,
+        /// A value or a future (which stays alive while queued).
+        item: Arg,
+        /// Bound on the queue's length (0: none), when this creates it.
+        maxsize: Option<u64>,
+        /// Longest wait.
+        timeout_ms: Option<u64>,
+    },
+    /// Takes the oldest item, waiting while the queue is empty.
+    QueueGet {
+        /// Queue name.
+        name: String,
+        /// Longest wait.
+        timeout_ms: Option<u64>,
+    },
+    /// How many items the queue holds.
+    QueueLen {
+        /// Queue name.
+        name: String,
+    },
+    /// Sets a variable.
+    VarSet {
+        /// Variable name.
+        name: String,
+        /// A value or a future (which stays alive while stored).
+        item: Arg,
+    },
+    /// A variable's item, waiting until it is set.
+    VarGet {
+        /// Variable name.
+        name: String,
+        /// Longest wait.
+        timeout_ms: Option<u64>,
+    },
+    /// Deletes a variable.
+    VarDel {
+        /// Variable name.
+        name: String,
+    },
+    /// Takes a lock, waiting while another holds it.
+    LockAcquire {
+        /// Lock name.
+        name: String,
+        /// Longest wait.
+        timeout_ms: Option<u64>,
+    },
+    /// Gives a lock back.
+    LockRelease {
+        /// Lock name.
+        name: String,
+    },
+    /// Takes one lease of a semaphore, waiting while all are taken.
+    SemAcquire {
+        /// Semaphore name.
+        name: String,
+        /// Its number of leases, when this creates it.
+        max_leases: u32,
+        /// Longest wait.
+        timeout_ms: Option<u64>,
+    },
+    /// Gives one lease back.
+    SemRelease {
+        /// Semaphore name.
+        name: String,
+    },
+    /// Sets an event, waking its waiters.
+    EventSet {
+        /// Event name.
+        name: String,
+    },
+    /// Clears an event.
+    EventClear {
+        /// Event name.
+        name: String,
+    },
+    /// Waits until an event is set.
+    EventWait {
+        /// Event name.
+        name: String,
+        /// Longest wait.
+        timeout_ms: Option<u64>,
+    },
+    /// Whether an event is set.
+    EventIsSet {
+        /// Event name.
+        name: String,
+    },
+    /// Starts receiving a topic's messages as [`FromScheduler::Message`]s
+    /// tagged with this request's id; answered once subscribed.
+    Subscribe {
+        /// The topic.
+        topic: String,
+    },
+    /// Stops a subscription (by the id of its subscribe request).
+    Unsubscribe {
+        /// The subscription.
+        subscription: u64,
+    },
+}
+
+/// The answer to an [`Op`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum OpReply {
+    /// Done (put, set, acquired, released, subscribed…).
+    Done,
+    /// The item got.
+    Item(Arg),
+    /// A queue's length.
+    Len(u64),
+    /// Whether an event is set.
+    Flag(bool),
+    /// The timeout passed first; nothing changed.
+    Timeout,
+    /// Refused, with a sentence for the user.
+    Failed(String),
 }
 
 /// One dependency value as the scheduler tells a worker where to find it.
@@ -373,6 +532,8 @@ pub struct RunTask {
     pub args: Vec<RunArg>,
     /// Wall-clock limit in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Its priority; subtasks it submits default to one more.
+    pub priority: i32,
 }
 
 /// Messages from the scheduler to clients and workers.
@@ -440,6 +601,20 @@ pub enum FromScheduler {
         id: u64,
         /// Every connected worker.
         workers: Vec<WorkerInfo>,
+    },
+    /// Answer to [`ToScheduler::Primitive`].
+    Primitive {
+        /// Request id.
+        id: u64,
+        /// The outcome.
+        reply: OpReply,
+    },
+    /// A message published on a subscribed topic.
+    Message {
+        /// The subscription (its subscribe request's id).
+        subscription: u64,
+        /// MessagePack value.
+        message: Bytes,
     },
     /// A request could not be served at all.
     Failed {

@@ -41,6 +41,11 @@ enum Inbound {
     Closed {
         id: u64,
     },
+    /// A waiting primitive request's timeout passed.
+    Timeout {
+        client: u64,
+        id: u64,
+    },
 }
 
 struct Conn {
@@ -77,8 +82,9 @@ impl Scheduler {
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         let next_id = Arc::new(AtomicU64::new(1));
         let opts = self.options.clone();
+        let timers = in_tx.clone();
         let accept = tokio::spawn(accept_loop(self.listener, opts, next_id, in_tx));
-        core_loop(in_rx).await;
+        core_loop(in_rx, timers).await;
         accept.abort();
     }
 }
@@ -149,14 +155,20 @@ async fn read_loop(id: u64, mut rx: Receiver<ToScheduler>, in_tx: &mpsc::Unbound
 
 struct Core {
     state: state::Scheduler,
+    /// Where armed timers report back.
+    timers: mpsc::UnboundedSender<Inbound>,
     modules: HashMap<String, Bytes>,
     conns: HashMap<u64, Conn>,
     shutting_down: bool,
 }
 
-async fn core_loop(mut in_rx: mpsc::UnboundedReceiver<Inbound>) {
+async fn core_loop(
+    mut in_rx: mpsc::UnboundedReceiver<Inbound>,
+    timers: mpsc::UnboundedSender<Inbound>,
+) {
     let mut core = Core {
         state: state::Scheduler::new(),
+        timers,
         modules: HashMap::new(),
         conns: HashMap::new(),
         shutting_down: false,
@@ -224,6 +236,7 @@ impl Core {
                     self.message(id, msg);
                 }
             }
+            Inbound::Timeout { client, id } => self.apply(Event::PrimitiveTimeout { client, id }),
         }
     }
 
@@ -327,15 +340,22 @@ impl Core {
                 worker: from,
                 errors,
             },
+            ToScheduler::Seceded { key } if is_worker => Event::Seceded { worker: from, key },
+            ToScheduler::Rejoined { key } if is_worker => Event::Rejoined { worker: from, key },
+            ToScheduler::Primitive { id, task, op } if !is_worker => Event::Primitive {
+                client: from,
+                id,
+                task,
+                op,
+            },
+            ToScheduler::Publish { topic, message } => Event::Publish { topic, message },
             ToScheduler::FetchModule { hash } if is_worker => {
                 let bytes = self.modules.get(&hash).cloned();
                 self.send(from, FromScheduler::Module { hash, bytes });
                 return;
             }
             other => {
-                tracing::warn!(
-                    "connection {from} sent a worker message without being a worker: {other:?}"
-                );
+                tracing::warn!("connection {from} sent a message its role may not send: {other:?}");
                 return;
             }
         };
@@ -376,6 +396,31 @@ impl Core {
                     id,
                     message,
                 } => self.send(client, FromScheduler::Failed { id, message }),
+                Command::Reply { client, id, reply } => {
+                    self.send(client, FromScheduler::Primitive { id, reply })
+                }
+                Command::Timer {
+                    client,
+                    id,
+                    after_ms,
+                } => {
+                    let timers = self.timers.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                        let _ = timers.send(Inbound::Timeout { client, id });
+                    });
+                }
+                Command::Message {
+                    client,
+                    subscription,
+                    message,
+                } => self.send(
+                    client,
+                    FromScheduler::Message {
+                        subscription,
+                        message,
+                    },
+                ),
             }
         }
     }

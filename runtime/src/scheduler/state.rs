@@ -17,10 +17,14 @@
 //! - A task with retries left runs again after an error instead of erring.
 //! - Scattered data is a task whose "run" is storing a value on a worker.
 
+mod primitives;
+
 use crate::protocol::{
-    Arg, ErrorKind, Located, Outcome, RunArg, RunTask, TaskError, TaskSpec, TaskState, WorkerInfo,
+    Arg, ErrorKind, Located, Op, OpReply, Outcome, RunArg, RunTask, TaskError, TaskSpec, TaskState,
+    WorkerInfo,
 };
 use bytes::Bytes;
+use primitives::{Owner, Primitives};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -152,6 +156,45 @@ pub enum Event {
         /// (key, error) of each.
         errors: Vec<(String, TaskError)>,
     },
+    /// A task gave its execution slot back while it waits.
+    Seceded {
+        /// Its worker.
+        worker: WorkerId,
+        /// The task.
+        key: String,
+    },
+    /// A seceded task took a slot again.
+    Rejoined {
+        /// Its worker.
+        worker: WorkerId,
+        /// The task.
+        key: String,
+    },
+    /// An operation on a coordination primitive.
+    Primitive {
+        /// Who asks.
+        client: ClientId,
+        /// Request id to answer.
+        id: u64,
+        /// The running task it is on behalf of, if any.
+        task: Option<String>,
+        /// The operation.
+        op: Op,
+    },
+    /// A message for a topic's subscribers.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The encoded message.
+        message: Bytes,
+    },
+    /// The timeout of a waiting primitive request passed.
+    PrimitiveTimeout {
+        /// Who asked.
+        client: ClientId,
+        /// Its request id.
+        id: u64,
+    },
 }
 
 /// Something the server must do.
@@ -228,6 +271,33 @@ pub enum Command {
         /// Why.
         message: String,
     },
+    /// Answer a primitive operation.
+    Reply {
+        /// The client.
+        client: ClientId,
+        /// Its request id.
+        id: u64,
+        /// The answer.
+        reply: OpReply,
+    },
+    /// Call back with [`Event::PrimitiveTimeout`] after `after_ms`.
+    Timer {
+        /// The client.
+        client: ClientId,
+        /// Its request id.
+        id: u64,
+        /// Milliseconds from now.
+        after_ms: u64,
+    },
+    /// Deliver a published message to a subscription.
+    Message {
+        /// The subscriber.
+        client: ClientId,
+        /// Its subscription id.
+        subscription: u64,
+        /// The encoded message.
+        message: Bytes,
+    },
 }
 
 #[derive(Debug)]
@@ -303,6 +373,9 @@ struct Worker {
     /// Resources held by the tasks in `processing`.
     used: HashMap<String, f64>,
     processing: HashSet<String>,
+    /// Those of `processing` that gave their slot back while they wait;
+    /// they do not count against the worker's capacity.
+    seceded: HashSet<String>,
     has: HashSet<String>,
 }
 
@@ -311,8 +384,13 @@ impl Worker {
         self.nthreads as usize * (QUEUED_PER_SLOT + 1)
     }
 
+    /// Tasks that occupy the worker: assigned and not waiting seceded.
+    fn load(&self) -> usize {
+        self.processing.len() - self.seceded.len()
+    }
+
     fn has_room(&self) -> bool {
-        self.processing.len() < self.capacity()
+        self.load() < self.capacity()
     }
 
     /// Whether `name` (a worker name, data address or id) means this one.
@@ -340,6 +418,7 @@ impl Worker {
     }
 
     fn give_back(&mut self, key: &str, need: &[(String, f64)]) {
+        self.seceded.remove(key);
         if self.processing.remove(key) {
             for (r, a) in need {
                 if let Some(u) = self.used.get_mut(r) {
@@ -372,6 +451,8 @@ pub struct Scheduler {
     scatters: HashMap<(ClientId, u64), usize>,
     /// Next worker for round-robin scatter.
     scatter_rr: usize,
+    /// Queues, variables, locks, semaphores, events and topics.
+    prims: Primitives,
 }
 
 impl Scheduler {
@@ -390,9 +471,11 @@ impl Scheduler {
                 self.clients.insert(client, Client { holder, ephemeral });
             }
             Event::ClientDisconnected { client } => {
+                self.primitives_client_gone(client, &mut out);
                 if let Some(c) = self.clients.remove(&client)
                     && c.ephemeral
                 {
+                    self.owner_ended(&Owner::Holder(c.holder.clone()), &mut out);
                     let keys: Vec<String> = self
                         .holdings
                         .remove(&c.holder)
@@ -437,10 +520,7 @@ impl Scheduler {
             Event::Release { client, keys } => {
                 if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
                     for key in keys {
-                        if let Some(h) = self.holdings.get_mut(&holder) {
-                            h.remove(&key);
-                        }
-                        self.unhold(&holder, &key, &mut out);
+                        self.drop_hold(&holder, &key, &mut out);
                     }
                 }
             }
@@ -460,6 +540,7 @@ impl Scheduler {
                         resources,
                         used: HashMap::default(),
                         processing: HashSet::default(),
+                        seceded: HashSet::default(),
                         has: HashSet::default(),
                     },
                 );
@@ -512,6 +593,7 @@ impl Scheduler {
                     if let Some(w) = self.workers.get_mut(&worker) {
                         w.give_back(&key, &t.spec.placement.resources);
                     }
+                    self.owner_ended(&Owner::Task(key.clone()), &mut out);
                     let input_gone =
                         error.kind == ErrorKind::Lost && self.unfinished_inputs(&key) > 0;
                     let t = self.tasks.get_mut(&key).expect("on a worker");
@@ -529,9 +611,59 @@ impl Scheduler {
                     }
                 }
             }
+            Event::Seceded { worker, key } => {
+                if let Some(w) = self.workers.get_mut(&worker)
+                    && w.processing.contains(&key)
+                {
+                    w.seceded.insert(key);
+                }
+            }
+            Event::Rejoined { worker, key } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.seceded.remove(&key);
+                }
+            }
+            Event::Primitive {
+                client,
+                id,
+                task,
+                op,
+            } => self.primitive(client, id, task, op, &mut out),
+            Event::Publish { topic, message } => self.publish(&topic, message, &mut out),
+            Event::PrimitiveTimeout { client, id } => {
+                self.primitive_timed_out(client, id, &mut out)
+            }
         }
         self.schedule(&mut out);
         out
+    }
+
+    /// Makes `holder` hold `key` (and compute it again if its result was
+    /// dropped); false if the key is unknown.
+    fn hold(&mut self, holder: &str, key: &str) -> bool {
+        let Some(t) = self.tasks.get_mut(key) else {
+            return false;
+        };
+        if t.holders.insert(holder.to_string()) {
+            self.holdings
+                .entry(holder.to_string())
+                .or_default()
+                .insert(key.to_string());
+        }
+        self.recompute(key);
+        true
+    }
+
+    /// Ends `holder`'s hold on `key`, forgetting the key if nothing else
+    /// needs it.
+    fn drop_hold(&mut self, holder: &str, key: &str, out: &mut Vec<Command>) {
+        if let Some(h) = self.holdings.get_mut(holder) {
+            h.remove(key);
+            if h.is_empty() {
+                self.holdings.remove(holder);
+            }
+        }
+        self.unhold(holder, key, out);
     }
 
     fn submit(
@@ -552,14 +684,8 @@ impl Scheduler {
                     continue;
                 }
                 self.insert(spec, &holder, out);
-            } else if let Some(t) = self.tasks.get_mut(&key) {
-                if t.holders.insert(holder.clone()) {
-                    self.holdings
-                        .entry(holder.clone())
-                        .or_default()
-                        .insert(key.clone());
-                }
-                self.recompute(&key);
+            } else {
+                self.hold(&holder, &key);
             }
         }
         refused
@@ -789,6 +915,10 @@ impl Scheduler {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.give_back(&key, &task.spec.placement.resources);
         }
+        if matches!(&task.state, State::Processing { worker: w } if *w == worker) {
+            self.owner_ended(&Owner::Task(key.clone()), out);
+        }
+        let task = self.tasks.get_mut(&key).expect("present");
         match &mut task.state {
             State::Processing { worker: w } if *w == worker || task.scatter.is_some() => {}
             // Another copy (broadcast scatter): remember where it is.
@@ -898,8 +1028,12 @@ impl Scheduler {
                     keys: vec![k.clone()],
                 });
             }
+            let was_running = matches!(t.state, State::Processing { .. });
             t.state = end();
             stack.extend(t.dependents.iter().cloned());
+            if was_running {
+                self.owner_ended(&Owner::Task(k.clone()), out);
+            }
             self.notify(&k, out);
             self.ended(&k, out);
         }
@@ -990,9 +1124,11 @@ impl Scheduler {
                 }
             }
         }
-        // Its running and queued tasks go back to the ready queue.
+        // Its running and queued tasks go back to the ready queue; their
+        // leases end with the instances that held them.
         let mut killers = Vec::new();
         for key in w.processing {
+            self.owner_ended(&Owner::Task(key.clone()), out);
             if let Some(t) = self.tasks.get_mut(&key)
                 && matches!(t.state, State::Processing { worker: x } if x == worker)
             {
@@ -1105,8 +1241,8 @@ impl Scheduler {
                 let ha = held.get(ia).copied().unwrap_or(0);
                 let hb = held.get(ib).copied().unwrap_or(0);
                 // Less load is better: compare b's load against a's.
-                let la = a.processing.len() as u64 * b.nthreads as u64;
-                let lb = b.processing.len() as u64 * a.nthreads as u64;
+                let la = a.load() as u64 * b.nthreads as u64;
+                let lb = b.load() as u64 * a.nthreads as u64;
                 ha.cmp(&hb).then(lb.cmp(&la)).then(ib.cmp(ia))
             })
             .map(|(id, _)| *id)
@@ -1134,6 +1270,7 @@ impl Scheduler {
             function: task.spec.function.clone(),
             args,
             timeout_ms: task.spec.timeout_ms,
+            priority: task.spec.priority,
         }
     }
 

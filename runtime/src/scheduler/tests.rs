@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 const M: &str = "module-hash";
 
-fn spec(key: &str, args: Vec<Arg>) -> TaskSpec {
+pub(super) fn spec(key: &str, args: Vec<Arg>) -> TaskSpec {
     TaskSpec {
         key: key.into(),
         module: M.into(),
@@ -22,7 +22,7 @@ fn spec(key: &str, args: Vec<Arg>) -> TaskSpec {
     }
 }
 
-fn joined(id: u64, nthreads: u32) -> Event {
+pub(super) fn joined(id: u64, nthreads: u32) -> Event {
     Event::WorkerConnected {
         worker: id,
         nthreads,
@@ -32,15 +32,15 @@ fn joined(id: u64, nthreads: u32) -> Event {
     }
 }
 
-fn val(b: u8) -> Arg {
+pub(super) fn val(b: u8) -> Arg {
     Arg::Value(Bytes::from(vec![b]))
 }
 
-fn fut(k: &str) -> Arg {
+pub(super) fn fut(k: &str) -> Arg {
     Arg::Future(k.into())
 }
 
-fn small(v: u8) -> Located {
+pub(super) fn small(v: u8) -> Located {
     Located {
         inline: Some(Bytes::from(vec![v])),
         who_has: vec![],
@@ -56,7 +56,7 @@ fn big(n: u64) -> Located {
     }
 }
 
-fn error(origin: &str) -> TaskError {
+pub(super) fn error(origin: &str) -> TaskError {
     TaskError {
         kind: ErrorKind::Panic,
         message: "boom".into(),
@@ -68,7 +68,7 @@ fn error(origin: &str) -> TaskError {
 
 /// A scheduler with client 1 (named "cli") and the given workers
 /// (id, nthreads).
-fn setup(workers: &[(u64, u32)]) -> Scheduler {
+pub(super) fn setup(workers: &[(u64, u32)]) -> Scheduler {
     let mut s = Scheduler::new();
     s.handle(Event::ModuleStored { hash: M.into() });
     s.handle(Event::ClientConnected {
@@ -81,7 +81,7 @@ fn setup(workers: &[(u64, u32)]) -> Scheduler {
     s
 }
 
-fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>) -> Vec<Command> {
+pub(super) fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>) -> Vec<Command> {
     s.handle(Event::Submit {
         client: 1,
         id: 7,
@@ -90,7 +90,7 @@ fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>) -> Vec<Command> {
 }
 
 /// (worker, key) of every task sent to run.
-fn runs(cmds: &[Command]) -> Vec<(u64, String)> {
+pub(super) fn runs(cmds: &[Command]) -> Vec<(u64, String)> {
     cmds.iter()
         .flat_map(|c| match c {
             Command::Run { worker, tasks } => {
@@ -101,7 +101,7 @@ fn runs(cmds: &[Command]) -> Vec<(u64, String)> {
         .collect()
 }
 
-fn finish(s: &mut Scheduler, worker: u64, key: &str, at: Located) -> Vec<Command> {
+pub(super) fn finish(s: &mut Scheduler, worker: u64, key: &str, at: Located) -> Vec<Command> {
     s.handle(Event::Finished {
         worker,
         results: vec![(key.into(), at)],

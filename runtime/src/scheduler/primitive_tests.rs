@@ -1,0 +1,457 @@
+//! The coordination primitives' rules, driven through `handle`: queues,
+//! variables, leases that end with their holders, events and pub/sub.
+
+use super::state::{Command, Event, Scheduler};
+use super::tests::{error, finish, runs, setup, small, spec, submit, val};
+use crate::protocol::{Arg, Op, OpReply, TaskState};
+use bytes::Bytes;
+
+/// Client 2 is unnamed (its leases end with its connection).
+fn with_unnamed(workers: &[(u64, u32)]) -> Scheduler {
+    let mut s = setup(workers);
+    s.handle(Event::ClientConnected {
+        client: 2,
+        name: None,
+    });
+    s
+}
+
+fn op(s: &mut Scheduler, client: u64, id: u64, task: Option<&str>, op: Op) -> Vec<Command> {
+    s.handle(Event::Primitive {
+        client,
+        id,
+        task: task.map(str::to_string),
+        op,
+    })
+}
+
+/// The answers in `cmds`, as (client, id, reply).
+fn replies(cmds: &[Command]) -> Vec<(u64, u64, OpReply)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Reply { client, id, reply } => Some((*client, *id, reply.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn put(name: &str, item: Arg, maxsize: Option<u64>, timeout_ms: Option<u64>) -> Op {
+    Op::QueuePut {
+        name: name.into(),
+        item,
+        maxsize,
+        timeout_ms,
+    }
+}
+
+fn get(name: &str, timeout_ms: Option<u64>) -> Op {
+    Op::QueueGet {
+        name: name.into(),
+        timeout_ms,
+    }
+}
+
+fn lock(name: &str) -> Op {
+    Op::LockAcquire {
+        name: name.into(),
+        timeout_ms: None,
+    }
+}
+
+/// A scheduler where task `t` runs on worker 10.
+fn with_running_task() -> Scheduler {
+    let mut s = with_unnamed(&[(10, 1)]);
+    let cmds = submit(&mut s, vec![spec("t", vec![])]);
+    assert_eq!(runs(&cmds), vec![(10, "t".to_string())]);
+    s
+}
+
+#[test]
+fn a_queue_is_first_in_first_out() {
+    let mut s = setup(&[]);
+    for (i, b) in [1u8, 2, 3].into_iter().enumerate() {
+        let r = replies(&op(&mut s, 1, i as u64, None, put("q", val(b), None, None)));
+        assert_eq!(r, vec![(1, i as u64, OpReply::Done)]);
+    }
+    let len = op(&mut s, 1, 9, None, Op::QueueLen { name: "q".into() });
+    assert_eq!(replies(&len), vec![(1, 9, OpReply::Len(3))]);
+    for b in [1u8, 2, 3] {
+        let r = replies(&op(&mut s, 1, 10, None, get("q", None)));
+        assert_eq!(r, vec![(1, 10, OpReply::Item(val(b)))]);
+    }
+}
+
+#[test]
+fn a_full_queue_blocks_the_put_until_a_get() {
+    let mut s = setup(&[]);
+    assert_eq!(
+        replies(&op(&mut s, 1, 1, None, put("q", val(1), Some(1), None)))[0].2,
+        OpReply::Done
+    );
+    let blocked = op(&mut s, 1, 2, None, put("q", val(2), Some(1), None));
+    assert!(replies(&blocked).is_empty(), "{blocked:?}");
+    let got = replies(&op(&mut s, 1, 3, None, get("q", None)));
+    assert!(got.contains(&(1, 3, OpReply::Item(val(1)))));
+    assert!(got.contains(&(1, 2, OpReply::Done)), "the put goes through");
+    let got = replies(&op(&mut s, 1, 4, None, get("q", None)));
+    assert_eq!(got, vec![(1, 4, OpReply::Item(val(2)))]);
+}
+
+#[test]
+fn another_maxsize_for_an_existing_queue_is_refused() {
+    let mut s = setup(&[]);
+    op(&mut s, 1, 1, None, put("q", val(1), Some(1), None));
+    let r = replies(&op(&mut s, 1, 2, None, put("q", val(2), Some(5), None)));
+    assert!(
+        matches!(&r[0].2, OpReply::Failed(m) if m.contains("maxsize 1")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_get_on_an_empty_queue_times_out_and_then_takes_nothing() {
+    let mut s = setup(&[]);
+    let now = replies(&op(&mut s, 1, 1, None, get("q", Some(0))));
+    assert_eq!(now, vec![(1, 1, OpReply::Timeout)], "timeout 0 never waits");
+    let cmds = op(&mut s, 1, 2, None, get("q", Some(50)));
+    assert!(cmds.contains(&Command::Timer {
+        client: 1,
+        id: 2,
+        after_ms: 50
+    }));
+    let timed_out = s.handle(Event::PrimitiveTimeout { client: 1, id: 2 });
+    assert_eq!(replies(&timed_out), vec![(1, 2, OpReply::Timeout)]);
+    // The item put later stays in the queue for the next get.
+    op(&mut s, 1, 3, None, put("q", val(7), None, None));
+    let len = op(&mut s, 1, 4, None, Op::QueueLen { name: "q".into() });
+    assert_eq!(replies(&len), vec![(1, 4, OpReply::Len(1))]);
+    // A timer that fires after its request was served changes nothing.
+    let late = s.handle(Event::PrimitiveTimeout { client: 1, id: 2 });
+    assert!(replies(&late).is_empty());
+}
+
+#[test]
+fn a_waiting_get_receives_the_next_put() {
+    let mut s = setup(&[]);
+    assert!(replies(&op(&mut s, 1, 1, None, get("q", None))).is_empty());
+    let r = replies(&op(&mut s, 1, 2, None, put("q", val(5), None, None)));
+    assert!(r.contains(&(1, 1, OpReply::Item(val(5)))));
+    assert!(r.contains(&(1, 2, OpReply::Done)));
+}
+
+#[test]
+fn a_queued_future_outlives_its_submitter_and_passes_to_the_getter() {
+    let mut s = with_unnamed(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    finish(&mut s, 10, "a", small(1));
+    op(
+        &mut s,
+        1,
+        1,
+        None,
+        put("q", Arg::Future("a".into()), None, None),
+    );
+    s.handle(Event::Release {
+        client: 1,
+        keys: vec!["a".into()],
+    });
+    assert_eq!(s.state("a"), Some(TaskState::Finished), "held by the queue");
+    let r = replies(&op(&mut s, 2, 2, None, get("q", None)));
+    assert_eq!(r, vec![(2, 2, OpReply::Item(Arg::Future("a".into())))]);
+    assert_eq!(
+        s.state("a"),
+        Some(TaskState::Finished),
+        "held by the getter"
+    );
+    s.handle(Event::ClientDisconnected { client: 2 });
+    assert_eq!(s.state("a"), None, "forgotten once nobody holds it");
+}
+
+#[test]
+fn storing_an_unknown_future_is_refused() {
+    let mut s = setup(&[]);
+    let r = replies(&op(
+        &mut s,
+        1,
+        1,
+        None,
+        put("q", Arg::Future("x".into()), None, None),
+    ));
+    assert!(
+        matches!(&r[0].2, OpReply::Failed(m) if m.contains("@x")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_variable_get_waits_until_it_is_set_and_holds_its_future() {
+    let mut s = with_unnamed(&[(10, 1)]);
+    let get = Op::VarGet {
+        name: "v".into(),
+        timeout_ms: None,
+    };
+    assert!(replies(&op(&mut s, 2, 1, None, get.clone())).is_empty());
+    submit(&mut s, vec![spec("a", vec![])]);
+    let set = Op::VarSet {
+        name: "v".into(),
+        item: Arg::Future("a".into()),
+    };
+    let r = replies(&op(&mut s, 1, 2, None, set));
+    assert!(r.contains(&(2, 1, OpReply::Item(Arg::Future("a".into())))));
+    s.handle(Event::Release {
+        client: 1,
+        keys: vec!["a".into()],
+    });
+    op(&mut s, 1, 3, None, Op::VarDel { name: "v".into() });
+    assert_eq!(
+        s.state("a"),
+        Some(TaskState::Processing),
+        "the getter holds it"
+    );
+    let r = replies(&op(
+        &mut s,
+        1,
+        4,
+        None,
+        Op::VarGet {
+            name: "v".into(),
+            timeout_ms: Some(0),
+        },
+    ));
+    assert_eq!(r, vec![(1, 4, OpReply::Timeout)], "deleted");
+}
+
+#[test]
+fn a_lock_is_exclusive_and_passes_to_the_next_waiter() {
+    let mut s = with_unnamed(&[]);
+    assert_eq!(
+        replies(&op(&mut s, 1, 1, None, lock("l")))[0].2,
+        OpReply::Done
+    );
+    assert!(replies(&op(&mut s, 2, 2, None, lock("l"))).is_empty());
+    let wrong = replies(&op(
+        &mut s,
+        2,
+        3,
+        None,
+        Op::LockRelease { name: "l".into() },
+    ));
+    assert!(
+        matches!(&wrong[0].2, OpReply::Failed(m) if m.contains("not held")),
+        "{wrong:?}"
+    );
+    let r = replies(&op(
+        &mut s,
+        1,
+        4,
+        None,
+        Op::LockRelease { name: "l".into() },
+    ));
+    assert!(r.contains(&(1, 4, OpReply::Done)));
+    assert!(r.contains(&(2, 2, OpReply::Done)), "handed to the waiter");
+}
+
+#[test]
+fn a_lock_held_by_a_task_is_free_when_the_task_finishes() {
+    let mut s = with_running_task();
+    assert_eq!(
+        replies(&op(&mut s, 2, 1, Some("t"), lock("l")))[0].2,
+        OpReply::Done
+    );
+    assert!(replies(&op(&mut s, 1, 2, None, lock("l"))).is_empty());
+    let r = replies(&finish(&mut s, 10, "t", small(1)));
+    assert_eq!(r, vec![(1, 2, OpReply::Done)]);
+}
+
+#[test]
+fn a_lock_held_by_a_task_is_free_when_the_task_errs() {
+    let mut s = with_running_task();
+    op(&mut s, 2, 1, Some("t"), lock("l"));
+    op(&mut s, 1, 2, None, lock("l"));
+    let r = replies(&s.handle(Event::Erred {
+        worker: 10,
+        errors: vec![("t".into(), error("t"))],
+    }));
+    assert_eq!(r, vec![(1, 2, OpReply::Done)]);
+}
+
+#[test]
+fn a_lock_held_by_a_task_is_free_when_its_worker_dies() {
+    let mut s = with_running_task();
+    op(&mut s, 2, 1, Some("t"), lock("l"));
+    op(&mut s, 1, 2, None, lock("l"));
+    let r = replies(&s.handle(Event::WorkerDisconnected { worker: 10 }));
+    assert_eq!(r, vec![(1, 2, OpReply::Done)]);
+}
+
+#[test]
+fn a_lock_held_by_a_cancelled_task_is_free() {
+    let mut s = with_running_task();
+    op(&mut s, 2, 1, Some("t"), lock("l"));
+    op(&mut s, 1, 2, None, lock("l"));
+    let r = replies(&s.handle(Event::Cancel {
+        client: 1,
+        keys: vec!["t".into()],
+        force: true,
+    }));
+    assert_eq!(r, vec![(1, 2, OpReply::Done)]);
+}
+
+#[test]
+fn a_task_that_is_not_running_cannot_take_a_lease() {
+    let mut s = with_unnamed(&[]);
+    let r = replies(&op(&mut s, 2, 1, Some("ghost"), lock("l")));
+    assert!(
+        matches!(&r[0].2, OpReply::Failed(m) if m.contains("not running")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn an_unnamed_client_loses_its_leases_on_disconnect_a_named_one_keeps_them() {
+    let mut s = with_unnamed(&[]);
+    op(&mut s, 2, 1, None, lock("a"));
+    op(&mut s, 1, 2, None, lock("b"));
+    s.handle(Event::ClientDisconnected { client: 1 });
+    s.handle(Event::ClientConnected {
+        client: 3,
+        name: None,
+    });
+    let r = replies(&op(&mut s, 3, 3, None, lock("a")));
+    assert!(r.is_empty(), "client 2 still holds a");
+    let r = replies(&s.handle(Event::ClientDisconnected { client: 2 }));
+    assert_eq!(r, vec![(3, 3, OpReply::Done)]);
+    let r = replies(&op(
+        &mut s,
+        3,
+        4,
+        None,
+        Op::LockAcquire {
+            name: "b".into(),
+            timeout_ms: Some(0),
+        },
+    ));
+    assert_eq!(
+        r,
+        vec![(3, 4, OpReply::Timeout)],
+        "named client cli keeps b"
+    );
+    // The named client releases it from a later connection.
+    s.handle(Event::ClientConnected {
+        client: 4,
+        name: Some("cli".into()),
+    });
+    let r = replies(&op(
+        &mut s,
+        4,
+        5,
+        None,
+        Op::LockRelease { name: "b".into() },
+    ));
+    assert_eq!(r, vec![(4, 5, OpReply::Done)]);
+}
+
+#[test]
+fn a_semaphore_admits_max_leases_holders() {
+    let mut s = with_unnamed(&[]);
+    let acquire = |timeout_ms| Op::SemAcquire {
+        name: "s".into(),
+        max_leases: 2,
+        timeout_ms,
+    };
+    assert_eq!(
+        replies(&op(&mut s, 1, 1, None, acquire(None)))[0].2,
+        OpReply::Done
+    );
+    assert_eq!(
+        replies(&op(&mut s, 2, 2, None, acquire(None)))[0].2,
+        OpReply::Done
+    );
+    assert!(replies(&op(&mut s, 2, 3, None, acquire(None))).is_empty());
+    let other = Op::SemAcquire {
+        name: "s".into(),
+        max_leases: 3,
+        timeout_ms: None,
+    };
+    let r = replies(&op(&mut s, 1, 4, None, other));
+    assert!(
+        matches!(&r[0].2, OpReply::Failed(m) if m.contains("2 leases")),
+        "{r:?}"
+    );
+    let r = replies(&op(&mut s, 1, 5, None, Op::SemRelease { name: "s".into() }));
+    assert!(r.contains(&(2, 3, OpReply::Done)));
+}
+
+#[test]
+fn an_event_wakes_every_waiter_when_set() {
+    let mut s = with_unnamed(&[]);
+    let wait = Op::EventWait {
+        name: "e".into(),
+        timeout_ms: None,
+    };
+    assert!(replies(&op(&mut s, 1, 1, None, wait.clone())).is_empty());
+    assert!(replies(&op(&mut s, 2, 2, None, wait.clone())).is_empty());
+    let r = replies(&op(&mut s, 1, 3, None, Op::EventSet { name: "e".into() }));
+    assert_eq!(r.len(), 3);
+    let is_set = Op::EventIsSet { name: "e".into() };
+    assert_eq!(
+        replies(&op(&mut s, 1, 4, None, is_set.clone()))[0].2,
+        OpReply::Flag(true)
+    );
+    assert_eq!(replies(&op(&mut s, 1, 5, None, wait))[0].2, OpReply::Done);
+    op(&mut s, 1, 6, None, Op::EventClear { name: "e".into() });
+    assert_eq!(
+        replies(&op(&mut s, 1, 7, None, is_set))[0].2,
+        OpReply::Flag(false)
+    );
+}
+
+#[test]
+fn a_message_goes_to_every_current_subscriber_in_order() {
+    let mut s = with_unnamed(&[]);
+    let sub = |topic: &str| Op::Subscribe {
+        topic: topic.into(),
+    };
+    op(&mut s, 1, 1, None, sub("t"));
+    op(&mut s, 2, 2, None, sub("t"));
+    op(&mut s, 2, 3, None, sub("other"));
+    let mut got = Vec::new();
+    for b in [1u8, 2] {
+        got.extend(s.handle(Event::Publish {
+            topic: "t".into(),
+            message: Bytes::from(vec![b]),
+        }));
+    }
+    let delivered: Vec<(u64, u64, u8)> = got
+        .iter()
+        .filter_map(|c| match c {
+            Command::Message {
+                client,
+                subscription,
+                message,
+            } => Some((*client, *subscription, message[0])),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![(1, 1, 1), (2, 2, 1), (1, 1, 2), (2, 2, 2)]);
+    op(&mut s, 2, 4, None, Op::Unsubscribe { subscription: 2 });
+    s.handle(Event::ClientDisconnected { client: 1 });
+    let after = s.handle(Event::Publish {
+        topic: "t".into(),
+        message: Bytes::from_static(b"x"),
+    });
+    assert!(after.is_empty(), "{after:?}");
+}
+
+#[test]
+fn a_seceded_task_does_not_fill_its_worker() {
+    let mut s = setup(&[(10, 1)]);
+    let many: Vec<_> = (0..200).map(|i| spec(&format!("t{i}"), vec![])).collect();
+    let first = runs(&submit(&mut s, many)).len();
+    assert!(first < 200, "the worker's queue is bounded");
+    let more = s.handle(Event::Seceded {
+        worker: 10,
+        key: "t0".into(),
+    });
+    assert_eq!(runs(&more).len(), 1, "one more task fills the freed room");
+}
