@@ -29,7 +29,7 @@ pub use primitives::{Event, Item, Lock, Queue, Semaphore, Subscription, Variable
 
 use crate::connection::{self, Sender};
 use crate::key;
-use crate::module::LocalModule;
+use crate::module::{CompiledModule, LocalModule};
 use crate::peer;
 use crate::protocol::{
     Arg, FromScheduler, Hello, Located, Outcome, PROTOCOL_VERSION, Placement, Role, TaskError,
@@ -694,7 +694,17 @@ impl Inner {
 /// Checks a call against the export's signature: the export exists, the
 /// number of arguments matches, and every literal argument fits its type.
 pub fn check_call(module: &LocalModule, function: &str, args: &[Arg]) -> Result<(), String> {
-    let sig = module.compiled.func(function, &module.name)?;
+    check_args(&module.compiled, &module.name, function, args)
+}
+
+/// [`check_call`] against a compiled module called `name` in messages.
+pub fn check_args(
+    module: &CompiledModule,
+    name: &str,
+    function: &str,
+    args: &[Arg],
+) -> Result<(), String> {
+    let sig = module.func(function, name)?;
     if args.len() != sig.params.len() {
         return Err(arity_message(&sig.to_wit(), sig.params.len(), args.len()));
     }

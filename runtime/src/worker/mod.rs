@@ -6,6 +6,7 @@
 //! (a semaphore permit) only while it computes: fetching inputs and, later,
 //! waiting in blocking host calls hold no slot and no OS thread.
 
+pub mod host;
 pub mod sandbox;
 
 use crate::connection::{self, Sender};
@@ -17,6 +18,7 @@ use crate::protocol::{
 };
 use crate::value::{self, Value};
 use bytes::Bytes;
+use host::{Link, TaskLink};
 use sandbox::{Limits, Ready, Sandbox};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -52,7 +54,9 @@ struct Shared {
     results: peer::Store,
     modules: Mutex<HashMap<String, ModuleSlot>>,
     module_waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Option<Bytes>>>>>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
+    /// What tasks use to act as clients and give their slots back.
+    link: Arc<Link>,
     to_scheduler: Sender<ToScheduler>,
     /// Tasks in flight, to interrupt on cancel.
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
@@ -98,9 +102,18 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         options.token.clone(),
         results.clone(),
     ));
+    let slots = Arc::new(Semaphore::new(options.nthreads.max(1) as usize));
+    let link = Arc::new(Link::new(
+        options.scheduler.clone(),
+        options.token.clone(),
+        slots.clone(),
+        to_scheduler.clone(),
+        &format!("worker-{id}"),
+    ));
     let shared = Arc::new(Shared {
         sandbox,
-        slots: Semaphore::new(options.nthreads.max(1) as usize),
+        slots,
+        link,
         options,
         results,
         modules: Default::default(),
@@ -234,15 +247,24 @@ async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
         })?;
         args.push(v);
     }
-    let _slot = shared
+    let slot = shared
         .slots
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .expect("the slot semaphore is never closed");
     let timeout = task.timeout_ms.map(Duration::from_millis);
+    let link = TaskLink::new(
+        shared.link.clone(),
+        &task.key,
+        ready.module.clone(),
+        task.priority,
+        timeout,
+        slot,
+    );
     let result = shared
         .sandbox
-        .run(&ready, &task.key, &task.function, args, timeout)
+        .run_linked(&ready, &task.key, &task.function, args, timeout, Some(link))
         .await?;
     Ok(value::encode(&result).into())
 }

@@ -12,6 +12,7 @@
 //! [`TICK`], and at every tick a running guest yields to tokio, so a long
 //! task never starves the worker's I/O, and a task past its deadline traps.
 
+use super::host::{self, HasLink, TaskLink};
 use crate::module::{COMMAND_FUNCTION, Code, CompiledModule, Entry, ModuleKind, engine_config};
 use crate::protocol::{ErrorKind, TaskError};
 use crate::value::{self, Value};
@@ -63,6 +64,22 @@ pub struct Host {
     limits: StoreLimits,
     key: String,
     worker_id: Arc<str>,
+    /// The task's link to the cluster, when it runs on a worker.
+    link: Option<TaskLink>,
+}
+
+impl HasLink for Host {
+    fn link(&mut self) -> Option<&mut TaskLink> {
+        self.link.as_mut()
+    }
+
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
 }
 
 impl WasiView for Host {
@@ -109,7 +126,11 @@ impl Sandbox {
     pub fn new(worker_id: &str, limits: Limits, concurrency: u32) -> anyhow::Result<Self> {
         let mut config = engine_config();
         let mut pool = PoolingAllocationConfig::default();
-        let n = (concurrency.max(1) * 4 + 16).min(1000);
+        // Tasks waiting in host calls (a gather of subtasks, a queue get)
+        // keep their instances while their slots run others, so the pool
+        // is far larger than the slot count; unused entries cost only
+        // address space.
+        let n = (concurrency.max(1) * 8 + 256).min(2000);
         pool.total_component_instances(n);
         pool.total_core_instances(n * 4);
         pool.total_memories(n * 2);
@@ -127,7 +148,7 @@ impl Sandbox {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        add_dtask_host(&mut linker)?;
+        host::add_to_linker(&mut linker)?;
         let mut core_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut core_linker, |h: &mut CoreHost| &mut h.wasi)?;
         let ticker = engine.weak();
@@ -187,12 +208,27 @@ impl Sandbox {
         args: Vec<Value>,
         timeout: Option<Duration>,
     ) -> Result<Value, TaskError> {
+        self.run_linked(ready, key, function, args, timeout, None)
+            .await
+    }
+
+    /// [`Sandbox::run`] for a task on a worker, whose `link` lets it act as
+    /// a client and coordinate with others (and holds its execution slot).
+    pub async fn run_linked(
+        &self,
+        ready: &Ready,
+        key: &str,
+        function: &str,
+        args: Vec<Value>,
+        timeout: Option<Duration>,
+        link: Option<TaskLink>,
+    ) -> Result<Value, TaskError> {
         let pre = match &ready.pre {
             Pre::Exports(pre) => pre,
             Pre::Command(_) | Pre::Core(_) => {
                 let (stdin, argv) = command_input(ready, key, function, &args)?;
                 return self
-                    .run_command(ready, key, stdin, argv, timeout)
+                    .command(ready, key, stdin, argv, timeout, link)
                     .await
                     .map(Value::Binary);
             }
@@ -231,7 +267,7 @@ impl Sandbox {
 
         let stderr = Stderr::default();
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
-        let mut store = self.store(self.host(wasi, key), timeout);
+        let mut store = self.store(self.host(wasi, key, link), timeout);
 
         let mut results = vec![Val::Bool(false); sig.results.len()];
         let outcome = async {
@@ -267,6 +303,18 @@ impl Sandbox {
         argv: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, TaskError> {
+        self.command(ready, key, stdin, argv, timeout, None).await
+    }
+
+    async fn command(
+        &self,
+        ready: &Ready,
+        key: &str,
+        stdin: Vec<u8>,
+        argv: Vec<String>,
+        timeout: Option<Duration>,
+        link: Option<TaskLink>,
+    ) -> Result<Vec<u8>, TaskError> {
         // One byte past the cap tells a full pipe from output of exactly
         // the cap.
         let stdout = MemoryOutputPipe::new(STDOUT_CAP + 1);
@@ -279,7 +327,7 @@ impl Sandbox {
         // The exit status, or the error that ended the program otherwise.
         let status: wasmtime::Result<i32> = match &ready.pre {
             Pre::Command(pre) => {
-                let mut store = self.store(self.host(wasi.build(), key), timeout);
+                let mut store = self.store(self.host(wasi.build(), key, link), timeout);
                 async {
                     let command = pre.instantiate_async(&mut store).await?;
                     let run = command.wasi_cli_run().call_run(&mut store).await?;
@@ -344,13 +392,14 @@ impl Sandbox {
     }
 
     /// A component task's store data, with the WASI context `wasi`.
-    fn host(&self, wasi: WasiCtx, key: &str) -> Host {
+    fn host(&self, wasi: WasiCtx, key: &str, link: Option<TaskLink>) -> Host {
         Host {
             wasi,
             table: ResourceTable::new(),
             limits: self.store_limits(),
             key: key.to_string(),
             worker_id: self.worker_id.clone(),
+            link,
         }
     }
 
@@ -546,19 +595,6 @@ fn command_input(
         .map(|w| w.as_str().map(str::to_string).ok_or_else(bad_argv))
         .collect::<Result<Vec<String>, _>>()?;
     Ok((stdin, argv))
-}
-
-fn add_dtask_host(linker: &mut Linker<Host>) -> anyhow::Result<()> {
-    let mut worker = linker.instance("dtask:task/worker@0.1.0")?;
-    worker.func_wrap("current-key", |store, (): ()| {
-        let host: &Host = store.data();
-        Ok((host.key.clone(),))
-    })?;
-    worker.func_wrap("worker-id", |store, (): ()| {
-        let host: &Host = store.data();
-        Ok((host.worker_id.to_string(),))
-    })?;
-    Ok(())
 }
 
 /// Turns a wasmtime error into the task's error, keeping what the guest said.
