@@ -9,7 +9,7 @@
 mod common;
 
 use common::{Cluster, DTASK, tasks_wasm};
-use dtask_runtime::client::{Client, SubmitOptions, task_spec};
+use dtask_runtime::client::{Client, Item, SubmitOptions, task_spec};
 use dtask_runtime::module::{LocalModule, engine_config};
 use dtask_runtime::protocol::{Arg, Outcome, TaskSpec};
 use dtask_runtime::value::{Value, encode};
@@ -72,6 +72,23 @@ fn main() {
         println!(
             "1,000-task dependency chain              {:>10.1} ms wall                  Dask ~5,900 ms",
             chain.as_secs_f64() * 1e3
+        );
+
+        let (p50, p99) = queue_round_trips(&client, 2000).await;
+        println!(
+            "queue put+get round trip, 2000 sequential  p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 200 us   Dask ~850 us",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
+        let (p50, p99) = lock_round_trips(&client, 2000).await;
+        println!(
+            "lock acquire+release, 2000 sequential      p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 200 us   Dask ~850 us",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
+        let rate = pubsub_rate(&cluster, &client, 200_000).await;
+        println!(
+            "pub/sub 200,000 messages to 1 subscriber {rate:>10.0} msgs/s                 target >= 50,000"
         );
     });
     let per_call = in_worker_call(20_000);
@@ -189,6 +206,59 @@ async fn chain(client: &Client, module: &LocalModule, n: i64) -> Duration {
     let v = client.result(&last).await.unwrap();
     assert_eq!(v, Value::from(n));
     start.elapsed()
+}
+
+fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration) {
+    times.sort();
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
+/// Sequential put-then-get round trips on one queue.
+async fn queue_round_trips(client: &Client, n: i64) -> (Duration, Duration) {
+    let queue = client.queue("bench-queue");
+    let mut times = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let start = Instant::now();
+        queue.put_value(&Value::from(i), None).await.unwrap();
+        let got = queue.get(None).await.unwrap();
+        times.push(start.elapsed());
+        assert!(matches!(got, Item::Value(v) if v == Value::from(i)));
+    }
+    percentiles(times)
+}
+
+/// Sequential acquire-then-release round trips on one lock.
+async fn lock_round_trips(client: &Client, n: i64) -> (Duration, Duration) {
+    let lock = client.lock("bench-lock");
+    let mut times = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let start = Instant::now();
+        lock.acquire(None).await.unwrap();
+        lock.release().await.unwrap();
+        times.push(start.elapsed());
+    }
+    percentiles(times)
+}
+
+/// Messages per second from one publishing client to one subscribing
+/// client (another connection), from the first publish to the last
+/// message received.
+async fn pubsub_rate(cluster: &Cluster, publisher: &Client, n: i64) -> f64 {
+    let subscriber = Client::connect(&cluster.addr, &cluster.token(), None)
+        .await
+        .unwrap();
+    let mut sub = subscriber.subscribe("bench-topic").await.unwrap();
+    let start = Instant::now();
+    for i in 0..n {
+        publisher
+            .publish_bytes("bench-topic", encode(&Value::from(i)).into())
+            .unwrap();
+    }
+    for i in 0..n {
+        let v = sub.next(Some(Duration::from_secs(30))).await.unwrap();
+        assert_eq!(v, Value::from(i), "out of order");
+    }
+    n as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Average time of one task inside a worker's sandbox: fresh store,

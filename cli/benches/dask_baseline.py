@@ -8,7 +8,7 @@ import sys
 import time
 
 try:
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, Lock, Pub, Queue, Sub
 except ImportError:
     print("Dask baseline: skipped (pip install 'dask[distributed]' to measure it)")
     sys.exit(0)
@@ -46,6 +46,56 @@ def main():
             f = client.submit(inc, f, pure=False)
         assert f.result() == 1000
         print(f"1,000-task dependency chain (Dask)       {(time.perf_counter() - start) * 1e3:>10.1f} ms wall")
+
+        queue = Queue("bench-queue")
+        times = []
+        for i in range(500):
+            start = time.perf_counter()
+            queue.put(i)
+            assert queue.get() == i
+            times.append(time.perf_counter() - start)
+        p50, p99 = percentiles(times)
+        print(f"queue put+get round trip, 500 sequential   p50 {p50 * 1e6:>7.0f} us  p99 {p99 * 1e6:>7.0f} us")
+
+        lock = Lock("bench-lock")
+        times = []
+        for _ in range(500):
+            start = time.perf_counter()
+            lock.acquire()
+            lock.release()
+            times.append(time.perf_counter() - start)
+        p50, p99 = percentiles(times)
+        print(f"lock acquire+release, 500 sequential       p50 {p50 * 1e6:>7.0f} us  p99 {p99 * 1e6:>7.0f} us")
+
+        n = 20_000
+        sub = Sub("bench-topic")
+        pub = Pub("bench-topic")
+        # Dask registers a subscriber with the scheduler asynchronously;
+        # one message through proves it is in place.
+        for _ in range(50):
+            pub.put(-1)
+            try:
+                if sub.get(timeout=0.2) == -1:
+                    break
+            except Exception:
+                pass
+        while True:
+            try:
+                sub.get(timeout=0.2)
+            except Exception:
+                break
+        start = time.perf_counter()
+        for i in range(n):
+            pub.put(i)
+        for i in range(n):
+            assert sub.get(timeout=30) == i
+        rate = n / (time.perf_counter() - start)
+        print(f"pub/sub {n:,} messages to 1 subscriber   {rate:>10.0f} msgs/s")
+
+
+def percentiles(times):
+    times = sorted(times)
+    return times[len(times) // 2], times[len(times) * 99 // 100]
 
 
 if __name__ == "__main__":

@@ -12,7 +12,12 @@ use std::process::Command;
 const GUESTS: &[(&str, &str, &str)] = &[
     ("TASKS_WASM", "tasks", "dtask_example_tasks.wasm"),
     ("ECHO_WASM", "commands/rust-echo", "echo.wasm"),
+    ("COORD_WASM", "coord", "dtask_coord_tasks.wasm"),
 ];
+
+/// Paths under `wasm-tasks` that guests build from besides their own crate:
+/// the WIT contract, and the guest SDK (a path dependency of `coord`).
+const SHARED_SOURCES: &[&str] = &["wit", "sdk/src", "sdk/Cargo.toml"];
 
 /// (name exposed to host code, committed file, what it is)
 const FIXTURES: &[(&str, &str, &str)] = &[
@@ -38,10 +43,12 @@ fn main() {
     let wasm_tasks = manifest_dir.parent().unwrap().to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let target_dir = out_dir.join("target");
-    println!(
-        "cargo:rerun-if-changed={}",
-        wasm_tasks.join("wit").display()
-    );
+    for shared in SHARED_SOURCES {
+        println!(
+            "cargo:rerun-if-changed={}",
+            wasm_tasks.join(shared).display()
+        );
+    }
     for (_, file, _) in FIXTURES {
         println!("cargo:rerun-if-changed={}", wasm_tasks.join(file).display());
     }
