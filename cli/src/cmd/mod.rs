@@ -4,32 +4,38 @@
 pub mod as_completed;
 pub mod cancel;
 pub mod cluster;
+pub mod event;
 pub mod gather;
 pub mod info;
 pub mod inspect;
+pub mod lock;
 pub mod map;
 pub mod progress;
+pub mod pubsub;
+pub mod queue;
 pub mod release;
 pub mod retry;
 pub mod scatter;
 pub mod scheduler;
+pub mod semaphore;
 pub mod show_config;
 pub mod shutdown;
 pub mod status;
 pub mod submit;
 pub mod task_options;
+pub mod var;
 pub mod wait;
 pub mod who_has;
 pub mod worker;
 pub mod workers;
 
-use dtask_runtime::client::{Client, ClientError};
+use dtask_runtime::client::{Client, ClientError, Item};
 use dtask_runtime::config::{self, Resolved};
 use dtask_runtime::local;
 use dtask_runtime::module::{LocalModule, Type};
 use dtask_runtime::protocol::{Arg, TaskError};
 use dtask_runtime::value::{self, Value};
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -341,4 +347,75 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?} has an unknown unit (use ms, s, m or h)")),
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a valid duration"))
+}
+
+/// An item for a queue or variable from a shell word, with no WIT type to
+/// guide it: `@KEY` is a future (the scheduler refuses keys it does not
+/// know), `-` reads stdin (less one trailing newline), anything else is
+/// [`untyped_value`] (`@@…` being a literal `@…`).
+pub fn item_from_word(word: &str) -> Result<Arg, Failure> {
+    if let Some(rest) = word.strip_prefix('@')
+        && !rest.starts_with('@')
+    {
+        dtask_runtime::key::validate_key(rest)
+            .map_err(|e| Failure::usage(format!("VALUE {word}: {e}")))?;
+        return Ok(Arg::Future(rest.to_string()));
+    }
+    let v = if word == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Failure::usage(format!("cannot read VALUE from stdin: {e}")))?;
+        let text = text
+            .strip_suffix('\n')
+            .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+        untyped_value(text)?
+    } else {
+        untyped_value(word.strip_prefix('@').unwrap_or(word))?
+    };
+    Ok(Arg::Value(value::encode(&v).into()))
+}
+
+/// A value from text with no WIT type to guide it: JSON if it parses
+/// (`42`, `2.5`, `true`, `null`, `"text"`, `[1, 2]`, `{"a": 1}`), else the
+/// text itself as a string (`hello`). Text that starts like a JSON string,
+/// array or object (`"`, `[`, `{`) must be valid JSON: a typo there should
+/// not quietly become a string.
+pub fn untyped_value(text: &str) -> Result<Value, Failure> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(j) => Ok(value::untyped_json_to_value(&j)),
+        Err(e) if text.trim_start().starts_with(['"', '[', '{']) => Err(Failure::usage(format!(
+            "VALUE {text:?} starts like JSON but is not valid JSON: {e}"
+        ))),
+        Err(_) => Ok(Value::from(text)),
+    }
+}
+
+/// Prints an item taken from a queue or variable: a value as one line
+/// ([`render`]), a future as its key. The CLI's named client
+/// (`DTASK_CLIENT`) now holds that key, until `dtask release KEY`.
+pub fn print_item(item: Item, raw: bool) -> Result<(), Failure> {
+    let line = match item {
+        Item::Value(v) => render(&v, raw),
+        Item::Future(f) => {
+            let key = f.key().as_bytes().to_vec();
+            // The scheduler made the named client a holder; dropping the
+            // handle would give that up.
+            std::mem::forget(f);
+            key
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(&line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(Failure::write)
+}
+
+/// A client error as a failure, with `message` for a timeout (exit 4).
+pub fn on_timeout(e: ClientError, message: impl FnOnce(Duration) -> String) -> Failure {
+    match e {
+        ClientError::Timeout(t) => Failure::new(4, message(t)),
+        other => other.into(),
+    }
 }

@@ -226,6 +226,11 @@ impl Queue {
             other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
         }
     }
+
+    /// Whether the queue holds no items.
+    pub async fn is_empty(&self) -> Result<bool, ClientError> {
+        Ok(self.len().await? == 0)
+    }
 }
 
 /// A global variable holding one item.
