@@ -78,7 +78,11 @@ fn two_hundred_locked_increments_leave_exactly_two_hundred() {
             .map(int)
             .collect();
         seen.sort_unstable();
-        assert_eq!(seen, (1..=200).collect::<Vec<_>>(), "each saw a distinct count");
+        assert_eq!(
+            seen,
+            (1..=200).collect::<Vec<_>>(),
+            "each saw a distinct count"
+        );
         let Item::Value(total) = client.variable("counter").get(None).await.unwrap() else {
             panic!("the counter holds a value");
         };
@@ -220,7 +224,12 @@ fn a_seceded_monitor_counts_what_arrives_until_told_to_stop() {
         // With one slot, these run only because the monitor gave it back.
         let module_tasks = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
         let inc = client
-            .submit(&module_tasks, "inc", vec![value(1)], &SubmitOptions::default())
+            .submit(
+                &module_tasks,
+                "inc",
+                vec![value(1)],
+                &SubmitOptions::default(),
+            )
             .await
             .unwrap();
         assert_eq!(inc.result(None).await.unwrap(), Value::from(2));
