@@ -98,3 +98,33 @@ fn flaky_task_made_reliable_with_retries() {
     assert!(o.contains("without retries: error"), "{o}");
     assert!(o.contains("with --retries 300: "), "{o}");
 }
+
+#[test]
+fn coordination_tour_runs_from_the_shell() {
+    let c = Cluster::start(2, 1);
+    let path = format!(
+        "{}/../examples/coordination.sh",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new("bash")
+        .arg(path)
+        .env("DTASK", DTASK)
+        .env("COORD_WASM", dtask_guests::COORD_WASM)
+        .env("DTASK_STATE_DIR", c.state.path())
+        .env("DTASK_SCHEDULER", &c.addr)
+        .output()
+        .unwrap();
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
+    let sum: u64 = (0..1000).sum();
+    for expected in [
+        "fib(20) = 6765".to_string(),
+        "counter after 20 locked increments: 20".into(),
+        "a task took 41 from the shell".into(),
+        "the shell took 42 from a task".into(),
+        "the monitor counted 3 events".into(),
+        format!("fan-out sums: [{sum},{sum},{sum}]"),
+    ] {
+        assert!(o.contains(&expected), "{expected:?} missing from:\n{o}");
+    }
+}

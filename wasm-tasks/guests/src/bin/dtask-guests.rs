@@ -3,6 +3,7 @@
 
 const GUESTS: &[(&str, &str)] = &[
     ("tasks", dtask_guests::TASKS_WASM),
+    ("coord", dtask_guests::COORD_WASM),
     ("echo", dtask_guests::ECHO_WASM),
     ("wc", dtask_guests::WC_WASM),
     ("upper", dtask_guests::UPPER_WASM),
