@@ -102,10 +102,7 @@ fn flaky_task_made_reliable_with_retries() {
 #[test]
 fn coordination_tour_runs_from_the_shell() {
     let c = Cluster::start(2, 1);
-    let path = format!(
-        "{}/../examples/coordination.sh",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../examples/coordination.sh", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("bash")
         .arg(path)
         .env("DTASK", DTASK)
