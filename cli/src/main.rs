@@ -55,6 +55,7 @@ enum Command {
     Event(cmd::event::Args),
     Pub(cmd::pubsub::PubArgs),
     Sub(cmd::pubsub::SubArgs),
+    Actor(cmd::actor::Args),
     Config(cmd::show_config::Args),
     Inspect(cmd::inspect::Args),
     Shutdown(cmd::shutdown::Args),
@@ -118,6 +119,7 @@ fn main() -> ExitCode {
                     Command::Event(a) => cmd::event::run(&global, a).await,
                     Command::Pub(a) => cmd::pubsub::run_pub(&global, a).await,
                     Command::Sub(a) => cmd::pubsub::run_sub(&global, a).await,
+                    Command::Actor(a) => cmd::actor::run(&global, a).await,
                     Command::Shutdown(a) => cmd::shutdown::run(&global, a).await,
                     _ => unreachable!("daemons are handled above"),
                 }

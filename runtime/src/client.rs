@@ -23,8 +23,10 @@
 //! # Ok(()) }
 //! ```
 
+mod actors;
 mod primitives;
 
+pub use actors::{Actor, ActorOptions, constructor};
 pub use primitives::{Event, Item, Lock, Queue, Semaphore, Subscription, Variable};
 
 use crate::connection::{self, Sender};
@@ -83,6 +85,9 @@ pub enum ClientError {
     /// The call itself was malformed.
     #[error("{0}")]
     Invalid(String),
+    /// The actor called is gone (its worker died, or it was deleted).
+    #[error("{0}")]
+    ActorLost(String),
 }
 
 /// Options of one submit.
@@ -152,6 +157,10 @@ struct Inner {
     refs: Mutex<HashMap<String, usize>>,
     /// Open subscriptions by id.
     subscriptions: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
+    /// Where known actors live.
+    actors: Mutex<HashMap<String, crate::protocol::ActorInfo>>,
+    /// Connections to workers' data ports for actor calls, by address.
+    peers: tokio::sync::Mutex<HashMap<String, Arc<actors::PeerLink>>>,
 }
 
 /// A connection to a dtask scheduler. Cheap to clone; clones share it.
@@ -195,6 +204,8 @@ impl Client {
             uploaded: Mutex::new(HashSet::new()),
             refs: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
+            actors: Mutex::new(HashMap::new()),
+            peers: tokio::sync::Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -663,6 +674,9 @@ impl Inner {
             | FromScheduler::Workers { id, .. }
             | FromScheduler::HasWhat { id, .. }
             | FromScheduler::Primitive { id, .. }
+            | FromScheduler::ActorCreated { id, .. }
+            | FromScheduler::ActorLocated { id, .. }
+            | FromScheduler::Actors { id, .. }
             | FromScheduler::Failed { id, .. } => *id,
             FromScheduler::Message {
                 subscription,

@@ -1,25 +1,45 @@
 //! Worker data ports: how results move between workers, and from a worker
-//! to a client, without passing through the scheduler.
+//! to a client, without passing through the scheduler; and how actor
+//! method calls reach the worker holding the actor.
 
-use crate::connection::{self, DEFAULT_MAX_FRAME};
-use crate::protocol::{FromPeer, Hello, PROTOCOL_VERSION, Role, ToPeer};
+use crate::connection::{self, DEFAULT_MAX_FRAME, Sender};
+use crate::protocol::{
+    CallArg, ErrorKind, FromPeer, Hello, PROTOCOL_VERSION, Role, TaskError, ToPeer,
+};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 /// Results a worker holds, by key.
 pub type Store = Arc<Mutex<HashMap<String, Bytes>>>;
 
-/// Serves `Fetch` requests for the results in `store` until the task is
-/// dropped.
-pub async fn serve(listener: TcpListener, token: String, store: Store) {
+/// One method call for an actor, queued in arrival order.
+pub struct ActorCall {
+    /// The caller's request id.
+    pub id: u64,
+    /// The method.
+    pub method: String,
+    /// Its arguments.
+    pub args: Vec<CallArg>,
+    /// Where the answer goes.
+    pub reply: Sender<FromPeer>,
+}
+
+/// The actors a worker holds: each one's queue of calls, by key.
+pub type Actors = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ActorCall>>>>;
+
+/// Serves `Fetch` requests for the results in `store`, and method calls
+/// for the `actors`, until the task is dropped.
+pub async fn serve(listener: TcpListener, token: String, store: Store, actors: Actors) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let token = token.clone();
         let store = store.clone();
+        let actors = actors.clone();
         tokio::spawn(async move {
             let admitted = connection::accept::<ToPeer, FromPeer>(
                 stream,
@@ -40,17 +60,55 @@ pub async fn serve(listener: TcpListener, token: String, store: Store) {
                     return;
                 }
             };
-            while let Ok(Some(ToPeer::Fetch { id, keys })) = rx.recv().await {
-                let values = {
-                    let held = store.lock().expect("result store lock");
-                    keys.into_iter()
-                        .map(|k| {
-                            let v = held.get(&k).cloned();
-                            (k, v)
-                        })
-                        .collect()
+            while let Ok(Some(request)) = rx.recv().await {
+                let sent = match request {
+                    ToPeer::Fetch { id, keys } => {
+                        let values = {
+                            let held = store.lock().expect("result store lock");
+                            keys.into_iter()
+                                .map(|k| {
+                                    let v = held.get(&k).cloned();
+                                    (k, v)
+                                })
+                                .collect()
+                        };
+                        tx.send(FromPeer::Data { id, values })
+                    }
+                    ToPeer::Call {
+                        id,
+                        actor,
+                        method,
+                        args,
+                    } => {
+                        let queue = actors
+                            .lock()
+                            .expect("actor table lock")
+                            .get(&actor)
+                            .cloned();
+                        let call = ActorCall {
+                            id,
+                            method,
+                            args,
+                            reply: tx.clone(),
+                        };
+                        match queue.map(|q| q.send(call)) {
+                            Some(Ok(())) => Ok(()),
+                            _ => tx.send(FromPeer::Called {
+                                id,
+                                result: Err(TaskError {
+                                    kind: ErrorKind::ActorLost,
+                                    message: format!(
+                                        "actor lost: {actor} is not on this worker (deleted?)"
+                                    ),
+                                    stderr: String::new(),
+                                    backtrace: String::new(),
+                                    origin: actor,
+                                }),
+                            }),
+                        }
+                    }
                 };
-                if tx.send(FromPeer::Data { id, values }).is_err() {
+                if sent.is_err() {
                     break;
                 }
             }
@@ -87,6 +145,7 @@ async fn fetch_from(addr: &str, token: &str, key: &str) -> Result<Option<Bytes>,
     .map_err(|_| "connection closed".to_string())?;
     match rx.recv().await.map_err(|e| e.to_string())? {
         Some(FromPeer::Data { mut values, .. }) => Ok(values.pop().and_then(|(_, v)| v)),
+        Some(other) => Err(format!("unexpected answer {other:?}")),
         None => Err("connection closed".into()),
     }
 }

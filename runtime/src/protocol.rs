@@ -154,6 +154,8 @@ pub enum ErrorKind {
     Memory,
     /// The task overflowed its stack (unbounded recursion).
     Stack,
+    /// The actor called is gone (its worker died, or it was deleted).
+    ActorLost,
 }
 
 impl ErrorKind {
@@ -170,6 +172,7 @@ impl ErrorKind {
             ErrorKind::Exit => "exit",
             ErrorKind::Memory => "memory",
             ErrorKind::Stack => "stack",
+            ErrorKind::ActorLost => "actor lost",
         }
     }
 }
@@ -378,6 +381,108 @@ pub enum ToScheduler {
         /// MessagePack value.
         message: Bytes,
     },
+
+    // ---- actors ----
+    /// Construct an actor on a worker; answered by
+    /// [`FromScheduler::ActorCreated`] once it is constructed (or failed).
+    ActorNew {
+        /// Request id.
+        id: u64,
+        /// What to construct.
+        spec: ActorSpec,
+    },
+    /// Where an actor lives; answered by [`FromScheduler::ActorLocated`].
+    ActorLocate {
+        /// Request id.
+        id: u64,
+        /// The actor's key.
+        key: String,
+    },
+    /// Delete an actor; no answer.
+    ActorDelete {
+        /// The actor's key.
+        key: String,
+    },
+    /// Every actor; answered by [`FromScheduler::Actors`].
+    Actors {
+        /// Request id.
+        id: u64,
+    },
+    /// From a worker: an actor it was asked to construct is ready.
+    ActorReady {
+        /// The actor's key.
+        key: String,
+    },
+    /// From a worker: an actor's constructor failed.
+    ActorFailed {
+        /// The actor's key.
+        key: String,
+        /// Why.
+        error: TaskError,
+    },
+}
+
+/// An actor to construct: an instance of a resource a component exports.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ActorSpec {
+    /// The actor's key.
+    pub key: String,
+    /// The module exporting the resource.
+    pub module: ModuleHash,
+    /// The resource's name.
+    pub resource: String,
+    /// Constructor arguments, MessagePack values.
+    pub args: Vec<Bytes>,
+    /// Memory limit of this actor's instance, in bytes (at most the
+    /// worker's).
+    pub memory_limit: Option<u64>,
+}
+
+/// Where an actor lives and how it is.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ActorInfo {
+    /// The actor's key.
+    pub key: String,
+    /// Its resource's name.
+    pub resource: String,
+    /// Its module.
+    pub module: ModuleHash,
+    /// Data address of the worker holding it (where calls go).
+    pub address: String,
+    /// Whether it is up.
+    pub state: ActorState,
+}
+
+/// The life of an actor.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ActorState {
+    /// Its constructor is running.
+    Starting,
+    /// Taking calls.
+    Ready,
+    /// Its worker died; every call fails.
+    Lost,
+}
+
+impl ActorState {
+    /// Lower-case name, as `dtask actor list` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActorState::Starting => "starting",
+            ActorState::Ready => "ready",
+            ActorState::Lost => "lost",
+        }
+    }
+}
+
+/// An argument of an actor method call.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum CallArg {
+    /// A MessagePack value.
+    Value(Bytes),
+    /// A word from the command line, read by the parameter's WIT type on
+    /// the worker (which knows the method's types), like task arguments.
+    Word(String),
 }
 
 /// An operation on a coordination primitive. Names are global; a primitive
@@ -537,7 +642,7 @@ pub struct RunTask {
 }
 
 /// Messages from the scheduler to clients and workers.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum FromScheduler {
     // ---- to clients ----
     /// Answer to [`ToScheduler::HasModules`]: the ones to upload.
@@ -608,6 +713,38 @@ pub enum FromScheduler {
         id: u64,
         /// The outcome.
         reply: OpReply,
+    },
+    /// Answer to [`ToScheduler::ActorNew`].
+    ActorCreated {
+        /// Request id.
+        id: u64,
+        /// Where it lives, or why it could not be constructed.
+        result: Result<ActorInfo, TaskError>,
+    },
+    /// Answer to [`ToScheduler::ActorLocate`].
+    ActorLocated {
+        /// Request id.
+        id: u64,
+        /// Where it lives, or why it cannot be called.
+        result: Result<ActorInfo, String>,
+    },
+    /// Answer to [`ToScheduler::Actors`].
+    Actors {
+        /// Request id.
+        id: u64,
+        /// Every actor the scheduler knows.
+        actors: Vec<ActorInfo>,
+    },
+    /// To a worker: construct this actor, then report
+    /// [`ToScheduler::ActorReady`] or [`ToScheduler::ActorFailed`].
+    NewActor {
+        /// What to construct.
+        spec: ActorSpec,
+    },
+    /// To a worker: drop this actor.
+    DropActor {
+        /// Its key.
+        key: String,
     },
     /// A message published on a subscribed topic.
     Message {
@@ -688,6 +825,18 @@ pub enum ToPeer {
         /// Keys.
         keys: Vec<String>,
     },
+    /// Call a method of an actor this worker holds; answered by
+    /// [`FromPeer::Called`]. Calls on one actor run in arrival order.
+    Call {
+        /// Request id.
+        id: u64,
+        /// The actor's key.
+        actor: String,
+        /// The method's name.
+        method: String,
+        /// Its arguments.
+        args: Vec<CallArg>,
+    },
 }
 
 /// Answers on a worker's data port.
@@ -699,5 +848,12 @@ pub enum FromPeer {
         id: u64,
         /// (key, encoded value).
         values: Vec<(String, Option<Bytes>)>,
+    },
+    /// Answer to [`ToPeer::Call`]: the encoded result, or the error.
+    Called {
+        /// Request id.
+        id: u64,
+        /// The result.
+        result: Result<Bytes, TaskError>,
     },
 }

@@ -1,6 +1,7 @@
 //! One file per verb, plus what they share: finding the scheduler, typed
 //! argument parsing, printing values, and failures with exit codes.
 
+pub mod actor;
 pub mod as_completed;
 pub mod cancel;
 pub mod cluster;
@@ -114,7 +115,9 @@ impl From<ClientError> for Failure {
             }
             ClientError::Task(t) => Failure::task(&t.origin, t),
             ClientError::Timeout(_) => Failure::new(4, e.to_string()),
-            ClientError::Data { .. } | ClientError::Cancelled(_) => Failure::new(1, e.to_string()),
+            ClientError::Data { .. } | ClientError::Cancelled(_) | ClientError::ActorLost(_) => {
+                Failure::new(1, e.to_string())
+            }
             ClientError::Refused(_) | ClientError::UnknownKey(_) | ClientError::Invalid(_) => {
                 Failure::usage(e.to_string())
             }

@@ -349,6 +349,32 @@ impl Core {
                 op,
             },
             ToScheduler::Publish { topic, message } => Event::Publish { topic, message },
+            ToScheduler::ActorNew { id, spec } if !is_worker => Event::ActorNew {
+                client: from,
+                id,
+                spec,
+            },
+            ToScheduler::ActorLocate { id, key } => {
+                let result = self.state.actor_locate(&key);
+                self.send(from, FromScheduler::ActorLocated { id, result });
+                return;
+            }
+            ToScheduler::Actors { id } => {
+                let actors = self.state.actor_list();
+                self.send(from, FromScheduler::Actors { id, actors });
+                return;
+            }
+            ToScheduler::ActorDelete { key } => Event::ActorDelete { key },
+            ToScheduler::ActorReady { key } if is_worker => Event::ActorStarted {
+                worker: from,
+                key,
+                outcome: Ok(()),
+            },
+            ToScheduler::ActorFailed { key, error } if is_worker => Event::ActorStarted {
+                worker: from,
+                key,
+                outcome: Err(error),
+            },
             ToScheduler::FetchModule { hash } if is_worker => {
                 let bytes = self.modules.get(&hash).cloned();
                 self.send(from, FromScheduler::Module { hash, bytes });
@@ -396,6 +422,7 @@ impl Core {
                     id,
                     message,
                 } => self.send(client, FromScheduler::Failed { id, message }),
+                Command::Send { to, msg } => self.send(to, msg),
                 Command::Reply { client, id, reply } => {
                     self.send(client, FromScheduler::Primitive { id, reply })
                 }

@@ -17,11 +17,14 @@
 //! - A task with retries left runs again after an error instead of erring.
 //! - Scattered data is a task whose "run" is storing a value on a worker.
 
+mod actors;
 mod primitives;
 
+pub use actors::lost_message;
+
 use crate::protocol::{
-    Arg, ErrorKind, Located, Op, OpReply, Outcome, RunArg, RunTask, TaskError, TaskSpec, TaskState,
-    WorkerInfo,
+    ActorSpec, Arg, ErrorKind, FromScheduler, Located, Op, OpReply, Outcome, RunArg, RunTask,
+    TaskError, TaskSpec, TaskState, WorkerInfo,
 };
 use bytes::Bytes;
 use primitives::{Owner, Primitives};
@@ -195,6 +198,29 @@ pub enum Event {
         /// Its request id.
         id: u64,
     },
+    /// A client asks for an actor.
+    ActorNew {
+        /// Who.
+        client: ClientId,
+        /// Request id to answer.
+        id: u64,
+        /// What to construct.
+        spec: ActorSpec,
+    },
+    /// A worker constructed an actor, or failed to.
+    ActorStarted {
+        /// The worker.
+        worker: WorkerId,
+        /// The actor.
+        key: String,
+        /// How its constructor went.
+        outcome: Result<(), TaskError>,
+    },
+    /// A client deletes an actor.
+    ActorDelete {
+        /// The actor.
+        key: String,
+    },
 }
 
 /// Something the server must do.
@@ -288,6 +314,13 @@ pub enum Command {
         id: u64,
         /// Milliseconds from now.
         after_ms: u64,
+    },
+    /// Send a message to a client or worker connection.
+    Send {
+        /// The connection.
+        to: u64,
+        /// The message.
+        msg: FromScheduler,
     },
     /// Deliver a published message to a subscription.
     Message {
@@ -453,6 +486,8 @@ pub struct Scheduler {
     scatter_rr: usize,
     /// Queues, variables, locks, semaphores, events and topics.
     prims: Primitives,
+    /// Actors by key.
+    actors: actors::Actors,
 }
 
 impl Scheduler {
@@ -633,6 +668,13 @@ impl Scheduler {
             Event::PrimitiveTimeout { client, id } => {
                 self.primitive_timed_out(client, id, &mut out)
             }
+            Event::ActorNew { client, id, spec } => self.actor_new(client, id, spec, &mut out),
+            Event::ActorStarted {
+                worker,
+                key,
+                outcome,
+            } => self.actor_started(worker, &key, outcome, &mut out),
+            Event::ActorDelete { key } => self.actor_delete(&key, &mut out),
         }
         self.schedule(&mut out);
         out
@@ -1083,6 +1125,7 @@ impl Scheduler {
         let Some(w) = self.workers.remove(&worker) else {
             return;
         };
+        self.actors_worker_gone(worker, out);
         // Results that lived only there (no inline copy, no replica) are
         // computed again from their lineage if anything still needs them;
         // scattered data has no lineage and is lost.

@@ -18,7 +18,7 @@
 use crate::client::{self, Client, ClientError, Future, SubmitOptions};
 use crate::connection::Sender;
 use crate::module::CompiledModule;
-use crate::protocol::{Arg, Op, OpReply, Placement, ToScheduler};
+use crate::protocol::{Arg, CallArg, Op, OpReply, Placement, ToScheduler};
 use crate::value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ mod bindings {
 use bindings::Task;
 use bindings::dtask::task::types::{Error as GuestError, Item, TaskFailure};
 use bindings::dtask::task::{
-    client as wit_client, event, lock, pubsub, queue, semaphore, variable, worker,
+    actor, client as wit_client, event, lock, pubsub, queue, semaphore, variable, worker,
 };
 
 /// A guest's subscription: the client's, in the task's resource table
@@ -333,6 +333,7 @@ fn guest_error(e: ClientError) -> GuestError {
             message: t.message.clone(),
         }),
         ClientError::Cancelled(k) => GuestError::Cancelled(k),
+        ClientError::ActorLost(why) => GuestError::ActorLost(why),
         other => GuestError::Other(other.to_string()),
     }
 }
@@ -706,6 +707,92 @@ impl<T: HasLink + Send> pubsub::HostSubscription for Guest<'_, T> {
     async fn drop(&mut self, sub: Resource<GuestSubscription>) -> wasmtime::Result<()> {
         self.task()?.table.delete(sub)?;
         Ok(())
+    }
+}
+
+impl<T: HasLink + Send> actor::Host for Guest<'_, T> {
+    async fn create(
+        &mut self,
+        module: Option<String>,
+        resource_name: String,
+        args: Vec<Item>,
+    ) -> wasmtime::Result<Result<String, GuestError>> {
+        let task = self.task()?;
+        let args = match args
+            .into_iter()
+            .map(guest_arg)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
+        let module = module.unwrap_or_else(|| task.module.hash.clone());
+        if module == task.module.hash {
+            let ctor = client::constructor(&resource_name);
+            if !task.module.funcs.contains_key(&ctor) {
+                return Ok(Err(GuestError::Other(format!(
+                    "this module exports no resource {resource_name}"
+                ))));
+            }
+            if let Err(why) = client::check_args(&task.module, "this module", &ctor, &args) {
+                return Ok(Err(GuestError::Other(why)));
+            }
+        }
+        let client = match task.client().await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let options = client::ActorOptions::default();
+        let created = task
+            .blocking(async move {
+                client
+                    .actor_new_in(&module, &resource_name, args, &options)
+                    .await
+            })
+            .await?;
+        Ok(created.map(|a| a.key().to_string()).map_err(guest_error))
+    }
+
+    async fn call(
+        &mut self,
+        key: String,
+        method: String,
+        args: Vec<Item>,
+    ) -> wasmtime::Result<Result<Vec<u8>, GuestError>> {
+        let task = self.task()?;
+        let client = match task.client().await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let called = task
+            .blocking(async move {
+                let mut call_args = Vec::with_capacity(args.len());
+                for item in args {
+                    call_args.push(
+                        match guest_arg(item).map_err(|e| ClientError::Invalid(format!("{e:?}")))? {
+                            Arg::Value(b) => CallArg::Value(b),
+                            Arg::Future(k) => {
+                                CallArg::Value(value::encode(&client.result(&k).await?).into())
+                            }
+                        },
+                    );
+                }
+                client
+                    .actor(&key)
+                    .await?
+                    .call_bytes(&method, call_args)
+                    .await
+            })
+            .await?;
+        Ok(called.map(|b| b.to_vec()).map_err(guest_error))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), GuestError>> {
+        let task = self.task()?;
+        Ok(match task.client().await {
+            Ok(c) => c.actor_delete(&key).map_err(guest_error),
+            Err(e) => Err(e),
+        })
     }
 }
 

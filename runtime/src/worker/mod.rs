@@ -13,8 +13,8 @@ use crate::connection::{self, Sender};
 use crate::module;
 use crate::peer;
 use crate::protocol::{
-    ErrorKind, FromScheduler, Hello, INLINE_RESULT_LIMIT, Located, PROTOCOL_VERSION, Role, RunArg,
-    RunTask, TaskError, ToScheduler,
+    ActorSpec, ErrorKind, FromPeer, FromScheduler, Hello, INLINE_RESULT_LIMIT, Located,
+    PROTOCOL_VERSION, Role, RunArg, RunTask, TaskError, ToScheduler,
 };
 use crate::value::{self, Value};
 use bytes::Bytes;
@@ -52,6 +52,8 @@ struct Shared {
     sandbox: Sandbox,
     options: WorkerOptions,
     results: peer::Store,
+    /// Live actors' call queues.
+    actors: peer::Actors,
     modules: Mutex<HashMap<String, ModuleSlot>>,
     module_waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Option<Bytes>>>>>,
     slots: Arc<Semaphore>,
@@ -97,10 +99,12 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         options.nthreads,
     )?;
     let results: peer::Store = Default::default();
+    let actors: peer::Actors = Default::default();
     tokio::spawn(peer::serve(
         listener,
         options.token.clone(),
         results.clone(),
+        actors.clone(),
     ));
     let slots = Arc::new(Semaphore::new(options.nthreads.max(1) as usize));
     let link = Arc::new(Link::new(
@@ -116,6 +120,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         link,
         options,
         results,
+        actors,
         modules: Default::default(),
         module_waiters: Default::default(),
         to_scheduler,
@@ -170,6 +175,13 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                 for w in waiters {
                     let _ = w.send(bytes.clone());
                 }
+            }
+            Ok(Some(FromScheduler::NewActor { spec })) => {
+                tokio::spawn(start_actor(shared.clone(), spec));
+            }
+            Ok(Some(FromScheduler::DropActor { key })) => {
+                // Its loop ends, and the instance goes, with the queue.
+                shared.actors.lock().expect("actor table lock").remove(&key);
             }
             Ok(Some(FromScheduler::Shutdown)) => {
                 tracing::info!("scheduler asked this worker to stop");
@@ -267,6 +279,68 @@ async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
         .run_linked(&ready, &task.key, &task.function, args, timeout, Some(link))
         .await?;
     Ok(value::encode(&result).into())
+}
+
+/// Constructs an actor and serves its calls, one at a time, until it is
+/// dropped.
+async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
+    let key = spec.key.clone();
+    let built = async {
+        let ready = load_module(&shared, &spec.module)
+            .await
+            .map_err(|m| TaskError {
+                kind: ErrorKind::Module,
+                message: m,
+                stderr: String::new(),
+                backtrace: String::new(),
+                origin: key.clone(),
+            })?;
+        let mut args = Vec::with_capacity(spec.args.len());
+        for a in &spec.args {
+            args.push(value::decode(a).map_err(|e| TaskError {
+                kind: ErrorKind::Input,
+                message: format!("a constructor argument is not a valid value: {e}"),
+                stderr: String::new(),
+                backtrace: String::new(),
+                origin: key.clone(),
+            })?);
+        }
+        let memory = spec.memory_limit.map(|m| m.min(usize::MAX as u64) as usize);
+        shared
+            .sandbox
+            .construct(ready, &key, &spec.resource, args, memory)
+            .await
+    }
+    .await;
+    let mut instance = match built {
+        Ok(i) => i,
+        Err(error) => {
+            let _ = shared
+                .to_scheduler
+                .send(ToScheduler::ActorFailed { key, error });
+            return;
+        }
+    };
+    let (tx, mut calls) = tokio::sync::mpsc::unbounded_channel::<peer::ActorCall>();
+    shared
+        .actors
+        .lock()
+        .expect("actor table lock")
+        .insert(key.clone(), tx);
+    let _ = shared
+        .to_scheduler
+        .send(ToScheduler::ActorReady { key: key.clone() });
+    while let Some(call) = calls.recv().await {
+        let result = instance
+            .call(&call.method, call.args)
+            .await
+            .map(|v| Bytes::from(value::encode(&v)));
+        let _ = call.reply.send(FromPeer::Called {
+            id: call.id,
+            result,
+        });
+    }
+    tracing::debug!("actor {key} dropped");
 }
 
 async fn dependency(shared: &Shared, key: &str, who_has: &[String]) -> Result<Bytes, String> {

@@ -242,28 +242,7 @@ impl Sandbox {
                 return Err(err(ErrorKind::Module, e));
             }
         };
-        if args.len() != sig.params.len() {
-            return Err(err(
-                ErrorKind::Input,
-                format!(
-                    "{function} takes {} arguments, {} were given",
-                    sig.params.len(),
-                    args.len()
-                ),
-            ));
-        }
-        let params = args
-            .iter()
-            .zip(&sig.params)
-            .map(|(v, (name, ty))| {
-                value::value_to_val(v, ty).map_err(|e| {
-                    err(
-                        ErrorKind::Input,
-                        format!("{function}: parameter {name}: {e}"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<Val>, _>>()?;
+        let params = typed_params(key, function, &sig.params, args)?;
 
         let stderr = Stderr::default();
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
@@ -391,6 +370,80 @@ impl Sandbox {
         }
     }
 
+    /// Constructs an actor: a fresh instance of `ready` that lives on, and
+    /// in it the resource `resource` built by its constructor from `args`.
+    /// `memory` caps the instance's memory below the worker's limit.
+    pub async fn construct(
+        &self,
+        ready: Arc<Ready>,
+        key: &str,
+        resource: &str,
+        args: Vec<Value>,
+        memory: Option<usize>,
+    ) -> Result<ActorInstance, TaskError> {
+        let err = |kind, message: String| task_error(key, kind, message);
+        let Pre::Exports(pre) = &ready.pre else {
+            return Err(err(
+                ErrorKind::Module,
+                format!(
+                    "module {} is a WASI command; an actor needs a component exporting a resource",
+                    ready.module.hash
+                ),
+            ));
+        };
+        let ctor = crate::client::constructor(resource);
+        let Some(sig) = ready.module.funcs.get(&ctor) else {
+            return Err(err(
+                ErrorKind::Module,
+                format!(
+                    "module {} exports no resource {resource}",
+                    ready.module.hash
+                ),
+            ));
+        };
+        let params = typed_params(key, &ctor, &sig.params, args)?;
+        let Entry::Export(index) = sig.entry else {
+            return Err(err(ErrorKind::Module, format!("{ctor} is not an export")));
+        };
+        let stderr = Stderr::default();
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let mut host = self.host(wasi, key, None);
+        if let Some(m) = memory {
+            host.limits = StoreLimitsBuilder::new()
+                .memory_size(m.min(self.limits.memory))
+                .trap_on_grow_failure(true)
+                .build();
+        }
+        let mut store = self.store(host, None);
+        let mut results = [Val::Bool(false)];
+        let built = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let func = instance
+                .get_func(&mut store, index)
+                .ok_or_else(|| wasmtime::Error::msg(format!("export {ctor} vanished")))?;
+            func.call_async(&mut store, &params, &mut results).await?;
+            wasmtime::Result::Ok(instance)
+        }
+        .await;
+        let instance = built.map_err(|e| classify(e, stderr.text(), key, None))?;
+        let [Val::Resource(handle)] = results else {
+            return Err(err(
+                ErrorKind::Module,
+                format!("{ctor} did not return a resource"),
+            ));
+        };
+        Ok(ActorInstance {
+            store,
+            instance,
+            handle,
+            ready,
+            resource: resource.to_string(),
+            key: key.to_string(),
+            stderr,
+            broken: None,
+        })
+    }
+
     /// A component task's store data, with the WASI context `wasi`.
     fn host(&self, wasi: WasiCtx, key: &str, link: Option<TaskLink>) -> Host {
         Host {
@@ -426,6 +479,151 @@ impl Sandbox {
         });
         store
     }
+}
+
+/// A live actor: its store, instance and the resource its methods act on.
+/// Calls run one at a time (`&mut self`).
+pub struct ActorInstance {
+    store: Store<Host>,
+    instance: wasmtime::component::Instance,
+    handle: wasmtime::component::ResourceAny,
+    ready: Arc<Ready>,
+    resource: String,
+    key: String,
+    stderr: Stderr,
+    /// Set once a call trapped: the instance may not be entered again.
+    broken: Option<TaskError>,
+}
+
+impl ActorInstance {
+    /// Calls `method` with `args` (typed by the method's parameters).
+    pub async fn call(
+        &mut self,
+        method: &str,
+        args: Vec<crate::protocol::CallArg>,
+    ) -> Result<Value, TaskError> {
+        let key = self.key.clone();
+        if let Some(e) = &self.broken {
+            return Err(TaskError {
+                message: format!(
+                    "actor {key} failed in an earlier call and takes no more calls: {}",
+                    e.message
+                ),
+                ..e.clone()
+            });
+        }
+        let name = format!("[method]{}.{method}", self.resource);
+        let Some(sig) = self.ready.module.funcs.get(&name) else {
+            let prefix = format!("[method]{}.", self.resource);
+            let methods: Vec<&str> = self
+                .ready
+                .module
+                .funcs
+                .keys()
+                .filter_map(|f| f.strip_prefix(&prefix))
+                .collect();
+            return Err(task_error(
+                &key,
+                ErrorKind::Input,
+                format!(
+                    "{} has no method {method}; its methods: {}",
+                    self.resource,
+                    methods.join(", ")
+                ),
+            ));
+        };
+        // The first parameter is the resource itself.
+        let wanted = sig.params.get(1..).unwrap_or_default();
+        let mut values = Vec::with_capacity(args.len());
+        for (arg, (pname, ty)) in args.iter().zip(wanted) {
+            let v = match arg {
+                crate::protocol::CallArg::Value(b) => value::decode(b),
+                crate::protocol::CallArg::Word(w) => value::word_to_value(w, ty),
+            }
+            .map_err(|e| {
+                task_error(
+                    &key,
+                    ErrorKind::Input,
+                    format!("{method}: parameter {pname}: {e}"),
+                )
+            })?;
+            values.push(v);
+        }
+        if args.len() != wanted.len() {
+            return Err(task_error(
+                &key,
+                ErrorKind::Input,
+                format!(
+                    "{method} takes {} arguments, {} were given",
+                    wanted.len(),
+                    args.len()
+                ),
+            ));
+        }
+        let mut params = vec![Val::Resource(self.handle)];
+        params.extend(typed_params(&key, method, wanted, values)?);
+        let Entry::Export(index) = sig.entry else {
+            return Err(task_error(
+                &key,
+                ErrorKind::Module,
+                format!("{name} is not an export"),
+            ));
+        };
+        let mut results = vec![Val::Bool(false); sig.results.len()];
+        let outcome = async {
+            let func = self
+                .instance
+                .get_func(&mut self.store, index)
+                .ok_or_else(|| wasmtime::Error::msg(format!("export {name} vanished")))?;
+            func.call_async(&mut self.store, &params, &mut results)
+                .await
+        }
+        .await;
+        match outcome {
+            Ok(()) => Ok(match results.as_slice() {
+                [] => Value::Nil,
+                [one] => value::val_to_value(one),
+                many => Value::Array(many.iter().map(value::val_to_value).collect()),
+            }),
+            Err(e) => {
+                let e = classify(e, self.stderr.text(), &key, None);
+                self.broken = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Converts `args` to the WIT values of `params`, or an input error.
+fn typed_params(
+    key: &str,
+    function: &str,
+    params: &[(String, wasmtime::component::types::Type)],
+    args: Vec<Value>,
+) -> Result<Vec<Val>, TaskError> {
+    if args.len() != params.len() {
+        return Err(task_error(
+            key,
+            ErrorKind::Input,
+            format!(
+                "{function} takes {} arguments, {} were given",
+                params.len(),
+                args.len()
+            ),
+        ));
+    }
+    args.iter()
+        .zip(params)
+        .map(|(v, (name, ty))| {
+            value::value_to_val(v, ty).map_err(|e| {
+                task_error(
+                    key,
+                    ErrorKind::Input,
+                    format!("{function}: parameter {name}: {e}"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// A guest's stderr: keeps the last [`STDERR_CAP`] bytes for its error

@@ -1,6 +1,8 @@
 //! dtask's example tasks that act as clients of the cluster and coordinate
-//! through queues, variables, locks, semaphores, events and pub/sub, all
-//! through the guest SDK. The tests run them to exercise the host side.
+//! through queues, variables, locks, semaphores, events, pub/sub and
+//! actors, all through the guest SDK. The tests run them to exercise the
+//! host side. The component also exports two actor resources, a counter
+//! and a parameter server (module `actors`).
 
 wit_bindgen::generate!({
     world: "dtask:coord/coord@0.1.0",
@@ -15,9 +17,12 @@ wit_bindgen::generate!({
         "dtask:task/semaphore@0.1.0": dtask_sdk::bindings::dtask::task::semaphore,
         "dtask:task/event@0.1.0": dtask_sdk::bindings::dtask::task::event,
         "dtask:task/pubsub@0.1.0": dtask_sdk::bindings::dtask::task::pubsub,
+        "dtask:task/actor@0.1.0": dtask_sdk::bindings::dtask::task::actor,
         "dtask:task/worker@0.1.0": dtask_sdk::bindings::dtask::task::worker,
     },
 });
+
+mod actors;
 
 use std::time::Duration;
 
@@ -200,5 +205,21 @@ impl Guest for Coord {
             Err(Error::Timeout) => false,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    fn count_up(actor: String, times: u32) -> i64 {
+        actors::count_up(actor, times)
+    }
+
+    fn train_step(server: String, step: u32) -> u32 {
+        actors::train_step(server, step)
+    }
+
+    fn make_counter(start: i64) -> String {
+        actors::make_counter(start)
+    }
+
+    fn call_stored(var: String) -> i64 {
+        actors::call_stored(var)
     }
 }

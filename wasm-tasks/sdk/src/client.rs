@@ -209,7 +209,9 @@ fn futures(keys: Vec<String>) -> Vec<Future> {
     keys.into_iter().map(Future::from_key).collect()
 }
 
-fn wit_items(args: impl IntoArgs) -> Result<Vec<crate::bindings::dtask::task::types::Item>> {
+pub(crate) fn wit_items(
+    args: impl IntoArgs,
+) -> Result<Vec<crate::bindings::dtask::task::types::Item>> {
     Ok(args
         .into_items()?
         .into_iter()

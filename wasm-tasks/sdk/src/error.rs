@@ -24,6 +24,9 @@ pub enum Error {
     },
     /// A future that was waited for was cancelled; holds its key.
     Cancelled(String),
+    /// The actor called is gone: its worker died or it was deleted. Holds
+    /// the host's message, which names the actor.
+    ActorLost(String),
     /// Anything else the host reported (a bad argument, an unknown key, a
     /// lease not held, the scheduler gone), or a value that could not be
     /// encoded.
@@ -40,7 +43,7 @@ impl fmt::Display for Error {
                 write!(f, "{key} failed ({kind}): {message}")
             }
             Error::Cancelled(key) => write!(f, "{key} was cancelled"),
-            Error::Other(message) => f.write_str(message),
+            Error::ActorLost(message) | Error::Other(message) => f.write_str(message),
             Error::Decode(message) => write!(f, "cannot decode the value: {message}"),
         }
     }
@@ -64,6 +67,7 @@ impl From<wit::Error> for Error {
                 message: failure.message,
             },
             wit::Error::Cancelled(key) => Error::Cancelled(key),
+            wit::Error::ActorLost(message) => Error::ActorLost(message),
             wit::Error::Other(message) => Error::Other(message),
         }
     }
@@ -94,6 +98,10 @@ mod tests {
             "no such queue"
         );
         assert!(Error::Decode("x".into()).to_string().contains("decode"));
+        assert_eq!(
+            Error::ActorLost("actor counter-1 is lost: its worker died".into()).to_string(),
+            "actor counter-1 is lost: its worker died"
+        );
     }
 
     #[test]
@@ -124,6 +132,14 @@ mod tests {
         assert_eq!(
             Error::from(wit::Error::Cancelled("k".into())),
             Error::Cancelled("k".into())
+        );
+        assert_eq!(
+            Error::from(wit::Error::ActorLost("actor a was deleted".into())),
+            Error::ActorLost("actor a was deleted".into())
+        );
+        assert_eq!(
+            Error::from(wit::Error::Other("no such queue".into())),
+            Error::Other("no such queue".into())
         );
     }
 }

@@ -6,12 +6,17 @@
 //! as a client of the cluster ([`client`]: submit, map, gather, wait,
 //! scatter) and coordinate with other tasks, clients and the shell through
 //! global, named primitives: [`Queue`], [`Variable`], [`Lock`],
-//! [`Semaphore`], [`Event`] and [`publish`]/[`Subscription`].
+//! [`Semaphore`], [`Event`] and [`publish`]/[`Subscription`]. It can also
+//! create and call [`Actor`]s: stateful instances of a resource that a
+//! component exports, each living on one worker.
 //!
 //! Values cross as MessagePack, so any serde type works as an argument, a
 //! result or a message: integers stay integers, strings strings, `Vec`s and
 //! tuples become arrays and structs maps of their field names, which dtask
-//! converts to the callee's WIT types.
+//! converts to the callee's WIT types. A WIT `list<u8>` comes back as a
+//! MessagePack binary, which [`decode`] reads as a `Vec<u8>`; send one as a
+//! binary with [`Bytes`] or [`ByteBuf`] (a plain `Vec<u8>` goes as an
+//! array of integers, which dtask accepts too).
 //!
 //! Calls that wait (gather, queue get, lock acquire, …) give the task's
 //! execution slot back while they wait, so a task waiting for its subtasks
@@ -36,6 +41,23 @@
 //! }
 //! ```
 //!
+//! An actor: the component exports a resource `counter` (a WIT
+//! `resource counter { constructor(start: s64); increment: func(by: s64)
+//! -> s64; }` in an exported interface), and a task creates one and calls
+//! it. The handle serializes as its key, a string, so it can be passed to
+//! other tasks or stored in a queue or variable.
+//!
+//! ```no_run
+//! use dtask_sdk::{client, Actor, Result};
+//!
+//! fn count() -> Result<i64> {
+//!     let counter = Actor::create("counter", (0i64,))?;
+//!     counter.call::<i64>("increment", (2i64,))?;
+//!     // A task taking the counter's key as a `string` parameter.
+//!     client().submit("count-up", (&counter, 3u32))?.result::<i64>()
+//! }
+//! ```
+//!
 //! # Using it in a task crate
 //!
 //! The task's world includes `dtask:task/task@0.1.0` and exports its
@@ -50,13 +72,18 @@
 //!         "dtask:task/types@0.1.0": dtask_sdk::bindings::dtask::task::types,
 //!         "dtask:task/client@0.1.0": dtask_sdk::bindings::dtask::task::client,
 //!         // … and so on for queue, variable, lock, semaphore, event,
-//!         // pubsub and worker.
+//!         // pubsub, actor and worker.
 //!     },
 //! });
 //! ```
+//!
+//! A resource the component exports becomes an actor's type: implement
+//! its generated `Guest…` trait (methods take `&self`, so keep the state in
+//! a `Cell` or `RefCell`), and [`Actor::create`] names it by its WIT name.
 
 #![warn(missing_docs)]
 
+mod actor;
 mod client;
 mod error;
 mod pubsub;
@@ -77,6 +104,7 @@ pub mod bindings {
     });
 }
 
+pub use actor::Actor;
 pub use client::{Client, Future, SubmitOptions, WaitMode, client};
 pub use error::{Error, Result};
 pub use pubsub::{Subscription, publish};
@@ -85,3 +113,12 @@ pub use sync::{Event, Lock, LockGuard, Semaphore, SemaphoreGuard};
 pub use value::{Arg, IntoArg, IntoArgs, Item, decode, encode};
 pub use variable::Variable;
 pub use worker::{current_key, current_module, rejoin, secede, worker_id};
+
+/// Bytes that serialize as a MessagePack binary rather than an array of
+/// integers (from the `serde_bytes` crate): borrowed, for sending.
+pub use serde_bytes::Bytes;
+
+/// An owned byte buffer that serializes as a MessagePack binary and
+/// deserializes from a binary or an array of integers (from the
+/// `serde_bytes` crate).
+pub use serde_bytes::ByteBuf;

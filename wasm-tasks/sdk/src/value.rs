@@ -15,12 +15,22 @@ use crate::{Error, Future, Result};
 /// tuples arrays, and structs maps keyed by field name (so they match WIT
 /// records); enums follow dtask's variant convention: `"case"` for a case
 /// without payload and `{"case": payload}` otherwise.
+///
+/// A `Vec<u8>` or `&[u8]` is a sequence to serde, so it becomes an array of
+/// integers, which dtask accepts for a WIT `list<u8>`; wrap it in
+/// [`Bytes`](crate::Bytes) or [`ByteBuf`](crate::ByteBuf) to send it as a
+/// MessagePack binary instead, one byte per byte.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     rmp_serde::to_vec_named(value)
         .map_err(|e| Error::Other(format!("cannot encode the value: {e}")))
 }
 
 /// Decodes a MessagePack value as `T`; [`Error::Decode`] if it does not fit.
+///
+/// dtask sends a WIT `list<u8>` (a result, a method's return value) as a
+/// MessagePack binary when it is not empty, and as an array when it is:
+/// both decode as `Vec<u8>` (or [`ByteBuf`](crate::ByteBuf)), alone or
+/// nested, such as in an `Option<Vec<u8>>` or a struct field.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     rmp_serde::from_slice(bytes)
         .map_err(|e| Error::Decode(format!("expected {}: {e}", std::any::type_name::<T>())))
@@ -267,6 +277,7 @@ pub(crate) fn timeout_ms(timeout: Option<Duration>) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ByteBuf, Bytes};
     use serde::Deserialize;
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -316,6 +327,56 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(decode::<u32>(&encode(&7i64).unwrap()).unwrap(), 7);
+    }
+
+    #[test]
+    fn byte_lists_decode_from_binaries_and_arrays() {
+        // What the host sends for list<u8>: a binary, or an array if empty.
+        let binary = [0xc4, 3, 1, 2, 255];
+        assert_eq!(decode::<Vec<u8>>(&binary).unwrap(), [1, 2, 255]);
+        assert_eq!(decode::<Vec<u8>>(&[0x90]).unwrap(), Vec::<u8>::new());
+        assert_eq!(decode::<Vec<u8>>(&[0x92, 1, 2]).unwrap(), [1, 2]);
+        assert_eq!(
+            decode::<Option<Vec<u8>>>(&binary).unwrap(),
+            Some(vec![1, 2, 255])
+        );
+        assert_eq!(decode::<Option<Vec<u8>>>(&[0xc0]).unwrap(), None);
+        assert_eq!(decode::<Option<Vec<u8>>>(&[0x90]).unwrap(), Some(vec![]));
+        assert_eq!(
+            decode::<ByteBuf>(&binary).unwrap(),
+            ByteBuf::from(vec![1, 2, 255])
+        );
+        assert_eq!(decode::<ByteBuf>(&[0x90]).unwrap(), ByteBuf::new());
+        // Nested: a record holding a list<u8> and a list<list<u8>>.
+        let record = [
+            0x82, 0xa1, b'a', 0xc4, 1, 7, 0xa1, b'b', 0x92, 0xc4, 1, 8, 0x90,
+        ];
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Blobs {
+            a: Vec<u8>,
+            b: Vec<Vec<u8>>,
+        }
+        assert_eq!(
+            decode::<Blobs>(&record).unwrap(),
+            Blobs {
+                a: vec![7],
+                b: vec![vec![8], vec![]]
+            }
+        );
+        // A binary still does not decode as something it is not.
+        assert!(matches!(decode::<String>(&binary), Err(Error::Decode(_))));
+        assert!(matches!(
+            decode::<Vec<u8>>(&[0xc4, 3, 1]),
+            Err(Error::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn byte_wrappers_encode_as_binaries() {
+        assert_eq!(encode(&Bytes::new(&[1, 2])).unwrap(), [0xc4, 2, 1, 2]);
+        assert_eq!(encode(&ByteBuf::from(vec![9])).unwrap(), [0xc4, 1, 9]);
+        let item = ("k", Bytes::new(&[3])).into_items().unwrap();
+        assert_eq!(item[1], Item::Value(vec![0xc4, 1, 3]));
     }
 
     #[test]

@@ -1,0 +1,195 @@
+//! `dtask actor`: stateful instances of a resource a component exports,
+//! each living on one worker, called directly.
+
+use super::{Failure, Global, connect, load_module, render};
+use dtask_runtime::client::{ActorOptions, constructor};
+use dtask_runtime::module::LocalModule;
+use dtask_runtime::protocol::{Arg, CallArg};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Actors: one live instance of a resource exported by a component, on one
+/// worker, keeping its state between calls.
+///
+/// `actor new` constructs one and prints its key; `actor call` calls a
+/// method on it and prints the result as a JSON line. Calls go straight to
+/// the worker holding the actor, one at a time in arrival order. Arguments
+/// are read by the parameter's WIT type, as for `submit`; `@KEY` passes a
+/// future's result.
+///
+/// Exit status: 0 done, 1 the method failed or the actor is lost (its
+/// worker died), 2 no such resource or method, or arguments that do not fit
+/// its types, 3 no scheduler.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  c=$(dtask actor new coord.wasm counter 0)\n  dtask actor call $c increment 5     # 5\n  dtask actor call $c get             # 5\n  dtask actor del $c"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Verb,
+}
+
+#[derive(clap::Subcommand)]
+enum Verb {
+    New(NewArgs),
+    Call(CallArgs),
+    Del(DelArgs),
+    List(ListArgs),
+}
+
+/// Construct an actor on a worker and print its key.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  dtask actor new coord.wasm server")]
+struct NewArgs {
+    /// Use this key instead of a fresh one.
+    #[arg(long)]
+    key: Option<String>,
+    /// Memory limit of the actor's instance (at most the worker's).
+    #[arg(long, value_name = "MIB")]
+    memory_limit_mib: Option<u64>,
+    /// The WebAssembly component exporting the resource.
+    module: PathBuf,
+    /// The resource's name, as the component's WIT declares it.
+    resource: String,
+    /// Constructor arguments.
+    #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+    args: Vec<String>,
+}
+
+/// Call a method of an actor and print its result.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  dtask actor call counter-3f2a… increment 1")]
+struct CallArgs {
+    /// Print a string or bytes result as is, not as JSON.
+    #[arg(short, long)]
+    raw: bool,
+    /// The actor's key.
+    key: String,
+    /// The method.
+    method: String,
+    /// Its arguments.
+    #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+    args: Vec<String>,
+}
+
+/// Delete an actor; its state is dropped.
+#[derive(clap::Args)]
+struct DelArgs {
+    /// Keys of the actors.
+    #[arg(required = true)]
+    keys: Vec<String>,
+}
+
+/// List the actors: key, resource, state, worker.
+#[derive(clap::Args)]
+struct ListArgs {
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
+    match a.command {
+        Verb::New(a) => new(global, a).await,
+        Verb::Call(a) => call(global, a).await,
+        Verb::Del(a) => {
+            let client = connect(global, false).await?;
+            for k in a.keys {
+                client.actor_delete(&k)?;
+            }
+            // An answered request proves the deletes arrived.
+            client.status(Vec::new()).await?;
+            Ok(())
+        }
+        Verb::List(a) => {
+            let client = connect(global, false).await?;
+            let mut out = std::io::stdout().lock();
+            for actor in client.actors().await? {
+                let line = if a.json {
+                    serde_json::json!({
+                        "key": actor.key, "resource": actor.resource, "module": actor.module,
+                        "state": actor.state.name(), "address": actor.address,
+                    })
+                    .to_string()
+                } else {
+                    format!(
+                        "{}\t{}\t{}\t{}",
+                        actor.key,
+                        actor.resource,
+                        actor.state.name(),
+                        actor.address
+                    )
+                };
+                writeln!(out, "{line}").map_err(Failure::write)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn new(global: &Global, a: NewArgs) -> Result<(), Failure> {
+    if let Some(k) = &a.key {
+        dtask_runtime::key::validate_key(k).map_err(Failure::usage)?;
+    }
+    let module = load_module(&a.module)?;
+    let args = constructor_args(&module, &a.resource, &a.args)?;
+    let client = connect(global, true).await?;
+    let options = ActorOptions {
+        key: a.key,
+        memory_limit: a.memory_limit_mib.map(|m| m << 20),
+    };
+    let actor = client
+        .actor_new(&module, &a.resource, args, &options)
+        .await?;
+    println!("{}", actor.key());
+    Ok(())
+}
+
+/// Constructor arguments read by their WIT types.
+fn constructor_args(
+    module: &LocalModule,
+    resource: &str,
+    words: &[String],
+) -> Result<Vec<Arg>, Failure> {
+    if !module.compiled.funcs.contains_key(&constructor(resource)) {
+        let resources: Vec<&str> = module
+            .compiled
+            .funcs
+            .keys()
+            .filter_map(|f| f.strip_prefix("[constructor]"))
+            .filter(|r| !r.contains('#'))
+            .collect();
+        return Err(Failure::usage(format!(
+            "{} exports no resource {resource}{}",
+            module.name,
+            if resources.is_empty() {
+                String::new()
+            } else {
+                format!("; it has: {}", resources.join(", "))
+            }
+        )));
+    }
+    super::parse_args(module, &constructor(resource), words)
+}
+
+async fn call(global: &Global, a: CallArgs) -> Result<(), Failure> {
+    let client = connect(global, false).await?;
+    let mut args = Vec::with_capacity(a.args.len());
+    for word in &a.args {
+        args.push(match word.strip_prefix('@') {
+            Some(rest) if !rest.starts_with('@') => {
+                let v = client.result(rest).await?;
+                CallArg::Value(dtask_runtime::value::encode(&v).into())
+            }
+            Some(rest) => CallArg::Word(rest.to_string()),
+            None => CallArg::Word(word.clone()),
+        });
+    }
+    let actor = client.actor(&a.key).await?;
+    let result = actor.call(&a.method, args).await?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&render(&result, a.raw))
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(Failure::write)?;
+    Ok(())
+}

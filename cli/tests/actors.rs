@@ -1,0 +1,256 @@
+//! End-to-end: actors (resources exported by the `coord` example guest)
+//! created, called and lost on real clusters.
+
+mod common;
+
+use common::*;
+use dtask_runtime::client::{ActorOptions, Client, ClientError, SubmitOptions};
+use dtask_runtime::module::LocalModule;
+use dtask_runtime::protocol::{ActorState, Arg, CallArg};
+use dtask_runtime::value::{Value, encode};
+use std::time::{Duration, Instant};
+
+fn coord_wasm() -> &'static str {
+    dtask_guests::COORD_WASM
+}
+
+fn value(v: impl Into<Value>) -> Arg {
+    Arg::Value(encode(&v.into()).into())
+}
+
+fn call_arg(v: impl Into<Value>) -> CallArg {
+    CallArg::Value(encode(&v.into()).into())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+async fn connect(c: &Cluster) -> (Client, LocalModule) {
+    let client = Client::connect(&c.addr, &c.token(), None).await.unwrap();
+    let module = LocalModule::load(coord_wasm().as_ref(), None).unwrap();
+    (client, module)
+}
+
+#[test]
+fn a_counter_actor_keeps_its_state_between_calls_from_the_shell() {
+    let c = Cluster::start(1, 1);
+    let key = c.ok(&["actor", "new", coord_wasm(), "counter", "5"]);
+    assert!(key.starts_with("counter-"), "{key}");
+    assert_eq!(c.ok(&["actor", "call", &key, "increment", "3"]), "8");
+    assert_eq!(c.ok(&["actor", "call", &key, "increment", "2"]), "10");
+    assert_eq!(c.ok(&["actor", "call", &key, "get"]), "10");
+    let listed = c.ok(&["actor", "list"]);
+    assert!(
+        listed.contains(&format!("{key}\tcounter\tready")),
+        "{listed}"
+    );
+    c.ok(&["actor", "del", &key]);
+    let gone = c.run(&["actor", "call", &key, "get"], "");
+    assert_eq!(gone.status.code(), Some(2), "{}", stderr(&gone));
+    assert!(
+        stderr(&gone).contains("no actor is called"),
+        "{}",
+        stderr(&gone)
+    );
+}
+
+#[test]
+fn a_missing_method_resource_or_wrong_type_exits_2_with_a_clear_error() {
+    let c = Cluster::start(1, 1);
+    let key = c.ok(&["actor", "new", coord_wasm(), "counter", "0"]);
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["actor", "call", &key, "nope"],
+            "has no method nope; its methods: get, increment",
+        ),
+        (
+            &["actor", "call", &key, "increment", "x"],
+            "parameter by: expected s64",
+        ),
+        (
+            &["actor", "call", &key, "increment"],
+            "increment takes 1 arguments, 0 were given",
+        ),
+        (
+            &["actor", "new", coord_wasm(), "nosuch"],
+            "exports no resource nosuch; it has: counter, server",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = c.run(args, "");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // The actor is unharmed by bad calls.
+    assert_eq!(c.ok(&["actor", "call", &key, "increment", "1"]), "1");
+}
+
+#[test]
+fn a_counter_incremented_a_thousand_times_from_ten_concurrent_tasks_reads_a_thousand() {
+    let c = Cluster::start(2, 2);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let counter = client
+            .actor_new(&module, "counter", vec![value(0)], &ActorOptions::default())
+            .await
+            .unwrap();
+        let impure = SubmitOptions {
+            pure: false,
+            ..SubmitOptions::default()
+        };
+        let calls = vec![vec![value(counter.key()), value(100)]; 10];
+        let tasks = client
+            .map(&module, "count-up", calls, &impure)
+            .await
+            .unwrap();
+        let keys: Vec<String> = tasks.iter().map(|f| f.key().to_string()).collect();
+        let last: Vec<i64> = client
+            .gather(&keys)
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert!(
+            last.contains(&1000),
+            "the last increment saw 1000: {last:?}"
+        );
+        assert_eq!(
+            counter.call("get", vec![]).await.unwrap(),
+            Value::from(1000)
+        );
+    });
+}
+
+#[test]
+fn calls_on_one_actor_run_in_the_order_they_were_made() {
+    let c = Cluster::start(1, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let counter = client
+            .actor_new(&module, "counter", vec![value(0)], &ActorOptions::default())
+            .await
+            .unwrap();
+        // Started in order without waiting for each other.
+        let calls: Vec<_> = (0..200)
+            .map(|_| counter.call("increment", vec![call_arg(1)]))
+            .collect();
+        let results = futures::future::join_all(calls).await;
+        let got: Vec<i64> = results
+            .into_iter()
+            .map(|r| r.unwrap().as_i64().unwrap())
+            .collect();
+        assert_eq!(got, (1..=200).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn the_parameter_server_example_runs_from_the_shell() {
+    let c = Cluster::start(2, 1);
+    let server = c.ok(&["actor", "new", coord_wasm(), "server"]);
+    // `list<u8>` words are their bytes: "abc" is [97, 98, 99].
+    assert_eq!(
+        c.ok(&["actor", "call", &server, "put", "weights", "abc"]),
+        "null"
+    );
+    let lines: String = (1..=8).map(|step| format!("{server} {step}\n")).collect();
+    let keys = c.run(&["map", coord_wasm(), "train-step"], &lines);
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    let gathered = c.run(&["gather"], &stdout(&keys));
+    assert!(gathered.status.success(), "{}", stderr(&gathered));
+    let expected: Vec<String> = (1..=8).map(|s| (s * (97 + 98 + 99)).to_string()).collect();
+    assert_eq!(stdout(&gathered).lines().collect::<Vec<_>>(), expected);
+    assert_eq!(
+        c.ok(&["actor", "call", &server, "size"]),
+        "9",
+        "weights + 8 grads"
+    );
+    // grad-3 is 3 * 294 = 882 as little-endian u32 bytes.
+    assert_eq!(
+        c.ok(&["actor", "call", &server, "get", "grad-3"]),
+        r#"{"$bytes":"cgMAAA=="}"#
+    );
+}
+
+#[test]
+fn an_actor_made_by_a_task_and_stored_in_a_variable_is_called_by_another_task() {
+    let c = Cluster::start(2, 1);
+    let made = c.ok(&["submit", coord_wasm(), "make-counter", "100"]);
+    let key = c.ok(&["gather", &made]);
+    let key = key.trim_matches('"').to_string();
+    assert!(key.starts_with("counter-"), "{key}");
+    c.ok(&["var", "set", "the-counter", &format!("\"{key}\"")]);
+    let call = c.ok(&["submit", coord_wasm(), "call-stored", "the-counter"]);
+    assert_eq!(c.ok(&["gather", &call]), "110");
+    assert_eq!(c.ok(&["actor", "call", &key, "get"]), "110");
+}
+
+#[test]
+fn killing_the_worker_holding_an_actor_makes_its_calls_fail_as_lost() {
+    let c = Cluster::start(2, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let counter = client
+            .actor_new(&module, "counter", vec![value(0)], &ActorOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            counter.call("increment", vec![call_arg(1)]).await.unwrap(),
+            Value::from(1)
+        );
+        let holder = client
+            .workers()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|w| w.address == counter.info().address)
+            .expect("the actor's worker is listed");
+        let pid: i32 = holder.name.rsplit(':').next().unwrap().parse().unwrap();
+        // SAFETY: killing a worker process this test's cluster started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        let killed = Instant::now();
+        let err = tokio::time::timeout(
+            Duration::from_secs(10),
+            counter.call("increment", vec![call_arg(1)]),
+        )
+        .await
+        .expect("a call on a lost actor does not hang")
+        .unwrap_err();
+        assert!(matches!(err, ClientError::ActorLost(_)), "{err:?}");
+        assert!(err.to_string().contains(counter.key()), "{err}");
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            killed.elapsed()
+        );
+        // The scheduler lists it as lost once it notices, and a new handle
+        // is told so too.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = client.actors().await.unwrap();
+            if listed
+                .iter()
+                .any(|a| a.key == counter.key() && a.state == ActorState::Lost)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never listed as lost: {listed:?}"
+            );
+            tokio::task::yield_now().await;
+        }
+        let fresh = Client::connect(&c.addr, &c.token(), None).await.unwrap();
+        let err = fresh.actor(counter.key()).await.unwrap_err();
+        assert!(matches!(err, ClientError::ActorLost(_)), "{err:?}");
+    });
+    let out = c.run(&["actor", "list"], "");
+    assert!(stdout(&out).contains("\tlost\t"), "{}", stdout(&out));
+}

@@ -1,0 +1,368 @@
+//! Actors from the Rust client: stateful instances of a resource that a
+//! component exports, each living on one worker, called directly.
+//!
+//! ```no_run
+//! # async fn demo(client: dtask_runtime::client::Client, module: dtask_runtime::module::LocalModule) -> Result<(), dtask_runtime::client::ClientError> {
+//! use dtask_runtime::client::ActorOptions;
+//! use dtask_runtime::protocol::{Arg, CallArg};
+//! use dtask_runtime::value::{Value, encode};
+//! let start = Arg::Value(encode(&Value::from(0)).into());
+//! let counter = client.actor_new(&module, "counter", vec![start], &ActorOptions::default()).await?;
+//! let one = CallArg::Value(encode(&Value::from(1)).into());
+//! assert_eq!(counter.call("increment", vec![one]).await?, Value::from(1));
+//! # Ok(()) }
+//! ```
+//!
+//! The scheduler only places and registers actors: a method call goes over
+//! one connection per worker (shared by every actor there) straight to the
+//! worker's data port, where calls on one actor run one at a time in
+//! arrival order. When that connection breaks (the worker died) every
+//! pending and later call fails with [`ClientError::ActorLost`].
+
+use super::{Client, ClientError};
+use crate::connection::{self, Sender};
+use crate::key;
+use crate::module::{CompiledModule, LocalModule};
+use crate::protocol::{
+    ActorInfo, ActorSpec, Arg, CallArg, ErrorKind, FromPeer, FromScheduler, Hello,
+    PROTOCOL_VERSION, Role, TaskError, ToPeer, ToScheduler,
+};
+use crate::value::{self, Value};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// The constructor of `resource`, as the module's exports name it.
+pub fn constructor(resource: &str) -> String {
+    format!("[constructor]{resource}")
+}
+
+/// How an actor is created.
+#[derive(Clone, Debug, Default)]
+pub struct ActorOptions {
+    /// Use this key instead of a fresh one.
+    pub key: Option<String>,
+    /// Memory limit of the actor's instance, in bytes (at most its
+    /// worker's).
+    pub memory_limit: Option<u64>,
+}
+
+type Pending = Mutex<Option<HashMap<u64, oneshot::Sender<Result<Bytes, TaskError>>>>>;
+
+/// One multiplexed connection to a worker's data port, for actor calls.
+pub(super) struct PeerLink {
+    tx: Sender<ToPeer>,
+    next_id: AtomicU64,
+    pending: Arc<Pending>,
+}
+
+impl PeerLink {
+    async fn connect(addr: &str, token: &str) -> Result<Self, String> {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            token: token.to_string(),
+            role: Role::Peer,
+        };
+        let (_, tx, mut rx) = connection::connect::<FromPeer, ToPeer>(addr, hello)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pending: Arc<Pending> = Arc::new(Mutex::new(Some(HashMap::new())));
+        let routes = pending.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = rx.recv().await {
+                if let FromPeer::Called { id, result } = msg {
+                    let waiter = routes
+                        .lock()
+                        .expect("pending calls lock")
+                        .as_mut()
+                        .and_then(|p| p.remove(&id));
+                    if let Some(w) = waiter {
+                        let _ = w.send(result);
+                    }
+                }
+            }
+            // Closed: every waiter learns at once.
+            routes.lock().expect("pending calls lock").take();
+        });
+        Ok(Self {
+            tx,
+            next_id: AtomicU64::new(1),
+            pending,
+        })
+    }
+
+    /// Sends a call now; the receiver resolves with its answer, or errs if
+    /// the connection closes first.
+    fn send(
+        &self,
+        actor: &str,
+        method: &str,
+        args: Vec<CallArg>,
+    ) -> Option<oneshot::Receiver<Result<Bytes, TaskError>>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .expect("pending calls lock")
+            .as_mut()?
+            .insert(id, reply);
+        let call = ToPeer::Call {
+            id,
+            actor: actor.to_string(),
+            method: method.to_string(),
+            args,
+        };
+        self.tx.send(call).ok()?;
+        Some(rx)
+    }
+
+    fn is_open(&self) -> bool {
+        self.pending.lock().expect("pending calls lock").is_some()
+    }
+}
+
+/// A handle on an actor. Cheap to clone; calls through clones share the
+/// connection and keep their order.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    client: Client,
+    info: ActorInfo,
+}
+
+impl Client {
+    /// Creates an actor: an instance of `resource` (exported by `module`)
+    /// constructed with `args` on a worker. Arguments are checked against
+    /// the constructor's types first; future arguments are resolved to
+    /// their values.
+    pub async fn actor_new(
+        &self,
+        module: &LocalModule,
+        resource: &str,
+        args: Vec<Arg>,
+        options: &ActorOptions,
+    ) -> Result<Actor, ClientError> {
+        check_constructor(&module.compiled, &module.name, resource, &args)?;
+        self.upload(module).await?;
+        self.actor_new_in(module.hash(), resource, args, options)
+            .await
+    }
+
+    /// [`Client::actor_new`] for a module the scheduler already has, by
+    /// hash (unchecked: the worker checks the arguments).
+    pub async fn actor_new_in(
+        &self,
+        module: &str,
+        resource: &str,
+        args: Vec<Arg>,
+        options: &ActorOptions,
+    ) -> Result<Actor, ClientError> {
+        let args = self.resolve_args(args).await?;
+        let spec = ActorSpec {
+            key: options
+                .key
+                .clone()
+                .unwrap_or_else(|| key::random_key(resource)),
+            module: module.to_string(),
+            resource: resource.to_string(),
+            args,
+            memory_limit: options.memory_limit,
+        };
+        match self
+            .request(|id| ToScheduler::ActorNew { id, spec })
+            .await?
+        {
+            FromScheduler::ActorCreated { result, .. } => {
+                let info = result.map_err(actor_error)?;
+                self.remember(&info);
+                Ok(Actor {
+                    client: self.clone(),
+                    info,
+                })
+            }
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// A handle on the existing actor `key`.
+    pub async fn actor(&self, key: &str) -> Result<Actor, ClientError> {
+        let known = self
+            .inner
+            .actors
+            .lock()
+            .expect("actor table lock")
+            .get(key)
+            .cloned();
+        let info = match known {
+            Some(info) => info,
+            None => self.locate(key).await?,
+        };
+        Ok(Actor {
+            client: self.clone(),
+            info,
+        })
+    }
+
+    /// Every actor the scheduler knows.
+    pub async fn actors(&self) -> Result<Vec<ActorInfo>, ClientError> {
+        match self.request(|id| ToScheduler::Actors { id }).await? {
+            FromScheduler::Actors { actors, .. } => Ok(actors),
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Deletes the actor `key`; its state is dropped.
+    pub fn actor_delete(&self, key: &str) -> Result<(), ClientError> {
+        self.inner
+            .actors
+            .lock()
+            .expect("actor table lock")
+            .remove(key);
+        self.send(ToScheduler::ActorDelete {
+            key: key.to_string(),
+        })
+    }
+
+    async fn locate(&self, key: &str) -> Result<ActorInfo, ClientError> {
+        let k = key.to_string();
+        match self
+            .request(|id| ToScheduler::ActorLocate { id, key: k })
+            .await?
+        {
+            FromScheduler::ActorLocated { result, .. } => {
+                let info = result.map_err(|why| {
+                    if why.starts_with("actor lost") {
+                        ClientError::ActorLost(why)
+                    } else {
+                        ClientError::Invalid(why)
+                    }
+                })?;
+                self.remember(&info);
+                Ok(info)
+            }
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    fn remember(&self, info: &ActorInfo) {
+        self.inner
+            .actors
+            .lock()
+            .expect("actor table lock")
+            .insert(info.key.clone(), info.clone());
+    }
+
+    /// Values of `args`, futures resolved.
+    async fn resolve_args(&self, args: Vec<Arg>) -> Result<Vec<Bytes>, ClientError> {
+        let mut out = Vec::with_capacity(args.len());
+        for a in args {
+            out.push(match a {
+                Arg::Value(b) => b,
+                Arg::Future(k) => value::encode(&self.result(&k).await?).into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The connection to the worker at `addr`, made on first use and again
+    /// after one breaks.
+    async fn peer(&self, addr: &str) -> Result<Arc<PeerLink>, String> {
+        let mut peers = self.inner.peers.lock().await;
+        if let Some(p) = peers.get(addr)
+            && p.is_open()
+        {
+            return Ok(p.clone());
+        }
+        let link = Arc::new(PeerLink::connect(addr, &self.inner.token).await?);
+        peers.insert(addr.to_string(), link.clone());
+        Ok(link)
+    }
+}
+
+impl Actor {
+    /// The actor's key.
+    pub fn key(&self) -> &str {
+        &self.info.key
+    }
+
+    /// Where it lives and its resource.
+    pub fn info(&self) -> &ActorInfo {
+        &self.info
+    }
+
+    /// Calls `method` with `args`; returns its result. The call is on its
+    /// way once this future is first polled, so calls started in order run
+    /// in order.
+    pub async fn call(&self, method: &str, args: Vec<CallArg>) -> Result<Value, ClientError> {
+        let bytes = self.call_bytes(method, args).await?;
+        value::decode(&bytes).map_err(|e| ClientError::Data {
+            key: self.info.key.clone(),
+            reason: format!("the result of {method} does not decode: {e}"),
+        })
+    }
+
+    /// [`Actor::call`] returning the encoded result.
+    pub async fn call_bytes(&self, method: &str, args: Vec<CallArg>) -> Result<Bytes, ClientError> {
+        let key = &self.info.key;
+        let unreachable = |why: String| {
+            ClientError::ActorLost(format!(
+                "actor lost: {key} (its worker at {} cannot be reached: {why})",
+                self.info.address
+            ))
+        };
+        let link = self
+            .client
+            .peer(&self.info.address)
+            .await
+            .map_err(unreachable)?;
+        let reply = link
+            .send(key, method, args)
+            .ok_or_else(|| unreachable("the connection closed".into()))?;
+        match reply.await {
+            Ok(result) => result.map_err(actor_error),
+            Err(_) => Err(ClientError::ActorLost(
+                crate::scheduler::state::lost_message(key),
+            )),
+        }
+    }
+
+    /// Deletes the actor; its state is dropped.
+    pub fn delete(self) -> Result<(), ClientError> {
+        self.client.actor_delete(&self.info.key)
+    }
+}
+
+/// Checks constructor arguments against the module's types.
+fn check_constructor(
+    module: &CompiledModule,
+    name: &str,
+    resource: &str,
+    args: &[Arg],
+) -> Result<(), ClientError> {
+    if !module.funcs.contains_key(&constructor(resource)) {
+        let resources: Vec<&str> = module
+            .funcs
+            .keys()
+            .filter_map(|f| f.strip_prefix("[constructor]"))
+            .filter(|r| !r.contains('#'))
+            .collect();
+        return Err(ClientError::Invalid(if resources.is_empty() {
+            format!("{name} exports no resource, so it has no actors to create")
+        } else {
+            format!(
+                "{name} exports no resource {resource}; it has: {}",
+                resources.join(", ")
+            )
+        }));
+    }
+    super::check_args(module, name, &constructor(resource), args).map_err(ClientError::Invalid)
+}
+
+fn actor_error(e: TaskError) -> ClientError {
+    match e.kind {
+        ErrorKind::ActorLost => ClientError::ActorLost(e.message),
+        ErrorKind::Input | ErrorKind::Module => ClientError::Invalid(e.message),
+        _ => ClientError::Task(Box::new(e)),
+    }
+}

@@ -1,0 +1,201 @@
+//! Actors in the scheduler: which worker holds each one and whether it is
+//! up. The scheduler places and registers actors; their method calls never
+//! come here (they go straight to the worker).
+//!
+//! Rules: an actor goes to the worker holding the fewest actors (then the
+//! least busy); it is `Starting` until its worker reports its constructor
+//! done, then `Ready`; when its worker dies it becomes `Lost`, and stays
+//! listed so callers learn what happened instead of "unknown".
+
+use super::{ClientId, Command, Scheduler, WorkerId};
+use crate::protocol::{ActorInfo, ActorSpec, ActorState, ErrorKind, FromScheduler, TaskError};
+use rustc_hash::FxHashMap as HashMap;
+
+/// One actor's record.
+#[derive(Debug)]
+pub(super) struct Actor {
+    resource: String,
+    module: String,
+    worker: WorkerId,
+    /// Data address of its worker, kept after the worker is gone.
+    address: String,
+    state: ActorState,
+    /// Who waits for its construction: (client, request).
+    waiting: Vec<(ClientId, u64)>,
+}
+
+/// Every actor, by key.
+pub(super) type Actors = HashMap<String, Actor>;
+
+impl Scheduler {
+    /// Places and constructs an actor; answers once it is constructed.
+    pub(super) fn actor_new(
+        &mut self,
+        client: ClientId,
+        id: u64,
+        spec: ActorSpec,
+        out: &mut Vec<Command>,
+    ) {
+        let fail = |message: String| FromScheduler::ActorCreated {
+            id,
+            result: Err(TaskError {
+                kind: ErrorKind::Module,
+                message,
+                stderr: String::new(),
+                backtrace: String::new(),
+                origin: spec.key.clone(),
+            }),
+        };
+        if self.actors.contains_key(&spec.key) {
+            let why = format!("an actor called {} exists already", spec.key);
+            return out.push(send(client, fail(why)));
+        }
+        if !self.modules.contains(&spec.module) {
+            let why = format!("module {} was never uploaded to the scheduler", spec.module);
+            return out.push(send(client, fail(why)));
+        }
+        let mut per_worker: HashMap<WorkerId, usize> = HashMap::default();
+        for a in self.actors.values() {
+            if a.state != ActorState::Lost {
+                *per_worker.entry(a.worker).or_default() += 1;
+            }
+        }
+        let chosen = self
+            .workers
+            .iter()
+            .min_by_key(|(id, w)| (per_worker.get(id).copied().unwrap_or(0), w.load(), **id))
+            .map(|(id, w)| (*id, w.data_addr.clone()));
+        let Some((worker, address)) = chosen else {
+            let why = "no worker is connected to hold the actor; start one".to_string();
+            return out.push(send(client, fail(why)));
+        };
+        self.actors.insert(
+            spec.key.clone(),
+            Actor {
+                resource: spec.resource.clone(),
+                module: spec.module.clone(),
+                worker,
+                address,
+                state: ActorState::Starting,
+                waiting: vec![(client, id)],
+            },
+        );
+        out.push(send(worker, FromScheduler::NewActor { spec }));
+    }
+
+    /// A worker reports an actor constructed, or its constructor failed.
+    pub(super) fn actor_started(
+        &mut self,
+        worker: WorkerId,
+        key: &str,
+        outcome: Result<(), TaskError>,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(actor) = self.actors.get_mut(key) else {
+            // Deleted while starting.
+            return out.push(send(
+                worker,
+                FromScheduler::DropActor {
+                    key: key.to_string(),
+                },
+            ));
+        };
+        if actor.worker != worker {
+            return;
+        }
+        let waiting = std::mem::take(&mut actor.waiting);
+        let result = match outcome {
+            Ok(()) => {
+                actor.state = ActorState::Ready;
+                Ok(info(key, actor))
+            }
+            Err(e) => {
+                self.actors.remove(key);
+                Err(e)
+            }
+        };
+        for (client, id) in waiting {
+            let result = result.clone();
+            out.push(send(client, FromScheduler::ActorCreated { id, result }));
+        }
+    }
+
+    /// Where actor `key` lives, for a caller; an error if it is lost or
+    /// unknown.
+    pub fn actor_locate(&self, key: &str) -> Result<ActorInfo, String> {
+        match self.actors.get(key) {
+            Some(a) if a.state == ActorState::Lost => Err(lost_message(key)),
+            Some(a) => Ok(info(key, a)),
+            None => Err(format!(
+                "no actor is called {key}; `dtask actor list` shows those there are"
+            )),
+        }
+    }
+
+    /// Deletes an actor.
+    pub(super) fn actor_delete(&mut self, key: &str, out: &mut Vec<Command>) {
+        if let Some(a) = self.actors.remove(key)
+            && a.state != ActorState::Lost
+        {
+            out.push(send(
+                a.worker,
+                FromScheduler::DropActor {
+                    key: key.to_string(),
+                },
+            ));
+            for (client, id) in a.waiting {
+                let result = Err(TaskError {
+                    kind: ErrorKind::ActorLost,
+                    message: format!("actor {key} was deleted while it was being constructed"),
+                    stderr: String::new(),
+                    backtrace: String::new(),
+                    origin: key.to_string(),
+                });
+                out.push(send(client, FromScheduler::ActorCreated { id, result }));
+            }
+        }
+    }
+
+    /// Every actor, sorted by key.
+    pub fn actor_list(&self) -> Vec<ActorInfo> {
+        let mut all: Vec<ActorInfo> = self.actors.iter().map(|(k, a)| info(k, a)).collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all
+    }
+
+    /// A worker died: its actors are lost, and those still starting fail.
+    pub(super) fn actors_worker_gone(&mut self, worker: WorkerId, out: &mut Vec<Command>) {
+        for (key, a) in self.actors.iter_mut().filter(|(_, a)| a.worker == worker) {
+            a.state = ActorState::Lost;
+            for (client, id) in std::mem::take(&mut a.waiting) {
+                let result = Err(TaskError {
+                    kind: ErrorKind::ActorLost,
+                    message: lost_message(key),
+                    stderr: String::new(),
+                    backtrace: String::new(),
+                    origin: key.clone(),
+                });
+                out.push(send(client, FromScheduler::ActorCreated { id, result }));
+            }
+        }
+    }
+}
+
+/// What a caller of a lost actor is told.
+pub fn lost_message(key: &str) -> String {
+    format!("actor lost: {key} (the worker holding it died); create it again")
+}
+
+fn info(key: &str, a: &Actor) -> ActorInfo {
+    ActorInfo {
+        key: key.to_string(),
+        resource: a.resource.clone(),
+        module: a.module.clone(),
+        address: a.address.clone(),
+        state: a.state,
+    }
+}
+
+fn send(to: u64, msg: FromScheduler) -> Command {
+    Command::Send { to, msg }
+}
