@@ -254,3 +254,36 @@ fn killing_the_worker_holding_an_actor_makes_its_calls_fail_as_lost() {
     let out = c.run(&["actor", "list"], "");
     assert!(stdout(&out).contains("\tlost\t"), "{}", stdout(&out));
 }
+
+#[test]
+fn an_actor_with_its_own_memory_limit_fails_with_a_memory_error_past_it() {
+    let c = Cluster::start(1, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let small = ActorOptions {
+            memory_limit: Some(2 << 20),
+            ..ActorOptions::default()
+        };
+        let server = client
+            .actor_new(&module, "server", vec![], &small)
+            .await
+            .unwrap();
+        let big = CallArg::Value(encode(&Value::Binary(vec![7; 4 << 20])).into());
+        let err = server
+            .call("put", vec![call_arg("big"), big])
+            .await
+            .unwrap_err();
+        let ClientError::Task(e) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(e.kind, dtask_runtime::protocol::ErrorKind::Memory, "{e:?}");
+        // Another actor on the same worker, without that limit, takes it.
+        let roomy = client
+            .actor_new(&module, "server", vec![], &ActorOptions::default())
+            .await
+            .unwrap();
+        let big = CallArg::Value(encode(&Value::Binary(vec![7; 4 << 20])).into());
+        roomy.call("put", vec![call_arg("big"), big]).await.unwrap();
+        assert_eq!(roomy.call("size", vec![]).await.unwrap(), Value::from(1));
+    });
+}

@@ -5,6 +5,8 @@ pub mod server;
 pub mod state;
 
 #[cfg(test)]
+mod actor_tests;
+#[cfg(test)]
 mod primitive_tests;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use crate::protocol::{
 };
 use bytes::Bytes;
 
-const M: &str = "module-hash";
+pub(super) const M: &str = "module-hash";
 
 pub(super) fn spec(key: &str, args: Vec<Arg>) -> TaskSpec {
     TaskSpec {

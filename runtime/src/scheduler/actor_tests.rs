@@ -1,0 +1,108 @@
+//! Actors in the scheduler: placement, readiness, loss with their worker.
+
+use super::state::{Command, Event};
+use super::tests::{M, error, setup};
+use crate::protocol::{ActorSpec, ActorState, FromScheduler};
+fn spec(key: &str) -> ActorSpec {
+    ActorSpec {
+        key: key.into(),
+        module: M.into(),
+        resource: "counter".into(),
+        args: vec![],
+        memory_limit: None,
+    }
+}
+
+/// (worker, key) of every actor the scheduler asked a worker to build.
+fn built(cmds: &[Command]) -> Vec<(u64, String)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Send {
+                to,
+                msg: FromScheduler::NewActor { spec },
+            } => Some((*to, spec.key.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn actors_spread_over_the_workers() {
+    let mut s = setup(&[(10, 1), (11, 1)]);
+    let mut placed = Vec::new();
+    for (i, k) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        let cmds = s.handle(Event::ActorNew {
+            client: 1,
+            id: i as u64,
+            spec: spec(k),
+        });
+        placed.extend(built(&cmds));
+    }
+    let on = |w| placed.iter().filter(|(x, _)| *x == w).count();
+    assert_eq!((on(10), on(11)), (2, 2), "{placed:?}");
+}
+
+#[test]
+fn an_actor_is_ready_once_built_and_lost_with_its_worker() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Event::ActorNew {
+        client: 1,
+        id: 5,
+        spec: spec("a"),
+    });
+    assert!(
+        s.actor_locate("a").is_ok(),
+        "starting actors can be located"
+    );
+    let cmds = s.handle(Event::ActorStarted {
+        worker: 10,
+        key: "a".into(),
+        outcome: Ok(()),
+    });
+    assert!(cmds.iter().any(|c| matches!(c,
+        Command::Send { to: 1, msg: FromScheduler::ActorCreated { id: 5, result: Ok(info) } }
+            if info.state == ActorState::Ready && info.address == "w10")));
+    s.handle(Event::WorkerDisconnected { worker: 10 });
+    let err = s.actor_locate("a").unwrap_err();
+    assert!(err.starts_with("actor lost: a"), "{err}");
+    assert_eq!(s.actor_list()[0].state, ActorState::Lost);
+}
+
+#[test]
+fn a_failed_constructor_answers_the_error_and_forgets_the_actor() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Event::ActorNew {
+        client: 1,
+        id: 5,
+        spec: spec("a"),
+    });
+    let cmds = s.handle(Event::ActorStarted {
+        worker: 10,
+        key: "a".into(),
+        outcome: Err(error("a")),
+    });
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        Command::Send {
+            to: 1,
+            msg: FromScheduler::ActorCreated {
+                id: 5,
+                result: Err(_)
+            }
+        }
+    )));
+    assert!(s.actor_list().is_empty());
+}
+
+#[test]
+fn with_no_worker_an_actor_is_refused_with_a_reason() {
+    let mut s = setup(&[]);
+    let cmds = s.handle(Event::ActorNew {
+        client: 1,
+        id: 5,
+        spec: spec("a"),
+    });
+    assert!(cmds.iter().any(|c| matches!(c,
+        Command::Send { to: 1, msg: FromScheduler::ActorCreated { result: Err(e), .. } }
+            if e.message.contains("no worker"))));
+}
