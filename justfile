@@ -27,6 +27,12 @@ bench:
 guests:
     cargo run --quiet --release -p dtask-guests -- tasks
 
+# Property tests of the decoders that face untrusted input (frames,
+# MessagePack, JSON, shell words, WIT conversion), with many more cases than
+# `just test` runs.
+fuzz cases="20000":
+    PROPTEST_CASES={{cases}} cargo test --release -p dtask-runtime --lib fuzz
+
 fmt:
     cargo fmt --all
 

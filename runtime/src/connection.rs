@@ -59,7 +59,7 @@ fn options(limit: u64) -> impl Options {
 }
 
 /// Encodes one message as frame bytes.
-fn encode<M: Serialize + ?Sized>(msg: &M) -> bytes::Bytes {
+pub(crate) fn encode<M: Serialize + ?Sized>(msg: &M) -> bytes::Bytes {
     options(u64::MAX)
         .serialize(msg)
         .expect("protocol messages always serialize")
@@ -67,7 +67,7 @@ fn encode<M: Serialize + ?Sized>(msg: &M) -> bytes::Bytes {
 }
 
 /// Decodes frame bytes, refusing anything that does not fit exactly.
-fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, WireError> {
+pub(crate) fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, WireError> {
     // The limit bounds what a hostile length prefix may make us allocate.
     options(bytes.len() as u64 * 8 + 1024)
         .deserialize(bytes)

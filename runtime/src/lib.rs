@@ -21,3 +21,6 @@ pub mod protocol;
 pub mod scheduler;
 pub mod value;
 pub mod worker;
+
+#[cfg(test)]
+mod fuzz;

@@ -1550,7 +1550,7 @@ fn nesting(v: &Value) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
     use wasmtime::component::{Component, types::ComponentItem};
@@ -1597,7 +1597,7 @@ mod tests {
     )
     "#;
 
-    fn types() -> HashMap<String, Type> {
+    pub(crate) fn types() -> HashMap<String, Type> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         let engine = Engine::new(&config).unwrap();
