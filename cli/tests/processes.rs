@@ -191,6 +191,38 @@ fn killing_a_worker_mid_run_reschedules_its_tasks_elsewhere() {
 }
 
 #[test]
+fn a_hung_worker_is_noticed_by_its_missed_heartbeats_and_its_tasks_run_elsewhere() {
+    let c = Cluster::start_with(2, 1, &["--worker-timeout", "2s"]);
+    let input: String = (0..20).map(|i| format!("{}\n", 100 + i % 2)).collect();
+    let keys = c.run(&["map", "--pure=false", tasks_wasm(), "spin"], &input);
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    let keys = stdout(&keys);
+    let first = keys.lines().next().unwrap().to_string();
+    wait_until(Duration::from_secs(20), "work to start", || {
+        !c.ok(&["status", &first]).ends_with("pending")
+    });
+    // Stopped, not killed: its connection stays open, only silence tells.
+    let victim = worker_pids(c.pid())[0];
+    // SAFETY: stopping a worker process this test's cluster started.
+    unsafe {
+        libc::kill(victim as i32, libc::SIGSTOP);
+    }
+    let out = c.run(&["gather"], &keys);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected: String = (0..20).map(|i| format!("{}\n", 100 + i % 2)).collect();
+    assert_eq!(stdout(&out), expected);
+    assert_eq!(c.ok(&["workers"]).lines().count(), 1, "the hung worker was dropped");
+    // Woken up, it finds its connection closed and leaves.
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(victim as i32, libc::SIGCONT);
+    }
+    wait_until(Duration::from_secs(20), "the revived worker to exit", || {
+        !alive(victim)
+    });
+}
+
+#[test]
 fn a_result_lost_with_its_worker_is_computed_again_from_lineage() {
     let c = Cluster::start(2, 1);
     let base = c.submit("repeat", &["ab", "3000"]);

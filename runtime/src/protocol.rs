@@ -13,13 +13,16 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Results at most this large travel with the worker's completion report and
 /// are kept by the scheduler too, so gathering them needs no worker round
 /// trip. Larger ones stay on the worker that made them and move directly
 /// between workers (or to the client) when needed.
 pub const INLINE_RESULT_LIMIT: usize = 1024;
+
+/// How often a worker tells the scheduler it is alive.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Hex BLAKE3 of a module's bytes.
 pub type ModuleHash = String;
@@ -354,6 +357,9 @@ pub enum ToScheduler {
         /// The task.
         key: String,
     },
+    /// A worker is alive (sent every [`HEARTBEAT`]); a worker silent for
+    /// the scheduler's worker timeout is treated as dead.
+    Heartbeat,
     /// A seceded task took an execution slot again.
     Rejoined {
         /// The task.

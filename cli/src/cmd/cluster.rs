@@ -25,6 +25,8 @@ pub struct Args {
     /// Scheduler port; 0 picks a free one.
     #[arg(long, default_value_t = 8786)]
     port: u16,
+    #[command(flatten)]
+    serve: super::scheduler::ServeOptions,
     /// Record this cluster as the local default in the state directory.
     #[arg(long, hide = true)]
     record_local: bool,
@@ -94,7 +96,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::new(2, format!("cannot record the local cluster: {e}")))?;
     }
     let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::new(2, e.to_string()))?;
-    let result = rt.block_on(serve(listener, token));
+    let result = rt.block_on(serve(listener, token, &a.serve));
     if a.record_local {
         local::remove_record(pid);
     }

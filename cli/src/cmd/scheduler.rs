@@ -2,7 +2,6 @@
 
 use super::Failure;
 use dtask_runtime::config;
-use dtask_runtime::connection::DEFAULT_MAX_FRAME;
 use dtask_runtime::scheduler::{SchedulerOptions, SchedulerServer};
 use std::io::Write;
 
@@ -20,6 +19,22 @@ pub struct Args {
     /// Port to bind; 0 picks a free one.
     #[arg(long, default_value_t = 8786)]
     pub port: u16,
+    #[command(flatten)]
+    pub serve: ServeOptions,
+}
+
+/// How the scheduler treats its peers.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeOptions {
+    /// A worker that sends nothing (not even its heartbeat, every second)
+    /// for this long is treated as dead, hung or not: its tasks run
+    /// elsewhere and its actors are lost.
+    #[arg(long, value_parser = super::parse_duration, default_value = "10s", value_name = "DUR")]
+    pub worker_timeout: std::time::Duration,
+    /// Largest message frame accepted from a peer; a larger one closes
+    /// that connection (values and modules travel in frames).
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    pub max_frame_mib: usize,
 }
 
 /// Binds a listener, reporting a taken port as a usage error.
@@ -32,12 +47,17 @@ pub fn bind(host: &str, port: u16) -> Result<std::net::TcpListener, Failure> {
 }
 
 /// Serves a bound listener until shutdown or a signal.
-pub async fn serve(listener: std::net::TcpListener, token: String) -> Result<(), Failure> {
+pub async fn serve(
+    listener: std::net::TcpListener,
+    token: String,
+    options: &ServeOptions,
+) -> Result<(), Failure> {
     let server = SchedulerServer::from_listener(
         listener,
         SchedulerOptions {
             token,
-            max_frame: DEFAULT_MAX_FRAME,
+            max_frame: options.max_frame_mib.saturating_mul(1 << 20),
+            worker_timeout: options.worker_timeout,
         },
     )
     .map_err(|e| Failure::new(2, format!("cannot serve: {e}")))?;
@@ -61,5 +81,5 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let _ = std::io::stdout().flush();
     tracing::info!("scheduler listening on {addr}");
     let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::new(2, e.to_string()))?;
-    rt.block_on(serve(listener, token))
+    rt.block_on(serve(listener, token, &a.serve))
 }

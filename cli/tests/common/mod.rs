@@ -28,12 +28,18 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a scheduler and `workers` worker processes of `threads` slots.
     pub fn start(workers: usize, threads: u32) -> Self {
+        Self::start_with(workers, threads, &[])
+    }
+
+    /// [`Cluster::start`] with more `dtask cluster` flags.
+    pub fn start_with(workers: usize, threads: u32, flags: &[&str]) -> Self {
         let state = tempfile::tempdir().unwrap();
         let mut child = Command::new(DTASK)
             .args(["cluster", "--port", "0", "--workers"])
             .arg(workers.to_string())
             .arg("--threads")
             .arg(threads.to_string())
+            .args(flags)
             .env("DTASK_STATE_DIR", state.path())
             .env(
                 "DTASK_LOG",

@@ -4,7 +4,7 @@
 
 use super::state::{self, ClientId, Command, Event};
 use crate::connection::{self, Receiver, Sender};
-use crate::protocol::{FromScheduler, Hello, Role, ToScheduler};
+use crate::protocol::{FromScheduler, HEARTBEAT, Hello, Role, ToScheduler};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +20,9 @@ pub struct SchedulerOptions {
     pub token: String,
     /// Largest frame accepted from a peer.
     pub max_frame: usize,
+    /// A worker silent (no heartbeat, no message) this long is treated as
+    /// dead: its connection is dropped and its work goes elsewhere.
+    pub worker_timeout: Duration,
 }
 
 /// A running scheduler, bound to its address.
@@ -46,11 +49,15 @@ enum Inbound {
         client: u64,
         id: u64,
     },
+    /// Time to look for workers that went silent.
+    CheckWorkers,
 }
 
 struct Conn {
     tx: Sender<FromScheduler>,
     is_worker: bool,
+    /// When it last sent anything.
+    last_seen: tokio::time::Instant,
 }
 
 impl Scheduler {
@@ -83,9 +90,20 @@ impl Scheduler {
         let next_id = Arc::new(AtomicU64::new(1));
         let opts = self.options.clone();
         let timers = in_tx.clone();
+        let ticks = in_tx.clone();
+        let checker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEARTBEAT);
+            loop {
+                every.tick().await;
+                if ticks.send(Inbound::CheckWorkers).is_err() {
+                    return;
+                }
+            }
+        });
         let accept = tokio::spawn(accept_loop(self.listener, opts, next_id, in_tx));
-        core_loop(in_rx, timers).await;
+        core_loop(in_rx, timers, self.options.worker_timeout).await;
         accept.abort();
+        checker.abort();
     }
 }
 
@@ -157,6 +175,7 @@ struct Core {
     state: state::Scheduler,
     /// Where armed timers report back.
     timers: mpsc::UnboundedSender<Inbound>,
+    worker_timeout: Duration,
     modules: HashMap<String, Bytes>,
     conns: HashMap<u64, Conn>,
     shutting_down: bool,
@@ -165,10 +184,12 @@ struct Core {
 async fn core_loop(
     mut in_rx: mpsc::UnboundedReceiver<Inbound>,
     timers: mpsc::UnboundedSender<Inbound>,
+    worker_timeout: Duration,
 ) {
     let mut core = Core {
         state: state::Scheduler::new(),
         timers,
+        worker_timeout,
         modules: HashMap::new(),
         conns: HashMap::new(),
         shutting_down: false,
@@ -218,7 +239,14 @@ impl Core {
                     Role::Peer => return,
                 };
                 let is_worker = matches!(event, Event::WorkerConnected { .. });
-                self.conns.insert(id, Conn { tx, is_worker });
+                self.conns.insert(
+                    id,
+                    Conn {
+                        tx,
+                        is_worker,
+                        last_seen: tokio::time::Instant::now(),
+                    },
+                );
                 self.apply(event);
             }
             Inbound::Closed { id } => {
@@ -232,11 +260,33 @@ impl Core {
                 }
             }
             Inbound::Msgs { id, msgs } => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.last_seen = tokio::time::Instant::now();
+                }
                 for msg in msgs {
                     self.message(id, msg);
                 }
             }
             Inbound::Timeout { client, id } => self.apply(Event::PrimitiveTimeout { client, id }),
+            Inbound::CheckWorkers => {
+                let now = tokio::time::Instant::now();
+                let silent: Vec<u64> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.is_worker && now - c.last_seen > self.worker_timeout)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in silent {
+                    tracing::warn!(
+                        "worker {id} sent nothing for {:?} (hung?); treating it as dead \
+                         and running its tasks elsewhere",
+                        self.worker_timeout
+                    );
+                    // Dropping its sender closes the connection.
+                    self.conns.remove(&id);
+                    self.apply(Event::WorkerDisconnected { worker: id });
+                }
+            }
         }
     }
 
@@ -340,6 +390,7 @@ impl Core {
                 worker: from,
                 errors,
             },
+            ToScheduler::Heartbeat if is_worker => return,
             ToScheduler::Seceded { key } if is_worker => Event::Seceded { worker: from, key },
             ToScheduler::Rejoined { key } if is_worker => Event::Rejoined { worker: from, key },
             ToScheduler::Primitive { id, task, op } if !is_worker => Event::Primitive {

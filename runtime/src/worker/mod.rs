@@ -13,7 +13,7 @@ use crate::connection::{self, Sender};
 use crate::module;
 use crate::peer;
 use crate::protocol::{
-    ActorSpec, ErrorKind, FromPeer, FromScheduler, Hello, INLINE_RESULT_LIMIT, Located,
+    ActorSpec, ErrorKind, FromPeer, HEARTBEAT, FromScheduler, Hello, INLINE_RESULT_LIMIT, Located,
     PROTOCOL_VERSION, Role, RunArg, RunTask, TaskError, ToScheduler,
 };
 use crate::value::{self, Value};
@@ -114,6 +114,13 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         to_scheduler.clone(),
         &format!("worker-{id}"),
     ));
+    let beat = to_scheduler.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(HEARTBEAT);
+        while beat.send(ToScheduler::Heartbeat).is_ok() {
+            every.tick().await;
+        }
+    });
     let shared = Arc::new(Shared {
         sandbox,
         slots,
