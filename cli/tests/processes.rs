@@ -211,15 +211,21 @@ fn a_hung_worker_is_noticed_by_its_missed_heartbeats_and_its_tasks_run_elsewhere
     assert!(out.status.success(), "{}", stderr(&out));
     let expected: String = (0..20).map(|i| format!("{}\n", 100 + i % 2)).collect();
     assert_eq!(stdout(&out), expected);
-    assert_eq!(c.ok(&["workers"]).lines().count(), 1, "the hung worker was dropped");
+    assert_eq!(
+        c.ok(&["workers"]).lines().count(),
+        1,
+        "the hung worker was dropped"
+    );
     // Woken up, it finds its connection closed and leaves.
     // SAFETY: as above.
     unsafe {
         libc::kill(victim as i32, libc::SIGCONT);
     }
-    wait_until(Duration::from_secs(20), "the revived worker to exit", || {
-        !alive(victim)
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the revived worker to exit",
+        || !alive(victim),
+    );
 }
 
 #[test]
@@ -252,4 +258,31 @@ fn a_result_lost_with_its_worker_is_computed_again_from_lineage() {
     let len = c.submit("len", &[&format!("@{big}")]);
     assert_eq!(c.ok(&["gather", &len]), "12000");
     assert_eq!(c.ok(&["gather", "-r", &big]).len(), 12_000);
+}
+
+#[test]
+fn a_task_memory_limit_set_at_submit_ends_it_with_a_memory_error() {
+    let c = Cluster::start(1, 1);
+    // About 6 MB of string: fine under the worker's limit, not under 4 MiB.
+    let capped = c.ok(&[
+        "submit",
+        "--memory-limit-mib",
+        "4",
+        "--pure=false",
+        tasks_wasm(),
+        "repeat",
+        "ab",
+        "3000000",
+    ]);
+    let out = c.run(&["gather", &capped], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ran out of memory"),
+        "{}",
+        stderr(&out)
+    );
+    let free = c.submit("repeat", &["ab", "3000000"]);
+    let out = c.run(&["gather", "--raw", &free], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout.len(), 6_000_001);
 }

@@ -101,6 +101,8 @@ pub struct SubmitOptions {
     pub priority: i32,
     /// Wall-clock limit per run.
     pub timeout: Option<Duration>,
+    /// Memory limit per run, in bytes (at most the worker's).
+    pub memory_limit: Option<u64>,
     /// Where it may run: worker restrictions and resources.
     pub placement: Placement,
     /// Runs again up to this many times after an error.
@@ -114,6 +116,7 @@ impl Default for SubmitOptions {
             pure: true,
             priority: 0,
             timeout: None,
+            memory_limit: None,
             placement: Placement::default(),
             retries: 0,
         }
@@ -139,6 +142,7 @@ pub fn task_spec(
         args,
         priority: options.priority,
         timeout_ms: options.timeout.map(|t| t.as_millis() as u64),
+        memory_limit: options.memory_limit,
         placement: options.placement.clone(),
         retries: options.retries,
     }

@@ -103,6 +103,7 @@ pub fn server_token() -> Result<String, String> {
 /// [task]              # defaults for `dtask submit` and `dtask map`
 /// timeout = "10m"
 /// retries = 2
+/// memory-limit-mib = 64
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -139,6 +140,8 @@ pub struct TaskDefaults {
     pub timeout: Option<String>,
     /// Retries after an error.
     pub retries: Option<u32>,
+    /// Default memory limit of one run, in MiB.
+    pub memory_limit_mib: Option<u64>,
 }
 
 /// The first config file that exists, with its path.

@@ -99,6 +99,8 @@ pub struct TaskSpec {
     pub priority: i32,
     /// Wall-clock limit for one run, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Memory limit of one run, in bytes (at most the worker's).
+    pub memory_limit: Option<u64>,
     /// Where and with what it may run.
     pub placement: Placement,
     /// Runs again up to this many times after it errs (not after a worker
@@ -643,6 +645,8 @@ pub struct RunTask {
     pub args: Vec<RunArg>,
     /// Wall-clock limit in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Memory limit in bytes (at most the worker's).
+    pub memory_limit: Option<u64>,
     /// Its priority; subtasks it submits default to one more.
     pub priority: i32,
 }

@@ -122,6 +122,12 @@ pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
         t.retries.unwrap_or(0).to_string(),
         src(t.retries.is_some()),
     ));
+    rows.push((
+        "task.memory-limit-mib".into(),
+        t.memory_limit_mib
+            .map_or_else(|| "the worker's".into(), |m| m.to_string()),
+        src(t.memory_limit_mib.is_some()),
+    ));
 
     for (name, value, source) in rows {
         if a.json {

@@ -20,6 +20,11 @@ pub struct TaskOptions {
     /// [default: none, or `task.timeout` in dtask.toml].
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Memory limit of one run in MiB, below the worker's; past it the task
+    /// errs with `memory` [default: the worker's, or `task.memory-limit-mib`
+    /// in dtask.toml].
+    #[arg(long, value_name = "MIB")]
+    pub memory_limit_mib: Option<u64>,
     /// Run again up to N times when the task errs [default: 0, or
     /// `task.retries` in dtask.toml].
     #[arg(long, value_name = "N")]
@@ -62,6 +67,10 @@ impl TaskOptions {
             pure: self.pure,
             priority: self.priority,
             timeout,
+            memory_limit: self
+                .memory_limit_mib
+                .or(defaults.memory_limit_mib)
+                .map(|m| m.saturating_mul(1 << 20)),
             placement: Placement {
                 workers: self.workers.clone(),
                 allow_other_workers: self.allow_other_workers,

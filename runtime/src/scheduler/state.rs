@@ -1313,6 +1313,7 @@ impl Scheduler {
             function: task.spec.function.clone(),
             args,
             timeout_ms: task.spec.timeout_ms,
+            memory_limit: task.spec.memory_limit,
             priority: task.spec.priority,
         }
     }
@@ -1536,6 +1537,7 @@ impl Scheduler {
                     args: Vec::new(),
                     priority: 0,
                     timeout_ms: None,
+                    memory_limit: None,
                     placement: Default::default(),
                     retries: 0,
                 },

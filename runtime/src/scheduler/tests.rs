@@ -17,6 +17,7 @@ pub(super) fn spec(key: &str, args: Vec<Arg>) -> TaskSpec {
         args,
         priority: 0,
         timeout_ms: None,
+        memory_limit: None,
         placement: Placement::default(),
         retries: 0,
     }

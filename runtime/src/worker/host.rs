@@ -253,6 +253,7 @@ impl TaskLink {
             pure: o.pure,
             priority: o.priority.unwrap_or(self.priority.saturating_add(1)),
             timeout: o.timeout_ms.map(Duration::from_millis),
+            memory_limit: None,
             placement: Placement::default(),
             retries: o.retries,
         }

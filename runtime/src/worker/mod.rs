@@ -13,13 +13,13 @@ use crate::connection::{self, Sender};
 use crate::module;
 use crate::peer;
 use crate::protocol::{
-    ActorSpec, ErrorKind, FromPeer, HEARTBEAT, FromScheduler, Hello, INLINE_RESULT_LIMIT, Located,
+    ActorSpec, ErrorKind, FromPeer, FromScheduler, HEARTBEAT, Hello, INLINE_RESULT_LIMIT, Located,
     PROTOCOL_VERSION, Role, RunArg, RunTask, TaskError, ToScheduler,
 };
 use crate::value::{self, Value};
 use bytes::Bytes;
 use host::{Link, TaskLink};
-use sandbox::{Limits, Ready, Sandbox};
+use sandbox::{Limits, Ready, RunLimits, Sandbox};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -281,9 +281,13 @@ async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
         timeout,
         slot,
     );
+    let limits = RunLimits {
+        timeout,
+        memory: task.memory_limit.map(|m| m.min(usize::MAX as u64) as usize),
+    };
     let result = shared
         .sandbox
-        .run_linked(&ready, &task.key, &task.function, args, timeout, Some(link))
+        .run_linked(&ready, &task.key, &task.function, args, limits, Some(link))
         .await?;
     Ok(value::encode(&result).into())
 }

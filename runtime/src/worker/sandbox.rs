@@ -57,6 +57,15 @@ impl Default for Limits {
     }
 }
 
+/// Limits of one run, within the worker's [`Limits`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunLimits {
+    /// Wall-clock limit.
+    pub timeout: Option<Duration>,
+    /// Memory limit in bytes, below the worker's.
+    pub memory: Option<usize>,
+}
+
 /// What a guest's store holds: WASI state and dtask's host-function state.
 pub struct Host {
     wasi: WasiCtx,
@@ -208,7 +217,11 @@ impl Sandbox {
         args: Vec<Value>,
         timeout: Option<Duration>,
     ) -> Result<Value, TaskError> {
-        self.run_linked(ready, key, function, args, timeout, None)
+        let limits = RunLimits {
+            timeout,
+            memory: None,
+        };
+        self.run_linked(ready, key, function, args, limits, None)
             .await
     }
 
@@ -220,15 +233,16 @@ impl Sandbox {
         key: &str,
         function: &str,
         args: Vec<Value>,
-        timeout: Option<Duration>,
+        limits: RunLimits,
         link: Option<TaskLink>,
     ) -> Result<Value, TaskError> {
+        let timeout = limits.timeout;
         let pre = match &ready.pre {
             Pre::Exports(pre) => pre,
             Pre::Command(_) | Pre::Core(_) => {
                 let (stdin, argv) = command_input(ready, key, function, &args)?;
                 return self
-                    .command(ready, key, stdin, argv, timeout, link)
+                    .command(ready, key, stdin, argv, limits, link)
                     .await
                     .map(Value::Binary);
             }
@@ -246,7 +260,9 @@ impl Sandbox {
 
         let stderr = Stderr::default();
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
-        let mut store = self.store(self.host(wasi, key, link), timeout);
+        let mut host = self.host(wasi, key, link);
+        host.limits = self.store_limits_under(limits.memory);
+        let mut store = self.store(host, timeout);
 
         let mut results = vec![Val::Bool(false); sig.results.len()];
         let outcome = async {
@@ -282,7 +298,11 @@ impl Sandbox {
         argv: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, TaskError> {
-        self.command(ready, key, stdin, argv, timeout, None).await
+        let limits = RunLimits {
+            timeout,
+            memory: None,
+        };
+        self.command(ready, key, stdin, argv, limits, None).await
     }
 
     async fn command(
@@ -291,9 +311,10 @@ impl Sandbox {
         key: &str,
         stdin: Vec<u8>,
         argv: Vec<String>,
-        timeout: Option<Duration>,
+        limits: RunLimits,
         link: Option<TaskLink>,
     ) -> Result<Vec<u8>, TaskError> {
+        let timeout = limits.timeout;
         // One byte past the cap tells a full pipe from output of exactly
         // the cap.
         let stdout = MemoryOutputPipe::new(STDOUT_CAP + 1);
@@ -306,7 +327,9 @@ impl Sandbox {
         // The exit status, or the error that ended the program otherwise.
         let status: wasmtime::Result<i32> = match &ready.pre {
             Pre::Command(pre) => {
-                let mut store = self.store(self.host(wasi.build(), key, link), timeout);
+                let mut host = self.host(wasi.build(), key, link);
+                host.limits = self.store_limits_under(limits.memory);
+                let mut store = self.store(host, timeout);
                 async {
                     let command = pre.instantiate_async(&mut store).await?;
                     let run = command.wasi_cli_run().call_run(&mut store).await?;
@@ -317,7 +340,7 @@ impl Sandbox {
             Pre::Core(pre) => {
                 let host = CoreHost {
                     wasi: wasi.build_p1(),
-                    limits: self.store_limits(),
+                    limits: self.store_limits_under(limits.memory),
                 };
                 let mut store = self.store(host, timeout);
                 async {
@@ -408,12 +431,7 @@ impl Sandbox {
         let stderr = Stderr::default();
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
         let mut host = self.host(wasi, key, None);
-        if let Some(m) = memory {
-            host.limits = StoreLimitsBuilder::new()
-                .memory_size(m.min(self.limits.memory))
-                .trap_on_grow_failure(true)
-                .build();
-        }
+        host.limits = self.store_limits_under(memory);
         let mut store = self.store(host, None);
         let mut results = [Val::Bool(false)];
         let built = async {
@@ -457,8 +475,14 @@ impl Sandbox {
     }
 
     fn store_limits(&self) -> StoreLimits {
+        self.store_limits_under(None)
+    }
+
+    /// The worker's limits, with memory lowered to `memory` if given.
+    fn store_limits_under(&self, memory: Option<usize>) -> StoreLimits {
+        let memory = memory.map_or(self.limits.memory, |m| m.min(self.limits.memory));
         StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory)
+            .memory_size(memory)
             .trap_on_grow_failure(true)
             .build()
     }
