@@ -60,3 +60,43 @@ fn garbage_on_a_worker_data_port_is_dropped_and_work_goes_on() {
     let len = c.submit("len", &[&format!("@{big}")]);
     assert_eq!(c.ok(&["gather", &len]), "20000");
 }
+
+#[test]
+fn values_and_modules_past_the_configured_limits_are_refused_with_the_reason() {
+    let limit = 170 * 1024;
+    let size = |p: &str| std::fs::metadata(p).unwrap().len() as usize;
+    assert!(size(tasks_wasm()) < limit && size(dtask_guests::COORD_WASM) > limit);
+    let c = Cluster::start_with(
+        1,
+        1,
+        &["--max-value-size", "64KiB", "--max-module-size", "170KiB"],
+    );
+    let out = c.run(&["submit", dtask_guests::COORD_WASM, "fib", "3"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("was refused"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--max-module-size"),
+        "{}",
+        stderr(&out)
+    );
+    let big = "x".repeat(100 * 1024);
+    let out = c.run(&["submit", "--pure=false", tasks_wasm(), "len", "-"], &big);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--max-value-size"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.run(&["queue", "put", "q", "-"], &format!("\"{big}\""));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--max-value-size"),
+        "{}",
+        stderr(&out)
+    );
+    // Small ones still pass; the scheduler is unharmed.
+    let small = c.ok(&["submit", "--pure=false", tasks_wasm(), "len", "-"]);
+    assert_eq!(c.ok(&["gather", &small]), "0");
+    c.ok(&["queue", "put", "q", "1"]);
+    assert_eq!(c.ok(&["queue", "get", "q"]), "1");
+}

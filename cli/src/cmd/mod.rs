@@ -333,6 +333,26 @@ pub fn render(v: &Value, raw: bool) -> Vec<u8> {
     }
 }
 
+/// Parses a size: bytes, or a number with `KiB`, `MiB` or `GiB` (also `K`,
+/// `M`, `G`).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: usize = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 64KiB, 512MiB, 1GiB)"))?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        other => return Err(format!("{other:?} in {s:?} is not a unit (KiB, MiB, GiB)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// Parses a duration: `250ms`, `10s`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

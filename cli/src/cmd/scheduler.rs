@@ -31,10 +31,17 @@ pub struct ServeOptions {
     /// elsewhere and its actors are lost.
     #[arg(long, value_parser = super::parse_duration, default_value = "10s", value_name = "DUR")]
     pub worker_timeout: std::time::Duration,
-    /// Largest message frame accepted from a peer; a larger one closes
-    /// that connection (values and modules travel in frames).
-    #[arg(long, default_value_t = 512, value_name = "MIB")]
-    pub max_frame_mib: usize,
+    /// Largest message frame accepted from a peer, e.g. `512MiB`; a larger
+    /// one closes that connection (values and modules travel in frames).
+    #[arg(long, value_parser = super::parse_size, default_value = "512MiB", value_name = "SIZE")]
+    pub max_frame_size: usize,
+    /// Largest module accepted; tasks of a larger one are refused, saying so.
+    #[arg(long, value_parser = super::parse_size, default_value = "256MiB", value_name = "SIZE")]
+    pub max_module_size: usize,
+    /// Largest value accepted as a task argument, scattered, or stored in a
+    /// queue or variable; larger ones are refused, saying so.
+    #[arg(long, value_parser = super::parse_size, default_value = "128MiB", value_name = "SIZE")]
+    pub max_value_size: usize,
 }
 
 /// Binds a listener, reporting a taken port as a usage error.
@@ -56,8 +63,10 @@ pub async fn serve(
         listener,
         SchedulerOptions {
             token,
-            max_frame: options.max_frame_mib.saturating_mul(1 << 20),
+            max_frame: options.max_frame_size,
             worker_timeout: options.worker_timeout,
+            max_module: options.max_module_size,
+            max_value: options.max_value_size,
         },
     )
     .map_err(|e| Failure::new(2, format!("cannot serve: {e}")))?;

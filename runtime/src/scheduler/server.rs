@@ -23,6 +23,10 @@ pub struct SchedulerOptions {
     /// A worker silent (no heartbeat, no message) this long is treated as
     /// dead: its connection is dropped and its work goes elsewhere.
     pub worker_timeout: Duration,
+    /// Largest module accepted, in bytes.
+    pub max_module: usize,
+    /// Largest value accepted as an argument, scattered or stored, in bytes.
+    pub max_value: usize,
 }
 
 /// A running scheduler, bound to its address.
@@ -101,7 +105,7 @@ impl Scheduler {
             }
         });
         let accept = tokio::spawn(accept_loop(self.listener, opts, next_id, in_tx));
-        core_loop(in_rx, timers, self.options.worker_timeout).await;
+        core_loop(in_rx, timers, self.options.clone()).await;
         accept.abort();
         checker.abort();
     }
@@ -176,6 +180,7 @@ struct Core {
     /// Where armed timers report back.
     timers: mpsc::UnboundedSender<Inbound>,
     worker_timeout: Duration,
+    max_module: usize,
     modules: HashMap<String, Bytes>,
     conns: HashMap<u64, Conn>,
     shutting_down: bool,
@@ -184,12 +189,13 @@ struct Core {
 async fn core_loop(
     mut in_rx: mpsc::UnboundedReceiver<Inbound>,
     timers: mpsc::UnboundedSender<Inbound>,
-    worker_timeout: Duration,
+    options: SchedulerOptions,
 ) {
     let mut core = Core {
-        state: state::Scheduler::new(),
+        state: state::Scheduler::new().with_max_value(options.max_value),
         timers,
-        worker_timeout,
+        worker_timeout: options.worker_timeout,
+        max_module: options.max_module,
         modules: HashMap::new(),
         conns: HashMap::new(),
         shutting_down: false,
@@ -306,6 +312,16 @@ impl Core {
                     .collect();
                 self.send(from, FromScheduler::MissingModules { id, hashes });
                 return;
+            }
+            ToScheduler::UploadModule { hash, bytes } if bytes.len() > self.max_module => {
+                let reason = format!(
+                    "it is {} bytes, more than this scheduler accepts ({} bytes); \
+                     raise the scheduler's --max-module-size",
+                    bytes.len(),
+                    self.max_module
+                );
+                tracing::warn!("connection {from} uploaded module {hash}, refused: {reason}");
+                Event::ModuleRefused { hash, reason }
             }
             ToScheduler::UploadModule { hash, bytes } => {
                 let actual = blake3::hash(&bytes).to_hex().to_string();

@@ -68,6 +68,14 @@ pub enum Event {
         /// Its hash.
         hash: String,
     },
+    /// An uploaded module was refused; tasks naming it are refused with
+    /// `reason`.
+    ModuleRefused {
+        /// Its hash.
+        hash: String,
+        /// Why, for the user.
+        reason: String,
+    },
     /// A client submitted tasks.
     Submit {
         /// Who.
@@ -488,12 +496,34 @@ pub struct Scheduler {
     prims: Primitives,
     /// Actors by key.
     actors: actors::Actors,
+    /// Modules refused at upload, with the reason.
+    refused_modules: HashMap<String, String>,
+    /// Largest value accepted as an argument, scattered or stored.
+    max_value: Option<usize>,
 }
 
 impl Scheduler {
     /// An empty scheduler.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Refuses values (arguments, scattered data, stored items) larger than
+    /// `max` bytes.
+    pub fn with_max_value(mut self, max: usize) -> Self {
+        self.max_value = Some(max);
+        self
+    }
+
+    /// Whether `bytes` of value fit; the refusal says what to do.
+    fn value_fits(&self, what: &str, bytes: usize) -> Result<(), String> {
+        match self.max_value {
+            Some(max) if bytes > max => Err(format!(
+                "{what} is {bytes} bytes, more than this scheduler accepts ({max} bytes); \
+                 pass it as a file the task reads, or raise the scheduler's --max-value-size"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Reacts to one event; returns what to do about it.
@@ -522,7 +552,11 @@ impl Scheduler {
                 }
             }
             Event::ModuleStored { hash } => {
+                self.refused_modules.remove(&hash);
                 self.modules.insert(hash);
+            }
+            Event::ModuleRefused { hash, reason } => {
+                self.refused_modules.insert(hash, reason);
             }
             Event::Submit { client, id, tasks } => {
                 let refused = self.submit(client, tasks, &mut out);
@@ -734,13 +768,19 @@ impl Scheduler {
     }
 
     fn check(&self, spec: &TaskSpec) -> Result<(), String> {
+        if let Some(why) = self.refused_modules.get(&spec.module) {
+            return Err(format!("module {} was refused: {why}", spec.module));
+        }
         if !self.modules.contains(&spec.module) {
             return Err(format!(
                 "module {} was never uploaded to the scheduler",
                 spec.module
             ));
         }
-        for arg in &spec.args {
+        for (i, arg) in spec.args.iter().enumerate() {
+            if let Arg::Value(v) = arg {
+                self.value_fits(&format!("argument {} of {}", i + 1, spec.function), v.len())?;
+            }
             if let Arg::Future(dep) = arg
                 && !self.tasks.contains_key(dep)
             {
@@ -1487,6 +1527,15 @@ impl Scheduler {
         let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) else {
             return;
         };
+        for (key, v) in &values {
+            if let Err(message) = self.value_fits(&format!("scattered value {key}"), v.len()) {
+                return out.push(Command::Failed {
+                    client,
+                    id,
+                    message,
+                });
+            }
+        }
         let mut targets: Vec<WorkerId> = self
             .workers
             .iter()

@@ -694,7 +694,10 @@ impl Scheduler {
     /// Takes an item into a primitive: a future is held while it is kept.
     fn keep(&mut self, item: Arg) -> Result<Kept, String> {
         let hold = match &item {
-            Arg::Value(_) => None,
+            Arg::Value(v) => {
+                self.value_fits("the value to store", v.len())?;
+                None
+            }
             Arg::Future(key) => {
                 self.prims.seq += 1;
                 let holder = format!("{STORED}{}", self.prims.seq);
