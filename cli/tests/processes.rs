@@ -216,16 +216,18 @@ fn a_hung_worker_is_noticed_by_its_missed_heartbeats_and_its_tasks_run_elsewhere
         1,
         "the hung worker was dropped"
     );
-    // Woken up, it finds its connection closed and leaves.
+    // Woken up, it finds its connection closed and joins again, afresh.
     // SAFETY: as above.
     unsafe {
         libc::kill(victim as i32, libc::SIGCONT);
     }
     wait_until(
         Duration::from_secs(20),
-        "the revived worker to exit",
-        || !alive(victim),
+        "the revived worker to rejoin",
+        || c.ok(&["workers"]).lines().count() == 2,
     );
+    let again = c.submit("inc", &["41"]);
+    assert_eq!(c.ok(&["gather", &again]), "42");
 }
 
 #[test]

@@ -282,6 +282,11 @@ impl Client {
             .map_err(|_| ClientError::Disconnected)
     }
 
+    /// Whether the connection to the scheduler is still up.
+    pub fn is_connected(&self) -> bool {
+        self.inner.replies.lock().expect("replies lock").is_some()
+    }
+
     /// Makes sure the scheduler has `module`, uploading it if it lacks it.
     pub async fn upload(&self, module: &LocalModule) -> Result<(), ClientError> {
         let hash = module.hash().to_string();

@@ -359,6 +359,12 @@ pub enum ToScheduler {
         /// The task.
         key: String,
     },
+    /// A worker that (re)joined holds these results (after a scheduler
+    /// restart: finished work it can still serve).
+    Holding {
+        /// (key, where and how big).
+        results: Vec<(String, Located)>,
+    },
     /// A worker is alive (sent every [`HEARTBEAT`]); a worker silent for
     /// the scheduler's worker timeout is treated as dead.
     Heartbeat,

@@ -95,8 +95,12 @@ pub fn run(a: Args) -> Result<(), Failure> {
         })
         .map_err(|e| Failure::new(2, format!("cannot record the local cluster: {e}")))?;
     }
+    let mut serve_options = a.serve.clone();
+    if a.record_local && serve_options.journal.is_none() {
+        serve_options.journal = Some(config::state_dir().join("journal"));
+    }
     let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::new(2, e.to_string()))?;
-    let result = rt.block_on(serve(listener, token, &a.serve));
+    let result = rt.block_on(serve(listener, token, &serve_options));
     if a.record_local {
         local::remove_record(pid);
     }

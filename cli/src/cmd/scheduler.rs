@@ -42,6 +42,13 @@ pub struct ServeOptions {
     /// queue or variable; larger ones are refused, saying so.
     #[arg(long, value_parser = super::parse_size, default_value = "128MiB", value_name = "SIZE")]
     pub max_value_size: usize,
+    /// Keep a journal in DIR (modules, tasks, holders, finished results,
+    /// queues, variables, events) and resume from it on start, so a
+    /// restarted scheduler loses at most about a second of work. `dtask
+    /// shutdown` clears it. The local default cluster always keeps one in
+    /// the state directory.
+    #[arg(long, value_name = "DIR")]
+    pub journal: Option<std::path::PathBuf>,
 }
 
 /// Binds a listener, reporting a taken port as a usage error.
@@ -67,6 +74,7 @@ pub async fn serve(
             worker_timeout: options.worker_timeout,
             max_module: options.max_module_size,
             max_value: options.max_value_size,
+            journal: options.journal.clone(),
         },
     )
     .map_err(|e| Failure::new(2, format!("cannot serve: {e}")))?;

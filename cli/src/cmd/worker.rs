@@ -24,6 +24,10 @@ pub struct Args {
     /// tasks submitted with `--resources` run only where they fit.
     #[arg(long = "resources", value_parser = super::task_options::parse_resource, value_name = "NAME=AMOUNT")]
     pub resources: Vec<(String, f64)>,
+    /// When the scheduler goes away (a restart), keep the results held
+    /// here and keep trying to rejoin it for this long before stopping.
+    #[arg(long, value_parser = super::parse_duration, default_value = "60s", value_name = "DUR")]
+    pub reconnect_grace: std::time::Duration,
 }
 
 pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
@@ -62,6 +66,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
             memory: memory_limit_mib * 1024 * 1024,
         },
         resources,
+        reconnect_grace: a.reconnect_grace,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(nthreads as usize + 1)

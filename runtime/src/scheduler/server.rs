@@ -2,6 +2,7 @@
 //! [`state::Scheduler`](super::state::Scheduler) core one at a time, and
 //! sends out the commands it returns. It also stores uploaded modules.
 
+use super::journal::Journal;
 use super::state::{self, ClientId, Command, Event};
 use crate::connection::{self, Receiver, Sender};
 use crate::protocol::{FromScheduler, HEARTBEAT, Hello, Role, ToScheduler};
@@ -27,6 +28,8 @@ pub struct SchedulerOptions {
     pub max_module: usize,
     /// Largest value accepted as an argument, scattered or stored, in bytes.
     pub max_value: usize,
+    /// Directory of the journal to keep (and resume from), if any.
+    pub journal: Option<std::path::PathBuf>,
 }
 
 /// A running scheduler, bound to its address.
@@ -105,7 +108,39 @@ impl Scheduler {
             }
         });
         let accept = tokio::spawn(accept_loop(self.listener, opts, next_id, in_tx));
-        core_loop(in_rx, timers, self.options.clone()).await;
+        let mut state = state::Scheduler::new().with_max_value(self.options.max_value);
+        let mut modules = HashMap::new();
+        let journal = match &self.options.journal {
+            None => None,
+            Some(dir) => match Journal::open(dir) {
+                Ok((journal, recovered)) => {
+                    if let Some(r) = recovered {
+                        let tasks = r.snapshot.len();
+                        match state.restore(r.snapshot) {
+                            Ok(restored) => {
+                                tracing::info!(
+                                    "resumed {tasks} tasks and {} modules from the journal in {}",
+                                    r.modules.len(),
+                                    dir.display()
+                                );
+                                state = restored;
+                                modules = r.modules;
+                            }
+                            Err(e) => {
+                                tracing::error!("{e}");
+                                return;
+                            }
+                        }
+                    }
+                    Some(journal)
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return;
+                }
+            },
+        };
+        core_loop(in_rx, timers, self.options.clone(), state, modules, journal).await;
         accept.abort();
         checker.abort();
     }
@@ -181,6 +216,10 @@ struct Core {
     timers: mpsc::UnboundedSender<Inbound>,
     worker_timeout: Duration,
     max_module: usize,
+    /// Where the durable state goes, if anywhere.
+    journal: Option<Journal>,
+    /// Whether the state changed since the last snapshot.
+    dirty: bool,
     modules: HashMap<String, Bytes>,
     conns: HashMap<u64, Conn>,
     shutting_down: bool,
@@ -190,13 +229,18 @@ async fn core_loop(
     mut in_rx: mpsc::UnboundedReceiver<Inbound>,
     timers: mpsc::UnboundedSender<Inbound>,
     options: SchedulerOptions,
+    state: state::Scheduler,
+    modules: HashMap<String, Bytes>,
+    journal: Option<Journal>,
 ) {
     let mut core = Core {
-        state: state::Scheduler::new().with_max_value(options.max_value),
+        state,
         timers,
         worker_timeout: options.worker_timeout,
         max_module: options.max_module,
-        modules: HashMap::new(),
+        journal,
+        dirty: false,
+        modules,
         conns: HashMap::new(),
         shutting_down: false,
     };
@@ -275,6 +319,12 @@ impl Core {
             }
             Inbound::Timeout { client, id } => self.apply(Event::PrimitiveTimeout { client, id }),
             Inbound::CheckWorkers => {
+                if self.dirty
+                    && let Some(j) = &self.journal
+                {
+                    j.snapshot(&self.state.snapshot());
+                    self.dirty = false;
+                }
                 let now = tokio::time::Instant::now();
                 let silent: Vec<u64> = self
                     .conns
@@ -330,6 +380,9 @@ impl Core {
                         "connection {from} uploaded a module whose hash is {actual}, not {hash}; ignored"
                     );
                     return;
+                }
+                if let Some(j) = &self.journal {
+                    j.module(&hash, bytes.clone());
                 }
                 self.modules.insert(hash.clone(), bytes);
                 Event::ModuleStored { hash }
@@ -396,6 +449,10 @@ impl Core {
                     let _ = c.tx.send(FromScheduler::Shutdown);
                 }
                 self.shutting_down = true;
+                // Asked to stop: nothing to resume next time.
+                if let Some(j) = self.journal.take() {
+                    j.clear();
+                }
                 return;
             }
             ToScheduler::Finished { results } if is_worker => Event::Finished {
@@ -407,6 +464,10 @@ impl Core {
                 errors,
             },
             ToScheduler::Heartbeat if is_worker => return,
+            ToScheduler::Holding { results } if is_worker => Event::WorkerHolds {
+                worker: from,
+                results,
+            },
             ToScheduler::Seceded { key } if is_worker => Event::Seceded { worker: from, key },
             ToScheduler::Rejoined { key } if is_worker => Event::Rejoined { worker: from, key },
             ToScheduler::Primitive { id, task, op } if !is_worker => Event::Primitive {
@@ -456,6 +517,7 @@ impl Core {
     }
 
     fn apply(&mut self, event: Event) {
+        self.dirty = true;
         for cmd in self.state.handle(event) {
             match cmd {
                 Command::Run { worker, tasks } => self.send(worker, FromScheduler::Run { tasks }),

@@ -18,9 +18,11 @@
 //! - Scattered data is a task whose "run" is storing a value on a worker.
 
 mod actors;
+mod journal;
 mod primitives;
 
 pub use actors::lost_message;
+pub use journal::Snapshot;
 
 use crate::protocol::{
     ActorSpec, Arg, ErrorKind, FromScheduler, Located, Op, OpReply, Outcome, RunArg, RunTask,
@@ -228,6 +230,13 @@ pub enum Event {
     ActorDelete {
         /// The actor.
         key: String,
+    },
+    /// A worker that (re)joined reports the results it holds.
+    WorkerHolds {
+        /// The worker.
+        worker: WorkerId,
+        /// (key, where and how big).
+        results: Vec<(String, Located)>,
     },
 }
 
@@ -574,6 +583,12 @@ impl Scheduler {
                             key,
                             outcome: Outcome::Unknown,
                         }),
+                        // Dropped or lost with its worker, but still known:
+                        // computed again for whoever asks.
+                        Some(t) if matches!(t.state, State::Released) => {
+                            t.watchers.push(client);
+                            self.recompute(&key);
+                        }
                         Some(t) if t.is_terminal() => {
                             let outcome = self.outcome(&key);
                             out.push(Command::Done {
@@ -709,6 +724,11 @@ impl Scheduler {
                 outcome,
             } => self.actor_started(worker, &key, outcome, &mut out),
             Event::ActorDelete { key } => self.actor_delete(&key, &mut out),
+            Event::WorkerHolds { worker, results } => {
+                for (key, at) in results {
+                    self.adopt_result(worker, key, at, &mut out);
+                }
+            }
         }
         self.schedule(&mut out);
         out
@@ -1043,6 +1063,70 @@ impl Scheduler {
             }
         }
         self.ended(&key, out);
+    }
+
+    /// A (re)joined worker holds `key`'s result: it is finished there,
+    /// unless it already is or is being computed on another worker.
+    fn adopt_result(&mut self, worker: WorkerId, key: String, at: Located, out: &mut Vec<Command>) {
+        let Some(t) = self.tasks.get_mut(&key) else {
+            return out.push(Command::Free {
+                worker,
+                keys: vec![key],
+            });
+        };
+        let was_pending = match &t.state {
+            State::Released | State::Lost => false,
+            State::Pending { .. } => true,
+            State::Finished { result } => {
+                if !result.who_has.contains(&worker) {
+                    if let State::Finished { result } = &mut t.state {
+                        result.who_has.push(worker);
+                    }
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.has.insert(key);
+                    }
+                }
+                return;
+            }
+            State::Processing { .. } => return,
+            State::Error(_) | State::Cancelled => {
+                return out.push(Command::Free {
+                    worker,
+                    keys: vec![key],
+                });
+            }
+        };
+        t.state = State::Finished {
+            result: Stored {
+                inline: at.inline,
+                who_has: vec![worker],
+                nbytes: at.nbytes,
+            },
+        };
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.has.insert(key.clone());
+        }
+        self.notify(&key, out);
+        for d in self.tasks[&key].dependents.clone() {
+            if matches!(
+                self.tasks.get(&d).map(|t| &t.state),
+                Some(State::Pending { .. })
+            ) {
+                let waiting = self.unfinished_inputs(&d);
+                let dt = self.tasks.get_mut(&d).expect("present");
+                dt.state = State::Pending {
+                    waiting_on: waiting,
+                };
+                if waiting == 0 {
+                    self.ready
+                        .push((dt.spec.priority, Reverse(dt.seq), d.clone()));
+                }
+            }
+        }
+        if was_pending {
+            // Its recomputation had counted on its inputs.
+            self.ended(&key, out);
+        }
     }
 
     /// One copy of scattered data is stored; answers the scatter request

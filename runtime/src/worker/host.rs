@@ -23,7 +23,7 @@ use crate::value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Trap;
 use wasmtime::component::{Resource, ResourceTable};
 
@@ -54,7 +54,9 @@ pub struct GuestSubscription(Arc<tokio::sync::Mutex<client::Subscription>>);
 pub struct Link {
     scheduler: String,
     token: String,
-    client: OnceCell<Client>,
+    /// Made on first use, and again after its connection broke (a
+    /// scheduler restart).
+    client: tokio::sync::Mutex<Option<Client>>,
     slots: Arc<Semaphore>,
     to_scheduler: Sender<ToScheduler>,
     worker_id: Arc<str>,
@@ -73,7 +75,7 @@ impl Link {
         Self {
             scheduler,
             token,
-            client: OnceCell::new(),
+            client: tokio::sync::Mutex::new(None),
             slots,
             to_scheduler,
             worker_id: worker_id.into(),
@@ -133,11 +135,17 @@ impl TaskLink {
     ) -> impl std::future::Future<Output = Result<Client, GuestError>> + Send + 'static {
         let link = self.link.clone();
         async move {
-            link.client
-                .get_or_try_init(|| Client::connect(&link.scheduler, &link.token, None))
+            let mut held = link.client.lock().await;
+            if let Some(c) = held.as_ref()
+                && c.is_connected()
+            {
+                return Ok(c.clone());
+            }
+            let c = Client::connect(&link.scheduler, &link.token, None)
                 .await
-                .cloned()
-                .map_err(|e| GuestError::Other(format!("cannot reach the scheduler: {e}")))
+                .map_err(|e| GuestError::Other(format!("cannot reach the scheduler: {e}")))?;
+            *held = Some(c.clone());
+            Ok(c)
         }
     }
 
@@ -226,18 +234,18 @@ impl TaskLink {
     /// An operation that answers with an item.
     async fn item(&mut self, op: Op) -> wasmtime::Result<Result<Item, GuestError>> {
         Ok(match self.primitive(op).await? {
-            Ok(OpReply::Item(arg)) => Ok(self.adopt(arg)),
+            Ok(OpReply::Item(arg)) => Ok(self.adopt(arg).await),
             Ok(other) => Err(unexpected(other)),
             Err(e) => Err(e),
         })
     }
 
     /// A received item for the guest; a future is held for the task.
-    fn adopt(&mut self, arg: Arg) -> Item {
+    async fn adopt(&mut self, arg: Arg) -> Item {
         match arg {
             Arg::Value(bytes) => Item::Value(bytes.to_vec()),
             Arg::Future(key) => {
-                if let Some(client) = self.link.client.get() {
+                if let Ok(client) = self.client().await {
                     self.futures
                         .entry(key.clone())
                         .or_insert_with(|| client.future(key.clone()));

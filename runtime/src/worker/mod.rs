@@ -44,6 +44,9 @@ pub struct WorkerOptions {
     pub limits: Limits,
     /// Abstract resources this worker offers, e.g. `("GPU", 1.0)`.
     pub resources: Vec<(String, f64)>,
+    /// How long to keep trying to rejoin a scheduler that went away (a
+    /// restart) before stopping.
+    pub reconnect_grace: Duration,
 }
 
 type ModuleSlot = Arc<OnceCell<Result<Arc<Ready>, String>>>;
@@ -83,12 +86,15 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
             resources: options.resources.clone(),
         },
     };
-    let (id, to_scheduler, mut from_scheduler) =
-        connection::connect::<FromScheduler, ToScheduler>(&options.scheduler, hello)
+    let (id, mut connected, mut from_scheduler) =
+        connection::connect::<FromScheduler, ToScheduler>(&options.scheduler, hello.clone())
             .await
             .map_err(|e| {
                 anyhow::anyhow!("cannot join the scheduler at {}: {e}", options.scheduler)
             })?;
+    // Everything for the scheduler goes through this outbox, which outlives
+    // any one connection: after a reconnect it feeds the new one.
+    let (to_scheduler, mut outbox) = tokio::sync::mpsc::unbounded_channel::<ToScheduler>();
     tracing::info!(
         "worker {id} ({name}) joined {} with data port {data_addr}",
         options.scheduler
@@ -134,7 +140,17 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         running: Default::default(),
     });
     loop {
-        match from_scheduler.recv().await {
+        let incoming = tokio::select! {
+            out = outbox.recv() => {
+                if let Some(m) = out {
+                    // A failed send shows up as a closed connection below.
+                    let _ = connected.send(m);
+                }
+                continue;
+            }
+            incoming = from_scheduler.recv() => incoming,
+        };
+        match incoming {
             Ok(Some(FromScheduler::Run { tasks })) => {
                 // Holding the lock while spawning means a task that ends at
                 // once still finds its entry to remove.
@@ -195,14 +211,70 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                 return Ok(());
             }
             Ok(Some(other)) => tracing::warn!("unexpected message for a worker: {other:?}"),
-            Ok(None) => {
-                tracing::info!("the scheduler closed the connection; stopping");
-                return Ok(());
+            Ok(None) | Err(_) => {
+                let (tx, rx) = rejoin(&shared, &hello).await?;
+                connected = tx;
+                from_scheduler = rx;
             }
-            Err(e) => anyhow::bail!("lost the scheduler: {e}"),
         }
     }
 }
+
+/// After the scheduler connection broke: stops the running tasks (the
+/// scheduler will run them again), then joins the scheduler again at the
+/// same address, retrying for the reconnect grace, and reports the results
+/// held here so finished work is not lost.
+async fn rejoin(
+    shared: &Shared,
+    hello: &Hello,
+) -> anyhow::Result<(Sender<ToScheduler>, connection::Receiver<FromScheduler>)> {
+    for (_, task) in shared.running.lock().expect("running lock").drain() {
+        task.abort();
+    }
+    let grace = shared.options.reconnect_grace;
+    tracing::warn!(
+        "lost the scheduler at {}; trying to rejoin for {grace:?}",
+        shared.options.scheduler
+    );
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        match connection::connect::<FromScheduler, ToScheduler>(
+            &shared.options.scheduler,
+            hello.clone(),
+        )
+        .await
+        {
+            Ok((id, tx, rx)) => {
+                let results: Vec<(String, Located)> = shared
+                    .results
+                    .lock()
+                    .expect("result store lock")
+                    .iter()
+                    .map(|(k, b)| (k.clone(), located(b)))
+                    .collect();
+                tracing::info!(
+                    "rejoined the scheduler as worker {id}, holding {} results",
+                    results.len()
+                );
+                let _ = tx.send(ToScheduler::Holding { results });
+                return Ok((tx, rx));
+            }
+            Err(connection::WireError::Refused(why)) => {
+                anyhow::bail!("the scheduler refused this worker: {why}")
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                anyhow::bail!(
+                    "lost the scheduler at {} and could not rejoin within {grace:?}: {e}",
+                    shared.options.scheduler
+                )
+            }
+            Err(_) => tokio::time::sleep(RETRY).await,
+        }
+    }
+}
+
+/// How long a worker waits between attempts to rejoin.
+const RETRY: Duration = Duration::from_millis(100);
 
 /// How a result is reported: small ones travel inline.
 fn located(bytes: &Bytes) -> Located {

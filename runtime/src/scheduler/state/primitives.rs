@@ -70,16 +70,16 @@ struct Waiter {
 
 /// An item as a primitive keeps it: a future is held under `hold`.
 #[derive(Debug)]
-struct Kept {
-    item: Arg,
+pub(super) struct Kept {
+    pub(super) item: Arg,
     hold: Option<String>,
 }
 
 #[derive(Debug, Default)]
-struct Queue {
-    items: VecDeque<Kept>,
+pub(super) struct Queue {
+    pub(super) items: VecDeque<Kept>,
     /// 0: unbounded.
-    maxsize: u64,
+    pub(super) maxsize: u64,
     getters: VecDeque<Waiter>,
     putters: VecDeque<(Waiter, Kept)>,
 }
@@ -91,32 +91,32 @@ impl Queue {
 }
 
 #[derive(Debug, Default)]
-struct Variable {
-    item: Option<Kept>,
+pub(super) struct Variable {
+    pub(super) item: Option<Kept>,
     waiters: VecDeque<Waiter>,
 }
 
 #[derive(Debug)]
-struct Leases {
-    max: u32,
-    holders: Vec<Owner>,
+pub(super) struct Leases {
+    pub(super) max: u32,
+    pub(super) holders: Vec<Owner>,
     waiters: VecDeque<Waiter>,
 }
 
 #[derive(Debug, Default)]
-struct Flag {
-    set: bool,
+pub(super) struct Flag {
+    pub(super) set: bool,
     waiters: Vec<Waiter>,
 }
 
 /// Every primitive's state.
 #[derive(Debug, Default)]
 pub(super) struct Primitives {
-    queues: HashMap<String, Queue>,
-    variables: HashMap<String, Variable>,
-    locks: HashMap<String, Leases>,
-    semaphores: HashMap<String, Leases>,
-    events: HashMap<String, Flag>,
+    pub(super) queues: HashMap<String, Queue>,
+    pub(super) variables: HashMap<String, Variable>,
+    pub(super) locks: HashMap<String, Leases>,
+    pub(super) semaphores: HashMap<String, Leases>,
+    pub(super) events: HashMap<String, Flag>,
     topics: HashMap<String, Vec<Request>>,
     subscriptions: HashMap<Request, String>,
     /// Where and for whom each waiting request waits, to time it out.
@@ -129,7 +129,7 @@ pub(super) struct Primitives {
 
 /// The holder-name prefix of futures stored in primitives; client names
 /// cannot clash with it in practice.
-const STORED: &str = "primitive:";
+pub(super) const STORED: &str = "primitive:";
 
 impl Scheduler {
     /// Serves one primitive operation from `client`, on behalf of `task` if

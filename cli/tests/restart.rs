@@ -1,0 +1,175 @@
+//! End-to-end: a scheduler killed outright and started again on its journal
+//! loses nothing it had recorded; its workers rejoin it.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, SystemTime};
+
+/// A scheduler and separate worker processes sharing one state directory,
+/// so the scheduler can be killed and restarted on the same port.
+struct Pieces {
+    state: tempfile::TempDir,
+    addr: String,
+    scheduler: Child,
+    workers: Vec<Child>,
+}
+
+impl Pieces {
+    fn start(workers: usize) -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let (scheduler, addr) = scheduler(state.path(), "0");
+        let mut p = Self {
+            state,
+            addr,
+            scheduler,
+            workers: Vec::new(),
+        };
+        for _ in 0..workers {
+            let w = p
+                .command()
+                .args(["worker", "--reconnect-grace", "60s"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            p.workers.push(w);
+        }
+        wait_until(Duration::from_secs(30), "workers to join", || {
+            p.ok(&["workers"]).lines().count() == workers
+        });
+        p
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(DTASK);
+        c.env("DTASK_STATE_DIR", self.state.path())
+            .env("DTASK_SCHEDULER", &self.addr)
+            .env("DTASK_LOG", "warn")
+            .env_remove("DTASK_TOKEN")
+            .env_remove("DTASK_CLIENT");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run_with_stdin(self.command().args(args), "")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "dtask {args:?}: {}", stderr(&out));
+        stdout(&out).trim_end().to_string()
+    }
+
+    fn journal(&self) -> std::path::PathBuf {
+        self.state.path().join("journal")
+    }
+
+    /// Kills the scheduler outright and starts it again on the same port.
+    fn restart_scheduler(&mut self) {
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+        let port = self.addr.rsplit(':').next().unwrap().to_string();
+        let (s, addr) = scheduler(self.state.path(), &port);
+        assert_eq!(addr, self.addr);
+        self.scheduler = s;
+    }
+}
+
+impl Drop for Pieces {
+    fn drop(&mut self) {
+        for c in self.workers.iter_mut().chain([&mut self.scheduler]) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn scheduler(state: &std::path::Path, port: &str) -> (Child, String) {
+    let mut child = Command::new(DTASK)
+        .args(["scheduler", "--port", port, "--journal"])
+        .arg(state.join("journal"))
+        .env("DTASK_STATE_DIR", state)
+        .env("DTASK_LOG", "warn")
+        .env_remove("DTASK_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let addr = first_line(child.stdout.take().unwrap(), Duration::from_secs(30))
+        .expect("the scheduler printed its address");
+    (child, addr)
+}
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+#[test]
+fn a_scheduler_killed_and_restarted_on_its_journal_keeps_finished_keys_and_finishes_the_rest() {
+    let mut p = Pieces::start(2);
+    let tasks = tasks_wasm();
+    let small = p.ok(&["submit", tasks, "inc", "10"]);
+    // 6,000 bytes: too big to travel inline, so it lives on a worker.
+    let big = p.ok(&["submit", tasks, "repeat", "ab", "3000"]);
+    assert_eq!(p.ok(&["gather", &small]), "11");
+    p.ok(&["wait", &big]);
+    let input: String = (0..6).map(|i| format!("{}\n", 1500 + i)).collect();
+    let slow = run_with_stdin(
+        p.command().args(["map", "--pure=false", tasks, "spin"]),
+        &input,
+    );
+    assert!(slow.status.success(), "{}", stderr(&slow));
+    let slow = stdout(&slow);
+    let after = p.ok(&["submit", tasks, "add", &format!("@{small}"), "5"]);
+    p.ok(&["queue", "put", "jobs", "42"]);
+    p.ok(&["var", "set", "model", &format!("@{big}")]);
+    p.ok(&["event", "set", "ready"]);
+    p.ok(&["lock", "acquire", "db"]);
+    let recorded = SystemTime::now();
+    wait_until(Duration::from_secs(10), "the journal to catch up", || {
+        modified(&p.journal().join("snapshot.bin")).is_some_and(|m| m > recorded)
+    });
+
+    p.restart_scheduler();
+    wait_until(Duration::from_secs(30), "the workers to rejoin", || {
+        p.run(&["workers"]).status.success() && p.ok(&["workers"]).lines().count() == 2
+    });
+
+    assert_eq!(p.ok(&["gather", &small]), "11");
+    let long = p.ok(&["gather", "--raw", &big]);
+    assert_eq!(long, "ab".repeat(3000));
+    assert_eq!(p.ok(&["gather", &after]), "16");
+    let finished = run_with_stdin(p.command().arg("gather"), &slow);
+    assert!(finished.status.success(), "{}", stderr(&finished));
+    assert_eq!(stdout(&finished), input);
+    assert_eq!(p.ok(&["queue", "get", "jobs"]), "42");
+    assert_eq!(p.ok(&["var", "get", "model"]), big);
+    assert_eq!(p.ok(&["event", "is-set", "ready"]), "true");
+    let held = p.run(&["lock", "acquire", "db", "--timeout", "200ms"]);
+    assert_eq!(
+        held.status.code(),
+        Some(4),
+        "still held by the CLI's client"
+    );
+    p.ok(&["lock", "release", "db"]);
+}
+
+#[test]
+fn shutdown_clears_the_journal_so_a_new_scheduler_starts_empty() {
+    let mut p = Pieces::start(1);
+    let key = p.ok(&["submit", tasks_wasm(), "inc", "1"]);
+    assert_eq!(p.ok(&["gather", &key]), "2");
+    let recorded = SystemTime::now();
+    wait_until(Duration::from_secs(10), "the journal to catch up", || {
+        modified(&p.journal().join("snapshot.bin")).is_some_and(|m| m > recorded)
+    });
+    p.ok(&["shutdown"]);
+    let _ = p.scheduler.wait();
+    assert!(!p.journal().join("snapshot.bin").exists());
+    p.restart_scheduler();
+    assert_eq!(p.ok(&["status", &key]), format!("{key}\tunknown"));
+}
