@@ -90,8 +90,8 @@ impl Scheduler {
         };
         let mut tasks: Vec<SavedTask> = self
             .tasks
-            .iter()
-            .map(|(_, t)| SavedTask {
+            .values()
+            .map(|t| SavedTask {
                 spec: t.spec.clone(),
                 seq: t.seq,
                 state: match &t.state {
