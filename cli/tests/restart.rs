@@ -117,13 +117,40 @@ fn a_scheduler_killed_and_restarted_on_its_journal_keeps_finished_keys_and_finis
     let big = p.ok(&["submit", tasks, "repeat", "ab", "3000"]);
     assert_eq!(p.ok(&["gather", &small]), "11");
     p.ok(&["wait", &big]);
-    let input: String = (0..6).map(|i| format!("{}\n", 1500 + i)).collect();
+    let input: String = (0..8).map(|i| format!("{}\n", 2000 + i)).collect();
     let slow = run_with_stdin(
         p.command().args(["map", "--pure=false", tasks, "spin"]),
         &input,
     );
     assert!(slow.status.success(), "{}", stderr(&slow));
     let slow = stdout(&slow);
+    // A gather waiting across the restart keeps waiting, and gets them all.
+    let mut waiting = p
+        .command()
+        .arg("gather")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut keys = waiting.stdin.take().unwrap();
+        keys.write_all(slow.as_bytes()).unwrap();
+    }
+    let lines = {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = waiting.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let _ = tx.send(line.unwrap());
+            }
+        });
+        rx
+    };
+    // Once it has a result, it is surely connected and watching.
+    let first = lines.recv_timeout(Duration::from_secs(30)).unwrap();
     let after = p.ok(&["submit", tasks, "add", &format!("@{small}"), "5"]);
     p.ok(&["queue", "put", "jobs", "42"]);
     p.ok(&["var", "set", "model", &format!("@{big}")]);
@@ -135,6 +162,11 @@ fn a_scheduler_killed_and_restarted_on_its_journal_keeps_finished_keys_and_finis
     });
 
     p.restart_scheduler();
+    let status = waiting.wait().unwrap();
+    let mut got = vec![first];
+    got.extend(lines.iter());
+    assert!(status.success(), "the waiting gather failed");
+    assert_eq!(got.join("\n") + "\n", input);
     wait_until(Duration::from_secs(30), "the workers to rejoin", || {
         p.run(&["workers"]).status.success() && p.ok(&["workers"]).lines().count() == 2
     });
@@ -143,9 +175,6 @@ fn a_scheduler_killed_and_restarted_on_its_journal_keeps_finished_keys_and_finis
     let long = p.ok(&["gather", "--raw", &big]);
     assert_eq!(long, "ab".repeat(3000));
     assert_eq!(p.ok(&["gather", &after]), "16");
-    let finished = run_with_stdin(p.command().arg("gather"), &slow);
-    assert!(finished.status.success(), "{}", stderr(&finished));
-    assert_eq!(stdout(&finished), input);
     assert_eq!(p.ok(&["queue", "get", "jobs"]), "42");
     assert_eq!(p.ok(&["var", "get", "model"]), big);
     assert_eq!(p.ok(&["event", "is-set", "ready"]), "true");

@@ -151,7 +151,10 @@ pub fn task_spec(
 type Watchers = HashMap<String, Vec<mpsc::UnboundedSender<(String, Outcome)>>>;
 
 struct Inner {
-    tx: Sender<ToScheduler>,
+    /// The current connection (replaced when it is made again).
+    tx: Mutex<Sender<ToScheduler>>,
+    /// How long to keep trying to reconnect after the connection breaks.
+    grace_ms: AtomicU64,
     token: String,
     next_id: AtomicU64,
     replies: Mutex<Option<HashMap<u64, oneshot::Sender<FromScheduler>>>>,
@@ -193,14 +196,16 @@ impl Client {
             token: token.to_string(),
             role: Role::Client { name },
         };
-        let (_, tx, mut rx) = connection::connect::<FromScheduler, ToScheduler>(addr, hello)
-            .await
-            .map_err(|e| ClientError::Connect {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
+        let (_, tx, mut rx) =
+            connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone())
+                .await
+                .map_err(|e| ClientError::Connect {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
         let inner = Arc::new(Inner {
-            tx,
+            tx: Mutex::new(tx),
+            grace_ms: AtomicU64::new(default_grace().as_millis() as u64),
             token: token.to_string(),
             next_id: AtomicU64::new(1),
             replies: Mutex::new(Some(HashMap::new())),
@@ -212,23 +217,59 @@ impl Client {
             peers: tokio::sync::Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
+        let addr = addr.to_string();
         tokio::spawn(async move {
-            while let Ok(Some(msg)) = rx.recv().await {
+            loop {
+                while let Ok(Some(msg)) = rx.recv().await {
+                    let Some(inner) = weak.upgrade() else { return };
+                    inner.dispatch(msg);
+                }
                 let Some(inner) = weak.upgrade() else { return };
-                inner.dispatch(msg);
-            }
-            if let Some(inner) = weak.upgrade() {
-                // Dropping the senders wakes every waiter with an error.
+                // Requests in flight are lost with the connection: their
+                // waiters fail now. Subscriptions end (the scheduler forgets
+                // them). Watches survive a reconnect.
                 inner.replies.lock().expect("replies lock").take();
-                inner.watchers.lock().expect("watchers lock").take();
                 inner
                     .subscriptions
                     .lock()
                     .expect("subscriptions lock")
                     .clear();
+                let grace = Duration::from_millis(inner.grace_ms.load(Ordering::Relaxed));
+                drop(inner);
+                let again = reconnect(&addr, &hello, grace).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let Some((tx, new_rx)) = again else {
+                    // Dropping the senders wakes every waiter with an error.
+                    inner.watchers.lock().expect("watchers lock").take();
+                    return;
+                };
+                tracing::info!("reconnected to the scheduler at {addr}");
+                let keys: Vec<String> = inner
+                    .watchers
+                    .lock()
+                    .expect("watchers lock")
+                    .as_ref()
+                    .map(|w| w.keys().cloned().collect())
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _ = tx.send(ToScheduler::Watch { keys });
+                }
+                inner.uploaded.lock().expect("uploaded lock").clear();
+                *inner.tx.lock().expect("sender lock") = tx;
+                *inner.replies.lock().expect("replies lock") = Some(HashMap::new());
+                rx = new_rx;
             }
         });
         Ok(Self { inner })
+    }
+
+    /// How long this client keeps trying to reconnect when its connection
+    /// breaks (a scheduler restart) before failing what waits on it.
+    /// Default: `DTASK_RECONNECT_GRACE` (e.g. `30s`), else 30 seconds.
+    pub fn set_reconnect_grace(&self, grace: Duration) {
+        self.inner
+            .grace_ms
+            .store(grace.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Connects the way the CLI does: `DTASK_SCHEDULER`, `dtask.toml`, or
@@ -278,6 +319,8 @@ impl Client {
     fn send(&self, msg: ToScheduler) -> Result<(), ClientError> {
         self.inner
             .tx
+            .lock()
+            .expect("sender lock")
             .send(msg)
             .map_err(|_| ClientError::Disconnected)
     }
@@ -651,10 +694,14 @@ impl Client {
     /// Asks the scheduler (and its workers) to stop, and waits until it
     /// has closed the connection.
     pub async fn shutdown(&self) -> Result<(), ClientError> {
+        self.set_reconnect_grace(Duration::ZERO);
         self.send(ToScheduler::Shutdown)?;
-        // An unanswerable request resolves when the connection closes.
-        let rx = self.send_request(|id| ToScheduler::Status { id, keys: vec![] })?;
-        let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        // A request after it is answered once the scheduler has taken the
+        // shutdown, or fails when it has already closed the connection:
+        // either way the shutdown is under way.
+        if let Ok(rx) = self.send_request(|id| ToScheduler::Status { id, keys: vec![] }) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        }
         Ok(())
     }
 }
@@ -712,6 +759,46 @@ impl Inner {
             let _ = tx.send(msg);
         }
     }
+}
+
+/// The reconnect grace from `DTASK_RECONNECT_GRACE` (`500ms`, `30s`, `2m`
+/// or seconds), else 30 seconds.
+fn default_grace() -> Duration {
+    let parse = |s: &str| -> Option<Duration> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let n: u64 = s[..split].parse().ok()?;
+        Some(match &s[split..] {
+            "ms" => Duration::from_millis(n),
+            "" | "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            _ => return None,
+        })
+    };
+    std::env::var("DTASK_RECONNECT_GRACE")
+        .ok()
+        .and_then(|s| parse(&s))
+        .unwrap_or(Duration::from_secs(30))
+}
+
+/// Connects again to `addr`, trying until `grace` has passed.
+async fn reconnect(
+    addr: &str,
+    hello: &Hello,
+    grace: Duration,
+) -> Option<(Sender<ToScheduler>, connection::Receiver<FromScheduler>)> {
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
+            Ok((_, tx, rx)) => return Some((tx, rx)),
+            Err(connection::WireError::Refused(why)) => {
+                tracing::warn!("the scheduler at {addr} refused to take this client back: {why}");
+                return None;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    None
 }
 
 /// Checks a call against the export's signature: the export exists, the

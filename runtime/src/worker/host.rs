@@ -144,6 +144,8 @@ impl TaskLink {
             let c = Client::connect(&link.scheduler, &link.token, None)
                 .await
                 .map_err(|e| GuestError::Other(format!("cannot reach the scheduler: {e}")))?;
+            // The worker rejoins on its own; its tasks' client need not.
+            c.set_reconnect_grace(Duration::ZERO);
             *held = Some(c.clone());
             Ok(c)
         }
