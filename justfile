@@ -23,6 +23,11 @@ bench:
     cargo bench -p dtask --bench cluster
     python3 cli/benches/dask_baseline.py
 
+# A 20,000-task graph while a worker is killed every second and the
+# scheduler is killed and restarted once; checks every result.
+chaos:
+    cargo bench -p dtask --bench chaos
+
 # Print the path of the built example guest.
 guests:
     cargo run --quiet --release -p dtask-guests -- tasks

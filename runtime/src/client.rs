@@ -503,6 +503,15 @@ impl Client {
         }
     }
 
+    /// The scheduler's counters: keys, runs sent, reruns after worker
+    /// deaths.
+    pub async fn stats(&self) -> Result<crate::protocol::Stats, ClientError> {
+        match self.request(|id| ToScheduler::Stats { id }).await? {
+            FromScheduler::Stats { stats, .. } => Ok(stats),
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     /// Execution slots per worker (data address to slots).
     pub async fn nthreads(&self) -> Result<Vec<(String, u32)>, ClientError> {
         Ok(self
@@ -728,6 +737,7 @@ impl Inner {
             | FromScheduler::Scattered { id }
             | FromScheduler::WhoHas { id, .. }
             | FromScheduler::Workers { id, .. }
+            | FromScheduler::Stats { id, .. }
             | FromScheduler::HasWhat { id, .. }
             | FromScheduler::Primitive { id, .. }
             | FromScheduler::ActorCreated { id, .. }

@@ -335,6 +335,11 @@ pub enum ToScheduler {
         /// Request id.
         id: u64,
     },
+    /// Counters; answered by [`FromScheduler::Stats`].
+    Stats {
+        /// Request id.
+        id: u64,
+    },
 
     // ---- from workers ----
     /// Tasks that finished on the sending worker.
@@ -716,6 +721,13 @@ pub enum FromScheduler {
         /// (worker data address, keys it holds).
         holdings: Vec<(String, Vec<String>)>,
     },
+    /// Answer to [`ToScheduler::Stats`].
+    Stats {
+        /// Request id.
+        id: u64,
+        /// The counters.
+        stats: Stats,
+    },
     /// Answer to [`ToScheduler::Workers`].
     Workers {
         /// Request id.
@@ -808,6 +820,19 @@ pub enum FromScheduler {
     },
     /// Exit now.
     Shutdown,
+}
+
+/// What the scheduler has done, counted since its journal began (or since
+/// it started, without one).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    /// Keys it knows now.
+    pub tasks: u64,
+    /// Task runs sent to workers.
+    pub dispatched: u64,
+    /// Runs again because a worker died or a result was lost with one
+    /// (lineage recomputation).
+    pub reruns: u64,
 }
 
 /// A worker as `dtask workers` shows it.

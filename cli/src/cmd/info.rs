@@ -4,7 +4,8 @@ use super::{Failure, Global, connect};
 use dtask_runtime::config::{self, Resolved};
 
 /// Print the cluster as one JSON object: scheduler address and where it
-/// came from, workers and total slots.
+/// came from, workers and total slots, keys known, task runs sent and
+/// reruns after worker deaths.
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  dtask info | jq .nthreads")]
 pub struct Args {}
@@ -19,6 +20,7 @@ pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
     };
     let client = connect(global, false).await?;
     let workers = client.workers().await?;
+    let stats = client.stats().await?;
     let info = serde_json::json!({
         "scheduler": source,
         "version": env!("CARGO_PKG_VERSION"),
@@ -26,6 +28,9 @@ pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
         "nthreads": workers.iter().map(|w| w.nthreads).sum::<u32>(),
         "processing": workers.iter().map(|w| w.processing).sum::<usize>(),
         "holding": workers.iter().map(|w| w.holding).sum::<usize>(),
+        "tasks": stats.tasks,
+        "dispatched": stats.dispatched,
+        "reruns": stats.reruns,
     });
     println!("{info}");
     Ok(())

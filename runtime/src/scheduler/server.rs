@@ -438,6 +438,11 @@ impl Core {
                 self.send(from, FromScheduler::HasWhat { id, holdings });
                 return;
             }
+            ToScheduler::Stats { id } => {
+                let stats = self.state.stats();
+                self.send(from, FromScheduler::Stats { id, stats });
+                return;
+            }
             ToScheduler::Workers { id } => {
                 let workers = self.state.workers();
                 self.send(from, FromScheduler::Workers { id, workers });

@@ -509,6 +509,8 @@ pub struct Scheduler {
     refused_modules: HashMap<String, String>,
     /// Largest value accepted as an argument, scattered or stored.
     max_value: Option<usize>,
+    /// Counters.
+    stats: crate::protocol::Stats,
 }
 
 impl Scheduler {
@@ -943,6 +945,7 @@ impl Scheduler {
                 continue;
             }
             t.state = State::Pending { waiting_on: 0 };
+            self.stats.reruns += 1;
             let deps = t.deps.clone();
             for d in deps {
                 if let Some(dep) = self.tasks.get_mut(&d) {
@@ -1307,6 +1310,7 @@ impl Scheduler {
                     killers.push(key);
                 } else {
                     t.state = State::Pending { waiting_on: 0 };
+                    self.stats.reruns += 1;
                     self.requeue(&key);
                 }
             }
@@ -1361,6 +1365,7 @@ impl Scheduler {
                 .get_mut(&worker)
                 .expect("placed on a live worker");
             w.take(key, &need);
+            self.stats.dispatched += 1;
             self.tasks.get_mut(key).expect("present").state = State::Processing { worker };
             batches.entry(worker).or_default().push(run);
         }
@@ -1439,6 +1444,14 @@ impl Scheduler {
             timeout_ms: task.spec.timeout_ms,
             memory_limit: task.spec.memory_limit,
             priority: task.spec.priority,
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> crate::protocol::Stats {
+        crate::protocol::Stats {
+            tasks: self.tasks.len() as u64,
+            ..self.stats.clone()
         }
     }
 

@@ -346,6 +346,8 @@ fn tasks_on_a_dead_worker_run_elsewhere() {
     // A late report from the dead worker is ignored.
     finish(&mut s, 10, "a", small(9));
     assert_eq!(s.state("a"), Some(TaskState::Processing));
+    let stats = s.stats();
+    assert_eq!((stats.tasks, stats.dispatched, stats.reruns), (1, 2, 1));
 }
 
 #[test]

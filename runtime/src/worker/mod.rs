@@ -86,12 +86,10 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
             resources: options.resources.clone(),
         },
     };
+    // A scheduler starting at the same time (or restarting) gets the
+    // reconnect grace to come up.
     let (id, mut connected, mut from_scheduler) =
-        connection::connect::<FromScheduler, ToScheduler>(&options.scheduler, hello.clone())
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot join the scheduler at {}: {e}", options.scheduler)
-            })?;
+        join(&options.scheduler, &hello, options.reconnect_grace).await?;
     // Everything for the scheduler goes through this outbox, which outlives
     // any one connection: after a reconnect it feeds the new one.
     let (to_scheduler, mut outbox) = tokio::sync::mpsc::unbounded_channel::<ToScheduler>();
@@ -236,37 +234,42 @@ async fn rejoin(
         "lost the scheduler at {}; trying to rejoin for {grace:?}",
         shared.options.scheduler
     );
+    let (id, tx, rx) = join(&shared.options.scheduler, hello, grace).await?;
+    let results: Vec<(String, Located)> = shared
+        .results
+        .lock()
+        .expect("result store lock")
+        .iter()
+        .map(|(k, b)| (k.clone(), located(b)))
+        .collect();
+    tracing::info!(
+        "rejoined the scheduler as worker {id}, holding {} results",
+        results.len()
+    );
+    let _ = tx.send(ToScheduler::Holding { results });
+    Ok((tx, rx))
+}
+
+/// Connects to the scheduler at `addr`, retrying for `grace`; a refusal
+/// (wrong token, other version) is final.
+async fn join(
+    addr: &str,
+    hello: &Hello,
+    grace: Duration,
+) -> anyhow::Result<(
+    u64,
+    Sender<ToScheduler>,
+    connection::Receiver<FromScheduler>,
+)> {
     let deadline = tokio::time::Instant::now() + grace;
     loop {
-        match connection::connect::<FromScheduler, ToScheduler>(
-            &shared.options.scheduler,
-            hello.clone(),
-        )
-        .await
-        {
-            Ok((id, tx, rx)) => {
-                let results: Vec<(String, Located)> = shared
-                    .results
-                    .lock()
-                    .expect("result store lock")
-                    .iter()
-                    .map(|(k, b)| (k.clone(), located(b)))
-                    .collect();
-                tracing::info!(
-                    "rejoined the scheduler as worker {id}, holding {} results",
-                    results.len()
-                );
-                let _ = tx.send(ToScheduler::Holding { results });
-                return Ok((tx, rx));
-            }
+        match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
+            Ok(joined) => return Ok(joined),
             Err(connection::WireError::Refused(why)) => {
-                anyhow::bail!("the scheduler refused this worker: {why}")
+                anyhow::bail!("the scheduler at {addr} refused this worker: {why}")
             }
             Err(e) if tokio::time::Instant::now() >= deadline => {
-                anyhow::bail!(
-                    "lost the scheduler at {} and could not rejoin within {grace:?}: {e}",
-                    shared.options.scheduler
-                )
+                anyhow::bail!("cannot join the scheduler at {addr} (tried for {grace:?}): {e}")
             }
             Err(_) => tokio::time::sleep(RETRY).await,
         }

@@ -36,6 +36,7 @@ pub struct Snapshot {
     events: Vec<String>,
     /// (is a lock, name, max leases, holder names).
     leases: Vec<(bool, String, u32, Vec<String>)>,
+    stats: crate::protocol::Stats,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -154,6 +155,7 @@ impl Scheduler {
                 .map(|(n, _)| n.clone())
                 .collect(),
             leases: all_leases,
+            stats: self.stats.clone(),
         }
     }
 
@@ -167,6 +169,7 @@ impl Scheduler {
             ));
         }
         self.modules.extend(snapshot.modules);
+        self.stats = snapshot.stats;
         let mut unfinished = Vec::new();
         for saved in snapshot.tasks {
             let key = saved.spec.key.clone();
