@@ -100,3 +100,18 @@ fn values_and_modules_past_the_configured_limits_are_refused_with_the_reason() {
     c.ok(&["queue", "put", "q", "1"]);
     assert_eq!(c.ok(&["queue", "get", "q"]), "1");
 }
+
+#[test]
+fn a_task_reaches_no_file_directory_environment_or_network() {
+    let c = Cluster::start(1, 1);
+    for what in ["file", "dir", "net"] {
+        let key = c.submit("probe", &[what]);
+        let got = c.ok(&["gather", "--raw", &key]);
+        assert!(got.starts_with("denied: "), "{what}: {got}");
+    }
+    let key = c.submit("probe", &["env"]);
+    assert_eq!(c.ok(&["gather", "--raw", &key]), "0 environment variables");
+    // The worker goes on serving.
+    let key = c.submit("inc", &["1"]);
+    assert_eq!(c.ok(&["gather", &key]), "2");
+}

@@ -120,7 +120,15 @@ fn scheduler_and_workers_as_separate_commands() {
     let _g1 = KillOnDrop(Some(sched.id()));
     let addr = first_line(sched.stdout.take().unwrap(), Duration::from_secs(20)).unwrap();
     let mut worker = Command::new(DTASK)
-        .args(["worker", "--nthreads", "2", "--scheduler", &addr])
+        .args([
+            "worker",
+            "--nthreads",
+            "2",
+            "--task-timeout",
+            "1s",
+            "--scheduler",
+            &addr,
+        ])
         .env("DTASK_STATE_DIR", state.path())
         .env_remove("DTASK_TOKEN")
         .spawn()
@@ -138,6 +146,20 @@ fn scheduler_and_workers_as_separate_commands() {
     };
     let key = run(&["submit", tasks_wasm(), "add", "2", "3"]);
     assert_eq!(run(&["gather", &key]), "5");
+    // The worker's --task-timeout caps a task that asked for no limit.
+    let long = run(&["submit", tasks_wasm(), "spin", "60000"]);
+    let out = Command::new(DTASK)
+        .args(["gather", &long])
+        .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_SCHEDULER", &addr)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("time limit of 1s"),
+        "{}",
+        stderr(&out)
+    );
     run(&["shutdown"]);
     wait_until(
         Duration::from_secs(20),

@@ -24,6 +24,10 @@ pub struct Args {
     /// tasks submitted with `--resources` run only where they fit.
     #[arg(long = "resources", value_parser = super::task_options::parse_resource, value_name = "NAME=AMOUNT")]
     pub resources: Vec<(String, f64)>,
+    /// Longest any task may run here, whatever its submit asked for
+    /// (past it the task errs with `timeout`) [default: no limit].
+    #[arg(long, value_parser = super::parse_duration, value_name = "DUR")]
+    pub task_timeout: Option<std::time::Duration>,
     /// When the scheduler goes away (a restart), keep the results held
     /// here and keep trying to rejoin it for this long before stopping.
     #[arg(long, value_parser = super::parse_duration, default_value = "60s", value_name = "DUR")]
@@ -64,6 +68,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
         cache_dir: Some(config::cache_dir()),
         limits: Limits {
             memory: memory_limit_mib * 1024 * 1024,
+            timeout: a.task_timeout,
         },
         resources,
         reconnect_grace: a.reconnect_grace,

@@ -347,7 +347,14 @@ async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
         .acquire_owned()
         .await
         .expect("the slot semaphore is never closed");
-    let timeout = task.timeout_ms.map(Duration::from_millis);
+    // The task's own limit, within the worker's.
+    let timeout = match (
+        task.timeout_ms.map(Duration::from_millis),
+        shared.options.limits.timeout,
+    ) {
+        (Some(t), Some(w)) => Some(t.min(w)),
+        (t, w) => t.or(w),
+    };
     let link = TaskLink::new(
         shared.link.clone(),
         &task.key,

@@ -47,12 +47,15 @@ const STDOUT_CAP: usize = 64 * 1024 * 1024;
 pub struct Limits {
     /// Largest linear memory a task may grow, in bytes.
     pub memory: usize,
+    /// Longest a task may run, whatever its submit asked for.
+    pub timeout: Option<Duration>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             memory: 256 * 1024 * 1024,
+            timeout: None,
         }
     }
 }
@@ -926,7 +929,15 @@ mod tests {
 
     #[tokio::test]
     async fn growing_memory_past_the_limit_is_a_memory_error() {
-        let sandbox = Sandbox::new("t", Limits { memory: 2 << 20 }, 1).unwrap();
+        let sandbox = Sandbox::new(
+            "t",
+            Limits {
+                memory: 2 << 20,
+                timeout: None,
+            },
+            1,
+        )
+        .unwrap();
         let bomb = core(
             &sandbox,
             r#"(module

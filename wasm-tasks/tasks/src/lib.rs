@@ -113,6 +113,20 @@ impl Guest for Tasks {
         worker::current_key()
     }
 
+    fn probe(what: String) -> String {
+        let outcome = match what.as_str() {
+            "file" => std::fs::read_to_string("/etc/passwd").map(|t| format!("read {} bytes", t.len())),
+            "dir" => std::fs::read_dir("/").map(|d| format!("listed {} entries", d.count())),
+            "env" => return format!("{} environment variables", std::env::vars().count()),
+            "net" => std::net::TcpStream::connect("127.0.0.1:22").map(|_| "connected".to_string()),
+            other => return format!("nothing to probe called {other}"),
+        };
+        match outcome {
+            Ok(done) => format!("escaped: {done}"),
+            Err(e) => format!("denied: {e}"),
+        }
+    }
+
     fn word_count(text: String) -> Vec<(String, u32)> {
         let mut counts = std::collections::BTreeMap::new();
         for word in text
