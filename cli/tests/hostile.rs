@@ -63,15 +63,25 @@ fn garbage_on_a_worker_data_port_is_dropped_and_work_goes_on() {
 
 #[test]
 fn values_and_modules_past_the_configured_limits_are_refused_with_the_reason() {
-    let limit = 170 * 1024;
-    let size = |p: &str| std::fs::metadata(p).unwrap().len() as usize;
-    assert!(size(tasks_wasm()) < limit && size(dtask_guests::COORD_WASM) > limit);
+    // The limit admits the example tasks; a module padded past it (a WASI
+    // command with a large custom section) is refused.
+    let tasks_size = std::fs::metadata(tasks_wasm()).unwrap().len() as usize;
+    let limit = (tasks_size + 1024).to_string();
+    let padded = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        padded.path(),
+        with_custom_section(
+            &std::fs::read(dtask_guests::CAT_WASM).unwrap(),
+            tasks_size + 4096,
+        ),
+    )
+    .unwrap();
     let c = Cluster::start_with(
         1,
         1,
-        &["--max-value-size", "64KiB", "--max-module-size", "170KiB"],
+        &["--max-value-size", "64KiB", "--max-module-size", &limit],
     );
-    let out = c.run(&["submit", dtask_guests::COORD_WASM, "fib", "3"], "");
+    let out = c.run(&["submit", padded.path().to_str().unwrap(), "_start"], "");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("was refused"), "{}", stderr(&out));
     assert!(
@@ -114,4 +124,68 @@ fn a_task_reaches_no_file_directory_environment_or_network() {
     // The worker goes on serving.
     let key = c.submit("inc", &["1"]);
     assert_eq!(c.ok(&["gather", &key]), "2");
+}
+
+#[test]
+fn granted_environment_and_allowed_directories_are_all_a_task_reaches() {
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(shared.path().join("note.txt"), "granted").unwrap();
+    let dir = shared.path().to_str().unwrap().to_string();
+    let c = Cluster::start_with(1, 1, &["--allow-dir", &dir]);
+    let file = format!("{dir}/note.txt");
+    // Not granted: not there.
+    let key = c.submit("read-file", &[&file]);
+    assert!(
+        c.ok(&["gather", &key])
+            .starts_with(r#"{"err":"cannot read"#)
+    );
+    // Granted within what the worker allows: readable.
+    let key = c.ok(&["submit", "--dir", &dir, tasks_wasm(), "read-file", &file]);
+    assert_eq!(c.ok(&["gather", &key]), r#"{"ok":"granted"}"#);
+    // Granted outside what the worker allows: refused, saying why.
+    let key = c.ok(&[
+        "submit",
+        "--dir",
+        "/etc",
+        tasks_wasm(),
+        "read-file",
+        "/etc/passwd",
+    ]);
+    let out = c.run(&["gather", &key], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--allow-dir"), "{}", stderr(&out));
+    // Environment variables only as granted; a grant changes the key.
+    let plain = c.submit("probe", &["env"]);
+    let key = c.ok(&[
+        "submit",
+        "--env",
+        "A=1",
+        "--env",
+        "B=2",
+        tasks_wasm(),
+        "probe",
+        "env",
+    ]);
+    assert_ne!(key, plain);
+    assert_eq!(c.ok(&["gather", "--raw", &key]), "2 environment variables");
+}
+
+/// A core module with a custom section of `extra` bytes appended.
+fn with_custom_section(module: &[u8], extra: usize) -> Vec<u8> {
+    let name = b"padding";
+    let mut out = module.to_vec();
+    out.push(0);
+    let mut len = name.len() + 1 + extra;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        out.push(if len == 0 { byte } else { byte | 0x80 });
+        if len == 0 {
+            break;
+        }
+    }
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.resize(out.len() + extra, 0);
+    out
 }

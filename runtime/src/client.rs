@@ -103,6 +103,8 @@ pub struct SubmitOptions {
     pub timeout: Option<Duration>,
     /// Memory limit per run, in bytes (at most the worker's).
     pub memory_limit: Option<u64>,
+    /// Access beyond the sandbox (environment, readable directories).
+    pub grants: crate::protocol::Grants,
     /// Where it may run: worker restrictions and resources.
     pub placement: Placement,
     /// Runs again up to this many times after an error.
@@ -117,6 +119,7 @@ impl Default for SubmitOptions {
             priority: 0,
             timeout: None,
             memory_limit: None,
+            grants: Default::default(),
             placement: Placement::default(),
             retries: 0,
         }
@@ -132,6 +135,15 @@ pub fn task_spec(
 ) -> TaskSpec {
     let key = match (&options.key, options.pure) {
         (Some(k), _) => k.clone(),
+        // What a task is granted can change its result: it is part of
+        // the key.
+        (None, true) if !options.grants.is_empty() => {
+            let mut keyed = args.clone();
+            keyed.push(Arg::Value(
+                format!("{:?}", options.grants).into_bytes().into(),
+            ));
+            key::pure_key(module, function, &keyed)
+        }
         (None, true) => key::pure_key(module, function, &args),
         (None, false) => key::random_key(function),
     };
@@ -143,6 +155,7 @@ pub fn task_spec(
         priority: options.priority,
         timeout_ms: options.timeout.map(|t| t.as_millis() as u64),
         memory_limit: options.memory_limit,
+        grants: options.grants.clone(),
         placement: options.placement.clone(),
         retries: options.retries,
     }

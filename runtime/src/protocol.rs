@@ -101,11 +101,31 @@ pub struct TaskSpec {
     pub timeout_ms: Option<u64>,
     /// Memory limit of one run, in bytes (at most the worker's).
     pub memory_limit: Option<u64>,
+    /// Access beyond the sandbox it is granted.
+    pub grants: Grants,
     /// Where and with what it may run.
     pub placement: Placement,
     /// Runs again up to this many times after it errs (not after a worker
     /// dies).
     pub retries: u32,
+}
+
+/// Access a task is granted beyond its sandbox, which otherwise has no
+/// filesystem, network or environment.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Grants {
+    /// Environment variables it sees.
+    pub env: Vec<(String, String)>,
+    /// Host directories it may read (at the same path), each within one a
+    /// worker allows (`dtask worker --allow-dir`).
+    pub dirs: Vec<String>,
+}
+
+impl Grants {
+    /// Whether nothing is granted.
+    pub fn is_empty(&self) -> bool {
+        self.env.is_empty() && self.dirs.is_empty()
+    }
 }
 
 /// Constraints on where a task runs.
@@ -658,6 +678,8 @@ pub struct RunTask {
     pub timeout_ms: Option<u64>,
     /// Memory limit in bytes (at most the worker's).
     pub memory_limit: Option<u64>,
+    /// Access beyond the sandbox it is granted.
+    pub grants: Grants,
     /// Its priority; subtasks it submits default to one more.
     pub priority: i32,
 }

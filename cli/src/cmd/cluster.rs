@@ -25,6 +25,10 @@ pub struct Args {
     /// Scheduler port; 0 picks a free one.
     #[arg(long, default_value_t = 8786)]
     port: u16,
+    /// A host directory its workers let tasks read (`dtask worker
+    /// --allow-dir`; repeatable).
+    #[arg(long = "allow-dir", value_name = "DIR")]
+    allow_dirs: Vec<std::path::PathBuf>,
     #[command(flatten)]
     serve: super::scheduler::ServeOptions,
     /// Record this cluster as the local default in the state directory.
@@ -65,6 +69,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let mut cmd = Command::new(&exe);
         cmd.args(["worker", "--scheduler", &addr, "--nthreads"])
             .arg(a.threads.to_string())
+            .args(
+                a.allow_dirs
+                    .iter()
+                    .flat_map(|d| [std::ffi::OsStr::new("--allow-dir"), d.as_os_str()]),
+            )
             .env("DTASK_TOKEN", &token)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());

@@ -39,6 +39,14 @@ pub struct TaskOptions {
     /// started with enough `--resources` run it.
     #[arg(long = "resources", value_parser = parse_resource, value_name = "NAME=AMOUNT")]
     pub resources: Vec<(String, f64)>,
+    /// Grant an environment variable, `NAME=VALUE` (repeatable); tasks see
+    /// no environment otherwise.
+    #[arg(long = "env", value_parser = parse_env, value_name = "NAME=VALUE")]
+    pub env: Vec<(String, String)>,
+    /// Grant read access to a host directory, seen at the same path
+    /// (repeatable); the worker must allow it (`dtask worker --allow-dir`).
+    #[arg(long = "dir", value_name = "PATH")]
+    pub dirs: Vec<std::path::PathBuf>,
     /// Compute even though nothing holds the result, then drop it.
     #[arg(long)]
     pub fire_and_forget: bool,
@@ -67,6 +75,18 @@ impl TaskOptions {
             pure: self.pure,
             priority: self.priority,
             timeout,
+            grants: dtask_runtime::protocol::Grants {
+                env: self.env.clone(),
+                dirs: self
+                    .dirs
+                    .iter()
+                    .map(|d| {
+                        std::path::absolute(d)
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .map_err(|e| Failure::usage(format!("--dir {}: {e}", d.display())))
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
             memory_limit: self
                 .memory_limit_mib
                 .or(defaults.memory_limit_mib)
@@ -78,6 +98,14 @@ impl TaskOptions {
             },
             retries: self.retries.or(defaults.retries).unwrap_or(0),
         })
+    }
+}
+
+/// Parses `NAME=VALUE`.
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE (e.g. MODE=fast)")),
     }
 }
 

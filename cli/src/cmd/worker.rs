@@ -24,6 +24,10 @@ pub struct Args {
     /// tasks submitted with `--resources` run only where they fit.
     #[arg(long = "resources", value_parser = super::task_options::parse_resource, value_name = "NAME=AMOUNT")]
     pub resources: Vec<(String, f64)>,
+    /// A host directory tasks may be granted read access to, with what it
+    /// contains (repeatable; `submit --dir`); none by default.
+    #[arg(long = "allow-dir", value_name = "DIR")]
+    pub allow_dirs: Vec<std::path::PathBuf>,
     /// Longest any task may run here, whatever its submit asked for
     /// (past it the task errs with `timeout`) [default: no limit].
     #[arg(long, value_parser = super::parse_duration, value_name = "DUR")]
@@ -72,6 +76,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
         },
         resources,
         reconnect_grace: a.reconnect_grace,
+        allow_dirs: a.allow_dirs.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(nthreads as usize + 1)

@@ -1443,6 +1443,7 @@ impl Scheduler {
             args,
             timeout_ms: task.spec.timeout_ms,
             memory_limit: task.spec.memory_limit,
+            grants: task.spec.grants.clone(),
             priority: task.spec.priority,
         }
     }
@@ -1684,6 +1685,7 @@ impl Scheduler {
                     priority: 0,
                     timeout_ms: None,
                     memory_limit: None,
+                    grants: Default::default(),
                     placement: Default::default(),
                     retries: 0,
                 },

@@ -18,6 +18,7 @@ pub(super) fn spec(key: &str, args: Vec<Arg>) -> TaskSpec {
         priority: 0,
         timeout_ms: None,
         memory_limit: None,
+        grants: Default::default(),
         placement: Placement::default(),
         retries: 0,
     }

@@ -264,6 +264,7 @@ impl TaskLink {
             priority: o.priority.unwrap_or(self.priority.saturating_add(1)),
             timeout: o.timeout_ms.map(Duration::from_millis),
             memory_limit: None,
+            grants: Default::default(),
             placement: Placement::default(),
             retries: o.retries,
         }

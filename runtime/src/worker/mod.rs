@@ -47,6 +47,26 @@ pub struct WorkerOptions {
     /// How long to keep trying to rejoin a scheduler that went away (a
     /// restart) before stopping.
     pub reconnect_grace: Duration,
+    /// Host directories tasks may be granted read access to (and those
+    /// inside them); none by default.
+    pub allow_dirs: Vec<PathBuf>,
+}
+
+/// Whether a task may be granted `dir`: it must resolve to a directory
+/// within one of `allowed`.
+fn allowed_dir(allowed: &[PathBuf], dir: &str) -> Result<(), String> {
+    let real = std::fs::canonicalize(dir)
+        .map_err(|e| format!("the granted directory {dir} cannot be opened here: {e}"))?;
+    let inside = allowed
+        .iter()
+        .any(|a| std::fs::canonicalize(a).is_ok_and(|a| real.starts_with(a)));
+    if inside {
+        Ok(())
+    } else {
+        Err(format!(
+            "this worker does not let tasks read {dir}; start it with --allow-dir (a directory containing it)"
+        ))
+    }
 }
 
 type ModuleSlot = Arc<OnceCell<Result<Arc<Ready>, String>>>;
@@ -363,9 +383,13 @@ async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
         timeout,
         slot,
     );
+    for dir in &task.grants.dirs {
+        allowed_dir(&shared.options.allow_dirs, dir).map_err(|m| err(ErrorKind::Input, m))?;
+    }
     let limits = RunLimits {
         timeout,
         memory: task.memory_limit.map(|m| m.min(usize::MAX as u64) as usize),
+        grants: task.grants.clone(),
     };
     let result = shared
         .sandbox

@@ -61,12 +61,29 @@ impl Default for Limits {
 }
 
 /// Limits of one run, within the worker's [`Limits`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RunLimits {
     /// Wall-clock limit.
     pub timeout: Option<Duration>,
     /// Memory limit in bytes, below the worker's.
     pub memory: Option<usize>,
+    /// Access granted beyond the sandbox (checked against what the worker
+    /// allows before this point).
+    pub grants: crate::protocol::Grants,
+}
+
+/// Adds what `grants` allows to a WASI context: environment variables, and
+/// host directories readable (only) at the same path.
+fn grant(wasi: &mut WasiCtxBuilder, grants: &crate::protocol::Grants) -> Result<(), String> {
+    use wasmtime_wasi::FsPerms;
+    for (k, v) in &grants.env {
+        wasi.env(k, v);
+    }
+    for dir in &grants.dirs {
+        wasi.preopened_dir(dir, dir, FsPerms::ReadOnly)
+            .map_err(|e| format!("cannot open the granted directory {dir}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// What a guest's store holds: WASI state and dtask's host-function state.
@@ -222,7 +239,7 @@ impl Sandbox {
     ) -> Result<Value, TaskError> {
         let limits = RunLimits {
             timeout,
-            memory: None,
+            ..RunLimits::default()
         };
         self.run_linked(ready, key, function, args, limits, None)
             .await
@@ -262,8 +279,10 @@ impl Sandbox {
         let params = typed_params(key, function, &sig.params, args)?;
 
         let stderr = Stderr::default();
-        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
-        let mut host = self.host(wasi, key, link);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
+        grant(&mut wasi, &limits.grants).map_err(|m| err(ErrorKind::Input, m))?;
+        let mut host = self.host(wasi.build(), key, link);
         host.limits = self.store_limits_under(limits.memory);
         let mut store = self.store(host, timeout);
 
@@ -303,7 +322,7 @@ impl Sandbox {
     ) -> Result<Vec<u8>, TaskError> {
         let limits = RunLimits {
             timeout,
-            memory: None,
+            ..RunLimits::default()
         };
         self.command(ready, key, stdin, argv, limits, None).await
     }
@@ -327,6 +346,7 @@ impl Sandbox {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .args(&argv);
+        grant(&mut wasi, &limits.grants).map_err(|m| task_error(key, ErrorKind::Input, m))?;
         // The exit status, or the error that ended the program otherwise.
         let status: wasmtime::Result<i32> = match &ready.pre {
             Pre::Command(pre) => {

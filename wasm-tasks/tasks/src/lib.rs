@@ -113,6 +113,10 @@ impl Guest for Tasks {
         worker::current_key()
     }
 
+    fn read_file(path: String) -> Result<String, String> {
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))
+    }
+
     fn probe(what: String) -> String {
         let outcome = match what.as_str() {
             "file" => std::fs::read_to_string("/etc/passwd").map(|t| format!("read {} bytes", t.len())),
