@@ -149,6 +149,15 @@ fn a_scheduler_killed_and_restarted_on_its_journal_keeps_finished_keys_and_finis
         });
         rx
     };
+    // So does a queue get waiting on an empty queue (connected long before
+    // the restart: the gather's first result takes two seconds).
+    let mut getter = p
+        .command()
+        .args(["queue", "get", "later"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Once it has a result, it is surely connected and watching.
     let first = lines.recv_timeout(Duration::from_secs(30)).unwrap();
     let after = p.ok(&["submit", tasks, "add", &format!("@{small}"), "5"]);
@@ -176,6 +185,10 @@ fn a_scheduler_killed_and_restarted_on_its_journal_keeps_finished_keys_and_finis
     assert_eq!(long, "ab".repeat(3000));
     assert_eq!(p.ok(&["gather", &after]), "16");
     assert_eq!(p.ok(&["queue", "get", "jobs"]), "42");
+    p.ok(&["queue", "put", "later", "7"]);
+    let got = getter.wait_with_output().unwrap();
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(stdout(&got).trim(), "7");
     assert_eq!(p.ok(&["var", "get", "model"]), big);
     assert_eq!(p.ok(&["event", "is-set", "ready"]), "true");
     let held = p.run(&["lock", "acquire", "db", "--timeout", "200ms"]);

@@ -177,6 +177,9 @@ struct Inner {
     refs: Mutex<HashMap<String, usize>>,
     /// Open subscriptions by id.
     subscriptions: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
+    /// Primitive requests in flight, by id: sent again after a reconnect,
+    /// so a wait (queue get, lock acquire…) keeps waiting.
+    resend: Mutex<HashMap<u64, ToScheduler>>,
     /// Where known actors live.
     actors: Mutex<HashMap<String, crate::protocol::ActorInfo>>,
     /// Connections to workers' data ports for actor calls, by address.
@@ -226,6 +229,7 @@ impl Client {
             uploaded: Mutex::new(HashSet::new()),
             refs: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
+            resend: Mutex::new(HashMap::new()),
             actors: Mutex::new(HashMap::new()),
             peers: tokio::sync::Mutex::new(HashMap::new()),
         });
@@ -239,9 +243,21 @@ impl Client {
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 // Requests in flight are lost with the connection: their
-                // waiters fail now. Subscriptions end (the scheduler forgets
+                // waiters fail now, but for primitive operations, which are
+                // sent again. Subscriptions end (the scheduler forgets
                 // them). Watches survive a reconnect.
-                inner.replies.lock().expect("replies lock").take();
+                let kept: HashMap<u64, oneshot::Sender<FromScheduler>> = {
+                    let resend = inner.resend.lock().expect("resend lock");
+                    inner
+                        .replies
+                        .lock()
+                        .expect("replies lock")
+                        .take()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|(id, _)| resend.contains_key(id))
+                        .collect()
+                };
                 inner
                     .subscriptions
                     .lock()
@@ -254,6 +270,7 @@ impl Client {
                 let Some((tx, new_rx)) = again else {
                     // Dropping the senders wakes every waiter with an error.
                     inner.watchers.lock().expect("watchers lock").take();
+                    inner.resend.lock().expect("resend lock").clear();
                     return;
                 };
                 tracing::info!("reconnected to the scheduler at {addr}");
@@ -268,8 +285,11 @@ impl Client {
                     let _ = tx.send(ToScheduler::Watch { keys });
                 }
                 inner.uploaded.lock().expect("uploaded lock").clear();
+                for msg in inner.resend.lock().expect("resend lock").values() {
+                    let _ = tx.send(msg.clone());
+                }
                 *inner.tx.lock().expect("sender lock") = tx;
-                *inner.replies.lock().expect("replies lock") = Some(HashMap::new());
+                *inner.replies.lock().expect("replies lock") = Some(kept);
                 rx = new_rx;
             }
         });

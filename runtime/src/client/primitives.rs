@@ -44,10 +44,30 @@ impl Client {
     /// call under the typed handles; workers use it for their guests.
     pub async fn primitive(&self, task: Option<&str>, op: Op) -> Result<OpReply, ClientError> {
         let task = task.map(str::to_string);
-        match self
-            .request(|id| ToScheduler::Primitive { id, task, op })
-            .await?
-        {
+        let mut sent = 0;
+        let rx = self.send_request(|id| {
+            sent = id;
+            let msg = ToScheduler::Primitive { id, task, op };
+            self.inner
+                .resend
+                .lock()
+                .expect("resend lock")
+                .insert(id, msg.clone());
+            msg
+        });
+        let rx = rx.inspect_err(|_| {
+            self.inner.resend.lock().expect("resend lock").remove(&sent);
+        })?;
+        // Answered, failed or abandoned: never sent again.
+        struct Settled<'a>(&'a Client, u64);
+        impl Drop for Settled<'_> {
+            fn drop(&mut self) {
+                let resend = &self.0.inner.resend;
+                resend.lock().expect("resend lock").remove(&self.1);
+            }
+        }
+        let _settled = Settled(self, sent);
+        match rx.await.map_err(|_| ClientError::Disconnected)? {
             FromScheduler::Primitive { reply, .. } => Ok(reply),
             other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
         }
