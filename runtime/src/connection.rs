@@ -280,4 +280,26 @@ mod tests {
         assert!(err.to_string().contains("authentication failed"), "{err}");
         assert!(server.await.unwrap().is_err());
     }
+
+    #[tokio::test]
+    async fn another_protocol_version_is_refused_naming_both() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            accept::<u8, u8>(s, "right", DEFAULT_MAX_FRAME, |_| Ok(1))
+                .await
+                .map(|_| ())
+        });
+        let hello = Hello {
+            version: PROTOCOL_VERSION + 7,
+            token: "right".into(),
+            role: Role::Peer,
+        };
+        let err = connect::<u8, u8>(&addr, hello).await.err().unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains(&(PROTOCOL_VERSION + 7).to_string()), "{msg}");
+        assert!(msg.contains(&PROTOCOL_VERSION.to_string()), "{msg}");
+        assert!(server.await.unwrap().is_err());
+    }
 }
