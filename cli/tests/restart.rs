@@ -151,7 +151,7 @@ fn a_scheduler_killed_and_restarted_on_its_journal_keeps_finished_keys_and_finis
     };
     // So does a queue get waiting on an empty queue (connected long before
     // the restart: the gather's first result takes two seconds).
-    let mut getter = p
+    let getter = p
         .command()
         .args(["queue", "get", "later"])
         .stdout(Stdio::piped())
