@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use dtask_runtime::client::{ActorOptions, Client, ClientError, SubmitOptions};
 use dtask_runtime::module::LocalModule;
-use dtask_runtime::protocol::{ActorState, Arg, CallArg};
+use dtask_runtime::protocol::{ActorState, CallArg};
 use dtask_runtime::value::{Value, encode};
 use std::time::{Duration, Instant};
 
@@ -14,22 +14,12 @@ fn coord_wasm() -> &'static str {
     dtask_guests::COORD_WASM
 }
 
-fn value(v: impl Into<Value>) -> Arg {
-    Arg::Value(encode(&v.into()).into())
-}
-
 fn call_arg(v: impl Into<Value>) -> CallArg {
     CallArg::Value(encode(&v.into()).into())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Runtime::new().unwrap()
-}
-
 async fn connect(c: &Cluster) -> (Client, LocalModule) {
-    let client = Client::connect(&c.addr, &c.token(), None).await.unwrap();
-    let module = LocalModule::load(coord_wasm().as_ref(), None).unwrap();
-    (client, module)
+    connect_with(c, coord_wasm()).await
 }
 
 #[test]

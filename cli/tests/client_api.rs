@@ -6,22 +6,12 @@ use common::*;
 use dtask_runtime::client::{Client, ClientError, Errors, Future, SubmitOptions};
 use dtask_runtime::module::LocalModule;
 use dtask_runtime::protocol::{Arg, Outcome, TaskState};
-use dtask_runtime::value::{Value, encode};
+use dtask_runtime::value::Value;
 use futures::StreamExt;
 use std::time::Duration;
 
-fn value(v: impl Into<Value>) -> Arg {
-    Arg::Value(encode(&v.into()).into())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Runtime::new().unwrap()
-}
-
 async fn connect(c: &Cluster) -> (Client, LocalModule) {
-    let client = Client::connect(&c.addr, &c.token(), None).await.unwrap();
-    let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
-    (client, module)
+    connect_with(c, tasks_wasm()).await
 }
 
 async fn submit(client: &Client, module: &LocalModule, f: &str, args: Vec<Arg>) -> Future {

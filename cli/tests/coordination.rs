@@ -7,25 +7,15 @@ use common::*;
 use dtask_runtime::client::{Client, ClientError, Future, Item, SubmitOptions};
 use dtask_runtime::module::LocalModule;
 use dtask_runtime::protocol::Arg;
-use dtask_runtime::value::{Value, encode};
+use dtask_runtime::value::Value;
 use std::time::Duration;
 
 fn coord_wasm() -> &'static str {
     dtask_guests::COORD_WASM
 }
 
-fn value(v: impl Into<Value>) -> Arg {
-    Arg::Value(encode(&v.into()).into())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Runtime::new().unwrap()
-}
-
 async fn connect(c: &Cluster) -> (Client, LocalModule) {
-    let client = Client::connect(&c.addr, &c.token(), None).await.unwrap();
-    let module = LocalModule::load(coord_wasm().as_ref(), None).unwrap();
-    (client, module)
+    connect_with(c, coord_wasm()).await
 }
 
 /// `n` calls of `function` with the same arguments, each its own task.

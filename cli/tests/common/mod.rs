@@ -11,6 +11,31 @@ use std::time::{Duration, Instant};
 /// The `dtask` binary under test.
 pub const DTASK: &str = env!("CARGO_BIN_EXE_dtask");
 
+/// A value argument.
+pub fn value(v: impl Into<dtask_runtime::value::Value>) -> dtask_runtime::protocol::Arg {
+    dtask_runtime::protocol::Arg::Value(dtask_runtime::value::encode(&v.into()).into())
+}
+
+/// A tokio runtime for a test that drives the Rust client.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+/// An unnamed client of `c`, and the module at `wasm`.
+pub async fn connect_with(
+    c: &Cluster,
+    wasm: &str,
+) -> (
+    dtask_runtime::client::Client,
+    dtask_runtime::module::LocalModule,
+) {
+    let client = dtask_runtime::client::Client::connect(&c.addr, &c.token(), None)
+        .await
+        .unwrap();
+    let module = dtask_runtime::module::LocalModule::load(wasm.as_ref(), None).unwrap();
+    (client, module)
+}
+
 /// The example tasks component.
 pub fn tasks_wasm() -> &'static str {
     dtask_guests::TASKS_WASM
