@@ -26,7 +26,7 @@
 mod actors;
 mod primitives;
 
-pub use actors::{Actor, ActorOptions, constructor};
+pub use actors::{Actor, ActorOptions};
 pub use primitives::{Event, Item, Lock, Queue, Semaphore, Subscription, Variable};
 
 use crate::connection::{self, Sender};
@@ -807,20 +807,9 @@ impl Inner {
 /// The reconnect grace from `DTASK_RECONNECT_GRACE` (`500ms`, `30s`, `2m`
 /// or seconds), else 30 seconds.
 fn default_grace() -> Duration {
-    let parse = |s: &str| -> Option<Duration> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let n: u64 = s[..split].parse().ok()?;
-        Some(match &s[split..] {
-            "ms" => Duration::from_millis(n),
-            "" | "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            _ => return None,
-        })
-    };
     std::env::var("DTASK_RECONNECT_GRACE")
         .ok()
-        .and_then(|s| parse(&s))
+        .and_then(|s| crate::config::parse_duration(&s).ok())
         .unwrap_or(Duration::from_secs(30))
 }
 

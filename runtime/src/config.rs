@@ -234,3 +234,23 @@ pub fn client_token(token_file: Option<&Path>) -> Result<String, String> {
         .unwrap_or_else(|| state_dir().join("token"));
     read_token(&path).map_err(|e| format!("{e}; set DTASK_TOKEN or `token-file` in dtask.toml"))
 }
+
+/// Parses a duration: `250ms`, `10s`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 10s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?} has an unknown unit (use ms, s, m or h)")),
+    };
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s:?} is not a valid duration"))
+}

@@ -34,6 +34,14 @@ pub fn engine_config() -> Config {
     c
 }
 
+/// How a component names a resource's constructor: `[constructor]R`.
+const CONSTRUCTOR: &str = "[constructor]";
+
+/// The export name of the constructor of `resource`.
+pub fn constructor(resource: &str) -> String {
+    format!("{CONSTRUCTOR}{resource}")
+}
+
 /// The task function of a WASI command.
 pub const COMMAND_FUNCTION: &str = "_start";
 
@@ -128,6 +136,28 @@ impl CompiledModule {
     /// What kind of module this is.
     pub fn kind(&self) -> ModuleKind {
         self.kind
+    }
+
+    /// The constructor of the exported resource `resource` (an actor's
+    /// type), or an error listing the resources there are.
+    pub fn constructor(&self, resource: &str, module_name: &str) -> Result<&FuncSig, String> {
+        if let Some(sig) = self.funcs.get(&constructor(resource)) {
+            return Ok(sig);
+        }
+        let resources: Vec<&str> = self
+            .funcs
+            .keys()
+            .filter_map(|f| f.strip_prefix(CONSTRUCTOR))
+            .filter(|r| !r.contains('#'))
+            .collect();
+        Err(if resources.is_empty() {
+            format!("{module_name} exports no resource {resource} (it exports none)")
+        } else {
+            format!(
+                "{module_name} exports no resource {resource}; it has: {}",
+                resources.join(", ")
+            )
+        })
     }
 
     /// The export called `name`, or an error listing the exports there are.

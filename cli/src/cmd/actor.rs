@@ -2,8 +2,8 @@
 //! each living on one worker, called directly.
 
 use super::{Failure, Global, connect, load_module, render};
-use dtask_runtime::client::{ActorOptions, constructor};
-use dtask_runtime::module::LocalModule;
+use dtask_runtime::client::ActorOptions;
+use dtask_runtime::module::{LocalModule, constructor};
 use dtask_runtime::protocol::{Arg, CallArg};
 use std::io::Write;
 use std::path::PathBuf;
@@ -151,24 +151,10 @@ fn constructor_args(
     resource: &str,
     words: &[String],
 ) -> Result<Vec<Arg>, Failure> {
-    if !module.compiled.funcs.contains_key(&constructor(resource)) {
-        let resources: Vec<&str> = module
-            .compiled
-            .funcs
-            .keys()
-            .filter_map(|f| f.strip_prefix("[constructor]"))
-            .filter(|r| !r.contains('#'))
-            .collect();
-        return Err(Failure::usage(format!(
-            "{} exports no resource {resource}{}",
-            module.name,
-            if resources.is_empty() {
-                String::new()
-            } else {
-                format!("; it has: {}", resources.join(", "))
-            }
-        )));
-    }
+    module
+        .compiled
+        .constructor(resource, &module.name)
+        .map_err(Failure::usage)?;
     super::parse_args(module, &constructor(resource), words)
 }
 

@@ -22,7 +22,7 @@
 use super::{Client, ClientError};
 use crate::connection::{self, Sender};
 use crate::key;
-use crate::module::{CompiledModule, LocalModule};
+use crate::module::{CompiledModule, LocalModule, constructor};
 use crate::protocol::{
     ActorInfo, ActorSpec, Arg, CallArg, ErrorKind, FromPeer, FromScheduler, Hello,
     PROTOCOL_VERSION, Role, TaskError, ToPeer, ToScheduler,
@@ -33,11 +33,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
-
-/// The constructor of `resource`, as the module's exports name it.
-pub fn constructor(resource: &str) -> String {
-    format!("[constructor]{resource}")
-}
 
 /// How an actor is created.
 #[derive(Clone, Debug, Default)]
@@ -340,22 +335,9 @@ fn check_constructor(
     resource: &str,
     args: &[Arg],
 ) -> Result<(), ClientError> {
-    if !module.funcs.contains_key(&constructor(resource)) {
-        let resources: Vec<&str> = module
-            .funcs
-            .keys()
-            .filter_map(|f| f.strip_prefix("[constructor]"))
-            .filter(|r| !r.contains('#'))
-            .collect();
-        return Err(ClientError::Invalid(if resources.is_empty() {
-            format!("{name} exports no resource, so it has no actors to create")
-        } else {
-            format!(
-                "{name} exports no resource {resource}; it has: {}",
-                resources.join(", ")
-            )
-        }));
-    }
+    module
+        .constructor(resource, name)
+        .map_err(ClientError::Invalid)?;
     super::check_args(module, name, &constructor(resource), args).map_err(ClientError::Invalid)
 }
 

@@ -740,13 +740,12 @@ impl<T: HasLink + Send> actor::Host for Guest<'_, T> {
         };
         let module = module.unwrap_or_else(|| task.module.hash.clone());
         if module == task.module.hash {
-            let ctor = client::constructor(&resource_name);
-            if !task.module.funcs.contains_key(&ctor) {
-                return Ok(Err(GuestError::Other(format!(
-                    "this module exports no resource {resource_name}"
-                ))));
-            }
-            if let Err(why) = client::check_args(&task.module, "this module", &ctor, &args) {
+            let ctor = crate::module::constructor(&resource_name);
+            let checked = task
+                .module
+                .constructor(&resource_name, "this module")
+                .and_then(|_| client::check_args(&task.module, "this module", &ctor, &args));
+            if let Err(why) = checked {
                 return Ok(Err(GuestError::Other(why)));
             }
         }

@@ -437,16 +437,11 @@ impl Sandbox {
                 ),
             ));
         };
-        let ctor = crate::client::constructor(resource);
-        let Some(sig) = ready.module.funcs.get(&ctor) else {
-            return Err(err(
-                ErrorKind::Module,
-                format!(
-                    "module {} exports no resource {resource}",
-                    ready.module.hash
-                ),
-            ));
-        };
+        let ctor = crate::module::constructor(resource);
+        let sig = ready
+            .module
+            .constructor(resource, &format!("module {}", ready.module.hash))
+            .map_err(|m| err(ErrorKind::Module, m))?;
         let params = typed_params(key, &ctor, &sig.params, args)?;
         let Entry::Export(index) = sig.entry else {
             return Err(err(ErrorKind::Module, format!("{ctor} is not an export")));
