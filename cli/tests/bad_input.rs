@@ -99,3 +99,17 @@ fn usage_errors_exit_2() {
     let out = dtask_nowhere(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_missing_token_file_is_an_authentication_failure_exit_3() {
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(DTASK)
+        .args(["status", "x-1"])
+        .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_SCHEDULER", "127.0.0.1:9")
+        .env_remove("DTASK_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("token file"), "{}", stderr(&out));
+}

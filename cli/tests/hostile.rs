@@ -189,3 +189,76 @@ fn with_custom_section(module: &[u8], extra: usize) -> Vec<u8> {
     out.resize(out.len() + extra, 0);
     out
 }
+
+#[test]
+fn unauthenticated_connections_cannot_make_the_scheduler_buffer_their_frames() {
+    let c = Cluster::start(1, 1);
+    let before = mib(c.pid(), "VmRSS");
+    // Each announces a 400 MiB frame and starts sending it, never saying
+    // Hello; they all stay open while a real client works.
+    let mut header = (400u32 << 20).to_be_bytes().to_vec();
+    header.extend(std::iter::repeat_n(7u8, 1 << 20));
+    let mut open = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(&c.addr).unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let _ = s.write_all(&header);
+        open.push(s);
+    }
+    let key = c.submit("inc", &["41"]);
+    assert_eq!(c.ok(&["gather", &key]), "42");
+    let grown = mib(c.pid(), "VmRSS").saturating_sub(before);
+    assert!(grown <= 50, "the scheduler grew by {grown} MiB");
+    drop(open);
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_cut_off_while_others_are_served() {
+    let c = Cluster::start_with(1, 1, &["--client-buffer", "8MiB"]);
+    let mut sub = c
+        .cmd()
+        .args(["sub", "flood"])
+        .env("DTASK_RECONNECT_GRACE", "1s")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = sub.stdout.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let said = first_line(sub.stderr.take().unwrap(), Duration::from_secs(30));
+    assert!(said.is_some_and(|l| l.contains("subscribed")));
+    // SAFETY: stopping the subscriber this test started.
+    unsafe {
+        libc::kill(sub.id() as i32, libc::SIGSTOP);
+    }
+    let before = mib(c.pid(), "VmRSS");
+    let line = format!("\"{}\"\n", "x".repeat(1000));
+    let published = c.run(&["pub", "flood", "-"], &line.repeat(100_000));
+    assert!(published.status.success(), "{}", stderr(&published));
+    // Everyone else is served meanwhile.
+    let key = c.submit("inc", &["1"]);
+    assert_eq!(c.ok(&["gather", &key]), "2");
+    let grown = mib(c.pid(), "VmRSS").saturating_sub(before);
+    assert!(
+        grown <= 40,
+        "the scheduler kept {grown} MiB for the stopped subscriber"
+    );
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(sub.id() as i32, libc::SIGCONT);
+    }
+    // Resumed, it finds its connection gone and says so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = sub.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriber never noticed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(3));
+}

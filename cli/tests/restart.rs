@@ -4,105 +4,8 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, SystemTime};
-
-/// A scheduler and separate worker processes sharing one state directory,
-/// so the scheduler can be killed and restarted on the same port.
-struct Pieces {
-    state: tempfile::TempDir,
-    addr: String,
-    scheduler: Child,
-    workers: Vec<Child>,
-}
-
-impl Pieces {
-    fn start(workers: usize) -> Self {
-        let state = tempfile::tempdir().unwrap();
-        let (scheduler, addr) = scheduler(state.path(), "0");
-        let mut p = Self {
-            state,
-            addr,
-            scheduler,
-            workers: Vec::new(),
-        };
-        for _ in 0..workers {
-            let w = p
-                .command()
-                .args(["worker", "--reconnect-grace", "60s"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            p.workers.push(w);
-        }
-        wait_until(Duration::from_secs(30), "workers to join", || {
-            p.ok(&["workers"]).lines().count() == workers
-        });
-        p
-    }
-
-    fn command(&self) -> Command {
-        let mut c = Command::new(DTASK);
-        c.env("DTASK_STATE_DIR", self.state.path())
-            .env("DTASK_SCHEDULER", &self.addr)
-            .env("DTASK_LOG", "warn")
-            .env_remove("DTASK_TOKEN")
-            .env_remove("DTASK_CLIENT");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        run_with_stdin(self.command().args(args), "")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "dtask {args:?}: {}", stderr(&out));
-        stdout(&out).trim_end().to_string()
-    }
-
-    fn journal(&self) -> std::path::PathBuf {
-        self.state.path().join("journal")
-    }
-
-    /// Kills the scheduler outright and starts it again on the same port.
-    fn restart_scheduler(&mut self) {
-        let _ = self.scheduler.kill();
-        let _ = self.scheduler.wait();
-        let port = self.addr.rsplit(':').next().unwrap().to_string();
-        let (s, addr) = scheduler(self.state.path(), &port);
-        assert_eq!(addr, self.addr);
-        self.scheduler = s;
-    }
-}
-
-impl Drop for Pieces {
-    fn drop(&mut self) {
-        for c in self.workers.iter_mut().chain([&mut self.scheduler]) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn scheduler(state: &std::path::Path, port: &str) -> (Child, String) {
-    let mut child = Command::new(DTASK)
-        .args(["scheduler", "--port", port, "--journal"])
-        .arg(state.join("journal"))
-        .env("DTASK_STATE_DIR", state)
-        .env("DTASK_LOG", "warn")
-        .env_remove("DTASK_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let addr = first_line(child.stdout.take().unwrap(), Duration::from_secs(30))
-        .expect("the scheduler printed its address");
-    (child, addr)
-}
 
 fn modified(path: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
@@ -214,4 +117,58 @@ fn shutdown_clears_the_journal_so_a_new_scheduler_starts_empty() {
     assert!(!p.journal().join("snapshot.bin").exists());
     p.restart_scheduler();
     assert_eq!(p.ok(&["status", &key]), format!("{key}\tunknown"));
+}
+
+#[test]
+fn the_journal_is_private_to_the_scheduler_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Pieces::start(1);
+    let key = p.ok(&[
+        "submit",
+        "--env",
+        "SECRET=hunter2",
+        tasks_wasm(),
+        "inc",
+        "1",
+    ]);
+    assert_eq!(p.ok(&["gather", &key]), "2");
+    let recorded = SystemTime::now();
+    wait_until(Duration::from_secs(10), "the journal to catch up", || {
+        modified(&p.journal().join("snapshot.bin")).is_some_and(|m| m > recorded)
+    });
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&p.journal()), 0o700);
+    for entry in std::fs::read_dir(p.journal()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+}
+
+#[test]
+fn a_command_started_while_the_scheduler_is_down_waits_for_it_to_return() {
+    let mut p = Pieces::start(1);
+    let key = p.ok(&["submit", tasks_wasm(), "inc", "1"]);
+    assert_eq!(p.ok(&["gather", &key]), "2");
+    let recorded = SystemTime::now();
+    wait_until(Duration::from_secs(10), "the journal to catch up", || {
+        modified(&p.journal().join("snapshot.bin")).is_some_and(|m| m > recorded)
+    });
+    p.kill_scheduler();
+    let mut gather = p
+        .command()
+        .args(["gather", &key])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = first_line(gather.stderr.take().unwrap(), Duration::from_secs(30))
+        .expect("the command says it is waiting");
+    assert!(said.contains("retrying"), "{said}");
+    p.start_scheduler();
+    let out = gather.wait_with_output().unwrap();
+    assert!(out.status.success(), "the gather failed");
+    assert_eq!(stdout(&out).trim(), "2");
 }

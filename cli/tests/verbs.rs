@@ -334,3 +334,23 @@ fn gather_json_lines_carry_status_and_result_or_error() {
             .contains("division by zero")
     );
 }
+
+#[test]
+fn json_output_of_an_erred_key_names_its_error_kind_and_origin() {
+    let c = Cluster::start(1, 1);
+    let bad = c.submit("div", &["1", "0"]);
+    let dependent = c.submit("inc", &[&format!("@{bad}")]);
+    let out = c.run(&["gather", "--json", "--errors", "skip", &dependent], "");
+    let line = &json_lines(&stdout(&out))[0];
+    assert_eq!(line["status"], "error", "{line}");
+    assert_eq!(line["kind"], "panic", "{line}");
+    assert_eq!(line["origin"], bad.as_str(), "{line}");
+    let line = &json_lines(&c.ok(&["status", "--json", &dependent]))[0];
+    assert_eq!(line["status"], "error", "{line}");
+    assert_eq!(line["kind"], "panic", "{line}");
+    assert_eq!(line["origin"], bad.as_str(), "{line}");
+    assert!(
+        line["error"].as_str().unwrap().contains("division by zero"),
+        "{line}"
+    );
+}

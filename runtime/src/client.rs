@@ -212,13 +212,7 @@ impl Client {
             token: token.to_string(),
             role: Role::Client { name },
         };
-        let (_, tx, mut rx) =
-            connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone())
-                .await
-                .map_err(|e| ClientError::Connect {
-                    addr: addr.to_string(),
-                    reason: e.to_string(),
-                })?;
+        let (tx, mut rx) = first_connect(addr, &hello, default_grace()).await?;
         let inner = Arc::new(Inner {
             tx: Mutex::new(tx),
             grace_ms: AtomicU64::new(default_grace().as_millis() as u64),
@@ -811,6 +805,45 @@ fn default_grace() -> Duration {
         .ok()
         .and_then(|s| crate::config::parse_duration(&s).ok())
         .unwrap_or(Duration::from_secs(30))
+}
+
+/// Connects to `addr`. A scheduler that is not listening may be restarting:
+/// keep trying for `grace` (saying so once), so a command started during a
+/// restart waits like one that was already connected. A refusal is final.
+async fn first_connect(
+    addr: &str,
+    hello: &Hello,
+    grace: Duration,
+) -> Result<(Sender<ToScheduler>, connection::Receiver<FromScheduler>), ClientError> {
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut said = false;
+    loop {
+        match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
+            Ok((_, tx, rx)) => return Ok((tx, rx)),
+            Err(e @ connection::WireError::Refused(_)) => {
+                return Err(ClientError::Connect {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(ClientError::Connect {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => {
+                if !said {
+                    said = true;
+                    tracing::warn!(
+                        "cannot reach the scheduler at {addr} ({e}); retrying for up to \
+                         {grace:?} in case it is restarting (DTASK_RECONNECT_GRACE)"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Connects again to `addr`, trying until `grace` has passed.

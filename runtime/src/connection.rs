@@ -5,16 +5,19 @@
 //! message that is waiting into one frame; so a burst of small messages costs
 //! one system call, and senders never block on the socket.
 
-use crate::protocol::{Hello, PROTOCOL_VERSION, Welcome};
+use crate::protocol::{Hello, PROTOCOL_VERSION, Weigh, Welcome};
 use bincode::Options;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
@@ -22,11 +25,22 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 pub const DEFAULT_MAX_FRAME: usize = 512 * 1024 * 1024;
 
 /// Frames stop growing past this many bytes of messages; what is left goes
-/// in the next frame.
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// in the next frame. Far below any peer's frame limit, so a batch of small
+/// messages never makes a frame the peer refuses.
+pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long a peer may take to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest handshake frame ([`Hello`] or [`Welcome`]). Until a peer has
+/// authenticated it may make this side buffer no more than this, whatever
+/// length it announces.
+pub const HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
+
+/// Handshakes a listener runs at once; further connections wait to be
+/// read until one ends (completes, fails or times out). Bounds what
+/// unauthenticated peers can hold: this many × [`HANDSHAKE_MAX_FRAME`].
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// What can go wrong on a connection.
 #[derive(Debug, thiserror::Error)]
@@ -103,50 +117,170 @@ impl<M: DeserializeOwned> Receiver<M> {
     }
 }
 
-/// Sending half of a connection. Cloning it is cheap; messages sent after
-/// the connection closed are dropped.
-pub type Sender<M> = mpsc::UnboundedSender<M>;
+/// Sending half of a connection. Cloning it is cheap; clones share one
+/// queue, drained by the connection's writer task, which packs what waits
+/// into frames of at most [`BATCH_BYTES`] (or one message, if larger).
+///
+/// The queue may be bounded ([`Sender::set_limit`]): a peer that stops
+/// reading cannot make this side buffer without end. Past the bound the
+/// connection is cut (its writer stops and the socket is shut down), and
+/// every later send fails.
+pub struct Sender<M> {
+    tx: mpsc::UnboundedSender<M>,
+    backlog: Arc<Backlog>,
+}
+
+impl<M> Clone for Sender<M> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            backlog: self.backlog.clone(),
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Sender<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("queued_bytes", &self.queued_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What waits to be written on one connection.
+#[derive(Default)]
+struct Backlog {
+    /// Approximate bytes queued and not yet written.
+    bytes: AtomicUsize,
+    /// Bound on `bytes`; 0: none.
+    limit: AtomicUsize,
+    /// Set once the connection is cut.
+    cut: AtomicBool,
+    /// Wakes the writer to stop.
+    stop: Notify,
+}
+
+/// Why a message was not queued.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection is closed (or was cut before).
+    #[error("the connection is closed")]
+    Closed,
+    /// This message would have taken the queue past its bound, so the
+    /// connection was cut.
+    #[error(
+        "the peer fell behind: {queued} bytes waited to be sent, more than the {limit} allowed"
+    )]
+    Overflow {
+        /// Bytes that were waiting.
+        queued: usize,
+        /// The bound.
+        limit: usize,
+    },
+}
+
+impl<M: Weigh> Sender<M> {
+    /// Queues `msg` for the writer.
+    pub fn send(&self, msg: M) -> Result<(), SendError> {
+        if self.backlog.cut.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let weight = msg.weight();
+        let queued = self.backlog.bytes.fetch_add(weight, Ordering::AcqRel) + weight;
+        let limit = self.backlog.limit.load(Ordering::Relaxed);
+        if limit > 0 && queued > limit {
+            self.cut();
+            return Err(SendError::Overflow { queued, limit });
+        }
+        self.tx.send(msg).map_err(|_| SendError::Closed)
+    }
+}
+
+impl<M> Sender<M> {
+    /// Bounds what may wait to be sent to `bytes` (0: no bound).
+    pub fn set_limit(&self, bytes: usize) {
+        self.backlog.limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Approximate bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.backlog.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Cuts the connection: the writer drops what waits and shuts the
+    /// socket; later sends fail.
+    pub fn cut(&self) {
+        self.backlog.cut.store(true, Ordering::Release);
+        self.backlog.stop.notify_one();
+    }
+
+    /// Whether the connection is closed or cut.
+    pub fn is_closed(&self) -> bool {
+        self.backlog.cut.load(Ordering::Acquire) || self.tx.is_closed()
+    }
+}
 
 /// Starts the writer task for one connection.
-fn spawn_writer<M: Serialize + Send + 'static>(
-    half: OwnedWriteHalf,
-    max_frame: usize,
+fn spawn_writer<M: Serialize + Weigh + Send + 'static>(
+    mut sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
 ) -> Sender<M> {
     let (tx, mut rx) = mpsc::unbounded_channel::<M>();
+    let backlog = Arc::new(Backlog::default());
+    let shared = backlog.clone();
     tokio::spawn(async move {
-        let mut sink = FramedWrite::new(half, codec(max_frame));
         let mut batch = Vec::new();
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shared.stop.notified() => break,
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            let mut weight = first.weight();
             batch.push(first);
-            // Take whatever else is already waiting, up to a sane size.
-            while batch.len() < 65536 {
+            // Take whatever else is already waiting, up to a frame's worth.
+            while weight < BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(m) => batch.push(m),
+                    Ok(m) => {
+                        weight += m.weight();
+                        batch.push(m);
+                    }
                     Err(_) => break,
                 }
             }
             let bytes = encode(&batch);
             batch.clear();
-            if bytes.len() > BATCH_BYTES * 64 {
-                tracing::warn!("sending a frame of {} bytes", bytes.len());
-            }
-            if sink.send(bytes).await.is_err() {
+            let sent = tokio::select! {
+                biased;
+                () = shared.stop.notified() => break,
+                r = sink.send(bytes) => r,
+            };
+            shared.bytes.fetch_sub(weight, Ordering::AcqRel);
+            if sent.is_err() {
                 break;
             }
         }
+        // Whatever still waits is dropped with the queue.
+        shared.cut.store(true, Ordering::Release);
+        rx.close();
     });
-    tx
+    Sender { tx, backlog }
 }
 
-fn split<I: DeserializeOwned, O: Serialize + Send + 'static>(
-    stream: TcpStream,
+/// The connection after its handshake: the same framed halves (so nothing
+/// the peer sent right behind its handshake is lost), now accepting frames
+/// up to `max_frame`.
+fn established<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
+    mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    mut sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
     max_frame: usize,
 ) -> (Sender<O>, Receiver<I>) {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let frames = FramedRead::new(r, codec(max_frame));
+    frames.decoder_mut().set_max_frame_length(max_frame);
+    sink.encoder_mut().set_max_frame_length(max_frame);
     (
-        spawn_writer(w, max_frame),
+        spawn_writer(sink),
         Receiver {
             frames,
             pending: VecDeque::new(),
@@ -166,32 +300,27 @@ async fn read_one<M: DeserializeOwned>(
 
 /// Connects to `addr`, introduces itself with `hello`, and returns the
 /// connection and the id the peer assigned, or the peer's refusal.
-pub async fn connect<I: DeserializeOwned, O: Serialize + Send + 'static>(
+pub async fn connect<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
     addr: &str,
     hello: Hello,
 ) -> Result<(u64, Sender<O>, Receiver<I>), WireError> {
     let stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
-    let mut frames = FramedRead::new(r, codec(DEFAULT_MAX_FRAME));
-    let mut sink = FramedWrite::new(w, codec(DEFAULT_MAX_FRAME));
+    let mut frames = FramedRead::new(r, codec(HANDSHAKE_MAX_FRAME));
+    let mut sink = FramedWrite::new(w, codec(HANDSHAKE_MAX_FRAME));
     sink.send(encode(&hello)).await?;
     let id = match read_one::<Welcome>(&mut frames).await? {
         Welcome::Accepted { id } => id,
         Welcome::Refused(why) => return Err(WireError::Refused(why)),
     };
-    let w = sink.into_inner();
-    let stream = frames
-        .into_inner()
-        .reunite(w)
-        .expect("halves of one stream");
-    let (tx, rx) = split(stream, DEFAULT_MAX_FRAME);
+    let (tx, rx) = established(frames, sink, DEFAULT_MAX_FRAME);
     Ok((id, tx, rx))
 }
 
 /// Reads a peer's [`Hello`] and checks its version and token; `admit` then
 /// decides (and returns the id to give the peer, or a refusal).
-pub async fn accept<I: DeserializeOwned, O: Serialize + Send + 'static>(
+pub async fn accept<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
     stream: TcpStream,
     token: &str,
     max_frame: usize,
@@ -199,8 +328,9 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Send + 'static>(
 ) -> Result<(Hello, u64, Sender<O>, Receiver<I>), WireError> {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
-    let mut frames = FramedRead::new(r, codec(max_frame));
-    let mut sink = FramedWrite::new(w, codec(max_frame));
+    // Nothing larger than a Hello is read before the peer authenticates.
+    let mut frames = FramedRead::new(r, codec(HANDSHAKE_MAX_FRAME));
+    let mut sink = FramedWrite::new(w, codec(HANDSHAKE_MAX_FRAME));
     let hello: Hello = read_one(&mut frames).await?;
     let verdict = if hello.version != PROTOCOL_VERSION {
         Err(format!(
@@ -218,12 +348,7 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Send + 'static>(
     match verdict {
         Ok(id) => {
             sink.send(encode(&Welcome::Accepted { id })).await?;
-            let w = sink.into_inner();
-            let stream = frames
-                .into_inner()
-                .reunite(w)
-                .expect("halves of one stream");
-            let (tx, rx) = split(stream, max_frame);
+            let (tx, rx) = established(frames, sink, max_frame);
             Ok((hello, id, tx, rx))
         }
         Err(why) => {

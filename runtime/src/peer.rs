@@ -33,7 +33,15 @@ pub type Actors = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ActorCall>>>>;
 /// Serves `Fetch` requests for the results in `store`, and method calls
 /// for the `actors`, until the task is dropped.
 pub async fn serve(listener: TcpListener, token: String, store: Store, actors: Actors) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(
+        connection::MAX_PENDING_HANDSHAKES,
+    ));
     loop {
+        let permit = handshakes
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
@@ -53,6 +61,7 @@ pub async fn serve(listener: TcpListener, token: String, store: Store, actors: A
                 },
             )
             .await;
+            drop(permit);
             let (_, _, tx, mut rx) = match admitted {
                 Ok(c) => c,
                 Err(e) => {

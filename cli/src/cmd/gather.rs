@@ -86,9 +86,13 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                     } else {
                         "error"
                     };
-                    let l =
-                        serde_json::json!({"key": key, "status": status, "error": e.to_string()})
-                            .to_string();
+                    let mut l =
+                        serde_json::json!({"key": key, "status": status, "error": e.to_string()});
+                    if let dtask_runtime::client::ClientError::Task(t) = &e {
+                        l["kind"] = t.kind.name().into();
+                        l["origin"] = t.origin.clone().into();
+                    }
+                    let l = l.to_string();
                     progress
                         .suspend(|| writeln!(out, "{l}"))
                         .map_err(Failure::write)?;

@@ -129,7 +129,26 @@ impl From<ClientError> for Failure {
 /// configured, uses the local default cluster, starting it only if `start`
 /// (verbs that submit work start it; verbs that read keys need one running).
 pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
-    let endpoint = match config::resolve(global.scheduler.as_deref()).map_err(Failure::usage)? {
+    let configured =
+        config::resolve_address(global.scheduler.as_deref()).map_err(Failure::usage)?;
+    let resolved = match configured {
+        Some((address, source)) => {
+            let token_file = config::file_config()
+                .map_err(Failure::usage)?
+                .and_then(|(_, c)| c.token_file);
+            // No credential is an authentication failure (exit 3), not a
+            // usage error.
+            let token =
+                config::client_token(token_file.as_deref()).map_err(|e| Failure::new(3, e))?;
+            Resolved::Configured(config::Endpoint {
+                address,
+                token,
+                source,
+            })
+        }
+        None => Resolved::LocalDefault,
+    };
+    let endpoint = match resolved {
         Resolved::Configured(e) => e,
         Resolved::LocalDefault if start => {
             let workers = std::thread::available_parallelism().map_or(2, |n| n.get());

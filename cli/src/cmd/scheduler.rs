@@ -42,6 +42,12 @@ pub struct ServeOptions {
     /// queue or variable; larger ones are refused, saying so.
     #[arg(long, value_parser = super::parse_size, default_value = "128MiB", value_name = "SIZE")]
     pub max_value_size: usize,
+    /// How much may wait to be sent to one client (published messages,
+    /// results, answers) before the scheduler gives up on it: a client
+    /// that stops reading (a stopped `dtask sub`, say) is disconnected past
+    /// this, and the scheduler logs why; everyone else is served as usual.
+    #[arg(long, value_parser = super::parse_size, default_value = "64MiB", value_name = "SIZE")]
+    pub client_buffer: usize,
     /// Keep a journal in DIR (modules, tasks, holders, finished results,
     /// queues, variables, events) and resume from it on start, so a
     /// restarted scheduler loses at most about a second of work. `dtask
@@ -74,6 +80,7 @@ pub async fn serve(
             worker_timeout: options.worker_timeout,
             max_module: options.max_module_size,
             max_value: options.max_value_size,
+            client_buffer: options.client_buffer,
             journal: options.journal.clone(),
         },
     )

@@ -1,6 +1,7 @@
 //! `dtask status`: the state of futures.
 
 use super::{Failure, Global, connect, keys_from};
+use dtask_runtime::protocol::{Outcome, TaskState};
 use std::io::Write;
 
 /// Print the state of each future: pending, processing, finished, error,
@@ -8,7 +9,8 @@ use std::io::Write;
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  dtask status inc-5c1e…        # inc-5c1e…\tfinished")]
 pub struct Args {
-    /// One JSON object per line: {\"key\": …, \"status\": …}.
+    /// One JSON object per line: {"key": …, "status": …}, and for an
+    /// erred key its "error", "kind" and "origin".
     #[arg(long)]
     json: bool,
     /// Keys (default: read from stdin).
@@ -19,11 +21,40 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let keys = keys_from(a.keys)?;
     let client = connect(global, false).await?;
     let states = client.status(keys).await?;
+    // For --json, an erred key also says how it failed: its outcome is
+    // known, so watching it answers at once.
+    let mut errors = std::collections::HashMap::new();
+    if a.json {
+        let erred: Vec<String> = states
+            .iter()
+            .filter(|(_, s)| *s == Some(TaskState::Error))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !erred.is_empty() {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let n = erred.len();
+            client.watch_into(erred, &tx)?;
+            for _ in 0..n {
+                let Some((key, outcome)) = rx.recv().await else {
+                    break;
+                };
+                if let Outcome::Error(e) = outcome {
+                    errors.insert(key, e);
+                }
+            }
+        }
+    }
     let mut out = std::io::stdout().lock();
     for (key, state) in states {
         let name = state.map_or("unknown", |s| s.name());
         let line = if a.json {
-            serde_json::json!({"key": key, "status": name}).to_string()
+            let mut l = serde_json::json!({"key": key, "status": name});
+            if let Some(e) = errors.get(&key) {
+                l["error"] = e.message.clone().into();
+                l["kind"] = e.kind.name().into();
+                l["origin"] = e.origin.clone().into();
+            }
+            l.to_string()
         } else {
             format!("{key}\t{name}")
         };

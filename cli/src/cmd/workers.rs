@@ -3,8 +3,8 @@
 use super::{Failure, Global, connect};
 use std::io::Write;
 
-/// List the connected workers: id, address, slots, tasks processing,
-/// results held and their bytes, resources.
+/// List the connected workers: id, address, slots, tasks processing (and
+/// of those, executing), results held and their bytes, resources.
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  dtask workers --json")]
 pub struct Args {
@@ -25,17 +25,18 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         let line = if a.json {
             serde_json::json!({
                 "id": w.id, "name": w.name, "address": w.address, "nthreads": w.nthreads,
-                "processing": w.processing, "holding": w.holding, "nbytes": w.nbytes,
+                "processing": w.processing, "executing": w.executing, "holding": w.holding, "nbytes": w.nbytes,
                 "resources": w.resources.iter().map(|(n, v)| (n.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
             })
             .to_string()
         } else {
             format!(
-                "{}\t{}\tnthreads={}\tprocessing={}\tholding={}\tnbytes={}\t{}",
+                "{}\t{}\tnthreads={}\tprocessing={}\texecuting={}\tholding={}\tnbytes={}\t{}",
                 w.id,
                 w.address,
                 w.nthreads,
                 w.processing,
+                w.executing,
                 w.holding,
                 w.nbytes,
                 resources.join(",")

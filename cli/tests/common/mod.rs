@@ -250,6 +250,164 @@ pub fn dtask_nowhere(args: &[&str]) -> Output {
         .env("DTASK_STATE_DIR", state.path())
         .env("DTASK_SCHEDULER", addr)
         .env("DTASK_TOKEN", "t")
+        .env("DTASK_RECONNECT_GRACE", "300ms")
         .output()
         .unwrap()
+}
+
+/// A scheduler and separate worker processes sharing one state directory,
+/// so the scheduler can be killed and restarted on the same port.
+pub struct Pieces {
+    /// The shared state directory.
+    pub state: tempfile::TempDir,
+    /// The scheduler's address.
+    pub addr: String,
+    /// The scheduler process.
+    pub scheduler: Child,
+    /// Worker processes, in start order (killed ones included).
+    pub workers: Vec<Child>,
+}
+
+impl Pieces {
+    /// A journaled scheduler and `workers` workers of one slot each.
+    pub fn start(workers: usize) -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let (scheduler, addr) = scheduler(state.path(), "0");
+        let mut p = Self {
+            state,
+            addr,
+            scheduler,
+            workers: Vec::new(),
+        };
+        for _ in 0..workers {
+            p.add_worker();
+        }
+        p.wait_for_workers(workers);
+        p
+    }
+
+    /// Starts one more single-slot worker (it joins in the background).
+    pub fn add_worker(&mut self) {
+        let w = self
+            .command()
+            .args(["worker", "--nthreads", "1", "--reconnect-grace", "60s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.workers.push(w);
+    }
+
+    /// Kills the `i`th worker started outright.
+    pub fn kill_worker(&mut self, i: usize) {
+        let _ = self.workers[i].kill();
+        let _ = self.workers[i].wait();
+    }
+
+    /// Waits until exactly `n` workers are connected.
+    pub fn wait_for_workers(&self, n: usize) {
+        wait_until(Duration::from_secs(30), "workers to join", || {
+            let out = self.run(&["workers"]);
+            out.status.success() && stdout(&out).lines().count() == n
+        });
+    }
+
+    /// `dtask workers --json`, one value per worker.
+    pub fn workers_json(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["workers", "--json"]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        stdout(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// A `dtask` command aimed at this scheduler.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(DTASK);
+        c.env("DTASK_STATE_DIR", self.state.path())
+            .env("DTASK_SCHEDULER", &self.addr)
+            .env("DTASK_LOG", "warn")
+            .env_remove("DTASK_TOKEN")
+            .env_remove("DTASK_CLIENT");
+        c
+    }
+
+    /// Runs `dtask ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_with_stdin(self.command().args(args), "")
+    }
+
+    /// Runs `dtask ARGS`, expects success, returns trimmed stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "dtask {args:?}: {}", stderr(&out));
+        stdout(&out).trim_end().to_string()
+    }
+
+    /// The journal directory.
+    pub fn journal(&self) -> std::path::PathBuf {
+        self.state.path().join("journal")
+    }
+
+    /// Kills the scheduler outright and starts it again on the same port.
+    pub fn restart_scheduler(&mut self) {
+        self.kill_scheduler();
+        self.start_scheduler();
+    }
+
+    /// Kills the scheduler outright.
+    pub fn kill_scheduler(&mut self) {
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+    }
+
+    /// Starts the scheduler again on its port and journal.
+    pub fn start_scheduler(&mut self) {
+        let port = self.addr.rsplit(':').next().unwrap().to_string();
+        let (s, addr) = scheduler(self.state.path(), &port);
+        assert_eq!(addr, self.addr);
+        self.scheduler = s;
+    }
+}
+
+impl Drop for Pieces {
+    fn drop(&mut self) {
+        for c in self.workers.iter_mut().chain([&mut self.scheduler]) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `dtask scheduler` on `port` with its journal in `state`.
+pub fn scheduler(state: &std::path::Path, port: &str) -> (Child, String) {
+    let mut child = Command::new(DTASK)
+        .args(["scheduler", "--port", port, "--journal"])
+        .arg(state.join("journal"))
+        .env("DTASK_STATE_DIR", state)
+        .env("DTASK_LOG", "warn")
+        .env_remove("DTASK_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let addr = first_line(child.stdout.take().unwrap(), Duration::from_secs(30))
+        .expect("the scheduler printed its address");
+    (child, addr)
+}
+
+/// A `/proc/PID/status` field in MiB (VmRSS, VmHWM).
+pub fn mib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
 }

@@ -14,6 +14,7 @@ use bincode::Options;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -45,7 +46,8 @@ impl Journal {
     /// anything.
     pub fn open(dir: &Path) -> Result<(Self, Option<Recovered>), String> {
         let modules_dir = dir.join(MODULES);
-        std::fs::create_dir_all(&modules_dir)
+        private_dir(dir)
+            .and_then(|()| private_dir(&modules_dir))
             .map_err(|e| format!("cannot create the journal in {}: {e}", dir.display()))?;
         let recovered = recover(dir)?;
         let (tx, rx) = mpsc::channel();
@@ -160,9 +162,27 @@ fn durable_write(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .and_then(|n| n.to_str())
             .unwrap_or("journal")
     ));
-    let mut f = std::fs::File::create(&tmp)?;
+    // Task arguments and granted environment (secrets, often) are in
+    // here: only the scheduler's user may read them.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dest)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` (and its parents) if needed, and makes it private to this
+/// user (0700) whatever it was before.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

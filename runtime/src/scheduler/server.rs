@@ -14,6 +14,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+/// Batches of inbound messages (one frame's worth each) that may wait for
+/// the core loop before connection readers pause.
+const INBOUND_BATCHES: usize = 256;
+
 /// How the scheduler runs.
 #[derive(Clone, Debug)]
 pub struct SchedulerOptions {
@@ -28,6 +32,9 @@ pub struct SchedulerOptions {
     pub max_module: usize,
     /// Largest value accepted as an argument, scattered or stored, in bytes.
     pub max_value: usize,
+    /// Bytes that may wait to be sent to one client before it is
+    /// disconnected as too slow (0: no bound).
+    pub client_buffer: usize,
     /// Directory of the journal to keep (and resume from), if any.
     pub journal: Option<std::path::PathBuf>,
 }
@@ -43,6 +50,8 @@ enum Inbound {
         id: u64,
         role: Role,
         tx: Sender<FromScheduler>,
+        /// Stops the connection's reader.
+        hangup: Arc<tokio::sync::Notify>,
     },
     Msgs {
         id: u64,
@@ -62,6 +71,7 @@ enum Inbound {
 
 struct Conn {
     tx: Sender<FromScheduler>,
+    hangup: Arc<tokio::sync::Notify>,
     is_worker: bool,
     /// When it last sent anything.
     last_seen: tokio::time::Instant,
@@ -93,7 +103,9 @@ impl Scheduler {
 
     /// Serves until a client asks for shutdown.
     pub async fn run(self) {
-        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        // Bounded: when the core falls behind, readers stop reading and TCP
+        // pushes back on whoever sends too fast.
+        let (in_tx, in_rx) = mpsc::channel(INBOUND_BATCHES);
         let next_id = Arc::new(AtomicU64::new(1));
         let opts = self.options.clone();
         let timers = in_tx.clone();
@@ -102,7 +114,7 @@ impl Scheduler {
             let mut every = tokio::time::interval(HEARTBEAT);
             loop {
                 every.tick().await;
-                if ticks.send(Inbound::CheckWorkers).is_err() {
+                if ticks.send(Inbound::CheckWorkers).await.is_err() {
                     return;
                 }
             }
@@ -150,9 +162,19 @@ async fn accept_loop(
     listener: TcpListener,
     opts: SchedulerOptions,
     next_id: Arc<AtomicU64>,
-    in_tx: mpsc::UnboundedSender<Inbound>,
+    in_tx: mpsc::Sender<Inbound>,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(
+        connection::MAX_PENDING_HANDSHAKES,
+    ));
     loop {
+        // Unauthenticated peers get a bounded share: past the cap, new
+        // connections wait in the kernel's backlog.
+        let permit = handshakes
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -175,15 +197,26 @@ async fn accept_loop(
                 },
             )
             .await;
+            drop(permit);
             match admitted {
                 Ok((hello, id, tx, rx)) => {
-                    let _ = in_tx.send(Inbound::Connected {
-                        id,
-                        role: hello.role,
-                        tx,
-                    });
-                    read_loop(id, rx, &in_tx).await;
-                    let _ = in_tx.send(Inbound::Closed { id });
+                    if matches!(hello.role, Role::Client { .. }) {
+                        tx.set_limit(opts.client_buffer);
+                    }
+                    let hangup = Arc::new(tokio::sync::Notify::new());
+                    let _ = in_tx
+                        .send(Inbound::Connected {
+                            id,
+                            role: hello.role,
+                            tx,
+                            hangup: hangup.clone(),
+                        })
+                        .await;
+                    tokio::select! {
+                        () = read_loop(id, rx, &in_tx) => {}
+                        () = hangup.notified() => {}
+                    }
+                    let _ = in_tx.send(Inbound::Closed { id }).await;
                 }
                 Err(e) => tracing::warn!("refused connection from {peer}: {e}"),
             }
@@ -191,13 +224,13 @@ async fn accept_loop(
     }
 }
 
-async fn read_loop(id: u64, mut rx: Receiver<ToScheduler>, in_tx: &mpsc::UnboundedSender<Inbound>) {
+async fn read_loop(id: u64, mut rx: Receiver<ToScheduler>, in_tx: &mpsc::Sender<Inbound>) {
     loop {
         match rx.recv().await {
             Ok(Some(first)) => {
                 let mut msgs = vec![first];
                 msgs.extend(rx.drain_ready());
-                if in_tx.send(Inbound::Msgs { id, msgs }).is_err() {
+                if in_tx.send(Inbound::Msgs { id, msgs }).await.is_err() {
                     return;
                 }
             }
@@ -213,7 +246,7 @@ async fn read_loop(id: u64, mut rx: Receiver<ToScheduler>, in_tx: &mpsc::Unbound
 struct Core {
     state: state::Scheduler,
     /// Where armed timers report back.
-    timers: mpsc::UnboundedSender<Inbound>,
+    timers: mpsc::Sender<Inbound>,
     worker_timeout: Duration,
     max_module: usize,
     /// Where the durable state goes, if anywhere.
@@ -222,12 +255,14 @@ struct Core {
     dirty: bool,
     modules: HashMap<String, Bytes>,
     conns: HashMap<u64, Conn>,
+    /// Clients whose outgoing queue overflowed, to disconnect.
+    overflowed: Vec<u64>,
     shutting_down: bool,
 }
 
 async fn core_loop(
-    mut in_rx: mpsc::UnboundedReceiver<Inbound>,
-    timers: mpsc::UnboundedSender<Inbound>,
+    mut in_rx: mpsc::Receiver<Inbound>,
+    timers: mpsc::Sender<Inbound>,
     options: SchedulerOptions,
     state: state::Scheduler,
     modules: HashMap<String, Bytes>,
@@ -242,10 +277,12 @@ async fn core_loop(
         dirty: false,
         modules,
         conns: HashMap::new(),
+        overflowed: Vec::new(),
         shutting_down: false,
     };
     while let Some(inbound) = in_rx.recv().await {
         core.inbound(inbound);
+        core.drop_overflowed();
         if core.shutting_down {
             break;
         }
@@ -266,7 +303,12 @@ async fn core_loop(
 impl Core {
     fn inbound(&mut self, inbound: Inbound) {
         match inbound {
-            Inbound::Connected { id, role, tx } => {
+            Inbound::Connected {
+                id,
+                role,
+                tx,
+                hangup,
+            } => {
                 let event = match role {
                     Role::Client { name } => Event::ClientConnected { client: id, name },
                     Role::Worker {
@@ -293,6 +335,7 @@ impl Core {
                     id,
                     Conn {
                         tx,
+                        hangup,
                         is_worker,
                         last_seen: tokio::time::Instant::now(),
                     },
@@ -310,9 +353,12 @@ impl Core {
                 }
             }
             Inbound::Msgs { id, msgs } => {
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.last_seen = tokio::time::Instant::now();
-                }
+                // A connection given up on (too slow, silent) may still
+                // have messages in flight: they are dropped.
+                let Some(c) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                c.last_seen = tokio::time::Instant::now();
                 for msg in msgs {
                     self.message(id, msg);
                 }
@@ -346,9 +392,23 @@ impl Core {
         }
     }
 
-    fn send(&self, id: u64, msg: FromScheduler) {
-        if let Some(c) = self.conns.get(&id) {
-            let _ = c.tx.send(msg);
+    fn send(&mut self, id: u64, msg: FromScheduler) {
+        if let Some(c) = self.conns.get(&id)
+            && let Err(e @ connection::SendError::Overflow { .. }) = c.tx.send(msg)
+        {
+            tracing::warn!("disconnecting client {id}: it stopped reading ({e})");
+            self.overflowed.push(id);
+        }
+    }
+
+    /// Forgets the clients cut off for falling behind, as if they had
+    /// disconnected: their unnamed holds, waits and subscriptions end.
+    fn drop_overflowed(&mut self) {
+        while let Some(id) = self.overflowed.pop() {
+            if let Some(conn) = self.conns.remove(&id) {
+                conn.hangup.notify_one();
+                self.apply(Event::ClientDisconnected { client: id });
+            }
         }
     }
 
@@ -475,6 +535,7 @@ impl Core {
             },
             ToScheduler::Seceded { key } if is_worker => Event::Seceded { worker: from, key },
             ToScheduler::Rejoined { key } if is_worker => Event::Rejoined { worker: from, key },
+            ToScheduler::Started { keys } if is_worker => Event::Started { worker: from, keys },
             ToScheduler::Primitive { id, task, op } if !is_worker => Event::Primitive {
                 client: from,
                 id,
@@ -568,7 +629,7 @@ impl Core {
                     let timers = self.timers.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                        let _ = timers.send(Inbound::Timeout { client, id });
+                        let _ = timers.send(Inbound::Timeout { client, id }).await;
                     });
                 }
                 Command::Message {

@@ -176,6 +176,13 @@ pub enum Event {
         /// The task.
         key: String,
     },
+    /// Tasks took an execution slot on their worker and began running.
+    Started {
+        /// Its worker.
+        worker: WorkerId,
+        /// The tasks.
+        keys: Vec<String>,
+    },
     /// A seceded task took a slot again.
     Rejoined {
         /// Its worker.
@@ -358,6 +365,9 @@ enum State {
     },
     Processing {
         worker: WorkerId,
+        /// The worker said it took a slot and began running it (not merely
+        /// queued it): only then is it a suspect if the worker dies.
+        started: bool,
     },
     Finished {
         result: Stored,
@@ -670,7 +680,7 @@ impl Scheduler {
                 for (key, error) in errors {
                     let on_it = matches!(
                         self.tasks.get(&key).map(|t| &t.state),
-                        Some(State::Processing { worker: w }) if *w == worker
+                        Some(State::Processing { worker: w, .. }) if *w == worker
                     );
                     if !on_it {
                         continue;
@@ -702,6 +712,16 @@ impl Scheduler {
                     && w.processing.contains(&key)
                 {
                     w.seceded.insert(key);
+                }
+            }
+            Event::Started { worker, keys } => {
+                for key in keys {
+                    if let Some(t) = self.tasks.get_mut(&key)
+                        && let State::Processing { worker: w, started } = &mut t.state
+                        && *w == worker
+                    {
+                        *started = true;
+                    }
                 }
             }
             Event::Rejoined { worker, key } => {
@@ -1020,12 +1040,12 @@ impl Scheduler {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.give_back(&key, &task.spec.placement.resources);
         }
-        if matches!(&task.state, State::Processing { worker: w } if *w == worker) {
+        if matches!(&task.state, State::Processing { worker: w, .. } if *w == worker) {
             self.owner_ended(&Owner::Task(key.clone()), out);
         }
         let task = self.tasks.get_mut(&key).expect("present");
         match &mut task.state {
-            State::Processing { worker: w } if *w == worker || task.scatter.is_some() => {}
+            State::Processing { worker: w, .. } if *w == worker || task.scatter.is_some() => {}
             // Another copy (broadcast scatter): remember where it is.
             State::Finished { result } if task.scatter.is_some() => {
                 if !result.who_has.contains(&worker) {
@@ -1187,7 +1207,7 @@ impl Scheduler {
             if t.is_terminal() {
                 continue;
             }
-            if let State::Processing { worker } = t.state
+            if let State::Processing { worker, .. } = t.state
                 && let Some(w) = self.workers.get_mut(&worker)
                 && w.processing.contains(&k)
             {
@@ -1300,9 +1320,14 @@ impl Scheduler {
         for key in w.processing {
             self.owner_ended(&Owner::Task(key.clone()), out);
             if let Some(t) = self.tasks.get_mut(&key)
-                && matches!(t.state, State::Processing { worker: x } if x == worker)
+                && let State::Processing { worker: x, started } = t.state
+                && x == worker
             {
-                t.deaths += 1;
+                // Tasks queued behind the running ones never touched the
+                // worker: they are placed again without blame.
+                if started {
+                    t.deaths += 1;
+                }
                 if t.scatter.is_some() {
                     t.state = State::Lost;
                     lost.push(key);
@@ -1366,7 +1391,10 @@ impl Scheduler {
                 .expect("placed on a live worker");
             w.take(key, &need);
             self.stats.dispatched += 1;
-            self.tasks.get_mut(key).expect("present").state = State::Processing { worker };
+            self.tasks.get_mut(key).expect("present").state = State::Processing {
+                worker,
+                started: false,
+            };
             batches.entry(worker).or_default().push(run);
         }
         self.ready.extend(waiting);
@@ -1491,6 +1519,16 @@ impl Scheduler {
                 nthreads: w.nthreads,
                 resources: w.resources.clone(),
                 processing: w.processing.len(),
+                executing: w
+                    .processing
+                    .iter()
+                    .filter(|k| {
+                        matches!(
+                            self.tasks.get(*k).map(|t| &t.state),
+                            Some(State::Processing { started: true, .. })
+                        )
+                    })
+                    .count(),
                 holding: w.has.len(),
                 nbytes: w
                     .has
@@ -1690,7 +1728,10 @@ impl Scheduler {
                     retries: 0,
                 },
                 seq: self.seq,
-                state: State::Processing { worker: chosen[0] },
+                state: State::Processing {
+                    worker: chosen[0],
+                    started: false,
+                },
                 deps: Vec::new(),
                 dependents: Vec::new(),
                 needed_by: 0,

@@ -650,10 +650,12 @@ fn a_task_on_three_workers_that_died_fails_instead_of_killing_more() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("killer", vec![])]);
     for (dead, next) in [(10, 20), (20, 30)] {
+        s.handle(started(dead, "killer"));
         s.handle(joined(next, 1));
         let cmds = s.handle(Event::WorkerDisconnected { worker: dead });
         assert_eq!(runs(&cmds), vec![(next, "killer".to_string())]);
     }
+    s.handle(started(30, "killer"));
     s.handle(joined(40, 1));
     s.handle(Event::Watch {
         client: 1,
@@ -670,6 +672,45 @@ fn a_task_on_three_workers_that_died_fails_instead_of_killing_more() {
         _ => None,
     });
     assert!(msg.unwrap().contains("3 workers that died"));
+}
+
+pub(super) fn started(worker: u64, key: &str) -> Event {
+    Event::Started {
+        worker,
+        keys: vec![key.into()],
+    }
+}
+
+#[test]
+fn tasks_queued_behind_a_running_one_are_not_blamed_for_worker_deaths() {
+    // One slot: "spin" runs, five more wait in the worker's queue.
+    let mut s = setup(&[(10, 1)]);
+    let mut tasks = vec![spec("spin", vec![])];
+    tasks.extend((0..5).map(|i| spec(&format!("q{i}"), vec![])));
+    let cmds = submit(&mut s, tasks);
+    assert_eq!(runs(&cmds).len(), 6, "one running, five queued");
+    s.handle(started(10, "spin"));
+    let mut worker = 10;
+    for next in [20, 30, 40] {
+        s.handle(joined(next, 1));
+        let cmds = s.handle(Event::WorkerDisconnected { worker });
+        if next < 40 {
+            assert!(runs(&cmds).iter().any(|(_, k)| k == "spin"));
+            s.handle(started(next, "spin"));
+        }
+        worker = next;
+    }
+    assert_eq!(
+        s.state("spin"),
+        Some(TaskState::Error),
+        "it began on 3 that died"
+    );
+    for i in 0..5 {
+        let k = format!("q{i}");
+        assert_eq!(s.state(&k), Some(TaskState::Processing), "{k} never began");
+        finish(&mut s, 40, &k, small(i as u8));
+        assert_eq!(s.state(&k), Some(TaskState::Finished));
+    }
 }
 
 fn resourced(id: u64, resources: Vec<(String, f64)>) -> Event {

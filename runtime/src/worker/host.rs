@@ -16,7 +16,6 @@
 //! limit bounds these waits too.
 
 use crate::client::{self, Client, ClientError, Future, SubmitOptions};
-use crate::connection::Sender;
 use crate::module::CompiledModule;
 use crate::protocol::{Arg, CallArg, Op, OpReply, Placement, ToScheduler};
 use crate::value;
@@ -58,7 +57,7 @@ pub struct Link {
     /// scheduler restart).
     client: tokio::sync::Mutex<Option<Client>>,
     slots: Arc<Semaphore>,
-    to_scheduler: Sender<ToScheduler>,
+    to_scheduler: tokio::sync::mpsc::UnboundedSender<ToScheduler>,
     worker_id: Arc<str>,
 }
 
@@ -69,7 +68,7 @@ impl Link {
         scheduler: String,
         token: String,
         slots: Arc<Semaphore>,
-        to_scheduler: Sender<ToScheduler>,
+        to_scheduler: tokio::sync::mpsc::UnboundedSender<ToScheduler>,
         worker_id: &str,
     ) -> Self {
         Self {

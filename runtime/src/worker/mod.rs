@@ -82,7 +82,8 @@ struct Shared {
     slots: Arc<Semaphore>,
     /// What tasks use to act as clients and give their slots back.
     link: Arc<Link>,
-    to_scheduler: Sender<ToScheduler>,
+    /// The outbox: messages for whichever scheduler connection is current.
+    to_scheduler: tokio::sync::mpsc::UnboundedSender<ToScheduler>,
     /// Tasks in flight, to interrupt on cancel.
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
@@ -367,6 +368,11 @@ async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
         .acquire_owned()
         .await
         .expect("the slot semaphore is never closed");
+    // From here on it runs: if this worker dies now, the scheduler counts
+    // it as a suspect (and not the tasks still queued behind it).
+    let _ = shared.to_scheduler.send(ToScheduler::Started {
+        keys: vec![task.key.clone()],
+    });
     // The task's own limit, within the worker's.
     let timeout = match (
         task.timeout_ms.map(Duration::from_millis),

@@ -172,7 +172,9 @@ impl Sandbox {
         pool.linear_memory_keep_resident(4 << 20);
         pool.table_keep_resident(64 << 10);
         pool.async_stack_keep_resident(256 << 10);
-        pool.decommit_batch_size(32);
+        // Give memory back as each instance ends: batching decommits kept
+        // up to a batch of finished tasks' memories resident at once.
+        pool.decommit_batch_size(1);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);

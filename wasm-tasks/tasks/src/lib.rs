@@ -92,6 +92,15 @@ impl Guest for Tasks {
         ms
     }
 
+    fn hog(mib: u32) -> u64 {
+        let mut v = vec![0u8; mib as usize * 1024 * 1024];
+        for page in v.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&v);
+        v.iter().step_by(4096).map(|b| *b as u64).sum::<u64>() * 4096
+    }
+
     fn repeat(s: String, n: u32) -> String {
         s.repeat(n as usize)
     }
