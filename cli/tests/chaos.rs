@@ -109,3 +109,91 @@ fn a_worker_gives_back_the_memory_of_tasks_that_ended() {
     assert!(peak <= 600, "peak RSS {peak} MiB");
     assert!(idle <= 100, "idle RSS {idle} MiB");
 }
+
+#[test]
+fn a_graph_finishes_right_through_ten_scheduler_restarts() {
+    use dtask_runtime::protocol::Outcome;
+    let mut p = Pieces::start(3);
+    let token = std::fs::read_to_string(p.state.path().join("token")).unwrap();
+    let rt = runtime();
+    // Named, so its keys are journaled and held across restarts.
+    let client = rt
+        .block_on(dtask_runtime::client::Client::connect(
+            &p.addr,
+            token.trim(),
+            Some("restarts".into()),
+        ))
+        .unwrap();
+    let module = dtask_runtime::module::LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
+    // A map first, then chains whose work queues behind running tasks.
+    let (mut specs, mut expected) = chain_graph(&module, 30, 100, 10);
+    for i in 0..1000i64 {
+        let spec = dtask_runtime::client::task_spec(
+            module.hash(),
+            "inc",
+            vec![value(i)],
+            &Default::default(),
+        );
+        expected.insert(spec.key.clone(), i + 1);
+        specs.insert(0, spec);
+    }
+    let keys: Vec<String> = expected.keys().cloned().collect();
+    let mut done = rt.block_on(async {
+        client.upload(&module).await.unwrap();
+        client.submit_specs(specs).await.unwrap().await.unwrap();
+        client.watch(keys.clone()).unwrap()
+    });
+    // The journal records within its sync interval: the graph is durable
+    // once it has caught up.
+    let submitted = std::time::SystemTime::now();
+    wait_until(
+        Duration::from_secs(10),
+        "the journal to record the graph",
+        || journal_written_since(&p, submitted),
+    );
+    let mut outcomes = std::collections::HashMap::new();
+    let mut drain = |outcomes: &mut std::collections::HashMap<String, Outcome>| {
+        while let Ok((k, o)) = done.try_recv() {
+            outcomes.insert(k, o);
+        }
+    };
+    for restart in 1..=10 {
+        // Work is flowing (a task runs somewhere) before each kill.
+        wait_until(Duration::from_secs(60), "work to flow", || {
+            drain(&mut outcomes);
+            outcomes.len() == keys.len()
+                || p.workers_json()
+                    .iter()
+                    .any(|w| w["executing"].as_u64() > Some(0))
+        });
+        if outcomes.len() == keys.len() {
+            eprintln!("the graph finished before restart {restart}");
+            break;
+        }
+        p.restart_scheduler();
+        p.wait_for_workers(3);
+    }
+    wait_until(Duration::from_secs(120), "every key to finish", || {
+        drain(&mut outcomes);
+        outcomes.len() == keys.len()
+    });
+    for (k, o) in &outcomes {
+        assert!(matches!(o, Outcome::Finished(_)), "{k}: {o:?}");
+    }
+    let values = rt
+        .block_on(client.gather_with(&keys, dtask_runtime::client::Errors::Raise))
+        .unwrap();
+    for (k, v) in keys.iter().zip(values) {
+        assert_eq!(v.as_i64(), Some(expected[k]), "{k}");
+    }
+}
+
+/// Whether the journal in `p` has written anything since `t`.
+fn journal_written_since(p: &Pieces, t: std::time::SystemTime) -> bool {
+    std::fs::read_dir(p.journal())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .any(|m| m > t)
+}

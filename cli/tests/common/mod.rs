@@ -411,3 +411,44 @@ pub fn mib(pid: u32, field: &str) -> u64 {
         .unwrap();
     kib / 1024
 }
+
+/// A graph of `chains` chains of `links` links for chaos runs: link i of
+/// chain c is `add(@link(i-1), @spin(ms))` (a spin of `ms` milliseconds
+/// gives `ms`), so link i must hold `c + ms × (i + 1)`. Returns every
+/// task, dependencies first, and each link's expected value.
+pub fn chain_graph(
+    module: &dtask_runtime::module::LocalModule,
+    chains: i64,
+    links: i64,
+    ms: i64,
+) -> (
+    Vec<dtask_runtime::protocol::TaskSpec>,
+    std::collections::HashMap<String, i64>,
+) {
+    use dtask_runtime::client::{SubmitOptions, task_spec};
+    use dtask_runtime::protocol::Arg;
+    let int = |i: i64| Arg::Value(dtask_runtime::value::encode(&i.into()).into());
+    let impure = SubmitOptions {
+        pure: false,
+        ..SubmitOptions::default()
+    };
+    let mut specs = Vec::new();
+    let mut expected = std::collections::HashMap::new();
+    for c in 0..chains {
+        let mut prev = int(c);
+        for i in 0..links {
+            let spin = task_spec(module.hash(), "spin", vec![int(ms)], &impure);
+            let link = task_spec(
+                module.hash(),
+                "add",
+                vec![prev, Arg::Future(spin.key.clone())],
+                &impure,
+            );
+            prev = Arg::Future(link.key.clone());
+            expected.insert(link.key.clone(), c + ms * (i + 1));
+            specs.push(spin);
+            specs.push(link);
+        }
+    }
+    (specs, expected)
+}
