@@ -196,16 +196,8 @@ fn run_once() -> Report {
         client.watch(keys.clone()).unwrap()
     });
 
-    // The graph is durable once the journal has caught up with it.
-    let submitted = std::time::SystemTime::now();
-    wait_until(Duration::from_secs(10), "the journal to record the graph", || {
-        std::fs::read_dir(cluster.state.path().join("journal"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.metadata().ok()?.modified().ok())
-            .any(|m| m > submitted)
-    });
+    // The graph is durable once the journal has it.
+    common::wait_journal(&cluster.state.path().join("journal"), &keys, false);
 
     // Chaos on a thread of its own: a worker killed every second (and
     // replaced), the scheduler killed and restarted every few seconds.

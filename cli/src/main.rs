@@ -58,6 +58,7 @@ enum Command {
     Actor(cmd::actor::Args),
     Config(cmd::show_config::Args),
     Inspect(cmd::inspect::Args),
+    Journal(cmd::journal::Args),
     Shutdown(cmd::shutdown::Args),
     Scheduler(cmd::scheduler::Args),
     Worker(cmd::worker::Args),
@@ -95,6 +96,7 @@ fn main() -> ExitCode {
         Command::Worker(a) => cmd::worker::run(&global, a),
         Command::Cluster(a) => cmd::cluster::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Journal(a) => cmd::journal::run(a),
         Command::Config(a) => cmd::show_config::run(&global, a),
         other => client_runtime().and_then(|rt| {
             rt.block_on(async move {

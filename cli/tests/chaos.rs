@@ -143,14 +143,8 @@ fn a_graph_finishes_right_through_ten_scheduler_restarts() {
         client.submit_specs(specs).await.unwrap().await.unwrap();
         client.watch(keys.clone()).unwrap()
     });
-    // The journal records within its sync interval: the graph is durable
-    // once it has caught up.
-    let submitted = std::time::SystemTime::now();
-    wait_until(
-        Duration::from_secs(10),
-        "the journal to record the graph",
-        || journal_written_since(&p, submitted),
-    );
+    // The graph is durable once the journal has it.
+    wait_journal(&p.journal(), &keys, false);
     let mut outcomes = std::collections::HashMap::new();
     let mut drain = |outcomes: &mut std::collections::HashMap<String, Outcome>| {
         while let Ok((k, o)) = done.try_recv() {
@@ -186,14 +180,4 @@ fn a_graph_finishes_right_through_ten_scheduler_restarts() {
     for (k, v) in keys.iter().zip(values) {
         assert_eq!(v.as_i64(), Some(expected[k]), "{k}");
     }
-}
-
-/// Whether the journal in `p` has written anything since `t`.
-fn journal_written_since(p: &Pieces, t: std::time::SystemTime) -> bool {
-    std::fs::read_dir(p.journal())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.metadata().ok()?.modified().ok())
-        .any(|m| m > t)
 }

@@ -5,11 +5,7 @@ mod common;
 
 use common::*;
 use std::process::Stdio;
-use std::time::{Duration, SystemTime};
-
-fn modified(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
+use std::time::Duration;
 
 #[test]
 fn a_scheduler_killed_and_restarted_on_its_journal_keeps_finished_keys_and_finishes_the_rest() {
@@ -68,9 +64,11 @@ fn a_scheduler_killed_and_restarted_on_its_journal_keeps_finished_keys_and_finis
     p.ok(&["var", "set", "model", &format!("@{big}")]);
     p.ok(&["event", "set", "ready"]);
     p.ok(&["lock", "acquire", "db"]);
-    let recorded = SystemTime::now();
-    wait_until(Duration::from_secs(10), "the journal to catch up", || {
-        modified(&p.journal().join("snapshot.bin")).is_some_and(|m| m > recorded)
+    // The lock was taken last: once the journal has it, it has the rest.
+    wait_until(Duration::from_secs(30), "the journal to catch up", || {
+        journal_records(&p.journal())
+            .iter()
+            .any(|r| r["Leases"]["name"] == "db" && r["Leases"]["holders"][0] == "default")
     });
 
     p.restart_scheduler();
@@ -108,13 +106,15 @@ fn shutdown_clears_the_journal_so_a_new_scheduler_starts_empty() {
     let mut p = Pieces::start(1);
     let key = p.ok(&["submit", tasks_wasm(), "inc", "1"]);
     assert_eq!(p.ok(&["gather", &key]), "2");
-    let recorded = SystemTime::now();
-    wait_until(Duration::from_secs(10), "the journal to catch up", || {
-        modified(&p.journal().join("snapshot.bin")).is_some_and(|m| m > recorded)
-    });
+    p.wait_journaled(std::slice::from_ref(&key));
     p.ok(&["shutdown"]);
     let _ = p.scheduler.wait();
-    assert!(!p.journal().join("snapshot.bin").exists());
+    let left: Vec<_> = std::fs::read_dir(p.journal())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     p.restart_scheduler();
     assert_eq!(p.ok(&["status", &key]), format!("{key}\tunknown"));
 }
@@ -132,10 +132,7 @@ fn the_journal_is_private_to_the_scheduler_user() {
         "1",
     ]);
     assert_eq!(p.ok(&["gather", &key]), "2");
-    let recorded = SystemTime::now();
-    wait_until(Duration::from_secs(10), "the journal to catch up", || {
-        modified(&p.journal().join("snapshot.bin")).is_some_and(|m| m > recorded)
-    });
+    p.wait_journaled(std::slice::from_ref(&key));
     let mode =
         |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&p.journal()), 0o700);
@@ -152,10 +149,7 @@ fn a_command_started_while_the_scheduler_is_down_waits_for_it_to_return() {
     let mut p = Pieces::start(1);
     let key = p.ok(&["submit", tasks_wasm(), "inc", "1"]);
     assert_eq!(p.ok(&["gather", &key]), "2");
-    let recorded = SystemTime::now();
-    wait_until(Duration::from_secs(10), "the journal to catch up", || {
-        modified(&p.journal().join("snapshot.bin")).is_some_and(|m| m > recorded)
-    });
+    p.wait_journaled(std::slice::from_ref(&key));
     p.kill_scheduler();
     let mut gather = p
         .command()

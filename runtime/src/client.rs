@@ -533,8 +533,16 @@ impl Client {
     /// The scheduler's counters: keys, runs sent, reruns after worker
     /// deaths.
     pub async fn stats(&self) -> Result<crate::protocol::Stats, ClientError> {
+        Ok(self.stats_and_health().await?.0)
+    }
+
+    /// The counters, and how the scheduler is doing (memory, held keys,
+    /// journal).
+    pub async fn stats_and_health(
+        &self,
+    ) -> Result<(crate::protocol::Stats, crate::protocol::Health), ClientError> {
         match self.request(|id| ToScheduler::Stats { id }).await? {
-            FromScheduler::Stats { stats, .. } => Ok(stats),
+            FromScheduler::Stats { stats, health, .. } => Ok((stats, health)),
             other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
         }
     }

@@ -756,6 +756,8 @@ pub enum FromScheduler {
         id: u64,
         /// The counters.
         stats: Stats,
+        /// Memory, held keys and the journal.
+        health: Health,
     },
     /// Answer to [`ToScheduler::Workers`].
     Workers {
@@ -862,6 +864,30 @@ pub struct Stats {
     /// Runs again because a worker died or a result was lost with one
     /// (lineage recomputation).
     pub reruns: u64,
+}
+
+/// How the scheduler is doing, for `dtask info`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    /// Keys that named clients hold (the CLI's until `dtask release`).
+    pub held: u64,
+    /// The scheduler's resident memory, in bytes (0 where unknown).
+    pub rss_bytes: u64,
+    /// Its journal, if it keeps one.
+    pub journal: Option<JournalHealth>,
+}
+
+/// The scheduler's journal, for `dtask info`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct JournalHealth {
+    /// Its directory.
+    pub dir: String,
+    /// Bytes of records written since the scheduler started.
+    pub bytes: u64,
+    /// Records written since the scheduler started.
+    pub records: u64,
+    /// What is wrong with it, if anything (records are not being kept).
+    pub problem: Option<String>,
 }
 
 /// A worker as `dtask workers` shows it.

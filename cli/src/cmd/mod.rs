@@ -9,6 +9,7 @@ pub mod event;
 pub mod gather;
 pub mod info;
 pub mod inspect;
+pub mod journal;
 pub mod lock;
 pub mod map;
 pub mod progress;

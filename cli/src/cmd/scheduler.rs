@@ -55,6 +55,15 @@ pub struct ServeOptions {
     /// the state directory.
     #[arg(long, value_name = "DIR")]
     pub journal: Option<std::path::PathBuf>,
+    /// Longest a change waits in the journal before it is synced to disk:
+    /// what a crash of the machine can lose (a crash of the scheduler
+    /// alone loses nothing already handed to the journal's writer).
+    #[arg(long, value_parser = super::parse_duration, default_value = "200ms", value_name = "DUR")]
+    pub journal_sync: std::time::Duration,
+    /// Log written since the last snapshot that starts a compaction (in
+    /// the background) into a new snapshot.
+    #[arg(long, value_parser = super::parse_size, default_value = "64MiB", value_name = "SIZE")]
+    pub journal_compact: usize,
 }
 
 /// Binds a listener, reporting a taken port as a usage error.
@@ -82,6 +91,10 @@ pub async fn serve(
             max_value: options.max_value_size,
             client_buffer: options.client_buffer,
             journal: options.journal.clone(),
+            journal_options: dtask_runtime::scheduler::journal::JournalOptions {
+                sync_every: options.journal_sync,
+                compact_bytes: options.journal_compact as u64,
+            },
         },
     )
     .map_err(|e| Failure::new(2, format!("cannot serve: {e}")))?;

@@ -313,6 +313,13 @@ impl Pieces {
         });
     }
 
+    /// Waits until the journal (as `dtask journal export` reads it) records
+    /// every one of `keys` finished: the scheduler syncs within its
+    /// --journal-sync interval.
+    pub fn wait_journaled(&self, keys: &[String]) {
+        wait_journaled(&self.journal(), keys);
+    }
+
     /// `dtask workers --json`, one value per worker.
     pub fn workers_json(&self) -> Vec<serde_json::Value> {
         let out = self.run(&["workers", "--json"]);
@@ -451,4 +458,54 @@ pub fn chain_graph(
         }
     }
     (specs, expected)
+}
+
+/// The records of the journal in `dir`, as `dtask journal export` prints
+/// them (empty if it cannot be read now, e.g. mid-write).
+pub fn journal_records(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = Command::new(DTASK)
+        .args(["journal", "export"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Vec::new();
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|mut v| v["record"].take())
+        .collect()
+}
+
+/// Waits until the journal in `dir` records every one of `keys` finished.
+pub fn wait_journaled(dir: &std::path::Path, keys: &[String]) {
+    wait_journal(dir, keys, true);
+}
+
+/// Waits until the journal in `dir` knows every one of `keys` (finished
+/// with `finished`, else in any state).
+pub fn wait_journal(dir: &std::path::Path, keys: &[String], finished: bool) {
+    wait_until(
+        Duration::from_secs(30),
+        "the journal to record the keys",
+        || {
+            // The last record of each key wins.
+            let mut seen = std::collections::HashMap::new();
+            for r in journal_records(dir) {
+                let (key, status) = if let Some(t) = r.get("Task") {
+                    (t["spec"]["key"].as_str(), &t["status"])
+                } else if let Some(s) = r.get("Status") {
+                    (s["key"].as_str(), &s["status"])
+                } else {
+                    continue;
+                };
+                if let Some(k) = key {
+                    seen.insert(k.to_string(), status["state"].get("Finished").is_some());
+                }
+            }
+            keys.iter()
+                .all(|k| seen.get(k).is_some_and(|f| *f || !finished))
+        },
+    );
 }

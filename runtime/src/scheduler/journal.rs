@@ -1,41 +1,134 @@
-//! The scheduler's journal on disk: a directory holding the latest
-//! [`Snapshot`] of its durable state and the modules it was given, so a
-//! restarted scheduler picks up where the last one stopped.
+//! The scheduler's journal on disk: an append-only log of [`Record`]s,
+//! compacted in the background into a [`Snapshot`], plus the modules it
+//! was given, so a restarted scheduler picks up where the last one stopped.
 //!
-//! Snapshots are written by a thread of their own, at most once per
-//! [`HEARTBEAT`](crate::protocol::HEARTBEAT) and only when something
-//! changed: write to a temporary file, fsync, rename over the old one,
-//! fsync the directory. So at most about a second of work is at risk, and a
-//! crash mid-write leaves the previous snapshot whole. Modules are written
-//! once, when uploaded.
+//! Layout of the journal directory (0700; files 0600, since task arguments
+//! and granted environment variables are in them):
+//!
+//! - `log-GEN.bin`: a header (`DTASKLOG`, [`JOURNAL_VERSION`], GEN), then
+//!   frames of `[length u32][crc32 u32][bincode Vec<Record>]`, one per
+//!   batch of changes.
+//! - `snapshot.bin`: a header (`DTASKSNP`, version, the last GEN it covers,
+//!   crc32), then the bincode [`Snapshot`].
+//! - `modules/HASH.wasm`: each module, written once.
+//!
+//! The core loop hands each event's records to the writer thread, which
+//! appends them and fsyncs at most every `sync_every` (so a crash loses at
+//! most that much); nothing on the core loop grows with the state. When the
+//! log since the last snapshot passes `compact_bytes`, the writer starts a
+//! new log and a compaction thread folds the old snapshot and logs into a
+//! new snapshot, then deletes them. Recovery is the same fold: snapshot,
+//! then every later log in order. A torn or corrupt frame ends the replay
+//! there: everything before it is recovered, the damaged tail is cut off,
+//! and the scheduler says so.
+//!
+//! If writing fails (a full disk, a read-only directory), the scheduler
+//! keeps serving, reports the problem (stderr, `dtask info`), and drops
+//! records until a write succeeds again; then it writes a whole snapshot
+//! of its state, so nothing recorded from then on depends on what was
+//! dropped.
 
-use super::state::Snapshot;
+use super::state::{Model, Record, Snapshot};
 use bincode::Options;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::io::Write as _;
+use std::io::{Read, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 const SNAPSHOT: &str = "snapshot.bin";
 const MODULES: &str = "modules";
+const LOG_MAGIC: &[u8; 8] = b"DTASKLOG";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"DTASKSNP";
+/// Header: magic, version (u32), generation (u64).
+const LOG_HEADER: usize = 8 + 4 + 8;
+/// Header: magic, version (u32), covered generation (u64), crc32 (u32).
+const SNAPSHOT_HEADER: usize = 8 + 4 + 8 + 4;
+/// Largest frame the reader accepts (a frame is one batch of records).
+const MAX_FRAME: usize = 1 << 30;
+
+/// Version of the on-disk format. A journal of another version is refused
+/// with a message naming both.
+pub const JOURNAL_VERSION: u32 = 2;
+
+/// How the journal writes.
+#[derive(Clone, Debug)]
+pub struct JournalOptions {
+    /// Longest a written record waits for fsync: what a crash can lose.
+    pub sync_every: Duration,
+    /// Log bytes since the last snapshot that start a compaction.
+    pub compact_bytes: u64,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        Self {
+            sync_every: Duration::from_millis(200),
+            compact_bytes: 64 << 20,
+        }
+    }
+}
 
 enum Write {
-    Snapshot(Vec<u8>),
+    Records(Vec<Record>),
     Module(String, Bytes),
+    /// The whole state, after writes failed.
+    Snapshot(Snapshot),
     Clear,
+    Flush(mpsc::Sender<()>),
+}
+
+/// What the journal is doing, shared with the scheduler for `dtask info`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Writing failed and records are being dropped until a whole snapshot
+    /// is written.
+    broken: AtomicBool,
+    /// The latest problem, for the user.
+    problem: Mutex<Option<String>>,
+    /// Bytes of records appended since the journal opened.
+    pub bytes: AtomicU64,
+    /// Records appended since the journal opened.
+    pub records: AtomicU64,
+}
+
+impl Health {
+    fn fail(&self, what: String) {
+        if !self.broken.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                "{what}; the scheduler keeps serving, but changes are not recorded until the journal \
+                 can be written again"
+            );
+        }
+        *self.problem.lock().expect("health lock") = Some(what);
+    }
+
+    fn healed(&self) {
+        if self.broken.swap(false, Ordering::AcqRel) {
+            tracing::warn!("the journal is written again (a whole snapshot was taken)");
+        }
+        *self.problem.lock().expect("health lock") = None;
+    }
+
+    /// The current problem, if any.
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().expect("health lock").clone()
+    }
 }
 
 /// Hands writes to the journal's thread.
 pub struct Journal {
     tx: mpsc::Sender<Write>,
     thread: std::thread::JoinHandle<()>,
+    health: Arc<Health>,
 }
 
 /// What a journal directory held when opened.
 pub struct Recovered {
-    /// The last snapshot.
+    /// The state it recorded.
     pub snapshot: Snapshot,
     /// The modules it names, by hash.
     pub modules: HashMap<String, Bytes>,
@@ -43,33 +136,107 @@ pub struct Recovered {
 
 impl Journal {
     /// Opens (creating) the journal in `dir`; returns what it held, if
-    /// anything.
-    pub fn open(dir: &Path) -> Result<(Self, Option<Recovered>), String> {
-        let modules_dir = dir.join(MODULES);
+    /// anything. A journal of another format version is an error; a
+    /// damaged tail is cut off and reported.
+    pub fn open(dir: &Path, options: JournalOptions) -> Result<(Self, Option<Recovered>), String> {
         private_dir(dir)
-            .and_then(|()| private_dir(&modules_dir))
+            .and_then(|()| private_dir(&dir.join(MODULES)))
             .map_err(|e| format!("cannot create the journal in {}: {e}", dir.display()))?;
-        let recovered = recover(dir)?;
+        let mut problem = None;
+        let (model, last_generation) = match load(dir, None, true) {
+            Ok(found) => found,
+            Err(LoadError::Refused(why)) => return Err(why),
+            Err(LoadError::Damaged(why)) => {
+                let aside = set_aside(dir)
+                    .map_err(|e| format!("{why}, and it cannot be set aside: {e}"))?;
+                let what = format!(
+                    "{why}; it was moved to {} and the scheduler started empty",
+                    aside.display()
+                );
+                tracing::error!("{what}");
+                problem = Some(what);
+                (None, 0)
+            }
+        };
+        let recovered = match model {
+            None => None,
+            Some(model) => {
+                let snapshot = model.into_snapshot();
+                let mut modules = HashMap::new();
+                for hash in snapshot.modules() {
+                    let file = dir.join(MODULES).join(format!("{hash}.wasm"));
+                    match std::fs::read(&file) {
+                        Ok(b) if blake3::hash(&b).to_hex().as_str() == hash => {
+                            modules.insert(hash.clone(), Bytes::from(b));
+                        }
+                        Ok(_) => {
+                            tracing::warn!("journal module {} is damaged; skipped", file.display())
+                        }
+                        Err(e) => {
+                            tracing::warn!("journal module {} unreadable: {e}", file.display())
+                        }
+                    }
+                }
+                Some(Recovered { snapshot, modules })
+            }
+        };
+        let health = Arc::new(Health::default());
+        *health.problem.lock().expect("health lock") = problem;
         let (tx, rx) = mpsc::channel();
-        let dir = dir.to_path_buf();
+        let mut writer = Writer {
+            dir: dir.to_path_buf(),
+            options,
+            health: health.clone(),
+            generation: last_generation + 1,
+            log: None,
+            log_bytes: 0,
+            unsynced: false,
+            last_sync: Instant::now(),
+            compacting: Arc::new(AtomicBool::new(false)),
+            snapshot_lock: Arc::new(Mutex::new(())),
+        };
+        writer.open_log();
         let thread = std::thread::Builder::new()
             .name("dtask-journal".into())
-            .spawn(move || writer(dir, rx))
+            .spawn(move || writer.run(rx))
             .map_err(|e| format!("cannot start the journal writer: {e}"))?;
-        Ok((Self { tx, thread }, recovered))
+        Ok((Self { tx, thread, health }, recovered))
     }
 
-    /// Records the state (written in the background).
-    pub fn snapshot(&self, snapshot: &Snapshot) {
-        let bytes = bincode::DefaultOptions::new()
-            .serialize(snapshot)
-            .expect("snapshots serialize");
-        let _ = self.tx.send(Write::Snapshot(bytes));
+    /// Appends records (written in the background).
+    pub fn append(&self, records: Vec<Record>) {
+        if !records.is_empty() {
+            let _ = self.tx.send(Write::Records(records));
+        }
     }
 
     /// Records a module.
     pub fn module(&self, hash: &str, bytes: Bytes) {
         let _ = self.tx.send(Write::Module(hash.to_string(), bytes));
+    }
+
+    /// Whether records were dropped and a whole snapshot is needed
+    /// ([`Journal::snapshot`]) before the journal is whole again.
+    pub fn needs_snapshot(&self) -> bool {
+        self.health.broken.load(Ordering::Acquire)
+    }
+
+    /// Writes the whole state (after writing failed).
+    pub fn snapshot(&self, snapshot: Snapshot) {
+        let _ = self.tx.send(Write::Snapshot(snapshot));
+    }
+
+    /// What the journal is doing.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Waits until everything handed over so far is written and synced.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Write::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
     }
 
     /// Forgets the state (after a requested shutdown: nothing to resume),
@@ -86,70 +253,505 @@ impl Journal {
     }
 }
 
-fn recover(dir: &Path) -> Result<Option<Recovered>, String> {
+struct Writer {
+    dir: PathBuf,
+    options: JournalOptions,
+    health: Arc<Health>,
+    /// Generation of the log being appended to.
+    generation: u64,
+    log: Option<std::io::BufWriter<std::fs::File>>,
+    /// Bytes in logs since the last snapshot started.
+    log_bytes: u64,
+    unsynced: bool,
+    last_sync: Instant,
+    compacting: Arc<AtomicBool>,
+    snapshot_lock: Arc<Mutex<()>>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Write>) {
+        loop {
+            let wait = if self.unsynced {
+                self.options
+                    .sync_every
+                    .saturating_sub(self.last_sync.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            match rx.recv_timeout(wait) {
+                Ok(w) => self.handle(w),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.sync();
+                    return;
+                }
+            }
+            if self.unsynced && self.last_sync.elapsed() >= self.options.sync_every {
+                self.sync();
+            }
+            if self.log_bytes >= self.options.compact_bytes
+                && !self.compacting.load(Ordering::Acquire)
+                && !self.health.broken.load(Ordering::Acquire)
+            {
+                self.compact();
+            }
+        }
+    }
+
+    fn handle(&mut self, w: Write) {
+        match w {
+            Write::Records(records) => {
+                if self.health.broken.load(Ordering::Acquire) {
+                    return;
+                }
+                let n = records.len() as u64;
+                let payload = bincode::DefaultOptions::new()
+                    .serialize(&records)
+                    .expect("records serialize");
+                let mut frame = Vec::with_capacity(payload.len() + 8);
+                frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+                frame.extend_from_slice(&payload);
+                let result = match &mut self.log {
+                    Some(log) => log.write_all(&frame),
+                    None => Err(std::io::Error::other("no log file is open")),
+                };
+                match result {
+                    Ok(()) => {
+                        self.log_bytes += frame.len() as u64;
+                        self.unsynced = true;
+                        self.health
+                            .bytes
+                            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                        self.health.records.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => self.failed(format!(
+                        "cannot append to the journal in {}: {e}",
+                        self.dir.display()
+                    )),
+                }
+            }
+            Write::Module(hash, bytes) => {
+                let dest = self.dir.join(MODULES).join(format!("{hash}.wasm"));
+                if !dest.exists()
+                    && let Err(e) = durable_write(&dest, &bytes)
+                {
+                    self.failed(format!(
+                        "cannot write module {hash} to the journal in {}: {e}",
+                        self.dir.display()
+                    ));
+                }
+            }
+            Write::Snapshot(snapshot) => {
+                // Everything up to now is in it: it covers the current log,
+                // and appending goes on in a fresh one.
+                let covers = self.generation;
+                let written = {
+                    let _guard = self.snapshot_lock.lock().expect("snapshot lock");
+                    write_snapshot(&self.dir, covers, &snapshot)
+                };
+                match written {
+                    Ok(()) => {
+                        self.log = None;
+                        self.generation += 1;
+                        self.log_bytes = 0;
+                        remove_logs(&self.dir, covers);
+                        self.open_log();
+                        if self.log.is_some() {
+                            self.health.healed();
+                        }
+                    }
+                    Err(e) => self.failed(format!(
+                        "cannot write a snapshot to the journal in {}: {e}",
+                        self.dir.display()
+                    )),
+                }
+            }
+            Write::Clear => {
+                self.log = None;
+                let _guard = self.snapshot_lock.lock().expect("snapshot lock");
+                remove_logs(&self.dir, u64::MAX);
+                let _ = std::fs::remove_file(self.dir.join(SNAPSHOT));
+                self.unsynced = false;
+            }
+            Write::Flush(ack) => {
+                self.sync();
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    fn failed(&mut self, what: String) {
+        // The log may now end in a partial frame: start a new one once the
+        // whole state can be written.
+        self.log = None;
+        self.unsynced = false;
+        self.health.fail(what);
+    }
+
+    fn sync(&mut self) {
+        if !self.unsynced {
+            return;
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        let result = match &mut self.log {
+            Some(log) => log.flush().and_then(|()| log.get_ref().sync_data()),
+            None => Ok(()),
+        };
+        if let Err(e) = result {
+            self.failed(format!(
+                "cannot sync the journal in {}: {e}",
+                self.dir.display()
+            ));
+        }
+    }
+
+    fn open_log(&mut self) {
+        let path = log_path(&self.dir, self.generation);
+        let opened = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            let mut header = Vec::with_capacity(LOG_HEADER);
+            header.extend_from_slice(LOG_MAGIC);
+            header.extend_from_slice(&JOURNAL_VERSION.to_le_bytes());
+            header.extend_from_slice(&self.generation.to_le_bytes());
+            f.write_all(&header)?;
+            f.sync_all()?;
+            std::fs::File::open(&self.dir)?.sync_all()?;
+            Ok::<_, std::io::Error>(f)
+        })();
+        match opened {
+            Ok(f) => self.log = Some(std::io::BufWriter::with_capacity(1 << 20, f)),
+            Err(e) => self.failed(format!("cannot create {}: {e}", path.display())),
+        }
+    }
+
+    /// Starts a new log and folds the older ones into a snapshot in the
+    /// background.
+    fn compact(&mut self) {
+        self.sync();
+        let upto = self.generation;
+        self.log = None;
+        self.generation += 1;
+        self.log_bytes = 0;
+        self.open_log();
+        self.compacting.store(true, Ordering::Release);
+        let dir = self.dir.clone();
+        let flag = self.compacting.clone();
+        let lock = self.snapshot_lock.clone();
+        let health = self.health.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dtask-compact".into())
+            .spawn(move || {
+                let began = Instant::now();
+                match load(&dir, Some(upto), false) {
+                    Ok((model, _)) => {
+                        let model = model.unwrap_or_default();
+                        let tasks = model.len();
+                        let snapshot = model.into_snapshot();
+                        let _guard = lock.lock().expect("snapshot lock");
+                        // A whole snapshot written meanwhile covers more.
+                        if read_snapshot_gen(&dir).is_some_and(|g| g > upto) {
+                            flag.store(false, Ordering::Release);
+                            return;
+                        }
+                        match write_snapshot(&dir, upto, &snapshot) {
+                            Ok(()) => {
+                                remove_logs(&dir, upto);
+                                tracing::info!(
+                                    "journal compacted: {tasks} tasks in a snapshot, in {:?}",
+                                    began.elapsed()
+                                );
+                            }
+                            Err(e) => health.fail(format!(
+                                "cannot compact the journal in {}: {e}",
+                                dir.display()
+                            )),
+                        }
+                    }
+                    Err(LoadError::Damaged(e) | LoadError::Refused(e)) => {
+                        tracing::error!("cannot compact the journal: {e}")
+                    }
+                }
+                flag.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.compacting.store(false, Ordering::Release);
+        }
+    }
+}
+
+fn log_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("log-{generation:012}.bin"))
+}
+
+/// The generations of the logs in `dir`, sorted.
+fn log_gens(dir: &Path) -> Vec<u64> {
+    let mut generations: Vec<u64> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix("log-")?
+                .strip_suffix(".bin")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    generations.sort_unstable();
+    generations
+}
+
+/// Deletes the logs of generations up to `upto`.
+fn remove_logs(dir: &Path, upto: u64) {
+    for generation in log_gens(dir).into_iter().filter(|g| *g <= upto) {
+        let _ = std::fs::remove_file(log_path(dir, generation));
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn read_snapshot_gen(dir: &Path) -> Option<u64> {
+    let mut f = std::fs::File::open(dir.join(SNAPSHOT)).ok()?;
+    let mut header = [0u8; SNAPSHOT_HEADER];
+    f.read_exact(&mut header).ok()?;
+    Some(u64::from_le_bytes(header[12..20].try_into().ok()?))
+}
+
+fn write_snapshot(dir: &Path, covers: u64, snapshot: &Snapshot) -> std::io::Result<()> {
+    let body = bincode::DefaultOptions::new()
+        .serialize(snapshot)
+        .expect("snapshots serialize");
+    let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER + body.len());
+    bytes.extend_from_slice(SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&JOURNAL_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&covers.to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    durable_write(&dir.join(SNAPSHOT), &bytes)
+}
+
+/// Why a journal could not be read.
+#[derive(Debug)]
+enum LoadError {
+    /// Damaged: its content cannot be trusted; it is set aside.
+    Damaged(String),
+    /// Another format, or unreadable: the scheduler refuses to start on it.
+    Refused(String),
+}
+
+fn version_error(path: &Path, found: u32) -> LoadError {
+    LoadError::Refused(format!(
+        "the journal file {} has format version {found}, and this dtask reads version \
+         {JOURNAL_VERSION}; run the dtask that wrote it, or move the journal away to start afresh",
+        path.display()
+    ))
+}
+
+/// The snapshot in `dir` as a model, and the last log generation it
+/// covers; `(None, 0)` if there is none.
+fn load_snapshot(dir: &Path) -> Result<(Option<Model>, u64), LoadError> {
     let path = dir.join(SNAPSHOT);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    let snapshot: Snapshot = bincode::DefaultOptions::new()
-        .with_limit(bytes.len() as u64 * 8 + 1024)
-        .deserialize(&bytes)
-        .map_err(|e| {
-            format!(
-                "the journal {} is damaged ({e}); move it away to start afresh",
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, 0)),
+        Err(e) => {
+            return Err(LoadError::Refused(format!(
+                "cannot read {}: {e}",
                 path.display()
-            )
-        })?;
-    let mut modules = HashMap::new();
-    for hash in snapshot.modules() {
-        let file = dir.join(MODULES).join(format!("{hash}.wasm"));
-        match std::fs::read(&file) {
-            Ok(b) if blake3::hash(&b).to_hex().as_str() == hash => {
-                modules.insert(hash.clone(), Bytes::from(b));
-            }
-            Ok(_) => tracing::warn!("journal module {} is damaged; skipped", file.display()),
-            Err(e) => tracing::warn!("journal module {} unreadable: {e}", file.display()),
+            )));
         }
+    };
+    if bytes.len() < SNAPSHOT_HEADER || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(LoadError::Damaged(format!(
+            "{} is not a dtask journal snapshot (or is damaged)",
+            path.display()
+        )));
     }
-    Ok(Some(Recovered { snapshot, modules }))
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != JOURNAL_VERSION {
+        return Err(version_error(&path, version));
+    }
+    let covered = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
+    let body = &bytes[SNAPSHOT_HEADER..];
+    if crc32fast::hash(body) != crc {
+        return Err(LoadError::Damaged(format!(
+            "the journal snapshot {} is damaged (checksum mismatch)",
+            path.display()
+        )));
+    }
+    let snapshot: Snapshot = bincode::DefaultOptions::new()
+        .with_limit(body.len() as u64 * 8 + 1024)
+        .deserialize(body)
+        .map_err(|e| {
+            LoadError::Damaged(format!(
+                "the journal snapshot {} is damaged ({e})",
+                path.display()
+            ))
+        })?;
+    Ok((Some(Model::from_snapshot(snapshot)), covered))
 }
 
-fn writer(dir: PathBuf, rx: mpsc::Receiver<Write>) {
-    while let Ok(first) = rx.recv() {
-        // Only the newest snapshot matters.
-        let mut pending = vec![first];
-        pending.extend(rx.try_iter());
-        let last_snapshot = pending
-            .iter()
-            .rposition(|w| matches!(w, Write::Snapshot(_) | Write::Clear));
-        for (i, w) in pending.into_iter().enumerate() {
-            let result = match w {
-                Write::Module(hash, bytes) => {
-                    let dest = dir.join(MODULES).join(format!("{hash}.wasm"));
-                    if dest.exists() {
-                        Ok(())
-                    } else {
-                        durable_write(&dest, &bytes)
+/// Folds the snapshot and the logs after it (up to `upto`, if given) into a
+/// model; also returns the last log generation seen. With `repair`, a
+/// damaged log tail is cut off (and later logs set aside) so appending can
+/// go on after what was recovered.
+fn load(dir: &Path, upto: Option<u64>, repair: bool) -> Result<(Option<Model>, u64), LoadError> {
+    let (mut model, covered) = load_snapshot(dir)?;
+    let mut last = covered;
+    let generations: Vec<u64> = log_gens(dir)
+        .into_iter()
+        .filter(|g| *g > covered && upto.is_none_or(|u| *g <= u))
+        .collect();
+    let mut damaged_after = None;
+    for generation in generations {
+        if let Some(bad) = damaged_after {
+            if repair {
+                let from = log_path(dir, generation);
+                let to = dir.join(format!("log-{generation:012}.after-damage-in-{bad}"));
+                tracing::error!(
+                    "journal log {} follows a damaged one; set aside as {}",
+                    from.display(),
+                    to.display()
+                );
+                let _ = std::fs::rename(from, to);
+            }
+            continue;
+        }
+        last = generation;
+        let path = log_path(dir, generation);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| LoadError::Refused(format!("cannot read {}: {e}", path.display())))?;
+        if bytes.len() >= 12 && &bytes[..8] == LOG_MAGIC {
+            let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+            if version != JOURNAL_VERSION {
+                return Err(version_error(&path, version));
+            }
+        }
+        if bytes.len() < LOG_HEADER || &bytes[..8] != LOG_MAGIC {
+            // A log that never got its header: a crash right at creation.
+            tracing::warn!("journal log {} has no header; ignored", path.display());
+            damaged_after = Some(generation);
+            if repair {
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
+        let m = model.get_or_insert_with(Model::default);
+        let mut at = LOG_HEADER;
+        let mut frames = 0usize;
+        while at < bytes.len() {
+            match frame_at(&bytes, at) {
+                Some((records, next)) => {
+                    for r in records {
+                        m.apply(r);
                     }
+                    frames += 1;
+                    at = next;
                 }
-                Write::Snapshot(bytes) if Some(i) == last_snapshot => {
-                    durable_write(&dir.join(SNAPSHOT), &bytes)
-                }
-                Write::Clear if Some(i) == last_snapshot => {
-                    match std::fs::remove_file(dir.join(SNAPSHOT)) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                        _ => Ok(()),
+                None => {
+                    tracing::error!(
+                        "journal log {}: torn or damaged at byte {at} ({} bytes after it dropped); \
+                         recovered the {frames} batches of changes before it",
+                        path.display(),
+                        bytes.len() - at
+                    );
+                    if repair && let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+                        let _ = f.set_len(at as u64).and_then(|()| f.sync_all());
                     }
+                    damaged_after = Some(generation);
+                    break;
                 }
-                Write::Snapshot(_) | Write::Clear => Ok(()),
-            };
-            if let Err(e) = result {
-                tracing::error!("cannot write the journal in {}: {e}", dir.display());
             }
         }
     }
+    Ok((model, last))
+}
+
+/// The records of the frame at `at`, and where the next one starts; `None`
+/// if the frame is torn or damaged.
+fn frame_at(bytes: &[u8], at: usize) -> Option<(Vec<Record>, usize)> {
+    let header = bytes.get(at..at + 8)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    if len > MAX_FRAME {
+        return None;
+    }
+    let payload = bytes.get(at + 8..at + 8 + len)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let records = bincode::DefaultOptions::new()
+        .with_limit(len as u64 * 8 + 1024)
+        .deserialize(payload)
+        .ok()?;
+    Some((records, at + 8 + len))
+}
+
+/// Every record a journal directory holds, in order: the snapshot's state
+/// as records, then each log's. For `dtask journal export`.
+pub fn export(dir: &Path, mut each: impl FnMut(&str, &Record)) -> Result<(), String> {
+    let (model, covered) = load_snapshot(dir).map_err(|e| match e {
+        LoadError::Damaged(m) | LoadError::Refused(m) => m,
+    })?;
+    if let Some(model) = model {
+        for r in model.into_records() {
+            each(SNAPSHOT, &r);
+        }
+    }
+    for generation in log_gens(dir).into_iter().filter(|g| *g > covered) {
+        let path = log_path(dir, generation);
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if bytes.len() < LOG_HEADER || &bytes[..8] != LOG_MAGIC {
+            return Err(format!("{} is not a dtask journal log", path.display()));
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version != JOURNAL_VERSION {
+            return Err(match version_error(&path, version) {
+                LoadError::Damaged(m) | LoadError::Refused(m) => m,
+            });
+        }
+        let name = format!("log-{generation:012}.bin");
+        let mut at = LOG_HEADER;
+        while at < bytes.len() {
+            let Some((records, next)) = frame_at(&bytes, at) else {
+                return Err(format!(
+                    "{name} is torn or damaged at byte {at}; the records before it were printed"
+                ));
+            };
+            for r in &records {
+                each(&name, r);
+            }
+            at = next;
+        }
+    }
+    Ok(())
+}
+
+/// Moves a damaged journal's snapshot and logs into a `damaged-SECONDS`
+/// directory inside it, for a person to look at.
+fn set_aside(dir: &Path) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = dir.join(format!("damaged-{secs}"));
+    private_dir(&aside)?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name();
+        let n = name.to_string_lossy();
+        if n == SNAPSHOT || n.starts_with("log-") {
+            std::fs::rename(entry.path(), aside.join(&name))?;
+        }
+    }
+    Ok(aside)
 }
 
 /// Writes `bytes` to `dest` so that a crash leaves either the old file or

@@ -37,6 +37,8 @@ pub struct SchedulerOptions {
     pub client_buffer: usize,
     /// Directory of the journal to keep (and resume from), if any.
     pub journal: Option<std::path::PathBuf>,
+    /// How the journal writes.
+    pub journal_options: super::journal::JournalOptions,
 }
 
 /// A running scheduler, bound to its address.
@@ -124,7 +126,7 @@ impl Scheduler {
         let mut modules = HashMap::new();
         let journal = match &self.options.journal {
             None => None,
-            Some(dir) => match Journal::open(dir) {
+            Some(dir) => match Journal::open(dir, self.options.journal_options.clone()) {
                 Ok((journal, recovered)) => {
                     if let Some(r) = recovered {
                         let tasks = r.snapshot.len();
@@ -144,6 +146,7 @@ impl Scheduler {
                             }
                         }
                     }
+                    state.enable_journal();
                     Some(journal)
                 }
                 Err(e) => {
@@ -251,8 +254,8 @@ struct Core {
     max_module: usize,
     /// Where the durable state goes, if anywhere.
     journal: Option<Journal>,
-    /// Whether the state changed since the last snapshot.
-    dirty: bool,
+    /// Its directory, for `dtask info`.
+    journal_dir: String,
     modules: HashMap<String, Bytes>,
     conns: HashMap<u64, Conn>,
     /// Clients whose outgoing queue overflowed, to disconnect.
@@ -273,8 +276,12 @@ async fn core_loop(
         timers,
         worker_timeout: options.worker_timeout,
         max_module: options.max_module,
+        journal_dir: options
+            .journal
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
         journal,
-        dirty: false,
         modules,
         conns: HashMap::new(),
         overflowed: Vec::new(),
@@ -365,11 +372,12 @@ impl Core {
             }
             Inbound::Timeout { client, id } => self.apply(Event::PrimitiveTimeout { client, id }),
             Inbound::CheckWorkers => {
-                if self.dirty
-                    && let Some(j) = &self.journal
+                // Only after writing failed (records were dropped) does the
+                // journal need the whole state, at most once a tick.
+                if let Some(j) = &self.journal
+                    && j.needs_snapshot()
                 {
-                    j.snapshot(&self.state.snapshot());
-                    self.dirty = false;
+                    j.snapshot(self.state.snapshot());
                 }
                 let now = tokio::time::Instant::now();
                 let silent: Vec<u64> = self
@@ -500,7 +508,20 @@ impl Core {
             }
             ToScheduler::Stats { id } => {
                 let stats = self.state.stats();
-                self.send(from, FromScheduler::Stats { id, stats });
+                let health = crate::protocol::Health {
+                    held: self.state.held_keys(),
+                    rss_bytes: rss_bytes(),
+                    journal: self.journal.as_ref().map(|j| {
+                        let h = j.health();
+                        crate::protocol::JournalHealth {
+                            dir: self.journal_dir.clone(),
+                            bytes: h.bytes.load(std::sync::atomic::Ordering::Relaxed),
+                            records: h.records.load(std::sync::atomic::Ordering::Relaxed),
+                            problem: h.problem(),
+                        }
+                    }),
+                };
+                self.send(from, FromScheduler::Stats { id, stats, health });
                 return;
             }
             ToScheduler::Workers { id } => {
@@ -583,8 +604,11 @@ impl Core {
     }
 
     fn apply(&mut self, event: Event) {
-        self.dirty = true;
-        for cmd in self.state.handle(event) {
+        let commands = self.state.handle(event);
+        if let Some(j) = &self.journal {
+            j.append(self.state.journal_records());
+        }
+        for cmd in commands {
             match cmd {
                 Command::Run { worker, tasks } => self.send(worker, FromScheduler::Run { tasks }),
                 Command::Free { worker, keys } => self.send(worker, FromScheduler::Free { keys }),
@@ -646,4 +670,12 @@ impl Core {
             }
         }
     }
+}
+
+/// This process's resident memory in bytes (0 where /proc is not there).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
 }

@@ -22,7 +22,7 @@ mod journal;
 mod primitives;
 
 pub use actors::lost_message;
-pub use journal::Snapshot;
+pub use journal::{Model, Record, Snapshot, Status};
 
 use crate::protocol::{
     ActorSpec, Arg, ErrorKind, FromScheduler, Located, Op, OpReply, Outcome, RunArg, RunTask,
@@ -407,6 +407,9 @@ struct Task {
     retries_left: u32,
     /// Workers that died while running it.
     deaths: u32,
+    /// Fingerprint of what the journal last recorded of it (0: nothing
+    /// yet, so the next record carries its spec).
+    journaled: u64,
     /// Scattered data: (client, request) to answer once stored.
     scatter: Option<(ClientId, u64)>,
 }
@@ -496,10 +499,71 @@ struct Client {
     ephemeral: bool,
 }
 
+/// The task table. With a journal, it notes every key it hands out for
+/// change, so the journal records what changed (and only that) after each
+/// event: see [`Scheduler::journal_records`].
+#[derive(Debug, Default)]
+struct Tasks {
+    map: HashMap<String, Task>,
+    /// Keys touched since the journal last drained them; `None` without a
+    /// journal.
+    dirty: Option<HashSet<String>>,
+}
+
+impl Tasks {
+    fn touch(&mut self, key: &str) {
+        if let Some(d) = &mut self.dirty
+            && !d.contains(key)
+        {
+            d.insert(key.to_string());
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Task> {
+        self.map.get(key)
+    }
+
+    fn get_mut(&mut self, key: &str) -> Option<&mut Task> {
+        if self.dirty.is_some() && self.map.contains_key(key) {
+            self.touch(key);
+        }
+        self.map.get_mut(key)
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    fn insert(&mut self, key: String, task: Task) {
+        self.touch(&key);
+        self.map.insert(key, task);
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Task> {
+        self.touch(key);
+        self.map.remove(key)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Task> {
+        self.map.values()
+    }
+}
+
+impl std::ops::Index<&str> for Tasks {
+    type Output = Task;
+    fn index(&self, key: &str) -> &Task {
+        &self.map[key]
+    }
+}
+
 /// The scheduler's whole decision state. See the module docs.
 #[derive(Debug, Default)]
 pub struct Scheduler {
-    tasks: HashMap<String, Task>,
+    tasks: Tasks,
     workers: HashMap<WorkerId, Worker>,
     clients: HashMap<ClientId, Client>,
     holdings: HashMap<String, HashSet<String>>,
@@ -521,6 +585,13 @@ pub struct Scheduler {
     max_value: Option<usize>,
     /// Counters.
     stats: crate::protocol::Stats,
+    /// The counters as last journaled.
+    journal_stats: crate::protocol::Stats,
+    /// Modules stored since the journal last drained them; `None` without
+    /// a journal.
+    journal_modules: Option<Vec<String>>,
+    /// Holder names of unnamed clients (their holds are not journaled).
+    ephemeral_holders: HashSet<String>,
 }
 
 impl Scheduler {
@@ -554,6 +625,9 @@ impl Scheduler {
             Event::ClientConnected { client, name } => {
                 let ephemeral = name.is_none();
                 let holder = name.unwrap_or_else(|| format!("client-{client}"));
+                if ephemeral {
+                    self.ephemeral_holders.insert(holder.clone());
+                }
                 self.clients.insert(client, Client { holder, ephemeral });
             }
             Event::ClientDisconnected { client } => {
@@ -561,6 +635,7 @@ impl Scheduler {
                 if let Some(c) = self.clients.remove(&client)
                     && c.ephemeral
                 {
+                    self.ephemeral_holders.remove(&c.holder);
                     self.owner_ended(&Owner::Holder(c.holder.clone()), &mut out);
                     let keys: Vec<String> = self
                         .holdings
@@ -574,6 +649,11 @@ impl Scheduler {
             }
             Event::ModuleStored { hash } => {
                 self.refused_modules.remove(&hash);
+                if let Some(m) = &mut self.journal_modules
+                    && !self.modules.contains(&hash)
+                {
+                    m.push(hash.clone());
+                }
                 self.modules.insert(hash);
             }
             Event::ModuleRefused { hash, reason } => {
@@ -885,6 +965,7 @@ impl Scheduler {
             watchers: Vec::new(),
             retries_left: spec.retries,
             deaths: 0,
+            journaled: 0,
             scatter: None,
             spec,
         };
@@ -990,7 +1071,7 @@ impl Scheduler {
             .iter()
             .filter(|d| {
                 !matches!(
-                    self.tasks.get(*d).map(|t| &t.state),
+                    self.tasks.get(d).map(|t| &t.state),
                     Some(State::Finished { .. })
                 )
             })
@@ -1524,7 +1605,7 @@ impl Scheduler {
                     .iter()
                     .filter(|k| {
                         matches!(
-                            self.tasks.get(*k).map(|t| &t.state),
+                            self.tasks.get(k).map(|t| &t.state),
                             Some(State::Processing { started: true, .. })
                         )
                     })
@@ -1629,7 +1710,7 @@ impl Scheduler {
                 self.tasks[k]
                     .deps
                     .iter()
-                    .find(|d| !self.tasks.contains_key(*d))
+                    .find(|d| !self.tasks.contains_key(d))
                     .cloned()
             }) {
                 refused.push((key, format!("its input {missing} was released")));
@@ -1739,6 +1820,7 @@ impl Scheduler {
                 watchers: Vec::new(),
                 retries_left: 0,
                 deaths: 0,
+                journaled: 0,
                 scatter: Some((client, id)),
             };
             if let Some(w) = self.workers.get_mut(&chosen[0]) {
@@ -1761,6 +1843,19 @@ impl Scheduler {
         for (worker, values) in stores {
             out.push(Command::Store { worker, values });
         }
+    }
+
+    /// Keys that named clients hold.
+    pub fn held_keys(&self) -> u64 {
+        self.holdings
+            .iter()
+            .filter(|(h, _)| {
+                !self.ephemeral_holders.contains(h.as_str())
+                    && !h.starts_with(primitives::STORED)
+                    && h.as_str() != FIRE_AND_FORGET
+            })
+            .map(|(_, keys)| keys.len() as u64)
+            .sum()
     }
 
     /// Number of keys the scheduler tracks.

@@ -3,6 +3,14 @@
 //! A [`Snapshot`] is what must survive a scheduler restart: the modules'
 //! hashes, every task's spec, holders and outcome (small results inline),
 //! and the queues, variables, events and the leases named clients hold.
+//!
+//! Between snapshots, the journal records changes as [`Record`]s: after
+//! each event, [`Scheduler::journal_records`] turns what the event touched
+//! into records (a task's spec once, then its status whenever it changes;
+//! queue operations; the state of touched variables, events and leases),
+//! so what the journal costs grows with what changes, never with what is
+//! held. [`Model`] folds a snapshot and records back into a snapshot, for
+//! recovery and for compaction.
 //! What lives only in connections does not survive: unnamed clients' holds,
 //! waiters, subscriptions, leases of running tasks (those tasks run again),
 //! and actors.
@@ -12,12 +20,13 @@
 //! reports it ([`Event::WorkerHolds`](super::Event::WorkerHolds)), or until
 //! something needs it, when it is computed again from its lineage.
 
-use super::primitives::{Leases, Owner};
+use super::primitives::{Leases, Owner, PrimDirty};
 use super::{Scheduler, State, Stored, Task};
-use crate::protocol::{Arg, Op, TaskError, TaskSpec};
+use crate::protocol::{Arg, Op, Stats, TaskError, TaskSpec};
 use bytes::Bytes;
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 /// The holder name primitives are restored under (it holds nothing).
 const RESTORE: &str = "journal-restore";
@@ -39,7 +48,7 @@ pub struct Snapshot {
     stats: crate::protocol::Stats,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct SavedTask {
     spec: TaskSpec,
     seq: u64,
@@ -50,7 +59,7 @@ struct SavedTask {
     scattered: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 enum SavedState {
     Unfinished,
     Finished { inline: Option<Bytes>, nbytes: u64 },
@@ -74,6 +83,311 @@ impl Snapshot {
     /// Whether it holds no task.
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+
+    /// An empty snapshot.
+    pub fn empty() -> Self {
+        Model::default().into_snapshot()
+    }
+}
+
+/// What may change of a task after it is submitted.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    state: SavedState,
+    /// Durable holders: named clients (and fire-and-forget).
+    holders: Vec<String>,
+    retries_left: u32,
+    deaths: u32,
+}
+
+/// One change to the durable state, as the journal records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+// Records are built, written and dropped a batch at a time; boxing the
+// large one would cost an allocation per task for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Record {
+    /// A module was stored.
+    Module {
+        /// Its hash.
+        hash: String,
+    },
+    /// A task, first recorded (or recorded whole again).
+    Task {
+        /// Its submission order.
+        seq: u64,
+        /// What it runs.
+        spec: TaskSpec,
+        /// Scattered data rather than a computation.
+        scattered: bool,
+        /// Its status.
+        status: Status,
+    },
+    /// A recorded task's new status.
+    Status {
+        /// The task.
+        key: String,
+        /// Its status.
+        status: Status,
+    },
+    /// A task is forgotten.
+    Forget {
+        /// The task.
+        key: String,
+    },
+    /// An item was added to the end of a queue.
+    QueuePush {
+        /// The queue.
+        name: String,
+        /// Its bound (0: none).
+        maxsize: u64,
+        /// The item.
+        item: Arg,
+    },
+    /// The first item of a queue was taken.
+    QueuePop {
+        /// The queue.
+        name: String,
+    },
+    /// A variable's value (`None`: deleted).
+    Variable {
+        /// The variable.
+        name: String,
+        /// Its item.
+        item: Option<Arg>,
+    },
+    /// Whether an event is set.
+    Event {
+        /// The event.
+        name: String,
+        /// Set or clear.
+        set: bool,
+    },
+    /// Who holds a lock's or semaphore's leases (named clients only).
+    Leases {
+        /// A lock (else a semaphore).
+        lock: bool,
+        /// Its name.
+        name: String,
+        /// Leases it has.
+        max: u32,
+        /// Holder names.
+        holders: Vec<String>,
+    },
+    /// The counters.
+    Stats(Stats),
+}
+
+/// The durable state as a map, to fold records into: recovery (snapshot,
+/// then every record after it) and compaction (the same, written back as a
+/// snapshot).
+#[derive(Debug, Default)]
+pub struct Model {
+    modules: Vec<String>,
+    module_set: HashSet<String>,
+    tasks: HashMap<String, SavedTask>,
+    queues: HashMap<String, (u64, VecDeque<Arg>)>,
+    variables: HashMap<String, Arg>,
+    events: HashSet<String>,
+    leases: HashMap<(bool, String), (u32, Vec<String>)>,
+    stats: Stats,
+}
+
+impl Model {
+    /// The model of a snapshot.
+    pub fn from_snapshot(s: Snapshot) -> Self {
+        let mut m = Model {
+            stats: s.stats,
+            ..Model::default()
+        };
+        for h in s.modules {
+            m.add_module(h);
+        }
+        for t in s.tasks {
+            m.tasks.insert(t.spec.key.clone(), t);
+        }
+        for (name, maxsize, items) in s.queues {
+            m.queues.insert(name, (maxsize, items.into()));
+        }
+        m.variables.extend(s.variables);
+        m.events.extend(s.events);
+        for (lock, name, max, holders) in s.leases {
+            m.leases.insert((lock, name), (max, holders));
+        }
+        m
+    }
+
+    fn add_module(&mut self, hash: String) {
+        if self.module_set.insert(hash.clone()) {
+            self.modules.push(hash);
+        }
+    }
+
+    /// Applies one record.
+    pub fn apply(&mut self, record: Record) {
+        match record {
+            Record::Module { hash } => self.add_module(hash),
+            Record::Task {
+                seq,
+                spec,
+                scattered,
+                status,
+            } => {
+                self.tasks.insert(
+                    spec.key.clone(),
+                    SavedTask {
+                        spec,
+                        seq,
+                        state: status.state,
+                        holders: status.holders,
+                        retries_left: status.retries_left,
+                        deaths: status.deaths,
+                        scattered,
+                    },
+                );
+            }
+            Record::Status { key, status } => {
+                if let Some(t) = self.tasks.get_mut(&key) {
+                    t.state = status.state;
+                    t.holders = status.holders;
+                    t.retries_left = status.retries_left;
+                    t.deaths = status.deaths;
+                }
+            }
+            Record::Forget { key } => {
+                self.tasks.remove(&key);
+            }
+            Record::QueuePush {
+                name,
+                maxsize,
+                item,
+            } => {
+                let q = self.queues.entry(name).or_default();
+                q.0 = maxsize;
+                q.1.push_back(item);
+            }
+            Record::QueuePop { name } => {
+                if let Some(q) = self.queues.get_mut(&name) {
+                    q.1.pop_front();
+                    if q.1.is_empty() {
+                        self.queues.remove(&name);
+                    }
+                }
+            }
+            Record::Variable { name, item } => match item {
+                Some(i) => {
+                    self.variables.insert(name, i);
+                }
+                None => {
+                    self.variables.remove(&name);
+                }
+            },
+            Record::Event { name, set } => {
+                if set {
+                    self.events.insert(name);
+                } else {
+                    self.events.remove(&name);
+                }
+            }
+            Record::Leases {
+                lock,
+                name,
+                max,
+                holders,
+            } => {
+                if holders.is_empty() {
+                    self.leases.remove(&(lock, name));
+                } else {
+                    self.leases.insert((lock, name), (max, holders));
+                }
+            }
+            Record::Stats(s) => self.stats = s,
+        }
+    }
+
+    /// How many tasks it holds.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether it holds no task.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// This state as records that build it from nothing (for export).
+    pub fn into_records(self) -> Vec<Record> {
+        let snapshot = self.into_snapshot();
+        let mut out: Vec<Record> = snapshot
+            .modules
+            .into_iter()
+            .map(|hash| Record::Module { hash })
+            .collect();
+        for t in snapshot.tasks {
+            out.push(Record::Task {
+                seq: t.seq,
+                spec: t.spec,
+                scattered: t.scattered,
+                status: Status {
+                    state: t.state,
+                    holders: t.holders,
+                    retries_left: t.retries_left,
+                    deaths: t.deaths,
+                },
+            });
+        }
+        for (name, maxsize, items) in snapshot.queues {
+            for item in items {
+                out.push(Record::QueuePush {
+                    name: name.clone(),
+                    maxsize,
+                    item,
+                });
+            }
+        }
+        for (name, item) in snapshot.variables {
+            out.push(Record::Variable {
+                name,
+                item: Some(item),
+            });
+        }
+        for name in snapshot.events {
+            out.push(Record::Event { name, set: true });
+        }
+        for (lock, name, max, holders) in snapshot.leases {
+            out.push(Record::Leases {
+                lock,
+                name,
+                max,
+                holders,
+            });
+        }
+        out.push(Record::Stats(snapshot.stats));
+        out
+    }
+
+    /// The snapshot of this state.
+    pub fn into_snapshot(self) -> Snapshot {
+        let mut tasks: Vec<SavedTask> = self.tasks.into_values().collect();
+        tasks.sort_by_key(|t| t.seq);
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            modules: self.modules,
+            tasks,
+            queues: self
+                .queues
+                .into_iter()
+                .map(|(n, (m, items))| (n, m, items.into()))
+                .collect(),
+            variables: self.variables.into_iter().collect(),
+            events: self.events.into_iter().collect(),
+            leases: self
+                .leases
+                .into_iter()
+                .map(|((lock, name), (max, holders))| (lock, name, max, holders))
+                .collect(),
+            stats: self.stats,
+        }
     }
 }
 
@@ -229,6 +543,7 @@ impl Scheduler {
                     watchers: Vec::new(),
                     retries_left: saved.retries_left,
                     deaths: saved.deaths,
+                    journaled: 0,
                     // No request waits for restored scattered data.
                     scatter: saved.scattered.then_some((0, 0)),
                 },
@@ -297,5 +612,142 @@ impl Scheduler {
         }
         self.clients.remove(&0);
         Ok(self)
+    }
+}
+
+/// A nonzero fingerprint of what the journal records of a task's status.
+fn fingerprint(status: &Status) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(&crate::connection::encode(status));
+    h.finish() | 1
+}
+
+impl Scheduler {
+    /// Starts noting changes for the journal ([`Scheduler::journal_records`]),
+    /// taking the current state as already recorded (call it right after
+    /// [`Scheduler::restore`], or on an empty scheduler).
+    pub fn enable_journal(&mut self) {
+        let keys: Vec<String> = self.tasks.map.keys().cloned().collect();
+        for key in keys {
+            let status = self.status_of(&self.tasks.map[&key]);
+            self.tasks.map.get_mut(&key).expect("present").journaled = fingerprint(&status);
+        }
+        self.tasks.dirty = Some(HashSet::default());
+        self.prims.dirty = Some(PrimDirty::default());
+        self.journal_stats = self.stats.clone();
+        self.journal_modules = Some(Vec::new());
+    }
+
+    /// The durable part of a task's state.
+    fn status_of(&self, t: &Task) -> Status {
+        Status {
+            state: match &t.state {
+                State::Pending { .. } | State::Processing { .. } => SavedState::Unfinished,
+                State::Finished { result } => SavedState::Finished {
+                    inline: result.inline.clone(),
+                    nbytes: result.nbytes,
+                },
+                State::Error(e) => SavedState::Error(e.clone()),
+                State::Cancelled => SavedState::Cancelled,
+                State::Lost => SavedState::Lost,
+                State::Released => SavedState::Released,
+            },
+            holders: t
+                .holders
+                .iter()
+                .filter(|h| self.durable_holder(h))
+                .cloned()
+                .collect(),
+            retries_left: t.retries_left,
+            deaths: t.deaths,
+        }
+    }
+
+    /// Whether holds under `holder` outlive a restart: named clients' do;
+    /// unnamed clients' and those of futures stored in primitives (which
+    /// the primitives restore) do not.
+    fn durable_holder(&self, holder: &str) -> bool {
+        !self.ephemeral_holders.contains(holder) && !holder.starts_with(super::primitives::STORED)
+    }
+
+    /// What changed since the last call, as journal records (empty without
+    /// [`Scheduler::enable_journal`]). Costs what changed: the keys and
+    /// primitives the events since touched, not the whole state.
+    pub fn journal_records(&mut self) -> Vec<Record> {
+        let mut out = Vec::new();
+        if let Some(modules) = &mut self.journal_modules {
+            out.extend(modules.drain(..).map(|hash| Record::Module { hash }));
+        }
+        let dirty = match &mut self.tasks.dirty {
+            Some(d) if !d.is_empty() => std::mem::take(d),
+            _ => HashSet::default(),
+        };
+        for key in dirty {
+            let Some(t) = self.tasks.map.get(&key) else {
+                out.push(Record::Forget { key });
+                continue;
+            };
+            let status = self.status_of(t);
+            let fp = fingerprint(&status);
+            let t = self.tasks.map.get_mut(&key).expect("present");
+            if t.journaled == 0 {
+                out.push(Record::Task {
+                    seq: t.seq,
+                    spec: t.spec.clone(),
+                    scattered: t.scatter.is_some(),
+                    status,
+                });
+            } else if t.journaled != fp {
+                out.push(Record::Status { key, status });
+            }
+            t.journaled = fp;
+        }
+        if let Some(d) = self.prims.dirty.as_mut() {
+            let d = std::mem::take(d);
+            out.extend(d.queue_ops);
+            for name in d.variables {
+                let item = self
+                    .prims
+                    .variables
+                    .get(&name)
+                    .and_then(|v| v.item.as_ref())
+                    .map(|k| k.item.clone());
+                out.push(Record::Variable { name, item });
+            }
+            for name in d.events {
+                let set = self.prims.events.get(&name).is_some_and(|f| f.set);
+                out.push(Record::Event { name, set });
+            }
+            for (lock, name) in d.leases {
+                let all = if lock {
+                    &self.prims.locks
+                } else {
+                    &self.prims.semaphores
+                };
+                let (max, holders) = all.get(&name).map_or((0, Vec::new()), |l| {
+                    let holders = l
+                        .holders
+                        .iter()
+                        .filter_map(|o| match o {
+                            Owner::Holder(h) if self.durable_holder(h) => Some(h.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    (l.max, holders)
+                });
+                out.push(Record::Leases {
+                    lock,
+                    name,
+                    max,
+                    holders,
+                });
+            }
+        }
+        if !out.is_empty() && self.stats != self.journal_stats {
+            self.journal_stats = self.stats.clone();
+            out.push(Record::Stats(self.stats.clone()));
+        }
+        out
     }
 }

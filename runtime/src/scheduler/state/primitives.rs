@@ -125,6 +125,28 @@ pub(super) struct Primitives {
     owned: HashMap<Owner, HashSet<Place>>,
     /// Numbers the holds of stored futures.
     seq: u64,
+    /// What changed since the journal last drained it; `None` without a
+    /// journal.
+    pub(super) dirty: Option<PrimDirty>,
+}
+
+/// Primitive changes waiting to be journaled: queue operations in order,
+/// and the names of variables, events and leases whose state to record.
+#[derive(Debug, Default)]
+pub(super) struct PrimDirty {
+    pub(super) queue_ops: Vec<super::journal::Record>,
+    pub(super) variables: HashSet<String>,
+    pub(super) events: HashSet<String>,
+    /// (is a lock, name).
+    pub(super) leases: HashSet<(bool, String)>,
+}
+
+impl Primitives {
+    fn note(&mut self, f: impl FnOnce(&mut PrimDirty)) {
+        if let Some(d) = &mut self.dirty {
+            f(d);
+        }
+    }
 }
 
 /// The holder-name prefix of futures stored in primitives; client names
@@ -180,6 +202,9 @@ impl Scheduler {
                 }
             }
             Op::VarDel { name } => {
+                self.prims.note(|d| {
+                    d.variables.insert(name.clone());
+                });
                 if let Some(var) = self.prims.variables.get_mut(&name) {
                     let old = var.item.take();
                     if var.waiters.is_empty() {
@@ -229,6 +254,9 @@ impl Scheduler {
             }
             Op::SemRelease { name } => self.release_lease(&owner, Place::Semaphore(name), out),
             Op::EventSet { name } => {
+                self.prims.note(|d| {
+                    d.events.insert(name.clone());
+                });
                 let flag = self.prims.events.entry(name).or_default();
                 flag.set = true;
                 let woken = std::mem::take(&mut flag.waiters);
@@ -239,6 +267,9 @@ impl Scheduler {
                 Some(OpReply::Done)
             }
             Op::EventClear { name } => {
+                self.prims.note(|d| {
+                    d.events.insert(name.clone());
+                });
                 self.prims.events.entry(name).or_default().set = false;
                 Some(OpReply::Done)
             }
@@ -423,7 +454,15 @@ impl Scheduler {
             return Some(OpReply::Done);
         }
         if q.has_room() {
+            let (item, maxsize) = (kept.item.clone(), q.maxsize);
             q.items.push_back(kept);
+            self.prims.note(|d| {
+                d.queue_ops.push(super::journal::Record::QueuePush {
+                    name,
+                    maxsize,
+                    item,
+                })
+            });
             return Some(OpReply::Done);
         }
         if timeout_ms == Some(0) {
@@ -453,9 +492,25 @@ impl Scheduler {
         let Some(kept) = q.items.pop_front() else {
             return self.wait(req, owner, Place::QueueGet(name), timeout_ms, out);
         };
+        let maxsize = q.maxsize;
         // Room for the first waiting put.
-        if let Some((putter, waiting)) = q.putters.pop_front() {
+        let moved = q.putters.pop_front().map(|(putter, waiting)| {
+            let item = waiting.item.clone();
             q.items.push_back(waiting);
+            (putter, item)
+        });
+        self.prims.note(|d| {
+            d.queue_ops
+                .push(super::journal::Record::QueuePop { name: name.clone() })
+        });
+        if let Some((putter, item)) = moved {
+            self.prims.note(|d| {
+                d.queue_ops.push(super::journal::Record::QueuePush {
+                    name,
+                    maxsize,
+                    item,
+                })
+            });
             self.prims.blocked.remove(&putter.req);
             reply(putter.req, OpReply::Done, out);
         }
@@ -468,6 +523,9 @@ impl Scheduler {
             Err(why) => return Some(OpReply::Failed(why)),
         };
         let value = kept.item.clone();
+        self.prims.note(|d| {
+            d.variables.insert(name.clone());
+        });
         let var = self.prims.variables.entry(name).or_default();
         let old = var.item.replace(kept);
         let woken = std::mem::take(&mut var.waiters);
@@ -560,6 +618,16 @@ impl Scheduler {
     }
 
     fn leases(&mut self, place: &Place) -> Option<&mut Leases> {
+        let name = match place {
+            Place::Lock(n) => Some((true, n)),
+            Place::Semaphore(n) => Some((false, n)),
+            _ => None,
+        };
+        if let (Some(d), Some((lock, n))) = (&mut self.prims.dirty, name)
+            && !d.leases.contains(&(lock, n.clone()))
+        {
+            d.leases.insert((lock, n.clone()));
+        }
         match place {
             Place::Lock(n) => self.prims.locks.get_mut(n),
             Place::Semaphore(n) => self.prims.semaphores.get_mut(n),
