@@ -788,3 +788,128 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str) -> Record {
+        Record::Event {
+            name: name.into(),
+            set: true,
+        }
+    }
+
+    fn records_of(r: Recovered) -> Vec<Record> {
+        Model::from_snapshot(r.snapshot).into_records()
+    }
+
+    fn only_log(dir: &Path) -> PathBuf {
+        let gens = log_gens(dir);
+        assert_eq!(gens.len(), 1, "{gens:?}");
+        log_path(dir, gens[0])
+    }
+
+    #[test]
+    fn a_torn_tail_recovers_everything_before_it_and_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, found) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        assert!(found.is_none());
+        j.append(vec![event("first")]);
+        j.append(vec![event("second")]);
+        j.close();
+        let log = only_log(dir.path());
+        let whole = std::fs::metadata(&log).unwrap().len();
+        // A frame cut short by a crash: its length promises more than is there.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
+        drop(f);
+        let (j, found) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        let records = records_of(found.expect("recovered"));
+        assert!(records.contains(&event("first")) && records.contains(&event("second")));
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), whole, "cut back");
+        j.close();
+    }
+
+    #[test]
+    fn a_damaged_frame_ends_the_replay_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        j.append(vec![event("kept")]);
+        j.flush();
+        j.append(vec![event("damaged")]);
+        j.close();
+        let log = only_log(dir.path());
+        let mut bytes = std::fs::read(&log).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&log, bytes).unwrap();
+        let (j, found) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        let records = records_of(found.expect("recovered"));
+        assert!(records.contains(&event("kept")));
+        assert!(!records.contains(&event("damaged")));
+        j.close();
+    }
+
+    #[test]
+    fn a_journal_of_another_version_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut header = LOG_MAGIC.to_vec();
+        header.extend_from_slice(&99u32.to_le_bytes());
+        header.extend_from_slice(&1u64.to_le_bytes());
+        std::fs::write(log_path(dir.path(), 1), header).unwrap();
+        let err = Journal::open(dir.path(), JournalOptions::default())
+            .err()
+            .expect("refused");
+        assert!(err.contains("version 99"), "{err}");
+        assert!(err.contains(&format!("version {JOURNAL_VERSION}")), "{err}");
+    }
+
+    #[test]
+    fn compaction_folds_the_logs_into_a_snapshot_that_recovers_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = JournalOptions {
+            compact_bytes: 1,
+            ..JournalOptions::default()
+        };
+        let (j, _) = Journal::open(dir.path(), options.clone()).unwrap();
+        j.append(vec![event("a")]);
+        j.append(vec![event("b")]);
+        j.flush();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while read_snapshot_gen(dir.path()).is_none() {
+            assert!(Instant::now() < deadline, "no compaction");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        j.append(vec![event("c")]);
+        j.close();
+        let (j, found) = Journal::open(dir.path(), options).unwrap();
+        let records = records_of(found.expect("recovered"));
+        for e in ["a", "b", "c"] {
+            assert!(records.contains(&event(e)), "{e}: {records:?}");
+        }
+        j.close();
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_set_aside_and_the_scheduler_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend_from_slice(&JOURNAL_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(b"not what the checksum says");
+        std::fs::write(dir.path().join(SNAPSHOT), &bytes).unwrap();
+        let (j, found) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        assert!(found.is_none());
+        let problem = j.health().problem().expect("reported");
+        assert!(problem.contains("damaged"), "{problem}");
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("damaged-"))
+            .expect("set aside");
+        assert_eq!(std::fs::read(aside.path().join(SNAPSHOT)).unwrap(), bytes);
+        j.close();
+    }
+}

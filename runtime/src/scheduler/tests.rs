@@ -781,3 +781,153 @@ fn releasing_the_end_of_a_long_chain_forgets_it_all_without_deep_recursion() {
     });
     assert_eq!(s.task_count(), 0);
 }
+
+/// Drives `s` with `event` as the server does: handle, then journal.
+fn journaled(s: &mut Scheduler, model: &mut super::state::Model, event: Event) -> Vec<Command> {
+    let cmds = s.handle(event);
+    for r in s.journal_records() {
+        model.apply(r);
+    }
+    cmds
+}
+
+#[test]
+fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
+    use crate::protocol::Op;
+    let mut s = Scheduler::new();
+    s.enable_journal();
+    let mut m = super::state::Model::default();
+    let mut go = |s: &mut Scheduler, e: Event| journaled(s, &mut m, e);
+    go(&mut s, Event::ModuleStored { hash: M.into() });
+    go(
+        &mut s,
+        Event::ClientConnected {
+            client: 1,
+            name: Some("cli".into()),
+        },
+    );
+    go(
+        &mut s,
+        Event::ClientConnected {
+            client: 2,
+            name: None,
+        },
+    );
+    go(&mut s, joined(10, 1));
+    go(
+        &mut s,
+        Event::Submit {
+            client: 1,
+            id: 1,
+            tasks: vec![
+                spec("a", vec![val(1)]),
+                spec("b", vec![fut("a")]),
+                spec("c", vec![val(3)]),
+                spec("gone", vec![val(4)]),
+            ],
+        },
+    );
+    go(
+        &mut s,
+        Event::Submit {
+            client: 2,
+            id: 1,
+            tasks: vec![spec("ephemeral", vec![val(5)])],
+        },
+    );
+    go(&mut s, started(10, "a"));
+    go(
+        &mut s,
+        Event::Finished {
+            worker: 10,
+            results: vec![("a".into(), small(2)), ("gone".into(), small(5))],
+        },
+    );
+    go(
+        &mut s,
+        Event::Erred {
+            worker: 10,
+            errors: vec![("c".into(), error("c"))],
+        },
+    );
+    go(
+        &mut s,
+        Event::Release {
+            client: 1,
+            keys: vec!["gone".into()],
+        },
+    );
+    for (id, op) in [
+        (
+            1,
+            Op::QueuePut {
+                name: "q".into(),
+                item: val(1),
+                maxsize: None,
+                timeout_ms: None,
+            },
+        ),
+        (
+            2,
+            Op::QueuePut {
+                name: "q".into(),
+                item: fut("a"),
+                maxsize: None,
+                timeout_ms: None,
+            },
+        ),
+        (
+            3,
+            Op::QueueGet {
+                name: "q".into(),
+                timeout_ms: None,
+            },
+        ),
+        (
+            4,
+            Op::VarSet {
+                name: "v".into(),
+                item: val(9),
+            },
+        ),
+        (5, Op::EventSet { name: "e".into() }),
+        (
+            6,
+            Op::LockAcquire {
+                name: "l".into(),
+                timeout_ms: None,
+            },
+        ),
+    ] {
+        go(
+            &mut s,
+            Event::Primitive {
+                client: 1,
+                id,
+                task: None,
+                op,
+            },
+        );
+    }
+    go(&mut s, Event::ClientDisconnected { client: 2 });
+    let rebuilt = m.into_snapshot().canonical();
+    assert_eq!(rebuilt, s.snapshot().canonical());
+    // a, b, c and the unnamed client's task (still to run); "gone" is
+    // forgotten.
+    assert_eq!(rebuilt.len(), 4);
+}
+
+#[test]
+fn journal_records_nothing_for_a_touch_that_changes_nothing_durable() {
+    let mut s = setup(&[(10, 1)]);
+    s.enable_journal();
+    submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
+    assert_eq!(
+        s.journal_records().len(),
+        2 + 1,
+        "two tasks and the counters"
+    );
+    // Starting changes nothing the journal keeps.
+    s.handle(started(10, "a"));
+    assert!(s.journal_records().is_empty());
+}

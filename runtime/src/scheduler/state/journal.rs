@@ -35,7 +35,7 @@ const RESTORE: &str = "journal-restore";
 pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// The scheduler's durable state.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
     version: u32,
     modules: Vec<String>,
@@ -48,7 +48,7 @@ pub struct Snapshot {
     stats: crate::protocol::Stats,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 struct SavedTask {
     spec: TaskSpec,
     seq: u64,
@@ -88,6 +88,20 @@ impl Snapshot {
     /// An empty snapshot.
     pub fn empty() -> Self {
         Model::default().into_snapshot()
+    }
+
+    /// The same state with every list in one order, to compare snapshots.
+    pub fn canonical(mut self) -> Self {
+        self.modules.sort();
+        self.tasks.sort_by_key(|t| t.seq);
+        self.queues.sort_by(|a, b| a.0.cmp(&b.0));
+        self.variables.sort_by(|a, b| a.0.cmp(&b.0));
+        self.events.sort();
+        for l in &mut self.leases {
+            l.3.sort();
+        }
+        self.leases.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        self
     }
 }
 
