@@ -354,3 +354,30 @@ fn json_output_of_an_erred_key_names_its_error_kind_and_origin() {
         "{line}"
     );
 }
+
+fn info(c: &Cluster) -> serde_json::Value {
+    serde_json::from_str(&c.ok(&["info"])).unwrap()
+}
+
+#[test]
+fn the_shell_lets_go_of_what_it_holds_with_gather_release_and_release_all() {
+    let c = Cluster::start(1, 1);
+    let keys = c.run(&["map", tasks_wasm(), "inc"], "1\n2\n3\n");
+    assert_eq!(info(&c)["held"], 3);
+    let out = c.run(&["gather", "--release"], &stdout(&keys));
+    assert_eq!(stdout(&out), "2\n3\n4\n", "{}", stderr(&out));
+    let now = info(&c);
+    assert_eq!(
+        (now["held"].as_u64(), now["tasks"].as_u64()),
+        (Some(0), Some(0))
+    );
+    c.run(&["map", tasks_wasm(), "inc"], "7\n8\n");
+    assert_eq!(info(&c)["held"], 2);
+    c.ok(&["release", "--all"]);
+    let now = info(&c);
+    assert_eq!(
+        (now["held"].as_u64(), now["tasks"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(now["scheduler_rss_bytes"].as_u64() > Some(0));
+}

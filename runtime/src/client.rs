@@ -730,6 +730,13 @@ impl Client {
         }
     }
 
+    /// Stops holding every key this client's name holds (every key the
+    /// CLI submitted under `DTASK_CLIENT`, say); what nothing else needs
+    /// is freed.
+    pub fn release_all(&self) -> Result<(), ClientError> {
+        self.send(ToScheduler::ReleaseAll)
+    }
+
     /// Stops holding `keys` for this client.
     pub fn release(&self, keys: Vec<String>) -> Result<(), ClientError> {
         self.send(ToScheduler::Release { keys })

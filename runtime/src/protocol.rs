@@ -459,6 +459,9 @@ pub enum ToScheduler {
         /// Why.
         error: TaskError,
     },
+    /// Stop holding every key this client's name holds (`dtask release
+    /// --all`).
+    ReleaseAll,
     /// From a worker: these tasks took an execution slot and began running.
     /// Only a task that had begun counts as a suspect when its worker dies;
     /// the ones still queued behind it are simply placed again.

@@ -26,6 +26,10 @@ pub struct Args {
     /// leaves it out and goes on.
     #[arg(long, value_enum, default_value = "raise")]
     errors: Errors,
+    /// Release each key once its result is printed (this client name stops
+    /// holding it), so a pipeline leaves nothing held behind it.
+    #[arg(long)]
+    release: bool,
     /// Keys to gather (default: read from stdin).
     keys: Vec<String>,
 }
@@ -50,6 +54,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut keys_open = true;
     let mut skipped = 0usize;
+    // Keys printed and not yet released (with --release).
+    let mut printed: Vec<String> = Vec::new();
     let progress = super::progress::Progress::new("gather", 0);
     loop {
         // Print everything at the front of the order that has arrived.
@@ -65,7 +71,15 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 outcome.clone()
             };
             progress.inc(1);
-            match client.resolve(&key, outcome).await {
+            let resolved = client.resolve(&key, outcome).await;
+            if a.release {
+                // Only now: a result still to be fetched must stay held.
+                printed.push(key.clone());
+                if printed.len() >= 4096 {
+                    client.release(std::mem::take(&mut printed))?;
+                }
+            }
+            match resolved {
                 Ok(v) => {
                     let line = if a.json {
                         let mut l = serde_json::json!({"key": key, "status": "finished", "result": dtask_runtime::value::value_to_json(&v)}).to_string().into_bytes();
@@ -144,6 +158,11 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 arrived.insert(k, (outcome, n));
             }
         }
+    }
+    if a.release {
+        client.release(printed)?;
+        // A round trip makes sure the releases were handled.
+        client.status(Vec::new()).await?;
     }
     if skipped > 0 {
         eprintln!("dtask: skipped {skipped} failed task(s)");

@@ -4,8 +4,10 @@ use super::{Failure, Global, connect};
 use dtask_runtime::config::{self, Resolved};
 
 /// Print the cluster as one JSON object: scheduler address and where it
-/// came from, workers and total slots, keys known, task runs sent and
-/// reruns after worker deaths.
+/// came from, workers and total slots, keys known and keys held by named
+/// clients (the shell's until `dtask release`), task runs sent and reruns
+/// after worker deaths, the scheduler's memory, and its journal (bytes and
+/// records written, and any problem writing it).
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  dtask info | jq .nthreads")]
 pub struct Args {}
@@ -20,7 +22,7 @@ pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
     };
     let client = connect(global, false).await?;
     let workers = client.workers().await?;
-    let stats = client.stats().await?;
+    let (stats, health) = client.stats_and_health().await?;
     let info = serde_json::json!({
         "scheduler": source,
         "version": env!("CARGO_PKG_VERSION"),
@@ -31,6 +33,11 @@ pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
         "tasks": stats.tasks,
         "dispatched": stats.dispatched,
         "reruns": stats.reruns,
+        "held": health.held,
+        "scheduler_rss_bytes": health.rss_bytes,
+        "journal": health.journal.map(|j| serde_json::json!({
+            "dir": j.dir, "bytes": j.bytes, "records": j.records, "problem": j.problem,
+        })),
     });
     println!("{info}");
     Ok(())

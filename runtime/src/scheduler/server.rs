@@ -462,6 +462,7 @@ impl Core {
             },
             ToScheduler::Watch { keys } => Event::Watch { client: from, keys },
             ToScheduler::Release { keys } => Event::Release { client: from, keys },
+            ToScheduler::ReleaseAll => Event::ReleaseAll { client: from },
             ToScheduler::Status { id, keys } => {
                 let states = keys
                     .into_iter()

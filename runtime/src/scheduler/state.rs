@@ -101,6 +101,11 @@ pub enum Event {
         /// Which keys.
         keys: Vec<String>,
     },
+    /// A client no longer holds any key under its name.
+    ReleaseAll {
+        /// Who.
+        client: ClientId,
+    },
     /// A worker joined.
     WorkerConnected {
         /// Its id.
@@ -697,6 +702,14 @@ impl Scheduler {
                 if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
                     for key in keys {
                         self.drop_hold(&holder, &key, &mut out);
+                    }
+                }
+            }
+            Event::ReleaseAll { client } => {
+                if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
+                    let keys = self.holdings.remove(&holder).unwrap_or_default();
+                    for key in keys {
+                        self.unhold(&holder, &key, &mut out);
                     }
                 }
             }
