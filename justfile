@@ -21,10 +21,11 @@ demo:
 # distributed for comparison (skipped when Dask is not installed).
 bench:
     cargo bench -p dtask --bench cluster
+    cargo bench -p dtask --bench pipelines
     python3 cli/benches/dask_baseline.py
 
 # A 20,000-task graph while a worker is killed every second and the
-# scheduler is killed and restarted once; checks every result.
+# scheduler every 4 s, ten runs (CHAOS_RUNS); checks every result.
 chaos:
     cargo bench -p dtask --bench chaos
 

@@ -830,7 +830,8 @@ async fn first_connect(
     hello: &Hello,
     grace: Duration,
 ) -> Result<(Sender<ToScheduler>, connection::Receiver<FromScheduler>), ClientError> {
-    let deadline = tokio::time::Instant::now() + grace;
+    let began = tokio::time::Instant::now();
+    let deadline = began + grace;
     let mut said = false;
     loop {
         match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
@@ -848,7 +849,9 @@ async fn first_connect(
                 });
             }
             Err(e) => {
-                if !said {
+                // A scheduler that is merely slow to accept is not worth a
+                // word; one that stays away for a second is.
+                if !said && began.elapsed() >= Duration::from_secs(1) {
                     said = true;
                     tracing::warn!(
                         "cannot reach the scheduler at {addr} ({e}); retrying for up to \
