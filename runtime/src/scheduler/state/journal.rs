@@ -408,53 +408,27 @@ impl Model {
 impl Scheduler {
     /// The durable part of the state, to write to the journal.
     pub fn snapshot(&self) -> Snapshot {
-        let ephemeral: HashSet<&str> = self
-            .clients
-            .values()
-            .filter(|c| c.ephemeral)
-            .map(|c| c.holder.as_str())
-            .collect();
-        let durable = |h: &String| {
-            !ephemeral.contains(h.as_str()) && !h.starts_with(super::primitives::STORED)
-        };
         let mut tasks: Vec<SavedTask> = self
             .tasks
             .values()
-            .map(|t| SavedTask {
-                spec: t.spec.clone(),
-                seq: t.seq,
-                state: match &t.state {
-                    State::Pending { .. } | State::Processing { .. } => SavedState::Unfinished,
-                    State::Finished { result } => SavedState::Finished {
-                        inline: result.inline.clone(),
-                        nbytes: result.nbytes,
-                    },
-                    State::Error(e) => SavedState::Error(e.clone()),
-                    State::Cancelled => SavedState::Cancelled,
-                    State::Lost => SavedState::Lost,
-                    State::Released => SavedState::Released,
-                },
-                holders: t.holders.iter().filter(|h| durable(h)).cloned().collect(),
-                retries_left: t.retries_left,
-                deaths: t.deaths,
-                scattered: t.scatter.is_some(),
+            .map(|t| {
+                let status = self.status_of(t);
+                SavedTask {
+                    spec: t.spec.clone(),
+                    seq: t.seq,
+                    state: status.state,
+                    holders: status.holders,
+                    retries_left: status.retries_left,
+                    deaths: status.deaths,
+                    scattered: t.scatter.is_some(),
+                }
             })
             .collect();
         tasks.sort_by_key(|t| t.seq);
         let p = &self.prims;
         let leases = |lock: bool, all: &rustc_hash::FxHashMap<String, Leases>| {
             all.iter()
-                .map(|(name, l)| {
-                    let holders = l
-                        .holders
-                        .iter()
-                        .filter_map(|o| match o {
-                            Owner::Holder(h) if !ephemeral.contains(h.as_str()) => Some(h.clone()),
-                            _ => None,
-                        })
-                        .collect();
-                    (lock, name.clone(), l.max, holders)
-                })
+                .map(|(name, l)| (lock, name.clone(), l.max, self.durable_lease_holders(l)))
                 .collect::<Vec<_>>()
         };
         let mut all_leases = leases(true, &p.locks);
@@ -685,6 +659,18 @@ impl Scheduler {
         !self.ephemeral_holders.contains(holder) && !holder.starts_with(super::primitives::STORED)
     }
 
+    /// The named clients holding leases of `l` (tasks' leases end with
+    /// them; unnamed clients' with their connections).
+    fn durable_lease_holders(&self, l: &Leases) -> Vec<String> {
+        l.holders
+            .iter()
+            .filter_map(|o| match o {
+                Owner::Holder(h) if self.durable_holder(h) => Some(h.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// What changed since the last call, as journal records (empty without
     /// [`Scheduler::enable_journal`]). Costs what changed: the keys and
     /// primitives the events since touched, not the whole state.
@@ -739,17 +725,9 @@ impl Scheduler {
                 } else {
                     &self.prims.semaphores
                 };
-                let (max, holders) = all.get(&name).map_or((0, Vec::new()), |l| {
-                    let holders = l
-                        .holders
-                        .iter()
-                        .filter_map(|o| match o {
-                            Owner::Holder(h) if self.durable_holder(h) => Some(h.clone()),
-                            _ => None,
-                        })
-                        .collect();
-                    (l.max, holders)
-                });
+                let (max, holders) = all
+                    .get(&name)
+                    .map_or((0, Vec::new()), |l| (l.max, self.durable_lease_holders(l)));
                 out.push(Record::Leases {
                     lock,
                     name,
