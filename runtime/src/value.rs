@@ -1427,6 +1427,37 @@ pub fn describe(v: &Value) -> String {
     }
 }
 
+/// The bytes held by a value's strings and byte strings, nested ones
+/// included: what copying it into a guest needs at least.
+pub fn payload_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.as_bytes().len(),
+        Value::Binary(b) => b.len(),
+        Value::Ext(_, b) => b.len(),
+        Value::Array(items) => items.iter().map(payload_bytes).sum(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| payload_bytes(k) + payload_bytes(v))
+            .sum(),
+        Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::F32(_) | Value::F64(_) => 0,
+    }
+}
+
+/// A size for people: `812 B`, `4.0 KiB`, `100.0 MiB`, `2.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut x = n as f64 / 1024.0;
+    let mut unit = 0;
+    while x >= 1024.0 && unit + 1 < UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    format!("{x:.1} {}", UNITS[unit])
+}
+
 /// Describes JSON for error messages, like [`describe`].
 fn describe_json(j: &serde_json::Value) -> String {
     use serde_json::Value as J;

@@ -2,6 +2,7 @@
 
 use super::{Failure, Global, connect, render};
 use dtask_runtime::protocol::Outcome;
+use dtask_runtime::value::Value;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use tokio::sync::mpsc;
@@ -16,7 +17,9 @@ use tokio::sync::mpsc;
     after_help = "Examples:\n  dtask gather inc-5c1e…\n  seq 100 | dtask map tasks.wasm inc | dtask gather"
 )]
 pub struct Args {
-    /// Print strings and bytes raw instead of as JSON.
+    /// Print strings and bytes raw instead of as JSON: a string followed
+    /// by a newline, bytes exactly as they are with nothing after them (so
+    /// several byte values come out back to back, as `cat` would join files).
     #[arg(short, long)]
     raw: bool,
     /// One JSON object per line: key, status, and result or error.
@@ -86,9 +89,15 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                         l.push(b'\n');
                         l
                     } else {
-                        let mut l = render(&v, a.raw);
-                        l.push(b'\n');
-                        l
+                        match v {
+                            // Byte-exact: nothing follows raw bytes.
+                            Value::Binary(bytes) if a.raw => bytes,
+                            v => {
+                                let mut l = render(&v, a.raw);
+                                l.push(b'\n');
+                                l
+                            }
+                        }
                     };
                     progress
                         .suspend(|| out.write_all(&line))

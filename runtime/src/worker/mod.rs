@@ -6,6 +6,7 @@
 //! (a semaphore permit) only while it computes: fetching inputs and, later,
 //! waiting in blocking host calls hold no slot and no OS thread.
 
+mod bulk;
 pub mod host;
 pub mod sandbox;
 

@@ -12,6 +12,7 @@
 //! [`TICK`], and at every tick a running guest yields to tokio, so a long
 //! task never starves the worker's I/O, and a task past its deadline traps.
 
+use super::bulk::{Arg, Shape};
 use super::host::{self, HasLink, TaskLink};
 use crate::module::{COMMAND_FUNCTION, Code, CompiledModule, Entry, ModuleKind, engine_config};
 use crate::protocol::{ErrorKind, TaskError};
@@ -278,7 +279,28 @@ impl Sandbox {
                 return Err(err(ErrorKind::Module, e));
             }
         };
-        let params = typed_params(key, function, &sig.params, args)?;
+        let memory = limits
+            .memory
+            .map_or(self.limits.memory, |m| m.min(self.limits.memory));
+        let raise = if memory < self.limits.memory {
+            "raise it with `submit --memory-limit-mib`"
+        } else {
+            "raise it with `dtask worker --memory-limit-mib`"
+        };
+        check_size(key, function, &args, memory, raise)?;
+        let params = match Shape::of(&sig.params, &sig.results) {
+            Some(shape) => {
+                check_arity(key, function, &sig.params, &args)?;
+                let args = shape.args(&sig.params, args).map_err(|(name, e)| {
+                    err(
+                        ErrorKind::Input,
+                        format!("{function}: parameter {name}: {e}"),
+                    )
+                })?;
+                Params::Bulk(shape, args)
+            }
+            None => Params::Vals(typed_params(key, function, &sig.params, args)?),
+        };
 
         let stderr = Stderr::default();
         let mut wasi = WasiCtxBuilder::new();
@@ -287,8 +309,9 @@ impl Sandbox {
         let mut host = self.host(wasi.build(), key, link);
         host.limits = self.store_limits_under(limits.memory);
         let mut store = self.store(host, timeout);
+        // Results may be as large as the task's memory.
+        store.set_hostcall_fuel(memory.max(MIN_HOSTCALL_FUEL));
 
-        let mut results = vec![Val::Bool(false); sig.results.len()];
         let outcome = async {
             let instance = pre.instantiate_async(&mut store).await?;
             let Entry::Export(index) = sig.entry else {
@@ -297,18 +320,21 @@ impl Sandbox {
             let func = instance
                 .get_func(&mut store, index)
                 .ok_or_else(|| wasmtime::Error::msg(format!("export {function} vanished")))?;
-            func.call_async(&mut store, &params, &mut results).await?;
-            wasmtime::Result::<()>::Ok(())
+            match params {
+                Params::Bulk(shape, args) => shape.call(&mut store, func, args).await,
+                Params::Vals(params) => {
+                    let mut results = vec![Val::Bool(false); sig.results.len()];
+                    func.call_async(&mut store, &params, &mut results).await?;
+                    Ok(match results.as_slice() {
+                        [] => Value::Nil,
+                        [one] => value::val_to_value(one),
+                        many => Value::Array(many.iter().map(value::val_to_value).collect()),
+                    })
+                }
+            }
         }
         .await;
-        match outcome {
-            Ok(()) => Ok(match results.as_slice() {
-                [] => Value::Nil,
-                [one] => value::val_to_value(one),
-                many => Value::Array(many.iter().map(value::val_to_value).collect()),
-            }),
-            Err(e) => Err(classify(e, stderr.text(), key, timeout)),
-        }
+        outcome.map_err(|e| classify(e, stderr.text(), key, timeout))
     }
 
     /// Runs a WASI command with `argv` and `stdin`, returning what it wrote
@@ -638,6 +664,64 @@ impl ActorInstance {
     }
 }
 
+/// The hostcall allowance below which a task's is never set: what wasmtime
+/// gives by default.
+const MIN_HOSTCALL_FUEL: usize = 128 << 20;
+
+/// How a task's arguments go into its call.
+enum Params {
+    /// Typed, with bytes copied in bulk.
+    Bulk(Shape, Vec<Arg>),
+    /// One dynamic value per WIT value.
+    Vals(Vec<Val>),
+}
+
+/// An input error unless `args` has one value per parameter.
+fn check_arity(
+    key: &str,
+    function: &str,
+    params: &[(String, wasmtime::component::types::Type)],
+    args: &[Value],
+) -> Result<(), TaskError> {
+    if args.len() == params.len() {
+        return Ok(());
+    }
+    Err(task_error(
+        key,
+        ErrorKind::Input,
+        format!(
+            "{function} takes {} arguments, {} were given",
+            params.len(),
+            args.len()
+        ),
+    ))
+}
+
+/// A memory error, before the task starts, when its byte and string
+/// arguments alone exceed the memory it may use: they could never be
+/// copied in.
+fn check_size(
+    key: &str,
+    function: &str,
+    args: &[Value],
+    memory: usize,
+    raise: &str,
+) -> Result<(), TaskError> {
+    let bytes: usize = args.iter().map(value::payload_bytes).sum();
+    if bytes <= memory {
+        return Ok(());
+    }
+    Err(task_error(
+        key,
+        ErrorKind::Memory,
+        format!(
+            "{function}: the arguments hold {} of data, more than the task's memory limit of {}; {raise}",
+            value::human_bytes(bytes as u64),
+            value::human_bytes(memory as u64),
+        ),
+    ))
+}
+
 /// Converts `args` to the WIT values of `params`, or an input error.
 fn typed_params(
     key: &str,
@@ -645,17 +729,7 @@ fn typed_params(
     params: &[(String, wasmtime::component::types::Type)],
     args: Vec<Value>,
 ) -> Result<Vec<Val>, TaskError> {
-    if args.len() != params.len() {
-        return Err(task_error(
-            key,
-            ErrorKind::Input,
-            format!(
-                "{function} takes {} arguments, {} were given",
-                params.len(),
-                args.len()
-            ),
-        ));
-    }
+    check_arity(key, function, params, &args)?;
     args.iter()
         .zip(params)
         .map(|(v, (name, ty))| {

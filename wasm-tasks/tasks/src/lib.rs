@@ -114,6 +114,19 @@ impl Guest for Tasks {
         b
     }
 
+    fn sum_bytes(b: Vec<u8>) -> u64 {
+        b.iter().map(|&x| u64::from(x)).sum()
+    }
+
+    fn count_bytes(n: u64, start: u32) -> Vec<u8> {
+        (0..n).map(|i| (i + u64::from(start)) as u8).collect()
+    }
+
+    fn concat_bytes(mut a: Vec<u8>, b: Vec<u8>) -> Vec<u8> {
+        a.extend_from_slice(&b);
+        a
+    }
+
     fn fail(message: String) -> i64 {
         panic!("{message}");
     }

@@ -1,0 +1,111 @@
+//! `just bench` (and `cargo bench -p dtask --bench bigdata`): 100 MB values
+//! on a `dtask cluster` of 2 workers × 1 slot, through the shell as users
+//! move them: `dtask scatter FILE`, `dtask gather -r KEY > FILE`, and
+//! `reverse-bytes` of the scattered value from submit to gathered bytes.
+//! Best of 3 each. Then the same bytes through Dask distributed's
+//! `client.scatter` / `client.gather` on the same cluster shape, measured in
+//! this run (`cli/benches/dask_bigdata.py`; skipped without Dask).
+//! `BIG_MB` changes the size.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Cluster, stderr, tasks_wasm};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 3;
+
+fn best(mut f: impl FnMut() -> Duration) -> Duration {
+    (0..RUNS).map(|_| f()).min().unwrap()
+}
+
+fn mb_per_s(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn main() {
+    let mb: usize = std::env::var("BIG_MB")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    let size = mb * 1_000_000;
+    let c = Cluster::start(2, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.bin");
+    let copy = dir.path().join("copy.bin");
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 + i / 7) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let file = file.to_str().unwrap().to_string();
+
+    // Warm the module once.
+    let warm = c.submit("sum-bytes", &["x"]);
+    c.ok(&["gather", &warm]);
+
+    println!("{mb} MB values, dtask cluster of 2 workers x 1 slot, best of {RUNS}");
+    println!("{:-<78}", "");
+    let mut key = String::new();
+    let scatter = best(|| {
+        let began = Instant::now();
+        key = c.ok(&["scatter", &file]);
+        began.elapsed()
+    });
+    let gather = best(|| {
+        let out = std::fs::File::create(&copy).unwrap();
+        let began = Instant::now();
+        let status = c
+            .cmd()
+            .args(["gather", "-r", &key])
+            .stdout(Stdio::from(out))
+            .status()
+            .unwrap();
+        let took = began.elapsed();
+        assert!(status.success());
+        took
+    });
+    assert!(
+        std::fs::read(&copy).unwrap() == data,
+        "gather -r is not exact"
+    );
+    let at = format!("@{key}");
+    let mut round = 0;
+    let rev = best(|| {
+        round += 1;
+        let began = Instant::now();
+        // --pure=false: a fresh run each time, not the cached result.
+        let k = c.ok(&["submit", "--pure=false", tasks_wasm(), "reverse-bytes", &at]);
+        let out = c.cmd().args(["gather", "-r", &k]).output().unwrap();
+        let took = began.elapsed();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(out.stdout.len(), size);
+        assert!(out.stdout.iter().eq(data.iter().rev()), "rev run {round}");
+        c.ok(&["release", &k]);
+        took
+    });
+    println!(
+        "scatter {mb} MB (dtask scatter FILE)      {:>8.1} ms  {:>7.0} MB/s",
+        scatter.as_secs_f64() * 1e3,
+        mb_per_s(size, scatter)
+    );
+    println!(
+        "gather  {mb} MB (dtask gather -r > FILE)  {:>8.1} ms  {:>7.0} MB/s",
+        gather.as_secs_f64() * 1e3,
+        mb_per_s(size, gather)
+    );
+    println!(
+        "reverse-bytes {mb} MB, submit to bytes   {:>8.1} ms  {:>7.0} MB/s   target >= 500 MB/s",
+        rev.as_secs_f64() * 1e3,
+        mb_per_s(size, rev)
+    );
+    println!("{:-<78}", "");
+    drop(c);
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/dask_bigdata.py");
+    let status = std::process::Command::new("python3")
+        .arg(script)
+        .arg(mb.to_string())
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        println!("Dask baseline: could not run {script}");
+    }
+}

@@ -1,0 +1,125 @@
+//! Big values through the real binary: bytes in and out of tasks in bulk
+//! (every bulk shape), strings past wasmtime's default hostcall allowance,
+//! byte-exact raw output, and arguments over a task's memory limit refused
+//! before the task starts, with the limit named.
+
+mod common;
+
+use common::*;
+
+/// 64 MiB: past what per-element conversion could carry (4 MiB failed),
+/// well inside a worker's default 256 MiB.
+const BIG: usize = 64 << 20;
+
+/// `n` pseudo-random bytes (xorshift64*), so no pattern can hide a bug.
+fn random_bytes(n: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// `gather -r KEY`'s stdout, checked to have succeeded.
+fn raw_bytes(c: &Cluster, key: &str) -> Vec<u8> {
+    let out = c.run(&["gather", "-r", key], "");
+    assert!(out.status.success(), "gather {key}: {}", stderr(&out));
+    out.stdout
+}
+
+/// Scatters `data` as a file and returns its key.
+fn scatter_file(c: &Cluster, data: &[u8]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.bin");
+    std::fs::write(&path, data).unwrap();
+    let key = c.ok(&["scatter", path.to_str().unwrap()]);
+    (dir, key)
+}
+
+#[test]
+fn sixty_four_mib_of_bytes_go_through_every_bulk_shape_byte_exact() {
+    let c = Cluster::start(2, 1);
+    let data = random_bytes(BIG, 0x5eed);
+    let (_dir, key) = scatter_file(&c, &data);
+    let at = format!("@{key}");
+
+    // Scatter then `gather -r` reproduces the file byte for byte: nothing
+    // is added after raw bytes.
+    assert!(
+        raw_bytes(&c, &key) == data,
+        "scatter/gather -r is not exact"
+    );
+
+    // list<u8> -> list<u8>
+    let rev = c.submit("reverse-bytes", &[&at]);
+    let got = raw_bytes(&c, &rev);
+    assert_eq!(got.len(), data.len());
+    assert!(got.iter().eq(data.iter().rev()), "reverse-bytes differs");
+
+    // list<u8> -> u64
+    let sum = c.submit("sum-bytes", &[&at]);
+    let want: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(c.ok(&["gather", &sum]), want.to_string());
+
+    // (list<u8>, list<u8>) -> list<u8>, the second from a shell word.
+    let cat = c.submit("concat-bytes", &[&at, "tail"]);
+    let got = raw_bytes(&c, &cat);
+    assert_eq!(got.len(), data.len() + 4);
+    assert!(got[..data.len()] == data[..] && got.ends_with(b"tail"));
+
+    // (u64, u32) -> list<u8>
+    let made = c.submit("count-bytes", &[&BIG.to_string(), "7"]);
+    let got = raw_bytes(&c, &made);
+    assert_eq!(got.len(), BIG);
+    assert!(got.iter().enumerate().all(|(i, &b)| b == (i + 7) as u8));
+}
+
+#[test]
+fn strings_larger_than_the_default_hostcall_allowance_come_back_whole() {
+    let c = Cluster::start(1, 1);
+    // 2 × 80 Mi = 160 MiB of string result, past wasmtime's default 128 MiB
+    // allowance for data a guest hands the host.
+    let n = 80 << 20;
+    let key = c.submit("repeat", &["ab", &n.to_string()]);
+    let out = c.run(&["gather", "-r", &key], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A raw string is followed by a newline.
+    assert_eq!(out.stdout.len(), 2 * n + 1);
+    assert!(out.stdout[..2 * n].chunks(2).all(|p| p == b"ab"));
+    assert_eq!(out.stdout.last(), Some(&b'\n'));
+    let len = c.submit("len", &[&format!("@{key}")]);
+    assert_eq!(c.ok(&["gather", &len]), (2 * n).to_string());
+}
+
+#[test]
+fn an_argument_over_the_memory_limit_is_refused_naming_the_limit() {
+    let c = Cluster::start(1, 1);
+    let data = random_bytes(24 << 20, 7);
+    let (_dir, key) = scatter_file(&c, &data);
+    let rev = c.ok(&[
+        "submit",
+        "--memory-limit-mib",
+        "16",
+        tasks_wasm(),
+        "reverse-bytes",
+        &format!("@{key}"),
+    ]);
+    let out = c.run(&["gather", &rev], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("kind: memory"), "{err}");
+    assert!(
+        err.contains("24.0 MiB") && err.contains("memory limit of 16.0 MiB"),
+        "{err}"
+    );
+    assert!(err.contains("submit --memory-limit-mib"), "{err}");
+
+    // Under the worker's own limit the same value goes through.
+    let ok = c.submit("sum-bytes", &[&format!("@{key}")]);
+    let want: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(c.ok(&["gather", &ok]), want.to_string());
+}

@@ -1,0 +1,282 @@
+//! Calls that move bytes in bulk.
+//!
+//! A dynamic call lowers a `list<u8>` one [`Val`] per byte: a 100 MB
+//! argument would become gigabytes of values on the host and run out of the
+//! hostcall allowance long before the task's memory limit. A function whose
+//! signature carries `list<u8>` in one of the common shapes below is instead
+//! called through wasmtime's typed interface, where bytes cross the
+//! boundary as one copy each way (`Vec<u8>` in, a view of guest memory out).
+//!
+//! The shapes: up to two parameters, each `list<u8>`, `string`, `u32`, `u64`
+//! or `s64`, and at most one result, one of `list<u8>`, `string`, `u32`,
+//! `u64`, `s64`, `f64` or `bool`, with a `list<u8>` among the parameters or
+//! as the result. Any other signature takes the dynamic path
+//! (where strings are already copied in bulk).
+
+use rmpv::Value;
+use wasmtime::Store;
+use wasmtime::component::types::Type;
+use wasmtime::component::{ComponentNamedList, Func, Lift, Lower, Val, WasmList, WasmStr};
+
+use crate::value::{self, ConvertError};
+
+/// What a parameter of a bulk shape is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum In {
+    Bytes,
+    Str,
+    U32,
+    U64,
+    S64,
+}
+
+/// What the result of a bulk shape is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Out {
+    Unit,
+    Bytes,
+    Str,
+    U32,
+    U64,
+    S64,
+    F64,
+    Bool,
+}
+
+/// A signature that is called with bytes in bulk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    params: Vec<In>,
+    out: Out,
+}
+
+/// A parameter ready for a typed call.
+pub(crate) enum Arg {
+    Bytes(Vec<u8>),
+    Str(String),
+    U32(u32),
+    U64(u64),
+    S64(i64),
+}
+
+fn kind_in(ty: &Type) -> Option<In> {
+    Some(match ty {
+        Type::List(l) if matches!(l.ty(), Type::U8) => In::Bytes,
+        Type::String => In::Str,
+        Type::U32 => In::U32,
+        Type::U64 => In::U64,
+        Type::S64 => In::S64,
+        _ => return None,
+    })
+}
+
+fn kind_out(ty: &Type) -> Option<Out> {
+    Some(match ty {
+        Type::List(l) if matches!(l.ty(), Type::U8) => Out::Bytes,
+        Type::String => Out::Str,
+        Type::U32 => Out::U32,
+        Type::U64 => Out::U64,
+        Type::S64 => Out::S64,
+        Type::Float64 => Out::F64,
+        Type::Bool => Out::Bool,
+        _ => return None,
+    })
+}
+
+impl Shape {
+    /// The bulk shape of a signature, if it has one.
+    pub(crate) fn of(params: &[(String, Type)], results: &[Type]) -> Option<Shape> {
+        if params.len() > 2 {
+            return None;
+        }
+        let params: Vec<In> = params
+            .iter()
+            .map(|(_, t)| kind_in(t))
+            .collect::<Option<_>>()?;
+        let out = match results {
+            [] => Out::Unit,
+            [t] => kind_out(t)?,
+            _ => return None,
+        };
+        let bytes_in = params.contains(&In::Bytes);
+        (bytes_in || out == Out::Bytes).then_some(Shape { params, out })
+    }
+
+    /// Converts the task's arguments for this shape (already counted against
+    /// the signature). Byte values are moved, not copied.
+    pub(crate) fn args(
+        &self,
+        params: &[(String, Type)],
+        args: Vec<Value>,
+    ) -> Result<Vec<Arg>, (String, ConvertError)> {
+        args.into_iter()
+            .zip(params.iter().zip(&self.params))
+            .map(|(v, ((name, ty), kind))| arg(v, *kind, ty).map_err(|e| (name.clone(), e)))
+            .collect()
+    }
+
+    /// Calls `func` with `args` and converts its result.
+    pub(crate) async fn call<T: Send>(
+        &self,
+        store: &mut Store<T>,
+        func: Func,
+        args: Vec<Arg>,
+    ) -> wasmtime::Result<Value> {
+        let mut args = args.into_iter();
+        let (a, b) = (args.next(), args.next());
+        // Each arm names one parameter tuple; `returning` picks the result.
+        match (a, b) {
+            (None, _) => returning(store, func, (), self.out).await,
+            (Some(a), None) => match a {
+                Arg::Bytes(x) => returning(store, func, (x,), self.out).await,
+                Arg::Str(x) => returning(store, func, (x,), self.out).await,
+                Arg::U32(x) => returning(store, func, (x,), self.out).await,
+                Arg::U64(x) => returning(store, func, (x,), self.out).await,
+                Arg::S64(x) => returning(store, func, (x,), self.out).await,
+            },
+            (Some(Arg::Bytes(x)), Some(b)) => match b {
+                Arg::Bytes(y) => returning(store, func, (x, y), self.out).await,
+                Arg::Str(y) => returning(store, func, (x, y), self.out).await,
+                Arg::U32(y) => returning(store, func, (x, y), self.out).await,
+                Arg::U64(y) => returning(store, func, (x, y), self.out).await,
+                Arg::S64(y) => returning(store, func, (x, y), self.out).await,
+            },
+            (Some(a), Some(Arg::Bytes(y))) => match a {
+                Arg::Bytes(x) => returning(store, func, (x, y), self.out).await,
+                Arg::Str(x) => returning(store, func, (x, y), self.out).await,
+                Arg::U32(x) => returning(store, func, (x, y), self.out).await,
+                Arg::U64(x) => returning(store, func, (x, y), self.out).await,
+                Arg::S64(x) => returning(store, func, (x, y), self.out).await,
+            },
+            // Without bytes in, the result is bytes (see `Shape::of`).
+            (Some(a), Some(b)) => {
+                macro_rules! second {
+                    ($x:expr) => {
+                        match b {
+                            Arg::Str(y) => bytes_out(store, func, ($x, y)).await,
+                            Arg::U32(y) => bytes_out(store, func, ($x, y)).await,
+                            Arg::U64(y) => bytes_out(store, func, ($x, y)).await,
+                            Arg::S64(y) => bytes_out(store, func, ($x, y)).await,
+                            Arg::Bytes(_) => unreachable!("matched above"),
+                        }
+                    };
+                }
+                match a {
+                    Arg::Str(x) => second!(x),
+                    Arg::U32(x) => second!(x),
+                    Arg::U64(x) => second!(x),
+                    Arg::S64(x) => second!(x),
+                    Arg::Bytes(_) => unreachable!("matched above"),
+                }
+            }
+        }
+    }
+}
+
+/// A [`Value`] as the typed parameter `kind` (of WIT type `ty`), with the
+/// dynamic conversion's checks and messages for anything but the plain case.
+fn arg(v: Value, kind: In, ty: &Type) -> Result<Arg, ConvertError> {
+    let v = match (kind, v) {
+        (In::Bytes, Value::Binary(b)) => return Ok(Arg::Bytes(b)),
+        (In::Str, Value::String(s)) if s.is_str() => {
+            return Ok(Arg::Str(s.into_str().unwrap_or_default()));
+        }
+        (_, v) => v,
+    };
+    Ok(match value::value_to_val(&v, ty)? {
+        Val::List(items) => Arg::Bytes(
+            items
+                .iter()
+                .filter_map(|v| match v {
+                    Val::U8(b) => Some(*b),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Val::String(s) => Arg::Str(s),
+        Val::U32(x) => Arg::U32(x),
+        Val::U64(x) => Arg::U64(x),
+        Val::S64(x) => Arg::S64(x),
+        other => {
+            return Err(ConvertError {
+                path: String::new(),
+                message: format!("internal: {kind:?} parameter converted to {other:?}"),
+            });
+        }
+    })
+}
+
+/// Calls `func` with the parameter tuple `params`, typed for the result
+/// `out`, and converts what it returned.
+async fn returning<T: Send, P>(
+    store: &mut Store<T>,
+    func: Func,
+    params: P,
+    out: Out,
+) -> wasmtime::Result<Value>
+where
+    P: ComponentNamedList + Lower + Send + Sync + 'static,
+{
+    Ok(match out {
+        Out::Unit => {
+            typed::<T, P, ()>(store, func, params).await?;
+            Value::Nil
+        }
+        Out::Bytes => bytes_out(store, func, params).await?,
+        Out::Str => {
+            let (s,) = typed::<T, P, (WasmStr,)>(store, func, params).await?;
+            Value::from(s.to_str(&*store)?.into_owned())
+        }
+        Out::U32 => Value::from(typed::<T, P, (u32,)>(store, func, params).await?.0),
+        Out::U64 => Value::from(typed::<T, P, (u64,)>(store, func, params).await?.0),
+        Out::S64 => Value::from(typed::<T, P, (i64,)>(store, func, params).await?.0),
+        Out::F64 => Value::F64(typed::<T, P, (f64,)>(store, func, params).await?.0),
+        Out::Bool => Value::Boolean(typed::<T, P, (bool,)>(store, func, params).await?.0),
+    })
+}
+
+/// Calls `func`, which returns `list<u8>`, with `params`.
+async fn bytes_out<T: Send, P>(
+    store: &mut Store<T>,
+    func: Func,
+    params: P,
+) -> wasmtime::Result<Value>
+where
+    P: ComponentNamedList + Lower + Send + Sync + 'static,
+{
+    let (list,) = typed::<T, P, (WasmList<u8>,)>(store, func, params).await?;
+    Ok(Value::Binary(list.as_le_slice(&*store).to_vec()))
+}
+
+async fn typed<T: Send, P, R>(store: &mut Store<T>, func: Func, params: P) -> wasmtime::Result<R>
+where
+    P: ComponentNamedList + Lower + Send + Sync + 'static,
+    R: ComponentNamedList + Lift + Send + Sync + 'static,
+{
+    func.typed::<P, R>(&*store)?
+        .call_async(&mut *store, params)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::component::types::Type;
+
+    fn shape(params: &[Type], results: &[Type]) -> Option<Shape> {
+        let params: Vec<_> = params
+            .iter()
+            .map(|t| ("p".to_string(), t.clone()))
+            .collect();
+        Shape::of(&params, results)
+    }
+
+    #[test]
+    fn only_signatures_that_carry_bytes_and_fit_a_shape_are_bulk() {
+        // Types are built by the engine; scalars are enough to check the
+        // rules that do not involve lists.
+        assert_eq!(shape(&[Type::String], &[Type::String]), None);
+        assert_eq!(shape(&[Type::U32, Type::U64, Type::S64], &[]), None);
+        assert_eq!(shape(&[Type::Float32], &[]), None);
+    }
+}
