@@ -653,7 +653,17 @@ impl Client {
 
     /// The value of a finished result, from wherever it is.
     pub async fn fetch(&self, key: &str, at: &Located) -> Result<Value, ClientError> {
-        let bytes: Bytes = match &at.inline {
+        let bytes = self.fetch_encoded(key, at).await?;
+        value::decode(&bytes).map_err(|e| ClientError::Data {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// [`Client::fetch`] without decoding: the result's MessagePack bytes,
+    /// as they arrived (a big one is a slice of what was read, not a copy).
+    pub async fn fetch_encoded(&self, key: &str, at: &Located) -> Result<Bytes, ClientError> {
+        Ok(match &at.inline {
             Some(b) => b.clone(),
             None => peer::fetch(&at.who_has, &self.inner.token, key)
                 .await
@@ -661,10 +671,6 @@ impl Client {
                     key: key.to_string(),
                     reason,
                 })?,
-        };
-        value::decode(&bytes).map_err(|e| ClientError::Data {
-            key: key.to_string(),
-            reason: e.to_string(),
         })
     }
 
@@ -672,6 +678,16 @@ impl Client {
     pub async fn resolve(&self, key: &str, outcome: Outcome) -> Result<Value, ClientError> {
         match outcome {
             Outcome::Finished(at) => self.fetch(key, &at).await,
+            Outcome::Error(e) => Err(ClientError::Task(Box::new(e))),
+            Outcome::Cancelled => Err(ClientError::Cancelled(key.to_string())),
+            Outcome::Unknown => Err(ClientError::UnknownKey(key.to_string())),
+        }
+    }
+
+    /// [`Client::resolve`] without decoding: the result's MessagePack bytes.
+    pub async fn resolve_encoded(&self, key: &str, outcome: Outcome) -> Result<Bytes, ClientError> {
+        match outcome {
+            Outcome::Finished(at) => self.fetch_encoded(key, &at).await,
             Outcome::Error(e) => Err(ClientError::Task(Box::new(e))),
             Outcome::Cancelled => Err(ClientError::Cancelled(key.to_string())),
             Outcome::Unknown => Err(ClientError::UnknownKey(key.to_string())),

@@ -104,7 +104,7 @@ impl<M: DeserializeOwned> Receiver<M> {
             match self.frames.next().await {
                 None => return Ok(None),
                 Some(frame) => {
-                    let batch: Vec<M> = decode(&frame?)?;
+                    let batch: Vec<M> = decode_frame(frame?.freeze())?;
                     self.pending.extend(batch);
                 }
             }
@@ -221,9 +221,7 @@ impl<M> Sender<M> {
 }
 
 /// Starts the writer task for one connection.
-fn spawn_writer<M: Serialize + Weigh + Send + 'static>(
-    mut sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
-) -> Sender<M> {
+fn spawn_writer<M: Serialize + Weigh + Send + 'static>(mut sink: OwnedWriteHalf) -> Sender<M> {
     let (tx, mut rx) = mpsc::unbounded_channel::<M>();
     let backlog = Arc::new(Backlog::default());
     let shared = backlog.clone();
@@ -250,12 +248,14 @@ fn spawn_writer<M: Serialize + Weigh + Send + 'static>(
                     Err(_) => break,
                 }
             }
-            let bytes = encode(&batch);
+            // Big byte strings are written from where they are, not
+            // copied into the encoding (see `blob`).
+            let parts = encode_frame(&batch);
             batch.clear();
             let sent = tokio::select! {
                 biased;
                 () = shared.stop.notified() => break,
-                r = sink.send(bytes) => r,
+                r = write_parts(&mut sink, &parts) => r,
             };
             shared.bytes.fetch_sub(weight, Ordering::AcqRel);
             if sent.is_err() {
@@ -272,15 +272,41 @@ fn spawn_writer<M: Serialize + Weigh + Send + 'static>(
 /// The connection after its handshake: the same framed halves (so nothing
 /// the peer sent right behind its handshake is lost), now accepting frames
 /// up to `max_frame`.
+/// Encodes a batch as a frame on an established connection: its parts, to
+/// be written in order (see [`crate::blob`] for the layout).
+pub(crate) fn encode_frame<M: Serialize + ?Sized>(msg: &M) -> Vec<bytes::Bytes> {
+    crate::blob::encode_frame(msg, |buf, msg| {
+        // Unbounded: a bounded encoding measures the message first, which
+        // would set its big byte strings aside twice.
+        bincode::DefaultOptions::new()
+            .serialize_into(buf, msg)
+            .expect("protocol messages always serialize")
+    })
+}
+
+/// Decodes a frame written by [`encode_frame`] (without its length
+/// prefix).
+pub(crate) fn decode_frame<M: DeserializeOwned>(frame: bytes::Bytes) -> Result<M, WireError> {
+    crate::blob::decode_frame(frame, decode, |m| WireError::Malformed(m.to_string()))
+}
+
+/// Writes a frame's parts in order.
+async fn write_parts(sink: &mut OwnedWriteHalf, parts: &[bytes::Bytes]) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    for part in parts {
+        sink.write_all(part).await?;
+    }
+    Ok(())
+}
+
 fn established<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
     mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
-    mut sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
     max_frame: usize,
 ) -> (Sender<O>, Receiver<I>) {
     frames.decoder_mut().set_max_frame_length(max_frame);
-    sink.encoder_mut().set_max_frame_length(max_frame);
     (
-        spawn_writer(sink),
+        spawn_writer(sink.into_inner()),
         Receiver {
             frames,
             pending: VecDeque::new(),
@@ -377,6 +403,32 @@ mod tests {
         ] {
             assert!(decode::<Vec<crate::protocol::ToScheduler>>(bytes).is_err());
         }
+    }
+
+    #[test]
+    fn frames_carry_big_values_out_of_band_and_back() {
+        use crate::protocol::ToScheduler;
+        let big = bytes::Bytes::from(vec![5u8; 2 << 20]);
+        let msgs = vec![
+            ToScheduler::Scatter {
+                id: 1,
+                values: vec![("k".into(), big.clone()), ("s".into(), "x".into())],
+                broadcast: false,
+                workers: vec![],
+            },
+            ToScheduler::Publish {
+                topic: "t".into(),
+                message: big.clone(),
+            },
+        ];
+        let parts = encode_frame(&msgs);
+        assert_eq!(parts.len(), 3, "two big strings in the tail");
+        let mut frame = Vec::new();
+        for p in &parts {
+            frame.extend_from_slice(p);
+        }
+        let back: Vec<ToScheduler> = decode_frame(bytes::Bytes::from(frame).slice(4..)).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{msgs:?}"));
     }
 
     #[test]

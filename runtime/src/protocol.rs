@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Results at most this large travel with the worker's completion report and
 /// are kept by the scheduler too, so gathering them needs no worker round
@@ -79,7 +79,7 @@ pub enum Welcome {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum Arg {
     /// A MessagePack-encoded value.
-    Value(Bytes),
+    Value(#[serde(with = "crate::blob")] Bytes),
     /// The result of another task, once it has finished.
     Future(String),
 }
@@ -274,6 +274,7 @@ pub enum ToScheduler {
         /// Hex BLAKE3 of `bytes`.
         hash: ModuleHash,
         /// The module.
+        #[serde(with = "crate::blob")]
         bytes: Bytes,
     },
     /// Submit tasks, held for this client. Answered by
@@ -332,6 +333,7 @@ pub enum ToScheduler {
         /// Request id.
         id: u64,
         /// (key, MessagePack value) pairs, placed round-robin.
+        #[serde(with = "crate::blob::pairs")]
         values: Vec<(String, Bytes)>,
         /// Put a copy on every worker.
         broadcast: bool,
@@ -418,6 +420,7 @@ pub enum ToScheduler {
         /// The topic.
         topic: String,
         /// MessagePack value.
+        #[serde(with = "crate::blob")]
         message: Bytes,
     },
 
@@ -481,6 +484,7 @@ pub struct ActorSpec {
     /// The resource's name.
     pub resource: String,
     /// Constructor arguments, MessagePack values.
+    #[serde(with = "crate::blob::list")]
     pub args: Vec<Bytes>,
     /// Memory limit of this actor's instance, in bytes (at most the
     /// worker's).
@@ -528,7 +532,7 @@ impl ActorState {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum CallArg {
     /// A MessagePack value.
-    Value(Bytes),
+    Value(#[serde(with = "crate::blob")] Bytes),
     /// A word from the command line, read by the parameter's WIT type on
     /// the worker (which knows the method's types), like task arguments.
     Word(String),
@@ -663,7 +667,7 @@ pub enum OpReply {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum RunArg {
     /// A literal argument.
-    Value(Bytes),
+    Value(#[serde(with = "crate::blob")] Bytes),
     /// The result of another task.
     Dep {
         /// Its key.
@@ -813,6 +817,7 @@ pub enum FromScheduler {
         /// The subscription (its subscribe request's id).
         subscription: u64,
         /// MessagePack value.
+        #[serde(with = "crate::blob")]
         message: Bytes,
     },
     /// A request could not be served at all.
@@ -839,12 +844,14 @@ pub enum FromScheduler {
         /// Its hash.
         hash: ModuleHash,
         /// Its bytes, or `None` if the scheduler does not have it.
+        #[serde(with = "crate::blob::opt")]
         bytes: Option<Bytes>,
     },
     /// Hold these values as finished results (scattered data), then
     /// report them as [`ToScheduler::Finished`].
     Store {
         /// (key, encoded value).
+        #[serde(with = "crate::blob::pairs")]
         values: Vec<(String, Bytes)>,
     },
     /// Stop running these tasks (cancelled); report nothing for them.
@@ -949,6 +956,7 @@ pub enum FromPeer {
         /// Request id.
         id: u64,
         /// (key, encoded value).
+        #[serde(with = "crate::blob::opt_pairs")]
         values: Vec<(String, Option<Bytes>)>,
     },
     /// Answer to [`ToPeer::Call`]: the encoded result, or the error.

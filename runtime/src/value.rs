@@ -1458,6 +1458,24 @@ pub fn human_bytes(n: u64) -> String {
     format!("{x:.1} {}", UNITS[unit])
 }
 
+/// The payload of MessagePack `bytes` that encode one byte string (`bin`)
+/// and nothing else, found without decoding or copying it.
+pub fn binary_payload(bytes: &[u8]) -> Option<&[u8]> {
+    let (len, at) = match *bytes.first()? {
+        0xc4 => (usize::from(*bytes.get(1)?), 2),
+        0xc5 => (
+            usize::from(u16::from_be_bytes(bytes.get(1..3)?.try_into().ok()?)),
+            3,
+        ),
+        0xc6 => (
+            u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?) as usize,
+            5,
+        ),
+        _ => return None,
+    };
+    (bytes.len().checked_sub(at)? == len).then(|| &bytes[at..])
+}
+
 /// Describes JSON for error messages, like [`describe`].
 fn describe_json(j: &serde_json::Value) -> String {
     use serde_json::Value as J;
@@ -1684,6 +1702,24 @@ pub(crate) mod tests {
             Ok(val) => panic!("{name}: expected an error, got {val:?}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn a_byte_string_payload_is_found_without_decoding() {
+        for n in [0usize, 1, 255, 256, 70_000] {
+            let v = Value::Binary(vec![9; n]);
+            let enc = encode(&v);
+            assert_eq!(binary_payload(&enc), Some(&vec![9u8; n][..]), "{n} bytes");
+            assert_eq!(
+                binary_payload(&enc[..enc.len() - 1]),
+                None,
+                "{n} bytes, cut"
+            );
+        }
+        assert_eq!(binary_payload(&encode(&Value::from("text"))), None);
+        assert_eq!(binary_payload(&encode(&Value::from(3))), None);
+        assert_eq!(binary_payload(&[]), None);
+        assert_eq!(binary_payload(&[0xc6, 0xff]), None);
     }
 
     #[test]

@@ -74,7 +74,28 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 outcome.clone()
             };
             progress.inc(1);
-            let resolved = client.resolve(&key, outcome).await;
+            let resolved = if a.raw {
+                // A byte string is written straight from what arrived.
+                match client.resolve_encoded(&key, outcome).await {
+                    Ok(bytes) => match dtask_runtime::value::binary_payload(&bytes) {
+                        Some(payload) => {
+                            progress
+                                .suspend(|| out.write_all(payload))
+                                .map_err(Failure::write)?;
+                            Ok(None)
+                        }
+                        None => dtask_runtime::value::decode(&bytes).map(Some).map_err(|e| {
+                            dtask_runtime::client::ClientError::Data {
+                                key: key.clone(),
+                                reason: e.to_string(),
+                            }
+                        }),
+                    },
+                    Err(e) => Err(e),
+                }
+            } else {
+                client.resolve(&key, outcome).await.map(Some)
+            };
             if a.release {
                 // Only now: a result still to be fetched must stay held.
                 printed.push(key.clone());
@@ -83,7 +104,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 }
             }
             match resolved {
-                Ok(v) => {
+                Ok(None) => {}
+                Ok(Some(v)) => {
                     let line = if a.json {
                         let mut l = serde_json::json!({"key": key, "status": "finished", "result": dtask_runtime::value::value_to_json(&v)}).to_string().into_bytes();
                         l.push(b'\n');

@@ -52,7 +52,7 @@ const MAX_FRAME: usize = 1 << 30;
 
 /// Version of the on-disk format. A journal of another version is refused
 /// with a message naming both.
-pub const JOURNAL_VERSION: u32 = 2;
+pub const JOURNAL_VERSION: u32 = 3;
 
 /// How the journal writes.
 #[derive(Clone, Debug)]
