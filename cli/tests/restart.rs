@@ -166,3 +166,31 @@ fn a_command_started_while_the_scheduler_is_down_waits_for_it_to_return() {
     assert!(out.status.success(), "the gather failed");
     assert_eq!(stdout(&out).trim(), "2");
 }
+
+#[test]
+fn scattered_data_whose_worker_never_returns_is_lost_after_the_rejoin_grace() {
+    let mut p = Pieces::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.bin");
+    // Past the inline limit: the only copy is on the worker.
+    std::fs::write(&file, vec![3u8; 64 << 10]).unwrap();
+    let key = p.ok(&["scatter", file.to_str().unwrap()]);
+    p.wait_journaled(std::slice::from_ref(&key));
+    p.kill_scheduler();
+    p.kill_worker(0);
+    p.start_scheduler_with(&["--rejoin-grace", "1s"]);
+    // gather answers (lost) instead of waiting for a worker that is gone.
+    let mut gather = p
+        .command()
+        .args(["gather", &key])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "gather to answer", || {
+        gather.try_wait().unwrap().is_some()
+    });
+    let out = gather.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lost"), "{}", stderr(&out));
+}

@@ -64,6 +64,12 @@ pub struct ServeOptions {
     /// the background) into a new snapshot.
     #[arg(long, value_parser = super::parse_size, default_value = "64MiB", value_name = "SIZE")]
     pub journal_compact: usize,
+    /// After resuming from the journal, how long workers have to rejoin
+    /// and report the results they hold. Tasks are computed again on
+    /// demand whenever their data is missing, but scattered data has no
+    /// recipe: what no worker reported by then is lost (`gather` says so).
+    #[arg(long, value_parser = super::parse_duration, default_value = "30s", value_name = "DUR")]
+    pub rejoin_grace: std::time::Duration,
 }
 
 /// Binds a listener, reporting a taken port as a usage error.
@@ -90,6 +96,7 @@ pub async fn serve(
             max_module: options.max_module_size,
             max_value: options.max_value_size,
             client_buffer: options.client_buffer,
+            rejoin_grace: options.rejoin_grace,
             journal: options.journal.clone(),
             journal_options: dtask_runtime::scheduler::journal::JournalOptions {
                 sync_every: options.journal_sync,

@@ -374,8 +374,13 @@ impl Pieces {
 
     /// Starts the scheduler again on its port and journal.
     pub fn start_scheduler(&mut self) {
+        self.start_scheduler_with(&[]);
+    }
+
+    /// [`Pieces::start_scheduler`] with more flags.
+    pub fn start_scheduler_with(&mut self, flags: &[&str]) {
         let port = self.addr.rsplit(':').next().unwrap().to_string();
-        let (s, addr) = scheduler(self.state.path(), &port);
+        let (s, addr) = scheduler_with(self.state.path(), &port, flags);
         assert_eq!(addr, self.addr);
         self.scheduler = s;
     }
@@ -392,9 +397,15 @@ impl Drop for Pieces {
 
 /// Starts `dtask scheduler` on `port` with its journal in `state`.
 pub fn scheduler(state: &std::path::Path, port: &str) -> (Child, String) {
+    scheduler_with(state, port, &[])
+}
+
+/// [`scheduler`] with more flags.
+pub fn scheduler_with(state: &std::path::Path, port: &str, flags: &[&str]) -> (Child, String) {
     let mut child = Command::new(DTASK)
         .args(["scheduler", "--port", port, "--journal"])
         .arg(state.join("journal"))
+        .args(flags)
         .env("DTASK_STATE_DIR", state)
         .env("DTASK_LOG", "warn")
         .env_remove("DTASK_TOKEN")

@@ -35,6 +35,9 @@ pub struct SchedulerOptions {
     /// Bytes that may wait to be sent to one client before it is
     /// disconnected as too slow (0: no bound).
     pub client_buffer: usize,
+    /// After resuming from the journal, how long workers have to report
+    /// what they hold before scattered data none reported is lost.
+    pub rejoin_grace: Duration,
     /// Directory of the journal to keep (and resume from), if any.
     pub journal: Option<std::path::PathBuf>,
     /// How the journal writes.
@@ -69,6 +72,8 @@ enum Inbound {
     },
     /// Time to look for workers that went silent.
     CheckWorkers,
+    /// The window for workers to rejoin after a restore has closed.
+    RejoinWindowClosed,
 }
 
 struct Conn {
@@ -139,6 +144,12 @@ impl Scheduler {
                                 );
                                 state = restored;
                                 modules = r.modules;
+                                let closer = timers.clone();
+                                let grace = self.options.rejoin_grace;
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(grace).await;
+                                    let _ = closer.send(Inbound::RejoinWindowClosed).await;
+                                });
                             }
                             Err(e) => {
                                 tracing::error!("{e}");
@@ -371,6 +382,7 @@ impl Core {
                 }
             }
             Inbound::Timeout { client, id } => self.apply(Event::PrimitiveTimeout { client, id }),
+            Inbound::RejoinWindowClosed => self.apply(Event::RejoinWindowClosed),
             Inbound::CheckWorkers => {
                 // Only after writing failed (records were dropped) does the
                 // journal need the whole state, at most once a tick.

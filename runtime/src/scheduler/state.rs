@@ -213,6 +213,9 @@ pub enum Event {
         /// The encoded message.
         message: Bytes,
     },
+    /// The window for workers to rejoin after a restore has closed: data
+    /// they had to report and did not is lost.
+    RejoinWindowClosed,
     /// The timeout of a waiting primitive request passed.
     PrimitiveTimeout {
         /// Who asked.
@@ -577,7 +580,11 @@ pub struct Scheduler {
     ready: BinaryHeap<(i32, Reverse<u64>, String)>,
     seq: u64,
     /// Scatter requests still waiting for values to be stored.
-    scatters: HashMap<(ClientId, u64), usize>,
+    /// per worker the copies it has still to confirm.
+    scatters: HashMap<(ClientId, u64), HashMap<WorkerId, usize>>,
+    /// Scattered keys restored from the journal whose data no worker has
+    /// reported yet; lost if none has once the rejoin window closes.
+    unreported_scatters: Vec<String>,
     /// Next worker for round-robin scatter.
     scatter_rr: usize,
     /// Queues, variables, locks, semaphores, events and topics.
@@ -793,8 +800,9 @@ impl Scheduler {
                         self.requeue(&key);
                     } else if t.retries_left > 0 && error.kind != ErrorKind::Input {
                         t.retries_left -= 1;
-                        t.state = State::Pending { waiting_on: 0 };
-                        self.ready.push((t.spec.priority, Reverse(t.seq), key));
+                        // An input may have been lost with its worker while
+                        // this ran: count them again, recomputing lost ones.
+                        self.requeue(&key);
                     } else {
                         self.fail(&key, error, &mut out);
                     }
@@ -829,6 +837,7 @@ impl Scheduler {
                 op,
             } => self.primitive(client, id, task, op, &mut out),
             Event::Publish { topic, message } => self.publish(&topic, message, &mut out),
+            Event::RejoinWindowClosed => self.rejoin_window_closed(&mut out),
             Event::PrimitiveTimeout { client, id } => {
                 self.primitive_timed_out(client, id, &mut out)
             }
@@ -1149,7 +1158,7 @@ impl Scheduler {
                     }
                 }
                 let req = task.scatter;
-                self.scatter_stored(req, out);
+                self.scatter_stored(req, worker, out);
                 return;
             }
             _ => return,
@@ -1165,7 +1174,7 @@ impl Scheduler {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.has.insert(key.clone());
         }
-        self.scatter_stored(req, out);
+        self.scatter_stored(req, worker, out);
         self.notify(&key, out);
         let dependents = self.tasks[&key].dependents.clone();
         for d in dependents {
@@ -1246,20 +1255,69 @@ impl Scheduler {
         }
     }
 
-    /// One copy of scattered data is stored; answers the scatter request
-    /// once every copy of every value is.
-    fn scatter_stored(&mut self, req: Option<(ClientId, u64)>, out: &mut Vec<Command>) {
+    /// One copy of scattered data is stored on `worker`; answers the
+    /// scatter request once every copy of every value is.
+    fn scatter_stored(
+        &mut self,
+        req: Option<(ClientId, u64)>,
+        worker: WorkerId,
+        out: &mut Vec<Command>,
+    ) {
         let Some(req) = req else { return };
-        if let Some(left) = self.scatters.get_mut(&req) {
-            *left -= 1;
-            if *left == 0 {
-                self.scatters.remove(&req);
-                out.push(Command::Scattered {
-                    client: req.0,
-                    id: req.1,
-                });
+        let Some(left) = self.scatters.get_mut(&req) else {
+            return;
+        };
+        if let Some(n) = left.get_mut(&worker) {
+            *n -= 1;
+            if *n == 0 {
+                left.remove(&worker);
             }
         }
+        if left.is_empty() {
+            self.scatters.remove(&req);
+            out.push(Command::Scattered {
+                client: req.0,
+                id: req.1,
+            });
+        }
+    }
+
+    /// A scatter request waiting on `worker`, which left, fails: its client
+    /// is told to scatter again rather than left waiting.
+    fn scatters_worker_gone(&mut self, worker: WorkerId, name: &str, out: &mut Vec<Command>) {
+        let failed: Vec<(ClientId, u64)> = self
+            .scatters
+            .iter()
+            .filter(|(_, left)| left.contains_key(&worker))
+            .map(|(req, _)| *req)
+            .collect();
+        for (client, id) in failed {
+            self.scatters.remove(&(client, id));
+            out.push(Command::Failed {
+                client,
+                id,
+                message: format!(
+                    "worker {name} left before it stored the scattered values; scatter them again"
+                ),
+            });
+        }
+    }
+
+    /// The window for workers to rejoin after a restart has closed:
+    /// restored scattered data that no worker reported is lost (it has no
+    /// recipe to compute it again), and whoever waits for it is told.
+    fn rejoin_window_closed(&mut self, out: &mut Vec<Command>) {
+        let mut lost = Vec::new();
+        for key in std::mem::take(&mut self.unreported_scatters) {
+            if let Some(t) = self.tasks.get_mut(&key)
+                && t.scatter.is_some()
+                && matches!(t.state, State::Released)
+            {
+                t.state = State::Lost;
+                lost.push(key);
+            }
+        }
+        self.report_lost(lost, out);
     }
 
     /// `key` reached a terminal state: it no longer needs its inputs.
@@ -1447,6 +1505,12 @@ impl Scheduler {
             };
             self.fail(&key, error, out);
         }
+        self.report_lost(lost, out);
+        self.scatters_worker_gone(worker, &w.name, out);
+    }
+
+    /// Tells the watchers of `lost` keys and fails their dependents.
+    fn report_lost(&mut self, lost: Vec<String>, out: &mut Vec<Command>) {
         for key in lost {
             self.notify(&key, out);
             let dependents = self.tasks[&key].dependents.clone();
@@ -1786,7 +1850,7 @@ impl Scheduler {
             return;
         }
         let mut stores: HashMap<WorkerId, Vec<(String, Bytes)>> = HashMap::default();
-        let mut pending = 0;
+        let mut pending: HashMap<WorkerId, usize> = HashMap::default();
         for (key, bytes) in values {
             if let Some(t) = self.tasks.get_mut(&key) {
                 // Same key, same bytes (keys hash the value): just hold it.
@@ -1844,9 +1908,11 @@ impl Scheduler {
                 .or_default()
                 .insert(key.clone());
             self.tasks.insert(key, task);
-            pending += chosen.len();
+            for w in chosen {
+                *pending.entry(w).or_default() += 1;
+            }
         }
-        if pending == 0 {
+        if pending.is_empty() {
             out.push(Command::Scattered { client, id });
         } else {
             self.scatters.insert((client, id), pending);

@@ -504,6 +504,33 @@ fn retries_rerun_an_erring_task_before_it_errs() {
 }
 
 #[test]
+fn a_retried_task_whose_input_was_lost_meanwhile_waits_for_it_again() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    finish(&mut s, 10, "a", big(100));
+    s.handle(joined(20, 1));
+    let mut b = spec("b", vec![fut("a")]);
+    b.retries = 1;
+    b.placement.workers = vec!["worker-20".into()];
+    assert_eq!(runs(&submit(&mut s, vec![b])), vec![(20, "b".to_string())]);
+    // a's only copy dies with worker 10 while b runs: a is computed again.
+    let cmds = s.handle(Event::WorkerDisconnected { worker: 10 });
+    assert_eq!(runs(&cmds), vec![(20, "a".to_string())]);
+    // b then errs for a reason of its own with a retry left: it waits for
+    // a instead of running without it.
+    let cmds = s.handle(Event::Erred {
+        worker: 20,
+        errors: vec![("b".into(), error("b"))],
+    });
+    assert_eq!(runs(&cmds), vec![]);
+    assert_eq!(s.state("b"), Some(TaskState::Pending));
+    let cmds = finish(&mut s, 20, "a", big(100));
+    assert_eq!(runs(&cmds), vec![(20, "b".to_string())]);
+    finish(&mut s, 20, "b", small(2));
+    assert_eq!(s.state("b"), Some(TaskState::Finished));
+}
+
+#[test]
 fn retry_reruns_the_origin_and_the_dependents_that_inherited_its_error() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
@@ -607,6 +634,101 @@ fn broadcast_scatter_records_every_copy() {
     let mut addrs = holders[0].1.clone();
     addrs.sort();
     assert_eq!(addrs, vec!["w10".to_string(), "w20".to_string()]);
+}
+
+/// Whether `cmds` fail request `id` of client 1 with a message naming the
+/// worker that left.
+fn scatter_failed(cmds: &[Command], id: u64) -> bool {
+    cmds.iter().any(|c| {
+        matches!(c, Command::Failed { client: 1, id: i, message }
+            if *i == id && message.contains("scatter them again"))
+    })
+}
+
+#[test]
+fn a_scatter_whose_target_dies_before_storing_fails_instead_of_waiting() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let cmds = s.handle(Event::Scatter {
+        client: 1,
+        id: 3,
+        values: vec![("d".into(), Bytes::from_static(b"x"))],
+        broadcast: false,
+        workers: vec![],
+    });
+    let target = cmds
+        .iter()
+        .find_map(|c| match c {
+            Command::Store { worker, .. } => Some(*worker),
+            _ => None,
+        })
+        .unwrap();
+    let cmds = s.handle(Event::WorkerDisconnected { worker: target });
+    assert!(scatter_failed(&cmds, 3), "{cmds:?}");
+    assert_eq!(s.state("d"), Some(TaskState::Lost));
+}
+
+#[test]
+fn a_broadcast_scatter_fails_when_any_target_dies_before_storing() {
+    let mut s = setup(&[(10, 1), (20, 1), (30, 1)]);
+    s.handle(Event::Scatter {
+        client: 1,
+        id: 4,
+        values: vec![("d".into(), Bytes::from_static(b"x"))],
+        broadcast: true,
+        workers: vec![],
+    });
+    finish(&mut s, 10, "d", big(1));
+    // 30 is neither the first target nor one that stored it.
+    let cmds = s.handle(Event::WorkerDisconnected { worker: 30 });
+    assert!(scatter_failed(&cmds, 4), "{cmds:?}");
+    // A late confirmation of the failed request answers nothing.
+    let late = finish(&mut s, 20, "d", big(1));
+    assert!(!late.iter().any(|c| matches!(c, Command::Scattered { .. })));
+    assert_eq!(s.state("d"), Some(TaskState::Finished));
+}
+
+#[test]
+fn restored_scattered_data_no_worker_reports_is_lost_when_the_rejoin_window_closes() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Event::Scatter {
+        client: 1,
+        id: 1,
+        values: vec![
+            ("d".into(), Bytes::from_static(b"x")),
+            ("e".into(), Bytes::from_static(b"y")),
+        ],
+        broadcast: true,
+        workers: vec![],
+    });
+    finish(&mut s, 10, "d", big(1));
+    finish(&mut s, 10, "e", big(1));
+    let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
+    r.handle(Event::ModuleStored { hash: M.into() });
+    r.handle(Event::ClientConnected {
+        client: 1,
+        name: Some("cli".into()),
+    });
+    // The worker holding e comes back and reports it; d's never does.
+    r.handle(joined(20, 1));
+    r.handle(Event::WorkerHolds {
+        worker: 20,
+        results: vec![("e".into(), big(1))],
+    });
+    let waiting = r.handle(Event::Watch {
+        client: 1,
+        keys: vec!["d".into()],
+    });
+    assert!(waiting.is_empty(), "d waits for its worker: {waiting:?}");
+    let cmds = r.handle(Event::RejoinWindowClosed);
+    assert!(
+        cmds.iter().any(
+            |c| matches!(c, Command::Done { key, outcome: Outcome::Error(e), .. }
+            if key == "d" && e.kind == ErrorKind::Lost)
+        ),
+        "{cmds:?}"
+    );
+    assert_eq!(r.state("d"), Some(TaskState::Lost));
+    assert_eq!(r.state("e"), Some(TaskState::Finished));
 }
 
 #[test]

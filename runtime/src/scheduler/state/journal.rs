@@ -510,8 +510,14 @@ impl Scheduler {
                     },
                 },
                 // Its data is on a worker, if anywhere: until that worker
-                // reports it, it is known by its recipe.
-                SavedState::Finished { inline: None, .. } => State::Released,
+                // reports it, it is known by its recipe (scattered data has
+                // none, and is lost if no worker reports it in time).
+                SavedState::Finished { inline: None, .. } => {
+                    if saved.scattered {
+                        self.unreported_scatters.push(key.clone());
+                    }
+                    State::Released
+                }
                 SavedState::Error(e) => State::Error(e),
                 SavedState::Cancelled => State::Cancelled,
                 SavedState::Lost => State::Lost,
