@@ -1,11 +1,13 @@
 //! Big values through the real binary: bytes in and out of tasks in bulk
 //! (every bulk shape), strings past wasmtime's default hostcall allowance,
-//! byte-exact raw output, and arguments over a task's memory limit refused
-//! before the task starts, with the limit named.
+//! byte-exact raw output, arguments over a task's memory limit refused
+//! before the task starts with the limit named, and results past a worker's
+//! memory budget spilled to disk and read back.
 
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 /// 64 MiB: past what per-element conversion could carry (4 MiB failed),
 /// well inside a worker's default 256 MiB.
@@ -122,4 +124,111 @@ fn an_argument_over_the_memory_limit_is_refused_naming_the_limit() {
     let ok = c.submit("sum-bytes", &[&format!("@{key}")]);
     let want: u64 = data.iter().map(|&b| u64::from(b)).sum();
     assert_eq!(c.ok(&["gather", &ok]), want.to_string());
+}
+
+/// `dtask workers --json` of `c`, one value per worker.
+fn workers_json(c: &Cluster) -> Vec<serde_json::Value> {
+    c.ok(&["workers", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Spill files under the state directory's `spill`.
+fn spill_files(c: &Cluster) -> usize {
+    let Ok(dirs) = std::fs::read_dir(c.state.path().join("spill")) else {
+        return 0;
+    };
+    dirs.filter_map(Result::ok)
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .map(|files| files.count())
+        .sum()
+}
+
+#[test]
+fn results_past_the_memory_budget_spill_to_disk_and_come_back_byte_exact() {
+    let c = Cluster::start_with(1, 1, &["--memory-budget", "8MiB"]);
+    let values: Vec<Vec<u8>> = (0..6).map(|i| random_bytes(4 << 20, i + 1)).collect();
+    let dirs_keys: Vec<_> = values.iter().map(|v| scatter_file(&c, v)).collect();
+    let keys: Vec<&str> = dirs_keys.iter().map(|(_, k)| k.as_str()).collect();
+    // 24 MiB on a worker that keeps 8 MiB in memory.
+    wait_until(Duration::from_secs(30), "spilled bytes reported", || {
+        workers_json(&c)[0]["spilled_bytes"].as_u64().unwrap() >= 16 << 20
+    });
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+    assert!(
+        info["spilled_bytes"].as_u64().unwrap() >= 16 << 20,
+        "{info}"
+    );
+    assert!(spill_files(&c) >= 4);
+    for (key, want) in keys.iter().zip(&values) {
+        assert!(raw_bytes(&c, key) == *want, "{key} read back differs");
+    }
+    // A spilled value as a task's input.
+    let sum = c.submit("sum-bytes", &[&format!("@{}", keys[0])]);
+    let want: u64 = values[0].iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(c.ok(&["gather", &sum]), want.to_string());
+    // Released results leave the disk too.
+    let mut release = vec!["release", sum.as_str()];
+    release.extend(&keys);
+    c.ok(&release);
+    wait_until(Duration::from_secs(30), "spill files removed", || {
+        spill_files(&c) == 0
+    });
+}
+
+#[test]
+fn a_full_spill_directory_refuses_new_results_and_keeps_what_is_held() {
+    let c = Cluster::start_with(1, 1, &["--memory-budget", "1MiB"]);
+    let spill = c.state.path().join("spill");
+    std::fs::create_dir_all(&spill).unwrap();
+    // A 64 KiB tmpfs fills at once; where mounting is not allowed, a spill
+    // directory that cannot be created fails the same writes.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&spill)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("NOTE: cannot mount a tmpfs here; using an unusable spill directory instead");
+        std::fs::remove_dir(&spill).unwrap();
+        std::fs::write(&spill, b"not a directory").unwrap();
+    }
+    struct Unmount(std::path::PathBuf, bool);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            if self.1 {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+    }
+    let _unmount = Unmount(spill.clone(), mounted);
+
+    let small = random_bytes(512 << 10, 3);
+    let (_d1, kept) = scatter_file(&c, &small);
+    // Over the budget on its own, and the spill directory cannot take it.
+    let (dir, _) = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.bin");
+        std::fs::write(&path, random_bytes(2 << 20, 4)).unwrap();
+        (dir, path)
+    };
+    let out = c.run(
+        &["scatter", dir.path().join("big.bin").to_str().unwrap()],
+        "",
+    );
+    // Refused by the cluster, like any scatter it cannot take: exit 2.
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("memory budget"), "{}", stderr(&out));
+    // A task result that does not fit errs with kind memory.
+    let made = c.submit("count-bytes", &[&(2u64 << 20).to_string(), "0"]);
+    let out = c.run(&["gather", &made], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("kind: memory") && err.contains("--memory-budget"),
+        "{err}"
+    );
+    // Nothing already held was lost.
+    assert!(raw_bytes(&c, &kept) == small);
 }

@@ -130,6 +130,8 @@ pub struct WorkerDefaults {
     pub memory_limit_mib: Option<usize>,
     /// Abstract resources offered.
     pub resources: Option<std::collections::BTreeMap<String, f64>>,
+    /// Bytes of results kept in memory before spilling, e.g. `"2GiB"`.
+    pub memory_budget: Option<String>,
 }
 
 /// `[task]` in `dtask.toml`.

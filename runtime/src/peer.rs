@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// Results a worker holds, by key.
-pub type Store = Arc<Mutex<HashMap<String, Bytes>>>;
+pub type Store = Arc<crate::worker::store::ResultStore>;
 
 /// One method call for an actor, queued in arrival order.
 pub struct ActorCall {
@@ -72,15 +72,11 @@ pub async fn serve(listener: TcpListener, token: String, store: Store, actors: A
             while let Ok(Some(request)) = rx.recv().await {
                 let sent = match request {
                     ToPeer::Fetch { id, keys } => {
-                        let values = {
-                            let held = store.lock().expect("result store lock");
-                            keys.into_iter()
-                                .map(|k| {
-                                    let v = held.get(&k).cloned();
-                                    (k, v)
-                                })
-                                .collect()
-                        };
+                        let mut values = Vec::with_capacity(keys.len());
+                        for k in keys {
+                            let v = store.get(&k).await;
+                            values.push((k, v));
+                        }
                         tx.send(FromPeer::Data { id, values })
                     }
                     ToPeer::Call {

@@ -394,7 +394,12 @@ pub enum ToScheduler {
     },
     /// A worker is alive (sent every [`HEARTBEAT`]); a worker silent for
     /// the scheduler's worker timeout is treated as dead.
-    Heartbeat,
+    Heartbeat {
+        /// Bytes of results it holds in memory.
+        memory_bytes: u64,
+        /// Bytes of results it has spilled to disk.
+        spilled_bytes: u64,
+    },
     /// A seceded task took an execution slot again.
     Rejoined {
         /// The task.
@@ -922,6 +927,8 @@ pub struct WorkerInfo {
     pub holding: usize,
     /// Bytes of results it holds (as reported).
     pub nbytes: u64,
+    /// Of those, bytes it has spilled to disk (as of its last heartbeat).
+    pub spilled_bytes: u64,
 }
 
 /// Requests on a worker's data port.

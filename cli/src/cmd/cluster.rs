@@ -29,6 +29,11 @@ pub struct Args {
     /// --allow-dir`; repeatable).
     #[arg(long = "allow-dir", value_name = "DIR")]
     allow_dirs: Vec<std::path::PathBuf>,
+    /// Results each worker keeps in memory before spilling to disk (`dtask
+    /// worker --memory-budget`) [default: half this machine's memory shared
+    /// among the workers, or `worker.memory-budget` in dtask.toml].
+    #[arg(long, value_parser = super::parse_size, value_name = "SIZE")]
+    memory_budget: Option<usize>,
     #[command(flatten)]
     serve: super::scheduler::ServeOptions,
     /// Record this cluster as the local default in the state directory.
@@ -64,11 +69,22 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::new(2, format!("cannot find the dtask binary: {e}")))?;
     // Workers are spawned from this (main) thread, so PR_SET_PDEATHSIG
     // takes them down with the cluster even if it is killed outright.
+    let configured = config::file_config()
+        .ok()
+        .flatten()
+        .is_some_and(|(_, c)| c.worker.memory_budget.is_some());
+    let budget = match a.memory_budget {
+        Some(b) => Some(b),
+        // The file's budget is each worker's own; else share the machine's.
+        None if configured => None,
+        None => Some(dtask_runtime::worker::default_memory_budget(a.workers)),
+    };
     let mut workers = Workers(Vec::new());
     for _ in 0..a.workers {
         let mut cmd = Command::new(&exe);
         cmd.args(["worker", "--scheduler", &addr, "--nthreads"])
             .arg(a.threads.to_string())
+            .args(budget.map(|b| format!("--memory-budget={b}")))
             .args(
                 a.allow_dirs
                     .iter()

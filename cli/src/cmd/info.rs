@@ -6,7 +6,7 @@ use dtask_runtime::config::{self, Resolved};
 /// Print the cluster as one JSON object: scheduler address and where it
 /// came from, workers and total slots, keys known and keys held by named
 /// clients (the shell's until `dtask release`), task runs sent and reruns
-/// after worker deaths, the scheduler's memory, and its journal (bytes and
+/// after worker deaths, bytes workers spilled to disk, the scheduler's memory, and its journal (bytes and
 /// records written, and any problem writing it).
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  dtask info | jq .nthreads")]
@@ -30,6 +30,7 @@ pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
         "nthreads": workers.iter().map(|w| w.nthreads).sum::<u32>(),
         "processing": workers.iter().map(|w| w.processing).sum::<usize>(),
         "holding": workers.iter().map(|w| w.holding).sum::<usize>(),
+        "spilled_bytes": workers.iter().map(|w| w.spilled_bytes).sum::<u64>(),
         "tasks": stats.tasks,
         "dispatched": stats.dispatched,
         "reruns": stats.reruns,

@@ -99,6 +99,17 @@ pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
         w.memory_limit_mib.unwrap_or(256).to_string(),
         src(w.memory_limit_mib.is_some()),
     ));
+    rows.push(
+        (
+            "worker.memory-budget".into(),
+            w.memory_budget.clone().unwrap_or_else(|| {
+                dtask_runtime::value::human_bytes(
+                    dtask_runtime::worker::default_memory_budget(1) as u64
+                )
+            }),
+            src(w.memory_budget.is_some()),
+        ),
+    );
     rows.push((
         "worker.resources".into(),
         w.resources

@@ -32,6 +32,16 @@ pub struct Args {
     /// (past it the task errs with `timeout`) [default: no limit].
     #[arg(long, value_parser = super::parse_duration, value_name = "DUR")]
     pub task_timeout: Option<std::time::Duration>,
+    /// Results kept in memory, e.g. `2GiB`; beyond it the least recently
+    /// used are spilled to disk and read back when needed [default: half
+    /// this machine's memory, or `worker.memory-budget` in dtask.toml].
+    #[arg(long, value_parser = super::parse_size, value_name = "SIZE")]
+    pub memory_budget: Option<usize>,
+    /// Where results beyond the memory budget are spilled (each worker uses
+    /// its own subdirectory, removed when it stops) [default: `spill` in
+    /// the state directory].
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<std::path::PathBuf>,
     /// When the scheduler goes away (a restart), keep the results held
     /// here and keep trying to rejoin it for this long before stopping.
     #[arg(long, value_parser = super::parse_duration, default_value = "60s", value_name = "DUR")]
@@ -64,6 +74,12 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
     if nthreads == 0 {
         return Err(Failure::usage("--nthreads must be at least 1"));
     }
+    let memory_budget = match (a.memory_budget, &defaults.memory_budget) {
+        (Some(b), _) => b,
+        (None, Some(s)) => super::parse_size(s)
+            .map_err(|e| Failure::usage(format!("worker.memory-budget in dtask.toml: {e}")))?,
+        (None, None) => worker::default_memory_budget(1),
+    };
     let options = WorkerOptions {
         scheduler: endpoint.address,
         token: endpoint.token,
@@ -77,6 +93,10 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
         resources,
         reconnect_grace: a.reconnect_grace,
         allow_dirs: a.allow_dirs.clone(),
+        memory_budget,
+        spill_dir: a
+            .spill_dir
+            .unwrap_or_else(|| config::state_dir().join("spill")),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(nthreads as usize + 1)

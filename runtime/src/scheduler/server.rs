@@ -82,6 +82,8 @@ struct Conn {
     is_worker: bool,
     /// When it last sent anything.
     last_seen: tokio::time::Instant,
+    /// A worker's spilled bytes as of its last heartbeat.
+    spilled: u64,
 }
 
 impl Scheduler {
@@ -356,6 +358,7 @@ impl Core {
                         hangup,
                         is_worker,
                         last_seen: tokio::time::Instant::now(),
+                        spilled: 0,
                     },
                 );
                 self.apply(event);
@@ -562,7 +565,17 @@ impl Core {
                 worker: from,
                 errors,
             },
-            ToScheduler::Heartbeat if is_worker => return,
+            ToScheduler::Heartbeat { spilled_bytes, .. } if is_worker => {
+                // Only a change is news for the core.
+                match self.conns.get_mut(&from) {
+                    Some(c) if c.spilled != spilled_bytes => c.spilled = spilled_bytes,
+                    _ => return,
+                }
+                Event::WorkerMemory {
+                    worker: from,
+                    spilled: spilled_bytes,
+                }
+            }
             ToScheduler::Holding { results } if is_worker => Event::WorkerHolds {
                 worker: from,
                 results,

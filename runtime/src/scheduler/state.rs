@@ -213,6 +213,13 @@ pub enum Event {
         /// The encoded message.
         message: Bytes,
     },
+    /// A worker's heartbeat: what it has spilled to disk.
+    WorkerMemory {
+        /// Which worker.
+        worker: WorkerId,
+        /// Bytes of results it has spilled.
+        spilled: u64,
+    },
     /// The window for workers to rejoin after a restore has closed: data
     /// they had to report and did not is lost.
     RejoinWindowClosed,
@@ -448,6 +455,8 @@ struct Worker {
     /// they do not count against the worker's capacity.
     seceded: HashSet<String>,
     has: HashSet<String>,
+    /// Bytes of results it has spilled to disk, as of its last heartbeat.
+    spilled: u64,
 }
 
 impl Worker {
@@ -738,6 +747,7 @@ impl Scheduler {
                         processing: HashSet::default(),
                         seceded: HashSet::default(),
                         has: HashSet::default(),
+                        spilled: 0,
                     },
                 );
             }
@@ -804,6 +814,17 @@ impl Scheduler {
                         // this ran: count them again, recomputing lost ones.
                         self.requeue(&key);
                     } else {
+                        // A scattered value the worker could not keep: its
+                        // request fails with the reason.
+                        if let Some(req) = t.scatter
+                            && self.scatters.remove(&req).is_some()
+                        {
+                            out.push(Command::Failed {
+                                client: req.0,
+                                id: req.1,
+                                message: error.message.clone(),
+                            });
+                        }
                         self.fail(&key, error, &mut out);
                     }
                 }
@@ -848,6 +869,11 @@ impl Scheduler {
                 outcome,
             } => self.actor_started(worker, &key, outcome, &mut out),
             Event::ActorDelete { key } => self.actor_delete(&key, &mut out),
+            Event::WorkerMemory { worker, spilled } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.spilled = spilled;
+                }
+            }
             Event::WorkerHolds { worker, results } => {
                 for (key, at) in results {
                     self.adopt_result(worker, key, at, &mut out);
@@ -1696,6 +1722,7 @@ impl Scheduler {
                         _ => None,
                     })
                     .sum(),
+                spilled_bytes: w.spilled,
             })
             .collect();
         v.sort_by_key(|w| w.id);

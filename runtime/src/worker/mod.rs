@@ -9,13 +9,14 @@
 mod bulk;
 pub mod host;
 pub mod sandbox;
+pub mod store;
 
 use crate::connection::{self, Sender};
 use crate::module;
 use crate::peer;
 use crate::protocol::{
-    ActorSpec, ErrorKind, FromPeer, FromScheduler, HEARTBEAT, Hello, INLINE_RESULT_LIMIT, Located,
-    PROTOCOL_VERSION, Role, RunArg, RunTask, TaskError, ToScheduler,
+    ActorSpec, ErrorKind, FromPeer, FromScheduler, HEARTBEAT, Hello, Located, PROTOCOL_VERSION,
+    Role, RunArg, RunTask, TaskError, ToScheduler,
 };
 use crate::value::{self, Value};
 use bytes::Bytes;
@@ -51,6 +52,26 @@ pub struct WorkerOptions {
     /// Host directories tasks may be granted read access to (and those
     /// inside them); none by default.
     pub allow_dirs: Vec<PathBuf>,
+    /// Bytes of results kept in memory; the least recently used beyond it
+    /// are spilled to disk.
+    pub memory_budget: usize,
+    /// Where results are spilled (in a subdirectory of this worker's own,
+    /// removed when it stops).
+    pub spill_dir: PathBuf,
+}
+
+/// The default memory budget: half of this machine's memory (or 1 GiB
+/// where that cannot be read), shared by `workers` workers.
+pub fn default_memory_budget(workers: usize) -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        })
+        .map_or(2 << 30, |kib| kib * 1024);
+    total / 2 / workers.max(1)
 }
 
 /// Whether a task may be granted `dir`: it must resolve to a directory
@@ -124,7 +145,12 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         options.limits.clone(),
         options.nthreads,
     )?;
-    let results: peer::Store = Default::default();
+    let results: peer::Store = Arc::new(store::ResultStore::new(
+        options.memory_budget,
+        options
+            .spill_dir
+            .join(format!("worker-{}-{id}", std::process::id())),
+    ));
     let actors: peer::Actors = Default::default();
     tokio::spawn(peer::serve(
         listener,
@@ -141,9 +167,18 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         &format!("worker-{id}"),
     ));
     let beat = to_scheduler.clone();
+    let held = results.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(HEARTBEAT);
-        while beat.send(ToScheduler::Heartbeat).is_ok() {
+        loop {
+            let u = held.usage();
+            let alive = ToScheduler::Heartbeat {
+                memory_bytes: u.in_memory,
+                spilled_bytes: u.spilled,
+            };
+            if beat.send(alive).is_err() {
+                break;
+            }
             every.tick().await;
         }
     });
@@ -192,20 +227,49 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                 }
             }
             Ok(Some(FromScheduler::Store { values })) => {
-                let mut results = Vec::with_capacity(values.len());
-                {
-                    let mut held = shared.results.lock().expect("result store lock");
-                    for (key, bytes) in values {
-                        results.push((key.clone(), located(&bytes)));
-                        held.insert(key, bytes);
+                // Storing may spill to disk: off the async threads, in order.
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let store = shared.results.clone();
+                    let kept = tokio::task::spawn_blocking(move || {
+                        let mut kept = Vec::with_capacity(values.len());
+                        let mut refused = Vec::new();
+                        for (key, bytes) in values {
+                            let at = store::located(&bytes);
+                            match store.insert(key.clone(), bytes) {
+                                Ok(()) => kept.push((key, at)),
+                                Err(message) => refused.push((
+                                    key.clone(),
+                                    TaskError {
+                                        kind: ErrorKind::Memory,
+                                        message,
+                                        stderr: String::new(),
+                                        backtrace: String::new(),
+                                        origin: key,
+                                    },
+                                )),
+                            }
+                        }
+                        (kept, refused)
+                    })
+                    .await;
+                    if let Ok((kept, refused)) = kept {
+                        if !kept.is_empty() {
+                            let _ = shared
+                                .to_scheduler
+                                .send(ToScheduler::Finished { results: kept });
+                        }
+                        if !refused.is_empty() {
+                            let _ = shared
+                                .to_scheduler
+                                .send(ToScheduler::Erred { errors: refused });
+                        }
                     }
-                }
-                let _ = shared.to_scheduler.send(ToScheduler::Finished { results });
+                });
             }
             Ok(Some(FromScheduler::Free { keys })) => {
-                let mut held = shared.results.lock().expect("result store lock");
                 for k in keys {
-                    held.remove(&k);
+                    shared.results.remove(&k);
                 }
             }
             Ok(Some(FromScheduler::Module { hash, bytes })) => {
@@ -257,13 +321,7 @@ async fn rejoin(
         shared.options.scheduler
     );
     let (id, tx, rx) = join(&shared.options.scheduler, hello, grace).await?;
-    let results: Vec<(String, Located)> = shared
-        .results
-        .lock()
-        .expect("result store lock")
-        .iter()
-        .map(|(k, b)| (k.clone(), located(b)))
-        .collect();
+    let results: Vec<(String, Located)> = shared.results.located();
     tracing::info!(
         "rejoined the scheduler as worker {id}, holding {} results",
         results.len()
@@ -301,29 +359,35 @@ async fn join(
 /// How long a worker waits between attempts to rejoin.
 const RETRY: Duration = Duration::from_millis(100);
 
-/// How a result is reported: small ones travel inline.
-fn located(bytes: &Bytes) -> Located {
-    Located {
-        inline: (bytes.len() <= INLINE_RESULT_LIMIT).then(|| bytes.clone()),
-        who_has: Vec::new(),
-        nbytes: bytes.len() as u64,
-    }
-}
-
 async fn execute(shared: Arc<Shared>, task: RunTask) {
     let key = task.key.clone();
     let outcome = compute(&shared, task).await;
     shared.running.lock().expect("running lock").remove(&key);
     let msg = match outcome {
         Ok(bytes) => {
-            let at = located(&bytes);
-            shared
-                .results
-                .lock()
-                .expect("result store lock")
-                .insert(key.clone(), bytes);
-            ToScheduler::Finished {
-                results: vec![(key, at)],
+            let at = store::located(&bytes);
+            let store = shared.results.clone();
+            let k = key.clone();
+            // Keeping it may spill to disk: off the async threads.
+            let kept = tokio::task::spawn_blocking(move || store.insert(k, bytes))
+                .await
+                .unwrap_or_else(|e| Err(format!("storing the result failed: {e}")));
+            match kept {
+                Ok(()) => ToScheduler::Finished {
+                    results: vec![(key, at)],
+                },
+                Err(message) => ToScheduler::Erred {
+                    errors: vec![(
+                        key.clone(),
+                        TaskError {
+                            kind: ErrorKind::Memory,
+                            message,
+                            stderr: String::new(),
+                            backtrace: String::new(),
+                            origin: key,
+                        },
+                    )],
+                },
             }
         }
         Err(error) => ToScheduler::Erred {
@@ -468,8 +532,8 @@ async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
 }
 
 async fn dependency(shared: &Shared, key: &str, who_has: &[String]) -> Result<Bytes, String> {
-    if let Some(b) = shared.results.lock().expect("result store lock").get(key) {
-        return Ok(b.clone());
+    if let Some(b) = shared.results.get(key).await {
+        return Ok(b);
     }
     peer::fetch(who_has, &shared.options.token, key).await
 }

@@ -1,0 +1,304 @@
+//! The results a worker holds: in memory up to its budget, the least
+//! recently used beyond it written to its spill directory and read back
+//! when asked for.
+//!
+//! A result that cannot be kept (the budget is exceeded and the spill
+//! directory is full or unusable) is refused with a message saying so;
+//! nothing already held is ever dropped to make room.
+
+use crate::protocol::{INLINE_RESULT_LIMIT, Located};
+use crate::value::human_bytes;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Where a held result is.
+enum Place {
+    /// In memory, last used at this tick.
+    Memory { bytes: Bytes, used: u64 },
+    /// In the spill file of this number.
+    Disk { len: usize, file: u64 },
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Place>,
+    /// In-memory entries by the tick they were last used at.
+    lru: BTreeMap<u64, String>,
+    tick: u64,
+    next_file: u64,
+    in_memory: usize,
+    spilled: usize,
+    spilled_count: usize,
+}
+
+/// Bytes a store holds, in memory and spilled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Results held.
+    pub count: usize,
+    /// Bytes of results in memory.
+    pub in_memory: u64,
+    /// Bytes of results written to the spill directory.
+    pub spilled: u64,
+    /// Results written to the spill directory.
+    pub spilled_count: usize,
+}
+
+/// A worker's results. See the module docs.
+pub struct ResultStore {
+    inner: Mutex<Inner>,
+    budget: usize,
+    dir: PathBuf,
+}
+
+impl ResultStore {
+    /// A store keeping up to `budget` bytes in memory and spilling the rest
+    /// to files in `dir` (created when first needed, removed on drop).
+    pub fn new(budget: usize, dir: PathBuf) -> Self {
+        Self {
+            inner: Mutex::default(),
+            budget,
+            dir,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn path(&self, file: u64) -> PathBuf {
+        self.dir.join(format!("{file}.bin"))
+    }
+
+    /// Holds `bytes` as `key`, spilling the least recently used results
+    /// (this one included, if it alone is over budget) to stay within the
+    /// budget. Blocking (it may write files): call it off the async threads.
+    pub fn insert(&self, key: String, bytes: Bytes) -> Result<(), String> {
+        let mut inner = self.lock();
+        self.remove_locked(&mut inner, &key);
+        let len = bytes.len();
+        if len > self.budget {
+            // Over budget on its own: straight to disk.
+            let file = self.write(&mut inner, &bytes)?;
+            inner.spilled += len;
+            inner.spilled_count += 1;
+            inner.entries.insert(key, Place::Disk { len, file });
+            return Ok(());
+        }
+        // Make room first, so a full disk refuses this result rather than
+        // dropping one already held.
+        while inner.in_memory + len > self.budget {
+            let Some((&used, _)) = inner.lru.iter().next() else {
+                break;
+            };
+            let victim = inner.lru.remove(&used).expect("just seen");
+            let Some(Place::Memory { bytes: old, .. }) = inner.entries.get(&victim) else {
+                continue;
+            };
+            let old = old.clone();
+            match self.write(&mut inner, &old) {
+                Ok(file) => {
+                    inner.in_memory -= old.len();
+                    inner.spilled += old.len();
+                    inner.spilled_count += 1;
+                    inner.entries.insert(
+                        victim,
+                        Place::Disk {
+                            len: old.len(),
+                            file,
+                        },
+                    );
+                }
+                Err(e) => {
+                    inner.lru.insert(used, victim);
+                    return Err(e);
+                }
+            }
+        }
+        inner.tick += 1;
+        let used = inner.tick;
+        inner.lru.insert(used, key.clone());
+        inner.in_memory += len;
+        inner.entries.insert(key, Place::Memory { bytes, used });
+        Ok(())
+    }
+
+    /// Writes `bytes` to a new spill file, returning its number.
+    fn write(&self, inner: &mut Inner, bytes: &[u8]) -> Result<u64, String> {
+        let file = inner.next_file;
+        let path = self.path(file);
+        let written =
+            std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, bytes));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(format!(
+                "this worker's results are over its memory budget of {} and it cannot spill \
+                 {} more to {}: {e}; free space there, release results (`dtask release`), or \
+                 raise `--memory-budget`",
+                human_bytes(self.budget as u64),
+                human_bytes(bytes.len() as u64),
+                self.dir.display(),
+            ));
+        }
+        inner.next_file += 1;
+        Ok(file)
+    }
+
+    fn remove_locked(&self, inner: &mut Inner, key: &str) {
+        match inner.entries.remove(key) {
+            Some(Place::Memory { bytes, used }) => {
+                inner.lru.remove(&used);
+                inner.in_memory -= bytes.len();
+            }
+            Some(Place::Disk { len, file }) => {
+                inner.spilled -= len;
+                inner.spilled_count -= 1;
+                let _ = std::fs::remove_file(self.path(file));
+            }
+            None => {}
+        }
+    }
+
+    /// Stops holding `key`.
+    pub fn remove(&self, key: &str) {
+        let mut inner = self.lock();
+        self.remove_locked(&mut inner, key);
+    }
+
+    /// Whether `key` is held.
+    pub fn contains(&self, key: &str) -> bool {
+        self.lock().entries.contains_key(key)
+    }
+
+    /// The result held as `key`, read back from disk if it was spilled.
+    pub async fn get(&self, key: &str) -> Option<Bytes> {
+        let path = {
+            let mut inner = self.lock();
+            inner.tick += 1;
+            let tick = inner.tick;
+            let inner = &mut *inner;
+            match inner.entries.get_mut(key)? {
+                Place::Memory { bytes, used } => {
+                    let bytes = bytes.clone();
+                    if let Some(k) = inner.lru.remove(used) {
+                        inner.lru.insert(tick, k);
+                    }
+                    *used = tick;
+                    return Some(bytes);
+                }
+                Place::Disk { file, .. } => self.path(*file),
+            }
+        };
+        // Read outside the lock; a result freed meanwhile reads as absent.
+        tokio::fs::read(&path).await.ok().map(Bytes::from)
+    }
+
+    /// Every result held, as reported to a scheduler (small ones inline).
+    pub fn located(&self) -> Vec<(String, Located)> {
+        let inner = self.lock();
+        inner
+            .entries
+            .iter()
+            .map(|(k, place)| {
+                let at = match place {
+                    Place::Memory { bytes, .. } => located(bytes),
+                    Place::Disk { len, file } => {
+                        let small = *len <= INLINE_RESULT_LIMIT;
+                        Located {
+                            inline: small
+                                .then(|| std::fs::read(self.path(*file)).ok().map(Bytes::from))
+                                .flatten(),
+                            who_has: Vec::new(),
+                            nbytes: *len as u64,
+                        }
+                    }
+                };
+                (k.clone(), at)
+            })
+            .collect()
+    }
+
+    /// What the store holds.
+    pub fn usage(&self) -> Usage {
+        let inner = self.lock();
+        Usage {
+            count: inner.entries.len(),
+            in_memory: inner.in_memory as u64,
+            spilled: inner.spilled as u64,
+            spilled_count: inner.spilled_count,
+        }
+    }
+
+    /// The spill directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for ResultStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How a result is reported: small ones travel inline.
+pub fn located(bytes: &Bytes) -> Located {
+    Located {
+        inline: (bytes.len() <= INLINE_RESULT_LIMIT).then(|| bytes.clone()),
+        who_has: Vec::new(),
+        nbytes: bytes.len() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(n: usize, b: u8) -> Bytes {
+        Bytes::from(vec![b; n])
+    }
+
+    #[tokio::test]
+    async fn least_recently_used_results_spill_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ResultStore::new(3000, dir.path().join("spill"));
+        store.insert("a".into(), value(1000, 1)).unwrap();
+        store.insert("b".into(), value(1000, 2)).unwrap();
+        store.insert("c".into(), value(1000, 3)).unwrap();
+        assert_eq!(store.usage().spilled, 0);
+        // Using a makes b the least recently used.
+        assert_eq!(store.get("a").await.unwrap(), value(1000, 1));
+        store.insert("d".into(), value(1000, 4)).unwrap();
+        let u = store.usage();
+        assert_eq!((u.in_memory, u.spilled, u.spilled_count), (3000, 1000, 1));
+        assert_eq!(store.get("b").await.unwrap(), value(1000, 2), "read back");
+        // Over budget alone: straight to disk.
+        store.insert("big".into(), value(5000, 9)).unwrap();
+        assert_eq!(store.get("big").await.unwrap(), value(5000, 9));
+        assert_eq!(store.usage().spilled, 6000);
+        store.remove("b");
+        store.remove("big");
+        let u = store.usage();
+        assert_eq!((u.count, u.spilled, u.spilled_count), (3, 0, 0));
+        assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 0);
+        let located = store.located();
+        assert_eq!(located.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_unusable_spill_directory_refuses_new_results_and_keeps_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let store = ResultStore::new(1500, blocker.join("spill"));
+        store.insert("a".into(), value(1000, 1)).unwrap();
+        let err = store.insert("b".into(), value(1000, 2)).unwrap_err();
+        assert!(err.contains("memory budget of 1.5 KiB"), "{err}");
+        assert!(err.contains("--memory-budget"), "{err}");
+        assert_eq!(store.get("a").await.unwrap(), value(1000, 1));
+        assert!(store.get("b").await.is_none());
+        assert_eq!(store.usage().in_memory, 1000);
+    }
+}
