@@ -1458,6 +1458,25 @@ pub fn human_bytes(n: u64) -> String {
     format!("{x:.1} {}", UNITS[unit])
 }
 
+/// The MessagePack encoding of the byte string `b` (as `encode` of
+/// `Value::Binary` gives), built with one copy of `b`.
+pub fn encode_binary(b: &[u8]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(b.len() + 5);
+    match b.len() {
+        n if n < 1 << 8 => out.extend_from_slice(&[0xc4, n as u8]),
+        n if n < 1 << 16 => {
+            out.push(0xc5);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0xc6);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(b);
+    out.into()
+}
+
 /// The payload of MessagePack `bytes` that encode one byte string (`bin`)
 /// and nothing else, found without decoding or copying it.
 pub fn binary_payload(bytes: &[u8]) -> Option<&[u8]> {
@@ -1701,6 +1720,18 @@ pub(crate) mod tests {
         match value_to_val(&v, &ty(types, name)) {
             Ok(val) => panic!("{name}: expected an error, got {val:?}"),
             Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_byte_string_encodes_as_its_value_does() {
+        for n in [0usize, 1, 255, 256, 65_535, 65_536, 100_000] {
+            let b = vec![7u8; n];
+            assert_eq!(
+                &encode_binary(&b)[..],
+                &encode(&Value::Binary(b))[..],
+                "{n}"
+            );
         }
     }
 

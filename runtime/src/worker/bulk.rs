@@ -18,7 +18,9 @@ use wasmtime::Store;
 use wasmtime::component::types::Type;
 use wasmtime::component::{ComponentNamedList, Func, Lift, Lower, Val, WasmList, WasmStr};
 
+use super::sandbox::{Output, TaskArg};
 use crate::value::{self, ConvertError};
+use bytes::Bytes;
 
 /// What a parameter of a bulk shape is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +54,7 @@ pub(crate) struct Shape {
 
 /// A parameter ready for a typed call.
 pub(crate) enum Arg {
-    Bytes(Vec<u8>),
+    Bytes(Bytes),
     Str(String),
     U32(u32),
     U64(u64),
@@ -107,7 +109,7 @@ impl Shape {
     pub(crate) fn args(
         &self,
         params: &[(String, Type)],
-        args: Vec<Value>,
+        args: Vec<TaskArg>,
     ) -> Result<Vec<Arg>, (String, ConvertError)> {
         args.into_iter()
             .zip(params.iter().zip(&self.params))
@@ -121,33 +123,39 @@ impl Shape {
         store: &mut Store<T>,
         func: Func,
         args: Vec<Arg>,
-    ) -> wasmtime::Result<Value> {
+    ) -> wasmtime::Result<Output> {
         let mut args = args.into_iter();
         let (a, b) = (args.next(), args.next());
         // Each arm names one parameter tuple; `returning` picks the result.
         match (a, b) {
             (None, _) => returning(store, func, (), self.out).await,
             (Some(a), None) => match a {
-                Arg::Bytes(x) => returning(store, func, (x,), self.out).await,
+                Arg::Bytes(x) => returning(store, func, (&x[..],), self.out).await,
                 Arg::Str(x) => returning(store, func, (x,), self.out).await,
                 Arg::U32(x) => returning(store, func, (x,), self.out).await,
                 Arg::U64(x) => returning(store, func, (x,), self.out).await,
                 Arg::S64(x) => returning(store, func, (x,), self.out).await,
             },
-            (Some(Arg::Bytes(x)), Some(b)) => match b {
-                Arg::Bytes(y) => returning(store, func, (x, y), self.out).await,
-                Arg::Str(y) => returning(store, func, (x, y), self.out).await,
-                Arg::U32(y) => returning(store, func, (x, y), self.out).await,
-                Arg::U64(y) => returning(store, func, (x, y), self.out).await,
-                Arg::S64(y) => returning(store, func, (x, y), self.out).await,
-            },
-            (Some(a), Some(Arg::Bytes(y))) => match a {
-                Arg::Bytes(x) => returning(store, func, (x, y), self.out).await,
-                Arg::Str(x) => returning(store, func, (x, y), self.out).await,
-                Arg::U32(x) => returning(store, func, (x, y), self.out).await,
-                Arg::U64(x) => returning(store, func, (x, y), self.out).await,
-                Arg::S64(x) => returning(store, func, (x, y), self.out).await,
-            },
+            (Some(Arg::Bytes(x)), Some(b)) => {
+                let x = &x[..];
+                match b {
+                    Arg::Bytes(y) => returning(store, func, (x, &y[..]), self.out).await,
+                    Arg::Str(y) => returning(store, func, (x, y), self.out).await,
+                    Arg::U32(y) => returning(store, func, (x, y), self.out).await,
+                    Arg::U64(y) => returning(store, func, (x, y), self.out).await,
+                    Arg::S64(y) => returning(store, func, (x, y), self.out).await,
+                }
+            }
+            (Some(a), Some(Arg::Bytes(y))) => {
+                let y = &y[..];
+                match a {
+                    Arg::Str(x) => returning(store, func, (x, y), self.out).await,
+                    Arg::U32(x) => returning(store, func, (x, y), self.out).await,
+                    Arg::U64(x) => returning(store, func, (x, y), self.out).await,
+                    Arg::S64(x) => returning(store, func, (x, y), self.out).await,
+                    Arg::Bytes(_) => unreachable!("matched above"),
+                }
+            }
             // Without bytes in, the result is bytes (see `Shape::of`).
             (Some(a), Some(b)) => {
                 macro_rules! second {
@@ -175,9 +183,13 @@ impl Shape {
 
 /// A [`Value`] as the typed parameter `kind` (of WIT type `ty`), with the
 /// dynamic conversion's checks and messages for anything but the plain case.
-fn arg(v: Value, kind: In, ty: &Type) -> Result<Arg, ConvertError> {
+fn arg(v: TaskArg, kind: In, ty: &Type) -> Result<Arg, ConvertError> {
     let v = match (kind, v) {
-        (In::Bytes, Value::Binary(b)) => return Ok(Arg::Bytes(b)),
+        (In::Bytes, TaskArg::Bytes(b)) => return Ok(Arg::Bytes(b)),
+        (_, v) => v.into_value(),
+    };
+    let v = match (kind, v) {
+        (In::Bytes, Value::Binary(b)) => return Ok(Arg::Bytes(Bytes::from(b))),
         (In::Str, Value::String(s)) if s.is_str() => {
             return Ok(Arg::Str(s.into_str().unwrap_or_default()));
         }
@@ -191,7 +203,8 @@ fn arg(v: Value, kind: In, ty: &Type) -> Result<Arg, ConvertError> {
                     Val::U8(b) => Some(*b),
                     _ => None,
                 })
-                .collect(),
+                .collect::<Vec<u8>>()
+                .into(),
         ),
         Val::String(s) => Arg::Str(s),
         Val::U32(x) => Arg::U32(x),
@@ -213,16 +226,19 @@ async fn returning<T: Send, P>(
     func: Func,
     params: P,
     out: Out,
-) -> wasmtime::Result<Value>
+) -> wasmtime::Result<Output>
 where
-    P: ComponentNamedList + Lower + Send + Sync + 'static,
+    P: ComponentNamedList + Lower + Send + Sync,
 {
-    Ok(match out {
+    if out == Out::Bytes {
+        return bytes_out(store, func, params).await;
+    }
+    Ok(Output::Value(match out {
         Out::Unit => {
             typed::<T, P, ()>(store, func, params).await?;
             Value::Nil
         }
-        Out::Bytes => bytes_out(store, func, params).await?,
+        Out::Bytes => unreachable!("returned above"),
         Out::Str => {
             let (s,) = typed::<T, P, (WasmStr,)>(store, func, params).await?;
             Value::from(s.to_str(&*store)?.into_owned())
@@ -232,25 +248,28 @@ where
         Out::S64 => Value::from(typed::<T, P, (i64,)>(store, func, params).await?.0),
         Out::F64 => Value::F64(typed::<T, P, (f64,)>(store, func, params).await?.0),
         Out::Bool => Value::Boolean(typed::<T, P, (bool,)>(store, func, params).await?.0),
-    })
+    }))
 }
 
-/// Calls `func`, which returns `list<u8>`, with `params`.
+/// Calls `func`, which returns `list<u8>`, with `params`; the bytes are
+/// copied once, straight into their MessagePack encoding.
 async fn bytes_out<T: Send, P>(
     store: &mut Store<T>,
     func: Func,
     params: P,
-) -> wasmtime::Result<Value>
+) -> wasmtime::Result<Output>
 where
-    P: ComponentNamedList + Lower + Send + Sync + 'static,
+    P: ComponentNamedList + Lower + Send + Sync,
 {
     let (list,) = typed::<T, P, (WasmList<u8>,)>(store, func, params).await?;
-    Ok(Value::Binary(list.as_le_slice(&*store).to_vec()))
+    Ok(Output::Encoded(value::encode_binary(
+        list.as_le_slice(&*store),
+    )))
 }
 
 async fn typed<T: Send, P, R>(store: &mut Store<T>, func: Func, params: P) -> wasmtime::Result<R>
 where
-    P: ComponentNamedList + Lower + Send + Sync + 'static,
+    P: ComponentNamedList + Lower + Send + Sync,
     R: ComponentNamedList + Lift + Send + Sync + 'static,
 {
     func.typed::<P, R>(&*store)?

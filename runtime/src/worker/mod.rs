@@ -21,7 +21,7 @@ use crate::protocol::{
 use crate::value::{self, Value};
 use bytes::Bytes;
 use host::{Link, TaskLink};
-use sandbox::{Limits, Ready, RunLimits, Sandbox};
+use sandbox::{Limits, Ready, RunLimits, Sandbox, TaskArg};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -419,13 +419,21 @@ async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
                     .map_err(|m| err(ErrorKind::Lost, m))?,
             },
         };
+        // A big byte string stays a slice of what arrived, for a bulk copy
+        // into the guest.
+        if let Some(payload) = value::binary_payload(&bytes)
+            && payload.len() >= crate::blob::OUT_OF_BAND
+        {
+            args.push(TaskArg::Bytes(bytes.slice_ref(payload)));
+            continue;
+        }
         let v: Value = value::decode(&bytes).map_err(|e| {
             err(
                 ErrorKind::Input,
                 format!("an argument is not a valid value: {e}"),
             )
         })?;
-        args.push(v);
+        args.push(TaskArg::Value(v));
     }
     let slot = shared
         .slots
@@ -466,7 +474,7 @@ async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
         .sandbox
         .run_linked(&ready, &task.key, &task.function, args, limits, Some(link))
         .await?;
-    Ok(value::encode(&result).into())
+    Ok(result.encode())
 }
 
 /// Constructs an actor and serves its calls, one at a time, until it is

@@ -40,8 +40,60 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// Most bytes of a guest's stderr kept for its error report (the last ones).
 const STDERR_CAP: usize = 64 * 1024;
 
-/// Most bytes a command may write to stdout (its result).
-const STDOUT_CAP: usize = 64 * 1024 * 1024;
+/// A task argument as the worker has it.
+#[derive(Clone, Debug)]
+pub enum TaskArg {
+    /// A decoded value.
+    Value(Value),
+    /// A byte string left undecoded (a slice of what arrived), so that a
+    /// `list<u8>` parameter takes it with one copy into the guest.
+    Bytes(bytes::Bytes),
+}
+
+impl TaskArg {
+    /// The argument as a value (copying a byte string).
+    pub fn into_value(self) -> Value {
+        match self {
+            TaskArg::Value(v) => v,
+            TaskArg::Bytes(b) => Value::Binary(b.to_vec()),
+        }
+    }
+
+    fn payload_bytes(&self) -> usize {
+        match self {
+            TaskArg::Value(v) => value::payload_bytes(v),
+            TaskArg::Bytes(b) => b.len(),
+        }
+    }
+}
+
+/// What a task returned.
+#[derive(Debug)]
+pub enum Output {
+    /// A value.
+    Value(Value),
+    /// A value already encoded (MessagePack), as a byte string result is,
+    /// to skip a copy.
+    Encoded(bytes::Bytes),
+}
+
+impl Output {
+    /// The result's MessagePack encoding.
+    pub fn encode(self) -> bytes::Bytes {
+        match self {
+            Output::Value(v) => value::encode(&v).into(),
+            Output::Encoded(b) => b,
+        }
+    }
+
+    /// The result as a value.
+    pub fn into_value(self) -> Value {
+        match self {
+            Output::Value(v) => v,
+            Output::Encoded(b) => value::decode(&b).unwrap_or(Value::Nil),
+        }
+    }
+}
 
 /// Per-task resource limits.
 #[derive(Clone, Debug)]
@@ -244,8 +296,10 @@ impl Sandbox {
             timeout,
             ..RunLimits::default()
         };
+        let args = args.into_iter().map(TaskArg::Value).collect();
         self.run_linked(ready, key, function, args, limits, None)
             .await
+            .map(Output::into_value)
     }
 
     /// [`Sandbox::run`] for a task on a worker, whose `link` lets it act as
@@ -255,19 +309,20 @@ impl Sandbox {
         ready: &Ready,
         key: &str,
         function: &str,
-        args: Vec<Value>,
+        args: Vec<TaskArg>,
         limits: RunLimits,
         link: Option<TaskLink>,
-    ) -> Result<Value, TaskError> {
+    ) -> Result<Output, TaskError> {
         let timeout = limits.timeout;
         let pre = match &ready.pre {
             Pre::Exports(pre) => pre,
             Pre::Command(_) | Pre::Core(_) => {
+                let args: Vec<Value> = args.into_iter().map(TaskArg::into_value).collect();
                 let (stdin, argv) = command_input(ready, key, function, &args)?;
                 return self
                     .command(ready, key, stdin, argv, limits, link)
                     .await
-                    .map(Value::Binary);
+                    .map(|out| Output::Value(Value::Binary(out)));
             }
         };
         let err = |kind, message: String| task_error(key, kind, message);
@@ -279,14 +334,7 @@ impl Sandbox {
                 return Err(err(ErrorKind::Module, e));
             }
         };
-        let memory = limits
-            .memory
-            .map_or(self.limits.memory, |m| m.min(self.limits.memory));
-        let raise = if memory < self.limits.memory {
-            "raise it with `submit --memory-limit-mib`"
-        } else {
-            "raise it with `dtask worker --memory-limit-mib`"
-        };
+        let (memory, raise) = self.memory_for(&limits);
         check_size(key, function, &args, memory, raise)?;
         let params = match Shape::of(&sig.params, &sig.results) {
             Some(shape) => {
@@ -299,7 +347,10 @@ impl Sandbox {
                 })?;
                 Params::Bulk(shape, args)
             }
-            None => Params::Vals(typed_params(key, function, &sig.params, args)?),
+            None => {
+                let args = args.into_iter().map(TaskArg::into_value).collect();
+                Params::Vals(typed_params(key, function, &sig.params, args)?)
+            }
         };
 
         let stderr = Stderr::default();
@@ -325,11 +376,11 @@ impl Sandbox {
                 Params::Vals(params) => {
                     let mut results = vec![Val::Bool(false); sig.results.len()];
                     func.call_async(&mut store, &params, &mut results).await?;
-                    Ok(match results.as_slice() {
+                    Ok(Output::Value(match results.as_slice() {
                         [] => Value::Nil,
                         [one] => value::val_to_value(one),
                         many => Value::Array(many.iter().map(value::val_to_value).collect()),
-                    })
+                    }))
                 }
             }
         }
@@ -365,9 +416,11 @@ impl Sandbox {
         link: Option<TaskLink>,
     ) -> Result<Vec<u8>, TaskError> {
         let timeout = limits.timeout;
-        // One byte past the cap tells a full pipe from output of exactly
-        // the cap.
-        let stdout = MemoryOutputPipe::new(STDOUT_CAP + 1);
+        // A command's stdout (its result) may be as large as the task's
+        // memory. One byte past the cap tells a full pipe from output of
+        // exactly the cap.
+        let (cap, raise) = self.memory_for(&limits);
+        let stdout = MemoryOutputPipe::new(cap + 1);
         let stderr = Stderr::default();
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdin(MemoryInputPipe::new(stdin))
@@ -416,16 +469,15 @@ impl Sandbox {
         });
         let captured = || stderr.text();
         let out = stdout.contents();
-        if out.len() > STDOUT_CAP {
+        if out.len() > cap {
             return Err(TaskError {
                 stderr: captured(),
                 ..task_error(
                     key,
-                    ErrorKind::Trap,
+                    ErrorKind::Memory,
                     format!(
-                        "task {key} wrote more than {} MiB to stdout, the most a \
-                         command's result can hold",
-                        STDOUT_CAP >> 20
+                        "task {key} wrote more than {} to stdout, its memory limit; {raise}",
+                        value::human_bytes(cap as u64),
                     ),
                 )
             });
@@ -517,6 +569,18 @@ impl Sandbox {
             key: key.to_string(),
             worker_id: self.worker_id.clone(),
             link,
+        }
+    }
+
+    /// A task's memory limit (its own within the worker's), and how to
+    /// raise it.
+    fn memory_for(&self, limits: &RunLimits) -> (usize, &'static str) {
+        match limits.memory {
+            Some(m) if m < self.limits.memory => (m, "raise it with `submit --memory-limit-mib`"),
+            _ => (
+                self.limits.memory,
+                "raise it with `dtask worker --memory-limit-mib`",
+            ),
         }
     }
 
@@ -677,11 +741,11 @@ enum Params {
 }
 
 /// An input error unless `args` has one value per parameter.
-fn check_arity(
+fn check_arity<A>(
     key: &str,
     function: &str,
     params: &[(String, wasmtime::component::types::Type)],
-    args: &[Value],
+    args: &[A],
 ) -> Result<(), TaskError> {
     if args.len() == params.len() {
         return Ok(());
@@ -703,11 +767,11 @@ fn check_arity(
 fn check_size(
     key: &str,
     function: &str,
-    args: &[Value],
+    args: &[TaskArg],
     memory: usize,
     raise: &str,
 ) -> Result<(), TaskError> {
-    let bytes: usize = args.iter().map(value::payload_bytes).sum();
+    let bytes: usize = args.iter().map(TaskArg::payload_bytes).sum();
     if bytes <= memory {
         return Ok(());
     }
@@ -1228,7 +1292,11 @@ mod tests {
 
     #[tokio::test]
     async fn stdout_past_the_cap_is_a_clear_error() {
-        let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+        let limits = Limits {
+            memory: 64 << 20,
+            ..Limits::default()
+        };
+        let sandbox = Sandbox::new("t", limits, 1).unwrap();
         // Writes 1 MiB of zeros 70 times, ignoring write errors.
         let flood = core(
             &sandbox,
@@ -1254,8 +1322,10 @@ mod tests {
             )
             .await
             .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Memory);
         assert!(
-            e.message.contains("wrote more than 64 MiB to stdout"),
+            e.message
+                .contains("wrote more than 64.0 MiB to stdout, its memory limit"),
             "{e:?}"
         );
     }
