@@ -5,6 +5,8 @@
 mod common;
 
 use common::*;
+use std::io::Write;
+use std::process::Stdio;
 use std::time::Duration;
 
 /// The data address of the one connected worker that is not `old`.
@@ -180,4 +182,41 @@ fn a_graph_finishes_right_through_ten_scheduler_restarts() {
     for (k, v) in keys.iter().zip(values) {
         assert_eq!(v.as_i64(), Some(expected[k]), "{k}");
     }
+}
+
+#[test]
+fn tasks_whose_run_message_is_lost_are_sent_again_and_the_graph_finishes() {
+    // Every third Run message to a worker vanishes: only the workers'
+    // heartbeats (what they have in hand) can tell the scheduler.
+    let c = Cluster::start_env(2, 1, &[], &[("DTASK_FAULT_DROP_RUNS", "3")]);
+    let keys = stdout(&c.run(
+        &["map", tasks_wasm(), "inc"],
+        &(1..=40).map(|i| format!("{i}\n")).collect::<String>(),
+    ));
+    let mut gather = c
+        .cmd()
+        .arg("gather")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    gather
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(keys.as_bytes())
+        .unwrap();
+    wait_until(Duration::from_secs(60), "the graph to finish", || {
+        gather.try_wait().unwrap().is_some()
+    });
+    let out = gather.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sum: i64 = stdout(&out)
+        .lines()
+        .map(|l| l.parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(sum, (2..=41).sum::<i64>());
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+    assert!(info["resent"].as_u64().unwrap() > 0, "{info}");
 }

@@ -395,6 +395,15 @@ pub enum ToScheduler {
     /// A worker is alive (sent every [`HEARTBEAT`]); a worker silent for
     /// the scheduler's worker timeout is treated as dead.
     Heartbeat {
+        /// The id the scheduler gave this worker: a heartbeat taken before a
+        /// rejoin is ignored by the scheduler it reaches.
+        worker: u64,
+        /// The `seq` of the last `Run` it got.
+        run_seq: u64,
+        /// Every task it has in hand (running or queued for a slot), as of
+        /// `run_seq`: the scheduler sends again what it assigned and the
+        /// worker never got.
+        running: Vec<String>,
         /// Bytes of results it holds in memory.
         memory_bytes: u64,
         /// Bytes of results it has spilled to disk.
@@ -836,6 +845,9 @@ pub enum FromScheduler {
     // ---- to workers ----
     /// Run these tasks.
     Run {
+        /// This connection's count of `Run` messages so far (1, 2, …): a
+        /// worker reports the last it got in its heartbeats.
+        seq: u64,
         /// Tasks, highest priority first.
         tasks: Vec<RunTask>,
     },
@@ -879,6 +891,9 @@ pub struct Stats {
     /// Runs again because a worker died or a result was lost with one
     /// (lineage recomputation).
     pub reruns: u64,
+    /// Runs sent again because a worker never got them (its heartbeats
+    /// did not have them).
+    pub resent: u64,
 }
 
 /// How the scheduler is doing, for `dtask info`.
@@ -1033,7 +1048,7 @@ impl Weigh for FromScheduler {
                             _ => 0,
                         }
                 }
-                FromScheduler::Run { tasks } => tasks
+                FromScheduler::Run { tasks, .. } => tasks
                     .iter()
                     .map(|t| {
                         MESSAGE_OVERHEAD

@@ -6,7 +6,7 @@ use dtask_runtime::config::{self, Resolved};
 /// Print the cluster as one JSON object: scheduler address and where it
 /// came from, workers and total slots, keys known and keys held by named
 /// clients (the shell's until `dtask release`), task runs sent and reruns
-/// after worker deaths, bytes workers spilled to disk, the scheduler's memory, and its journal (bytes and
+/// after worker deaths, runs sent again to workers that never got them, bytes workers spilled to disk, the scheduler's memory, and its journal (bytes and
 /// records written, and any problem writing it).
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  dtask info | jq .nthreads")]
@@ -34,6 +34,7 @@ pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
         "tasks": stats.tasks,
         "dispatched": stats.dispatched,
         "reruns": stats.reruns,
+        "resent": stats.resent,
         "held": health.held,
         "scheduler_rss_bytes": health.rss_bytes,
         "journal": health.journal.map(|j| serde_json::json!({

@@ -58,6 +58,12 @@ impl Cluster {
 
     /// [`Cluster::start`] with more `dtask cluster` flags.
     pub fn start_with(workers: usize, threads: u32, flags: &[&str]) -> Self {
+        Self::start_env(workers, threads, flags, &[])
+    }
+
+    /// [`Cluster::start_with`] with environment variables for the cluster
+    /// (its scheduler and workers).
+    pub fn start_env(workers: usize, threads: u32, flags: &[&str], env: &[(&str, &str)]) -> Self {
         let state = tempfile::tempdir().unwrap();
         let mut child = Command::new(DTASK)
             .args(["cluster", "--port", "0", "--workers"])
@@ -65,6 +71,7 @@ impl Cluster {
             .arg("--threads")
             .arg(threads.to_string())
             .args(flags)
+            .envs(env.iter().copied())
             .env("DTASK_STATE_DIR", state.path())
             .env(
                 "DTASK_LOG",

@@ -1,6 +1,7 @@
 //! The scheduler: a pure decision core ([`state`]) behind a tokio server
 //! ([`server`]) that moves frames to and from it.
 
+pub mod faults;
 pub mod journal;
 pub mod server;
 pub mod state;

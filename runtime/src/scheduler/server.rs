@@ -82,8 +82,6 @@ struct Conn {
     is_worker: bool,
     /// When it last sent anything.
     last_seen: tokio::time::Instant,
-    /// A worker's spilled bytes as of its last heartbeat.
-    spilled: u64,
 }
 
 impl Scheduler {
@@ -274,6 +272,8 @@ struct Core {
     /// Clients whose outgoing queue overflowed, to disconnect.
     overflowed: Vec<u64>,
     shutting_down: bool,
+    /// Faults to inject (tests and chaos runs only).
+    faults: super::faults::Faults,
 }
 
 async fn core_loop(
@@ -299,6 +299,7 @@ async fn core_loop(
         conns: HashMap::new(),
         overflowed: Vec::new(),
         shutting_down: false,
+        faults: super::faults::Faults::from_env(),
     };
     while let Some(inbound) = in_rx.recv().await {
         core.inbound(inbound);
@@ -358,7 +359,6 @@ impl Core {
                         hangup,
                         is_worker,
                         last_seen: tokio::time::Instant::now(),
-                        spilled: 0,
                     },
                 );
                 self.apply(event);
@@ -565,15 +565,22 @@ impl Core {
                 worker: from,
                 errors,
             },
-            ToScheduler::Heartbeat { spilled_bytes, .. } if is_worker => {
-                // Only a change is news for the core.
-                match self.conns.get_mut(&from) {
-                    Some(c) if c.spilled != spilled_bytes => c.spilled = spilled_bytes,
-                    _ => return,
+            ToScheduler::Heartbeat {
+                worker,
+                run_seq,
+                running,
+                spilled_bytes,
+                ..
+            } if is_worker => {
+                // Taken before this worker rejoined: about another life.
+                if worker != from {
+                    return;
                 }
-                Event::WorkerMemory {
+                Event::WorkerHeartbeat {
                     worker: from,
                     spilled: spilled_bytes,
+                    run_seq,
+                    running,
                 }
             }
             ToScheduler::Holding { results } if is_worker => Event::WorkerHolds {
@@ -636,7 +643,13 @@ impl Core {
         }
         for cmd in commands {
             match cmd {
-                Command::Run { worker, tasks } => self.send(worker, FromScheduler::Run { tasks }),
+                Command::Run { worker, seq, tasks } => {
+                    if self.faults.drop_run() {
+                        tracing::warn!("fault injection: dropped Run {seq} to worker {worker}");
+                    } else {
+                        self.send(worker, FromScheduler::Run { seq, tasks });
+                    }
+                }
                 Command::Free { worker, keys } => self.send(worker, FromScheduler::Free { keys }),
                 Command::Done {
                     client,

@@ -213,12 +213,16 @@ pub enum Event {
         /// The encoded message.
         message: Bytes,
     },
-    /// A worker's heartbeat: what it has spilled to disk.
-    WorkerMemory {
+    /// A worker's heartbeat: what it has in hand and has spilled.
+    WorkerHeartbeat {
         /// Which worker.
         worker: WorkerId,
         /// Bytes of results it has spilled.
         spilled: u64,
+        /// The `seq` of the last `Run` it got.
+        run_seq: u64,
+        /// The tasks it has in hand (running or queued).
+        running: Vec<String>,
     },
     /// The window for workers to rejoin after a restore has closed: data
     /// they had to report and did not is lost.
@@ -269,6 +273,8 @@ pub enum Command {
     Run {
         /// The worker.
         worker: WorkerId,
+        /// The worker's count of `Run` commands so far.
+        seq: u64,
         /// The tasks.
         tasks: Vec<RunTask>,
     },
@@ -383,6 +389,9 @@ enum State {
         /// The worker said it took a slot and began running it (not merely
         /// queued it): only then is it a suspect if the worker dies.
         started: bool,
+        /// The `seq` of the `Run` that sent it (0: not sent by a `Run`,
+        /// as scattered data is stored instead).
+        run: u64,
     },
     Finished {
         result: Stored,
@@ -457,6 +466,15 @@ struct Worker {
     has: HashSet<String>,
     /// Bytes of results it has spilled to disk, as of its last heartbeat.
     spilled: u64,
+    /// `Run` commands sent to it so far.
+    runs_sent: u64,
+    /// `runs_sent` when its previous heartbeat arrived: those `Run`s have
+    /// had a heartbeat interval to arrive.
+    sent_at_beat: u64,
+    /// Tasks assigned to it that its last heartbeat did not have although
+    /// it had their `Run`: missing from the next one too, they are sent
+    /// again.
+    missing: HashSet<String>,
 }
 
 impl Worker {
@@ -748,6 +766,9 @@ impl Scheduler {
                         seceded: HashSet::default(),
                         has: HashSet::default(),
                         spilled: 0,
+                        runs_sent: 0,
+                        sent_at_beat: 0,
+                        missing: HashSet::default(),
                     },
                 );
             }
@@ -839,7 +860,9 @@ impl Scheduler {
             Event::Started { worker, keys } => {
                 for key in keys {
                     if let Some(t) = self.tasks.get_mut(&key)
-                        && let State::Processing { worker: w, started } = &mut t.state
+                        && let State::Processing {
+                            worker: w, started, ..
+                        } = &mut t.state
                         && *w == worker
                     {
                         *started = true;
@@ -869,10 +892,16 @@ impl Scheduler {
                 outcome,
             } => self.actor_started(worker, &key, outcome, &mut out),
             Event::ActorDelete { key } => self.actor_delete(&key, &mut out),
-            Event::WorkerMemory { worker, spilled } => {
+            Event::WorkerHeartbeat {
+                worker,
+                spilled,
+                run_seq,
+                running,
+            } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.spilled = spilled;
                 }
+                self.reconcile(worker, run_seq, &running);
             }
             Event::WorkerHolds { worker, results } => {
                 for (key, at) in results {
@@ -1281,6 +1310,56 @@ impl Scheduler {
         }
     }
 
+    /// Compares what `worker` says it has in hand with what it was
+    /// assigned: a task whose `Run` it got (its `run_seq` is past it) or
+    /// should have got (sent before its previous heartbeat came), and that
+    /// it does not have in two heartbeats running, is put back and placed
+    /// again, so a lost message can delay a graph but never hang it. (A
+    /// worker ignores a `Run` of a task it already has, should a slow one
+    /// be sent again.)
+    fn reconcile(&mut self, worker: WorkerId, run_seq: u64, running: &[String]) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        let covered = run_seq.max(w.sent_at_beat);
+        w.sent_at_beat = w.runs_sent;
+        let w = &self.workers[&worker];
+        let running: HashSet<&str> = running.iter().map(String::as_str).collect();
+        let mut absent = Vec::new();
+        for key in &w.processing {
+            if running.contains(key.as_str()) {
+                continue;
+            }
+            match self.tasks.get(key).map(|t| (&t.state, t.scatter.is_some())) {
+                Some((State::Processing { worker: x, run, .. }, false))
+                    if *x == worker && *run > 0 && *run <= covered =>
+                {
+                    absent.push(key.clone());
+                }
+                _ => {}
+            }
+        }
+        let w = self.workers.get_mut(&worker).expect("checked above");
+        let mut lost = Vec::new();
+        let mut missing = HashSet::default();
+        for key in absent {
+            if w.missing.contains(&key) {
+                lost.push(key);
+            } else {
+                missing.insert(key);
+            }
+        }
+        w.missing = missing;
+        for key in lost {
+            let need = self.tasks[&key].spec.placement.resources.clone();
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.give_back(&key, &need);
+            }
+            self.stats.resent += 1;
+            self.requeue(&key);
+        }
+    }
+
     /// One copy of scattered data is stored on `worker`; answers the
     /// scatter request once every copy of every value is.
     fn scatter_stored(
@@ -1498,7 +1577,9 @@ impl Scheduler {
         for key in w.processing {
             self.owner_ended(&Owner::Task(key.clone()), out);
             if let Some(t) = self.tasks.get_mut(&key)
-                && let State::Processing { worker: x, started } = t.state
+                && let State::Processing {
+                    worker: x, started, ..
+                } = t.state
                 && x == worker
             {
                 // Tasks queued behind the running ones never touched the
@@ -1578,6 +1659,7 @@ impl Scheduler {
             self.tasks.get_mut(key).expect("present").state = State::Processing {
                 worker,
                 started: false,
+                run: w.runs_sent + 1,
             };
             batches.entry(worker).or_default().push(run);
         }
@@ -1585,7 +1667,16 @@ impl Scheduler {
         let mut batches: Vec<_> = batches.into_iter().collect();
         batches.sort_by_key(|(w, _)| *w);
         for (worker, tasks) in batches {
-            out.push(Command::Run { worker, tasks });
+            let w = self
+                .workers
+                .get_mut(&worker)
+                .expect("placed on a live worker");
+            w.runs_sent += 1;
+            out.push(Command::Run {
+                worker,
+                seq: w.runs_sent,
+                tasks,
+            });
         }
     }
 
@@ -1916,6 +2007,7 @@ impl Scheduler {
                 state: State::Processing {
                     worker: chosen[0],
                     started: false,
+                    run: 0,
                 },
                 deps: Vec::new(),
                 dependents: Vec::new(),

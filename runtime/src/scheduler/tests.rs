@@ -95,7 +95,7 @@ pub(super) fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>) -> Vec<Command> {
 pub(super) fn runs(cmds: &[Command]) -> Vec<(u64, String)> {
     cmds.iter()
         .flat_map(|c| match c {
-            Command::Run { worker, tasks } => {
+            Command::Run { worker, tasks, .. } => {
                 tasks.iter().map(|t| (*worker, t.key.clone())).collect()
             }
             _ => vec![],
@@ -528,6 +528,65 @@ fn a_retried_task_whose_input_was_lost_meanwhile_waits_for_it_again() {
     assert_eq!(runs(&cmds), vec![(20, "b".to_string())]);
     finish(&mut s, 20, "b", small(2));
     assert_eq!(s.state("b"), Some(TaskState::Finished));
+}
+
+fn heartbeat(worker: u64, run_seq: u64, running: &[&str]) -> Event {
+    Event::WorkerHeartbeat {
+        worker,
+        spilled: 0,
+        run_seq,
+        running: running.iter().map(|k| k.to_string()).collect(),
+    }
+}
+
+#[test]
+fn a_task_a_worker_never_got_is_sent_again_after_two_heartbeats_without_it() {
+    let mut s = setup(&[(10, 1)]);
+    let cmds = submit(&mut s, vec![spec("a", vec![]), spec("b", vec![])]);
+    let seq = cmds
+        .iter()
+        .find_map(|c| match c {
+            Command::Run { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .unwrap();
+    // A heartbeat from before that Run proves nothing yet.
+    assert!(runs(&s.handle(heartbeat(10, seq - 1, &[]))).is_empty());
+    // The worker got the Run but has only a: b may be on its way back
+    // (finished) — once is not enough.
+    assert!(runs(&s.handle(heartbeat(10, seq, &["a"]))).is_empty());
+    // Missing twice: b is sent again, in a later Run; a is left alone.
+    let cmds = s.handle(heartbeat(10, seq, &["a"]));
+    assert_eq!(runs(&cmds), vec![(10, "b".to_string())]);
+    assert!(matches!(&cmds[0], Command::Run { seq: again, .. } if *again > seq));
+    assert_eq!(s.stats().resent, 1);
+    finish(&mut s, 10, "a", small(1));
+    finish(&mut s, 10, "b", small(2));
+    assert_eq!(s.state("b"), Some(TaskState::Finished));
+}
+
+#[test]
+fn a_last_run_that_never_arrived_is_sent_again() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    // The worker never got Run 1, so its heartbeats say 0; it had a whole
+    // heartbeat interval to arrive after the first.
+    assert!(runs(&s.handle(heartbeat(10, 0, &[]))).is_empty());
+    assert!(runs(&s.handle(heartbeat(10, 0, &[]))).is_empty());
+    let cmds = s.handle(heartbeat(10, 0, &[]));
+    assert_eq!(runs(&cmds), vec![(10, "a".to_string())]);
+}
+
+#[test]
+fn a_task_the_worker_reports_again_is_not_resent() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    assert!(runs(&s.handle(heartbeat(10, 1, &[]))).is_empty());
+    // Back in hand (the first heartbeat raced its arrival): the strike is
+    // forgotten.
+    assert!(runs(&s.handle(heartbeat(10, 1, &["a"]))).is_empty());
+    assert!(runs(&s.handle(heartbeat(10, 1, &[]))).is_empty());
+    assert_eq!(s.stats().resent, 0);
 }
 
 #[test]

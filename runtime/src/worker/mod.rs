@@ -106,8 +106,19 @@ struct Shared {
     link: Arc<Link>,
     /// The outbox: messages for whichever scheduler connection is current.
     to_scheduler: tokio::sync::mpsc::UnboundedSender<ToScheduler>,
-    /// Tasks in flight, to interrupt on cancel.
-    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// Tasks in flight (running or waiting for a slot), to interrupt on
+    /// cancel and to report in heartbeats.
+    running: Mutex<Running>,
+    /// The id the current scheduler connection gave this worker.
+    id: std::sync::atomic::AtomicU64,
+}
+
+/// A worker's tasks in hand and the `seq` of the last `Run` that brought
+/// some: kept under one lock, so a heartbeat reports them consistently.
+#[derive(Default)]
+struct Running {
+    tasks: HashMap<String, tokio::task::AbortHandle>,
+    run_seq: u64,
 }
 
 /// Runs a worker until the scheduler tells it to stop or goes away.
@@ -166,22 +177,6 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         to_scheduler.clone(),
         &format!("worker-{id}"),
     ));
-    let beat = to_scheduler.clone();
-    let held = results.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(HEARTBEAT);
-        loop {
-            let u = held.usage();
-            let alive = ToScheduler::Heartbeat {
-                memory_bytes: u.in_memory,
-                spilled_bytes: u.spilled,
-            };
-            if beat.send(alive).is_err() {
-                break;
-            }
-            every.tick().await;
-        }
-    });
     let shared = Arc::new(Shared {
         sandbox,
         slots,
@@ -193,7 +188,9 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         module_waiters: Default::default(),
         to_scheduler,
         running: Default::default(),
+        id: id.into(),
     });
+    tokio::spawn(heartbeats(Arc::downgrade(&shared)));
     loop {
         let incoming = tokio::select! {
             out = outbox.recv() => {
@@ -206,14 +203,20 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
             incoming = from_scheduler.recv() => incoming,
         };
         match incoming {
-            Ok(Some(FromScheduler::Run { tasks })) => {
+            Ok(Some(FromScheduler::Run { seq, tasks })) => {
                 // Holding the lock while spawning means a task that ends at
                 // once still finds its entry to remove.
                 let mut running = shared.running.lock().expect("running lock");
+                running.run_seq = seq;
                 for task in tasks {
+                    // Sent again while the first was slow to arrive: it is
+                    // already in hand.
+                    if running.tasks.contains_key(&task.key) {
+                        continue;
+                    }
                     let key = task.key.clone();
                     let handle = tokio::spawn(execute(shared.clone(), task));
-                    running.insert(key, handle.abort_handle());
+                    running.tasks.insert(key, handle.abort_handle());
                 }
             }
             Ok(Some(FromScheduler::Cancel { keys })) => {
@@ -221,7 +224,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                 for k in keys {
                     // Aborting drops the task at its next await: a guest
                     // yields at every epoch tick, so within one tick.
-                    if let Some(h) = running.remove(&k) {
+                    if let Some(h) = running.tasks.remove(&k) {
                         h.abort();
                     }
                 }
@@ -312,8 +315,13 @@ async fn rejoin(
     shared: &Shared,
     hello: &Hello,
 ) -> anyhow::Result<(Sender<ToScheduler>, connection::Receiver<FromScheduler>)> {
-    for (_, task) in shared.running.lock().expect("running lock").drain() {
-        task.abort();
+    {
+        let mut running = shared.running.lock().expect("running lock");
+        for (_, task) in running.tasks.drain() {
+            task.abort();
+        }
+        // A new connection numbers its `Run` messages afresh.
+        running.run_seq = 0;
     }
     let grace = shared.options.reconnect_grace;
     tracing::warn!(
@@ -321,6 +329,7 @@ async fn rejoin(
         shared.options.scheduler
     );
     let (id, tx, rx) = join(&shared.options.scheduler, hello, grace).await?;
+    shared.id.store(id, std::sync::atomic::Ordering::Relaxed);
     let results: Vec<(String, Located)> = shared.results.located();
     tracing::info!(
         "rejoined the scheduler as worker {id}, holding {} results",
@@ -359,10 +368,36 @@ async fn join(
 /// How long a worker waits between attempts to rejoin.
 const RETRY: Duration = Duration::from_millis(100);
 
+/// Tells the scheduler every [`HEARTBEAT`] that this worker is alive, what
+/// it has in hand, and what it holds, until the worker stops.
+async fn heartbeats(shared: std::sync::Weak<Shared>) {
+    let mut every = tokio::time::interval(HEARTBEAT);
+    loop {
+        every.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let (run_seq, running) = {
+            let r = shared.running.lock().expect("running lock");
+            (r.run_seq, r.tasks.keys().cloned().collect())
+        };
+        let u = shared.results.usage();
+        let alive = ToScheduler::Heartbeat {
+            worker: shared.id.load(std::sync::atomic::Ordering::Relaxed),
+            run_seq,
+            running,
+            memory_bytes: u.in_memory,
+            spilled_bytes: u.spilled,
+        };
+        if shared.to_scheduler.send(alive).is_err() {
+            return;
+        }
+    }
+}
+
 async fn execute(shared: Arc<Shared>, task: RunTask) {
     let key = task.key.clone();
     let outcome = compute(&shared, task).await;
-    shared.running.lock().expect("running lock").remove(&key);
     let msg = match outcome {
         Ok(bytes) => {
             let at = store::located(&bytes);
@@ -374,7 +409,7 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
                 .unwrap_or_else(|e| Err(format!("storing the result failed: {e}")));
             match kept {
                 Ok(()) => ToScheduler::Finished {
-                    results: vec![(key, at)],
+                    results: vec![(key.clone(), at)],
                 },
                 Err(message) => ToScheduler::Erred {
                     errors: vec![(
@@ -384,17 +419,25 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
                             message,
                             stderr: String::new(),
                             backtrace: String::new(),
-                            origin: key,
+                            origin: key.clone(),
                         },
                     )],
                 },
             }
         }
         Err(error) => ToScheduler::Erred {
-            errors: vec![(key, error)],
+            errors: vec![(key.clone(), error)],
         },
     };
+    // Reported before it leaves the tasks in hand, so no heartbeat in
+    // between can say it is gone before its result arrives.
     let _ = shared.to_scheduler.send(msg);
+    shared
+        .running
+        .lock()
+        .expect("running lock")
+        .tasks
+        .remove(&key);
 }
 
 async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
