@@ -1631,10 +1631,10 @@ impl Scheduler {
     fn schedule(&mut self, out: &mut Vec<Command>) {
         let mut batches: HashMap<WorkerId, Vec<RunTask>> = HashMap::default();
         let mut waiting = Vec::new();
-        while !self.ready.is_empty() {
-            if !self.workers.values().any(Worker::has_room) {
-                break;
-            }
+        // Whether some worker has room: checked (a walk over the workers)
+        // only when a task finds no place, not for every task placed.
+        let mut room = true;
+        while room && !self.ready.is_empty() {
             let entry = self.ready.pop().expect("not empty");
             let key = &entry.2;
             let Some(task) = self.tasks.get(key) else {
@@ -1644,8 +1644,10 @@ impl Scheduler {
                 continue;
             }
             let Some(worker) = self.place(task) else {
-                // No worker can take it now (restrictions, resources).
+                // No worker can take it now (restrictions, resources, or
+                // all full: then the rest wait too).
                 waiting.push(entry);
+                room = self.workers.values().any(Worker::has_room);
                 continue;
             };
             let run = self.run_task(task);

@@ -396,8 +396,27 @@ async fn heartbeats(shared: std::sync::Weak<Shared>) {
 }
 
 async fn execute(shared: Arc<Shared>, task: RunTask) {
+    use futures::FutureExt;
     let key = task.key.clone();
-    let outcome = compute(&shared, task).await;
+    // A bug that panics here must still answer for the task: an error
+    // reported is better than a task the scheduler waits on for ever.
+    let outcome = std::panic::AssertUnwindSafe(compute(&shared, task))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(TaskError {
+                kind: ErrorKind::Internal,
+                message: format!("the worker failed running task {key}: {what}"),
+                stderr: String::new(),
+                backtrace: String::new(),
+                origin: key.clone(),
+            })
+        });
     let msg = match outcome {
         Ok(bytes) => {
             let at = store::located(&bytes);

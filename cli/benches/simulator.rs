@@ -1,0 +1,221 @@
+//! `just bench` (and `cargo bench -p dtask --bench simulator`): the pure
+//! scheduler core driven with no sockets and no wasm, at the scale users
+//! bring: 1,000 simulated workers, a 1M-task map and a tree reduction of
+//! its 1M results (another ~1M tasks), with a worker killed (and a new one
+//! joining) every 20,000 events. Prints events handled per second and the
+//! process's peak memory. `SIM_TASKS` and `SIM_WORKERS` change the sizes.
+
+use bytes::Bytes;
+use dtask_runtime::protocol::{Arg, Located, Placement, RunTask, TaskSpec};
+use dtask_runtime::scheduler::state::{Command, Event, Scheduler};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+const MODULE: &str = "module-hash";
+
+fn spec(key: String, function: &str, args: Vec<Arg>) -> TaskSpec {
+    TaskSpec {
+        key,
+        module: MODULE.into(),
+        function: function.into(),
+        args,
+        priority: 0,
+        timeout_ms: None,
+        memory_limit: None,
+        grants: Default::default(),
+        placement: Placement::default(),
+        retries: 0,
+    }
+}
+
+fn joined(worker: u64) -> Event {
+    Event::WorkerConnected {
+        worker,
+        nthreads: 1 + (worker % 4) as u32,
+        data_addr: format!("10.0.{}.{}:7000", worker / 250, worker % 250),
+        name: format!("sim-{worker}"),
+        resources: vec![],
+    }
+}
+
+/// A small result, inline as real small results are.
+fn result() -> Located {
+    Located {
+        inline: Some(Bytes::from_static(&[0x2a])),
+        who_has: vec![],
+        nbytes: 1,
+    }
+}
+
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let n = env("SIM_TASKS", 1_000_000);
+    let workers = env("SIM_WORKERS", 1_000);
+    let mut s = Scheduler::new();
+    let mut events: u64 = 0;
+    // Runs the workers have been sent and not yet answered, in order.
+    let mut inflight: VecDeque<(u64, Vec<RunTask>)> = VecDeque::new();
+    let handle = |s: &mut Scheduler, e: Event, inflight: &mut VecDeque<(u64, Vec<RunTask>)>| {
+        for c in s.handle(e) {
+            if let Command::Run { worker, tasks, .. } = c {
+                inflight.push_back((worker, tasks));
+            }
+        }
+    };
+    let began = Instant::now();
+    handle(
+        &mut s,
+        Event::ModuleStored {
+            hash: MODULE.into(),
+        },
+        &mut inflight,
+    );
+    handle(
+        &mut s,
+        Event::ClientConnected {
+            client: 1,
+            name: Some("sim".into()),
+        },
+        &mut inflight,
+    );
+    for w in 1..=workers {
+        handle(&mut s, joined(w), &mut inflight);
+    }
+    events += 2 + workers;
+
+    // The map, then the reduction tree over its results, level by level.
+    let mut level: Vec<String> = (0..n).map(|i| format!("inc-{i:016x}")).collect();
+    let mut graph: Vec<TaskSpec> = level
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let arg = Arg::Value(Bytes::from((i as u64).to_le_bytes().to_vec()));
+            spec(k.clone(), "inc", vec![arg])
+        })
+        .collect();
+    let mut depth = 0;
+    while level.len() > 1 {
+        depth += 1;
+        let next: Vec<String> = (0..level.len().div_ceil(2))
+            .map(|i| format!("add-{depth}-{i:016x}"))
+            .collect();
+        for (i, k) in next.iter().enumerate() {
+            let args = level[2 * i..(2 * i + 2).min(level.len())]
+                .iter()
+                .map(|d| Arg::Future(d.clone()))
+                .collect();
+            graph.push(spec(k.clone(), "add", args));
+        }
+        level = next;
+    }
+    let total = graph.len() as u64;
+    let root = level.pop().expect("one root");
+    println!(
+        "simulator: {workers} workers, {n}-task map + {}-task tree reduction = {total} tasks",
+        total - n
+    );
+    println!("{:-<78}", "");
+    let mut chunks = graph.into_iter();
+    let mut live: VecDeque<u64> = (1..=workers).collect();
+    let mut dead = std::collections::HashSet::new();
+    let mut next_worker = workers + 1;
+    let mut deaths = 0u64;
+    let mut finished = 0u64;
+    loop {
+        // Submit in chunks of 10,000, as a client would.
+        let chunk: Vec<TaskSpec> = chunks.by_ref().take(10_000).collect();
+        if !chunk.is_empty() {
+            handle(
+                &mut s,
+                Event::Submit {
+                    client: 1,
+                    id: events,
+                    tasks: chunk,
+                },
+                &mut inflight,
+            );
+            events += 1;
+        }
+        // Workers answer what they were sent.
+        let mut answered = 0;
+        while let Some((worker, tasks)) = inflight.pop_front() {
+            if dead.contains(&worker) {
+                // Its messages went with it; the scheduler placed its work
+                // again.
+                continue;
+            }
+            for t in tasks {
+                handle(
+                    &mut s,
+                    Event::Finished {
+                        worker,
+                        results: vec![(t.key, result())],
+                    },
+                    &mut inflight,
+                );
+                events += 1;
+                finished += 1;
+                answered += 1;
+                if events.is_multiple_of(20_000) {
+                    // A worker dies (its work goes elsewhere), a new one joins.
+                    let victim = live.pop_front().expect("workers are live");
+                    dead.insert(victim);
+                    live.push_back(next_worker);
+                    handle(
+                        &mut s,
+                        Event::WorkerDisconnected { worker: victim },
+                        &mut inflight,
+                    );
+                    handle(&mut s, joined(next_worker), &mut inflight);
+                    next_worker += 1;
+                    deaths += 1;
+                    events += 2;
+                }
+            }
+            if answered >= 10_000 {
+                break;
+            }
+        }
+        if inflight.is_empty() && chunks.len() == 0 {
+            break;
+        }
+    }
+    let took = began.elapsed();
+    let done = matches!(
+        s.state(&root),
+        Some(dtask_runtime::protocol::TaskState::Finished)
+    );
+    println!(
+        "{events} events in {:.2} s: {:.0} events/s   target >= 500,000",
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64()
+    );
+    println!(
+        "{finished} task runs answered ({} reruns after {deaths} worker deaths); root finished: {done}",
+        s.stats().reruns
+    );
+    println!(
+        "peak memory {} MiB with {} keys held   target <= 1 GB",
+        peak_rss_mib(),
+        s.stats().tasks
+    );
+    println!("{:-<78}", "");
+    assert!(done, "the reduction's root did not finish");
+}
