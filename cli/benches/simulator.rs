@@ -100,39 +100,45 @@ fn main() {
     }
     events += 2 + workers;
 
-    // The map, then the reduction tree over its results, level by level.
-    let mut level: Vec<String> = (0..n).map(|i| format!("inc-{i:016x}")).collect();
-    let mut graph: Vec<TaskSpec> = level
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let arg = Arg::Value(Bytes::from((i as u64).to_le_bytes().to_vec()));
-            spec(k.clone(), "inc", vec![arg])
-        })
-        .collect();
-    let mut depth = 0;
-    while level.len() > 1 {
-        depth += 1;
-        let next: Vec<String> = (0..level.len().div_ceil(2))
-            .map(|i| format!("add-{depth}-{i:016x}"))
-            .collect();
-        for (i, k) in next.iter().enumerate() {
-            let args = level[2 * i..(2 * i + 2).min(level.len())]
-                .iter()
-                .map(|d| Arg::Future(d.clone()))
-                .collect();
-            graph.push(spec(k.clone(), "add", args));
-        }
-        level = next;
+    // The map, then the reduction tree over its results, level by level,
+    // made as they are submitted (the graph is not held here as well).
+    let map_key = |i: u64| format!("inc-{i:016x}");
+    let add_key = |depth: u32, i: u64| format!("add-{depth}-{i:016x}");
+    let mut levels = vec![n];
+    while *levels.last().expect("one level") > 1 {
+        let last = *levels.last().expect("one level");
+        levels.push(last.div_ceil(2));
     }
-    let total = graph.len() as u64;
-    let root = level.pop().expect("one root");
+    let total: u64 = levels.iter().sum();
+    let root = add_key(levels.len() as u32 - 1, 0);
+    let mut chunks = (0..levels.len() as u32).flat_map(|depth| {
+        let width = levels[depth as usize];
+        let below = if depth == 0 { 0 } else { levels[depth as usize - 1] };
+        (0..width).map(move |i| {
+            if depth == 0 {
+                let arg = Arg::Value(Bytes::from(i.to_le_bytes().to_vec()));
+                spec(map_key(i), "inc", vec![arg])
+            } else {
+                let child = |j: u64| {
+                    if depth == 1 {
+                        map_key(j)
+                    } else {
+                        add_key(depth - 1, j)
+                    }
+                };
+                let args = (2 * i..(2 * i + 2).min(below))
+                    .map(|j| Arg::Future(child(j)))
+                    .collect();
+                spec(add_key(depth, i), "add", args)
+            }
+        })
+    });
     println!(
         "simulator: {workers} workers, {n}-task map + {}-task tree reduction = {total} tasks",
         total - n
     );
     println!("{:-<78}", "");
-    let mut chunks = graph.into_iter();
+    let mut submitted = 0u64;
     let mut live: VecDeque<u64> = (1..=workers).collect();
     let mut dead = std::collections::HashSet::new();
     let mut next_worker = workers + 1;
@@ -141,6 +147,7 @@ fn main() {
     loop {
         // Submit in chunks of 10,000, as a client would.
         let chunk: Vec<TaskSpec> = chunks.by_ref().take(10_000).collect();
+        submitted += chunk.len() as u64;
         if !chunk.is_empty() {
             handle(
                 &mut s,
@@ -193,7 +200,7 @@ fn main() {
                 break;
             }
         }
-        if inflight.is_empty() && chunks.len() == 0 {
+        if inflight.is_empty() && submitted == total {
             break;
         }
     }
