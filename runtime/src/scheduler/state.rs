@@ -539,7 +539,9 @@ struct Client {
 /// event: see [`Scheduler::journal_records`].
 #[derive(Debug, Default)]
 struct Tasks {
-    map: HashMap<String, Task>,
+    /// Boxed: the table's spare capacity then costs a pointer per slot,
+    /// not a whole task.
+    map: HashMap<String, Box<Task>>,
     /// Keys touched since the journal last drained them; `None` without a
     /// journal.
     dirty: Option<HashSet<String>>,
@@ -555,14 +557,14 @@ impl Tasks {
     }
 
     fn get(&self, key: &str) -> Option<&Task> {
-        self.map.get(key)
+        self.map.get(key).map(|t| &**t)
     }
 
     fn get_mut(&mut self, key: &str) -> Option<&mut Task> {
         if self.dirty.is_some() && self.map.contains_key(key) {
             self.touch(key);
         }
-        self.map.get_mut(key)
+        self.map.get_mut(key).map(|t| &mut **t)
     }
 
     fn contains_key(&self, key: &str) -> bool {
@@ -571,12 +573,12 @@ impl Tasks {
 
     fn insert(&mut self, key: String, task: Task) {
         self.touch(&key);
-        self.map.insert(key, task);
+        self.map.insert(key, Box::new(task));
     }
 
     fn remove(&mut self, key: &str) -> Option<Task> {
         self.touch(key);
-        self.map.remove(key)
+        self.map.remove(key).map(|t| *t)
     }
 
     fn len(&self) -> usize {
@@ -584,7 +586,7 @@ impl Tasks {
     }
 
     fn values(&self) -> impl Iterator<Item = &Task> {
-        self.map.values()
+        self.map.values().map(|t| &**t)
     }
 }
 
