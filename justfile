@@ -26,8 +26,9 @@ bench:
     cargo bench -p dtask --bench simulator
     python3 cli/benches/dask_baseline.py
 
-# A 20,000-task graph while a worker is killed every second and the
-# scheduler every 4 s, ten runs (CHAOS_RUNS); checks every result.
+# A 20,000-task graph while a worker is killed every second, the
+# scheduler every 4 s and every 25th Run message is lost (CHAOS_DROP_RUNS),
+# ten runs (CHAOS_RUNS); checks every result.
 chaos:
     cargo bench -p dtask --bench chaos
 

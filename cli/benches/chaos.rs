@@ -4,7 +4,9 @@
 //! Every result is checked against its expected value. It runs
 //! `CHAOS_RUNS` times (default 10) and prints how many runs were right,
 //! the worst time to completion, and the peak RSS of the scheduler and of
-//! the workers.
+//! the workers. On top of the kills, every `CHAOS_DROP_RUNS`th (default
+//! 25th; 0 for none) `Run` message to a worker is dropped, as a lost
+//! message would be: only reconciliation through heartbeats recovers it.
 //!
 //! The graph: 100 chains of 100 links. Link i of chain c is
 //! `add(@link(i-1), @spin(2))`, where `spin 2` takes 2 ms and gives 2, so
@@ -50,6 +52,7 @@ struct Report {
     kills: u32,
     restarts: u32,
     reruns: u64,
+    resent: u64,
     scheduler_peak: u64,
     worker_peak: u64,
 }
@@ -73,6 +76,7 @@ impl Cluster {
                 "--journal",
             ])
             .arg(self.state.path().join("journal"))
+            .env("DTASK_FAULT_DROP_RUNS", drop_runs().to_string())
             .env("DTASK_STATE_DIR", self.state.path())
             .env("DTASK_LOG", "error")
             .stdin(Stdio::null())
@@ -107,6 +111,14 @@ impl Drop for Cluster {
     }
 }
 
+/// Every how many `Run` messages one is dropped (0: none).
+fn drop_runs() -> u64 {
+    std::env::var("CHAOS_DROP_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(25)
+}
+
 fn main() {
     let runs: usize = std::env::var("CHAOS_RUNS")
         .ok()
@@ -115,7 +127,9 @@ fn main() {
     let total = (CHAINS * LINKS * 2) as usize;
     println!(
         "chaos: {total} tasks ({CHAINS} chains of {LINKS} links), {WORKERS} single-slot workers, \
-         a worker killed every second, the scheduler every {SCHEDULER_EVERY} s; {runs} runs"
+         a worker killed every second, the scheduler every {SCHEDULER_EVERY} s, \
+         every {}th Run message dropped (0: none); {runs} runs",
+        drop_runs()
     );
     let mut passed = 0;
     let mut worst = Duration::ZERO;
@@ -129,7 +143,7 @@ fn main() {
         worker_peak = worker_peak.max(r.worker_peak);
         println!(
             "run {run:>2}: {} in {:.1} s; {} wrong, {} failed; {} worker kills, {} scheduler restarts, \
-             {} reruns; peak RSS scheduler {} MiB, worker {} MiB",
+             {} reruns, {} resent; peak RSS scheduler {} MiB, worker {} MiB",
             if ok { "right" } else { "WRONG" },
             r.elapsed.as_secs_f64(),
             r.wrong,
@@ -137,6 +151,7 @@ fn main() {
             r.kills,
             r.restarts,
             r.reruns,
+            r.resent,
             r.scheduler_peak,
             r.worker_peak
         );
@@ -282,6 +297,7 @@ fn run_once() -> Report {
         kills,
         restarts,
         reruns: stats.reruns,
+        resent: stats.resent,
         scheduler_peak,
         worker_peak,
     }

@@ -113,7 +113,11 @@ fn main() {
     let root = add_key(levels.len() as u32 - 1, 0);
     let mut chunks = (0..levels.len() as u32).flat_map(|depth| {
         let width = levels[depth as usize];
-        let below = if depth == 0 { 0 } else { levels[depth as usize - 1] };
+        let below = if depth == 0 {
+            0
+        } else {
+            levels[depth as usize - 1]
+        };
         (0..width).map(move |i| {
             if depth == 0 {
                 let arg = Arg::Value(Bytes::from(i.to_le_bytes().to_vec()));
