@@ -194,3 +194,43 @@ fn scattered_data_whose_worker_never_returns_is_lost_after_the_rejoin_grace() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("lost"), "{}", stderr(&out));
 }
+
+#[test]
+fn gather_and_as_completed_waiting_on_a_cluster_that_stops_exit_3() {
+    let c = Cluster::start(1, 1);
+    let key = c.ok(&["submit", "--pure=false", tasks_wasm(), "spin", "60000"]);
+    let waiting: Vec<_> = [
+        vec!["gather", key.as_str()],
+        vec!["as-completed", key.as_str()],
+    ]
+    .into_iter()
+    .map(|args| {
+        c.cmd()
+            .args(&args)
+            .env("DTASK_RECONNECT_GRACE", "1s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    })
+    .collect();
+    // Both are waiting on the task (it runs for a minute).
+    wait_until(Duration::from_secs(30), "the spin to start", || {
+        c.ok(&["workers", "--json"]).contains("\"executing\":1")
+    });
+    c.ok(&["shutdown"]);
+    for mut w in waiting {
+        wait_until(
+            Duration::from_secs(30),
+            "the waiting command to give up",
+            || w.try_wait().unwrap().is_some(),
+        );
+        let out = w.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("lost the connection"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

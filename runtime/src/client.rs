@@ -184,6 +184,8 @@ struct Inner {
     actors: Mutex<HashMap<String, crate::protocol::ActorInfo>>,
     /// Connections to workers' data ports for actor calls, by address.
     peers: tokio::sync::Mutex<HashMap<String, Arc<actors::PeerLink>>>,
+    /// Set once the scheduler is gone for good (reconnecting failed).
+    lost: tokio::sync::watch::Sender<bool>,
 }
 
 /// A connection to a dtask scheduler. Cheap to clone; clones share it.
@@ -226,6 +228,7 @@ impl Client {
             resend: Mutex::new(HashMap::new()),
             actors: Mutex::new(HashMap::new()),
             peers: tokio::sync::Mutex::new(HashMap::new()),
+            lost: tokio::sync::watch::channel(false).0,
         });
         let weak = Arc::downgrade(&inner);
         let addr = addr.to_string();
@@ -265,6 +268,7 @@ impl Client {
                     // Dropping the senders wakes every waiter with an error.
                     inner.watchers.lock().expect("watchers lock").take();
                     inner.resend.lock().expect("resend lock").clear();
+                    inner.lost.send_replace(true);
                     return;
                 };
                 tracing::info!("reconnected to the scheduler at {addr}");
@@ -288,6 +292,15 @@ impl Client {
             }
         });
         Ok(Self { inner })
+    }
+
+    /// Resolves once this client has lost its scheduler for good: the
+    /// connection broke and reconnecting failed for the whole grace. A
+    /// loop that waits on a channel it also feeds (with
+    /// [`Client::watch_into`]) selects on this to stop waiting.
+    pub async fn lost(&self) {
+        let mut rx = self.inner.lost.subscribe();
+        let _ = rx.wait_for(|gone| *gone).await;
     }
 
     /// How long this client keeps trying to reconnect when its connection

@@ -53,6 +53,7 @@ pub async fn run(global: &Global, mut a: Args) -> Result<(), Failure> {
                 }
                 None => keys_open = false,
             },
+            () = client.lost() => return Err(dtask_runtime::client::ClientError::Disconnected.into()),
             d = done_rx.recv() => {
                 let (key, outcome) = d.ok_or(dtask_runtime::client::ClientError::Disconnected)?;
                 let times = waiting.remove(&key).unwrap_or(1);

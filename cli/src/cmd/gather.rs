@@ -183,6 +183,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 }
                 None => keys_open = false,
             },
+            () = client.lost() => return Err(dtask_runtime::client::ClientError::Disconnected.into()),
             d = done_rx.recv() => {
                 let (k, outcome) = d.ok_or(dtask_runtime::client::ClientError::Disconnected)?;
                 let n = waiting.remove(&k).unwrap_or(1);
