@@ -5,6 +5,9 @@
 //! joining) every 20,000 events. Prints events handled per second and the
 //! process's peak memory. `SIM_TASKS` and `SIM_WORKERS` change the sizes.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use bytes::Bytes;
 use dtask_runtime::protocol::{Arg, Located, Placement, RunTask, TaskSpec};
 use dtask_runtime::scheduler::state::{Command, Event, Scheduler};
@@ -45,17 +48,6 @@ fn result() -> Located {
         who_has: vec![],
         nbytes: 1,
     }
-}
-
-fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib / 1024)
 }
 
 fn env(name: &str, default: u64) -> u64 {
@@ -224,7 +216,7 @@ fn main() {
     );
     println!(
         "peak memory {} MiB with {} keys held   target <= 1 GB",
-        peak_rss_mib(),
+        common::mib(std::process::id(), "VmHWM"),
         s.stats().tasks
     );
     println!("{:-<78}", "");

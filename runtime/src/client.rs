@@ -666,11 +666,7 @@ impl Client {
 
     /// The value of a finished result, from wherever it is.
     pub async fn fetch(&self, key: &str, at: &Located) -> Result<Value, ClientError> {
-        let bytes = self.fetch_encoded(key, at).await?;
-        value::decode(&bytes).map_err(|e| ClientError::Data {
-            key: key.to_string(),
-            reason: e.to_string(),
-        })
+        decoded(key, self.fetch_encoded(key, at).await?)
     }
 
     /// [`Client::fetch`] without decoding: the result's MessagePack bytes,
@@ -689,12 +685,7 @@ impl Client {
 
     /// Turns an outcome into the result value or the task's error.
     pub async fn resolve(&self, key: &str, outcome: Outcome) -> Result<Value, ClientError> {
-        match outcome {
-            Outcome::Finished(at) => self.fetch(key, &at).await,
-            Outcome::Error(e) => Err(ClientError::Task(Box::new(e))),
-            Outcome::Cancelled => Err(ClientError::Cancelled(key.to_string())),
-            Outcome::Unknown => Err(ClientError::UnknownKey(key.to_string())),
-        }
+        decoded(key, self.resolve_encoded(key, outcome).await?)
     }
 
     /// [`Client::resolve`] without decoding: the result's MessagePack bytes.
@@ -891,6 +882,14 @@ async fn first_connect(
             }
         }
     }
+}
+
+/// The value a result's MessagePack `bytes` hold.
+fn decoded(key: &str, bytes: Bytes) -> Result<Value, ClientError> {
+    value::decode(&bytes).map_err(|e| ClientError::Data {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Connects again to `addr`, trying until `grace` has passed.

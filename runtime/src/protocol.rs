@@ -156,6 +156,20 @@ pub struct TaskError {
     pub origin: String,
 }
 
+impl TaskError {
+    /// An error of `kind` with `message`, raised by `origin` itself (no
+    /// guest stderr or backtrace).
+    pub fn new(kind: ErrorKind, message: String, origin: &str) -> Self {
+        Self {
+            kind,
+            message,
+            stderr: String::new(),
+            backtrace: String::new(),
+            origin: origin.to_string(),
+        }
+    }
+}
+
 /// Broad classes of task failure.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum ErrorKind {

@@ -241,16 +241,10 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                             let at = store::located(&bytes);
                             match store.insert(key.clone(), bytes) {
                                 Ok(()) => kept.push((key, at)),
-                                Err(message) => refused.push((
-                                    key.clone(),
-                                    TaskError {
-                                        kind: ErrorKind::Memory,
-                                        message,
-                                        stderr: String::new(),
-                                        backtrace: String::new(),
-                                        origin: key,
-                                    },
-                                )),
+                                Err(message) => {
+                                    let e = TaskError::new(ErrorKind::Memory, message, &key);
+                                    refused.push((key, e));
+                                }
                             }
                         }
                         (kept, refused)
@@ -409,13 +403,11 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Err(TaskError {
-                kind: ErrorKind::Internal,
-                message: format!("the worker failed running task {key}: {what}"),
-                stderr: String::new(),
-                backtrace: String::new(),
-                origin: key.clone(),
-            })
+            Err(TaskError::new(
+                ErrorKind::Internal,
+                format!("the worker failed running task {key}: {what}"),
+                &key,
+            ))
         });
     let msg = match outcome {
         Ok(bytes) => {
@@ -433,13 +425,7 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
                 Err(message) => ToScheduler::Erred {
                     errors: vec![(
                         key.clone(),
-                        TaskError {
-                            kind: ErrorKind::Memory,
-                            message,
-                            stderr: String::new(),
-                            backtrace: String::new(),
-                            origin: key.clone(),
-                        },
+                        TaskError::new(ErrorKind::Memory, message, &key),
                     )],
                 },
             }
