@@ -1218,7 +1218,10 @@ impl Scheduler {
                 self.scatter_stored(req, worker, out);
                 return;
             }
-            _ => return,
+            // Not a run this worker was asked for (given up on and placed
+            // again, cancelled, erred): the result is kept if it is still
+            // wanted and freed on the worker otherwise, never left there.
+            _ => return self.adopt_result(worker, key, located, out),
         }
         let req = task.scatter;
         task.state = State::Finished {
@@ -1249,7 +1252,8 @@ impl Scheduler {
     }
 
     /// A (re)joined worker holds `key`'s result: it is finished there,
-    /// unless it already is or is being computed on another worker.
+    /// unless it already is; a result nobody can use (its task is being
+    /// computed on another worker, erred or was cancelled) is freed there.
     fn adopt_result(&mut self, worker: WorkerId, key: String, at: Located, out: &mut Vec<Command>) {
         let Some(t) = self.tasks.get_mut(&key) else {
             return out.push(Command::Free {
@@ -1271,8 +1275,7 @@ impl Scheduler {
                 }
                 return;
             }
-            State::Processing { .. } => return,
-            State::Error(_) | State::Cancelled => {
+            State::Processing { .. } | State::Error(_) | State::Cancelled => {
                 return out.push(Command::Free {
                     worker,
                     keys: vec![key],

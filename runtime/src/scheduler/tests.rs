@@ -447,9 +447,14 @@ fn cancel_interrupts_running_task_and_cancels_pending_dependents() {
     assert!(cmds.iter().any(
         |c| matches!(c, Command::Done { key, outcome: Outcome::Cancelled, .. } if key == "b")
     ));
-    // A late report from the interrupted run changes nothing.
-    finish(&mut s, 10, "a", small(1));
+    // A late report from the interrupted run changes nothing, and its
+    // result is freed on the worker rather than left there.
+    let late = finish(&mut s, 10, "a", small(1));
     assert_eq!(s.state("a"), Some(TaskState::Cancelled));
+    assert!(late.contains(&Command::Free {
+        worker: 10,
+        keys: vec!["a".into()]
+    }));
     // A new dependent of a cancelled key is cancelled at once.
     submit(&mut s, vec![spec("c", vec![fut("a")])]);
     assert_eq!(s.state("c"), Some(TaskState::Cancelled));
