@@ -278,6 +278,38 @@ fn placement_by_worker_and_by_resources() {
 }
 
 #[test]
+fn a_task_no_connected_worker_can_run_is_submitted_with_a_note_saying_so() {
+    let c = Cluster::start(1, 1);
+    let gpu = c.run(
+        &["submit", "--resources", "GPU=1", tasks_wasm(), "inc", "1"],
+        "",
+    );
+    assert!(gpu.status.success(), "{}", stderr(&gpu));
+    assert!(
+        stderr(&gpu).contains("no connected worker offers GPU=1; the task waits"),
+        "{}",
+        stderr(&gpu)
+    );
+    assert_eq!(
+        c.ok(&["status", stdout(&gpu).trim()]),
+        format!("{}\tpending", stdout(&gpu).trim())
+    );
+    let nowhere = c.run(
+        &["map", "--workers", "127.0.0.1:9", tasks_wasm(), "inc"],
+        "2\n",
+    );
+    assert!(nowhere.status.success(), "{}", stderr(&nowhere));
+    assert!(
+        stderr(&nowhere).contains("no connected worker is 127.0.0.1:9"),
+        "{}",
+        stderr(&nowhere)
+    );
+    // One that a worker can run says nothing.
+    let fine = c.run(&["submit", tasks_wasm(), "inc", "3"], "");
+    assert!(stderr(&fine).is_empty(), "{}", stderr(&fine));
+}
+
+#[test]
 fn status_json_lines() {
     let c = Cluster::start(1, 1);
     let k = c.submit("inc", &["1"]);

@@ -44,6 +44,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let options = a.options.submit_options(None)?;
     let fire_and_forget = a.options.fire_and_forget;
     let client = connect(global, true).await?;
+    a.options.note_unplaceable(&client).await?;
     client.upload(&module).await?;
 
     // Lines are read on a plain thread so a slow producer never stalls the

@@ -38,6 +38,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let args = parse_args(&module, &a.function, &a.args)?;
     let options = a.options.submit_options(a.key)?;
     let client = connect(global, true).await?;
+    a.options.note_unplaceable(&client).await?;
     client.upload(&module).await?;
     let spec = task_spec(module.hash(), &a.function, args, &options);
     let key = spec.key.clone();
