@@ -5,8 +5,6 @@
 mod common;
 
 use common::*;
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 /// The data address of the one connected worker that is not `old`.
@@ -193,24 +191,8 @@ fn tasks_whose_run_message_is_lost_are_sent_again_and_the_graph_finishes() {
         &["map", tasks_wasm(), "inc"],
         &(1..=40).map(|i| format!("{i}\n")).collect::<String>(),
     ));
-    let mut gather = c
-        .cmd()
-        .arg("gather")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    gather
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(keys.as_bytes())
-        .unwrap();
-    wait_until(Duration::from_secs(60), "the graph to finish", || {
-        gather.try_wait().unwrap().is_some()
-    });
-    let out = gather.wait_with_output().unwrap();
+    let out = start_with_stdin(c.cmd().arg("gather"), &keys)
+        .output_within(Duration::from_secs(60), "the graph to finish");
     assert!(out.status.success(), "{}", stderr(&out));
     let sum: i64 = stdout(&out)
         .lines()

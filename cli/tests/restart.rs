@@ -180,17 +180,8 @@ fn scattered_data_whose_worker_never_returns_is_lost_after_the_rejoin_grace() {
     p.kill_worker(0);
     p.start_scheduler_with(&["--rejoin-grace", "1s"]);
     // gather answers (lost) instead of waiting for a worker that is gone.
-    let mut gather = p
-        .command()
-        .args(["gather", &key])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until(Duration::from_secs(30), "gather to answer", || {
-        gather.try_wait().unwrap().is_some()
-    });
-    let out = gather.wait_with_output().unwrap();
+    let out = start_with_stdin(p.command().args(["gather", &key]), "")
+        .output_within(Duration::from_secs(30), "gather to answer");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("lost"), "{}", stderr(&out));
 }
@@ -204,28 +195,15 @@ fn gather_and_as_completed_waiting_on_a_cluster_that_stops_exit_3() {
         vec!["as-completed", key.as_str()],
     ]
     .into_iter()
-    .map(|args| {
-        c.cmd()
-            .args(&args)
-            .env("DTASK_RECONNECT_GRACE", "1s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    })
+    .map(|args| start_with_stdin(c.cmd().args(&args).env("DTASK_RECONNECT_GRACE", "1s"), ""))
     .collect();
     // Both are waiting on the task (it runs for a minute).
     wait_until(Duration::from_secs(30), "the spin to start", || {
         c.ok(&["workers", "--json"]).contains("\"executing\":1")
     });
     c.ok(&["shutdown"]);
-    for mut w in waiting {
-        wait_until(
-            Duration::from_secs(30),
-            "the waiting command to give up",
-            || w.try_wait().unwrap().is_some(),
-        );
-        let out = w.wait_with_output().unwrap();
+    for w in waiting {
+        let out = w.output_within(Duration::from_secs(30), "the waiting command to give up");
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
         assert!(
             stderr(&out).contains("lost the connection"),

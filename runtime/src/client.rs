@@ -884,8 +884,9 @@ async fn first_connect(
     }
 }
 
-/// The value a result's MessagePack `bytes` hold.
-fn decoded(key: &str, bytes: Bytes) -> Result<Value, ClientError> {
+/// The value a result's MessagePack `bytes` hold (as
+/// [`Client::resolve_encoded`] gives them), or a data error naming `key`.
+pub fn decoded(key: &str, bytes: Bytes) -> Result<Value, ClientError> {
     value::decode(&bytes).map_err(|e| ClientError::Data {
         key: key.to_string(),
         reason: e.to_string(),

@@ -418,8 +418,6 @@ pub enum ToScheduler {
         /// `run_seq`: the scheduler sends again what it assigned and the
         /// worker never got.
         running: Vec<String>,
-        /// Bytes of results it holds in memory.
-        memory_bytes: u64,
         /// Bytes of results it has spilled to disk.
         spilled_bytes: u64,
     },

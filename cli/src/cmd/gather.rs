@@ -84,12 +84,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                                 .map_err(Failure::write)?;
                             Ok(None)
                         }
-                        None => dtask_runtime::value::decode(&bytes).map(Some).map_err(|e| {
-                            dtask_runtime::client::ClientError::Data {
-                                key: key.clone(),
-                                reason: e.to_string(),
-                            }
-                        }),
+                        None => dtask_runtime::client::decoded(&key, bytes).map(Some),
                     },
                     Err(e) => Err(e),
                 }

@@ -219,20 +219,56 @@ pub fn first_line(r: impl std::io::Read + Send + 'static, limit: Duration) -> Op
 
 /// Runs a command feeding `stdin`.
 pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
+    start_with_stdin(cmd, stdin)
+        .rx
+        .recv()
+        .expect("wait for dtask")
+}
+
+/// A command running on its own, `stdin` fed to it and its output
+/// collected, to be awaited with a deadline.
+pub struct Started {
+    pid: u32,
+    rx: mpsc::Receiver<Output>,
+}
+
+/// Starts a command feeding `stdin`; stdout and stderr are captured.
+pub fn start_with_stdin(cmd: &mut Command, stdin: &str) -> Started {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn dtask");
+    let pid = child.id();
     let mut pipe = child.stdin.take().unwrap();
     let input = stdin.to_string();
-    let writer = std::thread::spawn(move || {
-        let _ = pipe.write_all(input.as_bytes());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let writer = std::thread::spawn(move || {
+            let _ = pipe.write_all(input.as_bytes());
+        });
+        let out = child.wait_with_output().expect("wait for dtask");
+        let _ = writer.join();
+        let _ = tx.send(out);
     });
-    let out = child.wait_with_output().expect("wait for dtask");
-    let _ = writer.join();
-    out
+    Started { pid, rx }
+}
+
+impl Started {
+    /// Its output once it exits, within `limit` (killed, and a panic
+    /// naming `what`, past it).
+    pub fn output_within(self, limit: Duration, what: &str) -> Output {
+        match self.rx.recv_timeout(limit) {
+            Ok(out) => out,
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-9", &self.pid.to_string()])
+                    .status();
+                panic!("timed out waiting for {what}");
+            }
+        }
+    }
 }
 
 /// Lossy stderr of an output.

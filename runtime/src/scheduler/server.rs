@@ -570,7 +570,6 @@ impl Core {
                 run_seq,
                 running,
                 spilled_bytes,
-                ..
             } if is_worker => {
                 // Taken before this worker rejoined: about another life.
                 if worker != from {

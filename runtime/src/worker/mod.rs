@@ -238,13 +238,9 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                         let mut kept = Vec::with_capacity(values.len());
                         let mut refused = Vec::new();
                         for (key, bytes) in values {
-                            let at = store::located(&bytes);
-                            match store.insert(key.clone(), bytes) {
-                                Ok(()) => kept.push((key, at)),
-                                Err(message) => {
-                                    let e = TaskError::new(ErrorKind::Memory, message, &key);
-                                    refused.push((key, e));
-                                }
+                            match keep(&store, &key, bytes) {
+                                Ok(at) => kept.push((key, at)),
+                                Err(e) => refused.push((key, e)),
                             }
                         }
                         (kept, refused)
@@ -380,13 +376,22 @@ async fn heartbeats(shared: std::sync::Weak<Shared>) {
             worker: shared.id.load(std::sync::atomic::Ordering::Relaxed),
             run_seq,
             running,
-            memory_bytes: u.in_memory,
             spilled_bytes: u.spilled,
         };
         if shared.to_scheduler.send(alive).is_err() {
             return;
         }
     }
+}
+
+/// Keeps a result (it may spill to disk: blocking), returning how it is
+/// reported, or the memory error that refuses it.
+fn keep(store: &store::ResultStore, key: &str, bytes: Bytes) -> Result<Located, TaskError> {
+    let at = store::located(&bytes);
+    store
+        .insert(key.to_string(), bytes)
+        .map(|()| at)
+        .map_err(|message| TaskError::new(ErrorKind::Memory, message, key))
 }
 
 async fn execute(shared: Arc<Shared>, task: RunTask) {
@@ -411,22 +416,21 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
         });
     let msg = match outcome {
         Ok(bytes) => {
-            let at = store::located(&bytes);
             let store = shared.results.clone();
             let k = key.clone();
             // Keeping it may spill to disk: off the async threads.
-            let kept = tokio::task::spawn_blocking(move || store.insert(k, bytes))
+            let kept = tokio::task::spawn_blocking(move || keep(&store, &k, bytes))
                 .await
-                .unwrap_or_else(|e| Err(format!("storing the result failed: {e}")));
+                .unwrap_or_else(|e| {
+                    let message = format!("storing the result failed: {e}");
+                    Err(TaskError::new(ErrorKind::Memory, message, &key))
+                });
             match kept {
-                Ok(()) => ToScheduler::Finished {
+                Ok(at) => ToScheduler::Finished {
                     results: vec![(key.clone(), at)],
                 },
-                Err(message) => ToScheduler::Erred {
-                    errors: vec![(
-                        key.clone(),
-                        TaskError::new(ErrorKind::Memory, message, &key),
-                    )],
+                Err(e) => ToScheduler::Erred {
+                    errors: vec![(key.clone(), e)],
                 },
             }
         }

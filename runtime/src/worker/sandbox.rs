@@ -575,13 +575,18 @@ impl Sandbox {
     /// A task's memory limit (its own within the worker's), and how to
     /// raise it.
     fn memory_for(&self, limits: &RunLimits) -> (usize, &'static str) {
-        match limits.memory {
-            Some(m) if m < self.limits.memory => (m, "raise it with `submit --memory-limit-mib`"),
-            _ => (
-                self.limits.memory,
-                "raise it with `dtask worker --memory-limit-mib`",
-            ),
-        }
+        let memory = self.memory_under(limits.memory);
+        let raise = if memory < self.limits.memory {
+            "raise it with `submit --memory-limit-mib`"
+        } else {
+            "raise it with `dtask worker --memory-limit-mib`"
+        };
+        (memory, raise)
+    }
+
+    /// The worker's memory limit, lowered to `memory` if given.
+    fn memory_under(&self, memory: Option<usize>) -> usize {
+        memory.map_or(self.limits.memory, |m| m.min(self.limits.memory))
     }
 
     fn store_limits(&self) -> StoreLimits {
@@ -590,7 +595,7 @@ impl Sandbox {
 
     /// The worker's limits, with memory lowered to `memory` if given.
     fn store_limits_under(&self, memory: Option<usize>) -> StoreLimits {
-        let memory = memory.map_or(self.limits.memory, |m| m.min(self.limits.memory));
+        let memory = self.memory_under(memory);
         StoreLimitsBuilder::new()
             .memory_size(memory)
             .trap_on_grow_failure(true)

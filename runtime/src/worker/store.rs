@@ -167,11 +167,6 @@ impl ResultStore {
         self.remove_locked(&mut inner, key);
     }
 
-    /// Whether `key` is held.
-    pub fn contains(&self, key: &str) -> bool {
-        self.lock().entries.contains_key(key)
-    }
-
     /// The result held as `key`, read back from disk if it was spilled.
     pub async fn get(&self, key: &str) -> Option<Bytes> {
         let path = {
