@@ -1316,8 +1316,9 @@ impl Scheduler {
     }
 
     /// Compares what `worker` says it has in hand with what it was
-    /// assigned: a task whose `Run` it got (its `run_seq` is past it) or
-    /// should have got (sent before its previous heartbeat came), and that
+    /// assigned: a task whose `Run` it got (its `run_seq` is past it) or,
+    /// when it is idle, should have got (sent before its previous heartbeat
+    /// came), and that
     /// it does not have in two heartbeats running, is put back and placed
     /// again, so a lost message can delay a graph but never hang it. (A
     /// worker ignores a `Run` of a task it already has, should a slow one
@@ -1326,7 +1327,16 @@ impl Scheduler {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
-        let covered = run_seq.max(w.sent_at_beat);
+        // What it got is certain from `run_seq`. A `Run` sent before its
+        // previous heartbeat came counts too, but only while it has nothing
+        // in hand: a busy worker's heartbeats may lag its `Run`s by more
+        // than a beat under load, and a lost `Run` to it shows once a later
+        // one arrives.
+        let covered = if running.is_empty() {
+            run_seq.max(w.sent_at_beat)
+        } else {
+            run_seq
+        };
         w.sent_at_beat = w.runs_sent;
         let w = &self.workers[&worker];
         let running: HashSet<&str> = running.iter().map(String::as_str).collect();
