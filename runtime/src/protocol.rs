@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Results at most this large travel with the worker's completion report and
 /// are kept by the scheduler too, so gathering them needs no worker round
@@ -412,7 +412,7 @@ pub enum ToScheduler {
         /// The id the scheduler gave this worker: a heartbeat taken before a
         /// rejoin is ignored by the scheduler it reaches.
         worker: u64,
-        /// The `seq` of the last `Run` it got.
+        /// The `seq` of the last `Run` it got, or of a later `Sync`.
         run_seq: u64,
         /// Every task it has in hand (running or queued for a slot), as of
         /// `run_seq`: the scheduler sends again what it assigned and the
@@ -862,6 +862,15 @@ pub enum FromScheduler {
         seq: u64,
         /// Tasks, highest priority first.
         tasks: Vec<RunTask>,
+    },
+    /// Every `Run` up to `seq` has been sent on this connection: one the
+    /// worker has not got by now never will be. The worker counts them as
+    /// received (its next heartbeat reports `run_seq` at least `seq`), so
+    /// the scheduler knows exactly which tasks were lost, with no timing
+    /// rule.
+    Sync {
+        /// The scheduler's count of `Run` messages to this worker.
+        seq: u64,
     },
     /// Drop these results.
     Free {

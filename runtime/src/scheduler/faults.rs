@@ -6,7 +6,7 @@
 //!
 //! - `DTASK_FAULT_DROP_RUNS=N`: every Nth `Run` message to a worker is
 //!   silently dropped (the worker never sees those tasks); the scheduler
-//!   must notice from the worker's heartbeats and send them again.
+//!   must notice from the worker's heartbeats (after a `Sync` for a last `Run`) and send them again.
 
 /// The faults this scheduler injects.
 #[derive(Debug, Default)]

@@ -649,6 +649,7 @@ impl Core {
                         self.send(worker, FromScheduler::Run { seq, tasks });
                     }
                 }
+                Command::Sync { worker, seq } => self.send(worker, FromScheduler::Sync { seq }),
                 Command::Free { worker, keys } => self.send(worker, FromScheduler::Free { keys }),
                 Command::Done {
                     client,

@@ -278,6 +278,13 @@ pub enum Command {
         /// The tasks.
         tasks: Vec<RunTask>,
     },
+    /// Tell a worker that every `Run` up to `seq` has been sent.
+    Sync {
+        /// The worker.
+        worker: WorkerId,
+        /// Its count of `Run` commands so far.
+        seq: u64,
+    },
     /// Tell a worker to drop results.
     Free {
         /// The worker.
@@ -468,13 +475,6 @@ struct Worker {
     spilled: u64,
     /// `Run` commands sent to it so far.
     runs_sent: u64,
-    /// `runs_sent` when its previous heartbeat arrived: those `Run`s have
-    /// had a heartbeat interval to arrive.
-    sent_at_beat: u64,
-    /// Tasks assigned to it that its last heartbeat did not have although
-    /// it had their `Run`: missing from the next one too, they are sent
-    /// again.
-    missing: HashSet<String>,
 }
 
 impl Worker {
@@ -769,8 +769,6 @@ impl Scheduler {
                         has: HashSet::default(),
                         spilled: 0,
                         runs_sent: 0,
-                        sent_at_beat: 0,
-                        missing: HashSet::default(),
                     },
                 );
             }
@@ -903,7 +901,7 @@ impl Scheduler {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.spilled = spilled;
                 }
-                self.reconcile(worker, run_seq, &running);
+                self.reconcile(worker, run_seq, &running, &mut out);
             }
             Event::WorkerHolds { worker, results } => {
                 for (key, at) in results {
@@ -1316,55 +1314,44 @@ impl Scheduler {
     }
 
     /// Compares what `worker` says it has in hand with what it was
-    /// assigned: a task whose `Run` it got (its `run_seq` is past it) or,
-    /// when it is idle, should have got (sent before its previous heartbeat
-    /// came), and that
-    /// it does not have in two heartbeats running, is put back and placed
-    /// again, so a lost message can delay a graph but never hang it. (A
-    /// worker ignores a `Run` of a task it already has, should a slow one
-    /// be sent again.)
-    fn reconcile(&mut self, worker: WorkerId, run_seq: u64, running: &[String]) {
-        let Some(w) = self.workers.get_mut(&worker) else {
+    /// assigned. Messages on a connection arrive in order, and a worker
+    /// reports a result before it lets go of the task, so a task whose
+    /// `Run` the worker got (its `run_seq` is past it) and that is neither
+    /// in hand nor reported finished was certainly lost: it is put back and
+    /// placed again, so a lost message can delay a graph but never hang it.
+    /// `Run`s it has not acknowledged are covered by a [`Command::Sync`],
+    /// which moves its `run_seq` on at its next heartbeat.
+    fn reconcile(
+        &mut self,
+        worker: WorkerId,
+        run_seq: u64,
+        running: &[String],
+        out: &mut Vec<Command>,
+    ) {
+        let Some(w) = self.workers.get(&worker) else {
             return;
         };
-        // What it got is certain from `run_seq`. A `Run` sent before its
-        // previous heartbeat came counts too, but only while it has nothing
-        // in hand: a busy worker's heartbeats may lag its `Run`s by more
-        // than a beat under load, and a lost `Run` to it shows once a later
-        // one arrives.
-        let covered = if running.is_empty() {
-            run_seq.max(w.sent_at_beat)
-        } else {
-            run_seq
-        };
-        w.sent_at_beat = w.runs_sent;
-        let w = &self.workers[&worker];
+        if run_seq < w.runs_sent {
+            out.push(Command::Sync {
+                worker,
+                seq: w.runs_sent,
+            });
+        }
         let running: HashSet<&str> = running.iter().map(String::as_str).collect();
-        let mut absent = Vec::new();
+        let mut lost = Vec::new();
         for key in &w.processing {
             if running.contains(key.as_str()) {
                 continue;
             }
             match self.tasks.get(key).map(|t| (&t.state, t.scatter.is_some())) {
                 Some((State::Processing { worker: x, run, .. }, false))
-                    if *x == worker && *run > 0 && *run <= covered =>
+                    if *x == worker && *run > 0 && *run <= run_seq =>
                 {
-                    absent.push(key.clone());
+                    lost.push(key.clone());
                 }
                 _ => {}
             }
         }
-        let w = self.workers.get_mut(&worker).expect("checked above");
-        let mut lost = Vec::new();
-        let mut missing = HashSet::default();
-        for key in absent {
-            if w.missing.contains(&key) {
-                lost.push(key);
-            } else {
-                missing.insert(key);
-            }
-        }
-        w.missing = missing;
         for key in lost {
             let need = self.tasks[&key].spec.placement.resources.clone();
             if let Some(w) = self.workers.get_mut(&worker) {

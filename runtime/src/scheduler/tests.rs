@@ -544,8 +544,17 @@ fn heartbeat(worker: u64, run_seq: u64, running: &[&str]) -> Event {
     }
 }
 
+fn syncs(cmds: &[Command]) -> Vec<(u64, u64)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Sync { worker, seq } => Some((*worker, *seq)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn a_task_a_worker_never_got_is_sent_again_after_two_heartbeats_without_it() {
+fn a_task_whose_run_the_worker_got_but_does_not_have_is_sent_again() {
     let mut s = setup(&[(10, 1)]);
     let cmds = submit(&mut s, vec![spec("a", vec![]), spec("b", vec![])]);
     let seq = cmds
@@ -555,12 +564,14 @@ fn a_task_a_worker_never_got_is_sent_again_after_two_heartbeats_without_it() {
             _ => None,
         })
         .unwrap();
-    // A heartbeat from before that Run proves nothing yet.
-    assert!(runs(&s.handle(heartbeat(10, seq - 1, &[]))).is_empty());
-    // The worker got the Run but has only a: b may be on its way back
-    // (finished) — once is not enough.
-    assert!(runs(&s.handle(heartbeat(10, seq, &["a"]))).is_empty());
-    // Missing twice: b is sent again, in a later Run; a is left alone.
+    // A heartbeat from before that Run proves nothing: the scheduler only
+    // says the Run was sent.
+    let cmds = s.handle(heartbeat(10, seq - 1, &[]));
+    assert!(runs(&cmds).is_empty());
+    assert_eq!(syncs(&cmds), vec![(10, seq)]);
+    // The worker got the Run (and reports results before letting go of a
+    // task) but has only a: b never arrived, and is sent again at once, in
+    // a later Run; a is left alone.
     let cmds = s.handle(heartbeat(10, seq, &["a"]));
     assert_eq!(runs(&cmds), vec![(10, "b".to_string())]);
     assert!(matches!(&cmds[0], Command::Run { seq: again, .. } if *again > seq));
@@ -571,25 +582,38 @@ fn a_task_a_worker_never_got_is_sent_again_after_two_heartbeats_without_it() {
 }
 
 #[test]
-fn a_last_run_that_never_arrived_is_sent_again() {
+fn a_last_run_that_never_arrived_is_sent_again_after_a_sync() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![])]);
-    // The worker never got Run 1, so its heartbeats say 0; it had a whole
-    // heartbeat interval to arrive after the first.
-    assert!(runs(&s.handle(heartbeat(10, 0, &[]))).is_empty());
-    assert!(runs(&s.handle(heartbeat(10, 0, &[]))).is_empty());
-    let cmds = s.handle(heartbeat(10, 0, &[]));
+    // The worker never got Run 1, so its heartbeats say 0, however late
+    // they are: the scheduler says Run 1 was sent, and resends nothing.
+    for _ in 0..3 {
+        let cmds = s.handle(heartbeat(10, 0, &[]));
+        assert!(runs(&cmds).is_empty());
+        assert_eq!(syncs(&cmds), vec![(10, 1)]);
+    }
+    // The Sync arrived after every Run before it: a is certainly lost.
+    let cmds = s.handle(heartbeat(10, 1, &[]));
     assert_eq!(runs(&cmds), vec![(10, "a".to_string())]);
+    assert!(syncs(&cmds).is_empty());
+    assert_eq!(s.stats().resent, 1);
 }
 
 #[test]
-fn a_task_the_worker_reports_again_is_not_resent() {
+fn a_task_in_hand_or_not_yet_acknowledged_is_never_resent() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![])]);
-    assert!(runs(&s.handle(heartbeat(10, 1, &[]))).is_empty());
-    // Back in hand (the first heartbeat raced its arrival): the strike is
-    // forgotten.
-    assert!(runs(&s.handle(heartbeat(10, 1, &["a"]))).is_empty());
+    // A slow worker: its heartbeats lag the Run for a long time.
+    for _ in 0..5 {
+        assert!(runs(&s.handle(heartbeat(10, 0, &[]))).is_empty());
+    }
+    for _ in 0..5 {
+        let cmds = s.handle(heartbeat(10, 1, &["a"]));
+        assert!(runs(&cmds).is_empty());
+        assert!(syncs(&cmds).is_empty(), "nothing left to acknowledge");
+    }
+    finish(&mut s, 10, "a", small(1));
+    // A heartbeat taken after the result went out does not list it.
     assert!(runs(&s.handle(heartbeat(10, 1, &[]))).is_empty());
     assert_eq!(s.stats().resent, 0);
 }

@@ -260,6 +260,11 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                     }
                 });
             }
+            Ok(Some(FromScheduler::Sync { seq })) => {
+                // Every `Run` up to `seq` came before this, or never will.
+                let mut running = shared.running.lock().expect("running lock");
+                running.run_seq = running.run_seq.max(seq);
+            }
             Ok(Some(FromScheduler::Free { keys })) => {
                 for k in keys {
                     shared.results.remove(&k);
