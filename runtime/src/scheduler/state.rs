@@ -18,6 +18,7 @@
 //! - Scattered data is a task whose "run" is storing a value on a worker.
 
 mod actors;
+mod compact;
 mod journal;
 mod primitives;
 
@@ -29,10 +30,12 @@ use crate::protocol::{
     TaskError, TaskSpec, TaskState, WorkerInfo,
 };
 use bytes::Bytes;
+use compact::{Holders, Interner, Recipe};
 use primitives::{Owner, Primitives};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 /// Identifies a client connection.
 pub type ClientId = u64;
@@ -49,6 +52,10 @@ const MAX_WORKER_DEATHS: u32 = 3;
 
 /// The pseudo-holder that keeps fire-and-forget keys alive until they end.
 const FIRE_AND_FORGET: &str = "fire-and-forget";
+
+fn fire_and_forget() -> Arc<str> {
+    Arc::from(FIRE_AND_FORGET)
+}
 
 /// Something that happened, for the scheduler to react to.
 #[derive(Debug)]
@@ -421,7 +428,7 @@ struct Stored {
 
 #[derive(Debug)]
 struct Task {
-    spec: TaskSpec,
+    recipe: Recipe,
     seq: u64,
     state: State,
     /// Distinct keys among the future arguments.
@@ -431,7 +438,7 @@ struct Task {
     /// Unfinished dependents that still need this result.
     needed_by: usize,
     /// Names of the clients holding this key.
-    holders: HashSet<String>,
+    holders: Holders,
     /// Clients to tell when it ends.
     watchers: Vec<ClientId>,
     /// Runs left after an error.
@@ -529,7 +536,7 @@ impl Worker {
 
 #[derive(Debug)]
 struct Client {
-    holder: String,
+    holder: Arc<str>,
     /// An unnamed client's holds end with its connection.
     ephemeral: bool,
 }
@@ -584,10 +591,6 @@ impl Tasks {
     fn len(&self) -> usize {
         self.map.len()
     }
-
-    fn values(&self) -> impl Iterator<Item = &Task> {
-        self.map.values().map(|t| &**t)
-    }
 }
 
 impl std::ops::Index<&str> for Tasks {
@@ -603,7 +606,9 @@ pub struct Scheduler {
     tasks: Tasks,
     workers: HashMap<WorkerId, Worker>,
     clients: HashMap<ClientId, Client>,
-    holdings: HashMap<String, HashSet<String>>,
+    holdings: HashMap<Arc<str>, HashSet<String>>,
+    /// Module hashes and function names, shared by the tasks using them.
+    names: Interner,
     modules: HashSet<String>,
     /// Ready tasks: highest priority, then oldest, first.
     ready: BinaryHeap<(i32, Reverse<u64>, String)>,
@@ -669,6 +674,7 @@ impl Scheduler {
                 if ephemeral {
                     self.ephemeral_holders.insert(holder.clone());
                 }
+                let holder = self.holder(&holder);
                 self.clients.insert(client, Client { holder, ephemeral });
             }
             Event::ClientDisconnected { client } => {
@@ -676,8 +682,8 @@ impl Scheduler {
                 if let Some(c) = self.clients.remove(&client)
                     && c.ephemeral
                 {
-                    self.ephemeral_holders.remove(&c.holder);
-                    self.owner_ended(&Owner::Holder(c.holder.clone()), &mut out);
+                    self.ephemeral_holders.remove(&*c.holder);
+                    self.owner_ended(&Owner::Holder(c.holder.to_string()), &mut out);
                     let keys: Vec<String> = self
                         .holdings
                         .remove(&c.holder)
@@ -777,7 +783,8 @@ impl Scheduler {
                     if let Some(t) = self.tasks.get_mut(&key)
                         && !t.is_terminal()
                     {
-                        t.holders.insert(FIRE_AND_FORGET.to_string());
+                        let name = fire_and_forget();
+                        t.holders.insert(&name);
                     }
                 }
             }
@@ -818,7 +825,7 @@ impl Scheduler {
                     }
                     let t = self.tasks.get_mut(&key).expect("on a worker");
                     if let Some(w) = self.workers.get_mut(&worker) {
-                        w.give_back(&key, &t.spec.placement.resources);
+                        w.give_back(&key, &t.recipe.placement().resources);
                     }
                     self.owner_ended(&Owner::Task(key.clone()), &mut out);
                     let input_gone =
@@ -916,17 +923,30 @@ impl Scheduler {
     /// Makes `holder` hold `key` (and compute it again if its result was
     /// dropped); false if the key is unknown.
     fn hold(&mut self, holder: &str, key: &str) -> bool {
-        let Some(t) = self.tasks.get_mut(key) else {
+        if !self.tasks.contains_key(key) {
             return false;
-        };
-        if t.holders.insert(holder.to_string()) {
+        }
+        let name = self.holder(holder);
+        let t = self.tasks.get_mut(key).expect("checked above");
+        if t.holders.insert(&name) {
             self.holdings
-                .entry(holder.to_string())
-                .or_default()
+                .get_mut(holder)
+                .expect("made by holder()")
                 .insert(key.to_string());
         }
         self.recompute(key);
         true
+    }
+
+    /// The shared copy of a holder's name, with its (maybe empty) entry in
+    /// the holdings index.
+    fn holder(&mut self, holder: &str) -> Arc<str> {
+        if let Some((name, _)) = self.holdings.get_key_value(holder) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(holder);
+        self.holdings.insert(name.clone(), HashSet::default());
+        name
     }
 
     /// Ends `holder`'s hold on `key`, forgetting the key if nothing else
@@ -994,11 +1014,12 @@ impl Scheduler {
 
     /// Adds a new task held by `holder`; it becomes ready, waits, or errs
     /// at once if an input already erred.
-    fn insert(&mut self, spec: TaskSpec, holder: &str, out: &mut Vec<Command>) {
-        let key = spec.key.clone();
+    fn insert(&mut self, mut spec: TaskSpec, holder: &str, out: &mut Vec<Command>) {
+        let key = std::mem::take(&mut spec.key);
+        let name = self.holder(holder);
         self.holdings
-            .entry(holder.to_string())
-            .or_default()
+            .get_mut(holder)
+            .expect("made by holder()")
             .insert(key.clone());
         let mut deps: Vec<String> = Vec::new();
         for arg in &spec.args {
@@ -1038,15 +1059,15 @@ impl Scheduler {
             deps,
             dependents: Vec::new(),
             needed_by: 0,
-            holders: HashSet::from_iter([holder.to_string()]),
+            holders: Holders::one(name),
             watchers: Vec::new(),
             retries_left: spec.retries,
             deaths: 0,
             journaled: 0,
             scatter: None,
-            spec,
+            recipe: Recipe::new(spec, &mut self.names),
         };
-        let ready = (task.spec.priority, Reverse(task.seq), key.clone());
+        let ready = (task.recipe.priority(), Reverse(task.seq), key.clone());
         self.tasks.insert(key.clone(), task);
         if let Some(e) = inherited {
             self.fail(&key, e, out);
@@ -1173,7 +1194,7 @@ impl Scheduler {
         };
         if waiting == 0 {
             self.ready
-                .push((t.spec.priority, Reverse(t.seq), key.to_string()));
+                .push((t.recipe.priority(), Reverse(t.seq), key.to_string()));
         }
     }
 
@@ -1196,7 +1217,7 @@ impl Scheduler {
             return;
         };
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.give_back(&key, &task.spec.placement.resources);
+            w.give_back(&key, &task.recipe.placement().resources);
         }
         if matches!(&task.state, State::Processing { worker: w, .. } if *w == worker) {
             self.owner_ended(&Owner::Task(key.clone()), out);
@@ -1242,7 +1263,7 @@ impl Scheduler {
                 *waiting_on -= 1;
                 if *waiting_on == 0 {
                     self.ready
-                        .push((dt.spec.priority, Reverse(dt.seq), d.clone()));
+                        .push((dt.recipe.priority(), Reverse(dt.seq), d.clone()));
                 }
             }
         }
@@ -1303,7 +1324,7 @@ impl Scheduler {
                 };
                 if waiting == 0 {
                     self.ready
-                        .push((dt.spec.priority, Reverse(dt.seq), d.clone()));
+                        .push((dt.recipe.priority(), Reverse(dt.seq), d.clone()));
                 }
             }
         }
@@ -1353,7 +1374,7 @@ impl Scheduler {
             }
         }
         for key in lost {
-            let need = self.tasks[&key].spec.placement.resources.clone();
+            let need = self.tasks[&key].recipe.placement().resources.clone();
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.give_back(&key, &need);
             }
@@ -1470,7 +1491,7 @@ impl Scheduler {
                 && let Some(w) = self.workers.get_mut(&worker)
                 && w.processing.contains(&k)
             {
-                w.give_back(&k, &t.spec.placement.resources);
+                w.give_back(&k, &t.recipe.placement().resources);
                 out.push(Command::CancelRun {
                     worker,
                     keys: vec![k.clone()],
@@ -1652,8 +1673,8 @@ impl Scheduler {
                 room = self.workers.values().any(Worker::has_room);
                 continue;
             };
-            let run = self.run_task(task);
-            let need = task.spec.placement.resources.clone();
+            let run = self.run_task(key, task);
+            let need = task.recipe.placement().resources.clone();
             let w = self
                 .workers
                 .get_mut(&worker)
@@ -1687,7 +1708,7 @@ impl Scheduler {
     /// The worker holding the most input bytes, else the least busy, among
     /// those the task may use and that have room; `None` if there is none.
     fn place(&self, task: &Task) -> Option<WorkerId> {
-        let p = &task.spec.placement;
+        let p = task.recipe.placement();
         let fits = |_: WorkerId, w: &Worker| w.has_room() && w.offers(&p.resources);
         let named = |id: WorkerId, w: &Worker| {
             p.workers.is_empty() || p.workers.iter().any(|n| w.is(id, n))
@@ -1727,9 +1748,9 @@ impl Scheduler {
             .map(|(id, _)| *id)
     }
 
-    fn run_task(&self, task: &Task) -> RunTask {
+    fn run_task(&self, key: &str, task: &Task) -> RunTask {
         let args = task
-            .spec
+            .recipe
             .args
             .iter()
             .map(|a| match a {
@@ -1744,14 +1765,14 @@ impl Scheduler {
             })
             .collect();
         RunTask {
-            key: task.spec.key.clone(),
-            module: task.spec.module.clone(),
-            function: task.spec.function.clone(),
+            key: key.to_string(),
+            module: task.recipe.module.to_string(),
+            function: task.recipe.function.to_string(),
             args,
-            timeout_ms: task.spec.timeout_ms,
-            memory_limit: task.spec.memory_limit,
-            grants: task.spec.grants.clone(),
-            priority: task.spec.priority,
+            timeout_ms: task.recipe.timeout_ms(),
+            memory_limit: task.recipe.memory_limit(),
+            grants: task.recipe.grants().clone(),
+            priority: task.recipe.priority(),
         }
     }
 
@@ -1864,7 +1885,7 @@ impl Scheduler {
             let sole = t
                 .holders
                 .iter()
-                .all(|h| *h == holder || h == FIRE_AND_FORGET);
+                .all(|h| h == &*holder || h == FIRE_AND_FORGET);
             if force || sole {
                 self.cancel_tree(&key, out);
             } else {
@@ -1918,7 +1939,7 @@ impl Scheduler {
             for k in &reset {
                 let t = self.tasks.get_mut(k).expect("present");
                 t.state = State::Pending { waiting_on: 0 };
-                t.retries_left = t.spec.retries;
+                t.retries_left = t.recipe.retries();
                 for d in t.deps.clone() {
                     self.tasks.get_mut(&d).expect("checked").needed_by += 1;
                 }
@@ -1976,7 +1997,7 @@ impl Scheduler {
         for (key, bytes) in values {
             if let Some(t) = self.tasks.get_mut(&key) {
                 // Same key, same bytes (keys hash the value): just hold it.
-                if t.holders.insert(holder.clone()) {
+                if t.holders.insert(&holder) {
                     self.holdings.entry(holder.clone()).or_default().insert(key);
                 }
                 continue;
@@ -1995,18 +2016,7 @@ impl Scheduler {
             }
             self.seq += 1;
             let task = Task {
-                spec: TaskSpec {
-                    key: key.clone(),
-                    module: String::new(),
-                    function: "scatter".into(),
-                    args: Vec::new(),
-                    priority: 0,
-                    timeout_ms: None,
-                    memory_limit: None,
-                    grants: Default::default(),
-                    placement: Default::default(),
-                    retries: 0,
-                },
+                recipe: Recipe::scattered(&mut self.names),
                 seq: self.seq,
                 state: State::Processing {
                     worker: chosen[0],
@@ -2016,7 +2026,7 @@ impl Scheduler {
                 deps: Vec::new(),
                 dependents: Vec::new(),
                 needed_by: 0,
-                holders: HashSet::from_iter([holder.clone()]),
+                holders: Holders::one(holder.clone()),
                 watchers: Vec::new(),
                 retries_left: 0,
                 deaths: 0,
@@ -2052,9 +2062,9 @@ impl Scheduler {
         self.holdings
             .iter()
             .filter(|(h, _)| {
-                !self.ephemeral_holders.contains(h.as_str())
+                !self.ephemeral_holders.contains(&***h)
                     && !h.starts_with(primitives::STORED)
-                    && h.as_str() != FIRE_AND_FORGET
+                    && &***h != FIRE_AND_FORGET
             })
             .map(|(_, keys)| keys.len() as u64)
             .sum()

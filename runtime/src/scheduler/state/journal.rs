@@ -410,11 +410,12 @@ impl Scheduler {
     pub fn snapshot(&self) -> Snapshot {
         let mut tasks: Vec<SavedTask> = self
             .tasks
-            .values()
-            .map(|t| {
+            .map
+            .iter()
+            .map(|(key, t)| {
                 let status = self.status_of(t);
                 SavedTask {
-                    spec: t.spec.clone(),
+                    spec: t.recipe.spec(key),
                     seq: t.seq,
                     state: status.state,
                     holders: status.holders,
@@ -488,10 +489,13 @@ impl Scheduler {
                     dep.dependents.push(key.clone());
                 }
             }
+            let mut holders = super::Holders::default();
             for h in &saved.holders {
+                let name = self.holder(h);
+                holders.insert(&name);
                 self.holdings
-                    .entry(h.clone())
-                    .or_default()
+                    .get_mut(h.as_str())
+                    .expect("made by holder()")
                     .insert(key.clone());
             }
             let state = match saved.state {
@@ -527,13 +531,13 @@ impl Scheduler {
             self.tasks.insert(
                 key,
                 Task {
-                    spec: saved.spec,
+                    recipe: super::Recipe::new(saved.spec, &mut self.names),
                     seq: saved.seq,
                     state,
                     deps,
                     dependents: Vec::new(),
                     needed_by: 0,
-                    holders: saved.holders.into_iter().collect(),
+                    holders,
                     watchers: Vec::new(),
                     retries_left: saved.retries_left,
                     deaths: saved.deaths,
@@ -559,7 +563,7 @@ impl Scheduler {
         self.clients.insert(
             0,
             super::Client {
-                holder: RESTORE.to_string(),
+                holder: RESTORE.into(),
                 ephemeral: false,
             },
         );
@@ -585,7 +589,7 @@ impl Scheduler {
                 self.clients.insert(
                     0,
                     super::Client {
-                        holder,
+                        holder: holder.into(),
                         ephemeral: false,
                     },
                 );
@@ -651,7 +655,7 @@ impl Scheduler {
                 .holders
                 .iter()
                 .filter(|h| self.durable_holder(h))
-                .cloned()
+                .map(str::to_string)
                 .collect(),
             retries_left: t.retries_left,
             deaths: t.deaths,
@@ -700,7 +704,7 @@ impl Scheduler {
             if t.journaled == 0 {
                 out.push(Record::Task {
                     seq: t.seq,
-                    spec: t.spec.clone(),
+                    spec: t.recipe.spec(&key),
                     scattered: t.scatter.is_some(),
                     status,
                 });

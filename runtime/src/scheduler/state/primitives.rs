@@ -412,7 +412,7 @@ impl Scheduler {
     }
 
     fn holder_of(&self, client: ClientId) -> Option<String> {
-        self.clients.get(&client).map(|c| c.holder.clone())
+        self.clients.get(&client).map(|c| c.holder.to_string())
     }
 
     #[allow(clippy::too_many_arguments)]

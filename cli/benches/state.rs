@@ -1,0 +1,159 @@
+//! `just bench` (and `cargo bench -p dtask --bench state`): what a finished
+//! task held by a client costs the scheduler. The pure core, journal on,
+//! takes `STATE_TASKS` (default 1M) small `inc` tasks from a named client
+//! on 8 workers, each finishing with a one-byte result; the bench counts
+//! the heap bytes still allocated once they are all finished and held, and
+//! prints them per task beside the target, then releases them all and
+//! checks that nothing is left.
+
+use bytes::Bytes;
+use dtask_runtime::protocol::{Arg, Located, Placement, TaskSpec};
+use dtask_runtime::scheduler::state::{Command, Event, Scheduler};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+/// The system allocator, counting the bytes currently allocated.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// A module hash as the scheduler sees them (64 hex digits).
+const MODULE: &str = "5c1e0d7a9b3f4e2c8a6d1b0f9e7c5a3d2b1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d";
+const WORKERS: u64 = 8;
+
+fn main() {
+    let n: usize = std::env::var("STATE_TASKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut s = Scheduler::new();
+    s.enable_journal();
+    let mut handle = |s: &mut Scheduler, e: Event| {
+        let out = s.handle(e);
+        // The server drains the journal's records after every event.
+        drop(s.journal_records());
+        out
+    };
+    handle(
+        &mut s,
+        Event::ModuleStored {
+            hash: MODULE.into(),
+        },
+    );
+    handle(
+        &mut s,
+        Event::ClientConnected {
+            client: 1,
+            name: Some("shell".into()),
+        },
+    );
+    for worker in 1..=WORKERS {
+        handle(
+            &mut s,
+            Event::WorkerConnected {
+                worker,
+                nthreads: 1,
+                data_addr: format!("127.0.0.1:{}", 40000 + worker),
+                name: format!("127.0.0.1:{}", 40000 + worker),
+                resources: vec![],
+            },
+        );
+    }
+    let before = LIVE.load(Ordering::Relaxed);
+    let began = Instant::now();
+    let mut keys = Vec::with_capacity(n);
+    let mut id = 0;
+    let mut submitted = 0;
+    while keys.len() < n || submitted < n {
+        // Submit in chunks as `dtask map` does, answering each Run as the
+        // workers would.
+        let chunk: Vec<TaskSpec> = (submitted..n.min(submitted + 10_000))
+            .map(|i| {
+                let arg = Arg::Value(Bytes::from(dtask_runtime::value::encode(
+                    &dtask_runtime::value::Value::from(i as u64),
+                )));
+                TaskSpec {
+                    key: dtask_runtime::key::pure_key(MODULE, "inc", std::slice::from_ref(&arg)),
+                    module: MODULE.into(),
+                    function: "inc".into(),
+                    args: vec![arg],
+                    priority: 0,
+                    timeout_ms: None,
+                    memory_limit: None,
+                    grants: Default::default(),
+                    placement: Placement::default(),
+                    retries: 0,
+                }
+            })
+            .collect();
+        submitted += chunk.len();
+        id += 1;
+        let mut pending = handle(
+            &mut s,
+            Event::Submit {
+                client: 1,
+                id,
+                tasks: chunk,
+            },
+        );
+        while let Some(cmd) = pending.pop() {
+            if let Command::Run { worker, tasks, .. } = cmd {
+                for t in tasks {
+                    keys.push(t.key.clone());
+                    let results = vec![(
+                        t.key,
+                        Located {
+                            inline: Some(Bytes::from_static(&[0x2a])),
+                            who_has: vec![],
+                            nbytes: 1,
+                        },
+                    )];
+                    pending.extend(handle(&mut s, Event::Finished { worker, results }));
+                }
+            }
+        }
+    }
+    let took = began.elapsed();
+    // The bench's own list of keys is not the scheduler's.
+    let ours = keys.capacity() * std::mem::size_of::<String>()
+        + keys.iter().map(String::capacity).sum::<usize>();
+    let held = LIVE.load(Ordering::Relaxed) - before - ours;
+    println!("scheduler state: {n} small finished tasks held by one client, journal on");
+    println!("{:-<78}", "");
+    println!(
+        "{:.0} bytes per held task (heap, counted)   target <= 300   ({} held, {:.0} tasks/s through the core)",
+        held as f64 / n as f64,
+        s.held_keys(),
+        n as f64 / took.as_secs_f64()
+    );
+    handle(&mut s, Event::Release { client: 1, keys });
+    let left = s.task_count();
+    println!("after releasing them all: {left} tasks left");
+    println!("{:-<78}", "");
+    assert_eq!(left, 0, "released tasks were kept");
+}

@@ -1,0 +1,268 @@
+//! How the scheduler keeps a task small: a million held tasks must fit in
+//! a few hundred megabytes.
+//!
+//! - A [`Recipe`] is a [`TaskSpec`] without its key (the task table's key
+//!   is the one copy), with its module hash and function name shared
+//!   through an [`Interner`], and its rarely set options (priority,
+//!   limits, grants, placement, retries) boxed only when one is set.
+//! - [`Holders`] is a short list of shared names: nearly every task has one
+//!   holder, and a hash set per task would cost far more than the key.
+
+use crate::protocol::{Arg, Grants, Placement, TaskSpec};
+use rustc_hash::FxHashSet as HashSet;
+use std::sync::Arc;
+
+/// Shares equal strings (module hashes, function names) among tasks.
+#[derive(Debug, Default)]
+pub(super) struct Interner {
+    names: HashSet<Arc<str>>,
+    /// Size at which names no task uses are forgotten (then doubled), so
+    /// a client inventing function names cannot grow it for good.
+    prune_at: usize,
+}
+
+impl Interner {
+    /// The shared copy of `s`.
+    pub(super) fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(s) {
+            return n.clone();
+        }
+        if self.names.len() >= self.prune_at {
+            self.prune();
+            self.prune_at = (2 * self.names.len()).max(1024);
+        }
+        let n: Arc<str> = Arc::from(s);
+        self.names.insert(n.clone());
+        n
+    }
+
+    /// Forgets names no task uses any more (only the interner's own copy
+    /// is left), so names seen once do not stay for good.
+    pub(super) fn prune(&mut self) {
+        self.names.retain(|n| Arc::strong_count(n) > 1);
+    }
+
+    /// How many distinct names it holds.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+/// A task's options when any differs from the default.
+#[derive(Debug, Clone, PartialEq)]
+struct Options {
+    priority: i32,
+    timeout_ms: Option<u64>,
+    memory_limit: Option<u64>,
+    grants: Grants,
+    placement: Placement,
+    retries: u32,
+}
+
+/// What a task runs, as the scheduler keeps it.
+#[derive(Debug)]
+pub(super) struct Recipe {
+    /// The module whose export runs.
+    pub(super) module: Arc<str>,
+    /// The export.
+    pub(super) function: Arc<str>,
+    /// Arguments, in parameter order.
+    pub(super) args: Box<[Arg]>,
+    options: Option<Box<Options>>,
+}
+
+/// The placement of a task that sets none.
+static ANYWHERE: Placement = Placement {
+    workers: Vec::new(),
+    allow_other_workers: false,
+    resources: Vec::new(),
+};
+
+/// The grants of a task that has none.
+static NOTHING: Grants = Grants {
+    env: Vec::new(),
+    dirs: Vec::new(),
+};
+
+impl Recipe {
+    /// The recipe of `spec` (whose key the caller keeps).
+    pub(super) fn new(spec: TaskSpec, interner: &mut Interner) -> Self {
+        let options = Options {
+            priority: spec.priority,
+            timeout_ms: spec.timeout_ms,
+            memory_limit: spec.memory_limit,
+            grants: spec.grants,
+            placement: spec.placement,
+            retries: spec.retries,
+        };
+        let plain = options.priority == 0
+            && options.timeout_ms.is_none()
+            && options.memory_limit.is_none()
+            && options.grants.is_empty()
+            && options.placement == ANYWHERE
+            && options.retries == 0;
+        Self {
+            module: interner.get(&spec.module),
+            function: interner.get(&spec.function),
+            args: spec.args.into_boxed_slice(),
+            options: (!plain).then(|| Box::new(options)),
+        }
+    }
+
+    /// The recipe of scattered data: it runs nothing.
+    pub(super) fn scattered(interner: &mut Interner) -> Self {
+        Self {
+            module: interner.get(""),
+            function: interner.get("scatter"),
+            args: Box::new([]),
+            options: None,
+        }
+    }
+
+    /// The whole spec again, for the journal.
+    pub(super) fn spec(&self, key: &str) -> TaskSpec {
+        TaskSpec {
+            key: key.to_string(),
+            module: self.module.to_string(),
+            function: self.function.to_string(),
+            args: self.args.to_vec(),
+            priority: self.priority(),
+            timeout_ms: self.timeout_ms(),
+            memory_limit: self.memory_limit(),
+            grants: self.grants().clone(),
+            placement: self.placement().clone(),
+            retries: self.retries(),
+        }
+    }
+
+    /// Larger runs earlier.
+    pub(super) fn priority(&self) -> i32 {
+        self.options.as_ref().map_or(0, |o| o.priority)
+    }
+
+    /// Wall-clock limit of one run.
+    pub(super) fn timeout_ms(&self) -> Option<u64> {
+        self.options.as_ref().and_then(|o| o.timeout_ms)
+    }
+
+    /// Memory limit of one run.
+    pub(super) fn memory_limit(&self) -> Option<u64> {
+        self.options.as_ref().and_then(|o| o.memory_limit)
+    }
+
+    /// Access granted beyond the sandbox.
+    pub(super) fn grants(&self) -> &Grants {
+        self.options.as_ref().map_or(&NOTHING, |o| &o.grants)
+    }
+
+    /// Where it may run.
+    pub(super) fn placement(&self) -> &Placement {
+        self.options.as_ref().map_or(&ANYWHERE, |o| &o.placement)
+    }
+
+    /// Runs again up to this many times after an error.
+    pub(super) fn retries(&self) -> u32 {
+        self.options.as_ref().map_or(0, |o| o.retries)
+    }
+}
+
+/// The names holding a key: a short list, nearly always of one.
+#[derive(Debug, Default)]
+pub(super) struct Holders(Vec<Arc<str>>);
+
+impl Holders {
+    /// Held by `name` alone.
+    pub(super) fn one(name: Arc<str>) -> Self {
+        Self(vec![name])
+    }
+
+    /// Adds `name`; false if it already held the key.
+    pub(super) fn insert(&mut self, name: &Arc<str>) -> bool {
+        if self.contains(name) {
+            return false;
+        }
+        self.0.push(name.clone());
+        true
+    }
+
+    /// Removes `name`; false if it did not hold the key.
+    pub(super) fn remove(&mut self, name: &str) -> bool {
+        match self.0.iter().position(|h| &**h == name) {
+            Some(i) => {
+                self.0.swap_remove(i);
+                if self.0.is_empty() {
+                    self.0 = Vec::new();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `name` holds the key.
+    pub(super) fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|h| &**h == name)
+    }
+
+    /// Whether nothing holds the key.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The holders' names.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|h| &**h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_spec_boxes_no_options_and_comes_back_whole() {
+        let mut names = Interner::default();
+        let spec = TaskSpec {
+            key: "inc-1".into(),
+            module: "m".into(),
+            function: "inc".into(),
+            args: vec![],
+            priority: 0,
+            timeout_ms: None,
+            memory_limit: None,
+            grants: Default::default(),
+            placement: Default::default(),
+            retries: 0,
+        };
+        let r = Recipe::new(spec.clone(), &mut names);
+        assert!(r.options.is_none());
+        assert_eq!(r.spec("inc-1"), spec);
+        let tuned = TaskSpec {
+            retries: 2,
+            priority: -1,
+            ..spec
+        };
+        let r2 = Recipe::new(tuned.clone(), &mut names);
+        assert_eq!(r2.spec("inc-1"), tuned);
+        assert!(Arc::ptr_eq(&r.module, &r2.module), "module shared");
+        assert_eq!(names.len(), 2);
+        drop((r, r2));
+        names.prune();
+        assert_eq!(names.len(), 0);
+    }
+
+    #[test]
+    fn holders_add_and_remove_each_name_once() {
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        let mut h = Holders::one(a.clone());
+        assert!(!h.insert(&a));
+        assert!(h.insert(&b));
+        assert!(h.contains("b"));
+        assert!(h.remove("a"));
+        assert!(!h.remove("a"));
+        assert!(h.remove("b"));
+        assert!(h.is_empty());
+    }
+}
