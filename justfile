@@ -24,6 +24,7 @@ bench:
     cargo bench -p dtask --bench pipelines
     cargo bench -p dtask --bench bigdata
     cargo bench -p dtask --bench simulator
+    cargo bench -p dtask --bench state
     python3 cli/benches/dask_baseline.py
 
 # A 20,000-task graph while a worker is killed every second, the

@@ -53,7 +53,7 @@ fn main() {
         .unwrap_or(1_000_000);
     let mut s = Scheduler::new();
     s.enable_journal();
-    let mut handle = |s: &mut Scheduler, e: Event| {
+    let handle = |s: &mut Scheduler, e: Event| {
         let out = s.handle(e);
         // The server drains the journal's records after every event.
         drop(s.journal_records());

@@ -37,6 +37,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+/// A task's key as the scheduler keeps it: one allocation, shared by the
+/// task table and every index that names the task.
+type Key = Arc<str>;
+
 /// Identifies a client connection.
 pub type ClientId = u64;
 /// Identifies a worker connection.
@@ -410,7 +414,9 @@ enum State {
     Finished {
         result: Stored,
     },
-    Error(TaskError),
+    /// Boxed: errors are rare, and the state of every task is as large as
+    /// its largest variant.
+    Error(Box<TaskError>),
     Cancelled,
     Lost,
     /// Its result was dropped (nobody needed it) or lost with its worker,
@@ -432,9 +438,9 @@ struct Task {
     seq: u64,
     state: State,
     /// Distinct keys among the future arguments.
-    deps: Vec<String>,
+    deps: Box<[Key]>,
     /// Tasks that take this one's result.
-    dependents: Vec<String>,
+    dependents: Vec<Key>,
     /// Unfinished dependents that still need this result.
     needed_by: usize,
     /// Names of the clients holding this key.
@@ -473,11 +479,11 @@ struct Worker {
     resources: Vec<(String, f64)>,
     /// Resources held by the tasks in `processing`.
     used: HashMap<String, f64>,
-    processing: HashSet<String>,
+    processing: HashSet<Key>,
     /// Those of `processing` that gave their slot back while they wait;
     /// they do not count against the worker's capacity.
-    seceded: HashSet<String>,
-    has: HashSet<String>,
+    seceded: HashSet<Key>,
+    has: HashSet<Key>,
     /// Bytes of results it has spilled to disk, as of its last heartbeat.
     spilled: u64,
     /// `Run` commands sent to it so far.
@@ -515,8 +521,8 @@ impl Worker {
         })
     }
 
-    fn take(&mut self, key: &str, need: &[(String, f64)]) {
-        self.processing.insert(key.to_string());
+    fn take(&mut self, key: &Key, need: &[(String, f64)]) {
+        self.processing.insert(key.clone());
         for (r, a) in need {
             *self.used.entry(r.clone()).or_default() += a;
         }
@@ -548,19 +554,25 @@ struct Client {
 struct Tasks {
     /// Boxed: the table's spare capacity then costs a pointer per slot,
     /// not a whole task.
-    map: HashMap<String, Box<Task>>,
+    map: HashMap<Key, Box<Task>>,
     /// Keys touched since the journal last drained them; `None` without a
     /// journal.
-    dirty: Option<HashSet<String>>,
+    dirty: Option<HashSet<Key>>,
 }
 
 impl Tasks {
     fn touch(&mut self, key: &str) {
         if let Some(d) = &mut self.dirty
             && !d.contains(key)
+            && let Some((k, _)) = self.map.get_key_value(key)
         {
-            d.insert(key.to_string());
+            d.insert(k.clone());
         }
+    }
+
+    /// The shared copy of a known key.
+    fn key(&self, key: &str) -> Option<Key> {
+        self.map.get_key_value(key).map(|(k, _)| k.clone())
     }
 
     fn get(&self, key: &str) -> Option<&Task> {
@@ -568,7 +580,7 @@ impl Tasks {
     }
 
     fn get_mut(&mut self, key: &str) -> Option<&mut Task> {
-        if self.dirty.is_some() && self.map.contains_key(key) {
+        if self.dirty.is_some() {
             self.touch(key);
         }
         self.map.get_mut(key).map(|t| &mut **t)
@@ -578,8 +590,10 @@ impl Tasks {
         self.map.contains_key(key)
     }
 
-    fn insert(&mut self, key: String, task: Task) {
-        self.touch(&key);
+    fn insert(&mut self, key: Key, task: Task) {
+        if let Some(d) = &mut self.dirty {
+            d.insert(key.clone());
+        }
         self.map.insert(key, Box::new(task));
     }
 
@@ -606,12 +620,12 @@ pub struct Scheduler {
     tasks: Tasks,
     workers: HashMap<WorkerId, Worker>,
     clients: HashMap<ClientId, Client>,
-    holdings: HashMap<Arc<str>, HashSet<String>>,
+    holdings: HashMap<Arc<str>, HashSet<Key>>,
     /// Module hashes and function names, shared by the tasks using them.
     names: Interner,
     modules: HashSet<String>,
     /// Ready tasks: highest priority, then oldest, first.
-    ready: BinaryHeap<(i32, Reverse<u64>, String)>,
+    ready: BinaryHeap<(i32, Reverse<u64>, Key)>,
     seq: u64,
     /// Scatter requests still waiting for values to be stored.
     /// per worker the copies it has still to confirm.
@@ -684,7 +698,7 @@ impl Scheduler {
                 {
                     self.ephemeral_holders.remove(&*c.holder);
                     self.owner_ended(&Owner::Holder(c.holder.to_string()), &mut out);
-                    let keys: Vec<String> = self
+                    let keys: Vec<Key> = self
                         .holdings
                         .remove(&c.holder)
                         .map(|s| s.into_iter().collect())
@@ -859,9 +873,9 @@ impl Scheduler {
             }
             Event::Seceded { worker, key } => {
                 if let Some(w) = self.workers.get_mut(&worker)
-                    && w.processing.contains(&key)
+                    && let Some(k) = w.processing.get(key.as_str()).cloned()
                 {
-                    w.seceded.insert(key);
+                    w.seceded.insert(k);
                 }
             }
             Event::Started { worker, keys } => {
@@ -878,7 +892,7 @@ impl Scheduler {
             }
             Event::Rejoined { worker, key } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
-                    w.seceded.remove(&key);
+                    w.seceded.remove(key.as_str());
                 }
             }
             Event::Primitive {
@@ -912,7 +926,7 @@ impl Scheduler {
             }
             Event::WorkerHolds { worker, results } => {
                 for (key, at) in results {
-                    self.adopt_result(worker, key, at, &mut out);
+                    self.adopt_result(worker, &key, at, &mut out);
                 }
             }
         }
@@ -927,12 +941,13 @@ impl Scheduler {
             return false;
         }
         let name = self.holder(holder);
+        let key_ = self.tasks.key(key).expect("checked above");
         let t = self.tasks.get_mut(key).expect("checked above");
         if t.holders.insert(&name) {
             self.holdings
                 .get_mut(holder)
                 .expect("made by holder()")
-                .insert(key.to_string());
+                .insert(key_);
         }
         self.recompute(key);
         true
@@ -1015,18 +1030,18 @@ impl Scheduler {
     /// Adds a new task held by `holder`; it becomes ready, waits, or errs
     /// at once if an input already erred.
     fn insert(&mut self, mut spec: TaskSpec, holder: &str, out: &mut Vec<Command>) {
-        let key = std::mem::take(&mut spec.key);
+        let key: Key = Arc::from(std::mem::take(&mut spec.key));
         let name = self.holder(holder);
         self.holdings
             .get_mut(holder)
             .expect("made by holder()")
             .insert(key.clone());
-        let mut deps: Vec<String> = Vec::new();
+        let mut deps: Vec<Key> = Vec::new();
         for arg in &spec.args {
             if let Arg::Future(d) = arg
-                && !deps.contains(d)
+                && !deps.iter().any(|k| **k == **d)
             {
-                deps.push(d.clone());
+                deps.push(self.tasks.key(d).expect("checked by submit"));
             }
         }
         self.seq += 1;
@@ -1040,7 +1055,7 @@ impl Scheduler {
             dep.needed_by += 1;
             match &dep.state {
                 State::Finished { .. } => {}
-                State::Error(e) => inherited = Some(e.clone()),
+                State::Error(e) => inherited = Some((**e).clone()),
                 State::Lost => inherited = Some(lost_error(d)),
                 State::Cancelled => cancelled = true,
                 State::Released => {
@@ -1056,7 +1071,7 @@ impl Scheduler {
         let task = Task {
             seq: self.seq,
             state: State::Pending { waiting_on },
-            deps,
+            deps: deps.into_boxed_slice(),
             dependents: Vec::new(),
             needed_by: 0,
             holders: Holders::one(name),
@@ -1091,7 +1106,10 @@ impl Scheduler {
     /// inputs likewise. A worklist, not recursion: releasing the end of a
     /// 100k-task chain must not overflow the scheduler's stack.
     fn maybe_forget(&mut self, key: &str, out: &mut Vec<Command>) {
-        let mut stack = vec![key.to_string()];
+        let Some(key) = self.tasks.key(key) else {
+            return;
+        };
+        let mut stack = vec![key];
         while let Some(key) = stack.pop() {
             let forget = match self.tasks.get(&key) {
                 Some(t) => t.holders.is_empty() && t.needed_by == 0 && t.is_terminal(),
@@ -1107,7 +1125,7 @@ impl Scheduler {
                         worker.has.remove(&key);
                         out.push(Command::Free {
                             worker: *w,
-                            keys: vec![key.clone()],
+                            keys: vec![key.to_string()],
                         });
                     }
                 }
@@ -1135,7 +1153,10 @@ impl Scheduler {
     /// long chains).
     fn recompute(&mut self, key: &str) {
         let mut revived = Vec::new();
-        let mut stack = vec![key.to_string()];
+        let Some(key) = self.tasks.key(key) else {
+            return;
+        };
+        let mut stack = vec![key];
         while let Some(k) = stack.pop() {
             let Some(t) = self.tasks.get_mut(&k) else {
                 continue;
@@ -1188,13 +1209,13 @@ impl Scheduler {
             }
         }
         let waiting = self.unfinished_inputs(key);
+        let k = self.tasks.key(key).expect("present");
         let t = self.tasks.get_mut(key).expect("present");
         t.state = State::Pending {
             waiting_on: waiting,
         };
         if waiting == 0 {
-            self.ready
-                .push((t.recipe.priority(), Reverse(t.seq), key.to_string()));
+            self.ready.push((t.recipe.priority(), Reverse(t.seq), k));
         }
     }
 
@@ -1205,9 +1226,9 @@ impl Scheduler {
         located: Located,
         out: &mut Vec<Command>,
     ) {
-        let Some(task) = self.tasks.get_mut(&key) else {
+        let Some(key) = self.tasks.key(&key) else {
             if let Some(w) = self.workers.get_mut(&worker) {
-                w.processing.remove(&key);
+                w.processing.remove(key.as_str());
             }
             // Forgotten while running: drop the result.
             out.push(Command::Free {
@@ -1216,11 +1237,12 @@ impl Scheduler {
             });
             return;
         };
+        let task = self.tasks.get_mut(&key).expect("present");
         if let Some(w) = self.workers.get_mut(&worker) {
             w.give_back(&key, &task.recipe.placement().resources);
         }
         if matches!(&task.state, State::Processing { worker: w, .. } if *w == worker) {
-            self.owner_ended(&Owner::Task(key.clone()), out);
+            self.owner_ended(&Owner::Task(key.to_string()), out);
         }
         let task = self.tasks.get_mut(&key).expect("present");
         match &mut task.state {
@@ -1240,7 +1262,7 @@ impl Scheduler {
             // Not a run this worker was asked for (given up on and placed
             // again, cancelled, erred): the result is kept if it is still
             // wanted and freed on the worker otherwise, never left there.
-            _ => return self.adopt_result(worker, key, located, out),
+            _ => return self.adopt_result(worker, &key, located, out),
         }
         let req = task.scatter;
         task.state = State::Finished {
@@ -1273,13 +1295,14 @@ impl Scheduler {
     /// A (re)joined worker holds `key`'s result: it is finished there,
     /// unless it already is; a result nobody can use (its task is being
     /// computed on another worker, erred or was cancelled) is freed there.
-    fn adopt_result(&mut self, worker: WorkerId, key: String, at: Located, out: &mut Vec<Command>) {
-        let Some(t) = self.tasks.get_mut(&key) else {
+    fn adopt_result(&mut self, worker: WorkerId, key: &str, at: Located, out: &mut Vec<Command>) {
+        let Some(key) = self.tasks.key(key) else {
             return out.push(Command::Free {
                 worker,
-                keys: vec![key],
+                keys: vec![key.to_string()],
             });
         };
+        let t = self.tasks.get_mut(&key).expect("present");
         let was_pending = match &t.state {
             State::Released | State::Lost => false,
             State::Pending { .. } => true,
@@ -1297,7 +1320,7 @@ impl Scheduler {
             State::Processing { .. } | State::Error(_) | State::Cancelled => {
                 return out.push(Command::Free {
                     worker,
-                    keys: vec![key],
+                    keys: vec![key.to_string()],
                 });
             }
         };
@@ -1361,7 +1384,7 @@ impl Scheduler {
         let running: HashSet<&str> = running.iter().map(String::as_str).collect();
         let mut lost = Vec::new();
         for key in &w.processing {
-            if running.contains(key.as_str()) {
+            if running.contains(&**key) {
                 continue;
             }
             match self.tasks.get(key).map(|t| (&t.state, t.scatter.is_some())) {
@@ -1442,7 +1465,7 @@ impl Scheduler {
                 && matches!(t.state, State::Released)
             {
                 t.state = State::Lost;
-                lost.push(key);
+                lost.push(self.tasks.key(&key).expect("present"));
             }
         }
         self.report_lost(lost, out);
@@ -1468,7 +1491,7 @@ impl Scheduler {
 
     /// Fails `key` and, transitively, every dependent that has not ended.
     fn fail(&mut self, key: &str, error: TaskError, out: &mut Vec<Command>) {
-        self.end_tree(key, || State::Error(error.clone()), out);
+        self.end_tree(key, || State::Error(Box::new(error.clone())), out);
     }
 
     /// Cancels `key` and every dependent that has not ended.
@@ -1479,7 +1502,10 @@ impl Scheduler {
     /// Ends `key` and, transitively, every dependent that has not ended, in
     /// the state `end` makes; those running are interrupted.
     fn end_tree(&mut self, key: &str, end: impl Fn() -> State, out: &mut Vec<Command>) {
-        let mut stack = vec![key.to_string()];
+        let Some(key) = self.tasks.key(key) else {
+            return;
+        };
+        let mut stack = vec![key];
         while let Some(k) = stack.pop() {
             let Some(t) = self.tasks.get_mut(&k) else {
                 continue;
@@ -1494,14 +1520,14 @@ impl Scheduler {
                 w.give_back(&k, &t.recipe.placement().resources);
                 out.push(Command::CancelRun {
                     worker,
-                    keys: vec![k.clone()],
+                    keys: vec![k.to_string()],
                 });
             }
             let was_running = matches!(t.state, State::Processing { .. });
             t.state = end();
             stack.extend(t.dependents.iter().cloned());
             if was_running {
-                self.owner_ended(&Owner::Task(k.clone()), out);
+                self.owner_ended(&Owner::Task(k.to_string()), out);
             }
             self.notify(&k, out);
             self.ended(&k, out);
@@ -1529,7 +1555,7 @@ impl Scheduler {
     fn outcome(&self, key: &str) -> Outcome {
         match self.tasks.get(key).map(|t| &t.state) {
             Some(State::Finished { result }) => Outcome::Finished(self.locate(result)),
-            Some(State::Error(e)) => Outcome::Error(e.clone()),
+            Some(State::Error(e)) => Outcome::Error((**e).clone()),
             Some(State::Lost) => Outcome::Error(lost_error(key)),
             Some(State::Cancelled) => Outcome::Cancelled,
             _ => Outcome::Unknown,
@@ -1598,7 +1624,7 @@ impl Scheduler {
         // leases end with the instances that held them.
         let mut killers = Vec::new();
         for key in w.processing {
-            self.owner_ended(&Owner::Task(key.clone()), out);
+            self.owner_ended(&Owner::Task(key.to_string()), out);
             if let Some(t) = self.tasks.get_mut(&key)
                 && let State::Processing {
                     worker: x, started, ..
@@ -1631,7 +1657,7 @@ impl Scheduler {
                 ),
                 stderr: String::new(),
                 backtrace: String::new(),
-                origin: key.clone(),
+                origin: key.to_string(),
             };
             self.fail(&key, error, out);
         }
@@ -1640,7 +1666,7 @@ impl Scheduler {
     }
 
     /// Tells the watchers of `lost` keys and fails their dependents.
-    fn report_lost(&mut self, lost: Vec<String>, out: &mut Vec<Command>) {
+    fn report_lost(&mut self, lost: Vec<Key>, out: &mut Vec<Command>) {
         for key in lost {
             self.notify(&key, out);
             let dependents = self.tasks[&key].dependents.clone();
@@ -1851,7 +1877,7 @@ impl Scheduler {
             .workers
             .values()
             .map(|w| {
-                let mut keys: Vec<String> = w.has.iter().cloned().collect();
+                let mut keys: Vec<String> = w.has.iter().map(|k| k.to_string()).collect();
                 keys.sort();
                 (w.data_addr.clone(), keys)
             })
@@ -1891,7 +1917,7 @@ impl Scheduler {
             } else {
                 // Others still want it: this client just lets go.
                 if let Some(h) = self.holdings.get_mut(&holder) {
-                    h.remove(&key);
+                    h.remove(key.as_str());
                 }
                 self.unhold(&holder, &key, out);
             }
@@ -1915,8 +1941,8 @@ impl Scheduler {
                 }
             };
             // Everything downstream of the origin that erred with its error.
-            let mut reset = Vec::new();
-            let mut stack = vec![origin.clone()];
+            let mut reset: Vec<Key> = Vec::new();
+            let mut stack: Vec<Key> = self.tasks.key(&origin).into_iter().collect();
             while let Some(k) = stack.pop() {
                 if let Some(t) = self.tasks.get(&k)
                     && matches!(&t.state, State::Error(e) if e.origin == origin)
@@ -1995,10 +2021,11 @@ impl Scheduler {
         let mut stores: HashMap<WorkerId, Vec<(String, Bytes)>> = HashMap::default();
         let mut pending: HashMap<WorkerId, usize> = HashMap::default();
         for (key, bytes) in values {
-            if let Some(t) = self.tasks.get_mut(&key) {
+            if let Some(k) = self.tasks.key(&key) {
                 // Same key, same bytes (keys hash the value): just hold it.
+                let t = self.tasks.get_mut(&key).expect("present");
                 if t.holders.insert(&holder) {
-                    self.holdings.entry(holder.clone()).or_default().insert(key);
+                    self.holdings.entry(holder.clone()).or_default().insert(k);
                 }
                 continue;
             }
@@ -2023,7 +2050,7 @@ impl Scheduler {
                     started: false,
                     run: 0,
                 },
-                deps: Vec::new(),
+                deps: Box::new([]),
                 dependents: Vec::new(),
                 needed_by: 0,
                 holders: Holders::one(holder.clone()),
@@ -2033,6 +2060,7 @@ impl Scheduler {
                 journaled: 0,
                 scatter: Some((client, id)),
             };
+            let key: Key = Arc::from(key);
             if let Some(w) = self.workers.get_mut(&chosen[0]) {
                 w.take(&key, &[]);
             }

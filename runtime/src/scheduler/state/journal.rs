@@ -475,13 +475,15 @@ impl Scheduler {
         self.stats = snapshot.stats;
         let mut unfinished = Vec::new();
         for saved in snapshot.tasks {
-            let key = saved.spec.key.clone();
-            let mut deps: Vec<String> = Vec::new();
+            let key: super::Key = saved.spec.key.as_str().into();
+            let mut deps: Vec<super::Key> = Vec::new();
             for arg in &saved.spec.args {
                 if let Arg::Future(d) = arg
-                    && !deps.contains(d)
+                    && !deps.iter().any(|k| **k == **d)
                 {
-                    deps.push(d.clone());
+                    // Inputs come first in a snapshot, so the key is
+                    // shared with the input's entry.
+                    deps.push(self.tasks.key(d).unwrap_or_else(|| d.as_str().into()));
                 }
             }
             for d in &deps {
@@ -518,11 +520,11 @@ impl Scheduler {
                 // none, and is lost if no worker reports it in time).
                 SavedState::Finished { inline: None, .. } => {
                     if saved.scattered {
-                        self.unreported_scatters.push(key.clone());
+                        self.unreported_scatters.push(key.to_string());
                     }
                     State::Released
                 }
-                SavedState::Error(e) => State::Error(e),
+                SavedState::Error(e) => State::Error(Box::new(e)),
                 SavedState::Cancelled => State::Cancelled,
                 SavedState::Lost => State::Lost,
                 SavedState::Released => State::Released,
@@ -534,7 +536,7 @@ impl Scheduler {
                     recipe: super::Recipe::new(saved.spec, &mut self.names),
                     seq: saved.seq,
                     state,
-                    deps,
+                    deps: deps.into_boxed_slice(),
                     dependents: Vec::new(),
                     needed_by: 0,
                     holders,
@@ -626,7 +628,7 @@ impl Scheduler {
     /// taking the current state as already recorded (call it right after
     /// [`Scheduler::restore`], or on an empty scheduler).
     pub fn enable_journal(&mut self) {
-        let keys: Vec<String> = self.tasks.map.keys().cloned().collect();
+        let keys: Vec<super::Key> = self.tasks.map.keys().cloned().collect();
         for key in keys {
             let status = self.status_of(&self.tasks.map[&key]);
             self.tasks.map.get_mut(&key).expect("present").journaled = fingerprint(&status);
@@ -646,7 +648,7 @@ impl Scheduler {
                     inline: result.inline.clone(),
                     nbytes: result.nbytes,
                 },
-                State::Error(e) => SavedState::Error(e.clone()),
+                State::Error(e) => SavedState::Error((**e).clone()),
                 State::Cancelled => SavedState::Cancelled,
                 State::Lost => SavedState::Lost,
                 State::Released => SavedState::Released,
@@ -695,7 +697,9 @@ impl Scheduler {
         };
         for key in dirty {
             let Some(t) = self.tasks.map.get(&key) else {
-                out.push(Record::Forget { key });
+                out.push(Record::Forget {
+                    key: key.to_string(),
+                });
                 continue;
             };
             let status = self.status_of(t);
@@ -709,7 +713,10 @@ impl Scheduler {
                     status,
                 });
             } else if t.journaled != fp {
-                out.push(Record::Status { key, status });
+                out.push(Record::Status {
+                    key: key.to_string(),
+                    status,
+                });
             }
             t.journaled = fp;
         }
