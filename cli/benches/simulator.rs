@@ -9,7 +9,8 @@
 mod common;
 
 use bytes::Bytes;
-use dtask_runtime::protocol::{Arg, Located, Placement, RunTask, TaskSpec};
+use dtask_runtime::client::{SubmitOptions, task_spec};
+use dtask_runtime::protocol::{Arg, Located, RunTask, TaskSpec};
 use dtask_runtime::scheduler::state::{Command, Event, Scheduler};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -17,18 +18,11 @@ use std::time::Instant;
 const MODULE: &str = "module-hash";
 
 fn spec(key: String, function: &str, args: Vec<Arg>) -> TaskSpec {
-    TaskSpec {
-        key,
-        module: MODULE.into(),
-        function: function.into(),
-        args,
-        priority: 0,
-        timeout_ms: None,
-        memory_limit: None,
-        grants: Default::default(),
-        placement: Placement::default(),
-        retries: 0,
-    }
+    let options = SubmitOptions {
+        key: Some(key),
+        ..SubmitOptions::default()
+    };
+    task_spec(MODULE, function, args, &options)
 }
 
 fn joined(worker: u64) -> Event {

@@ -7,7 +7,8 @@
 //! checks that nothing is left.
 
 use bytes::Bytes;
-use dtask_runtime::protocol::{Arg, Located, Placement, TaskSpec};
+use dtask_runtime::client::{SubmitOptions, task_spec};
+use dtask_runtime::protocol::{Arg, Located, TaskSpec};
 use dtask_runtime::scheduler::state::{Command, Event, Scheduler};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -97,18 +98,8 @@ fn main() {
                 let arg = Arg::Value(Bytes::from(dtask_runtime::value::encode(
                     &dtask_runtime::value::Value::from(i as u64),
                 )));
-                TaskSpec {
-                    key: dtask_runtime::key::pure_key(MODULE, "inc", std::slice::from_ref(&arg)),
-                    module: MODULE.into(),
-                    function: "inc".into(),
-                    args: vec![arg],
-                    priority: 0,
-                    timeout_ms: None,
-                    memory_limit: None,
-                    grants: Default::default(),
-                    placement: Placement::default(),
-                    retries: 0,
-                }
+                // As `dtask map` builds it: a pure key, default options.
+                task_spec(MODULE, "inc", vec![arg], &SubmitOptions::default())
             })
             .collect();
         submitted += chunk.len();

@@ -57,10 +57,6 @@ const MAX_WORKER_DEATHS: u32 = 3;
 /// The pseudo-holder that keeps fire-and-forget keys alive until they end.
 const FIRE_AND_FORGET: &str = "fire-and-forget";
 
-fn fire_and_forget() -> Arc<str> {
-    Arc::from(FIRE_AND_FORGET)
-}
-
 /// Something that happened, for the scheduler to react to.
 #[derive(Debug)]
 pub enum Event {
@@ -580,9 +576,7 @@ impl Tasks {
     }
 
     fn get_mut(&mut self, key: &str) -> Option<&mut Task> {
-        if self.dirty.is_some() {
-            self.touch(key);
-        }
+        self.touch(key);
         self.map.get_mut(key).map(|t| &mut **t)
     }
 
@@ -688,7 +682,7 @@ impl Scheduler {
                 if ephemeral {
                     self.ephemeral_holders.insert(holder.clone());
                 }
-                let holder = self.holder(&holder);
+                let holder = holder.into();
                 self.clients.insert(client, Client { holder, ephemeral });
             }
             Event::ClientDisconnected { client } => {
@@ -797,8 +791,7 @@ impl Scheduler {
                     if let Some(t) = self.tasks.get_mut(&key)
                         && !t.is_terminal()
                     {
-                        let name = fire_and_forget();
-                        t.holders.insert(&name);
+                        t.holders.insert(&Arc::from(FIRE_AND_FORGET));
                     }
                 }
             }
@@ -937,30 +930,32 @@ impl Scheduler {
     /// Makes `holder` hold `key` (and compute it again if its result was
     /// dropped); false if the key is unknown.
     fn hold(&mut self, holder: &str, key: &str) -> bool {
-        if !self.tasks.contains_key(key) {
+        let Some(k) = self.tasks.key(key) else {
             return false;
-        }
-        let name = self.holder(holder);
-        let key_ = self.tasks.key(key).expect("checked above");
-        let t = self.tasks.get_mut(key).expect("checked above");
-        if t.holders.insert(&name) {
-            self.holdings
-                .get_mut(holder)
-                .expect("made by holder()")
-                .insert(key_);
-        }
+        };
+        let name = self.note_hold(holder, k);
+        self.tasks
+            .get_mut(key)
+            .expect("known")
+            .holders
+            .insert(&name);
         self.recompute(key);
         true
     }
 
-    /// The shared copy of a holder's name, with its (maybe empty) entry in
-    /// the holdings index.
-    fn holder(&mut self, holder: &str) -> Arc<str> {
-        if let Some((name, _)) = self.holdings.get_key_value(holder) {
-            return name.clone();
+    /// Notes in the holdings index that `holder` holds `key`; returns the
+    /// index's copy of the holder's name, which the task's holders share.
+    fn note_hold(&mut self, holder: &str, key: Key) -> Arc<str> {
+        if let Some((name, keys)) = self.holdings.get_key_value(holder) {
+            let name = name.clone();
+            if !keys.contains(&key) {
+                self.holdings.get_mut(holder).expect("present").insert(key);
+            }
+            return name;
         }
         let name: Arc<str> = Arc::from(holder);
-        self.holdings.insert(name.clone(), HashSet::default());
+        self.holdings
+            .insert(name.clone(), HashSet::from_iter([key]));
         name
     }
 
@@ -1031,11 +1026,7 @@ impl Scheduler {
     /// at once if an input already erred.
     fn insert(&mut self, mut spec: TaskSpec, holder: &str, out: &mut Vec<Command>) {
         let key: Key = Arc::from(std::mem::take(&mut spec.key));
-        let name = self.holder(holder);
-        self.holdings
-            .get_mut(holder)
-            .expect("made by holder()")
-            .insert(key.clone());
+        let name = self.note_hold(holder, key.clone());
         let mut deps: Vec<Key> = Vec::new();
         for arg in &spec.args {
             if let Arg::Future(d) = arg
@@ -2023,10 +2014,9 @@ impl Scheduler {
         for (key, bytes) in values {
             if let Some(k) = self.tasks.key(&key) {
                 // Same key, same bytes (keys hash the value): just hold it.
+                let name = self.note_hold(&holder, k);
                 let t = self.tasks.get_mut(&key).expect("present");
-                if t.holders.insert(&holder) {
-                    self.holdings.entry(holder.clone()).or_default().insert(k);
-                }
+                t.holders.insert(&name);
                 continue;
             }
             let chosen: Vec<WorkerId> = if broadcast {
@@ -2042,6 +2032,8 @@ impl Scheduler {
                     .push((key.clone(), bytes.clone()));
             }
             self.seq += 1;
+            let key: Key = Arc::from(key);
+            let name = self.note_hold(&holder, key.clone());
             let task = Task {
                 recipe: Recipe::scattered(&mut self.names),
                 seq: self.seq,
@@ -2053,21 +2045,16 @@ impl Scheduler {
                 deps: Box::new([]),
                 dependents: Vec::new(),
                 needed_by: 0,
-                holders: Holders::one(holder.clone()),
+                holders: Holders::one(name),
                 watchers: Vec::new(),
                 retries_left: 0,
                 deaths: 0,
                 journaled: 0,
                 scatter: Some((client, id)),
             };
-            let key: Key = Arc::from(key);
             if let Some(w) = self.workers.get_mut(&chosen[0]) {
                 w.take(&key, &[]);
             }
-            self.holdings
-                .entry(holder.clone())
-                .or_default()
-                .insert(key.clone());
             self.tasks.insert(key, task);
             for w in chosen {
                 *pending.entry(w).or_default() += 1;

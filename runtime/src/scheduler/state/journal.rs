@@ -493,12 +493,8 @@ impl Scheduler {
             }
             let mut holders = super::Holders::default();
             for h in &saved.holders {
-                let name = self.holder(h);
+                let name = self.note_hold(h, key.clone());
                 holders.insert(&name);
-                self.holdings
-                    .get_mut(h.as_str())
-                    .expect("made by holder()")
-                    .insert(key.clone());
             }
             let state = match saved.state {
                 SavedState::Unfinished => {
