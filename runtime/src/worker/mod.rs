@@ -421,15 +421,22 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
         });
     let msg = match outcome {
         Ok(bytes) => {
-            let store = shared.results.clone();
-            let k = key.clone();
-            // Keeping it may spill to disk: off the async threads.
-            let kept = tokio::task::spawn_blocking(move || keep(&store, &k, bytes))
-                .await
-                .unwrap_or_else(|e| {
-                    let message = format!("storing the result failed: {e}");
-                    Err(TaskError::new(ErrorKind::Memory, message, &key))
-                });
+            let at = store::located(&bytes);
+            // Most results fit in memory at once; one that makes the store
+            // spill is kept off the async threads.
+            let kept = match shared.results.insert_in_memory(&key, bytes) {
+                Ok(()) => Ok(at),
+                Err(bytes) => {
+                    let store = shared.results.clone();
+                    let k = key.clone();
+                    tokio::task::spawn_blocking(move || keep(&store, &k, bytes))
+                        .await
+                        .unwrap_or_else(|e| {
+                            let message = format!("storing the result failed: {e}");
+                            Err(TaskError::new(ErrorKind::Memory, message, &key))
+                        })
+                }
+            };
             match kept {
                 Ok(at) => ToScheduler::Finished {
                     results: vec![(key.clone(), at)],

@@ -125,6 +125,32 @@ impl ResultStore {
         Ok(())
     }
 
+    /// Holds `bytes` as `key` if that needs no file work (it fits in the
+    /// budget beside what is in memory, and no spilled copy of `key` is to
+    /// be removed); otherwise gives `bytes` back for [`ResultStore::insert`]
+    /// off the async threads. Never blocks on the disk.
+    pub fn insert_in_memory(&self, key: &str, bytes: Bytes) -> Result<(), Bytes> {
+        let mut inner = self.lock();
+        let len = bytes.len();
+        let previous = match inner.entries.get(key) {
+            Some(Place::Disk { .. }) => return Err(bytes),
+            Some(Place::Memory { bytes, .. }) => bytes.len(),
+            None => 0,
+        };
+        if inner.in_memory - previous + len > self.budget {
+            return Err(bytes);
+        }
+        self.remove_locked(&mut inner, key);
+        inner.tick += 1;
+        let used = inner.tick;
+        inner.lru.insert(used, key.to_string());
+        inner.in_memory += len;
+        inner
+            .entries
+            .insert(key.to_string(), Place::Memory { bytes, used });
+        Ok(())
+    }
+
     /// Writes `bytes` to a new spill file, returning its number.
     fn write(&self, inner: &mut Inner, bytes: &[u8]) -> Result<u64, String> {
         let file = inner.next_file;
@@ -253,6 +279,23 @@ mod tests {
 
     fn value(n: usize, b: u8) -> Bytes {
         Bytes::from(vec![b; n])
+    }
+
+    #[tokio::test]
+    async fn results_that_would_spill_are_given_back_for_the_blocking_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ResultStore::new(2000, dir.path().join("spill"));
+        store.insert_in_memory("a", value(1000, 1)).unwrap();
+        // Replacing a result in memory counts only the difference.
+        store.insert_in_memory("a", value(1500, 2)).unwrap();
+        let back = store.insert_in_memory("b", value(1000, 3)).unwrap_err();
+        assert_eq!(back, value(1000, 3), "over budget: handed back whole");
+        store.insert("b".into(), back).unwrap();
+        let u = store.usage();
+        assert_eq!((u.count, u.spilled_count), (2, 1));
+        // a is on disk now: replacing it needs the disk too.
+        assert!(store.insert_in_memory("a", value(10, 4)).is_err());
+        assert_eq!(store.get("a").await.unwrap(), value(1500, 2));
     }
 
     #[tokio::test]
