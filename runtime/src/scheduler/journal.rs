@@ -8,8 +8,9 @@
 //! - `log-GEN.bin`: a header (`DTASKLOG`, [`JOURNAL_VERSION`], GEN), then
 //!   frames of `[length u32][crc32 u32][bincode Vec<Record>]`, one per
 //!   batch of changes.
-//! - `snapshot.bin`: a header (`DTASKSNP`, version, the last GEN it covers,
-//!   crc32), then the bincode [`Snapshot`].
+//! - `snapshot.bin`: a header (`DTASKSNP`, version, the last GEN it covers),
+//!   then frames like a log's of snapshot [`Item`]s: everything but the
+//!   tasks, the tasks in key order, and an end mark that counts them.
 //! - `modules/HASH.wasm`: each module, written once.
 //!
 //! The core loop hands each event's records to the writer thread, which
@@ -17,8 +18,12 @@
 //! most that much); nothing on the core loop grows with the state. When the
 //! log since the last snapshot passes `compact_bytes`, the writer starts a
 //! new log and a compaction thread folds the old snapshot and logs into a
-//! new snapshot, then deletes them. Recovery is the same fold: snapshot,
-//! then every later log in order. A torn or corrupt frame ends the replay
+//! new snapshot, then deletes them. It streams: the logs' changes to tasks
+//! are folded into a map kept as small as those logs (encoded), and merged
+//! with the old snapshot's tasks as they are read, in key order, so what a
+//! compaction holds in memory grows with the changes since the last one,
+//! never with the tasks held. Recovery is the same fold: snapshot, then
+//! every later log in order. A torn or corrupt frame ends the replay
 //! there: everything before it is recovered, the damaged tail is cut off,
 //! and the scheduler says so.
 //!
@@ -28,9 +33,12 @@
 //! of its state, so nothing recorded from then on depends on what was
 //! dropped.
 
-use super::state::{Model, Record, Snapshot};
+mod files;
+
+use super::state::{Item, Model, Record, Snapshot, Window};
 use bincode::Options;
 use bytes::Bytes;
+use files::{Frame, Frames, SNAPSHOT_HEADER, SnapshotReader, SnapshotWriter, read_full};
 use std::collections::HashMap;
 use std::io::{Read, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
@@ -45,14 +53,12 @@ const LOG_MAGIC: &[u8; 8] = b"DTASKLOG";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"DTASKSNP";
 /// Header: magic, version (u32), generation (u64).
 const LOG_HEADER: usize = 8 + 4 + 8;
-/// Header: magic, version (u32), covered generation (u64), crc32 (u32).
-const SNAPSHOT_HEADER: usize = 8 + 4 + 8 + 4;
 /// Largest frame the reader accepts (a frame is one batch of records).
 const MAX_FRAME: usize = 1 << 30;
 
 /// Version of the on-disk format. A journal of another version is refused
 /// with a message naming both.
-pub const JOURNAL_VERSION: u32 = 3;
+pub const JOURNAL_VERSION: u32 = 4;
 
 /// How the journal writes.
 #[derive(Clone, Debug)]
@@ -346,10 +352,11 @@ impl Writer {
                 // Everything up to now is in it: it covers the current log,
                 // and appending goes on in a fresh one.
                 let covers = self.generation;
-                let written = {
-                    let _guard = self.snapshot_lock.lock().expect("snapshot lock");
-                    write_snapshot(&self.dir, covers, &snapshot)
-                };
+                let written = write_snapshot(&self.dir, covers, snapshot.into_items(), "whole")
+                    .and_then(|tmp| {
+                        let _guard = self.snapshot_lock.lock().expect("snapshot lock");
+                        files::install(&tmp, &self.dir.join(SNAPSHOT))
+                    });
                 match written {
                     Ok(()) => {
                         self.log = None;
@@ -448,34 +455,26 @@ impl Writer {
             .name("dtask-compact".into())
             .spawn(move || {
                 let began = Instant::now();
-                match load(&dir, Some(upto), false) {
-                    Ok((model, _)) => {
-                        let model = model.unwrap_or_default();
-                        let tasks = model.len();
-                        let snapshot = model.into_snapshot();
-                        let _guard = lock.lock().expect("snapshot lock");
-                        // A whole snapshot written meanwhile covers more.
-                        if read_snapshot_gen(&dir).is_some_and(|g| g > upto) {
-                            flag.store(false, Ordering::Release);
-                            return;
-                        }
-                        match write_snapshot(&dir, upto, &snapshot) {
-                            Ok(()) => {
-                                remove_logs(&dir, upto);
-                                tracing::info!(
-                                    "journal compacted: {tasks} tasks in a snapshot, in {:?}",
-                                    began.elapsed()
-                                );
-                            }
-                            Err(e) => health.fail(format!(
-                                "cannot compact the journal in {}: {e}",
-                                dir.display()
-                            )),
-                        }
+                let compacted = compact(&dir, upto).and_then(|(tmp, tasks)| {
+                    let _guard = lock.lock().expect("snapshot lock");
+                    // A whole snapshot written meanwhile covers more.
+                    if read_snapshot_gen(&dir).is_some_and(|g| g > upto) {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Ok(None);
                     }
-                    Err(LoadError::Damaged(e) | LoadError::Refused(e)) => {
-                        tracing::error!("cannot compact the journal: {e}")
-                    }
+                    files::install(&tmp, &dir.join(SNAPSHOT)).map_err(|e| {
+                        format!("cannot compact the journal in {}: {e}", dir.display())
+                    })?;
+                    remove_logs(&dir, upto);
+                    Ok(Some(tasks))
+                });
+                match compacted {
+                    Ok(Some(tasks)) => tracing::info!(
+                        "journal compacted: {tasks} tasks in a snapshot, in {:?}",
+                        began.elapsed()
+                    ),
+                    Ok(None) => {}
+                    Err(e) => health.fail(e),
                 }
                 flag.store(false, Ordering::Release);
             });
@@ -517,24 +516,86 @@ fn remove_logs(dir: &Path, upto: u64) {
     }
 }
 
-fn read_snapshot_gen(dir: &Path) -> Option<u64> {
+/// The last log generation the snapshot in `dir` covers, if there is one.
+pub(crate) fn read_snapshot_gen(dir: &Path) -> Option<u64> {
     let mut f = std::fs::File::open(dir.join(SNAPSHOT)).ok()?;
     let mut header = [0u8; SNAPSHOT_HEADER];
     f.read_exact(&mut header).ok()?;
     Some(u64::from_le_bytes(header[12..20].try_into().ok()?))
 }
 
-fn write_snapshot(dir: &Path, covers: u64, snapshot: &Snapshot) -> std::io::Result<()> {
-    let body = bincode::DefaultOptions::new()
-        .serialize(snapshot)
-        .expect("snapshots serialize");
-    let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER + body.len());
-    bytes.extend_from_slice(SNAPSHOT_MAGIC);
-    bytes.extend_from_slice(&JOURNAL_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&covers.to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    bytes.extend_from_slice(&body);
-    durable_write(&dir.join(SNAPSHOT), &bytes)
+/// Writes `items` as a snapshot covering the logs up to `covers`, to a
+/// temporary file named after `what` (which [`files::install`] puts in
+/// place).
+fn write_snapshot(
+    dir: &Path,
+    covers: u64,
+    items: impl Iterator<Item = Item>,
+    what: &str,
+) -> std::io::Result<PathBuf> {
+    let mut w = SnapshotWriter::create(dir.join(format!(".{SNAPSHOT}.{what}.tmp")), covers)?;
+    for item in items {
+        w.push(&item)?;
+    }
+    w.finish()
+}
+
+/// Folds the snapshot and the logs up to `upto` into a new snapshot, as a
+/// stream (see the module docs); returns its temporary file and how many
+/// tasks it holds.
+fn compact(dir: &Path, upto: u64) -> Result<(PathBuf, u64), String> {
+    let message = |e: LoadError| match e {
+        LoadError::Damaged(m) | LoadError::Refused(m) => format!("cannot compact the journal: {m}"),
+    };
+    let mut old = SnapshotReader::open(&dir.join(SNAPSHOT)).map_err(message)?;
+    let covered = old.as_ref().map_or(0, |r| r.covers);
+    // Everything but the tasks comes first, and is small.
+    let mut rest = Model::default();
+    let mut first = None;
+    if let Some(r) = &mut old {
+        while let Some(item) = r.next_item().map_err(message)? {
+            match item {
+                Item::Task(t) => {
+                    first = Some(t);
+                    break;
+                }
+                other => rest.apply_item(other),
+            }
+        }
+    }
+    let mut window = Window::default();
+    for generation in log_gens(dir)
+        .into_iter()
+        .filter(|g| *g > covered && *g <= upto)
+    {
+        let stopped =
+            read_log(dir, generation, false, |r| window.apply(r, &mut rest)).map_err(message)?;
+        if stopped {
+            // Damaged from here on: what follows cannot be trusted.
+            break;
+        }
+    }
+    let write = |e: std::io::Error| format!("cannot compact the journal in {}: {e}", dir.display());
+    let tmp = dir.join(format!(".{SNAPSHOT}.compact.tmp"));
+    let mut w = SnapshotWriter::create(tmp, upto).map_err(write)?;
+    for item in rest.into_snapshot().into_items() {
+        w.push(&item).map_err(write)?;
+    }
+    let old_tasks = first.into_iter().map(Ok).chain(std::iter::from_fn(|| {
+        let r = old.as_mut()?;
+        match r.next_item() {
+            Ok(Some(Item::Task(t))) => Some(Ok(t)),
+            Ok(Some(other)) => Some(Err(format!("{other:?} among the tasks"))),
+            Ok(None) => None,
+            Err(e) => Some(Err(message(e))),
+        }
+    }));
+    let mut tasks = 0u64;
+    window.merge(old_tasks, |t| {
+        tasks += 1;
+        w.push(&Item::Task(t)).map_err(write)
+    })?;
+    Ok((w.finish().map_err(write)?, tasks))
 }
 
 /// Why a journal could not be read.
@@ -557,46 +618,71 @@ fn version_error(path: &Path, found: u32) -> LoadError {
 /// The snapshot in `dir` as a model, and the last log generation it
 /// covers; `(None, 0)` if there is none.
 fn load_snapshot(dir: &Path) -> Result<(Option<Model>, u64), LoadError> {
-    let path = dir.join(SNAPSHOT);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, 0)),
-        Err(e) => {
-            return Err(LoadError::Refused(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
-        }
+    let Some(mut reader) = SnapshotReader::open(&dir.join(SNAPSHOT))? else {
+        return Ok((None, 0));
     };
-    if bytes.len() < SNAPSHOT_HEADER || &bytes[..8] != SNAPSHOT_MAGIC {
-        return Err(LoadError::Damaged(format!(
-            "{} is not a dtask journal snapshot (or is damaged)",
-            path.display()
-        )));
+    let mut model = Model::default();
+    while let Some(item) = reader.next_item()? {
+        model.apply_item(item);
     }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != JOURNAL_VERSION {
-        return Err(version_error(&path, version));
+    Ok((Some(model), reader.covers))
+}
+
+/// Hands each record of log `generation` to `each`, in order. A damaged
+/// or torn frame ends it (cut off there with `repair`); returns whether
+/// that happened.
+fn read_log(
+    dir: &Path,
+    generation: u64,
+    repair: bool,
+    mut each: impl FnMut(Record),
+) -> Result<bool, LoadError> {
+    let path = log_path(dir, generation);
+    let unreadable =
+        |e: std::io::Error| LoadError::Refused(format!("cannot read {}: {e}", path.display()));
+    let file = std::fs::File::open(&path).map_err(unreadable)?;
+    let mut file = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut header = [0u8; LOG_HEADER];
+    let n = read_full(&mut file, &mut header).map_err(unreadable)?;
+    if n >= 12 && &header[..8] == LOG_MAGIC {
+        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        if version != JOURNAL_VERSION {
+            return Err(version_error(&path, version));
+        }
     }
-    let covered = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-    let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
-    let body = &bytes[SNAPSHOT_HEADER..];
-    if crc32fast::hash(body) != crc {
-        return Err(LoadError::Damaged(format!(
-            "the journal snapshot {} is damaged (checksum mismatch)",
-            path.display()
-        )));
+    if n < LOG_HEADER || &header[..8] != LOG_MAGIC {
+        // A log that never got its header: a crash right at creation.
+        tracing::warn!("journal log {} has no header; ignored", path.display());
+        if repair {
+            let _ = std::fs::remove_file(&path);
+        }
+        return Ok(true);
     }
-    let snapshot: Snapshot = bincode::DefaultOptions::new()
-        .with_limit(body.len() as u64 * 8 + 1024)
-        .deserialize(body)
-        .map_err(|e| {
-            LoadError::Damaged(format!(
-                "the journal snapshot {} is damaged ({e})",
-                path.display()
-            ))
-        })?;
-    Ok((Some(Model::from_snapshot(snapshot)), covered))
+    let mut frames = Frames::new(file, LOG_HEADER as u64);
+    let mut batches = 0usize;
+    loop {
+        match frames.next::<Record>().map_err(unreadable)? {
+            Frame::Batch(records) => {
+                records.into_iter().for_each(&mut each);
+                batches += 1;
+            }
+            Frame::End => return Ok(false),
+            Frame::Damaged => {
+                let at = frames.at;
+                let len = std::fs::metadata(&path).map_or(at, |m| m.len());
+                tracing::error!(
+                    "journal log {}: torn or damaged at byte {at} ({} bytes after it dropped); \
+                     recovered the {batches} batches of changes before it",
+                    path.display(),
+                    len.saturating_sub(at)
+                );
+                if repair && let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+                    let _ = f.set_len(at).and_then(|()| f.sync_all());
+                }
+                return Ok(true);
+            }
+        }
+    }
 }
 
 /// Folds the snapshot and the logs after it (up to `upto`, if given) into a
@@ -626,111 +712,36 @@ fn load(dir: &Path, upto: Option<u64>, repair: bool) -> Result<(Option<Model>, u
             continue;
         }
         last = generation;
-        let path = log_path(dir, generation);
-        let bytes = std::fs::read(&path)
-            .map_err(|e| LoadError::Refused(format!("cannot read {}: {e}", path.display())))?;
-        if bytes.len() >= 12 && &bytes[..8] == LOG_MAGIC {
-            let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-            if version != JOURNAL_VERSION {
-                return Err(version_error(&path, version));
-            }
-        }
-        if bytes.len() < LOG_HEADER || &bytes[..8] != LOG_MAGIC {
-            // A log that never got its header: a crash right at creation.
-            tracing::warn!("journal log {} has no header; ignored", path.display());
-            damaged_after = Some(generation);
-            if repair {
-                let _ = std::fs::remove_file(&path);
-            }
-            continue;
-        }
         let m = model.get_or_insert_with(Model::default);
-        let mut at = LOG_HEADER;
-        let mut frames = 0usize;
-        while at < bytes.len() {
-            match frame_at(&bytes, at) {
-                Some((records, next)) => {
-                    for r in records {
-                        m.apply(r);
-                    }
-                    frames += 1;
-                    at = next;
-                }
-                None => {
-                    tracing::error!(
-                        "journal log {}: torn or damaged at byte {at} ({} bytes after it dropped); \
-                         recovered the {frames} batches of changes before it",
-                        path.display(),
-                        bytes.len() - at
-                    );
-                    if repair && let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
-                        let _ = f.set_len(at as u64).and_then(|()| f.sync_all());
-                    }
-                    damaged_after = Some(generation);
-                    break;
-                }
-            }
+        if read_log(dir, generation, repair, |r| m.apply(r))? {
+            damaged_after = Some(generation);
         }
     }
     Ok((model, last))
 }
 
-/// The records of the frame at `at`, and where the next one starts; `None`
-/// if the frame is torn or damaged.
-fn frame_at(bytes: &[u8], at: usize) -> Option<(Vec<Record>, usize)> {
-    let header = bytes.get(at..at + 8)?;
-    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
-    if len > MAX_FRAME {
-        return None;
-    }
-    let payload = bytes.get(at + 8..at + 8 + len)?;
-    if crc32fast::hash(payload) != crc {
-        return None;
-    }
-    let records = bincode::DefaultOptions::new()
-        .with_limit(len as u64 * 8 + 1024)
-        .deserialize(payload)
-        .ok()?;
-    Some((records, at + 8 + len))
-}
-
 /// Every record a journal directory holds, in order: the snapshot's state
 /// as records, then each log's. For `dtask journal export`.
 pub fn export(dir: &Path, mut each: impl FnMut(&str, &Record)) -> Result<(), String> {
-    let (model, covered) = load_snapshot(dir).map_err(|e| match e {
+    let message = |e: LoadError| match e {
         LoadError::Damaged(m) | LoadError::Refused(m) => m,
-    })?;
-    if let Some(model) = model {
-        for r in model.into_records() {
-            each(SNAPSHOT, &r);
+    };
+    let mut covered = 0;
+    if let Some(mut reader) = SnapshotReader::open(&dir.join(SNAPSHOT)).map_err(message)? {
+        covered = reader.covers;
+        while let Some(item) = reader.next_item().map_err(message)? {
+            for r in item.into_records() {
+                each(SNAPSHOT, &r);
+            }
         }
     }
     for generation in log_gens(dir).into_iter().filter(|g| *g > covered) {
-        let path = log_path(dir, generation);
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if bytes.len() < LOG_HEADER || &bytes[..8] != LOG_MAGIC {
-            return Err(format!("{} is not a dtask journal log", path.display()));
-        }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != JOURNAL_VERSION {
-            return Err(match version_error(&path, version) {
-                LoadError::Damaged(m) | LoadError::Refused(m) => m,
-            });
-        }
         let name = format!("log-{generation:012}.bin");
-        let mut at = LOG_HEADER;
-        while at < bytes.len() {
-            let Some((records, next)) = frame_at(&bytes, at) else {
-                return Err(format!(
-                    "{name} is torn or damaged at byte {at}; the records before it were printed"
-                ));
-            };
-            for r in &records {
-                each(&name, r);
-            }
-            at = next;
+        let damaged = read_log(dir, generation, false, |r| each(&name, &r)).map_err(message)?;
+        if damaged {
+            return Err(format!(
+                "{name} is torn or damaged; the records before it were printed"
+            ));
         }
     }
     Ok(())
@@ -888,6 +899,25 @@ mod tests {
         for e in ["a", "b", "c"] {
             assert!(records.contains(&event(e)), "{e}: {records:?}");
         }
+        j.close();
+    }
+
+    #[test]
+    fn a_snapshot_cut_short_is_damaged_not_half_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let items = vec![Item::Event("kept".into()), Item::End { tasks: 0 }];
+        let tmp = write_snapshot(dir.path(), 1, items.into_iter(), "test").unwrap();
+        files::install(&tmp, &dir.path().join(SNAPSHOT)).unwrap();
+        let whole = std::fs::read(dir.path().join(SNAPSHOT)).unwrap();
+        let (j, found) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        assert!(records_of(found.expect("whole")).contains(&event("kept")));
+        j.close();
+        // The same snapshot without its last bytes (its end mark).
+        std::fs::write(dir.path().join(SNAPSHOT), &whole[..whole.len() - 3]).unwrap();
+        let (j, found) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        assert!(found.is_none());
+        let problem = j.health().problem().expect("reported");
+        assert!(problem.contains("damaged"), "{problem}");
         j.close();
     }
 

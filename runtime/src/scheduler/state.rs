@@ -23,7 +23,7 @@ mod journal;
 mod primitives;
 
 pub use actors::lost_message;
-pub use journal::{Model, Record, Snapshot, Status};
+pub use journal::{Item, Model, Record, SavedTask, Snapshot, Status, Window};
 
 use crate::protocol::{
     ActorSpec, Arg, ErrorKind, FromScheduler, Located, Op, OpReply, Outcome, RunArg, RunTask,

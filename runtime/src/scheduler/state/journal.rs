@@ -48,8 +48,9 @@ pub struct Snapshot {
     stats: crate::protocol::Stats,
 }
 
+/// One task as a snapshot keeps it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-struct SavedTask {
+pub struct SavedTask {
     spec: TaskSpec,
     seq: u64,
     state: SavedState,
@@ -237,6 +238,25 @@ impl Model {
         }
     }
 
+    /// Applies one item of a snapshot file.
+    pub fn apply_item(&mut self, item: Item) {
+        match item {
+            Item::Task(t) => {
+                self.tasks.insert(t.spec.key.clone(), t);
+            }
+            Item::Queue(name, maxsize, items) => {
+                self.queues.insert(name, (maxsize, items.into()));
+            }
+            Item::Stats(s) => self.stats = s,
+            Item::End { .. } => {}
+            other => {
+                for r in other.into_records() {
+                    self.apply(r);
+                }
+            }
+        }
+    }
+
     /// Applies one record.
     pub fn apply(&mut self, record: Record) {
         match record {
@@ -331,53 +351,10 @@ impl Model {
 
     /// This state as records that build it from nothing (for export).
     pub fn into_records(self) -> Vec<Record> {
-        let snapshot = self.into_snapshot();
-        let mut out: Vec<Record> = snapshot
-            .modules
-            .into_iter()
-            .map(|hash| Record::Module { hash })
-            .collect();
-        for t in snapshot.tasks {
-            out.push(Record::Task {
-                seq: t.seq,
-                spec: t.spec,
-                scattered: t.scattered,
-                status: Status {
-                    state: t.state,
-                    holders: t.holders,
-                    retries_left: t.retries_left,
-                    deaths: t.deaths,
-                },
-            });
-        }
-        for (name, maxsize, items) in snapshot.queues {
-            for item in items {
-                out.push(Record::QueuePush {
-                    name: name.clone(),
-                    maxsize,
-                    item,
-                });
-            }
-        }
-        for (name, item) in snapshot.variables {
-            out.push(Record::Variable {
-                name,
-                item: Some(item),
-            });
-        }
-        for name in snapshot.events {
-            out.push(Record::Event { name, set: true });
-        }
-        for (lock, name, max, holders) in snapshot.leases {
-            out.push(Record::Leases {
-                lock,
-                name,
-                max,
-                holders,
-            });
-        }
-        out.push(Record::Stats(snapshot.stats));
-        out
+        self.into_snapshot()
+            .into_items()
+            .flat_map(Item::into_records)
+            .collect()
     }
 
     /// The snapshot of this state.
@@ -402,6 +379,251 @@ impl Model {
                 .collect(),
             stats: self.stats,
         }
+    }
+}
+
+impl SavedTask {
+    /// The task's key.
+    pub fn key(&self) -> &str {
+        &self.spec.key
+    }
+
+    fn set(&mut self, status: Status) {
+        self.state = status.state;
+        self.holders = status.holders;
+        self.retries_left = status.retries_left;
+        self.deaths = status.deaths;
+    }
+
+    fn into_record(self) -> Record {
+        Record::Task {
+            seq: self.seq,
+            spec: self.spec,
+            scattered: self.scattered,
+            status: Status {
+                state: self.state,
+                holders: self.holders,
+                retries_left: self.retries_left,
+                deaths: self.deaths,
+            },
+        }
+    }
+}
+
+/// One entry of a snapshot as written to disk: first everything but the
+/// tasks, then the tasks in key order (so a compaction can merge a
+/// snapshot with later changes as a stream), then [`Item::End`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Item {
+    /// A module's hash.
+    Module(String),
+    /// A queue: name, bound, items.
+    Queue(String, u64, Vec<Arg>),
+    /// A variable and its item.
+    Variable(String, Arg),
+    /// An event that is set.
+    Event(String),
+    /// A lock (`true`) or semaphore: name, leases, holder names.
+    Lease(bool, String, u32, Vec<String>),
+    /// The counters.
+    Stats(Stats),
+    /// A task.
+    Task(SavedTask),
+    /// The end, and how many tasks came before it: a snapshot without it
+    /// was cut short.
+    End {
+        /// Tasks written.
+        tasks: u64,
+    },
+}
+
+impl Item {
+    /// The records that build this item from nothing (for export).
+    pub fn into_records(self) -> Vec<Record> {
+        match self {
+            Item::Module(hash) => vec![Record::Module { hash }],
+            Item::Queue(name, maxsize, items) => items
+                .into_iter()
+                .map(|item| Record::QueuePush {
+                    name: name.clone(),
+                    maxsize,
+                    item,
+                })
+                .collect(),
+            Item::Variable(name, item) => vec![Record::Variable {
+                name,
+                item: Some(item),
+            }],
+            Item::Event(name) => vec![Record::Event { name, set: true }],
+            Item::Lease(lock, name, max, holders) => vec![Record::Leases {
+                lock,
+                name,
+                max,
+                holders,
+            }],
+            Item::Stats(s) => vec![Record::Stats(s)],
+            Item::Task(t) => vec![t.into_record()],
+            Item::End { .. } => Vec::new(),
+        }
+    }
+}
+
+impl Snapshot {
+    /// This snapshot as the items a snapshot file holds, tasks in key
+    /// order ([`Item::End`] not included).
+    pub fn into_items(self) -> impl Iterator<Item = Item> {
+        let mut tasks = self.tasks;
+        tasks.sort_unstable_by(|a, b| a.spec.key.cmp(&b.spec.key));
+        let rest = self.modules.into_iter().map(Item::Module);
+        let queues = self
+            .queues
+            .into_iter()
+            .map(|(n, m, i)| Item::Queue(n, m, i));
+        let variables = self
+            .variables
+            .into_iter()
+            .map(|(n, v)| Item::Variable(n, v));
+        let events = self.events.into_iter().map(Item::Event);
+        let leases = self
+            .leases
+            .into_iter()
+            .map(|(lock, n, max, h)| Item::Lease(lock, n, max, h));
+        rest.chain(queues)
+            .chain(variables)
+            .chain(events)
+            .chain(leases)
+            .chain(std::iter::once(Item::Stats(self.stats)))
+            .chain(tasks.into_iter().map(Item::Task))
+    }
+}
+
+/// A change a stretch of log makes to one task.
+enum Change {
+    /// The whole task, encoded (as small as the log that said it).
+    Whole(Box<[u8]>),
+    /// A new status for a task recorded before the stretch.
+    Status(Status),
+    /// Forgotten.
+    Forget,
+}
+
+fn encode_task(t: &SavedTask) -> Box<[u8]> {
+    use bincode::Options as _;
+    bincode::DefaultOptions::new()
+        .serialize(t)
+        .expect("tasks serialize")
+        .into_boxed_slice()
+}
+
+fn decode_task(bytes: &[u8]) -> SavedTask {
+    use bincode::Options as _;
+    bincode::DefaultOptions::new()
+        .deserialize(bytes)
+        .expect("a task this process encoded decodes")
+}
+
+/// The task changes of the logs a compaction folds, by key: what it costs
+/// grows with those logs, never with the tasks the snapshot already holds,
+/// which stream past it ([`Window::merge`]).
+#[derive(Default)]
+pub struct Window {
+    changes: HashMap<String, Change>,
+}
+
+impl Window {
+    /// Folds one record: changes to tasks into the window, everything else
+    /// into `rest` (which holds no tasks).
+    pub fn apply(&mut self, record: Record, rest: &mut Model) {
+        match record {
+            Record::Task {
+                seq,
+                spec,
+                scattered,
+                status,
+            } => {
+                let key = spec.key.clone();
+                let mut task = SavedTask {
+                    spec,
+                    seq,
+                    state: SavedState::Unfinished,
+                    holders: Vec::new(),
+                    retries_left: 0,
+                    deaths: 0,
+                    scattered,
+                };
+                task.set(status);
+                self.changes.insert(key, Change::Whole(encode_task(&task)));
+            }
+            Record::Status { key, status } => match self.changes.get_mut(&key) {
+                Some(Change::Whole(bytes)) => {
+                    let mut task = decode_task(bytes);
+                    task.set(status);
+                    *bytes = encode_task(&task);
+                }
+                Some(Change::Forget) => {}
+                Some(c @ Change::Status(_)) => *c = Change::Status(status),
+                None => {
+                    self.changes.insert(key, Change::Status(status));
+                }
+            },
+            Record::Forget { key } => {
+                self.changes.insert(key, Change::Forget);
+            }
+            other => rest.apply(other),
+        }
+    }
+
+    /// Merges the window into `old`, a snapshot's tasks in key order,
+    /// handing each task of the result to `out`, in key order. An `old`
+    /// out of key order is an error.
+    pub fn merge<E: From<String>>(
+        self,
+        old: impl Iterator<Item = Result<SavedTask, E>>,
+        mut out: impl FnMut(SavedTask) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut changes: Vec<(String, Change)> = self.changes.into_iter().collect();
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut changes = changes.into_iter().peekable();
+        let mut last: Option<String> = None;
+        for task in old {
+            let mut task = task?;
+            if last.as_deref().is_some_and(|l| l >= task.key()) {
+                return Err(E::from(format!(
+                    "its tasks are out of order at {}",
+                    task.key()
+                )));
+            }
+            // Tasks only the window has, before this one.
+            while let Some((key, _)) = changes.peek()
+                && key.as_str() < task.key()
+            {
+                let (_, change) = changes.next().expect("peeked");
+                if let Change::Whole(bytes) = change {
+                    out(decode_task(&bytes))?;
+                }
+            }
+            last = Some(task.key().to_string());
+            let change = match changes.peek() {
+                Some((key, _)) if key.as_str() == task.key() => changes.next().map(|(_, c)| c),
+                _ => None,
+            };
+            match change {
+                None => out(task)?,
+                Some(Change::Whole(bytes)) => out(decode_task(&bytes))?,
+                Some(Change::Status(status)) => {
+                    task.set(status);
+                    out(task)?
+                }
+                Some(Change::Forget) => {}
+            }
+        }
+        for (_, change) in changes {
+            if let Change::Whole(bytes) = change {
+                out(decode_task(&bytes))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,278 @@
+//! Reading and writing the journal's files a frame at a time, so that
+//! neither recovery nor compaction holds a whole file in memory.
+//!
+//! Both kinds of file are a header followed by frames of
+//! `[length u32][crc32 u32][bincode Vec<T>]`: records in a log, snapshot
+//! [`Item`]s in a snapshot.
+
+use super::{JOURNAL_VERSION, LoadError, MAX_FRAME, SNAPSHOT_MAGIC, version_error};
+use crate::scheduler::state::Item;
+use bincode::Options;
+use serde::de::DeserializeOwned;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+/// Header of a snapshot: magic, version (u32), last log generation it
+/// covers (u64).
+pub(super) const SNAPSHOT_HEADER: usize = 8 + 4 + 8;
+
+/// A frame's items are written once they encode to this many bytes.
+const FRAME_BYTES: usize = 1 << 20;
+
+/// What the next frame of a file is.
+pub(super) enum Frame<T> {
+    /// A whole frame.
+    Batch(Vec<T>),
+    /// The file ends cleanly here.
+    End,
+    /// The file is torn or damaged from here on.
+    Damaged,
+}
+
+/// Frames read one at a time from a file.
+pub(super) struct Frames {
+    file: BufReader<File>,
+    /// Offset of the next frame.
+    pub(super) at: u64,
+}
+
+impl Frames {
+    /// Reads the frames of `file`, whose first `at` bytes (its header)
+    /// were read already.
+    pub(super) fn new(file: BufReader<File>, at: u64) -> Self {
+        Self { file, at }
+    }
+
+    /// The next frame.
+    pub(super) fn next<T: DeserializeOwned>(&mut self) -> io::Result<Frame<T>> {
+        let mut header = [0u8; 8];
+        match read_full(&mut self.file, &mut header)? {
+            0 => return Ok(Frame::End),
+            8 => {}
+            _ => return Ok(Frame::Damaged),
+        }
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        if len > MAX_FRAME {
+            return Ok(Frame::Damaged);
+        }
+        let mut payload = vec![0u8; len];
+        if read_full(&mut self.file, &mut payload)? != len || crc32fast::hash(&payload) != crc {
+            return Ok(Frame::Damaged);
+        }
+        let decoded = bincode::DefaultOptions::new()
+            .with_limit(len as u64 * 8 + 1024)
+            .deserialize(&payload);
+        match decoded {
+            Ok(batch) => {
+                self.at += 8 + len as u64;
+                Ok(Frame::Batch(batch))
+            }
+            Err(_) => Ok(Frame::Damaged),
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+pub(super) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Writes the frame of `payload` (an encoded `Vec<T>`) to `out`.
+pub(super) fn write_frame(out: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    out.write_all(&(payload.len() as u32).to_le_bytes())?;
+    out.write_all(&crc32fast::hash(payload).to_le_bytes())?;
+    out.write_all(payload)
+}
+
+/// A snapshot being written, item by item, to a temporary file that
+/// [`SnapshotWriter::finish`] makes whole and [`install`] puts in place.
+pub(super) struct SnapshotWriter {
+    tmp: PathBuf,
+    file: BufWriter<File>,
+    /// The frame being filled: its items, encoded one after another.
+    payload: Vec<u8>,
+    items: u64,
+    tasks: u64,
+}
+
+impl SnapshotWriter {
+    /// Starts a snapshot covering the logs up to generation `covers`, in
+    /// `tmp` (private to this user: task arguments and granted secrets
+    /// are in it).
+    pub(super) fn create(tmp: PathBuf, covers: u64) -> io::Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        let mut file = BufWriter::with_capacity(1 << 20, f);
+        file.write_all(SNAPSHOT_MAGIC)?;
+        file.write_all(&JOURNAL_VERSION.to_le_bytes())?;
+        file.write_all(&covers.to_le_bytes())?;
+        Ok(Self {
+            tmp,
+            file,
+            payload: Vec::new(),
+            items: 0,
+            tasks: 0,
+        })
+    }
+
+    /// Adds an item.
+    pub(super) fn push(&mut self, item: &Item) -> io::Result<()> {
+        if matches!(item, Item::Task(_)) {
+            self.tasks += 1;
+        }
+        bincode::DefaultOptions::new()
+            .serialize_into(&mut self.payload, item)
+            .map_err(io::Error::other)?;
+        self.items += 1;
+        if self.payload.len() >= FRAME_BYTES {
+            self.flush_frame()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the items so far as one frame: a `Vec<Item>` is its length
+    /// followed by its items, each encoded as on its own.
+    fn flush_frame(&mut self) -> io::Result<()> {
+        if self.items == 0 {
+            return Ok(());
+        }
+        let mut frame = bincode::DefaultOptions::new()
+            .serialize(&self.items)
+            .map_err(io::Error::other)?;
+        frame.extend_from_slice(&self.payload);
+        write_frame(&mut self.file, &frame)?;
+        self.payload.clear();
+        self.items = 0;
+        Ok(())
+    }
+
+    /// Ends the snapshot and syncs it; returns its temporary path.
+    pub(super) fn finish(mut self) -> io::Result<PathBuf> {
+        let end = Item::End { tasks: self.tasks };
+        self.push(&end)?;
+        self.flush_frame()?;
+        self.file.flush()?;
+        self.file.get_ref().sync_all()?;
+        Ok(self.tmp)
+    }
+}
+
+/// Puts a finished snapshot in place of `dest`, durably.
+pub(super) fn install(tmp: &Path, dest: &Path) -> io::Result<()> {
+    std::fs::rename(tmp, dest)?;
+    File::open(dest.parent().unwrap_or(Path::new(".")))?.sync_all()
+}
+
+/// A snapshot read item by item.
+pub(super) struct SnapshotReader {
+    path: PathBuf,
+    frames: Frames,
+    pending: std::vec::IntoIter<Item>,
+    /// The log generations it covers.
+    pub(super) covers: u64,
+    tasks: u64,
+    ended: bool,
+}
+
+impl SnapshotReader {
+    /// Opens the snapshot at `path`; `None` if there is none.
+    pub(super) fn open(path: &Path) -> Result<Option<Self>, LoadError> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(LoadError::Refused(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let mut file = BufReader::with_capacity(1 << 20, file);
+        let mut header = [0u8; SNAPSHOT_HEADER];
+        let n = read_full(&mut file, &mut header)
+            .map_err(|e| LoadError::Refused(format!("cannot read {}: {e}", path.display())))?;
+        if n < 12 || &header[..8] != SNAPSHOT_MAGIC {
+            return Err(LoadError::Damaged(format!(
+                "{} is not a dtask journal snapshot (or is damaged)",
+                path.display()
+            )));
+        }
+        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        if version != JOURNAL_VERSION {
+            return Err(version_error(path, version));
+        }
+        if n < SNAPSHOT_HEADER {
+            return Err(LoadError::Damaged(format!(
+                "the journal snapshot {} is cut short",
+                path.display()
+            )));
+        }
+        Ok(Some(Self {
+            path: path.to_path_buf(),
+            frames: Frames::new(file, SNAPSHOT_HEADER as u64),
+            pending: Vec::new().into_iter(),
+            covers: u64::from_le_bytes(header[12..20].try_into().expect("8 bytes")),
+            tasks: 0,
+            ended: false,
+        }))
+    }
+
+    fn damaged(&self, why: &str) -> LoadError {
+        LoadError::Damaged(format!(
+            "the journal snapshot {} is damaged ({why} at byte {})",
+            self.path.display(),
+            self.frames.at
+        ))
+    }
+
+    /// The next item; `None` after the last.
+    pub(super) fn next_item(&mut self) -> Result<Option<Item>, LoadError> {
+        loop {
+            if let Some(item) = self.pending.next() {
+                match &item {
+                    Item::Task(_) => self.tasks += 1,
+                    Item::End { tasks } => {
+                        if *tasks != self.tasks {
+                            return Err(self.damaged("it holds fewer tasks than it says"));
+                        }
+                        self.ended = true;
+                        return Ok(None);
+                    }
+                    _ => {}
+                }
+                return Ok(Some(item));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.frames.next::<Item>() {
+                Ok(Frame::Batch(items)) => self.pending = items.into_iter(),
+                Ok(Frame::End) => return Err(self.damaged("it ends early")),
+                Ok(Frame::Damaged) => return Err(self.damaged("a checksum or length is wrong")),
+                Err(e) => {
+                    return Err(LoadError::Refused(format!(
+                        "cannot read {}: {e}",
+                        self.path.display()
+                    )));
+                }
+            }
+        }
+    }
+}
