@@ -35,7 +35,7 @@
 
 mod files;
 
-use super::state::{Item, Model, Record, Snapshot, Window};
+use super::state::{Item, Model, Record, SavedTask, Snapshot, Window};
 use bincode::Options;
 use bytes::Bytes;
 use files::{Frame, Frames, SNAPSHOT_HEADER, SnapshotReader, SnapshotWriter, read_full};
@@ -134,10 +134,35 @@ pub struct Journal {
 
 /// What a journal directory held when opened.
 pub struct Recovered {
-    /// The state it recorded.
+    /// The state it recorded but its tasks, which
+    /// [`Recovered::tasks`] streams.
     pub snapshot: Snapshot,
     /// The modules it names, by hash.
     pub modules: HashMap<String, Bytes>,
+    fold: Fold,
+}
+
+impl Recovered {
+    /// Hands each task the journal recorded to `each` (in key order, one at
+    /// a time: never all in memory at once); returns how many there were.
+    pub fn tasks(self, mut each: impl FnMut(SavedTask)) -> Result<u64, String> {
+        let mut n = 0;
+        self.fold.tasks(|t| {
+            n += 1;
+            each(t);
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// The whole state, tasks included, in memory.
+    pub fn into_snapshot(mut self) -> Result<Snapshot, String> {
+        let mut snapshot = Snapshot::empty();
+        std::mem::swap(&mut snapshot, &mut self.snapshot);
+        let mut tasks = Vec::new();
+        self.tasks(|t| tasks.push(t))?;
+        Ok(snapshot.with_tasks(tasks))
+    }
 }
 
 impl Journal {
@@ -149,8 +174,16 @@ impl Journal {
             .and_then(|()| private_dir(&dir.join(MODULES)))
             .map_err(|e| format!("cannot create the journal in {}: {e}", dir.display()))?;
         let mut problem = None;
-        let (model, last_generation) = match load(dir, None, true) {
-            Ok(found) => found,
+        let verified = match SnapshotReader::open(&dir.join(SNAPSHOT)) {
+            Ok(Some(reader)) => reader.verify(),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let (fold, last_generation) = match verified.and_then(|()| fold(dir, None, true)) {
+            Ok(found) => {
+                let last = found.last;
+                (found.found.then_some(found), last)
+            }
             Err(LoadError::Refused(why)) => return Err(why),
             Err(LoadError::Damaged(why)) => {
                 let aside = set_aside(dir)
@@ -164,10 +197,10 @@ impl Journal {
                 (None, 0)
             }
         };
-        let recovered = match model {
+        let recovered = match fold {
             None => None,
-            Some(model) => {
-                let snapshot = model.into_snapshot();
+            Some(mut fold) => {
+                let snapshot = std::mem::take(&mut fold.rest).into_snapshot();
                 let mut modules = HashMap::new();
                 for hash in snapshot.modules() {
                     let file = dir.join(MODULES).join(format!("{hash}.wasm"));
@@ -183,7 +216,11 @@ impl Journal {
                         }
                     }
                 }
-                Some(Recovered { snapshot, modules })
+                Some(Recovered {
+                    snapshot,
+                    modules,
+                    fold,
+                })
             }
         };
         let health = Arc::new(Health::default());
@@ -544,58 +581,112 @@ fn write_snapshot(
 /// stream (see the module docs); returns its temporary file and how many
 /// tasks it holds.
 fn compact(dir: &Path, upto: u64) -> Result<(PathBuf, u64), String> {
-    let message = |e: LoadError| match e {
+    let mut found = fold(dir, Some(upto), false).map_err(|e| match e {
         LoadError::Damaged(m) | LoadError::Refused(m) => format!("cannot compact the journal: {m}"),
-    };
-    let mut old = SnapshotReader::open(&dir.join(SNAPSHOT)).map_err(message)?;
-    let covered = old.as_ref().map_or(0, |r| r.covers);
-    // Everything but the tasks comes first, and is small.
-    let mut rest = Model::default();
-    let mut first = None;
-    if let Some(r) = &mut old {
-        while let Some(item) = r.next_item().map_err(message)? {
-            match item {
-                Item::Task(t) => {
-                    first = Some(t);
-                    break;
-                }
-                other => rest.apply_item(other),
-            }
-        }
-    }
-    let mut window = Window::default();
-    for generation in log_gens(dir)
-        .into_iter()
-        .filter(|g| *g > covered && *g <= upto)
-    {
-        let stopped =
-            read_log(dir, generation, false, |r| window.apply(r, &mut rest)).map_err(message)?;
-        if stopped {
-            // Damaged from here on: what follows cannot be trusted.
-            break;
-        }
-    }
+    })?;
     let write = |e: std::io::Error| format!("cannot compact the journal in {}: {e}", dir.display());
     let tmp = dir.join(format!(".{SNAPSHOT}.compact.tmp"));
     let mut w = SnapshotWriter::create(tmp, upto).map_err(write)?;
-    for item in rest.into_snapshot().into_items() {
+    for item in std::mem::take(&mut found.rest).into_snapshot().into_items() {
         w.push(&item).map_err(write)?;
     }
-    let old_tasks = first.into_iter().map(Ok).chain(std::iter::from_fn(|| {
-        let r = old.as_mut()?;
-        match r.next_item() {
-            Ok(Some(Item::Task(t))) => Some(Ok(t)),
-            Ok(Some(other)) => Some(Err(format!("{other:?} among the tasks"))),
-            Ok(None) => None,
-            Err(e) => Some(Err(message(e))),
-        }
-    }));
     let mut tasks = 0u64;
-    window.merge(old_tasks, |t| {
+    found.tasks(|t| {
         tasks += 1;
         w.push(&Item::Task(t)).map_err(write)
     })?;
     Ok((w.finish().map_err(write)?, tasks))
+}
+
+/// A journal directory read up to its tasks: everything but the tasks
+/// (small) in `rest`, the logs' changes to tasks in `window`, and the
+/// snapshot's tasks still to be read, which [`Fold::tasks`] merges with
+/// the window as a stream.
+#[derive(Default)]
+struct Fold {
+    rest: Model,
+    window: Window,
+    old: Option<SnapshotReader>,
+    /// The snapshot's first task, read while looking for the end of `rest`.
+    first: Option<SavedTask>,
+    /// The last log generation read.
+    last: u64,
+    /// Whether there was a snapshot or a log at all.
+    found: bool,
+}
+
+impl Fold {
+    /// Hands every task of the folded state to `out`, in key order.
+    fn tasks(self, out: impl FnMut(SavedTask) -> Result<(), String>) -> Result<(), String> {
+        let mut old = self.old;
+        let old_tasks = self
+            .first
+            .into_iter()
+            .map(Ok)
+            .chain(std::iter::from_fn(move || {
+                let r = old.as_mut()?;
+                match r.next_item() {
+                    Ok(Some(Item::Task(t))) => Some(Ok(t)),
+                    Ok(Some(other)) => Some(Err(format!(
+                        "the journal snapshot has {other:?} among its tasks"
+                    ))),
+                    Ok(None) => None,
+                    Err(LoadError::Damaged(m) | LoadError::Refused(m)) => Some(Err(m)),
+                }
+            }));
+        self.window.merge(old_tasks, out)
+    }
+}
+
+/// Reads the snapshot in `dir` up to its tasks, and folds the logs after
+/// it (up to `upto`, if given). With `repair`, a damaged log tail is cut
+/// off (and later logs set aside) so appending can go on after what was
+/// recovered.
+fn fold(dir: &Path, upto: Option<u64>, repair: bool) -> Result<Fold, LoadError> {
+    let mut f = Fold::default();
+    let mut covered = 0;
+    if let Some(mut reader) = SnapshotReader::open(&dir.join(SNAPSHOT))? {
+        f.found = true;
+        covered = reader.covers;
+        while let Some(item) = reader.next_item()? {
+            match item {
+                Item::Task(t) => {
+                    f.first = Some(t);
+                    break;
+                }
+                other => f.rest.apply_item(other),
+            }
+        }
+        f.old = Some(reader);
+    }
+    f.last = covered;
+    let generations: Vec<u64> = log_gens(dir)
+        .into_iter()
+        .filter(|g| *g > covered && upto.is_none_or(|u| *g <= u))
+        .collect();
+    let mut damaged_after = None;
+    for generation in generations {
+        if let Some(bad) = damaged_after {
+            if repair {
+                let from = log_path(dir, generation);
+                let to = dir.join(format!("log-{generation:012}.after-damage-in-{bad}"));
+                tracing::error!(
+                    "journal log {} follows a damaged one; set aside as {}",
+                    from.display(),
+                    to.display()
+                );
+                let _ = std::fs::rename(from, to);
+            }
+            continue;
+        }
+        f.last = generation;
+        f.found = true;
+        let (window, rest) = (&mut f.window, &mut f.rest);
+        if read_log(dir, generation, repair, |r| window.apply(r, rest))? {
+            damaged_after = Some(generation);
+        }
+    }
+    Ok(f)
 }
 
 /// Why a journal could not be read.
@@ -613,19 +704,6 @@ fn version_error(path: &Path, found: u32) -> LoadError {
          {JOURNAL_VERSION}; run the dtask that wrote it, or move the journal away to start afresh",
         path.display()
     ))
-}
-
-/// The snapshot in `dir` as a model, and the last log generation it
-/// covers; `(None, 0)` if there is none.
-fn load_snapshot(dir: &Path) -> Result<(Option<Model>, u64), LoadError> {
-    let Some(mut reader) = SnapshotReader::open(&dir.join(SNAPSHOT))? else {
-        return Ok((None, 0));
-    };
-    let mut model = Model::default();
-    while let Some(item) = reader.next_item()? {
-        model.apply_item(item);
-    }
-    Ok((Some(model), reader.covers))
 }
 
 /// Hands each record of log `generation` to `each`, in order. A damaged
@@ -683,41 +761,6 @@ fn read_log(
             }
         }
     }
-}
-
-/// Folds the snapshot and the logs after it (up to `upto`, if given) into a
-/// model; also returns the last log generation seen. With `repair`, a
-/// damaged log tail is cut off (and later logs set aside) so appending can
-/// go on after what was recovered.
-fn load(dir: &Path, upto: Option<u64>, repair: bool) -> Result<(Option<Model>, u64), LoadError> {
-    let (mut model, covered) = load_snapshot(dir)?;
-    let mut last = covered;
-    let generations: Vec<u64> = log_gens(dir)
-        .into_iter()
-        .filter(|g| *g > covered && upto.is_none_or(|u| *g <= u))
-        .collect();
-    let mut damaged_after = None;
-    for generation in generations {
-        if let Some(bad) = damaged_after {
-            if repair {
-                let from = log_path(dir, generation);
-                let to = dir.join(format!("log-{generation:012}.after-damage-in-{bad}"));
-                tracing::error!(
-                    "journal log {} follows a damaged one; set aside as {}",
-                    from.display(),
-                    to.display()
-                );
-                let _ = std::fs::rename(from, to);
-            }
-            continue;
-        }
-        last = generation;
-        let m = model.get_or_insert_with(Model::default);
-        if read_log(dir, generation, repair, |r| m.apply(r))? {
-            damaged_after = Some(generation);
-        }
-    }
-    Ok((model, last))
 }
 
 /// Every record a journal directory holds, in order: the snapshot's state
@@ -812,7 +855,7 @@ mod tests {
     }
 
     fn records_of(r: Recovered) -> Vec<Record> {
-        Model::from_snapshot(r.snapshot).into_records()
+        Model::from_snapshot(r.into_snapshot().unwrap()).into_records()
     }
 
     fn only_log(dir: &Path) -> PathBuf {

@@ -133,17 +133,24 @@ impl Scheduler {
             None => None,
             Some(dir) => match Journal::open(dir, self.options.journal_options.clone()) {
                 Ok((journal, recovered)) => {
-                    if let Some(r) = recovered {
-                        let tasks = r.snapshot.len();
-                        match state.restore(r.snapshot) {
-                            Ok(restored) => {
+                    if let Some(mut r) = recovered {
+                        let began = std::time::Instant::now();
+                        let rest = std::mem::replace(&mut r.snapshot, state::Snapshot::empty());
+                        let found = std::mem::take(&mut r.modules);
+                        let restored = r
+                            .tasks(|t| state.restore_task(t))
+                            .and_then(|tasks| Ok((tasks, state.finish_restore(rest)?)));
+                        match restored {
+                            Ok((tasks, restored)) => {
                                 tracing::info!(
-                                    "resumed {tasks} tasks and {} modules from the journal in {}",
-                                    r.modules.len(),
-                                    dir.display()
+                                    "resumed {tasks} tasks and {} modules from the journal in {} \
+                                     in {:?}",
+                                    found.len(),
+                                    dir.display(),
+                                    began.elapsed()
                                 );
                                 state = restored;
-                                modules = r.modules;
+                                modules = found;
                                 let closer = timers.clone();
                                 let grace = self.options.rejoin_grace;
                                 tokio::spawn(async move {

@@ -1282,7 +1282,11 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     );
     journal.close();
     let (journal, found) = Journal::open(dir.path(), options).unwrap();
-    let recovered = found.expect("recovered").snapshot.canonical();
+    let recovered = found
+        .expect("recovered")
+        .into_snapshot()
+        .unwrap()
+        .canonical();
     assert_eq!(recovered, s.snapshot().canonical());
     journal.close();
 }

@@ -45,8 +45,8 @@ impl Frames {
         Self { file, at }
     }
 
-    /// The next frame.
-    pub(super) fn next<T: DeserializeOwned>(&mut self) -> io::Result<Frame<T>> {
+    /// The next frame's payload, its checksum checked, not decoded.
+    fn next_payload(&mut self) -> io::Result<Frame<u8>> {
         let mut header = [0u8; 8];
         match read_full(&mut self.file, &mut header)? {
             0 => return Ok(Frame::End),
@@ -62,17 +62,33 @@ impl Frames {
         if read_full(&mut self.file, &mut payload)? != len || crc32fast::hash(&payload) != crc {
             return Ok(Frame::Damaged);
         }
-        let decoded = bincode::DefaultOptions::new()
-            .with_limit(len as u64 * 8 + 1024)
-            .deserialize(&payload);
-        match decoded {
-            Ok(batch) => {
-                self.at += 8 + len as u64;
-                Ok(Frame::Batch(batch))
+        self.at += 8 + len as u64;
+        Ok(Frame::Batch(payload))
+    }
+
+    /// The next frame.
+    pub(super) fn next<T: DeserializeOwned>(&mut self) -> io::Result<Frame<T>> {
+        let at = self.at;
+        let payload = match self.next_payload()? {
+            Frame::Batch(p) => p,
+            Frame::End => return Ok(Frame::End),
+            Frame::Damaged => return Ok(Frame::Damaged),
+        };
+        match decode(&payload) {
+            Some(batch) => Ok(Frame::Batch(batch)),
+            None => {
+                self.at = at;
+                Ok(Frame::Damaged)
             }
-            Err(_) => Ok(Frame::Damaged),
         }
     }
+}
+
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Option<Vec<T>> {
+    bincode::DefaultOptions::new()
+        .with_limit(payload.len() as u64 * 8 + 1024)
+        .deserialize(payload)
+        .ok()
 }
 
 /// Reads until `buf` is full or the file ends; returns how much was read.
@@ -232,6 +248,33 @@ impl SnapshotReader {
             tasks: 0,
             ended: false,
         }))
+    }
+
+    /// Checks the whole snapshot before anything is restored from it:
+    /// every frame's checksum, and the end mark in the last one.
+    pub(super) fn verify(mut self) -> Result<(), LoadError> {
+        let mut last = None;
+        loop {
+            match self.frames.next_payload() {
+                Ok(Frame::Batch(p)) => last = Some(p),
+                Ok(Frame::End) => break,
+                Ok(Frame::Damaged) => return Err(self.damaged("a checksum or length is wrong")),
+                Err(e) => {
+                    return Err(LoadError::Refused(format!(
+                        "cannot read {}: {e}",
+                        self.path.display()
+                    )));
+                }
+            }
+        }
+        let ends = last
+            .and_then(|p| decode::<Item>(&p))
+            .is_some_and(|items| matches!(items.last(), Some(Item::End { .. })));
+        if ends {
+            Ok(())
+        } else {
+            Err(self.damaged("it ends early"))
+        }
     }
 
     fn damaged(&self, why: &str) -> LoadError {

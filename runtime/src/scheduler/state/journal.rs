@@ -86,6 +86,12 @@ impl Snapshot {
         self.tasks.is_empty()
     }
 
+    /// This snapshot with `tasks` (in any order) instead of its own.
+    pub fn with_tasks(mut self, tasks: Vec<SavedTask>) -> Self {
+        self.tasks = tasks;
+        self
+    }
+
     /// An empty snapshot.
     pub fn empty() -> Self {
         Model::default().into_snapshot()
@@ -686,7 +692,83 @@ impl Scheduler {
 
     /// A scheduler in the state `snapshot` saved: finished keys stay
     /// finished, unfinished tasks wait to run again.
-    pub fn restore(mut self, snapshot: Snapshot) -> Result<Self, String> {
+    pub fn restore(mut self, mut snapshot: Snapshot) -> Result<Self, String> {
+        for saved in std::mem::take(&mut snapshot.tasks) {
+            self.restore_task(saved);
+        }
+        self.finish_restore(snapshot)
+    }
+
+    /// Restores one task of a snapshot, in any order; then
+    /// [`Scheduler::finish_restore`].
+    pub fn restore_task(&mut self, saved: SavedTask) {
+        let key: super::Key = saved.spec.key.as_str().into();
+        let mut deps: Vec<super::Key> = Vec::new();
+        for arg in &saved.spec.args {
+            if let Arg::Future(d) = arg
+                && !deps.iter().any(|k| **k == **d)
+            {
+                // Shared with the input's entry by finish_restore.
+                deps.push(d.as_str().into());
+            }
+        }
+        let mut holders = super::Holders::default();
+        for h in &saved.holders {
+            let name = self.note_hold(h, key.clone());
+            holders.insert(&name);
+        }
+        let state = match saved.state {
+            SavedState::Unfinished => State::Pending { waiting_on: 0 },
+            SavedState::Finished {
+                inline: Some(inline),
+                nbytes,
+            } => State::Finished {
+                result: Stored {
+                    inline: Some(inline),
+                    who_has: Vec::new(),
+                    nbytes,
+                },
+            },
+            // Its data is on a worker, if anywhere: until that worker
+            // reports it, it is known by its recipe (scattered data has
+            // none, and is lost if no worker reports it in time).
+            SavedState::Finished { inline: None, .. } => {
+                if saved.scattered {
+                    self.unreported_scatters.push(key.to_string());
+                }
+                State::Released
+            }
+            SavedState::Error(e) => State::Error(Box::new(e)),
+            SavedState::Cancelled => State::Cancelled,
+            SavedState::Lost => State::Lost,
+            SavedState::Released => State::Released,
+        };
+        self.seq = self.seq.max(saved.seq);
+        self.tasks.insert(
+            key,
+            Task {
+                recipe: super::Recipe::new(saved.spec, &mut self.names),
+                seq: saved.seq,
+                state,
+                deps: deps.into_boxed_slice(),
+                dependents: Vec::new(),
+                needed_by: 0,
+                holders,
+                watchers: Vec::new(),
+                retries_left: saved.retries_left,
+                deaths: saved.deaths,
+                journaled: 0,
+                // No request waits for restored scattered data.
+                scatter: saved.scattered.then_some((0, 0)),
+            },
+        );
+    }
+
+    /// Ends a restore begun with [`Scheduler::restore_task`]: links inputs
+    /// to their dependents, queues unfinished tasks, and restores the rest
+    /// of `snapshot` (its modules, counters and primitives; its tasks, if
+    /// any, are ignored).
+    pub fn finish_restore(mut self, snapshot: Snapshot) -> Result<Self, String> {
         if snapshot.version != SNAPSHOT_VERSION {
             return Err(format!(
                 "the journal has snapshot version {}, this dtask reads version {SNAPSHOT_VERSION}",
@@ -695,77 +777,30 @@ impl Scheduler {
         }
         self.modules.extend(snapshot.modules);
         self.stats = snapshot.stats;
+        let mut keys: Vec<(u64, super::Key)> = self
+            .tasks
+            .map
+            .iter()
+            .map(|(k, t)| (t.seq, k.clone()))
+            .collect();
+        // In submission order, as the tasks were first queued.
+        keys.sort_unstable_by_key(|(seq, _)| *seq);
         let mut unfinished = Vec::new();
-        for saved in snapshot.tasks {
-            let key: super::Key = saved.spec.key.as_str().into();
-            let mut deps: Vec<super::Key> = Vec::new();
-            for arg in &saved.spec.args {
-                if let Arg::Future(d) = arg
-                    && !deps.iter().any(|k| **k == **d)
-                {
-                    // Inputs come first in a snapshot, so the key is
-                    // shared with the input's entry.
-                    deps.push(self.tasks.key(d).unwrap_or_else(|| d.as_str().into()));
-                }
+        for (_, key) in keys {
+            let task = self.tasks.map.get_mut(&key).expect("listed");
+            let mut deps = std::mem::take(&mut task.deps).into_vec();
+            if matches!(task.state, State::Pending { .. }) {
+                unfinished.push(key.clone());
             }
-            for d in &deps {
+            for d in &mut deps {
+                if let Some(shared) = self.tasks.key(d) {
+                    *d = shared;
+                }
                 if let Some(dep) = self.tasks.get_mut(d) {
                     dep.dependents.push(key.clone());
                 }
             }
-            let mut holders = super::Holders::default();
-            for h in &saved.holders {
-                let name = self.note_hold(h, key.clone());
-                holders.insert(&name);
-            }
-            let state = match saved.state {
-                SavedState::Unfinished => {
-                    unfinished.push(key.clone());
-                    State::Pending { waiting_on: 0 }
-                }
-                SavedState::Finished {
-                    inline: Some(inline),
-                    nbytes,
-                } => State::Finished {
-                    result: Stored {
-                        inline: Some(inline),
-                        who_has: Vec::new(),
-                        nbytes,
-                    },
-                },
-                // Its data is on a worker, if anywhere: until that worker
-                // reports it, it is known by its recipe (scattered data has
-                // none, and is lost if no worker reports it in time).
-                SavedState::Finished { inline: None, .. } => {
-                    if saved.scattered {
-                        self.unreported_scatters.push(key.to_string());
-                    }
-                    State::Released
-                }
-                SavedState::Error(e) => State::Error(Box::new(e)),
-                SavedState::Cancelled => State::Cancelled,
-                SavedState::Lost => State::Lost,
-                SavedState::Released => State::Released,
-            };
-            self.seq = self.seq.max(saved.seq);
-            self.tasks.insert(
-                key,
-                Task {
-                    recipe: super::Recipe::new(saved.spec, &mut self.names),
-                    seq: saved.seq,
-                    state,
-                    deps: deps.into_boxed_slice(),
-                    dependents: Vec::new(),
-                    needed_by: 0,
-                    holders,
-                    watchers: Vec::new(),
-                    retries_left: saved.retries_left,
-                    deaths: saved.deaths,
-                    journaled: 0,
-                    // No request waits for restored scattered data.
-                    scatter: saved.scattered.then_some((0, 0)),
-                },
-            );
+            self.tasks.map.get_mut(&key).expect("listed").deps = deps.into_boxed_slice();
         }
         for key in &unfinished {
             for d in self.tasks[key].deps.clone() {
@@ -833,7 +868,12 @@ impl Scheduler {
     }
 }
 
-/// A nonzero fingerprint of what the journal records of a task's status.
+/// What `Task::journaled` says of a task the journal holds, whose status
+/// it has not fingerprinted: even, so no fingerprint (odd) equals it.
+const RECORDED: u64 = 2;
+
+/// A nonzero, odd fingerprint of what the journal records of a task's
+/// status.
 fn fingerprint(status: &Status) -> u64 {
     use std::hash::Hasher;
     let mut h = rustc_hash::FxHasher::default();
@@ -846,10 +886,11 @@ impl Scheduler {
     /// taking the current state as already recorded (call it right after
     /// [`Scheduler::restore`], or on an empty scheduler).
     pub fn enable_journal(&mut self) {
-        let keys: Vec<super::Key> = self.tasks.map.keys().cloned().collect();
-        for key in keys {
-            let status = self.status_of(&self.tasks.map[&key]);
-            self.tasks.map.get_mut(&key).expect("present").journaled = fingerprint(&status);
+        // Recorded, though not by a fingerprint: a task touched later
+        // records its status once more, which is cheaper than
+        // fingerprinting every task of a big restore now.
+        for t in self.tasks.map.values_mut() {
+            t.journaled = RECORDED;
         }
         self.tasks.dirty = Some(HashSet::default());
         self.prims.dirty = Some(PrimDirty::default());
