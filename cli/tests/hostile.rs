@@ -239,9 +239,12 @@ fn a_subscriber_that_stops_reading_is_cut_off_while_others_are_served() {
     // Everyone else is served meanwhile.
     let key = c.submit("inc", &["1"]);
     assert_eq!(c.ok(&["gather", &key]), "2");
+    // Kept for it: its 8 MiB buffer, plus what the allocator has not yet
+    // given back of the 100 MB that went past; keeping every message would
+    // be over 100 MiB.
     let grown = mib(c.pid(), "VmRSS").saturating_sub(before);
     assert!(
-        grown <= 40,
+        grown <= 64,
         "the scheduler kept {grown} MiB for the stopped subscriber"
     );
     // SAFETY: as above.
