@@ -128,6 +128,9 @@ impl Health {
 /// Hands writes to the journal's thread.
 pub struct Journal {
     tx: mpsc::Sender<Write>,
+    /// Records appended since the last [`Journal::hand_over`]: handed to
+    /// the writer a batch of events at a time, not one wake-up per event.
+    pending: Mutex<Vec<Record>>,
     thread: std::thread::JoinHandle<()>,
     health: Arc<Health>,
 }
@@ -243,11 +246,36 @@ impl Journal {
             .name("dtask-journal".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| format!("cannot start the journal writer: {e}"))?;
-        Ok((Self { tx, thread, health }, recovered))
+        let pending = Mutex::default();
+        Ok((
+            Self {
+                tx,
+                pending,
+                thread,
+                health,
+            },
+            recovered,
+        ))
     }
 
-    /// Appends records (written in the background).
+    /// Appends records, handed to the writer at the next
+    /// [`Journal::hand_over`] (or any other write), and written in the
+    /// background.
     pub fn append(&self, records: Vec<Record>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut pending = self.pending.lock().expect("pending lock");
+        if pending.is_empty() {
+            *pending = records;
+        } else {
+            pending.extend(records);
+        }
+    }
+
+    /// Hands the records appended so far to the writer.
+    pub fn hand_over(&self) {
+        let records = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
         if !records.is_empty() {
             let _ = self.tx.send(Write::Records(records));
         }
@@ -255,6 +283,7 @@ impl Journal {
 
     /// Records a module.
     pub fn module(&self, hash: &str, bytes: Bytes) {
+        self.hand_over();
         let _ = self.tx.send(Write::Module(hash.to_string(), bytes));
     }
 
@@ -266,6 +295,8 @@ impl Journal {
 
     /// Writes the whole state (after writing failed).
     pub fn snapshot(&self, snapshot: Snapshot) {
+        // Records of what the snapshot already holds must not follow it.
+        self.pending.lock().expect("pending lock").clear();
         let _ = self.tx.send(Write::Snapshot(snapshot));
     }
 
@@ -276,6 +307,7 @@ impl Journal {
 
     /// Waits until everything handed over so far is written and synced.
     pub fn flush(&self) {
+        self.hand_over();
         let (tx, rx) = mpsc::channel();
         if self.tx.send(Write::Flush(tx)).is_ok() {
             let _ = rx.recv();
@@ -285,12 +317,14 @@ impl Journal {
     /// Forgets the state (after a requested shutdown: nothing to resume),
     /// and waits for the writer to finish.
     pub fn clear(self) {
+        self.pending.lock().expect("pending lock").clear();
         let _ = self.tx.send(Write::Clear);
         self.close();
     }
 
     /// Waits until everything handed over is written.
     pub fn close(self) {
+        self.hand_over();
         drop(self.tx);
         let _ = self.thread.join();
     }

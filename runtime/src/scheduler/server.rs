@@ -173,7 +173,13 @@ impl Scheduler {
                 }
             },
         };
-        core_loop(in_rx, timers, self.options.clone(), state, modules, journal).await;
+        // On the runtime's worker threads, beside the connections' readers
+        // and writers: handing messages between them is then a queue push
+        // on the same thread far more often than a wake-up of another.
+        let core = core_loop(in_rx, timers, self.options.clone(), state, modules, journal);
+        if let Err(e) = tokio::spawn(core).await {
+            tracing::error!("the scheduler's core stopped: {e}");
+        }
         accept.abort();
         checker.abort();
     }
@@ -283,6 +289,10 @@ struct Core {
     faults: super::faults::Faults,
 }
 
+/// Most inbound messages the core handles in one turn before handing the
+/// journal what they changed.
+const TURN: usize = 256;
+
 async fn core_loop(
     mut in_rx: mpsc::Receiver<Inbound>,
     timers: mpsc::Sender<Inbound>,
@@ -308,12 +318,28 @@ async fn core_loop(
         shutting_down: false,
         faults: super::faults::Faults::from_env(),
     };
-    while let Some(inbound) = in_rx.recv().await {
-        core.inbound(inbound);
-        core.drop_overflowed();
-        if core.shutting_down {
-            break;
+    'serve: while let Some(inbound) = in_rx.recv().await {
+        // What else has arrived is handled in the same turn, so the journal
+        // gets one batch of records, not a wake-up per event.
+        let mut next = Some(inbound);
+        let mut turn = 0;
+        while let Some(inbound) = next.take() {
+            core.inbound(inbound);
+            core.drop_overflowed();
+            if core.shutting_down {
+                break 'serve;
+            }
+            turn += 1;
+            if turn < TURN {
+                next = in_rx.try_recv().ok();
+            }
         }
+        if let Some(j) = &core.journal {
+            j.hand_over();
+        }
+    }
+    if let Some(j) = &core.journal {
+        j.hand_over();
     }
     // Give workers a moment to receive their shutdown and hang up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
