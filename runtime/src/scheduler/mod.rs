@@ -9,6 +9,8 @@ pub mod state;
 #[cfg(test)]
 mod actor_tests;
 #[cfg(test)]
+mod nemesis_tests;
+#[cfg(test)]
 mod primitive_tests;
 #[cfg(test)]
 mod tests;
