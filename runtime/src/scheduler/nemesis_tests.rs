@@ -2,7 +2,8 @@
 //! while proptest chooses, step by step, which message is delivered next:
 //! messages are delayed and reordered across connections (never within
 //! one, as TCP keeps them), `Run` messages are dropped, workers die with
-//! work in hand and new ones join. A failing schedule is shrunk to a short
+//! work in hand and new ones join, and the scheduler restarts from its
+//! durable state (its workers and client reconnect). A failing schedule is shrunk to a short
 //! one. After the faults, the cluster heals (messages flow, workers work
 //! and beat) and every key must be answered.
 //!
@@ -66,6 +67,10 @@ enum Step {
     Kill(usize),
     /// A new worker joins.
     Join,
+    /// The scheduler restarts from its durable state: every connection
+    /// breaks, workers drop what they have in hand and rejoin, and the
+    /// client asks again for every key.
+    Restart,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -79,6 +84,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => w.clone().prop_map(Step::DropRun),
         1 => w.prop_map(Step::Kill),
         1 => Just(Step::Join),
+        1 => Just(Step::Restart),
     ]
 }
 
@@ -165,6 +171,41 @@ impl Sim {
         let id = FIRST_WORKER + self.workers.len() as u64;
         self.workers.push(SimWorker::default());
         self.handle(joined(id, 1));
+        // As a worker (re)joining does: it reports what it holds (small
+        // results live with the scheduler, so nothing here).
+        self.handle(Event::WorkerHolds {
+            worker: id,
+            results: Vec::new(),
+        });
+    }
+
+    fn restart(&mut self) {
+        let snapshot = self.s.snapshot();
+        self.s = Scheduler::new()
+            .restore(snapshot)
+            .expect("a snapshot restores");
+        let live = self.workers.iter().filter(|w| !w.dead).count();
+        // The old connections are gone, with whatever was in flight; a
+        // worker stops what it had in hand (no death: it did not crash)
+        // and joins again under a new id.
+        for w in &mut self.workers {
+            *w = SimWorker {
+                dead: true,
+                ..SimWorker::default()
+            };
+        }
+        self.handle(Event::ClientConnected {
+            client: CLIENT,
+            name: Some("nemesis".into()),
+        });
+        for _ in 0..live {
+            self.join();
+        }
+        let keys = self.expected.keys().cloned().collect();
+        self.handle(Event::Watch {
+            client: CLIENT,
+            keys,
+        });
     }
 
     fn handle(&mut self, event: Event) {
@@ -334,8 +375,13 @@ impl Sim {
                 });
             }
             Step::Join => {
-                if self.workers.len() < 8 {
+                if self.workers.len() < 16 {
                     self.join();
+                }
+            }
+            Step::Restart => {
+                if self.workers.len() < 16 {
+                    self.restart();
                 }
             }
         }
@@ -353,6 +399,9 @@ impl Sim {
         if self.workers.iter().all(|w| w.dead) {
             self.join();
         }
+        // Data nobody reported by now is lost (nothing here: small results
+        // live with the scheduler).
+        self.handle(Event::RejoinWindowClosed);
         for round in 0..2_000 {
             for i in 0..self.workers.len() {
                 while !self.workers[i].inbox.is_empty() {
