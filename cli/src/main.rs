@@ -154,8 +154,12 @@ fn client_runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DTASK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: log files stay plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

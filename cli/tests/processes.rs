@@ -72,6 +72,32 @@ fn submit_starts_the_local_default_and_shutdown_stops_it() {
         !alive(pid) && workers.iter().all(|w| !alive(*w))
     });
     assert!(!state.path().join("local.toml").exists());
+    // Its log is plain text, without a warning for each command's check
+    // that the cluster is there.
+    let log = std::fs::read_to_string(state.path().join("local.log")).unwrap();
+    assert!(log.contains("scheduler on"), "{log}");
+    assert!(!log.contains('\x1b'), "colour codes in the log: {log:?}");
+    assert!(!log.contains("WARN"), "{log}");
+    // The next local cluster adds to the log instead of replacing it.
+    let out = dtask(&["submit", tasks_wasm(), "inc", "2"]);
+    let record = std::fs::read_to_string(state.path().join("local.toml")).unwrap_or_default();
+    let second: Option<u32> = record
+        .lines()
+        .find_map(|l| l.strip_prefix("pid = "))
+        .and_then(|p| p.trim().parse().ok());
+    let _guard = KillOnDrop(second);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = std::fs::read_to_string(state.path().join("local.log")).unwrap();
+    assert!(again.starts_with(&log), "{again}");
+    assert_eq!(again.matches("scheduler on").count(), 2, "{again}");
+    let out = dtask(&["shutdown"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = second.expect("the second local cluster recorded its pid");
+    wait_until(
+        Duration::from_secs(20),
+        "the second cluster to exit",
+        || !alive(second),
+    );
     // With nothing running, reading verbs say so rather than start one.
     let out = dtask(&["gather", &key]);
     assert_eq!(out.status.code(), Some(3));

@@ -117,7 +117,11 @@ pub async fn ensure(workers: usize) -> Result<Endpoint, String> {
 
 fn spawn_cluster(dir: &Path, workers: usize) -> Result<u32, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the dtask binary: {e}"))?;
-    let log = std::fs::File::create(dir.join("local.log"))
+    // Appended to, so the log of a cluster that went before is kept.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("local.log"))
         .map_err(|e| format!("cannot create the local cluster's log: {e}"))?;
     let child = Command::new(exe)
         .args(["cluster", "--port", "0", "--record-local", "--workers"])

@@ -245,6 +245,11 @@ async fn accept_loop(
                     }
                     let _ = in_tx.send(Inbound::Closed { id }).await;
                 }
+                // A connection that closes before saying hello is how the
+                // CLI checks that a scheduler is there: nothing to warn of.
+                Err(connection::WireError::Closed) => {
+                    tracing::debug!("connection from {peer} closed before its handshake")
+                }
                 Err(e) => tracing::warn!("refused connection from {peer}: {e}"),
             }
         });
