@@ -544,13 +544,18 @@ pub fn wait_journal(dir: &std::path::Path, keys: &[String], finished: bool) {
         Duration::from_secs(30),
         "the journal to record the keys",
         || {
-            // The last record of each key wins.
+            // The last record of each key wins; records after a task's
+            // first name it by its submission number.
             let mut seen = std::collections::HashMap::new();
+            let mut keys_by_seq = std::collections::HashMap::new();
             for r in journal_records(dir) {
                 let (key, status) = if let Some(t) = r.get("Task") {
-                    (t["spec"]["key"].as_str(), &t["status"])
+                    let key = t["spec"]["key"].as_str().map(str::to_string);
+                    keys_by_seq.insert(t["seq"].as_u64(), key.clone());
+                    (key, &t["status"])
                 } else if let Some(s) = r.get("Status") {
-                    (s["key"].as_str(), &s["status"])
+                    let key = keys_by_seq.get(&s["seq"].as_u64()).cloned().flatten();
+                    (key, &s["status"])
                 } else {
                     continue;
                 };

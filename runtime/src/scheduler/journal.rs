@@ -10,7 +10,8 @@
 //!   batch of changes.
 //! - `snapshot.bin`: a header (`DTASKSNP`, version, the last GEN it covers),
 //!   then frames like a log's of snapshot [`Item`]s: everything but the
-//!   tasks, the tasks in key order, and an end mark that counts them.
+//!   tasks, the tasks in submission order, and an end mark that counts
+//!   them. Records name a task by its submission number after the first.
 //! - `modules/HASH.wasm`: each module, written once.
 //!
 //! The core loop hands each event's records to the writer thread, which
@@ -20,7 +21,7 @@
 //! new log and a compaction thread folds the old snapshot and logs into a
 //! new snapshot, then deletes them. It streams: the logs' changes to tasks
 //! are folded into a map kept as small as those logs (encoded), and merged
-//! with the old snapshot's tasks as they are read, in key order, so what a
+//! with the old snapshot's tasks as they are read, in submission order, so what a
 //! compaction holds in memory grows with the changes since the last one,
 //! never with the tasks held. Recovery is the same fold: snapshot, then
 //! every later log in order. A torn or corrupt frame ends the replay
@@ -58,7 +59,7 @@ const MAX_FRAME: usize = 1 << 30;
 
 /// Version of the on-disk format. A journal of another version is refused
 /// with a message naming both.
-pub const JOURNAL_VERSION: u32 = 4;
+pub const JOURNAL_VERSION: u32 = 5;
 
 /// How the journal writes.
 #[derive(Clone, Debug)]

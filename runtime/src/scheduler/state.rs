@@ -554,6 +554,9 @@ struct Tasks {
     /// Keys touched since the journal last drained them; `None` without a
     /// journal.
     dirty: Option<HashSet<Key>>,
+    /// Submission numbers of recorded tasks removed since the journal last
+    /// drained them (with a journal only).
+    forgotten: Vec<u64>,
 }
 
 impl Tasks {
@@ -593,7 +596,14 @@ impl Tasks {
 
     fn remove(&mut self, key: &str) -> Option<Task> {
         self.touch(key);
-        self.map.remove(key).map(|t| *t)
+        let task = self.map.remove(key).map(|t| *t);
+        if let Some(t) = &task
+            && self.dirty.is_some()
+            && t.journaled != 0
+        {
+            self.forgotten.push(t.seq);
+        }
+        task
     }
 
     fn len(&self) -> usize {

@@ -146,15 +146,16 @@ pub enum Record {
     },
     /// A recorded task's new status.
     Status {
-        /// The task.
-        key: String,
+        /// The task, by its submission order (its `Task` record names its
+        /// key): a few bytes instead of a key.
+        seq: u64,
         /// Its status.
         status: Status,
     },
     /// A task is forgotten.
     Forget {
-        /// The task.
-        key: String,
+        /// The task, by its submission order.
+        seq: u64,
     },
     /// An item was added to the end of a queue.
     QueuePush {
@@ -206,7 +207,8 @@ pub enum Record {
 pub struct Model {
     modules: Vec<String>,
     module_set: HashSet<String>,
-    tasks: HashMap<String, SavedTask>,
+    /// By submission order.
+    tasks: HashMap<u64, SavedTask>,
     queues: HashMap<String, (u64, VecDeque<Arg>)>,
     variables: HashMap<String, Arg>,
     events: HashSet<String>,
@@ -225,7 +227,7 @@ impl Model {
             m.add_module(h);
         }
         for t in s.tasks {
-            m.tasks.insert(t.spec.key.clone(), t);
+            m.tasks.insert(t.seq, t);
         }
         for (name, maxsize, items) in s.queues {
             m.queues.insert(name, (maxsize, items.into()));
@@ -248,7 +250,7 @@ impl Model {
     pub fn apply_item(&mut self, item: Item) {
         match item {
             Item::Task(t) => {
-                self.tasks.insert(t.spec.key.clone(), t);
+                self.tasks.insert(t.seq, t);
             }
             Item::Queue(name, maxsize, items) => {
                 self.queues.insert(name, (maxsize, items.into()));
@@ -274,7 +276,7 @@ impl Model {
                 status,
             } => {
                 self.tasks.insert(
-                    spec.key.clone(),
+                    seq,
                     SavedTask {
                         spec,
                         seq,
@@ -286,16 +288,13 @@ impl Model {
                     },
                 );
             }
-            Record::Status { key, status } => {
-                if let Some(t) = self.tasks.get_mut(&key) {
-                    t.state = status.state;
-                    t.holders = status.holders;
-                    t.retries_left = status.retries_left;
-                    t.deaths = status.deaths;
+            Record::Status { seq, status } => {
+                if let Some(t) = self.tasks.get_mut(&seq) {
+                    t.set(status);
                 }
             }
-            Record::Forget { key } => {
-                self.tasks.remove(&key);
+            Record::Forget { seq } => {
+                self.tasks.remove(&seq);
             }
             Record::QueuePush {
                 name,
@@ -417,8 +416,9 @@ impl SavedTask {
 }
 
 /// One entry of a snapshot as written to disk: first everything but the
-/// tasks, then the tasks in key order (so a compaction can merge a
-/// snapshot with later changes as a stream), then [`Item::End`].
+/// tasks, then the tasks in submission order (so a compaction can merge a
+/// snapshot with later changes as a stream, and a restore meets inputs
+/// before their dependents), then [`Item::End`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Item {
@@ -476,11 +476,11 @@ impl Item {
 }
 
 impl Snapshot {
-    /// This snapshot as the items a snapshot file holds, tasks in key
-    /// order ([`Item::End`] not included).
+    /// This snapshot as the items a snapshot file holds, tasks in
+    /// submission order ([`Item::End`] not included).
     pub fn into_items(self) -> impl Iterator<Item = Item> {
         let mut tasks = self.tasks;
-        tasks.sort_unstable_by(|a, b| a.spec.key.cmp(&b.spec.key));
+        tasks.sort_unstable_by_key(|t| t.seq);
         let rest = self.modules.into_iter().map(Item::Module);
         let queues = self
             .queues
@@ -529,12 +529,13 @@ fn decode_task(bytes: &[u8]) -> SavedTask {
         .expect("a task this process encoded decodes")
 }
 
-/// The task changes of the logs a compaction folds, by key: what it costs
+/// The task changes of the logs a compaction folds, by task: what it costs
 /// grows with those logs, never with the tasks the snapshot already holds,
 /// which stream past it ([`Window::merge`]).
 #[derive(Default)]
 pub struct Window {
-    changes: HashMap<String, Change>,
+    /// By submission order.
+    changes: HashMap<u64, Change>,
 }
 
 impl Window {
@@ -548,7 +549,6 @@ impl Window {
                 scattered,
                 status,
             } => {
-                let key = spec.key.clone();
                 let mut task = SavedTask {
                     spec,
                     seq,
@@ -559,9 +559,9 @@ impl Window {
                     scattered,
                 };
                 task.set(status);
-                self.changes.insert(key, Change::Whole(encode_task(&task)));
+                self.changes.insert(seq, Change::Whole(encode_task(&task)));
             }
-            Record::Status { key, status } => match self.changes.get_mut(&key) {
+            Record::Status { seq, status } => match self.changes.get_mut(&seq) {
                 Some(Change::Whole(bytes)) => {
                     let mut task = decode_task(bytes);
                     task.set(status);
@@ -570,48 +570,49 @@ impl Window {
                 Some(Change::Forget) => {}
                 Some(c @ Change::Status(_)) => *c = Change::Status(status),
                 None => {
-                    self.changes.insert(key, Change::Status(status));
+                    self.changes.insert(seq, Change::Status(status));
                 }
             },
-            Record::Forget { key } => {
-                self.changes.insert(key, Change::Forget);
+            Record::Forget { seq } => {
+                self.changes.insert(seq, Change::Forget);
             }
             other => rest.apply(other),
         }
     }
 
-    /// Merges the window into `old`, a snapshot's tasks in key order,
-    /// handing each task of the result to `out`, in key order. An `old`
-    /// out of key order is an error.
+    /// Merges the window into `old`, a snapshot's tasks in submission
+    /// order, handing each task of the result to `out`, in submission
+    /// order. An `old` out of order is an error.
     pub fn merge<E: From<String>>(
         self,
         old: impl Iterator<Item = Result<SavedTask, E>>,
         mut out: impl FnMut(SavedTask) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut changes: Vec<(String, Change)> = self.changes.into_iter().collect();
-        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut changes: Vec<(u64, Change)> = self.changes.into_iter().collect();
+        changes.sort_unstable_by_key(|c| c.0);
         let mut changes = changes.into_iter().peekable();
-        let mut last: Option<String> = None;
+        let mut last: Option<u64> = None;
         for task in old {
             let mut task = task?;
-            if last.as_deref().is_some_and(|l| l >= task.key()) {
+            if last.is_some_and(|l| l >= task.seq) {
                 return Err(E::from(format!(
-                    "its tasks are out of order at {}",
-                    task.key()
+                    "its tasks are out of order at {} (submitted {})",
+                    task.key(),
+                    task.seq
                 )));
             }
             // Tasks only the window has, before this one.
-            while let Some((key, _)) = changes.peek()
-                && key.as_str() < task.key()
+            while let Some((seq, _)) = changes.peek()
+                && *seq < task.seq
             {
                 let (_, change) = changes.next().expect("peeked");
                 if let Change::Whole(bytes) = change {
                     out(decode_task(&bytes))?;
                 }
             }
-            last = Some(task.key().to_string());
+            last = Some(task.seq);
             let change = match changes.peek() {
-                Some((key, _)) if key.as_str() == task.key() => changes.next().map(|(_, c)| c),
+                Some((seq, _)) if *seq == task.seq => changes.next().map(|(_, c)| c),
                 _ => None,
             };
             match change {
@@ -954,11 +955,11 @@ impl Scheduler {
             Some(d) if !d.is_empty() => std::mem::take(d),
             _ => HashSet::default(),
         };
+        let forgotten = std::mem::take(&mut self.tasks.forgotten);
+        out.extend(forgotten.into_iter().map(|seq| Record::Forget { seq }));
         for key in dirty {
+            // Gone: its Forget (if it was ever recorded) is out already.
             let Some(t) = self.tasks.map.get(&key) else {
-                out.push(Record::Forget {
-                    key: key.to_string(),
-                });
                 continue;
             };
             let status = self.status_of(t);
@@ -972,10 +973,7 @@ impl Scheduler {
                     status,
                 });
             } else if t.journaled != fp {
-                out.push(Record::Status {
-                    key: key.to_string(),
-                    status,
-                });
+                out.push(Record::Status { seq: t.seq, status });
             }
             t.journaled = fp;
         }
