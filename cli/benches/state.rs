@@ -4,12 +4,14 @@
 //! on 8 workers, each finishing with a one-byte result; the bench counts
 //! the heap bytes still allocated once they are all finished and held, and
 //! prints them per task beside the target, then releases them all and
-//! checks that nothing is left.
+//! checks that nothing is left. It also counts what the same one-byte
+//! results cost a worker's result store.
 
 use bytes::Bytes;
 use dtask_runtime::client::{SubmitOptions, task_spec};
 use dtask_runtime::protocol::{Arg, Located, TaskSpec};
 use dtask_runtime::scheduler::state::{Command, Event, Scheduler};
+use dtask_runtime::worker::store::ResultStore;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -142,6 +144,21 @@ fn main() {
         s.held_keys(),
         n as f64 / took.as_secs_f64()
     );
+    // What the same results cost a worker holding them.
+    let spill = std::env::temp_dir().join(format!("dtask-state-bench-{}", std::process::id()));
+    let store = ResultStore::new(usize::MAX / 2, spill);
+    let before = LIVE.load(Ordering::Relaxed);
+    for k in &keys {
+        let kept = store.insert_in_memory(k, Bytes::from(vec![0x2a]));
+        assert!(kept.is_ok(), "within the budget");
+    }
+    let per_result = (LIVE.load(Ordering::Relaxed) - before) as f64 / keys.len() as f64;
+    println!(
+        "{per_result:.0} bytes per result a worker holds (heap, counted)   target <= 100   \
+         ({} results)",
+        store.usage().count
+    );
+    drop(store);
     handle(&mut s, Event::Release { client: 1, keys });
     let left = s.task_count();
     println!("after releasing them all: {left} tasks left");

@@ -9,23 +9,72 @@
 use crate::protocol::{INLINE_RESULT_LIMIT, Located};
 use crate::value::human_bytes;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// Results this small are kept inside their entry, with no allocation of
+/// their own.
+const SMALL: usize = 30;
+
 /// Where a held result is.
 enum Place {
-    /// In memory, last used at this tick.
-    Memory { bytes: Bytes, used: u64 },
+    /// In the entry itself.
+    Small { len: u8, buf: [u8; SMALL] },
+    /// In memory.
+    Memory(Bytes),
     /// In the spill file of this number.
     Disk { len: usize, file: u64 },
 }
 
+impl Place {
+    fn in_memory(bytes: Bytes) -> Self {
+        if bytes.len() <= SMALL {
+            let mut buf = [0u8; SMALL];
+            buf[..bytes.len()].copy_from_slice(&bytes);
+            Place::Small {
+                len: bytes.len() as u8,
+                buf,
+            }
+        } else {
+            Place::Memory(bytes)
+        }
+    }
+
+    /// Its bytes, if in memory.
+    fn bytes(&self) -> Option<Bytes> {
+        match self {
+            Place::Small { len, buf } => Some(Bytes::copy_from_slice(&buf[..*len as usize])),
+            Place::Memory(b) => Some(b.clone()),
+            Place::Disk { .. } => None,
+        }
+    }
+
+    /// Bytes it takes in memory.
+    fn memory(&self) -> usize {
+        match self {
+            Place::Small { len, .. } => *len as usize,
+            Place::Memory(b) => b.len(),
+            Place::Disk { .. } => 0,
+        }
+    }
+}
+
+/// A held result: where it is, and when it was last used.
+struct Entry {
+    place: Place,
+    used: u64,
+}
+
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Place>,
-    /// In-memory entries by the tick they were last used at.
-    lru: BTreeMap<u64, String>,
+    /// Each key once: a held result costs its entry and its key.
+    entries: HashMap<Box<str>, Entry>,
+    /// The next results to spill, least recently used first, with the
+    /// tick each was last used at when chosen (one used since is skipped).
+    /// Refilled by one scan for about an eighth of the budget at a time,
+    /// so no per-result index of ages is kept.
+    victims: VecDeque<(u64, Box<str>)>,
     tick: u64,
     next_file: u64,
     in_memory: usize,
@@ -84,45 +133,78 @@ impl ResultStore {
             let file = self.write(&mut inner, &bytes)?;
             inner.spilled += len;
             inner.spilled_count += 1;
-            inner.entries.insert(key, Place::Disk { len, file });
+            let place = Place::Disk { len, file };
+            inner.entries.insert(key.into(), Entry { place, used: 0 });
             return Ok(());
         }
         // Make room first, so a full disk refuses this result rather than
         // dropping one already held.
         while inner.in_memory + len > self.budget {
-            let Some((&used, _)) = inner.lru.iter().next() else {
+            let Some(victim) = self.victim(&mut inner) else {
                 break;
             };
-            let victim = inner.lru.remove(&used).expect("just seen");
-            let Some(Place::Memory { bytes: old, .. }) = inner.entries.get(&victim) else {
+            let Some(Entry {
+                place: Place::Memory(old),
+                ..
+            }) = inner.entries.get(&victim)
+            else {
                 continue;
             };
             let old = old.clone();
-            match self.write(&mut inner, &old) {
-                Ok(file) => {
-                    inner.in_memory -= old.len();
-                    inner.spilled += old.len();
-                    inner.spilled_count += 1;
-                    inner.entries.insert(
-                        victim,
-                        Place::Disk {
-                            len: old.len(),
-                            file,
-                        },
-                    );
-                }
-                Err(e) => {
-                    inner.lru.insert(used, victim);
-                    return Err(e);
-                }
-            }
+            let file = self.write(&mut inner, &old)?;
+            inner.in_memory -= old.len();
+            inner.spilled += old.len();
+            inner.spilled_count += 1;
+            let entry = inner.entries.get_mut(&victim).expect("just seen");
+            entry.place = Place::Disk {
+                len: old.len(),
+                file,
+            };
         }
         inner.tick += 1;
         let used = inner.tick;
-        inner.lru.insert(used, key.clone());
         inner.in_memory += len;
-        inner.entries.insert(key, Place::Memory { bytes, used });
+        let place = Place::in_memory(bytes);
+        inner.entries.insert(key.into(), Entry { place, used });
         Ok(())
+    }
+
+    /// The next result to spill: the least recently used one in memory
+    /// (small ones are not worth a file).
+    fn victim(&self, inner: &mut Inner) -> Option<Box<str>> {
+        loop {
+            while let Some((used, key)) = inner.victims.pop_front() {
+                let still = inner
+                    .entries
+                    .get(&key)
+                    .is_some_and(|e| e.used == used && matches!(e.place, Place::Memory(_)));
+                if still {
+                    return Some(key);
+                }
+            }
+            let mut candidates: Vec<(u64, &Box<str>, usize)> = inner
+                .entries
+                .iter()
+                .filter_map(|(k, e)| match &e.place {
+                    Place::Memory(b) => Some((e.used, k, b.len())),
+                    _ => None,
+                })
+                .collect();
+            if candidates.is_empty() {
+                return None;
+            }
+            candidates.sort_unstable_by_key(|c| c.0);
+            let mut chosen = 0;
+            let mut victims = VecDeque::new();
+            for (used, key, len) in candidates {
+                victims.push_back((used, key.clone()));
+                chosen += len;
+                if chosen >= self.budget / 8 {
+                    break;
+                }
+            }
+            inner.victims = victims;
+        }
     }
 
     /// Holds `bytes` as `key` if that needs no file work (it fits in the
@@ -133,8 +215,11 @@ impl ResultStore {
         let mut inner = self.lock();
         let len = bytes.len();
         let previous = match inner.entries.get(key) {
-            Some(Place::Disk { .. }) => return Err(bytes),
-            Some(Place::Memory { bytes, .. }) => bytes.len(),
+            Some(Entry {
+                place: Place::Disk { .. },
+                ..
+            }) => return Err(bytes),
+            Some(e) => e.place.memory(),
             None => 0,
         };
         if inner.in_memory - previous + len > self.budget {
@@ -143,11 +228,9 @@ impl ResultStore {
         self.remove_locked(&mut inner, key);
         inner.tick += 1;
         let used = inner.tick;
-        inner.lru.insert(used, key.to_string());
         inner.in_memory += len;
-        inner
-            .entries
-            .insert(key.to_string(), Place::Memory { bytes, used });
+        let place = Place::in_memory(bytes);
+        inner.entries.insert(key.into(), Entry { place, used });
         Ok(())
     }
 
@@ -173,16 +256,13 @@ impl ResultStore {
     }
 
     fn remove_locked(&self, inner: &mut Inner, key: &str) {
-        match inner.entries.remove(key) {
-            Some(Place::Memory { bytes, used }) => {
-                inner.lru.remove(&used);
-                inner.in_memory -= bytes.len();
-            }
+        match inner.entries.remove(key).map(|e| e.place) {
             Some(Place::Disk { len, file }) => {
                 inner.spilled -= len;
                 inner.spilled_count -= 1;
                 let _ = std::fs::remove_file(self.path(file));
             }
+            Some(place) => inner.in_memory -= place.memory(),
             None => {}
         }
     }
@@ -199,17 +279,14 @@ impl ResultStore {
             let mut inner = self.lock();
             inner.tick += 1;
             let tick = inner.tick;
-            let inner = &mut *inner;
-            match inner.entries.get_mut(key)? {
-                Place::Memory { bytes, used } => {
-                    let bytes = bytes.clone();
-                    if let Some(k) = inner.lru.remove(used) {
-                        inner.lru.insert(tick, k);
-                    }
-                    *used = tick;
-                    return Some(bytes);
-                }
+            let entry = inner.entries.get_mut(key)?;
+            match &entry.place {
                 Place::Disk { file, .. } => self.path(*file),
+                place => {
+                    let bytes = place.bytes();
+                    entry.used = tick;
+                    return bytes;
+                }
             }
         };
         // Read outside the lock; a result freed meanwhile reads as absent.
@@ -222,9 +299,8 @@ impl ResultStore {
         inner
             .entries
             .iter()
-            .map(|(k, place)| {
-                let at = match place {
-                    Place::Memory { bytes, .. } => located(bytes),
+            .map(|(k, e)| {
+                let at = match &e.place {
                     Place::Disk { len, file } => {
                         let small = *len <= INLINE_RESULT_LIMIT;
                         Located {
@@ -235,8 +311,9 @@ impl ResultStore {
                             nbytes: *len as u64,
                         }
                     }
+                    place => located(&place.bytes().expect("in memory")),
                 };
-                (k.clone(), at)
+                (k.to_string(), at)
             })
             .collect()
     }
