@@ -36,6 +36,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
+use thin_vec::ThinVec;
 
 /// A task's key as the scheduler keeps it: one allocation, shared by the
 /// task table and every index that names the task.
@@ -424,7 +425,8 @@ enum State {
 #[derive(Debug)]
 struct Stored {
     inline: Option<Bytes>,
-    who_has: Vec<WorkerId>,
+    /// Thin: a pointer when empty, as it is for results kept inline.
+    who_has: ThinVec<WorkerId>,
     nbytes: u64,
 }
 
@@ -435,14 +437,14 @@ struct Task {
     state: State,
     /// Distinct keys among the future arguments.
     deps: Box<[Key]>,
-    /// Tasks that take this one's result.
-    dependents: Vec<Key>,
+    /// Tasks that take this one's result (thin: most tasks have none).
+    dependents: ThinVec<Key>,
     /// Unfinished dependents that still need this result.
     needed_by: usize,
     /// Names of the clients holding this key.
     holders: Holders,
-    /// Clients to tell when it ends.
-    watchers: Vec<ClientId>,
+    /// Clients to tell when it ends (thin: empty once it has).
+    watchers: ThinVec<ClientId>,
     /// Runs left after an error.
     retries_left: u32,
     /// Workers that died while running it.
@@ -450,8 +452,9 @@ struct Task {
     /// Fingerprint of what the journal last recorded of it (0: nothing
     /// yet, so the next record carries its spec).
     journaled: u64,
-    /// Scattered data: (client, request) to answer once stored.
-    scatter: Option<(ClientId, u64)>,
+    /// Scattered data: (client, request) to answer once stored (boxed:
+    /// rare).
+    scatter: Option<Box<(ClientId, u64)>>,
 }
 
 impl Task {
@@ -861,7 +864,7 @@ impl Scheduler {
                     } else {
                         // A scattered value the worker could not keep: its
                         // request fails with the reason.
-                        if let Some(req) = t.scatter
+                        if let Some(req) = t.scatter.as_deref().copied()
                             && self.scatters.remove(&req).is_some()
                         {
                             out.push(Command::Failed {
@@ -1073,10 +1076,10 @@ impl Scheduler {
             seq: self.seq,
             state: State::Pending { waiting_on },
             deps: deps.into_boxed_slice(),
-            dependents: Vec::new(),
+            dependents: ThinVec::new(),
             needed_by: 0,
             holders: Holders::one(name),
-            watchers: Vec::new(),
+            watchers: ThinVec::new(),
             retries_left: spec.retries,
             deaths: 0,
             journaled: 0,
@@ -1256,7 +1259,7 @@ impl Scheduler {
                         w.has.insert(key);
                     }
                 }
-                let req = task.scatter;
+                let req = task.scatter.as_deref().copied();
                 self.scatter_stored(req, worker, out);
                 return;
             }
@@ -1265,11 +1268,11 @@ impl Scheduler {
             // wanted and freed on the worker otherwise, never left there.
             _ => return self.adopt_result(worker, &key, located, out),
         }
-        let req = task.scatter;
+        let req = task.scatter.as_deref().copied();
         task.state = State::Finished {
             result: Stored {
                 inline: located.inline,
-                who_has: vec![worker],
+                who_has: thin_vec::thin_vec![worker],
                 nbytes: located.nbytes,
             },
         };
@@ -1328,7 +1331,7 @@ impl Scheduler {
         t.state = State::Finished {
             result: Stored {
                 inline: at.inline,
-                who_has: vec![worker],
+                who_has: thin_vec::thin_vec![worker],
                 nbytes: at.nbytes,
             },
         };
@@ -2053,14 +2056,14 @@ impl Scheduler {
                     run: 0,
                 },
                 deps: Box::new([]),
-                dependents: Vec::new(),
+                dependents: ThinVec::new(),
                 needed_by: 0,
                 holders: Holders::one(name),
-                watchers: Vec::new(),
+                watchers: ThinVec::new(),
                 retries_left: 0,
                 deaths: 0,
                 journaled: 0,
-                scatter: Some((client, id)),
+                scatter: Some(Box::new((client, id))),
             };
             if let Some(w) = self.workers.get_mut(&chosen[0]) {
                 w.take(&key, &[]);

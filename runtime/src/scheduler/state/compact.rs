@@ -169,12 +169,13 @@ impl Recipe {
 
 /// The names holding a key: a short list, nearly always of one.
 #[derive(Debug, Default)]
-pub(super) struct Holders(Vec<Arc<str>>);
+/// One holder is kept inline: no allocation for the common case.
+pub(super) struct Holders(smallvec::SmallVec<[Arc<str>; 1]>);
 
 impl Holders {
     /// Held by `name` alone.
     pub(super) fn one(name: Arc<str>) -> Self {
-        Self(vec![name])
+        Self(smallvec::smallvec![name])
     }
 
     /// Adds `name`; false if it already held the key.
@@ -192,7 +193,7 @@ impl Holders {
             Some(i) => {
                 self.0.swap_remove(i);
                 if self.0.is_empty() {
-                    self.0 = Vec::new();
+                    self.0 = smallvec::SmallVec::new();
                 }
                 true
             }

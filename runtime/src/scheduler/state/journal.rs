@@ -27,6 +27,7 @@ use bytes::Bytes;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use thin_vec::ThinVec;
 
 /// The holder name primitives are restored under (it holds nothing).
 const RESTORE: &str = "journal-restore";
@@ -726,7 +727,7 @@ impl Scheduler {
             } => State::Finished {
                 result: Stored {
                     inline: Some(inline),
-                    who_has: Vec::new(),
+                    who_has: ThinVec::new(),
                     nbytes,
                 },
             },
@@ -752,15 +753,15 @@ impl Scheduler {
                 seq: saved.seq,
                 state,
                 deps: deps.into_boxed_slice(),
-                dependents: Vec::new(),
+                dependents: ThinVec::new(),
                 needed_by: 0,
                 holders,
-                watchers: Vec::new(),
+                watchers: ThinVec::new(),
                 retries_left: saved.retries_left,
                 deaths: saved.deaths,
                 journaled: 0,
                 // No request waits for restored scattered data.
-                scatter: saved.scattered.then_some((0, 0)),
+                scatter: saved.scattered.then(|| Box::new((0, 0))),
             },
         );
     }
