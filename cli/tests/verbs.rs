@@ -413,3 +413,28 @@ fn the_shell_lets_go_of_what_it_holds_with_gather_release_and_release_all() {
     );
     assert!(now["scheduler_rss_bytes"].as_u64() > Some(0));
 }
+
+#[test]
+fn map_splits_words_as_a_shell_does() {
+    let c = Cluster::start(1, 1);
+    let keys = c.run(
+        &["map", tasks_wasm(), "greet"],
+        "\"hello world\"\n'single quoted'\nplain\nback\\ slash\n",
+    );
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    let out = c.run(&["gather"], &stdout(&keys));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).lines().collect::<Vec<_>>(),
+        [
+            "\"Hello, hello world!\"",
+            "\"Hello, single quoted!\"",
+            "\"Hello, plain!\"",
+            "\"Hello, back slash!\"",
+        ]
+    );
+    // An unclosed quote is a usage error that says how to quote.
+    let out = c.run(&["map", tasks_wasm(), "greet"], "\"unclosed\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("quote"), "{}", stderr(&out));
+}

@@ -18,8 +18,9 @@ const BATCH: usize = 4096;
 /// Submit one task per line of stdin and print one key per line, in order,
 /// as they are accepted (streaming).
 ///
-/// Each line holds the arguments as words, parsed like `dtask submit`'s, or
-/// with `--json` a JSON array of them. Blank lines are skipped.
+/// Each line holds the arguments as words, split as a shell splits them
+/// (`"two words"` is one word) and parsed like `dtask submit`'s, or with
+/// `--json` a JSON array of them. Blank lines are skipped.
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  seq 1000 | dtask map tasks.wasm inc | dtask gather")]
 pub struct Args {
@@ -116,6 +117,20 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A line's words, split as a shell splits them: `"two words"` and
+/// `'two words'` are one word, `\ ` escapes a space.
+fn words(line: &str) -> Result<Vec<String>, Failure> {
+    if !line.contains(['"', '\'', '\\']) {
+        return Ok(line.split_whitespace().map(str::to_string).collect());
+    }
+    shlex::split(line).ok_or_else(|| {
+        Failure::usage(format!(
+            "cannot split {line:?} into words: a quote is not closed or a backslash ends it; \
+             quote words as a shell does (\"two words\"), or pass a JSON array with --json"
+        ))
+    })
+}
+
 fn line_args(
     module: &dtask_runtime::module::LocalModule,
     function: &str,
@@ -123,8 +138,7 @@ fn line_args(
     json: bool,
 ) -> Result<Vec<Arg>, Failure> {
     if !json {
-        let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        return parse_args(module, function, &words);
+        return parse_args(module, function, &words(line)?);
     }
     let items: Vec<serde_json::Value> =
         serde_json::from_str(line).map_err(|e| Failure::usage(format!("not a JSON array: {e}")))?;
