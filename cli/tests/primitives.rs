@@ -253,6 +253,26 @@ fn semaphore_bounds_its_leases() {
     assert!(stderr(&out).contains('3'), "{}", stderr(&out));
     let out = c.run(&["semaphore", "acquire", "t", "--max-leases", "0"], "");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // An existing semaphore is taken without restating its count; a new
+    // one needs it.
+    let out = run_as(
+        &c,
+        "third",
+        &["semaphore", "acquire", "s", "--timeout", "300ms"],
+    );
+    assert_code(&out, 4, "all leases still taken");
+    let out = run_as(
+        &c,
+        "other",
+        &["semaphore", "acquire", "s", "--timeout", "300ms"],
+    );
+    assert_code(&out, 4, "all leases still taken");
+    c.ok(&["semaphore", "release", "s"]);
+    let out = run_as(&c, "third", &["semaphore", "acquire", "s"]);
+    assert_code(&out, 0, "a lease of the existing semaphore, no count given");
+    let out = c.run(&["semaphore", "acquire", "new-one"], "");
+    assert_code(&out, 2, "a new semaphore without a count");
+    assert!(stderr(&out).contains("--max-leases"), "{}", stderr(&out));
 }
 
 #[test]

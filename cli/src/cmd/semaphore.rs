@@ -13,8 +13,9 @@ use std::time::Duration;
 /// name. One client may hold several leases.
 ///
 /// Exit status: 0 done, 2 refused (another --max-leases for an existing
-/// semaphore, or releasing a lease this client does not hold), 3 no
-/// scheduler, 4 the timeout passed before a lease was free.
+/// semaphore, none for a new one, or releasing a lease this client does
+/// not hold), 3 no scheduler, 4 the timeout passed before a lease was
+/// free.
 #[derive(clap::Args)]
 #[command(
     after_help = "Example:\n  dtask semaphore acquire db --max-leases 4 --timeout 1m && {\n    load.sh\n    dtask semaphore release db\n  }"
@@ -37,9 +38,10 @@ struct AcquireArgs {
     /// Semaphore name.
     name: String,
     /// How many leases the semaphore has. The first acquire creates it with
-    /// this number; every later one must give the same (else exit 2).
+    /// this number (and must give it); a later one may leave it out, or
+    /// must give the same (else exit 2).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    max_leases: u32,
+    max_leases: Option<u32>,
     /// Give up after this long while all leases are taken (exit 4), e.g.
     /// `30s`.
     #[arg(long, value_parser = parse_duration, value_name = "DUR")]
@@ -58,15 +60,16 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     match a.command {
         Verb::Acquire(a) => {
             let client = connect(global, true).await?;
+            // 0: the existing semaphore's count.
             client
-                .semaphore(&a.name, a.max_leases)
+                .semaphore(&a.name, a.max_leases.unwrap_or(0))
                 .acquire(a.timeout)
                 .await
                 .map_err(|e| {
                     on_timeout(e, |t| {
                         format!(
-                            "all {} leases of semaphore {} are still taken after {t:?}",
-                            a.max_leases, a.name
+                            "all leases of semaphore {} are still taken after {t:?}",
+                            a.name
                         )
                     })
                 })

@@ -118,7 +118,8 @@ impl Client {
         }
     }
 
-    /// The global semaphore `name` with `max_leases` leases.
+    /// The global semaphore `name` with `max_leases` leases (0: however
+    /// many the existing semaphore has; acquiring fails if there is none).
     pub fn semaphore(&self, name: &str, max_leases: u32) -> Semaphore {
         Semaphore {
             client: self.clone(),

@@ -231,24 +231,28 @@ impl Scheduler {
                 timeout_ms,
             } => {
                 if max_leases == 0 {
-                    return reply(
-                        req,
-                        OpReply::Failed(format!("semaphore {name}: max-leases must be at least 1")),
-                        out,
-                    );
-                }
-                let leases = self.prims.semaphores.entry(name.clone()).or_insert(Leases {
-                    max: max_leases,
-                    holders: Vec::new(),
-                    waiters: VecDeque::new(),
-                });
-                if leases.max != max_leases {
-                    let why = format!(
-                        "semaphore {name} exists with {} leases, not {max_leases}; \
+                    // 0: whatever the existing semaphore has.
+                    if !self.prims.semaphores.contains_key(&name) {
+                        let why = format!(
+                            "semaphore {name} does not exist yet: the first acquire creates it, \
+                             and must say how many leases it has (--max-leases N)"
+                        );
+                        return reply(req, OpReply::Failed(why), out);
+                    }
+                } else {
+                    let leases = self.prims.semaphores.entry(name.clone()).or_insert(Leases {
+                        max: max_leases,
+                        holders: Vec::new(),
+                        waiters: VecDeque::new(),
+                    });
+                    if leases.max != max_leases {
+                        let why = format!(
+                            "semaphore {name} exists with {} leases, not {max_leases}; \
                          use the same number everywhere",
-                        leases.max
-                    );
-                    return reply(req, OpReply::Failed(why), out);
+                            leases.max
+                        );
+                        return reply(req, OpReply::Failed(why), out);
+                    }
                 }
                 self.acquire(req, owner, Place::Semaphore(name), timeout_ms, out)
             }
