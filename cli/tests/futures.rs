@@ -114,6 +114,12 @@ fn guest_panic_is_an_error_with_its_message_and_dependents_inherit_it() {
     assert!(err.starts_with("dtask: error: "), "{err}");
     assert!(err.contains("division by zero: 1 / 0"), "{err}");
     assert!(err.contains("wasm backtrace"), "{err}");
+    // The report says each thing once: no blank first line of guest
+    // stderr, no second backtrace heading, no hint about an environment
+    // variable tasks do not have.
+    assert!(!err.contains("guest stderr:\n      \n"), "{err}");
+    assert_eq!(err.matches("wasm backtrace").count(), 1, "{err}");
+    assert!(!err.contains("RUST_BACKTRACE"), "{err}");
     assert_eq!(c.ok(&["status", &bad]), format!("{bad}\terror"));
 
     let dep = c.submit("inc", &[&format!("@{bad}")]);
@@ -266,6 +272,9 @@ fn a_task_past_its_memory_limit_errs_and_the_worker_goes_on() {
         err.contains("ran out of memory") && err.contains("kind: memory"),
         "{err}"
     );
+    // It names the limit and how to raise it.
+    assert!(err.contains("limit of 256.0 MiB"), "{err}");
+    assert!(err.contains("--memory-limit-mib"), "{err}");
     let next = c.submit("inc", &["1"]);
     assert_eq!(c.ok(&["gather", &next]), "2");
 }

@@ -153,6 +153,15 @@ fn retries_and_retry_from_the_shell() {
         Some(2),
         "retrying a finished key is refused"
     );
+    // A failure after retries says how many attempts ran.
+    let doomed = c.ok(&["submit", "--retries", "2", tasks_wasm(), "fail", "doomed"]);
+    let out = c.run(&["gather", &doomed], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("after 3 attempts"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -862,6 +862,15 @@ impl Scheduler {
                         // this ran: count them again, recomputing lost ones.
                         self.requeue(&key);
                     } else {
+                        let mut error = error;
+                        let retried = t.recipe.retries();
+                        if retried > 0 && error.kind != ErrorKind::Input {
+                            error.message = format!(
+                                "{} (after {} attempts: it was retried {retried} times)",
+                                error.message,
+                                retried + 1
+                            );
+                        }
                         // A scattered value the worker could not keep: its
                         // request fails with the reason.
                         if let Some(req) = t.scatter.as_deref().copied()

@@ -385,7 +385,11 @@ impl Sandbox {
             }
         }
         .await;
-        outcome.map_err(|e| classify(e, stderr.text(), key, timeout))
+        let bounds = Bounds {
+            timeout,
+            memory: Some((memory, raise)),
+        };
+        outcome.map_err(|e| classify(e, stderr.text(), key, bounds))
     }
 
     /// Runs a WASI command with `argv` and `stdin`, returning what it wrote
@@ -492,7 +496,15 @@ impl Sandbox {
                     format!("task {key} exited with status {code}"),
                 )
             }),
-            Err(e) => Err(classify(e, captured(), key, timeout)),
+            Err(e) => Err(classify(
+                e,
+                captured(),
+                key,
+                Bounds {
+                    timeout,
+                    memory: Some(self.memory_for(&limits)),
+                },
+            )),
         }
     }
 
@@ -541,7 +553,14 @@ impl Sandbox {
             wasmtime::Result::Ok(instance)
         }
         .await;
-        let instance = built.map_err(|e| classify(e, stderr.text(), key, None))?;
+        let bounds = Bounds {
+            timeout: None,
+            memory: Some(self.memory_for(&RunLimits {
+                memory,
+                ..RunLimits::default()
+            })),
+        };
+        let instance = built.map_err(|e| classify(e, stderr.text(), key, bounds))?;
         let [Val::Resource(handle)] = results else {
             return Err(err(
                 ErrorKind::Module,
@@ -725,7 +744,7 @@ impl ActorInstance {
                 many => Value::Array(many.iter().map(value::val_to_value).collect()),
             }),
             Err(e) => {
-                let e = classify(e, self.stderr.text(), &key, None);
+                let e = classify(e, self.stderr.text(), &key, Bounds::default());
                 self.broken = Some(e.clone());
                 Err(e)
             }
@@ -983,11 +1002,27 @@ fn command_input(
 }
 
 /// Turns a wasmtime error into the task's error, keeping what the guest said.
-fn classify(e: wasmtime::Error, stderr: String, key: &str, timeout: Option<Duration>) -> TaskError {
+/// The limits a failed call ran under, named in its error.
+#[derive(Clone, Copy, Default)]
+struct Bounds {
+    timeout: Option<Duration>,
+    /// The memory limit, and how to raise it.
+    memory: Option<(usize, &'static str)>,
+}
+
+fn classify(e: wasmtime::Error, stderr: String, key: &str, bounds: Bounds) -> TaskError {
+    let timeout = bounds.timeout;
     let trap = e.downcast_ref::<Trap>().copied();
+    // Its first line repeats the heading every report gives it.
     let backtrace = e
         .downcast_ref::<wasmtime::WasmBacktrace>()
-        .map(|b| b.to_string())
+        .map(|b| {
+            let text = b.to_string();
+            match text.split_once('\n') {
+                Some((first, rest)) if first.contains("wasm backtrace") => rest.to_string(),
+                _ => text,
+            }
+        })
         .unwrap_or_default();
     let panic = panic_message(&stderr);
     // A limiter refusal surfaces as this error (trap_on_grow_failure), and
@@ -1001,7 +1036,13 @@ fn classify(e: wasmtime::Error, stderr: String, key: &str, timeout: Option<Durat
         ),
         _ if out_of_memory => (
             ErrorKind::Memory,
-            format!("task {key} ran out of memory: it tried to grow past its limit"),
+            match bounds.memory {
+                Some((limit, raise)) => format!(
+                    "task {key} ran out of memory: it tried to grow past its limit of {} ({raise})",
+                    crate::value::human_bytes(limit as u64)
+                ),
+                None => format!("task {key} ran out of memory: it tried to grow past its limit"),
+            },
         ),
         (Some(Trap::Interrupt), _) => (
             ErrorKind::Timeout,
@@ -1017,10 +1058,23 @@ fn classify(e: wasmtime::Error, stderr: String, key: &str, timeout: Option<Durat
     TaskError {
         kind,
         message,
-        stderr,
+        stderr: tidy(&stderr),
         backtrace,
         origin: key.to_string(),
     }
+}
+
+/// A guest's stderr as a report shows it: without blank lines around it,
+/// and without Rust's hint to set `RUST_BACKTRACE` (tasks have no
+/// environment; the wasm backtrace is in the report).
+fn tidy(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !(l.starts_with("note: run with `RUST_BACKTRACE=") && l.contains("backtrace")))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_matches(|c: char| c == '\n' || c == '\r')
+        .to_string()
 }
 
 /// The message of a Rust panic as the standard library prints it:
