@@ -278,3 +278,19 @@ fn a_task_past_its_memory_limit_errs_and_the_worker_goes_on() {
     let next = c.submit("inc", &["1"]);
     assert_eq!(c.ok(&["gather", &next]), "2");
 }
+
+#[test]
+fn floats_json_has_no_number_for_round_trip_apart_from_null() {
+    let c = Cluster::start(1, 1);
+    let moved = c.submit("translate", &[r#"{"x":1,"y":2}"#, "inf", "nan"]);
+    let printed = c.ok(&["gather", &moved]);
+    assert_eq!(printed, r#"{"x":"inf","y":"NaN"}"#);
+    // What was printed goes back in as the same floats.
+    let again = c.submit("translate", &[&printed, "-inf", "0"]);
+    assert_eq!(c.ok(&["gather", &again]), r#"{"x":"NaN","y":"NaN"}"#);
+    let back = c.submit("translate", &[r#"{"x":"-inf","y":1.5}"#, "0", "0"]);
+    assert_eq!(c.ok(&["gather", &back]), r#"{"x":"-inf","y":1.5}"#);
+    // An empty option is still null.
+    let none = c.submit("first", &["[]"]);
+    assert_eq!(c.ok(&["gather", &none]), "null");
+}

@@ -1172,8 +1172,16 @@ pub fn value_to_json(v: &Value) -> serde_json::Value {
     }
 }
 
+/// A float as JSON: a number, or for the values JSON has no number for the
+/// strings `"NaN"`, `"inf"` and `"-inf"` (which float parameters accept),
+/// never `null`, which is an empty option.
 fn float_json(x: f64) -> serde_json::Value {
-    serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, serde_json::Value::Number)
+    match serde_json::Number::from_f64(x) {
+        Some(n) => serde_json::Value::Number(n),
+        None if x.is_nan() => serde_json::Value::from("NaN"),
+        None if x > 0.0 => serde_json::Value::from("inf"),
+        None => serde_json::Value::from("-inf"),
+    }
 }
 
 /// Converts JSON to a value without a type (the inverse of
@@ -2136,9 +2144,12 @@ pub(crate) mod tests {
         assert_eq!(j["b"], json(r#"{"$bytes": "AQID"}"#));
         assert_eq!(j["e"], json(r#"{"$ext": [5, "CQ=="]}"#));
         assert_eq!(untyped_json_to_value(&j), v);
+        // Floats JSON has no number for are not null (an empty option).
+        assert_eq!(value_to_json(&Value::F64(f64::NAN)), json(r#""NaN""#));
+        assert_eq!(value_to_json(&Value::F64(f64::INFINITY)), json(r#""inf""#));
         assert_eq!(
-            value_to_json(&Value::F64(f64::NAN)),
-            serde_json::Value::Null
+            value_to_json(&Value::F32(f32::NEG_INFINITY)),
+            json(r#""-inf""#)
         );
         assert_eq!(value_to_json(&Value::F32(0.1)), json("0.1"));
         let odd = Value::Map(vec![(Value::from(1), s("one"))]);
