@@ -277,3 +277,26 @@ fn an_actor_with_its_own_memory_limit_fails_with_a_memory_error_past_it() {
         assert_eq!(roomy.call("size", vec![]).await.unwrap(), Value::from(1));
     });
 }
+
+#[test]
+fn an_actor_whose_call_trapped_is_listed_as_broken() {
+    let c = Cluster::start(1, 1);
+    let max = i64::MAX.to_string();
+    let counter = c.ok(&["actor", "new", coord_wasm(), "counter", &max]);
+    let out = c.run(&["actor", "call", &counter, "increment", "1"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("overflows"), "{}", stderr(&out));
+    wait_until(
+        Duration::from_secs(20),
+        "the actor listed as broken",
+        || {
+            c.ok(&["actor", "list"])
+                .lines()
+                .any(|l| l.starts_with(&counter) && l.contains("broken"))
+        },
+    );
+    // It takes no more calls, and says why.
+    let out = c.run(&["actor", "call", &counter, "get"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("earlier call"), "{}", stderr(&out));
+}

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Results at most this large travel with the worker's completion report and
 /// are kept by the scheduler too, so gathering them needs no worker round
@@ -498,6 +498,12 @@ pub enum ToScheduler {
         /// The tasks.
         keys: Vec<String>,
     },
+    /// From a worker: a call trapped in an actor, whose instance takes no
+    /// more calls.
+    ActorBroken {
+        /// The actor's key.
+        key: String,
+    },
 }
 
 /// An actor to construct: an instance of a resource a component exports.
@@ -541,6 +547,8 @@ pub enum ActorState {
     Ready,
     /// Its worker died; every call fails.
     Lost,
+    /// A call trapped; its instance takes no more calls.
+    Broken,
 }
 
 impl ActorState {
@@ -550,6 +558,7 @@ impl ActorState {
             ActorState::Starting => "starting",
             ActorState::Ready => "ready",
             ActorState::Lost => "lost",
+            ActorState::Broken => "broken",
         }
     }
 }

@@ -660,6 +660,9 @@ impl Core {
                 key,
                 outcome: Err(error),
             },
+            ToScheduler::ActorBroken { key } if is_worker => {
+                Event::ActorBroken { worker: from, key }
+            }
             ToScheduler::FetchModule { hash } if is_worker => {
                 let bytes = self.modules.get(&hash).cloned();
                 self.send(from, FromScheduler::Module { hash, bytes });

@@ -260,6 +260,13 @@ pub enum Event {
         /// How its constructor went.
         outcome: Result<(), TaskError>,
     },
+    /// A call trapped in an actor: it takes no more calls.
+    ActorBroken {
+        /// The worker holding it.
+        worker: WorkerId,
+        /// The actor.
+        key: String,
+    },
     /// A client deletes an actor.
     ActorDelete {
         /// The actor.
@@ -928,6 +935,7 @@ impl Scheduler {
                 outcome,
             } => self.actor_started(worker, &key, outcome, &mut out),
             Event::ActorDelete { key } => self.actor_delete(&key, &mut out),
+            Event::ActorBroken { worker, key } => self.actor_broken(worker, &key),
             Event::WorkerHeartbeat {
                 worker,
                 spilled,

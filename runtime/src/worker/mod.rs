@@ -591,10 +591,16 @@ async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
         .to_scheduler
         .send(ToScheduler::ActorReady { key: key.clone() });
     while let Some(call) = calls.recv().await {
+        let was_broken = instance.is_broken();
         let result = instance
             .call(&call.method, call.args)
             .await
             .map(|v| Bytes::from(value::encode(&v)));
+        if !was_broken && instance.is_broken() {
+            let _ = shared
+                .to_scheduler
+                .send(ToScheduler::ActorBroken { key: key.clone() });
+        }
         let _ = call.reply.send(FromPeer::Called {
             id: call.id,
             result,

@@ -654,6 +654,11 @@ pub struct ActorInstance {
 }
 
 impl ActorInstance {
+    /// Whether a call trapped, so the instance takes no more calls.
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_some()
+    }
+
     /// Calls `method` with `args` (typed by the method's parameters).
     pub async fn call(
         &mut self,

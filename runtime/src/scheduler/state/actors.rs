@@ -156,6 +156,16 @@ impl Scheduler {
         }
     }
 
+    /// A call trapped in actor `key` on `worker`.
+    pub(super) fn actor_broken(&mut self, worker: WorkerId, key: &str) {
+        if let Some(a) = self.actors.get_mut(key)
+            && a.worker == worker
+            && a.state == ActorState::Ready
+        {
+            a.state = ActorState::Broken;
+        }
+    }
+
     /// Every actor, sorted by key.
     pub fn actor_list(&self) -> Vec<ActorInfo> {
         let mut all: Vec<ActorInfo> = self.actors.iter().map(|(k, a)| info(k, a)).collect();
