@@ -336,3 +336,28 @@ fn a_task_memory_limit_set_at_submit_ends_it_with_a_memory_error() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout.len(), 6_000_001);
 }
+
+#[test]
+fn a_worker_process_that_dies_is_started_again() {
+    let c = Cluster::start(2, 1);
+    let before = worker_pids(c.pid());
+    assert_eq!(before.len(), 2);
+    // SAFETY: killing a worker process of the cluster this test started.
+    unsafe {
+        libc::kill(before[0] as i32, libc::SIGKILL);
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "a replacement worker process",
+        || {
+            let now = worker_pids(c.pid());
+            now.len() == 2 && !now.contains(&before[0])
+        },
+    );
+    wait_until(Duration::from_secs(30), "two workers joined", || {
+        let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+        info["workers"] == 2
+    });
+    let key = c.submit("inc", &["1"]);
+    assert_eq!(c.ok(&["gather", &key]), "2");
+}

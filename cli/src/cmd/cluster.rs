@@ -41,6 +41,64 @@ pub struct Args {
     record_local: bool,
 }
 
+/// How often the nanny looks at its worker processes.
+const NANNY_TICK: std::time::Duration = std::time::Duration::from_millis(200);
+/// The first wait before a dead worker is replaced; it doubles each time
+/// a replacement dies within [`HEALTHY`], up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+const HEALTHY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When each worker process slot is to be started again.
+struct Nanny {
+    started: Vec<std::time::Instant>,
+    backoff: Vec<std::time::Duration>,
+    /// Slots whose process died, and when to start another.
+    waiting: Vec<(usize, std::time::Instant)>,
+    /// Processes started again so far.
+    restarts: u64,
+}
+
+impl Nanny {
+    fn new(slots: usize) -> Self {
+        Self {
+            started: vec![std::time::Instant::now(); slots],
+            backoff: vec![FIRST_BACKOFF; slots],
+            waiting: Vec::new(),
+            restarts: 0,
+        }
+    }
+
+    /// Slot `i`'s process exited: when another starts (`None` if one is
+    /// already due).
+    fn died(&mut self, i: usize) -> Option<std::time::Duration> {
+        if self.waiting.iter().any(|(w, _)| *w == i) {
+            return None;
+        }
+        if self.started[i].elapsed() >= HEALTHY {
+            self.backoff[i] = FIRST_BACKOFF;
+        }
+        let after = self.backoff[i];
+        self.backoff[i] = (after * 2).min(MAX_BACKOFF);
+        self.waiting.push((i, std::time::Instant::now() + after));
+        self.restarts += 1;
+        Some(after)
+    }
+
+    /// The slots whose new process is due now.
+    fn due(&mut self) -> Vec<usize> {
+        let now = std::time::Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.waiting.drain(..).partition(|(_, t)| *t <= now);
+        self.waiting = later;
+        due.into_iter()
+            .map(|(i, _)| {
+                self.started[i] = now;
+                i
+            })
+            .collect()
+    }
+}
+
 /// Kills the workers when the cluster stops, however it stops.
 struct Workers(Vec<Child>);
 
@@ -79,8 +137,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         None if configured => None,
         None => Some(dtask_runtime::worker::default_memory_budget(a.workers)),
     };
-    let mut workers = Workers(Vec::new());
-    for _ in 0..a.workers {
+    let spawn = || -> Result<Child, Failure> {
         let mut cmd = Command::new(&exe);
         cmd.args(["worker", "--scheduler", &addr, "--nthreads"])
             .arg(a.threads.to_string())
@@ -100,10 +157,12 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Failure::new(2, format!("cannot start a worker: {e}")))?;
-        workers.0.push(child);
+        cmd.spawn()
+            .map_err(|e| Failure::new(2, format!("cannot start a worker: {e}")))
+    };
+    let mut workers = Workers(Vec::new());
+    for _ in 0..a.workers {
+        workers.0.push(spawn()?);
     }
     println!("{addr}");
     let _ = std::io::stdout().flush();
@@ -125,7 +184,42 @@ pub fn run(a: Args) -> Result<(), Failure> {
         serve_options.journal = Some(config::state_dir().join("journal"));
     }
     let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::new(2, e.to_string()))?;
-    let result = rt.block_on(serve(listener, token, &serve_options));
+    let server_token = token.clone();
+    let server = rt.spawn(async move { serve(listener, server_token, &serve_options).await });
+    // The nanny: a worker process that dies is started again (from this
+    // thread, which its PR_SET_PDEATHSIG is tied to), after a back-off that
+    // grows while replacements keep dying young.
+    let mut nanny = Nanny::new(workers.0.len());
+    while !server.is_finished() {
+        for (i, child) in workers.0.iter_mut().enumerate() {
+            // A clean exit is a worker the scheduler asked to stop.
+            let Ok(Some(status)) = child.try_wait() else {
+                continue;
+            };
+            if status.success() {
+                continue;
+            }
+            let Some(after) = nanny.died(i) else {
+                continue;
+            };
+            tracing::warn!(
+                "worker process {} exited ({status}); starting another in {after:?} \
+                 (restart {} of this cluster)",
+                child.id(),
+                nanny.restarts
+            );
+        }
+        for i in nanny.due() {
+            match spawn() {
+                Ok(c) => workers.0[i] = c,
+                Err(e) => tracing::error!("{}", e.message),
+            }
+        }
+        std::thread::sleep(NANNY_TICK);
+    }
+    let result = rt
+        .block_on(server)
+        .unwrap_or_else(|e| Err(Failure::new(2, format!("the scheduler stopped: {e}"))));
     if a.record_local {
         local::remove_record(pid);
     }
