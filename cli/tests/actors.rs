@@ -300,3 +300,27 @@ fn an_actor_whose_call_trapped_is_listed_as_broken() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("earlier call"), "{}", stderr(&out));
 }
+
+#[test]
+fn an_actor_call_gives_up_at_its_timeout() {
+    let c = Cluster::start(1, 1);
+    let counter = c.ok(&["actor", "new", coord_wasm(), "counter", "1"]);
+    let worker = worker_pids(c.pid())[0];
+    // A hung worker: the call gets no answer.
+    // SAFETY: stopping (then resuming) a worker of the cluster this test
+    // started.
+    unsafe {
+        libc::kill(worker as i32, libc::SIGSTOP);
+    }
+    let out = c.run(
+        &["actor", "call", "--timeout", "300ms", &counter, "get"],
+        "",
+    );
+    unsafe {
+        libc::kill(worker as i32, libc::SIGCONT);
+    }
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no answer"), "{}", stderr(&out));
+    let out = c.run(&["actor", "call", "--timeout", "30s", &counter, "get"], "");
+    assert_eq!(stdout(&out).trim(), "1", "{}", stderr(&out));
+}

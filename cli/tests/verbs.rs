@@ -447,3 +447,25 @@ fn map_splits_words_as_a_shell_does() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("quote"), "{}", stderr(&out));
 }
+
+#[test]
+fn gather_and_as_completed_give_up_at_their_timeout() {
+    let c = Cluster::start(1, 1);
+    let quick = c.submit("inc", &["1"]);
+    let slow = c.ok(&["submit", "--pure=false", tasks_wasm(), "spin", "60000"]);
+    let out = c.run(&["gather", "--timeout", "300ms", &quick, &slow], "");
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // What was ready by then was printed.
+    assert_eq!(stdout(&out), "2\n");
+    assert!(
+        stderr(&out).contains("not every result"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.run(&["as-completed", "--timeout", "300ms", &slow, &quick], "");
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{quick}\n"));
+    // Without a timeout that passes, they answer as before.
+    let out = c.run(&["gather", "--timeout", "30s", &quick], "");
+    assert_eq!(stdout(&out), "2\n", "{}", stderr(&out));
+}

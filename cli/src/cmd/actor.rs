@@ -63,6 +63,10 @@ struct CallArgs {
     /// Print a string or bytes result as is, not as JSON.
     #[arg(short, long)]
     raw: bool,
+    /// Give up waiting for the answer after this long (exit 4), e.g. `30s`;
+    /// the call itself may still run.
+    #[arg(long, value_parser = super::parse_duration, value_name = "DUR")]
+    timeout: Option<std::time::Duration>,
     /// The actor's key.
     key: String,
     /// The method.
@@ -91,7 +95,15 @@ struct ListArgs {
 pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     match a.command {
         Verb::New(a) => new(global, a).await,
-        Verb::Call(a) => call(global, a).await,
+        Verb::Call(a) => {
+            super::within(
+                a.timeout,
+                "no answer came",
+                "the call may still run; `dtask actor list` shows where the actor is",
+                call(global, a),
+            )
+            .await
+        }
         Verb::Del(a) => {
             let client = connect(global, false).await?;
             for k in a.keys {

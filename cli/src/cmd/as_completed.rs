@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 ///
 /// Keys come from the arguments, or else stream from stdin (so
 /// `dtask map … | dtask as-completed` starts printing before map is done).
-/// Exit status 1 if any task failed.
+/// Exit status 1 if any task failed, 4 if `--timeout` passed first.
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  seq 100 | dtask map tasks.wasm inc | dtask as-completed --with-results\n  dtask as-completed $(cat keys) | head -1"
@@ -27,11 +27,26 @@ pub struct Args {
     /// One JSON object per line: key, status, and result or error.
     #[arg(long)]
     json: bool,
+    /// Give up after this long (exit 4), e.g. `30s`; keys printed by then
+    /// stay printed.
+    #[arg(long, value_parser = super::parse_duration, value_name = "DUR")]
+    timeout: Option<std::time::Duration>,
     /// Keys (default: read from stdin).
     keys: Vec<String>,
 }
 
-pub async fn run(global: &Global, mut a: Args) -> Result<(), Failure> {
+pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
+    let timeout = a.timeout;
+    super::within(
+        timeout,
+        "not every task had finished",
+        "the tasks go on: ask again later, or see `dtask status`",
+        as_completed(global, a),
+    )
+    .await
+}
+
+async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
     let client = connect(global, false).await?;
     let mut key_rx = super::key_stream(std::mem::take(&mut a.keys));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();

@@ -12,6 +12,9 @@ use tokio::sync::mpsc;
 ///
 /// Keys come from the arguments, or else from stdin, one per line; results
 /// stream out as soon as the next one in order is ready.
+///
+/// Exit status: 0 all printed, 1 a task failed (with `--errors raise`), 3
+/// no scheduler, 4 `--timeout` passed first.
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  dtask gather inc-5c1e…\n  seq 100 | dtask map tasks.wasm inc | dtask gather"
@@ -33,6 +36,10 @@ pub struct Args {
     /// holding it), so a pipeline leaves nothing held behind it.
     #[arg(long)]
     release: bool,
+    /// Give up after this long (exit 4), e.g. `30s`; results printed by
+    /// then stay printed.
+    #[arg(long, value_parser = super::parse_duration, value_name = "DUR")]
+    timeout: Option<std::time::Duration>,
     /// Keys to gather (default: read from stdin).
     keys: Vec<String>,
 }
@@ -47,6 +54,17 @@ pub enum Errors {
 }
 
 pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
+    let timeout = a.timeout;
+    super::within(
+        timeout,
+        "not every result was ready",
+        "the tasks go on: gather again later, or see `dtask status`",
+        gather(global, a),
+    )
+    .await
+}
+
+async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
     let client = connect(global, false).await?;
     let mut key_rx = super::key_stream(a.keys);
 

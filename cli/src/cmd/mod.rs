@@ -439,6 +439,22 @@ pub fn print_item(item: Item, raw: bool) -> Result<(), Failure> {
 }
 
 /// A client error as a failure, with `message` for a timeout (exit 4).
+/// Runs `work`, a verb that waits, within `timeout` if one is given;
+/// past it, exit 4 saying what was not done (`what`) and what to do next.
+pub async fn within(
+    timeout: Option<Duration>,
+    what: &str,
+    next: &str,
+    work: impl std::future::Future<Output = Result<(), Failure>>,
+) -> Result<(), Failure> {
+    match timeout {
+        None => work.await,
+        Some(t) => tokio::time::timeout(t, work)
+            .await
+            .unwrap_or_else(|_| Err(Failure::new(4, format!("{what} after {t:?}; {next}")))),
+    }
+}
+
 pub fn on_timeout(e: ClientError, message: impl FnOnce(Duration) -> String) -> Failure {
     match e {
         ClientError::Timeout(t) => Failure::new(4, message(t)),
