@@ -316,6 +316,7 @@ fn an_actor_call_gives_up_at_its_timeout() {
         &["actor", "call", "--timeout", "300ms", &counter, "get"],
         "",
     );
+    // SAFETY: as above.
     unsafe {
         libc::kill(worker as i32, libc::SIGCONT);
     }
