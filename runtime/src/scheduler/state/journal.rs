@@ -64,8 +64,12 @@ pub struct SavedTask {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 enum SavedState {
     Unfinished,
-    Finished { inline: Option<Bytes>, nbytes: u64 },
-    Error(TaskError),
+    Finished {
+        inline: Option<Bytes>,
+        nbytes: u64,
+    },
+    /// Boxed, as in the scheduler's own state: rare, and large.
+    Error(Box<TaskError>),
     Cancelled,
     Lost,
     Released,
@@ -125,9 +129,6 @@ pub struct Status {
 
 /// One change to the durable state, as the journal records it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-// Records are built, written and dropped a batch at a time; boxing the
-// large one would cost an allocation per task for nothing.
-#[allow(clippy::large_enum_variant)]
 pub enum Record {
     /// A module was stored.
     Module {
@@ -138,8 +139,9 @@ pub enum Record {
     Task {
         /// Its submission order.
         seq: u64,
-        /// What it runs.
-        spec: TaskSpec,
+        /// What it runs (boxed: a batch of a million small records, a
+        /// release of everything, should not cost a million specs' room).
+        spec: Box<TaskSpec>,
         /// Scattered data rather than a computation.
         scattered: bool,
         /// Its status.
@@ -279,7 +281,7 @@ impl Model {
                 self.tasks.insert(
                     seq,
                     SavedTask {
-                        spec,
+                        spec: *spec,
                         seq,
                         state: status.state,
                         holders: status.holders,
@@ -404,7 +406,7 @@ impl SavedTask {
     fn into_record(self) -> Record {
         Record::Task {
             seq: self.seq,
-            spec: self.spec,
+            spec: Box::new(self.spec),
             scattered: self.scattered,
             status: Status {
                 state: self.state,
@@ -551,7 +553,7 @@ impl Window {
                 status,
             } => {
                 let mut task = SavedTask {
-                    spec,
+                    spec: *spec,
                     seq,
                     state: SavedState::Unfinished,
                     holders: Vec::new(),
@@ -740,7 +742,7 @@ impl Scheduler {
                 }
                 State::Released
             }
-            SavedState::Error(e) => State::Error(Box::new(e)),
+            SavedState::Error(e) => State::Error(e),
             SavedState::Cancelled => State::Cancelled,
             SavedState::Lost => State::Lost,
             SavedState::Released => State::Released,
@@ -909,7 +911,7 @@ impl Scheduler {
                     inline: result.inline.clone(),
                     nbytes: result.nbytes,
                 },
-                State::Error(e) => SavedState::Error((**e).clone()),
+                State::Error(e) => SavedState::Error(e.clone()),
                 State::Cancelled => SavedState::Cancelled,
                 State::Lost => SavedState::Lost,
                 State::Released => SavedState::Released,
@@ -969,7 +971,7 @@ impl Scheduler {
             if t.journaled == 0 {
                 out.push(Record::Task {
                     seq: t.seq,
-                    spec: t.recipe.spec(&key),
+                    spec: Box::new(t.recipe.spec(&key)),
                     scattered: t.scatter.is_some(),
                     status,
                 });
