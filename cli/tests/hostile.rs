@@ -234,17 +234,18 @@ fn a_subscriber_that_stops_reading_is_cut_off_while_others_are_served() {
     }
     let before = mib(c.pid(), "VmRSS");
     let line = format!("\"{}\"\n", "x".repeat(1000));
-    let published = c.run(&["pub", "flood", "-"], &line.repeat(100_000));
+    let published = c.run(&["pub", "flood", "-"], &line.repeat(200_000));
     assert!(published.status.success(), "{}", stderr(&published));
     // Everyone else is served meanwhile.
     let key = c.submit("inc", &["1"]);
     assert_eq!(c.ok(&["gather", &key]), "2");
-    // Kept for it: its 8 MiB buffer, plus what the allocator has not yet
-    // given back of the 100 MB that went past; keeping every message would
-    // be over 100 MiB.
+    // 200,000 messages of 1 KB may grow the scheduler by
+    // less than 100 MB. Kept for the stopped subscriber: its 8 MiB buffer;
+    // the rest is what was in flight and what the allocator has not yet
+    // given back. Keeping every message would be over 200 MB.
     let grown = mib(c.pid(), "VmRSS").saturating_sub(before);
     assert!(
-        grown <= 64,
+        grown < 100,
         "the scheduler kept {grown} MiB for the stopped subscriber"
     );
     // SAFETY: as above.
