@@ -1338,6 +1338,10 @@ impl Scheduler {
                 }
                 return;
             }
+            // Run there again (a rejoining worker is sent the recomputation
+            // before its report of what it holds arrives): the run's result
+            // replaces this one, and freeing it could free that instead.
+            State::Processing { worker: w, .. } if *w == worker => return,
             State::Processing { .. } | State::Error(_) | State::Cancelled => {
                 return out.push(Command::Free {
                     worker,

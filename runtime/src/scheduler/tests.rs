@@ -1290,3 +1290,45 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     assert_eq!(recovered, s.snapshot().canonical());
     journal.close();
 }
+
+#[test]
+fn a_rejoined_worker_reporting_a_result_it_is_computing_again_is_not_told_to_free_it() {
+    // A result that lived on a worker, known after a restart by its recipe.
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![val(1)])]);
+    s.handle(Event::Finished {
+        worker: 10,
+        results: vec![("a".into(), big(6000))],
+    });
+    let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
+    r.handle(Event::ClientConnected {
+        client: 1,
+        name: Some("cli".into()),
+    });
+    // The worker rejoins; someone asks for the result before the worker's
+    // report of what it holds arrives, so it is computed again there.
+    r.handle(joined(20, 1));
+    let cmds = r.handle(Event::Watch {
+        client: 1,
+        keys: vec!["a".into()],
+    });
+    assert_eq!(runs(&cmds), vec![(20, "a".to_string())]);
+    let cmds = r.handle(Event::WorkerHolds {
+        worker: 20,
+        results: vec![("a".into(), big(6000))],
+    });
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::Free { .. })),
+        "{cmds:?}"
+    );
+    // The run's result is the one kept.
+    let cmds = r.handle(Event::Finished {
+        worker: 20,
+        results: vec![("a".into(), big(6000))],
+    });
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Done { key, .. } if key == "a")),
+        "{cmds:?}"
+    );
+}
