@@ -17,7 +17,7 @@
 
 use super::state::{Command, Event, Scheduler};
 use super::tests::{M, fut, joined, small, spec, val};
-use crate::protocol::{Outcome, RunArg, RunTask, TaskSpec};
+use crate::protocol::{ErrorKind, Located, Outcome, RunArg, RunTask, TaskError, TaskSpec};
 use proptest::prelude::*;
 use std::collections::{HashMap, VecDeque};
 
@@ -30,6 +30,7 @@ enum ToWorker {
     Run { seq: u64, tasks: Vec<RunTask> },
     Sync { seq: u64 },
     Cancel(Vec<String>),
+    Free(Vec<String>),
 }
 
 #[derive(Default)]
@@ -46,6 +47,8 @@ struct SimWorker {
     run_seq: u64,
     /// Drop the next `Run` sent to it.
     drop_next_run: bool,
+    /// Results too big to travel inline, which it holds.
+    held: HashMap<String, u8>,
 }
 
 /// One step of the nemesis's schedule, on the worker `index % workers`.
@@ -86,6 +89,12 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Join),
         1 => Just(Step::Restart),
     ]
+}
+
+/// Whether a task's result is too big to travel inline: it stays on its
+/// worker, and others fetch it from there.
+fn is_big(key: &str) -> bool {
+    key.ends_with("-2") || key.starts_with("loose")
 }
 
 /// What a task computes: one more than the sum of its inputs, mod 251.
@@ -133,6 +142,9 @@ struct Sim {
     erred: Vec<String>,
     /// For each key, the dead workers it was executing on.
     died_running: HashMap<String, u32>,
+    /// Keys whose only holder died before the client fetched them: it
+    /// asks for them again.
+    ask_again: Vec<String>,
 }
 
 impl Sim {
@@ -146,6 +158,7 @@ impl Sim {
             told: HashMap::new(),
             erred: Vec::new(),
             died_running: HashMap::new(),
+            ask_again: Vec::new(),
         };
         sim.handle(Event::ModuleStored { hash: M.into() });
         sim.handle(Event::ClientConnected {
@@ -179,16 +192,46 @@ impl Sim {
         });
     }
 
+    /// A worker process joins again, reporting what it holds.
+    fn rejoin(&mut self, held: HashMap<String, u8>) {
+        let id = FIRST_WORKER + self.workers.len() as u64;
+        let results = held
+            .keys()
+            .map(|k| {
+                let at = Located {
+                    inline: None,
+                    who_has: Vec::new(),
+                    nbytes: 6000,
+                };
+                (k.clone(), at)
+            })
+            .collect();
+        // Its report follows its join on its connection, so work may be
+        // sent to it before the report arrives.
+        self.workers.push(SimWorker {
+            held,
+            outbox: VecDeque::from([Event::WorkerHolds {
+                worker: id,
+                results,
+            }]),
+            ..SimWorker::default()
+        });
+        self.handle(joined(id, 1));
+    }
+
     fn restart(&mut self) {
         let snapshot = self.s.snapshot();
         self.s = Scheduler::new()
             .restore(snapshot)
             .expect("a snapshot restores");
-        let live = self.workers.iter().filter(|w| !w.dead).count();
         // The old connections are gone, with whatever was in flight; a
         // worker stops what it had in hand (no death: it did not crash)
-        // and joins again under a new id.
+        // and joins again under a new id, with the results it holds.
+        let mut rejoining = Vec::new();
         for w in &mut self.workers {
+            if !w.dead {
+                rejoining.push(std::mem::take(&mut w.held));
+            }
             *w = SimWorker {
                 dead: true,
                 ..SimWorker::default()
@@ -198,8 +241,8 @@ impl Sim {
             client: CLIENT,
             name: Some("nemesis".into()),
         });
-        for _ in 0..live {
-            self.join();
+        for held in rejoining {
+            self.rejoin(held);
         }
         let keys = self.expected.keys().cloned().collect();
         self.handle(Event::Watch {
@@ -240,6 +283,11 @@ impl Sim {
                     w.inbox.push_back(ToWorker::Cancel(keys));
                 }
             }
+            Command::Free { worker, keys } => {
+                if let Some(w) = self.worker(worker) {
+                    w.inbox.push_back(ToWorker::Free(keys));
+                }
+            }
             Command::Done {
                 client: CLIENT,
                 key,
@@ -252,8 +300,31 @@ impl Sim {
     fn told(&mut self, key: String, outcome: Outcome) {
         match outcome {
             Outcome::Finished(at) => {
-                let inline = at.inline.expect("small results travel inline");
-                let got = inline[0];
+                let got = match &at.inline {
+                    Some(inline) => inline[0],
+                    None => {
+                        // A live worker it names must hold it, as a client
+                        // fetches it from there.
+                        let holders: Vec<&SimWorker> = at
+                            .who_has
+                            .iter()
+                            .filter_map(|a| a.strip_prefix('w')?.parse::<u64>().ok())
+                            .filter_map(|id| self.workers.get((id - FIRST_WORKER) as usize))
+                            .collect();
+                        assert!(!holders.is_empty(), "{key} finished on no worker");
+                        let live: Vec<&&SimWorker> = holders.iter().filter(|w| !w.dead).collect();
+                        if live.is_empty() {
+                            // Its worker died meanwhile: the client asks again.
+                            self.ask_again.push(key);
+                            return;
+                        }
+                        live.iter()
+                            .find_map(|w| w.held.get(&key).copied())
+                            .unwrap_or_else(|| {
+                                panic!("{key}: told finished on workers that no longer hold it")
+                            })
+                    }
+                };
                 assert_eq!(
                     got, self.expected[&key],
                     "{key} finished with a wrong value"
@@ -291,6 +362,11 @@ impl Sim {
                     }
                     Some(ToWorker::Sync { seq }) => w.run_seq = w.run_seq.max(seq),
                     Some(ToWorker::Cancel(keys)) => w.queue.retain(|t| !keys.contains(&t.key)),
+                    Some(ToWorker::Free(keys)) => {
+                        for k in keys {
+                            w.held.remove(&k);
+                        }
+                    }
                     None => {}
                 }
             }
@@ -323,14 +399,60 @@ impl Sim {
                 let Some(task) = w.running.take() else {
                     return;
                 };
-                let inputs = task.args.iter().map(|a| match a {
-                    RunArg::Value(b) => b[0],
-                    RunArg::Dep { at, .. } => at.inline.as_ref().expect("inline")[0],
-                });
-                let value = compute(inputs);
+                let mut inputs = Vec::new();
+                for a in &task.args {
+                    match a {
+                        RunArg::Value(b) => inputs.push(b[0]),
+                        RunArg::Dep { at, .. } if at.inline.is_some() => {
+                            inputs.push(at.inline.as_ref().expect("inline")[0])
+                        }
+                        RunArg::Dep { key, at } => {
+                            // Fetched from a live worker that holds it.
+                            let found = at.who_has.iter().find_map(|addr| {
+                                let id: u64 = addr.strip_prefix('w')?.parse().ok()?;
+                                let h = self.workers.get((id - FIRST_WORKER) as usize)?;
+                                if h.dead {
+                                    None
+                                } else {
+                                    h.held.get(key).copied()
+                                }
+                            });
+                            match found {
+                                Some(v) => inputs.push(v),
+                                None => {
+                                    let error = TaskError {
+                                        kind: ErrorKind::Lost,
+                                        message: format!("cannot fetch {key}"),
+                                        stderr: String::new(),
+                                        backtrace: String::new(),
+                                        origin: task.key.clone(),
+                                    };
+                                    let w = &mut self.workers[i];
+                                    w.outbox.push_back(Event::Erred {
+                                        worker: FIRST_WORKER + i as u64,
+                                        errors: vec![(task.key, error)],
+                                    });
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                let value = compute(inputs.into_iter());
+                let w = &mut self.workers[i];
+                let at = if is_big(&task.key) {
+                    w.held.insert(task.key.clone(), value);
+                    Located {
+                        inline: None,
+                        who_has: Vec::new(),
+                        nbytes: 6000,
+                    }
+                } else {
+                    small(value)
+                };
                 w.outbox.push_back(Event::Finished {
                     worker: FIRST_WORKER + i as u64,
-                    results: vec![(task.key, small(value))],
+                    results: vec![(task.key, at)],
                 });
             }
             Step::Beat(i) => {
@@ -417,6 +539,12 @@ impl Sim {
                 while !self.workers[i].outbox.is_empty() {
                     self.apply(Step::Deliver(i));
                 }
+            }
+            for key in std::mem::take(&mut self.ask_again) {
+                self.handle(Event::Watch {
+                    client: CLIENT,
+                    keys: vec![key],
+                });
             }
             if self.answered() {
                 return;
