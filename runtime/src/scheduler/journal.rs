@@ -853,19 +853,25 @@ fn durable_write(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .and_then(|n| n.to_str())
             .unwrap_or("journal")
     ));
-    // Task arguments and granted environment (secrets, often) are in
-    // here: only the scheduler's user may read them.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    let mut f = private_file(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dest)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates (or empties) the file at `path`, readable by this user alone:
+/// task arguments and granted environment (secrets, often) are in the
+/// journal's files.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
 }
 
 /// Creates `dir` (and its parents) if needed, and makes it private to this

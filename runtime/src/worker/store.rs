@@ -82,6 +82,19 @@ struct Inner {
     spilled_count: usize,
 }
 
+impl Inner {
+    /// Holds `bytes` as `key` in memory, as just used (room is made first).
+    fn keep_in_memory(&mut self, key: Box<str>, bytes: Bytes) {
+        self.tick += 1;
+        self.in_memory += bytes.len();
+        let entry = Entry {
+            used: self.tick,
+            place: Place::in_memory(bytes),
+        };
+        self.entries.insert(key, entry);
+    }
+}
+
 /// Bytes a store holds, in memory and spilled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -161,11 +174,7 @@ impl ResultStore {
                 file,
             };
         }
-        inner.tick += 1;
-        let used = inner.tick;
-        inner.in_memory += len;
-        let place = Place::in_memory(bytes);
-        inner.entries.insert(key.into(), Entry { place, used });
+        inner.keep_in_memory(key.into(), bytes);
         Ok(())
     }
 
@@ -226,11 +235,7 @@ impl ResultStore {
             return Err(bytes);
         }
         self.remove_locked(&mut inner, key);
-        inner.tick += 1;
-        let used = inner.tick;
-        inner.in_memory += len;
-        let place = Place::in_memory(bytes);
-        inner.entries.insert(key.into(), Entry { place, used });
+        inner.keep_in_memory(key.into(), bytes);
         Ok(())
     }
 

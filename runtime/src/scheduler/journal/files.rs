@@ -11,7 +11,6 @@ use bincode::Options;
 use serde::de::DeserializeOwned;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 /// Header of a snapshot: magic, version (u32), last log generation it
@@ -128,14 +127,7 @@ impl SnapshotWriter {
     /// `tmp` (private to this user: task arguments and granted secrets
     /// are in it).
     pub(super) fn create(tmp: PathBuf, covers: u64) -> io::Result<Self> {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        let mut file = BufWriter::with_capacity(1 << 20, f);
+        let mut file = BufWriter::with_capacity(1 << 20, super::private_file(&tmp)?);
         file.write_all(SNAPSHOT_MAGIC)?;
         file.write_all(&JOURNAL_VERSION.to_le_bytes())?;
         file.write_all(&covers.to_le_bytes())?;

@@ -278,18 +278,8 @@ impl Model {
                 scattered,
                 status,
             } => {
-                self.tasks.insert(
-                    seq,
-                    SavedTask {
-                        spec: *spec,
-                        seq,
-                        state: status.state,
-                        holders: status.holders,
-                        retries_left: status.retries_left,
-                        deaths: status.deaths,
-                        scattered,
-                    },
-                );
+                self.tasks
+                    .insert(seq, SavedTask::recorded(seq, *spec, scattered, status));
             }
             Record::Status { seq, status } => {
                 if let Some(t) = self.tasks.get_mut(&seq) {
@@ -391,6 +381,19 @@ impl Model {
 }
 
 impl SavedTask {
+    /// The task a `Record::Task` records.
+    fn recorded(seq: u64, spec: TaskSpec, scattered: bool, status: Status) -> Self {
+        SavedTask {
+            spec,
+            seq,
+            state: status.state,
+            holders: status.holders,
+            retries_left: status.retries_left,
+            deaths: status.deaths,
+            scattered,
+        }
+    }
+
     /// The task's key.
     pub fn key(&self) -> &str {
         &self.spec.key
@@ -552,16 +555,7 @@ impl Window {
                 scattered,
                 status,
             } => {
-                let mut task = SavedTask {
-                    spec: *spec,
-                    seq,
-                    state: SavedState::Unfinished,
-                    holders: Vec::new(),
-                    retries_left: 0,
-                    deaths: 0,
-                    scattered,
-                };
-                task.set(status);
+                let task = SavedTask::recorded(seq, *spec, scattered, status);
                 self.changes.insert(seq, Change::Whole(encode_task(&task)));
             }
             Record::Status { seq, status } => match self.changes.get_mut(&seq) {
