@@ -32,6 +32,8 @@ fn joined(worker: u64) -> Event {
         data_addr: format!("10.0.{}.{}:7000", worker / 250, worker % 250),
         name: format!("sim-{worker}"),
         resources: vec![],
+        memory_limit: 256 << 20,
+        restarts: 0,
     }
 }
 

@@ -84,6 +84,8 @@ fn main() {
                 data_addr: format!("127.0.0.1:{}", 40000 + worker),
                 name: format!("127.0.0.1:{}", 40000 + worker),
                 resources: vec![],
+                memory_limit: 256 << 20,
+                restarts: 0,
             },
         );
     }

@@ -12,7 +12,7 @@ mod cmd;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
-use cmd::Failure;
+use cmd::{Failure, WithScheduler as S};
 use std::process::ExitCode;
 
 /// Dask-style futures for WebAssembly tasks.
@@ -30,44 +30,39 @@ use std::process::ExitCode;
     after_help = "Example:\n  k=$(dtask submit tasks.wasm inc 10)\n  dtask gather $k        # 11\n  seq 100 | dtask map tasks.wasm inc | dtask gather"
 )]
 struct Cli {
-    /// Scheduler address (host:port). Else DTASK_SCHEDULER, dtask.toml, or
-    /// the local default cluster.
-    #[arg(long, global = true, value_name = "ADDR")]
-    scheduler: Option<String>,
-
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    Submit(cmd::submit::Args),
-    Map(cmd::map::Args),
-    Gather(cmd::gather::Args),
-    Wait(cmd::wait::Args),
-    Status(cmd::status::Args),
-    Release(cmd::release::Args),
-    AsCompleted(cmd::as_completed::Args),
-    Cancel(cmd::cancel::Args),
-    Retry(cmd::retry::Args),
-    Scatter(cmd::scatter::Args),
-    WhoHas(cmd::who_has::Args),
-    Workers(cmd::workers::Args),
-    Info(cmd::info::Args),
-    Queue(cmd::queue::Args),
-    Var(cmd::var::Args),
-    Lock(cmd::lock::Args),
-    Semaphore(cmd::semaphore::Args),
-    Event(cmd::event::Args),
-    Pub(cmd::pubsub::PubArgs),
-    Sub(cmd::pubsub::SubArgs),
-    Actor(cmd::actor::Args),
-    Config(cmd::show_config::Args),
+    Submit(S<cmd::submit::Args>),
+    Map(S<cmd::map::Args>),
+    Gather(S<cmd::gather::Args>),
+    Wait(S<cmd::wait::Args>),
+    Status(S<cmd::status::Args>),
+    Release(S<cmd::release::Args>),
+    AsCompleted(S<cmd::as_completed::Args>),
+    Cancel(S<cmd::cancel::Args>),
+    Retry(S<cmd::retry::Args>),
+    Scatter(S<cmd::scatter::Args>),
+    WhoHas(S<cmd::who_has::Args>),
+    Workers(S<cmd::workers::Args>),
+    Info(S<cmd::info::Args>),
+    Queue(S<cmd::queue::Args>),
+    Var(S<cmd::var::Args>),
+    Lock(S<cmd::lock::Args>),
+    Semaphore(S<cmd::semaphore::Args>),
+    Event(S<cmd::event::Args>),
+    Pub(S<cmd::pubsub::PubArgs>),
+    Sub(S<cmd::pubsub::SubArgs>),
+    Actor(S<cmd::actor::Args>),
+    Config(S<cmd::show_config::Args>),
     Inspect(cmd::inspect::Args),
     Journal(cmd::journal::Args),
-    Shutdown(cmd::shutdown::Args),
+    Shutdown(S<cmd::shutdown::Args>),
     Scheduler(cmd::scheduler::Args),
-    Worker(cmd::worker::Args),
+    Worker(S<cmd::worker::Args>),
     Cluster(cmd::cluster::Args),
 }
 
@@ -94,41 +89,44 @@ fn main() -> ExitCode {
         }
     }
     init_logging(if daemon { "info" } else { "warn" });
-    let global = cmd::Global {
-        scheduler: cli.scheduler,
-    };
     let result = match cli.command {
         Command::Scheduler(a) => cmd::scheduler::run(a),
-        Command::Worker(a) => cmd::worker::run(&global, a),
+        Command::Worker(S { global, args: a }) => cmd::worker::run(&global, a),
         Command::Cluster(a) => cmd::cluster::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Journal(a) => cmd::journal::run(a),
-        Command::Config(a) => cmd::show_config::run(&global, a),
+        Command::Config(S { global, args: a }) => cmd::show_config::run(&global, a),
         other => client_runtime().and_then(|rt| {
             rt.block_on(async move {
                 match other {
-                    Command::Submit(a) => cmd::submit::run(&global, a).await,
-                    Command::Map(a) => cmd::map::run(&global, a).await,
-                    Command::Gather(a) => cmd::gather::run(&global, a).await,
-                    Command::Wait(a) => cmd::wait::run(&global, a).await,
-                    Command::Status(a) => cmd::status::run(&global, a).await,
-                    Command::Release(a) => cmd::release::run(&global, a).await,
-                    Command::AsCompleted(a) => cmd::as_completed::run(&global, a).await,
-                    Command::Cancel(a) => cmd::cancel::run(&global, a).await,
-                    Command::Retry(a) => cmd::retry::run(&global, a).await,
-                    Command::Scatter(a) => cmd::scatter::run(&global, a).await,
-                    Command::WhoHas(a) => cmd::who_has::run(&global, a).await,
-                    Command::Workers(a) => cmd::workers::run(&global, a).await,
-                    Command::Info(a) => cmd::info::run(&global, a).await,
-                    Command::Queue(a) => cmd::queue::run(&global, a).await,
-                    Command::Var(a) => cmd::var::run(&global, a).await,
-                    Command::Lock(a) => cmd::lock::run(&global, a).await,
-                    Command::Semaphore(a) => cmd::semaphore::run(&global, a).await,
-                    Command::Event(a) => cmd::event::run(&global, a).await,
-                    Command::Pub(a) => cmd::pubsub::run_pub(&global, a).await,
-                    Command::Sub(a) => cmd::pubsub::run_sub(&global, a).await,
-                    Command::Actor(a) => cmd::actor::run(&global, a).await,
-                    Command::Shutdown(a) => cmd::shutdown::run(&global, a).await,
+                    Command::Submit(S { global, args: a }) => cmd::submit::run(&global, a).await,
+                    Command::Map(S { global, args: a }) => cmd::map::run(&global, a).await,
+                    Command::Gather(S { global, args: a }) => cmd::gather::run(&global, a).await,
+                    Command::Wait(S { global, args: a }) => cmd::wait::run(&global, a).await,
+                    Command::Status(S { global, args: a }) => cmd::status::run(&global, a).await,
+                    Command::Release(S { global, args: a }) => cmd::release::run(&global, a).await,
+                    Command::AsCompleted(S { global, args: a }) => {
+                        cmd::as_completed::run(&global, a).await
+                    }
+                    Command::Cancel(S { global, args: a }) => cmd::cancel::run(&global, a).await,
+                    Command::Retry(S { global, args: a }) => cmd::retry::run(&global, a).await,
+                    Command::Scatter(S { global, args: a }) => cmd::scatter::run(&global, a).await,
+                    Command::WhoHas(S { global, args: a }) => cmd::who_has::run(&global, a).await,
+                    Command::Workers(S { global, args: a }) => cmd::workers::run(&global, a).await,
+                    Command::Info(S { global, args: a }) => cmd::info::run(&global, a).await,
+                    Command::Queue(S { global, args: a }) => cmd::queue::run(&global, a).await,
+                    Command::Var(S { global, args: a }) => cmd::var::run(&global, a).await,
+                    Command::Lock(S { global, args: a }) => cmd::lock::run(&global, a).await,
+                    Command::Semaphore(S { global, args: a }) => {
+                        cmd::semaphore::run(&global, a).await
+                    }
+                    Command::Event(S { global, args: a }) => cmd::event::run(&global, a).await,
+                    Command::Pub(S { global, args: a }) => cmd::pubsub::run_pub(&global, a).await,
+                    Command::Sub(S { global, args: a }) => cmd::pubsub::run_sub(&global, a).await,
+                    Command::Actor(S { global, args: a }) => cmd::actor::run(&global, a).await,
+                    Command::Shutdown(S { global, args: a }) => {
+                        cmd::shutdown::run(&global, a).await
+                    }
                     _ => unreachable!("daemons are handled above"),
                 }
             })

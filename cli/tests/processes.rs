@@ -354,10 +354,20 @@ fn a_worker_process_that_dies_is_started_again() {
             now.len() == 2 && !now.contains(&before[0])
         },
     );
+    // `dtask workers` says which one came back, and how often.
     wait_until(Duration::from_secs(30), "two workers joined", || {
-        let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
-        info["workers"] == 2
+        let lines = c.ok(&["workers", "--json"]);
+        let restarts: Vec<u64> = lines
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["restarts"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        restarts.len() == 2 && restarts.iter().sum::<u64>() == 1
     });
+    assert!(c.ok(&["workers"]).contains("restarts=1"));
     let key = c.submit("inc", &["1"]);
     assert_eq!(c.ok(&["gather", &key]), "2");
 }

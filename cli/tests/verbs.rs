@@ -16,8 +16,8 @@ fn json_lines(s: &str) -> Vec<serde_json::Value> {
 
 fn status(c: &Cluster, key: &str) -> String {
     c.ok(&["status", key])
-        .rsplit('\t')
-        .next()
+        .split('\t')
+        .nth(1)
         .unwrap()
         .to_string()
 }
@@ -299,10 +299,27 @@ fn a_task_no_connected_worker_can_run_is_submitted_with_a_note_saying_so() {
         "{}",
         stderr(&gpu)
     );
+    // `status` says why it waits, in words and in JSON.
+    let key = stdout(&gpu).trim().to_string();
     assert_eq!(
-        c.ok(&["status", stdout(&gpu).trim()]),
-        format!("{}\tpending", stdout(&gpu).trim())
+        c.ok(&["status", &key]),
+        format!("{key}\tno-worker\tno connected worker offers GPU=1")
     );
+    let line = &json_lines(&c.ok(&["status", "--json", &key]))[0];
+    assert_eq!(line["status"], "no-worker");
+    assert_eq!(line["reason"], "no connected worker offers GPU=1");
+    // A worker that fits joins: it runs at once.
+    let mut worker = Command::new(DTASK)
+        .args(["worker", "--resources", "GPU=2", "--scheduler", &c.addr])
+        .env("DTASK_STATE_DIR", c.state.path())
+        .env("DTASK_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let out = c.run(&["gather", "--timeout", "60s", &key], "");
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "2\n");
     let nowhere = c.run(
         &["map", "--workers", "127.0.0.1:9", tasks_wasm(), "inc"],
         "2\n",
@@ -313,9 +330,75 @@ fn a_task_no_connected_worker_can_run_is_submitted_with_a_note_saying_so() {
         "{}",
         stderr(&nowhere)
     );
+    let key = stdout(&nowhere).trim().to_string();
+    wait_status(&c, &key, "no-worker");
+    assert_eq!(
+        c.ok(&["status", &key]),
+        format!("{key}\tno-worker\tno connected worker is 127.0.0.1:9")
+    );
     // One that a worker can run says nothing.
     let fine = c.run(&["submit", tasks_wasm(), "inc", "3"], "");
     assert!(stderr(&fine).is_empty(), "{}", stderr(&fine));
+    // A memory limit above what any worker allows is refused, naming both.
+    let big = c.run(
+        &[
+            "submit",
+            "--memory-limit-mib",
+            "1000",
+            tasks_wasm(),
+            "inc",
+            "4",
+        ],
+        "",
+    );
+    assert_eq!(big.status.code(), Some(2), "{}", stderr(&big));
+    assert!(
+        stderr(&big).contains("1000 MiB") && stderr(&big).contains("(256 MiB)"),
+        "{}",
+        stderr(&big)
+    );
+}
+
+#[test]
+fn a_key_submitted_again_under_other_limits_runs_again_under_them() {
+    let c = Cluster::start(1, 1);
+    let short = c.run(
+        &["submit", "--timeout", "300ms", tasks_wasm(), "spin", "1500"],
+        "",
+    );
+    let key = stdout(&short).trim().to_string();
+    let out = c.run(&["gather", &key], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("timeout"), "{}", stderr(&out));
+    // Same call, same limits: the same (cached) failure.
+    let again = c.ok(&["submit", "--timeout", "300ms", tasks_wasm(), "spin", "1500"]);
+    assert_eq!(again, key);
+    assert_eq!(c.run(&["gather", &key], "").status.code(), Some(1));
+    // Same call, a longer timeout: the same key runs again, and finishes.
+    let longer = c.ok(&["submit", "--timeout", "30s", tasks_wasm(), "spin", "1500"]);
+    assert_eq!(longer, key);
+    let out = c.run(&["gather", &key], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // `retry` takes the same limit flags.
+    let k = c.ok(&["submit", "--timeout", "300ms", tasks_wasm(), "spin", "1600"]);
+    assert_eq!(c.run(&["gather", &k], "").status.code(), Some(1));
+    let out = c.run(&["retry", "--memory-limit-mib", "1000", &k], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    c.ok(&["retry", "--timeout", "30s", &k]);
+    let out = c.run(&["gather", &k], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A cancelled key submitted again under other limits runs again too.
+    let k = c.ok(&["submit", "--timeout", "20s", tasks_wasm(), "spin", "1700"]);
+    c.ok(&["cancel", &k]);
+    wait_status(&c, &k, "cancelled");
+    assert_eq!(
+        c.ok(&["submit", "--timeout", "30s", tasks_wasm(), "spin", "1700"]),
+        k
+    );
+    let out = c.run(&["gather", &k], "");
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]
@@ -356,6 +439,38 @@ fn progress_bars_on_a_terminal_never_in_a_pipe() {
         "{}",
         stderr(&out)
     );
+
+    // In `map | gather` only the last command draws a bar; nothing reads
+    // "0/0"; rates are whole numbers.
+    let terminal = |line: &str| {
+        let out = Command::new("script")
+            .args(["-qec", line, "/dev/null"])
+            .env("DTASK_STATE_DIR", c.state.path())
+            .env("DTASK_SCHEDULER", &c.addr)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stdout(&out));
+        stdout(&out)
+    };
+    let w = tasks_wasm();
+    let screen = terminal(&format!(
+        "printf '1200\\n1201\\n' | {DTASK} map {w} spin | {DTASK} gather"
+    ));
+    assert!(screen.contains("gather ["), "no gather bar: {screen:?}");
+    assert!(!screen.contains("map ["), "two bars: {screen:?}");
+    assert!(!screen.contains("0/0"), "{screen:?}");
+    assert!(
+        !screen
+            .split_whitespace()
+            .any(|w| w.ends_with("/s") && w.contains('.')),
+        "a fractional rate: {screen:?}"
+    );
+    // Into a pipe (`| head`), no bar at all: it would mix with the data.
+    let screen = terminal(&format!(
+        "printf '1300\\n1301\\n' | {DTASK} map {w} spin | {DTASK} gather | head -1"
+    ));
+    assert!(screen.trim().parse::<u64>().is_ok(), "{screen:?}");
 }
 
 #[test]

@@ -35,7 +35,7 @@ use crate::module::{CompiledModule, LocalModule};
 use crate::peer;
 use crate::protocol::{
     Arg, FromScheduler, Hello, Located, Outcome, PROTOCOL_VERSION, Placement, Role, TaskError,
-    TaskSpec, TaskState, ToScheduler, WorkerInfo,
+    TaskLimits, TaskSpec, TaskState, ToScheduler, WorkerInfo,
 };
 use crate::value::{self, Value};
 use bytes::Bytes;
@@ -503,7 +503,21 @@ impl Client {
 
     /// Runs erred keys again from where their errors started.
     pub async fn retry(&self, keys: Vec<String>) -> Result<(), ClientError> {
-        match self.request(|id| ToScheduler::Retry { id, keys }).await? {
+        self.retry_with(keys, TaskLimits::default()).await
+    }
+
+    /// Like [`Client::retry`], with new limits for the runs (those unset
+    /// stay as submitted); a memory limit no connected worker allows is
+    /// refused.
+    pub async fn retry_with(
+        &self,
+        keys: Vec<String>,
+        limits: TaskLimits,
+    ) -> Result<(), ClientError> {
+        match self
+            .request(|id| ToScheduler::Retry { id, keys, limits })
+            .await?
+        {
             FromScheduler::Retried { refused, .. } if refused.is_empty() => Ok(()),
             FromScheduler::Retried { refused, .. } => Err(ClientError::Refused(refused)),
             other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
@@ -744,8 +758,20 @@ impl Client {
         &self,
         keys: Vec<String>,
     ) -> Result<Vec<(String, Option<TaskState>)>, ClientError> {
+        Ok(self.status_with_reasons(keys).await?.0)
+    }
+
+    /// Like [`Client::status`], and for keys in
+    /// [`TaskState::NoWorker`], why no connected worker can run them.
+    #[allow(clippy::type_complexity)]
+    pub async fn status_with_reasons(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<(Vec<(String, Option<TaskState>)>, HashMap<String, String>), ClientError> {
         match self.request(|id| ToScheduler::Status { id, keys }).await? {
-            FromScheduler::Status { states, .. } => Ok(states),
+            FromScheduler::Status {
+                states, reasons, ..
+            } => Ok((states, reasons.into_iter().collect())),
             other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
         }
     }

@@ -124,7 +124,7 @@ fn spawn_cluster(dir: &Path, workers: usize) -> Result<u32, String> {
         .open(dir.join("local.log"))
         .map_err(|e| format!("cannot create the local cluster's log: {e}"))?;
     let child = Command::new(exe)
-        .args(["cluster", "--port", "0", "--record-local", "--workers"])
+        .args(["cluster", "--port", "0", "--record-local", "--n-workers"])
         .arg(workers.to_string())
         .env("DTASK_STATE_DIR", dir)
         .stdin(Stdio::null())

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Results at most this large travel with the worker's completion report and
 /// are kept by the scheduler too, so gathering them needs no worker round
@@ -58,6 +58,12 @@ pub enum Role {
         name: String,
         /// Abstract resources it offers, e.g. `("GPU", 2.0)`.
         resources: Vec<(String, f64)>,
+        /// The largest memory one task may use there, in bytes: tasks
+        /// asking for more are placed elsewhere.
+        memory_limit: u64,
+        /// How many times the process supervising it (`dtask cluster`'s
+        /// nanny) has started a worker in its place after one died.
+        restarts: u32,
     },
     /// A worker or client fetching results from a worker's data port.
     Peer,
@@ -221,6 +227,10 @@ impl ErrorKind {
 pub enum TaskState {
     /// Waiting for dependencies or an execution slot.
     Pending,
+    /// Ready, but no connected worker can ever run it (its `--workers`,
+    /// `--resources` or memory limit rule them all out); it runs as soon
+    /// as a worker that can joins.
+    NoWorker,
     /// Running (or queued) on a worker.
     Processing,
     /// Done; the result is held somewhere.
@@ -238,6 +248,7 @@ impl TaskState {
     pub fn name(self) -> &'static str {
         match self {
             TaskState::Pending => "pending",
+            TaskState::NoWorker => "no-worker",
             TaskState::Processing => "processing",
             TaskState::Finished => "finished",
             TaskState::Error => "error",
@@ -340,6 +351,8 @@ pub enum ToScheduler {
         id: u64,
         /// Erred keys.
         keys: Vec<String>,
+        /// New limits for the keys' runs; unset ones stay as submitted.
+        limits: TaskLimits,
     },
     /// Store values on workers as finished futures held by this client.
     /// Answered by [`FromScheduler::Scattered`] once every value is stored.
@@ -765,6 +778,8 @@ pub enum FromScheduler {
         id: u64,
         /// State of each key, `None` when unknown.
         states: Vec<(String, Option<TaskState>)>,
+        /// For keys in [`TaskState::NoWorker`], why no worker can run them.
+        reasons: Vec<(String, String)>,
     },
     /// Answer to [`ToScheduler::Retry`].
     Retried {
@@ -974,6 +989,22 @@ pub struct WorkerInfo {
     pub nbytes: u64,
     /// Of those, bytes it has spilled to disk (as of its last heartbeat).
     pub spilled_bytes: u64,
+    /// The largest memory one task may use there, in bytes.
+    pub memory_limit: u64,
+    /// Times its supervisor started a worker in its place after one died.
+    pub restarts: u32,
+}
+
+/// Limits of a task's runs that `retry` may change; `None` keeps what the
+/// task was submitted with.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskLimits {
+    /// Wall-clock limit of one run, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Memory limit of one run, in bytes.
+    pub memory_limit: Option<u64>,
+    /// Runs again up to this many times after an error.
+    pub retries: Option<u32>,
 }
 
 /// Requests on a worker's data port.

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 /// its types, 3 no scheduler.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  c=$(dtask actor new coord.wasm counter 0)\n  dtask actor call $c increment 5     # 5\n  dtask actor call $c get             # 5\n  dtask actor del $c"
+    after_help = "Example:\n  c=$(dtask actor new coord.wasm counter 0)\n  dtask actor call $c increment 5     # 5\n  dtask actor call $c get             # 5\n  dtask actor del $c\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -39,7 +39,9 @@ enum Verb {
 
 /// Construct an actor on a worker and print its key.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask actor new coord.wasm server")]
+#[command(
+    after_help = "Example:\n  dtask actor new coord.wasm server\n\nExit status: 0 the key printed, 1 its constructor failed, 2 no such resource or arguments that do not fit its types, 3 no scheduler."
+)]
 struct NewArgs {
     /// Use this key instead of a fresh one.
     #[arg(long)]
@@ -58,7 +60,9 @@ struct NewArgs {
 
 /// Call a method of an actor and print its result.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask actor call counter-3f2a… increment 1")]
+#[command(
+    after_help = "Example:\n  dtask actor call counter-3f2a… increment 1\n\nExit status: 0 the result printed, 1 the method failed or the actor is lost, 2 no such method or arguments that do not fit its types, 3 no scheduler, 4 --timeout passed."
+)]
 struct CallArgs {
     /// Print a string or bytes result as is, not as JSON.
     #[arg(short, long)]
@@ -78,6 +82,9 @@ struct CallArgs {
 
 /// Delete an actor; its state is dropped.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  dtask actor del counter-3f2a…\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+)]
 struct DelArgs {
     /// Keys of the actors.
     #[arg(required = true)]
@@ -86,6 +93,9 @@ struct DelArgs {
 
 /// List the actors: key, resource, state, worker.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  dtask actor list --json | jq -r 'select(.state == \"broken\") | .key'\n\nExit status: 0 done, 3 cannot reach or authenticate to the scheduler."
+)]
 struct ListArgs {
     /// One JSON object per line.
     #[arg(long)]

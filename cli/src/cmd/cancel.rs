@@ -7,7 +7,9 @@ use super::{Failure, Global, connect, keys_from};
 /// tick), not left to finish. Keys other clients also hold are only released
 /// for this client unless --force.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask cancel spin-3f1a…")]
+#[command(
+    after_help = "Example:\n  dtask cancel spin-3f1a…\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+)]
 pub struct Args {
     /// Cancel even keys that other clients hold.
     #[arg(long)]

@@ -11,29 +11,26 @@ use std::process::{Child, Command};
 /// cluster). Prints the scheduler's address on stdout; Ctrl-C or
 /// `dtask shutdown --scheduler ADDR` stops them all.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask cluster --workers 2 --threads 1 --port 0")]
+#[command(
+    after_help = "Example:\n  dtask cluster --n-workers 2 --nthreads 1 --port 0\n\nExit status: 0 stopped by `dtask shutdown` or a signal, 2 usage or bad input (or the port is taken)."
+)]
 pub struct Args {
-    /// Worker processes.
-    #[arg(long, default_value_t = 2)]
+    /// Worker processes (`--workers` is another spelling).
+    #[arg(
+        long = "n-workers",
+        alias = "workers",
+        default_value_t = 2,
+        value_name = "N"
+    )]
     workers: usize,
-    /// Execution slots per worker.
-    #[arg(long, default_value_t = 1)]
-    threads: u32,
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// Scheduler port; 0 picks a free one.
     #[arg(long, default_value_t = 8786)]
     port: u16,
-    /// A host directory its workers let tasks read (`dtask worker
-    /// --allow-dir`; repeatable).
-    #[arg(long = "allow-dir", value_name = "DIR")]
-    allow_dirs: Vec<std::path::PathBuf>,
-    /// Results each worker keeps in memory before spilling to disk (`dtask
-    /// worker --memory-budget`) [default: half this machine's memory shared
-    /// among the workers, or `worker.memory-budget` in dtask.toml].
-    #[arg(long, value_parser = super::parse_size, value_name = "SIZE")]
-    memory_budget: Option<usize>,
+    #[command(flatten)]
+    worker: super::worker::WorkerFlags,
     #[command(flatten)]
     serve: super::scheduler::ServeOptions,
     /// Record this cluster as the local default in the state directory.
@@ -55,8 +52,10 @@ struct Nanny {
     backoff: Vec<std::time::Duration>,
     /// Slots whose process died, and when to start another.
     waiting: Vec<(usize, std::time::Instant)>,
-    /// Processes started again so far.
+    /// Processes started again so far, in all.
     restarts: u64,
+    /// Processes started again so far, per slot.
+    slot_restarts: Vec<u32>,
 }
 
 impl Nanny {
@@ -66,6 +65,7 @@ impl Nanny {
             backoff: vec![FIRST_BACKOFF; slots],
             waiting: Vec::new(),
             restarts: 0,
+            slot_restarts: vec![0; slots],
         }
     }
 
@@ -82,6 +82,7 @@ impl Nanny {
         self.backoff[i] = (after * 2).min(MAX_BACKOFF);
         self.waiting.push((i, std::time::Instant::now() + after));
         self.restarts += 1;
+        self.slot_restarts[i] += 1;
         Some(after)
     }
 
@@ -114,8 +115,10 @@ impl Drop for Workers {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    if a.workers == 0 || a.threads == 0 {
-        return Err(Failure::usage("--workers and --threads must be at least 1"));
+    if a.workers == 0 || a.worker.nthreads == Some(0) {
+        return Err(Failure::usage(
+            "--n-workers and --nthreads must be at least 1",
+        ));
     }
     let token = config::server_token().map_err(|e| Failure::new(2, e))?;
     let listener = bind(&a.host, a.port)?;
@@ -131,22 +134,18 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .ok()
         .flatten()
         .is_some_and(|(_, c)| c.worker.memory_budget.is_some());
-    let budget = match a.memory_budget {
-        Some(b) => Some(b),
+    // Workers take what is not given here from dtask.toml themselves.
+    let mut flags = a.worker.clone();
+    if flags.memory_budget.is_none() && !configured {
         // The file's budget is each worker's own; else share the machine's.
-        None if configured => None,
-        None => Some(dtask_runtime::worker::default_memory_budget(a.workers)),
-    };
-    let spawn = || -> Result<Child, Failure> {
+        flags.memory_budget = Some(dtask_runtime::worker::default_memory_budget(a.workers));
+    }
+    let flags = flags.to_args();
+    let spawn = |restarts: u32| -> Result<Child, Failure> {
         let mut cmd = Command::new(&exe);
-        cmd.args(["worker", "--scheduler", &addr, "--nthreads"])
-            .arg(a.threads.to_string())
-            .args(budget.map(|b| format!("--memory-budget={b}")))
-            .args(
-                a.allow_dirs
-                    .iter()
-                    .flat_map(|d| [std::ffi::OsStr::new("--allow-dir"), d.as_os_str()]),
-            )
+        cmd.args(["worker", "--scheduler", &addr])
+            .arg(format!("--restart-count={restarts}"))
+            .args(&flags)
             .env("DTASK_TOKEN", &token)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
@@ -162,15 +161,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
     };
     let mut workers = Workers(Vec::new());
     for _ in 0..a.workers {
-        workers.0.push(spawn()?);
+        workers.0.push(spawn(0)?);
     }
     println!("{addr}");
     let _ = std::io::stdout().flush();
-    tracing::info!(
-        "cluster: scheduler on {addr}, {} workers x {} slots",
-        a.workers,
-        a.threads
-    );
+    tracing::info!("cluster: scheduler on {addr}, {} workers", a.workers);
     let pid = std::process::id();
     if a.record_local {
         local::write_record(&local::LocalRecord {
@@ -210,7 +205,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             );
         }
         for i in nanny.due() {
-            match spawn() {
+            match spawn(nanny.slot_restarts[i]) {
                 Ok(c) => workers.0[i] = c,
                 Err(e) => tracing::error!("{}", e.message),
             }

@@ -21,14 +21,20 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Verb {
     /// Set the event, waking everyone waiting on it.
-    #[command(after_help = "Example:\n  dtask event set ready")]
+    #[command(
+        after_help = "Example:\n  dtask event set ready\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+    )]
     Set(NameArgs),
     /// Clear the event, so that later waits block until it is set again.
-    #[command(after_help = "Example:\n  dtask event clear ready")]
+    #[command(
+        after_help = "Example:\n  dtask event clear ready\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+    )]
     Clear(NameArgs),
     Wait(WaitArgs),
     /// Print `true` if the event is set, else `false`.
-    #[command(after_help = "Example:\n  dtask event is-set ready      # true")]
+    #[command(
+        after_help = "Example:\n  dtask event is-set ready      # true\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+    )]
     IsSet(NameArgs),
 }
 
@@ -40,7 +46,9 @@ struct NameArgs {
 
 /// Wait until the event is set (at once if it already is).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask event wait ready --timeout 30s")]
+#[command(
+    after_help = "Example:\n  dtask event wait ready --timeout 30s\n\nExit status: 0 the event is set, 3 no scheduler, 4 the timeout passed before it was set."
+)]
 struct WaitArgs {
     /// Event name.
     name: String,

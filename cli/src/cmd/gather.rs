@@ -30,7 +30,7 @@ pub struct Args {
     json: bool,
     /// On a failed task: `raise` stops with its error (exit 1); `skip`
     /// leaves it out and goes on.
-    #[arg(long, value_enum, default_value = "raise")]
+    #[arg(long, value_enum, default_value = "raise", value_name = "HOW")]
     errors: Errors,
     /// Release each key once its result is printed (this client name stops
     /// holding it), so a pipeline leaves nothing held behind it.

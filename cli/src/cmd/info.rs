@@ -9,7 +9,9 @@ use dtask_runtime::config::{self, Resolved};
 /// after worker deaths, runs sent again to workers that never got them, bytes workers spilled to disk, the scheduler's memory, and its journal (bytes and
 /// records written, and any problem writing it).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask info | jq .nthreads")]
+#[command(
+    after_help = "Example:\n  dtask info | jq .nthreads\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+)]
 pub struct Args {}
 
 pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 /// Print the functions a module exports, one WIT signature per line.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask inspect tasks.wasm     # inc: func(x: s64) -> s64 …")]
+#[command(
+    after_help = "Example:\n  dtask inspect tasks.wasm     # inc: func(x: s64) -> s64 …\n\nExit status: 0 printed, 2 not a readable WebAssembly component."
+)]
 pub struct Args {
     /// One JSON object per line: name, params, result.
     #[arg(long)]

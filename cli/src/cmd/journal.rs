@@ -7,6 +7,9 @@ use std::io::Write;
 /// Read a scheduler's journal (`dtask scheduler --journal DIR`, or the
 /// local default's `journal` in the state directory).
 #[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  dtask journal export /var/lib/dtask/journal > journal.jsonl\n\nExit status: 0 printed, 2 the directory holds no journal dtask can read."
+)]
 pub struct Args {
     #[command(subcommand)]
     what: What,
@@ -19,7 +22,7 @@ enum What {
     /// records, then each log's records in the order they were written.
     /// For debugging and audits; reading does not change the journal.
     #[command(
-        after_help = "Example:\n  dtask journal export ~/.local/state/dtask/journal | jq -c .record | head"
+        after_help = "Example:\n  dtask journal export ~/.local/state/dtask/journal | jq -c .record | head\n\nExit status: 0 printed, 2 the directory holds no journal dtask can read (the message says what is wrong)."
     )]
     Export {
         /// The journal directory.

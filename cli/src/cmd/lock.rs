@@ -29,7 +29,9 @@ enum Verb {
 
 /// Take a lock, waiting while another holds it.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  DTASK_CLIENT=job-7 dtask lock acquire db --timeout 10s")]
+#[command(
+    after_help = "Example:\n  DTASK_CLIENT=job-7 dtask lock acquire db --timeout 10s\n\nExit status: 0 acquired, 3 no scheduler, 4 the timeout passed before the lock was free."
+)]
 struct AcquireArgs {
     /// Lock name.
     name: String,
@@ -40,7 +42,9 @@ struct AcquireArgs {
 
 /// Give back a lock this client holds (exit 2 if it does not hold it).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  DTASK_CLIENT=job-7 dtask lock release db")]
+#[command(
+    after_help = "Example:\n  DTASK_CLIENT=job-7 dtask lock release db\n\nExit status: 0 released, 2 this client does not hold it, 3 no scheduler."
+)]
 struct ReleaseArgs {
     /// Lock name.
     name: String,

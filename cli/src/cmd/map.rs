@@ -22,7 +22,9 @@ const BATCH: usize = 4096;
 /// (`"two words"` is one word) and parsed like `dtask submit`'s, or with
 /// `--json` a JSON array of them. Blank lines are skipped.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  seq 1000 | dtask map tasks.wasm inc | dtask gather")]
+#[command(
+    after_help = "Example:\n  seq 1000 | dtask map tasks.wasm inc | dtask gather\n\nExit status: 0 every key printed, 2 usage or bad input (the line is named) or a task refused, 3 no scheduler."
+)]
 pub struct Args {
     /// Each line is a JSON array of arguments.
     #[arg(long)]

@@ -41,10 +41,25 @@ use std::io::{BufRead, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-/// Options every verb shares.
+// Which scheduler a client verb (or a worker) talks to. (A plain comment:
+// clap would take a doc comment for the help text of every verb.)
+#[derive(clap::Args, Clone, Debug, Default)]
 pub struct Global {
-    /// `--scheduler`.
+    /// Scheduler address (host:port). Else DTASK_SCHEDULER, dtask.toml, or
+    /// the local default cluster.
+    #[arg(long, global = true, value_name = "ADDR")]
     pub scheduler: Option<String>,
+}
+
+// A verb's own arguments, with `--scheduler`: daemons that are the
+// scheduler (`scheduler`, `cluster`) and verbs that need none (`inspect`,
+// `journal`) do not take it. (A plain comment, as for `Global`.)
+#[derive(clap::Args)]
+pub struct WithScheduler<T: clap::Args> {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(flatten)]
+    pub args: T,
 }
 
 /// Why a command failed: its exit code and what to tell the user.

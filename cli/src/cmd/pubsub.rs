@@ -17,7 +17,7 @@ use tokio::io::AsyncBufReadExt;
 /// publisher arrive in order.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  dtask pub progress '{\"step\": 3, \"of\": 10}'\n  seq 10 | dtask pub numbers -\n  tail -f app.log | dtask pub logs -"
+    after_help = "Examples:\n  dtask pub progress '{\"step\": 3, \"of\": 10}'\n  seq 10 | dtask pub numbers -\n  tail -f app.log | dtask pub logs -\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
 )]
 pub struct PubArgs {
     /// Topic name.

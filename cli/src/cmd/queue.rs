@@ -14,7 +14,7 @@ use std::time::Duration;
 /// 3 no scheduler, 4 the timeout passed (nothing was put or taken).
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  dtask queue put jobs '{\"id\": 7}'\n  dtask queue put jobs @$(dtask submit tasks.wasm inc 1)\n  dtask queue len jobs          # 2\n  dtask queue get jobs          # {\"id\":7}"
+    after_help = "Examples:\n  dtask queue put jobs '{\"id\": 7}'\n  dtask queue put jobs @$(dtask submit tasks.wasm inc 1)\n  dtask queue len jobs          # 2\n  dtask queue get jobs          # {\"id\":7}\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -35,7 +35,7 @@ enum Verb {
 /// `@@…` a literal string `@…`, `-` reads the value from stdin.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  dtask queue put jobs 42\n  dtask queue put jobs hello --maxsize 10 --timeout 5s\n  dtask queue put results @inc-5c1e…"
+    after_help = "Examples:\n  dtask queue put jobs 42\n  dtask queue put jobs hello --maxsize 10 --timeout 5s\n  dtask queue put results @inc-5c1e…\n\nExit status: 0 put, 2 bad input or refused (another --maxsize), 3 no scheduler, 4 the timeout passed while the queue was full."
 )]
 struct PutArgs {
     /// Queue name.
@@ -59,7 +59,7 @@ struct PutArgs {
 /// holds until `dtask release KEY`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  dtask queue get jobs\n  dtask queue get jobs --timeout 10s || echo 'no work'\n  dtask gather $(dtask queue get results)"
+    after_help = "Examples:\n  dtask queue get jobs\n  dtask queue get jobs --timeout 10s || echo 'no work'\n  dtask gather $(dtask queue get results)\n\nExit status: 0 an item printed, 3 no scheduler, 4 the timeout passed while the queue was empty."
 )]
 struct GetArgs {
     /// Queue name.
@@ -74,7 +74,9 @@ struct GetArgs {
 
 /// Print how many items a queue holds.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask queue len jobs          # 3")]
+#[command(
+    after_help = "Example:\n  dtask queue len jobs          # 3\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+)]
 struct LenArgs {
     /// Queue name.
     name: String,

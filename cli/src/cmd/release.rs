@@ -7,7 +7,9 @@ use super::{Failure, Global, connect, keys_from};
 /// Keys the shell submits are held until released: `dtask info` shows how
 /// many are held, and `release --all` lets go of all of them.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  dtask release inc-5c1e…\n  dtask release --all")]
+#[command(
+    after_help = "Examples:\n  dtask release inc-5c1e…\n  dtask release --all\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+)]
 pub struct Args {
     /// Every key this client name holds.
     #[arg(long, conflicts_with = "keys")]

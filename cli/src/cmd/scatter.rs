@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// or with --text UTF-8 strings.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  echo hello | dtask scatter --text\n  dtask scatter --text books/*.txt     # one key per file\n  dtask scatter --broadcast --json < model.json"
+    after_help = "Examples:\n  echo hello | dtask scatter --text\n  dtask scatter --text books/*.txt     # one key per file\n  dtask scatter --broadcast --json < model.json\n\nExit status: 0 every key printed, 2 bad input or refused (too large), 3 no scheduler or no worker to hold the data."
 )]
 pub struct Args {
     /// Parse each value as JSON.

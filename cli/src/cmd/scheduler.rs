@@ -11,7 +11,9 @@ use std::io::Write;
 /// The cluster token is DTASK_TOKEN, else the state directory's `token`
 /// file (created if missing); every client and worker must present it.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask scheduler --port 0      # prints 127.0.0.1:PORT")]
+#[command(
+    after_help = "Example:\n  dtask scheduler --port 0      # prints 127.0.0.1:PORT\n\nExit status: 0 stopped by `dtask shutdown` or a signal, 2 usage or bad input (the port is taken, the journal cannot be used)."
+)]
 pub struct Args {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]

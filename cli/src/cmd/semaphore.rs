@@ -33,7 +33,9 @@ enum Verb {
 
 /// Take one lease, waiting while all are taken.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask semaphore acquire gpu --max-leases 2 --timeout 30s")]
+#[command(
+    after_help = "Example:\n  dtask semaphore acquire gpu --max-leases 2 --timeout 30s\n\nExit status: 0 a lease acquired, 2 refused (another --max-leases for an existing semaphore, none for a new one), 3 no scheduler, 4 the timeout passed before a lease was free."
+)]
 struct AcquireArgs {
     /// Semaphore name.
     name: String,
@@ -50,7 +52,9 @@ struct AcquireArgs {
 
 /// Give back one lease this client holds (exit 2 if it holds none).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask semaphore release gpu")]
+#[command(
+    after_help = "Example:\n  dtask semaphore release gpu\n\nExit status: 0 released, 2 this client holds no lease, 3 no scheduler."
+)]
 struct ReleaseArgs {
     /// Semaphore name.
     name: String,

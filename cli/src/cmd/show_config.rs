@@ -8,7 +8,9 @@ use dtask_runtime::config;
 /// each: scheduler, token, state directory, config file, worker and task
 /// defaults.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  DTASK_SCHEDULER=10.0.0.5:8786 dtask config")]
+#[command(
+    after_help = "Example:\n  DTASK_SCHEDULER=10.0.0.5:8786 dtask config\n\nExit status: 0 printed, 2 dtask.toml cannot be read (the message says where)."
+)]
 pub struct Args {
     /// One JSON object per line: name, value, source.
     #[arg(long)]

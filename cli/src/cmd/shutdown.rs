@@ -7,7 +7,9 @@ use dtask_runtime::local;
 /// Stop the scheduler and all its workers: the local default cluster, or
 /// the one --scheduler names.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask shutdown")]
+#[command(
+    after_help = "Example:\n  dtask shutdown\n\nExit status: 0 stopped (or nothing was running), 3 cannot reach or authenticate to the scheduler."
+)]
 pub struct Args {}
 
 pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {

@@ -4,13 +4,17 @@ use super::{Failure, Global, connect, keys_from};
 use dtask_runtime::protocol::{Outcome, TaskState};
 use std::io::Write;
 
-/// Print the state of each future: pending, processing, finished, error,
-/// cancelled, lost (or unknown if the scheduler does not know the key).
+/// Print the state of each future: pending, no-worker (ready, but no
+/// connected worker can run it; the reason follows), processing, finished,
+/// error, cancelled, lost (or unknown if the scheduler does not know the
+/// key).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask status inc-5c1e…        # inc-5c1e…\tfinished")]
+#[command(
+    after_help = "Example:\n  dtask status inc-5c1e…        # inc-5c1e…\tfinished\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+)]
 pub struct Args {
-    /// One JSON object per line: {"key": …, "status": …}, and for an
-    /// erred key its "error", "kind" and "origin".
+    /// One JSON object per line: {"key": …, "status": …}, for an erred key
+    /// its "error", "kind" and "origin", for a no-worker key its "reason".
     #[arg(long)]
     json: bool,
     /// Keys (default: read from stdin).
@@ -20,7 +24,7 @@ pub struct Args {
 pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let keys = keys_from(a.keys)?;
     let client = connect(global, false).await?;
-    let states = client.status(keys).await?;
+    let (states, reasons) = client.status_with_reasons(keys).await?;
     // For --json, an erred key also says how it failed: its outcome is
     // known, so watching it answers at once.
     let mut errors = std::collections::HashMap::new();
@@ -49,12 +53,17 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         let name = state.map_or("unknown", |s| s.name());
         let line = if a.json {
             let mut l = serde_json::json!({"key": key, "status": name});
+            if let Some(r) = reasons.get(&key) {
+                l["reason"] = r.clone().into();
+            }
             if let Some(e) = errors.get(&key) {
                 l["error"] = e.message.clone().into();
                 l["kind"] = e.kind.name().into();
                 l["origin"] = e.origin.clone().into();
             }
             l.to_string()
+        } else if let Some(r) = reasons.get(&key) {
+            format!("{key}\t{name}\t{r}")
         } else {
             format!("{key}\t{name}")
         };

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// `@x`; `-` reads stdin. Options go before MODULE.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  dtask submit tasks.wasm inc 10\n  dtask submit tasks.wasm add @inc-5c1e… 5\n  dtask submit tasks.wasm norm '{\"x\": 3, \"y\": 4}'"
+    after_help = "Examples:\n  dtask submit tasks.wasm inc 10\n  dtask submit tasks.wasm add @inc-5c1e… 5\n  dtask submit tasks.wasm norm '{\"x\": 3, \"y\": 4}'\n\nExit status: 0 the key printed, 2 usage or bad input, or refused (unknown @KEY, a memory limit no worker allows), 3 no scheduler."
 )]
 pub struct Args {
     /// Use this key instead of a computed one.

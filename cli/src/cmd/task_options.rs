@@ -6,6 +6,38 @@ use dtask_runtime::client::SubmitOptions;
 use dtask_runtime::protocol::Placement;
 use std::time::Duration;
 
+/// The limits of a task's runs (`submit`, `map` and `retry` take them).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LimitFlags {
+    /// Wall-clock limit of one run, e.g. `30s`; past it the task errs
+    /// [default: none, or `task.timeout` in dtask.toml].
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub timeout: Option<Duration>,
+    /// Memory limit of one run in MiB, at most what some worker allows (a
+    /// larger one is refused); past it the task errs with `memory`
+    /// [default: the worker's, or `task.memory-limit-mib` in dtask.toml].
+    #[arg(long, value_name = "MIB")]
+    pub memory_limit_mib: Option<u64>,
+    /// Run again up to N times when the task errs [default: 0, or
+    /// `task.retries` in dtask.toml].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+}
+
+impl LimitFlags {
+    /// The limits asked for, for a retry: those not given stay as they
+    /// were submitted.
+    pub fn task_limits(&self) -> dtask_runtime::protocol::TaskLimits {
+        dtask_runtime::protocol::TaskLimits {
+            timeout_ms: self
+                .timeout
+                .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
+            memory_limit: self.memory_limit_mib.map(|m| m.saturating_mul(1 << 20)),
+            retries: self.retries,
+        }
+    }
+}
+
 /// How tasks are submitted.
 #[derive(clap::Args, Clone)]
 pub struct TaskOptions {
@@ -14,21 +46,15 @@ pub struct TaskOptions {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub pure: bool,
     /// Higher runs earlier among ready tasks.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
     pub priority: i32,
-    /// Wall-clock limit of one run, e.g. `30s`; past it the task errs
-    /// [default: none, or `task.timeout` in dtask.toml].
-    #[arg(long, value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
-    /// Memory limit of one run in MiB, below the worker's; past it the task
-    /// errs with `memory` [default: the worker's, or `task.memory-limit-mib`
-    /// in dtask.toml].
-    #[arg(long, value_name = "MIB")]
-    pub memory_limit_mib: Option<u64>,
-    /// Run again up to N times when the task errs [default: 0, or
-    /// `task.retries` in dtask.toml].
-    #[arg(long, value_name = "N")]
-    pub retries: Option<u32>,
+    #[command(flatten)]
+    pub limits: LimitFlags,
     /// Run only on these workers (name, address or id; comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "WORKER")]
     pub workers: Vec<String>,
@@ -45,7 +71,7 @@ pub struct TaskOptions {
     pub env: Vec<(String, String)>,
     /// Grant read access to a host directory, seen at the same path
     /// (repeatable); the worker must allow it (`dtask worker --allow-dir`).
-    #[arg(long = "dir", value_name = "PATH")]
+    #[arg(long = "dir", value_name = "DIR")]
     pub dirs: Vec<std::path::PathBuf>,
     /// Compute even though nothing holds the result, then drop it.
     #[arg(long)]
@@ -109,7 +135,7 @@ impl TaskOptions {
             .map_err(Failure::usage)?
             .map(|(_, c)| c.task)
             .unwrap_or_default();
-        let timeout = match (self.timeout, &defaults.timeout) {
+        let timeout = match (self.limits.timeout, &defaults.timeout) {
             (Some(t), _) => Some(t),
             (None, Some(t)) => Some(
                 parse_duration(t)
@@ -135,6 +161,7 @@ impl TaskOptions {
                     .collect::<Result<_, _>>()?,
             },
             memory_limit: self
+                .limits
                 .memory_limit_mib
                 .or(defaults.memory_limit_mib)
                 .map(|m| m.saturating_mul(1 << 20)),
@@ -143,7 +170,7 @@ impl TaskOptions {
                 allow_other_workers: self.allow_other_workers,
                 resources: self.resources.clone(),
             },
-            retries: self.retries.or(defaults.retries).unwrap_or(0),
+            retries: self.limits.retries.or(defaults.retries).unwrap_or(0),
         })
     }
 }

@@ -32,7 +32,7 @@ enum Verb {
 /// `@@…` a literal string `@…`, `-` reads the value from stdin.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  dtask var set mode fast\n  dtask var set config - < config.json\n  dtask var set latest @inc-5c1e…"
+    after_help = "Examples:\n  dtask var set mode fast\n  dtask var set config - < config.json\n  dtask var set latest @inc-5c1e…\n\nExit status: 0 set, 2 bad input or refused, 3 no scheduler."
 )]
 struct SetArgs {
     /// Variable name.
@@ -49,7 +49,7 @@ struct SetArgs {
 /// holds until `dtask release KEY`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  dtask var get mode\n  dtask var get mode --timeout 5s\n  dtask gather $(dtask var get latest)"
+    after_help = "Examples:\n  dtask var get mode\n  dtask var get mode --timeout 5s\n  dtask gather $(dtask var get latest)\n\nExit status: 0 the value printed, 3 no scheduler, 4 the timeout passed before it was set."
 )]
 struct GetArgs {
     /// Variable name.
@@ -64,7 +64,9 @@ struct GetArgs {
 
 /// Delete a variable (a stored future is released by it).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask var del mode")]
+#[command(
+    after_help = "Example:\n  dtask var del mode\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+)]
 struct DelArgs {
     /// Variable name.
     name: String,

@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long)]
     first: bool,
     /// Give up after this long (exit 4), e.g. `10s`.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
     timeout: Option<Duration>,
     /// Keys (default: read from stdin).
     keys: Vec<String>,

@@ -6,9 +6,11 @@ use std::io::Write;
 /// Print, for each key, the data addresses of the workers holding its
 /// result (tab-separated; nothing after the key if none does).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask who-has inc-5c1e…        # inc-5c1e…\t127.0.0.1:40121")]
+#[command(
+    after_help = "Example:\n  dtask who-has inc-5c1e…        # inc-5c1e…\t127.0.0.1:40121\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+)]
 pub struct Args {
-    /// One JSON object per line: {\"key\": …, \"workers\": […]}.
+    /// One JSON object per line: {"key": …, "workers": […]}.
     #[arg(long)]
     json: bool,
     /// Keys (default: read from stdin).

@@ -7,34 +7,55 @@ use dtask_runtime::worker::{self, WorkerOptions};
 
 /// Run a worker that joins a scheduler and runs tasks in N execution slots.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask worker --scheduler 127.0.0.1:8786 --nthreads 4")]
+#[command(
+    after_help = "Example:\n  dtask worker --scheduler 127.0.0.1:8786 --nthreads 4\n\nExit status: 0 the scheduler asked it to stop, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler (or it stayed away past --reconnect-grace)."
+)]
 pub struct Args {
-    /// Execution slots (tasks computing at once) [default: 1, or
-    /// `worker.nthreads` in dtask.toml].
-    #[arg(long)]
-    pub nthreads: Option<u32>,
     /// Address to serve results to peers on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    #[command(flatten)]
+    pub flags: WorkerFlags,
+    /// When the scheduler goes away (a restart), keep the results held
+    /// here and keep trying to rejoin it for this long before stopping.
+    #[arg(long, value_parser = super::parse_duration, default_value = "60s", value_name = "DUR")]
+    pub reconnect_grace: std::time::Duration,
+    /// Workers started before this one in its place (set by `dtask
+    /// cluster`'s nanny; `dtask workers` shows it).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub restart_count: u32,
+}
+
+/// What a worker offers and allows: the flags `dtask worker` and `dtask
+/// cluster` share (a cluster passes those given on to its workers, which
+/// take the rest from the `[worker]` section of dtask.toml).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct WorkerFlags {
+    /// Execution slots per worker (tasks computing at once) [default: 1,
+    /// or `worker.nthreads` in dtask.toml].
+    #[arg(long, alias = "threads", value_name = "N")]
+    pub nthreads: Option<u32>,
     /// Largest memory one task may use, in MiB [default: 256, or
     /// `worker.memory-limit-mib` in dtask.toml].
-    #[arg(long)]
+    #[arg(long, value_name = "MIB")]
     pub memory_limit_mib: Option<usize>,
-    /// Abstract resources this worker offers, e.g. `GPU=2` (repeatable);
-    /// tasks submitted with `--resources` run only where they fit.
+    /// Abstract resources a worker offers, e.g. `GPU=2` (repeatable);
+    /// tasks submitted with `--resources` run only where they fit
+    /// [default: `worker.resources` in dtask.toml].
     #[arg(long = "resources", value_parser = super::task_options::parse_resource, value_name = "NAME=AMOUNT")]
     pub resources: Vec<(String, f64)>,
     /// A host directory tasks may be granted read access to, with what it
     /// contains (repeatable; `submit --dir`); none by default.
     #[arg(long = "allow-dir", value_name = "DIR")]
     pub allow_dirs: Vec<std::path::PathBuf>,
-    /// Longest any task may run here, whatever its submit asked for
-    /// (past it the task errs with `timeout`) [default: no limit].
+    /// Longest any task may run, whatever its submit asked for (past it
+    /// the task errs with `timeout`) [default: no limit].
     #[arg(long, value_parser = super::parse_duration, value_name = "DUR")]
     pub task_timeout: Option<std::time::Duration>,
-    /// Results kept in memory, e.g. `2GiB`; beyond it the least recently
-    /// used are spilled to disk and read back when needed [default: half
-    /// this machine's memory, or `worker.memory-budget` in dtask.toml].
+    /// Results a worker keeps in memory, e.g. `2GiB`; beyond it the least
+    /// recently used are spilled to disk and read back when needed
+    /// [default: half this machine's memory (shared among a cluster's
+    /// workers), or `worker.memory-budget` in dtask.toml].
     #[arg(long, value_parser = super::parse_size, value_name = "SIZE")]
     pub memory_budget: Option<usize>,
     /// Where results beyond the memory budget are spilled (each worker uses
@@ -42,10 +63,37 @@ pub struct Args {
     /// the state directory].
     #[arg(long, value_name = "DIR")]
     pub spill_dir: Option<std::path::PathBuf>,
-    /// When the scheduler goes away (a restart), keep the results held
-    /// here and keep trying to rejoin it for this long before stopping.
-    #[arg(long, value_parser = super::parse_duration, default_value = "60s", value_name = "DUR")]
-    pub reconnect_grace: std::time::Duration,
+}
+
+impl WorkerFlags {
+    /// The flags that were given, as `dtask worker` arguments.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(n) = self.nthreads {
+            v.push(format!("--nthreads={n}").into());
+        }
+        if let Some(m) = self.memory_limit_mib {
+            v.push(format!("--memory-limit-mib={m}").into());
+        }
+        for (n, a) in &self.resources {
+            v.push(format!("--resources={n}={a}").into());
+        }
+        for d in &self.allow_dirs {
+            v.push("--allow-dir".into());
+            v.push(d.into());
+        }
+        if let Some(t) = self.task_timeout {
+            v.push(format!("--task-timeout={}ms", t.as_millis()).into());
+        }
+        if let Some(b) = self.memory_budget {
+            v.push(format!("--memory-budget={b}").into());
+        }
+        if let Some(d) = &self.spill_dir {
+            v.push("--spill-dir".into());
+            v.push(d.into());
+        }
+        v
+    }
 }
 
 pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
@@ -61,6 +109,10 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
         .map_err(Failure::usage)?
         .map(|(_, c)| c.worker)
         .unwrap_or_default();
+    let restarts = a.restart_count;
+    let reconnect_grace = a.reconnect_grace;
+    let host = a.host;
+    let a = a.flags;
     let nthreads = a.nthreads.or(defaults.nthreads).unwrap_or(1);
     let memory_limit_mib = a
         .memory_limit_mib
@@ -84,19 +136,20 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
         scheduler: endpoint.address,
         token: endpoint.token,
         nthreads,
-        listen_host: a.host,
+        listen_host: host,
         cache_dir: Some(config::cache_dir()),
         limits: Limits {
             memory: memory_limit_mib * 1024 * 1024,
             timeout: a.task_timeout,
         },
         resources,
-        reconnect_grace: a.reconnect_grace,
+        reconnect_grace,
         allow_dirs: a.allow_dirs.clone(),
         memory_budget,
         spill_dir: a
             .spill_dir
             .unwrap_or_else(|| config::state_dir().join("spill")),
+        restarts,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(nthreads as usize + 1)

@@ -5,9 +5,12 @@ use std::io::Write;
 
 /// List the connected workers: id, address, slots, tasks processing (and
 /// of those, executing), results held and their bytes (and of those,
-/// bytes spilled to disk), resources.
+/// bytes spilled to disk), the memory limit per task in MiB, how many
+/// times a worker died and was started again in its place, resources.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  dtask workers --json")]
+#[command(
+    after_help = "Example:\n  dtask workers --json\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+)]
 pub struct Args {
     /// One JSON object per line.
     #[arg(long)]
@@ -27,12 +30,13 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
             serde_json::json!({
                 "id": w.id, "name": w.name, "address": w.address, "nthreads": w.nthreads,
                 "processing": w.processing, "executing": w.executing, "holding": w.holding, "nbytes": w.nbytes, "spilled_bytes": w.spilled_bytes,
+                "memory_limit_mib": w.memory_limit >> 20, "restarts": w.restarts,
                 "resources": w.resources.iter().map(|(n, v)| (n.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
             })
             .to_string()
         } else {
             format!(
-                "{}\t{}\tnthreads={}\tprocessing={}\texecuting={}\tholding={}\tnbytes={}\tspilled={}\t{}",
+                "{}\t{}\tnthreads={}\tprocessing={}\texecuting={}\tholding={}\tnbytes={}\tspilled={}\tmemory-limit-mib={}\trestarts={}\t{}",
                 w.id,
                 w.address,
                 w.nthreads,
@@ -41,6 +45,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 w.holding,
                 w.nbytes,
                 w.spilled_bytes,
+                w.memory_limit >> 20,
+                w.restarts,
                 resources.join(",")
             )
         };

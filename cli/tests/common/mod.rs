@@ -66,9 +66,9 @@ impl Cluster {
     pub fn start_env(workers: usize, threads: u32, flags: &[&str], env: &[(&str, &str)]) -> Self {
         let state = tempfile::tempdir().unwrap();
         let mut child = Command::new(DTASK)
-            .args(["cluster", "--port", "0", "--workers"])
+            .args(["cluster", "--port", "0", "--n-workers"])
             .arg(workers.to_string())
-            .arg("--threads")
+            .arg("--nthreads")
             .arg(threads.to_string())
             .args(flags)
             .envs(env.iter().copied())

@@ -5,7 +5,7 @@
 use super::journal::Journal;
 use super::state::{self, ClientId, Command, Event};
 use crate::connection::{self, Receiver, Sender};
-use crate::protocol::{FromScheduler, HEARTBEAT, Hello, Role, ToScheduler};
+use crate::protocol::{FromScheduler, HEARTBEAT, Hello, Role, TaskState, ToScheduler};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -375,6 +375,8 @@ impl Core {
                         data_addr,
                         name,
                         resources,
+                        memory_limit,
+                        restarts,
                     } => {
                         tracing::info!(
                             "worker {id} ({name}) joined with {nthreads} slots, data at {data_addr}"
@@ -385,6 +387,8 @@ impl Core {
                             data_addr,
                             name,
                             resources,
+                            memory_limit,
+                            restarts,
                         }
                     }
                     Role::Peer => return,
@@ -517,14 +521,27 @@ impl Core {
             ToScheduler::Release { keys } => Event::Release { client: from, keys },
             ToScheduler::ReleaseAll => Event::ReleaseAll { client: from },
             ToScheduler::Status { id, keys } => {
+                let mut reasons = Vec::new();
                 let states = keys
                     .into_iter()
                     .map(|k| {
                         let s = self.state.state(&k);
+                        if s == Some(TaskState::NoWorker)
+                            && let Some(why) = self.state.no_worker_reason(&k)
+                        {
+                            reasons.push((k.clone(), why));
+                        }
                         (k, s)
                     })
                     .collect();
-                self.send(from, FromScheduler::Status { id, states });
+                self.send(
+                    from,
+                    FromScheduler::Status {
+                        id,
+                        states,
+                        reasons,
+                    },
+                );
                 return;
             }
             ToScheduler::FireAndForget { keys } => Event::FireAndForget { keys },
@@ -533,10 +550,11 @@ impl Core {
                 keys,
                 force,
             },
-            ToScheduler::Retry { id, keys } => Event::Retry {
+            ToScheduler::Retry { id, keys, limits } => Event::Retry {
                 client: from,
                 id,
                 keys,
+                limits,
             },
             ToScheduler::Scatter {
                 id,

@@ -27,7 +27,7 @@ pub use journal::{Item, Model, Record, SavedTask, Snapshot, Status, Window};
 
 use crate::protocol::{
     ActorSpec, Arg, ErrorKind, FromScheduler, Located, Op, OpReply, Outcome, RunArg, RunTask,
-    TaskError, TaskSpec, TaskState, WorkerInfo,
+    TaskError, TaskLimits, TaskSpec, TaskState, WorkerInfo,
 };
 use bytes::Bytes;
 use compact::{Holders, Interner, Recipe};
@@ -126,6 +126,10 @@ pub enum Event {
         name: String,
         /// Abstract resources it offers.
         resources: Vec<(String, f64)>,
+        /// The largest memory one task may use there, in bytes.
+        memory_limit: u64,
+        /// Times its supervisor replaced a worker that died.
+        restarts: u32,
     },
     /// Keep keys until they end, though nobody holds them.
     FireAndForget {
@@ -149,6 +153,8 @@ pub enum Event {
         id: u64,
         /// Which keys.
         keys: Vec<String>,
+        /// New limits for their runs.
+        limits: TaskLimits,
     },
     /// A client stores values on workers.
     Scatter {
@@ -483,6 +489,10 @@ struct Worker {
     data_addr: String,
     name: String,
     resources: Vec<(String, f64)>,
+    /// The largest memory one task may use there, in bytes.
+    memory_limit: u64,
+    /// Times its supervisor replaced a worker that died.
+    restarts: u32,
     /// Resources held by the tasks in `processing`.
     used: HashMap<String, f64>,
     processing: HashSet<Key>,
@@ -513,6 +523,17 @@ impl Worker {
     /// Whether `name` (a worker name, data address or id) means this one.
     fn is(&self, id: WorkerId, name: &str) -> bool {
         name == self.name || name == self.data_addr || name == id.to_string()
+    }
+
+    /// Whether it could ever run a task needing `need` and `memory` (when
+    /// idle): it offers that much in all.
+    fn could_run(&self, need: &[(String, f64)], memory: Option<u64>) -> bool {
+        memory.is_none_or(|m| m <= self.memory_limit)
+            && need.iter().all(|(r, amount)| {
+                self.resources
+                    .iter()
+                    .any(|(n, total)| n == r && *total >= *amount - 1e-9)
+            })
     }
 
     fn offers(&self, need: &[(String, f64)]) -> bool {
@@ -640,6 +661,10 @@ pub struct Scheduler {
     modules: HashSet<String>,
     /// Ready tasks: highest priority, then oldest, first.
     ready: BinaryHeap<(i32, Reverse<u64>, Key)>,
+    /// Ready tasks no connected worker could run (`no-worker`), with their
+    /// place in `ready`: set aside until a worker joins, so they cost
+    /// nothing while others are placed.
+    no_worker: HashMap<Key, (i32, Reverse<u64>)>,
     seq: u64,
     /// Scatter requests still waiting for values to be stored.
     /// per worker the copies it has still to confirm.
@@ -789,7 +814,12 @@ impl Scheduler {
                 data_addr,
                 name,
                 resources,
+                memory_limit,
+                restarts,
             } => {
+                // Tasks no worker could run may fit this one.
+                self.ready
+                    .extend(self.no_worker.drain().map(|(k, (p, s))| (p, s, k)));
                 self.workers.insert(
                     worker,
                     Worker {
@@ -797,6 +827,8 @@ impl Scheduler {
                         data_addr,
                         name,
                         resources,
+                        memory_limit,
+                        restarts,
                         used: HashMap::default(),
                         processing: HashSet::default(),
                         seceded: HashSet::default(),
@@ -820,8 +852,13 @@ impl Scheduler {
                 keys,
                 force,
             } => self.cancel(client, keys, force, &mut out),
-            Event::Retry { client, id, keys } => {
-                let refused = self.retry(keys);
+            Event::Retry {
+                client,
+                id,
+                keys,
+                limits,
+            } => {
+                let refused = self.retry(keys, Some(&limits));
                 out.push(Command::Retried {
                     client,
                     id,
@@ -1013,6 +1050,12 @@ impl Scheduler {
         let mut refused = Vec::new();
         for spec in tasks {
             let key = spec.key.clone();
+            if let Some(m) = spec.memory_limit
+                && let Err(why) = self.memory_fits(m)
+            {
+                refused.push((key, why));
+                continue;
+            }
             if !self.tasks.contains_key(&key) {
                 if let Err(why) = self.check(&spec) {
                     refused.push((key, why));
@@ -1021,9 +1064,65 @@ impl Scheduler {
                 self.insert(spec, &holder, out);
             } else {
                 self.hold(&holder, &key);
+                self.resubmitted(&key, &spec);
             }
         }
         refused
+    }
+
+    /// A memory limit some connected worker allows (any, with none
+    /// connected: the task waits for one).
+    fn memory_fits(&self, limit: u64) -> Result<(), String> {
+        let Some(most) = self.workers.values().map(|w| w.memory_limit).max() else {
+            return Ok(());
+        };
+        if limit <= most {
+            return Ok(());
+        }
+        Err(format!(
+            "a memory limit of {} MiB is more than any connected worker allows ({} MiB); \
+             ask for less, or start workers with a larger --memory-limit-mib",
+            limit.div_ceil(1 << 20),
+            most >> 20
+        ))
+    }
+
+    /// A key submitted again that erred or was cancelled runs again when
+    /// the submission asks for other limits (timeout, memory, retries):
+    /// the same call under new limits is a new attempt, not the old one.
+    fn resubmitted(&mut self, key: &str, spec: &TaskSpec) {
+        let limits = (spec.timeout_ms, spec.memory_limit, spec.retries);
+        let Some(t) = self.tasks.get_mut(key) else {
+            return;
+        };
+        if !matches!(t.state, State::Error(_) | State::Cancelled) || t.recipe.limits() == limits {
+            return;
+        }
+        let cancelled = matches!(t.state, State::Cancelled);
+        t.recipe.set_limits(limits);
+        t.journaled = 0;
+        if !cancelled {
+            self.retry(vec![key.to_string()], None);
+            return;
+        }
+        // A cancelled task runs again if its inputs can still be had.
+        let deps = t.deps.clone();
+        let blocked = deps.iter().any(|d| {
+            matches!(
+                self.tasks.get(d).map(|t| &t.state),
+                None | Some(State::Error(_) | State::Cancelled)
+            )
+        });
+        if blocked {
+            return;
+        }
+        let t = self.tasks.get_mut(key).expect("present");
+        t.state = State::Pending { waiting_on: 0 };
+        t.retries_left = t.recipe.retries();
+        for d in &deps {
+            self.tasks.get_mut(d).expect("checked").needed_by += 1;
+        }
+        self.requeue(key);
     }
 
     fn check(&self, spec: &TaskSpec) -> Result<(), String> {
@@ -1550,6 +1649,7 @@ impl Scheduler {
             }
             let was_running = matches!(t.state, State::Processing { .. });
             t.state = end();
+            self.no_worker.remove(&k);
             stack.extend(t.dependents.iter().cloned());
             if was_running {
                 self.owner_ended(&Owner::Task(k.to_string()), out);
@@ -1718,6 +1818,11 @@ impl Scheduler {
                 continue;
             }
             let Some(worker) = self.place(task) else {
+                if self.why_no_worker(task).is_some() {
+                    // No worker could ever run it: aside until one joins.
+                    self.no_worker.insert(entry.2, (entry.0, entry.1));
+                    continue;
+                }
                 // No worker can take it now (restrictions, resources, or
                 // all full: then the rest wait too).
                 waiting.push(entry);
@@ -1760,7 +1865,10 @@ impl Scheduler {
     /// those the task may use and that have room; `None` if there is none.
     fn place(&self, task: &Task) -> Option<WorkerId> {
         let p = task.recipe.placement();
-        let fits = |_: WorkerId, w: &Worker| w.has_room() && w.offers(&p.resources);
+        let memory = task.recipe.memory_limit();
+        let fits = |_: WorkerId, w: &Worker| {
+            w.has_room() && w.offers(&p.resources) && memory.is_none_or(|m| m <= w.memory_limit)
+        };
         let named = |id: WorkerId, w: &Worker| {
             p.workers.is_empty() || p.workers.iter().any(|n| w.is(id, n))
         };
@@ -1772,6 +1880,54 @@ impl Scheduler {
                     None
                 }
             })
+    }
+
+    /// Why no connected worker could ever run `task`, even idle: its
+    /// `--workers`, `--resources` or memory limit rule them all out.
+    /// `None` if one could.
+    fn why_no_worker(&self, task: &Task) -> Option<String> {
+        let p = task.recipe.placement();
+        let memory = task.recipe.memory_limit();
+        let named_only = !p.workers.is_empty() && !p.allow_other_workers;
+        let named = |id: WorkerId, w: &Worker| !named_only || p.workers.iter().any(|n| w.is(id, n));
+        if self
+            .workers
+            .iter()
+            .any(|(id, w)| named(*id, w) && w.could_run(&p.resources, memory))
+        {
+            return None;
+        }
+        if self.workers.is_empty() {
+            return Some("no worker is connected".into());
+        }
+        let mut wanted = Vec::new();
+        if named_only {
+            wanted.push(format!("is {}", p.workers.join(" or ")));
+        }
+        if !p.resources.is_empty() {
+            let r: Vec<String> = p
+                .resources
+                .iter()
+                .map(|(n, a)| format!("{n}={a}"))
+                .collect();
+            wanted.push(format!("offers {}", r.join(", ")));
+        }
+        if let Some(m) = memory {
+            wanted.push(format!("allows tasks {} MiB", m.div_ceil(1 << 20)));
+        }
+        Some(format!("no connected worker {}", wanted.join(" and ")))
+    }
+
+    /// Why `key` waits in the `no-worker` state, if it does.
+    pub fn no_worker_reason(&self, key: &str) -> Option<String> {
+        if !self.no_worker.contains_key(key) {
+            return None;
+        }
+        let t = self.tasks.get(key)?;
+        if !matches!(t.state, State::Pending { waiting_on: 0 }) {
+            return None;
+        }
+        self.why_no_worker(t)
     }
 
     fn best(&self, task: &Task, eligible: impl Fn(WorkerId, &Worker) -> bool) -> Option<WorkerId> {
@@ -1843,6 +1999,9 @@ impl Scheduler {
             return None;
         }
         Some(t).map(|t| match t.state {
+            State::Pending { waiting_on: 0 } if self.no_worker.contains_key(key) => {
+                TaskState::NoWorker
+            }
             State::Pending { .. } => TaskState::Pending,
             State::Processing { .. } => TaskState::Processing,
             State::Finished { .. } => TaskState::Finished,
@@ -1890,6 +2049,8 @@ impl Scheduler {
                     })
                     .sum(),
                 spilled_bytes: w.spilled,
+                memory_limit: w.memory_limit,
+                restarts: w.restarts,
             })
             .collect();
         v.sort_by_key(|w| w.id);
@@ -1950,10 +2111,17 @@ impl Scheduler {
     }
 
     /// Resets erred keys (and the erred tasks their errors came from, and
-    /// everything between) to run again. Returns the keys refused.
-    fn retry(&mut self, keys: Vec<String>) -> Vec<(String, String)> {
+    /// everything between) to run again, under new `limits` if given.
+    /// Returns the keys refused.
+    fn retry(&mut self, keys: Vec<String>, limits: Option<&TaskLimits>) -> Vec<(String, String)> {
         let mut refused = Vec::new();
         for key in keys {
+            if let Some(m) = limits.and_then(|l| l.memory_limit)
+                && let Err(why) = self.memory_fits(m)
+            {
+                refused.push((key, why));
+                continue;
+            }
             let origin = match self.tasks.get(&key).map(|t| &t.state) {
                 Some(State::Error(e)) => e.origin.clone(),
                 Some(_) => {
@@ -1989,6 +2157,18 @@ impl Scheduler {
             }
             for k in &reset {
                 let t = self.tasks.get_mut(k).expect("present");
+                if let Some(l) = limits {
+                    let (timeout, memory, retries) = t.recipe.limits();
+                    let new = (
+                        l.timeout_ms.or(timeout),
+                        l.memory_limit.or(memory),
+                        l.retries.unwrap_or(retries),
+                    );
+                    if t.recipe.set_limits(new) {
+                        // The journal records the task anew.
+                        t.journaled = 0;
+                    }
+                }
                 t.state = State::Pending { waiting_on: 0 };
                 t.retries_left = t.recipe.retries();
                 for d in t.deps.clone() {

@@ -31,6 +31,8 @@ pub(super) fn joined(id: u64, nthreads: u32) -> Event {
         data_addr: format!("w{id}"),
         name: format!("worker-{id}"),
         resources: vec![],
+        memory_limit: 256 << 20,
+        restarts: 0,
     }
 }
 
@@ -631,6 +633,7 @@ fn retry_reruns_the_origin_and_the_dependents_that_inherited_its_error() {
         client: 1,
         id: 3,
         keys: vec!["b".into()],
+        limits: Default::default(),
     });
     assert_eq!(runs(&cmds), vec![(10, "a".to_string())]);
     assert_eq!(s.state("b"), Some(TaskState::Pending));
@@ -828,11 +831,113 @@ fn restricted_task_runs_only_on_named_worker_unless_loose() {
     let mut nowhere = spec("n", vec![]);
     nowhere.placement.workers = vec!["worker-99".into()];
     assert!(runs(&submit(&mut s, vec![nowhere])).is_empty());
-    assert_eq!(s.state("n"), Some(TaskState::Pending));
+    assert_eq!(s.state("n"), Some(TaskState::NoWorker));
+    assert_eq!(
+        s.no_worker_reason("n").as_deref(),
+        Some("no connected worker is worker-99")
+    );
     let mut loose = spec("l", vec![]);
     loose.placement.workers = vec!["worker-99".into()];
     loose.placement.allow_other_workers = true;
     assert_eq!(runs(&submit(&mut s, vec![loose])).len(), 1);
+    // The worker it names joins: it runs there at once.
+    assert_eq!(runs(&s.handle(joined(99, 1))), vec![(99, "n".to_string())]);
+    assert_eq!(s.state("n"), Some(TaskState::Processing));
+    assert_eq!(s.no_worker_reason("n"), None);
+}
+
+#[test]
+fn a_memory_limit_places_tasks_only_where_it_is_allowed() {
+    let mut s = setup(&[]);
+    let big_worker = |id: u64, mib: u64| match joined(id, 1) {
+        Event::WorkerConnected {
+            worker,
+            nthreads,
+            data_addr,
+            name,
+            resources,
+            restarts,
+            ..
+        } => Event::WorkerConnected {
+            worker,
+            nthreads,
+            data_addr,
+            name,
+            resources,
+            memory_limit: mib << 20,
+            restarts,
+        },
+        _ => unreachable!(),
+    };
+    s.handle(big_worker(10, 256));
+    s.handle(big_worker(20, 1024));
+    let big = |k: &str, mib: u64| {
+        let mut t = spec(k, vec![]);
+        t.memory_limit = Some(mib << 20);
+        t
+    };
+    // Only the 1 GiB worker may run a 512 MiB task, however busy it is.
+    for k in ["a", "b", "c"] {
+        let cmds = submit(&mut s, vec![big(k, 512)]);
+        assert!(runs(&cmds).iter().all(|(w, _)| *w == 20), "{cmds:?}");
+    }
+    // More than any worker allows is refused, naming both.
+    let cmds = submit(&mut s, vec![big("d", 2048)]);
+    let refused = cmds.iter().find_map(|c| match c {
+        Command::Submitted { refused, .. } => refused.first().cloned(),
+        _ => None,
+    });
+    let (key, why) = refused.expect("refused");
+    assert_eq!(key, "d");
+    assert!(
+        why.contains("2048 MiB") && why.contains("(1024 MiB)"),
+        "{why}"
+    );
+    assert_eq!(s.state("d"), None);
+    // The big worker leaves: what waits for it has no worker, and says so.
+    s.handle(Event::WorkerDisconnected { worker: 20 });
+    assert_eq!(s.state("c"), Some(TaskState::NoWorker));
+    assert_eq!(
+        s.no_worker_reason("c").as_deref(),
+        Some("no connected worker allows tasks 512 MiB")
+    );
+    // Cancelled, it is no longer set aside.
+    s.handle(Event::Cancel {
+        client: 1,
+        keys: vec!["c".into()],
+        force: true,
+    });
+    assert_eq!(s.state("c"), Some(TaskState::Cancelled));
+    assert_eq!(s.no_worker_reason("c"), None);
+}
+
+#[test]
+fn an_erred_key_submitted_again_under_other_limits_runs_again_under_them() {
+    let mut s = setup(&[(10, 1)]);
+    let mut t = spec("a", vec![]);
+    t.timeout_ms = Some(100);
+    submit(&mut s, vec![t.clone(), spec("b", vec![fut("a")])]);
+    s.handle(Event::Erred {
+        worker: 10,
+        errors: vec![("a".into(), error("a"))],
+    });
+    assert_eq!(s.state("a"), Some(TaskState::Error));
+    // The same limits: the same error, nothing runs.
+    assert!(runs(&submit(&mut s, vec![t.clone()])).is_empty());
+    assert_eq!(s.state("a"), Some(TaskState::Error));
+    // Another timeout: it runs again, with it.
+    t.timeout_ms = Some(60_000);
+    let cmds = submit(&mut s, vec![t]);
+    let run = cmds
+        .iter()
+        .find_map(|c| match c {
+            Command::Run { tasks, .. } => tasks.first().cloned(),
+            _ => None,
+        })
+        .expect("runs again");
+    assert_eq!((run.key.as_str(), run.timeout_ms), ("a", Some(60_000)));
+    // Its dependent, which inherited the error, waits for it again too.
+    assert_eq!(s.state("b"), Some(TaskState::Pending));
 }
 
 #[test]
@@ -930,6 +1035,8 @@ fn resourced(id: u64, resources: Vec<(String, f64)>) -> Event {
         data_addr: format!("w{id}"),
         name: format!("worker-{id}"),
         resources,
+        memory_limit: 256 << 20,
+        restarts: 0,
     }
 }
 

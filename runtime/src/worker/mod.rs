@@ -58,6 +58,9 @@ pub struct WorkerOptions {
     /// Where results are spilled (in a subdirectory of this worker's own,
     /// removed when it stops).
     pub spill_dir: PathBuf,
+    /// How many workers its supervisor started before this one in its
+    /// place, after each died (`dtask workers` shows it).
+    pub restarts: u32,
 }
 
 /// The default memory budget: half of this machine's memory (or 1 GiB
@@ -138,6 +141,8 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
             data_addr: data_addr.clone(),
             name: name.clone(),
             resources: options.resources.clone(),
+            memory_limit: options.limits.memory as u64,
+            restarts: options.restarts,
         },
     };
     // A scheduler starting at the same time (or restarting) gets the

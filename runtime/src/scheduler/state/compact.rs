@@ -165,6 +165,31 @@ impl Recipe {
     pub(super) fn retries(&self) -> u32 {
         self.options.as_ref().map_or(0, |o| o.retries)
     }
+
+    /// The limits of its runs: timeout, memory limit, retries.
+    pub(super) fn limits(&self) -> (Option<u64>, Option<u64>, u32) {
+        (self.timeout_ms(), self.memory_limit(), self.retries())
+    }
+
+    /// Sets the limits of its runs (a resubmission or retry that asks for
+    /// others); false if they were those already.
+    pub(super) fn set_limits(&mut self, limits: (Option<u64>, Option<u64>, u32)) -> bool {
+        if self.limits() == limits {
+            return false;
+        }
+        let o = self.options.get_or_insert_with(|| {
+            Box::new(Options {
+                priority: 0,
+                timeout_ms: None,
+                memory_limit: None,
+                grants: NOTHING.clone(),
+                placement: ANYWHERE.clone(),
+                retries: 0,
+            })
+        });
+        (o.timeout_ms, o.memory_limit, o.retries) = limits;
+        true
+    }
 }
 
 /// The names holding a key: a short list, nearly always of one.
