@@ -7,6 +7,9 @@
 //! the workers. On top of the kills, every `CHAOS_DROP_RUNS`th (default
 //! 25th; 0 for none) `Run` message to a worker is dropped, as a lost
 //! message would be: only reconciliation through heartbeats recovers it.
+//! And every message between the scheduler and a worker is held back a
+//! random 0 to `CHAOS_DELAY_MS` ms (default 20; 0 for none), so messages
+//! on different connections overtake each other.
 //!
 //! The graph: 100 chains of 100 links. Link i of chain c is
 //! `add(@link(i-1), @spin(2))`, where `spin 2` takes 2 ms and gives 2, so
@@ -77,6 +80,7 @@ impl Cluster {
             ])
             .arg(self.state.path().join("journal"))
             .env("DTASK_FAULT_DROP_RUNS", drop_runs().to_string())
+            .env("DTASK_FAULT_DELAY_MS", delay_ms().to_string())
             .env("DTASK_STATE_DIR", self.state.path())
             .env("DTASK_LOG", "error")
             .stdin(Stdio::null())
@@ -117,6 +121,13 @@ fn drop_runs() -> u64 {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(25)
+}
+
+fn delay_ms() -> u64 {
+    std::env::var("CHAOS_DELAY_MS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20)
 }
 
 fn main() {

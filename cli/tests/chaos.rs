@@ -112,8 +112,38 @@ fn a_worker_gives_back_the_memory_of_tasks_that_ended() {
 
 #[test]
 fn a_graph_finishes_right_through_ten_scheduler_restarts() {
-    use dtask_runtime::protocol::Outcome;
     let mut p = Pieces::start(3);
+    run_graph_through(&mut p, 30, 1000, 10, false);
+}
+
+#[test]
+fn a_graph_finishes_right_with_worker_messages_held_back_reordered_and_lost() {
+    // Every message between the scheduler and a worker is held back up to
+    // 40 ms (so messages on different connections overtake each other and
+    // heartbeats come late), every 13th Run is lost, and workers and the
+    // scheduler are killed along the way.
+    let mut p = Pieces::start_env(
+        3,
+        &[
+            ("DTASK_FAULT_DELAY_MS", "40"),
+            ("DTASK_FAULT_DROP_RUNS", "13"),
+        ],
+    );
+    run_graph_through(&mut p, 10, 300, 3, true);
+}
+
+/// Runs a map of `mapped` tasks and `chains` chains of 100 links (with
+/// work queued behind running tasks) through `restarts` scheduler
+/// restarts, and with `kill_workers` one worker killed and replaced before
+/// each; every key must finish with the right value.
+fn run_graph_through(
+    p: &mut Pieces,
+    chains: i64,
+    mapped: i64,
+    restarts: usize,
+    kill_workers: bool,
+) {
+    use dtask_runtime::protocol::Outcome;
     let token = std::fs::read_to_string(p.state.path().join("token")).unwrap();
     let rt = runtime();
     // Named, so its keys are journaled and held across restarts.
@@ -126,8 +156,8 @@ fn a_graph_finishes_right_through_ten_scheduler_restarts() {
         .unwrap();
     let module = dtask_runtime::module::LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
     // A map first, then chains whose work queues behind running tasks.
-    let (mut specs, mut expected) = chain_graph(&module, 30, 100, 10);
-    for i in 0..1000i64 {
+    let (mut specs, mut expected) = chain_graph(&module, chains, 100, 10);
+    for i in 0..mapped {
         let spec = dtask_runtime::client::task_spec(
             module.hash(),
             "inc",
@@ -151,7 +181,8 @@ fn a_graph_finishes_right_through_ten_scheduler_restarts() {
             outcomes.insert(k, o);
         }
     };
-    for restart in 1..=10 {
+    let mut killed = 0;
+    for restart in 1..=restarts {
         // Work is flowing (a task runs somewhere) before each kill.
         wait_until(Duration::from_secs(60), "work to flow", || {
             drain(&mut outcomes);
@@ -163,6 +194,11 @@ fn a_graph_finishes_right_through_ten_scheduler_restarts() {
         if outcomes.len() == keys.len() {
             eprintln!("the graph finished before restart {restart}");
             break;
+        }
+        if kill_workers {
+            p.kill_worker(killed);
+            killed += 1;
+            p.add_worker();
         }
         p.restart_scheduler();
         p.wait_for_workers(3);

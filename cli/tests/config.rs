@@ -97,3 +97,43 @@ fn worker_and_task_defaults_come_from_the_file() {
     let _ = worker.kill();
     let _ = worker.wait();
 }
+
+#[test]
+fn a_cluster_gives_its_workers_the_files_worker_section_and_its_own_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("dtask.toml"),
+        "[worker]\nnthreads = 3\nmemory-limit-mib = 300\nresources = { GPU = 2 }\n",
+    )
+    .unwrap();
+    let c = Cluster::start_in(dir.path(), 1, &[]);
+    let workers = c.ok(&["workers"]);
+    assert!(
+        workers.contains("nthreads=3")
+            && workers.contains("memory-limit-mib=300")
+            && workers.contains("GPU=2"),
+        "{workers}"
+    );
+    drop(c);
+    // Flags given to the cluster win over the file.
+    let c = Cluster::start_in(
+        dir.path(),
+        1,
+        &[
+            "--nthreads",
+            "2",
+            "--memory-limit-mib",
+            "200",
+            "--resources",
+            "FPGA=1",
+        ],
+    );
+    let workers = c.ok(&["workers"]);
+    assert!(
+        workers.contains("nthreads=2")
+            && workers.contains("memory-limit-mib=200")
+            && workers.contains("FPGA=1")
+            && !workers.contains("GPU"),
+        "{workers}"
+    );
+}

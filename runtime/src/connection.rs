@@ -269,6 +269,15 @@ fn spawn_writer<M: Serialize + Weigh + Send + 'static>(mut sink: OwnedWriteHalf)
     Sender { tx, backlog }
 }
 
+/// A sender feeding a plain queue rather than a socket, and that queue:
+/// fault injection puts one in front of a connection's own sender to hold
+/// messages back (`scheduler::faults`).
+pub(crate) fn relay<M>() -> (Sender<M>, mpsc::UnboundedReceiver<M>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let backlog = Arc::new(Backlog::default());
+    (Sender { tx, backlog }, rx)
+}
+
 /// The connection after its handshake: the same framed halves (so nothing
 /// the peer sent right behind its handshake is lost), now accepting frames
 /// up to `max_frame`.

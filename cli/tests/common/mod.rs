@@ -64,12 +64,38 @@ impl Cluster {
     /// [`Cluster::start_with`] with environment variables for the cluster
     /// (its scheduler and workers).
     pub fn start_env(workers: usize, threads: u32, flags: &[&str], env: &[(&str, &str)]) -> Self {
+        let threads = threads.to_string();
+        let mut all = vec!["--nthreads", threads.as_str()];
+        all.extend_from_slice(flags);
+        Self::launch(workers, &all, env, None)
+    }
+
+    /// A cluster started in `dir`, so that it and its workers read the
+    /// `dtask.toml` there (and no other); slots come from that file.
+    pub fn start_in(dir: &std::path::Path, workers: usize, flags: &[&str]) -> Self {
+        let none = dir.join("no-config-home");
+        Self::launch(
+            workers,
+            flags,
+            &[("XDG_CONFIG_HOME", none.to_str().unwrap())],
+            Some(dir),
+        )
+    }
+
+    fn launch(
+        workers: usize,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        cwd: Option<&std::path::Path>,
+    ) -> Self {
         let state = tempfile::tempdir().unwrap();
-        let mut child = Command::new(DTASK)
+        let mut cmd = Command::new(DTASK);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd
             .args(["cluster", "--port", "0", "--n-workers"])
             .arg(workers.to_string())
-            .arg("--nthreads")
-            .arg(threads.to_string())
             .args(flags)
             .envs(env.iter().copied())
             .env("DTASK_STATE_DIR", state.path())
@@ -309,18 +335,31 @@ pub struct Pieces {
     pub scheduler: Child,
     /// Worker processes, in start order (killed ones included).
     pub workers: Vec<Child>,
+    /// Environment of every scheduler start (fault injection).
+    scheduler_env: Vec<(String, String)>,
 }
 
 impl Pieces {
     /// A journaled scheduler and `workers` workers of one slot each.
     pub fn start(workers: usize) -> Self {
+        Self::start_env(workers, &[])
+    }
+
+    /// [`Pieces::start`] with environment variables for the scheduler,
+    /// kept for its restarts (`DTASK_FAULT_…`).
+    pub fn start_env(workers: usize, env: &[(&str, &str)]) -> Self {
         let state = tempfile::tempdir().unwrap();
-        let (scheduler, addr) = scheduler(state.path(), "0");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (scheduler, addr) = scheduler_env(state.path(), "0", &[], &env);
         let mut p = Self {
             state,
             addr,
             scheduler,
             workers: Vec::new(),
+            scheduler_env: env,
         };
         for _ in 0..workers {
             p.add_worker();
@@ -423,7 +462,7 @@ impl Pieces {
     /// [`Pieces::start_scheduler`] with more flags.
     pub fn start_scheduler_with(&mut self, flags: &[&str]) {
         let port = self.addr.rsplit(':').next().unwrap().to_string();
-        let (s, addr) = scheduler_with(self.state.path(), &port, flags);
+        let (s, addr) = scheduler_env(self.state.path(), &port, flags, &self.scheduler_env);
         assert_eq!(addr, self.addr);
         self.scheduler = s;
     }
@@ -445,10 +484,21 @@ pub fn scheduler(state: &std::path::Path, port: &str) -> (Child, String) {
 
 /// [`scheduler`] with more flags.
 pub fn scheduler_with(state: &std::path::Path, port: &str, flags: &[&str]) -> (Child, String) {
+    scheduler_env(state, port, flags, &[])
+}
+
+/// [`scheduler_with`] with environment variables.
+pub fn scheduler_env(
+    state: &std::path::Path,
+    port: &str,
+    flags: &[&str],
+    env: &[(String, String)],
+) -> (Child, String) {
     let mut child = Command::new(DTASK)
         .args(["scheduler", "--port", port, "--journal"])
         .arg(state.join("journal"))
         .args(flags)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("DTASK_STATE_DIR", state)
         .env("DTASK_LOG", "warn")
         .env_remove("DTASK_TOKEN")

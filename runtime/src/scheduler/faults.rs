@@ -7,12 +7,103 @@
 //! - `DTASK_FAULT_DROP_RUNS=N`: every Nth `Run` message to a worker is
 //!   silently dropped (the worker never sees those tasks); the scheduler
 //!   must notice from the worker's heartbeats (after a `Sync` for a last `Run`) and send them again.
+//! - `DTASK_FAULT_DELAY_MS=N`: every message between the scheduler and a
+//!   worker, either way, is held back for a random 0..=N ms. Each
+//!   connection keeps its order (as TCP does), but messages on different
+//!   connections overtake each other: a worker's report can arrive after
+//!   another worker's, a `Free` after a later `Run` to someone else, a
+//!   heartbeat late enough to look like silence.
+
+use crate::connection::{self, Sender};
+use crate::protocol::Weigh;
+use std::time::Duration;
 
 /// The faults this scheduler injects.
 #[derive(Debug, Default)]
 pub struct Faults {
     drop_runs_every: Option<u64>,
     runs: u64,
+    /// Messages to and from workers are held back up to this long.
+    pub delay: Delay,
+}
+
+/// Holding messages back: up to `max` each, at random.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delay {
+    max: Option<Duration>,
+}
+
+impl Delay {
+    /// As `DTASK_FAULT_DELAY_MS` asks (none by default).
+    pub fn from_env() -> Self {
+        let max = std::env::var("DTASK_FAULT_DELAY_MS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|&n: &u64| n > 0)
+            .map(Duration::from_millis);
+        Self { max }
+    }
+
+    /// Whether messages are held back at all.
+    pub fn is_on(&self) -> bool {
+        self.max.is_some()
+    }
+
+    /// A random hold, 0..=max (zero when off).
+    pub fn sample(&self, rng: &mut Rng) -> Duration {
+        match self.max {
+            Some(max) => {
+                let ms = max.as_millis() as u64;
+                Duration::from_millis(rng.next_u64() % (ms + 1))
+            }
+            None => Duration::ZERO,
+        }
+    }
+
+    /// A sender that hands each message on to `to` after a random hold,
+    /// in the order they were sent (each waits for the one before it).
+    pub fn in_front_of<M: Weigh + Send + 'static>(self, to: Sender<M>) -> Sender<M> {
+        if !self.is_on() {
+            return to;
+        }
+        let (tx, mut rx) = connection::relay::<M>();
+        tokio::spawn(async move {
+            let mut rng = Rng::seeded();
+            let mut last = tokio::time::Instant::now();
+            while let Some(m) = rx.recv().await {
+                let due = (tokio::time::Instant::now() + self.sample(&mut rng)).max(last);
+                tokio::time::sleep_until(due).await;
+                last = due;
+                if to.send(m).is_err() {
+                    break;
+                }
+            }
+        });
+        tx
+    }
+}
+
+/// A small xorshift generator: fault timing needs no more.
+#[derive(Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from the operating system.
+    pub fn seeded() -> Self {
+        let mut b = [0u8; 8];
+        let _ = getrandom::fill(&mut b);
+        Self(u64::from_le_bytes(b) | 1)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
 }
 
 impl Faults {
@@ -25,9 +116,16 @@ impl Faults {
         if let Some(n) = drop_runs_every {
             tracing::warn!("fault injection on: dropping every {n}th Run message to workers");
         }
+        let delay = Delay::from_env();
+        if let Some(max) = delay.max {
+            tracing::warn!(
+                "fault injection on: holding messages to and from workers back up to {max:?}"
+            );
+        }
         Self {
             drop_runs_every,
             runs: 0,
+            delay,
         }
     }
 
@@ -44,15 +142,41 @@ impl Faults {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::FromScheduler;
 
     #[test]
     fn every_nth_run_is_dropped() {
         let mut f = Faults {
             drop_runs_every: Some(3),
             runs: 0,
+            delay: Delay::default(),
         };
         let dropped: Vec<bool> = (0..6).map(|_| f.drop_run()).collect();
         assert_eq!(dropped, [false, false, true, false, false, true]);
         assert!(!Faults::default().drop_run());
+    }
+
+    #[tokio::test]
+    async fn held_back_messages_keep_their_order_on_a_connection() {
+        let delay = Delay {
+            max: Some(Duration::from_millis(5)),
+        };
+        let (to, mut out) = connection::relay::<FromScheduler>();
+        let tx = delay.in_front_of(to);
+        for id in 0..200 {
+            tx.send(FromScheduler::Scattered { id }).unwrap();
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(m) = out.recv().await {
+            match m {
+                FromScheduler::Scattered { id } => got.push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, (0..200).collect::<Vec<_>>());
+        let mut rng = Rng::seeded();
+        assert!((0..1000).all(|_| delay.sample(&mut rng) <= Duration::from_millis(5)));
+        assert!((0..1000).any(|_| delay.sample(&mut rng) > Duration::ZERO));
     }
 }

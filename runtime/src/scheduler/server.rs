@@ -230,6 +230,12 @@ async fn accept_loop(
                     if matches!(hello.role, Role::Client { .. }) {
                         tx.set_limit(opts.client_buffer);
                     }
+                    // Faults injected (tests only): a worker's messages
+                    // are held back on their way in.
+                    let delay = match hello.role {
+                        Role::Worker { .. } => super::faults::Delay::from_env(),
+                        _ => super::faults::Delay::default(),
+                    };
                     let hangup = Arc::new(tokio::sync::Notify::new());
                     let _ = in_tx
                         .send(Inbound::Connected {
@@ -240,7 +246,7 @@ async fn accept_loop(
                         })
                         .await;
                     tokio::select! {
-                        () = read_loop(id, rx, &in_tx) => {}
+                        () = read_loop(id, rx, &in_tx, delay) => {}
                         () = hangup.notified() => {}
                     }
                     let _ = in_tx.send(Inbound::Closed { id }).await;
@@ -256,12 +262,21 @@ async fn accept_loop(
     }
 }
 
-async fn read_loop(id: u64, mut rx: Receiver<ToScheduler>, in_tx: &mpsc::Sender<Inbound>) {
+async fn read_loop(
+    id: u64,
+    mut rx: Receiver<ToScheduler>,
+    in_tx: &mpsc::Sender<Inbound>,
+    delay: super::faults::Delay,
+) {
+    let mut rng = delay.is_on().then(super::faults::Rng::seeded);
     loop {
         match rx.recv().await {
             Ok(Some(first)) => {
                 let mut msgs = vec![first];
                 msgs.extend(rx.drain_ready());
+                if let Some(rng) = rng.as_mut() {
+                    tokio::time::sleep(delay.sample(rng)).await;
+                }
                 if in_tx.send(Inbound::Msgs { id, msgs }).await.is_err() {
                     return;
                 }
@@ -394,6 +409,11 @@ impl Core {
                     Role::Peer => return,
                 };
                 let is_worker = matches!(event, Event::WorkerConnected { .. });
+                let tx = if is_worker {
+                    self.faults.delay.in_front_of(tx)
+                } else {
+                    tx
+                };
                 self.conns.insert(
                     id,
                     Conn {
