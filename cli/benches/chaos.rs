@@ -8,7 +8,7 @@
 //! 25th; 0 for none) `Run` message to a worker is dropped, as a lost
 //! message would be: only reconciliation through heartbeats recovers it.
 //! And every message between the scheduler and a worker is held back a
-//! random 0 to `CHAOS_DELAY_MS` ms (default 20; 0 for none), so messages
+//! random 0 to `CHAOS_DELAY_MS` ms (default 5; 0 for none), so messages
 //! on different connections overtake each other.
 //!
 //! The graph: 100 chains of 100 links. Link i of chain c is
@@ -127,7 +127,7 @@ fn delay_ms() -> u64 {
     std::env::var("CHAOS_DELAY_MS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(20)
+        .unwrap_or(5)
 }
 
 fn main() {
@@ -139,8 +139,10 @@ fn main() {
     println!(
         "chaos: {total} tasks ({CHAINS} chains of {LINKS} links), {WORKERS} single-slot workers, \
          a worker killed every second, the scheduler every {SCHEDULER_EVERY} s, \
-         every {}th Run message dropped (0: none); {runs} runs",
-        drop_runs()
+         every {}th Run message dropped (0: none), messages to and from workers held \
+         back up to {} ms; {runs} runs",
+        drop_runs(),
+        delay_ms()
     );
     let mut passed = 0;
     let mut worst = Duration::ZERO;

@@ -137,6 +137,7 @@ impl Scheduler {
                         let began = std::time::Instant::now();
                         let rest = std::mem::replace(&mut r.snapshot, state::Snapshot::empty());
                         let found = std::mem::take(&mut r.modules);
+                        state.reserve_tasks(r.expected_tasks() as usize);
                         let restored = r
                             .tasks(|t| state.restore_task(t))
                             .and_then(|tasks| Ok((tasks, state.finish_restore(rest)?)));

@@ -243,8 +243,9 @@ impl SnapshotReader {
     }
 
     /// Checks the whole snapshot before anything is restored from it:
-    /// every frame's checksum, and the end mark in the last one.
-    pub(super) fn verify(mut self) -> Result<(), LoadError> {
+    /// every frame's checksum, and the end mark in the last one; returns
+    /// how many tasks that mark says it holds.
+    pub(super) fn verify(mut self) -> Result<u64, LoadError> {
         let mut last = None;
         loop {
             match self.frames.next_payload() {
@@ -259,13 +260,12 @@ impl SnapshotReader {
                 }
             }
         }
-        let ends = last
+        match last
             .and_then(|p| decode::<Item>(&p))
-            .is_some_and(|items| matches!(items.last(), Some(Item::End { .. })));
-        if ends {
-            Ok(())
-        } else {
-            Err(self.damaged("it ends early"))
+            .and_then(|items| items.last().cloned())
+        {
+            Some(Item::End { tasks }) => Ok(tasks),
+            _ => Err(self.damaged("it ends early")),
         }
     }
 

@@ -545,6 +545,16 @@ pub struct Window {
 }
 
 impl Window {
+    /// How many tasks it changes.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Whether it changes no task.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
     /// Folds one record: changes to tasks into the window, everything else
     /// into `rest` (which holds no tasks).
     pub fn apply(&mut self, record: Record, rest: &mut Model) {
@@ -697,6 +707,11 @@ impl Scheduler {
         self.finish_restore(snapshot)
     }
 
+    /// Makes room for `n` more tasks, before restoring that many.
+    pub fn reserve_tasks(&mut self, n: usize) {
+        self.tasks.map.reserve(n);
+    }
+
     /// Restores one task of a snapshot, in any order; then
     /// [`Scheduler::finish_restore`].
     pub fn restore_task(&mut self, saved: SavedTask) {
@@ -786,10 +801,13 @@ impl Scheduler {
         let mut unfinished = Vec::new();
         for (_, key) in keys {
             let task = self.tasks.map.get_mut(&key).expect("listed");
-            let mut deps = std::mem::take(&mut task.deps).into_vec();
             if matches!(task.state, State::Pending { .. }) {
                 unfinished.push(key.clone());
             }
+            if task.deps.is_empty() {
+                continue;
+            }
+            let mut deps = std::mem::take(&mut task.deps).into_vec();
             for d in &mut deps {
                 if let Some(shared) = self.tasks.key(d) {
                     *d = shared;
