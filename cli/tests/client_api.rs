@@ -309,3 +309,28 @@ fn the_rust_pi_example_estimates_pi_and_stops_early() {
         }
     });
 }
+
+#[test]
+fn a_cluster_inside_the_program_serves_a_current_thread_runtime_and_stops_when_dropped() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = dtask_runtime::embedded::EmbeddedCluster::start(2).unwrap();
+    let addr = cluster.address().to_string();
+    rt.block_on(async {
+        let client = Client::connect(cluster.address(), cluster.token(), None)
+            .await
+            .unwrap();
+        let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
+        let fut = submit(&client, &module, "inc", vec![value(41)]).await;
+        let got = client.gather(&[fut.key().to_string()]).await.unwrap();
+        assert_eq!(got[0].as_i64(), Some(42));
+    });
+    // A wrong token is refused, as by any scheduler.
+    let refused = rt.block_on(Client::connect(&addr, "not-the-token", None));
+    assert!(refused.is_err());
+    drop(cluster);
+    // Gone with its handle: nothing listens there any more.
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+}

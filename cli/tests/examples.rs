@@ -125,3 +125,57 @@ fn coordination_tour_runs_from_the_shell() {
         assert!(o.contains(&expected), "{expected:?} missing from:\n{o}");
     }
 }
+
+/// The `pi` example binary, built if this run did not build it.
+fn pi_example() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let release = exe.parent().unwrap().parent().unwrap();
+    let pi = release.join("examples").join("pi");
+    if !pi.exists() {
+        let built = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "dtask",
+                "--example",
+                "pi",
+                "--target-dir",
+            ])
+            .arg(release.parent().unwrap())
+            .status()
+            .unwrap();
+        assert!(built.success(), "cannot build the pi example");
+    }
+    pi
+}
+
+#[test]
+fn the_rust_example_runs_with_nothing_running_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = start_with_stdin(
+        Command::new(pi_example())
+            .arg(tasks_wasm())
+            .current_dir(dir.path())
+            .env("DTASK_STATE_DIR", dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env_remove("DTASK_SCHEDULER")
+            .env_remove("DTASK_TOKEN"),
+        "",
+    )
+    .output_within(std::time::Duration::from_secs(120), "the pi example");
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
+    let pi: f64 = o
+        .strip_prefix("pi ~ ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no estimate in {o:?}"));
+    assert!((pi - std::f64::consts::PI).abs() < 0.05, "{pi}");
+    // No background cluster was started, and none is left: the program ran
+    // its own and it ended with it.
+    assert!(!dir.path().join("state").join("local.toml").exists());
+    assert!(!e.contains("started a local cluster"), "{e}");
+    eprintln!("pi example: {:?}", started.elapsed());
+}

@@ -6,8 +6,10 @@
 //! cargo run --release --example pi -- "$(cargo run -q --release -p dtask-guests)"
 //! ```
 //!
-//! It connects like the CLI: `DTASK_SCHEDULER`, `dtask.toml`, or the local
-//! default cluster (started if none is running).
+//! It connects to `DTASK_SCHEDULER` or `dtask.toml`'s scheduler if one is
+//! configured; otherwise it runs a cluster inside itself for as long as it
+//! runs (`Client::from_env`), so it needs nothing running and leaves
+//! nothing running.
 
 use dtask_runtime::client::{Client, ClientError, SubmitOptions};
 use dtask_runtime::module::LocalModule;

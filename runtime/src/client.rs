@@ -186,6 +186,9 @@ struct Inner {
     peers: tokio::sync::Mutex<HashMap<String, Arc<actors::PeerLink>>>,
     /// Set once the scheduler is gone for good (reconnecting failed).
     lost: tokio::sync::watch::Sender<bool>,
+    /// The cluster [`Client::from_env`] started inside this program, if
+    /// it did: it stops when the last handle goes.
+    embedded: std::sync::OnceLock<crate::embedded::EmbeddedCluster>,
 }
 
 /// A connection to a dtask scheduler. Cheap to clone; clones share it.
@@ -229,6 +232,7 @@ impl Client {
             actors: Mutex::new(HashMap::new()),
             peers: tokio::sync::Mutex::new(HashMap::new()),
             lost: tokio::sync::watch::channel(false).0,
+            embedded: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&inner);
         let addr = addr.to_string();
@@ -312,23 +316,36 @@ impl Client {
             .store(grace.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Connects the way the CLI does: `DTASK_SCHEDULER`, `dtask.toml`, or
-    /// else the local default cluster, started in the background if none
-    /// is running (like Dask's `Client()` with no address).
+    /// Connects to the configured scheduler (`DTASK_SCHEDULER`, then
+    /// `dtask.toml`), as the CLI does; with none configured, starts a
+    /// cluster inside this program (like Dask's `Client()` with no
+    /// address): a scheduler and one single-slot worker per CPU on threads
+    /// of their own, on a loopback port, stopped when the last handle to
+    /// this client (clones and [`Future`]s included) is dropped. Works on
+    /// any tokio runtime flavour. (The CLI instead shares one background
+    /// local cluster among shell commands.)
     pub async fn from_env(name: Option<String>) -> Result<Self, ClientError> {
-        let endpoint = match crate::config::resolve(None).map_err(ClientError::Invalid)? {
-            crate::config::Resolved::Configured(e) => e,
+        match crate::config::resolve(None).map_err(ClientError::Invalid)? {
+            crate::config::Resolved::Configured(e) => {
+                Self::connect(&e.address, &e.token, name).await
+            }
             crate::config::Resolved::LocalDefault => {
                 let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-                crate::local::ensure(workers)
-                    .await
-                    .map_err(|reason| ClientError::Connect {
-                        addr: "the local default cluster".into(),
-                        reason,
-                    })?
+                let started = tokio::task::spawn_blocking(move || {
+                    crate::embedded::EmbeddedCluster::start(workers)
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map_err(|reason| ClientError::Connect {
+                    addr: "a cluster inside this program".into(),
+                    reason,
+                })?;
+                let client = Self::connect(started.address(), started.token(), name).await?;
+                let _ = client.inner.embedded.set(started);
+                Ok(client)
             }
-        };
-        Self::connect(&endpoint.address, &endpoint.token, name).await
+        }
     }
 
     async fn request(

@@ -14,6 +14,7 @@ pub mod blob;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod embedded;
 pub mod key;
 pub mod local;
 pub mod module;
