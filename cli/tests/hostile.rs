@@ -114,11 +114,20 @@ fn values_and_modules_past_the_configured_limits_are_refused_with_the_reason() {
 #[test]
 fn a_task_reaches_no_file_directory_environment_or_network() {
     let c = Cluster::start(1, 1);
-    for what in ["file", "dir", "net"] {
+    // Something listens where the task tries to connect: only the sandbox
+    // can be what stops it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let net = format!("net:{}", listener.local_addr().unwrap());
+    for what in ["file", "dir", net.as_str()] {
         let key = c.submit("probe", &[what]);
         let got = c.ok(&["gather", "--raw", &key]);
         assert!(got.starts_with("denied: "), "{what}: {got}");
     }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the task reached the listener"
+    );
     let key = c.submit("probe", &["env"]);
     assert_eq!(c.ok(&["gather", "--raw", &key]), "0 environment variables");
     // The worker goes on serving.

@@ -393,8 +393,10 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
     }
 }
 
+/// Compares tokens in time that does not depend on where they differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]

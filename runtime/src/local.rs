@@ -83,9 +83,12 @@ pub async fn ensure(workers: usize) -> Result<Endpoint, String> {
         .write(true)
         .open(dir.join("local.lock"))
         .map_err(|e| format!("cannot open the local cluster lock: {e}"))?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
-    // SAFETY: flock on a file descriptor we own; released when `lock` drops.
-    tokio::task::block_in_place(|| unsafe { libc::flock(fd, libc::LOCK_EX) });
+    // Waits on a blocking thread (so any runtime flavour works); held until
+    // `_held` drops at the end of this function.
+    let _held = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+        .await
+        .map_err(|e| format!("cannot wait for the local cluster lock: {e}"))?
+        .map_err(|e| format!("cannot lock the local cluster lock: {e}"))?;
     if let Some(e) = running().await {
         return Ok(e);
     }

@@ -841,8 +841,10 @@ pub enum FromScheduler {
     ActorLocated {
         /// Request id.
         id: u64,
-        /// Where it lives, or why it cannot be called.
-        result: Result<ActorInfo, String>,
+        /// Where it lives, or why it cannot be called: kind
+        /// [`ErrorKind::ActorLost`] when its worker died, [`ErrorKind::Input`]
+        /// when there is no such actor.
+        result: Result<ActorInfo, TaskError>,
     },
     /// Answer to [`ToScheduler::Actors`].
     Actors {

@@ -226,12 +226,9 @@ impl Client {
             .await?
         {
             FromScheduler::ActorLocated { result, .. } => {
-                let info = result.map_err(|why| {
-                    if why.starts_with("actor lost") {
-                        ClientError::ActorLost(why)
-                    } else {
-                        ClientError::Invalid(why)
-                    }
+                let info = result.map_err(|e| match e.kind {
+                    ErrorKind::ActorLost => ClientError::ActorLost(e.message),
+                    _ => ClientError::Invalid(e.message),
                 })?;
                 self.remember(&info);
                 Ok(info)

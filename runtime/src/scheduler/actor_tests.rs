@@ -2,7 +2,7 @@
 
 use super::state::{Command, Event};
 use super::tests::{M, error, setup};
-use crate::protocol::{ActorSpec, ActorState, FromScheduler};
+use crate::protocol::{ActorSpec, ActorState, ErrorKind, FromScheduler};
 fn spec(key: &str) -> ActorSpec {
     ActorSpec {
         key: key.into(),
@@ -64,7 +64,13 @@ fn an_actor_is_ready_once_built_and_lost_with_its_worker() {
             if info.state == ActorState::Ready && info.address == "w10")));
     s.handle(Event::WorkerDisconnected { worker: 10 });
     let err = s.actor_locate("a").unwrap_err();
-    assert!(err.starts_with("actor lost: a"), "{err}");
+    assert_eq!(err.kind, ErrorKind::ActorLost);
+    assert!(err.message.starts_with("actor lost: a"), "{err:?}");
+    assert_eq!(
+        s.actor_locate("nobody").unwrap_err().kind,
+        ErrorKind::Input,
+        "an unknown actor is not a lost one"
+    );
     assert_eq!(s.actor_list()[0].state, ActorState::Lost);
 }
 

@@ -144,7 +144,9 @@ impl Guest for Tasks {
             "file" => std::fs::read_to_string("/etc/passwd").map(|t| format!("read {} bytes", t.len())),
             "dir" => std::fs::read_dir("/").map(|d| format!("listed {} entries", d.count())),
             "env" => return format!("{} environment variables", std::env::vars().count()),
-            "net" => std::net::TcpStream::connect("127.0.0.1:22").map(|_| "connected".to_string()),
+            net if net.starts_with("net:") => {
+                std::net::TcpStream::connect(&net[4..]).map(|_| "connected".to_string())
+            }
             other => return format!("nothing to probe called {other}"),
         };
         match outcome {
