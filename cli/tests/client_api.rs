@@ -246,33 +246,30 @@ fn fire_and_forget_runs_to_completion_with_no_holder() {
 fn retries_make_a_flaky_task_succeed() {
     let c = Cluster::start(1, 1);
     runtime().block_on(async {
-        let (client, module) = connect(&c).await;
-        let soon = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
-            + 1000;
-        let no_retries = submit(&client, &module, "fails-before", vec![value(soon)]).await;
+        // `fails-first COUNTER N` fails its first N attempts, counted in a
+        // variable: no clock involved.
+        let (client, module) = connect_with(&c, dtask_guests::COORD_WASM).await;
+        let call = |counter: &str, n: u32| vec![value(counter), value(n)];
+        let no_retries = submit(&client, &module, "fails-first", call("once", 1)).await;
         assert!(matches!(
             no_retries.result(None).await,
             Err(ClientError::Task(_))
         ));
         let opts = SubmitOptions {
-            retries: 1000,
-            pure: false,
+            retries: 5,
             ..SubmitOptions::default()
         };
         let with_retries = client
-            .submit(&module, "fails-before", vec![value(soon)], &opts)
+            .submit(&module, "fails-first", call("five", 5), &opts)
             .await
             .unwrap();
-        assert_eq!(with_retries.result(None).await.unwrap(), Value::from(soon));
+        assert_eq!(with_retries.result(None).await.unwrap(), Value::from(6u32));
         // And `retry` reruns the erred one, which now succeeds.
         client
             .retry(vec![no_retries.key().to_string()])
             .await
             .unwrap();
-        assert_eq!(no_retries.result(None).await.unwrap(), Value::from(soon));
+        assert_eq!(no_retries.result(None).await.unwrap(), Value::from(2u32));
     });
 }
 

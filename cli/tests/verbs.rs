@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 fn json_lines(s: &str) -> Vec<serde_json::Value> {
     s.lines()
@@ -33,10 +33,16 @@ fn wait_status(c: &Cluster, key: &str, want: &str) {
 #[test]
 fn as_completed_prints_keys_as_they_finish() {
     let c = Cluster::start(2, 1);
-    let slow = c.submit("spin", &["500"]);
+    // `slow` waits for an item on a queue, put only once `fast` is done: the
+    // order is fixed by that, not by timing.
+    let slow = c.ok(&["submit", dtask_guests::COORD_WASM, "take", "gate"]);
     let fast = c.submit("inc", &["1"]);
-    let out = c.ok(&["as-completed", &slow, &fast]);
-    assert_eq!(out, format!("{fast}\n{slow}"));
+    let listing = start_with_stdin(c.cmd().args(["as-completed", &slow, &fast]), "");
+    wait_status(&c, &fast, "finished");
+    c.ok(&["queue", "put", "gate", "7"]);
+    let out = listing.output_within(Duration::from_secs(60), "as-completed");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{fast}\n{slow}\n"));
     let keys = c.run(&["map", tasks_wasm(), "inc"], "1\n2\n3\n");
     let out = c.run(&["as-completed", "--with-results"], &stdout(&keys));
     assert!(out.status.success(), "{}", stderr(&out));
@@ -117,36 +123,32 @@ fn cancel_interrupts_a_running_task_and_cancels_its_dependents() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
-fn soon_ms(ms: u64) -> String {
-    (SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-        + ms)
-        .to_string()
-}
-
 #[test]
 fn retries_and_retry_from_the_shell() {
     let c = Cluster::start(1, 1);
-    // Far enough ahead that the first run surely comes before it.
-    let t = soon_ms(1500);
-    let flaky = c.submit("fails-before", &[&t]);
+    let coord = dtask_guests::COORD_WASM;
+    // `fails-first COUNTER N` fails its first N attempts, counted in a
+    // variable: no clock involved.
+    let flaky = c.ok(&["submit", coord, "fails-first", "flaky", "1"]);
     let out = c.run(&["gather", &flaky], "");
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not yet"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("attempt 1: the first 1 fail"),
+        "{}",
+        stderr(&out)
+    );
     let reliable = c.ok(&[
         "submit",
         "--retries",
-        "1000",
-        "--pure=false",
-        tasks_wasm(),
-        "fails-before",
-        &t,
+        "3",
+        coord,
+        "fails-first",
+        "reliable",
+        "3",
     ]);
-    assert_eq!(c.ok(&["gather", &reliable]), t);
+    assert_eq!(c.ok(&["gather", &reliable]), "4");
     c.ok(&["retry", &flaky]);
-    assert_eq!(c.ok(&["gather", &flaky]), t);
+    assert_eq!(c.ok(&["gather", &flaky]), "2");
     let out = c.run(&["retry", &reliable], "");
     assert_eq!(
         out.status.code(),

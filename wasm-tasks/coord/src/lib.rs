@@ -98,6 +98,16 @@ impl Guest for Coord {
         must(consumer.result())
     }
 
+    fn fails_first(counter: String, n: u32) -> u32 {
+        let attempts = Variable::new(counter);
+        let attempt = read_or_zero(&attempts) + 1;
+        must(attempts.set(&attempt));
+        if attempt <= i64::from(n) {
+            panic!("attempt {attempt}: the first {n} fail");
+        }
+        attempt as u32
+    }
+
     fn locked_increment(counter: String, lock: String) -> i64 {
         let guard = must(Lock::new(lock).acquire());
         let counter = Variable::new(counter);
