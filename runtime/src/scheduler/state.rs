@@ -49,7 +49,7 @@ pub type WorkerId = u64;
 
 /// Tasks queued on a worker beyond its slots keep it busy between the
 /// scheduler's refills: this many per execution slot.
-const QUEUED_PER_SLOT: usize = 32;
+pub(super) const QUEUED_PER_SLOT: usize = 32;
 
 /// A task that was running on this many workers when they died is failed
 /// instead of being tried on yet another (it is probably what kills them).
