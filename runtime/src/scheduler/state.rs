@@ -30,7 +30,7 @@ use crate::protocol::{
     TaskError, TaskLimits, TaskSpec, TaskState, WorkerInfo,
 };
 use bytes::Bytes;
-use compact::{Holders, Interner, Recipe};
+use compact::{Dependents, Holders, Interner, Recipe};
 use primitives::{Owner, Primitives};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cmp::Reverse;
@@ -451,7 +451,7 @@ struct Task {
     /// Distinct keys among the future arguments.
     deps: Box<[Key]>,
     /// Tasks that take this one's result (thin: most tasks have none).
-    dependents: ThinVec<Key>,
+    dependents: Dependents,
     /// Unfinished dependents that still need this result.
     needed_by: usize,
     /// Names of the clients holding this key.
@@ -1192,7 +1192,7 @@ impl Scheduler {
             seq: self.seq,
             state: State::Pending { waiting_on },
             deps: deps.into_boxed_slice(),
-            dependents: ThinVec::new(),
+            dependents: Dependents::default(),
             needed_by: 0,
             holders: Holders::one(name),
             watchers: ThinVec::new(),
@@ -1251,8 +1251,8 @@ impl Scheduler {
                 }
             }
             let finished = matches!(task.state, State::Finished { .. } | State::Released);
-            let dependents = task.dependents.clone();
-            if finished && dependents.iter().any(|d| self.tasks.contains_key(d)) {
+            let task = self.tasks.get(&key).expect("present");
+            if finished && task.dependents.iter().any(|d| self.tasks.contains_key(d)) {
                 // Keep the recipe while dependents exist: if one of their
                 // results is lost, this may have to be computed again.
                 self.tasks.get_mut(&key).expect("present").state = State::Released;
@@ -1261,7 +1261,7 @@ impl Scheduler {
             let task = self.tasks.remove(&key).expect("present");
             for d in task.deps {
                 if let Some(dep) = self.tasks.get_mut(&d) {
-                    dep.dependents.retain(|k| *k != key);
+                    dep.dependents.remove(&key);
                 }
                 stack.push(d);
             }
@@ -1397,7 +1397,7 @@ impl Scheduler {
         }
         self.scatter_stored(req, worker, out);
         self.notify(&key, out);
-        let dependents = self.tasks[&key].dependents.clone();
+        let dependents = self.tasks[&key].dependents.to_vec();
         for d in dependents {
             if let Some(dt) = self.tasks.get_mut(&d)
                 && let State::Pending { waiting_on } = &mut dt.state
@@ -1459,7 +1459,7 @@ impl Scheduler {
             w.has.insert(key.clone());
         }
         self.notify(&key, out);
-        for d in self.tasks[&key].dependents.clone() {
+        for d in self.tasks[&key].dependents.to_vec() {
             if matches!(
                 self.tasks.get(&d).map(|t| &t.state),
                 Some(State::Pending { .. })
@@ -1730,7 +1730,7 @@ impl Scheduler {
             if !t.holders.is_empty() || t.needed_by > 0 {
                 self.recompute(&key);
                 // Dependents already waiting recount what they wait for.
-                for d in self.tasks[&key].dependents.clone() {
+                for d in self.tasks[&key].dependents.to_vec() {
                     let waiting = match self.tasks.get(&d) {
                         Some(dt) if matches!(dt.state, State::Pending { .. }) => {
                             self.unfinished_inputs(&d)
@@ -1794,7 +1794,7 @@ impl Scheduler {
     fn report_lost(&mut self, lost: Vec<Key>, out: &mut Vec<Command>) {
         for key in lost {
             self.notify(&key, out);
-            let dependents = self.tasks[&key].dependents.clone();
+            let dependents = self.tasks[&key].dependents.to_vec();
             for d in dependents {
                 self.fail(&d, lost_error(&key), out);
             }
@@ -2257,7 +2257,7 @@ impl Scheduler {
                     run: 0,
                 },
                 deps: Box::new([]),
-                dependents: ThinVec::new(),
+                dependents: Dependents::default(),
                 needed_by: 0,
                 holders: Holders::one(name),
                 watchers: ThinVec::new(),

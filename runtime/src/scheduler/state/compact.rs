@@ -192,6 +192,67 @@ impl Recipe {
     }
 }
 
+/// The tasks that take a task's result. Most tasks have none or a few: a
+/// thin list (a pointer when empty). A key that many take (a model
+/// scattered once, used by a million tasks) becomes an indexed set, so
+/// forgetting each of those tasks stays O(1) rather than a walk of them
+/// all.
+#[derive(Debug)]
+pub(super) enum Dependents {
+    Few(thin_vec::ThinVec<super::Key>),
+    Many(Box<indexmap::IndexSet<super::Key, rustc_hash::FxBuildHasher>>),
+}
+
+/// Past this many, [`Dependents`] are indexed.
+const FEW: usize = 32;
+
+impl Default for Dependents {
+    fn default() -> Self {
+        Self::Few(thin_vec::ThinVec::new())
+    }
+}
+
+impl Dependents {
+    /// Adds `key` (not already there).
+    pub(super) fn push(&mut self, key: super::Key) {
+        match self {
+            Self::Few(list) => {
+                list.push(key);
+                if list.len() > FEW {
+                    *self = Self::Many(Box::new(list.drain(..).collect()));
+                }
+            }
+            Self::Many(set) => {
+                set.insert(key);
+            }
+        }
+    }
+
+    /// Removes `key`, if there.
+    pub(super) fn remove(&mut self, key: &str) {
+        match self {
+            Self::Few(list) => list.retain(|k| &**k != key),
+            Self::Many(set) => {
+                set.swap_remove(key);
+            }
+        }
+    }
+
+    /// Every dependent, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &super::Key> {
+        let (few, many) = match self {
+            Self::Few(list) => (Some(list.iter()), None),
+            Self::Many(set) => (None, Some(set.iter())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
+
+    /// A copy of them, to walk while the task table changes.
+    pub(super) fn to_vec(&self) -> Vec<super::Key> {
+        self.iter().cloned().collect()
+    }
+}
+
 /// The names holding a key: a short list, nearly always of one.
 #[derive(Debug, Default)]
 /// One holder is kept inline: no allocation for the common case.
@@ -245,6 +306,30 @@ impl Holders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dependents_are_a_list_until_many_then_an_indexed_set() {
+        let key = |i: usize| -> super::super::Key { Arc::from(format!("t{i}")) };
+        let mut d = Dependents::default();
+        for i in 0..FEW {
+            d.push(key(i));
+        }
+        assert!(matches!(d, Dependents::Few(_)));
+        for i in FEW..1000 {
+            d.push(key(i));
+        }
+        assert!(matches!(d, Dependents::Many(_)));
+        for i in (0..1000).step_by(2) {
+            d.remove(&format!("t{i}"));
+        }
+        d.remove("never-there");
+        let mut left: Vec<String> = d.iter().map(|k| k.to_string()).collect();
+        left.sort();
+        let mut want: Vec<String> = (1..1000).step_by(2).map(|i| format!("t{i}")).collect();
+        want.sort();
+        assert_eq!(left, want);
+        assert_eq!(d.to_vec().len(), 500);
+    }
 
     #[test]
     fn a_plain_spec_boxes_no_options_and_comes_back_whole() {

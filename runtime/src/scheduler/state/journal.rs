@@ -764,7 +764,7 @@ impl Scheduler {
                 seq: saved.seq,
                 state,
                 deps: deps.into_boxed_slice(),
-                dependents: ThinVec::new(),
+                dependents: super::Dependents::default(),
                 needed_by: 0,
                 holders,
                 watchers: ThinVec::new(),
