@@ -586,3 +586,24 @@ fn gather_and_as_completed_give_up_at_their_timeout() {
     let out = c.run(&["gather", "--timeout", "30s", &quick], "");
     assert_eq!(stdout(&out), "2\n", "{}", stderr(&out));
 }
+
+#[test]
+fn workers_report_the_bytes_they_hold_and_let_go() {
+    let c = Cluster::start(1, 1);
+    let held = |c: &Cluster| -> u64 {
+        json_lines(&c.ok(&["workers", "--json"]))[0]["nbytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let key = stdout(&c.run(&["scatter", "--text"], &"x".repeat(2_000_000)))
+        .trim()
+        .to_string();
+    assert!(!key.is_empty());
+    wait_until(Duration::from_secs(20), "2 MB held", || {
+        held(&c) >= 2_000_000
+    });
+    c.ok(&["release", &key]);
+    wait_until(Duration::from_secs(20), "the bytes let go", || {
+        held(&c) < 1_000_000
+    });
+}

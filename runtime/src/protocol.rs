@@ -433,6 +433,8 @@ pub enum ToScheduler {
         running: Vec<String>,
         /// Bytes of results it has spilled to disk.
         spilled_bytes: u64,
+        /// Bytes of results it holds, in memory and spilled.
+        held_bytes: u64,
     },
     /// A seceded task took an execution slot again.
     Rejoined {
@@ -987,7 +989,8 @@ pub struct WorkerInfo {
     pub executing: usize,
     /// Results it holds.
     pub holding: usize,
-    /// Bytes of results it holds (as reported).
+    /// Bytes of results it holds, in memory and spilled (as of its last
+    /// heartbeat, each second).
     pub nbytes: u64,
     /// Of those, bytes it has spilled to disk (as of its last heartbeat).
     pub spilled_bytes: u64,

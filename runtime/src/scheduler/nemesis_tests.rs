@@ -465,6 +465,7 @@ impl Sim {
                 let beat = Event::WorkerHeartbeat {
                     worker: FIRST_WORKER + i as u64,
                     spilled: 0,
+                    held: 0,
                     run_seq: w.run_seq,
                     running: running.map(|t| t.key.clone()).collect(),
                 };

@@ -647,6 +647,7 @@ impl Core {
                 run_seq,
                 running,
                 spilled_bytes,
+                held_bytes,
             } if is_worker => {
                 // Taken before this worker rejoined: about another life.
                 if worker != from {
@@ -655,6 +656,7 @@ impl Core {
                 Event::WorkerHeartbeat {
                     worker: from,
                     spilled: spilled_bytes,
+                    held: held_bytes,
                     run_seq,
                     running,
                 }

@@ -233,6 +233,8 @@ pub enum Event {
         worker: WorkerId,
         /// Bytes of results it has spilled.
         spilled: u64,
+        /// Bytes of results it holds, spilled ones included.
+        held: u64,
         /// The `seq` of the last `Run` it got.
         run_seq: u64,
         /// The tasks it has in hand (running or queued).
@@ -502,6 +504,8 @@ struct Worker {
     has: HashSet<Key>,
     /// Bytes of results it has spilled to disk, as of its last heartbeat.
     spilled: u64,
+    /// Bytes of results it holds, as of its last heartbeat.
+    held: u64,
     /// `Run` commands sent to it so far.
     runs_sent: u64,
 }
@@ -834,6 +838,7 @@ impl Scheduler {
                         seceded: HashSet::default(),
                         has: HashSet::default(),
                         spilled: 0,
+                        held: 0,
                         runs_sent: 0,
                     },
                 );
@@ -976,11 +981,13 @@ impl Scheduler {
             Event::WorkerHeartbeat {
                 worker,
                 spilled,
+                held,
                 run_seq,
                 running,
             } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.spilled = spilled;
+                    w.held = held;
                 }
                 self.reconcile(worker, run_seq, &running, &mut out);
             }
@@ -2040,14 +2047,9 @@ impl Scheduler {
                     })
                     .count(),
                 holding: w.has.len(),
-                nbytes: w
-                    .has
-                    .iter()
-                    .filter_map(|k| match self.tasks.get(k).map(|t| &t.state) {
-                        Some(State::Finished { result }) => Some(result.nbytes),
-                        _ => None,
-                    })
-                    .sum(),
+                // As the worker last reported: summing its results here
+                // would walk every one of them per request.
+                nbytes: w.held,
                 spilled_bytes: w.spilled,
                 memory_limit: w.memory_limit,
                 restarts: w.restarts,
@@ -2135,11 +2137,12 @@ impl Scheduler {
             };
             // Everything downstream of the origin that erred with its error.
             let mut reset: Vec<Key> = Vec::new();
+            let mut seen: HashSet<Key> = HashSet::default();
             let mut stack: Vec<Key> = self.tasks.key(&origin).into_iter().collect();
             while let Some(k) = stack.pop() {
                 if let Some(t) = self.tasks.get(&k)
                     && matches!(&t.state, State::Error(e) if e.origin == origin)
-                    && !reset.contains(&k)
+                    && seen.insert(k.clone())
                 {
                     stack.extend(t.dependents.iter().cloned());
                     reset.push(k);

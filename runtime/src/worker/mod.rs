@@ -387,6 +387,7 @@ async fn heartbeats(shared: std::sync::Weak<Shared>) {
             run_seq,
             running,
             spilled_bytes: u.spilled,
+            held_bytes: u.in_memory + u.spilled,
         };
         if shared.to_scheduler.send(alive).is_err() {
             return;
