@@ -148,7 +148,7 @@ fn every_verb_has_an_example_exit_statuses_and_consistent_flags() {
         .map(|(o, _)| o)
         .collect();
     for (flag, _) in options(&help(&["worker".into()])) {
-        let own = ["host", "reconnect-grace", "scheduler", "help"];
+        let own = ["host", "advertise", "reconnect-grace", "scheduler", "help"];
         if !own.contains(&flag.as_str()) && !cluster.contains(&flag) {
             problems.push(format!("`cluster` lacks the worker flag --{flag}"));
         }

@@ -607,3 +607,53 @@ fn workers_report_the_bytes_they_hold_and_let_go() {
         held(&c) < 1_000_000
     });
 }
+
+#[test]
+fn a_worker_bound_to_every_interface_advertises_an_address_peers_can_use() {
+    let c = Cluster::start(1, 1);
+    let mut wild = Command::new(DTASK)
+        .args(["worker", "--host", "0.0.0.0", "--scheduler", &c.addr])
+        .env("DTASK_STATE_DIR", c.state.path())
+        .env("DTASK_LOG", "warn")
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the second worker", || {
+        json_lines(&c.ok(&["workers", "--json"])).len() == 2
+    });
+    let workers = json_lines(&c.ok(&["workers", "--json"]));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    for w in &workers {
+        let address = w["address"].as_str().unwrap();
+        assert!(!address.starts_with("0.0.0.0"), "{address} is advertised");
+        let name = w["name"].as_str().unwrap();
+        assert!(name.starts_with(&format!("{}:", host.trim())), "{name}");
+    }
+    // A result too big to travel inline, made on one worker and taken by a
+    // task on the other, goes through the advertised data port.
+    let (first, second) = (
+        workers[0]["address"].as_str().unwrap(),
+        workers[1]["address"].as_str().unwrap(),
+    );
+    let big = c.ok(&[
+        "submit",
+        "--workers",
+        first,
+        tasks_wasm(),
+        "repeat",
+        "ab",
+        "5000",
+    ]);
+    let len = c.ok(&[
+        "submit",
+        "--workers",
+        second,
+        tasks_wasm(),
+        "len",
+        &format!("@{big}"),
+    ]);
+    let out = c.run(&["gather", "--timeout", "60s", &len], "");
+    let _ = wild.kill();
+    let _ = wild.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "10000\n");
+}

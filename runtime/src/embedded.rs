@@ -123,6 +123,7 @@ async fn serve(
             token: token.clone(),
             nthreads: 1,
             listen_host: "127.0.0.1".into(),
+            advertise: None,
             cache_dir: Some(crate::config::cache_dir()),
             limits: Limits {
                 memory: 256 << 20,

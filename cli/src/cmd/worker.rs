@@ -11,9 +11,15 @@ use dtask_runtime::worker::{self, WorkerOptions};
     after_help = "Example:\n  dtask worker --scheduler 127.0.0.1:8786 --nthreads 4\n\nExit status: 0 the scheduler asked it to stop, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler (or it stayed away past --reconnect-grace)."
 )]
 pub struct Args {
-    /// Address to serve results to peers on.
+    /// Address to bind the data port (results served to peers) on, e.g.
+    /// `0.0.0.0` for every interface.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Host or IP other workers and clients reach this one at [default:
+    /// the bound address; with a wildcard `--host`, the address this
+    /// worker reaches the scheduler from].
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
     #[command(flatten)]
     pub flags: WorkerFlags,
     /// When the scheduler goes away (a restart), keep the results held
@@ -112,6 +118,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let restarts = a.restart_count;
     let reconnect_grace = a.reconnect_grace;
     let host = a.host;
+    let advertise = a.advertise;
     let a = a.flags;
     let nthreads = a.nthreads.or(defaults.nthreads).unwrap_or(1);
     let memory_limit_mib = a
@@ -137,6 +144,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
         token: endpoint.token,
         nthreads,
         listen_host: host,
+        advertise,
         cache_dir: Some(config::cache_dir()),
         limits: Limits {
             memory: memory_limit_mib * 1024 * 1024,

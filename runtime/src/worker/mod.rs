@@ -40,6 +40,10 @@ pub struct WorkerOptions {
     pub nthreads: u32,
     /// Host to bind the data port on.
     pub listen_host: String,
+    /// The host others reach the data port at, when not the bound one;
+    /// `None` with a wildcard bind (`0.0.0.0`, `::`): the address this
+    /// worker reaches the scheduler from.
+    pub advertise: Option<String>,
     /// Where compiled modules are cached, if anywhere.
     pub cache_dir: Option<PathBuf>,
     /// Per-task limits.
@@ -127,12 +131,12 @@ struct Running {
 /// Runs a worker until the scheduler tells it to stop or goes away.
 pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
     let listener = TcpListener::bind((options.listen_host.as_str(), 0)).await?;
-    let data_addr = listener.local_addr()?.to_string();
-    let name = format!(
-        "{}:{}",
-        std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
-        std::process::id()
-    );
+    let data_addr = advertised(
+        listener.local_addr()?,
+        options.advertise.as_deref(),
+        &options.scheduler,
+    )?;
+    let name = format!("{}:{}", host_name(), std::process::id());
     let hello = Hello {
         version: PROTOCOL_VERSION,
         token: options.token.clone(),
@@ -367,6 +371,62 @@ async fn join(
 
 /// How long a worker waits between attempts to rejoin.
 const RETRY: Duration = Duration::from_millis(100);
+
+/// The address peers reach the data port at: `advertise` with the bound
+/// port if given; the bound address unless it is a wildcard; else the
+/// local address of the route to the scheduler (found without sending
+/// anything), which is what other hosts reach this one at.
+fn advertised(
+    bound: std::net::SocketAddr,
+    advertise: Option<&str>,
+    scheduler: &str,
+) -> anyhow::Result<String> {
+    use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+    if let Some(host) = advertise {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        return Ok(match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, bound.port()).to_string(),
+            Err(_) => format!("{host}:{}", bound.port()),
+        });
+    }
+    if !bound.ip().is_unspecified() {
+        return Ok(bound.to_string());
+    }
+    let route = || -> std::io::Result<std::net::IpAddr> {
+        let to = scheduler
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("it resolves to nothing"))?;
+        let any: SocketAddr = if to.is_ipv4() {
+            "0.0.0.0:0".parse().expect("an address")
+        } else {
+            "[::]:0".parse().expect("an address")
+        };
+        let probe = UdpSocket::bind(any)?;
+        probe.connect(to)?;
+        Ok(probe.local_addr()?.ip())
+    };
+    match route() {
+        Ok(ip) => Ok(SocketAddr::new(ip, bound.port()).to_string()),
+        Err(e) => anyhow::bail!(
+            "the data port is bound to {bound}, which peers cannot use, and the address \
+             that reaches the scheduler at {scheduler} cannot be found ({e}); pass \
+             --advertise HOST"
+        ),
+    }
+}
+
+/// This machine's host name (`localhost` if it has none).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if ok && !name.is_empty() => name.to_string(),
+        _ => "localhost".into(),
+    }
+}
 
 /// Tells the scheduler every [`HEARTBEAT`] that this worker is alive, what
 /// it has in hand, and what it holds, until the worker stops.
