@@ -139,9 +139,7 @@ pub fn task_spec(
         // the key.
         (None, true) if !options.grants.is_empty() => {
             let mut keyed = args.clone();
-            keyed.push(Arg::Value(
-                format!("{:?}", options.grants).into_bytes().into(),
-            ));
+            keyed.push(Arg::Value(crate::connection::encode(&options.grants)));
             key::pure_key(module, function, &keyed)
         }
         (None, true) => key::pure_key(module, function, &args),

@@ -28,7 +28,8 @@ pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 pub type ModuleHash = String;
 
 /// The first message on every connection, from the side that connected.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Its `Debug` leaves the token out, so no log can show it.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Hello {
     /// [`PROTOCOL_VERSION`] of the connecting side.
     pub version: u32,
@@ -117,14 +118,35 @@ pub struct TaskSpec {
 }
 
 /// Access a task is granted beyond its sandbox, which otherwise has no
-/// filesystem, network or environment.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+/// filesystem, network or environment. Its `Debug` shows the variables'
+/// names, not their values (often secrets).
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Grants {
     /// Environment variables it sees.
     pub env: Vec<(String, String)>,
     /// Host directories it may read (at the same path), each within one a
     /// worker allows (`dtask worker --allow-dir`).
     pub dirs: Vec<String>,
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<String> = self.env.iter().map(|(n, _)| format!("{n}=…")).collect();
+        f.debug_struct("Grants")
+            .field("env", &env)
+            .field("dirs", &self.dirs)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hello")
+            .field("version", &self.version)
+            .field("token", &"…")
+            .field("role", &self.role)
+            .finish()
+    }
 }
 
 impl Grants {
@@ -1170,5 +1192,59 @@ impl Weigh for FromPeer {
 impl Weigh for u8 {
     fn weight(&self) -> usize {
         1
+    }
+}
+
+#[cfg(test)]
+mod secrets_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_granted_values_never_show_in_debug_output() {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            token: "s3cret-token".into(),
+            role: Role::Client { name: None },
+        };
+        assert!(!format!("{hello:?}").contains("s3cret"), "{hello:?}");
+        let grants = Grants {
+            env: vec![("API_KEY".into(), "hunter2".into())],
+            dirs: vec!["/data".into()],
+        };
+        let shown = format!("{grants:?}");
+        assert!(
+            shown.contains("API_KEY") && shown.contains("/data"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let spec = TaskSpec {
+            key: "k".into(),
+            module: "m".into(),
+            function: "f".into(),
+            args: vec![],
+            priority: 0,
+            timeout_ms: None,
+            memory_limit: None,
+            grants,
+            placement: Placement::default(),
+            retries: 0,
+        };
+        assert!(!format!("{spec:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_pure_key_still_depends_on_granted_values() {
+        let key = |value: &str| {
+            let options = crate::client::SubmitOptions {
+                grants: Grants {
+                    env: vec![("MODE".into(), value.into())],
+                    dirs: vec![],
+                },
+                ..Default::default()
+            };
+            crate::client::task_spec("m", "f", vec![], &options).key
+        };
+        assert_eq!(key("fast"), key("fast"));
+        assert_ne!(key("fast"), key("slow"));
     }
 }
