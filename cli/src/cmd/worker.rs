@@ -159,11 +159,23 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
             .unwrap_or_else(|| config::state_dir().join("spill")),
         restarts,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(nthreads as usize + 1)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(2, e.to_string()))?;
+    // One slot: everything (connection, task, results) on one thread, so
+    // handing a message or a result along is a queue push, not a wake-up
+    // of another thread (a third less CPU per task, PERFORMANCE.md). A
+    // running guest yields at every epoch tick, so the connection is
+    // served meanwhile; compiling and spilling run on blocking threads.
+    // More slots need threads that compute at once.
+    let rt = if nthreads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(nthreads as usize + 1)
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| Failure::new(2, e.to_string()))?;
     rt.block_on(worker::run(options))
         .map_err(|e| Failure::new(3, format!("{e:#}")))
 }
