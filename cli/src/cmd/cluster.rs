@@ -178,7 +178,16 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if a.record_local && serve_options.journal.is_none() {
         serve_options.journal = Some(config::state_dir().join("journal"));
     }
-    let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::new(2, e.to_string()))?;
+    // One runtime thread: the scheduler shares this machine with its own
+    // workers, which keep the other cores busy; more threads here would
+    // only wake each other (200,000-task map+gather: 52-53k tasks/s with
+    // one, 42-44k with one per core; PERFORMANCE.md). `dtask scheduler`,
+    // which has its machine to itself, keeps one per core.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(2, e.to_string()))?;
     let server_token = token.clone();
     let server = rt.spawn(async move { serve(listener, server_token, &serve_options).await });
     // The nanny: a worker process that dies is started again (from this
