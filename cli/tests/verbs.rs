@@ -657,3 +657,27 @@ fn a_worker_bound_to_every_interface_advertises_an_address_peers_can_use() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "10000\n");
 }
+
+#[test]
+fn waiting_on_many_finished_keys_is_not_cut_off_by_its_own_answers() {
+    // A scheduler that queues at most 4 MiB for a client: 100,000 answers
+    // at once (about 6 MB) would cut the client off, and it would ask
+    // again for ever. Verbs watch a window of keys at a time instead.
+    let c = Cluster::start_with(2, 1, &["--client-buffer", "4MiB"]);
+    let input: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+    let keys = c.run(&["map", tasks_wasm(), "inc"], &input);
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    let keys = stdout(&keys);
+    for verb in [&["wait"][..], &["as-completed"], &["gather"]] {
+        let out = start_with_stdin(c.cmd().args(verb), &keys)
+            .output_within(Duration::from_secs(120), &format!("{verb:?}"));
+        assert!(out.status.success(), "{verb:?}: {}", stderr(&out));
+        if verb == ["gather"] {
+            let sum: u64 = stdout(&out)
+                .lines()
+                .map(|l| l.parse::<u64>().unwrap())
+                .sum();
+            assert_eq!(sum, (2..=100_001).sum::<u64>());
+        }
+    }
+}

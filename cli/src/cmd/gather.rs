@@ -176,10 +176,12 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
             break;
         }
         tokio::select! {
-            k = key_rx.recv(), if keys_open => match k {
+            k = key_rx.recv(), if keys_open && waiting.len() < super::WATCH_WINDOW => match k {
                 Some(k) => {
                     let mut batch = vec![k];
-                    while let Ok(k) = key_rx.try_recv() {
+                    while waiting.len() + batch.len() < super::WATCH_WINDOW
+                        && let Ok(k) = key_rx.try_recv()
+                    {
                         batch.push(k);
                     }
                     progress.add_total(batch.len() as u64);

@@ -41,6 +41,14 @@ use std::io::{BufRead, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+/// Most keys a verb watches at once (asked about and not yet answered).
+/// Watching a million finished keys at once would have the scheduler
+/// answer them all in one burst, past what it may queue for one client
+/// (`--client-buffer`, 64 MiB with results inline): the verb would be cut
+/// off, reconnect, ask again, and never finish. A window keeps every burst
+/// well under that (at most about 18 MB) at no cost in throughput.
+pub const WATCH_WINDOW: usize = 16_384;
+
 // Which scheduler a client verb (or a worker) talks to. (A plain comment:
 // clap would take a doc comment for the help text of every verb.)
 #[derive(clap::Args, Clone, Debug, Default)]

@@ -27,7 +27,11 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let keys = keys_from(a.keys)?;
     let client = connect(global, false).await?;
     let wanted: HashSet<String> = keys.iter().cloned().collect();
-    let mut rx = client.watch(wanted.iter().cloned().collect())?;
+    // Watched a window at a time (see WATCH_WINDOW), topped up as they end.
+    let mut unwatched: Vec<String> = wanted.iter().cloned().collect();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let first = unwatched.split_off(unwatched.len().saturating_sub(super::WATCH_WINDOW));
+    client.watch_into(first, &tx)?;
     let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen = HashSet::new();
     let mut failure: Option<Failure> = None;
@@ -52,6 +56,9 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
             None => rx.recv().await,
         };
         let (key, outcome) = next.ok_or(dtask_runtime::client::ClientError::Disconnected)?;
+        if let Some(k) = unwatched.pop() {
+            client.watch_into(vec![k], &tx)?;
+        }
         match &outcome {
             Outcome::Finished(_) => {}
             Outcome::Error(e) => failure = failure.or(Some(Failure::task(&key, e))),
