@@ -649,16 +649,25 @@ impl Client {
 
     /// Sends task specs now and returns a future of the scheduler's answer,
     /// so that many batches can be in flight at once. Modules must have
-    /// been uploaded.
+    /// been uploaded. The answer lists accepted tasks that no connected
+    /// worker could run (their `--workers`, `--resources` or memory limit
+    /// rule every one out), with why, one per distinct reason.
+    #[allow(clippy::type_complexity)]
     pub async fn submit_specs(
         &self,
         tasks: Vec<TaskSpec>,
-    ) -> Result<impl std::future::Future<Output = Result<(), ClientError>> + use<>, ClientError>
-    {
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<(String, String)>, ClientError>> + use<>,
+        ClientError,
+    > {
         let rx = self.send_request(|id| ToScheduler::Submit { id, tasks })?;
         Ok(async move {
             match rx.await.map_err(|_| ClientError::Disconnected)? {
-                FromScheduler::Submitted { refused, .. } if refused.is_empty() => Ok(()),
+                FromScheduler::Submitted {
+                    refused,
+                    unplaceable,
+                    ..
+                } if refused.is_empty() => Ok(unplaceable),
                 FromScheduler::Submitted { refused, .. } => Err(ClientError::Refused(refused)),
                 other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
             }

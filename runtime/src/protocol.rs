@@ -788,6 +788,10 @@ pub enum FromScheduler {
         /// Tasks refused, with the reason (unknown dependency, unknown
         /// module, …). Accepted tasks are not listed.
         refused: Vec<(String, String)>,
+        /// Accepted tasks with `--workers`, `--resources` or a memory limit
+        /// that no connected worker could run, with why: one task per
+        /// distinct reason. They wait, `no-worker`, until one joins.
+        unplaceable: Vec<(String, String)>,
     },
     /// A watched key ended.
     Done {

@@ -47,7 +47,6 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let options = a.options.submit_options(None)?;
     let fire_and_forget = a.options.fire_and_forget;
     let client = connect(global, true).await?;
-    a.options.note_unplaceable(&client).await?;
     client.upload(&module).await?;
 
     // Lines are read on a plain thread so a slow producer never stalls the
@@ -64,6 +63,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     });
 
     let mut acks = FuturesOrdered::new();
+    // Reasons already said, so a map of a million restricted tasks says each once.
+    let mut noted = std::collections::HashSet::new();
     let progress = super::progress::Progress::new("map", 0);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut lineno = 0usize;
@@ -92,10 +93,11 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 progress.add_total(batch.len() as u64);
                 let keys: Vec<String> = batch.iter().map(|s| s.key.clone()).collect();
                 let ack = client.submit_specs(batch).await?;
-                acks.push_back(async move { ack.await.map(|()| keys) });
+                acks.push_back(async move { ack.await.map(|notes| (keys, notes)) });
             }
             Some(done) = acks.next() => {
-                let done = done?;
+                let (done, notes) = done?;
+                super::task_options::note_unplaceable(&notes, &mut noted);
                 if fire_and_forget {
                     client.fire_and_forget(done.clone())?;
                     client.release(done.clone())?;

@@ -38,11 +38,11 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let args = parse_args(&module, &a.function, &a.args)?;
     let options = a.options.submit_options(a.key)?;
     let client = connect(global, true).await?;
-    a.options.note_unplaceable(&client).await?;
     client.upload(&module).await?;
     let spec = task_spec(module.hash(), &a.function, args, &options);
     let key = spec.key.clone();
-    client.submit_specs(vec![spec]).await?.await?;
+    let notes = client.submit_specs(vec![spec]).await?.await?;
+    super::task_options::note_unplaceable(&notes, &mut Default::default());
     if a.options.fire_and_forget {
         client.fire_and_forget(vec![key.clone()])?;
         client.release(vec![key.clone()])?;

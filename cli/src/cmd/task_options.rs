@@ -79,53 +79,6 @@ pub struct TaskOptions {
 }
 
 impl TaskOptions {
-    /// Says on stderr when no connected worker could ever run tasks with
-    /// these options (`--workers` names none of them, or none offers the
-    /// `--resources`): such tasks wait, pending, until one joins.
-    pub async fn note_unplaceable(
-        &self,
-        client: &dtask_runtime::client::Client,
-    ) -> Result<(), Failure> {
-        let restricted = !self.workers.is_empty() && !self.allow_other_workers;
-        if !restricted && self.resources.is_empty() {
-            return Ok(());
-        }
-        let workers = client.workers().await?;
-        let named = |w: &dtask_runtime::protocol::WorkerInfo| {
-            !restricted
-                || self
-                    .workers
-                    .iter()
-                    .any(|n| *n == w.name || *n == w.address || *n == w.id.to_string())
-        };
-        let offers = |w: &dtask_runtime::protocol::WorkerInfo| {
-            self.resources
-                .iter()
-                .all(|(r, a)| w.resources.iter().any(|(n, t)| n == r && *t >= *a - 1e-9))
-        };
-        if workers.iter().any(|w| named(w) && offers(w)) {
-            return Ok(());
-        }
-        let mut wanted = Vec::new();
-        if restricted {
-            wanted.push(format!("is {}", self.workers.join(" or ")));
-        }
-        if !self.resources.is_empty() {
-            let r: Vec<String> = self
-                .resources
-                .iter()
-                .map(|(n, a)| format!("{n}={a}"))
-                .collect();
-            wanted.push(format!("offers {}", r.join(", ")));
-        }
-        eprintln!(
-            "dtask: note: no connected worker {}; the task waits, pending, until one joins \
-             (`dtask workers` lists them)",
-            wanted.join(" and ")
-        );
-        Ok(())
-    }
-
     /// The client-side options, with the given explicit key.
     pub fn submit_options(&self, key: Option<String>) -> Result<SubmitOptions, Failure> {
         if self.allow_other_workers && self.workers.is_empty() {
@@ -172,6 +125,21 @@ impl TaskOptions {
             },
             retries: self.limits.retries.or(defaults.retries).unwrap_or(0),
         })
+    }
+}
+
+/// Says on stderr, once per reason not yet in `said`, why the scheduler
+/// found no connected worker that could run submitted tasks (`--workers`
+/// names none of them, none offers the `--resources`, or none allows the
+/// memory limit): such tasks wait, `no-worker`, until one joins.
+pub fn note_unplaceable(notes: &[(String, String)], said: &mut std::collections::HashSet<String>) {
+    for (key, why) in notes {
+        if said.insert(why.clone()) {
+            eprintln!(
+                "dtask: note: {why}; the task waits until one joins (`dtask status {key}` says \
+                 no-worker; `dtask workers` lists the workers)"
+            );
+        }
     }
 }
 

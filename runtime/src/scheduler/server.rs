@@ -742,7 +742,15 @@ impl Core {
                     client,
                     id,
                     refused,
-                } => self.send(client, FromScheduler::Submitted { id, refused }),
+                    unplaceable,
+                } => self.send(
+                    client,
+                    FromScheduler::Submitted {
+                        id,
+                        refused,
+                        unplaceable,
+                    },
+                ),
                 Command::Store { worker, values } => {
                     self.send(worker, FromScheduler::Store { values })
                 }

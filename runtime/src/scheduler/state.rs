@@ -47,6 +47,9 @@ pub type ClientId = u64;
 /// Identifies a worker connection.
 pub type WorkerId = u64;
 
+/// Keys, each with a reason (refused, or no worker could run it).
+type KeyReasons = Vec<(String, String)>;
+
 /// Tasks queued on a worker beyond its slots keep it busy between the
 /// scheduler's refills: this many per execution slot.
 pub(super) const QUEUED_PER_SLOT: usize = 32;
@@ -332,6 +335,9 @@ pub enum Command {
         id: u64,
         /// Refused tasks with reasons.
         refused: Vec<(String, String)>,
+        /// Restricted tasks no connected worker could run, with why (one
+        /// per distinct reason).
+        unplaceable: Vec<(String, String)>,
     },
     /// Give a worker values to hold (scatter).
     Store {
@@ -764,11 +770,12 @@ impl Scheduler {
                 self.refused_modules.insert(hash, reason);
             }
             Event::Submit { client, id, tasks } => {
-                let refused = self.submit(client, tasks, &mut out);
+                let (refused, unplaceable) = self.submit(client, tasks, &mut out);
                 out.push(Command::Submitted {
                     client,
                     id,
                     refused,
+                    unplaceable,
                 });
             }
             Event::Watch { client, keys } => {
@@ -1050,11 +1057,12 @@ impl Scheduler {
         client: ClientId,
         tasks: Vec<TaskSpec>,
         out: &mut Vec<Command>,
-    ) -> Vec<(String, String)> {
+    ) -> (KeyReasons, KeyReasons) {
         let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let mut refused = Vec::new();
+        let mut unplaceable: Vec<(String, String)> = Vec::new();
         for spec in tasks {
             let key = spec.key.clone();
             if let Some(m) = spec.memory_limit
@@ -1068,13 +1076,22 @@ impl Scheduler {
                     refused.push((key, why));
                     continue;
                 }
+                let restricted = spec.memory_limit.is_some()
+                    || !spec.placement.resources.is_empty()
+                    || (!spec.placement.workers.is_empty() && !spec.placement.allow_other_workers);
                 self.insert(spec, &holder, out);
+                if restricted
+                    && let Some(why) = self.tasks.get(&key).and_then(|t| self.why_no_worker(t))
+                    && !unplaceable.iter().any(|(_, w)| *w == why)
+                {
+                    unplaceable.push((key, why));
+                }
             } else {
                 self.hold(&holder, &key);
                 self.resubmitted(&key, &spec);
             }
         }
-        refused
+        (refused, unplaceable)
     }
 
     /// A memory limit some connected worker allows (any, with none

@@ -120,7 +120,8 @@ fn ready_task_runs_and_submit_is_acknowledged() {
     assert!(cmds.contains(&Command::Submitted {
         client: 1,
         id: 7,
-        refused: vec![]
+        refused: vec![],
+        unplaceable: vec![],
     }));
     assert_eq!(s.state("a"), Some(TaskState::Processing));
 }
@@ -831,7 +832,12 @@ fn restricted_task_runs_only_on_named_worker_unless_loose() {
     assert_eq!(runs(&submit(&mut s, vec![t])), vec![(20, "t".to_string())]);
     let mut nowhere = spec("n", vec![]);
     nowhere.placement.workers = vec!["worker-99".into()];
-    assert!(runs(&submit(&mut s, vec![nowhere])).is_empty());
+    let cmds = submit(&mut s, vec![nowhere]);
+    assert!(runs(&cmds).is_empty());
+    // The submit's answer says so.
+    assert!(cmds.iter().any(|c| matches!(c,
+        Command::Submitted { unplaceable, .. }
+            if *unplaceable == [("n".to_string(), "no connected worker is worker-99".to_string())])));
     assert_eq!(s.state("n"), Some(TaskState::NoWorker));
     assert_eq!(
         s.no_worker_reason("n").as_deref(),
