@@ -242,12 +242,7 @@ fn gather_errors_skip() {
 #[test]
 fn placement_by_worker_and_by_resources() {
     let c = Cluster::start(1, 1);
-    let mut gpu = Command::new(DTASK)
-        .args(["worker", "--resources", "GPU=1", "--scheduler", &c.addr])
-        .env("DTASK_STATE_DIR", c.state.path())
-        .env("DTASK_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let gpu = c.extra_worker(&["--resources", "GPU=1"]);
     wait_until(Duration::from_secs(20), "the GPU worker to join", || {
         json_lines(&c.ok(&["workers", "--json"])).len() == 2
     });
@@ -284,8 +279,7 @@ fn placement_by_worker_and_by_resources() {
     let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
     assert_eq!(info["workers"], 2);
     assert_eq!(info["nthreads"], 2);
-    let _ = gpu.kill();
-    let _ = gpu.wait();
+    drop(gpu);
 }
 
 #[test]
@@ -311,15 +305,9 @@ fn a_task_no_connected_worker_can_run_is_submitted_with_a_note_saying_so() {
     assert_eq!(line["status"], "no-worker");
     assert_eq!(line["reason"], "no connected worker offers GPU=1");
     // A worker that fits joins: it runs at once.
-    let mut worker = Command::new(DTASK)
-        .args(["worker", "--resources", "GPU=2", "--scheduler", &c.addr])
-        .env("DTASK_STATE_DIR", c.state.path())
-        .env("DTASK_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let worker = c.extra_worker(&["--resources", "GPU=2"]);
     let out = c.run(&["gather", "--timeout", "60s", &key], "");
-    let _ = worker.kill();
-    let _ = worker.wait();
+    drop(worker);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "2\n");
     let nowhere = c.run(
@@ -611,12 +599,7 @@ fn workers_report_the_bytes_they_hold_and_let_go() {
 #[test]
 fn a_worker_bound_to_every_interface_advertises_an_address_peers_can_use() {
     let c = Cluster::start(1, 1);
-    let mut wild = Command::new(DTASK)
-        .args(["worker", "--host", "0.0.0.0", "--scheduler", &c.addr])
-        .env("DTASK_STATE_DIR", c.state.path())
-        .env("DTASK_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let wild = c.extra_worker(&["--host", "0.0.0.0"]);
     wait_until(Duration::from_secs(20), "the second worker", || {
         json_lines(&c.ok(&["workers", "--json"])).len() == 2
     });
@@ -652,8 +635,7 @@ fn a_worker_bound_to_every_interface_advertises_an_address_peers_can_use() {
         &format!("@{big}"),
     ]);
     let out = c.run(&["gather", "--timeout", "60s", &len], "");
-    let _ = wild.kill();
-    let _ = wild.wait();
+    drop(wild);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "10000\n");
 }

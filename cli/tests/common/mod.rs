@@ -179,6 +179,32 @@ impl Cluster {
     }
 }
 
+/// A worker process started beside a cluster's own; killed when dropped.
+pub struct ExtraWorker(Child);
+
+impl Drop for ExtraWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Cluster {
+    /// Starts one more `dtask worker` with `flags`, joining this cluster
+    /// (in the background: wait for it in `dtask workers`).
+    pub fn extra_worker(&self, flags: &[&str]) -> ExtraWorker {
+        let child = Command::new(DTASK)
+            .arg("worker")
+            .args(flags)
+            .args(["--scheduler", &self.addr])
+            .env("DTASK_STATE_DIR", self.state.path())
+            .env("DTASK_LOG", "warn")
+            .spawn()
+            .expect("start a worker");
+        ExtraWorker(child)
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let workers = worker_pids(self.pid());

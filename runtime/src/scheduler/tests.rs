@@ -856,25 +856,14 @@ fn restricted_task_runs_only_on_named_worker_unless_loose() {
 #[test]
 fn a_memory_limit_places_tasks_only_where_it_is_allowed() {
     let mut s = setup(&[]);
-    let big_worker = |id: u64, mib: u64| match joined(id, 1) {
-        Event::WorkerConnected {
-            worker,
-            nthreads,
-            data_addr,
-            name,
-            resources,
-            restarts,
-            ..
-        } => Event::WorkerConnected {
-            worker,
-            nthreads,
-            data_addr,
-            name,
-            resources,
-            memory_limit: mib << 20,
-            restarts,
-        },
-        _ => unreachable!(),
+    let big_worker = |id: u64, mib: u64| Event::WorkerConnected {
+        worker: id,
+        nthreads: 1,
+        data_addr: format!("w{id}"),
+        name: format!("worker-{id}"),
+        resources: vec![],
+        memory_limit: mib << 20,
+        restarts: 0,
     };
     s.handle(big_worker(10, 256));
     s.handle(big_worker(20, 1024));
