@@ -49,6 +49,7 @@ enum Command {
     WhoHas(S<cmd::who_has::Args>),
     Workers(S<cmd::workers::Args>),
     Info(S<cmd::info::Args>),
+    Dashboard(S<cmd::dashboard::Args>),
     Queue(S<cmd::queue::Args>),
     Var(S<cmd::var::Args>),
     Lock(S<cmd::lock::Args>),
@@ -114,6 +115,9 @@ fn main() -> ExitCode {
                     Command::WhoHas(S { global, args: a }) => cmd::who_has::run(&global, a).await,
                     Command::Workers(S { global, args: a }) => cmd::workers::run(&global, a).await,
                     Command::Info(S { global, args: a }) => cmd::info::run(&global, a).await,
+                    Command::Dashboard(S { global, args: a }) => {
+                        cmd::dashboard::run(&global, a).await
+                    }
                     Command::Queue(S { global, args: a }) => cmd::queue::run(&global, a).await,
                     Command::Var(S { global, args: a }) => cmd::var::run(&global, a).await,
                     Command::Lock(S { global, args: a }) => cmd::lock::run(&global, a).await,

@@ -88,6 +88,10 @@ pub enum ClientError {
     /// The actor called is gone (its worker died, or it was deleted).
     #[error("{0}")]
     ActorLost(String),
+    /// The scheduler does not offer what was asked for (its dashboard is
+    /// off, say); the message says why.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Options of one submit.
@@ -162,6 +166,8 @@ pub fn task_spec(
 type Watchers = HashMap<String, Vec<mpsc::UnboundedSender<(String, Outcome)>>>;
 
 struct Inner {
+    /// The scheduler's address, as given.
+    address: String,
     /// The current connection (replaced when it is made again).
     tx: Mutex<Sender<ToScheduler>>,
     /// How long to keep trying to reconnect after the connection breaks.
@@ -217,6 +223,7 @@ impl Client {
         };
         let (tx, mut rx) = first_connect(addr, &hello, default_grace()).await?;
         let inner = Arc::new(Inner {
+            address: addr.to_string(),
             tx: Mutex::new(tx),
             grace_ms: AtomicU64::new(default_grace().as_millis() as u64),
             token: token.to_string(),
@@ -792,10 +799,54 @@ impl Client {
         &self,
         keys: Vec<String>,
     ) -> Result<(Vec<(String, Option<TaskState>)>, HashMap<String, String>), ClientError> {
-        match self.request(|id| ToScheduler::Status { id, keys }).await? {
+        match self
+            .request(|id| ToScheduler::Status {
+                id,
+                keys,
+                timings: false,
+            })
+            .await?
+        {
             FromScheduler::Status {
                 states, reasons, ..
             } => Ok((states, reasons.into_iter().collect())),
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// When each of `keys` was submitted, began and ended, where it ran
+    /// and how often it was retried (unknown keys are left out).
+    pub async fn timings(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<HashMap<String, crate::protocol::TaskTimings>, ClientError> {
+        match self
+            .request(|id| ToScheduler::Status {
+                id,
+                keys,
+                timings: true,
+            })
+            .await?
+        {
+            FromScheduler::Status { timings, .. } => Ok(timings.into_iter().collect()),
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The scheduler's address, as this client was given it.
+    pub fn scheduler_address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// A one-time login link to the scheduler's dashboard: its address
+    /// as bound (`HOST:PORT`) and a code that `/login?code=` turns into a
+    /// browser session. Fails saying why when the dashboard is off.
+    pub async fn dashboard_login(&self) -> Result<(String, String), ClientError> {
+        match self
+            .request(|id| ToScheduler::DashboardLogin { id })
+            .await?
+        {
+            FromScheduler::DashboardLogin { login, .. } => login.map_err(ClientError::Unavailable),
             other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
         }
     }
@@ -820,7 +871,11 @@ impl Client {
         // A request after it is answered once the scheduler has taken the
         // shutdown, or fails when it has already closed the connection:
         // either way the shutdown is under way.
-        if let Ok(rx) = self.send_request(|id| ToScheduler::Status { id, keys: vec![] }) {
+        if let Ok(rx) = self.send_request(|id| ToScheduler::Status {
+            id,
+            keys: vec![],
+            timings: false,
+        }) {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
         Ok(())
@@ -850,6 +905,7 @@ impl Inner {
             | FromScheduler::WhoHas { id, .. }
             | FromScheduler::Workers { id, .. }
             | FromScheduler::Stats { id, .. }
+            | FromScheduler::DashboardLogin { id, .. }
             | FromScheduler::HasWhat { id, .. }
             | FromScheduler::Primitive { id, .. }
             | FromScheduler::ActorCreated { id, .. }

@@ -78,7 +78,7 @@ proptest! {
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
         cut in any::<usize>(),
     ) {
-        let msgs = vec![ToScheduler::Status { id: 7, keys: vec!["inc-1".into(), "add-2".into()] },
+        let msgs = vec![ToScheduler::Status { id: 7, keys: vec!["inc-1".into(), "add-2".into()], timings: true },
             ToScheduler::Publish { topic: "t".into(), message: value::encode(&Value::from(5)).into() }];
         let mut bytes = connection::encode(&msgs).to_vec();
         for (at, b) in flips {

@@ -26,3 +26,11 @@ pub mod worker;
 
 #[cfg(test)]
 mod fuzz;
+
+/// This process's resident memory in bytes (0 where /proc is not there).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}

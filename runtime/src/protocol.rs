@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Results at most this large travel with the worker's completion report and
 /// are kept by the scheduler too, so gathering them needs no worker round
@@ -343,6 +343,8 @@ pub enum ToScheduler {
         id: u64,
         /// Keys to look up.
         keys: Vec<String>,
+        /// Whether to answer with their timings too.
+        timings: bool,
     },
     /// Stop holding these keys for this client.
     Release {
@@ -406,6 +408,12 @@ pub enum ToScheduler {
         /// Request id.
         id: u64,
     },
+    /// A one-time login link to the dashboard; answered by
+    /// [`FromScheduler::DashboardLogin`].
+    DashboardLogin {
+        /// Request id.
+        id: u64,
+    },
     /// Counters; answered by [`FromScheduler::Stats`].
     Stats {
         /// Request id.
@@ -457,6 +465,8 @@ pub enum ToScheduler {
         spilled_bytes: u64,
         /// Bytes of results it holds, in memory and spilled.
         held_bytes: u64,
+        /// The worker's resident memory, in bytes (0 where unknown).
+        rss_bytes: u64,
     },
     /// A seceded task took an execution slot again.
     Rejoined {
@@ -808,6 +818,8 @@ pub enum FromScheduler {
         states: Vec<(String, Option<TaskState>)>,
         /// For keys in [`TaskState::NoWorker`], why no worker can run them.
         reasons: Vec<(String, String)>,
+        /// Timings of the known keys, when asked for.
+        timings: Vec<(String, TaskTimings)>,
     },
     /// Answer to [`ToScheduler::Retry`].
     Retried {
@@ -843,6 +855,14 @@ pub enum FromScheduler {
         stats: Stats,
         /// Memory, held keys and the journal.
         health: Health,
+    },
+    /// Answer to [`ToScheduler::DashboardLogin`].
+    DashboardLogin {
+        /// Request id.
+        id: u64,
+        /// The dashboard's address (`HOST:PORT`) and a one-time code, or
+        /// why there is none (the dashboard is off).
+        login: Result<(String, String), String>,
     },
     /// Answer to [`ToScheduler::Workers`].
     Workers {
@@ -980,6 +1000,8 @@ pub struct Health {
     pub rss_bytes: u64,
     /// Its journal, if it keeps one.
     pub journal: Option<JournalHealth>,
+    /// The dashboard's address (`HOST:PORT`, as bound), if it serves one.
+    pub dashboard: Option<String>,
 }
 
 /// The scheduler's journal, for `dtask info`.
@@ -1024,6 +1046,28 @@ pub struct WorkerInfo {
     pub memory_limit: u64,
     /// Times its supervisor started a worker in its place after one died.
     pub restarts: u32,
+    /// Its resident memory, in bytes, as of its last heartbeat (0 where
+    /// unknown).
+    pub rss_bytes: u64,
+    /// Milliseconds since its last heartbeat (by the scheduler's clock).
+    pub heartbeat_age_ms: u64,
+}
+
+/// When a task was submitted, began and ended (ms since the Unix epoch, by
+/// the scheduler's clock; `None`: not yet, or before the scheduler last
+/// started), where it ran and how often it was retried.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskTimings {
+    /// When it was submitted.
+    pub submitted_ms: Option<u64>,
+    /// When its last run began on a worker.
+    pub started_ms: Option<u64>,
+    /// When it last ended.
+    pub finished_ms: Option<u64>,
+    /// The name of the worker it runs or ran on, while known.
+    pub worker: Option<String>,
+    /// Times it ran again after an error.
+    pub retries: u32,
 }
 
 /// Limits of a task's runs that `retry` may change; `None` keeps what the

@@ -6,8 +6,9 @@ use dtask_runtime::config::{self, Resolved};
 /// Print the cluster as one JSON object: scheduler address and where it
 /// came from, workers and total slots, keys known and keys held by named
 /// clients (the shell's until `dtask release`), task runs sent and reruns
-/// after worker deaths, runs sent again to workers that never got them, bytes workers spilled to disk, the scheduler's memory, and its journal (bytes and
-/// records written, and any problem writing it).
+/// after worker deaths, runs sent again to workers that never got them, bytes workers spilled to disk, the scheduler's memory, its dashboard's
+/// URL, and its journal (bytes and records written, and any problem
+/// writing it).
 #[derive(clap::Args)]
 #[command(
     after_help = "Example:\n  dtask info | jq .nthreads\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
@@ -39,6 +40,9 @@ pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
         "resent": stats.resent,
         "held": health.held,
         "scheduler_rss_bytes": health.rss_bytes,
+        "dashboard": health
+            .dashboard
+            .map(|d| super::dashboard::base_url(&d, client.scheduler_address())),
         "journal": health.journal.map(|j| serde_json::json!({
             "dir": j.dir, "bytes": j.bytes, "records": j.records, "problem": j.problem,
         })),

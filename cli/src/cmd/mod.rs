@@ -5,6 +5,7 @@ pub mod actor;
 pub mod as_completed;
 pub mod cancel;
 pub mod cluster;
+pub mod dashboard;
 pub mod event;
 pub mod gather;
 pub mod info;
@@ -142,9 +143,10 @@ impl From<ClientError> for Failure {
             ClientError::Data { .. } | ClientError::Cancelled(_) | ClientError::ActorLost(_) => {
                 Failure::new(1, e.to_string())
             }
-            ClientError::Refused(_) | ClientError::UnknownKey(_) | ClientError::Invalid(_) => {
-                Failure::usage(e.to_string())
-            }
+            ClientError::Refused(_)
+            | ClientError::UnknownKey(_)
+            | ClientError::Invalid(_)
+            | ClientError::Unavailable(_) => Failure::usage(e.to_string()),
         }
     }
 }

@@ -72,6 +72,19 @@ pub struct ServeOptions {
     /// recipe: what no worker reported by then is lost (`gather` says so).
     #[arg(long, value_parser = super::parse_duration, default_value = "30s", value_name = "DUR")]
     pub rejoin_grace: std::time::Duration,
+    /// Port of the web dashboard and `/metrics`, on the scheduler's host;
+    /// 0 picks a free one, and so does a taken port (the log and `dtask
+    /// info` say which). `dtask dashboard` prints a login link.
+    #[arg(
+        long,
+        env = "DTASK_DASHBOARD_PORT",
+        default_value_t = 8787,
+        value_name = "PORT"
+    )]
+    pub dashboard_port: u16,
+    /// Serve no dashboard and no `/metrics`.
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 /// Binds a listener, reporting a taken port as a usage error.
@@ -83,12 +96,42 @@ pub fn bind(host: &str, port: u16) -> Result<std::net::TcpListener, Failure> {
     })
 }
 
+/// Binds the dashboard on the scheduler's host: at `port`, else (taken)
+/// at a free port, saying so; `None` (with a warning) if neither works.
+fn bind_dashboard(scheduler: &std::net::TcpListener, port: u16) -> Option<std::net::TcpListener> {
+    let host = match scheduler.local_addr() {
+        Ok(a) => a.ip(),
+        Err(e) => {
+            tracing::warn!("serving no dashboard: {e}");
+            return None;
+        }
+    };
+    match std::net::TcpListener::bind((host, port)) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            let fallback = std::net::TcpListener::bind((host, 0));
+            match &fallback {
+                Ok(l) => tracing::warn!(
+                    "the dashboard port {port} cannot be used ({e}); serving it on {} instead",
+                    l.local_addr().map_or(0, |a| a.port())
+                ),
+                Err(e2) => tracing::warn!("serving no dashboard: {e}; {e2}"),
+            }
+            fallback.ok()
+        }
+    }
+}
+
 /// Serves a bound listener until shutdown or a signal.
 pub async fn serve(
     listener: std::net::TcpListener,
     token: String,
     options: &ServeOptions,
 ) -> Result<(), Failure> {
+    let dashboard = match options.no_dashboard {
+        true => None,
+        false => bind_dashboard(&listener, options.dashboard_port),
+    };
     let server = SchedulerServer::from_listener(
         listener,
         SchedulerOptions {
@@ -107,6 +150,10 @@ pub async fn serve(
         },
     )
     .map_err(|e| Failure::new(2, format!("cannot serve: {e}")))?;
+    let server = match dashboard {
+        Some(d) => server.with_dashboard(d),
+        None => server,
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::new(2, format!("cannot watch signals: {e}")))?;
     tokio::select! {

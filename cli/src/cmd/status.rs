@@ -13,8 +13,11 @@ use std::io::Write;
     after_help = "Example:\n  dtask status inc-5c1e…        # inc-5c1e…\tfinished\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
 )]
 pub struct Args {
-    /// One JSON object per line: {"key": …, "status": …}, for an erred key
-    /// its "error", "kind" and "origin", for a no-worker key its "reason".
+    /// One JSON object per line: {"key": …, "status": …, "submitted",
+    /// "started", "finished" (RFC 3339, null until then), "duration_s",
+    /// "worker" (where it runs or ran, while known), "retries"}, for an
+    /// erred key its "error", "kind" and "origin", for a no-worker key its
+    /// "reason".
     #[arg(long)]
     json: bool,
     /// Keys (default: read from stdin).
@@ -28,7 +31,12 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     // For --json, an erred key also says how it failed: its outcome is
     // known, so watching it answers at once.
     let mut errors = std::collections::HashMap::new();
+    let mut timings = std::collections::HashMap::new();
     if a.json {
+        let known = states.iter().filter(|(_, s)| s.is_some());
+        timings = client
+            .timings(known.map(|(k, _)| k.clone()).collect())
+            .await?;
         let erred: Vec<String> = states
             .iter()
             .filter(|(_, s)| *s == Some(TaskState::Error))
@@ -53,6 +61,19 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         let name = state.map_or("unknown", |s| s.name());
         let line = if a.json {
             let mut l = serde_json::json!({"key": key, "status": name});
+            if let Some(t) = timings.get(&key) {
+                let at = |ms: Option<u64>| ms.map(rfc3339);
+                l["submitted"] = at(t.submitted_ms).into();
+                l["started"] = at(t.started_ms).into();
+                l["finished"] = at(t.finished_ms).into();
+                l["duration_s"] = match (t.started_ms, t.finished_ms) {
+                    (Some(s), Some(f)) if f >= s => Some((f - s) as f64 / 1e3),
+                    _ => None,
+                }
+                .into();
+                l["worker"] = t.worker.clone().into();
+                l["retries"] = t.retries.into();
+            }
             if let Some(r) = reasons.get(&key) {
                 l["reason"] = r.clone().into();
             }
@@ -70,4 +91,10 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         writeln!(out, "{line}").map_err(Failure::write)?;
     }
     Ok(())
+}
+
+/// `ms` since the Unix epoch as an RFC 3339 time (UTC, milliseconds).
+fn rfc3339(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
 }

@@ -176,6 +176,11 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
             .build()
     }
     .map_err(|e| Failure::new(2, e.to_string()))?;
-    rt.block_on(worker::run(options))
+    // Spawned rather than run as `block_on`'s own future: a current-thread
+    // runtime polls that future only between rounds of its tasks, so
+    // while a guest computes, the worker's messages (a task's `Started`,
+    // say) would wait for the guest to finish.
+    rt.block_on(async { tokio::spawn(worker::run(options)).await })
+        .map_err(|e| Failure::new(3, format!("the worker stopped: {e}")))?
         .map_err(|e| Failure::new(3, format!("{e:#}")))
 }

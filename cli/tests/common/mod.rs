@@ -99,6 +99,7 @@ impl Cluster {
             .args(flags)
             .envs(env.iter().copied())
             .env("DTASK_STATE_DIR", state.path())
+            .env("DTASK_DASHBOARD_PORT", "0")
             .env(
                 "DTASK_LOG",
                 std::env::var("DTASK_LOG").unwrap_or_else(|_| "warn".into()),
@@ -127,6 +128,7 @@ impl Cluster {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(DTASK);
         c.env("DTASK_STATE_DIR", self.state.path())
+            .env("DTASK_DASHBOARD_PORT", "0")
             .env("DTASK_SCHEDULER", &self.addr)
             .env_remove("DTASK_TOKEN")
             .env_remove("DTASK_CLIENT");
@@ -198,6 +200,7 @@ impl Cluster {
             .args(flags)
             .args(["--scheduler", &self.addr])
             .env("DTASK_STATE_DIR", self.state.path())
+            .env("DTASK_DASHBOARD_PORT", "0")
             .env("DTASK_LOG", "warn")
             .spawn()
             .expect("start a worker");
@@ -343,6 +346,7 @@ pub fn dtask_nowhere(args: &[&str]) -> Output {
     Command::new(DTASK)
         .args(args)
         .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
         .env("DTASK_SCHEDULER", addr)
         .env("DTASK_TOKEN", "t")
         .env("DTASK_RECONNECT_GRACE", "300ms")
@@ -444,6 +448,7 @@ impl Pieces {
     pub fn command(&self) -> Command {
         let mut c = Command::new(DTASK);
         c.env("DTASK_STATE_DIR", self.state.path())
+            .env("DTASK_DASHBOARD_PORT", "0")
             .env("DTASK_SCHEDULER", &self.addr)
             .env("DTASK_LOG", "warn")
             .env_remove("DTASK_TOKEN")
@@ -526,6 +531,7 @@ pub fn scheduler_env(
         .args(flags)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("DTASK_STATE_DIR", state)
+        .env("DTASK_DASHBOARD_PORT", "0")
         .env("DTASK_LOG", "warn")
         .env_remove("DTASK_TOKEN")
         .stdin(Stdio::null())

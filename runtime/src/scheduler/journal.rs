@@ -100,6 +100,10 @@ pub struct Health {
     pub bytes: AtomicU64,
     /// Records appended since the journal opened.
     pub records: AtomicU64,
+    /// Syncs to disk since the journal opened.
+    pub syncs: AtomicU64,
+    /// Microseconds those syncs took, in all.
+    pub sync_micros: AtomicU64,
 }
 
 impl Health {
@@ -520,6 +524,9 @@ impl Writer {
             Some(log) => log.flush().and_then(|()| log.get_ref().sync_data()),
             None => Ok(()),
         };
+        let took = self.last_sync.elapsed().as_micros() as u64;
+        self.health.syncs.fetch_add(1, Ordering::Relaxed);
+        self.health.sync_micros.fetch_add(took, Ordering::Relaxed);
         if let Err(e) = result {
             self.failed(format!(
                 "cannot sync the journal in {}: {e}",

@@ -1,8 +1,10 @@
 //! The scheduler: a pure decision core ([`state`]) behind a tokio server
 //! ([`server`]) that moves frames to and from it.
 
+pub mod dashboard;
 pub mod faults;
 pub mod journal;
+mod metrics;
 pub mod server;
 pub mod state;
 

@@ -466,6 +466,7 @@ impl Sim {
                     worker: FIRST_WORKER + i as u64,
                     spilled: 0,
                     held: 0,
+                    rss: 0,
                     run_seq: w.run_seq,
                     running: running.map(|t| t.key.clone()).collect(),
                 };

@@ -48,9 +48,13 @@ pub struct SchedulerOptions {
 pub struct Scheduler {
     listener: TcpListener,
     options: SchedulerOptions,
+    /// The dashboard's listener, if it serves one.
+    dashboard: Option<std::net::TcpListener>,
 }
 
-enum Inbound {
+pub(super) enum Inbound {
+    /// A dashboard request.
+    Dashboard(super::dashboard::Question),
     Connected {
         id: u64,
         role: Role,
@@ -88,7 +92,11 @@ impl Scheduler {
     /// Binds the scheduler to `addr` (`127.0.0.1:0` picks a free port).
     pub async fn bind(addr: &str, options: SchedulerOptions) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self { listener, options })
+        Ok(Self {
+            listener,
+            options,
+            dashboard: None,
+        })
     }
 
     /// Wraps an already bound listener.
@@ -100,7 +108,14 @@ impl Scheduler {
         Ok(Self {
             listener: TcpListener::from_std(listener)?,
             options,
+            dashboard: None,
         })
+    }
+
+    /// Serves the web dashboard and `/metrics` on `listener` too.
+    pub fn with_dashboard(mut self, listener: std::net::TcpListener) -> Self {
+        self.dashboard = Some(listener);
+        self
     }
 
     /// The address it listens on.
@@ -126,6 +141,27 @@ impl Scheduler {
                 }
             }
         });
+        let dashboard = match self.dashboard {
+            Some(l) => {
+                let addr = l.local_addr();
+                let l = l
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(l));
+                match (addr, l) {
+                    (Ok(addr), Ok(l)) => {
+                        let access = Arc::new(super::dashboard::Access::new(opts.token.clone()));
+                        tokio::spawn(super::dashboard::serve(l, access.clone(), in_tx.clone()));
+                        tracing::info!("dashboard at http://{addr}/");
+                        Some((addr, access))
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!("cannot serve the dashboard: {e}");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let accept = tokio::spawn(accept_loop(self.listener, opts, next_id, in_tx));
         let mut state = state::Scheduler::new().with_max_value(self.options.max_value);
         let mut modules = HashMap::new();
@@ -177,7 +213,15 @@ impl Scheduler {
         // On the runtime's worker threads, beside the connections' readers
         // and writers: handing messages between them is then a queue push
         // on the same thread far more often than a wake-up of another.
-        let core = core_loop(in_rx, timers, self.options.clone(), state, modules, journal);
+        let core = core_loop(
+            in_rx,
+            timers,
+            self.options.clone(),
+            state,
+            modules,
+            journal,
+            dashboard,
+        );
         if let Err(e) = tokio::spawn(core).await {
             tracing::error!("the scheduler's core stopped: {e}");
         }
@@ -308,6 +352,8 @@ struct Core {
     shutting_down: bool,
     /// Faults to inject (tests and chaos runs only).
     faults: super::faults::Faults,
+    /// The dashboard's address and who may see it, if it serves one.
+    dashboard: Option<(std::net::SocketAddr, Arc<super::dashboard::Access>)>,
 }
 
 /// Most inbound messages the core handles in one turn before handing the
@@ -321,6 +367,7 @@ async fn core_loop(
     state: state::Scheduler,
     modules: HashMap<String, Bytes>,
     journal: Option<Journal>,
+    dashboard: Option<(std::net::SocketAddr, Arc<super::dashboard::Access>)>,
 ) {
     let mut core = Core {
         state,
@@ -338,12 +385,14 @@ async fn core_loop(
         overflowed: Vec::new(),
         shutting_down: false,
         faults: super::faults::Faults::from_env(),
+        dashboard,
     };
     'serve: while let Some(inbound) = in_rx.recv().await {
         // What else has arrived is handled in the same turn, so the journal
         // gets one batch of records, not a wake-up per event.
         let mut next = Some(inbound);
         let mut turn = 0;
+        core.state.set_clock(now_ms());
         while let Some(inbound) = next.take() {
             core.inbound(inbound);
             core.drop_overflowed();
@@ -375,9 +424,19 @@ async fn core_loop(
     }
 }
 
+/// Now, in ms since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Core {
     fn inbound(&mut self, inbound: Inbound) {
         match inbound {
+            Inbound::Dashboard(q) => {
+                let _ = q.reply.send(self.view(q.ask));
+            }
             Inbound::Connected {
                 id,
                 role,
@@ -478,6 +537,52 @@ impl Core {
         }
     }
 
+    /// Answers a dashboard request from what the scheduler keeps up to
+    /// date anyway (no walk over all tasks).
+    fn view(&self, ask: super::dashboard::Ask) -> super::dashboard::View {
+        use super::dashboard::{self as d, Ask, View};
+        let clients = self.conns.values().filter(|c| !c.is_worker).count();
+        match ask {
+            Ask::Counts => View::Counts(d::Counts {
+                tasks: self.state.totals().tasks,
+                workers: self.conns.values().filter(|c| c.is_worker).count(),
+                clients,
+            }),
+            Ask::Status { after } => View::Status(Box::new(d::StatusView {
+                now_ms: now_ms(),
+                totals: self.state.totals(),
+                clients,
+                functions: self.state.functions(d::STATUS_FUNCTIONS),
+                workers: self.state.workers(),
+                spans: self.state.spans(after, d::STATUS_SPANS),
+            })),
+            Ask::Task(key) => View::Task(self.state.describe(&key).map(Box::new)),
+            Ask::Errors => View::Errors(self.state.failures(usize::MAX)),
+            Ask::Primitives => {
+                View::Primitives(Box::new(self.state.primitives_summary(d::PRIMITIVES)))
+            }
+            Ask::Metrics => View::Metrics(Box::new(d::MetricsView {
+                totals: self.state.totals(),
+                clients,
+                functions: self.state.functions(d::METRICS_FUNCTIONS),
+                workers: self.state.workers(),
+                stats: self.state.stats(),
+                primitives: self.state.primitives_summary(d::PRIMITIVES),
+                rss_bytes: crate::resident_bytes(),
+                journal: self.journal.as_ref().map(|j| {
+                    let h = j.health();
+                    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                    (
+                        load(&h.bytes),
+                        load(&h.records),
+                        load(&h.syncs),
+                        load(&h.sync_micros) as f64 / 1e6,
+                    )
+                }),
+            })),
+        }
+    }
+
     fn send(&mut self, id: u64, msg: FromScheduler) {
         if let Some(c) = self.conns.get(&id)
             && let Err(e @ connection::SendError::Overflow { .. }) = c.tx.send(msg)
@@ -541,8 +646,15 @@ impl Core {
             ToScheduler::Watch { keys } => Event::Watch { client: from, keys },
             ToScheduler::Release { keys } => Event::Release { client: from, keys },
             ToScheduler::ReleaseAll => Event::ReleaseAll { client: from },
-            ToScheduler::Status { id, keys } => {
+            ToScheduler::Status { id, keys, timings } => {
                 let mut reasons = Vec::new();
+                let timings = match timings {
+                    true => keys
+                        .iter()
+                        .filter_map(|k| Some((k.clone(), self.state.timings(k)?)))
+                        .collect(),
+                    false => Vec::new(),
+                };
                 let states = keys
                     .into_iter()
                     .map(|k| {
@@ -561,6 +673,7 @@ impl Core {
                         id,
                         states,
                         reasons,
+                        timings,
                     },
                 );
                 return;
@@ -603,7 +716,8 @@ impl Core {
                 let stats = self.state.stats();
                 let health = crate::protocol::Health {
                     held: self.state.held_keys(),
-                    rss_bytes: rss_bytes(),
+                    rss_bytes: crate::resident_bytes(),
+                    dashboard: self.dashboard.as_ref().map(|d| d.0.to_string()),
                     journal: self.journal.as_ref().map(|j| {
                         let h = j.health();
                         crate::protocol::JournalHealth {
@@ -615,6 +729,16 @@ impl Core {
                     }),
                 };
                 self.send(from, FromScheduler::Stats { id, stats, health });
+                return;
+            }
+            ToScheduler::DashboardLogin { id } => {
+                let login = match &self.dashboard {
+                    Some((addr, access)) => Ok((addr.to_string(), access.new_code())),
+                    None => Err("this scheduler serves no dashboard: it was started with \
+                                 --no-dashboard"
+                        .to_string()),
+                };
+                self.send(from, FromScheduler::DashboardLogin { id, login });
                 return;
             }
             ToScheduler::Workers { id } => {
@@ -648,6 +772,7 @@ impl Core {
                 running,
                 spilled_bytes,
                 held_bytes,
+                rss_bytes,
             } if is_worker => {
                 // Taken before this worker rejoined: about another life.
                 if worker != from {
@@ -657,6 +782,7 @@ impl Core {
                     worker: from,
                     spilled: spilled_bytes,
                     held: held_bytes,
+                    rss: rss_bytes,
                     run_seq,
                     running,
                 }
@@ -799,12 +925,4 @@ impl Core {
             }
         }
     }
-}
-
-/// This process's resident memory in bytes (0 where /proc is not there).
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
 }

@@ -17,11 +17,16 @@
 //! - A task with retries left runs again after an error instead of erring.
 //! - Scattered data is a task whose "run" is storing a value on a worker.
 
+mod activity;
 mod actors;
 mod compact;
 mod journal;
 mod primitives;
 
+pub use activity::{
+    DETAIL_KEYS, Failure, FunctionTally, Phase, PhaseCounts, PrimitivesSummary, Span, TaskDetail,
+    Times, Totals,
+};
 pub use actors::lost_message;
 pub use journal::{Item, Model, Record, SavedTask, Snapshot, Status, Window};
 
@@ -238,6 +243,8 @@ pub enum Event {
         spilled: u64,
         /// Bytes of results it holds, spilled ones included.
         held: u64,
+        /// Its resident memory, in bytes.
+        rss: u64,
         /// The `seq` of the last `Run` it got.
         run_seq: u64,
         /// The tasks it has in hand (running or queued).
@@ -461,15 +468,17 @@ struct Task {
     /// Tasks that take this one's result (thin: most tasks have none).
     dependents: Dependents,
     /// Unfinished dependents that still need this result.
-    needed_by: usize,
+    needed_by: u32,
     /// Names of the clients holding this key.
     holders: Holders,
     /// Clients to tell when it ends (thin: empty once it has).
     watchers: ThinVec<ClientId>,
     /// Runs left after an error.
-    retries_left: u32,
+    retries_left: u16,
     /// Workers that died while running it.
-    deaths: u32,
+    deaths: u16,
+    /// When it was submitted, began and ended.
+    stamps: activity::Stamps,
     /// Fingerprint of what the journal last recorded of it (0: nothing
     /// yet, so the next record carries its spec).
     journaled: u64,
@@ -512,6 +521,10 @@ struct Worker {
     spilled: u64,
     /// Bytes of results it holds, as of its last heartbeat.
     held: u64,
+    /// Its resident memory, as of its last heartbeat.
+    rss: u64,
+    /// When it joined or last sent a heartbeat, by the scheduler's clock.
+    heartbeat_ms: u64,
     /// `Run` commands sent to it so far.
     runs_sent: u64,
 }
@@ -663,6 +676,8 @@ impl std::ops::Index<&str> for Tasks {
 #[derive(Debug, Default)]
 pub struct Scheduler {
     tasks: Tasks,
+    /// Counts, the task stream and failures, kept as tasks change.
+    activity: activity::Activity,
     workers: HashMap<WorkerId, Worker>,
     clients: HashMap<ClientId, Client>,
     holdings: HashMap<Arc<str>, HashSet<Key>>,
@@ -846,6 +861,8 @@ impl Scheduler {
                         has: HashSet::default(),
                         spilled: 0,
                         held: 0,
+                        rss: 0,
+                        heartbeat_ms: self.activity.now_ms,
                         runs_sent: 0,
                     },
                 );
@@ -910,7 +927,7 @@ impl Scheduler {
                     if input_gone {
                         // Its input died with a worker and is being computed
                         // again: run it once that is back.
-                        t.state = State::Pending { waiting_on: 0 };
+                        self.activity.set(&key, t, State::Pending { waiting_on: 0 });
                         self.requeue(&key);
                     } else if t.retries_left > 0 && error.kind != ErrorKind::Input {
                         t.retries_left -= 1;
@@ -958,6 +975,7 @@ impl Scheduler {
                         && *w == worker
                     {
                         *started = true;
+                        t.stamps.began(self.activity.now_ms);
                     }
                 }
             }
@@ -989,12 +1007,15 @@ impl Scheduler {
                 worker,
                 spilled,
                 held,
+                rss,
                 run_seq,
                 running,
             } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.spilled = spilled;
                     w.held = held;
+                    w.rss = rss;
+                    w.heartbeat_ms = self.activity.now_ms;
                 }
                 self.reconcile(worker, run_seq, &running, &mut out);
             }
@@ -1006,6 +1027,13 @@ impl Scheduler {
         }
         self.schedule(&mut out);
         out
+    }
+
+    /// Adds a task to the table, counting it.
+    fn add_task(&mut self, key: Key, task: Task) {
+        self.activity
+            .added(&task.recipe.function, activity::Phase::of(&task.state));
+        self.tasks.insert(key, task);
     }
 
     /// Makes `holder` hold `key` (and compute it again if its result was
@@ -1141,8 +1169,8 @@ impl Scheduler {
             return;
         }
         let t = self.tasks.get_mut(key).expect("present");
-        t.state = State::Pending { waiting_on: 0 };
-        t.retries_left = t.recipe.retries();
+        self.activity.set(key, t, State::Pending { waiting_on: 0 });
+        t.retries_left = saturate(t.recipe.retries());
         for d in &deps {
             self.tasks.get_mut(d).expect("checked").needed_by += 1;
         }
@@ -1220,14 +1248,15 @@ impl Scheduler {
             needed_by: 0,
             holders: Holders::one(name),
             watchers: ThinVec::new(),
-            retries_left: spec.retries,
+            retries_left: saturate(spec.retries),
             deaths: 0,
+            stamps: activity::Stamps::at(self.activity.now_ms),
             journaled: 0,
             scatter: None,
             recipe: Recipe::new(spec, &mut self.names),
         };
         let ready = (task.recipe.priority(), Reverse(task.seq), key.clone());
-        self.tasks.insert(key.clone(), task);
+        self.add_task(key.clone(), task);
         if let Some(e) = inherited {
             self.fail(&key, e, out);
         } else if cancelled {
@@ -1279,10 +1308,15 @@ impl Scheduler {
             if finished && task.dependents.iter().any(|d| self.tasks.contains_key(d)) {
                 // Keep the recipe while dependents exist: if one of their
                 // results is lost, this may have to be computed again.
-                self.tasks.get_mut(&key).expect("present").state = State::Released;
+                {
+                    let t = self.tasks.get_mut(&key).expect("present");
+                    self.activity.set(&key, t, State::Released)
+                };
                 continue;
             }
             let task = self.tasks.remove(&key).expect("present");
+            self.activity
+                .removed(&task.recipe.function, activity::Phase::of(&task.state));
             for d in task.deps {
                 if let Some(dep) = self.tasks.get_mut(&d) {
                     dep.dependents.remove(&key);
@@ -1308,7 +1342,7 @@ impl Scheduler {
             if !matches!(t.state, State::Released | State::Lost) || t.scatter.is_some() {
                 continue;
             }
-            t.state = State::Pending { waiting_on: 0 };
+            self.activity.set(&k, t, State::Pending { waiting_on: 0 });
             self.stats.reruns += 1;
             let deps = t.deps.clone();
             for d in deps {
@@ -1355,9 +1389,13 @@ impl Scheduler {
         let waiting = self.unfinished_inputs(key);
         let k = self.tasks.key(key).expect("present");
         let t = self.tasks.get_mut(key).expect("present");
-        t.state = State::Pending {
-            waiting_on: waiting,
-        };
+        self.activity.set(
+            key,
+            t,
+            State::Pending {
+                waiting_on: waiting,
+            },
+        );
         if waiting == 0 {
             self.ready.push((t.recipe.priority(), Reverse(t.seq), k));
         }
@@ -1409,13 +1447,17 @@ impl Scheduler {
             _ => return self.adopt_result(worker, &key, located, out),
         }
         let req = task.scatter.as_deref().copied();
-        task.state = State::Finished {
-            result: Stored {
-                inline: located.inline,
-                who_has: thin_vec::thin_vec![worker],
-                nbytes: located.nbytes,
+        self.activity.set(
+            &key,
+            task,
+            State::Finished {
+                result: Stored {
+                    inline: located.inline,
+                    who_has: thin_vec::thin_vec![worker],
+                    nbytes: located.nbytes,
+                },
             },
-        };
+        );
         if let Some(w) = self.workers.get_mut(&worker) {
             w.has.insert(key.clone());
         }
@@ -1472,13 +1514,17 @@ impl Scheduler {
                 });
             }
         };
-        t.state = State::Finished {
-            result: Stored {
-                inline: at.inline,
-                who_has: thin_vec::thin_vec![worker],
-                nbytes: at.nbytes,
+        self.activity.set(
+            &key,
+            t,
+            State::Finished {
+                result: Stored {
+                    inline: at.inline,
+                    who_has: thin_vec::thin_vec![worker],
+                    nbytes: at.nbytes,
+                },
             },
-        };
+        );
         if let Some(w) = self.workers.get_mut(&worker) {
             w.has.insert(key.clone());
         }
@@ -1490,9 +1536,13 @@ impl Scheduler {
             ) {
                 let waiting = self.unfinished_inputs(&d);
                 let dt = self.tasks.get_mut(&d).expect("present");
-                dt.state = State::Pending {
-                    waiting_on: waiting,
-                };
+                self.activity.set(
+                    &d,
+                    dt,
+                    State::Pending {
+                        waiting_on: waiting,
+                    },
+                );
                 if waiting == 0 {
                     self.ready
                         .push((dt.recipe.priority(), Reverse(dt.seq), d.clone()));
@@ -1612,7 +1662,7 @@ impl Scheduler {
                 && t.scatter.is_some()
                 && matches!(t.state, State::Released)
             {
-                t.state = State::Lost;
+                self.activity.set(&key, t, State::Lost);
                 lost.push(self.tasks.key(&key).expect("present"));
             }
         }
@@ -1672,7 +1722,7 @@ impl Scheduler {
                 });
             }
             let was_running = matches!(t.state, State::Processing { .. });
-            t.state = end();
+            self.activity.set(&k, t, end());
             self.no_worker.remove(&k);
             stack.extend(t.dependents.iter().cloned());
             if was_running {
@@ -1740,10 +1790,10 @@ impl Scheduler {
                 result.who_has.retain(|x| *x != worker);
                 if result.who_has.is_empty() && result.inline.is_none() {
                     if t.scatter.is_some() {
-                        t.state = State::Lost;
+                        self.activity.set(key, t, State::Lost);
                         lost.push(key.clone());
                     } else {
-                        t.state = State::Released;
+                        self.activity.set(key, t, State::Released);
                         gone.push(key.clone());
                     }
                 }
@@ -1762,9 +1812,13 @@ impl Scheduler {
                         _ => continue,
                     };
                     if let Some(dt) = self.tasks.get_mut(&d) {
-                        dt.state = State::Pending {
-                            waiting_on: waiting,
-                        };
+                        self.activity.set(
+                            &d,
+                            dt,
+                            State::Pending {
+                                waiting_on: waiting,
+                            },
+                        );
                     }
                 }
             }
@@ -1786,12 +1840,12 @@ impl Scheduler {
                     t.deaths += 1;
                 }
                 if t.scatter.is_some() {
-                    t.state = State::Lost;
+                    self.activity.set(&key, t, State::Lost);
                     lost.push(key);
-                } else if t.deaths >= MAX_WORKER_DEATHS {
+                } else if u32::from(t.deaths) >= MAX_WORKER_DEATHS {
                     killers.push(key);
                 } else {
-                    t.state = State::Pending { waiting_on: 0 };
+                    self.activity.set(&key, t, State::Pending { waiting_on: 0 });
                     self.stats.reruns += 1;
                     self.requeue(&key);
                 }
@@ -1861,10 +1915,17 @@ impl Scheduler {
                 .expect("placed on a live worker");
             w.take(key, &need);
             self.stats.dispatched += 1;
-            self.tasks.get_mut(key).expect("present").state = State::Processing {
-                worker,
-                started: false,
-                run: w.runs_sent + 1,
+            {
+                let t = self.tasks.get_mut(key).expect("present");
+                self.activity.set(
+                    key,
+                    t,
+                    State::Processing {
+                        worker,
+                        started: false,
+                        run: w.runs_sent + 1,
+                    },
+                )
             };
             batches.entry(worker).or_default().push(run);
         }
@@ -2070,6 +2131,8 @@ impl Scheduler {
                 spilled_bytes: w.spilled,
                 memory_limit: w.memory_limit,
                 restarts: w.restarts,
+                rss_bytes: w.rss,
+                heartbeat_age_ms: self.activity.now_ms.saturating_sub(w.heartbeat_ms),
             })
             .collect();
         v.sort_by_key(|w| w.id);
@@ -2189,8 +2252,8 @@ impl Scheduler {
                         t.journaled = 0;
                     }
                 }
-                t.state = State::Pending { waiting_on: 0 };
-                t.retries_left = t.recipe.retries();
+                self.activity.set(k, t, State::Pending { waiting_on: 0 });
+                t.retries_left = saturate(t.recipe.retries());
                 for d in t.deps.clone() {
                     self.tasks.get_mut(&d).expect("checked").needed_by += 1;
                 }
@@ -2283,13 +2346,14 @@ impl Scheduler {
                 watchers: ThinVec::new(),
                 retries_left: 0,
                 deaths: 0,
+                stamps: activity::Stamps::at(self.activity.now_ms),
                 journaled: 0,
                 scatter: Some(Box::new((client, id))),
             };
             if let Some(w) = self.workers.get_mut(&chosen[0]) {
                 w.take(&key, &[]);
             }
-            self.tasks.insert(key, task);
+            self.add_task(key, task);
             for w in chosen {
                 *pending.entry(w).or_default() += 1;
             }
@@ -2323,6 +2387,12 @@ impl Scheduler {
     pub fn task_count(&self) -> usize {
         self.tasks.len()
     }
+}
+
+/// A count as a task keeps it (16 bits: more retries than that never end
+/// anyway).
+fn saturate(n: u32) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
 }
 
 fn lost_error(key: &str) -> TaskError {

@@ -448,6 +448,7 @@ async fn heartbeats(shared: std::sync::Weak<Shared>) {
             running,
             spilled_bytes: u.spilled,
             held_bytes: u.in_memory + u.spilled,
+            rss_bytes: crate::resident_bytes(),
         };
         if shared.to_scheduler.send(alive).is_err() {
             return;

@@ -247,6 +247,14 @@ impl Dependents {
         few.into_iter().flatten().chain(many.into_iter().flatten())
     }
 
+    /// How many there are.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Self::Few(list) => list.len(),
+            Self::Many(set) => set.len(),
+        }
+    }
+
     /// A copy of them, to walk while the task table changes.
     pub(super) fn to_vec(&self) -> Vec<super::Key> {
         self.iter().cloned().collect()

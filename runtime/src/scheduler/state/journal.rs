@@ -757,10 +757,11 @@ impl Scheduler {
             SavedState::Released => State::Released,
         };
         self.seq = self.seq.max(saved.seq);
-        self.tasks.insert(
+        let recipe = super::Recipe::new(saved.spec, &mut self.names);
+        self.add_task(
             key,
             Task {
-                recipe: super::Recipe::new(saved.spec, &mut self.names),
+                recipe,
                 seq: saved.seq,
                 state,
                 deps: deps.into_boxed_slice(),
@@ -768,8 +769,9 @@ impl Scheduler {
                 needed_by: 0,
                 holders,
                 watchers: ThinVec::new(),
-                retries_left: saved.retries_left,
-                deaths: saved.deaths,
+                retries_left: super::saturate(saved.retries_left),
+                deaths: super::saturate(saved.deaths),
+                stamps: super::activity::Stamps::at(0),
                 journaled: 0,
                 // No request waits for restored scattered data.
                 scatter: saved.scattered.then(|| Box::new((0, 0))),
@@ -934,8 +936,8 @@ impl Scheduler {
                 .filter(|h| self.durable_holder(h))
                 .map(str::to_string)
                 .collect(),
-            retries_left: t.retries_left,
-            deaths: t.deaths,
+            retries_left: t.retries_left.into(),
+            deaths: t.deaths.into(),
         }
     }
 

@@ -810,3 +810,52 @@ fn reply(req: Request, reply: OpReply, out: &mut Vec<Command>) {
         reply,
     });
 }
+
+/// At most `limit` of `map`'s entries, as `f` shows them, by name.
+fn some_of<V, T: Ord>(
+    map: &HashMap<String, V>,
+    limit: usize,
+    f: impl Fn(&String, &V) -> T,
+) -> Vec<T> {
+    let mut v: Vec<T> = map.iter().take(limit).map(|(k, x)| f(k, x)).collect();
+    v.sort();
+    v
+}
+
+impl Scheduler {
+    /// Queues, variables, locks, semaphores, events, topics and actors as
+    /// the dashboard lists them: at most `limit` of each (which ones, when
+    /// there are more, is unspecified; the totals say how many there are).
+    pub fn primitives_summary(&self, limit: usize) -> super::activity::PrimitivesSummary {
+        let p = &self.prims;
+        let names = |l: &Leases| l.holders.iter().map(|o| o.to_string()).collect::<Vec<_>>();
+        let mut actors = self.actor_list();
+        actors.truncate(limit);
+        super::activity::PrimitivesSummary {
+            queues: some_of(&p.queues, limit, |k, q| {
+                (k.clone(), q.items.len(), q.getters.len())
+            }),
+            variables: some_of(&p.variables, limit, |k, v| {
+                (k.clone(), v.item.is_some(), v.waiters.len())
+            }),
+            locks: some_of(&p.locks, limit, |k, l| {
+                (k.clone(), names(l), l.waiters.len())
+            }),
+            semaphores: some_of(&p.semaphores, limit, |k, l| {
+                (k.clone(), l.max, names(l), l.waiters.len())
+            }),
+            events: some_of(&p.events, limit, |k, e| (k.clone(), e.set, e.waiters.len())),
+            topics: some_of(&p.topics, limit, |k, s| (k.clone(), s.len())),
+            totals: [
+                p.queues.len(),
+                p.variables.len(),
+                p.locks.len(),
+                p.semaphores.len(),
+                p.events.len(),
+                p.topics.len(),
+                self.actors.len(),
+            ],
+            actors,
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The web dashboard and `/metrics`, through a real cluster: HTTP from the
+//! test itself, and a real headless Chromium driven over the DevTools
+//! protocol.
+
+mod common;
+
+use common::{Cluster, tasks_wasm, wait_until};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// (status, body) of `GET url`, with `headers`.
+fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    try_get(url, headers).unwrap_or_else(|| panic!("no HTTP answer from {url}"))
+}
+
+/// Like [`get`], `None` when nothing answers.
+fn try_get(url: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut s = TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    // Read to the end of the body (Content-Length), or of the connection.
+    let mut all = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        if let Some(at) = all.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&all[..at]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|n| n.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| all.len() >= at + 4 + n) {
+                break;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+    let all = String::from_utf8_lossy(&all).into_owned();
+    let (head, body) = all.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+fn info(c: &Cluster) -> serde_json::Value {
+    serde_json::from_str(&c.ok(&["info"])).unwrap()
+}
+
+fn dashboard_url(c: &Cluster) -> String {
+    info(c)["dashboard"]
+        .as_str()
+        .expect("info names the dashboard")
+        .to_string()
+}
+
+#[test]
+fn metrics_and_json_need_the_token_and_agree_with_info() {
+    let c = Cluster::start(2, 1);
+    let base = dashboard_url(&c);
+    let bearer = format!("Bearer {}", c.token());
+    let auth = [("Authorization", bearer.as_str())];
+    // The cluster's start-up check ran one task and released it.
+    let counts = || -> serde_json::Value {
+        serde_json::from_str(&get(&format!("{base}json/counts.json"), &auth).1).unwrap()
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the start-up task to be forgotten",
+        || counts()["tasks"]["memory"] == 0,
+    );
+    let input: String = (1..=40).map(|i| format!("{i}\n")).collect();
+    let out = c.run(&["map", tasks_wasm(), "inc"], &input);
+    assert!(out.status.success());
+    let keys = String::from_utf8(out.stdout).unwrap();
+    let out = c.run(&["gather"], &keys);
+    assert!(out.status.success());
+    let failed = c.submit("fail", &["kaput"]);
+    assert!(!c.run(&["wait", &failed], "").status.success());
+
+    let base = dashboard_url(&c);
+    assert_eq!(get(&format!("{base}health"), &[]).0, 200);
+    for path in ["metrics", "json/counts.json", "", "errors"] {
+        let (status, body) = get(&format!("{base}{path}"), &[]);
+        assert_eq!(status, 401, "/{path} without a token: {body}");
+    }
+    let (status, _) = get(
+        &format!("{base}metrics"),
+        &[("Authorization", "Bearer wrong")],
+    );
+    assert_eq!(status, 401);
+    let (status, text) = get(&format!("{base}metrics"), &auth);
+    assert_eq!(status, 200);
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let sample = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("{name} {label:?} in {text}"));
+        match s.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        }
+    };
+    let i = info(&c);
+    assert_eq!(sample("dtask_scheduler_workers", None), 2.0);
+    assert_eq!(i["workers"], 2);
+    let known: f64 = [
+        "waiting",
+        "processing",
+        "memory",
+        "erred",
+        "cancelled",
+        "lost",
+        "released",
+    ]
+    .iter()
+    .map(|s| sample("dtask_scheduler_tasks", Some(("state", s))))
+    .sum();
+    assert_eq!(known, i["tasks"].as_f64().unwrap());
+    assert_eq!(
+        sample("dtask_scheduler_tasks", Some(("state", "memory"))),
+        40.0,
+        "{}",
+        get(&format!("{base}json/status.json"), &auth).1
+    );
+    assert_eq!(
+        sample("dtask_scheduler_tasks", Some(("state", "erred"))),
+        1.0
+    );
+    // The start-up check's task included.
+    assert_eq!(
+        sample("dtask_tasks_finished_total", Some(("function", "inc"))),
+        41.0
+    );
+    assert_eq!(
+        sample("dtask_tasks_failed_total", Some(("function", "fail"))),
+        1.0
+    );
+    let slots: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "dtask_worker_slots")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(slots, i["nthreads"].as_f64().unwrap());
+
+    let (status, counts) = get(&format!("{base}json/counts.json"), &auth);
+    assert_eq!(status, 200);
+    let counts: serde_json::Value = serde_json::from_str(&counts).unwrap();
+    assert_eq!(counts["tasks"]["memory"], 40);
+    assert_eq!(counts["tasks"]["erred"], 1);
+    assert_eq!(counts["workers"], 2);
+
+    // The failure is listed, and its task page has the guest's message.
+    let (_, errors) = get(&format!("{base}json/errors.json"), &auth);
+    let errors: serde_json::Value = serde_json::from_str(&errors).unwrap();
+    assert_eq!(errors[0]["key"], failed.as_str());
+    let (_, task) = get(&format!("{base}json/task.json?key={failed}"), &auth);
+    let task: serde_json::Value = serde_json::from_str(&task).unwrap();
+    assert_eq!(task["function"], "fail");
+    assert!(
+        task["error"]["message"].as_str().unwrap().contains("kaput"),
+        "{task}"
+    );
+
+    // `status --json` carries the same task's timings.
+    let status: serde_json::Value =
+        serde_json::from_str(&c.ok(&["status", "--json", &failed])).unwrap();
+    for field in ["submitted", "started", "finished"] {
+        let t = status[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} in {status}"));
+        assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
+    }
+    assert!(status["duration_s"].as_f64().unwrap() >= 0.0);
+    assert!(status["worker"].is_string(), "{status}");
+    assert_eq!(status["retries"], 0);
+}
+
+#[test]
+fn a_login_code_works_once() {
+    let c = Cluster::start(1, 1);
+    let link = c.ok(&["dashboard"]);
+    let link = link.trim();
+    assert!(link.contains("/login?code="), "{link}");
+    let (status, _) = get(&format!("{link}&next=/errors"), &[]);
+    assert_eq!(status, 303, "the first use redirects with a session");
+    let (status, _) = get(link, &[]);
+    assert_eq!(status, 401, "a used code is refused");
+}
+
+#[test]
+fn a_running_task_reports_its_start_before_it_ends() {
+    // A one-slot worker computes on the thread that serves its connection:
+    // the scheduler must still hear that a task began while it runs.
+    let c = Cluster::start(1, 1);
+    let key = c.submit("spin", &["1500"]);
+    wait_until(
+        Duration::from_secs(10),
+        "the task to be reported started",
+        || {
+            let s: serde_json::Value =
+                serde_json::from_str(&c.ok(&["status", "--json", &key])).unwrap();
+            s["status"] == "processing" && s["started"].is_string()
+        },
+    );
+    c.ok(&["wait", &key]);
+}
+
+/// A headless Chromium with the DevTools protocol on a free port.
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+    socket: tungstenite::WebSocket<TcpStream>,
+    next_id: u64,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Browser {
+    fn start() -> Option<Self> {
+        let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                "--window-size=1400,1000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        let port_file = profile.path().join("DevToolsActivePort");
+        let mut port = String::new();
+        wait_until(Duration::from_secs(30), "chromium's DevTools port", || {
+            port = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.lines().next().map(str::to_string))
+                .unwrap_or_default();
+            !port.is_empty()
+        });
+        let mut page = None;
+        wait_until(Duration::from_secs(30), "chromium's page target", || {
+            let Some((_, list)) = try_get(&format!("http://127.0.0.1:{port}/json/list"), &[])
+            else {
+                return false;
+            };
+            let list: serde_json::Value = serde_json::from_str(&list).unwrap_or_default();
+            page = list.as_array().and_then(|l| {
+                l.iter()
+                    .find(|t| t["type"] == "page")
+                    .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_string))
+            });
+            page.is_some()
+        });
+        let url = page.unwrap();
+        let stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let (socket, _) = tungstenite::client(url.as_str(), stream).expect("DevTools socket");
+        Some(Self {
+            child,
+            _profile: profile,
+            socket,
+            next_id: 1,
+        })
+    }
+
+    /// Calls a DevTools method and returns its result.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = serde_json::json!({"id": id, "method": method, "params": params});
+        self.socket
+            .send(tungstenite::Message::Text(msg.to_string().into()))
+            .unwrap();
+        loop {
+            let m = self.socket.read().expect("a DevTools message");
+            let Ok(text) = m.into_text() else { continue };
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    fn open(&mut self, url: &str) {
+        self.call("Page.navigate", serde_json::json!({"url": url}));
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn eval(&mut self, expr: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": expr, "returnByValue": true}),
+        );
+        r["result"]["value"].clone()
+    }
+
+    fn text(&mut self) -> String {
+        self.eval("document.body ? document.body.innerText : ''")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+#[test]
+fn a_browser_logs_in_watches_a_map_and_reads_a_failure() {
+    let Some(mut browser) = Browser::start() else {
+        eprintln!(
+            "\n\n*** SKIPPED: no Chromium at /usr/bin/chromium; `.ci/run` installs Debian's \
+             `chromium` package (apt-get install chromium) ***\n"
+        );
+        return;
+    };
+    let c = Cluster::start(2, 1);
+    let link = c.ok(&["dashboard"]).trim().to_string();
+    browser.open(&link);
+    let addresses: Vec<String> = c
+        .ok(&["workers", "--json"])
+        .lines()
+        .map(|l| {
+            let w: serde_json::Value = serde_json::from_str(l).unwrap();
+            w["address"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(addresses.len(), 2);
+    wait_until(
+        Duration::from_secs(20),
+        "the status page with both workers",
+        || {
+            let t = browser.text();
+            addresses.iter().all(|a| t.contains(a.as_str()))
+        },
+    );
+
+    // A map of slow tasks: the page's count of finished tasks moves.
+    let input: String = (0..60).map(|i| format!("{}\n", 100 + i)).collect();
+    let mut map = c.cmd();
+    map.args(["map", tasks_wasm(), "spin"]);
+    let running = common::start_with_stdin(&mut map, &input);
+    let count = |b: &mut Browser| -> Option<u64> {
+        let v = b.eval("(document.getElementById('finished-total') || {}).textContent");
+        v.as_str()?.replace(',', "").parse().ok()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let began = Instant::now();
+    while seen.len() < 3 && began.elapsed() < Duration::from_secs(60) {
+        if let Some(n) = count(&mut browser) {
+            seen.insert(n);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        seen.len() >= 3,
+        "the finished count changed while the map ran: {seen:?}"
+    );
+    let out = running.output_within(Duration::from_secs(60), "the map");
+    assert!(out.status.success());
+    wait_until(
+        Duration::from_secs(20),
+        "the function's name on the page",
+        || browser.text().contains("spin"),
+    );
+
+    // A failed task's page shows the guest's panic message.
+    let failed = c.submit("fail", &["the-sky-fell"]);
+    assert!(!c.run(&["wait", &failed], "").status.success());
+    let base = link.split("login").next().unwrap().to_string();
+    browser.open(&format!("{base}task/{failed}"));
+    wait_until(Duration::from_secs(20), "the failed task's page", || {
+        let t = browser.text();
+        t.contains("the-sky-fell") && t.contains("erred")
+    });
+    let shot = browser.call(
+        "Page.captureScreenshot",
+        serde_json::json!({"format": "png"}),
+    );
+    let png = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        shot["data"].as_str().unwrap(),
+    )
+    .unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::write(dir.join("dashboard-task.png"), &png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+
+    // The browser's session does not make the page open to others.
+    let (status, _) = get(&base, &[]);
+    assert_eq!(status, 401);
+}

@@ -1,0 +1,550 @@
+//! What the dashboard, `/metrics` and `dtask status --json` show of the
+//! scheduler's work: tasks counted by phase, overall and per function; the
+//! recent task stream; recent failures; each task's timings.
+//!
+//! Everything here is kept up to date as tasks change state (O(1) per
+//! change, through [`TaskMut`]), and every list is capped, so reading it
+//! costs the same with a million tasks known as with ten. The clock is an
+//! input like any event's ([`super::Scheduler::set_clock`]): the core
+//! stays a pure state machine.
+
+use super::{Scheduler, State, Task, WorkerId};
+use crate::protocol::TaskTimings;
+use crate::protocol::{ErrorKind, TaskError};
+use rustc_hash::FxHashMap as HashMap;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Where a task is in its life, as the dashboard counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Waiting for inputs or a slot.
+    Waiting,
+    /// Sent to a worker.
+    Processing,
+    /// Finished; its result is held.
+    Memory,
+    /// Failed.
+    Erred,
+    /// Cancelled.
+    Cancelled,
+    /// Its result was lost with every worker holding it.
+    Lost,
+    /// Its result was dropped, but dependents may need it again.
+    Released,
+}
+
+impl Phase {
+    /// Every phase, in the order of [`Phase::index`].
+    pub const ALL: [Phase; 7] = [
+        Phase::Waiting,
+        Phase::Processing,
+        Phase::Memory,
+        Phase::Erred,
+        Phase::Cancelled,
+        Phase::Lost,
+        Phase::Released,
+    ];
+
+    /// Its position in [`Phase::ALL`] and in [`PhaseCounts`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its name, as JSON and Prometheus labels spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Waiting => "waiting",
+            Phase::Processing => "processing",
+            Phase::Memory => "memory",
+            Phase::Erred => "erred",
+            Phase::Cancelled => "cancelled",
+            Phase::Lost => "lost",
+            Phase::Released => "released",
+        }
+    }
+
+    pub(super) fn of(state: &State) -> Self {
+        match state {
+            State::Pending { .. } => Phase::Waiting,
+            State::Processing { .. } => Phase::Processing,
+            State::Finished { .. } => Phase::Memory,
+            State::Error(_) => Phase::Erred,
+            State::Cancelled => Phase::Cancelled,
+            State::Lost => Phase::Lost,
+            State::Released => Phase::Released,
+        }
+    }
+}
+
+/// Tasks known now, by phase (indexed by [`Phase::index`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseCounts(pub [u64; 7]);
+
+impl PhaseCounts {
+    /// How many are in `phase`.
+    pub fn get(&self, phase: Phase) -> u64 {
+        self.0[phase.index()]
+    }
+
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+impl Serialize for PhaseCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(7))?;
+        for p in Phase::ALL {
+            m.serialize_entry(p.name(), &self.get(p))?;
+        }
+        m.end()
+    }
+}
+
+/// One function's tasks.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FunctionTally {
+    /// Its tasks known now, by phase.
+    pub tasks: PhaseCounts,
+    /// Its tasks that have finished, ever (forgotten ones included).
+    pub finished: u64,
+    /// Its tasks that have failed, ever.
+    pub failed: u64,
+    /// Seconds its tasks spent running on workers, in all (as the
+    /// scheduler saw them begin and end).
+    pub compute_seconds: f64,
+}
+
+impl FunctionTally {
+    fn is_idle(&self) -> bool {
+        self.tasks.total() == 0
+    }
+}
+
+/// A task run that ended, for the task stream.
+#[derive(Clone, Debug, Serialize)]
+pub struct Span {
+    /// Its place in the stream (grows by one per span).
+    pub id: u64,
+    /// The task.
+    pub key: Arc<str>,
+    /// Its function.
+    pub function: Arc<str>,
+    /// The worker that ran it.
+    pub worker: WorkerId,
+    /// When it began, in ms since the Unix epoch.
+    pub began_ms: u64,
+    /// When it ended, in ms since the Unix epoch.
+    pub ended_ms: u64,
+    /// Whether it failed.
+    pub failed: bool,
+}
+
+/// A recent failure.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    /// The task.
+    pub key: Arc<str>,
+    /// Its function.
+    pub function: Arc<str>,
+    /// The error's kind.
+    pub kind: ErrorKind,
+    /// The error's message (cut at [`MESSAGE_CHARS`]).
+    pub message: String,
+    /// The task where the error first happened.
+    pub origin: String,
+    /// When it failed, in ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// Spans the task stream keeps.
+pub const SPANS: usize = 8192;
+/// Failures kept.
+pub const FAILURES: usize = 100;
+/// Characters of a failure's message kept for the list.
+pub const MESSAGE_CHARS: usize = 300;
+/// Functions tallied before those with no task known are forgotten.
+const FUNCTIONS: usize = 1024;
+
+/// A task's timings, in ms since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Times {
+    /// When it was submitted (`None`: before the scheduler last started).
+    pub submitted_ms: Option<u64>,
+    /// When its last run began on a worker.
+    pub began_ms: Option<u64>,
+    /// When it last ended (finished, failed, cancelled).
+    pub ended_ms: Option<u64>,
+}
+
+/// A task's clock, as it keeps it: the time of submission and two offsets
+/// (16 bytes). Offsets are seconds after submission (NaN: not yet).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Stamps {
+    submitted_ms: u64,
+    began: f32,
+    ended: f32,
+}
+
+impl Stamps {
+    /// A task submitted at `now_ms` (0: unknown).
+    pub(super) fn at(now_ms: u64) -> Self {
+        Self {
+            submitted_ms: now_ms,
+            began: f32::NAN,
+            ended: f32::NAN,
+        }
+    }
+
+    fn offset(&self, now_ms: u64) -> f32 {
+        now_ms.saturating_sub(self.submitted_ms) as f32 / 1e3
+    }
+
+    fn time(&self, offset: f32) -> Option<u64> {
+        (self.submitted_ms != 0 && !offset.is_nan())
+            .then(|| self.submitted_ms + (offset as f64 * 1e3).round() as u64)
+    }
+
+    /// Notes that a run began at `now_ms` (and has not ended).
+    pub(super) fn began(&mut self, now_ms: u64) {
+        self.began = self.offset(now_ms);
+        self.ended = f32::NAN;
+    }
+
+    fn ended(&mut self, now_ms: u64) {
+        self.ended = self.offset(now_ms);
+    }
+
+    /// As times since the epoch.
+    pub(super) fn times(&self) -> Times {
+        Times {
+            submitted_ms: (self.submitted_ms != 0).then_some(self.submitted_ms),
+            began_ms: self.time(self.began),
+            ended_ms: self.time(self.ended),
+        }
+    }
+}
+
+/// The scheduler's running account of its tasks.
+#[derive(Debug, Default)]
+pub(super) struct Activity {
+    /// Now, in ms since the Unix epoch (0 until a clock is set).
+    pub(super) now_ms: u64,
+    tasks: PhaseCounts,
+    /// Tasks forgotten (released by everyone and needed by nothing), ever.
+    forgotten: u64,
+    finished: u64,
+    failed: u64,
+    functions: HashMap<Arc<str>, FunctionTally>,
+    spans: VecDeque<Span>,
+    next_span: u64,
+    failures: VecDeque<Failure>,
+}
+
+impl Activity {
+    fn tally(&mut self, function: &Arc<str>) -> &mut FunctionTally {
+        if !self.functions.contains_key(function) {
+            if self.functions.len() >= FUNCTIONS {
+                self.functions.retain(|_, f| !f.is_idle());
+            }
+            self.functions
+                .insert(function.clone(), FunctionTally::default());
+        }
+        self.functions.get_mut(function).expect("just inserted")
+    }
+
+    /// A task became known in `phase`.
+    pub(super) fn added(&mut self, function: &Arc<str>, phase: Phase) {
+        self.tasks.0[phase.index()] += 1;
+        self.tally(function).tasks.0[phase.index()] += 1;
+    }
+
+    /// A task was forgotten in `phase`.
+    pub(super) fn removed(&mut self, function: &Arc<str>, phase: Phase) {
+        self.tasks.0[phase.index()] -= 1;
+        self.forgotten += 1;
+        if let Some(f) = self.functions.get_mut(function) {
+            f.tasks.0[phase.index()] -= 1;
+        }
+    }
+
+    /// Puts `task` (known as `key`) in `state`, accounting for the move.
+    pub(super) fn set(&mut self, key: &str, task: &mut Task, state: State) {
+        let before = Phase::of(&task.state);
+        let worker = match task.state {
+            State::Processing { worker, .. } => Some(worker),
+            _ => None,
+        };
+        task.state = state;
+        if Phase::of(&task.state) != before {
+            self.moved(key, task, before, worker);
+        }
+    }
+
+    /// `task` (known as `key`) went from `before` (on `worker`, if it was
+    /// processing) to its phase now.
+    fn moved(&mut self, key: &str, task: &mut Task, before: Phase, worker: Option<WorkerId>) {
+        let after = Phase::of(&task.state);
+        self.tasks.0[before.index()] -= 1;
+        self.tasks.0[after.index()] += 1;
+        let now = self.now_ms;
+        let f = self.tally(&task.recipe.function);
+        f.tasks.0[before.index()] -= 1;
+        f.tasks.0[after.index()] += 1;
+        let (finished, failed) = (after == Phase::Memory, after == Phase::Erred);
+        if !(finished || failed || after == Phase::Cancelled) {
+            return;
+        }
+        task.stamps.ended(now);
+        f.finished += finished as u64;
+        f.failed += failed as u64;
+        self.finished += finished as u64;
+        self.failed += failed as u64;
+        let function = task.recipe.function.clone();
+        let key: Arc<str> = Arc::from(key);
+        if let (Some(worker), true) = (worker, finished || failed) {
+            let times = task.stamps.times();
+            let began_ms = times.began_ms.unwrap_or(now).min(now);
+            let f = self.functions.get_mut(&function).expect("tallied");
+            f.compute_seconds += now.saturating_sub(began_ms) as f64 / 1e3;
+            if self.spans.len() == SPANS {
+                self.spans.pop_front();
+            }
+            self.spans.push_back(Span {
+                id: self.next_span,
+                key: key.clone(),
+                function: function.clone(),
+                worker,
+                began_ms,
+                ended_ms: now,
+                failed,
+            });
+            self.next_span += 1;
+        }
+        if let State::Error(e) = &task.state {
+            self.failure(key, function, e);
+        }
+    }
+
+    fn failure(&mut self, key: Arc<str>, function: Arc<str>, e: &TaskError) {
+        if self.failures.len() == FAILURES {
+            self.failures.pop_back();
+        }
+        let message = match e.message.char_indices().nth(MESSAGE_CHARS) {
+            Some((at, _)) => format!("{}…", &e.message[..at]),
+            None => e.message.clone(),
+        };
+        self.failures.push_front(Failure {
+            key,
+            function,
+            kind: e.kind,
+            message,
+            origin: e.origin.clone(),
+            at_ms: self.now_ms,
+        });
+    }
+
+    /// The summary the dashboard's totals show.
+    pub(super) fn totals(&self) -> Totals {
+        Totals {
+            tasks: self.tasks,
+            forgotten: self.forgotten,
+            finished: self.finished,
+            failed: self.failed,
+        }
+    }
+
+    /// Functions, busiest first (tasks known, then finished), at most
+    /// `limit` of them.
+    pub(super) fn functions(&self, limit: usize) -> Vec<(Arc<str>, FunctionTally)> {
+        let mut all: Vec<(&Arc<str>, &FunctionTally)> = self.functions.iter().collect();
+        all.sort_by(|a, b| {
+            (b.1.tasks.total(), b.1.finished, a.0).cmp(&(a.1.tasks.total(), a.1.finished, b.0))
+        });
+        all.into_iter()
+            .take(limit)
+            .map(|(n, f)| (n.clone(), f.clone()))
+            .collect()
+    }
+
+    /// Spans after `after` (an id; 0 for all kept), the newest `limit`.
+    pub(super) fn spans(&self, after: u64, limit: usize) -> Vec<Span> {
+        let newer = self.spans.iter().rev().take_while(|s| s.id >= after);
+        let mut out: Vec<Span> = newer.take(limit).cloned().collect();
+        out.reverse();
+        out
+    }
+
+    /// Failures, newest first, at most `limit`.
+    pub(super) fn failures(&self, limit: usize) -> Vec<Failure> {
+        self.failures.iter().take(limit).cloned().collect()
+    }
+}
+
+/// Counts for the dashboard's totals and `/json/counts.json`.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Totals {
+    /// Tasks known now, by phase.
+    pub tasks: PhaseCounts,
+    /// Tasks forgotten since the scheduler started.
+    pub forgotten: u64,
+    /// Tasks finished since the scheduler started.
+    pub finished: u64,
+    /// Tasks failed since the scheduler started.
+    pub failed: u64,
+}
+
+/// Keys named in a task's detail, at most this many of each list.
+pub const DETAIL_KEYS: usize = 100;
+
+/// Everything the dashboard's task page shows of one task.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskDetail {
+    /// The key.
+    pub key: String,
+    /// Its function.
+    pub function: String,
+    /// Its module's hash.
+    pub module: String,
+    /// Its phase.
+    pub phase: Phase,
+    /// When it was submitted, began and ended, and where it ran.
+    pub timings: TaskTimings,
+    /// Its inputs' keys (the first [`DETAIL_KEYS`]).
+    pub inputs: Vec<String>,
+    /// How many inputs it has.
+    pub inputs_total: usize,
+    /// Keys of the tasks that take its result (the first [`DETAIL_KEYS`]).
+    pub dependents: Vec<String>,
+    /// How many dependents it has.
+    pub dependents_total: usize,
+    /// Names of the clients holding it.
+    pub holders: Vec<String>,
+    /// Bytes of its result, when it has one.
+    pub nbytes: Option<u64>,
+    /// Its error, when it failed.
+    pub error: Option<TaskError>,
+}
+
+/// Queues, variables, locks, semaphores, events, topics and actors, for
+/// the dashboard (each list cut at the limit asked for, names in order).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PrimitivesSummary {
+    /// (name, items waiting, getters waiting).
+    pub queues: Vec<(String, usize, usize)>,
+    /// (name, whether it is set, waiters).
+    pub variables: Vec<(String, bool, usize)>,
+    /// (name, holders, waiters).
+    pub locks: Vec<(String, Vec<String>, usize)>,
+    /// (name, leases, holders, waiters).
+    pub semaphores: Vec<(String, u32, Vec<String>, usize)>,
+    /// (name, whether it is set, waiters).
+    pub events: Vec<(String, bool, usize)>,
+    /// (topic, subscribers).
+    pub topics: Vec<(String, usize)>,
+    /// Actors.
+    pub actors: Vec<crate::protocol::ActorInfo>,
+    /// How many of each there are in all: queues, variables, locks,
+    /// semaphores, events, topics, actors.
+    pub totals: [usize; 7],
+}
+
+impl Scheduler {
+    /// Sets the scheduler's clock (ms since the Unix epoch), by which it
+    /// stamps tasks' timings; the server sets it once per turn.
+    pub fn set_clock(&mut self, now_ms: u64) {
+        self.activity.now_ms = now_ms;
+    }
+
+    /// Tasks by phase now, and totals since the scheduler started.
+    pub fn totals(&self) -> Totals {
+        self.activity.totals()
+    }
+
+    /// The busiest functions (at most `limit`), with their counts.
+    pub fn functions(&self, limit: usize) -> Vec<(Arc<str>, FunctionTally)> {
+        self.activity.functions(limit)
+    }
+
+    /// Runs that ended after span `after` (the newest `limit`).
+    pub fn spans(&self, after: u64, limit: usize) -> Vec<Span> {
+        self.activity.spans(after, limit)
+    }
+
+    /// Recent failures, newest first (at most `limit`).
+    pub fn failures(&self, limit: usize) -> Vec<Failure> {
+        self.activity.failures(limit)
+    }
+
+    /// When `key` was submitted, began and ended, where it ran and how
+    /// many times it was retried; `None` for an unknown key.
+    pub fn timings(&self, key: &str) -> Option<TaskTimings> {
+        let t = self.tasks.get(key)?;
+        let times = t.stamps.times();
+        let worker = match &t.state {
+            State::Processing { worker, .. } => Some(*worker),
+            State::Finished { result } => result.who_has.first().copied(),
+            _ => None,
+        }
+        .or_else(|| {
+            // Where it ran, if the task stream still remembers.
+            let ended = times.ended_ms?;
+            self.activity
+                .spans
+                .iter()
+                .rev()
+                .take_while(|s| s.ended_ms >= ended)
+                .find(|s| &*s.key == key)
+                .map(|s| s.worker)
+        });
+        let worker = worker.and_then(|w| self.workers.get(&w).map(|w| w.name.clone()));
+        Some(TaskTimings {
+            submitted_ms: times.submitted_ms,
+            started_ms: times.began_ms,
+            finished_ms: times.ended_ms,
+            worker,
+            retries: t.recipe.retries().saturating_sub(t.retries_left.into()),
+        })
+    }
+
+    /// Everything the task page shows of `key`; `None` when unknown.
+    pub fn describe(&self, key: &str) -> Option<TaskDetail> {
+        let t = self.tasks.get(key)?;
+        let timings = self.timings(key)?;
+        Some(TaskDetail {
+            key: key.to_string(),
+            function: t.recipe.function.to_string(),
+            module: t.recipe.module.to_string(),
+            phase: Phase::of(&t.state),
+            timings,
+            inputs: t
+                .deps
+                .iter()
+                .take(DETAIL_KEYS)
+                .map(|k| k.to_string())
+                .collect(),
+            inputs_total: t.deps.len(),
+            dependents: t
+                .dependents
+                .iter()
+                .take(DETAIL_KEYS)
+                .map(|k| k.to_string())
+                .collect(),
+            dependents_total: t.dependents.len(),
+            holders: t.holders.iter().map(|h| h.to_string()).collect(),
+            nbytes: match &t.state {
+                State::Finished { result } => Some(result.nbytes),
+                _ => None,
+            },
+            error: match &t.state {
+                State::Error(e) => Some((**e).clone()),
+                _ => None,
+            },
+        })
+    }
+}
