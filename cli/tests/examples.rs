@@ -14,6 +14,7 @@ fn quickstart_runs_on_the_embedded_default_and_stops_it() {
         .env("DTASK", DTASK)
         .env("TASKS_WASM", tasks_wasm())
         .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
         .env("XDG_CONFIG_HOME", state.path())
         .env_remove("DTASK_SCHEDULER")
         .env_remove("DTASK_TOKEN")
@@ -40,6 +41,7 @@ fn run_example(c: &Cluster, script: &str, args: &[&str]) -> std::process::Output
         .env("DTASK", DTASK)
         .env("TASKS_WASM", tasks_wasm())
         .env("DTASK_STATE_DIR", c.state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
         .env("DTASK_SCHEDULER", &c.addr)
         .output()
         .unwrap()
@@ -108,6 +110,7 @@ fn coordination_tour_runs_from_the_shell() {
         .env("DTASK", DTASK)
         .env("COORD_WASM", dtask_guests::COORD_WASM)
         .env("DTASK_STATE_DIR", c.state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
         .env("DTASK_SCHEDULER", &c.addr)
         .output()
         .unwrap();
@@ -159,6 +162,7 @@ fn the_rust_example_runs_with_nothing_running_and_leaves_nothing_running() {
             .arg(tasks_wasm())
             .current_dir(dir.path())
             .env("DTASK_STATE_DIR", dir.path().join("state"))
+            .env("DTASK_DASHBOARD_PORT", "0")
             .env("XDG_CONFIG_HOME", dir.path().join("config"))
             .env_remove("DTASK_SCHEDULER")
             .env_remove("DTASK_TOKEN"),

@@ -32,6 +32,7 @@ fn submit_starts_the_local_default_and_shutdown_stops_it() {
         Command::new(DTASK)
             .args(args)
             .env("DTASK_STATE_DIR", state.path())
+            .env("DTASK_DASHBOARD_PORT", "0")
             .env("XDG_CONFIG_HOME", state.path())
             .env_remove("DTASK_SCHEDULER")
             .env_remove("DTASK_TOKEN")
@@ -139,6 +140,7 @@ fn scheduler_and_workers_as_separate_commands() {
     let mut sched = Command::new(DTASK)
         .args(["scheduler", "--port", "0"])
         .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
         .env_remove("DTASK_TOKEN")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -156,6 +158,7 @@ fn scheduler_and_workers_as_separate_commands() {
             &addr,
         ])
         .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
         .env_remove("DTASK_TOKEN")
         .spawn()
         .unwrap();
@@ -164,6 +167,7 @@ fn scheduler_and_workers_as_separate_commands() {
         let out = Command::new(DTASK)
             .args(args)
             .env("DTASK_STATE_DIR", state.path())
+            .env("DTASK_DASHBOARD_PORT", "0")
             .env("DTASK_SCHEDULER", &addr)
             .output()
             .unwrap();
@@ -177,6 +181,7 @@ fn scheduler_and_workers_as_separate_commands() {
     let out = Command::new(DTASK)
         .args(["gather", &long])
         .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
         .env("DTASK_SCHEDULER", &addr)
         .output()
         .unwrap();

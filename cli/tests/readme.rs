@@ -82,6 +82,7 @@ fn the_readme_examples_run_as_written() {
             .env("T", tasks_wasm())
             .env("C", dtask_guests::COORD_WASM)
             .env("DTASK_STATE_DIR", c.state.path())
+            .env("DTASK_DASHBOARD_PORT", "0")
             .env("DTASK_SCHEDULER", &c.addr)
             .env_remove("DTASK_TOKEN")
             .env_remove("DTASK_CLIENT")

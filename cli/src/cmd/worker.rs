@@ -103,14 +103,6 @@ impl WorkerFlags {
 }
 
 pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
-    let endpoint = match config::resolve(global.scheduler.as_deref()).map_err(Failure::usage)? {
-        Resolved::Configured(e) => e,
-        Resolved::LocalDefault => {
-            return Err(Failure::usage(
-                "which scheduler? pass --scheduler ADDR (or set DTASK_SCHEDULER)",
-            ));
-        }
-    };
     let defaults = config::file_config()
         .map_err(Failure::usage)?
         .map(|(_, c)| c.worker)
@@ -133,6 +125,15 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
     if nthreads == 0 {
         return Err(Failure::usage("--nthreads must be at least 1"));
     }
+    // Flags first: a bad one is reported before the token is looked for.
+    let endpoint = match config::resolve(global.scheduler.as_deref()).map_err(Failure::usage)? {
+        Resolved::Configured(e) => e,
+        Resolved::LocalDefault => {
+            return Err(Failure::usage(
+                "which scheduler? pass --scheduler ADDR (or set DTASK_SCHEDULER)",
+            ));
+        }
+    };
     let memory_budget = match (a.memory_budget, &defaults.memory_budget) {
         (Some(b), _) => b,
         (None, Some(s)) => super::parse_size(s)
