@@ -54,8 +54,7 @@ fn main() {
     let mut rates = Vec::new();
     for i in 1..=pipelines {
         let began = Instant::now();
-        let ok = dtask(&[])
-            .arg0_shell(&script)
+        let ok = common::sh(&dtask(&[]), &script)
             .stdout(Stdio::null())
             .status()
             .unwrap()
@@ -85,24 +84,4 @@ fn main() {
         info["scheduler_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6
     );
     let _ = dtask(&["shutdown"]).status();
-}
-
-/// Runs a shell command line through `sh -c`, keeping the environment the
-/// builder was given.
-trait Shell {
-    fn arg0_shell(&mut self, script: &str) -> Command;
-}
-
-impl Shell for Command {
-    fn arg0_shell(&mut self, script: &str) -> Command {
-        let mut sh = Command::new("sh");
-        sh.arg("-c").arg(script);
-        for (k, v) in self.get_envs() {
-            match v {
-                Some(v) => sh.env(k, v),
-                None => sh.env_remove(k),
-            };
-        }
-        sh
-    }
 }

@@ -650,3 +650,63 @@ pub fn wait_journal(dir: &std::path::Path, keys: &[String], finished: bool) {
         },
     );
 }
+
+/// (status, body) of `GET url`, with `headers`.
+pub fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    try_http_get(url, headers).unwrap_or_else(|| panic!("no HTTP answer from {url}"))
+}
+
+/// Like [`http_get`], `None` when nothing answers.
+pub fn try_http_get(url: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    std::io::Write::write_all(&mut s, req.as_bytes()).ok()?;
+    // Read to the end of the body (Content-Length), or of the connection.
+    let mut all = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        if let Some(at) = all.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&all[..at]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|n| n.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| all.len() >= at + 4 + n) {
+                break;
+            }
+        }
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+    let all = String::from_utf8_lossy(&all).into_owned();
+    let (head, body) = all.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// A shell command line run through `sh -c`, with the environment `like`
+/// was given (a cluster's [`Cluster::cmd`], say).
+pub fn sh(like: &Command, script: &str) -> Command {
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(script);
+    for (k, v) in like.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    sh
+}
