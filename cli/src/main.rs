@@ -50,6 +50,8 @@ enum Command {
     Workers(S<cmd::workers::Args>),
     Info(S<cmd::info::Args>),
     Dashboard(S<cmd::dashboard::Args>),
+    Logs(S<cmd::logs::Args>),
+    Tasks(S<cmd::tasks::Args>),
     Queue(S<cmd::queue::Args>),
     Var(S<cmd::var::Args>),
     Lock(S<cmd::lock::Args>),
@@ -115,6 +117,8 @@ fn main() -> ExitCode {
                     Command::WhoHas(S { global, args: a }) => cmd::who_has::run(&global, a).await,
                     Command::Workers(S { global, args: a }) => cmd::workers::run(&global, a).await,
                     Command::Info(S { global, args: a }) => cmd::info::run(&global, a).await,
+                    Command::Logs(S { global, args: a }) => cmd::logs::run(&global, a).await,
+                    Command::Tasks(S { global, args: a }) => cmd::tasks::run(&global, a).await,
                     Command::Dashboard(S { global, args: a }) => {
                         cmd::dashboard::run(&global, a).await
                     }

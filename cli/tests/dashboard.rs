@@ -382,3 +382,71 @@ fn a_browser_logs_in_watches_a_map_and_reads_a_failure() {
     let (status, _) = get(&base, &[]);
     assert_eq!(status, 401);
 }
+
+#[test]
+fn logs_show_what_a_task_wrote_whether_it_failed_or_not() {
+    let c = Cluster::start(2, 1);
+    let key = c.submit("say", &["to stdout", "to stderr\nline two"]);
+    assert_eq!(c.ok(&["gather", &key]), "27");
+    assert_eq!(c.ok(&["logs", &key]), "to stderr\nline two");
+    assert_eq!(c.ok(&["logs", "--stdout", &key]), "to stdout");
+    // A failed task's stderr, the panic message included.
+    let failed = c.submit("fail", &["went-wrong"]);
+    assert!(!c.run(&["wait", &failed], "").status.success());
+    assert!(c.ok(&["logs", &failed]).contains("went-wrong"));
+    // A task that wrote nothing has no logs: said so, exit 1.
+    let quiet = c.submit("inc", &["41"]);
+    c.ok(&["gather", &quiet]);
+    let out = c.run(&["logs", &quiet], "");
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("no connected worker keeps output"));
+}
+
+#[test]
+fn tasks_lists_by_state_and_function_newest_up_to_the_limit() {
+    let c = Cluster::start(1, 1);
+    let input: String = (1..=5).map(|i| format!("{i}\n")).collect();
+    let keys = c.run(&["map", tasks_wasm(), "inc"], &input);
+    let keys: Vec<String> = String::from_utf8(keys.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    c.run(&["wait"], &keys.join("\n"));
+    let failed = c.submit("fail", &["x"]);
+    assert!(!c.run(&["wait", &failed], "").status.success());
+
+    let listed = c.ok(&["tasks", "--function", "inc"]);
+    let rows: Vec<Vec<&str>> = listed.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 5, "{listed}");
+    assert!(rows.iter().all(|r| r[1] == "finished" && r[2] == "inc"));
+    // Oldest first, as submitted.
+    let order: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(order, keys.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let erred = c.ok(&["tasks", "--state", "error", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&erred).unwrap();
+    assert_eq!(v["key"], failed.as_str());
+    assert_eq!(v["function"], "fail");
+
+    // The newest two, and a note of how many more matched.
+    let out = c.run(&["tasks", "--function", "inc", "--limit", "2"], "");
+    let shown: Vec<String> = common::stdout(&out)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    assert_eq!(shown, keys[3..].to_vec());
+    assert!(
+        common::stderr(&out).contains("3 more matched"),
+        "{}",
+        common::stderr(&out)
+    );
+
+    let out = c.run(&["tasks", "--state", "sleeping"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        common::stderr(&out).contains("no-worker"),
+        "{}",
+        common::stderr(&out)
+    );
+}

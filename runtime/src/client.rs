@@ -833,6 +833,47 @@ impl Client {
         }
     }
 
+    /// What `key` wrote to stdout and stderr on the worker that ran it
+    /// (its latest run), if a connected worker still keeps it: each keeps
+    /// the last 64 KiB of each stream per task, for its latest 16 MiB of
+    /// task output.
+    pub async fn logs(&self, key: &str) -> Result<Option<crate::protocol::TaskLog>, ClientError> {
+        let addrs: Vec<String> = self
+            .workers()
+            .await?
+            .into_iter()
+            .map(|w| w.address)
+            .collect();
+        crate::peer::logs(&addrs, &self.inner.token, key)
+            .await
+            .map_err(|reason| ClientError::Data {
+                key: key.to_string(),
+                reason,
+            })
+    }
+
+    /// Known tasks in `state` of `function` (each: any, if `None`): the
+    /// newest `limit` in submission order as (key, state, function), and
+    /// how many matched in all.
+    #[allow(clippy::type_complexity)]
+    pub async fn list_tasks(
+        &self,
+        state: Option<TaskState>,
+        function: Option<String>,
+        limit: u32,
+    ) -> Result<(Vec<(String, TaskState, String)>, u64), ClientError> {
+        let ask = |id| ToScheduler::ListTasks {
+            id,
+            state,
+            function: function.clone(),
+            limit,
+        };
+        match self.request(ask).await? {
+            FromScheduler::TaskList { tasks, matched, .. } => Ok((tasks, matched)),
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     /// The scheduler's address, as this client was given it.
     pub fn scheduler_address(&self) -> &str {
         &self.inner.address
@@ -906,6 +947,7 @@ impl Inner {
             | FromScheduler::Workers { id, .. }
             | FromScheduler::Stats { id, .. }
             | FromScheduler::DashboardLogin { id, .. }
+            | FromScheduler::TaskList { id, .. }
             | FromScheduler::HasWhat { id, .. }
             | FromScheduler::Primitive { id, .. }
             | FromScheduler::ActorCreated { id, .. }

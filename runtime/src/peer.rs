@@ -32,7 +32,13 @@ pub type Actors = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ActorCall>>>>;
 
 /// Serves `Fetch` requests for the results in `store`, and method calls
 /// for the `actors`, until the task is dropped.
-pub async fn serve(listener: TcpListener, token: String, store: Store, actors: Actors) {
+pub async fn serve(
+    listener: TcpListener,
+    token: String,
+    store: Store,
+    actors: Actors,
+    logs: Arc<crate::worker::logs::Logs>,
+) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(
         connection::MAX_PENDING_HANDSHAKES,
     ));
@@ -48,6 +54,7 @@ pub async fn serve(listener: TcpListener, token: String, store: Store, actors: A
         let token = token.clone();
         let store = store.clone();
         let actors = actors.clone();
+        let logs = logs.clone();
         tokio::spawn(async move {
             let admitted = connection::accept::<ToPeer, FromPeer>(
                 stream,
@@ -71,6 +78,10 @@ pub async fn serve(listener: TcpListener, token: String, store: Store, actors: A
             };
             while let Ok(Some(request)) = rx.recv().await {
                 let sent = match request {
+                    ToPeer::Logs { id, key } => tx.send(FromPeer::Logs {
+                        id,
+                        log: logs.get(&key).map(|l| (*l).clone()),
+                    }),
                     ToPeer::Fetch { id, keys } => {
                         let mut values = Vec::with_capacity(keys.len());
                         for k in keys {
@@ -134,7 +145,8 @@ pub async fn fetch(addrs: &[String], token: &str, key: &str) -> Result<Bytes, St
     Err(last)
 }
 
-async fn fetch_from(addr: &str, token: &str, key: &str) -> Result<Option<Bytes>, String> {
+/// Asks the worker at `addr` one question and returns its answer.
+async fn ask(addr: &str, token: &str, request: ToPeer) -> Result<FromPeer, String> {
     let hello = Hello {
         version: PROTOCOL_VERSION,
         token: token.to_string(),
@@ -143,14 +155,48 @@ async fn fetch_from(addr: &str, token: &str, key: &str) -> Result<Option<Bytes>,
     let (_, tx, mut rx) = connection::connect::<FromPeer, ToPeer>(addr, hello)
         .await
         .map_err(|e| e.to_string())?;
-    tx.send(ToPeer::Fetch {
+    tx.send(request)
+        .map_err(|_| "connection closed".to_string())?;
+    rx.recv()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "connection closed".into())
+}
+
+async fn fetch_from(addr: &str, token: &str, key: &str) -> Result<Option<Bytes>, String> {
+    let request = ToPeer::Fetch {
         id: 1,
         keys: vec![key.to_string()],
-    })
-    .map_err(|_| "connection closed".to_string())?;
-    match rx.recv().await.map_err(|e| e.to_string())? {
-        Some(FromPeer::Data { mut values, .. }) => Ok(values.pop().and_then(|(_, v)| v)),
-        Some(other) => Err(format!("unexpected answer {other:?}")),
-        None => Err("connection closed".into()),
+    };
+    match ask(addr, token, request).await? {
+        FromPeer::Data { mut values, .. } => Ok(values.pop().and_then(|(_, v)| v)),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// What `key` wrote, from the first of the workers at `addrs` that kept
+/// it; `None` if none did. A worker that cannot be asked is skipped,
+/// saying why in the error when no other has it.
+pub async fn logs(
+    addrs: &[String],
+    token: &str,
+    key: &str,
+) -> Result<Option<crate::protocol::TaskLog>, String> {
+    let mut failed = Vec::new();
+    for addr in addrs {
+        let request = ToPeer::Logs {
+            id: 1,
+            key: key.to_string(),
+        };
+        match ask(addr, token, request).await {
+            Ok(FromPeer::Logs { log: Some(log), .. }) => return Ok(Some(log)),
+            Ok(FromPeer::Logs { log: None, .. }) => {}
+            Ok(other) => failed.push(format!("{addr}: unexpected answer {other:?}")),
+            Err(e) => failed.push(format!("{addr}: {e}")),
+        }
+    }
+    match failed.is_empty() {
+        true => Ok(None),
+        false => Err(format!("cannot ask every worker: {}", failed.join("; "))),
     }
 }

@@ -266,6 +266,22 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Pending,
+        TaskState::NoWorker,
+        TaskState::Processing,
+        TaskState::Finished,
+        TaskState::Error,
+        TaskState::Cancelled,
+        TaskState::Lost,
+    ];
+
+    /// The state [`TaskState::name`] names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     /// Lower-case name, as `dtask status` prints it.
     pub fn name(self) -> &'static str {
         match self {
@@ -407,6 +423,18 @@ pub enum ToScheduler {
     Workers {
         /// Request id.
         id: u64,
+    },
+    /// Known tasks, newest first up to `limit`; answered by
+    /// [`FromScheduler::TaskList`].
+    ListTasks {
+        /// Request id.
+        id: u64,
+        /// Only tasks in this state.
+        state: Option<TaskState>,
+        /// Only tasks of this function.
+        function: Option<String>,
+        /// At most this many.
+        limit: u32,
     },
     /// A one-time login link to the dashboard; answered by
     /// [`FromScheduler::DashboardLogin`].
@@ -856,6 +884,15 @@ pub enum FromScheduler {
         /// Memory, held keys and the journal.
         health: Health,
     },
+    /// Answer to [`ToScheduler::ListTasks`].
+    TaskList {
+        /// Request id.
+        id: u64,
+        /// (key, state, function), in submission order.
+        tasks: Vec<(String, TaskState, String)>,
+        /// How many tasks matched, listed or not.
+        matched: u64,
+    },
     /// Answer to [`ToScheduler::DashboardLogin`].
     DashboardLogin {
         /// Request id.
@@ -1085,6 +1122,14 @@ pub struct TaskLimits {
 /// Requests on a worker's data port.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ToPeer {
+    /// What a task wrote to stdout and stderr, if this worker ran it and
+    /// still keeps it; answered by [`FromPeer::Logs`].
+    Logs {
+        /// Request id.
+        id: u64,
+        /// The task.
+        key: String,
+    },
     /// Send these results.
     Fetch {
         /// Request id.
@@ -1106,6 +1151,16 @@ pub enum ToPeer {
     },
 }
 
+/// What one task run wrote, kept on its worker for `dtask logs`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskLog {
+    /// What it wrote to stdout (components; a command's stdout is its
+    /// result), its last 64 KiB.
+    pub stdout: String,
+    /// What it wrote to stderr, its last 64 KiB.
+    pub stderr: String,
+}
+
 /// Answers on a worker's data port.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum FromPeer {
@@ -1123,6 +1178,14 @@ pub enum FromPeer {
         id: u64,
         /// The result.
         result: Result<Bytes, TaskError>,
+    },
+    /// Answer to [`ToPeer::Logs`]: `None` when this worker keeps no
+    /// output of that task.
+    Logs {
+        /// Request id.
+        id: u64,
+        /// The output.
+        log: Option<TaskLog>,
     },
 }
 
@@ -1213,6 +1276,7 @@ impl Weigh for ToPeer {
         MESSAGE_OVERHEAD
             + match self {
                 ToPeer::Fetch { keys, .. } => keys.iter().map(String::len).sum::<usize>(),
+                ToPeer::Logs { key, .. } => key.len(),
                 ToPeer::Call { args, .. } => args
                     .iter()
                     .map(|a| match a {
@@ -1233,6 +1297,9 @@ impl Weigh for FromPeer {
                     .map(|(_, v)| v.as_ref().map_or(0, Bytes::len))
                     .sum::<usize>(),
                 FromPeer::Called { result, .. } => result.as_ref().map_or(0, Bytes::len),
+                FromPeer::Logs { log, .. } => {
+                    log.as_ref().map_or(0, |l| l.stdout.len() + l.stderr.len())
+                }
             }
     }
 }

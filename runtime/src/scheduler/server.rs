@@ -731,6 +731,18 @@ impl Core {
                 self.send(from, FromScheduler::Stats { id, stats, health });
                 return;
             }
+            ToScheduler::ListTasks {
+                id,
+                state,
+                function,
+                limit,
+            } => {
+                let (tasks, matched) =
+                    self.state
+                        .list_tasks(state, function.as_deref(), limit as usize);
+                self.send(from, FromScheduler::TaskList { id, tasks, matched });
+                return;
+            }
             ToScheduler::DashboardLogin { id } => {
                 let login = match &self.dashboard {
                     Some((addr, access)) => Ok((addr.to_string(), access.new_code())),

@@ -8,6 +8,7 @@
 
 mod bulk;
 pub mod host;
+pub mod logs;
 pub mod sandbox;
 pub mod store;
 
@@ -118,6 +119,8 @@ struct Shared {
     running: Mutex<Running>,
     /// The id the current scheduler connection gave this worker.
     id: std::sync::atomic::AtomicU64,
+    /// What the latest tasks wrote, for `dtask logs`.
+    logs: Arc<logs::Logs>,
 }
 
 /// A worker's tasks in hand and the `seq` of the last `Run` that brought
@@ -172,11 +175,13 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
             .join(format!("worker-{}-{id}", std::process::id())),
     ));
     let actors: peer::Actors = Default::default();
+    let logs: Arc<logs::Logs> = Default::default();
     tokio::spawn(peer::serve(
         listener,
         options.token.clone(),
         results.clone(),
         actors.clone(),
+        logs.clone(),
     ));
     let slots = Arc::new(Semaphore::new(options.nthreads.max(1) as usize));
     let link = Arc::new(Link::new(
@@ -198,6 +203,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         to_scheduler,
         running: Default::default(),
         id: id.into(),
+        logs,
     });
     tokio::spawn(heartbeats(Arc::downgrade(&shared)));
     loop {
@@ -600,12 +606,22 @@ async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
         timeout,
         memory: task.memory_limit.map(|m| m.min(usize::MAX as u64) as usize),
         grants: task.grants.clone(),
+        output: Default::default(),
     };
+    let output = limits.output.clone();
     let result = shared
         .sandbox
         .run_linked(&ready, &task.key, &task.function, args, limits, Some(link))
-        .await?;
-    Ok(result.encode())
+        .await;
+    // Kept whatever the outcome, for `dtask logs`.
+    if !output.is_empty() {
+        let log = logs::TaskLog {
+            stdout: output.stdout(),
+            stderr: output.stderr(),
+        };
+        shared.logs.insert(&task.key, log);
+    }
+    Ok(result?.encode())
 }
 
 /// Constructs an actor and serves its calls, one at a time, until it is

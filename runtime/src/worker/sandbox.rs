@@ -123,6 +123,41 @@ pub struct RunLimits {
     /// Access granted beyond the sandbox (checked against what the worker
     /// allows before this point).
     pub grants: crate::protocol::Grants,
+    /// Where the guest's stderr (and a component's stdout) go: the caller
+    /// keeps a clone to read them after the run, whatever its outcome.
+    pub output: Captured,
+}
+
+/// What a task wrote to stdout and stderr, the last [`STDERR_CAP`] bytes of
+/// each.
+#[derive(Clone, Default)]
+pub struct Captured {
+    stdout: Capture,
+    stderr: Capture,
+}
+
+impl std::fmt::Debug for Captured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Captured").finish_non_exhaustive()
+    }
+}
+
+impl Captured {
+    /// What it wrote to stdout (a component's; a command's stdout is its
+    /// result), marked where earlier output was dropped.
+    pub fn stdout(&self) -> String {
+        self.stdout.text()
+    }
+
+    /// What it wrote to stderr, marked where earlier output was dropped.
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// Whether it wrote nothing.
+    pub fn is_empty(&self) -> bool {
+        self.stdout.is_empty() && self.stderr.is_empty()
+    }
 }
 
 /// Adds what `grants` allows to a WASI context: environment variables, and
@@ -353,9 +388,10 @@ impl Sandbox {
             }
         };
 
-        let stderr = Stderr::default();
+        let stderr = limits.output.stderr.clone();
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stderr(stderr.clone());
+        wasi.stderr(stderr.clone())
+            .stdout(limits.output.stdout.clone());
         grant(&mut wasi, &limits.grants).map_err(|m| err(ErrorKind::Input, m))?;
         let mut host = self.host(wasi.build(), key, link);
         host.limits = self.store_limits_under(limits.memory);
@@ -425,7 +461,7 @@ impl Sandbox {
         // exactly the cap.
         let (cap, raise) = self.memory_for(&limits);
         let stdout = MemoryOutputPipe::new(cap + 1);
-        let stderr = Stderr::default();
+        let stderr = limits.output.stderr.clone();
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdin(MemoryInputPipe::new(stdin))
             .stdout(stdout.clone())
@@ -538,7 +574,7 @@ impl Sandbox {
         let Entry::Export(index) = sig.entry else {
             return Err(err(ErrorKind::Module, format!("{ctor} is not an export")));
         };
-        let stderr = Stderr::default();
+        let stderr = Capture::default();
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
         let mut host = self.host(wasi, key, None);
         host.limits = self.store_limits_under(memory);
@@ -648,7 +684,7 @@ pub struct ActorInstance {
     ready: Arc<Ready>,
     resource: String,
     key: String,
-    stderr: Stderr,
+    stderr: Capture,
     /// Set once a call trapped: the instance may not be entered again.
     broken: Option<TaskError>,
 }
@@ -837,16 +873,21 @@ fn typed_params(
         .collect()
 }
 
-/// A guest's stderr: keeps the last [`STDERR_CAP`] bytes for its error
-/// report (where a failing program says why) and drops what came before, so
-/// a chatty program never sees a write fail.
+/// A guest's output stream (stderr, or a component's stdout): keeps the
+/// last [`STDERR_CAP`] bytes, for its error report (where a failing program
+/// says why) and `dtask logs`, and drops what came before, so a chatty
+/// program never sees a write fail.
 #[derive(Clone, Default)]
-struct Stderr(Arc<Mutex<Vec<u8>>>);
+struct Capture(Arc<Mutex<Vec<u8>>>);
 
 /// What starts a guest's stderr report when earlier output was dropped.
 const STDERR_DROPPED: &str = "[… earlier output dropped]\n";
 
-impl Stderr {
+impl Capture {
+    fn is_empty(&self) -> bool {
+        self.0.lock().expect("capture lock").is_empty()
+    }
+
     fn push(&self, bytes: &[u8]) {
         let mut kept = self.0.lock().expect("stderr lock");
         kept.extend_from_slice(bytes);
@@ -869,13 +910,13 @@ impl Stderr {
     }
 }
 
-impl IsTerminal for Stderr {
+impl IsTerminal for Capture {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for Stderr {
+impl StdoutStream for Capture {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(self.clone())
     }
@@ -886,7 +927,7 @@ impl StdoutStream for Stderr {
 }
 
 #[wasmtime_wasi::async_trait]
-impl OutputStream for Stderr {
+impl OutputStream for Capture {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
         self.push(&bytes);
         Ok(())
@@ -902,11 +943,11 @@ impl OutputStream for Stderr {
 }
 
 #[wasmtime_wasi::async_trait]
-impl Pollable for Stderr {
+impl Pollable for Capture {
     async fn ready(&mut self) {}
 }
 
-impl AsyncWrite for Stderr {
+impl AsyncWrite for Capture {
     fn poll_write(
         self: Pin<&mut Self>,
         _: &mut std::task::Context<'_>,

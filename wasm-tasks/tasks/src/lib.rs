@@ -155,6 +155,16 @@ impl Guest for Tasks {
         }
     }
 
+    fn say(out: String, err: String) -> u32 {
+        use std::io::Write;
+        // Flushed: a guest's stdout buffers lines, and an export's return
+        // ends the instance without flushing.
+        let mut stdout = std::io::stdout();
+        let _ = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush());
+        let _ = std::io::stderr().write_all(err.as_bytes());
+        (out.len() + err.len()) as u32
+    }
+
     fn word_count(text: String) -> Vec<(String, u32)> {
         let mut counts = std::collections::BTreeMap::new();
         for word in text

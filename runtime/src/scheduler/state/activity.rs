@@ -512,6 +512,45 @@ impl Scheduler {
         })
     }
 
+    /// Known tasks in `state` (any if `None`) of `function` (any if
+    /// `None`): the newest `limit` of them in submission order, and how
+    /// many matched. This walks every task: it answers `dtask tasks`, a
+    /// command a person runs, never the dashboard.
+    pub fn list_tasks(
+        &self,
+        state: Option<crate::protocol::TaskState>,
+        function: Option<&str>,
+        limit: usize,
+    ) -> (Vec<(String, crate::protocol::TaskState, String)>, u64) {
+        use std::cmp::Reverse;
+        let mut newest = std::collections::BinaryHeap::new();
+        let mut matched = 0;
+        for (key, t) in &self.tasks.map {
+            if function.is_some_and(|f| *t.recipe.function != *f) {
+                continue;
+            }
+            let Some(s) = self.state(key) else { continue };
+            if state.is_some_and(|want| want != s) {
+                continue;
+            }
+            matched += 1;
+            newest.push(Reverse((t.seq, key.clone())));
+            if newest.len() > limit {
+                newest.pop();
+            }
+        }
+        let mut list: Vec<_> = newest.into_iter().map(|Reverse(x)| x).collect();
+        list.sort_unstable_by_key(|(seq, ..)| *seq);
+        let tasks = list
+            .into_iter()
+            .filter_map(|(_, k)| {
+                let f = self.tasks.get(&k)?.recipe.function.to_string();
+                Some((k.to_string(), self.state(&k)?, f))
+            })
+            .collect();
+        (tasks, matched)
+    }
+
     /// Everything the task page shows of `key`; `None` when unknown.
     pub fn describe(&self, key: &str) -> Option<TaskDetail> {
         let t = self.tasks.get(key)?;
