@@ -95,6 +95,8 @@ fn every_verb_has_an_example_exit_statuses_and_consistent_flags() {
         "PORT",
         "HOW",
         "KEYS",
+        "STATE",
+        "NAME",
     ];
     const NO_SCHEDULER: &[&str] = &["scheduler", "cluster", "inspect", "journal"];
     let verbs = verbs();
