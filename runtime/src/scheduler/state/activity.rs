@@ -240,7 +240,10 @@ pub(super) struct Activity {
     forgotten: u64,
     finished: u64,
     failed: u64,
-    functions: HashMap<Arc<str>, FunctionTally>,
+    /// By the address of the function's interned name: every task of a
+    /// function shares one name (the interner keeps it while this does),
+    /// so a lookup hashes a pointer, not the string.
+    functions: HashMap<usize, (Arc<str>, FunctionTally)>,
     spans: VecDeque<Span>,
     next_span: u64,
     failures: VecDeque<Failure>,
@@ -248,14 +251,15 @@ pub(super) struct Activity {
 
 impl Activity {
     fn tally(&mut self, function: &Arc<str>) -> &mut FunctionTally {
-        if !self.functions.contains_key(function) {
-            if self.functions.len() >= FUNCTIONS {
-                self.functions.retain(|_, f| !f.is_idle());
-            }
-            self.functions
-                .insert(function.clone(), FunctionTally::default());
+        let at = Arc::as_ptr(function) as *const u8 as usize;
+        if self.functions.len() >= FUNCTIONS && !self.functions.contains_key(&at) {
+            self.functions.retain(|_, (_, f)| !f.is_idle());
         }
-        self.functions.get_mut(function).expect("just inserted")
+        &mut self
+            .functions
+            .entry(at)
+            .or_insert_with(|| (function.clone(), FunctionTally::default()))
+            .1
     }
 
     /// A task became known in `phase`.
@@ -268,7 +272,8 @@ impl Activity {
     pub(super) fn removed(&mut self, function: &Arc<str>, phase: Phase) {
         self.tasks.0[phase.index()] -= 1;
         self.forgotten += 1;
-        if let Some(f) = self.functions.get_mut(function) {
+        let at = Arc::as_ptr(function) as *const u8 as usize;
+        if let Some((_, f)) = self.functions.get_mut(&at) {
             f.tasks.0[phase.index()] -= 1;
         }
     }
@@ -303,15 +308,19 @@ impl Activity {
         task.stamps.ended(now);
         f.finished += finished as u64;
         f.failed += failed as u64;
+        let ran = match worker {
+            Some(w) if finished || failed => {
+                let began_ms = task.stamps.times().began_ms.unwrap_or(now).min(now);
+                f.compute_seconds += now.saturating_sub(began_ms) as f64 / 1e3;
+                Some((w, began_ms))
+            }
+            _ => None,
+        };
         self.finished += finished as u64;
         self.failed += failed as u64;
-        let function = task.recipe.function.clone();
+        let function = &task.recipe.function;
         let key: Arc<str> = Arc::from(key);
-        if let (Some(worker), true) = (worker, finished || failed) {
-            let times = task.stamps.times();
-            let began_ms = times.began_ms.unwrap_or(now).min(now);
-            let f = self.functions.get_mut(&function).expect("tallied");
-            f.compute_seconds += now.saturating_sub(began_ms) as f64 / 1e3;
+        if let Some((worker, began_ms)) = ran {
             if self.spans.len() == SPANS {
                 self.spans.pop_front();
             }
@@ -327,7 +336,7 @@ impl Activity {
             self.next_span += 1;
         }
         if let State::Error(e) = &task.state {
-            self.failure(key, function, e);
+            self.failure(key, function.clone(), e);
         }
     }
 
@@ -362,7 +371,8 @@ impl Activity {
     /// Functions, busiest first (tasks known, then finished), at most
     /// `limit` of them.
     pub(super) fn functions(&self, limit: usize) -> Vec<(Arc<str>, FunctionTally)> {
-        let mut all: Vec<(&Arc<str>, &FunctionTally)> = self.functions.iter().collect();
+        let mut all: Vec<(&Arc<str>, &FunctionTally)> =
+            self.functions.values().map(|(n, f)| (n, f)).collect();
         all.sort_by(|a, b| {
             (b.1.tasks.total(), b.1.finished, a.0).cmp(&(a.1.tasks.total(), a.1.finished, b.0))
         });
