@@ -118,14 +118,71 @@ fn metrics_and_json_need_the_token_and_agree_with_info() {
         .sum();
     assert_eq!(slots, i["nthreads"].as_f64().unwrap());
 
+    // A value moved between workers counts as a transfer of its bytes.
+    let workers: Vec<String> = c
+        .ok(&["workers", "--json"])
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["address"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), vec![7u8; 300_000]).unwrap();
+    let path = file.path().to_str().unwrap();
+    let data = c.ok(&["scatter", "--workers", &workers[0], path]);
+    let sum = c.ok(&[
+        "submit",
+        "--workers",
+        &workers[1],
+        tasks_wasm(),
+        "sum-bytes",
+        &format!("@{data}"),
+    ]);
+    assert_eq!(c.ok(&["gather", &sum]), "2100000");
+    let transfer_bytes = || -> f64 {
+        let (_, text) = get(&format!("{base}metrics"), &auth);
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "dtask_worker_transfer_bytes_total")
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    // Workers report it in their next heartbeat (each second).
+    wait_until(Duration::from_secs(10), "the transfer in /metrics", || {
+        transfer_bytes() >= 300_000.0
+    });
+
     let (status, counts) = get(&format!("{base}json/counts.json"), &auth);
     assert_eq!(status, 200);
     let counts: serde_json::Value = serde_json::from_str(&counts).unwrap();
-    assert_eq!(counts["tasks"]["memory"], 40);
+    assert_eq!(
+        counts["tasks"]["memory"], 42,
+        "the map, the scattered value and its sum"
+    );
     assert_eq!(counts["tasks"]["erred"], 1);
     assert_eq!(counts["workers"], 2);
 
     // The failure is listed, and its task page has the guest's message.
+    // Primitives are listed with their state.
+    c.ok(&["queue", "put", "jobs", "1"]);
+    c.ok(&["queue", "put", "jobs", "2"]);
+    c.ok(&["lock", "acquire", "gate"]);
+    let (_, prims) = get(&format!("{base}json/primitives.json"), &auth);
+    let prims: serde_json::Value = serde_json::from_str(&prims).unwrap();
+    assert_eq!(prims["queues"][0][0], "jobs", "{prims}");
+    assert_eq!(prims["queues"][0][1], 2, "{prims}");
+    assert_eq!(prims["locks"][0][0], "gate", "{prims}");
+    assert_eq!(prims["locks"][0][1].as_array().unwrap().len(), 1, "{prims}");
+
     let (_, errors) = get(&format!("{base}json/errors.json"), &auth);
     let errors: serde_json::Value = serde_json::from_str(&errors).unwrap();
     assert_eq!(errors[0]["key"], failed.as_str());

@@ -495,6 +495,10 @@ pub enum ToScheduler {
         held_bytes: u64,
         /// The worker's resident memory, in bytes (0 where unknown).
         rss_bytes: u64,
+        /// Inputs it fetched from other workers since it started.
+        fetched: u64,
+        /// Bytes of those.
+        fetched_bytes: u64,
     },
     /// A seceded task took an execution slot again.
     Rejoined {
@@ -1088,6 +1092,11 @@ pub struct WorkerInfo {
     pub rss_bytes: u64,
     /// Milliseconds since its last heartbeat (by the scheduler's clock).
     pub heartbeat_age_ms: u64,
+    /// Inputs it fetched from other workers since it started (as of its
+    /// last heartbeat).
+    pub fetched: u64,
+    /// Bytes of those.
+    pub fetched_bytes: u64,
 }
 
 /// When a task was submitted, began and ended (ms since the Unix epoch, by

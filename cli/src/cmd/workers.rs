@@ -31,6 +31,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 "id": w.id, "name": w.name, "address": w.address, "nthreads": w.nthreads,
                 "processing": w.processing, "executing": w.executing, "holding": w.holding, "nbytes": w.nbytes, "spilled_bytes": w.spilled_bytes,
                 "memory_limit_mib": w.memory_limit >> 20, "restarts": w.restarts,
+                "rss_bytes": w.rss_bytes, "fetched": w.fetched, "fetched_bytes": w.fetched_bytes,
                 "resources": w.resources.iter().map(|(n, v)| (n.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
             })
             .to_string()

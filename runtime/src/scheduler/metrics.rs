@@ -156,6 +156,21 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
                 .set(value(w) as i64);
         }
     }
+    let transfers = b.counters(
+        "dtask_worker_transfers",
+        "Inputs a worker fetched from other workers",
+    );
+    let transfer_bytes = b.counters(
+        "dtask_worker_transfer_bytes",
+        "Bytes of inputs a worker fetched from other workers",
+    );
+    for w in &m.workers {
+        let labels = vec![("worker", w.name.clone()), ("address", w.address.clone())];
+        transfers.get_or_create(&labels).inc_by(w.fetched);
+        transfer_bytes
+            .get_or_create(&labels)
+            .inc_by(w.fetched_bytes);
+    }
     let age = Family::<Labels, FloatGauge>::default();
     b.0.register(
         "dtask_worker_heartbeat_age_seconds",

@@ -467,6 +467,7 @@ impl Sim {
                     spilled: 0,
                     held: 0,
                     rss: 0,
+                    fetched: (0, 0),
                     run_seq: w.run_seq,
                     running: running.map(|t| t.key.clone()).collect(),
                 };

@@ -785,6 +785,8 @@ impl Core {
                 spilled_bytes,
                 held_bytes,
                 rss_bytes,
+                fetched,
+                fetched_bytes,
             } if is_worker => {
                 // Taken before this worker rejoined: about another life.
                 if worker != from {
@@ -795,6 +797,7 @@ impl Core {
                     spilled: spilled_bytes,
                     held: held_bytes,
                     rss: rss_bytes,
+                    fetched: (fetched, fetched_bytes),
                     run_seq,
                     running,
                 }

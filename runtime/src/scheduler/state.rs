@@ -245,6 +245,8 @@ pub enum Event {
         held: u64,
         /// Its resident memory, in bytes.
         rss: u64,
+        /// (inputs fetched from other workers, their bytes), ever.
+        fetched: (u64, u64),
         /// The `seq` of the last `Run` it got.
         run_seq: u64,
         /// The tasks it has in hand (running or queued).
@@ -523,6 +525,9 @@ struct Worker {
     held: u64,
     /// Its resident memory, as of its last heartbeat.
     rss: u64,
+    /// (inputs fetched from other workers, their bytes), as of its last
+    /// heartbeat.
+    fetched: (u64, u64),
     /// When it joined or last sent a heartbeat, by the scheduler's clock.
     heartbeat_ms: u64,
     /// `Run` commands sent to it so far.
@@ -862,6 +867,7 @@ impl Scheduler {
                         spilled: 0,
                         held: 0,
                         rss: 0,
+                        fetched: (0, 0),
                         heartbeat_ms: self.activity.now_ms,
                         runs_sent: 0,
                     },
@@ -1008,6 +1014,7 @@ impl Scheduler {
                 spilled,
                 held,
                 rss,
+                fetched,
                 run_seq,
                 running,
             } => {
@@ -1015,6 +1022,7 @@ impl Scheduler {
                     w.spilled = spilled;
                     w.held = held;
                     w.rss = rss;
+                    w.fetched = fetched;
                     w.heartbeat_ms = self.activity.now_ms;
                 }
                 self.reconcile(worker, run_seq, &running, &mut out);
@@ -2133,6 +2141,8 @@ impl Scheduler {
                 restarts: w.restarts,
                 rss_bytes: w.rss,
                 heartbeat_age_ms: self.activity.now_ms.saturating_sub(w.heartbeat_ms),
+                fetched: w.fetched.0,
+                fetched_bytes: w.fetched.1,
             })
             .collect();
         v.sort_by_key(|w| w.id);

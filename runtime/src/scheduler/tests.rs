@@ -544,6 +544,7 @@ fn heartbeat(worker: u64, run_seq: u64, running: &[&str]) -> Event {
         spilled: 0,
         held: 0,
         rss: 0,
+        fetched: (0, 0),
         run_seq,
         running: running.iter().map(|k| k.to_string()).collect(),
     }

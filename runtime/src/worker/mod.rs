@@ -121,6 +121,9 @@ struct Shared {
     id: std::sync::atomic::AtomicU64,
     /// What the latest tasks wrote, for `dtask logs`.
     logs: Arc<logs::Logs>,
+    /// Inputs fetched from other workers, and their bytes, ever.
+    fetched: std::sync::atomic::AtomicU64,
+    fetched_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// A worker's tasks in hand and the `seq` of the last `Run` that brought
@@ -204,6 +207,8 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         running: Default::default(),
         id: id.into(),
         logs,
+        fetched: Default::default(),
+        fetched_bytes: Default::default(),
     });
     tokio::spawn(heartbeats(Arc::downgrade(&shared)));
     loop {
@@ -455,6 +460,10 @@ async fn heartbeats(shared: std::sync::Weak<Shared>) {
             spilled_bytes: u.spilled,
             held_bytes: u.in_memory + u.spilled,
             rss_bytes: crate::resident_bytes(),
+            fetched: shared.fetched.load(std::sync::atomic::Ordering::Relaxed),
+            fetched_bytes: shared
+                .fetched_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
         };
         if shared.to_scheduler.send(alive).is_err() {
             return;
@@ -696,7 +705,11 @@ async fn dependency(shared: &Shared, key: &str, who_has: &[String]) -> Result<By
     if let Some(b) = shared.results.get(key).await {
         return Ok(b);
     }
-    peer::fetch(who_has, &shared.options.token, key).await
+    let b = peer::fetch(who_has, &shared.options.token, key).await?;
+    use std::sync::atomic::Ordering::Relaxed;
+    shared.fetched.fetch_add(1, Relaxed);
+    shared.fetched_bytes.fetch_add(b.len() as u64, Relaxed);
+    Ok(b)
 }
 
 async fn load_module(shared: &Shared, hash: &str) -> Result<Arc<Ready>, String> {
