@@ -264,19 +264,39 @@ fn unauthorized(headers: &HeaderMap) -> Response {
     }
 }
 
-/// Checks access, then answers with `f`'s view.
-async fn guarded(
-    s: &Shared,
-    headers: &HeaderMap,
-    ask: Ask,
-    f: impl FnOnce(View) -> Response,
-) -> Response {
+/// Checks access, then answers with the core's view.
+async fn guarded(s: &Shared, headers: &HeaderMap, ask: Ask) -> Response {
     if !s.access.allows(headers) {
         return unauthorized(headers);
     }
     match s.ask(ask).await {
-        Ok(v) => f(v),
+        Ok(v) => v.into_response(),
         Err(r) => r,
+    }
+}
+
+impl IntoResponse for View {
+    fn into_response(self) -> Response {
+        match self {
+            View::Counts(c) => json(&c),
+            View::Status(st) => json(&st),
+            View::Task(Some(t)) => json(&t),
+            View::Task(None) => (
+                StatusCode::NOT_FOUND,
+                "no such key: never submitted, or released and forgotten\n",
+            )
+                .into_response(),
+            View::Errors(e) => json(&e),
+            View::Primitives(p) => json(&p),
+            View::Metrics(m) => (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                super::metrics::encode_view(&m),
+            )
+                .into_response(),
+        }
     }
 }
 
@@ -321,11 +341,7 @@ async fn login(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>
 }
 
 async fn counts(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    guarded(&s, &headers, Ask::Counts, |v| match v {
-        View::Counts(c) => json(&c),
-        _ => unreachable!("asked for counts"),
-    })
-    .await
+    guarded(&s, &headers, Ask::Counts).await
 }
 
 async fn status(
@@ -334,11 +350,7 @@ async fn status(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let after = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
-    guarded(&s, &headers, Ask::Status { after }, |v| match v {
-        View::Status(st) => json(&st),
-        _ => unreachable!("asked for status"),
-    })
-    .await
+    guarded(&s, &headers, Ask::Status { after }).await
 }
 
 async fn task(
@@ -347,45 +359,17 @@ async fn task(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let key = q.get("key").cloned().unwrap_or_default();
-    guarded(&s, &headers, Ask::Task(key), |v| match v {
-        View::Task(Some(t)) => json(&t),
-        View::Task(None) => (
-            StatusCode::NOT_FOUND,
-            "no such key: never submitted, or released and forgotten\n",
-        )
-            .into_response(),
-        _ => unreachable!("asked for a task"),
-    })
-    .await
+    guarded(&s, &headers, Ask::Task(key)).await
 }
 
 async fn errors(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    guarded(&s, &headers, Ask::Errors, |v| match v {
-        View::Errors(e) => json(&e),
-        _ => unreachable!("asked for errors"),
-    })
-    .await
+    guarded(&s, &headers, Ask::Errors).await
 }
 
 async fn primitives(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    guarded(&s, &headers, Ask::Primitives, |v| match v {
-        View::Primitives(p) => json(&p),
-        _ => unreachable!("asked for primitives"),
-    })
-    .await
+    guarded(&s, &headers, Ask::Primitives).await
 }
 
 async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    guarded(&s, &headers, Ask::Metrics, |v| match v {
-        View::Metrics(m) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            super::metrics::encode_view(&m),
-        )
-            .into_response(),
-        _ => unreachable!("asked for metrics"),
-    })
-    .await
+    guarded(&s, &headers, Ask::Metrics).await
 }
