@@ -1,9 +1,9 @@
 //! `just bench`: dtask's throughput, latency and per-task overhead on a
 //! local cluster of 2 single-slot worker processes, printed as figures.
 //!
-//! The issue's figures for Dask distributed on this kind of machine are
-//! printed beside them for scale; `just bench` then measures Dask itself in
-//! the same run (`cli/benches/dask_baseline.py`) when it is installed.
+//! Only figures measured here are printed: `just bench` measures Dask
+//! itself next, in the same run (`cli/benches/dask_baseline.py`), when it
+//! is installed.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -53,7 +53,7 @@ fn main() {
         for (n, offset) in [(10_000i64, 0i64), (100_000, 1_000_000)] {
             let rate = map_gather(&client, &module, n, offset).await;
             println!(
-                "map+gather {n:>7} inc tasks (Rust client)  {rate:>10.0} tasks/s   target >= 20,000   Dask ~520"
+                "map+gather {n:>7} inc tasks (Rust client)  {rate:>10.0} tasks/s   target >= 20,000"
             );
         }
         let rate = cli_pipeline(&cluster, 100_000, 5_000_000);
@@ -64,26 +64,26 @@ fn main() {
 
         let (p50, p99) = round_trips(&client, &module, 1000).await;
         println!(
-            "submit->result round trip, 1000 sequential  p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 1000 us   Dask ~10,800 us",
+            "submit->result round trip, 1000 sequential  p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 1000 us",
             p50.as_secs_f64() * 1e6,
             p99.as_secs_f64() * 1e6
         );
 
         let chain = chain(&client, &module, 1000).await;
         println!(
-            "1,000-task dependency chain              {:>10.1} ms wall                  Dask ~5,900 ms",
+            "1,000-task dependency chain              {:>10.1} ms wall",
             chain.as_secs_f64() * 1e3
         );
 
         let (p50, p99) = queue_round_trips(&client, 2000).await;
         println!(
-            "queue put+get round trip, 2000 sequential  p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 200 us   Dask ~850 us",
+            "queue put+get round trip, 2000 sequential  p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 200 us",
             p50.as_secs_f64() * 1e6,
             p99.as_secs_f64() * 1e6
         );
         let (p50, p99) = lock_round_trips(&client, 2000).await;
         println!(
-            "lock acquire+release, 2000 sequential      p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 200 us   Dask ~850 us",
+            "lock acquire+release, 2000 sequential      p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 200 us",
             p50.as_secs_f64() * 1e6,
             p99.as_secs_f64() * 1e6
         );
@@ -105,7 +105,7 @@ fn main() {
     );
     println!("{:-<78}", "");
     println!(
-        "Dask figures quoted from the issue: distributed 2026.8, 2 single-thread worker processes, same machine kind"
+        "Dask's figures: `python3 cli/benches/dask_baseline.py` measures them (`just bench` runs it next)"
     );
 }
 
