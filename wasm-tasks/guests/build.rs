@@ -56,7 +56,7 @@ fn main() {
     let mut consts = String::new();
     for (name, dir, artifact) in GUESTS {
         let crate_dir = wasm_tasks.join(dir);
-        for watched in ["src", "wit", "Cargo.toml", "Cargo.lock"] {
+        for watched in ["src", "wit", "Cargo.toml", "Cargo.lock", ".cargo"] {
             println!(
                 "cargo:rerun-if-changed={}",
                 crate_dir.join(watched).display()
