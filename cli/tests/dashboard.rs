@@ -117,6 +117,13 @@ fn metrics_and_json_need_the_token_and_agree_with_info() {
         })
         .sum();
     assert_eq!(slots, i["nthreads"].as_f64().unwrap());
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "dtask_worker_compute_seconds_total"),
+        "{text}"
+    );
 
     // A value moved between workers counts as a transfer of its bytes.
     let workers: Vec<String> = c

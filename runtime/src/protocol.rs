@@ -1097,6 +1097,9 @@ pub struct WorkerInfo {
     pub fetched: u64,
     /// Bytes of those.
     pub fetched_bytes: u64,
+    /// Seconds its task runs took, in all (instantiate and call, as the
+    /// scheduler saw them begin and end).
+    pub compute_seconds: f64,
 }
 
 /// When a task was submitted, began and ended (ms since the Unix epoch, by

@@ -171,6 +171,20 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
             .get_or_create(&labels)
             .inc_by(w.fetched_bytes);
     }
+    let worker_compute = Family::<Labels, FloatCounter>::default();
+    b.0.register(
+        "dtask_worker_compute_seconds",
+        "Seconds a worker's task runs took (instantiate and call)",
+        worker_compute.clone(),
+    );
+    for w in &m.workers {
+        worker_compute
+            .get_or_create(&vec![
+                ("worker", w.name.clone()),
+                ("address", w.address.clone()),
+            ])
+            .inc_by(w.compute_seconds);
+    }
     let age = Family::<Labels, FloatGauge>::default();
     b.0.register(
         "dtask_worker_heartbeat_age_seconds",

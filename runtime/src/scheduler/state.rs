@@ -1785,6 +1785,7 @@ impl Scheduler {
         let Some(w) = self.workers.remove(&worker) else {
             return;
         };
+        self.activity.worker_gone(worker);
         self.actors_worker_gone(worker, out);
         // Results that lived only there (no inline copy, no replica) are
         // computed again from their lineage if anything still needs them;
@@ -2143,6 +2144,7 @@ impl Scheduler {
                 heartbeat_age_ms: self.activity.now_ms.saturating_sub(w.heartbeat_ms),
                 fetched: w.fetched.0,
                 fetched_bytes: w.fetched.1,
+                compute_seconds: self.worker_seconds(*id),
             })
             .collect();
         v.sort_by_key(|w| w.id);

@@ -246,6 +246,9 @@ pub(super) struct Activity {
     functions: HashMap<usize, (Arc<str>, FunctionTally)>,
     spans: VecDeque<Span>,
     next_span: u64,
+    /// Seconds each worker's runs took, by worker (entries go with the
+    /// worker: [`Activity::worker_gone`]).
+    worker_seconds: HashMap<WorkerId, f64>,
     failures: VecDeque<Failure>,
 }
 
@@ -318,6 +321,9 @@ impl Activity {
         };
         self.finished += finished as u64;
         self.failed += failed as u64;
+        if let Some((w, began_ms)) = ran {
+            *self.worker_seconds.entry(w).or_default() += now.saturating_sub(began_ms) as f64 / 1e3;
+        }
         let function = &task.recipe.function;
         let key: Arc<str> = Arc::from(key);
         if let Some((worker, began_ms)) = ran {
@@ -388,6 +394,11 @@ impl Activity {
         let mut out: Vec<Span> = newer.take(limit).cloned().collect();
         out.reverse();
         out
+    }
+
+    /// Forgets a worker that left.
+    pub(super) fn worker_gone(&mut self, worker: WorkerId) {
+        self.worker_seconds.remove(&worker);
     }
 
     /// Failures, newest first, at most `limit`.
@@ -469,6 +480,16 @@ impl Scheduler {
     /// stamps tasks' timings; the server sets it once per turn.
     pub fn set_clock(&mut self, now_ms: u64) {
         self.activity.now_ms = now_ms;
+    }
+
+    /// Seconds the runs of `worker` took, in all (as the scheduler saw
+    /// them begin and end: instantiate and call).
+    pub(super) fn worker_seconds(&self, worker: WorkerId) -> f64 {
+        self.activity
+            .worker_seconds
+            .get(&worker)
+            .copied()
+            .unwrap_or(0.0)
     }
 
     /// Tasks by phase now, and totals since the scheduler started.
