@@ -163,6 +163,14 @@ pub fn task_spec(
     }
 }
 
+/// A status answer: each key's state (`None`: unknown), why no worker can
+/// run the no-worker ones, and the known keys' timings (when asked for).
+pub type StatusDetail = (
+    Vec<(String, Option<TaskState>)>,
+    HashMap<String, String>,
+    HashMap<String, crate::protocol::TaskTimings>,
+);
+
 type Watchers = HashMap<String, Vec<mpsc::UnboundedSender<(String, Outcome)>>>;
 
 struct Inner {
@@ -799,36 +807,37 @@ impl Client {
         &self,
         keys: Vec<String>,
     ) -> Result<(Vec<(String, Option<TaskState>)>, HashMap<String, String>), ClientError> {
-        match self
-            .request(|id| ToScheduler::Status {
-                id,
-                keys,
-                timings: false,
-            })
-            .await?
-        {
-            FromScheduler::Status {
-                states, reasons, ..
-            } => Ok((states, reasons.into_iter().collect())),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
-        }
+        let (states, reasons, _) = self.status_request(keys, false).await?;
+        Ok((states, reasons))
     }
 
-    /// When each of `keys` was submitted, began and ended, where it ran
-    /// and how often it was retried (unknown keys are left out).
-    pub async fn timings(
+    /// Like [`Client::status_with_reasons`], and when each known key was
+    /// submitted, began and ended, where it ran and how often it was
+    /// retried: all in one request.
+    pub async fn status_with_timings(
         &self,
         keys: Vec<String>,
-    ) -> Result<HashMap<String, crate::protocol::TaskTimings>, ClientError> {
-        match self
-            .request(|id| ToScheduler::Status {
-                id,
-                keys,
-                timings: true,
-            })
-            .await?
-        {
-            FromScheduler::Status { timings, .. } => Ok(timings.into_iter().collect()),
+    ) -> Result<StatusDetail, ClientError> {
+        self.status_request(keys, true).await
+    }
+
+    async fn status_request(
+        &self,
+        keys: Vec<String>,
+        timings: bool,
+    ) -> Result<StatusDetail, ClientError> {
+        let ask = |id| ToScheduler::Status { id, keys, timings };
+        match self.request(ask).await? {
+            FromScheduler::Status {
+                states,
+                reasons,
+                timings,
+                ..
+            } => Ok((
+                states,
+                reasons.into_iter().collect(),
+                timings.into_iter().collect(),
+            )),
             other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
         }
     }

@@ -27,16 +27,17 @@ pub struct Args {
 pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let keys = keys_from(a.keys)?;
     let client = connect(global, false).await?;
-    let (states, reasons) = client.status_with_reasons(keys).await?;
+    let (states, reasons, timings) = match a.json {
+        true => client.status_with_timings(keys).await?,
+        false => {
+            let (states, reasons) = client.status_with_reasons(keys).await?;
+            (states, reasons, Default::default())
+        }
+    };
     // For --json, an erred key also says how it failed: its outcome is
     // known, so watching it answers at once.
     let mut errors = std::collections::HashMap::new();
-    let mut timings = std::collections::HashMap::new();
     if a.json {
-        let known = states.iter().filter(|(_, s)| s.is_some());
-        timings = client
-            .timings(known.map(|(k, _)| k.clone()).collect())
-            .await?;
         let erred: Vec<String> = states
             .iter()
             .filter(|(_, s)| *s == Some(TaskState::Error))

@@ -49,6 +49,11 @@ impl Builder {
     }
 }
 
+/// The labels naming a worker.
+fn worker_labels(w: &crate::protocol::WorkerInfo) -> Labels {
+    vec![("worker", w.name.clone()), ("address", w.address.clone())]
+}
+
 /// The text exposition of `m`.
 pub(super) fn encode_view(m: &MetricsView) -> String {
     let mut b = Builder(Registry::default());
@@ -148,12 +153,7 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
     for (name, help, value) in per_worker {
         let family = b.gauges(name, help);
         for w in &m.workers {
-            family
-                .get_or_create(&vec![
-                    ("worker", w.name.clone()),
-                    ("address", w.address.clone()),
-                ])
-                .set(value(w) as i64);
+            family.get_or_create(&worker_labels(w)).set(value(w) as i64);
         }
     }
     let transfers = b.counters(
@@ -164,27 +164,12 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
         "dtask_worker_transfer_bytes",
         "Bytes of inputs a worker fetched from other workers",
     );
-    for w in &m.workers {
-        let labels = vec![("worker", w.name.clone()), ("address", w.address.clone())];
-        transfers.get_or_create(&labels).inc_by(w.fetched);
-        transfer_bytes
-            .get_or_create(&labels)
-            .inc_by(w.fetched_bytes);
-    }
     let worker_compute = Family::<Labels, FloatCounter>::default();
     b.0.register(
         "dtask_worker_compute_seconds",
         "Seconds a worker's task runs took (instantiate and call)",
         worker_compute.clone(),
     );
-    for w in &m.workers {
-        worker_compute
-            .get_or_create(&vec![
-                ("worker", w.name.clone()),
-                ("address", w.address.clone()),
-            ])
-            .inc_by(w.compute_seconds);
-    }
     let age = Family::<Labels, FloatGauge>::default();
     b.0.register(
         "dtask_worker_heartbeat_age_seconds",
@@ -192,11 +177,16 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
         age.clone(),
     );
     for w in &m.workers {
-        age.get_or_create(&vec![
-            ("worker", w.name.clone()),
-            ("address", w.address.clone()),
-        ])
-        .set(w.heartbeat_age_ms as f64 / 1e3);
+        let labels = worker_labels(w);
+        transfers.get_or_create(&labels).inc_by(w.fetched);
+        transfer_bytes
+            .get_or_create(&labels)
+            .inc_by(w.fetched_bytes);
+        worker_compute
+            .get_or_create(&labels)
+            .inc_by(w.compute_seconds);
+        age.get_or_create(&labels)
+            .set(w.heartbeat_age_ms as f64 / 1e3);
     }
     let p = &m.primitives;
     let queues = b.gauges("dtask_queue_length", "Items waiting in a queue");

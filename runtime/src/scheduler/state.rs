@@ -25,7 +25,7 @@ mod primitives;
 
 pub use activity::{
     DETAIL_KEYS, Failure, FunctionTally, Phase, PhaseCounts, PrimitivesSummary, Span, TaskDetail,
-    Times, Totals,
+    Totals,
 };
 pub use actors::lost_message;
 pub use journal::{Item, Model, Record, SavedTask, Snapshot, Status, Window};

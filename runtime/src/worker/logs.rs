@@ -20,10 +20,14 @@ pub struct Logs(Mutex<Kept>);
 
 #[derive(Debug, Default)]
 struct Kept {
-    by_key: HashMap<String, Arc<TaskLog>>,
-    /// Keys, oldest first (a key run again moves to the back).
-    order: VecDeque<String>,
+    /// Each key's latest output, with the number of its insert.
+    by_key: HashMap<String, (u64, Arc<TaskLog>)>,
+    /// (key, insert number), oldest first. A key run again is pushed
+    /// anew; its older entry is skipped when it comes up (its number no
+    /// longer matches), so a rerun costs O(1), not a search.
+    order: VecDeque<(String, u64)>,
     bytes: usize,
+    inserts: u64,
 }
 
 impl Logs {
@@ -31,26 +35,34 @@ impl Logs {
     /// output past [`LOGS_BYTES`].
     pub fn insert(&self, key: &str, log: TaskLog) {
         let mut k = self.0.lock().expect("logs lock");
-        if let Some(old) = k.by_key.remove(key) {
-            k.bytes -= log_bytes(&old);
-            k.order.retain(|o| o != key);
-        }
+        k.inserts += 1;
+        let n = k.inserts;
         k.bytes += log_bytes(&log);
-        k.by_key.insert(key.to_string(), Arc::new(log));
-        k.order.push_back(key.to_string());
+        if let Some((_, old)) = k.by_key.insert(key.to_string(), (n, Arc::new(log))) {
+            k.bytes -= log_bytes(&old);
+        }
+        k.order.push_back((key.to_string(), n));
         while k.bytes > LOGS_BYTES {
-            let Some(oldest) = k.order.pop_front() else {
+            let Some((oldest, n)) = k.order.pop_front() else {
                 break;
             };
-            if let Some(old) = k.by_key.remove(&oldest) {
+            if k.by_key.get(&oldest).is_some_and(|(m, _)| *m == n) {
+                let (_, old) = k.by_key.remove(&oldest).expect("just seen");
                 k.bytes -= log_bytes(&old);
             }
+        }
+        // Skipped entries of keys run again are dropped now and then, so
+        // the order stays within twice the keys kept.
+        if k.order.len() > 2 * k.by_key.len() + 1024 {
+            let Kept { by_key, order, .. } = &mut *k;
+            order.retain(|(key, n)| by_key.get(key).is_some_and(|(m, _)| m == n));
         }
     }
 
     /// `key`'s latest output, if it is still kept.
     pub fn get(&self, key: &str) -> Option<Arc<TaskLog>> {
-        self.0.lock().expect("logs lock").by_key.get(key).cloned()
+        let k = self.0.lock().expect("logs lock");
+        k.by_key.get(key).map(|(_, log)| log.clone())
     }
 }
 
@@ -83,5 +95,18 @@ mod tests {
         );
         assert_eq!(logs.get("b").unwrap().stdout, "again");
         assert!(logs.get("c").is_some());
+        // A key run again and again keeps the order bounded.
+        for _ in 0..10_000 {
+            logs.insert(
+                "e",
+                TaskLog {
+                    stdout: "x".into(),
+                    stderr: String::new(),
+                },
+            );
+        }
+        let order = logs.0.lock().unwrap().order.len();
+        assert!(order <= 2 * 4 + 1024, "{order} entries kept in order");
+        assert_eq!(logs.get("e").unwrap().stdout, "x");
     }
 }

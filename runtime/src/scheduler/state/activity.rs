@@ -3,7 +3,7 @@
 //! recent task stream; recent failures; each task's timings.
 //!
 //! Everything here is kept up to date as tasks change state (O(1) per
-//! change, through [`TaskMut`]), and every list is capped, so reading it
+//! change, through [`Activity::set`]), and every list is capped, so reading it
 //! costs the same with a million tasks known as with ten. The clock is an
 //! input like any event's ([`super::Scheduler::set_clock`]): the core
 //! stays a pure state machine.
@@ -173,13 +173,13 @@ const FUNCTIONS: usize = 1024;
 
 /// A task's timings, in ms since the Unix epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Times {
+pub(super) struct Times {
     /// When it was submitted (`None`: before the scheduler last started).
-    pub submitted_ms: Option<u64>,
+    submitted_ms: Option<u64>,
     /// When its last run began on a worker.
-    pub began_ms: Option<u64>,
+    began_ms: Option<u64>,
     /// When it last ended (finished, failed, cancelled).
-    pub ended_ms: Option<u64>,
+    ended_ms: Option<u64>,
 }
 
 /// A task's clock, as it keeps it: the time of submission and two offsets
@@ -311,22 +311,29 @@ impl Activity {
         task.stamps.ended(now);
         f.finished += finished as u64;
         f.failed += failed as u64;
+        // A run that ended on a worker: its time, and a bar in the stream.
         let ran = match worker {
             Some(w) if finished || failed => {
                 let began_ms = task.stamps.times().began_ms.unwrap_or(now).min(now);
-                f.compute_seconds += now.saturating_sub(began_ms) as f64 / 1e3;
-                Some((w, began_ms))
+                let seconds = now.saturating_sub(began_ms) as f64 / 1e3;
+                f.compute_seconds += seconds;
+                Some((w, began_ms, seconds))
             }
             _ => None,
         };
         self.finished += finished as u64;
         self.failed += failed as u64;
-        if let Some((w, began_ms)) = ran {
-            *self.worker_seconds.entry(w).or_default() += now.saturating_sub(began_ms) as f64 / 1e3;
+        let error = match &task.state {
+            State::Error(e) => Some(e),
+            _ => None,
+        };
+        if ran.is_none() && error.is_none() {
+            return;
         }
         let function = &task.recipe.function;
         let key: Arc<str> = Arc::from(key);
-        if let Some((worker, began_ms)) = ran {
+        if let Some((worker, began_ms, seconds)) = ran {
+            *self.worker_seconds.entry(worker).or_default() += seconds;
             if self.spans.len() == SPANS {
                 self.spans.pop_front();
             }
@@ -341,7 +348,7 @@ impl Activity {
             });
             self.next_span += 1;
         }
-        if let State::Error(e) = &task.state {
+        if let Some(e) = error {
             self.failure(key, function.clone(), e);
         }
     }
