@@ -224,10 +224,21 @@ impl Client {
         token: &str,
         name: Option<String>,
     ) -> Result<Self, ClientError> {
+        Self::connect_as(addr, token, Role::Client { name }).await
+    }
+
+    /// Connects as a worker's tasks do (`get_client` inside a task): with
+    /// the worker token, as an unnamed client that cannot shut the cluster
+    /// down or force-cancel others' keys.
+    pub async fn connect_for_tasks(addr: &str, worker_token: &str) -> Result<Self, ClientError> {
+        Self::connect_as(addr, worker_token, Role::Tasks).await
+    }
+
+    async fn connect_as(addr: &str, token: &str, role: Role) -> Result<Self, ClientError> {
         let hello = Hello {
             version: PROTOCOL_VERSION,
             token: token.to_string(),
-            role: Role::Client { name },
+            role,
         };
         let (tx, mut rx) = first_connect(addr, &hello, default_grace()).await?;
         let inner = Arc::new(Inner {

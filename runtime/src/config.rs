@@ -53,24 +53,43 @@ pub fn read_token(path: &Path) -> Result<String, String> {
     Ok(t)
 }
 
-/// The cluster token for a scheduler this user starts: `DTASK_TOKEN`, else
+/// The client token for a scheduler this user starts: `DTASK_TOKEN`, else
 /// the state directory's `token` file, created (0600) with a fresh random
 /// token if it does not exist.
 pub fn server_token() -> Result<String, String> {
-    if let Ok(t) = std::env::var("DTASK_TOKEN")
+    server_secret("DTASK_TOKEN", "token")
+}
+
+/// The worker token for a scheduler this user starts:
+/// `DTASK_WORKER_TOKEN`, else the state directory's `worker-token` file,
+/// created (0600) like the client token's.
+pub fn server_worker_token() -> Result<String, String> {
+    server_secret("DTASK_WORKER_TOKEN", "worker-token")
+}
+
+/// Both credentials of a scheduler this user starts.
+pub fn server_credentials() -> Result<crate::secret::Credentials, String> {
+    Ok(crate::secret::Credentials {
+        client: server_token()?.into(),
+        worker: server_worker_token()?.into(),
+    })
+}
+
+fn server_secret(var: &str, file: &str) -> Result<String, String> {
+    if let Ok(t) = std::env::var(var)
         && !t.is_empty()
     {
         return Ok(t);
     }
     let dir = ensure_state_dir().map_err(|e| format!("cannot create the state directory: {e}"))?;
-    let path = dir.join("token");
+    let path = dir.join(file);
     if let Ok(t) = read_token(&path) {
         return Ok(t);
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a token: {e}"))?;
     let token = hex::encode(bytes);
-    let tmp = dir.join(format!(".token.{}", std::process::id()));
+    let tmp = dir.join(format!(".{file}.{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -94,6 +113,7 @@ pub fn server_token() -> Result<String, String> {
 /// ```toml
 /// scheduler = "10.0.0.5:8786"
 /// token-file = "/etc/dtask/token"
+/// worker-token-file = "/etc/dtask/worker-token"
 ///
 /// [worker]            # defaults for `dtask worker` (flags override)
 /// nthreads = 4
@@ -110,8 +130,10 @@ pub fn server_token() -> Result<String, String> {
 pub struct FileConfig {
     /// Scheduler address, `host:port`.
     pub scheduler: Option<String>,
-    /// File holding the cluster token.
+    /// File holding the client token.
     pub token_file: Option<PathBuf>,
+    /// File holding the worker token (what `dtask worker` presents).
+    pub worker_token_file: Option<PathBuf>,
     /// Worker defaults.
     #[serde(default)]
     pub worker: WorkerDefaults,
@@ -235,6 +257,26 @@ pub fn client_token(token_file: Option<&Path>) -> Result<String, String> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| state_dir().join("token"));
     read_token(&path).map_err(|e| format!("{e}; set DTASK_TOKEN or `token-file` in dtask.toml"))
+}
+
+/// The token a worker presents: `DTASK_WORKER_TOKEN`, else the configured
+/// `worker-token-file`, else the state directory's `worker-token`.
+pub fn worker_token() -> Result<String, String> {
+    if let Ok(t) = std::env::var("DTASK_WORKER_TOKEN")
+        && !t.is_empty()
+    {
+        return Ok(t);
+    }
+    let path = file_config()?
+        .and_then(|(_, c)| c.worker_token_file)
+        .unwrap_or_else(|| state_dir().join("worker-token"));
+    read_token(&path).map_err(|e| {
+        format!(
+            "{e}; a worker needs the scheduler's worker credential: set DTASK_WORKER_TOKEN \
+             or `worker-token-file` in dtask.toml (the scheduler keeps it in its state \
+             directory's `worker-token` file)"
+        )
+    })
 }
 
 /// Parses a duration: `250ms`, `10s`, `2m`, `1h`, or plain seconds.

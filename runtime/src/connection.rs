@@ -333,34 +333,44 @@ async fn read_one<M: DeserializeOwned>(
     }
 }
 
+/// What the accepting side said when it let this side in.
+#[derive(Clone, Copy, Debug)]
+pub struct Admission {
+    /// The id it gave this connection (a worker's id).
+    pub id: u64,
+    /// For a worker: the digest of the client token, to check clients on
+    /// its data port with ([`crate::secret`]).
+    pub client_digest: Option<[u8; 32]>,
+}
+
 /// Connects to `addr`, introduces itself with `hello`, and returns the
-/// connection and the id the peer assigned, or the peer's refusal.
+/// connection and what the peer said on admitting it, or its refusal.
 pub async fn connect<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
     addr: &str,
     hello: Hello,
-) -> Result<(u64, Sender<O>, Receiver<I>), WireError> {
+) -> Result<(Admission, Sender<O>, Receiver<I>), WireError> {
     let stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let mut frames = FramedRead::new(r, codec(HANDSHAKE_MAX_FRAME));
     let mut sink = FramedWrite::new(w, codec(HANDSHAKE_MAX_FRAME));
     sink.send(encode(&hello)).await?;
-    let id = match read_one::<Welcome>(&mut frames).await? {
-        Welcome::Accepted { id } => id,
+    let admission = match read_one::<Welcome>(&mut frames).await? {
+        Welcome::Accepted { id, client_digest } => Admission { id, client_digest },
         Welcome::Refused(why) => return Err(WireError::Refused(why)),
     };
     let (tx, rx) = established(frames, sink, DEFAULT_MAX_FRAME);
-    Ok((id, tx, rx))
+    Ok((admission, tx, rx))
 }
 
-/// Reads a peer's [`Hello`] and checks its version and token; `admit` then
-/// decides (and returns the id to give the peer, or a refusal).
+/// Reads a peer's [`Hello`] and checks its version; `admit` then checks
+/// its credential and decides (returning what to tell the peer, or a
+/// refusal).
 pub async fn accept<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
     stream: TcpStream,
-    token: &str,
     max_frame: usize,
-    admit: impl FnOnce(&Hello) -> Result<u64, String>,
-) -> Result<(Hello, u64, Sender<O>, Receiver<I>), WireError> {
+    admit: impl FnOnce(&Hello) -> Result<Admission, String>,
+) -> Result<(Hello, Admission, Sender<O>, Receiver<I>), WireError> {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     // Nothing larger than a Hello is read before the peer authenticates.
@@ -373,30 +383,24 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
              run the same dtask version everywhere",
             hello.version, PROTOCOL_VERSION
         ))
-    } else if !constant_time_eq(hello.token.as_bytes(), token.as_bytes()) {
-        Err("authentication failed: wrong or missing cluster token \
-             (set DTASK_TOKEN or the token file)"
-            .to_string())
     } else {
         admit(&hello)
     };
     match verdict {
-        Ok(id) => {
-            sink.send(encode(&Welcome::Accepted { id })).await?;
+        Ok(admission) => {
+            let welcome = Welcome::Accepted {
+                id: admission.id,
+                client_digest: admission.client_digest,
+            };
+            sink.send(encode(&welcome)).await?;
             let (tx, rx) = established(frames, sink, max_frame);
-            Ok((hello, id, tx, rx))
+            Ok((hello, admission, tx, rx))
         }
         Err(why) => {
             let _ = sink.send(encode(&Welcome::Refused(why.clone()))).await;
             Err(WireError::Refused(why))
         }
     }
-}
-
-/// Compares tokens in time that does not depend on where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    a.ct_eq(b).into()
 }
 
 #[cfg(test)]
@@ -455,9 +459,19 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            accept::<u8, u8>(s, "right", DEFAULT_MAX_FRAME, |_| Ok(1))
-                .await
-                .map(|_| ())
+            let right = crate::secret::Secret::new("right");
+            accept::<u8, u8>(s, DEFAULT_MAX_FRAME, |h| {
+                if right.matches(&h.token) {
+                    Ok(Admission {
+                        id: 1,
+                        client_digest: None,
+                    })
+                } else {
+                    Err(crate::secret::wrong_token())
+                }
+            })
+            .await
+            .map(|_| ())
         });
         let hello = Hello {
             version: PROTOCOL_VERSION,
@@ -475,9 +489,19 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            accept::<u8, u8>(s, "right", DEFAULT_MAX_FRAME, |_| Ok(1))
-                .await
-                .map(|_| ())
+            let right = crate::secret::Secret::new("right");
+            accept::<u8, u8>(s, DEFAULT_MAX_FRAME, |h| {
+                if right.matches(&h.token) {
+                    Ok(Admission {
+                        id: 1,
+                        client_digest: None,
+                    })
+                } else {
+                    Err(crate::secret::wrong_token())
+                }
+            })
+            .await
+            .map(|_| ())
         });
         let hello = Hello {
             version: PROTOCOL_VERSION + 7,

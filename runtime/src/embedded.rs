@@ -91,8 +91,14 @@ async fn serve(
     ready: std::sync::mpsc::Sender<Result<String, String>>,
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
+    // Its workers are in this process: a worker token of their own all
+    // the same, so that they are admitted as workers, not clients.
+    let worker_token = crate::secret::Secret::new(crate::key::random_key("embedded-worker"));
     let options = SchedulerOptions {
-        token: token.clone(),
+        credentials: crate::secret::Credentials {
+            client: token.as_str().into(),
+            worker: worker_token.clone(),
+        },
         max_frame: 512 << 20,
         worker_timeout: Duration::from_secs(10),
         max_module: 256 << 20,
@@ -120,7 +126,7 @@ async fn serve(
     for _ in 0..workers {
         let options = WorkerOptions {
             scheduler: address.clone(),
-            token: token.clone(),
+            token: worker_token.clone(),
             nthreads: 1,
             listen_host: "127.0.0.1".into(),
             advertise: None,

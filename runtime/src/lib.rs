@@ -21,6 +21,7 @@ pub mod module;
 pub mod peer;
 pub mod protocol;
 pub mod scheduler;
+pub mod secret;
 pub mod value;
 pub mod worker;
 

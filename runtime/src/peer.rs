@@ -30,11 +30,34 @@ pub struct ActorCall {
 /// The actors a worker holds: each one's queue of calls, by key.
 pub type Actors = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ActorCall>>>>;
 
+/// Who a worker's data port lets in: peers presenting the worker token,
+/// and clients whose token has the digest the scheduler gave this worker.
+#[derive(Clone, Debug)]
+pub struct Admits {
+    /// The worker token.
+    pub worker: crate::secret::Secret,
+    /// The digest of the client token, if the scheduler gave one.
+    pub client_digest: Option<[u8; 32]>,
+}
+
+impl Admits {
+    fn check(&self, presented: &str) -> Result<(), String> {
+        let client = self
+            .client_digest
+            .is_some_and(|d| crate::secret::digests_match(&d, &crate::secret::digest(presented)));
+        if self.worker.matches(presented) || client {
+            Ok(())
+        } else {
+            Err(crate::secret::wrong_token())
+        }
+    }
+}
+
 /// Serves `Fetch` requests for the results in `store`, and method calls
 /// for the `actors`, until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
-    token: String,
+    admits: Admits,
     store: Store,
     actors: Actors,
     logs: Arc<crate::worker::logs::Logs>,
@@ -51,17 +74,19 @@ pub async fn serve(
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let token = token.clone();
+        let admits = admits.clone();
         let store = store.clone();
         let actors = actors.clone();
         let logs = logs.clone();
         tokio::spawn(async move {
             let admitted = connection::accept::<ToPeer, FromPeer>(
                 stream,
-                &token,
                 DEFAULT_MAX_FRAME,
                 |h: &Hello| match h.role {
-                    Role::Peer => Ok(0),
+                    Role::Peer => admits.check(&h.token).map(|()| connection::Admission {
+                        id: 0,
+                        client_digest: None,
+                    }),
                     _ => {
                         Err("this is a worker's data port; connect to the scheduler instead".into())
                     }

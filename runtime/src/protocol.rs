@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Results at most this large travel with the worker's completion report and
 /// are kept by the scheduler too, so gathering them needs no worker round
@@ -33,7 +33,9 @@ pub type ModuleHash = String;
 pub struct Hello {
     /// [`PROTOCOL_VERSION`] of the connecting side.
     pub version: u32,
-    /// The cluster token; the scheduler and workers refuse a wrong one.
+    /// The credential: the client token for [`Role::Client`], the worker
+    /// token for [`Role::Worker`] and [`Role::Tasks`], either for
+    /// [`Role::Peer`] (see [`crate::secret`]).
     pub token: String,
     /// Who is connecting.
     pub role: Role,
@@ -68,6 +70,10 @@ pub enum Role {
     },
     /// A worker or client fetching results from a worker's data port.
     Peer,
+    /// A worker's connection for the tasks it runs acting as a client
+    /// (`get_client` inside a task): an unnamed client that presents the
+    /// worker token and may not shut the cluster down.
+    Tasks,
 }
 
 /// The answer to [`Hello`].
@@ -77,6 +83,10 @@ pub enum Welcome {
     Accepted {
         /// Identifier the scheduler gave this connection (a worker's id).
         id: u64,
+        /// For a worker: the digest of the client token
+        /// ([`crate::secret::digest`]), so that its data port can admit
+        /// clients without knowing their token.
+        client_digest: Option<[u8; 32]>,
     },
     /// Refused, with the reason to show the user.
     Refused(String),

@@ -120,7 +120,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             "--n-workers and --nthreads must be at least 1",
         ));
     }
-    let token = config::server_token().map_err(|e| Failure::new(2, e))?;
+    let credentials = config::server_credentials().map_err(|e| Failure::new(2, e))?;
     let listener = bind(&a.host, a.port)?;
     let addr = listener
         .local_addr()
@@ -146,7 +146,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
         cmd.args(["worker", "--scheduler", &addr])
             .arg(format!("--restart-count={restarts}"))
             .args(&flags)
-            .env("DTASK_TOKEN", &token)
+            .env("DTASK_WORKER_TOKEN", credentials.worker.expose())
+            .env_remove("DTASK_TOKEN")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
         // SAFETY: prctl is async-signal-safe and touches only the child.
@@ -188,8 +189,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(2, e.to_string()))?;
-    let server_token = token.clone();
-    let server = rt.spawn(async move { serve(listener, server_token, &serve_options).await });
+    let server_credentials = credentials.clone();
+    let server = rt.spawn(async move { serve(listener, server_credentials, &serve_options).await });
     // The nanny: a worker process that dies is started again (from this
     // thread, which its PR_SET_PDEATHSIG is tied to), after a back-off that
     // grows while replacements keep dying young.

@@ -8,8 +8,9 @@ use std::io::Write;
 /// Run the scheduler in the foreground. Prints its address on stdout once
 /// it listens; workers join with `dtask worker --scheduler ADDR`.
 ///
-/// The cluster token is DTASK_TOKEN, else the state directory's `token`
-/// file (created if missing); every client and worker must present it.
+/// Clients present the client token (DTASK_TOKEN, else the state
+/// directory's `token` file), workers the worker token
+/// (DTASK_WORKER_TOKEN, else `worker-token`); missing files are created.
 #[derive(clap::Args)]
 #[command(
     after_help = "Example:\n  dtask scheduler --port 0      # prints 127.0.0.1:PORT\n\nExit status: 0 stopped by `dtask shutdown` or a signal, 2 usage or bad input (the port is taken, the journal cannot be used)."
@@ -125,7 +126,7 @@ fn bind_dashboard(scheduler: &std::net::TcpListener, port: u16) -> Option<std::n
 /// Serves a bound listener until shutdown or a signal.
 pub async fn serve(
     listener: std::net::TcpListener,
-    token: String,
+    credentials: dtask_runtime::secret::Credentials,
     options: &ServeOptions,
 ) -> Result<(), Failure> {
     let dashboard = match options.no_dashboard {
@@ -135,7 +136,7 @@ pub async fn serve(
     let server = SchedulerServer::from_listener(
         listener,
         SchedulerOptions {
-            token,
+            credentials,
             max_frame: options.max_frame_size,
             worker_timeout: options.worker_timeout,
             max_module: options.max_module_size,
@@ -165,7 +166,7 @@ pub async fn serve(
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let token = config::server_token().map_err(|e| Failure::new(2, e))?;
+    let credentials = config::server_credentials().map_err(|e| Failure::new(2, e))?;
     let listener = bind(&a.host, a.port)?;
     let addr = listener
         .local_addr()
@@ -174,5 +175,5 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let _ = std::io::stdout().flush();
     tracing::info!("scheduler listening on {addr}");
     let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::new(2, e.to_string()))?;
-    rt.block_on(serve(listener, token, &a.serve))
+    rt.block_on(serve(listener, credentials, &a.serve))
 }

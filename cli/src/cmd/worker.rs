@@ -1,7 +1,7 @@
 //! `dtask worker`: run a worker process in the foreground.
 
 use super::{Failure, Global};
-use dtask_runtime::config::{self, Resolved};
+use dtask_runtime::config;
 use dtask_runtime::worker::sandbox::Limits;
 use dtask_runtime::worker::{self, WorkerOptions};
 
@@ -126,13 +126,12 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
         return Err(Failure::usage("--nthreads must be at least 1"));
     }
     // Flags first: a bad one is reported before the token is looked for.
-    let endpoint = match config::resolve(global.scheduler.as_deref()).map_err(Failure::usage)? {
-        Resolved::Configured(e) => e,
-        Resolved::LocalDefault => {
-            return Err(Failure::usage(
-                "which scheduler? pass --scheduler ADDR (or set DTASK_SCHEDULER)",
-            ));
-        }
+    let Some((scheduler, _)) =
+        config::resolve_address(global.scheduler.as_deref()).map_err(Failure::usage)?
+    else {
+        return Err(Failure::usage(
+            "which scheduler? pass --scheduler ADDR (or set DTASK_SCHEDULER)",
+        ));
     };
     let memory_budget = match (a.memory_budget, &defaults.memory_budget) {
         (Some(b), _) => b,
@@ -140,9 +139,10 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
             .map_err(|e| Failure::usage(format!("worker.memory-budget in dtask.toml: {e}")))?,
         (None, None) => worker::default_memory_budget(1),
     };
+    let token = config::worker_token().map_err(|e| Failure::new(3, e))?;
     let options = WorkerOptions {
-        scheduler: endpoint.address,
-        token: endpoint.token,
+        scheduler,
+        token: token.into(),
         nthreads,
         listen_host: host,
         advertise,

@@ -21,8 +21,8 @@ const INBOUND_BATCHES: usize = 256;
 /// How the scheduler runs.
 #[derive(Clone, Debug)]
 pub struct SchedulerOptions {
-    /// The cluster token every peer must present.
-    pub token: String,
+    /// The client and worker tokens peers must present.
+    pub credentials: crate::secret::Credentials,
     /// Largest frame accepted from a peer.
     pub max_frame: usize,
     /// A worker silent (no heartbeat, no message) this long is treated as
@@ -84,6 +84,10 @@ struct Conn {
     tx: Sender<FromScheduler>,
     hangup: Arc<tokio::sync::Notify>,
     is_worker: bool,
+    /// A worker's tasks acting as a client ([`Role::Tasks`]): they may not
+    /// shut the cluster down, force-cancel others' keys or log in to the
+    /// dashboard, which take the client credential.
+    tasks_only: bool,
     /// When it last sent anything.
     last_seen: tokio::time::Instant,
 }
@@ -149,7 +153,7 @@ impl Scheduler {
                     .and_then(|()| tokio::net::TcpListener::from_std(l));
                 match (addr, l) {
                     (Ok(addr), Ok(l)) => {
-                        let access = Arc::new(super::dashboard::Access::new(opts.token.clone()));
+                        let access = Arc::new(super::dashboard::Access::new(opts.credentials.client.expose().to_string()));
                         tokio::spawn(super::dashboard::serve(l, access.clone(), in_tx.clone()));
                         tracing::info!("dashboard at http://{addr}/");
                         Some((addr, access))
@@ -261,18 +265,38 @@ async fn accept_loop(
         tokio::spawn(async move {
             let admitted = connection::accept::<ToScheduler, FromScheduler>(
                 stream,
-                &opts.token,
                 opts.max_frame,
-                |hello: &Hello| match hello.role {
-                    Role::Peer => Err("this is a scheduler, not a worker data port".into()),
-                    _ => Ok(next_id.fetch_add(1, Ordering::Relaxed)),
+                |hello: &Hello| {
+                    let creds = &opts.credentials;
+                    let client_digest = match hello.role {
+                        Role::Peer => {
+                            return Err("this is a scheduler, not a worker data port".into());
+                        }
+                        Role::Client { .. } => {
+                            creds.admit_client(&hello.token)?;
+                            None
+                        }
+                        Role::Worker { .. } => {
+                            creds.admit_worker(&hello.token)?;
+                            Some(creds.client.digest())
+                        }
+                        Role::Tasks => {
+                            creds.admit_worker(&hello.token)?;
+                            None
+                        }
+                    };
+                    Ok(connection::Admission {
+                        id: next_id.fetch_add(1, Ordering::Relaxed),
+                        client_digest,
+                    })
                 },
             )
             .await;
             drop(permit);
             match admitted {
-                Ok((hello, id, tx, rx)) => {
-                    if matches!(hello.role, Role::Client { .. }) {
+                Ok((hello, admission, tx, rx)) => {
+                    let id = admission.id;
+                    if matches!(hello.role, Role::Client { .. } | Role::Tasks) {
                         tx.set_limit(opts.client_buffer);
                     }
                     // Faults injected (tests only): a worker's messages
@@ -443,8 +467,13 @@ impl Core {
                 tx,
                 hangup,
             } => {
+                let tasks_only = matches!(role, Role::Tasks);
                 let event = match role {
                     Role::Client { name } => Event::ClientConnected { client: id, name },
+                    Role::Tasks => Event::ClientConnected {
+                        client: id,
+                        name: None,
+                    },
                     Role::Worker {
                         nthreads,
                         data_addr,
@@ -480,6 +509,7 @@ impl Core {
                         tx,
                         hangup,
                         is_worker,
+                        tasks_only,
                         last_seen: tokio::time::Instant::now(),
                     },
                 );
@@ -605,7 +635,22 @@ impl Core {
 
     fn message(&mut self, from: ClientId, msg: ToScheduler) {
         let is_worker = self.conns.get(&from).is_some_and(|c| c.is_worker);
+        let tasks_only = self.conns.get(&from).is_some_and(|c| c.tasks_only);
         let event = match msg {
+            ToScheduler::Shutdown if tasks_only => {
+                tracing::warn!(
+                    "connection {from} (a worker's tasks) asked for a shutdown; refused: \
+                     that takes the client credential"
+                );
+                return;
+            }
+            ToScheduler::DashboardLogin { id } if tasks_only => {
+                let login = Err("a worker's tasks cannot log in to the dashboard: \
+                                 that takes the client credential"
+                    .to_string());
+                self.send(from, FromScheduler::DashboardLogin { id, login });
+                return;
+            }
             ToScheduler::HasModules { id, hashes } => {
                 let hashes = hashes
                     .into_iter()
@@ -682,7 +727,8 @@ impl Core {
             ToScheduler::Cancel { keys, force } => Event::Cancel {
                 client: from,
                 keys,
-                force,
+                // Others' keys are the client credential's to cancel.
+                force: force && !tasks_only,
             },
             ToScheduler::Retry { id, keys, limits } => Event::Retry {
                 client: from,

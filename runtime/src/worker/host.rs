@@ -52,7 +52,7 @@ pub struct GuestSubscription(Arc<tokio::sync::Mutex<client::Subscription>>);
 /// What a worker shares with all its tasks for these calls.
 pub struct Link {
     scheduler: String,
-    token: String,
+    token: crate::secret::Secret,
     /// Made on first use, and again after its connection broke (a
     /// scheduler restart).
     client: tokio::sync::Mutex<Option<Client>>,
@@ -66,7 +66,7 @@ impl Link {
     /// share `slots`.
     pub fn new(
         scheduler: String,
-        token: String,
+        token: crate::secret::Secret,
         slots: Arc<Semaphore>,
         to_scheduler: tokio::sync::mpsc::UnboundedSender<ToScheduler>,
         worker_id: &str,
@@ -140,7 +140,7 @@ impl TaskLink {
             {
                 return Ok(c.clone());
             }
-            let c = Client::connect(&link.scheduler, &link.token, None)
+            let c = Client::connect_for_tasks(&link.scheduler, link.token.expose())
                 .await
                 .map_err(|e| GuestError::Other(format!("cannot reach the scheduler: {e}")))?;
             // The worker rejoins on its own; its tasks' client need not.

@@ -35,8 +35,9 @@ use tokio::sync::{OnceCell, Semaphore, oneshot};
 pub struct WorkerOptions {
     /// The scheduler's address.
     pub scheduler: String,
-    /// The cluster token.
-    pub token: String,
+    /// The worker token ([`crate::secret`]): it joins the scheduler, fetches
+    /// from peers and admits peers to this worker's data port.
+    pub token: crate::secret::Secret,
     /// Execution slots.
     pub nthreads: u32,
     /// Host to bind the data port on.
@@ -145,7 +146,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
     let name = format!("{}:{}", host_name(), std::process::id());
     let hello = Hello {
         version: PROTOCOL_VERSION,
-        token: options.token.clone(),
+        token: options.token.expose().to_string(),
         role: Role::Worker {
             nthreads: options.nthreads,
             data_addr: data_addr.clone(),
@@ -157,8 +158,9 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
     };
     // A scheduler starting at the same time (or restarting) gets the
     // reconnect grace to come up.
-    let (id, mut connected, mut from_scheduler) =
+    let (admission, mut connected, mut from_scheduler) =
         join(&options.scheduler, &hello, options.reconnect_grace).await?;
+    let id = admission.id;
     // Everything for the scheduler goes through this outbox, which outlives
     // any one connection: after a reconnect it feeds the new one.
     let (to_scheduler, mut outbox) = tokio::sync::mpsc::unbounded_channel::<ToScheduler>();
@@ -181,7 +183,10 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
     let logs: Arc<logs::Logs> = Default::default();
     tokio::spawn(peer::serve(
         listener,
-        options.token.clone(),
+        peer::Admits {
+            worker: options.token.clone(),
+            client_digest: admission.client_digest,
+        },
         results.clone(),
         actors.clone(),
         logs.clone(),
@@ -343,7 +348,8 @@ async fn rejoin(
         "lost the scheduler at {}; trying to rejoin for {grace:?}",
         shared.options.scheduler
     );
-    let (id, tx, rx) = join(&shared.options.scheduler, hello, grace).await?;
+    let (connection::Admission { id, .. }, tx, rx) =
+        join(&shared.options.scheduler, hello, grace).await?;
     shared.id.store(id, std::sync::atomic::Ordering::Relaxed);
     let results: Vec<(String, Located)> = shared.results.located();
     tracing::info!(
@@ -361,7 +367,7 @@ async fn join(
     hello: &Hello,
     grace: Duration,
 ) -> anyhow::Result<(
-    u64,
+    connection::Admission,
     Sender<ToScheduler>,
     connection::Receiver<FromScheduler>,
 )> {
@@ -705,7 +711,7 @@ async fn dependency(shared: &Shared, key: &str, who_has: &[String]) -> Result<By
     if let Some(b) = shared.results.get(key).await {
         return Ok(b);
     }
-    let b = peer::fetch(who_has, &shared.options.token, key).await?;
+    let b = peer::fetch(who_has, shared.options.token.expose(), key).await?;
     use std::sync::atomic::Ordering::Relaxed;
     shared.fetched.fetch_add(1, Relaxed);
     shared.fetched_bytes.fetch_add(b.len() as u64, Relaxed);
