@@ -67,6 +67,46 @@ enum Command {
     Scheduler(cmd::scheduler::Args),
     Worker(S<cmd::worker::Args>),
     Cluster(cmd::cluster::Args),
+    Cert(cmd::cert::Args),
+}
+
+impl Command {
+    /// The TLS flags of a verb that connects or listens.
+    fn tls(&self) -> Option<&cmd::TlsArgs> {
+        use Command::*;
+        match self {
+            Scheduler(a) => Some(&a.tls),
+            Cluster(a) => Some(&a.tls),
+            Inspect(_) | Journal(_) | Cert(_) => None,
+            Submit(S { global, .. })
+            | Map(S { global, .. })
+            | Gather(S { global, .. })
+            | Wait(S { global, .. })
+            | Status(S { global, .. })
+            | Release(S { global, .. })
+            | AsCompleted(S { global, .. })
+            | Cancel(S { global, .. })
+            | Retry(S { global, .. })
+            | Scatter(S { global, .. })
+            | WhoHas(S { global, .. })
+            | Workers(S { global, .. })
+            | Info(S { global, .. })
+            | Dashboard(S { global, .. })
+            | Logs(S { global, .. })
+            | Tasks(S { global, .. })
+            | Queue(S { global, .. })
+            | Var(S { global, .. })
+            | Lock(S { global, .. })
+            | Semaphore(S { global, .. })
+            | Event(S { global, .. })
+            | Pub(S { global, .. })
+            | Sub(S { global, .. })
+            | Actor(S { global, .. })
+            | Config(S { global, .. })
+            | Shutdown(S { global, .. })
+            | Worker(S { global, .. }) => Some(&global.tls),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -92,7 +132,12 @@ fn main() -> ExitCode {
         }
     }
     init_logging(if daemon { "info" } else { "warn" });
+    if let Some(Err(f)) = cli.command.tls().map(cmd::TlsArgs::install) {
+        f.report();
+        return ExitCode::from(f.code);
+    }
     let result = match cli.command {
+        Command::Cert(a) => cmd::cert::run(a),
         Command::Scheduler(a) => cmd::scheduler::run(a),
         Command::Worker(S { global, args: a }) => cmd::worker::run(&global, a),
         Command::Cluster(a) => cmd::cluster::run(a),

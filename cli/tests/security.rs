@@ -38,7 +38,12 @@ fn a_worker_credential_cannot_act_as_a_client() {
         vec!["shutdown"],
         vec!["pub", "news", "1"],
     ] {
-        let out = c.cmd().env("DTASK_TOKEN", &worker).args(&args).output().unwrap();
+        let out = c
+            .cmd()
+            .env("DTASK_TOKEN", &worker)
+            .args(&args)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("this is a worker credential"),
@@ -78,7 +83,11 @@ fn a_client_credential_cannot_join_as_a_worker() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("DTASK_WORKER_TOKEN"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("DTASK_WORKER_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -148,4 +157,191 @@ fn tokens_never_reach_the_logs() {
 
 fn out_of(o: &std::process::Output) -> String {
     stderr(o)
+}
+
+/// The TLS variables for the files `dtask cert init` wrote to `dir`.
+fn tls_env(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("DTASK_TLS_CA", dir.join("ca.pem").display().to_string()),
+        ("DTASK_TLS_CERT", dir.join("cert.pem").display().to_string()),
+        ("DTASK_TLS_KEY", dir.join("key.pem").display().to_string()),
+    ]
+}
+
+fn cert_init(dir: &std::path::Path, hosts: &[&str]) {
+    let mut cmd = Command::new(DTASK);
+    cmd.args(["cert", "init"]).arg(dir);
+    for h in hosts {
+        cmd.args(["--host", h]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // It prints the files it wrote, keys among them.
+    assert!(stdout(&out).contains("key.pem"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_tls_cluster_serves_clients_with_the_ca_and_refuses_the_rest() {
+    let tls = tempfile::tempdir().unwrap();
+    cert_init(tls.path(), &["localhost", "127.0.0.1"]);
+    let env = tls_env(tls.path());
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Scheduler and workers present the certificate; workers fetch from
+    // each other and clients gather over TLS.
+    let c = Cluster::start_env(2, 1, &[], &env_refs);
+    let ca = tls.path().join("ca.pem");
+    let client = || {
+        let mut cmd = c.cmd();
+        cmd.env("DTASK_TLS_CA", &ca);
+        cmd
+    };
+    let out = run_with_stdin(
+        client().args(["map", tasks_wasm(), "inc"]),
+        &(1..=200).map(|i| format!("{i}\n")).collect::<String>(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let gathered = run_with_stdin(client().arg("gather"), &stdout(&out));
+    assert!(gathered.status.success(), "{}", stderr(&gathered));
+    let sum: u64 = stdout(&gathered)
+        .lines()
+        .map(|l| l.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(sum, (2..=201).sum::<u64>());
+    // A value that lives on a worker comes back byte-exact through its
+    // data port.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = tls.path().join("data.bin");
+    std::fs::write(&file, &data).unwrap();
+    let key = client().arg("scatter").arg(&file).output().unwrap();
+    assert!(key.status.success(), "{}", stderr(&key));
+    let key = stdout(&key).trim().to_string();
+    let back = client().args(["gather", "-r", &key]).output().unwrap();
+    assert!(back.status.success(), "{}", stderr(&back));
+    assert!(back.stdout == data, "the bytes came back different");
+    // A task whose input is on the other worker.
+    let a = ok_with(&client, &["submit", tasks_wasm(), "inc", "1"]);
+    let b = ok_with(
+        &client,
+        &["submit", tasks_wasm(), "add", &format!("@{a}"), "40"],
+    );
+    assert_eq!(ok_with(&client, &["gather", &b]), "42");
+
+    // A client without TLS: refused, saying TLS is what it lacks.
+    let plain = c.cmd_without_tls().arg("info").output().unwrap();
+    assert_eq!(plain.status.code(), Some(3), "{}", stderr(&plain));
+    assert!(stderr(&plain).contains("TLS"), "{}", stderr(&plain));
+    // A client trusting another CA: refused, naming the CA.
+    let other = tempfile::tempdir().unwrap();
+    cert_init(other.path(), &["localhost"]);
+    let wrong = c
+        .cmd()
+        .env("DTASK_TLS_CA", other.path().join("ca.pem"))
+        .arg("info")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(3), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("not signed by the CA"),
+        "{}",
+        stderr(&wrong)
+    );
+    // A name the certificate is not for.
+    let port = c.addr.rsplit_once(':').unwrap().1;
+    let by_name = c
+        .cmd()
+        .env("DTASK_TLS_CA", &ca)
+        .env("DTASK_SCHEDULER", format!("[::1]:{port}"))
+        .arg("info")
+        .output()
+        .unwrap();
+    assert_eq!(by_name.status.code(), Some(3), "{}", stderr(&by_name));
+
+    // The dashboard speaks TLS too, and `dtask dashboard` says https.
+    let link = ok_with(&client, &["dashboard"]);
+    assert!(link.starts_with("https://"), "{link}");
+    let base = &link[..link.find("login").unwrap()];
+    let curl = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&ca)
+        .arg(format!("{base}health"))
+        .output();
+    match curl {
+        Ok(out) => {
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert_eq!(stdout(&out).trim(), "ok");
+        }
+        Err(e) => eprintln!("SKIPPED the dashboard's TLS check: no curl here ({e})"),
+    }
+}
+
+#[test]
+fn a_tls_client_is_told_when_the_scheduler_has_no_tls() {
+    let c = Cluster::start(1, 1);
+    let tls = tempfile::tempdir().unwrap();
+    cert_init(tls.path(), &["127.0.0.1"]);
+    let out = c
+        .cmd()
+        .env("DTASK_TLS_CA", tls.path().join("ca.pem"))
+        .arg("info")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("plaintext peer"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_expired_certificate_is_refused_saying_so() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    leaf.not_before = now - time::Duration::days(30);
+    leaf.not_after = now - time::Duration::days(1);
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    let env = tls_env(dir.path());
+    let state = tempfile::tempdir().unwrap();
+    let (sched, addr) = scheduler_env(
+        state.path(),
+        "0",
+        &[],
+        &env.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let _kill = Killed(sched);
+    let out = Command::new(DTASK)
+        .arg("info")
+        .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_SCHEDULER", &addr)
+        .env("DTASK_TLS_CA", dir.path().join("ca.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("has expired"), "{}", stderr(&out));
+}
+
+/// Runs `dtask ARGS` made by `cmd`, expects success, returns trimmed stdout.
+fn ok_with(cmd: &dyn Fn() -> Command, args: &[&str]) -> String {
+    let out = cmd().args(args).output().unwrap();
+    assert!(out.status.success(), "dtask {args:?}: {}", stderr(&out));
+    stdout(&out).trim_end().to_string()
+}
+
+/// Kills a process when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -1024,7 +1024,7 @@ async fn first_connect(
     loop {
         match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
             Ok((_, tx, rx)) => return Ok((tx, rx)),
-            Err(e @ connection::WireError::Refused(_)) => {
+            Err(e) if e.is_final() => {
                 return Err(ClientError::Connect {
                     addr: addr.to_string(),
                     reason: e.to_string(),
@@ -1071,7 +1071,7 @@ async fn reconnect(
     while tokio::time::Instant::now() < deadline {
         match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
             Ok((_, tx, rx)) => return Some((tx, rx)),
-            Err(connection::WireError::Refused(why)) => {
+            Err(why) if why.is_final() => {
                 tracing::warn!("the scheduler at {addr} refused to take this client back: {why}");
                 return None;
             }

@@ -115,6 +115,9 @@ fn server_secret(var: &str, file: &str) -> Result<String, String> {
 /// token-file = "/etc/dtask/token"
 /// worker-token-file = "/etc/dtask/worker-token"
 ///
+/// [tls]               # or DTASK_TLS_CA / _CERT / _KEY
+/// ca = "/etc/dtask/tls/ca.pem"
+///
 /// [worker]            # defaults for `dtask worker` (flags override)
 /// nthreads = 4
 /// memory-limit-mib = 512
@@ -137,9 +140,24 @@ pub struct FileConfig {
     /// Worker defaults.
     #[serde(default)]
     pub worker: WorkerDefaults,
+    /// TLS files ([`crate::tls`]).
+    #[serde(default)]
+    pub tls: TlsSection,
     /// Task defaults.
     #[serde(default)]
     pub task: TaskDefaults,
+}
+
+/// `[tls]` in `dtask.toml`: the PEM files of [`crate::tls`].
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The cluster's CA certificate.
+    pub ca: Option<PathBuf>,
+    /// This process's certificate.
+    pub cert: Option<PathBuf>,
+    /// This process's private key.
+    pub key: Option<PathBuf>,
 }
 
 /// `[worker]` in `dtask.toml`.

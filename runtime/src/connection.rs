@@ -15,8 +15,13 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// The reading half of a connection, plaintext or TLS.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half of a connection, plaintext or TLS.
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 use tokio::sync::Notify;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -60,6 +65,17 @@ pub enum WireError {
     /// The handshake did not complete in time.
     #[error("the peer did not complete the handshake in time")]
     Timeout,
+    /// TLS failed, or one side speaks it and the other does not.
+    #[error("{0}")]
+    Tls(String),
+}
+
+impl WireError {
+    /// Whether trying again cannot help: the peer refused this side, or
+    /// TLS failed (a certificate, a CA, one side without TLS).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Refused(_) | Self::Tls(_))
+    }
 }
 
 fn codec(max_frame: usize) -> LengthDelimitedCodec {
@@ -90,7 +106,7 @@ pub(crate) fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, WireError> 
 
 /// Receiving half of a connection: yields messages one at a time.
 pub struct Receiver<M> {
-    frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    frames: FramedRead<ReadHalf, LengthDelimitedCodec>,
     pending: VecDeque<M>,
 }
 
@@ -103,6 +119,9 @@ impl<M: DeserializeOwned> Receiver<M> {
             }
             match self.frames.next().await {
                 None => return Ok(None),
+                // A TLS peer that goes without a close_notify has closed all
+                // the same: frames are whole or refused, so nothing is lost.
+                Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
                 Some(frame) => {
                     let batch: Vec<M> = decode_frame(frame?.freeze())?;
                     self.pending.extend(batch);
@@ -221,7 +240,7 @@ impl<M> Sender<M> {
 }
 
 /// Starts the writer task for one connection.
-fn spawn_writer<M: Serialize + Weigh + Send + 'static>(mut sink: OwnedWriteHalf) -> Sender<M> {
+fn spawn_writer<M: Serialize + Weigh + Send + 'static>(mut sink: WriteHalf) -> Sender<M> {
     let (tx, mut rx) = mpsc::unbounded_channel::<M>();
     let backlog = Arc::new(Backlog::default());
     let shared = backlog.clone();
@@ -300,17 +319,68 @@ pub(crate) fn decode_frame<M: DeserializeOwned>(frame: bytes::Bytes) -> Result<M
 }
 
 /// Writes a frame's parts in order.
-async fn write_parts(sink: &mut OwnedWriteHalf, parts: &[bytes::Bytes]) -> io::Result<()> {
+async fn write_parts(sink: &mut WriteHalf, parts: &[bytes::Bytes]) -> io::Result<()> {
     use tokio::io::AsyncWriteExt;
     for part in parts {
         sink.write_all(part).await?;
     }
-    Ok(())
+    // TLS holds what was written until flushed; plain TCP has nothing to do.
+    sink.flush().await
+}
+
+/// The first bytes of a TLS record (a handshake or an alert): what a peer
+/// speaking TLS sends where this side expected a frame.
+fn looks_like_tls(first: &[u8]) -> bool {
+    matches!(first, [0x15 | 0x16, 0x03, ..])
+}
+
+/// Splits a plaintext stream.
+fn plain_halves(stream: TcpStream) -> (ReadHalf, WriteHalf) {
+    let (r, w) = stream.into_split();
+    (Box::new(r), Box::new(w))
+}
+
+/// Splits a TLS stream.
+fn tls_halves<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> (ReadHalf, WriteHalf) {
+    let (r, w) = tokio::io::split(stream);
+    (Box::new(r), Box::new(w))
+}
+
+/// Waits up to the handshake timeout for the peer's first bytes and tells
+/// whether they open a TLS record (without consuming them).
+async fn peer_speaks_tls(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 2];
+    matches!(
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await,
+        Ok(Ok(2)) if looks_like_tls(&first)
+    )
+}
+
+/// Opens a connection to `addr`: TLS if this process has a CA
+/// ([`crate::tls`]), else plaintext.
+async fn open(addr: &str) -> Result<(ReadHalf, WriteHalf, bool), WireError> {
+    let tls = crate::tls::current().map_err(WireError::Tls)?;
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    Ok(match tls {
+        Some(tls) => {
+            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(addr, stream))
+                .await
+                .map_err(|_| WireError::Timeout)?
+                .map_err(WireError::Tls)?;
+            let (r, w) = tls_halves(stream);
+            (r, w, true)
+        }
+        None => {
+            let (r, w) = plain_halves(stream);
+            (r, w, false)
+        }
+    })
 }
 
 fn established<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
-    mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
-    sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    mut frames: FramedRead<ReadHalf, LengthDelimitedCodec>,
+    sink: FramedWrite<WriteHalf, LengthDelimitedCodec>,
     max_frame: usize,
 ) -> (Sender<O>, Receiver<I>) {
     frames.decoder_mut().set_max_frame_length(max_frame);
@@ -324,7 +394,7 @@ fn established<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
 }
 
 async fn read_one<M: DeserializeOwned>(
-    frames: &mut FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    frames: &mut FramedRead<ReadHalf, LengthDelimitedCodec>,
 ) -> Result<M, WireError> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
         Err(_) => Err(WireError::Timeout),
@@ -349,13 +419,23 @@ pub async fn connect<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>
     addr: &str,
     hello: Hello,
 ) -> Result<(Admission, Sender<O>, Receiver<I>), WireError> {
-    let stream = TcpStream::connect(addr).await?;
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
+    let (r, w, tls) = open(addr).await?;
     let mut frames = FramedRead::new(r, codec(HANDSHAKE_MAX_FRAME));
     let mut sink = FramedWrite::new(w, codec(HANDSHAKE_MAX_FRAME));
     sink.send(encode(&hello)).await?;
-    let admission = match read_one::<Welcome>(&mut frames).await? {
+    let welcome = read_one::<Welcome>(&mut frames)
+        .await
+        .map_err(|e| match e {
+            // A TLS alert read as a frame's length is too long for a Welcome.
+            WireError::Io(_) | WireError::Malformed(_) | WireError::Closed if !tls => {
+                WireError::Tls(format!(
+                    "{addr} answered with something other than dtask's handshake ({e}): it most \
+                 likely speaks TLS; set DTASK_TLS_CA (the cluster's CA) on this side"
+                ))
+            }
+            e => e,
+        })?;
+    let admission = match welcome {
         Welcome::Accepted { id, client_digest } => Admission { id, client_digest },
         Welcome::Refused(why) => return Err(WireError::Refused(why)),
     };
@@ -372,7 +452,28 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
     admit: impl FnOnce(&Hello) -> Result<Admission, String>,
 ) -> Result<(Hello, Admission, Sender<O>, Receiver<I>), WireError> {
     let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
+    let acceptor = crate::tls::current()
+        .map_err(WireError::Tls)?
+        .and_then(|t| t.acceptor().cloned());
+    let (r, w) = match acceptor {
+        Some(acceptor) => {
+            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                .await
+                .map_err(|_| WireError::Timeout)?
+                .map_err(|e| WireError::Tls(crate::tls::explain(&e, "the peer", false)))?;
+            tls_halves(stream)
+        }
+        None => {
+            if peer_speaks_tls(&stream).await {
+                return Err(WireError::Tls(
+                    "the peer speaks TLS and this side has no certificate: set \
+                     DTASK_TLS_CA, DTASK_TLS_CERT and DTASK_TLS_KEY here too"
+                        .into(),
+                ));
+            }
+            plain_halves(stream)
+        }
+    };
     // Nothing larger than a Hello is read before the peer authenticates.
     let mut frames = FramedRead::new(r, codec(HANDSHAKE_MAX_FRAME));
     let mut sink = FramedWrite::new(w, codec(HANDSHAKE_MAX_FRAME));

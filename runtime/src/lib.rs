@@ -22,6 +22,7 @@ pub mod peer;
 pub mod protocol;
 pub mod scheduler;
 pub mod secret;
+pub mod tls;
 pub mod value;
 pub mod worker;
 

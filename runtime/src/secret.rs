@@ -90,10 +90,12 @@ impl Credentials {
         if self.client.matches(presented) {
             Ok(())
         } else if self.worker.matches(presented) {
-            Err("this is a worker credential: it lets a worker join and serve data, \
+            Err(
+                "this is a worker credential: it lets a worker join and serve data, \
                  not submit, gather, publish or shut down; use the client token \
                  (DTASK_TOKEN, or the scheduler state directory's `token` file)"
-                .into())
+                    .into(),
+            )
         } else {
             Err(wrong_token())
         }
@@ -105,9 +107,11 @@ impl Credentials {
         if self.worker.matches(presented) {
             Ok(())
         } else if self.client.matches(presented) {
-            Err("this is a client credential: workers join with the worker credential \
+            Err(
+                "this is a client credential: workers join with the worker credential \
                  (DTASK_WORKER_TOKEN, or the scheduler state directory's `worker-token` file)"
-                .into())
+                    .into(),
+            )
         } else {
             Err(wrong_token())
         }
@@ -136,7 +140,10 @@ mod tests {
             worker: "worker-tok".into(),
         };
         let shown = format!("{c:?}");
-        assert!(!shown.contains("client-tok") && !shown.contains("worker-tok"), "{shown}");
+        assert!(
+            !shown.contains("client-tok") && !shown.contains("worker-tok"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -151,8 +158,16 @@ mod tests {
         assert!(e.contains("this is a worker credential"), "{e}");
         let e = c.admit_worker("c").unwrap_err();
         assert!(e.contains("this is a client credential"), "{e}");
-        assert!(c.admit_client("x").unwrap_err().contains("authentication failed"));
-        assert!(c.admit_worker("").unwrap_err().contains("authentication failed"));
+        assert!(
+            c.admit_client("x")
+                .unwrap_err()
+                .contains("authentication failed")
+        );
+        assert!(
+            c.admit_worker("")
+                .unwrap_err()
+                .contains("authentication failed")
+        );
     }
 
     #[test]

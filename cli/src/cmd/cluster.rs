@@ -36,6 +36,8 @@ pub struct Args {
     /// Record this cluster as the local default in the state directory.
     #[arg(long, hide = true)]
     record_local: bool,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 /// How often the nanny looks at its worker processes.
@@ -141,12 +143,23 @@ pub fn run(a: Args) -> Result<(), Failure> {
         flags.memory_budget = Some(dtask_runtime::worker::default_memory_budget(a.workers));
     }
     let flags = flags.to_args();
+    // Workers use the cluster's TLS files, however they were given.
+    let tls = a.tls.files()?;
+    let tls_env: Vec<(&str, std::path::PathBuf)> = [
+        ("DTASK_TLS_CA", &tls.ca),
+        ("DTASK_TLS_CERT", &tls.cert),
+        ("DTASK_TLS_KEY", &tls.key),
+    ]
+    .into_iter()
+    .filter_map(|(var, path)| path.clone().map(|p| (var, p)))
+    .collect();
     let spawn = |restarts: u32| -> Result<Child, Failure> {
         let mut cmd = Command::new(&exe);
         cmd.args(["worker", "--scheduler", &addr])
             .arg(format!("--restart-count={restarts}"))
             .args(&flags)
             .env("DTASK_WORKER_TOKEN", credentials.worker.expose())
+            .envs(tls_env.iter().map(|(k, v)| (k, v)))
             .env_remove("DTASK_TOKEN")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());

@@ -26,16 +26,22 @@ pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
 /// The dashboard's URL, from the address it is bound to: a wildcard host
 /// (`0.0.0.0`, `::`) is replaced by the host this client reached the
 /// scheduler at.
+/// The scheme is `https` when this process uses TLS: then so does the
+/// scheduler, dashboard included.
 pub fn base_url(bound: &str, scheduler: &str) -> String {
+    let scheme = match dtask_runtime::tls::current() {
+        Ok(Some(_)) => "https",
+        _ => "http",
+    };
     let Ok(addr) = bound.parse::<std::net::SocketAddr>() else {
-        return format!("http://{bound}/");
+        return format!("{scheme}://{bound}/");
     };
     if !addr.ip().is_unspecified() {
-        return format!("http://{addr}/");
+        return format!("{scheme}://{addr}/");
     }
     let host = match scheduler.rsplit_once(':') {
         Some((h, _)) => h,
         None => scheduler,
     };
-    format!("http://{host}:{}/", addr.port())
+    format!("{scheme}://{host}:{}/", addr.port())
 }

@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod as_completed;
 pub mod cancel;
+pub mod cert;
 pub mod cluster;
 pub mod dashboard;
 pub mod event;
@@ -60,6 +61,49 @@ pub struct Global {
     /// the local default cluster.
     #[arg(long, global = true, value_name = "ADDR")]
     pub scheduler: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+// The TLS files a process uses (DESIGN §8; `dtask_runtime::tls`). (A
+// plain comment, as for `Global`.)
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// The cluster's CA certificate (PEM): connect over TLS and trust
+    /// peers it signed. Else `ca` under [tls] in dtask.toml.
+    #[arg(long, global = true, env = "DTASK_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// This process's certificate (PEM), presented by schedulers and
+    /// workers (`dtask cert init` makes one).
+    #[arg(long, global = true, env = "DTASK_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "DTASK_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// The files to use: these flags (and their variables), else `[tls]`
+    /// in the config file.
+    pub fn files(&self) -> Result<dtask_runtime::tls::TlsFiles, Failure> {
+        let file = config::file_config()
+            .map_err(Failure::usage)?
+            .map(|(_, c)| c.tls)
+            .unwrap_or_default();
+        Ok(dtask_runtime::tls::TlsFiles {
+            ca: self.tls_ca.clone().or(file.ca),
+            cert: self.tls_cert.clone().or(file.cert),
+            key: self.tls_key.clone().or(file.key),
+        })
+    }
+
+    /// Sets up this process's TLS from [`TlsArgs::files`]; a file that
+    /// cannot be used is a usage error naming it.
+    pub fn install(&self) -> Result<dtask_runtime::tls::TlsFiles, Failure> {
+        let files = self.files()?;
+        dtask_runtime::tls::install(&files).map_err(Failure::usage)?;
+        Ok(files)
+    }
 }
 
 // A verb's own arguments, with `--scheduler`: daemons that are the

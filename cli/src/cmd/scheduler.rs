@@ -24,6 +24,8 @@ pub struct Args {
     pub port: u16,
     #[command(flatten)]
     pub serve: ServeOptions,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 /// How the scheduler treats its peers.

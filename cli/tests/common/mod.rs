@@ -48,6 +48,9 @@ pub struct Cluster {
     pub addr: String,
     /// The test's state directory.
     pub state: tempfile::TempDir,
+    /// What every client command gets: the CA, when the cluster was
+    /// started with TLS.
+    client_env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -114,7 +117,18 @@ impl Cluster {
         let stdout = child.stdout.take().unwrap();
         let addr =
             first_line(stdout, Duration::from_secs(30)).expect("cluster printed its address");
-        let cluster = Self { child, addr, state };
+        // Clients of a TLS cluster need its CA (only).
+        let client_env = env
+            .iter()
+            .filter(|(k, _)| *k == "DTASK_TLS_CA")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cluster = Self {
+            child,
+            addr,
+            state,
+            client_env,
+        };
         cluster.wait_for_workers(workers);
         cluster
     }
@@ -131,7 +145,16 @@ impl Cluster {
             .env("DTASK_DASHBOARD_PORT", "0")
             .env("DTASK_SCHEDULER", &self.addr)
             .env_remove("DTASK_TOKEN")
-            .env_remove("DTASK_CLIENT");
+            .env_remove("DTASK_CLIENT")
+            .envs(self.client_env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
+    /// A `dtask` command aimed at this cluster without its TLS CA, if it
+    /// has one.
+    pub fn cmd_without_tls(&self) -> Command {
+        let mut c = self.cmd();
+        c.env_remove("DTASK_TLS_CA");
         c
     }
 

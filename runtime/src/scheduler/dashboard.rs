@@ -237,8 +237,90 @@ pub(super) async fn serve(
         .route("/json/primitives.json", get(primitives))
         .route("/metrics", get(metrics))
         .with_state(shared);
-    if let Err(e) = axum::serve(listener, app).await {
+    let tls = crate::tls::current()
+        .ok()
+        .flatten()
+        .and_then(|t| t.acceptor().cloned());
+    let served = match tls {
+        Some(acceptor) => axum::serve(TlsListener::start(listener, acceptor), app).await,
+        None => axum::serve(listener, app).await,
+    };
+    if let Err(e) = served {
         tracing::warn!("the dashboard stopped: {e}");
+    }
+}
+
+/// The dashboard's listener under TLS: handshakes run on tasks of their
+/// own (each bounded in time), so a slow or hostile peer holds up nobody;
+/// finished ones queue (boundedly) for the HTTP server.
+struct TlsListener {
+    ready: mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+    local: std::net::SocketAddr,
+}
+
+impl TlsListener {
+    fn start(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, ready) = mpsc::channel(64);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(64));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                    return;
+                };
+                let (stream, peer) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!("dashboard accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let shake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    drop(permit);
+                    match shake {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(
+                            "dashboard TLS handshake with {peer} failed: {}",
+                            crate::tls::explain(&e, "the peer", false)
+                        ),
+                        Err(_) => tracing::debug!("dashboard TLS handshake with {peer} timed out"),
+                    }
+                });
+            }
+        });
+        Self { ready, local }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accepting task is gone only with the runtime.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
     }
 }
 

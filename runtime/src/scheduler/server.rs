@@ -153,9 +153,15 @@ impl Scheduler {
                     .and_then(|()| tokio::net::TcpListener::from_std(l));
                 match (addr, l) {
                     (Ok(addr), Ok(l)) => {
-                        let access = Arc::new(super::dashboard::Access::new(opts.credentials.client.expose().to_string()));
+                        let access = Arc::new(super::dashboard::Access::new(
+                            opts.credentials.client.expose().to_string(),
+                        ));
                         tokio::spawn(super::dashboard::serve(l, access.clone(), in_tx.clone()));
-                        tracing::info!("dashboard at http://{addr}/");
+                        let scheme = match crate::tls::current() {
+                            Ok(Some(t)) if t.acceptor().is_some() => "https",
+                            _ => "http",
+                        };
+                        tracing::info!("dashboard at {scheme}://{addr}/");
                         Some((addr, access))
                     }
                     (Err(e), _) | (_, Err(e)) => {

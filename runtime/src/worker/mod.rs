@@ -375,7 +375,7 @@ async fn join(
     loop {
         match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
             Ok(joined) => return Ok(joined),
-            Err(connection::WireError::Refused(why)) => {
+            Err(why) if why.is_final() => {
                 anyhow::bail!("the scheduler at {addr} refused this worker: {why}")
             }
             Err(e) if tokio::time::Instant::now() >= deadline => {
