@@ -34,6 +34,11 @@ bench:
 chaos:
     cargo bench -p dtask --bench chaos
 
+# The Slurm recipe (deploy/slurm/dtask.sbatch) for real, on a one-node
+# Slurm from Debian's slurm-wlm started here (needs root).
+slurm-test: build
+    bash deploy/slurm/test.sh "$CARGO_TARGET_DIR/release/dtask" "$(cargo run --quiet --release -p dtask-guests -- tasks)"
+
 # Print the path of the built example guest.
 guests:
     cargo run --quiet --release -p dtask-guests -- tasks

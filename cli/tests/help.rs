@@ -97,6 +97,7 @@ fn every_verb_has_an_example_exit_statuses_and_consistent_flags() {
         "KEYS",
         "STATE",
         "NAME",
+        "FILE",
     ];
     const NO_SCHEDULER: &[&str] = &["scheduler", "cluster", "inspect", "journal"];
     let verbs = verbs();
@@ -150,7 +151,15 @@ fn every_verb_has_an_example_exit_statuses_and_consistent_flags() {
         .map(|(o, _)| o)
         .collect();
     for (flag, _) in options(&help(&["worker".into()])) {
-        let own = ["host", "advertise", "reconnect-grace", "scheduler", "help"];
+        // A port of its own is one process's: a cluster's workers share a host.
+        let own = [
+            "host",
+            "advertise",
+            "data-port",
+            "reconnect-grace",
+            "scheduler",
+            "help",
+        ];
         if !own.contains(&flag.as_str()) && !cluster.contains(&flag) {
             problems.push(format!("`cluster` lacks the worker flag --{flag}"));
         }

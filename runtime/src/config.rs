@@ -263,7 +263,8 @@ pub fn resolve(explicit: Option<&str>) -> Result<Resolved, String> {
     }))
 }
 
-/// The token a client presents: `DTASK_TOKEN`, else the configured token
+/// The token a client presents: `DTASK_TOKEN`, else the file
+/// `DTASK_TOKEN_FILE` names, else the configured token
 /// file, else the state directory's `token`.
 pub fn client_token(token_file: Option<&Path>) -> Result<String, String> {
     if let Ok(t) = std::env::var("DTASK_TOKEN")
@@ -271,19 +272,26 @@ pub fn client_token(token_file: Option<&Path>) -> Result<String, String> {
     {
         return Ok(t);
     }
+    if let Some(path) = std::env::var_os("DTASK_TOKEN_FILE").filter(|p| !p.is_empty()) {
+        return read_token(Path::new(&path));
+    }
     let path = token_file
         .map(Path::to_path_buf)
         .unwrap_or_else(|| state_dir().join("token"));
     read_token(&path).map_err(|e| format!("{e}; set DTASK_TOKEN or `token-file` in dtask.toml"))
 }
 
-/// The token a worker presents: `DTASK_WORKER_TOKEN`, else the configured
+/// The token a worker presents: `DTASK_WORKER_TOKEN`, else the file
+/// `DTASK_WORKER_TOKEN_FILE` names, else the configured
 /// `worker-token-file`, else the state directory's `worker-token`.
 pub fn worker_token() -> Result<String, String> {
     if let Ok(t) = std::env::var("DTASK_WORKER_TOKEN")
         && !t.is_empty()
     {
         return Ok(t);
+    }
+    if let Some(path) = std::env::var_os("DTASK_WORKER_TOKEN_FILE").filter(|p| !p.is_empty()) {
+        return read_token(Path::new(&path));
     }
     let path = file_config()?
         .and_then(|(_, c)| c.worker_token_file)

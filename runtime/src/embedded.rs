@@ -129,6 +129,7 @@ async fn serve(
             token: worker_token.clone(),
             nthreads: 1,
             listen_host: "127.0.0.1".into(),
+            data_port: 0,
             advertise: None,
             cache_dir: Some(crate::config::cache_dir()),
             limits: Limits {

@@ -29,6 +29,11 @@ pub struct Args {
     /// Scheduler port; 0 picks a free one.
     #[arg(long, default_value_t = 8786)]
     port: u16,
+    /// Host or IP that clients and workers dial, printed as the
+    /// scheduler's address [default: the bound address; with a wildcard
+    /// `--host`, this machine's host name].
+    #[arg(long, value_name = "HOST")]
+    advertise: Option<String>,
     #[command(flatten)]
     worker: super::worker::WorkerFlags,
     #[command(flatten)]
@@ -124,10 +129,10 @@ pub fn run(a: Args) -> Result<(), Failure> {
     }
     let credentials = config::server_credentials().map_err(|e| Failure::new(2, e))?;
     let listener = bind(&a.host, a.port)?;
-    let addr = listener
+    let bound = listener
         .local_addr()
-        .map_err(|e| Failure::new(2, e.to_string()))?
-        .to_string();
+        .map_err(|e| Failure::new(2, e.to_string()))?;
+    let addr = super::scheduler::advertised(bound, a.advertise.as_deref());
     let exe = std::env::current_exe()
         .map_err(|e| Failure::new(2, format!("cannot find the dtask binary: {e}")))?;
     // Workers are spawned from this (main) thread, so PR_SET_PDEATHSIG

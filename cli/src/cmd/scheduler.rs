@@ -22,6 +22,11 @@ pub struct Args {
     /// Port to bind; 0 picks a free one.
     #[arg(long, default_value_t = 8786)]
     pub port: u16,
+    /// Host or IP that clients and workers dial, printed as the
+    /// scheduler's address [default: the bound address; with a wildcard
+    /// `--host`, this machine's host name].
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
     #[command(flatten)]
     pub serve: ServeOptions,
     #[command(flatten)]
@@ -88,6 +93,29 @@ pub struct ServeOptions {
     /// Serve no dashboard and no `/metrics`.
     #[arg(long)]
     pub no_dashboard: bool,
+}
+
+/// The address to print for a scheduler bound at `bound`: `advertise`
+/// with the bound port, else the bound address unless it is a wildcard
+/// (never advertised: others cannot dial `0.0.0.0`), else this machine's
+/// host name.
+pub fn advertised(bound: std::net::SocketAddr, advertise: Option<&str>) -> String {
+    let host = match advertise {
+        Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+        None if !bound.ip().is_unspecified() => return bound.to_string(),
+        None => {
+            let name = dtask_runtime::worker::host_name();
+            tracing::info!(
+                "listening on every interface; advertising {name}:{} (choose with --advertise)",
+                bound.port()
+            );
+            name
+        }
+    };
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, bound.port()).to_string(),
+        Err(_) => format!("{host}:{}", bound.port()),
+    }
 }
 
 /// Binds a listener, reporting a taken port as a usage error.
@@ -170,9 +198,10 @@ pub async fn serve(
 pub fn run(a: Args) -> Result<(), Failure> {
     let credentials = config::server_credentials().map_err(|e| Failure::new(2, e))?;
     let listener = bind(&a.host, a.port)?;
-    let addr = listener
+    let bound = listener
         .local_addr()
         .map_err(|e| Failure::new(2, e.to_string()))?;
+    let addr = advertised(bound, a.advertise.as_deref());
     println!("{addr}");
     let _ = std::io::stdout().flush();
     tracing::info!("scheduler listening on {addr}");

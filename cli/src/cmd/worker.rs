@@ -18,8 +18,12 @@ pub struct Args {
     /// Host or IP other workers and clients reach this one at [default:
     /// the bound address; with a wildcard `--host`, the address this
     /// worker reaches the scheduler from].
-    #[arg(long, value_name = "HOST")]
+    #[arg(long, env = "DTASK_ADVERTISE", value_name = "HOST")]
     pub advertise: Option<String>,
+    /// Port of the data port; 0 picks a free one (a fixed one suits
+    /// firewalls and Kubernetes Services).
+    #[arg(long, default_value_t = 0, value_name = "PORT")]
+    pub data_port: u16,
     #[command(flatten)]
     pub flags: WorkerFlags,
     /// When the scheduler goes away (a restart), keep the results held
@@ -111,8 +115,13 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let reconnect_grace = a.reconnect_grace;
     let host = a.host;
     let advertise = a.advertise;
+    let data_port = a.data_port;
     let a = a.flags;
-    let nthreads = a.nthreads.or(defaults.nthreads).unwrap_or(1);
+    // Under Slurm, the CPUs the job step was given.
+    let slurm = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    let nthreads = a.nthreads.or(defaults.nthreads).or(slurm).unwrap_or(1);
     let memory_limit_mib = a
         .memory_limit_mib
         .or(defaults.memory_limit_mib)
@@ -145,6 +154,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
         token: token.into(),
         nthreads,
         listen_host: host,
+        data_port,
         advertise,
         cache_dir: Some(config::cache_dir()),
         limits: Limits {

@@ -42,6 +42,8 @@ pub struct WorkerOptions {
     pub nthreads: u32,
     /// Host to bind the data port on.
     pub listen_host: String,
+    /// Port of the data port (0: any free one).
+    pub data_port: u16,
     /// The host others reach the data port at, when not the bound one;
     /// `None` with a wildcard bind (`0.0.0.0`, `::`): the address this
     /// worker reaches the scheduler from.
@@ -137,7 +139,15 @@ struct Running {
 
 /// Runs a worker until the scheduler tells it to stop or goes away.
 pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
-    let listener = TcpListener::bind((options.listen_host.as_str(), 0)).await?;
+    let listener = TcpListener::bind((options.listen_host.as_str(), options.data_port))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}:{} for the data port: {e}",
+                options.listen_host,
+                options.data_port
+            )
+        })?;
     let data_addr = advertised(
         listener.local_addr()?,
         options.advertise.as_deref(),
@@ -434,7 +444,8 @@ fn advertised(
 }
 
 /// This machine's host name (`localhost` if it has none).
-fn host_name() -> String {
+/// This machine's host name (`localhost` if it has none).
+pub fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
