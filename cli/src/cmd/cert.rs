@@ -30,7 +30,7 @@ enum What {
         /// A name or address others dial this cluster's scheduler and
         /// workers at; repeat for each. Default: localhost, 127.0.0.1, ::1
         /// and this machine's host name.
-        #[arg(long = "host", value_name = "NAME")]
+        #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
         /// Days the certificate is valid for.
         #[arg(long, default_value_t = 365, value_name = "N")]
