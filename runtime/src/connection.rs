@@ -47,6 +47,107 @@ pub const HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
 /// unauthenticated peers can hold: this many × [`HANDSHAKE_MAX_FRAME`].
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
+/// Handshakes one peer address may run at once on a listener: a single
+/// host cannot take every one of [`MAX_PENDING_HANDSHAKES`].
+pub const MAX_PENDING_PER_PEER: usize = 32;
+
+/// The bounds on unauthenticated connections a listener keeps: at most
+/// [`MAX_PENDING_HANDSHAKES`] handshakes at once (past that, connections
+/// wait in the kernel's backlog) and [`MAX_PENDING_PER_PEER`] from one
+/// address (past that, its connections are closed at once). Hitting either
+/// is logged, at most every ten seconds.
+pub struct Gate {
+    all: Arc<tokio::sync::Semaphore>,
+    per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    last_warning: std::sync::Mutex<Option<std::time::Instant>>,
+    what: &'static str,
+}
+
+/// A handshake's place at a [`Gate`], given back when dropped.
+pub struct Pass {
+    gate: Arc<Gate>,
+    peer: std::net::IpAddr,
+    _all: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        let mut per_peer = self.gate.per_peer.lock().expect("never poisoned");
+        if let Some(n) = per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// A gate for the listener of `what` (for log lines).
+    pub fn new(what: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            all: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
+            per_peer: Default::default(),
+            last_warning: Default::default(),
+            what,
+        })
+    }
+
+    /// Waits for room for one more handshake (call before accepting).
+    pub async fn room(&self) -> tokio::sync::OwnedSemaphorePermit {
+        if let Ok(p) = self.all.clone().try_acquire_owned() {
+            return p;
+        }
+        self.warn(format_args!(
+            "{} handshakes are in progress on the {} (the most at once); further \
+             connections wait until one ends",
+            MAX_PENDING_HANDSHAKES, self.what
+        ));
+        self.all
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed")
+    }
+
+    /// Lets a connection from `peer` start its handshake, or refuses it
+    /// (`None`: close it) when that address already runs its share.
+    pub fn admit(
+        self: &Arc<Self>,
+        room: tokio::sync::OwnedSemaphorePermit,
+        peer: std::net::IpAddr,
+    ) -> Option<Pass> {
+        {
+            let mut per_peer = self.per_peer.lock().expect("never poisoned");
+            let n = per_peer.entry(peer).or_default();
+            if *n >= MAX_PENDING_PER_PEER {
+                drop(per_peer);
+                self.warn(format_args!(
+                    "closing a connection from {peer} to the {}: {MAX_PENDING_PER_PEER} \
+                     handshakes from that address are already in progress",
+                    self.what
+                ));
+                return None;
+            }
+            *n += 1;
+        }
+        Some(Pass {
+            gate: self.clone(),
+            peer,
+            _all: room,
+        })
+    }
+
+    fn warn(&self, message: std::fmt::Arguments<'_>) {
+        let mut last = self.last_warning.lock().expect("never poisoned");
+        let now = std::time::Instant::now();
+        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+            *last = Some(now);
+            tracing::warn!("{message}");
+        }
+    }
+}
+
 /// What can go wrong on a connection.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {

@@ -62,16 +62,13 @@ pub async fn serve(
     actors: Actors,
     logs: Arc<crate::worker::logs::Logs>,
 ) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(
-        connection::MAX_PENDING_HANDSHAKES,
-    ));
+    let gate = connection::Gate::new("data port");
     loop {
-        let permit = handshakes
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
+        let room = gate.room().await;
         let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let Some(permit) = gate.admit(room, peer.ip()) else {
             continue;
         };
         let admits = admits.clone();

@@ -246,17 +246,11 @@ async fn accept_loop(
     next_id: Arc<AtomicU64>,
     in_tx: mpsc::Sender<Inbound>,
 ) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(
-        connection::MAX_PENDING_HANDSHAKES,
-    ));
+    let gate = connection::Gate::new("scheduler's port");
     loop {
         // Unauthenticated peers get a bounded share: past the cap, new
         // connections wait in the kernel's backlog.
-        let permit = handshakes
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
+        let room = gate.room().await;
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -264,6 +258,9 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
+        };
+        let Some(permit) = gate.admit(room, peer.ip()) else {
+            continue;
         };
         let opts = opts.clone();
         let next_id = next_id.clone();
