@@ -265,7 +265,7 @@ fn four_hosts_with_tls_survive_a_cut_link() {
     };
     let a = ok(
         dtask(
-            &["submit", "--workers", &on(wa), tasks_wasm(), "inc", "1"],
+            &["submit", "--workers", &on(wa), tasks_wasm(), "inc", "1000"],
             "",
         ),
         "submit on a",
@@ -279,13 +279,13 @@ fn four_hosts_with_tls_survive_a_cut_link() {
                 tasks_wasm(),
                 "add",
                 &format!("@{a}"),
-                "40",
+                "1",
             ],
             "",
         ),
         "submit on b",
     );
-    assert_eq!(ok(dtask(&["gather", &b], ""), "gather b"), "42");
+    assert_eq!(ok(dtask(&["gather", &b], ""), "gather b"), "1002");
     let who = ok(dtask(&["who-has", &a, &b], ""), "who-has");
     assert!(who.contains(&on(wa)) && who.contains(&on(wb)), "{who}");
 

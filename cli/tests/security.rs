@@ -286,7 +286,11 @@ fn a_tls_client_is_told_when_the_scheduler_has_no_tls() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("plaintext peer"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not speak TLS"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -385,6 +385,10 @@ fn spawn_writer<M: Serialize + Weigh + Send + 'static>(mut sink: WriteHalf) -> S
         // Whatever still waits is dropped with the queue.
         shared.cut.store(true, Ordering::Release);
         rx.close();
+        // Say so to the peer (a TLS close_notify, then the socket's FIN):
+        // a dropped TLS half would not.
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
     });
     Sender { tx, backlog }
 }
@@ -468,7 +472,10 @@ async fn open(addr: &str) -> Result<(ReadHalf, WriteHalf, bool), WireError> {
             let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(addr, stream))
                 .await
                 .map_err(|_| WireError::Timeout)?
-                .map_err(WireError::Tls)?;
+                .map_err(|e| match e {
+                    crate::tls::TlsError::Refused(why) => WireError::Tls(why),
+                    crate::tls::TlsError::Io(e) => WireError::Io(e),
+                })?;
             let (r, w) = tls_halves(stream);
             (r, w, true)
         }
@@ -527,8 +534,10 @@ pub async fn connect<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>
     let welcome = read_one::<Welcome>(&mut frames)
         .await
         .map_err(|e| match e {
-            // A TLS alert read as a frame's length is too long for a Welcome.
-            WireError::Io(_) | WireError::Malformed(_) | WireError::Closed if !tls => {
+            // A TLS alert read as a frame's length is too long for a
+            // Welcome. (A peer that just closes may be restarting: that
+            // stays `Closed`, which callers retry.)
+            WireError::Io(ref io) if !tls && io.kind() == io::ErrorKind::InvalidData => {
                 WireError::Tls(format!(
                     "{addr} answered with something other than dtask's handshake ({e}): it most \
                  likely speaks TLS; set DTASK_TLS_CA (the cluster's CA) on this side"
@@ -566,6 +575,13 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
         }
         None => {
             if peer_speaks_tls(&stream).await {
+                use tokio::io::AsyncWriteExt;
+                let mut stream = stream;
+                let _ = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    stream.write_all(&crate::tls::NO_TLS_HERE),
+                )
+                .await;
                 return Err(WireError::Tls(
                     "the peer speaks TLS and this side has no certificate: set \
                      DTASK_TLS_CA, DTASK_TLS_CERT and DTASK_TLS_KEY here too"

@@ -172,20 +172,45 @@ impl Tls {
 
     /// Runs the TLS handshake over `stream` to `addr` (`host:port`),
     /// checking the peer's certificate for `host`.
+    ///
+    /// A failure TLS itself reports (a certificate, an alert) is final:
+    /// [`TlsError::Refused`]; a connection that merely ends during the
+    /// handshake (a peer restarting, say) may be worth another try:
+    /// [`TlsError::Io`]. Both say what they mean for a user.
     pub async fn connect(
         &self,
         addr: &str,
         stream: tokio::net::TcpStream,
-    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, TlsError> {
         let host = host_of(addr);
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|_| format!("{host:?} is not a host name or address TLS can check"))?;
-        self.connector
-            .connect(name, stream)
-            .await
-            .map_err(|e| explain(&e, addr, true))
+        let name = ServerName::try_from(host.to_string()).map_err(|_| {
+            TlsError::Refused(format!(
+                "{host:?} is not a host name or address TLS can check"
+            ))
+        })?;
+        self.connector.connect(name, stream).await.map_err(|e| {
+            let said = explain(&e, addr, true);
+            match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(_) => TlsError::Refused(said),
+                None => TlsError::Io(std::io::Error::new(e.kind(), said)),
+            }
+        })
     }
 }
+
+/// Why a TLS connection could not be made.
+#[derive(Debug)]
+pub enum TlsError {
+    /// TLS refused it: final.
+    Refused(String),
+    /// The connection failed during the handshake: perhaps transient.
+    Io(std::io::Error),
+}
+
+/// What a plaintext dtask listener answers a TLS ClientHello with: a fatal
+/// `handshake_failure` alert, so that a TLS client learns at once that
+/// there is no TLS here (rather than seeing the connection reset).
+pub const NO_TLS_HERE: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
 
 /// The host part of `host:port` or `[v6]:port`.
 fn host_of(addr: &str) -> &str {
@@ -224,6 +249,11 @@ pub fn explain(e: &std::io::Error, addr: &str, dialled: bool) -> String {
         Some(Error::InvalidMessage(_)) | Some(Error::InappropriateMessage { .. }) => format!(
             "TLS: {peer} does not speak TLS (a plaintext peer): configure TLS on both \
              sides or on neither"
+        ),
+        Some(Error::AlertReceived(rustls::AlertDescription::HandshakeFailure)) => format!(
+            "TLS: {peer} refused the TLS handshake: it does not speak TLS (a plaintext \
+             dtask peer answers so; configure TLS on both sides or on neither), or shares \
+             no cipher with this side"
         ),
         Some(Error::AlertReceived(alert)) => format!(
             "TLS: {peer} refused the handshake ({alert:?}): does it trust this side's \

@@ -562,8 +562,12 @@ impl Core {
                          and running its tasks elsewhere",
                         self.worker_timeout
                     );
-                    // Dropping its sender closes the connection.
-                    self.conns.remove(&id);
+                    // Dropping its sender stops the writing; the hangup
+                    // stops the reading, which closes the socket, so that a
+                    // worker that was only cut off learns it and rejoins.
+                    if let Some(c) = self.conns.remove(&id) {
+                        c.hangup.notify_one();
+                    }
                     self.apply(Event::WorkerDisconnected { worker: id });
                 }
             }
