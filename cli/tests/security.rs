@@ -349,3 +349,32 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_cluster_on_ipv6_serves_clients_and_workers() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("*** SKIPPED the IPv6 test: this machine has no ::1 ***");
+        return;
+    }
+    let c = Cluster::start_with(2, 1, &["--host", "::1"]);
+    assert!(c.addr.starts_with("[::1]:"), "{}", c.addr);
+    let workers = c.ok(&["workers"]);
+    assert_eq!(workers.lines().count(), 2, "{workers}");
+    assert!(
+        workers.lines().all(|l| l.contains("[::1]:")),
+        "data ports on ::1: {workers}"
+    );
+    let a = c.submit("inc", &["1"]);
+    let b = c.submit("add", &[&format!("@{a}"), "40"]);
+    assert_eq!(c.ok(&["gather", &b]), "42");
+}
+
+#[test]
+fn a_wildcard_bind_is_never_advertised() {
+    let c = Cluster::start_with(1, 1, &["--host", "0.0.0.0"]);
+    assert!(!c.addr.starts_with("0.0.0.0"), "{}", c.addr);
+    let workers = c.ok(&["workers"]);
+    assert!(!workers.contains("0.0.0.0"), "{workers}");
+    let key = c.submit("inc", &["6"]);
+    assert_eq!(c.ok(&["gather", &key]), "7");
+}

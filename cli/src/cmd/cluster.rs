@@ -23,7 +23,8 @@ pub struct Args {
         value_name = "N"
     )]
     workers: usize,
-    /// Address to bind.
+    /// Address to bind: the scheduler's port and the workers' data ports
+    /// (`0.0.0.0` or `::` for every interface).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// Scheduler port; 0 picks a free one.
@@ -133,6 +134,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::new(2, e.to_string()))?;
     let addr = super::scheduler::advertised(bound, a.advertise.as_deref());
+    let host = a.host.clone();
     let exe = std::env::current_exe()
         .map_err(|e| Failure::new(2, format!("cannot find the dtask binary: {e}")))?;
     // Workers are spawned from this (main) thread, so PR_SET_PDEATHSIG
@@ -160,7 +162,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
     .collect();
     let spawn = |restarts: u32| -> Result<Child, Failure> {
         let mut cmd = Command::new(&exe);
-        cmd.args(["worker", "--scheduler", &addr])
+        // Data ports on the scheduler's host too: a cluster bound for other
+        // machines serves them its workers' results as well.
+        cmd.args(["worker", "--scheduler", &addr, "--host", &host])
             .arg(format!("--restart-count={restarts}"))
             .args(&flags)
             .env("DTASK_WORKER_TOKEN", credentials.worker.expose())
