@@ -27,6 +27,7 @@ bench:
     cargo bench -p dtask --bench state
     cargo bench -p dtask --bench dashboard
     cargo bench -p dtask --bench production
+    cargo bench -p dtask --bench versus
     python3 cli/benches/dask_baseline.py
 
 # A 20,000-task graph while a worker is killed every second, the

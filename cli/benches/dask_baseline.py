@@ -11,8 +11,9 @@ import time
 try:
     from distributed import Client, LocalCluster, Lock, Queue
 except ImportError:
-    print("Dask baseline: skipped (pip install 'dask[distributed]' to measure it)")
-    sys.exit(0)
+    print("Dask baseline: skipped (pip install 'dask[distributed]' to measure it)",
+          file=sys.stderr if "--json" in sys.argv else sys.stdout)
+    sys.exit(3 if "--json" in sys.argv else 0)
 
 
 def inc(x):
@@ -98,10 +99,68 @@ def main():
         print(f"events {n:,} to 1 subscriber (Dask topics) {rate:>10.0f} msgs/s")
 
 
+def measure_once(client, run):
+    """One sample of each figure `cargo bench --bench versus` compares, with
+    the sample sizes it uses: {figure: value}."""
+    out = {}
+    n = 10_000
+    offset = run * 1_000_000
+    start = time.perf_counter()
+    results = client.gather(client.map(inc, range(offset, offset + n)))
+    out["map_gather"] = n / (time.perf_counter() - start)
+    assert sum(results) == sum(range(offset + 1, offset + n + 1))
+    times = []
+    for i in range(300):
+        start = time.perf_counter()
+        assert client.submit(inc, 10_000_000 + offset + i).result() == 10_000_001 + offset + i
+        times.append(time.perf_counter() - start)
+    out["round_trip_us"] = percentiles(times)[0] * 1e6
+    start = time.perf_counter()
+    f = client.submit(inc, 0, pure=False)
+    for _ in range(999):
+        f = client.submit(inc, f, pure=False)
+    assert f.result() == 1000
+    out["chain_ms"] = (time.perf_counter() - start) * 1e3
+    queue = Queue(f"versus-queue-{run}")
+    times = []
+    for i in range(500):
+        start = time.perf_counter()
+        queue.put(i)
+        assert queue.get() == i
+        times.append(time.perf_counter() - start)
+    out["queue_us"] = percentiles(times)[0] * 1e6
+    lock = Lock(f"versus-lock-{run}")
+    times = []
+    for _ in range(500):
+        start = time.perf_counter()
+        lock.acquire()
+        lock.release()
+        times.append(time.perf_counter() - start)
+    out["lock_us"] = percentiles(times)[0] * 1e6
+    return out
+
+
+def json_samples(runs):
+    """`--json RUNS`: RUNS samples of every figure, as one JSON object of
+    lists on stdout (what `cargo bench --bench versus` reads)."""
+    import json
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.submit(inc, -1).result()
+        samples = {}
+        for run in range(runs):
+            for k, v in measure_once(client, run).items():
+                samples.setdefault(k, []).append(v)
+        print(json.dumps(samples))
+
+
 def percentiles(times):
     times = sorted(times)
     return times[len(times) // 2], times[len(times) * 99 // 100]
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--json":
+        json_samples(int(sys.argv[2]))
+    else:
+        main()
