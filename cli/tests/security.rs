@@ -378,3 +378,72 @@ fn a_wildcard_bind_is_never_advertised() {
     let key = c.submit("inc", &["6"]);
     assert_eq!(c.ok(&["gather", &key]), "7");
 }
+
+#[test]
+fn a_worker_credential_cannot_shut_down_even_joined_as_a_worker() {
+    use dtask_runtime::connection;
+    use dtask_runtime::protocol::{FromScheduler, Hello, PROTOCOL_VERSION, Role, ToScheduler};
+    let c = Cluster::start(1, 1);
+    let worker = file_token(&c, "worker-token");
+    let rt = runtime();
+    rt.block_on(async {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            token: worker.clone(),
+            role: Role::Worker {
+                nthreads: 1,
+                data_addr: "127.0.0.1:9".into(),
+                name: "impostor".into(),
+                resources: Vec::new(),
+                memory_limit: 1 << 20,
+                restarts: 0,
+            },
+        };
+        let (_, tx, _rx) = connection::connect::<FromScheduler, ToScheduler>(&c.addr, hello)
+            .await
+            .expect("a worker credential joins as a worker");
+        tx.send(ToScheduler::Shutdown).unwrap();
+        tx.send(ToScheduler::DashboardLogin { id: 1 }).unwrap();
+    });
+    // Still serving.
+    let key = c.submit("inc", &["2"]);
+    assert_eq!(c.ok(&["gather", &key]), "3");
+}
+
+#[test]
+fn a_data_port_refuses_the_raw_client_token() {
+    use dtask_runtime::connection;
+    use dtask_runtime::protocol::{FromPeer, Hello, PROTOCOL_VERSION, Role, ToPeer};
+    let c = Cluster::start(1, 1);
+    let workers = c.ok(&["workers"]);
+    let data = workers.split('\t').nth(1).unwrap().to_string();
+    let client = file_token(&c, "token");
+    let rt = runtime();
+    let refused = rt.block_on(async {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            token: client.clone(),
+            role: Role::Peer,
+        };
+        connection::connect::<FromPeer, ToPeer>(&data, hello)
+            .await
+            .err()
+    });
+    let why = refused
+        .expect("the raw client token is refused by a data port")
+        .to_string();
+    assert!(why.contains("authentication failed"), "{why}");
+    // What clients present instead is admitted.
+    let proof = dtask_runtime::secret::peer_proof(&client);
+    let admitted = rt.block_on(async {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            token: proof,
+            role: Role::Peer,
+        };
+        connection::connect::<FromPeer, ToPeer>(&data, hello)
+            .await
+            .is_ok()
+    });
+    assert!(admitted);
+}

@@ -180,7 +180,9 @@ struct Inner {
     tx: Mutex<Sender<ToScheduler>>,
     /// How long to keep trying to reconnect after the connection breaks.
     grace_ms: AtomicU64,
-    token: String,
+    /// What this client presents to workers' data ports: a proof of the
+    /// client token (never the token), or a worker's tasks' worker token.
+    peer_token: String,
     next_id: AtomicU64,
     replies: Mutex<Option<HashMap<u64, oneshot::Sender<FromScheduler>>>>,
     watchers: Mutex<Option<Watchers>>,
@@ -235,6 +237,12 @@ impl Client {
     }
 
     async fn connect_as(addr: &str, token: &str, role: Role) -> Result<Self, ClientError> {
+        let peer_token = match &role {
+            // A worker's data port never sees the client token itself: it
+            // checks a digest of it (`crate::secret`).
+            Role::Client { .. } => crate::secret::peer_proof(token),
+            _ => token.to_string(),
+        };
         let hello = Hello {
             version: PROTOCOL_VERSION,
             token: token.to_string(),
@@ -245,7 +253,7 @@ impl Client {
             address: addr.to_string(),
             tx: Mutex::new(tx),
             grace_ms: AtomicU64::new(default_grace().as_millis() as u64),
-            token: token.to_string(),
+            peer_token,
             next_id: AtomicU64::new(1),
             replies: Mutex::new(Some(HashMap::new())),
             watchers: Mutex::new(Some(HashMap::new())),
@@ -738,7 +746,7 @@ impl Client {
     pub async fn fetch_encoded(&self, key: &str, at: &Located) -> Result<Bytes, ClientError> {
         Ok(match &at.inline {
             Some(b) => b.clone(),
-            None => peer::fetch(&at.who_has, &self.inner.token, key)
+            None => peer::fetch(&at.who_has, &self.inner.peer_token, key)
                 .await
                 .map_err(|reason| ClientError::Data {
                     key: key.to_string(),
@@ -864,7 +872,7 @@ impl Client {
             .into_iter()
             .map(|w| w.address)
             .collect();
-        crate::peer::logs(&addrs, &self.inner.token, key)
+        crate::peer::logs(&addrs, &self.inner.peer_token, key)
             .await
             .map_err(|reason| ClientError::Data {
                 key: key.to_string(),

@@ -47,37 +47,57 @@ pub const HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
 /// unauthenticated peers can hold: this many × [`HANDSHAKE_MAX_FRAME`].
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
-/// Handshakes one peer address may run at once on a listener: a single
-/// host cannot take every one of [`MAX_PENDING_HANDSHAKES`].
+/// Handshakes one peer address may run at once on a listener: past this,
+/// its further connections wait (up to the handshake timeout, without
+/// taking any of [`MAX_PENDING_HANDSHAKES`]) for one of its own to end,
+/// so one host cannot keep others' connections queued behind its own.
 pub const MAX_PENDING_PER_PEER: usize = 32;
 
+/// Connections one address may have waiting for its turn; more are closed.
+pub const MAX_WAITING_PER_PEER: usize = 256;
+
+/// Connections all addresses together may have waiting; more are closed.
+pub const MAX_WAITING: usize = 4096;
+
 /// The bounds on unauthenticated connections a listener keeps: at most
-/// [`MAX_PENDING_HANDSHAKES`] handshakes at once (past that, connections
-/// wait in the kernel's backlog) and [`MAX_PENDING_PER_PEER`] from one
-/// address (past that, its connections are closed at once). Hitting either
-/// is logged, at most every ten seconds.
+/// [`MAX_PENDING_HANDSHAKES`] in their handshake (past that, connections
+/// wait in the kernel's backlog), at most [`MAX_PENDING_PER_PEER`] of them
+/// from one address (the rest wait their turn, boundedly, without holding
+/// a place; one that waits past the handshake timeout is closed). Hitting a
+/// bound is logged, at most every ten seconds.
 pub struct Gate {
     all: Arc<tokio::sync::Semaphore>,
-    per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, PeerSlots>>,
+    waiting: std::sync::atomic::AtomicUsize,
     last_warning: std::sync::Mutex<Option<std::time::Instant>>,
     what: &'static str,
+}
+
+/// One address's handshakes at a [`Gate`].
+struct PeerSlots {
+    running: Arc<tokio::sync::Semaphore>,
+    waiting: usize,
 }
 
 /// A handshake's place at a [`Gate`], given back when dropped.
 pub struct Pass {
     gate: Arc<Gate>,
     peer: std::net::IpAddr,
+    own: Option<tokio::sync::OwnedSemaphorePermit>,
     _all: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Drop for Pass {
     fn drop(&mut self) {
+        // Give the address's place back, then forget an address nobody
+        // else holds or waits on.
+        self.own = None;
         let mut per_peer = self.gate.per_peer.lock().expect("never poisoned");
-        if let Some(n) = per_peer.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                per_peer.remove(&self.peer);
-            }
+        if let Some(slots) = per_peer.get(&self.peer)
+            && slots.waiting == 0
+            && slots.running.available_permits() == MAX_PENDING_PER_PEER
+        {
+            per_peer.remove(&self.peer);
         }
     }
 }
@@ -88,6 +108,7 @@ impl Gate {
         Arc::new(Self {
             all: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
             per_peer: Default::default(),
+            waiting: Default::default(),
             last_warning: Default::default(),
             what,
         })
@@ -99,8 +120,8 @@ impl Gate {
             return p;
         }
         self.warn(format_args!(
-            "{} handshakes are in progress on the {} (the most at once); further \
-             connections wait until one ends",
+            "{} connections are in their handshake on the {} (the most at once); \
+             further connections wait until one ends",
             MAX_PENDING_HANDSHAKES, self.what
         ));
         self.all
@@ -110,32 +131,74 @@ impl Gate {
             .expect("never closed")
     }
 
-    /// Lets a connection from `peer` start its handshake, or refuses it
-    /// (`None`: close it) when that address already runs its share.
-    pub fn admit(
+    /// Lets a connection from `peer` start its handshake: at once while
+    /// that address has fewer than [`MAX_PENDING_PER_PEER`] in theirs, else
+    /// after waiting its turn (giving `room` back meanwhile). `None`: close
+    /// it (too many waiting, or it waited past the handshake timeout).
+    pub async fn admit(
         self: &Arc<Self>,
         room: tokio::sync::OwnedSemaphorePermit,
         peer: std::net::IpAddr,
     ) -> Option<Pass> {
-        {
+        use std::sync::atomic::Ordering::Relaxed;
+        let running = {
             let mut per_peer = self.per_peer.lock().expect("never poisoned");
-            let n = per_peer.entry(peer).or_default();
-            if *n >= MAX_PENDING_PER_PEER {
+            let slots = per_peer.entry(peer).or_insert_with(|| PeerSlots {
+                running: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_PER_PEER)),
+                waiting: 0,
+            });
+            if let Ok(own) = slots.running.clone().try_acquire_owned() {
+                return Some(self.pass(peer, own, room));
+            }
+            if slots.waiting >= MAX_WAITING_PER_PEER || self.waiting.load(Relaxed) >= MAX_WAITING {
                 drop(per_peer);
                 self.warn(format_args!(
-                    "closing a connection from {peer} to the {}: {MAX_PENDING_PER_PEER} \
-                     handshakes from that address are already in progress",
+                    "closing a connection from {peer} to the {}: too many of its connections \
+                     wait for their handshake",
                     self.what
                 ));
                 return None;
             }
-            *n += 1;
+            slots.waiting += 1;
+            self.waiting.fetch_add(1, Relaxed);
+            slots.running.clone()
+        };
+        self.warn(format_args!(
+            "{MAX_PENDING_PER_PEER} handshakes from {peer} are in progress on the {}; its \
+             further connections wait their turn",
+            self.what
+        ));
+        drop(room);
+        let own = tokio::time::timeout(HANDSHAKE_TIMEOUT, running.acquire_owned()).await;
+        let room = match &own {
+            Ok(Ok(_)) => Some(self.room().await),
+            _ => None,
+        };
+        {
+            let mut per_peer = self.per_peer.lock().expect("never poisoned");
+            if let Some(slots) = per_peer.get_mut(&peer) {
+                slots.waiting -= 1;
+            }
+            self.waiting.fetch_sub(1, Relaxed);
         }
-        Some(Pass {
+        match (own, room) {
+            (Ok(Ok(own)), Some(room)) => Some(self.pass(peer, own, room)),
+            _ => None,
+        }
+    }
+
+    fn pass(
+        self: &Arc<Self>,
+        peer: std::net::IpAddr,
+        own: tokio::sync::OwnedSemaphorePermit,
+        room: tokio::sync::OwnedSemaphorePermit,
+    ) -> Pass {
+        Pass {
             gate: self.clone(),
             peer,
+            own: Some(own),
             _all: room,
-        })
+        }
     }
 
     fn warn(&self, message: std::fmt::Arguments<'_>) {
@@ -537,6 +600,17 @@ pub async fn connect<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>
             // A TLS alert read as a frame's length is too long for a
             // Welcome. (A peer that just closes may be restarting: that
             // stays `Closed`, which callers retry.)
+            // Under TLS 1.3 the server checks this side's certificate
+            // after the client's handshake is done: its refusal arrives
+            // here, and is as final as any other TLS refusal.
+            WireError::Io(ref io)
+                if tls
+                    && io
+                        .get_ref()
+                        .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some()) =>
+            {
+                WireError::Tls(crate::tls::explain(io, addr, true))
+            }
             WireError::Io(ref io) if !tls && io.kind() == io::ErrorKind::InvalidData => {
                 WireError::Tls(format!(
                     "{addr} answered with something other than dtask's handshake ({e}): it most \

@@ -42,9 +42,12 @@ pub struct Admits {
 
 impl Admits {
     fn check(&self, presented: &str) -> Result<(), String> {
-        let client = self
-            .client_digest
-            .is_some_and(|d| crate::secret::digests_match(&d, &crate::secret::digest(presented)));
+        // Clients present a proof (a digest of their token), never the
+        // token itself.
+        let client = match (self.client_digest, crate::secret::proof_digest(presented)) {
+            (Some(d), Some(p)) => crate::secret::digests_match(&d, &p),
+            _ => false,
+        };
         if self.worker.matches(presented) || client {
             Ok(())
         } else {
@@ -68,14 +71,15 @@ pub async fn serve(
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let Some(permit) = gate.admit(room, peer.ip()) else {
-            continue;
-        };
         let admits = admits.clone();
         let store = store.clone();
         let actors = actors.clone();
         let logs = logs.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
+            let Some(permit) = gate.admit(room, peer.ip()).await else {
+                return;
+            };
             let admitted =
                 connection::accept::<ToPeer, FromPeer>(stream, DEFAULT_MAX_FRAME, |h: &Hello| {
                     match h.role {

@@ -43,6 +43,21 @@ pub fn digest(token: &str) -> [u8; 32] {
     blake3::derive_key("dtask 2026 client token digest", token.as_bytes())
 }
 
+/// What a client presents to a worker's data port instead of its token:
+/// `digest:` and the hex digest, which the worker checks against the one
+/// the scheduler gave it. A worker never learns the client token.
+pub fn peer_proof(token: &str) -> String {
+    format!("digest:{}", hex::encode(digest(token)))
+}
+
+/// The digest in a [`peer_proof`], if `presented` is one.
+pub fn proof_digest(presented: &str) -> Option<[u8; 32]> {
+    let hex_digest = presented.strip_prefix("digest:")?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut out).ok()?;
+    Some(out)
+}
+
 /// Whether two digests are equal, in constant time.
 pub fn digests_match(a: &[u8; 32], b: &[u8; 32]) -> bool {
     use subtle::ConstantTimeEq;
@@ -168,6 +183,18 @@ mod tests {
                 .unwrap_err()
                 .contains("authentication failed")
         );
+    }
+
+    #[test]
+    fn a_peer_proof_carries_the_digest_not_the_token() {
+        let proof = peer_proof("the-client-token");
+        assert!(!proof.contains("the-client-token"));
+        assert!(digests_match(
+            &proof_digest(&proof).unwrap(),
+            &digest("the-client-token")
+        ));
+        assert!(proof_digest("the-client-token").is_none());
+        assert!(proof_digest("digest:zz").is_none());
     }
 
     #[test]

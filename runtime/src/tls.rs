@@ -331,6 +331,14 @@ pub fn init(dir: &Path, hosts: &[String], days: u32) -> Result<Made, String> {
     let ca_key_pem = dir.join("ca-key.pem");
     let mut files = Vec::new();
     let now = time_now();
+    if ca_pem.exists() && !ca_key_pem.exists() {
+        return Err(format!(
+            "{} exists without its key {}: making a new CA would leave every certificate \
+             it signed untrusted; put ca-key.pem back, or choose another directory",
+            ca_pem.display(),
+            ca_key_pem.display()
+        ));
+    }
     let (ca_key, new_ca) = if ca_pem.exists() && ca_key_pem.exists() {
         let text = std::fs::read_to_string(&ca_key_pem)
             .map_err(|e| format!("cannot read {}: {e}", ca_key_pem.display()))?;

@@ -58,6 +58,8 @@ pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
     }
     let token = if from_env("DTASK_TOKEN").is_some() {
         ("(set)".to_string(), "DTASK_TOKEN".to_string())
+    } else if let Some(t) = from_env("DTASK_TOKEN_FILE") {
+        (t, "DTASK_TOKEN_FILE".to_string())
     } else if let Some(t) = file.as_ref().and_then(|(_, c)| c.token_file.clone()) {
         (
             t.display().to_string(),
@@ -70,6 +72,48 @@ pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
         )
     };
     rows.push(("token".into(), token.0, token.1));
+    let worker_token = if from_env("DTASK_WORKER_TOKEN").is_some() {
+        ("(set)".to_string(), "DTASK_WORKER_TOKEN".to_string())
+    } else if let Some(t) = from_env("DTASK_WORKER_TOKEN_FILE") {
+        (t, "DTASK_WORKER_TOKEN_FILE".to_string())
+    } else if let Some(t) = file.as_ref().and_then(|(_, c)| c.worker_token_file.clone()) {
+        (
+            t.display().to_string(),
+            file_name.clone().unwrap_or_default(),
+        )
+    } else {
+        (
+            config::state_dir()
+                .join("worker-token")
+                .display()
+                .to_string(),
+            "default".into(),
+        )
+    };
+    rows.push(("worker-token".into(), worker_token.0, worker_token.1));
+    let tls = global.tls.files()?;
+    for (name, var, flag, path) in [
+        ("tls.ca", "DTASK_TLS_CA", &global.tls.tls_ca, &tls.ca),
+        (
+            "tls.cert",
+            "DTASK_TLS_CERT",
+            &global.tls.tls_cert,
+            &tls.cert,
+        ),
+        ("tls.key", "DTASK_TLS_KEY", &global.tls.tls_key, &tls.key),
+    ] {
+        let source = match (flag, path) {
+            (Some(_), _) if from_env(var).is_some() => var.to_string(),
+            (Some(_), _) => format!("--{}", name.replace('.', "-")),
+            (None, Some(_)) => file_name.clone().unwrap_or_default(),
+            (None, None) => "default".to_string(),
+        };
+        let shown = path.as_ref().map_or_else(
+            || "none (plaintext)".to_string(),
+            |p| p.display().to_string(),
+        );
+        rows.push((name.into(), shown, source));
+    }
     rows.push((
         "client".into(),
         from_env("DTASK_CLIENT").unwrap_or_else(|| "default".into()),

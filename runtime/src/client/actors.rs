@@ -266,7 +266,7 @@ impl Client {
         {
             return Ok(p.clone());
         }
-        let link = Arc::new(PeerLink::connect(addr, &self.inner.token).await?);
+        let link = Arc::new(PeerLink::connect(addr, &self.inner.peer_token).await?);
         peers.insert(addr.to_string(), link.clone());
         Ok(link)
     }

@@ -109,11 +109,16 @@ const COOKIE: &str = "dtask_session";
 
 /// Who may see the dashboard: the token's holders, and browsers that
 /// redeemed a login code.
-#[derive(Debug)]
 pub struct Access {
     token: String,
     codes: Mutex<VecDeque<(String, Instant)>>,
     sessions: Mutex<VecDeque<String>>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access").finish_non_exhaustive()
+    }
 }
 
 fn random_hex() -> String {

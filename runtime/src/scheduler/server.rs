@@ -84,9 +84,10 @@ struct Conn {
     tx: Sender<FromScheduler>,
     hangup: Arc<tokio::sync::Notify>,
     is_worker: bool,
-    /// A worker's tasks acting as a client ([`Role::Tasks`]): they may not
-    /// shut the cluster down, force-cancel others' keys or log in to the
-    /// dashboard, which take the client credential.
+    /// Admitted with the worker token (a worker, or a worker's tasks
+    /// acting as a client, [`Role::Tasks`]): it may not shut the cluster
+    /// down, force-cancel others' keys or log in to the dashboard, which
+    /// take the client credential.
     tasks_only: bool,
     /// When it last sent anything.
     last_seen: tokio::time::Instant,
@@ -259,13 +260,14 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(permit) = gate.admit(room, peer.ip()) else {
-            continue;
-        };
         let opts = opts.clone();
         let next_id = next_id.clone();
         let in_tx = in_tx.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
+            let Some(permit) = gate.admit(room, peer.ip()).await else {
+                return;
+            };
             let admitted = connection::accept::<ToScheduler, FromScheduler>(
                 stream,
                 opts.max_frame,
@@ -470,7 +472,7 @@ impl Core {
                 tx,
                 hangup,
             } => {
-                let tasks_only = matches!(role, Role::Tasks);
+                let tasks_only = !matches!(role, Role::Client { .. });
                 let event = match role {
                     Role::Client { name } => Event::ClientConnected { client: id, name },
                     Role::Tasks => Event::ClientConnected {
@@ -646,7 +648,7 @@ impl Core {
         let event = match msg {
             ToScheduler::Shutdown if tasks_only => {
                 tracing::warn!(
-                    "connection {from} (a worker's tasks) asked for a shutdown; refused: \
+                    "connection {from} (a worker credential) asked for a shutdown; refused: \
                      that takes the client credential"
                 );
                 return;
