@@ -267,36 +267,30 @@ pub fn resolve(explicit: Option<&str>) -> Result<Resolved, String> {
 /// `DTASK_TOKEN_FILE` names, else the configured token
 /// file, else the state directory's `token`.
 pub fn client_token(token_file: Option<&Path>) -> Result<String, String> {
-    if let Ok(t) = std::env::var("DTASK_TOKEN")
+    presented_token("DTASK_TOKEN", token_file.map(Path::to_path_buf), "token")
+        .map_err(|e| format!("{e}; set DTASK_TOKEN or `token-file` in dtask.toml"))
+}
+
+/// A token to present: the variable `var`, else the file `var`_FILE
+/// names, else `configured`, else the state directory's `file`.
+fn presented_token(var: &str, configured: Option<PathBuf>, file: &str) -> Result<String, String> {
+    if let Ok(t) = std::env::var(var)
         && !t.is_empty()
     {
         return Ok(t);
     }
-    if let Some(path) = std::env::var_os("DTASK_TOKEN_FILE").filter(|p| !p.is_empty()) {
+    if let Some(path) = std::env::var_os(format!("{var}_FILE")).filter(|p| !p.is_empty()) {
         return read_token(Path::new(&path));
     }
-    let path = token_file
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| state_dir().join("token"));
-    read_token(&path).map_err(|e| format!("{e}; set DTASK_TOKEN or `token-file` in dtask.toml"))
+    read_token(&configured.unwrap_or_else(|| state_dir().join(file)))
 }
 
 /// The token a worker presents: `DTASK_WORKER_TOKEN`, else the file
 /// `DTASK_WORKER_TOKEN_FILE` names, else the configured
 /// `worker-token-file`, else the state directory's `worker-token`.
 pub fn worker_token() -> Result<String, String> {
-    if let Ok(t) = std::env::var("DTASK_WORKER_TOKEN")
-        && !t.is_empty()
-    {
-        return Ok(t);
-    }
-    if let Some(path) = std::env::var_os("DTASK_WORKER_TOKEN_FILE").filter(|p| !p.is_empty()) {
-        return read_token(Path::new(&path));
-    }
-    let path = file_config()?
-        .and_then(|(_, c)| c.worker_token_file)
-        .unwrap_or_else(|| state_dir().join("worker-token"));
-    read_token(&path).map_err(|e| {
+    let configured = file_config()?.and_then(|(_, c)| c.worker_token_file);
+    presented_token("DTASK_WORKER_TOKEN", configured, "worker-token").map_err(|e| {
         format!(
             "{e}; a worker needs the scheduler's worker credential: set DTASK_WORKER_TOKEN \
              or `worker-token-file` in dtask.toml (the scheduler keeps it in its state \

@@ -17,14 +17,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// The reading half of a connection, plaintext or TLS.
 type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 /// The writing half of a connection, plaintext or TLS.
 type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
-use tokio::sync::Notify;
-use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// Largest frame accepted from a peer, unless configured otherwise.
 pub const DEFAULT_MAX_FRAME: usize = 512 * 1024 * 1024;
@@ -597,20 +597,15 @@ pub async fn connect<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>
     let welcome = read_one::<Welcome>(&mut frames)
         .await
         .map_err(|e| match e {
-            // A TLS alert read as a frame's length is too long for a
-            // Welcome. (A peer that just closes may be restarting: that
-            // stays `Closed`, which callers retry.)
             // Under TLS 1.3 the server checks this side's certificate
             // after the client's handshake is done: its refusal arrives
             // here, and is as final as any other TLS refusal.
-            WireError::Io(ref io)
-                if tls
-                    && io
-                        .get_ref()
-                        .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some()) =>
-            {
+            WireError::Io(ref io) if tls && crate::tls::rustls_error(io).is_some() => {
                 WireError::Tls(crate::tls::explain(io, addr, true))
             }
+            // A TLS alert read as a frame's length is too long for a
+            // Welcome. (A peer that just closes may be restarting: that
+            // stays `Closed`, which callers retry.)
             WireError::Io(ref io) if !tls && io.kind() == io::ErrorKind::InvalidData => {
                 WireError::Tls(format!(
                     "{addr} answered with something other than dtask's handshake ({e}): it most \
@@ -745,26 +740,32 @@ mod tests {
         assert!(decode::<Vec<u64>>(&bytes).is_err());
     }
 
+    /// Accepts one connection on `listener`, admitting only `token`.
+    async fn admit_one_with_token(
+        listener: tokio::net::TcpListener,
+        token: &'static str,
+    ) -> Result<(), WireError> {
+        let (s, _) = listener.accept().await.unwrap();
+        let right = crate::secret::Secret::new(token);
+        accept::<u8, u8>(s, DEFAULT_MAX_FRAME, |h| {
+            if right.matches(&h.token) {
+                Ok(Admission {
+                    id: 1,
+                    client_digest: None,
+                })
+            } else {
+                Err(crate::secret::wrong_token())
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
     #[tokio::test]
     async fn wrong_token_is_refused_with_reason() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move {
-            let (s, _) = listener.accept().await.unwrap();
-            let right = crate::secret::Secret::new("right");
-            accept::<u8, u8>(s, DEFAULT_MAX_FRAME, |h| {
-                if right.matches(&h.token) {
-                    Ok(Admission {
-                        id: 1,
-                        client_digest: None,
-                    })
-                } else {
-                    Err(crate::secret::wrong_token())
-                }
-            })
-            .await
-            .map(|_| ())
-        });
+        let server = tokio::spawn(admit_one_with_token(listener, "right"));
         let hello = Hello {
             version: PROTOCOL_VERSION,
             token: "wrong".into(),
@@ -779,22 +780,7 @@ mod tests {
     async fn another_protocol_version_is_refused_naming_both() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move {
-            let (s, _) = listener.accept().await.unwrap();
-            let right = crate::secret::Secret::new("right");
-            accept::<u8, u8>(s, DEFAULT_MAX_FRAME, |h| {
-                if right.matches(&h.token) {
-                    Ok(Admission {
-                        id: 1,
-                        client_digest: None,
-                    })
-                } else {
-                    Err(crate::secret::wrong_token())
-                }
-            })
-            .await
-            .map(|_| ())
-        });
+        let server = tokio::spawn(admit_one_with_token(listener, "right"));
         let hello = Hello {
             version: PROTOCOL_VERSION + 7,
             token: "right".into(),

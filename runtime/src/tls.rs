@@ -190,7 +190,7 @@ impl Tls {
         })?;
         self.connector.connect(name, stream).await.map_err(|e| {
             let said = explain(&e, addr, true);
-            match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            match rustls_error(&e) {
                 Some(_) => TlsError::Refused(said),
                 None => TlsError::Io(std::io::Error::new(e.kind(), said)),
             }
@@ -218,10 +218,16 @@ fn host_of(addr: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
+/// The TLS error an I/O error from a TLS stream carries, if it is one
+/// (rather than the connection failing underneath).
+pub(crate) fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+}
+
 /// Says what a failed TLS handshake means, for a user.
 pub fn explain(e: &std::io::Error, addr: &str, dialled: bool) -> String {
     use rustls::{CertificateError, Error};
-    let tls = e.get_ref().and_then(|i| i.downcast_ref::<Error>());
+    let tls = rustls_error(e);
     let peer = if dialled { addr } else { "the peer" };
     match tls {
         Some(Error::InvalidCertificate(c)) => match c {

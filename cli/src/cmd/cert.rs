@@ -45,11 +45,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
     }
     let hosts = if hosts.is_empty() {
         let mut h = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-        if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-            let name = name.trim();
-            if !name.is_empty() && name != "localhost" {
-                h.push(name.to_string());
-            }
+        let name = dtask_runtime::worker::host_name();
+        if name != "localhost" {
+            h.push(name);
         }
         h
     } else {

@@ -101,7 +101,7 @@ pub struct ServeOptions {
 /// host name.
 pub fn advertised(bound: std::net::SocketAddr, advertise: Option<&str>) -> String {
     let host = match advertise {
-        Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+        Some(h) => h.to_string(),
         None if !bound.ip().is_unspecified() => return bound.to_string(),
         None => {
             let name = dtask_runtime::worker::host_name();
@@ -112,10 +112,7 @@ pub fn advertised(bound: std::net::SocketAddr, advertise: Option<&str>) -> Strin
             name
         }
     };
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => std::net::SocketAddr::new(ip, bound.port()).to_string(),
-        Err(_) => format!("{host}:{}", bound.port()),
-    }
+    dtask_runtime::worker::address(&host, bound.port())
 }
 
 /// Binds a listener, reporting a taken port as a usage error.

@@ -56,41 +56,36 @@ pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
             "local default cluster".into(),
         )),
     }
-    let token = if from_env("DTASK_TOKEN").is_some() {
-        ("(set)".to_string(), "DTASK_TOKEN".to_string())
-    } else if let Some(t) = from_env("DTASK_TOKEN_FILE") {
-        (t, "DTASK_TOKEN_FILE".to_string())
-    } else if let Some(t) = file.as_ref().and_then(|(_, c)| c.token_file.clone()) {
-        (
-            t.display().to_string(),
-            file_name.clone().unwrap_or_default(),
-        )
-    } else {
-        (
-            config::state_dir().join("token").display().to_string(),
-            "default".into(),
-        )
+    // Where each credential comes from, in the order `config` looks.
+    let token_row = |var: &str, configured: Option<std::path::PathBuf>, file: &str| {
+        let file_var = format!("{var}_FILE");
+        if from_env(var).is_some() {
+            ("(set)".to_string(), var.to_string())
+        } else if let Some(t) = from_env(&file_var) {
+            (t, file_var)
+        } else if let Some(t) = configured {
+            (
+                t.display().to_string(),
+                file_name.clone().unwrap_or_default(),
+            )
+        } else {
+            (
+                config::state_dir().join(file).display().to_string(),
+                "default".into(),
+            )
+        }
     };
-    rows.push(("token".into(), token.0, token.1));
-    let worker_token = if from_env("DTASK_WORKER_TOKEN").is_some() {
-        ("(set)".to_string(), "DTASK_WORKER_TOKEN".to_string())
-    } else if let Some(t) = from_env("DTASK_WORKER_TOKEN_FILE") {
-        (t, "DTASK_WORKER_TOKEN_FILE".to_string())
-    } else if let Some(t) = file.as_ref().and_then(|(_, c)| c.worker_token_file.clone()) {
-        (
-            t.display().to_string(),
-            file_name.clone().unwrap_or_default(),
-        )
-    } else {
-        (
-            config::state_dir()
-                .join("worker-token")
-                .display()
-                .to_string(),
-            "default".into(),
-        )
+    let configured = |pick: fn(&config::FileConfig) -> Option<std::path::PathBuf>| {
+        file.as_ref().and_then(|(_, c)| pick(c))
     };
-    rows.push(("worker-token".into(), worker_token.0, worker_token.1));
+    let (value, source) = token_row("DTASK_TOKEN", configured(|c| c.token_file.clone()), "token");
+    rows.push(("token".into(), value, source));
+    let (value, source) = token_row(
+        "DTASK_WORKER_TOKEN",
+        configured(|c| c.worker_token_file.clone()),
+        "worker-token",
+    );
+    rows.push(("worker-token".into(), value, source));
     let tls = global.tls.files()?;
     for (name, var, flag, path) in [
         ("tls.ca", "DTASK_TLS_CA", &global.tls.tls_ca, &tls.ca),

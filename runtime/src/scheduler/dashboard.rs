@@ -110,7 +110,7 @@ const COOKIE: &str = "dtask_session";
 /// Who may see the dashboard: the token's holders, and browsers that
 /// redeemed a login code.
 pub struct Access {
-    token: String,
+    token: crate::secret::Secret,
     codes: Mutex<VecDeque<(String, Instant)>>,
     sessions: Mutex<VecDeque<String>>,
 }
@@ -129,7 +129,7 @@ fn random_hex() -> String {
 
 impl Access {
     /// Access for holders of `token`.
-    pub fn new(token: String) -> Self {
+    pub fn new(token: crate::secret::Secret) -> Self {
         Self {
             token,
             codes: Mutex::new(VecDeque::new()),
@@ -172,7 +172,7 @@ impl Access {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
         {
-            return eq(t.trim(), &self.token);
+            return self.token.matches(t.trim());
         }
         let Some(session) = headers
             .get_all(header::COOKIE)

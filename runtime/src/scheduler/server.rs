@@ -88,7 +88,7 @@ struct Conn {
     /// acting as a client, [`Role::Tasks`]): it may not shut the cluster
     /// down, force-cancel others' keys or log in to the dashboard, which
     /// take the client credential.
-    tasks_only: bool,
+    worker_credential: bool,
     /// When it last sent anything.
     last_seen: tokio::time::Instant,
 }
@@ -155,7 +155,7 @@ impl Scheduler {
                 match (addr, l) {
                     (Ok(addr), Ok(l)) => {
                         let access = Arc::new(super::dashboard::Access::new(
-                            opts.credentials.client.expose().to_string(),
+                            opts.credentials.client.clone(),
                         ));
                         tokio::spawn(super::dashboard::serve(l, access.clone(), in_tx.clone()));
                         let scheme = match crate::tls::current() {
@@ -472,7 +472,7 @@ impl Core {
                 tx,
                 hangup,
             } => {
-                let tasks_only = !matches!(role, Role::Client { .. });
+                let worker_credential = !matches!(role, Role::Client { .. });
                 let event = match role {
                     Role::Client { name } => Event::ClientConnected { client: id, name },
                     Role::Tasks => Event::ClientConnected {
@@ -514,7 +514,7 @@ impl Core {
                         tx,
                         hangup,
                         is_worker,
-                        tasks_only,
+                        worker_credential,
                         last_seen: tokio::time::Instant::now(),
                     },
                 );
@@ -644,16 +644,16 @@ impl Core {
 
     fn message(&mut self, from: ClientId, msg: ToScheduler) {
         let is_worker = self.conns.get(&from).is_some_and(|c| c.is_worker);
-        let tasks_only = self.conns.get(&from).is_some_and(|c| c.tasks_only);
+        let worker_credential = self.conns.get(&from).is_some_and(|c| c.worker_credential);
         let event = match msg {
-            ToScheduler::Shutdown if tasks_only => {
+            ToScheduler::Shutdown if worker_credential => {
                 tracing::warn!(
                     "connection {from} (a worker credential) asked for a shutdown; refused: \
                      that takes the client credential"
                 );
                 return;
             }
-            ToScheduler::DashboardLogin { id } if tasks_only => {
+            ToScheduler::DashboardLogin { id } if worker_credential => {
                 let login = Err("a worker's tasks cannot log in to the dashboard: \
                                  that takes the client credential"
                     .to_string());
@@ -737,7 +737,7 @@ impl Core {
                 client: from,
                 keys,
                 // Others' keys are the client credential's to cancel.
-                force: force && !tasks_only,
+                force: force && !worker_credential,
             },
             ToScheduler::Retry { id, keys, limits } => Event::Retry {
                 client: from,

@@ -410,11 +410,7 @@ fn advertised(
 ) -> anyhow::Result<String> {
     use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
     if let Some(host) = advertise {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        return Ok(match host.parse::<std::net::IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, bound.port()).to_string(),
-            Err(_) => format!("{host}:{}", bound.port()),
-        });
+        return Ok(address(host, bound.port()));
     }
     if !bound.ip().is_unspecified() {
         return Ok(bound.to_string());
@@ -443,7 +439,16 @@ fn advertised(
     }
 }
 
-/// This machine's host name (`localhost` if it has none).
+/// `host:port` for a host name or an IP address (an IPv6 one bracketed,
+/// with or without brackets given): what others dial.
+pub fn address(host: &str, port: u16) -> String {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
 /// This machine's host name (`localhost` if it has none).
 pub fn host_name() -> String {
     let mut buf = [0u8; 256];
