@@ -37,12 +37,42 @@ fn as_completed_prints_keys_as_they_finish() {
     // order is fixed by that, not by timing.
     let slow = c.ok(&["submit", dtask_guests::COORD_WASM, "take", "gate"]);
     let fast = c.submit("inc", &["1"]);
-    let listing = start_with_stdin(c.cmd().args(["as-completed", &slow, &fast]), "");
-    wait_status(&c, &fast, "finished");
+    // The gate opens only once as-completed has printed `fast`: had it
+    // connected after both finished, it would list them in argument order.
+    let mut listing = c
+        .cmd()
+        .args(["as-completed", &slow, &fast])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn as-completed");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = listing.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("as-completed printed no {what}"))
+    };
+    assert_eq!(next("first key"), fast);
     c.ok(&["queue", "put", "gate", "7"]);
-    let out = listing.output_within(Duration::from_secs(60), "as-completed");
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), format!("{fast}\n{slow}\n"));
+    assert_eq!(next("second key"), slow);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = listing.try_wait().expect("wait for as-completed") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "as-completed did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
     let keys = c.run(&["map", tasks_wasm(), "inc"], "1\n2\n3\n");
     let out = c.run(&["as-completed", "--with-results"], &stdout(&keys));
     assert!(out.status.success(), "{}", stderr(&out));
