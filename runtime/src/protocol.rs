@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Results at most this large travel with the worker's completion report and
 /// are kept by the scheduler too, so gathering them needs no worker round
@@ -587,6 +587,12 @@ pub enum ToScheduler {
         /// The tasks.
         keys: Vec<String>,
     },
+    /// From a worker, answering [`FromScheduler::Steal`]: the tasks it gave
+    /// back (dropped, never begun); the others asked for had begun.
+    Stolen {
+        /// The tasks given back.
+        keys: Vec<String>,
+    },
     /// From a worker: a call trapped in an actor, whose instance takes no
     /// more calls.
     ActorBroken {
@@ -1022,6 +1028,12 @@ pub enum FromScheduler {
         /// Keys.
         keys: Vec<String>,
     },
+    /// Give back those of these tasks that have not begun (another worker
+    /// idles); answered by [`ToScheduler::Stolen`].
+    Steal {
+        /// Keys.
+        keys: Vec<String>,
+    },
     /// Exit now.
     Shutdown,
 }
@@ -1053,6 +1065,9 @@ pub struct Health {
     pub journal: Option<JournalHealth>,
     /// The dashboard's address (`HOST:PORT`, as bound), if it serves one.
     pub dashboard: Option<String>,
+    /// Tasks an idle worker took from a busy one's queue since the
+    /// scheduler started (work stealing).
+    pub stolen: u64,
 }
 
 /// The scheduler's journal, for `dtask info`.
@@ -1250,7 +1265,8 @@ impl Weigh for ToScheduler {
                 ToScheduler::Publish { message, .. } => message.len(),
                 ToScheduler::Watch { keys }
                 | ToScheduler::Release { keys }
-                | ToScheduler::Started { keys } => keys.iter().map(String::len).sum::<usize>(),
+                | ToScheduler::Started { keys }
+                | ToScheduler::Stolen { keys } => keys.iter().map(String::len).sum::<usize>(),
                 _ => 0,
             }
     }

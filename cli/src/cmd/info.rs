@@ -6,7 +6,8 @@ use dtask_runtime::config::{self, Resolved};
 /// Print the cluster as one JSON object: scheduler address and where it
 /// came from, workers and total slots, keys known and keys held by named
 /// clients (the shell's until `dtask release`), task runs sent and reruns
-/// after worker deaths, runs sent again to workers that never got them, bytes workers spilled to disk, the scheduler's memory, its dashboard's
+/// after worker deaths, runs sent again to workers that never got them, tasks an idle worker
+/// took from a busy one's queue (work stealing), bytes workers spilled to disk, the scheduler's memory, its dashboard's
 /// URL, and its journal (bytes and records written, and any problem
 /// writing it).
 #[derive(clap::Args)]
@@ -38,6 +39,7 @@ pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
         "dispatched": stats.dispatched,
         "reruns": stats.reruns,
         "resent": stats.resent,
+        "stolen": health.stolen,
         "held": health.held,
         "scheduler_rss_bytes": health.rss_bytes,
         "dashboard": health

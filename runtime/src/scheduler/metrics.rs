@@ -89,6 +89,11 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
         m.stats.dispatched,
     );
     b.counter(
+        "dtask_scheduler_tasks_stolen",
+        "Tasks an idle worker took from a busy one's queue",
+        m.totals.stolen,
+    );
+    b.counter(
         "dtask_scheduler_tasks_rerun",
         "Runs again after a worker died or a result was lost with one",
         m.stats.reruns,

@@ -15,6 +15,8 @@ mod nemesis_tests;
 #[cfg(test)]
 mod primitive_tests;
 #[cfg(test)]
+mod stealing_tests;
+#[cfg(test)]
 mod tests;
 
 pub use server::{Scheduler as SchedulerServer, SchedulerOptions};

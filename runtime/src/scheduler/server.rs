@@ -771,6 +771,7 @@ impl Core {
                 let stats = self.state.stats();
                 let health = crate::protocol::Health {
                     held: self.state.held_keys(),
+                    stolen: self.state.totals().stolen,
                     rss_bytes: crate::resident_bytes(),
                     dashboard: self.dashboard.as_ref().map(|d| d.0.to_string()),
                     journal: self.journal.as_ref().map(|j| {
@@ -864,6 +865,7 @@ impl Core {
             ToScheduler::Seceded { key } if is_worker => Event::Seceded { worker: from, key },
             ToScheduler::Rejoined { key } if is_worker => Event::Rejoined { worker: from, key },
             ToScheduler::Started { keys } if is_worker => Event::Started { worker: from, keys },
+            ToScheduler::Stolen { keys } if is_worker => Event::Stolen { worker: from, keys },
             ToScheduler::Primitive { id, task, op } if !is_worker => Event::Primitive {
                 client: from,
                 id,
@@ -952,6 +954,9 @@ impl Core {
                 }
                 Command::CancelRun { worker, keys } => {
                     self.send(worker, FromScheduler::Cancel { keys })
+                }
+                Command::Steal { worker, keys } => {
+                    self.send(worker, FromScheduler::Steal { keys })
                 }
                 Command::Retried {
                     client,

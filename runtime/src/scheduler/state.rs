@@ -22,6 +22,7 @@ mod actors;
 mod compact;
 mod journal;
 mod primitives;
+mod stealing;
 
 pub use activity::{
     DETAIL_KEYS, Failure, FunctionTally, Phase, PhaseCounts, PrimitivesSummary, Span, TaskDetail,
@@ -203,6 +204,14 @@ pub enum Event {
         /// The task.
         key: String,
     },
+    /// A worker gave back tasks it had not begun, answering a
+    /// [`Command::Steal`].
+    Stolen {
+        /// Its worker.
+        worker: WorkerId,
+        /// The tasks given back.
+        keys: Vec<String>,
+    },
     /// Tasks took an execution slot on their worker and began running.
     Started {
         /// Its worker.
@@ -347,6 +356,14 @@ pub enum Command {
         /// Restricted tasks no connected worker could run, with why (one
         /// per distinct reason).
         unplaceable: Vec<(String, String)>,
+    },
+    /// Ask a busy worker to give back tasks it has not begun, for an idle
+    /// one; answered by [`Event::Stolen`].
+    Steal {
+        /// The busy worker.
+        worker: WorkerId,
+        /// The keys.
+        keys: Vec<String>,
     },
     /// Give a worker values to hold (scatter).
     Store {
@@ -515,6 +532,18 @@ struct Worker {
     /// Resources held by the tasks in `processing`.
     used: HashMap<String, f64>,
     processing: HashSet<Key>,
+    /// Those of `processing` sent by a `Run` and not yet begun: they wait
+    /// there for a slot, and may be stolen.
+    queued: HashSet<Key>,
+    /// The idle worker that tasks asked back from this one go to, while
+    /// that request is unanswered.
+    steal_to: Option<WorkerId>,
+    /// Whether tasks are being asked back from another worker for this one.
+    awaiting: bool,
+    /// When a task last began here (or it joined), by the scheduler's
+    /// clock: a queue behind slots that have not turned over for a while
+    /// is stalled.
+    began_ms: u64,
     /// Those of `processing` that gave their slot back while they wait;
     /// they do not count against the worker's capacity.
     seceded: HashSet<Key>,
@@ -546,6 +575,13 @@ impl Worker {
 
     fn has_room(&self) -> bool {
         self.load() < self.capacity()
+    }
+
+    /// Tasks sent here beyond its slots, which wait for one.
+    fn backlog(&self) -> usize {
+        self.load()
+            .saturating_sub(self.nthreads as usize)
+            .min(self.queued.len())
     }
 
     /// Whether `name` (a worker name, data address or id) means this one.
@@ -585,6 +621,7 @@ impl Worker {
 
     fn give_back(&mut self, key: &str, need: &[(String, f64)]) {
         self.seceded.remove(key);
+        self.queued.remove(key);
         if self.processing.remove(key) {
             for (r, a) in need {
                 if let Some(u) = self.used.get_mut(r) {
@@ -721,6 +758,10 @@ pub struct Scheduler {
     journal_modules: Option<Vec<String>>,
     /// Holder names of unnamed clients (their holds are not journaled).
     ephemeral_holders: HashSet<String>,
+    /// The scheduler clock when work stealing last looked at the workers.
+    balanced_ms: Option<u64>,
+    /// Whether it should look again at once (a heartbeat, an answer).
+    balance_now: bool,
 }
 
 impl Scheduler {
@@ -862,6 +903,10 @@ impl Scheduler {
                         restarts,
                         used: HashMap::default(),
                         processing: HashSet::default(),
+                        queued: HashSet::default(),
+                        steal_to: None,
+                        awaiting: false,
+                        began_ms: self.activity.now_ms,
                         seceded: HashSet::default(),
                         has: HashSet::default(),
                         spilled: 0,
@@ -872,6 +917,7 @@ impl Scheduler {
                         runs_sent: 0,
                     },
                 );
+                self.balance_now = true;
             }
             Event::FireAndForget { keys } => {
                 for key in keys {
@@ -972,7 +1018,14 @@ impl Scheduler {
                     w.seceded.insert(k);
                 }
             }
+            Event::Stolen { worker, keys } => self.stolen(worker, keys, &mut out),
             Event::Started { worker, keys } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    for key in &keys {
+                        w.queued.remove(key.as_str());
+                    }
+                    w.began_ms = self.activity.now_ms;
+                }
                 for key in keys {
                     if let Some(t) = self.tasks.get_mut(&key)
                         && let State::Processing {
@@ -1026,6 +1079,7 @@ impl Scheduler {
                     w.heartbeat_ms = self.activity.now_ms;
                 }
                 self.reconcile(worker, run_seq, &running, &mut out);
+                self.balance_now = true;
             }
             Event::WorkerHolds { worker, results } => {
                 for (key, at) in results {
@@ -1034,6 +1088,7 @@ impl Scheduler {
             }
         }
         self.schedule(&mut out);
+        self.balance(&mut out);
         out
     }
 
@@ -1419,6 +1474,7 @@ impl Scheduler {
         let Some(key) = self.tasks.key(&key) else {
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.processing.remove(key.as_str());
+                w.queued.remove(key.as_str());
             }
             // Forgotten while running: drop the result.
             out.push(Command::Free {
@@ -1785,6 +1841,7 @@ impl Scheduler {
         let Some(w) = self.workers.remove(&worker) else {
             return;
         };
+        self.stealing_worker_gone(&w);
         self.activity.worker_gone(worker);
         self.actors_worker_gone(worker, out);
         // Results that lived only there (no inline copy, no replica) are
@@ -1916,43 +1973,59 @@ impl Scheduler {
                 room = self.workers.values().any(Worker::has_room);
                 continue;
             };
-            let run = self.run_task(key, task);
-            let need = task.recipe.placement().resources.clone();
-            let w = self
-                .workers
-                .get_mut(&worker)
-                .expect("placed on a live worker");
-            w.take(key, &need);
-            self.stats.dispatched += 1;
-            {
-                let t = self.tasks.get_mut(key).expect("present");
-                self.activity.set(
-                    key,
-                    t,
-                    State::Processing {
-                        worker,
-                        started: false,
-                        run: w.runs_sent + 1,
-                    },
-                )
-            };
+            let run = self.assign(&entry.2, worker);
             batches.entry(worker).or_default().push(run);
         }
         self.ready.extend(waiting);
         let mut batches: Vec<_> = batches.into_iter().collect();
         batches.sort_by_key(|(w, _)| *w);
         for (worker, tasks) in batches {
-            let w = self
-                .workers
-                .get_mut(&worker)
-                .expect("placed on a live worker");
-            w.runs_sent += 1;
-            out.push(Command::Run {
-                worker,
-                seq: w.runs_sent,
-                tasks,
-            });
+            self.send_run(worker, tasks, out);
         }
+    }
+
+    /// Makes ready task `key` processing on `worker`, which has room: the
+    /// task to put in its next `Run`.
+    fn assign(&mut self, key: &Key, worker: WorkerId) -> RunTask {
+        let task = &self.tasks[key];
+        let run = self.run_task(key, task);
+        let need = task.recipe.placement().resources.clone();
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("placed on a live worker");
+        if w.load() < w.nthreads as usize {
+            // It begins at once: the worker's slots turn over.
+            w.began_ms = self.activity.now_ms;
+        }
+        w.take(key, &need);
+        w.queued.insert(key.clone());
+        self.stats.dispatched += 1;
+        let t = self.tasks.get_mut(key).expect("present");
+        self.activity.set(
+            key,
+            t,
+            State::Processing {
+                worker,
+                started: false,
+                run: w.runs_sent + 1,
+            },
+        );
+        run
+    }
+
+    /// Sends `tasks`, assigned to `worker`, in one `Run`.
+    fn send_run(&mut self, worker: WorkerId, tasks: Vec<RunTask>, out: &mut Vec<Command>) {
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("placed on a live worker");
+        w.runs_sent += 1;
+        out.push(Command::Run {
+            worker,
+            seq: w.runs_sent,
+            tasks,
+        });
     }
 
     /// The worker holding the most input bytes, else the least busy, among

@@ -22,7 +22,6 @@ use crate::value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Trap;
 use wasmtime::component::{Resource, ResourceTable};
 
@@ -56,7 +55,7 @@ pub struct Link {
     /// Made on first use, and again after its connection broke (a
     /// scheduler restart).
     client: tokio::sync::Mutex<Option<Client>>,
-    slots: Arc<Semaphore>,
+    slots: Arc<super::slots::Slots>,
     to_scheduler: tokio::sync::mpsc::UnboundedSender<ToScheduler>,
     worker_id: Arc<str>,
 }
@@ -67,7 +66,7 @@ impl Link {
     pub fn new(
         scheduler: String,
         token: crate::secret::Secret,
-        slots: Arc<Semaphore>,
+        slots: Arc<super::slots::Slots>,
         to_scheduler: tokio::sync::mpsc::UnboundedSender<ToScheduler>,
         worker_id: &str,
     ) -> Self {
@@ -95,7 +94,7 @@ pub struct TaskLink {
     priority: i32,
     deadline: Option<Instant>,
     /// The execution slot, while the task holds one.
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<super::slots::Slot>,
     /// Whether the guest called `secede` (and not yet `rejoin`).
     seceded: bool,
     /// Futures the task holds, by key.
@@ -112,7 +111,7 @@ impl TaskLink {
         module: Arc<CompiledModule>,
         priority: i32,
         timeout: Option<Duration>,
-        slot: OwnedSemaphorePermit,
+        slot: super::slots::Slot,
     ) -> Self {
         Self {
             link,
@@ -162,14 +161,7 @@ impl TaskLink {
     /// Takes an execution slot again, waiting for one.
     async fn take_slot(&mut self) -> wasmtime::Result<()> {
         if self.slot.is_none() {
-            let permit = self
-                .link
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| wasmtime::Error::msg("the worker is stopping"))?;
-            self.slot = Some(permit);
+            self.slot = Some(self.link.slots.acquire(self.priority).await);
             let _ = self.link.to_scheduler.send(ToScheduler::Rejoined {
                 key: self.key.clone(),
             });

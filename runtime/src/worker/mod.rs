@@ -10,6 +10,7 @@ mod bulk;
 pub mod host;
 pub mod logs;
 pub mod sandbox;
+pub mod slots;
 pub mod store;
 
 use crate::connection::{self, Sender};
@@ -28,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{OnceCell, Semaphore, oneshot};
+use tokio::sync::{OnceCell, oneshot};
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -112,7 +113,7 @@ struct Shared {
     actors: peer::Actors,
     modules: Mutex<HashMap<String, ModuleSlot>>,
     module_waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Option<Bytes>>>>>,
-    slots: Arc<Semaphore>,
+    slots: Arc<slots::Slots>,
     /// What tasks use to act as clients and give their slots back.
     link: Arc<Link>,
     /// The outbox: messages for whichever scheduler connection is current.
@@ -133,8 +134,33 @@ struct Shared {
 /// some: kept under one lock, so a heartbeat reports them consistently.
 #[derive(Default)]
 struct Running {
-    tasks: HashMap<String, tokio::task::AbortHandle>,
+    tasks: HashMap<String, InHand>,
     run_seq: u64,
+}
+
+/// A task in hand.
+struct InHand {
+    /// Its tokio task.
+    abort: tokio::task::AbortHandle,
+    /// Whether it took a slot and began: until then the scheduler may take
+    /// it back to run elsewhere (stealing).
+    started: bool,
+}
+
+impl Shared {
+    /// Notes that the current tokio task, running task `key`, took its
+    /// slot and begins; false if the task was taken back (stolen or
+    /// cancelled) meanwhile, when it must not run.
+    fn begin(&self, key: &str) -> bool {
+        let mut running = self.running.lock().expect("running lock");
+        match running.tasks.get_mut(key) {
+            Some(t) if t.abort.id() == tokio::task::id() => {
+                t.started = true;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Runs a worker until the scheduler tells it to stop or goes away.
@@ -201,7 +227,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         actors.clone(),
         logs.clone(),
     ));
-    let slots = Arc::new(Semaphore::new(options.nthreads.max(1) as usize));
+    let slots = slots::Slots::new(options.nthreads.max(1) as usize);
     let link = Arc::new(Link::new(
         options.scheduler.clone(),
         options.token.clone(),
@@ -251,7 +277,14 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                     }
                     let key = task.key.clone();
                     let handle = tokio::spawn(execute(shared.clone(), task));
-                    running.tasks.insert(key, handle.abort_handle());
+                    let abort = handle.abort_handle();
+                    running.tasks.insert(
+                        key,
+                        InHand {
+                            abort,
+                            started: false,
+                        },
+                    );
                 }
             }
             Ok(Some(FromScheduler::Cancel { keys })) => {
@@ -259,10 +292,27 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                 for k in keys {
                     // Aborting drops the task at its next await: a guest
                     // yields at every epoch tick, so within one tick.
-                    if let Some(h) = running.tasks.remove(&k) {
-                        h.abort();
+                    if let Some(t) = running.tasks.remove(&k) {
+                        t.abort.abort();
                     }
                 }
+            }
+            Ok(Some(FromScheduler::Steal { keys })) => {
+                // Gives back the tasks that have not begun: dropped here,
+                // they run on the worker that asked for them.
+                let mut running = shared.running.lock().expect("running lock");
+                let given: Vec<String> = keys
+                    .into_iter()
+                    .filter(|k| running.tasks.get(k).is_some_and(|t| !t.started))
+                    .collect();
+                for k in &given {
+                    if let Some(t) = running.tasks.remove(k) {
+                        t.abort.abort();
+                    }
+                }
+                // Sent under the lock: no heartbeat can report them gone
+                // before this answer.
+                let _ = shared.to_scheduler.send(ToScheduler::Stolen { keys: given });
             }
             Ok(Some(FromScheduler::Store { values })) => {
                 // Storing may spill to disk: off the async threads, in order.
@@ -348,7 +398,7 @@ async fn rejoin(
     {
         let mut running = shared.running.lock().expect("running lock");
         for (_, task) in running.tasks.drain() {
-            task.abort();
+            task.abort.abort();
         }
         // A new connection numbers its `Run` messages afresh.
         running.run_seq = 0;
@@ -603,12 +653,12 @@ async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
         })?;
         args.push(TaskArg::Value(v));
     }
-    let slot = shared
-        .slots
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("the slot semaphore is never closed");
+    let slot = shared.slots.acquire(task.priority).await;
+    if !shared.begin(&task.key) {
+        // Taken back while it waited, and aborted: this await is where
+        // the abort lands.
+        return std::future::pending().await;
+    }
     // From here on it runs: if this worker dies now, the scheduler counts
     // it as a suspect (and not the tasks still queued behind it).
     let _ = shared.to_scheduler.send(ToScheduler::Started {

@@ -217,6 +217,16 @@ impl Guest for Coord {
         }
     }
 
+    fn busy_until(name: String) -> u32 {
+        let event = Event::new(name);
+        let mut looked = 1;
+        while !must(event.is_set()) {
+            std::thread::sleep(Duration::from_millis(2));
+            looked += 1;
+        }
+        looked
+    }
+
     fn count_up(actor: String, times: u32) -> i64 {
         actors::count_up(actor, times)
     }

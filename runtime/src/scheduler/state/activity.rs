@@ -235,6 +235,8 @@ impl Stamps {
 pub(super) struct Activity {
     /// Now, in ms since the Unix epoch (0 until a clock is set).
     pub(super) now_ms: u64,
+    /// Tasks moved by work stealing, ever.
+    pub(super) stolen: u64,
     tasks: PhaseCounts,
     /// Tasks forgotten (released by everyone and needed by nothing), ever.
     forgotten: u64,
@@ -253,6 +255,15 @@ pub(super) struct Activity {
 }
 
 impl Activity {
+    /// The mean time the ended runs of `function` took, in seconds; `None`
+    /// before one ended.
+    pub(super) fn mean_seconds(&self, function: &Arc<str>) -> Option<f64> {
+        let at = Arc::as_ptr(function) as *const u8 as usize;
+        let (_, f) = self.functions.get(&at)?;
+        let runs = f.finished + f.failed;
+        (runs > 0).then(|| f.compute_seconds / runs as f64)
+    }
+
     fn tally(&mut self, function: &Arc<str>) -> &mut FunctionTally {
         let at = Arc::as_ptr(function) as *const u8 as usize;
         if self.functions.len() >= FUNCTIONS && !self.functions.contains_key(&at) {
@@ -378,6 +389,7 @@ impl Activity {
             forgotten: self.forgotten,
             finished: self.finished,
             failed: self.failed,
+            stolen: self.stolen,
         }
     }
 
@@ -425,6 +437,9 @@ pub struct Totals {
     pub finished: u64,
     /// Tasks failed since the scheduler started.
     pub failed: u64,
+    /// Tasks an idle worker took from a busy one's queue since the
+    /// scheduler started (work stealing).
+    pub stolen: u64,
 }
 
 /// Keys named in a task's detail, at most this many of each list.

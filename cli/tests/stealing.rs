@@ -1,0 +1,137 @@
+//! End-to-end: work stealing between workers, and priority among the tasks
+//! waiting for a slot on one worker. Order and placement are fixed by gates
+//! (queue items the test puts), never by timing.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn status(c: &Cluster, key: &str) -> String {
+    c.ok(&["status", key])
+        .split('\t')
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+/// The data addresses of the cluster's workers, once `n` joined.
+fn worker_addresses(c: &Cluster, n: usize) -> Vec<String> {
+    wait_until(Duration::from_secs(20), "the workers to join", || {
+        json_lines(&c.ok(&["workers", "--json"])).len() == n
+    });
+    json_lines(&c.ok(&["workers", "--json"]))
+        .iter()
+        .map(|w| w["address"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn an_idle_worker_takes_tasks_queued_behind_a_busy_one() {
+    let c = Cluster::start(2, 1);
+    let addrs = worker_addresses(&c, 2);
+    let (busy, idle) = (&addrs[0], &addrs[1]);
+    // The busy worker's only slot is held until the test opens a gate.
+    let blocker = c.ok(&[
+        "submit",
+        "--workers",
+        busy,
+        dtask_guests::COORD_WASM,
+        "busy-until",
+        "gate",
+    ]);
+    wait_until(Duration::from_secs(20), "the blocker to run", || {
+        status(&c, &blocker) == "processing"
+    });
+    // Preferring the busy worker, they queue there behind the blocker;
+    // without stealing they could not finish before the gate opens.
+    let keys: Vec<String> = (0..4)
+        .map(|i| {
+            c.ok(&[
+                "submit",
+                "--workers",
+                busy,
+                "--allow-other-workers",
+                tasks_wasm(),
+                "inc",
+                &i.to_string(),
+            ])
+        })
+        .collect();
+    for k in &keys {
+        let out = c.run(&["gather", "--timeout", "30s", k], "");
+        assert!(out.status.success(), "{k}: {}", stderr(&out));
+    }
+    assert_eq!(status(&c, &blocker), "processing", "the gate is still shut");
+    for k in &keys {
+        assert_eq!(c.ok(&["who-has", k]), format!("{k}\t{idle}"));
+    }
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+    assert_eq!(info["stolen"], keys.len());
+    c.ok(&["event", "set", "gate"]);
+    c.ok(&["wait", &blocker]);
+}
+
+#[test]
+fn a_task_that_must_run_on_the_busy_worker_is_not_taken() {
+    let c = Cluster::start(2, 1);
+    let addrs = worker_addresses(&c, 2);
+    let busy = &addrs[0];
+    let blocker = c.ok(&[
+        "submit",
+        "--workers",
+        busy,
+        dtask_guests::COORD_WASM,
+        "busy-until",
+        "gate",
+    ]);
+    wait_until(Duration::from_secs(20), "the blocker to run", || {
+        status(&c, &blocker) == "processing"
+    });
+    let pinned = c.ok(&["submit", "--workers", busy, tasks_wasm(), "inc", "7"]);
+    // A task free to go anywhere runs on the idle worker at once; by the
+    // time it is gathered the scheduler has looked at the workers again.
+    let free = c.ok(&["submit", tasks_wasm(), "inc", "8"]);
+    assert_eq!(c.ok(&["gather", &free]), "9");
+    let another = c.ok(&["submit", tasks_wasm(), "inc", "9"]);
+    assert_eq!(c.ok(&["gather", &another]), "10");
+    assert_eq!(status(&c, &pinned), "processing");
+    c.ok(&["event", "set", "gate"]);
+    assert_eq!(c.ok(&["gather", &pinned]), "8");
+    assert_eq!(c.ok(&["who-has", &pinned]), format!("{pinned}\t{busy}"));
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+    assert_eq!(info["stolen"], 0);
+}
+
+#[test]
+fn a_freed_slot_goes_to_the_highest_priority_task_waiting_on_the_worker() {
+    let c = Cluster::start(1, 1);
+    let coord = dtask_guests::COORD_WASM;
+    let blocker = c.ok(&["submit", coord, "busy-until", "gate"]);
+    wait_until(Duration::from_secs(20), "the blocker to run", || {
+        status(&c, &blocker) == "processing"
+    });
+    // Each puts its number on `order` when it runs: the queue's order is
+    // the order the worker ran them in, one slot, one at a time.
+    let mut keys = Vec::new();
+    for i in 1..=4 {
+        keys.push(c.ok(&["submit", coord, "give", "order", &i.to_string()]));
+    }
+    keys.push(c.ok(&["submit", "--priority", "10", coord, "give", "order", "99"]));
+    for k in &keys {
+        wait_until(Duration::from_secs(20), "the tasks to reach the worker", || {
+            status(&c, k) == "processing"
+        });
+    }
+    c.ok(&["event", "set", "gate"]);
+    let order: Vec<String> = (0..5)
+        .map(|_| c.ok(&["queue", "get", "--timeout", "30s", "order"]))
+        .collect();
+    assert_eq!(order, ["99", "1", "2", "3", "4"]);
+}

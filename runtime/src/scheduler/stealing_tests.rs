@@ -1,0 +1,154 @@
+//! Work stealing, driven directly through `handle`: which tasks an idle
+//! worker is given from a busy one's queue, and when.
+
+use super::state::{Command, Event, Scheduler};
+use super::tests::{finish, runs, setup, small, spec, started, submit, val};
+use crate::protocol::{TaskSpec, TaskState};
+
+/// A task of `function` that prefers worker 10 (`--workers worker-10
+/// --allow-other-workers`, or without `loose`, must run there).
+fn on_10(key: &str, function: &str, loose: bool) -> TaskSpec {
+    let mut t = spec(key, vec![val(key.len() as u8)]);
+    t.function = function.into();
+    t.placement.workers = vec!["worker-10".into()];
+    t.placement.allow_other_workers = loose;
+    t
+}
+
+/// (worker asked, keys) of every steal request.
+fn steals(cmds: &[Command]) -> Vec<(u64, Vec<String>)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Steal { worker, keys } => Some((*worker, keys.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stolen(s: &mut Scheduler, worker: u64, keys: &[&str]) -> Vec<Command> {
+    s.handle(Event::Stolen {
+        worker,
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+    })
+}
+
+/// A heartbeat from the idle worker 11, which has nothing in hand.
+fn heartbeat() -> Event {
+    Event::WorkerHeartbeat {
+        worker: 11,
+        spilled: 0,
+        held: 0,
+        rss: 0,
+        fetched: (0, 0),
+        run_seq: 0,
+        running: vec![],
+    }
+}
+
+fn string(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| k.to_string()).collect()
+}
+
+#[test]
+fn an_idle_worker_is_given_the_tasks_that_would_run_last_on_a_busy_one() {
+    let mut s = setup(&[(10, 1), (11, 1)]);
+    s.set_clock(1_000);
+    let tasks = ["a", "b", "c", "d", "e"].map(|k| on_10(k, "f", true));
+    let cmds = submit(&mut s, tasks.to_vec());
+    assert_eq!(runs(&cmds).len(), 5);
+    assert!(runs(&cmds).iter().all(|(w, _)| *w == 10));
+    // Four wait behind `a` on 10 while 11 idles: half of them, the latest
+    // submitted first, are asked back at once (how long `f` runs is not
+    // known yet).
+    assert_eq!(steals(&cmds), vec![(10, string(&["e", "d"]))]);
+    assert_eq!(s.totals().stolen, 0);
+    s.handle(started(10, "a"));
+    // `d` began meanwhile (say): only `e` comes back, and goes to 11.
+    s.handle(started(10, "d"));
+    let cmds = stolen(&mut s, 10, &["e"]);
+    assert_eq!(runs(&cmds), vec![(11, "e".to_string())]);
+    assert_eq!(s.totals().stolen, 1);
+    for (w, k) in [(10, "a"), (10, "d"), (11, "e"), (10, "b"), (10, "c")] {
+        finish(&mut s, w, k, small(1));
+    }
+    for k in ["a", "b", "c", "d", "e"] {
+        assert_eq!(s.state(k), Some(TaskState::Finished), "{k}");
+    }
+}
+
+#[test]
+fn short_tasks_move_only_once_the_busy_queue_stalls() {
+    let mut s = setup(&[(10, 1), (11, 1)]);
+    s.set_clock(1_000);
+    // `f` is known to take no time.
+    submit(&mut s, vec![on_10("warm", "f", true)]);
+    s.handle(started(10, "warm"));
+    finish(&mut s, 10, "warm", small(1));
+    // A long run holds 10's slot; three short tasks queue behind it.
+    let mut tasks = vec![on_10("long", "g", false)];
+    tasks.extend(["a", "b", "c"].map(|k| on_10(k, "f", true)));
+    let cmds = submit(&mut s, tasks);
+    s.handle(started(10, "long"));
+    assert!(steals(&cmds).is_empty());
+    // Not yet stalled.
+    s.set_clock(1_003);
+    assert!(steals(&s.handle(heartbeat())).is_empty());
+    // Nothing began there for 10 ms: the queue is stalled behind `long`.
+    s.set_clock(1_010);
+    let cmds = s.handle(heartbeat());
+    assert_eq!(steals(&cmds), vec![(10, string(&["c", "b"]))]);
+    // One request at a time per busy worker, and per idle one.
+    s.set_clock(1_020);
+    assert!(steals(&s.handle(heartbeat())).is_empty());
+    let cmds = stolen(&mut s, 10, &["c", "b"]);
+    assert_eq!(
+        runs(&cmds),
+        vec![(11, "c".to_string()), (11, "b".to_string())]
+    );
+}
+
+#[test]
+fn a_task_that_must_run_where_it_is_stays() {
+    let mut s = setup(&[(10, 1), (11, 1)]);
+    s.set_clock(1_000);
+    let cmds = submit(
+        &mut s,
+        ["long", "a", "b"].map(|k| on_10(k, "f", false)).to_vec(),
+    );
+    assert!(steals(&cmds).is_empty());
+    s.handle(started(10, "long"));
+    for t in [2_000, 60_000] {
+        s.set_clock(t);
+        assert!(steals(&s.handle(heartbeat())).is_empty());
+    }
+}
+
+#[test]
+fn tasks_given_back_for_a_worker_that_left_are_placed_afresh() {
+    let mut s = setup(&[(10, 1), (11, 1)]);
+    s.set_clock(1_000);
+    let cmds = submit(&mut s, ["a", "b", "c"].map(|k| on_10(k, "f", true)).to_vec());
+    assert_eq!(steals(&cmds), vec![(10, string(&["c"]))]);
+    s.handle(Event::WorkerDisconnected { worker: 11 });
+    let cmds = stolen(&mut s, 10, &["c"]);
+    assert_eq!(runs(&cmds), vec![(10, "c".to_string())]);
+    for k in ["a", "b", "c"] {
+        finish(&mut s, 10, k, small(1));
+        assert_eq!(s.state(k), Some(TaskState::Finished));
+    }
+}
+
+#[test]
+fn an_answer_for_a_task_no_longer_queued_there_changes_nothing() {
+    let mut s = setup(&[(10, 1), (11, 1)]);
+    s.set_clock(1_000);
+    let cmds = submit(&mut s, ["a", "b", "c"].map(|k| on_10(k, "f", true)).to_vec());
+    assert_eq!(steals(&cmds), vec![(10, string(&["c"]))]);
+    // It ran and finished on 10 before a confused answer names it.
+    s.handle(started(10, "c"));
+    finish(&mut s, 10, "c", small(3));
+    let cmds = stolen(&mut s, 10, &["c", "nonsense"]);
+    assert!(runs(&cmds).is_empty());
+    assert_eq!(s.state("c"), Some(TaskState::Finished));
+    assert_eq!(s.totals().stolen, 0);
+}
