@@ -101,7 +101,29 @@ def measure_once(client, run):
         lock.release()
         times.append(time.perf_counter() - start)
     out["lock_us"], out["lock_p99_us"] = (t * 1e6 for t in percentiles(times))
+    start = time.perf_counter()
+    work = uneven_ms()
+    assert sum(client.gather(client.map(spin, work, pure=False))) == sum(work)
+    out["uneven_s"] = time.perf_counter() - start
     return out
+
+
+def uneven_ms(n=2_000):
+    """The lengths of the uneven tasks, in ms: the sequence versus.rs draws
+    (a 64-bit LCG, bits 33 and up, modulo 21)."""
+    x, out = 42, []
+    for _ in range(n):
+        x = (x * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        out.append((x >> 33) % 21)
+    return out
+
+
+def spin(ms):
+    """Keeps the CPU busy for `ms` milliseconds (as the dtask guest's `spin`)."""
+    until = time.perf_counter() + ms / 1e3
+    while time.perf_counter() < until:
+        pass
+    return ms
 
 
 def json_samples(runs):

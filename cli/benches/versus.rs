@@ -23,6 +23,8 @@ const MAP: i64 = 10_000;
 const TRIPS: i64 = 300;
 const CHAIN: i64 = 1_000;
 const PRIMITIVE: i64 = 500;
+/// Tasks of uneven length, 0-20 ms each, for load balance.
+const UNEVEN: usize = 2_000;
 
 /// The figures, in print order: key, label, unit, whether more is better.
 const FIGURES: &[(&str, &str, &str, bool)] = &[
@@ -31,7 +33,22 @@ const FIGURES: &[(&str, &str, &str, bool)] = &[
     ("chain_ms", "1,000-task chain", "ms", false),
     ("queue_us", "queue put+get p50 (500)", "us", false),
     ("lock_us", "lock acquire+release p50 (500)", "us", false),
+    ("uneven_s", "2,000 tasks of 0-20 ms, makespan", "s", false),
 ];
+
+/// The lengths of the uneven tasks, in ms: the same pseudo-random
+/// sequence `dask_baseline.py` draws (a 64-bit LCG, bits 33 and up).
+fn uneven_ms() -> Vec<u64> {
+    let mut x: u64 = 42;
+    (0..UNEVEN)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % 21
+        })
+        .collect()
+}
 
 fn int(i: i64) -> Arg {
     Arg::Value(encode(&Value::from(i)).into())
@@ -119,6 +136,21 @@ async fn measure_once(client: &Client, module: &LocalModule, run: i64) -> BTreeM
         times.push(t.elapsed());
     }
     out.insert("lock_us".into(), p50(times));
+
+    let start = Instant::now();
+    let calls = uneven_ms()
+        .into_iter()
+        .map(|ms| vec![int(ms as i64)])
+        .collect();
+    let futures = client.map(module, "spin", calls, &fresh).await.unwrap();
+    let keys: Vec<String> = futures.iter().map(|f| f.key().to_string()).collect();
+    let values = client.gather(&keys).await.unwrap();
+    out.insert("uneven_s".into(), start.elapsed().as_secs_f64());
+    let work: u64 = uneven_ms().iter().sum();
+    assert_eq!(
+        values.iter().map(|v| v.as_i64().unwrap() as u64).sum::<u64>(),
+        work
+    );
     out
 }
 
@@ -211,4 +243,16 @@ fn main() {
             theirs_text
         );
     }
+    // Load balance: how far each side's median makespan is above the
+    // ideal, the total work spread evenly over the 2 slots.
+    let ideal = uneven_ms().iter().sum::<u64>() as f64 / 2e3;
+    let over = |samples: &[f64]| (spread(samples).0 / ideal - 1.0) * 100.0;
+    println!(
+        "uneven tasks: total work / 2 slots = {ideal:.2} s; median makespan above it: dtask {:.1}%{}",
+        over(&ours["uneven_s"]),
+        match theirs.as_ref().ok().and_then(|t| t.get("uneven_s")) {
+            Some(s) => format!(", Dask {:.1}%", over(s)),
+            None => String::new(),
+        }
+    );
 }
