@@ -148,7 +148,10 @@ async fn measure_once(client: &Client, module: &LocalModule, run: i64) -> BTreeM
     out.insert("uneven_s".into(), start.elapsed().as_secs_f64());
     let work: u64 = uneven_ms().iter().sum();
     assert_eq!(
-        values.iter().map(|v| v.as_i64().unwrap() as u64).sum::<u64>(),
+        values
+            .iter()
+            .map(|v| v.as_i64().unwrap() as u64)
+            .sum::<u64>(),
         work
     );
     out

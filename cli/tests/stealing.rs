@@ -125,9 +125,11 @@ fn a_freed_slot_goes_to_the_highest_priority_task_waiting_on_the_worker() {
     }
     keys.push(c.ok(&["submit", "--priority", "10", coord, "give", "order", "99"]));
     for k in &keys {
-        wait_until(Duration::from_secs(20), "the tasks to reach the worker", || {
-            status(&c, k) == "processing"
-        });
+        wait_until(
+            Duration::from_secs(20),
+            "the tasks to reach the worker",
+            || status(&c, k) == "processing",
+        );
     }
     c.ok(&["event", "set", "gate"]);
     let order: Vec<String> = (0..5)

@@ -8,7 +8,7 @@
 //! ```text
 //! u32 frame length (big-endian, read by the length-delimited codec)
 //! u32 header length (big-endian)
-//! header: the bincode encoding of the batch of messages
+//! header: the postcard encoding of the batch of messages
 //! tail: the out-of-band byte strings, back to back, in encoding order
 //! ```
 //!
@@ -260,7 +260,9 @@ mod tests {
     }
 
     fn enc(m: &Msg) -> Bytes {
-        let parts = encode_frame(m, |buf, m| bincode::serialize_into(buf, m).unwrap());
+        let parts = encode_frame(m, |buf, m| {
+            postcard::to_io(m, buf).unwrap();
+        });
         let mut all = Vec::new();
         for p in parts {
             all.extend_from_slice(&p);
@@ -273,7 +275,7 @@ mod tests {
     fn dec(frame: Bytes) -> Result<Msg, String> {
         decode_frame(
             frame,
-            |h| bincode::deserialize(h).map_err(|e| e.to_string()),
+            |h| postcard::from_bytes(h).map_err(|e| e.to_string()),
             |m| m.to_string(),
         )
     }
@@ -317,9 +319,9 @@ mod tests {
         lying[..4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(dec(Bytes::from(lying)).is_err());
         // A tail outside any frame.
-        let plain = bincode::serialize(&sample()).unwrap();
+        let plain = postcard::to_allocvec(&sample()).unwrap();
         assert!(
-            bincode::deserialize::<Msg>(&plain).is_ok(),
+            postcard::from_bytes::<Msg>(&plain).is_ok(),
             "inline outside frames"
         );
     }

@@ -1,4 +1,4 @@
-//! Framing over TCP: length-delimited frames, each a bincode `Vec` of
+//! Framing over TCP: length-delimited frames, each a postcard `Vec` of
 //! messages, behind a handshake that checks version and token.
 //!
 //! Writing goes through a channel drained by a writer task, which packs every
@@ -6,7 +6,6 @@
 //! one system call, and senders never block on the socket.
 
 use crate::protocol::{Hello, PROTOCOL_VERSION, Weigh, Welcome};
-use bincode::Options;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -248,24 +247,25 @@ fn codec(max_frame: usize) -> LengthDelimitedCodec {
         .new_codec()
 }
 
-fn options(limit: u64) -> impl Options {
-    bincode::DefaultOptions::new().with_limit(limit)
-}
-
 /// Encodes one message as frame bytes.
 pub(crate) fn encode<M: Serialize + ?Sized>(msg: &M) -> bytes::Bytes {
-    options(u64::MAX)
-        .serialize(msg)
+    postcard::to_allocvec(msg)
         .expect("protocol messages always serialize")
         .into()
 }
 
-/// Decodes frame bytes, refusing anything that does not fit exactly.
+/// Decodes frame bytes, refusing anything that does not fit exactly. (A
+/// hostile length prefix allocates nothing: byte strings are checked
+/// against what is there, and sequences grow as their items arrive.)
 pub(crate) fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, WireError> {
-    // The limit bounds what a hostile length prefix may make us allocate.
-    options(bytes.len() as u64 * 8 + 1024)
-        .deserialize(bytes)
-        .map_err(|e| WireError::Malformed(e.to_string()))
+    match postcard::take_from_bytes(bytes) {
+        Ok((m, [])) => Ok(m),
+        Ok((_, rest)) => Err(WireError::Malformed(format!(
+            "{} bytes after the message",
+            rest.len()
+        ))),
+        Err(e) => Err(WireError::Malformed(e.to_string())),
+    }
 }
 
 /// Receiving half of a connection: yields messages one at a time.
@@ -474,9 +474,7 @@ pub(crate) fn encode_frame<M: Serialize + ?Sized>(msg: &M) -> Vec<bytes::Bytes> 
     crate::blob::encode_frame(msg, |buf, msg| {
         // Unbounded: a bounded encoding measures the message first, which
         // would set its big byte strings aside twice.
-        bincode::DefaultOptions::new()
-            .serialize_into(buf, msg)
-            .expect("protocol messages always serialize")
+        postcard::to_io(msg, buf).expect("protocol messages always serialize");
     })
 }
 
@@ -663,7 +661,26 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
     // Nothing larger than a Hello is read before the peer authenticates.
     let mut frames = FramedRead::new(r, codec(HANDSHAKE_MAX_FRAME));
     let mut sink = FramedWrite::new(w, codec(HANDSHAKE_MAX_FRAME));
-    let hello: Hello = read_one(&mut frames).await?;
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
+        Err(_) => return Err(WireError::Timeout),
+        Ok(None) => return Err(WireError::Closed),
+        Ok(Some(frame)) => {
+            let frame = frame?;
+            match decode::<Hello>(&frame) {
+                Ok(hello) => hello,
+                // Another version may lay its Hello out otherwise; its
+                // first field is still the version, a varint.
+                Err(e) => match leading_version(&frame) {
+                    Some(v) if v != PROTOCOL_VERSION => Hello {
+                        version: v,
+                        token: String::new(),
+                        role: crate::protocol::Role::Peer,
+                    },
+                    _ => return Err(e),
+                },
+            }
+        }
+    };
     let verdict = if hello.version != PROTOCOL_VERSION {
         Err(format!(
             "protocol version mismatch: peer speaks {}, this side speaks {}; \
@@ -688,6 +705,19 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
             Err(WireError::Refused(why))
         }
     }
+}
+
+/// The version a Hello starts with, read as every dtask has written it:
+/// a little-endian base-128 varint.
+fn leading_version(frame: &[u8]) -> Option<u32> {
+    let mut v: u64 = 0;
+    for (i, b) in frame.iter().take(5).enumerate() {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return u32::try_from(v).ok();
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -774,6 +804,48 @@ mod tests {
         let err = connect::<u8, u8>(&addr, hello).await.err().unwrap();
         assert!(err.to_string().contains("authentication failed"), "{err}");
         assert!(server.await.unwrap().is_err());
+    }
+
+    /// Sends `frame` as a Hello and returns the refusal the accepting side
+    /// answered with.
+    async fn refusal_of(frame: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(admit_one_with_token(listener, "right"));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&(frame.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        s.write_all(frame).await.unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.unwrap();
+        let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut answer).await.unwrap();
+        assert!(server.await.unwrap().is_err());
+        match decode::<Welcome>(&answer).unwrap() {
+            Welcome::Refused(why) => why,
+            Welcome::Accepted { .. } => panic!("accepted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hello_from_older_dtasks_is_refused_naming_both_versions() {
+        // What dtask of protocol 9 sent (bincode's varint layout): version,
+        // the token's length and bytes, Role::Client with a name.
+        let why = refusal_of(b"\x09\x05right\x00\x01\x01x").await;
+        assert!(why.contains("peer speaks 9"), "{why}");
+        assert!(
+            why.contains(&format!("this side speaks {PROTOCOL_VERSION}")),
+            "{why}"
+        );
+        // A version whose Hello this side cannot read at all.
+        let why = refusal_of(b"\x07\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff").await;
+        assert!(why.contains("peer speaks 7"), "{why}");
+        assert!(
+            why.contains(&format!("this side speaks {PROTOCOL_VERSION}")),
+            "{why}"
+        );
     }
 
     #[tokio::test]

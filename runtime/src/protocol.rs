@@ -2,7 +2,7 @@
 //! the scheduler and workers, with its meaning.
 //!
 //! A connection carries length-delimited frames (see [`crate::connection`]);
-//! each frame is a bincode-encoded `Vec` of one direction's message enum, so a
+//! each frame is a postcard-encoded `Vec` of one direction's message enum, so a
 //! burst of messages (a `map` of 100k tasks, a worker's finished batch) costs a
 //! handful of writes. Every connection opens with [`Hello`] and an answer of
 //! [`Welcome`] before any other frame. Values and arguments travel as

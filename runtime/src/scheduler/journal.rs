@@ -6,7 +6,7 @@
 //! and granted environment variables are in them):
 //!
 //! - `log-GEN.bin`: a header (`DTASKLOG`, [`JOURNAL_VERSION`], GEN), then
-//!   frames of `[length u32][crc32 u32][bincode Vec<Record>]`, one per
+//!   frames of `[length u32][crc32 u32][postcard Vec<Record>]`, one per
 //!   batch of changes.
 //! - `snapshot.bin`: a header (`DTASKSNP`, version, the last GEN it covers),
 //!   then frames like a log's of snapshot [`Item`]s: everything but the
@@ -37,7 +37,6 @@
 mod files;
 
 use super::state::{Item, Model, Record, SavedTask, Snapshot, Window};
-use bincode::Options;
 use bytes::Bytes;
 use files::{Frame, Frames, SNAPSHOT_HEADER, SnapshotReader, SnapshotWriter, read_full};
 use std::collections::HashMap;
@@ -59,7 +58,7 @@ const MAX_FRAME: usize = 1 << 30;
 
 /// Version of the on-disk format. A journal of another version is refused
 /// with a message naming both.
-pub const JOURNAL_VERSION: u32 = 5;
+pub const JOURNAL_VERSION: u32 = 6;
 
 /// How the journal writes.
 #[derive(Clone, Debug)]
@@ -429,9 +428,7 @@ impl Writer {
                     return;
                 }
                 let n = records.len() as u64;
-                let payload = bincode::DefaultOptions::new()
-                    .serialize(&records)
-                    .expect("records serialize");
+                let payload = postcard::to_allocvec(&records).expect("records serialize");
                 let mut frame = Vec::with_capacity(payload.len() + 8);
                 frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
                 frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());

@@ -955,9 +955,7 @@ impl Core {
                 Command::CancelRun { worker, keys } => {
                     self.send(worker, FromScheduler::Cancel { keys })
                 }
-                Command::Steal { worker, keys } => {
-                    self.send(worker, FromScheduler::Steal { keys })
-                }
+                Command::Steal { worker, keys } => self.send(worker, FromScheduler::Steal { keys }),
                 Command::Retried {
                     client,
                     id,

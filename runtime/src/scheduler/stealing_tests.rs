@@ -127,7 +127,10 @@ fn a_task_that_must_run_where_it_is_stays() {
 fn tasks_given_back_for_a_worker_that_left_are_placed_afresh() {
     let mut s = setup(&[(10, 1), (11, 1)]);
     s.set_clock(1_000);
-    let cmds = submit(&mut s, ["a", "b", "c"].map(|k| on_10(k, "f", true)).to_vec());
+    let cmds = submit(
+        &mut s,
+        ["a", "b", "c"].map(|k| on_10(k, "f", true)).to_vec(),
+    );
     assert_eq!(steals(&cmds), vec![(10, string(&["c"]))]);
     s.handle(Event::WorkerDisconnected { worker: 11 });
     let cmds = stolen(&mut s, 10, &["c"]);
@@ -142,7 +145,10 @@ fn tasks_given_back_for_a_worker_that_left_are_placed_afresh() {
 fn an_answer_for_a_task_no_longer_queued_there_changes_nothing() {
     let mut s = setup(&[(10, 1), (11, 1)]);
     s.set_clock(1_000);
-    let cmds = submit(&mut s, ["a", "b", "c"].map(|k| on_10(k, "f", true)).to_vec());
+    let cmds = submit(
+        &mut s,
+        ["a", "b", "c"].map(|k| on_10(k, "f", true)).to_vec(),
+    );
     assert_eq!(steals(&cmds), vec![(10, string(&["c"]))]);
     // It ran and finished on 10 before a confused answer names it.
     s.handle(started(10, "c"));

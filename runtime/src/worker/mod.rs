@@ -312,7 +312,9 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                 }
                 // Sent under the lock: no heartbeat can report them gone
                 // before this answer.
-                let _ = shared.to_scheduler.send(ToScheduler::Stolen { keys: given });
+                let _ = shared
+                    .to_scheduler
+                    .send(ToScheduler::Stolen { keys: given });
             }
             Ok(Some(FromScheduler::Store { values })) => {
                 // Storing may spill to disk: off the async threads, in order.

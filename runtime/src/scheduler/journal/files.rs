@@ -2,12 +2,11 @@
 //! neither recovery nor compaction holds a whole file in memory.
 //!
 //! Both kinds of file are a header followed by frames of
-//! `[length u32][crc32 u32][bincode Vec<T>]`: records in a log, snapshot
+//! `[length u32][crc32 u32][postcard Vec<T>]`: records in a log, snapshot
 //! [`Item`]s in a snapshot.
 
 use super::{JOURNAL_VERSION, LoadError, MAX_FRAME, SNAPSHOT_MAGIC, version_error};
 use crate::scheduler::state::Item;
-use bincode::Options;
 use serde::de::DeserializeOwned;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -84,10 +83,7 @@ impl Frames {
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Option<Vec<T>> {
-    bincode::DefaultOptions::new()
-        .with_limit(payload.len() as u64 * 8 + 1024)
-        .deserialize(payload)
-        .ok()
+    postcard::from_bytes(payload).ok()
 }
 
 /// Reads until `buf` is full or the file ends; returns how much was read.
@@ -145,9 +141,7 @@ impl SnapshotWriter {
         if matches!(item, Item::Task(_)) {
             self.tasks += 1;
         }
-        bincode::DefaultOptions::new()
-            .serialize_into(&mut self.payload, item)
-            .map_err(io::Error::other)?;
+        postcard::to_io(item, &mut self.payload).map_err(io::Error::other)?;
         self.items += 1;
         if self.payload.len() >= FRAME_BYTES {
             self.flush_frame()?;
@@ -161,9 +155,7 @@ impl SnapshotWriter {
         if self.items == 0 {
             return Ok(());
         }
-        let mut frame = bincode::DefaultOptions::new()
-            .serialize(&self.items)
-            .map_err(io::Error::other)?;
+        let mut frame = postcard::to_allocvec(&self.items).map_err(io::Error::other)?;
         frame.extend_from_slice(&self.payload);
         write_frame(&mut self.file, &frame)?;
         self.payload.clear();

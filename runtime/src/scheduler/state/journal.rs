@@ -521,18 +521,13 @@ enum Change {
 }
 
 fn encode_task(t: &SavedTask) -> Box<[u8]> {
-    use bincode::Options as _;
-    bincode::DefaultOptions::new()
-        .serialize(t)
+    postcard::to_allocvec(t)
         .expect("tasks serialize")
         .into_boxed_slice()
 }
 
 fn decode_task(bytes: &[u8]) -> SavedTask {
-    use bincode::Options as _;
-    bincode::DefaultOptions::new()
-        .deserialize(bytes)
-        .expect("a task this process encoded decodes")
+    postcard::from_bytes(bytes).expect("a task this process encoded decodes")
 }
 
 /// The task changes of the logs a compaction folds, by task: what it costs

@@ -67,9 +67,7 @@ impl Scheduler {
             };
             // Half of what waits there, and no more than fills the idle
             // worker's free slots and their queues.
-            let want = excess
-                .div_ceil(2)
-                .min(free * (super::QUEUED_PER_SLOT + 1));
+            let want = excess.div_ceil(2).min(free * (super::QUEUED_PER_SLOT + 1));
             let keys = self.worth_moving(victim, thief, want);
             if keys.is_empty() {
                 continue;
@@ -127,8 +125,9 @@ impl Scheduler {
     /// and it offers what the task needs.
     fn may_run_on(task: &Task, thief: WorkerId, t: &Worker) -> bool {
         let p = task.recipe.placement();
-        let named =
-            p.workers.is_empty() || p.allow_other_workers || p.workers.iter().any(|n| t.is(thief, n));
+        let named = p.workers.is_empty()
+            || p.allow_other_workers
+            || p.workers.iter().any(|n| t.is(thief, n));
         let memory = task.recipe.memory_limit();
         named && t.offers(&p.resources) && memory.is_none_or(|m| m <= t.memory_limit)
     }
@@ -189,8 +188,7 @@ impl Scheduler {
             if let Some(w) = self.workers.get_mut(&victim) {
                 w.give_back(&key, &t.recipe.placement().resources);
             }
-            self.activity
-                .set(&key, t, State::Pending { waiting_on: 0 });
+            self.activity.set(&key, t, State::Pending { waiting_on: 0 });
             self.activity.stolen += 1;
             let to = thief.filter(|id| {
                 self.workers
