@@ -1,0 +1,372 @@
+//! How a task ends and what follows: results recorded, errors and cancels
+//! spread to dependents, watchers told, retries, and results computed
+//! again from their lineage.
+
+use super::*;
+
+impl Scheduler {
+    pub(super) fn finished(
+        &mut self,
+        worker: WorkerId,
+        key: String,
+        located: Located,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(key) = self.tasks.key(&key) else {
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.processing.remove(key.as_str());
+                w.queued.remove(key.as_str());
+            }
+            // Forgotten while running: drop the result.
+            out.push(Command::Free {
+                worker,
+                keys: vec![key],
+            });
+            return;
+        };
+        let task = self.tasks.get_mut(&key).expect("present");
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.give_back(&key, &task.recipe.placement().resources);
+        }
+        if matches!(&task.state, State::Processing { worker: w, .. } if *w == worker) {
+            self.owner_ended(&Owner::Task(key.to_string()), out);
+        }
+        let task = self.tasks.get_mut(&key).expect("present");
+        match &mut task.state {
+            State::Processing { worker: w, .. } if *w == worker || task.scatter.is_some() => {}
+            // Another copy (broadcast scatter): remember where it is.
+            State::Finished { result } if task.scatter.is_some() => {
+                if !result.who_has.contains(&worker) {
+                    result.who_has.push(worker);
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.has.insert(key);
+                    }
+                }
+                let req = task.scatter.as_deref().copied();
+                self.scatter_stored(req, worker, out);
+                return;
+            }
+            // Not a run this worker was asked for (given up on and placed
+            // again, cancelled, erred): the result is kept if it is still
+            // wanted and freed on the worker otherwise, never left there.
+            _ => return self.adopt_result(worker, &key, located, out),
+        }
+        let req = task.scatter.as_deref().copied();
+        self.activity.set(
+            &key,
+            task,
+            State::Finished {
+                result: Stored {
+                    inline: located.inline,
+                    who_has: thin_vec::thin_vec![worker],
+                    nbytes: located.nbytes,
+                },
+            },
+        );
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.has.insert(key.clone());
+        }
+        self.scatter_stored(req, worker, out);
+        self.notify(&key, out);
+        let dependents = self.tasks[&key].dependents.to_vec();
+        for d in dependents {
+            if let Some(dt) = self.tasks.get_mut(&d)
+                && let State::Pending { waiting_on } = &mut dt.state
+            {
+                *waiting_on -= 1;
+                if *waiting_on == 0 {
+                    self.ready
+                        .push((dt.recipe.priority(), Reverse(dt.seq), d.clone()));
+                }
+            }
+        }
+        self.ended(&key, out);
+    }
+
+    /// `key` reached a terminal state: it no longer needs its inputs.
+    pub(super) fn ended(&mut self, key: &str, out: &mut Vec<Command>) {
+        let deps = match self.tasks.get_mut(key) {
+            Some(t) => {
+                t.holders.remove(FIRE_AND_FORGET);
+                t.deps.clone()
+            }
+            None => return,
+        };
+        for d in deps {
+            if let Some(dep) = self.tasks.get_mut(&d) {
+                dep.needed_by = dep.needed_by.saturating_sub(1);
+            }
+            self.maybe_forget(&d, out);
+        }
+        self.maybe_forget(key, out);
+    }
+
+    /// Fails `key` and, transitively, every dependent that has not ended.
+    pub(super) fn fail(&mut self, key: &str, error: TaskError, out: &mut Vec<Command>) {
+        self.end_tree(key, || State::Error(Box::new(error.clone())), out);
+    }
+
+    /// Cancels `key` and every dependent that has not ended.
+    pub(super) fn cancel_tree(&mut self, key: &str, out: &mut Vec<Command>) {
+        self.end_tree(key, || State::Cancelled, out);
+    }
+
+    /// Ends `key` and, transitively, every dependent that has not ended, in
+    /// the state `end` makes; those running are interrupted.
+    pub(super) fn end_tree(&mut self, key: &str, end: impl Fn() -> State, out: &mut Vec<Command>) {
+        let Some(key) = self.tasks.key(key) else {
+            return;
+        };
+        let mut stack = vec![key];
+        while let Some(k) = stack.pop() {
+            let Some(t) = self.tasks.get_mut(&k) else {
+                continue;
+            };
+            if t.is_terminal() {
+                continue;
+            }
+            if let State::Processing { worker, .. } = t.state
+                && let Some(w) = self.workers.get_mut(&worker)
+                && w.processing.contains(&k)
+            {
+                w.give_back(&k, &t.recipe.placement().resources);
+                out.push(Command::CancelRun {
+                    worker,
+                    keys: vec![k.to_string()],
+                });
+            }
+            let was_running = matches!(t.state, State::Processing { .. });
+            self.activity.set(&k, t, end());
+            self.no_worker.remove(&k);
+            stack.extend(t.dependents.iter().cloned());
+            if was_running {
+                self.owner_ended(&Owner::Task(k.to_string()), out);
+            }
+            self.notify(&k, out);
+            self.ended(&k, out);
+        }
+    }
+
+    pub(super) fn notify(&mut self, key: &str, out: &mut Vec<Command>) {
+        let watchers = match self.tasks.get_mut(key) {
+            Some(t) => std::mem::take(&mut t.watchers),
+            None => return,
+        };
+        if watchers.is_empty() {
+            return;
+        }
+        let outcome = self.outcome(key);
+        for client in watchers {
+            out.push(Command::Done {
+                client,
+                key: key.to_string(),
+                outcome: outcome.clone(),
+            });
+        }
+    }
+
+    pub(super) fn outcome(&self, key: &str) -> Outcome {
+        match self.tasks.get(key).map(|t| &t.state) {
+            Some(State::Finished { result }) => Outcome::Finished(self.locate(result)),
+            Some(State::Error(e)) => Outcome::Error((**e).clone()),
+            Some(State::Lost) => Outcome::Error(lost_error(key)),
+            Some(State::Cancelled) => Outcome::Cancelled,
+            _ => Outcome::Unknown,
+        }
+    }
+
+    pub(super) fn locate(&self, s: &Stored) -> Located {
+        Located {
+            inline: s.inline.clone(),
+            who_has: s
+                .who_has
+                .iter()
+                .filter_map(|w| self.workers.get(w).map(|w| w.data_addr.clone()))
+                .collect(),
+            nbytes: s.nbytes,
+        }
+    }
+
+    pub(super) fn cancel(
+        &mut self,
+        client: ClientId,
+        keys: Vec<String>,
+        force: bool,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) else {
+            return;
+        };
+        for key in keys {
+            let Some(t) = self.tasks.get(&key) else {
+                continue;
+            };
+            let sole = t
+                .holders
+                .iter()
+                .all(|h| h == &*holder || h == FIRE_AND_FORGET);
+            if force || sole {
+                self.cancel_tree(&key, out);
+            } else {
+                // Others still want it: this client just lets go.
+                if let Some(h) = self.holdings.get_mut(&holder) {
+                    h.remove(key.as_str());
+                }
+                self.unhold(&holder, &key, out);
+            }
+        }
+    }
+
+    /// Resets erred keys (and the erred tasks their errors came from, and
+    /// everything between) to run again, under new `limits` if given.
+    /// Returns the keys refused.
+    pub(super) fn retry(
+        &mut self,
+        keys: Vec<String>,
+        limits: Option<&TaskLimits>,
+    ) -> Vec<(String, String)> {
+        let mut refused = Vec::new();
+        for key in keys {
+            if let Some(m) = limits.and_then(|l| l.memory_limit)
+                && let Err(why) = self.memory_fits(m)
+            {
+                refused.push((key, why));
+                continue;
+            }
+            let origin = match self.tasks.get(&key).map(|t| &t.state) {
+                Some(State::Error(e)) => e.origin.clone(),
+                Some(_) => {
+                    refused.push((key, "it has not erred".into()));
+                    continue;
+                }
+                None => {
+                    refused.push((key.clone(), format!("unknown key {key}")));
+                    continue;
+                }
+            };
+            // Everything downstream of the origin that erred with its error.
+            let mut reset: Vec<Key> = Vec::new();
+            let mut seen: HashSet<Key> = HashSet::default();
+            let mut stack: Vec<Key> = self.tasks.key(&origin).into_iter().collect();
+            while let Some(k) = stack.pop() {
+                if let Some(t) = self.tasks.get(&k)
+                    && matches!(&t.state, State::Error(e) if e.origin == origin)
+                    && seen.insert(k.clone())
+                {
+                    stack.extend(t.dependents.iter().cloned());
+                    reset.push(k);
+                }
+            }
+            if let Some(missing) = reset.iter().find_map(|k| {
+                self.tasks[k]
+                    .deps
+                    .iter()
+                    .find(|d| !self.tasks.contains_key(d))
+                    .cloned()
+            }) {
+                refused.push((key, format!("its input {missing} was released")));
+                continue;
+            }
+            for k in &reset {
+                let t = self.tasks.get_mut(k).expect("present");
+                if let Some(l) = limits {
+                    let (timeout, memory, retries) = t.recipe.limits();
+                    let new = (
+                        l.timeout_ms.or(timeout),
+                        l.memory_limit.or(memory),
+                        l.retries.unwrap_or(retries),
+                    );
+                    if t.recipe.set_limits(new) {
+                        // The journal records the task anew.
+                        t.journaled = 0;
+                    }
+                }
+                self.activity.set(k, t, State::Pending { waiting_on: 0 });
+                t.retries_left = saturate(t.recipe.retries());
+                for d in t.deps.clone() {
+                    self.tasks.get_mut(&d).expect("checked").needed_by += 1;
+                }
+            }
+            for k in &reset {
+                // Inputs that were released meanwhile are computed again.
+                self.requeue(k);
+            }
+        }
+        refused
+    }
+
+    /// Makes a released or lost result wanted again: it and whatever of its
+    /// inputs is gone too go back to pending, inputs first (a worklist, for
+    /// long chains).
+    pub(super) fn recompute(&mut self, key: &str) {
+        let mut revived = Vec::new();
+        let Some(key) = self.tasks.key(key) else {
+            return;
+        };
+        let mut stack = vec![key];
+        while let Some(k) = stack.pop() {
+            let Some(t) = self.tasks.get_mut(&k) else {
+                continue;
+            };
+            if !matches!(t.state, State::Released | State::Lost) || t.scatter.is_some() {
+                continue;
+            }
+            self.activity.set(&k, t, State::Pending { waiting_on: 0 });
+            self.stats.reruns += 1;
+            let deps = t.deps.clone();
+            for d in deps {
+                if let Some(dep) = self.tasks.get_mut(&d) {
+                    dep.needed_by += 1;
+                    if matches!(dep.state, State::Released | State::Lost) {
+                        stack.push(d);
+                    }
+                }
+            }
+            revived.push(k);
+        }
+        // Inputs were revived after their dependents: count from the end.
+        for k in revived.iter().rev() {
+            self.requeue(k);
+        }
+    }
+
+    /// How many of `key`'s inputs are not finished.
+    pub(super) fn unfinished_inputs(&self, key: &str) -> usize {
+        self.tasks[key]
+            .deps
+            .iter()
+            .filter(|d| {
+                !matches!(
+                    self.tasks.get(d).map(|t| &t.state),
+                    Some(State::Finished { .. })
+                )
+            })
+            .count()
+    }
+
+    /// Sets a pending task's count of unfinished inputs, bringing released
+    /// inputs back first, and queues it if it has none.
+    pub(super) fn requeue(&mut self, key: &str) {
+        for d in self.tasks[key].deps.clone() {
+            if matches!(
+                self.tasks.get(&d).map(|t| &t.state),
+                Some(State::Released | State::Lost)
+            ) {
+                self.recompute(&d);
+            }
+        }
+        let waiting = self.unfinished_inputs(key);
+        let k = self.tasks.key(key).expect("present");
+        let t = self.tasks.get_mut(key).expect("present");
+        self.activity.set(
+            key,
+            t,
+            State::Pending {
+                waiting_on: waiting,
+            },
+        );
+        if waiting == 0 {
+            self.ready.push((t.recipe.priority(), Reverse(t.seq), k));
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Where ready tasks run: sending them to workers with room, best placement
+//! first, and why a task has nowhere to go.
+
+use super::*;
+
+impl Scheduler {
+    /// Sends ready tasks to workers with room, best placement first.
+    pub(super) fn schedule(&mut self, out: &mut Vec<Command>) {
+        let mut batches: HashMap<WorkerId, Vec<RunTask>> = HashMap::default();
+        let mut waiting = Vec::new();
+        // Whether some worker has room: checked (a walk over the workers)
+        // only when a task finds no place, not for every task placed.
+        let mut room = true;
+        while room && !self.ready.is_empty() {
+            let entry = self.ready.pop().expect("not empty");
+            let key = &entry.2;
+            let Some(task) = self.tasks.get(key) else {
+                continue;
+            };
+            if !matches!(task.state, State::Pending { waiting_on: 0 }) {
+                continue;
+            }
+            let Some(worker) = self.place(task) else {
+                if self.why_no_worker(task).is_some() {
+                    // No worker could ever run it: aside until one joins.
+                    self.no_worker.insert(entry.2, (entry.0, entry.1));
+                    continue;
+                }
+                // No worker can take it now (restrictions, resources, or
+                // all full: then the rest wait too).
+                waiting.push(entry);
+                room = self.workers.values().any(Worker::has_room);
+                continue;
+            };
+            let run = self.assign(&entry.2, worker);
+            batches.entry(worker).or_default().push(run);
+        }
+        self.ready.extend(waiting);
+        let mut batches: Vec<_> = batches.into_iter().collect();
+        batches.sort_by_key(|(w, _)| *w);
+        for (worker, tasks) in batches {
+            self.send_run(worker, tasks, out);
+        }
+    }
+
+    /// Makes ready task `key` processing on `worker`, which has room: the
+    /// task to put in its next `Run`.
+    pub(super) fn assign(&mut self, key: &Key, worker: WorkerId) -> RunTask {
+        let task = &self.tasks[key];
+        let run = self.run_task(key, task);
+        let need = task.recipe.placement().resources.clone();
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("placed on a live worker");
+        if w.load() < w.nthreads as usize {
+            // It begins at once: the worker's slots turn over.
+            w.began_ms = self.activity.now_ms;
+        }
+        w.take(key, &need);
+        w.queued.insert(key.clone());
+        self.stats.dispatched += 1;
+        let t = self.tasks.get_mut(key).expect("present");
+        self.activity.set(
+            key,
+            t,
+            State::Processing {
+                worker,
+                started: false,
+                run: w.runs_sent + 1,
+            },
+        );
+        run
+    }
+
+    /// Sends `tasks`, assigned to `worker`, in one `Run`.
+    pub(super) fn send_run(
+        &mut self,
+        worker: WorkerId,
+        tasks: Vec<RunTask>,
+        out: &mut Vec<Command>,
+    ) {
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("placed on a live worker");
+        w.runs_sent += 1;
+        out.push(Command::Run {
+            worker,
+            seq: w.runs_sent,
+            tasks,
+        });
+    }
+
+    /// The worker holding the most input bytes, else the least busy, among
+    /// those the task may use and that have room; `None` if there is none.
+    pub(super) fn place(&self, task: &Task) -> Option<WorkerId> {
+        let p = task.recipe.placement();
+        let memory = task.recipe.memory_limit();
+        let fits = |_: WorkerId, w: &Worker| {
+            w.has_room() && w.offers(&p.resources) && memory.is_none_or(|m| m <= w.memory_limit)
+        };
+        let named = |id: WorkerId, w: &Worker| {
+            p.workers.is_empty() || p.workers.iter().any(|n| w.is(id, n))
+        };
+        self.best(task, |id, w| fits(id, w) && named(id, w))
+            .or_else(|| {
+                if p.allow_other_workers {
+                    self.best(task, fits)
+                } else {
+                    None
+                }
+            })
+    }
+
+    /// Why no connected worker could ever run `task`, even idle: its
+    /// `--workers`, `--resources` or memory limit rule them all out.
+    /// `None` if one could.
+    pub(super) fn why_no_worker(&self, task: &Task) -> Option<String> {
+        let p = task.recipe.placement();
+        let memory = task.recipe.memory_limit();
+        let named_only = !p.workers.is_empty() && !p.allow_other_workers;
+        let named = |id: WorkerId, w: &Worker| !named_only || p.workers.iter().any(|n| w.is(id, n));
+        if self
+            .workers
+            .iter()
+            .any(|(id, w)| named(*id, w) && w.could_run(&p.resources, memory))
+        {
+            return None;
+        }
+        if self.workers.is_empty() {
+            return Some("no worker is connected".into());
+        }
+        let mut wanted = Vec::new();
+        if named_only {
+            wanted.push(format!("is {}", p.workers.join(" or ")));
+        }
+        if !p.resources.is_empty() {
+            let r: Vec<String> = p
+                .resources
+                .iter()
+                .map(|(n, a)| format!("{n}={a}"))
+                .collect();
+            wanted.push(format!("offers {}", r.join(", ")));
+        }
+        if let Some(m) = memory {
+            wanted.push(format!("allows tasks {} MiB", m.div_ceil(1 << 20)));
+        }
+        Some(format!("no connected worker {}", wanted.join(" and ")))
+    }
+
+    /// Why `key` waits in the `no-worker` state, if it does.
+    pub fn no_worker_reason(&self, key: &str) -> Option<String> {
+        if !self.no_worker.contains_key(key) {
+            return None;
+        }
+        let t = self.tasks.get(key)?;
+        if !matches!(t.state, State::Pending { waiting_on: 0 }) {
+            return None;
+        }
+        self.why_no_worker(t)
+    }
+
+    pub(super) fn best(
+        &self,
+        task: &Task,
+        eligible: impl Fn(WorkerId, &Worker) -> bool,
+    ) -> Option<WorkerId> {
+        let mut held: HashMap<WorkerId, u64> = HashMap::default();
+        for d in &task.deps {
+            if let Some(State::Finished { result }) = self.tasks.get(d).map(|t| &t.state)
+                && result.inline.is_none()
+            {
+                for w in &result.who_has {
+                    *held.entry(*w).or_default() += result.nbytes;
+                }
+            }
+        }
+        self.workers
+            .iter()
+            .filter(|(id, w)| eligible(**id, w))
+            .max_by(|(ia, a), (ib, b)| {
+                let ha = held.get(ia).copied().unwrap_or(0);
+                let hb = held.get(ib).copied().unwrap_or(0);
+                // Less load is better: compare b's load against a's.
+                let la = a.load() as u64 * b.nthreads as u64;
+                let lb = b.load() as u64 * a.nthreads as u64;
+                ha.cmp(&hb).then(lb.cmp(&la)).then(ib.cmp(ia))
+            })
+            .map(|(id, _)| *id)
+    }
+
+    pub(super) fn run_task(&self, key: &str, task: &Task) -> RunTask {
+        let args = task
+            .recipe
+            .args
+            .iter()
+            .map(|a| match a {
+                Arg::Value(v) => RunArg::Value(v.clone()),
+                Arg::Future(k) => {
+                    let at = match self.tasks.get(k).map(|t| &t.state) {
+                        Some(State::Finished { result }) => self.locate(result),
+                        _ => unreachable!("a ready task's dependencies are finished"),
+                    };
+                    RunArg::Dep { key: k.clone(), at }
+                }
+            })
+            .collect();
+        RunTask {
+            key: key.to_string(),
+            module: task.recipe.module.to_string(),
+            function: task.recipe.function.to_string(),
+            args,
+            timeout_ms: task.recipe.timeout_ms(),
+            memory_limit: task.recipe.memory_limit(),
+            grants: task.recipe.grants().clone(),
+            priority: task.recipe.priority(),
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Workers as the scheduler keeps them: their slots, queues and resources,
+//! what they report, and what becomes of their tasks and results when one
+//! leaves.
+
+use super::*;
+
+#[derive(Debug)]
+pub(super) struct Worker {
+    pub(super) nthreads: u32,
+    pub(super) data_addr: String,
+    pub(super) name: String,
+    pub(super) resources: Vec<(String, f64)>,
+    /// The largest memory one task may use there, in bytes.
+    pub(super) memory_limit: u64,
+    /// Times its supervisor replaced a worker that died.
+    pub(super) restarts: u32,
+    /// Resources held by the tasks in `processing`.
+    pub(super) used: HashMap<String, f64>,
+    pub(super) processing: HashSet<Key>,
+    /// Those of `processing` sent by a `Run` and not yet begun: they wait
+    /// there for a slot, and may be stolen.
+    pub(super) queued: HashSet<Key>,
+    /// The idle worker that tasks asked back from this one go to, while
+    /// that request is unanswered.
+    pub(super) steal_to: Option<WorkerId>,
+    /// Whether tasks are being asked back from another worker for this one.
+    pub(super) awaiting: bool,
+    /// When a task last began here (or it joined), by the scheduler's
+    /// clock: a queue behind slots that have not turned over for a while
+    /// is stalled.
+    pub(super) began_ms: u64,
+    /// Those of `processing` that gave their slot back while they wait;
+    /// they do not count against the worker's capacity.
+    pub(super) seceded: HashSet<Key>,
+    pub(super) has: HashSet<Key>,
+    /// Bytes of results it has spilled to disk, as of its last heartbeat.
+    pub(super) spilled: u64,
+    /// Bytes of results it holds, as of its last heartbeat.
+    pub(super) held: u64,
+    /// Its resident memory, as of its last heartbeat.
+    pub(super) rss: u64,
+    /// (inputs fetched from other workers, their bytes), as of its last
+    /// heartbeat.
+    pub(super) fetched: (u64, u64),
+    /// When it joined or last sent a heartbeat, by the scheduler's clock.
+    pub(super) heartbeat_ms: u64,
+    /// `Run` commands sent to it so far.
+    pub(super) runs_sent: u64,
+}
+
+impl Worker {
+    pub(super) fn capacity(&self) -> usize {
+        self.nthreads as usize * (QUEUED_PER_SLOT + 1)
+    }
+
+    /// Tasks that occupy the worker: assigned and not waiting seceded.
+    pub(super) fn load(&self) -> usize {
+        self.processing.len() - self.seceded.len()
+    }
+
+    pub(super) fn has_room(&self) -> bool {
+        self.load() < self.capacity()
+    }
+
+    /// Tasks sent here beyond its slots, which wait for one.
+    pub(super) fn backlog(&self) -> usize {
+        self.load()
+            .saturating_sub(self.nthreads as usize)
+            .min(self.queued.len())
+    }
+
+    /// Whether `name` (a worker name, data address or id) means this one.
+    pub(super) fn is(&self, id: WorkerId, name: &str) -> bool {
+        name == self.name || name == self.data_addr || name == id.to_string()
+    }
+
+    /// Whether it could ever run a task needing `need` and `memory` (when
+    /// idle): it offers that much in all.
+    pub(super) fn could_run(&self, need: &[(String, f64)], memory: Option<u64>) -> bool {
+        memory.is_none_or(|m| m <= self.memory_limit)
+            && need.iter().all(|(r, amount)| {
+                self.resources
+                    .iter()
+                    .any(|(n, total)| n == r && *total >= *amount - 1e-9)
+            })
+    }
+
+    pub(super) fn offers(&self, need: &[(String, f64)]) -> bool {
+        need.iter().all(|(r, amount)| {
+            let total = self
+                .resources
+                .iter()
+                .find(|(n, _)| n == r)
+                .map_or(0.0, |(_, a)| *a);
+            let used = self.used.get(r).copied().unwrap_or(0.0);
+            total - used >= *amount - 1e-9
+        })
+    }
+
+    pub(super) fn take(&mut self, key: &Key, need: &[(String, f64)]) {
+        self.processing.insert(key.clone());
+        for (r, a) in need {
+            *self.used.entry(r.clone()).or_default() += a;
+        }
+    }
+
+    pub(super) fn give_back(&mut self, key: &str, need: &[(String, f64)]) {
+        self.seceded.remove(key);
+        self.queued.remove(key);
+        if self.processing.remove(key) {
+            for (r, a) in need {
+                if let Some(u) = self.used.get_mut(r) {
+                    *u -= a;
+                }
+            }
+        }
+    }
+}
+
+impl Scheduler {
+    /// A (re)joined worker holds `key`'s result: it is finished there,
+    /// unless it already is; a result nobody can use (its task is being
+    /// computed on another worker, erred or was cancelled) is freed there.
+    pub(super) fn adopt_result(
+        &mut self,
+        worker: WorkerId,
+        key: &str,
+        at: Located,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(key) = self.tasks.key(key) else {
+            return out.push(Command::Free {
+                worker,
+                keys: vec![key.to_string()],
+            });
+        };
+        let t = self.tasks.get_mut(&key).expect("present");
+        let was_pending = match &t.state {
+            State::Released | State::Lost => false,
+            State::Pending { .. } => true,
+            State::Finished { result } => {
+                if !result.who_has.contains(&worker) {
+                    if let State::Finished { result } = &mut t.state {
+                        result.who_has.push(worker);
+                    }
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.has.insert(key);
+                    }
+                }
+                return;
+            }
+            // Run there again (a rejoining worker is sent the recomputation
+            // before its report of what it holds arrives): the run's result
+            // replaces this one, and freeing it could free that instead.
+            State::Processing { worker: w, .. } if *w == worker => return,
+            State::Processing { .. } | State::Error(_) | State::Cancelled => {
+                return out.push(Command::Free {
+                    worker,
+                    keys: vec![key.to_string()],
+                });
+            }
+        };
+        self.activity.set(
+            &key,
+            t,
+            State::Finished {
+                result: Stored {
+                    inline: at.inline,
+                    who_has: thin_vec::thin_vec![worker],
+                    nbytes: at.nbytes,
+                },
+            },
+        );
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.has.insert(key.clone());
+        }
+        self.notify(&key, out);
+        for d in self.tasks[&key].dependents.to_vec() {
+            if matches!(
+                self.tasks.get(&d).map(|t| &t.state),
+                Some(State::Pending { .. })
+            ) {
+                let waiting = self.unfinished_inputs(&d);
+                let dt = self.tasks.get_mut(&d).expect("present");
+                self.activity.set(
+                    &d,
+                    dt,
+                    State::Pending {
+                        waiting_on: waiting,
+                    },
+                );
+                if waiting == 0 {
+                    self.ready
+                        .push((dt.recipe.priority(), Reverse(dt.seq), d.clone()));
+                }
+            }
+        }
+        if was_pending {
+            // Its recomputation had counted on its inputs.
+            self.ended(&key, out);
+        }
+    }
+
+    /// Compares what `worker` says it has in hand with what it was
+    /// assigned. Messages on a connection arrive in order, and a worker
+    /// reports a result before it lets go of the task, so a task whose
+    /// `Run` the worker got (its `run_seq` is past it) and that is neither
+    /// in hand nor reported finished was certainly lost: it is put back and
+    /// placed again, so a lost message can delay a graph but never hang it.
+    /// `Run`s it has not acknowledged are covered by a [`Command::Sync`],
+    /// which moves its `run_seq` on at its next heartbeat.
+    pub(super) fn reconcile(
+        &mut self,
+        worker: WorkerId,
+        run_seq: u64,
+        running: &[String],
+        out: &mut Vec<Command>,
+    ) {
+        let Some(w) = self.workers.get(&worker) else {
+            return;
+        };
+        if run_seq < w.runs_sent {
+            out.push(Command::Sync {
+                worker,
+                seq: w.runs_sent,
+            });
+        }
+        let running: HashSet<&str> = running.iter().map(String::as_str).collect();
+        let mut lost = Vec::new();
+        for key in &w.processing {
+            if running.contains(&**key) {
+                continue;
+            }
+            match self.tasks.get(key).map(|t| (&t.state, t.scatter.is_some())) {
+                Some((State::Processing { worker: x, run, .. }, false))
+                    if *x == worker && *run > 0 && *run <= run_seq =>
+                {
+                    lost.push(key.clone());
+                }
+                _ => {}
+            }
+        }
+        for key in lost {
+            let need = self.tasks[&key].recipe.placement().resources.clone();
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.give_back(&key, &need);
+            }
+            self.stats.resent += 1;
+            self.requeue(&key);
+        }
+    }
+
+    pub(super) fn worker_gone(&mut self, worker: WorkerId, out: &mut Vec<Command>) {
+        let Some(w) = self.workers.remove(&worker) else {
+            return;
+        };
+        self.stealing_worker_gone(&w);
+        self.activity.worker_gone(worker);
+        self.actors_worker_gone(worker, out);
+        // Results that lived only there (no inline copy, no replica) are
+        // computed again from their lineage if anything still needs them;
+        // scattered data has no lineage and is lost.
+        let mut lost = Vec::new();
+        let mut gone = Vec::new();
+        for key in &w.has {
+            if let Some(t) = self.tasks.get_mut(key)
+                && let State::Finished { result } = &mut t.state
+            {
+                result.who_has.retain(|x| *x != worker);
+                if result.who_has.is_empty() && result.inline.is_none() {
+                    if t.scatter.is_some() {
+                        self.activity.set(key, t, State::Lost);
+                        lost.push(key.clone());
+                    } else {
+                        self.activity.set(key, t, State::Released);
+                        gone.push(key.clone());
+                    }
+                }
+            }
+        }
+        for key in gone {
+            let t = &self.tasks[&key];
+            if !t.holders.is_empty() || t.needed_by > 0 {
+                self.recompute(&key);
+                // Dependents already waiting recount what they wait for.
+                for d in self.tasks[&key].dependents.to_vec() {
+                    let waiting = match self.tasks.get(&d) {
+                        Some(dt) if matches!(dt.state, State::Pending { .. }) => {
+                            self.unfinished_inputs(&d)
+                        }
+                        _ => continue,
+                    };
+                    if let Some(dt) = self.tasks.get_mut(&d) {
+                        self.activity.set(
+                            &d,
+                            dt,
+                            State::Pending {
+                                waiting_on: waiting,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        // Its running and queued tasks go back to the ready queue; their
+        // leases end with the instances that held them.
+        let mut killers = Vec::new();
+        for key in w.processing {
+            self.owner_ended(&Owner::Task(key.to_string()), out);
+            if let Some(t) = self.tasks.get_mut(&key)
+                && let State::Processing {
+                    worker: x, started, ..
+                } = t.state
+                && x == worker
+            {
+                // Tasks queued behind the running ones never touched the
+                // worker: they are placed again without blame.
+                if started {
+                    t.deaths += 1;
+                }
+                if t.scatter.is_some() {
+                    self.activity.set(&key, t, State::Lost);
+                    lost.push(key);
+                } else if u32::from(t.deaths) >= MAX_WORKER_DEATHS {
+                    killers.push(key);
+                } else {
+                    self.activity.set(&key, t, State::Pending { waiting_on: 0 });
+                    self.stats.reruns += 1;
+                    self.requeue(&key);
+                }
+            }
+        }
+        for key in killers {
+            let error = TaskError {
+                kind: ErrorKind::Internal,
+                message: format!(
+                    "task {key} was running on {MAX_WORKER_DEATHS} workers that died; \
+                     not trying it on another (does it crash its worker?)"
+                ),
+                stderr: String::new(),
+                backtrace: String::new(),
+                origin: key.to_string(),
+            };
+            self.fail(&key, error, out);
+        }
+        self.report_lost(lost, out);
+        self.scatters_worker_gone(worker, &w.name, out);
+    }
+
+    /// Tells the watchers of `lost` keys and fails their dependents.
+    pub(super) fn report_lost(&mut self, lost: Vec<Key>, out: &mut Vec<Command>) {
+        for key in lost {
+            self.notify(&key, out);
+            let dependents = self.tasks[&key].dependents.to_vec();
+            for d in dependents {
+                self.fail(&d, lost_error(&key), out);
+            }
+        }
+    }
+}
