@@ -158,3 +158,25 @@ fn an_answer_for_a_task_no_longer_queued_there_changes_nothing() {
     assert_eq!(s.state("c"), Some(TaskState::Finished));
     assert_eq!(s.totals().stolen, 0);
 }
+
+#[test]
+fn an_answer_nobody_asked_for_moves_nothing() {
+    let mut s = setup(&[(10, 1), (11, 1)]);
+    s.set_clock(1_000);
+    let cmds = submit(
+        &mut s,
+        ["a", "b", "c"].map(|k| on_10(k, "f", true)).to_vec(),
+    );
+    assert_eq!(steals(&cmds), vec![(10, string(&["c"]))]);
+    let cmds = stolen(&mut s, 10, &["c"]);
+    assert_eq!(runs(&cmds), vec![(11, "c".to_string())]);
+    // The same answer again (sent before a connection broke, say, and
+    // arriving late): no request is outstanding, so `b` stays where it is.
+    let cmds = stolen(&mut s, 10, &["b"]);
+    assert!(runs(&cmds).is_empty());
+    assert_eq!(s.totals().stolen, 1);
+    for (w, k) in [(10, "a"), (10, "b"), (11, "c")] {
+        finish(&mut s, w, k, small(1));
+        assert_eq!(s.state(k), Some(TaskState::Finished), "{k}");
+    }
+}

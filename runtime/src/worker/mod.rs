@@ -609,12 +609,16 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
     // Reported before it leaves the tasks in hand, so no heartbeat in
     // between can say it is gone before its result arrives.
     let _ = shared.to_scheduler.send(msg);
-    shared
-        .running
-        .lock()
-        .expect("running lock")
+    let mut running = shared.running.lock().expect("running lock");
+    // Only its own entry: taken back meanwhile and sent here again, the key
+    // is another copy's.
+    if running
         .tasks
-        .remove(&key);
+        .get(&key)
+        .is_some_and(|t| t.abort.id() == tokio::task::id())
+    {
+        running.tasks.remove(&key);
+    }
 }
 
 async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {

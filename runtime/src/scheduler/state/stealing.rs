@@ -72,7 +72,8 @@ impl Scheduler {
             if keys.is_empty() {
                 continue;
             }
-            self.workers.get_mut(&victim).expect("listed").steal_to = Some(thief);
+            let v = self.workers.get_mut(&victim).expect("listed");
+            v.steal_to = Some((thief, v.runs_sent));
             self.workers.get_mut(&thief).expect("listed").awaiting = true;
             out.push(Command::Steal {
                 worker: victim,
@@ -164,10 +165,16 @@ impl Scheduler {
     /// `victim` gave back `keys`: they go to the worker they were asked
     /// for, where they fit, or are placed afresh.
     pub(super) fn stolen(&mut self, victim: WorkerId, keys: Vec<String>, out: &mut Vec<Command>) {
-        let thief = self
+        // An answer nobody asked this worker for (one sent before its
+        // connection broke, arriving under its new id) moves nothing.
+        let Some((thief, asked_at)) = self
             .workers
             .get_mut(&victim)
-            .and_then(|w| w.steal_to.take());
+            .and_then(|w| w.steal_to.take())
+        else {
+            return;
+        };
+        let thief = Some(thief);
         if let Some(t) = thief.and_then(|t| self.workers.get_mut(&t)) {
             t.awaiting = false;
         }
@@ -180,7 +187,7 @@ impl Scheduler {
             let t = self.tasks.get_mut(&key).expect("known");
             let waiting = matches!(
                 t.state,
-                State::Processing { worker, started: false, .. } if worker == victim
+                State::Processing { worker, started: false, run } if worker == victim && run <= asked_at
             );
             if !waiting {
                 continue;
@@ -212,7 +219,7 @@ impl Scheduler {
     /// (A request on its behalf stays in flight: the answer places the
     /// tasks afresh, as it is gone.)
     pub(super) fn stealing_worker_gone(&mut self, w: &Worker) {
-        if let Some(thief) = w.steal_to
+        if let Some((thief, _)) = w.steal_to
             && let Some(t) = self.workers.get_mut(&thief)
         {
             t.awaiting = false;

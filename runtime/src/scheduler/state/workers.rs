@@ -20,9 +20,10 @@ pub(super) struct Worker {
     /// Those of `processing` sent by a `Run` and not yet begun: they wait
     /// there for a slot, and may be stolen.
     pub(super) queued: HashSet<Key>,
-    /// The idle worker that tasks asked back from this one go to, while
-    /// that request is unanswered.
-    pub(super) steal_to: Option<WorkerId>,
+    /// While a request to give tasks back is unanswered: the idle worker
+    /// they go to, and the last `Run` sent here when it was asked (a task
+    /// sent again later is another copy, not one the answer may name).
+    pub(super) steal_to: Option<(WorkerId, u64)>,
     /// Whether tasks are being asked back from another worker for this one.
     pub(super) awaiting: bool,
     /// When a task last began here (or it joined), by the scheduler's
