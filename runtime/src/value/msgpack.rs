@@ -1,0 +1,110 @@
+//! Values as bytes: MessagePack, with nesting bounded, and byte strings
+//! without a copy.
+
+use super::*;
+
+/// Encodes a value as MessagePack.
+pub fn encode(v: &Value) -> Vec<u8> {
+    let mut buf = Vec::new();
+    rmpv::encode::write_value(&mut buf, v).expect("writing to a Vec cannot fail");
+    buf
+}
+
+/// Decodes exactly one MessagePack value, rejecting trailing bytes and
+/// nesting deeper than [`MAX_DECODE_DEPTH`]; safe on hostile input.
+pub fn decode(bytes: &[u8]) -> Result<Value, ConvertError> {
+    let mut rest = bytes;
+    // rmpv's depth budget bounds its recursion, but it spends two units per
+    // level of nesting (the value and the container's body) and more on
+    // leaves; give it room for MAX_DECODE_DEPTH levels, then count exactly.
+    let v = rmpv::decode::read_value_with_max_depth(&mut rest, 2 * MAX_DECODE_DEPTH + 5).map_err(
+        |e| match e {
+            rmpv::decode::Error::DepthLimitExceeded => too_deep(),
+            e => ConvertError::new(format!("invalid MessagePack: {e}")),
+        },
+    )?;
+    if !rest.is_empty() {
+        return Err(ConvertError::new(format!(
+            "invalid MessagePack: {} after the value",
+            plural(rest.len(), "trailing byte")
+        )));
+    }
+    if nesting(&v) > MAX_DECODE_DEPTH {
+        return Err(too_deep());
+    }
+    Ok(v)
+}
+
+pub(super) fn too_deep() -> ConvertError {
+    ConvertError::new(format!(
+        "invalid MessagePack: arrays and maps nested more than {MAX_DECODE_DEPTH} deep"
+    ))
+}
+
+/// How many arrays and maps are nested in `v` at its deepest.
+pub(super) fn nesting(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        Value::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| nesting(k).max(nesting(v)))
+                .max()
+                .unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+/// The bytes held by a value's strings and byte strings, nested ones
+/// included: what copying it into a guest needs at least.
+pub fn payload_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.as_bytes().len(),
+        Value::Binary(b) => b.len(),
+        Value::Ext(_, b) => b.len(),
+        Value::Array(items) => items.iter().map(payload_bytes).sum(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| payload_bytes(k) + payload_bytes(v))
+            .sum(),
+        Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::F32(_) | Value::F64(_) => 0,
+    }
+}
+
+/// The MessagePack encoding of the byte string `b` (as `encode` of
+/// `Value::Binary` gives), built with one copy of `b`.
+pub fn encode_binary(b: &[u8]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(b.len() + 5);
+    match b.len() {
+        n if n < 1 << 8 => out.extend_from_slice(&[0xc4, n as u8]),
+        n if n < 1 << 16 => {
+            out.push(0xc5);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0xc6);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(b);
+    out.into()
+}
+
+/// The payload of MessagePack `bytes` that encode one byte string (`bin`)
+/// and nothing else, found without decoding or copying it.
+pub fn binary_payload(bytes: &[u8]) -> Option<&[u8]> {
+    let (len, at) = match *bytes.first()? {
+        0xc4 => (usize::from(*bytes.get(1)?), 2),
+        0xc5 => (
+            usize::from(u16::from_be_bytes(bytes.get(1..3)?.try_into().ok()?)),
+            3,
+        ),
+        0xc6 => (
+            u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?) as usize,
+            5,
+        ),
+        _ => return None,
+    };
+    (bytes.len().checked_sub(at)? == len).then(|| &bytes[at..])
+}
