@@ -1327,3 +1327,22 @@ impl futures::Stream for AsCompleted {
         self.get_mut().poll_one(cx)
     }
 }
+
+#[cfg(test)]
+mod key_tests {
+    #[test]
+    fn a_pure_key_still_depends_on_granted_values() {
+        let key = |value: &str| {
+            let options = super::SubmitOptions {
+                grants: crate::protocol::Grants {
+                    env: vec![("MODE".into(), value.into())],
+                    dirs: vec![],
+                },
+                ..Default::default()
+            };
+            super::task_spec("m", "f", vec![], &options).key
+        };
+        assert_eq!(key("fast"), key("fast"));
+        assert_ne!(key("fast"), key("slow"));
+    }
+}

@@ -10,19 +10,17 @@
 //! JSON and WIT values, [`key`] names futures, and [`config`] and [`local`]
 //! find (or start) the scheduler to talk to.
 
-pub mod blob;
 pub mod client;
 pub mod config;
 pub mod connection;
 pub mod embedded;
-pub mod key;
 pub mod local;
 pub mod module;
 pub mod peer;
-pub mod protocol;
 pub mod scheduler;
-pub mod secret;
 pub mod tls;
+
+pub use dtask_core::{blob, key, protocol, secret};
 pub mod value;
 pub mod worker;
 

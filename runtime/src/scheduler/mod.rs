@@ -6,17 +6,10 @@ pub mod faults;
 pub mod journal;
 mod metrics;
 pub mod server;
-pub mod state;
+
+pub use dtask_core::scheduler::state;
 
 #[cfg(test)]
-mod actor_tests;
-#[cfg(test)]
-mod nemesis_tests;
-#[cfg(test)]
-mod primitive_tests;
-#[cfg(test)]
-mod stealing_tests;
-#[cfg(test)]
-mod tests;
+mod journal_tests;
 
 pub use server::{Scheduler as SchedulerServer, SchedulerOptions};

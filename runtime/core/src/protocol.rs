@@ -1384,20 +1384,4 @@ mod secrets_tests {
         };
         assert!(!format!("{spec:?}").contains("hunter2"));
     }
-
-    #[test]
-    fn a_pure_key_still_depends_on_granted_values() {
-        let key = |value: &str| {
-            let options = crate::client::SubmitOptions {
-                grants: Grants {
-                    env: vec![("MODE".into(), value.into())],
-                    dirs: vec![],
-                },
-                ..Default::default()
-            };
-            crate::client::task_spec("m", "f", vec![], &options).key
-        };
-        assert_eq!(key("fast"), key("fast"));
-        assert_ne!(key("fast"), key("slow"));
-    }
 }

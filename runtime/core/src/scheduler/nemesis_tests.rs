@@ -16,7 +16,7 @@
 //! - nothing waits for ever once the cluster is healthy.
 
 use super::state::{Command, Event, Scheduler};
-use super::tests::{M, fut, joined, small, spec, val};
+use super::testing::{M, fut, joined, small, spec, val};
 use crate::protocol::{ErrorKind, Located, Outcome, RunArg, RunTask, TaskError, TaskSpec};
 use proptest::prelude::*;
 use std::collections::{HashMap, VecDeque};

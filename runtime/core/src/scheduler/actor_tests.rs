@@ -1,7 +1,7 @@
 //! Actors in the scheduler: placement, readiness, loss with their worker.
 
 use super::state::{Command, Event};
-use super::tests::{M, error, setup};
+use super::testing::{M, error, setup};
 use crate::protocol::{ActorSpec, ActorState, ErrorKind, FromScheduler};
 fn spec(key: &str) -> ActorSpec {
     ActorSpec {

@@ -4,7 +4,7 @@
 //! [`Scheduler::handle`] takes one [`Event`] (a submit, a finished task, a
 //! worker joining or leaving…) and returns the [`Command`]s that follow from
 //! it (run these tasks there, tell this client that key is done, free that
-//! data). The tokio server in [`super::server`] only moves frames to and from
+//! data). The tokio server (`dtask-runtime`'s `scheduler::server`) only moves frames to and from
 //! it, so every rule here is tested directly and deterministically.
 //!
 //! Rules, briefly:

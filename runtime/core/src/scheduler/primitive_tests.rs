@@ -2,7 +2,7 @@
 //! variables, leases that end with their holders, events and pub/sub.
 
 use super::state::{Command, Event, Scheduler};
-use super::tests::{error, finish, runs, setup, small, spec, submit, val};
+use super::testing::{error, finish, runs, setup, small, spec, submit, val};
 use crate::protocol::{Arg, Op, OpReply, TaskState};
 use bytes::Bytes;
 

@@ -2,7 +2,7 @@
 //! worker is given from a busy one's queue, and when.
 
 use super::state::{Command, Event, Scheduler};
-use super::tests::{finish, runs, setup, small, spec, started, submit, val};
+use super::testing::{finish, runs, setup, small, spec, started, submit, val};
 use crate::protocol::{TaskSpec, TaskState};
 
 /// A task of `function` that prefers worker 10 (`--workers worker-10

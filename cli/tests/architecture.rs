@@ -1,0 +1,51 @@
+//! The crate layout holds: `dtask-core` (protocol, keys, credentials, the
+//! scheduler's state machine) depends on no async runtime, no WebAssembly
+//! engine and nothing that opens sockets.
+
+use std::process::Command;
+
+#[test]
+fn the_core_crate_needs_no_runtime_engine_or_sockets() {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--manifest-path",
+            manifest,
+            "-p",
+            "dtask-core",
+            "--edges",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crates: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(crates.contains(&"dtask-core"), "{tree}");
+    assert!(crates.contains(&"serde"), "the tree was listed: {tree}");
+    for banned in [
+        "tokio",
+        "mio",
+        "socket2",
+        "wasmtime",
+        "cranelift-codegen",
+        "rustls",
+        "axum",
+        "hyper",
+    ] {
+        assert!(
+            !crates.contains(&banned),
+            "dtask-core depends on {banned}:\n{tree}"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Constructors for driving the scheduler's state machine in tests (here
+//! and in crates built on this one, with the `testing` feature).
+#![allow(missing_docs)]
+
+use super::state::{Command, Event, Scheduler};
+use crate::protocol::{Arg, ErrorKind, Located, Placement, TaskError, TaskSpec};
+use bytes::Bytes;
+
+pub const M: &str = "module-hash";
+
+pub fn spec(key: &str, args: Vec<Arg>) -> TaskSpec {
+    TaskSpec {
+        key: key.into(),
+        module: M.into(),
+        function: "f".into(),
+        args,
+        priority: 0,
+        timeout_ms: None,
+        memory_limit: None,
+        grants: Default::default(),
+        placement: Placement::default(),
+        retries: 0,
+    }
+}
+
+pub fn joined(id: u64, nthreads: u32) -> Event {
+    Event::WorkerConnected {
+        worker: id,
+        nthreads,
+        data_addr: format!("w{id}"),
+        name: format!("worker-{id}"),
+        resources: vec![],
+        memory_limit: 256 << 20,
+        restarts: 0,
+    }
+}
+
+pub fn val(b: u8) -> Arg {
+    Arg::Value(Bytes::from(vec![b]))
+}
+
+pub fn fut(k: &str) -> Arg {
+    Arg::Future(k.into())
+}
+
+pub fn small(v: u8) -> Located {
+    Located {
+        inline: Some(Bytes::from(vec![v])),
+        who_has: vec![],
+        nbytes: 1,
+    }
+}
+
+pub fn big(n: u64) -> Located {
+    Located {
+        inline: None,
+        who_has: vec![],
+        nbytes: n,
+    }
+}
+
+pub fn error(origin: &str) -> TaskError {
+    TaskError {
+        kind: ErrorKind::Panic,
+        message: "boom".into(),
+        stderr: String::new(),
+        backtrace: String::new(),
+        origin: origin.into(),
+    }
+}
+
+/// A scheduler with client 1 (named "cli") and the given workers
+/// (id, nthreads).
+pub fn setup(workers: &[(u64, u32)]) -> Scheduler {
+    let mut s = Scheduler::new();
+    s.handle(Event::ModuleStored { hash: M.into() });
+    s.handle(Event::ClientConnected {
+        client: 1,
+        name: Some("cli".into()),
+    });
+    for &(id, n) in workers {
+        s.handle(joined(id, n));
+    }
+    s
+}
+
+pub fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>) -> Vec<Command> {
+    s.handle(Event::Submit {
+        client: 1,
+        id: 7,
+        tasks,
+    })
+}
+
+/// (worker, key) of every task sent to run.
+pub fn runs(cmds: &[Command]) -> Vec<(u64, String)> {
+    cmds.iter()
+        .flat_map(|c| match c {
+            Command::Run { worker, tasks, .. } => {
+                tasks.iter().map(|t| (*worker, t.key.clone())).collect()
+            }
+            _ => vec![],
+        })
+        .collect()
+}
+
+pub fn finish(s: &mut Scheduler, worker: u64, key: &str, at: Located) -> Vec<Command> {
+    s.handle(Event::Finished {
+        worker,
+        results: vec![(key.into(), at)],
+    })
+}
+
+pub fn started(worker: u64, key: &str) -> Event {
+    Event::Started {
+        worker,
+        keys: vec![key.into()],
+    }
+}

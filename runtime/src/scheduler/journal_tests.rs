@@ -1,0 +1,155 @@
+//! The journal's files against the state machine it records: compaction
+//! streams, recovery gives back exactly the scheduler's state.
+
+use super::state::{Event, Scheduler};
+use dtask_core::protocol::TaskSpec;
+use dtask_core::scheduler::testing::*;
+
+/// Waits until a compaction has folded every record handed to `journal`
+/// into the snapshot: the only log left is the empty one after it.
+fn compacted_all(journal: &super::journal::Journal, dir: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        // Each write lets the writer start the next compaction.
+        journal.flush();
+        let logs: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("log-"))
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, e.metadata().unwrap().len())
+            })
+            .collect();
+        let covered = super::journal::read_snapshot_gen(dir);
+        if let ([(name, len)], Some(g)) = (logs.as_slice(), covered)
+            && *name == format!("log-{:012}.bin", g + 1)
+            && *len == 20
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compaction: {logs:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
+    use super::journal::{Journal, JournalOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let options = JournalOptions {
+        compact_bytes: 1,
+        ..JournalOptions::default()
+    };
+    let (journal, found) = Journal::open(dir.path(), options.clone()).unwrap();
+    assert!(found.is_none());
+    let mut s = Scheduler::new();
+    s.enable_journal();
+    let go = |s: &mut Scheduler, e: Event| {
+        s.handle(e);
+        journal.append(s.journal_records());
+    };
+    go(&mut s, Event::ModuleStored { hash: M.into() });
+    go(
+        &mut s,
+        Event::ClientConnected {
+            client: 1,
+            name: Some("cli".into()),
+        },
+    );
+    go(&mut s, joined(10, 1));
+    let many: Vec<TaskSpec> = (0..300)
+        .map(|i| spec(&format!("t{i:03}"), vec![val(i as u8)]))
+        .collect();
+    go(
+        &mut s,
+        Event::Submit {
+            client: 1,
+            id: 1,
+            tasks: [
+                spec("a", vec![val(1)]),
+                spec("b", vec![fut("a")]),
+                spec("c", vec![val(3)]),
+                spec("gone", vec![val(4)]),
+                spec("x", vec![fut("a")]),
+            ]
+            .into_iter()
+            .chain(many)
+            .collect(),
+        },
+    );
+    go(&mut s, started(10, "a"));
+    go(
+        &mut s,
+        Event::Finished {
+            worker: 10,
+            results: vec![("a".into(), small(2)), ("gone".into(), small(5))],
+        },
+    );
+    // Everything so far is in a snapshot; what follows changes tasks the
+    // snapshot holds (a status, a release, an error), adds new ones, and
+    // touches primitives, in logs that the next compaction merges in.
+    compacted_all(&journal, dir.path());
+    go(
+        &mut s,
+        Event::Erred {
+            worker: 10,
+            errors: vec![("c".into(), error("c"))],
+        },
+    );
+    go(
+        &mut s,
+        Event::Release {
+            client: 1,
+            keys: vec!["gone".into(), "t007".into()],
+        },
+    );
+    go(
+        &mut s,
+        Event::Finished {
+            worker: 10,
+            results: vec![("x".into(), small(7)), ("t100".into(), small(1))],
+        },
+    );
+    go(
+        &mut s,
+        Event::Submit {
+            client: 1,
+            id: 2,
+            tasks: vec![spec("d", vec![fut("x")]), spec("0-first", vec![val(0)])],
+        },
+    );
+    go(
+        &mut s,
+        Event::Primitive {
+            client: 1,
+            id: 3,
+            task: None,
+            op: crate::protocol::Op::VarSet {
+                name: "v".into(),
+                item: val(9),
+            },
+        },
+    );
+    compacted_all(&journal, dir.path());
+    // And a change left in a log, after the last compaction.
+    go(
+        &mut s,
+        Event::Finished {
+            worker: 10,
+            results: vec![("t200".into(), small(3))],
+        },
+    );
+    journal.close();
+    let (journal, found) = Journal::open(dir.path(), options).unwrap();
+    let recovered = found
+        .expect("recovered")
+        .into_snapshot()
+        .unwrap()
+        .canonical();
+    assert_eq!(recovered, s.snapshot().canonical());
+    journal.close();
+}
