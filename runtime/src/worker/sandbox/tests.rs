@@ -1,0 +1,310 @@
+//! The sandbox's limits and failures, against real guests.
+
+use super::capture::STDERR_DROPPED;
+use super::*;
+use crate::module::tests::{CAT_WASM, RUN_COMPONENT};
+use crate::module::{self, compile};
+use wasmtime::component::Component;
+
+fn ready(sandbox: &Sandbox, m: Result<CompiledModule, String>) -> Ready {
+    sandbox.prepare(m.unwrap()).unwrap()
+}
+
+fn cat(sandbox: &Sandbox) -> Ready {
+    let bytes = std::fs::read(CAT_WASM).unwrap();
+    ready(sandbox, compile(sandbox.engine(), &bytes, "cat.wasm", None))
+}
+
+fn core(sandbox: &Sandbox, wat: &str) -> Ready {
+    let m = wasmtime::Module::new(sandbox.engine(), wat).unwrap();
+    ready(sandbox, module::core_command("h".into(), m, "test.wasm"))
+}
+
+fn argv(words: &[&str]) -> Value {
+    Value::Array(words.iter().map(|w| Value::from(*w)).collect())
+}
+
+#[tokio::test]
+async fn unbounded_recursion_is_a_stack_error_and_the_sandbox_goes_on() {
+    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let deep = core(
+        &sandbox,
+        r#"(module
+            (func $f (param i32) (result i32) (call $f (i32.add (local.get 0) (i32.const 1))))
+            (func (export "_start") (drop (call $f (i32.const 0))))
+            (memory (export "memory") 1))"#,
+    );
+    let e = sandbox
+        .run(
+            &deep,
+            "k",
+            "_start",
+            vec![Value::Nil, argv(&["deep"])],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Stack, "{e:?}");
+    let cat = cat(&sandbox);
+    assert!(
+        sandbox
+            .run(&cat, "k", "_start", vec![Value::Nil, argv(&["cat"])], None)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn growing_memory_past_the_limit_is_a_memory_error() {
+    let sandbox = Sandbox::new(
+        "t",
+        Limits {
+            memory: 2 << 20,
+            timeout: None,
+        },
+        1,
+    )
+    .unwrap();
+    let bomb = core(
+        &sandbox,
+        r#"(module
+            (func (export "_start")
+              (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))
+            (memory (export "memory") 1))"#,
+    );
+    let e = sandbox
+        .run(
+            &bomb,
+            "k",
+            "_start",
+            vec![Value::Nil, argv(&["bomb"])],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Memory, "{e:?}");
+}
+
+#[tokio::test]
+async fn a_core_command_reads_stdin_and_its_stdout_is_the_result() {
+    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let cat = cat(&sandbox);
+    let stdin = Value::Binary(b"one\ntwo\n".to_vec());
+    let out = sandbox
+        .run(&cat, "k", "_start", vec![stdin, argv(&["cat"])], None)
+        .await
+        .unwrap();
+    assert_eq!(out, Value::Binary(b"one\ntwo\n".to_vec()));
+    // `main` is the same function; nil is empty stdin.
+    let out = sandbox
+        .run(&cat, "k", "main", vec![Value::Nil, argv(&["cat"])], None)
+        .await
+        .unwrap();
+    assert_eq!(out, Value::Binary(Vec::new()));
+}
+
+#[tokio::test]
+async fn stdin_from_any_value_is_its_bytes_text_or_json() {
+    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let cat = cat(&sandbox);
+    for (value, text) in [
+        (Value::from("Hello, world!"), "Hello, world!"),
+        (Value::from(42), "42"),
+        (
+            Value::Map(vec![(Value::from("ok"), Value::from(1))]),
+            r#"{"ok":1}"#,
+        ),
+    ] {
+        let out = sandbox
+            .run(&cat, "k", "_start", vec![value, argv(&["cat"])], None)
+            .await
+            .unwrap();
+        assert_eq!(out, Value::Binary(text.as_bytes().to_vec()));
+    }
+}
+
+#[tokio::test]
+async fn a_nonzero_exit_is_an_exit_error_with_stderr() {
+    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let cat = cat(&sandbox);
+    let e = sandbox
+        .run(
+            &cat,
+            "k",
+            "_start",
+            vec![Value::Nil, argv(&["cat", "a", "b"])],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Exit);
+    assert_eq!(e.message, "task k exited with status 2");
+    assert!(
+        e.stderr.contains("cat.wat: exiting with the number"),
+        "{e:?}"
+    );
+    assert_eq!(e.origin, "k");
+}
+
+#[tokio::test]
+async fn a_command_component_whose_run_fails_exits_with_status_1() {
+    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let c = Component::new(sandbox.engine(), RUN_COMPONENT).unwrap();
+    let m = module::component_module(sandbox.engine(), "h".into(), c);
+    let run = sandbox.prepare(m).unwrap();
+    let e = sandbox
+        .run(&run, "k", "_start", vec![Value::Nil, argv(&["run"])], None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.kind, e.message.as_str()),
+        (ErrorKind::Exit, "task k exited with status 1")
+    );
+}
+
+#[tokio::test]
+async fn bad_command_arguments_are_input_errors() {
+    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let cat = cat(&sandbox);
+    let e = sandbox
+        .run(
+            &cat,
+            "k",
+            "_start",
+            vec![Value::Nil, Value::from("cat")],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Input);
+    assert!(
+        e.message.contains("argv: expected a list of strings"),
+        "{e:?}"
+    );
+    let e = sandbox
+        .run(&cat, "k", "_start", vec![Value::Nil], None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Input);
+    let e = sandbox
+        .run(&cat, "k", "inc", vec![Value::Nil, argv(&["cat"])], None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Module);
+}
+
+#[tokio::test]
+async fn a_command_past_its_time_limit_times_out() {
+    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let spin = core(&sandbox, r#"(module (func (export "_start") (loop br 0)))"#);
+    let e = sandbox
+        .run(
+            &spin,
+            "k",
+            "_start",
+            vec![Value::Nil, argv(&["spin"])],
+            Some(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
+}
+
+#[tokio::test]
+async fn a_command_trap_is_a_trap() {
+    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let bad = core(&sandbox, r#"(module (func (export "_start") unreachable))"#);
+    let e = sandbox
+        .run(&bad, "k", "_start", vec![Value::Nil, argv(&["bad"])], None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Trap, "{e:?}");
+    assert!(e.message.contains("unreachable"), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_chatty_stderr_never_fails_a_write_and_its_end_is_kept() {
+    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    // Writes 100 times 1 KiB of "x" to stderr, exits 9 if a write
+    // fails and 1 otherwise.
+    let chatty = core(
+        &sandbox,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+              (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start") (local $i i32)
+              (memory.fill (i32.const 1024) (i32.const 120) (i32.const 1024))
+              (loop $more
+                (i32.store (i32.const 0) (i32.const 1024))
+                (i32.store (i32.const 4) (i32.const 1024))
+                (if (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8))
+                  (then (call $proc_exit (i32.const 9))))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $more (i32.lt_u (local.get $i) (i32.const 100))))
+              (call $proc_exit (i32.const 1))))"#,
+    );
+    let e = sandbox
+        .run(
+            &chatty,
+            "k",
+            "_start",
+            vec![Value::Nil, argv(&["chatty"])],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.message, "task k exited with status 1");
+    assert_eq!(
+        e.stderr,
+        format!("{STDERR_DROPPED}{}", "x".repeat(STDERR_CAP))
+    );
+}
+
+#[tokio::test]
+async fn stdout_past_the_cap_is_a_clear_error() {
+    let limits = Limits {
+        memory: 64 << 20,
+        ..Limits::default()
+    };
+    let sandbox = Sandbox::new("t", limits, 1).unwrap();
+    // Writes 1 MiB of zeros 70 times, ignoring write errors.
+    let flood = core(
+        &sandbox,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+              (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 17)
+            (func (export "_start") (local $i i32)
+              (i32.store (i32.const 0) (i32.const 65536))
+              (i32.store (i32.const 4) (i32.const 1048576))
+              (loop $more
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $more (i32.lt_u (local.get $i) (i32.const 70))))))"#,
+    );
+    let e = sandbox
+        .run(
+            &flood,
+            "k",
+            "_start",
+            vec![Value::Nil, argv(&["flood"])],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Memory);
+    assert!(
+        e.message
+            .contains("wrote more than 64.0 MiB to stdout, its memory limit"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn panic_message_is_extracted() {
+    let s = "\nthread '<unnamed>' panicked at src/lib.rs:27:13:\ndivision by zero: 1 / 0\nnote: run with `RUST_BACKTRACE=1`\n";
+    assert_eq!(panic_message(s).as_deref(), Some("division by zero: 1 / 0"));
+    assert_eq!(panic_message("just output\n"), None);
+}
