@@ -1,12 +1,12 @@
 //! The wire protocol: every message that crosses a socket between clients,
 //! the scheduler and workers, with its meaning.
 //!
-//! A connection carries length-delimited frames (see [`crate::connection`]);
+//! A connection carries length-delimited frames (see `dtask_runtime::connection`);
 //! each frame is a postcard-encoded `Vec` of one direction's message enum, so a
 //! burst of messages (a `map` of 100k tasks, a worker's finished batch) costs a
 //! handful of writes. Every connection opens with [`Hello`] and an answer of
 //! [`Welcome`] before any other frame. Values and arguments travel as
-//! MessagePack bytes ([`crate::value`]) that the scheduler never decodes.
+//! MessagePack bytes (`dtask_runtime::value`) that the scheduler never decodes.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -1227,7 +1227,7 @@ pub enum FromPeer {
 }
 
 /// Roughly how many bytes a message holds, for bounding what waits to be
-/// sent on a connection (see [`crate::connection::Sender`]). Payloads
+/// sent on a connection (see `dtask_runtime::connection::Sender`). Payloads
 /// count in full; the rest is a flat allowance per message.
 pub trait Weigh {
     /// Approximate bytes.

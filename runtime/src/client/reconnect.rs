@@ -1,0 +1,133 @@
+//! The client's connection: the first connect, and reconnecting within the
+//! grace after the scheduler went away.
+
+use super::*;
+
+impl Inner {
+    pub(super) fn dispatch(&self, msg: FromScheduler) {
+        let id = match &msg {
+            FromScheduler::Done { key, outcome } => {
+                let senders = self
+                    .watchers
+                    .lock()
+                    .expect("watchers lock")
+                    .as_mut()
+                    .and_then(|w| w.remove(key));
+                for tx in senders.into_iter().flatten() {
+                    let _ = tx.send((key.clone(), outcome.clone()));
+                }
+                return;
+            }
+            FromScheduler::MissingModules { id, .. }
+            | FromScheduler::Submitted { id, .. }
+            | FromScheduler::Status { id, .. }
+            | FromScheduler::Retried { id, .. }
+            | FromScheduler::Scattered { id }
+            | FromScheduler::WhoHas { id, .. }
+            | FromScheduler::Workers { id, .. }
+            | FromScheduler::Stats { id, .. }
+            | FromScheduler::DashboardLogin { id, .. }
+            | FromScheduler::TaskList { id, .. }
+            | FromScheduler::HasWhat { id, .. }
+            | FromScheduler::Primitive { id, .. }
+            | FromScheduler::ActorCreated { id, .. }
+            | FromScheduler::ActorLocated { id, .. }
+            | FromScheduler::Actors { id, .. }
+            | FromScheduler::Failed { id, .. } => *id,
+            FromScheduler::Message {
+                subscription,
+                message,
+            } => {
+                let subs = self.subscriptions.lock().expect("subscriptions lock");
+                if let Some(tx) = subs.get(subscription) {
+                    let _ = tx.send(message.clone());
+                }
+                return;
+            }
+            other => {
+                tracing::warn!("unexpected message for a client: {other:?}");
+                return;
+            }
+        };
+        let tx = self
+            .replies
+            .lock()
+            .expect("replies lock")
+            .as_mut()
+            .and_then(|r| r.remove(&id));
+        if let Some(tx) = tx {
+            let _ = tx.send(msg);
+        }
+    }
+}
+
+/// The reconnect grace from `DTASK_RECONNECT_GRACE` (`500ms`, `30s`, `2m`
+/// or seconds), else 30 seconds.
+pub(super) fn default_grace() -> Duration {
+    std::env::var("DTASK_RECONNECT_GRACE")
+        .ok()
+        .and_then(|s| crate::config::parse_duration(&s).ok())
+        .unwrap_or(Duration::from_secs(30))
+}
+
+/// Connects to `addr`. A scheduler that is not listening may be restarting:
+/// keep trying for `grace` (saying so once), so a command started during a
+/// restart waits like one that was already connected. A refusal is final.
+pub(super) async fn first_connect(
+    addr: &str,
+    hello: &Hello,
+    grace: Duration,
+) -> Result<(Sender<ToScheduler>, connection::Receiver<FromScheduler>), ClientError> {
+    let began = tokio::time::Instant::now();
+    let deadline = began + grace;
+    let mut said = false;
+    loop {
+        match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
+            Ok((_, tx, rx)) => return Ok((tx, rx)),
+            Err(e) if e.is_final() => {
+                return Err(ClientError::Connect {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(ClientError::Connect {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => {
+                // A scheduler that is merely slow to accept is not worth a
+                // word; one that stays away for a second is.
+                if !said && began.elapsed() >= Duration::from_secs(1) {
+                    said = true;
+                    tracing::warn!(
+                        "cannot reach the scheduler at {addr} ({e}); retrying for up to \
+                         {grace:?} in case it is restarting (DTASK_RECONNECT_GRACE)"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Connects again to `addr`, trying until `grace` has passed.
+pub(super) async fn reconnect(
+    addr: &str,
+    hello: &Hello,
+    grace: Duration,
+) -> Option<(Sender<ToScheduler>, connection::Receiver<FromScheduler>)> {
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
+            Ok((_, tx, rx)) => return Some((tx, rx)),
+            Err(why) if why.is_final() => {
+                tracing::warn!("the scheduler at {addr} refused to take this client back: {why}");
+                return None;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    None
+}
