@@ -201,18 +201,24 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if a.record_local && serve_options.journal.is_none() {
         serve_options.journal = Some(config::state_dir().join("journal"));
     }
-    // One runtime thread: the scheduler shares this machine with its own
-    // workers, which keep the other cores busy; more threads here would
-    // only wake each other (200,000-task map+gather: 52-53k tasks/s with
-    // one, 42-44k with one per core; PERFORMANCE.md). `dtask scheduler`,
-    // which has its machine to itself, keeps one per core.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(2, e.to_string()))?;
+    // One thread, running a current-thread runtime: the scheduler shares
+    // this machine with its own workers, which keep the other cores busy;
+    // more threads would only wake each other (200,000-task map+gather:
+    // 52-53k tasks/s with one, 42-44k with one per core; PERFORMANCE.md),
+    // and with one runtime thread no message crosses threads between
+    // reading, deciding and writing. `dtask scheduler`, which has its
+    // machine to itself, keeps one per core.
     let server_credentials = credentials.clone();
-    let server = rt.spawn(async move { serve(listener, server_credentials, &serve_options).await });
+    let server = std::thread::Builder::new()
+        .name("dtask-scheduler".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::new(2, e.to_string()))?;
+            rt.block_on(serve(listener, server_credentials, &serve_options))
+        })
+        .map_err(|e| Failure::new(2, format!("cannot start the scheduler thread: {e}")))?;
     // The nanny: a worker process that dies is started again (from this
     // thread, which its PR_SET_PDEATHSIG is tied to), after a back-off that
     // grows while replacements keep dying young.
@@ -244,9 +250,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
         std::thread::sleep(NANNY_TICK);
     }
-    let result = rt
-        .block_on(server)
-        .unwrap_or_else(|e| Err(Failure::new(2, format!("the scheduler stopped: {e}"))));
+    let result = server
+        .join()
+        .unwrap_or_else(|_| Err(Failure::new(2, "the scheduler stopped: it panicked")));
     if a.record_local {
         local::remove_record(pid);
     }
