@@ -11,6 +11,10 @@ use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
+/// Waiting requests past which those that gave up are swept out (then at
+/// every doubling).
+const SWEEP_AT: usize = 1024;
+
 /// The slots of one worker.
 #[derive(Debug)]
 pub struct Slots {
@@ -104,6 +108,12 @@ impl Slots {
             let (tx, rx) = oneshot::channel();
             inner.asked += 1;
             let order = (priority, Reverse(inner.asked));
+            // Waiters that gave up (cancelled, stolen) stay in the heap until
+            // a freed slot reaches them; while every slot is held for long,
+            // sweep them out before they pile up.
+            if inner.waiting.len() >= SWEEP_AT && inner.waiting.len().is_power_of_two() {
+                inner.waiting.retain(|w| !w.grant.is_closed());
+            }
             inner.waiting.push(Waiter { order, grant: tx });
             rx
         };
@@ -176,6 +186,22 @@ mod tests {
                 t.await.unwrap();
             }
             assert_eq!(*order.lock().unwrap(), ["high", "mid", "low-a", "low-b"]);
+            assert_eq!(slots.free(), 1);
+        });
+    }
+
+    #[test]
+    fn waiters_that_gave_up_do_not_pile_up_while_the_slot_is_held() {
+        block_on(async {
+            let slots = Slots::new(1);
+            let held = slots.acquire(0).await;
+            for _ in 0..10 * SWEEP_AT {
+                // Asks once, finds no slot, and gives up.
+                assert!(futures::FutureExt::now_or_never(slots.acquire(0)).is_none());
+            }
+            let left = slots.inner.lock().unwrap().waiting.len();
+            assert!(left <= 2 * SWEEP_AT, "{left} waiters kept");
+            drop(held);
             assert_eq!(slots.free(), 1);
         });
     }
