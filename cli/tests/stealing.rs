@@ -7,20 +7,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
-
-fn status(c: &Cluster, key: &str) -> String {
-    c.ok(&["status", key])
-        .split('\t')
-        .nth(1)
-        .unwrap()
-        .to_string()
-}
-
 /// The data addresses of the cluster's workers, once `n` joined.
 fn worker_addresses(c: &Cluster, n: usize) -> Vec<String> {
     wait_until(Duration::from_secs(20), "the workers to join", || {
@@ -32,23 +18,28 @@ fn worker_addresses(c: &Cluster, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Submits (with `flags`) a task that keeps its slot until the test sets
+/// event `gate`; its key, once it runs.
+fn hold_slot(c: &Cluster, flags: &[&str]) -> String {
+    let mut args = vec!["submit"];
+    args.extend_from_slice(flags);
+    args.extend([dtask_guests::COORD_WASM, "busy-until", "gate"]);
+    let key = c.ok(&args);
+    wait_until(
+        Duration::from_secs(20),
+        "the slot-holding task to run",
+        || status(c, &key) == "processing",
+    );
+    key
+}
+
 #[test]
 fn an_idle_worker_takes_tasks_queued_behind_a_busy_one() {
     let c = Cluster::start(2, 1);
     let addrs = worker_addresses(&c, 2);
     let (busy, idle) = (&addrs[0], &addrs[1]);
     // The busy worker's only slot is held until the test opens a gate.
-    let blocker = c.ok(&[
-        "submit",
-        "--workers",
-        busy,
-        dtask_guests::COORD_WASM,
-        "busy-until",
-        "gate",
-    ]);
-    wait_until(Duration::from_secs(20), "the blocker to run", || {
-        status(&c, &blocker) == "processing"
-    });
+    let blocker = hold_slot(&c, &["--workers", busy]);
     // Preferring the busy worker, they queue there behind the blocker;
     // without stealing they could not finish before the gate opens.
     let keys: Vec<String> = (0..4)
@@ -83,17 +74,7 @@ fn a_task_that_must_run_on_the_busy_worker_is_not_taken() {
     let c = Cluster::start(2, 1);
     let addrs = worker_addresses(&c, 2);
     let busy = &addrs[0];
-    let blocker = c.ok(&[
-        "submit",
-        "--workers",
-        busy,
-        dtask_guests::COORD_WASM,
-        "busy-until",
-        "gate",
-    ]);
-    wait_until(Duration::from_secs(20), "the blocker to run", || {
-        status(&c, &blocker) == "processing"
-    });
+    hold_slot(&c, &["--workers", busy]);
     let pinned = c.ok(&["submit", "--workers", busy, tasks_wasm(), "inc", "7"]);
     // A task free to go anywhere runs on the idle worker at once; by the
     // time it is gathered the scheduler has looked at the workers again.
@@ -113,10 +94,7 @@ fn a_task_that_must_run_on_the_busy_worker_is_not_taken() {
 fn a_freed_slot_goes_to_the_highest_priority_task_waiting_on_the_worker() {
     let c = Cluster::start(1, 1);
     let coord = dtask_guests::COORD_WASM;
-    let blocker = c.ok(&["submit", coord, "busy-until", "gate"]);
-    wait_until(Duration::from_secs(20), "the blocker to run", || {
-        status(&c, &blocker) == "processing"
-    });
+    hold_slot(&c, &[]);
     // Each puts its number on `order` when it runs: the queue's order is
     // the order the worker ran them in, one slot, one at a time.
     let mut keys = Vec::new();

@@ -8,20 +8,6 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
-
-fn status(c: &Cluster, key: &str) -> String {
-    c.ok(&["status", key])
-        .split('\t')
-        .nth(1)
-        .unwrap()
-        .to_string()
-}
-
 fn wait_status(c: &Cluster, key: &str, want: &str) {
     wait_until(
         Duration::from_secs(20),

@@ -733,3 +733,19 @@ pub fn sh(like: &Command, script: &str) -> Command {
     }
     sh
 }
+
+/// Parses each line of `s` as JSON.
+pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+/// The state `dtask status` gives `key`.
+pub fn status(c: &Cluster, key: &str) -> String {
+    c.ok(&["status", key])
+        .split('\t')
+        .nth(1)
+        .unwrap()
+        .to_string()
+}

@@ -174,8 +174,7 @@ impl Scheduler {
         else {
             return;
         };
-        let thief = Some(thief);
-        if let Some(t) = thief.and_then(|t| self.workers.get_mut(&t)) {
+        if let Some(t) = self.workers.get_mut(&thief) {
             t.awaiting = false;
         }
         self.balance_now = true;
@@ -197,20 +196,18 @@ impl Scheduler {
             }
             self.activity.set(&key, t, State::Pending { waiting_on: 0 });
             self.activity.stolen += 1;
-            let to = thief.filter(|id| {
-                self.workers
-                    .get(id)
-                    .is_some_and(|w| w.has_room() && Self::may_run_on(&self.tasks[&key], *id, w))
-            });
-            match to {
-                Some(id) => tasks.push(self.assign(&key, id)),
-                None => {
-                    let t = &self.tasks[&key];
-                    self.ready.push((t.recipe.priority(), Reverse(t.seq), key));
-                }
+            let fits = self
+                .workers
+                .get(&thief)
+                .is_some_and(|w| w.has_room() && Self::may_run_on(&self.tasks[&key], thief, w));
+            if fits {
+                tasks.push(self.assign(&key, thief));
+            } else {
+                let t = &self.tasks[&key];
+                self.ready.push((t.recipe.priority(), Reverse(t.seq), key));
             }
         }
-        if let (Some(thief), false) = (thief, tasks.is_empty()) {
+        if !tasks.is_empty() {
             self.send_run(thief, tasks, out);
         }
     }
