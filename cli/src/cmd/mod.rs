@@ -424,24 +424,15 @@ pub fn render(v: &Value, raw: bool) -> Vec<u8> {
     }
 }
 
-/// Parses a size: bytes, or a number with `KiB`, `MiB` or `GiB` (also `K`,
-/// `M`, `G`).
+/// Parses a size as [`bytesize`] reads it: bytes, or a number with a
+/// binary unit (`KiB`, `MiB`, `GiB`, or `Ki`, `Mi`, `Gi`) or a decimal one
+/// (`KB`, `MB`, `GB`, or `K`, `M`, `G`); `1.5GiB` and `512 MiB` are sizes too.
 pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: usize = n
+    let size: bytesize::ByteSize = s
+        .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 64KiB, 512MiB, 1GiB)"))?;
-    let scale: usize = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KiB" | "k" => 1 << 10,
-        "M" | "MiB" => 1 << 20,
-        "G" | "GiB" => 1 << 30,
-        other => return Err(format!("{other:?} in {s:?} is not a unit (KiB, MiB, GiB)")),
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("{s:?} is too large"))
+        .map_err(|e| format!("{s:?} is not a size (e.g. 64KiB, 512MiB, 1GiB): {e}"))?;
+    usize::try_from(size.as_u64()).map_err(|_| format!("{s:?} is too large"))
 }
 
 pub use dtask_runtime::config::parse_duration;
@@ -530,5 +521,23 @@ pub fn on_timeout(e: ClientError, message: impl FnOnce(Duration) -> String) -> F
     match e {
         ClientError::Timeout(t) => Failure::new(4, message(t)),
         other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_binary_and_decimal_units_and_refuse_the_rest() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("64 KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "MiB", "12 parsecs", "-1MiB"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains("is not a size"), "{bad}: {e}");
+        }
     }
 }
