@@ -205,7 +205,7 @@ fn run_once() -> Report {
         rt.block_on(client.workers())
             .is_ok_and(|w| w.len() == WORKERS)
     });
-    let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
+    let module = LocalModule::load(tasks_wasm().as_ref()).unwrap();
 
     // The graph, and what each link must hold.
     let (specs, expected) = chain_graph(&module, CHAINS, LINKS, 2);

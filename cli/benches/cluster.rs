@@ -41,7 +41,7 @@ fn main() {
     println!("{:-<78}", "");
     rt.block_on(async {
         let client = Client::connect(&cluster.addr, &cluster.token(), None).await.unwrap();
-        let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
+        let module = LocalModule::load(tasks_wasm().as_ref()).unwrap();
         client.upload(&module).await.unwrap();
         // Warm up: workers compile the module.
         let k = client
@@ -250,7 +250,7 @@ async fn lock_round_trips(client: &Client, n: i64) -> (Duration, Duration) {
 /// Sequential `increment` calls on a counter actor (the `coord` guest):
 /// calls per second, p50 and p99 of one call.
 async fn actor_calls(client: &Client, n: i64) -> (f64, Duration, Duration) {
-    let module = LocalModule::load(dtask_guests::COORD_WASM.as_ref(), None).unwrap();
+    let module = LocalModule::load(dtask_guests::COORD_WASM.as_ref()).unwrap();
     let counter = client
         .actor_new(&module, "counter", vec![int(0)], &ActorOptions::default())
         .await

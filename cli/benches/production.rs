@@ -58,7 +58,7 @@ fn measure(addr: &str, token: &str, offset: i64) -> (f64, Duration) {
         .unwrap();
     rt.block_on(async {
         let client = Client::connect(addr, token, None).await.unwrap();
-        let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
+        let module = LocalModule::load(tasks_wasm().as_ref()).unwrap();
         let opts = SubmitOptions::default();
         // Warm up: workers compile the module.
         let f = client

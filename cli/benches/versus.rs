@@ -174,7 +174,7 @@ fn dtask_samples() -> BTreeMap<String, Vec<f64>> {
         let client = Client::connect(&cluster.addr, &cluster.token(), None)
             .await
             .unwrap();
-        let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
+        let module = LocalModule::load(tasks_wasm().as_ref()).unwrap();
         let warm = client
             .submit(&module, "inc", vec![int(-1)], &SubmitOptions::default())
             .await

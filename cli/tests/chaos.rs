@@ -154,7 +154,7 @@ fn run_graph_through(
             Some("restarts".into()),
         ))
         .unwrap();
-    let module = dtask_runtime::module::LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
+    let module = dtask_runtime::module::LocalModule::load(tasks_wasm().as_ref()).unwrap();
     // A map first, then chains whose work queues behind running tasks.
     let (mut specs, mut expected) = chain_graph(&module, chains, 100, 10);
     for i in 0..mapped {

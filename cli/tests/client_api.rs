@@ -319,7 +319,7 @@ fn a_cluster_inside_the_program_serves_a_current_thread_runtime_and_stops_when_d
         let client = Client::connect(cluster.address(), cluster.token(), None)
             .await
             .unwrap();
-        let module = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
+        let module = LocalModule::load(tasks_wasm().as_ref()).unwrap();
         let fut = submit(&client, &module, "inc", vec![value(41)]).await;
         let got = client.gather(&[fut.key().to_string()]).await.unwrap();
         assert_eq!(got[0].as_i64(), Some(42));

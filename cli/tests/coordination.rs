@@ -212,7 +212,7 @@ fn a_seceded_monitor_counts_what_arrives_until_told_to_stop() {
             .await
             .unwrap();
         // With one slot, these run only because the monitor gave it back.
-        let module_tasks = LocalModule::load(tasks_wasm().as_ref(), None).unwrap();
+        let module_tasks = LocalModule::load(tasks_wasm().as_ref()).unwrap();
         let inc = client
             .submit(
                 &module_tasks,

@@ -58,7 +58,7 @@ async fn main() {
         std::process::exit(2);
     };
     let run = async {
-        let module = LocalModule::load(path.as_ref(), None).map_err(ClientError::Invalid)?;
+        let module = LocalModule::load(path.as_ref()).map_err(ClientError::Invalid)?;
         let client = Client::from_env(None).await?;
         estimate(&client, &module, 200, 100_000, 2_000_000).await
     };

@@ -13,7 +13,7 @@
 //! use dtask_runtime::value::{Value, encode};
 //!
 //! let client = Client::connect("127.0.0.1:8786", "TOKEN", None).await?;
-//! let module = LocalModule::load("tasks.wasm".as_ref(), None).unwrap();
+//! let module = LocalModule::load("tasks.wasm".as_ref()).unwrap();
 //! let args = vec![Arg::Value(encode(&Value::from(10)).into())];
 //! let future = client.submit(&module, "inc", args, &SubmitOptions::default()).await?;
 //! assert_eq!(future.result(None).await?, Value::from(11));
@@ -38,7 +38,7 @@ pub use primitives::{Event, Item, Lock, Queue, Semaphore, Subscription, Variable
 
 use crate::connection::{self, Sender};
 use crate::key;
-use crate::module::{CompiledModule, LocalModule};
+use crate::module::{LocalModule, ModuleTypes};
 use crate::peer;
 use crate::protocol::{
     Arg, FromScheduler, Hello, Located, Outcome, PROTOCOL_VERSION, Placement, Role, TaskError,
@@ -970,12 +970,12 @@ pub fn decoded(key: &str, bytes: Bytes) -> Result<Value, ClientError> {
 /// Checks a call against the export's signature: the export exists, the
 /// number of arguments matches, and every literal argument fits its type.
 pub fn check_call(module: &LocalModule, function: &str, args: &[Arg]) -> Result<(), String> {
-    check_args(&module.compiled, &module.name, function, args)
+    check_args(&module.types, &module.name, function, args)
 }
 
 /// [`check_call`] against a compiled module called `name` in messages.
 pub fn check_args(
-    module: &CompiledModule,
+    module: &ModuleTypes,
     name: &str,
     function: &str,
     args: &[Arg],

@@ -9,9 +9,9 @@
 use crate::connection;
 use crate::protocol::{FromPeer, FromScheduler, Hello, ToPeer, ToScheduler};
 use crate::value::{self, Value};
+use crate::wit::Type;
 use proptest::prelude::*;
 use std::sync::LazyLock;
-use wasmtime::component::types::Type;
 
 /// WIT types of every kind (records, variants, enums, flags, options,
 /// results, lists, tuples, scalars), made once.

@@ -20,7 +20,7 @@ pub mod peer;
 pub mod scheduler;
 pub mod tls;
 
-pub use dtask_core::{blob, key, protocol, secret};
+pub use dtask_core::{blob, key, protocol, secret, wit};
 pub mod value;
 pub mod worker;
 

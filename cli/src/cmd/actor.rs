@@ -174,7 +174,7 @@ fn constructor_args(
     words: &[String],
 ) -> Result<Vec<Arg>, Failure> {
     module
-        .compiled
+        .types
         .constructor(resource, &module.name)
         .map_err(Failure::usage)?;
     super::parse_args(module, &constructor(resource), words)

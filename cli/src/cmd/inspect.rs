@@ -21,7 +21,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<(), Failure> {
     let module = load_module(&a.module)?;
     let mut out = std::io::stdout().lock();
-    for sig in module.compiled.funcs.values() {
+    for sig in module.types.funcs.values() {
         let line = if a.json {
             serde_json::json!({
                 "name": sig.name,

@@ -41,7 +41,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let module = load_module(&a.module)?;
     // Fail on a missing export before reading any input.
     module
-        .compiled
+        .types
         .func(&a.function, &module.name)
         .map_err(Failure::usage)?;
     let options = a.options.submit_options(None)?;
@@ -147,7 +147,7 @@ fn line_args(
     let items: Vec<serde_json::Value> =
         serde_json::from_str(line).map_err(|e| Failure::usage(format!("not a JSON array: {e}")))?;
     let sig = module
-        .compiled
+        .types
         .func(function, &module.name)
         .map_err(Failure::usage)?;
     if items.len() != sig.params.len() {

@@ -250,7 +250,7 @@ pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
 /// Loads a module file, with the compiled-module cache of the state
 /// directory.
 pub fn load_module(path: &Path) -> Result<LocalModule, Failure> {
-    LocalModule::load(path, Some(&config::cache_dir())).map_err(Failure::usage)
+    LocalModule::load(path).map_err(Failure::usage)
 }
 
 /// Parses shell words into arguments of `function`, by parameter type:
@@ -262,10 +262,10 @@ pub fn parse_args(
     words: &[String],
 ) -> Result<Vec<Arg>, Failure> {
     let sig = module
-        .compiled
+        .types
         .func(function, &module.name)
         .map_err(Failure::usage)?;
-    if module.compiled.kind().is_command() {
+    if module.types.kind().is_command() {
         return command_args(module, words);
     }
     if words.len() != sig.params.len() {

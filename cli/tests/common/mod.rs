@@ -32,7 +32,7 @@ pub async fn connect_with(
     let client = dtask_runtime::client::Client::connect(&c.addr, &c.token(), None)
         .await
         .unwrap();
-    let module = dtask_runtime::module::LocalModule::load(wasm.as_ref(), None).unwrap();
+    let module = dtask_runtime::module::LocalModule::load(wasm.as_ref()).unwrap();
     (client, module)
 }
 

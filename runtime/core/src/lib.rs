@@ -5,6 +5,7 @@
 //!   workers; [`blob`] lays big byte strings out of band in a frame.
 //! - [`key`]: how futures are named; [`secret`]: credentials that never
 //!   show in logs and compare in constant time.
+//! - [`wit`]: the WIT types of task parameters and results, as plain data.
 //! - [`scheduler::state`]: the scheduler's decisions as a plain state
 //!   machine, events in and commands out, tested deterministically.
 //!
@@ -16,3 +17,4 @@ pub mod key;
 pub mod protocol;
 pub mod scheduler;
 pub mod secret;
+pub mod wit;

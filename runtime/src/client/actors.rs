@@ -22,7 +22,7 @@
 use super::{Client, ClientError};
 use crate::connection::{self, Sender};
 use crate::key;
-use crate::module::{CompiledModule, LocalModule, constructor};
+use crate::module::{LocalModule, ModuleTypes, constructor};
 use crate::protocol::{
     ActorInfo, ActorSpec, Arg, CallArg, ErrorKind, FromPeer, FromScheduler, Hello,
     PROTOCOL_VERSION, Role, TaskError, ToPeer, ToScheduler,
@@ -138,7 +138,7 @@ impl Client {
         args: Vec<Arg>,
         options: &ActorOptions,
     ) -> Result<Actor, ClientError> {
-        check_constructor(&module.compiled, &module.name, resource, &args)?;
+        check_constructor(&module.types, &module.name, resource, &args)?;
         self.upload(module).await?;
         self.actor_new_in(module.hash(), resource, args, options)
             .await
@@ -327,7 +327,7 @@ impl Actor {
 
 /// Checks constructor arguments against the module's types.
 fn check_constructor(
-    module: &CompiledModule,
+    module: &ModuleTypes,
     name: &str,
     resource: &str,
     args: &[Arg],

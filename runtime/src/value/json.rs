@@ -226,7 +226,7 @@ pub fn json_to_value(j: &serde_json::Value, ty: &Type) -> Result<Value, ConvertE
             )?;
             Value::Array(set.into_iter().map(Value::from).collect())
         }
-        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
+        Type::Own | Type::Borrow | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
             return Err(unsupported(ty));
         }
     })

@@ -23,10 +23,10 @@
 
 use std::fmt::Write as _;
 
+use crate::wit::Type;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use wasmtime::component::Val;
-use wasmtime::component::types::Type;
 
 mod describe;
 mod json;

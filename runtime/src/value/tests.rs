@@ -1,70 +1,52 @@
-//! The conversions, checked against real component types.
+//! The conversions, over parameters of every kind of type.
 
 use super::*;
 use std::collections::HashMap;
-use wasmtime::component::{Component, types::ComponentItem};
-use wasmtime::{Config, Engine};
 
-/// A component importing a function whose parameters cover the kinds of
-/// types; importing needs no core code, and the types are the same.
-const WAT: &str = r#"
-(component
-  (type $point' (record (field "x" s64) (field "y" s64)))
-  (import "point" (type $point (eq $point')))
-  (type $poly' (record (field "name" string) (field "points" (list $point))))
-  (import "poly" (type $poly (eq $poly')))
-  (type $color' (enum "red" "green" "blue"))
-  (import "color" (type $color (eq $color')))
-  (type $shape' (variant (case "none") (case "circle" f64) (case "label" string)))
-  (import "shape" (type $shape (eq $shape')))
-  (type $perms' (flags "read" "write" "exec"))
-  (import "perms" (type $perms (eq $perms')))
-  (import "f" (func
-    (param "b" bool)
-    (param "i8" s8)
-    (param "u64" u64)
-    (param "s64" s64)
-    (param "f32" f32)
-    (param "f64" f64)
-    (param "c" char)
-    (param "s" string)
-    (param "bytes" (list u8))
-    (param "ints" (list s64))
-    (param "tup" (tuple s64 string))
-    (param "point" $point)
-    (param "poly" $poly)
-    (param "color" $color)
-    (param "shape" $shape)
-    (param "perms" $perms)
-    (param "opt" (option s64))
-    (param "res" (result s64 (error string)))
-    (param "res-err" (result (error string)))
-    (param "res-ok" (result s64))
-    (param "res-none" (result))
-    (param "opt-list" (option (list u8)))
-  ))
-)
-"#;
+fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
 
+/// Parameters whose types cover the kinds of types, by name.
 pub(crate) fn types() -> HashMap<String, Type> {
-    let mut config = Config::new();
-    config.wasm_component_model(true);
-    let engine = Engine::new(&config).unwrap();
-    let component = Component::new(&engine, WAT).unwrap();
-    let cty = component.component_type();
-    let mut out = HashMap::new();
-    for (name, item) in cty.imports(&engine) {
-        if name == "f" {
-            let ComponentItem::ComponentFunc(f) = item.ty else {
-                panic!("f is not a function")
-            };
-            for (param, ty) in f.params() {
-                out.insert(param.to_owned(), ty);
-            }
-        }
-    }
-    assert!(!out.is_empty(), "no parameters found");
-    out
+    let point = Type::record([("x".into(), Type::S64), ("y".into(), Type::S64)]);
+    let poly = Type::record([
+        ("name".into(), Type::String),
+        ("points".into(), Type::list(point.clone())),
+    ]);
+    let shape = Type::variant([
+        ("none".into(), None),
+        ("circle".into(), Some(Type::Float64)),
+        ("label".into(), Some(Type::String)),
+    ]);
+    let params = [
+        ("b", Type::Bool),
+        ("i8", Type::S8),
+        ("u64", Type::U64),
+        ("s64", Type::S64),
+        ("f32", Type::Float32),
+        ("f64", Type::Float64),
+        ("c", Type::Char),
+        ("s", Type::String),
+        ("bytes", Type::list(Type::U8)),
+        ("ints", Type::list(Type::S64)),
+        ("tup", Type::tuple([Type::S64, Type::String])),
+        ("point", point),
+        ("poly", poly),
+        ("color", Type::enumeration(names(&["red", "green", "blue"]))),
+        ("shape", shape),
+        ("perms", Type::flags(names(&["read", "write", "exec"]))),
+        ("opt", Type::option(Type::S64)),
+        ("res", Type::result(Some(Type::S64), Some(Type::String))),
+        ("res-err", Type::result(None, Some(Type::String))),
+        ("res-ok", Type::result(Some(Type::S64), None)),
+        ("res-none", Type::result(None, None)),
+        ("opt-list", Type::option(Type::list(Type::U8))),
+    ];
+    params
+        .into_iter()
+        .map(|(name, ty)| (name.to_string(), ty))
+        .collect()
 }
 
 fn ty(types: &HashMap<String, Type>, name: &str) -> Type {

@@ -191,7 +191,7 @@ pub fn value_to_val(v: &Value, ty: &Type) -> Result<Val, ConvertError> {
                 |i| describe(&items[i]),
             )?)
         }
-        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
+        Type::Own | Type::Borrow | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
             return Err(unsupported(ty));
         }
     })
@@ -332,8 +332,8 @@ pub(super) fn write_wit(out: &mut String, ty: &Type, depth: usize) {
         Type::Char => "char",
         Type::String => "string",
         Type::ErrorContext => "error-context",
-        Type::Own(_) => "own<resource>",
-        Type::Borrow(_) => "borrow<resource>",
+        Type::Own => "own<resource>",
+        Type::Borrow => "borrow<resource>",
         _ => "",
     };
     if !prim.is_empty() {

@@ -13,9 +13,9 @@
 //! as the result. Any other signature takes the dynamic path
 //! (where strings are already copied in bulk).
 
+use crate::wit::Type;
 use rmpv::Value;
 use wasmtime::Store;
-use wasmtime::component::types::Type;
 use wasmtime::component::{ComponentNamedList, Func, Lift, Lower, Val, WasmList, WasmStr};
 
 use super::sandbox::{Output, TaskArg};
@@ -280,7 +280,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmtime::component::types::Type;
+    use crate::wit::Type;
 
     fn shape(params: &[Type], results: &[Type]) -> Option<Shape> {
         let params: Vec<_> = params

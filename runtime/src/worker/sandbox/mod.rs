@@ -668,7 +668,7 @@ enum Params {
 fn check_arity<A>(
     key: &str,
     function: &str,
-    params: &[(String, wasmtime::component::types::Type)],
+    params: &[(String, crate::wit::Type)],
     args: &[A],
 ) -> Result<(), TaskError> {
     if args.len() == params.len() {
@@ -714,7 +714,7 @@ fn check_size(
 fn typed_params(
     key: &str,
     function: &str,
-    params: &[(String, wasmtime::component::types::Type)],
+    params: &[(String, crate::wit::Type)],
     args: Vec<Value>,
 ) -> Result<Vec<Val>, TaskError> {
     check_arity(key, function, params, &args)?;

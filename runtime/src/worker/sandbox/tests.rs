@@ -2,9 +2,8 @@
 
 use super::capture::STDERR_DROPPED;
 use super::*;
+use crate::module::compile;
 use crate::module::tests::{CAT_WASM, RUN_COMPONENT};
-use crate::module::{self, compile};
-use wasmtime::component::Component;
 
 fn ready(sandbox: &Sandbox, m: Result<CompiledModule, String>) -> Ready {
     sandbox.prepare(m.unwrap()).unwrap()
@@ -16,8 +15,11 @@ fn cat(sandbox: &Sandbox) -> Ready {
 }
 
 fn core(sandbox: &Sandbox, wat: &str) -> Ready {
-    let m = wasmtime::Module::new(sandbox.engine(), wat).unwrap();
-    ready(sandbox, module::core_command("h".into(), m, "test.wasm"))
+    let bytes = ::wat::parse_str(wat).unwrap();
+    ready(
+        sandbox,
+        compile(sandbox.engine(), &bytes, "test.wasm", None),
+    )
 }
 
 fn argv(words: &[&str]) -> Value {
@@ -149,9 +151,11 @@ async fn a_nonzero_exit_is_an_exit_error_with_stderr() {
 #[tokio::test]
 async fn a_command_component_whose_run_fails_exits_with_status_1() {
     let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
-    let c = Component::new(sandbox.engine(), RUN_COMPONENT).unwrap();
-    let m = module::component_module(sandbox.engine(), "h".into(), c);
-    let run = sandbox.prepare(m).unwrap();
+    let bytes = ::wat::parse_str(RUN_COMPONENT).unwrap();
+    let run = ready(
+        &sandbox,
+        compile(sandbox.engine(), &bytes, "run.wasm", None),
+    );
     let e = sandbox
         .run(&run, "k", "_start", vec![Value::Nil, argv(&["run"])], None)
         .await
