@@ -19,7 +19,9 @@ fn worker_addresses(c: &Cluster, n: usize) -> Vec<String> {
 }
 
 /// Submits (with `flags`) a task that keeps its slot until the test sets
-/// event `gate`; its key, once it runs.
+/// event `gate`; its key, once it has begun. (Assigned to a worker is not
+/// enough: it takes its slot only once its module is compiled there, and a
+/// task whose module is ready sooner would take the slot first.)
 fn hold_slot(c: &Cluster, flags: &[&str]) -> String {
     let mut args = vec!["submit"];
     args.extend_from_slice(flags);
@@ -27,8 +29,12 @@ fn hold_slot(c: &Cluster, flags: &[&str]) -> String {
     let key = c.ok(&args);
     wait_until(
         Duration::from_secs(20),
-        "the slot-holding task to run",
-        || status(c, &key) == "processing",
+        "the slot-holding task to begin",
+        || {
+            json_lines(&c.ok(&["workers", "--json"]))
+                .iter()
+                .any(|w| w["executing"] == 1)
+        },
     );
     key
 }

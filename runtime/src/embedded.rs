@@ -10,7 +10,7 @@
 //!
 //! [`Client::from_env`]: crate::client::Client::from_env
 
-use crate::scheduler::server::{Scheduler, SchedulerOptions};
+use crate::scheduler::server::{SchedulerOptions, SchedulerServer};
 use crate::worker::{self, WorkerOptions, sandbox::Limits};
 use std::time::Duration;
 
@@ -108,7 +108,7 @@ async fn serve(
         journal: None,
         journal_options: Default::default(),
     };
-    let scheduler = match Scheduler::bind("127.0.0.1:0", options).await {
+    let scheduler = match SchedulerServer::bind("127.0.0.1:0", options).await {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(format!("cannot listen on loopback: {e}")));

@@ -12,4 +12,4 @@ pub use dtask_core::scheduler::state;
 #[cfg(test)]
 mod journal_tests;
 
-pub use server::{Scheduler as SchedulerServer, SchedulerOptions};
+pub use server::{SchedulerOptions, SchedulerServer};

@@ -36,11 +36,13 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 mod actor;
 mod capture;
+mod command;
 mod errors;
 
 pub use actor::ActorInstance;
 use capture::Capture;
 pub use capture::Captured;
+use command::command_input;
 use errors::*;
 
 /// How often the epoch advances.
@@ -405,122 +407,6 @@ impl Sandbox {
         outcome.map_err(|e| classify(e, stderr.text(), key, bounds))
     }
 
-    /// Runs a WASI command with `argv` and `stdin`, returning what it wrote
-    /// to stdout. A non-zero exit status is an [`ErrorKind::Exit`] error
-    /// carrying the command's stderr.
-    pub async fn run_command(
-        &self,
-        ready: &Ready,
-        key: &str,
-        stdin: Vec<u8>,
-        argv: Vec<String>,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, TaskError> {
-        let limits = RunLimits {
-            timeout,
-            ..RunLimits::default()
-        };
-        self.command(ready, key, stdin, argv, limits, None).await
-    }
-
-    async fn command(
-        &self,
-        ready: &Ready,
-        key: &str,
-        stdin: Vec<u8>,
-        argv: Vec<String>,
-        limits: RunLimits,
-        link: Option<TaskLink>,
-    ) -> Result<Vec<u8>, TaskError> {
-        let timeout = limits.timeout;
-        // A command's stdout (its result) may be as large as the task's
-        // memory. One byte past the cap tells a full pipe from output of
-        // exactly the cap.
-        let (cap, raise) = self.memory_for(&limits);
-        let stdout = MemoryOutputPipe::new(cap + 1);
-        let stderr = limits.output.stderr.clone();
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdin(MemoryInputPipe::new(stdin))
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .args(&argv);
-        grant(&mut wasi, &limits.grants).map_err(|m| task_error(key, ErrorKind::Input, m))?;
-        // The exit status, or the error that ended the program otherwise.
-        let status: wasmtime::Result<i32> = match &ready.pre {
-            Pre::Command(pre) => {
-                let mut host = self.host(wasi.build(), key, link);
-                host.limits = self.store_limits_under(limits.memory);
-                let mut store = self.store(host, timeout);
-                async {
-                    let command = pre.instantiate_async(&mut store).await?;
-                    let run = command.wasi_cli_run().call_run(&mut store).await?;
-                    Ok(if run.is_ok() { 0 } else { 1 })
-                }
-                .await
-            }
-            Pre::Core(pre) => {
-                let host = CoreHost {
-                    wasi: wasi.build_p1(),
-                    limits: self.store_limits_under(limits.memory),
-                };
-                let mut store = self.store(host, timeout);
-                async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    let start = instance.get_typed_func::<(), ()>(&mut store, COMMAND_FUNCTION)?;
-                    start.call_async(&mut store, ()).await?;
-                    Ok(0)
-                }
-                .await
-            }
-            Pre::Exports(_) => {
-                return Err(task_error(
-                    key,
-                    ErrorKind::Module,
-                    format!("module {} is not a WASI command", ready.module.hash),
-                ));
-            }
-        };
-        let status = status.or_else(|e| match e.downcast_ref::<I32Exit>() {
-            Some(I32Exit(code)) => Ok(*code),
-            None => Err(e),
-        });
-        let captured = || stderr.text();
-        let out = stdout.contents();
-        if out.len() > cap {
-            return Err(TaskError {
-                stderr: captured(),
-                ..task_error(
-                    key,
-                    ErrorKind::Memory,
-                    format!(
-                        "task {key} wrote more than {} to stdout, its memory limit; {raise}",
-                        value::human_bytes(cap as u64),
-                    ),
-                )
-            });
-        }
-        match status {
-            Ok(0) => Ok(Vec::from(out)),
-            Ok(code) => Err(TaskError {
-                stderr: captured(),
-                ..task_error(
-                    key,
-                    ErrorKind::Exit,
-                    format!("task {key} exited with status {code}"),
-                )
-            }),
-            Err(e) => Err(classify(
-                e,
-                captured(),
-                key,
-                Bounds {
-                    timeout,
-                    memory: Some(self.memory_for(&limits)),
-                },
-            )),
-        }
-    }
-
     /// Constructs an actor: a fresh instance of `ready` that lives on, and
     /// in it the resource `resource` built by its constructor from `args`.
     /// `memory` caps the instance's memory below the worker's limit.
@@ -747,53 +633,6 @@ impl Limited for CoreHost {
     fn limits(&mut self) -> &mut StoreLimits {
         &mut self.limits
     }
-}
-
-/// A command task's stdin bytes and argv from its arguments `[stdin, argv]`.
-///
-/// Stdin is nil (empty), bytes (as they are), a string (its UTF-8), or any
-/// other value (its JSON text), so any future's result can be piped in.
-fn command_input(
-    ready: &Ready,
-    key: &str,
-    function: &str,
-    args: &[Value],
-) -> Result<(Vec<u8>, Vec<String>), TaskError> {
-    let err = |kind, message: String| task_error(key, kind, message);
-    let name = format!("module {}", ready.module.hash);
-    ready
-        .module
-        .func(function, &name)
-        .map_err(|e| err(ErrorKind::Module, e))?;
-    let [stdin, argv] = args else {
-        return Err(err(
-            ErrorKind::Input,
-            format!(
-                "{function}: a command takes 2 arguments (stdin, argv), {} were given",
-                args.len()
-            ),
-        ));
-    };
-    let stdin = match stdin {
-        Value::Nil => Vec::new(),
-        Value::Binary(b) => b.clone(),
-        Value::String(s) => s.as_bytes().to_vec(),
-        other => value::value_to_json(other).to_string().into_bytes(),
-    };
-    let bad_argv = || {
-        err(
-            ErrorKind::Input,
-            format!("{function}: parameter argv: expected a list of strings, got {argv}"),
-        )
-    };
-    let Value::Array(words) = argv else {
-        return Err(bad_argv());
-    };
-    let argv = words
-        .iter()
-        .map(|w| w.as_str().map(str::to_string).ok_or_else(bad_argv))
-        .collect::<Result<Vec<String>, _>>()?;
-    Ok((stdin, argv))
 }
 
 #[cfg(test)]

@@ -1,0 +1,200 @@
+//! Reading task arguments and items from shell words and stdin, typed by
+//! the function's WIT signature where there is one; sizes and durations.
+
+use super::*;
+
+/// Parses shell words into arguments of `function`, by parameter type:
+/// `@KEY` is a future, `@@…` a literal `@…`, `-` reads stdin. For a WASI
+/// command see [`command_args`].
+pub fn parse_args(
+    module: &LocalModule,
+    function: &str,
+    words: &[String],
+) -> Result<Vec<Arg>, Failure> {
+    let sig = module
+        .types
+        .func(function, &module.name)
+        .map_err(Failure::usage)?;
+    if module.types.kind().is_command() {
+        return command_args(module, words);
+    }
+    if words.len() != sig.params.len() {
+        return Err(Failure::usage(dtask_runtime::client::arity_message(
+            &sig.to_wit(),
+            sig.params.len(),
+            words.len(),
+        )));
+    }
+    let mut stdin_used = false;
+    words
+        .iter()
+        .zip(&sig.params)
+        .map(|(word, (name, ty))| {
+            let at = |e: String| Failure::usage(format!("{function}: parameter {name}: {e}"));
+            if let Some(rest) = word.strip_prefix('@')
+                && !rest.starts_with('@')
+            {
+                dtask_runtime::key::validate_key(rest).map_err(at)?;
+                return Ok(Arg::Future(rest.to_string()));
+            }
+            let v = if word == "-" {
+                if std::mem::replace(&mut stdin_used, true) {
+                    return Err(at("stdin (`-`) can be read by one argument only".into()));
+                }
+                stdin_value(ty).map_err(at)?
+            } else {
+                let word = word
+                    .strip_prefix('@')
+                    .filter(|w| w.starts_with('@'))
+                    .unwrap_or(word);
+                value::word_to_value(word, ty).map_err(|e| at(e.to_string()))?
+            };
+            Ok(Arg::Value(value::encode(&v).into()))
+        })
+        .collect()
+}
+
+/// A WASI command's task arguments `[stdin, argv]` from shell words.
+///
+/// Every word is one argv string, verbatim, after argv[0] (the module file's
+/// stem), except that one word may set stdin: `<@KEY` to a future's result,
+/// `<-` to this process's stdin. `<<-` and `<<@…` pass `<-` and `<@…`
+/// literally. Without either, stdin is empty.
+fn command_args(module: &LocalModule, words: &[String]) -> Result<Vec<Arg>, Failure> {
+    let program = Path::new(&module.name)
+        .file_stem()
+        .map_or_else(|| module.name.clone(), |s| s.to_string_lossy().into_owned());
+    let mut argv = vec![Value::from(program)];
+    let mut stdin: Option<Arg> = None;
+    for word in words {
+        if word != "<-" && !word.starts_with("<@") {
+            let literal = match word.strip_prefix('<') {
+                Some(rest) if rest == "<-" || rest.starts_with("<@") => rest,
+                _ => word.as_str(),
+            };
+            argv.push(Value::from(literal));
+            continue;
+        }
+        if stdin.is_some() {
+            return Err(Failure::usage(format!(
+                "a command has one stdin; `{word}` is the second of `<-` or `<@KEY` \
+                 (use `<<-` or `<<@…` for a literal argument)"
+            )));
+        }
+        stdin = Some(match word.strip_prefix("<@") {
+            Some(key) => {
+                dtask_runtime::key::validate_key(key)
+                    .map_err(|e| Failure::usage(format!("stdin ({word}): {e}")))?;
+                Arg::Future(key.to_string())
+            }
+            None => {
+                let mut bytes = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+                Arg::Value(value::encode(&Value::Binary(bytes)).into())
+            }
+        });
+    }
+    let stdin = stdin.unwrap_or_else(|| Arg::Value(value::encode(&Value::Nil).into()));
+    Ok(vec![
+        stdin,
+        Arg::Value(value::encode(&Value::Array(argv)).into()),
+    ])
+}
+
+fn stdin_value(ty: &Type) -> Result<Value, String> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    match ty {
+        Type::List(l) if matches!(l.ty(), Type::U8) => Ok(Value::Binary(bytes)),
+        Type::String => {
+            let mut s =
+                String::from_utf8(bytes).map_err(|_| "stdin is not UTF-8 text".to_string())?;
+            if s.ends_with('\n') {
+                s.pop();
+            }
+            Ok(Value::from(s))
+        }
+        _ => {
+            let j: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| format!("stdin is not JSON: {e}"))?;
+            value::json_to_value(&j, ty).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Parses a size as [`bytesize`] reads it: bytes, or a number with a
+/// binary unit (`KiB`, `MiB`, `GiB`, or `Ki`, `Mi`, `Gi`) or a decimal one
+/// (`KB`, `MB`, `GB`, or `K`, `M`, `G`); `1.5GiB` and `512 MiB` are sizes too.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let size: bytesize::ByteSize = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a size (e.g. 64KiB, 512MiB, 1GiB): {e}"))?;
+    usize::try_from(size.as_u64()).map_err(|_| format!("{s:?} is too large"))
+}
+
+pub use dtask_runtime::config::parse_duration;
+
+/// An item for a queue or variable from a shell word, with no WIT type to
+/// guide it: `@KEY` is a future (the scheduler refuses keys it does not
+/// know), `-` reads stdin (less one trailing newline), anything else is
+/// [`untyped_value`] (`@@…` being a literal `@…`).
+pub fn item_from_word(word: &str) -> Result<Arg, Failure> {
+    if let Some(rest) = word.strip_prefix('@')
+        && !rest.starts_with('@')
+    {
+        dtask_runtime::key::validate_key(rest)
+            .map_err(|e| Failure::usage(format!("VALUE {word}: {e}")))?;
+        return Ok(Arg::Future(rest.to_string()));
+    }
+    let v = if word == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Failure::usage(format!("cannot read VALUE from stdin: {e}")))?;
+        let text = text
+            .strip_suffix('\n')
+            .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+        untyped_value(text)?
+    } else {
+        untyped_value(word.strip_prefix('@').unwrap_or(word))?
+    };
+    Ok(Arg::Value(value::encode(&v).into()))
+}
+
+/// A value from text with no WIT type to guide it: JSON if it parses
+/// (`42`, `2.5`, `true`, `null`, `"text"`, `[1, 2]`, `{"a": 1}`), else the
+/// text itself as a string (`hello`). Text that starts like a JSON string,
+/// array or object (`"`, `[`, `{`) must be valid JSON: a typo there should
+/// not quietly become a string.
+pub fn untyped_value(text: &str) -> Result<Value, Failure> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(j) => Ok(value::untyped_json_to_value(&j)),
+        Err(e) if text.trim_start().starts_with(['"', '[', '{']) => Err(Failure::usage(format!(
+            "VALUE {text:?} starts like JSON but is not valid JSON: {e}"
+        ))),
+        Err(_) => Ok(Value::from(text)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_binary_and_decimal_units_and_refuse_the_rest() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("64 KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "MiB", "12 parsecs", "-1MiB"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains("is not a size"), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! A worker's data port: logs and values fetched directly from the worker that holds them.
+
+use super::*;
+
+/// Requests on a worker's data port.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ToPeer {
+    /// What a task wrote to stdout and stderr, if this worker ran it and
+    /// still keeps it; answered by [`FromPeer::Logs`].
+    Logs {
+        /// Request id.
+        id: u64,
+        /// The task.
+        key: String,
+    },
+    /// Send these results.
+    Fetch {
+        /// Request id.
+        id: u64,
+        /// Keys.
+        keys: Vec<String>,
+    },
+    /// Call a method of an actor this worker holds; answered by
+    /// [`FromPeer::Called`]. Calls on one actor run in arrival order.
+    Call {
+        /// Request id.
+        id: u64,
+        /// The actor's key.
+        actor: String,
+        /// The method's name.
+        method: String,
+        /// Its arguments.
+        args: Vec<CallArg>,
+    },
+}
+
+/// What one task run wrote, kept on its worker for `dtask logs`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskLog {
+    /// What it wrote to stdout (components; a command's stdout is its
+    /// result), its last 64 KiB.
+    pub stdout: String,
+    /// What it wrote to stderr, its last 64 KiB.
+    pub stderr: String,
+}
+
+/// Answers on a worker's data port.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum FromPeer {
+    /// Results of a [`ToPeer::Fetch`]; `None` for keys this worker lacks.
+    Data {
+        /// Request id.
+        id: u64,
+        /// (key, encoded value).
+        #[serde(with = "crate::blob::opt_pairs")]
+        values: Vec<(String, Option<Bytes>)>,
+    },
+    /// Answer to [`ToPeer::Call`]: the encoded result, or the error.
+    Called {
+        /// Request id.
+        id: u64,
+        /// The result.
+        result: Result<Bytes, TaskError>,
+    },
+    /// Answer to [`ToPeer::Logs`]: `None` when this worker keeps no
+    /// output of that task.
+    Logs {
+        /// Request id.
+        id: u64,
+        /// The output.
+        log: Option<TaskLog>,
+    },
+}

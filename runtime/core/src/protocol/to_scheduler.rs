@@ -1,0 +1,274 @@
+//! Messages to the scheduler, from clients and workers.
+
+use super::*;
+
+/// Messages to the scheduler from clients and workers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ToScheduler {
+    // ---- from clients ----
+    /// Which of these modules the scheduler lacks; answered by
+    /// [`FromScheduler::MissingModules`].
+    HasModules {
+        /// Request id echoed in the answer.
+        id: u64,
+        /// Module hashes.
+        hashes: Vec<ModuleHash>,
+    },
+    /// Store a module. The scheduler checks the hash.
+    UploadModule {
+        /// Hex BLAKE3 of `bytes`.
+        hash: ModuleHash,
+        /// The module.
+        #[serde(with = "crate::blob")]
+        bytes: Bytes,
+    },
+    /// Submit tasks, held for this client. Answered by
+    /// [`FromScheduler::Submitted`].
+    Submit {
+        /// Request id echoed in the answer.
+        id: u64,
+        /// Tasks in submission order; dependencies first.
+        tasks: Vec<TaskSpec>,
+    },
+    /// Report each key's outcome once it ends ([`FromScheduler::Done`]).
+    Watch {
+        /// Keys to watch.
+        keys: Vec<String>,
+    },
+    /// Current states of keys; answered by [`FromScheduler::Status`].
+    Status {
+        /// Request id echoed in the answer.
+        id: u64,
+        /// Keys to look up.
+        keys: Vec<String>,
+        /// Whether to answer with their timings too.
+        timings: bool,
+    },
+    /// Stop holding these keys for this client.
+    Release {
+        /// Keys to release.
+        keys: Vec<String>,
+    },
+    /// Stop the scheduler and its workers.
+    Shutdown,
+    /// Compute these keys even though nobody holds them, then forget
+    /// them.
+    FireAndForget {
+        /// Keys to keep until they end.
+        keys: Vec<String>,
+    },
+    /// Cancel keys: pending and running ones (and their dependents) become
+    /// `cancelled`, running ones are interrupted. Without `force`, keys that
+    /// other clients also hold are only released for this client.
+    Cancel {
+        /// Keys to cancel.
+        keys: Vec<String>,
+        /// Cancel even if other clients hold them.
+        force: bool,
+    },
+    /// Run erred keys again, from the tasks where their errors started.
+    /// Answered by [`FromScheduler::Retried`].
+    Retry {
+        /// Request id.
+        id: u64,
+        /// Erred keys.
+        keys: Vec<String>,
+        /// New limits for the keys' runs; unset ones stay as submitted.
+        limits: TaskLimits,
+    },
+    /// Store values on workers as finished futures held by this client.
+    /// Answered by [`FromScheduler::Scattered`] once every value is stored.
+    Scatter {
+        /// Request id.
+        id: u64,
+        /// (key, MessagePack value) pairs, placed round-robin.
+        #[serde(with = "crate::blob::pairs")]
+        values: Vec<(String, Bytes)>,
+        /// Put a copy on every worker.
+        broadcast: bool,
+        /// Only on these workers (by name, address or id); empty: any.
+        workers: Vec<String>,
+    },
+    /// Where keys are held; answered by [`FromScheduler::WhoHas`].
+    WhoHas {
+        /// Request id.
+        id: u64,
+        /// Keys.
+        keys: Vec<String>,
+    },
+    /// The keys each worker holds; answered by [`FromScheduler::HasWhat`].
+    HasWhat {
+        /// Request id.
+        id: u64,
+    },
+    /// The connected workers; answered by [`FromScheduler::Workers`].
+    Workers {
+        /// Request id.
+        id: u64,
+    },
+    /// Known tasks, newest first up to `limit`; answered by
+    /// [`FromScheduler::TaskList`].
+    ListTasks {
+        /// Request id.
+        id: u64,
+        /// Only tasks in this state.
+        state: Option<TaskState>,
+        /// Only tasks of this function.
+        function: Option<String>,
+        /// At most this many.
+        limit: u32,
+    },
+    /// A one-time login link to the dashboard; answered by
+    /// [`FromScheduler::DashboardLogin`].
+    DashboardLogin {
+        /// Request id.
+        id: u64,
+    },
+    /// Counters; answered by [`FromScheduler::Stats`].
+    Stats {
+        /// Request id.
+        id: u64,
+    },
+
+    // ---- from workers ----
+    /// Tasks that finished on the sending worker.
+    Finished {
+        /// (key, where and how big).
+        results: Vec<(String, Located)>,
+    },
+    /// Tasks that failed on the sending worker.
+    Erred {
+        /// (key, error).
+        errors: Vec<(String, TaskError)>,
+    },
+    /// A worker asks for a module's bytes.
+    FetchModule {
+        /// The module.
+        hash: ModuleHash,
+    },
+    /// A task on the sending worker gave its execution slot back while it
+    /// waits (in a blocking host call, or after `secede`): it no longer
+    /// counts against the worker's capacity.
+    Seceded {
+        /// The task.
+        key: String,
+    },
+    /// A worker that (re)joined holds these results (after a scheduler
+    /// restart: finished work it can still serve).
+    Holding {
+        /// (key, where and how big).
+        results: Vec<(String, Located)>,
+    },
+    /// A worker is alive (sent every [`HEARTBEAT`]); a worker silent for
+    /// the scheduler's worker timeout is treated as dead.
+    Heartbeat {
+        /// The id the scheduler gave this worker: a heartbeat taken before a
+        /// rejoin is ignored by the scheduler it reaches.
+        worker: u64,
+        /// The `seq` of the last `Run` it got, or of a later `Sync`.
+        run_seq: u64,
+        /// Every task it has in hand (running or queued for a slot), as of
+        /// `run_seq`: the scheduler sends again what it assigned and the
+        /// worker never got.
+        running: Vec<String>,
+        /// Bytes of results it has spilled to disk.
+        spilled_bytes: u64,
+        /// Bytes of results it holds, in memory and spilled.
+        held_bytes: u64,
+        /// The worker's resident memory, in bytes (0 where unknown).
+        rss_bytes: u64,
+        /// Inputs it fetched from other workers since it started.
+        fetched: u64,
+        /// Bytes of those.
+        fetched_bytes: u64,
+    },
+    /// A seceded task took an execution slot again.
+    Rejoined {
+        /// The task.
+        key: String,
+    },
+
+    // ---- coordination primitives, from clients (and tasks through them) ----
+    /// An operation on a queue, variable, lock, semaphore, event or
+    /// subscription. Answered by [`FromScheduler::Primitive`].
+    Primitive {
+        /// Request id echoed in the answer; for [`Op::Subscribe`], the
+        /// subscription's id in [`FromScheduler::Message`]s too.
+        id: u64,
+        /// The running task this is on behalf of: leases it takes end when
+        /// that task ends. `None`: the client itself (named clients keep
+        /// their leases after they disconnect).
+        task: Option<String>,
+        /// The operation.
+        op: Op,
+    },
+    /// Sends a message to every current subscriber of `topic`; no answer.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// MessagePack value.
+        #[serde(with = "crate::blob")]
+        message: Bytes,
+    },
+
+    // ---- actors ----
+    /// Construct an actor on a worker; answered by
+    /// [`FromScheduler::ActorCreated`] once it is constructed (or failed).
+    ActorNew {
+        /// Request id.
+        id: u64,
+        /// What to construct.
+        spec: ActorSpec,
+    },
+    /// Where an actor lives; answered by [`FromScheduler::ActorLocated`].
+    ActorLocate {
+        /// Request id.
+        id: u64,
+        /// The actor's key.
+        key: String,
+    },
+    /// Delete an actor; no answer.
+    ActorDelete {
+        /// The actor's key.
+        key: String,
+    },
+    /// Every actor; answered by [`FromScheduler::Actors`].
+    Actors {
+        /// Request id.
+        id: u64,
+    },
+    /// From a worker: an actor it was asked to construct is ready.
+    ActorReady {
+        /// The actor's key.
+        key: String,
+    },
+    /// From a worker: an actor's constructor failed.
+    ActorFailed {
+        /// The actor's key.
+        key: String,
+        /// Why.
+        error: TaskError,
+    },
+    /// Stop holding every key this client's name holds (`dtask release
+    /// --all`).
+    ReleaseAll,
+    /// From a worker: these tasks took an execution slot and began running.
+    /// Only a task that had begun counts as a suspect when its worker dies;
+    /// the ones still queued behind it are simply placed again.
+    Started {
+        /// The tasks.
+        keys: Vec<String>,
+    },
+    /// From a worker, answering [`FromScheduler::Steal`]: the tasks it gave
+    /// back (dropped, never begun); the others asked for had begun.
+    Stolen {
+        /// The tasks given back.
+        keys: Vec<String>,
+    },
+    /// From a worker: a call trapped in an actor, whose instance takes no
+    /// more calls.
+    ActorBroken {
+        /// The actor's key.
+        key: String,
+    },
+}

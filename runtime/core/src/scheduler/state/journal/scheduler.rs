@@ -1,0 +1,399 @@
+//! The scheduler's side of the journal: taking a snapshot, restoring
+//! from one, and turning what each event touched into records.
+
+use super::*;
+
+impl Scheduler {
+    /// The durable part of the state, to write to the journal.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut tasks: Vec<SavedTask> = self
+            .tasks
+            .map
+            .iter()
+            .map(|(key, t)| {
+                let status = self.status_of(t);
+                SavedTask {
+                    spec: t.recipe.spec(key),
+                    seq: t.seq,
+                    state: status.state,
+                    holders: status.holders,
+                    retries_left: status.retries_left,
+                    deaths: status.deaths,
+                    scattered: t.scatter.is_some(),
+                }
+            })
+            .collect();
+        tasks.sort_by_key(|t| t.seq);
+        let p = &self.prims;
+        let leases = |lock: bool, all: &rustc_hash::FxHashMap<String, Leases>| {
+            all.iter()
+                .map(|(name, l)| (lock, name.clone(), l.max, self.durable_lease_holders(l)))
+                .collect::<Vec<_>>()
+        };
+        let mut all_leases = leases(true, &p.locks);
+        all_leases.extend(leases(false, &p.semaphores));
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            modules: self.modules.iter().cloned().collect(),
+            tasks,
+            queues: p
+                .queues
+                .iter()
+                .map(|(n, q)| {
+                    let items = q.items.iter().map(|k| k.item.clone()).collect();
+                    (n.clone(), q.maxsize, items)
+                })
+                .collect(),
+            variables: p
+                .variables
+                .iter()
+                .filter_map(|(n, v)| Some((n.clone(), v.item.as_ref()?.item.clone())))
+                .collect(),
+            events: p
+                .events
+                .iter()
+                .filter(|(_, f)| f.set)
+                .map(|(n, _)| n.clone())
+                .collect(),
+            leases: all_leases,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// A scheduler in the state `snapshot` saved: finished keys stay
+    /// finished, unfinished tasks wait to run again.
+    pub fn restore(mut self, mut snapshot: Snapshot) -> Result<Self, String> {
+        for saved in std::mem::take(&mut snapshot.tasks) {
+            self.restore_task(saved);
+        }
+        self.finish_restore(snapshot)
+    }
+
+    /// Makes room for `n` more tasks, before restoring that many.
+    pub fn reserve_tasks(&mut self, n: usize) {
+        self.tasks.map.reserve(n);
+    }
+
+    /// Restores one task of a snapshot, in any order; then
+    /// [`Scheduler::finish_restore`].
+    pub fn restore_task(&mut self, saved: SavedTask) {
+        let key: super::super::Key = saved.spec.key.as_str().into();
+        let mut deps: Vec<super::super::Key> = Vec::new();
+        for arg in &saved.spec.args {
+            if let Arg::Future(d) = arg
+                && !deps.iter().any(|k| **k == **d)
+            {
+                // Shared with the input's entry by finish_restore.
+                deps.push(d.as_str().into());
+            }
+        }
+        let mut holders = super::super::Holders::default();
+        for h in &saved.holders {
+            let name = self.note_hold(h, key.clone());
+            holders.insert(&name);
+        }
+        let state = match saved.state {
+            SavedState::Unfinished => State::Pending { waiting_on: 0 },
+            SavedState::Finished {
+                inline: Some(inline),
+                nbytes,
+            } => State::Finished {
+                result: Stored {
+                    inline: Some(inline),
+                    who_has: ThinVec::new(),
+                    nbytes,
+                },
+            },
+            // Its data is on a worker, if anywhere: until that worker
+            // reports it, it is known by its recipe (scattered data has
+            // none, and is lost if no worker reports it in time).
+            SavedState::Finished { inline: None, .. } => {
+                if saved.scattered {
+                    self.unreported_scatters.push(key.to_string());
+                }
+                State::Released
+            }
+            SavedState::Error(e) => State::Error(e),
+            SavedState::Cancelled => State::Cancelled,
+            SavedState::Lost => State::Lost,
+            SavedState::Released => State::Released,
+        };
+        self.seq = self.seq.max(saved.seq);
+        let recipe = super::super::Recipe::new(saved.spec, &mut self.names);
+        self.add_task(
+            key,
+            Task {
+                recipe,
+                seq: saved.seq,
+                state,
+                deps: deps.into_boxed_slice(),
+                dependents: super::super::Dependents::default(),
+                needed_by: 0,
+                holders,
+                watchers: ThinVec::new(),
+                retries_left: super::super::saturate(saved.retries_left),
+                deaths: super::super::saturate(saved.deaths),
+                stamps: super::super::activity::Stamps::at(0),
+                journaled: 0,
+                // No request waits for restored scattered data.
+                scatter: saved.scattered.then(|| Box::new((0, 0))),
+            },
+        );
+    }
+
+    /// Ends a restore begun with [`Scheduler::restore_task`]: links inputs
+    /// to their dependents, queues unfinished tasks, and restores the rest
+    /// of `snapshot` (its modules, counters and primitives; its tasks, if
+    /// any, are ignored).
+    pub fn finish_restore(mut self, snapshot: Snapshot) -> Result<Self, String> {
+        if snapshot.version != SNAPSHOT_VERSION {
+            return Err(format!(
+                "the journal has snapshot version {}, this dtask reads version {SNAPSHOT_VERSION}",
+                snapshot.version
+            ));
+        }
+        self.modules.extend(snapshot.modules);
+        self.stats = snapshot.stats;
+        let mut keys: Vec<(u64, super::super::Key)> = self
+            .tasks
+            .map
+            .iter()
+            .map(|(k, t)| (t.seq, k.clone()))
+            .collect();
+        // In submission order, as the tasks were first queued.
+        keys.sort_unstable_by_key(|(seq, _)| *seq);
+        let mut unfinished = Vec::new();
+        for (_, key) in keys {
+            let task = self.tasks.map.get_mut(&key).expect("listed");
+            if matches!(task.state, State::Pending { .. }) {
+                unfinished.push(key.clone());
+            }
+            if task.deps.is_empty() {
+                continue;
+            }
+            let mut deps = std::mem::take(&mut task.deps).into_vec();
+            for d in &mut deps {
+                if let Some(shared) = self.tasks.key(d) {
+                    *d = shared;
+                }
+                if let Some(dep) = self.tasks.get_mut(d) {
+                    dep.dependents.push(key.clone());
+                }
+            }
+            self.tasks.map.get_mut(&key).expect("listed").deps = deps.into_boxed_slice();
+        }
+        for key in &unfinished {
+            for d in self.tasks[key].deps.clone() {
+                if let Some(dep) = self.tasks.get_mut(&d) {
+                    dep.needed_by += 1;
+                }
+            }
+        }
+        for key in &unfinished {
+            self.requeue(key);
+        }
+        let mut out = Vec::new();
+        // Primitives, through their own operations so stored futures are
+        // held again, as a client 0 of the restore's own.
+        self.clients.insert(
+            0,
+            super::super::Client {
+                holder: RESTORE.into(),
+                ephemeral: false,
+            },
+        );
+        for (name, maxsize, items) in snapshot.queues {
+            for (i, item) in items.into_iter().enumerate() {
+                let op = Op::QueuePut {
+                    name: name.clone(),
+                    item,
+                    maxsize: Some(maxsize),
+                    timeout_ms: Some(0),
+                };
+                self.primitive(0, i as u64, None, op, &mut out);
+            }
+        }
+        for (name, item) in snapshot.variables {
+            self.primitive(0, 0, None, Op::VarSet { name, item }, &mut out);
+        }
+        for name in snapshot.events {
+            self.primitive(0, 0, None, Op::EventSet { name }, &mut out);
+        }
+        for (lock, name, max, holders) in snapshot.leases {
+            for holder in holders {
+                self.clients.insert(
+                    0,
+                    super::super::Client {
+                        holder: holder.into(),
+                        ephemeral: false,
+                    },
+                );
+                let op = if lock {
+                    Op::LockAcquire {
+                        name: name.clone(),
+                        timeout_ms: Some(0),
+                    }
+                } else {
+                    Op::SemAcquire {
+                        name: name.clone(),
+                        max_leases: max,
+                        timeout_ms: Some(0),
+                    }
+                };
+                self.primitive(0, 0, None, op, &mut out);
+            }
+        }
+        self.clients.remove(&0);
+        Ok(self)
+    }
+}
+
+/// What `Task::journaled` says of a task the journal holds, whose status
+/// it has not fingerprinted: even, so no fingerprint (odd) equals it.
+const RECORDED: u64 = 2;
+
+/// A nonzero, odd fingerprint of what the journal records of a task's
+/// status.
+fn fingerprint(status: &Status) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(&postcard::to_allocvec(status).expect("a status serializes"));
+    h.finish() | 1
+}
+
+impl Scheduler {
+    /// Starts noting changes for the journal ([`Scheduler::journal_records`]),
+    /// taking the current state as already recorded (call it right after
+    /// [`Scheduler::restore`], or on an empty scheduler).
+    pub fn enable_journal(&mut self) {
+        // Recorded, though not by a fingerprint: a task touched later
+        // records its status once more, which is cheaper than
+        // fingerprinting every task of a big restore now.
+        for t in self.tasks.map.values_mut() {
+            t.journaled = RECORDED;
+        }
+        self.tasks.dirty = Some(HashSet::default());
+        self.prims.dirty = Some(PrimDirty::default());
+        self.journal_stats = self.stats.clone();
+        self.journal_modules = Some(Vec::new());
+    }
+
+    /// The durable part of a task's state.
+    fn status_of(&self, t: &Task) -> Status {
+        Status {
+            state: match &t.state {
+                State::Pending { .. } | State::Processing { .. } => SavedState::Unfinished,
+                State::Finished { result } => SavedState::Finished {
+                    inline: result.inline.clone(),
+                    nbytes: result.nbytes,
+                },
+                State::Error(e) => SavedState::Error(e.clone()),
+                State::Cancelled => SavedState::Cancelled,
+                State::Lost => SavedState::Lost,
+                State::Released => SavedState::Released,
+            },
+            holders: t
+                .holders
+                .iter()
+                .filter(|h| self.durable_holder(h))
+                .map(str::to_string)
+                .collect(),
+            retries_left: t.retries_left.into(),
+            deaths: t.deaths.into(),
+        }
+    }
+
+    /// Whether holds under `holder` outlive a restart: named clients' do;
+    /// unnamed clients' and those of futures stored in primitives (which
+    /// the primitives restore) do not.
+    fn durable_holder(&self, holder: &str) -> bool {
+        !self.ephemeral_holders.contains(holder)
+            && !holder.starts_with(super::super::primitives::STORED)
+    }
+
+    /// The named clients holding leases of `l` (tasks' leases end with
+    /// them; unnamed clients' with their connections).
+    fn durable_lease_holders(&self, l: &Leases) -> Vec<String> {
+        l.holders
+            .iter()
+            .filter_map(|o| match o {
+                Owner::Holder(h) if self.durable_holder(h) => Some(h.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What changed since the last call, as journal records (empty without
+    /// [`Scheduler::enable_journal`]). Costs what changed: the keys and
+    /// primitives the events since touched, not the whole state.
+    pub fn journal_records(&mut self) -> Vec<Record> {
+        let mut out = Vec::new();
+        if let Some(modules) = &mut self.journal_modules {
+            out.extend(modules.drain(..).map(|hash| Record::Module { hash }));
+        }
+        let dirty = match &mut self.tasks.dirty {
+            Some(d) if !d.is_empty() => std::mem::take(d),
+            _ => HashSet::default(),
+        };
+        let forgotten = std::mem::take(&mut self.tasks.forgotten);
+        out.extend(forgotten.into_iter().map(|seq| Record::Forget { seq }));
+        for key in dirty {
+            // Gone: its Forget (if it was ever recorded) is out already.
+            let Some(t) = self.tasks.map.get(&key) else {
+                continue;
+            };
+            let status = self.status_of(t);
+            let fp = fingerprint(&status);
+            let t = self.tasks.map.get_mut(&key).expect("present");
+            if t.journaled == 0 {
+                out.push(Record::Task {
+                    seq: t.seq,
+                    spec: Box::new(t.recipe.spec(&key)),
+                    scattered: t.scatter.is_some(),
+                    status,
+                });
+            } else if t.journaled != fp {
+                out.push(Record::Status { seq: t.seq, status });
+            }
+            t.journaled = fp;
+        }
+        if let Some(d) = self.prims.dirty.as_mut() {
+            let d = std::mem::take(d);
+            out.extend(d.queue_ops);
+            for name in d.variables {
+                let item = self
+                    .prims
+                    .variables
+                    .get(&name)
+                    .and_then(|v| v.item.as_ref())
+                    .map(|k| k.item.clone());
+                out.push(Record::Variable { name, item });
+            }
+            for name in d.events {
+                let set = self.prims.events.get(&name).is_some_and(|f| f.set);
+                out.push(Record::Event { name, set });
+            }
+            for (lock, name) in d.leases {
+                let all = if lock {
+                    &self.prims.locks
+                } else {
+                    &self.prims.semaphores
+                };
+                let (max, holders) = all
+                    .get(&name)
+                    .map_or((0, Vec::new()), |l| (l.max, self.durable_lease_holders(l)));
+                out.push(Record::Leases {
+                    lock,
+                    name,
+                    max,
+                    holders,
+                });
+            }
+        }
+        if !out.is_empty() && self.stats != self.journal_stats {
+            self.journal_stats = self.stats.clone();
+            out.push(Record::Stats(self.stats.clone()));
+        }
+        out
+    }
+}

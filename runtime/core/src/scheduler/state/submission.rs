@@ -1,0 +1,303 @@
+//! Submitting tasks and holding them: checks, inserting a spec and its
+//! dependencies, holds by clients, and forgetting what nobody holds.
+
+use super::*;
+
+impl Scheduler {
+    /// Adds a task to the table, counting it.
+    pub(super) fn add_task(&mut self, key: Key, task: Task) {
+        self.activity
+            .added(&task.recipe.function, activity::Phase::of(&task.state));
+        self.tasks.insert(key, task);
+    }
+
+    /// Makes `holder` hold `key` (and compute it again if its result was
+    /// dropped); false if the key is unknown.
+    pub(super) fn hold(&mut self, holder: &str, key: &str) -> bool {
+        let Some(k) = self.tasks.key(key) else {
+            return false;
+        };
+        let name = self.note_hold(holder, k);
+        self.tasks
+            .get_mut(key)
+            .expect("known")
+            .holders
+            .insert(&name);
+        self.recompute(key);
+        true
+    }
+
+    /// Notes in the holdings index that `holder` holds `key`; returns the
+    /// index's copy of the holder's name, which the task's holders share.
+    pub(super) fn note_hold(&mut self, holder: &str, key: Key) -> Arc<str> {
+        if let Some((name, keys)) = self.holdings.get_key_value(holder) {
+            let name = name.clone();
+            if !keys.contains(&key) {
+                self.holdings.get_mut(holder).expect("present").insert(key);
+            }
+            return name;
+        }
+        let name: Arc<str> = Arc::from(holder);
+        self.holdings
+            .insert(name.clone(), HashSet::from_iter([key]));
+        name
+    }
+
+    /// Ends `holder`'s hold on `key`, forgetting the key if nothing else
+    /// needs it.
+    pub(super) fn drop_hold(&mut self, holder: &str, key: &str, out: &mut Vec<Command>) {
+        if let Some(h) = self.holdings.get_mut(holder) {
+            h.remove(key);
+            if h.is_empty() {
+                self.holdings.remove(holder);
+            }
+        }
+        self.unhold(holder, key, out);
+    }
+
+    pub(super) fn submit(
+        &mut self,
+        client: ClientId,
+        tasks: Vec<TaskSpec>,
+        out: &mut Vec<Command>,
+    ) -> (KeyReasons, KeyReasons) {
+        let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut refused = Vec::new();
+        let mut unplaceable: Vec<(String, String)> = Vec::new();
+        for spec in tasks {
+            let key = spec.key.clone();
+            if let Some(m) = spec.memory_limit
+                && let Err(why) = self.memory_fits(m)
+            {
+                refused.push((key, why));
+                continue;
+            }
+            if !self.tasks.contains_key(&key) {
+                if let Err(why) = self.check(&spec) {
+                    refused.push((key, why));
+                    continue;
+                }
+                let restricted = spec.memory_limit.is_some()
+                    || !spec.placement.resources.is_empty()
+                    || (!spec.placement.workers.is_empty() && !spec.placement.allow_other_workers);
+                self.insert(spec, &holder, out);
+                if restricted
+                    && let Some(why) = self.tasks.get(&key).and_then(|t| self.why_no_worker(t))
+                    && !unplaceable.iter().any(|(_, w)| *w == why)
+                {
+                    unplaceable.push((key, why));
+                }
+            } else {
+                self.hold(&holder, &key);
+                self.resubmitted(&key, &spec);
+            }
+        }
+        (refused, unplaceable)
+    }
+
+    /// A memory limit some connected worker allows (any, with none
+    /// connected: the task waits for one).
+    pub(super) fn memory_fits(&self, limit: u64) -> Result<(), String> {
+        let Some(most) = self.workers.values().map(|w| w.memory_limit).max() else {
+            return Ok(());
+        };
+        if limit <= most {
+            return Ok(());
+        }
+        Err(format!(
+            "a memory limit of {} MiB is more than any connected worker allows ({} MiB); \
+             ask for less, or start workers with a larger --memory-limit-mib",
+            limit.div_ceil(1 << 20),
+            most >> 20
+        ))
+    }
+
+    /// A key submitted again that erred or was cancelled runs again when
+    /// the submission asks for other limits (timeout, memory, retries):
+    /// the same call under new limits is a new attempt, not the old one.
+    pub(super) fn resubmitted(&mut self, key: &str, spec: &TaskSpec) {
+        let limits = (spec.timeout_ms, spec.memory_limit, spec.retries);
+        let Some(t) = self.tasks.get_mut(key) else {
+            return;
+        };
+        if !matches!(t.state, State::Error(_) | State::Cancelled) || t.recipe.limits() == limits {
+            return;
+        }
+        let cancelled = matches!(t.state, State::Cancelled);
+        t.recipe.set_limits(limits);
+        t.journaled = 0;
+        if !cancelled {
+            self.retry(vec![key.to_string()], None);
+            return;
+        }
+        // A cancelled task runs again if its inputs can still be had.
+        let deps = t.deps.clone();
+        let blocked = deps.iter().any(|d| {
+            matches!(
+                self.tasks.get(d).map(|t| &t.state),
+                None | Some(State::Error(_) | State::Cancelled)
+            )
+        });
+        if blocked {
+            return;
+        }
+        let t = self.tasks.get_mut(key).expect("present");
+        self.activity.set(key, t, State::Pending { waiting_on: 0 });
+        t.retries_left = saturate(t.recipe.retries());
+        for d in &deps {
+            self.tasks.get_mut(d).expect("checked").needed_by += 1;
+        }
+        self.requeue(key);
+    }
+
+    pub(super) fn check(&self, spec: &TaskSpec) -> Result<(), String> {
+        if let Some(why) = self.refused_modules.get(&spec.module) {
+            return Err(format!("module {} was refused: {why}", spec.module));
+        }
+        if !self.modules.contains(&spec.module) {
+            return Err(format!(
+                "module {} was never uploaded to the scheduler",
+                spec.module
+            ));
+        }
+        for (i, arg) in spec.args.iter().enumerate() {
+            if let Arg::Value(v) = arg {
+                self.value_fits(&format!("argument {} of {}", i + 1, spec.function), v.len())?;
+            }
+            if let Arg::Future(dep) = arg
+                && !self.tasks.contains_key(dep)
+            {
+                return Err(format!(
+                    "argument @{dep} names no future the scheduler knows \
+                     (never submitted, or released)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a new task held by `holder`; it becomes ready, waits, or errs
+    /// at once if an input already erred.
+    pub(super) fn insert(&mut self, mut spec: TaskSpec, holder: &str, out: &mut Vec<Command>) {
+        let key: Key = Arc::from(std::mem::take(&mut spec.key));
+        let name = self.note_hold(holder, key.clone());
+        let mut deps: Vec<Key> = Vec::new();
+        for arg in &spec.args {
+            if let Arg::Future(d) = arg
+                && !deps.iter().any(|k| **k == **d)
+            {
+                deps.push(self.tasks.key(d).expect("checked by submit"));
+            }
+        }
+        self.seq += 1;
+        let mut waiting_on = 0;
+        let mut inherited: Option<TaskError> = None;
+        let mut cancelled = false;
+        let mut revive = Vec::new();
+        for d in &deps {
+            let dep = self.tasks.get_mut(d).expect("checked by submit");
+            dep.dependents.push(key.clone());
+            dep.needed_by += 1;
+            match &dep.state {
+                State::Finished { .. } => {}
+                State::Error(e) => inherited = Some((**e).clone()),
+                State::Lost => inherited = Some(lost_error(d)),
+                State::Cancelled => cancelled = true,
+                State::Released => {
+                    revive.push(d.clone());
+                    waiting_on += 1;
+                }
+                _ => waiting_on += 1,
+            }
+        }
+        for d in revive {
+            self.recompute(&d);
+        }
+        let task = Task {
+            seq: self.seq,
+            state: State::Pending { waiting_on },
+            deps: deps.into_boxed_slice(),
+            dependents: Dependents::default(),
+            needed_by: 0,
+            holders: Holders::one(name),
+            watchers: ThinVec::new(),
+            retries_left: saturate(spec.retries),
+            deaths: 0,
+            stamps: activity::Stamps::at(self.activity.now_ms),
+            journaled: 0,
+            scatter: None,
+            recipe: Recipe::new(spec, &mut self.names),
+        };
+        let ready = (task.recipe.priority(), Reverse(task.seq), key.clone());
+        self.add_task(key.clone(), task);
+        if let Some(e) = inherited {
+            self.fail(&key, e, out);
+        } else if cancelled {
+            self.cancel_tree(&key, out);
+        } else if waiting_on == 0 {
+            self.ready.push(ready);
+        }
+    }
+
+    /// Releases `holder`'s hold on `key` (the holdings index is the
+    /// caller's business) and forgets the key if nothing needs it now.
+    pub(super) fn unhold(&mut self, holder: &str, key: &str, out: &mut Vec<Command>) {
+        if let Some(t) = self.tasks.get_mut(key) {
+            t.holders.remove(holder);
+        }
+        self.maybe_forget(key, out);
+    }
+
+    /// Forgets `key` if nothing holds or needs it any more, and then its
+    /// inputs likewise. A worklist, not recursion: releasing the end of a
+    /// 100k-task chain must not overflow the scheduler's stack.
+    pub(super) fn maybe_forget(&mut self, key: &str, out: &mut Vec<Command>) {
+        let Some(key) = self.tasks.key(key) else {
+            return;
+        };
+        let mut stack = vec![key];
+        while let Some(key) = stack.pop() {
+            let forget = match self.tasks.get(&key) {
+                Some(t) => t.holders.is_empty() && t.needed_by == 0 && t.is_terminal(),
+                None => false,
+            };
+            if !forget {
+                continue;
+            }
+            let task = self.tasks.get_mut(&key).expect("present");
+            if let State::Finished { result } = &task.state {
+                for w in &result.who_has {
+                    if let Some(worker) = self.workers.get_mut(w) {
+                        worker.has.remove(&key);
+                        out.push(Command::Free {
+                            worker: *w,
+                            keys: vec![key.to_string()],
+                        });
+                    }
+                }
+            }
+            let finished = matches!(task.state, State::Finished { .. } | State::Released);
+            let task = self.tasks.get(&key).expect("present");
+            if finished && task.dependents.iter().any(|d| self.tasks.contains_key(d)) {
+                // Keep the recipe while dependents exist: if one of their
+                // results is lost, this may have to be computed again.
+                {
+                    let t = self.tasks.get_mut(&key).expect("present");
+                    self.activity.set(&key, t, State::Released)
+                };
+                continue;
+            }
+            let task = self.tasks.remove(&key).expect("present");
+            self.activity
+                .removed(&task.recipe.function, activity::Phase::of(&task.state));
+            for d in task.deps {
+                if let Some(dep) = self.tasks.get_mut(&d) {
+                    dep.dependents.remove(&key);
+                }
+                stack.push(d);
+            }
+        }
+    }
+}

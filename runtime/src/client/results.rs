@@ -1,0 +1,191 @@
+//! Waiting for futures and fetching their results.
+
+use super::*;
+
+impl Client {
+    /// Waits until all `futures` (or, with `first`, one of them) are done or
+    /// `timeout` passes; returns (done, not done) keys. Errors and cancels
+    /// count as done.
+    pub async fn wait(
+        &self,
+        futures: &[Future],
+        first: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(Vec<String>, Vec<String>), ClientError> {
+        let keys: Vec<String> = futures.iter().map(|f| f.key.clone()).collect();
+        let mut rx = self.watch(keys.clone())?;
+        let mut done = HashSet::new();
+        let unique: HashSet<&String> = keys.iter().collect();
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        // Until all are done, or with `first` until one is.
+        while done.len() < unique.len() && (!first || done.is_empty()) {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                },
+                None => rx.recv().await,
+            };
+            let (k, _) = next.ok_or(ClientError::Disconnected)?;
+            done.insert(k);
+        }
+        if done.is_empty() && deadline.is_some() && !unique.is_empty() {
+            return Err(ClientError::Timeout(timeout.unwrap_or_default()));
+        }
+        let (d, n): (Vec<String>, Vec<String>) = keys.into_iter().partition(|k| done.contains(k));
+        Ok((d, n))
+    }
+
+    /// Yields futures as they finish; more can be added while iterating.
+    pub fn as_completed(&self, futures: Vec<Future>) -> AsCompleted {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut ac = AsCompleted {
+            client: self.clone(),
+            tx,
+            rx,
+            waiting: HashMap::new(),
+        };
+        for f in futures {
+            ac.add(f);
+        }
+        ac
+    }
+
+    /// Sends task specs now and returns a future of the scheduler's answer,
+    /// so that many batches can be in flight at once. Modules must have
+    /// been uploaded. The answer lists accepted tasks that no connected
+    /// worker could run (their `--workers`, `--resources` or memory limit
+    /// rule every one out), with why, one per distinct reason.
+    #[allow(clippy::type_complexity)]
+    pub async fn submit_specs(
+        &self,
+        tasks: Vec<TaskSpec>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<(String, String)>, ClientError>> + use<>,
+        ClientError,
+    > {
+        let rx = self.send_request(|id| ToScheduler::Submit { id, tasks })?;
+        Ok(async move {
+            match rx.await.map_err(|_| ClientError::Disconnected)? {
+                FromScheduler::Submitted {
+                    refused,
+                    unplaceable,
+                    ..
+                } if refused.is_empty() => Ok(unplaceable),
+                FromScheduler::Submitted { refused, .. } => Err(ClientError::Refused(refused)),
+                other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            }
+        })
+    }
+
+    /// Reports `(key, outcome)` for each of `keys` as it ends, in the order
+    /// they end.
+    pub fn watch(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<mpsc::UnboundedReceiver<(String, Outcome)>, ClientError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.watch_into(keys, &tx)?;
+        Ok(rx)
+    }
+
+    /// Like [`Client::watch`], into an existing channel (for streams of
+    /// keys).
+    pub fn watch_into(
+        &self,
+        keys: Vec<String>,
+        tx: &mpsc::UnboundedSender<(String, Outcome)>,
+    ) -> Result<(), ClientError> {
+        {
+            let mut w = self.inner.watchers.lock().expect("watchers lock");
+            let w = w.as_mut().ok_or(ClientError::Disconnected)?;
+            for k in &keys {
+                w.entry(k.clone()).or_default().push(tx.clone());
+            }
+        }
+        self.send(ToScheduler::Watch { keys })
+    }
+
+    /// The value of a finished result, from wherever it is.
+    pub async fn fetch(&self, key: &str, at: &Located) -> Result<Value, ClientError> {
+        decoded(key, self.fetch_encoded(key, at).await?)
+    }
+
+    /// [`Client::fetch`] without decoding: the result's MessagePack bytes,
+    /// as they arrived (a big one is a slice of what was read, not a copy).
+    pub async fn fetch_encoded(&self, key: &str, at: &Located) -> Result<Bytes, ClientError> {
+        Ok(match &at.inline {
+            Some(b) => b.clone(),
+            None => peer::fetch(&at.who_has, &self.inner.peer_token, key)
+                .await
+                .map_err(|reason| ClientError::Data {
+                    key: key.to_string(),
+                    reason,
+                })?,
+        })
+    }
+
+    /// Turns an outcome into the result value or the task's error.
+    pub async fn resolve(&self, key: &str, outcome: Outcome) -> Result<Value, ClientError> {
+        decoded(key, self.resolve_encoded(key, outcome).await?)
+    }
+
+    /// [`Client::resolve`] without decoding: the result's MessagePack bytes.
+    pub async fn resolve_encoded(&self, key: &str, outcome: Outcome) -> Result<Bytes, ClientError> {
+        match outcome {
+            Outcome::Finished(at) => self.fetch_encoded(key, &at).await,
+            Outcome::Error(e) => Err(ClientError::Task(Box::new(e))),
+            Outcome::Cancelled => Err(ClientError::Cancelled(key.to_string())),
+            Outcome::Unknown => Err(ClientError::UnknownKey(key.to_string())),
+        }
+    }
+
+    /// Waits for `key` and returns its result.
+    pub async fn result(&self, key: &str) -> Result<Value, ClientError> {
+        let mut rx = self.watch(vec![key.to_string()])?;
+        let (_, outcome) = rx.recv().await.ok_or(ClientError::Disconnected)?;
+        self.resolve(key, outcome).await
+    }
+
+    /// Results of `keys`, in order; the first failure is returned as the
+    /// error.
+    pub async fn gather(&self, keys: &[String]) -> Result<Vec<Value>, ClientError> {
+        self.gather_with(keys, Errors::Raise).await
+    }
+
+    /// Results of `keys`, in order; with [`Errors::Skip`] failed ones are
+    /// left out instead of failing the whole gather.
+    pub async fn gather_with(
+        &self,
+        keys: &[String],
+        errors: Errors,
+    ) -> Result<Vec<Value>, ClientError> {
+        let mut rx = self.watch(keys.to_vec())?;
+        let mut outcomes: HashMap<String, Outcome> = HashMap::with_capacity(keys.len());
+        let wanted: HashSet<&String> = keys.iter().collect();
+        while outcomes.len() < wanted.len() {
+            let (k, o) = rx.recv().await.ok_or(ClientError::Disconnected)?;
+            outcomes.insert(k, o);
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let o = outcomes.get(k).cloned().expect("every key reported");
+            match (self.resolve(k, o).await, errors) {
+                (Ok(v), _) => out.push(v),
+                (Err(ClientError::Task(_)), Errors::Skip) => {}
+                (Err(ClientError::Cancelled(_)), Errors::Skip) => {}
+                (Err(e), _) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The value a result's MessagePack `bytes` hold (as
+/// [`Client::resolve_encoded`] gives them), or a data error naming `key`.
+pub fn decoded(key: &str, bytes: Bytes) -> Result<Value, ClientError> {
+    value::decode(&bytes).map_err(|e| ClientError::Data {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}

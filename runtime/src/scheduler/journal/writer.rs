@@ -1,0 +1,231 @@
+//! The journal's writer thread: appends records in batches, fsyncs at
+//! the configured interval, and compacts the logs into a snapshot in the
+//! background.
+
+use super::*;
+
+pub(super) struct Writer {
+    pub(super) dir: PathBuf,
+    pub(super) options: JournalOptions,
+    pub(super) health: Arc<Health>,
+    /// Generation of the log being appended to.
+    pub(super) generation: u64,
+    pub(super) log: Option<std::io::BufWriter<std::fs::File>>,
+    /// Bytes in logs since the last snapshot started.
+    pub(super) log_bytes: u64,
+    pub(super) unsynced: bool,
+    pub(super) last_sync: Instant,
+    pub(super) compacting: Arc<AtomicBool>,
+    pub(super) snapshot_lock: Arc<Mutex<()>>,
+}
+
+impl Writer {
+    pub(super) fn run(&mut self, rx: mpsc::Receiver<Write>) {
+        loop {
+            let wait = if self.unsynced {
+                self.options
+                    .sync_every
+                    .saturating_sub(self.last_sync.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            match rx.recv_timeout(wait) {
+                Ok(w) => self.handle(w),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.sync();
+                    return;
+                }
+            }
+            if self.unsynced && self.last_sync.elapsed() >= self.options.sync_every {
+                self.sync();
+            }
+            if self.log_bytes >= self.options.compact_bytes
+                && !self.compacting.load(Ordering::Acquire)
+                && !self.health.broken.load(Ordering::Acquire)
+            {
+                self.compact();
+            }
+        }
+    }
+
+    pub(super) fn handle(&mut self, w: Write) {
+        match w {
+            Write::Records(records) => {
+                if self.health.broken.load(Ordering::Acquire) {
+                    return;
+                }
+                let n = records.len() as u64;
+                let payload = postcard::to_allocvec(&records).expect("records serialize");
+                let mut frame = Vec::with_capacity(payload.len() + 8);
+                frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+                frame.extend_from_slice(&payload);
+                let result = match &mut self.log {
+                    Some(log) => log.write_all(&frame),
+                    None => Err(std::io::Error::other("no log file is open")),
+                };
+                match result {
+                    Ok(()) => {
+                        self.log_bytes += frame.len() as u64;
+                        self.unsynced = true;
+                        self.health
+                            .bytes
+                            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                        self.health.records.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => self.failed(format!(
+                        "cannot append to the journal in {}: {e}",
+                        self.dir.display()
+                    )),
+                }
+            }
+            Write::Module(hash, bytes) => {
+                let dest = self.dir.join(MODULES).join(format!("{hash}.wasm"));
+                if !dest.exists()
+                    && let Err(e) = durable_write(&dest, &bytes)
+                {
+                    self.failed(format!(
+                        "cannot write module {hash} to the journal in {}: {e}",
+                        self.dir.display()
+                    ));
+                }
+            }
+            Write::Snapshot(snapshot) => {
+                // Everything up to now is in it: it covers the current log,
+                // and appending goes on in a fresh one.
+                let covers = self.generation;
+                let written = write_snapshot(&self.dir, covers, snapshot.into_items(), "whole")
+                    .and_then(|tmp| {
+                        let _guard = self.snapshot_lock.lock().expect("snapshot lock");
+                        files::install(&tmp, &self.dir.join(SNAPSHOT))
+                    });
+                match written {
+                    Ok(()) => {
+                        self.log = None;
+                        self.generation += 1;
+                        self.log_bytes = 0;
+                        remove_logs(&self.dir, covers);
+                        self.open_log();
+                        if self.log.is_some() {
+                            self.health.healed();
+                        }
+                    }
+                    Err(e) => self.failed(format!(
+                        "cannot write a snapshot to the journal in {}: {e}",
+                        self.dir.display()
+                    )),
+                }
+            }
+            Write::Clear => {
+                self.log = None;
+                let _guard = self.snapshot_lock.lock().expect("snapshot lock");
+                remove_logs(&self.dir, u64::MAX);
+                let _ = std::fs::remove_file(self.dir.join(SNAPSHOT));
+                self.unsynced = false;
+            }
+            Write::Flush(ack) => {
+                self.sync();
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    pub(super) fn failed(&mut self, what: String) {
+        // The log may now end in a partial frame: start a new one once the
+        // whole state can be written.
+        self.log = None;
+        self.unsynced = false;
+        self.health.fail(what);
+    }
+
+    pub(super) fn sync(&mut self) {
+        if !self.unsynced {
+            return;
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        let result = match &mut self.log {
+            Some(log) => log.flush().and_then(|()| log.get_ref().sync_data()),
+            None => Ok(()),
+        };
+        let took = self.last_sync.elapsed().as_micros() as u64;
+        self.health.syncs.fetch_add(1, Ordering::Relaxed);
+        self.health.sync_micros.fetch_add(took, Ordering::Relaxed);
+        if let Err(e) = result {
+            self.failed(format!(
+                "cannot sync the journal in {}: {e}",
+                self.dir.display()
+            ));
+        }
+    }
+
+    pub(super) fn open_log(&mut self) {
+        let path = log_path(&self.dir, self.generation);
+        let opened = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            let mut header = Vec::with_capacity(LOG_HEADER);
+            header.extend_from_slice(LOG_MAGIC);
+            header.extend_from_slice(&JOURNAL_VERSION.to_le_bytes());
+            header.extend_from_slice(&self.generation.to_le_bytes());
+            f.write_all(&header)?;
+            f.sync_all()?;
+            std::fs::File::open(&self.dir)?.sync_all()?;
+            Ok::<_, std::io::Error>(f)
+        })();
+        match opened {
+            Ok(f) => self.log = Some(std::io::BufWriter::with_capacity(1 << 20, f)),
+            Err(e) => self.failed(format!("cannot create {}: {e}", path.display())),
+        }
+    }
+
+    /// Starts a new log and folds the older ones into a snapshot in the
+    /// background.
+    pub(super) fn compact(&mut self) {
+        self.sync();
+        let upto = self.generation;
+        self.log = None;
+        self.generation += 1;
+        self.log_bytes = 0;
+        self.open_log();
+        self.compacting.store(true, Ordering::Release);
+        let dir = self.dir.clone();
+        let flag = self.compacting.clone();
+        let lock = self.snapshot_lock.clone();
+        let health = self.health.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dtask-compact".into())
+            .spawn(move || {
+                let began = Instant::now();
+                let compacted = compact(&dir, upto).and_then(|(tmp, tasks)| {
+                    let _guard = lock.lock().expect("snapshot lock");
+                    // A whole snapshot written meanwhile covers more.
+                    if read_snapshot_gen(&dir).is_some_and(|g| g > upto) {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Ok(None);
+                    }
+                    files::install(&tmp, &dir.join(SNAPSHOT)).map_err(|e| {
+                        format!("cannot compact the journal in {}: {e}", dir.display())
+                    })?;
+                    remove_logs(&dir, upto);
+                    Ok(Some(tasks))
+                });
+                match compacted {
+                    Ok(Some(tasks)) => tracing::info!(
+                        "journal compacted: {tasks} tasks in a snapshot, in {:?}",
+                        began.elapsed()
+                    ),
+                    Ok(None) => {}
+                    Err(e) => health.fail(e),
+                }
+                flag.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.compacting.store(false, Ordering::Release);
+        }
+    }
+}

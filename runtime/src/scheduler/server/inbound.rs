@@ -1,0 +1,275 @@
+//! The core loop's handling of what arrives: connections, frames,
+//! timers and dashboard questions, applied to the state machine, and the
+//! commands it answers with sent out.
+
+use super::*;
+
+impl Core {
+    pub(super) fn inbound(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::Dashboard(q) => {
+                let _ = q.reply.send(self.view(q.ask));
+            }
+            Inbound::Connected {
+                id,
+                role,
+                tx,
+                hangup,
+            } => {
+                let worker_credential = !matches!(role, Role::Client { .. });
+                let event = match role {
+                    Role::Client { name } => Event::ClientConnected { client: id, name },
+                    Role::Tasks => Event::ClientConnected {
+                        client: id,
+                        name: None,
+                    },
+                    Role::Worker {
+                        nthreads,
+                        data_addr,
+                        name,
+                        resources,
+                        memory_limit,
+                        restarts,
+                    } => {
+                        tracing::info!(
+                            "worker {id} ({name}) joined with {nthreads} slots, data at {data_addr}"
+                        );
+                        Event::WorkerConnected {
+                            worker: id,
+                            nthreads,
+                            data_addr,
+                            name,
+                            resources,
+                            memory_limit,
+                            restarts,
+                        }
+                    }
+                    Role::Peer => return,
+                };
+                let is_worker = matches!(event, Event::WorkerConnected { .. });
+                let tx = if is_worker {
+                    self.faults.delay.in_front_of(tx)
+                } else {
+                    tx
+                };
+                self.conns.insert(
+                    id,
+                    Conn {
+                        tx,
+                        hangup,
+                        is_worker,
+                        worker_credential,
+                        last_seen: tokio::time::Instant::now(),
+                    },
+                );
+                self.apply(event);
+            }
+            Inbound::Closed { id } => {
+                if let Some(conn) = self.conns.remove(&id) {
+                    self.apply(if conn.is_worker {
+                        tracing::info!("worker {id} left");
+                        Event::WorkerDisconnected { worker: id }
+                    } else {
+                        Event::ClientDisconnected { client: id }
+                    });
+                }
+            }
+            Inbound::Msgs { id, msgs } => {
+                // A connection given up on (too slow, silent) may still
+                // have messages in flight: they are dropped.
+                let Some(c) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                c.last_seen = tokio::time::Instant::now();
+                for msg in msgs {
+                    self.message(id, msg);
+                }
+            }
+            Inbound::Timeout { client, id } => self.apply(Event::PrimitiveTimeout { client, id }),
+            Inbound::RejoinWindowClosed => self.apply(Event::RejoinWindowClosed),
+            Inbound::CheckWorkers => {
+                // Only after writing failed (records were dropped) does the
+                // journal need the whole state, at most once a tick.
+                if let Some(j) = &self.journal
+                    && j.needs_snapshot()
+                {
+                    j.snapshot(self.state.snapshot());
+                }
+                let now = tokio::time::Instant::now();
+                let silent: Vec<u64> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.is_worker && now - c.last_seen > self.worker_timeout)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in silent {
+                    tracing::warn!(
+                        "worker {id} sent nothing for {:?} (hung?); treating it as dead \
+                         and running its tasks elsewhere",
+                        self.worker_timeout
+                    );
+                    // Dropping its sender stops the writing; the hangup
+                    // stops the reading, which closes the socket, so that a
+                    // worker that was only cut off learns it and rejoins.
+                    if let Some(c) = self.conns.remove(&id) {
+                        c.hangup.notify_one();
+                    }
+                    self.apply(Event::WorkerDisconnected { worker: id });
+                }
+            }
+        }
+    }
+
+    /// Answers a dashboard request from what the scheduler keeps up to
+    /// date anyway (no walk over all tasks).
+    pub(super) fn view(
+        &self,
+        ask: crate::scheduler::dashboard::Ask,
+    ) -> crate::scheduler::dashboard::View {
+        use crate::scheduler::dashboard::{self as d, Ask, View};
+        let clients = self.conns.values().filter(|c| !c.is_worker).count();
+        match ask {
+            Ask::Counts => View::Counts(d::Counts {
+                tasks: self.state.totals().tasks,
+                workers: self.conns.values().filter(|c| c.is_worker).count(),
+                clients,
+            }),
+            Ask::Status { after } => View::Status(Box::new(d::StatusView {
+                now_ms: now_ms(),
+                totals: self.state.totals(),
+                clients,
+                functions: self.state.functions(d::STATUS_FUNCTIONS),
+                workers: self.state.workers(),
+                spans: self.state.spans(after, d::STATUS_SPANS),
+            })),
+            Ask::Task(key) => View::Task(self.state.describe(&key).map(Box::new)),
+            Ask::Errors => View::Errors(self.state.failures(usize::MAX)),
+            Ask::Primitives => {
+                View::Primitives(Box::new(self.state.primitives_summary(d::PRIMITIVES)))
+            }
+            Ask::Metrics => View::Metrics(Box::new(d::MetricsView {
+                totals: self.state.totals(),
+                clients,
+                functions: self.state.functions(d::METRICS_FUNCTIONS),
+                workers: self.state.workers(),
+                stats: self.state.stats(),
+                primitives: self.state.primitives_summary(d::PRIMITIVES),
+                rss_bytes: crate::resident_bytes(),
+                journal: self.journal.as_ref().map(|j| {
+                    let h = j.health();
+                    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                    (
+                        load(&h.bytes),
+                        load(&h.records),
+                        load(&h.syncs),
+                        load(&h.sync_micros) as f64 / 1e6,
+                    )
+                }),
+            })),
+        }
+    }
+
+    pub(super) fn send(&mut self, id: u64, msg: FromScheduler) {
+        if let Some(c) = self.conns.get(&id)
+            && let Err(e @ connection::SendError::Overflow { .. }) = c.tx.send(msg)
+        {
+            tracing::warn!("disconnecting client {id}: it stopped reading ({e})");
+            self.overflowed.push(id);
+        }
+    }
+
+    /// Forgets the clients cut off for falling behind, as if they had
+    /// disconnected: their unnamed holds, waits and subscriptions end.
+    pub(super) fn drop_overflowed(&mut self) {
+        while let Some(id) = self.overflowed.pop() {
+            if let Some(conn) = self.conns.remove(&id) {
+                conn.hangup.notify_one();
+                self.apply(Event::ClientDisconnected { client: id });
+            }
+        }
+    }
+
+    pub(super) fn apply(&mut self, event: Event) {
+        let commands = self.state.handle(event);
+        if let Some(j) = &self.journal {
+            j.append(self.state.journal_records());
+        }
+        for cmd in commands {
+            match cmd {
+                Command::Run { worker, seq, tasks } => {
+                    if self.faults.drop_run() {
+                        tracing::warn!("fault injection: dropped Run {seq} to worker {worker}");
+                    } else {
+                        self.send(worker, FromScheduler::Run { seq, tasks });
+                    }
+                }
+                Command::Sync { worker, seq } => self.send(worker, FromScheduler::Sync { seq }),
+                Command::Free { worker, keys } => self.send(worker, FromScheduler::Free { keys }),
+                Command::Done {
+                    client,
+                    key,
+                    outcome,
+                } => self.send(client, FromScheduler::Done { key, outcome }),
+                Command::Submitted {
+                    client,
+                    id,
+                    refused,
+                    unplaceable,
+                } => self.send(
+                    client,
+                    FromScheduler::Submitted {
+                        id,
+                        refused,
+                        unplaceable,
+                    },
+                ),
+                Command::Store { worker, values } => {
+                    self.send(worker, FromScheduler::Store { values })
+                }
+                Command::CancelRun { worker, keys } => {
+                    self.send(worker, FromScheduler::Cancel { keys })
+                }
+                Command::Steal { worker, keys } => self.send(worker, FromScheduler::Steal { keys }),
+                Command::Retried {
+                    client,
+                    id,
+                    refused,
+                } => self.send(client, FromScheduler::Retried { id, refused }),
+                Command::Scattered { client, id } => {
+                    self.send(client, FromScheduler::Scattered { id })
+                }
+                Command::Failed {
+                    client,
+                    id,
+                    message,
+                } => self.send(client, FromScheduler::Failed { id, message }),
+                Command::Send { to, msg } => self.send(to, msg),
+                Command::Reply { client, id, reply } => {
+                    self.send(client, FromScheduler::Primitive { id, reply })
+                }
+                Command::Timer {
+                    client,
+                    id,
+                    after_ms,
+                } => {
+                    let timers = self.timers.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                        let _ = timers.send(Inbound::Timeout { client, id }).await;
+                    });
+                }
+                Command::Message {
+                    client,
+                    subscription,
+                    message,
+                } => self.send(
+                    client,
+                    FromScheduler::Message {
+                        subscription,
+                        message,
+                    },
+                ),
+            }
+        }
+    }
+}

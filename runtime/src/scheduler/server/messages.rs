@@ -1,0 +1,279 @@
+//! Each message from a client or worker, checked against its connection's
+//! credential and turned into a state-machine event.
+
+use super::*;
+
+impl Core {
+    pub(super) fn message(&mut self, from: ClientId, msg: ToScheduler) {
+        let is_worker = self.conns.get(&from).is_some_and(|c| c.is_worker);
+        let worker_credential = self.conns.get(&from).is_some_and(|c| c.worker_credential);
+        let event = match msg {
+            ToScheduler::Shutdown if worker_credential => {
+                tracing::warn!(
+                    "connection {from} (a worker credential) asked for a shutdown; refused: \
+                     that takes the client credential"
+                );
+                return;
+            }
+            ToScheduler::DashboardLogin { id } if worker_credential => {
+                let login = Err("a worker's tasks cannot log in to the dashboard: \
+                                 that takes the client credential"
+                    .to_string());
+                self.send(from, FromScheduler::DashboardLogin { id, login });
+                return;
+            }
+            ToScheduler::HasModules { id, hashes } => {
+                let hashes = hashes
+                    .into_iter()
+                    .filter(|h| !self.modules.contains_key(h))
+                    .collect();
+                self.send(from, FromScheduler::MissingModules { id, hashes });
+                return;
+            }
+            ToScheduler::UploadModule { hash, bytes } if bytes.len() > self.max_module => {
+                let reason = format!(
+                    "it is {} bytes, more than this scheduler accepts ({} bytes); \
+                     raise the scheduler's --max-module-size",
+                    bytes.len(),
+                    self.max_module
+                );
+                tracing::warn!("connection {from} uploaded module {hash}, refused: {reason}");
+                Event::ModuleRefused { hash, reason }
+            }
+            ToScheduler::UploadModule { hash, bytes } => {
+                let actual = blake3::hash(&bytes).to_hex().to_string();
+                if actual != hash {
+                    tracing::warn!(
+                        "connection {from} uploaded a module whose hash is {actual}, not {hash}; ignored"
+                    );
+                    return;
+                }
+                if let Some(j) = &self.journal {
+                    j.module(&hash, bytes.clone());
+                }
+                self.modules.insert(hash.clone(), bytes);
+                Event::ModuleStored { hash }
+            }
+            ToScheduler::Submit { id, tasks } => Event::Submit {
+                client: from,
+                id,
+                tasks,
+            },
+            ToScheduler::Watch { keys } => Event::Watch { client: from, keys },
+            ToScheduler::Release { keys } => Event::Release { client: from, keys },
+            ToScheduler::ReleaseAll => Event::ReleaseAll { client: from },
+            ToScheduler::Status { id, keys, timings } => {
+                let mut reasons = Vec::new();
+                let timings = match timings {
+                    true => keys
+                        .iter()
+                        .filter_map(|k| Some((k.clone(), self.state.timings(k)?)))
+                        .collect(),
+                    false => Vec::new(),
+                };
+                let states = keys
+                    .into_iter()
+                    .map(|k| {
+                        let s = self.state.state(&k);
+                        if s == Some(TaskState::NoWorker)
+                            && let Some(why) = self.state.no_worker_reason(&k)
+                        {
+                            reasons.push((k.clone(), why));
+                        }
+                        (k, s)
+                    })
+                    .collect();
+                self.send(
+                    from,
+                    FromScheduler::Status {
+                        id,
+                        states,
+                        reasons,
+                        timings,
+                    },
+                );
+                return;
+            }
+            ToScheduler::FireAndForget { keys } => Event::FireAndForget { keys },
+            ToScheduler::Cancel { keys, force } => Event::Cancel {
+                client: from,
+                keys,
+                // Others' keys are the client credential's to cancel.
+                force: force && !worker_credential,
+            },
+            ToScheduler::Retry { id, keys, limits } => Event::Retry {
+                client: from,
+                id,
+                keys,
+                limits,
+            },
+            ToScheduler::Scatter {
+                id,
+                values,
+                broadcast,
+                workers,
+            } => Event::Scatter {
+                client: from,
+                id,
+                values,
+                broadcast,
+                workers,
+            },
+            ToScheduler::WhoHas { id, keys } => {
+                let holders = self.state.who_has(keys);
+                self.send(from, FromScheduler::WhoHas { id, holders });
+                return;
+            }
+            ToScheduler::HasWhat { id } => {
+                let holdings = self.state.has_what();
+                self.send(from, FromScheduler::HasWhat { id, holdings });
+                return;
+            }
+            ToScheduler::Stats { id } => {
+                let stats = self.state.stats();
+                let health = crate::protocol::Health {
+                    held: self.state.held_keys(),
+                    stolen: self.state.totals().stolen,
+                    rss_bytes: crate::resident_bytes(),
+                    dashboard: self.dashboard.as_ref().map(|d| d.0.to_string()),
+                    journal: self.journal.as_ref().map(|j| {
+                        let h = j.health();
+                        crate::protocol::JournalHealth {
+                            dir: self.journal_dir.clone(),
+                            bytes: h.bytes.load(std::sync::atomic::Ordering::Relaxed),
+                            records: h.records.load(std::sync::atomic::Ordering::Relaxed),
+                            problem: h.problem(),
+                        }
+                    }),
+                };
+                self.send(from, FromScheduler::Stats { id, stats, health });
+                return;
+            }
+            ToScheduler::ListTasks {
+                id,
+                state,
+                function,
+                limit,
+            } => {
+                let (tasks, matched) =
+                    self.state
+                        .list_tasks(state, function.as_deref(), limit as usize);
+                self.send(from, FromScheduler::TaskList { id, tasks, matched });
+                return;
+            }
+            ToScheduler::DashboardLogin { id } => {
+                let login = match &self.dashboard {
+                    Some((addr, access)) => Ok((addr.to_string(), access.new_code())),
+                    None => Err("this scheduler serves no dashboard: it was started with \
+                                 --no-dashboard"
+                        .to_string()),
+                };
+                self.send(from, FromScheduler::DashboardLogin { id, login });
+                return;
+            }
+            ToScheduler::Workers { id } => {
+                let workers = self.state.workers();
+                self.send(from, FromScheduler::Workers { id, workers });
+                return;
+            }
+            ToScheduler::Shutdown => {
+                tracing::info!("shutdown requested by connection {from}");
+                for c in self.conns.values().filter(|c| c.is_worker) {
+                    let _ = c.tx.send(FromScheduler::Shutdown);
+                }
+                self.shutting_down = true;
+                // Asked to stop: nothing to resume next time.
+                if let Some(j) = self.journal.take() {
+                    j.clear();
+                }
+                return;
+            }
+            ToScheduler::Finished { results } if is_worker => Event::Finished {
+                worker: from,
+                results,
+            },
+            ToScheduler::Erred { errors } if is_worker => Event::Erred {
+                worker: from,
+                errors,
+            },
+            ToScheduler::Heartbeat {
+                worker,
+                run_seq,
+                running,
+                spilled_bytes,
+                held_bytes,
+                rss_bytes,
+                fetched,
+                fetched_bytes,
+            } if is_worker => {
+                // Taken before this worker rejoined: about another life.
+                if worker != from {
+                    return;
+                }
+                Event::WorkerHeartbeat {
+                    worker: from,
+                    spilled: spilled_bytes,
+                    held: held_bytes,
+                    rss: rss_bytes,
+                    fetched: (fetched, fetched_bytes),
+                    run_seq,
+                    running,
+                }
+            }
+            ToScheduler::Holding { results } if is_worker => Event::WorkerHolds {
+                worker: from,
+                results,
+            },
+            ToScheduler::Seceded { key } if is_worker => Event::Seceded { worker: from, key },
+            ToScheduler::Rejoined { key } if is_worker => Event::Rejoined { worker: from, key },
+            ToScheduler::Started { keys } if is_worker => Event::Started { worker: from, keys },
+            ToScheduler::Stolen { keys } if is_worker => Event::Stolen { worker: from, keys },
+            ToScheduler::Primitive { id, task, op } if !is_worker => Event::Primitive {
+                client: from,
+                id,
+                task,
+                op,
+            },
+            ToScheduler::Publish { topic, message } => Event::Publish { topic, message },
+            ToScheduler::ActorNew { id, spec } if !is_worker => Event::ActorNew {
+                client: from,
+                id,
+                spec,
+            },
+            ToScheduler::ActorLocate { id, key } => {
+                let result = self.state.actor_locate(&key);
+                self.send(from, FromScheduler::ActorLocated { id, result });
+                return;
+            }
+            ToScheduler::Actors { id } => {
+                let actors = self.state.actor_list();
+                self.send(from, FromScheduler::Actors { id, actors });
+                return;
+            }
+            ToScheduler::ActorDelete { key } => Event::ActorDelete { key },
+            ToScheduler::ActorReady { key } if is_worker => Event::ActorStarted {
+                worker: from,
+                key,
+                outcome: Ok(()),
+            },
+            ToScheduler::ActorFailed { key, error } if is_worker => Event::ActorStarted {
+                worker: from,
+                key,
+                outcome: Err(error),
+            },
+            ToScheduler::ActorBroken { key } if is_worker => {
+                Event::ActorBroken { worker: from, key }
+            }
+            ToScheduler::FetchModule { hash } if is_worker => {
+                let bytes = self.modules.get(&hash).cloned();
+                self.send(from, FromScheduler::Module { hash, bytes });
+                return;
+            }
+            other => {
+                tracing::warn!("connection {from} sent a message its role may not send: {other:?}");
+                return;
+            }
+        };
+        self.apply(event);
+    }
+}

@@ -1,0 +1,295 @@
+//! Running what the scheduler sends: a task (its module loaded, its
+//! inputs fetched, its result kept or reported), or an actor.
+
+use super::*;
+
+/// Keeps a result (it may spill to disk: blocking), returning how it is
+/// reported, or the memory error that refuses it.
+pub(super) fn keep(
+    store: &store::ResultStore,
+    key: &str,
+    bytes: Bytes,
+) -> Result<Located, TaskError> {
+    let at = store::located(&bytes);
+    store
+        .insert(key.to_string(), bytes)
+        .map(|()| at)
+        .map_err(|message| TaskError::new(ErrorKind::Memory, message, key))
+}
+
+pub(super) async fn execute(shared: Arc<Shared>, task: RunTask) {
+    use futures::FutureExt;
+    let key = task.key.clone();
+    // A bug that panics here must still answer for the task: an error
+    // reported is better than a task the scheduler waits on for ever.
+    let outcome = std::panic::AssertUnwindSafe(compute(&shared, task))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(TaskError::new(
+                ErrorKind::Internal,
+                format!("the worker failed running task {key}: {what}"),
+                &key,
+            ))
+        });
+    let msg = match outcome {
+        Ok(bytes) => {
+            let at = store::located(&bytes);
+            // Most results fit in memory at once; one that makes the store
+            // spill is kept off the async threads.
+            let kept = match shared.results.insert_in_memory(&key, bytes) {
+                Ok(()) => Ok(at),
+                Err(bytes) => {
+                    let store = shared.results.clone();
+                    let k = key.clone();
+                    tokio::task::spawn_blocking(move || keep(&store, &k, bytes))
+                        .await
+                        .unwrap_or_else(|e| {
+                            let message = format!("storing the result failed: {e}");
+                            Err(TaskError::new(ErrorKind::Memory, message, &key))
+                        })
+                }
+            };
+            match kept {
+                Ok(at) => ToScheduler::Finished {
+                    results: vec![(key.clone(), at)],
+                },
+                Err(e) => ToScheduler::Erred {
+                    errors: vec![(key.clone(), e)],
+                },
+            }
+        }
+        Err(error) => ToScheduler::Erred {
+            errors: vec![(key.clone(), error)],
+        },
+    };
+    // Reported before it leaves the tasks in hand, so no heartbeat in
+    // between can say it is gone before its result arrives.
+    let _ = shared.to_scheduler.send(msg);
+    let mut running = shared.running.lock().expect("running lock");
+    // Only its own entry: taken back meanwhile and sent here again, the key
+    // is another copy's.
+    if running
+        .tasks
+        .get(&key)
+        .is_some_and(|t| t.abort.id() == tokio::task::id())
+    {
+        running.tasks.remove(&key);
+    }
+}
+
+pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
+    let err = |kind, message: String| TaskError {
+        kind,
+        message,
+        stderr: String::new(),
+        backtrace: String::new(),
+        origin: task.key.clone(),
+    };
+    let ready = load_module(shared, &task.module)
+        .await
+        .map_err(|m| err(ErrorKind::Module, m))?;
+    let mut args = Vec::with_capacity(task.args.len());
+    for arg in &task.args {
+        let bytes = match arg {
+            RunArg::Value(b) => b.clone(),
+            RunArg::Dep { key, at } => match &at.inline {
+                Some(b) => b.clone(),
+                None => dependency(shared, key, &at.who_has)
+                    .await
+                    .map_err(|m| err(ErrorKind::Lost, m))?,
+            },
+        };
+        // A big byte string stays a slice of what arrived, for a bulk copy
+        // into the guest.
+        if let Some(payload) = value::binary_payload(&bytes)
+            && payload.len() >= crate::blob::OUT_OF_BAND
+        {
+            args.push(TaskArg::Bytes(bytes.slice_ref(payload)));
+            continue;
+        }
+        let v: Value = value::decode(&bytes).map_err(|e| {
+            err(
+                ErrorKind::Input,
+                format!("an argument is not a valid value: {e}"),
+            )
+        })?;
+        args.push(TaskArg::Value(v));
+    }
+    let slot = shared.slots.acquire(task.priority).await;
+    if !shared.begin(&task.key) {
+        // Taken back while it waited, and aborted: this await is where
+        // the abort lands.
+        return std::future::pending().await;
+    }
+    // From here on it runs: if this worker dies now, the scheduler counts
+    // it as a suspect (and not the tasks still queued behind it).
+    let _ = shared.to_scheduler.send(ToScheduler::Started {
+        keys: vec![task.key.clone()],
+    });
+    // The task's own limit, within the worker's.
+    let timeout = match (
+        task.timeout_ms.map(Duration::from_millis),
+        shared.options.limits.timeout,
+    ) {
+        (Some(t), Some(w)) => Some(t.min(w)),
+        (t, w) => t.or(w),
+    };
+    let link = TaskLink::new(
+        shared.link.clone(),
+        &task.key,
+        ready.module.clone(),
+        task.priority,
+        timeout,
+        slot,
+    );
+    for dir in &task.grants.dirs {
+        allowed_dir(&shared.options.allow_dirs, dir).map_err(|m| err(ErrorKind::Input, m))?;
+    }
+    let limits = RunLimits {
+        timeout,
+        memory: task.memory_limit.map(|m| m.min(usize::MAX as u64) as usize),
+        grants: task.grants.clone(),
+        output: Default::default(),
+    };
+    let output = limits.output.clone();
+    let result = shared
+        .sandbox
+        .run_linked(&ready, &task.key, &task.function, args, limits, Some(link))
+        .await;
+    // Kept whatever the outcome, for `dtask logs`.
+    if !output.is_empty() {
+        let log = logs::TaskLog {
+            stdout: output.stdout(),
+            stderr: output.stderr(),
+        };
+        shared.logs.insert(&task.key, log);
+    }
+    Ok(result?.encode())
+}
+
+/// Constructs an actor and serves its calls, one at a time, until it is
+/// dropped.
+pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
+    let key = spec.key.clone();
+    let built = async {
+        let ready = load_module(&shared, &spec.module)
+            .await
+            .map_err(|m| TaskError {
+                kind: ErrorKind::Module,
+                message: m,
+                stderr: String::new(),
+                backtrace: String::new(),
+                origin: key.clone(),
+            })?;
+        let mut args = Vec::with_capacity(spec.args.len());
+        for a in &spec.args {
+            args.push(value::decode(a).map_err(|e| TaskError {
+                kind: ErrorKind::Input,
+                message: format!("a constructor argument is not a valid value: {e}"),
+                stderr: String::new(),
+                backtrace: String::new(),
+                origin: key.clone(),
+            })?);
+        }
+        let memory = spec.memory_limit.map(|m| m.min(usize::MAX as u64) as usize);
+        shared
+            .sandbox
+            .construct(ready, &key, &spec.resource, args, memory)
+            .await
+    }
+    .await;
+    let mut instance = match built {
+        Ok(i) => i,
+        Err(error) => {
+            let _ = shared
+                .to_scheduler
+                .send(ToScheduler::ActorFailed { key, error });
+            return;
+        }
+    };
+    let (tx, mut calls) = tokio::sync::mpsc::unbounded_channel::<peer::ActorCall>();
+    shared
+        .actors
+        .lock()
+        .expect("actor table lock")
+        .insert(key.clone(), tx);
+    let _ = shared
+        .to_scheduler
+        .send(ToScheduler::ActorReady { key: key.clone() });
+    while let Some(call) = calls.recv().await {
+        let was_broken = instance.is_broken();
+        let result = instance
+            .call(&call.method, call.args)
+            .await
+            .map(|v| Bytes::from(value::encode(&v)));
+        if !was_broken && instance.is_broken() {
+            let _ = shared
+                .to_scheduler
+                .send(ToScheduler::ActorBroken { key: key.clone() });
+        }
+        let _ = call.reply.send(FromPeer::Called {
+            id: call.id,
+            result,
+        });
+    }
+    tracing::debug!("actor {key} dropped");
+}
+
+pub(super) async fn dependency(
+    shared: &Shared,
+    key: &str,
+    who_has: &[String],
+) -> Result<Bytes, String> {
+    if let Some(b) = shared.results.get(key).await {
+        return Ok(b);
+    }
+    let b = peer::fetch(who_has, shared.options.token.expose(), key).await?;
+    use std::sync::atomic::Ordering::Relaxed;
+    shared.fetched.fetch_add(1, Relaxed);
+    shared.fetched_bytes.fetch_add(b.len() as u64, Relaxed);
+    Ok(b)
+}
+
+pub(super) async fn load_module(shared: &Shared, hash: &str) -> Result<Arc<Ready>, String> {
+    let slot: ModuleSlot = shared
+        .modules
+        .lock()
+        .expect("module table lock")
+        .entry(hash.to_string())
+        .or_default()
+        .clone();
+    slot.get_or_init(|| async {
+        let (tx, rx) = oneshot::channel();
+        shared
+            .module_waiters
+            .lock()
+            .expect("module waiters lock")
+            .entry(hash.to_string())
+            .or_default()
+            .push(tx);
+        let _ = shared.to_scheduler.send(ToScheduler::FetchModule {
+            hash: hash.to_string(),
+        });
+        let bytes = rx
+            .await
+            .map_err(|_| "the scheduler went away".to_string())?
+            .ok_or_else(|| format!("the scheduler does not have module {hash}"))?;
+        let engine = shared.sandbox.engine().clone();
+        let cache = shared.options.cache_dir.clone();
+        let name = format!("module {hash}");
+        let compiled = tokio::task::spawn_blocking(move || {
+            module::compile(&engine, &bytes, &name, cache.as_deref())
+        })
+        .await
+        .map_err(|e| format!("compiling module {hash} failed: {e}"))??;
+        shared.sandbox.prepare(compiled).map(Arc::new)
+    })
+    .await
+    .clone()
+}
