@@ -11,7 +11,7 @@ mod common;
 use bytes::Bytes;
 use dtask_runtime::client::{SubmitOptions, task_spec};
 use dtask_runtime::protocol::{Arg, Located, RunTask, TaskSpec};
-use dtask_runtime::scheduler::state::{Command, Event, Scheduler};
+use dtask_runtime::scheduler::state::{Command, Input, Scheduler};
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -25,8 +25,8 @@ fn spec(key: String, function: &str, args: Vec<Arg>) -> TaskSpec {
     task_spec(MODULE, function, args, &options)
 }
 
-fn joined(worker: u64) -> Event {
-    Event::WorkerConnected {
+fn joined(worker: u64) -> Input {
+    Input::WorkerConnected {
         worker,
         nthreads: 1 + (worker % 4) as u32,
         data_addr: format!("10.0.{}.{}:7000", worker / 250, worker % 250),
@@ -60,7 +60,7 @@ fn main() {
     let mut events: u64 = 0;
     // Runs the workers have been sent and not yet answered, in order.
     let mut inflight: VecDeque<(u64, Vec<RunTask>)> = VecDeque::new();
-    let handle = |s: &mut Scheduler, e: Event, inflight: &mut VecDeque<(u64, Vec<RunTask>)>| {
+    let handle = |s: &mut Scheduler, e: Input, inflight: &mut VecDeque<(u64, Vec<RunTask>)>| {
         for c in s.handle(e) {
             if let Command::Run { worker, tasks, .. } = c {
                 inflight.push_back((worker, tasks));
@@ -70,14 +70,14 @@ fn main() {
     let began = Instant::now();
     handle(
         &mut s,
-        Event::ModuleStored {
+        Input::ModuleStored {
             hash: MODULE.into(),
         },
         &mut inflight,
     );
     handle(
         &mut s,
-        Event::ClientConnected {
+        Input::ClientConnected {
             client: 1,
             name: Some("sim".into()),
         },
@@ -143,7 +143,7 @@ fn main() {
         if !chunk.is_empty() {
             handle(
                 &mut s,
-                Event::Submit {
+                Input::Submit {
                     client: 1,
                     id: events,
                     tasks: chunk,
@@ -163,7 +163,7 @@ fn main() {
             for t in tasks {
                 handle(
                     &mut s,
-                    Event::Finished {
+                    Input::Finished {
                         worker,
                         results: vec![(t.key, result())],
                     },
@@ -179,7 +179,7 @@ fn main() {
                     live.push_back(next_worker);
                     handle(
                         &mut s,
-                        Event::WorkerDisconnected { worker: victim },
+                        Input::WorkerDisconnected { worker: victim },
                         &mut inflight,
                     );
                     handle(&mut s, joined(next_worker), &mut inflight);

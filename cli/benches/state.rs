@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use dtask_runtime::client::{SubmitOptions, task_spec};
 use dtask_runtime::protocol::{Arg, Located, TaskSpec};
-use dtask_runtime::scheduler::state::{Command, Event, Scheduler};
+use dtask_runtime::scheduler::state::{Command, Input, Scheduler};
 use dtask_runtime::worker::store::ResultStore;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,7 +57,7 @@ fn main() {
         .unwrap_or(1_000_000);
     let mut s = Scheduler::new();
     s.enable_journal();
-    let handle = |s: &mut Scheduler, e: Event| {
+    let handle = |s: &mut Scheduler, e: Input| {
         let out = s.handle(e);
         // The server drains the journal's records after every event.
         drop(s.journal_records());
@@ -65,13 +65,13 @@ fn main() {
     };
     handle(
         &mut s,
-        Event::ModuleStored {
+        Input::ModuleStored {
             hash: MODULE.into(),
         },
     );
     handle(
         &mut s,
-        Event::ClientConnected {
+        Input::ClientConnected {
             client: 1,
             name: Some("shell".into()),
         },
@@ -79,7 +79,7 @@ fn main() {
     for worker in 1..=WORKERS {
         handle(
             &mut s,
-            Event::WorkerConnected {
+            Input::WorkerConnected {
                 worker,
                 nthreads: 1,
                 data_addr: format!("127.0.0.1:{}", 40000 + worker),
@@ -111,7 +111,7 @@ fn main() {
         id += 1;
         let mut pending = handle(
             &mut s,
-            Event::Submit {
+            Input::Submit {
                 client: 1,
                 id,
                 tasks: chunk,
@@ -129,7 +129,7 @@ fn main() {
                             nbytes: 1,
                         },
                     )];
-                    pending.extend(handle(&mut s, Event::Finished { worker, results }));
+                    pending.extend(handle(&mut s, Input::Finished { worker, results }));
                 }
             }
         }
@@ -194,7 +194,7 @@ fn main() {
         status.as_secs_f64() * 1e6,
         metrics.as_secs_f64() * 1e6
     );
-    handle(&mut s, Event::Release { client: 1, keys });
+    handle(&mut s, Input::Release { client: 1, keys });
     let left = s.task_count();
     println!("after releasing them all: {left} tasks left");
     println!("{:-<78}", "");

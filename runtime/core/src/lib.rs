@@ -7,7 +7,7 @@
 //!   show in logs and compare in constant time.
 //! - [`wit`]: the WIT types of task parameters and results, as plain data.
 //! - [`scheduler::state`]: the scheduler's decisions as a plain state
-//!   machine, events in and commands out, tested deterministically.
+//!   machine, inputs in and commands out, tested deterministically.
 //!
 //! `dtask-runtime` builds the tokio server, the wasmtime worker and the
 //! client on it.

@@ -1,7 +1,7 @@
 //! The journal's files against the state machine it records: compaction
 //! streams, recovery gives back exactly the scheduler's state.
 
-use super::state::{Event, Scheduler};
+use super::state::{Input, Scheduler};
 use dtask_core::protocol::TaskSpec;
 use dtask_core::scheduler::testing::*;
 
@@ -48,14 +48,14 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     assert!(found.is_none());
     let mut s = Scheduler::new();
     s.enable_journal();
-    let go = |s: &mut Scheduler, e: Event| {
+    let go = |s: &mut Scheduler, e: Input| {
         s.handle(e);
         journal.append(s.journal_records());
     };
-    go(&mut s, Event::ModuleStored { hash: M.into() });
+    go(&mut s, Input::ModuleStored { hash: M.into() });
     go(
         &mut s,
-        Event::ClientConnected {
+        Input::ClientConnected {
             client: 1,
             name: Some("cli".into()),
         },
@@ -66,7 +66,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
         .collect();
     go(
         &mut s,
-        Event::Submit {
+        Input::Submit {
             client: 1,
             id: 1,
             tasks: [
@@ -84,7 +84,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     go(&mut s, started(10, "a"));
     go(
         &mut s,
-        Event::Finished {
+        Input::Finished {
             worker: 10,
             results: vec![("a".into(), small(2)), ("gone".into(), small(5))],
         },
@@ -95,28 +95,28 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     compacted_all(&journal, dir.path());
     go(
         &mut s,
-        Event::Erred {
+        Input::Erred {
             worker: 10,
             errors: vec![("c".into(), error("c"))],
         },
     );
     go(
         &mut s,
-        Event::Release {
+        Input::Release {
             client: 1,
             keys: vec!["gone".into(), "t007".into()],
         },
     );
     go(
         &mut s,
-        Event::Finished {
+        Input::Finished {
             worker: 10,
             results: vec![("x".into(), small(7)), ("t100".into(), small(1))],
         },
     );
     go(
         &mut s,
-        Event::Submit {
+        Input::Submit {
             client: 1,
             id: 2,
             tasks: vec![spec("d", vec![fut("x")]), spec("0-first", vec![val(0)])],
@@ -124,7 +124,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     );
     go(
         &mut s,
-        Event::Primitive {
+        Input::Primitive {
             client: 1,
             id: 3,
             task: None,
@@ -138,7 +138,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     // And a change left in a log, after the last compaction.
     go(
         &mut s,
-        Event::Finished {
+        Input::Finished {
             worker: 10,
             results: vec![("t200".into(), small(3))],
         },

@@ -3,7 +3,7 @@
 //! sends out the commands it returns. It also stores uploaded modules.
 
 use super::journal::Journal;
-use super::state::{self, ClientId, Command, Event};
+use super::state::{self, ClientId, Command, Input};
 use crate::connection::{self, Receiver, Sender};
 use crate::protocol::{FromScheduler, HEARTBEAT, Hello, Role, TaskState, ToScheduler};
 use bytes::Bytes;

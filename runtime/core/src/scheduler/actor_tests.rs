@@ -1,6 +1,6 @@
 //! Actors in the scheduler: placement, readiness, loss with their worker.
 
-use super::state::{Command, Event};
+use super::state::{Command, Input};
 use super::testing::{M, error, setup};
 use crate::protocol::{ActorSpec, ActorState, ErrorKind, FromScheduler};
 fn spec(key: &str) -> ActorSpec {
@@ -31,7 +31,7 @@ fn actors_spread_over_the_workers() {
     let mut s = setup(&[(10, 1), (11, 1)]);
     let mut placed = Vec::new();
     for (i, k) in ["a", "b", "c", "d"].into_iter().enumerate() {
-        let cmds = s.handle(Event::ActorNew {
+        let cmds = s.handle(Input::ActorNew {
             client: 1,
             id: i as u64,
             spec: spec(k),
@@ -45,7 +45,7 @@ fn actors_spread_over_the_workers() {
 #[test]
 fn an_actor_is_ready_once_built_and_lost_with_its_worker() {
     let mut s = setup(&[(10, 1)]);
-    s.handle(Event::ActorNew {
+    s.handle(Input::ActorNew {
         client: 1,
         id: 5,
         spec: spec("a"),
@@ -54,7 +54,7 @@ fn an_actor_is_ready_once_built_and_lost_with_its_worker() {
         s.actor_locate("a").is_ok(),
         "starting actors can be located"
     );
-    let cmds = s.handle(Event::ActorStarted {
+    let cmds = s.handle(Input::ActorStarted {
         worker: 10,
         key: "a".into(),
         outcome: Ok(()),
@@ -62,7 +62,7 @@ fn an_actor_is_ready_once_built_and_lost_with_its_worker() {
     assert!(cmds.iter().any(|c| matches!(c,
         Command::Send { to: 1, msg: FromScheduler::ActorCreated { id: 5, result: Ok(info) } }
             if info.state == ActorState::Ready && info.address == "w10")));
-    s.handle(Event::WorkerDisconnected { worker: 10 });
+    s.handle(Input::WorkerDisconnected { worker: 10 });
     let err = s.actor_locate("a").unwrap_err();
     assert_eq!(err.kind, ErrorKind::ActorLost);
     assert!(err.message.starts_with("actor lost: a"), "{err:?}");
@@ -77,12 +77,12 @@ fn an_actor_is_ready_once_built_and_lost_with_its_worker() {
 #[test]
 fn a_failed_constructor_answers_the_error_and_forgets_the_actor() {
     let mut s = setup(&[(10, 1)]);
-    s.handle(Event::ActorNew {
+    s.handle(Input::ActorNew {
         client: 1,
         id: 5,
         spec: spec("a"),
     });
-    let cmds = s.handle(Event::ActorStarted {
+    let cmds = s.handle(Input::ActorStarted {
         worker: 10,
         key: "a".into(),
         outcome: Err(error("a")),
@@ -103,7 +103,7 @@ fn a_failed_constructor_answers_the_error_and_forgets_the_actor() {
 #[test]
 fn with_no_worker_an_actor_is_refused_with_a_reason() {
     let mut s = setup(&[]);
-    let cmds = s.handle(Event::ActorNew {
+    let cmds = s.handle(Input::ActorNew {
         client: 1,
         id: 5,
         spec: spec("a"),

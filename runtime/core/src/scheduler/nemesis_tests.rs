@@ -15,7 +15,7 @@
 //!   workers that died;
 //! - nothing waits for ever once the cluster is healthy.
 
-use super::state::{Command, Event, Scheduler};
+use super::state::{Command, Input, Scheduler};
 use super::testing::{M, fut, joined, small, spec, val};
 use crate::protocol::{ErrorKind, Located, Outcome, RunArg, RunTask, TaskError, TaskSpec};
 use proptest::prelude::*;
@@ -40,7 +40,7 @@ struct SimWorker {
     inbox: VecDeque<ToWorker>,
     /// Sent to the scheduler, not yet received (a dead worker's last
     /// messages, then its disconnection, still arrive in order).
-    outbox: VecDeque<Event>,
+    outbox: VecDeque<Input>,
     /// In hand, not started.
     queue: VecDeque<RunTask>,
     running: Option<RunTask>,
@@ -160,20 +160,20 @@ impl Sim {
             died_running: HashMap::new(),
             ask_again: Vec::new(),
         };
-        sim.handle(Event::ModuleStored { hash: M.into() });
-        sim.handle(Event::ClientConnected {
+        sim.handle(Input::ModuleStored { hash: M.into() });
+        sim.handle(Input::ClientConnected {
             client: CLIENT,
             name: Some("nemesis".into()),
         });
         for _ in 0..workers {
             sim.join();
         }
-        sim.handle(Event::Submit {
+        sim.handle(Input::Submit {
             client: CLIENT,
             id: 1,
             tasks,
         });
-        sim.handle(Event::Watch {
+        sim.handle(Input::Watch {
             client: CLIENT,
             keys,
         });
@@ -186,7 +186,7 @@ impl Sim {
         self.handle(joined(id, 1));
         // As a worker (re)joining does: it reports what it holds (small
         // results live with the scheduler, so nothing here).
-        self.handle(Event::WorkerHolds {
+        self.handle(Input::WorkerHolds {
             worker: id,
             results: Vec::new(),
         });
@@ -210,7 +210,7 @@ impl Sim {
         // sent to it before the report arrives.
         self.workers.push(SimWorker {
             held,
-            outbox: VecDeque::from([Event::WorkerHolds {
+            outbox: VecDeque::from([Input::WorkerHolds {
                 worker: id,
                 results,
             }]),
@@ -237,7 +237,7 @@ impl Sim {
                 ..SimWorker::default()
             };
         }
-        self.handle(Event::ClientConnected {
+        self.handle(Input::ClientConnected {
             client: CLIENT,
             name: Some("nemesis".into()),
         });
@@ -245,13 +245,13 @@ impl Sim {
             self.rejoin(held);
         }
         let keys = self.expected.keys().cloned().collect();
-        self.handle(Event::Watch {
+        self.handle(Input::Watch {
             client: CLIENT,
             keys,
         });
     }
 
-    fn handle(&mut self, event: Event) {
+    fn handle(&mut self, event: Input) {
         let commands = self.s.handle(event);
         for c in commands {
             self.command(c);
@@ -387,7 +387,7 @@ impl Sim {
                     );
                 }
                 let w = &mut self.workers[i];
-                w.outbox.push_back(Event::Started {
+                w.outbox.push_back(Input::Started {
                     worker: FIRST_WORKER + i as u64,
                     keys: vec![task.key.clone()],
                 });
@@ -428,7 +428,7 @@ impl Sim {
                                         origin: task.key.clone(),
                                     };
                                     let w = &mut self.workers[i];
-                                    w.outbox.push_back(Event::Erred {
+                                    w.outbox.push_back(Input::Erred {
                                         worker: FIRST_WORKER + i as u64,
                                         errors: vec![(task.key, error)],
                                     });
@@ -450,7 +450,7 @@ impl Sim {
                 } else {
                     small(value)
                 };
-                w.outbox.push_back(Event::Finished {
+                w.outbox.push_back(Input::Finished {
                     worker: FIRST_WORKER + i as u64,
                     results: vec![(task.key, at)],
                 });
@@ -462,7 +462,7 @@ impl Sim {
                     return;
                 }
                 let running = w.running.iter().chain(&w.queue);
-                let beat = Event::WorkerHeartbeat {
+                let beat = Input::WorkerHeartbeat {
                     worker: FIRST_WORKER + i as u64,
                     spilled: 0,
                     held: 0,
@@ -495,7 +495,7 @@ impl Sim {
                 if let Some(t) = w.running.take() {
                     *self.died_running.entry(t.key).or_default() += 1;
                 }
-                w.outbox.push_back(Event::WorkerDisconnected {
+                w.outbox.push_back(Input::WorkerDisconnected {
                     worker: FIRST_WORKER + i as u64,
                 });
             }
@@ -526,7 +526,7 @@ impl Sim {
         }
         // Data nobody reported by now is lost (nothing here: small results
         // live with the scheduler).
-        self.handle(Event::RejoinWindowClosed);
+        self.handle(Input::RejoinWindowClosed);
         for round in 0..2_000 {
             for i in 0..self.workers.len() {
                 while !self.workers[i].inbox.is_empty() {
@@ -544,7 +544,7 @@ impl Sim {
                 }
             }
             for key in std::mem::take(&mut self.ask_again) {
-                self.handle(Event::Watch {
+                self.handle(Input::Watch {
                     client: CLIENT,
                     keys: vec![key],
                 });

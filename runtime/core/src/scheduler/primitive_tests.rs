@@ -1,7 +1,7 @@
 //! The coordination primitives' rules, driven through `handle`: queues,
 //! variables, leases that end with their holders, events and pub/sub.
 
-use super::state::{Command, Event, Scheduler};
+use super::state::{Command, Input, Scheduler};
 use super::testing::{error, finish, runs, setup, small, spec, submit, val};
 use crate::protocol::{Arg, Op, OpReply, TaskState};
 use bytes::Bytes;
@@ -9,7 +9,7 @@ use bytes::Bytes;
 /// Client 2 is unnamed (its leases end with its connection).
 fn with_unnamed(workers: &[(u64, u32)]) -> Scheduler {
     let mut s = setup(workers);
-    s.handle(Event::ClientConnected {
+    s.handle(Input::ClientConnected {
         client: 2,
         name: None,
     });
@@ -17,7 +17,7 @@ fn with_unnamed(workers: &[(u64, u32)]) -> Scheduler {
 }
 
 fn op(s: &mut Scheduler, client: u64, id: u64, task: Option<&str>, op: Op) -> Vec<Command> {
-    s.handle(Event::Primitive {
+    s.handle(Input::Primitive {
         client,
         id,
         task: task.map(str::to_string),
@@ -119,14 +119,14 @@ fn a_get_on_an_empty_queue_times_out_and_then_takes_nothing() {
         id: 2,
         after_ms: 50
     }));
-    let timed_out = s.handle(Event::PrimitiveTimeout { client: 1, id: 2 });
+    let timed_out = s.handle(Input::PrimitiveTimeout { client: 1, id: 2 });
     assert_eq!(replies(&timed_out), vec![(1, 2, OpReply::Timeout)]);
     // The item put later stays in the queue for the next get.
     op(&mut s, 1, 3, None, put("q", val(7), None, None));
     let len = op(&mut s, 1, 4, None, Op::QueueLen { name: "q".into() });
     assert_eq!(replies(&len), vec![(1, 4, OpReply::Len(1))]);
     // A timer that fires after its request was served changes nothing.
-    let late = s.handle(Event::PrimitiveTimeout { client: 1, id: 2 });
+    let late = s.handle(Input::PrimitiveTimeout { client: 1, id: 2 });
     assert!(replies(&late).is_empty());
 }
 
@@ -151,7 +151,7 @@ fn a_queued_future_outlives_its_submitter_and_passes_to_the_getter() {
         None,
         put("q", Arg::Future("a".into()), None, None),
     );
-    s.handle(Event::Release {
+    s.handle(Input::Release {
         client: 1,
         keys: vec!["a".into()],
     });
@@ -163,7 +163,7 @@ fn a_queued_future_outlives_its_submitter_and_passes_to_the_getter() {
         Some(TaskState::Finished),
         "held by the getter"
     );
-    s.handle(Event::ClientDisconnected { client: 2 });
+    s.handle(Input::ClientDisconnected { client: 2 });
     assert_eq!(s.state("a"), None, "forgotten once nobody holds it");
 }
 
@@ -198,7 +198,7 @@ fn a_variable_get_waits_until_it_is_set_and_holds_its_future() {
     };
     let r = replies(&op(&mut s, 1, 2, None, set));
     assert!(r.contains(&(2, 1, OpReply::Item(Arg::Future("a".into())))));
-    s.handle(Event::Release {
+    s.handle(Input::Release {
         client: 1,
         keys: vec!["a".into()],
     });
@@ -268,7 +268,7 @@ fn a_lock_held_by_a_task_is_free_when_the_task_errs() {
     let mut s = with_running_task();
     op(&mut s, 2, 1, Some("t"), lock("l"));
     op(&mut s, 1, 2, None, lock("l"));
-    let r = replies(&s.handle(Event::Erred {
+    let r = replies(&s.handle(Input::Erred {
         worker: 10,
         errors: vec![("t".into(), error("t"))],
     }));
@@ -280,7 +280,7 @@ fn a_lock_held_by_a_task_is_free_when_its_worker_dies() {
     let mut s = with_running_task();
     op(&mut s, 2, 1, Some("t"), lock("l"));
     op(&mut s, 1, 2, None, lock("l"));
-    let r = replies(&s.handle(Event::WorkerDisconnected { worker: 10 }));
+    let r = replies(&s.handle(Input::WorkerDisconnected { worker: 10 }));
     assert_eq!(r, vec![(1, 2, OpReply::Done)]);
 }
 
@@ -289,7 +289,7 @@ fn a_lock_held_by_a_cancelled_task_is_free() {
     let mut s = with_running_task();
     op(&mut s, 2, 1, Some("t"), lock("l"));
     op(&mut s, 1, 2, None, lock("l"));
-    let r = replies(&s.handle(Event::Cancel {
+    let r = replies(&s.handle(Input::Cancel {
         client: 1,
         keys: vec!["t".into()],
         force: true,
@@ -312,14 +312,14 @@ fn an_unnamed_client_loses_its_leases_on_disconnect_a_named_one_keeps_them() {
     let mut s = with_unnamed(&[]);
     op(&mut s, 2, 1, None, lock("a"));
     op(&mut s, 1, 2, None, lock("b"));
-    s.handle(Event::ClientDisconnected { client: 1 });
-    s.handle(Event::ClientConnected {
+    s.handle(Input::ClientDisconnected { client: 1 });
+    s.handle(Input::ClientConnected {
         client: 3,
         name: None,
     });
     let r = replies(&op(&mut s, 3, 3, None, lock("a")));
     assert!(r.is_empty(), "client 2 still holds a");
-    let r = replies(&s.handle(Event::ClientDisconnected { client: 2 }));
+    let r = replies(&s.handle(Input::ClientDisconnected { client: 2 }));
     assert_eq!(r, vec![(3, 3, OpReply::Done)]);
     let r = replies(&op(
         &mut s,
@@ -337,7 +337,7 @@ fn an_unnamed_client_loses_its_leases_on_disconnect_a_named_one_keeps_them() {
         "named client cli keeps b"
     );
     // The named client releases it from a later connection.
-    s.handle(Event::ClientConnected {
+    s.handle(Input::ClientConnected {
         client: 4,
         name: Some("cli".into()),
     });
@@ -417,7 +417,7 @@ fn a_message_goes_to_every_current_subscriber_in_order() {
     op(&mut s, 2, 3, None, sub("other"));
     let mut got = Vec::new();
     for b in [1u8, 2] {
-        got.extend(s.handle(Event::Publish {
+        got.extend(s.handle(Input::Publish {
             topic: "t".into(),
             message: Bytes::from(vec![b]),
         }));
@@ -435,8 +435,8 @@ fn a_message_goes_to_every_current_subscriber_in_order() {
         .collect();
     assert_eq!(delivered, vec![(1, 1, 1), (2, 2, 1), (1, 1, 2), (2, 2, 2)]);
     op(&mut s, 2, 4, None, Op::Unsubscribe { subscription: 2 });
-    s.handle(Event::ClientDisconnected { client: 1 });
-    let after = s.handle(Event::Publish {
+    s.handle(Input::ClientDisconnected { client: 1 });
+    let after = s.handle(Input::Publish {
         topic: "t".into(),
         message: Bytes::from_static(b"x"),
     });
@@ -449,7 +449,7 @@ fn a_seceded_task_does_not_fill_its_worker() {
     let many: Vec<_> = (0..200).map(|i| spec(&format!("t{i}"), vec![])).collect();
     let first = runs(&submit(&mut s, many)).len();
     assert!(first < 200, "the worker's queue is bounded");
-    let more = s.handle(Event::Seceded {
+    let more = s.handle(Input::Seceded {
         worker: 10,
         key: "t0".into(),
     });

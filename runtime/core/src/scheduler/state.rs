@@ -1,7 +1,7 @@
-//! The scheduler's decisions as a plain state machine: events in, commands
+//! The scheduler's decisions as a plain state machine: inputs in, commands
 //! out, no sockets, clocks or wasm.
 //!
-//! [`Scheduler::handle`] takes one [`Event`] (a submit, a finished task, a
+//! [`Scheduler::handle`] takes one [`Input`] (a submit, a finished task, a
 //! worker joining or leaving…) and returns the [`Command`]s that follow from
 //! it (run these tasks there, tell this client that key is done, free that
 //! data). The tokio server (`dtask-runtime`'s `scheduler::server`) only moves frames to and from
@@ -20,7 +20,7 @@
 mod activity;
 mod actors;
 mod compact;
-mod events;
+mod inputs;
 mod journal;
 mod lifecycle;
 mod placement;
@@ -31,7 +31,7 @@ mod stealing;
 mod submission;
 mod workers;
 
-pub use events::{Command, Event};
+pub use inputs::{Command, Input};
 use workers::Worker;
 
 pub use activity::{
@@ -313,10 +313,10 @@ impl Scheduler {
     }
 
     /// Reacts to one event; returns what to do about it.
-    pub fn handle(&mut self, event: Event) -> Vec<Command> {
+    pub fn handle(&mut self, event: Input) -> Vec<Command> {
         let mut out = Vec::new();
         match event {
-            Event::ClientConnected { client, name } => {
+            Input::ClientConnected { client, name } => {
                 let ephemeral = name.is_none();
                 let holder = name.unwrap_or_else(|| format!("client-{client}"));
                 if ephemeral {
@@ -325,7 +325,7 @@ impl Scheduler {
                 let holder = holder.into();
                 self.clients.insert(client, Client { holder, ephemeral });
             }
-            Event::ClientDisconnected { client } => {
+            Input::ClientDisconnected { client } => {
                 self.primitives_client_gone(client, &mut out);
                 if let Some(c) = self.clients.remove(&client)
                     && c.ephemeral
@@ -342,7 +342,7 @@ impl Scheduler {
                     }
                 }
             }
-            Event::ModuleStored { hash } => {
+            Input::ModuleStored { hash } => {
                 self.refused_modules.remove(&hash);
                 if let Some(m) = &mut self.journal_modules
                     && !self.modules.contains(&hash)
@@ -351,10 +351,10 @@ impl Scheduler {
                 }
                 self.modules.insert(hash);
             }
-            Event::ModuleRefused { hash, reason } => {
+            Input::ModuleRefused { hash, reason } => {
                 self.refused_modules.insert(hash, reason);
             }
-            Event::Submit { client, id, tasks } => {
+            Input::Submit { client, id, tasks } => {
                 let (refused, unplaceable) = self.submit(client, tasks, &mut out);
                 out.push(Command::Submitted {
                     client,
@@ -363,7 +363,7 @@ impl Scheduler {
                     unplaceable,
                 });
             }
-            Event::Watch { client, keys } => {
+            Input::Watch { client, keys } => {
                 for key in keys {
                     match self.tasks.get_mut(&key) {
                         None => out.push(Command::Done {
@@ -389,14 +389,14 @@ impl Scheduler {
                     }
                 }
             }
-            Event::Release { client, keys } => {
+            Input::Release { client, keys } => {
                 if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
                     for key in keys {
                         self.drop_hold(&holder, &key, &mut out);
                     }
                 }
             }
-            Event::ReleaseAll { client } => {
+            Input::ReleaseAll { client } => {
                 if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
                     let keys = self.holdings.remove(&holder).unwrap_or_default();
                     for key in keys {
@@ -404,7 +404,7 @@ impl Scheduler {
                     }
                 }
             }
-            Event::WorkerConnected {
+            Input::WorkerConnected {
                 worker,
                 nthreads,
                 data_addr,
@@ -443,7 +443,7 @@ impl Scheduler {
                 );
                 self.balance_now = true;
             }
-            Event::FireAndForget { keys } => {
+            Input::FireAndForget { keys } => {
                 for key in keys {
                     if let Some(t) = self.tasks.get_mut(&key)
                         && !t.is_terminal()
@@ -452,12 +452,12 @@ impl Scheduler {
                     }
                 }
             }
-            Event::Cancel {
+            Input::Cancel {
                 client,
                 keys,
                 force,
             } => self.cancel(client, keys, force, &mut out),
-            Event::Retry {
+            Input::Retry {
                 client,
                 id,
                 keys,
@@ -470,20 +470,20 @@ impl Scheduler {
                     refused,
                 });
             }
-            Event::Scatter {
+            Input::Scatter {
                 client,
                 id,
                 values,
                 broadcast,
                 workers,
             } => self.scatter(client, id, values, broadcast, &workers, &mut out),
-            Event::WorkerDisconnected { worker } => self.worker_gone(worker, &mut out),
-            Event::Finished { worker, results } => {
+            Input::WorkerDisconnected { worker } => self.worker_gone(worker, &mut out),
+            Input::Finished { worker, results } => {
                 for (key, located) in results {
                     self.finished(worker, key, located, &mut out);
                 }
             }
-            Event::Erred { worker, errors } => {
+            Input::Erred { worker, errors } => {
                 for (key, error) in errors {
                     let on_it = matches!(
                         self.tasks.get(&key).map(|t| &t.state),
@@ -535,15 +535,15 @@ impl Scheduler {
                     }
                 }
             }
-            Event::Seceded { worker, key } => {
+            Input::Seceded { worker, key } => {
                 if let Some(w) = self.workers.get_mut(&worker)
                     && let Some(k) = w.processing.get(key.as_str()).cloned()
                 {
                     w.seceded.insert(k);
                 }
             }
-            Event::Stolen { worker, keys } => self.stolen(worker, keys, &mut out),
-            Event::Started { worker, keys } => {
+            Input::Stolen { worker, keys } => self.stolen(worker, keys, &mut out),
+            Input::Started { worker, keys } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     for key in &keys {
                         w.queued.remove(key.as_str());
@@ -562,31 +562,31 @@ impl Scheduler {
                     }
                 }
             }
-            Event::Rejoined { worker, key } => {
+            Input::Rejoined { worker, key } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.seceded.remove(key.as_str());
                 }
             }
-            Event::Primitive {
+            Input::Primitive {
                 client,
                 id,
                 task,
                 op,
             } => self.primitive(client, id, task, op, &mut out),
-            Event::Publish { topic, message } => self.publish(&topic, message, &mut out),
-            Event::RejoinWindowClosed => self.rejoin_window_closed(&mut out),
-            Event::PrimitiveTimeout { client, id } => {
+            Input::Publish { topic, message } => self.publish(&topic, message, &mut out),
+            Input::RejoinWindowClosed => self.rejoin_window_closed(&mut out),
+            Input::PrimitiveTimeout { client, id } => {
                 self.primitive_timed_out(client, id, &mut out)
             }
-            Event::ActorNew { client, id, spec } => self.actor_new(client, id, spec, &mut out),
-            Event::ActorStarted {
+            Input::ActorNew { client, id, spec } => self.actor_new(client, id, spec, &mut out),
+            Input::ActorStarted {
                 worker,
                 key,
                 outcome,
             } => self.actor_started(worker, &key, outcome, &mut out),
-            Event::ActorDelete { key } => self.actor_delete(&key, &mut out),
-            Event::ActorBroken { worker, key } => self.actor_broken(worker, &key),
-            Event::WorkerHeartbeat {
+            Input::ActorDelete { key } => self.actor_delete(&key, &mut out),
+            Input::ActorBroken { worker, key } => self.actor_broken(worker, &key),
+            Input::WorkerHeartbeat {
                 worker,
                 spilled,
                 held,
@@ -605,7 +605,7 @@ impl Scheduler {
                 self.reconcile(worker, run_seq, &running, &mut out);
                 self.balance_now = true;
             }
-            Event::WorkerHolds { worker, results } => {
+            Input::WorkerHolds { worker, results } => {
                 for (key, at) in results {
                     self.adopt_result(worker, &key, at, &mut out);
                 }

@@ -1,7 +1,7 @@
 //! Work stealing, driven directly through `handle`: which tasks an idle
 //! worker is given from a busy one's queue, and when.
 
-use super::state::{Command, Event, Scheduler};
+use super::state::{Command, Input, Scheduler};
 use super::testing::{finish, runs, setup, small, spec, started, submit, val};
 use crate::protocol::{TaskSpec, TaskState};
 
@@ -26,15 +26,15 @@ fn steals(cmds: &[Command]) -> Vec<(u64, Vec<String>)> {
 }
 
 fn stolen(s: &mut Scheduler, worker: u64, keys: &[&str]) -> Vec<Command> {
-    s.handle(Event::Stolen {
+    s.handle(Input::Stolen {
         worker,
         keys: keys.iter().map(|k| k.to_string()).collect(),
     })
 }
 
 /// A heartbeat from the idle worker 11, which has nothing in hand.
-fn heartbeat() -> Event {
-    Event::WorkerHeartbeat {
+fn heartbeat() -> Input {
+    Input::WorkerHeartbeat {
         worker: 11,
         spilled: 0,
         held: 0,
@@ -132,7 +132,7 @@ fn tasks_given_back_for_a_worker_that_left_are_placed_afresh() {
         ["a", "b", "c"].map(|k| on_10(k, "f", true)).to_vec(),
     );
     assert_eq!(steals(&cmds), vec![(10, string(&["c"]))]);
-    s.handle(Event::WorkerDisconnected { worker: 11 });
+    s.handle(Input::WorkerDisconnected { worker: 11 });
     let cmds = stolen(&mut s, 10, &["c"]);
     assert_eq!(runs(&cmds), vec![(10, "c".to_string())]);
     for k in ["a", "b", "c"] {

@@ -2,7 +2,7 @@
 //! and in crates built on this one, with the `testing` feature).
 #![allow(missing_docs)]
 
-use super::state::{Command, Event, Scheduler};
+use super::state::{Command, Input, Scheduler};
 use crate::protocol::{Arg, ErrorKind, Located, Placement, TaskError, TaskSpec};
 use bytes::Bytes;
 
@@ -23,8 +23,8 @@ pub fn spec(key: &str, args: Vec<Arg>) -> TaskSpec {
     }
 }
 
-pub fn joined(id: u64, nthreads: u32) -> Event {
-    Event::WorkerConnected {
+pub fn joined(id: u64, nthreads: u32) -> Input {
+    Input::WorkerConnected {
         worker: id,
         nthreads,
         data_addr: format!("w{id}"),
@@ -73,8 +73,8 @@ pub fn error(origin: &str) -> TaskError {
 /// (id, nthreads).
 pub fn setup(workers: &[(u64, u32)]) -> Scheduler {
     let mut s = Scheduler::new();
-    s.handle(Event::ModuleStored { hash: M.into() });
-    s.handle(Event::ClientConnected {
+    s.handle(Input::ModuleStored { hash: M.into() });
+    s.handle(Input::ClientConnected {
         client: 1,
         name: Some("cli".into()),
     });
@@ -85,7 +85,7 @@ pub fn setup(workers: &[(u64, u32)]) -> Scheduler {
 }
 
 pub fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>) -> Vec<Command> {
-    s.handle(Event::Submit {
+    s.handle(Input::Submit {
         client: 1,
         id: 7,
         tasks,
@@ -105,14 +105,14 @@ pub fn runs(cmds: &[Command]) -> Vec<(u64, String)> {
 }
 
 pub fn finish(s: &mut Scheduler, worker: u64, key: &str, at: Located) -> Vec<Command> {
-    s.handle(Event::Finished {
+    s.handle(Input::Finished {
         worker,
         results: vec![(key.into(), at)],
     })
 }
 
-pub fn started(worker: u64, key: &str) -> Event {
-    Event::Started {
+pub fn started(worker: u64, key: &str) -> Input {
+    Input::Started {
         worker,
         keys: vec![key.into()],
     }

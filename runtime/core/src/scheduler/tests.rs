@@ -1,7 +1,7 @@
 //! The scheduler's rules, driven directly through `handle`: no sockets, no
 //! wasm, no sleeps.
 
-use super::state::{Command, Event, Scheduler};
+use super::state::{Command, Input, Scheduler};
 use crate::protocol::{ErrorKind, Located, Outcome, RunArg, TaskState};
 use bytes::Bytes;
 
@@ -138,11 +138,11 @@ fn dependent_of_erred_task_errs_with_same_error() {
             spec("c", vec![fut("b")]),
         ],
     );
-    s.handle(Event::Watch {
+    s.handle(Input::Watch {
         client: 1,
         keys: vec!["c".into()],
     });
-    let cmds = s.handle(Event::Erred {
+    let cmds = s.handle(Input::Erred {
         worker: 10,
         errors: vec![("a".into(), error("a"))],
     });
@@ -163,7 +163,7 @@ fn watch_of_finished_or_unknown_key_answers_at_once() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![])]);
     finish(&mut s, 10, "a", small(3));
-    let cmds = s.handle(Event::Watch {
+    let cmds = s.handle(Input::Watch {
         client: 1,
         keys: vec!["a".into(), "zz".into()],
     });
@@ -184,7 +184,7 @@ fn released_result_is_freed_on_its_worker() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![])]);
     finish(&mut s, 10, "a", big(100));
-    let cmds = s.handle(Event::Release {
+    let cmds = s.handle(Input::Release {
         client: 1,
         keys: vec!["a".into()],
     });
@@ -199,7 +199,7 @@ fn released_result_is_freed_on_its_worker() {
 fn intermediate_results_live_until_dependents_finish() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
-    s.handle(Event::Release {
+    s.handle(Input::Release {
         client: 1,
         keys: vec!["a".into()],
     });
@@ -217,11 +217,11 @@ fn intermediate_results_live_until_dependents_finish() {
 #[test]
 fn unnamed_client_releases_its_keys_on_disconnect_named_does_not() {
     let mut s = setup(&[(10, 1)]);
-    s.handle(Event::ClientConnected {
+    s.handle(Input::ClientConnected {
         client: 2,
         name: None,
     });
-    s.handle(Event::Submit {
+    s.handle(Input::Submit {
         client: 2,
         id: 1,
         tasks: vec![spec("anon", vec![])],
@@ -229,8 +229,8 @@ fn unnamed_client_releases_its_keys_on_disconnect_named_does_not() {
     submit(&mut s, vec![spec("named", vec![])]);
     finish(&mut s, 10, "anon", small(1));
     finish(&mut s, 10, "named", small(1));
-    s.handle(Event::ClientDisconnected { client: 2 });
-    s.handle(Event::ClientDisconnected { client: 1 });
+    s.handle(Input::ClientDisconnected { client: 2 });
+    s.handle(Input::ClientDisconnected { client: 1 });
     assert_eq!(s.state("anon"), None);
     assert_eq!(s.state("named"), Some(TaskState::Finished));
 }
@@ -240,7 +240,7 @@ fn tasks_on_a_dead_worker_run_elsewhere() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![])]);
     s.handle(joined(20, 1));
-    let cmds = s.handle(Event::WorkerDisconnected { worker: 10 });
+    let cmds = s.handle(Input::WorkerDisconnected { worker: 10 });
     assert_eq!(runs(&cmds), vec![(20, "a".to_string())]);
     // A late report from the dead worker is ignored.
     finish(&mut s, 10, "a", small(9));
@@ -262,7 +262,7 @@ fn result_only_on_a_dead_worker_is_computed_again_for_its_dependent() {
         vec![(w, "b".to_string())],
         "b goes where a's bytes are"
     );
-    let cmds = s.handle(Event::WorkerDisconnected { worker: w });
+    let cmds = s.handle(Input::WorkerDisconnected { worker: w });
     assert_eq!(
         runs(&cmds),
         vec![(other, "a".to_string())],
@@ -280,7 +280,7 @@ fn a_released_input_is_brought_back_when_its_dependent_is_lost() {
     let mut s = setup(&[(10, 1), (20, 1)]);
     let cmds = submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
     let a_on = runs(&cmds)[0].0;
-    s.handle(Event::Release {
+    s.handle(Input::Release {
         client: 1,
         keys: vec!["a".into()],
     });
@@ -302,7 +302,7 @@ fn a_released_input_is_brought_back_when_its_dependent_is_lost() {
     );
     // b's only copy dies: b is needed (held), so a then b run again.
     let other = if a_on == 10 { 20 } else { 10 };
-    let cmds = s.handle(Event::WorkerDisconnected { worker: a_on });
+    let cmds = s.handle(Input::WorkerDisconnected { worker: a_on });
     assert_eq!(runs(&cmds), vec![(other, "a".to_string())]);
     let cmds = finish(&mut s, other, "a", big(10));
     assert_eq!(runs(&cmds), vec![(other, "b".to_string())]);
@@ -311,7 +311,7 @@ fn a_released_input_is_brought_back_when_its_dependent_is_lost() {
 #[test]
 fn lost_scattered_data_errs_its_dependents() {
     let mut s = setup(&[(10, 1)]);
-    s.handle(Event::Scatter {
+    s.handle(Input::Scatter {
         client: 1,
         id: 1,
         values: vec![("d".into(), Bytes::from_static(b"x"))],
@@ -321,7 +321,7 @@ fn lost_scattered_data_errs_its_dependents() {
     finish(&mut s, 10, "d", big(100));
     s.handle(joined(20, 1));
     submit(&mut s, vec![spec("b", vec![fut("d")])]);
-    s.handle(Event::WorkerDisconnected { worker: 10 });
+    s.handle(Input::WorkerDisconnected { worker: 10 });
     assert_eq!(s.state("d"), Some(TaskState::Lost));
     assert_eq!(s.state("b"), Some(TaskState::Error));
 }
@@ -330,11 +330,11 @@ fn lost_scattered_data_errs_its_dependents() {
 fn cancel_interrupts_running_task_and_cancels_pending_dependents() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
-    s.handle(Event::Watch {
+    s.handle(Input::Watch {
         client: 1,
         keys: vec!["b".into()],
     });
-    let cmds = s.handle(Event::Cancel {
+    let cmds = s.handle(Input::Cancel {
         client: 1,
         keys: vec!["a".into()],
         force: false,
@@ -361,24 +361,24 @@ fn cancel_interrupts_running_task_and_cancels_pending_dependents() {
 #[test]
 fn cancel_without_force_spares_keys_other_clients_hold() {
     let mut s = setup(&[(10, 1)]);
-    s.handle(Event::ClientConnected {
+    s.handle(Input::ClientConnected {
         client: 2,
         name: Some("other".into()),
     });
     submit(&mut s, vec![spec("a", vec![])]);
-    s.handle(Event::Submit {
+    s.handle(Input::Submit {
         client: 2,
         id: 1,
         tasks: vec![spec("a", vec![])],
     });
-    let cmds = s.handle(Event::Cancel {
+    let cmds = s.handle(Input::Cancel {
         client: 1,
         keys: vec!["a".into()],
         force: false,
     });
     assert!(cancelled_runs(&cmds).is_empty());
     assert_eq!(s.state("a"), Some(TaskState::Processing));
-    let cmds = s.handle(Event::Cancel {
+    let cmds = s.handle(Input::Cancel {
         client: 1,
         keys: vec!["a".into()],
         force: true,
@@ -393,13 +393,13 @@ fn retries_rerun_an_erring_task_before_it_errs() {
     flaky.retries = 2;
     submit(&mut s, vec![flaky]);
     for _ in 0..2 {
-        let cmds = s.handle(Event::Erred {
+        let cmds = s.handle(Input::Erred {
             worker: 10,
             errors: vec![("f".into(), error("f"))],
         });
         assert_eq!(runs(&cmds), vec![(10, "f".to_string())], "runs again");
     }
-    s.handle(Event::Erred {
+    s.handle(Input::Erred {
         worker: 10,
         errors: vec![("f".into(), error("f"))],
     });
@@ -417,11 +417,11 @@ fn a_retried_task_whose_input_was_lost_meanwhile_waits_for_it_again() {
     b.placement.workers = vec!["worker-20".into()];
     assert_eq!(runs(&submit(&mut s, vec![b])), vec![(20, "b".to_string())]);
     // a's only copy dies with worker 10 while b runs: a is computed again.
-    let cmds = s.handle(Event::WorkerDisconnected { worker: 10 });
+    let cmds = s.handle(Input::WorkerDisconnected { worker: 10 });
     assert_eq!(runs(&cmds), vec![(20, "a".to_string())]);
     // b then errs for a reason of its own with a retry left: it waits for
     // a instead of running without it.
-    let cmds = s.handle(Event::Erred {
+    let cmds = s.handle(Input::Erred {
         worker: 20,
         errors: vec![("b".into(), error("b"))],
     });
@@ -433,8 +433,8 @@ fn a_retried_task_whose_input_was_lost_meanwhile_waits_for_it_again() {
     assert_eq!(s.state("b"), Some(TaskState::Finished));
 }
 
-fn heartbeat(worker: u64, run_seq: u64, running: &[&str]) -> Event {
-    Event::WorkerHeartbeat {
+fn heartbeat(worker: u64, run_seq: u64, running: &[&str]) -> Input {
+    Input::WorkerHeartbeat {
         worker,
         spilled: 0,
         held: 0,
@@ -523,12 +523,12 @@ fn a_task_in_hand_or_not_yet_acknowledged_is_never_resent() {
 fn retry_reruns_the_origin_and_the_dependents_that_inherited_its_error() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
-    s.handle(Event::Erred {
+    s.handle(Input::Erred {
         worker: 10,
         errors: vec![("a".into(), error("a"))],
     });
     assert_eq!(s.state("b"), Some(TaskState::Error));
-    let cmds = s.handle(Event::Retry {
+    let cmds = s.handle(Input::Retry {
         client: 1,
         id: 3,
         keys: vec!["b".into()],
@@ -544,10 +544,10 @@ fn retry_reruns_the_origin_and_the_dependents_that_inherited_its_error() {
 fn fire_and_forget_keys_run_unheld_and_are_forgotten_when_done() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![])]);
-    s.handle(Event::FireAndForget {
+    s.handle(Input::FireAndForget {
         keys: vec!["a".into()],
     });
-    s.handle(Event::Release {
+    s.handle(Input::Release {
         client: 1,
         keys: vec!["a".into()],
     });
@@ -566,7 +566,7 @@ fn scatter_places_values_round_robin_and_answers_once_stored() {
     let values: Vec<(String, Bytes)> = (0..4)
         .map(|i| (format!("d{i}"), Bytes::from(vec![i])))
         .collect();
-    let cmds = s.handle(Event::Scatter {
+    let cmds = s.handle(Input::Scatter {
         client: 1,
         id: 9,
         values,
@@ -606,7 +606,7 @@ fn scatter_places_values_round_robin_and_answers_once_stored() {
 #[test]
 fn broadcast_scatter_records_every_copy() {
     let mut s = setup(&[(10, 1), (20, 1)]);
-    s.handle(Event::Scatter {
+    s.handle(Input::Scatter {
         client: 1,
         id: 1,
         values: vec![("d".into(), Bytes::from_static(b"x"))],
@@ -638,7 +638,7 @@ fn scatter_failed(cmds: &[Command], id: u64) -> bool {
 #[test]
 fn a_scatter_whose_target_dies_before_storing_fails_instead_of_waiting() {
     let mut s = setup(&[(10, 1), (20, 1)]);
-    let cmds = s.handle(Event::Scatter {
+    let cmds = s.handle(Input::Scatter {
         client: 1,
         id: 3,
         values: vec![("d".into(), Bytes::from_static(b"x"))],
@@ -652,7 +652,7 @@ fn a_scatter_whose_target_dies_before_storing_fails_instead_of_waiting() {
             _ => None,
         })
         .unwrap();
-    let cmds = s.handle(Event::WorkerDisconnected { worker: target });
+    let cmds = s.handle(Input::WorkerDisconnected { worker: target });
     assert!(scatter_failed(&cmds, 3), "{cmds:?}");
     assert_eq!(s.state("d"), Some(TaskState::Lost));
 }
@@ -660,7 +660,7 @@ fn a_scatter_whose_target_dies_before_storing_fails_instead_of_waiting() {
 #[test]
 fn a_broadcast_scatter_fails_when_any_target_dies_before_storing() {
     let mut s = setup(&[(10, 1), (20, 1), (30, 1)]);
-    s.handle(Event::Scatter {
+    s.handle(Input::Scatter {
         client: 1,
         id: 4,
         values: vec![("d".into(), Bytes::from_static(b"x"))],
@@ -669,7 +669,7 @@ fn a_broadcast_scatter_fails_when_any_target_dies_before_storing() {
     });
     finish(&mut s, 10, "d", big(1));
     // 30 is neither the first target nor one that stored it.
-    let cmds = s.handle(Event::WorkerDisconnected { worker: 30 });
+    let cmds = s.handle(Input::WorkerDisconnected { worker: 30 });
     assert!(scatter_failed(&cmds, 4), "{cmds:?}");
     // A late confirmation of the failed request answers nothing.
     let late = finish(&mut s, 20, "d", big(1));
@@ -680,7 +680,7 @@ fn a_broadcast_scatter_fails_when_any_target_dies_before_storing() {
 #[test]
 fn restored_scattered_data_no_worker_reports_is_lost_when_the_rejoin_window_closes() {
     let mut s = setup(&[(10, 1)]);
-    s.handle(Event::Scatter {
+    s.handle(Input::Scatter {
         client: 1,
         id: 1,
         values: vec![
@@ -693,23 +693,23 @@ fn restored_scattered_data_no_worker_reports_is_lost_when_the_rejoin_window_clos
     finish(&mut s, 10, "d", big(1));
     finish(&mut s, 10, "e", big(1));
     let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
-    r.handle(Event::ModuleStored { hash: M.into() });
-    r.handle(Event::ClientConnected {
+    r.handle(Input::ModuleStored { hash: M.into() });
+    r.handle(Input::ClientConnected {
         client: 1,
         name: Some("cli".into()),
     });
     // The worker holding e comes back and reports it; d's never does.
     r.handle(joined(20, 1));
-    r.handle(Event::WorkerHolds {
+    r.handle(Input::WorkerHolds {
         worker: 20,
         results: vec![("e".into(), big(1))],
     });
-    let waiting = r.handle(Event::Watch {
+    let waiting = r.handle(Input::Watch {
         client: 1,
         keys: vec!["d".into()],
     });
     assert!(waiting.is_empty(), "d waits for its worker: {waiting:?}");
-    let cmds = r.handle(Event::RejoinWindowClosed);
+    let cmds = r.handle(Input::RejoinWindowClosed);
     assert!(
         cmds.iter().any(
             |c| matches!(c, Command::Done { key, outcome: Outcome::Error(e), .. }
@@ -753,7 +753,7 @@ fn restricted_task_runs_only_on_named_worker_unless_loose() {
 #[test]
 fn a_memory_limit_places_tasks_only_where_it_is_allowed() {
     let mut s = setup(&[]);
-    let big_worker = |id: u64, mib: u64| Event::WorkerConnected {
+    let big_worker = |id: u64, mib: u64| Input::WorkerConnected {
         worker: id,
         nthreads: 1,
         data_addr: format!("w{id}"),
@@ -788,14 +788,14 @@ fn a_memory_limit_places_tasks_only_where_it_is_allowed() {
     );
     assert_eq!(s.state("d"), None);
     // The big worker leaves: what waits for it has no worker, and says so.
-    s.handle(Event::WorkerDisconnected { worker: 20 });
+    s.handle(Input::WorkerDisconnected { worker: 20 });
     assert_eq!(s.state("c"), Some(TaskState::NoWorker));
     assert_eq!(
         s.no_worker_reason("c").as_deref(),
         Some("no connected worker allows tasks 512 MiB")
     );
     // Cancelled, it is no longer set aside.
-    s.handle(Event::Cancel {
+    s.handle(Input::Cancel {
         client: 1,
         keys: vec!["c".into()],
         force: true,
@@ -810,7 +810,7 @@ fn an_erred_key_submitted_again_under_other_limits_runs_again_under_them() {
     let mut t = spec("a", vec![]);
     t.timeout_ms = Some(100);
     submit(&mut s, vec![t.clone(), spec("b", vec![fut("a")])]);
-    s.handle(Event::Erred {
+    s.handle(Input::Erred {
         worker: 10,
         errors: vec![("a".into(), error("a"))],
     });
@@ -860,16 +860,16 @@ fn a_task_on_three_workers_that_died_fails_instead_of_killing_more() {
     for (dead, next) in [(10, 20), (20, 30)] {
         s.handle(started(dead, "killer"));
         s.handle(joined(next, 1));
-        let cmds = s.handle(Event::WorkerDisconnected { worker: dead });
+        let cmds = s.handle(Input::WorkerDisconnected { worker: dead });
         assert_eq!(runs(&cmds), vec![(next, "killer".to_string())]);
     }
     s.handle(started(30, "killer"));
     s.handle(joined(40, 1));
-    s.handle(Event::Watch {
+    s.handle(Input::Watch {
         client: 1,
         keys: vec!["killer".into()],
     });
-    let cmds = s.handle(Event::WorkerDisconnected { worker: 30 });
+    let cmds = s.handle(Input::WorkerDisconnected { worker: 30 });
     assert!(runs(&cmds).is_empty(), "not sent to a fourth worker");
     assert_eq!(s.state("killer"), Some(TaskState::Error));
     let msg = cmds.iter().find_map(|c| match c {
@@ -894,7 +894,7 @@ fn tasks_queued_behind_a_running_one_are_not_blamed_for_worker_deaths() {
     let mut worker = 10;
     for next in [20, 30, 40] {
         s.handle(joined(next, 1));
-        let cmds = s.handle(Event::WorkerDisconnected { worker });
+        let cmds = s.handle(Input::WorkerDisconnected { worker });
         if next < 40 {
             assert!(runs(&cmds).iter().any(|(_, k)| k == "spin"));
             s.handle(started(next, "spin"));
@@ -914,8 +914,8 @@ fn tasks_queued_behind_a_running_one_are_not_blamed_for_worker_deaths() {
     }
 }
 
-fn resourced(id: u64, resources: Vec<(String, f64)>) -> Event {
-    Event::WorkerConnected {
+fn resourced(id: u64, resources: Vec<(String, f64)>) -> Input {
+    Input::WorkerConnected {
         worker: id,
         nthreads: 4,
         data_addr: format!("w{id}"),
@@ -948,7 +948,7 @@ fn a_chain_lost_with_one_worker_is_computed_again_in_order() {
     assert_eq!(runs(&cmds), vec![(w, "b".to_string())]);
     finish(&mut s, w, "b", big(100));
     // Both results lived only on w.
-    let cmds = s.handle(Event::WorkerDisconnected { worker: w });
+    let cmds = s.handle(Input::WorkerDisconnected { worker: w });
     assert_eq!(runs(&cmds), vec![(other, "a".to_string())]);
     let cmds = finish(&mut s, other, "a", big(100));
     assert_eq!(
@@ -970,7 +970,7 @@ fn releasing_the_end_of_a_long_chain_forgets_it_all_without_deep_recursion() {
     }
     submit(&mut s, specs);
     let keys: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
-    s.handle(Event::Release {
+    s.handle(Input::Release {
         client: 1,
         keys: keys[..n - 1].to_vec(),
     });
@@ -978,7 +978,7 @@ fn releasing_the_end_of_a_long_chain_forgets_it_all_without_deep_recursion() {
         finish(&mut s, 10, k, big(10));
     }
     assert_eq!(s.state(&keys[n - 1]), Some(TaskState::Finished));
-    s.handle(Event::Release {
+    s.handle(Input::Release {
         client: 1,
         keys: vec![keys[n - 1].clone()],
     });
@@ -986,7 +986,7 @@ fn releasing_the_end_of_a_long_chain_forgets_it_all_without_deep_recursion() {
 }
 
 /// Drives `s` with `event` as the server does: handle, then journal.
-fn journaled(s: &mut Scheduler, model: &mut super::state::Model, event: Event) -> Vec<Command> {
+fn journaled(s: &mut Scheduler, model: &mut super::state::Model, event: Input) -> Vec<Command> {
     let cmds = s.handle(event);
     for r in s.journal_records() {
         model.apply(r);
@@ -1000,18 +1000,18 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
     let mut s = Scheduler::new();
     s.enable_journal();
     let mut m = super::state::Model::default();
-    let mut go = |s: &mut Scheduler, e: Event| journaled(s, &mut m, e);
-    go(&mut s, Event::ModuleStored { hash: M.into() });
+    let mut go = |s: &mut Scheduler, e: Input| journaled(s, &mut m, e);
+    go(&mut s, Input::ModuleStored { hash: M.into() });
     go(
         &mut s,
-        Event::ClientConnected {
+        Input::ClientConnected {
             client: 1,
             name: Some("cli".into()),
         },
     );
     go(
         &mut s,
-        Event::ClientConnected {
+        Input::ClientConnected {
             client: 2,
             name: None,
         },
@@ -1019,7 +1019,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
     go(&mut s, joined(10, 1));
     go(
         &mut s,
-        Event::Submit {
+        Input::Submit {
             client: 1,
             id: 1,
             tasks: vec![
@@ -1032,7 +1032,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
     );
     go(
         &mut s,
-        Event::Submit {
+        Input::Submit {
             client: 2,
             id: 1,
             tasks: vec![spec("ephemeral", vec![val(5)])],
@@ -1041,21 +1041,21 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
     go(&mut s, started(10, "a"));
     go(
         &mut s,
-        Event::Finished {
+        Input::Finished {
             worker: 10,
             results: vec![("a".into(), small(2)), ("gone".into(), small(5))],
         },
     );
     go(
         &mut s,
-        Event::Erred {
+        Input::Erred {
             worker: 10,
             errors: vec![("c".into(), error("c"))],
         },
     );
     go(
         &mut s,
-        Event::Release {
+        Input::Release {
             client: 1,
             keys: vec!["gone".into()],
         },
@@ -1104,7 +1104,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
     ] {
         go(
             &mut s,
-            Event::Primitive {
+            Input::Primitive {
                 client: 1,
                 id,
                 task: None,
@@ -1112,7 +1112,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
             },
         );
     }
-    go(&mut s, Event::ClientDisconnected { client: 2 });
+    go(&mut s, Input::ClientDisconnected { client: 2 });
     let rebuilt = m.into_snapshot().canonical();
     assert_eq!(rebuilt, s.snapshot().canonical());
     // a, b, c and the unnamed client's task (still to run); "gone" is
@@ -1140,24 +1140,24 @@ fn a_rejoined_worker_reporting_a_result_it_is_computing_again_is_not_told_to_fre
     // A result that lived on a worker, known after a restart by its recipe.
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![val(1)])]);
-    s.handle(Event::Finished {
+    s.handle(Input::Finished {
         worker: 10,
         results: vec![("a".into(), big(6000))],
     });
     let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
-    r.handle(Event::ClientConnected {
+    r.handle(Input::ClientConnected {
         client: 1,
         name: Some("cli".into()),
     });
     // The worker rejoins; someone asks for the result before the worker's
     // report of what it holds arrives, so it is computed again there.
     r.handle(joined(20, 1));
-    let cmds = r.handle(Event::Watch {
+    let cmds = r.handle(Input::Watch {
         client: 1,
         keys: vec!["a".into()],
     });
     assert_eq!(runs(&cmds), vec![(20, "a".to_string())]);
-    let cmds = r.handle(Event::WorkerHolds {
+    let cmds = r.handle(Input::WorkerHolds {
         worker: 20,
         results: vec![("a".into(), big(6000))],
     });
@@ -1166,7 +1166,7 @@ fn a_rejoined_worker_reporting_a_result_it_is_computing_again_is_not_told_to_fre
         "{cmds:?}"
     );
     // The run's result is the one kept.
-    let cmds = r.handle(Event::Finished {
+    let cmds = r.handle(Input::Finished {
         worker: 20,
         results: vec![("a".into(), big(6000))],
     });

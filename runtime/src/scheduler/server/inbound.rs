@@ -18,8 +18,8 @@ impl Core {
             } => {
                 let worker_credential = !matches!(role, Role::Client { .. });
                 let event = match role {
-                    Role::Client { name } => Event::ClientConnected { client: id, name },
-                    Role::Tasks => Event::ClientConnected {
+                    Role::Client { name } => Input::ClientConnected { client: id, name },
+                    Role::Tasks => Input::ClientConnected {
                         client: id,
                         name: None,
                     },
@@ -34,7 +34,7 @@ impl Core {
                         tracing::info!(
                             "worker {id} ({name}) joined with {nthreads} slots, data at {data_addr}"
                         );
-                        Event::WorkerConnected {
+                        Input::WorkerConnected {
                             worker: id,
                             nthreads,
                             data_addr,
@@ -46,7 +46,7 @@ impl Core {
                     }
                     Role::Peer => return,
                 };
-                let is_worker = matches!(event, Event::WorkerConnected { .. });
+                let is_worker = matches!(event, Input::WorkerConnected { .. });
                 let tx = if is_worker {
                     self.faults.delay.in_front_of(tx)
                 } else {
@@ -68,9 +68,9 @@ impl Core {
                 if let Some(conn) = self.conns.remove(&id) {
                     self.apply(if conn.is_worker {
                         tracing::info!("worker {id} left");
-                        Event::WorkerDisconnected { worker: id }
+                        Input::WorkerDisconnected { worker: id }
                     } else {
-                        Event::ClientDisconnected { client: id }
+                        Input::ClientDisconnected { client: id }
                     });
                 }
             }
@@ -85,8 +85,8 @@ impl Core {
                     self.message(id, msg);
                 }
             }
-            Inbound::Timeout { client, id } => self.apply(Event::PrimitiveTimeout { client, id }),
-            Inbound::RejoinWindowClosed => self.apply(Event::RejoinWindowClosed),
+            Inbound::Timeout { client, id } => self.apply(Input::PrimitiveTimeout { client, id }),
+            Inbound::RejoinWindowClosed => self.apply(Input::RejoinWindowClosed),
             Inbound::CheckWorkers => {
                 // Only after writing failed (records were dropped) does the
                 // journal need the whole state, at most once a tick.
@@ -114,7 +114,7 @@ impl Core {
                     if let Some(c) = self.conns.remove(&id) {
                         c.hangup.notify_one();
                     }
-                    self.apply(Event::WorkerDisconnected { worker: id });
+                    self.apply(Input::WorkerDisconnected { worker: id });
                 }
             }
         }
@@ -184,12 +184,12 @@ impl Core {
         while let Some(id) = self.overflowed.pop() {
             if let Some(conn) = self.conns.remove(&id) {
                 conn.hangup.notify_one();
-                self.apply(Event::ClientDisconnected { client: id });
+                self.apply(Input::ClientDisconnected { client: id });
             }
         }
     }
 
-    pub(super) fn apply(&mut self, event: Event) {
+    pub(super) fn apply(&mut self, event: Input) {
         let commands = self.state.handle(event);
         if let Some(j) = &self.journal {
             j.append(self.state.journal_records());

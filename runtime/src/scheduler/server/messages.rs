@@ -38,7 +38,7 @@ impl Core {
                     self.max_module
                 );
                 tracing::warn!("connection {from} uploaded module {hash}, refused: {reason}");
-                Event::ModuleRefused { hash, reason }
+                Input::ModuleRefused { hash, reason }
             }
             ToScheduler::UploadModule { hash, bytes } => {
                 let actual = blake3::hash(&bytes).to_hex().to_string();
@@ -52,16 +52,16 @@ impl Core {
                     j.module(&hash, bytes.clone());
                 }
                 self.modules.insert(hash.clone(), bytes);
-                Event::ModuleStored { hash }
+                Input::ModuleStored { hash }
             }
-            ToScheduler::Submit { id, tasks } => Event::Submit {
+            ToScheduler::Submit { id, tasks } => Input::Submit {
                 client: from,
                 id,
                 tasks,
             },
-            ToScheduler::Watch { keys } => Event::Watch { client: from, keys },
-            ToScheduler::Release { keys } => Event::Release { client: from, keys },
-            ToScheduler::ReleaseAll => Event::ReleaseAll { client: from },
+            ToScheduler::Watch { keys } => Input::Watch { client: from, keys },
+            ToScheduler::Release { keys } => Input::Release { client: from, keys },
+            ToScheduler::ReleaseAll => Input::ReleaseAll { client: from },
             ToScheduler::Status { id, keys, timings } => {
                 let mut reasons = Vec::new();
                 let timings = match timings {
@@ -94,14 +94,14 @@ impl Core {
                 );
                 return;
             }
-            ToScheduler::FireAndForget { keys } => Event::FireAndForget { keys },
-            ToScheduler::Cancel { keys, force } => Event::Cancel {
+            ToScheduler::FireAndForget { keys } => Input::FireAndForget { keys },
+            ToScheduler::Cancel { keys, force } => Input::Cancel {
                 client: from,
                 keys,
                 // Others' keys are the client credential's to cancel.
                 force: force && !worker_credential,
             },
-            ToScheduler::Retry { id, keys, limits } => Event::Retry {
+            ToScheduler::Retry { id, keys, limits } => Input::Retry {
                 client: from,
                 id,
                 keys,
@@ -112,7 +112,7 @@ impl Core {
                 values,
                 broadcast,
                 workers,
-            } => Event::Scatter {
+            } => Input::Scatter {
                 client: from,
                 id,
                 values,
@@ -188,11 +188,11 @@ impl Core {
                 }
                 return;
             }
-            ToScheduler::Finished { results } if is_worker => Event::Finished {
+            ToScheduler::Finished { results } if is_worker => Input::Finished {
                 worker: from,
                 results,
             },
-            ToScheduler::Erred { errors } if is_worker => Event::Erred {
+            ToScheduler::Erred { errors } if is_worker => Input::Erred {
                 worker: from,
                 errors,
             },
@@ -210,7 +210,7 @@ impl Core {
                 if worker != from {
                     return;
                 }
-                Event::WorkerHeartbeat {
+                Input::WorkerHeartbeat {
                     worker: from,
                     spilled: spilled_bytes,
                     held: held_bytes,
@@ -220,22 +220,22 @@ impl Core {
                     running,
                 }
             }
-            ToScheduler::Holding { results } if is_worker => Event::WorkerHolds {
+            ToScheduler::Holding { results } if is_worker => Input::WorkerHolds {
                 worker: from,
                 results,
             },
-            ToScheduler::Seceded { key } if is_worker => Event::Seceded { worker: from, key },
-            ToScheduler::Rejoined { key } if is_worker => Event::Rejoined { worker: from, key },
-            ToScheduler::Started { keys } if is_worker => Event::Started { worker: from, keys },
-            ToScheduler::Stolen { keys } if is_worker => Event::Stolen { worker: from, keys },
-            ToScheduler::Primitive { id, task, op } if !is_worker => Event::Primitive {
+            ToScheduler::Seceded { key } if is_worker => Input::Seceded { worker: from, key },
+            ToScheduler::Rejoined { key } if is_worker => Input::Rejoined { worker: from, key },
+            ToScheduler::Started { keys } if is_worker => Input::Started { worker: from, keys },
+            ToScheduler::Stolen { keys } if is_worker => Input::Stolen { worker: from, keys },
+            ToScheduler::Primitive { id, task, op } if !is_worker => Input::Primitive {
                 client: from,
                 id,
                 task,
                 op,
             },
-            ToScheduler::Publish { topic, message } => Event::Publish { topic, message },
-            ToScheduler::ActorNew { id, spec } if !is_worker => Event::ActorNew {
+            ToScheduler::Publish { topic, message } => Input::Publish { topic, message },
+            ToScheduler::ActorNew { id, spec } if !is_worker => Input::ActorNew {
                 client: from,
                 id,
                 spec,
@@ -250,19 +250,19 @@ impl Core {
                 self.send(from, FromScheduler::Actors { id, actors });
                 return;
             }
-            ToScheduler::ActorDelete { key } => Event::ActorDelete { key },
-            ToScheduler::ActorReady { key } if is_worker => Event::ActorStarted {
+            ToScheduler::ActorDelete { key } => Input::ActorDelete { key },
+            ToScheduler::ActorReady { key } if is_worker => Input::ActorStarted {
                 worker: from,
                 key,
                 outcome: Ok(()),
             },
-            ToScheduler::ActorFailed { key, error } if is_worker => Event::ActorStarted {
+            ToScheduler::ActorFailed { key, error } if is_worker => Input::ActorStarted {
                 worker: from,
                 key,
                 outcome: Err(error),
             },
             ToScheduler::ActorBroken { key } if is_worker => {
-                Event::ActorBroken { worker: from, key }
+                Input::ActorBroken { worker: from, key }
             }
             ToScheduler::FetchModule { hash } if is_worker => {
                 let bytes = self.modules.get(&hash).cloned();

@@ -6,7 +6,7 @@
 //! by where their inputs are, uneven durations, the tail of a map), the
 //! scheduler asks the busy worker to give back the tasks that would run
 //! there last and have not begun ([`Command::Steal`]). The worker answers
-//! with those it dropped ([`Event::Stolen`]) — one that began meanwhile
+//! with those it dropped ([`Input::Stolen`]) — one that began meanwhile
 //! stays — and they go straight to the idle worker.
 //!
 //! A task is worth moving when waiting for it on the busy worker costs more

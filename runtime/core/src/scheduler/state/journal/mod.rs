@@ -17,7 +17,7 @@
 //!
 //! On restore, unfinished tasks wait to run again; a result that lived only
 //! on a worker stays known as "released" until that worker reconnects and
-//! reports it ([`Event::WorkerHolds`](super::Event::WorkerHolds)), or until
+//! reports it ([`Input::WorkerHolds`](super::Input::WorkerHolds)), or until
 //! something needs it, when it is computed again from its lineage.
 
 use super::primitives::{Leases, Owner, PrimDirty};

@@ -6,7 +6,7 @@
 //! Rules, briefly:
 //! - Names are global; a primitive exists from its first use.
 //! - A request that cannot be served at once waits in arrival order, for at
-//!   most its timeout (the server arms a timer; [`Event::PrimitiveTimeout`]
+//!   most its timeout (the server arms a timer; [`Input::PrimitiveTimeout`]
 //!   removes the waiter and answers [`OpReply::Timeout`]). A timeout of 0
 //!   never waits.
 //! - A lease (lock or semaphore) belongs to an [`Owner`]: a running task, or
@@ -18,7 +18,7 @@
 //! - A published message goes to every subscription open at that moment, in
 //!   the order the scheduler receives them.
 //!
-//! [`Event::PrimitiveTimeout`]: super::Event::PrimitiveTimeout
+//! [`Input::PrimitiveTimeout`]: super::Input::PrimitiveTimeout
 
 use super::{ClientId, Command, Scheduler, State};
 use crate::protocol::{Arg, Op, OpReply};

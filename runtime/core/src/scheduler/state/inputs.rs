@@ -1,11 +1,11 @@
-//! What the scheduler's state machine takes in ([`Event`]) and gives out
+//! What the scheduler's state machine takes in ([`Input`]) and gives out
 //! ([`Command`]).
 
 use super::*;
 
 /// Something that happened, for the scheduler to react to.
 #[derive(Debug)]
-pub enum Event {
+pub enum Input {
     /// A client connected; `name` makes its holds outlive the connection.
     ClientConnected {
         /// Its id.
@@ -294,7 +294,7 @@ pub enum Command {
         unplaceable: Vec<(String, String)>,
     },
     /// Ask a busy worker to give back tasks it has not begun, for an idle
-    /// one; answered by [`Event::Stolen`].
+    /// one; answered by [`Input::Stolen`].
     Steal {
         /// The busy worker.
         worker: WorkerId,
@@ -349,7 +349,7 @@ pub enum Command {
         /// The answer.
         reply: OpReply,
     },
-    /// Call back with [`Event::PrimitiveTimeout`] after `after_ms`.
+    /// Call back with [`Input::PrimitiveTimeout`] after `after_ms`.
     Timer {
         /// The client.
         client: ClientId,
