@@ -49,3 +49,41 @@ fn the_core_crate_needs_no_runtime_engine_or_sockets() {
         );
     }
 }
+
+/// A client types arguments from the component's WIT, read from its
+/// binary: `inspect` (and `submit`'s checks) compile nothing, so they leave
+/// no compiled artifact in the state directory's cache.
+#[test]
+fn a_client_reads_a_components_types_without_compiling_it() {
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dtask"))
+        .args(["inspect", dtask_guests::TASKS_WASM])
+        .env("DTASK_STATE_DIR", state.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("inc: func(x: s64) -> s64"), "{listing}");
+    let compiled: Vec<_> = walk(state.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert!(compiled.is_empty(), "the client compiled: {compiled:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
