@@ -134,7 +134,11 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .trim()
         .parse()
         .map_err(|e| format!("{s:?} is not a size (e.g. 64KiB, 512MiB, 1GiB): {e}"))?;
-    usize::try_from(size.as_u64()).map_err(|_| format!("{s:?} is too large"))
+    // bytesize saturates what overflows.
+    match size.as_u64() {
+        u64::MAX => Err(format!("{s:?} is too large")),
+        n => usize::try_from(n).map_err(|_| format!("{s:?} is too large")),
+    }
 }
 
 pub use dtask_runtime::config::parse_duration;
@@ -192,6 +196,11 @@ mod tests {
         assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
         assert_eq!(parse_size("2MB"), Ok(2_000_000));
         assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(
+            parse_size("20000000000GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
         for bad in ["", "MiB", "12 parsecs", "-1MiB"] {
             let e = parse_size(bad).unwrap_err();
             assert!(e.contains("is not a size"), "{bad}: {e}");

@@ -61,9 +61,10 @@ pub enum Type {
     Result(ResultType),
     /// `flags { … }`
     Flags(Flags),
-    /// An owned handle to a resource.
+    /// An owned handle to a resource. Which resource is not kept (tasks
+    /// cannot pass handles), so handles to different resources compare equal.
     Own,
-    /// A borrowed handle to a resource.
+    /// A borrowed handle to a resource (which one is not kept, as for `Own`).
     Borrow,
     /// `future<T>`
     Future(Future),
@@ -180,6 +181,7 @@ impl Map {
 }
 
 /// One field of a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Field<'a> {
     /// Its name.
     pub name: &'a str,
@@ -213,6 +215,7 @@ impl Tuple {
 }
 
 /// One case of a variant.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Case<'a> {
     /// Its name.
     pub name: &'a str,

@@ -393,6 +393,50 @@ pub(crate) mod tests {
         let env = wat(r#"(module (import "env" "now" (func)) (func (export "_start")))"#);
         let err = both(&env, "env.wasm").err().unwrap();
         assert!(err.contains("imports `env::now`"), "{err}");
+        // Without `_start` it is not a command at all: that is what to say.
+        let lib = wat(r#"(module (import "env" "now" (func)))"#);
+        let err = both(&lib, "lib.wasm").err().unwrap();
+        assert!(err.contains("without a WASI `_start`"), "{err}");
+    }
+
+    #[test]
+    fn what_wasmtime_refuses_a_client_refuses_before_submitting() {
+        // Shared memory needs threads, which dtask's wasmtime is built
+        // without: wasmtime refuses it, and so does the client's reading.
+        let threads = wat(r#"(module (memory 1 1 shared) (func (export "_start")))"#);
+        assert!(wasmtime::Module::new(engine(), &threads).is_err());
+        let err = read_types(&threads, "threads.wasm").err().unwrap();
+        assert!(
+            err.contains("threads.wasm is not a valid WebAssembly module"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_component_the_wit_decoder_cannot_express_is_read_by_compiling_it() {
+        // Exporting a core module is valid, and wasmtime runs the rest,
+        // but WIT has no word for it.
+        let bytes = wat(r#"(component
+            (core module $m (func (export "f") (result i32) i32.const 7))
+            (core instance $i (instantiate $m))
+            (func $f (result u32) (canon lift (core func $i "f")))
+            (export "f" (func $f))
+            (export "m" (core module $m)))"#);
+        assert!(wit_parser::decoding::decode(&bytes).is_err());
+        let m = both(&bytes, "odd.wasm").unwrap();
+        assert_eq!(m.kind(), ModuleKind::Component);
+        assert_eq!(
+            m.func("f", "odd.wasm").unwrap().to_wit(),
+            "f: func() -> u32"
+        );
+    }
+
+    #[test]
+    fn only_a_released_wasi_cli_run_makes_a_command() {
+        let rc = RUN_COMPONENT.replace("wasi:cli/run@0.2.3", "wasi:cli/run@0.2.0-rc-2023-12-05");
+        let m = both(&wat(&rc), "rc.wasm").unwrap();
+        assert_eq!(m.kind(), ModuleKind::Component);
+        assert!(m.funcs.contains_key("run"), "{:?}", m.funcs.keys());
     }
 
     #[test]

@@ -1,15 +1,29 @@
 //! Reading a module's kind and typed exports from its binary, without
 //! compiling it: what a client needs to type arguments.
 //!
-//! A component's WIT is decoded from its type information (the same that
-//! wasmtime compiles from); a core module's exports and imports are read
-//! from its sections. Both are validated first, so a broken file is
-//! refused here rather than by the worker.
+//! Both kinds are first validated, code included, against the WebAssembly
+//! features dtask's wasmtime accepts, so a file a worker would refuse is
+//! refused here. A component's WIT is then decoded from its type
+//! information (what wasmtime compiles from); a core module's exports and
+//! imports are read from its sections. The few component shapes the WIT
+//! decoder cannot express (wasmtime runs them) are read by compiling, as a
+//! worker would.
 
 use super::*;
 use wasmparser::{ExternalKind, Parser, Payload, Validator, WasmFeatures};
 use wit_parser::decoding::DecodedWasm;
 use wit_parser::{Resolve, TypeDefKind, WorldItem};
+
+/// What dtask's wasmtime accepts: WebAssembly 3.0 and the component model,
+/// without GC types, exceptions, threads or async components (wasmtime is
+/// built without those features).
+fn features() -> WasmFeatures {
+    (WasmFeatures::WASM3 | WasmFeatures::COMPONENT_MODEL)
+        - WasmFeatures::GC_TYPES
+        - WasmFeatures::EXCEPTIONS
+        - WasmFeatures::THREADS
+        - WasmFeatures::CM_ASYNC
+}
 
 /// Reads what a module is and what it exports (see [`ModuleTypes`]).
 pub fn read_types(bytes: &[u8], name: &str) -> Result<ModuleTypes, String> {
@@ -23,9 +37,14 @@ pub fn read_types(bytes: &[u8], name: &str) -> Result<ModuleTypes, String> {
             kind: ModuleKind::CoreCommand,
         });
     }
-    let not_valid =
-        |e: &dyn std::fmt::Display| format!("{name} is not a valid WebAssembly component: {e:#}");
-    let (resolve, world) = match wit_parser::decoding::decode(bytes) {
+    Validator::new_with_features(features())
+        .validate_all(bytes)
+        .map_err(|e| format!("{name} is not a valid WebAssembly component: {e}"))?;
+    // The decoder asserts on some shapes of valid components: a panic there
+    // is one more shape it cannot express.
+    let decoded = std::panic::catch_unwind(|| wit_parser::decoding::decode(bytes))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the WIT decoder gave up")));
+    let (resolve, world) = match decoded {
         Ok(DecodedWasm::Component(resolve, world)) => (resolve, world),
         Ok(DecodedWasm::WitPackage(..)) => {
             return Err(format!(
@@ -33,8 +52,13 @@ pub fn read_types(bytes: &[u8], name: &str) -> Result<ModuleTypes, String> {
                  to run; build your tasks for the wasm32-wasip2 target"
             ));
         }
-        Err(e) => return Err(not_valid(&e)),
+        Err(e) => {
+            tracing::debug!("{name}: reading its types by compiling it: {e:#}");
+            return compile(fallback_engine(), bytes, name, None).map(|m| m.types);
+        }
     };
+    let not_valid =
+        |e: &dyn std::fmt::Display| format!("{name} is not a valid WebAssembly component: {e:#}");
     let mut funcs = BTreeMap::new();
     let mut command = false;
     for (key, item) in &resolve.worlds[world].exports {
@@ -48,9 +72,7 @@ pub fn read_types(bytes: &[u8], name: &str) -> Result<ModuleTypes, String> {
             }
             WorldItem::Interface { id, .. } => {
                 let interface = &resolve.interfaces[*id];
-                if export.starts_with("wasi:cli/run@0.2.")
-                    && interface.functions.contains_key("run")
-                {
+                if is_cli_run(&export) && interface.functions.contains_key("run") {
                     command = true;
                 }
                 for (fname, f) in &interface.functions {
@@ -72,6 +94,23 @@ pub fn read_types(bytes: &[u8], name: &str) -> Result<ModuleTypes, String> {
         (ModuleKind::Component, funcs)
     };
     Ok(ModuleTypes { hash, funcs, kind })
+}
+
+/// Whether an export is `wasi:cli/run@0.2.N`, a release (wasmtime does not
+/// match prereleases such as `0.2.0-rc-2023-12-05` to 0.2).
+fn is_cli_run(export: &str) -> bool {
+    export
+        .strip_prefix("wasi:cli/run@0.2.")
+        .is_some_and(|patch| !patch.is_empty() && patch.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The engine a client compiles with when the WIT decoder cannot read a
+/// component (see the module's docs); made on first use.
+fn fallback_engine() -> &'static wasmtime::Engine {
+    static ENGINE: std::sync::OnceLock<wasmtime::Engine> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| {
+        wasmtime::Engine::new(&engine_config()).expect("the engine configuration is valid")
+    })
 }
 
 fn sig(resolve: &Resolve, name: String, f: &wit_parser::Function) -> Result<FuncSig, String> {
@@ -110,7 +149,7 @@ fn wit_type(resolve: &Resolve, ty: &wit_parser::Type) -> Result<Type, String> {
         W::Char => Type::Char,
         W::String => Type::String,
         W::ErrorContext => Type::ErrorContext,
-        W::Id(id) => match &resolve.types[*id].kind {
+        W::Id(id) => match &unaliased(resolve, *id).kind {
             TypeDefKind::Type(t) => wit_type(resolve, t)?,
             TypeDefKind::List(t) => Type::list(wit_type(resolve, t)?),
             TypeDefKind::FixedLengthList(t, n) => {
@@ -150,26 +189,32 @@ fn wit_type(resolve: &Resolve, ty: &wit_parser::Type) -> Result<Type, String> {
     })
 }
 
+/// The type an alias chain ends at, followed without recursion (a chain
+/// can be as long as the file allows).
+fn unaliased(resolve: &Resolve, mut id: wit_parser::TypeId) -> &wit_parser::TypeDef {
+    while let TypeDefKind::Type(wit_parser::Type::Id(next)) = resolve.types[id].kind {
+        id = next;
+    }
+    &resolve.types[id]
+}
+
 /// A core module runs only as a WASI preview 1 command: it must be valid,
 /// export `_start: func()` and import nothing but WASI preview 1.
 pub(super) fn check_core_command(bytes: &[u8], name: &str) -> Result<(), String> {
     let not_valid =
         |e: wasmparser::BinaryReaderError| format!("{name} is not a valid WebAssembly module: {e}");
-    let types = Validator::new_with_features(WasmFeatures::all())
+    let types = Validator::new_with_features(features())
         .validate_all(bytes)
         .map_err(not_valid)?;
     let mut start = None;
+    let mut foreign = None;
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.map_err(not_valid)? {
             Payload::ImportSection(imports) => {
                 for import in imports.into_imports() {
                     let import = import.map_err(not_valid)?;
-                    if import.module != "wasi_snapshot_preview1" {
-                        return Err(format!(
-                            "{name} imports `{}::{}`, which dtask does not provide; a WASI \
-                             command may import only wasi_snapshot_preview1",
-                            import.module, import.name
-                        ));
+                    if import.module != "wasi_snapshot_preview1" && foreign.is_none() {
+                        foreign = Some(format!("{}::{}", import.module, import.name));
                     }
                 }
             }
@@ -188,7 +233,13 @@ pub(super) fn check_core_command(bytes: &[u8], name: &str) -> Result<(), String>
         Some((ExternalKind::Func, index)) => {
             let f = types[types.as_ref().core_function_at(index)].unwrap_func();
             if f.params().is_empty() && f.results().is_empty() {
-                return Ok(());
+                return match foreign {
+                    None => Ok(()),
+                    Some(import) => Err(format!(
+                        "{name} imports `{import}`, which dtask does not provide; a WASI \
+                         command may import only wasi_snapshot_preview1"
+                    )),
+                };
             }
         }
         Some(_) => {}
