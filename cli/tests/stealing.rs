@@ -27,13 +27,18 @@ fn hold_slot(c: &Cluster, flags: &[&str]) -> String {
     args.extend_from_slice(flags);
     args.extend([dtask_guests::COORD_WASM, "busy-until", "gate"]);
     let key = c.ok(&args);
+    // On the worker it was sent to, when the flags name one.
+    let on = flags
+        .iter()
+        .position(|f| *f == "--workers")
+        .map(|i| flags[i + 1]);
     wait_until(
         Duration::from_secs(20),
         "the slot-holding task to begin",
         || {
             json_lines(&c.ok(&["workers", "--json"]))
                 .iter()
-                .any(|w| w["executing"] == 1)
+                .any(|w| w["executing"] == 1 && on.is_none_or(|address| w["address"] == address))
         },
     );
     key
