@@ -313,9 +313,9 @@ impl Scheduler {
     }
 
     /// Reacts to one event; returns what to do about it.
-    pub fn handle(&mut self, event: Input) -> Vec<Command> {
+    pub fn handle(&mut self, input: Input) -> Vec<Command> {
         let mut out = Vec::new();
-        match event {
+        match input {
             Input::ClientConnected { client, name } => {
                 let ephemeral = name.is_none();
                 let holder = name.unwrap_or_else(|| format!("client-{client}"));

@@ -17,7 +17,7 @@ impl Core {
                 hangup,
             } => {
                 let worker_credential = !matches!(role, Role::Client { .. });
-                let event = match role {
+                let input = match role {
                     Role::Client { name } => Input::ClientConnected { client: id, name },
                     Role::Tasks => Input::ClientConnected {
                         client: id,
@@ -46,7 +46,7 @@ impl Core {
                     }
                     Role::Peer => return,
                 };
-                let is_worker = matches!(event, Input::WorkerConnected { .. });
+                let is_worker = matches!(input, Input::WorkerConnected { .. });
                 let tx = if is_worker {
                     self.faults.delay.in_front_of(tx)
                 } else {
@@ -62,7 +62,7 @@ impl Core {
                         last_seen: tokio::time::Instant::now(),
                     },
                 );
-                self.apply(event);
+                self.apply(input);
             }
             Inbound::Closed { id } => {
                 if let Some(conn) = self.conns.remove(&id) {
@@ -189,8 +189,8 @@ impl Core {
         }
     }
 
-    pub(super) fn apply(&mut self, event: Input) {
-        let commands = self.state.handle(event);
+    pub(super) fn apply(&mut self, input: Input) {
+        let commands = self.state.handle(input);
         if let Some(j) = &self.journal {
             j.append(self.state.journal_records());
         }

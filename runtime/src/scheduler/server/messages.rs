@@ -7,7 +7,7 @@ impl Core {
     pub(super) fn message(&mut self, from: ClientId, msg: ToScheduler) {
         let is_worker = self.conns.get(&from).is_some_and(|c| c.is_worker);
         let worker_credential = self.conns.get(&from).is_some_and(|c| c.worker_credential);
-        let event = match msg {
+        let input = match msg {
             ToScheduler::Shutdown if worker_credential => {
                 tracing::warn!(
                     "connection {from} (a worker credential) asked for a shutdown; refused: \
@@ -274,6 +274,6 @@ impl Core {
                 return;
             }
         };
-        self.apply(event);
+        self.apply(input);
     }
 }
