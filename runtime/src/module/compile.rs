@@ -144,11 +144,7 @@ fn exports(engine: &Engine, component: &Component) -> BTreeMap<String, FuncSig> 
                     if let ComponentItem::ComponentFunc(f) = item.ty
                         && let Some(index) = component.get_export_index(Some(&inst_index), fname)
                     {
-                        let full = format!("{name}#{fname}");
-                        funcs
-                            .entry(fname.to_string())
-                            .or_insert_with(|| sig(fname.to_string(), &f, index));
-                        funcs.insert(full.clone(), sig(full, &f, index));
+                        insert_interface_func(&mut funcs, name, fname, |n| sig(n, &f, index));
                     }
                 }
             }

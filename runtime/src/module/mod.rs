@@ -229,6 +229,22 @@ pub fn check_header(bytes: &[u8], name: &str) -> Result<bool, String> {
     Ok(bytes[4..8] == [1, 0, 0, 0])
 }
 
+/// Files a function `func` of the exported interface `interface` under both
+/// names users call it by: `interface#func`, and plain `func` unless an
+/// earlier export already has that name.
+fn insert_interface_func(
+    funcs: &mut BTreeMap<String, FuncSig>,
+    interface: &str,
+    func: &str,
+    sig: impl Fn(String) -> FuncSig,
+) {
+    funcs
+        .entry(func.to_string())
+        .or_insert_with(|| sig(func.to_string()));
+    let full = format!("{interface}#{func}");
+    funcs.insert(full.clone(), sig(full));
+}
+
 /// The one task function of a command, typed as its task arguments:
 /// `stdin: option<list<u8>>, argv: list<string>`, result `list<u8>`.
 fn command_funcs() -> BTreeMap<String, FuncSig> {

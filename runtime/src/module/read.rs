@@ -76,13 +76,11 @@ pub fn read_types(bytes: &[u8], name: &str) -> Result<ModuleTypes, String> {
                     command = true;
                 }
                 for (fname, f) in &interface.functions {
-                    let full = format!("{export}#{fname}");
-                    let s = sig(&resolve, full.clone(), f).map_err(|e| not_valid(&e))?;
-                    funcs.entry(fname.clone()).or_insert_with(|| FuncSig {
-                        name: fname.clone(),
+                    let s = sig(&resolve, fname.clone(), f).map_err(|e| not_valid(&e))?;
+                    insert_interface_func(&mut funcs, &export, fname, |name| FuncSig {
+                        name,
                         ..s.clone()
                     });
-                    funcs.insert(full, s);
                 }
             }
             WorldItem::Type { .. } => {}
