@@ -249,8 +249,10 @@ fn four_hosts_with_tls_survive_a_cut_link() {
         .sum();
     assert_eq!(sum, (2..=201).sum::<u64>());
 
-    // A dependency whose input lives on the other host. (`--workers`
-    // takes a worker's data address, as `dtask workers` lists it.)
+    // A dependency whose input lives on the other host: big enough (5,000
+    // characters) that it is kept on the worker that made it, where a
+    // small result would live at the scheduler. (`--workers` takes a
+    // worker's data address, as `dtask workers` lists it.)
     let on = |i: usize| -> String {
         let host = format!("{}:", net.addr(i));
         workers()
@@ -265,7 +267,15 @@ fn four_hosts_with_tls_survive_a_cut_link() {
     };
     let a = ok(
         dtask(
-            &["submit", "--workers", &on(wa), tasks_wasm(), "inc", "1000"],
+            &[
+                "submit",
+                "--workers",
+                &on(wa),
+                tasks_wasm(),
+                "repeat",
+                "x",
+                "5000",
+            ],
             "",
         ),
         "submit on a",
@@ -277,15 +287,16 @@ fn four_hosts_with_tls_survive_a_cut_link() {
                 "--workers",
                 &on(wb),
                 tasks_wasm(),
-                "add",
+                "repeat",
                 &format!("@{a}"),
-                "1",
+                "2",
             ],
             "",
         ),
         "submit on b",
     );
-    assert_eq!(ok(dtask(&["gather", &b], ""), "gather b"), "1002");
+    let twice = ok(dtask(&["gather", "-r", &b], ""), "gather b");
+    assert_eq!(twice, "x".repeat(10_000));
     let who = ok(dtask(&["who-has", &a, &b], ""), "who-has");
     assert!(who.contains(&on(wa)) && who.contains(&on(wb)), "{who}");
 

@@ -284,6 +284,33 @@ fn a_hung_worker_is_noticed_by_its_missed_heartbeats_and_its_tasks_run_elsewhere
 }
 
 #[test]
+fn a_small_result_lives_at_the_scheduler_and_outlives_its_worker() {
+    let c = Cluster::start(1, 1);
+    let k = c.submit("inc", &["41"]);
+    c.ok(&["wait", &k]);
+    // No worker keeps a copy: it holds nothing and is named by no one.
+    let workers = json_lines(&c.ok(&["workers", "--json"]));
+    assert_eq!(workers[0]["holding"], 0, "{workers:?}");
+    assert_eq!(c.ok(&["who-has", &k]), k);
+    let info =
+        |c: &Cluster| -> serde_json::Value { serde_json::from_str(&c.ok(&["info"])).unwrap() };
+    let dispatched = info(&c)["dispatched"].clone();
+    // Its worker dies; the result is still there, and not computed again.
+    let pid = worker_pids(c.pid())[0];
+    // SAFETY: killing a worker process this test's cluster started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    wait_until(Duration::from_secs(20), "the scheduler to notice", || {
+        !alive(pid) && c.ok(&["workers"]).lines().count() == 0
+    });
+    assert_eq!(c.ok(&["gather", &k]), "42");
+    let after = info(&c);
+    assert_eq!(after["reruns"], 0, "{after}");
+    assert_eq!(after["dispatched"], dispatched, "not run again: {after}");
+}
+
+#[test]
 fn a_result_lost_with_its_worker_is_computed_again_from_lineage() {
     let c = Cluster::start(2, 1);
     let base = c.submit("repeat", &["ab", "3000"]);

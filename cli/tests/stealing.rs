@@ -72,7 +72,7 @@ fn an_idle_worker_takes_tasks_queued_behind_a_busy_one() {
     }
     assert_eq!(status(&c, &blocker), "processing", "the gate is still shut");
     for k in &keys {
-        assert_eq!(c.ok(&["who-has", k]), format!("{k}\t{idle}"));
+        assert_eq!(&ran_on(&c, k), idle, "{k}");
     }
     let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
     assert_eq!(info["stolen"], keys.len());
@@ -96,7 +96,7 @@ fn a_task_that_must_run_on_the_busy_worker_is_not_taken() {
     assert_eq!(status(&c, &pinned), "processing");
     c.ok(&["event", "set", "gate"]);
     assert_eq!(c.ok(&["gather", &pinned]), "8");
-    assert_eq!(c.ok(&["who-has", &pinned]), format!("{pinned}\t{busy}"));
+    assert_eq!(&ran_on(&c, &pinned), busy);
     let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
     assert_eq!(info["stolen"], 0);
 }

@@ -4,7 +4,9 @@ use super::{Failure, Global, connect, keys_from};
 use std::io::Write;
 
 /// Print, for each key, the data addresses of the workers holding its
-/// result (tab-separated; nothing after the key if none does).
+/// result (tab-separated; nothing after the key if none does). A small
+/// result (1 KiB or less) lives at the scheduler, on no worker; `dtask
+/// status --json` says where it ran.
 #[derive(clap::Args)]
 #[command(
     after_help = "Example:\n  dtask who-has inc-5c1e…        # inc-5c1e…\t127.0.0.1:40121\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."

@@ -749,3 +749,21 @@ pub fn status(c: &Cluster, key: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// The data address of the worker `key` ran on (`dtask status --json`
+/// names it; `dtask workers --json` gives its address). A small result
+/// lives at the scheduler, so `dtask who-has` names no worker for it.
+#[allow(dead_code)]
+pub fn ran_on(c: &Cluster, key: &str) -> String {
+    let status = &json_lines(&c.ok(&["status", "--json", key]))[0];
+    let name = status["worker"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no worker in {status}"));
+    json_lines(&c.ok(&["workers", "--json"]))
+        .iter()
+        .find(|w| w["name"] == name)
+        .unwrap_or_else(|| panic!("no worker named {name}"))["address"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

@@ -40,20 +40,26 @@ pub(super) async fn execute(shared: Arc<Shared>, task: RunTask) {
     let msg = match outcome {
         Ok(bytes) => {
             let at = store::located(&bytes);
-            // Most results fit in memory at once; one that makes the store
-            // spill is kept off the async threads.
-            let kept = match shared.results.insert_in_memory(&key, bytes) {
-                Ok(()) => Ok(at),
-                Err(bytes) => {
-                    let store = shared.results.clone();
-                    let k = key.clone();
-                    tokio::task::spawn_blocking(move || keep(&store, &k, bytes))
-                        .await
-                        .unwrap_or_else(|e| {
-                            let message = format!("storing the result failed: {e}");
-                            Err(TaskError::new(ErrorKind::Memory, message, &key))
-                        })
-                }
+            // A small result travels inline and lives at the scheduler
+            // alone (which hands it to dependents and clients itself): a
+            // worker keeping a copy too would spend memory on every one of a
+            // million held results. Most others fit in memory at once; one
+            // that makes the store spill is kept off the async threads.
+            let kept = match at.inline {
+                Some(_) => Ok(at),
+                None => match shared.results.insert_in_memory(&key, bytes) {
+                    Ok(()) => Ok(at),
+                    Err(bytes) => {
+                        let store = shared.results.clone();
+                        let k = key.clone();
+                        tokio::task::spawn_blocking(move || keep(&store, &k, bytes))
+                            .await
+                            .unwrap_or_else(|e| {
+                                let message = format!("storing the result failed: {e}");
+                                Err(TaskError::new(ErrorKind::Memory, message, &key))
+                            })
+                    }
+                },
             };
             match kept {
                 Ok(at) => ToScheduler::Finished {

@@ -29,6 +29,7 @@ mod queries;
 mod scatter;
 mod stealing;
 mod submission;
+mod table;
 mod workers;
 
 pub use inputs::{Command, Input};
@@ -52,6 +53,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
+use table::Tasks;
 use thin_vec::ThinVec;
 
 /// A task's key as the scheduler keeps it: one allocation, shared by the
@@ -161,81 +163,6 @@ struct Client {
     holder: Arc<str>,
     /// An unnamed client's holds end with its connection.
     ephemeral: bool,
-}
-
-/// The task table. With a journal, it notes every key it hands out for
-/// change, so the journal records what changed (and only that) after each
-/// event: see [`Scheduler::journal_records`].
-#[derive(Debug, Default)]
-struct Tasks {
-    /// Boxed: the table's spare capacity then costs a pointer per slot,
-    /// not a whole task.
-    map: HashMap<Key, Box<Task>>,
-    /// Keys touched since the journal last drained them; `None` without a
-    /// journal.
-    dirty: Option<HashSet<Key>>,
-    /// Submission numbers of recorded tasks removed since the journal last
-    /// drained them (with a journal only).
-    forgotten: Vec<u64>,
-}
-
-impl Tasks {
-    fn touch(&mut self, key: &str) {
-        if let Some(d) = &mut self.dirty
-            && !d.contains(key)
-            && let Some((k, _)) = self.map.get_key_value(key)
-        {
-            d.insert(k.clone());
-        }
-    }
-
-    /// The shared copy of a known key.
-    fn key(&self, key: &str) -> Option<Key> {
-        self.map.get_key_value(key).map(|(k, _)| k.clone())
-    }
-
-    fn get(&self, key: &str) -> Option<&Task> {
-        self.map.get(key).map(|t| &**t)
-    }
-
-    fn get_mut(&mut self, key: &str) -> Option<&mut Task> {
-        self.touch(key);
-        self.map.get_mut(key).map(|t| &mut **t)
-    }
-
-    fn contains_key(&self, key: &str) -> bool {
-        self.map.contains_key(key)
-    }
-
-    fn insert(&mut self, key: Key, task: Task) {
-        if let Some(d) = &mut self.dirty {
-            d.insert(key.clone());
-        }
-        self.map.insert(key, Box::new(task));
-    }
-
-    fn remove(&mut self, key: &str) -> Option<Task> {
-        self.touch(key);
-        let task = self.map.remove(key).map(|t| *t);
-        if let Some(t) = &task
-            && self.dirty.is_some()
-            && t.journaled != 0
-        {
-            self.forgotten.push(t.seq);
-        }
-        task
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-}
-
-impl std::ops::Index<&str> for Tasks {
-    type Output = Task;
-    fn index(&self, key: &str) -> &Task {
-        &self.map[key]
-    }
 }
 
 /// The scheduler's whole decision state. See the module docs.

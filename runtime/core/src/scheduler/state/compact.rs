@@ -2,9 +2,10 @@
 //! a few hundred megabytes.
 //!
 //! - A [`Recipe`] is a [`TaskSpec`] without its key (the task table's key
-//!   is the one copy), with its module hash and function name shared
-//!   through an [`Interner`], and its rarely set options (priority,
-//!   limits, grants, placement, retries) boxed only when one is set.
+//!   is the one copy), with its module hash and function name shared as
+//!   one [`Func`] through an [`Interner`], and its rarely set options
+//!   (priority, limits, grants, placement, retries) boxed only when one is
+//!   set.
 //! - [`Holders`] is a short list of shared names: nearly every task has one
 //!   holder, and a hash set per task would cost far more than the key.
 
@@ -12,33 +13,67 @@ use crate::protocol::{Arg, Grants, Placement, TaskSpec};
 use rustc_hash::FxHashSet as HashSet;
 use std::sync::Arc;
 
-/// Shares equal strings (module hashes, function names) among tasks.
+/// A module's export, shared by every task that runs it.
+#[derive(Debug)]
+pub(super) struct Func {
+    /// The module's hash.
+    pub(super) module: Arc<str>,
+    /// The export's name.
+    pub(super) function: Arc<str>,
+}
+
+fn func_hash(module: &str, function: &str) -> u64 {
+    use std::hash::BuildHasher as _;
+    rustc_hash::FxBuildHasher.hash_one((module, function))
+}
+
+/// Shares equal strings (module hashes, function names) and pairs of them
+/// among tasks.
 #[derive(Debug, Default)]
 pub(super) struct Interner {
     names: HashSet<Arc<str>>,
-    /// Size at which names no task uses are forgotten (then doubled), so
-    /// a client inventing function names cannot grow it for good.
+    funcs: hashbrown::HashTable<Arc<Func>>,
+    /// Size at which names and pairs no task uses are forgotten (then
+    /// doubled), so a client inventing function names cannot grow it for
+    /// good.
     prune_at: usize,
 }
 
 impl Interner {
     /// The shared copy of `s`.
-    pub(super) fn get(&mut self, s: &str) -> Arc<str> {
+    fn name(&mut self, s: &str) -> Arc<str> {
         if let Some(n) = self.names.get(s) {
             return n.clone();
-        }
-        if self.names.len() >= self.prune_at {
-            self.prune();
-            self.prune_at = (2 * self.names.len()).max(1024);
         }
         let n: Arc<str> = Arc::from(s);
         self.names.insert(n.clone());
         n
     }
 
-    /// Forgets names no task uses any more (only the interner's own copy
-    /// is left), so names seen once do not stay for good.
+    /// The shared export `function` of `module`.
+    pub(super) fn func(&mut self, module: &str, function: &str) -> Arc<Func> {
+        let h = func_hash(module, function);
+        let same = |f: &Arc<Func>| *f.module == *module && *f.function == *function;
+        if let Some(f) = self.funcs.find(h, same) {
+            return f.clone();
+        }
+        if self.funcs.len() >= self.prune_at {
+            self.prune();
+            self.prune_at = (2 * self.funcs.len()).max(1024);
+        }
+        let f = Arc::new(Func {
+            module: self.name(module),
+            function: self.name(function),
+        });
+        self.funcs
+            .insert_unique(h, f.clone(), |f| func_hash(&f.module, &f.function));
+        f
+    }
+
+    /// Forgets pairs and names no task uses any more (only the interner's
+    /// own copy is left), so names seen once do not stay for good.
     pub(super) fn prune(&mut self) {
+        self.funcs.retain(|f| Arc::strong_count(f) > 1);
         self.names.retain(|n| Arc::strong_count(n) > 1);
     }
 
@@ -63,10 +98,8 @@ struct Options {
 /// What a task runs, as the scheduler keeps it.
 #[derive(Debug)]
 pub(super) struct Recipe {
-    /// The module whose export runs.
-    pub(super) module: Arc<str>,
-    /// The export.
-    pub(super) function: Arc<str>,
+    /// The export that runs.
+    pub(super) func: Arc<Func>,
     /// Arguments, in parameter order.
     pub(super) args: Box<[Arg]>,
     options: Option<Box<Options>>,
@@ -103,8 +136,7 @@ impl Recipe {
             && options.placement == ANYWHERE
             && options.retries == 0;
         Self {
-            module: interner.get(&spec.module),
-            function: interner.get(&spec.function),
+            func: interner.func(&spec.module, &spec.function),
             args: spec.args.into_boxed_slice(),
             options: (!plain).then(|| Box::new(options)),
         }
@@ -113,8 +145,7 @@ impl Recipe {
     /// The recipe of scattered data: it runs nothing.
     pub(super) fn scattered(interner: &mut Interner) -> Self {
         Self {
-            module: interner.get(""),
-            function: interner.get("scatter"),
+            func: interner.func("", "scatter"),
             args: Box::new([]),
             options: None,
         }
@@ -124,9 +155,9 @@ impl Recipe {
     pub(super) fn spec(&self, key: &str) -> TaskSpec {
         TaskSpec {
             key: key.to_string(),
-            module: self.module.to_string(),
-            function: self.function.to_string(),
-            args: self.args.to_vec(),
+            module: self.func.module.to_string(),
+            function: self.func.function.to_string(),
+            args: self.args.iter().map(detached_arg).collect(),
             priority: self.priority(),
             timeout_ms: self.timeout_ms(),
             memory_limit: self.memory_limit(),
@@ -311,6 +342,31 @@ impl Holders {
     }
 }
 
+/// Values this long or shorter are copied rather than shared by
+/// [`detached`].
+const DETACH_AT: usize = 256;
+
+/// `b` to send or record, leaving `b` as it is. Sharing a `Bytes` made from
+/// a `Vec` (as decoded values are) gives it a shared header for good: 24
+/// bytes that outlive the message, on every small argument and result a
+/// million held tasks keep. A small value is copied instead, which costs
+/// nothing that lasts; a larger one is shared.
+pub(super) fn detached(b: &bytes::Bytes) -> bytes::Bytes {
+    if b.len() <= DETACH_AT {
+        bytes::Bytes::copy_from_slice(b)
+    } else {
+        b.clone()
+    }
+}
+
+/// `a` to send or record, its value [`detached`].
+pub(super) fn detached_arg(a: &Arg) -> Arg {
+    match a {
+        Arg::Value(v) => Arg::Value(detached(v)),
+        Arg::Future(k) => Arg::Future(k.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,7 +420,7 @@ mod tests {
         };
         let r2 = Recipe::new(tuned.clone(), &mut names);
         assert_eq!(r2.spec("inc-1"), tuned);
-        assert!(Arc::ptr_eq(&r.module, &r2.module), "module shared");
+        assert!(Arc::ptr_eq(&r.func, &r2.func), "module and function shared");
         assert_eq!(names.len(), 2);
         drop((r, r2));
         names.prune();

@@ -52,18 +52,23 @@ impl Scheduler {
             _ => return self.adopt_result(worker, &key, located, out),
         }
         let req = task.scatter.as_deref().copied();
+        let kept = keeps_a_copy(&located, task);
         self.activity.set(
             &key,
             task,
             State::Finished {
                 result: Stored {
                     inline: located.inline,
-                    who_has: thin_vec::thin_vec![worker],
+                    who_has: if kept {
+                        thin_vec::thin_vec![worker]
+                    } else {
+                        ThinVec::new()
+                    },
                     nbytes: located.nbytes,
                 },
             },
         );
-        if let Some(w) = self.workers.get_mut(&worker) {
+        if kept && let Some(w) = self.workers.get_mut(&worker) {
             w.has.insert(key.clone());
         }
         self.scatter_stored(req, worker, out);
@@ -177,7 +182,7 @@ impl Scheduler {
 
     pub(super) fn locate(&self, s: &Stored) -> Located {
         Located {
-            inline: s.inline.clone(),
+            inline: s.inline.as_ref().map(super::compact::detached),
             who_has: s
                 .who_has
                 .iter()
@@ -369,4 +374,13 @@ impl Scheduler {
             self.ready.push((t.recipe.priority(), Reverse(t.seq), k));
         }
     }
+}
+
+/// Whether the worker that reports `at` for `task` keeps a copy of it. A
+/// task's result small enough to travel inline lives at the scheduler
+/// alone: the worker does not keep it, so the scheduler neither notes the
+/// worker as holding it nor frees it there. Scattered data is kept where
+/// it was stored, whatever its size.
+pub(super) fn keeps_a_copy(at: &Located, task: &Task) -> bool {
+    at.inline.is_none() || task.scatter.is_some()
 }

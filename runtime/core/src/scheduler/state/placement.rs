@@ -196,7 +196,7 @@ impl Scheduler {
             .args
             .iter()
             .map(|a| match a {
-                Arg::Value(v) => RunArg::Value(v.clone()),
+                Arg::Value(v) => RunArg::Value(super::compact::detached(v)),
                 Arg::Future(k) => {
                     let at = match self.tasks.get(k).map(|t| &t.state) {
                         Some(State::Finished { result }) => self.locate(result),
@@ -208,8 +208,8 @@ impl Scheduler {
             .collect();
         RunTask {
             key: key.to_string(),
-            module: task.recipe.module.to_string(),
-            function: task.recipe.function.to_string(),
+            module: task.recipe.func.module.to_string(),
+            function: task.recipe.func.function.to_string(),
             args,
             timeout_ms: task.recipe.timeout_ms(),
             memory_limit: task.recipe.memory_limit(),

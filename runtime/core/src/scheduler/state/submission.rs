@@ -7,7 +7,7 @@ impl Scheduler {
     /// Adds a task to the table, counting it.
     pub(super) fn add_task(&mut self, key: Key, task: Task) {
         self.activity
-            .added(&task.recipe.function, activity::Phase::of(&task.state));
+            .added(&task.recipe.func.function, activity::Phase::of(&task.state));
         self.tasks.insert(key, task);
     }
 
@@ -291,7 +291,7 @@ impl Scheduler {
             }
             let task = self.tasks.remove(&key).expect("present");
             self.activity
-                .removed(&task.recipe.function, activity::Phase::of(&task.state));
+                .removed(&task.recipe.func.function, activity::Phase::of(&task.state));
             for d in task.deps {
                 if let Some(dep) = self.tasks.get_mut(&d) {
                     dep.dependents.remove(&key);

@@ -136,11 +136,12 @@ impl Scheduler {
             });
         };
         let t = self.tasks.get_mut(&key).expect("present");
+        let kept = super::lifecycle::keeps_a_copy(&at, t);
         let was_pending = match &t.state {
             State::Released | State::Lost => false,
             State::Pending { .. } => true,
             State::Finished { result } => {
-                if !result.who_has.contains(&worker) {
+                if kept && !result.who_has.contains(&worker) {
                     if let State::Finished { result } = &mut t.state {
                         result.who_has.push(worker);
                     }
@@ -167,12 +168,16 @@ impl Scheduler {
             State::Finished {
                 result: Stored {
                     inline: at.inline,
-                    who_has: thin_vec::thin_vec![worker],
+                    who_has: if kept {
+                        thin_vec::thin_vec![worker]
+                    } else {
+                        ThinVec::new()
+                    },
                     nbytes: at.nbytes,
                 },
             },
         );
-        if let Some(w) = self.workers.get_mut(&worker) {
+        if kept && let Some(w) = self.workers.get_mut(&worker) {
             w.has.insert(key.clone());
         }
         self.notify(&key, out);

@@ -314,7 +314,7 @@ impl Activity {
         self.tasks.0[before.index()] -= 1;
         self.tasks.0[after.index()] += 1;
         let now = self.now_ms;
-        let f = self.tally(&task.recipe.function);
+        let f = self.tally(&task.recipe.func.function);
         f.tasks.0[before.index()] -= 1;
         f.tasks.0[after.index()] += 1;
         let (finished, failed) = (after == Phase::Memory, after == Phase::Erred);
@@ -343,7 +343,7 @@ impl Activity {
         if ran.is_none() && error.is_none() {
             return;
         }
-        let function = &task.recipe.function;
+        let function = &task.recipe.func.function;
         let key: Arc<str> = Arc::from(key);
         if let Some((worker, began_ms, seconds)) = ran {
             *self.worker_seconds.entry(worker).or_default() += seconds;

@@ -52,13 +52,16 @@ impl Scheduler {
             _ => None,
         }
         .or_else(|| {
-            // Where it ran, if the task stream still remembers.
+            // Where it ran, if the task stream still remembers (a small
+            // result lives at the scheduler, on no worker). The task's own
+            // clock keeps its end to within milliseconds: spans that ended
+            // a second before it are too old to be its.
             let ended = times.ended_ms?;
             self.activity
                 .spans
                 .iter()
                 .rev()
-                .take_while(|s| s.ended_ms >= ended)
+                .take_while(|s| s.ended_ms.saturating_add(1_000) >= ended)
                 .find(|s| &*s.key == key)
                 .map(|s| s.worker)
         });
@@ -85,8 +88,8 @@ impl Scheduler {
         use std::cmp::Reverse;
         let mut newest = std::collections::BinaryHeap::new();
         let mut matched = 0;
-        for (key, t) in &self.tasks.map {
-            if function.is_some_and(|f| *t.recipe.function != *f) {
+        for (key, t) in self.tasks.iter() {
+            if function.is_some_and(|f| *t.recipe.func.function != *f) {
                 continue;
             }
             let Some(s) = self.state(key) else { continue };
@@ -104,7 +107,7 @@ impl Scheduler {
         let tasks = list
             .into_iter()
             .filter_map(|(_, k)| {
-                let f = self.tasks.get(&k)?.recipe.function.to_string();
+                let f = self.tasks.get(&k)?.recipe.func.function.to_string();
                 Some((k.to_string(), self.state(&k)?, f))
             })
             .collect();
@@ -117,8 +120,8 @@ impl Scheduler {
         let timings = self.timings(key)?;
         Some(TaskDetail {
             key: key.to_string(),
-            function: t.recipe.function.to_string(),
-            module: t.recipe.module.to_string(),
+            function: t.recipe.func.function.to_string(),
+            module: t.recipe.func.module.to_string(),
             phase: Phase::of(&t.state),
             timings,
             inputs: t

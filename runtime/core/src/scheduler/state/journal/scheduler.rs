@@ -8,7 +8,6 @@ impl Scheduler {
     pub fn snapshot(&self) -> Snapshot {
         let mut tasks: Vec<SavedTask> = self
             .tasks
-            .map
             .iter()
             .map(|(key, t)| {
                 let status = self.status_of(t);
@@ -71,7 +70,7 @@ impl Scheduler {
 
     /// Makes room for `n` more tasks, before restoring that many.
     pub fn reserve_tasks(&mut self, n: usize) {
-        self.tasks.map.reserve(n);
+        self.tasks.reserve(n);
     }
 
     /// Restores one task of a snapshot, in any order; then
@@ -154,17 +153,13 @@ impl Scheduler {
         }
         self.modules.extend(snapshot.modules);
         self.stats = snapshot.stats;
-        let mut keys: Vec<(u64, super::super::Key)> = self
-            .tasks
-            .map
-            .iter()
-            .map(|(k, t)| (t.seq, k.clone()))
-            .collect();
+        let mut keys: Vec<(u64, super::super::Key)> =
+            self.tasks.iter().map(|(k, t)| (t.seq, k.clone())).collect();
         // In submission order, as the tasks were first queued.
         keys.sort_unstable_by_key(|(seq, _)| *seq);
         let mut unfinished = Vec::new();
         for (_, key) in keys {
-            let task = self.tasks.map.get_mut(&key).expect("listed");
+            let task = self.tasks.get_mut_untracked(&key).expect("listed");
             if matches!(task.state, State::Pending { .. }) {
                 unfinished.push(key.clone());
             }
@@ -180,7 +175,7 @@ impl Scheduler {
                     dep.dependents.push(key.clone());
                 }
             }
-            self.tasks.map.get_mut(&key).expect("listed").deps = deps.into_boxed_slice();
+            self.tasks.get_mut_untracked(&key).expect("listed").deps = deps.into_boxed_slice();
         }
         for key in &unfinished {
             for d in self.tasks[key].deps.clone() {
@@ -269,7 +264,7 @@ impl Scheduler {
         // Recorded, though not by a fingerprint: a task touched later
         // records its status once more, which is cheaper than
         // fingerprinting every task of a big restore now.
-        for t in self.tasks.map.values_mut() {
+        for t in self.tasks.values_mut_untracked() {
             t.journaled = RECORDED;
         }
         self.tasks.dirty = Some(HashSet::default());
@@ -284,7 +279,7 @@ impl Scheduler {
             state: match &t.state {
                 State::Pending { .. } | State::Processing { .. } => SavedState::Unfinished,
                 State::Finished { result } => SavedState::Finished {
-                    inline: result.inline.clone(),
+                    inline: result.inline.as_ref().map(super::super::compact::detached),
                     nbytes: result.nbytes,
                 },
                 State::Error(e) => SavedState::Error(e.clone()),
@@ -339,12 +334,12 @@ impl Scheduler {
         out.extend(forgotten.into_iter().map(|seq| Record::Forget { seq }));
         for key in dirty {
             // Gone: its Forget (if it was ever recorded) is out already.
-            let Some(t) = self.tasks.map.get(&key) else {
+            let Some(t) = self.tasks.get(&key) else {
                 continue;
             };
             let status = self.status_of(t);
             let fp = fingerprint(&status);
-            let t = self.tasks.map.get_mut(&key).expect("present");
+            let t = self.tasks.get_mut_untracked(&key).expect("present");
             if t.journaled == 0 {
                 out.push(Record::Task {
                     seq: t.seq,
