@@ -60,6 +60,9 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"DTASKSNP";
 const LOG_HEADER: usize = 8 + 4 + 8;
 /// Largest frame the reader accepts (a frame is one batch of records).
 const MAX_FRAME: usize = 1 << 30;
+/// Records that may wait for the writer before the core loop waits for it
+/// ([`Journal::caught_up`]): a few tens of megabytes.
+const MAX_BACKLOG: u64 = 100_000;
 
 /// Version of the on-disk format. A journal of another version is refused
 /// with a message naming both.
@@ -108,6 +111,10 @@ pub struct Health {
     pub syncs: AtomicU64,
     /// Microseconds those syncs took, in all.
     pub sync_micros: AtomicU64,
+    /// Records handed to the writer and not yet written (or dropped).
+    backlog: AtomicU64,
+    /// Told each time the writer has taken a batch off the backlog.
+    written: tokio::sync::Notify,
 }
 
 impl Health {
@@ -328,7 +335,24 @@ impl Journal {
     pub fn hand_over(&self) {
         let records = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
         if !records.is_empty() {
+            self.health
+                .backlog
+                .fetch_add(records.len() as u64, Ordering::AcqRel);
             let _ = self.tx.send(Write::Records(records));
+        }
+    }
+
+    /// Waits while more than [`MAX_BACKLOG`] records wait for the writer:
+    /// the core loop calls it after each hand-over, so a disk or a writer
+    /// thread slower than the events holds the scheduler back (and, through
+    /// its bounded queues, the clients) instead of queueing records without
+    /// bound.
+    pub async fn caught_up(&self) {
+        while self.health.backlog.load(Ordering::Acquire) > MAX_BACKLOG {
+            // Polled too, should a wake-up come between the check and the
+            // wait.
+            let _ = tokio::time::timeout(Duration::from_millis(20), self.health.written.notified())
+                .await;
         }
     }
 
@@ -536,6 +560,46 @@ mod tests {
         let gens = log_gens(dir);
         assert_eq!(gens.len(), 1, "{gens:?}");
         log_path(dir, gens[0])
+    }
+
+    #[test]
+    fn the_core_waits_while_the_writer_is_too_far_behind_and_goes_on_once_it_catches_up() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        rt.block_on(async {
+            // Nothing waits: no wait.
+            tokio::time::timeout(Duration::from_secs(10), j.caught_up())
+                .await
+                .expect("caught up at once");
+            // A writer further behind than the limit allows, and one batch
+            // more.
+            j.health
+                .backlog
+                .fetch_add(MAX_BACKLOG + 1, Ordering::AcqRel);
+            j.append(vec![event("one"), event("two")]);
+            j.hand_over();
+            let waited = tokio::time::timeout(Duration::from_millis(200), j.caught_up()).await;
+            assert!(
+                waited.is_err(),
+                "the core must wait while the writer is behind"
+            );
+            // The writer has written the real batch meanwhile; once the rest
+            // of its backlog is written too, the core goes on.
+            j.flush();
+            assert_eq!(j.health.backlog.load(Ordering::Acquire), MAX_BACKLOG + 1);
+            j.health
+                .backlog
+                .fetch_sub(MAX_BACKLOG + 1, Ordering::AcqRel);
+            j.health.written.notify_one();
+            tokio::time::timeout(Duration::from_secs(10), j.caught_up())
+                .await
+                .expect("caught up once written");
+        });
+        j.close();
     }
 
     #[test]

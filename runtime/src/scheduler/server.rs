@@ -438,6 +438,7 @@ async fn core_loop(
         }
         if let Some(j) = &core.journal {
             j.hand_over();
+            j.caught_up().await;
         }
     }
     if let Some(j) = &core.journal {

@@ -49,36 +49,45 @@ impl Writer {
         }
     }
 
+    /// Appends one batch of records to the log (dropped while writing is
+    /// broken, until a whole snapshot mends it).
+    fn append(&mut self, records: Vec<Record>) {
+        if self.health.broken.load(Ordering::Acquire) {
+            return;
+        }
+        let n = records.len() as u64;
+        let payload = postcard::to_allocvec(&records).expect("records serialize");
+        let mut frame = Vec::with_capacity(payload.len() + 8);
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let result = match &mut self.log {
+            Some(log) => log.write_all(&frame),
+            None => Err(std::io::Error::other("no log file is open")),
+        };
+        match result {
+            Ok(()) => {
+                self.log_bytes += frame.len() as u64;
+                self.unsynced = true;
+                self.health
+                    .bytes
+                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                self.health.records.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => self.failed(format!(
+                "cannot append to the journal in {}: {e}",
+                self.dir.display()
+            )),
+        }
+    }
+
     pub(super) fn handle(&mut self, w: Write) {
         match w {
             Write::Records(records) => {
-                if self.health.broken.load(Ordering::Acquire) {
-                    return;
-                }
                 let n = records.len() as u64;
-                let payload = postcard::to_allocvec(&records).expect("records serialize");
-                let mut frame = Vec::with_capacity(payload.len() + 8);
-                frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-                frame.extend_from_slice(&payload);
-                let result = match &mut self.log {
-                    Some(log) => log.write_all(&frame),
-                    None => Err(std::io::Error::other("no log file is open")),
-                };
-                match result {
-                    Ok(()) => {
-                        self.log_bytes += frame.len() as u64;
-                        self.unsynced = true;
-                        self.health
-                            .bytes
-                            .fetch_add(frame.len() as u64, Ordering::Relaxed);
-                        self.health.records.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(e) => self.failed(format!(
-                        "cannot append to the journal in {}: {e}",
-                        self.dir.display()
-                    )),
-                }
+                self.append(records);
+                self.health.backlog.fetch_sub(n, Ordering::AcqRel);
+                self.health.written.notify_one();
             }
             Write::Module(hash, bytes) => {
                 let dest = self.dir.join(MODULES).join(format!("{hash}.wasm"));

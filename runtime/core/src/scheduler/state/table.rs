@@ -3,7 +3,9 @@
 //! Tasks live in fixed-size chunks of slots, so the table grows a chunk at a
 //! time and never moves or doubles what it stores; an index of slot numbers,
 //! found by the key's hash, costs a few bytes per task where a map from key
-//! to a boxed task cost a key, a pointer and an allocation each.
+//! to a boxed task cost a key, a pointer and an allocation each. The slots
+//! stay dense: a removed task's slot takes the last task, so chunks emptied
+//! by releases are given back, and the index shrinks with the table.
 
 use super::{Key, Task};
 use hashbrown::HashTable;
@@ -38,10 +40,9 @@ fn slot(chunks: &[Vec<Option<Slot>>], id: u32) -> &Slot {
 pub(super) struct Tasks {
     /// Slot numbers by their key's hash.
     index: HashTable<u32>,
-    /// The slots, `CHUNK` to a chunk.
+    /// The slots, `CHUNK` to a chunk, every one taken: slot `i` is in
+    /// chunk `i / CHUNK`, and only the last chunk is not full.
     chunks: Vec<Vec<Option<Slot>>>,
-    /// Slots freed by removed tasks, taken again first.
-    free: Vec<u32>,
     /// Keys touched since the journal last drained them; `None` without a
     /// journal.
     pub(super) dirty: Option<HashSet<Key>>,
@@ -112,22 +113,13 @@ impl Tasks {
             return;
         }
         let h = hash(&key);
-        let filled = Some(Slot { key, task });
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.chunks[id as usize / CHUNK][id as usize % CHUNK] = filled;
-                id
-            }
-            None => {
-                if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-                    self.chunks.push(Vec::with_capacity(CHUNK));
-                }
-                let id =
-                    (self.chunks.len() - 1) * CHUNK + self.chunks.last().expect("pushed").len();
-                self.chunks.last_mut().expect("pushed").push(filled);
-                u32::try_from(id).expect("fewer than 4 billion tasks")
-            }
-        };
+        // Slots are dense: the new one is numbered by the count.
+        let id = self.index.len();
+        if id / CHUNK == self.chunks.len() {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks[id / CHUNK].push(Some(Slot { key, task }));
+        let id = u32::try_from(id).expect("fewer than 4 billion tasks");
         let chunks = &self.chunks;
         self.index
             .insert_unique(h, id, |&id| hash(&slot(chunks, id).key));
@@ -144,10 +136,39 @@ impl Tasks {
             Ok(entry) => entry.remove().0,
             Err(_) => return None,
         };
-        let Slot { task, .. } = self.chunks[id as usize / CHUNK][id as usize % CHUNK]
-            .take()
-            .expect("indexed");
-        self.free.push(id);
+        // The last slot moves into the freed one.
+        let last = u32::try_from(self.index.len()).expect("fewer than 4 billion tasks");
+        let moved = self.chunks[last as usize / CHUNK]
+            .pop()
+            .flatten()
+            .expect("the last slot is taken");
+        let Slot { task, .. } = if id == last {
+            moved
+        } else {
+            let h = hash(&moved.key);
+            *self
+                .index
+                .find_mut(h, |&x| x == last)
+                .expect("the last slot is indexed") = id;
+            self.chunks[id as usize / CHUNK][id as usize % CHUNK]
+                .replace(moved)
+                .expect("indexed")
+        };
+        // An empty last chunk is given back once the one before it is half
+        // empty too, so a table that grows and shrinks by a few tasks at a
+        // chunk's edge does not allocate a chunk each time.
+        let n = self.chunks.len();
+        if n >= 2 && self.chunks[n - 1].is_empty() && self.chunks[n - 2].len() <= CHUNK / 2 {
+            self.chunks.pop();
+        }
+        if self.index.len() == 0 {
+            self.chunks.clear();
+        }
+        let chunks = &self.chunks;
+        if self.index.capacity() > 1024 && self.index.len() * 4 < self.index.capacity() {
+            self.index
+                .shrink_to(self.index.len() * 2, |&id| hash(&slot(chunks, id).key));
+        }
         if self.dirty.is_some() && task.journaled != 0 {
             self.forgotten.push(task.seq);
         }
@@ -194,5 +215,68 @@ impl std::ops::Index<&str> for Tasks {
     type Output = Task;
     fn index(&self, key: &str) -> &Task {
         self.get(key).expect("a known key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::compact::{Dependents, Holders, Interner, Recipe};
+    use super::super::{State, activity};
+    use super::*;
+    use thin_vec::ThinVec;
+
+    fn task(seq: u64, names: &mut Interner) -> Task {
+        Task {
+            recipe: Recipe::scattered(names),
+            seq,
+            state: State::Pending { waiting_on: 0 },
+            deps: Box::new([]),
+            dependents: Dependents::default(),
+            needed_by: 0,
+            holders: Holders::one("h".into()),
+            watchers: ThinVec::new(),
+            retries_left: 0,
+            deaths: 0,
+            stamps: activity::Stamps::at(0),
+            journaled: 0,
+            scatter: None,
+        }
+    }
+
+    #[test]
+    fn tasks_removed_in_any_order_leave_the_rest_found_and_chunks_given_back() {
+        let mut names = Interner::default();
+        let mut t = Tasks::default();
+        let n = 3 * CHUNK as u64 + 17;
+        for i in 0..n {
+            t.insert(format!("k-{i}").into(), task(i, &mut names));
+        }
+        assert_eq!((t.len(), t.chunks.len()), (n as usize, 4));
+        // Remove every third key, then the rest from the middle out, checking
+        // that every key left still finds its own task.
+        let mut order: Vec<u64> = (0..n).filter(|i| i % 3 == 0).collect();
+        let mut rest: Vec<u64> = (0..n).filter(|i| i % 3 != 0).collect();
+        rest.sort_by_key(|i| i.abs_diff(n / 2));
+        order.extend(rest);
+        let mut left: std::collections::BTreeSet<u64> = (0..n).collect();
+        for (done, i) in order.iter().enumerate() {
+            let gone = t.remove(&format!("k-{i}")).expect("present");
+            assert_eq!(gone.seq, *i);
+            assert!(t.remove(&format!("k-{i}")).is_none(), "removed once");
+            left.remove(i);
+            if done % 997 == 0 {
+                for j in &left {
+                    assert_eq!(t.get(&format!("k-{j}")).expect("kept").seq, *j);
+                }
+                assert_eq!(t.iter().count(), left.len());
+            }
+            // Never more than one chunk beyond what the tasks need.
+            assert!(t.chunks.len() <= t.len().div_ceil(CHUNK) + 1);
+        }
+        assert_eq!((t.len(), t.chunks.len()), (0, 0));
+        assert!(t.index.capacity() <= 1024 * 2, "the index shrank");
+        // And it fills again.
+        t.insert("again".into(), task(7, &mut names));
+        assert_eq!(t["again"].seq, 7);
     }
 }
