@@ -161,7 +161,7 @@ impl Tasks {
         if n >= 2 && self.chunks[n - 1].is_empty() && self.chunks[n - 2].len() <= CHUNK / 2 {
             self.chunks.pop();
         }
-        if self.index.len() == 0 {
+        if self.index.is_empty() {
             self.chunks.clear();
         }
         let chunks = &self.chunks;
