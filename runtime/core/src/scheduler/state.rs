@@ -58,7 +58,7 @@ use thin_vec::ThinVec;
 
 /// A task's key as the scheduler keeps it: one allocation, shared by the
 /// task table and every index that names the task.
-type Key = Arc<str>;
+type Key = arcstr::ArcStr;
 
 /// Identifies a client connection.
 pub type ClientId = u64;
@@ -122,7 +122,7 @@ struct Task {
     seq: u64,
     state: State,
     /// Distinct keys among the future arguments.
-    deps: Box<[Key]>,
+    deps: ThinVec<Key>,
     /// Tasks that take this one's result (thin: most tasks have none).
     dependents: Dependents,
     /// Unfinished dependents that still need this result.
@@ -140,12 +140,15 @@ struct Task {
     /// Fingerprint of what the journal last recorded of it (0: nothing
     /// yet, so the next record carries its spec).
     journaled: u64,
-    /// Scattered data: (client, request) to answer once stored (boxed:
-    /// rare).
-    scatter: Option<Box<(ClientId, u64)>>,
 }
 
 impl Task {
+    /// Whether it is scattered data (whose recipe runs nothing: a module
+    /// with no hash).
+    fn is_scattered(&self) -> bool {
+        self.recipe.func.module.is_empty()
+    }
+
     fn is_terminal(&self) -> bool {
         matches!(
             self.state,
@@ -184,6 +187,9 @@ pub struct Scheduler {
     /// nothing while others are placed.
     no_worker: HashMap<Key, (i32, Reverse<u64>)>,
     seq: u64,
+    /// Scattered keys with the (client, request) to answer as they are
+    /// stored; dropped with the key.
+    scatter_requests: HashMap<Key, (ClientId, u64)>,
     /// Scatter requests still waiting for values to be stored.
     /// per worker the copies it has still to confirm.
     scatters: HashMap<(ClientId, u64), HashMap<WorkerId, usize>>,
@@ -449,7 +455,7 @@ impl Scheduler {
                         }
                         // A scattered value the worker could not keep: its
                         // request fails with the reason.
-                        if let Some(req) = t.scatter.as_deref().copied()
+                        if let Some(req) = self.scatter_requests.get(&*key).copied()
                             && self.scatters.remove(&req).is_some()
                         {
                             out.push(Command::Failed {

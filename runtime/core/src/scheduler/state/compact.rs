@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn dependents_are_a_list_until_many_then_an_indexed_set() {
-        let key = |i: usize| -> super::super::Key { Arc::from(format!("t{i}")) };
+        let key = |i: usize| -> super::super::Key { format!("t{i}").into() };
         let mut d = Dependents::default();
         for i in 0..FEW {
             d.push(key(i));

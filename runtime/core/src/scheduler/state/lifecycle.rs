@@ -32,17 +32,18 @@ impl Scheduler {
             self.owner_ended(&Owner::Task(key.to_string()), out);
         }
         let task = self.tasks.get_mut(&key).expect("present");
+        let scattered = task.is_scattered();
         match &mut task.state {
-            State::Processing { worker: w, .. } if *w == worker || task.scatter.is_some() => {}
+            State::Processing { worker: w, .. } if *w == worker || scattered => {}
             // Another copy (broadcast scatter): remember where it is.
-            State::Finished { result } if task.scatter.is_some() => {
+            State::Finished { result } if scattered => {
                 if !result.who_has.contains(&worker) {
                     result.who_has.push(worker);
                     if let Some(w) = self.workers.get_mut(&worker) {
-                        w.has.insert(key);
+                        w.has.insert(key.clone());
                     }
                 }
-                let req = task.scatter.as_deref().copied();
+                let req = self.scatter_requests.get(&key).copied();
                 self.scatter_stored(req, worker, out);
                 return;
             }
@@ -51,7 +52,7 @@ impl Scheduler {
             // wanted and freed on the worker otherwise, never left there.
             _ => return self.adopt_result(worker, &key, located, out),
         }
-        let req = task.scatter.as_deref().copied();
+        let req = self.scatter_requests.get(&key).copied();
         let kept = keeps_a_copy(&located, task);
         self.activity.set(
             &key,
@@ -313,7 +314,7 @@ impl Scheduler {
             let Some(t) = self.tasks.get_mut(&k) else {
                 continue;
             };
-            if !matches!(t.state, State::Released | State::Lost) || t.scatter.is_some() {
+            if !matches!(t.state, State::Released | State::Lost) || t.is_scattered() {
                 continue;
             }
             self.activity.set(&k, t, State::Pending { waiting_on: 0 });
@@ -382,5 +383,5 @@ impl Scheduler {
 /// worker as holding it nor frees it there. Scattered data is kept where
 /// it was stored, whatever its size.
 pub(super) fn keeps_a_copy(at: &Located, task: &Task) -> bool {
-    at.inline.is_none() || task.scatter.is_some()
+    at.inline.is_none() || task.is_scattered()
 }

@@ -68,7 +68,7 @@ impl Scheduler {
                     .push((key.clone(), bytes.clone()));
             }
             self.seq += 1;
-            let key: Key = Arc::from(key);
+            let key: Key = Key::from(key);
             let name = self.note_hold(&holder, key.clone());
             let task = Task {
                 recipe: Recipe::scattered(&mut self.names),
@@ -78,7 +78,7 @@ impl Scheduler {
                     started: false,
                     run: 0,
                 },
-                deps: Box::new([]),
+                deps: ThinVec::new(),
                 dependents: Dependents::default(),
                 needed_by: 0,
                 holders: Holders::one(name),
@@ -87,8 +87,8 @@ impl Scheduler {
                 deaths: 0,
                 stamps: activity::Stamps::at(self.activity.now_ms),
                 journaled: 0,
-                scatter: Some(Box::new((client, id))),
             };
+            self.scatter_requests.insert(key.clone(), (client, id));
             if let Some(w) = self.workers.get_mut(&chosen[0]) {
                 w.take(&key, &[]);
             }
@@ -169,7 +169,7 @@ impl Scheduler {
         let mut lost = Vec::new();
         for key in std::mem::take(&mut self.unreported_scatters) {
             if let Some(t) = self.tasks.get_mut(&key)
-                && t.scatter.is_some()
+                && t.is_scattered()
                 && matches!(t.state, State::Released)
             {
                 self.activity.set(&key, t, State::Lost);

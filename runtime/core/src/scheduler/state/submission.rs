@@ -181,7 +181,7 @@ impl Scheduler {
     /// Adds a new task held by `holder`; it becomes ready, waits, or errs
     /// at once if an input already erred.
     pub(super) fn insert(&mut self, mut spec: TaskSpec, holder: &str, out: &mut Vec<Command>) {
-        let key: Key = Arc::from(std::mem::take(&mut spec.key));
+        let key: Key = Key::from(std::mem::take(&mut spec.key));
         let name = self.note_hold(holder, key.clone());
         let mut deps: Vec<Key> = Vec::new();
         for arg in &spec.args {
@@ -218,7 +218,7 @@ impl Scheduler {
         let task = Task {
             seq: self.seq,
             state: State::Pending { waiting_on },
-            deps: deps.into_boxed_slice(),
+            deps: deps.into_iter().collect(),
             dependents: Dependents::default(),
             needed_by: 0,
             holders: Holders::one(name),
@@ -227,7 +227,6 @@ impl Scheduler {
             deaths: 0,
             stamps: activity::Stamps::at(self.activity.now_ms),
             journaled: 0,
-            scatter: None,
             recipe: Recipe::new(spec, &mut self.names),
         };
         let ready = (task.recipe.priority(), Reverse(task.seq), key.clone());
@@ -290,6 +289,7 @@ impl Scheduler {
                 continue;
             }
             let task = self.tasks.remove(&key).expect("present");
+            self.scatter_requests.remove(&key);
             self.activity
                 .removed(&task.recipe.func.function, activity::Phase::of(&task.state));
             for d in task.deps {

@@ -230,7 +230,7 @@ mod tests {
             recipe: Recipe::scattered(names),
             seq,
             state: State::Pending { waiting_on: 0 },
-            deps: Box::new([]),
+            deps: ThinVec::new(),
             dependents: Dependents::default(),
             needed_by: 0,
             holders: Holders::one("h".into()),
@@ -239,7 +239,6 @@ mod tests {
             deaths: 0,
             stamps: activity::Stamps::at(0),
             journaled: 0,
-            scatter: None,
         }
     }
 

@@ -237,7 +237,7 @@ impl Scheduler {
             if running.contains(&**key) {
                 continue;
             }
-            match self.tasks.get(key).map(|t| (&t.state, t.scatter.is_some())) {
+            match self.tasks.get(key).map(|t| (&t.state, t.is_scattered())) {
                 Some((State::Processing { worker: x, run, .. }, false))
                     if *x == worker && *run > 0 && *run <= run_seq =>
                 {
@@ -274,7 +274,7 @@ impl Scheduler {
             {
                 result.who_has.retain(|x| *x != worker);
                 if result.who_has.is_empty() && result.inline.is_none() {
-                    if t.scatter.is_some() {
+                    if t.is_scattered() {
                         self.activity.set(key, t, State::Lost);
                         lost.push(key.clone());
                     } else {
@@ -324,7 +324,7 @@ impl Scheduler {
                 if started {
                     t.deaths += 1;
                 }
-                if t.scatter.is_some() {
+                if t.is_scattered() {
                     self.activity.set(&key, t, State::Lost);
                     lost.push(key);
                 } else if u32::from(t.deaths) >= MAX_WORKER_DEATHS {

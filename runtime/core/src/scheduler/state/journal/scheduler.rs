@@ -18,7 +18,7 @@ impl Scheduler {
                     holders: status.holders,
                     retries_left: status.retries_left,
                     deaths: status.deaths,
-                    scattered: t.scatter.is_some(),
+                    scattered: t.is_scattered(),
                 }
             })
             .collect();
@@ -125,7 +125,7 @@ impl Scheduler {
                 recipe,
                 seq: saved.seq,
                 state,
-                deps: deps.into_boxed_slice(),
+                deps: deps.into_iter().collect(),
                 dependents: super::super::Dependents::default(),
                 needed_by: 0,
                 holders,
@@ -134,8 +134,6 @@ impl Scheduler {
                 deaths: super::super::saturate(saved.deaths),
                 stamps: super::super::activity::Stamps::at(0),
                 journaled: 0,
-                // No request waits for restored scattered data.
-                scatter: saved.scattered.then(|| Box::new((0, 0))),
             },
         );
     }
@@ -166,7 +164,7 @@ impl Scheduler {
             if task.deps.is_empty() {
                 continue;
             }
-            let mut deps = std::mem::take(&mut task.deps).into_vec();
+            let mut deps = std::mem::take(&mut task.deps);
             for d in &mut deps {
                 if let Some(shared) = self.tasks.key(d) {
                     *d = shared;
@@ -175,7 +173,7 @@ impl Scheduler {
                     dep.dependents.push(key.clone());
                 }
             }
-            self.tasks.get_mut_untracked(&key).expect("listed").deps = deps.into_boxed_slice();
+            self.tasks.get_mut_untracked(&key).expect("listed").deps = deps;
         }
         for key in &unfinished {
             for d in self.tasks[key].deps.clone() {
@@ -344,7 +342,7 @@ impl Scheduler {
                 out.push(Record::Task {
                     seq: t.seq,
                     spec: Box::new(t.recipe.spec(&key)),
-                    scattered: t.scatter.is_some(),
+                    scattered: t.is_scattered(),
                     status,
                 });
             } else if t.journaled != fp {
