@@ -352,3 +352,25 @@ fn a_cluster_inside_the_program_serves_a_current_thread_runtime_and_stops_when_d
         "the embedded scheduler still answers at {addr}"
     );
 }
+
+#[test]
+fn dropping_a_future_while_the_same_key_is_submitted_again_keeps_it_held() {
+    let c = Cluster::start(1, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let first = submit(&client, &module, "inc", vec![value(41)]).await;
+        assert_eq!(first.result(None).await.unwrap(), Value::from(42));
+        let key = first.key().to_string();
+        // The same task again: polled once, its submit is on the wire and
+        // waits for the scheduler's answer.
+        let mut again = Box::pin(submit(&client, &module, "inc", vec![value(41)]));
+        assert!(futures::poll!(&mut again).is_pending());
+        // The first future goes meanwhile: its release follows the submit,
+        // and must not leave the key held by nobody.
+        drop(first);
+        let again = again.await;
+        assert_eq!(again.key(), key);
+        assert_eq!(again.result(None).await.unwrap(), Value::from(42));
+        assert_eq!(client.gather(&[key]).await.unwrap(), vec![Value::from(42)]);
+    });
+}

@@ -478,9 +478,11 @@ impl Client {
         check_call(module, function, &args).map_err(ClientError::Invalid)?;
         self.upload(module).await?;
         let spec = task_spec(module.hash(), function, args, options);
-        let key = spec.key.clone();
+        // Held before the submit goes out, so that dropping another future
+        // of the same key meanwhile cannot release it behind this submit.
+        let future = self.future(spec.key.clone());
         self.submit_specs(vec![spec]).await?.await?;
-        Ok(self.future(key))
+        Ok(future)
     }
 
     /// Submits one call per argument list, in one message; returns their
@@ -500,13 +502,15 @@ impl Client {
             .into_iter()
             .map(|args| task_spec(module.hash(), function, args, options))
             .collect();
-        let keys: Vec<String> = specs.iter().map(|s| s.key.clone()).collect();
+        // Held before the submit goes out (see `submit`).
+        let futures: Vec<Future> = specs.iter().map(|s| self.future(s.key.clone())).collect();
         self.submit_specs(specs).await?.await?;
-        Ok(keys.into_iter().map(|k| self.future(k)).collect())
+        Ok(futures)
     }
 
     /// A handle on `key` that holds it while it lives (the scheduler must
-    /// already hold it for this client, e.g. after a submit).
+    /// hold it for this client, e.g. by a submit, before this client sends
+    /// anything after the handle's release).
     pub fn future(&self, key: String) -> Future {
         *self
             .inner

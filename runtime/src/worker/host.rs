@@ -296,12 +296,26 @@ impl TaskLink {
                 self.key
             )));
         }
-        let acked = client.submit_specs(specs).await.map_err(guest_error)?;
-        acked.await.map_err(guest_error)?;
+        // Held before the submit goes out: this worker's tasks share one
+        // client, and another of them letting go of the same key must not
+        // have its release pass this submit in flight and forget the key
+        // before this task holds it.
+        let mut added = Vec::new();
         for k in &keys {
-            self.futures
-                .entry(k.clone())
-                .or_insert_with(|| client.future(k.clone()));
+            if !self.futures.contains_key(k) {
+                self.futures.insert(k.clone(), client.future(k.clone()));
+                added.push(k);
+            }
+        }
+        let submitted = match client.submit_specs(specs).await {
+            Ok(acked) => acked.await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = submitted {
+            for k in added {
+                self.futures.remove(k);
+            }
+            return Err(guest_error(e));
         }
         Ok(keys)
     }
