@@ -331,6 +331,11 @@ impl Journal {
         }
     }
 
+    /// Records appended since the last hand-over.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().expect("pending lock").len()
+    }
+
     /// Hands the records appended so far to the writer.
     pub fn hand_over(&self) {
         let records = std::mem::take(&mut *self.pending.lock().expect("pending lock"));

@@ -392,6 +392,9 @@ struct Core {
 /// journal what they changed.
 const TURN: usize = 256;
 
+/// Most journal records a turn gathers before handing them over.
+const TURN_RECORDS: usize = 20_000;
+
 async fn core_loop(
     mut in_rx: mpsc::Receiver<Inbound>,
     timers: mpsc::Sender<Inbound>,
@@ -432,7 +435,15 @@ async fn core_loop(
                 break 'serve;
             }
             turn += 1;
-            if turn < TURN {
+            // A turn also ends once its records would make a big batch: a
+            // turn of big submissions must not pile up a million records
+            // before the writer sees the first.
+            if turn < TURN
+                && core
+                    .journal
+                    .as_ref()
+                    .is_none_or(|j| j.pending() < TURN_RECORDS)
+            {
                 next = in_rx.try_recv().ok();
             }
         }
