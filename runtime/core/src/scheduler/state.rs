@@ -110,7 +110,9 @@ enum State {
 
 #[derive(Debug)]
 struct Stored {
-    inline: Option<Bytes>,
+    /// A small result itself (a plain box: 16 bytes where `Bytes` takes
+    /// 32, on every held task).
+    inline: Option<Box<[u8]>>,
     /// Thin: a pointer when empty, as it is for results kept inline.
     who_has: ThinVec<WorkerId>,
     nbytes: u64,

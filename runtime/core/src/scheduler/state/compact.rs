@@ -137,7 +137,19 @@ impl Recipe {
             && options.retries == 0;
         Self {
             func: interner.func(&spec.module, &spec.function),
-            args: spec.args.into_boxed_slice(),
+            // A small value is kept as a copy of its bytes alone: however
+            // it was built (a `Vec` with spare room, a slice of a frame),
+            // what a task keeps for long is exactly its bytes.
+            args: spec
+                .args
+                .into_iter()
+                .map(|a| match a {
+                    Arg::Value(v) if v.len() <= DETACH_AT => {
+                        Arg::Value(bytes::Bytes::copy_from_slice(&v))
+                    }
+                    a => a,
+                })
+                .collect(),
             options: (!plain).then(|| Box::new(options)),
         }
     }

@@ -59,7 +59,7 @@ impl Scheduler {
             task,
             State::Finished {
                 result: Stored {
-                    inline: located.inline,
+                    inline: located.inline.map(|b| Box::from(&b[..])),
                     who_has: if kept {
                         thin_vec::thin_vec![worker]
                     } else {
@@ -183,7 +183,7 @@ impl Scheduler {
 
     pub(super) fn locate(&self, s: &Stored) -> Located {
         Located {
-            inline: s.inline.as_ref().map(super::compact::detached),
+            inline: s.inline.as_deref().map(Bytes::copy_from_slice),
             who_has: s
                 .who_has
                 .iter()

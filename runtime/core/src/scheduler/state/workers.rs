@@ -167,7 +167,7 @@ impl Scheduler {
             t,
             State::Finished {
                 result: Stored {
-                    inline: at.inline,
+                    inline: at.inline.map(|b| Box::from(&b[..])),
                     who_has: if kept {
                         thin_vec::thin_vec![worker]
                     } else {

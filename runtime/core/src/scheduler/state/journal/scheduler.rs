@@ -98,7 +98,7 @@ impl Scheduler {
                 nbytes,
             } => State::Finished {
                 result: Stored {
-                    inline: Some(inline),
+                    inline: Some(Box::from(&inline[..])),
                     who_has: ThinVec::new(),
                     nbytes,
                 },
@@ -277,7 +277,7 @@ impl Scheduler {
             state: match &t.state {
                 State::Pending { .. } | State::Processing { .. } => SavedState::Unfinished,
                 State::Finished { result } => SavedState::Finished {
-                    inline: result.inline.as_ref().map(super::super::compact::detached),
+                    inline: result.inline.as_deref().map(Bytes::copy_from_slice),
                     nbytes: result.nbytes,
                 },
                 State::Error(e) => SavedState::Error(e.clone()),
