@@ -144,9 +144,7 @@ impl Recipe {
                 .args
                 .into_iter()
                 .map(|a| match a {
-                    Arg::Value(v) if v.len() <= DETACH_AT => {
-                        Arg::Value(bytes::Bytes::copy_from_slice(&v))
-                    }
+                    Arg::Value(v) => Arg::Value(detached(&v)),
                     a => a,
                 })
                 .collect(),

@@ -27,10 +27,21 @@ fn hash(key: &str) -> u64 {
 }
 
 /// The slot numbered `id` of `chunks`, which the index says is taken.
-fn slot(chunks: &[Vec<Option<Slot>>], id: u32) -> &Slot {
-    chunks[id as usize / CHUNK][id as usize % CHUNK]
-        .as_ref()
-        .expect("the index names taken slots only")
+fn slot(chunks: &[Vec<Slot>], id: u32) -> &Slot {
+    &chunks[id as usize / CHUNK][id as usize % CHUNK]
+}
+
+fn slot_mut(chunks: &mut [Vec<Slot>], id: u32) -> &mut Slot {
+    &mut chunks[id as usize / CHUNK][id as usize % CHUNK]
+}
+
+/// Notes `key` as changed, for the journal (when there is one).
+fn note(dirty: &mut Option<HashSet<Key>>, key: &Key) {
+    if let Some(d) = dirty
+        && !d.contains(&**key)
+    {
+        d.insert(key.clone());
+    }
 }
 
 /// The task table. With a journal, it notes every key it hands out for
@@ -40,9 +51,9 @@ fn slot(chunks: &[Vec<Option<Slot>>], id: u32) -> &Slot {
 pub(super) struct Tasks {
     /// Slot numbers by their key's hash.
     index: HashTable<u32>,
-    /// The slots, `CHUNK` to a chunk, every one taken: slot `i` is in
-    /// chunk `i / CHUNK`, and only the last chunk is not full.
-    chunks: Vec<Vec<Option<Slot>>>,
+    /// The slots, `CHUNK` to a chunk: slot `i` is in chunk `i / CHUNK`,
+    /// and only the last chunk is not full.
+    chunks: Vec<Vec<Slot>>,
     /// Keys touched since the journal last drained them; `None` without a
     /// journal.
     pub(super) dirty: Option<HashSet<Key>>,
@@ -59,22 +70,6 @@ impl Tasks {
             .copied()
     }
 
-    fn slot_mut(&mut self, id: u32) -> &mut Slot {
-        self.chunks[id as usize / CHUNK][id as usize % CHUNK]
-            .as_mut()
-            .expect("the index names taken slots only")
-    }
-
-    /// Notes `key` as changed, for the journal.
-    pub(super) fn touch(&mut self, key: &str) {
-        if let Some(d) = &self.dirty
-            && !d.contains(key)
-            && let Some(k) = self.key(key)
-        {
-            self.dirty.as_mut().expect("checked").insert(k);
-        }
-    }
-
     /// The shared copy of a known key.
     pub(super) fn key(&self, key: &str) -> Option<Key> {
         self.find(key).map(|id| slot(&self.chunks, id).key.clone())
@@ -87,15 +82,8 @@ impl Tasks {
     /// The task of `key`, noted as changed.
     pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut Task> {
         let id = self.find(key)?;
-        let Self { chunks, dirty, .. } = self;
-        let s = chunks[id as usize / CHUNK][id as usize % CHUNK]
-            .as_mut()
-            .expect("the index names taken slots only");
-        if let Some(d) = dirty
-            && !d.contains(&*s.key)
-        {
-            d.insert(s.key.clone());
-        }
+        let s = slot_mut(&mut self.chunks, id);
+        note(&mut self.dirty, &s.key);
         Some(&mut s.task)
     }
 
@@ -105,11 +93,9 @@ impl Tasks {
 
     /// Adds a task (replacing any of the same key).
     pub(super) fn insert(&mut self, key: Key, task: Task) {
-        if let Some(d) = &mut self.dirty {
-            d.insert(key.clone());
-        }
+        note(&mut self.dirty, &key);
         if let Some(id) = self.find(&key) {
-            self.slot_mut(id).task = task;
+            slot_mut(&mut self.chunks, id).task = task;
             return;
         }
         let h = hash(&key);
@@ -118,16 +104,15 @@ impl Tasks {
         if id / CHUNK == self.chunks.len() {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
-        self.chunks[id / CHUNK].push(Some(Slot { key, task }));
+        self.chunks[id / CHUNK].push(Slot { key, task });
         let id = u32::try_from(id).expect("fewer than 4 billion tasks");
         let chunks = &self.chunks;
         self.index
             .insert_unique(h, id, |&id| hash(&slot(chunks, id).key));
     }
 
-    /// Removes the task of `key`.
+    /// Removes the task of `key`, noted as changed.
     pub(super) fn remove(&mut self, key: &str) -> Option<Task> {
-        self.touch(key);
         let chunks = &self.chunks;
         let id = match self
             .index
@@ -136,11 +121,11 @@ impl Tasks {
             Ok(entry) => entry.remove().0,
             Err(_) => return None,
         };
+        note(&mut self.dirty, &slot(&self.chunks, id).key);
         // The last slot moves into the freed one.
         let last = u32::try_from(self.index.len()).expect("fewer than 4 billion tasks");
         let moved = self.chunks[last as usize / CHUNK]
             .pop()
-            .flatten()
             .expect("the last slot is taken");
         let Slot { task, .. } = if id == last {
             moved
@@ -150,9 +135,7 @@ impl Tasks {
                 .index
                 .find_mut(h, |&x| x == last)
                 .expect("the last slot is indexed") = id;
-            self.chunks[id as usize / CHUNK][id as usize % CHUNK]
-                .replace(moved)
-                .expect("indexed")
+            std::mem::replace(slot_mut(&mut self.chunks, id), moved)
         };
         // An empty last chunk is given back once the one before it is half
         // empty too, so a table that grows and shrinks by a few tasks at a
@@ -188,26 +171,18 @@ impl Tasks {
 
     /// Every task with its key, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&Key, &Task)> {
-        self.chunks
-            .iter()
-            .flatten()
-            .flatten()
-            .map(|s| (&s.key, &s.task))
+        self.chunks.iter().flatten().map(|s| (&s.key, &s.task))
     }
 
     /// Every task, to change without noting it for the journal.
     pub(super) fn values_mut_untracked(&mut self) -> impl Iterator<Item = &mut Task> {
-        self.chunks
-            .iter_mut()
-            .flatten()
-            .flatten()
-            .map(|s| &mut s.task)
+        self.chunks.iter_mut().flatten().map(|s| &mut s.task)
     }
 
     /// The task of `key`, to change without noting it for the journal.
     pub(super) fn get_mut_untracked(&mut self, key: &str) -> Option<&mut Task> {
         let id = self.find(key)?;
-        Some(&mut self.slot_mut(id).task)
+        Some(&mut slot_mut(&mut self.chunks, id).task)
     }
 }
 
