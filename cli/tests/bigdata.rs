@@ -80,6 +80,64 @@ fn sixty_four_mib_of_bytes_go_through_every_bulk_shape_byte_exact() {
     assert!(got.iter().enumerate().all(|(i, &b)| b == (i + 7) as u8));
 }
 
+/// Runs `dtask ARGS` under GNU time with stdout to a file; returns what it
+/// wrote and its peak resident memory in MiB. (`time` forks it from a small
+/// process: a child spawned from this test process would count the test's
+/// own memory in its peak.)
+fn run_measured(c: &Cluster, args: &[&str]) -> (Vec<u8>, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, peak) = (dir.path().join("out"), dir.path().join("peak"));
+    let dtask = c.cmd();
+    let mut timed = std::process::Command::new("/usr/bin/time");
+    timed
+        .args(["-f", "%M", "-o"])
+        .arg(&peak)
+        .arg(dtask.get_program());
+    for (k, v) in dtask.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let status = timed
+        .args(args)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .status()
+        .expect("GNU time (/usr/bin/time, Debian's `time`; .ci/run installs it)");
+    assert!(status.success(), "dtask {args:?} failed");
+    let kib: u64 = std::fs::read_to_string(&peak)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (std::fs::read(&out).unwrap(), kib / 1024)
+}
+
+#[test]
+fn a_raw_gather_writes_a_big_value_out_as_it_arrives_without_holding_it() {
+    let c = Cluster::start(1, 1);
+    let made = c.submit("count-bytes", &[&BIG.to_string(), "7"]);
+    let (got, peak) = run_measured(&c, &["gather", "-r", &made]);
+    assert_eq!(got.len(), BIG);
+    assert!(got.iter().enumerate().all(|(i, &b)| b == (i + 7) as u8));
+    // Holding the 64 MiB value would take the client past it.
+    eprintln!("gather -r of {} MiB: client peak RSS {peak} MiB", BIG >> 20);
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB for a 64 MiB value"
+    );
+    // A string streams too, with its newline after it.
+    let n = BIG / 2;
+    let text = c.submit("repeat", &["ab", &n.to_string()]);
+    let (got, peak) = run_measured(&c, &["gather", "-r", &text]);
+    assert_eq!(got.len(), 2 * n + 1);
+    assert!(got[..2 * n].chunks(2).all(|p| p == b"ab") && got.ends_with(b"\n"));
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB for a 64 MiB string"
+    );
+}
+
 #[test]
 fn strings_larger_than_the_default_hostcall_allowance_come_back_whole() {
     let c = Cluster::start(1, 1);

@@ -4,7 +4,7 @@
 
 use crate::connection::{self, DEFAULT_MAX_FRAME, Sender};
 use crate::protocol::{
-    CallArg, ErrorKind, FromPeer, Hello, PROTOCOL_VERSION, Role, TaskError, ToPeer,
+    CallArg, ErrorKind, FromPeer, Hello, MAX_RANGE, PROTOCOL_VERSION, Role, TaskError, ToPeer,
 };
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -115,6 +115,19 @@ pub async fn serve(
                         }
                         tx.send(FromPeer::Data { id, values })
                     }
+                    ToPeer::Read {
+                        id,
+                        key,
+                        offset,
+                        len,
+                    } => {
+                        let len = len.min(MAX_RANGE);
+                        let (total, bytes) = match store.read(&key, offset, len).await {
+                            Some((total, bytes)) => (Some(total), bytes),
+                            None => (None, Bytes::new()),
+                        };
+                        tx.send(FromPeer::Range { id, total, bytes })
+                    }
                     ToPeer::Call {
                         id,
                         actor,
@@ -157,8 +170,33 @@ pub async fn serve(
     }
 }
 
-/// Fetches one result from the first of `addrs` that has it.
-pub async fn fetch(addrs: &[String], token: &str, key: &str) -> Result<Bytes, String> {
+/// Values bigger than this move as [`ToPeer::Read`] ranges of this size;
+/// smaller ones in one [`ToPeer::Fetch`].
+pub const CHUNK: u64 = 4 << 20;
+
+/// Ranges asked for ahead of the one being read.
+const IN_FLIGHT: u64 = 3;
+
+/// Fetches one result of `nbytes` encoded bytes from the first of `addrs`
+/// that has it. A big one arrives in ranges, straight into one buffer of
+/// its size (see [`stream`]).
+pub async fn fetch(addrs: &[String], token: &str, key: &str, nbytes: u64) -> Result<Bytes, String> {
+    if nbytes > CHUNK {
+        let mut buf = bytes::BytesMut::new();
+        return match stream(addrs, token, key, |total, chunk| {
+            if buf.is_empty() {
+                // The holder's length, not the caller's, sizes the buffer.
+                buf.reserve(usize::try_from(total).unwrap_or(usize::MAX));
+            }
+            buf.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await
+        {
+            Ok(()) => Ok(buf.freeze()),
+            Err(StreamError::Source(why) | StreamError::Sink(why)) => Err(why),
+        };
+    }
     let mut last = format!("no worker holds {key}");
     for addr in addrs {
         match fetch_from(addr, token, key).await {
@@ -168,6 +206,129 @@ pub async fn fetch(addrs: &[String], token: &str, key: &str) -> Result<Bytes, St
         }
     }
     Err(last)
+}
+
+/// Why [`stream`] stopped.
+#[derive(Debug)]
+pub enum StreamError {
+    /// No worker could send the rest (why).
+    Source(String),
+    /// The sink refused a range (its message).
+    Sink(String),
+}
+
+/// Reads the encoded result `key` from the first of `addrs` that holds it,
+/// in ranges of [`CHUNK`] bytes with a few asked for ahead, handing each to
+/// `each` in order with the result's whole length. No more than a few
+/// ranges are ever buffered, so a caller writing them out never holds the
+/// value. A worker lost midway is left for the next of `addrs` from where
+/// it stopped.
+pub async fn stream(
+    addrs: &[String],
+    token: &str,
+    key: &str,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<(), StreamError> {
+    let mut read = Progress::default();
+    let mut last = format!("no worker holds {key}");
+    for addr in addrs {
+        match stream_from(addr, token, key, &mut read, &mut each).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => last = format!("worker {addr} no longer holds {key}"),
+            Err(StreamError::Source(e)) => {
+                last = format!("cannot fetch {key} from worker {addr}: {e}")
+            }
+            Err(sink) => return Err(sink),
+        }
+    }
+    Err(StreamError::Source(last))
+}
+
+/// How far a [`stream`] has got: bytes handed out, of how many.
+#[derive(Default)]
+struct Progress {
+    done: u64,
+    total: Option<u64>,
+}
+
+/// Streams from one worker, from `read.done` on; `Ok(false)` if it does not
+/// hold the result.
+async fn stream_from(
+    addr: &str,
+    token: &str,
+    key: &str,
+    read: &mut Progress,
+    each: &mut impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<bool, StreamError> {
+    let source = StreamError::Source;
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        token: token.to_string(),
+        role: Role::Peer,
+    };
+    let (_, tx, mut rx) = connection::connect::<FromPeer, ToPeer>(addr, hello)
+        .await
+        .map_err(|e| source(e.to_string()))?;
+    let closed = || source("connection closed".into());
+    // Ranges asked for: the next one's offset and id. Until the first answer
+    // tells the length, one range is asked for alone.
+    let mut asked = read.done;
+    let mut id = 0u64;
+    let ask = |asked: &mut u64, id: &mut u64| {
+        *id += 1;
+        let request = ToPeer::Read {
+            id: *id,
+            key: key.to_string(),
+            offset: *asked,
+            len: CHUNK,
+        };
+        *asked += CHUNK;
+        tx.send(request).map_err(|_| closed())
+    };
+    ask(&mut asked, &mut id)?;
+    let mut answered = 0u64;
+    loop {
+        let Some(answer) = rx.recv().await.map_err(|e| source(e.to_string()))? else {
+            return Err(closed());
+        };
+        let FromPeer::Range {
+            id: got,
+            total,
+            bytes,
+        } = answer
+        else {
+            return Err(source(format!("unexpected answer {answer:?}")));
+        };
+        answered += 1;
+        let Some(total) = total else {
+            return Ok(false);
+        };
+        let expected = CHUNK.min(total.saturating_sub(read.done));
+        if got != answered || read.total.is_some_and(|t| t != total) {
+            return Err(source(format!(
+                "answered range {got} of {total} bytes where range {answered} of {:?} was due",
+                read.total
+            )));
+        }
+        if bytes.len() as u64 != expected {
+            return Err(source(format!(
+                "sent {} bytes at offset {} of {total} where {expected} were due",
+                bytes.len(),
+                read.done
+            )));
+        }
+        read.total = Some(total);
+        if !bytes.is_empty() {
+            each(total, &bytes).map_err(StreamError::Sink)?;
+        }
+        read.done += bytes.len() as u64;
+        if read.done >= total {
+            return Ok(true);
+        }
+        while asked < total && asked < read.done + (IN_FLIGHT + 1) * CHUNK {
+            ask(&mut asked, &mut id)?;
+        }
+    }
 }
 
 /// Asks the worker at `addr` one question and returns its answer.

@@ -92,22 +92,11 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
                 outcome.clone()
             };
             progress.inc(1);
-            let resolved = if a.raw {
-                // A byte string is written straight from what arrived.
-                match client.resolve_encoded(&key, outcome).await {
-                    Ok(bytes) => match dtask_runtime::value::binary_payload(&bytes) {
-                        Some(payload) => {
-                            progress
-                                .suspend(|| out.write_all(payload))
-                                .map_err(Failure::write)?;
-                            Ok(None)
-                        }
-                        None => dtask_runtime::client::decoded(&key, bytes).map(Some),
-                    },
-                    Err(e) => Err(e),
+            let resolved = match outcome {
+                Outcome::Finished(at) if a.raw => {
+                    write_raw(&client, &key, &at, &mut out, &progress).await?
                 }
-            } else {
-                client.resolve(&key, outcome).await.map(Some)
+                outcome => client.resolve(&key, outcome).await.map(Some),
             };
             if a.release {
                 // Only now: a result still to be fetched must stay held.
@@ -215,4 +204,72 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
         eprintln!("dtask: skipped {skipped} failed task(s)");
     }
     Ok(())
+}
+
+/// Writes a finished result raw as it arrives, range by range: a byte
+/// string's bytes exactly, a string's text and a newline. Any other value
+/// is gathered whole and handed back, to be printed as JSON. The outer
+/// error is output that cannot be written.
+async fn write_raw(
+    client: &dtask_runtime::client::Client,
+    key: &str,
+    at: &dtask_runtime::protocol::Located,
+    out: &mut impl Write,
+    progress: &super::progress::Progress,
+) -> Result<Result<Option<Value>, dtask_runtime::client::ClientError>, Failure> {
+    use dtask_runtime::value::{Head, head};
+    enum State {
+        Start,
+        Payload { text: bool },
+        Other(Vec<u8>),
+    }
+    let mut state = State::Start;
+    let mut failed: Option<std::io::Error> = None;
+    let mut write = |bytes: &[u8]| {
+        progress.suspend(|| out.write_all(bytes)).map_err(|e| {
+            let why = e.to_string();
+            failed = Some(e);
+            why
+        })
+    };
+    let streamed = client
+        .stream_encoded(key, at, |total, chunk| {
+            if let State::Start = state {
+                // The first range holds the whole header: it is the whole
+                // value or a few MiB of it.
+                state = match head(chunk) {
+                    Head::Payload { at, len, text } if at as u64 + len == total => {
+                        write(&chunk[at..])?;
+                        State::Payload { text }
+                    }
+                    _ => State::Other(Vec::with_capacity(total.min(1 << 30) as usize)),
+                };
+                if let State::Payload { .. } = state {
+                    return Ok(());
+                }
+            }
+            match &mut state {
+                State::Payload { .. } => write(chunk),
+                State::Other(buf) => {
+                    buf.extend_from_slice(chunk);
+                    Ok(())
+                }
+                State::Start => unreachable!("left above"),
+            }
+        })
+        .await;
+    if let Err(e) = streamed {
+        return match failed {
+            Some(e) => Err(Failure::write(e)),
+            None => Ok(Err(e)),
+        };
+    }
+    Ok(match state {
+        State::Payload { text: true } => {
+            write(b"\n").map_err(|_| Failure::write(failed.take().expect("set on failure")))?;
+            Ok(None)
+        }
+        State::Payload { text: false } | State::Start => Ok(None),
+        State::Other(buf) => dtask_runtime::client::decoded(key, buf.into()).map(Some),
+    })
 }

@@ -116,13 +116,38 @@ impl Client {
     pub async fn fetch_encoded(&self, key: &str, at: &Located) -> Result<Bytes, ClientError> {
         Ok(match &at.inline {
             Some(b) => b.clone(),
-            None => peer::fetch(&at.who_has, &self.inner.peer_token, key)
+            None => peer::fetch(&at.who_has, &self.inner.peer_token, key, at.nbytes)
                 .await
                 .map_err(|reason| ClientError::Data {
                     key: key.to_string(),
                     reason,
                 })?,
         })
+    }
+
+    /// Streams a finished result's MessagePack bytes to `each`, range by
+    /// range with the whole length (one call for a small result), without
+    /// ever holding the whole value: what `dtask gather -r` writes out as
+    /// it arrives. An error `each` returns stops the stream and comes back
+    /// as [`ClientError::Invalid`].
+    pub async fn stream_encoded(
+        &self,
+        key: &str,
+        at: &Located,
+        mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
+    ) -> Result<(), ClientError> {
+        if let Some(b) = &at.inline {
+            return each(b.len() as u64, b).map_err(ClientError::Invalid);
+        }
+        peer::stream(&at.who_has, &self.inner.peer_token, key, each)
+            .await
+            .map_err(|e| match e {
+                peer::StreamError::Source(reason) => ClientError::Data {
+                    key: key.to_string(),
+                    reason,
+                },
+                peer::StreamError::Sink(why) => ClientError::Invalid(why),
+            })
     }
 
     /// Turns an outcome into the result value or the task's error.

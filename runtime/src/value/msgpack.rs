@@ -91,20 +91,69 @@ pub fn encode_binary(b: &[u8]) -> bytes::Bytes {
     out.into()
 }
 
+/// What the first bytes of a value's MessagePack encoding say about it,
+/// for writing it raw without decoding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// A byte string (`text` false) or a string: `len` bytes of payload
+    /// follow `at` bytes of header.
+    Payload {
+        /// Header bytes.
+        at: usize,
+        /// Payload bytes.
+        len: u64,
+        /// A string rather than a byte string.
+        text: bool,
+    },
+    /// Any other value.
+    Other,
+    /// Too few bytes to tell.
+    Short,
+}
+
+/// Reads [`Head`] off the first bytes of an encoded value (5 are always
+/// enough).
+pub fn head(first: &[u8]) -> Head {
+    let Some(&tag) = first.first() else {
+        return Head::Short;
+    };
+    let (width, text) = match tag {
+        0xa0..=0xbf => {
+            let len = u64::from(tag & 0x1f);
+            return Head::Payload {
+                at: 1,
+                len,
+                text: true,
+            };
+        }
+        0xc4 => (1, false),
+        0xc5 => (2, false),
+        0xc6 => (4, false),
+        0xd9 => (1, true),
+        0xda => (2, true),
+        0xdb => (4, true),
+        _ => return Head::Other,
+    };
+    let Some(be) = first.get(1..1 + width) else {
+        return Head::Short;
+    };
+    let len = be.iter().fold(0u64, |n, &b| n << 8 | u64::from(b));
+    Head::Payload {
+        at: 1 + width,
+        len,
+        text,
+    }
+}
+
 /// The payload of MessagePack `bytes` that encode one byte string (`bin`)
 /// and nothing else, found without decoding or copying it.
 pub fn binary_payload(bytes: &[u8]) -> Option<&[u8]> {
-    let (len, at) = match *bytes.first()? {
-        0xc4 => (usize::from(*bytes.get(1)?), 2),
-        0xc5 => (
-            usize::from(u16::from_be_bytes(bytes.get(1..3)?.try_into().ok()?)),
-            3,
-        ),
-        0xc6 => (
-            u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?) as usize,
-            5,
-        ),
-        _ => return None,
-    };
-    (bytes.len().checked_sub(at)? == len).then(|| &bytes[at..])
+    match head(bytes) {
+        Head::Payload {
+            at,
+            len,
+            text: false,
+        } if (bytes.len() - at) as u64 == len => Some(&bytes[at..]),
+        _ => None,
+    }
 }

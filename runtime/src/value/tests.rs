@@ -117,6 +117,29 @@ fn a_byte_string_payload_is_found_without_decoding() {
 }
 
 #[test]
+fn the_head_of_an_encoding_tells_a_raw_payload_from_its_first_bytes() {
+    for n in [0usize, 31, 32, 255, 256, 70_000] {
+        for text in [false, true] {
+            let v = if text {
+                Value::from("x".repeat(n))
+            } else {
+                Value::Binary(vec![9; n])
+            };
+            let enc = encode(&v);
+            let Head::Payload { at, len, text: t } = head(&enc[..enc.len().min(5)]) else {
+                panic!("{n} bytes, text {text}: no payload");
+            };
+            assert_eq!((len, t), (n as u64, text), "{n} bytes, text {text}");
+            assert_eq!(at + n, enc.len(), "{n} bytes, text {text}");
+        }
+    }
+    assert_eq!(head(&encode(&Value::from(3))), Head::Other);
+    assert_eq!(head(&encode(&Value::Array(vec![]))), Head::Other);
+    assert_eq!(head(&[]), Head::Short);
+    assert_eq!(head(&[0xdb, 0, 1]), Head::Short);
+}
+
+#[test]
 fn round_trips() {
     let t = types();
     round_trip(&t, "b", Value::Boolean(true));

@@ -106,7 +106,7 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, Tas
             RunArg::Value(b) => b.clone(),
             RunArg::Dep { key, at } => match &at.inline {
                 Some(b) => b.clone(),
-                None => dependency(shared, key, &at.who_has)
+                None => dependency(shared, key, at)
                     .await
                     .map_err(|m| err(ErrorKind::Lost, m))?,
             },
@@ -247,15 +247,11 @@ pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
     tracing::debug!("actor {key} dropped");
 }
 
-pub(super) async fn dependency(
-    shared: &Shared,
-    key: &str,
-    who_has: &[String],
-) -> Result<Bytes, String> {
+pub(super) async fn dependency(shared: &Shared, key: &str, at: &Located) -> Result<Bytes, String> {
     if let Some(b) = shared.results.get(key).await {
         return Ok(b);
     }
-    let b = peer::fetch(who_has, shared.options.token.expose(), key).await?;
+    let b = peer::fetch(&at.who_has, shared.options.token.expose(), key, at.nbytes).await?;
     use std::sync::atomic::Ordering::Relaxed;
     shared.fetched.fetch_add(1, Relaxed);
     shared.fetched_bytes.fetch_add(b.len() as u64, Relaxed);

@@ -60,6 +60,13 @@ impl Place {
     }
 }
 
+/// The bounds of `len` bytes from `offset` in a value of `total` bytes.
+fn range(total: u64, offset: u64, len: u64) -> (usize, usize) {
+    let start = offset.min(total);
+    let end = start.saturating_add(len).min(total);
+    (start as usize, end as usize)
+}
+
 /// A held result: where it is, and when it was last used.
 struct Entry {
     place: Place,
@@ -298,6 +305,42 @@ impl ResultStore {
         tokio::fs::read(&path).await.ok().map(Bytes::from)
     }
 
+    /// Up to `len` bytes of the result held as `key` from `offset` (fewer
+    /// at its end, none past it), and its whole length. A spilled result is
+    /// read from its file one range at a time, never whole.
+    pub async fn read(&self, key: &str, offset: u64, len: u64) -> Option<(u64, Bytes)> {
+        let (path, total) = {
+            let mut inner = self.lock();
+            inner.tick += 1;
+            let tick = inner.tick;
+            let entry = inner.entries.get_mut(key)?;
+            match &entry.place {
+                Place::Disk { file, len } => (self.path(*file), *len as u64),
+                place => {
+                    let bytes = place.bytes()?;
+                    entry.used = tick;
+                    let (start, end) = range(bytes.len() as u64, offset, len);
+                    return Some((bytes.len() as u64, bytes.slice(start..end)));
+                }
+            }
+        };
+        let (start, end) = range(total, offset, len);
+        // Read outside the lock; a result freed meanwhile reads as absent.
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek};
+            let mut file = std::fs::File::open(path)?;
+            file.seek(std::io::SeekFrom::Start(start as u64))?;
+            let mut buf = vec![0; end - start];
+            file.read_exact(&mut buf)?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await;
+        match read {
+            Ok(Ok(buf)) => Some((total, Bytes::from(buf))),
+            _ => None,
+        }
+    }
+
     /// Every result held, as reported to a scheduler (small ones inline).
     pub fn located(&self) -> Vec<(String, Located)> {
         let inner = self.lock();
@@ -378,6 +421,33 @@ mod tests {
         // a is on disk now: replacing it needs the disk too.
         assert!(store.insert_in_memory("a", value(10, 4)).is_err());
         assert_eq!(store.get("a").await.unwrap(), value(1500, 2));
+    }
+
+    #[tokio::test]
+    async fn ranges_read_from_memory_and_from_a_spill_file_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ResultStore::new(3000, dir.path().join("spill"));
+        let bytes: Vec<u8> = (0..2500u32).map(|i| (i * 7) as u8).collect();
+        store
+            .insert("m".into(), Bytes::from(bytes.clone()))
+            .unwrap();
+        // Over budget alone: straight to its spill file.
+        let big: Vec<u8> = (0..5000u32).map(|i| (i * 13) as u8).collect();
+        store.insert("d".into(), Bytes::from(big.clone())).unwrap();
+        assert_eq!(store.usage().spilled_count, 1);
+        for (key, whole) in [("m", &bytes), ("d", &big)] {
+            let total = whole.len() as u64;
+            let (t, r) = store.read(key, 100, 1000).await.unwrap();
+            assert_eq!((t, &r[..]), (total, &whole[100..1100]), "{key}");
+            // Fewer at the end, none past it.
+            let (_, r) = store.read(key, total - 10, 1000).await.unwrap();
+            assert_eq!(&r[..], &whole[whole.len() - 10..], "{key}");
+            let (_, r) = store.read(key, total + 5, 1000).await.unwrap();
+            assert!(r.is_empty(), "{key}");
+            let (_, r) = store.read(key, u64::MAX, u64::MAX).await.unwrap();
+            assert!(r.is_empty(), "{key}");
+        }
+        assert!(store.read("absent", 0, 10).await.is_none());
     }
 
     #[tokio::test]

@@ -32,7 +32,25 @@ pub enum ToPeer {
         /// Its arguments.
         args: Vec<CallArg>,
     },
+    /// Send up to `len` bytes of one encoded result from `offset`;
+    /// answered by [`FromPeer::Range`]. Big values move as a few of these
+    /// in flight, so neither side holds more than a few ranges of it in
+    /// buffers, a reader can write each range out as it comes, and a
+    /// spilled value is read from disk one range at a time.
+    Read {
+        /// Request id.
+        id: u64,
+        /// The result.
+        key: String,
+        /// Where the range starts in its encoded bytes.
+        offset: u64,
+        /// Most bytes wanted (a worker sends at most [`MAX_RANGE`]).
+        len: u64,
+    },
 }
+
+/// Most bytes a worker sends in one [`FromPeer::Range`].
+pub const MAX_RANGE: u64 = 16 << 20;
 
 /// What one task run wrote, kept on its worker for `dtask logs`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -69,5 +87,17 @@ pub enum FromPeer {
         id: u64,
         /// The output.
         log: Option<TaskLog>,
+    },
+    /// Answer to [`ToPeer::Read`]: the encoded result's whole length and
+    /// the bytes asked for (fewer at its end), or `None` when this worker
+    /// does not hold it.
+    Range {
+        /// Request id.
+        id: u64,
+        /// The encoded result's length.
+        total: Option<u64>,
+        /// The range.
+        #[serde(with = "crate::blob")]
+        bytes: Bytes,
     },
 }

@@ -90,7 +90,7 @@ impl Weigh for ToPeer {
         MESSAGE_OVERHEAD
             + match self {
                 ToPeer::Fetch { keys, .. } => keys.iter().map(String::len).sum::<usize>(),
-                ToPeer::Logs { key, .. } => key.len(),
+                ToPeer::Logs { key, .. } | ToPeer::Read { key, .. } => key.len(),
                 ToPeer::Call { args, .. } => args
                     .iter()
                     .map(|a| match a {
@@ -111,6 +111,7 @@ impl Weigh for FromPeer {
                     .map(|(_, v)| v.as_ref().map_or(0, Bytes::len))
                     .sum::<usize>(),
                 FromPeer::Called { result, .. } => result.as_ref().map_or(0, Bytes::len),
+                FromPeer::Range { bytes, .. } => bytes.len(),
                 FromPeer::Logs { log, .. } => {
                     log.as_ref().map_or(0, |l| l.stdout.len() + l.stderr.len())
                 }

@@ -658,6 +658,38 @@ fn a_scatter_whose_target_dies_before_storing_fails_instead_of_waiting() {
 }
 
 #[test]
+fn lost_scattered_data_scattered_again_is_stored_again() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let scatter = |id| Input::Scatter {
+        client: 1,
+        id,
+        values: vec![("d".into(), Bytes::from_static(b"x"))],
+        broadcast: false,
+        workers: vec![],
+    };
+    let stored_on = |cmds: &[Command]| {
+        cmds.iter().find_map(|c| match c {
+            Command::Store { worker, .. } => Some(*worker),
+            _ => None,
+        })
+    };
+    let first = stored_on(&s.handle(scatter(1))).unwrap();
+    finish(&mut s, first, "d", big(1));
+    s.handle(Input::WorkerDisconnected { worker: first });
+    assert_eq!(s.state("d"), Some(TaskState::Lost));
+    // The same bytes again: stored on the worker left, not taken as held.
+    let cmds = s.handle(scatter(2));
+    let again = stored_on(&cmds).expect("stored again");
+    assert_ne!(again, first);
+    let out = finish(&mut s, again, "d", big(1));
+    assert!(
+        out.contains(&Command::Scattered { client: 1, id: 2 }),
+        "{out:?}"
+    );
+    assert_eq!(s.state("d"), Some(TaskState::Finished));
+}
+
+#[test]
 fn a_broadcast_scatter_fails_when_any_target_dies_before_storing() {
     let mut s = setup(&[(10, 1), (20, 1), (30, 1)]);
     s.handle(Input::Scatter {

@@ -48,9 +48,18 @@ impl Scheduler {
         let mut stores: HashMap<WorkerId, Vec<(String, Bytes)>> = HashMap::default();
         let mut pending: HashMap<WorkerId, usize> = HashMap::default();
         for (key, bytes) in values {
-            if let Some(k) = self.tasks.key(&key) {
-                // Same key, same bytes (keys hash the value): just hold it.
-                let name = self.note_hold(&holder, k);
+            // Same key, same bytes (keys hash the value): held as it is,
+            // or stored again where the value was lost (or a restored
+            // scheduler still waits for its worker to come back).
+            let known = self.tasks.key(&key);
+            let revived = known.is_some() && {
+                let t = self.tasks.get(&key).expect("present");
+                t.is_scattered() && matches!(t.state, State::Lost | State::Released)
+            };
+            if let Some(k) = &known
+                && !revived
+            {
+                let name = self.note_hold(&holder, k.clone());
                 let t = self.tasks.get_mut(&key).expect("present");
                 t.holders.insert(&name);
                 continue;
@@ -67,17 +76,32 @@ impl Scheduler {
                     .or_default()
                     .push((key.clone(), bytes.clone()));
             }
+            let storing = State::Processing {
+                worker: chosen[0],
+                started: false,
+                run: 0,
+            };
+            if let Some(key) = known {
+                let name = self.note_hold(&holder, key.clone());
+                let t = self.tasks.get_mut(&key).expect("present");
+                t.holders.insert(&name);
+                self.activity.set(&key, t, storing);
+                self.scatter_requests.insert(key.clone(), (client, id));
+                if let Some(w) = self.workers.get_mut(&chosen[0]) {
+                    w.take(&key, &[]);
+                }
+                for w in chosen {
+                    *pending.entry(w).or_default() += 1;
+                }
+                continue;
+            }
             self.seq += 1;
             let key: Key = Key::from(key);
             let name = self.note_hold(&holder, key.clone());
             let task = Task {
                 recipe: Recipe::scattered(&mut self.names),
                 seq: self.seq,
-                state: State::Processing {
-                    worker: chosen[0],
-                    started: false,
-                    run: 0,
-                },
+                state: storing,
                 deps: ThinVec::new(),
                 dependents: Dependents::default(),
                 needed_by: 0,
