@@ -109,6 +109,84 @@ fn submit_starts_the_local_default_and_shutdown_stops_it() {
     );
 }
 
+/// The pid in a state directory's local cluster record.
+fn recorded_pid(state: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(state.join("local.toml"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("pid = "))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+/// Rewrites the local cluster's record as another dtask version would
+/// have written it: `protocol` in place of its own (none at all for 0).
+fn record_as_another_version(state: &std::path::Path, protocol: u32) {
+    let path = state.join("local.toml");
+    let record = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = record
+        .lines()
+        .filter(|l| !l.starts_with("protocol"))
+        .map(str::to_string)
+        .collect();
+    if protocol != 0 {
+        lines.push(format!("protocol = {protocol}"));
+    }
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn a_local_cluster_of_another_version_is_stopped_for_one_of_this_version() {
+    let state = tempfile::tempdir().unwrap();
+    let dtask = |args: &[&str]| {
+        Command::new(DTASK)
+            .args(args)
+            .env("DTASK_STATE_DIR", state.path())
+            .env("DTASK_DASHBOARD_PORT", "0")
+            .env("XDG_CONFIG_HOME", state.path())
+            .env_remove("DTASK_SCHEDULER")
+            .env_remove("DTASK_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = dtask(&["submit", tasks_wasm(), "inc", "1"]);
+    let old = recorded_pid(state.path());
+    let _old = KillOnDrop(old);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let old = old.expect("the local cluster recorded its pid");
+    let old_workers = worker_pids(old);
+
+    // After an upgrade: the running cluster speaks another protocol.
+    record_as_another_version(state.path(), 1);
+    let out = dtask(&["submit", tasks_wasm(), "inc", "5"]);
+    let new = recorded_pid(state.path());
+    let _new = KillOnDrop(new);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another dtask version started it (protocol 1;"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("started a local cluster"), "{}", stderr(&out));
+    let new = new.expect("the new local cluster recorded its pid");
+    assert_ne!(new, old);
+    wait_until(Duration::from_secs(20), "the old cluster to exit", || {
+        !alive(old) && old_workers.iter().all(|w| !alive(*w))
+    });
+    let key = stdout(&out).trim().to_string();
+    assert_eq!(stdout(&dtask(&["gather", &key])).trim(), "6");
+
+    // `dtask shutdown` stops one too, even from before records named a
+    // protocol.
+    record_as_another_version(state.path(), 0);
+    let out = dtask(&["shutdown"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("an older protocol"), "{}", stderr(&out));
+    wait_until(Duration::from_secs(20), "the second cluster to exit", || {
+        !alive(new)
+    });
+    assert!(!state.path().join("local.toml").exists());
+}
+
 #[test]
 fn workers_exit_when_their_cluster_is_killed() {
     let c = Cluster::start(2, 1);

@@ -20,6 +20,10 @@ pub struct LocalRecord {
     pub address: String,
     /// Process id of the cluster.
     pub pid: u32,
+    /// The [`PROTOCOL_VERSION`](crate::protocol::PROTOCOL_VERSION) it
+    /// speaks (0 in records written before dtask noted it).
+    #[serde(default)]
+    pub protocol: u32,
 }
 
 /// Path of the record in the state directory.
@@ -68,9 +72,56 @@ pub async fn running() -> Option<Endpoint> {
     })
 }
 
+/// Stops a running local cluster that another dtask version started (after
+/// an upgrade, say): no command of this version could talk to it, `dtask
+/// shutdown` included. It stops as on `dtask shutdown` (SIGTERM), and its
+/// journal keeps what it held for the next local cluster. Says so on
+/// stderr; true if it stopped one.
+pub async fn retire_other_version() -> Result<bool, String> {
+    let this = crate::protocol::PROTOCOL_VERSION;
+    let Some(rec) = read_record() else {
+        return Ok(false);
+    };
+    if rec.protocol == this || !answers(&rec.address).await {
+        return Ok(false);
+    }
+    let Ok(pid) = libc::pid_t::try_from(rec.pid) else {
+        return Ok(false);
+    };
+    // SAFETY: kill(2) with a pid from the record, which is alive and
+    // answers at the recorded address.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return Err(format!(
+            "the local cluster (pid {pid}) is from another dtask version and cannot be \
+             stopped: {}; stop it by hand",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_record().is_some_and(|r| r.pid == rec.pid) {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the local cluster (pid {pid}) of another dtask version did not stop within \
+                 30 s of SIGTERM; stop it by hand (kill {pid})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let version = match rec.protocol {
+        0 => "an older protocol".to_string(),
+        v => format!("protocol {v}"),
+    };
+    eprintln!(
+        "dtask: stopped the local cluster (pid {pid}): another dtask version started it \
+         ({version}; this one speaks protocol {this}); its journal keeps what it held"
+    );
+    Ok(true)
+}
+
 /// The local cluster, started in the background if none answers. Says so on
 /// stderr when it starts one.
 pub async fn ensure(workers: usize) -> Result<Endpoint, String> {
+    retire_other_version().await?;
     if let Some(e) = running().await {
         return Ok(e);
     }

@@ -194,6 +194,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         local::write_record(&local::LocalRecord {
             address: addr.clone(),
             pid,
+            protocol: dtask_runtime::protocol::PROTOCOL_VERSION,
         })
         .map_err(|e| Failure::new(2, format!("cannot record the local cluster: {e}")))?;
     }
