@@ -74,9 +74,9 @@ pub async fn running() -> Option<Endpoint> {
 
 /// Stops a running local cluster that another dtask version started (after
 /// an upgrade, say): no command of this version could talk to it, `dtask
-/// shutdown` included. It stops as on `dtask shutdown` (SIGTERM), and its
-/// journal keeps what it held for the next local cluster. Says so on
-/// stderr; true if it stopped one.
+/// shutdown` included. It stops as on `dtask shutdown` (SIGTERM), leaving
+/// its journal for the next local cluster. Says so on stderr; true if it
+/// stopped one.
 pub async fn retire_other_version() -> Result<bool, String> {
     let this = crate::protocol::PROTOCOL_VERSION;
     let Some(rec) = read_record() else {
@@ -113,7 +113,7 @@ pub async fn retire_other_version() -> Result<bool, String> {
     };
     eprintln!(
         "dtask: stopped the local cluster (pid {pid}): another dtask version started it \
-         ({version}; this one speaks protocol {this}); its journal keeps what it held"
+         ({version}; this one speaks protocol {this})"
     );
     Ok(true)
 }
