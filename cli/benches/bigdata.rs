@@ -1,16 +1,23 @@
 //! `just bench` (and `cargo bench -p dtask --bench bigdata`): 100 MB values
 //! on a `dtask cluster` of 2 workers × 1 slot, through the shell as users
 //! move them: `dtask scatter FILE`, `dtask gather -r KEY > FILE`, and
-//! `reverse-bytes` of the scattered value from submit to gathered bytes.
-//! Best of 3 each. Then the same bytes through Dask distributed's
-//! `client.scatter` / `client.gather` on the same cluster shape, measured in
-//! this run (`cli/benches/dask_bigdata.py`; skipped without Dask).
+//! `reverse-bytes` of the scattered value from submit to gathered bytes;
+//! then the same three through the Rust client (`Client::scatter`,
+//! `Client::gather`, `Client::submit` and `Future::result`), the API that
+//! matches Dask's. Best of 3 each. Then the same bytes through Dask
+//! distributed's `client.scatter` / `client.gather` / `client.submit` on the
+//! same cluster shape, measured in this run (`cli/benches/dask_bigdata.py`;
+//! skipped without Dask).
 //! `BIG_MB` changes the size.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::{Cluster, mib, stderr, tasks_wasm, worker_pids};
+use dtask_runtime::client::{Client, SubmitOptions};
+use dtask_runtime::module::LocalModule;
+use dtask_runtime::protocol::Arg;
+use dtask_runtime::value::Value;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -98,6 +105,8 @@ fn main() {
         mb_per_s(size, rev)
     );
     println!("{:-<78}", "");
+    rust_client(&c, &data);
+    println!("{:-<78}", "");
     drop(c);
     spill(&data, size, mb);
 
@@ -109,6 +118,79 @@ fn main() {
     if !matches!(status, Ok(s) if s.success()) {
         println!("Dask baseline: could not run {script}");
     }
+}
+
+/// Scatter, gather and `reverse-bytes` of `data` through the Rust client,
+/// each to a value in this process's memory, as Dask's client does.
+fn rust_client(c: &Cluster, data: &[u8]) {
+    let size = data.len();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = Client::connect(&c.addr, &c.token(), None).await.unwrap();
+        let module = LocalModule::load(tasks_wasm().as_ref()).unwrap();
+        client.upload(&module).await.unwrap();
+        let mut held = Vec::new();
+        let mut scatter = Duration::MAX;
+        for round in 0..RUNS {
+            // A different value each round: the same bytes have the same
+            // key, and would be held already.
+            let mut v = data.to_vec();
+            v[0] = round as u8;
+            let value = Value::Binary(v);
+            let began = Instant::now();
+            let f = client.scatter(vec![value], false, vec![]).await.unwrap();
+            scatter = scatter.min(began.elapsed());
+            held.extend(f);
+        }
+        let key = held[0].key().to_string();
+        let mut gather = Duration::MAX;
+        for _ in 0..RUNS {
+            let began = Instant::now();
+            let got = client.gather(std::slice::from_ref(&key)).await.unwrap();
+            gather = gather.min(began.elapsed());
+            assert!(matches!(&got[0], Value::Binary(b) if b.len() == size));
+        }
+        let options = SubmitOptions {
+            pure: false,
+            ..SubmitOptions::default()
+        };
+        let mut rev = Duration::MAX;
+        for _ in 0..RUNS {
+            let began = Instant::now();
+            let f = client
+                .submit(
+                    &module,
+                    "reverse-bytes",
+                    vec![Arg::Future(key.clone())],
+                    &options,
+                )
+                .await
+                .unwrap();
+            let got = f.result(None).await.unwrap();
+            rev = rev.min(began.elapsed());
+            // The first value held is `data` with a first byte of 0.
+            let Value::Binary(b) = got else {
+                panic!("reverse-bytes gave {got:?}")
+            };
+            assert!(b.len() == size && b[size - 1] == 0);
+            assert!(b.iter().rev().skip(1).eq(data[1..].iter()), "not reversed");
+        }
+        let mb = size / 1_000_000;
+        for (what, d) in [
+            (format!("scatter {mb} MB (Client::scatter)    "), scatter),
+            (format!("gather  {mb} MB (Client::gather)     "), gather),
+            (format!("reverse-bytes {mb} MB, Rust client  "), rev),
+        ] {
+            println!(
+                "{what}   {:>8.1} ms  {:>7.0} MB/s",
+                d.as_secs_f64() * 1e3,
+                mb_per_s(size, d)
+            );
+        }
+    });
 }
 
 /// One worker with a 256 MiB memory budget holding ten values of `mb` MB:

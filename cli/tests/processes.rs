@@ -166,7 +166,11 @@ fn a_local_cluster_of_another_version_is_stopped_for_one_of_this_version() {
         "{}",
         stderr(&out)
     );
-    assert!(stderr(&out).contains("started a local cluster"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("started a local cluster"),
+        "{}",
+        stderr(&out)
+    );
     let new = new.expect("the new local cluster recorded its pid");
     assert_ne!(new, old);
     wait_until(Duration::from_secs(20), "the old cluster to exit", || {
@@ -180,10 +184,16 @@ fn a_local_cluster_of_another_version_is_stopped_for_one_of_this_version() {
     record_as_another_version(state.path(), 0);
     let out = dtask(&["shutdown"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("an older protocol"), "{}", stderr(&out));
-    wait_until(Duration::from_secs(20), "the second cluster to exit", || {
-        !alive(new)
-    });
+    assert!(
+        stderr(&out).contains("an older protocol"),
+        "{}",
+        stderr(&out)
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the second cluster to exit",
+        || !alive(new),
+    );
     assert!(!state.path().join("local.toml").exists());
 }
 

@@ -93,6 +93,36 @@ impl WireError {
     }
 }
 
+/// The length-delimited codec for reading, which asks for huge pages for
+/// the buffer of a big frame before the frame is read into it (a 100 MB
+/// value otherwise costs its reader 25,000 page faults; see
+/// [`crate::value::huge`]).
+pub(crate) struct Frames(LengthDelimitedCodec);
+
+impl tokio_util::codec::Decoder for Frames {
+    type Item = bytes::BytesMut;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> io::Result<Option<bytes::BytesMut>> {
+        if let Some(&[a, b, c, d]) = src.get(..4) {
+            let len = u32::from_be_bytes([a, b, c, d]) as usize;
+            let want = 4 + len;
+            // Only frames within the limit: a hostile length allocates
+            // nothing (the codec refuses it).
+            if len <= self.0.max_frame_length() && src.capacity() < want {
+                src.reserve(want - src.len());
+                let spare = src.spare_capacity_mut();
+                crate::value::huge::advise(spare.as_mut_ptr().cast(), spare.len());
+            }
+        }
+        self.0.decode(src)
+    }
+}
+
+fn frames(r: ReadHalf, max_frame: usize) -> FramedRead<ReadHalf, Frames> {
+    FramedRead::new(r, Frames(codec(max_frame)))
+}
+
 fn codec(max_frame: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(max_frame)
@@ -122,7 +152,7 @@ pub(crate) fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, WireError> 
 
 /// Receiving half of a connection: yields messages one at a time.
 pub struct Receiver<M> {
-    frames: FramedRead<ReadHalf, LengthDelimitedCodec>,
+    frames: FramedRead<ReadHalf, Frames>,
     pending: VecDeque<M>,
 }
 
@@ -400,11 +430,11 @@ async fn open(addr: &str) -> Result<(ReadHalf, WriteHalf, bool), WireError> {
 }
 
 fn established<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
-    mut frames: FramedRead<ReadHalf, LengthDelimitedCodec>,
+    mut frames: FramedRead<ReadHalf, Frames>,
     sink: FramedWrite<WriteHalf, LengthDelimitedCodec>,
     max_frame: usize,
 ) -> (Sender<O>, Receiver<I>) {
-    frames.decoder_mut().set_max_frame_length(max_frame);
+    frames.decoder_mut().0.set_max_frame_length(max_frame);
     (
         spawn_writer(sink.into_inner()),
         Receiver {
@@ -415,7 +445,7 @@ fn established<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
 }
 
 async fn read_one<M: DeserializeOwned>(
-    frames: &mut FramedRead<ReadHalf, LengthDelimitedCodec>,
+    frames: &mut FramedRead<ReadHalf, Frames>,
 ) -> Result<M, WireError> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
         Err(_) => Err(WireError::Timeout),
@@ -441,7 +471,7 @@ pub async fn connect<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>
     hello: Hello,
 ) -> Result<(Admission, Sender<O>, Receiver<I>), WireError> {
     let (r, w, tls) = open(addr).await?;
-    let mut frames = FramedRead::new(r, codec(HANDSHAKE_MAX_FRAME));
+    let mut frames = frames(r, HANDSHAKE_MAX_FRAME);
     let mut sink = FramedWrite::new(w, codec(HANDSHAKE_MAX_FRAME));
     sink.send(encode(&hello)).await?;
     let welcome = read_one::<Welcome>(&mut frames)
@@ -511,7 +541,7 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
         }
     };
     // Nothing larger than a Hello is read before the peer authenticates.
-    let mut frames = FramedRead::new(r, codec(HANDSHAKE_MAX_FRAME));
+    let mut frames = frames(r, HANDSHAKE_MAX_FRAME);
     let mut sink = FramedWrite::new(w, codec(HANDSHAKE_MAX_FRAME));
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
         Err(_) => return Err(WireError::Timeout),

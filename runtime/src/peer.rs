@@ -182,18 +182,18 @@ const IN_FLIGHT: u64 = 3;
 /// its size (see [`stream`]).
 pub async fn fetch(addrs: &[String], token: &str, key: &str, nbytes: u64) -> Result<Bytes, String> {
     if nbytes > CHUNK {
-        let mut buf = bytes::BytesMut::new();
+        let mut buf: Vec<u8> = Vec::new();
         return match stream(addrs, token, key, |total, chunk| {
-            if buf.is_empty() {
+            if buf.capacity() == 0 {
                 // The holder's length, not the caller's, sizes the buffer.
-                buf.reserve(usize::try_from(total).unwrap_or(usize::MAX));
+                buf = crate::value::huge::buffer(total)?;
             }
             buf.extend_from_slice(chunk);
             Ok(())
         })
         .await
         {
-            Ok(()) => Ok(buf.freeze()),
+            Ok(()) => Ok(Bytes::from(buf)),
             Err(StreamError::Source(why) | StreamError::Sink(why)) => Err(why),
         };
     }

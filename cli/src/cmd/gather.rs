@@ -217,13 +217,7 @@ async fn write_raw(
     out: &mut impl Write,
     progress: &super::progress::Progress,
 ) -> Result<Result<Option<Value>, dtask_runtime::client::ClientError>, Failure> {
-    use dtask_runtime::value::{Head, head};
-    enum State {
-        Start,
-        Payload { text: bool },
-        Other(Vec<u8>),
-    }
-    let mut state = State::Start;
+    use dtask_runtime::client::Streamed;
     let mut failed: Option<std::io::Error> = None;
     let mut write = |bytes: &[u8]| {
         progress.suspend(|| out.write_all(bytes)).map_err(|e| {
@@ -232,44 +226,16 @@ async fn write_raw(
             why
         })
     };
-    let streamed = client
-        .stream_encoded(key, at, |total, chunk| {
-            if let State::Start = state {
-                // The first range holds the whole header: it is the whole
-                // value or a few MiB of it.
-                state = match head(chunk) {
-                    Head::Payload { at, len, text } if at as u64 + len == total => {
-                        write(&chunk[at..])?;
-                        State::Payload { text }
-                    }
-                    _ => State::Other(Vec::with_capacity(total.min(1 << 30) as usize)),
-                };
-                if let State::Payload { .. } = state {
-                    return Ok(());
-                }
-            }
-            match &mut state {
-                State::Payload { .. } => write(chunk),
-                State::Other(buf) => {
-                    buf.extend_from_slice(chunk);
-                    Ok(())
-                }
-                State::Start => unreachable!("left above"),
-            }
-        })
-        .await;
-    if let Err(e) = streamed {
-        return match failed {
-            Some(e) => Err(Failure::write(e)),
-            None => Ok(Err(e)),
-        };
+    let streamed = client.stream_value(key, at, |_, chunk| write(chunk)).await;
+    let written = match streamed {
+        Ok(Streamed::Text) => write(b"\n").map(|()| Ok(None)),
+        Ok(Streamed::Bytes) => Ok(Ok(None)),
+        Ok(Streamed::Other(v)) => Ok(Ok(Some(v))),
+        Err(e) => Ok(Err(e)),
+    };
+    match (written, failed) {
+        (_, Some(e)) => Err(Failure::write(e)),
+        (Ok(r), None) => Ok(r),
+        (Err(why), None) => Err(Failure::new(2, format!("cannot write: {why}"))),
     }
-    Ok(match state {
-        State::Payload { text: true } => {
-            write(b"\n").map_err(|_| Failure::write(failed.take().expect("set on failure")))?;
-            Ok(None)
-        }
-        State::Payload { text: false } | State::Start => Ok(None),
-        State::Other(buf) => dtask_runtime::client::decoded(key, buf.into()).map(Some),
-    })
 }

@@ -17,7 +17,11 @@ pub async fn run(global: &Global, _a: Args) -> Result<(), Failure> {
         config::resolve(global.scheduler.as_deref()).map_err(Failure::usage)?,
         Resolved::LocalDefault
     );
-    if local && local::retire_other_version().await.map_err(|e| Failure::new(3, e))? {
+    if local
+        && local::retire_other_version()
+            .await
+            .map_err(|e| Failure::new(3, e))?
+    {
         return Ok(());
     }
     if local && local::running().await.is_none() {

@@ -1,6 +1,7 @@
 //! Waiting for futures and fetching their results.
 
 use super::*;
+use crate::value::Head;
 
 impl Client {
     /// Waits until all `futures` (or, with `first`, one of them) are done or
@@ -106,9 +107,79 @@ impl Client {
         self.send(ToScheduler::Watch { keys })
     }
 
-    /// The value of a finished result, from wherever it is.
+    /// The value of a finished result, from wherever it is. A big byte
+    /// string or string is read range by range straight into the value's
+    /// own buffer, never held encoded beside it.
     pub async fn fetch(&self, key: &str, at: &Located) -> Result<Value, ClientError> {
-        decoded(key, self.fetch_encoded(key, at).await?)
+        if let Some(b) = &at.inline {
+            return decoded(key, b.clone());
+        }
+        let mut payload: Vec<u8> = Vec::new();
+        let kind = self
+            .stream_value(key, at, |len, chunk| {
+                if payload.capacity() == 0 {
+                    payload = value::huge::buffer(len)?;
+                }
+                payload.extend_from_slice(chunk);
+                Ok(())
+            })
+            .await?;
+        Ok(match kind {
+            Streamed::Bytes => Value::Binary(payload),
+            Streamed::Text => {
+                Value::from(String::from_utf8(payload).map_err(|_| ClientError::Data {
+                    key: key.to_string(),
+                    reason: "a string result that is not UTF-8".into(),
+                })?)
+            }
+            Streamed::Other(v) => v,
+        })
+    }
+
+    /// Streams a finished result's payload to `each` as it arrives, range
+    /// by range with the payload's whole length: a byte string's bytes or a
+    /// string's UTF-8, never holding the value. Any other value is
+    /// gathered whole and comes back decoded. An error `each` returns stops
+    /// the stream and comes back as [`ClientError::Invalid`].
+    pub async fn stream_value(
+        &self,
+        key: &str,
+        at: &Located,
+        mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
+    ) -> Result<Streamed, ClientError> {
+        enum State {
+            Start,
+            Payload { len: u64, text: bool },
+            Other(Vec<u8>),
+        }
+        let mut state = State::Start;
+        self.stream_encoded(key, at, |total, chunk| {
+            if let State::Start = state {
+                // The first range holds the whole header: it is the whole
+                // value or megabytes of it.
+                match value::head(chunk) {
+                    Head::Payload { at, len, text } if at as u64 + len == total => {
+                        state = State::Payload { len, text };
+                        return each(len, &chunk[at..]);
+                    }
+                    _ => state = State::Other(Vec::with_capacity(total.min(1 << 30) as usize)),
+                }
+            }
+            match &mut state {
+                State::Payload { len, .. } => each(*len, chunk),
+                State::Other(buf) => {
+                    buf.extend_from_slice(chunk);
+                    Ok(())
+                }
+                State::Start => unreachable!("left above"),
+            }
+        })
+        .await?;
+        match state {
+            State::Payload { text: false, .. } | State::Start => Ok(Streamed::Bytes),
+            State::Payload { text: true, .. } => Ok(Streamed::Text),
+            State::Other(buf) => decoded(key, buf.into()).map(Streamed::Other),
+        }
     }
 
     /// [`Client::fetch`] without decoding: the result's MessagePack bytes,
@@ -204,6 +275,17 @@ impl Client {
         }
         Ok(out)
     }
+}
+
+/// What [`Client::stream_value`] found a result to be.
+#[derive(Debug)]
+pub enum Streamed {
+    /// A byte string: its bytes went to the sink.
+    Bytes,
+    /// A string: its UTF-8 went to the sink.
+    Text,
+    /// Any other value, decoded whole (nothing went to the sink).
+    Other(Value),
 }
 
 /// The value a result's MessagePack `bytes` hold (as

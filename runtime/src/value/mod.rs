@@ -29,6 +29,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use wasmtime::component::Val;
 
 mod describe;
+pub mod huge;
 mod json;
 mod msgpack;
 mod wit;

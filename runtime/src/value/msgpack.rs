@@ -3,9 +3,10 @@
 
 use super::*;
 
-/// Encodes a value as MessagePack.
+/// Encodes a value as MessagePack (into one buffer sized for its strings
+/// and byte strings, backed by huge pages when they are big).
 pub fn encode(v: &Value) -> Vec<u8> {
-    let mut buf = Vec::new();
+    let mut buf = huge::buffer(payload_bytes(v) as u64 + 16).unwrap_or_default();
     rmpv::encode::write_value(&mut buf, v).expect("writing to a Vec cannot fail");
     buf
 }
@@ -75,7 +76,7 @@ pub fn payload_bytes(v: &Value) -> usize {
 /// The MessagePack encoding of the byte string `b` (as `encode` of
 /// `Value::Binary` gives), built with one copy of `b`.
 pub fn encode_binary(b: &[u8]) -> bytes::Bytes {
-    let mut out = Vec::with_capacity(b.len() + 5);
+    let mut out = huge::buffer(b.len() as u64 + 5).unwrap_or_default();
     match b.len() {
         n if n < 1 << 8 => out.extend_from_slice(&[0xc4, n as u8]),
         n if n < 1 << 16 => {
