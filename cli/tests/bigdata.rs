@@ -139,6 +139,21 @@ fn a_raw_gather_writes_a_big_value_out_as_it_arrives_without_holding_it() {
 }
 
 #[test]
+fn a_wasi_command_takes_sixty_four_mib_of_stdin_and_gives_it_back_on_stdout() {
+    let c = Cluster::start(1, 1);
+    let data = random_bytes(BIG, 0xca7);
+    let (_dir, key) = scatter_file(&c, &data);
+    // cat.wasm copies stdin to stdout through a 1 KiB buffer.
+    let cat = c.ok(&[
+        "submit",
+        dtask_guests::CAT_WASM,
+        "_start",
+        &format!("<@{key}"),
+    ]);
+    assert!(raw_bytes(&c, &cat) == data, "cat of 64 MiB is not exact");
+}
+
+#[test]
 fn strings_larger_than_the_default_hostcall_allowance_come_back_whole() {
     let c = Cluster::start(1, 1);
     // 2 × 80 Mi = 160 MiB of string result, past wasmtime's default 128 MiB

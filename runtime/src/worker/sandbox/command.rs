@@ -20,18 +20,19 @@ impl Sandbox {
             timeout,
             ..RunLimits::default()
         };
-        self.command(ready, key, stdin, argv, limits, None).await
+        let out = self.command(ready, key, stdin.into(), argv, limits, None);
+        out.await.map(Vec::from)
     }
 
     pub(super) async fn command(
         &self,
         ready: &Ready,
         key: &str,
-        stdin: Vec<u8>,
+        stdin: bytes::Bytes,
         argv: Vec<String>,
         limits: RunLimits,
         link: Option<TaskLink>,
-    ) -> Result<Vec<u8>, TaskError> {
+    ) -> Result<bytes::Bytes, TaskError> {
         let timeout = limits.timeout;
         // A command's stdout (its result) may be as large as the task's
         // memory. One byte past the cap tells a full pipe from output of
@@ -85,7 +86,15 @@ impl Sandbox {
             None => Err(e),
         });
         let captured = || stderr.text();
-        let out = stdout.contents();
+        // The store is gone, and with it the other handle on the pipe: its
+        // buffer comes out whole, not copied.
+        let Some(out) = stdout.try_into_inner().map(bytes::BytesMut::freeze) else {
+            return Err(task_error(
+                key,
+                ErrorKind::Internal,
+                format!("the worker could not take what task {key} wrote to stdout"),
+            ));
+        };
         if out.len() > cap {
             return Err(TaskError {
                 stderr: captured(),
@@ -100,7 +109,7 @@ impl Sandbox {
             });
         }
         match status {
-            Ok(0) => Ok(Vec::from(out)),
+            Ok(0) => Ok(out),
             Ok(code) => Err(TaskError {
                 stderr: captured(),
                 ..task_error(
@@ -130,36 +139,38 @@ pub(super) fn command_input(
     ready: &Ready,
     key: &str,
     function: &str,
-    args: &[Value],
-) -> Result<(Vec<u8>, Vec<String>), TaskError> {
+    args: Vec<TaskArg>,
+) -> Result<(bytes::Bytes, Vec<String>), TaskError> {
     let err = |kind, message: String| task_error(key, kind, message);
     let name = format!("module {}", ready.module.hash);
     ready
         .module
         .func(function, &name)
         .map_err(|e| err(ErrorKind::Module, e))?;
-    let [stdin, argv] = args else {
+    let given = args.len();
+    let Ok([stdin, argv]) = <[TaskArg; 2]>::try_from(args) else {
         return Err(err(
             ErrorKind::Input,
-            format!(
-                "{function}: a command takes 2 arguments (stdin, argv), {} were given",
-                args.len()
-            ),
+            format!("{function}: a command takes 2 arguments (stdin, argv), {given} were given"),
         ));
     };
+    // A big stdin stays the bytes that arrived: the command reads it with
+    // no copy made here.
     let stdin = match stdin {
-        Value::Nil => Vec::new(),
-        Value::Binary(b) => b.clone(),
-        Value::String(s) => s.as_bytes().to_vec(),
-        other => value::value_to_json(other).to_string().into_bytes(),
+        TaskArg::Bytes(b) => b,
+        TaskArg::Value(Value::Nil) => bytes::Bytes::new(),
+        TaskArg::Value(Value::Binary(b)) => b.into(),
+        TaskArg::Value(Value::String(s)) => s.into_bytes().into(),
+        TaskArg::Value(other) => value::value_to_json(&other).to_string().into(),
     };
+    let argv = argv.into_value();
     let bad_argv = || {
         err(
             ErrorKind::Input,
             format!("{function}: parameter argv: expected a list of strings, got {argv}"),
         )
     };
-    let Value::Array(words) = argv else {
+    let Value::Array(words) = &argv else {
         return Err(bad_argv());
     };
     let argv = words

@@ -331,12 +331,12 @@ impl Sandbox {
         let pre = match &ready.pre {
             Pre::Exports(pre) => pre,
             Pre::Command(_) | Pre::Core(_) => {
-                let args: Vec<Value> = args.into_iter().map(TaskArg::into_value).collect();
-                let (stdin, argv) = command_input(ready, key, function, &args)?;
+                let (stdin, argv) = command_input(ready, key, function, args)?;
+                // Its stdout goes straight into its encoding: one copy.
                 return self
                     .command(ready, key, stdin, argv, limits, link)
                     .await
-                    .map(|out| Output::Value(Value::Binary(out)));
+                    .map(|out| Output::Encoded(value::encode_binary(&out)));
             }
         };
         let err = |kind, message: String| task_error(key, kind, message);
