@@ -533,10 +533,22 @@ impl Client {
         broadcast: bool,
         workers: Vec<String>,
     ) -> Result<Vec<Future>, ClientError> {
+        let encoded = values.iter().map(|v| value::encode(v).into()).collect();
+        self.scatter_encoded(encoded, broadcast, workers).await
+    }
+
+    /// [`Client::scatter`] of values already encoded as MessagePack (see
+    /// [`value::read_binary`], which reads a file straight into the
+    /// encoding of its bytes).
+    pub async fn scatter_encoded(
+        &self,
+        values: Vec<Bytes>,
+        broadcast: bool,
+        workers: Vec<String>,
+    ) -> Result<Vec<Future>, ClientError> {
         let values: Vec<(String, Bytes)> = values
-            .iter()
-            .map(|v| {
-                let bytes: Bytes = value::encode(v).into();
+            .into_iter()
+            .map(|bytes| {
                 let key = key::pure_key("", "data", &[Arg::Value(bytes.clone())]);
                 (key, bytes)
             })

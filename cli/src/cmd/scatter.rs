@@ -33,6 +33,49 @@ pub struct Args {
 }
 
 pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
+    let encoded = if a.json || a.text {
+        typed(&a)?
+    } else {
+        raw(&a)?
+    };
+    let client = connect(global, true).await?;
+    let futures = client
+        .scatter_encoded(
+            encoded.into_iter().map(Into::into).collect(),
+            a.broadcast,
+            a.workers,
+        )
+        .await?;
+    // The CLI's named client holds the keys until `dtask release`.
+    for f in &futures {
+        println!("{}", f.key());
+    }
+    std::mem::forget(futures);
+    Ok(())
+}
+
+/// Each input as a byte string, read straight into its encoding.
+fn raw(a: &Args) -> Result<Vec<Vec<u8>>, Failure> {
+    if a.files.is_empty() {
+        let read = value::read_binary(&mut std::io::stdin().lock(), 0);
+        let b = read.map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+        return Ok(vec![b]);
+    }
+    a.files
+        .iter()
+        .map(|f| {
+            let cannot =
+                |e: std::io::Error| Failure::usage(format!("cannot read {}: {e}", f.display()));
+            let mut file = std::fs::File::open(f).map_err(cannot)?;
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            value::read_binary(&mut file, len).map_err(cannot)
+        })
+        .collect()
+}
+
+/// Each input parsed as JSON (`--json`) or taken as UTF-8 text (`--text`),
+/// encoded.
+fn typed(a: &Args) -> Result<Vec<Vec<u8>>, Failure> {
     let mut raw: Vec<(String, Vec<u8>)> = Vec::new();
     if a.files.is_empty() {
         let mut b = Vec::new();
@@ -49,25 +92,17 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     }
     let mut values = Vec::with_capacity(raw.len());
     for (name, bytes) in raw {
-        values.push(if a.json {
+        let v = if a.json {
             let j: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| Failure::usage(format!("{name} is not JSON: {e}")))?;
             value::untyped_json_to_value(&j)
-        } else if a.text {
+        } else {
             Value::from(
                 String::from_utf8(bytes)
                     .map_err(|_| Failure::usage(format!("{name} is not UTF-8 text")))?,
             )
-        } else {
-            Value::Binary(bytes)
-        });
+        };
+        values.push(value::encode(&v));
     }
-    let client = connect(global, true).await?;
-    let futures = client.scatter(values, a.broadcast, a.workers).await?;
-    // The CLI's named client holds the keys until `dtask release`.
-    for f in &futures {
-        println!("{}", f.key());
-    }
-    std::mem::forget(futures);
-    Ok(())
+    Ok(values)
 }

@@ -92,6 +92,37 @@ pub fn encode_binary(b: &[u8]) -> bytes::Bytes {
     out.into()
 }
 
+/// Reads all of `r` as the MessagePack encoding of one byte string (as
+/// [`encode_binary`] of the same bytes gives), the bytes landing in the
+/// encoding's own buffer: one copy where reading and then encoding took
+/// two. `expected` sizes the buffer (a file's length; 0 when unknown).
+pub fn read_binary(r: &mut impl std::io::Read, expected: u64) -> std::io::Result<Vec<u8>> {
+    /// Room for a `bin 32` header, the one a byte string of 64 KiB or more
+    /// takes.
+    const HEADER: usize = 5;
+    let mut out =
+        huge::buffer(expected.saturating_add(HEADER as u64 + 1)).map_err(std::io::Error::other)?;
+    out.resize(HEADER, 0);
+    r.read_to_end(&mut out)?;
+    let n = out.len() - HEADER;
+    match u32::try_from(n) {
+        Ok(n32) if n >= 1 << 16 => {
+            out[0] = 0xc6;
+            out[1..HEADER].copy_from_slice(&n32.to_be_bytes());
+            Ok(out)
+        }
+        // Smaller ones take a shorter header: encoded again, a small copy.
+        Ok(_) => Ok(encode_binary(&out[HEADER..]).to_vec()),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is more than a value can hold (4 GiB)",
+                human_bytes(n as u64)
+            ),
+        )),
+    }
+}
+
 /// What the first bytes of a value's MessagePack encoding say about it,
 /// for writing it raw without decoding it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

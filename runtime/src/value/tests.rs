@@ -140,6 +140,21 @@ fn the_head_of_an_encoding_tells_a_raw_payload_from_its_first_bytes() {
 }
 
 #[test]
+fn a_byte_string_read_into_its_encoding_is_encoded_as_encode_gives() {
+    for n in [0usize, 1, 255, 256, 65_535, 65_536, 200_000] {
+        let b: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+        for expected in [0, n as u64, 10] {
+            let read = read_binary(&mut &b[..], expected).unwrap();
+            assert_eq!(
+                read,
+                encode(&Value::Binary(b.clone())),
+                "{n} bytes, {expected} expected"
+            );
+        }
+    }
+}
+
+#[test]
 fn round_trips() {
     let t = types();
     round_trip(&t, "b", Value::Boolean(true));
