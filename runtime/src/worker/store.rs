@@ -13,14 +13,10 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Results this small are kept inside their entry, with no allocation of
-/// their own.
-const SMALL: usize = 30;
-
-/// Where a held result is.
+/// Where a held result is. (A result small enough to travel inline lives at
+/// the scheduler, so what a worker holds is mostly bigger: one `Bytes`
+/// keeps this enum at 32 bytes.)
 enum Place {
-    /// In the entry itself.
-    Small { len: u8, buf: [u8; SMALL] },
     /// In memory.
     Memory(Bytes),
     /// In the spill file of this number.
@@ -28,23 +24,9 @@ enum Place {
 }
 
 impl Place {
-    fn in_memory(bytes: Bytes) -> Self {
-        if bytes.len() <= SMALL {
-            let mut buf = [0u8; SMALL];
-            buf[..bytes.len()].copy_from_slice(&bytes);
-            Place::Small {
-                len: bytes.len() as u8,
-                buf,
-            }
-        } else {
-            Place::Memory(bytes)
-        }
-    }
-
     /// Its bytes, if in memory.
     fn bytes(&self) -> Option<Bytes> {
         match self {
-            Place::Small { len, buf } => Some(Bytes::copy_from_slice(&buf[..*len as usize])),
             Place::Memory(b) => Some(b.clone()),
             Place::Disk { .. } => None,
         }
@@ -53,7 +35,6 @@ impl Place {
     /// Bytes it takes in memory.
     fn memory(&self) -> usize {
         match self {
-            Place::Small { len, .. } => *len as usize,
             Place::Memory(b) => b.len(),
             Place::Disk { .. } => 0,
         }
@@ -96,7 +77,7 @@ impl Inner {
         self.in_memory += bytes.len();
         let entry = Entry {
             used: self.tick,
-            place: Place::in_memory(bytes),
+            place: Place::Memory(bytes),
         };
         self.entries.insert(key, entry);
     }
@@ -185,8 +166,7 @@ impl ResultStore {
         Ok(())
     }
 
-    /// The next result to spill: the least recently used one in memory
-    /// (small ones are not worth a file).
+    /// The next result to spill: the least recently used one in memory.
     fn victim(&self, inner: &mut Inner) -> Option<Box<str>> {
         loop {
             while let Some((used, key)) = inner.victims.pop_front() {
