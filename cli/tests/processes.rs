@@ -25,26 +25,25 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Runs `dtask ARGS` on the local default of the state directory `state`.
+fn on_local_default(state: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(DTASK)
+        .args(args)
+        .env("DTASK_STATE_DIR", state)
+        .env("DTASK_DASHBOARD_PORT", "0")
+        .env("XDG_CONFIG_HOME", state)
+        .env_remove("DTASK_SCHEDULER")
+        .env_remove("DTASK_TOKEN")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn submit_starts_the_local_default_and_shutdown_stops_it() {
     let state = tempfile::tempdir().unwrap();
-    let dtask = |args: &[&str]| {
-        Command::new(DTASK)
-            .args(args)
-            .env("DTASK_STATE_DIR", state.path())
-            .env("DTASK_DASHBOARD_PORT", "0")
-            .env("XDG_CONFIG_HOME", state.path())
-            .env_remove("DTASK_SCHEDULER")
-            .env_remove("DTASK_TOKEN")
-            .output()
-            .unwrap()
-    };
+    let dtask = |args: &[&str]| on_local_default(state.path(), args);
     let out = dtask(&["submit", tasks_wasm(), "inc", "1"]);
-    let record = std::fs::read_to_string(state.path().join("local.toml")).unwrap_or_default();
-    let pid: Option<u32> = record
-        .lines()
-        .find_map(|l| l.strip_prefix("pid = "))
-        .and_then(|p| p.trim().parse().ok());
+    let pid = recorded_pid(state.path());
     let _guard = KillOnDrop(pid);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -81,11 +80,7 @@ fn submit_starts_the_local_default_and_shutdown_stops_it() {
     assert!(!log.contains("WARN"), "{log}");
     // The next local cluster adds to the log instead of replacing it.
     let out = dtask(&["submit", tasks_wasm(), "inc", "2"]);
-    let record = std::fs::read_to_string(state.path().join("local.toml")).unwrap_or_default();
-    let second: Option<u32> = record
-        .lines()
-        .find_map(|l| l.strip_prefix("pid = "))
-        .and_then(|p| p.trim().parse().ok());
+    let second = recorded_pid(state.path());
     let _guard = KillOnDrop(second);
     assert!(out.status.success(), "{}", stderr(&out));
     let again = std::fs::read_to_string(state.path().join("local.log")).unwrap();
@@ -137,17 +132,7 @@ fn record_as_another_version(state: &std::path::Path, protocol: u32) {
 #[test]
 fn a_local_cluster_of_another_version_is_stopped_for_one_of_this_version() {
     let state = tempfile::tempdir().unwrap();
-    let dtask = |args: &[&str]| {
-        Command::new(DTASK)
-            .args(args)
-            .env("DTASK_STATE_DIR", state.path())
-            .env("DTASK_DASHBOARD_PORT", "0")
-            .env("XDG_CONFIG_HOME", state.path())
-            .env_remove("DTASK_SCHEDULER")
-            .env_remove("DTASK_TOKEN")
-            .output()
-            .unwrap()
-    };
+    let dtask = |args: &[&str]| on_local_default(state.path(), args);
     let out = dtask(&["submit", tasks_wasm(), "inc", "1"]);
     let old = recorded_pid(state.path());
     let _old = KillOnDrop(old);

@@ -261,14 +261,7 @@ async fn stream_from(
     each: &mut impl FnMut(u64, &[u8]) -> Result<(), String>,
 ) -> Result<bool, StreamError> {
     let source = StreamError::Source;
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        token: token.to_string(),
-        role: Role::Peer,
-    };
-    let (_, tx, mut rx) = connection::connect::<FromPeer, ToPeer>(addr, hello)
-        .await
-        .map_err(|e| source(e.to_string()))?;
+    let (tx, mut rx) = connect(addr, token).await.map_err(source)?;
     let closed = || source("connection closed".into());
     // Ranges asked for: the next one's offset and id. Until the first answer
     // tells the length, one range is asked for alone.
@@ -331,16 +324,25 @@ async fn stream_from(
     }
 }
 
-/// Asks the worker at `addr` one question and returns its answer.
-async fn ask(addr: &str, token: &str, request: ToPeer) -> Result<FromPeer, String> {
+/// Connects to the data port at `addr` as a peer presenting `token`.
+pub(crate) async fn connect(
+    addr: &str,
+    token: &str,
+) -> Result<(Sender<ToPeer>, connection::Receiver<FromPeer>), String> {
     let hello = Hello {
         version: PROTOCOL_VERSION,
         token: token.to_string(),
         role: Role::Peer,
     };
-    let (_, tx, mut rx) = connection::connect::<FromPeer, ToPeer>(addr, hello)
+    let (_, tx, rx) = connection::connect::<FromPeer, ToPeer>(addr, hello)
         .await
         .map_err(|e| e.to_string())?;
+    Ok((tx, rx))
+}
+
+/// Asks the worker at `addr` one question and returns its answer.
+async fn ask(addr: &str, token: &str, request: ToPeer) -> Result<FromPeer, String> {
+    let (tx, mut rx) = connect(addr, token).await?;
     tx.send(request)
         .map_err(|_| "connection closed".to_string())?;
     rx.recv()

@@ -20,12 +20,13 @@
 //! pending and later call fails with [`ClientError::ActorLost`].
 
 use super::{Client, ClientError};
-use crate::connection::{self, Sender};
+use crate::connection::Sender;
 use crate::key;
 use crate::module::{LocalModule, ModuleTypes, constructor};
+use crate::peer;
 use crate::protocol::{
-    ActorInfo, ActorSpec, Arg, CallArg, ErrorKind, FromPeer, FromScheduler, Hello,
-    PROTOCOL_VERSION, Role, TaskError, ToPeer, ToScheduler,
+    ActorInfo, ActorSpec, Arg, CallArg, ErrorKind, FromPeer, FromScheduler, TaskError, ToPeer,
+    ToScheduler,
 };
 use crate::value::{self, Value};
 use bytes::Bytes;
@@ -55,14 +56,7 @@ pub(super) struct PeerLink {
 
 impl PeerLink {
     async fn connect(addr: &str, token: &str) -> Result<Self, String> {
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            token: token.to_string(),
-            role: Role::Peer,
-        };
-        let (_, tx, mut rx) = connection::connect::<FromPeer, ToPeer>(addr, hello)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (tx, mut rx) = peer::connect(addr, token).await?;
         let pending: Arc<Pending> = Arc::new(Mutex::new(Some(HashMap::new())));
         let routes = pending.clone();
         tokio::spawn(async move {
