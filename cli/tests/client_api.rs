@@ -368,12 +368,15 @@ fn dropping_a_future_while_the_same_key_is_submitted_again_keeps_it_held() {
             let key = first.key().to_string();
             // The same task again: polled once, its submit is on the wire
             // and waits for the scheduler's answer.
-            let mut again = Box::pin(submit(&client, &module, "inc", vec![value(n)]));
-            let pending = futures::poll!(&mut again).is_pending();
+            let mut submitting = Box::pin(submit(&client, &module, "inc", vec![value(n)]));
+            let polled = futures::poll!(&mut submitting);
             // The first future goes meanwhile: its release follows the
             // submit, and must not leave the key held by nobody.
             drop(first);
-            let again = again.await;
+            let (again, pending) = match polled {
+                std::task::Poll::Ready(again) => (again, false),
+                std::task::Poll::Pending => (submitting.await, true),
+            };
             assert_eq!(again.key(), key);
             assert_eq!(again.result(None).await.unwrap(), Value::from(n + 1));
             assert_eq!(
