@@ -84,6 +84,41 @@ fn sixty_four_mib_of_bytes_go_through_every_bulk_shape_byte_exact() {
 /// wrote and its peak resident memory in MiB. (`time` forks it from a small
 /// process: a child spawned from this test process would count the test's
 /// own memory in its peak.)
+#[test]
+fn a_big_scatter_goes_straight_to_workers_past_the_schedulers_frame_and_value_limits() {
+    // Through the scheduler none of this could pass: its frames stop at
+    // 8 MiB and the values it takes at 1 MiB.
+    let c = Cluster::start_with(
+        2,
+        1,
+        &["--max-frame-size", "8MiB", "--max-value-size", "1MiB"],
+    );
+    let data = random_bytes(24 << 20, 0xb16);
+    let (_dir, key) = scatter_file(&c, &data);
+    assert!(
+        raw_bytes(&c, &key) == data,
+        "scatter/gather -r is not exact"
+    );
+    let sum = c.submit("sum-bytes", &[&format!("@{key}")]);
+    let want: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(c.ok(&["gather", &sum]), want.to_string());
+    // A broadcast puts a copy on each worker.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.bin");
+    std::fs::write(&path, random_bytes(12 << 20, 0xb17)).unwrap();
+    let copied = c.ok(&["scatter", "--broadcast", path.to_str().unwrap()]);
+    let holders = c.ok(&["who-has", &copied]);
+    assert_eq!(holders.split_whitespace().count(), 3, "{holders}");
+    // Small values still go through the scheduler, under its value limit.
+    let small = c.run(&["scatter", "--text"], &"x".repeat(2 << 20));
+    assert_eq!(small.status.code(), Some(2), "{}", stderr(&small));
+    assert!(
+        stderr(&small).contains("--max-value-size"),
+        "{}",
+        stderr(&small)
+    );
+}
+
 fn run_measured(c: &Cluster, args: &[&str]) -> (Vec<u8>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let (out, peak) = (dir.path().join("out"), dir.path().join("peak"));

@@ -404,6 +404,13 @@ impl Client {
         &self,
         make: impl FnOnce(u64) -> ToScheduler,
     ) -> Result<oneshot::Receiver<FromScheduler>, ClientError> {
+        let (id, rx) = self.expect_reply()?;
+        self.send(make(id))?;
+        Ok(rx)
+    }
+
+    /// A fresh request id and where its answer will arrive.
+    fn expect_reply(&self) -> Result<(u64, oneshot::Receiver<FromScheduler>), ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.inner
@@ -413,8 +420,14 @@ impl Client {
             .as_mut()
             .ok_or(ClientError::Disconnected)?
             .insert(id, tx);
-        self.send(make(id))?;
-        Ok(rx)
+        Ok((id, rx))
+    }
+
+    /// Stops waiting for the answer to request `id`.
+    fn forget_reply(&self, id: u64) {
+        if let Some(replies) = self.inner.replies.lock().expect("replies lock").as_mut() {
+            replies.remove(&id);
+        }
     }
 
     fn send(&self, msg: ToScheduler) -> Result<(), ClientError> {
@@ -554,14 +567,18 @@ impl Client {
             })
             .collect();
         let keys: Vec<String> = values.iter().map(|(k, _)| k.clone()).collect();
-        let reply = self
-            .request(|id| ToScheduler::Scatter {
+        let total: u64 = values.iter().map(|(_, v)| v.len() as u64).sum();
+        let reply = if total <= peer::CHUNK {
+            self.request(|id| ToScheduler::Scatter {
                 id,
                 values,
                 broadcast,
                 workers,
             })
-            .await?;
+            .await?
+        } else {
+            self.scatter_direct(values, broadcast, workers).await?
+        };
         match reply {
             FromScheduler::Scattered { .. } => {
                 Ok(keys.into_iter().map(|k| self.future(k)).collect())
@@ -569,6 +586,67 @@ impl Client {
             FromScheduler::Failed { message, .. } => Err(ClientError::Invalid(message)),
             other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
         }
+    }
+
+    /// Scatters big values straight to the workers' data ports, in ranges,
+    /// so they never pass through the scheduler (nor its frame limit): the
+    /// scheduler places them, this client sends each where it was placed,
+    /// and the scheduler confirms once the workers have kept them. Returns
+    /// the confirmation.
+    async fn scatter_direct(
+        &self,
+        values: Vec<(String, Bytes)>,
+        broadcast: bool,
+        workers: Vec<String>,
+    ) -> Result<FromScheduler, ClientError> {
+        let (confirm, confirmed) = self.expect_reply()?;
+        let sizes = values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len() as u64))
+            .collect();
+        let placed = self
+            .request(|id| ToScheduler::Place {
+                id,
+                confirm,
+                values: sizes,
+                broadcast,
+                workers,
+            })
+            .await?;
+        let puts = match placed {
+            FromScheduler::Placed { puts, .. } => puts,
+            other => {
+                self.forget_reply(confirm);
+                return match other {
+                    FromScheduler::Failed { message, .. } => Err(ClientError::Invalid(message)),
+                    other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+                };
+            }
+        };
+        let bytes: HashMap<String, Bytes> = values.into_iter().collect();
+        for (key, addrs) in puts {
+            let Some(value) = bytes.get(&key) else {
+                continue;
+            };
+            for addr in addrs {
+                if let Err(why) = peer::put(&addr, &self.inner.peer_token, &key, value).await {
+                    let reason = format!("cannot send {key} to worker {addr}: {why}");
+                    // The scheduler fails what was not sent, so the
+                    // confirmation (or this error) is the answer.
+                    self.send(ToScheduler::Unplace {
+                        confirm,
+                        reason: reason.clone(),
+                    })?;
+                    return match confirmed.await {
+                        Ok(FromScheduler::Failed { message, .. }) => {
+                            Err(ClientError::Invalid(message))
+                        }
+                        _ => Err(ClientError::Invalid(reason)),
+                    };
+                }
+            }
+        }
+        confirmed.await.map_err(|_| ClientError::Disconnected)
     }
 
     /// Cancels keys: they and their pending dependents become `cancelled`;

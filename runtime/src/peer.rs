@@ -5,6 +5,7 @@
 use crate::connection::{self, DEFAULT_MAX_FRAME, Sender};
 use crate::protocol::{
     CallArg, ErrorKind, FromPeer, Hello, MAX_RANGE, PROTOCOL_VERSION, Role, TaskError, ToPeer,
+    ToScheduler,
 };
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -56,14 +57,17 @@ impl Admits {
     }
 }
 
-/// Serves `Fetch` requests for the results in `store`, and method calls
-/// for the `actors`, until the task is dropped.
+/// Serves `Fetch` requests for the results in `store`, method calls for
+/// the `actors`, and scattered values sent here (kept in `store` and
+/// reported to the scheduler through `reports`), until the task is
+/// dropped.
 pub async fn serve(
     listener: TcpListener,
     admits: Admits,
     store: Store,
     actors: Actors,
     logs: Arc<crate::worker::logs::Logs>,
+    reports: mpsc::UnboundedSender<ToScheduler>,
 ) {
     let gate = connection::Gate::new("data port");
     loop {
@@ -75,6 +79,7 @@ pub async fn serve(
         let store = store.clone();
         let actors = actors.clone();
         let logs = logs.clone();
+        let reports = reports.clone();
         let gate = gate.clone();
         tokio::spawn(async move {
             let Some(permit) = gate.admit(room, peer.ip()).await else {
@@ -101,8 +106,19 @@ pub async fn serve(
                     return;
                 }
             };
+            let mut uploads = Uploads::new(store.clone(), reports);
             while let Ok(Some(request)) = rx.recv().await {
                 let sent = match request {
+                    ToPeer::Put {
+                        id,
+                        key,
+                        total,
+                        offset,
+                        bytes,
+                    } => {
+                        let error = uploads.put(key, total, offset, bytes).await.err();
+                        tx.send(FromPeer::Put { id, error })
+                    }
                     ToPeer::Logs { id, key } => tx.send(FromPeer::Logs {
                         id,
                         log: logs.get(&key).map(|l| (*l).clone()),
@@ -167,6 +183,199 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// Scattered values arriving on one data connection ([`ToPeer::Put`]),
+/// each taken range by range into a buffer of its size while its key is
+/// computed from the bytes. A value is kept, and reported to the
+/// scheduler, only once all of it is in and it matches its key; one whose
+/// sender stops midway is reported as not stored.
+struct Uploads {
+    store: Store,
+    reports: mpsc::UnboundedSender<ToScheduler>,
+    open: HashMap<String, Upload>,
+}
+
+struct Upload {
+    buf: Vec<u8>,
+    total: u64,
+    key: crate::key::DataKey,
+}
+
+impl Uploads {
+    fn new(store: Store, reports: mpsc::UnboundedSender<ToScheduler>) -> Self {
+        Self {
+            store,
+            reports,
+            open: HashMap::new(),
+        }
+    }
+
+    /// Takes one range of `key`; after an error the value is dropped (and
+    /// reported not stored), and its later ranges are refused.
+    async fn put(
+        &mut self,
+        key: String,
+        total: u64,
+        offset: u64,
+        bytes: Bytes,
+    ) -> Result<(), String> {
+        let taken = self.take(&key, total, offset, &bytes);
+        let done = match taken {
+            Ok(done) => done,
+            Err(why) => {
+                self.open.remove(&key);
+                self.refuse(&key, ErrorKind::Input, &why);
+                return Err(why);
+            }
+        };
+        if !done {
+            return Ok(());
+        }
+        let upload = self.open.remove(&key).expect("an open upload");
+        let made = upload.key.finish();
+        if made != key {
+            let why = format!(
+                "the bytes sent as {key} are not that value (they hash to {made}); nothing was stored"
+            );
+            self.refuse(&key, ErrorKind::Input, &why);
+            return Err(why);
+        }
+        // Keeping it may spill to disk: off the async threads.
+        let store = self.store.clone();
+        let value = Bytes::from(upload.buf);
+        let at = crate::worker::store::located(&value);
+        let kept = {
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || store.insert(key, value)).await
+        };
+        match kept {
+            Ok(Ok(())) => {
+                let _ = self.reports.send(ToScheduler::Finished {
+                    results: vec![(key, at)],
+                });
+                Ok(())
+            }
+            Ok(Err(why)) => {
+                self.refuse(&key, ErrorKind::Memory, &why);
+                Err(why)
+            }
+            Err(e) => {
+                let why = format!("storing {key} failed: {e}");
+                self.refuse(&key, ErrorKind::Memory, &why);
+                Err(why)
+            }
+        }
+    }
+
+    /// Adds a range to its upload; true once the value is complete.
+    fn take(&mut self, key: &str, total: u64, offset: u64, bytes: &[u8]) -> Result<bool, String> {
+        if bytes.len() as u64 > MAX_RANGE {
+            return Err(format!(
+                "a range of {} is over the most one may carry ({}); send smaller ranges",
+                crate::value::human_bytes(bytes.len() as u64),
+                crate::value::human_bytes(MAX_RANGE)
+            ));
+        }
+        if !self.open.contains_key(key) {
+            if !key.starts_with("data-") {
+                return Err(format!(
+                    "{key} is not scattered data; only `data-…` keys may be sent to a worker"
+                ));
+            }
+            if offset != 0 {
+                return Err(format!(
+                    "the first range of {key} starts at {offset}, not 0"
+                ));
+            }
+            let upload = Upload {
+                buf: crate::value::huge::buffer(total)?,
+                total,
+                key: crate::key::DataKey::new(total),
+            };
+            self.open.insert(key.to_string(), upload);
+        }
+        let upload = self.open.get_mut(key).expect("open");
+        let at = upload.buf.len() as u64;
+        if total != upload.total || offset != at || at + bytes.len() as u64 > total {
+            return Err(format!(
+                "a range of {} at offset {offset} of {total} bytes does not follow the {at} of {} bytes received for {key}",
+                bytes.len(),
+                upload.total
+            ));
+        }
+        upload.buf.extend_from_slice(bytes);
+        upload.key.update(bytes);
+        Ok(upload.buf.len() as u64 == total)
+    }
+
+    /// Tells the scheduler `key` could not be stored here (why).
+    fn refuse(&self, key: &str, kind: ErrorKind, why: &str) {
+        let _ = self.reports.send(ToScheduler::Erred {
+            errors: vec![(key.to_string(), TaskError::new(kind, why.to_string(), key))],
+        });
+    }
+}
+
+impl Drop for Uploads {
+    fn drop(&mut self) {
+        for (key, upload) in self.open.drain() {
+            let why = format!(
+                "the sender of {key} stopped after {} of its {} bytes; scatter it again",
+                upload.buf.len(),
+                upload.total
+            );
+            let _ = self.reports.send(ToScheduler::Erred {
+                errors: vec![(key.clone(), TaskError::new(ErrorKind::Lost, why, &key))],
+            });
+        }
+    }
+}
+
+/// Sends the encoded value `bytes`, whose key is `key`, to the worker at
+/// `addr` in ranges of [`CHUNK`] bytes, a few in flight; returns once the
+/// worker has kept it (and reported it to the scheduler), or why not.
+pub async fn put(addr: &str, token: &str, key: &str, bytes: &Bytes) -> Result<(), String> {
+    let (tx, mut rx) = connect(addr, token).await?;
+    let closed = || format!("worker {addr} closed the connection");
+    let total = bytes.len() as u64;
+    let mut sent = 0u64;
+    let mut asked = 0u64;
+    let mut answered = 0u64;
+    loop {
+        while sent < total && asked - answered <= IN_FLIGHT || (total == 0 && asked == 0) {
+            let end = (sent + CHUNK).min(total);
+            asked += 1;
+            tx.send(ToPeer::Put {
+                id: asked,
+                key: key.to_string(),
+                total,
+                offset: sent,
+                bytes: bytes.slice(sent as usize..end as usize),
+            })
+            .map_err(|_| closed())?;
+            sent = end;
+        }
+        let answer = rx
+            .recv()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(closed)?;
+        match answer {
+            FromPeer::Put {
+                error: Some(why), ..
+            } => return Err(why),
+            FromPeer::Put { id, error: None } if id == answered + 1 => answered += 1,
+            other => {
+                return Err(format!(
+                    "worker {addr} answered {other:?} to a range of {key}"
+                ));
+            }
+        }
+        if answered == asked && sent >= total {
+            return Ok(());
+        }
     }
 }
 
@@ -386,5 +595,109 @@ pub async fn logs(
     match failed.is_empty() {
         true => Ok(None),
         false => Err(format!("cannot ask every worker: {}", failed.join("; "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data port over a fresh store, and what it reports to the
+    /// scheduler.
+    async fn port() -> (
+        String,
+        Store,
+        mpsc::UnboundedReceiver<ToScheduler>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Store = Arc::new(crate::worker::store::ResultStore::new(
+            64 << 20,
+            dir.path().join("spill"),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (reports, rx) = mpsc::unbounded_channel();
+        let admits = Admits {
+            worker: "sesame".into(),
+            client_digest: None,
+        };
+        tokio::spawn(serve(
+            listener,
+            admits,
+            store.clone(),
+            Actors::default(),
+            Default::default(),
+            reports,
+        ));
+        (addr, store, rx, dir)
+    }
+
+    fn encoded(n: usize) -> (String, Bytes) {
+        let data: Vec<u8> = (0..n).map(|i| (i * 31 % 253) as u8).collect();
+        let bytes = Bytes::from(crate::value::encode(&crate::value::Value::Binary(data)));
+        let key = crate::key::pure_key("", "data", &[crate::protocol::Arg::Value(bytes.clone())]);
+        (key, bytes)
+    }
+
+    #[tokio::test]
+    async fn a_value_put_in_ranges_is_kept_whole_and_reported() {
+        let (addr, store, mut reports, _dir) = port().await;
+        let (key, bytes) = encoded(3 * CHUNK as usize + 12_345);
+        put(&addr, "sesame", &key, &bytes).await.unwrap();
+        let Some(ToScheduler::Finished { results }) = reports.recv().await else {
+            panic!("no report")
+        };
+        assert_eq!(results[0].0, key);
+        assert_eq!(results[0].1.nbytes, bytes.len() as u64);
+        let (total, all) = store.read(&key, 0, bytes.len() as u64).await.unwrap();
+        assert_eq!(total, bytes.len() as u64);
+        assert!(all == bytes, "the kept value differs from what was sent");
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_their_keys_value_are_refused_and_not_kept() {
+        let (addr, store, mut reports, _dir) = port().await;
+        let (key, _) = encoded(CHUNK as usize + 1);
+        let (_, other) = encoded(CHUNK as usize + 2);
+        let err = put(&addr, "sesame", &key, &other).await.unwrap_err();
+        assert!(err.contains("not that value"), "{err}");
+        assert!(store.read(&key, 0, 1).await.is_none());
+        let Some(ToScheduler::Erred { errors }) = reports.recv().await else {
+            panic!("no report")
+        };
+        assert_eq!(errors[0].0, key);
+        // A key that is not scattered data is refused outright.
+        let (_, bytes) = encoded(10);
+        let err = put(&addr, "sesame", "inc-0123", &bytes).await.unwrap_err();
+        assert!(err.contains("not scattered data"), "{err}");
+        // And a wrong token never gets in.
+        assert!(put(&addr, "wrong", &key, &bytes).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_stops_midway_is_reported_so_its_scatter_fails() {
+        let (addr, store, mut reports, _dir) = port().await;
+        let (key, bytes) = encoded(2 * CHUNK as usize);
+        let (tx, mut rx) = connect(&addr, "sesame").await.unwrap();
+        tx.send(ToPeer::Put {
+            id: 1,
+            key: key.clone(),
+            total: bytes.len() as u64,
+            offset: 0,
+            bytes: bytes.slice(..CHUNK as usize),
+        })
+        .unwrap();
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            Some(FromPeer::Put { error: None, .. })
+        ));
+        drop((tx, rx));
+        let Some(ToScheduler::Erred { errors }) = reports.recv().await else {
+            panic!("no report")
+        };
+        assert_eq!(errors[0].1.kind, ErrorKind::Lost);
+        assert!(errors[0].1.message.contains("scatter it again"));
+        assert!(store.read(&key, 0, 1).await.is_none());
     }
 }

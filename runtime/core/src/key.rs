@@ -9,12 +9,7 @@ use crate::protocol::Arg;
 
 /// The key of a pure task: the same inputs always give the same key.
 pub fn pure_key(module: &str, function: &str, args: &[Arg]) -> String {
-    let mut h = blake3::Hasher::new();
-    h.update(b"dtask-task-v1\0");
-    for part in [module.as_bytes(), function.as_bytes()] {
-        h.update(&(part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
+    let mut h = task_hasher(module, function);
     for arg in args {
         let (tag, bytes) = match arg {
             Arg::Value(v) => (b'v', v.as_ref()),
@@ -25,6 +20,45 @@ pub fn pure_key(module: &str, function: &str, args: &[Arg]) -> String {
         h.update(bytes);
     }
     with_suffix(function, &h.finalize().as_bytes()[..16])
+}
+
+/// The key of scattered data, [`pure_key`]`("", "data", [value])`, computed
+/// from the value's encoded bytes as they arrive, range by range, so a
+/// worker taking a big value can check it matches its key without a second
+/// pass over it.
+pub struct DataKey {
+    h: blake3::Hasher,
+}
+
+impl DataKey {
+    /// Begins the key of an encoded value of `total` bytes.
+    pub fn new(total: u64) -> Self {
+        let mut h = task_hasher("", "data");
+        h.update(b"v");
+        h.update(&total.to_le_bytes());
+        Self { h }
+    }
+
+    /// Takes the next bytes of the value.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.h.update(bytes);
+    }
+
+    /// The key, once every byte was taken.
+    pub fn finish(&self) -> String {
+        with_suffix("data", &self.h.finalize().as_bytes()[..16])
+    }
+}
+
+/// A hasher that has taken a task's module and function.
+fn task_hasher(module: &str, function: &str) -> blake3::Hasher {
+    let mut h = blake3::Hasher::new();
+    h.update(b"dtask-task-v1\0");
+    for part in [module.as_bytes(), function.as_bytes()] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h
 }
 
 /// A fresh random key, for impure tasks (`--pure=false`) and scattered data.
@@ -63,6 +97,21 @@ pub fn validate_key(key: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn a_data_key_taken_in_ranges_is_the_pure_key_of_the_whole_value() {
+        let value: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = pure_key("", "data", &[Arg::Value(Bytes::from(value.clone()))]);
+        let mut k = DataKey::new(value.len() as u64);
+        for range in value.chunks(999) {
+            k.update(range);
+        }
+        assert_eq!(k.finish(), whole);
+        let mut other = DataKey::new(value.len() as u64);
+        other.update(&value[1..]);
+        other.update(&[0]);
+        assert_ne!(other.finish(), whole, "other bytes, another key");
+    }
 
     #[test]
     fn pure_keys_are_deterministic_and_shaped() {

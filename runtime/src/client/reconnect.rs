@@ -23,6 +23,7 @@ impl Inner {
             | FromScheduler::Status { id, .. }
             | FromScheduler::Retried { id, .. }
             | FromScheduler::Scattered { id }
+            | FromScheduler::Placed { id, .. }
             | FromScheduler::WhoHas { id, .. }
             | FromScheduler::Workers { id, .. }
             | FromScheduler::Stats { id, .. }

@@ -223,7 +223,12 @@ impl Client {
 
     /// Turns an outcome into the result value or the task's error.
     pub async fn resolve(&self, key: &str, outcome: Outcome) -> Result<Value, ClientError> {
-        decoded(key, self.resolve_encoded(key, outcome).await?)
+        match outcome {
+            // Big byte strings and strings are read straight into the value's
+            // own buffer, with no encoded copy beside it.
+            Outcome::Finished(at) => self.fetch(key, &at).await,
+            other => decoded(key, self.resolve_encoded(key, other).await?),
+        }
     }
 
     /// [`Client::resolve`] without decoding: the result's MessagePack bytes.

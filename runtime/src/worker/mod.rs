@@ -229,6 +229,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         results.clone(),
         actors.clone(),
         logs.clone(),
+        to_scheduler.clone(),
     ));
     let slots = slots::Slots::new(options.nthreads.max(1) as usize);
     let link = Arc::new(Link::new(

@@ -90,6 +90,15 @@ pub enum FromScheduler {
         /// Request id.
         id: u64,
     },
+    /// Answer to [`ToScheduler::Place`]: where to send each value (data
+    /// addresses of the workers to put it on). Keys already held appear
+    /// with no address: nothing to send.
+    Placed {
+        /// Request id.
+        id: u64,
+        /// (key, data addresses).
+        puts: Vec<(String, Vec<String>)>,
+    },
     /// Answer to [`ToScheduler::WhoHas`].
     WhoHas {
         /// Request id.

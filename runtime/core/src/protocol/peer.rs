@@ -32,6 +32,25 @@ pub enum ToPeer {
         /// Its arguments.
         args: Vec<CallArg>,
     },
+    /// A range of a scattered value sent straight to this worker, after the
+    /// scheduler placed it here ([`ToScheduler::Place`]). Ranges of one
+    /// value come in order on one connection; once `total` bytes are in,
+    /// the worker checks that they hash to `key`, keeps the value and
+    /// reports it to the scheduler. Answered by [`FromPeer::Put`] for each
+    /// range.
+    Put {
+        /// Request id.
+        id: u64,
+        /// The value's key (`data-…`, a hash of its bytes).
+        key: String,
+        /// The encoded value's whole length.
+        total: u64,
+        /// Where this range starts.
+        offset: u64,
+        /// The range (at most [`MAX_RANGE`] bytes).
+        #[serde(with = "crate::blob")]
+        bytes: Bytes,
+    },
     /// Send up to `len` bytes of one encoded result from `offset`;
     /// answered by [`FromPeer::Range`]. Big values move as a few of these
     /// in flight, so neither side holds more than a few ranges of it in
@@ -87,6 +106,15 @@ pub enum FromPeer {
         id: u64,
         /// The output.
         log: Option<TaskLog>,
+    },
+    /// Answer to [`ToPeer::Put`]: the range was taken (and, for the last
+    /// one, the value kept), or why not; after an error the rest of that
+    /// value is refused.
+    Put {
+        /// Request id.
+        id: u64,
+        /// Why the range or value was refused.
+        error: Option<String>,
     },
     /// Answer to [`ToPeer::Read`]: the encoded result's whole length and
     /// the bytes asked for (fewer at its end), or `None` when this worker

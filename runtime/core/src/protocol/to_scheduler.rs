@@ -89,6 +89,32 @@ pub enum ToScheduler {
         /// Only on these workers (by name, address or id); empty: any.
         workers: Vec<String>,
     },
+    /// Place values the client then sends straight to workers' data ports
+    /// ([`ToPeer::Put`]), so big data never passes through the scheduler.
+    /// Answered at once by [`FromScheduler::Placed`] (`id`), and by
+    /// [`FromScheduler::Scattered`] or [`FromScheduler::Failed`] (`confirm`)
+    /// once every copy is stored or one cannot be.
+    Place {
+        /// Request id of the placement.
+        id: u64,
+        /// Request id of the confirmation.
+        confirm: u64,
+        /// (key, length of the MessagePack value) pairs.
+        values: Vec<(String, u64)>,
+        /// Put a copy on every worker.
+        broadcast: bool,
+        /// Only on these workers (by name, address or id); empty: any.
+        workers: Vec<String>,
+    },
+    /// The client could not send the values of placement `confirm` (why):
+    /// those not stored fail with that reason, so scattering them again
+    /// stores them afresh.
+    Unplace {
+        /// The placement's confirmation id.
+        confirm: u64,
+        /// Why.
+        reason: String,
+    },
     /// Where keys are held; answered by [`FromScheduler::WhoHas`].
     WhoHas {
         /// Request id.

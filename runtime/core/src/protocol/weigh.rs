@@ -34,6 +34,9 @@ impl Weigh for ToScheduler {
                 ToScheduler::Scatter { values, .. } => {
                     values.iter().map(|(_, v)| v.len()).sum::<usize>()
                 }
+                ToScheduler::Place { values, .. } => {
+                    values.iter().map(|(k, _)| k.len() + 8).sum::<usize>()
+                }
                 ToScheduler::Finished { results } | ToScheduler::Holding { results } => results
                     .iter()
                     .map(|(k, at)| k.len() + at.inline.as_ref().map_or(0, Bytes::len))
@@ -91,6 +94,7 @@ impl Weigh for ToPeer {
             + match self {
                 ToPeer::Fetch { keys, .. } => keys.iter().map(String::len).sum::<usize>(),
                 ToPeer::Logs { key, .. } | ToPeer::Read { key, .. } => key.len(),
+                ToPeer::Put { key, bytes, .. } => key.len() + bytes.len(),
                 ToPeer::Call { args, .. } => args
                     .iter()
                     .map(|a| match a {
@@ -112,6 +116,7 @@ impl Weigh for FromPeer {
                     .sum::<usize>(),
                 FromPeer::Called { result, .. } => result.as_ref().map_or(0, Bytes::len),
                 FromPeer::Range { bytes, .. } => bytes.len(),
+                FromPeer::Put { error, .. } => error.as_ref().map_or(0, String::len),
                 FromPeer::Logs { log, .. } => {
                     log.as_ref().map_or(0, |l| l.stdout.len() + l.stderr.len())
                 }

@@ -195,6 +195,10 @@ pub struct Scheduler {
     /// Scatter requests still waiting for values to be stored.
     /// per worker the copies it has still to confirm.
     scatters: HashMap<(ClientId, u64), HashMap<WorkerId, usize>>,
+    /// Keys of placements ([`Input::Place`]) whose values their clients
+    /// are still sending, by request: failed if the client gives up or
+    /// leaves before they are stored.
+    placements: HashMap<(ClientId, u64), Vec<Key>>,
     /// Scattered keys restored from the journal whose data no worker has
     /// reported yet; lost if none has once the rejoin window closes.
     unreported_scatters: Vec<String>,
@@ -262,6 +266,7 @@ impl Scheduler {
             }
             Input::ClientDisconnected { client } => {
                 self.primitives_client_gone(client, &mut out);
+                self.placements_client_gone(client, &mut out);
                 if let Some(c) = self.clients.remove(&client)
                     && c.ephemeral
                 {
@@ -412,6 +417,19 @@ impl Scheduler {
                 broadcast,
                 workers,
             } => self.scatter(client, id, values, broadcast, &workers, &mut out),
+            Input::Place {
+                client,
+                id,
+                confirm,
+                values,
+                broadcast,
+                workers,
+            } => self.place_scatter(client, (id, confirm), values, broadcast, &workers, &mut out),
+            Input::Unplace {
+                client,
+                confirm,
+                reason,
+            } => self.unplace((client, confirm), &reason, &mut out),
             Input::WorkerDisconnected { worker } => self.worker_gone(worker, &mut out),
             Input::Finished { worker, results } => {
                 for (key, located) in results {
@@ -425,6 +443,9 @@ impl Scheduler {
                         Some(State::Processing { worker: w, .. }) if *w == worker
                     );
                     if !on_it {
+                        // Another copy of broadcast data that this worker
+                        // could not keep: its request fails all the same.
+                        self.scatter_copy_refused(worker, &key, &error.message, &mut out);
                         continue;
                     }
                     let t = self.tasks.get_mut(&key).expect("on a worker");
@@ -460,6 +481,7 @@ impl Scheduler {
                         if let Some(req) = self.scatter_requests.get(&*key).copied()
                             && self.scatters.remove(&req).is_some()
                         {
+                            self.placements.remove(&req);
                             out.push(Command::Failed {
                                 client: req.0,
                                 id: req.1,

@@ -2,7 +2,7 @@
 //! wasm, no sleeps.
 
 use super::state::{Command, Input, Scheduler};
-use crate::protocol::{ErrorKind, Located, Outcome, RunArg, TaskState};
+use crate::protocol::{ErrorKind, FromScheduler, Located, Outcome, RunArg, TaskError, TaskState};
 use bytes::Bytes;
 
 use super::testing::*;
@@ -687,6 +687,123 @@ fn lost_scattered_data_scattered_again_is_stored_again() {
         "{out:?}"
     );
     assert_eq!(s.state("d"), Some(TaskState::Finished));
+}
+
+fn place(id: u64, keys: &[&str], broadcast: bool) -> Input {
+    Input::Place {
+        client: 1,
+        id,
+        confirm: id + 1,
+        values: keys.iter().map(|k| (k.to_string(), 8 << 20)).collect(),
+        broadcast,
+        workers: vec![],
+    }
+}
+
+/// The data addresses a [`FromScheduler::Placed`] answer gives `key`.
+fn placed_at(cmds: &[Command], key: &str) -> Vec<String> {
+    cmds.iter()
+        .find_map(|c| match c {
+            Command::Send {
+                to: 1,
+                msg: FromScheduler::Placed { puts, .. },
+            } => puts.iter().find(|(k, _)| k == key).map(|(_, a)| a.clone()),
+            _ => None,
+        })
+        .expect("a placement for the key")
+}
+
+#[test]
+fn placed_data_is_confirmed_once_its_worker_reports_it_stored() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let cmds = s.handle(place(1, &["d", "e"], false));
+    let (d, e) = (placed_at(&cmds, "d"), placed_at(&cmds, "e"));
+    assert_eq!(d.len(), 1);
+    assert_ne!(d, e, "round-robin over the workers");
+    assert!(!cmds.iter().any(|c| matches!(c, Command::Store { .. })));
+    let on = |addr: &[String]| if addr[0] == "w10" { 10 } else { 20 };
+    let out = finish(&mut s, on(&d), "d", big(8 << 20));
+    assert!(!out.contains(&Command::Scattered { client: 1, id: 2 }));
+    let out = finish(&mut s, on(&e), "e", big(8 << 20));
+    assert!(
+        out.contains(&Command::Scattered { client: 1, id: 2 }),
+        "{out:?}"
+    );
+    // Placing held data again sends nothing and is confirmed at once.
+    let cmds = s.handle(place(5, &["d"], false));
+    assert!(placed_at(&cmds, "d").is_empty());
+    assert!(cmds.contains(&Command::Scattered { client: 1, id: 6 }));
+}
+
+#[test]
+fn a_placement_refused_is_answered_on_its_own_request_id() {
+    let mut s = setup(&[]);
+    let cmds = s.handle(place(1, &["d"], false));
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::Failed { client: 1, id: 1, message } if message.contains("no workers"))),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn placed_data_is_not_bound_by_the_schedulers_value_limit() {
+    let mut s = setup(&[(10, 1)]).with_max_value(1 << 20);
+    let cmds = s.handle(place(1, &["d"], false));
+    assert_eq!(placed_at(&cmds, "d"), vec!["w10".to_string()]);
+}
+
+#[test]
+fn placed_data_its_client_could_not_send_fails_and_is_placed_afresh() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(place(1, &["d"], false));
+    let cmds = s.handle(Input::Unplace {
+        client: 1,
+        confirm: 2,
+        reason: "cannot reach worker w10".into(),
+    });
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::Failed { client: 1, id: 2, message } if message.contains("w10"))),
+        "{cmds:?}"
+    );
+    assert_eq!(s.state("d"), Some(TaskState::Error));
+    // Scattering it again places it again rather than taking the error as
+    // held data.
+    let cmds = s.handle(place(3, &["d"], false));
+    assert_eq!(placed_at(&cmds, "d"), vec!["w10".to_string()]);
+    let out = finish(&mut s, 10, "d", big(8 << 20));
+    assert!(
+        out.contains(&Command::Scattered { client: 1, id: 4 }),
+        "{out:?}"
+    );
+    assert_eq!(s.state("d"), Some(TaskState::Finished));
+}
+
+#[test]
+fn placed_data_unsent_when_its_client_leaves_fails_instead_of_hanging() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(place(1, &["d"], false));
+    s.handle(Input::ClientDisconnected { client: 1 });
+    // The named client still holds it, and sees why it is not there.
+    assert_eq!(s.state("d"), Some(TaskState::Error));
+}
+
+#[test]
+fn a_broadcast_copy_a_worker_cannot_keep_fails_the_scatter() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let cmds = s.handle(place(1, &["d"], true));
+    assert_eq!(placed_at(&cmds, "d").len(), 2);
+    finish(&mut s, 10, "d", big(8 << 20));
+    let cmds = s.handle(Input::Erred {
+        worker: 20,
+        errors: vec![(
+            "d".into(),
+            TaskError::new(ErrorKind::Memory, "the spill directory is full".into(), "d"),
+        )],
+    });
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::Failed { client: 1, id: 2, message } if message.contains("spill"))),
+        "{cmds:?}"
+    );
 }
 
 #[test]

@@ -119,6 +119,25 @@ impl Core {
                 broadcast,
                 workers,
             },
+            ToScheduler::Place {
+                id,
+                confirm,
+                values,
+                broadcast,
+                workers,
+            } => Input::Place {
+                client: from,
+                id,
+                confirm,
+                values,
+                broadcast,
+                workers,
+            },
+            ToScheduler::Unplace { confirm, reason } => Input::Unplace {
+                client: from,
+                confirm,
+                reason,
+            },
             ToScheduler::WhoHas { id, keys } => {
                 let holders = self.state.who_has(keys);
                 self.send(from, FromScheduler::WhoHas { id, holders });

@@ -114,6 +114,30 @@ pub enum Input {
         /// Allowed workers; empty: all.
         workers: Vec<String>,
     },
+    /// A client places values it will send to workers itself.
+    Place {
+        /// Who.
+        client: ClientId,
+        /// Request id to answer with the placement.
+        id: u64,
+        /// Request id to answer once stored.
+        confirm: u64,
+        /// (key, encoded length) pairs.
+        values: Vec<(String, u64)>,
+        /// A copy on every (allowed) worker.
+        broadcast: bool,
+        /// Allowed workers; empty: all.
+        workers: Vec<String>,
+    },
+    /// A client could not send the values it placed.
+    Unplace {
+        /// Who.
+        client: ClientId,
+        /// The placement's confirmation id.
+        confirm: u64,
+        /// Why.
+        reason: String,
+    },
     /// A worker left or died.
     WorkerDisconnected {
         /// Its id.

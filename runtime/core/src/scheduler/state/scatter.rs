@@ -5,6 +5,8 @@
 use super::*;
 
 impl Scheduler {
+    /// Scattered values the client sent here: stored on workers through
+    /// their scheduler connections ([`Command::Store`]).
     pub(super) fn scatter(
         &mut self,
         client: ClientId,
@@ -14,16 +16,162 @@ impl Scheduler {
         names: &[String],
         out: &mut Vec<Command>,
     ) {
-        let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) else {
-            return;
-        };
-        for (key, v) in &values {
-            if let Err(message) = self.value_fits(&format!("scattered value {key}"), v.len()) {
+        let sizes = values.iter().map(|(k, v)| (k.clone(), v.len() as u64));
+        let puts = match self.scatter_targets((client, id), sizes, broadcast, names, false, out) {
+            Ok(puts) => puts,
+            Err(message) => {
                 return out.push(Command::Failed {
                     client,
                     id,
                     message,
                 });
+            }
+        };
+        let mut bytes: HashMap<String, Bytes> = values.into_iter().collect();
+        let mut stores: HashMap<WorkerId, Vec<(String, Bytes)>> = HashMap::default();
+        for (key, chosen) in puts {
+            let Some(v) = bytes.remove(&key) else {
+                continue;
+            };
+            for w in chosen {
+                stores.entry(w).or_default().push((key.clone(), v.clone()));
+            }
+        }
+        let mut stores: Vec<_> = stores.into_iter().collect();
+        stores.sort_by_key(|(w, _)| *w);
+        for (worker, values) in stores {
+            out.push(Command::Store { worker, values });
+        }
+    }
+
+    /// Scattered values the client sends to workers itself: answered with
+    /// where each goes ([`FromScheduler::Placed`], request `ids.0`), and
+    /// once all are stored with [`Command::Scattered`] (request `ids.1`).
+    pub(super) fn place_scatter(
+        &mut self,
+        client: ClientId,
+        (id, confirm): (u64, u64),
+        values: Vec<(String, u64)>,
+        broadcast: bool,
+        names: &[String],
+        out: &mut Vec<Command>,
+    ) {
+        let requested: Vec<String> = values.iter().map(|(k, _)| k.clone()).collect();
+        let puts = match self.scatter_targets(
+            (client, confirm),
+            values.into_iter(),
+            broadcast,
+            names,
+            true,
+            out,
+        ) {
+            Ok(puts) => puts,
+            // The placement itself is refused.
+            Err(message) => {
+                return out.push(Command::Failed {
+                    client,
+                    id,
+                    message,
+                });
+            }
+        };
+        let mut placed: Vec<Key> = Vec::with_capacity(puts.len());
+        let mut addrs: HashMap<String, Vec<String>> = HashMap::default();
+        for (key, chosen) in puts {
+            if let Some(k) = self.tasks.key(&key) {
+                placed.push(k);
+            }
+            let to = chosen
+                .iter()
+                .filter_map(|w| self.workers.get(w).map(|w| w.data_addr.clone()))
+                .collect();
+            addrs.insert(key, to);
+        }
+        if !placed.is_empty() && self.scatters.contains_key(&(client, confirm)) {
+            self.placements.insert((client, confirm), placed);
+        }
+        let puts = requested
+            .into_iter()
+            .map(|k| {
+                let to = addrs.remove(&k).unwrap_or_default();
+                (k, to)
+            })
+            .collect();
+        out.push(Command::Send {
+            to: client,
+            msg: FromScheduler::Placed { id, puts },
+        });
+    }
+
+    /// The client of placement `req` gave up sending its values (why):
+    /// those not stored yet fail, and its request with them.
+    pub(super) fn unplace(&mut self, req: (ClientId, u64), reason: &str, out: &mut Vec<Command>) {
+        let Some(keys) = self.placements.remove(&req) else {
+            return;
+        };
+        if self.scatters.remove(&req).is_some() {
+            out.push(Command::Failed {
+                client: req.0,
+                id: req.1,
+                message: reason.to_string(),
+            });
+        }
+        for key in keys {
+            let unsent = self
+                .tasks
+                .get(&key)
+                .is_some_and(|t| t.is_scattered() && matches!(t.state, State::Processing { .. }));
+            if unsent && self.scatter_requests.get(&key) == Some(&req) {
+                self.scatter_requests.remove(&key);
+                let error = TaskError::new(ErrorKind::Lost, reason.to_string(), &key);
+                self.fail(&key, error, out);
+            }
+        }
+    }
+
+    /// A client left: the values it placed and had not sent yet never
+    /// will be.
+    pub(super) fn placements_client_gone(&mut self, client: ClientId, out: &mut Vec<Command>) {
+        let gone: Vec<(ClientId, u64)> = self
+            .placements
+            .keys()
+            .filter(|(c, _)| *c == client)
+            .copied()
+            .collect();
+        for req in gone {
+            self.unplace(
+                req,
+                "the client that scattered it left before it had sent it; scatter it again",
+                out,
+            );
+        }
+        self.scatters.retain(|(c, _), _| *c != client);
+    }
+
+    /// Where each of a scatter's values goes (`direct`: sent by the client
+    /// to the workers itself): (key, workers) for those to
+    /// store, held keys only taking this client as a holder. Registers the
+    /// request `(client, id)` to be answered once all are stored (at once
+    /// if nothing is to store), or says why the scatter is refused.
+    fn scatter_targets(
+        &mut self,
+        (client, id): (ClientId, u64),
+        values: impl Iterator<Item = (String, u64)>,
+        broadcast: bool,
+        names: &[String],
+        direct: bool,
+        out: &mut Vec<Command>,
+    ) -> Result<Vec<(String, Vec<WorkerId>)>, String> {
+        let holder = match self.clients.get(&client) {
+            Some(c) => c.holder.clone(),
+            None => return Err("this client is not connected".into()),
+        };
+        let values: Vec<(String, u64)> = values.collect();
+        // Values sent straight to workers never pass through here, so the
+        // scheduler's own limit does not apply to them.
+        if !direct {
+            for (key, len) in &values {
+                self.value_fits(&format!("scattered value {key}"), *len as usize)?;
             }
         }
         let mut targets: Vec<WorkerId> = self
@@ -34,27 +182,24 @@ impl Scheduler {
             .collect();
         targets.sort();
         if targets.is_empty() {
-            out.push(Command::Failed {
-                client,
-                id,
-                message: if names.is_empty() {
-                    "no workers are connected to scatter to".into()
-                } else {
-                    format!("no connected worker matches {}", names.join(", "))
-                },
+            return Err(if names.is_empty() {
+                "no workers are connected to scatter to".into()
+            } else {
+                format!("no connected worker matches {}", names.join(", "))
             });
-            return;
         }
-        let mut stores: HashMap<WorkerId, Vec<(String, Bytes)>> = HashMap::default();
+        let mut puts = Vec::new();
         let mut pending: HashMap<WorkerId, usize> = HashMap::default();
-        for (key, bytes) in values {
+        for (key, _) in values {
             // Same key, same bytes (keys hash the value): held as it is,
-            // or stored again where the value was lost (or a restored
-            // scheduler still waits for its worker to come back).
+            // or stored again where the value was lost or could not be
+            // stored (or a restored scheduler still waits for its worker to
+            // come back).
             let known = self.tasks.key(&key);
             let revived = known.is_some() && {
                 let t = self.tasks.get(&key).expect("present");
-                t.is_scattered() && matches!(t.state, State::Lost | State::Released)
+                t.is_scattered()
+                    && matches!(t.state, State::Lost | State::Released | State::Error(_))
             };
             if let Some(k) = &known
                 && !revived
@@ -71,10 +216,7 @@ impl Scheduler {
                 vec![targets[self.scatter_rr]]
             };
             for w in &chosen {
-                stores
-                    .entry(*w)
-                    .or_default()
-                    .push((key.clone(), bytes.clone()));
+                *pending.entry(*w).or_default() += 1;
             }
             let storing = State::Processing {
                 worker: chosen[0],
@@ -90,9 +232,7 @@ impl Scheduler {
                 if let Some(w) = self.workers.get_mut(&chosen[0]) {
                     w.take(&key, &[]);
                 }
-                for w in chosen {
-                    *pending.entry(w).or_default() += 1;
-                }
+                puts.push((key.to_string(), chosen));
                 continue;
             }
             self.seq += 1;
@@ -116,21 +256,15 @@ impl Scheduler {
             if let Some(w) = self.workers.get_mut(&chosen[0]) {
                 w.take(&key, &[]);
             }
+            puts.push((key.to_string(), chosen));
             self.add_task(key, task);
-            for w in chosen {
-                *pending.entry(w).or_default() += 1;
-            }
         }
         if pending.is_empty() {
             out.push(Command::Scattered { client, id });
         } else {
             self.scatters.insert((client, id), pending);
         }
-        let mut stores: Vec<_> = stores.into_iter().collect();
-        stores.sort_by_key(|(w, _)| *w);
-        for (worker, values) in stores {
-            out.push(Command::Store { worker, values });
-        }
+        Ok(puts)
     }
 
     /// One copy of scattered data is stored on `worker`; answers the
@@ -153,9 +287,37 @@ impl Scheduler {
         }
         if left.is_empty() {
             self.scatters.remove(&req);
+            self.placements.remove(&req);
             out.push(Command::Scattered {
                 client: req.0,
                 id: req.1,
+            });
+        }
+    }
+
+    /// `worker` could not keep its copy of scattered `key` (why): the
+    /// request waiting for that copy fails with the reason.
+    pub(super) fn scatter_copy_refused(
+        &mut self,
+        worker: WorkerId,
+        key: &str,
+        why: &str,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(req) = self.scatter_requests.get(key).copied() else {
+            return;
+        };
+        if self
+            .scatters
+            .get(&req)
+            .is_some_and(|left| left.contains_key(&worker))
+        {
+            self.scatters.remove(&req);
+            self.placements.remove(&req);
+            out.push(Command::Failed {
+                client: req.0,
+                id: req.1,
+                message: why.to_string(),
             });
         }
     }
@@ -176,6 +338,7 @@ impl Scheduler {
             .collect();
         for (client, id) in failed {
             self.scatters.remove(&(client, id));
+            self.placements.remove(&(client, id));
             out.push(Command::Failed {
                 client,
                 id,
