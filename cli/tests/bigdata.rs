@@ -85,7 +85,7 @@ fn sixty_four_mib_of_bytes_go_through_every_bulk_shape_byte_exact() {
 /// process: a child spawned from this test process would count the test's
 /// own memory in its peak.)
 #[test]
-fn a_big_scatter_goes_straight_to_workers_past_the_schedulers_frame_and_value_limits() {
+fn big_scatters_and_arguments_go_straight_to_workers_past_the_schedulers_limits() {
     // Through the scheduler none of this could pass: its frames stop at
     // 8 MiB and the values it takes at 1 MiB.
     let c = Cluster::start_with(
@@ -109,6 +109,22 @@ fn a_big_scatter_goes_straight_to_workers_past_the_schedulers_frame_and_value_li
     let copied = c.ok(&["scatter", "--broadcast", path.to_str().unwrap()]);
     let holders = c.ok(&["who-has", &copied]);
     assert_eq!(holders.split_whitespace().count(), 3, "{holders}");
+    // So does a big argument: the task takes it as the scattered value,
+    // and its key is still the hash of the value (the same submit, the
+    // same key).
+    let text: String = random_bytes(12 << 20, 5)
+        .iter()
+        .map(|b| char::from(b'a' + b % 26))
+        .collect();
+    let submit = |text: &str| {
+        let out = c.run(&["submit", tasks_wasm(), "reverse-bytes", "-"], text);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_string()
+    };
+    let rev = submit(&text);
+    assert_eq!(submit(&text), rev);
+    let want: Vec<u8> = text.bytes().rev().collect();
+    assert!(raw_bytes(&c, &rev) == want, "reversed bytes differ");
     // Small values still go through the scheduler, under its value limit.
     let small = c.run(&["scatter", "--text"], &"x".repeat(2 << 20));
     assert_eq!(small.status.code(), Some(2), "{}", stderr(&small));

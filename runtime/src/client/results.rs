@@ -65,9 +65,15 @@ impl Client {
         impl std::future::Future<Output = Result<Vec<(String, String)>, ClientError>> + use<>,
         ClientError,
     > {
+        let mut tasks = tasks;
+        let sent = self.send_big_args(&mut tasks).await?;
         let rx = self.send_request(|id| ToScheduler::Submit { id, tasks })?;
         Ok(async move {
-            match rx.await.map_err(|_| ClientError::Disconnected)? {
+            let answer = rx.await.map_err(|_| ClientError::Disconnected)?;
+            // The tasks now hold their big arguments as inputs; this
+            // client need not.
+            drop(sent);
+            match answer {
                 FromScheduler::Submitted {
                     refused,
                     unplaceable,
@@ -77,6 +83,37 @@ impl Client {
                 other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
             }
         })
+    }
+
+    /// Sends each argument over [`peer::CHUNK`] bytes straight to a worker
+    /// (see [`Client::scatter_encoded`]) and passes it to its task as that
+    /// scattered value instead, so big arguments never pass through the
+    /// scheduler or its frame and value limits. Keys stay as they were,
+    /// computed from the values. Returns the scattered values' futures, to
+    /// hold until the tasks are submitted.
+    async fn send_big_args(&self, tasks: &mut [TaskSpec]) -> Result<Vec<Future>, ClientError> {
+        let big = |a: &Arg| matches!(a, Arg::Value(b) if b.len() as u64 > peer::CHUNK);
+        if !tasks.iter().any(|t| t.args.iter().any(big)) {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Bytes> = tasks
+            .iter()
+            .flat_map(|t| t.args.iter())
+            .filter_map(|a| match a {
+                Arg::Value(b) if big(a) => Some(b.clone()),
+                _ => None,
+            })
+            .collect();
+        let futures = self.scatter_encoded(values, false, Vec::new()).await?;
+        let mut keys = futures.iter().map(|f| f.key().to_string());
+        for t in tasks.iter_mut() {
+            for a in t.args.iter_mut() {
+                if big(a) {
+                    *a = Arg::Future(keys.next().expect("one key per big argument"));
+                }
+            }
+        }
+        Ok(futures)
     }
 
     /// Reports `(key, outcome)` for each of `keys` as it ends, in the order
