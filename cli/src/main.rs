@@ -236,9 +236,12 @@ fn widen_stdout_pipe() {
     }
 }
 
+/// The client verbs' runtime: one thread. The connection, the verb and its
+/// output then take turns without waking one another across threads,
+/// which in a pipeline (`map | gather`) costs more than it gives; blocking
+/// work (reading files, stdin) has threads of its own.
 fn client_runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::new(2, format!("cannot start the async runtime: {e}")))

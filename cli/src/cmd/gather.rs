@@ -3,7 +3,8 @@
 use super::{Failure, Global, connect, render};
 use dtask_runtime::protocol::Outcome;
 use dtask_runtime::value::Value;
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 use std::io::Write;
 use tokio::sync::mpsc;
 
@@ -70,8 +71,8 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut order: VecDeque<String> = VecDeque::new();
-    let mut arrived: HashMap<String, (Outcome, usize)> = HashMap::new();
-    let mut waiting: HashMap<String, usize> = HashMap::new();
+    let mut arrived: HashMap<String, (Outcome, usize)> = HashMap::default();
+    let mut waiting: HashMap<String, usize> = HashMap::default();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut keys_open = true;
     let mut skipped = 0usize;
@@ -192,6 +193,12 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
                 let (k, outcome) = d.ok_or(dtask_runtime::client::ClientError::Disconnected)?;
                 let n = waiting.remove(&k).unwrap_or(1);
                 arrived.insert(k, (outcome, n));
+                // Everything else already here too, so that results print
+                // (and flush) in batches rather than one write each.
+                while let Ok((k, outcome)) = done_rx.try_recv() {
+                    let n = waiting.remove(&k).unwrap_or(1);
+                    arrived.insert(k, (outcome, n));
+                }
             }
         }
     }

@@ -15,6 +15,11 @@ use tokio::sync::mpsc;
 /// Most tasks sent in one submit message.
 const BATCH: usize = 4096;
 
+/// Batches sent and not yet acknowledged, at most: enough to keep the
+/// scheduler busy, few enough that a million lines on stdin are never all
+/// held here at once.
+const IN_FLIGHT: usize = 16;
+
 /// Submit one task per line of stdin and print one key per line, in order,
 /// as they are accepted (streaming).
 ///
@@ -71,7 +76,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let mut input_open = true;
     while input_open || !acks.is_empty() {
         tokio::select! {
-            first = line_rx.recv(), if input_open => {
+            first = line_rx.recv(), if input_open && acks.len() < IN_FLIGHT => {
                 let Some(first) = first else { input_open = false; continue };
                 let mut batch: Vec<TaskSpec> = Vec::new();
                 let mut next = Some(first);
