@@ -48,6 +48,27 @@ fn range(total: u64, offset: u64, len: u64) -> (usize, usize) {
     (start as usize, end as usize)
 }
 
+/// A key as the store holds it. A hashed key (`{prefix}-{32 hex}`, as pure,
+/// random and scattered keys are) is its 16 bytes and the number of its
+/// prefix, with no allocation of its own; any other key is its text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum StoreKey {
+    Hashed { prefix: u32, hash: [u8; 16] },
+    Text(Box<str>),
+}
+
+/// `key` split into its prefix and hash, if it is a hashed key written
+/// canonically (lowercase hex, so that it reads back the same).
+fn hashed(key: &str) -> Option<(&str, [u8; 16])> {
+    let (prefix, hex) = key.rsplit_once('-')?;
+    if hex.len() != 32 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut hash = [0u8; 16];
+    hex::decode_to_slice(hex, &mut hash).ok()?;
+    Some((prefix, hash))
+}
+
 /// A held result: where it is, and when it was last used.
 struct Entry {
     place: Place,
@@ -56,13 +77,16 @@ struct Entry {
 
 #[derive(Default)]
 struct Inner {
-    /// Each key once: a held result costs its entry and its key.
-    entries: HashMap<Box<str>, Entry>,
+    /// Each key once: a held result costs its entry, its key inline.
+    entries: HashMap<StoreKey, Entry>,
+    /// Prefixes of hashed keys (function names, `data`), each once.
+    prefixes: Vec<Box<str>>,
+    prefix_ids: HashMap<Box<str>, u32>,
     /// The next results to spill, least recently used first, with the
     /// tick each was last used at when chosen (one used since is skipped).
     /// Refilled by one scan for about an eighth of the budget at a time,
     /// so no per-result index of ages is kept.
-    victims: VecDeque<(u64, Box<str>)>,
+    victims: VecDeque<(u64, StoreKey)>,
     tick: u64,
     next_file: u64,
     in_memory: usize,
@@ -71,8 +95,46 @@ struct Inner {
 }
 
 impl Inner {
+    /// How `key` is held, if it may be (a prefix never seen, never).
+    fn find(&self, key: &str) -> Option<StoreKey> {
+        Some(match hashed(key) {
+            Some((prefix, hash)) => StoreKey::Hashed {
+                prefix: *self.prefix_ids.get(prefix)?,
+                hash,
+            },
+            None => StoreKey::Text(key.into()),
+        })
+    }
+
+    /// How `key` is to be held, its prefix noted if new.
+    fn intern(&mut self, key: &str) -> StoreKey {
+        let Some((prefix, hash)) = hashed(key) else {
+            return StoreKey::Text(key.into());
+        };
+        let id = match self.prefix_ids.get(prefix) {
+            Some(id) => *id,
+            None => {
+                let id = self.prefixes.len() as u32;
+                self.prefixes.push(prefix.into());
+                self.prefix_ids.insert(prefix.into(), id);
+                id
+            }
+        };
+        StoreKey::Hashed { prefix: id, hash }
+    }
+
+    /// A held key's text.
+    fn text(&self, key: &StoreKey) -> String {
+        match key {
+            StoreKey::Hashed { prefix, hash } => {
+                format!("{}-{}", self.prefixes[*prefix as usize], hex::encode(hash))
+            }
+            StoreKey::Text(t) => t.to_string(),
+        }
+    }
+
     /// Holds `bytes` as `key` in memory, as just used (room is made first).
-    fn keep_in_memory(&mut self, key: Box<str>, bytes: Bytes) {
+    fn keep_in_memory(&mut self, key: StoreKey, bytes: Bytes) {
         self.tick += 1;
         self.in_memory += bytes.len();
         let entry = Entry {
@@ -135,7 +197,8 @@ impl ResultStore {
             inner.spilled += len;
             inner.spilled_count += 1;
             let place = Place::Disk { len, file };
-            inner.entries.insert(key.into(), Entry { place, used: 0 });
+            let key = inner.intern(&key);
+            inner.entries.insert(key, Entry { place, used: 0 });
             return Ok(());
         }
         // Make room first, so a full disk refuses this result rather than
@@ -162,12 +225,13 @@ impl ResultStore {
                 file,
             };
         }
-        inner.keep_in_memory(key.into(), bytes);
+        let key = inner.intern(&key);
+        inner.keep_in_memory(key, bytes);
         Ok(())
     }
 
     /// The next result to spill: the least recently used one in memory.
-    fn victim(&self, inner: &mut Inner) -> Option<Box<str>> {
+    fn victim(&self, inner: &mut Inner) -> Option<StoreKey> {
         loop {
             while let Some((used, key)) = inner.victims.pop_front() {
                 let still = inner
@@ -178,7 +242,7 @@ impl ResultStore {
                     return Some(key);
                 }
             }
-            let mut candidates: Vec<(u64, &Box<str>, usize)> = inner
+            let mut candidates: Vec<(u64, &StoreKey, usize)> = inner
                 .entries
                 .iter()
                 .filter_map(|(k, e)| match &e.place {
@@ -210,7 +274,7 @@ impl ResultStore {
     pub fn insert_in_memory(&self, key: &str, bytes: Bytes) -> Result<(), Bytes> {
         let mut inner = self.lock();
         let len = bytes.len();
-        let previous = match inner.entries.get(key) {
+        let previous = match inner.find(key).and_then(|k| inner.entries.get(&k)) {
             Some(Entry {
                 place: Place::Disk { .. },
                 ..
@@ -222,7 +286,8 @@ impl ResultStore {
             return Err(bytes);
         }
         self.remove_locked(&mut inner, key);
-        inner.keep_in_memory(key.into(), bytes);
+        let key = inner.intern(key);
+        inner.keep_in_memory(key, bytes);
         Ok(())
     }
 
@@ -248,7 +313,8 @@ impl ResultStore {
     }
 
     fn remove_locked(&self, inner: &mut Inner, key: &str) {
-        match inner.entries.remove(key).map(|e| e.place) {
+        let held = inner.find(key).and_then(|k| inner.entries.remove(&k));
+        match held.map(|e| e.place) {
             Some(Place::Disk { len, file }) => {
                 inner.spilled -= len;
                 inner.spilled_count -= 1;
@@ -271,7 +337,8 @@ impl ResultStore {
             let mut inner = self.lock();
             inner.tick += 1;
             let tick = inner.tick;
-            let entry = inner.entries.get_mut(key)?;
+            let held = inner.find(key)?;
+            let entry = inner.entries.get_mut(&held)?;
             match &entry.place {
                 Place::Disk { file, .. } => self.path(*file),
                 place => {
@@ -293,7 +360,8 @@ impl ResultStore {
             let mut inner = self.lock();
             inner.tick += 1;
             let tick = inner.tick;
-            let entry = inner.entries.get_mut(key)?;
+            let held = inner.find(key)?;
+            let entry = inner.entries.get_mut(&held)?;
             match &entry.place {
                 Place::Disk { file, len } => (self.path(*file), *len as u64),
                 place => {
@@ -328,6 +396,7 @@ impl ResultStore {
             .entries
             .iter()
             .map(|(k, e)| {
+                let k = inner.text(k);
                 let at = match &e.place {
                     Place::Disk { len, file } => {
                         let small = *len <= INLINE_RESULT_LIMIT;
@@ -341,7 +410,7 @@ impl ResultStore {
                     }
                     place => located(&place.bytes().expect("in memory")),
                 };
-                (k.to_string(), at)
+                (k, at)
             })
             .collect()
     }
@@ -401,6 +470,41 @@ mod tests {
         // a is on disk now: replacing it needs the disk too.
         assert!(store.insert_in_memory("a", value(10, 4)).is_err());
         assert_eq!(store.get("a").await.unwrap(), value(1500, 2));
+    }
+
+    #[tokio::test]
+    async fn hashed_and_other_keys_are_held_and_named_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ResultStore::new(1 << 20, dir.path().join("spill"));
+        let keys = [
+            "inc-0123456789abcdef0123456789abcdef",
+            "add-0123456789abcdef0123456789abcdef",
+            "inc-0123456789ABCDEF0123456789ABCDEF",
+            "my-result",
+            "data-ffffffffffffffffffffffffffffffff",
+            "-00000000000000000000000000000000",
+        ];
+        for (i, k) in keys.iter().enumerate() {
+            assert!(store.insert_in_memory(k, value(2000, i as u8)).is_ok());
+        }
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(store.get(k).await, Some(value(2000, i as u8)), "{k}");
+        }
+        assert_eq!(
+            store.get("sub-0123456789abcdef0123456789abcdef").await,
+            None
+        );
+        let mut named: Vec<String> = store.located().into_iter().map(|(k, _)| k).collect();
+        named.sort();
+        let mut want: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        want.sort();
+        assert_eq!(named, want);
+        store.remove(keys[0]);
+        assert_eq!(store.get(keys[0]).await, None);
+        assert!(
+            store.get(keys[1]).await.is_some(),
+            "same hash, other prefix"
+        );
     }
 
     #[tokio::test]
