@@ -58,10 +58,35 @@ async fn answers(addr: &str) -> bool {
     )
 }
 
+/// Whether process `pid` lives and is not on its way out. A cluster killed
+/// while holding much memory keeps accepting connections on its port while
+/// the kernel frees that memory, so answering alone does not tell.
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        // No procfs: the process exists if it can be signalled.
+        return libc::pid_t::try_from(pid)
+            // SAFETY: kill(2) with signal 0 only checks that the process exists.
+            .is_ok_and(|p| unsafe { libc::kill(p, 0) } == 0);
+    };
+    // After the command name in parentheses: state, ppid, pgrp, session,
+    // tty_nr, tpgid, flags.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    const PF_EXITING: u64 = 0x4;
+    let exiting = fields
+        .get(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_none_or(|flags| flags & PF_EXITING != 0);
+    let dead = matches!(fields.first(), None | Some(&"Z" | &"X" | &"x"));
+    !exiting && !dead
+}
+
 /// The running local cluster, if one answers.
 pub async fn running() -> Option<Endpoint> {
     let rec = read_record()?;
-    if !answers(&rec.address).await {
+    if !alive(rec.pid) || !answers(&rec.address).await {
         return None;
     }
     let token = config::client_token(None).ok()?;
@@ -188,4 +213,29 @@ fn spawn_cluster(dir: &Path, workers: usize) -> Result<u32, String> {
         .spawn()
         .map_err(|e| format!("cannot start the local cluster: {e}"))?;
     Ok(child.id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alive;
+    use std::process::Command;
+
+    #[test]
+    fn a_process_that_has_ended_is_not_taken_for_a_running_cluster() {
+        assert!(alive(std::process::id()));
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Ended but not yet reaped: a zombie, as a killed cluster is while
+        // nobody has waited for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "an ended child still counts as alive"
+            );
+            std::thread::yield_now();
+        }
+        child.wait().unwrap();
+        assert!(!alive(pid), "a reaped pid counts as alive");
+    }
 }
