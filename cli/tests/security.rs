@@ -208,8 +208,9 @@ fn a_tls_cluster_serves_clients_with_the_ca_and_refuses_the_rest() {
         .sum();
     assert_eq!(sum, (2..=201).sum::<u64>());
     // A value that lives on a worker comes back byte-exact through its
-    // data port.
-    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    // data port; over 4 MiB, it also went to the worker through that
+    // port, over TLS.
+    let data: Vec<u8> = (0..6_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let file = tls.path().join("data.bin");
     std::fs::write(&file, &data).unwrap();
     let key = client().arg("scatter").arg(&file).output().unwrap();
