@@ -135,6 +135,51 @@ fn big_scatters_and_arguments_go_straight_to_workers_past_the_schedulers_limits(
     );
 }
 
+/// A process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in
+/// bytes.
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("the field in /proc/PID/status")
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[test]
+fn a_scattered_value_over_a_workers_memory_budget_never_sits_in_its_memory() {
+    let c = Cluster::start_with(1, 1, &["--memory-budget", "8MiB"]);
+    let worker = worker_pids(c.pid())[0];
+    // The peak so far (compiling the module at start, say) is forgotten:
+    // from here on it is this value's.
+    std::fs::write(format!("/proc/{worker}/clear_refs"), "5").unwrap();
+    let (before, _) = rss(worker);
+    let data = random_bytes(96 << 20, 0x5911);
+    let (_dir, key) = scatter_file(&c, &data);
+    // Written to the spill directory range by range as it arrived: a few
+    // ranges in flight, never the value.
+    let (_, peak) = rss(worker);
+    assert!(
+        peak < before + (48 << 20),
+        "the worker went from {} MiB to a peak of {} MiB taking a 96 MiB value",
+        before >> 20,
+        peak >> 20
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the spilled bytes reported",
+        || workers_json(&c)[0]["spilled_bytes"].as_u64().unwrap() >= 96 << 20,
+    );
+    assert!(
+        raw_bytes(&c, &key) == data,
+        "the spilled value came back different"
+    );
+}
+
 fn run_measured(c: &Cluster, args: &[&str]) -> (Vec<u8>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let (out, peak) = (dir.path().join("out"), dir.path().join("peak"));

@@ -4,8 +4,8 @@
 
 use crate::connection::{self, DEFAULT_MAX_FRAME, Sender};
 use crate::protocol::{
-    CallArg, ErrorKind, FromPeer, Hello, MAX_RANGE, PROTOCOL_VERSION, Role, TaskError, ToPeer,
-    ToScheduler,
+    CallArg, ErrorKind, FromPeer, Hello, Located, MAX_RANGE, PROTOCOL_VERSION, Role, TaskError,
+    ToPeer, ToScheduler,
 };
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -198,9 +198,18 @@ struct Uploads {
 }
 
 struct Upload {
-    buf: Vec<u8>,
+    into: Sink,
+    received: u64,
     total: u64,
     key: crate::key::DataKey,
+}
+
+/// Where an arriving value goes: a buffer of its size, or, for one over
+/// the worker's memory budget on its own, straight to a spill file, so
+/// the worker never holds it in memory.
+enum Sink {
+    Memory(Vec<u8>),
+    Disk(crate::worker::store::SpillFile),
 }
 
 impl Uploads {
@@ -221,7 +230,7 @@ impl Uploads {
         offset: u64,
         bytes: Bytes,
     ) -> Result<(), String> {
-        let taken = self.take(&key, total, offset, &bytes);
+        let taken = self.take(&key, total, offset, &bytes).await;
         let done = match taken {
             Ok(done) => done,
             Err(why) => {
@@ -242,13 +251,25 @@ impl Uploads {
             self.refuse(&key, ErrorKind::Input, &why);
             return Err(why);
         }
-        // Keeping it may spill to disk: off the async threads.
         let store = self.store.clone();
-        let value = Bytes::from(upload.buf);
-        let at = crate::worker::store::located(&value);
-        let kept = {
-            let key = key.clone();
-            tokio::task::spawn_blocking(move || store.insert(key, value)).await
+        let (at, kept) = match upload.into {
+            Sink::Memory(buf) => {
+                // Keeping it may spill others to disk: off the async threads.
+                let value = Bytes::from(buf);
+                let at = crate::worker::store::located(&value);
+                let key = key.clone();
+                let kept = tokio::task::spawn_blocking(move || store.insert(key, value)).await;
+                (at, kept)
+            }
+            Sink::Disk(file) => {
+                let at = Located {
+                    inline: None,
+                    who_has: Vec::new(),
+                    nbytes: upload.total,
+                };
+                store.adopt(&key, file);
+                (at, Ok(Ok(())))
+            }
         };
         match kept {
             Ok(Ok(())) => {
@@ -270,7 +291,13 @@ impl Uploads {
     }
 
     /// Adds a range to its upload; true once the value is complete.
-    fn take(&mut self, key: &str, total: u64, offset: u64, bytes: &[u8]) -> Result<bool, String> {
+    async fn take(
+        &mut self,
+        key: &str,
+        total: u64,
+        offset: u64,
+        bytes: &Bytes,
+    ) -> Result<bool, String> {
         if bytes.len() as u64 > MAX_RANGE {
             return Err(format!(
                 "a range of {} is over the most one may carry ({}); send smaller ranges",
@@ -289,15 +316,21 @@ impl Uploads {
                     "the first range of {key} starts at {offset}, not 0"
                 ));
             }
+            let into = if self.store.over_budget(total) {
+                Sink::Disk(self.store.spill_file()?)
+            } else {
+                Sink::Memory(crate::value::huge::buffer(total)?)
+            };
             let upload = Upload {
-                buf: crate::value::huge::buffer(total)?,
+                into,
+                received: 0,
                 total,
                 key: crate::key::DataKey::new(total),
             };
             self.open.insert(key.to_string(), upload);
         }
         let upload = self.open.get_mut(key).expect("open");
-        let at = upload.buf.len() as u64;
+        let at = upload.received;
         if total != upload.total || offset != at || at + bytes.len() as u64 > total {
             return Err(format!(
                 "a range of {} at offset {offset} of {total} bytes does not follow the {at} of {} bytes received for {key}",
@@ -305,9 +338,25 @@ impl Uploads {
                 upload.total
             ));
         }
-        upload.buf.extend_from_slice(bytes);
         upload.key.update(bytes);
-        Ok(upload.buf.len() as u64 == total)
+        upload.into = match std::mem::replace(&mut upload.into, Sink::Memory(Vec::new())) {
+            Sink::Memory(mut buf) => {
+                buf.extend_from_slice(bytes);
+                Sink::Memory(buf)
+            }
+            Sink::Disk(mut file) => {
+                // Written off the async threads; on an error the file is
+                // dropped there, and so removed.
+                let (store, range) = (self.store.clone(), bytes.clone());
+                let written =
+                    tokio::task::spawn_blocking(move || file.write(&store, &range).map(|()| file))
+                        .await
+                        .map_err(|e| format!("writing {key} to disk failed: {e}"))??;
+                Sink::Disk(written)
+            }
+        };
+        upload.received += bytes.len() as u64;
+        Ok(upload.received == total)
     }
 
     /// Tells the scheduler `key` could not be stored here (why).
@@ -323,9 +372,10 @@ impl Drop for Uploads {
         for (key, upload) in self.open.drain() {
             let why = format!(
                 "the sender of {key} stopped after {} of its {} bytes; scatter it again",
-                upload.buf.len(),
-                upload.total
+                upload.received, upload.total
             );
+            // Its buffer or spill file goes before the report does.
+            drop(upload);
             let _ = self.reports.send(ToScheduler::Erred {
                 errors: vec![(key.clone(), TaskError::new(ErrorKind::Lost, why, &key))],
             });
@@ -610,9 +660,20 @@ mod tests {
         mpsc::UnboundedReceiver<ToScheduler>,
         tempfile::TempDir,
     ) {
+        port_with_budget(64 << 20).await
+    }
+
+    async fn port_with_budget(
+        budget: usize,
+    ) -> (
+        String,
+        Store,
+        mpsc::UnboundedReceiver<ToScheduler>,
+        tempfile::TempDir,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store: Store = Arc::new(crate::worker::store::ResultStore::new(
-            64 << 20,
+            budget,
             dir.path().join("spill"),
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -653,6 +714,47 @@ mod tests {
         let (total, all) = store.read(&key, 0, bytes.len() as u64).await.unwrap();
         assert_eq!(total, bytes.len() as u64);
         assert!(all == bytes, "the kept value differs from what was sent");
+    }
+
+    #[tokio::test]
+    async fn a_value_over_the_memory_budget_goes_straight_to_a_spill_file() {
+        let (addr, store, mut reports, dir) = port_with_budget(1 << 20).await;
+        let (key, bytes) = encoded(2 * CHUNK as usize + 5);
+        put(&addr, "sesame", &key, &bytes).await.unwrap();
+        assert!(matches!(
+            reports.recv().await,
+            Some(ToScheduler::Finished { .. })
+        ));
+        let usage = store.usage();
+        assert_eq!(usage.in_memory, 0);
+        assert_eq!(usage.spilled, bytes.len() as u64);
+        let (_, back) = store.read(&key, 0, bytes.len() as u64).await.unwrap();
+        assert!(
+            back == bytes,
+            "the spilled value differs from what was sent"
+        );
+        // One that stops midway leaves no file behind.
+        let (other, more) = encoded(2 * CHUNK as usize + 6);
+        let (tx, mut rx) = connect(&addr, "sesame").await.unwrap();
+        tx.send(ToPeer::Put {
+            id: 1,
+            key: other,
+            total: more.len() as u64,
+            offset: 0,
+            bytes: more.slice(..CHUNK as usize),
+        })
+        .unwrap();
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            Some(FromPeer::Put { error: None, .. })
+        ));
+        drop((tx, rx));
+        assert!(matches!(
+            reports.recv().await,
+            Some(ToScheduler::Erred { .. })
+        ));
+        let files = std::fs::read_dir(dir.path().join("spill")).unwrap().count();
+        assert_eq!(files, 1, "only the kept value's file");
     }
 
     #[tokio::test]

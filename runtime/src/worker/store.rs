@@ -184,6 +184,60 @@ impl ResultStore {
         self.dir.join(format!("{file}.bin"))
     }
 
+    /// Whether a value of `len` bytes is over the memory budget on its own
+    /// (so it is kept on disk from the start).
+    pub fn over_budget(&self, len: u64) -> bool {
+        len > self.budget as u64
+    }
+
+    /// A new spill file for a value written as it arrives (see
+    /// [`SpillFile`]), for one over the budget on its own.
+    pub fn spill_file(&self) -> Result<SpillFile, String> {
+        let file = {
+            let mut inner = self.lock();
+            inner.next_file += 1;
+            inner.next_file - 1
+        };
+        let path = self.path(file);
+        let opened = std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::File::create(&path));
+        match opened {
+            Ok(out) => Ok(SpillFile {
+                file,
+                path,
+                out: Some(out),
+                written: 0,
+            }),
+            Err(e) => Err(self.cannot_spill(0, &e)),
+        }
+    }
+
+    /// Holds the value written to `spill` as `key`, on disk.
+    pub fn adopt(&self, key: &str, mut spill: SpillFile) {
+        let len = spill.written as usize;
+        let file = spill.file;
+        spill.out = None;
+        spill.path = PathBuf::new();
+        let mut inner = self.lock();
+        self.remove_locked(&mut inner, key);
+        inner.spilled += len;
+        inner.spilled_count += 1;
+        let key = inner.intern(key);
+        let place = Place::Disk { len, file };
+        inner.entries.insert(key, Entry { place, used: 0 });
+    }
+
+    /// Why `len` more bytes cannot be spilled (`e`), and what to do.
+    fn cannot_spill(&self, len: usize, e: &std::io::Error) -> String {
+        format!(
+            "this worker's results are over its memory budget of {} and it cannot spill \
+             {} more to {}: {e}; free space there, release results (`dtask release`), or \
+             raise `--memory-budget`",
+            human_bytes(self.budget as u64),
+            human_bytes(len as u64),
+            self.dir.display(),
+        )
+    }
+
     /// Holds `bytes` as `key`, spilling the least recently used results
     /// (this one included, if it alone is over budget) to stay within the
     /// budget. Blocking (it may write files): call it off the async threads.
@@ -299,14 +353,7 @@ impl ResultStore {
             std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, bytes));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&path);
-            return Err(format!(
-                "this worker's results are over its memory budget of {} and it cannot spill \
-                 {} more to {}: {e}; free space there, release results (`dtask release`), or \
-                 raise `--memory-budget`",
-                human_bytes(self.budget as u64),
-                human_bytes(bytes.len() as u64),
-                self.dir.display(),
-            ));
+            return Err(self.cannot_spill(bytes.len(), &e));
         }
         inner.next_file += 1;
         Ok(file)
@@ -435,6 +482,37 @@ impl ResultStore {
 impl Drop for ResultStore {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A value being written to a spill file as it arrives, for a value too big
+/// for the memory budget: [`ResultStore::adopt`] keeps it once complete;
+/// dropped before that, the file is removed.
+pub struct SpillFile {
+    file: u64,
+    path: PathBuf,
+    out: Option<std::fs::File>,
+    written: u64,
+}
+
+impl SpillFile {
+    /// Appends `bytes` (blocking: call it off the async threads). The error
+    /// says what to do about a full or unusable disk.
+    pub fn write(&mut self, store: &ResultStore, bytes: &[u8]) -> Result<(), String> {
+        use std::io::Write;
+        let out = self.out.as_mut().ok_or("the spill file is closed")?;
+        out.write_all(bytes)
+            .map_err(|e| store.cannot_spill(bytes.len(), &e))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for SpillFile {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
