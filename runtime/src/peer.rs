@@ -701,6 +701,24 @@ mod tests {
         (key, bytes)
     }
 
+    /// Sends the first range of `bytes` as `key`, sees it taken, and
+    /// hangs up.
+    async fn send_first_range_and_leave(addr: &str, key: &str, bytes: &Bytes) {
+        let (tx, mut rx) = connect(addr, "sesame").await.unwrap();
+        tx.send(ToPeer::Put {
+            id: 1,
+            key: key.to_string(),
+            total: bytes.len() as u64,
+            offset: 0,
+            bytes: bytes.slice(..CHUNK as usize),
+        })
+        .unwrap();
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            Some(FromPeer::Put { error: None, .. })
+        ));
+    }
+
     #[tokio::test]
     async fn a_value_put_in_ranges_is_kept_whole_and_reported() {
         let (addr, store, mut reports, _dir) = port().await;
@@ -735,20 +753,7 @@ mod tests {
         );
         // One that stops midway leaves no file behind.
         let (other, more) = encoded(2 * CHUNK as usize + 6);
-        let (tx, mut rx) = connect(&addr, "sesame").await.unwrap();
-        tx.send(ToPeer::Put {
-            id: 1,
-            key: other,
-            total: more.len() as u64,
-            offset: 0,
-            bytes: more.slice(..CHUNK as usize),
-        })
-        .unwrap();
-        assert!(matches!(
-            rx.recv().await.unwrap(),
-            Some(FromPeer::Put { error: None, .. })
-        ));
-        drop((tx, rx));
+        send_first_range_and_leave(&addr, &other, &more).await;
         assert!(matches!(
             reports.recv().await,
             Some(ToScheduler::Erred { .. })
@@ -781,20 +786,7 @@ mod tests {
     async fn a_sender_that_stops_midway_is_reported_so_its_scatter_fails() {
         let (addr, store, mut reports, _dir) = port().await;
         let (key, bytes) = encoded(2 * CHUNK as usize);
-        let (tx, mut rx) = connect(&addr, "sesame").await.unwrap();
-        tx.send(ToPeer::Put {
-            id: 1,
-            key: key.clone(),
-            total: bytes.len() as u64,
-            offset: 0,
-            bytes: bytes.slice(..CHUNK as usize),
-        })
-        .unwrap();
-        assert!(matches!(
-            rx.recv().await.unwrap(),
-            Some(FromPeer::Put { error: None, .. })
-        ));
-        drop((tx, rx));
+        send_first_range_and_leave(&addr, &key, &bytes).await;
         let Some(ToScheduler::Erred { errors }) = reports.recv().await else {
             panic!("no report")
         };

@@ -19,13 +19,7 @@ impl Scheduler {
         let sizes = values.iter().map(|(k, v)| (k.clone(), v.len() as u64));
         let puts = match self.scatter_targets((client, id), sizes, broadcast, names, false, out) {
             Ok(puts) => puts,
-            Err(message) => {
-                return out.push(Command::Failed {
-                    client,
-                    id,
-                    message,
-                });
-            }
+            Err(message) => return out.push(failed((client, id), message)),
         };
         let mut bytes: HashMap<String, Bytes> = values.into_iter().collect();
         let mut stores: HashMap<WorkerId, Vec<(String, Bytes)>> = HashMap::default();
@@ -67,13 +61,7 @@ impl Scheduler {
         ) {
             Ok(puts) => puts,
             // The placement itself is refused.
-            Err(message) => {
-                return out.push(Command::Failed {
-                    client,
-                    id,
-                    message,
-                });
-            }
+            Err(message) => return out.push(failed((client, id), message)),
         };
         let mut placed: Vec<Key> = Vec::with_capacity(puts.len());
         let mut addrs: HashMap<String, Vec<String>> = HashMap::default();
@@ -110,11 +98,7 @@ impl Scheduler {
             return;
         };
         if self.scatters.remove(&req).is_some() {
-            out.push(Command::Failed {
-                client: req.0,
-                id: req.1,
-                message: reason.to_string(),
-            });
+            out.push(failed(req, reason.to_string()));
         }
         for key in keys {
             let unsent = self
@@ -314,11 +298,7 @@ impl Scheduler {
         {
             self.scatters.remove(&req);
             self.placements.remove(&req);
-            out.push(Command::Failed {
-                client: req.0,
-                id: req.1,
-                message: why.to_string(),
-            });
+            out.push(failed(req, why.to_string()));
         }
     }
 
@@ -330,22 +310,21 @@ impl Scheduler {
         name: &str,
         out: &mut Vec<Command>,
     ) {
-        let failed: Vec<(ClientId, u64)> = self
+        let waiting: Vec<(ClientId, u64)> = self
             .scatters
             .iter()
             .filter(|(_, left)| left.contains_key(&worker))
             .map(|(req, _)| *req)
             .collect();
-        for (client, id) in failed {
-            self.scatters.remove(&(client, id));
-            self.placements.remove(&(client, id));
-            out.push(Command::Failed {
-                client,
-                id,
-                message: format!(
+        for req in waiting {
+            self.scatters.remove(&req);
+            self.placements.remove(&req);
+            out.push(failed(
+                req,
+                format!(
                     "worker {name} left before it stored the scattered values; scatter them again"
                 ),
-            });
+            ));
         }
     }
 
@@ -364,5 +343,14 @@ impl Scheduler {
             }
         }
         self.report_lost(lost, out);
+    }
+}
+
+/// The answer refusing request `req` (why).
+fn failed((client, id): (ClientId, u64), message: String) -> Command {
+    Command::Failed {
+        client,
+        id,
+        message,
     }
 }
