@@ -4,7 +4,8 @@
 //! `reverse-bytes` of the scattered value from submit to gathered bytes;
 //! then the same three through the Rust client (`Client::scatter`,
 //! `Client::gather`, `Client::submit` and `Future::result`), the API that
-//! matches Dask's. Best of 3 each. Then the same bytes through Dask
+//! matches Dask's. Best of 3 each. Then the conversion alone, in and out
+//! of a guest inside a worker's sandbox. Then the same bytes through Dask
 //! distributed's `client.scatter` / `client.gather` / `client.submit` on the
 //! same cluster shape, measured in this run (`cli/benches/dask_bigdata.py`;
 //! skipped without Dask).
@@ -107,6 +108,8 @@ fn main() {
     println!("{:-<78}", "");
     rust_client(&c, &data);
     println!("{:-<78}", "");
+    in_worker(&data);
+    println!("{:-<78}", "");
     drop(c);
     spill(&data, size, mb);
 
@@ -191,6 +194,65 @@ fn rust_client(c: &Cluster, data: &[u8]) {
             );
         }
     });
+}
+
+/// The bytes crossing into and out of a guest inside a worker's sandbox,
+/// without the network: a fresh store and instance per call, as a worker
+/// runs a task. `concat-bytes` of the value and nothing does no work of its
+/// own, so its figure is the conversion (both ways: the rate counts the
+/// value's bytes once); `reverse-bytes` adds the guest's reversal.
+fn in_worker(data: &[u8]) {
+    use dtask_runtime::worker::sandbox::{Limits, Sandbox};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let limits = Limits {
+        memory: 1 << 30,
+        ..Limits::default()
+    };
+    let sandbox = Sandbox::new("bench", limits, 1).unwrap();
+    let bytes = std::fs::read(tasks_wasm()).unwrap();
+    let compiled =
+        dtask_runtime::module::compile(sandbox.engine(), &bytes, "tasks.wasm", None).unwrap();
+    let ready = sandbox.prepare(compiled).unwrap();
+    let size = data.len();
+    let calls: [(&str, &str, Vec<Value>); 2] = [
+        (
+            "in and out, guest idle (concat-bytes with nothing)",
+            "concat-bytes",
+            vec![Value::Binary(data.to_vec()), Value::Binary(Vec::new())],
+        ),
+        (
+            "in and out, guest reversing (reverse-bytes)       ",
+            "reverse-bytes",
+            vec![Value::Binary(data.to_vec())],
+        ),
+    ];
+    let call = |function: &str, args: &Vec<Value>| {
+        let args = args.clone();
+        rt.block_on(async {
+            let began = Instant::now();
+            let out = sandbox.run(&ready, "k", function, args, None).await;
+            let took = began.elapsed();
+            assert!(out.is_ok(), "{function}: {out:?}");
+            took
+        })
+    };
+    // One round first: the first touch of memory this machine has not
+    // used yet is not what the conversion costs.
+    for (_, function, args) in &calls {
+        call(function, args);
+    }
+    for (what, function, args) in &calls {
+        let d = best(|| call(function, args));
+        println!(
+            "in a worker, {} MB {what} {:>7.1} ms {:>6.0} MB/s   target >= 2000 MB/s",
+            size / 1_000_000,
+            d.as_secs_f64() * 1e3,
+            mb_per_s(size, d)
+        );
+    }
 }
 
 /// One worker with a 256 MiB memory budget holding ten values of `mb` MB:
