@@ -202,7 +202,7 @@ fn rust_client(c: &Cluster, data: &[u8]) {
 /// own, so its figure is the conversion (both ways: the rate counts the
 /// value's bytes once); `reverse-bytes` adds the guest's reversal.
 fn in_worker(data: &[u8]) {
-    use dtask_runtime::worker::sandbox::{Limits, Sandbox};
+    use dtask_runtime::worker::sandbox::{Limits, RunLimits, Sandbox, TaskArg};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -217,25 +217,33 @@ fn in_worker(data: &[u8]) {
         dtask_runtime::module::compile(sandbox.engine(), &bytes, "tasks.wasm", None).unwrap();
     let ready = sandbox.prepare(compiled).unwrap();
     let size = data.len();
-    let calls: [(&str, &str, Vec<Value>); 2] = [
+    // As a worker has them: byte arguments as slices of what arrived, the
+    // result straight into its encoding.
+    let bytes = bytes::Bytes::from(data.to_vec());
+    let calls: [(&str, &str, Vec<TaskArg>); 2] = [
         (
             "in and out, guest idle (concat-bytes with nothing)",
             "concat-bytes",
-            vec![Value::Binary(data.to_vec()), Value::Binary(Vec::new())],
+            vec![
+                TaskArg::Bytes(bytes.clone()),
+                TaskArg::Bytes(bytes::Bytes::new()),
+            ],
         ),
         (
             "in and out, guest reversing (reverse-bytes)       ",
             "reverse-bytes",
-            vec![Value::Binary(data.to_vec())],
+            vec![TaskArg::Bytes(bytes)],
         ),
     ];
-    let call = |function: &str, args: &Vec<Value>| {
+    let call = |function: &str, args: &Vec<TaskArg>| {
         let args = args.clone();
         rt.block_on(async {
             let began = Instant::now();
-            let out = sandbox.run(&ready, "k", function, args, None).await;
+            let out = sandbox
+                .run_linked(&ready, "k", function, args, RunLimits::default(), None)
+                .await;
             let took = began.elapsed();
-            assert!(out.is_ok(), "{function}: {out:?}");
+            assert!(out.is_ok(), "{function} failed");
             took
         })
     };
