@@ -478,15 +478,8 @@ impl Scheduler {
                         }
                         // A scattered value the worker could not keep: its
                         // request fails with the reason.
-                        if let Some(req) = self.scatter_requests.get(&*key).copied()
-                            && self.scatters.remove(&req).is_some()
-                        {
-                            self.placements.remove(&req);
-                            out.push(Command::Failed {
-                                client: req.0,
-                                id: req.1,
-                                message: error.message.clone(),
-                            });
+                        if let Some(req) = self.scatter_requests.get(&*key).copied() {
+                            self.fail_scatter(req, error.message.clone(), &mut out);
                         }
                         self.fail(&key, error, &mut out);
                     }

@@ -24,11 +24,14 @@ impl Scheduler {
         let mut bytes: HashMap<String, Bytes> = values.into_iter().collect();
         let mut stores: HashMap<WorkerId, Vec<(String, Bytes)>> = HashMap::default();
         for (key, chosen) in puts {
-            let Some(v) = bytes.remove(&key) else {
+            let Some(v) = bytes.remove(&*key) else {
                 continue;
             };
             for w in chosen {
-                stores.entry(w).or_default().push((key.clone(), v.clone()));
+                stores
+                    .entry(w)
+                    .or_default()
+                    .push((key.to_string(), v.clone()));
             }
         }
         let mut stores: Vec<_> = stores.into_iter().collect();
@@ -66,14 +69,12 @@ impl Scheduler {
         let mut placed: Vec<Key> = Vec::with_capacity(puts.len());
         let mut addrs: HashMap<String, Vec<String>> = HashMap::default();
         for (key, chosen) in puts {
-            if let Some(k) = self.tasks.key(&key) {
-                placed.push(k);
-            }
             let to = chosen
                 .iter()
                 .filter_map(|w| self.workers.get(w).map(|w| w.data_addr.clone()))
                 .collect();
-            addrs.insert(key, to);
+            addrs.insert(key.to_string(), to);
+            placed.push(key);
         }
         if !placed.is_empty() && self.scatters.contains_key(&(client, confirm)) {
             self.placements.insert((client, confirm), placed);
@@ -97,9 +98,7 @@ impl Scheduler {
         let Some(keys) = self.placements.remove(&req) else {
             return;
         };
-        if self.scatters.remove(&req).is_some() {
-            out.push(failed(req, reason.to_string()));
-        }
+        self.fail_scatter(req, reason.to_string(), out);
         for key in keys {
             let unsent = self
                 .tasks
@@ -145,7 +144,7 @@ impl Scheduler {
         names: &[String],
         direct: bool,
         out: &mut Vec<Command>,
-    ) -> Result<Vec<(String, Vec<WorkerId>)>, String> {
+    ) -> Result<Vec<(Key, Vec<WorkerId>)>, String> {
         let holder = match self.clients.get(&client) {
             Some(c) => c.holder.clone(),
             None => return Err("this client is not connected".into()),
@@ -216,7 +215,7 @@ impl Scheduler {
                 if let Some(w) = self.workers.get_mut(&chosen[0]) {
                     w.take(&key, &[]);
                 }
-                puts.push((key.to_string(), chosen));
+                puts.push((key, chosen));
                 continue;
             }
             self.seq += 1;
@@ -240,7 +239,7 @@ impl Scheduler {
             if let Some(w) = self.workers.get_mut(&chosen[0]) {
                 w.take(&key, &[]);
             }
-            puts.push((key.to_string(), chosen));
+            puts.push((key.clone(), chosen));
             self.add_task(key, task);
         }
         if pending.is_empty() {
@@ -296,9 +295,20 @@ impl Scheduler {
             .get(&req)
             .is_some_and(|left| left.contains_key(&worker))
         {
-            self.scatters.remove(&req);
-            self.placements.remove(&req);
-            out.push(failed(req, why.to_string()));
+            self.fail_scatter(req, why.to_string(), out);
+        }
+    }
+
+    /// Ends scatter request `req`, if it still waits, with an error (why).
+    pub(super) fn fail_scatter(
+        &mut self,
+        req: (ClientId, u64),
+        why: String,
+        out: &mut Vec<Command>,
+    ) {
+        self.placements.remove(&req);
+        if self.scatters.remove(&req).is_some() {
+            out.push(failed(req, why));
         }
     }
 
@@ -316,15 +326,10 @@ impl Scheduler {
             .filter(|(_, left)| left.contains_key(&worker))
             .map(|(req, _)| *req)
             .collect();
+        let why =
+            format!("worker {name} left before it stored the scattered values; scatter them again");
         for req in waiting {
-            self.scatters.remove(&req);
-            self.placements.remove(&req);
-            out.push(failed(
-                req,
-                format!(
-                    "worker {name} left before it stored the scattered values; scatter them again"
-                ),
-            ));
+            self.fail_scatter(req, why.clone(), out);
         }
     }
 
