@@ -235,8 +235,7 @@ impl Uploads {
             Ok(done) => done,
             Err(why) => {
                 self.open.remove(&key);
-                self.refuse(&key, ErrorKind::Input, &why);
-                return Err(why);
+                return self.refuse(&key, ErrorKind::Input, why);
             }
         };
         if !done {
@@ -248,8 +247,7 @@ impl Uploads {
             let why = format!(
                 "the bytes sent as {key} are not that value (they hash to {made}); nothing was stored"
             );
-            self.refuse(&key, ErrorKind::Input, &why);
-            return Err(why);
+            return self.refuse(&key, ErrorKind::Input, why);
         }
         let store = self.store.clone();
         let (at, kept) = match upload.into {
@@ -278,14 +276,10 @@ impl Uploads {
                 });
                 Ok(())
             }
-            Ok(Err(why)) => {
-                self.refuse(&key, ErrorKind::Memory, &why);
-                Err(why)
-            }
+            Ok(Err(why)) => self.refuse(&key, ErrorKind::Memory, why),
             Err(e) => {
                 let why = format!("storing {key} failed: {e}");
-                self.refuse(&key, ErrorKind::Memory, &why);
-                Err(why)
+                self.refuse(&key, ErrorKind::Memory, why)
             }
         }
     }
@@ -359,26 +353,26 @@ impl Uploads {
         Ok(upload.received == total)
     }
 
-    /// Tells the scheduler `key` could not be stored here (why).
-    fn refuse(&self, key: &str, kind: ErrorKind, why: &str) {
+    /// Tells the scheduler `key` could not be stored here, and gives back
+    /// why for the sender.
+    fn refuse(&self, key: &str, kind: ErrorKind, why: String) -> Result<(), String> {
         let _ = self.reports.send(ToScheduler::Erred {
-            errors: vec![(key.to_string(), TaskError::new(kind, why.to_string(), key))],
+            errors: vec![(key.to_string(), TaskError::new(kind, why.clone(), key))],
         });
+        Err(why)
     }
 }
 
 impl Drop for Uploads {
     fn drop(&mut self) {
-        for (key, upload) in self.open.drain() {
+        for (key, upload) in std::mem::take(&mut self.open) {
             let why = format!(
                 "the sender of {key} stopped after {} of its {} bytes; scatter it again",
                 upload.received, upload.total
             );
             // Its buffer or spill file goes before the report does.
             drop(upload);
-            let _ = self.reports.send(ToScheduler::Erred {
-                errors: vec![(key.clone(), TaskError::new(ErrorKind::Lost, why, &key))],
-            });
+            let _ = self.refuse(&key, ErrorKind::Lost, why);
         }
     }
 }
@@ -652,18 +646,9 @@ pub async fn logs(
 mod tests {
     use super::*;
 
-    /// A data port over a fresh store, and what it reports to the
-    /// scheduler.
-    async fn port() -> (
-        String,
-        Store,
-        mpsc::UnboundedReceiver<ToScheduler>,
-        tempfile::TempDir,
-    ) {
-        port_with_budget(64 << 20).await
-    }
-
-    async fn port_with_budget(
+    /// A data port over a fresh store of `budget` bytes in memory, and
+    /// what it reports to the scheduler.
+    async fn port(
         budget: usize,
     ) -> (
         String,
@@ -721,7 +706,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_value_put_in_ranges_is_kept_whole_and_reported() {
-        let (addr, store, mut reports, _dir) = port().await;
+        let (addr, store, mut reports, _dir) = port(64 << 20).await;
         let (key, bytes) = encoded(3 * CHUNK as usize + 12_345);
         put(&addr, "sesame", &key, &bytes).await.unwrap();
         let Some(ToScheduler::Finished { results }) = reports.recv().await else {
@@ -736,7 +721,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_value_over_the_memory_budget_goes_straight_to_a_spill_file() {
-        let (addr, store, mut reports, dir) = port_with_budget(1 << 20).await;
+        let (addr, store, mut reports, dir) = port(1 << 20).await;
         let (key, bytes) = encoded(2 * CHUNK as usize + 5);
         put(&addr, "sesame", &key, &bytes).await.unwrap();
         assert!(matches!(
@@ -764,7 +749,7 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_that_are_not_their_keys_value_are_refused_and_not_kept() {
-        let (addr, store, mut reports, _dir) = port().await;
+        let (addr, store, mut reports, _dir) = port(64 << 20).await;
         let (key, _) = encoded(CHUNK as usize + 1);
         let (_, other) = encoded(CHUNK as usize + 2);
         let err = put(&addr, "sesame", &key, &other).await.unwrap_err();
@@ -784,7 +769,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sender_that_stops_midway_is_reported_so_its_scatter_fails() {
-        let (addr, store, mut reports, _dir) = port().await;
+        let (addr, store, mut reports, _dir) = port(64 << 20).await;
         let (key, bytes) = encoded(2 * CHUNK as usize);
         send_first_range_and_leave(&addr, &key, &bytes).await;
         let Some(ToScheduler::Erred { errors }) = reports.recv().await else {

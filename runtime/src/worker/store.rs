@@ -133,6 +133,15 @@ impl Inner {
         }
     }
 
+    /// Holds `key` as the spill file `file` of `len` bytes.
+    fn keep_on_disk(&mut self, key: &str, len: usize, file: u64) {
+        self.spilled += len;
+        self.spilled_count += 1;
+        let key = self.intern(key);
+        let place = Place::Disk { len, file };
+        self.entries.insert(key, Entry { place, used: 0 });
+    }
+
     /// Holds `bytes` as `key` in memory, as just used (room is made first).
     fn keep_in_memory(&mut self, key: StoreKey, bytes: Bytes) {
         self.tick += 1;
@@ -213,17 +222,11 @@ impl ResultStore {
 
     /// Holds the value written to `spill` as `key`, on disk.
     pub fn adopt(&self, key: &str, mut spill: SpillFile) {
-        let len = spill.written as usize;
-        let file = spill.file;
+        // Closed and kept: no longer removed when `spill` drops.
         spill.out = None;
-        spill.path = PathBuf::new();
         let mut inner = self.lock();
         self.remove_locked(&mut inner, key);
-        inner.spilled += len;
-        inner.spilled_count += 1;
-        let key = inner.intern(key);
-        let place = Place::Disk { len, file };
-        inner.entries.insert(key, Entry { place, used: 0 });
+        inner.keep_on_disk(key, spill.written as usize, spill.file);
     }
 
     /// Why `len` more bytes cannot be spilled (`e`), and what to do.
@@ -248,11 +251,7 @@ impl ResultStore {
         if len > self.budget {
             // Over budget on its own: straight to disk.
             let file = self.write(&mut inner, &bytes)?;
-            inner.spilled += len;
-            inner.spilled_count += 1;
-            let place = Place::Disk { len, file };
-            let key = inner.intern(&key);
-            inner.entries.insert(key, Entry { place, used: 0 });
+            inner.keep_on_disk(&key, len, file);
             return Ok(());
         }
         // Make room first, so a full disk refuses this result rather than
