@@ -70,6 +70,7 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
     let mut key_rx = super::key_stream(a.keys);
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut done = Vec::new();
     let mut order: VecDeque<String> = VecDeque::new();
     let mut arrived: HashMap<String, (Outcome, usize)> = HashMap::default();
     let mut waiting: HashMap<String, usize> = HashMap::default();
@@ -189,13 +190,13 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
                 None => keys_open = false,
             },
             () = client.lost() => return Err(dtask_runtime::client::ClientError::Disconnected.into()),
-            d = done_rx.recv() => {
-                let (k, outcome) = d.ok_or(dtask_runtime::client::ClientError::Disconnected)?;
-                let n = waiting.remove(&k).unwrap_or(1);
-                arrived.insert(k, (outcome, n));
-                // Everything else already here too, so that results print
-                // (and flush) in batches rather than one write each.
-                while let Ok((k, outcome)) = done_rx.try_recv() {
+            // Everything already here, so that results print (and flush) in
+            // batches rather than one write each.
+            got = done_rx.recv_many(&mut done, super::WATCH_WINDOW) => {
+                if got == 0 {
+                    return Err(dtask_runtime::client::ClientError::Disconnected.into());
+                }
+                for (k, outcome) in done.drain(..) {
                     let n = waiting.remove(&k).unwrap_or(1);
                     arrived.insert(k, (outcome, n));
                 }
