@@ -202,7 +202,7 @@ fn rust_client(c: &Cluster, data: &[u8]) {
 /// own, so its figure is the conversion (both ways: the rate counts the
 /// value's bytes once); `reverse-bytes` adds the guest's reversal.
 fn in_worker(data: &[u8]) {
-    use dtask_runtime::worker::sandbox::{Limits, RunLimits, Sandbox, TaskArg};
+    use dtask_runtime::worker::sandbox::{Limits, RunLimits, TaskArg};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -211,11 +211,7 @@ fn in_worker(data: &[u8]) {
         memory: 1 << 30,
         ..Limits::default()
     };
-    let sandbox = Sandbox::new("bench", limits, 1).unwrap();
-    let bytes = std::fs::read(tasks_wasm()).unwrap();
-    let compiled =
-        dtask_runtime::module::compile(sandbox.engine(), &bytes, "tasks.wasm", None).unwrap();
-    let ready = sandbox.prepare(compiled).unwrap();
+    let (sandbox, ready) = common::tasks_sandbox(limits);
     let size = data.len();
     // As a worker has them: byte arguments as slices of what arrived, the
     // result straight into its encoding.

@@ -10,10 +10,10 @@ mod common;
 
 use common::{Cluster, DTASK, tasks_wasm};
 use dtask_runtime::client::{ActorOptions, Client, Item, SubmitOptions, task_spec};
-use dtask_runtime::module::{LocalModule, engine_config};
+use dtask_runtime::module::LocalModule;
 use dtask_runtime::protocol::{Arg, CallArg, Outcome, TaskSpec};
 use dtask_runtime::value::{Value, encode};
-use dtask_runtime::worker::sandbox::{Limits, Sandbox};
+use dtask_runtime::worker::sandbox::Limits;
 use std::time::{Duration, Instant};
 
 fn int(i: i64) -> Arg {
@@ -408,12 +408,7 @@ fn in_worker_call(n: u32) -> Duration {
         .enable_all()
         .build()
         .unwrap();
-    let sandbox = Sandbox::new("bench", Limits::default(), 1).unwrap();
-    let bytes = std::fs::read(tasks_wasm()).unwrap();
-    let _ = engine_config();
-    let compiled =
-        dtask_runtime::module::compile(sandbox.engine(), &bytes, "tasks.wasm", None).unwrap();
-    let ready = sandbox.prepare(compiled).unwrap();
+    let (sandbox, ready) = common::tasks_sandbox(Limits::default());
     rt.block_on(async {
         for _ in 0..1000 {
             sandbox

@@ -41,6 +41,22 @@ pub fn tasks_wasm() -> &'static str {
     dtask_guests::TASKS_WASM
 }
 
+/// A worker's sandbox under `limits` with the example tasks compiled and
+/// linked, for timing runs inside a worker without a cluster.
+pub fn tasks_sandbox(
+    limits: dtask_runtime::worker::sandbox::Limits,
+) -> (
+    dtask_runtime::worker::sandbox::Sandbox,
+    dtask_runtime::worker::sandbox::Ready,
+) {
+    let sandbox = dtask_runtime::worker::sandbox::Sandbox::new("bench", limits, 1).unwrap();
+    let bytes = std::fs::read(tasks_wasm()).unwrap();
+    let compiled =
+        dtask_runtime::module::compile(sandbox.engine(), &bytes, "tasks.wasm", None).unwrap();
+    let ready = sandbox.prepare(compiled).unwrap();
+    (sandbox, ready)
+}
+
 /// A `dtask cluster` running for one test.
 pub struct Cluster {
     child: Child,
