@@ -250,6 +250,37 @@ fn a_wasi_command_takes_sixty_four_mib_of_stdin_and_gives_it_back_on_stdout() {
 }
 
 #[test]
+fn a_wasi_commands_stdout_past_its_memory_limit_streams_to_the_spill_directory() {
+    let c = Cluster::start_with(1, 1, &["--memory-budget", "8MiB"]);
+    let data = random_bytes(40 << 20, 0x57d0);
+    let (_dir, key) = scatter_file(&c, &data);
+    // 40 MiB of stdout from a task allowed 16 MiB of memory, on a worker
+    // that keeps 8 MiB of results in memory: past 8 MiB it goes to disk as
+    // it is written, and no memory limit applies to it.
+    let cat = c.ok(&[
+        "submit",
+        "--memory-limit-mib",
+        "16",
+        dtask_guests::CAT_WASM,
+        "_start",
+        &format!("<@{key}"),
+    ]);
+    assert!(
+        raw_bytes(&c, &cat) == data,
+        "cat's spilled stdout is not exact"
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the spilled stdout reported",
+        || workers_json(&c)[0]["spilled_bytes"].as_u64().unwrap() >= 80 << 20,
+    );
+    // It is a task's input like any other result.
+    let sum = c.submit("sum-bytes", &[&format!("@{cat}")]);
+    let want: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(c.ok(&["gather", &sum]), want.to_string());
+}
+
+#[test]
 fn strings_larger_than_the_default_hostcall_allowance_come_back_whole() {
     let c = Cluster::start(1, 1);
     // 2 × 80 Mi = 160 MiB of string result, past wasmtime's default 128 MiB

@@ -26,7 +26,7 @@ use crate::protocol::{
 use crate::value::{self, Value};
 use bytes::Bytes;
 use host::{Link, TaskLink};
-use sandbox::{Limits, Ready, RunLimits, Sandbox, TaskArg};
+use sandbox::{Limits, Output, Ready, RunLimits, Sandbox, TaskArg};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -37,8 +37,21 @@ pub(super) async fn execute(shared: Arc<Shared>, task: RunTask) {
                 &key,
             ))
         });
-    let msg = match outcome {
-        Ok(bytes) => {
+    let msg = match outcome.map(Output::encode) {
+        Ok(Err(spilled)) => {
+            // Written to a spill file as it was made: kept there.
+            let nbytes = spilled.len();
+            shared.results.adopt(&key, spilled);
+            let at = Located {
+                inline: None,
+                who_has: Vec::new(),
+                nbytes,
+            };
+            ToScheduler::Finished {
+                results: vec![(key.clone(), at)],
+            }
+        }
+        Ok(Ok(bytes)) => {
             let at = store::located(&bytes);
             // A small result travels inline and lives at the scheduler
             // alone (which hands it to dependents and clients itself): a
@@ -89,7 +102,7 @@ pub(super) async fn execute(shared: Arc<Shared>, task: RunTask) {
     }
 }
 
-pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, TaskError> {
+pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, TaskError> {
     let err = |kind, message: String| TaskError {
         kind,
         message,
@@ -162,6 +175,7 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, Tas
         memory: task.memory_limit.map(|m| m.min(usize::MAX as u64) as usize),
         grants: task.grants.clone(),
         output: Default::default(),
+        spill: Some(shared.results.clone()),
     };
     let output = limits.output.clone();
     let result = shared
@@ -176,7 +190,7 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Bytes, Tas
         };
         shared.logs.insert(&task.key, log);
     }
-    Ok(result?.encode())
+    result
 }
 
 /// Constructs an actor and serves its calls, one at a time, until it is

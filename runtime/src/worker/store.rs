@@ -174,6 +174,15 @@ pub struct ResultStore {
     dir: PathBuf,
 }
 
+impl std::fmt::Debug for ResultStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultStore")
+            .field("budget", &self.budget)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ResultStore {
     /// A store keeping up to `budget` bytes in memory and spilling the rest
     /// to files in `dir` (created when first needed, removed on drop).
@@ -504,6 +513,36 @@ impl SpillFile {
             .map_err(|e| store.cannot_spill(bytes.len(), &e))?;
         self.written += bytes.len() as u64;
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for SpillFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpillFile")
+            .field("path", &self.path)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpillFile {
+    /// Writes `bytes` over the file's first bytes (a header whose content
+    /// was known only at the end), leaving its length as it is.
+    pub fn rewrite_start(&mut self, store: &ResultStore, bytes: &[u8]) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        let out = self.out.as_ref().ok_or("the spill file is closed")?;
+        out.write_all_at(bytes, 0)
+            .map_err(|e| store.cannot_spill(bytes.len(), &e))
+    }
+
+    /// Its whole content (blocking).
+    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+        std::fs::read(&self.path)
+    }
+
+    /// Bytes written to it.
+    pub fn len(&self) -> u64 {
+        self.written
     }
 }
 

@@ -2,6 +2,7 @@
 //! core module, its stdin and argv the task's arguments, its stdout the
 //! result.
 
+use super::stdout::{self, Stdout};
 use super::*;
 
 impl Sandbox {
@@ -21,9 +22,18 @@ impl Sandbox {
             ..RunLimits::default()
         };
         let out = self.command(ready, key, stdin.into(), argv, limits, None);
-        out.await.map(Vec::from)
+        match out.await?.into_value() {
+            Value::Binary(b) => Ok(b),
+            _ => Err(task_error(
+                key,
+                ErrorKind::Internal,
+                format!("the worker could not read back what task {key} wrote to stdout"),
+            )),
+        }
     }
 
+    /// Runs a WASI command, its stdout (its result) taken as it is written
+    /// (see [`stdout`]).
     pub(super) async fn command(
         &self,
         ready: &Ready,
@@ -32,13 +42,12 @@ impl Sandbox {
         argv: Vec<String>,
         limits: RunLimits,
         link: Option<TaskLink>,
-    ) -> Result<bytes::Bytes, TaskError> {
+    ) -> Result<Output, TaskError> {
         let timeout = limits.timeout;
         // A command's stdout (its result) may be as large as the task's
-        // memory. One byte past the cap tells a full pipe from output of
-        // exactly the cap.
+        // memory, or, with a worker's results to spill to, its disk.
         let (cap, raise) = self.memory_for(&limits);
-        let stdout = MemoryOutputPipe::new(cap + 1);
+        let stdout = Stdout::new(cap, limits.spill.clone());
         let stderr = limits.output.stderr.clone();
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdin(MemoryInputPipe::new(stdin))
@@ -86,30 +95,27 @@ impl Sandbox {
             None => Err(e),
         });
         let captured = || stderr.text();
-        // The store is gone, and with it the other handle on the pipe: its
-        // buffer comes out whole, not copied.
-        let Some(out) = stdout.try_into_inner().map(bytes::BytesMut::freeze) else {
-            return Err(task_error(
-                key,
-                ErrorKind::Internal,
-                format!("the worker could not take what task {key} wrote to stdout"),
-            ));
-        };
-        if out.len() > cap {
-            return Err(TaskError {
-                stderr: captured(),
-                ..task_error(
-                    key,
-                    ErrorKind::Memory,
-                    format!(
+        let out = match stdout.take() {
+            Ok(out) => out,
+            Err(failure) => {
+                let message = match failure {
+                    stdout::Failure::OverCap => format!(
                         "task {key} wrote more than {} to stdout, its memory limit; {raise}",
                         value::human_bytes(cap as u64),
                     ),
-                )
-            });
-        }
+                    stdout::Failure::Refused(why) => format!("task {key}: {why}"),
+                };
+                return Err(TaskError {
+                    stderr: captured(),
+                    ..task_error(key, ErrorKind::Memory, message)
+                });
+            }
+        };
         match status {
-            Ok(0) => Ok(out),
+            Ok(0) => Ok(match out {
+                stdout::Taken::Memory(encoded) => Output::Encoded(encoded),
+                stdout::Taken::File(file) => Output::Spilled(file),
+            }),
             Ok(code) => Err(TaskError {
                 stderr: captured(),
                 ..task_error(

@@ -30,7 +30,7 @@ use wasmtime::{
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -38,6 +38,7 @@ mod actor;
 mod capture;
 mod command;
 mod errors;
+mod stdout;
 
 pub use actor::ActorInstance;
 use capture::Capture;
@@ -86,23 +87,30 @@ pub enum Output {
     /// A value already encoded (MessagePack), as a byte string result is,
     /// to skip a copy.
     Encoded(bytes::Bytes),
+    /// An encoded value written to a spill file of the worker's results as
+    /// it was made (a command's stdout over the memory budget), for
+    /// [`ResultStore::adopt`](crate::worker::store::ResultStore::adopt).
+    Spilled(crate::worker::store::SpillFile),
 }
 
 impl Output {
-    /// The result's MessagePack encoding.
-    pub fn encode(self) -> bytes::Bytes {
+    /// The result's MessagePack encoding, or the spill file holding it.
+    pub fn encode(self) -> Result<bytes::Bytes, crate::worker::store::SpillFile> {
         match self {
-            Output::Value(v) => value::encode(&v).into(),
-            Output::Encoded(b) => b,
+            Output::Value(v) => Ok(value::encode(&v).into()),
+            Output::Encoded(b) => Ok(b),
+            Output::Spilled(file) => Err(file),
         }
     }
 
-    /// The result as a value.
+    /// The result as a value (read back from its spill file, if there).
     pub fn into_value(self) -> Value {
-        match self {
-            Output::Value(v) => v,
-            Output::Encoded(b) => value::decode(&b).unwrap_or(Value::Nil),
-        }
+        let encoded = match self {
+            Output::Value(v) => return v,
+            Output::Encoded(b) => b,
+            Output::Spilled(file) => file.read().map(Into::into).unwrap_or_default(),
+        };
+        value::decode(&encoded).unwrap_or(Value::Nil)
     }
 }
 
@@ -137,6 +145,10 @@ pub struct RunLimits {
     /// Where the guest's stderr (and a component's stdout) go: the caller
     /// keeps a clone to read them after the run, whatever its outcome.
     pub output: Captured,
+    /// The worker's results, where a command's stdout goes on to a spill
+    /// file once over their memory budget. Without it, a command's stdout
+    /// is held in memory up to the task's memory limit.
+    pub spill: Option<Arc<crate::worker::store::ResultStore>>,
 }
 
 /// Adds what `grants` allows to a WASI context: environment variables, and
@@ -332,11 +344,7 @@ impl Sandbox {
             Pre::Exports(pre) => pre,
             Pre::Command(_) | Pre::Core(_) => {
                 let (stdin, argv) = command_input(ready, key, function, args)?;
-                // Its stdout goes straight into its encoding: one copy.
-                return self
-                    .command(ready, key, stdin, argv, limits, link)
-                    .await
-                    .map(|out| Output::Encoded(value::encode_binary(&out)));
+                return self.command(ready, key, stdin, argv, limits, link).await;
             }
         };
         let err = |kind, message: String| task_error(key, kind, message);

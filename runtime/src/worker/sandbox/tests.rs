@@ -266,6 +266,28 @@ async fn a_chatty_stderr_never_fails_a_write_and_its_end_is_kept() {
     );
 }
 
+/// A command writing 1 MiB of the byte 7 at a time, `mib` times, ignoring
+/// write errors.
+fn flood(sandbox: &Sandbox, mib: u32) -> Ready {
+    core(
+        sandbox,
+        &format!(
+            r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+              (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 17)
+            (func (export "_start") (local $i i32)
+              (memory.fill (i32.const 65536) (i32.const 7) (i32.const 1048576))
+              (i32.store (i32.const 0) (i32.const 65536))
+              (i32.store (i32.const 4) (i32.const 1048576))
+              (loop $more
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $more (i32.lt_u (local.get $i) (i32.const {mib}))))))"#
+        ),
+    )
+}
+
 #[tokio::test]
 async fn stdout_past_the_cap_is_a_clear_error() {
     let limits = Limits {
@@ -273,21 +295,7 @@ async fn stdout_past_the_cap_is_a_clear_error() {
         ..Limits::default()
     };
     let sandbox = Sandbox::new("t", limits, 1).unwrap();
-    // Writes 1 MiB of zeros 70 times, ignoring write errors.
-    let flood = core(
-        &sandbox,
-        r#"(module
-            (import "wasi_snapshot_preview1" "fd_write"
-              (func $fd_write (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 17)
-            (func (export "_start") (local $i i32)
-              (i32.store (i32.const 0) (i32.const 65536))
-              (i32.store (i32.const 4) (i32.const 1048576))
-              (loop $more
-                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
-                (local.set $i (i32.add (local.get $i) (i32.const 1)))
-                (br_if $more (i32.lt_u (local.get $i) (i32.const 70))))))"#,
-    );
+    let flood = flood(&sandbox, 70);
     let e = sandbox
         .run(
             &flood,
@@ -304,6 +312,50 @@ async fn stdout_past_the_cap_is_a_clear_error() {
             .contains("wrote more than 64.0 MiB to stdout, its memory limit"),
         "{e:?}"
     );
+}
+
+#[tokio::test]
+async fn stdout_over_the_results_budget_is_written_to_a_spill_file_as_it_comes() {
+    let limits = Limits {
+        memory: 16 << 20,
+        ..Limits::default()
+    };
+    let sandbox = Sandbox::new("t", limits, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(crate::worker::store::ResultStore::new(
+        4 << 20,
+        dir.path().join("spill"),
+    ));
+    let run = |mib: u32| {
+        let limits = RunLimits {
+            spill: Some(store.clone()),
+            ..RunLimits::default()
+        };
+        let args = vec![TaskArg::Value(Value::Nil), TaskArg::Value(argv(&["flood"]))];
+        let flood = flood(&sandbox, mib);
+        let sandbox = &sandbox;
+        async move {
+            sandbox
+                .run_linked(&flood, "k", "_start", args, limits, None)
+                .await
+        }
+    };
+    // Within the budget: in memory, encoded as it was written.
+    let Ok(Output::Encoded(small)) = run(3).await else {
+        panic!("3 MiB of stdout is not held in memory")
+    };
+    assert_eq!(value::binary_payload(&small), Some(&[7u8; 3 << 20][..]));
+    // 20 MiB: past the task's 16 MiB of memory and the store's budget.
+    let Ok(Output::Spilled(file)) = run(20).await else {
+        panic!("20 MiB of stdout did not go to a spill file")
+    };
+    let len = file.len();
+    assert_eq!(len, (20 << 20) + 5);
+    store.adopt("k", file);
+    assert_eq!(store.usage().spilled, len);
+    let (total, encoded) = store.read("k", 0, len).await.unwrap();
+    assert_eq!(total, len);
+    assert_eq!(value::binary_payload(&encoded), Some(&[7u8; 20 << 20][..]));
 }
 
 #[test]

@@ -1,0 +1,237 @@
+//! A command's stdout, its result, taken as it is written: encoded as it
+//! arrives (the MessagePack byte-string header reserved in front, filled in
+//! at the end, so the bytes are never copied into an encoding afterwards),
+//! held in memory while it fits, and streamed on to a spill file of the
+//! worker's store once it is over the store's memory budget. Its size is
+//! then bounded by the spill directory's disk, not by memory.
+
+use super::*;
+use crate::worker::store::{ResultStore, SpillFile};
+
+/// The MessagePack header of a byte string of up to 4 GiB: `bin32`.
+const HEADER: usize = 5;
+
+/// Bytes gathered in memory before each write to the spill file, so a
+/// program writing a line at a time does not cost a system call per line.
+const FILE_BUFFER: usize = 1 << 20;
+
+/// Where a command's stdout goes; clones write to the same place.
+#[derive(Clone)]
+pub(super) struct Stdout(Arc<Mutex<Sink>>);
+
+struct Sink {
+    /// The header's room, then what is not yet in the file (all of it while
+    /// there is no file).
+    buf: bytes::BytesMut,
+    /// Stdout bytes written so far.
+    written: u64,
+    /// The spill file, once over the memory budget.
+    file: Option<SpillFile>,
+    /// Where a spill file comes from; without one, stdout is held in memory
+    /// up to `cap` and a write past it fails.
+    spill: Option<Arc<ResultStore>>,
+    cap: usize,
+    /// Why writing stopped, reported as the task's error.
+    failed: Option<Failure>,
+}
+
+/// Why a command's stdout could not be kept.
+#[derive(Clone, Debug)]
+pub(super) enum Failure {
+    /// Over the memory cap, with nowhere to spill.
+    OverCap,
+    /// Over what one value holds, or the disk refused it (the message).
+    Refused(String),
+}
+
+/// A command's stdout once it has ended, as its result's encoding.
+pub(super) enum Taken {
+    /// In memory.
+    Memory(bytes::Bytes),
+    /// In a spill file of the worker's store.
+    File(SpillFile),
+}
+
+impl Stdout {
+    /// A sink holding up to `cap` bytes in memory and, with `spill`, going
+    /// on to a spill file past its memory budget.
+    pub(super) fn new(cap: usize, spill: Option<Arc<ResultStore>>) -> Self {
+        let mut buf = bytes::BytesMut::new();
+        buf.extend_from_slice(&[0; HEADER]);
+        Self(Arc::new(Mutex::new(Sink {
+            buf,
+            written: 0,
+            file: None,
+            spill,
+            cap,
+            failed: None,
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sink> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `bytes`, or says why not (and keeps saying so).
+    fn push(&self, bytes: &[u8]) -> Result<(), Failure> {
+        let mut sink = self.lock();
+        if let Some(f) = &sink.failed {
+            return Err(f.clone());
+        }
+        let pushed = sink.push(bytes);
+        if let Err(f) = &pushed {
+            sink.failed = Some(f.clone());
+            // What was written is of no use now: memory and disk go back.
+            sink.buf = bytes::BytesMut::new();
+            sink.file = None;
+        }
+        pushed
+    }
+
+    /// The output once the program has ended, or why it could not be kept.
+    pub(super) fn take(self) -> Result<Taken, Failure> {
+        let mut sink = self.lock();
+        if let Some(f) = sink.failed.take() {
+            return Err(f);
+        }
+        let len = sink.written;
+        let header = header(len);
+        let mut buf = std::mem::take(&mut sink.buf);
+        match sink.file.take() {
+            None if len < 1 << 16 => {
+                // Small: its minimal encoding costs a copy of little.
+                Ok(Taken::Memory(value::encode_binary(&buf[HEADER..])))
+            }
+            None => {
+                buf[..HEADER].copy_from_slice(&header);
+                Ok(Taken::Memory(buf.freeze()))
+            }
+            Some(mut file) => {
+                let store = sink.spill.clone().expect("a spill file has a store");
+                file.write(&store, &buf)
+                    .and_then(|()| file.rewrite_start(&store, &header))
+                    .map_err(Failure::Refused)?;
+                Ok(Taken::File(file))
+            }
+        }
+    }
+}
+
+impl Sink {
+    fn push(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        let written = self.written + bytes.len() as u64;
+        if written > u32::MAX as u64 {
+            return Err(Failure::Refused(format!(
+                "wrote more than {} to stdout, the most one value holds",
+                value::human_bytes(u32::MAX as u64)
+            )));
+        }
+        self.written = written;
+        if self.file.is_none() {
+            match &self.spill {
+                Some(store) if store.over_budget(written) => {
+                    // From here on, to disk: what is held goes first.
+                    self.file = Some(store.spill_file().map_err(Failure::Refused)?);
+                }
+                Some(_) => {}
+                None if written > self.cap as u64 => return Err(Failure::OverCap),
+                None => {}
+            }
+        }
+        self.buf.extend_from_slice(bytes);
+        if let Some(file) = &mut self.file
+            && self.buf.len() >= FILE_BUFFER
+        {
+            let store = self.spill.as_ref().expect("a spill file has a store");
+            file.write(store, &self.buf).map_err(Failure::Refused)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// The `bin32` header of a byte string of `len` bytes.
+fn header(len: u64) -> [u8; HEADER] {
+    let mut h = [0xc6, 0, 0, 0, 0];
+    h[1..].copy_from_slice(&(len as u32).to_be_bytes());
+    h
+}
+
+impl Failure {
+    fn trap(&self) -> wasmtime_wasi::p2::StreamError {
+        let why = match self {
+            Failure::OverCap => "stdout is full".to_string(),
+            Failure::Refused(m) => m.clone(),
+        };
+        wasmtime_wasi::p2::StreamError::Trap(wasmtime::format_err!("{why}"))
+    }
+}
+
+impl IsTerminal for Stdout {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Stdout {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+// Writing to the spill file blocks the async thread for as long as the page
+// cache takes a megabyte: the guest is waiting on this write anyway.
+#[wasmtime_wasi::async_trait]
+impl OutputStream for Stdout {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes).map_err(|f| f.trap())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        match &self.lock().failed {
+            Some(f) => Err(f.trap()),
+            None => Ok(FILE_BUFFER),
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Stdout {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for Stdout {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let pushed = self.push(buf).map_err(|f| match f {
+            Failure::OverCap => std::io::Error::other("stdout is full"),
+            Failure::Refused(m) => std::io::Error::other(m),
+        });
+        Poll::Ready(pushed.map(|()| buf.len()))
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
