@@ -18,7 +18,7 @@ use rmpv::Value;
 use wasmtime::Store;
 use wasmtime::component::{ComponentNamedList, Func, Lift, Lower, Val, WasmList, WasmStr};
 
-use super::sandbox::{Output, TaskArg};
+use super::sandbox::{BIG_MEMORY, Output, TaskArg};
 use crate::value::{self, ConvertError};
 use bytes::Bytes;
 
@@ -177,6 +177,17 @@ impl Shape {
                     Arg::Bytes(_) => unreachable!("matched above"),
                 }
             }
+        }
+    }
+}
+
+impl Arg {
+    /// Whether it is a byte string or string of [`BIG_MEMORY`] or more.
+    pub(crate) fn is_big(&self) -> bool {
+        match self {
+            Arg::Bytes(b) => b.len() >= BIG_MEMORY,
+            Arg::Str(s) => s.len() >= BIG_MEMORY,
+            _ => false,
         }
     }
 }
