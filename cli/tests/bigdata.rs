@@ -281,6 +281,44 @@ fn a_wasi_commands_stdout_past_its_memory_limit_streams_to_the_spill_directory()
 }
 
 #[test]
+fn a_wasi_command_reads_a_spilled_stdin_from_disk_as_it_goes() {
+    let c = Cluster::start_with(1, 1, &["--memory-budget", "8MiB"]);
+    let worker = worker_pids(c.pid())[0];
+    let data = random_bytes(64 << 20, 0x5d1);
+    // Over the budget: written to the spill directory as it arrives.
+    let (_dir, key) = scatter_file(&c, &data);
+    std::fs::write(format!("/proc/{worker}/clear_refs"), "5").unwrap();
+    let (before, _) = rss(worker);
+    let wc = c.ok(&[
+        "submit",
+        dtask_guests::WC_WASM,
+        "_start",
+        "-c",
+        &format!("<@{key}"),
+    ]);
+    assert_eq!(c.ok(&["gather", "-r", &wc]).trim(), (64 << 20).to_string());
+    // Read from its file a range at a time, never loaded whole.
+    let (_, peak) = rss(worker);
+    assert!(
+        peak < before + (24 << 20),
+        "the worker went from {} MiB to a peak of {} MiB for wc of a spilled 64 MiB stdin",
+        before >> 20,
+        peak >> 20
+    );
+    // cat of the same stdin gives it back exactly.
+    let cat = c.ok(&[
+        "submit",
+        dtask_guests::CAT_WASM,
+        "_start",
+        &format!("<@{key}"),
+    ]);
+    assert!(
+        raw_bytes(&c, &cat) == data,
+        "cat of a spilled stdin is not exact"
+    );
+}
+
+#[test]
 fn strings_larger_than_the_default_hostcall_allowance_come_back_whole() {
     let c = Cluster::start(1, 1);
     // 2 × 80 Mi = 160 MiB of string result, past wasmtime's default 128 MiB

@@ -114,7 +114,19 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
         .await
         .map_err(|m| err(ErrorKind::Module, m))?;
     let mut args = Vec::with_capacity(task.args.len());
-    for arg in &task.args {
+    // A command's stdin held in this worker's spill directory is read from
+    // there as the program asks for it, not loaded whole.
+    let command = ready.module.kind().is_command();
+    for (i, arg) in task.args.iter().enumerate() {
+        if command
+            && i == 0
+            && let RunArg::Dep { key, at } = arg
+            && at.inline.is_none()
+            && let Some(spilled) = shared.results.spilled_bytes(key)
+        {
+            args.push(TaskArg::File(spilled));
+            continue;
+        }
         let bytes = match arg {
             RunArg::Value(b) => b.clone(),
             RunArg::Dep { key, at } => match &at.inline {

@@ -444,6 +444,37 @@ impl ResultStore {
         }
     }
 
+    /// The payload of the byte string held as `key`, if it is held in a
+    /// spill file (as a range of the open file); `None` if it is in memory,
+    /// absent, or not a byte string.
+    pub fn spilled_bytes(&self, key: &str) -> Option<FileBytes> {
+        use std::os::unix::fs::FileExt;
+        let path = {
+            let inner = self.lock();
+            let held = inner.find(key)?;
+            match &inner.entries.get(&held)?.place {
+                Place::Disk { file, .. } => self.path(*file),
+                Place::Memory(_) => return None,
+            }
+        };
+        let file = std::fs::File::open(path).ok()?;
+        let size = file.metadata().ok()?.len();
+        let mut first = [0; 5];
+        let n = file.read_at(&mut first, 0).ok()?;
+        match crate::value::head(&first[..n]) {
+            crate::value::Head::Payload {
+                at,
+                len,
+                text: false,
+            } if at as u64 + len == size => Some(FileBytes {
+                file: std::sync::Arc::new(file),
+                start: at as u64,
+                len,
+            }),
+            _ => None,
+        }
+    }
+
     /// Every result held, as reported to a scheduler (small ones inline).
     pub fn located(&self) -> Vec<(String, Located)> {
         let inner = self.lock();
@@ -490,6 +521,52 @@ impl ResultStore {
 impl Drop for ResultStore {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A byte range of an open file: the payload of a byte string held in a
+/// spill file. The file stays readable while this is held, even if its
+/// result is freed meanwhile.
+#[derive(Clone)]
+pub struct FileBytes {
+    file: std::sync::Arc<std::fs::File>,
+    start: u64,
+    len: u64,
+}
+
+impl std::fmt::Debug for FileBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBytes")
+            .field("start", &self.start)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileBytes {
+    /// Its length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Up to `max` bytes from `offset` (fewer at its end, none past it).
+    /// Blocking.
+    pub fn read_at(&self, offset: u64, max: usize) -> std::io::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let n = self.len.saturating_sub(offset).min(max as u64) as usize;
+        let mut buf = vec![0; n];
+        self.file.read_exact_at(&mut buf, self.start + offset)?;
+        Ok(buf.into())
+    }
+
+    /// All of it. Blocking.
+    pub fn read_all(&self) -> std::io::Result<Bytes> {
+        self.read_at(0, self.len as usize)
     }
 }
 

@@ -2,6 +2,7 @@
 //! core module, its stdin and argv the task's arguments, its stdout the
 //! result.
 
+use super::stdin::{FileStdin, Stdin};
 use super::stdout::{self, Stdout};
 use super::*;
 
@@ -21,7 +22,7 @@ impl Sandbox {
             timeout,
             ..RunLimits::default()
         };
-        let out = self.command(ready, key, stdin.into(), argv, limits, None);
+        let out = self.command(ready, key, Stdin::Bytes(stdin.into()), argv, limits, None);
         match out.await?.into_value() {
             Value::Binary(b) => Ok(b),
             _ => Err(task_error(
@@ -38,7 +39,7 @@ impl Sandbox {
         &self,
         ready: &Ready,
         key: &str,
-        stdin: bytes::Bytes,
+        stdin: Stdin,
         argv: Vec<String>,
         limits: RunLimits,
         link: Option<TaskLink>,
@@ -50,8 +51,11 @@ impl Sandbox {
         let stdout = Stdout::new(cap, limits.spill.clone());
         let stderr = limits.output.stderr.clone();
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdin(MemoryInputPipe::new(stdin))
-            .stdout(stdout.clone())
+        match stdin {
+            Stdin::Bytes(b) => wasi.stdin(MemoryInputPipe::new(b)),
+            Stdin::File(f) => wasi.stdin(FileStdin::new(f)),
+        };
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .args(&argv);
         grant(&mut wasi, &limits.grants).map_err(|m| task_error(key, ErrorKind::Input, m))?;
@@ -146,7 +150,7 @@ pub(super) fn command_input(
     key: &str,
     function: &str,
     args: Vec<TaskArg>,
-) -> Result<(bytes::Bytes, Vec<String>), TaskError> {
+) -> Result<(Stdin, Vec<String>), TaskError> {
     let err = |kind, message: String| task_error(key, kind, message);
     let name = format!("module {}", ready.module.hash);
     ready
@@ -163,11 +167,12 @@ pub(super) fn command_input(
     // A big stdin stays the bytes that arrived: the command reads it with
     // no copy made here.
     let stdin = match stdin {
-        TaskArg::Bytes(b) => b,
-        TaskArg::Value(Value::Nil) => bytes::Bytes::new(),
-        TaskArg::Value(Value::Binary(b)) => b.into(),
-        TaskArg::Value(Value::String(s)) => s.into_bytes().into(),
-        TaskArg::Value(other) => value::value_to_json(&other).to_string().into(),
+        TaskArg::File(f) => Stdin::File(f),
+        TaskArg::Bytes(b) => Stdin::Bytes(b),
+        TaskArg::Value(Value::Nil) => Stdin::Bytes(bytes::Bytes::new()),
+        TaskArg::Value(Value::Binary(b)) => Stdin::Bytes(b.into()),
+        TaskArg::Value(Value::String(s)) => Stdin::Bytes(s.into_bytes().into()),
+        TaskArg::Value(other) => Stdin::Bytes(value::value_to_json(&other).to_string().into()),
     };
     let argv = argv.into_value();
     let bad_argv = || {

@@ -21,23 +21,24 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime::component::{InstancePre, Linker, ResourceTable, Val};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap, UpdateDeadline,
 };
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 mod actor;
 mod capture;
 mod command;
 mod errors;
+mod stdin;
 mod stdout;
 
 pub use actor::ActorInstance;
@@ -68,14 +69,19 @@ pub enum TaskArg {
     /// A byte string left undecoded (a slice of what arrived), so that a
     /// `list<u8>` parameter takes it with one copy into the guest.
     Bytes(bytes::Bytes),
+    /// A byte string held in a spill file, for a command's stdin to read
+    /// as it goes.
+    File(crate::worker::store::FileBytes),
 }
 
 impl TaskArg {
-    /// The argument as a value (copying a byte string).
+    /// The argument as a value (copying a byte string; reading a spilled
+    /// one whole, nil if its file cannot be read).
     pub fn into_value(self) -> Value {
         match self {
             TaskArg::Value(v) => v,
             TaskArg::Bytes(b) => Value::Binary(b.to_vec()),
+            TaskArg::File(f) => f.read_all().map_or(Value::Nil, |b| Value::Binary(b.into())),
         }
     }
 
@@ -83,6 +89,7 @@ impl TaskArg {
         match self {
             TaskArg::Value(v) => value::payload_bytes(v),
             TaskArg::Bytes(b) => b.len(),
+            TaskArg::File(f) => f.len() as usize,
         }
     }
 }
