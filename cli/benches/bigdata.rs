@@ -8,7 +8,8 @@
 //! of a guest inside a worker's sandbox. Then the same bytes through Dask
 //! distributed's `client.scatter` / `client.gather` / `client.submit` on the
 //! same cluster shape, measured in this run (`cli/benches/dask_bigdata.py`;
-//! skipped without Dask).
+//! skipped without Dask). Before Dask: spilling, and a subscriber that
+//! reads nothing while 200,000 messages are published to it.
 //! `BIG_MB` changes the size.
 
 #[path = "../tests/common/mod.rs"]
@@ -121,6 +122,9 @@ fn main() {
     println!("{:-<78}", "");
     drop(c);
     spill(&data, size, mb);
+    println!("{:-<78}", "");
+    slow_subscriber();
+    println!("{:-<78}", "");
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/dask_bigdata.py");
     let status = std::process::Command::new("python3")
@@ -270,6 +274,51 @@ fn in_worker(data: &[u8]) {
 
 /// One worker with a 256 MiB memory budget holding ten values of `mb` MB:
 /// its peak RSS, and every value gathered back byte-exact.
+/// 200,000 messages of 1 KB published to a subscriber that reads nothing
+/// for 30 s (stopped with SIGSTOP), on the scheduler's default client
+/// buffer: how much the scheduler grows, and whether others are served.
+fn slow_subscriber() {
+    const MESSAGES: usize = 200_000;
+    let c = Cluster::start(1, 1);
+    let mut sub = c
+        .cmd()
+        .args(["sub", "flood"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = common::first_line(sub.stderr.take().unwrap(), Duration::from_secs(30));
+    assert!(said.is_some_and(|l| l.contains("subscribed")));
+    // SAFETY: stopping the subscriber this bench started.
+    unsafe {
+        libc::kill(sub.id() as i32, libc::SIGSTOP);
+    }
+    let stopped = Instant::now();
+    let before = mib(c.pid(), "VmRSS");
+    let line = format!("\"{}\"\n", "x".repeat(1000));
+    let began = Instant::now();
+    let published = c.run(&["pub", "flood", "-"], &line.repeat(MESSAGES));
+    let took = began.elapsed();
+    assert!(published.status.success(), "{}", stderr(&published));
+    let served = c.ok(&["gather", &c.submit("inc", &["1"])]) == "2";
+    let after_publish = mib(c.pid(), "VmRSS").saturating_sub(before);
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(stopped.elapsed()));
+    let after_30s = mib(c.pid(), "VmRSS").saturating_sub(before);
+    println!(
+        "slow subscriber: {MESSAGES} messages of 1 KB published in {:.2} s to a subscriber reading nothing",
+        took.as_secs_f64()
+    );
+    println!(
+        "  scheduler RSS grew {after_publish} MiB after publishing, {after_30s} MiB at 30 s   target < 100 MB (95 MiB); \
+         another client served meanwhile: {served}"
+    );
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(sub.id() as i32, libc::SIGKILL);
+    }
+    let _ = sub.wait();
+}
+
 fn spill(data: &[u8], size: usize, mb: usize) {
     let c = Cluster::start_with(1, 1, &["--memory-budget", "256MiB"]);
     let worker = worker_pids(c.pid())[0];
