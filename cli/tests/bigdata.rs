@@ -235,6 +235,34 @@ fn a_raw_gather_writes_a_big_value_out_as_it_arrives_without_holding_it() {
 }
 
 #[test]
+fn scattering_a_file_reads_it_a_range_at_a_time_never_whole() {
+    let c = Cluster::start(1, 1);
+    let data = random_bytes(BIG, 0xf11e);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.bin");
+    std::fs::write(&path, &data).unwrap();
+    let (out, peak) = run_measured(&c, &["scatter", path.to_str().unwrap()]);
+    let key = String::from_utf8(out).unwrap().trim().to_string();
+    eprintln!("scatter of {} MiB: client peak RSS {peak} MiB", BIG >> 20);
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB scattering a 64 MiB file"
+    );
+    assert!(
+        raw_bytes(&c, &key) == data,
+        "the scattered file came back different"
+    );
+    // The same bytes from stdin (read whole) name the same key.
+    let from_stdin = c
+        .cmd()
+        .arg("scatter")
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&from_stdin).trim(), key);
+}
+
+#[test]
 fn a_wasi_command_takes_sixty_four_mib_of_stdin_and_gives_it_back_on_stdout() {
     let c = Cluster::start(1, 1);
     let data = random_bytes(BIG, 0xca7);

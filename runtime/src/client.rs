@@ -49,7 +49,7 @@ use crate::protocol::{
     Arg, FromScheduler, Hello, Located, Outcome, PROTOCOL_VERSION, Placement, Role, TaskError,
     TaskLimits, TaskSpec, TaskState, ToScheduler, WorkerInfo,
 };
-use crate::value::{self, Value};
+use crate::value::{self, Encoded, Value};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -561,16 +561,42 @@ impl Client {
         broadcast: bool,
         workers: Vec<String>,
     ) -> Result<Vec<Future>, ClientError> {
-        let values: Vec<(String, Bytes)> = values
-            .into_iter()
-            .map(|bytes| {
-                let key = key::pure_key("", "data", &[Arg::Value(bytes.clone())]);
-                (key, bytes)
-            })
-            .collect();
-        let keys: Vec<String> = values.iter().map(|(k, _)| k.clone()).collect();
-        let total: u64 = values.iter().map(|(_, v)| v.len() as u64).sum();
+        let values = values.into_iter().map(Encoded::Memory).collect();
+        self.scatter_from(values, broadcast, workers).await
+    }
+
+    /// [`Client::scatter_encoded`] of encodings in memory or read from
+    /// files ([`value::EncodedFile`]): a file is hashed, then sent, a range
+    /// at a time, never held whole.
+    pub async fn scatter_from(
+        &self,
+        values: Vec<Encoded>,
+        broadcast: bool,
+        workers: Vec<String>,
+    ) -> Result<Vec<Future>, ClientError> {
+        let unreadable = |e: std::io::Error| ClientError::Invalid(e.to_string());
+        let total: u64 = values.iter().map(Encoded::len).sum();
+        let mut keyed = Vec::with_capacity(values.len());
+        for value in values {
+            let key = match &value {
+                Encoded::Memory(bytes) => key::pure_key("", "data", &[Arg::Value(bytes.clone())]),
+                Encoded::File(_) => {
+                    let value = value.clone();
+                    tokio::task::spawn_blocking(move || value.data_key())
+                        .await
+                        .map_err(|e| ClientError::Invalid(e.to_string()))?
+                        .map_err(unreadable)?
+                }
+            };
+            keyed.push((key, value));
+        }
+        let keys: Vec<String> = keyed.iter().map(|(k, _)| k.clone()).collect();
         let reply = if total <= peer::CHUNK {
+            let values = keyed
+                .into_iter()
+                .map(|(k, v)| Ok((k, v.bytes()?)))
+                .collect::<Result<_, std::io::Error>>()
+                .map_err(unreadable)?;
             self.request(|id| ToScheduler::Scatter {
                 id,
                 values,
@@ -579,7 +605,7 @@ impl Client {
             })
             .await?
         } else {
-            self.scatter_direct(values, broadcast, workers).await?
+            self.scatter_direct(keyed, broadcast, workers).await?
         };
         match reply {
             FromScheduler::Scattered { .. } => {
@@ -597,15 +623,12 @@ impl Client {
     /// the confirmation.
     async fn scatter_direct(
         &self,
-        values: Vec<(String, Bytes)>,
+        values: Vec<(String, Encoded)>,
         broadcast: bool,
         workers: Vec<String>,
     ) -> Result<FromScheduler, ClientError> {
         let (confirm, confirmed) = self.expect_reply()?;
-        let sizes = values
-            .iter()
-            .map(|(k, v)| (k.clone(), v.len() as u64))
-            .collect();
+        let sizes = values.iter().map(|(k, v)| (k.clone(), v.len())).collect();
         let placed = self
             .request(|id| ToScheduler::Place {
                 id,
@@ -625,7 +648,7 @@ impl Client {
                 };
             }
         };
-        let bytes: HashMap<String, Bytes> = values.into_iter().collect();
+        let bytes: HashMap<String, Encoded> = values.into_iter().collect();
         for (key, addrs) in puts {
             let Some(value) = bytes.get(&key) else {
                 continue;

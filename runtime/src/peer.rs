@@ -7,6 +7,7 @@ use crate::protocol::{
     CallArg, ErrorKind, FromPeer, Hello, Located, MAX_RANGE, PROTOCOL_VERSION, Role, TaskError,
     ToPeer, ToScheduler,
 };
+use crate::value::Encoded;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -377,26 +378,37 @@ impl Drop for Uploads {
     }
 }
 
-/// Sends the encoded value `bytes`, whose key is `key`, to the worker at
-/// `addr` in ranges of [`CHUNK`] bytes, a few in flight; returns once the
-/// worker has kept it (and reported it to the scheduler), or why not.
-pub async fn put(addr: &str, token: &str, key: &str, bytes: &Bytes) -> Result<(), String> {
+/// Sends the encoded value `value`, whose key is `key`, to the worker at
+/// `addr` in ranges of [`CHUNK`] bytes, a few in flight (a file's read as
+/// they go); returns once the worker has kept it (and reported it to the
+/// scheduler), or why not.
+pub async fn put(addr: &str, token: &str, key: &str, value: &Encoded) -> Result<(), String> {
     let (tx, mut rx) = connect(addr, token).await?;
     let closed = || format!("worker {addr} closed the connection");
-    let total = bytes.len() as u64;
+    let total = value.len();
     let mut sent = 0u64;
     let mut asked = 0u64;
     let mut answered = 0u64;
     loop {
         while sent < total && asked - answered <= IN_FLIGHT || (total == 0 && asked == 0) {
             let end = (sent + CHUNK).min(total);
+            let bytes = match value {
+                Encoded::Memory(b) => b.slice(sent as usize..end as usize),
+                Encoded::File(_) => {
+                    let value = value.clone();
+                    tokio::task::spawn_blocking(move || value.range(sent, end - sent))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?
+                }
+            };
             asked += 1;
             tx.send(ToPeer::Put {
                 id: asked,
                 key: key.to_string(),
                 total,
                 offset: sent,
-                bytes: bytes.slice(sent as usize..end as usize),
+                bytes,
             })
             .map_err(|_| closed())?;
             sent = end;
@@ -708,7 +720,9 @@ mod tests {
     async fn a_value_put_in_ranges_is_kept_whole_and_reported() {
         let (addr, store, mut reports, _dir) = port(64 << 20).await;
         let (key, bytes) = encoded(3 * CHUNK as usize + 12_345);
-        put(&addr, "sesame", &key, &bytes).await.unwrap();
+        put(&addr, "sesame", &key, &Encoded::Memory(bytes.clone()))
+            .await
+            .unwrap();
         let Some(ToScheduler::Finished { results }) = reports.recv().await else {
             panic!("no report")
         };
@@ -717,13 +731,29 @@ mod tests {
         let (total, all) = store.read(&key, 0, bytes.len() as u64).await.unwrap();
         assert_eq!(total, bytes.len() as u64);
         assert!(all == bytes, "the kept value differs from what was sent");
+        // The same from a file, read as it is sent, to the same key.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("value.bin");
+        std::fs::write(&path, crate::value::binary_payload(&bytes).unwrap()).unwrap();
+        let file = Encoded::File(crate::value::EncodedFile::open(&path).unwrap());
+        assert_eq!(file.data_key().unwrap(), key);
+        store.remove(&key);
+        put(&addr, "sesame", &key, &file).await.unwrap();
+        assert!(matches!(
+            reports.recv().await,
+            Some(ToScheduler::Finished { .. })
+        ));
+        let (_, all) = store.read(&key, 0, bytes.len() as u64).await.unwrap();
+        assert!(all == bytes, "the value sent from a file differs");
     }
 
     #[tokio::test]
     async fn a_value_over_the_memory_budget_goes_straight_to_a_spill_file() {
         let (addr, store, mut reports, dir) = port(1 << 20).await;
         let (key, bytes) = encoded(2 * CHUNK as usize + 5);
-        put(&addr, "sesame", &key, &bytes).await.unwrap();
+        put(&addr, "sesame", &key, &Encoded::Memory(bytes.clone()))
+            .await
+            .unwrap();
         assert!(matches!(
             reports.recv().await,
             Some(ToScheduler::Finished { .. })
@@ -752,7 +782,9 @@ mod tests {
         let (addr, store, mut reports, _dir) = port(64 << 20).await;
         let (key, _) = encoded(CHUNK as usize + 1);
         let (_, other) = encoded(CHUNK as usize + 2);
-        let err = put(&addr, "sesame", &key, &other).await.unwrap_err();
+        let err = put(&addr, "sesame", &key, &Encoded::Memory(other.clone()))
+            .await
+            .unwrap_err();
         assert!(err.contains("not that value"), "{err}");
         assert!(store.read(&key, 0, 1).await.is_none());
         let Some(ToScheduler::Erred { errors }) = reports.recv().await else {
@@ -761,10 +793,16 @@ mod tests {
         assert_eq!(errors[0].0, key);
         // A key that is not scattered data is refused outright.
         let (_, bytes) = encoded(10);
-        let err = put(&addr, "sesame", "inc-0123", &bytes).await.unwrap_err();
+        let err = put(&addr, "sesame", "inc-0123", &Encoded::Memory(bytes.clone()))
+            .await
+            .unwrap_err();
         assert!(err.contains("not scattered data"), "{err}");
         // And a wrong token never gets in.
-        assert!(put(&addr, "wrong", &key, &bytes).await.is_err());
+        assert!(
+            put(&addr, "wrong", &key, &Encoded::Memory(bytes.clone()))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! `dtask scatter`: store data on workers as finished futures.
 
 use super::{Failure, Global, connect};
-use dtask_runtime::value::{self, Value};
+use dtask_runtime::value::{self, Encoded, EncodedFile, Value};
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -35,17 +35,14 @@ pub struct Args {
 pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let encoded = if a.json || a.text {
         typed(&a)?
+            .into_iter()
+            .map(|v| Encoded::Memory(v.into()))
+            .collect()
     } else {
         raw(&a)?
     };
     let client = connect(global, true).await?;
-    let futures = client
-        .scatter_encoded(
-            encoded.into_iter().map(Into::into).collect(),
-            a.broadcast,
-            a.workers,
-        )
-        .await?;
+    let futures = client.scatter_from(encoded, a.broadcast, a.workers).await?;
     // The CLI's named client holds the keys until `dtask release`.
     for f in &futures {
         println!("{}", f.key());
@@ -54,21 +51,20 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Each input as a byte string, read straight into its encoding.
-fn raw(a: &Args) -> Result<Vec<Vec<u8>>, Failure> {
+/// Each input as a byte string: stdin read straight into its encoding, a
+/// file read a range at a time as it is hashed and sent.
+fn raw(a: &Args) -> Result<Vec<Encoded>, Failure> {
     if a.files.is_empty() {
         let read = value::read_binary(&mut std::io::stdin().lock(), 0);
         let b = read.map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
-        return Ok(vec![b]);
+        return Ok(vec![Encoded::Memory(b.into())]);
     }
     a.files
         .iter()
         .map(|f| {
-            let cannot =
-                |e: std::io::Error| Failure::usage(format!("cannot read {}: {e}", f.display()));
-            let mut file = std::fs::File::open(f).map_err(cannot)?;
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            value::read_binary(&mut file, len).map_err(cannot)
+            let file = EncodedFile::open(f)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", f.display())))?;
+            Ok(Encoded::File(file))
         })
         .collect()
 }

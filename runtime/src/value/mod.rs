@@ -29,6 +29,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use wasmtime::component::Val;
 
 mod describe;
+mod encoded;
 pub mod huge;
 mod json;
 mod msgpack;
@@ -36,6 +37,7 @@ mod wit;
 mod words;
 
 pub use describe::*;
+pub use encoded::{Encoded, EncodedFile};
 pub use json::*;
 pub use msgpack::*;
 pub use wit::*;
