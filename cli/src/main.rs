@@ -16,14 +16,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Gives freed memory back to the system at once, in the scheduler's
-/// process. mimalloc otherwise purges it after a delay, but only when it
-/// next allocates: an idle scheduler kept the transient memory of a
-/// million-task submission (about 40 MB more with a million tasks held),
-/// and after `dtask release --all` most of what it had held. Clients and
-/// workers keep the delay: they reuse big buffers (a streamed gather's
-/// ranges, say) that would otherwise come back from the kernel freshly
-/// zeroed each time. `MIMALLOC_PURGE_DELAY` still overrides this.
-fn purge_freed_memory_at_once() {
+/// process, from when it has read its journal back (a restore frees and
+/// reuses memory all the time: purging it at once made restoring a
+/// million tasks 0.5–1.7 s slower). mimalloc otherwise purges it after a
+/// delay, but only when it next allocates: an idle scheduler kept the
+/// transient memory of a million-task submission (about 40 MB more with a
+/// million tasks held), and after `dtask release --all` most of what it
+/// had held. Clients and workers keep the delay: they reuse big buffers (a
+/// streamed gather's ranges, say) that would otherwise come back from the
+/// kernel freshly zeroed each time. `MIMALLOC_PURGE_DELAY` still overrides
+/// this.
+pub(crate) fn purge_freed_memory_at_once() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets an option mimalloc documents as settable at any
         // time; it only changes when freed pages are purged.
@@ -141,9 +144,6 @@ fn main() -> ExitCode {
         cli.command,
         Command::Scheduler(_) | Command::Worker(_) | Command::Cluster(_)
     );
-    if matches!(cli.command, Command::Scheduler(_) | Command::Cluster(_)) {
-        purge_freed_memory_at_once();
-    }
     if !daemon {
         // A client dies quietly on a closed pipe (`dtask gather | head -1`)
         // like other Unix tools. Daemons keep ignoring SIGPIPE: a peer that

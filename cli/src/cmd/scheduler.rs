@@ -175,6 +175,7 @@ pub async fn serve(
                 sync_every: options.journal_sync,
                 compact_bytes: options.journal_compact as u64,
             },
+            on_resumed: Some(crate::purge_freed_memory_at_once),
         },
     )
     .map_err(|e| Failure::new(2, format!("cannot serve: {e}")))?;

@@ -122,6 +122,15 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
             tasks: vec![spec("d", vec![fut("x")]), spec("0-first", vec![val(0)])],
         },
     );
+    // A task new in this stretch whose status then changes, twice.
+    go(&mut s, started(10, "0-first"));
+    go(
+        &mut s,
+        Input::Finished {
+            worker: 10,
+            results: vec![("0-first".into(), small(4))],
+        },
+    );
     go(
         &mut s,
         Input::Primitive {

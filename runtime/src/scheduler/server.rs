@@ -45,6 +45,11 @@ pub struct SchedulerOptions {
     pub journal: Option<std::path::PathBuf>,
     /// How the journal writes.
     pub journal_options: super::journal::JournalOptions,
+    /// Called once, after the journal (if any) was read back and before
+    /// the first message is handled. The CLI makes its allocator give
+    /// freed memory back at once from here on: doing so during the restore
+    /// would hand back memory the restore is about to use again.
+    pub on_resumed: Option<fn()>,
 }
 
 /// A running scheduler, bound to its address.
@@ -224,6 +229,9 @@ impl SchedulerServer {
                 }
             },
         };
+        if let Some(resumed) = self.options.on_resumed {
+            resumed();
+        }
         // On the runtime's worker threads, beside the connections' readers
         // and writers: handing messages between them is then a queue push
         // on the same thread far more often than a wake-up of another.

@@ -89,6 +89,10 @@ pub(super) fn fold(dir: &Path, upto: Option<u64>, repair: bool) -> Result<Fold, 
         }
         f.last = generation;
         f.found = true;
+        // Room for the tasks the log may change, at once: growing the table
+        // as it went was a tenth of a restore.
+        let size = std::fs::metadata(log_path(dir, generation)).map_or(0, |m| m.len());
+        f.window.reserve((size / LOG_BYTES_PER_TASK) as usize);
         let (window, rest) = (&mut f.window, &mut f.rest);
         if read_log(dir, generation, repair, |r| window.apply(r, rest))? {
             damaged_after = Some(generation);
@@ -96,6 +100,10 @@ pub(super) fn fold(dir: &Path, upto: Option<u64>, repair: bool) -> Result<Fold, 
     }
     Ok(f)
 }
+
+/// About the fewest log bytes a task's records take (its spec, its status
+/// when it finished): sizes a window before reading a log.
+const LOG_BYTES_PER_TASK: u64 = 128;
 
 /// Why a journal could not be read.
 #[derive(Debug)]

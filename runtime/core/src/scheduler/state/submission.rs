@@ -30,11 +30,10 @@ impl Scheduler {
     /// Notes in the holdings index that `holder` holds `key`; returns the
     /// index's copy of the holder's name, which the task's holders share.
     pub(super) fn note_hold(&mut self, holder: &str, key: Key) -> Arc<str> {
-        if let Some((name, keys)) = self.holdings.get_key_value(holder) {
+        if let Some((name, _)) = self.holdings.get_key_value(holder) {
             let name = name.clone();
-            if !keys.contains(&key) {
-                self.holdings.get_mut(holder).expect("present").insert(key);
-            }
+            // One lookup: inserting a key already held changes nothing.
+            self.holdings.get_mut(holder).expect("present").insert(key);
             return name;
         }
         let name: Arc<str> = Arc::from(holder);

@@ -339,11 +339,17 @@ impl Snapshot {
 }
 
 /// A change a stretch of log makes to one task.
+///
+/// Boxed, so a window of a few hundred thousand tasks is a table of small
+/// entries: growing one of big entries cost a restore more in fresh pages
+/// than anything else it did.
 enum Change {
-    /// The whole task, encoded (as small as the log that said it).
-    Whole(Box<[u8]>),
+    /// The whole task, encoded (as small as the log that said it), and the
+    /// last status recorded for it since, if any: kept beside it rather
+    /// than decoding and encoding the task again for each.
+    Whole(Box<[u8]>, Option<Box<Status>>),
     /// A new status for a task recorded before the stretch.
-    Status(Status),
+    Status(Box<Status>),
     /// Forgotten.
     Forget,
 }
@@ -356,4 +362,13 @@ fn encode_task(t: &SavedTask) -> Box<[u8]> {
 
 fn decode_task(bytes: &[u8]) -> SavedTask {
     postcard::from_bytes(bytes).expect("a task this process encoded decodes")
+}
+
+/// A task a [`Change::Whole`] holds, its later status applied.
+fn whole_task(bytes: &[u8], status: Option<Box<Status>>) -> SavedTask {
+    let mut task = decode_task(bytes);
+    if let Some(status) = status {
+        task.set(*status);
+    }
+    task
 }

@@ -200,6 +200,11 @@ impl Window {
         self.changes.is_empty()
     }
 
+    /// Makes room for changes to `more` tasks.
+    pub fn reserve(&mut self, more: usize) {
+        self.changes.reserve(more);
+    }
+
     /// Folds one record: changes to tasks into the window, everything else
     /// into `rest` (which holds no tasks).
     pub fn apply(&mut self, record: Record, rest: &mut Model) {
@@ -211,18 +216,15 @@ impl Window {
                 status,
             } => {
                 let task = SavedTask::recorded(seq, *spec, scattered, status);
-                self.changes.insert(seq, Change::Whole(encode_task(&task)));
+                self.changes
+                    .insert(seq, Change::Whole(encode_task(&task), None));
             }
             Record::Status { seq, status } => match self.changes.get_mut(&seq) {
-                Some(Change::Whole(bytes)) => {
-                    let mut task = decode_task(bytes);
-                    task.set(status);
-                    *bytes = encode_task(&task);
-                }
+                Some(Change::Whole(_, last)) => *last = Some(Box::new(status)),
                 Some(Change::Forget) => {}
-                Some(c @ Change::Status(_)) => *c = Change::Status(status),
+                Some(Change::Status(last)) => **last = status,
                 None => {
-                    self.changes.insert(seq, Change::Status(status));
+                    self.changes.insert(seq, Change::Status(Box::new(status)));
                 }
             },
             Record::Forget { seq } => {
@@ -258,8 +260,8 @@ impl Window {
                 && *seq < task.seq
             {
                 let (_, change) = changes.next().expect("peeked");
-                if let Change::Whole(bytes) = change {
-                    out(decode_task(&bytes))?;
+                if let Change::Whole(bytes, status) = change {
+                    out(whole_task(&bytes, status))?;
                 }
             }
             last = Some(task.seq);
@@ -269,17 +271,17 @@ impl Window {
             };
             match change {
                 None => out(task)?,
-                Some(Change::Whole(bytes)) => out(decode_task(&bytes))?,
+                Some(Change::Whole(bytes, status)) => out(whole_task(&bytes, status))?,
                 Some(Change::Status(status)) => {
-                    task.set(status);
+                    task.set(*status);
                     out(task)?
                 }
                 Some(Change::Forget) => {}
             }
         }
         for (_, change) in changes {
-            if let Change::Whole(bytes) = change {
-                out(decode_task(&bytes))?;
+            if let Change::Whole(bytes, status) = change {
+                out(whole_task(&bytes, status))?;
             }
         }
         Ok(())
