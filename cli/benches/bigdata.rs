@@ -213,8 +213,17 @@ fn rust_client(c: &Cluster, data: &[u8]) {
 /// without the network: a fresh store and instance per call, as a worker
 /// runs a task. `concat-bytes` of the value and nothing does no work of its
 /// own, so its figure is the conversion (both ways: the rate counts the
-/// value's bytes once); `reverse-bytes` adds the guest's reversal.
+/// value's bytes once); `reverse-bytes` adds the guest's reversal. Once
+/// with the worker's default `--keep-task-memory`, once with 256 MiB kept.
 fn in_worker(data: &[u8]) {
+    use dtask_runtime::worker::sandbox::KEEP_RESIDENT;
+    for (keep, setting) in [(KEEP_RESIDENT, "default"), (256 << 20, "256MiB")] {
+        println!("--keep-task-memory {setting}:");
+        in_worker_keeping(data, keep);
+    }
+}
+
+fn in_worker_keeping(data: &[u8], keep_resident: usize) {
     use dtask_runtime::worker::sandbox::{Limits, RunLimits, TaskArg};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -222,6 +231,7 @@ fn in_worker(data: &[u8]) {
         .unwrap();
     let limits = Limits {
         memory: 1 << 30,
+        keep_resident,
         ..Limits::default()
     };
     let (sandbox, ready) = common::tasks_sandbox(limits);

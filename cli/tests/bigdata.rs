@@ -347,6 +347,25 @@ fn a_wasi_command_reads_a_spilled_stdin_from_disk_as_it_goes() {
 }
 
 #[test]
+fn a_worker_told_to_keep_task_memory_keeps_it_mapped_for_the_next_task() {
+    // The default gives a finished task's memory back (chaos.rs checks a
+    // worker's idle RSS stays under 100 MiB after 200 MiB tasks); told to
+    // keep 256 MiB, the worker keeps the pages the task used, zeroed.
+    let c = Cluster::start_with(1, 1, &["--keep-task-memory", "256MiB"]);
+    let worker = worker_pids(c.pid())[0];
+    for _ in 0..2 {
+        let hog = c.ok(&["submit", "--pure=false", tasks_wasm(), "hog", "200"]);
+        assert_eq!(c.ok(&["gather", &hog]), (200 << 20).to_string());
+    }
+    let (idle, _) = rss(worker);
+    assert!(
+        idle > 150 << 20,
+        "the worker kept only {} MiB after two 200 MiB tasks",
+        idle >> 20
+    );
+}
+
+#[test]
 fn strings_larger_than_the_default_hostcall_allowance_come_back_whole() {
     let c = Cluster::start(1, 1);
     // 2 × 80 Mi = 160 MiB of string result, past wasmtime's default 128 MiB

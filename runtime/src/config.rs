@@ -172,6 +172,9 @@ pub struct WorkerDefaults {
     pub resources: Option<std::collections::BTreeMap<String, f64>>,
     /// Bytes of results kept in memory before spilling, e.g. `"2GiB"`.
     pub memory_budget: Option<String>,
+    /// How much of a finished task's memory stays mapped for the next, e.g.
+    /// `"256MiB"`.
+    pub keep_task_memory: Option<String>,
 }
 
 /// `[task]` in `dtask.toml`.

@@ -135,7 +135,7 @@ async fn serve(
             cache_dir: Some(crate::config::cache_dir()),
             limits: Limits {
                 memory: 256 << 20,
-                timeout: None,
+                ..Limits::default()
             },
             resources: Vec::new(),
             reconnect_grace: Duration::ZERO,

@@ -152,6 +152,13 @@ pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
         ),
     );
     rows.push((
+        "worker.keep-task-memory".into(),
+        w.keep_task_memory.clone().unwrap_or_else(|| {
+            dtask_runtime::value::human_bytes(dtask_runtime::worker::sandbox::KEEP_RESIDENT as u64)
+        }),
+        src(w.keep_task_memory.is_some()),
+    ));
+    rows.push((
         "worker.resources".into(),
         w.resources
             .as_ref()

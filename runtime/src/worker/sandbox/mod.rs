@@ -54,10 +54,6 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// resetting off the task's path.
 pub(crate) const BIG_MEMORY: usize = 1 << 20;
 
-/// Most of an instance's memory kept mapped (zeroed) for the next task in
-/// its slot.
-const KEEP_RESIDENT: usize = 256 << 20;
-
 /// Most bytes of a guest's stderr kept for its error report (the last ones).
 const STDERR_CAP: usize = 64 * 1024;
 
@@ -136,13 +132,23 @@ pub struct Limits {
     pub memory: usize,
     /// Longest a task may run, whatever its submit asked for.
     pub timeout: Option<Duration>,
+    /// How much of each instance slot's memory stays mapped (zeroed) after
+    /// its task, for the next task in that slot. More makes tasks that
+    /// move big values faster (their memory is already backed: no page
+    /// faults) and keeps that much resident per slot in use while idle.
+    pub keep_resident: usize,
 }
+
+/// What [`Limits::keep_resident`] is unless set: enough for a small task
+/// (so it never faults), and no more held while idle.
+pub const KEEP_RESIDENT: usize = 4 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             memory: 256 * 1024 * 1024,
             timeout: None,
+            keep_resident: KEEP_RESIDENT,
         }
     }
 }
@@ -263,12 +269,12 @@ impl Sandbox {
         // dirtied (found with PAGEMAP_SCAN where the kernel has it) instead
         // of unmapping it: no page faults and far fewer syscalls per task.
         pool.pagemap_scan(wasmtime::Enabled::Auto);
-        // Pages stay mapped, zeroed, up to this much of each memory: a task
-        // moving 100 MB then finds its memory already backed (first-touch
-        // page faults were half the cost of copying a big value in and
-        // out). Slots are reused by the same module first, so what stays
-        // resident is about one task's memory per slot in use.
-        pool.linear_memory_keep_resident(limits.memory.min(KEEP_RESIDENT));
+        // Pages stay mapped, zeroed, up to this much of each memory: with
+        // enough, a task moving 100 MB finds its memory already backed
+        // (first-touch page faults were half the cost of copying a big
+        // value in and out). Slots are reused by the same module first, so
+        // what stays resident is about that much per slot in use.
+        pool.linear_memory_keep_resident(limits.memory.min(limits.keep_resident));
         pool.table_keep_resident(64 << 10);
         pool.async_stack_keep_resident(256 << 10);
         // Give memory back as each instance ends: batching decommits kept
