@@ -621,6 +621,11 @@ impl SpillFile {
     pub fn len(&self) -> u64 {
         self.written
     }
+
+    /// Whether nothing was written to it.
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
+    }
 }
 
 impl Drop for SpillFile {

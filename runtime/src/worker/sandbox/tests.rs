@@ -62,7 +62,7 @@ async fn growing_memory_past_the_limit_is_a_memory_error() {
         "t",
         Limits {
             memory: 2 << 20,
-            timeout: None,
+            ..Limits::default()
         },
         1,
     )
