@@ -72,13 +72,38 @@ impl Capture {
     }
 }
 
-impl IsTerminal for Capture {
+impl OutputSink for Capture {
+    fn push(&self, bytes: &[u8]) -> Result<(), String> {
+        Capture::push(self, bytes);
+        Ok(())
+    }
+
+    fn permit(&self) -> Result<usize, String> {
+        Ok(STDERR_CAP)
+    }
+}
+
+/// Where a guest's output stream writes: a [`Capture`], or a command's
+/// stdout.
+pub(super) trait OutputSink: Clone + Send + Sync + 'static {
+    /// Takes `bytes`, or says why not (the guest's write then traps).
+    fn push(&self, bytes: &[u8]) -> Result<(), String>;
+
+    /// How much may be written next, or why nothing may.
+    fn permit(&self) -> Result<usize, String>;
+}
+
+/// A guest's output stream (stdout or stderr) writing to a sink.
+#[derive(Clone)]
+pub(super) struct Out<S>(pub(super) S);
+
+impl<S: OutputSink> IsTerminal for Out<S> {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for Capture {
+impl<S: OutputSink> StdoutStream for Out<S> {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(self.clone())
     }
@@ -88,11 +113,14 @@ impl StdoutStream for Capture {
     }
 }
 
+fn trap(why: String) -> StreamError {
+    StreamError::Trap(wasmtime::format_err!("{why}"))
+}
+
 #[wasmtime_wasi::async_trait]
-impl OutputStream for Capture {
+impl<S: OutputSink> OutputStream for Out<S> {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
-        self.push(&bytes);
-        Ok(())
+        self.0.push(&bytes).map_err(trap)
     }
 
     fn flush(&mut self) -> StreamResult<()> {
@@ -100,23 +128,23 @@ impl OutputStream for Capture {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(STDERR_CAP)
+        self.0.permit().map_err(trap)
     }
 }
 
 #[wasmtime_wasi::async_trait]
-impl Pollable for Capture {
+impl<S: OutputSink> Pollable for Out<S> {
     async fn ready(&mut self) {}
 }
 
-impl AsyncWrite for Capture {
+impl<S: OutputSink> AsyncWrite for Out<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.push(buf);
-        Poll::Ready(Ok(buf.len()))
+        let pushed = self.0.push(buf).map_err(std::io::Error::other);
+        Poll::Ready(pushed.map(|()| buf.len()))
     }
 
     fn poll_flush(

@@ -55,8 +55,8 @@ impl Sandbox {
             Stdin::Bytes(b) => wasi.stdin(MemoryInputPipe::new(b)),
             Stdin::File(f) => wasi.stdin(FileStdin::new(f)),
         };
-        wasi.stdout(stdout.clone())
-            .stderr(stderr.clone())
+        wasi.stdout(Out(stdout.clone()))
+            .stderr(Out(stderr.clone()))
             .args(&argv);
         grant(&mut wasi, &limits.grants).map_err(|m| task_error(key, ErrorKind::Input, m))?;
         // The exit status, or the error that ended the program otherwise.

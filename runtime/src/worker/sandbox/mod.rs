@@ -42,8 +42,8 @@ mod stdin;
 mod stdout;
 
 pub use actor::ActorInstance;
-use capture::Capture;
 pub use capture::Captured;
+use capture::{Capture, Out};
 use command::command_input;
 use errors::*;
 
@@ -407,8 +407,8 @@ impl Sandbox {
         };
         let stderr = limits.output.stderr.clone();
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stderr(stderr.clone())
-            .stdout(limits.output.stdout.clone());
+        wasi.stderr(Out(stderr.clone()))
+            .stdout(Out(limits.output.stdout.clone()));
         grant(&mut wasi, &limits.grants).map_err(|m| err(ErrorKind::Input, m))?;
         let mut host = self.host(wasi.build(), key, link);
         host.limits = self.store_limits_under(limits.memory);
@@ -483,7 +483,7 @@ impl Sandbox {
             return Err(err(ErrorKind::Module, format!("{ctor} is not an export")));
         };
         let stderr = Capture::default();
-        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let wasi = WasiCtxBuilder::new().stderr(Out(stderr.clone())).build();
         let mut host = self.host(wasi, key, None);
         host.limits = self.store_limits_under(memory);
         let mut store = self.store(host, None);

@@ -5,6 +5,7 @@
 //! worker's store once it is over the store's memory budget. Its size is
 //! then bounded by the spill directory's disk, not by memory.
 
+use super::capture::OutputSink;
 use super::*;
 use crate::worker::store::{ResultStore, SpillFile};
 
@@ -158,80 +159,25 @@ fn header(len: u64) -> [u8; HEADER] {
 }
 
 impl Failure {
-    fn trap(&self) -> wasmtime_wasi::p2::StreamError {
-        let why = match self {
+    fn message(&self) -> String {
+        match self {
             Failure::OverCap => "stdout is full".to_string(),
             Failure::Refused(m) => m.clone(),
-        };
-        wasmtime_wasi::p2::StreamError::Trap(wasmtime::format_err!("{why}"))
-    }
-}
-
-impl IsTerminal for Stdout {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for Stdout {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-
-    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
+        }
     }
 }
 
 // Writing to the spill file blocks the async thread for as long as the page
 // cache takes a megabyte: the guest is waiting on this write anyway.
-#[wasmtime_wasi::async_trait]
-impl OutputStream for Stdout {
-    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
-        self.push(&bytes).map_err(|f| f.trap())
+impl OutputSink for Stdout {
+    fn push(&self, bytes: &[u8]) -> Result<(), String> {
+        Stdout::push(self, bytes).map_err(|f| f.message())
     }
 
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> StreamResult<usize> {
+    fn permit(&self) -> Result<usize, String> {
         match &self.lock().failed {
-            Some(f) => Err(f.trap()),
+            Some(f) => Err(f.message()),
             None => Ok(FILE_BUFFER),
         }
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for Stdout {
-    async fn ready(&mut self) {}
-}
-
-impl AsyncWrite for Stdout {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let pushed = self.push(buf).map_err(|f| match f {
-            Failure::OverCap => std::io::Error::other("stdout is full"),
-            Failure::Refused(m) => std::io::Error::other(m),
-        });
-        Poll::Ready(pushed.map(|()| buf.len()))
-    }
-
-    fn poll_flush(
-        self: Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
     }
 }
