@@ -181,6 +181,11 @@ fn a_scattered_value_over_a_workers_memory_budget_never_sits_in_its_memory() {
 }
 
 fn run_measured(c: &Cluster, args: &[&str]) -> (Vec<u8>, u64) {
+    run_measured_from(c, args, std::process::Stdio::null())
+}
+
+/// [`run_measured`] with `stdin`.
+fn run_measured_from(c: &Cluster, args: &[&str], stdin: std::process::Stdio) -> (Vec<u8>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let (out, peak) = (dir.path().join("out"), dir.path().join("peak"));
     let dtask = c.cmd();
@@ -197,6 +202,7 @@ fn run_measured(c: &Cluster, args: &[&str]) -> (Vec<u8>, u64) {
     }
     let status = timed
         .args(args)
+        .stdin(stdin)
         .stdout(std::fs::File::create(&out).unwrap())
         .status()
         .expect("GNU time (/usr/bin/time, Debian's `time`; .ci/run installs it)");
@@ -252,14 +258,30 @@ fn scattering_a_file_reads_it_a_range_at_a_time_never_whole() {
         raw_bytes(&c, &key) == data,
         "the scattered file came back different"
     );
-    // The same bytes from stdin (read whole) name the same key.
-    let from_stdin = c
+    // Stdin redirected from the file is read the same way, to the same key.
+    let stdin = std::fs::File::open(&path).unwrap().into();
+    let (out, peak) = run_measured_from(&c, &["scatter"], stdin);
+    assert_eq!(String::from_utf8(out).unwrap().trim(), key);
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB scattering 64 MiB from a redirected stdin"
+    );
+    // Through a pipe it is read whole as it comes: the same key.
+    let mut piped = c
         .cmd()
         .arg("scatter")
-        .stdin(std::fs::File::open(&path).unwrap())
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(stdout(&from_stdin).trim(), key);
+    let mut writer = piped.stdin.take().unwrap();
+    let feed = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&data).unwrap();
+    });
+    let out = piped.wait_with_output().unwrap();
+    feed.join().unwrap();
+    assert_eq!(stdout(&out).trim(), key);
 }
 
 #[test]

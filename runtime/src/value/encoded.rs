@@ -19,12 +19,15 @@ pub enum Encoded {
     File(EncodedFile),
 }
 
-/// A file's bytes as a byte string: the encoding's header, then the file.
+/// A file's bytes (from an offset on) as a byte string: the encoding's
+/// header, then the file.
 #[derive(Clone, Debug)]
 pub struct EncodedFile {
     file: Arc<std::fs::File>,
     name: String,
     header: Bytes,
+    /// Where its bytes start in the file.
+    start: u64,
     len: u64,
 }
 
@@ -32,7 +35,26 @@ impl EncodedFile {
     /// Opens `path` to be sent as the byte string of its bytes.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
+        Self::from_file(file, 0, path.display().to_string())
+    }
+
+    /// The bytes of the regular file open as stdin, from its current
+    /// position (`dtask scatter < FILE`); `None` if stdin is not a regular
+    /// file (a pipe, a terminal), which can only be read once, as it comes.
+    pub fn stdin() -> Option<std::io::Result<Self>> {
+        use std::io::Seek;
+        use std::os::fd::AsFd;
+        let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+        let mut file = std::fs::File::from(fd);
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let start = file.stream_position().ok()?;
+        Some(Self::from_file(file, start, "stdin".into()))
+    }
+
+    fn from_file(file: std::fs::File, start: u64, name: String) -> std::io::Result<Self> {
+        let len = file.metadata()?.len().saturating_sub(start);
         if len > u32::MAX as u64 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -55,8 +77,9 @@ impl EncodedFile {
         };
         Ok(Self {
             file: Arc::new(file),
-            name: path.display().to_string(),
+            name,
             header,
+            start,
             len,
         })
     }
@@ -94,7 +117,7 @@ impl Encoded {
             out[..from_header]
                 .copy_from_slice(&f.header[offset as usize..offset as usize + from_header]);
         }
-        let at = (offset + from_header as u64) - head;
+        let at = f.start + (offset + from_header as u64) - head;
         f.file
             .read_exact_at(&mut out[from_header..], at)
             .map_err(|e| {
@@ -171,6 +194,20 @@ mod tests {
             assert_eq!(file.data_key().unwrap(), want, "{n}");
             assert_eq!(memory.data_key().unwrap(), want, "{n}");
         }
+    }
+
+    #[test]
+    fn a_file_read_from_where_it_stands_sends_the_bytes_after_that() {
+        // As stdin redirected from a file someone already read part of.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.bin");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let rest = Encoded::File(EncodedFile::from_file(file, 1_000, "stdin".into()).unwrap());
+        let want = Encoded::Memory(encode_binary(&data[1_000..]));
+        assert_eq!(rest.bytes().unwrap(), want.bytes().unwrap());
+        assert_eq!(rest.data_key().unwrap(), want.data_key().unwrap());
     }
 
     #[test]
