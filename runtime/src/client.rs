@@ -578,25 +578,15 @@ impl Client {
         let total: u64 = values.iter().map(Encoded::len).sum();
         let mut keyed = Vec::with_capacity(values.len());
         for value in values {
-            let key = match &value {
-                Encoded::Memory(bytes) => key::pure_key("", "data", &[Arg::Value(bytes.clone())]),
-                Encoded::File(_) => {
-                    let value = value.clone();
-                    tokio::task::spawn_blocking(move || value.data_key())
-                        .await
-                        .map_err(|e| ClientError::Invalid(e.to_string()))?
-                        .map_err(unreadable)?
-                }
-            };
-            keyed.push((key, value));
+            let key = value.off_thread(Encoded::data_key).await;
+            keyed.push((key.map_err(unreadable)?, value));
         }
         let keys: Vec<String> = keyed.iter().map(|(k, _)| k.clone()).collect();
         let reply = if total <= peer::CHUNK {
-            let values = keyed
-                .into_iter()
-                .map(|(k, v)| Ok((k, v.bytes()?)))
-                .collect::<Result<_, std::io::Error>>()
-                .map_err(unreadable)?;
+            let mut values = Vec::with_capacity(keyed.len());
+            for (k, v) in keyed {
+                values.push((k, v.off_thread(Encoded::bytes).await.map_err(unreadable)?));
+            }
             self.request(|id| ToScheduler::Scatter {
                 id,
                 values,

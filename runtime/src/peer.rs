@@ -392,16 +392,10 @@ pub async fn put(addr: &str, token: &str, key: &str, value: &Encoded) -> Result<
     loop {
         while sent < total && asked - answered <= IN_FLIGHT || (total == 0 && asked == 0) {
             let end = (sent + CHUNK).min(total);
-            let bytes = match value {
-                Encoded::Memory(b) => b.slice(sent as usize..end as usize),
-                Encoded::File(_) => {
-                    let value = value.clone();
-                    tokio::task::spawn_blocking(move || value.range(sent, end - sent))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?
-                }
-            };
+            let bytes = value
+                .off_thread(move |v| v.range(sent, end - sent))
+                .await
+                .map_err(|e| e.to_string())?;
             asked += 1;
             tx.send(ToPeer::Put {
                 id: asked,

@@ -2,7 +2,6 @@
 //! file's bytes as a byte string, encoded as they are read, so scattering
 //! a file costs a range of memory at a time rather than the file.
 
-use super::human_bytes;
 use bytes::Bytes;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,16 +18,64 @@ pub enum Encoded {
     File(EncodedFile),
 }
 
+/// A byte range of an open file (a spilled byte string's payload, a file
+/// being scattered). The file stays readable while this is held, even if
+/// it is removed meanwhile.
+#[derive(Clone, Debug)]
+pub struct FileBytes {
+    file: Arc<std::fs::File>,
+    start: u64,
+    len: u64,
+}
+
+impl FileBytes {
+    /// The `len` bytes of `file` from `start`.
+    pub fn new(file: std::fs::File, start: u64, len: u64) -> Self {
+        Self {
+            file: Arc::new(file),
+            start,
+            len,
+        }
+    }
+
+    /// Its length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fills `buf` from `offset`. Blocking.
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, self.start + offset)
+    }
+
+    /// Up to `max` bytes from `offset` (fewer at its end, none past it).
+    /// Blocking.
+    pub fn read_at(&self, offset: u64, max: usize) -> std::io::Result<Bytes> {
+        let n = self.len.saturating_sub(offset).min(max as u64) as usize;
+        let mut buf = vec![0; n];
+        self.read_into(offset, &mut buf)?;
+        Ok(buf.into())
+    }
+
+    /// All of it. Blocking.
+    pub fn read_all(&self) -> std::io::Result<Bytes> {
+        self.read_at(0, self.len as usize)
+    }
+}
+
 /// A file's bytes (from an offset on) as a byte string: the encoding's
 /// header, then the file.
 #[derive(Clone, Debug)]
 pub struct EncodedFile {
-    file: Arc<std::fs::File>,
     name: String,
     header: Bytes,
-    /// Where its bytes start in the file.
-    start: u64,
-    len: u64,
+    bytes: FileBytes,
 }
 
 impl EncodedFile {
@@ -55,32 +102,12 @@ impl EncodedFile {
 
     fn from_file(file: std::fs::File, start: u64, name: String) -> std::io::Result<Self> {
         let len = file.metadata()?.len().saturating_sub(start);
-        if len > u32::MAX as u64 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} is more than a value can hold (4 GiB)", human_bytes(len)),
-            ));
-        }
-        // The header `encode_binary` gives bytes of this length.
-        let header = match len {
-            n if n < 1 << 8 => Bytes::from(vec![0xc4, n as u8]),
-            n if n < 1 << 16 => {
-                let mut h = vec![0xc5];
-                h.extend_from_slice(&(n as u16).to_be_bytes());
-                h.into()
-            }
-            n => {
-                let mut h = vec![0xc6];
-                h.extend_from_slice(&(n as u32).to_be_bytes());
-                h.into()
-            }
-        };
+        let mut header = Vec::with_capacity(super::BIN32_ROOM);
+        super::push_binary_header(&mut header, super::fits_in_a_value(len)?);
         Ok(Self {
-            file: Arc::new(file),
             name,
-            header,
-            start,
-            len,
+            header: header.into(),
+            bytes: FileBytes::new(file, start, len),
         })
     }
 }
@@ -90,7 +117,7 @@ impl Encoded {
     pub fn len(&self) -> u64 {
         match self {
             Encoded::Memory(b) => b.len() as u64,
-            Encoded::File(f) => f.header.len() as u64 + f.len,
+            Encoded::File(f) => f.header.len() as u64 + f.bytes.len(),
         }
     }
 
@@ -109,7 +136,6 @@ impl Encoded {
             Encoded::Memory(b) => return Ok(b.slice(offset as usize..end as usize)),
             Encoded::File(f) => f,
         };
-        use std::os::unix::fs::FileExt;
         let mut out = vec![0; (end - offset) as usize];
         let head = f.header.len() as u64;
         let from_header = head.saturating_sub(offset).min(end - offset) as usize;
@@ -117,9 +143,9 @@ impl Encoded {
             out[..from_header]
                 .copy_from_slice(&f.header[offset as usize..offset as usize + from_header]);
         }
-        let at = f.start + (offset + from_header as u64) - head;
-        f.file
-            .read_exact_at(&mut out[from_header..], at)
+        let at = (offset + from_header as u64) - head;
+        f.bytes
+            .read_into(at, &mut out[from_header..])
             .map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
@@ -130,6 +156,23 @@ impl Encoded {
                 )
             })?;
         Ok(out.into())
+    }
+
+    /// `work` on this encoding without blocking an async thread: at once
+    /// for one in memory, on a blocking thread for a file.
+    pub async fn off_thread<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Encoded) -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        match self {
+            Encoded::Memory(_) => work(self),
+            Encoded::File(_) => {
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || work(&this))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+        }
     }
 
     /// The whole encoding in memory. Blocking for a file.

@@ -37,7 +37,7 @@ mod wit;
 mod words;
 
 pub use describe::*;
-pub use encoded::{Encoded, EncodedFile};
+pub use encoded::{Encoded, EncodedFile, FileBytes};
 pub use json::*;
 pub use msgpack::*;
 pub use wit::*;

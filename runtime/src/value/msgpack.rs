@@ -77,7 +77,15 @@ pub fn payload_bytes(v: &Value) -> usize {
 /// `Value::Binary` gives), built with one copy of `b`.
 pub fn encode_binary(b: &[u8]) -> bytes::Bytes {
     let mut out = huge::buffer(b.len() as u64 + 5).unwrap_or_default();
-    match b.len() {
+    push_binary_header(&mut out, b.len() as u32);
+    out.extend_from_slice(b);
+    out.into()
+}
+
+/// Appends the header [`encode_binary`] gives a byte string of `len` bytes
+/// (the shortest).
+pub fn push_binary_header(out: &mut Vec<u8>, len: u32) {
+    match len {
         n if n < 1 << 8 => out.extend_from_slice(&[0xc4, n as u8]),
         n if n < 1 << 16 => {
             out.push(0xc5);
@@ -85,11 +93,45 @@ pub fn encode_binary(b: &[u8]) -> bytes::Bytes {
         }
         n => {
             out.push(0xc6);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
+            out.extend_from_slice(&n.to_be_bytes());
         }
     }
-    out.extend_from_slice(b);
-    out.into()
+}
+
+/// Room for a `bin 32` header, the one a byte string of 64 KiB or more
+/// takes: a buffer that starts with this much room and goes on with a
+/// byte string becomes its encoding with [`finish_binary`].
+pub const BIN32_ROOM: usize = 5;
+
+/// The `bin 32` header of a byte string of `len` bytes.
+pub fn bin32_header(len: u32) -> [u8; BIN32_ROOM] {
+    let mut h = [0xc6, 0, 0, 0, 0];
+    h[1..].copy_from_slice(&len.to_be_bytes());
+    h
+}
+
+/// `buf`, [`BIN32_ROOM`] bytes of room and then a byte string, made that
+/// byte string's encoding as [`encode_binary`] gives it: the header filled
+/// in place, or, under 64 KiB (where the header is shorter), encoded again
+/// (a small copy). Over 4 GiB it is an error.
+pub fn finish_binary(mut buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let n = (buf.len() - BIN32_ROOM) as u64;
+    let n = fits_in_a_value(n)?;
+    if n < 1 << 16 {
+        return Ok(encode_binary(&buf[BIN32_ROOM..]).to_vec());
+    }
+    buf[..BIN32_ROOM].copy_from_slice(&bin32_header(n));
+    Ok(buf)
+}
+
+/// `len` as the length of a byte string, or why no value holds it.
+pub fn fits_in_a_value(len: u64) -> std::io::Result<u32> {
+    u32::try_from(len).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is more than a value can hold (4 GiB)", human_bytes(len)),
+        )
+    })
 }
 
 /// Reads all of `r` as the MessagePack encoding of one byte string (as
@@ -97,30 +139,11 @@ pub fn encode_binary(b: &[u8]) -> bytes::Bytes {
 /// encoding's own buffer: one copy where reading and then encoding took
 /// two. `expected` sizes the buffer (a file's length; 0 when unknown).
 pub fn read_binary(r: &mut impl std::io::Read, expected: u64) -> std::io::Result<Vec<u8>> {
-    /// Room for a `bin 32` header, the one a byte string of 64 KiB or more
-    /// takes.
-    const HEADER: usize = 5;
-    let mut out =
-        huge::buffer(expected.saturating_add(HEADER as u64 + 1)).map_err(std::io::Error::other)?;
-    out.resize(HEADER, 0);
+    let room = BIN32_ROOM as u64 + 1;
+    let mut out = huge::buffer(expected.saturating_add(room)).map_err(std::io::Error::other)?;
+    out.resize(BIN32_ROOM, 0);
     r.read_to_end(&mut out)?;
-    let n = out.len() - HEADER;
-    match u32::try_from(n) {
-        Ok(n32) if n >= 1 << 16 => {
-            out[0] = 0xc6;
-            out[1..HEADER].copy_from_slice(&n32.to_be_bytes());
-            Ok(out)
-        }
-        // Smaller ones take a shorter header: encoded again, a small copy.
-        Ok(_) => Ok(encode_binary(&out[HEADER..]).to_vec()),
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "{} is more than a value can hold (4 GiB)",
-                human_bytes(n as u64)
-            ),
-        )),
-    }
+    finish_binary(out)
 }
 
 /// What the first bytes of a value's MessagePack encoding say about it,

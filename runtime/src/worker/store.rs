@@ -7,7 +7,7 @@
 //! nothing already held is ever dropped to make room.
 
 use crate::protocol::{INLINE_RESULT_LIMIT, Located};
-use crate::value::human_bytes;
+use crate::value::{FileBytes, human_bytes};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -466,11 +466,7 @@ impl ResultStore {
                 at,
                 len,
                 text: false,
-            } if at as u64 + len == size => Some(FileBytes {
-                file: std::sync::Arc::new(file),
-                start: at as u64,
-                len,
-            }),
+            } if at as u64 + len == size => Some(FileBytes::new(file, at as u64, len)),
             _ => None,
         }
     }
@@ -524,55 +520,10 @@ impl Drop for ResultStore {
     }
 }
 
-/// A byte range of an open file: the payload of a byte string held in a
-/// spill file. The file stays readable while this is held, even if its
-/// result is freed meanwhile.
-#[derive(Clone)]
-pub struct FileBytes {
-    file: std::sync::Arc<std::fs::File>,
-    start: u64,
-    len: u64,
-}
-
-impl std::fmt::Debug for FileBytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileBytes")
-            .field("start", &self.start)
-            .field("len", &self.len)
-            .finish_non_exhaustive()
-    }
-}
-
-impl FileBytes {
-    /// Its length.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Up to `max` bytes from `offset` (fewer at its end, none past it).
-    /// Blocking.
-    pub fn read_at(&self, offset: u64, max: usize) -> std::io::Result<Bytes> {
-        use std::os::unix::fs::FileExt;
-        let n = self.len.saturating_sub(offset).min(max as u64) as usize;
-        let mut buf = vec![0; n];
-        self.file.read_exact_at(&mut buf, self.start + offset)?;
-        Ok(buf.into())
-    }
-
-    /// All of it. Blocking.
-    pub fn read_all(&self) -> std::io::Result<Bytes> {
-        self.read_at(0, self.len as usize)
-    }
-}
-
 /// A value being written to a spill file as it arrives, for a value too big
 /// for the memory budget: [`ResultStore::adopt`] keeps it once complete;
 /// dropped before that, the file is removed.
+#[derive(Debug)]
 pub struct SpillFile {
     file: u64,
     path: PathBuf,
@@ -590,15 +541,6 @@ impl SpillFile {
             .map_err(|e| store.cannot_spill(bytes.len(), &e))?;
         self.written += bytes.len() as u64;
         Ok(())
-    }
-}
-
-impl std::fmt::Debug for SpillFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpillFile")
-            .field("path", &self.path)
-            .field("written", &self.written)
-            .finish_non_exhaustive()
     }
 }
 

@@ -67,7 +67,7 @@ pub enum TaskArg {
     Bytes(bytes::Bytes),
     /// A byte string held in a spill file, for a command's stdin to read
     /// as it goes.
-    File(crate::worker::store::FileBytes),
+    File(crate::value::FileBytes),
 }
 
 impl TaskArg {

@@ -3,7 +3,7 @@
 //! worker's memory budget costs the worker a range of memory, not the value.
 
 use super::*;
-use crate::worker::store::FileBytes;
+use crate::value::FileBytes;
 
 /// How much is read from the file at a time.
 const RANGE: usize = 1 << 20;

@@ -9,9 +9,6 @@ use super::capture::OutputSink;
 use super::*;
 use crate::worker::store::{ResultStore, SpillFile};
 
-/// The MessagePack header of a byte string of up to 4 GiB: `bin32`.
-const HEADER: usize = 5;
-
 /// Bytes gathered in memory before each write to the spill file, so a
 /// program writing a line at a time does not cost a system call per line.
 const FILE_BUFFER: usize = 1 << 20;
@@ -23,7 +20,7 @@ pub(super) struct Stdout(Arc<Mutex<Sink>>);
 struct Sink {
     /// The header's room, then what is not yet in the file (all of it while
     /// there is no file).
-    buf: bytes::BytesMut,
+    buf: Vec<u8>,
     /// Stdout bytes written so far.
     written: u64,
     /// The spill file, once over the memory budget.
@@ -57,8 +54,7 @@ impl Stdout {
     /// A sink holding up to `cap` bytes in memory and, with `spill`, going
     /// on to a spill file past its memory budget.
     pub(super) fn new(cap: usize, spill: Option<Arc<ResultStore>>) -> Self {
-        let mut buf = bytes::BytesMut::new();
-        buf.extend_from_slice(&[0; HEADER]);
+        let buf = vec![0; value::BIN32_ROOM];
         Self(Arc::new(Mutex::new(Sink {
             buf,
             written: 0,
@@ -83,7 +79,7 @@ impl Stdout {
         if let Err(f) = &pushed {
             sink.failed = Some(f.clone());
             // What was written is of no use now: memory and disk go back.
-            sink.buf = bytes::BytesMut::new();
+            sink.buf = Vec::new();
             sink.file = None;
         }
         pushed
@@ -95,19 +91,15 @@ impl Stdout {
         if let Some(f) = sink.failed.take() {
             return Err(f);
         }
-        let len = sink.written;
-        let header = header(len);
-        let mut buf = std::mem::take(&mut sink.buf);
+        let buf = std::mem::take(&mut sink.buf);
+        let refused = |e: std::io::Error| Failure::Refused(e.to_string());
         match sink.file.take() {
-            None if len < 1 << 16 => {
-                // Small: its minimal encoding costs a copy of little.
-                Ok(Taken::Memory(value::encode_binary(&buf[HEADER..])))
-            }
-            None => {
-                buf[..HEADER].copy_from_slice(&header);
-                Ok(Taken::Memory(buf.freeze()))
-            }
+            None => Ok(Taken::Memory(
+                value::finish_binary(buf).map_err(refused)?.into(),
+            )),
             Some(mut file) => {
+                // Under 4 GiB: `push` saw to that.
+                let header = value::bin32_header(sink.written as u32);
                 let store = sink.spill.clone().expect("a spill file has a store");
                 file.write(&store, &buf)
                     .and_then(|()| file.rewrite_start(&store, &header))
@@ -149,13 +141,6 @@ impl Sink {
         }
         Ok(())
     }
-}
-
-/// The `bin32` header of a byte string of `len` bytes.
-fn header(len: u64) -> [u8; HEADER] {
-    let mut h = [0xc6, 0, 0, 0, 0];
-    h[1..].copy_from_slice(&(len as u32).to_be_bytes());
-    h
 }
 
 impl Failure {
