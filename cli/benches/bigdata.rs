@@ -10,7 +10,8 @@
 //! same cluster shape, measured in this run (`cli/benches/dask_bigdata.py`;
 //! skipped without Dask). Before Dask: spilling, and a subscriber that
 //! reads nothing while 200,000 messages are published to it.
-//! `BIG_MB` changes the size.
+//! `BIG_MB` changes the size; `BIG_ONLY=in-worker` runs the conversion
+//! alone.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -39,6 +40,10 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(100);
     let size = mb * 1_000_000;
+    if std::env::var("BIG_ONLY").as_deref() == Ok("in-worker") {
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 + i / 7) as u8).collect();
+        return in_worker(&data);
+    }
     let c = Cluster::start(2, 1);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data.bin");
