@@ -369,6 +369,80 @@ fn a_wasi_command_reads_a_spilled_stdin_from_disk_as_it_goes() {
 }
 
 #[test]
+fn a_wasi_command_streams_a_stdin_held_on_another_worker_to_disk_and_reads_it_there() {
+    // Two workers with 8 MiB budgets: 160 MiB scattered to the first, read
+    // as stdin by commands pinned to the second, which streams it from the
+    // first into its spill directory instead of loading it whole. (Ranges
+    // in flight and freed buffers the allocator has not yet reused come to
+    // 50-90 MiB at the peak, whatever the value's size.)
+    let c = Cluster::start_with(2, 1, &["--memory-budget", "8MiB"]);
+    let addresses: Vec<String> = c
+        .ok(&["workers", "--json"])
+        .lines()
+        .map(|l| {
+            let w: serde_json::Value = serde_json::from_str(l).unwrap();
+            w["address"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let [holder, runner] = &addresses[..] else {
+        panic!("two workers, not {addresses:?}");
+    };
+    let data = random_bytes(160 << 20, 0x5d2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.bin");
+    std::fs::write(&path, &data).unwrap();
+    let key = c.ok(&["scatter", "--workers", holder, path.to_str().unwrap()]);
+    let pids = worker_pids(c.pid());
+    let before: Vec<u64> = pids
+        .iter()
+        .map(|p| {
+            std::fs::write(format!("/proc/{p}/clear_refs"), "5").unwrap();
+            rss(*p).0
+        })
+        .collect();
+    let wc = c.ok(&[
+        "submit",
+        "--workers",
+        runner,
+        dtask_guests::WC_WASM,
+        "_start",
+        "-c",
+        &format!("<@{key}"),
+    ]);
+    assert_eq!(c.ok(&["gather", "-r", &wc]).trim(), data.len().to_string());
+    for (pid, before) in pids.iter().zip(before) {
+        let (_, peak) = rss(*pid);
+        assert!(
+            peak < before + (112 << 20),
+            "worker {pid} went from {} MiB to a peak of {} MiB for wc of a 160 MiB stdin held on another worker",
+            before >> 20,
+            peak >> 20
+        );
+    }
+    let cat = c.ok(&[
+        "submit",
+        "--workers",
+        runner,
+        dtask_guests::CAT_WASM,
+        "_start",
+        &format!("<@{key}"),
+    ]);
+    assert!(
+        raw_bytes(&c, &cat) == data,
+        "cat of a stdin streamed from another worker is not exact"
+    );
+    // The streamed copies went with their tasks: what stays on disk is the
+    // scattered value and cat's result.
+    let mut on_disk = 0;
+    for worker in std::fs::read_dir(c.state.path().join("spill")).unwrap() {
+        for file in std::fs::read_dir(worker.unwrap().path()).unwrap() {
+            on_disk += file.unwrap().metadata().unwrap().len();
+        }
+    }
+    assert!(on_disk < 2 * (160 << 20) + (1 << 20), "{on_disk} bytes spilled");
+}
+
+#[test]
 fn a_worker_told_to_keep_task_memory_keeps_it_mapped_for_the_next_task() {
     // The default gives a finished task's memory back (chaos.rs checks a
     // worker's idle RSS stays under 100 MiB after 200 MiB tasks); told to

@@ -443,12 +443,15 @@ pub async fn fetch(addrs: &[String], token: &str, key: &str, nbytes: u64) -> Res
     if nbytes > CHUNK {
         let mut buf: Vec<u8> = Vec::new();
         return match stream(addrs, token, key, |total, chunk| {
-            if buf.capacity() == 0 {
-                // The holder's length, not the caller's, sizes the buffer.
-                buf = crate::value::huge::buffer(total)?;
-            }
-            buf.extend_from_slice(chunk);
-            Ok(())
+            let mut take = || {
+                if buf.capacity() == 0 {
+                    // The holder's length, not the caller's, sizes the buffer.
+                    buf = crate::value::huge::buffer(total)?;
+                }
+                buf.extend_from_slice(&chunk);
+                Ok(())
+            };
+            std::future::ready(take())
         })
         .await
         {
@@ -478,16 +481,19 @@ pub enum StreamError {
 
 /// Reads the encoded result `key` from the first of `addrs` that holds it,
 /// in ranges of [`CHUNK`] bytes with a few asked for ahead, handing each to
-/// `each` in order with the result's whole length. No more than a few
-/// ranges are ever buffered, so a caller writing them out never holds the
-/// value. A worker lost midway is left for the next of `addrs` from where
-/// it stopped.
-pub async fn stream(
+/// `each` in order with the result's whole length, and waiting for each
+/// before the next. No more than a few ranges are ever buffered, so a
+/// caller writing them out never holds the value. A worker lost midway is
+/// left for the next of `addrs` from where it stopped.
+pub async fn stream<F>(
     addrs: &[String],
     token: &str,
     key: &str,
-    mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
-) -> Result<(), StreamError> {
+    mut each: impl FnMut(u64, Bytes) -> F,
+) -> Result<(), StreamError>
+where
+    F: Future<Output = Result<(), String>>,
+{
     let mut read = Progress::default();
     let mut last = format!("no worker holds {key}");
     for addr in addrs {
@@ -512,12 +518,12 @@ struct Progress {
 
 /// Streams from one worker, from `read.done` on; `Ok(false)` if it does not
 /// hold the result.
-async fn stream_from(
+async fn stream_from<F: Future<Output = Result<(), String>>>(
     addr: &str,
     token: &str,
     key: &str,
     read: &mut Progress,
-    each: &mut impl FnMut(u64, &[u8]) -> Result<(), String>,
+    each: &mut impl FnMut(u64, Bytes) -> F,
 ) -> Result<bool, StreamError> {
     let source = StreamError::Source;
     let (tx, mut rx) = connect(addr, token).await.map_err(source)?;
@@ -570,10 +576,10 @@ async fn stream_from(
             )));
         }
         read.total = Some(total);
-        if !bytes.is_empty() {
-            each(total, &bytes).map_err(StreamError::Sink)?;
-        }
         read.done += bytes.len() as u64;
+        if !bytes.is_empty() {
+            each(total, bytes).await.map_err(StreamError::Sink)?;
+        }
         if read.done >= total {
             return Ok(true);
         }

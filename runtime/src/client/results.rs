@@ -247,7 +247,9 @@ impl Client {
         if let Some(b) = &at.inline {
             return each(b.len() as u64, b).map_err(ClientError::Invalid);
         }
-        peer::stream(&at.who_has, &self.inner.peer_token, key, each)
+        peer::stream(&at.who_has, &self.inner.peer_token, key, |total, b| {
+            std::future::ready(each(total, &b))
+        })
             .await
             .map_err(|e| match e {
                 peer::StreamError::Source(reason) => ClientError::Data {

@@ -2,6 +2,8 @@
 //! inputs fetched, its result kept or reported), or an actor.
 
 use super::*;
+use crate::value::FileBytes;
+use crate::worker::store::SpillFile;
 
 /// Keeps a result (it may spill to disk: blocking), returning how it is
 /// reported, or the memory error that refuses it.
@@ -114,23 +116,20 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
         .await
         .map_err(|m| err(ErrorKind::Module, m))?;
     let mut args = Vec::with_capacity(task.args.len());
-    // A command's stdin held in this worker's spill directory is read from
-    // there as the program asks for it, not loaded whole.
     let command = ready.module.kind().is_command();
     for (i, arg) in task.args.iter().enumerate() {
-        if command
-            && i == 0
-            && let RunArg::Dep { key, at } = arg
-            && at.inline.is_none()
-            && let Some(spilled) = shared.results.spilled_bytes(key)
-        {
-            args.push(TaskArg::File(spilled));
-            continue;
-        }
         let bytes = match arg {
             RunArg::Value(b) => b.clone(),
             RunArg::Dep { key, at } => match &at.inline {
                 Some(b) => b.clone(),
+                None if command && i == 0 => match command_stdin(shared, key, at).await {
+                    Ok(Stdin::File(file)) => {
+                        args.push(TaskArg::File(file));
+                        continue;
+                    }
+                    Ok(Stdin::Encoded(b)) => b,
+                    Err(m) => return Err(err(ErrorKind::Lost, m)),
+                },
                 None => dependency(shared, key, at)
                     .await
                     .map_err(|m| err(ErrorKind::Lost, m))?,
@@ -271,6 +270,73 @@ pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
         });
     }
     tracing::debug!("actor {key} dropped");
+}
+
+/// Where a command's stdin comes from.
+enum Stdin {
+    /// A byte string's or string's bytes, read from a file as the program
+    /// asks for them.
+    File(FileBytes),
+    /// An encoded value, whole in memory.
+    Encoded(Bytes),
+}
+
+/// A command's stdin that is another task's result `key`. A byte string or
+/// string spilled here is read from its spill file; one held elsewhere and
+/// over this worker's memory budget is streamed from its holder into a
+/// spill file first (removed when the task ends), so the worker never holds
+/// it whole. Anything else arrives whole, as any argument does.
+async fn command_stdin(shared: &Shared, key: &str, at: &Located) -> Result<Stdin, String> {
+    if let Some(spilled) = shared.results.spilled_bytes(key) {
+        return Ok(Stdin::File(spilled));
+    }
+    if !shared.results.over_budget(at.nbytes) || shared.results.holds(key) {
+        return dependency(shared, key, at).await.map(Stdin::Encoded);
+    }
+    let spill = fetch_to_disk(shared, key, at).await?;
+    let read = tokio::task::spawn_blocking(move || match spill.into_payload() {
+        Ok(Ok(file)) => Ok(Stdin::File(file)),
+        Ok(Err(other)) => other.read().map(|b| Stdin::Encoded(b.into())),
+        Err(e) => Err(e),
+    });
+    read.await
+        .map_err(|e| format!("reading {key} back from disk failed: {e}"))?
+        .map_err(|e| format!("reading {key} back from disk failed: {e}"))
+}
+
+/// Streams `key` from the workers holding it into a new spill file, range
+/// by range (written off the async threads), never whole in memory.
+async fn fetch_to_disk(shared: &Shared, key: &str, at: &Located) -> Result<SpillFile, String> {
+    let mut spill = shared.results.spill_file()?;
+    let store = shared.results.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let writer = tokio::task::spawn_blocking(move || {
+        while let Some(range) = rx.blocking_recv() {
+            spill.write(&store, &range)?;
+        }
+        Ok::<_, String>(spill)
+    });
+    let token = shared.options.token.expose();
+    let streamed = peer::stream(&at.who_has, token, key, |_, range| {
+        let tx = tx.clone();
+        async move {
+            let stopped = "the spill file's writer stopped".to_string();
+            tx.send(range).await.map_err(|_| stopped)
+        }
+    })
+    .await;
+    drop(tx);
+    // The writer's own error (a full disk) says more than the stream's.
+    let spill = writer
+        .await
+        .map_err(|e| format!("writing {key} to disk failed: {e}"))??;
+    streamed.map_err(|e| match e {
+        peer::StreamError::Source(why) | peer::StreamError::Sink(why) => why,
+    })?;
+    use std::sync::atomic::Ordering::Relaxed;
+    shared.fetched.fetch_add(1, Relaxed);
+    shared.fetched_bytes.fetch_add(spill.len(), Relaxed);
+    Ok(spill)
 }
 
 pub(super) async fn dependency(shared: &Shared, key: &str, at: &Located) -> Result<Bytes, String> {

@@ -444,11 +444,11 @@ impl ResultStore {
         }
     }
 
-    /// The payload of the byte string held as `key`, if it is held in a
-    /// spill file (as a range of the open file); `None` if it is in memory,
-    /// absent, or not a byte string.
+    /// The payload of the byte string or string held as `key` (the bytes a
+    /// command reads as its stdin), if it is held in a spill file (as a
+    /// range of the open file); `None` if it is in memory, absent, or
+    /// another value.
     pub fn spilled_bytes(&self, key: &str) -> Option<FileBytes> {
-        use std::os::unix::fs::FileExt;
         let path = {
             let inner = self.lock();
             let held = inner.find(key)?;
@@ -457,18 +457,12 @@ impl ResultStore {
                 Place::Memory(_) => return None,
             }
         };
-        let file = std::fs::File::open(path).ok()?;
-        let size = file.metadata().ok()?.len();
-        let mut first = [0; 5];
-        let n = file.read_at(&mut first, 0).ok()?;
-        match crate::value::head(&first[..n]) {
-            crate::value::Head::Payload {
-                at,
-                len,
-                text: false,
-            } if at as u64 + len == size => Some(FileBytes::new(file, at as u64, len)),
-            _ => None,
-        }
+        payload_of(std::fs::File::open(path).ok()?)
+    }
+
+    /// Whether `key` is held here, in memory or on disk.
+    pub fn holds(&self, key: &str) -> bool {
+        self.lock().find(key).is_some()
     }
 
     /// Every result held, as reported to a scheduler (small ones inline).
@@ -559,6 +553,14 @@ impl SpillFile {
         std::fs::read(&self.path)
     }
 
+    /// The payload of the byte string or string written to it, as a range
+    /// of the file opened for reading (blocking). The file leaves the
+    /// spill directory with `self` but stays readable through the range
+    /// until that is dropped. `Ok(Err(self))` if it holds another value.
+    pub fn into_payload(self) -> std::io::Result<Result<FileBytes, SpillFile>> {
+        Ok(payload_of(std::fs::File::open(&self.path)?).ok_or(self))
+    }
+
     /// Bytes written to it.
     pub fn len(&self) -> u64 {
         self.written
@@ -575,6 +577,21 @@ impl Drop for SpillFile {
         if self.out.take().is_some() {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// The payload of the encoded byte string or string that is the whole of
+/// `file`, as a range of it; `None` for another value. Blocking.
+fn payload_of(file: std::fs::File) -> Option<FileBytes> {
+    use std::os::unix::fs::FileExt;
+    let size = file.metadata().ok()?.len();
+    let mut first = [0; 5];
+    let n = file.read_at(&mut first, 0).ok()?;
+    match crate::value::head(&first[..n]) {
+        crate::value::Head::Payload { at, len, .. } if at as u64 + len == size => {
+            Some(FileBytes::new(file, at as u64, len))
+        }
+        _ => None,
     }
 }
 
