@@ -285,6 +285,37 @@ fn scattering_a_file_reads_it_a_range_at_a_time_never_whole() {
 }
 
 #[test]
+fn a_commands_stdin_redirected_from_a_file_is_sent_a_range_at_a_time() {
+    let c = Cluster::start(1, 1);
+    let data = random_bytes(BIG, 0x57d1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.bin");
+    std::fs::write(&path, &data).unwrap();
+    let stdin = std::fs::File::open(&path).unwrap().into();
+    let (out, peak) = run_measured_from(
+        &c,
+        &["submit", dtask_guests::CAT_WASM, "_start", "<-"],
+        stdin,
+    );
+    eprintln!(
+        "submit with {} MiB of stdin: client peak RSS {peak} MiB",
+        BIG >> 20
+    );
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB submitting a command with 64 MiB of stdin from a file"
+    );
+    let cat = String::from_utf8(out).unwrap().trim().to_string();
+    assert!(
+        raw_bytes(&c, &cat) == data,
+        "cat of a redirected stdin is not exact"
+    );
+    // The client let go of the stdin it scattered: the task holds it.
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+    assert_eq!(info["held"], 1, "{info}");
+}
+
+#[test]
 fn a_wasi_command_takes_sixty_four_mib_of_stdin_and_gives_it_back_on_stdout() {
     let c = Cluster::start(1, 1);
     let data = random_bytes(BIG, 0xca7);
@@ -439,7 +470,10 @@ fn a_wasi_command_streams_a_stdin_held_on_another_worker_to_disk_and_reads_it_th
             on_disk += file.unwrap().metadata().unwrap().len();
         }
     }
-    assert!(on_disk < 2 * (160 << 20) + (1 << 20), "{on_disk} bytes spilled");
+    assert!(
+        on_disk < 2 * (160 << 20) + (1 << 20),
+        "{on_disk} bytes spilled"
+    );
 }
 
 #[test]

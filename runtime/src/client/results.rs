@@ -250,14 +250,14 @@ impl Client {
         peer::stream(&at.who_has, &self.inner.peer_token, key, |total, b| {
             std::future::ready(each(total, &b))
         })
-            .await
-            .map_err(|e| match e {
-                peer::StreamError::Source(reason) => ClientError::Data {
-                    key: key.to_string(),
-                    reason,
-                },
-                peer::StreamError::Sink(why) => ClientError::Invalid(why),
-            })
+        .await
+        .map_err(|e| match e {
+            peer::StreamError::Source(reason) => ClientError::Data {
+                key: key.to_string(),
+                reason,
+            },
+            peer::StreamError::Sink(why) => ClientError::Invalid(why),
+        })
     }
 
     /// Turns an outcome into the result value or the task's error.
