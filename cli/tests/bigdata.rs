@@ -266,22 +266,26 @@ fn scattering_a_file_reads_it_a_range_at_a_time_never_whole() {
         peak < 48,
         "the client peaked at {peak} MiB scattering 64 MiB from a redirected stdin"
     );
-    // Through a pipe it is read whole as it comes: the same key.
-    let mut piped = c
-        .cmd()
-        .arg("scatter")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut writer = piped.stdin.take().unwrap();
-    let feed = std::thread::spawn(move || {
+    // Through a pipe, past one range it goes on to a temporary file and
+    // from there: the same key, and never whole in memory either.
+    let (stdin, feeding) = piped(data);
+    let (out, peak) = run_measured_from(&c, &["scatter"], stdin);
+    feeding.join().unwrap();
+    assert_eq!(String::from_utf8(out).unwrap().trim(), key);
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB scattering 64 MiB from a pipe"
+    );
+}
+
+/// A pipe being fed `data` by a thread, for a child's stdin.
+fn piped(data: Vec<u8>) -> (std::process::Stdio, std::thread::JoinHandle<()>) {
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let feeding = std::thread::spawn(move || {
         use std::io::Write;
         writer.write_all(&data).unwrap();
     });
-    let out = piped.wait_with_output().unwrap();
-    feed.join().unwrap();
-    assert_eq!(stdout(&out).trim(), key);
+    (reader.into(), feeding)
 }
 
 #[test]
@@ -313,6 +317,29 @@ fn a_commands_stdin_redirected_from_a_file_is_sent_a_range_at_a_time() {
     // The client let go of the stdin it scattered: the task holds it.
     let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
     assert_eq!(info["held"], 1, "{info}");
+    // From a pipe: the same task (same stdin, same key), memory bounded.
+    let (stdin, feeding) = piped(data);
+    let (out, peak) = run_measured_from(
+        &c,
+        &["submit", dtask_guests::CAT_WASM, "_start", "<-"],
+        stdin,
+    );
+    feeding.join().unwrap();
+    assert_eq!(String::from_utf8(out).unwrap().trim(), cat);
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB submitting a command with 64 MiB of stdin from a pipe"
+    );
+    // A small stdin from a pipe still goes inline.
+    let (stdin, feeding) = piped(b"three words here".to_vec());
+    let (out, _) = run_measured_from(
+        &c,
+        &["submit", dtask_guests::WC_WASM, "_start", "-w", "<-"],
+        stdin,
+    );
+    feeding.join().unwrap();
+    let wc = String::from_utf8(out).unwrap().trim().to_string();
+    assert_eq!(c.ok(&["gather", "-r", &wc]).trim(), "3");
 }
 
 #[test]

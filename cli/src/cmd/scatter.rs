@@ -52,17 +52,14 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
 }
 
 /// Each input as a byte string: a file (or stdin redirected from one) read
-/// a range at a time as it is hashed and sent, stdin from a pipe read
-/// straight into its encoding.
+/// a range at a time as it is hashed and sent; stdin from a pipe kept in
+/// memory up to one range and past that in a temporary file (see
+/// [`Encoded::stdin`]).
 fn raw(a: &Args) -> Result<Vec<Encoded>, Failure> {
     if a.files.is_empty() {
-        if let Some(file) = EncodedFile::stdin() {
-            let file = file.map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
-            return Ok(vec![Encoded::File(file)]);
-        }
-        let read = value::read_binary(&mut std::io::stdin().lock(), 0);
-        let b = read.map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
-        return Ok(vec![Encoded::Memory(b.into())]);
+        let read = Encoded::stdin(dtask_runtime::peer::CHUNK as usize);
+        let stdin = read.map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+        return Ok(vec![stdin]);
     }
     a.files
         .iter()

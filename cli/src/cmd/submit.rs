@@ -3,7 +3,8 @@
 use super::task_options::TaskOptions;
 use super::{Failure, Global, connect, load_module, parse_args};
 use dtask_runtime::client::task_spec;
-use dtask_runtime::value::{Encoded, EncodedFile};
+use dtask_runtime::protocol::Arg;
+use dtask_runtime::value::Encoded;
 use std::path::PathBuf;
 
 /// Submit one call of a module's export as a task and print its key.
@@ -37,24 +38,40 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     }
     let module = load_module(&a.module)?;
     let mut words = a.args;
-    let big_stdin = match module.types.kind().is_command() {
-        true => stdin_file(&words)?,
-        false => None,
-    };
-    let client_first = match big_stdin {
-        Some(_) => Some(connect(global, true).await?),
-        None => None,
-    };
-    // A command's stdin redirected from a big regular file is scattered a
-    // range at a time, like `dtask scatter < FILE`, and given as that
-    // future: never read whole into the submission.
+    // A command's stdin (`<-`) is read here, never whole when big: a
+    // regular file or a pipe past one range is scattered a range at a time,
+    // like `dtask scatter`, and passed as that future; a small one is
+    // passed inline.
+    let mut client_first = None;
     let mut scattered = Vec::new();
-    if let (Some(file), Some(client)) = (big_stdin, &client_first) {
-        scattered = client.scatter_from(vec![file], false, Vec::new()).await?;
-        let word = words.iter_mut().find(|w| *w == STDIN_WORD);
-        *word.expect("stdin_file found it") = format!("<@{}", scattered[0].key());
+    let mut inline_stdin = None;
+    let stdin_at = words.iter().position(|w| w == STDIN_WORD);
+    // Two stdins, or a function the command lacks, are refused by
+    // `parse_args` below, before stdin is read or anything sent.
+    let stdins = words
+        .iter()
+        .filter(|w| *w == STDIN_WORD || w.starts_with("<@"));
+    let valid = stdins.count() == 1 && module.types.func(&a.function, &module.name).is_ok();
+    if let (Some(at), true, true) = (stdin_at, valid, module.types.kind().is_command()) {
+        let read = Encoded::stdin(dtask_runtime::peer::CHUNK as usize);
+        match read.map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))? {
+            Encoded::Memory(b) => {
+                words.remove(at);
+                inline_stdin = Some(Arg::Value(b));
+            }
+            file => {
+                let client = connect(global, true).await?;
+                scattered = client.scatter_from(vec![file], false, Vec::new()).await?;
+                words[at] = format!("<@{}", scattered[0].key());
+                client_first = Some(client);
+            }
+        }
     }
-    let args = parse_args(&module, &a.function, &words)?;
+    let mut args = parse_args(&module, &a.function, &words)?;
+    if let Some(stdin) = inline_stdin {
+        // A command's arguments are [stdin, argv].
+        args[0] = stdin;
+    }
     let options = a.options.submit_options(a.key)?;
     let client = match client_first {
         Some(c) => c,
@@ -82,17 +99,3 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
 
 /// The word that gives a command this process's stdin.
 const STDIN_WORD: &str = "<-";
-
-/// Stdin, when a command's words read it (`<-`) and it is a regular file
-/// bigger than one range: worth scattering from the file rather than
-/// reading whole.
-fn stdin_file(words: &[String]) -> Result<Option<Encoded>, Failure> {
-    if !words.iter().any(|w| w == STDIN_WORD) {
-        return Ok(None);
-    }
-    match EncodedFile::stdin().map(|f| f.map(Encoded::File)) {
-        Some(Ok(file)) if file.len() > dtask_runtime::peer::CHUNK => Ok(Some(file)),
-        Some(Err(e)) => Err(Failure::usage(format!("cannot read stdin: {e}"))),
-        _ => Ok(None),
-    }
-}

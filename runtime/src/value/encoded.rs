@@ -113,6 +113,46 @@ impl EncodedFile {
 }
 
 impl Encoded {
+    /// This process's stdin as one byte string, never held whole when it
+    /// is big. A regular file (`< FILE`) is read a range at a time from
+    /// where it stands. A pipe or terminal can only be read as it comes:
+    /// into memory up to `in_memory` bytes, and past that on into an
+    /// unlinked temporary file in `TMPDIR` (or `/tmp`), which is then read
+    /// a range at a time like any file and gone once this is dropped.
+    pub fn stdin(in_memory: usize) -> std::io::Result<Encoded> {
+        use std::io::{Read, Write};
+        if let Some(file) = EncodedFile::stdin() {
+            return file.map(Encoded::File);
+        }
+        let mut stdin = std::io::stdin().lock();
+        let mut head = Vec::with_capacity(super::BIN32_ROOM + in_memory.min(READ) + 1);
+        head.resize(super::BIN32_ROOM, 0);
+        (&mut stdin)
+            .take(in_memory as u64 + 1)
+            .read_to_end(&mut head)?;
+        if head.len() - super::BIN32_ROOM <= in_memory {
+            return super::finish_binary(head).map(|b| Encoded::Memory(b.into()));
+        }
+        let dir = std::env::temp_dir();
+        let spooling = |e: std::io::Error| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot keep stdin in a temporary file in {}: {e}; set TMPDIR to a \
+                     directory with room, or redirect stdin from a file",
+                    dir.display()
+                ),
+            )
+        };
+        let mut spool = tempfile::tempfile_in(&dir).map_err(spooling)?;
+        spool
+            .write_all(&head[super::BIN32_ROOM..])
+            .map_err(spooling)?;
+        drop(head);
+        std::io::copy(&mut stdin, &mut spool).map_err(spooling)?;
+        EncodedFile::from_file(spool, 0, "stdin".into()).map(Encoded::File)
+    }
+
     /// The encoding's length.
     pub fn len(&self) -> u64 {
         match self {
