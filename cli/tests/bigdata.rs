@@ -434,13 +434,9 @@ fn a_wasi_command_streams_a_stdin_held_on_another_worker_to_disk_and_reads_it_th
     // in flight and freed buffers the allocator has not yet reused come to
     // 50-90 MiB at the peak, whatever the value's size.)
     let c = Cluster::start_with(2, 1, &["--memory-budget", "8MiB"]);
-    let addresses: Vec<String> = c
-        .ok(&["workers", "--json"])
-        .lines()
-        .map(|l| {
-            let w: serde_json::Value = serde_json::from_str(l).unwrap();
-            w["address"].as_str().unwrap().to_string()
-        })
+    let addresses: Vec<String> = workers_json(&c)
+        .iter()
+        .map(|w| w["address"].as_str().unwrap().to_string())
         .collect();
     let [holder, runner] = &addresses[..] else {
         panic!("two workers, not {addresses:?}");
