@@ -294,3 +294,45 @@ fn floats_json_has_no_number_for_round_trip_apart_from_null() {
     let none = c.submit("first", &["[]"]);
     assert_eq!(c.ok(&["gather", &none]), "null");
 }
+
+#[test]
+fn tasks_run_while_a_module_compiles_and_its_optimised_code_is_cached() {
+    // A fresh cache: the first tasks run on Winch's code while Cranelift
+    // compiles in the background, the rest on Cranelift's; every result is
+    // right either way, and Cranelift's artifact ends up in the cache.
+    let c = Cluster::start(1, 1);
+    let cache = c.state.path().join("cache");
+    let input: String = (0..300).map(|i| format!("{i}\n")).collect();
+    let keys = c.run(&["map", tasks_wasm(), "inc"], &input);
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    let out = c.run(&["gather"], &stdout(&keys));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected: String = (1..=300).map(|i| format!("{i}\n")).collect();
+    assert_eq!(stdout(&out), expected);
+    let artifacts = || {
+        walk(&cache)
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "the optimised artifact in the cache",
+        || artifacts() == 1,
+    );
+    assert_eq!(c.ok(&["gather", &c.submit("inc", &["41"])]), "42");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -56,6 +56,16 @@ pub fn compile(
     Ok(component_module(engine, hash, component))
 }
 
+/// Whether the artifact of `bytes` compiled by `engine` is in `cache_dir`
+/// (so loading it takes milliseconds, not a compilation).
+pub fn is_cached(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> bool {
+    let (Some(dir), Ok(core)) = (cache_dir, check_header(bytes, "module")) else {
+        return false;
+    };
+    let suffix = if core { "core.cwasm" } else { "cwasm" };
+    artifact_path(engine, dir, &module_hash(bytes), suffix).exists()
+}
+
 /// A compiled component with its exports: typed functions, or a command.
 fn component_module(engine: &Engine, hash: String, component: Component) -> CompiledModule {
     let (kind, funcs) = if is_command_component(&component) {

@@ -25,7 +25,7 @@ use wasmtime::{Config, Module};
 mod compile;
 mod read;
 
-pub use compile::compile;
+pub use compile::{compile, is_cached};
 pub use read::read_types;
 
 /// Largest module accepted, in bytes.
@@ -127,6 +127,16 @@ pub enum Code {
     Component(Component),
     /// A core module (a WASI preview 1 command).
     Core(Module),
+}
+
+impl Code {
+    /// The engine that compiled it, which its instances run in.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Code::Component(c) => c.engine(),
+            Code::Core(m) => m.engine(),
+        }
+    }
 }
 
 /// What a module is and the typed functions it exports: all a client

@@ -106,10 +106,12 @@ fn allowed_dir(allowed: &[PathBuf], dir: &str) -> Result<(), String> {
     }
 }
 
-type ModuleSlot = Arc<OnceCell<Result<Arc<Ready>, String>>>;
+/// A module's linked code: quickly compiled first where Winch is used, and
+/// swapped for Cranelift's once that is ready (see [`run::load_module`]).
+type ModuleSlot = Arc<OnceCell<Result<Arc<Mutex<Arc<Ready>>>, String>>>;
 
 struct Shared {
-    sandbox: Sandbox,
+    sandbox: Arc<Sandbox>,
     options: WorkerOptions,
     results: peer::Store,
     /// Live actors' call queues.
@@ -240,7 +242,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         &format!("worker-{id}"),
     ));
     let shared = Arc::new(Shared {
-        sandbox,
+        sandbox: Arc::new(sandbox),
         slots,
         link,
         options,

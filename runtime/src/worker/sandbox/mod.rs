@@ -303,20 +303,36 @@ mod huge_pages {
     }
 }
 
-/// The worker's wasmtime: engine, linkers with dtask's host functions (for
-/// components) and WASI preview 1 (for core commands), limits.
+/// The worker's wasmtime: engines, linkers with dtask's host functions
+/// (for components) and WASI preview 1 (for core commands), limits.
+///
+/// Two compilers: Cranelift's optimised code is what tasks run on, and
+/// Winch, a baseline compiler about three times faster to compile with, runs
+/// a module's first tasks while Cranelift compiles it in the background
+/// (see `worker::run::load_module`). Each has its own engine, with its own
+/// pool of instances; a module's code runs in the engine that compiled it.
 pub struct Sandbox {
-    engine: Engine,
-    linker: Linker<Host>,
-    core_linker: wasmtime::Linker<CoreHost>,
+    tier: Tier,
+    fast: Option<Tier>,
     limits: Limits,
     worker_id: Arc<str>,
 }
 
-impl Sandbox {
-    /// A sandbox for `concurrency` tasks at once.
-    pub fn new(worker_id: &str, limits: Limits, concurrency: u32) -> anyhow::Result<Self> {
+/// One compiler's engine and the linkers built on it.
+struct Tier {
+    engine: Engine,
+    linker: Linker<Host>,
+    core_linker: wasmtime::Linker<CoreHost>,
+}
+
+impl Tier {
+    fn new(
+        limits: &Limits,
+        concurrency: u32,
+        strategy: wasmtime::Strategy,
+    ) -> anyhow::Result<Self> {
         let mut config = engine_config();
+        config.strategy(strategy);
         let mut pool = PoolingAllocationConfig::default();
         // Tasks waiting in host calls (a gather of subtasks, a queue get)
         // keep their instances while their slots run others, so the pool
@@ -354,45 +370,80 @@ impl Sandbox {
         host::add_to_linker(&mut linker)?;
         let mut core_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut core_linker, |h: &mut CoreHost| &mut h.wasi)?;
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("dtask-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(TICK);
-                }
-            })?;
         Ok(Self {
             engine,
             linker,
             core_linker,
+        })
+    }
+}
+
+impl Sandbox {
+    /// A sandbox for `concurrency` tasks at once.
+    pub fn new(worker_id: &str, limits: Limits, concurrency: u32) -> anyhow::Result<Self> {
+        let tier = Tier::new(&limits, concurrency, wasmtime::Strategy::Cranelift)?;
+        // Without Winch (a platform it does not support), every module
+        // waits for Cranelift.
+        let fast = Tier::new(&limits, concurrency, wasmtime::Strategy::Winch).ok();
+        let tickers: Vec<_> = std::iter::once(&tier)
+            .chain(&fast)
+            .map(|t| t.engine.weak())
+            .collect();
+        std::thread::Builder::new()
+            .name("dtask-epoch".into())
+            .spawn(move || {
+                loop {
+                    let mut alive = false;
+                    for ticker in &tickers {
+                        if let Some(engine) = ticker.upgrade() {
+                            engine.increment_epoch();
+                            alive = true;
+                        }
+                    }
+                    if !alive {
+                        break;
+                    }
+                    std::thread::sleep(TICK);
+                }
+            })?;
+        Ok(Self {
+            tier,
+            fast,
             limits,
             worker_id: worker_id.into(),
         })
     }
 
-    /// The engine, for compiling modules.
+    /// The engine of optimised code (Cranelift), for compiling modules.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.tier.engine
+    }
+
+    /// The engine of quickly compiled code (Winch), where there is one.
+    pub fn fast_engine(&self) -> Option<&Engine> {
+        self.fast.as_ref().map(|t| &t.engine)
     }
 
     /// Links a compiled module against the host functions.
     pub fn prepare(&self, module: CompiledModule) -> Result<Ready, String> {
         let unlinked =
             |e: wasmtime::Error| format!("module {} cannot be linked: {e:#}", module.hash);
+        let engine = module.code.engine();
+        let tier = match &self.fast {
+            Some(fast) if Engine::same(engine, &fast.engine) => fast,
+            _ => &self.tier,
+        };
         let pre = match (&module.code, module.kind()) {
             (Code::Component(c), ModuleKind::CommandComponent) => Pre::Command(
-                self.linker
+                tier.linker
                     .instantiate_pre(c)
                     .and_then(CommandPre::new)
                     .map_err(unlinked)?,
             ),
             (Code::Component(c), _) => {
-                Pre::Exports(self.linker.instantiate_pre(c).map_err(unlinked)?)
+                Pre::Exports(tier.linker.instantiate_pre(c).map_err(unlinked)?)
             }
-            (Code::Core(m), _) => Pre::Core(self.core_linker.instantiate_pre(m).map_err(unlinked)?),
+            (Code::Core(m), _) => Pre::Core(tier.core_linker.instantiate_pre(m).map_err(unlinked)?),
         };
         Ok(Ready {
             module: Arc::new(module),
@@ -479,7 +530,7 @@ impl Sandbox {
         grant(&mut wasi, &limits.grants).map_err(|m| err(ErrorKind::Input, m))?;
         let mut host = self.host(wasi.build(), key, link);
         host.limits = self.store_limits_under(limits.memory);
-        let mut store = self.store(host, timeout);
+        let mut store = self.store(ready, host, timeout);
         // Results may be as large as the task's memory.
         store.set_hostcall_fuel(memory.max(MIN_HOSTCALL_FUEL));
 
@@ -553,7 +604,7 @@ impl Sandbox {
         let wasi = WasiCtxBuilder::new().stderr(Out(stderr.clone())).build();
         let mut host = self.host(wasi, key, None);
         host.limits = self.store_limits_under(memory);
-        let mut store = self.store(host, None);
+        let mut store = self.store(&ready, host, None);
         let mut results = [Val::Bool(false)];
         let built = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -634,8 +685,8 @@ impl Sandbox {
 
     /// A fresh store with the memory limit and the epoch deadline: yield to
     /// tokio at every tick, trap once past `timeout`.
-    fn store<T: Limited>(&self, data: T, timeout: Option<Duration>) -> Store<T> {
-        let mut store = Store::new(&self.engine, data);
+    fn store<T: Limited>(&self, ready: &Ready, data: T, timeout: Option<Duration>) -> Store<T> {
+        let mut store = Store::new(ready.module.code.engine(), data);
         store.limiter(|h| h.limits());
         let deadline = timeout.map(|t| Instant::now() + t);
         store.set_epoch_deadline(1);

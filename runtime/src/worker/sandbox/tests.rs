@@ -415,3 +415,74 @@ fn the_guest_memory_pool_is_advised_huge_pages() {
         "the pool is not advised MADV_HUGEPAGE"
     );
 }
+
+/// Winch's quickly compiled code (what a module's first tasks run on)
+/// keeps every limit Cranelift's does, and gives the same results.
+#[tokio::test]
+async fn quickly_compiled_code_runs_under_the_same_limits() {
+    let sandbox = Sandbox::new(
+        "t",
+        Limits {
+            memory: 2 << 20,
+            ..Limits::default()
+        },
+        1,
+    )
+    .unwrap();
+    let fast = sandbox
+        .fast_engine()
+        .expect("Winch on this platform")
+        .clone();
+    let quick = |wat: &str| {
+        let bytes = ::wat::parse_str(wat).unwrap();
+        let m = compile(&fast, &bytes, "quick.wasm", None).unwrap();
+        assert!(Engine::same(m.code.engine(), &fast));
+        sandbox.prepare(m).unwrap()
+    };
+    let spin = quick(r#"(module (func (export "_start") (loop br 0)))"#);
+    let e = sandbox
+        .run(
+            &spin,
+            "k",
+            "_start",
+            vec![Value::Nil, argv(&["spin"])],
+            Some(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
+    let bomb = quick(
+        r#"(module
+            (func (export "_start")
+              (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))
+            (memory (export "memory") 1))"#,
+    );
+    let e = sandbox
+        .run(
+            &bomb,
+            "k",
+            "_start",
+            vec![Value::Nil, argv(&["bomb"])],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Memory, "{e:?}");
+    let roomy = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let fast = roomy.fast_engine().unwrap();
+    let bytes = std::fs::read(CAT_WASM).unwrap();
+    let cat = roomy
+        .prepare(compile(fast, &bytes, "cat.wasm", None).unwrap())
+        .unwrap();
+    let out = roomy
+        .run(
+            &cat,
+            "k",
+            "_start",
+            vec![Value::from("through winch"), argv(&["cat"])],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, Value::Binary(b"through winch".to_vec()));
+}
