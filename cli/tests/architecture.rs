@@ -2,6 +2,8 @@
 //! scheduler's state machine) depends on no async runtime, no WebAssembly
 //! engine and nothing that opens sockets.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -68,22 +70,6 @@ fn a_client_reads_a_components_types_without_compiling_it() {
     );
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("inc: func(x: s64) -> s64"), "{listing}");
-    let compiled: Vec<_> = walk(state.path())
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
-        .collect();
+    let compiled = common::compiled_artifacts(state.path());
     assert!(compiled.is_empty(), "the client compiled: {compiled:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

@@ -309,30 +309,10 @@ fn tasks_run_while_a_module_compiles_and_its_optimised_code_is_cached() {
     assert!(out.status.success(), "{}", stderr(&out));
     let expected: String = (1..=300).map(|i| format!("{i}\n")).collect();
     assert_eq!(stdout(&out), expected);
-    let artifacts = || {
-        walk(&cache)
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
-            .count()
-    };
     wait_until(
         Duration::from_secs(60),
         "the optimised artifact in the cache",
-        || artifacts() == 1,
+        || compiled_artifacts(&cache).len() == 1,
     );
     assert_eq!(c.ok(&["gather", &c.submit("inc", &["41"])]), "42");
-}
-
-/// Every file under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

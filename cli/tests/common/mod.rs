@@ -783,3 +783,17 @@ pub fn ran_on(c: &Cluster, key: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// The compiled artifacts (`*.cwasm`) anywhere under `dir`.
+pub fn compiled_artifacts(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(compiled_artifacts(&path));
+        } else if path.extension().is_some_and(|e| e == "cwasm") {
+            out.push(path);
+        }
+    }
+    out
+}
