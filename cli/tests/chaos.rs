@@ -104,9 +104,20 @@ fn a_worker_gives_back_the_memory_of_tasks_that_ended() {
     let out = run_with_stdin(p.command().arg("gather"), &stdout(&keys));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), format!("{}\n", 200 << 20).repeat(16));
-    let (peak, idle) = (mib(worker, "VmHWM"), mib(worker, "VmRSS"));
-    eprintln!("worker peak RSS {peak} MiB, idle RSS {idle} MiB");
+    let peak = mib(worker, "VmHWM");
     assert!(peak <= 600, "peak RSS {peak} MiB");
+    // Given back once the worker is idle (the module's optimised code may
+    // still be compiling in the background as the last task ends).
+    let began = std::time::Instant::now();
+    let mut idle = mib(worker, "VmRSS");
+    while idle > 100 && began.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        idle = mib(worker, "VmRSS");
+    }
+    eprintln!(
+        "worker peak RSS {peak} MiB, idle RSS {idle} MiB after {:?}",
+        began.elapsed()
+    );
     assert!(idle <= 100, "idle RSS {idle} MiB");
 }
 

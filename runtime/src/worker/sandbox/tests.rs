@@ -10,16 +10,33 @@ fn ready(sandbox: &Sandbox, m: Result<CompiledModule, String>) -> Ready {
 }
 
 fn cat(sandbox: &Sandbox) -> Ready {
+    cat_on(sandbox, sandbox.engine())
+}
+
+/// `cat.wasm` compiled by `engine`, one of the sandbox's.
+fn cat_on(sandbox: &Sandbox, engine: &Engine) -> Ready {
     let bytes = std::fs::read(CAT_WASM).unwrap();
-    ready(sandbox, compile(sandbox.engine(), &bytes, "cat.wasm", None))
+    ready(sandbox, compile(engine, &bytes, "cat.wasm", None))
 }
 
 fn core(sandbox: &Sandbox, wat: &str) -> Ready {
+    core_on(sandbox, sandbox.engine(), wat)
+}
+
+/// A core module compiled by `engine`, one of the sandbox's.
+fn core_on(sandbox: &Sandbox, engine: &Engine, wat: &str) -> Ready {
     let bytes = ::wat::parse_str(wat).unwrap();
-    ready(
-        sandbox,
-        compile(sandbox.engine(), &bytes, "test.wasm", None),
-    )
+    let m = compile(engine, &bytes, "test.wasm", None).unwrap();
+    assert!(Engine::same(m.code.engine(), engine));
+    sandbox.prepare(m).unwrap()
+}
+
+/// Both of the sandbox's compilers: Cranelift's optimised code and
+/// Winch's quickly compiled code (a module's first tasks), which must keep
+/// the same limits and give the same results.
+fn engines(sandbox: &Sandbox) -> Vec<Engine> {
+    let fast = sandbox.fast_engine().expect("Winch on this platform");
+    vec![sandbox.engine().clone(), fast.clone()]
 }
 
 fn argv(words: &[&str]) -> Value {
@@ -67,42 +84,47 @@ async fn growing_memory_past_the_limit_is_a_memory_error() {
         1,
     )
     .unwrap();
-    let bomb = core(
-        &sandbox,
-        r#"(module
-            (func (export "_start")
-              (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))
-            (memory (export "memory") 1))"#,
-    );
-    let e = sandbox
-        .run(
-            &bomb,
-            "k",
-            "_start",
-            vec![Value::Nil, argv(&["bomb"])],
-            None,
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Memory, "{e:?}");
+    for engine in engines(&sandbox) {
+        let bomb = core_on(
+            &sandbox,
+            &engine,
+            r#"(module
+                (func (export "_start")
+                  (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))
+                (memory (export "memory") 1))"#,
+        );
+        let e = sandbox
+            .run(
+                &bomb,
+                "k",
+                "_start",
+                vec![Value::Nil, argv(&["bomb"])],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Memory, "{e:?}");
+    }
 }
 
 #[tokio::test]
 async fn a_core_command_reads_stdin_and_its_stdout_is_the_result() {
     let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
-    let cat = cat(&sandbox);
-    let stdin = Value::Binary(b"one\ntwo\n".to_vec());
-    let out = sandbox
-        .run(&cat, "k", "_start", vec![stdin, argv(&["cat"])], None)
-        .await
-        .unwrap();
-    assert_eq!(out, Value::Binary(b"one\ntwo\n".to_vec()));
-    // `main` is the same function; nil is empty stdin.
-    let out = sandbox
-        .run(&cat, "k", "main", vec![Value::Nil, argv(&["cat"])], None)
-        .await
-        .unwrap();
-    assert_eq!(out, Value::Binary(Vec::new()));
+    for engine in engines(&sandbox) {
+        let cat = cat_on(&sandbox, &engine);
+        let stdin = Value::Binary(b"one\ntwo\n".to_vec());
+        let out = sandbox
+            .run(&cat, "k", "_start", vec![stdin, argv(&["cat"])], None)
+            .await
+            .unwrap();
+        assert_eq!(out, Value::Binary(b"one\ntwo\n".to_vec()));
+        // `main` is the same function; nil is empty stdin.
+        let out = sandbox
+            .run(&cat, "k", "main", vec![Value::Nil, argv(&["cat"])], None)
+            .await
+            .unwrap();
+        assert_eq!(out, Value::Binary(Vec::new()));
+    }
 }
 
 #[tokio::test]
@@ -200,18 +222,24 @@ async fn bad_command_arguments_are_input_errors() {
 #[tokio::test]
 async fn a_command_past_its_time_limit_times_out() {
     let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
-    let spin = core(&sandbox, r#"(module (func (export "_start") (loop br 0)))"#);
-    let e = sandbox
-        .run(
-            &spin,
-            "k",
-            "_start",
-            vec![Value::Nil, argv(&["spin"])],
-            Some(Duration::from_millis(100)),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
+    for engine in engines(&sandbox) {
+        let spin = core_on(
+            &sandbox,
+            &engine,
+            r#"(module (func (export "_start") (loop br 0)))"#,
+        );
+        let e = sandbox
+            .run(
+                &spin,
+                "k",
+                "_start",
+                vec![Value::Nil, argv(&["spin"])],
+                Some(Duration::from_millis(100)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
+    }
 }
 
 #[tokio::test]
@@ -414,75 +442,4 @@ fn the_guest_memory_pool_is_advised_huge_pages() {
         advised.contains(&true),
         "the pool is not advised MADV_HUGEPAGE"
     );
-}
-
-/// Winch's quickly compiled code (what a module's first tasks run on)
-/// keeps every limit Cranelift's does, and gives the same results.
-#[tokio::test]
-async fn quickly_compiled_code_runs_under_the_same_limits() {
-    let sandbox = Sandbox::new(
-        "t",
-        Limits {
-            memory: 2 << 20,
-            ..Limits::default()
-        },
-        1,
-    )
-    .unwrap();
-    let fast = sandbox
-        .fast_engine()
-        .expect("Winch on this platform")
-        .clone();
-    let quick = |wat: &str| {
-        let bytes = ::wat::parse_str(wat).unwrap();
-        let m = compile(&fast, &bytes, "quick.wasm", None).unwrap();
-        assert!(Engine::same(m.code.engine(), &fast));
-        sandbox.prepare(m).unwrap()
-    };
-    let spin = quick(r#"(module (func (export "_start") (loop br 0)))"#);
-    let e = sandbox
-        .run(
-            &spin,
-            "k",
-            "_start",
-            vec![Value::Nil, argv(&["spin"])],
-            Some(Duration::from_millis(100)),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
-    let bomb = quick(
-        r#"(module
-            (func (export "_start")
-              (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))
-            (memory (export "memory") 1))"#,
-    );
-    let e = sandbox
-        .run(
-            &bomb,
-            "k",
-            "_start",
-            vec![Value::Nil, argv(&["bomb"])],
-            None,
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Memory, "{e:?}");
-    let roomy = Sandbox::new("t", Limits::default(), 1).unwrap();
-    let fast = roomy.fast_engine().unwrap();
-    let bytes = std::fs::read(CAT_WASM).unwrap();
-    let cat = roomy
-        .prepare(compile(fast, &bytes, "cat.wasm", None).unwrap())
-        .unwrap();
-    let out = roomy
-        .run(
-            &cat,
-            "k",
-            "_start",
-            vec![Value::from("through winch"), argv(&["cat"])],
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(out, Value::Binary(b"through winch".to_vec()));
 }
