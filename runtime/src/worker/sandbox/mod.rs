@@ -353,13 +353,9 @@ impl Tier {
         // (first-touch page faults were half the cost of copying a big
         // value in and out). Slots are reused by the same module first, so
         // what stays resident is about that much per slot in use.
-        // Winch's pool serves a module's first tasks only: it keeps
-        // nothing, so once Cranelift has taken over it holds no memory.
-        let optimised = matches!(strategy, wasmtime::Strategy::Cranelift);
-        let keep = |bytes: usize| if optimised { bytes } else { 0 };
-        pool.linear_memory_keep_resident(keep(limits.memory.min(limits.keep_resident)));
-        pool.table_keep_resident(keep(64 << 10));
-        pool.async_stack_keep_resident(keep(256 << 10));
+        pool.linear_memory_keep_resident(limits.memory.min(limits.keep_resident));
+        pool.table_keep_resident(64 << 10);
+        pool.async_stack_keep_resident(256 << 10);
         // Give memory back as each instance ends: batching decommits kept
         // up to a batch of finished tasks' memories resident at once.
         pool.decommit_batch_size(1);
