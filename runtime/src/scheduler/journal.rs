@@ -147,6 +147,9 @@ pub struct Journal {
     /// Records appended since the last [`Journal::hand_over`]: handed to
     /// the writer a batch of events at a time, not one wake-up per event.
     pending: Mutex<Vec<Record>>,
+    /// A batch the writer has written and emptied, handed back so that
+    /// the next one reuses its room instead of growing from nothing.
+    spare: Arc<Mutex<Vec<Record>>>,
     thread: std::thread::JoinHandle<()>,
     health: Arc<Health>,
 }
@@ -287,6 +290,7 @@ impl Journal {
         let health = Arc::new(Health::default());
         *health.problem.lock().expect("health lock") = problem;
         let (tx, rx) = mpsc::channel();
+        let spare = Arc::new(Mutex::new(Vec::new()));
         let mut writer = Writer {
             dir: dir.to_path_buf(),
             options,
@@ -298,6 +302,8 @@ impl Journal {
             last_sync: Instant::now(),
             compacting: Arc::new(AtomicBool::new(false)),
             snapshot_lock: Arc::new(Mutex::new(())),
+            spare: spare.clone(),
+            frame: Vec::new(),
         };
         writer.open_log();
         let thread = std::thread::Builder::new()
@@ -309,6 +315,7 @@ impl Journal {
             Self {
                 tx,
                 pending,
+                spare,
                 thread,
                 health,
             },
@@ -320,15 +327,13 @@ impl Journal {
     /// [`Journal::hand_over`] (or any other write), and written in the
     /// background.
     pub fn append(&self, records: Vec<Record>) {
-        if records.is_empty() {
-            return;
-        }
-        let mut pending = self.pending.lock().expect("pending lock");
-        if pending.is_empty() {
-            *pending = records;
-        } else {
-            pending.extend(records);
-        }
+        self.record(|pending| pending.extend(records));
+    }
+
+    /// Appends what `add` pushes onto the records waiting for the next
+    /// hand-over (as [`Journal::append`], without a vector of its own).
+    pub fn record(&self, add: impl FnOnce(&mut Vec<Record>)) {
+        add(&mut self.pending.lock().expect("pending lock"));
     }
 
     /// Records appended since the last hand-over.
@@ -338,8 +343,11 @@ impl Journal {
 
     /// Hands the records appended so far to the writer.
     pub fn hand_over(&self) {
-        let records = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
-        if !records.is_empty() {
+        let mut pending = self.pending.lock().expect("pending lock");
+        if !pending.is_empty() {
+            let spare = std::mem::take(&mut *self.spare.lock().expect("spare lock"));
+            let records = std::mem::replace(&mut *pending, spare);
+            drop(pending);
             self.health
                 .backlog
                 .fetch_add(records.len() as u64, Ordering::AcqRel);

@@ -17,7 +17,15 @@ pub(super) struct Writer {
     pub(super) last_sync: Instant,
     pub(super) compacting: Arc<AtomicBool>,
     pub(super) snapshot_lock: Arc<Mutex<()>>,
+    /// Where written batches go back, emptied, for the core to refill.
+    pub(super) spare: Arc<Mutex<Vec<Record>>>,
+    /// The frame being written (reused: its room stays).
+    pub(super) frame: Vec<u8>,
 }
+
+/// Most records a batch handed back for reuse may have room for: a burst
+/// bigger than the core's turn leaves no more than this held.
+const SPARE_RECORDS: usize = 32 * 1024;
 
 impl Writer {
     pub(super) fn run(&mut self, rx: mpsc::Receiver<Write>) {
@@ -51,27 +59,34 @@ impl Writer {
 
     /// Appends one batch of records to the log (dropped while writing is
     /// broken, until a whole snapshot mends it).
-    fn append(&mut self, records: Vec<Record>) {
+    fn append(&mut self, records: &[Record]) {
         if self.health.broken.load(Ordering::Acquire) {
             return;
         }
         let n = records.len() as u64;
-        let payload = postcard::to_allocvec(&records).expect("records serialize");
-        let mut frame = Vec::with_capacity(payload.len() + 8);
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        frame.extend_from_slice(&payload);
+        // Length and checksum first, filled in once the payload is there.
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        frame.extend_from_slice(&[0; 8]);
+        let mut frame = postcard::to_extend(records, frame).expect("records serialize");
+        let payload_len = (frame.len() - 8) as u32;
+        let crc = crc32fast::hash(&frame[8..]);
+        frame[..4].copy_from_slice(&payload_len.to_le_bytes());
+        frame[4..8].copy_from_slice(&crc.to_le_bytes());
         let result = match &mut self.log {
             Some(log) => log.write_all(&frame),
             None => Err(std::io::Error::other("no log file is open")),
         };
+        let written = frame.len() as u64;
+        // A frame of a huge burst is not kept.
+        if frame.capacity() <= 16 << 20 {
+            self.frame = frame;
+        }
         match result {
             Ok(()) => {
-                self.log_bytes += frame.len() as u64;
+                self.log_bytes += written;
                 self.unsynced = true;
-                self.health
-                    .bytes
-                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                self.health.bytes.fetch_add(written, Ordering::Relaxed);
                 self.health.records.fetch_add(n, Ordering::Relaxed);
             }
             Err(e) => self.failed(format!(
@@ -83,11 +98,18 @@ impl Writer {
 
     pub(super) fn handle(&mut self, w: Write) {
         match w {
-            Write::Records(records) => {
+            Write::Records(mut records) => {
                 let n = records.len() as u64;
-                self.append(records);
+                self.append(&records);
                 self.health.backlog.fetch_sub(n, Ordering::AcqRel);
                 self.health.written.notify_one();
+                if records.capacity() <= SPARE_RECORDS {
+                    records.clear();
+                    let mut spare = self.spare.lock().expect("spare lock");
+                    if spare.capacity() < records.capacity() {
+                        *spare = records;
+                    }
+                }
             }
             Write::Module(hash, bytes) => {
                 let dest = self.dir.join(MODULES).join(format!("{hash}.wasm"));

@@ -192,7 +192,7 @@ impl Core {
     pub(super) fn apply(&mut self, input: Input) {
         let commands = self.state.handle(input);
         if let Some(j) = &self.journal {
-            j.append(self.state.journal_records());
+            j.record(|pending| self.state.journal_records_into(pending));
         }
         for cmd in commands {
             match cmd {

@@ -9,7 +9,7 @@
 
 use super::{Key, Task};
 use hashbrown::HashTable;
-use rustc_hash::{FxBuildHasher, FxHashSet as HashSet};
+use rustc_hash::FxBuildHasher;
 use std::hash::BuildHasher as _;
 
 /// Slots per chunk.
@@ -35,12 +35,45 @@ fn slot_mut(chunks: &mut [Vec<Slot>], id: u32) -> &mut Slot {
     &mut chunks[id as usize / CHUNK][id as usize % CHUNK]
 }
 
-/// Notes `key` as changed, for the journal (when there is one).
-fn note(dirty: &mut Option<HashSet<Key>>, key: &Key) {
-    if let Some(d) = dirty
-        && !d.contains(&**key)
-    {
-        d.insert(key.clone());
+/// Tasks changed since the journal last looked, by slot number: a bit per
+/// slot, and the numbers noted in the order they were first changed. A
+/// number may stay in the list after its task moved or went (its bit then
+/// says whether the slot's task now is noted), so draining checks the bit.
+#[derive(Debug, Default)]
+pub(super) struct Noted {
+    ids: Vec<u32>,
+    bits: Vec<u64>,
+}
+
+impl Noted {
+    fn note(&mut self, id: u32) {
+        let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        if self.bits[word] & bit == 0 {
+            self.bits[word] |= bit;
+            self.ids.push(id);
+        }
+    }
+
+    /// Clears the bit of `id`; whether it was set.
+    fn take(&mut self, id: u32) -> bool {
+        let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+        match self.bits.get_mut(word) {
+            Some(w) if *w & bit != 0 => {
+                *w &= !bit;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Notes slot `id` as changed, for the journal (when there is one).
+fn note(noted: &mut Option<Noted>, id: u32) {
+    if let Some(n) = noted {
+        n.note(id);
     }
 }
 
@@ -54,9 +87,9 @@ pub(super) struct Tasks {
     /// The slots, `CHUNK` to a chunk: slot `i` is in chunk `i / CHUNK`,
     /// and only the last chunk is not full.
     chunks: Vec<Vec<Slot>>,
-    /// Keys touched since the journal last drained them; `None` without a
-    /// journal.
-    pub(super) dirty: Option<HashSet<Key>>,
+    /// Tasks touched since the journal last drained them; `None` without
+    /// a journal.
+    pub(super) noted: Option<Noted>,
     /// Submission numbers of recorded tasks removed since the journal last
     /// drained them (with a journal only).
     pub(super) forgotten: Vec<u64>,
@@ -82,9 +115,8 @@ impl Tasks {
     /// The task of `key`, noted as changed.
     pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut Task> {
         let id = self.find(key)?;
-        let s = slot_mut(&mut self.chunks, id);
-        note(&mut self.dirty, &s.key);
-        Some(&mut s.task)
+        note(&mut self.noted, id);
+        Some(&mut slot_mut(&mut self.chunks, id).task)
     }
 
     pub(super) fn contains_key(&self, key: &str) -> bool {
@@ -93,8 +125,8 @@ impl Tasks {
 
     /// Adds a task (replacing any of the same key).
     pub(super) fn insert(&mut self, key: Key, task: Task) {
-        note(&mut self.dirty, &key);
         if let Some(id) = self.find(&key) {
+            note(&mut self.noted, id);
             slot_mut(&mut self.chunks, id).task = task;
             return;
         }
@@ -106,6 +138,7 @@ impl Tasks {
         }
         self.chunks[id / CHUNK].push(Slot { key, task });
         let id = u32::try_from(id).expect("fewer than 4 billion tasks");
+        note(&mut self.noted, id);
         let chunks = &self.chunks;
         self.index
             .insert_unique(h, id, |&id| hash(&slot(chunks, id).key));
@@ -121,8 +154,10 @@ impl Tasks {
             Ok(entry) => entry.remove().0,
             Err(_) => return None,
         };
-        note(&mut self.dirty, &slot(&self.chunks, id).key);
-        // The last slot moves into the freed one.
+        // The last slot moves into the freed one, and its note with it.
+        if let Some(n) = &mut self.noted {
+            n.take(id);
+        }
         let last = u32::try_from(self.index.len()).expect("fewer than 4 billion tasks");
         let moved = self.chunks[last as usize / CHUNK]
             .pop()
@@ -135,6 +170,11 @@ impl Tasks {
                 .index
                 .find_mut(h, |&x| x == last)
                 .expect("the last slot is indexed") = id;
+            if let Some(n) = &mut self.noted
+                && n.take(last)
+            {
+                n.note(id);
+            }
             std::mem::replace(slot_mut(&mut self.chunks, id), moved)
         };
         // An empty last chunk is given back once the one before it is half
@@ -152,7 +192,7 @@ impl Tasks {
             self.index
                 .shrink_to(self.index.len() * 2, |&id| hash(&slot(chunks, id).key));
         }
-        if self.dirty.is_some() && task.journaled != 0 {
+        if self.noted.is_some() && task.journaled != 0 {
             self.forgotten.push(task.seq);
         }
         Some(task)
@@ -177,6 +217,31 @@ impl Tasks {
     /// Every task, to change without noting it for the journal.
     pub(super) fn values_mut_untracked(&mut self) -> impl Iterator<Item = &mut Task> {
         self.chunks.iter_mut().flatten().map(|s| &mut s.task)
+    }
+
+    /// The tasks noted as changed since the last call (each once), with
+    /// their slot numbers, for [`Tasks::slot_untracked`]; their notes are
+    /// cleared.
+    pub(super) fn take_noted(&mut self) -> Vec<u32> {
+        let Some(n) = &mut self.noted else {
+            return Vec::new();
+        };
+        let len = self.index.len();
+        let mut ids = std::mem::take(&mut n.ids);
+        ids.retain(|&id| (id as usize) < len && n.take(id));
+        ids
+    }
+
+    /// The key and task in slot `id` (of [`Tasks::take_noted`]).
+    pub(super) fn slot(&self, id: u32) -> (&Key, &Task) {
+        let s = slot(&self.chunks, id);
+        (&s.key, &s.task)
+    }
+
+    /// The task in slot `id` (of [`Tasks::take_noted`]), to change
+    /// without noting it.
+    pub(super) fn slot_mut_untracked(&mut self, id: u32) -> &mut Task {
+        &mut slot_mut(&mut self.chunks, id).task
     }
 
     /// The task of `key`, to change without noting it for the journal.
@@ -215,6 +280,52 @@ mod tests {
             stamps: activity::Stamps::at(0),
             journaled: 0,
         }
+    }
+
+    /// The keys of the tasks `take_noted` gives, sorted.
+    fn noted_keys(t: &mut Tasks) -> Vec<String> {
+        let mut keys: Vec<String> = t
+            .take_noted()
+            .into_iter()
+            .map(|id| t.slot(id).0.to_string())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn changes_are_noted_once_each_and_follow_a_task_that_moves() {
+        let mut names = Interner::default();
+        let mut t = Tasks {
+            noted: Some(Noted::default()),
+            ..Tasks::default()
+        };
+        for i in 0..5 {
+            t.insert(format!("k-{i}").into(), task(i, &mut names));
+        }
+        t.get_mut("k-1").unwrap();
+        assert_eq!(noted_keys(&mut t), ["k-0", "k-1", "k-2", "k-3", "k-4"]);
+        assert!(t.take_noted().is_empty(), "drained");
+
+        // Untouched tasks stay unnoted when the last one moves into a freed
+        // slot; a noted one moving keeps its note, once.
+        t.get_mut("k-4").unwrap();
+        t.get_mut("k-4").unwrap();
+        t.remove("k-1");
+        assert_eq!(noted_keys(&mut t), ["k-4"]);
+        // A noted task removed takes its note with it: the task moved into
+        // its slot is not reported for it.
+        t.get_mut("k-0").unwrap();
+        t.remove("k-0");
+        assert_eq!(noted_keys(&mut t), Vec::<String>::new());
+        // Reads and untracked changes note nothing.
+        t.get("k-2").unwrap();
+        t.get_mut_untracked("k-3").unwrap().seq = 9;
+        assert!(t.take_noted().is_empty());
+        // Removing a journaled task lists it as forgotten.
+        t.get_mut_untracked("k-2").unwrap().journaled = 3;
+        t.remove("k-2");
+        assert_eq!(t.forgotten, [2]);
     }
 
     #[test]

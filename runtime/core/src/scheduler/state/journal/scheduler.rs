@@ -249,9 +249,25 @@ const RECORDED: u64 = 2;
 /// status.
 fn fingerprint(status: &Status) -> u64 {
     use std::hash::Hasher;
-    let mut h = rustc_hash::FxHasher::default();
-    h.write(&postcard::to_allocvec(status).expect("a status serializes"));
-    h.finish() | 1
+    /// Feeds the encoding to the hasher as it is made: no buffer.
+    struct Hashing(rustc_hash::FxHasher);
+    impl postcard::ser_flavors::Flavor for Hashing {
+        type Output = u64;
+        fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+            self.0.write_u8(data);
+            Ok(())
+        }
+        fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+            self.0.write(data);
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<u64> {
+            Ok(self.0.finish())
+        }
+    }
+    postcard::serialize_with_flavor(status, Hashing(Default::default()))
+        .expect("a status serializes")
+        | 1
 }
 
 impl Scheduler {
@@ -265,7 +281,7 @@ impl Scheduler {
         for t in self.tasks.values_mut_untracked() {
             t.journaled = RECORDED;
         }
-        self.tasks.dirty = Some(HashSet::default());
+        self.tasks.noted = Some(Default::default());
         self.prims.dirty = Some(PrimDirty::default());
         self.journal_stats = self.stats.clone();
         self.journal_modules = Some(Vec::new());
@@ -321,34 +337,36 @@ impl Scheduler {
     /// primitives the events since touched, not the whole state.
     pub fn journal_records(&mut self) -> Vec<Record> {
         let mut out = Vec::new();
+        self.journal_records_into(&mut out);
+        out
+    }
+
+    /// [`Scheduler::journal_records`], appended to `out` (a buffer the
+    /// caller keeps, so that recording allocates no vector per event).
+    pub fn journal_records_into(&mut self, out: &mut Vec<Record>) {
+        let start = out.len();
         if let Some(modules) = &mut self.journal_modules {
             out.extend(modules.drain(..).map(|hash| Record::Module { hash }));
         }
-        let dirty = match &mut self.tasks.dirty {
-            Some(d) if !d.is_empty() => std::mem::take(d),
-            _ => HashSet::default(),
-        };
         let forgotten = std::mem::take(&mut self.tasks.forgotten);
         out.extend(forgotten.into_iter().map(|seq| Record::Forget { seq }));
-        for key in dirty {
-            // Gone: its Forget (if it was ever recorded) is out already.
-            let Some(t) = self.tasks.get(&key) else {
-                continue;
-            };
+        let noted = self.tasks.take_noted();
+        out.reserve(noted.len());
+        for id in noted {
+            let (key, t) = self.tasks.slot(id);
             let status = self.status_of(t);
             let fp = fingerprint(&status);
-            let t = self.tasks.get_mut_untracked(&key).expect("present");
             if t.journaled == 0 {
                 out.push(Record::Task {
                     seq: t.seq,
-                    spec: Box::new(t.recipe.spec(&key)),
+                    spec: Box::new(t.recipe.spec(key)),
                     scattered: t.is_scattered(),
                     status,
                 });
             } else if t.journaled != fp {
                 out.push(Record::Status { seq: t.seq, status });
             }
-            t.journaled = fp;
+            self.tasks.slot_mut_untracked(id).journaled = fp;
         }
         if let Some(d) = self.prims.dirty.as_mut() {
             let d = std::mem::take(d);
@@ -383,10 +401,9 @@ impl Scheduler {
                 });
             }
         }
-        if !out.is_empty() && self.stats != self.journal_stats {
+        if out.len() > start && self.stats != self.journal_stats {
             self.journal_stats = self.stats.clone();
             out.push(Record::Stats(self.stats.clone()));
         }
-        out
     }
 }
