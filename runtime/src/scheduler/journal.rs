@@ -147,9 +147,9 @@ pub struct Journal {
     /// Records appended since the last [`Journal::hand_over`]: handed to
     /// the writer a batch of events at a time, not one wake-up per event.
     pending: Mutex<Vec<Record>>,
-    /// A batch the writer has written and emptied, handed back so that
-    /// the next one reuses its room instead of growing from nothing.
-    spare: Arc<Mutex<Vec<Record>>>,
+    /// Batches the writer has written and emptied, handed back so that
+    /// the next ones reuse their room instead of growing from nothing.
+    spare: Arc<Mutex<Vec<Vec<Record>>>>,
     thread: std::thread::JoinHandle<()>,
     health: Arc<Health>,
 }
@@ -345,7 +345,8 @@ impl Journal {
     pub fn hand_over(&self) {
         let mut pending = self.pending.lock().expect("pending lock");
         if !pending.is_empty() {
-            let spare = std::mem::take(&mut *self.spare.lock().expect("spare lock"));
+            let spare = self.spare.lock().expect("spare lock").pop();
+            let spare = spare.unwrap_or_default();
             let records = std::mem::replace(&mut *pending, spare);
             drop(pending);
             self.health

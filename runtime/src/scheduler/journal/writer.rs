@@ -18,7 +18,7 @@ pub(super) struct Writer {
     pub(super) compacting: Arc<AtomicBool>,
     pub(super) snapshot_lock: Arc<Mutex<()>>,
     /// Where written batches go back, emptied, for the core to refill.
-    pub(super) spare: Arc<Mutex<Vec<Record>>>,
+    pub(super) spare: Arc<Mutex<Vec<Vec<Record>>>>,
     /// The frame being written (reused: its room stays).
     pub(super) frame: Vec<u8>,
 }
@@ -26,6 +26,9 @@ pub(super) struct Writer {
 /// Most records a batch handed back for reuse may have room for: a burst
 /// bigger than the core's turn leaves no more than this held.
 const SPARE_RECORDS: usize = 32 * 1024;
+
+/// Most emptied batches kept for reuse.
+const SPARES: usize = 4;
 
 impl Writer {
     pub(super) fn run(&mut self, rx: mpsc::Receiver<Write>) {
@@ -106,8 +109,8 @@ impl Writer {
                 if records.capacity() <= SPARE_RECORDS {
                     records.clear();
                     let mut spare = self.spare.lock().expect("spare lock");
-                    if spare.capacity() < records.capacity() {
-                        *spare = records;
+                    if spare.len() < SPARES {
+                        spare.push(records);
                     }
                 }
             }

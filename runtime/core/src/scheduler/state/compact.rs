@@ -350,6 +350,11 @@ impl Holders {
     pub(super) fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|h| &**h)
     }
+
+    /// The names, shared.
+    pub(super) fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter()
+    }
 }
 
 /// Values this long or shorter are copied rather than shared by

@@ -60,7 +60,7 @@ pub struct SavedTask {
     spec: TaskSpec,
     seq: u64,
     state: SavedState,
-    holders: Vec<String>,
+    holders: HolderNames,
     retries_left: u32,
     deaths: u32,
     scattered: bool,
@@ -122,12 +122,16 @@ impl Snapshot {
     }
 }
 
+/// The names holding a task (shared with the scheduler's own copies: no
+/// string is copied to record them). Encoded as a list of strings.
+pub type HolderNames = smallvec::SmallVec<[std::sync::Arc<str>; 1]>;
+
 /// What may change of a task after it is submitted.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     state: SavedState,
     /// Durable holders: named clients (and fire-and-forget).
-    holders: Vec<String>,
+    holders: HolderNames,
     retries_left: u32,
     deaths: u32,
 }

@@ -303,9 +303,9 @@ impl Scheduler {
             },
             holders: t
                 .holders
-                .iter()
+                .names()
                 .filter(|h| self.durable_holder(h))
-                .map(str::to_string)
+                .cloned()
                 .collect(),
             retries_left: t.retries_left.into(),
             deaths: t.deaths.into(),
