@@ -23,12 +23,16 @@ pub(super) struct Writer {
     pub(super) frame: Vec<u8>,
 }
 
-/// Most records a batch handed back for reuse may have room for: a burst
-/// bigger than the core's turn leaves no more than this held.
-const SPARE_RECORDS: usize = 32 * 1024;
+/// Most records a batch handed back for reuse may have room for (about
+/// 850 kB): a burst bigger than that is not kept.
+const SPARE_RECORDS: usize = 8 * 1024;
 
-/// Most emptied batches kept for reuse.
-const SPARES: usize = 4;
+/// Most room the frame buffer keeps between batches.
+const FRAME_KEPT: usize = 2 << 20;
+
+/// Most emptied batches kept for reuse: one filling while another is
+/// written.
+const SPARES: usize = 2;
 
 impl Writer {
     pub(super) fn run(&mut self, rx: mpsc::Receiver<Write>) {
@@ -82,7 +86,7 @@ impl Writer {
         };
         let written = frame.len() as u64;
         // A frame of a huge burst is not kept.
-        if frame.capacity() <= 16 << 20 {
+        if frame.capacity() <= FRAME_KEPT {
             self.frame = frame;
         }
         match result {
