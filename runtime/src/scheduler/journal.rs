@@ -617,6 +617,29 @@ mod tests {
     }
 
     #[test]
+    fn a_logs_records_are_counted_from_its_whole_frames_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        j.append(vec![event("a"), event("b")]);
+        j.hand_over();
+        j.append(vec![event("c")]);
+        j.close();
+        let log = only_log(dir.path());
+        assert_eq!(recovery::count_records(&log), 3);
+        // A frame whose checksum is wrong, claiming a huge count: not
+        // counted, and nothing after it either.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let payload = [0xff, 0xff, 0xff, 0xff, 0x0f];
+        f.write_all(&(payload.len() as u32).to_le_bytes()).unwrap();
+        f.write_all(&0u32.to_le_bytes()).unwrap();
+        f.write_all(&payload).unwrap();
+        files::write_frame(&mut f, &postcard::to_allocvec(&vec![event("d")]).unwrap()).unwrap();
+        drop(f);
+        assert_eq!(recovery::count_records(&log), 3);
+        assert_eq!(recovery::count_records(&dir.path().join("absent")), 0);
+    }
+
+    #[test]
     fn a_torn_tail_recovers_everything_before_it_and_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         let (j, found) = Journal::open(dir.path(), JournalOptions::default()).unwrap();

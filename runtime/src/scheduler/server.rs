@@ -456,11 +456,13 @@ async fn core_loop(
             }
         }
         if let Some(j) = &core.journal {
+            j.record(|pending| core.state.journal_stats_into(pending));
             j.hand_over();
             j.caught_up().await;
         }
     }
     if let Some(j) = &core.journal {
+        j.record(|pending| core.state.journal_stats_into(pending));
         j.hand_over();
     }
     // Give workers a moment to receive their shutdown and hang up.

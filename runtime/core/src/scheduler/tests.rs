@@ -1285,6 +1285,36 @@ fn journal_records_nothing_for_a_touch_that_changes_nothing_durable() {
 }
 
 #[test]
+fn the_counters_are_recorded_once_per_batch_of_events_and_only_when_they_changed() {
+    use super::state::Record;
+    let mut s = setup(&[(10, 1)]);
+    s.enable_journal();
+    let mut batch = Vec::new();
+    submit(&mut s, vec![spec("a", vec![])]);
+    s.journal_records_into(&mut batch);
+    s.handle(started(10, "a"));
+    s.handle(Input::Finished {
+        worker: 10,
+        results: vec![("a".into(), big(10))],
+    });
+    s.journal_records_into(&mut batch);
+    assert!(!batch.iter().any(|r| matches!(r, Record::Stats(_))));
+    s.journal_stats_into(&mut batch);
+    assert!(matches!(batch.last(), Some(Record::Stats(_))), "{batch:?}");
+    assert_eq!(
+        batch
+            .iter()
+            .filter(|r| matches!(r, Record::Stats(_)))
+            .count(),
+        1
+    );
+    // Unchanged counters: nothing more.
+    let mut next = Vec::new();
+    s.journal_stats_into(&mut next);
+    assert!(next.is_empty());
+}
+
+#[test]
 fn a_rejoined_worker_reporting_a_result_it_is_computing_again_is_not_told_to_free_it() {
     // A result that lived on a worker, known after a restart by its recipe.
     let mut s = setup(&[(10, 1)]);

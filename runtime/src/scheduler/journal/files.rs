@@ -31,48 +31,76 @@ pub(super) enum Frame<T> {
 
 /// Frames read one at a time from a file.
 pub(super) struct Frames {
-    file: BufReader<File>,
+    pub(super) file: BufReader<File>,
     /// Offset of the next frame.
     pub(super) at: u64,
+    /// The payload of the frame read last.
+    payload: Vec<u8>,
+}
+
+/// What reading a frame's payload found.
+enum Payload {
+    /// A whole frame, whose payload is in [`Frames::payload`].
+    Read,
+    /// The file ends cleanly here.
+    End,
+    /// The file is torn or damaged from here on.
+    Damaged,
 }
 
 impl Frames {
     /// Reads the frames of `file`, whose first `at` bytes (its header)
     /// were read already.
     pub(super) fn new(file: BufReader<File>, at: u64) -> Self {
-        Self { file, at }
+        Self {
+            file,
+            at,
+            payload: Vec::new(),
+        }
     }
 
     /// The next frame's payload, its checksum checked, not decoded.
-    fn next_payload(&mut self) -> io::Result<Frame<u8>> {
+    fn next_payload(&mut self) -> io::Result<Payload> {
         let mut header = [0u8; 8];
         match read_full(&mut self.file, &mut header)? {
-            0 => return Ok(Frame::End),
+            0 => return Ok(Payload::End),
             8 => {}
-            _ => return Ok(Frame::Damaged),
+            _ => return Ok(Payload::Damaged),
         }
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
         if len > MAX_FRAME {
-            return Ok(Frame::Damaged);
+            return Ok(Payload::Damaged);
         }
-        let mut payload = vec![0u8; len];
-        if read_full(&mut self.file, &mut payload)? != len || crc32fast::hash(&payload) != crc {
-            return Ok(Frame::Damaged);
+        // One buffer for every frame, rather than fresh memory (zeroed by
+        // the kernel) for each.
+        let payload = &mut self.payload;
+        payload.resize(len, 0);
+        if read_full(&mut self.file, payload)? != len || crc32fast::hash(payload) != crc {
+            return Ok(Payload::Damaged);
         }
         self.at += 8 + len as u64;
-        Ok(Frame::Batch(payload))
+        Ok(Payload::Read)
+    }
+
+    /// The next whole frame's payload, its checksum checked; `None` at the
+    /// end or at a damaged frame.
+    pub(super) fn next_checked(&mut self) -> io::Result<Option<&[u8]>> {
+        Ok(match self.next_payload()? {
+            Payload::Read => Some(&self.payload),
+            Payload::End | Payload::Damaged => None,
+        })
     }
 
     /// The next frame.
     pub(super) fn next<T: DeserializeOwned>(&mut self) -> io::Result<Frame<T>> {
         let at = self.at;
-        let payload = match self.next_payload()? {
-            Frame::Batch(p) => p,
-            Frame::End => return Ok(Frame::End),
-            Frame::Damaged => return Ok(Frame::Damaged),
-        };
-        match decode(&payload) {
+        match self.next_payload()? {
+            Payload::Read => {}
+            Payload::End => return Ok(Frame::End),
+            Payload::Damaged => return Ok(Frame::Damaged),
+        }
+        match decode(&self.payload) {
             Some(batch) => Ok(Frame::Batch(batch)),
             None => {
                 self.at = at;
@@ -238,12 +266,12 @@ impl SnapshotReader {
     /// every frame's checksum, and the end mark in the last one; returns
     /// how many tasks that mark says it holds.
     pub(super) fn verify(mut self) -> Result<u64, LoadError> {
-        let mut last = None;
+        let mut any = false;
         loop {
             match self.frames.next_payload() {
-                Ok(Frame::Batch(p)) => last = Some(p),
-                Ok(Frame::End) => break,
-                Ok(Frame::Damaged) => return Err(self.damaged("a checksum or length is wrong")),
+                Ok(Payload::Read) => any = true,
+                Ok(Payload::End) => break,
+                Ok(Payload::Damaged) => return Err(self.damaged("a checksum or length is wrong")),
                 Err(e) => {
                     return Err(LoadError::Refused(format!(
                         "cannot read {}: {e}",
@@ -252,8 +280,10 @@ impl SnapshotReader {
                 }
             }
         }
-        match last
-            .and_then(|p| decode::<Item>(&p))
+        // The buffer still holds the last frame's payload.
+        match any
+            .then(|| decode::<Item>(&self.frames.payload))
+            .flatten()
             .and_then(|items| items.last().cloned())
         {
             Some(Item::End { tasks }) => Ok(tasks),

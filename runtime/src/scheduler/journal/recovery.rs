@@ -91,8 +91,8 @@ pub(super) fn fold(dir: &Path, upto: Option<u64>, repair: bool) -> Result<Fold, 
         f.found = true;
         // Room for the tasks the log may change, at once: growing the table
         // as it went was a tenth of a restore.
-        let size = std::fs::metadata(log_path(dir, generation)).map_or(0, |m| m.len());
-        f.window.reserve((size / LOG_BYTES_PER_TASK) as usize);
+        f.window
+            .reserve(count_records(&log_path(dir, generation)) as usize);
         let (window, rest) = (&mut f.window, &mut f.rest);
         if read_log(dir, generation, repair, |r| window.apply(r, rest))? {
             damaged_after = Some(generation);
@@ -101,9 +101,29 @@ pub(super) fn fold(dir: &Path, upto: Option<u64>, repair: bool) -> Result<Fold, 
     Ok(f)
 }
 
-/// About the fewest log bytes a task's records take (its spec, its status
-/// when it finished): sizes a window before reading a log.
-const LOG_BYTES_PER_TASK: u64 = 128;
+/// How many records log `path` holds: the count each whole frame starts
+/// with, read without decoding the rest (frames are checked, so a damaged
+/// one cannot make the count absurd; counting stops there, as reading
+/// will). 0 if it cannot be read (the reading proper says why).
+pub(super) fn count_records(path: &Path) -> u64 {
+    let Ok(file) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut frames = Frames::new(std::io::BufReader::with_capacity(1 << 20, file), 0);
+    let mut header = [0u8; LOG_HEADER];
+    if !matches!(read_full(&mut frames.file, &mut header), Ok(n) if n == LOG_HEADER) {
+        return 0;
+    }
+    let mut records = 0u64;
+    // The payload is an encoded list: its length, a varint, comes first.
+    while let Ok(Some(payload)) = frames.next_checked() {
+        match postcard::take_from_bytes::<u64>(payload) {
+            Ok((n, _)) => records += n.min(payload.len() as u64),
+            Err(_) => break,
+        }
+    }
+    records
+}
 
 /// Why a journal could not be read.
 #[derive(Debug)]

@@ -338,13 +338,16 @@ impl Scheduler {
     pub fn journal_records(&mut self) -> Vec<Record> {
         let mut out = Vec::new();
         self.journal_records_into(&mut out);
+        self.journal_stats_into(&mut out);
         out
     }
 
-    /// [`Scheduler::journal_records`], appended to `out` (a buffer the
-    /// caller keeps, so that recording allocates no vector per event).
+    /// [`Scheduler::journal_records`] but the counters, appended to `out`
+    /// (a buffer the caller keeps, so that recording allocates no vector
+    /// per event). The caller adds the counters with
+    /// [`Scheduler::journal_stats_into`] once per batch of events: one
+    /// record per event would be half of a busy journal.
     pub fn journal_records_into(&mut self, out: &mut Vec<Record>) {
-        let start = out.len();
         if let Some(modules) = &mut self.journal_modules {
             out.extend(modules.drain(..).map(|hash| Record::Module { hash }));
         }
@@ -401,7 +404,11 @@ impl Scheduler {
                 });
             }
         }
-        if out.len() > start && self.stats != self.journal_stats {
+    }
+
+    /// The counters, if they changed since last recorded (with a journal).
+    pub fn journal_stats_into(&mut self, out: &mut Vec<Record>) {
+        if self.tasks.noted.is_some() && self.stats != self.journal_stats {
             self.journal_stats = self.stats.clone();
             out.push(Record::Stats(self.stats.clone()));
         }
