@@ -2,7 +2,8 @@
 
 use super::task_options::TaskOptions;
 use super::{Failure, Global, connect, load_module, parse_args};
-use dtask_runtime::client::task_spec;
+use dtask_runtime::client::{Client, Future, task_spec};
+use dtask_runtime::module::LocalModule;
 use dtask_runtime::protocol::Arg;
 use dtask_runtime::value::Encoded;
 use std::path::PathBuf;
@@ -38,42 +39,14 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     }
     let module = load_module(&a.module)?;
     let mut words = a.args;
-    // A command's stdin (`<-`) is read here, never whole when big: a
-    // regular file or a pipe past one range is scattered a range at a time,
-    // like `dtask scatter`, and passed as that future; a small one is
-    // passed inline.
-    let mut client_first = None;
-    let mut scattered = Vec::new();
-    let mut inline_stdin = None;
-    let stdin_at = words.iter().position(|w| w == STDIN_WORD);
-    // Two stdins, or a function the command lacks, are refused by
-    // `parse_args` below, before stdin is read or anything sent.
-    let stdins = words
-        .iter()
-        .filter(|w| *w == STDIN_WORD || w.starts_with("<@"));
-    let valid = stdins.count() == 1 && module.types.func(&a.function, &module.name).is_ok();
-    if let (Some(at), true, true) = (stdin_at, valid, module.types.kind().is_command()) {
-        let read = Encoded::stdin(dtask_runtime::peer::CHUNK as usize);
-        match read.map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))? {
-            Encoded::Memory(b) => {
-                words.remove(at);
-                inline_stdin = Some(Arg::Value(b));
-            }
-            file => {
-                let client = connect(global, true).await?;
-                scattered = client.scatter_from(vec![file], false, Vec::new()).await?;
-                words[at] = format!("<@{}", scattered[0].key());
-                client_first = Some(client);
-            }
-        }
-    }
+    let stdin = command_stdin(global, &module, &a.function, &mut words).await?;
     let mut args = parse_args(&module, &a.function, &words)?;
-    if let Some(stdin) = inline_stdin {
+    if let Some(inline) = stdin.inline {
         // A command's arguments are [stdin, argv].
-        args[0] = stdin;
+        args[0] = inline;
     }
     let options = a.options.submit_options(a.key)?;
-    let client = match client_first {
+    let client = match stdin.client {
         Some(c) => c,
         None => connect(global, true).await?,
     };
@@ -83,8 +56,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let notes = client.submit_specs(vec![spec]).await?.await?;
     // The task holds its stdin now; this client need not (and the round
     // trip sees the release out before the process ends).
-    if !scattered.is_empty() {
-        drop(scattered);
+    if !stdin.scattered.is_empty() {
+        drop(stdin.scattered);
         client.status(Vec::new()).await?;
     }
     super::task_options::note_unplaceable(&notes, &mut Default::default());
@@ -99,3 +72,58 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
 
 /// The word that gives a command this process's stdin.
 const STDIN_WORD: &str = "<-";
+
+/// This process's stdin, as a command's `<-` takes it.
+#[derive(Default)]
+struct CommandStdin {
+    /// A small stdin, passed inline as the command's first argument.
+    inline: Option<Arg>,
+    /// A big one, scattered (held until the task holds it).
+    scattered: Vec<Future>,
+    /// The client that scattered it, to submit with.
+    client: Option<Client>,
+}
+
+/// Reads this process's stdin if `words` give it to a command (`<-`),
+/// never whole when big: a regular file or a pipe past one range is
+/// scattered a range at a time, like `dtask scatter`, and `<-` becomes that
+/// future; a small one is taken out of `words`, to pass inline.
+async fn command_stdin(
+    global: &Global,
+    module: &LocalModule,
+    function: &str,
+    words: &mut Vec<String>,
+) -> Result<CommandStdin, Failure> {
+    let Some(at) = words.iter().position(|w| w == STDIN_WORD) else {
+        return Ok(CommandStdin::default());
+    };
+    // Two stdins, or a function the command lacks, are refused by
+    // `parse_args` after this, before stdin is read or anything sent.
+    let stdins = words
+        .iter()
+        .filter(|w| *w == STDIN_WORD || w.starts_with("<@"));
+    let valid = stdins.count() == 1 && module.types.func(function, &module.name).is_ok();
+    if !valid || !module.types.kind().is_command() {
+        return Ok(CommandStdin::default());
+    }
+    let read = Encoded::stdin(dtask_runtime::peer::CHUNK as usize);
+    match read.map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))? {
+        Encoded::Memory(b) => {
+            words.remove(at);
+            Ok(CommandStdin {
+                inline: Some(Arg::Value(b)),
+                ..CommandStdin::default()
+            })
+        }
+        file => {
+            let client = connect(global, true).await?;
+            let scattered = client.scatter_from(vec![file], false, Vec::new()).await?;
+            words[at] = format!("<@{}", scattered[0].key());
+            Ok(CommandStdin {
+                scattered,
+                client: Some(client),
+                ..CommandStdin::default()
+            })
+        }
+    }
+}

@@ -123,11 +123,11 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
             RunArg::Dep { key, at } => match &at.inline {
                 Some(b) => b.clone(),
                 None if command && i == 0 => match command_stdin(shared, key, at).await {
-                    Ok(Stdin::File(file)) => {
+                    Ok(StdinSource::File(file)) => {
                         args.push(TaskArg::File(file));
                         continue;
                     }
-                    Ok(Stdin::Encoded(b)) => b,
+                    Ok(StdinSource::Encoded(b)) => b,
                     Err(m) => return Err(err(ErrorKind::Lost, m)),
                 },
                 None => dependency(shared, key, at)
@@ -272,8 +272,9 @@ pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
     tracing::debug!("actor {key} dropped");
 }
 
-/// Where a command's stdin comes from.
-enum Stdin {
+/// Where a command's stdin comes from (what the sandbox's own `Stdin` is
+/// made of once it is decoded).
+enum StdinSource {
     /// A byte string's or string's bytes, read from a file as the program
     /// asks for them.
     File(FileBytes),
@@ -286,17 +287,17 @@ enum Stdin {
 /// over this worker's memory budget is streamed from its holder into a
 /// spill file first (removed when the task ends), so the worker never holds
 /// it whole. Anything else arrives whole, as any argument does.
-async fn command_stdin(shared: &Shared, key: &str, at: &Located) -> Result<Stdin, String> {
+async fn command_stdin(shared: &Shared, key: &str, at: &Located) -> Result<StdinSource, String> {
     if let Some(spilled) = shared.results.spilled_bytes(key) {
-        return Ok(Stdin::File(spilled));
+        return Ok(StdinSource::File(spilled));
     }
     if !shared.results.over_budget(at.nbytes) || shared.results.holds(key) {
-        return dependency(shared, key, at).await.map(Stdin::Encoded);
+        return dependency(shared, key, at).await.map(StdinSource::Encoded);
     }
     let spill = fetch_to_disk(shared, key, at).await?;
     let read = tokio::task::spawn_blocking(move || match spill.into_payload() {
-        Ok(Ok(file)) => Ok(Stdin::File(file)),
-        Ok(Err(other)) => other.read().map(|b| Stdin::Encoded(b.into())),
+        Ok(Ok(file)) => Ok(StdinSource::File(file)),
+        Ok(Err(other)) => other.read().map(|b| StdinSource::Encoded(b.into())),
         Err(e) => Err(e),
     });
     read.await
