@@ -34,6 +34,24 @@ pub(crate) fn purge_freed_memory_at_once() {
     }
 }
 
+/// Gives the memory freed in the process back to the system every
+/// `interval`, from a thread of its own, whatever mimalloc's purge delay:
+/// memory freed by a thread that then ended (or went idle) is otherwise
+/// only given back once something allocates again. Each round costs what
+/// was freed since the last.
+pub(crate) fn purge_freed_memory_every(interval: std::time::Duration) {
+    let _ = std::thread::Builder::new()
+        .name("dtask-purge".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                // SAFETY: mi_collect may be called from any thread at any
+                // time; forcing it purges what is free, nothing in use.
+                unsafe { libmimalloc_sys::mi_collect(true) };
+            }
+        });
+}
+
 use clap::{Parser, Subcommand};
 use cmd::{Failure, WithScheduler as S};
 use std::process::ExitCode;

@@ -116,6 +116,14 @@ impl WorkerFlags {
     }
 }
 
+/// How long a blocking thread of a worker lives without work.
+const IDLE_THREAD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often a worker gives back the memory freed since: a worker gone
+/// idle after a module's compilation held some 50 MB it no longer used
+/// until its next task.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let defaults = config::file_config()
         .map_err(Failure::usage)?
@@ -193,17 +201,21 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
     // running guest yields at every epoch tick, so the connection is
     // served meanwhile; compiling and spilling run on blocking threads.
     // More slots need threads that compute at once.
-    let rt = if nthreads == 1 {
+    let mut builder = if nthreads == 1 {
         tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(nthreads as usize + 1)
-            .enable_all()
-            .build()
-    }
-    .map_err(|e| Failure::new(2, e.to_string()))?;
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(nthreads as usize + 1);
+        b
+    };
+    // A blocking thread (a module's compilation, a spill) ends a second
+    // after its last job, giving back what its heap held, rather than ten.
+    let rt = builder
+        .enable_all()
+        .thread_keep_alive(IDLE_THREAD)
+        .build()
+        .map_err(|e| Failure::new(2, e.to_string()))?;
+    crate::purge_freed_memory_every(PURGE_EVERY);
     // Spawned rather than run as `block_on`'s own future: a current-thread
     // runtime polls that future only between rounds of its tasks, so
     // while a guest computes, the worker's messages (a task's `Started`,
