@@ -33,7 +33,7 @@ mod table;
 mod workers;
 
 pub use inputs::{Command, Input};
-use workers::Worker;
+use workers::{Worker, Workers};
 
 pub use activity::{
     DETAIL_KEYS, Failure, FunctionTally, Phase, PhaseCounts, PrimitivesSummary, Span, TaskDetail,
@@ -176,7 +176,7 @@ pub struct Scheduler {
     tasks: Tasks,
     /// Counts, the task stream and failures, kept as tasks change.
     activity: activity::Activity,
-    workers: HashMap<WorkerId, Worker>,
+    workers: Workers,
     clients: HashMap<ClientId, Client>,
     holdings: HashMap<Arc<str>, HashSet<Key>>,
     /// Module hashes and function names, shared by the tasks using them.
@@ -449,7 +449,7 @@ impl Scheduler {
                         continue;
                     }
                     let t = self.tasks.get_mut(&key).expect("on a worker");
-                    if let Some(w) = self.workers.get_mut(&worker) {
+                    if let Some(mut w) = self.workers.get_mut(&worker) {
                         w.give_back(&key, &t.recipe.placement().resources);
                     }
                     self.owner_ended(&Owner::Task(key.clone()), &mut out);
@@ -486,7 +486,7 @@ impl Scheduler {
                 }
             }
             Input::Seceded { worker, key } => {
-                if let Some(w) = self.workers.get_mut(&worker)
+                if let Some(mut w) = self.workers.get_mut(&worker)
                     && let Some(k) = w.processing.get(key.as_str()).cloned()
                 {
                     w.seceded.insert(k);
@@ -494,7 +494,7 @@ impl Scheduler {
             }
             Input::Stolen { worker, keys } => self.stolen(worker, keys, &mut out),
             Input::Started { worker, keys } => {
-                if let Some(w) = self.workers.get_mut(&worker) {
+                if let Some(mut w) = self.workers.get_mut(&worker) {
                     for key in &keys {
                         w.queued.remove(key.as_str());
                     }
@@ -513,7 +513,7 @@ impl Scheduler {
                 }
             }
             Input::Rejoined { worker, key } => {
-                if let Some(w) = self.workers.get_mut(&worker) {
+                if let Some(mut w) = self.workers.get_mut(&worker) {
                     w.seceded.remove(key.as_str());
                 }
             }
@@ -545,7 +545,7 @@ impl Scheduler {
                 run_seq,
                 running,
             } => {
-                if let Some(w) = self.workers.get_mut(&worker) {
+                if let Some(mut w) = self.workers.get_mut(&worker) {
                     w.spilled = spilled;
                     w.held = held;
                     w.rss = rss;

@@ -13,7 +13,7 @@ impl Scheduler {
         out: &mut Vec<Command>,
     ) {
         let Some(key) = self.tasks.key(&key) else {
-            if let Some(w) = self.workers.get_mut(&worker) {
+            if let Some(mut w) = self.workers.get_mut(&worker) {
                 w.processing.remove(key.as_str());
                 w.queued.remove(key.as_str());
             }
@@ -25,7 +25,7 @@ impl Scheduler {
             return;
         };
         let task = self.tasks.get_mut(&key).expect("present");
-        if let Some(w) = self.workers.get_mut(&worker) {
+        if let Some(mut w) = self.workers.get_mut(&worker) {
             w.give_back(&key, &task.recipe.placement().resources);
         }
         if matches!(&task.state, State::Processing { worker: w, .. } if *w == worker) {
@@ -39,7 +39,7 @@ impl Scheduler {
             State::Finished { result } if scattered => {
                 if !result.who_has.contains(&worker) {
                     result.who_has.push(worker);
-                    if let Some(w) = self.workers.get_mut(&worker) {
+                    if let Some(mut w) = self.workers.get_mut(&worker) {
                         w.has.insert(key.clone());
                     }
                 }
@@ -69,7 +69,7 @@ impl Scheduler {
                 },
             },
         );
-        if kept && let Some(w) = self.workers.get_mut(&worker) {
+        if kept && let Some(mut w) = self.workers.get_mut(&worker) {
             w.has.insert(key.clone());
         }
         self.scatter_stored(req, worker, out);
@@ -132,7 +132,7 @@ impl Scheduler {
                 continue;
             }
             if let State::Processing { worker, .. } = t.state
-                && let Some(w) = self.workers.get_mut(&worker)
+                && let Some(mut w) = self.workers.get_mut(&worker)
                 && w.processing.contains(&k)
             {
                 w.give_back(&k, &t.recipe.placement().resources);

@@ -49,7 +49,7 @@ impl Scheduler {
         let task = &self.tasks[key];
         let run = self.run_task(key, task);
         let need = task.recipe.placement().resources.clone();
-        let w = self
+        let mut w = self
             .workers
             .get_mut(&worker)
             .expect("placed on a live worker");
@@ -80,7 +80,7 @@ impl Scheduler {
         tasks: Vec<RunTask>,
         out: &mut Vec<Command>,
     ) {
-        let w = self
+        let mut w = self
             .workers
             .get_mut(&worker)
             .expect("placed on a live worker");
@@ -103,6 +103,19 @@ impl Scheduler {
         let named = |id: WorkerId, w: &Worker| {
             p.workers.is_empty() || p.workers.iter().any(|n| w.is(id, n))
         };
+        // The common case, a task any worker may run with no input held on
+        // one: the least loaded, from the index (no walk over them all).
+        if p.workers.is_empty()
+            && p.resources.is_empty()
+            && memory.is_none()
+            && !self.inputs_on_workers(task)
+        {
+            let least = self.workers.least_loaded_with_room();
+            if cfg!(test) {
+                assert_eq!(least, self.best(task, fits), "the index agrees with a walk");
+            }
+            return least;
+        }
         self.best(task, |id, w| fits(id, w) && named(id, w))
             .or_else(|| {
                 if p.allow_other_workers {
@@ -159,6 +172,17 @@ impl Scheduler {
             return None;
         }
         self.why_no_worker(t)
+    }
+
+    /// Whether some input of `task` is a result held on a worker (which
+    /// placement prefers).
+    fn inputs_on_workers(&self, task: &Task) -> bool {
+        task.deps.iter().any(|d| {
+            matches!(
+                self.tasks.get(d).map(|t| &t.state),
+                Some(State::Finished { result }) if result.inline.is_none() && !result.who_has.is_empty()
+            )
+        })
     }
 
     pub(super) fn best(

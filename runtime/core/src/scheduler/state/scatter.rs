@@ -212,7 +212,7 @@ impl Scheduler {
                 t.holders.insert(&name);
                 self.activity.set(&key, t, storing);
                 self.scatter_requests.insert(key.clone(), (client, id));
-                if let Some(w) = self.workers.get_mut(&chosen[0]) {
+                if let Some(mut w) = self.workers.get_mut(&chosen[0]) {
                     w.take(&key, &[]);
                 }
                 puts.push((key, chosen));
@@ -236,7 +236,7 @@ impl Scheduler {
                 journaled: 0,
             };
             self.scatter_requests.insert(key.clone(), (client, id));
-            if let Some(w) = self.workers.get_mut(&chosen[0]) {
+            if let Some(mut w) = self.workers.get_mut(&chosen[0]) {
                 w.take(&key, &[]);
             }
             puts.push((key.clone(), chosen));

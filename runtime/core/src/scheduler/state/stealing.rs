@@ -72,8 +72,10 @@ impl Scheduler {
             if keys.is_empty() {
                 continue;
             }
-            let v = self.workers.get_mut(&victim).expect("listed");
-            v.steal_to = Some((thief, v.runs_sent));
+            {
+                let mut v = self.workers.get_mut(&victim).expect("listed");
+                v.steal_to = Some((thief, v.runs_sent));
+            }
             self.workers.get_mut(&thief).expect("listed").awaiting = true;
             out.push(Command::Steal {
                 worker: victim,
@@ -170,11 +172,11 @@ impl Scheduler {
         let Some((thief, asked_at)) = self
             .workers
             .get_mut(&victim)
-            .and_then(|w| w.steal_to.take())
+            .and_then(|mut w| w.steal_to.take())
         else {
             return;
         };
-        if let Some(t) = self.workers.get_mut(&thief) {
+        if let Some(mut t) = self.workers.get_mut(&thief) {
             t.awaiting = false;
         }
         self.balance_now = true;
@@ -191,7 +193,7 @@ impl Scheduler {
             if !waiting {
                 continue;
             }
-            if let Some(w) = self.workers.get_mut(&victim) {
+            if let Some(mut w) = self.workers.get_mut(&victim) {
                 w.give_back(&key, &t.recipe.placement().resources);
             }
             self.activity.set(&key, t, State::Pending { waiting_on: 0 });
@@ -217,7 +219,7 @@ impl Scheduler {
     /// tasks afresh, as it is gone.)
     pub(super) fn stealing_worker_gone(&mut self, w: &Worker) {
         if let Some((thief, _)) = w.steal_to
-            && let Some(t) = self.workers.get_mut(&thief)
+            && let Some(mut t) = self.workers.get_mut(&thief)
         {
             t.awaiting = false;
         }

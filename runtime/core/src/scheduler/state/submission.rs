@@ -267,7 +267,7 @@ impl Scheduler {
             let task = self.tasks.get_mut(&key).expect("present");
             if let State::Finished { result } = &task.state {
                 for w in &result.who_has {
-                    if let Some(worker) = self.workers.get_mut(w) {
+                    if let Some(mut worker) = self.workers.get_mut(w) {
                         worker.has.remove(&key);
                         out.push(Command::Free {
                             worker: *w,

@@ -49,6 +49,153 @@ pub(super) struct Worker {
     pub(super) runs_sent: u64,
 }
 
+/// A worker's place in [`Workers`]' index by load: least loaded for its
+/// slots first, then the lowest id (the order placement prefers).
+#[derive(Clone, Copy, Debug)]
+struct LoadKey {
+    load: u64,
+    nthreads: u64,
+    id: WorkerId,
+}
+
+impl LoadKey {
+    fn of(id: WorkerId, w: &Worker) -> Self {
+        Self {
+            load: w.load() as u64,
+            nthreads: u64::from(w.nthreads.max(1)),
+            id,
+        }
+    }
+}
+
+impl Ord for LoadKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // load / nthreads, compared without division.
+        (self.load * other.nthreads)
+            .cmp(&(other.load * self.nthreads))
+            .then(self.id.cmp(&other.id))
+    }
+}
+
+impl PartialOrd for LoadKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for LoadKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for LoadKey {}
+
+/// The workers, by id, with an index of them by load kept as their loads
+/// change (every change goes through [`Workers::get_mut`]'s guard), so the
+/// least loaded is found without a walk over all of them.
+#[derive(Debug, Default)]
+pub(super) struct Workers {
+    map: HashMap<WorkerId, Worker>,
+    by_load: std::collections::BTreeSet<LoadKey>,
+}
+
+impl Workers {
+    pub(super) fn get(&self, id: &WorkerId) -> Option<&Worker> {
+        self.map.get(id)
+    }
+
+    /// The worker, to change; its place in the index follows when the
+    /// guard goes.
+    pub(super) fn get_mut(&mut self, id: &WorkerId) -> Option<WorkerMut<'_>> {
+        let worker = self.map.get_mut(id)?;
+        let before = LoadKey::of(*id, worker);
+        Some(WorkerMut {
+            before,
+            worker,
+            by_load: &mut self.by_load,
+        })
+    }
+
+    pub(super) fn insert(&mut self, id: WorkerId, worker: Worker) {
+        if let Some(old) = self.map.get(&id) {
+            self.by_load.remove(&LoadKey::of(id, old));
+        }
+        self.by_load.insert(LoadKey::of(id, &worker));
+        self.map.insert(id, worker);
+    }
+
+    pub(super) fn remove(&mut self, id: &WorkerId) -> Option<Worker> {
+        let worker = self.map.remove(id)?;
+        self.by_load.remove(&LoadKey::of(*id, &worker));
+        Some(worker)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&WorkerId, &Worker)> {
+        self.map.iter()
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Worker> {
+        self.map.values()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The least loaded worker for its slots (the lowest id among equals),
+    /// if it has room.
+    pub(super) fn least_loaded_with_room(&self) -> Option<WorkerId> {
+        let first = self.by_load.first()?;
+        // Capacity is proportional to slots: if the least loaded has no
+        // room, none has.
+        self.map[&first.id].has_room().then_some(first.id)
+    }
+}
+
+impl std::ops::Index<&WorkerId> for Workers {
+    type Output = Worker;
+    fn index(&self, id: &WorkerId) -> &Worker {
+        &self.map[id]
+    }
+}
+
+/// A worker being changed; puts it in its new place in the index by load
+/// when dropped.
+pub(super) struct WorkerMut<'a> {
+    before: LoadKey,
+    worker: &'a mut Worker,
+    by_load: &'a mut std::collections::BTreeSet<LoadKey>,
+}
+
+impl std::ops::Deref for WorkerMut<'_> {
+    type Target = Worker;
+    fn deref(&self) -> &Worker {
+        self.worker
+    }
+}
+
+impl std::ops::DerefMut for WorkerMut<'_> {
+    fn deref_mut(&mut self) -> &mut Worker {
+        self.worker
+    }
+}
+
+impl Drop for WorkerMut<'_> {
+    fn drop(&mut self) {
+        let after = LoadKey::of(self.before.id, self.worker);
+        let (b, a) = (self.before, after);
+        if (b.load, b.nthreads) != (a.load, a.nthreads) {
+            self.by_load.remove(&b);
+            self.by_load.insert(a);
+        }
+    }
+}
+
 impl Worker {
     pub(super) fn capacity(&self) -> usize {
         self.nthreads as usize * (QUEUED_PER_SLOT + 1)
@@ -145,7 +292,7 @@ impl Scheduler {
                     if let State::Finished { result } = &mut t.state {
                         result.who_has.push(worker);
                     }
-                    if let Some(w) = self.workers.get_mut(&worker) {
+                    if let Some(mut w) = self.workers.get_mut(&worker) {
                         w.has.insert(key);
                     }
                 }
@@ -177,7 +324,7 @@ impl Scheduler {
                 },
             },
         );
-        if kept && let Some(w) = self.workers.get_mut(&worker) {
+        if kept && let Some(mut w) = self.workers.get_mut(&worker) {
             w.has.insert(key.clone());
         }
         self.notify(&key, out);
@@ -248,7 +395,7 @@ impl Scheduler {
         }
         for key in lost {
             let need = self.tasks[&key].recipe.placement().resources.clone();
-            if let Some(w) = self.workers.get_mut(&worker) {
+            if let Some(mut w) = self.workers.get_mut(&worker) {
                 w.give_back(&key, &need);
             }
             self.stats.resent += 1;
