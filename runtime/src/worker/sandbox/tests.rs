@@ -43,6 +43,24 @@ fn argv(words: &[&str]) -> Value {
     Value::Array(words.iter().map(|w| Value::from(*w)).collect())
 }
 
+/// Runs `command`'s `_start` with no stdin and `words` as its argv.
+async fn start(
+    sandbox: &Sandbox,
+    command: &Ready,
+    words: &[&str],
+    timeout: Option<Duration>,
+) -> Result<Value, TaskError> {
+    sandbox
+        .run(
+            command,
+            "k",
+            "_start",
+            vec![Value::Nil, argv(words)],
+            timeout,
+        )
+        .await
+}
+
 #[tokio::test]
 async fn unbounded_recursion_is_a_stack_error_and_the_sandbox_goes_on() {
     let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
@@ -53,24 +71,10 @@ async fn unbounded_recursion_is_a_stack_error_and_the_sandbox_goes_on() {
             (func (export "_start") (drop (call $f (i32.const 0))))
             (memory (export "memory") 1))"#,
     );
-    let e = sandbox
-        .run(
-            &deep,
-            "k",
-            "_start",
-            vec![Value::Nil, argv(&["deep"])],
-            None,
-        )
-        .await
-        .unwrap_err();
+    let e = start(&sandbox, &deep, &["deep"], None).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Stack, "{e:?}");
     let cat = cat(&sandbox);
-    assert!(
-        sandbox
-            .run(&cat, "k", "_start", vec![Value::Nil, argv(&["cat"])], None)
-            .await
-            .is_ok()
-    );
+    assert!(start(&sandbox, &cat, &["cat"], None).await.is_ok());
 }
 
 #[tokio::test]
@@ -93,16 +97,7 @@ async fn growing_memory_past_the_limit_is_a_memory_error() {
                   (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))
                 (memory (export "memory") 1))"#,
         );
-        let e = sandbox
-            .run(
-                &bomb,
-                "k",
-                "_start",
-                vec![Value::Nil, argv(&["bomb"])],
-                None,
-            )
-            .await
-            .unwrap_err();
+        let e = start(&sandbox, &bomb, &["bomb"], None).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Memory, "{e:?}");
     }
 }
@@ -151,14 +146,7 @@ async fn stdin_from_any_value_is_its_bytes_text_or_json() {
 async fn a_nonzero_exit_is_an_exit_error_with_stderr() {
     let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
     let cat = cat(&sandbox);
-    let e = sandbox
-        .run(
-            &cat,
-            "k",
-            "_start",
-            vec![Value::Nil, argv(&["cat", "a", "b"])],
-            None,
-        )
+    let e = start(&sandbox, &cat, &["cat", "a", "b"], None)
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Exit);
@@ -178,10 +166,7 @@ async fn a_command_component_whose_run_fails_exits_with_status_1() {
         &sandbox,
         compile(sandbox.engine(), &bytes, "run.wasm", None),
     );
-    let e = sandbox
-        .run(&run, "k", "_start", vec![Value::Nil, argv(&["run"])], None)
-        .await
-        .unwrap_err();
+    let e = start(&sandbox, &run, &["run"], None).await.unwrap_err();
     assert_eq!(
         (e.kind, e.message.as_str()),
         (ErrorKind::Exit, "task k exited with status 1")
@@ -228,14 +213,7 @@ async fn a_command_past_its_time_limit_times_out() {
             &engine,
             r#"(module (func (export "_start") (loop br 0)))"#,
         );
-        let e = sandbox
-            .run(
-                &spin,
-                "k",
-                "_start",
-                vec![Value::Nil, argv(&["spin"])],
-                Some(Duration::from_millis(100)),
-            )
+        let e = start(&sandbox, &spin, &["spin"], Some(Duration::from_millis(100)))
             .await
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
@@ -246,10 +224,7 @@ async fn a_command_past_its_time_limit_times_out() {
 async fn a_command_trap_is_a_trap() {
     let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
     let bad = core(&sandbox, r#"(module (func (export "_start") unreachable))"#);
-    let e = sandbox
-        .run(&bad, "k", "_start", vec![Value::Nil, argv(&["bad"])], None)
-        .await
-        .unwrap_err();
+    let e = start(&sandbox, &bad, &["bad"], None).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Trap, "{e:?}");
     assert!(e.message.contains("unreachable"), "{e:?}");
 }
@@ -277,14 +252,7 @@ async fn a_chatty_stderr_never_fails_a_write_and_its_end_is_kept() {
                 (br_if $more (i32.lt_u (local.get $i) (i32.const 100))))
               (call $proc_exit (i32.const 1))))"#,
     );
-    let e = sandbox
-        .run(
-            &chatty,
-            "k",
-            "_start",
-            vec![Value::Nil, argv(&["chatty"])],
-            None,
-        )
+    let e = start(&sandbox, &chatty, &["chatty"], None)
         .await
         .unwrap_err();
     assert_eq!(e.message, "task k exited with status 1");
@@ -324,16 +292,7 @@ async fn stdout_past_the_cap_is_a_clear_error() {
     };
     let sandbox = Sandbox::new("t", limits, 1).unwrap();
     let flood = flood(&sandbox, 70);
-    let e = sandbox
-        .run(
-            &flood,
-            "k",
-            "_start",
-            vec![Value::Nil, argv(&["flood"])],
-            None,
-        )
-        .await
-        .unwrap_err();
+    let e = start(&sandbox, &flood, &["flood"], None).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Memory);
     assert!(
         e.message
