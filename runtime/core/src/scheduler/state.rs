@@ -33,7 +33,7 @@ mod table;
 mod workers;
 
 pub use inputs::{Command, Input};
-use workers::{Worker, Workers};
+use workers::{LoadKey, Worker, Workers};
 
 pub use activity::{
     DETAIL_KEYS, Failure, FunctionTally, Phase, PhaseCounts, PrimitivesSummary, Span, TaskDetail,

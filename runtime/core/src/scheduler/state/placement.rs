@@ -103,23 +103,24 @@ impl Scheduler {
         let named = |id: WorkerId, w: &Worker| {
             p.workers.is_empty() || p.workers.iter().any(|n| w.is(id, n))
         };
+        let held = self.input_bytes_by_worker(task);
         // The common case, a task any worker may run with no input held on
         // one: the least loaded, from the index (no walk over them all).
-        if p.workers.is_empty()
-            && p.resources.is_empty()
-            && memory.is_none()
-            && !self.inputs_on_workers(task)
-        {
+        if p.workers.is_empty() && p.resources.is_empty() && memory.is_none() && held.is_empty() {
             let least = self.workers.least_loaded_with_room();
             if cfg!(test) {
-                assert_eq!(least, self.best(task, fits), "the index agrees with a walk");
+                assert_eq!(
+                    least,
+                    self.best(&held, fits),
+                    "the index agrees with a walk"
+                );
             }
             return least;
         }
-        self.best(task, |id, w| fits(id, w) && named(id, w))
+        self.best(&held, |id, w| fits(id, w) && named(id, w))
             .or_else(|| {
                 if p.allow_other_workers {
-                    self.best(task, fits)
+                    self.best(&held, fits)
                 } else {
                     None
                 }
@@ -174,22 +175,9 @@ impl Scheduler {
         self.why_no_worker(t)
     }
 
-    /// Whether some input of `task` is a result held on a worker (which
-    /// placement prefers).
-    fn inputs_on_workers(&self, task: &Task) -> bool {
-        task.deps.iter().any(|d| {
-            matches!(
-                self.tasks.get(d).map(|t| &t.state),
-                Some(State::Finished { result }) if result.inline.is_none() && !result.who_has.is_empty()
-            )
-        })
-    }
-
-    pub(super) fn best(
-        &self,
-        task: &Task,
-        eligible: impl Fn(WorkerId, &Worker) -> bool,
-    ) -> Option<WorkerId> {
+    /// Bytes of `task`'s inputs each worker holds (results kept there, not
+    /// inline in the scheduler).
+    fn input_bytes_by_worker(&self, task: &Task) -> HashMap<WorkerId, u64> {
         let mut held: HashMap<WorkerId, u64> = HashMap::default();
         for d in &task.deps {
             if let Some(State::Finished { result }) = self.tasks.get(d).map(|t| &t.state)
@@ -200,16 +188,26 @@ impl Scheduler {
                 }
             }
         }
+        held
+    }
+
+    /// Among the `eligible` workers, the one holding the most of `held`
+    /// input bytes, then the least loaded for its slots, then the lowest
+    /// id (the order of the workers' index by load).
+    pub(super) fn best(
+        &self,
+        held: &HashMap<WorkerId, u64>,
+        eligible: impl Fn(WorkerId, &Worker) -> bool,
+    ) -> Option<WorkerId> {
         self.workers
             .iter()
             .filter(|(id, w)| eligible(**id, w))
             .max_by(|(ia, a), (ib, b)| {
                 let ha = held.get(ia).copied().unwrap_or(0);
                 let hb = held.get(ib).copied().unwrap_or(0);
-                // Less load is better: compare b's load against a's.
-                let la = a.load() as u64 * b.nthreads as u64;
-                let lb = b.load() as u64 * a.nthreads as u64;
-                ha.cmp(&hb).then(lb.cmp(&la)).then(ib.cmp(ia))
+                // First in the index is best: compare b's key against a's.
+                ha.cmp(&hb)
+                    .then(LoadKey::of(**ib, b).cmp(&LoadKey::of(**ia, a)))
             })
             .map(|(id, _)| *id)
     }

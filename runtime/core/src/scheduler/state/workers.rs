@@ -52,14 +52,14 @@ pub(super) struct Worker {
 /// A worker's place in [`Workers`]' index by load: least loaded for its
 /// slots first, then the lowest id (the order placement prefers).
 #[derive(Clone, Copy, Debug)]
-struct LoadKey {
+pub(super) struct LoadKey {
     load: u64,
     nthreads: u64,
     id: WorkerId,
 }
 
 impl LoadKey {
-    fn of(id: WorkerId, w: &Worker) -> Self {
+    pub(super) fn of(id: WorkerId, w: &Worker) -> Self {
         Self {
             load: w.load() as u64,
             nthreads: u64::from(w.nthreads.max(1)),
