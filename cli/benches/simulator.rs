@@ -17,6 +17,10 @@ use std::time::Instant;
 
 const MODULE: &str = "module-hash";
 
+/// The allocator the `dtask` binary runs the scheduler with.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn spec(key: String, function: &str, args: Vec<Arg>) -> TaskSpec {
     let options = SubmitOptions {
         key: Some(key),
@@ -60,8 +64,12 @@ fn main() {
     let mut events: u64 = 0;
     // Runs the workers have been sent and not yet answered, in order.
     let mut inflight: VecDeque<(u64, Vec<RunTask>)> = VecDeque::new();
-    let handle = |s: &mut Scheduler, e: Input, inflight: &mut VecDeque<(u64, Vec<RunTask>)>| {
-        for c in s.handle(e) {
+    let mut in_core = std::time::Duration::ZERO;
+    let mut handle = |s: &mut Scheduler, e: Input, inflight: &mut VecDeque<(u64, Vec<RunTask>)>| {
+        let t = Instant::now();
+        let out = s.handle(e);
+        in_core += t.elapsed();
+        for c in out {
             if let Command::Run { worker, tasks, .. } = c {
                 inflight.push_back((worker, tasks));
             }
@@ -197,6 +205,8 @@ fn main() {
         }
     }
     let took = began.elapsed();
+    drop(handle);
+    println!("in core {:.2} s", in_core.as_secs_f64());
     let done = matches!(
         s.state(&root),
         Some(dtask_runtime::protocol::TaskState::Finished)

@@ -20,6 +20,7 @@
 
 use super::{Command, Key, Scheduler, State, Task, Worker, WorkerId};
 use std::cmp::Reverse;
+use std::collections::VecDeque;
 
 /// Runs shorter than this, on average, are not moved while the busy
 /// worker's queue moves: it is through them before a request arrives.
@@ -53,18 +54,25 @@ impl Scheduler {
             return;
         }
         idle.sort_unstable();
-        for (thief, free) in idle {
-            // The worker with the most tasks beyond its slots.
-            let Some((victim, excess)) = self
+        // The workers with tasks beyond their slots, most first (then the
+        // lowest id). Each is looked over at most once a pass: it is asked
+        // to give some back, or nothing there is worth moving now, and the
+        // next idle worker goes to the next in line.
+        let mut victims: VecDeque<(usize, Reverse<WorkerId>)> = {
+            let mut v: Vec<_> = self
                 .workers
                 .iter()
-                .filter(|(id, w)| **id != thief && w.steal_to.is_none())
-                .map(|(id, w)| (*id, w.backlog()))
-                .filter(|(_, excess)| *excess > 0)
-                .max_by_key(|(id, excess)| (*excess, Reverse(*id)))
-            else {
+                .filter(|(_, w)| w.steal_to.is_none() && w.backlog() > 0)
+                .map(|(id, w)| (w.backlog(), Reverse(*id)))
+                .collect();
+            v.sort_unstable_by(|a, b| b.cmp(a));
+            v.into()
+        };
+        for (thief, free) in idle {
+            let Some(at) = victims.iter().position(|&(_, Reverse(id))| id != thief) else {
                 return;
             };
+            let (excess, Reverse(victim)) = victims.remove(at).expect("found");
             // Half of what waits there, and no more than fills the idle
             // worker's free slots and their queues.
             let want = excess.div_ceil(2).min(free * (super::QUEUED_PER_SLOT + 1));

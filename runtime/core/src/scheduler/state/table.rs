@@ -10,10 +10,27 @@
 use super::{Key, Task};
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
+use std::cell::Cell;
 use std::hash::BuildHasher as _;
 
 /// Slots per chunk.
 const CHUNK: usize = 4096;
+
+/// Entries in the table's cache of recently found keys.
+const RECENT: usize = 4096;
+
+/// Where a key's text lives: the table's copies of keys are shared, and
+/// handing one out and looking it up again by that same copy is the
+/// commonest lookup there is.
+fn address(key: &str) -> usize {
+    key.as_ptr() as usize
+}
+
+/// The cache entry for a key's text at `addr`.
+fn recent_index(addr: usize) -> usize {
+    // Keys are allocated at least 8 bytes apart.
+    ((addr >> 3) ^ (addr >> 12)) % RECENT
+}
 
 /// A task and its key (the table's one copy of it).
 #[derive(Debug)]
@@ -80,7 +97,7 @@ fn note(noted: &mut Option<Noted>, id: u32) {
 /// The task table. With a journal, it notes every key it hands out for
 /// change, so the journal records what changed (and only that) after each
 /// event: see [`Scheduler::journal_records`](super::Scheduler::journal_records).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Tasks {
     /// Slot numbers by their key's hash.
     index: HashTable<u32>,
@@ -93,14 +110,46 @@ pub(super) struct Tasks {
     /// Submission numbers of recorded tasks removed since the journal last
     /// drained them (with a journal only).
     pub(super) forgotten: Vec<u64>,
+    /// Slot numbers of keys recently found by the table's own copy of the
+    /// key, by the address of its text: found again without hashing and
+    /// probing (one event looks up the same few keys many times). An entry
+    /// is only a hint: it counts when the slot's key is that very text, so
+    /// one left behind by a slot that moved or emptied is never wrong.
+    recent: Box<[Cell<(usize, u32)>]>,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Tasks {
+            index: HashTable::default(),
+            chunks: Vec::new(),
+            noted: None,
+            forgotten: Vec::new(),
+            recent: vec![Cell::new((0, 0)); RECENT].into_boxed_slice(),
+        }
+    }
 }
 
 impl Tasks {
     fn find(&self, key: &str) -> Option<u32> {
+        let addr = address(key);
+        let recent = &self.recent[recent_index(addr)];
+        let (at, id) = recent.get();
+        if at == addr && (id as usize) < self.index.len() {
+            let k = &slot(&self.chunks, id).key;
+            if address(k) == addr && k.len() == key.len() {
+                return Some(id);
+            }
+        }
         let chunks = &self.chunks;
-        self.index
-            .find(hash(key), |&id| &*slot(chunks, id).key == key)
-            .copied()
+        let id = *self
+            .index
+            .find(hash(key), |&id| &*slot(chunks, id).key == key)?;
+        // Cached under the table's copy of the key, by which the next
+        // lookups of it come.
+        let at = address(&slot(chunks, id).key);
+        self.recent[recent_index(at)].set((at, id));
+        Some(id)
     }
 
     /// The shared copy of a known key.
@@ -363,5 +412,45 @@ mod tests {
         // And it fills again.
         t.insert("again".into(), task(7, &mut names));
         assert_eq!(t["again"].seq, 7);
+    }
+
+    /// Lookups by the table's own copies of keys (which its cache of recent
+    /// finds serves) stay right while tasks move between slots and keys go
+    /// and come again: a stale cache entry never finds a wrong task.
+    #[test]
+    fn keys_found_by_the_tables_own_copies_stay_right_as_tasks_move() {
+        let mut names = Interner::default();
+        let mut t = Tasks::default();
+        let n = 2 * CHUNK as u64 + 5;
+        for i in 0..n {
+            t.insert(format!("k-{i}").into(), task(i, &mut names));
+        }
+        // The shared copies, each found (and so cached) once.
+        let shared: Vec<Key> = (0..n)
+            .map(|i| t.key(&format!("k-{i}")).expect("present"))
+            .collect();
+        for (i, k) in shared.iter().enumerate() {
+            assert_eq!(t[k].seq, i as u64);
+        }
+        // Removing the even keys moves later tasks into their slots.
+        for i in (0..n).step_by(2) {
+            assert_eq!(t.remove(&shared[i as usize]).expect("present").seq, i);
+        }
+        for (i, k) in shared.iter().enumerate() {
+            match t.get(k) {
+                Some(task) => assert_eq!((i % 2, task.seq), (1, i as u64)),
+                None => assert_eq!(i % 2, 0, "k-{i} was kept"),
+            }
+        }
+        // Keys made again are new copies: found, and the old copies find
+        // the new tasks by their text.
+        for i in (0..n).step_by(2) {
+            t.insert(format!("k-{i}").into(), task(n + i, &mut names));
+        }
+        for (i, k) in shared.iter().enumerate() {
+            let want = if i % 2 == 0 { n + i as u64 } else { i as u64 };
+            assert_eq!(t.get(k).expect("present").seq, want);
+            assert_eq!(t.get(&format!("k-{i}")).expect("present").seq, want);
+        }
     }
 }
