@@ -47,7 +47,7 @@ use crate::protocol::{
     TaskError, TaskLimits, TaskSpec, TaskState, WorkerInfo,
 };
 use bytes::Bytes;
-use compact::{Dependents, Holders, Interner, Recipe};
+use compact::{Dependents, Holders, Interner, Keys, Recipe};
 use primitives::{Owner, Primitives};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cmp::Reverse;
@@ -240,12 +240,14 @@ impl Scheduler {
         self
     }
 
-    /// Whether `bytes` of value fit; the refusal says what to do.
-    fn value_fits(&self, what: &str, bytes: usize) -> Result<(), String> {
+    /// Whether `bytes` of value fit; the refusal names the value (by
+    /// `what`, called only then) and says what to do.
+    fn value_fits(&self, what: impl FnOnce() -> String, bytes: usize) -> Result<(), String> {
         match self.max_value {
             Some(max) if bytes > max => Err(format!(
-                "{what} is {bytes} bytes, more than this scheduler accepts ({max} bytes); \
-                 pass it as a file the task reads, or raise the scheduler's --max-value-size"
+                "{} is {bytes} bytes, more than this scheduler accepts ({max} bytes); \
+                 pass it as a file the task reads, or raise the scheduler's --max-value-size",
+                what()
             )),
             _ => Ok(()),
         }

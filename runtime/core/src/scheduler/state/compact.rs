@@ -244,6 +244,10 @@ pub(super) enum Dependents {
     Many(Box<indexmap::IndexSet<super::Key, rustc_hash::FxBuildHasher>>),
 }
 
+/// A few keys copied to walk while the task table changes: as many as
+/// most tasks' inputs or dependents, without an allocation.
+pub(super) type Keys = smallvec::SmallVec<[super::Key; 4]>;
+
 /// Past this many, [`Dependents`] are indexed.
 const FEW: usize = 32;
 
@@ -296,8 +300,9 @@ impl Dependents {
         }
     }
 
-    /// A copy of them, to walk while the task table changes.
-    pub(super) fn to_vec(&self) -> Vec<super::Key> {
+    /// A copy of them, to walk while the task table changes (a few need
+    /// no allocation).
+    pub(super) fn to_vec(&self) -> Keys {
         self.iter().cloned().collect()
     }
 }

@@ -94,7 +94,7 @@ impl Scheduler {
         let deps = match self.tasks.get_mut(key) {
             Some(t) => {
                 t.holders.remove(FIRE_AND_FORGET);
-                t.deps.clone()
+                t.deps.iter().cloned().collect::<Keys>()
             }
             None => return,
         };

@@ -154,7 +154,7 @@ impl Scheduler {
         // scheduler's own limit does not apply to them.
         if !direct {
             for (key, len) in &values {
-                self.value_fits(&format!("scattered value {key}"), *len as usize)?;
+                self.value_fits(|| format!("scattered value {key}"), *len as usize)?;
             }
         }
         let mut targets: Vec<WorkerId> = self

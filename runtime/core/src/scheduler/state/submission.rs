@@ -163,7 +163,10 @@ impl Scheduler {
         }
         for (i, arg) in spec.args.iter().enumerate() {
             if let Arg::Value(v) = arg {
-                self.value_fits(&format!("argument {} of {}", i + 1, spec.function), v.len())?;
+                self.value_fits(
+                    || format!("argument {} of {}", i + 1, spec.function),
+                    v.len(),
+                )?;
             }
             if let Arg::Future(dep) = arg
                 && !self.tasks.contains_key(dep)
@@ -255,7 +258,7 @@ impl Scheduler {
         let Some(key) = self.tasks.key(key) else {
             return;
         };
-        let mut stack = vec![key];
+        let mut stack: Keys = smallvec::smallvec![key];
         while let Some(key) = stack.pop() {
             let forget = match self.tasks.get(&key) {
                 Some(t) => t.holders.is_empty() && t.needed_by == 0 && t.is_terminal(),

@@ -377,7 +377,7 @@ impl Scheduler {
     pub(super) fn keep(&mut self, item: Arg) -> Result<Kept, String> {
         let hold = match &item {
             Arg::Value(v) => {
-                self.value_fits("the value to store", v.len())?;
+                self.value_fits(|| "the value to store".into(), v.len())?;
                 None
             }
             Arg::Future(key) => {
