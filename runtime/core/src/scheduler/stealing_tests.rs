@@ -77,6 +77,32 @@ fn an_idle_worker_is_given_the_tasks_that_would_run_last_on_a_busy_one() {
 }
 
 #[test]
+fn a_second_idle_worker_turns_to_the_next_busy_one_when_the_busiest_has_nothing_to_give() {
+    let mut s = setup(&[(10, 1), (11, 1), (12, 1), (13, 1)]);
+    s.set_clock(1_000);
+    // Three wait on 10 that must run there: nothing to move.
+    let cmds = submit(
+        &mut s,
+        ["long", "a", "b", "c"]
+            .map(|k| on_10(k, "f", false))
+            .to_vec(),
+    );
+    assert!(steals(&cmds).is_empty());
+    // One waits on 12 that may run anywhere.
+    let on_12 = |k: &str| {
+        let mut t = on_10(k, "f", true);
+        t.placement.workers = vec!["worker-12".into()];
+        t
+    };
+    s.set_clock(1_001);
+    let cmds = submit(&mut s, vec![on_12("x"), on_12("y")]);
+    assert!(runs(&cmds).iter().all(|(w, _)| *w == 12));
+    // 11 looks at 10 (the longest queue) and finds nothing it may take;
+    // 13 then looks at 12, not at 10 again.
+    assert_eq!(steals(&cmds), vec![(12, string(&["y"]))]);
+}
+
+#[test]
 fn short_tasks_move_only_once_the_busy_queue_stalls() {
     let mut s = setup(&[(10, 1), (11, 1)]);
     s.set_clock(1_000);
