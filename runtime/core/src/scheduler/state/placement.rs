@@ -213,6 +213,10 @@ impl Scheduler {
     }
 
     pub(super) fn run_task(&self, key: &str, task: &Task) -> RunTask {
+        // The inputs are the distinct future arguments in order: walked
+        // beside the arguments, each is found by the table's own copy of its
+        // key (just looked up to place the task), not by the argument's.
+        let mut inputs = task.deps.iter().peekable();
         let args = task
             .recipe
             .args
@@ -220,7 +224,11 @@ impl Scheduler {
             .map(|a| match a {
                 Arg::Value(v) => RunArg::Value(super::compact::detached(v)),
                 Arg::Future(k) => {
-                    let at = match self.tasks.get(k).map(|t| &t.state) {
+                    let input = match inputs.peek() {
+                        Some(d) if ***d == **k => inputs.next().map(|d| &**d),
+                        _ => None,
+                    };
+                    let at = match self.tasks.get(input.unwrap_or(k)).map(|t| &t.state) {
                         Some(State::Finished { result }) => self.locate(result),
                         _ => unreachable!("a ready task's dependencies are finished"),
                     };

@@ -74,14 +74,17 @@ impl Scheduler {
                 continue;
             }
             if !self.tasks.contains_key(&key) {
-                if let Err(why) = self.check(&spec) {
-                    refused.push((key, why));
-                    continue;
-                }
+                let deps = match self.check(&spec) {
+                    Ok(deps) => deps,
+                    Err(why) => {
+                        refused.push((key, why));
+                        continue;
+                    }
+                };
                 let restricted = spec.memory_limit.is_some()
                     || !spec.placement.resources.is_empty()
                     || (!spec.placement.workers.is_empty() && !spec.placement.allow_other_workers);
-                self.insert(spec, &holder, out);
+                self.insert(spec, deps, &holder, out);
                 if restricted
                     && let Some(why) = self.tasks.get(&key).and_then(|t| self.why_no_worker(t))
                     && !unplaceable.iter().any(|(_, w)| *w == why)
@@ -151,7 +154,10 @@ impl Scheduler {
         self.requeue(key);
     }
 
-    pub(super) fn check(&self, spec: &TaskSpec) -> Result<(), String> {
+    /// Whether `spec` may be added: its module is known and allowed, its
+    /// values fit and every future it takes is known. Its inputs, the
+    /// distinct keys among its future arguments in order, are returned.
+    pub(super) fn check(&self, spec: &TaskSpec) -> Result<Keys, String> {
         if let Some(why) = self.refused_modules.get(&spec.module) {
             return Err(format!("module {} was refused: {why}", spec.module));
         }
@@ -161,38 +167,41 @@ impl Scheduler {
                 spec.module
             ));
         }
+        let mut deps = Keys::new();
         for (i, arg) in spec.args.iter().enumerate() {
-            if let Arg::Value(v) = arg {
-                self.value_fits(
+            match arg {
+                Arg::Value(v) => self.value_fits(
                     || format!("argument {} of {}", i + 1, spec.function),
                     v.len(),
-                )?;
-            }
-            if let Arg::Future(dep) = arg
-                && !self.tasks.contains_key(dep)
-            {
-                return Err(format!(
-                    "argument @{dep} names no future the scheduler knows \
-                     (never submitted, or released)"
-                ));
+                )?,
+                Arg::Future(dep) => {
+                    let Some(dep) = self.tasks.key(dep) else {
+                        return Err(format!(
+                            "argument @{dep} names no future the scheduler knows \
+                             (never submitted, or released)"
+                        ));
+                    };
+                    if !deps.contains(&dep) {
+                        deps.push(dep);
+                    }
+                }
             }
         }
-        Ok(())
+        Ok(deps)
     }
 
     /// Adds a new task held by `holder`; it becomes ready, waits, or errs
-    /// at once if an input already erred.
-    pub(super) fn insert(&mut self, mut spec: TaskSpec, holder: &str, out: &mut Vec<Command>) {
+    /// at once if an input already erred. `deps` are its inputs, as
+    /// [`Scheduler::check`] found them.
+    pub(super) fn insert(
+        &mut self,
+        mut spec: TaskSpec,
+        deps: Keys,
+        holder: &str,
+        out: &mut Vec<Command>,
+    ) {
         let key: Key = Key::from(std::mem::take(&mut spec.key));
         let name = self.note_hold(holder, key.clone());
-        let mut deps: Vec<Key> = Vec::new();
-        for arg in &spec.args {
-            if let Arg::Future(d) = arg
-                && !deps.iter().any(|k| **k == **d)
-            {
-                deps.push(self.tasks.key(d).expect("checked by submit"));
-            }
-        }
         self.seq += 1;
         let mut waiting_on = 0;
         let mut inherited: Option<TaskError> = None;
