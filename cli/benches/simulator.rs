@@ -207,7 +207,6 @@ fn main() {
         }
     }
     let took = began.elapsed();
-    drop(handle);
     let done = matches!(
         s.state(&root),
         Some(dtask_runtime::protocol::TaskState::Finished)
