@@ -331,6 +331,16 @@ mod tests {
         }
     }
 
+    /// A table of `n` tasks keyed `k-0`, `k-1`, …, each numbered (`seq`)
+    /// by its key's number.
+    fn keyed(n: u64, names: &mut Interner) -> Tasks {
+        let mut t = Tasks::default();
+        for i in 0..n {
+            t.insert(format!("k-{i}").into(), task(i, names));
+        }
+        t
+    }
+
     /// The keys of the tasks `take_noted` gives, sorted.
     fn noted_keys(t: &mut Tasks) -> Vec<String> {
         let mut keys: Vec<String> = t
@@ -380,11 +390,8 @@ mod tests {
     #[test]
     fn tasks_removed_in_any_order_leave_the_rest_found_and_chunks_given_back() {
         let mut names = Interner::default();
-        let mut t = Tasks::default();
         let n = 3 * CHUNK as u64 + 17;
-        for i in 0..n {
-            t.insert(format!("k-{i}").into(), task(i, &mut names));
-        }
+        let mut t = keyed(n, &mut names);
         assert_eq!((t.len(), t.chunks.len()), (n as usize, 4));
         // Remove every third key, then the rest from the middle out, checking
         // that every key left still finds its own task.
@@ -420,11 +427,8 @@ mod tests {
     #[test]
     fn keys_found_by_the_tables_own_copies_stay_right_as_tasks_move() {
         let mut names = Interner::default();
-        let mut t = Tasks::default();
         let n = 2 * CHUNK as u64 + 5;
-        for i in 0..n {
-            t.insert(format!("k-{i}").into(), task(i, &mut names));
-        }
+        let mut t = keyed(n, &mut names);
         // The shared copies, each found (and so cached) once.
         let shared: Vec<Key> = (0..n)
             .map(|i| t.key(&format!("k-{i}")).expect("present"))
