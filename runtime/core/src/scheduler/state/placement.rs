@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Room for ready tasks the heap keeps however few wait.
+const READY_KEPT: usize = 4096;
+
 impl Scheduler {
     /// Sends ready tasks to workers with room, best placement first.
     pub(super) fn schedule(&mut self, out: &mut Vec<Command>) {
@@ -36,6 +39,12 @@ impl Scheduler {
             batches.entry(worker).or_default().push(run);
         }
         self.ready.extend(waiting);
+        // A burst of ready tasks (a million-task map submitted faster than
+        // it runs) grew the heap; once it has drained, its room goes back
+        // rather than staying with the scheduler for good.
+        if self.ready.capacity() > READY_KEPT && self.ready.len() * 4 < self.ready.capacity() {
+            self.ready.shrink_to((self.ready.len() * 2).max(READY_KEPT));
+        }
         let mut batches: Vec<_> = batches.into_iter().collect();
         batches.sort_by_key(|(w, _)| *w);
         for (worker, tasks) in batches {
@@ -246,5 +255,40 @@ impl Scheduler {
             grants: task.recipe.grants().clone(),
             priority: task.recipe.priority(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::READY_KEPT;
+    use crate::protocol::TaskState;
+    use crate::scheduler::testing::{finish, runs, setup, small, spec, submit, val};
+    use std::collections::VecDeque;
+
+    /// A burst of ready tasks grows the ready heap; once they have run, the
+    /// heap gives its room back.
+    #[test]
+    fn the_ready_heap_gives_back_its_room_once_a_burst_has_run() {
+        let mut s = setup(&[(1, 1)]);
+        let n = 20_000;
+        let tasks = (0..n)
+            .map(|i| spec(&format!("t-{i}"), vec![val((i % 251) as u8)]))
+            .collect();
+        let mut sent: VecDeque<(u64, String)> = runs(&submit(&mut s, tasks)).into();
+        // All but what the worker's slot and queue took wait in the heap.
+        assert!(s.ready.capacity() >= n - sent.len());
+        let mut done = 0;
+        while let Some((w, key)) = sent.pop_front() {
+            sent.extend(runs(&finish(&mut s, w, &key, small(1))));
+            done += 1;
+        }
+        assert_eq!(done, n);
+        assert_eq!(s.state("t-0"), Some(TaskState::Finished));
+        assert!(s.ready.is_empty());
+        assert!(
+            s.ready.capacity() <= READY_KEPT,
+            "the heap kept room for {} tasks",
+            s.ready.capacity()
+        );
     }
 }
