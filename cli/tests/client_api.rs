@@ -75,6 +75,18 @@ fn as_completed_yields_in_finishing_order_and_accepts_futures_while_iterating() 
     let c = Cluster::start(2, 1);
     runtime().block_on(async {
         let (client, module) = connect(&c).await;
+        // Each worker runs the module once first: the race below is between
+        // the two tasks' run times, not a cold worker's compilation (which
+        // took longer than the slow task on a loaded machine).
+        for (i, w) in client.workers().await.unwrap().into_iter().enumerate() {
+            let mut on = SubmitOptions::default();
+            on.placement.workers = vec![w.id.to_string()];
+            let warm = client
+                .submit(&module, "inc", vec![value(1000 + i as i64)], &on)
+                .await
+                .unwrap();
+            warm.result(None).await.unwrap();
+        }
         let slow = submit(&client, &module, "spin", vec![value(400u64)]).await;
         let fast = submit(&client, &module, "spin", vec![value(1u64)]).await;
         let mut ac = client.as_completed(vec![slow.clone(), fast.clone()]);
