@@ -31,7 +31,7 @@ pub(super) enum Frame<T> {
 
 /// Frames read one at a time from a file.
 pub(super) struct Frames {
-    pub(super) file: BufReader<File>,
+    file: BufReader<File>,
     /// Offset of the next frame.
     pub(super) at: u64,
     /// The payload of the frame read last.

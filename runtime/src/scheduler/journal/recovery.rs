@@ -106,14 +106,12 @@ pub(super) fn fold(dir: &Path, upto: Option<u64>, repair: bool) -> Result<Fold, 
 /// one cannot make the count absurd; counting stops there, as reading
 /// will). 0 if it cannot be read (the reading proper says why).
 pub(super) fn count_records(path: &Path) -> u64 {
-    let Ok(file) = std::fs::File::open(path) else {
+    let Ok(log) = open_log(path) else {
         return 0;
     };
-    let mut frames = Frames::new(std::io::BufReader::with_capacity(1 << 20, file), 0);
-    let mut header = [0u8; LOG_HEADER];
-    if !matches!(read_full(&mut frames.file, &mut header), Ok(n) if n == LOG_HEADER) {
+    let Some(mut frames) = log.frames() else {
         return 0;
-    }
+    };
     let mut records = 0u64;
     // The payload is an encoded list: its length, a varint, comes first.
     while let Ok(Some(payload)) = frames.next_checked() {
@@ -123,6 +121,41 @@ pub(super) fn count_records(path: &Path) -> u64 {
         }
     }
     records
+}
+
+/// A log file opened for reading, with as much of its header as it has.
+struct OpenLog {
+    file: std::io::BufReader<std::fs::File>,
+    header: [u8; LOG_HEADER],
+    /// Header bytes read (fewer than `LOG_HEADER` if the file is shorter).
+    read: usize,
+}
+
+fn open_log(path: &Path) -> std::io::Result<OpenLog> {
+    let file = std::fs::File::open(path)?;
+    let mut file = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut header = [0u8; LOG_HEADER];
+    let read = read_full(&mut file, &mut header)?;
+    Ok(OpenLog { file, header, read })
+}
+
+impl OpenLog {
+    fn has_magic(&self) -> bool {
+        self.read >= 8 && &self.header[..8] == LOG_MAGIC
+    }
+
+    /// The journal version its header names, if it got that far.
+    fn version(&self) -> Option<u32> {
+        (self.has_magic() && self.read >= 12)
+            .then(|| u32::from_le_bytes(self.header[8..12].try_into().expect("4 bytes")))
+    }
+
+    /// Its frames, if its whole header is there (a log that never got it
+    /// was cut by a crash right at its creation).
+    fn frames(self) -> Option<Frames> {
+        (self.has_magic() && self.read == LOG_HEADER)
+            .then(|| Frames::new(self.file, LOG_HEADER as u64))
+    }
 }
 
 /// Why a journal could not be read.
@@ -154,25 +187,20 @@ pub(super) fn read_log(
     let path = log_path(dir, generation);
     let unreadable =
         |e: std::io::Error| LoadError::Refused(format!("cannot read {}: {e}", path.display()));
-    let file = std::fs::File::open(&path).map_err(unreadable)?;
-    let mut file = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut header = [0u8; LOG_HEADER];
-    let n = read_full(&mut file, &mut header).map_err(unreadable)?;
-    if n >= 12 && &header[..8] == LOG_MAGIC {
-        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if version != JOURNAL_VERSION {
-            return Err(version_error(&path, version));
-        }
+    let log = open_log(&path).map_err(unreadable)?;
+    if let Some(version) = log.version()
+        && version != JOURNAL_VERSION
+    {
+        return Err(version_error(&path, version));
     }
-    if n < LOG_HEADER || &header[..8] != LOG_MAGIC {
+    let Some(mut frames) = log.frames() else {
         // A log that never got its header: a crash right at creation.
         tracing::warn!("journal log {} has no header; ignored", path.display());
         if repair {
             let _ = std::fs::remove_file(&path);
         }
         return Ok(true);
-    }
-    let mut frames = Frames::new(file, LOG_HEADER as u64);
+    };
     let mut batches = 0usize;
     loop {
         match frames.next::<Record>().map_err(unreadable)? {

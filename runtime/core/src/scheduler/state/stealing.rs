@@ -62,8 +62,9 @@ impl Scheduler {
             let mut v: Vec<_> = self
                 .workers
                 .iter()
-                .filter(|(_, w)| w.steal_to.is_none() && w.backlog() > 0)
+                .filter(|(_, w)| w.steal_to.is_none())
                 .map(|(id, w)| (w.backlog(), Reverse(*id)))
+                .filter(|&(backlog, _)| backlog > 0)
                 .collect();
             v.sort_unstable_by(|a, b| b.cmp(a));
             v.into()

@@ -62,9 +62,14 @@ pub(super) struct Noted {
     bits: Vec<u64>,
 }
 
+/// The word of [`Noted::bits`] that holds slot `id`'s bit, and the bit.
+fn bit_of(id: u32) -> (usize, u64) {
+    (id as usize / 64, 1u64 << (id % 64))
+}
+
 impl Noted {
     fn note(&mut self, id: u32) {
-        let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+        let (word, bit) = bit_of(id);
         if word >= self.bits.len() {
             self.bits.resize(word + 1, 0);
         }
@@ -76,7 +81,7 @@ impl Noted {
 
     /// Clears the bit of `id`; whether it was set.
     fn take(&mut self, id: u32) -> bool {
-        let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+        let (word, bit) = bit_of(id);
         match self.bits.get_mut(word) {
             Some(w) if *w & bit != 0 => {
                 *w &= !bit;
@@ -269,7 +274,8 @@ impl Tasks {
     }
 
     /// The tasks noted as changed since the last call (each once), with
-    /// their slot numbers, for [`Tasks::slot_untracked`]; their notes are
+    /// their slot numbers, for [`Tasks::slot`] and
+    /// [`Tasks::slot_mut_untracked`]; their notes are
     /// cleared.
     pub(super) fn take_noted(&mut self) -> Vec<u32> {
         let Some(n) = &mut self.noted else {
