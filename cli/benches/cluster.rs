@@ -23,11 +23,7 @@ fn int(i: i64) -> Arg {
 fn main() {
     // `cargo bench -- sandbox` measures only the in-worker cost.
     if std::env::args().any(|a| a == "sandbox") {
-        let per_call = in_worker_call(50_000);
-        println!(
-            "instantiate+call inside a worker (inc): {:.2} us",
-            per_call.as_secs_f64() * 1e6
-        );
+        in_worker_calls(50_000);
         return;
     }
     let cluster = Cluster::start(2, 1);
@@ -104,11 +100,7 @@ fn main() {
             "pub/sub 200,000 messages to 1 subscriber {rate:>10.0} msgs/s                 target >= 50,000"
         );
     });
-    let per_call = in_worker_call(20_000);
-    println!(
-        "instantiate+call inside a worker (inc)   {:>10.1} us per task (pooling allocator, fresh store)",
-        per_call.as_secs_f64() * 1e6
-    );
+    in_worker_calls(20_000);
     for (what, cached) in [
         ("module never compiled", false),
         ("module's artifact cached", true),
@@ -401,29 +393,56 @@ async fn pubsub_rate(cluster: &Cluster, publisher: &Client, n: i64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Average time of one task inside a worker's sandbox: fresh store,
-/// instantiate from the pre-linked component, call `inc`.
-fn in_worker_call(n: u32) -> Duration {
+/// Prints the average time of one task inside a worker's sandbox (fresh
+/// store, instantiate from the pre-linked component, call) over `n` calls:
+/// `inc` of the example tasks, and a call of the same size to the probe
+/// component, whose file and socket use makes it import five times as many
+/// WASI functions (each linked again at every instantiation).
+fn in_worker_calls(n: u32) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (sandbox, ready) = common::tasks_sandbox(Limits::default());
-    rt.block_on(async {
-        for _ in 0..1000 {
-            sandbox
-                .run(&ready, "k", "inc", vec![Value::from(1)], None)
-                .await
-                .unwrap();
-        }
-        let start = Instant::now();
-        for i in 0..n {
-            let v = sandbox
-                .run(&ready, "k", "inc", vec![Value::from(i as i64)], None)
-                .await
-                .unwrap();
-            assert_eq!(v, Value::from(i as i64 + 1));
-        }
-        start.elapsed() / n
-    })
+    let calls = [
+        (
+            common::tasks_wasm(),
+            "inc",
+            "instantiate+call inside a worker (inc)",
+        ),
+        (
+            dtask_guests::PROBE_WASM,
+            "probe",
+            "  the same, component importing files+sockets",
+        ),
+    ];
+    for (path, function, what) in calls {
+        let (sandbox, ready) = common::module_sandbox(path, Limits::default());
+        let per_call = rt.block_on(async {
+            let arg = |i: u32| match function {
+                "inc" => Value::from(i64::from(i)),
+                _ => Value::from(format!("none-{i}")),
+            };
+            let run = async |i: u32| {
+                sandbox
+                    .run(&ready, "k", function, vec![arg(i)], None)
+                    .await
+                    .unwrap()
+            };
+            for i in 0..1000 {
+                run(i).await;
+            }
+            let start = Instant::now();
+            for i in 0..n {
+                let v = run(i).await;
+                if function == "inc" {
+                    assert_eq!(v, Value::from(i64::from(i) + 1));
+                }
+            }
+            start.elapsed() / n
+        });
+        println!(
+            "{what:<45} {:>6.1} us per task (pooling allocator, fresh store)",
+            per_call.as_secs_f64() * 1e6
+        );
+    }
 }

@@ -8,6 +8,18 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// The example component whose tasks try to leave the sandbox.
+fn probe_wasm() -> &'static str {
+    dtask_guests::PROBE_WASM
+}
+
+/// Submits `function` of the probe component; its key.
+fn probe(c: &Cluster, function: &str, args: &[&str]) -> String {
+    let mut all = vec!["submit", probe_wasm(), function];
+    all.extend_from_slice(args);
+    c.ok(&all)
+}
+
 /// Sends `bytes` to `addr` and waits for the peer to hang up (or answer).
 fn send_garbage(addr: &str, bytes: &[u8]) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -120,7 +132,7 @@ fn a_task_reaches_no_file_directory_environment_or_network() {
     listener.set_nonblocking(true).unwrap();
     let net = format!("net:{}", listener.local_addr().unwrap());
     for what in ["file", "dir", net.as_str()] {
-        let key = c.submit("probe", &[what]);
+        let key = probe(&c, "probe", &[what]);
         let got = c.ok(&["gather", "--raw", &key]);
         assert!(got.starts_with("denied: "), "{what}: {got}");
     }
@@ -128,7 +140,7 @@ fn a_task_reaches_no_file_directory_environment_or_network() {
         matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the task reached the listener"
     );
-    let key = c.submit("probe", &["env"]);
+    let key = probe(&c, "probe", &["env"]);
     assert_eq!(c.ok(&["gather", "--raw", &key]), "0 environment variables");
     // The worker goes on serving.
     let key = c.submit("inc", &["1"]);
@@ -143,20 +155,20 @@ fn granted_environment_and_allowed_directories_are_all_a_task_reaches() {
     let c = Cluster::start_with(1, 1, &["--allow-dir", &dir]);
     let file = format!("{dir}/note.txt");
     // Not granted: not there.
-    let key = c.submit("read-file", &[&file]);
+    let key = probe(&c, "read-file", &[&file]);
     assert!(
         c.ok(&["gather", &key])
             .starts_with(r#"{"err":"cannot read"#)
     );
     // Granted within what the worker allows: readable.
-    let key = c.ok(&["submit", "--dir", &dir, tasks_wasm(), "read-file", &file]);
+    let key = c.ok(&["submit", "--dir", &dir, probe_wasm(), "read-file", &file]);
     assert_eq!(c.ok(&["gather", &key]), r#"{"ok":"granted"}"#);
     // Granted outside what the worker allows: refused, saying why.
     let key = c.ok(&[
         "submit",
         "--dir",
         "/etc",
-        tasks_wasm(),
+        probe_wasm(),
         "read-file",
         "/etc/passwd",
     ]);
@@ -164,14 +176,14 @@ fn granted_environment_and_allowed_directories_are_all_a_task_reaches() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("--allow-dir"), "{}", stderr(&out));
     // Environment variables only as granted; a grant changes the key.
-    let plain = c.submit("probe", &["env"]);
+    let plain = probe(&c, "probe", &["env"]);
     let key = c.ok(&[
         "submit",
         "--env",
         "A=1",
         "--env",
         "B=2",
-        tasks_wasm(),
+        probe_wasm(),
         "probe",
         "env",
     ]);

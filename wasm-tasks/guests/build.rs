@@ -13,6 +13,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("TASKS_WASM", "tasks", "dtask_example_tasks.wasm"),
     ("ECHO_WASM", "commands/rust-echo", "echo.wasm"),
     ("COORD_WASM", "coord", "dtask_coord_tasks.wasm"),
+    ("PROBE_WASM", "probe", "dtask_example_probe.wasm"),
 ];
 
 /// Paths under `wasm-tasks` that guests build from besides their own crate:

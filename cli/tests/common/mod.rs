@@ -49,10 +49,21 @@ pub fn tasks_sandbox(
     dtask_runtime::worker::sandbox::Sandbox,
     dtask_runtime::worker::sandbox::Ready,
 ) {
+    module_sandbox(tasks_wasm(), limits)
+}
+
+/// A worker's sandbox under `limits` with the component at `path`
+/// compiled and linked.
+pub fn module_sandbox(
+    path: &str,
+    limits: dtask_runtime::worker::sandbox::Limits,
+) -> (
+    dtask_runtime::worker::sandbox::Sandbox,
+    dtask_runtime::worker::sandbox::Ready,
+) {
     let sandbox = dtask_runtime::worker::sandbox::Sandbox::new("bench", limits, 1).unwrap();
-    let bytes = std::fs::read(tasks_wasm()).unwrap();
-    let compiled =
-        dtask_runtime::module::compile(sandbox.engine(), &bytes, "tasks.wasm", None).unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    let compiled = dtask_runtime::module::compile(sandbox.engine(), &bytes, path, None).unwrap();
     let ready = sandbox.prepare(compiled).unwrap();
     (sandbox, ready)
 }

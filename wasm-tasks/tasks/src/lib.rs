@@ -135,26 +135,6 @@ impl Guest for Tasks {
         worker::current_key()
     }
 
-    fn read_file(path: String) -> Result<String, String> {
-        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))
-    }
-
-    fn probe(what: String) -> String {
-        let outcome = match what.as_str() {
-            "file" => std::fs::read_to_string("/etc/passwd").map(|t| format!("read {} bytes", t.len())),
-            "dir" => std::fs::read_dir("/").map(|d| format!("listed {} entries", d.count())),
-            "env" => return format!("{} environment variables", std::env::vars().count()),
-            net if net.starts_with("net:") => {
-                std::net::TcpStream::connect(&net[4..]).map(|_| "connected".to_string())
-            }
-            other => return format!("nothing to probe called {other}"),
-        };
-        match outcome {
-            Ok(done) => format!("escaped: {done}"),
-            Err(e) => format!("denied: {e}"),
-        }
-    }
-
     fn say(out: String, err: String) -> u32 {
         use std::io::Write;
         // Flushed: a guest's stdout buffers lines, and an export's return

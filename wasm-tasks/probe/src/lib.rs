@@ -1,0 +1,34 @@
+//! dtask's example tasks that try to leave their sandbox, for the tests of
+//! what a task can and cannot reach.
+
+wit_bindgen::generate!({
+    world: "dtask:examples/probe@0.1.0",
+    path: ["../wit", "wit"],
+    generate_all,
+});
+
+struct Probe;
+
+impl Guest for Probe {
+    fn probe(what: String) -> String {
+        let outcome = match what.as_str() {
+            "file" => std::fs::read_to_string("/etc/passwd").map(|t| format!("read {} bytes", t.len())),
+            "dir" => std::fs::read_dir("/").map(|d| format!("listed {} entries", d.count())),
+            "env" => return format!("{} environment variables", std::env::vars().count()),
+            net if net.starts_with("net:") => {
+                std::net::TcpStream::connect(&net[4..]).map(|_| "connected".to_string())
+            }
+            other => return format!("nothing to probe called {other}"),
+        };
+        match outcome {
+            Ok(done) => format!("escaped: {done}"),
+            Err(e) => format!("denied: {e}"),
+        }
+    }
+
+    fn read_file(path: String) -> Result<String, String> {
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))
+    }
+}
+
+export!(Probe);
