@@ -26,6 +26,7 @@ mod lifecycle;
 mod placement;
 mod primitives;
 mod queries;
+mod ready;
 mod scatter;
 mod stealing;
 mod submission;
@@ -51,7 +52,6 @@ use compact::{Dependents, Holders, Interner, Keys, Recipe};
 use primitives::{Owner, Primitives};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 use table::Tasks;
 use thin_vec::ThinVec;
@@ -183,7 +183,7 @@ pub struct Scheduler {
     names: Interner,
     modules: HashSet<String>,
     /// Ready tasks: highest priority, then oldest, first.
-    ready: BinaryHeap<(i32, Reverse<u64>, Key)>,
+    ready: ready::Ready,
     /// Ready tasks no connected worker could run (`no-worker`), with their
     /// place in `ready`: set aside until a worker joins, so they cost
     /// nothing while others are placed.

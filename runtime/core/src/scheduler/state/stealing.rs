@@ -44,16 +44,6 @@ impl Scheduler {
         if self.workers.len() < 2 || !self.balance_due() {
             return;
         }
-        let mut idle: Vec<(WorkerId, usize)> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| !w.awaiting && w.load() < w.nthreads as usize)
-            .map(|(id, w)| (*id, w.nthreads as usize - w.load()))
-            .collect();
-        if idle.is_empty() {
-            return;
-        }
-        idle.sort_unstable();
         // The workers with tasks beyond their slots, most first (then the
         // lowest id). Each is looked over at most once a pass: it is asked
         // to give some back, or nothing there is worth moving now, and the
@@ -69,6 +59,19 @@ impl Scheduler {
             v.sort_unstable_by(|a, b| b.cmp(a));
             v.into()
         };
+        if victims.is_empty() {
+            return;
+        }
+        let mut idle: Vec<(WorkerId, usize)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.awaiting && w.load() < w.nthreads as usize)
+            .map(|(id, w)| (*id, w.nthreads as usize - w.load()))
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        idle.sort_unstable();
         for (thief, free) in idle {
             let Some(at) = victims.iter().position(|&(_, Reverse(id))| id != thief) else {
                 return;
