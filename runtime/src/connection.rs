@@ -313,6 +313,7 @@ fn spawn_writer<M: Serialize + Weigh + Send + 'static>(mut sink: WriteHalf) -> S
                     Err(_) => break,
                 }
             }
+            M::coalesce(&mut batch);
             // Big byte strings are written from where they are, not
             // copied into the encoding (see `blob`).
             let parts = encode_frame(&batch);

@@ -8,6 +8,14 @@ use super::*;
 pub trait Weigh {
     /// Approximate bytes.
     fn weight(&self) -> usize;
+
+    /// Leaves out of a batch about to be written what later messages in
+    /// the same batch make redundant. By default nothing is.
+    fn coalesce(_batch: &mut Vec<Self>)
+    where
+        Self: Sized,
+    {
+    }
 }
 
 /// The flat allowance per message beyond its payloads.
@@ -48,6 +56,52 @@ impl Weigh for ToScheduler {
                 | ToScheduler::Stolen { keys } => keys.iter().map(String::len).sum::<usize>(),
                 _ => 0,
             }
+    }
+
+    /// A worker says a task began (`Started`) so that the scheduler can
+    /// tell running tasks from queued ones should the worker die. When the
+    /// task's end (`Finished` or `Erred`) follows in the same batch, the
+    /// end says it all (the scheduler counts a task it hears end unannounced
+    /// as begun then), and the key is left out of the `Started`: most small
+    /// tasks begin and end between two writes, and this spares the
+    /// scheduler an event per task.
+    fn coalesce(batch: &mut Vec<Self>) {
+        let mut redundant: Vec<(usize, usize)> = Vec::new();
+        {
+            // Each key ended in the batch, with the last message ending it.
+            let mut ended: rustc_hash::FxHashMap<&str, usize> = Default::default();
+            for (i, m) in batch.iter().enumerate() {
+                let keys: &mut dyn Iterator<Item = &String> = match m {
+                    ToScheduler::Finished { results } => &mut results.iter().map(|(k, _)| k),
+                    ToScheduler::Erred { errors } => &mut errors.iter().map(|(k, _)| k),
+                    _ => continue,
+                };
+                for k in keys {
+                    ended.insert(k, i);
+                }
+            }
+            if ended.is_empty() {
+                return;
+            }
+            for (i, m) in batch.iter().enumerate() {
+                if let ToScheduler::Started { keys } = m {
+                    for (j, k) in keys.iter().enumerate() {
+                        if ended.get(k.as_str()).is_some_and(|&end| end > i) {
+                            redundant.push((i, j));
+                        }
+                    }
+                }
+            }
+        }
+        if redundant.is_empty() {
+            return;
+        }
+        for &(i, j) in redundant.iter().rev() {
+            if let ToScheduler::Started { keys } = &mut batch[i] {
+                keys.remove(j);
+            }
+        }
+        batch.retain(|m| !matches!(m, ToScheduler::Started { keys } if keys.is_empty()));
     }
 }
 
@@ -127,5 +181,69 @@ impl Weigh for FromPeer {
 impl Weigh for u8 {
     fn weight(&self) -> usize {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ErrorKind, Located, TaskError};
+
+    fn started(keys: &[&str]) -> ToScheduler {
+        ToScheduler::Started {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    fn finished(key: &str) -> ToScheduler {
+        ToScheduler::Finished {
+            results: vec![(
+                key.to_string(),
+                Located {
+                    inline: None,
+                    who_has: vec![],
+                    nbytes: 0,
+                },
+            )],
+        }
+    }
+
+    fn erred(key: &str) -> ToScheduler {
+        let e = TaskError::new(ErrorKind::Panic, "no".into(), key);
+        ToScheduler::Erred {
+            errors: vec![(key.to_string(), e)],
+        }
+    }
+
+    /// The batch after coalescing, and as it should be, compared as they
+    /// print (messages have no equality of their own).
+    fn assert_coalesces(mut batch: Vec<ToScheduler>, expected: Vec<ToScheduler>) {
+        ToScheduler::coalesce(&mut batch);
+        assert_eq!(format!("{batch:?}"), format!("{expected:?}"));
+    }
+
+    #[test]
+    fn a_start_is_left_out_when_its_end_follows_in_the_same_batch() {
+        assert_coalesces(
+            vec![
+                started(&["a", "b", "c"]),
+                finished("a"),
+                started(&["d"]),
+                erred("c"),
+                erred("d"),
+            ],
+            vec![started(&["b"]), finished("a"), erred("c"), erred("d")],
+        );
+    }
+
+    #[test]
+    fn a_start_after_an_end_of_the_same_key_stays() {
+        // Another run of the task, sent again since it ended: its start
+        // is news.
+        assert_coalesces(
+            vec![finished("a"), started(&["a"]), started(&["b"])],
+            vec![finished("a"), started(&["a"]), started(&["b"])],
+        );
+        assert_coalesces(vec![started(&["a"])], vec![started(&["a"])]);
     }
 }

@@ -450,6 +450,7 @@ impl Scheduler {
                         self.scatter_copy_refused(worker, &key, &error.message, &mut out);
                         continue;
                     }
+                    self.began(worker, &key);
                     let t = self.tasks.get_mut(&key).expect("on a worker");
                     if let Some(mut w) = self.workers.get_mut(&worker) {
                         w.give_back(&key, &t.recipe.placement().resources);
@@ -503,15 +504,7 @@ impl Scheduler {
                     w.began_ms = self.activity.now_ms;
                 }
                 for key in keys {
-                    if let Some(t) = self.tasks.get_mut(&key)
-                        && let State::Processing {
-                            worker: w, started, ..
-                        } = &mut t.state
-                        && *w == worker
-                    {
-                        *started = true;
-                        t.stamps.began(self.activity.now_ms);
-                    }
+                    self.began(worker, &key);
                 }
             }
             Input::Rejoined { worker, key } => {

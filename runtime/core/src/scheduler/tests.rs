@@ -22,6 +22,31 @@ fn ready_task_runs_and_submit_is_acknowledged() {
 }
 
 #[test]
+fn a_task_whose_end_comes_unannounced_began_as_it_ended() {
+    // A worker leaves a task's `Started` out of a batch that also carries
+    // its end: the task still counts as having run, from then.
+    let mut s = setup(&[(10, 1)]);
+    s.set_clock(1_000);
+    submit(&mut s, vec![spec("a", vec![]), spec("b", vec![])]);
+    s.set_clock(5_000);
+    assert_eq!(s.timings("a").unwrap().started_ms, None);
+    finish(&mut s, 10, "a", small(1));
+    let a = s.timings("a").unwrap();
+    assert!(a.started_ms.is_some(), "{a:?}");
+    assert_eq!(a.started_ms, a.finished_ms);
+    s.handle(Input::Erred {
+        worker: 10,
+        errors: vec![(
+            "b".into(),
+            TaskError::new(ErrorKind::Panic, "no".into(), "b"),
+        )],
+    });
+    let b = s.timings("b").unwrap();
+    assert!(b.started_ms.is_some(), "{b:?}");
+    assert_eq!(b.started_ms, b.finished_ms);
+}
+
+#[test]
 fn same_key_twice_computes_once() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![])]);

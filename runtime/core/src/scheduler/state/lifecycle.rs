@@ -5,6 +5,28 @@
 use super::*;
 
 impl Scheduler {
+    /// A task began on `worker` (unless it is not that worker's to run, or
+    /// began already). Said by the worker's `Started`, or by the task's end
+    /// when the worker left the `Started` out of the batch that carried the
+    /// end (see `Weigh::coalesce`): then it began as it ended, as far as
+    /// the scheduler can tell.
+    pub(super) fn began(&mut self, worker: WorkerId, key: &str) {
+        let now = self.activity.now_ms;
+        if let Some(t) = self.tasks.get_mut(key)
+            && let State::Processing {
+                worker: w, started, ..
+            } = &mut t.state
+            && *w == worker
+            && !*started
+        {
+            *started = true;
+            t.stamps.began(now);
+            if let Some(mut w) = self.workers.get_mut(&worker) {
+                w.began_ms = now;
+            }
+        }
+    }
+
     pub(super) fn finished(
         &mut self,
         worker: WorkerId,
@@ -24,6 +46,7 @@ impl Scheduler {
             });
             return;
         };
+        self.began(worker, &key);
         let task = self.tasks.get_mut(&key).expect("present");
         if let Some(mut w) = self.workers.get_mut(&worker) {
             w.give_back(&key, &task.recipe.placement().resources);
