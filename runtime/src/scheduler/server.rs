@@ -386,7 +386,9 @@ struct Core {
     /// Its directory, for `dtask info`.
     journal_dir: String,
     modules: HashMap<String, Bytes>,
-    conns: HashMap<u64, Conn>,
+    /// By connection id (numbers this scheduler hands out, so a fast hash
+    /// is safe: it is looked up for every message in and out).
+    conns: rustc_hash::FxHashMap<u64, Conn>,
     /// Clients whose outgoing queue overflowed, to disconnect.
     overflowed: Vec<u64>,
     shutting_down: bool,
@@ -424,7 +426,7 @@ async fn core_loop(
             .unwrap_or_default(),
         journal,
         modules,
-        conns: HashMap::new(),
+        conns: Default::default(),
         overflowed: Vec::new(),
         shutting_down: false,
         faults: super::faults::Faults::from_env(),
