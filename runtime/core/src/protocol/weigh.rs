@@ -58,51 +58,80 @@ impl Weigh for ToScheduler {
             }
     }
 
-    /// A worker says a task began (`Started`) so that the scheduler can
-    /// tell running tasks from queued ones should the worker die. When the
-    /// task's end (`Finished` or `Erred`) follows in the same batch, the
-    /// end says it all (the scheduler counts a task it hears end unannounced
-    /// as begun then), and the key is left out of the `Started`: most small
-    /// tasks begin and end between two writes, and this spares the
-    /// scheduler an event per task.
+    /// Leaves out of the batch each task's `Started` whose end follows in
+    /// it, and sends results that follow one another as one `Finished`.
+    ///
+    /// A worker says a task began so that the scheduler can tell running
+    /// tasks from queued ones should the worker die. When the task's end
+    /// (`Finished` or `Erred`) follows in the same batch, the end says it
+    /// all (the scheduler counts a task it hears end unannounced as begun
+    /// then): most small tasks begin and end between two writes, and this
+    /// spares the scheduler an event per task. Results merged into one
+    /// message are handled as one event, after which the scheduler places
+    /// what they freed at once, in fewer and fuller `Run`s.
     fn coalesce(batch: &mut Vec<Self>) {
-        let mut redundant: Vec<(usize, usize)> = Vec::new();
-        {
-            // Each key ended in the batch, with the last message ending it.
-            let mut ended: rustc_hash::FxHashMap<&str, usize> = Default::default();
-            for (i, m) in batch.iter().enumerate() {
-                let keys: &mut dyn Iterator<Item = &String> = match m {
-                    ToScheduler::Finished { results } => &mut results.iter().map(|(k, _)| k),
-                    ToScheduler::Erred { errors } => &mut errors.iter().map(|(k, _)| k),
-                    _ => continue,
-                };
-                for k in keys {
-                    ended.insert(k, i);
-                }
+        leave_out_redundant_starts(batch);
+        merge_results(batch);
+    }
+}
+
+/// The `Started` keys of `batch` whose end follows in it, left out (see
+/// [`Weigh::coalesce`] for [`ToScheduler`]).
+fn leave_out_redundant_starts(batch: &mut Vec<ToScheduler>) {
+    let mut redundant: Vec<(usize, usize)> = Vec::new();
+    {
+        // Each key ended in the batch, with the last message ending it.
+        let mut ended: rustc_hash::FxHashMap<&str, usize> = Default::default();
+        for (i, m) in batch.iter().enumerate() {
+            let keys: &mut dyn Iterator<Item = &String> = match m {
+                ToScheduler::Finished { results } => &mut results.iter().map(|(k, _)| k),
+                ToScheduler::Erred { errors } => &mut errors.iter().map(|(k, _)| k),
+                _ => continue,
+            };
+            for k in keys {
+                ended.insert(k, i);
             }
-            if ended.is_empty() {
-                return;
-            }
-            for (i, m) in batch.iter().enumerate() {
-                if let ToScheduler::Started { keys } = m {
-                    for (j, k) in keys.iter().enumerate() {
-                        if ended.get(k.as_str()).is_some_and(|&end| end > i) {
-                            redundant.push((i, j));
-                        }
+        }
+        if ended.is_empty() {
+            return;
+        }
+        for (i, m) in batch.iter().enumerate() {
+            if let ToScheduler::Started { keys } = m {
+                for (j, k) in keys.iter().enumerate() {
+                    if ended.get(k.as_str()).is_some_and(|&end| end > i) {
+                        redundant.push((i, j));
                     }
                 }
             }
         }
-        if redundant.is_empty() {
-            return;
-        }
-        for &(i, j) in redundant.iter().rev() {
-            if let ToScheduler::Started { keys } = &mut batch[i] {
-                keys.remove(j);
-            }
-        }
-        batch.retain(|m| !matches!(m, ToScheduler::Started { keys } if keys.is_empty()));
     }
+    if redundant.is_empty() {
+        return;
+    }
+    for &(i, j) in redundant.iter().rev() {
+        if let ToScheduler::Started { keys } = &mut batch[i] {
+            keys.remove(j);
+        }
+    }
+    batch.retain(|m| !matches!(m, ToScheduler::Started { keys } if keys.is_empty()));
+}
+
+/// Runs of `Finished` messages in `batch` made one message each.
+fn merge_results(batch: &mut Vec<ToScheduler>) {
+    let finished = |m: &ToScheduler| matches!(m, ToScheduler::Finished { .. });
+    if !batch.windows(2).any(|w| finished(&w[0]) && finished(&w[1])) {
+        return;
+    }
+    let mut merged: Vec<ToScheduler> = Vec::with_capacity(batch.len());
+    for m in batch.drain(..) {
+        match (merged.last_mut(), m) {
+            (Some(ToScheduler::Finished { results: into }), ToScheduler::Finished { results }) => {
+                into.extend(results)
+            }
+            (_, m) => merged.push(m),
+        }
+    }
+    *batch = merged;
 }
 
 impl Weigh for FromScheduler {
@@ -196,15 +225,24 @@ mod tests {
     }
 
     fn finished(key: &str) -> ToScheduler {
+        finished_all(&[key])
+    }
+
+    fn finished_all(keys: &[&str]) -> ToScheduler {
         ToScheduler::Finished {
-            results: vec![(
-                key.to_string(),
-                Located {
-                    inline: None,
-                    who_has: vec![],
-                    nbytes: 0,
-                },
-            )],
+            results: keys
+                .iter()
+                .map(|key| {
+                    (
+                        key.to_string(),
+                        Located {
+                            inline: None,
+                            who_has: vec![],
+                            nbytes: 0,
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -233,6 +271,28 @@ mod tests {
                 erred("d"),
             ],
             vec![started(&["b"]), finished("a"), erred("c"), erred("d")],
+        );
+    }
+
+    #[test]
+    fn results_that_follow_one_another_go_as_one_message() {
+        assert_coalesces(
+            vec![
+                started(&["x"]),
+                finished("a"),
+                finished("b"),
+                erred("c"),
+                finished("d"),
+                started(&["e"]),
+                finished("e"),
+                finished("f"),
+            ],
+            vec![
+                started(&["x"]),
+                finished_all(&["a", "b"]),
+                erred("c"),
+                finished_all(&["d", "e", "f"]),
+            ],
         );
     }
 
