@@ -202,7 +202,7 @@ struct Inner {
     watchers: Mutex<Option<Watchers>>,
     uploaded: Mutex<HashSet<String>>,
     /// Live [`Future`] handles per key; the last one dropped releases it.
-    refs: Mutex<HashMap<String, usize>>,
+    refs: Mutex<rustc_hash::FxHashMap<String, usize>>,
     /// Open subscriptions by id.
     subscriptions: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
     /// Primitive requests in flight, by id: sent again after a reconnect,
@@ -272,7 +272,7 @@ impl Client {
             replies: Mutex::new(Some(HashMap::new())),
             watchers: Mutex::new(Some(Watchers::default())),
             uploaded: Mutex::new(HashSet::new()),
-            refs: Mutex::new(HashMap::new()),
+            refs: Mutex::new(Default::default()),
             subscriptions: Mutex::new(HashMap::new()),
             resend: Mutex::new(HashMap::new()),
             actors: Mutex::new(HashMap::new()),
