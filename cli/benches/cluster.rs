@@ -403,40 +403,48 @@ fn in_worker_calls(n: u32) {
         .enable_all()
         .build()
         .unwrap();
-    let calls = [
+    // (module, function, its argument and result for call i, what to print)
+    type Call = (
+        &'static str,
+        &'static str,
+        fn(u32) -> (Value, Value),
+        &'static str,
+    );
+    let calls: [Call; 2] = [
         (
             common::tasks_wasm(),
             "inc",
+            |i| (Value::from(i64::from(i)), Value::from(i64::from(i) + 1)),
             "instantiate+call inside a worker (inc)",
         ),
         (
             dtask_guests::PROBE_WASM,
             "probe",
+            |i| {
+                let what = format!("none-{i}");
+                let said = format!("nothing to probe called {what}");
+                (Value::from(what), Value::from(said))
+            },
             "  the same, component importing files+sockets",
         ),
     ];
-    for (path, function, what) in calls {
+    for (path, function, call, what) in calls {
         let (sandbox, ready) = common::module_sandbox(path, Limits::default());
         let per_call = rt.block_on(async {
-            let arg = |i: u32| match function {
-                "inc" => Value::from(i64::from(i)),
-                _ => Value::from(format!("none-{i}")),
-            };
             let run = async |i: u32| {
-                sandbox
-                    .run(&ready, "k", function, vec![arg(i)], None)
+                let (arg, expected) = call(i);
+                let got = sandbox
+                    .run(&ready, "k", function, vec![arg], None)
                     .await
-                    .unwrap()
+                    .unwrap();
+                assert_eq!(got, expected);
             };
             for i in 0..1000 {
                 run(i).await;
             }
             let start = Instant::now();
             for i in 0..n {
-                let v = run(i).await;
-                if function == "inc" {
-                    assert_eq!(v, Value::from(i64::from(i) + 1));
-                }
+                run(i).await;
             }
             start.elapsed() / n
         });

@@ -13,9 +13,7 @@ use std::process::Command;
 
 /// Submits a command task and returns its key.
 fn submit(c: &Cluster, module: &str, args: &[&str]) -> String {
-    let mut all = vec!["submit", module, "_start"];
-    all.extend_from_slice(args);
-    c.ok(&all)
+    c.submit_to(module, "_start", args)
 }
 
 /// Submits a command task feeding `stdin` to the CLI and returns its key.

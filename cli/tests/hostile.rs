@@ -13,13 +13,6 @@ fn probe_wasm() -> &'static str {
     dtask_guests::PROBE_WASM
 }
 
-/// Submits `function` of the probe component; its key.
-fn probe(c: &Cluster, function: &str, args: &[&str]) -> String {
-    let mut all = vec!["submit", probe_wasm(), function];
-    all.extend_from_slice(args);
-    c.ok(&all)
-}
-
 /// Sends `bytes` to `addr` and waits for the peer to hang up (or answer).
 fn send_garbage(addr: &str, bytes: &[u8]) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -132,7 +125,7 @@ fn a_task_reaches_no_file_directory_environment_or_network() {
     listener.set_nonblocking(true).unwrap();
     let net = format!("net:{}", listener.local_addr().unwrap());
     for what in ["file", "dir", net.as_str()] {
-        let key = probe(&c, "probe", &[what]);
+        let key = c.submit_to(probe_wasm(), "probe", &[what]);
         let got = c.ok(&["gather", "--raw", &key]);
         assert!(got.starts_with("denied: "), "{what}: {got}");
     }
@@ -140,7 +133,7 @@ fn a_task_reaches_no_file_directory_environment_or_network() {
         matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the task reached the listener"
     );
-    let key = probe(&c, "probe", &["env"]);
+    let key = c.submit_to(probe_wasm(), "probe", &["env"]);
     assert_eq!(c.ok(&["gather", "--raw", &key]), "0 environment variables");
     // The worker goes on serving.
     let key = c.submit("inc", &["1"]);
@@ -155,7 +148,7 @@ fn granted_environment_and_allowed_directories_are_all_a_task_reaches() {
     let c = Cluster::start_with(1, 1, &["--allow-dir", &dir]);
     let file = format!("{dir}/note.txt");
     // Not granted: not there.
-    let key = probe(&c, "read-file", &[&file]);
+    let key = c.submit_to(probe_wasm(), "read-file", &[&file]);
     assert!(
         c.ok(&["gather", &key])
             .starts_with(r#"{"err":"cannot read"#)
@@ -176,7 +169,7 @@ fn granted_environment_and_allowed_directories_are_all_a_task_reaches() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("--allow-dir"), "{}", stderr(&out));
     // Environment variables only as granted; a grant changes the key.
-    let plain = probe(&c, "probe", &["env"]);
+    let plain = c.submit_to(probe_wasm(), "probe", &["env"]);
     let key = c.ok(&[
         "submit",
         "--env",

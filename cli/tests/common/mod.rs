@@ -207,7 +207,13 @@ impl Cluster {
 
     /// Submits `FUNCTION ARGS` of the example tasks and returns the key.
     pub fn submit(&self, function: &str, args: &[&str]) -> String {
-        let mut all = vec!["submit", tasks_wasm(), function];
+        self.submit_to(tasks_wasm(), function, args)
+    }
+
+    /// Submits `FUNCTION ARGS` of the component at `module` and returns
+    /// the key.
+    pub fn submit_to(&self, module: &str, function: &str, args: &[&str]) -> String {
+        let mut all = vec!["submit", module, function];
         all.extend_from_slice(args);
         self.ok(&all)
     }

@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// Room for ready tasks the heap keeps however few wait.
+/// Room for ready tasks the ready queue keeps however few wait.
 const READY_KEPT: usize = 4096;
 
 impl Scheduler {
@@ -40,8 +40,8 @@ impl Scheduler {
         }
         self.ready.extend(waiting);
         // A burst of ready tasks (a million-task map submitted faster than
-        // it runs) grew the heap; once it has drained, its room goes back
-        // rather than staying with the scheduler for good.
+        // it runs) grew the ready queue; once it has drained, its room goes
+        // back rather than staying with the scheduler for good.
         if self.ready.capacity() > READY_KEPT && self.ready.len() * 4 < self.ready.capacity() {
             self.ready.shrink_to((self.ready.len() * 2).max(READY_KEPT));
         }
@@ -265,17 +265,17 @@ mod tests {
     use crate::scheduler::testing::{finish, runs, setup, small, spec, submit, val};
     use std::collections::VecDeque;
 
-    /// A burst of ready tasks grows the ready heap; once they have run, the
-    /// heap gives its room back.
+    /// A burst of ready tasks grows the ready queue; once they have run, the
+    /// queue gives its room back.
     #[test]
-    fn the_ready_heap_gives_back_its_room_once_a_burst_has_run() {
+    fn the_ready_queue_gives_back_its_room_once_a_burst_has_run() {
         let mut s = setup(&[(1, 1)]);
         let n = 20_000;
         let tasks = (0..n)
             .map(|i| spec(&format!("t-{i}"), vec![val((i % 251) as u8)]))
             .collect();
         let mut sent: VecDeque<(u64, String)> = runs(&submit(&mut s, tasks)).into();
-        // All but what the worker's slot and queue took wait in the heap.
+        // All but what the worker's slot and queue took wait ready.
         assert!(s.ready.capacity() >= n - sent.len());
         let mut done = 0;
         while let Some((w, key)) = sent.pop_front() {
@@ -287,7 +287,7 @@ mod tests {
         assert!(s.ready.is_empty());
         assert!(
             s.ready.capacity() <= READY_KEPT,
-            "the heap kept room for {} tasks",
+            "the ready queue kept room for {} tasks",
             s.ready.capacity()
         );
     }
