@@ -196,6 +196,54 @@ fn workers_exit_when_their_cluster_is_killed() {
     });
 }
 
+/// Whether the kernel may give `pid` transparent huge pages, as its
+/// `/proc/PID/status` says (`None`: this kernel does not say).
+fn thp_enabled(pid: u32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:"))?;
+    Some(line.split_whitespace().nth(1)? == "1")
+}
+
+#[test]
+fn only_workers_run_on_huge_pages() {
+    let c = Cluster::start(2, 1);
+    let Some(scheduler) = thp_enabled(c.pid()) else {
+        eprintln!(
+            "SKIPPED only_workers_run_on_huge_pages: this kernel's /proc/PID/status has no THP_enabled line"
+        );
+        return;
+    };
+    assert!(
+        !scheduler,
+        "the cluster's scheduler process allows huge pages"
+    );
+    let workers = worker_pids(c.pid());
+    assert_eq!(workers.len(), 2);
+    for w in workers {
+        // Inherited "no" from the cluster, taken back by the worker.
+        assert_eq!(
+            thp_enabled(w),
+            Some(true),
+            "worker {w} runs without huge pages"
+        );
+    }
+    // A client verb, alive while it waits for messages.
+    let mut sub = c
+        .cmd()
+        .args(["sub", "huge-pages"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("dtask sub starts");
+    let pid = sub.id();
+    wait_until(
+        Duration::from_secs(20),
+        "the client to decline huge pages",
+        || thp_enabled(pid) == Some(false),
+    );
+    let _ = sub.kill();
+    let _ = sub.wait();
+}
+
 #[test]
 fn shutdown_stops_a_cluster_and_its_workers() {
     let c = Cluster::start(2, 1);
