@@ -35,7 +35,11 @@ def main():
     data = bytes((i * 31 + i // 7) & 0xFF for i in range(size)) if size <= 1_000_000 else None
     if data is None:
         # Same pattern as the Rust side, built quickly.
-        import numpy as np
+        try:
+            import numpy as np
+        except ImportError:
+            print("Dask baseline: skipped (pip install numpy to build its 100 MB input)")
+            sys.exit(0)
         i = np.arange(size, dtype=np.uint64)
         data = ((i * 31 + i // 7) & 0xFF).astype(np.uint8).tobytes()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
