@@ -52,7 +52,7 @@ impl Scheduler {
             w.give_back(&key, &task.recipe.placement().resources);
         }
         if matches!(&task.state, State::Processing { worker: w, .. } if *w == worker) {
-            self.owner_ended(&Owner::Task(key.to_string()), out);
+            self.task_ended(&key, out);
         }
         let task = self.tasks.get_mut(&key).expect("present");
         let scattered = task.is_scattered();
@@ -169,7 +169,7 @@ impl Scheduler {
             self.no_worker.remove(&k);
             stack.extend(t.dependents.iter().cloned());
             if was_running {
-                self.owner_ended(&Owner::Task(k.to_string()), out);
+                self.task_ended(&k, out);
             }
             self.notify(&k, out);
             self.ended(&k, out);

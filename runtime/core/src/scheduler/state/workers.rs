@@ -459,7 +459,7 @@ impl Scheduler {
         // leases end with the instances that held them.
         let mut killers = Vec::new();
         for key in w.processing {
-            self.owner_ended(&Owner::Task(key.to_string()), out);
+            self.task_ended(&key, out);
             if let Some(t) = self.tasks.get_mut(&key)
                 && let State::Processing {
                     worker: x, started, ..

@@ -338,6 +338,15 @@ impl Scheduler {
         }
     }
 
+    /// The running task `key` ended (finished, erred, was cancelled or
+    /// lost its worker): [`Scheduler::owner_ended`] for it, at no cost
+    /// (not even its owner's name) while nothing at all is owned.
+    pub(super) fn task_ended(&mut self, key: &str, out: &mut Vec<Command>) {
+        if !self.prims.owned.is_empty() {
+            self.owner_ended(&Owner::Task(key.to_string()), out);
+        }
+    }
+
     /// `owner` ended (a task finished, erred, was cancelled or lost its
     /// worker; an unnamed client left): its leases end and its waits stop.
     pub(super) fn owner_ended(&mut self, owner: &Owner, out: &mut Vec<Command>) {
