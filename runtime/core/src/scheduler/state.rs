@@ -23,6 +23,7 @@ mod compact;
 mod inputs;
 mod journal;
 mod lifecycle;
+mod load_index;
 mod placement;
 mod primitives;
 mod queries;
@@ -34,7 +35,8 @@ mod table;
 mod workers;
 
 pub use inputs::{Command, Input};
-use workers::{LoadKey, Worker, Workers};
+use load_index::{LoadIndex, LoadKey};
+use workers::{Worker, Workers};
 
 pub use activity::{
     DETAIL_KEYS, Failure, FunctionTally, Phase, PhaseCounts, PrimitivesSummary, Span, TaskDetail,

@@ -49,15 +49,6 @@ pub(super) struct Worker {
     pub(super) runs_sent: u64,
 }
 
-/// A worker's place in [`Workers`]' index by load: least loaded for its
-/// slots first, then the lowest id (the order placement prefers).
-#[derive(Clone, Copy, Debug)]
-pub(super) struct LoadKey {
-    load: u64,
-    nthreads: u64,
-    id: WorkerId,
-}
-
 impl LoadKey {
     pub(super) fn of(id: WorkerId, w: &Worker) -> Self {
         Self {
@@ -68,36 +59,13 @@ impl LoadKey {
     }
 }
 
-impl Ord for LoadKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        // load / nthreads, compared without division.
-        (self.load * other.nthreads)
-            .cmp(&(other.load * self.nthreads))
-            .then(self.id.cmp(&other.id))
-    }
-}
-
-impl PartialOrd for LoadKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for LoadKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for LoadKey {}
-
 /// The workers, by id, with an index of them by load kept as their loads
 /// change (every change goes through [`Workers::get_mut`]'s guard), so the
 /// least loaded is found without a walk over all of them.
 #[derive(Debug, Default)]
 pub(super) struct Workers {
     map: HashMap<WorkerId, Worker>,
-    by_load: std::collections::BTreeSet<LoadKey>,
+    by_load: LoadIndex,
 }
 
 impl Workers {
@@ -118,16 +86,13 @@ impl Workers {
     }
 
     pub(super) fn insert(&mut self, id: WorkerId, worker: Worker) {
-        if let Some(old) = self.map.get(&id) {
-            self.by_load.remove(&LoadKey::of(id, old));
-        }
-        self.by_load.insert(LoadKey::of(id, &worker));
+        self.by_load.set(LoadKey::of(id, &worker));
         self.map.insert(id, worker);
     }
 
     pub(super) fn remove(&mut self, id: &WorkerId) -> Option<Worker> {
         let worker = self.map.remove(id)?;
-        self.by_load.remove(&LoadKey::of(*id, &worker));
+        self.by_load.remove(*id);
         Some(worker)
     }
 
@@ -153,7 +118,7 @@ impl Workers {
         let first = self.by_load.first()?;
         // Capacity is proportional to slots: if the least loaded has no
         // room, none has.
-        self.map[&first.id].has_room().then_some(first.id)
+        self.map[&first].has_room().then_some(first)
     }
 }
 
@@ -169,7 +134,7 @@ impl std::ops::Index<&WorkerId> for Workers {
 pub(super) struct WorkerMut<'a> {
     before: LoadKey,
     worker: &'a mut Worker,
-    by_load: &'a mut std::collections::BTreeSet<LoadKey>,
+    by_load: &'a mut LoadIndex,
 }
 
 impl std::ops::Deref for WorkerMut<'_> {
@@ -190,8 +155,7 @@ impl Drop for WorkerMut<'_> {
         let after = LoadKey::of(self.before.id, self.worker);
         let (b, a) = (self.before, after);
         if (b.load, b.nthreads) != (a.load, a.nthreads) {
-            self.by_load.remove(&b);
-            self.by_load.insert(a);
+            self.by_load.set(a);
         }
     }
 }
