@@ -1,6 +1,7 @@
 //! Messages from the scheduler, to clients and workers.
 
 use super::*;
+use std::sync::Arc;
 
 /// One dependency value as the scheduler tells a worker where to find it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -21,10 +22,11 @@ pub enum RunArg {
 pub struct RunTask {
     /// The key to store the result under.
     pub key: String,
-    /// The module whose export runs.
-    pub module: ModuleHash,
-    /// The export to call.
-    pub function: String,
+    /// The module whose export runs (shared: the scheduler hands out its
+    /// one copy to every task it sends).
+    pub module: Arc<str>,
+    /// The export to call (shared likewise).
+    pub function: Arc<str>,
     /// Arguments with their dependency locations.
     pub args: Vec<RunArg>,
     /// Wall-clock limit in milliseconds.

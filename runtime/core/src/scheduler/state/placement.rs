@@ -247,8 +247,8 @@ impl Scheduler {
             .collect();
         RunTask {
             key: key.to_string(),
-            module: task.recipe.func.module.to_string(),
-            function: task.recipe.func.function.to_string(),
+            module: task.recipe.func.module.clone(),
+            function: task.recipe.func.function.clone(),
             args,
             timeout_ms: task.recipe.timeout_ms(),
             memory_limit: task.recipe.memory_limit(),
