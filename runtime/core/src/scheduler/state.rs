@@ -20,6 +20,7 @@
 mod activity;
 mod actors;
 mod compact;
+mod holdings;
 mod inputs;
 mod journal;
 mod lifecycle;
@@ -180,7 +181,8 @@ pub struct Scheduler {
     activity: activity::Activity,
     workers: Workers,
     clients: HashMap<ClientId, Client>,
-    holdings: HashMap<Arc<str>, HashSet<Key>>,
+    /// Each holder's keys (see [`holdings`]).
+    holdings: holdings::Holdings,
     /// Module hashes and function names, shared by the tasks using them.
     names: Interner,
     modules: HashSet<String>,
@@ -276,11 +278,7 @@ impl Scheduler {
                 {
                     self.ephemeral_holders.remove(&*c.holder);
                     self.owner_ended(&Owner::Holder(c.holder.to_string()), &mut out);
-                    let keys: Vec<Key> = self
-                        .holdings
-                        .remove(&c.holder)
-                        .map(|s| s.into_iter().collect())
-                        .unwrap_or_default();
+                    let keys = self.holdings.take_all(&c.holder);
                     for key in keys {
                         self.unhold(&c.holder, &key, &mut out);
                     }
@@ -342,7 +340,7 @@ impl Scheduler {
             }
             Input::ReleaseAll { client } => {
                 if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
-                    let keys = self.holdings.remove(&holder).unwrap_or_default();
+                    let keys = self.holdings.take_all(&holder);
                     for key in keys {
                         self.unhold(&holder, &key, &mut out);
                     }

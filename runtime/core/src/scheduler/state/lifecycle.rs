@@ -238,9 +238,6 @@ impl Scheduler {
                 self.cancel_tree(&key, out);
             } else {
                 // Others still want it: this client just lets go.
-                if let Some(h) = self.holdings.get_mut(&holder) {
-                    h.remove(key.as_str());
-                }
                 self.unhold(&holder, &key, out);
             }
         }

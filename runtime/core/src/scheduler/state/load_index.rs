@@ -119,10 +119,18 @@ impl LoadIndex {
     }
 
     /// Replays the matches from slot `slot`'s leaf to the root.
+    ///
+    /// A node's match depends only on its two winners and their loads, and
+    /// only `slot`'s load changed: once a node's winner is the one it was
+    /// and is not `slot`, nothing above it changes, and the replay stops.
     fn replay(&mut self, slot: u32) {
         let mut node = (self.slots.len() + slot as usize) / 2;
         while node >= 1 {
-            self.tree[node] = self.winner(self.at(2 * node), self.at(2 * node + 1));
+            let won = self.winner(self.at(2 * node), self.at(2 * node + 1));
+            let was = std::mem::replace(&mut self.tree[node], won);
+            if was == won && won != slot {
+                return;
+            }
             node /= 2;
         }
     }

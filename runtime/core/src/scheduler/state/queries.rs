@@ -109,15 +109,11 @@ impl Scheduler {
 
     /// Keys that named clients hold.
     pub fn held_keys(&self) -> u64 {
-        self.holdings
-            .iter()
-            .filter(|(h, _)| {
-                !self.ephemeral_holders.contains(&***h)
-                    && !h.starts_with(primitives::STORED)
-                    && &***h != FIRE_AND_FORGET
-            })
-            .map(|(_, keys)| keys.len() as u64)
-            .sum()
+        self.holdings.count(|h| {
+            !self.ephemeral_holders.contains(h)
+                && !h.starts_with(primitives::STORED)
+                && h != FIRE_AND_FORGET
+        })
     }
 
     /// Number of keys the scheduler tracks.

@@ -187,9 +187,7 @@ impl Scheduler {
             if let Some(k) = &known
                 && !revived
             {
-                let name = self.note_hold(&holder, k.clone());
-                let t = self.tasks.get_mut(&key).expect("present");
-                t.holders.insert(&name);
+                self.hold_known(&holder, k);
                 continue;
             }
             let chosen: Vec<WorkerId> = if broadcast {
@@ -207,9 +205,8 @@ impl Scheduler {
                 run: 0,
             };
             if let Some(key) = known {
-                let name = self.note_hold(&holder, key.clone());
+                self.hold_known(&holder, &key);
                 let t = self.tasks.get_mut(&key).expect("present");
-                t.holders.insert(&name);
                 self.activity.set(&key, t, storing);
                 self.scatter_requests.insert(key.clone(), (client, id));
                 if let Some(mut w) = self.workers.get_mut(&chosen[0]) {
@@ -220,7 +217,7 @@ impl Scheduler {
             }
             self.seq += 1;
             let key: Key = Key::from(key);
-            let name = self.note_hold(&holder, key.clone());
+            let holders = self.holdings.hold_new(&holder, &key);
             let task = Task {
                 recipe: Recipe::scattered(&mut self.names),
                 seq: self.seq,
@@ -228,7 +225,7 @@ impl Scheduler {
                 deps: ThinVec::new(),
                 dependents: Dependents::default(),
                 needed_by: 0,
-                holders: Holders::one(name),
+                holders,
                 watchers: ThinVec::new(),
                 retries_left: 0,
                 deaths: 0,

@@ -17,40 +17,20 @@ impl Scheduler {
         let Some(k) = self.tasks.key(key) else {
             return false;
         };
-        let name = self.note_hold(holder, k);
-        self.tasks
-            .get_mut(key)
-            .expect("known")
-            .holders
-            .insert(&name);
+        self.hold_known(holder, &k);
         self.recompute(key);
         true
     }
 
-    /// Notes in the holdings index that `holder` holds `key`; returns the
-    /// index's copy of the holder's name, which the task's holders share.
-    pub(super) fn note_hold(&mut self, holder: &str, key: Key) -> Arc<str> {
-        if let Some((name, _)) = self.holdings.get_key_value(holder) {
-            let name = name.clone();
-            // One lookup: inserting a key already held changes nothing.
-            self.holdings.get_mut(holder).expect("present").insert(key);
-            return name;
-        }
-        let name: Arc<str> = Arc::from(holder);
-        self.holdings
-            .insert(name.clone(), HashSet::from_iter([key]));
-        name
+    /// Makes `holder` hold `key`, a task in the table.
+    pub(super) fn hold_known(&mut self, holder: &str, key: &Key) {
+        let t = self.tasks.get_mut(key).expect("known");
+        self.holdings.hold(holder, key, &mut t.holders);
     }
 
     /// Ends `holder`'s hold on `key`, forgetting the key if nothing else
     /// needs it.
     pub(super) fn drop_hold(&mut self, holder: &str, key: &str, out: &mut Vec<Command>) {
-        if let Some(h) = self.holdings.get_mut(holder) {
-            h.remove(key);
-            if h.is_empty() {
-                self.holdings.remove(holder);
-            }
-        }
         self.unhold(holder, key, out);
     }
 
@@ -201,7 +181,7 @@ impl Scheduler {
         out: &mut Vec<Command>,
     ) {
         let key: Key = Key::from(std::mem::take(&mut spec.key));
-        let name = self.note_hold(holder, key.clone());
+        let holders = self.holdings.hold_new(holder, &key);
         self.seq += 1;
         let mut waiting_on = 0;
         let mut inherited: Option<TaskError> = None;
@@ -232,7 +212,7 @@ impl Scheduler {
             deps: deps.into_iter().collect(),
             dependents: Dependents::default(),
             needed_by: 0,
-            holders: Holders::one(name),
+            holders,
             watchers: ThinVec::new(),
             retries_left: saturate(spec.retries),
             deaths: 0,
@@ -251,11 +231,17 @@ impl Scheduler {
         }
     }
 
-    /// Releases `holder`'s hold on `key` (the holdings index is the
-    /// caller's business) and forgets the key if nothing needs it now.
+    /// Releases `holder`'s hold on `key` and forgets the key if nothing
+    /// needs it now.
     pub(super) fn unhold(&mut self, holder: &str, key: &str, out: &mut Vec<Command>) {
-        if let Some(t) = self.tasks.get_mut(key) {
-            t.holders.remove(holder);
+        if let Some(t) = self.tasks.get_mut(key)
+            && self.holdings.let_go(holder, &mut t.holders)
+            && self.holdings.lags(holder)
+        {
+            let tasks = &self.tasks;
+            self.holdings.compact(holder, |k| {
+                tasks.get(k).is_some_and(|t| t.holders.contains(holder))
+            });
         }
         self.maybe_forget(key, out);
     }
@@ -264,16 +250,18 @@ impl Scheduler {
     /// inputs likewise. A worklist, not recursion: releasing the end of a
     /// 100k-task chain must not overflow the scheduler's stack.
     pub(super) fn maybe_forget(&mut self, key: &str, out: &mut Vec<Command>) {
+        let forgettable = |t: &Task| t.holders.is_empty() && t.needed_by == 0 && t.is_terminal();
+        // Most calls find the task still wanted: answered before the key is
+        // copied for the walk below.
+        if !self.tasks.get(key).is_some_and(forgettable) {
+            return;
+        }
         let Some(key) = self.tasks.key(key) else {
             return;
         };
         let mut stack: Keys = smallvec::smallvec![key];
         while let Some(key) = stack.pop() {
-            let forget = match self.tasks.get(&key) {
-                Some(t) => t.holders.is_empty() && t.needed_by == 0 && t.is_terminal(),
-                None => false,
-            };
-            if !forget {
+            if !self.tasks.get(&key).is_some_and(forgettable) {
                 continue;
             }
             let task = self.tasks.get_mut(&key).expect("present");

@@ -179,19 +179,24 @@ impl Tasks {
 
     /// Adds a task (replacing any of the same key).
     pub(super) fn insert(&mut self, key: Key, task: Task) {
-        if let Some(id) = self.find(&key) {
+        let h = hash(&key);
+        let chunks = &self.chunks;
+        if let Some(&id) = self.index.find(h, |&id| *slot(chunks, id).key == *key) {
             note(&mut self.noted, id);
             slot_mut(&mut self.chunks, id).task = task;
             return;
         }
-        let h = hash(&key);
         // Slots are dense: the new one is numbered by the count.
         let id = self.index.len();
         if id / CHUNK == self.chunks.len() {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
+        // Placement and the task's end look it up by this copy of its key:
+        // cached now, the first of them need not hash and probe.
+        let at = address(&key);
         self.chunks[id / CHUNK].push(Slot { key, task });
         let id = u32::try_from(id).expect("fewer than 4 billion tasks");
+        self.recent[recent_index(at)].set((at, id));
         note(&mut self.noted, id);
         let chunks = &self.chunks;
         self.index

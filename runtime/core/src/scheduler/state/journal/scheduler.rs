@@ -88,8 +88,7 @@ impl Scheduler {
         }
         let mut holders = super::super::Holders::default();
         for h in &saved.holders {
-            let name = self.note_hold(h, key.clone());
-            holders.insert(&name);
+            self.holdings.hold(h, &key, &mut holders);
         }
         let state = match saved.state {
             SavedState::Unfinished => State::Pending { waiting_on: 0 },
