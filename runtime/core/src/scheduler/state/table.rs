@@ -17,7 +17,7 @@ use std::hash::BuildHasher as _;
 const CHUNK: usize = 4096;
 
 /// Entries in the table's cache of recently found keys.
-const RECENT: usize = 4096;
+const RECENT: usize = 1 << 16;
 
 /// Where a key's text lives: the table's copies of keys are shared, and
 /// handing one out and looking it up again by that same copy is the
@@ -39,8 +39,27 @@ struct Slot {
     task: Task,
 }
 
-fn hash(key: &str) -> u64 {
-    FxBuildHasher.hash_one(key)
+/// A key's hash, 32 bits of it: the index keeps it beside the slot
+/// number, so growing the index rehashes from it (not from every key's
+/// text, a cache miss or two each at a million tasks), and a probe
+/// compares it before it reads a slot's key.
+fn hash(key: &str) -> u32 {
+    let h = FxBuildHasher.hash_one(key);
+    (h ^ (h >> 32)) as u32
+}
+
+/// The index's hash of an entry with 32-bit hash `h`: spread over both
+/// halves, since the table takes the slot's place from the low bits and a
+/// tag from the top ones.
+fn spread(h: u32) -> u64 {
+    u64::from(h) | (u64::from(h) << 32)
+}
+
+/// An index entry: a slot number and its key's [`hash`].
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    id: u32,
+    hash: u32,
 }
 
 /// The slot numbered `id` of `chunks`, which the index says is taken.
@@ -105,7 +124,7 @@ fn note(noted: &mut Option<Noted>, id: u32) {
 #[derive(Debug)]
 pub(super) struct Tasks {
     /// Slot numbers by their key's hash.
-    index: HashTable<u32>,
+    index: HashTable<Entry>,
     /// The slots, `CHUNK` to a chunk: slot `i` is in chunk `i / CHUNK`,
     /// and only the last chunk is not full.
     chunks: Vec<Vec<Slot>>,
@@ -147,9 +166,13 @@ impl Tasks {
             }
         }
         let chunks = &self.chunks;
-        let id = *self
+        let h = hash(key);
+        let id = self
             .index
-            .find(hash(key), |&id| &*slot(chunks, id).key == key)?;
+            .find(spread(h), |e| {
+                e.hash == h && &*slot(chunks, e.id).key == key
+            })?
+            .id;
         // Cached under the table's copy of the key, by which the next
         // lookups of it come.
         let at = address(&slot(chunks, id).key);
@@ -181,7 +204,9 @@ impl Tasks {
     pub(super) fn insert(&mut self, key: Key, task: Task) {
         let h = hash(&key);
         let chunks = &self.chunks;
-        if let Some(&id) = self.index.find(h, |&id| *slot(chunks, id).key == *key) {
+        if let Some(&Entry { id, .. }) = self.index.find(spread(h), |e| {
+            e.hash == h && *slot(chunks, e.id).key == *key
+        }) {
             note(&mut self.noted, id);
             slot_mut(&mut self.chunks, id).task = task;
             return;
@@ -198,19 +223,18 @@ impl Tasks {
         let id = u32::try_from(id).expect("fewer than 4 billion tasks");
         self.recent[recent_index(at)].set((at, id));
         note(&mut self.noted, id);
-        let chunks = &self.chunks;
         self.index
-            .insert_unique(h, id, |&id| hash(&slot(chunks, id).key));
+            .insert_unique(spread(h), Entry { id, hash: h }, |e| spread(e.hash));
     }
 
     /// Removes the task of `key`, noted as changed.
     pub(super) fn remove(&mut self, key: &str) -> Option<Task> {
         let chunks = &self.chunks;
-        let id = match self
-            .index
-            .find_entry(hash(key), |&id| &*slot(chunks, id).key == key)
-        {
-            Ok(entry) => entry.remove().0,
+        let h = hash(key);
+        let id = match self.index.find_entry(spread(h), |e| {
+            e.hash == h && &*slot(chunks, e.id).key == key
+        }) {
+            Ok(entry) => entry.remove().0.id,
             Err(_) => return None,
         };
         // The last slot moves into the freed one, and its note with it.
@@ -225,10 +249,10 @@ impl Tasks {
             moved
         } else {
             let h = hash(&moved.key);
-            *self
-                .index
-                .find_mut(h, |&x| x == last)
-                .expect("the last slot is indexed") = id;
+            self.index
+                .find_mut(spread(h), |e| e.id == last)
+                .expect("the last slot is indexed")
+                .id = id;
             if let Some(n) = &mut self.noted
                 && n.take(last)
             {
@@ -246,10 +270,9 @@ impl Tasks {
         if self.index.is_empty() {
             self.chunks.clear();
         }
-        let chunks = &self.chunks;
         if self.index.capacity() > 1024 && self.index.len() * 4 < self.index.capacity() {
             self.index
-                .shrink_to(self.index.len() * 2, |&id| hash(&slot(chunks, id).key));
+                .shrink_to(self.index.len() * 2, |e| spread(e.hash));
         }
         if self.noted.is_some() && task.journaled != 0 {
             self.forgotten.push(task.seq);
@@ -259,8 +282,7 @@ impl Tasks {
 
     /// Makes room for `n` more tasks in the index.
     pub(super) fn reserve(&mut self, n: usize) {
-        let chunks = &self.chunks;
-        self.index.reserve(n, |&id| hash(&slot(chunks, id).key));
+        self.index.reserve(n, |e| spread(e.hash));
     }
 
     /// How many tasks it holds.
