@@ -3,8 +3,10 @@
 
 use super::*;
 
-/// Room for ready tasks the ready queue keeps however few wait.
-const READY_KEPT: usize = 4096;
+/// Room for ready tasks the ready queue keeps however few wait (a MiB):
+/// a burst of this many (a submitted batch, a wave of a graph) is queued
+/// without the queue growing again.
+const READY_KEPT: usize = 1 << 16;
 
 impl Scheduler {
     /// Sends ready tasks to workers with room, best placement first.
@@ -262,15 +264,15 @@ impl Scheduler {
 mod tests {
     use super::READY_KEPT;
     use crate::protocol::TaskState;
-    use crate::scheduler::testing::{finish, runs, setup, small, spec, submit, val};
+    use crate::scheduler::testing::{finish, joined, runs, setup, small, spec, submit, val};
     use std::collections::VecDeque;
 
     /// A burst of ready tasks grows the ready queue; once they have run, the
-    /// queue gives its room back.
+    /// queue gives back the room beyond what it keeps for the next burst.
     #[test]
     fn the_ready_queue_gives_back_its_room_once_a_burst_has_run() {
         let mut s = setup(&[(1, 1)]);
-        let n = 20_000;
+        let n = 2 * READY_KEPT + 1000;
         let tasks = (0..n)
             .map(|i| spec(&format!("t-{i}"), vec![val((i % 251) as u8)]))
             .collect();
@@ -288,6 +290,32 @@ mod tests {
         assert!(
             s.ready.capacity() <= READY_KEPT,
             "the ready queue kept room for {} tasks",
+            s.ready.capacity()
+        );
+        assert!(
+            s.ready.capacity() >= READY_KEPT,
+            "the ready queue gave back the room it keeps: {} left",
+            s.ready.capacity()
+        );
+    }
+
+    /// A burst placed all at once (tasks waiting for a worker, then a big
+    /// one joins and they all go through the ready queue to it) leaves the
+    /// queue empty: it still keeps its room.
+    #[test]
+    fn a_burst_placed_at_once_leaves_the_ready_queue_its_room() {
+        let mut s = setup(&[]);
+        let n = 2 * READY_KEPT;
+        let tasks = (0..n)
+            .map(|i| spec(&format!("t-{i}"), vec![val((i % 251) as u8)]))
+            .collect();
+        assert!(runs(&submit(&mut s, tasks)).is_empty(), "no worker yet");
+        let placed = runs(&s.handle(joined(1, 4096)));
+        assert_eq!(placed.len(), n);
+        assert!(s.ready.is_empty());
+        assert!(
+            (READY_KEPT..=2 * READY_KEPT).contains(&s.ready.capacity()),
+            "the ready queue kept room for {} tasks, not about {READY_KEPT}",
             s.ready.capacity()
         );
     }

@@ -120,7 +120,21 @@ impl Ready {
 
     /// Gives back room beyond what `at_least` entries per queue need.
     pub(super) fn shrink_to(&mut self, at_least: usize) {
-        self.levels.retain(|_, level| level.len() > 0);
+        // Emptied levels go, but not the last one: most graphs use one
+        // priority, and its queue keeps the room asked for (dropped, the
+        // next burst grew it again from nothing, a copy per doubling and
+        // fresh pages from the kernel each time).
+        let empty: Vec<_> = self
+            .levels
+            .iter()
+            .filter(|(_, level)| level.len() == 0)
+            .map(|(priority, _)| *priority)
+            .collect();
+        for priority in empty {
+            if self.levels.len() > 1 {
+                self.levels.remove(&priority);
+            }
+        }
         for level in self.levels.values_mut() {
             level.shrink_to(at_least);
         }
