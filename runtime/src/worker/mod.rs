@@ -282,7 +282,10 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                         continue;
                     }
                     let key = task.key.clone();
-                    let handle = tokio::spawn(execute(shared.clone(), task));
+                    // Boxed first: the task's future is kilobytes, and
+                    // spawning moved it by value through each layer of the
+                    // runtime's spawn (a copy of it per layer, per task).
+                    let handle = tokio::spawn(Box::pin(execute(shared.clone(), task)));
                     let abort = handle.abort_handle();
                     running.tasks.insert(
                         key,
