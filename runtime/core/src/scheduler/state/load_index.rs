@@ -3,8 +3,9 @@
 //! `log2(workers)` comparisons.
 //!
 //! A tournament tree over a slot per worker: each inner node keeps the
-//! slot that wins its two halves, so the root is the least loaded worker
-//! and a change replays only the matches on its leaf's way up. A sorted
+//! rank of the worker that wins its two halves, so the root is the least
+//! loaded worker and a change replays only the matches on its leaf's way
+//! up, stopping where a winner stays. A sorted
 //! set did the same job with a removal and an insertion per change, each
 //! a search and a rebalance: with 1,000 workers that was a twelfth of the
 //! scheduler's instructions per task in the simulator. Slots of workers
@@ -48,15 +49,35 @@ impl PartialEq for LoadKey {
 
 impl Eq for LoadKey {}
 
+/// A worker's place as two integers compared in order: its load per slot
+/// in 32.32 fixed point, then its id. For up to 65,536 slots this orders
+/// workers exactly as [`LoadKey`] does (two different loads per slot
+/// differ by at least 2^-32, so their fixed-point values differ, and equal
+/// ones are equal), and a match is two integer comparisons, not two
+/// multiplications and an indirection per side.
+type Rank = (u64, WorkerId);
+
+/// A free slot's rank: after every worker's.
+const FREE: Rank = (u64::MAX, WorkerId::MAX);
+
+/// Slots the fixed point orders exactly; a worker claiming more ranks as
+/// if it had this many.
+const MAX_SLOTS: u64 = 1 << 16;
+
+fn rank(l: &LoadKey) -> Rank {
+    let load = l.load.min(u64::from(u32::MAX));
+    ((load << 32) / l.nthreads.clamp(1, MAX_SLOTS), l.id)
+}
+
 /// See the module docs.
 #[derive(Debug, Default)]
 pub(super) struct LoadIndex {
-    /// Each slot's worker, `None` while the slot is free.
-    slots: Vec<Option<LoadKey>>,
-    /// `tree[i]` for `1 <= i < slots.len()`: the winning slot below node
-    /// `i`, whose children are nodes `2i` and `2i + 1`; node
-    /// `slots.len() + s` is slot `s` itself (not stored).
-    tree: Vec<u32>,
+    /// A heap-shaped tree over `tree.len() / 2` slots: slot `s` is leaf
+    /// `tree.len() / 2 + s`, holding its worker's rank ([`FREE`] while
+    /// free), and node `i` holds the least rank of its children `2i` and
+    /// `2i + 1`, so node 1 holds the least of all (with one slot, node 1 is
+    /// that slot's leaf).
+    tree: Vec<Rank>,
     /// Each worker's slot.
     slot_of: HashMap<WorkerId, u32>,
     free: Vec<u32>,
@@ -65,12 +86,10 @@ pub(super) struct LoadIndex {
 impl LoadIndex {
     /// The least loaded worker for its slots, the lowest id among equals.
     pub(super) fn first(&self) -> Option<WorkerId> {
-        let winner = match self.slots.len() {
-            0 => return None,
-            1 => 0,
-            _ => self.tree[1],
-        };
-        self.slots[winner as usize].map(|l| l.id)
+        match self.tree.get(1) {
+            Some(&r) if r != FREE => Some(r.1),
+            _ => None,
+        }
     }
 
     /// Puts worker `load.id` in the index, or moves it to its new load.
@@ -86,51 +105,30 @@ impl LoadIndex {
                 s
             }
         };
-        self.slots[slot as usize] = Some(load);
-        self.replay(slot);
+        self.replay(slot, rank(&load));
     }
 
     /// Takes worker `id` out of the index.
     pub(super) fn remove(&mut self, id: WorkerId) {
         if let Some(slot) = self.slot_of.remove(&id) {
-            self.slots[slot as usize] = None;
             self.free.push(slot);
-            self.replay(slot);
+            self.replay(slot, FREE);
         }
     }
 
-    /// The winner of slots `a` and `b` (a free slot loses).
-    fn winner(&self, a: u32, b: u32) -> u32 {
-        match (&self.slots[a as usize], &self.slots[b as usize]) {
-            (Some(x), Some(y)) if y < x => b,
-            (None, Some(_)) => b,
-            _ => a,
-        }
-    }
-
-    /// The winning slot below node `node`.
-    fn at(&self, node: usize) -> u32 {
-        let n = self.slots.len();
-        if node >= n {
-            (node - n) as u32
-        } else {
-            self.tree[node]
-        }
-    }
-
-    /// Replays the matches from slot `slot`'s leaf to the root.
-    ///
-    /// A node's match depends only on its two winners and their loads, and
-    /// only `slot`'s load changed: once a node's winner is the one it was
-    /// and is not `slot`, nothing above it changes, and the replay stops.
-    fn replay(&mut self, slot: u32) {
-        let mut node = (self.slots.len() + slot as usize) / 2;
+    /// Puts `rank` in slot `slot`'s leaf and replays the matches above it,
+    /// stopping at the first node whose least rank stays what it was:
+    /// nothing above it can change.
+    fn replay(&mut self, slot: u32, rank: Rank) {
+        let mut node = self.tree.len() / 2 + slot as usize;
+        self.tree[node] = rank;
+        node /= 2;
         while node >= 1 {
-            let won = self.winner(self.at(2 * node), self.at(2 * node + 1));
-            let was = std::mem::replace(&mut self.tree[node], won);
-            if was == won && won != slot {
+            let least = self.tree[2 * node].min(self.tree[2 * node + 1]);
+            if self.tree[node] == least {
                 return;
             }
+            self.tree[node] = least;
             node /= 2;
         }
     }
@@ -138,13 +136,16 @@ impl LoadIndex {
     /// Doubles the slots (at least one), rebuilding the tree; the first new
     /// slot, free for the caller, the others on the free list.
     fn grow(&mut self) -> u32 {
-        let old = self.slots.len();
+        let old = self.tree.len() / 2;
         let n = (old * 2).max(1);
-        self.slots.resize(n, None);
-        self.tree = vec![0; n];
-        for node in (1..n).rev() {
-            self.tree[node] = self.winner(self.at(2 * node), self.at(2 * node + 1));
+        let mut tree = vec![FREE; 2 * n];
+        if old > 0 {
+            tree[n..n + old].copy_from_slice(&self.tree[old..2 * old]);
         }
+        for node in (1..n).rev() {
+            tree[node] = tree[2 * node].min(tree[2 * node + 1]);
+        }
+        self.tree = tree;
         self.free.extend((old as u32 + 1..n as u32).rev());
         old as u32
     }
@@ -182,10 +183,21 @@ mod tests {
         // Freed slots are reused.
         ix.set(load(11, 0, 1));
         assert_eq!(ix.first(), Some(11));
-        assert_eq!(ix.slots.len(), 4);
+        assert_eq!(ix.tree.len() / 2, 4);
     }
 
     proptest! {
+        /// The fixed-point rank orders two workers as their loads for
+        /// their slots do, for any loads and up to 65,536 slots.
+        #[test]
+        fn ranks_order_as_loads_per_slot(
+            a in (0u64..1 << 32, 1u64..=1 << 16, 0u64..8),
+            b in (0u64..1 << 32, 1u64..=1 << 16, 0u64..8),
+        ) {
+            let (x, y) = (load(a.2, a.0, a.1), load(b.2, b.0, b.1));
+            prop_assert_eq!(rank(&x).cmp(&rank(&y)), x.cmp(&y));
+        }
+
         /// Any sequence of joins, load changes and leaves: the index names
         /// the same worker a sort of them all would.
         #[test]
