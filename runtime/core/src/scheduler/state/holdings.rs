@@ -53,10 +53,11 @@ impl Holdings {
     /// Makes `holder` hold `key`, whose task's holders are `holders`;
     /// false if it held it already.
     pub(super) fn hold(&mut self, holder: &str, key: &Key, holders: &mut Holders) -> bool {
-        let (name, held) = self.entry(holder);
-        if !holders.insert(&name) {
+        if holders.contains(holder) {
             return false;
         }
+        let (name, held) = self.entry(holder);
+        holders.insert(&name);
         held.keys.push(key.clone());
         held.live += 1;
         true

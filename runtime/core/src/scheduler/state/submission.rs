@@ -8,7 +8,18 @@ impl Scheduler {
     pub(super) fn add_task(&mut self, key: Key, task: Task) {
         self.activity
             .added(&task.recipe.func.function, activity::Phase::of(&task.state));
-        self.tasks.insert(key, task);
+        if let Some(mut replaced) = self.tasks.insert(key, task) {
+            // A key a damaged snapshot lists twice: the copy replaced no
+            // longer counts, nor holds anything.
+            self.activity.removed(
+                &replaced.recipe.func.function,
+                activity::Phase::of(&replaced.state),
+            );
+            let names: Vec<Arc<str>> = replaced.holders.names().cloned().collect();
+            for name in names {
+                self.holdings.let_go(&name, &mut replaced.holders);
+            }
+        }
     }
 
     /// Makes `holder` hold `key` (and compute it again if its result was

@@ -200,16 +200,18 @@ impl Tasks {
         self.find(key).is_some()
     }
 
-    /// Adds a task (replacing any of the same key).
-    pub(super) fn insert(&mut self, key: Key, task: Task) {
+    /// Adds a task, replacing any of the same key: that one is returned.
+    pub(super) fn insert(&mut self, key: Key, task: Task) -> Option<Task> {
         let h = hash(&key);
         let chunks = &self.chunks;
         if let Some(&Entry { id, .. }) = self.index.find(spread(h), |e| {
             e.hash == h && *slot(chunks, e.id).key == *key
         }) {
             note(&mut self.noted, id);
-            slot_mut(&mut self.chunks, id).task = task;
-            return;
+            return Some(std::mem::replace(
+                &mut slot_mut(&mut self.chunks, id).task,
+                task,
+            ));
         }
         // Slots are dense: the new one is numbered by the count.
         let id = self.index.len();
@@ -225,6 +227,7 @@ impl Tasks {
         note(&mut self.noted, id);
         self.index
             .insert_unique(spread(h), Entry { id, hash: h }, |e| spread(e.hash));
+        None
     }
 
     /// Removes the task of `key`, noted as changed.

@@ -413,3 +413,35 @@ impl Scheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::{Input, Scheduler};
+    use crate::scheduler::testing::{M, finish, setup, small, spec, submit, val};
+
+    /// A damaged snapshot that lists a key twice: the key is restored
+    /// once, held once, and released for good by `release --all`.
+    #[test]
+    fn a_key_a_snapshot_lists_twice_is_restored_and_held_once() {
+        let mut s = setup(&[(10, 1)]);
+        submit(&mut s, vec![spec("t", vec![val(1)])]);
+        finish(&mut s, 10, "t", small(2));
+        let snapshot = s.snapshot();
+        let mut tasks = snapshot.tasks.clone();
+        assert_eq!(tasks.len(), 1);
+        tasks.push(tasks[0].clone());
+        let mut r = Scheduler::new()
+            .restore(snapshot.with_tasks(tasks))
+            .expect("restored");
+        assert_eq!(r.task_count(), 1);
+        r.handle(Input::ModuleStored { hash: M.into() });
+        r.handle(Input::ClientConnected {
+            client: 1,
+            name: Some("cli".into()),
+        });
+        assert_eq!(r.held_keys(), 1);
+        r.handle(Input::ReleaseAll { client: 1 });
+        assert_eq!(r.held_keys(), 0);
+        assert_eq!(r.task_count(), 0);
+    }
+}
