@@ -29,7 +29,7 @@ impl Scheduler {
             return false;
         };
         self.hold_known(holder, &k);
-        self.recompute(key);
+        self.recompute(&k);
         true
     }
 
@@ -245,7 +245,13 @@ impl Scheduler {
     /// Releases `holder`'s hold on `key` and forgets the key if nothing
     /// needs it now.
     pub(super) fn unhold(&mut self, holder: &str, key: &str, out: &mut Vec<Command>) {
-        if let Some(t) = self.tasks.get_mut(key)
+        // Looked up by the table's copy of the key from here on: found
+        // again from the cache of recent lookups, where a client's copy
+        // would be hashed and probed for each.
+        let Some(key) = self.tasks.key(key) else {
+            return;
+        };
+        if let Some(t) = self.tasks.get_mut(&key)
             && self.holdings.let_go(holder, &mut t.holders)
             && self.holdings.lags(holder)
         {
@@ -254,7 +260,7 @@ impl Scheduler {
                 tasks.get(k).is_some_and(|t| t.holders.contains(holder))
             });
         }
-        self.maybe_forget(key, out);
+        self.maybe_forget(&key, out);
     }
 
     /// Forgets `key` if nothing holds or needs it any more, and then its
