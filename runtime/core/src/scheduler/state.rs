@@ -334,7 +334,7 @@ impl Scheduler {
             Input::Release { client, keys } => {
                 if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
                     for key in keys {
-                        self.drop_hold(&holder, &key, &mut out);
+                        self.unhold(&holder, &key, &mut out);
                     }
                 }
             }

@@ -124,17 +124,12 @@ impl Ready {
         // priority, and its queue keeps the room asked for (dropped, the
         // next burst grew it again from nothing, a copy per doubling and
         // fresh pages from the kernel each time).
-        let empty: Vec<_> = self
-            .levels
-            .iter()
-            .filter(|(_, level)| level.len() == 0)
-            .map(|(priority, _)| *priority)
-            .collect();
-        for priority in empty {
-            if self.levels.len() > 1 {
-                self.levels.remove(&priority);
-            }
-        }
+        let mut left = self.levels.len();
+        self.levels.retain(|_, level| {
+            let drop = level.len() == 0 && left > 1;
+            left -= usize::from(drop);
+            !drop
+        });
         for level in self.levels.values_mut() {
             level.shrink_to(at_least);
         }

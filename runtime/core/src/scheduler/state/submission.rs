@@ -39,12 +39,6 @@ impl Scheduler {
         self.holdings.hold(holder, key, &mut t.holders);
     }
 
-    /// Ends `holder`'s hold on `key`, forgetting the key if nothing else
-    /// needs it.
-    pub(super) fn drop_hold(&mut self, holder: &str, key: &str, out: &mut Vec<Command>) {
-        self.unhold(holder, key, out);
-    }
-
     pub(super) fn submit(
         &mut self,
         client: ClientId,

@@ -71,6 +71,12 @@ fn slot_mut(chunks: &mut [Vec<Slot>], id: u32) -> &mut Slot {
     &mut chunks[id as usize / CHUNK][id as usize % CHUNK]
 }
 
+/// Whether an index entry is `key`'s, whose [`hash`] is `h`: the key's text
+/// is read only when the hashes agree.
+fn is_key<'a>(chunks: &'a [Vec<Slot>], h: u32, key: &'a str) -> impl Fn(&Entry) -> bool + 'a {
+    move |e| e.hash == h && &*slot(chunks, e.id).key == key
+}
+
 /// Tasks changed since the journal last looked, by slot number: a bit per
 /// slot, and the numbers noted in the order they were first changed. A
 /// number may stay in the list after its task moved or went (its bit then
@@ -167,12 +173,7 @@ impl Tasks {
         }
         let chunks = &self.chunks;
         let h = hash(key);
-        let id = self
-            .index
-            .find(spread(h), |e| {
-                e.hash == h && &*slot(chunks, e.id).key == key
-            })?
-            .id;
+        let id = self.index.find(spread(h), is_key(chunks, h, key))?.id;
         // Cached under the table's copy of the key, by which the next
         // lookups of it come.
         let at = address(&slot(chunks, id).key);
@@ -204,9 +205,7 @@ impl Tasks {
     pub(super) fn insert(&mut self, key: Key, task: Task) -> Option<Task> {
         let h = hash(&key);
         let chunks = &self.chunks;
-        if let Some(&Entry { id, .. }) = self.index.find(spread(h), |e| {
-            e.hash == h && *slot(chunks, e.id).key == *key
-        }) {
+        if let Some(&Entry { id, .. }) = self.index.find(spread(h), is_key(chunks, h, &key)) {
             note(&mut self.noted, id);
             return Some(std::mem::replace(
                 &mut slot_mut(&mut self.chunks, id).task,
@@ -234,9 +233,7 @@ impl Tasks {
     pub(super) fn remove(&mut self, key: &str) -> Option<Task> {
         let chunks = &self.chunks;
         let h = hash(key);
-        let id = match self.index.find_entry(spread(h), |e| {
-            e.hash == h && &*slot(chunks, e.id).key == key
-        }) {
+        let id = match self.index.find_entry(spread(h), is_key(chunks, h, key)) {
             Ok(entry) => entry.remove().0.id,
             Err(_) => return None,
         };

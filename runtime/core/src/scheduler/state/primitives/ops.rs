@@ -405,7 +405,7 @@ impl Scheduler {
             if let Some(h) = self.holder_of(client) {
                 self.hold(&h, key);
             }
-            self.drop_hold(stored, key, out);
+            self.unhold(stored, key, out);
         }
         kept.item
     }
@@ -413,7 +413,7 @@ impl Scheduler {
     /// Drops a kept item, and the hold on its future.
     pub(super) fn discard(&mut self, kept: Kept, out: &mut Vec<Command>) {
         if let (Arg::Future(key), Some(stored)) = (&kept.item, &kept.hold) {
-            self.drop_hold(stored, key, out);
+            self.unhold(stored, key, out);
         }
     }
 }
