@@ -34,7 +34,15 @@ impl Scheduler {
         located: Located,
         out: &mut Vec<Command>,
     ) {
-        let Some(key) = self.tasks.key(&key) else {
+        // The worker's own few keys in flight hold the table's copy of
+        // this one: found there, the task is found by that copy (in the
+        // table's cache of recent lookups) without probing the index of
+        // every task, a cache miss or more each at a million tasks.
+        let known = self
+            .workers
+            .get(&worker)
+            .and_then(|w| w.processing.get(key.as_str()).cloned());
+        let Some(key) = known.or_else(|| self.tasks.key(&key)) else {
             if let Some(mut w) = self.workers.get_mut(&worker) {
                 w.processing.remove(key.as_str());
                 w.queued.remove(key.as_str());
