@@ -26,7 +26,15 @@ fn main() {
         in_worker_calls(50_000);
         return;
     }
-    let cluster = Cluster::start(2, 1);
+    // `cargo bench -- latency [N]` runs only N (default 20,000) round
+    // trips, printing their percentiles: long enough to attach `perf`,
+    // `strace -c` or `perf sched` to the processes.
+    let mut args = std::env::args().skip_while(|a| a != "latency");
+    let latency_only = args.next().is_some();
+    let latency_n: i64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    // Clients and workers reach the scheduler on its Unix socket, as on
+    // the local default (`DTASK_BENCH_TCP=1`: over loopback TCP).
+    let cluster = Cluster::for_bench(2, 1);
     // One thread runs the client: no cross-thread wake-ups between the
     // caller and the connection's reader and writer tasks.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -45,6 +53,15 @@ fn main() {
             .await
             .unwrap();
         k.result(None).await.unwrap();
+        if latency_only {
+            let (p50, p99) = round_trips(&client, &module, latency_n).await;
+            println!(
+                "submit->result round trip, {latency_n} sequential  p50 {:>7.0} us  p99 {:>7.0} us",
+                p50.as_secs_f64() * 1e6,
+                p99.as_secs_f64() * 1e6
+            );
+            return;
+        }
 
         for (n, offset) in [(10_000i64, 0i64), (100_000, 1_000_000)] {
             let rate = map_gather(&client, &module, n, offset).await;
@@ -100,6 +117,9 @@ fn main() {
             "pub/sub 200,000 messages to 1 subscriber {rate:>10.0} msgs/s                 target >= 50,000"
         );
     });
+    if latency_only {
+        return;
+    }
     in_worker_calls(20_000);
     for (what, cached) in [
         ("module never compiled", false),

@@ -165,7 +165,9 @@ fn spread(xs: &[f64]) -> (f64, f64, f64) {
 }
 
 fn dtask_samples() -> BTreeMap<String, Vec<f64>> {
-    let cluster = Cluster::start(2, 1);
+    // dtask's local default: on its scheduler's Unix socket (Dask's
+    // LocalCluster default is loopback TCP). `DTASK_BENCH_TCP=1`: TCP.
+    let cluster = Cluster::for_bench(2, 1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -210,7 +212,13 @@ fn dask_samples() -> Result<BTreeMap<String, Vec<f64>>, String> {
 fn main() {
     println!(
         "dtask vs Dask distributed: 2 worker processes x 1 slot each, same sample sizes, \
-         {RUNS} runs, median [min, max]"
+         {RUNS} runs, median [min, max]; each side's local default transport (dtask: {}, \
+         Dask: loopback TCP)",
+        if std::env::var_os("DTASK_BENCH_TCP").is_some() {
+            "loopback TCP"
+        } else {
+            "its scheduler's Unix socket"
+        }
     );
     println!("{:-<100}", "");
     let ours = dtask_samples();

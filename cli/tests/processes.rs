@@ -53,6 +53,19 @@ fn submit_starts_the_local_default_and_shutdown_stops_it() {
     );
     let pid = pid.expect("the local cluster recorded its pid");
     let key = stdout(&out).trim().to_string();
+    // This machine's commands and the cluster's workers reach it on its
+    // Unix socket, the owner's alone.
+    let sock = state.path().join("scheduler.sock");
+    assert!(
+        stderr(&out).contains(&format!("unix:{}", sock.display())),
+        "{}",
+        stderr(&out)
+    );
+    let mode = std::fs::metadata(&sock).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
 
     // The next command finds the running cluster instead of starting one.
     let out = dtask(&["gather", &key]);
@@ -66,12 +79,22 @@ fn submit_starts_the_local_default_and_shutdown_stops_it() {
 
     let workers = worker_pids(pid);
     assert!(!workers.is_empty());
+    for w in &workers {
+        let cmdline = std::fs::read(format!("/proc/{w}/cmdline")).unwrap_or_default();
+        let dial = format!("unix:{}", sock.display());
+        assert!(
+            cmdline.split(|b| *b == 0).any(|a| a == dial.as_bytes()),
+            "worker {w} does not dial {dial}: {}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
     let out = dtask(&["shutdown"]);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_until(Duration::from_secs(20), "the local cluster to exit", || {
         !alive(pid) && workers.iter().all(|w| !alive(*w))
     });
     assert!(!state.path().join("local.toml").exists());
+    assert!(!sock.exists(), "the socket file outlived its cluster");
     // Its log is plain text, without a warning for each command's check
     // that the cluster is there.
     let log = std::fs::read_to_string(state.path().join("local.log")).unwrap();
@@ -320,6 +343,122 @@ fn scheduler_and_workers_as_separate_commands() {
     );
     let _ = sched.wait();
     let _ = worker.wait();
+}
+
+#[test]
+fn a_scheduler_on_a_unix_socket_serves_workers_and_clients_there() {
+    let state = tempfile::tempdir().unwrap();
+    let sock = state.path().join("s.sock");
+    let unix = format!("unix:{}", sock.display());
+    let start = || {
+        let mut sched = Command::new(DTASK)
+            .args(["scheduler", "--port", "0", "--socket"])
+            .arg(&sock)
+            .env("DTASK_STATE_DIR", state.path())
+            .env("DTASK_DASHBOARD_PORT", "0")
+            .env_remove("DTASK_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        first_line(sched.stdout.take().unwrap(), Duration::from_secs(20)).unwrap();
+        sched
+    };
+    let mut sched = start();
+    let mut guard = KillOnDrop(Some(sched.id()));
+    let mode = std::fs::metadata(&sock).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600,
+        "the socket is its owner's alone"
+    );
+    let mut worker = Command::new(DTASK)
+        .args(["worker", "--nthreads", "1", "--scheduler", &unix])
+        .env("DTASK_STATE_DIR", state.path())
+        .env_remove("DTASK_TOKEN")
+        .spawn()
+        .unwrap();
+    let _g2 = KillOnDrop(Some(worker.id()));
+    let dtask = |args: &[&str], token: Option<&str>| {
+        let mut c = Command::new(DTASK);
+        c.args(args)
+            .env("DTASK_STATE_DIR", state.path())
+            .env("DTASK_SCHEDULER", &unix)
+            .env_remove("DTASK_TOKEN");
+        if let Some(t) = token {
+            c.env("DTASK_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let out = dtask(&["submit", tasks_wasm(), "add", "2", "3"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = stdout(&out).trim().to_string();
+    let out = dtask(&["gather", &key], None);
+    assert_eq!(stdout(&out).trim(), "5", "{}", stderr(&out));
+    // The token is checked on the socket as on the port.
+    let out = dtask(&["status", &key], Some("not-the-token"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("authentication failed"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Killed, it leaves its socket file; the next scheduler replaces it,
+    // and the worker rejoins through it.
+    sched.kill().unwrap();
+    sched.wait().unwrap();
+    assert!(sock.exists());
+    sched = start();
+    guard.0 = Some(sched.id());
+    let out = dtask(&["submit", tasks_wasm(), "add", "4", "5"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = dtask(&["gather", stdout(&out).trim()], None);
+    assert_eq!(stdout(&out).trim(), "9", "{}", stderr(&out));
+    // While it listens, another scheduler may not take the path.
+    let out = Command::new(DTASK)
+        .args(["scheduler", "--port", "0", "--socket"])
+        .arg(&sock)
+        .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already listens"), "{}", stderr(&out));
+    let out = dtask(&["shutdown"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(Duration::from_secs(20), "the scheduler to exit", || {
+        !alive(sched.id())
+    });
+    let _ = sched.wait();
+    assert!(!sock.exists(), "the socket file outlived its scheduler");
+    wait_until(Duration::from_secs(20), "the worker to exit", || {
+        !alive(worker.id())
+    });
+    let _ = worker.wait();
+
+    // A path that is not a socket is left alone, and said so.
+    std::fs::write(&sock, "notes").unwrap();
+    let out = Command::new(DTASK)
+        .args(["scheduler", "--port", "0", "--socket"])
+        .arg(&sock)
+        .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not a socket"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&sock).unwrap(), "notes");
+    // Nothing listening there: a clear error, exit 3.
+    std::fs::remove_file(&sock).unwrap();
+    let out = Command::new(DTASK)
+        .args(["status", &key])
+        .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_SCHEDULER", &unix)
+        .env("DTASK_RECONNECT_GRACE", "0s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&unix), "{}", stderr(&out));
 }
 
 #[test]

@@ -24,6 +24,21 @@ pub struct LocalRecord {
     /// speaks (0 in records written before dtask noted it).
     #[serde(default)]
     pub protocol: u32,
+    /// The Unix socket it also listens on, which this machine's commands
+    /// use (absent in records written before dtask had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+}
+
+impl LocalRecord {
+    /// Where this machine's commands reach it: its Unix socket if it has
+    /// one, else its TCP address.
+    pub fn reach(&self) -> String {
+        match &self.socket {
+            Some(p) => format!("{}{}", crate::connection::UNIX_PREFIX, p.display()),
+            None => self.address.clone(),
+        }
+    }
 }
 
 /// Path of the record in the state directory.
@@ -52,9 +67,15 @@ pub fn read_record() -> Option<LocalRecord> {
 }
 
 async fn answers(addr: &str) -> bool {
+    let connect = async {
+        match crate::connection::unix_path(addr) {
+            Some(path) => tokio::net::UnixStream::connect(path).await.map(drop),
+            None => tokio::net::TcpStream::connect(addr).await.map(drop),
+        }
+    };
     matches!(
-        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
-        Ok(Ok(_))
+        tokio::time::timeout(Duration::from_secs(1), connect).await,
+        Ok(Ok(()))
     )
 }
 
@@ -86,12 +107,13 @@ fn alive(pid: u32) -> bool {
 /// The running local cluster, if one answers.
 pub async fn running() -> Option<Endpoint> {
     let rec = read_record()?;
-    if !alive(rec.pid) || !answers(&rec.address).await {
+    let address = rec.reach();
+    if !alive(rec.pid) || !answers(&address).await {
         return None;
     }
     let token = config::client_token(None).ok()?;
     Some(Endpoint {
-        address: rec.address,
+        address,
         token,
         source: format!("local cluster (pid {})", rec.pid),
     })
@@ -107,7 +129,7 @@ pub async fn retire_other_version() -> Result<bool, String> {
     let Some(rec) = read_record() else {
         return Ok(false);
     };
-    if rec.protocol == this || !answers(&rec.address).await {
+    if rec.protocol == this || !answers(&rec.reach()).await {
         return Ok(false);
     }
     let Ok(pid) = libc::pid_t::try_from(rec.pid) else {

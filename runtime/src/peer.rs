@@ -86,19 +86,20 @@ pub async fn serve(
             let Some(permit) = gate.admit(room, peer.ip()).await else {
                 return;
             };
-            let admitted =
-                connection::accept::<ToPeer, FromPeer>(stream, DEFAULT_MAX_FRAME, |h: &Hello| {
-                    match h.role {
-                        Role::Peer => admits.check(&h.token).map(|()| connection::Admission {
-                            id: 0,
-                            client_digest: None,
-                        }),
-                        _ => Err(
-                            "this is a worker's data port; connect to the scheduler instead".into(),
-                        ),
+            let admitted = connection::accept::<ToPeer, FromPeer>(
+                connection::Incoming::Tcp(stream),
+                DEFAULT_MAX_FRAME,
+                |h: &Hello| match h.role {
+                    Role::Peer => admits.check(&h.token).map(|()| connection::Admission {
+                        id: 0,
+                        client_digest: None,
+                    }),
+                    _ => {
+                        Err("this is a worker's data port; connect to the scheduler instead".into())
                     }
-                })
-                .await;
+                },
+            )
+            .await;
             drop(permit);
             let (_, _, tx, mut rx) = match admitted {
                 Ok(c) => c,

@@ -46,6 +46,10 @@ pub struct Args {
     pub tls: super::TlsArgs,
 }
 
+/// Longest path a Unix socket may have (with room to spare under the
+/// 108 bytes Linux allows, terminator included).
+const UNIX_PATH_MAX: usize = 100;
+
 /// How often the nanny looks at its worker processes.
 const NANNY_TICK: std::time::Duration = std::time::Duration::from_millis(200);
 /// The first wait before a dead worker is replaced; it doubles each time
@@ -134,6 +138,19 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::new(2, e.to_string()))?;
     let addr = super::scheduler::advertised(bound, a.advertise.as_deref());
+    // The local default listens on a Unix socket in the state directory
+    // too (unless its path is too long for one), and so does a cluster
+    // given `--socket`; its own workers then use it.
+    let socket = a.serve.socket.clone().or_else(|| {
+        a.record_local
+            .then(|| config::state_dir().join("scheduler.sock"))
+            .filter(|p| p.as_os_str().len() < UNIX_PATH_MAX)
+    });
+    let unix = super::scheduler::bind_socket(socket.as_deref())?;
+    let workers_dial = match &socket {
+        Some(p) => format!("{}{}", dtask_runtime::connection::UNIX_PREFIX, p.display()),
+        None => addr.clone(),
+    };
     let host = a.host.clone();
     let exe = std::env::current_exe()
         .map_err(|e| Failure::new(2, format!("cannot find the dtask binary: {e}")))?;
@@ -164,7 +181,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let mut cmd = Command::new(&exe);
         // Data ports on the scheduler's host too: a cluster bound for other
         // machines serves them its workers' results as well.
-        cmd.args(["worker", "--scheduler", &addr, "--host", &host])
+        cmd.args(["worker", "--scheduler", &workers_dial, "--host", &host])
             .arg(format!("--restart-count={restarts}"))
             .args(&flags)
             .env("DTASK_WORKER_TOKEN", credentials.worker.expose())
@@ -195,6 +212,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             address: addr.clone(),
             pid,
             protocol: dtask_runtime::protocol::PROTOCOL_VERSION,
+            socket: socket.clone(),
         })
         .map_err(|e| Failure::new(2, format!("cannot record the local cluster: {e}")))?;
     }
@@ -217,7 +235,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 .enable_all()
                 .build()
                 .map_err(|e| Failure::new(2, e.to_string()))?;
-            rt.block_on(serve(listener, server_credentials, &serve_options))
+            rt.block_on(serve(listener, unix, server_credentials, &serve_options))
         })
         .map_err(|e| Failure::new(2, format!("cannot start the scheduler thread: {e}")))?;
     // The nanny: a worker process that dies is started again (from this

@@ -67,8 +67,8 @@ pub const WATCH_WINDOW: usize = 16_384;
 // clap would take a doc comment for the help text of every verb.)
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct Global {
-    /// Scheduler address (host:port). Else DTASK_SCHEDULER, dtask.toml, or
-    /// the local default cluster.
+    /// Scheduler address (host:port, or unix:PATH for its Unix socket).
+    /// Else DTASK_SCHEDULER, dtask.toml, or the local default cluster.
     #[arg(long, global = true, value_name = "ADDR")]
     pub scheduler: Option<String>,
     #[command(flatten)]

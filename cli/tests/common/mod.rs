@@ -97,7 +97,25 @@ impl Cluster {
         let threads = threads.to_string();
         let mut all = vec!["--nthreads", threads.as_str()];
         all.extend_from_slice(flags);
-        Self::launch(workers, &all, env, None)
+        Self::launch(workers, &all, env, None, false)
+    }
+
+    /// The benches' cluster: on its Unix socket as the local default is,
+    /// or over loopback TCP with `DTASK_BENCH_TCP=1`.
+    pub fn for_bench(workers: usize, threads: u32) -> Self {
+        if std::env::var_os("DTASK_BENCH_TCP").is_some() {
+            Self::start(workers, threads)
+        } else {
+            Self::start_on_socket(workers, threads)
+        }
+    }
+
+    /// [`Cluster::start`] listening on a Unix socket in its state directory
+    /// as well (`--socket`), which its workers and clients then use: what
+    /// the local default does.
+    pub fn start_on_socket(workers: usize, threads: u32) -> Self {
+        let threads = threads.to_string();
+        Self::launch(workers, &["--nthreads", threads.as_str()], &[], None, true)
     }
 
     /// A cluster started in `dir`, so that it and its workers read the
@@ -109,6 +127,7 @@ impl Cluster {
             flags,
             &[("XDG_CONFIG_HOME", none.to_str().unwrap())],
             Some(dir),
+            false,
         )
     }
 
@@ -117,16 +136,25 @@ impl Cluster {
         flags: &[&str],
         env: &[(&str, &str)],
         cwd: Option<&std::path::Path>,
+        on_socket: bool,
     ) -> Self {
         let state = tempfile::tempdir().unwrap();
+        let socket = state.path().join("scheduler.sock");
         let mut cmd = Command::new(DTASK);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
+
         let mut child = cmd
             .args(["cluster", "--port", "0", "--n-workers"])
             .arg(workers.to_string())
             .args(flags)
+            .args(
+                on_socket
+                    .then(|| [std::ffi::OsStr::new("--socket"), socket.as_os_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .envs(env.iter().copied())
             .env("DTASK_STATE_DIR", state.path())
             .env("DTASK_DASHBOARD_PORT", "0")
@@ -142,8 +170,11 @@ impl Cluster {
             .spawn()
             .expect("start dtask cluster");
         let stdout = child.stdout.take().unwrap();
-        let addr =
+        let mut addr =
             first_line(stdout, Duration::from_secs(30)).expect("cluster printed its address");
+        if on_socket {
+            addr = format!("unix:{}", socket.display());
+        }
         // Clients of a TLS cluster need its CA (only).
         let client_env = env
             .iter()

@@ -58,6 +58,63 @@ pub struct SchedulerServer {
     options: SchedulerOptions,
     /// The dashboard's listener, if it serves one.
     dashboard: Option<std::net::TcpListener>,
+    /// A Unix socket it also listens on, if any (see [`UnixSocket`]).
+    unix: Option<UnixSocket>,
+}
+
+/// A Unix socket the scheduler listens on besides its TCP port, for clients
+/// and workers on its own machine (`unix:PATH`). Its file is readable and
+/// writable by the owner alone, and removed when the scheduler stops.
+struct UnixSocket {
+    listener: std::os::unix::net::UnixListener,
+    path: std::path::PathBuf,
+}
+
+/// Removes a socket's file when dropped.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Binds a Unix socket at `path` for [`SchedulerServer::with_unix_socket`],
+/// replacing the file of one that nothing listens on any more (a scheduler
+/// that was killed leaves it behind). Its file is made the owner's alone.
+pub fn bind_unix(path: &std::path::Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; remove it or choose another path",
+                    path.display()
+                ),
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::new(
+                ErrorKind::AddrInUse,
+                format!(
+                    "a scheduler already listens on {}; stop it or choose another path",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
+        Error::new(
+            e.kind(),
+            format!("cannot listen on the Unix socket {}: {e}", path.display()),
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 pub(super) enum Inbound {
@@ -109,6 +166,7 @@ impl SchedulerServer {
             listener,
             options,
             dashboard: None,
+            unix: None,
         })
     }
 
@@ -122,12 +180,25 @@ impl SchedulerServer {
             listener: TcpListener::from_std(listener)?,
             options,
             dashboard: None,
+            unix: None,
         })
     }
 
     /// Serves the web dashboard and `/metrics` on `listener` too.
     pub fn with_dashboard(mut self, listener: std::net::TcpListener) -> Self {
         self.dashboard = Some(listener);
+        self
+    }
+
+    /// Serves `listener`, a Unix socket bound at `path` by [`bind_unix`], as
+    /// well (`unix:PATH` reaches it); its file is removed when the server
+    /// stops.
+    pub fn with_unix_socket(
+        mut self,
+        listener: std::os::unix::net::UnixListener,
+        path: std::path::PathBuf,
+    ) -> Self {
+        self.unix = Some(UnixSocket { listener, path });
         self
     }
 
@@ -181,7 +252,29 @@ impl SchedulerServer {
             }
             None => None,
         };
-        let accept = tokio::spawn(accept_loop(self.listener, opts, next_id, in_tx));
+        let accept = tokio::spawn(accept_loop(
+            Listener::Tcp(self.listener),
+            opts.clone(),
+            next_id.clone(),
+            in_tx.clone(),
+        ));
+        // Kept here so that its file goes when the server stops.
+        let mut unix_file = None;
+        let accept_unix = self.unix.and_then(|UnixSocket { listener, path }| {
+            unix_file = Some(SocketFile(path.clone()));
+            match tokio::net::UnixListener::from_std(listener) {
+                Ok(l) => Some(tokio::spawn(accept_loop(
+                    Listener::Unix(l),
+                    opts,
+                    next_id,
+                    in_tx,
+                ))),
+                Err(e) => {
+                    tracing::warn!("cannot serve the Unix socket {}: {e}", path.display());
+                    None
+                }
+            }
+        });
         let mut state = state::Scheduler::new().with_max_value(self.options.max_value);
         let mut modules = HashMap::new();
         let journal = match &self.options.journal {
@@ -248,12 +341,43 @@ impl SchedulerServer {
             tracing::error!("the scheduler's core stopped: {e}");
         }
         accept.abort();
+        if let Some(a) = accept_unix {
+            a.abort();
+        }
+        drop(unix_file);
         checker.abort();
     }
 }
 
+/// Where connections come from.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    /// The next connection, and who it is from (for the handshake gate: a
+    /// Unix socket's peers are all on this machine, counted as loopback).
+    async fn accept(&self) -> std::io::Result<(connection::Incoming, std::net::IpAddr, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                Ok((connection::Incoming::Tcp(s), peer.ip(), peer.to_string()))
+            }
+            Listener::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                Ok((
+                    connection::Incoming::Unix(s),
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                    "a local Unix socket".into(),
+                ))
+            }
+        }
+    }
+}
+
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     opts: SchedulerOptions,
     next_id: Arc<AtomicU64>,
     in_tx: mpsc::Sender<Inbound>,
@@ -263,7 +387,7 @@ async fn accept_loop(
         // Unauthenticated peers get a bounded share: past the cap, new
         // connections wait in the kernel's backlog.
         let room = gate.room().await;
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer_ip, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -276,7 +400,7 @@ async fn accept_loop(
         let in_tx = in_tx.clone();
         let gate = gate.clone();
         tokio::spawn(async move {
-            let Some(permit) = gate.admit(room, peer.ip()).await else {
+            let Some(permit) = gate.admit(room, peer_ip).await else {
                 return;
             };
             let admitted = connection::accept::<ToScheduler, FromScheduler>(

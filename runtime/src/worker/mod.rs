@@ -477,6 +477,14 @@ fn advertised(
         return Ok(bound.to_string());
     }
     let route = || -> std::io::Result<std::net::IpAddr> {
+        // A scheduler on a Unix socket is on this machine: so are its
+        // other workers.
+        if crate::connection::unix_path(scheduler).is_some() {
+            return Ok(match bound {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
         let to = scheduler
             .to_socket_addrs()?
             .next()
