@@ -327,6 +327,15 @@ fn a_cluster_inside_the_program_serves_a_current_thread_runtime_and_stops_when_d
         .unwrap();
     let cluster = dtask_runtime::embedded::EmbeddedCluster::start(2).unwrap();
     let addr = cluster.address().to_string();
+    // On a socket of its own, the owner's alone.
+    let sock = dtask_runtime::connection::unix_path(&addr)
+        .unwrap_or_else(|| panic!("not on a Unix socket: {addr}"))
+        .to_path_buf();
+    let mode = std::fs::metadata(&sock).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
     rt.block_on(async {
         let client = Client::connect(cluster.address(), cluster.token(), None)
             .await
@@ -362,6 +371,10 @@ fn a_cluster_inside_the_program_serves_a_current_thread_runtime_and_stops_when_d
     assert!(
         matches!(gone, Ok(Err(_))),
         "the embedded scheduler still answers at {addr}"
+    );
+    assert!(
+        !sock.parent().unwrap().exists(),
+        "its socket's directory outlived it"
     );
 }
 

@@ -7,6 +7,9 @@
 //! program's runtime may be of any flavour), on an ephemeral loopback port
 //! with a fresh token, and gone when the program's last client handle is
 //! dropped. Nothing is started as a process and nothing is left running.
+//! Its workers and the program's clients reach it on a Unix socket in a
+//! private temporary directory (as the CLI's local default does), where
+//! the system allows one; else on the loopback port.
 //!
 //! [`Client::from_env`]: crate::client::Client::from_env
 
@@ -123,6 +126,24 @@ async fn serve(
             return;
         }
     };
+    // Removed (with the socket in it) when this function returns.
+    let socket_dir = tempfile::Builder::new().prefix("dtask-").tempdir();
+    let (scheduler, address) = match socket_dir.as_ref().map(|d| d.path().join("s.sock")) {
+        Ok(path) => match crate::scheduler::server::bind_unix(&path) {
+            Ok(l) => (
+                scheduler.with_unix_socket(l, path.clone()),
+                format!("{}{}", crate::connection::UNIX_PREFIX, path.display()),
+            ),
+            Err(e) => {
+                tracing::debug!("the embedded scheduler stays on {address}: {e}");
+                (scheduler, address)
+            }
+        },
+        Err(e) => {
+            tracing::debug!("the embedded scheduler stays on {address}: {e}");
+            (scheduler, address)
+        }
+    };
     let server = tokio::spawn(scheduler.run());
     for _ in 0..workers {
         let options = WorkerOptions {
@@ -153,6 +174,8 @@ async fn serve(
     let _ = ready.send(Ok(address));
     let _ = stopped.await;
     server.abort();
+    let _ = server.await;
+    drop(socket_dir);
 }
 
 impl Drop for EmbeddedCluster {
