@@ -66,6 +66,15 @@ fn submit_starts_the_local_default_and_shutdown_stops_it() {
         std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
         0o600
     );
+    let out = dtask(&["config"]);
+    assert!(
+        stdout(&out).contains(&format!(
+            "scheduler = unix:{} (and 127.0.0.1:",
+            sock.display()
+        )),
+        "{}",
+        stdout(&out)
+    );
 
     // The next command finds the running cluster instead of starting one.
     let out = dtask(&["gather", &key]);

@@ -51,8 +51,14 @@ pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
         Some((address, source)) => rows.push(("scheduler".into(), address, source)),
         None => rows.push((
             "scheduler".into(),
-            dtask_runtime::local::read_record()
-                .map_or_else(|| "local default (not running)".into(), |r| r.address),
+            dtask_runtime::local::read_record().map_or_else(
+                || "local default (not running)".into(),
+                |r| match r.socket {
+                    // Where this machine's commands reach it, then its port.
+                    Some(_) => format!("{} (and {})", r.reach(), r.address),
+                    None => r.address,
+                },
+            ),
             "local default cluster".into(),
         )),
     }
