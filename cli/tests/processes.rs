@@ -287,14 +287,21 @@ fn shutdown_stops_a_cluster_and_its_workers() {
     });
 }
 
+/// `dtask scheduler --port 0 ARGS` on the state directory `state`.
+fn scheduler_cmd(state: &std::path::Path, args: &[&std::ffi::OsStr]) -> Command {
+    let mut c = Command::new(DTASK);
+    c.args(["scheduler", "--port", "0"])
+        .args(args)
+        .env("DTASK_STATE_DIR", state)
+        .env("DTASK_DASHBOARD_PORT", "0")
+        .env_remove("DTASK_TOKEN");
+    c
+}
+
 #[test]
 fn scheduler_and_workers_as_separate_commands() {
     let state = tempfile::tempdir().unwrap();
-    let mut sched = Command::new(DTASK)
-        .args(["scheduler", "--port", "0"])
-        .env("DTASK_STATE_DIR", state.path())
-        .env("DTASK_DASHBOARD_PORT", "0")
-        .env_remove("DTASK_TOKEN")
+    let mut sched = scheduler_cmd(state.path(), &[])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -360,12 +367,7 @@ fn a_scheduler_on_a_unix_socket_serves_workers_and_clients_there() {
     let sock = state.path().join("s.sock");
     let unix = format!("unix:{}", sock.display());
     let start = || {
-        let mut sched = Command::new(DTASK)
-            .args(["scheduler", "--port", "0", "--socket"])
-            .arg(&sock)
-            .env("DTASK_STATE_DIR", state.path())
-            .env("DTASK_DASHBOARD_PORT", "0")
-            .env_remove("DTASK_TOKEN")
+        let mut sched = scheduler_cmd(state.path(), &["--socket".as_ref(), sock.as_ref()])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -423,16 +425,16 @@ fn a_scheduler_on_a_unix_socket_serves_workers_and_clients_there() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = dtask(&["gather", stdout(&out).trim()], None);
     assert_eq!(stdout(&out).trim(), "9", "{}", stderr(&out));
+    // Another scheduler given the path is refused, saying why (exit 2).
+    let refused = |why: &str| {
+        let out = scheduler_cmd(state.path(), &["--socket".as_ref(), sock.as_ref()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    };
     // While it listens, another scheduler may not take the path.
-    let out = Command::new(DTASK)
-        .args(["scheduler", "--port", "0", "--socket"])
-        .arg(&sock)
-        .env("DTASK_STATE_DIR", state.path())
-        .env("DTASK_DASHBOARD_PORT", "0")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("already listens"), "{}", stderr(&out));
+    refused("already listens");
     let out = dtask(&["shutdown"], None);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_until(Duration::from_secs(20), "the scheduler to exit", || {
@@ -447,15 +449,7 @@ fn a_scheduler_on_a_unix_socket_serves_workers_and_clients_there() {
 
     // A path that is not a socket is left alone, and said so.
     std::fs::write(&sock, "notes").unwrap();
-    let out = Command::new(DTASK)
-        .args(["scheduler", "--port", "0", "--socket"])
-        .arg(&sock)
-        .env("DTASK_STATE_DIR", state.path())
-        .env("DTASK_DASHBOARD_PORT", "0")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("is not a socket"), "{}", stderr(&out));
+    refused("is not a socket");
     assert_eq!(std::fs::read_to_string(&sock).unwrap(), "notes");
     // Nothing listening there: a clear error, exit 3.
     std::fs::remove_file(&sock).unwrap();
