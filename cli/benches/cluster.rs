@@ -54,12 +54,8 @@ fn main() {
             .unwrap();
         k.result(None).await.unwrap();
         if latency_only {
-            let (p50, p99) = round_trips(&client, &module, latency_n).await;
-            println!(
-                "submit->result round trip, {latency_n} sequential  p50 {:>7.0} us  p99 {:>7.0} us",
-                p50.as_secs_f64() * 1e6,
-                p99.as_secs_f64() * 1e6
-            );
+            let n = latency_n;
+            latencies(&client, &module, [n, n, n]).await;
             return;
         }
 
@@ -75,43 +71,13 @@ fn main() {
             100_000
         );
 
-        let (p50, p99) = ping_pong(2000);
-        println!(
-            "machine floor: ping-pong of 2 processes, 2000 p50 {:>7.0} us  p99 {:>7.0} us   (a submit->result round trip is 4 such hops)",
-            p50.as_secs_f64() * 1e6,
-            p99.as_secs_f64() * 1e6
-        );
-        let (p50, p99) = round_trips(&client, &module, 1000).await;
-        println!(
-            "submit->result round trip, 1000 sequential  p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 1000 us",
-            p50.as_secs_f64() * 1e6,
-            p99.as_secs_f64() * 1e6
-        );
-
         let chain = chain(&client, &module, 1000).await;
         println!(
             "1,000-task dependency chain              {:>10.1} ms wall",
             chain.as_secs_f64() * 1e3
         );
 
-        let (p50, p99) = queue_round_trips(&client, 2000).await;
-        println!(
-            "queue put+get round trip, 2000 sequential  p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 200 us",
-            p50.as_secs_f64() * 1e6,
-            p99.as_secs_f64() * 1e6
-        );
-        let (p50, p99) = lock_round_trips(&client, 2000).await;
-        println!(
-            "lock acquire+release, 2000 sequential      p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 200 us",
-            p50.as_secs_f64() * 1e6,
-            p99.as_secs_f64() * 1e6
-        );
-        let (rate, p50, p99) = actor_calls(&client, 20_000).await;
-        println!(
-            "actor calls, 20,000 sequential          {rate:>10.0} calls/s  p50 {:>4.0} us  p99 {:>4.0} us   target >= 20,000/s, p50 < 100 us",
-            p50.as_secs_f64() * 1e6,
-            p99.as_secs_f64() * 1e6
-        );
+        latencies(&client, &module, [1000, 2000, 20_000]).await;
         let rate = pubsub_rate(&cluster, &client, 200_000).await;
         println!(
             "pub/sub 200,000 messages to 1 subscriber {rate:>10.0} msgs/s                 target >= 50,000"
@@ -248,6 +214,47 @@ fn cli_pipeline(cluster: &Cluster, n: i64, offset: i64) -> f64 {
         String::from_utf8_lossy(&out.stderr)
     );
     rate
+}
+
+/// The latency figures: the machine's floor, then a submit->result round
+/// trip, a queue put+get, a lock acquire+release and an actor call, each
+/// sequential, with the given sample counts.
+async fn latencies(
+    client: &Client,
+    module: &LocalModule,
+    [round_trip_n, coordination_n, actor_n]: [i64; 3],
+) {
+    let (p50, p99) = ping_pong(2000);
+    println!(
+        "machine floor: ping-pong of 2 processes, 2000 p50 {:>7.0} us  p99 {:>7.0} us   (a submit->result round trip is 4 such hops)",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+    let (p50, p99) = round_trips(client, module, round_trip_n).await;
+    println!(
+        "submit->result round trip, {round_trip_n} sequential  p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 1000 us",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+
+    let (p50, p99) = queue_round_trips(client, coordination_n).await;
+    println!(
+        "queue put+get round trip, {coordination_n} sequential  p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 200 us",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+    let (p50, p99) = lock_round_trips(client, coordination_n).await;
+    println!(
+        "lock acquire+release, {coordination_n} sequential      p50 {:>7.0} us  p99 {:>7.0} us   target p50 < 200 us",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+    let (rate, p50, p99) = actor_calls(client, actor_n).await;
+    println!(
+        "actor calls, {actor_n} sequential          {rate:>10.0} calls/s  p50 {:>4.0} us  p99 {:>4.0} us   target >= 20,000/s, p50 < 100 us",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
 }
 
 /// What one message and its answer cost between two processes on this

@@ -382,6 +382,15 @@ fn a_scheduler_on_a_unix_socket_serves_workers_and_clients_there() {
         0o600,
         "the socket is its owner's alone"
     );
+    // A data port socket left by a worker that was killed.
+    let dead = {
+        let mut gone = Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        gone.id()
+    };
+    let stale = state.path().join(format!("worker-{dead}-0.sock"));
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
     let mut worker = Command::new(DTASK)
         .args(["worker", "--nthreads", "1", "--scheduler", &unix])
         .env("DTASK_STATE_DIR", state.path())
@@ -405,6 +414,21 @@ fn a_scheduler_on_a_unix_socket_serves_workers_and_clients_there() {
     let key = stdout(&out).trim().to_string();
     let out = dtask(&["gather", &key], None);
     assert_eq!(stdout(&out).trim(), "5", "{}", stderr(&out));
+    // The worker's data port is a socket beside the scheduler's (the
+    // result above came through it), its owner's alone; the stale one went.
+    let data = state.path().join(format!("worker-{}-0.sock", worker.id()));
+    let out = dtask(&["workers"], None);
+    assert!(
+        stdout(&out).contains(&format!("unix:{}", data.display())),
+        "{}",
+        stdout(&out)
+    );
+    let mode = std::fs::metadata(&data).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    assert!(!stale.exists(), "a dead worker's socket file was kept");
     // The token is checked on the socket as on the port.
     let out = dtask(&["status", &key], Some("not-the-token"));
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -446,6 +470,7 @@ fn a_scheduler_on_a_unix_socket_serves_workers_and_clients_there() {
         !alive(worker.id())
     });
     let _ = worker.wait();
+    assert!(!data.exists(), "the data port's file outlived its worker");
 
     // A path that is not a socket is left alone, and said so.
     std::fs::write(&sock, "notes").unwrap();

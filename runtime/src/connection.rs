@@ -79,8 +79,10 @@ pub const MAX_WAITING_PER_PEER: usize = 256;
 pub const MAX_WAITING: usize = 4096;
 
 mod gate;
+mod listen;
 
 pub use gate::{Gate, Pass};
+pub use listen::{Listener, SocketFile, bind_unix};
 
 /// What can go wrong on a connection.
 #[derive(Debug, thiserror::Error)]

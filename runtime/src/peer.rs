@@ -11,7 +11,6 @@ use crate::value::Encoded;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// Results a worker holds, by key.
@@ -63,7 +62,7 @@ impl Admits {
 /// reported to the scheduler through `reports`), until the task is
 /// dropped.
 pub async fn serve(
-    listener: TcpListener,
+    listener: connection::Listener,
     admits: Admits,
     store: Store,
     actors: Actors,
@@ -73,7 +72,7 @@ pub async fn serve(
     let gate = connection::Gate::new("data port");
     loop {
         let room = gate.room().await;
-        let Ok((stream, peer)) = listener.accept().await else {
+        let Ok((stream, peer_ip, peer)) = listener.accept().await else {
             continue;
         };
         let admits = admits.clone();
@@ -83,23 +82,22 @@ pub async fn serve(
         let reports = reports.clone();
         let gate = gate.clone();
         tokio::spawn(async move {
-            let Some(permit) = gate.admit(room, peer.ip()).await else {
+            let Some(permit) = gate.admit(room, peer_ip).await else {
                 return;
             };
-            let admitted = connection::accept::<ToPeer, FromPeer>(
-                connection::Incoming::Tcp(stream),
-                DEFAULT_MAX_FRAME,
-                |h: &Hello| match h.role {
-                    Role::Peer => admits.check(&h.token).map(|()| connection::Admission {
-                        id: 0,
-                        client_digest: None,
-                    }),
-                    _ => {
-                        Err("this is a worker's data port; connect to the scheduler instead".into())
+            let admitted =
+                connection::accept::<ToPeer, FromPeer>(stream, DEFAULT_MAX_FRAME, |h: &Hello| {
+                    match h.role {
+                        Role::Peer => admits.check(&h.token).map(|()| connection::Admission {
+                            id: 0,
+                            client_digest: None,
+                        }),
+                        _ => Err(
+                            "this is a worker's data port; connect to the scheduler instead".into(),
+                        ),
                     }
-                },
-            )
-            .await;
+                })
+                .await;
             drop(permit);
             let (_, _, tx, mut rx) = match admitted {
                 Ok(c) => c,
@@ -674,8 +672,9 @@ mod tests {
             budget,
             dir.path().join("spill"),
         ));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
+        let listener = connection::Listener::Tcp(listener);
         let (reports, rx) = mpsc::unbounded_channel();
         let admits = Admits {
             worker: "sesame".into(),

@@ -70,52 +70,10 @@ struct UnixSocket {
     path: std::path::PathBuf,
 }
 
-/// Removes a socket's file when dropped.
-struct SocketFile(std::path::PathBuf);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Binds a Unix socket at `path` for [`SchedulerServer::with_unix_socket`],
 /// replacing the file of one that nothing listens on any more (a scheduler
 /// that was killed leaves it behind). Its file is made the owner's alone.
-pub fn bind_unix(path: &std::path::Path) -> std::io::Result<std::os::unix::net::UnixListener> {
-    use std::io::{Error, ErrorKind};
-    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket; remove it or choose another path",
-                    path.display()
-                ),
-            ));
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(Error::new(
-                ErrorKind::AddrInUse,
-                format!(
-                    "a scheduler already listens on {}; stop it or choose another path",
-                    path.display()
-                ),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
-        Error::new(
-            e.kind(),
-            format!("cannot listen on the Unix socket {}: {e}", path.display()),
-        )
-    })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
+pub use connection::bind_unix;
 
 pub(super) enum Inbound {
     /// A dashboard request.
@@ -253,7 +211,7 @@ impl SchedulerServer {
             None => None,
         };
         let accept = tokio::spawn(accept_loop(
-            Listener::Tcp(self.listener),
+            connection::Listener::Tcp(self.listener),
             opts.clone(),
             next_id.clone(),
             in_tx.clone(),
@@ -261,10 +219,10 @@ impl SchedulerServer {
         // Kept here so that its file goes when the server stops.
         let mut unix_file = None;
         let accept_unix = self.unix.and_then(|UnixSocket { listener, path }| {
-            unix_file = Some(SocketFile(path.clone()));
+            unix_file = Some(connection::SocketFile(path.clone()));
             match tokio::net::UnixListener::from_std(listener) {
                 Ok(l) => Some(tokio::spawn(accept_loop(
-                    Listener::Unix(l),
+                    connection::Listener::Unix(l),
                     opts,
                     next_id,
                     in_tx,
@@ -349,35 +307,8 @@ impl SchedulerServer {
     }
 }
 
-/// Where connections come from.
-enum Listener {
-    Tcp(TcpListener),
-    Unix(tokio::net::UnixListener),
-}
-
-impl Listener {
-    /// The next connection, and who it is from (for the handshake gate: a
-    /// Unix socket's peers are all on this machine, counted as loopback).
-    async fn accept(&self) -> std::io::Result<(connection::Incoming, std::net::IpAddr, String)> {
-        match self {
-            Listener::Tcp(l) => {
-                let (s, peer) = l.accept().await?;
-                Ok((connection::Incoming::Tcp(s), peer.ip(), peer.to_string()))
-            }
-            Listener::Unix(l) => {
-                let (s, _) = l.accept().await?;
-                Ok((
-                    connection::Incoming::Unix(s),
-                    std::net::Ipv4Addr::LOCALHOST.into(),
-                    "a local Unix socket".into(),
-                ))
-            }
-        }
-    }
-}
-
 async fn accept_loop(
-    listener: Listener,
+    listener: connection::Listener,
     opts: SchedulerOptions,
     next_id: Arc<AtomicU64>,
     in_tx: mpsc::Sender<Inbound>,

@@ -170,20 +170,8 @@ impl Shared {
 
 /// Runs a worker until the scheduler tells it to stop or goes away.
 pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
-    let listener = TcpListener::bind((options.listen_host.as_str(), options.data_port))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {}:{} for the data port: {e}",
-                options.listen_host,
-                options.data_port
-            )
-        })?;
-    let data_addr = advertised(
-        listener.local_addr()?,
-        options.advertise.as_deref(),
-        &options.scheduler,
-    )?;
+    // Kept until the worker stops, which removes its socket's file.
+    let (listener, data_addr, _socket_file) = data_port(&options).await?;
     let name = format!("{}:{}", host_name(), std::process::id());
     let hello = Hello {
         version: PROTOCOL_VERSION,
@@ -459,6 +447,84 @@ async fn join(
 
 /// How long a worker waits between attempts to rejoin.
 const RETRY: Duration = Duration::from_millis(100);
+
+/// Binds the data port: a Unix socket beside the scheduler's when the
+/// scheduler is on one (then this whole cluster is on this machine, and a
+/// Unix socket costs both ends less than loopback TCP) and neither a port
+/// nor an address to advertise was asked for; else a TCP port. Returns the
+/// listener, the address peers reach it at, and the socket's file (removed
+/// when dropped).
+async fn data_port(
+    options: &WorkerOptions,
+) -> anyhow::Result<(connection::Listener, String, Option<connection::SocketFile>)> {
+    use connection::{Listener, SocketFile, UNIX_PREFIX};
+    let beside = connection::unix_path(&options.scheduler)
+        .filter(|_| options.data_port == 0 && options.advertise.is_none())
+        .and_then(|s| s.parent());
+    if let Some(dir) = beside {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("worker-{}-{n}.sock", std::process::id()));
+        remove_stale_sockets(dir);
+        // Past this length a socket path does not fit the kernel's address.
+        let bound = if path.as_os_str().len() < 100 {
+            connection::bind_unix(&path).and_then(|l| {
+                let file = SocketFile(path.clone());
+                Ok((tokio::net::UnixListener::from_std(l)?, file))
+            })
+        } else {
+            Err(std::io::Error::other("its path is too long"))
+        };
+        match bound {
+            Ok((l, file)) => {
+                let addr = format!("{UNIX_PREFIX}{}", path.display());
+                return Ok((Listener::Unix(l), addr, Some(file)));
+            }
+            Err(e) => tracing::debug!("no data port at {}, a TCP one instead: {e}", path.display()),
+        }
+    }
+    let listener = TcpListener::bind((options.listen_host.as_str(), options.data_port))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}:{} for the data port: {e}",
+                options.listen_host,
+                options.data_port
+            )
+        })?;
+    let addr = advertised(
+        listener.local_addr()?,
+        options.advertise.as_deref(),
+        &options.scheduler,
+    )?;
+    Ok((Listener::Tcp(listener), addr, None))
+}
+
+/// Removes the data port sockets in `dir` whose processes are gone (their
+/// workers were killed), so that a day of restarts does not leave one file
+/// behind per worker.
+fn remove_stale_sockets(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("worker-"))
+            .and_then(|n| n.strip_suffix(".sock"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
+            .filter(|&pid| pid > 0);
+        let Some(pid) = pid else { continue };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
 
 /// The address peers reach the data port at: `advertise` with the bound
 /// port if given; the bound address unless it is a wildcard; else the
