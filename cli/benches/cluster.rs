@@ -36,8 +36,9 @@ fn main() {
     // the local default (`DTASK_BENCH_TCP=1`: over loopback TCP).
     let cluster = Cluster::for_bench(2, 1);
     // One thread runs the client: no cross-thread wake-ups between the
-    // caller and the connection's reader and writer tasks.
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // caller and the connection's reader and writer tasks. It busy-polls
+    // as the cluster's processes do, if `DTASK_BUSY_POLL` asks.
+    let rt = dtask_runtime::busy_poll::install(&mut tokio::runtime::Builder::new_current_thread())
         .enable_all()
         .build()
         .unwrap();

@@ -168,7 +168,7 @@ fn dtask_samples() -> BTreeMap<String, Vec<f64>> {
     // dtask's local default: on its scheduler's Unix socket (Dask's
     // LocalCluster default is loopback TCP). `DTASK_BENCH_TCP=1`: TCP.
     let cluster = Cluster::for_bench(2, 1);
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = dtask_runtime::busy_poll::install(&mut tokio::runtime::Builder::new_current_thread())
         .enable_all()
         .build()
         .unwrap();

@@ -292,7 +292,7 @@ fn widen_stdout_pipe() {
 /// which in a pipeline (`map | gather`) costs more than it gives; blocking
 /// work (reading files, stdin) has threads of its own.
 fn client_runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
+    dtask_runtime::busy_poll::install(&mut tokio::runtime::Builder::new_current_thread())
         .enable_all()
         .build()
         .map_err(|e| Failure::new(2, format!("cannot start the async runtime: {e}")))

@@ -691,3 +691,57 @@ fn a_worker_process_that_dies_is_started_again() {
     let key = c.submit("inc", &["1"]);
     assert_eq!(c.ok(&["gather", &key]), "2");
 }
+
+/// With busy polling on, every process (scheduler, workers, the CLI's
+/// verbs) spins for its next message before sleeping; what they do stays
+/// the same: tasks and their dependencies, a queue, an actor, a pipeline.
+/// `dtask config` shows the setting, and refuses a spin too long to make
+/// sense; anywhere else a bad value leaves busy polling off, saying so.
+#[test]
+fn with_busy_polling_on_everything_works_as_without() {
+    let c = Cluster::start_env(2, 1, &[], &[("DTASK_BUSY_POLL", "50us")]);
+    let config = c.ok(&["config"]);
+    assert!(
+        config
+            .lines()
+            .any(|l| l.starts_with("busy-poll = 50us") && l.ends_with("DTASK_BUSY_POLL")),
+        "{config}"
+    );
+    let first = c.submit("inc", &["1"]);
+    let second = c.submit("add", &[&format!("@{first}"), "10"]);
+    assert_eq!(c.ok(&["gather", &second]), "12");
+    c.ok(&["queue", "put", "jobs", "41"]);
+    assert_eq!(c.ok(&["queue", "get", "jobs", "--timeout", "10s"]), "41");
+    let actor = c.ok(&["actor", "new", dtask_guests::COORD_WASM, "counter", "5"]);
+    assert_eq!(c.ok(&["actor", "call", &actor, "increment", "3"]), "8");
+    let keys = c.run(&["map", tasks_wasm(), "inc"], "1\n2\n3\n4\n5\n");
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    let out = c.run(&["gather", "--release"], &stdout(&keys));
+    assert_eq!(stdout(&out), "2\n3\n4\n5\n6\n", "{}", stderr(&out));
+
+    let refused = c
+        .cmd()
+        .env("DTASK_BUSY_POLL", "5s")
+        .arg("config")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("DTASK_BUSY_POLL"),
+        "{}",
+        stderr(&refused)
+    );
+    let out = c
+        .cmd()
+        .env("DTASK_BUSY_POLL", "soon")
+        .env("DTASK_LOG", "warn")
+        .args(["gather", &second])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).trim(), "12", "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("busy polling stays off") && stderr(&out).contains("DTASK_BUSY_POLL"),
+        "{}",
+        stderr(&out)
+    );
+}

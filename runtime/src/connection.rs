@@ -431,12 +431,15 @@ async fn peer_speaks_tls(stream: &TcpStream) -> bool {
 /// ([`crate::tls`]), else plaintext.
 async fn open(addr: &str) -> Result<(ReadHalf, WriteHalf, bool), WireError> {
     if let Some(path) = unix_path(addr) {
-        let (r, w) = tokio::net::UnixStream::connect(path).await?.into_split();
+        let stream = tokio::net::UnixStream::connect(path).await?;
+        crate::busy_poll::watch(&stream);
+        let (r, w) = stream.into_split();
         return Ok((Box::new(r), Box::new(w), false));
     }
     let tls = crate::tls::current().map_err(WireError::Tls)?;
     let stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
+    crate::busy_poll::watch(&stream);
     Ok(match tls {
         Some(tls) => {
             let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(addr, stream))
@@ -540,11 +543,13 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
     let stream = match stream {
         Incoming::Tcp(s) => s,
         Incoming::Unix(s) => {
+            crate::busy_poll::watch(&s);
             let (r, w) = s.into_split();
             return handshake(Box::new(r), Box::new(w), max_frame, admit).await;
         }
     };
     let _ = stream.set_nodelay(true);
+    crate::busy_poll::watch(&stream);
     let acceptor = crate::tls::current()
         .map_err(WireError::Tls)?
         .and_then(|t| t.acceptor().cloned());

@@ -10,6 +10,7 @@
 //! JSON and WIT values, [`key`] names futures, and [`config`] and [`local`]
 //! find (or start) the scheduler to talk to.
 
+pub mod busy_poll;
 pub mod client;
 pub mod config;
 pub mod connection;

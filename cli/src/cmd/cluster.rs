@@ -231,10 +231,12 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let server = std::thread::Builder::new()
         .name("dtask-scheduler".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Failure::new(2, e.to_string()))?;
+            let rt = dtask_runtime::busy_poll::install(
+                &mut tokio::runtime::Builder::new_current_thread(),
+            )
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::new(2, e.to_string()))?;
             rt.block_on(serve(listener, unix, server_credentials, &serve_options))
         })
         .map_err(|e| Failure::new(2, format!("cannot start the scheduler thread: {e}")))?;

@@ -232,6 +232,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if let Some((_, path)) = &unix {
         tracing::info!("and on the Unix socket {}", path.display());
     }
-    let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::new(2, e.to_string()))?;
+    let rt = dtask_runtime::busy_poll::install(&mut tokio::runtime::Builder::new_multi_thread())
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(2, e.to_string()))?;
     rt.block_on(serve(listener, unix, credentials, &a.serve))
 }

@@ -5,8 +5,8 @@ use super::Failure;
 use dtask_runtime::config;
 
 /// Print the resolved configuration, one `name = value  # source` line
-/// each: scheduler, token, state directory, config file, worker and task
-/// defaults.
+/// each: scheduler, token, state directory, config file, busy polling,
+/// worker and task defaults.
 #[derive(clap::Args)]
 #[command(
     after_help = "Example:\n  DTASK_SCHEDULER=10.0.0.5:8786 dtask config\n\nExit status: 0 printed, 2 dtask.toml cannot be read (the message says where)."
@@ -120,6 +120,19 @@ pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
         from_env("DTASK_CLIENT").unwrap_or_else(|| "default".into()),
         if from_env("DTASK_CLIENT").is_some() {
             "DTASK_CLIENT"
+        } else {
+            "default"
+        }
+        .into(),
+    ));
+    rows.push((
+        "busy-poll".into(),
+        match dtask_runtime::busy_poll::configured().map_err(Failure::usage)? {
+            Some(spin) => humantime::format_duration(spin).to_string(),
+            None => "off".into(),
+        },
+        if from_env(dtask_runtime::busy_poll::ENV).is_some() {
+            dtask_runtime::busy_poll::ENV
         } else {
             "default"
         }

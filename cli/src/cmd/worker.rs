@@ -210,7 +210,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
     };
     // A blocking thread (a module's compilation, a spill) ends a second
     // after its last job, giving back what its heap held, rather than ten.
-    let rt = builder
+    let rt = dtask_runtime::busy_poll::install(&mut builder)
         .enable_all()
         .thread_keep_alive(IDLE_THREAD)
         .build()

@@ -175,10 +175,11 @@ impl Cluster {
         if on_socket {
             addr = format!("unix:{}", socket.display());
         }
-        // Clients of a TLS cluster need its CA (only).
+        // Clients of a TLS cluster need its CA; those of a busy-polling one
+        // busy-poll as well.
         let client_env = env
             .iter()
-            .filter(|(k, _)| *k == "DTASK_TLS_CA")
+            .filter(|(k, _)| matches!(*k, "DTASK_TLS_CA" | "DTASK_BUSY_POLL"))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let cluster = Self {
