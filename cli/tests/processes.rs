@@ -472,6 +472,19 @@ fn a_scheduler_on_a_unix_socket_serves_workers_and_clients_there() {
     let _ = worker.wait();
     assert!(!data.exists(), "the data port's file outlived its worker");
 
+    // The socket of a process still exiting (killed a moment ago, with
+    // much memory to give back) is waited for, not refused.
+    let dying = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let exits = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(dying);
+    });
+    let mut sched = start();
+    exits.join().unwrap();
+    sched.kill().unwrap();
+    sched.wait().unwrap();
+    std::fs::remove_file(&sock).unwrap();
+
     // A path that is not a socket is left alone, and said so.
     std::fs::write(&sock, "notes").unwrap();
     refused("is not a socket");

@@ -34,10 +34,15 @@ impl Listener {
     }
 }
 
+/// How long a socket that answers is watched for its process going away
+/// before it is taken to be alive.
+const STILL_LISTENING: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Binds a Unix socket at `path`, replacing the file of one that nothing
 /// listens on any more (a process that was killed leaves it behind). The
-/// file is made the owner's alone. A live socket or a file of another kind
-/// is left alone and refused.
+/// file is made the owner's alone. A live socket (one still answering
+/// after [`STILL_LISTENING`]) or a file of another kind is left alone and
+/// refused. Blocks while it watches, so call it before serving.
 pub fn bind_unix(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
     use std::io::{Error, ErrorKind};
     use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
@@ -51,7 +56,15 @@ pub fn bind_unix(path: &Path) -> std::io::Result<std::os::unix::net::UnixListene
                 ),
             ));
         }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        // A process just killed keeps its socket until it has finished
+        // exiting, which for one holding gigabytes takes a moment: only a
+        // socket that stays live is someone else's.
+        let live = || std::os::unix::net::UnixStream::connect(path).is_ok();
+        let deadline = std::time::Instant::now() + STILL_LISTENING;
+        while live() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if live() {
             return Err(Error::new(
                 ErrorKind::AddrInUse,
                 format!(
