@@ -74,11 +74,6 @@ fn poller() -> Option<&'static Poller> {
         .as_ref()
 }
 
-/// Whether this process busy-polls, and for how long.
-pub fn spin() -> Option<Duration> {
-    poller().map(|p| p.spin)
-}
-
 /// Adds a connection to what runtime threads spin on. It leaves the set by
 /// itself when the connection closes.
 pub fn watch(conn: &impl AsRawFd) {

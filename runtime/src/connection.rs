@@ -37,6 +37,15 @@ pub fn unix_path(addr: &str) -> Option<&std::path::Path> {
     addr.strip_prefix(UNIX_PREFIX).map(std::path::Path::new)
 }
 
+/// The `unix:PATH` address of the socket at `path`.
+pub fn unix_address(path: &std::path::Path) -> String {
+    format!("{UNIX_PREFIX}{}", path.display())
+}
+
+/// Longest path a Unix socket is given (with room to spare under the 108
+/// bytes Linux allows, terminator included); past it, TCP serves instead.
+pub const UNIX_PATH_MAX: usize = 100;
+
 /// A connection just accepted, before its handshake.
 pub enum Incoming {
     /// From a TCP listener: TLS if this process has certificates.

@@ -134,7 +134,7 @@ async fn serve(
         Ok(path) => match crate::scheduler::server::bind_unix(&path) {
             Ok(l) => (
                 scheduler.with_unix_socket(l, path.clone()),
-                format!("{}{}", crate::connection::UNIX_PREFIX, path.display()),
+                crate::connection::unix_address(&path),
             ),
             Err(e) => {
                 tracing::debug!("the embedded scheduler stays on {address}: {e}");

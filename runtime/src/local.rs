@@ -35,7 +35,7 @@ impl LocalRecord {
     /// one, else its TCP address.
     pub fn reach(&self) -> String {
         match &self.socket {
-            Some(p) => format!("{}{}", crate::connection::UNIX_PREFIX, p.display()),
+            Some(p) => crate::connection::unix_address(p),
             None => self.address.clone(),
         }
     }

@@ -46,10 +46,6 @@ pub struct Args {
     pub tls: super::TlsArgs,
 }
 
-/// Longest path a Unix socket may have (with room to spare under the
-/// 108 bytes Linux allows, terminator included).
-const UNIX_PATH_MAX: usize = 100;
-
 /// How often the nanny looks at its worker processes.
 const NANNY_TICK: std::time::Duration = std::time::Duration::from_millis(200);
 /// The first wait before a dead worker is replaced; it doubles each time
@@ -144,11 +140,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let socket = a.serve.socket.clone().or_else(|| {
         a.record_local
             .then(|| config::state_dir().join("scheduler.sock"))
-            .filter(|p| p.as_os_str().len() < UNIX_PATH_MAX)
+            .filter(|p| p.as_os_str().len() < dtask_runtime::connection::UNIX_PATH_MAX)
     });
     let unix = super::scheduler::bind_socket(socket.as_deref())?;
     let workers_dial = match &socket {
-        Some(p) => format!("{}{}", dtask_runtime::connection::UNIX_PREFIX, p.display()),
+        Some(p) => dtask_runtime::connection::unix_address(p),
         None => addr.clone(),
     };
     let host = a.host.clone();

@@ -457,7 +457,7 @@ const RETRY: Duration = Duration::from_millis(100);
 async fn data_port(
     options: &WorkerOptions,
 ) -> anyhow::Result<(connection::Listener, String, Option<connection::SocketFile>)> {
-    use connection::{Listener, SocketFile, UNIX_PREFIX};
+    use connection::{Listener, SocketFile};
     let beside = connection::unix_path(&options.scheduler)
         .filter(|_| options.data_port == 0 && options.advertise.is_none())
         .and_then(|s| s.parent());
@@ -466,8 +466,7 @@ async fn data_port(
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = dir.join(format!("worker-{}-{n}.sock", std::process::id()));
         remove_stale_sockets(dir);
-        // Past this length a socket path does not fit the kernel's address.
-        let bound = if path.as_os_str().len() < 100 {
+        let bound = if path.as_os_str().len() < connection::UNIX_PATH_MAX {
             connection::bind_unix(&path).and_then(|l| {
                 let file = SocketFile(path.clone());
                 Ok((tokio::net::UnixListener::from_std(l)?, file))
@@ -477,8 +476,11 @@ async fn data_port(
         };
         match bound {
             Ok((l, file)) => {
-                let addr = format!("{UNIX_PREFIX}{}", path.display());
-                return Ok((Listener::Unix(l), addr, Some(file)));
+                return Ok((
+                    Listener::Unix(l),
+                    connection::unix_address(&path),
+                    Some(file),
+                ));
             }
             Err(e) => tracing::debug!("no data port at {}, a TCP one instead: {e}", path.display()),
         }
