@@ -28,16 +28,22 @@ fn main() {
     }
     // `cargo bench -- latency [N]` runs only N (default 20,000) round
     // trips, printing their percentiles: long enough to attach `perf`,
-    // `strace -c` or `perf sched` to the processes.
+    // `strace -c` or `perf sched` to the processes. `latency R,C,A` gives
+    // each kind its own count: submit->result round trips, queue and lock
+    // round trips, actor calls.
     let mut args = std::env::args().skip_while(|a| a != "latency");
     let latency_only = args.next().is_some();
-    let latency_n: i64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let latency_n = args.next().map_or(Some([20_000; 3]), |n| latency_counts(&n));
+    let Some(latency_n) = latency_n else {
+        eprintln!("latency takes N or R,C,A (sample counts)");
+        std::process::exit(2);
+    };
     // Clients and workers reach the scheduler on its Unix socket, as on
     // the local default (`DTASK_BENCH_TCP=1`: over loopback TCP).
     let cluster = Cluster::for_bench(2, 1);
     // One thread runs the client: no cross-thread wake-ups between the
     // caller and the connection's reader and writer tasks. It busy-polls
-    // as the cluster's processes do, if `DTASK_BUSY_POLL` asks.
+    // as the cluster's processes do, unless `DTASK_BUSY_POLL=off`.
     let rt = dtask_runtime::busy_poll::install(&mut tokio::runtime::Builder::new_current_thread())
         .enable_all()
         .build()
@@ -55,8 +61,7 @@ fn main() {
             .unwrap();
         k.result(None).await.unwrap();
         if latency_only {
-            let n = latency_n;
-            latencies(&client, &module, [n, n, n]).await;
+            latencies(&client, &module, latency_n).await;
             return;
         }
 
@@ -215,6 +220,20 @@ fn cli_pipeline(cluster: &Cluster, n: i64, offset: i64) -> f64 {
         String::from_utf8_lossy(&out.stderr)
     );
     rate
+}
+
+/// `N` (every kind N times) or `R,C,A` (each kind its own count), as
+/// `latency` takes them.
+fn latency_counts(arg: &str) -> Option<[i64; 3]> {
+    let counts: Vec<i64> = arg
+        .split(',')
+        .map(|n| n.parse().ok().filter(|n| *n > 0))
+        .collect::<Option<_>>()?;
+    match counts[..] {
+        [n] => Some([n; 3]),
+        [r, c, a] => Some([r, c, a]),
+        _ => None,
+    }
 }
 
 /// The latency figures: the machine's floor, then a submit->result round

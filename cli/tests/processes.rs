@@ -705,20 +705,34 @@ fn a_worker_process_that_dies_is_started_again() {
     assert_eq!(c.ok(&["gather", &key]), "2");
 }
 
-/// With busy polling on, every process (scheduler, workers, the CLI's
-/// verbs) spins for its next message before sleeping; what they do stays
-/// the same: tasks and their dependencies, a queue, an actor, a pipeline.
-/// `dtask config` shows the setting, and refuses a spin too long to make
+/// Busy polling is on by default: every process (scheduler, workers, the
+/// CLI's verbs) spins for its next message before sleeping. With it off
+/// (`DTASK_BUSY_POLL=off`), what they do stays the same: tasks and their
+/// dependencies, a queue, an actor, a pipeline. `dtask config` shows the
+/// setting and where it came from, and refuses a spin too long to make
 /// sense; anywhere else a bad value leaves busy polling off, saying so.
 #[test]
-fn with_busy_polling_on_everything_works_as_without() {
-    let c = Cluster::start_env(2, 1, &[], &[("DTASK_BUSY_POLL", "50us")]);
+fn with_busy_polling_off_everything_works_as_with_it() {
+    let c = Cluster::start_env(2, 1, &[], &[("DTASK_BUSY_POLL", "off")]);
     let config = c.ok(&["config"]);
     assert!(
         config
             .lines()
-            .any(|l| l.starts_with("busy-poll = 50us") && l.ends_with("DTASK_BUSY_POLL")),
+            .any(|l| l.starts_with("busy-poll = off") && l.ends_with("DTASK_BUSY_POLL")),
         "{config}"
+    );
+    let unset = c
+        .cmd()
+        .env_remove("DTASK_BUSY_POLL")
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&unset)
+            .lines()
+            .any(|l| l.starts_with("busy-poll = 50us") && l.ends_with("default")),
+        "{}",
+        stdout(&unset)
     );
     let first = c.submit("inc", &["1"]);
     let second = c.submit("add", &[&format!("@{first}"), "10"]);

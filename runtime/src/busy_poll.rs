@@ -4,21 +4,38 @@
 //! A message to a process that sleeps costs a wake-up, and on a VM waking a
 //! process whose vCPU went idle goes through the hypervisor: tens of
 //! microseconds per hop, most of a round trip between dtask's processes on
-//! one machine (PERFORMANCE.md). With `DTASK_BUSY_POLL=50us` in their
-//! environment, dtask's processes (scheduler, workers, the CLI's verbs, and
-//! Rust clients whose runtime [`install`]s it) spin up to that long for the
-//! next message on any of their connections instead, so an answer that
-//! comes within it finds them awake. The price is CPU: up to that long per
-//! time a thread runs out of work, taken from whatever else the machine
-//! runs. Off unless asked for.
+//! one machine (PERFORMANCE.md). So dtask's single-threaded runtimes (the
+//! scheduler of `dtask cluster` and of the local default, one-slot workers,
+//! the CLI's verbs, and Rust clients whose runtime [`install`]s it) spin up
+//! to [`DEFAULT_SPIN`] for the next message on any of their connections
+//! before they sleep, and an answer that comes within it finds them awake.
+//! `DTASK_BUSY_POLL` sets how long (`off` or `0`: never).
+//!
+//! What it costs is bounded: one thread per process spins at a time; it
+//! offers the CPU to whatever else is runnable there between polls, and
+//! stops spinning once something took it; and it stops as soon as a
+//! message arrives or a task is woken from another thread. An idle process
+//! spins once after its last message, then sleeps.
+//!
+//! Multi-threaded runtimes (`dtask scheduler`, a worker with several slots,
+//! the embedded cluster) do not spin: a message there wakes whichever
+//! thread sleeps in the runtime's own poll, not the spinner, so spinning
+//! only took CPU from the guests (measured: up to a fifth fewer tasks/s
+//! on a two-slot worker, and more CPU).
 
 use std::os::fd::{AsRawFd, FromRawFd as _, OwnedFd};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// The environment variable that turns busy polling on: how long to spin,
-/// e.g. `50us` (`0` or unset: off).
+/// The environment variable that sets how long to spin, e.g. `50us`
+/// (`off` or `0`: never; unset: [`DEFAULT_SPIN`]).
 pub const ENV: &str = "DTASK_BUSY_POLL";
+
+/// How long a process spins unless `DTASK_BUSY_POLL` says otherwise: about
+/// two wake-ups of an idle vCPU, long enough to catch the answer of a
+/// round trip between dtask's processes on one machine.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 /// The longest spin accepted: beyond it, sleeping costs less than it saves.
 pub const MAX_SPIN: Duration = Duration::from_millis(1);
@@ -29,14 +46,29 @@ pub const MAX_SPIN: Duration = Duration::from_millis(1);
 struct Poller {
     epoll: OwnedFd,
     spin: Duration,
+    /// Set while one of this process's threads spins: the others sleep at
+    /// once (one awake thread is enough to catch a message, and spinners
+    /// on every thread of a multi-threaded runtime would take the CPUs
+    /// guests compute on).
+    spinning: AtomicBool,
 }
 
-/// The spin `DTASK_BUSY_POLL` asks for: `None` when unset or zero.
+/// The spin `DTASK_BUSY_POLL` sets: [`DEFAULT_SPIN`] when unset, `None`
+/// when `off` or zero.
 pub fn configured() -> Result<Option<Duration>, String> {
-    let Ok(value) = std::env::var(ENV) else {
-        return Ok(None);
+    spin_of(std::env::var(ENV).ok().as_deref())
+}
+
+/// The spin a value of `DTASK_BUSY_POLL` (`None`: unset) sets.
+fn spin_of(value: Option<&str>) -> Result<Option<Duration>, String> {
+    let Some(value) = value else {
+        return Ok(Some(DEFAULT_SPIN));
     };
-    let spin = crate::config::parse_duration(&value).map_err(|e| format!("{ENV}: {e}"))?;
+    if value.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let spin = crate::config::parse_duration(&value)
+        .map_err(|e| format!("{ENV}: {e} (or off, to never spin)"))?;
     if spin > MAX_SPIN {
         return Err(format!(
             "{ENV}: {value} is longer than the {MAX_SPIN:?} a spin may take; try 50us"
@@ -69,7 +101,11 @@ fn poller() -> Option<&'static Poller> {
             }
             // SAFETY: `fd` was just created and is owned by nothing else.
             let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-            Some(Poller { epoll, spin })
+            Some(Poller {
+                epoll,
+                spin,
+                spinning: AtomicBool::new(false),
+            })
         })
         .as_ref()
 }
@@ -95,8 +131,10 @@ pub fn watch(conn: &impl AsRawFd) {
     };
 }
 
-/// Makes the runtime's threads spin for their connections before sleeping,
-/// when busy polling is on; otherwise leaves the builder as it is.
+/// Makes a current-thread runtime spin for its connections before it
+/// sleeps, when busy polling is on; otherwise leaves the builder as it is.
+/// (On a multi-threaded runtime it would take CPU for nothing: see the
+/// module's documentation.)
 pub fn install(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
     match poller() {
         Some(p) => builder.on_thread_park(move || p.wait()),
@@ -105,33 +143,62 @@ pub fn install(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Bu
 }
 
 impl Poller {
-    /// Spins until a watched connection has something to read or the spin
-    /// is over: the runtime then sleeps as usual, and wakes at once for
-    /// what arrived.
+    /// Spins until a watched connection has something to read, a task of
+    /// this runtime is woken from another thread, or the spin is over: the
+    /// runtime then sleeps as usual, and wakes at once for what arrived.
+    /// Only one thread spins at a time.
     fn wait(&self) {
-        wait_readable(&self.epoll, self.spin);
+        if self.spinning.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.metrics());
+        let woken = || runtime.as_ref().is_some_and(|m| m.global_queue_depth() > 0);
+        spin_until_ready(&self.epoll, self.spin, woken);
+        self.spinning.store(false, Ordering::Release);
     }
 }
 
-/// Spins until something in the epoll set `epoll` is ready, or `spin` has
-/// passed; true if something is ready.
-fn wait_readable(epoll: &OwnedFd, spin: Duration) -> bool {
+/// A yield that took longer than this gave the CPU to someone else: the
+/// machine has more to run than CPUs, and the spin ends (the thread sleeps
+/// rather than take turns with work).
+const CONTENDED: Duration = Duration::from_micros(10);
+
+/// How a spin ended.
+#[derive(Debug, PartialEq)]
+enum Spun {
+    /// Something to do: a message, or a task woken.
+    Ready,
+    /// Nothing came in time.
+    RanOut,
+    /// Another thread wanted this CPU: spinning takes CPU from work.
+    Contended,
+}
+
+/// Spins until something in the epoll set `epoll` is ready or `woken()`,
+/// until `spin` has passed, or until a yield shows that something else
+/// wants the CPU.
+fn spin_until_ready(epoll: &OwnedFd, spin: Duration, woken: impl Fn() -> bool) -> Spun {
     let deadline = Instant::now() + spin;
     let mut event = libc::epoll_event { events: 0, u64: 0 };
     loop {
         // SAFETY: one event's room, which `event` is; timeout 0 never
         // blocks.
         let n = unsafe { libc::epoll_wait(epoll.as_raw_fd(), &mut event, 1, 0) };
-        if n > 0 {
-            return true;
+        if n > 0 || woken() {
+            return Spun::Ready;
         }
-        if Instant::now() >= deadline {
-            return false;
+        let yielded = Instant::now();
+        if yielded >= deadline {
+            return Spun::RanOut;
         }
         // Whatever else is runnable on this CPU (a worker computing, on a
-        // machine with fewer CPUs than dtask processes) goes first.
+        // machine with fewer CPUs than dtask processes) goes first; if
+        // something did, the spin ends there.
         // SAFETY: no arguments.
         unsafe { libc::sched_yield() };
+        if yielded.elapsed() >= CONTENDED {
+            return Spun::Contended;
+        }
     }
 }
 
@@ -139,6 +206,59 @@ fn wait_readable(epoll: &OwnedFd, spin: Duration) -> bool {
 mod tests {
     use super::*;
     use std::io::Write as _;
+
+    fn never() -> bool {
+        false
+    }
+
+    /// Spins (up to a minute) again each time another thread took the CPU
+    /// meanwhile (tests run side by side), and says how the spin ended.
+    fn spin_past_others(epoll: &OwnedFd, woken: impl Fn() -> bool) -> Spun {
+        loop {
+            match spin_until_ready(epoll, Duration::from_secs(60), &woken) {
+                Spun::Contended => continue,
+                other => return other,
+            }
+        }
+    }
+
+    #[test]
+    fn a_spin_stops_for_a_thread_that_wants_its_cpu() {
+        let (_a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let epoll = epoll_of(&b);
+        let cpu0 = || {
+            // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+            // sched_setaffinity only read and write it.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) == 0
+            }
+        };
+        if !cpu0() {
+            eprintln!("SKIPPED: this machine does not let a thread be pinned to CPU 0");
+            return;
+        }
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let busy = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                assert!(cpu0());
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        // The busy thread shares CPU 0 with this one: a minute's spin
+        // stops at a yield long before.
+        let start = Instant::now();
+        let spun = spin_until_ready(&epoll, Duration::from_secs(60), never);
+        stop.store(true, Ordering::Relaxed);
+        busy.join().unwrap();
+        assert_eq!(spun, Spun::Contended);
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+
 
     fn epoll_of(conn: &impl AsRawFd) -> OwnedFd {
         // SAFETY: as in `poller`.
@@ -165,17 +285,17 @@ mod tests {
         let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let epoll = epoll_of(&b);
         // Nothing to read: the spin runs out.
-        assert!(!wait_readable(&epoll, Duration::from_micros(200)));
+        assert_ne!(spin_until_ready(&epoll, Duration::from_micros(200), never), Spun::Ready);
         // A message waiting: it ends at once (well before a minute).
         a.write_all(b"x").unwrap();
         let start = Instant::now();
-        assert!(wait_readable(&epoll, Duration::from_secs(60)));
+        assert_eq!(spin_past_others(&epoll, never), Spun::Ready);
         assert!(start.elapsed() < Duration::from_secs(30));
         // One sent from another thread while spinning ends it too.
         let mut buf = [0u8; 1];
         std::io::Read::read_exact(&mut &b, &mut buf).unwrap();
         let sender = std::thread::spawn(move || a.write_all(b"y").unwrap());
-        assert!(wait_readable(&epoll, Duration::from_secs(60)));
+        assert_eq!(spin_past_others(&epoll, never), Spun::Ready);
         sender.join().unwrap();
     }
 
@@ -185,9 +305,54 @@ mod tests {
         let epoll = epoll_of(&b);
         drop(a);
         // The peer's hang-up reads as ready while `b` is open...
-        assert!(wait_readable(&epoll, Duration::from_secs(60)));
+        assert_eq!(spin_past_others(&epoll, never), Spun::Ready);
         // ...and once it closes, nothing is watched.
         drop(b);
-        assert!(!wait_readable(&epoll, Duration::from_micros(200)));
+        assert_ne!(spin_until_ready(&epoll, Duration::from_micros(200), never), Spun::Ready);
+    }
+
+    #[test]
+    fn a_spin_ends_when_a_task_is_woken_from_another_thread() {
+        let (_a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let epoll = epoll_of(&b);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let metrics = rt.handle().metrics();
+        let woken = || metrics.global_queue_depth() > 0;
+        assert_ne!(spin_until_ready(&epoll, Duration::from_micros(200), woken), Spun::Ready);
+        // Spawned from outside the runtime: queued for it, as a task woken
+        // by a thread of its own (a slot, a blocking job) is.
+        let _task = rt.handle().spawn(async {});
+        assert_eq!(spin_past_others(&epoll, woken), Spun::Ready);
+    }
+
+    #[test]
+    fn one_thread_spins_at_a_time() {
+        let (_a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let poller = Poller {
+            epoll: epoll_of(&b),
+            spin: Duration::from_secs(60),
+            spinning: AtomicBool::new(true),
+        };
+        // Another thread spins already: this one sleeps at once, not a
+        // minute later.
+        let start = Instant::now();
+        poller.wait();
+        assert!(start.elapsed() < Duration::from_secs(30));
+        assert!(poller.spinning.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn unset_spins_the_default_and_off_never() {
+        assert_eq!(spin_of(None), Ok(Some(DEFAULT_SPIN)));
+        assert_eq!(spin_of(Some("20us")), Ok(Some(Duration::from_micros(20))));
+        for off in ["off", "OFF", " off ", "0", "0us"] {
+            assert_eq!(spin_of(Some(off)), Ok(None), "{off}");
+        }
+        let long = spin_of(Some("2ms")).unwrap_err();
+        assert!(long.contains(ENV) && long.contains("50us"), "{long}");
+        let bad = spin_of(Some("soon")).unwrap_err();
+        assert!(bad.contains(ENV) && bad.contains("off"), "{bad}");
     }
 }

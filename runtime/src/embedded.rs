@@ -47,9 +47,8 @@ impl EmbeddedCluster {
         let thread = std::thread::Builder::new()
             .name("dtask-embedded".into())
             .spawn(move || {
-                let rt = match crate::busy_poll::install(
-                    &mut tokio::runtime::Builder::new_multi_thread(),
-                )
+                // Multi-threaded: no busy polling (see `busy_poll`).
+                let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers + 1)
                 .thread_name("dtask-embedded")
                 .enable_all()

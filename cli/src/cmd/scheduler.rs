@@ -232,7 +232,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if let Some((_, path)) = &unix {
         tracing::info!("and on the Unix socket {}", path.display());
     }
-    let rt = dtask_runtime::busy_poll::install(&mut tokio::runtime::Builder::new_multi_thread())
+    // Multi-threaded, so no busy polling (see `dtask_runtime::busy_poll`).
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::new(2, e.to_string()))?;

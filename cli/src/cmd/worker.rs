@@ -201,8 +201,11 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
     // running guest yields at every epoch tick, so the connection is
     // served meanwhile; compiling and spilling run on blocking threads.
     // More slots need threads that compute at once.
+    // Only the one-thread runtime busy-polls (see `dtask_runtime::busy_poll`).
     let mut builder = if nthreads == 1 {
-        tokio::runtime::Builder::new_current_thread()
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        dtask_runtime::busy_poll::install(&mut b);
+        b
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         b.worker_threads(nthreads as usize + 1);
@@ -210,7 +213,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
     };
     // A blocking thread (a module's compilation, a spill) ends a second
     // after its last job, giving back what its heap held, rather than ten.
-    let rt = dtask_runtime::busy_poll::install(&mut builder)
+    let rt = builder
         .enable_all()
         .thread_keep_alive(IDLE_THREAD)
         .build()

@@ -37,18 +37,18 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 mod actor;
 mod capture;
 mod command;
+mod epoch;
 mod errors;
 mod stdin;
 mod stdout;
 
 pub use actor::ActorInstance;
 pub use capture::Captured;
+pub use epoch::TICK;
 use capture::{Capture, Out};
 use command::command_input;
 use errors::*;
 
-/// How often the epoch advances.
-pub const TICK: Duration = Duration::from_millis(10);
 
 /// A value this big in or out of a task makes its instance's memory worth
 /// resetting off the task's path.
@@ -314,6 +314,8 @@ mod huge_pages {
 pub struct Sandbox {
     tier: Tier,
     fast: Option<Tier>,
+    /// Advances the engines' epochs while stores exist.
+    ticker: epoch::Ticker,
     limits: Limits,
     worker_id: Arc<str>,
 }
@@ -385,30 +387,15 @@ impl Sandbox {
         // Without Winch (a platform it does not support), every module
         // waits for Cranelift.
         let fast = Tier::new(&limits, concurrency, wasmtime::Strategy::Winch).ok();
-        let tickers: Vec<_> = std::iter::once(&tier)
+        let engines: Vec<_> = std::iter::once(&tier)
             .chain(&fast)
-            .map(|t| t.engine.weak())
+            .map(|t| &t.engine)
             .collect();
-        std::thread::Builder::new()
-            .name("dtask-epoch".into())
-            .spawn(move || {
-                loop {
-                    let mut alive = false;
-                    for ticker in &tickers {
-                        if let Some(engine) = ticker.upgrade() {
-                            engine.increment_epoch();
-                            alive = true;
-                        }
-                    }
-                    if !alive {
-                        break;
-                    }
-                    std::thread::sleep(TICK);
-                }
-            })?;
+        let ticker = epoch::Ticker::start(&engines)?;
         Ok(Self {
             tier,
             fast,
+            ticker,
             limits,
             worker_id: worker_id.into(),
         })
@@ -689,8 +676,12 @@ impl Sandbox {
         let mut store = Store::new(ready.module.code.engine(), data);
         store.limiter(|h| h.limits());
         let deadline = timeout.map(|t| Instant::now() + t);
+        // Owned by the callback, so the epoch ticks as long as the store
+        // lives.
+        let running = self.ticker.running();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
+            let _ticking = &running;
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 Err(Trap::Interrupt.into())
             } else {

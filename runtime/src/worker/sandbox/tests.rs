@@ -402,3 +402,34 @@ fn the_guest_memory_pool_is_advised_huge_pages() {
         "the pool is not advised MADV_HUGEPAGE"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_epoch_sleeps_while_no_task_runs_and_wakes_for_the_next() {
+    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let cat = cat(&sandbox);
+    assert!(start(&sandbox, &cat, &["cat"], None).await.is_ok());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sandbox.ticker.asleep() {
+        assert!(Instant::now() < deadline, "the epoch ticker never slept");
+        tokio::time::sleep(TICK).await;
+    }
+    // Only an epoch tick stops this loop at its time limit: the ticker
+    // must wake for it.
+    let spin = core(&sandbox, r#"(module (func (export "_start") (loop br 0)))"#);
+    let limit = Some(Duration::from_millis(100));
+    let engine = sandbox.engine().clone();
+    let mut task = tokio::spawn(async move { start(&sandbox, &spin, &["spin"], limit).await });
+    match tokio::time::timeout(Duration::from_secs(30), &mut task).await {
+        Ok(done) => {
+            let e = done.unwrap().unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
+        }
+        Err(_) => {
+            // Stopped by hand, so that the failure ends the test rather
+            // than leaving the guest spinning.
+            engine.increment_epoch();
+            let _ = task.await;
+            panic!("the epoch never ticked for the new task");
+        }
+    }
+}
