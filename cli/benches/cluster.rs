@@ -33,7 +33,9 @@ fn main() {
     // round trips, actor calls.
     let mut args = std::env::args().skip_while(|a| a != "latency");
     let latency_only = args.next().is_some();
-    let latency_n = args.next().map_or(Some([20_000; 3]), |n| latency_counts(&n));
+    let latency_n = args
+        .next()
+        .map_or(Some([20_000; 3]), |n| latency_counts(&n));
     let Some(latency_n) = latency_n else {
         eprintln!("latency takes N or R,C,A (sample counts)");
         std::process::exit(2);

@@ -151,7 +151,9 @@ impl Poller {
         if self.spinning.swap(true, Ordering::Acquire) {
             return;
         }
-        let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.metrics());
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|h| h.metrics());
         let woken = || runtime.as_ref().is_some_and(|m| m.global_queue_depth() > 0);
         spin_until_ready(&self.epoll, self.spin, woken);
         self.spinning.store(false, Ordering::Release);
@@ -259,7 +261,6 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(30));
     }
 
-
     fn epoll_of(conn: &impl AsRawFd) -> OwnedFd {
         // SAFETY: as in `poller`.
         let epoll = unsafe { OwnedFd::from_raw_fd(libc::epoll_create1(libc::EPOLL_CLOEXEC)) };
@@ -285,7 +286,10 @@ mod tests {
         let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let epoll = epoll_of(&b);
         // Nothing to read: the spin runs out.
-        assert_ne!(spin_until_ready(&epoll, Duration::from_micros(200), never), Spun::Ready);
+        assert_ne!(
+            spin_until_ready(&epoll, Duration::from_micros(200), never),
+            Spun::Ready
+        );
         // A message waiting: it ends at once (well before a minute).
         a.write_all(b"x").unwrap();
         let start = Instant::now();
@@ -308,7 +312,10 @@ mod tests {
         assert_eq!(spin_past_others(&epoll, never), Spun::Ready);
         // ...and once it closes, nothing is watched.
         drop(b);
-        assert_ne!(spin_until_ready(&epoll, Duration::from_micros(200), never), Spun::Ready);
+        assert_ne!(
+            spin_until_ready(&epoll, Duration::from_micros(200), never),
+            Spun::Ready
+        );
     }
 
     #[test]
@@ -320,7 +327,10 @@ mod tests {
             .unwrap();
         let metrics = rt.handle().metrics();
         let woken = || metrics.global_queue_depth() > 0;
-        assert_ne!(spin_until_ready(&epoll, Duration::from_micros(200), woken), Spun::Ready);
+        assert_ne!(
+            spin_until_ready(&epoll, Duration::from_micros(200), woken),
+            Spun::Ready
+        );
         // Spawned from outside the runtime: queued for it, as a task woken
         // by a thread of its own (a slot, a blocking job) is.
         let _task = rt.handle().spawn(async {});

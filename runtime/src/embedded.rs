@@ -49,10 +49,10 @@ impl EmbeddedCluster {
             .spawn(move || {
                 // Multi-threaded: no busy polling (see `busy_poll`).
                 let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers + 1)
-                .thread_name("dtask-embedded")
-                .enable_all()
-                .build()
+                    .worker_threads(workers + 1)
+                    .thread_name("dtask-embedded")
+                    .enable_all()
+                    .build()
                 {
                     Ok(rt) => rt,
                     Err(e) => {

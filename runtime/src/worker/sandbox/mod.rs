@@ -44,11 +44,10 @@ mod stdout;
 
 pub use actor::ActorInstance;
 pub use capture::Captured;
-pub use epoch::TICK;
 use capture::{Capture, Out};
 use command::command_input;
+pub use epoch::TICK;
 use errors::*;
-
 
 /// A value this big in or out of a task makes its instance's memory worth
 /// resetting off the task's path.
