@@ -67,7 +67,7 @@ fn spin_of(value: Option<&str>) -> Result<Option<Duration>, String> {
     if value.trim().eq_ignore_ascii_case("off") {
         return Ok(None);
     }
-    let spin = crate::config::parse_duration(&value)
+    let spin = crate::config::parse_duration(value)
         .map_err(|e| format!("{ENV}: {e} (or off, to never spin)"))?;
     if spin > MAX_SPIN {
         return Err(format!(
