@@ -36,6 +36,10 @@ fn main() {
     let latency_n = args
         .next()
         .map_or(Some([20_000; 3]), |n| latency_counts(&n));
+    let chain_only: Option<i64> = std::env::args()
+        .skip_while(|a| a != "chain")
+        .nth(1)
+        .and_then(|n| n.parse().ok());
     let Some(latency_n) = latency_n else {
         eprintln!("latency takes N or R,C,A (sample counts)");
         std::process::exit(2);
@@ -64,6 +68,12 @@ fn main() {
         k.result(None).await.unwrap();
         if latency_only {
             latencies(&client, &module, latency_n).await;
+            return;
+        }
+        // `cargo bench -- chain N`: only a chain of N tasks, to profile.
+        if let Some(n) = chain_only {
+            let took = chain(&client, &module, n).await;
+            println!("{n}-task dependency chain {:>10.1} ms wall", took.as_secs_f64() * 1e3);
             return;
         }
 
