@@ -15,7 +15,9 @@
 //! offers the CPU to whatever else is runnable there between polls, and
 //! stops spinning once something took it; and it stops as soon as a
 //! message arrives or a task is woken from another thread. An idle process
-//! spins once after its last message, then sleeps.
+//! spins once after its last message, then sleeps. And a process can
+//! [`pause`] it: the scheduler of `dtask cluster` and of the local default
+//! does while its workers have a task per CPU or more.
 //!
 //! Multi-threaded runtimes (`dtask scheduler`, a worker with several slots,
 //! the embedded cluster) do not spin: a message there wakes whichever
@@ -110,6 +112,18 @@ fn poller() -> Option<&'static Poller> {
         .as_ref()
 }
 
+/// Set while this process's own work says the machine's CPUs are all
+/// taken: no spinning then.
+static PAUSED: AtomicBool = AtomicBool::new(false);
+
+/// Stops (`true`) or resumes spinning in this process. The scheduler of
+/// `dtask cluster` and of the local default pauses it while its workers
+/// have at least as many tasks as the machine has CPUs: guests then need
+/// every CPU, and a spinning scheduler took one from them (PERFORMANCE.md).
+pub fn pause(paused: bool) {
+    PAUSED.store(paused, Ordering::Relaxed);
+}
+
 /// Adds a connection to what runtime threads spin on. It leaves the set by
 /// itself when the connection closes.
 pub fn watch(conn: &impl AsRawFd) {
@@ -148,7 +162,7 @@ impl Poller {
     /// runtime then sleeps as usual, and wakes at once for what arrived.
     /// Only one thread spins at a time.
     fn wait(&self) {
-        if self.spinning.swap(true, Ordering::Acquire) {
+        if PAUSED.load(Ordering::Relaxed) || self.spinning.swap(true, Ordering::Acquire) {
             return;
         }
         let runtime = tokio::runtime::Handle::try_current()
@@ -335,6 +349,21 @@ mod tests {
         // by a thread of its own (a slot, a blocking job) is.
         let _task = rt.handle().spawn(async {});
         assert_eq!(spin_past_others(&epoll, woken), Spun::Ready);
+    }
+
+    #[test]
+    fn no_spin_while_paused() {
+        let (_a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let poller = Poller {
+            epoll: epoll_of(&b),
+            spin: Duration::from_secs(60),
+            spinning: AtomicBool::new(false),
+        };
+        pause(true);
+        let start = Instant::now();
+        poller.wait();
+        pause(false);
+        assert!(start.elapsed() < Duration::from_secs(30));
     }
 
     #[test]

@@ -487,12 +487,21 @@ async fn core_loop(
         faults: super::faults::Faults::from_env(),
         dashboard,
     };
+    // Busy polling (where this runtime does it) pauses while the workers
+    // hold a task per CPU or more: looked at once a millisecond at most.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut spin_checked_ms = 0;
     'serve: while let Some(inbound) = in_rx.recv().await {
         // What else has arrived is handled in the same turn, so the journal
         // gets one batch of records, not a wake-up per event.
         let mut next = Some(inbound);
         let mut turn = 0;
-        core.state.set_clock(now_ms());
+        let now = now_ms();
+        core.state.set_clock(now);
+        if now != spin_checked_ms {
+            spin_checked_ms = now;
+            crate::busy_poll::pause(core.state.tasks_on_workers() >= cpus);
+        }
         while let Some(inbound) = next.take() {
             core.inbound(inbound);
             core.drop_overflowed();

@@ -22,6 +22,21 @@ fn ready_task_runs_and_submit_is_acknowledged() {
 }
 
 #[test]
+fn tasks_on_workers_counts_what_they_have_until_it_ends() {
+    let mut s = setup(&[(10, 1), (11, 1)]);
+    assert_eq!(s.tasks_on_workers(), 0);
+    let placed = runs(&submit(&mut s, vec![spec("a", vec![]), spec("b", vec![])]));
+    assert_eq!(placed.len(), 2);
+    assert_eq!(s.tasks_on_workers(), 2);
+    let (worker, key) = &placed[0];
+    finish(&mut s, *worker, key, small(1));
+    assert_eq!(s.tasks_on_workers(), 1);
+    let (worker, key) = &placed[1];
+    finish(&mut s, *worker, key, small(2));
+    assert_eq!(s.tasks_on_workers(), 0);
+}
+
+#[test]
 fn a_task_whose_end_comes_unannounced_began_as_it_ended() {
     // A worker leaves a task's `Started` out of a batch that also carries
     // its end: the task still counts as having run, from then.

@@ -38,6 +38,12 @@ impl Scheduler {
         self.modules.contains(hash)
     }
 
+    /// Tasks placed on workers and not yet finished, summed over the
+    /// workers (a walk over the workers, not the tasks).
+    pub fn tasks_on_workers(&self) -> usize {
+        self.workers.values().map(|w| w.processing.len()).sum()
+    }
+
     /// Every connected worker, by id.
     pub fn workers(&self) -> Vec<WorkerInfo> {
         let mut v: Vec<_> = self
