@@ -101,7 +101,7 @@ fn main() {
             "pub/sub 200,000 messages to 1 subscriber {rate:>10.0} msgs/s                 target >= 50,000"
         );
     });
-    if latency_only {
+    if latency_only || chain_only.is_some() {
         return;
     }
     in_worker_calls(20_000);

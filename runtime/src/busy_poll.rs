@@ -112,6 +112,16 @@ fn poller() -> Option<&'static Poller> {
         .as_ref()
 }
 
+/// Set once a runtime of this process spins ([`install`]): connections
+/// are watched only then, so a process that never spins (a multi-threaded
+/// one) keeps no epoll set of them.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a runtime of this process busy-polls.
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
+}
+
 /// Set while this process's own work says the machine's CPUs are all
 /// taken: no spinning then.
 static PAUSED: AtomicBool = AtomicBool::new(false);
@@ -127,6 +137,9 @@ pub fn pause(paused: bool) {
 /// Adds a connection to what runtime threads spin on. It leaves the set by
 /// itself when the connection closes.
 pub fn watch(conn: &impl AsRawFd) {
+    if !installed() {
+        return;
+    }
     let Some(p) = poller() else { return };
     let mut event = libc::epoll_event {
         events: libc::EPOLLIN as u32,
@@ -151,7 +164,10 @@ pub fn watch(conn: &impl AsRawFd) {
 /// module's documentation.)
 pub fn install(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
     match poller() {
-        Some(p) => builder.on_thread_park(move || p.wait()),
+        Some(p) => {
+            INSTALLED.store(true, Ordering::Relaxed);
+            builder.on_thread_park(move || p.wait())
+        }
         None => builder,
     }
 }
@@ -351,35 +367,34 @@ mod tests {
         assert_eq!(spin_past_others(&epoll, woken), Spun::Ready);
     }
 
-    #[test]
-    fn no_spin_while_paused() {
+    /// Whether `poller.wait()` (a minute's spin, on a connection that
+    /// never speaks) returns at once rather than after the minute.
+    fn waits_no_spin(spinning: bool) -> bool {
         let (_a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let poller = Poller {
             epoll: epoll_of(&b),
             spin: Duration::from_secs(60),
-            spinning: AtomicBool::new(false),
+            spinning: AtomicBool::new(spinning),
         };
-        pause(true);
         let start = Instant::now();
         poller.wait();
+        assert_eq!(poller.spinning.load(Ordering::Relaxed), spinning);
+        start.elapsed() < Duration::from_secs(30)
+    }
+
+    #[test]
+    fn no_spin_while_paused() {
+        pause(true);
+        let at_once = waits_no_spin(false);
         pause(false);
-        assert!(start.elapsed() < Duration::from_secs(30));
+        assert!(at_once);
     }
 
     #[test]
     fn one_thread_spins_at_a_time() {
-        let (_a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let poller = Poller {
-            epoll: epoll_of(&b),
-            spin: Duration::from_secs(60),
-            spinning: AtomicBool::new(true),
-        };
         // Another thread spins already: this one sleeps at once, not a
         // minute later.
-        let start = Instant::now();
-        poller.wait();
-        assert!(start.elapsed() < Duration::from_secs(30));
-        assert!(poller.spinning.load(Ordering::Relaxed));
+        assert!(waits_no_spin(true));
     }
 
     #[test]

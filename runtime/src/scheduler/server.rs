@@ -487,7 +487,7 @@ async fn core_loop(
         faults: super::faults::Faults::from_env(),
         dashboard,
     };
-    // Busy polling (where this runtime does it) pauses while the workers
+    // Busy polling, where this process does it, pauses while the workers
     // hold a task per CPU or more: looked at once a millisecond at most.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut spin_checked_ms = 0;
@@ -498,7 +498,7 @@ async fn core_loop(
         let mut turn = 0;
         let now = now_ms();
         core.state.set_clock(now);
-        if now != spin_checked_ms {
+        if now != spin_checked_ms && crate::busy_poll::installed() {
             spin_checked_ms = now;
             crate::busy_poll::pause(core.state.tasks_on_workers() >= cpus);
         }

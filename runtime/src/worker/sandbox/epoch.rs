@@ -24,12 +24,12 @@ struct State {
     asleep: AtomicBool,
     /// Set when the sandbox goes: the thread ends.
     stop: AtomicBool,
-    thread: Thread,
 }
 
 /// A worker's epoch ticker; the thread ends when this is dropped.
 pub(super) struct Ticker {
     state: Arc<State>,
+    thread: Thread,
 }
 
 /// Held by a store for its life: the ticker ticks while any is held.
@@ -39,23 +39,19 @@ impl Ticker {
     /// Starts the thread ticking `engines`.
     pub(super) fn start(engines: &[&Engine]) -> std::io::Result<Self> {
         let engines: Vec<EngineWeak> = engines.iter().map(|e| e.weak()).collect();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<State>>(1);
-        let handle = std::thread::Builder::new()
-            .name("dtask-epoch".into())
-            .spawn(move || {
-                let Ok(state) = rx.recv() else { return };
-                tick(&state, &engines);
-            })?;
         let state = Arc::new(State {
             stores: AtomicUsize::new(0),
             asleep: AtomicBool::new(false),
             stop: AtomicBool::new(false),
-            thread: handle.thread().clone(),
         });
-        // The thread only starts ticking once it has the state; it cannot
-        // have gone, being blocked on this channel.
-        let _ = tx.send(state.clone());
-        Ok(Self { state })
+        let ticking = state.clone();
+        let handle = std::thread::Builder::new()
+            .name("dtask-epoch".into())
+            .spawn(move || tick(&ticking, &engines))?;
+        Ok(Self {
+            state,
+            thread: handle.thread().clone(),
+        })
     }
 
     /// Marks a store alive until the returned guard drops, waking the
@@ -63,7 +59,7 @@ impl Ticker {
     pub(super) fn running(&self) -> Running {
         self.state.stores.fetch_add(1, Ordering::SeqCst);
         if self.state.asleep.swap(false, Ordering::SeqCst) {
-            self.state.thread.unpark();
+            self.thread.unpark();
         }
         Running(self.state.clone())
     }
@@ -84,22 +80,18 @@ impl Drop for Running {
 impl Drop for Ticker {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::SeqCst);
-        self.state.thread.unpark();
+        self.thread.unpark();
     }
 }
 
 /// The thread's loop: tick while stores exist, sleep after [`IDLE_TICKS`]
-/// without one, end when the ticker or every engine is gone.
+/// without one, end when the ticker is dropped. It holds the engines
+/// weakly, so as not to keep them alive.
 fn tick(state: &State, engines: &[EngineWeak]) {
     let mut idle = 0u32;
     while !state.stop.load(Ordering::SeqCst) {
-        let mut alive = false;
         for engine in engines.iter().filter_map(EngineWeak::upgrade) {
             engine.increment_epoch();
-            alive = true;
-        }
-        if !alive {
-            return;
         }
         if state.stores.load(Ordering::SeqCst) > 0 {
             idle = 0;
