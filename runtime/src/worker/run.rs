@@ -410,8 +410,15 @@ pub(super) async fn load_module(shared: &Shared, hash: &str) -> Result<Arc<Ready
             if let Some(optimise) = optimised {
                 let swap = linked.clone();
                 let hash = hash.to_string();
+                let started = std::time::Instant::now();
                 tokio::task::spawn_blocking(move || match optimise() {
-                    Ok(ready) => *swap.lock().expect("module lock") = Arc::new(ready),
+                    Ok(ready) => {
+                        *swap.lock().expect("module lock") = Arc::new(ready);
+                        tracing::debug!(
+                            "module {hash}: Cranelift's code takes over from Winch's, {} ms on",
+                            started.elapsed().as_millis()
+                        );
+                    }
                     // Winch's code stays: it is correct, only slower.
                     Err(e) => {
                         tracing::warn!("module {hash} stays on its quickly compiled code: {e}")

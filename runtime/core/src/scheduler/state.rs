@@ -333,15 +333,19 @@ impl Scheduler {
             }
             Input::Release { client, keys } => {
                 if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
-                    for key in keys {
-                        self.unhold(&holder, &key, &mut out);
+                    // Newest first (clients list keys as they made them):
+                    // the table's last slot is then most often the one
+                    // going, and nothing has to move into its place.
+                    for key in keys.iter().rev() {
+                        self.unhold(&holder, key, &mut out);
                     }
                 }
             }
             Input::ReleaseAll { client } => {
                 if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
                     let keys = self.holdings.take_all(&holder);
-                    for key in keys {
+                    // Newest first, as above.
+                    for key in keys.into_iter().rev() {
                         self.unhold(&holder, &key, &mut out);
                     }
                 }

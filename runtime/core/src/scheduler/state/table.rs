@@ -36,6 +36,9 @@ fn recent_index(addr: usize) -> usize {
 #[derive(Debug)]
 struct Slot {
     key: Key,
+    /// The key's [`hash`]: moving a slot finds its index entry by this,
+    /// without reading the key's text (a cache miss of its own).
+    hash: u32,
     task: Task,
 }
 
@@ -220,7 +223,7 @@ impl Tasks {
         // Placement and the task's end look it up by this copy of its key:
         // cached now, the first of them need not hash and probe.
         let at = address(&key);
-        self.chunks[id / CHUNK].push(Slot { key, task });
+        self.chunks[id / CHUNK].push(Slot { key, hash: h, task });
         let id = u32::try_from(id).expect("fewer than 4 billion tasks");
         self.recent[recent_index(at)].set((at, id));
         note(&mut self.noted, id);
@@ -248,9 +251,8 @@ impl Tasks {
         let Slot { task, .. } = if id == last {
             moved
         } else {
-            let h = hash(&moved.key);
             self.index
-                .find_mut(spread(h), |e| e.id == last)
+                .find_mut(spread(moved.hash), |e| e.id == last)
                 .expect("the last slot is indexed")
                 .id = id;
             if let Some(n) = &mut self.noted
