@@ -545,6 +545,39 @@ fn the_shell_lets_go_of_what_it_holds_with_gather_release_and_release_all() {
 }
 
 #[test]
+fn a_release_too_big_to_go_at_once_is_done_when_release_all_returns() {
+    // More keys than the scheduler lets go of at once: the rest go a step
+    // at a time between other events, and the releasing client's next
+    // request (the status round trip `release` ends with) waits for them.
+    let c = Cluster::start(1, 1);
+    let n = 20_000;
+    let input: String = (0..n).map(|i| format!("{i}\n")).collect();
+    let keys = c.run(&["map", tasks_wasm(), "inc"], &input);
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    let out = c.run(&["gather"], &stdout(&keys));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Another client name holds one of the same keys.
+    let mut other = c.cmd();
+    other
+        .env("DTASK_CLIENT", "other")
+        .args(["submit", tasks_wasm(), "inc", "5"]);
+    let shared = run_with_stdin(&mut other, "");
+    assert_eq!(
+        stdout(&shared),
+        stdout(&keys).lines().nth(5).unwrap().to_owned() + "\n"
+    );
+    assert_eq!(info(&c)["held"], n + 1);
+    c.ok(&["release", "--all"]);
+    let now = info(&c);
+    assert_eq!(
+        (now["held"].as_u64(), now["tasks"].as_u64()),
+        (Some(1), Some(1)),
+        "{now}"
+    );
+    assert_eq!(c.ok(&["gather", stdout(&shared).trim()]), "6");
+}
+
+#[test]
 fn map_splits_words_as_a_shell_does() {
     let c = Cluster::start(1, 1);
     let keys = c.run(

@@ -491,16 +491,34 @@ async fn core_loop(
     // hold a task per CPU or more: looked at once a millisecond at most.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut spin_checked_ms = 0;
-    'serve: while let Some(inbound) = in_rx.recv().await {
+    'serve: loop {
+        // Keys a big release set aside are let go of a step at a time
+        // while nothing else is waiting.
+        let first = if core.state.releasing() == 0 {
+            match in_rx.recv().await {
+                Some(inbound) => Some(inbound),
+                None => break,
+            }
+        } else {
+            match in_rx.try_recv() {
+                Ok(inbound) => Some(inbound),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        };
+        let stepped = first.is_none();
         // What else has arrived is handled in the same turn, so the journal
         // gets one batch of records, not a wake-up per event.
-        let mut next = Some(inbound);
+        let mut next = first;
         let mut turn = 0;
         let now = now_ms();
         core.state.set_clock(now);
         if now != spin_checked_ms && crate::busy_poll::installed() {
             spin_checked_ms = now;
             crate::busy_poll::pause(core.state.tasks_on_workers() >= cpus);
+        }
+        if stepped {
+            core.release_step();
         }
         while let Some(inbound) = next.take() {
             core.inbound(inbound);
@@ -526,7 +544,13 @@ async fn core_loop(
             j.hand_over();
             j.caught_up().await;
         }
+        if stepped {
+            // Readers and writers share this thread: let them run, so that
+            // what arrives meanwhile comes before the next step.
+            tokio::task::yield_now().await;
+        }
     }
+    core.finish_releases();
     if let Some(j) = &core.journal {
         j.record(|pending| core.state.journal_stats_into(pending));
         j.hand_over();

@@ -29,6 +29,7 @@ mod placement;
 mod primitives;
 mod queries;
 mod ready;
+mod releasing;
 mod scatter;
 mod stealing;
 mod submission;
@@ -37,6 +38,7 @@ mod workers;
 
 pub use inputs::{Command, Input};
 use load_index::{LoadIndex, LoadKey};
+pub use releasing::STEP as RELEASE_STEP;
 use workers::{Worker, Workers};
 
 pub use activity::{
@@ -229,6 +231,8 @@ pub struct Scheduler {
     balanced_ms: Option<u64>,
     /// Whether it should look again at once (a heartbeat, an answer).
     balance_now: bool,
+    /// Big releases, let go of a step at a time (see [`releasing`]).
+    releasing: releasing::Releasing,
 }
 
 impl Scheduler {
@@ -260,6 +264,18 @@ impl Scheduler {
     /// Reacts to one event; returns what to do about it.
     pub fn handle(&mut self, input: Input) -> Vec<Command> {
         let mut out = Vec::new();
+        // Behind its holder's releases set aside, it waits for them.
+        if self.parks(&input) {
+            self.releasing.park(input);
+            return out;
+        }
+        self.handle_into(input, &mut out);
+        out
+    }
+
+    /// [`Scheduler::handle`], its commands added to `sink`.
+    fn handle_into(&mut self, input: Input, sink: &mut Vec<Command>) {
+        let mut out = std::mem::take(sink);
         match input {
             Input::ClientConnected { client, name } => {
                 let ephemeral = name.is_none();
@@ -276,12 +292,14 @@ impl Scheduler {
                 if let Some(c) = self.clients.remove(&client)
                     && c.ephemeral
                 {
-                    self.ephemeral_holders.remove(&*c.holder);
                     self.owner_ended(&Owner::Holder(c.holder.to_string()), &mut out);
                     let keys = self.holdings.take_all(&c.holder);
-                    for key in keys {
-                        self.unhold(&c.holder, &key, &mut out);
-                    }
+                    let release = releasing::Release {
+                        holder: c.holder,
+                        left: releasing::Left::Held(keys),
+                        ephemeral: true,
+                    };
+                    self.release(release, &mut out);
                 }
             }
             Input::ModuleStored { hash } => {
@@ -333,21 +351,23 @@ impl Scheduler {
             }
             Input::Release { client, keys } => {
                 if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
-                    // Newest first (clients list keys as they made them):
-                    // the table's last slot is then most often the one
-                    // going, and nothing has to move into its place.
-                    for key in keys.iter().rev() {
-                        self.unhold(&holder, key, &mut out);
-                    }
+                    let release = releasing::Release {
+                        holder,
+                        left: releasing::Left::Named(keys),
+                        ephemeral: false,
+                    };
+                    self.release(release, &mut out);
                 }
             }
             Input::ReleaseAll { client } => {
                 if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
                     let keys = self.holdings.take_all(&holder);
-                    // Newest first, as above.
-                    for key in keys.into_iter().rev() {
-                        self.unhold(&holder, &key, &mut out);
-                    }
+                    let release = releasing::Release {
+                        holder,
+                        left: releasing::Left::Held(keys),
+                        ephemeral: false,
+                    };
+                    self.release(release, &mut out);
                 }
             }
             Input::WorkerConnected {
@@ -562,7 +582,7 @@ impl Scheduler {
         }
         self.schedule(&mut out);
         self.balance(&mut out);
-        out
+        *sink = out;
     }
 }
 

@@ -1,7 +1,7 @@
 //! The scheduler's rules, driven directly through `handle`: no sockets, no
 //! wasm, no sleeps.
 
-use super::state::{Command, Input, Scheduler};
+use super::state::{Command, Input, RELEASE_STEP, Scheduler};
 use crate::protocol::{ErrorKind, FromScheduler, Located, Outcome, RunArg, TaskError, TaskState};
 use bytes::Bytes;
 
@@ -1163,6 +1163,10 @@ fn releasing_the_end_of_a_long_chain_forgets_it_all_without_deep_recursion() {
         client: 1,
         keys: keys[..n - 1].to_vec(),
     });
+    // As the server does between other events.
+    while s.releasing() > 0 {
+        s.release_step();
+    }
     for k in &keys {
         finish(&mut s, 10, k, big(10));
     }
@@ -1394,4 +1398,166 @@ fn a_rejoined_worker_reporting_a_result_it_is_computing_again_is_not_told_to_fre
             .any(|c| matches!(c, Command::Done { key, .. } if key == "a")),
         "{cmds:?}"
     );
+}
+
+/// `n` finished keys `d0`.. scattered by client 1 onto worker 10.
+fn scattered(s: &mut Scheduler, n: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+    s.handle(Input::Scatter {
+        client: 1,
+        id: 1,
+        values: keys
+            .iter()
+            .map(|k| (k.clone(), Bytes::from_static(b"x")))
+            .collect(),
+        broadcast: false,
+        workers: vec![],
+    });
+    s.handle(Input::Finished {
+        worker: 10,
+        results: keys.iter().map(|k| (k.clone(), big(100))).collect(),
+    });
+    keys
+}
+
+fn frees(cmds: &[Command]) -> usize {
+    cmds.iter()
+        .filter(|c| matches!(c, Command::Free { .. }))
+        .count()
+}
+
+#[test]
+fn a_big_release_goes_a_step_at_a_time_and_its_holders_requests_wait_for_it() {
+    let mut s = setup(&[(10, 1)]);
+    let n = 2 * RELEASE_STEP + 100;
+    let keys = scattered(&mut s, n);
+    assert_eq!(s.held_keys(), n as u64);
+    let cmds = s.handle(Input::Release {
+        client: 1,
+        keys: keys.clone(),
+    });
+    assert_eq!(frees(&cmds), RELEASE_STEP);
+    assert_eq!(s.releasing(), n - RELEASE_STEP);
+    assert_eq!(s.held_keys(), (n - RELEASE_STEP) as u64);
+    // Newest first.
+    assert_eq!(s.state(&keys[n - 1]), None);
+    assert_eq!(s.state(&keys[0]), Some(TaskState::Finished));
+    // Another client goes ahead of the rest.
+    s.handle(Input::ClientConnected {
+        client: 2,
+        name: Some("other".into()),
+    });
+    let cmds = s.handle(Input::Submit {
+        client: 2,
+        id: 1,
+        tasks: vec![spec("o", vec![])],
+    });
+    assert_eq!(runs(&cmds), vec![(10, "o".to_string())]);
+    assert_eq!(frees(&cmds), 0);
+    assert_eq!(s.releasing(), n - RELEASE_STEP);
+    assert_eq!(frees(&s.release_step()), RELEASE_STEP);
+    assert_eq!(s.releasing(), 100);
+    // The holder's next requests wait for its release, and then see it
+    // done, in the order they came.
+    assert!(
+        s.handle(Input::Watch {
+            client: 1,
+            keys: vec![keys[0].clone()],
+        })
+        .is_empty()
+    );
+    assert!(
+        s.handle(Input::Submit {
+            client: 1,
+            id: 2,
+            tasks: vec![spec("p", vec![])],
+        })
+        .is_empty()
+    );
+    assert_eq!(s.releasing(), 100);
+    let cmds = s.release_step();
+    assert_eq!(frees(&cmds), 100);
+    assert_eq!(s.releasing(), 0);
+    let answers: Vec<_> = cmds
+        .iter()
+        .filter(|c| matches!(c, Command::Done { .. } | Command::Submitted { .. }))
+        .collect();
+    assert!(
+        matches!(
+            answers[..],
+            [
+                Command::Done {
+                    outcome: Outcome::Unknown,
+                    ..
+                },
+                Command::Submitted { id: 2, .. }
+            ]
+        ),
+        "{answers:?}"
+    );
+    assert_eq!(s.held_keys(), 2, "the other client's and the new one");
+    assert!(s.release_step().is_empty());
+}
+
+#[test]
+fn a_holders_releases_keep_their_order_behind_one_set_aside() {
+    let mut s = setup(&[(10, 1)]);
+    let n = RELEASE_STEP + 10;
+    let keys = scattered(&mut s, n);
+    // Release all, then watch one by another connection of the same
+    // holder (named alike): the watch waits for the release, so the key
+    // is gone when it is answered.
+    s.handle(Input::ReleaseAll { client: 1 });
+    assert_eq!(s.releasing(), 10);
+    s.handle(Input::ClientConnected {
+        client: 3,
+        name: Some("cli".into()),
+    });
+    let cmds = s.handle(Input::Watch {
+        client: 3,
+        keys: vec![keys[0].clone()],
+    });
+    assert!(cmds.is_empty(), "{cmds:?}");
+    let cmds = s.finish_releases();
+    assert_eq!(s.releasing(), 0);
+    assert_eq!(frees(&cmds), 10);
+    assert!(matches!(
+        cmds.last(),
+        Some(Command::Done {
+            outcome: Outcome::Unknown,
+            ..
+        })
+    ));
+    assert_eq!(s.held_keys(), 0);
+}
+
+#[test]
+fn an_unnamed_clients_keys_set_aside_as_it_leaves_stay_unnamed_until_let_go() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Input::ClientConnected {
+        client: 4,
+        name: None,
+    });
+    let n = RELEASE_STEP + 10;
+    let tasks: Vec<_> = (0..n).map(|i| spec(&format!("t{i}"), vec![])).collect();
+    s.handle(Input::Submit {
+        client: 4,
+        id: 1,
+        tasks,
+    });
+    assert_eq!(
+        s.held_keys(),
+        0,
+        "an unnamed client's holds are not counted"
+    );
+    s.handle(Input::ClientDisconnected { client: 4 });
+    assert_eq!(s.releasing(), 10);
+    // Still the unnamed client's: not counted as named, and not kept by a
+    // restart from what the journal has.
+    assert_eq!(s.held_keys(), 0);
+    let restored = Scheduler::new().restore(s.snapshot()).unwrap();
+    assert_eq!(restored.held_keys(), 0, "a restart would keep them held");
+    s.finish_releases();
+    assert_eq!(s.releasing(), 0);
+    assert_eq!(s.held_keys(), 0);
 }

@@ -191,10 +191,40 @@ impl Core {
 
     pub(super) fn apply(&mut self, input: Input) {
         let commands = self.state.handle(input);
+        self.carry_out(commands);
+    }
+
+    /// Lets go of the next keys of a big release (the state machine's
+    /// `release_step`).
+    pub(super) fn release_step(&mut self) {
+        let commands = self.state.release_step();
+        self.carry_out(commands);
+    }
+
+    /// Lets go of every key big releases set aside (before a shutdown).
+    pub(super) fn finish_releases(&mut self) {
+        let commands = self.state.finish_releases();
+        self.carry_out(commands);
+    }
+
+    /// Journals what the state machine changed, and does what it said.
+    fn carry_out(&mut self, commands: Vec<Command>) {
         if let Some(j) = &self.journal {
             j.record(|pending| self.state.journal_records_into(pending));
         }
+        // A worker's frees go out as one message (a big release frees
+        // thousands of keys at a time), sent before whatever comes next, so
+        // that nothing is freed out of its order with that.
+        let mut frees: Vec<(u64, Vec<String>)> = Vec::new();
         for cmd in commands {
+            if let Command::Free { worker, keys } = cmd {
+                match frees.iter_mut().find(|(w, _)| *w == worker) {
+                    Some((_, all)) => all.extend(keys),
+                    None => frees.push((worker, keys)),
+                }
+                continue;
+            }
+            self.send_frees(&mut frees);
             match cmd {
                 Command::Run { worker, seq, tasks } => {
                     if self.faults.drop_run() {
@@ -204,7 +234,7 @@ impl Core {
                     }
                 }
                 Command::Sync { worker, seq } => self.send(worker, FromScheduler::Sync { seq }),
-                Command::Free { worker, keys } => self.send(worker, FromScheduler::Free { keys }),
+                Command::Free { .. } => unreachable!("gathered above"),
                 Command::Done {
                     client,
                     key,
@@ -270,6 +300,14 @@ impl Core {
                     },
                 ),
             }
+        }
+        self.send_frees(&mut frees);
+    }
+
+    /// Sends each worker its gathered frees, in one message.
+    fn send_frees(&mut self, frees: &mut Vec<(u64, Vec<String>)>) {
+        for (worker, keys) in frees.drain(..) {
+            self.send(worker, FromScheduler::Free { keys });
         }
     }
 }

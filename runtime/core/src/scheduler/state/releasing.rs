@@ -1,0 +1,188 @@
+//! Big releases, applied a step at a time.
+//!
+//! Letting go of a key costs a few hundred nanoseconds (finding its task,
+//! perhaps forgetting it and its inputs), so a release of a million keys,
+//! a `release --all` or an unnamed client leaving with all it held, would
+//! hold up every other client and worker for a good part of a second. A
+//! release of more than [`STEP`] keys lets go of the first `STEP` at once
+//! (newest first) and sets the rest aside: the server applies them a step
+//! at a time between other events ([`Scheduler::release_step`]).
+//!
+//! What the rest of the scheduler sees of a key set aside is what it would
+//! see just before the release arrived: the key is still held. The only
+//! one who could tell the difference is the holder itself, so anything
+//! that comes from a client whose holder has keys set aside waits (is
+//! parked) until they are let go of, and is then handled in the order it
+//! came: its own requests see its releases done, while other clients and
+//! the workers go on.
+
+use super::{Command, Input, Key, Scheduler};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Keys a release lets go of at once, and per step after that.
+pub const STEP: usize = 4096;
+
+/// The keys of one release not yet let go of: the newest last, so that
+/// popping them goes newest first (the table's last slot is then most
+/// often the one going, and nothing has to move into its place).
+#[derive(Debug)]
+pub(super) enum Left {
+    /// Named by a client.
+    Named(Vec<String>),
+    /// The table's own copies (from the holder's log).
+    Held(Vec<Key>),
+}
+
+impl Left {
+    fn len(&self) -> usize {
+        match self {
+            Left::Named(keys) => keys.len(),
+            Left::Held(keys) => keys.len(),
+        }
+    }
+}
+
+/// One holder's release, part done.
+#[derive(Debug)]
+pub(super) struct Release {
+    pub(super) holder: Arc<str>,
+    pub(super) left: Left,
+    /// An unnamed client's, which left: its holder's name stays known as
+    /// unnamed (its holds are not journaled) until the release is done.
+    pub(super) ephemeral: bool,
+}
+
+/// Releases set aside, oldest first.
+#[derive(Debug, Default)]
+pub(super) struct Releasing {
+    queue: VecDeque<Release>,
+    /// Keys set aside, over all of them.
+    keys: usize,
+    /// What came from clients whose holders' releases were set aside,
+    /// in the order it came: handled once those are done.
+    parked: VecDeque<Input>,
+}
+
+impl Releasing {
+    /// Sets `input` aside until its holder's releases are done.
+    pub(super) fn park(&mut self, input: Input) {
+        self.parked.push_back(input);
+    }
+}
+
+impl Scheduler {
+    /// Lets go of `holder`'s hold on `left`: the first [`STEP`] at once,
+    /// the rest set aside for [`Scheduler::release_step`]. Releases of
+    /// different holders commute (each ends only its own holds), so only a
+    /// holder's own releases keep their order.
+    pub(super) fn release(&mut self, mut r: Release, out: &mut Vec<Command>) {
+        if !self.releasing.queue.iter().any(|q| q.holder == r.holder) {
+            self.release_from(&r.holder, &mut r.left, STEP, out);
+        }
+        if r.left.len() > 0 {
+            self.releasing.keys += r.left.len();
+            self.releasing.queue.push_back(r);
+        } else {
+            self.released(r);
+        }
+    }
+
+    /// After the last key of `r` is let go of.
+    fn released(&mut self, r: Release) {
+        if r.ephemeral {
+            self.ephemeral_holders.remove(&*r.holder);
+        }
+    }
+
+    /// Lets go of `holder`'s hold on up to `n` keys of `left`, newest
+    /// first.
+    fn release_from(&mut self, holder: &str, left: &mut Left, n: usize, out: &mut Vec<Command>) {
+        for _ in 0..n {
+            match left {
+                Left::Named(keys) => match keys.pop() {
+                    Some(key) => self.unhold(holder, &key, out),
+                    None => return,
+                },
+                Left::Held(keys) => match keys.pop() {
+                    Some(key) => self.unhold(holder, &key, out),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Lets go of up to `n` keys set aside, of the oldest release; whether
+    /// that release is done.
+    fn release_some(&mut self, n: usize, out: &mut Vec<Command>) -> bool {
+        let Some(mut r) = self.releasing.queue.pop_front() else {
+            return false;
+        };
+        let before = r.left.len();
+        self.release_from(&r.holder, &mut r.left, n, out);
+        self.releasing.keys -= before - r.left.len();
+        if r.left.len() > 0 {
+            self.releasing.queue.push_front(r);
+            false
+        } else {
+            self.released(r);
+            true
+        }
+    }
+
+    /// Whether `input` must wait: it comes from a client whose holder has
+    /// releases set aside.
+    pub(super) fn parks(&self, input: &Input) -> bool {
+        if self.releasing.queue.is_empty() {
+            return false;
+        }
+        let Some(client) = input.client().and_then(|c| self.clients.get(&c)) else {
+            return false;
+        };
+        self.releasing
+            .queue
+            .iter()
+            .any(|r| r.holder == client.holder)
+    }
+
+    /// Handles, in the order they came, the inputs that waited and need
+    /// not any more.
+    fn unpark(&mut self, out: &mut Vec<Command>) {
+        let parked = std::mem::take(&mut self.releasing.parked);
+        for input in parked {
+            if self.parks(&input) {
+                self.releasing.parked.push_back(input);
+            } else {
+                self.handle_into(input, out);
+            }
+        }
+    }
+
+    /// Keys set aside by big releases, still held until
+    /// [`Scheduler::release_step`] lets go of them.
+    pub fn releasing(&self) -> usize {
+        self.releasing.keys
+    }
+
+    /// Lets go of the next few thousand keys set aside by big releases;
+    /// the server calls it while nothing else is waiting, until
+    /// [`Scheduler::releasing`] is 0.
+    pub fn release_step(&mut self) -> Vec<Command> {
+        let mut out = Vec::new();
+        if self.release_some(STEP, &mut out) {
+            self.unpark(&mut out);
+        }
+        out
+    }
+
+    /// Lets go of every key set aside (before a shutdown, so that the
+    /// journal records the releases).
+    pub fn finish_releases(&mut self) -> Vec<Command> {
+        let mut out = Vec::new();
+        while !self.releasing.queue.is_empty() {
+            self.release_some(usize::MAX, &mut out);
+            self.unpark(&mut out);
+        }
+        out
+    }
+}
