@@ -550,7 +550,9 @@ fn a_release_too_big_to_go_at_once_is_done_when_release_all_returns() {
     // at a time between other events, and the releasing client's next
     // request (the status round trip `release` ends with) waits for them.
     let c = Cluster::start(1, 1);
-    let n = 20_000;
+    // Enough that letting go of them takes longer than starting `dtask
+    // info` does.
+    let n = 100_000;
     let input: String = (0..n).map(|i| format!("{i}\n")).collect();
     let keys = c.run(&["map", tasks_wasm(), "inc"], &input);
     assert!(keys.status.success(), "{}", stderr(&keys));

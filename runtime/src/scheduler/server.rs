@@ -446,6 +446,10 @@ struct Core {
     conns: rustc_hash::FxHashMap<u64, Conn>,
     /// Clients whose outgoing queue overflowed, to disconnect.
     overflowed: Vec<u64>,
+    /// What clients sent while their holders' big releases went on (the
+    /// state machine's `waits`), in the order it came: handled once those
+    /// are done.
+    parked: std::collections::VecDeque<Inbound>,
     shutting_down: bool,
     /// Faults to inject (tests and chaos runs only).
     faults: super::faults::Faults,
@@ -483,6 +487,7 @@ async fn core_loop(
         modules,
         conns: Default::default(),
         overflowed: Vec::new(),
+        parked: std::collections::VecDeque::new(),
         shutting_down: false,
         faults: super::faults::Faults::from_env(),
         dashboard,

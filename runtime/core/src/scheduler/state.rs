@@ -264,18 +264,6 @@ impl Scheduler {
     /// Reacts to one event; returns what to do about it.
     pub fn handle(&mut self, input: Input) -> Vec<Command> {
         let mut out = Vec::new();
-        // Behind its holder's releases set aside, it waits for them.
-        if self.parks(&input) {
-            self.releasing.park(input);
-            return out;
-        }
-        self.handle_into(input, &mut out);
-        out
-    }
-
-    /// [`Scheduler::handle`], its commands added to `sink`.
-    fn handle_into(&mut self, input: Input, sink: &mut Vec<Command>) {
-        let mut out = std::mem::take(sink);
         match input {
             Input::ClientConnected { client, name } => {
                 let ephemeral = name.is_none();
@@ -582,7 +570,7 @@ impl Scheduler {
         }
         self.schedule(&mut out);
         self.balance(&mut out);
-        *sink = out;
+        out
     }
 }
 

@@ -1427,7 +1427,7 @@ fn frees(cmds: &[Command]) -> usize {
 }
 
 #[test]
-fn a_big_release_goes_a_step_at_a_time_and_its_holders_requests_wait_for_it() {
+fn a_big_release_goes_a_step_at_a_time_and_its_holder_waits_for_it() {
     let mut s = setup(&[(10, 1)]);
     let n = 2 * RELEASE_STEP + 100;
     let keys = scattered(&mut s, n);
@@ -1442,11 +1442,13 @@ fn a_big_release_goes_a_step_at_a_time_and_its_holders_requests_wait_for_it() {
     // Newest first.
     assert_eq!(s.state(&keys[n - 1]), None);
     assert_eq!(s.state(&keys[0]), Some(TaskState::Finished));
-    // Another client goes ahead of the rest.
+    // Another client goes ahead of the rest; what the holder sends waits.
     s.handle(Input::ClientConnected {
         client: 2,
         name: Some("other".into()),
     });
+    assert!(s.waits(1));
+    assert!(!s.waits(2));
     let cmds = s.handle(Input::Submit {
         client: 2,
         id: 1,
@@ -1457,78 +1459,49 @@ fn a_big_release_goes_a_step_at_a_time_and_its_holders_requests_wait_for_it() {
     assert_eq!(s.releasing(), n - RELEASE_STEP);
     assert_eq!(frees(&s.release_step()), RELEASE_STEP);
     assert_eq!(s.releasing(), 100);
-    // The holder's next requests wait for its release, and then see it
-    // done, in the order they came.
-    assert!(
-        s.handle(Input::Watch {
-            client: 1,
-            keys: vec![keys[0].clone()],
-        })
-        .is_empty()
-    );
-    assert!(
-        s.handle(Input::Submit {
-            client: 1,
-            id: 2,
-            tasks: vec![spec("p", vec![])],
-        })
-        .is_empty()
-    );
-    assert_eq!(s.releasing(), 100);
-    let cmds = s.release_step();
-    assert_eq!(frees(&cmds), 100);
+    assert!(s.waits(1));
+    assert_eq!(frees(&s.release_step()), 100);
     assert_eq!(s.releasing(), 0);
-    let answers: Vec<_> = cmds
-        .iter()
-        .filter(|c| matches!(c, Command::Done { .. } | Command::Submitted { .. }))
-        .collect();
-    assert!(
-        matches!(
-            answers[..],
-            [
-                Command::Done {
-                    outcome: Outcome::Unknown,
-                    ..
-                },
-                Command::Submitted { id: 2, .. }
-            ]
-        ),
-        "{answers:?}"
-    );
-    assert_eq!(s.held_keys(), 2, "the other client's and the new one");
+    assert!(!s.waits(1));
+    // Then the holder's requests see its release done.
+    let cmds = s.handle(Input::Watch {
+        client: 1,
+        keys: vec![keys[0].clone()],
+    });
+    assert!(matches!(
+        cmds[..],
+        [Command::Done {
+            outcome: Outcome::Unknown,
+            ..
+        }]
+    ));
+    assert_eq!(s.held_keys(), 1, "the other client's");
     assert!(s.release_step().is_empty());
 }
 
 #[test]
-fn a_holders_releases_keep_their_order_behind_one_set_aside() {
+fn every_connection_of_a_releasing_holder_waits_for_its_release() {
     let mut s = setup(&[(10, 1)]);
     let n = RELEASE_STEP + 10;
-    let keys = scattered(&mut s, n);
-    // Release all, then watch one by another connection of the same
-    // holder (named alike): the watch waits for the release, so the key
-    // is gone when it is answered.
-    s.handle(Input::ReleaseAll { client: 1 });
-    assert_eq!(s.releasing(), 10);
+    scattered(&mut s, n);
     s.handle(Input::ClientConnected {
         client: 3,
         name: Some("cli".into()),
     });
-    let cmds = s.handle(Input::Watch {
-        client: 3,
-        keys: vec![keys[0].clone()],
+    s.handle(Input::ClientConnected {
+        client: 4,
+        name: Some("else".into()),
     });
-    assert!(cmds.is_empty(), "{cmds:?}");
-    let cmds = s.finish_releases();
+    s.handle(Input::ReleaseAll { client: 1 });
+    assert_eq!(s.releasing(), 10);
+    // Another connection under the same name waits as well.
+    assert!(s.waits(3));
+    assert!(!s.waits(4));
+    assert_eq!(frees(&s.finish_releases()), 10);
     assert_eq!(s.releasing(), 0);
-    assert_eq!(frees(&cmds), 10);
-    assert!(matches!(
-        cmds.last(),
-        Some(Command::Done {
-            outcome: Outcome::Unknown,
-            ..
-        })
-    ));
+    assert!(!s.waits(1) && !s.waits(3));
     assert_eq!(s.held_keys(), 0);
+    assert_eq!(s.task_count(), 0);
 }
 
 #[test]

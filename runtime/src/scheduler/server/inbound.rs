@@ -6,6 +6,14 @@ use super::*;
 
 impl Core {
     pub(super) fn inbound(&mut self, inbound: Inbound) {
+        // A client whose holder's big release goes on waits for it: what
+        // it sends, and its leaving, are held back in order.
+        if let Inbound::Msgs { id, .. } | Inbound::Closed { id } = &inbound
+            && self.held_back(*id)
+        {
+            self.parked.push_back(inbound);
+            return;
+        }
         match inbound {
             Inbound::Dashboard(q) => {
                 let _ = q.reply.send(self.view(q.ask));
@@ -81,8 +89,17 @@ impl Core {
                     return;
                 };
                 c.last_seen = tokio::time::Instant::now();
-                for msg in msgs {
+                let mut msgs = msgs.into_iter();
+                while let Some(msg) = msgs.next() {
                     self.message(id, msg);
+                    // A big release sent: what follows it waits.
+                    if self.state.waits(id) {
+                        let msgs: Vec<_> = msgs.collect();
+                        if !msgs.is_empty() {
+                            self.parked.push_back(Inbound::Msgs { id, msgs });
+                        }
+                        break;
+                    }
                 }
             }
             Inbound::Timeout { client, id } => self.apply(Input::PrimitiveTimeout { client, id }),
@@ -199,12 +216,33 @@ impl Core {
     pub(super) fn release_step(&mut self) {
         let commands = self.state.release_step();
         self.carry_out(commands);
+        self.let_parked_through();
     }
 
     /// Lets go of every key big releases set aside (before a shutdown).
     pub(super) fn finish_releases(&mut self) {
-        let commands = self.state.finish_releases();
-        self.carry_out(commands);
+        while self.state.releasing() > 0 {
+            let commands = self.state.finish_releases();
+            self.carry_out(commands);
+            self.let_parked_through();
+        }
+    }
+
+    /// Whether what connection `id` sends waits: its holder's release
+    /// goes on, or something it sent before still waits.
+    fn held_back(&self, id: u64) -> bool {
+        self.state.waits(id)
+            || self.parked.iter().any(|p| {
+                matches!(p, Inbound::Msgs { id: from, .. } | Inbound::Closed { id: from } if *from == id)
+            })
+    }
+
+    /// Handles, in the order they came, what was held back and need not
+    /// wait any more (what must still wait is held back again).
+    fn let_parked_through(&mut self) {
+        for inbound in std::mem::take(&mut self.parked) {
+            self.inbound(inbound);
+        }
     }
 
     /// Journals what the state machine changed, and does what it said.

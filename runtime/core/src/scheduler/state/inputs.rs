@@ -270,46 +270,6 @@ pub enum Input {
     },
 }
 
-impl Input {
-    /// The client it comes from, if a client sent it.
-    pub fn client(&self) -> Option<ClientId> {
-        match self {
-            Input::ClientConnected { client, .. }
-            | Input::ClientDisconnected { client }
-            | Input::Submit { client, .. }
-            | Input::Watch { client, .. }
-            | Input::Release { client, .. }
-            | Input::ReleaseAll { client }
-            | Input::Cancel { client, .. }
-            | Input::Retry { client, .. }
-            | Input::Scatter { client, .. }
-            | Input::Place { client, .. }
-            | Input::Unplace { client, .. }
-            | Input::Primitive { client, .. }
-            | Input::PrimitiveTimeout { client, .. }
-            | Input::ActorNew { client, .. } => Some(*client),
-            Input::ModuleStored { .. }
-            | Input::ModuleRefused { .. }
-            | Input::WorkerConnected { .. }
-            | Input::FireAndForget { .. }
-            | Input::WorkerDisconnected { .. }
-            | Input::Finished { .. }
-            | Input::Erred { .. }
-            | Input::Seceded { .. }
-            | Input::Stolen { .. }
-            | Input::Started { .. }
-            | Input::Rejoined { .. }
-            | Input::Publish { .. }
-            | Input::WorkerHeartbeat { .. }
-            | Input::RejoinWindowClosed
-            | Input::ActorStarted { .. }
-            | Input::ActorBroken { .. }
-            | Input::ActorDelete { .. }
-            | Input::WorkerHolds { .. } => None,
-        }
-    }
-}
-
 /// Something the server must do.
 #[derive(Debug, PartialEq)]
 pub enum Command {

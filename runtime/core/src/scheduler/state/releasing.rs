@@ -10,13 +10,14 @@
 //!
 //! What the rest of the scheduler sees of a key set aside is what it would
 //! see just before the release arrived: the key is still held. The only
-//! one who could tell the difference is the holder itself, so anything
-//! that comes from a client whose holder has keys set aside waits (is
-//! parked) until they are let go of, and is then handled in the order it
-//! came: its own requests see its releases done, while other clients and
-//! the workers go on.
+//! one who could tell the difference is the holder itself, so whatever a
+//! client sends while its holder has keys set aside waits until they are
+//! let go of ([`Scheduler::waits`]; the server holds it back), and is then
+//! handled in the order it came: the holder's own requests, queries
+//! included, see its releases done, while other clients and the workers
+//! go on.
 
-use super::{Command, Input, Key, Scheduler};
+use super::{ClientId, Command, Key, Scheduler};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -59,16 +60,6 @@ pub(super) struct Releasing {
     queue: VecDeque<Release>,
     /// Keys set aside, over all of them.
     keys: usize,
-    /// What came from clients whose holders' releases were set aside,
-    /// in the order it came: handled once those are done.
-    parked: VecDeque<Input>,
-}
-
-impl Releasing {
-    /// Sets `input` aside until its holder's releases are done.
-    pub(super) fn park(&mut self, input: Input) {
-        self.parked.push_back(input);
-    }
 }
 
 impl Scheduler {
@@ -130,32 +121,17 @@ impl Scheduler {
         }
     }
 
-    /// Whether `input` must wait: it comes from a client whose holder has
-    /// releases set aside.
-    pub(super) fn parks(&self, input: &Input) -> bool {
+    /// Whether what `client` sends must wait: its holder has releases
+    /// set aside. The server holds back its messages (and its leaving)
+    /// until this is false, then handles them in the order they came.
+    pub fn waits(&self, client: ClientId) -> bool {
         if self.releasing.queue.is_empty() {
             return false;
         }
-        let Some(client) = input.client().and_then(|c| self.clients.get(&c)) else {
+        let Some(c) = self.clients.get(&client) else {
             return false;
         };
-        self.releasing
-            .queue
-            .iter()
-            .any(|r| r.holder == client.holder)
-    }
-
-    /// Handles, in the order they came, the inputs that waited and need
-    /// not any more.
-    fn unpark(&mut self, out: &mut Vec<Command>) {
-        let parked = std::mem::take(&mut self.releasing.parked);
-        for input in parked {
-            if self.parks(&input) {
-                self.releasing.parked.push_back(input);
-            } else {
-                self.handle_into(input, out);
-            }
-        }
+        self.releasing.queue.iter().any(|r| r.holder == c.holder)
     }
 
     /// Keys set aside by big releases, still held until
@@ -169,9 +145,7 @@ impl Scheduler {
     /// [`Scheduler::releasing`] is 0.
     pub fn release_step(&mut self) -> Vec<Command> {
         let mut out = Vec::new();
-        if self.release_some(STEP, &mut out) {
-            self.unpark(&mut out);
-        }
+        self.release_some(STEP, &mut out);
         out
     }
 
@@ -181,7 +155,6 @@ impl Scheduler {
         let mut out = Vec::new();
         while !self.releasing.queue.is_empty() {
             self.release_some(usize::MAX, &mut out);
-            self.unpark(&mut out);
         }
         out
     }
