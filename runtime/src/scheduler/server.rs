@@ -450,6 +450,8 @@ struct Core {
     /// state machine's `waits`), in the order it came: handled once those
     /// are done.
     parked: std::collections::VecDeque<Inbound>,
+    /// How many of `parked` each connection has.
+    parked_from: HashMap<u64, usize>,
     shutting_down: bool,
     /// Faults to inject (tests and chaos runs only).
     faults: super::faults::Faults,
@@ -488,6 +490,7 @@ async fn core_loop(
         conns: Default::default(),
         overflowed: Vec::new(),
         parked: std::collections::VecDeque::new(),
+        parked_from: HashMap::new(),
         shutting_down: false,
         faults: super::faults::Faults::from_env(),
         dashboard,

@@ -11,7 +11,7 @@ impl Core {
         if let Inbound::Msgs { id, .. } | Inbound::Closed { id } = &inbound
             && self.held_back(*id)
         {
-            self.parked.push_back(inbound);
+            self.park(inbound);
             return;
         }
         match inbound {
@@ -96,7 +96,7 @@ impl Core {
                     if self.state.waits(id) {
                         let msgs: Vec<_> = msgs.collect();
                         if !msgs.is_empty() {
-                            self.parked.push_back(Inbound::Msgs { id, msgs });
+                            self.park(Inbound::Msgs { id, msgs });
                         }
                         break;
                     }
@@ -231,15 +231,24 @@ impl Core {
     /// Whether what connection `id` sends waits: its holder's release
     /// goes on, or something it sent before still waits.
     fn held_back(&self, id: u64) -> bool {
-        self.state.waits(id)
-            || self.parked.iter().any(|p| {
-                matches!(p, Inbound::Msgs { id: from, .. } | Inbound::Closed { id: from } if *from == id)
-            })
+        self.state.waits(id) || self.parked_from.contains_key(&id)
+    }
+
+    /// Holds back `inbound` (a connection's messages or its leaving).
+    fn park(&mut self, inbound: Inbound) {
+        if let Inbound::Msgs { id, .. } | Inbound::Closed { id } = &inbound {
+            *self.parked_from.entry(*id).or_default() += 1;
+        }
+        self.parked.push_back(inbound);
     }
 
     /// Handles, in the order they came, what was held back and need not
     /// wait any more (what must still wait is held back again).
     fn let_parked_through(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        self.parked_from.clear();
         for inbound in std::mem::take(&mut self.parked) {
             self.inbound(inbound);
         }
