@@ -500,8 +500,9 @@ async fn core_loop(
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut spin_checked_ms = 0;
     'serve: loop {
-        // Keys a big release set aside are let go of a step at a time
-        // while nothing else is waiting.
+        // Keys a big release set aside are let go of a step per turn,
+        // alongside whatever else came (a busy scheduler may have no quiet
+        // moment); meanwhile the loop does not wait for input.
         let first = if core.state.releasing() == 0 {
             match in_rx.recv().await {
                 Some(inbound) => Some(inbound),
@@ -514,7 +515,7 @@ async fn core_loop(
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         };
-        let stepped = first.is_none();
+        let stepped = core.state.releasing() > 0;
         // What else has arrived is handled in the same turn, so the journal
         // gets one batch of records, not a wake-up per event.
         let mut next = first;

@@ -6,7 +6,7 @@
 //! hold up every other client and worker for a good part of a second. A
 //! release of more than [`STEP`] keys lets go of the first `STEP` at once
 //! (newest first) and sets the rest aside: the server applies them a step
-//! at a time between other events ([`Scheduler::release_step`]).
+//! per turn of its loop, between other events ([`Scheduler::release_step`]).
 //!
 //! What the rest of the scheduler sees of a key set aside is what it would
 //! see just before the release arrived: the key is still held. The only
@@ -141,7 +141,7 @@ impl Scheduler {
     }
 
     /// Lets go of the next few thousand keys set aside by big releases;
-    /// the server calls it while nothing else is waiting, until
+    /// the server calls it once per turn of its loop, until
     /// [`Scheduler::releasing`] is 0.
     pub fn release_step(&mut self) -> Vec<Command> {
         let mut out = Vec::new();
