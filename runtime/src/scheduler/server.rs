@@ -450,8 +450,8 @@ struct Core {
     /// state machine's `waits`), in the order it came: handled once those
     /// are done.
     parked: std::collections::VecDeque<Inbound>,
-    /// How many of `parked` each connection has.
-    parked_from: HashMap<u64, usize>,
+    /// The connections with something in `parked`.
+    parked_from: std::collections::HashSet<u64>,
     shutting_down: bool,
     /// Faults to inject (tests and chaos runs only).
     faults: super::faults::Faults,
@@ -490,7 +490,7 @@ async fn core_loop(
         conns: Default::default(),
         overflowed: Vec::new(),
         parked: std::collections::VecDeque::new(),
-        parked_from: HashMap::new(),
+        parked_from: Default::default(),
         shutting_down: false,
         faults: super::faults::Faults::from_env(),
         dashboard,
@@ -503,7 +503,8 @@ async fn core_loop(
         // Keys a big release set aside are let go of a step per turn,
         // alongside whatever else came (a busy scheduler may have no quiet
         // moment); meanwhile the loop does not wait for input.
-        let first = if core.state.releasing() == 0 {
+        let stepped = core.state.releasing() > 0;
+        let first = if !stepped {
             match in_rx.recv().await {
                 Some(inbound) => Some(inbound),
                 None => break,
@@ -515,7 +516,6 @@ async fn core_loop(
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         };
-        let stepped = core.state.releasing() > 0;
         // What else has arrived is handled in the same turn, so the journal
         // gets one batch of records, not a wake-up per event.
         let mut next = first;

@@ -281,13 +281,7 @@ impl Scheduler {
                     && c.ephemeral
                 {
                     self.owner_ended(&Owner::Holder(c.holder.to_string()), &mut out);
-                    let keys = self.holdings.take_all(&c.holder);
-                    let release = releasing::Release {
-                        holder: c.holder,
-                        left: releasing::Left::Held(keys),
-                        ephemeral: true,
-                    };
-                    self.release(release, &mut out);
+                    self.release_all(c.holder, true, &mut out);
                 }
             }
             Input::ModuleStored { hash } => {
@@ -349,13 +343,7 @@ impl Scheduler {
             }
             Input::ReleaseAll { client } => {
                 if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
-                    let keys = self.holdings.take_all(&holder);
-                    let release = releasing::Release {
-                        holder,
-                        left: releasing::Left::Held(keys),
-                        ephemeral: false,
-                    };
-                    self.release(release, &mut out);
+                    self.release_all(holder, false, &mut out);
                 }
             }
             Input::WorkerConnected {

@@ -231,13 +231,13 @@ impl Core {
     /// Whether what connection `id` sends waits: its holder's release
     /// goes on, or something it sent before still waits.
     fn held_back(&self, id: u64) -> bool {
-        self.state.waits(id) || self.parked_from.contains_key(&id)
+        self.state.waits(id) || self.parked_from.contains(&id)
     }
 
     /// Holds back `inbound` (a connection's messages or its leaving).
     fn park(&mut self, inbound: Inbound) {
         if let Inbound::Msgs { id, .. } | Inbound::Closed { id } = &inbound {
-            *self.parked_from.entry(*id).or_default() += 1;
+            self.parked_from.insert(*id);
         }
         self.parked.push_back(inbound);
     }

@@ -79,6 +79,23 @@ impl Scheduler {
         }
     }
 
+    /// Lets go of every key `holder` holds (see [`Scheduler::release`]);
+    /// `ephemeral` for an unnamed client that left.
+    pub(super) fn release_all(
+        &mut self,
+        holder: Arc<str>,
+        ephemeral: bool,
+        out: &mut Vec<Command>,
+    ) {
+        let keys = self.holdings.take_all(&holder);
+        let release = Release {
+            holder,
+            left: Left::Held(keys),
+            ephemeral,
+        };
+        self.release(release, out);
+    }
+
     /// After the last key of `r` is let go of.
     fn released(&mut self, r: Release) {
         if r.ephemeral {
@@ -103,21 +120,18 @@ impl Scheduler {
         }
     }
 
-    /// Lets go of up to `n` keys set aside, of the oldest release; whether
-    /// that release is done.
-    fn release_some(&mut self, n: usize, out: &mut Vec<Command>) -> bool {
+    /// Lets go of up to `n` keys set aside, of the oldest release.
+    fn release_some(&mut self, n: usize, out: &mut Vec<Command>) {
         let Some(mut r) = self.releasing.queue.pop_front() else {
-            return false;
+            return;
         };
         let before = r.left.len();
         self.release_from(&r.holder, &mut r.left, n, out);
         self.releasing.keys -= before - r.left.len();
         if r.left.len() > 0 {
             self.releasing.queue.push_front(r);
-            false
         } else {
             self.released(r);
-            true
         }
     }
 
