@@ -256,6 +256,25 @@ fn gather_errors_skip() {
 }
 
 #[test]
+fn gather_prints_a_key_given_again_at_each_of_its_places() {
+    let c = Cluster::start(1, 1);
+    // `late` waits on a task still spinning when the keys are read, so its
+    // places after the first wait on the one watch; `early` and `inc` are
+    // done before any of theirs.
+    let spin = c.ok(&["submit", tasks_wasm(), "spin", "300"]);
+    let late = c.ok(&["submit", tasks_wasm(), "add", &format!("@{spin}"), "0"]);
+    let early = c.submit("add", &["1", "2"]);
+    let inc = c.submit("inc", &["1"]);
+    c.ok(&["wait", &early, &inc]);
+    let keys = [&late, &inc, &late, &inc, &early, &late];
+    let stdin: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    let out = c.run(&["gather", "--release", "--timeout", "20s"], &stdin);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let n = c.ok(&["gather", &spin]);
+    assert_eq!(stdout(&out), format!("{n}\n2\n{n}\n2\n3\n{n}\n"));
+}
+
+#[test]
 fn placement_by_worker_and_by_resources() {
     let c = Cluster::start(1, 1);
     let gpu = c.extra_worker(&["--resources", "GPU=1"]);

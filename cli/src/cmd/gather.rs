@@ -71,9 +71,7 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut done = Vec::new();
-    let mut order: VecDeque<String> = VecDeque::new();
-    let mut arrived: HashMap<String, (Outcome, usize)> = HashMap::default();
-    let mut waiting: HashMap<String, usize> = HashMap::default();
+    let mut keys = InOrder::default();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut keys_open = true;
     let mut skipped = 0usize;
@@ -82,17 +80,7 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
     let progress = super::progress::Progress::new("gather", 0);
     loop {
         // Print everything at the front of the order that has arrived.
-        while let Some(front) = order.front() {
-            let Some((outcome, left)) = arrived.get_mut(front) else {
-                break;
-            };
-            let key = order.pop_front().expect("front exists");
-            let outcome = if *left <= 1 {
-                arrived.remove(&key).expect("present").0
-            } else {
-                *left -= 1;
-                outcome.clone()
-            };
+        while let Some((key, outcome)) = keys.pop_ready() {
             progress.inc(1);
             let resolved = match outcome {
                 Outcome::Finished(at) if a.raw => {
@@ -100,13 +88,7 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
                 }
                 outcome => client.resolve(&key, outcome).await.map(Some),
             };
-            if a.release {
-                // Only now: a result still to be fetched must stay held.
-                printed.push(key.clone());
-                if printed.len() >= 4096 {
-                    client.release(std::mem::take(&mut printed))?;
-                }
-            }
+            let printed_key = a.release.then(|| key.clone());
             match resolved {
                 Ok(None) => {}
                 Ok(Some(v)) => {
@@ -161,30 +143,31 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
                     }
                 },
             }
+            if let Some(key) = printed_key {
+                // Only now: a result still to be fetched must stay held.
+                printed.push(key);
+                if printed.len() >= 4096 {
+                    client.release(std::mem::take(&mut printed))?;
+                }
+            }
         }
         let _ = progress.suspend(|| out.flush());
-        if !keys_open && order.is_empty() {
+        if !keys_open && keys.is_empty() {
             break;
         }
         tokio::select! {
-            k = key_rx.recv(), if keys_open && waiting.len() < super::WATCH_WINDOW => match k {
+            k = key_rx.recv(), if keys_open && keys.waiting() < super::WATCH_WINDOW => match k {
                 Some(k) => {
-                    let mut batch = vec![k];
-                    while waiting.len() + batch.len() < super::WATCH_WINDOW
+                    let mut fresh = Vec::new();
+                    let mut read = 1;
+                    fresh.extend(keys.push(k));
+                    while keys.waiting() < super::WATCH_WINDOW
                         && let Ok(k) = key_rx.try_recv()
                     {
-                        batch.push(k);
+                        read += 1;
+                        fresh.extend(keys.push(k));
                     }
-                    progress.add_total(batch.len() as u64);
-                    let mut fresh = Vec::new();
-                    for k in batch {
-                        order.push_back(k.clone());
-                        let n = waiting.entry(k.clone()).or_insert(0);
-                        *n += 1;
-                        if *n == 1 {
-                            fresh.push(k);
-                        }
-                    }
+                    progress.add_total(read);
                     client.watch_into(fresh, &done_tx)?;
                 }
                 None => keys_open = false,
@@ -197,8 +180,7 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
                     return Err(dtask_runtime::client::ClientError::Disconnected.into());
                 }
                 for (k, outcome) in done.drain(..) {
-                    let n = waiting.remove(&k).unwrap_or(1);
-                    arrived.insert(k, (outcome, n));
+                    keys.arrived(&k, outcome);
                 }
             }
         }
@@ -245,5 +227,88 @@ async fn write_raw(
         (_, Some(e)) => Err(Failure::write(e)),
         (Ok(r), None) => Ok(r),
         (Err(why), None) => Err(Failure::new(2, format!("cannot write: {why}"))),
+    }
+}
+
+/// The keys being gathered, in the order they were given, each with its
+/// outcome once that has arrived: one lookup by key per arrival, none to
+/// print what is at the front.
+#[derive(Default)]
+struct InOrder {
+    /// Keys not yet printed, oldest first.
+    slots: VecDeque<(String, Option<Outcome>)>,
+    /// How many keys were printed: the position of `slots[0]` among all.
+    printed: u64,
+    /// Keys watched whose outcome has not arrived, with where they stand
+    /// (a key given more than once stands at each of its places).
+    watched: HashMap<String, Places>,
+}
+
+/// Where a watched key stands among all the keys given.
+struct Places {
+    first: u64,
+    more: Vec<u64>,
+}
+
+impl InOrder {
+    /// Adds `key` at the end; the key itself if it is to be watched (not
+    /// already watched for an earlier place).
+    fn push(&mut self, key: String) -> Option<String> {
+        let at = self.printed + self.slots.len() as u64;
+        let fresh = match self.watched.get_mut(&key) {
+            Some(places) => {
+                places.more.push(at);
+                None
+            }
+            None => {
+                let places = Places {
+                    first: at,
+                    more: Vec::new(),
+                };
+                self.watched.insert(key.clone(), places);
+                Some(key.clone())
+            }
+        };
+        self.slots.push_back((key, None));
+        fresh
+    }
+
+    /// Records `key`'s outcome at every place it is waited for.
+    fn arrived(&mut self, key: &str, outcome: Outcome) {
+        let Some(places) = self.watched.remove(key) else {
+            return;
+        };
+        for at in places.more {
+            self.set(at, outcome.clone());
+        }
+        self.set(places.first, outcome);
+    }
+
+    fn set(&mut self, at: u64, outcome: Outcome) {
+        // Places not yet printed are never before `printed`.
+        if let Some(slot) = at
+            .checked_sub(self.printed)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.slots.get_mut(i))
+        {
+            slot.1 = Some(outcome);
+        }
+    }
+
+    /// The first key and its outcome, if that has arrived.
+    fn pop_ready(&mut self) -> Option<(String, Outcome)> {
+        self.slots.front()?.1.as_ref()?;
+        let (key, outcome) = self.slots.pop_front()?;
+        self.printed += 1;
+        Some((key, outcome?))
+    }
+
+    /// How many distinct keys are watched and have not arrived.
+    fn waiting(&self) -> usize {
+        self.watched.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 }

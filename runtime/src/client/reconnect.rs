@@ -5,19 +5,27 @@ use super::*;
 
 impl Inner {
     pub(super) fn dispatch(&self, msg: FromScheduler) {
-        let id = match &msg {
+        let msg = match msg {
             FromScheduler::Done { key, outcome } => {
                 let senders = self
                     .watchers
                     .lock()
                     .expect("watchers lock")
                     .as_mut()
-                    .and_then(|w| w.remove(key));
-                for tx in senders.into_iter().flatten() {
-                    let _ = tx.send((key.clone(), outcome.clone()));
+                    .and_then(|w| w.remove(&key))
+                    .unwrap_or_default();
+                // The last watcher takes the key and outcome as they came.
+                if let Some((last, others)) = senders.split_last() {
+                    for tx in others {
+                        let _ = tx.send((key.clone(), outcome.clone()));
+                    }
+                    let _ = last.send((key, outcome));
                 }
                 return;
             }
+            msg => msg,
+        };
+        let id = match &msg {
             FromScheduler::MissingModules { id, .. }
             | FromScheduler::Submitted { id, .. }
             | FromScheduler::Status { id, .. }
