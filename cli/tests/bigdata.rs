@@ -405,10 +405,13 @@ fn a_wasi_command_reads_a_spilled_stdin_from_disk_as_it_goes() {
         &format!("<@{key}"),
     ]);
     assert_eq!(c.ok(&["gather", "-r", &wc]).trim(), (64 << 20).to_string());
-    // Read from its file a range at a time, never loaded whole.
+    // Read from its file a range at a time, never loaded whole (which
+    // would take 64 MiB at least). The allowance covers compiling `wc`
+    // meanwhile, which took the peak 25 MiB up once with other tests
+    // running beside this one.
     let (_, peak) = rss(worker);
     assert!(
-        peak < before + (24 << 20),
+        peak < before + (40 << 20),
         "the worker went from {} MiB to a peak of {} MiB for wc of a spilled 64 MiB stdin",
         before >> 20,
         peak >> 20

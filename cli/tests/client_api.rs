@@ -419,3 +419,35 @@ fn dropping_a_future_while_the_same_key_is_submitted_again_keeps_it_held() {
         );
     });
 }
+
+#[test]
+fn a_client_goes_on_after_its_big_releases_on_the_same_connection() {
+    // Each round holds more keys than the scheduler lets go of at once
+    // (4,096): what the client sends after `release_all` waits at the
+    // scheduler, which stops reading the connection meanwhile, and must
+    // read it again once the release is done.
+    let c = Cluster::start(1, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        for round in 0..3i64 {
+            let one = async {
+                let calls = (0..10_000i64).map(|i| vec![value(i)]).collect();
+                let futures = client
+                    .map(&module, "inc", calls, &SubmitOptions::default())
+                    .await
+                    .unwrap();
+                let keys: Vec<String> = futures.iter().map(|f| f.key().to_string()).collect();
+                let last = client.gather(&keys).await.unwrap().pop();
+                assert_eq!(last, Some(Value::from(10_000)));
+                client.release_all().unwrap();
+                let after = submit(&client, &module, "add", vec![value(round), value(100)]).await;
+                let got = after.result(Some(Duration::from_secs(30))).await;
+                assert_eq!(got.unwrap(), Value::from(round + 100), "round {round}");
+                drop(futures);
+            };
+            tokio::time::timeout(Duration::from_secs(60), one)
+                .await
+                .unwrap_or_else(|_| panic!("round {round} stalled"));
+        }
+    });
+}

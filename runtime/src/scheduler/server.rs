@@ -84,6 +84,8 @@ pub(super) enum Inbound {
         tx: Sender<FromScheduler>,
         /// Stops the connection's reader.
         hangup: Arc<tokio::sync::Notify>,
+        /// Pauses the connection's reader while it is true.
+        pause: tokio::sync::watch::Sender<bool>,
     },
     Msgs {
         id: u64,
@@ -106,6 +108,9 @@ pub(super) enum Inbound {
 struct Conn {
     tx: Sender<FromScheduler>,
     hangup: Arc<tokio::sync::Notify>,
+    /// Pauses its reader (while what it sent is held back), so that a
+    /// client whose messages wait cannot pile up more of them.
+    pause: tokio::sync::watch::Sender<bool>,
     is_worker: bool,
     /// Admitted with the worker token (a worker, or a worker's tasks
     /// acting as a client, [`Role::Tasks`]): it may not shut the cluster
@@ -377,16 +382,18 @@ async fn accept_loop(
                         _ => super::faults::Delay::default(),
                     };
                     let hangup = Arc::new(tokio::sync::Notify::new());
+                    let (pause, paused) = tokio::sync::watch::channel(false);
                     let _ = in_tx
                         .send(Inbound::Connected {
                             id,
                             role: hello.role,
                             tx,
                             hangup: hangup.clone(),
+                            pause,
                         })
                         .await;
                     tokio::select! {
-                        () = read_loop(id, rx, &in_tx, delay) => {}
+                        () = read_loop(id, rx, &in_tx, paused, delay) => {}
                         () = hangup.notified() => {}
                     }
                     let _ = in_tx.send(Inbound::Closed { id }).await;
@@ -406,10 +413,16 @@ async fn read_loop(
     id: u64,
     mut rx: Receiver<ToScheduler>,
     in_tx: &mpsc::Sender<Inbound>,
+    mut paused: tokio::sync::watch::Receiver<bool>,
     delay: super::faults::Delay,
 ) {
     let mut rng = delay.is_on().then(super::faults::Rng::seeded);
     loop {
+        // The core gone, the pause can no longer end; nor is there anyone
+        // to read for.
+        if paused.wait_for(|p| !p).await.is_err() {
+            return;
+        }
         match rx.recv().await {
             Ok(Some(first)) => {
                 let mut msgs = vec![first];
@@ -452,6 +465,9 @@ struct Core {
     parked: std::collections::VecDeque<Inbound>,
     /// The connections with something in `parked`.
     parked_from: std::collections::HashSet<u64>,
+    /// The state machine's `releases_done` when `parked` was last looked
+    /// at: until it changes, everything parked still waits.
+    parked_at: u64,
     shutting_down: bool,
     /// Faults to inject (tests and chaos runs only).
     faults: super::faults::Faults,
@@ -491,6 +507,7 @@ async fn core_loop(
         overflowed: Vec::new(),
         parked: std::collections::VecDeque::new(),
         parked_from: Default::default(),
+        parked_at: 0,
         shutting_down: false,
         faults: super::faults::Faults::from_env(),
         dashboard,
@@ -528,9 +545,16 @@ async fn core_loop(
         }
         if stepped {
             core.release_step();
+            core.let_parked_through();
+            core.drop_overflowed();
+            if core.shutting_down {
+                break 'serve;
+            }
         }
         while let Some(inbound) = next.take() {
             core.inbound(inbound);
+            // (A worker's leaving finishes releases at once.)
+            core.let_parked_through();
             core.drop_overflowed();
             if core.shutting_down {
                 break 'serve;
@@ -559,7 +583,6 @@ async fn core_loop(
             tokio::task::yield_now().await;
         }
     }
-    core.finish_releases();
     if let Some(j) = &core.journal {
         j.record(|pending| core.state.journal_stats_into(pending));
         j.hand_over();

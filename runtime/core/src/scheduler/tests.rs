@@ -1534,3 +1534,63 @@ fn an_unnamed_clients_keys_set_aside_as_it_leaves_stay_unnamed_until_let_go() {
     assert_eq!(s.releasing(), 0);
     assert_eq!(s.held_keys(), 0);
 }
+
+#[test]
+fn holders_take_turns_at_their_big_releases() {
+    let mut s = setup(&[(10, 1)]);
+    // "cli" (client 1) holds enough for three steps, "other" for one and
+    // a bit: the smaller release is not held up behind the bigger one.
+    scattered(&mut s, 3 * RELEASE_STEP);
+    s.handle(Input::ClientConnected {
+        client: 2,
+        name: Some("other".into()),
+    });
+    let tasks: Vec<_> = (0..RELEASE_STEP + 10)
+        .map(|i| spec(&format!("o{i}"), vec![]))
+        .collect();
+    s.handle(Input::Submit {
+        client: 2,
+        id: 1,
+        tasks,
+    });
+    s.handle(Input::ReleaseAll { client: 1 });
+    s.handle(Input::ReleaseAll { client: 2 });
+    assert_eq!(s.releasing(), 2 * RELEASE_STEP + 10);
+    assert!(s.waits(1) && s.waits(2));
+    let done = s.releases_done();
+    assert_eq!(frees(&s.release_step()), RELEASE_STEP, "cli's turn");
+    s.release_step();
+    assert!(!s.waits(2), "other's turn came before cli was done");
+    assert!(s.waits(1));
+    assert_eq!(s.releases_done(), done + 1);
+    assert_eq!(frees(&s.release_step()), RELEASE_STEP);
+    assert!(!s.waits(1));
+    assert_eq!(s.releases_done(), done + 2);
+    assert_eq!((s.releasing(), s.held_keys()), (0, 0));
+}
+
+#[test]
+fn a_worker_lost_mid_release_does_not_compute_again_what_was_let_go_of() {
+    let mut s = setup(&[(10, 1)]);
+    let n = RELEASE_STEP + 10;
+    let cmds = submit(
+        &mut s,
+        (0..n).map(|i| spec(&format!("t{i}"), vec![])).collect(),
+    );
+    // Every result lives only on worker 10.
+    let mut to_run: std::collections::VecDeque<_> = runs(&cmds).into();
+    let mut finished = 0;
+    while let Some((w, key)) = to_run.pop_front() {
+        to_run.extend(runs(&finish(&mut s, w, &key, big(100))));
+        finished += 1;
+        assert!(finished <= n, "every task ran once");
+    }
+    assert_eq!(finished, n);
+    s.handle(joined(20, 1));
+    s.handle(Input::ReleaseAll { client: 1 });
+    assert_eq!(s.releasing(), 10);
+    let cmds = s.handle(Input::WorkerDisconnected { worker: 10 });
+    assert_eq!(runs(&cmds), vec![], "nothing computed again");
+    assert_eq!((s.releasing(), s.held_keys(), s.task_count()), (0, 0, 0));
+    assert!(!s.waits(1));
+}

@@ -23,6 +23,7 @@ impl Core {
                 role,
                 tx,
                 hangup,
+                pause,
             } => {
                 let worker_credential = !matches!(role, Role::Client { .. });
                 let input = match role {
@@ -65,6 +66,7 @@ impl Core {
                     Conn {
                         tx,
                         hangup,
+                        pause,
                         is_worker,
                         worker_credential,
                         last_seen: tokio::time::Instant::now(),
@@ -216,41 +218,52 @@ impl Core {
     pub(super) fn release_step(&mut self) {
         let commands = self.state.release_step();
         self.carry_out(commands);
-        self.let_parked_through();
-    }
-
-    /// Lets go of every key big releases set aside (before a shutdown).
-    pub(super) fn finish_releases(&mut self) {
-        while self.state.releasing() > 0 {
-            let commands = self.state.finish_releases();
-            self.carry_out(commands);
-            self.let_parked_through();
-        }
     }
 
     /// Whether what connection `id` sends waits: its holder's release
     /// goes on, or something it sent before still waits.
     fn held_back(&self, id: u64) -> bool {
-        self.state.waits(id) || self.parked_from.contains(&id)
+        self.parked_from.contains(&id) || self.state.waits(id)
     }
 
-    /// Holds back `inbound` (a connection's messages or its leaving).
+    /// Holds back `inbound` (a connection's messages or its leaving), and
+    /// pauses the connection's reader until it is let through.
     fn park(&mut self, inbound: Inbound) {
-        if let Inbound::Msgs { id, .. } | Inbound::Closed { id } = &inbound {
-            self.parked_from.insert(*id);
+        if let Inbound::Msgs { id, .. } | Inbound::Closed { id } = &inbound
+            && self.parked_from.insert(*id)
+            && let Some(c) = self.conns.get(id)
+        {
+            c.pause.send_replace(true);
         }
         self.parked.push_back(inbound);
     }
 
-    /// Handles, in the order they came, what was held back and need not
-    /// wait any more (what must still wait is held back again).
-    fn let_parked_through(&mut self) {
+    /// Once some holder's big releases are all done: handles, in the order
+    /// they came, what was held back (what must still wait is held back
+    /// again), and lets the readers of connections with nothing held back
+    /// go on. Nothing after a shutdown is handled.
+    pub(super) fn let_parked_through(&mut self) {
+        let done = self.state.releases_done();
+        if self.parked_at == done {
+            return;
+        }
+        self.parked_at = done;
         if self.parked.is_empty() {
             return;
         }
-        self.parked_from.clear();
+        let were_parked = std::mem::take(&mut self.parked_from);
         for inbound in std::mem::take(&mut self.parked) {
+            if self.shutting_down {
+                return;
+            }
             self.inbound(inbound);
+        }
+        for id in were_parked {
+            if !self.parked_from.contains(&id)
+                && let Some(c) = self.conns.get(&id)
+            {
+                c.pause.send_replace(false);
+            }
         }
     }
 
@@ -262,13 +275,10 @@ impl Core {
         // A worker's frees go out as one message (a big release frees
         // thousands of keys at a time), sent before whatever comes next, so
         // that nothing is freed out of its order with that.
-        let mut frees: Vec<(u64, Vec<String>)> = Vec::new();
+        let mut frees: rustc_hash::FxHashMap<u64, Vec<String>> = Default::default();
         for cmd in commands {
             if let Command::Free { worker, keys } = cmd {
-                match frees.iter_mut().find(|(w, _)| *w == worker) {
-                    Some((_, all)) => all.extend(keys),
-                    None => frees.push((worker, keys)),
-                }
+                frees.entry(worker).or_default().extend(keys);
                 continue;
             }
             self.send_frees(&mut frees);
@@ -352,8 +362,8 @@ impl Core {
     }
 
     /// Sends each worker its gathered frees, in one message.
-    fn send_frees(&mut self, frees: &mut Vec<(u64, Vec<String>)>) {
-        for (worker, keys) in frees.drain(..) {
+    fn send_frees(&mut self, frees: &mut rustc_hash::FxHashMap<u64, Vec<String>>) {
+        for (worker, keys) in frees.drain() {
             self.send(worker, FromScheduler::Free { keys });
         }
     }

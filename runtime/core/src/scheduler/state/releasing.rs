@@ -18,7 +18,7 @@
 //! go on.
 
 use super::{ClientId, Command, Key, Scheduler};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Keys a release lets go of at once, and per step after that.
@@ -54,12 +54,19 @@ pub(super) struct Release {
     pub(super) ephemeral: bool,
 }
 
-/// Releases set aside, oldest first.
+/// Releases set aside. Holders take turns, a step each, so that one huge
+/// release (an unnamed client leaving with a million keys) does not hold
+/// up another holder's; a holder's own releases go in the order they came.
 #[derive(Debug, Default)]
 pub(super) struct Releasing {
-    queue: VecDeque<Release>,
+    /// Holders with releases set aside, next to step first.
+    turns: VecDeque<Arc<str>>,
+    /// Each such holder's releases, oldest first (never empty).
+    by_holder: HashMap<Arc<str>, VecDeque<Release>>,
     /// Keys set aside, over all of them.
     keys: usize,
+    /// How many times a holder's last release set aside was done.
+    done: u64,
 }
 
 impl Scheduler {
@@ -68,12 +75,17 @@ impl Scheduler {
     /// different holders commute (each ends only its own holds), so only a
     /// holder's own releases keep their order.
     pub(super) fn release(&mut self, mut r: Release, out: &mut Vec<Command>) {
-        if !self.releasing.queue.iter().any(|q| q.holder == r.holder) {
-            self.release_from(&r.holder, &mut r.left, STEP, out);
+        if let Some(queue) = self.releasing.by_holder.get_mut(&r.holder) {
+            self.releasing.keys += r.left.len();
+            queue.push_back(r);
+            return;
         }
+        let holder = r.holder.clone();
+        self.release_from(&holder, &mut r.left, STEP, out);
         if r.left.len() > 0 {
             self.releasing.keys += r.left.len();
-            self.releasing.queue.push_back(r);
+            self.releasing.turns.push_back(holder.clone());
+            self.releasing.by_holder.insert(holder, VecDeque::from([r]));
         } else {
             self.released(r);
         }
@@ -120,17 +132,43 @@ impl Scheduler {
         }
     }
 
-    /// Lets go of up to `n` keys set aside, of the oldest release.
+    /// Lets go of up to `n` keys set aside, of the oldest release of the
+    /// holder whose turn it is; that holder goes to the back of the turns
+    /// if it has more set aside.
     fn release_some(&mut self, n: usize, out: &mut Vec<Command>) {
-        let Some(mut r) = self.releasing.queue.pop_front() else {
+        let Some(holder) = self.releasing.turns.pop_front() else {
+            return;
+        };
+        let Some(mut r) = self
+            .releasing
+            .by_holder
+            .get_mut(&holder)
+            .and_then(VecDeque::pop_front)
+        else {
+            self.releasing.by_holder.remove(&holder);
             return;
         };
         let before = r.left.len();
-        self.release_from(&r.holder, &mut r.left, n, out);
+        self.release_from(&holder, &mut r.left, n, out);
         self.releasing.keys -= before - r.left.len();
-        if r.left.len() > 0 {
-            self.releasing.queue.push_front(r);
+        let queue = self
+            .releasing
+            .by_holder
+            .get_mut(&holder)
+            .expect("a holder in turn has a queue");
+        let finished = if r.left.len() > 0 {
+            queue.push_front(r);
+            None
         } else {
+            Some(r)
+        };
+        if queue.is_empty() {
+            self.releasing.by_holder.remove(&holder);
+            self.releasing.done += 1;
+        } else {
+            self.releasing.turns.push_back(holder);
+        }
+        if let Some(r) = finished {
             self.released(r);
         }
     }
@@ -139,19 +177,24 @@ impl Scheduler {
     /// set aside. The server holds back its messages (and its leaving)
     /// until this is false, then handles them in the order they came.
     pub fn waits(&self, client: ClientId) -> bool {
-        if self.releasing.queue.is_empty() {
+        if self.releasing.by_holder.is_empty() {
             return false;
         }
-        let Some(c) = self.clients.get(&client) else {
-            return false;
-        };
-        self.releasing.queue.iter().any(|r| r.holder == c.holder)
+        self.clients
+            .get(&client)
+            .is_some_and(|c| self.releasing.by_holder.contains_key(&c.holder))
     }
 
     /// Keys set aside by big releases, still held until
     /// [`Scheduler::release_step`] lets go of them.
     pub fn releasing(&self) -> usize {
         self.releasing.keys
+    }
+
+    /// How many times a holder's big releases were all done: when this
+    /// changes, some client that [`Scheduler::waits`] may wait no more.
+    pub fn releases_done(&self) -> u64 {
+        self.releasing.done
     }
 
     /// Lets go of the next few thousand keys set aside by big releases;
@@ -163,13 +206,17 @@ impl Scheduler {
         out
     }
 
-    /// Lets go of every key set aside (before a shutdown, so that the
-    /// journal records the releases).
+    /// Lets go of every key set aside at once.
     pub fn finish_releases(&mut self) -> Vec<Command> {
         let mut out = Vec::new();
-        while !self.releasing.queue.is_empty() {
-            self.release_some(usize::MAX, &mut out);
-        }
+        self.finish_releases_into(&mut out);
         out
+    }
+
+    /// [`Scheduler::finish_releases`], into `out`.
+    pub(super) fn finish_releases_into(&mut self, out: &mut Vec<Command>) {
+        while !self.releasing.turns.is_empty() {
+            self.release_some(usize::MAX, out);
+        }
     }
 }

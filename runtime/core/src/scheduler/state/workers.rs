@@ -368,6 +368,14 @@ impl Scheduler {
     }
 
     pub(super) fn worker_gone(&mut self, worker: WorkerId, out: &mut Vec<Command>) {
+        if self.workers.get(&worker).is_none() {
+            return;
+        }
+        // Keys a big release set aside are let go of first: their holders
+        // no longer want them, so what lived only on this worker must not
+        // be computed again for them (a worker dying mid-release is rare;
+        // the rest of the release then goes at once).
+        self.finish_releases_into(out);
         let Some(w) = self.workers.remove(&worker) else {
             return;
         };
