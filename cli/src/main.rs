@@ -190,7 +190,7 @@ fn main() -> ExitCode {
         Command::Journal(a) => cmd::journal::run(a),
         Command::Config(S { global, args: a }) => cmd::show_config::run(&global, a),
         other => client_runtime().and_then(|rt| {
-            rt.block_on(async move {
+            rt.block_on(dtask_runtime::busy_poll::noting_wakes(async move {
                 match other {
                     Command::Submit(S { global, args: a }) => cmd::submit::run(&global, a).await,
                     Command::Map(S { global, args: a }) => cmd::map::run(&global, a).await,
@@ -227,7 +227,7 @@ fn main() -> ExitCode {
                     }
                     _ => unreachable!("daemons are handled above"),
                 }
-            })
+            }))
         }),
     };
     match result {

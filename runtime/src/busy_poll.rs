@@ -134,28 +134,40 @@ pub fn pause(paused: bool) {
     PAUSED.store(paused, Ordering::Relaxed);
 }
 
-/// Adds a connection to what runtime threads spin on. It leaves the set by
-/// itself when the connection closes.
+/// Adds a connection to what runtime threads spin on, when it belongs to
+/// a single-threaded runtime (only those spin; a multi-threaded one in the
+/// same process, an embedded cluster say, would end their spins with its
+/// own traffic). It leaves the set by itself when the connection closes,
+/// or once its peer has hung up.
 pub fn watch(conn: &impl AsRawFd) {
     if !installed() {
         return;
     }
+    let single = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+    if !single {
+        return;
+    }
     let Some(p) = poller() else { return };
+    // A failure (a descriptor epoll cannot watch) only means no spinning
+    // for that connection.
+    let _ = add(&p.epoll, conn.as_raw_fd());
+}
+
+/// Adds `fd` to the epoll set `epoll`: readable, or its peer hung up.
+fn add(epoll: &OwnedFd, fd: std::os::fd::RawFd) -> std::io::Result<()> {
     let mut event = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
-        u64: 0,
+        events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+        u64: fd as u64,
     };
-    // SAFETY: both descriptors are open; `event` outlives the call. A
-    // failure (a descriptor epoll cannot watch) only means no spinning for
-    // that connection.
-    unsafe {
-        libc::epoll_ctl(
-            p.epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            conn.as_raw_fd(),
-            &mut event,
-        )
-    };
+    // SAFETY: `epoll` is open; `fd` is the caller's open descriptor;
+    // `event` outlives the call.
+    let r = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Makes a current-thread runtime spin for its connections before it
@@ -172,6 +184,65 @@ pub fn install(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Bu
     }
 }
 
+/// Set when the future a runtime's `block_on` runs ([`noting_wakes`]) is
+/// woken, cleared as it is polled.
+static BLOCK_ON_WOKEN: AtomicBool = AtomicBool::new(false);
+
+/// Runs `fut` (the future given to a runtime's `block_on`) so that a spin
+/// ends when it is woken from another thread: tokio wakes a `block_on`
+/// future without queueing a task, which the spinner would not see (a
+/// blocking job's result, a line read from stdin by a thread of its own).
+/// The CLI's verbs run in it.
+pub fn noting_wakes<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    NotingWakes {
+        fut: Box::pin(fut),
+        waker: None,
+    }
+}
+
+struct NotingWakes<F> {
+    fut: std::pin::Pin<Box<F>>,
+    /// The waker it was last polled with, and the one it gave `fut` in its
+    /// place.
+    waker: Option<(std::task::Waker, std::task::Waker)>,
+}
+
+/// A waker that notes the wake before passing it on.
+struct Noting(std::task::Waker);
+
+impl std::task::Wake for Noting {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        BLOCK_ON_WOKEN.store(true, Ordering::Release);
+        self.0.wake_by_ref();
+    }
+}
+
+impl<F: Future> Future for NotingWakes<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        BLOCK_ON_WOKEN.store(false, Ordering::Release);
+        let ours = match &self.waker {
+            Some((outer, ours)) if outer.will_wake(cx.waker()) => ours.clone(),
+            _ => {
+                let ours = std::task::Waker::from(std::sync::Arc::new(Noting(cx.waker().clone())));
+                self.waker = Some((cx.waker().clone(), ours.clone()));
+                ours
+            }
+        };
+        self.fut
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&ours))
+    }
+}
+
 impl Poller {
     /// Spins until a watched connection has something to read, a task of
     /// this runtime is woken from another thread, or the spin is over: the
@@ -184,7 +255,10 @@ impl Poller {
         let runtime = tokio::runtime::Handle::try_current()
             .ok()
             .map(|h| h.metrics());
-        let woken = || runtime.as_ref().is_some_and(|m| m.global_queue_depth() > 0);
+        let woken = || {
+            BLOCK_ON_WOKEN.load(Ordering::Acquire)
+                || runtime.as_ref().is_some_and(|m| m.global_queue_depth() > 0)
+        };
         spin_until_ready(&self.epoll, self.spin, woken);
         self.spinning.store(false, Ordering::Release);
     }
@@ -216,7 +290,27 @@ fn spin_until_ready(epoll: &OwnedFd, spin: Duration, woken: impl Fn() -> bool) -
         // SAFETY: one event's room, which `event` is; timeout 0 never
         // blocks.
         let n = unsafe { libc::epoll_wait(epoll.as_raw_fd(), &mut event, 1, 0) };
-        if n > 0 || woken() {
+        if n > 0 {
+            let hung_up = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+            if event.events & hung_up != 0 {
+                // Its peer is gone: it would read as ready for as long as
+                // it stays open (a link kept until next used), ending every
+                // spin. The hang-up itself is news once.
+                // SAFETY: `epoll` is open; removing a descriptor that is
+                // no longer in the set only fails.
+                let fd = event.u64 as std::os::fd::RawFd;
+                unsafe {
+                    libc::epoll_ctl(
+                        epoll.as_raw_fd(),
+                        libc::EPOLL_CTL_DEL,
+                        fd,
+                        std::ptr::null_mut(),
+                    )
+                };
+            }
+            return Spun::Ready;
+        }
+        if woken() {
             return Spun::Ready;
         }
         let yielded = Instant::now();
@@ -293,21 +387,11 @@ mod tests {
 
     fn epoll_of(conn: &impl AsRawFd) -> OwnedFd {
         // SAFETY: as in `poller`.
-        let epoll = unsafe { OwnedFd::from_raw_fd(libc::epoll_create1(libc::EPOLL_CLOEXEC)) };
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: 0,
-        };
-        // SAFETY: both descriptors are open.
-        let added = unsafe {
-            libc::epoll_ctl(
-                epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                conn.as_raw_fd(),
-                &mut event,
-            )
-        };
-        assert_eq!(added, 0);
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: just created, owned by nothing else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        add(&epoll, conn.as_raw_fd()).unwrap();
         epoll
     }
 
@@ -334,18 +418,59 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_connection_leaves_the_set() {
+    fn a_connection_whose_peer_hung_up_leaves_the_set() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let epoll = epoll_of(&b);
         drop(a);
-        // The peer's hang-up reads as ready while `b` is open...
+        // The peer's hang-up is news once...
         assert_eq!(spin_past_others(&epoll, never), Spun::Ready);
-        // ...and once it closes, nothing is watched.
-        drop(b);
+        // ...and then, although `b` stays open (and reads as at its end),
+        // it no longer ends spins.
         assert_ne!(
             spin_until_ready(&epoll, Duration::from_micros(200), never),
             Spun::Ready
         );
+        drop(b);
+    }
+
+    #[test]
+    fn only_a_single_threaded_runtimes_connections_are_watched() {
+        let (_a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        INSTALLED.store(true, Ordering::Relaxed);
+        let watched = |rt: tokio::runtime::Runtime| {
+            let _in = rt.enter();
+            let p = poller()?;
+            watch(&b);
+            // Watched already: a second add says so.
+            let again = add(&p.epoll, b.as_raw_fd());
+            // SAFETY: `p.epoll` is open.
+            unsafe {
+                libc::epoll_ctl(
+                    p.epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    b.as_raw_fd(),
+                    std::ptr::null_mut(),
+                )
+            };
+            Some(again.is_err())
+        };
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let single = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        match (watched(multi), watched(single)) {
+            (Some(multi), Some(single)) => {
+                assert!(!multi, "a multi-threaded runtime's connection was watched");
+                assert!(
+                    single,
+                    "a single-threaded runtime's connection was not watched"
+                );
+            }
+            _ => eprintln!("SKIPPED: busy polling is off here ({ENV})"),
+        }
     }
 
     #[test]
@@ -365,6 +490,32 @@ mod tests {
         // by a thread of its own (a slot, a blocking job) is.
         let _task = rt.handle().spawn(async {});
         assert_eq!(spin_past_others(&epoll, woken), Spun::Ready);
+    }
+
+    #[test]
+    fn a_spin_ends_when_the_block_on_future_is_woken_from_another_thread() {
+        let (_a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let epoll = epoll_of(&b);
+        let woken = || BLOCK_ON_WOKEN.load(Ordering::Acquire);
+        // A future that keeps the waker it was polled with.
+        let kept: std::sync::Arc<std::sync::Mutex<Option<std::task::Waker>>> = Default::default();
+        let keep = kept.clone();
+        let mut fut = Box::pin(noting_wakes(std::future::poll_fn(move |cx| {
+            *keep.lock().unwrap() = Some(cx.waker().clone());
+            std::task::Poll::<()>::Pending
+        })));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert_ne!(
+            spin_until_ready(&epoll, Duration::from_micros(200), woken),
+            Spun::Ready
+        );
+        let waker = kept.lock().unwrap().take().unwrap();
+        std::thread::spawn(move || waker.wake()).join().unwrap();
+        assert_eq!(spin_past_others(&epoll, woken), Spun::Ready);
+        // Polled again: nothing new to note.
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert!(!woken());
     }
 
     /// Whether `poller.wait()` (a minute's spin, on a connection that

@@ -513,9 +513,11 @@ async fn core_loop(
         dashboard,
     };
     // Busy polling, where this process does it, pauses while the workers
-    // hold a task per CPU or more: looked at once a millisecond at most.
+    // hold a task per CPU or more: looked at once a millisecond at most
+    // while it spins.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut spin_checked_ms = 0;
+    let mut spin_paused = false;
     'serve: loop {
         // Keys a big release set aside are let go of a step per turn,
         // alongside whatever else came (a busy scheduler may have no quiet
@@ -539,10 +541,6 @@ async fn core_loop(
         let mut turn = 0;
         let now = now_ms();
         core.state.set_clock(now);
-        if now != spin_checked_ms && crate::busy_poll::installed() {
-            spin_checked_ms = now;
-            crate::busy_poll::pause(core.state.tasks_on_workers() >= cpus);
-        }
         if stepped {
             core.release_step();
             core.let_parked_through();
@@ -571,6 +569,15 @@ async fn core_loop(
             {
                 next = in_rx.try_recv().ok();
             }
+        }
+        // Decided on what this turn left (the workers' tasks just ended
+        // included), before the loop waits again.
+        // Looked at every turn while paused, so that the turn the workers
+        // run out of tasks ends the pause.
+        if (now != spin_checked_ms || spin_paused) && crate::busy_poll::installed() {
+            spin_checked_ms = now;
+            spin_paused = core.state.tasks_on_workers() >= cpus;
+            crate::busy_poll::pause(spin_paused);
         }
         if let Some(j) = &core.journal {
             j.record(|pending| core.state.journal_stats_into(pending));
