@@ -280,3 +280,56 @@ fn a_subscriber_that_stops_reading_is_cut_off_while_others_are_served() {
     };
     assert_eq!(status.code(), Some(3));
 }
+
+#[test]
+fn a_message_over_the_client_buffer_reaches_a_subscriber_that_reads_and_one_over_the_value_limit_is_dropped()
+ {
+    let c = Cluster::start_with(
+        1,
+        1,
+        &["--client-buffer", "1MiB", "--max-value-size", "4MiB"],
+    );
+    let mut sub = c
+        .cmd()
+        .args(["sub", "big"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = first_line(sub.stderr.take().unwrap(), Duration::from_secs(30));
+    assert!(said.is_some_and(|l| l.contains("subscribed")));
+    let (tx, lines) = std::sync::mpsc::channel();
+    let out = sub.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    // 2 MiB: over the client buffer, under the value limit.
+    let two = format!("\"{}\"", "x".repeat(2 << 20));
+    let five = format!("\"{}\"", "y".repeat(5 << 20));
+    for (message, what) in [
+        (&two, "2 MiB"),
+        (&five, "5 MiB"),
+        (&"\"small\"".to_string(), "small"),
+    ] {
+        let published = c.run(&["pub", "big", "-"], &format!("{message}\n"));
+        assert!(published.status.success(), "{what}: {}", stderr(&published));
+    }
+    let got = |what| {
+        lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the subscriber got no {what} message"))
+    };
+    assert_eq!(got("2 MiB").len(), two.len());
+    // The 5 MiB one was dropped: next comes the small one.
+    assert_eq!(got("small"), "\"small\"");
+    assert!(
+        sub.try_wait().unwrap().is_none(),
+        "the subscriber was cut off"
+    );
+    let _ = sub.kill();
+    let _ = sub.wait();
+}

@@ -212,3 +212,13 @@ fn gather_and_as_completed_waiting_on_a_cluster_that_stops_exit_3() {
         );
     }
 }
+
+#[test]
+fn exporting_a_directory_whose_journal_dtask_cannot_read_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("snapshot.bin"), b"not a journal at all").unwrap();
+    let out = dtask_nowhere(&["journal", "export", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!stderr(&out).is_empty());
+    assert!(out.stdout.is_empty());
+}

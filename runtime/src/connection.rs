@@ -284,7 +284,10 @@ impl<M: Weigh> Sender<M> {
         let weight = msg.weight();
         let queued = self.backlog.bytes.fetch_add(weight, Ordering::AcqRel) + weight;
         let limit = self.backlog.limit.load(Ordering::Relaxed);
-        if limit > 0 && queued > limit {
+        // One message over the bound alone (a big published value to a
+        // subscriber that reads promptly) still goes: only a backlog is a
+        // reader falling behind.
+        if limit > 0 && queued > limit && queued > weight {
             self.cut();
             return Err(SendError::Overflow { queued, limit });
         }

@@ -235,6 +235,12 @@ impl Uploads {
             Ok(done) => done,
             Err(why) => {
                 self.open.remove(&key);
+                // Only scattered data's uploads are the scheduler's to hear
+                // of: a key of another kind (a task running here, say) is
+                // refused to the sender alone, not failed for its owner.
+                if !key.starts_with("data-") {
+                    return Err(why);
+                }
                 return self.refuse(&key, ErrorKind::Input, why);
             }
         };
@@ -797,6 +803,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.contains("not scattered data"), "{err}");
+        // ...and not reported: the scheduler would fail that task, which
+        // runs for someone else.
+        assert!(
+            reports.try_recv().is_err(),
+            "a refused non-data key was reported to the scheduler"
+        );
         // And a wrong token never gets in.
         assert!(
             put(&addr, "wrong", &key, &Encoded::Memory(bytes.clone()))

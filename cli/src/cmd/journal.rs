@@ -49,7 +49,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             failed = Some(e);
         }
     })
-    .map_err(|e| Failure::new(1, e))?;
+    .map_err(|e| Failure::new(2, e))?;
     if let Some(e) = failed {
         return Err(Failure::write(e));
     }

@@ -681,6 +681,26 @@ mod tests {
     }
 
     #[test]
+    fn compacting_over_a_damaged_log_fails_and_keeps_the_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        j.append(vec![event("kept")]);
+        j.flush();
+        j.append(vec![event("after")]);
+        j.close();
+        let log = only_log(dir.path());
+        let generation = log_gens(dir.path())[0];
+        let mut bytes = std::fs::read(&log).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&log, &bytes).unwrap();
+        let err = compact(dir.path(), generation).expect_err("compacted over damage");
+        assert!(err.contains("damaged"), "{err}");
+        assert_eq!(std::fs::read(&log).unwrap(), bytes, "the log was changed");
+        assert!(!dir.path().join(SNAPSHOT).exists());
+    }
+
+    #[test]
     fn a_journal_of_another_version_is_refused_naming_both() {
         let dir = tempfile::tempdir().unwrap();
         let mut header = LOG_MAGIC.to_vec();

@@ -449,6 +449,8 @@ struct Core {
     timers: mpsc::Sender<Inbound>,
     worker_timeout: Duration,
     max_module: usize,
+    /// The largest value accepted (a published message included).
+    max_value: usize,
     /// Where the durable state goes, if anywhere.
     journal: Option<Journal>,
     /// Its directory, for `dtask info`.
@@ -496,6 +498,7 @@ async fn core_loop(
         timers,
         worker_timeout: options.worker_timeout,
         max_module: options.max_module,
+        max_value: options.max_value,
         journal_dir: options
             .journal
             .as_ref()

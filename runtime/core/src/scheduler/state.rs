@@ -364,7 +364,12 @@ impl Scheduler {
                         nthreads: nthreads.max(1),
                         data_addr,
                         name,
-                        resources,
+                        // An amount that is not a number of 0 or more
+                        // would overbook, or never be offered again.
+                        resources: resources
+                            .into_iter()
+                            .filter(|(_, amount)| amount.is_finite() && *amount >= 0.0)
+                            .collect(),
                         memory_limit,
                         restarts,
                         used: HashMap::default(),

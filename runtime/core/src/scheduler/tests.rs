@@ -1594,3 +1594,44 @@ fn a_worker_lost_mid_release_does_not_compute_again_what_was_let_go_of() {
     assert_eq!((s.releasing(), s.held_keys(), s.task_count()), (0, 0, 0));
     assert!(!s.waits(1));
 }
+
+#[test]
+fn cancel_without_force_spares_a_key_nobody_holds_that_others_tasks_need() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Input::ClientConnected {
+        client: 2,
+        name: Some("other".into()),
+    });
+    // "cli" submits x and y = f(x), then lets go of x: y still needs it.
+    submit(&mut s, vec![spec("x", vec![]), spec("y", vec![fut("x")])]);
+    s.handle(Input::Release {
+        client: 1,
+        keys: vec!["x".into()],
+    });
+    assert_eq!(s.state("x"), Some(TaskState::Processing));
+    // Another client, holding neither, cannot cancel x (nor so y).
+    let cmds = s.handle(Input::Cancel {
+        client: 2,
+        keys: vec!["x".into()],
+        force: false,
+    });
+    assert!(cancelled_runs(&cmds).is_empty());
+    assert_eq!(s.state("x"), Some(TaskState::Processing));
+    assert_eq!(s.state("y"), Some(TaskState::Pending));
+}
+
+#[test]
+fn a_task_asking_for_a_resource_amount_that_is_not_a_number_of_0_or_more_is_refused() {
+    let mut s = setup(&[(10, 1)]);
+    for amount in [f64::NEG_INFINITY, -1.0, f64::NAN, f64::INFINITY] {
+        let mut t = spec("g", vec![]);
+        t.placement.resources = vec![("GPU".into(), amount)];
+        let cmds = submit(&mut s, vec![t]);
+        let refused = cmds.iter().any(|c| {
+            matches!(c, Command::Submitted { refused, .. }
+                if refused.iter().any(|(k, why)| k == "g" && why.contains("GPU")))
+        });
+        assert!(refused, "{amount} was not refused: {cmds:?}");
+        assert_eq!(s.state("g"), None);
+    }
+}

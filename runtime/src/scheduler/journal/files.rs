@@ -12,6 +12,10 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+/// Fewer bytes than any task takes in a snapshot (a key, a module hash and
+/// a function name at least).
+const MIN_TASK_BYTES: u64 = 16;
+
 /// Header of a snapshot: magic, version (u32), last log generation it
 /// covers (u64).
 pub(super) const SNAPSHOT_HEADER: usize = 8 + 4 + 8;
@@ -36,6 +40,8 @@ pub(super) struct Frames {
     pub(super) at: u64,
     /// The payload of the frame read last.
     payload: Vec<u8>,
+    /// The file's length when opened.
+    len: u64,
 }
 
 /// What reading a frame's payload found.
@@ -52,10 +58,12 @@ impl Frames {
     /// Reads the frames of `file`, whose first `at` bytes (its header)
     /// were read already.
     pub(super) fn new(file: BufReader<File>, at: u64) -> Self {
+        let len = file.get_ref().metadata().map_or(u64::MAX, |m| m.len());
         Self {
             file,
             at,
             payload: Vec::new(),
+            len,
         }
     }
 
@@ -69,7 +77,9 @@ impl Frames {
         }
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        if len > MAX_FRAME {
+        // A torn or damaged header may claim up to a gigabyte: nothing is
+        // allocated for more than the file still holds.
+        if len > MAX_FRAME || self.at + 8 + len as u64 > self.len {
             return Ok(Payload::Damaged);
         }
         // One buffer for every frame, rather than fresh memory (zeroed by
@@ -286,7 +296,12 @@ impl SnapshotReader {
             .flatten()
             .and_then(|items| items.last().cloned())
         {
-            Some(Item::End { tasks }) => Ok(tasks),
+            // Only a hint (to size tables), and from a file: never more
+            // than the file could hold, whatever the mark says.
+            Some(Item::End { tasks }) => {
+                let bytes = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+                Ok(tasks.min(bytes / MIN_TASK_BYTES))
+            }
             _ => Err(self.damaged("it ends early")),
         }
     }

@@ -95,6 +95,15 @@ pub(super) fn fold(dir: &Path, upto: Option<u64>, repair: bool) -> Result<Fold, 
             .reserve(count_records(&log_path(dir, generation)) as usize);
         let (window, rest) = (&mut f.window, &mut f.rest);
         if read_log(dir, generation, repair, |r| window.apply(r, rest))? {
+            // Outside a restart's repair (a compaction), a damaged log is
+            // no end of the journal: stopping there would fold less than
+            // the logs hold, and the logs would then be removed.
+            if !repair {
+                return Err(LoadError::Damaged(format!(
+                    "{} is damaged; the logs stay as they are",
+                    log_path(dir, generation).display()
+                )));
+            }
             damaged_after = Some(generation);
         }
     }

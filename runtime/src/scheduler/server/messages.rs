@@ -253,6 +253,16 @@ impl Core {
                 task,
                 op,
             },
+            ToScheduler::Publish { message, .. } if message.len() > self.max_value => {
+                // Publishing has no answer: the publisher's log is all
+                // there is to tell.
+                tracing::warn!(
+                    "connection {from} published {} bytes, more than --max-value-size ({} bytes); dropped",
+                    message.len(),
+                    self.max_value
+                );
+                return;
+            }
             ToScheduler::Publish { topic, message } => Input::Publish { topic, message },
             ToScheduler::ActorNew { id, spec } if !is_worker => Input::ActorNew {
                 client: from,
@@ -289,10 +299,40 @@ impl Core {
                 return;
             }
             other => {
-                tracing::warn!("connection {from} sent a message its role may not send: {other:?}");
+                // Its kind alone: the message may be hundreds of MB, and
+                // formatting stops after the first few bytes.
+                let mut kind = Capped(String::new());
+                let _ = std::fmt::Write::write_fmt(&mut kind, format_args!("{other:?}"));
+                let kind = kind
+                    .0
+                    .split([' ', '(', '{'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                tracing::warn!("connection {from} sent a message its role may not send: {kind}");
                 return;
             }
         };
         self.apply(input);
+    }
+}
+
+/// A `fmt::Write` that takes the first 64 bytes and then refuses more,
+/// which ends the formatting.
+struct Capped(String);
+
+impl std::fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = 64usize.saturating_sub(self.0.len());
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.0.push_str(&s[..end]);
+        Err(std::fmt::Error)
     }
 }

@@ -238,10 +238,13 @@ impl Scheduler {
             let Some(t) = self.tasks.get(&key) else {
                 continue;
             };
-            let sole = t
-                .holders
-                .iter()
-                .all(|h| h == &*holder || h == FIRE_AND_FORGET);
+            // This client's alone (or left to run unheld by it): a key it
+            // does not hold, a dependency others' tasks still need say, is
+            // not its to cancel without force.
+            let sole = t.holders.iter().any(|h| h == &*holder)
+                && t.holders
+                    .iter()
+                    .all(|h| h == &*holder || h == FIRE_AND_FORGET);
             if force || sole {
                 self.cancel_tree(&key, out);
             } else {

@@ -152,6 +152,16 @@ impl Scheduler {
                 spec.module
             ));
         }
+        if let Some((name, amount)) = spec
+            .placement
+            .resources
+            .iter()
+            .find(|(_, amount)| !(amount.is_finite() && *amount >= 0.0))
+        {
+            return Err(format!(
+                "resource {name}={amount}: an amount is a number, 0 or more"
+            ));
+        }
         let mut deps = Keys::new();
         for (i, arg) in spec.args.iter().enumerate() {
             match arg {
