@@ -448,3 +448,64 @@ fn a_data_port_refuses_the_raw_client_token() {
     });
     assert!(admitted);
 }
+
+#[test]
+fn scattered_data_under_a_key_that_is_not_its_bytes_is_refused() {
+    use dtask_runtime::connection;
+    use dtask_runtime::protocol::{FromScheduler, Hello, PROTOCOL_VERSION, Role, ToScheduler};
+    let c = Cluster::start(1, 1);
+    let token = file_token(&c, "token");
+    // The key `inc 1` will have, and the bytes of another value.
+    let planted = c.submit("inc", &["1"]);
+    c.ok(&["release", &planted]);
+    let rt = runtime();
+    let answers = rt.block_on(async {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            token,
+            role: Role::Client {
+                name: Some("planter".into()),
+            },
+        };
+        let (_, tx, mut rx) = connection::connect::<FromScheduler, ToScheduler>(&c.addr, hello)
+            .await
+            .expect("a client connects");
+        let bytes = bytes::Bytes::from(dtask_runtime::value::encode(
+            &dtask_runtime::value::Value::from(41),
+        ));
+        tx.send(ToScheduler::Scatter {
+            id: 7,
+            values: vec![(planted.clone(), bytes)],
+            broadcast: false,
+            workers: Vec::new(),
+        })
+        .unwrap();
+        tx.send(ToScheduler::Place {
+            id: 8,
+            confirm: 9,
+            values: vec![(planted.clone(), 3)],
+            broadcast: false,
+            workers: Vec::new(),
+        })
+        .unwrap();
+        let mut answers = Vec::new();
+        while answers.len() < 2 {
+            let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("an answer in time");
+            if let Ok(Some(FromScheduler::Failed { id, message })) = msg {
+                answers.push((id, message));
+            }
+        }
+        answers
+    });
+    for (id, message) in &answers {
+        assert!(message.contains("not the key"), "{id}: {message}");
+    }
+    let ids: Vec<u64> = answers.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, vec![7, 8]);
+    // Submitted afresh, the key computes its own value.
+    let again = c.submit("inc", &["1"]);
+    assert_eq!(again, planted);
+    assert_eq!(c.ok(&["gather", &again]), "2");
+}

@@ -112,13 +112,43 @@ impl Core {
                 values,
                 broadcast,
                 workers,
-            } => Input::Scatter {
-                client: from,
-                id,
-                values,
-                broadcast,
-                workers,
-            },
+            } => {
+                // Scattered data is named by its bytes: a key that is not
+                // theirs would plant other bytes under a name someone may
+                // submit or scatter later.
+                let misnamed = values.iter().find(|(k, v)| {
+                    *k != crate::key::pure_key(
+                        "",
+                        "data",
+                        &[crate::protocol::Arg::Value(v.clone())],
+                    )
+                });
+                if let Some((key, _)) = misnamed {
+                    let message = not_its_data_key(key);
+                    self.send(from, FromScheduler::Failed { id, message });
+                    return;
+                }
+                Input::Scatter {
+                    client: from,
+                    id,
+                    values,
+                    broadcast,
+                    workers,
+                }
+            }
+            // The bytes of placed data go to a worker, which checks them
+            // against their key; only scattered data's keys are placed.
+            ToScheduler::Place { id, values, .. }
+                if values.iter().any(|(k, _)| !k.starts_with("data-")) =>
+            {
+                let key = values
+                    .iter()
+                    .find(|(k, _)| !k.starts_with("data-"))
+                    .map_or("", |(k, _)| k.as_str());
+                let message = not_its_data_key(key);
+                self.send(from, FromScheduler::Failed { id, message });
+                return;
+            }
             ToScheduler::Place {
                 id,
                 confirm,
@@ -335,4 +365,12 @@ impl std::fmt::Write for Capped {
         self.0.push_str(&s[..end]);
         Err(std::fmt::Error)
     }
+}
+
+/// Why a value scattered or placed under `key` was refused.
+fn not_its_data_key(key: &str) -> String {
+    format!(
+        "{key} is not the key of the value scattered with it: scattered data is \
+         named data-… by the hash of its bytes; let the client name it"
+    )
 }
