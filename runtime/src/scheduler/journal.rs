@@ -115,6 +115,12 @@ pub struct Health {
     backlog: AtomicU64,
     /// Told each time the writer has taken a batch off the backlog.
     written: tokio::sync::Notify,
+    /// A whole snapshot is on its way to the writer or being written.
+    snapshot_in_flight: AtomicBool,
+    /// When to try a whole snapshot again after the last one failed, and
+    /// how many failed in a row (the wait doubles with each, up to a
+    /// minute: each try walks every task on the core).
+    snapshot_retry: Mutex<(Option<Instant>, u32)>,
 }
 
 impl Health {
@@ -133,6 +139,19 @@ impl Health {
             tracing::warn!("the journal is written again (a whole snapshot was taken)");
         }
         *self.problem.lock().expect("health lock") = None;
+    }
+
+    /// A whole snapshot was written, or failed (`false`).
+    fn snapshot_done(&self, ok: bool) {
+        let mut retry = self.snapshot_retry.lock().expect("health lock");
+        *retry = if ok {
+            (None, 0)
+        } else {
+            let failures = retry.1.saturating_add(1);
+            let wait = Duration::from_secs(1 << failures.min(6)).min(Duration::from_secs(60));
+            (Some(Instant::now() + wait), failures)
+        };
+        self.snapshot_in_flight.store(false, Ordering::Release);
     }
 
     /// The current problem, if any.
@@ -379,14 +398,26 @@ impl Journal {
     /// Whether records were dropped and a whole snapshot is needed
     /// ([`Journal::snapshot`]) before the journal is whole again.
     pub fn needs_snapshot(&self) -> bool {
-        self.health.broken.load(Ordering::Acquire)
+        let h = &self.health;
+        h.broken.load(Ordering::Acquire)
+            && !h.snapshot_in_flight.load(Ordering::Acquire)
+            && h.snapshot_retry
+                .lock()
+                .expect("health lock")
+                .0
+                .is_none_or(|at| Instant::now() >= at)
     }
 
     /// Writes the whole state (after writing failed).
     pub fn snapshot(&self, snapshot: Snapshot) {
         // Records of what the snapshot already holds must not follow it.
         self.pending.lock().expect("pending lock").clear();
-        let _ = self.tx.send(Write::Snapshot(snapshot));
+        self.health
+            .snapshot_in_flight
+            .store(true, Ordering::Release);
+        if self.tx.send(Write::Snapshot(snapshot)).is_err() {
+            self.health.snapshot_done(false);
+        }
     }
 
     /// What the journal is doing.
@@ -677,6 +708,28 @@ mod tests {
         let records = records_of(found.expect("recovered"));
         assert!(records.contains(&event("kept")));
         assert!(!records.contains(&event("damaged")));
+        j.close();
+    }
+
+    #[test]
+    fn a_broken_journal_asks_for_one_whole_snapshot_at_a_time_and_waits_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        j.health().fail("writing failed".into());
+        assert!(j.needs_snapshot());
+        // The directory gone, the snapshot cannot be written.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        j.snapshot(crate::scheduler::state::Scheduler::new().snapshot());
+        assert!(
+            !j.needs_snapshot(),
+            "a second snapshot while one is in flight"
+        );
+        j.flush();
+        assert!(j.health().problem().is_some());
+        assert!(!j.needs_snapshot(), "asked again at once after a failure");
+        // Once the wait is over, it asks again.
+        j.health().snapshot_retry.lock().unwrap().0 = Some(Instant::now());
+        assert!(j.needs_snapshot());
         j.close();
     }
 

@@ -54,6 +54,13 @@ impl Weigh for ToScheduler {
                 | ToScheduler::Release { keys }
                 | ToScheduler::Started { keys }
                 | ToScheduler::Stolen { keys } => keys.iter().map(String::len).sum::<usize>(),
+                ToScheduler::Primitive {
+                    op: Op::QueuePut { item, .. } | Op::VarSet { item, .. },
+                    ..
+                } => match item {
+                    Arg::Value(b) => b.len(),
+                    Arg::Future(k) => k.len(),
+                },
                 _ => 0,
             }
     }
@@ -166,9 +173,56 @@ impl Weigh for FromScheduler {
                     values.iter().map(|(_, v)| v.len()).sum::<usize>()
                 }
                 FromScheduler::Module { bytes, .. } => bytes.as_ref().map_or(0, Bytes::len),
+                // Answers that can be big weigh what they carry: the writer
+                // batches by weight, and a client's backlog is bounded by it.
+                FromScheduler::Primitive { reply, .. } => match reply {
+                    OpReply::Item(Arg::Value(b)) => b.len(),
+                    OpReply::Item(Arg::Future(k)) => k.len(),
+                    OpReply::Failed(why) => why.len(),
+                    _ => 0,
+                },
+                FromScheduler::Status {
+                    states,
+                    reasons,
+                    timings,
+                    ..
+                } => {
+                    states.iter().map(|(k, _)| k.len() + 8).sum::<usize>()
+                        + pairs(reasons)
+                        + timings.iter().map(|(k, _)| k.len() + 32).sum::<usize>()
+                }
+                FromScheduler::Submitted {
+                    refused,
+                    unplaceable,
+                    ..
+                } => pairs(refused) + pairs(unplaceable),
+                FromScheduler::Retried { refused, .. } => pairs(refused),
+                FromScheduler::Placed { puts: lists, .. }
+                | FromScheduler::WhoHas { holders: lists, .. }
+                | FromScheduler::HasWhat {
+                    holdings: lists, ..
+                } => lists
+                    .iter()
+                    .map(|(k, v)| k.len() + v.iter().map(|s| s.len() + 8).sum::<usize>())
+                    .sum::<usize>(),
+                FromScheduler::TaskList { tasks, .. } => tasks
+                    .iter()
+                    .map(|(k, _, f)| k.len() + f.len() + 8)
+                    .sum::<usize>(),
+                FromScheduler::Workers { workers, .. } => workers.len() * 256,
+                FromScheduler::Actors { actors, .. } => actors.len() * 128,
+                FromScheduler::Failed { message, .. } => message.len(),
+                FromScheduler::Free { keys }
+                | FromScheduler::Cancel { keys }
+                | FromScheduler::Steal { keys } => keys.iter().map(|k| k.len() + 8).sum::<usize>(),
                 _ => 0,
             }
     }
+}
+
+/// The weight of a list of (key, sentence) pairs.
+fn pairs(list: &[(String, String)]) -> usize {
+    list.iter().map(|(a, b)| a.len() + b.len() + 8).sum()
 }
 
 impl Weigh for ToPeer {
@@ -305,5 +359,37 @@ mod tests {
             vec![finished("a"), started(&["a"]), started(&["b"])],
         );
         assert_coalesces(vec![started(&["a"])], vec![started(&["a"])]);
+    }
+}
+
+#[cfg(test)]
+mod weight_tests {
+    use super::*;
+
+    #[test]
+    fn big_answers_and_primitive_values_weigh_what_they_carry() {
+        let big = Bytes::from(vec![0u8; 1 << 20]);
+        let reply = FromScheduler::Primitive {
+            id: 1,
+            reply: OpReply::Item(Arg::Value(big.clone())),
+        };
+        assert!(reply.weight() >= 1 << 20);
+        let put = ToScheduler::Primitive {
+            id: 1,
+            task: None,
+            op: Op::VarSet {
+                name: "v".into(),
+                item: Arg::Value(big),
+            },
+        };
+        assert!(put.weight() >= 1 << 20);
+        let keys: Vec<(String, Vec<String>)> = (0..1000)
+            .map(|i| (format!("k-{i:032}"), vec!["10.0.0.1:1234".into()]))
+            .collect();
+        let holdings = FromScheduler::HasWhat {
+            id: 1,
+            holdings: keys,
+        };
+        assert!(holdings.weight() > 30_000);
     }
 }

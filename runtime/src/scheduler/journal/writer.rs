@@ -148,11 +148,15 @@ impl Writer {
                         if self.log.is_some() {
                             self.health.healed();
                         }
+                        self.health.snapshot_done(self.log.is_some());
                     }
-                    Err(e) => self.failed(format!(
-                        "cannot write a snapshot to the journal in {}: {e}",
-                        self.dir.display()
-                    )),
+                    Err(e) => {
+                        self.failed(format!(
+                            "cannot write a snapshot to the journal in {}: {e}",
+                            self.dir.display()
+                        ));
+                        self.health.snapshot_done(false);
+                    }
                 }
             }
             Write::Clear => {
