@@ -136,33 +136,30 @@ impl Core {
                     workers,
                 }
             }
-            // The bytes of placed data go to a worker, which checks them
-            // against their key; only scattered data's keys are placed.
-            ToScheduler::Place { id, values, .. }
-                if values.iter().any(|(k, _)| !k.starts_with("data-")) =>
-            {
-                let key = values
-                    .iter()
-                    .find(|(k, _)| !k.starts_with("data-"))
-                    .map_or("", |(k, _)| k.as_str());
-                let message = not_its_data_key(key);
-                self.send(from, FromScheduler::Failed { id, message });
-                return;
-            }
             ToScheduler::Place {
                 id,
                 confirm,
                 values,
                 broadcast,
                 workers,
-            } => Input::Place {
-                client: from,
-                id,
-                confirm,
-                values,
-                broadcast,
-                workers,
-            },
+            } => {
+                // The bytes of placed data go to a worker, which checks
+                // them against their key; only scattered data's keys are
+                // placed.
+                if let Some((key, _)) = values.iter().find(|(k, _)| !k.starts_with("data-")) {
+                    let message = not_its_data_key(key);
+                    self.send(from, FromScheduler::Failed { id, message });
+                    return;
+                }
+                Input::Place {
+                    client: from,
+                    id,
+                    confirm,
+                    values,
+                    broadcast,
+                    workers,
+                }
+            }
             ToScheduler::Unplace { confirm, reason } => Input::Unplace {
                 client: from,
                 confirm,
