@@ -772,3 +772,47 @@ fn with_busy_polling_off_everything_works_as_with_it() {
         stderr(&out)
     );
 }
+
+/// The README's first pipeline on a state directory with nothing running:
+/// `gather` and `as-completed` start beside the `map` that starts the local
+/// cluster, and find it rather than failing for want of one.
+#[test]
+fn a_pipeline_on_a_fresh_state_directory_finds_the_cluster_its_map_starts() {
+    let state = tempfile::tempdir().unwrap();
+    let mut like = Command::new(DTASK);
+    like.env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
+        .env("XDG_CONFIG_HOME", state.path())
+        .env("D", DTASK)
+        .env("T", tasks_wasm())
+        .env_remove("DTASK_SCHEDULER")
+        .env_remove("DTASK_TOKEN");
+    let out = sh(
+        &like,
+        r#"seq 30 | "$D" map "$T" inc | "$D" gather | tail -1"#,
+    )
+    .output()
+    .unwrap();
+    let pid = recorded_pid(state.path());
+    let _guard = KillOnDrop(pid);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "31", "{}", stderr(&out));
+    // With the cluster it started gone again, the same for as-completed.
+    let out = on_local_default(state.path(), &["shutdown"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = pid.expect("the local cluster recorded its pid");
+    wait_until(Duration::from_secs(20), "the local cluster to exit", || {
+        !alive(pid)
+    });
+    let out = sh(
+        &like,
+        r#"seq 5 | "$D" map "$T" inc | "$D" as-completed --with-results | cut -f2 | sort -n | tr '\n' ' '"#,
+    )
+    .output()
+    .unwrap();
+    let _guard = KillOnDrop(recorded_pid(state.path()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "2 3 4 5 6", "{}", stderr(&out));
+    let out = on_local_default(state.path(), &["shutdown"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

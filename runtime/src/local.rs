@@ -119,6 +119,29 @@ pub async fn running() -> Option<Endpoint> {
     })
 }
 
+/// The running local cluster, as [`running`]; if none runs yet but another
+/// command is starting one (it holds the start lock), waits up to a minute
+/// for that start to finish first. For verbs that need a cluster running
+/// but do not start one, run beside one that does (`dtask submit … &
+/// dtask wait …`).
+pub async fn running_or_starting() -> Option<Endpoint> {
+    if let Some(e) = running().await {
+        return Some(e);
+    }
+    let lock = std::fs::File::open(config::state_dir().join("local.lock")).ok()?;
+    match lock.try_lock() {
+        // Nobody is starting one.
+        Ok(()) => return None,
+        Err(std::fs::TryLockError::WouldBlock) => {}
+        Err(std::fs::TryLockError::Error(_)) => return None,
+    }
+    let wait = tokio::task::spawn_blocking(move || lock.lock());
+    match tokio::time::timeout(Duration::from_secs(60), wait).await {
+        Ok(Ok(Ok(()))) => running().await,
+        _ => None,
+    }
+}
+
 /// Stops a running local cluster that another dtask version started (after
 /// an upgrade, say): no command of this version could talk to it, `dtask
 /// shutdown` included. It stops as on `dtask shutdown` (SIGTERM), leaving

@@ -106,6 +106,9 @@ pub async fn serve(
                     return;
                 }
             };
+            // A peer that asks and does not read is cut off, rather than
+            // have its answers pile up here.
+            tx.set_limit(DATA_PORT_BACKLOG);
             let mut uploads = Uploads::new(store.clone(), reports);
             while let Ok(Some(request)) = rx.recv().await {
                 let sent = match request {
@@ -124,11 +127,7 @@ pub async fn serve(
                         log: logs.get(&key).map(|l| (*l).clone()),
                     }),
                     ToPeer::Fetch { id, keys } => {
-                        let mut values = Vec::with_capacity(keys.len());
-                        for k in keys {
-                            let v = store.get(&k).await;
-                            values.push((k, v));
-                        }
+                        let values = fetch_within(&store, keys, &peer).await;
                         tx.send(FromPeer::Data { id, values })
                     }
                     ToPeer::Read {
@@ -186,6 +185,50 @@ pub async fn serve(
     }
 }
 
+/// Most values arriving at once on one data connection.
+const MAX_OPEN_UPLOADS: usize = 16;
+
+/// Most keys one [`ToPeer::Fetch`] may ask for.
+const FETCH_KEYS: usize = 1024;
+
+/// Most bytes of values one [`ToPeer::Fetch`] answers with, together (and
+/// so each): bigger values move as [`ToPeer::Read`] ranges.
+const FETCH_BYTES: u64 = MAX_RANGE;
+
+/// Most bytes of answers waiting for a data connection's peer to read them.
+const DATA_PORT_BACKLOG: usize = 8 * MAX_RANGE as usize;
+
+/// The values of `keys` for a [`ToPeer::Fetch`], within [`FETCH_KEYS`] and
+/// [`FETCH_BYTES`]: keys past the first [`FETCH_KEYS`] are left out of
+/// the answer, and a value over what is left is answered as not held here
+/// (a fetcher asking as dtask's do meets neither); both are logged.
+async fn fetch_within(
+    store: &Store,
+    mut keys: Vec<String>,
+    peer: &impl std::fmt::Display,
+) -> Vec<(String, Option<Bytes>)> {
+    let mut refused = keys.len().saturating_sub(FETCH_KEYS);
+    keys.truncate(FETCH_KEYS);
+    let mut left = FETCH_BYTES;
+    let mut values = Vec::with_capacity(keys.len());
+    for k in keys {
+        let v = store.get_within(&k, left).await.unwrap_or_else(|_| {
+            refused += 1;
+            None
+        });
+        left -= v.as_ref().map_or(0, |b| b.len() as u64);
+        values.push((k, v));
+    }
+    if refused > 0 {
+        tracing::warn!(
+            "{peer} fetched {refused} value(s) past the {FETCH_KEYS} keys or {} one fetch \
+             answers with; left them out (big values move as ranges)",
+            crate::value::human_bytes(FETCH_BYTES)
+        );
+    }
+    values
+}
+
 /// Scattered values arriving on one data connection ([`ToPeer::Put`]),
 /// each taken range by range into a buffer of its size while its key is
 /// computed from the bytes. A value is kept, and reported to the
@@ -208,8 +251,10 @@ struct Upload {
 /// the worker's memory budget on its own, straight to a spill file, so
 /// the worker never holds it in memory.
 enum Sink {
-    Memory(Vec<u8>),
-    Disk(crate::worker::store::SpillFile),
+    /// With its room in the budget, held until the value is kept.
+    Memory(Vec<u8>, crate::worker::store::Reserved),
+    /// `None` only while a range is being written.
+    Disk(Option<crate::worker::store::SpillFile>),
 }
 
 impl Uploads {
@@ -257,15 +302,24 @@ impl Uploads {
         }
         let store = self.store.clone();
         let (at, kept) = match upload.into {
-            Sink::Memory(buf) => {
+            Sink::Memory(buf, reserved) => {
                 // Keeping it may spill others to disk: off the async threads.
                 let value = Bytes::from(buf);
                 let at = crate::worker::store::located(&value);
                 let key = key.clone();
-                let kept = tokio::task::spawn_blocking(move || store.insert(key, value)).await;
+                let kept = tokio::task::spawn_blocking(move || {
+                    let kept = store.insert(key, value);
+                    drop(reserved);
+                    kept
+                })
+                .await;
                 (at, kept)
             }
-            Sink::Disk(file) => {
+            Sink::Disk(None) => {
+                let why = format!("an earlier write of {key} failed; nothing was stored");
+                return self.refuse(&key, ErrorKind::Memory, why);
+            }
+            Sink::Disk(Some(file)) => {
                 let at = Located {
                     inline: None,
                     who_has: Vec::new(),
@@ -316,10 +370,17 @@ impl Uploads {
                     "the first range of {key} starts at {offset}, not 0"
                 ));
             }
-            let into = if self.store.over_budget(total) {
-                Sink::Disk(self.store.spill_file()?)
-            } else {
-                Sink::Memory(crate::value::huge::buffer(total)?)
+            if self.open.len() >= MAX_OPEN_UPLOADS {
+                return Err(format!(
+                    "{MAX_OPEN_UPLOADS} values are already arriving on this connection; \
+                     finish one before starting {key}"
+                ));
+            }
+            // Values arriving together hold at most the memory budget;
+            // the rest are written to disk as they come.
+            let into = match self.store.reserve(total) {
+                Some(room) => Sink::Memory(crate::value::huge::buffer(total)?, room),
+                None => Sink::Disk(Some(self.store.spill_file()?)),
             };
             let upload = Upload {
                 into,
@@ -339,22 +400,22 @@ impl Uploads {
             ));
         }
         upload.key.update(bytes);
-        upload.into = match std::mem::replace(&mut upload.into, Sink::Memory(Vec::new())) {
-            Sink::Memory(mut buf) => {
-                buf.extend_from_slice(bytes);
-                Sink::Memory(buf)
-            }
-            Sink::Disk(mut file) => {
+        match &mut upload.into {
+            Sink::Memory(buf, _) => buf.extend_from_slice(bytes),
+            Sink::Disk(slot) => {
                 // Written off the async threads; on an error the file is
                 // dropped there, and so removed.
+                let mut file = slot
+                    .take()
+                    .ok_or_else(|| format!("an earlier write of {key} failed"))?;
                 let (store, range) = (self.store.clone(), bytes.clone());
                 let written =
                     tokio::task::spawn_blocking(move || file.write(&store, &range).map(|()| file))
                         .await
                         .map_err(|e| format!("writing {key} to disk failed: {e}"))??;
-                Sink::Disk(written)
+                *slot = Some(written);
             }
-        };
+        }
         upload.received += bytes.len() as u64;
         Ok(upload.received == total)
     }
@@ -828,5 +889,152 @@ mod tests {
         assert_eq!(errors[0].1.kind, ErrorKind::Lost);
         assert!(errors[0].1.message.contains("scatter it again"));
         assert!(store.read(&key, 0, 1).await.is_none());
+    }
+
+    /// Starts an upload of `bytes` as `key` on an open data connection:
+    /// its first range of `first` bytes; the answer's error, if any.
+    async fn start_upload(
+        conn: &mut (Sender<ToPeer>, connection::Receiver<FromPeer>),
+        key: &str,
+        bytes: &Bytes,
+        first: usize,
+    ) -> Option<String> {
+        conn.0
+            .send(ToPeer::Put {
+                id: 1,
+                key: key.to_string(),
+                total: bytes.len() as u64,
+                offset: 0,
+                bytes: bytes.slice(..first),
+            })
+            .unwrap();
+        match conn.1.recv().await.unwrap() {
+            Some(FromPeer::Put { error, .. }) => error,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// Spill files in a port's spill directory.
+    fn spill_files(dir: &tempfile::TempDir) -> usize {
+        std::fs::read_dir(dir.path().join("spill")).map_or(0, |d| d.count())
+    }
+
+    #[tokio::test]
+    async fn values_arriving_together_hold_at_most_the_memory_budget() {
+        let (addr, _store, _reports, dir) = port(10 << 20).await;
+        let mut conn = connect(&addr, "sesame").await.unwrap();
+        // Two of 4.5 MiB fit the 10 MiB budget together; the third is
+        // written to disk as it comes.
+        for n in 0..3 {
+            let (key, bytes) = encoded((9 << 19) + n);
+            assert_eq!(start_upload(&mut conn, &key, &bytes, 1 << 20).await, None);
+        }
+        assert_eq!(spill_files(&dir), 1, "the third went to disk");
+        // However many a peer starts, at most 16 are open at once.
+        let mut refused = None;
+        for n in 3..40 {
+            let (key, bytes) = encoded(100 + n);
+            if let Some(e) = start_upload(&mut conn, &key, &bytes, 10).await {
+                refused = Some((n, e));
+                break;
+            }
+        }
+        let (n, e) = refused.expect("some start was refused");
+        assert_eq!(n, 16, "{e}");
+        assert!(e.contains("already arriving"), "{e}");
+        // Room comes back when the peer leaves.
+        drop(conn);
+        let mut conn = connect(&addr, "sesame").await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (key, bytes) = encoded(9 << 20);
+            assert_eq!(start_upload(&mut conn, &key, &bytes, 10).await, None);
+            if spill_files(&dir) == 0 {
+                break;
+            }
+            // The first connection's uploads are still being dropped.
+            assert!(std::time::Instant::now() < deadline, "room never came back");
+            drop(conn);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            conn = connect(&addr, "sesame").await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fetch_is_answered_within_its_bounds() {
+        let (addr, store, _reports, _dir) = port(64 << 20).await;
+        let (small, small_bytes) = encoded(1000);
+        let (big, big_bytes) = encoded(MAX_RANGE as usize + 1);
+        let six: Vec<(String, Bytes)> = (0..3).map(|n| encoded((6 << 20) + n)).collect();
+        for (k, v) in [(&small, &small_bytes), (&big, &big_bytes)]
+            .into_iter()
+            .chain(six.iter().map(|(k, v)| (k, v)))
+        {
+            store.insert(k.clone(), v.clone()).unwrap();
+        }
+        let fetch = |keys: Vec<String>| {
+            let addr = addr.clone();
+            async move {
+                match ask(&addr, "sesame", ToPeer::Fetch { id: 1, keys })
+                    .await
+                    .unwrap()
+                {
+                    FromPeer::Data { values, .. } => values,
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+        };
+        // A value over what one fetch answers with reads as not held.
+        let values = fetch(vec![small.clone(), big.clone()]).await;
+        assert!(values[0].1.as_ref() == Some(&small_bytes));
+        assert_eq!(values[1], (big.clone(), None));
+        // So does one over what is left once others are answered.
+        let values = fetch(six.iter().map(|(k, _)| k.clone()).collect()).await;
+        let held: Vec<bool> = values.iter().map(|(_, v)| v.is_some()).collect();
+        assert_eq!(held, [true, true, false]);
+        // Keys past the first 1,024 are left out.
+        let values = fetch(vec![small.clone(); 5000]).await;
+        assert_eq!(values.len(), FETCH_KEYS);
+        // A big value still moves, as ranges.
+        let back = fetch_big(&addr, &big, big_bytes.len() as u64).await;
+        assert!(back == big_bytes, "the ranges differ from the value");
+    }
+
+    async fn fetch_big(addr: &str, key: &str, nbytes: u64) -> Bytes {
+        fetch(&[addr.to_string()], "sesame", key, nbytes)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_asks_and_does_not_read_is_cut_off() {
+        let (addr, store, _reports, _dir) = port(64 << 20).await;
+        let (key, bytes) = encoded(MAX_RANGE as usize);
+        store.insert(key.clone(), bytes).unwrap();
+        let (tx, mut rx) = connect(&addr, "sesame").await.unwrap();
+        // 32 ranges of 16 MiB asked for at once, 512 MiB, and none read
+        // until all are asked.
+        for id in 0..32 {
+            tx.send(ToPeer::Read {
+                id,
+                key: key.clone(),
+                offset: 0,
+                len: MAX_RANGE,
+            })
+            .unwrap();
+        }
+        // Read until the port hangs up, or all are answered.
+        let mut answered = 0;
+        while answered < 32 {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv()).await {
+                Ok(Ok(Some(FromPeer::Range { .. }))) => answered += 1,
+                Ok(_) => break,
+                Err(_) => panic!("neither answered nor cut off after {answered} ranges"),
+            }
+        }
+        assert!(
+            answered < 16,
+            "{answered} of 32 ranges were answered; the rest should not have waited"
+        );
     }
 }

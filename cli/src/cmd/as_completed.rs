@@ -47,8 +47,9 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
 }
 
 async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
-    let client = connect(global, false).await?;
     let mut key_rx = super::key_stream(std::mem::take(&mut a.keys));
+    key_rx.first().await;
+    let client = connect(global, false).await?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut waiting: HashMap<String, usize> = HashMap::new();
     let mut keys_open = true;

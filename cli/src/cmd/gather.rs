@@ -66,8 +66,9 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
 }
 
 async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
-    let client = connect(global, false).await?;
     let mut key_rx = super::key_stream(a.keys);
+    key_rx.first().await;
+    let client = connect(global, false).await?;
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut done = Vec::new();
@@ -162,7 +163,7 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
                     let mut read = 1;
                     fresh.extend(keys.push(k));
                     while keys.waiting() < super::WATCH_WINDOW
-                        && let Ok(k) = key_rx.try_recv()
+                        && let Some(k) = key_rx.try_recv()
                     {
                         read += 1;
                         fresh.extend(keys.push(k));

@@ -158,7 +158,7 @@ pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
                 .await
                 .map_err(|e| Failure::new(3, e))?
         }
-        Resolved::LocalDefault => local::running().await.ok_or_else(|| {
+        Resolved::LocalDefault => local::running_or_starting().await.ok_or_else(|| {
             Failure::new(
                 3,
                 "no scheduler is configured and no local cluster is running; \

@@ -119,6 +119,31 @@ struct Conn {
     worker_credential: bool,
     /// When it last sent anything.
     last_seen: tokio::time::Instant,
+    /// Timeouts of its primitive requests still waiting, by request id:
+    /// each ends when its request is answered, and all of them when the
+    /// connection is forgotten.
+    timers: Timers,
+}
+
+/// Sleeping timeouts of waiting requests, aborted when dropped.
+#[derive(Default)]
+struct Timers(rustc_hash::FxHashMap<u64, tokio::task::AbortHandle>);
+
+impl Timers {
+    /// Ends the timeout of request `id`, if it has one.
+    fn end(&mut self, id: u64) {
+        if let Some(t) = self.0.remove(&id) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Timers {
+    fn drop(&mut self) {
+        for t in self.0.values() {
+            t.abort();
+        }
+    }
 }
 
 impl SchedulerServer {
@@ -615,4 +640,95 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Client;
+    use crate::value::Value;
+
+    fn options(token: &str) -> SchedulerOptions {
+        SchedulerOptions {
+            credentials: crate::secret::Credentials {
+                client: token.into(),
+                worker: crate::secret::Secret::new("worker-token".to_string()),
+            },
+            max_frame: 64 << 20,
+            worker_timeout: Duration::from_secs(10),
+            max_module: 1 << 20,
+            max_value: 1 << 20,
+            client_buffer: 16 << 20,
+            rejoin_grace: Duration::from_secs(30),
+            journal: None,
+            journal_options: Default::default(),
+            on_resumed: None,
+        }
+    }
+
+    /// Polls `f` once, so that what it sends first is sent.
+    async fn start<F: std::future::Future + Unpin>(f: &mut F) {
+        std::future::poll_fn(|cx| {
+            let _ = std::pin::Pin::new(&mut *f).poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await
+    }
+
+    /// A waiting request's timeout ends with its answer, and a gone
+    /// connection's with it: answered or abandoned waits with long
+    /// timeouts leave no sleeping task behind each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timeouts_of_answered_and_abandoned_requests_do_not_linger() {
+        let token = "client-token";
+        let server = SchedulerServer::bind("127.0.0.1:0", options(token))
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        tokio::spawn(server.run());
+        let client = Client::connect(&addr, token, None).await.unwrap();
+        let q = client.queue("q");
+        let hour = Some(Duration::from_secs(3600));
+        let one = Value::from(1i64);
+        // Warm up: the connection's tasks are all running.
+        q.put_value(&one, None).await.unwrap();
+        q.get(hour).await.unwrap();
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        for _ in 0..200 {
+            // Sent first, so it waits on the empty queue; the put, sent
+            // after it on the same connection, answers it.
+            let mut get = Box::pin(q.get(hour));
+            start(&mut get).await;
+            q.put_value(&one, None).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(10), get)
+                .await
+                .expect("answered")
+                .unwrap();
+        }
+        // Abandoned: a second client leaves with 200 requests waiting.
+        let other = Client::connect(&addr, token, None).await.unwrap();
+        let empty = other.queue("empty");
+        let mut gets: Vec<_> = (0..200).map(|_| Box::pin(empty.get(hour))).collect();
+        for g in &mut gets {
+            start(g).await;
+        }
+        // Answered after all of them were handled.
+        assert_eq!(empty.len().await.unwrap(), 0);
+        drop(gets);
+        drop(empty);
+        drop(other);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = metrics.num_alive_tasks();
+            if now <= before + 5 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{now} tasks alive, against {before} before 400 waits with timeouts"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }

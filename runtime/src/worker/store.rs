@@ -11,7 +11,8 @@ use crate::value::{FileBytes, human_bytes};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Where a held result is. (A result small enough to travel inline lives at
 /// the scheduler, so what a worker holds is mostly bigger: one `Bytes`
@@ -172,6 +173,21 @@ pub struct ResultStore {
     inner: Mutex<Inner>,
     budget: usize,
     dir: PathBuf,
+    /// Bytes held in memory for values still arriving ([`Reserved`]).
+    arriving: AtomicU64,
+}
+
+/// Room in memory for a value still arriving on the data port, taken by
+/// [`ResultStore::reserve`] and given back when dropped.
+pub struct Reserved {
+    store: Arc<ResultStore>,
+    len: u64,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.store.arriving.fetch_sub(self.len, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for ResultStore {
@@ -191,6 +207,7 @@ impl ResultStore {
             inner: Mutex::default(),
             budget,
             dir,
+            arriving: AtomicU64::new(0),
         }
     }
 
@@ -206,6 +223,31 @@ impl ResultStore {
     /// (so it is kept on disk from the start).
     pub fn over_budget(&self, len: u64) -> bool {
         len > self.budget as u64
+    }
+
+    /// Room in memory for a value of `len` bytes that is still arriving,
+    /// if the values arriving together stay within the memory budget;
+    /// `None` means write this one to disk as it comes. (A finished value
+    /// is then kept as any result is, spilling others to make room.)
+    pub fn reserve(self: &Arc<Self>, len: u64) -> Option<Reserved> {
+        let mut now = self.arriving.load(Ordering::Relaxed);
+        loop {
+            let after = now.checked_add(len).filter(|a| *a <= self.budget as u64)?;
+            match self.arriving.compare_exchange_weak(
+                now,
+                after,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Reserved {
+                        store: self.clone(),
+                        len,
+                    });
+                }
+                Err(actual) => now = actual,
+            }
+        }
     }
 
     /// A new spill file for a value written as it arrives (see
@@ -388,23 +430,41 @@ impl ResultStore {
 
     /// The result held as `key`, read back from disk if it was spilled.
     pub async fn get(&self, key: &str) -> Option<Bytes> {
+        self.get_within(key, u64::MAX).await.ok().flatten()
+    }
+
+    /// The result held as `key`, as [`get`](Self::get), if it is at most
+    /// `most` bytes; `Err` with its length if it is bigger (and then it is
+    /// not read).
+    pub async fn get_within(&self, key: &str, most: u64) -> Result<Option<Bytes>, u64> {
         let path = {
             let mut inner = self.lock();
             inner.tick += 1;
             let tick = inner.tick;
-            let held = inner.find(key)?;
-            let entry = inner.entries.get_mut(&held)?;
+            let Some(held) = inner.find(key) else {
+                return Ok(None);
+            };
+            let Some(entry) = inner.entries.get_mut(&held) else {
+                return Ok(None);
+            };
+            let len = match &entry.place {
+                Place::Memory(b) => b.len(),
+                Place::Disk { len, .. } => *len,
+            } as u64;
+            if len > most {
+                return Err(len);
+            }
             match &entry.place {
                 Place::Disk { file, .. } => self.path(*file),
                 place => {
                     let bytes = place.bytes();
                     entry.used = tick;
-                    return bytes;
+                    return Ok(bytes);
                 }
             }
         };
         // Read outside the lock; a result freed meanwhile reads as absent.
-        tokio::fs::read(&path).await.ok().map(Bytes::from)
+        Ok(tokio::fs::read(&path).await.ok().map(Bytes::from))
     }
 
     /// Up to `len` bytes of the result held as `key` from `offset` (fewer

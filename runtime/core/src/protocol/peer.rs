@@ -13,7 +13,9 @@ pub enum ToPeer {
         /// The task.
         key: String,
     },
-    /// Send these results.
+    /// Send these results, whole. A worker answers for at most 1,024 keys
+    /// and 16 MiB of values per request (a bigger value reads as not held;
+    /// ask for it by [`ToPeer::Read`] ranges instead).
     Fetch {
         /// Request id.
         id: u64,

@@ -70,6 +70,7 @@ impl Core {
                         is_worker,
                         worker_credential,
                         last_seen: tokio::time::Instant::now(),
+                        timers: Timers::default(),
                     },
                 );
                 self.apply(input);
@@ -104,7 +105,12 @@ impl Core {
                     }
                 }
             }
-            Inbound::Timeout { client, id } => self.apply(Input::PrimitiveTimeout { client, id }),
+            Inbound::Timeout { client, id } => {
+                if let Some(c) = self.conns.get_mut(&client) {
+                    c.timers.0.remove(&id);
+                }
+                self.apply(Input::PrimitiveTimeout { client, id })
+            }
             Inbound::RejoinWindowClosed => self.apply(Input::RejoinWindowClosed),
             Inbound::CheckWorkers => {
                 // Only after writing failed (records were dropped) does the
@@ -332,6 +338,9 @@ impl Core {
                 } => self.send(client, FromScheduler::Failed { id, message }),
                 Command::Send { to, msg } => self.send(to, msg),
                 Command::Reply { client, id, reply } => {
+                    if let Some(c) = self.conns.get_mut(&client) {
+                        c.timers.end(id);
+                    }
                     self.send(client, FromScheduler::Primitive { id, reply })
                 }
                 Command::Timer {
@@ -339,11 +348,18 @@ impl Core {
                     id,
                     after_ms,
                 } => {
-                    let timers = self.timers.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                        let _ = timers.send(Inbound::Timeout { client, id }).await;
-                    });
+                    // A request of a connection already gone needs none.
+                    if let Some(c) = self.conns.get_mut(&client) {
+                        let timers = self.timers.clone();
+                        let timer = tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                            let _ = timers.send(Inbound::Timeout { client, id }).await;
+                        });
+                        // A request id used again replaces its timeout.
+                        if let Some(old) = c.timers.0.insert(id, timer.abort_handle()) {
+                            old.abort();
+                        }
+                    }
                 }
                 Command::Message {
                     client,
