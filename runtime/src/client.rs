@@ -106,6 +106,17 @@ pub enum ClientError {
     Unavailable(String),
 }
 
+impl ClientError {
+    /// An answer other than the one asked for: the scheduler's own words
+    /// if it could not serve the request ([`FromScheduler::Failed`]).
+    pub(crate) fn unexpected(answer: FromScheduler) -> Self {
+        match answer {
+            FromScheduler::Failed { message, .. } => ClientError::Invalid(message),
+            other => ClientError::Invalid(format!("unexpected answer {other:?}")),
+        }
+    }
+}
+
 /// Options of one submit.
 #[derive(Clone, Debug)]
 pub struct SubmitOptions {
@@ -602,7 +613,7 @@ impl Client {
                 Ok(keys.into_iter().map(|k| self.future(k)).collect())
             }
             FromScheduler::Failed { message, .. } => Err(ClientError::Invalid(message)),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 
@@ -634,7 +645,7 @@ impl Client {
                 self.forget_reply(confirm);
                 return match other {
                     FromScheduler::Failed { message, .. } => Err(ClientError::Invalid(message)),
-                    other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+                    other => Err(ClientError::unexpected(other)),
                 };
             }
         };
@@ -690,7 +701,7 @@ impl Client {
         {
             FromScheduler::Retried { refused, .. } if refused.is_empty() => Ok(()),
             FromScheduler::Retried { refused, .. } => Err(ClientError::Refused(refused)),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 

@@ -170,7 +170,7 @@ impl Client {
                     info,
                 })
             }
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 
@@ -197,7 +197,7 @@ impl Client {
     pub async fn actors(&self) -> Result<Vec<ActorInfo>, ClientError> {
         match self.request(|id| ToScheduler::Actors { id }).await? {
             FromScheduler::Actors { actors, .. } => Ok(actors),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 
@@ -227,7 +227,7 @@ impl Client {
                 self.remember(&info);
                 Ok(info)
             }
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 

@@ -69,7 +69,7 @@ impl Client {
         let _settled = Settled(self, sent);
         match rx.await.map_err(|_| ClientError::Disconnected)? {
             FromScheduler::Primitive { reply, .. } => Ok(reply),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 

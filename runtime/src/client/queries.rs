@@ -11,7 +11,7 @@ impl Client {
     ) -> Result<Vec<(String, Vec<String>)>, ClientError> {
         match self.request(|id| ToScheduler::WhoHas { id, keys }).await? {
             FromScheduler::WhoHas { holders, .. } => Ok(holders),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 
@@ -19,7 +19,7 @@ impl Client {
     pub async fn has_what(&self) -> Result<Vec<(String, Vec<String>)>, ClientError> {
         match self.request(|id| ToScheduler::HasWhat { id }).await? {
             FromScheduler::HasWhat { holdings, .. } => Ok(holdings),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 
@@ -27,7 +27,7 @@ impl Client {
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, ClientError> {
         match self.request(|id| ToScheduler::Workers { id }).await? {
             FromScheduler::Workers { workers, .. } => Ok(workers),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 
@@ -44,7 +44,7 @@ impl Client {
     ) -> Result<(crate::protocol::Stats, crate::protocol::Health), ClientError> {
         match self.request(|id| ToScheduler::Stats { id }).await? {
             FromScheduler::Stats { stats, health, .. } => Ok((stats, health)),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 
@@ -105,7 +105,7 @@ impl Client {
                 reasons.into_iter().collect(),
                 timings.into_iter().collect(),
             )),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 
@@ -146,7 +146,7 @@ impl Client {
         };
         match self.request(ask).await? {
             FromScheduler::TaskList { tasks, matched, .. } => Ok((tasks, matched)),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 
@@ -164,7 +164,7 @@ impl Client {
             .await?
         {
             FromScheduler::DashboardLogin { login, .. } => login.map_err(ClientError::Unavailable),
-            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 }

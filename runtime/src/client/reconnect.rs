@@ -25,38 +25,20 @@ impl Inner {
             }
             msg => msg,
         };
-        let id = match &msg {
-            FromScheduler::MissingModules { id, .. }
-            | FromScheduler::Submitted { id, .. }
-            | FromScheduler::Status { id, .. }
-            | FromScheduler::Retried { id, .. }
-            | FromScheduler::Scattered { id }
-            | FromScheduler::Placed { id, .. }
-            | FromScheduler::WhoHas { id, .. }
-            | FromScheduler::Workers { id, .. }
-            | FromScheduler::Stats { id, .. }
-            | FromScheduler::DashboardLogin { id, .. }
-            | FromScheduler::TaskList { id, .. }
-            | FromScheduler::HasWhat { id, .. }
-            | FromScheduler::Primitive { id, .. }
-            | FromScheduler::ActorCreated { id, .. }
-            | FromScheduler::ActorLocated { id, .. }
-            | FromScheduler::Actors { id, .. }
-            | FromScheduler::Failed { id, .. } => *id,
-            FromScheduler::Message {
-                subscription,
-                message,
-            } => {
-                let subs = self.subscriptions.lock().expect("subscriptions lock");
-                if let Some(tx) = subs.get(subscription) {
-                    let _ = tx.send(message.clone());
+        let Some(id) = msg.request_id() else {
+            match &msg {
+                FromScheduler::Message {
+                    subscription,
+                    message,
+                } => {
+                    let subs = self.subscriptions.lock().expect("subscriptions lock");
+                    if let Some(tx) = subs.get(subscription) {
+                        let _ = tx.send(message.clone());
+                    }
                 }
-                return;
+                other => tracing::warn!("unexpected message for a client: {other:?}"),
             }
-            other => {
-                tracing::warn!("unexpected message for a client: {other:?}");
-                return;
-            }
+            return;
         };
         let tx = self
             .replies

@@ -80,7 +80,7 @@ impl Client {
                     ..
                 } if refused.is_empty() => Ok(unplaceable),
                 FromScheduler::Submitted { refused, .. } => Err(ClientError::Refused(refused)),
-                other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+                other => Err(ClientError::unexpected(other)),
             }
         })
     }

@@ -257,3 +257,29 @@ pub enum FromScheduler {
     /// Exit now.
     Shutdown,
 }
+
+impl FromScheduler {
+    /// The id of the request this answers, for an answer to one.
+    pub fn request_id(&self) -> Option<u64> {
+        match self {
+            FromScheduler::MissingModules { id, .. }
+            | FromScheduler::Submitted { id, .. }
+            | FromScheduler::Status { id, .. }
+            | FromScheduler::Retried { id, .. }
+            | FromScheduler::Scattered { id }
+            | FromScheduler::Placed { id, .. }
+            | FromScheduler::WhoHas { id, .. }
+            | FromScheduler::Workers { id, .. }
+            | FromScheduler::Stats { id, .. }
+            | FromScheduler::DashboardLogin { id, .. }
+            | FromScheduler::TaskList { id, .. }
+            | FromScheduler::HasWhat { id, .. }
+            | FromScheduler::Primitive { id, .. }
+            | FromScheduler::ActorCreated { id, .. }
+            | FromScheduler::ActorLocated { id, .. }
+            | FromScheduler::Actors { id, .. }
+            | FromScheduler::Failed { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+}

@@ -195,6 +195,7 @@ impl Core {
     }
 
     pub(super) fn send(&mut self, id: u64, msg: FromScheduler) {
+        let msg = within_one_frame(msg, MOST_IN_ONE_ANSWER);
         if let Some(c) = self.conns.get(&id)
             && let Err(e @ connection::SendError::Overflow { .. }) = c.tx.send(msg)
         {
@@ -382,5 +383,60 @@ impl Core {
         for (worker, keys) in frees.drain() {
             self.send(worker, FromScheduler::Free { keys });
         }
+    }
+}
+
+/// The most an answer may weigh: well within the 512 MiB frame a client
+/// reads ([`connection::DEFAULT_MAX_FRAME`]), since weights are estimates.
+const MOST_IN_ONE_ANSWER: usize = connection::DEFAULT_MAX_FRAME / 2;
+
+/// `msg`, or, for an answer weighing more than `most` (a status or
+/// has-what of tens of millions of keys, say), a failure saying so: sent
+/// whole, its frame would be refused and the connection dropped.
+fn within_one_frame(msg: FromScheduler, most: usize) -> FromScheduler {
+    let Some(id) = msg.request_id() else {
+        return msg;
+    };
+    let weight = crate::protocol::Weigh::weight(&msg);
+    if weight <= most {
+        return msg;
+    }
+    FromScheduler::Failed {
+        id,
+        message: format!(
+            "the answer would be about {}, more than the {} one answer may carry; \
+             ask about fewer keys at a time",
+            crate::value::human_bytes(weight as u64),
+            crate::value::human_bytes(most as u64)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_too_big_for_one_frame_is_a_failure_saying_so() {
+        let status = |n: usize| FromScheduler::Status {
+            id: 7,
+            states: (0..n).map(|i| (format!("inc-{i:032x}"), None)).collect(),
+            reasons: Vec::new(),
+            timings: Vec::new(),
+        };
+        let small = status(10);
+        assert_eq!(within_one_frame(small.clone(), 1 << 20), small);
+        match within_one_frame(status(100_000), 1 << 20) {
+            FromScheduler::Failed { id, message } => {
+                assert_eq!(id, 7);
+                assert!(message.contains("ask about fewer keys"), "{message}");
+            }
+            other => panic!("sent whole: {other:?}"),
+        }
+        // What answers no request goes as it is.
+        let done = FromScheduler::Free {
+            keys: vec!["x".repeat(2 << 20)],
+        };
+        assert_eq!(within_one_frame(done.clone(), 1 << 20), done);
     }
 }
