@@ -264,6 +264,14 @@ impl Journal {
             Ok(found) => {
                 let last = found.last;
                 expected += found.window.len() as u64;
+                if let Some(first) = found.set_aside.first() {
+                    problem = Some(format!(
+                        "a journal log was damaged: what came after the damage is not recovered; \
+                         {} later log(s) were set aside, the first as {}",
+                        found.set_aside.len(),
+                        first.display()
+                    ));
+                }
                 (found.found.then_some(found), last)
             }
             Err(LoadError::Refused(why)) => return Err(why),
@@ -320,9 +328,10 @@ impl Journal {
             unsynced: false,
             last_sync: Instant::now(),
             compacting: Arc::new(AtomicBool::new(false)),
-            snapshot_lock: Arc::new(Mutex::new(())),
+            snapshot_lock: Arc::new(Mutex::new(0)),
             spare: spare.clone(),
             frame: Vec::new(),
+            unwritten_modules: Vec::new(),
         };
         writer.open_log();
         let thread = std::thread::Builder::new()
@@ -648,6 +657,36 @@ mod tests {
     }
 
     #[test]
+    fn a_big_batch_is_written_as_frames_the_reader_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        let set = |i: u8| Record::Variable {
+            name: format!("v{i}"),
+            item: Some(crate::protocol::Arg::Value(Bytes::from(vec![i; 3 << 20]))),
+        };
+        // One turn's records, 15 MiB together.
+        j.append((0..5).map(set).collect());
+        j.close();
+        let log = only_log(dir.path());
+        let bytes = std::fs::read(&log).unwrap();
+        let mut at = LOG_HEADER;
+        let mut frames = 0;
+        while at < bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            assert!(len < 8 << 20, "a frame of {len} bytes");
+            at += 8 + len;
+            frames += 1;
+        }
+        assert!(frames >= 2, "one frame for the whole turn");
+        let (j, found) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        let records = records_of(found.expect("recovered"));
+        for i in 0..5 {
+            assert!(records.contains(&set(i)), "v{i} was not recovered");
+        }
+        j.close();
+    }
+
+    #[test]
     fn a_logs_records_are_counted_from_its_whole_frames_only() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
@@ -751,6 +790,93 @@ mod tests {
         assert!(err.contains("damaged"), "{err}");
         assert_eq!(std::fs::read(&log).unwrap(), bytes, "the log was changed");
         assert!(!dir.path().join(SNAPSHOT).exists());
+    }
+
+    #[test]
+    fn a_compaction_begun_before_a_clear_or_a_whole_snapshot_puts_nothing_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        j.append(vec![event("forgotten")]);
+        j.close();
+        let generation = log_gens(dir.path())[0];
+        let lock = Mutex::new(0);
+        // Cleared (count 0 → 1) between folding the logs and installing.
+        let folded = compact(dir.path(), generation).unwrap();
+        *lock.lock().unwrap() += 1;
+        let tmp = folded.0.clone();
+        let put = writer::install_compaction(dir.path(), generation, Ok(folded), &lock, 0);
+        assert_eq!(put, Ok(None));
+        assert!(!dir.path().join(SNAPSHOT).exists(), "the clear was undone");
+        assert!(!tmp.exists(), "its file was left behind");
+        assert!(log_path(dir.path(), generation).exists());
+        // A whole snapshot covering more was written meanwhile (and removed
+        // the logs the compaction was reading): its failure is no news.
+        let newer = write_snapshot(
+            dir.path(),
+            generation + 1,
+            Snapshot::empty().into_items(),
+            "whole",
+        )
+        .unwrap();
+        files::install(&newer, &dir.path().join(SNAPSHOT)).unwrap();
+        let failed = Err("cannot read a log that is gone".to_string());
+        let put = writer::install_compaction(dir.path(), generation, failed, &lock, 1);
+        assert_eq!(put, Ok(None));
+        // Unless superseded, a failure is reported and a fold installed.
+        let failed = Err("damaged".to_string());
+        assert!(writer::install_compaction(dir.path(), generation + 5, failed, &lock, 1).is_err());
+    }
+
+    #[test]
+    fn logs_set_aside_after_a_damaged_one_are_shown_in_the_journals_health() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        j.append(vec![event("kept")]);
+        j.flush();
+        j.append(vec![event("damaged")]);
+        j.close();
+        let damaged = only_log(dir.path());
+        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        assert_eq!(j.health.problem(), None);
+        j.append(vec![event("later")]);
+        j.close();
+        let mut bytes = std::fs::read(&damaged).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&damaged, bytes).unwrap();
+        let (j, found) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        let records = records_of(found.expect("recovered"));
+        assert!(records.contains(&event("kept")));
+        assert!(!records.contains(&event("later")));
+        let problem = j.health.problem().expect("the damage is shown");
+        assert!(problem.contains("set aside"), "{problem}");
+        j.close();
+    }
+
+    #[test]
+    fn a_module_whose_writing_failed_is_written_with_the_snapshot_that_mends_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        let modules = dir.path().join(MODULES);
+        // Its folder unusable: the write fails.
+        std::fs::remove_dir(&modules).unwrap();
+        std::fs::write(&modules, b"not a folder").unwrap();
+        let bytes = Bytes::from_static(b"\0asm module bytes");
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        j.module(&hash, bytes.clone());
+        j.flush();
+        let problem = j.health.problem().expect("the failure is shown");
+        assert!(problem.contains("cannot write module"), "{problem}");
+        assert!(j.needs_snapshot());
+        // Usable again: the mending snapshot writes it first.
+        std::fs::remove_file(&modules).unwrap();
+        std::fs::create_dir(&modules).unwrap();
+        j.snapshot(Snapshot::empty());
+        j.flush();
+        assert_eq!(j.health.problem(), None);
+        let written = std::fs::read(modules.join(format!("{hash}.wasm"))).unwrap();
+        assert_eq!(written, bytes);
+        j.close();
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub(super) struct Fold {
     pub(super) last: u64,
     /// Whether there was a snapshot or a log at all.
     pub(super) found: bool,
+    /// Logs set aside because they follow a damaged one, for the user:
+    /// what they held is not recovered.
+    pub(super) set_aside: Vec<PathBuf>,
 }
 
 impl Fold {
@@ -83,7 +86,9 @@ pub(super) fn fold(dir: &Path, upto: Option<u64>, repair: bool) -> Result<Fold, 
                     from.display(),
                     to.display()
                 );
-                let _ = std::fs::rename(from, to);
+                if std::fs::rename(from, &to).is_ok() {
+                    f.set_aside.push(to);
+                }
             }
             continue;
         }

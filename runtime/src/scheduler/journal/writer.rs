@@ -16,11 +16,17 @@ pub(super) struct Writer {
     pub(super) unsynced: bool,
     pub(super) last_sync: Instant,
     pub(super) compacting: Arc<AtomicBool>,
-    pub(super) snapshot_lock: Arc<Mutex<()>>,
+    /// Held while a snapshot is put in place or the journal cleared; it
+    /// counts the clears, so that a compaction begun before one does not
+    /// put back what it cleared.
+    pub(super) snapshot_lock: Arc<Mutex<u64>>,
     /// Where written batches go back, emptied, for the core to refill.
     pub(super) spare: Arc<Mutex<Vec<Vec<Record>>>>,
     /// The frame being written (reused: its room stays).
     pub(super) frame: Vec<u8>,
+    /// Modules whose writing failed (a full disk, say): written again
+    /// before the whole snapshot that mends the journal, which needs them.
+    pub(super) unwritten_modules: Vec<(String, Bytes)>,
 }
 
 /// Most records a batch handed back for reuse may have room for (about
@@ -28,7 +34,12 @@ pub(super) struct Writer {
 const SPARE_RECORDS: usize = 8 * 1024;
 
 /// Most room the frame buffer keeps between batches.
-const FRAME_KEPT: usize = 2 << 20;
+const FRAME_KEPT: usize = 8 << 20;
+
+/// A batch's records go in frames of about this many bytes (the last
+/// record may take one past it): far below the [`MAX_FRAME`] the reader
+/// accepts.
+const LOG_FRAME_BYTES: usize = 4 << 20;
 
 /// Most emptied batches kept for reuse: one filling while another is
 /// written.
@@ -65,42 +76,67 @@ impl Writer {
     }
 
     /// Appends one batch of records to the log (dropped while writing is
-    /// broken, until a whole snapshot mends it).
+    /// broken, until a whole snapshot mends it), as frames of about
+    /// [`LOG_FRAME_BYTES`] or less, so that however big a batch is, every
+    /// frame is one the reader accepts.
     fn append(&mut self, records: &[Record]) {
         if self.health.broken.load(Ordering::Acquire) {
             return;
         }
-        let n = records.len() as u64;
-        // Length and checksum first, filled in once the payload is there.
-        let mut frame = std::mem::take(&mut self.frame);
-        frame.clear();
-        frame.extend_from_slice(&[0; 8]);
-        let mut frame = postcard::to_extend(records, frame).expect("records serialize");
-        let payload_len = (frame.len() - 8) as u32;
-        let crc = crc32fast::hash(&frame[8..]);
-        frame[..4].copy_from_slice(&payload_len.to_le_bytes());
-        frame[4..8].copy_from_slice(&crc.to_le_bytes());
-        let result = match &mut self.log {
-            Some(log) => log.write_all(&frame),
-            None => Err(std::io::Error::other("no log file is open")),
-        };
-        let written = frame.len() as u64;
-        // A frame of a huge burst is not kept.
-        if frame.capacity() <= FRAME_KEPT {
-            self.frame = frame;
-        }
-        match result {
-            Ok(()) => {
-                self.log_bytes += written;
-                self.unsynced = true;
-                self.health.bytes.fetch_add(written, Ordering::Relaxed);
-                self.health.records.fetch_add(n, Ordering::Relaxed);
+        let mut payload = std::mem::take(&mut self.frame);
+        payload.clear();
+        let mut count = 0u64;
+        let mut result = Ok(());
+        for (i, r) in records.iter().enumerate() {
+            payload = postcard::to_extend(r, payload).expect("records serialize");
+            count += 1;
+            if payload.len() >= LOG_FRAME_BYTES || i + 1 == records.len() {
+                result = self.write_frame(count, &payload);
+                payload.clear();
+                count = 0;
+                if result.is_err() {
+                    break;
+                }
             }
-            Err(e) => self.failed(format!(
+        }
+        // The room of a huge burst is not kept.
+        if payload.capacity() <= FRAME_KEPT {
+            self.frame = payload;
+        }
+        if let Err(e) = result {
+            self.failed(format!(
                 "cannot append to the journal in {}: {e}",
                 self.dir.display()
-            )),
+            ));
         }
+    }
+
+    /// Writes one frame of `count` records, encoded one after another in
+    /// `records`: length and checksum, then what a `Vec<Record>` of them
+    /// encodes to (their count, then each).
+    fn write_frame(&mut self, count: u64, records: &[u8]) -> std::io::Result<()> {
+        let mut buf = [0u8; 10];
+        let prefix = postcard::to_slice(&count, &mut buf).expect("a count encodes");
+        let len = prefix.len() + records.len();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(prefix);
+        crc.update(records);
+        let mut header = [0u8; 8];
+        header[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        header[4..].copy_from_slice(&crc.finalize().to_le_bytes());
+        let log = self
+            .log
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no log file is open"))?;
+        log.write_all(&header)?;
+        log.write_all(prefix)?;
+        log.write_all(records)?;
+        let written = (8 + len) as u64;
+        self.log_bytes += written;
+        self.unsynced = true;
+        self.health.bytes.fetch_add(written, Ordering::Relaxed);
+        self.health.records.fetch_add(count, Ordering::Relaxed);
+        Ok(())
     }
 
     pub(super) fn handle(&mut self, w: Write) {
@@ -119,21 +155,22 @@ impl Writer {
                 }
             }
             Write::Module(hash, bytes) => {
-                let dest = self.dir.join(MODULES).join(format!("{hash}.wasm"));
-                if !dest.exists()
-                    && let Err(e) = durable_write(&dest, &bytes)
-                {
-                    self.failed(format!(
-                        "cannot write module {hash} to the journal in {}: {e}",
-                        self.dir.display()
-                    ));
+                if let Err(e) = self.write_module(&hash, &bytes) {
+                    self.unwritten_modules.push((hash, bytes));
+                    self.failed(e);
                 }
             }
             Write::Snapshot(snapshot) => {
                 // Everything up to now is in it: it covers the current log,
-                // and appending goes on in a fresh one.
+                // and appending goes on in a fresh one. The modules it
+                // names go first.
                 let covers = self.generation;
-                let written = write_snapshot(&self.dir, covers, snapshot.into_items(), "whole")
+                let written = self
+                    .write_unwritten_modules()
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| {
+                        write_snapshot(&self.dir, covers, snapshot.into_items(), "whole")
+                    })
                     .and_then(|tmp| {
                         let _guard = self.snapshot_lock.lock().expect("snapshot lock");
                         files::install(&tmp, &self.dir.join(SNAPSHOT))
@@ -161,7 +198,8 @@ impl Writer {
             }
             Write::Clear => {
                 self.log = None;
-                let _guard = self.snapshot_lock.lock().expect("snapshot lock");
+                let mut clears = self.snapshot_lock.lock().expect("snapshot lock");
+                *clears += 1;
                 remove_logs(&self.dir, u64::MAX);
                 let _ = std::fs::remove_file(self.dir.join(SNAPSHOT));
                 self.unsynced = false;
@@ -171,6 +209,36 @@ impl Writer {
                 let _ = ack.send(());
             }
         }
+    }
+
+    /// Writes a module's bytes to the journal, unless it is there.
+    fn write_module(&self, hash: &str, bytes: &[u8]) -> Result<(), String> {
+        let dest = self.dir.join(MODULES).join(format!("{hash}.wasm"));
+        if dest.exists() {
+            return Ok(());
+        }
+        durable_write(&dest, bytes).map_err(|e| {
+            format!(
+                "cannot write module {hash} to the journal in {}: {e}",
+                self.dir.display()
+            )
+        })
+    }
+
+    /// Writes the modules whose writing failed before; those that fail
+    /// again stay to be tried with the next snapshot.
+    fn write_unwritten_modules(&mut self) -> Result<(), String> {
+        let mut first_error = Ok(());
+        let unwritten = std::mem::take(&mut self.unwritten_modules);
+        for (hash, bytes) in unwritten {
+            if let Err(e) = self.write_module(&hash, &bytes) {
+                self.unwritten_modules.push((hash, bytes));
+                if first_error.is_ok() {
+                    first_error = Err(e);
+                }
+            }
+        }
+        first_error
     }
 
     pub(super) fn failed(&mut self, what: String) {
@@ -238,24 +306,13 @@ impl Writer {
         let dir = self.dir.clone();
         let flag = self.compacting.clone();
         let lock = self.snapshot_lock.clone();
+        let clears = *lock.lock().expect("snapshot lock");
         let health = self.health.clone();
         let spawned = std::thread::Builder::new()
             .name("dtask-compact".into())
             .spawn(move || {
                 let began = Instant::now();
-                let compacted = compact(&dir, upto).and_then(|(tmp, tasks)| {
-                    let _guard = lock.lock().expect("snapshot lock");
-                    // A whole snapshot written meanwhile covers more.
-                    if read_snapshot_gen(&dir).is_some_and(|g| g > upto) {
-                        let _ = std::fs::remove_file(&tmp);
-                        return Ok(None);
-                    }
-                    files::install(&tmp, &dir.join(SNAPSHOT)).map_err(|e| {
-                        format!("cannot compact the journal in {}: {e}", dir.display())
-                    })?;
-                    remove_logs(&dir, upto);
-                    Ok(Some(tasks))
-                });
+                let compacted = install_compaction(&dir, upto, compact(&dir, upto), &lock, clears);
                 match compacted {
                     Ok(Some(tasks)) => tracing::info!(
                         "journal compacted: {tasks} tasks in a snapshot, in {:?}",
@@ -269,5 +326,36 @@ impl Writer {
         if spawned.is_err() {
             self.compacting.store(false, Ordering::Release);
         }
+    }
+}
+
+/// Puts the snapshot a compaction folded from the logs up to `upto` in
+/// place of the old one, and removes those logs; the tasks it holds, or
+/// `None` if it is no longer wanted: the journal was cleared since the
+/// compaction began (a shutdown that forgets; `clears` is the count it
+/// began at), or a whole snapshot written meanwhile covers more (and may
+/// have removed logs it was reading, so its failure is no news either).
+pub(super) fn install_compaction(
+    dir: &Path,
+    upto: u64,
+    folded: Result<(PathBuf, u64), String>,
+    lock: &Mutex<u64>,
+    clears: u64,
+) -> Result<Option<u64>, String> {
+    let guard = lock.lock().expect("snapshot lock");
+    let superseded = *guard != clears || read_snapshot_gen(dir).is_some_and(|g| g > upto);
+    match folded {
+        Ok((tmp, _)) if superseded => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(None)
+        }
+        Err(_) if superseded => Ok(None),
+        Ok((tmp, tasks)) => {
+            files::install(&tmp, &dir.join(SNAPSHOT))
+                .map_err(|e| format!("cannot compact the journal in {}: {e}", dir.display()))?;
+            remove_logs(dir, upto);
+            Ok(Some(tasks))
+        }
+        Err(e) => Err(e),
     }
 }

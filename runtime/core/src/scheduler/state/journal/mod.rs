@@ -323,7 +323,7 @@ impl Snapshot {
         let queues = self
             .queues
             .into_iter()
-            .map(|(n, m, i)| Item::Queue(n, m, i));
+            .flat_map(|(n, m, i)| queue_items(n, m, i));
         let variables = self
             .variables
             .into_iter()
@@ -340,6 +340,37 @@ impl Snapshot {
             .chain(std::iter::once(Item::Stats(self.stats)))
             .chain(tasks.into_iter().map(Item::Task))
     }
+}
+
+/// Most bytes of entries one [`Item::Queue`] carries: a bigger queue is
+/// written as several, which recovery joins in order, so no frame of a
+/// snapshot grows past what its reader accepts.
+const QUEUE_ITEM_BYTES: usize = 1 << 20;
+
+/// The items of one queue: its entries in order, about
+/// [`QUEUE_ITEM_BYTES`] at most in each (and one item if it is empty).
+fn queue_items(name: String, maxsize: u64, entries: Vec<Arg>) -> Vec<Item> {
+    let mut items = Vec::new();
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    let last = entries.len();
+    for (i, e) in entries.into_iter().enumerate() {
+        bytes += match &e {
+            Arg::Value(b) => b.len(),
+            Arg::Future(k) => k.len(),
+        };
+        chunk.push(e);
+        if bytes >= QUEUE_ITEM_BYTES && i + 1 < last {
+            items.push(Item::Queue(
+                name.clone(),
+                maxsize,
+                std::mem::take(&mut chunk),
+            ));
+            bytes = 0;
+        }
+    }
+    items.push(Item::Queue(name, maxsize, chunk));
+    items
 }
 
 /// A change a stretch of log makes to one task.
@@ -375,4 +406,51 @@ fn whole_task(bytes: &[u8], status: Option<Box<Status>>) -> SavedTask {
         task.set(*status);
     }
     task
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_big_queue_is_written_as_several_items_and_read_back_whole() {
+        let mut model = Model::default();
+        for i in 0..5u8 {
+            model.apply(Record::QueuePush {
+                name: "jobs".into(),
+                maxsize: 9,
+                item: Arg::Value(Bytes::from(vec![i; 600 << 10])),
+            });
+        }
+        model.apply(Record::QueuePush {
+            name: "small".into(),
+            maxsize: 0,
+            item: Arg::Future("inc-1".into()),
+        });
+        let before = model.into_records();
+        let mut again = Model::default();
+        let mut parts = 0;
+        let mut source = Model::default();
+        for r in before.clone() {
+            source.apply(r);
+        }
+        for item in source.into_snapshot().into_items() {
+            if let Item::Queue(name, _, entries) = &item
+                && name == "jobs"
+            {
+                parts += 1;
+                let bytes: usize = entries
+                    .iter()
+                    .map(|e| match e {
+                        Arg::Value(b) => b.len(),
+                        Arg::Future(k) => k.len(),
+                    })
+                    .sum();
+                assert!(bytes < 2 * QUEUE_ITEM_BYTES, "{bytes} bytes in one item");
+            }
+            again.apply_item(item);
+        }
+        assert!(parts >= 2, "the big queue was one item");
+        assert_eq!(again.into_records(), before);
+    }
 }

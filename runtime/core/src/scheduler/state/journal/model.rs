@@ -55,8 +55,13 @@ impl Model {
             Item::Task(t) => {
                 self.tasks.insert(t.seq, t);
             }
+            // A big queue comes as several items, in order.
             Item::Queue(name, maxsize, items) => {
-                self.queues.insert(name, (maxsize, items.into()));
+                let queue = self
+                    .queues
+                    .entry(name)
+                    .or_insert((maxsize, Default::default()));
+                queue.1.extend(items);
             }
             Item::Stats(s) => self.stats = s,
             Item::End { .. } => {}
