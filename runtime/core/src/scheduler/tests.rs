@@ -1570,6 +1570,19 @@ fn holders_take_turns_at_their_big_releases() {
 }
 
 #[test]
+fn keys_of_a_big_release_not_yet_let_go_of_count_as_held() {
+    let mut s = setup(&[(10, 1)]);
+    scattered(&mut s, 2 * RELEASE_STEP + 10);
+    assert_eq!(s.held_keys(), (2 * RELEASE_STEP + 10) as u64);
+    s.handle(Input::ReleaseAll { client: 1 });
+    assert_eq!(s.held_keys(), (RELEASE_STEP + 10) as u64);
+    s.release_step();
+    assert_eq!(s.held_keys(), 10);
+    s.release_step();
+    assert_eq!(s.held_keys(), 0);
+}
+
+#[test]
 fn a_worker_lost_mid_release_does_not_compute_again_what_was_let_go_of() {
     let mut s = setup(&[(10, 1)]);
     let n = RELEASE_STEP + 10;

@@ -109,10 +109,11 @@ impl Holdings {
 
     /// Ends `holder`'s entry: the keys it held (and perhaps some it let go
     /// of or listed twice, which the caller's release finds not held).
-    pub(super) fn take_all(&mut self, holder: &str) -> Vec<Key> {
+    /// Also how many of them it holds.
+    pub(super) fn take_all(&mut self, holder: &str) -> (Vec<Key>, usize) {
         self.by_name
             .remove(holder)
-            .map(|h| h.keys)
+            .map(|h| (h.keys, h.live))
             .unwrap_or_default()
     }
 
@@ -156,7 +157,7 @@ mod tests {
         };
         ix.compact("a", held);
         assert!(!ix.lags("a"));
-        let mut listed: Vec<String> = ix.take_all("a").iter().map(|k| k.to_string()).collect();
+        let mut listed: Vec<String> = ix.take_all("a").0.iter().map(|k| k.to_string()).collect();
         listed.sort();
         let mut expected: Vec<String> = (0..3000)
             .filter(|i| i % 10 == 0 || *i == 1)
@@ -175,6 +176,6 @@ mod tests {
         assert_eq!(ix.count(|n| n == "a"), 1);
         assert!(ix.let_go("a", &mut h));
         assert!(ix.by_name.is_empty());
-        assert!(ix.take_all("a").is_empty());
+        assert!(ix.take_all("a").0.is_empty());
     }
 }

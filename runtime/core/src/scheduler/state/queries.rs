@@ -115,11 +115,13 @@ impl Scheduler {
 
     /// Keys that named clients hold.
     pub fn held_keys(&self) -> u64 {
-        self.holdings.count(|h| {
+        let named = |h: &str| {
             !self.ephemeral_holders.contains(h)
                 && !h.starts_with(primitives::STORED)
                 && h != FIRE_AND_FORGET
-        })
+        };
+        // Keys of a big release not yet let go of are still held.
+        self.holdings.count(named) + self.releasing.held_aside(named)
     }
 
     /// Number of keys the scheduler tracks.

@@ -31,15 +31,16 @@ pub const STEP: usize = 4096;
 pub(super) enum Left {
     /// Named by a client.
     Named(Vec<String>),
-    /// The table's own copies (from the holder's log).
-    Held(Vec<Key>),
+    /// The table's own copies (from the holder's log, so perhaps some it
+    /// no longer held), and how many of them it still holds.
+    Held { keys: Vec<Key>, live: usize },
 }
 
 impl Left {
     fn len(&self) -> usize {
         match self {
             Left::Named(keys) => keys.len(),
-            Left::Held(keys) => keys.len(),
+            Left::Held { keys, .. } => keys.len(),
         }
     }
 }
@@ -67,6 +68,22 @@ pub(super) struct Releasing {
     keys: usize,
     /// How many times a holder's last release set aside was done.
     done: u64,
+}
+
+impl Releasing {
+    /// Keys set aside that were taken from their holders' logs (so no
+    /// longer counted there) and are still held, of the holders `counted`.
+    pub(super) fn held_aside(&self, counted: impl Fn(&str) -> bool) -> u64 {
+        self.by_holder
+            .iter()
+            .filter(|(holder, _)| counted(holder))
+            .flat_map(|(_, releases)| releases)
+            .map(|r| match &r.left {
+                Left::Held { live, .. } => *live as u64,
+                Left::Named(_) => 0,
+            })
+            .sum()
+    }
 }
 
 impl Scheduler {
@@ -99,10 +116,10 @@ impl Scheduler {
         ephemeral: bool,
         out: &mut Vec<Command>,
     ) {
-        let keys = self.holdings.take_all(&holder);
+        let (keys, live) = self.holdings.take_all(&holder);
         let release = Release {
             holder,
-            left: Left::Held(keys),
+            left: Left::Held { keys, live },
             ephemeral,
         };
         self.release(release, out);
@@ -121,11 +138,17 @@ impl Scheduler {
         for _ in 0..n {
             match left {
                 Left::Named(keys) => match keys.pop() {
-                    Some(key) => self.unhold(holder, &key, out),
+                    Some(key) => {
+                        self.unhold(holder, &key, out);
+                    }
                     None => return,
                 },
-                Left::Held(keys) => match keys.pop() {
-                    Some(key) => self.unhold(holder, &key, out),
+                Left::Held { keys, live } => match keys.pop() {
+                    Some(key) => {
+                        if self.unhold(holder, &key, out) {
+                            *live = live.saturating_sub(1);
+                        }
+                    }
                     None => return,
                 },
             }

@@ -248,23 +248,25 @@ impl Scheduler {
 
     /// Releases `holder`'s hold on `key` and forgets the key if nothing
     /// needs it now.
-    pub(super) fn unhold(&mut self, holder: &str, key: &str, out: &mut Vec<Command>) {
+    pub(super) fn unhold(&mut self, holder: &str, key: &str, out: &mut Vec<Command>) -> bool {
         // Looked up by the table's copy of the key from here on: found
         // again from the cache of recent lookups, where a client's copy
         // would be hashed and probed for each.
         let Some(key) = self.tasks.key(key) else {
-            return;
+            return false;
         };
-        if let Some(t) = self.tasks.get_mut(&key)
-            && self.holdings.let_go(holder, &mut t.holders)
-            && self.holdings.lags(holder)
-        {
+        let held = match self.tasks.get_mut(&key) {
+            Some(t) => self.holdings.let_go(holder, &mut t.holders),
+            None => false,
+        };
+        if held && self.holdings.lags(holder) {
             let tasks = &self.tasks;
             self.holdings.compact(holder, |k| {
                 tasks.get(k).is_some_and(|t| t.holders.contains(holder))
             });
         }
         self.maybe_forget(&key, out);
+        held
     }
 
     /// Forgets `key` if nothing holds or needs it any more, and then its
