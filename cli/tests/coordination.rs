@@ -261,3 +261,29 @@ fn values_cross_between_the_shell_and_guests_through_a_queue() {
     c.ok(&["gather", &give]);
     assert_eq!(c.ok(&["queue", "get", "results", "--timeout", "10s"]), "7");
 }
+
+/// A task's `--timeout` ends it while it waits in WASI (a sleep) as well
+/// as while it computes; the lock it held is let go of with it.
+#[test]
+fn a_task_sleeping_past_its_timeout_is_ended_and_its_lock_let_go_of() {
+    let c = Cluster::start(1, 1);
+    let started = std::time::Instant::now();
+    let key = c.ok(&[
+        "submit",
+        "--timeout",
+        "300ms",
+        coord_wasm(),
+        "hold-lock",
+        "slept",
+        "600000",
+    ]);
+    let out = c.run(&["gather", &key], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("time limit"), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the sleep was not cut short"
+    );
+    let out = c.run(&["lock", "acquire", "slept", "--timeout", "10s"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+}

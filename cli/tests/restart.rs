@@ -187,12 +187,13 @@ fn scattered_data_whose_worker_never_returns_is_lost_after_the_rejoin_grace() {
 }
 
 #[test]
-fn gather_and_as_completed_waiting_on_a_cluster_that_stops_exit_3() {
+fn gather_as_completed_and_wait_waiting_on_a_cluster_that_stops_exit_3() {
     let c = Cluster::start(1, 1);
     let key = c.ok(&["submit", "--pure=false", tasks_wasm(), "spin", "60000"]);
     let waiting: Vec<_> = [
         vec!["gather", key.as_str()],
         vec!["as-completed", key.as_str()],
+        vec!["wait", key.as_str()],
     ]
     .into_iter()
     .map(|args| start_with_stdin(c.cmd().args(&args).env("DTASK_RECONNECT_GRACE", "1s"), ""))

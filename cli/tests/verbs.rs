@@ -256,6 +256,33 @@ fn gather_errors_skip() {
 }
 
 #[test]
+fn gather_errors_skip_leaves_out_failed_tasks_only() {
+    let c = Cluster::start(1, 1);
+    let ok = c.submit("inc", &["1"]);
+    // A key nobody submitted is a mistake, not a failed task.
+    let unknown = format!("inc-{}", "0".repeat(32));
+    let out = c.run(&["gather", "--errors", "skip", &ok, &unknown], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&unknown), "{}", stderr(&out));
+    // A line of stdin that is not text ends the gather with an error, not
+    // quietly as if the keys had ended.
+    let mut like = c.cmd();
+    like.env("D", DTASK);
+    let out = sh(
+        &like,
+        &format!("printf '{ok}\\n\\377\\n{ok}\\n' | \"$D\" gather"),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read keys from stdin"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn gather_prints_a_key_given_again_at_each_of_its_places() {
     let c = Cluster::start(1, 1);
     // `late` waits on a task still spinning when the keys are read, so its

@@ -58,7 +58,7 @@ async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
     let progress = super::progress::Progress::new("as-completed", 0);
     while keys_open || !waiting.is_empty() {
         tokio::select! {
-            k = key_rx.recv(), if keys_open && waiting.len() < super::WATCH_WINDOW => match k {
+            k = key_rx.recv(), if keys_open && waiting.len() < super::WATCH_WINDOW => match k? {
                 Some(k) => {
                     progress.add_total(1);
                     let n = waiting.entry(k.clone()).or_insert(0);

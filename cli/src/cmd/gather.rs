@@ -128,14 +128,14 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
                     progress
                         .suspend(|| writeln!(out, "{l}"))
                         .map_err(Failure::write)?;
-                    if matches!(a.errors, Errors::Raise) {
+                    if matches!(a.errors, Errors::Raise) || !skippable(&e) {
                         let _ = out.flush();
                         return Err(e.into());
                     }
                 }
                 Err(e) => match a.errors {
-                    Errors::Skip => skipped += 1,
-                    Errors::Raise => {
+                    Errors::Skip if skippable(&e) => skipped += 1,
+                    _ => {
                         let _ = out.flush();
                         return Err(match e {
                             dtask_runtime::client::ClientError::Task(t) => Failure::task(&key, &t),
@@ -157,13 +157,13 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
             break;
         }
         tokio::select! {
-            k = key_rx.recv(), if keys_open && keys.waiting() < super::WATCH_WINDOW => match k {
+            k = key_rx.recv(), if keys_open && keys.waiting() < super::WATCH_WINDOW => match k? {
                 Some(k) => {
                     let mut fresh = Vec::new();
                     let mut read = 1;
                     fresh.extend(keys.push(k));
                     while keys.waiting() < super::WATCH_WINDOW
-                        && let Some(k) = key_rx.try_recv()
+                        && let Some(k) = key_rx.try_recv()?
                     {
                         read += 1;
                         fresh.extend(keys.push(k));
@@ -195,6 +195,17 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
         eprintln!("dtask: skipped {skipped} failed task(s)");
     }
     Ok(())
+}
+
+/// Whether `--errors skip` leaves out a key that came to `e`: a task that
+/// failed or was cancelled. Anything else (an unknown key, a result that
+/// could not be fetched, a lost scheduler) still stops the gather.
+fn skippable(e: &dtask_runtime::client::ClientError) -> bool {
+    matches!(
+        e,
+        dtask_runtime::client::ClientError::Task(_)
+            | dtask_runtime::client::ClientError::Cancelled(_)
+    )
 }
 
 /// Writes a finished result raw as it arrives, range by range: a byte

@@ -5,30 +5,52 @@ use super::*;
 /// Keys from the arguments, or else streamed from stdin one per line as
 /// they arrive (so a verb can start before its producer has finished).
 pub fn key_stream(args: Vec<String>) -> KeyStream {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    if args.is_empty() {
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { return };
-                let k = line.trim();
-                if !k.is_empty() && tx.send(k.to_string()).is_err() {
+    if !args.is_empty() {
+        let (_, rx) = tokio::sync::mpsc::channel(1);
+        return KeyStream {
+            args: args.into(),
+            rx,
+            held: None,
+        };
+    }
+    // Bounded: a producer faster than the scheduler waits in its pipe
+    // rather than in this process's memory.
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let sent = match line {
+                Ok(line) => {
+                    let k = line.trim();
+                    if k.is_empty() {
+                        continue;
+                    }
+                    tx.blocking_send(Ok(k.to_string()))
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(format!("cannot read keys from stdin: {e}")));
                     return;
                 }
+            };
+            if sent.is_err() {
+                return;
             }
-        });
-    } else {
-        for k in args {
-            let _ = tx.send(k);
         }
+    });
+    KeyStream {
+        args: Default::default(),
+        rx,
+        held: None,
     }
-    KeyStream { rx, held: None }
 }
 
-/// The keys of [`key_stream`], in order; `None` once they have ended.
+/// The keys of [`key_stream`], in order; `None` once they have ended. A
+/// line of stdin that cannot be read (not UTF-8, say) is a usage error,
+/// not the end of the keys.
 pub struct KeyStream {
-    rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    args: std::collections::VecDeque<String>,
+    rx: tokio::sync::mpsc::Receiver<Result<String, String>>,
     // A key (or the end) read ahead by `first`, given out next.
-    held: Option<Option<String>>,
+    held: Option<Option<Result<String, String>>>,
 }
 
 impl KeyStream {
@@ -38,26 +60,34 @@ impl KeyStream {
     /// `dtask map … | dtask gather` on a fresh state directory, the first
     /// key is printed only once `map` has started the local cluster.
     pub async fn first(&mut self) {
-        if self.held.is_none() {
+        if self.held.is_none() && self.args.is_empty() {
             self.held = Some(self.rx.recv().await);
         }
     }
 
     /// The next key, waiting for it; `None` once they have ended.
     /// Cancel-safe, as `select!` needs.
-    pub async fn recv(&mut self) -> Option<String> {
-        match self.held.take() {
+    pub async fn recv(&mut self) -> Result<Option<String>, Failure> {
+        if let Some(k) = self.args.pop_front() {
+            return Ok(Some(k));
+        }
+        let next = match self.held.take() {
             Some(k) => k,
             None => self.rx.recv().await,
-        }
+        };
+        next.transpose().map_err(Failure::usage)
     }
 
     /// The next key if one has already come.
-    pub fn try_recv(&mut self) -> Option<String> {
-        match self.held.take() {
+    pub fn try_recv(&mut self) -> Result<Option<String>, Failure> {
+        if let Some(k) = self.args.pop_front() {
+            return Ok(Some(k));
+        }
+        let next = match self.held.take() {
             Some(k) => k,
             None => self.rx.try_recv().ok(),
-        }
+        };
+        next.transpose().map_err(Failure::usage)
     }
 }
 

@@ -48,8 +48,12 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
             let n = erred.len();
             client.watch_into(erred, &tx)?;
             for _ in 0..n {
-                let Some((key, outcome)) = rx.recv().await else {
-                    break;
+                let next = tokio::select! {
+                    n = rx.recv() => n,
+                    () = client.lost() => None,
+                };
+                let Some((key, outcome)) = next else {
+                    return Err(dtask_runtime::client::ClientError::Disconnected.into());
                 };
                 if let Outcome::Error(e) = outcome {
                     errors.insert(key, e);

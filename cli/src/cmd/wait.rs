@@ -38,8 +38,16 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let progress =
         super::progress::Progress::new("wait", if a.first { 1 } else { wanted.len() as u64 });
     while seen.len() < wanted.len() {
+        // A scheduler gone for good ends the wait (this verb feeds `rx`
+        // too, so it never closes).
+        let recv = async {
+            tokio::select! {
+                n = rx.recv() => n,
+                () = client.lost() => None,
+            }
+        };
         let next = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
+            Some(d) => match tokio::time::timeout_at(d, recv).await {
                 Ok(n) => n,
                 Err(_) => {
                     return Err(Failure::new(
@@ -53,7 +61,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                     ));
                 }
             },
-            None => rx.recv().await,
+            None => recv.await,
         };
         let (key, outcome) = next.ok_or(dtask_runtime::client::ClientError::Disconnected)?;
         if let Some(k) = unwatched.pop() {

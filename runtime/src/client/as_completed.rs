@@ -3,12 +3,16 @@
 use super::*;
 
 /// Futures in the order they end ([`Client::as_completed`]). Also a
-/// [`futures::Stream`] of `(Future, Outcome)`.
+/// [`futures::Stream`] of `(Future, Outcome)`. It ends early if the client
+/// loses its scheduler for good ([`Client::lost`]): the futures still
+/// [`remaining`](AsCompleted::remaining) then fail as disconnected.
 pub struct AsCompleted {
     pub(super) client: Client,
     pub(super) tx: mpsc::UnboundedSender<(String, Outcome)>,
     pub(super) rx: mpsc::UnboundedReceiver<(String, Outcome)>,
     pub(super) waiting: HashMap<String, Vec<Future>>,
+    /// Resolves once the client has lost its scheduler for good.
+    pub(super) lost: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
 impl AsCompleted {
@@ -66,7 +70,12 @@ impl AsCompleted {
                 return Poll::Ready(None);
             }
             match self.rx.poll_recv(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    return match std::future::Future::poll(self.lost.as_mut(), cx) {
+                        Poll::Ready(()) => Poll::Ready(None),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Ready(Some((k, o))) => {
                     if let Some(mut fs) = self.waiting.remove(&k) {

@@ -40,11 +40,13 @@ impl Client {
     /// Yields futures as they finish; more can be added while iterating.
     pub fn as_completed(&self, futures: Vec<Future>) -> AsCompleted {
         let (tx, rx) = mpsc::unbounded_channel();
+        let client = self.clone();
         let mut ac = AsCompleted {
             client: self.clone(),
             tx,
             rx,
             waiting: HashMap::new(),
+            lost: Box::pin(async move { client.lost().await }),
         };
         for f in futures {
             ac.add(f);

@@ -206,3 +206,52 @@ fn an_answer_nobody_asked_for_moves_nothing() {
         assert_eq!(s.state(k), Some(TaskState::Finished), "{k}");
     }
 }
+
+#[test]
+fn a_task_given_back_after_its_input_was_lost_waits_for_the_input_again() {
+    let mut s = setup(&[(10, 1), (11, 1), (12, 1)]);
+    s.set_clock(1_000);
+    // `x`'s result lives only on 12.
+    let mut x = on_10("x", "f", true);
+    x.placement.workers = vec!["worker-12".into()];
+    assert_eq!(runs(&submit(&mut s, vec![x])), vec![(12, "x".to_string())]);
+    finish(&mut s, 12, "x", super::testing::big(100));
+    // Tasks on `x` queue on 10 behind a long one, while 11 idles: some
+    // are asked back for 11.
+    submit(&mut s, vec![on_10("long", "g", false)]);
+    s.handle(started(10, "long"));
+    let deps: Vec<TaskSpec> = ["a", "b", "c", "d"]
+        .map(|k| {
+            let mut t = on_10(k, "f", true);
+            t.args = vec![super::testing::fut("x")];
+            t
+        })
+        .to_vec();
+    let mut asked = steals(&submit(&mut s, deps));
+    for t in 1..100 {
+        if !asked.is_empty() {
+            break;
+        }
+        s.set_clock(1_000 + 100 * t);
+        asked = steals(&s.handle(heartbeat()));
+    }
+    assert_eq!(asked.len(), 1, "no steal asked for");
+    let (victim, keys) = asked[0].clone();
+    assert_eq!(victim, 10);
+    // 12 dies before 10 answers: `x` is computed again.
+    s.handle(Input::WorkerDisconnected { worker: 12 });
+    let back: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let cmds = stolen(&mut s, 10, &back);
+    // What came back waits for `x` rather than run without it.
+    for k in &keys {
+        assert_eq!(s.state(k), Some(TaskState::Pending), "{k}: {cmds:?}");
+    }
+    let x_on = runs(&cmds)
+        .into_iter()
+        .chain(runs(&s.handle(heartbeat())))
+        .find(|(_, k)| k == "x");
+    let (w, _) = x_on.unwrap_or((11, "x".into()));
+    let cmds = finish(&mut s, w, "x", super::testing::big(100));
+    let moved: Vec<String> = runs(&cmds).into_iter().map(|(_, k)| k).collect();
+    assert!(!moved.is_empty(), "nothing ran once x was back: {cmds:?}");
+}

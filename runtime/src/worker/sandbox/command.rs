@@ -65,11 +65,11 @@ impl Sandbox {
                 let mut host = self.host(wasi.build(), key, link);
                 host.limits = self.store_limits_under(limits.memory);
                 let mut store = self.store(ready, host, timeout);
-                async {
+                within(timeout, async {
                     let command = pre.instantiate_async(&mut store).await?;
                     let run = command.wasi_cli_run().call_run(&mut store).await?;
                     Ok(if run.is_ok() { 0 } else { 1 })
-                }
+                })
                 .await
             }
             Pre::Core(pre) => {
@@ -78,12 +78,12 @@ impl Sandbox {
                     limits: self.store_limits_under(limits.memory),
                 };
                 let mut store = self.store(ready, host, timeout);
-                async {
+                within(timeout, async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let start = instance.get_typed_func::<(), ()>(&mut store, COMMAND_FUNCTION)?;
                     start.call_async(&mut store, ()).await?;
                     Ok(0)
-                }
+                })
                 .await
             }
             Pre::Exports(_) => {

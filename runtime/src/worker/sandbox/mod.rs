@@ -520,7 +520,7 @@ impl Sandbox {
         // Results may be as large as the task's memory.
         store.set_hostcall_fuel(memory.max(MIN_HOSTCALL_FUEL));
 
-        let outcome = async {
+        let outcome = within(timeout, async {
             let instance = pre.instantiate_async(&mut store).await?;
             let Entry::Export(index) = sig.entry else {
                 return Err(wasmtime::Error::msg(format!("{function} is not an export")));
@@ -540,7 +540,7 @@ impl Sandbox {
                     }))
                 }
             }
-        }
+        })
         .await;
         let big_out = matches!(&outcome, Ok(Output::Encoded(b)) if b.len() >= BIG_MEMORY);
         if big_in || big_out {
@@ -688,6 +688,21 @@ impl Sandbox {
             }
         });
         store
+    }
+}
+
+/// Runs `work`, a task's instantiation and call, for at most `timeout`.
+/// The epoch deadline stops a guest running wasm past it; this stops one
+/// waiting in a host call (a WASI sleep or poll) too, as a timeout trap.
+pub(super) async fn within<T>(
+    timeout: Option<Duration>,
+    work: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, work)
+            .await
+            .unwrap_or_else(|_| Err(Trap::Interrupt.into())),
+        None => work.await,
     }
 }
 

@@ -208,8 +208,15 @@ impl Scheduler {
             if let Some(mut w) = self.workers.get_mut(&victim) {
                 w.give_back(&key, &t.recipe.placement().resources);
             }
-            self.activity.set(&key, t, State::Pending { waiting_on: 0 });
             self.activity.stolen += 1;
+            // An input lost meanwhile (its only holder died) is being
+            // computed again: the task waits for it like any other.
+            if self.unfinished_inputs(&key) > 0 {
+                self.requeue(&key);
+                continue;
+            }
+            let t = self.tasks.get_mut(&key).expect("known");
+            self.activity.set(&key, t, State::Pending { waiting_on: 0 });
             let fits = self
                 .workers
                 .get(&thief)
