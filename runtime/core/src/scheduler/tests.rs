@@ -1072,6 +1072,37 @@ fn a_task_on_three_workers_that_died_fails_instead_of_killing_more() {
 }
 
 #[test]
+fn a_task_retried_after_killing_three_workers_starts_its_count_again() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("killer", vec![])]);
+    let mut worker = 10;
+    for next in [20, 30, 40] {
+        s.handle(started(worker, "killer"));
+        s.handle(joined(next, 1));
+        s.handle(Input::WorkerDisconnected { worker });
+        worker = next;
+    }
+    assert_eq!(s.state("killer"), Some(TaskState::Error));
+    // Retried: it runs again on 40, and a death while it only waits
+    // there (a task ahead of it, say) is no blame.
+    let cmds = s.handle(Input::Retry {
+        client: 1,
+        id: 9,
+        keys: vec!["killer".into()],
+        limits: Default::default(),
+    });
+    assert_eq!(runs(&cmds), vec![(40, "killer".to_string())]);
+    s.handle(joined(50, 1));
+    let cmds = s.handle(Input::WorkerDisconnected { worker: 40 });
+    assert_eq!(runs(&cmds), vec![(50, "killer".to_string())]);
+    // Started, it has one death in hand, not a fourth.
+    s.handle(started(50, "killer"));
+    s.handle(joined(60, 1));
+    let cmds = s.handle(Input::WorkerDisconnected { worker: 50 });
+    assert_eq!(runs(&cmds), vec![(60, "killer".to_string())]);
+}
+
+#[test]
 fn tasks_queued_behind_a_running_one_are_not_blamed_for_worker_deaths() {
     // One slot: "spin" runs, five more wait in the worker's queue.
     let mut s = setup(&[(10, 1)]);

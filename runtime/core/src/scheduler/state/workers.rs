@@ -446,7 +446,7 @@ impl Scheduler {
                 if t.is_scattered() {
                     self.activity.set(&key, t, State::Lost);
                     lost.push(key);
-                } else if u32::from(t.deaths) >= MAX_WORKER_DEATHS {
+                } else if started && u32::from(t.deaths) >= MAX_WORKER_DEATHS {
                     killers.push(key);
                 } else {
                     self.activity.set(&key, t, State::Pending { waiting_on: 0 });
