@@ -11,6 +11,7 @@ use crate::value::Encoded;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Results a worker holds, by key.
@@ -563,7 +564,7 @@ where
     let mut read = Progress::default();
     let mut last = format!("no worker holds {key}");
     for addr in addrs {
-        match stream_from(addr, token, key, &mut read, &mut each).await {
+        match stream_from(addr, token, key, &mut read, &mut each, ANSWER_WITHIN).await {
             Ok(true) => return Ok(()),
             Ok(false) => last = format!("worker {addr} no longer holds {key}"),
             Err(StreamError::Source(e)) => {
@@ -590,6 +591,7 @@ async fn stream_from<F: Future<Output = Result<(), String>>>(
     key: &str,
     read: &mut Progress,
     each: &mut impl FnMut(u64, Bytes) -> F,
+    limit: Duration,
 ) -> Result<bool, StreamError> {
     let source = StreamError::Source;
     let (tx, mut rx) = connect(addr, token).await.map_err(source)?;
@@ -612,7 +614,11 @@ async fn stream_from<F: Future<Output = Result<(), String>>>(
     ask(&mut asked, &mut id)?;
     let mut answered = 0u64;
     loop {
-        let Some(answer) = rx.recv().await.map_err(|e| source(e.to_string()))? else {
+        let next = async { rx.recv().await.map_err(|e| e.to_string()) };
+        let Some(answer) = within(limit, "reading a range", next)
+            .await
+            .map_err(source)?
+        else {
             return Err(closed());
         };
         let FromPeer::Range {
@@ -665,21 +671,57 @@ pub(crate) async fn connect(
         token: token.to_string(),
         role: Role::Peer,
     };
-    let (_, tx, rx) = connection::connect::<FromPeer, ToPeer>(addr, hello)
-        .await
-        .map_err(|e| e.to_string())?;
+    let connecting = async {
+        connection::connect::<FromPeer, ToPeer>(addr, hello)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let (_, tx, rx) = within(CONNECT_WITHIN, "connecting", connecting).await?;
     Ok((tx, rx))
+}
+
+/// How long connecting to a worker's data port may take, handshake
+/// included, before that worker counts as unreachable.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long a data port may take to answer one request (a range of
+/// [`CHUNK`] bytes, a fetch, a log) before its worker counts as gone: a
+/// frozen or vanished holder fails the fetch, which goes on to the next
+/// holder, rather than hanging it.
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
+/// `work`, or an error saying what took longer than `limit`.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    work: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("{what}: no answer within {limit:?}")))
 }
 
 /// Asks the worker at `addr` one question and returns its answer.
 async fn ask(addr: &str, token: &str, request: ToPeer) -> Result<FromPeer, String> {
+    ask_within(addr, token, request, ANSWER_WITHIN).await
+}
+
+async fn ask_within(
+    addr: &str,
+    token: &str,
+    request: ToPeer,
+    limit: Duration,
+) -> Result<FromPeer, String> {
     let (tx, mut rx) = connect(addr, token).await?;
     tx.send(request)
         .map_err(|_| "connection closed".to_string())?;
-    rx.recv()
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "connection closed".into())
+    let answer = async {
+        rx.recv()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "connection closed".to_string())
+    };
+    within(limit, "asking", answer).await
 }
 
 async fn fetch_from(addr: &str, token: &str, key: &str) -> Result<Option<Bytes>, String> {
@@ -945,7 +987,7 @@ mod tests {
         // Room comes back when the peer leaves.
         drop(conn);
         let mut conn = connect(&addr, "sesame").await.unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let (key, bytes) = encoded(9 << 20);
             assert_eq!(start_upload(&mut conn, &key, &bytes, 10).await, None);
@@ -1036,5 +1078,62 @@ mod tests {
             answered < 16,
             "{answered} of 32 ranges were answered; the rest should not have waited"
         );
+    }
+
+    /// A data port that lets peers in and then never answers.
+    async fn stalled_port() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let admitted = connection::accept::<ToPeer, FromPeer>(
+                    connection::Incoming::Tcp(stream),
+                    DEFAULT_MAX_FRAME,
+                    |_| {
+                        Ok(connection::Admission {
+                            id: 0,
+                            client_digest: None,
+                        })
+                    },
+                )
+                .await;
+                if let Ok(c) = admitted {
+                    held.push(c);
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_holder_that_stops_answering_fails_the_fetch_instead_of_hanging_it() {
+        let addr = stalled_port().await;
+        let limit = Duration::from_millis(300);
+        let fetched = ask_within(
+            &addr,
+            "sesame",
+            ToPeer::Fetch {
+                id: 1,
+                keys: vec!["data-x".into()],
+            },
+            limit,
+        );
+        let e = tokio::time::timeout(Duration::from_secs(30), fetched)
+            .await
+            .expect("a fetch from a stalled holder hung")
+            .unwrap_err();
+        assert!(e.contains("no answer within"), "{e}");
+        let mut read = Progress::default();
+        let mut each = |_: u64, _: Bytes| std::future::ready(Ok(()));
+        let streamed = stream_from(&addr, "sesame", "data-x", &mut read, &mut each, limit);
+        match tokio::time::timeout(Duration::from_secs(30), streamed)
+            .await
+            .expect("a range read from a stalled holder hung")
+        {
+            Err(StreamError::Source(e)) => assert!(e.contains("no answer within"), "{e}"),
+            Err(StreamError::Sink(e)) => panic!("{e}"),
+            Ok(done) => panic!("read from a port that never answers: {done}"),
+        }
     }
 }
