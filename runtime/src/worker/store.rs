@@ -184,6 +184,31 @@ pub struct Reserved {
     len: u64,
 }
 
+impl Reserved {
+    /// Bytes of room held.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no room is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Grows the room held to `len` bytes, if the values arriving together
+    /// stay within the memory budget; false (and unchanged) if not.
+    pub fn grow_to(&mut self, len: u64) -> bool {
+        if len <= self.len {
+            return true;
+        }
+        if !self.store.take_room(len - self.len) {
+            return false;
+        }
+        self.len = len;
+        true
+    }
+}
+
 impl Drop for Reserved {
     fn drop(&mut self) {
         self.store.arriving.fetch_sub(self.len, Ordering::Relaxed);
@@ -230,21 +255,27 @@ impl ResultStore {
     /// `None` means write this one to disk as it comes. (A finished value
     /// is then kept as any result is, spilling others to make room.)
     pub fn reserve(self: &Arc<Self>, len: u64) -> Option<Reserved> {
+        self.take_room(len).then(|| Reserved {
+            store: self.clone(),
+            len,
+        })
+    }
+
+    /// Adds `len` bytes to what arriving values hold, if that stays within
+    /// the budget.
+    fn take_room(&self, len: u64) -> bool {
         let mut now = self.arriving.load(Ordering::Relaxed);
         loop {
-            let after = now.checked_add(len).filter(|a| *a <= self.budget as u64)?;
+            let Some(after) = now.checked_add(len).filter(|a| *a <= self.budget as u64) else {
+                return false;
+            };
             match self.arriving.compare_exchange_weak(
                 now,
                 after,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => {
-                    return Some(Reserved {
-                        store: self.clone(),
-                        len,
-                    });
-                }
+                Ok(_) => return true,
                 Err(actual) => now = actual,
             }
         }

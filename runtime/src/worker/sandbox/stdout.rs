@@ -28,6 +28,10 @@ struct Sink {
     /// Where a spill file comes from; without one, stdout is held in memory
     /// up to `cap` and a write past it fails.
     spill: Option<Arc<ResultStore>>,
+    /// With a spill store: the room in its budget what is held in memory
+    /// takes, shared with values arriving on the data port, so that many
+    /// commands writing at once hold no more than the budget together.
+    room: Option<crate::worker::store::Reserved>,
     cap: usize,
     /// Why writing stopped, reported as the task's error.
     failed: Option<Failure>,
@@ -60,6 +64,7 @@ impl Stdout {
             written: 0,
             file: None,
             spill,
+            room: None,
             cap,
             failed: None,
         })))
@@ -111,6 +116,21 @@ impl Stdout {
 }
 
 impl Sink {
+    /// Whether `written` bytes may stay in memory: room for them in the
+    /// store's budget, taken a doubling at a time.
+    fn held_in_memory(&mut self, store: &Arc<ResultStore>, written: u64) -> bool {
+        let room = match &mut self.room {
+            Some(room) => room,
+            None => self.room.insert(match store.reserve(0) {
+                Some(room) => room,
+                None => return false,
+            }),
+        };
+        written <= room.len()
+            || room.grow_to(written.max(room.len() * 2).max(64 << 10))
+            || room.grow_to(written)
+    }
+
     fn push(&mut self, bytes: &[u8]) -> Result<(), Failure> {
         let written = self.written + bytes.len() as u64;
         if written > u32::MAX as u64 {
@@ -121,10 +141,11 @@ impl Sink {
         }
         self.written = written;
         if self.file.is_none() {
-            match &self.spill {
-                Some(store) if store.over_budget(written) => {
+            match self.spill.clone() {
+                Some(store) if !self.held_in_memory(&store, written) => {
                     // From here on, to disk: what is held goes first.
                     self.file = Some(store.spill_file().map_err(Failure::Refused)?);
+                    self.room = None;
                 }
                 Some(_) => {}
                 None if written > self.cap as u64 => return Err(Failure::OverCap),
@@ -164,5 +185,42 @@ impl OutputSink for Stdout {
             Some(f) => Err(f.message()),
             None => Ok(FILE_BUFFER),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_writing_at_once_hold_at_most_the_budget_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ResultStore::new(1 << 20, dir.path().join("spill")));
+        let chunk = vec![7u8; 100 << 10];
+        let (a, b) = (
+            Stdout::new(usize::MAX, Some(store.clone())),
+            Stdout::new(usize::MAX, Some(store.clone())),
+        );
+        // 700 kB each, written side by side: 1.4 MB do not fit a 1 MiB
+        // budget, so one of them goes to disk.
+        for _ in 0..7 {
+            a.push(&chunk).unwrap();
+            b.push(&chunk).unwrap();
+        }
+        let mut kinds: Vec<&str> = [a, b]
+            .into_iter()
+            .map(|s| match s.take().unwrap() {
+                Taken::Memory(_) => "memory",
+                Taken::File(_) => "file",
+            })
+            .collect();
+        kinds.sort_unstable();
+        assert_eq!(kinds, ["file", "memory"]);
+        // What one alone writes stays in memory once the room is back.
+        let c = Stdout::new(usize::MAX, Some(store));
+        for _ in 0..7 {
+            c.push(&chunk).unwrap();
+        }
+        assert!(matches!(c.take().unwrap(), Taken::Memory(_)));
     }
 }
