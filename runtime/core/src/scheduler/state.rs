@@ -81,6 +81,10 @@ pub(super) const QUEUED_PER_SLOT: usize = 32;
 /// instead of being tried on yet another (it is probably what kills them).
 const MAX_WORKER_DEATHS: u32 = 3;
 
+/// Times a task is placed again after a worker could not fetch an input
+/// the scheduler has as finished, before the error is final.
+const MAX_FETCH_MISSES: u8 = 3;
+
 /// The pseudo-holder that keeps fire-and-forget keys alive until they end.
 const FIRE_AND_FORGET: &str = "fire-and-forget";
 
@@ -142,6 +146,9 @@ struct Task {
     retries_left: u16,
     /// Workers that died while running it.
     deaths: u16,
+    /// Runs that ended for want of an input the scheduler has as
+    /// finished (see `MAX_FETCH_MISSES`).
+    fetch_misses: u8,
     /// When it was submitted, began and ended.
     stamps: activity::Stamps,
     /// Fingerprint of what the journal last recorded of it (0: nothing
@@ -233,6 +240,10 @@ pub struct Scheduler {
     balance_now: bool,
     /// Big releases, let go of a step at a time (see [`releasing`]).
     releasing: releasing::Releasing,
+    /// Tasks found needing scattered data that is gone (released or lost
+    /// with its worker), which nothing can compute again: failed at the
+    /// end of the event, with the input that is gone.
+    doomed: Vec<(Key, Key)>,
 }
 
 impl Scheduler {
@@ -464,10 +475,23 @@ impl Scheduler {
                     let input_gone =
                         error.kind == ErrorKind::Lost && self.unfinished_inputs(&key) > 0;
                     let t = self.tasks.get_mut(&key).expect("on a worker");
+                    // An input it could not fetch though it is finished
+                    // here: its holder died and the news is not here yet,
+                    // or it moved since the task was sent. Placed again
+                    // with the inputs' places as they are now, a few times.
+                    let fetch_missed = error.kind == ErrorKind::Lost
+                        && !input_gone
+                        && !t.deps.is_empty()
+                        && t.fetch_misses < MAX_FETCH_MISSES;
                     if input_gone {
                         // Its input died with a worker and is being computed
                         // again: run it once that is back.
                         self.activity.set(&key, t, State::Pending { waiting_on: 0 });
+                        self.requeue(&key);
+                    } else if fetch_missed {
+                        t.fetch_misses += 1;
+                        self.activity.set(&key, t, State::Pending { waiting_on: 0 });
+                        self.stats.reruns += 1;
                         self.requeue(&key);
                     } else if t.retries_left > 0 && error.kind != ErrorKind::Input {
                         t.retries_left -= 1;
@@ -559,6 +583,14 @@ impl Scheduler {
                 for (key, at) in results {
                     self.adopt_result(worker, &key, at, &mut out);
                 }
+            }
+        }
+        for (key, gone) in std::mem::take(&mut self.doomed) {
+            if matches!(
+                self.tasks.get(&key).map(|t| &t.state),
+                Some(State::Pending { .. })
+            ) {
+                self.fail(&key, lost_error(&gone), &mut out);
             }
         }
         self.schedule(&mut out);

@@ -1679,3 +1679,59 @@ fn a_task_asking_for_a_resource_amount_that_is_not_a_number_of_0_or_more_is_refu
         assert_eq!(s.state("g"), None);
     }
 }
+
+#[test]
+fn a_task_that_could_not_fetch_a_finished_input_is_placed_again_a_few_times() {
+    let mut s = setup(&[(10, 1), (12, 1)]);
+    let cmds = submit(&mut s, vec![spec("x", vec![])]);
+    let (w, _) = runs(&cmds)[0];
+    finish(&mut s, w, "x", big(100));
+    let cmds = submit(&mut s, vec![spec("t", vec![fut("x")])]);
+    let (mut on, _) = runs(&cmds)[0];
+    // Its worker could not fetch `x` (its holder died, say, and the news
+    // is not here yet): sent again, with where `x` is now.
+    for _ in 0..3 {
+        let cmds = s.handle(Input::Erred {
+            worker: on,
+            errors: vec![(
+                "t".into(),
+                TaskError::new(ErrorKind::Lost, "cannot fetch x".into(), "t"),
+            )],
+        });
+        let again = runs(&cmds);
+        assert_eq!(again.len(), 1, "not placed again: {cmds:?}");
+        on = again[0].0;
+    }
+    // Past a few misses the error is final.
+    s.handle(Input::Erred {
+        worker: on,
+        errors: vec![(
+            "t".into(),
+            TaskError::new(ErrorKind::Lost, "cannot fetch x".into(), "t"),
+        )],
+    });
+    assert_eq!(s.state("t"), Some(TaskState::Error));
+}
+
+#[test]
+fn a_task_retried_after_its_scattered_input_was_released_fails_instead_of_waiting() {
+    let mut s = setup(&[(10, 1)]);
+    let d = scattered(&mut s, 1).remove(0);
+    submit(&mut s, vec![spec("t", vec![fut(&d)])]);
+    s.handle(Input::Erred {
+        worker: 10,
+        errors: vec![("t".into(), error("t"))],
+    });
+    s.handle(Input::Release {
+        client: 1,
+        keys: vec![d.clone()],
+    });
+    s.handle(Input::Retry {
+        client: 1,
+        id: 5,
+        keys: vec!["t".into()],
+        limits: Default::default(),
+    });
+    // Nothing can bring the scattered value back: the retry ends at once.
+    assert_eq!(s.state("t"), Some(TaskState::Error));
+}

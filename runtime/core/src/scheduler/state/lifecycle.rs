@@ -321,6 +321,7 @@ impl Scheduler {
                 self.activity.set(k, t, State::Pending { waiting_on: 0 });
                 t.retries_left = saturate(t.recipe.retries());
                 t.deaths = 0;
+                t.fetch_misses = 0;
                 for d in t.deps.clone() {
                     self.tasks.get_mut(&d).expect("checked").needed_by += 1;
                 }
@@ -384,13 +385,20 @@ impl Scheduler {
 
     /// Sets a pending task's count of unfinished inputs, bringing released
     /// inputs back first, and queues it if it has none.
+    /// Scattered data that is gone cannot be brought back: the task is
+    /// failed at the end of the event (`doomed`).
     pub(super) fn requeue(&mut self, key: &str) {
         for d in self.tasks[key].deps.clone() {
-            if matches!(
-                self.tasks.get(&d).map(|t| &t.state),
-                Some(State::Released | State::Lost)
-            ) {
-                self.recompute(&d);
+            match self.tasks.get(&d) {
+                Some(t) if matches!(t.state, State::Released | State::Lost) => {
+                    if t.is_scattered() {
+                        let k = self.tasks.key(key).expect("present");
+                        self.doomed.push((k, d));
+                    } else {
+                        self.recompute(&d);
+                    }
+                }
+                _ => {}
             }
         }
         let waiting = self.unfinished_inputs(key);

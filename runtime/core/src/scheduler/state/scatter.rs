@@ -229,6 +229,7 @@ impl Scheduler {
                 watchers: ThinVec::new(),
                 retries_left: 0,
                 deaths: 0,
+                fetch_misses: 0,
                 stamps: activity::Stamps::at(self.activity.now_ms),
                 journaled: 0,
             };

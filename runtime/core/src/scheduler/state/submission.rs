@@ -134,6 +134,7 @@ impl Scheduler {
         self.activity.set(key, t, State::Pending { waiting_on: 0 });
         t.retries_left = saturate(t.recipe.retries());
         t.deaths = 0;
+        t.fetch_misses = 0;
         for d in &deps {
             self.tasks.get_mut(d).expect("checked").needed_by += 1;
         }
@@ -232,6 +233,7 @@ impl Scheduler {
             watchers: ThinVec::new(),
             retries_left: saturate(spec.retries),
             deaths: 0,
+            fetch_misses: 0,
             stamps: activity::Stamps::at(self.activity.now_ms),
             journaled: 0,
             recipe: Recipe::new(spec, &mut self.names),

@@ -361,6 +361,7 @@ mod tests {
             watchers: ThinVec::new(),
             retries_left: 0,
             deaths: 0,
+            fetch_misses: 0,
             stamps: activity::Stamps::at(0),
             journaled: 0,
         }

@@ -131,6 +131,7 @@ impl Scheduler {
                 watchers: ThinVec::new(),
                 retries_left: super::super::saturate(saved.retries_left),
                 deaths: super::super::saturate(saved.deaths),
+                fetch_misses: 0,
                 stamps: super::super::activity::Stamps::at(0),
                 journaled: 0,
             },
