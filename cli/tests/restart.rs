@@ -167,6 +167,55 @@ fn a_command_started_while_the_scheduler_is_down_waits_for_it_to_return() {
     assert_eq!(stdout(&out).trim(), "2");
 }
 
+/// A map whose input goes on while the scheduler restarts submits what
+/// comes meanwhile once it is back, rather than failing mid-pipeline.
+#[test]
+fn a_map_fed_across_a_scheduler_restart_submits_every_line() {
+    use std::io::{BufRead, Write};
+    let mut p = Pieces::start(1);
+    let mut map = p
+        .command()
+        .args(["map", tasks_wasm(), "inc"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = map.stdin.take().unwrap();
+    let (tx, keys) = std::sync::mpsc::channel();
+    let out = map.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut got = Vec::new();
+    for n in 1..=3 {
+        writeln!(input, "{n}").unwrap();
+        got.push(keys.recv_timeout(Duration::from_secs(30)).expect("a key"));
+    }
+    p.wait_journaled(&got);
+    p.kill_scheduler();
+    // Lines that come while it is down wait for it.
+    for n in 4..=6 {
+        writeln!(input, "{n}").unwrap();
+    }
+    input.flush().unwrap();
+    p.start_scheduler();
+    drop(input);
+    let status = map.wait().unwrap();
+    got.extend(keys.iter());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut map.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "the map failed: {err}");
+    assert_eq!(got.len(), 6, "{got:?}");
+    let mut args = vec!["gather"];
+    args.extend(got.iter().map(String::as_str));
+    let results = p.ok(&args);
+    let results: Vec<&str> = results.lines().collect();
+    assert_eq!(results, ["2", "3", "4", "5", "6", "7"]);
+}
+
 #[test]
 fn scattered_data_whose_worker_never_returns_is_lost_after_the_rejoin_grace() {
     let mut p = Pieces::start(1);

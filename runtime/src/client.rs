@@ -201,8 +201,9 @@ type Watchers = rustc_hash::FxHashMap<String, Vec<mpsc::UnboundedSender<(String,
 struct Inner {
     /// The scheduler's address, as given.
     address: String,
-    /// The current connection (replaced when it is made again).
-    tx: Mutex<Sender<ToScheduler>>,
+    /// Where messages to the scheduler go: the current connection, or,
+    /// while it is being made again, a queue sent first on the new one.
+    tx: Mutex<Outbox>,
     /// How long to keep trying to reconnect after the connection breaks.
     grace_ms: AtomicU64,
     /// What this client presents to workers' data ports: a proof of the
@@ -228,6 +229,63 @@ struct Inner {
     /// The cluster [`Client::from_env`] started inside this program, if
     /// it did: it stops when the last handle goes.
     embedded: std::sync::OnceLock<crate::embedded::EmbeddedCluster>,
+}
+
+/// Where a client's messages go.
+enum Outbox {
+    /// The connection.
+    Up(Sender<ToScheduler>),
+    /// Being made again: messages wait, in order, with their weight, to go
+    /// first on the new connection.
+    Down(Vec<ToScheduler>, usize),
+    /// Gone for good.
+    Lost,
+}
+
+/// Most bytes of messages that wait for a connection being made again;
+/// past them a send fails as disconnected.
+const DOWN_QUEUE_BYTES: usize = 64 << 20;
+
+impl Outbox {
+    fn send(&mut self, msg: ToScheduler) -> Result<(), ClientError> {
+        if let Outbox::Up(tx) = self
+            && tx.is_closed()
+        {
+            // The connection broke and the reader has not seen it yet:
+            // the message waits for the next one.
+            self.go_down();
+        }
+        match self {
+            Outbox::Up(tx) => tx.send(msg).map_err(|_| ClientError::Disconnected),
+            Outbox::Down(queue, bytes) => {
+                let weight = crate::protocol::Weigh::weight(&msg);
+                if *bytes + weight > DOWN_QUEUE_BYTES {
+                    return Err(ClientError::Disconnected);
+                }
+                *bytes += weight;
+                queue.push(msg);
+                Ok(())
+            }
+            Outbox::Lost => Err(ClientError::Disconnected),
+        }
+    }
+
+    /// The connection broke: messages wait from now on.
+    fn go_down(&mut self) {
+        if let Outbox::Up(_) = self {
+            *self = Outbox::Down(Vec::new(), 0);
+        }
+    }
+
+    /// The new connection, after the messages that waited for it.
+    fn come_up(&mut self, tx: Sender<ToScheduler>) {
+        if let Outbox::Down(queue, _) = std::mem::replace(self, Outbox::Lost) {
+            for msg in queue {
+                let _ = tx.send(msg);
+            }
+        }
+        *self = Outbox::Up(tx);
+    }
 }
 
 /// A connection to a dtask scheduler. Cheap to clone; clones share it.
@@ -276,7 +334,7 @@ impl Client {
         let (tx, mut rx) = first_connect(addr, &hello, default_grace()).await?;
         let inner = Arc::new(Inner {
             address: addr.to_string(),
-            tx: Mutex::new(tx),
+            tx: Mutex::new(Outbox::Up(tx)),
             grace_ms: AtomicU64::new(default_grace().as_millis() as u64),
             peer_token,
             next_id: AtomicU64::new(1),
@@ -303,18 +361,16 @@ impl Client {
                 // Requests in flight are lost with the connection: their
                 // waiters fail now, but for primitive operations, which are
                 // sent again. Subscriptions end (the scheduler forgets
-                // them). Watches survive a reconnect.
-                let kept: HashMap<u64, oneshot::Sender<FromScheduler>> = {
+                // them). Watches survive a reconnect. What is sent from
+                // now on waits for the new connection.
+                inner.tx.lock().expect("sender lock").go_down();
+                let kept: Vec<u64> = {
                     let resend = inner.resend.lock().expect("resend lock");
-                    inner
-                        .replies
-                        .lock()
-                        .expect("replies lock")
-                        .take()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|(id, _)| resend.contains_key(id))
-                        .collect()
+                    let mut replies = inner.replies.lock().expect("replies lock");
+                    if let Some(r) = replies.as_mut() {
+                        r.retain(|id, _| resend.contains_key(id));
+                    }
+                    resend.keys().copied().collect()
                 };
                 inner
                     .subscriptions
@@ -326,13 +382,19 @@ impl Client {
                 let again = reconnect(&addr, &hello, grace).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let Some((tx, new_rx)) = again else {
+                    *inner.tx.lock().expect("sender lock") = Outbox::Lost;
                     // Dropping the senders wakes every waiter with an error.
+                    inner.replies.lock().expect("replies lock").take();
                     inner.watchers.lock().expect("watchers lock").take();
                     inner.resend.lock().expect("resend lock").clear();
                     inner.lost.send_replace(true);
                     return;
                 };
                 tracing::info!("reconnected to the scheduler at {addr}");
+                inner.uploaded.lock().expect("uploaded lock").clear();
+                // In order, with sends held off meanwhile: the watches, the
+                // waits sent again, then what was sent while down.
+                let mut outbox = inner.tx.lock().expect("sender lock");
                 let keys: Vec<String> = inner
                     .watchers
                     .lock()
@@ -343,12 +405,14 @@ impl Client {
                 if !keys.is_empty() {
                     let _ = tx.send(ToScheduler::Watch { keys });
                 }
-                inner.uploaded.lock().expect("uploaded lock").clear();
-                for msg in inner.resend.lock().expect("resend lock").values() {
-                    let _ = tx.send(msg.clone());
+                {
+                    let resend = inner.resend.lock().expect("resend lock");
+                    for msg in kept.iter().filter_map(|id| resend.get(id)) {
+                        let _ = tx.send(msg.clone());
+                    }
                 }
-                *inner.tx.lock().expect("sender lock") = tx;
-                *inner.replies.lock().expect("replies lock") = Some(kept);
+                outbox.come_up(tx);
+                drop(outbox);
                 rx = new_rx;
             }
         });
@@ -444,17 +508,13 @@ impl Client {
     }
 
     fn send(&self, msg: ToScheduler) -> Result<(), ClientError> {
-        self.inner
-            .tx
-            .lock()
-            .expect("sender lock")
-            .send(msg)
-            .map_err(|_| ClientError::Disconnected)
+        self.inner.tx.lock().expect("sender lock").send(msg)
     }
 
-    /// Whether the connection to the scheduler is still up.
+    /// Whether the connection to the scheduler is up (not broken, nor
+    /// being made again).
     pub fn is_connected(&self) -> bool {
-        self.inner.replies.lock().expect("replies lock").is_some()
+        matches!(*self.inner.tx.lock().expect("sender lock"), Outbox::Up(_))
     }
 
     /// Makes sure the scheduler has `module`, uploading it if it lacks it.
