@@ -567,6 +567,69 @@ fn an_argument_over_the_memory_limit_is_refused_naming_the_limit() {
     assert_eq!(c.ok(&["gather", &ok]), want.to_string());
 }
 
+#[test]
+fn an_input_over_the_memory_limit_is_refused_before_it_is_fetched() {
+    let c = Cluster::start(2, 1);
+    let addresses: Vec<String> = workers_json(&c)
+        .iter()
+        .map(|w| w["address"].as_str().unwrap().to_string())
+        .collect();
+    let [holder, runner] = &addresses[..] else {
+        panic!("two workers, not {addresses:?}");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let scatter_to = |name: &str, data: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, data).unwrap();
+        c.ok(&["scatter", "--workers", holder, path.to_str().unwrap()])
+    };
+    let big = scatter_to("big.bin", &random_bytes(24 << 20, 9));
+    let small_data = random_bytes(100 << 10, 3);
+    let small = scatter_to("small.bin", &small_data);
+    let rev = c.ok(&[
+        "submit",
+        "--workers",
+        runner,
+        "--memory-limit-mib",
+        "16",
+        tasks_wasm(),
+        "reverse-bytes",
+        &format!("@{big}"),
+    ]);
+    let out = c.run(&["gather", &rev], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("memory limit of 16.0 MiB"),
+        "{}",
+        stderr(&out)
+    );
+    // A small input is fetched as ever; once the runner's count shows it,
+    // the big one was never among what it fetched.
+    let sum = c.ok(&[
+        "submit",
+        "--workers",
+        runner,
+        tasks_wasm(),
+        "sum-bytes",
+        &format!("@{small}"),
+    ]);
+    let want: u64 = small_data.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(c.ok(&["gather", &sum]), want.to_string());
+    let runner_json = || {
+        workers_json(&c)
+            .into_iter()
+            .find(|w| w["address"].as_str() == Some(runner.as_str()))
+            .expect("the runner")
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the runner to report its fetch",
+        || runner_json()["fetched"].as_u64().unwrap_or(0) >= 1,
+    );
+    let fetched = runner_json()["fetched_bytes"].as_u64().unwrap();
+    assert!(fetched < 1 << 20, "the runner fetched {fetched} bytes");
+}
+
 /// `dtask workers --json` of `c`, one value per worker.
 fn workers_json(c: &Cluster) -> Vec<serde_json::Value> {
     c.ok(&["workers", "--json"])

@@ -117,6 +117,23 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
         .map_err(|m| err(ErrorKind::Module, m))?;
     let mut args = Vec::with_capacity(task.args.len());
     let command = ready.module.kind().is_command();
+    // Inputs to fetch into memory must fit the task's memory limit: known
+    // from their sizes before any is fetched. (A command's first input, its
+    // stdin, may be read from a file instead.)
+    let incoming: u64 = task
+        .args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(command && *i == 0))
+        .map(|(_, a)| match a {
+            RunArg::Dep { at, .. } if at.inline.is_none() => at.nbytes,
+            _ => 0,
+        })
+        .sum();
+    let memory = task.memory_limit.map(|m| m.min(usize::MAX as u64) as usize);
+    shared
+        .sandbox
+        .check_incoming(&task.key, &task.function, incoming, memory)?;
     for (i, arg) in task.args.iter().enumerate() {
         let bytes = match arg {
             RunArg::Value(b) => b.clone(),

@@ -651,6 +651,25 @@ impl Sandbox {
         (memory, raise)
     }
 
+    /// An error unless inputs of `bytes`, still to be fetched, fit the
+    /// memory limit of a task (`memory`, within the worker's): checked
+    /// before fetching them, so that a value far over the limit is not
+    /// brought here only to be refused.
+    pub fn check_incoming(
+        &self,
+        key: &str,
+        function: &str,
+        bytes: u64,
+        memory: Option<usize>,
+    ) -> Result<(), TaskError> {
+        let memory_limit = RunLimits {
+            memory,
+            ..RunLimits::default()
+        };
+        let (memory, raise) = self.memory_for(&memory_limit);
+        check_bytes(key, function, bytes, memory, raise)
+    }
+
     /// The worker's memory limit, lowered to `memory` if given.
     fn memory_under(&self, memory: Option<usize>) -> usize {
         memory.map_or(self.limits.memory, |m| m.min(self.limits.memory))
@@ -750,7 +769,18 @@ fn check_size(
     raise: &str,
 ) -> Result<(), TaskError> {
     let bytes: usize = args.iter().map(TaskArg::payload_bytes).sum();
-    if bytes <= memory {
+    check_bytes(key, function, bytes as u64, memory, raise)
+}
+
+/// An error unless arguments of `bytes` fit a task's memory limit.
+fn check_bytes(
+    key: &str,
+    function: &str,
+    bytes: u64,
+    memory: usize,
+    raise: &str,
+) -> Result<(), TaskError> {
+    if bytes <= memory as u64 {
         return Ok(());
     }
     Err(task_error(
@@ -758,7 +788,7 @@ fn check_size(
         ErrorKind::Memory,
         format!(
             "{function}: the arguments hold {} of data, more than the task's memory limit of {}; {raise}",
-            value::human_bytes(bytes as u64),
+            value::human_bytes(bytes),
             value::human_bytes(memory as u64),
         ),
     ))
