@@ -189,6 +189,13 @@ fn a_map_fed_across_a_scheduler_restart_submits_every_line() {
             let _ = tx.send(line.unwrap());
         }
     });
+    let (etx, said) = std::sync::mpsc::channel();
+    let err = map.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines() {
+            let _ = etx.send(line.unwrap());
+        }
+    });
     let mut got = Vec::new();
     for n in 1..=3 {
         writeln!(input, "{n}").unwrap();
@@ -196,7 +203,18 @@ fn a_map_fed_across_a_scheduler_restart_submits_every_line() {
     }
     p.wait_journaled(&got);
     p.kill_scheduler();
-    // Lines that come while it is down wait for it.
+    // Once the map has seen the connection break, lines that come while
+    // the scheduler is down wait for it.
+    let mut stderr_lines = Vec::new();
+    while !stderr_lines
+        .last()
+        .is_some_and(|l: &String| l.contains("reconnecting"))
+    {
+        stderr_lines.push(
+            said.recv_timeout(Duration::from_secs(30))
+                .expect("the map says it is reconnecting"),
+        );
+    }
     for n in 4..=6 {
         writeln!(input, "{n}").unwrap();
     }
@@ -205,9 +223,12 @@ fn a_map_fed_across_a_scheduler_restart_submits_every_line() {
     drop(input);
     let status = map.wait().unwrap();
     got.extend(keys.iter());
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut map.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "the map failed: {err}");
+    stderr_lines.extend(said.iter());
+    assert!(
+        status.success(),
+        "the map failed: {}",
+        stderr_lines.join("\n")
+    );
     assert_eq!(got.len(), 6, "{got:?}");
     let mut args = vec!["gather"];
     args.extend(got.iter().map(String::as_str));

@@ -379,6 +379,12 @@ impl Client {
                     .clear();
                 let grace = Duration::from_millis(inner.grace_ms.load(Ordering::Relaxed));
                 drop(inner);
+                if !grace.is_zero() {
+                    tracing::warn!(
+                        "lost the connection to the scheduler at {addr}; reconnecting for up \
+                         to {grace:?} (DTASK_RECONNECT_GRACE), and what is sent meanwhile waits"
+                    );
+                }
                 let again = reconnect(&addr, &hello, grace).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let Some((tx, new_rx)) = again else {

@@ -616,6 +616,27 @@ mod tests {
         log_path(dir, gens[0])
     }
 
+    /// A journal in `dir` whose one log holds `kept`, then `last` in a
+    /// frame of its own; the log's path.
+    fn kept_then(dir: &Path, last: &str) -> PathBuf {
+        let (j, _) = Journal::open(dir, JournalOptions::default()).unwrap();
+        j.append(vec![event("kept")]);
+        j.flush();
+        j.append(vec![event(last)]);
+        j.close();
+        only_log(dir)
+    }
+
+    /// Damages the last frame of `log` (its last byte flipped); what the
+    /// file then holds.
+    fn damage_last_frame(log: &Path) -> Vec<u8> {
+        let mut bytes = std::fs::read(log).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(log, &bytes).unwrap();
+        bytes
+    }
+
     #[test]
     fn the_core_waits_while_the_writer_is_too_far_behind_and_goes_on_once_it_catches_up() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -733,16 +754,7 @@ mod tests {
     #[test]
     fn a_damaged_frame_ends_the_replay_there() {
         let dir = tempfile::tempdir().unwrap();
-        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
-        j.append(vec![event("kept")]);
-        j.flush();
-        j.append(vec![event("damaged")]);
-        j.close();
-        let log = only_log(dir.path());
-        let mut bytes = std::fs::read(&log).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        std::fs::write(&log, bytes).unwrap();
+        damage_last_frame(&kept_then(dir.path(), "damaged"));
         let (j, found) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
         let records = records_of(found.expect("recovered"));
         assert!(records.contains(&event("kept")));
@@ -775,17 +787,9 @@ mod tests {
     #[test]
     fn compacting_over_a_damaged_log_fails_and_keeps_the_logs() {
         let dir = tempfile::tempdir().unwrap();
-        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
-        j.append(vec![event("kept")]);
-        j.flush();
-        j.append(vec![event("after")]);
-        j.close();
-        let log = only_log(dir.path());
+        let log = kept_then(dir.path(), "after");
         let generation = log_gens(dir.path())[0];
-        let mut bytes = std::fs::read(&log).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        std::fs::write(&log, &bytes).unwrap();
+        let bytes = damage_last_frame(&log);
         let err = compact(dir.path(), generation).expect_err("compacted over damage");
         assert!(err.contains("damaged"), "{err}");
         assert_eq!(std::fs::read(&log).unwrap(), bytes, "the log was changed");
@@ -830,20 +834,12 @@ mod tests {
     #[test]
     fn logs_set_aside_after_a_damaged_one_are_shown_in_the_journals_health() {
         let dir = tempfile::tempdir().unwrap();
-        let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
-        j.append(vec![event("kept")]);
-        j.flush();
-        j.append(vec![event("damaged")]);
-        j.close();
-        let damaged = only_log(dir.path());
+        let damaged = kept_then(dir.path(), "damaged");
         let (j, _) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
         assert_eq!(j.health.problem(), None);
         j.append(vec![event("later")]);
         j.close();
-        let mut bytes = std::fs::read(&damaged).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        std::fs::write(&damaged, bytes).unwrap();
+        damage_last_frame(&damaged);
         let (j, found) = Journal::open(dir.path(), JournalOptions::default()).unwrap();
         let records = records_of(found.expect("recovered"));
         assert!(records.contains(&event("kept")));
