@@ -71,10 +71,7 @@ impl KeyStream {
     /// The next key, waiting for it; `None` once they have ended.
     /// Cancel-safe, as `select!` needs.
     pub async fn recv(&mut self) -> Result<Option<String>, Failure> {
-        if let Some(k) = self.args.pop_front() {
-            return Ok(Some(k));
-        }
-        let next = match self.held.take() {
+        let next = match self.at_hand() {
             Some(k) => k,
             None => self.rx.recv().await,
         };
@@ -83,14 +80,20 @@ impl KeyStream {
 
     /// The next key if one has already come.
     pub fn try_recv(&mut self) -> Result<Option<String>, Failure> {
-        if let Some(k) = self.args.pop_front() {
-            return Ok(Some(k));
-        }
-        let next = match self.held.take() {
+        let next = match self.at_hand() {
             Some(k) => k,
             None => self.rx.try_recv().ok(),
         };
         next.transpose().map_err(Failure::usage)
+    }
+
+    /// A key (or the end) already here: the next argument, or what
+    /// [`first`](Self::first) read ahead.
+    fn at_hand(&mut self) -> Option<Option<Result<String, String>>> {
+        match self.args.pop_front() {
+            Some(k) => Some(Some(Ok(k))),
+            None => self.held.take(),
+        }
     }
 }
 

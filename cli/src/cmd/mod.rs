@@ -183,7 +183,6 @@ pub fn load_module(path: &Path) -> Result<LocalModule, Failure> {
     LocalModule::load(path).map_err(Failure::usage)
 }
 
-/// A client error as a failure, with `message` for a timeout (exit 4).
 /// Runs `work`, a verb that waits, within `timeout` if one is given;
 /// past it, exit 4 saying what was not done (`what`) and what to do next.
 pub async fn within(
@@ -197,5 +196,17 @@ pub async fn within(
         Some(t) => tokio::time::timeout(t, work)
             .await
             .unwrap_or_else(|_| Err(Failure::new(4, format!("{what} after {t:?}; {next}")))),
+    }
+}
+
+/// The next message on `rx`, a channel the verb feeds too (so it never
+/// closes); `None` once `client` has lost its scheduler for good.
+pub async fn next_or_lost<T>(
+    client: &Client,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> Option<T> {
+    tokio::select! {
+        n = rx.recv() => n,
+        () = client.lost() => None,
     }
 }

@@ -48,11 +48,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
             let n = erred.len();
             client.watch_into(erred, &tx)?;
             for _ in 0..n {
-                let next = tokio::select! {
-                    n = rx.recv() => n,
-                    () = client.lost() => None,
-                };
-                let Some((key, outcome)) = next else {
+                let Some((key, outcome)) = super::next_or_lost(&client, &mut rx).await else {
                     return Err(dtask_runtime::client::ClientError::Disconnected.into());
                 };
                 if let Outcome::Error(e) = outcome {

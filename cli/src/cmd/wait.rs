@@ -38,14 +38,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let progress =
         super::progress::Progress::new("wait", if a.first { 1 } else { wanted.len() as u64 });
     while seen.len() < wanted.len() {
-        // A scheduler gone for good ends the wait (this verb feeds `rx`
-        // too, so it never closes).
-        let recv = async {
-            tokio::select! {
-                n = rx.recv() => n,
-                () = client.lost() => None,
-            }
-        };
+        let recv = super::next_or_lost(&client, &mut rx);
         let next = match deadline {
             Some(d) => match tokio::time::timeout_at(d, recv).await {
                 Ok(n) => n,

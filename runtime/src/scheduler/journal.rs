@@ -724,7 +724,7 @@ mod tests {
         f.write_all(&(payload.len() as u32).to_le_bytes()).unwrap();
         f.write_all(&0u32.to_le_bytes()).unwrap();
         f.write_all(&payload).unwrap();
-        files::write_frame(&mut f, &postcard::to_allocvec(&vec![event("d")]).unwrap()).unwrap();
+        files::write_frame(&mut f, 1, &postcard::to_allocvec(&event("d")).unwrap()).unwrap();
         drop(f);
         assert_eq!(recovery::count_records(&log), 3);
         assert_eq!(recovery::count_records(&dir.path().join("absent")), 0);

@@ -200,7 +200,7 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
     }
     let limits = RunLimits {
         timeout,
-        memory: task.memory_limit.map(|m| m.min(usize::MAX as u64) as usize),
+        memory,
         grants: task.grants.clone(),
         output: Default::default(),
         spill: Some(shared.results.clone()),

@@ -255,10 +255,16 @@ impl ResultStore {
     /// `None` means write this one to disk as it comes. (A finished value
     /// is then kept as any result is, spilling others to make room.)
     pub fn reserve(self: &Arc<Self>, len: u64) -> Option<Reserved> {
-        self.take_room(len).then(|| Reserved {
+        let mut room = self.no_room();
+        room.grow_to(len).then_some(room)
+    }
+
+    /// No room yet, to grow with [`Reserved::grow_to`] as a value arrives.
+    pub fn no_room(self: &Arc<Self>) -> Reserved {
+        Reserved {
             store: self.clone(),
-            len,
-        })
+            len: 0,
+        }
     }
 
     /// Adds `len` bytes to what arriving values hold, if that stays within

@@ -11,6 +11,16 @@ pub enum Arg {
     Future(String),
 }
 
+impl Arg {
+    /// Bytes it carries: a value's encoding, or a future's key.
+    pub fn size(&self) -> usize {
+        match self {
+            Arg::Value(b) => b.len(),
+            Arg::Future(k) => k.len(),
+        }
+    }
+}
+
 /// Everything the scheduler needs to run a task.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TaskSpec {

@@ -22,12 +22,7 @@ pub trait Weigh {
 const MESSAGE_OVERHEAD: usize = 64;
 
 fn args_weight(args: &[Arg]) -> usize {
-    args.iter()
-        .map(|a| match a {
-            Arg::Value(b) => b.len(),
-            Arg::Future(k) => k.len(),
-        })
-        .sum()
+    args.iter().map(Arg::size).sum()
 }
 
 impl Weigh for ToScheduler {
@@ -57,10 +52,7 @@ impl Weigh for ToScheduler {
                 ToScheduler::Primitive {
                     op: Op::QueuePut { item, .. } | Op::VarSet { item, .. },
                     ..
-                } => match item {
-                    Arg::Value(b) => b.len(),
-                    Arg::Future(k) => k.len(),
-                },
+                } => item.size(),
                 _ => 0,
             }
     }
@@ -176,8 +168,7 @@ impl Weigh for FromScheduler {
                 // Answers that can be big weigh what they carry: the writer
                 // batches by weight, and a client's backlog is bounded by it.
                 FromScheduler::Primitive { reply, .. } => match reply {
-                    OpReply::Item(Arg::Value(b)) => b.len(),
-                    OpReply::Item(Arg::Future(k)) => k.len(),
+                    OpReply::Item(item) => item.size(),
                     OpReply::Failed(why) => why.len(),
                     _ => 0,
                 },

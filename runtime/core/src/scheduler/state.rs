@@ -157,6 +157,14 @@ struct Task {
 }
 
 impl Task {
+    /// Run afresh (retried, or submitted again): its retries, and its
+    /// counts of worker deaths and input fetches missed, start again.
+    fn start_over(&mut self) {
+        self.retries_left = saturate(self.recipe.retries());
+        self.deaths = 0;
+        self.fetch_misses = 0;
+    }
+
     /// Whether it is scattered data (whose recipe runs nothing: a module
     /// with no hash).
     fn is_scattered(&self) -> bool {

@@ -138,11 +138,21 @@ pub(super) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> 
     Ok(n)
 }
 
-/// Writes the frame of `payload` (an encoded `Vec<T>`) to `out`.
-pub(super) fn write_frame(out: &mut impl Write, payload: &[u8]) -> io::Result<()> {
-    out.write_all(&(payload.len() as u32).to_le_bytes())?;
-    out.write_all(&crc32fast::hash(payload).to_le_bytes())?;
-    out.write_all(payload)
+/// Writes to `out` the frame of `count` items, encoded one after another
+/// in `items`: length and checksum, then what a `Vec` of them encodes to
+/// (their count, then each). Returns the bytes written.
+pub(super) fn write_frame(out: &mut impl Write, count: u64, items: &[u8]) -> io::Result<u64> {
+    let mut buf = [0u8; 10];
+    let prefix = postcard::to_slice(&count, &mut buf).map_err(io::Error::other)?;
+    let len = prefix.len() + items.len();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(prefix);
+    crc.update(items);
+    out.write_all(&(len as u32).to_le_bytes())?;
+    out.write_all(&crc.finalize().to_le_bytes())?;
+    out.write_all(prefix)?;
+    out.write_all(items)?;
+    Ok(8 + len as u64)
 }
 
 /// A snapshot being written, item by item, to a temporary file that
@@ -193,9 +203,7 @@ impl SnapshotWriter {
         if self.items == 0 {
             return Ok(());
         }
-        let mut frame = postcard::to_allocvec(&self.items).map_err(io::Error::other)?;
-        frame.extend_from_slice(&self.payload);
-        write_frame(&mut self.file, &frame)?;
+        write_frame(&mut self.file, self.items, &self.payload)?;
         self.payload.clear();
         self.items = 0;
         Ok(())

@@ -112,26 +112,13 @@ impl Writer {
     }
 
     /// Writes one frame of `count` records, encoded one after another in
-    /// `records`: length and checksum, then what a `Vec<Record>` of them
-    /// encodes to (their count, then each).
+    /// `records`, and counts it.
     fn write_frame(&mut self, count: u64, records: &[u8]) -> std::io::Result<()> {
-        let mut buf = [0u8; 10];
-        let prefix = postcard::to_slice(&count, &mut buf).expect("a count encodes");
-        let len = prefix.len() + records.len();
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(prefix);
-        crc.update(records);
-        let mut header = [0u8; 8];
-        header[..4].copy_from_slice(&(len as u32).to_le_bytes());
-        header[4..].copy_from_slice(&crc.finalize().to_le_bytes());
         let log = self
             .log
             .as_mut()
             .ok_or_else(|| std::io::Error::other("no log file is open"))?;
-        log.write_all(&header)?;
-        log.write_all(prefix)?;
-        log.write_all(records)?;
-        let written = (8 + len) as u64;
+        let written = files::write_frame(log, count, records)?;
         self.log_bytes += written;
         self.unsynced = true;
         self.health.bytes.fetch_add(written, Ordering::Relaxed);

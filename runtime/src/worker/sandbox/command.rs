@@ -47,7 +47,7 @@ impl Sandbox {
         let timeout = limits.timeout;
         // A command's stdout (its result) may be as large as the task's
         // memory, or, with a worker's results to spill to, its disk.
-        let (cap, raise) = self.memory_for(&limits);
+        let (cap, raise) = self.memory_for(limits.memory);
         let stdout = Stdout::new(cap, limits.spill.clone());
         let stderr = limits.output.stderr.clone();
         let mut wasi = WasiCtxBuilder::new();
@@ -134,7 +134,7 @@ impl Sandbox {
                 key,
                 Bounds {
                     timeout,
-                    memory: Some(self.memory_for(&limits)),
+                    memory: Some(self.memory_for(limits.memory)),
                 },
             )),
         }

@@ -486,7 +486,7 @@ impl Sandbox {
                 return Err(err(ErrorKind::Module, e));
             }
         };
-        let (memory, raise) = self.memory_for(&limits);
+        let (memory, raise) = self.memory_for(limits.memory);
         check_size(key, function, &args, memory, raise)?;
         let params = match Shape::of(&sig.params, &sig.results) {
             Some(shape) => {
@@ -603,10 +603,7 @@ impl Sandbox {
         .await;
         let bounds = Bounds {
             timeout: None,
-            memory: Some(self.memory_for(&RunLimits {
-                memory,
-                ..RunLimits::default()
-            })),
+            memory: Some(self.memory_for(memory)),
         };
         let instance = built.map_err(|e| classify(e, stderr.text(), key, bounds))?;
         let [Val::Resource(handle)] = results else {
@@ -639,10 +636,10 @@ impl Sandbox {
         }
     }
 
-    /// A task's memory limit (its own within the worker's), and how to
-    /// raise it.
-    fn memory_for(&self, limits: &RunLimits) -> (usize, &'static str) {
-        let memory = self.memory_under(limits.memory);
+    /// A task's memory limit (its own, `memory`, within the worker's), and
+    /// how to raise it.
+    fn memory_for(&self, memory: Option<usize>) -> (usize, &'static str) {
+        let memory = self.memory_under(memory);
         let raise = if memory < self.limits.memory {
             "raise it with `submit --memory-limit-mib`"
         } else {
@@ -662,11 +659,7 @@ impl Sandbox {
         bytes: u64,
         memory: Option<usize>,
     ) -> Result<(), TaskError> {
-        let memory_limit = RunLimits {
-            memory,
-            ..RunLimits::default()
-        };
-        let (memory, raise) = self.memory_for(&memory_limit);
+        let (memory, raise) = self.memory_for(memory);
         check_bytes(key, function, bytes, memory, raise)
     }
 

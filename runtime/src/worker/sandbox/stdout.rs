@@ -119,13 +119,7 @@ impl Sink {
     /// Whether `written` bytes may stay in memory: room for them in the
     /// store's budget, taken a doubling at a time.
     fn held_in_memory(&mut self, store: &Arc<ResultStore>, written: u64) -> bool {
-        let room = match &mut self.room {
-            Some(room) => room,
-            None => self.room.insert(match store.reserve(0) {
-                Some(room) => room,
-                None => return false,
-            }),
-        };
+        let room = self.room.get_or_insert_with(|| store.no_room());
         written <= room.len()
             || room.grow_to(written.max(room.len() * 2).max(64 << 10))
             || room.grow_to(written)

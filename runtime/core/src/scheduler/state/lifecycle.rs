@@ -319,9 +319,7 @@ impl Scheduler {
                     }
                 }
                 self.activity.set(k, t, State::Pending { waiting_on: 0 });
-                t.retries_left = saturate(t.recipe.retries());
-                t.deaths = 0;
-                t.fetch_misses = 0;
+                t.start_over();
                 for d in t.deps.clone() {
                     self.tasks.get_mut(&d).expect("checked").needed_by += 1;
                 }

@@ -132,9 +132,7 @@ impl Scheduler {
         }
         let t = self.tasks.get_mut(key).expect("present");
         self.activity.set(key, t, State::Pending { waiting_on: 0 });
-        t.retries_left = saturate(t.recipe.retries());
-        t.deaths = 0;
-        t.fetch_misses = 0;
+        t.start_over();
         for d in &deps {
             self.tasks.get_mut(d).expect("checked").needed_by += 1;
         }

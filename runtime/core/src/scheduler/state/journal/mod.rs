@@ -355,10 +355,7 @@ fn queue_items(name: String, maxsize: u64, entries: Vec<Arg>) -> Vec<Item> {
     let mut bytes = 0;
     let last = entries.len();
     for (i, e) in entries.into_iter().enumerate() {
-        bytes += match &e {
-            Arg::Value(b) => b.len(),
-            Arg::Future(k) => k.len(),
-        };
+        bytes += e.size();
         chunk.push(e);
         if bytes >= QUEUE_ITEM_BYTES && i + 1 < last {
             items.push(Item::Queue(
@@ -439,13 +436,7 @@ mod tests {
                 && name == "jobs"
             {
                 parts += 1;
-                let bytes: usize = entries
-                    .iter()
-                    .map(|e| match e {
-                        Arg::Value(b) => b.len(),
-                        Arg::Future(k) => k.len(),
-                    })
-                    .sum();
+                let bytes: usize = entries.iter().map(Arg::size).sum();
                 assert!(bytes < 2 * QUEUE_ITEM_BYTES, "{bytes} bytes in one item");
             }
             again.apply_item(item);
