@@ -437,13 +437,7 @@ fn a_wasi_command_streams_a_stdin_held_on_another_worker_to_disk_and_reads_it_th
     // in flight and freed buffers the allocator has not yet reused come to
     // 50-90 MiB at the peak, whatever the value's size.)
     let c = Cluster::start_with(2, 1, &["--memory-budget", "8MiB"]);
-    let addresses: Vec<String> = workers_json(&c)
-        .iter()
-        .map(|w| w["address"].as_str().unwrap().to_string())
-        .collect();
-    let [holder, runner] = &addresses[..] else {
-        panic!("two workers, not {addresses:?}");
-    };
+    let (holder, runner) = &two_workers(&c);
     let data = random_bytes(160 << 20, 0x5d2);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.bin");
@@ -570,13 +564,7 @@ fn an_argument_over_the_memory_limit_is_refused_naming_the_limit() {
 #[test]
 fn an_input_over_the_memory_limit_is_refused_before_it_is_fetched() {
     let c = Cluster::start(2, 1);
-    let addresses: Vec<String> = workers_json(&c)
-        .iter()
-        .map(|w| w["address"].as_str().unwrap().to_string())
-        .collect();
-    let [holder, runner] = &addresses[..] else {
-        panic!("two workers, not {addresses:?}");
-    };
+    let (holder, runner) = &two_workers(&c);
     let dir = tempfile::tempdir().unwrap();
     let scatter_to = |name: &str, data: &[u8]| {
         let path = dir.path().join(name);
@@ -628,6 +616,18 @@ fn an_input_over_the_memory_limit_is_refused_before_it_is_fetched() {
     );
     let fetched = runner_json()["fetched_bytes"].as_u64().unwrap();
     assert!(fetched < 1 << 20, "the runner fetched {fetched} bytes");
+}
+
+/// The addresses of `c`'s two workers.
+fn two_workers(c: &Cluster) -> (String, String) {
+    let addresses: Vec<String> = workers_json(c)
+        .iter()
+        .map(|w| w["address"].as_str().unwrap().to_string())
+        .collect();
+    let [holder, runner] = &addresses[..] else {
+        panic!("two workers, not {addresses:?}");
+    };
+    (holder.clone(), runner.clone())
 }
 
 /// `dtask workers --json` of `c`, one value per worker.
