@@ -19,6 +19,7 @@
 
 mod activity;
 mod actors;
+mod blocked;
 mod compact;
 mod holdings;
 mod inputs;
@@ -209,6 +210,12 @@ pub struct Scheduler {
     /// place in `ready`: set aside until a worker joins, so they cost
     /// nothing while others are placed.
     no_worker: HashMap<Key, (i32, Reverse<u64>)>,
+    /// Ready tasks whose restrictions allow only workers that are full
+    /// now, by kind: tried one per kind at each round of placement.
+    blocked: blocked::Blocked,
+    /// Times a ready task was tried against the workers: what a round of
+    /// placement costs, for tests and diagnostics.
+    placements_tried: u64,
     seq: u64,
     /// Scattered keys with the (client, request) to answer as they are
     /// stored; dropped with the key.

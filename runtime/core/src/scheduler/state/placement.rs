@@ -1,7 +1,9 @@
 //! Where ready tasks run: sending them to workers with room, best placement
 //! first, and why a task has nowhere to go.
 
+use super::blocked::Restriction;
 use super::*;
+use std::collections::BinaryHeap;
 
 /// Room for ready tasks the ready queue keeps however few wait (a MiB):
 /// a burst of this many (a submitted batch, a wave of a graph) is queued
@@ -10,35 +12,86 @@ const READY_KEPT: usize = 1 << 16;
 
 impl Scheduler {
     /// Sends ready tasks to workers with room, best placement first.
+    ///
+    /// Tasks come from the ready queue and from those set aside by their
+    /// restrictions ([`blocked`](super::blocked)), whichever is first in
+    /// line. A restricted task that finds no place goes aside with its
+    /// kind, and the rest of its kind follow it untried this round; an
+    /// unrestricted one that finds none means every worker is full.
     pub(super) fn schedule(&mut self, out: &mut Vec<Command>) {
         let mut batches: HashMap<WorkerId, Vec<RunTask>> = HashMap::default();
-        let mut waiting = Vec::new();
-        // Whether some worker has room: checked (a walk over the workers)
-        // only when a task finds no place, not for every task placed.
-        let mut room = true;
-        while room && !self.ready.is_empty() {
-            let entry = self.ready.pop().expect("not empty");
-            let key = &entry.2;
-            let Some(task) = self.tasks.get(key) else {
+        // The first task of each kind set aside, first in line on top.
+        let mut heads: BinaryHeap<(i32, Reverse<u64>, Restriction)> =
+            self.blocked.heads().collect();
+        // Kinds whose first task found no place this round.
+        let mut full: HashSet<Restriction> = HashSet::default();
+        let mut waiting = None;
+        loop {
+            let aside_first = match (heads.peek(), self.ready.peek()) {
+                (Some((p, s, _)), Some(next)) => (*p, *s) > next,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let (entry, kind) = if aside_first {
+                let (_, _, kind) = heads.pop().expect("peeked");
+                let Some(entry) = self.blocked.pop(&kind) else {
+                    continue;
+                };
+                if let Some((p, s)) = self.blocked.peek(&kind) {
+                    heads.push((p, s, kind.clone()));
+                }
+                (entry, Some(kind))
+            } else {
+                (self.ready.pop().expect("peeked"), None)
+            };
+            let Some(task) = self.tasks.get(&entry.2) else {
                 continue;
             };
             if !matches!(task.state, State::Pending { waiting_on: 0 }) {
                 continue;
             }
-            let Some(worker) = self.place(task) else {
-                if self.why_no_worker(task).is_some() {
-                    // No worker could ever run it: aside until one joins.
-                    self.no_worker.insert(entry.2, (entry.0, entry.1));
-                    continue;
-                }
-                // No worker can take it now (restrictions, resources, or
-                // all full: then the rest wait too).
-                waiting.push(entry);
-                room = self.workers.values().any(Worker::has_room);
+            let kind = kind
+                .or_else(|| Restriction::of(task.recipe.placement(), task.recipe.memory_limit()));
+            if let Some(kind) = kind.as_ref().filter(|k| full.contains(*k)) {
+                self.blocked.push(kind.clone(), entry);
                 continue;
+            }
+            self.placements_tried += 1;
+            if let Some(worker) = self.place(task) {
+                let run = self.assign(&entry.2, worker);
+                batches.entry(worker).or_default().push(run);
+                continue;
+            }
+            if self.why_no_worker(task).is_some() {
+                // No worker could ever run it, nor the rest of its kind:
+                // aside until one joins.
+                if let Some(kind) = &kind {
+                    heads.retain(|(_, _, k)| k != kind);
+                    for e in self.blocked.take(kind) {
+                        if self
+                            .tasks
+                            .get(&e.2)
+                            .is_some_and(|t| matches!(t.state, State::Pending { waiting_on: 0 }))
+                        {
+                            self.no_worker.insert(e.2, (e.0, e.1));
+                        }
+                    }
+                }
+                self.no_worker.insert(entry.2, (entry.0, entry.1));
+                continue;
+            }
+            let Some(kind) = kind else {
+                // Any worker with room could run it: none has.
+                waiting = Some(entry);
+                break;
             };
-            let run = self.assign(&entry.2, worker);
-            batches.entry(worker).or_default().push(run);
+            heads.retain(|(_, _, k)| *k != kind);
+            self.blocked.push(kind.clone(), entry);
+            full.insert(kind);
+            if !self.workers.values().any(Worker::has_room) {
+                break;
+            }
         }
         self.ready.extend(waiting);
         // A burst of ready tasks (a million-task map submitted faster than
@@ -263,9 +316,106 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::READY_KEPT;
-    use crate::protocol::TaskState;
+    use crate::protocol::{TaskSpec, TaskState};
+    use crate::scheduler::state::Input;
     use crate::scheduler::testing::{finish, joined, runs, setup, small, spec, submit, val};
     use std::collections::VecDeque;
+
+    fn pinned(key: &str, to: &str) -> TaskSpec {
+        let mut t = spec(key, vec![val(7)]);
+        t.placement.workers = vec![to.into()];
+        t
+    }
+
+    /// Tasks pinned to a full worker while another has room wait aside: a
+    /// round of placement (one per event) tries one of them, not each; they
+    /// still run on their worker as it frees, in the order they came.
+    #[test]
+    fn tasks_pinned_to_a_full_worker_are_not_each_tried_at_every_event() {
+        let mut s = setup(&[(1, 1), (2, 1)]);
+        let n = 10_000;
+        let tasks = (0..n)
+            .map(|i| pinned(&format!("p-{i}"), "worker-1"))
+            .collect();
+        let mut on_1: VecDeque<(u64, String)> = runs(&submit(&mut s, tasks)).into();
+        assert!(!on_1.is_empty() && on_1.iter().all(|(w, _)| *w == 1));
+        assert_eq!(s.blocked.len(), n - on_1.len());
+        // Unrestricted tasks run on worker 2, one event each.
+        let free = (0..100)
+            .map(|i| spec(&format!("f-{i}"), vec![val(i)]))
+            .collect();
+        let tried = s.placements_tried;
+        let mut on_2: VecDeque<(u64, String)> = runs(&submit(&mut s, free)).into();
+        let mut rounds = 1;
+        while let Some((w, key)) = on_2.pop_front() {
+            assert_eq!(w, 2, "{key} ran on the worker with room");
+            on_2.extend(runs(&finish(&mut s, w, &key, small(1))));
+            rounds += 1;
+        }
+        assert_eq!(s.state("f-99"), Some(TaskState::Finished));
+        let per_round = (s.placements_tried - tried) as f64 / rounds as f64;
+        assert!(
+            per_round <= 3.0,
+            "{per_round} tries a round with {} tasks aside",
+            s.blocked.len()
+        );
+        // Worker 1 frees: the pinned tasks run there, oldest first.
+        let mut order = Vec::new();
+        while let Some((w, key)) = on_1.pop_front() {
+            assert_eq!(w, 1);
+            order.push(key.clone());
+            on_1.extend(runs(&finish(&mut s, w, &key, small(1))));
+        }
+        let expected: Vec<String> = (0..n).map(|i| format!("p-{i}")).collect();
+        assert_eq!(order, expected);
+        assert_eq!(s.blocked.len(), 0);
+    }
+
+    /// Aside by their restriction, tasks keep their priority: a later task
+    /// of higher priority goes first, across kinds and unrestricted ones.
+    #[test]
+    fn tasks_set_aside_keep_their_place_in_line() {
+        let mut s = setup(&[(1, 1)]);
+        // Fill worker 1 (a slot and its queue) with unrestricted tasks.
+        let fill: Vec<_> = (0..200)
+            .map(|i| spec(&format!("f-{i}"), vec![val(i)]))
+            .collect();
+        let mut sent: VecDeque<(u64, String)> = runs(&submit(&mut s, fill)).into();
+        let mut urgent = pinned("urgent", "worker-1");
+        urgent.priority = 5;
+        let mut loose = pinned("loose", "worker-1");
+        loose.memory_limit = Some(1 << 20);
+        submit(&mut s, vec![pinned("old", "worker-1"), loose, urgent]);
+        let mut order = Vec::new();
+        while let Some((w, key)) = sent.pop_front() {
+            order.push(key.clone());
+            sent.extend(runs(&finish(&mut s, w, &key, small(1))));
+        }
+        let at = |k: &str| order.iter().position(|o| o == k).expect(k);
+        assert!(at("urgent") < at("f-100"), "urgent went first: {order:?}");
+        assert!(at("f-199") < at("old"), "old waits its turn: {order:?}");
+        assert!(at("old") < at("loose"));
+    }
+
+    /// A worker that leaves takes the only place its pinned tasks had:
+    /// they all go to `no-worker`, and run when it comes back.
+    #[test]
+    fn tasks_aside_for_a_worker_that_leaves_wait_for_one_to_join() {
+        let mut s = setup(&[(1, 1), (2, 1)]);
+        let tasks = (0..100)
+            .map(|i| pinned(&format!("p-{i}"), "worker-1"))
+            .collect();
+        let sent = runs(&submit(&mut s, tasks));
+        assert!(s.blocked.len() > 0);
+        assert!(runs(&s.handle(Input::WorkerDisconnected { worker: 1 })).is_empty());
+        for i in [0, 99] {
+            assert_eq!(s.state(&format!("p-{i}")), Some(TaskState::NoWorker));
+        }
+        assert_eq!(s.blocked.len(), 0);
+        let back = runs(&s.handle(joined(1, 1)));
+        assert_eq!(back.len(), sent.len());
+        assert!(back.iter().all(|(w, _)| *w == 1));
+    }
 
     /// A burst of ready tasks grows the ready queue; once they have run, the
     /// queue gives back the room beyond what it keeps for the next burst.

@@ -47,6 +47,16 @@ impl Level {
         }
     }
 
+    /// The submission number `pop` would take next.
+    fn peek(&self) -> Option<u64> {
+        let queued = self.queue.front().map(|(seq, _)| *seq);
+        let late = self.late.peek().map(|(Reverse(seq), _)| *seq);
+        match (queued, late) {
+            (Some(q), Some(l)) => Some(q.min(l)),
+            (q, l) => q.or(l),
+        }
+    }
+
     fn len(&self) -> usize {
         self.queue.len() + self.late.len()
     }
@@ -103,6 +113,14 @@ impl Ready {
         }
         self.len -= 1;
         Some((priority, Reverse(seq), key))
+    }
+
+    /// The place in line of the task `pop` would take next: its priority
+    /// and `Reverse(submission number)`, greater goes first.
+    pub(super) fn peek(&self) -> Option<(i32, Reverse<u64>)> {
+        self.levels
+            .iter()
+            .find_map(|(Reverse(p), level)| level.peek().map(|seq| (*p, Reverse(seq))))
     }
 
     pub(super) fn len(&self) -> usize {
@@ -220,6 +238,8 @@ mod tests {
                     r.push((priority, Reverse(seq), key(seq)));
                     heap.push((priority, Reverse(seq), key(seq)));
                 } else {
+                    let next = heap.peek().map(|(p, s, _)| (*p, *s));
+                    prop_assert_eq!(r.peek(), next);
                     prop_assert_eq!(r.pop(), heap.pop());
                 }
                 prop_assert_eq!(r.len(), heap.len());
