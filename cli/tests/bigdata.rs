@@ -603,12 +603,7 @@ fn an_input_over_the_memory_limit_is_refused_before_it_is_fetched() {
     ]);
     let want: u64 = small_data.iter().map(|&b| u64::from(b)).sum();
     assert_eq!(c.ok(&["gather", &sum]), want.to_string());
-    let runner_json = || {
-        workers_json(&c)
-            .into_iter()
-            .find(|w| w["address"].as_str() == Some(runner.as_str()))
-            .expect("the runner")
-    };
+    let runner_json = || worker_json(&c, runner);
     wait_until(
         Duration::from_secs(30),
         "the runner to report its fetch",
@@ -735,4 +730,107 @@ fn a_full_spill_directory_refuses_new_results_and_keeps_what_is_held() {
     );
     // Nothing already held was lost.
     assert!(raw_bytes(&c, &kept) == small);
+}
+
+/// `dtask workers --json` of worker `address` in `c`.
+fn worker_json(c: &Cluster, address: &str) -> serde_json::Value {
+    workers_json(c)
+        .into_iter()
+        .find(|w| w["address"].as_str() == Some(address))
+        .expect("the worker")
+}
+
+/// Keeps `runner`'s slot busy for a while with a `spin` task, so what is
+/// sent there next waits queued behind it: its key.
+fn occupy(c: &Cluster, runner: &str, ms: u64) -> String {
+    c.ok(&[
+        "submit",
+        "--workers",
+        runner,
+        tasks_wasm(),
+        "spin",
+        &ms.to_string(),
+    ])
+}
+
+#[test]
+fn dependents_queued_on_one_worker_fetch_their_shared_input_once() {
+    let c = Cluster::start(2, 1);
+    let (holder, runner) = &two_workers(&c);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    let data = random_bytes(8 << 20, 11);
+    std::fs::write(&path, &data).unwrap();
+    let big = c.ok(&["scatter", "--workers", holder, path.to_str().unwrap()]);
+    let spin = occupy(&c, runner, 1500);
+    let lines: String = (0..6).map(|i| format!("@{big} {i}\n")).collect();
+    let out = c.run(
+        &["map", "--workers", runner, tasks_wasm(), "concat-bytes"],
+        &lines,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let keys: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(keys.len(), 6);
+    for (i, key) in keys.iter().enumerate() {
+        let got = raw_bytes(&c, key);
+        assert_eq!(got.len(), data.len() + 1);
+        assert!(got[..data.len()] == data[..], "{key} starts with the input");
+        assert_eq!(got[data.len()], b'0' + i as u8);
+    }
+    assert_eq!(c.ok(&["gather", &spin]), "1500");
+    let runner = worker_json(&c, runner);
+    assert_eq!(
+        runner["fetched"].as_u64(),
+        Some(1),
+        "six dependents fetched the input once: {runner}"
+    );
+}
+
+#[test]
+fn tasks_queued_on_a_worker_fetch_ahead_only_as_far_as_its_memory_budget() {
+    let c = Cluster::start_with(2, 1, &["--memory-budget", "10MiB"]);
+    let (holder, runner) = &two_workers(&c);
+    let dir = tempfile::tempdir().unwrap();
+    let mut inputs = Vec::new();
+    for i in 0..5 {
+        let path = dir.path().join(format!("in-{i}.bin"));
+        let data = random_bytes(4 << 20, 20 + i);
+        std::fs::write(&path, &data).unwrap();
+        let key = c.ok(&["scatter", "--workers", holder, path.to_str().unwrap()]);
+        inputs.push((key, data));
+    }
+    let spin = occupy(&c, runner, 4000);
+    let lines: String = inputs.iter().map(|(k, _)| format!("@{k}\n")).collect();
+    let out = c.run(
+        &["map", "--workers", runner, tasks_wasm(), "sum-bytes"],
+        &lines,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // While the spin holds the slot, the five wait queued: room for two
+    // 4 MiB inputs fits in 10 MiB, and the rest are not fetched yet.
+    let mut most = 0;
+    wait_until(Duration::from_secs(60), "the spin to end", || {
+        let fetched = worker_json(&c, runner)["fetched"].as_u64().unwrap_or(0);
+        if status(&c, &spin) != "processing" {
+            return true;
+        }
+        most = most.max(fetched);
+        false
+    });
+    assert!(
+        most >= 1,
+        "inputs were fetched ahead while the slot was busy"
+    );
+    assert!(most <= 2, "{most} inputs of 4 MiB fetched ahead in 10 MiB");
+    let sums = c.run(&["gather"], std::str::from_utf8(&out.stdout).unwrap());
+    let want: Vec<String> = inputs
+        .iter()
+        .map(|(_, d)| d.iter().map(|&b| u64::from(b)).sum::<u64>().to_string())
+        .collect();
+    assert_eq!(stdout(&sums).lines().collect::<Vec<_>>(), want);
+    let fetched = || worker_json(&c, runner)["fetched"].as_u64().unwrap_or(0);
+    wait_until(Duration::from_secs(30), "the runner to report", || {
+        fetched() >= 5
+    });
+    assert_eq!(fetched(), 5, "each input fetched once");
 }

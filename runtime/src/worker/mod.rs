@@ -8,6 +8,7 @@
 
 mod bulk;
 pub mod host;
+mod inbound;
 pub mod logs;
 mod run;
 pub mod sandbox;
@@ -130,6 +131,9 @@ struct Shared {
     id: std::sync::atomic::AtomicU64,
     /// What the latest tasks wrote, for `dtask logs`.
     logs: Arc<logs::Logs>,
+    /// Inputs being fetched from other workers for tasks here, and the
+    /// room for them.
+    inbound: inbound::Inbound,
     /// Inputs fetched from other workers, and their bytes, ever.
     fetched: std::sync::atomic::AtomicU64,
     fetched_bytes: std::sync::atomic::AtomicU64,
@@ -229,11 +233,13 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         to_scheduler.clone(),
         &format!("worker-{id}"),
     ));
+    let inbound = inbound::Inbound::new(options.memory_budget as u64);
     let shared = Arc::new(Shared {
         sandbox: Arc::new(sandbox),
         slots,
         link,
         options,
+        inbound,
         results,
         actors,
         modules: Default::default(),

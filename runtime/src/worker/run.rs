@@ -134,6 +134,26 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
     shared
         .sandbox
         .check_incoming(&task.key, &task.function, incoming, memory)?;
+    // Room for what is fetched into memory, held until the task ends (see
+    // `inbound`): a command's stdin over the budget goes to disk instead.
+    let fetching: u64 = task
+        .args
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a {
+            RunArg::Dep { key, at }
+                if at.inline.is_none()
+                    && !(command && i == 0 && shared.results.over_budget(at.nbytes))
+                    && !shared.results.holds(key) =>
+            {
+                Some(at.nbytes)
+            }
+            _ => None,
+        })
+        .sum();
+    let _room = shared.inbound.room(fetching).await;
+    // The inputs fetched, shared with other tasks needing them meanwhile.
+    let mut shares = Vec::new();
     for (i, arg) in task.args.iter().enumerate() {
         let bytes = match arg {
             RunArg::Value(b) => b.clone(),
@@ -147,9 +167,13 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
                     Ok(StdinSource::Encoded(b)) => b,
                     Err(m) => return Err(err(ErrorKind::Lost, m)),
                 },
-                None => dependency(shared, key, at)
-                    .await
-                    .map_err(|m| err(ErrorKind::Lost, m))?,
+                None => {
+                    let (bytes, share) = dependency(shared, key, at)
+                        .await
+                        .map_err(|m| err(ErrorKind::Lost, m))?;
+                    shares.extend(share);
+                    bytes
+                }
             },
         };
         // A big byte string stays a slice of what arrived, for a bulk copy
@@ -309,7 +333,9 @@ async fn command_stdin(shared: &Shared, key: &str, at: &Located) -> Result<Stdin
         return Ok(StdinSource::File(spilled));
     }
     if !shared.results.over_budget(at.nbytes) || shared.results.holds(key) {
-        return dependency(shared, key, at).await.map(StdinSource::Encoded);
+        return dependency(shared, key, at)
+            .await
+            .map(|(bytes, _)| StdinSource::Encoded(bytes));
     }
     let spill = fetch_to_disk(shared, key, at).await?;
     let read = tokio::task::spawn_blocking(move || match spill.into_payload() {
@@ -357,15 +383,28 @@ async fn fetch_to_disk(shared: &Shared, key: &str, at: &Located) -> Result<Spill
     Ok(spill)
 }
 
-pub(super) async fn dependency(shared: &Shared, key: &str, at: &Located) -> Result<Bytes, String> {
+/// Input `key` of a task: held here, or fetched from its holders `at`
+/// (once, however many tasks need it meanwhile: with the share to hold
+/// while the task uses it).
+pub(super) async fn dependency(
+    shared: &Shared,
+    key: &str,
+    at: &Located,
+) -> Result<(Bytes, Option<inbound::Input>), String> {
     if let Some(b) = shared.results.get(key).await {
-        return Ok(b);
+        return Ok((b, None));
     }
-    let b = peer::fetch(&at.who_has, shared.options.token.expose(), key, at.nbytes).await?;
-    use std::sync::atomic::Ordering::Relaxed;
-    shared.fetched.fetch_add(1, Relaxed);
-    shared.fetched_bytes.fetch_add(b.len() as u64, Relaxed);
-    Ok(b)
+    let share = shared
+        .inbound
+        .get(key, || async {
+            let b = peer::fetch(&at.who_has, shared.options.token.expose(), key, at.nbytes).await?;
+            use std::sync::atomic::Ordering::Relaxed;
+            shared.fetched.fetch_add(1, Relaxed);
+            shared.fetched_bytes.fetch_add(b.len() as u64, Relaxed);
+            Ok(b)
+        })
+        .await?;
+    Ok((share.bytes().clone(), Some(share)))
 }
 
 /// The linked code of module `hash`, fetched from the scheduler and
