@@ -9,7 +9,7 @@
 use crate::protocol::{INLINE_RESULT_LIMIT, Located};
 use crate::value::{FileBytes, human_bytes};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,11 @@ impl Place {
             Place::Memory(b) => Some(b.clone()),
             Place::Disk { .. } => None,
         }
+    }
+
+    /// Whether it is `bytes` in memory (the same copy).
+    fn is(&self, bytes: &Bytes) -> bool {
+        matches!(self, Place::Memory(b) if b.as_ptr() == bytes.as_ptr() && b.len() == bytes.len())
     }
 
     /// Bytes it takes in memory.
@@ -91,6 +96,10 @@ struct Inner {
     tick: u64,
     next_file: u64,
     in_memory: usize,
+    /// Results in memory being written to disk by an insert (outside the
+    /// lock), and their bytes: not chosen again, and counted as gone.
+    spilling: HashSet<StoreKey>,
+    leaving: usize,
     spilled: usize,
     spilled_count: usize,
 }
@@ -132,6 +141,12 @@ impl Inner {
             }
             StoreKey::Text(t) => t.to_string(),
         }
+    }
+
+    /// A spill file's number, never used before.
+    fn new_file(&mut self) -> u64 {
+        self.next_file += 1;
+        self.next_file - 1
     }
 
     /// Holds `key` as the spill file `file` of `len` bytes.
@@ -290,11 +305,7 @@ impl ResultStore {
     /// A new spill file for a value written as it arrives (see
     /// [`SpillFile`]), for one over the budget on its own.
     pub fn spill_file(&self) -> Result<SpillFile, String> {
-        let file = {
-            let mut inner = self.lock();
-            inner.next_file += 1;
-            inner.next_file - 1
-        };
+        let file = self.lock().new_file();
         let path = self.path(file);
         let opened = std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::File::create(&path));
         match opened {
@@ -332,42 +343,88 @@ impl ResultStore {
     /// Holds `bytes` as `key`, spilling the least recently used results
     /// (this one included, if it alone is over budget) to stay within the
     /// budget. Blocking (it may write files): call it off the async threads.
+    ///
+    /// Files are written outside the store's lock: what to spill is chosen
+    /// under it (and set aside, so no other insert chooses it too), and the
+    /// written results move to disk under it again. Meanwhile the data
+    /// port, heartbeats and releases go on.
     pub fn insert(&self, key: String, bytes: Bytes) -> Result<(), String> {
-        let mut inner = self.lock();
-        self.remove_locked(&mut inner, &key);
         let len = bytes.len();
         if len > self.budget {
             // Over budget on its own: straight to disk.
-            let file = self.write(&mut inner, &bytes)?;
+            let file = self.lock().new_file();
+            self.write(file, &bytes)?;
+            let mut inner = self.lock();
+            self.remove_locked(&mut inner, &key);
             inner.keep_on_disk(&key, len, file);
             return Ok(());
         }
-        // Make room first, so a full disk refuses this result rather than
-        // dropping one already held.
-        while inner.in_memory + len > self.budget {
-            let Some(victim) = self.victim(&mut inner) else {
-                break;
-            };
-            let Some(Entry {
-                place: Place::Memory(old),
-                ..
-            }) = inner.entries.get(&victim)
-            else {
-                continue;
-            };
-            let old = old.clone();
-            let file = self.write(&mut inner, &old)?;
-            inner.in_memory -= old.len();
-            inner.spilled += old.len();
-            inner.spilled_count += 1;
-            let entry = inner.entries.get_mut(&victim).expect("just seen");
-            entry.place = Place::Disk {
-                len: old.len(),
-                file,
-            };
+        let chosen = {
+            let mut inner = self.lock();
+            self.remove_locked(&mut inner, &key);
+            let mut chosen = Vec::new();
+            while inner.in_memory - inner.leaving + len > self.budget {
+                let Some(victim) = self.victim(&mut inner) else {
+                    break;
+                };
+                let Some(old) = inner.entries.get(&victim).and_then(|e| e.place.bytes()) else {
+                    continue;
+                };
+                let file = inner.new_file();
+                inner.leaving += old.len();
+                inner.spilling.insert(victim.clone());
+                chosen.push((victim, old, file));
+            }
+            let stored = inner.intern(&key);
+            inner.keep_in_memory(stored, bytes.clone());
+            chosen
+        };
+        // Room is made before this result counts as kept: a full disk
+        // refuses it rather than dropping one already held.
+        let mut refused = None;
+        let written: Vec<bool> = chosen
+            .iter()
+            .map(|(_, old, file)| {
+                refused.is_none()
+                    && self
+                        .write(*file, old)
+                        .map_err(|e| refused = Some(e))
+                        .is_ok()
+            })
+            .collect();
+        let mut inner = self.lock();
+        for ((victim, old, file), written) in chosen.into_iter().zip(written) {
+            inner.spilling.remove(&victim);
+            inner.leaving -= old.len();
+            // Released or replaced meanwhile: its file is not needed.
+            let unchanged = inner.entries.get(&victim).is_some_and(|e| e.place.is(&old));
+            match (written, unchanged) {
+                (true, true) => {
+                    inner.in_memory -= old.len();
+                    inner.spilled += old.len();
+                    inner.spilled_count += 1;
+                    let entry = inner.entries.get_mut(&victim).expect("just seen");
+                    entry.place = Place::Disk {
+                        len: old.len(),
+                        file,
+                    };
+                }
+                (true, false) => {
+                    let _ = std::fs::remove_file(self.path(file));
+                }
+                (false, _) => {}
+            }
         }
-        let key = inner.intern(&key);
-        inner.keep_in_memory(key, bytes);
+        if let Some(why) = refused {
+            let ours = inner
+                .find(&key)
+                .and_then(|k| inner.entries.get(&k))
+                .is_some_and(|e| e.place.is(&bytes));
+            if ours {
+                self.remove_locked(&mut inner, &key);
+            }
+            return Err(why);
+        }
         Ok(())
     }
 
@@ -375,10 +432,11 @@ impl ResultStore {
     fn victim(&self, inner: &mut Inner) -> Option<StoreKey> {
         loop {
             while let Some((used, key)) = inner.victims.pop_front() {
-                let still = inner
-                    .entries
-                    .get(&key)
-                    .is_some_and(|e| e.used == used && matches!(e.place, Place::Memory(_)));
+                let still = !inner.spilling.contains(&key)
+                    && inner
+                        .entries
+                        .get(&key)
+                        .is_some_and(|e| e.used == used && matches!(e.place, Place::Memory(_)));
                 if still {
                     return Some(key);
                 }
@@ -387,7 +445,7 @@ impl ResultStore {
                 .entries
                 .iter()
                 .filter_map(|(k, e)| match &e.place {
-                    Place::Memory(b) => Some((e.used, k, b.len())),
+                    Place::Memory(b) if !inner.spilling.contains(k) => Some((e.used, k, b.len())),
                     _ => None,
                 })
                 .collect();
@@ -432,18 +490,16 @@ impl ResultStore {
         Ok(())
     }
 
-    /// Writes `bytes` to a new spill file, returning its number.
-    fn write(&self, inner: &mut Inner, bytes: &[u8]) -> Result<u64, String> {
-        let file = inner.next_file;
+    /// Writes `bytes` to spill file `file` (from [`Inner::new_file`]);
+    /// none is left if that fails.
+    fn write(&self, file: u64, bytes: &[u8]) -> Result<(), String> {
         let path = self.path(file);
         let written =
             std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, bytes));
-        if let Err(e) = written {
+        written.map_err(|e| {
             let _ = std::fs::remove_file(&path);
-            return Err(self.cannot_spill(bytes.len(), &e));
-        }
-        inner.next_file += 1;
-        Ok(file)
+            self.cannot_spill(bytes.len(), &e)
+        })
     }
 
     fn remove_locked(&self, inner: &mut Inner, key: &str) {
@@ -724,6 +780,51 @@ mod tests {
         // a is on disk now: replacing it needs the disk too.
         assert!(store.insert_in_memory("a", value(10, 4)).is_err());
         assert_eq!(store.get("a").await.unwrap(), value(1500, 2));
+    }
+
+    /// Spilling writes files outside the store's lock: while a victim's
+    /// write is stuck (its spill file is a FIFO no one reads yet), the
+    /// store still answers. Once the write goes through, the victim is on
+    /// disk and the new result in memory.
+    #[test]
+    fn a_slow_spill_does_not_hold_up_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = dir.path().join("spill");
+        std::fs::create_dir_all(&spill).unwrap();
+        let fifo = spill.join("0.bin");
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let store = Arc::new(ResultStore::new(2000, spill));
+        store.insert("old".into(), value(1500, 1)).unwrap();
+        let inserting = {
+            let store = store.clone();
+            std::thread::spawn(move || store.insert("new".into(), value(1000, 2)))
+        };
+        // The store shows the new result, and answers, while the write
+        // waits for a reader.
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                while store.usage().count < 2 {
+                    std::thread::yield_now();
+                }
+                let _ = tx.send(store.holds("old"));
+            });
+        }
+        let answered = rx.recv_timeout(std::time::Duration::from_secs(10));
+        // Unblock the writer whatever happened.
+        let read = std::fs::read(&fifo).unwrap();
+        assert_eq!(
+            answered.ok(),
+            Some(true),
+            "the store did not answer while spilling"
+        );
+        inserting.join().unwrap().unwrap();
+        assert_eq!(read, value(1500, 1));
+        let u = store.usage();
+        assert_eq!((u.count, u.spilled_count, u.in_memory), (2, 1, 1000));
     }
 
     #[tokio::test]
