@@ -422,6 +422,18 @@ async fn rejoin(
         results.len()
     );
     let _ = tx.send(ToScheduler::Holding { results });
+    // Modules asked for on the broken connection may never be answered:
+    // asked again, for whatever still waits on them (an actor starting).
+    let asked: Vec<String> = shared
+        .module_waiters
+        .lock()
+        .expect("module waiters lock")
+        .keys()
+        .cloned()
+        .collect();
+    for hash in asked {
+        let _ = tx.send(ToScheduler::FetchModule { hash });
+    }
     Ok((tx, rx))
 }
 

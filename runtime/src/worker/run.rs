@@ -486,6 +486,14 @@ pub(super) async fn load_module(shared: &Shared, hash: &str) -> Result<Arc<Ready
         .await;
     match linked {
         Ok(linked) => Ok(linked.lock().expect("module lock").clone()),
-        Err(e) => Err(e.clone()),
+        Err(e) => {
+            // Not kept: the next task of this module asks again (the
+            // module may be uploaded again, or the scheduler back).
+            let mut modules = shared.modules.lock().expect("module table lock");
+            if modules.get(hash).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                modules.remove(hash);
+            }
+            Err(e.clone())
+        }
     }
 }

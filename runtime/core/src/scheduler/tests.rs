@@ -580,6 +580,37 @@ fn retry_reruns_the_origin_and_the_dependents_that_inherited_its_error() {
     assert_eq!(runs(&cmds), vec![(10, "b".to_string())]);
 }
 
+/// Retrying a key whose error came from a task since forgotten cannot
+/// rerun that task: it is refused, naming it, rather than doing nothing.
+#[test]
+fn retry_of_an_error_whose_origin_was_forgotten_is_refused_naming_it() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
+    s.handle(Input::Erred {
+        worker: 10,
+        errors: vec![("a".into(), error("a"))],
+    });
+    s.handle(Input::Release {
+        client: 1,
+        keys: vec!["a".into()],
+    });
+    assert_eq!(s.state("b"), Some(TaskState::Error));
+    let cmds = s.handle(Input::Retry {
+        client: 1,
+        id: 3,
+        keys: vec!["b".into()],
+        limits: Default::default(),
+    });
+    assert!(runs(&cmds).is_empty());
+    let refused = cmds.iter().find_map(|c| match c {
+        Command::Retried { refused, .. } => Some(refused.clone()),
+        _ => None,
+    });
+    let refused = refused.expect("an answer");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].1.contains('a'), "{refused:?}");
+}
+
 #[test]
 fn fire_and_forget_keys_run_unheld_and_are_forgotten_when_done() {
     let mut s = setup(&[(10, 1)]);
@@ -864,6 +895,35 @@ fn a_broadcast_scatter_fails_when_any_target_dies_before_storing() {
     let late = finish(&mut s, 20, "d", big(1));
     assert!(!late.iter().any(|c| matches!(c, Command::Scattered { .. })));
     assert_eq!(s.state("d"), Some(TaskState::Finished));
+}
+
+/// A scatter still being stored when the scheduler stopped is restored as
+/// data a worker may report (it was stored, the news lost), never as a
+/// task to run: it has no recipe.
+#[test]
+fn a_scatter_restored_before_it_was_stored_is_never_run() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Input::Scatter {
+        client: 1,
+        id: 1,
+        values: vec![
+            ("d".into(), Bytes::from_static(b"x")),
+            ("f".into(), Bytes::from_static(b"y")),
+        ],
+        broadcast: false,
+        workers: vec![],
+    });
+    let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
+    r.handle(Input::ModuleStored { hash: M.into() });
+    let mut sent = r.handle(joined(20, 1));
+    sent.extend(r.handle(Input::WorkerHolds {
+        worker: 20,
+        results: vec![("d".into(), big(1))],
+    }));
+    sent.extend(r.handle(Input::RejoinWindowClosed));
+    assert!(runs(&sent).is_empty(), "{sent:?}");
+    assert_eq!(r.state("d"), Some(TaskState::Finished));
+    assert_eq!(r.state("f"), Some(TaskState::Lost));
 }
 
 #[test]

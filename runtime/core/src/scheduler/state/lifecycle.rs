@@ -294,6 +294,16 @@ impl Scheduler {
                     reset.push(k);
                 }
             }
+            if reset.is_empty() {
+                refused.push((
+                    key,
+                    format!(
+                        "its error came from {origin}, which was released and is no \
+                         longer known: submit {origin} again, then retry"
+                    ),
+                ));
+                continue;
+            }
             if let Some(missing) = reset.iter().find_map(|k| {
                 self.tasks[k]
                     .deps

@@ -91,6 +91,12 @@ impl Scheduler {
             self.holdings.hold(h, &key, &mut holders);
         }
         let state = match saved.state {
+            // Scattered data still being stored has no recipe to run: it
+            // is known once a worker reports it, as below.
+            SavedState::Unfinished if saved.scattered => {
+                self.unreported_scatters.push(key.to_string());
+                State::Released
+            }
             SavedState::Unfinished => State::Pending { waiting_on: 0 },
             SavedState::Finished {
                 inline: Some(inline),
