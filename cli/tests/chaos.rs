@@ -249,3 +249,31 @@ fn tasks_whose_run_message_is_lost_are_sent_again_and_the_graph_finishes() {
     let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
     assert!(info["resent"].as_u64().unwrap() > 0, "{info}");
 }
+
+#[test]
+fn a_submit_whose_answer_is_lost_with_the_connection_is_asked_again() {
+    // Every second answer to a submit is lost: the scheduler takes the
+    // tasks, then cuts the client off instead of answering.
+    let c = Cluster::start_env(1, 1, &[], &[("DTASK_FAULT_LOSE_SUBMITTED", "2")]);
+    // A single submit meets the fault as well as the map's batches.
+    let first = c.submit("inc", &["0"]);
+    let lines: String = (1..=3000).map(|i| format!("{i}\n")).collect();
+    let out = start_with_stdin(c.cmd().args(["map", tasks_wasm(), "inc"]), &lines)
+        .output_within(Duration::from_secs(120), "the map to submit");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("reconnecting"),
+        "the map's connection was cut: {}",
+        stderr(&out)
+    );
+    let keys = stdout(&out);
+    assert_eq!(keys.lines().count(), 3000);
+    let gathered = start_with_stdin(c.cmd().arg("gather"), &format!("{first}\n{keys}"))
+        .output_within(Duration::from_secs(120), "the tasks to finish");
+    assert!(gathered.status.success(), "{}", stderr(&gathered));
+    let values: Vec<i64> = stdout(&gathered)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(values, (1..=3001).collect::<Vec<i64>>());
+}

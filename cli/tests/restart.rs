@@ -276,10 +276,12 @@ fn gather_as_completed_and_wait_waiting_on_a_cluster_that_stops_exit_3() {
     for w in waiting {
         let out = w.output_within(Duration::from_secs(30), "the waiting command to give up");
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        // (One slow to start, on a busy machine, may not have connected
+        // before the shutdown: it says it cannot reach the scheduler.)
+        let err = stderr(&out);
         assert!(
-            stderr(&out).contains("lost the connection"),
-            "{}",
-            stderr(&out)
+            err.contains("lost the connection") || err.contains("cannot reach the scheduler"),
+            "{err}"
         );
     }
 }

@@ -288,6 +288,29 @@ impl Outbox {
     }
 }
 
+/// Whether the scheduler may see request `msg` twice with the same effect
+/// as once (submitting keys it has, storing a value it holds, a query), so
+/// that one whose answer a broken connection lost can be sent again.
+/// Primitive operations keep their own copies ([`Client::primitive`]);
+/// a retry or a new actor asked twice would answer the second time that it
+/// had already been done, and fails as disconnected instead.
+fn repeatable(msg: &ToScheduler) -> bool {
+    matches!(
+        msg,
+        ToScheduler::Submit { .. }
+            | ToScheduler::Status { .. }
+            | ToScheduler::HasModules { .. }
+            | ToScheduler::Scatter { .. }
+            | ToScheduler::WhoHas { .. }
+            | ToScheduler::HasWhat { .. }
+            | ToScheduler::Workers { .. }
+            | ToScheduler::ListTasks { .. }
+            | ToScheduler::Stats { .. }
+            | ToScheduler::Actors { .. }
+            | ToScheduler::ActorLocate { .. }
+    )
+}
+
 /// A connection to a dtask scheduler. Cheap to clone; clones share it.
 #[derive(Clone)]
 pub struct Client {
@@ -365,12 +388,18 @@ impl Client {
                 // now on waits for the new connection.
                 inner.tx.lock().expect("sender lock").go_down();
                 let kept: Vec<u64> = {
-                    let resend = inner.resend.lock().expect("resend lock");
+                    let mut resend = inner.resend.lock().expect("resend lock");
                     let mut replies = inner.replies.lock().expect("replies lock");
                     if let Some(r) = replies.as_mut() {
                         r.retain(|id, _| resend.contains_key(id));
+                        // A request no one waits for any more is not asked
+                        // again.
+                        resend.retain(|id, _| r.get(id).is_some_and(|tx| !tx.is_closed()));
                     }
-                    resend.keys().copied().collect()
+                    let mut kept: Vec<u64> = resend.keys().copied().collect();
+                    // Asked again in the order first asked.
+                    kept.sort_unstable();
+                    kept
                 };
                 inner
                     .subscriptions
@@ -483,12 +512,29 @@ impl Client {
         rx.await.map_err(|_| ClientError::Disconnected)
     }
 
+    /// Sends the request `make` builds with a fresh id, returning where
+    /// its answer will arrive. A request that is safe to repeat (see
+    /// [`repeatable`]) is kept until answered: if the connection breaks
+    /// first, whether or not the scheduler saw it, it is sent again on the
+    /// next one, so a restart costs it a wait, not an error.
     fn send_request(
         &self,
         make: impl FnOnce(u64) -> ToScheduler,
     ) -> Result<oneshot::Receiver<FromScheduler>, ClientError> {
         let (id, rx) = self.expect_reply()?;
-        self.send(make(id))?;
+        let msg = make(id);
+        if repeatable(&msg) {
+            let copy = msg.clone();
+            self.inner
+                .resend
+                .lock()
+                .expect("resend lock")
+                .insert(id, copy);
+        }
+        if let Err(e) = self.send(msg) {
+            self.forget_reply(id);
+            return Err(e);
+        }
         Ok(rx)
     }
 
@@ -511,6 +557,7 @@ impl Client {
         if let Some(replies) = self.inner.replies.lock().expect("replies lock").as_mut() {
             replies.remove(&id);
         }
+        self.inner.resend.lock().expect("resend lock").remove(&id);
     }
 
     fn send(&self, msg: ToScheduler) -> Result<(), ClientError> {

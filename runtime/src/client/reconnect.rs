@@ -46,6 +46,8 @@ impl Inner {
             .expect("replies lock")
             .as_mut()
             .and_then(|r| r.remove(&id));
+        // Answered: never asked again.
+        self.resend.lock().expect("resend lock").remove(&id);
         if let Some(tx) = tx {
             let _ = tx.send(msg);
         }

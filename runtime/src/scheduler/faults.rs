@@ -13,6 +13,10 @@
 //!   connections overtake each other: a worker's report can arrive after
 //!   another worker's, a `Free` after a later `Run` to someone else, a
 //!   heartbeat late enough to look like silence.
+//! - `DTASK_FAULT_LOSE_SUBMITTED=N`: every Nth answer to a client's
+//!   `Submit` is lost with its connection: the scheduler took the tasks,
+//!   then cuts the client off instead of answering, as a connection that
+//!   broke at that moment would. The client must reconnect and ask again.
 
 use crate::connection::{self, Sender};
 use crate::protocol::Weigh;
@@ -23,6 +27,8 @@ use std::time::Duration;
 pub struct Faults {
     drop_runs_every: Option<u64>,
     runs: u64,
+    lose_submitted_every: Option<u64>,
+    submitted: u64,
     /// Messages to and from workers are held back up to this long.
     pub delay: Delay,
 }
@@ -116,6 +122,15 @@ impl Faults {
         if let Some(n) = drop_runs_every {
             tracing::warn!("fault injection on: dropping every {n}th Run message to workers");
         }
+        let lose_submitted_every = std::env::var("DTASK_FAULT_LOSE_SUBMITTED")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|&n: &u64| n > 0);
+        if let Some(n) = lose_submitted_every {
+            tracing::warn!(
+                "fault injection on: losing every {n}th answer to a submit with its connection"
+            );
+        }
         let delay = Delay::from_env();
         if let Some(max) = delay.max {
             tracing::warn!(
@@ -125,8 +140,20 @@ impl Faults {
         Self {
             drop_runs_every,
             runs: 0,
+            lose_submitted_every,
+            submitted: 0,
             delay,
         }
+    }
+
+    /// Whether to lose the answer to a submit about to be sent, cutting
+    /// its client off.
+    pub fn lose_submitted(&mut self) -> bool {
+        let Some(n) = self.lose_submitted_every else {
+            return false;
+        };
+        self.submitted += 1;
+        self.submitted.is_multiple_of(n)
     }
 
     /// Whether to drop the `Run` message about to be sent.
@@ -148,8 +175,7 @@ mod tests {
     fn every_nth_run_is_dropped() {
         let mut f = Faults {
             drop_runs_every: Some(3),
-            runs: 0,
-            delay: Delay::default(),
+            ..Faults::default()
         };
         let dropped: Vec<bool> = (0..6).map(|_| f.drop_run()).collect();
         assert_eq!(dropped, [false, false, true, false, false, true]);

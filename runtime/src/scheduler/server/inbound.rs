@@ -304,6 +304,12 @@ impl Core {
                     key,
                     outcome,
                 } => self.send(client, FromScheduler::Done { key, outcome }),
+                Command::Submitted { client, .. } if self.faults.lose_submitted() => {
+                    tracing::warn!(
+                        "fault injection: lost a submit's answer, cutting client {client} off"
+                    );
+                    self.overflowed.push(client);
+                }
                 Command::Submitted {
                     client,
                     id,
