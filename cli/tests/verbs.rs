@@ -590,6 +590,23 @@ fn the_shell_lets_go_of_what_it_holds_with_gather_release_and_release_all() {
     assert!(now["scheduler_rss_bytes"].as_u64() > Some(0));
 }
 
+/// A `gather --release` stopped by a failed task still lets go of what
+/// it printed; the failed key and those after it stay held.
+#[test]
+fn gather_release_stopped_by_an_error_lets_go_of_what_it_printed() {
+    let c = Cluster::start(1, 1);
+    let ok = stdout(&c.run(&["map", tasks_wasm(), "inc"], "1\n2\n"));
+    let bad = c.submit("div", &["1", "0"]);
+    let after = c.submit("inc", &["9"]);
+    assert_eq!(info(&c)["held"], 4);
+    let out = c.run(&["gather", "--release"], &format!("{ok}{bad}\n{after}\n"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "2\n3\n");
+    assert_eq!(info(&c)["held"], 2, "the two printed were let go of");
+    assert_eq!(status(&c, &bad), "error");
+    assert_eq!(status(&c, &after), "finished");
+}
+
 #[test]
 fn a_release_too_big_to_go_at_once_is_done_when_release_all_returns() {
     // More keys than the scheduler lets go of at once: the rest go a step

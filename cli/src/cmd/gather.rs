@@ -56,19 +56,44 @@ pub enum Errors {
 
 pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let timeout = a.timeout;
-    super::within(
+    let release = a.release;
+    // Keys printed and not yet released (with --release), and the client
+    // that holds them: released whatever ends the gather (an error, a
+    // timeout), since they were printed.
+    let mut printed: Vec<String> = Vec::new();
+    let mut connected = None;
+    let gathered = super::within(
         timeout,
         "not every result was ready",
         "the tasks go on: gather again later, or see `dtask status`",
-        gather(global, a),
+        gather(global, a, &mut printed, &mut connected),
     )
-    .await
+    .await;
+    if release && let Some(client) = connected {
+        let released = async {
+            client.release(printed)?;
+            // A round trip makes sure the releases were handled.
+            client.status(Vec::new()).await.map(drop)
+        };
+        let released: Result<(), dtask_runtime::client::ClientError> = released.await;
+        // The gather's own failure says more than the release's.
+        if let (Ok(()), Err(e)) = (&gathered, released) {
+            return Err(e.into());
+        }
+    }
+    gathered
 }
 
-async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
+async fn gather(
+    global: &Global,
+    a: Args,
+    printed: &mut Vec<String>,
+    connected: &mut Option<dtask_runtime::client::Client>,
+) -> Result<(), Failure> {
     let mut key_rx = super::key_stream(a.keys);
     key_rx.first().await;
     let client = connect(global, false).await?;
+    *connected = Some(client.clone());
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut done = Vec::new();
@@ -76,8 +101,6 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut keys_open = true;
     let mut skipped = 0usize;
-    // Keys printed and not yet released (with --release).
-    let mut printed: Vec<String> = Vec::new();
     let progress = super::progress::Progress::new("gather", 0);
     loop {
         // Print everything at the front of the order that has arrived.
@@ -148,7 +171,7 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
                 // Only now: a result still to be fetched must stay held.
                 printed.push(key);
                 if printed.len() >= 4096 {
-                    client.release(std::mem::take(&mut printed))?;
+                    client.release(std::mem::take(printed))?;
                 }
             }
         }
@@ -157,12 +180,13 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
             break;
         }
         tokio::select! {
-            k = key_rx.recv(), if keys_open && keys.waiting() < super::WATCH_WINDOW => match k? {
+            k = key_rx.recv(), if keys_open && keys.waiting() < super::WATCH_WINDOW && keys.has_room() => match k? {
                 Some(k) => {
                     let mut fresh = Vec::new();
                     let mut read = 1;
                     fresh.extend(keys.push(k));
                     while keys.waiting() < super::WATCH_WINDOW
+                        && keys.has_room()
                         && let Some(k) = key_rx.try_recv()?
                     {
                         read += 1;
@@ -185,11 +209,6 @@ async fn gather(global: &Global, a: Args) -> Result<(), Failure> {
                 }
             }
         }
-    }
-    if a.release {
-        client.release(printed)?;
-        // A round trip makes sure the releases were handled.
-        client.status(Vec::new()).await?;
     }
     if skipped > 0 {
         eprintln!("dtask: skipped {skipped} failed task(s)");
@@ -242,6 +261,27 @@ async fn write_raw(
     }
 }
 
+/// Most bytes of keys and outcomes that wait to be printed (behind a slow
+/// key, results that came sooner wait): past them, no more keys are read
+/// until the first is printed, and whatever feeds the keys waits.
+const HELD_BYTES: usize = 64 << 20;
+
+/// About the bytes a key's slot holds, with its outcome once here.
+fn slot_bytes(key: &str, outcome: Option<&Outcome>) -> usize {
+    let outcome = match outcome {
+        Some(Outcome::Finished(at)) => {
+            at.inline.as_ref().map_or(0, |b| b.len())
+                + at.who_has.iter().map(String::len).sum::<usize>()
+        }
+        Some(Outcome::Error(e)) => {
+            e.message.len() + e.stderr.len() + e.backtrace.len() + e.origin.len()
+        }
+        _ => 0,
+    };
+    // The slot itself, and its key's allocation.
+    64 + key.len() + outcome
+}
+
 /// The keys being gathered, in the order they were given, each with its
 /// outcome once that has arrived: one lookup by key per arrival, none to
 /// print what is at the front.
@@ -249,6 +289,8 @@ async fn write_raw(
 struct InOrder {
     /// Keys not yet printed, oldest first.
     slots: VecDeque<(String, Option<Outcome>)>,
+    /// About the bytes `slots` holds (see [`slot_bytes`]).
+    held: usize,
     /// How many keys were printed: the position of `slots[0]` among all.
     printed: u64,
     /// Keys watched whose outcome has not arrived, with where they stand
@@ -281,6 +323,7 @@ impl InOrder {
                 Some(key.clone())
             }
         };
+        self.held += slot_bytes(&key, None);
         self.slots.push_back((key, None));
         fresh
     }
@@ -303,6 +346,7 @@ impl InOrder {
             .and_then(|i| usize::try_from(i).ok())
             .and_then(|i| self.slots.get_mut(i))
         {
+            self.held += slot_bytes(&slot.0, Some(&outcome)) - slot_bytes(&slot.0, None);
             slot.1 = Some(outcome);
         }
     }
@@ -311,6 +355,7 @@ impl InOrder {
     fn pop_ready(&mut self) -> Option<(String, Outcome)> {
         self.slots.front()?.1.as_ref()?;
         let (key, outcome) = self.slots.pop_front()?;
+        self.held -= slot_bytes(&key, outcome.as_ref());
         self.printed += 1;
         Some((key, outcome?))
     }
@@ -322,5 +367,57 @@ impl InOrder {
 
     fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// Whether more keys may be read: what waits to be printed is within
+    /// [`HELD_BYTES`].
+    fn has_room(&self) -> bool {
+        self.held < HELD_BYTES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dtask_runtime::protocol::Located;
+
+    fn inline(n: usize) -> Outcome {
+        Outcome::Finished(Located {
+            inline: Some(vec![7u8; n].into()),
+            who_has: Vec::new(),
+            nbytes: n as u64,
+        })
+    }
+
+    /// Behind a key that has not arrived, the results that did fill the
+    /// room; printing the first gives it back.
+    #[test]
+    fn results_waiting_behind_a_slow_key_fill_the_room_and_printing_frees_it() {
+        let mut keys = InOrder::default();
+        keys.push("slow".into());
+        let mut n = 0;
+        while keys.has_room() {
+            let k = format!("fast-{n}");
+            keys.push(k.clone());
+            keys.arrived(&k, inline(1000));
+            n += 1;
+        }
+        assert!(n < HELD_BYTES / 1000, "{n} results of 1,000 bytes held");
+        assert!(keys.pop_ready().is_none(), "the slow key comes first");
+        keys.arrived("slow", inline(1));
+        while keys.pop_ready().is_some() {}
+        assert!(keys.is_empty());
+        assert_eq!(keys.held, 0, "every slot's bytes given back");
+    }
+
+    #[test]
+    fn a_key_given_twice_counts_each_place() {
+        let mut keys = InOrder::default();
+        assert_eq!(keys.push("a".into()).as_deref(), Some("a"));
+        assert_eq!(keys.push("a".into()), None);
+        keys.arrived("a", inline(10));
+        assert_eq!(keys.waiting(), 0);
+        assert!(keys.pop_ready().is_some() && keys.pop_ready().is_some());
+        assert_eq!(keys.held, 0);
     }
 }
