@@ -590,6 +590,25 @@ fn the_shell_lets_go_of_what_it_holds_with_gather_release_and_release_all() {
     assert!(now["scheduler_rss_bytes"].as_u64() > Some(0));
 }
 
+/// A bad line stops `map`, naming it; the lines before it are submitted
+/// and their keys printed (every key it holds, it printed), the lines
+/// after it are not.
+#[test]
+fn map_stopped_by_a_bad_line_prints_the_keys_of_every_line_before_it() {
+    let c = Cluster::start(1, 1);
+    let mut lines: String = (1..=10_000).map(|i| format!("{i}\n")).collect();
+    lines.push_str("not-a-number\n");
+    lines.extend((1..=100).map(|i| format!("{}\n", 20_000 + i)));
+    let out = c.run(&["map", tasks_wasm(), "inc"], &lines);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("line 10001"), "{}", stderr(&out));
+    let keys = stdout(&out);
+    assert_eq!(keys.lines().count(), 10_000);
+    assert_eq!(info(&c)["held"], 10_000);
+    let last = keys.lines().last().unwrap();
+    assert_eq!(c.ok(&["gather", last]), "10001");
+}
+
 /// A `gather --release` stopped by a failed task still lets go of what
 /// it printed; the failed key and those after it stay held.
 #[test]

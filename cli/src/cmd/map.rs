@@ -74,6 +74,10 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut lineno = 0usize;
     let mut input_open = true;
+    // What stopped the map (a bad line, a refused batch): the keys of the
+    // lines before it are still printed, as their tasks run, then it exits
+    // with this.
+    let mut failed: Option<Failure> = None;
     while input_open || !acks.is_empty() {
         tokio::select! {
             first = line_rx.recv(), if input_open && acks.len() < IN_FLIGHT => {
@@ -82,11 +86,24 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 let mut next = Some(first);
                 while let Some(line) = next.take() {
                     lineno += 1;
-                    let line = line.map_err(Failure::usage)?;
-                    if !line.trim().is_empty() {
-                        let args = line_args(&module, &a.function, &line, a.json)
-                            .map_err(|f| Failure::usage(format!("line {lineno}: {}", f.message)))?;
-                        batch.push(task_spec(module.hash(), &a.function, args, &options));
+                    let parsed = line.map_err(Failure::usage).and_then(|line| {
+                        if line.trim().is_empty() {
+                            return Ok(None);
+                        }
+                        line_args(&module, &a.function, &line, a.json)
+                            .map(Some)
+                            .map_err(|f| Failure::usage(format!("line {lineno}: {}", f.message)))
+                    });
+                    match parsed {
+                        Ok(Some(args)) => {
+                            batch.push(task_spec(module.hash(), &a.function, args, &options));
+                        }
+                        Ok(None) => {}
+                        Err(f) => {
+                            failed = Some(f);
+                            input_open = false;
+                            break;
+                        }
                     }
                     if batch.len() < BATCH {
                         next = line_rx.try_recv().ok();
@@ -101,7 +118,15 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 acks.push_back(async move { ack.await.map(|notes| (keys, notes)) });
             }
             Some(done) = acks.next() => {
-                let (done, notes) = done?;
+                let (done, notes) = match done {
+                    Ok(done) => done,
+                    Err(e) => {
+                        // The batches already sent are still answered.
+                        failed.get_or_insert(e.into());
+                        input_open = false;
+                        continue;
+                    }
+                };
                 super::task_options::note_unplaceable(&notes, &mut noted);
                 if fire_and_forget {
                     client.fire_and_forget(done.clone())?;
@@ -123,7 +148,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         // Make sure the hand-over was processed before exiting.
         client.status(Vec::new()).await?;
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// A line's words, split as a shell splits them: `"two words"` and
