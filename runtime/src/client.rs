@@ -434,8 +434,16 @@ impl Client {
                     .watchers
                     .lock()
                     .expect("watchers lock")
-                    .as_ref()
-                    .map(|w| w.keys().cloned().collect())
+                    .as_mut()
+                    .map(|w| {
+                        // Keys no one waits for any more are not watched
+                        // again.
+                        w.retain(|_, waiting| {
+                            waiting.retain(|t| !t.is_closed());
+                            !waiting.is_empty()
+                        });
+                        w.keys().cloned().collect()
+                    })
                     .unwrap_or_default();
                 if !keys.is_empty() {
                     let _ = tx.send(ToScheduler::Watch { keys });

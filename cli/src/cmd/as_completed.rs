@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 ///
 /// Keys come from the arguments, or else stream from stdin (so
 /// `dtask map … | dtask as-completed` starts printing before map is done).
-/// Exit status 1 if any task failed, 4 if `--timeout` passed first.
+/// Exit status 1 if any task failed (or a finished result could not be
+/// fetched, with `--with-results` or `--json`), 4 if `--timeout` passed first.
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  seq 100 | dtask map tasks.wasm inc | dtask as-completed --with-results\n  dtask as-completed $(cat keys) | head -1"
@@ -54,6 +55,10 @@ async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
     let mut waiting: HashMap<String, usize> = HashMap::new();
     let mut keys_open = true;
     let mut failed = 0usize;
+    // Finished tasks whose results could not be fetched, and why the
+    // first could not.
+    let mut unfetched_count = 0usize;
+    let mut cannot_fetch: Option<String> = None;
     let mut out = std::io::stdout().lock();
     let progress = super::progress::Progress::new("as-completed", 0);
     while keys_open || !waiting.is_empty() {
@@ -80,7 +85,11 @@ async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
                 if !ok {
                     failed += times;
                 }
-                let line = line(&client, &key, outcome, &a).await;
+                let (line, unfetched) = line(&client, &key, outcome, &a).await;
+                if let Some(why) = unfetched {
+                    cannot_fetch.get_or_insert(why);
+                    unfetched_count += times;
+                }
                 progress.inc(times as u64);
                 for _ in 0..times {
                     progress
@@ -100,15 +109,26 @@ async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
             format!("{failed} task(s) failed or were cancelled"),
         ));
     }
+    if let Some(why) = cannot_fetch {
+        return Err(Failure::new(
+            1,
+            format!(
+                "{unfetched_count} finished result(s) could not be fetched (the first: {why}); \
+                 gather them again with `dtask gather`, or see where they are with `dtask who-has`"
+            ),
+        ));
+    }
     Ok(())
 }
 
+/// The line to print for `key`, and why its result could not be fetched
+/// if it finished and that failed.
 async fn line(
     client: &dtask_runtime::client::Client,
     key: &str,
     outcome: Outcome,
     a: &Args,
-) -> Vec<u8> {
+) -> (Vec<u8>, Option<String>) {
     let status = match &outcome {
         Outcome::Finished(_) => "finished",
         Outcome::Error(_) => "error",
@@ -116,21 +136,26 @@ async fn line(
         Outcome::Unknown => "unknown",
     };
     if !a.with_results && !a.json {
-        return key.as_bytes().to_vec();
+        return (key.as_bytes().to_vec(), None);
     }
+    let finished = matches!(outcome, Outcome::Finished(_));
     let result = client.resolve(key, outcome).await;
+    let unfetched = match &result {
+        Err(e) if finished => Some(e.to_string()),
+        _ => None,
+    };
     if a.json {
         let mut obj = serde_json::json!({"key": key, "status": status});
         match result {
             Ok(v) => obj["result"] = value::value_to_json(&v),
             Err(e) => obj["error"] = serde_json::Value::String(e.to_string()),
         }
-        return obj.to_string().into_bytes();
+        return (obj.to_string().into_bytes(), unfetched);
     }
     let mut line = format!("{key}\t").into_bytes();
     match result {
         Ok(v) => line.extend(render(&v, a.raw)),
         Err(e) => line.extend(format!("error: {e}").into_bytes()),
     }
-    line
+    (line, unfetched)
 }

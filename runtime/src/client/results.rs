@@ -140,7 +140,11 @@ impl Client {
             let mut w = self.inner.watchers.lock().expect("watchers lock");
             let w = w.as_mut().ok_or(ClientError::Disconnected)?;
             for k in &keys {
-                w.entry(k.clone()).or_default().push(tx.clone());
+                let waiting = w.entry(k.clone()).or_default();
+                // Those who stopped waiting (a result awaited with a
+                // timeout, polled again) go as the next one comes.
+                waiting.retain(|t| !t.is_closed());
+                waiting.push(tx.clone());
             }
         }
         self.send(ToScheduler::Watch { keys })
