@@ -897,6 +897,48 @@ fn a_broadcast_scatter_fails_when_any_target_dies_before_storing() {
     assert_eq!(s.state("d"), Some(TaskState::Finished));
 }
 
+/// After a restart, a result recomputed on the first worker back is
+/// called off when the worker holding it reports it: that copy stands, and
+/// its dependent runs at once, not after the recomputation.
+#[test]
+fn a_recomputation_is_called_off_when_a_rejoining_worker_reports_the_result() {
+    let mut s = setup(&[(10, 1)]);
+    submit(
+        &mut s,
+        vec![spec("a", vec![]), spec("b", vec![fut("a"), val(1)])],
+    );
+    finish(&mut s, 10, "a", big(1000));
+    let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
+    r.handle(Input::ModuleStored { hash: M.into() });
+    r.handle(Input::ClientConnected {
+        client: 1,
+        name: Some("cli".into()),
+    });
+    // Worker 20 is back first: a is recomputed there.
+    assert_eq!(runs(&r.handle(joined(20, 1))), vec![(20, "a".to_string())]);
+    r.handle(joined(10, 1));
+    let cmds = r.handle(Input::WorkerHolds {
+        worker: 10,
+        results: vec![("a".into(), big(1000))],
+    });
+    assert!(
+        cmds.contains(&Command::CancelRun {
+            worker: 20,
+            keys: vec!["a".into()]
+        }),
+        "{cmds:?}"
+    );
+    assert_eq!(r.state("a"), Some(TaskState::Finished));
+    assert_eq!(runs(&cmds).len(), 1, "b runs now: {cmds:?}");
+    assert_eq!(
+        r.who_has(vec!["a".into()]),
+        vec![("a".to_string(), vec!["w10".to_string()])]
+    );
+    // The called-off run's result, if it came anyway, is one more copy.
+    finish(&mut r, 20, "a", big(1000));
+    assert_eq!(r.state("a"), Some(TaskState::Finished));
+}
+
 /// A scatter still being stored when the scheduler stopped is restored as
 /// data a worker may report (it was stored, the news lost), never as a
 /// task to run: it has no recipe.

@@ -240,6 +240,11 @@ impl Scheduler {
         at: Located,
         out: &mut Vec<Command>,
     ) {
+        if self.workers.get(&worker).is_none() {
+            // A late report from a worker given up on: what it holds is
+            // nowhere the scheduler can reach.
+            return;
+        }
         let Some(key) = self.tasks.key(key) else {
             return out.push(Command::Free {
                 worker,
@@ -266,7 +271,27 @@ impl Scheduler {
             // before its report of what it holds arrives): the run's result
             // replaces this one, and freeing it could free that instead.
             State::Processing { worker: w, .. } if *w == worker => return,
-            State::Processing { .. } | State::Error(_) | State::Cancelled => {
+            // Run again elsewhere (after a restart, a recomputation sent to
+            // the first worker back before this one reported what it
+            // holds): this result stands, and the run is called off.
+            State::Processing { worker: w, .. } => {
+                let running = *w;
+                let need = t.recipe.placement().resources.clone();
+                if let Some(mut w) = self.workers.get_mut(&running) {
+                    w.give_back(&key, &need);
+                }
+                out.push(Command::CancelRun {
+                    worker: running,
+                    keys: vec![key.to_string()],
+                });
+                self.task_ended(&key, out);
+                // Waiting to run, as far as adopting it goes (its run had
+                // counted on its inputs): taken as reported, below.
+                let t = self.tasks.get_mut(&key).expect("present");
+                self.activity.set(&key, t, State::Pending { waiting_on: 0 });
+                return self.adopt_result(worker, &key, at, out);
+            }
+            State::Error(_) | State::Cancelled => {
                 return out.push(Command::Free {
                     worker,
                     keys: vec![key.to_string()],
