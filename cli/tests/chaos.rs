@@ -277,3 +277,20 @@ fn a_submit_whose_answer_is_lost_with_the_connection_is_asked_again() {
         .collect();
     assert_eq!(values, (1..=3001).collect::<Vec<i64>>());
 }
+
+#[test]
+fn a_queue_operation_whose_answer_is_lost_is_answered_again_not_done_twice() {
+    // Every third answer to a primitive operation is lost with its
+    // connection: the scheduler did it, then cut the client off.
+    let c = Cluster::start_env(1, 1, &[], &[("DTASK_FAULT_LOSE_REPLY", "3")]);
+    for i in 1..=12 {
+        c.ok(&["queue", "put", "q", &i.to_string()]);
+    }
+    // Each put was done once, whether or not its first answer arrived.
+    let got: Vec<String> = (1..=12)
+        .map(|_| c.ok(&["queue", "get", "q", "--timeout", "20s"]))
+        .collect();
+    let want: Vec<String> = (1..=12).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "each item taken once, in order");
+    assert_eq!(c.ok(&["queue", "len", "q"]), "0");
+}

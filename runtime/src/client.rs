@@ -210,6 +210,9 @@ struct Inner {
     /// client token (never the token), or a worker's tasks' worker token.
     peer_token: String,
     next_id: AtomicU64,
+    /// This client's session: with a request id, it names a primitive
+    /// operation across reconnects (see `ToScheduler::Primitive`).
+    session: u64,
     replies: Mutex<Option<HashMap<u64, oneshot::Sender<FromScheduler>>>>,
     watchers: Mutex<Option<Watchers>>,
     uploaded: Mutex<HashSet<String>>,
@@ -288,19 +291,27 @@ impl Outbox {
     }
 }
 
+/// A random, nonzero session number.
+fn new_session() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b).max(1)
+}
+
 /// Whether the scheduler may see request `msg` twice with the same effect
-/// as once (submitting keys it has, storing a value it holds, a query), so
+/// as once (submitting keys it has, a query), so
 /// that one whose answer a broken connection lost can be sent again.
 /// Primitive operations keep their own copies ([`Client::primitive`]);
 /// a retry or a new actor asked twice would answer the second time that it
-/// had already been done, and fails as disconnected instead.
+/// had already been done, and a scatter sent again while its first copy is
+/// still being stored would be answered before it is: they fail as
+/// disconnected instead.
 fn repeatable(msg: &ToScheduler) -> bool {
     matches!(
         msg,
         ToScheduler::Submit { .. }
             | ToScheduler::Status { .. }
             | ToScheduler::HasModules { .. }
-            | ToScheduler::Scatter { .. }
             | ToScheduler::WhoHas { .. }
             | ToScheduler::HasWhat { .. }
             | ToScheduler::Workers { .. }
@@ -361,6 +372,7 @@ impl Client {
             grace_ms: AtomicU64::new(default_grace().as_millis() as u64),
             peer_token,
             next_id: AtomicU64::new(1),
+            session: new_session(),
             replies: Mutex::new(Some(HashMap::new())),
             watchers: Mutex::new(Some(Watchers::default())),
             uploaded: Mutex::new(HashSet::new()),

@@ -75,7 +75,11 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
             // A round trip makes sure the releases were handled.
             client.status(Vec::new()).await.map(drop)
         };
-        let released: Result<(), dtask_runtime::client::ClientError> = released.await;
+        // Bounded: after a timeout, or with the scheduler gone, it must not
+        // wait out a reconnect.
+        let released = tokio::time::timeout(std::time::Duration::from_secs(10), released)
+            .await
+            .unwrap_or(Err(dtask_runtime::client::ClientError::Disconnected));
         // The gather's own failure says more than the release's.
         if let (Ok(()), Err(e)) = (&gathered, released) {
             return Err(e.into());

@@ -115,11 +115,23 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 progress.add_total(batch.len() as u64);
                 let keys: Vec<String> = batch.iter().map(|s| s.key.clone()).collect();
                 let ack = client.submit_specs(batch).await?;
-                acks.push_back(async move { ack.await.map(|notes| (keys, notes)) });
+                acks.push_back(async move { (keys, ack.await) });
             }
-            Some(done) = acks.next() => {
-                let (done, notes) = match done {
-                    Ok(done) => done,
+            Some((keys, answer)) = acks.next() => {
+                let (done, notes) = match answer {
+                    Ok(notes) => (keys, notes),
+                    // Some of the batch refused: the rest were taken (and
+                    // are held), so their keys are printed.
+                    Err(dtask_runtime::client::ClientError::Refused(refused)) => {
+                        let out: std::collections::HashSet<&str> =
+                            refused.iter().map(|(k, _)| k.as_str()).collect();
+                        let taken = keys.into_iter().filter(|k| !out.contains(k.as_str())).collect();
+                        failed.get_or_insert(
+                            dtask_runtime::client::ClientError::Refused(refused).into(),
+                        );
+                        input_open = false;
+                        (taken, Vec::new())
+                    }
                     Err(e) => {
                         // The batches already sent are still answered.
                         failed.get_or_insert(e.into());

@@ -47,7 +47,12 @@ impl Client {
         let mut sent = 0;
         let rx = self.send_request(|id| {
             sent = id;
-            let msg = ToScheduler::Primitive { id, task, op };
+            let msg = ToScheduler::Primitive {
+                id,
+                session: self.inner.session,
+                task,
+                op,
+            };
             self.inner
                 .resend
                 .lock()
@@ -168,7 +173,14 @@ impl Client {
                 .lock()
                 .expect("subscriptions lock")
                 .insert(id, tx);
-            ToScheduler::Primitive { id, task, op }
+            // Not sent again (a subscription ends with its connection):
+            // no session.
+            ToScheduler::Primitive {
+                id,
+                session: 0,
+                task,
+                op,
+            }
         })?;
         let sub = Subscription {
             client: self.clone(),
@@ -447,8 +459,11 @@ impl Drop for Subscription {
             subscription: self.id,
         };
         // Nobody waits for the answer; it is dropped on arrival.
-        let _ = self
-            .client
-            .send_request(|id| ToScheduler::Primitive { id, task: None, op });
+        let _ = self.client.send_request(|id| ToScheduler::Primitive {
+            id,
+            session: 0,
+            task: None,
+            op,
+        });
     }
 }

@@ -17,6 +17,9 @@
 //!   `Submit` is lost with its connection: the scheduler took the tasks,
 //!   then cuts the client off instead of answering, as a connection that
 //!   broke at that moment would. The client must reconnect and ask again.
+//! - `DTASK_FAULT_LOSE_REPLY=N`: the same for every Nth answer to a
+//!   primitive operation (a queue put or get, a lock acquire…): done, and
+//!   its answer lost. Asked again, it must be answered, not done twice.
 
 use crate::connection::{self, Sender};
 use crate::protocol::Weigh;
@@ -29,6 +32,8 @@ pub struct Faults {
     runs: u64,
     lose_submitted_every: Option<u64>,
     submitted: u64,
+    lose_reply_every: Option<u64>,
+    replies: u64,
     /// Messages to and from workers are held back up to this long.
     pub delay: Delay,
 }
@@ -89,6 +94,15 @@ impl Delay {
     }
 }
 
+/// Counts one more with `count`: whether it is an `every`th one.
+fn nth(every: Option<u64>, count: &mut u64) -> bool {
+    let Some(n) = every else {
+        return false;
+    };
+    *count += 1;
+    count.is_multiple_of(n)
+}
+
 /// A small xorshift generator: fault timing needs no more.
 #[derive(Debug)]
 pub struct Rng(u64);
@@ -122,10 +136,19 @@ impl Faults {
         if let Some(n) = drop_runs_every {
             tracing::warn!("fault injection on: dropping every {n}th Run message to workers");
         }
-        let lose_submitted_every = std::env::var("DTASK_FAULT_LOSE_SUBMITTED")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .filter(|&n: &u64| n > 0);
+        let every = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .filter(|&n: &u64| n > 0)
+        };
+        let lose_submitted_every = every("DTASK_FAULT_LOSE_SUBMITTED");
+        let lose_reply_every = every("DTASK_FAULT_LOSE_REPLY");
+        if let Some(n) = lose_reply_every {
+            tracing::warn!(
+                "fault injection on: losing every {n}th answer to a primitive operation with its connection"
+            );
+        }
         if let Some(n) = lose_submitted_every {
             tracing::warn!(
                 "fault injection on: losing every {n}th answer to a submit with its connection"
@@ -142,6 +165,8 @@ impl Faults {
             runs: 0,
             lose_submitted_every,
             submitted: 0,
+            lose_reply_every,
+            replies: 0,
             delay,
         }
     }
@@ -149,20 +174,18 @@ impl Faults {
     /// Whether to lose the answer to a submit about to be sent, cutting
     /// its client off.
     pub fn lose_submitted(&mut self) -> bool {
-        let Some(n) = self.lose_submitted_every else {
-            return false;
-        };
-        self.submitted += 1;
-        self.submitted.is_multiple_of(n)
+        nth(self.lose_submitted_every, &mut self.submitted)
+    }
+
+    /// Whether to lose the answer to a primitive operation about to be
+    /// sent, cutting its client off.
+    pub fn lose_reply(&mut self) -> bool {
+        nth(self.lose_reply_every, &mut self.replies)
     }
 
     /// Whether to drop the `Run` message about to be sent.
     pub fn drop_run(&mut self) -> bool {
-        let Some(n) = self.drop_runs_every else {
-            return false;
-        };
-        self.runs += 1;
-        self.runs.is_multiple_of(n)
+        nth(self.drop_runs_every, &mut self.runs)
     }
 }
 

@@ -136,6 +136,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
         Input::Primitive {
             client: 1,
             id: 3,
+            session: 0,
             task: None,
             op: crate::protocol::Op::VarSet {
                 name: "v".into(),

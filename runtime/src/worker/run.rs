@@ -134,7 +134,7 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
     shared
         .sandbox
         .check_incoming(&task.key, &task.function, incoming, memory)?;
-    // Room for what is fetched into memory, held until the task ends (see
+    // Room for what is fetched into memory, held until the task runs (see
     // `inbound`): a command's stdin over the budget goes to disk instead.
     let fetching: u64 = task
         .args
@@ -151,7 +151,7 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
             _ => None,
         })
         .sum();
-    let _room = shared.inbound.room(fetching).await;
+    let room = shared.inbound.room(fetching).await;
     // The inputs fetched, shared with other tasks needing them meanwhile.
     let mut shares = Vec::new();
     for (i, arg) in task.args.iter().enumerate() {
@@ -193,6 +193,10 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
         args.push(TaskArg::Value(v));
     }
     let slot = shared.slots.acquire(task.priority).await;
+    // Room bounds only what tasks fetch ahead: one that runs gives it
+    // back, so a running task waiting on another (a gather of a subtask, a
+    // queue get) never holds room that task needs to fetch its inputs.
+    drop(room);
     if !shared.begin(&task.key) {
         // Taken back while it waited, and aborted: this await is where
         // the abort lands.
@@ -414,6 +418,10 @@ pub(super) async fn dependency(
 /// on this project's 2-core VMs) for the tasks that arrive first, and
 /// Cranelift compiles it in the background (writing the cache) and takes
 /// over for the tasks after.
+/// How a module's load failure begins when the scheduler did not give the
+/// module (rather than it failing to compile).
+const NOT_GIVEN: &str = "the module could not be fetched";
+
 pub(super) async fn load_module(shared: &Shared, hash: &str) -> Result<Arc<Ready>, String> {
     let slot: ModuleSlot = shared
         .modules
@@ -437,8 +445,8 @@ pub(super) async fn load_module(shared: &Shared, hash: &str) -> Result<Arc<Ready
             });
             let bytes = rx
                 .await
-                .map_err(|_| "the scheduler went away".to_string())?
-                .ok_or_else(|| format!("the scheduler does not have module {hash}"))?;
+                .map_err(|_| format!("{NOT_GIVEN}: the scheduler went away"))?
+                .ok_or_else(|| format!("{NOT_GIVEN}: the scheduler does not have it"))?;
             let sandbox = shared.sandbox.clone();
             let cache = shared.options.cache_dir.clone();
             let name = format!("module {hash}");
@@ -487,11 +495,14 @@ pub(super) async fn load_module(shared: &Shared, hash: &str) -> Result<Arc<Ready
     match linked {
         Ok(linked) => Ok(linked.lock().expect("module lock").clone()),
         Err(e) => {
-            // Not kept: the next task of this module asks again (the
-            // module may be uploaded again, or the scheduler back).
-            let mut modules = shared.modules.lock().expect("module table lock");
-            if modules.get(hash).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                modules.remove(hash);
+            // A module the scheduler could not give is asked for again by
+            // the next task (it may be uploaded again, or the scheduler
+            // back); one that does not compile here stays refused.
+            if e.starts_with(NOT_GIVEN) {
+                let mut modules = shared.modules.lock().expect("module table lock");
+                if modules.get(hash).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    modules.remove(hash);
+                }
             }
             Err(e.clone())
         }

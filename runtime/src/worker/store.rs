@@ -9,7 +9,7 @@
 use crate::protocol::{INLINE_RESULT_LIMIT, Located};
 use crate::value::{FileBytes, human_bytes};
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -97,8 +97,9 @@ struct Inner {
     next_file: u64,
     in_memory: usize,
     /// Results in memory being written to disk by an insert (outside the
-    /// lock), and their bytes: not chosen again, and counted as gone.
-    spilling: HashSet<StoreKey>,
+    /// lock), with their lengths: not chosen again, and counted as gone
+    /// (`leaving`, their sum) until written, removed or replaced.
+    spilling: HashMap<StoreKey, usize>,
     leaving: usize,
     spilled: usize,
     spilled_count: usize,
@@ -372,7 +373,7 @@ impl ResultStore {
                 };
                 let file = inner.new_file();
                 inner.leaving += old.len();
-                inner.spilling.insert(victim.clone());
+                inner.spilling.insert(victim.clone(), old.len());
                 chosen.push((victim, old, file));
             }
             let stored = inner.intern(&key);
@@ -394,10 +395,12 @@ impl ResultStore {
             .collect();
         let mut inner = self.lock();
         for ((victim, old, file), written) in chosen.into_iter().zip(written) {
-            inner.spilling.remove(&victim);
-            inner.leaving -= old.len();
-            // Released or replaced meanwhile: its file is not needed.
+            // Released or replaced meanwhile (which ended its spilling):
+            // its file is not needed.
             let unchanged = inner.entries.get(&victim).is_some_and(|e| e.place.is(&old));
+            if unchanged && inner.spilling.remove(&victim).is_some() {
+                inner.leaving -= old.len();
+            }
             match (written, unchanged) {
                 (true, true) => {
                     inner.in_memory -= old.len();
@@ -432,7 +435,7 @@ impl ResultStore {
     fn victim(&self, inner: &mut Inner) -> Option<StoreKey> {
         loop {
             while let Some((used, key)) = inner.victims.pop_front() {
-                let still = !inner.spilling.contains(&key)
+                let still = !inner.spilling.contains_key(&key)
                     && inner
                         .entries
                         .get(&key)
@@ -445,7 +448,9 @@ impl ResultStore {
                 .entries
                 .iter()
                 .filter_map(|(k, e)| match &e.place {
-                    Place::Memory(b) if !inner.spilling.contains(k) => Some((e.used, k, b.len())),
+                    Place::Memory(b) if !inner.spilling.contains_key(k) => {
+                        Some((e.used, k, b.len()))
+                    }
                     _ => None,
                 })
                 .collect();
@@ -503,7 +508,13 @@ impl ResultStore {
     }
 
     fn remove_locked(&self, inner: &mut Inner, key: &str) {
-        let held = inner.find(key).and_then(|k| inner.entries.remove(&k));
+        let Some(k) = inner.find(key) else {
+            return;
+        };
+        if let Some(len) = inner.spilling.remove(&k) {
+            inner.leaving -= len;
+        }
+        let held = inner.entries.remove(&k);
         match held.map(|e| e.place) {
             Some(Place::Disk { len, file }) => {
                 inner.spilled -= len;
@@ -825,6 +836,39 @@ mod tests {
         assert_eq!(read, value(1500, 1));
         let u = store.usage();
         assert_eq!((u.count, u.spilled_count, u.in_memory), (2, 1, 1000));
+    }
+
+    /// A result released while it is being spilled no longer counts as
+    /// leaving memory: the room it made is counted once.
+    #[test]
+    fn a_result_released_while_it_spills_is_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = dir.path().join("spill");
+        std::fs::create_dir_all(&spill).unwrap();
+        let fifo = spill.join("0.bin");
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let store = Arc::new(ResultStore::new(2000, spill));
+        store.insert("old".into(), value(1500, 1)).unwrap();
+        let inserting = {
+            let store = store.clone();
+            std::thread::spawn(move || store.insert("new".into(), value(1000, 2)))
+        };
+        while store.usage().count < 2 {
+            std::thread::yield_now();
+        }
+        // Released while its write waits for a reader.
+        store.remove("old");
+        // 1,000 in memory and 900 more fit the budget: nothing spills.
+        store.insert("third".into(), value(900, 3)).unwrap();
+        let u = store.usage();
+        let at_once = (u.in_memory, u.spilled_count);
+        let _ = std::fs::read(&fifo).unwrap();
+        inserting.join().unwrap().unwrap();
+        assert_eq!(at_once, (1900, 0));
+        let u = store.usage();
+        assert_eq!((u.count, u.in_memory, u.spilled_count), (2, 1900, 0));
     }
 
     #[tokio::test]

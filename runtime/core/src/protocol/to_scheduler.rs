@@ -221,6 +221,11 @@ pub enum ToScheduler {
         /// Request id echoed in the answer; for [`Op::Subscribe`], the
         /// subscription's id in [`FromScheduler::Message`]s too.
         id: u64,
+        /// The sending client's session: a random number for the life of
+        /// its `Client` (0: none). With `id` it names the request across
+        /// reconnects, so one sent again because its answer was lost with
+        /// a connection is answered again, not done again.
+        session: u64,
         /// The running task this is on behalf of: leases it takes end when
         /// that task ends. `None`: the client itself (named clients keep
         /// their leases after they disconnect).

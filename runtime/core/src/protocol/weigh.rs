@@ -367,6 +367,7 @@ mod weight_tests {
         assert!(reply.weight() >= 1 << 20);
         let put = ToScheduler::Primitive {
             id: 1,
+            session: 0,
             task: None,
             op: Op::VarSet {
                 name: "v".into(),

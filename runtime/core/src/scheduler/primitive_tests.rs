@@ -20,6 +20,7 @@ fn op(s: &mut Scheduler, client: u64, id: u64, task: Option<&str>, op: Op) -> Ve
     s.handle(Input::Primitive {
         client,
         id,
+        session: 0,
         task: task.map(str::to_string),
         op,
     })

@@ -559,9 +559,10 @@ impl Scheduler {
             Input::Primitive {
                 client,
                 id,
+                session,
                 task,
                 op,
-            } => self.primitive(client, id, task, op, &mut out),
+            } => self.primitive(client, (id, session), task, op, &mut out),
             Input::Publish { topic, message } => self.publish(&topic, message, &mut out),
             Input::RejoinWindowClosed => self.rejoin_window_closed(&mut out),
             Input::PrimitiveTimeout { client, id } => {

@@ -1433,6 +1433,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
             Input::Primitive {
                 client: 1,
                 id,
+                session: 0,
                 task: None,
                 op,
             },

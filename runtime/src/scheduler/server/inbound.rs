@@ -344,6 +344,12 @@ impl Core {
                     message,
                 } => self.send(client, FromScheduler::Failed { id, message }),
                 Command::Send { to, msg } => self.send(to, msg),
+                Command::Reply { client, .. } if self.faults.lose_reply() => {
+                    tracing::warn!(
+                        "fault injection: lost a primitive's answer, cutting client {client} off"
+                    );
+                    self.overflowed.push(client);
+                }
                 Command::Reply { client, id, reply } => {
                     if let Some(c) = self.conns.get_mut(&client) {
                         c.timers.end(id);

@@ -274,9 +274,15 @@ impl Core {
             ToScheduler::Rejoined { key } if is_worker => Input::Rejoined { worker: from, key },
             ToScheduler::Started { keys } if is_worker => Input::Started { worker: from, keys },
             ToScheduler::Stolen { keys } if is_worker => Input::Stolen { worker: from, keys },
-            ToScheduler::Primitive { id, task, op } if !is_worker => Input::Primitive {
+            ToScheduler::Primitive {
+                id,
+                session,
+                task,
+                op,
+            } if !is_worker => Input::Primitive {
                 client: from,
                 id,
+                session,
                 task,
                 op,
             },

@@ -192,6 +192,9 @@ pub enum Input {
         client: ClientId,
         /// Request id to answer.
         id: u64,
+        /// The client's session (0: none): a request of the same session
+        /// and id answered before is answered the same, not done again.
+        session: u64,
         /// The running task it is on behalf of, if any.
         task: Option<String>,
         /// The operation.

@@ -209,14 +209,14 @@ impl Scheduler {
                     maxsize: Some(maxsize),
                     timeout_ms: Some(0),
                 };
-                self.primitive(0, i as u64, None, op, &mut out);
+                self.primitive(0, (i as u64, 0), None, op, &mut out);
             }
         }
         for (name, item) in snapshot.variables {
-            self.primitive(0, 0, None, Op::VarSet { name, item }, &mut out);
+            self.primitive(0, (0, 0), None, Op::VarSet { name, item }, &mut out);
         }
         for name in snapshot.events {
-            self.primitive(0, 0, None, Op::EventSet { name }, &mut out);
+            self.primitive(0, (0, 0), None, Op::EventSet { name }, &mut out);
         }
         for (lock, name, max, holders) in snapshot.leases {
             for holder in holders {
@@ -239,7 +239,7 @@ impl Scheduler {
                         timeout_ms: Some(0),
                     }
                 };
-                self.primitive(0, 0, None, op, &mut out);
+                self.primitive(0, (0, 0), None, op, &mut out);
             }
         }
         self.clients.remove(&0);

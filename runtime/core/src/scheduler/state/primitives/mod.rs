@@ -127,6 +127,11 @@ pub(super) struct Primitives {
     owned: HashMap<Owner, HashSet<Place>>,
     /// Numbers the holds of stored futures.
     seq: u64,
+    /// The session of each request of a session not yet answered, by
+    /// (client, id).
+    sessions: HashMap<(ClientId, u64), u64>,
+    /// Recent answers by (session, id), for requests sent again.
+    answered: Answered,
     /// What changed since the journal last drained it; `None` without a
     /// journal.
     pub(super) dirty: Option<PrimDirty>,
@@ -141,6 +146,48 @@ pub(super) struct PrimDirty {
     pub(super) events: HashSet<String>,
     /// (is a lock, name).
     pub(super) leases: HashSet<(bool, String)>,
+}
+
+/// Answers kept for requests sent again after a connection broke: the
+/// latest ones, within [`Answered::MAX`] answers and [`Answered::BYTES`].
+#[derive(Debug, Default)]
+struct Answered {
+    by: HashMap<(u64, u64), OpReply>,
+    order: VecDeque<(u64, u64)>,
+    bytes: usize,
+}
+
+impl Answered {
+    /// Most answers kept.
+    const MAX: usize = 1 << 16;
+    /// Most bytes of items in the answers kept.
+    const BYTES: usize = 64 << 20;
+
+    fn weight(reply: &OpReply) -> usize {
+        match reply {
+            OpReply::Item(Arg::Value(b)) => b.len(),
+            OpReply::Item(Arg::Future(k)) => k.len(),
+            OpReply::Failed(why) => why.len(),
+            _ => 0,
+        }
+    }
+
+    fn insert(&mut self, at: (u64, u64), reply: OpReply) {
+        self.bytes += Self::weight(&reply);
+        if let Some(old) = self.by.insert(at, reply) {
+            self.bytes -= Self::weight(&old);
+        } else {
+            self.order.push_back(at);
+        }
+        while self.order.len() > Self::MAX || self.bytes > Self::BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = self.by.remove(&oldest) {
+                self.bytes -= Self::weight(&old);
+            }
+        }
+    }
 }
 
 impl Primitives {
@@ -161,15 +208,23 @@ impl Scheduler {
     pub(super) fn primitive(
         &mut self,
         client: ClientId,
-        id: u64,
+        (id, session): (u64, u64),
         task: Option<String>,
         op: Op,
         out: &mut Vec<Command>,
     ) {
         let req = Request { client, id };
+        if session != 0 {
+            // Sent again: its answer was lost with a connection.
+            if let Some(answer) = self.prims.answered.by.get(&(session, id)) {
+                let answer = answer.clone();
+                return self.reply(req, answer, out);
+            }
+            self.prims.sessions.insert((client, id), session);
+        }
         let owner = match self.owner(client, task) {
             Ok(o) => o,
-            Err(why) => return reply(req, OpReply::Failed(why), out),
+            Err(why) => return self.reply(req, OpReply::Failed(why), out),
         };
         let answer = match op {
             Op::QueuePut {
@@ -239,7 +294,7 @@ impl Scheduler {
                             "semaphore {name} does not exist yet: the first acquire creates it, \
                              and must say how many leases it has (--max-leases N)"
                         );
-                        return reply(req, OpReply::Failed(why), out);
+                        return self.reply(req, OpReply::Failed(why), out);
                     }
                 } else {
                     let leases = self.prims.semaphores.entry(name.clone()).or_insert(Leases {
@@ -253,7 +308,7 @@ impl Scheduler {
                          use the same number everywhere",
                             leases.max
                         );
-                        return reply(req, OpReply::Failed(why), out);
+                        return self.reply(req, OpReply::Failed(why), out);
                     }
                 }
                 self.acquire(req, owner, Place::Semaphore(name), timeout_ms, out)
@@ -268,7 +323,7 @@ impl Scheduler {
                 let woken = std::mem::take(&mut flag.waiters);
                 for w in woken {
                     self.prims.blocked.remove(&w.req);
-                    reply(w.req, OpReply::Done, out);
+                    self.reply(w.req, OpReply::Done, out);
                 }
                 Some(OpReply::Done)
             }
@@ -308,7 +363,7 @@ impl Scheduler {
             }
         };
         if let Some(answer) = answer {
-            reply(req, answer, out);
+            self.reply(req, answer, out);
         }
     }
 
@@ -334,7 +389,7 @@ impl Scheduler {
     ) {
         let req = Request { client, id };
         if self.unblock(req, out) {
-            reply(req, OpReply::Timeout, out);
+            self.reply(req, OpReply::Timeout, out);
         }
     }
 
@@ -389,6 +444,8 @@ impl Scheduler {
 
     /// A client connection closed: its waits and subscriptions end.
     pub(super) fn primitives_client_gone(&mut self, client: ClientId, out: &mut Vec<Command>) {
+        // Its waits end unanswered: sent again, they are done then.
+        self.prims.sessions.retain(|(c, _), _| *c != client);
         let waiting: Vec<Request> = self
             .prims
             .blocked
@@ -412,12 +469,18 @@ impl Scheduler {
     }
 }
 
-fn reply(req: Request, reply: OpReply, out: &mut Vec<Command>) {
-    out.push(Command::Reply {
-        client: req.client,
-        id: req.id,
-        reply,
-    });
+impl Scheduler {
+    /// Answers `req`, keeping the answer for its session if it has one.
+    fn reply(&mut self, req: Request, reply: OpReply, out: &mut Vec<Command>) {
+        if let Some(session) = self.prims.sessions.remove(&(req.client, req.id)) {
+            self.prims.answered.insert((session, req.id), reply.clone());
+        }
+        out.push(Command::Reply {
+            client: req.client,
+            id: req.id,
+            reply,
+        });
+    }
 }
 
 /// At most `limit` of `map`'s entries, as `f` shows them, by name.

@@ -59,7 +59,7 @@ impl Scheduler {
         if let Some(getter) = q.getters.pop_front() {
             self.prims.blocked.remove(&getter.req);
             let item = self.hand_over(kept, getter.req.client, out);
-            reply(getter.req, OpReply::Item(item), out);
+            self.reply(getter.req, OpReply::Item(item), out);
             return Some(OpReply::Done);
         }
         if q.has_room() {
@@ -121,7 +121,7 @@ impl Scheduler {
                 })
             });
             self.prims.blocked.remove(&putter.req);
-            reply(putter.req, OpReply::Done, out);
+            self.reply(putter.req, OpReply::Done, out);
         }
         Some(OpReply::Item(self.hand_over(kept, req.client, out)))
     }
@@ -148,7 +148,7 @@ impl Scheduler {
             if let (Arg::Future(k), Some(h)) = (&value, self.holder_of(w.req.client)) {
                 self.hold(&h, k);
             }
-            reply(w.req, OpReply::Item(value.clone()), out);
+            self.reply(w.req, OpReply::Item(value.clone()), out);
         }
         if let Some(old) = old {
             self.discard(old, out);
@@ -227,7 +227,7 @@ impl Scheduler {
                 .entry(w.owner)
                 .or_default()
                 .insert(place.clone());
-            reply(w.req, OpReply::Done, out);
+            self.reply(w.req, OpReply::Done, out);
         }
     }
 
