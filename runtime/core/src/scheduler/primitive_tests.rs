@@ -456,3 +456,40 @@ fn a_seceded_task_does_not_fill_its_worker() {
     });
     assert_eq!(runs(&more).len(), 1, "one more task fills the freed room");
 }
+
+/// A wait sent again on a new connection (its answer would have been lost)
+/// before the scheduler saw the first connection close replaces the first
+/// wait: one item is taken, and answered to the new connection. An answer
+/// already given is given again, and nothing more is taken.
+#[test]
+fn a_wait_sent_again_from_a_new_connection_is_done_once() {
+    let mut s = with_unnamed(&[]);
+    s.handle(Input::ClientConnected {
+        client: 3,
+        name: Some("cli".into()),
+    });
+    let again = |s: &mut Scheduler, client: u64, op: Op| {
+        s.handle(Input::Primitive {
+            client,
+            id: 9,
+            session: 77,
+            task: None,
+            op,
+        })
+    };
+    assert!(replies(&again(&mut s, 1, get("q", None))).is_empty());
+    assert!(replies(&again(&mut s, 3, get("q", None))).is_empty());
+    let cmds = op(&mut s, 2, 1, None, put("q", val(5), None, None));
+    let answered = replies(&cmds);
+    assert!(
+        answered.contains(&(3, 9, OpReply::Item(val(5)))),
+        "{answered:?}"
+    );
+    assert!(!answered.iter().any(|(c, _, _)| *c == 1), "{answered:?}");
+    op(&mut s, 2, 2, None, put("q", val(6), None, None));
+    // Asked once more: the same answer, and 6 stays queued.
+    let cmds = again(&mut s, 1, get("q", None));
+    assert_eq!(replies(&cmds), vec![(1, 9, OpReply::Item(val(5)))]);
+    let len = op(&mut s, 2, 3, None, Op::QueueLen { name: "q".into() });
+    assert_eq!(replies(&len), vec![(2, 3, OpReply::Len(1))]);
+}

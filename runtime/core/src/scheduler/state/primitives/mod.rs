@@ -128,8 +128,9 @@ pub(super) struct Primitives {
     /// Numbers the holds of stored futures.
     seq: u64,
     /// The session of each request of a session not yet answered, by
-    /// (client, id).
+    /// (client, id), and the client of each, by (session, id).
     sessions: HashMap<(ClientId, u64), u64>,
+    in_flight: HashMap<(u64, u64), ClientId>,
     /// Recent answers by (session, id), for requests sent again.
     answered: Answered,
     /// What changed since the journal last drained it; `None` without a
@@ -219,6 +220,14 @@ impl Scheduler {
             if let Some(answer) = self.prims.answered.by.get(&(session, id)) {
                 let answer = answer.clone();
                 return self.reply(req, answer, out);
+            }
+            // Sent again before its first connection was seen to close:
+            // the first wait goes, so that it is done once.
+            if let Some(first) = self.prims.in_flight.insert((session, id), client)
+                && first != client
+            {
+                self.prims.sessions.remove(&(first, id));
+                self.unblock(Request { client: first, id }, out);
             }
             self.prims.sessions.insert((client, id), session);
         }
@@ -445,7 +454,14 @@ impl Scheduler {
     /// A client connection closed: its waits and subscriptions end.
     pub(super) fn primitives_client_gone(&mut self, client: ClientId, out: &mut Vec<Command>) {
         // Its waits end unanswered: sent again, they are done then.
-        self.prims.sessions.retain(|(c, _), _| *c != client);
+        let in_flight = &mut self.prims.in_flight;
+        self.prims.sessions.retain(|(c, id), session| {
+            let gone = *c == client;
+            if gone {
+                in_flight.remove(&(*session, *id));
+            }
+            !gone
+        });
         let waiting: Vec<Request> = self
             .prims
             .blocked
@@ -473,6 +489,7 @@ impl Scheduler {
     /// Answers `req`, keeping the answer for its session if it has one.
     fn reply(&mut self, req: Request, reply: OpReply, out: &mut Vec<Command>) {
         if let Some(session) = self.prims.sessions.remove(&(req.client, req.id)) {
+            self.prims.in_flight.remove(&(session, req.id));
             self.prims.answered.insert((session, req.id), reply.clone());
         }
         out.push(Command::Reply {
