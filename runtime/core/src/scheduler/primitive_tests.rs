@@ -493,3 +493,34 @@ fn a_wait_sent_again_from_a_new_connection_is_done_once() {
     let len = op(&mut s, 2, 3, None, Op::QueueLen { name: "q".into() });
     assert_eq!(replies(&len), vec![(2, 3, OpReply::Len(1))]);
 }
+
+/// The answers kept for sessions are part of the durable state: after a
+/// restart, an operation sent again is answered as before, not done again.
+#[test]
+fn a_kept_answer_survives_a_restart() {
+    let mut s = with_unnamed(&[]);
+    op(&mut s, 2, 1, None, put("q", val(5), None, None));
+    op(&mut s, 2, 2, None, put("q", val(6), None, None));
+    let ask = |s: &mut Scheduler| {
+        s.handle(Input::Primitive {
+            client: 1,
+            id: 9,
+            session: 77,
+            task: None,
+            op: get("q", None),
+        })
+    };
+    assert_eq!(replies(&ask(&mut s)), vec![(1, 9, OpReply::Item(val(5)))]);
+    let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
+    r.handle(Input::ClientConnected {
+        client: 1,
+        name: Some("cli".into()),
+    });
+    assert_eq!(replies(&ask(&mut r)), vec![(1, 9, OpReply::Item(val(5)))]);
+    r.handle(Input::ClientConnected {
+        client: 2,
+        name: None,
+    });
+    let len = op(&mut r, 2, 3, None, Op::QueueLen { name: "q".into() });
+    assert_eq!(replies(&len), vec![(2, 3, OpReply::Len(1))]);
+}

@@ -1430,16 +1430,18 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
     ] {
         go(
             &mut s,
+            // With a session: its answers are kept, and journaled.
             Input::Primitive {
                 client: 1,
                 id,
-                session: 0,
+                session: 77,
                 task: None,
                 op,
             },
         );
     }
     go(&mut s, Input::ClientDisconnected { client: 2 });
+    assert!(!s.snapshot().canonical().answers().is_empty());
     let rebuilt = m.into_snapshot().canonical();
     assert_eq!(rebuilt, s.snapshot().canonical());
     // a, b, c and the unnamed client's task (still to run); "gone" is

@@ -22,7 +22,7 @@
 
 use super::primitives::{Leases, Owner, PrimDirty};
 use super::{Scheduler, State, Stored, Task};
-use crate::protocol::{Arg, Op, Stats, TaskError, TaskSpec};
+use crate::protocol::{Arg, Op, OpReply, Stats, TaskError, TaskSpec};
 use bytes::Bytes;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,9 @@ pub struct Snapshot {
     /// (is a lock, name, max leases, holder names).
     leases: Vec<(bool, String, u32, Vec<String>)>,
     stats: crate::protocol::Stats,
+    /// Answers kept for clients' sessions, oldest first: (session, request
+    /// id, answer).
+    answers: Vec<(u64, u64, OpReply)>,
 }
 
 /// One task as a snapshot keeps it.
@@ -94,6 +97,12 @@ impl Snapshot {
     /// Whether it holds no task.
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+
+    /// The answers kept for clients' sessions, oldest first: (session,
+    /// request id, answer).
+    pub fn answers(&self) -> &[(u64, u64, OpReply)] {
+        &self.answers
     }
 
     /// This snapshot with `tasks` (in any order) instead of its own.
@@ -210,6 +219,16 @@ pub enum Record {
     },
     /// The counters.
     Stats(Stats),
+    /// An answer to a client's primitive operation, kept for its session:
+    /// asked again, it is answered the same, not done again.
+    Answer {
+        /// The client's session.
+        session: u64,
+        /// Its request id.
+        id: u64,
+        /// The answer.
+        reply: OpReply,
+    },
 }
 
 impl SavedTask {
@@ -280,6 +299,9 @@ pub enum Item {
         /// Tasks written.
         tasks: u64,
     },
+    /// An answer kept for a client's session: (session, request id,
+    /// answer). (Written before the tasks, as everything but them is.)
+    Answer(u64, u64, OpReply),
 }
 
 impl Item {
@@ -309,6 +331,7 @@ impl Item {
             Item::Stats(s) => vec![Record::Stats(s)],
             Item::Task(t) => vec![t.into_record()],
             Item::End { .. } => Vec::new(),
+            Item::Answer(session, id, reply) => vec![Record::Answer { session, id, reply }],
         }
     }
 }
@@ -333,10 +356,15 @@ impl Snapshot {
             .leases
             .into_iter()
             .map(|(lock, n, max, h)| Item::Lease(lock, n, max, h));
+        let answers = self
+            .answers
+            .into_iter()
+            .map(|(s, id, r)| Item::Answer(s, id, r));
         rest.chain(queues)
             .chain(variables)
             .chain(events)
             .chain(leases)
+            .chain(answers)
             .chain(std::iter::once(Item::Stats(self.stats)))
             .chain(tasks.into_iter().map(Item::Task))
     }

@@ -17,6 +17,7 @@ pub struct Model {
     events: HashSet<String>,
     leases: HashMap<(bool, String), (u32, Vec<String>)>,
     stats: Stats,
+    answers: super::super::primitives::Answered,
 }
 
 impl Model {
@@ -39,6 +40,9 @@ impl Model {
         m.events.extend(s.events);
         for (lock, name, max, holders) in s.leases {
             m.leases.insert((lock, name), (max, holders));
+        }
+        for (session, id, reply) in s.answers {
+            m.answers.insert((session, id), reply);
         }
         m
     }
@@ -139,6 +143,7 @@ impl Model {
                 }
             }
             Record::Stats(s) => self.stats = s,
+            Record::Answer { session, id, reply } => self.answers.insert((session, id), reply),
         }
     }
 
@@ -181,6 +186,11 @@ impl Model {
                 .map(|((lock, name), (max, holders))| (lock, name, max, holders))
                 .collect(),
             stats: self.stats,
+            answers: self
+                .answers
+                .in_order()
+                .map(|(s, id, r)| (s, id, r.clone()))
+                .collect(),
         }
     }
 }

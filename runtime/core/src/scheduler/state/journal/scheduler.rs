@@ -56,6 +56,11 @@ impl Scheduler {
                 .collect(),
             leases: all_leases,
             stats: self.stats.clone(),
+            answers: p
+                .answered
+                .in_order()
+                .map(|(s, id, r)| (s, id, r.clone()))
+                .collect(),
         }
     }
 
@@ -243,6 +248,9 @@ impl Scheduler {
             }
         }
         self.clients.remove(&0);
+        for (session, id, reply) in snapshot.answers {
+            self.prims.answered.insert((session, id), reply);
+        }
         Ok(self)
     }
 }
@@ -380,6 +388,11 @@ impl Scheduler {
         if let Some(d) = self.prims.dirty.as_mut() {
             let d = std::mem::take(d);
             out.extend(d.queue_ops);
+            out.extend(
+                d.answers
+                    .into_iter()
+                    .map(|(session, id, reply)| Record::Answer { session, id, reply }),
+            );
             for name in d.variables {
                 let item = self
                     .prims

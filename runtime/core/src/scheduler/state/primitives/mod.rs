@@ -132,7 +132,7 @@ pub(super) struct Primitives {
     sessions: HashMap<(ClientId, u64), u64>,
     in_flight: HashMap<(u64, u64), ClientId>,
     /// Recent answers by (session, id), for requests sent again.
-    answered: Answered,
+    pub(super) answered: Answered,
     /// What changed since the journal last drained it; `None` without a
     /// journal.
     pub(super) dirty: Option<PrimDirty>,
@@ -147,12 +147,14 @@ pub(super) struct PrimDirty {
     pub(super) events: HashSet<String>,
     /// (is a lock, name).
     pub(super) leases: HashSet<(bool, String)>,
+    /// Answers kept for sessions: (session, id, answer).
+    pub(super) answers: Vec<(u64, u64, OpReply)>,
 }
 
 /// Answers kept for requests sent again after a connection broke: the
 /// latest ones, within [`Answered::MAX`] answers and [`Answered::BYTES`].
 #[derive(Debug, Default)]
-struct Answered {
+pub(in crate::scheduler::state) struct Answered {
     by: HashMap<(u64, u64), OpReply>,
     order: VecDeque<(u64, u64)>,
     bytes: usize,
@@ -173,7 +175,16 @@ impl Answered {
         }
     }
 
-    fn insert(&mut self, at: (u64, u64), reply: OpReply) {
+    /// The answers kept, oldest first.
+    pub(in crate::scheduler::state) fn in_order(
+        &self,
+    ) -> impl Iterator<Item = (u64, u64, &OpReply)> + '_ {
+        self.order
+            .iter()
+            .filter_map(|at| self.by.get(at).map(|r| (at.0, at.1, r)))
+    }
+
+    pub(in crate::scheduler::state) fn insert(&mut self, at: (u64, u64), reply: OpReply) {
         self.bytes += Self::weight(&reply);
         if let Some(old) = self.by.insert(at, reply) {
             self.bytes -= Self::weight(&old);
@@ -491,6 +502,8 @@ impl Scheduler {
         if let Some(session) = self.prims.sessions.remove(&(req.client, req.id)) {
             self.prims.in_flight.remove(&(session, req.id));
             self.prims.answered.insert((session, req.id), reply.clone());
+            self.prims
+                .note(|d| d.answers.push((session, req.id, reply.clone())));
         }
         out.push(Command::Reply {
             client: req.client,
