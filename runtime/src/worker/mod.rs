@@ -206,11 +206,17 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         options.limits.clone(),
         options.nthreads,
     )?;
+    let stale = store::remove_stale(&options.spill_dir);
+    if stale > 0 {
+        tracing::info!(
+            "removed {stale} spill director{} left in {} by workers that died",
+            if stale == 1 { "y" } else { "ies" },
+            options.spill_dir.display()
+        );
+    }
     let results: peer::Store = Arc::new(store::ResultStore::new(
         options.memory_budget,
-        options
-            .spill_dir
-            .join(format!("worker-{}-{id}", std::process::id())),
+        store::spill_dir_for(&options.spill_dir, id),
     ));
     let actors: peer::Actors = Default::default();
     let logs: Arc<logs::Logs> = Default::default();

@@ -672,6 +672,59 @@ impl ResultStore {
     }
 }
 
+/// The spill directory of this process's worker `id` under `root`, named
+/// by host and process, so that a worker starting later on the same host
+/// can tell one a worker left when it died ([`remove_stale`]).
+pub fn spill_dir_for(root: &Path, id: u64) -> PathBuf {
+    root.join(format!(
+        "worker-{}-{}-{id}",
+        super::host_name(),
+        std::process::id()
+    ))
+}
+
+/// Removes the spill directories under `root` that workers on this host
+/// left when they were killed (their stores never dropped): those whose
+/// process no longer runs. Directories of other hosts (a spill directory
+/// on a shared file system) and of running processes are left alone.
+/// Returns how many were removed.
+pub fn remove_stale(root: &Path) -> usize {
+    let prefix = format!("worker-{}-", super::host_name());
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, id)| id.parse::<u64>().ok().and(pid.parse::<i32>().ok()))
+        else {
+            continue;
+        };
+        if pid as u32 != std::process::id()
+            && !running(pid)
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether process `pid` exists (a signal 0 reaches it, or it exists but
+/// belongs to someone else).
+fn running(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: signal 0 checks for the process; nothing is sent.
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    sent || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 impl Drop for ResultStore {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -869,6 +922,38 @@ mod tests {
         assert_eq!(at_once, (1900, 0));
         let u = store.usage();
         assert_eq!((u.count, u.in_memory, u.spilled_count), (2, 1900, 0));
+    }
+
+    /// A worker starting removes the spill directories of this host's
+    /// workers that died, and nothing else.
+    #[test]
+    fn spill_directories_of_dead_workers_on_this_host_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let host = super::super::host_name();
+        let me = std::process::id();
+        let names = [
+            format!("worker-{host}-{dead}-1"),
+            format!("worker-{host}-{me}-2"),
+            format!("worker-elsewhere-{dead}-3"),
+            format!("worker-{dead}-4"),
+            "other".to_string(),
+        ];
+        for n in &names {
+            std::fs::create_dir_all(root.path().join(n)).unwrap();
+            std::fs::write(root.path().join(n).join("0.bin"), b"x").unwrap();
+        }
+        assert_eq!(remove_stale(root.path()), 1);
+        let left: Vec<bool> = names.iter().map(|n| root.path().join(n).exists()).collect();
+        assert_eq!(left, [false, true, true, true, true]);
+        assert!(
+            spill_dir_for(root.path(), 7)
+                .to_str()
+                .unwrap()
+                .ends_with(&format!("worker-{host}-{me}-7"))
+        );
     }
 
     #[tokio::test]
