@@ -11,7 +11,7 @@ mod common;
 use common::{Cluster, DTASK, tasks_wasm};
 use dtask_runtime::client::{ActorOptions, Client, Item, SubmitOptions, task_spec};
 use dtask_runtime::module::LocalModule;
-use dtask_runtime::protocol::{Arg, CallArg, Outcome, TaskSpec};
+use dtask_runtime::protocol::{Arg, CallArg};
 use dtask_runtime::value::{Value, encode};
 use dtask_runtime::worker::sandbox::Limits;
 use std::time::{Duration, Instant};
@@ -38,6 +38,11 @@ fn main() {
         .map_or(Some([20_000; 3]), |n| latency_counts(&n));
     let chain_only: Option<i64> = std::env::args()
         .skip_while(|a| a != "chain")
+        .nth(1)
+        .and_then(|n| n.parse().ok());
+    // `cargo bench -- map N`: only a map+gather of N tasks, to profile.
+    let map_only: Option<i64> = std::env::args()
+        .skip_while(|a| a != "map")
         .nth(1)
         .and_then(|n| n.parse().ok());
     let Some(latency_n) = latency_n else {
@@ -71,6 +76,11 @@ fn main() {
             return;
         }
         // `cargo bench -- chain N`: only a chain of N tasks, to profile.
+        if let Some(n) = map_only {
+            let rate = map_gather(&client, &module, n, 0).await;
+            println!("map+gather {n} inc tasks (Rust client) {rate:>10.0} tasks/s");
+            return;
+        }
         if let Some(n) = chain_only {
             let took = chain(&client, &module, n).await;
             println!("{n}-task dependency chain {:>10.1} ms wall", took.as_secs_f64() * 1e3);
@@ -101,7 +111,7 @@ fn main() {
             "pub/sub 200,000 messages to 1 subscriber {rate:>10.0} msgs/s                 target >= 50,000"
         );
     });
-    if latency_only || chain_only.is_some() {
+    if latency_only || chain_only.is_some() || map_only.is_some() {
         return;
     }
     in_worker_calls(20_000);
@@ -124,37 +134,21 @@ fn main() {
     );
 }
 
-/// Submits `n` independent tasks in pipelined batches and waits for every
-/// result; returns tasks per second.
+/// `Client::map` of `n` independent `inc` calls, then `Client::gather` of
+/// their results, through the public API (specs built, hashed and sent
+/// inside the timing); returns tasks per second.
 async fn map_gather(client: &Client, module: &LocalModule, n: i64, offset: i64) -> f64 {
     let opts = SubmitOptions::default();
     let start = Instant::now();
-    let specs: Vec<TaskSpec> = (0..n)
-        .map(|i| task_spec(module.hash(), "inc", vec![int(offset + i)], &opts))
-        .collect();
-    let keys: Vec<String> = specs.iter().map(|s| s.key.clone()).collect();
-    let mut acks = Vec::new();
-    let mut it = specs.into_iter().peekable();
-    while it.peek().is_some() {
-        let batch: Vec<TaskSpec> = it.by_ref().take(4096).collect();
-        acks.push(client.submit_specs(batch).await.unwrap());
-    }
-    let mut rx = client.watch(keys.clone()).unwrap();
-    for a in acks {
-        a.await.unwrap();
-    }
-    let mut sum = 0i64;
-    for _ in 0..n {
-        let (k, o) = rx.recv().await.unwrap();
-        let Outcome::Finished(at) = o else {
-            panic!("{k} failed")
-        };
-        sum += client.fetch(&k, &at).await.unwrap().as_i64().unwrap();
-    }
+    let calls = (0..n).map(|i| vec![int(offset + i)]).collect();
+    let futures = client.map(module, "inc", calls, &opts).await.unwrap();
+    let keys: Vec<String> = futures.iter().map(|f| f.key().to_string()).collect();
+    let values = client.gather(&keys).await.unwrap();
     let rate = n as f64 / start.elapsed().as_secs_f64();
+    let sum: i64 = values.iter().map(|v| v.as_i64().unwrap()).sum();
     let expected: i64 = (0..n).map(|i| offset + i + 1).sum();
     assert_eq!(sum, expected, "wrong results");
-    client.release(keys).unwrap();
+    drop(futures);
     rate
 }
 

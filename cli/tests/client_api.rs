@@ -451,3 +451,56 @@ fn a_client_goes_on_after_its_big_releases_on_the_same_connection() {
         }
     });
 }
+
+#[test]
+fn map_in_several_batches_and_gather_of_repeated_small_big_and_failed_keys() {
+    let c = Cluster::start(2, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let opts = SubmitOptions::default();
+        // More calls than one submit message carries.
+        let n = dtask_runtime::client::MAP_BATCH as i64 * 2 + 7;
+        let calls = (0..n).map(|i| vec![value(i)]).collect();
+        let futs = client.map(&module, "inc", calls, &opts).await.unwrap();
+        assert_eq!(futs.len(), n as usize);
+        let keys: Vec<String> = futs.iter().map(|f| f.key().to_string()).collect();
+        let got = client.gather(&keys).await.unwrap();
+        assert_eq!(got, (1..=n).map(Value::from).collect::<Vec<_>>());
+
+        // A result too big to come with its outcome is fetched, in its
+        // place; keys asked for twice are given twice.
+        let big = submit(&client, &module, "repeat", vec![value("ab"), value(5000)]).await;
+        let bad = submit(&client, &module, "fail", vec![value("second")]).await;
+        let worse = submit(&client, &module, "fail", vec![value("first")]).await;
+        let asked = vec![
+            keys[3].clone(),
+            big.key().to_string(),
+            keys[3].clone(),
+            big.key().to_string(),
+            bad.key().to_string(),
+            keys[0].clone(),
+        ];
+        let got = client.gather_with(&asked, Errors::Skip).await.unwrap();
+        let text = Value::from("ab".repeat(5000));
+        assert_eq!(
+            got,
+            vec![
+                Value::from(4),
+                text.clone(),
+                Value::from(4),
+                text,
+                Value::from(1)
+            ]
+        );
+        // Raising, the first failure in the order asked is the error.
+        let order = vec![
+            keys[1].clone(),
+            worse.key().to_string(),
+            bad.key().to_string(),
+        ];
+        match client.gather(&order).await {
+            Err(ClientError::Task(e)) => assert_eq!(e.origin, worse.key()),
+            other => panic!("expected the first task's error, got {other:?}"),
+        }
+    });
+}

@@ -291,6 +291,9 @@ impl Outbox {
     }
 }
 
+/// How many calls [`Client::map`] sends per submit message.
+pub const MAP_BATCH: usize = 4096;
+
 /// A random, nonzero session number.
 fn new_session() -> u64 {
     let mut b = [0u8; 8];
@@ -644,8 +647,13 @@ impl Client {
         Ok(future)
     }
 
-    /// Submits one call per argument list, in one message; returns their
-    /// futures in order.
+    /// Submits one call per argument list; returns their futures in order.
+    ///
+    /// Calls go out in batches of [`MAP_BATCH`] as they are prepared, so
+    /// the scheduler places (and workers run) the first while the rest are
+    /// still being hashed and encoded; all are acknowledged before this
+    /// returns. A refused call fails the map, and the futures of the calls
+    /// taken with it are dropped, releasing them.
     pub async fn map(
         &self,
         module: &LocalModule,
@@ -657,13 +665,25 @@ impl Client {
             check_call(module, function, args).map_err(ClientError::Invalid)?;
         }
         self.upload(module).await?;
-        let specs: Vec<TaskSpec> = calls
-            .into_iter()
-            .map(|args| task_spec(module.hash(), function, args, options))
-            .collect();
-        // Held before the submit goes out (see `submit`).
-        let futures: Vec<Future> = specs.iter().map(|s| self.future(s.key.clone())).collect();
-        self.submit_specs(specs).await?.await?;
+        let mut futures: Vec<Future> = Vec::with_capacity(calls.len());
+        let mut acks = Vec::new();
+        let mut calls = calls.into_iter().peekable();
+        while calls.peek().is_some() {
+            let specs: Vec<TaskSpec> = calls
+                .by_ref()
+                .take(MAP_BATCH)
+                .map(|args| task_spec(module.hash(), function, args, options))
+                .collect();
+            // Held before the submit goes out (see `submit`).
+            futures.extend(specs.iter().map(|s| self.future(s.key.clone())));
+            acks.push(self.submit_specs(specs).await?);
+            // Let the connection's writer send this batch now, on a
+            // one-thread runtime too, rather than after the last one.
+            tokio::task::yield_now().await;
+        }
+        for ack in acks {
+            ack.await?;
+        }
         Ok(futures)
     }
 

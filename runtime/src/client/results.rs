@@ -301,30 +301,96 @@ impl Client {
 
     /// Results of `keys`, in order; with [`Errors::Skip`] failed ones are
     /// left out instead of failing the whole gather.
+    ///
+    /// Results small enough to come with their outcome are decoded as they
+    /// arrive, while later ones are still running; the others are fetched,
+    /// in order, once every key has ended. A key asked for twice is
+    /// watched once and given twice.
     pub async fn gather_with(
         &self,
         keys: &[String],
         errors: Errors,
     ) -> Result<Vec<Value>, ClientError> {
-        let mut rx = self.watch(keys.to_vec())?;
-        let mut outcomes: HashMap<String, Outcome> = HashMap::with_capacity(keys.len());
-        let wanted: HashSet<&String> = keys.iter().collect();
-        while outcomes.len() < wanted.len() {
+        // Each distinct key's number, each position's, and how many
+        // positions each number still has to fill.
+        let mut ids: rustc_hash::FxHashMap<&str, usize> =
+            rustc_hash::FxHashMap::with_capacity_and_hasher(keys.len(), Default::default());
+        let mut uses: Vec<u32> = Vec::with_capacity(keys.len());
+        let order: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                let next = uses.len();
+                let id = *ids.entry(k.as_str()).or_insert(next);
+                if id == next {
+                    uses.push(0);
+                }
+                uses[id] += 1;
+                id
+            })
+            .collect();
+        let unique: Vec<String> = if uses.len() == keys.len() {
+            keys.to_vec()
+        } else {
+            let mut seen = vec![false; uses.len()];
+            keys.iter()
+                .zip(&order)
+                .filter(|(_, id)| !std::mem::replace(&mut seen[**id], true))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let mut rx = self.watch(unique)?;
+        let mut got: Vec<Option<Gathered>> = (0..uses.len()).map(|_| None).collect();
+        let mut pending = uses.len();
+        while pending > 0 {
             let (k, o) = rx.recv().await.ok_or(ClientError::Disconnected)?;
-            outcomes.insert(k, o);
+            let Some(&id) = ids.get(k.as_str()) else {
+                continue;
+            };
+            if got[id].is_some() {
+                continue;
+            }
+            pending -= 1;
+            got[id] = Some(match o {
+                Outcome::Finished(at) if at.inline.is_some() => {
+                    let bytes = at.inline.expect("checked inline");
+                    Gathered::Value(decoded(&k, bytes))
+                }
+                o => Gathered::Outcome(o),
+            });
         }
         let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            let o = outcomes.get(k).cloned().expect("every key reported");
-            match (self.resolve(k, o).await, errors) {
-                (Ok(v), _) => out.push(v),
-                (Err(ClientError::Task(_)), Errors::Skip) => {}
-                (Err(ClientError::Cancelled(_)), Errors::Skip) => {}
-                (Err(e), _) => return Err(e),
+        for (k, id) in keys.iter().zip(order) {
+            uses[id] -= 1;
+            let last = uses[id] == 0;
+            let slot = got[id].as_mut().expect("every key reported");
+            if let Gathered::Outcome(o) = slot {
+                let o = std::mem::replace(o, Outcome::Unknown);
+                *slot = Gathered::Value(self.resolve(k, o).await);
+            }
+            let Gathered::Value(result) = slot else {
+                unreachable!("resolved above")
+            };
+            match result {
+                Ok(v) if last => out.push(std::mem::replace(v, Value::Nil)),
+                Ok(v) => out.push(v.clone()),
+                Err(ClientError::Task(_) | ClientError::Cancelled(_)) if errors == Errors::Skip => {
+                }
+                Err(_) => {
+                    let Some(Gathered::Value(Err(e))) = got[id].take() else {
+                        unreachable!("an error above")
+                    };
+                    return Err(e);
+                }
             }
         }
         Ok(out)
     }
+}
+
+/// A gathered key's result, or its outcome until it is resolved.
+enum Gathered {
+    Value(Result<Value, ClientError>),
+    Outcome(Outcome),
 }
 
 /// What [`Client::stream_value`] found a result to be.
