@@ -75,8 +75,23 @@ pub type WorkerId = u64;
 type KeyReasons = Vec<(String, String)>;
 
 /// Tasks queued on a worker beyond its slots keep it busy between the
-/// scheduler's refills: this many per execution slot.
+/// scheduler's refills: this many per execution slot while their
+/// function's runs have no known duration.
 pub(super) const QUEUED_PER_SLOT: usize = 32;
+
+/// Once a function's runs have a mean duration, its tasks queue on a
+/// worker up to about this much work per slot: enough tiny tasks to cover
+/// the scheduler's refill when the machine's cores are all busy (on two
+/// cores a refill can wait a scheduling slice), and few long ones, so that
+/// a task of higher priority submitted later waits little and an idle
+/// worker finds little pinned elsewhere.
+const QUEUED_WORK_S: f64 = 0.005;
+
+/// The fewest tasks queued per slot, however long their runs.
+const QUEUED_MIN: usize = 2;
+
+/// The most tasks queued per slot, however short their runs.
+pub(super) const QUEUED_MAX: usize = 128;
 
 /// A task that was running on this many workers when they died is failed
 /// instead of being tried on yet another (it is probably what kills them).

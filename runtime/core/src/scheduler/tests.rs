@@ -161,10 +161,42 @@ fn workers_are_not_flooded_beyond_their_queue() {
         &mut s,
         (0..1000).map(|i| spec(&format!("t{i}"), vec![])).collect(),
     );
-    // One running and QUEUED_PER_SLOT queued behind it, no more.
+    // One running and QUEUED_PER_SLOT queued behind it, no more, while no
+    // run of the function has ended.
     assert_eq!(runs(&cmds).len(), 1 + super::state::QUEUED_PER_SLOT);
+    // Its runs are short: the worker's queue deepens to QUEUED_MAX.
+    s.handle(started(10, "t0"));
     let cmds = finish(&mut s, 10, "t0", small(0));
+    assert_eq!(
+        runs(&cmds).len(),
+        super::state::QUEUED_MAX - super::state::QUEUED_PER_SLOT + 1,
+        "filled up to QUEUED_MAX queued"
+    );
+    let cmds = finish(&mut s, 10, "t1", small(0));
     assert_eq!(runs(&cmds).len(), 1, "one finished, one more sent");
+}
+
+#[test]
+fn tasks_of_long_runs_queue_few_per_slot() {
+    let mut s = setup(&[(10, 1)]);
+    s.set_clock(1_000);
+    let cmds = submit(
+        &mut s,
+        (0..200).map(|i| spec(&format!("t{i}"), vec![])).collect(),
+    );
+    assert_eq!(runs(&cmds).len(), 1 + super::state::QUEUED_PER_SLOT);
+    // Runs of 50 ms: 5 ms of work per slot is less than one, so 2 (the fewest);
+    // none is sent until the worker is below that.
+    let mut sent = 0;
+    for i in 0..=super::state::QUEUED_PER_SLOT {
+        let key = format!("t{i}");
+        s.set_clock(1_000 + 50 * i as u64);
+        s.handle(started(10, &key));
+        s.set_clock(1_050 + 50 * i as u64);
+        sent += runs(&finish(&mut s, 10, &key, small(0))).len();
+    }
+    // Once the queue drained to the depth, each run that ends sends one.
+    assert_eq!(sent, 3, "refilled to one running and two queued");
 }
 
 #[test]

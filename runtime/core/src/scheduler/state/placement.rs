@@ -89,7 +89,7 @@ impl Scheduler {
             heads.retain(|(_, _, k)| *k != kind);
             self.blocked.push(kind.clone(), entry);
             full.insert(kind);
-            if !self.workers.values().any(Worker::has_room) {
+            if !self.workers.values().any(|w| w.has_room(super::QUEUED_MAX)) {
                 break;
             }
         }
@@ -156,13 +156,38 @@ impl Scheduler {
         });
     }
 
+    /// How many tasks like `task` may queue per slot on a worker: about
+    /// [`QUEUED_WORK_S`](super::QUEUED_WORK_S) of work by its function's
+    /// mean run so far, within [`QUEUED_MIN`](super::QUEUED_MIN) and
+    /// [`QUEUED_MAX`](super::QUEUED_MAX); [`QUEUED_PER_SLOT`](super::QUEUED_PER_SLOT)
+    /// before any has ended.
+    ///
+    /// A run is timed from its worker's `Started` to its result. A one-slot
+    /// worker sends `Started` as the guest first yields (at its first epoch
+    /// tick, 10 ms) or with the result, so runs shorter than a tick read
+    /// as about 0 and their tasks queue [`QUEUED_MAX`](super::QUEUED_MAX)
+    /// deep: the depth tells tiny tasks from long ones, not 1 ms from 5.
+    pub(super) fn queue_depth(&self, task: &Task) -> usize {
+        match self.activity.mean_seconds(&task.recipe.func.function) {
+            Some(s) if s > 0.0 => {
+                let fit = (super::QUEUED_WORK_S / s).ceil();
+                (fit.min(super::QUEUED_MAX as f64) as usize).max(super::QUEUED_MIN)
+            }
+            Some(_) => super::QUEUED_MAX,
+            None => super::QUEUED_PER_SLOT,
+        }
+    }
+
     /// The worker holding the most input bytes, else the least busy, among
     /// those the task may use and that have room; `None` if there is none.
     pub(super) fn place(&self, task: &Task) -> Option<WorkerId> {
         let p = task.recipe.placement();
         let memory = task.recipe.memory_limit();
+        let depth = self.queue_depth(task);
         let fits = |_: WorkerId, w: &Worker| {
-            w.has_room() && w.offers(&p.resources) && memory.is_none_or(|m| m <= w.memory_limit)
+            w.has_room(depth)
+                && w.offers(&p.resources)
+                && memory.is_none_or(|m| m <= w.memory_limit)
         };
         let named = |id: WorkerId, w: &Worker| {
             p.workers.is_empty() || p.workers.iter().any(|n| w.is(id, n))
@@ -171,7 +196,7 @@ impl Scheduler {
         // The common case, a task any worker may run with no input held on
         // one: the least loaded, from the index (no walk over them all).
         if p.workers.is_empty() && p.resources.is_empty() && memory.is_none() && held.is_empty() {
-            let least = self.workers.least_loaded_with_room();
+            let least = self.workers.least_loaded_with_room(depth);
             if cfg!(test) {
                 assert_eq!(
                     least,
@@ -349,7 +374,16 @@ mod tests {
         let mut rounds = 1;
         while let Some((w, key)) = on_2.pop_front() {
             assert_eq!(w, 2, "{key} ran on the worker with room");
-            on_2.extend(runs(&finish(&mut s, w, &key, small(1))));
+            // Runs known to be short queue deeper: worker 1 takes more of
+            // its pinned tasks, in order, as worker 2's runs end.
+            for (to, next) in runs(&finish(&mut s, w, &key, small(1))) {
+                if to == 1 {
+                    assert!(next.starts_with("p-"), "{next} went to worker 1");
+                    on_1.push_back((to, next));
+                } else {
+                    on_2.push_back((to, next));
+                }
+            }
             rounds += 1;
         }
         assert_eq!(s.state("f-99"), Some(TaskState::Finished));

@@ -1,7 +1,8 @@
 //! Work stealing: an idle worker takes tasks queued on a busy one.
 //!
-//! Up to [`QUEUED_PER_SLOT`](super::QUEUED_PER_SLOT) tasks per slot wait on
-//! a worker so that small tasks never wait for a round trip. When that
+//! Tasks wait on a worker beyond its slots (up to
+//! [`QUEUED_MAX`](super::QUEUED_MAX) per slot, fewer the longer their runs:
+//! `Scheduler::queue_depth`) so that small tasks never wait for a round trip. When that
 //! queue backs up on one worker while another has a free slot (tasks placed
 //! by where their inputs are, uneven durations, the tail of a map), the
 //! scheduler asks the busy worker to give back the tasks that would run
@@ -79,7 +80,7 @@ impl Scheduler {
             let (excess, Reverse(victim)) = victims.remove(at).expect("found");
             // Half of what waits there, and no more than fills the idle
             // worker's free slots and their queues.
-            let want = excess.div_ceil(2).min(free * (super::QUEUED_PER_SLOT + 1));
+            let want = excess.div_ceil(2).min(free * (super::QUEUED_MAX + 1));
             let keys = self.worth_moving(victim, thief, want);
             if keys.is_empty() {
                 continue;
@@ -217,10 +218,10 @@ impl Scheduler {
             }
             let t = self.tasks.get_mut(&key).expect("known");
             self.activity.set(&key, t, State::Pending { waiting_on: 0 });
-            let fits = self
-                .workers
-                .get(&thief)
-                .is_some_and(|w| w.has_room() && Self::may_run_on(&self.tasks[&key], thief, w));
+            let fits = self.workers.get(&thief).is_some_and(|w| {
+                let task = &self.tasks[&key];
+                w.has_room(self.queue_depth(task)) && Self::may_run_on(task, thief, w)
+            });
             if fits {
                 tasks.push(self.assign(&key, thief));
             } else {

@@ -113,12 +113,12 @@ impl Workers {
     }
 
     /// The least loaded worker for its slots (the lowest id among equals),
-    /// if it has room.
-    pub(super) fn least_loaded_with_room(&self) -> Option<WorkerId> {
+    /// if it has room for a task queueing `depth` per slot.
+    pub(super) fn least_loaded_with_room(&self, depth: usize) -> Option<WorkerId> {
         let first = self.by_load.first()?;
         // Capacity is proportional to slots: if the least loaded has no
         // room, none has.
-        self.map[&first].has_room().then_some(first)
+        self.map[&first].has_room(depth).then_some(first)
     }
 }
 
@@ -161,8 +161,9 @@ impl Drop for WorkerMut<'_> {
 }
 
 impl Worker {
-    pub(super) fn capacity(&self) -> usize {
-        self.nthreads as usize * (QUEUED_PER_SLOT + 1)
+    /// How many tasks it takes with `depth` queued per slot.
+    pub(super) fn capacity(&self, depth: usize) -> usize {
+        self.nthreads as usize * (depth + 1)
     }
 
     /// Tasks that occupy the worker: assigned and not waiting seceded.
@@ -170,8 +171,10 @@ impl Worker {
         self.processing.len() - self.seceded.len()
     }
 
-    pub(super) fn has_room(&self) -> bool {
-        self.load() < self.capacity()
+    /// Whether it takes another task of those that queue `depth` per
+    /// slot (see [`Scheduler::queue_depth`](super::Scheduler::queue_depth)).
+    pub(super) fn has_room(&self, depth: usize) -> bool {
+        self.load() < self.capacity(depth)
     }
 
     /// Tasks sent here beyond its slots, which wait for one.
