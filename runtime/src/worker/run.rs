@@ -61,28 +61,35 @@ pub(super) async fn execute(shared: Arc<Shared>, task: RunTask) {
             // million held results. Most others fit in memory at once; one
             // that makes the store spill is kept off the async threads.
             let kept = match at.inline {
-                Some(_) => Ok(at),
+                Some(_) => Some(Ok(at)),
                 None => match shared.results.insert_in_memory(&key, bytes) {
-                    Ok(()) => Ok(at),
+                    Ok(()) => Some(Ok(at)),
                     Err(bytes) => {
+                        // Kept and reported from the blocking thread: a
+                        // cancel landing on the await below (the task is
+                        // dropped there, the thread goes on) must not
+                        // leave a result stored here that the scheduler
+                        // never hears of. It frees one nobody wants.
                         let store = shared.results.clone();
+                        let to_scheduler = shared.to_scheduler.clone();
                         let k = key.clone();
-                        tokio::task::spawn_blocking(move || keep(&store, &k, bytes))
-                            .await
-                            .unwrap_or_else(|e| {
+                        let stored = tokio::task::spawn_blocking(move || {
+                            let _ = to_scheduler.send(report(&k, keep(&store, &k, bytes)));
+                        })
+                        .await;
+                        match stored {
+                            Ok(()) => None,
+                            Err(e) => {
                                 let message = format!("storing the result failed: {e}");
-                                Err(TaskError::new(ErrorKind::Memory, message, &key))
-                            })
+                                Some(Err(TaskError::new(ErrorKind::Memory, message, &key)))
+                            }
+                        }
                     }
                 },
             };
             match kept {
-                Ok(at) => ToScheduler::Finished {
-                    results: vec![(key.clone(), at)],
-                },
-                Err(e) => ToScheduler::Erred {
-                    errors: vec![(key.clone(), e)],
-                },
+                Some(kept) => report(&key, kept),
+                None => return forget_in_hand(&shared, &key),
             }
         }
         Err(error) => ToScheduler::Erred {
@@ -92,15 +99,33 @@ pub(super) async fn execute(shared: Arc<Shared>, task: RunTask) {
     // Reported before it leaves the tasks in hand, so no heartbeat in
     // between can say it is gone before its result arrives.
     let _ = shared.to_scheduler.send(msg);
+    forget_in_hand(&shared, &key);
+}
+
+/// What to tell the scheduler of task `key` whose result was kept (where,
+/// `Ok`) or could not be (`Err`).
+fn report(key: &str, kept: Result<Located, TaskError>) -> ToScheduler {
+    match kept {
+        Ok(at) => ToScheduler::Finished {
+            results: vec![(key.to_string(), at)],
+        },
+        Err(e) => ToScheduler::Erred {
+            errors: vec![(key.to_string(), e)],
+        },
+    }
+}
+
+/// Task `key`, reported, leaves the tasks in hand.
+fn forget_in_hand(shared: &Shared, key: &str) {
     let mut running = shared.running.lock().expect("running lock");
     // Only its own entry: taken back meanwhile and sent here again, the key
     // is another copy's.
     if running
         .tasks
-        .get(&key)
+        .get(key)
         .is_some_and(|t| t.abort.id() == tokio::task::id())
     {
-        running.tasks.remove(&key);
+        running.tasks.remove(key);
     }
 }
 
