@@ -294,3 +294,34 @@ fn a_queue_operation_whose_answer_is_lost_is_answered_again_not_done_twice() {
     assert_eq!(got, want, "each item taken once, in order");
     assert_eq!(c.ok(&["queue", "len", "q"]), "0");
 }
+
+#[test]
+fn a_release_queued_as_the_connection_breaks_goes_on_the_next() {
+    let c = Cluster::start(1, 1);
+    let lines: String = (1..=10).map(|i| format!("{i}\n")).collect();
+    let keys = stdout(&c.run(&["map", tasks_wasm(), "inc"], &lines));
+    let held = |c: &Cluster| -> u64 {
+        let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+        info["held"].as_u64().unwrap()
+    };
+    assert_eq!(held(&c), 10);
+    // The connection is cut right after the release is queued, before it
+    // is written: it must go on the connection made again.
+    let out = start_with_stdin(
+        c.cmd()
+            .args(["gather", "--release"])
+            .env("DTASK_FAULT_CUT_AFTER_RELEASE", "1"),
+        &keys,
+    )
+    .output_within(Duration::from_secs(60), "the gather to end");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 10);
+    assert!(
+        stderr(&out).contains("reconnect"),
+        "the connection was cut: {}",
+        stderr(&out)
+    );
+    wait_until(Duration::from_secs(30), "the keys to be released", || {
+        held(&c) == 0
+    });
+}

@@ -204,6 +204,9 @@ struct Inner {
     /// Where messages to the scheduler go: the current connection, or,
     /// while it is being made again, a queue sent first on the new one.
     tx: Mutex<Outbox>,
+    /// The current connection's sender, kept to ask its writer, once the
+    /// connection breaks, what it never wrote.
+    conn: Mutex<Option<Sender<ToScheduler>>>,
     /// How long to keep trying to reconnect after the connection breaks.
     grace_ms: AtomicU64,
     /// What this client presents to workers' data ports: a proof of the
@@ -291,8 +294,77 @@ impl Outbox {
     }
 }
 
+/// Fault injection for tests: with `DTASK_FAULT_CUT_AFTER_RELEASE=N`, the
+/// connection is cut right after every Nth release is queued, before its
+/// writer can send it (the instant a connection breaks with a release
+/// still waiting to go). Whether this release is due for it.
+fn fault_cut_after_release() -> bool {
+    static EVERY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let every = *EVERY.get_or_init(|| {
+        std::env::var("DTASK_FAULT_CUT_AFTER_RELEASE")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n > 0)
+    });
+    every.is_some_and(|n| (COUNT.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(n))
+}
+
 /// How many calls [`Client::map`] sends per submit message.
 pub const MAP_BATCH: usize = 4096;
+
+/// Of what a broken connection's writer did not write, what goes first on
+/// the next connection, in order: everything it never began to write (but
+/// watches, which are asked again whole), and of the batch it was
+/// writing as the connection broke, what the scheduler may see twice with
+/// the effect of once (requests kept in `resend`, releases, cancels). A
+/// `Release` queued in the instant before the break is not lost.
+fn carry_over(
+    unwritten: crate::connection::Unwritten<ToScheduler>,
+    resend: &HashMap<u64, ToScheduler>,
+) -> Vec<ToScheduler> {
+    let again = |m: &ToScheduler| match request_id(m) {
+        Some(id) => resend.contains_key(&id),
+        None => matches!(
+            m,
+            ToScheduler::Release { .. }
+                | ToScheduler::ReleaseAll
+                | ToScheduler::Cancel { .. }
+                | ToScheduler::FireAndForget { .. }
+                | ToScheduler::ActorDelete { .. }
+        ),
+    };
+    let maybe = unwritten.maybe.into_iter().filter(|m| again(m));
+    let never = unwritten
+        .never
+        .into_iter()
+        .filter(|m| !matches!(m, ToScheduler::Watch { .. }));
+    maybe.chain(never).collect()
+}
+
+/// The id of request `msg`, answered by it; `None` for a message that
+/// has no answer.
+fn request_id(msg: &ToScheduler) -> Option<u64> {
+    match msg {
+        ToScheduler::HasModules { id, .. }
+        | ToScheduler::Submit { id, .. }
+        | ToScheduler::Status { id, .. }
+        | ToScheduler::Retry { id, .. }
+        | ToScheduler::Scatter { id, .. }
+        | ToScheduler::Place { id, .. }
+        | ToScheduler::WhoHas { id, .. }
+        | ToScheduler::HasWhat { id, .. }
+        | ToScheduler::Workers { id, .. }
+        | ToScheduler::ListTasks { id, .. }
+        | ToScheduler::DashboardLogin { id, .. }
+        | ToScheduler::Stats { id, .. }
+        | ToScheduler::Primitive { id, .. }
+        | ToScheduler::ActorNew { id, .. }
+        | ToScheduler::ActorLocate { id, .. }
+        | ToScheduler::Actors { id } => Some(*id),
+        _ => None,
+    }
+}
 
 /// A random, nonzero session number.
 fn new_session() -> u64 {
@@ -371,7 +443,8 @@ impl Client {
         let (tx, mut rx) = first_connect(addr, &hello, default_grace()).await?;
         let inner = Arc::new(Inner {
             address: addr.to_string(),
-            tx: Mutex::new(Outbox::Up(tx)),
+            tx: Mutex::new(Outbox::Up(tx.clone())),
+            conn: Mutex::new(Some(tx)),
             grace_ms: AtomicU64::new(default_grace().as_millis() as u64),
             peer_token,
             next_id: AtomicU64::new(1),
@@ -402,19 +475,40 @@ impl Client {
                 // them). Watches survive a reconnect. What is sent from
                 // now on waits for the new connection.
                 inner.tx.lock().expect("sender lock").go_down();
-                let kept: Vec<u64> = {
+                // What the broken connection's writer never wrote, or was
+                // writing as it broke.
+                let old = inner.conn.lock().expect("conn lock").take();
+                drop(inner);
+                let unwritten = match old {
+                    Some(old) => old.unsent().await,
+                    None => Default::default(),
+                };
+                let Some(inner) = weak.upgrade() else { return };
+                let (kept, carried) = {
                     let mut resend = inner.resend.lock().expect("resend lock");
                     let mut replies = inner.replies.lock().expect("replies lock");
+                    let mut carried = carry_over(unwritten, &resend);
+                    let carried_ids: HashSet<u64> = carried.iter().filter_map(request_id).collect();
                     if let Some(r) = replies.as_mut() {
-                        r.retain(|id, _| resend.contains_key(id));
+                        r.retain(|id, _| resend.contains_key(id) || carried_ids.contains(id));
                         // A request no one waits for any more is not asked
                         // again.
-                        resend.retain(|id, _| r.get(id).is_some_and(|tx| !tx.is_closed()));
+                        let waited = |id: &u64| r.get(id).is_some_and(|tx| !tx.is_closed());
+                        resend.retain(|id, _| waited(id));
+                        carried.retain(|m| request_id(m).is_none_or(|id| waited(&id)));
+                    } else {
+                        carried.retain(|m| request_id(m).is_none());
                     }
-                    let mut kept: Vec<u64> = resend.keys().copied().collect();
-                    // Asked again in the order first asked.
+                    // Asked again in the order first asked; those carried
+                    // over go after, in their order, as they were sent
+                    // after every request the scheduler had whole.
+                    let mut kept: Vec<u64> = resend
+                        .keys()
+                        .copied()
+                        .filter(|id| !carried_ids.contains(id))
+                        .collect();
                     kept.sort_unstable();
-                    kept
+                    (kept, carried)
                 };
                 inner
                     .subscriptions
@@ -432,6 +526,7 @@ impl Client {
                 let again = reconnect(&addr, &hello, grace).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let Some((tx, new_rx)) = again else {
+                    drop(carried);
                     *inner.tx.lock().expect("sender lock") = Outbox::Lost;
                     // Dropping the senders wakes every waiter with an error.
                     inner.replies.lock().expect("replies lock").take();
@@ -469,6 +564,10 @@ impl Client {
                         let _ = tx.send(msg.clone());
                     }
                 }
+                for msg in carried {
+                    let _ = tx.send(msg);
+                }
+                *inner.conn.lock().expect("conn lock") = Some(tx.clone());
                 outbox.come_up(tx);
                 drop(outbox);
                 rx = new_rx;
@@ -873,7 +972,13 @@ impl Client {
 
     /// Stops holding `keys` for this client.
     pub fn release(&self, keys: Vec<String>) -> Result<(), ClientError> {
-        self.send(ToScheduler::Release { keys })
+        self.send(ToScheduler::Release { keys })?;
+        if fault_cut_after_release()
+            && let Some(conn) = self.inner.conn.lock().expect("conn lock").as_ref()
+        {
+            conn.cut();
+        }
+        Ok(())
     }
 
     /// Asks the scheduler (and its workers) to stop, and waits until it

@@ -224,6 +224,8 @@ impl<M: DeserializeOwned> Receiver<M> {
 pub struct Sender<M> {
     tx: mpsc::UnboundedSender<M>,
     backlog: Arc<Backlog>,
+    /// What the writer had not written when it stopped.
+    unsent: Arc<Unsent<M>>,
 }
 
 impl<M> Clone for Sender<M> {
@@ -231,6 +233,36 @@ impl<M> Clone for Sender<M> {
         Self {
             tx: self.tx.clone(),
             backlog: self.backlog.clone(),
+            unsent: self.unsent.clone(),
+        }
+    }
+}
+
+/// What a connection's writer hands back when it stops before its queue
+/// is empty (see [`Sender::unsent`]).
+struct Unsent<M> {
+    /// Set once the writer has stopped, with what it had not written.
+    left: std::sync::Mutex<Option<Unwritten<M>>>,
+    /// Wakes those waiting for it to stop.
+    stopped: Notify,
+}
+
+/// Messages a connection's writer stopped without writing, in the order
+/// they were sent.
+#[derive(Debug)]
+pub struct Unwritten<M> {
+    /// The batch it was writing when the write failed or it was cut: the
+    /// peer may have had some or all of it.
+    pub maybe: Vec<M>,
+    /// Those it had not begun to write: the peer never saw them.
+    pub never: Vec<M>,
+}
+
+impl<M> Default for Unwritten<M> {
+    fn default() -> Self {
+        Self {
+            maybe: Vec::new(),
+            never: Vec::new(),
         }
     }
 }
@@ -317,6 +349,21 @@ impl<M> Sender<M> {
     pub fn is_closed(&self) -> bool {
         self.backlog.cut.load(Ordering::Acquire) || self.tx.is_closed()
     }
+
+    /// Cuts the connection (if it is not already closed) and waits for its
+    /// writer to stop; returns what it had not written, once (later calls
+    /// get nothing). A client sends some of it again on its next
+    /// connection.
+    pub async fn unsent(&self) -> Unwritten<M> {
+        self.cut();
+        loop {
+            let stopped = self.unsent.stopped.notified();
+            if let Some(left) = self.unsent.left.lock().expect("unsent lock").as_mut() {
+                return std::mem::take(left);
+            }
+            stopped.await;
+        }
+    }
 }
 
 /// Starts the writer task for one connection.
@@ -324,8 +371,14 @@ fn spawn_writer<M: Serialize + Weigh + Send + 'static>(mut sink: WriteHalf) -> S
     let (tx, mut rx) = mpsc::unbounded_channel::<M>();
     let backlog = Arc::new(Backlog::default());
     let shared = backlog.clone();
+    let unsent = Arc::new(Unsent {
+        left: std::sync::Mutex::new(None),
+        stopped: Notify::new(),
+    });
+    let handback = unsent.clone();
     tokio::spawn(async move {
         let mut batch = Vec::new();
+        let mut left = Unwritten::default();
         loop {
             let first = tokio::select! {
                 biased;
@@ -351,26 +404,37 @@ fn spawn_writer<M: Serialize + Weigh + Send + 'static>(mut sink: WriteHalf) -> S
             // Big byte strings are written from where they are, not
             // copied into the encoding (see `blob`).
             let parts = encode_frame(&batch);
-            batch.clear();
             let sent = tokio::select! {
                 biased;
-                () = shared.stop.notified() => break,
+                () = shared.stop.notified() => Err(io::ErrorKind::Interrupted.into()),
                 r = write_parts(&mut sink, &parts) => r,
             };
             shared.bytes.fetch_sub(weight, Ordering::AcqRel);
             if sent.is_err() {
+                // Kept (not dropped) for whoever asks what was not
+                // written.
+                left.maybe = std::mem::take(&mut batch);
                 break;
             }
+            batch.clear();
         }
-        // Whatever still waits is dropped with the queue.
         shared.cut.store(true, Ordering::Release);
         rx.close();
+        while let Ok(m) = rx.try_recv() {
+            left.never.push(m);
+        }
+        *handback.left.lock().expect("unsent lock") = Some(left);
+        handback.stopped.notify_waiters();
         // Say so to the peer (a TLS close_notify, then the socket's FIN):
         // a dropped TLS half would not.
         use tokio::io::AsyncWriteExt;
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
     });
-    Sender { tx, backlog }
+    Sender {
+        tx,
+        backlog,
+        unsent,
+    }
 }
 
 /// A sender feeding a plain queue rather than a socket, and that queue:
@@ -379,7 +443,19 @@ fn spawn_writer<M: Serialize + Weigh + Send + 'static>(mut sink: WriteHalf) -> S
 pub(crate) fn relay<M>() -> (Sender<M>, mpsc::UnboundedReceiver<M>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(Backlog::default());
-    (Sender { tx, backlog }, rx)
+    // Nothing writes it to a socket: nothing is ever left unwritten.
+    let unsent = Arc::new(Unsent {
+        left: std::sync::Mutex::new(Some(Unwritten::default())),
+        stopped: Notify::new(),
+    });
+    (
+        Sender {
+            tx,
+            backlog,
+            unsent,
+        },
+        rx,
+    )
 }
 
 /// The connection after its handshake: the same framed halves (so nothing
