@@ -287,3 +287,29 @@ fn a_task_sleeping_past_its_timeout_is_ended_and_its_lock_let_go_of() {
     let out = c.run(&["lock", "acquire", "slept", "--timeout", "10s"], "");
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// More tasks waiting (seceded, polling a queue until an event is set)
+/// than a one-slot worker's pool has instances (264 for one slot): those
+/// past it wait for an instance to come free instead of failing, and
+/// every task ends once the event is set.
+#[test]
+fn a_task_past_the_worker_instance_pool_waits_for_an_instance() {
+    let c = Cluster::start(1, 1);
+    let n = 300;
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let args = vec![value("nothing"), value("stop")];
+        let monitors = many(&client, &module, "monitor", args, n).await;
+        // The pool taken: 264 seceded holding instances, more sent to the
+        // worker, which wait for one (with the slot given back, which the
+        // monitors need to rejoin once the event is set).
+        wait_until(Duration::from_secs(60), "the pool to be taken", || {
+            let line = c.ok(&["workers", "--json"]);
+            let w: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+            w["executing"].as_u64() == Some(264) && w["processing"].as_u64() > Some(264)
+        });
+        client.event("stop").set().await.unwrap();
+        let counts = client.gather(&keys(&monitors)).await.unwrap();
+        assert_eq!(counts, vec![Value::from(0); n]);
+    });
+}

@@ -217,7 +217,28 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
         })?;
         args.push(TaskArg::Value(v));
     }
-    let slot = shared.slots.acquire(task.priority).await;
+    // The task's own limit, within the worker's.
+    let timeout = match (
+        task.timeout_ms.map(Duration::from_millis),
+        shared.options.limits.timeout,
+    ) {
+        (Some(t), Some(w)) => Some(t.min(w)),
+        (t, w) => t.or(w),
+    };
+    let mut slot = shared.slots.acquire(task.priority).await;
+    // A slot, and a pooled instance to run in. Every instance may be held
+    // by tasks waiting in host calls (a gather, a queue get) or by actors:
+    // the task then waits for one with its slot given back, which those
+    // tasks may need to go on (to rejoin).
+    let instance = match shared.sandbox.try_instance() {
+        Some(instance) => instance,
+        None => {
+            drop(slot);
+            let instance = shared.sandbox.instance(&task.key, timeout).await?;
+            slot = shared.slots.acquire(task.priority).await;
+            instance
+        }
+    };
     // Room bounds only what tasks fetch ahead: one that runs gives it
     // back, so a running task waiting on another (a gather of a subtask, a
     // queue get) never holds room that task needs to fetch its inputs.
@@ -232,14 +253,6 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
     let _ = shared.to_scheduler.send(ToScheduler::Started {
         keys: vec![task.key.clone()],
     });
-    // The task's own limit, within the worker's.
-    let timeout = match (
-        task.timeout_ms.map(Duration::from_millis),
-        shared.options.limits.timeout,
-    ) {
-        (Some(t), Some(w)) => Some(t.min(w)),
-        (t, w) => t.or(w),
-    };
     let link = TaskLink::new(
         shared.link.clone(),
         &task.key,
@@ -257,6 +270,7 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
         grants: task.grants.clone(),
         output: Default::default(),
         spill: Some(shared.results.clone()),
+        instance: Some(instance),
     };
     let output = limits.output.clone();
     let result = shared

@@ -59,12 +59,16 @@ impl Sandbox {
             .stderr(Out(stderr.clone()))
             .args(&argv);
         grant(&mut wasi, &limits.grants).map_err(|m| task_error(key, ErrorKind::Input, m))?;
+        let instance = match limits.instance {
+            Some(taken) => taken,
+            None => self.instance(key, timeout).await?,
+        };
         // The exit status, or the error that ended the program otherwise.
         let status: wasmtime::Result<i32> = match &ready.pre {
             Pre::Command(pre) => {
                 let mut host = self.host(wasi.build(), key, link);
                 host.limits = self.store_limits_under(limits.memory);
-                let mut store = self.store(ready, host, timeout);
+                let mut store = self.store(ready, host, timeout, instance);
                 within(timeout, async {
                     let command = pre.instantiate_async(&mut store).await?;
                     let run = command.wasi_cli_run().call_run(&mut store).await?;
@@ -77,7 +81,7 @@ impl Sandbox {
                     wasi: wasi.build_p1(),
                     limits: self.store_limits_under(limits.memory),
                 };
-                let mut store = self.store(ready, host, timeout);
+                let mut store = self.store(ready, host, timeout, instance);
                 within(timeout, async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let start = instance.get_typed_func::<(), ()>(&mut store, COMMAND_FUNCTION)?;

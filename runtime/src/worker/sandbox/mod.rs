@@ -169,6 +169,9 @@ pub struct RunLimits {
     /// file once over their memory budget. Without it, a command's stdout
     /// is held in memory up to the task's memory limit.
     pub spill: Option<Arc<crate::worker::store::ResultStore>>,
+    /// A pooled instance taken for the run beforehand
+    /// ([`Sandbox::instance`]); without one, the run waits for its own.
+    pub instance: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 /// Adds what `grants` allows to a WASI context: environment variables, and
@@ -317,7 +320,26 @@ pub struct Sandbox {
     ticker: epoch::Ticker,
     limits: Limits,
     worker_id: Arc<str>,
+    /// One permit per pooled instance, held by each live store: a task
+    /// finding the pool taken waits for one to come free (tasks waiting
+    /// in host calls keep theirs) instead of failing at instantiation.
+    instances: Arc<tokio::sync::Semaphore>,
+    /// How many there are.
+    pool: u32,
 }
+
+/// Component instances each engine's pool holds for `concurrency` slots.
+/// Tasks waiting in host calls (a gather of subtasks, a queue get) keep
+/// their instances while their slots run others, so the pool is far
+/// larger than the slot count; unused entries cost only address space.
+fn pool_size(concurrency: u32) -> u32 {
+    (concurrency.max(1) * 8 + 256).min(2000)
+}
+
+/// Longest a task waits for a pooled instance to come free (within its
+/// own time limit) before it fails: past it, the instances are most
+/// likely held by tasks waiting for tasks that wait for one.
+const INSTANCE_WAIT: Duration = Duration::from_secs(30);
 
 /// One compiler's engine and the linkers built on it.
 struct Tier {
@@ -339,7 +361,7 @@ impl Tier {
         // keep their instances while their slots run others, so the pool
         // is far larger than the slot count; unused entries cost only
         // address space.
-        let n = (concurrency.max(1) * 8 + 256).min(2000);
+        let n = pool_size(concurrency);
         pool.total_component_instances(n);
         pool.total_core_instances(n * 4);
         pool.total_memories(n * 2);
@@ -391,13 +413,57 @@ impl Sandbox {
             .map(|t| &t.engine)
             .collect();
         let ticker = epoch::Ticker::start(&engines)?;
+        let pool = pool_size(concurrency);
         Ok(Self {
             tier,
             fast,
             ticker,
             limits,
             worker_id: worker_id.into(),
+            instances: Arc::new(tokio::sync::Semaphore::new(pool as usize)),
+            pool,
         })
+    }
+
+    /// A pooled instance if one is free now.
+    pub fn try_instance(&self) -> Option<Arc<tokio::sync::OwnedSemaphorePermit>> {
+        self.instances
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(Arc::new)
+    }
+
+    /// A pooled instance for task `key`, waited for while every one is
+    /// taken (by tasks waiting in host calls, or actors), for at most
+    /// [`INSTANCE_WAIT`] or the task's `timeout`.
+    ///
+    /// A worker's task waits for one without its execution slot: the
+    /// tasks holding instances may need the slot to go on (a seceded task
+    /// rejoining).
+    pub async fn instance(
+        &self,
+        key: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Arc<tokio::sync::OwnedSemaphorePermit>, TaskError> {
+        if let Some(free) = self.try_instance() {
+            return Ok(free);
+        }
+        let wait = timeout.map_or(INSTANCE_WAIT, |t| t.min(INSTANCE_WAIT));
+        match tokio::time::timeout(wait, self.instances.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Arc::new(permit)),
+            _ => Err(task_error(
+                key,
+                ErrorKind::Internal,
+                format!(
+                    "no instance came free on worker {} in {wait:?}: all {} of its pooled \
+                     instances are held by tasks waiting (in a gather of subtasks, a queue \
+                     get, a lock…) and by actors; run fewer such tasks at once per worker, \
+                     or start more workers",
+                    self.worker_id, self.pool
+                ),
+            )),
+        }
     }
 
     /// The engine of optimised code (Cranelift), for compiling modules.
@@ -514,9 +580,13 @@ impl Sandbox {
         wasi.stderr(Out(stderr.clone()))
             .stdout(Out(limits.output.stdout.clone()));
         grant(&mut wasi, &limits.grants).map_err(|m| err(ErrorKind::Input, m))?;
+        let instance = match limits.instance {
+            Some(taken) => taken,
+            None => self.instance(key, timeout).await?,
+        };
         let mut host = self.host(wasi.build(), key, link);
         host.limits = self.store_limits_under(limits.memory);
-        let mut store = self.store(ready, host, timeout);
+        let mut store = self.store(ready, host, timeout, instance);
         // Results may be as large as the task's memory.
         store.set_hostcall_fuel(memory.max(MIN_HOSTCALL_FUEL));
 
@@ -590,7 +660,8 @@ impl Sandbox {
         let wasi = WasiCtxBuilder::new().stderr(Out(stderr.clone())).build();
         let mut host = self.host(wasi, key, None);
         host.limits = self.store_limits_under(memory);
-        let mut store = self.store(&ready, host, None);
+        let instance = self.instance(key, None).await?;
+        let mut store = self.store(&ready, host, None, instance);
         let mut results = [Val::Bool(false)];
         let built = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -683,16 +754,25 @@ impl Sandbox {
 
     /// A fresh store with the memory limit and the epoch deadline: yield to
     /// tokio at every tick, trap once past `timeout`.
-    fn store<T: Limited>(&self, ready: &Ready, data: T, timeout: Option<Duration>) -> Store<T> {
+    /// `instance` (see [`Sandbox::instance`]) is held as long as the store
+    /// lives.
+    fn store<T: Limited>(
+        &self,
+        ready: &Ready,
+        data: T,
+        timeout: Option<Duration>,
+        instance: Arc<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Store<T> {
         let mut store = Store::new(ready.module.code.engine(), data);
         store.limiter(|h| h.limits());
         let deadline = timeout.map(|t| Instant::now() + t);
-        // Owned by the callback, so the epoch ticks as long as the store
-        // lives.
+        // Owned by the callback, so the epoch ticks (and the instance
+        // stays taken) as long as the store lives.
         let running = self.ticker.running();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             let _ticking = &running;
+            let _instance = &instance;
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 Err(Trap::Interrupt.into())
             } else {
