@@ -276,6 +276,14 @@ impl Outbox {
         }
     }
 
+    /// The ids of the requests waiting for the next connection.
+    fn queued_requests(&self) -> HashSet<u64> {
+        match self {
+            Outbox::Down(queue, _) => queue.iter().filter_map(request_id).collect(),
+            _ => HashSet::new(),
+        }
+    }
+
     /// The connection broke: messages wait from now on.
     fn go_down(&mut self) {
         if let Outbox::Up(_) = self {
@@ -332,13 +340,17 @@ fn carry_over(
                 | ToScheduler::Cancel { .. }
                 | ToScheduler::FireAndForget { .. }
                 | ToScheduler::ActorDelete { .. }
+                // Content-addressed: storing it twice stores it once.
+                | ToScheduler::UploadModule { .. }
         ),
     };
     let maybe = unwritten.maybe.into_iter().filter(|m| again(m));
+    // Watches are asked again whole; a placement has a second waiter (its
+    // confirmation) that is not kept, so it fails as disconnected.
     let never = unwritten
         .never
         .into_iter()
-        .filter(|m| !matches!(m, ToScheduler::Watch { .. }));
+        .filter(|m| !matches!(m, ToScheduler::Watch { .. } | ToScheduler::Place { .. }));
     maybe.chain(never).collect()
 }
 
@@ -489,8 +501,15 @@ impl Client {
                     let mut replies = inner.replies.lock().expect("replies lock");
                     let mut carried = carry_over(unwritten, &resend);
                     let carried_ids: HashSet<u64> = carried.iter().filter_map(request_id).collect();
+                    // Requests sent since the connection broke wait in the
+                    // outbox for the next one: their waiters stay too.
+                    let queued_ids = inner.tx.lock().expect("sender lock").queued_requests();
                     if let Some(r) = replies.as_mut() {
-                        r.retain(|id, _| resend.contains_key(id) || carried_ids.contains(id));
+                        r.retain(|id, _| {
+                            resend.contains_key(id)
+                                || carried_ids.contains(id)
+                                || queued_ids.contains(id)
+                        });
                         // A request no one waits for any more is not asked
                         // again.
                         let waited = |id: &u64| r.get(id).is_some_and(|tx| !tx.is_closed());
@@ -751,7 +770,8 @@ impl Client {
     /// Calls go out in batches of [`MAP_BATCH`] as they are prepared, so
     /// the scheduler places (and workers run) the first while the rest are
     /// still being hashed and encoded; all are acknowledged before this
-    /// returns. A refused call fails the map, and the futures of the calls
+    /// returns. A refused call fails the map (the error lists the refused
+    /// calls of the first batch with any), and the futures of the calls
     /// taken with it are dropped, releasing them.
     pub async fn map(
         &self,

@@ -176,7 +176,7 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
             _ => None,
         })
         .sum();
-    let room = shared.inbound.room(fetching).await;
+    let mut room = Some(shared.inbound.room(fetching).await);
     // The inputs fetched, shared with other tasks needing them meanwhile.
     let mut shares = Vec::new();
     for (i, arg) in task.args.iter().enumerate() {
@@ -234,6 +234,9 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
         Some(instance) => instance,
         None => {
             drop(slot);
+            // Nor its room to fetch inputs, which the tasks holding
+            // instances may wait on.
+            drop(room.take());
             let instance = shared.sandbox.instance(&task.key, timeout).await?;
             slot = shared.slots.acquire(task.priority).await;
             instance
