@@ -452,6 +452,17 @@ impl Sandbox {
         let wait = timeout.map_or(INSTANCE_WAIT, |t| t.min(INSTANCE_WAIT));
         match tokio::time::timeout(wait, self.instances.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(Arc::new(permit)),
+            // The task's own limit passed first: that is its error.
+            Err(_) if wait < INSTANCE_WAIT => Err(task_error(
+                key,
+                ErrorKind::Timeout,
+                format!(
+                    "the task's time limit ({wait:?}) passed while it waited for one of worker \
+                     {}'s {} pooled instances to come free (all held by waiting tasks and \
+                     actors)",
+                    self.worker_id, self.pool
+                ),
+            )),
             _ => Err(task_error(
                 key,
                 ErrorKind::Internal,

@@ -433,3 +433,30 @@ async fn the_epoch_sleeps_while_no_task_runs_and_wakes_for_the_next() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_task_finding_every_instance_taken_waits_and_then_fails_saying_why() {
+    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let mut taken = Vec::new();
+    while let Some(instance) = sandbox.try_instance() {
+        taken.push(instance);
+    }
+    assert_eq!(taken.len(), 264, "the pool of a one-slot worker");
+    // One comes free while it waits: it gets that one.
+    let freed = taken.pop();
+    let (got, ()) = tokio::join!(
+        sandbox.instance("k", Some(Duration::from_secs(30))),
+        async {
+            tokio::task::yield_now().await;
+            drop(freed);
+        }
+    );
+    let _got = got.unwrap();
+    // None does before its time limit: a timeout, saying why.
+    let e = sandbox
+        .instance("k", Some(Duration::from_millis(20)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Timeout);
+    assert!(e.message.contains("264 pooled instances"), "{}", e.message);
+}
