@@ -279,7 +279,7 @@ impl Outbox {
     /// The ids of the requests waiting for the next connection.
     fn queued_requests(&self) -> HashSet<u64> {
         match self {
-            Outbox::Down(queue, _) => queue.iter().filter_map(request_id).collect(),
+            Outbox::Down(queue, _) => queue.iter().filter_map(ToScheduler::request_id).collect(),
             _ => HashSet::new(),
         }
     }
@@ -331,7 +331,7 @@ fn carry_over(
     unwritten: crate::connection::Unwritten<ToScheduler>,
     resend: &HashMap<u64, ToScheduler>,
 ) -> Vec<ToScheduler> {
-    let again = |m: &ToScheduler| match request_id(m) {
+    let again = |m: &ToScheduler| match m.request_id() {
         Some(id) => resend.contains_key(&id),
         None => matches!(
             m,
@@ -352,30 +352,6 @@ fn carry_over(
         .into_iter()
         .filter(|m| !matches!(m, ToScheduler::Watch { .. } | ToScheduler::Place { .. }));
     maybe.chain(never).collect()
-}
-
-/// The id of request `msg`, answered by it; `None` for a message that
-/// has no answer.
-fn request_id(msg: &ToScheduler) -> Option<u64> {
-    match msg {
-        ToScheduler::HasModules { id, .. }
-        | ToScheduler::Submit { id, .. }
-        | ToScheduler::Status { id, .. }
-        | ToScheduler::Retry { id, .. }
-        | ToScheduler::Scatter { id, .. }
-        | ToScheduler::Place { id, .. }
-        | ToScheduler::WhoHas { id, .. }
-        | ToScheduler::HasWhat { id, .. }
-        | ToScheduler::Workers { id, .. }
-        | ToScheduler::ListTasks { id, .. }
-        | ToScheduler::DashboardLogin { id, .. }
-        | ToScheduler::Stats { id, .. }
-        | ToScheduler::Primitive { id, .. }
-        | ToScheduler::ActorNew { id, .. }
-        | ToScheduler::ActorLocate { id, .. }
-        | ToScheduler::Actors { id } => Some(*id),
-        _ => None,
-    }
 }
 
 /// A random, nonzero session number.
@@ -500,7 +476,8 @@ impl Client {
                     let mut resend = inner.resend.lock().expect("resend lock");
                     let mut replies = inner.replies.lock().expect("replies lock");
                     let mut carried = carry_over(unwritten, &resend);
-                    let carried_ids: HashSet<u64> = carried.iter().filter_map(request_id).collect();
+                    let carried_ids: HashSet<u64> =
+                        carried.iter().filter_map(ToScheduler::request_id).collect();
                     // Requests sent since the connection broke wait in the
                     // outbox for the next one: their waiters stay too.
                     let queued_ids = inner.tx.lock().expect("sender lock").queued_requests();
@@ -514,9 +491,9 @@ impl Client {
                         // again.
                         let waited = |id: &u64| r.get(id).is_some_and(|tx| !tx.is_closed());
                         resend.retain(|id, _| waited(id));
-                        carried.retain(|m| request_id(m).is_none_or(|id| waited(&id)));
+                        carried.retain(|m| m.request_id().is_none_or(|id| waited(&id)));
                     } else {
-                        carried.retain(|m| request_id(m).is_none());
+                        carried.retain(|m| m.request_id().is_none());
                     }
                     // Asked again in the order first asked; those carried
                     // over go after, in their order, as they were sent
@@ -545,7 +522,6 @@ impl Client {
                 let again = reconnect(&addr, &hello, grace).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let Some((tx, new_rx)) = again else {
-                    drop(carried);
                     *inner.tx.lock().expect("sender lock") = Outbox::Lost;
                     // Dropping the senders wakes every waiter with an error.
                     inner.replies.lock().expect("replies lock").take();

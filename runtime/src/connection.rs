@@ -247,6 +247,16 @@ struct Unsent<M> {
     stopped: Notify,
 }
 
+impl<M> Unsent<M> {
+    /// `left`: what is known already not to have been written.
+    fn new(left: Option<Unwritten<M>>) -> Arc<Self> {
+        Arc::new(Self {
+            left: std::sync::Mutex::new(left),
+            stopped: Notify::new(),
+        })
+    }
+}
+
 /// Messages a connection's writer stopped without writing, in the order
 /// they were sent.
 #[derive(Debug)]
@@ -371,10 +381,7 @@ fn spawn_writer<M: Serialize + Weigh + Send + 'static>(mut sink: WriteHalf) -> S
     let (tx, mut rx) = mpsc::unbounded_channel::<M>();
     let backlog = Arc::new(Backlog::default());
     let shared = backlog.clone();
-    let unsent = Arc::new(Unsent {
-        left: std::sync::Mutex::new(None),
-        stopped: Notify::new(),
-    });
+    let unsent = Unsent::new(None);
     let handback = unsent.clone();
     tokio::spawn(async move {
         let mut batch = Vec::new();
@@ -444,10 +451,7 @@ pub(crate) fn relay<M>() -> (Sender<M>, mpsc::UnboundedReceiver<M>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(Backlog::default());
     // Nothing writes it to a socket: nothing is ever left unwritten.
-    let unsent = Arc::new(Unsent {
-        left: std::sync::Mutex::new(Some(Unwritten::default())),
-        stopped: Notify::new(),
-    });
+    let unsent = Unsent::new(Some(Unwritten::default()));
     (
         Sender {
             tx,

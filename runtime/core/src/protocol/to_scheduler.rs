@@ -303,3 +303,30 @@ pub enum ToScheduler {
         key: String,
     },
 }
+
+impl ToScheduler {
+    /// The id of this request, for one that is answered
+    /// ([`FromScheduler::request_id`] of its answer); `None` for a message
+    /// that has no answer.
+    pub fn request_id(&self) -> Option<u64> {
+        match self {
+            ToScheduler::HasModules { id, .. }
+            | ToScheduler::Submit { id, .. }
+            | ToScheduler::Status { id, .. }
+            | ToScheduler::Retry { id, .. }
+            | ToScheduler::Scatter { id, .. }
+            | ToScheduler::Place { id, .. }
+            | ToScheduler::WhoHas { id, .. }
+            | ToScheduler::HasWhat { id, .. }
+            | ToScheduler::Workers { id, .. }
+            | ToScheduler::ListTasks { id, .. }
+            | ToScheduler::DashboardLogin { id, .. }
+            | ToScheduler::Stats { id, .. }
+            | ToScheduler::Primitive { id, .. }
+            | ToScheduler::ActorNew { id, .. }
+            | ToScheduler::ActorLocate { id, .. }
+            | ToScheduler::Actors { id } => Some(*id),
+            _ => None,
+        }
+    }
+}

@@ -349,19 +349,12 @@ struct Tier {
 }
 
 impl Tier {
-    fn new(
-        limits: &Limits,
-        concurrency: u32,
-        strategy: wasmtime::Strategy,
-    ) -> anyhow::Result<Self> {
+    /// An engine whose pool holds `n` component instances
+    /// ([`pool_size`]).
+    fn new(limits: &Limits, n: u32, strategy: wasmtime::Strategy) -> anyhow::Result<Self> {
         let mut config = engine_config();
         config.strategy(strategy);
         let mut pool = PoolingAllocationConfig::default();
-        // Tasks waiting in host calls (a gather of subtasks, a queue get)
-        // keep their instances while their slots run others, so the pool
-        // is far larger than the slot count; unused entries cost only
-        // address space.
-        let n = pool_size(concurrency);
         pool.total_component_instances(n);
         pool.total_core_instances(n * 4);
         pool.total_memories(n * 2);
@@ -404,16 +397,16 @@ impl Tier {
 impl Sandbox {
     /// A sandbox for `concurrency` tasks at once.
     pub fn new(worker_id: &str, limits: Limits, concurrency: u32) -> anyhow::Result<Self> {
-        let tier = Tier::new(&limits, concurrency, wasmtime::Strategy::Cranelift)?;
+        let pool = pool_size(concurrency);
+        let tier = Tier::new(&limits, pool, wasmtime::Strategy::Cranelift)?;
         // Without Winch (a platform it does not support), every module
         // waits for Cranelift.
-        let fast = Tier::new(&limits, concurrency, wasmtime::Strategy::Winch).ok();
+        let fast = Tier::new(&limits, pool, wasmtime::Strategy::Winch).ok();
         let engines: Vec<_> = std::iter::once(&tier)
             .chain(&fast)
             .map(|t| &t.engine)
             .collect();
         let ticker = epoch::Ticker::start(&engines)?;
-        let pool = pool_size(concurrency);
         Ok(Self {
             tier,
             fast,
