@@ -254,15 +254,16 @@ const DOWN_QUEUE_BYTES: usize = 64 << 20;
 
 impl Outbox {
     fn send(&mut self, msg: ToScheduler) -> Result<(), ClientError> {
-        if let Outbox::Up(tx) = self
-            && tx.is_closed()
-        {
-            // The connection broke and the reader has not seen it yet:
-            // the message waits for the next one.
-            self.go_down();
-        }
         match self {
-            Outbox::Up(tx) => tx.send(msg).map_err(|_| ClientError::Disconnected),
+            Outbox::Up(tx) => match tx.offer(msg) {
+                Ok(()) => Ok(()),
+                // The connection broke (its writer stopped) and the reader
+                // has not seen it yet: the message waits for the next one.
+                Err((_, msg)) => {
+                    self.go_down();
+                    self.send(msg)
+                }
+            },
             Outbox::Down(queue, bytes) => {
                 let weight = crate::protocol::Weigh::weight(&msg);
                 if *bytes + weight > DOWN_QUEUE_BYTES {
@@ -1012,5 +1013,53 @@ mod key_tests {
         };
         assert_eq!(key("fast"), key("fast"));
         assert_ne!(key("fast"), key("slow"));
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::{Outbox, ToScheduler};
+
+    /// A connection whose writer stopped on its own (here: its queue's
+    /// reader is gone) does not lose what is sent before the client's
+    /// reader notices: the message waits, in order, for the next
+    /// connection.
+    #[test]
+    fn a_send_the_stopped_writer_refuses_waits_for_the_next_connection() {
+        let (tx, rx) = crate::connection::relay::<ToScheduler>();
+        let mut outbox = Outbox::Up(tx);
+        outbox
+            .send(ToScheduler::Release {
+                keys: vec!["a".into()],
+            })
+            .unwrap();
+        drop(rx);
+        for key in ["b", "c"] {
+            outbox
+                .send(ToScheduler::Release {
+                    keys: vec![key.into()],
+                })
+                .expect("kept for the next connection, not failed");
+        }
+        let Outbox::Down(queue, bytes) = &outbox else {
+            panic!("the outbox should wait for the next connection");
+        };
+        assert!(*bytes > 0);
+        let keys: Vec<_> = queue
+            .iter()
+            .map(|m| match m {
+                ToScheduler::Release { keys } => keys[0].as_str(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(keys, ["b", "c"]);
+        let (next, mut rx) = crate::connection::relay::<ToScheduler>();
+        outbox.come_up(next);
+        for key in ["b", "c"] {
+            match rx.try_recv().unwrap() {
+                ToScheduler::Release { keys } => assert_eq!(keys, [key]),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
 }

@@ -320,8 +320,16 @@ pub enum SendError {
 impl<M: Weigh> Sender<M> {
     /// Queues `msg` for the writer.
     pub fn send(&self, msg: M) -> Result<(), SendError> {
+        self.offer(msg).map_err(|(e, _)| e)
+    }
+
+    /// Queues `msg` for the writer, or hands it back with why not: a
+    /// message that must not be lost (a release) then waits for the next
+    /// connection. Whether the connection is open is only known by
+    /// trying: its writer can stop (a write error) at any instant.
+    pub fn offer(&self, msg: M) -> Result<(), (SendError, M)> {
         if self.backlog.cut.load(Ordering::Acquire) {
-            return Err(SendError::Closed);
+            return Err((SendError::Closed, msg));
         }
         let weight = msg.weight();
         let queued = self.backlog.bytes.fetch_add(weight, Ordering::AcqRel) + weight;
@@ -330,10 +338,14 @@ impl<M: Weigh> Sender<M> {
         // subscriber that reads promptly) still goes: only a backlog is a
         // reader falling behind.
         if limit > 0 && queued > limit && queued > weight {
+            self.backlog.bytes.fetch_sub(weight, Ordering::AcqRel);
             self.cut();
-            return Err(SendError::Overflow { queued, limit });
+            return Err((SendError::Overflow { queued, limit }, msg));
         }
-        self.tx.send(msg).map_err(|_| SendError::Closed)
+        self.tx.send(msg).map_err(|back| {
+            self.backlog.bytes.fetch_sub(weight, Ordering::AcqRel);
+            (SendError::Closed, back.0)
+        })
     }
 }
 
@@ -748,6 +760,20 @@ fn leading_version(frame: &[u8]) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::protocol::Role;
+
+    #[test]
+    fn a_message_the_writer_cannot_take_is_handed_back() {
+        let (tx, rx) = relay::<crate::protocol::ToScheduler>();
+        drop(rx);
+        let msg = crate::protocol::ToScheduler::ReleaseAll;
+        let (e, back) = tx.offer(msg).unwrap_err();
+        assert_eq!(e, SendError::Closed);
+        assert!(matches!(back, crate::protocol::ToScheduler::ReleaseAll));
+        assert_eq!(tx.queued_bytes(), 0);
+        let (tx, _rx) = relay::<crate::protocol::ToScheduler>();
+        tx.cut();
+        assert!(tx.offer(crate::protocol::ToScheduler::ReleaseAll).is_err());
+    }
 
     #[test]
     fn garbage_frames_are_errors_not_panics() {
