@@ -76,10 +76,10 @@ type KeyReasons = Vec<(String, String)>;
 
 /// Tasks queued on a worker beyond its slots keep it busy between the
 /// scheduler's refills: this many per execution slot while their
-/// function's runs have no known duration.
+/// export's runs have no known duration.
 pub(super) const QUEUED_PER_SLOT: usize = 32;
 
-/// Once a function's runs have a mean duration, its tasks queue on a
+/// Once an export's runs have a known duration, its tasks queue on a
 /// worker up to about this much work per slot: enough tiny tasks to cover
 /// the scheduler's refill when the machine's cores are all busy (on two
 /// cores a refill can wait a scheduling slice), and few long ones, so that

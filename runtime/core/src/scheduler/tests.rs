@@ -200,6 +200,57 @@ fn tasks_of_long_runs_queue_few_per_slot() {
 }
 
 #[test]
+fn queue_depth_is_kept_per_export_not_per_function_name() {
+    let mut s = setup(&[(10, 1)]);
+    s.set_clock(1_000);
+    submit(&mut s, vec![spec("long", vec![])]);
+    s.handle(started(10, "long"));
+    s.set_clock(1_050);
+    finish(&mut s, 10, "long", small(0));
+    // Another module's `f`, never run yet: the default depth, not the
+    // 2 per slot that 50 ms runs of the first module's `f` earned.
+    s.handle(Input::ModuleStored {
+        hash: "another-module".into(),
+    });
+    let other = |i: usize| crate::protocol::TaskSpec {
+        module: "another-module".into(),
+        ..spec(&format!("o{i}"), vec![])
+    };
+    let cmds = submit(&mut s, (0..100).map(other).collect());
+    let sent: usize = runs(&cmds).len();
+    assert_eq!(sent, 1 + super::state::QUEUED_PER_SLOT);
+    // The first module's `f` still queues 2 deep behind them.
+    let cmds = submit(&mut s, vec![spec("long2", vec![]), spec("long3", vec![])]);
+    assert!(
+        runs(&cmds).is_empty(),
+        "the worker holds more than 2 queued"
+    );
+}
+
+#[test]
+fn queue_depth_follows_runs_that_grow_shorter() {
+    let mut s = setup(&[(10, 1)]);
+    // Three runs of 100 ms, then runs of 0 ms: a mean over all runs would
+    // still be 1.5 ms after 200 (3 per slot); the recent runs' is far
+    // below the 39 µs at which the export's tasks queue the most per slot.
+    let mut now = 1_000;
+    for i in 0..200 {
+        let key = format!("t{i}");
+        s.set_clock(now);
+        submit(&mut s, vec![spec(&key, vec![])]);
+        s.handle(started(10, &key));
+        now += if i < 3 { 100 } else { 0 };
+        s.set_clock(now);
+        finish(&mut s, 10, &key, small(0));
+    }
+    let cmds = submit(
+        &mut s,
+        (0..500).map(|i| spec(&format!("u{i}"), vec![])).collect(),
+    );
+    assert_eq!(runs(&cmds).len(), 1 + super::state::QUEUED_MAX);
+}
+
+#[test]
 fn dependent_of_erred_task_errs_with_same_error() {
     let mut s = setup(&[(10, 1)]);
     submit(

@@ -20,6 +20,48 @@ pub(super) struct Func {
     pub(super) module: Arc<str>,
     /// The export's name.
     pub(super) function: Arc<str>,
+    /// How long its runs take (see [`Func::ran`]).
+    runs: RunTimes,
+}
+
+/// How long one export's runs on workers take: a mean over the first
+/// [`RunTimes::SPAN`] runs, then one that follows the latest runs by
+/// weighing each as one of that many, so an export whose runs change
+/// (a warm-up, a new input size) is followed within a few dozen runs.
+/// Atomics only because [`Func`] is shared by reference counts: the
+/// scheduler's core is one thread.
+#[derive(Debug, Default)]
+struct RunTimes {
+    /// Runs timed, up to [`RunTimes::SPAN`].
+    count: std::sync::atomic::AtomicU32,
+    /// The mean, in seconds, as `f64` bits.
+    mean_bits: std::sync::atomic::AtomicU64,
+}
+
+impl RunTimes {
+    /// Runs the mean is taken over before it weighs each new run at this
+    /// fraction.
+    const SPAN: u32 = 16;
+}
+
+impl Func {
+    /// Notes a run of this export on a worker that took `seconds`.
+    pub(super) fn ran(&self, seconds: f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = (self.runs.count.load(Relaxed) + 1).min(RunTimes::SPAN);
+        let mean = f64::from_bits(self.runs.mean_bits.load(Relaxed));
+        let mean = mean + (seconds - mean) / f64::from(n);
+        self.runs.mean_bits.store(mean.to_bits(), Relaxed);
+        self.runs.count.store(n, Relaxed);
+    }
+
+    /// How long its runs take, in seconds, lately; `None` before one
+    /// ended.
+    pub(super) fn mean_seconds(&self) -> Option<f64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.runs.count.load(Relaxed) > 0)
+            .then(|| f64::from_bits(self.runs.mean_bits.load(Relaxed)))
+    }
 }
 
 fn func_hash(module: &str, function: &str) -> u64 {
@@ -64,6 +106,7 @@ impl Interner {
         let f = Arc::new(Func {
             module: self.name(module),
             function: self.name(function),
+            runs: RunTimes::default(),
         });
         self.funcs
             .insert_unique(h, f.clone(), |f| func_hash(&f.module, &f.function));

@@ -157,10 +157,16 @@ impl Scheduler {
     }
 
     /// How many tasks like `task` may queue per slot on a worker: about
-    /// [`QUEUED_WORK_S`](super::QUEUED_WORK_S) of work by its function's
-    /// mean run so far, within [`QUEUED_MIN`](super::QUEUED_MIN) and
-    /// [`QUEUED_MAX`](super::QUEUED_MAX); [`QUEUED_PER_SLOT`](super::QUEUED_PER_SLOT)
-    /// before any has ended.
+    /// [`QUEUED_WORK_S`](super::QUEUED_WORK_S) of work by how long its
+    /// export's runs (this function of this module) took lately, within
+    /// [`QUEUED_MIN`](super::QUEUED_MIN) and [`QUEUED_MAX`](super::QUEUED_MAX);
+    /// [`QUEUED_PER_SLOT`](super::QUEUED_PER_SLOT) before any has ended.
+    ///
+    /// Placement keeps the ready queue's order: a task of long runs at
+    /// its head waits for a worker below its depth, and the tasks behind it
+    /// with it. Workers still hold that many queued per slot then, so none
+    /// idles, and a later task never passes an earlier one of the same
+    /// priority.
     ///
     /// A run is timed from its worker's `Started` to its result. A one-slot
     /// worker sends `Started` as the guest first yields (at its first epoch
@@ -168,7 +174,7 @@ impl Scheduler {
     /// as about 0 and their tasks queue [`QUEUED_MAX`](super::QUEUED_MAX)
     /// deep: the depth tells tiny tasks from long ones, not 1 ms from 5.
     pub(super) fn queue_depth(&self, task: &Task) -> usize {
-        match self.activity.mean_seconds(&task.recipe.func.function) {
+        match task.recipe.func.mean_seconds() {
             Some(s) if s > 0.0 => {
                 let fit = (super::QUEUED_WORK_S / s).ceil();
                 (fit.min(super::QUEUED_MAX as f64) as usize).max(super::QUEUED_MIN)

@@ -171,7 +171,7 @@ impl Scheduler {
         if stalled_s >= STALLED_S.max(2.0 * fetch_s) {
             return true;
         }
-        match self.activity.mean_seconds(&task.recipe.func.function) {
+        match task.recipe.func.mean_seconds() {
             Some(s) => s >= WORTH_MOVING_S + fetch_s,
             None => missing <= UNKNOWN_MOVE_BYTES,
         }

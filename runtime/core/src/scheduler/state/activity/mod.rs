@@ -257,15 +257,6 @@ pub(super) struct Activity {
 }
 
 impl Activity {
-    /// The mean time the ended runs of `function` took, in seconds; `None`
-    /// before one ended.
-    pub(super) fn mean_seconds(&self, function: &Arc<str>) -> Option<f64> {
-        let at = Arc::as_ptr(function) as *const u8 as usize;
-        let (_, f) = self.functions.get(&at)?;
-        let runs = f.finished + f.failed;
-        (runs > 0).then(|| f.compute_seconds / runs as f64)
-    }
-
     fn tally(&mut self, function: &Arc<str>) -> &mut FunctionTally {
         let at = Arc::as_ptr(function) as *const u8 as usize;
         if self.functions.len() >= FUNCTIONS && !self.functions.contains_key(&at) {
@@ -330,6 +321,7 @@ impl Activity {
                 let began_ms = task.stamps.times().began_ms.unwrap_or(now).min(now);
                 let seconds = now.saturating_sub(began_ms) as f64 / 1e3;
                 f.compute_seconds += seconds;
+                task.recipe.func.ran(seconds);
                 Some((w, began_ms, seconds))
             }
             _ => None,
