@@ -71,7 +71,8 @@ pub struct ServeOptions {
     #[arg(long, value_parser = super::parse_duration, default_value = "200ms", value_name = "DUR")]
     pub journal_sync: std::time::Duration,
     /// Log written since the last snapshot that starts a compaction (in
-    /// the background) into a new snapshot.
+    /// the background) into a new snapshot, once it is also twice the
+    /// snapshot's size (a big state is not rewritten every few seconds).
     #[arg(long, value_parser = super::parse_size, default_value = "64MiB", value_name = "SIZE")]
     pub journal_compact: usize,
     /// After resuming from the journal, how long workers have to rejoin
@@ -195,6 +196,7 @@ pub async fn serve(
             journal_options: dtask_runtime::scheduler::journal::JournalOptions {
                 sync_every: options.journal_sync,
                 compact_bytes: options.journal_compact as u64,
+                ..Default::default()
             },
             on_resumed: Some(crate::purge_freed_memory_at_once),
         },

@@ -73,8 +73,14 @@ pub const JOURNAL_VERSION: u32 = 6;
 pub struct JournalOptions {
     /// Longest a written record waits for fsync: what a crash can lose.
     pub sync_every: Duration,
-    /// Log bytes since the last snapshot that start a compaction.
+    /// Log bytes since the last snapshot that start a compaction…
     pub compact_bytes: u64,
+    /// …once they are also this many times the snapshot's bytes: each
+    /// compaction rewrites the whole state, so with a state of a million
+    /// tasks a fixed size would rewrite it every few seconds of a busy
+    /// pipeline. This way its cost per record logged stays bounded, and a
+    /// restart reads at most about `1 + compact_ratio` times the state.
+    pub compact_ratio: u64,
 }
 
 impl Default for JournalOptions {
@@ -82,6 +88,7 @@ impl Default for JournalOptions {
         Self {
             sync_every: Duration::from_millis(200),
             compact_bytes: 64 << 20,
+            compact_ratio: 2,
         }
     }
 }
@@ -111,6 +118,9 @@ pub struct Health {
     pub syncs: AtomicU64,
     /// Microseconds those syncs took, in all.
     pub sync_micros: AtomicU64,
+    /// Compactions ended (done, given up or failed) since the journal
+    /// opened.
+    pub compactions: AtomicU64,
     /// Records handed to the writer and not yet written (or dropped).
     backlog: AtomicU64,
     /// Told each time the writer has taken a batch off the backlog.
@@ -328,6 +338,7 @@ impl Journal {
             unsynced: false,
             last_sync: Instant::now(),
             compacting: Arc::new(AtomicBool::new(false)),
+            snapshot_bytes: Arc::new(AtomicU64::new(writer::file_bytes(&dir.join(SNAPSHOT)))),
             snapshot_lock: Arc::new(Mutex::new(0)),
             spare: spare.clone(),
             frame: Vec::new(),
@@ -894,6 +905,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = JournalOptions {
             compact_bytes: 1,
+            compact_ratio: 0,
             ..JournalOptions::default()
         };
         let (j, _) = Journal::open(dir.path(), options.clone()).unwrap();
@@ -912,6 +924,44 @@ mod tests {
         for e in ["a", "b", "c"] {
             assert!(records.contains(&event(e)), "{e}: {records:?}");
         }
+        j.close();
+    }
+
+    #[test]
+    fn compaction_waits_for_the_log_to_outgrow_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = JournalOptions {
+            compact_bytes: 1,
+            compact_ratio: 2,
+            ..JournalOptions::default()
+        };
+        let (j, _) = Journal::open(dir.path(), options).unwrap();
+        let named = |i: usize| event(&format!("{i:0200}"));
+        j.append((0..100).map(named).collect());
+        j.flush();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while j.health().compactions.load(Ordering::Acquire) == 0 {
+            assert!(Instant::now() < deadline, "no first compaction");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let snapshot = std::fs::metadata(dir.path().join(SNAPSHOT)).unwrap().len();
+        assert!(snapshot > 100 * 200, "{snapshot}");
+        // A compaction begins by opening the next log, before the writer
+        // takes its next write: once a flush is answered, whether this
+        // write started one is seen in the logs.
+        let before = log_gens(dir.path());
+        assert_eq!(before.len(), 1, "the folded log is gone: {before:?}");
+        j.append((100..110).map(named).collect());
+        j.flush();
+        assert_eq!(
+            log_gens(dir.path()),
+            before,
+            "far less than twice the snapshot"
+        );
+        j.append((110..600).map(named).collect());
+        j.flush();
+        let after = log_gens(dir.path());
+        assert!(after.last() > before.last(), "{after:?} after {before:?}");
         j.close();
     }
 

@@ -42,6 +42,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     let dir = tempfile::tempdir().unwrap();
     let options = JournalOptions {
         compact_bytes: 1,
+        compact_ratio: 0,
         ..JournalOptions::default()
     };
     let (journal, found) = Journal::open(dir.path(), options.clone()).unwrap();

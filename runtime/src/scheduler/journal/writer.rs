@@ -16,6 +16,9 @@ pub(super) struct Writer {
     pub(super) unsynced: bool,
     pub(super) last_sync: Instant,
     pub(super) compacting: Arc<AtomicBool>,
+    /// Bytes of the snapshot in place (set by compactions too): see
+    /// [`JournalOptions::compact_ratio`].
+    pub(super) snapshot_bytes: Arc<AtomicU64>,
     /// Held while a snapshot is put in place or the journal cleared; it
     /// counts the clears, so that a compaction begun before one does not
     /// put back what it cleared.
@@ -45,6 +48,28 @@ const LOG_FRAME_BYTES: usize = 4 << 20;
 /// written.
 const SPARES: usize = 2;
 
+/// Niceness of the compaction thread: folding the logs is housekeeping,
+/// and on a busy machine it yields the CPU to the scheduler's core and
+/// the workers' tasks rather than slowing them.
+#[cfg(target_os = "linux")]
+const COMPACT_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's priority to [`COMPACT_NICE`] (Linux sets
+/// niceness per thread); elsewhere, or if refused, it runs as it is.
+fn yield_to_the_rest() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on this thread's id changes only its niceness.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, COMPACT_NICE);
+    }
+}
+
+/// Bytes of the file at `path`, 0 if it cannot be read.
+pub(super) fn file_bytes(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 impl Writer {
     pub(super) fn run(&mut self, rx: mpsc::Receiver<Write>) {
         loop {
@@ -66,13 +91,22 @@ impl Writer {
             if self.unsynced && self.last_sync.elapsed() >= self.options.sync_every {
                 self.sync();
             }
-            if self.log_bytes >= self.options.compact_bytes
+            if self.log_bytes >= self.compact_at()
                 && !self.compacting.load(Ordering::Acquire)
                 && !self.health.broken.load(Ordering::Acquire)
             {
                 self.compact();
             }
         }
+    }
+
+    /// Log bytes at which the logs are folded into a snapshot (see
+    /// [`JournalOptions::compact_ratio`]).
+    fn compact_at(&self) -> u64 {
+        let snapshot = self.snapshot_bytes.load(Ordering::Relaxed);
+        self.options
+            .compact_bytes
+            .max(snapshot.saturating_mul(self.options.compact_ratio))
     }
 
     /// Appends one batch of records to the log (dropped while writing is
@@ -162,6 +196,10 @@ impl Writer {
                         let _guard = self.snapshot_lock.lock().expect("snapshot lock");
                         files::install(&tmp, &self.dir.join(SNAPSHOT))
                     });
+                if written.is_ok() {
+                    self.snapshot_bytes
+                        .store(file_bytes(&self.dir.join(SNAPSHOT)), Ordering::Relaxed);
+                }
                 match written {
                     Ok(()) => {
                         self.log = None;
@@ -295,20 +333,28 @@ impl Writer {
         let lock = self.snapshot_lock.clone();
         let clears = *lock.lock().expect("snapshot lock");
         let health = self.health.clone();
+        let snapshot_bytes = self.snapshot_bytes.clone();
         let spawned = std::thread::Builder::new()
             .name("dtask-compact".into())
             .spawn(move || {
+                yield_to_the_rest();
                 let began = Instant::now();
                 let compacted = install_compaction(&dir, upto, compact(&dir, upto), &lock, clears);
                 match compacted {
-                    Ok(Some(tasks)) => tracing::info!(
-                        "journal compacted: {tasks} tasks in a snapshot, in {:?}",
-                        began.elapsed()
-                    ),
+                    Ok(Some(tasks)) => {
+                        let bytes = file_bytes(&dir.join(SNAPSHOT));
+                        snapshot_bytes.store(bytes, Ordering::Relaxed);
+                        tracing::info!(
+                            "journal compacted: {tasks} tasks in a snapshot of {} MiB, in {:?}",
+                            bytes >> 20,
+                            began.elapsed()
+                        )
+                    }
                     Ok(None) => {}
                     Err(e) => health.fail(e),
                 }
                 flag.store(false, Ordering::Release);
+                health.compactions.fetch_add(1, Ordering::AcqRel);
             });
         if spawned.is_err() {
             self.compacting.store(false, Ordering::Release);
