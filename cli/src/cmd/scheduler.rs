@@ -72,7 +72,8 @@ pub struct ServeOptions {
     pub journal_sync: std::time::Duration,
     /// Log written since the last snapshot that starts a compaction (in
     /// the background) into a new snapshot, once it is also twice the
-    /// snapshot's size (a big state is not rewritten every few seconds).
+    /// snapshot's size (a big state is not rewritten every few seconds),
+    /// when records pause for half a second or the log is four times that.
     #[arg(long, value_parser = super::parse_size, default_value = "64MiB", value_name = "SIZE")]
     pub journal_compact: usize,
     /// After resuming from the journal, how long workers have to rejoin

@@ -43,6 +43,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     let options = JournalOptions {
         compact_bytes: 1,
         compact_ratio: 0,
+        compact_quiet: std::time::Duration::ZERO,
         ..JournalOptions::default()
     };
     let (journal, found) = Journal::open(dir.path(), options.clone()).unwrap();

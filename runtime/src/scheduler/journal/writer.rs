@@ -19,6 +19,8 @@ pub(super) struct Writer {
     /// Bytes of the snapshot in place (set by compactions too): see
     /// [`JournalOptions::compact_ratio`].
     pub(super) snapshot_bytes: Arc<AtomicU64>,
+    /// When records last came to be written.
+    pub(super) last_records: Instant,
     /// Held while a snapshot is put in place or the journal cleared; it
     /// counts the clears, so that a compaction begun before one does not
     /// put back what it cleared.
@@ -48,6 +50,10 @@ const LOG_FRAME_BYTES: usize = 4 << 20;
 /// written.
 const SPARES: usize = 2;
 
+/// Past this many times [`Writer::compact_at`], the logs are folded even
+/// while records keep coming.
+const COMPACT_PUSH: u64 = 4;
+
 /// Niceness of the compaction thread: folding the logs is housekeeping,
 /// and on a busy machine it yields the CPU to the scheduler's core and
 /// the workers' tasks rather than slowing them.
@@ -73,13 +79,24 @@ pub(super) fn file_bytes(path: &Path) -> u64 {
 impl Writer {
     pub(super) fn run(&mut self, rx: mpsc::Receiver<Write>) {
         loop {
-            let wait = if self.unsynced {
+            let mut wait = if self.unsynced {
                 self.options
                     .sync_every
                     .saturating_sub(self.last_sync.elapsed())
             } else {
                 Duration::from_secs(3600)
             };
+            if self.log_bytes >= self.compact_at()
+                && !self.compacting.load(Ordering::Acquire)
+                && !self.health.broken.load(Ordering::Acquire)
+            {
+                // Woken when the quiet that lets it compact has passed.
+                wait = wait.min(
+                    self.options
+                        .compact_quiet
+                        .saturating_sub(self.last_records.elapsed()),
+                );
+            }
             match rx.recv_timeout(wait) {
                 Ok(w) => self.handle(w),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -91,13 +108,24 @@ impl Writer {
             if self.unsynced && self.last_sync.elapsed() >= self.options.sync_every {
                 self.sync();
             }
-            if self.log_bytes >= self.compact_at()
+            if self.compaction_due()
                 && !self.compacting.load(Ordering::Acquire)
                 && !self.health.broken.load(Ordering::Acquire)
             {
                 self.compact();
             }
         }
+    }
+
+    /// Whether the logs are to be folded now: past [`Writer::compact_at`]
+    /// once no records came for [`JournalOptions::compact_quiet`] (a
+    /// pipeline's burst is over), or past [`COMPACT_PUSH`] times it
+    /// whatever comes.
+    fn compaction_due(&self) -> bool {
+        let at = self.compact_at();
+        self.log_bytes >= at
+            && (self.last_records.elapsed() >= self.options.compact_quiet
+                || self.log_bytes >= at.saturating_mul(COMPACT_PUSH))
     }
 
     /// Log bytes at which the logs are folded into a snapshot (see
@@ -163,6 +191,7 @@ impl Writer {
     pub(super) fn handle(&mut self, w: Write) {
         match w {
             Write::Records(mut records) => {
+                self.last_records = Instant::now();
                 let n = records.len() as u64;
                 self.append(&records);
                 self.health.backlog.fetch_sub(n, Ordering::AcqRel);
