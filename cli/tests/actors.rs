@@ -10,10 +10,6 @@ use dtask_runtime::protocol::{ActorState, CallArg};
 use dtask_runtime::value::{Value, encode};
 use std::time::{Duration, Instant};
 
-fn coord_wasm() -> &'static str {
-    dtask_guests::COORD_WASM
-}
-
 fn call_arg(v: impl Into<Value>) -> CallArg {
     CallArg::Value(encode(&v.into()).into())
 }

@@ -834,3 +834,38 @@ fn tasks_queued_on_a_worker_fetch_ahead_only_as_far_as_its_memory_budget() {
     });
     assert_eq!(fetched(), 5, "each input fetched once");
 }
+
+#[test]
+fn a_guest_gather_past_its_memory_limit_is_refused_before_anything_is_fetched() {
+    let c = Cluster::start(1, 1);
+    let data = random_bytes(24 << 20, 0x6a7);
+    let (_dir, key) = scatter_file(&c, &data);
+    let small = c.ok(&[
+        "submit",
+        "--memory-limit-mib",
+        "16",
+        coord_wasm(),
+        "gather-len",
+        &key,
+    ]);
+    let said = c.ok(&["gather", &small]);
+    assert!(
+        said.contains("error:")
+            && said.contains("more than the 16777216 bytes allowed by this task's memory limit")
+            && said.contains("submit --memory-limit-mib"),
+        "{said}"
+    );
+    // Within its limit the same gather brings the value whole (another
+    // key: the limit is not part of a task's key).
+    let big = c.ok(&[
+        "submit",
+        "--key",
+        "gather-len-within",
+        "--memory-limit-mib",
+        "64",
+        coord_wasm(),
+        "gather-len",
+        &key,
+    ]);
+    assert_eq!(c.ok(&["gather", &big]), format!("\"{}\"", 24 << 20));
+}

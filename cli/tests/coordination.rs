@@ -10,10 +10,6 @@ use dtask_runtime::protocol::Arg;
 use dtask_runtime::value::Value;
 use std::time::Duration;
 
-fn coord_wasm() -> &'static str {
-    dtask_guests::COORD_WASM
-}
-
 async fn connect(c: &Cluster) -> (Client, LocalModule) {
     connect_with(c, coord_wasm()).await
 }

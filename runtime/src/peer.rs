@@ -30,7 +30,13 @@ pub struct ActorCall {
 }
 
 /// The actors a worker holds: each one's queue of calls, by key.
-pub type Actors = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ActorCall>>>>;
+pub type Actors = Arc<Mutex<HashMap<String, mpsc::Sender<ActorCall>>>>;
+
+/// Most calls that wait in one actor's queue. Past them the data
+/// connection bringing more waits too (it reads nothing more until the
+/// actor takes one), so a caller that outruns an actor is slowed down by
+/// its socket rather than growing the worker's memory.
+pub const ACTOR_QUEUE: usize = 256;
 
 /// Who a worker's data port lets in: peers presenting the worker token,
 /// and clients whose token has the digest the scheduler gave this worker.
@@ -161,9 +167,16 @@ pub async fn serve(
                             args,
                             reply: tx.clone(),
                         };
-                        match queue.map(|q| q.send(call)) {
-                            Some(Ok(())) => Ok(()),
-                            _ => tx.send(FromPeer::Called {
+                        // A full queue holds this connection's reading
+                        // until the actor takes a call (see ACTOR_QUEUE).
+                        let queued = match queue {
+                            Some(q) => q.send(call).await.is_ok(),
+                            None => false,
+                        };
+                        if queued {
+                            Ok(())
+                        } else {
+                            tx.send(FromPeer::Called {
                                 id,
                                 result: Err(TaskError {
                                     kind: ErrorKind::ActorLost,
@@ -174,7 +187,7 @@ pub async fn serve(
                                     backtrace: String::new(),
                                     origin: actor,
                                 }),
-                            }),
+                            })
                         }
                     }
                 };
@@ -1077,6 +1090,77 @@ mod tests {
         assert!(
             answered < 16,
             "{answered} of 32 ranges were answered; the rest should not have waited"
+        );
+    }
+
+    /// A caller that outruns an actor: the calls past its queue wait in the
+    /// connection (the port reads nothing more), none is lost or refused,
+    /// and they reach the actor in order.
+    #[tokio::test]
+    async fn calls_past_a_full_actor_queue_wait_in_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Store = Arc::new(crate::worker::store::ResultStore::new(
+            1 << 20,
+            dir.path().join("spill"),
+        ));
+        let actors = Actors::default();
+        let (queue, mut calls) = mpsc::channel(ACTOR_QUEUE);
+        actors.lock().unwrap().insert("slow".to_string(), queue);
+        let admits = Admits {
+            worker: "sesame".into(),
+            client_digest: None,
+        };
+        let (reports, _reports) = mpsc::unbounded_channel();
+        tokio::spawn(serve(
+            connection::Listener::Tcp(listener),
+            admits,
+            store,
+            actors,
+            Default::default(),
+            reports,
+        ));
+        let (tx, mut rx) = connect(&addr, "sesame").await.unwrap();
+        let n = 3 * ACTOR_QUEUE;
+        for id in 0..n as u64 {
+            tx.send(ToPeer::Call {
+                id,
+                actor: "slow".into(),
+                method: "m".into(),
+                args: vec![],
+            })
+            .unwrap();
+        }
+        // Sent behind the calls: read by the port only once the last call
+        // is in the actor's queue.
+        tx.send(ToPeer::Logs {
+            id: u64::MAX,
+            key: "k".into(),
+        })
+        .unwrap();
+        let mut taken = 0;
+        let mut logs_at = None;
+        let deadline = std::time::Duration::from_secs(30);
+        while taken < n || logs_at.is_none() {
+            tokio::select! {
+                biased;
+                answer = rx.recv(), if logs_at.is_none() => match answer {
+                    Ok(Some(FromPeer::Logs { .. })) => logs_at = Some(taken),
+                    other => panic!("unexpected {other:?}"),
+                },
+                call = tokio::time::timeout(deadline, calls.recv()), if taken < n => {
+                    let call = call.expect("a call was lost").unwrap();
+                    assert_eq!(call.id, taken as u64, "in order");
+                    taken += 1;
+                    assert!(calls.len() <= ACTOR_QUEUE);
+                }
+            }
+        }
+        let logs_at = logs_at.unwrap();
+        assert!(
+            logs_at >= n - ACTOR_QUEUE - 1,
+            "the port read past a full queue: answered after {logs_at} of {n} calls were taken"
         );
     }
 

@@ -41,6 +41,12 @@ pub fn tasks_wasm() -> &'static str {
     dtask_guests::TASKS_WASM
 }
 
+/// The guest whose tasks coordinate through the SDK (queues, locks,
+/// actors, a gather inside a task).
+pub fn coord_wasm() -> &'static str {
+    dtask_guests::COORD_WASM
+}
+
 /// A worker's sandbox under `limits` with the example tasks compiled and
 /// linked, for timing runs inside a worker without a cluster.
 pub fn tasks_sandbox(

@@ -311,53 +311,11 @@ impl Client {
         keys: &[String],
         errors: Errors,
     ) -> Result<Vec<Value>, ClientError> {
-        // Each distinct key's number, each position's, and how many
-        // positions each number still has to fill.
-        let mut ids: rustc_hash::FxHashMap<&str, usize> =
-            rustc_hash::FxHashMap::with_capacity_and_hasher(keys.len(), Default::default());
-        let mut uses: Vec<u32> = Vec::with_capacity(keys.len());
-        let order: Vec<usize> = keys
-            .iter()
-            .map(|k| {
-                let next = uses.len();
-                let id = *ids.entry(k.as_str()).or_insert(next);
-                if id == next {
-                    uses.push(0);
-                }
-                uses[id] += 1;
-                id
-            })
-            .collect();
-        let unique: Vec<String> = if uses.len() == keys.len() {
-            keys.to_vec()
-        } else {
-            let mut seen = vec![false; uses.len()];
-            keys.iter()
-                .zip(&order)
-                .filter(|(_, id)| !std::mem::replace(&mut seen[**id], true))
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
-        let mut rx = self.watch(unique)?;
-        let mut got: Vec<Option<Gathered>> = (0..uses.len()).map(|_| None).collect();
-        let mut pending = uses.len();
-        while pending > 0 {
-            let (k, o) = rx.recv().await.ok_or(ClientError::Disconnected)?;
-            let Some(&id) = ids.get(k.as_str()) else {
-                continue;
-            };
-            if got[id].is_some() {
-                continue;
-            }
-            pending -= 1;
-            got[id] = Some(match o {
-                Outcome::Finished(at) if at.inline.is_some() => {
-                    let bytes = at.inline.expect("checked inline");
-                    Gathered::Value(decoded(&k, bytes))
-                }
-                o => Gathered::Outcome(o),
-            });
-        }
+        let Outcomes {
+            order,
+            mut uses,
+            mut got,
+        } = self.outcomes(keys, decoded).await?;
         let mut out = Vec::with_capacity(keys.len());
         for (k, id) in keys.iter().zip(order) {
             uses[id] -= 1;
@@ -387,10 +345,132 @@ impl Client {
     }
 }
 
-/// A gathered key's result, or its outcome until it is resolved.
-enum Gathered {
-    Value(Result<Value, ClientError>),
+/// A gathered key's result (`V`), or its outcome until it is resolved.
+enum Gathered<V> {
+    Value(V),
     Outcome(Outcome),
+}
+
+/// The outcomes of the keys of a gather, each distinct key watched once.
+struct Outcomes<V> {
+    /// The number of each position's key.
+    order: Vec<usize>,
+    /// How many positions each number has.
+    uses: Vec<u32>,
+    /// Each number's result or outcome.
+    got: Vec<Option<Gathered<V>>>,
+}
+
+impl Client {
+    /// Waits for every key of `keys` to end; a result small enough to come
+    /// with its outcome is made a `V` by `inline` as it arrives (while
+    /// later keys still run), and the others are left as outcomes. A key
+    /// asked for twice is watched once.
+    async fn outcomes<V>(
+        &self,
+        keys: &[String],
+        inline: impl Fn(&str, Bytes) -> V,
+    ) -> Result<Outcomes<V>, ClientError> {
+        // Each distinct key's number, each position's, and how many
+        // positions each number still has to fill.
+        let mut ids: rustc_hash::FxHashMap<&str, usize> =
+            rustc_hash::FxHashMap::with_capacity_and_hasher(keys.len(), Default::default());
+        let mut uses: Vec<u32> = Vec::with_capacity(keys.len());
+        let order: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                let next = uses.len();
+                let id = *ids.entry(k.as_str()).or_insert(next);
+                if id == next {
+                    uses.push(0);
+                }
+                uses[id] += 1;
+                id
+            })
+            .collect();
+        let unique: Vec<String> = if uses.len() == keys.len() {
+            keys.to_vec()
+        } else {
+            let mut seen = vec![false; uses.len()];
+            keys.iter()
+                .zip(&order)
+                .filter(|(_, id)| !std::mem::replace(&mut seen[**id], true))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let mut rx = self.watch(unique)?;
+        let mut got: Vec<Option<Gathered<V>>> = (0..uses.len()).map(|_| None).collect();
+        let mut pending = uses.len();
+        while pending > 0 {
+            let (k, o) = rx.recv().await.ok_or(ClientError::Disconnected)?;
+            let Some(&id) = ids.get(k.as_str()) else {
+                continue;
+            };
+            if got[id].is_some() {
+                continue;
+            }
+            pending -= 1;
+            got[id] = Some(match o {
+                Outcome::Finished(at) if at.inline.is_some() => {
+                    Gathered::Value(inline(&k, at.inline.expect("checked inline")))
+                }
+                o => Gathered::Outcome(o),
+            });
+        }
+        Ok(Outcomes { order, uses, got })
+    }
+
+    /// The results of `keys`, in order, as their MessagePack bytes (never
+    /// decoded here), or the first failure. With a `budget`, the results'
+    /// bytes (each as often as it is asked for) are added up from their
+    /// outcomes before any is fetched, and more than the budget fails the
+    /// gather with [`ClientError::Invalid`]: a task's gather into its own
+    /// memory is refused before the values are brought to its worker.
+    pub async fn gather_encoded(
+        &self,
+        keys: &[String],
+        budget: Option<u64>,
+    ) -> Result<Vec<Bytes>, ClientError> {
+        let Outcomes { order, mut got, .. } = self.outcomes(keys, |_, b| b).await?;
+        if let Some(budget) = budget {
+            let total: u64 = order
+                .iter()
+                .map(|id| match &got[*id] {
+                    Some(Gathered::Value(b)) => b.len() as u64,
+                    Some(Gathered::Outcome(Outcome::Finished(at))) => at.nbytes,
+                    _ => 0,
+                })
+                .sum();
+            if total > budget {
+                // A failure among them is the better news.
+                for (k, id) in keys.iter().zip(&order) {
+                    if let Some(Gathered::Outcome(o)) = &got[*id]
+                        && !matches!(o, Outcome::Finished(_))
+                    {
+                        return Err(self.resolve_encoded(k, o.clone()).await.unwrap_err());
+                    }
+                }
+                return Err(ClientError::Invalid(format!(
+                    "the {} results gathered take {total} bytes, more than the {budget} bytes \
+                     allowed",
+                    keys.len()
+                )));
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, id) in keys.iter().zip(order) {
+            let slot = got[id].as_mut().expect("every key reported");
+            if let Gathered::Outcome(o) = slot {
+                let o = std::mem::replace(o, Outcome::Unknown);
+                *slot = Gathered::Value(self.resolve_encoded(k, o).await?);
+            }
+            let Gathered::Value(bytes) = slot else {
+                unreachable!("resolved above")
+            };
+            out.push(bytes.clone());
+        }
+        Ok(out)
+    }
 }
 
 /// What [`Client::stream_value`] found a result to be.

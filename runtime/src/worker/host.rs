@@ -374,6 +374,11 @@ pub trait HasLink {
     fn key(&self) -> &str;
     /// The worker's identifier.
     fn worker_id(&self) -> &str;
+    /// The running task's memory limit in bytes, and how to raise it;
+    /// `None` if it has none of its own.
+    fn memory_limit(&self) -> Option<(usize, &'static str)> {
+        None
+    }
 }
 
 /// The bindings' view of a store's data.
@@ -433,6 +438,10 @@ impl<T: HasLink + Send> wit_client::Host for Guest<'_, T> {
         keys: Vec<String>,
         timeout: Option<u64>,
     ) -> wasmtime::Result<Result<Vec<Vec<u8>>, GuestError>> {
+        // The values go into the guest's memory: more than its limit is
+        // refused before any is fetched, and they are handed over as they
+        // came (never decoded and encoded again here).
+        let memory = self.0.memory_limit();
         let task = self.task()?;
         if let Err(e) = task.refuse_self_wait(&keys) {
             return Ok(Err(e));
@@ -442,19 +451,26 @@ impl<T: HasLink + Send> wit_client::Host for Guest<'_, T> {
             Err(e) => return Ok(Err(e)),
         };
         let limit = millis(timeout);
+        let budget = memory.map(|(bytes, _)| bytes as u64);
         let gathered = task
             .blocking(async move {
+                let gather = client.gather_encoded(&keys, budget);
                 match limit {
-                    None => client.gather(&keys).await,
-                    Some(t) => tokio::time::timeout(t, client.gather(&keys))
+                    None => gather.await,
+                    Some(t) => tokio::time::timeout(t, gather)
                         .await
                         .unwrap_or(Err(ClientError::Timeout(t))),
                 }
             })
             .await?;
         Ok(gathered
-            .map(|values| values.iter().map(value::encode).collect())
-            .map_err(guest_error))
+            .map(|values| values.into_iter().map(Vec::from).collect())
+            .map_err(|e| match (e, memory) {
+                (ClientError::Invalid(m), Some((_, raise))) => {
+                    GuestError::Other(format!("{m} by this task's memory limit; {raise}"))
+                }
+                (e, _) => guest_error(e),
+            }))
     }
 
     async fn wait(

@@ -331,7 +331,7 @@ pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
             return;
         }
     };
-    let (tx, mut calls) = tokio::sync::mpsc::unbounded_channel::<peer::ActorCall>();
+    let (tx, mut calls) = tokio::sync::mpsc::channel::<peer::ActorCall>(peer::ACTOR_QUEUE);
     shared
         .actors
         .lock()

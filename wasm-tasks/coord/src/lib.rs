@@ -242,4 +242,11 @@ impl Guest for Coord {
     fn call_stored(var: String) -> i64 {
         actors::call_stored(var)
     }
+
+    fn gather_len(key: String) -> String {
+        match sdk::Future::from_key(key).result::<sdk::ByteBuf>() {
+            Ok(bytes) => bytes.len().to_string(),
+            Err(e) => format!("error: {e}"),
+        }
+    }
 }

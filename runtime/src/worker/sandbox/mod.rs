@@ -197,6 +197,9 @@ pub struct Host {
     worker_id: Arc<str>,
     /// The task's link to the cluster, when it runs on a worker.
     link: Option<TaskLink>,
+    /// The task's memory limit and how to raise it, for what its host
+    /// calls bring into its memory.
+    memory: Option<(usize, &'static str)>,
 }
 
 impl HasLink for Host {
@@ -210,6 +213,10 @@ impl HasLink for Host {
 
     fn worker_id(&self) -> &str {
         &self.worker_id
+    }
+
+    fn memory_limit(&self) -> Option<(usize, &'static str)> {
+        self.memory
     }
 }
 
@@ -590,6 +597,7 @@ impl Sandbox {
         };
         let mut host = self.host(wasi.build(), key, link);
         host.limits = self.store_limits_under(limits.memory);
+        host.memory = Some((memory, raise));
         let mut store = self.store(ready, host, timeout, instance);
         // Results may be as large as the task's memory.
         store.set_hostcall_fuel(memory.max(MIN_HOSTCALL_FUEL));
@@ -708,6 +716,7 @@ impl Sandbox {
             key: key.to_string(),
             worker_id: self.worker_id.clone(),
             link,
+            memory: None,
         }
     }
 
