@@ -90,6 +90,7 @@ fn main() {
         Input::ClientConnected {
             client: 1,
             name: Some("sim".into()),
+            session: 0,
         },
         &mut inflight,
     );

@@ -76,6 +76,7 @@ fn main() {
         Input::ClientConnected {
             client: 1,
             name: Some("shell".into()),
+            session: 0,
         },
     );
     for worker in 1..=WORKERS {

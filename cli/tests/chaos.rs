@@ -325,3 +325,80 @@ fn a_release_queued_as_the_connection_breaks_goes_on_the_next() {
         held(&c) == 0
     });
 }
+
+/// A TCP relay to `to` whose connections can all be cut at once (a
+/// network blip between a client and the scheduler).
+struct Relay {
+    addr: String,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn to(to: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let conns = open.clone();
+        let to = to.to_string();
+        tokio::spawn(async move {
+            while let Ok((mut near, _)) = listener.accept().await {
+                let to = to.clone();
+                let relayed = tokio::spawn(async move {
+                    if let Ok(mut far) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut near, &mut far).await;
+                    }
+                });
+                conns.lock().unwrap().push(relayed.abort_handle());
+            }
+        });
+        Self { addr, open }
+    }
+
+    /// Closes every connection relayed so far (new ones are relayed).
+    fn cut(&self) {
+        for c in self.open.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+#[test]
+fn an_unnamed_clients_futures_outlive_a_network_blip() {
+    let c = Cluster::start(1, 1);
+    let rt = runtime();
+    rt.block_on(async {
+        let relay = Relay::to(&c.addr).await;
+        let client = dtask_runtime::client::Client::connect(&relay.addr, &c.token(), None)
+            .await
+            .unwrap();
+        let module = dtask_runtime::module::LocalModule::load(tasks_wasm().as_ref()).unwrap();
+        let arg = dtask_runtime::protocol::Arg::Value(
+            dtask_runtime::value::encode(&dtask_runtime::value::Value::from(41)).into(),
+        );
+        let options = dtask_runtime::client::SubmitOptions {
+            pure: false,
+            ..Default::default()
+        };
+        let f = client
+            .submit(&module, "inc", vec![arg], &options)
+            .await
+            .unwrap();
+        assert_eq!(
+            client.gather(&[f.key().to_string()]).await.unwrap(),
+            [dtask_runtime::value::Value::from(42)]
+        );
+        // The connection breaks; the scheduler sees it close at once, and
+        // the client makes it again through the relay.
+        relay.cut();
+        let again = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.gather(&[f.key().to_string()]),
+        )
+        .await
+        .expect("the gather to end");
+        assert_eq!(
+            again.expect("the future is still held after the blip"),
+            [dtask_runtime::value::Value::from(42)]
+        );
+    });
+}

@@ -356,7 +356,10 @@ fn a_cluster_inside_the_program_serves_a_current_thread_runtime_and_stops_when_d
     let hello = dtask_runtime::protocol::Hello {
         version: dtask_runtime::protocol::PROTOCOL_VERSION,
         token,
-        role: dtask_runtime::protocol::Role::Client { name: None },
+        role: dtask_runtime::protocol::Role::Client {
+            name: None,
+            session: 0,
+        },
     };
     let gone = rt.block_on(async {
         tokio::time::timeout(

@@ -465,6 +465,7 @@ fn scattered_data_under_a_key_that_is_not_its_bytes_is_refused() {
             token,
             role: Role::Client {
                 name: Some("planter".into()),
+                session: 0,
             },
         };
         let (_, tx, mut rx) = connection::connect::<FromScheduler, ToScheduler>(&c.addr, hello)

@@ -401,20 +401,27 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects to the scheduler at `addr` with the cluster `token`. A
     /// `name` makes the keys this client submits outlive its connection
-    /// (held until released under that name, as the CLI does).
+    /// (held until released under that name, as the CLI does). Without
+    /// one they are held under a random session this client keeps across
+    /// reconnects: when the connection breaks, the scheduler keeps them
+    /// for [`HOLDER_GRACE_MS`](crate::scheduler::state::HOLDER_GRACE_MS)
+    /// (60 s) for it to come back, and releases them after that.
     pub async fn connect(
         addr: &str,
         token: &str,
         name: Option<String>,
     ) -> Result<Self, ClientError> {
-        Self::connect_as(addr, token, Role::Client { name }).await
+        // A named client's holds outlive its connections anyway.
+        let session = if name.is_some() { 0 } else { new_session() };
+        Self::connect_as(addr, token, Role::Client { name, session }).await
     }
 
     /// Connects as a worker's tasks do (`get_client` inside a task): with
     /// the worker token, as an unnamed client that cannot shut the cluster
     /// down or force-cancel others' keys.
     pub async fn connect_for_tasks(addr: &str, worker_token: &str) -> Result<Self, ClientError> {
-        Self::connect_as(addr, worker_token, Role::Tasks).await
+        let session = new_session();
+        Self::connect_as(addr, worker_token, Role::Tasks { session }).await
     }
 
     async fn connect_as(addr: &str, token: &str, role: Role) -> Result<Self, ClientError> {
@@ -437,7 +444,11 @@ impl Client {
             grace_ms: AtomicU64::new(default_grace().as_millis() as u64),
             peer_token,
             next_id: AtomicU64::new(1),
-            session: new_session(),
+            // One number for the holds and the primitive operations.
+            session: match hello.role {
+                Role::Client { session, .. } | Role::Tasks { session } if session != 0 => session,
+                _ => new_session(),
+            },
             replies: Mutex::new(Some(HashMap::new())),
             watchers: Mutex::new(Some(Watchers::default())),
             uploaded: Mutex::new(HashSet::new()),

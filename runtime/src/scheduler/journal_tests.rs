@@ -60,6 +60,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
         Input::ClientConnected {
             client: 1,
             name: Some("cli".into()),
+            session: 0,
         },
     );
     go(&mut s, joined(10, 1));

@@ -103,6 +103,9 @@ pub(super) enum Inbound {
     CheckWorkers,
     /// The window for workers to rejoin after a restore has closed.
     RejoinWindowClosed,
+    /// An unnamed client's session did not come back in its grace
+    /// ([`Input::HolderGraceOver`]).
+    GraceOver(Input),
 }
 
 struct Conn {
@@ -381,7 +384,7 @@ async fn accept_loop(
                             creds.admit_worker(&hello.token)?;
                             Some(creds.client.digest())
                         }
-                        Role::Tasks => {
+                        Role::Tasks { .. } => {
                             creds.admit_worker(&hello.token)?;
                             None
                         }
@@ -397,7 +400,7 @@ async fn accept_loop(
             match admitted {
                 Ok((hello, admission, tx, rx)) => {
                     let id = admission.id;
-                    if matches!(hello.role, Role::Client { .. } | Role::Tasks) {
+                    if matches!(hello.role, Role::Client { .. } | Role::Tasks { .. }) {
                         tx.set_limit(opts.client_buffer);
                     }
                     // Faults injected (tests only): a worker's messages

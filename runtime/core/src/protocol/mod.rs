@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 13;
+pub const PROTOCOL_VERSION: u32 = 14;
 
 /// Results at most this large travel with the worker's completion report and
 /// are kept by the scheduler too, so gathering them needs no worker round
@@ -48,8 +48,12 @@ pub enum Role {
     Client {
         /// Name under which the client's keys are held. A named client keeps
         /// its keys after it disconnects (the CLI's `DTASK_CLIENT`); an
-        /// unnamed one (`None`) releases them when its connection closes.
+        /// unnamed one (`None`) releases them when its connection closes…
         name: Option<String>,
+        /// …unless it gives a session (a random number, not 0, kept across
+        /// its reconnects): then its holds wait a grace period for it to
+        /// come back under the same session before they are released.
+        session: u64,
     },
     /// A worker process registering with the scheduler.
     Worker {
@@ -73,7 +77,11 @@ pub enum Role {
     /// A worker's connection for the tasks it runs acting as a client
     /// (`get_client` inside a task): an unnamed client that presents the
     /// worker token and may not shut the cluster down.
-    Tasks,
+    Tasks {
+        /// As for [`Role::Client`]: holds wait for this session to come
+        /// back.
+        session: u64,
+    },
 }
 
 /// The answer to [`Hello`].
@@ -127,7 +135,10 @@ mod secrets_tests {
         let hello = Hello {
             version: PROTOCOL_VERSION,
             token: "s3cret-token".into(),
-            role: Role::Client { name: None },
+            role: Role::Client {
+                name: None,
+                session: 0,
+            },
         };
         assert!(!format!("{hello:?}").contains("s3cret"), "{hello:?}");
         let grants = Grants {

@@ -164,6 +164,7 @@ impl Sim {
         sim.handle(Input::ClientConnected {
             client: CLIENT,
             name: Some("nemesis".into()),
+            session: 0,
         });
         for _ in 0..workers {
             sim.join();
@@ -240,6 +241,7 @@ impl Sim {
         self.handle(Input::ClientConnected {
             client: CLIENT,
             name: Some("nemesis".into()),
+            session: 0,
         });
         for held in rejoining {
             self.rejoin(held);

@@ -12,6 +12,7 @@ fn with_unnamed(workers: &[(u64, u32)]) -> Scheduler {
     s.handle(Input::ClientConnected {
         client: 2,
         name: None,
+        session: 0,
     });
     s
 }
@@ -317,6 +318,7 @@ fn an_unnamed_client_loses_its_leases_on_disconnect_a_named_one_keeps_them() {
     s.handle(Input::ClientConnected {
         client: 3,
         name: None,
+        session: 0,
     });
     let r = replies(&op(&mut s, 3, 3, None, lock("a")));
     assert!(r.is_empty(), "client 2 still holds a");
@@ -341,6 +343,7 @@ fn an_unnamed_client_loses_its_leases_on_disconnect_a_named_one_keeps_them() {
     s.handle(Input::ClientConnected {
         client: 4,
         name: Some("cli".into()),
+        session: 0,
     });
     let r = replies(&op(
         &mut s,
@@ -467,6 +470,7 @@ fn a_wait_sent_again_from_a_new_connection_is_done_once() {
     s.handle(Input::ClientConnected {
         client: 3,
         name: Some("cli".into()),
+        session: 0,
     });
     let again = |s: &mut Scheduler, client: u64, op: Op| {
         s.handle(Input::Primitive {
@@ -515,11 +519,13 @@ fn a_kept_answer_survives_a_restart() {
     r.handle(Input::ClientConnected {
         client: 1,
         name: Some("cli".into()),
+        session: 0,
     });
     assert_eq!(replies(&ask(&mut r)), vec![(1, 9, OpReply::Item(val(5)))]);
     r.handle(Input::ClientConnected {
         client: 2,
         name: None,
+        session: 0,
     });
     let len = op(&mut r, 2, 3, None, Op::QueueLen { name: "q".into() });
     assert_eq!(replies(&len), vec![(2, 3, OpReply::Len(1))]);

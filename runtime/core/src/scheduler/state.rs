@@ -202,9 +202,19 @@ impl Task {
 #[derive(Debug)]
 struct Client {
     holder: Arc<str>,
-    /// An unnamed client's holds end with its connection.
+    /// An unnamed client's holds end with its connection…
     ephemeral: bool,
+    /// …or, if it gave a session, once the session has not come back for
+    /// [`HOLDER_GRACE_MS`].
+    session: bool,
 }
+
+/// How long the holds of an unnamed client's session wait for it to come
+/// back (a new connection under the same session: a client reconnecting
+/// after a network blip or a scheduler restart) before they are released.
+/// Longer than a client's default reconnect grace (30 s), so a client that
+/// reconnects at all finds its futures still held.
+pub const HOLDER_GRACE_MS: u64 = 60_000;
 
 /// The scheduler's whole decision state. See the module docs.
 #[derive(Debug, Default)]
@@ -264,6 +274,12 @@ pub struct Scheduler {
     journal_modules: Option<Vec<String>>,
     /// Holder names of unnamed clients (their holds are not journaled).
     ephemeral_holders: HashSet<String>,
+    /// Unnamed clients' sessions whose last connection closed, waiting for
+    /// them to come back: the number of the time each went away (see
+    /// [`Input::HolderGraceOver`]).
+    away: HashMap<String, u64>,
+    /// Times sessions went away, ever.
+    went_away: u64,
     /// The scheduler clock when work stealing last looked at the workers.
     balanced_ms: Option<u64>,
     /// Whether it should look again at once (a heartbeat, an answer).
@@ -306,14 +322,31 @@ impl Scheduler {
     pub fn handle(&mut self, input: Input) -> Vec<Command> {
         let mut out = Vec::new();
         match input {
-            Input::ClientConnected { client, name } => {
+            Input::ClientConnected {
+                client,
+                name,
+                session,
+            } => {
                 let ephemeral = name.is_none();
-                let holder = name.unwrap_or_else(|| format!("client-{client}"));
+                let holder = match name {
+                    Some(name) => name,
+                    None if session != 0 => format!("session-{session:016x}"),
+                    None => format!("client-{client}"),
+                };
                 if ephemeral {
                     self.ephemeral_holders.insert(holder.clone());
+                    // Back within its grace: what it held is still held.
+                    self.away.remove(holder.as_str());
                 }
                 let holder = holder.into();
-                self.clients.insert(client, Client { holder, ephemeral });
+                self.clients.insert(
+                    client,
+                    Client {
+                        holder,
+                        ephemeral,
+                        session: session != 0,
+                    },
+                );
             }
             Input::ClientDisconnected { client } => {
                 self.primitives_client_gone(client, &mut out);
@@ -322,7 +355,13 @@ impl Scheduler {
                     && c.ephemeral
                 {
                     self.owner_ended(&Owner::Holder(c.holder.to_string()), &mut out);
-                    self.release_all(c.holder, true, &mut out);
+                    self.client_left(c, &mut out);
+                }
+            }
+            Input::HolderGraceOver { holder, away } => {
+                if self.away.get(holder.as_str()) == Some(&away) {
+                    self.away.remove(holder.as_str());
+                    self.release_all(holder.into(), true, &mut out);
                 }
             }
             Input::ModuleStored { hash } => {

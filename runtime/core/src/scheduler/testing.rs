@@ -77,6 +77,7 @@ pub fn setup(workers: &[(u64, u32)]) -> Scheduler {
     s.handle(Input::ClientConnected {
         client: 1,
         name: Some("cli".into()),
+        session: 0,
     });
     for &(id, n) in workers {
         s.handle(joined(id, n));

@@ -343,6 +343,7 @@ fn unnamed_client_releases_its_keys_on_disconnect_named_does_not() {
     s.handle(Input::ClientConnected {
         client: 2,
         name: None,
+        session: 0,
     });
     s.handle(Input::Submit {
         client: 2,
@@ -356,6 +357,61 @@ fn unnamed_client_releases_its_keys_on_disconnect_named_does_not() {
     s.handle(Input::ClientDisconnected { client: 1 });
     assert_eq!(s.state("anon"), None);
     assert_eq!(s.state("named"), Some(TaskState::Finished));
+}
+
+/// The grace timer a command asks for: (holder, away, after_ms).
+fn grace(cmds: &[Command]) -> Option<(String, u64, u64)> {
+    cmds.iter().find_map(|c| match c {
+        Command::HolderGrace {
+            holder,
+            away,
+            after_ms,
+        } => Some((holder.clone(), *away, *after_ms)),
+        _ => None,
+    })
+}
+
+#[test]
+fn an_unnamed_sessions_holds_wait_for_it_to_come_back() {
+    let mut s = setup(&[(10, 1)]);
+    let connect = |s: &mut Scheduler, client| {
+        s.handle(Input::ClientConnected {
+            client,
+            name: None,
+            session: 0xab,
+        })
+    };
+    connect(&mut s, 2);
+    s.handle(Input::Submit {
+        client: 2,
+        id: 1,
+        tasks: vec![spec("kept", vec![])],
+    });
+    finish(&mut s, 10, "kept", small(1));
+    // Its connection breaks: the result stays, for the grace.
+    let cmds = s.handle(Input::ClientDisconnected { client: 2 });
+    let (holder, away, after_ms) = grace(&cmds).expect("a grace timer");
+    assert_eq!(after_ms, super::state::HOLDER_GRACE_MS);
+    assert_eq!(s.state("kept"), Some(TaskState::Finished));
+    // Back under the same session on a new connection: the grace's end
+    // changes nothing.
+    connect(&mut s, 3);
+    s.handle(Input::HolderGraceOver {
+        holder: holder.clone(),
+        away,
+    });
+    assert_eq!(s.state("kept"), Some(TaskState::Finished));
+    // A new connection made before the old one's close is seen: no grace
+    // is needed.
+    connect(&mut s, 4);
+    let cmds = s.handle(Input::ClientDisconnected { client: 3 });
+    assert_eq!(grace(&cmds), None);
+    // Gone for good: released when its grace is over, not before.
+    let cmds = s.handle(Input::ClientDisconnected { client: 4 });
+    let (holder, away, _) = grace(&cmds).expect("a grace timer");
+    assert_eq!(s.state("kept"), Some(TaskState::Finished));
+    s.handle(Input::HolderGraceOver { holder, away });
+    assert_eq!(s.state("kept"), None);
 }
 
 #[test]
@@ -487,6 +543,7 @@ fn cancel_without_force_spares_keys_other_clients_hold() {
     s.handle(Input::ClientConnected {
         client: 2,
         name: Some("other".into()),
+        session: 0,
     });
     submit(&mut s, vec![spec("a", vec![])]);
     s.handle(Input::Submit {
@@ -996,6 +1053,7 @@ fn a_recomputation_is_called_off_when_a_rejoining_worker_reports_the_result() {
     r.handle(Input::ClientConnected {
         client: 1,
         name: Some("cli".into()),
+        session: 0,
     });
     // Worker 20 is back first: a is recomputed there.
     assert_eq!(runs(&r.handle(joined(20, 1))), vec![(20, "a".to_string())]);
@@ -1071,6 +1129,7 @@ fn restored_scattered_data_no_worker_reports_is_lost_when_the_rejoin_window_clos
     r.handle(Input::ClientConnected {
         client: 1,
         name: Some("cli".into()),
+        session: 0,
     });
     // The worker holding e comes back and reports it; d's never does.
     r.handle(joined(20, 1));
@@ -1416,6 +1475,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
         Input::ClientConnected {
             client: 1,
             name: Some("cli".into()),
+            session: 0,
         },
     );
     go(
@@ -1423,6 +1483,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
         Input::ClientConnected {
             client: 2,
             name: None,
+            session: 0,
         },
     );
     go(&mut s, joined(10, 1));
@@ -1590,6 +1651,7 @@ fn a_rejoined_worker_reporting_a_result_it_is_computing_again_is_not_told_to_fre
     r.handle(Input::ClientConnected {
         client: 1,
         name: Some("cli".into()),
+        session: 0,
     });
     // The worker rejoins; someone asks for the result before the worker's
     // report of what it holds arrives, so it is computed again there.
@@ -1665,6 +1727,7 @@ fn a_big_release_goes_a_step_at_a_time_and_its_holder_waits_for_it() {
     s.handle(Input::ClientConnected {
         client: 2,
         name: Some("other".into()),
+        session: 0,
     });
     assert!(s.waits(1));
     assert!(!s.waits(2));
@@ -1706,10 +1769,12 @@ fn every_connection_of_a_releasing_holder_waits_for_its_release() {
     s.handle(Input::ClientConnected {
         client: 3,
         name: Some("cli".into()),
+        session: 0,
     });
     s.handle(Input::ClientConnected {
         client: 4,
         name: Some("else".into()),
+        session: 0,
     });
     s.handle(Input::ReleaseAll { client: 1 });
     assert_eq!(s.releasing(), 10);
@@ -1729,6 +1794,7 @@ fn an_unnamed_clients_keys_set_aside_as_it_leaves_stay_unnamed_until_let_go() {
     s.handle(Input::ClientConnected {
         client: 4,
         name: None,
+        session: 0,
     });
     let n = RELEASE_STEP + 10;
     let tasks: Vec<_> = (0..n).map(|i| spec(&format!("t{i}"), vec![])).collect();
@@ -1763,6 +1829,7 @@ fn holders_take_turns_at_their_big_releases() {
     s.handle(Input::ClientConnected {
         client: 2,
         name: Some("other".into()),
+        session: 0,
     });
     let tasks: Vec<_> = (0..RELEASE_STEP + 10)
         .map(|i| spec(&format!("o{i}"), vec![]))
@@ -1833,6 +1900,7 @@ fn cancel_without_force_spares_a_key_nobody_holds_that_others_tasks_need() {
     s.handle(Input::ClientConnected {
         client: 2,
         name: Some("other".into()),
+        session: 0,
     });
     // "cli" submits x and y = f(x), then lets go of x: y still needs it.
     submit(&mut s, vec![spec("x", vec![]), spec("y", vec![fut("x")])]);

@@ -27,10 +27,15 @@ impl Core {
             } => {
                 let worker_credential = !matches!(role, Role::Client { .. });
                 let input = match role {
-                    Role::Client { name } => Input::ClientConnected { client: id, name },
-                    Role::Tasks => Input::ClientConnected {
+                    Role::Client { name, session } => Input::ClientConnected {
+                        client: id,
+                        name,
+                        session,
+                    },
+                    Role::Tasks { session } => Input::ClientConnected {
                         client: id,
                         name: None,
+                        session,
                     },
                     Role::Worker {
                         nthreads,
@@ -112,6 +117,7 @@ impl Core {
                 self.apply(Input::PrimitiveTimeout { client, id })
             }
             Inbound::RejoinWindowClosed => self.apply(Input::RejoinWindowClosed),
+            Inbound::GraceOver(input) => self.apply(input),
             Inbound::CheckWorkers => {
                 // Only after writing failed (records were dropped) does the
                 // journal need the whole state, at most once a tick.
@@ -355,6 +361,19 @@ impl Core {
                         c.timers.end(id);
                     }
                     self.send(client, FromScheduler::Primitive { id, reply })
+                }
+                Command::HolderGrace {
+                    holder,
+                    away,
+                    after_ms,
+                } => {
+                    let timers = self.timers.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                        let _ = timers
+                            .send(Inbound::GraceOver(Input::HolderGraceOver { holder, away }))
+                            .await;
+                    });
                 }
                 Command::Timer {
                     client,

@@ -12,6 +12,10 @@ pub enum Input {
         client: ClientId,
         /// Its holder name, if it has one.
         name: Option<String>,
+        /// An unnamed client's session (0: none): its holds wait
+        /// [`HOLDER_GRACE_MS`](super::HOLDER_GRACE_MS) for the session to
+        /// come back after the connection closes.
+        session: u64,
     },
     /// A client's connection closed.
     ClientDisconnected {
@@ -234,6 +238,14 @@ pub enum Input {
         /// Its request id.
         id: u64,
     },
+    /// The grace an unnamed client's session had to come back (asked for
+    /// by [`Command::HolderGrace`]) is over.
+    HolderGraceOver {
+        /// The session's holder.
+        holder: String,
+        /// Which time it went away.
+        away: u64,
+    },
     /// A client asks for an actor.
     ActorNew {
         /// Who.
@@ -375,6 +387,15 @@ pub enum Command {
         id: u64,
         /// The answer.
         reply: OpReply,
+    },
+    /// Call back with [`Input::HolderGraceOver`] after `after_ms`.
+    HolderGrace {
+        /// The session's holder.
+        holder: String,
+        /// Which time it went away.
+        away: u64,
+        /// Milliseconds from now.
+        after_ms: u64,
     },
     /// Call back with [`Input::PrimitiveTimeout`] after `after_ms`.
     Timer {

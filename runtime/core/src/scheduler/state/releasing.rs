@@ -125,9 +125,30 @@ impl Scheduler {
         self.release(release, out);
     }
 
+    /// Unnamed client `c`'s connection closed: its holds end now, or
+    /// once its session has not come back for
+    /// [`HOLDER_GRACE_MS`](super::HOLDER_GRACE_MS) (another connection
+    /// still under it keeps them, as one made before this one closed).
+    pub(super) fn client_left(&mut self, c: super::Client, out: &mut Vec<Command>) {
+        if !c.session {
+            return self.release_all(c.holder, true, out);
+        }
+        if self.clients.values().any(|o| o.holder == c.holder) {
+            return;
+        }
+        self.went_away += 1;
+        self.away.insert(c.holder.to_string(), self.went_away);
+        out.push(Command::HolderGrace {
+            holder: c.holder.to_string(),
+            away: self.went_away,
+            after_ms: super::HOLDER_GRACE_MS,
+        });
+    }
+
     /// After the last key of `r` is let go of.
     fn released(&mut self, r: Release) {
-        if r.ephemeral {
+        // Unless the session came back meanwhile.
+        if r.ephemeral && !self.clients.values().any(|c| c.holder == r.holder) {
             self.ephemeral_holders.remove(&*r.holder);
         }
     }

@@ -204,6 +204,7 @@ impl Scheduler {
             super::super::Client {
                 holder: RESTORE.into(),
                 ephemeral: false,
+                session: false,
             },
         );
         for (name, maxsize, items) in snapshot.queues {
@@ -230,6 +231,7 @@ impl Scheduler {
                     super::super::Client {
                         holder: holder.into(),
                         ephemeral: false,
+                        session: false,
                     },
                 );
                 let op = if lock {
@@ -458,6 +460,7 @@ mod tests {
         r.handle(Input::ClientConnected {
             client: 1,
             name: Some("cli".into()),
+            session: 0,
         });
         assert_eq!(r.held_keys(), 1);
         r.handle(Input::ReleaseAll { client: 1 });
