@@ -1015,6 +1015,31 @@ mod tests {
         j.close();
     }
 
+    /// What the writer wrote is in the file once it has caught up, long
+    /// before the next sync: a killed process does not take it along.
+    #[test]
+    fn records_reach_the_file_without_waiting_for_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = JournalOptions {
+            sync_every: Duration::from_secs(3600),
+            ..JournalOptions::default()
+        };
+        let (j, _) = Journal::open(dir.path(), options).unwrap();
+        let log = log_path(dir.path(), *log_gens(dir.path()).last().unwrap());
+        let header = std::fs::metadata(&log).unwrap().len();
+        j.append(vec![event("a"), event("b")]);
+        j.hand_over();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&log).unwrap().len() == header {
+            assert!(
+                Instant::now() < deadline,
+                "the records stayed in the writer's buffer"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        j.close();
+    }
+
     #[test]
     fn a_snapshot_cut_short_is_damaged_not_half_recovered() {
         let dir = tempfile::tempdir().unwrap();

@@ -98,7 +98,29 @@ impl Writer {
                 );
             }
             match rx.recv_timeout(wait) {
-                Ok(w) => self.handle(w),
+                Ok(w) => {
+                    self.handle(w);
+                    // Whatever else is waiting, then the file gets what
+                    // was written: a killed scheduler process (`kill -9`,
+                    // the OOM killer) loses only what the writer had not
+                    // caught up with, not a sync interval's worth.
+                    let mut closed = false;
+                    loop {
+                        match rx.try_recv() {
+                            Ok(w) => self.handle(w),
+                            Err(mpsc::TryRecvError::Empty) => break,
+                            Err(mpsc::TryRecvError::Disconnected) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                    self.write_out();
+                    if closed {
+                        self.sync();
+                        return;
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     self.sync();
@@ -301,6 +323,19 @@ impl Writer {
         self.log = None;
         self.unsynced = false;
         self.health.fail(what);
+    }
+
+    /// Hands what the log's buffer holds to the file (the kernel's page
+    /// cache: it then outlives the process, not the machine).
+    fn write_out(&mut self) {
+        if let Some(log) = &mut self.log
+            && let Err(e) = log.flush()
+        {
+            self.failed(format!(
+                "cannot append to the journal in {}: {e}",
+                self.dir.display()
+            ));
+        }
     }
 
     pub(super) fn sync(&mut self) {
