@@ -796,3 +796,57 @@ fn waiting_on_many_finished_keys_is_not_cut_off_by_its_own_answers() {
         }
     }
 }
+
+/// Runs `cmd` with a stdin that stays open, and its output once it exits
+/// (killed, and a panic, past `limit`).
+fn output_with_open_stdin(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let open = child.stdin.take();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(open);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn wait_timeout_covers_reading_the_keys_and_connecting() {
+    let c = Cluster::start(1, 1);
+    // Keys from a stdin that never ends.
+    let out = output_with_open_stdin(
+        c.cmd().args(["wait", "--timeout", "1s"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("while reading keys from stdin"),
+        "{}",
+        stderr(&out)
+    );
+    // A scheduler that is not there (it would be waited for 30 s).
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = gone.local_addr().unwrap().to_string();
+    drop(gone);
+    let out = output_with_open_stdin(
+        c.cmd()
+            .env("DTASK_SCHEDULER", &addr)
+            .args(["wait", "--timeout", "1s", "some-key"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("while connecting to the scheduler"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -16,7 +16,8 @@ pub struct Args {
     /// Return when the first one is done.
     #[arg(long)]
     first: bool,
-    /// Give up after this long (exit 4), e.g. `10s`.
+    /// Give up after this long (exit 4), e.g. `10s`: reading the keys and
+    /// connecting included.
     #[arg(long, value_parser = parse_duration, value_name = "DUR")]
     timeout: Option<Duration>,
     /// Keys (default: read from stdin).
@@ -24,15 +25,35 @@ pub struct Args {
 }
 
 pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
-    let keys = keys_from(a.keys)?;
-    let client = connect(global, false).await?;
+    // The timeout covers the whole command: reading the keys and
+    // connecting (a scheduler being restarted is waited for) too.
+    let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
+    let before = |what: &str| {
+        Failure::new(
+            4,
+            format!("timed out after {:?} {what}", a.timeout.unwrap_or_default()),
+        )
+    };
+    // Read on a thread of its own, which the process leaves behind if the
+    // deadline passes first (stdin may never end).
+    let (sent, read) = tokio::sync::oneshot::channel();
+    let args = a.keys;
+    std::thread::spawn(move || {
+        let _ = sent.send(keys_from(args));
+    });
+    let keys = within(deadline, read)
+        .await
+        .ok_or_else(|| before("while reading keys from stdin"))?
+        .map_err(|_| Failure::usage("cannot read keys from stdin"))??;
+    let client = within(deadline, connect(global, false))
+        .await
+        .ok_or_else(|| before("while connecting to the scheduler"))??;
     let wanted: HashSet<String> = keys.iter().cloned().collect();
     // Watched a window at a time (see WATCH_WINDOW), topped up as they end.
     let mut unwatched: Vec<String> = wanted.iter().cloned().collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let first = unwatched.split_off(unwatched.len().saturating_sub(super::WATCH_WINDOW));
     client.watch_into(first, &tx)?;
-    let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen = HashSet::new();
     let mut failure: Option<Failure> = None;
     let progress =
@@ -79,4 +100,15 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// `work`'s output, or `None` if `deadline` passes first.
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, work).await.ok(),
+        None => Some(work.await),
+    }
 }
