@@ -510,3 +510,20 @@ fn scattered_data_under_a_key_that_is_not_its_bytes_is_refused() {
     assert_eq!(again, planted);
     assert_eq!(c.ok(&["gather", &again]), "2");
 }
+
+#[test]
+fn a_client_name_taking_the_schedulers_session_prefix_is_refused() {
+    let c = Cluster::start(1, 1);
+    let out = run_with_stdin(
+        c.cmd()
+            .env("DTASK_CLIENT", "session-0123456789abcdef")
+            .args(["submit", tasks_wasm(), "inc", "1"]),
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("client names beginning with `session-`"),
+        "{}",
+        stderr(&out)
+    );
+}

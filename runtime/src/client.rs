@@ -292,11 +292,21 @@ impl Outbox {
         }
     }
 
-    /// The new connection, after the messages that waited for it.
-    fn come_up(&mut self, tx: Sender<ToScheduler>) {
-        if let Outbox::Down(queue, _) = std::mem::replace(self, Outbox::Lost) {
-            for msg in queue {
-                let _ = tx.send(msg);
+    /// The new connection, after `first` and then the messages that
+    /// waited for it. If it breaks at once, what it refused waits, in
+    /// order, for the one after.
+    fn come_up(&mut self, first: Vec<ToScheduler>, tx: Sender<ToScheduler>) {
+        let queued = match std::mem::replace(self, Outbox::Lost) {
+            Outbox::Down(queue, _) => queue,
+            _ => Vec::new(),
+        };
+        let mut left = first.into_iter().chain(queued);
+        for msg in left.by_ref() {
+            if let Err((_, msg)) = tx.offer(msg) {
+                let rest: Vec<ToScheduler> = std::iter::once(msg).chain(left).collect();
+                let bytes = rest.iter().map(crate::protocol::Weigh::weight).sum();
+                *self = Outbox::Down(rest, bytes);
+                return;
             }
         }
         *self = Outbox::Up(tx);
@@ -420,8 +430,7 @@ impl Client {
     /// the worker token, as an unnamed client that cannot shut the cluster
     /// down or force-cancel others' keys.
     pub async fn connect_for_tasks(addr: &str, worker_token: &str) -> Result<Self, ClientError> {
-        let session = new_session();
-        Self::connect_as(addr, worker_token, Role::Tasks { session }).await
+        Self::connect_as(addr, worker_token, Role::Tasks).await
     }
 
     async fn connect_as(addr: &str, token: &str, role: Role) -> Result<Self, ClientError> {
@@ -446,7 +455,7 @@ impl Client {
             next_id: AtomicU64::new(1),
             // One number for the holds and the primitive operations.
             session: match hello.role {
-                Role::Client { session, .. } | Role::Tasks { session } if session != 0 => session,
+                Role::Client { session, .. } if session != 0 => session,
                 _ => new_session(),
             },
             replies: Mutex::new(Some(HashMap::new())),
@@ -571,11 +580,8 @@ impl Client {
                         let _ = tx.send(msg.clone());
                     }
                 }
-                for msg in carried {
-                    let _ = tx.send(msg);
-                }
                 *inner.conn.lock().expect("conn lock") = Some(tx.clone());
-                outbox.come_up(tx);
+                outbox.come_up(carried, tx);
                 drop(outbox);
                 rx = new_rx;
             }
@@ -1064,8 +1070,24 @@ mod outbox_tests {
             })
             .collect();
         assert_eq!(keys, ["b", "c"]);
+        // The next connection breaks at once: what was carried over and
+        // what waited stay, in order, for the one after.
+        let (broken, gone) = crate::connection::relay::<ToScheduler>();
+        drop(gone);
+        let carried = ToScheduler::Release {
+            keys: vec!["a".into()],
+        };
+        outbox.come_up(vec![carried], broken);
+        let Outbox::Down(queue, _) = &outbox else {
+            panic!("the outbox should still wait");
+        };
+        assert_eq!(queue.len(), 3);
         let (next, mut rx) = crate::connection::relay::<ToScheduler>();
-        outbox.come_up(next);
+        outbox.come_up(Vec::new(), next);
+        match rx.try_recv().unwrap() {
+            ToScheduler::Release { keys } => assert_eq!(keys, ["a"]),
+            other => panic!("unexpected {other:?}"),
+        }
         for key in ["b", "c"] {
             match rx.try_recv().unwrap() {
                 ToScheduler::Release { keys } => assert_eq!(keys, [key]),

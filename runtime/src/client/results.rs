@@ -440,7 +440,7 @@ impl Client {
                     Some(Gathered::Outcome(Outcome::Finished(at))) => at.nbytes,
                     _ => 0,
                 })
-                .sum();
+                .fold(0, u64::saturating_add);
             if total > budget {
                 // A failure among them is the better news.
                 for (k, id) in keys.iter().zip(&order) {

@@ -78,8 +78,9 @@ pub struct JournalOptions {
     /// …once they are also this many times the snapshot's bytes: each
     /// compaction rewrites the whole state, so with a state of a million
     /// tasks a fixed size would rewrite it every few seconds of a busy
-    /// pipeline. This way its cost per record logged stays bounded, and a
-    /// restart reads at most about `1 + compact_ratio` times the state.
+    /// pipeline. This way its cost per record logged stays bounded; a
+    /// restart reads the snapshot and at most four times the size that
+    /// made a compaction due (see `compact_quiet`) of log.
     pub compact_ratio: u64,
     /// A compaction due waits for this long without records (a burst of
     /// work is over) before it begins, so that folding the state does not

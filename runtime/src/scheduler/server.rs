@@ -3,7 +3,7 @@
 //! sends out the commands it returns. It also stores uploaded modules.
 
 use super::journal::Journal;
-use super::state::{self, ClientId, Command, Input};
+use super::state::{self, ClientId, Command, Input, SESSION_PREFIX};
 use crate::connection::{self, Receiver, Sender};
 use crate::protocol::{FromScheduler, HEARTBEAT, Hello, Role, TaskState, ToScheduler};
 use bytes::Bytes;
@@ -376,15 +376,24 @@ async fn accept_loop(
                         Role::Peer => {
                             return Err("this is a scheduler, not a worker data port".into());
                         }
-                        Role::Client { .. } => {
+                        Role::Client { ref name, .. } => {
                             creds.admit_client(&hello.token)?;
+                            if name
+                                .as_deref()
+                                .is_some_and(|n| n.starts_with(SESSION_PREFIX))
+                            {
+                                return Err(format!(
+                                    "client names beginning with `{SESSION_PREFIX}` are the \
+                                     scheduler's own; choose another DTASK_CLIENT"
+                                ));
+                            }
                             None
                         }
                         Role::Worker { .. } => {
                             creds.admit_worker(&hello.token)?;
                             Some(creds.client.digest())
                         }
-                        Role::Tasks { .. } => {
+                        Role::Tasks => {
                             creds.admit_worker(&hello.token)?;
                             None
                         }
@@ -400,7 +409,7 @@ async fn accept_loop(
             match admitted {
                 Ok((hello, admission, tx, rx)) => {
                     let id = admission.id;
-                    if matches!(hello.role, Role::Client { .. } | Role::Tasks { .. }) {
+                    if matches!(hello.role, Role::Client { .. } | Role::Tasks) {
                         tx.set_limit(opts.client_buffer);
                     }
                     // Faults injected (tests only): a worker's messages

@@ -53,6 +53,8 @@ pub enum Role {
         /// …unless it gives a session (a random number, not 0, kept across
         /// its reconnects): then its holds wait a grace period for it to
         /// come back under the same session before they are released.
+        /// (Names beginning with `session-` are refused: they are the
+        /// scheduler's for these.)
         session: u64,
     },
     /// A worker process registering with the scheduler.
@@ -77,11 +79,7 @@ pub enum Role {
     /// A worker's connection for the tasks it runs acting as a client
     /// (`get_client` inside a task): an unnamed client that presents the
     /// worker token and may not shut the cluster down.
-    Tasks {
-        /// As for [`Role::Client`]: holds wait for this session to come
-        /// back.
-        session: u64,
-    },
+    Tasks,
 }
 
 /// The answer to [`Hello`].

@@ -530,3 +530,30 @@ fn a_kept_answer_survives_a_restart() {
     let len = op(&mut r, 2, 3, None, Op::QueueLen { name: "q".into() });
     assert_eq!(replies(&len), vec![(2, 3, OpReply::Len(1))]);
 }
+
+#[test]
+fn a_sessions_older_connection_closing_leaves_the_newer_ones_leases() {
+    let mut s = setup(&[]);
+    for client in [2, 3] {
+        s.handle(Input::ClientConnected {
+            client,
+            name: None,
+            session: 0x5e55,
+        });
+    }
+    // The session took the lock on its newer connection, made before the
+    // scheduler saw the older one close (a half-open socket).
+    let r = replies(&op(&mut s, 3, 1, None, lock("a")));
+    assert_eq!(r, vec![(3, 1, OpReply::Done)]);
+    s.handle(Input::ClientDisconnected { client: 2 });
+    s.handle(Input::ClientConnected {
+        client: 4,
+        name: None,
+        session: 0,
+    });
+    let r = replies(&op(&mut s, 4, 1, None, lock("a")));
+    assert!(r.is_empty(), "the session's newer connection still holds a");
+    // Its last connection closing ends its leases.
+    let r = replies(&s.handle(Input::ClientDisconnected { client: 3 }));
+    assert_eq!(r, vec![(4, 1, OpReply::Done)]);
+}

@@ -211,10 +211,23 @@ struct Client {
 
 /// How long the holds of an unnamed client's session wait for it to come
 /// back (a new connection under the same session: a client reconnecting
-/// after a network blip or a scheduler restart) before they are released.
+/// after a network blip) before they are released. They are not
+/// journaled: a scheduler restart ends them.
 /// Longer than a client's default reconnect grace (30 s), so a client that
 /// reconnects at all finds its futures still held.
 pub const HOLDER_GRACE_MS: u64 = 60_000;
+
+/// How the holder names of unnamed clients' sessions begin (client names
+/// may not).
+pub const SESSION_PREFIX: &str = "session-";
+
+/// The holder name of session `session`: a digest of it, since holder
+/// names are shown (the dashboard, `dtask tasks`) and the number itself
+/// is what lets a connection take the session's holds over.
+fn session_holder(session: u64) -> String {
+    let digest = blake3::hash(&session.to_le_bytes());
+    format!("{SESSION_PREFIX}{}", &digest.to_hex()[..16])
+}
 
 /// The scheduler's whole decision state. See the module docs.
 #[derive(Debug, Default)]
@@ -330,7 +343,7 @@ impl Scheduler {
                 let ephemeral = name.is_none();
                 let holder = match name {
                     Some(name) => name,
-                    None if session != 0 => format!("session-{session:016x}"),
+                    None if session != 0 => session_holder(session),
                     None => format!("client-{client}"),
                 };
                 if ephemeral {
@@ -353,6 +366,9 @@ impl Scheduler {
                 self.placements_client_gone(client, &mut out);
                 if let Some(c) = self.clients.remove(&client)
                     && c.ephemeral
+                    // A connection of the same session made before this one
+                    // closed goes on with its leases and waits.
+                    && !self.clients.values().any(|o| o.holder == c.holder)
                 {
                     self.owner_ended(&Owner::Holder(c.holder.to_string()), &mut out);
                     self.client_left(c, &mut out);

@@ -50,6 +50,10 @@ const LOG_FRAME_BYTES: usize = 4 << 20;
 /// written.
 const SPARES: usize = 2;
 
+/// Most writes taken at once before the log's buffer goes to the file and
+/// the sync and compaction checks run.
+const DRAIN: usize = 64;
+
 /// Past this many times [`Writer::compact_at`], the logs are folded even
 /// while records keep coming.
 const COMPACT_PUSH: u64 = 4;
@@ -100,12 +104,14 @@ impl Writer {
             match rx.recv_timeout(wait) {
                 Ok(w) => {
                     self.handle(w);
-                    // Whatever else is waiting, then the file gets what
-                    // was written: a killed scheduler process (`kill -9`,
-                    // the OOM killer) loses only what the writer had not
+                    // Whatever else is waiting (a bounded number of writes,
+                    // so that under steady load the syncs and compactions
+                    // below still come), then the file gets what was
+                    // written: a killed scheduler process (`kill -9`, the
+                    // OOM killer) loses only what the writer had not
                     // caught up with, not a sync interval's worth.
                     let mut closed = false;
-                    loop {
+                    for _ in 0..DRAIN {
                         match rx.try_recv() {
                             Ok(w) => self.handle(w),
                             Err(mpsc::TryRecvError::Empty) => break,

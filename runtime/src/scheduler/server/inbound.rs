@@ -32,10 +32,12 @@ impl Core {
                         name,
                         session,
                     },
-                    Role::Tasks { session } => Input::ClientConnected {
+                    // A task's client does not reconnect (a new one is made):
+                    // nothing would come back for its holds.
+                    Role::Tasks => Input::ClientConnected {
                         client: id,
                         name: None,
-                        session,
+                        session: 0,
                     },
                     Role::Worker {
                         nthreads,

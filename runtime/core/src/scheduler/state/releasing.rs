@@ -125,16 +125,12 @@ impl Scheduler {
         self.release(release, out);
     }
 
-    /// Unnamed client `c`'s connection closed: its holds end now, or
+    /// Unnamed client `c`'s last connection closed: its holds end now, or
     /// once its session has not come back for
-    /// [`HOLDER_GRACE_MS`](super::HOLDER_GRACE_MS) (another connection
-    /// still under it keeps them, as one made before this one closed).
+    /// [`HOLDER_GRACE_MS`](super::HOLDER_GRACE_MS).
     pub(super) fn client_left(&mut self, c: super::Client, out: &mut Vec<Command>) {
         if !c.session {
             return self.release_all(c.holder, true, out);
-        }
-        if self.clients.values().any(|o| o.holder == c.holder) {
-            return;
         }
         self.went_away += 1;
         self.away.insert(c.holder.to_string(), self.went_away);
