@@ -402,3 +402,36 @@ fn an_unnamed_clients_futures_outlive_a_network_blip() {
         );
     });
 }
+
+#[test]
+fn a_wait_asked_again_after_a_blip_waits_only_for_what_is_left() {
+    let c = Cluster::start(1, 1);
+    let rt = runtime();
+    rt.block_on(async {
+        let relay = Relay::to(&c.addr).await;
+        let client = dtask_runtime::client::Client::connect(&relay.addr, &c.token(), None)
+            .await
+            .unwrap();
+        let queue = client.queue("never-filled");
+        let start = std::time::Instant::now();
+        let waiting = tokio::spawn(async move { queue.get(Some(Duration::from_secs(4))).await });
+        // A second into the wait the connection breaks; the client asks
+        // again on the next one.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        relay.cut();
+        let got = tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the get to end")
+            .unwrap();
+        let took = start.elapsed();
+        assert!(
+            matches!(got, Err(dtask_runtime::client::ClientError::Timeout(_))),
+            "{got:?}"
+        );
+        // Asked again with the whole 4 s it would take 5 s and more.
+        assert!(
+            took < Duration::from_millis(4800),
+            "the get took {took:?} for a 4 s timeout"
+        );
+    });
+}

@@ -226,6 +226,9 @@ struct Inner {
     /// Primitive requests in flight, by id: sent again after a reconnect,
     /// so a wait (queue get, lock acquire…) keeps waiting.
     resend: Mutex<HashMap<u64, ToScheduler>>,
+    /// When the waits among them (with a timeout) give up: one asked
+    /// again waits only for what is left.
+    deadlines: Mutex<HashMap<u64, std::time::Instant>>,
     /// Where known actors live.
     actors: Mutex<HashMap<String, crate::protocol::ActorInfo>>,
     /// Connections to workers' data ports for actor calls, by address.
@@ -365,6 +368,19 @@ fn carry_over(
     maybe.chain(never).collect()
 }
 
+/// A primitive operation asked again after a reconnect waits only for
+/// what is left of its timeout (none left: it does not wait), not for the
+/// whole timeout again.
+fn wait_what_is_left(msg: &mut ToScheduler, deadlines: &HashMap<u64, std::time::Instant>) {
+    if let ToScheduler::Primitive { id, op, .. } = msg
+        && let Some(deadline) = deadlines.get(id)
+        && let Some(wait) = op.wait_ms_mut()
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        *wait = Some(left.as_millis() as u64);
+    }
+}
+
 /// A random, nonzero session number.
 fn new_session() -> u64 {
     let mut b = [0u8; 8];
@@ -464,6 +480,7 @@ impl Client {
             refs: Mutex::new(Default::default()),
             subscriptions: Mutex::new(HashMap::new()),
             resend: Mutex::new(HashMap::new()),
+            deadlines: Mutex::new(HashMap::new()),
             actors: Mutex::new(HashMap::new()),
             peers: tokio::sync::Mutex::new(HashMap::new()),
             lost: tokio::sync::watch::channel(false).0,
@@ -574,10 +591,17 @@ impl Client {
                 if !keys.is_empty() {
                     let _ = tx.send(ToScheduler::Watch { keys });
                 }
+                let mut carried = carried;
                 {
                     let resend = inner.resend.lock().expect("resend lock");
+                    let deadlines = inner.deadlines.lock().expect("deadlines lock");
                     for msg in kept.iter().filter_map(|id| resend.get(id)) {
-                        let _ = tx.send(msg.clone());
+                        let mut msg = msg.clone();
+                        wait_what_is_left(&mut msg, &deadlines);
+                        let _ = tx.send(msg);
+                    }
+                    for msg in &mut carried {
+                        wait_what_is_left(msg, &deadlines);
                     }
                 }
                 *inner.conn.lock().expect("conn lock") = Some(tx.clone());

@@ -42,8 +42,12 @@ impl Client {
     /// Runs one primitive operation, on behalf of the running task `task`
     /// (whose leases then end with it) or of this client. The low-level
     /// call under the typed handles; workers use it for their guests.
-    pub async fn primitive(&self, task: Option<&str>, op: Op) -> Result<OpReply, ClientError> {
+    pub async fn primitive(&self, task: Option<&str>, mut op: Op) -> Result<OpReply, ClientError> {
         let task = task.map(str::to_string);
+        let deadline = op
+            .wait_ms_mut()
+            .and_then(|w| *w)
+            .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
         let mut sent = 0;
         let rx = self.send_request(|id| {
             sent = id;
@@ -58,10 +62,16 @@ impl Client {
                 .lock()
                 .expect("resend lock")
                 .insert(id, msg.clone());
+            if let Some(d) = deadline {
+                let mut deadlines = self.inner.deadlines.lock().expect("deadlines lock");
+                deadlines.insert(id, d);
+            }
             msg
         });
         let rx = rx.inspect_err(|_| {
             self.inner.resend.lock().expect("resend lock").remove(&sent);
+            let mut deadlines = self.inner.deadlines.lock().expect("deadlines lock");
+            deadlines.remove(&sent);
         })?;
         // Answered, failed or abandoned: never sent again.
         struct Settled<'a>(&'a Client, u64);
@@ -69,6 +79,8 @@ impl Client {
             fn drop(&mut self) {
                 let resend = &self.0.inner.resend;
                 resend.lock().expect("resend lock").remove(&self.1);
+                let deadlines = &self.0.inner.deadlines;
+                deadlines.lock().expect("deadlines lock").remove(&self.1);
             }
         }
         let _settled = Settled(self, sent);

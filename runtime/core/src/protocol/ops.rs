@@ -193,3 +193,20 @@ pub enum OpReply {
     /// Refused, with a sentence for the user.
     Failed(String),
 }
+
+impl Op {
+    /// The longest wait of an operation that can wait (`None` for one
+    /// that cannot): a client asking again after a reconnect sets it to
+    /// what is left, so a wait never lasts longer than first asked.
+    pub fn wait_ms_mut(&mut self) -> Option<&mut Option<u64>> {
+        match self {
+            Op::QueuePut { timeout_ms, .. }
+            | Op::QueueGet { timeout_ms, .. }
+            | Op::VarGet { timeout_ms, .. }
+            | Op::LockAcquire { timeout_ms, .. }
+            | Op::SemAcquire { timeout_ms, .. }
+            | Op::EventWait { timeout_ms, .. } => Some(timeout_ms),
+            _ => None,
+        }
+    }
+}
