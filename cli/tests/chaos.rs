@@ -354,6 +354,16 @@ impl Relay {
         Self { addr, open }
     }
 
+    /// A relay to `c`'s scheduler, and an unnamed client connected
+    /// through it.
+    async fn with_client(c: &Cluster) -> (Self, dtask_runtime::client::Client) {
+        let relay = Self::to(&c.addr).await;
+        let client = dtask_runtime::client::Client::connect(&relay.addr, &c.token(), None)
+            .await
+            .unwrap();
+        (relay, client)
+    }
+
     /// Closes every connection relayed so far (new ones are relayed).
     fn cut(&self) {
         for c in self.open.lock().unwrap().drain(..) {
@@ -367,10 +377,7 @@ fn an_unnamed_clients_futures_outlive_a_network_blip() {
     let c = Cluster::start(1, 1);
     let rt = runtime();
     rt.block_on(async {
-        let relay = Relay::to(&c.addr).await;
-        let client = dtask_runtime::client::Client::connect(&relay.addr, &c.token(), None)
-            .await
-            .unwrap();
+        let (relay, client) = Relay::with_client(&c).await;
         let module = dtask_runtime::module::LocalModule::load(tasks_wasm().as_ref()).unwrap();
         let arg = dtask_runtime::protocol::Arg::Value(
             dtask_runtime::value::encode(&dtask_runtime::value::Value::from(41)).into(),
@@ -408,10 +415,7 @@ fn a_wait_asked_again_after_a_blip_waits_only_for_what_is_left() {
     let c = Cluster::start(1, 1);
     let rt = runtime();
     rt.block_on(async {
-        let relay = Relay::to(&c.addr).await;
-        let client = dtask_runtime::client::Client::connect(&relay.addr, &c.token(), None)
-            .await
-            .unwrap();
+        let (relay, client) = Relay::with_client(&c).await;
         let queue = client.queue("never-filled");
         let start = std::time::Instant::now();
         let waiting = tokio::spawn(async move { queue.get(Some(Duration::from_secs(4))).await });

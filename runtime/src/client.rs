@@ -225,10 +225,7 @@ struct Inner {
     subscriptions: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
     /// Primitive requests in flight, by id: sent again after a reconnect,
     /// so a wait (queue get, lock acquire…) keeps waiting.
-    resend: Mutex<HashMap<u64, ToScheduler>>,
-    /// When the waits among them (with a timeout) give up: one asked
-    /// again waits only for what is left.
-    deadlines: Mutex<HashMap<u64, std::time::Instant>>,
+    resend: Mutex<HashMap<u64, Asked>>,
     /// Where known actors live.
     actors: Mutex<HashMap<String, crate::protocol::ActorInfo>>,
     /// Connections to workers' data ports for actor calls, by address.
@@ -343,7 +340,7 @@ pub const MAP_BATCH: usize = 4096;
 /// `Release` queued in the instant before the break is not lost.
 fn carry_over(
     unwritten: crate::connection::Unwritten<ToScheduler>,
-    resend: &HashMap<u64, ToScheduler>,
+    resend: &HashMap<u64, Asked>,
 ) -> Vec<ToScheduler> {
     let again = |m: &ToScheduler| match m.request_id() {
         Some(id) => resend.contains_key(&id),
@@ -368,16 +365,28 @@ fn carry_over(
     maybe.chain(never).collect()
 }
 
-/// A primitive operation asked again after a reconnect waits only for
-/// what is left of its timeout (none left: it does not wait), not for the
-/// whole timeout again.
-fn wait_what_is_left(msg: &mut ToScheduler, deadlines: &HashMap<u64, std::time::Instant>) {
-    if let ToScheduler::Primitive { id, op, .. } = msg
-        && let Some(deadline) = deadlines.get(id)
-        && let Some(wait) = op.wait_ms_mut()
-    {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        *wait = Some(left.as_millis() as u64);
+/// A request kept to be asked again after a reconnect (see
+/// [`Inner::resend`]).
+struct Asked {
+    msg: ToScheduler,
+    /// When a primitive operation's wait gives up, if it has a timeout.
+    deadline: Option<std::time::Instant>,
+}
+
+impl Asked {
+    /// The request to ask again: a primitive operation then waits only
+    /// for what is left of its timeout (none left: it does not wait), not
+    /// the whole timeout again.
+    fn again(&self) -> ToScheduler {
+        let mut msg = self.msg.clone();
+        if let ToScheduler::Primitive { op, .. } = &mut msg
+            && let Some(deadline) = self.deadline
+            && let Some(wait) = op.wait_ms_mut()
+        {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            *wait = Some(left.as_millis() as u64);
+        }
+        msg
     }
 }
 
@@ -480,7 +489,6 @@ impl Client {
             refs: Mutex::new(Default::default()),
             subscriptions: Mutex::new(HashMap::new()),
             resend: Mutex::new(HashMap::new()),
-            deadlines: Mutex::new(HashMap::new()),
             actors: Mutex::new(HashMap::new()),
             peers: tokio::sync::Mutex::new(HashMap::new()),
             lost: tokio::sync::watch::channel(false).0,
@@ -594,14 +602,15 @@ impl Client {
                 let mut carried = carried;
                 {
                     let resend = inner.resend.lock().expect("resend lock");
-                    let deadlines = inner.deadlines.lock().expect("deadlines lock");
-                    for msg in kept.iter().filter_map(|id| resend.get(id)) {
-                        let mut msg = msg.clone();
-                        wait_what_is_left(&mut msg, &deadlines);
-                        let _ = tx.send(msg);
+                    for asked in kept.iter().filter_map(|id| resend.get(id)) {
+                        let _ = tx.send(asked.again());
                     }
+                    // Those carried over that are kept are the same
+                    // requests: asked again the same way.
                     for msg in &mut carried {
-                        wait_what_is_left(msg, &deadlines);
+                        if let Some(asked) = msg.request_id().and_then(|id| resend.get(&id)) {
+                            *msg = asked.again();
+                        }
                     }
                 }
                 *inner.conn.lock().expect("conn lock") = Some(tx.clone());
@@ -683,12 +692,15 @@ impl Client {
         let (id, rx) = self.expect_reply()?;
         let msg = make(id);
         if repeatable(&msg) {
-            let copy = msg.clone();
+            let asked = Asked {
+                msg: msg.clone(),
+                deadline: None,
+            };
             self.inner
                 .resend
                 .lock()
                 .expect("resend lock")
-                .insert(id, copy);
+                .insert(id, asked);
         }
         if let Err(e) = self.send(msg) {
             self.forget_reply(id);

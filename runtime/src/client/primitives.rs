@@ -57,21 +57,19 @@ impl Client {
                 task,
                 op,
             };
+            let asked = super::Asked {
+                msg: msg.clone(),
+                deadline,
+            };
             self.inner
                 .resend
                 .lock()
                 .expect("resend lock")
-                .insert(id, msg.clone());
-            if let Some(d) = deadline {
-                let mut deadlines = self.inner.deadlines.lock().expect("deadlines lock");
-                deadlines.insert(id, d);
-            }
+                .insert(id, asked);
             msg
         });
         let rx = rx.inspect_err(|_| {
             self.inner.resend.lock().expect("resend lock").remove(&sent);
-            let mut deadlines = self.inner.deadlines.lock().expect("deadlines lock");
-            deadlines.remove(&sent);
         })?;
         // Answered, failed or abandoned: never sent again.
         struct Settled<'a>(&'a Client, u64);
@@ -79,8 +77,6 @@ impl Client {
             fn drop(&mut self) {
                 let resend = &self.0.inner.resend;
                 resend.lock().expect("resend lock").remove(&self.1);
-                let deadlines = &self.0.inner.deadlines;
-                deadlines.lock().expect("deadlines lock").remove(&self.1);
             }
         }
         let _settled = Settled(self, sent);

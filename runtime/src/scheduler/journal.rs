@@ -346,7 +346,7 @@ impl Journal {
             last_sync: Instant::now(),
             last_records: Instant::now(),
             compacting: Arc::new(AtomicBool::new(false)),
-            snapshot_bytes: Arc::new(AtomicU64::new(writer::file_bytes(&dir.join(SNAPSHOT)))),
+            snapshot_bytes: Arc::new(AtomicU64::new(writer::snapshot_bytes(dir))),
             snapshot_lock: Arc::new(Mutex::new(0)),
             spare: spare.clone(),
             frame: Vec::new(),

@@ -368,7 +368,7 @@ impl Scheduler {
                     && c.ephemeral
                     // A connection of the same session made before this one
                     // closed goes on with its leases and waits.
-                    && !self.clients.values().any(|o| o.holder == c.holder)
+                    && !self.connected(&c.holder)
                 {
                     self.owner_ended(&Owner::Holder(c.holder.to_string()), &mut out);
                     self.client_left(c, &mut out);

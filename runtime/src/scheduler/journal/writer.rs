@@ -75,9 +75,10 @@ fn yield_to_the_rest() {
     }
 }
 
-/// Bytes of the file at `path`, 0 if it cannot be read.
-pub(super) fn file_bytes(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
+/// Bytes of the snapshot in `dir`, 0 if there is none (or it cannot be
+/// read).
+pub(super) fn snapshot_bytes(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join(SNAPSHOT)).map_or(0, |m| m.len())
 }
 
 impl Writer {
@@ -90,10 +91,7 @@ impl Writer {
             } else {
                 Duration::from_secs(3600)
             };
-            if self.log_bytes >= self.compact_at()
-                && !self.compacting.load(Ordering::Acquire)
-                && !self.health.broken.load(Ordering::Acquire)
-            {
+            if self.compaction_waiting() {
                 // Woken when the quiet that lets it compact has passed.
                 wait = wait.min(
                     self.options
@@ -101,59 +99,62 @@ impl Writer {
                         .saturating_sub(self.last_records.elapsed()),
                 );
             }
-            match rx.recv_timeout(wait) {
+            let closed = match rx.recv_timeout(wait) {
                 Ok(w) => {
                     self.handle(w);
-                    // Whatever else is waiting (a bounded number of writes,
-                    // so that under steady load the syncs and compactions
-                    // below still come), then the file gets what was
-                    // written: a killed scheduler process (`kill -9`, the
-                    // OOM killer) loses only what the writer had not
-                    // caught up with, not a sync interval's worth.
-                    let mut closed = false;
-                    for _ in 0..DRAIN {
-                        match rx.try_recv() {
-                            Ok(w) => self.handle(w),
-                            Err(mpsc::TryRecvError::Empty) => break,
-                            Err(mpsc::TryRecvError::Disconnected) => {
-                                closed = true;
-                                break;
-                            }
-                        }
-                    }
+                    let closed = self.drain(&rx);
                     self.write_out();
-                    if closed {
-                        self.sync();
-                        return;
-                    }
+                    closed
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    self.sync();
-                    return;
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => false,
+                Err(mpsc::RecvTimeoutError::Disconnected) => true,
+            };
+            if closed {
+                self.sync();
+                return;
             }
             if self.unsynced && self.last_sync.elapsed() >= self.options.sync_every {
                 self.sync();
             }
-            if self.compaction_due()
-                && !self.compacting.load(Ordering::Acquire)
-                && !self.health.broken.load(Ordering::Acquire)
-            {
+            if self.compaction_due() {
                 self.compact();
             }
         }
     }
 
-    /// Whether the logs are to be folded now: past [`Writer::compact_at`]
-    /// once no records came for [`JournalOptions::compact_quiet`] (a
-    /// pipeline's burst is over), or past [`COMPACT_PUSH`] times it
-    /// whatever comes.
+    /// Handles whatever else is waiting, [`DRAIN`] writes at most, so that
+    /// under steady load the syncs and compactions still come; after it
+    /// the file gets what was written ([`Writer::write_out`]): a killed
+    /// scheduler process (`kill -9`, the OOM killer) loses only what the
+    /// writer had not caught up with, not a sync interval's worth. Whether
+    /// the channel closed.
+    fn drain(&mut self, rx: &mpsc::Receiver<Write>) -> bool {
+        for _ in 0..DRAIN {
+            match rx.try_recv() {
+                Ok(w) => self.handle(w),
+                Err(mpsc::TryRecvError::Empty) => return false,
+                Err(mpsc::TryRecvError::Disconnected) => return true,
+            }
+        }
+        false
+    }
+
+    /// Whether the logs are past [`Writer::compact_at`] and may be folded
+    /// (no compaction running, writing not broken).
+    fn compaction_waiting(&self) -> bool {
+        self.log_bytes >= self.compact_at()
+            && !self.compacting.load(Ordering::Acquire)
+            && !self.health.broken.load(Ordering::Acquire)
+    }
+
+    /// Whether the logs are to be folded now: waiting
+    /// ([`Writer::compaction_waiting`]) once no records came for
+    /// [`JournalOptions::compact_quiet`] (a pipeline's burst is over), or
+    /// past [`COMPACT_PUSH`] times [`Writer::compact_at`] whatever comes.
     fn compaction_due(&self) -> bool {
-        let at = self.compact_at();
-        self.log_bytes >= at
+        self.compaction_waiting()
             && (self.last_records.elapsed() >= self.options.compact_quiet
-                || self.log_bytes >= at.saturating_mul(COMPACT_PUSH))
+                || self.log_bytes >= self.compact_at().saturating_mul(COMPACT_PUSH))
     }
 
     /// Log bytes at which the logs are folded into a snapshot (see
@@ -255,7 +256,7 @@ impl Writer {
                     });
                 if written.is_ok() {
                     self.snapshot_bytes
-                        .store(file_bytes(&self.dir.join(SNAPSHOT)), Ordering::Relaxed);
+                        .store(snapshot_bytes(&self.dir), Ordering::Relaxed);
                 }
                 match written {
                     Ok(()) => {
@@ -403,7 +404,7 @@ impl Writer {
         let lock = self.snapshot_lock.clone();
         let clears = *lock.lock().expect("snapshot lock");
         let health = self.health.clone();
-        let snapshot_bytes = self.snapshot_bytes.clone();
+        let installed = self.snapshot_bytes.clone();
         let spawned = std::thread::Builder::new()
             .name("dtask-compact".into())
             .spawn(move || {
@@ -412,8 +413,8 @@ impl Writer {
                 let compacted = install_compaction(&dir, upto, compact(&dir, upto), &lock, clears);
                 match compacted {
                     Ok(Some(tasks)) => {
-                        let bytes = file_bytes(&dir.join(SNAPSHOT));
-                        snapshot_bytes.store(bytes, Ordering::Relaxed);
+                        let bytes = snapshot_bytes(&dir);
+                        installed.store(bytes, Ordering::Relaxed);
                         tracing::info!(
                             "journal compacted: {tasks} tasks in a snapshot of {} MiB, in {:?}",
                             bytes >> 20,

@@ -125,6 +125,12 @@ impl Scheduler {
         self.release(release, out);
     }
 
+    /// Whether a client connection holds under `holder` (a walk over the
+    /// connections, not the tasks).
+    pub(super) fn connected(&self, holder: &str) -> bool {
+        self.clients.values().any(|c| *c.holder == *holder)
+    }
+
     /// Unnamed client `c`'s last connection closed: its holds end now, or
     /// once its session has not come back for
     /// [`HOLDER_GRACE_MS`](super::HOLDER_GRACE_MS).
@@ -144,7 +150,7 @@ impl Scheduler {
     /// After the last key of `r` is let go of.
     fn released(&mut self, r: Release) {
         // Unless the session came back meanwhile.
-        if r.ephemeral && !self.clients.values().any(|c| c.holder == r.holder) {
+        if r.ephemeral && !self.connected(&r.holder) {
             self.ephemeral_holders.remove(&*r.holder);
         }
     }
