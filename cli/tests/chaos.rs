@@ -411,6 +411,66 @@ fn an_unnamed_clients_futures_outlive_a_network_blip() {
 }
 
 #[test]
+fn an_unnamed_clients_lock_outlives_a_network_blip() {
+    let c = Cluster::start(1, 1);
+    let rt = runtime();
+    rt.block_on(async {
+        let (relay, client) = Relay::with_client(&c).await;
+        let other = dtask_runtime::client::Client::connect(&c.addr, &c.token(), None)
+            .await
+            .unwrap();
+        let lock = client.lock("blip");
+        lock.acquire(None).await.unwrap();
+        relay.cut();
+        // Back on a new connection (a request answered on it).
+        tokio::time::timeout(Duration::from_secs(30), client.queue("any").len())
+            .await
+            .expect("the client to reconnect")
+            .unwrap();
+        // The scheduler saw the old connection close at the cut; the lock
+        // is still the session's.
+        let taken = other
+            .lock("blip")
+            .acquire(Some(Duration::from_secs(2)))
+            .await;
+        assert!(
+            matches!(taken, Err(dtask_runtime::client::ClientError::Timeout(_))),
+            "another client took the lock after the blip: {taken:?}"
+        );
+        lock.release()
+            .await
+            .expect("the client still holds its lock after the blip");
+        other
+            .lock("blip")
+            .acquire(Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn an_unnamed_client_dropped_lets_go_of_its_lock_at_once() {
+    let c = Cluster::start(1, 1);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = dtask_runtime::client::Client::connect(&c.addr, &c.token(), None)
+            .await
+            .unwrap();
+        client.lock("dropped").acquire(None).await.unwrap();
+        drop(client);
+        let other = dtask_runtime::client::Client::connect(&c.addr, &c.token(), None)
+            .await
+            .unwrap();
+        // Well within the 60 s a session that broke off is waited for.
+        other
+            .lock("dropped")
+            .acquire(Some(Duration::from_secs(10)))
+            .await
+            .expect("the dropped client's lock to be free");
+    });
+}
+
+#[test]
 fn a_wait_asked_again_after_a_blip_waits_only_for_what_is_left() {
     let c = Cluster::start(1, 1);
     let rt = runtime();

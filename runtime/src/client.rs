@@ -216,6 +216,10 @@ struct Inner {
     /// This client's session: with a request id, it names a primitive
     /// operation across reconnects (see `ToScheduler::Primitive`).
     session: u64,
+    /// Whether this client holds under its session (unnamed): it says it
+    /// is leaving when its last handle goes, so what it held ends at once
+    /// rather than after the session's grace.
+    leaves: bool,
     replies: Mutex<Option<HashMap<u64, oneshot::Sender<FromScheduler>>>>,
     watchers: Mutex<Option<Watchers>>,
     uploaded: Mutex<HashSet<String>>,
@@ -235,6 +239,18 @@ struct Inner {
     /// The cluster [`Client::from_env`] started inside this program, if
     /// it did: it stops when the last handle goes.
     embedded: std::sync::OnceLock<crate::embedded::EmbeddedCluster>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Best effort: written as the connection's writer drains, if the
+        // program lives that long; else the session's grace applies.
+        if self.leaves
+            && let Ok(outbox) = self.tx.get_mut()
+        {
+            let _ = outbox.send(ToScheduler::Leave);
+        }
+    }
 }
 
 /// Where a client's messages go.
@@ -435,12 +451,14 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Connects to the scheduler at `addr` with the cluster `token`. A
-    /// `name` makes the keys this client submits outlive its connection
-    /// (held until released under that name, as the CLI does). Without
-    /// one they are held under a random session this client keeps across
-    /// reconnects: when the connection breaks, the scheduler keeps them
-    /// for [`HOLDER_GRACE_MS`](crate::scheduler::state::HOLDER_GRACE_MS)
-    /// (60 s) for it to come back, and releases them after that.
+    /// `name` makes the keys this client submits and the locks and
+    /// semaphore leases it takes outlive its connection (held until
+    /// released under that name, as the CLI does). Without one they are
+    /// held under a random session this client keeps across reconnects:
+    /// when the connection breaks, the scheduler keeps them for
+    /// [`HOLDER_GRACE_MS`](crate::scheduler::state::HOLDER_GRACE_MS) (60 s)
+    /// for it to come back, and lets go of them after that. Dropping the
+    /// last handle lets go of them at once.
     pub async fn connect(
         addr: &str,
         token: &str,
@@ -483,6 +501,7 @@ impl Client {
                 Role::Client { session, .. } if session != 0 => session,
                 _ => new_session(),
             },
+            leaves: matches!(hello.role, Role::Client { session, .. } if session != 0),
             replies: Mutex::new(Some(HashMap::new())),
             watchers: Mutex::new(Some(Watchers::default())),
             uploaded: Mutex::new(HashSet::new()),

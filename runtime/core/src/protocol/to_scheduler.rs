@@ -302,6 +302,10 @@ pub enum ToScheduler {
         /// The actor's key.
         key: String,
     },
+    /// From an unnamed client that is done (its last handle dropped):
+    /// when this connection closes, its holds and leases end at once
+    /// instead of waiting for its session to come back.
+    Leave,
 }
 
 impl ToScheduler {

@@ -553,7 +553,87 @@ fn a_sessions_older_connection_closing_leaves_the_newer_ones_leases() {
     });
     let r = replies(&op(&mut s, 4, 1, None, lock("a")));
     assert!(r.is_empty(), "the session's newer connection still holds a");
-    // Its last connection closing ends its leases.
-    let r = replies(&s.handle(Input::ClientDisconnected { client: 3 }));
+    // Its last connection closing starts the session's grace; its end
+    // ends the leases.
+    let cmds = s.handle(Input::ClientDisconnected { client: 3 });
+    assert!(
+        replies(&cmds).is_empty(),
+        "a is held for the session's grace"
+    );
+    let (holder, away) = grace_of(&cmds);
+    let r = replies(&s.handle(Input::HolderGraceOver { holder, away }));
     assert_eq!(r, vec![(4, 1, OpReply::Done)]);
+}
+
+/// The holder and the time it went away of the grace timer in `cmds`.
+fn grace_of(cmds: &[Command]) -> (String, u64) {
+    cmds.iter()
+        .find_map(|c| match c {
+            Command::HolderGrace { holder, away, .. } => Some((holder.clone(), *away)),
+            _ => None,
+        })
+        .expect("a grace timer")
+}
+
+#[test]
+fn a_sessions_lease_outlives_a_blip_and_ends_at_once_when_it_leaves() {
+    let mut s = setup(&[]);
+    let connect = |s: &mut Scheduler, client| {
+        s.handle(Input::ClientConnected {
+            client,
+            name: None,
+            session: 0x5e55,
+        })
+    };
+    connect(&mut s, 2);
+    s.handle(Input::ClientConnected {
+        client: 9,
+        name: None,
+        session: 0,
+    });
+    assert_eq!(
+        replies(&op(&mut s, 2, 1, None, lock("a"))),
+        vec![(2, 1, OpReply::Done)]
+    );
+    assert!(replies(&op(&mut s, 9, 1, None, lock("a"))).is_empty());
+    // The connection breaks and the session comes back on another: the
+    // lock is still its own (the waiter goes on waiting), and the grace's
+    // end changes nothing.
+    let cmds = s.handle(Input::ClientDisconnected { client: 2 });
+    assert!(replies(&cmds).is_empty(), "a was let go of at the blip");
+    let (holder, away) = grace_of(&cmds);
+    connect(&mut s, 3);
+    assert!(replies(&s.handle(Input::HolderGraceOver { holder, away })).is_empty());
+    // The session says it is leaving, then its connection closes: the
+    // lock is the waiter's at once, without a grace.
+    s.handle(Input::ClientLeaving { client: 3 });
+    let cmds = s.handle(Input::ClientDisconnected { client: 3 });
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| matches!(c, Command::HolderGrace { .. })),
+        "{cmds:?}"
+    );
+    assert_eq!(replies(&cmds), vec![(9, 1, OpReply::Done)]);
+}
+
+#[test]
+fn a_session_back_after_a_blip_can_release_the_lock_it_took() {
+    let mut s = setup(&[]);
+    for client in [2, 3] {
+        s.handle(Input::ClientConnected {
+            client,
+            name: None,
+            session: 0x5e55,
+        });
+        if client == 2 {
+            op(&mut s, 2, 1, None, lock("a"));
+            s.handle(Input::ClientDisconnected { client: 2 });
+        }
+    }
+    let release = Op::LockRelease { name: "a".into() };
+    assert_eq!(
+        replies(&op(&mut s, 3, 2, None, release)),
+        vec![(3, 2, OpReply::Done)]
+    );
 }

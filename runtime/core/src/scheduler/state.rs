@@ -209,10 +209,11 @@ struct Client {
     session: bool,
 }
 
-/// How long the holds of an unnamed client's session wait for it to come
-/// back (a new connection under the same session: a client reconnecting
-/// after a network blip) before they are released. They are not
-/// journaled: a scheduler restart ends them.
+/// How long the holds and leases (locks, semaphores) of an unnamed
+/// client's session wait for it to come back (a new connection under the
+/// same session: a client reconnecting after a network blip) before they
+/// end, unless the client said it was leaving. Holds are not journaled: a
+/// scheduler restart ends them.
 /// Longer than a client's default reconnect grace (30 s), so a client that
 /// reconnects at all finds its futures still held.
 pub const HOLDER_GRACE_MS: u64 = 60_000;
@@ -367,17 +368,21 @@ impl Scheduler {
                 if let Some(c) = self.clients.remove(&client)
                     && c.ephemeral
                     // A connection of the same session made before this one
-                    // closed goes on with its leases and waits.
+                    // closed goes on with its holds and leases.
                     && !self.connected(&c.holder)
                 {
-                    self.owner_ended(&Owner::Holder(c.holder.to_string()), &mut out);
                     self.client_left(c, &mut out);
+                }
+            }
+            Input::ClientLeaving { client } => {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.session = false;
                 }
             }
             Input::HolderGraceOver { holder, away } => {
                 if self.away.get(holder.as_str()) == Some(&away) {
                     self.away.remove(holder.as_str());
-                    self.release_all(holder.into(), true, &mut out);
+                    self.holder_ended(holder.into(), &mut out);
                 }
             }
             Input::ModuleStored { hash } => {

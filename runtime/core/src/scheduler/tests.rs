@@ -415,6 +415,26 @@ fn an_unnamed_sessions_holds_wait_for_it_to_come_back() {
 }
 
 #[test]
+fn a_session_that_says_it_is_leaving_lets_go_at_once() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Input::ClientConnected {
+        client: 2,
+        name: None,
+        session: 0xab,
+    });
+    s.handle(Input::Submit {
+        client: 2,
+        id: 1,
+        tasks: vec![spec("kept", vec![])],
+    });
+    finish(&mut s, 10, "kept", small(1));
+    s.handle(Input::ClientLeaving { client: 2 });
+    let cmds = s.handle(Input::ClientDisconnected { client: 2 });
+    assert_eq!(grace(&cmds), None);
+    assert_eq!(s.state("kept"), None);
+}
+
+#[test]
 fn tasks_on_a_dead_worker_run_elsewhere() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![])]);

@@ -62,6 +62,7 @@ impl Core {
             ToScheduler::Watch { keys } => Input::Watch { client: from, keys },
             ToScheduler::Release { keys } => Input::Release { client: from, keys },
             ToScheduler::ReleaseAll => Input::ReleaseAll { client: from },
+            ToScheduler::Leave => Input::ClientLeaving { client: from },
             ToScheduler::Status { id, keys, timings } => {
                 let mut reasons = Vec::new();
                 let timings = match timings {

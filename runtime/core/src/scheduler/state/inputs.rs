@@ -22,6 +22,15 @@ pub enum Input {
         /// Its id.
         client: ClientId,
     },
+    /// An unnamed client is done ([`ToScheduler::Leave`]): once this
+    /// connection closes, its session's holds and leases end at once
+    /// rather than after [`HOLDER_GRACE_MS`](super::HOLDER_GRACE_MS).
+    ///
+    /// [`ToScheduler::Leave`]: crate::protocol::ToScheduler::Leave
+    ClientLeaving {
+        /// Its id.
+        client: ClientId,
+    },
     /// A module's bytes are now stored.
     ModuleStored {
         /// Its hash.

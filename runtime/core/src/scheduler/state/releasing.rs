@@ -131,12 +131,12 @@ impl Scheduler {
         self.clients.values().any(|c| *c.holder == *holder)
     }
 
-    /// Unnamed client `c`'s last connection closed: its holds end now, or
-    /// once its session has not come back for
-    /// [`HOLDER_GRACE_MS`](super::HOLDER_GRACE_MS).
+    /// Unnamed client `c`'s last connection closed: its holds and leases
+    /// end now (no session, or it said it was leaving), or once its session
+    /// has not come back for [`HOLDER_GRACE_MS`](super::HOLDER_GRACE_MS).
     pub(super) fn client_left(&mut self, c: super::Client, out: &mut Vec<Command>) {
         if !c.session {
-            return self.release_all(c.holder, true, out);
+            return self.holder_ended(c.holder, out);
         }
         self.went_away += 1;
         self.away.insert(c.holder.to_string(), self.went_away);
@@ -145,6 +145,13 @@ impl Scheduler {
             away: self.went_away,
             after_ms: super::HOLDER_GRACE_MS,
         });
+    }
+
+    /// Unnamed `holder` is gone for good: its leases end, its waits stop
+    /// and it lets go of every key it holds.
+    pub(super) fn holder_ended(&mut self, holder: Arc<str>, out: &mut Vec<Command>) {
+        self.owner_ended(&super::Owner::Holder(holder.to_string()), out);
+        self.release_all(holder, true, out);
     }
 
     /// After the last key of `r` is let go of.
