@@ -140,6 +140,36 @@ fn a_task_reaches_no_file_directory_environment_or_network() {
     assert_eq!(c.ok(&["gather", &key]), "2");
 }
 
+/// What the probe's `clock` says on `c`: the smallest step it saw its
+/// monotonic clock take, and how far into its second the wall clock read,
+/// both in nanoseconds.
+fn clock_reading(c: &Cluster) -> (u128, u128) {
+    let key = c.submit_to(probe_wasm(), "probe", &["clock"]);
+    let said = c.ok(&["gather", "--raw", &key]);
+    let numbers: Vec<u128> = said.split(' ').filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(numbers.len(), 2, "{said}");
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn tasks_read_clocks_no_finer_than_the_workers_resolution() {
+    let c = Cluster::start(1, 1);
+    let (step, wall) = clock_reading(&c);
+    assert!(
+        step >= 100_000 && step % 100_000 == 0,
+        "the monotonic clock stepped by {step} ns"
+    );
+    assert_eq!(wall % 100_000, 0, "the wall clock read {wall} ns");
+    let coarse = Cluster::start_with(1, 1, &["--clock-resolution", "5ms"]);
+    let (step, wall) = clock_reading(&coarse);
+    assert!(step >= 5_000_000 && step % 5_000_000 == 0, "{step} ns");
+    assert_eq!(wall % 5_000_000, 0, "{wall} ns");
+    // Full precision when asked for.
+    let fine = Cluster::start_with(1, 1, &["--clock-resolution", "0"]);
+    let (step, _) = clock_reading(&fine);
+    assert!(step < 100_000, "the monotonic clock stepped by {step} ns");
+}
+
 #[test]
 fn granted_environment_and_allowed_directories_are_all_a_task_reaches() {
     let shared = tempfile::tempdir().unwrap();

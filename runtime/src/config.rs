@@ -175,6 +175,8 @@ pub struct WorkerDefaults {
     /// How much of a finished task's memory stays mapped for the next, e.g.
     /// `"256MiB"`.
     pub keep_task_memory: Option<String>,
+    /// Steps of the clocks tasks read, e.g. `"1ms"`; `"0"` for the host's.
+    pub clock_resolution: Option<String>,
 }
 
 /// `[task]` in `dtask.toml`.

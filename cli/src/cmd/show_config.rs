@@ -178,6 +178,13 @@ pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
         src(w.keep_task_memory.is_some()),
     ));
     rows.push((
+        "worker.clock-resolution".into(),
+        w.clock_resolution.clone().unwrap_or_else(|| {
+            humantime::format_duration(dtask_runtime::worker::sandbox::CLOCK_RESOLUTION).to_string()
+        }),
+        src(w.clock_resolution.is_some()),
+    ));
+    rows.push((
         "worker.resources".into(),
         w.resources
             .as_ref()

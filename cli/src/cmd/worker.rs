@@ -80,6 +80,12 @@ pub struct WorkerFlags {
     /// `worker.keep-task-memory` in dtask.toml].
     #[arg(long, value_parser = super::parse_size, value_name = "SIZE")]
     pub keep_task_memory: Option<usize>,
+    /// Steps of the clocks tasks read (wall and monotonic), e.g. `1ms`;
+    /// `0` gives tasks the host's full precision. Coarse clocks blunt
+    /// timing side channels between tasks sharing a worker [default:
+    /// 100us, or `worker.clock-resolution` in dtask.toml].
+    #[arg(long, value_parser = super::parse_duration, value_name = "DUR")]
+    pub clock_resolution: Option<std::time::Duration>,
 }
 
 impl WorkerFlags {
@@ -111,6 +117,9 @@ impl WorkerFlags {
         }
         if let Some(k) = self.keep_task_memory {
             v.push(format!("--keep-task-memory={k}").into());
+        }
+        if let Some(c) = self.clock_resolution {
+            v.push(format!("--clock-resolution={}ns", c.as_nanos()).into());
         }
         v
     }
@@ -172,6 +181,12 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
             .map_err(|e| Failure::usage(format!("worker.keep-task-memory in dtask.toml: {e}")))?,
         (None, None) => dtask_runtime::worker::sandbox::KEEP_RESIDENT,
     };
+    let clock_resolution = match (a.clock_resolution, &defaults.clock_resolution) {
+        (Some(c), _) => c,
+        (None, Some(s)) => super::parse_duration(s)
+            .map_err(|e| Failure::usage(format!("worker.clock-resolution in dtask.toml: {e}")))?,
+        (None, None) => dtask_runtime::worker::sandbox::CLOCK_RESOLUTION,
+    };
     let token = config::worker_token().map_err(|e| Failure::new(3, e))?;
     let options = WorkerOptions {
         scheduler,
@@ -185,6 +200,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
             memory: memory_limit_mib * 1024 * 1024,
             timeout: a.task_timeout,
             keep_resident,
+            clock_resolution,
         },
         resources,
         reconnect_grace,

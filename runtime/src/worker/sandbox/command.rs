@@ -50,7 +50,7 @@ impl Sandbox {
         let (cap, raise) = self.memory_for(limits.memory);
         let stdout = Stdout::new(cap, limits.spill.clone());
         let stderr = limits.output.stderr.clone();
-        let mut wasi = WasiCtxBuilder::new();
+        let mut wasi = super::clocks::builder(self.limits.clock_resolution);
         match stdin {
             Stdin::Bytes(b) => wasi.stdin(MemoryInputPipe::new(b)),
             Stdin::File(f) => wasi.stdin(FileStdin::new(f)),

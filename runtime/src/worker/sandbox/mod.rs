@@ -36,6 +36,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 mod actor;
 mod capture;
+mod clocks;
 mod command;
 mod epoch;
 mod errors;
@@ -136,11 +137,19 @@ pub struct Limits {
     /// move big values faster (their memory is already backed: no page
     /// faults) and keeps that much resident per slot in use while idle.
     pub keep_resident: usize,
+    /// Steps of the clocks guests read (wall and monotonic), rounded down
+    /// to a multiple of this; zero for the host's own precision. Coarse
+    /// clocks blunt timing side channels between tasks sharing a worker.
+    pub clock_resolution: Duration,
 }
 
 /// What [`Limits::keep_resident`] is unless set: enough for a small task
 /// (so it never faults), and no more held while idle.
 pub const KEEP_RESIDENT: usize = 4 << 20;
+
+/// What [`Limits::clock_resolution`] is unless set: as fine as a browser
+/// gives pages that are not cross-origin isolated.
+pub const CLOCK_RESOLUTION: Duration = Duration::from_micros(100);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -148,6 +157,7 @@ impl Default for Limits {
             memory: 256 * 1024 * 1024,
             timeout: None,
             keep_resident: KEEP_RESIDENT,
+            clock_resolution: CLOCK_RESOLUTION,
         }
     }
 }
@@ -587,7 +597,7 @@ impl Sandbox {
             Params::Vals(_) => false,
         };
         let stderr = limits.output.stderr.clone();
-        let mut wasi = WasiCtxBuilder::new();
+        let mut wasi = clocks::builder(self.limits.clock_resolution);
         wasi.stderr(Out(stderr.clone()))
             .stdout(Out(limits.output.stdout.clone()));
         grant(&mut wasi, &limits.grants).map_err(|m| err(ErrorKind::Input, m))?;
@@ -669,7 +679,9 @@ impl Sandbox {
             return Err(err(ErrorKind::Module, format!("{ctor} is not an export")));
         };
         let stderr = Capture::default();
-        let wasi = WasiCtxBuilder::new().stderr(Out(stderr.clone())).build();
+        let wasi = clocks::builder(self.limits.clock_resolution)
+            .stderr(Out(stderr.clone()))
+            .build();
         let mut host = self.host(wasi, key, None);
         host.limits = self.store_limits_under(memory);
         let instance = self.instance(key, None).await?;
