@@ -50,6 +50,28 @@ fn fib_by_nested_submit_and_gather_finishes_on_two_slots() {
 }
 
 #[test]
+fn thousands_of_tasks_waiting_on_their_own_subtasks_finish_on_two_slots() {
+    // 4,095 tasks (and then 1,000 more) wait on subtasks, each holding
+    // its instance while it waits: this finishes only while placement
+    // keeps the tasks waiting at once within the workers' pooled
+    // instances (264 each), by running subtasks as they come.
+    let c = Cluster::start(2, 1);
+    let key = c.ok(&["submit", coord_wasm(), "tree", "12"]);
+    assert_eq!(c.ok(&["gather", &key]), "4096");
+    let input = "2\n".repeat(1000);
+    let out = c.run(&["map", "--pure=false", coord_wasm(), "tree"], &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let keys = String::from_utf8_lossy(&out.stdout).to_string();
+    let out = c.run(&["gather"], &keys);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sums: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(sums, vec!["4".to_string(); 1000]);
+}
+
+#[test]
 fn two_hundred_locked_increments_leave_exactly_two_hundred() {
     let c = Cluster::start(2, 2);
     runtime().block_on(async {

@@ -66,6 +66,17 @@ impl Guest for Coord {
         must(c.gather::<u64>(&[a, b])).into_iter().sum()
     }
 
+    fn tree(depth: u32) -> u64 {
+        if depth == 0 {
+            return 1;
+        }
+        let c = client();
+        let kids: Vec<_> = (0..2)
+            .map(|_| must(c.submit_with("tree", (depth - 1,), &impure())))
+            .collect();
+        must(c.gather::<u64>(&kids)).into_iter().sum()
+    }
+
     fn produce(queue: String, n: u32) -> u32 {
         let queue = Queue::new(queue);
         for x in 1..=i64::from(n) {
