@@ -296,6 +296,56 @@ fn a_queue_operation_whose_answer_is_lost_is_answered_again_not_done_twice() {
 }
 
 #[test]
+fn a_retry_or_new_actor_whose_answer_is_lost_is_answered_again_not_done_twice() {
+    use dtask_runtime::client::{ActorOptions, Client, ClientError, SubmitOptions};
+    use dtask_runtime::value::{Value, encode};
+    // Every answer to a retry or a new actor is lost with its connection
+    // the first time it is sent: the scheduler did it, then cut the client
+    // off. (Done again instead, each copy's answer would be lost in turn:
+    // the deadlines below end that.)
+    let c = Cluster::start_env(1, 1, &[], &[("DTASK_FAULT_LOSE_ANSWER", "1")]);
+    let arg = |v: Value| dtask_runtime::protocol::Arg::Value(encode(&v).into());
+    let within = Duration::from_secs(30);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = Client::connect(&c.addr, &c.token(), None).await.unwrap();
+        let module = dtask_runtime::module::LocalModule::load(coord_wasm().as_ref()).unwrap();
+        // `fails-first COUNTER 1` fails its first attempt only.
+        let once = SubmitOptions {
+            pure: false,
+            ..Default::default()
+        };
+        let args = vec![arg(Value::from("lost")), arg(Value::from(1))];
+        let flaky = client
+            .submit(&module, "fails-first", args, &once)
+            .await
+            .unwrap();
+        let key = flaky.key().to_string();
+        assert!(client.gather(std::slice::from_ref(&key)).await.is_err());
+        // Done twice, the second copy would be refused: the key has not
+        // erred.
+        tokio::time::timeout(within, client.retry(vec![key.clone()]))
+            .await
+            .expect("the retry to be answered")
+            .expect("the retry whose answer was lost");
+        let again = client.gather(std::slice::from_ref(&key)).await.unwrap();
+        assert_eq!(again, [Value::from(2)], "one attempt more, not two");
+        // Asked twice, the second copy would fail: an actor of that name
+        // exists.
+        let options = ActorOptions {
+            key: Some("counted-once".into()),
+            ..Default::default()
+        };
+        let made = client.actor_new(&module, "counter", vec![arg(Value::from(0))], &options);
+        let actor: Result<_, ClientError> = tokio::time::timeout(within, made)
+            .await
+            .expect("the new actor to be answered");
+        assert_eq!(actor.expect("the actor").key(), "counted-once");
+        assert_eq!(client.actors().await.unwrap().len(), 1);
+    });
+}
+
+#[test]
 fn a_release_queued_as_the_connection_breaks_goes_on_the_next() {
     let c = Cluster::start(1, 1);
     let lines: String = (1..=10).map(|i| format!("{i}\n")).collect();

@@ -414,17 +414,18 @@ fn new_session() -> u64 {
 }
 
 /// Whether the scheduler may see request `msg` twice with the same effect
-/// as once (submitting keys it has, a query), so
-/// that one whose answer a broken connection lost can be sent again.
-/// Primitive operations keep their own copies ([`Client::primitive`]);
-/// a retry or a new actor asked twice would answer the second time that it
-/// had already been done, and a scatter sent again while its first copy is
-/// still being stored would be answered before it is: they fail as
-/// disconnected instead.
+/// as once (submitting keys it has, a query; a retry or a new actor, which
+/// the scheduler answers once per session and request id), so that one
+/// whose answer a broken connection lost can be sent again. Primitive
+/// operations keep their own copies ([`Client::primitive`]); a scatter
+/// sent again while its first copy is still being stored would be
+/// answered before it is: it fails as disconnected instead.
 fn repeatable(msg: &ToScheduler) -> bool {
     matches!(
         msg,
-        ToScheduler::Submit { .. }
+        ToScheduler::Retry { .. }
+            | ToScheduler::ActorNew { .. }
+            | ToScheduler::Submit { .. }
             | ToScheduler::Status { .. }
             | ToScheduler::HasModules { .. }
             | ToScheduler::WhoHas { .. }
@@ -1017,7 +1018,12 @@ impl Client {
         limits: TaskLimits,
     ) -> Result<(), ClientError> {
         match self
-            .request(|id| ToScheduler::Retry { id, keys, limits })
+            .request(|id| ToScheduler::Retry {
+                id,
+                session: self.inner.session,
+                keys,
+                limits,
+            })
             .await?
         {
             FromScheduler::Retried { refused, .. } if refused.is_empty() => Ok(()),

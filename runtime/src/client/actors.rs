@@ -159,7 +159,11 @@ impl Client {
             memory_limit: options.memory_limit,
         };
         match self
-            .request(|id| ToScheduler::ActorNew { id, spec })
+            .request(|id| ToScheduler::ActorNew {
+                id,
+                session: self.inner.session,
+                spec,
+            })
             .await?
         {
             FromScheduler::ActorCreated { result, .. } => {

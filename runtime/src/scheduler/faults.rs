@@ -20,6 +20,8 @@
 //! - `DTASK_FAULT_LOSE_REPLY=N`: the same for every Nth answer to a
 //!   primitive operation (a queue put or get, a lock acquire…): done, and
 //!   its answer lost. Asked again, it must be answered, not done twice.
+//! - `DTASK_FAULT_LOSE_ANSWER=N`: the same for every Nth answer to a retry
+//!   or a new actor.
 
 use crate::connection::{self, Sender};
 use crate::protocol::Weigh;
@@ -34,6 +36,8 @@ pub struct Faults {
     submitted: u64,
     lose_reply_every: Option<u64>,
     replies: u64,
+    lose_answer_every: Option<u64>,
+    answers: u64,
     /// Messages to and from workers are held back up to this long.
     pub delay: Delay,
 }
@@ -149,6 +153,12 @@ impl Faults {
                 "fault injection on: losing every {n}th answer to a primitive operation with its connection"
             );
         }
+        let lose_answer_every = every("DTASK_FAULT_LOSE_ANSWER");
+        if let Some(n) = lose_answer_every {
+            tracing::warn!(
+                "fault injection on: losing every {n}th answer to a retry or a new actor with its connection"
+            );
+        }
         if let Some(n) = lose_submitted_every {
             tracing::warn!(
                 "fault injection on: losing every {n}th answer to a submit with its connection"
@@ -167,6 +177,8 @@ impl Faults {
             submitted: 0,
             lose_reply_every,
             replies: 0,
+            lose_answer_every,
+            answers: 0,
             delay,
         }
     }
@@ -181,6 +193,12 @@ impl Faults {
     /// sent, cutting its client off.
     pub fn lose_reply(&mut self) -> bool {
         nth(self.lose_reply_every, &mut self.replies)
+    }
+
+    /// Whether to lose the answer to a retry or a new actor about to be
+    /// sent, cutting its client off.
+    pub fn lose_answer(&mut self) -> bool {
+        nth(self.lose_answer_every, &mut self.answers)
     }
 
     /// Whether to drop the `Run` message about to be sent.

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 mod inbound;
 mod messages;
+mod once;
 
 /// Batches of inbound messages (one frame's worth each) that may wait for
 /// the core loop before connection readers pause.
@@ -510,6 +511,8 @@ struct Core {
     shutting_down: bool,
     /// Faults to inject (tests and chaos runs only).
     faults: super::faults::Faults,
+    /// Retries and new actors, answered once per session and request id.
+    once: once::Once,
     /// The dashboard's address and who may see it, if it serves one.
     dashboard: Option<(std::net::SocketAddr, Arc<super::dashboard::Access>)>,
 }
@@ -550,6 +553,7 @@ async fn core_loop(
         parked_at: 0,
         shutting_down: false,
         faults: super::faults::Faults::from_env(),
+        once: Default::default(),
         dashboard,
     };
     // Busy polling, where this process does it, pauses while the workers

@@ -71,6 +71,10 @@ pub enum ToScheduler {
     Retry {
         /// Request id.
         id: u64,
+        /// The asking client's session (0: none): with the id, it names
+        /// the request across reconnects, so a retry asked again after its
+        /// answer was lost is answered again, not done twice.
+        session: u64,
         /// Erred keys.
         keys: Vec<String>,
         /// New limits for the keys' runs; unset ones stay as submitted.
@@ -248,6 +252,9 @@ pub enum ToScheduler {
     ActorNew {
         /// Request id.
         id: u64,
+        /// The asking client's session (0: none), as for
+        /// [`ToScheduler::Retry`]: asked again, the same actor is answered.
+        session: u64,
         /// What to construct.
         spec: ActorSpec,
     },

@@ -202,6 +202,20 @@ impl Core {
         }
     }
 
+    /// Sends `msg`, the answer to a request asked once per session (see
+    /// [`once`]), to the connection that asked it last, keeping it for a
+    /// copy asked again.
+    fn answer_once(&mut self, to: ClientId, msg: FromScheduler) {
+        let id = msg.request_id().expect("an answer to a request");
+        let to = self.once.answered(to, id, &msg);
+        if self.faults.lose_answer() {
+            tracing::warn!("fault injection: lost request {id}'s answer, cutting client {to} off");
+            self.overflowed.push(to);
+            return;
+        }
+        self.send(to, msg);
+    }
+
     pub(super) fn send(&mut self, id: u64, msg: FromScheduler) {
         let msg = within_one_frame(msg, MOST_IN_ONE_ANSWER);
         if let Some(c) = self.conns.get(&id)
@@ -342,7 +356,7 @@ impl Core {
                     client,
                     id,
                     refused,
-                } => self.send(client, FromScheduler::Retried { id, refused }),
+                } => self.answer_once(client, FromScheduler::Retried { id, refused }),
                 Command::Scattered { client, id } => {
                     self.send(client, FromScheduler::Scattered { id })
                 }
@@ -351,6 +365,10 @@ impl Core {
                     id,
                     message,
                 } => self.send(client, FromScheduler::Failed { id, message }),
+                Command::Send {
+                    to,
+                    msg: msg @ FromScheduler::ActorCreated { .. },
+                } => self.answer_once(to, msg),
                 Command::Send { to, msg } => self.send(to, msg),
                 Command::Reply { client, .. } if self.faults.lose_reply() => {
                     tracing::warn!(

@@ -102,12 +102,22 @@ impl Core {
                 // Others' keys are the client credential's to cancel.
                 force: force && !worker_credential,
             },
-            ToScheduler::Retry { id, keys, limits } => Input::Retry {
-                client: from,
+            ToScheduler::Retry {
                 id,
+                session,
                 keys,
                 limits,
-            },
+            } => {
+                if !self.first_ask(from, session, id) {
+                    return;
+                }
+                Input::Retry {
+                    client: from,
+                    id,
+                    keys,
+                    limits,
+                }
+            }
             ToScheduler::Scatter {
                 id,
                 values,
@@ -298,11 +308,16 @@ impl Core {
                 return;
             }
             ToScheduler::Publish { topic, message } => Input::Publish { topic, message },
-            ToScheduler::ActorNew { id, spec } if !is_worker => Input::ActorNew {
-                client: from,
-                id,
-                spec,
-            },
+            ToScheduler::ActorNew { id, session, spec } if !is_worker => {
+                if !self.first_ask(from, session, id) {
+                    return;
+                }
+                Input::ActorNew {
+                    client: from,
+                    id,
+                    spec,
+                }
+            }
             ToScheduler::ActorLocate { id, key } => {
                 let result = self.state.actor_locate(&key);
                 self.send(from, FromScheduler::ActorLocated { id, result });
@@ -348,6 +363,23 @@ impl Core {
             }
         };
         self.apply(input);
+    }
+}
+
+impl Core {
+    /// Whether request `id` of `session`, from connection `from`, is to be
+    /// done: not if it was asked before (see [`once`]), in which case it
+    /// is answered as the first copy was, now or when that is done.
+    fn first_ask(&mut self, from: ClientId, session: u64, id: u64) -> bool {
+        match self.once.ask(from, session, id) {
+            once::Ask::Do => true,
+            once::Ask::Answer(answer) => {
+                tracing::info!("connection {from} asked request {id} again: answered again");
+                self.send(from, answer);
+                false
+            }
+            once::Ask::Wait => false,
+        }
     }
 }
 
