@@ -51,8 +51,9 @@ pub enum Role {
         /// unnamed one (`None`) releases them when its connection closes…
         name: Option<String>,
         /// …unless it gives a session (a random number, not 0, kept across
-        /// its reconnects): then its holds wait a grace period for it to
-        /// come back under the same session before they are released.
+        /// its reconnects): then its holds and leases wait a grace period
+        /// for it to come back under the same session before they end
+        /// (none if it sent [`ToScheduler::Leave`](super::ToScheduler::Leave)).
         /// (Names beginning with `session-` are refused: they are the
         /// scheduler's for these.)
         session: u64,

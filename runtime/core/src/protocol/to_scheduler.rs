@@ -310,8 +310,8 @@ pub enum ToScheduler {
         key: String,
     },
     /// From an unnamed client that is done (its last handle dropped):
-    /// when this connection closes, its holds and leases end at once
-    /// instead of waiting for its session to come back.
+    /// when its session's last connection closes, its holds and leases end
+    /// at once instead of waiting for the session to come back.
     Leave,
 }
 

@@ -6,7 +6,8 @@ use super::testing::{error, finish, runs, setup, small, spec, submit, val};
 use crate::protocol::{Arg, Op, OpReply, TaskState};
 use bytes::Bytes;
 
-/// Client 2 is unnamed (its leases end with its connection).
+/// Client 2 is unnamed, without a session (its leases end with its
+/// connection).
 fn with_unnamed(workers: &[(u64, u32)]) -> Scheduler {
     let mut s = setup(workers);
     s.handle(Input::ClientConnected {

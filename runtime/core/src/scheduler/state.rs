@@ -375,8 +375,14 @@ impl Scheduler {
                 }
             }
             Input::ClientLeaving { client } => {
-                if let Some(c) = self.clients.get_mut(&client) {
-                    c.session = false;
+                // Every connection of its session: one half-open since a
+                // blip, closing last, must not start a grace either.
+                if let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) {
+                    for c in self.clients.values_mut() {
+                        if c.holder == holder {
+                            c.session = false;
+                        }
+                    }
                 }
             }
             Input::HolderGraceOver { holder, away } => {

@@ -428,7 +428,17 @@ fn a_session_that_says_it_is_leaving_lets_go_at_once() {
         tasks: vec![spec("kept", vec![])],
     });
     finish(&mut s, 10, "kept", small(1));
-    s.handle(Input::ClientLeaving { client: 2 });
+    // An older connection of the session, half-open since a blip, is
+    // still open as it says it is leaving on its newer one.
+    s.handle(Input::ClientConnected {
+        client: 3,
+        name: None,
+        session: 0xab,
+    });
+    s.handle(Input::ClientLeaving { client: 3 });
+    s.handle(Input::ClientDisconnected { client: 3 });
+    assert_eq!(s.state("kept"), Some(TaskState::Finished));
+    // The older one's close, seen last, ends it all at once.
     let cmds = s.handle(Input::ClientDisconnected { client: 2 });
     assert_eq!(grace(&cmds), None);
     assert_eq!(s.state("kept"), None);

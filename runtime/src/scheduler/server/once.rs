@@ -17,7 +17,17 @@ use std::collections::VecDeque;
 
 /// Answers kept to give again, the oldest dropped first: far more than
 /// the requests of this kind clients reconnecting at once have in flight.
+/// (A client whose answer was dropped before it asked again has its
+/// request done again: a retry refused as not erred, a new actor refused
+/// as existing.)
 const KEPT: usize = 4096;
+
+/// Most bytes of answers kept, the oldest dropped first.
+const KEPT_BYTES: usize = 16 << 20;
+
+/// Largest answer kept whole; a bigger one (a retry refusing a great many
+/// keys) is kept as a failure saying what to do instead.
+const KEPT_ONE: usize = 64 << 10;
 
 /// A request of a session: (session, request id).
 type Asked = (u64, u64);
@@ -36,6 +46,8 @@ pub(super) struct Once {
     answered: HashMap<Asked, FromScheduler>,
     /// The keys of `answered`, oldest first.
     order: VecDeque<Asked>,
+    /// The weight of `answered`'s answers.
+    bytes: usize,
 }
 
 /// What to do with a request that must not be done twice.
@@ -62,7 +74,10 @@ impl Once {
             return Ask::Answer(answer.clone());
         }
         if let Some(to) = self.pending.get_mut(&asked) {
-            *to = from;
+            // Connection ids only grow: a copy from an older connection,
+            // read late (its reader was held back), does not take the
+            // answer from the newer one.
+            *to = (*to).max(from);
             return Ask::Wait;
         }
         self.pending.insert(asked, from);
@@ -78,14 +93,36 @@ impl Once {
             return to;
         };
         let to = self.pending.remove(&asked).unwrap_or(to);
-        if self.order.len() == KEPT
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.answered.remove(&oldest);
-        }
-        self.answered.insert(asked, msg.clone());
+        let kept = keepable(id, msg);
+        self.bytes += crate::protocol::Weigh::weight(&kept);
+        self.answered.insert(asked, kept);
         self.order.push_back(asked);
+        while self.order.len() > KEPT || self.bytes > KEPT_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.answered.remove(&oldest) {
+                self.bytes -= crate::protocol::Weigh::weight(&gone);
+            }
+        }
         to
+    }
+}
+
+/// What is kept of answer `msg` to request `id`: itself, or, past
+/// [`KEPT_ONE`], a failure saying it was too big to keep.
+fn keepable(id: u64, msg: &FromScheduler) -> FromScheduler {
+    let weight = crate::protocol::Weigh::weight(msg);
+    if weight <= KEPT_ONE {
+        return msg.clone();
+    }
+    FromScheduler::Failed {
+        id,
+        message: format!(
+            "the answer ({}) was lost with the connection and is too big to keep: \
+             look at the keys' states (dtask status) before asking again",
+            crate::value::human_bytes(weight as u64)
+        ),
     }
 }
 
@@ -128,6 +165,38 @@ mod tests {
         assert_eq!(once.ask(1, 0, 3), Ask::Do);
         assert_eq!(once.ask(1, 0, 3), Ask::Do);
         assert_eq!(once.answered(1, 3, &retried(3)), 1);
+    }
+
+    #[test]
+    fn a_late_copy_from_an_older_connection_leaves_the_answer_to_the_newer() {
+        let mut once = Once::default();
+        assert_eq!(once.ask(5, 7, 3), Ask::Do);
+        assert_eq!(once.ask(4, 7, 3), Ask::Wait);
+        assert_eq!(once.answered(5, 3, &retried(3)), 5);
+    }
+
+    #[test]
+    fn a_big_answer_is_kept_as_a_failure_and_bytes_are_bounded() {
+        let mut once = Once::default();
+        let big = FromScheduler::Retried {
+            id: 3,
+            refused: (0..10_000)
+                .map(|i| (format!("key-{i}"), "it has not erred".to_string()))
+                .collect(),
+        };
+        once.ask(1, 7, 3);
+        once.answered(1, 3, &big);
+        assert!(matches!(
+            once.ask(2, 7, 3),
+            Ask::Answer(FromScheduler::Failed { id: 3, .. })
+        ));
+        assert!(once.bytes < KEPT_ONE);
+        for id in 10..10 + KEPT as u64 {
+            once.ask(1, 7, id);
+            once.answered(1, id, &retried(id));
+        }
+        assert!(once.bytes <= KEPT_BYTES);
+        assert_eq!(once.answered.len(), KEPT);
     }
 
     #[test]

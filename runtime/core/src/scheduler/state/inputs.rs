@@ -22,8 +22,8 @@ pub enum Input {
         /// Its id.
         client: ClientId,
     },
-    /// An unnamed client is done ([`ToScheduler::Leave`]): once this
-    /// connection closes, its session's holds and leases end at once
+    /// An unnamed client is done ([`ToScheduler::Leave`]): once the last
+    /// connection of its session closes, its holds and leases end at once
     /// rather than after [`HOLDER_GRACE_MS`](super::HOLDER_GRACE_MS).
     ///
     /// [`ToScheduler::Leave`]: crate::protocol::ToScheduler::Leave

@@ -337,7 +337,7 @@ impl Scheduler {
     }
 
     /// The named clients holding leases of `l` (tasks' leases end with
-    /// them; unnamed clients' with their connections).
+    /// them; unnamed clients' with their sessions, which a restart ends).
     fn durable_lease_holders(&self, l: &Leases) -> Vec<String> {
         l.holders
             .iter()

@@ -11,8 +11,10 @@
 //!   never waits.
 //! - A lease (lock or semaphore) belongs to an [`Owner`]: a running task, or
 //!   a client by holder name. A task's leases end when it ends, errs, is
-//!   cancelled or its worker dies; an unnamed client's when it disconnects;
-//!   a named client's (the CLI's) only when released.
+//!   cancelled or its worker dies; an unnamed client's when it disconnects
+//!   without a session, or when its session has not come back for
+//!   [`HOLDER_GRACE_MS`](super::HOLDER_GRACE_MS) (at once if it said it
+//!   was leaving); a named client's (the CLI's) only when released.
 //! - A future stored in a queue or variable is held by the primitive while
 //!   stored, and by whoever gets it afterwards.
 //! - A published message goes to every subscription open at that moment, in
