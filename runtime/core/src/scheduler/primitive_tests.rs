@@ -2,7 +2,7 @@
 //! variables, leases that end with their holders, events and pub/sub.
 
 use super::state::{Command, Input, Scheduler};
-use super::testing::{error, finish, runs, setup, small, spec, submit, val};
+use super::testing::{error, finish, grace, runs, setup, small, spec, submit, val};
 use crate::protocol::{Arg, Op, OpReply, TaskState};
 use bytes::Bytes;
 
@@ -561,19 +561,9 @@ fn a_sessions_older_connection_closing_leaves_the_newer_ones_leases() {
         replies(&cmds).is_empty(),
         "a is held for the session's grace"
     );
-    let (holder, away) = grace_of(&cmds);
+    let (holder, away, _) = grace(&cmds).expect("a grace timer");
     let r = replies(&s.handle(Input::HolderGraceOver { holder, away }));
     assert_eq!(r, vec![(4, 1, OpReply::Done)]);
-}
-
-/// The holder and the time it went away of the grace timer in `cmds`.
-fn grace_of(cmds: &[Command]) -> (String, u64) {
-    cmds.iter()
-        .find_map(|c| match c {
-            Command::HolderGrace { holder, away, .. } => Some((holder.clone(), *away)),
-            _ => None,
-        })
-        .expect("a grace timer")
 }
 
 #[test]
@@ -602,7 +592,7 @@ fn a_sessions_lease_outlives_a_blip_and_ends_at_once_when_it_leaves() {
     // end changes nothing.
     let cmds = s.handle(Input::ClientDisconnected { client: 2 });
     assert!(replies(&cmds).is_empty(), "a was let go of at the blip");
-    let (holder, away) = grace_of(&cmds);
+    let (holder, away, _) = grace(&cmds).expect("a grace timer");
     connect(&mut s, 3);
     assert!(replies(&s.handle(Input::HolderGraceOver { holder, away })).is_empty());
     // The session says it is leaving, then its connection closes: the

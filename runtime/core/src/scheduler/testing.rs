@@ -118,3 +118,16 @@ pub fn started(worker: u64, key: &str) -> Input {
         keys: vec![key.into()],
     }
 }
+
+/// The grace timer in `cmds`, if any: (holder, when it went away, after
+/// how long).
+pub fn grace(cmds: &[Command]) -> Option<(String, u64, u64)> {
+    cmds.iter().find_map(|c| match c {
+        Command::HolderGrace {
+            holder,
+            away,
+            after_ms,
+        } => Some((holder.clone(), *away, *after_ms)),
+        _ => None,
+    })
+}

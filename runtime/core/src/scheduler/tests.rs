@@ -359,18 +359,6 @@ fn unnamed_client_releases_its_keys_on_disconnect_named_does_not() {
     assert_eq!(s.state("named"), Some(TaskState::Finished));
 }
 
-/// The grace timer a command asks for: (holder, away, after_ms).
-fn grace(cmds: &[Command]) -> Option<(String, u64, u64)> {
-    cmds.iter().find_map(|c| match c {
-        Command::HolderGrace {
-            holder,
-            away,
-            after_ms,
-        } => Some((holder.clone(), *away, *after_ms)),
-        _ => None,
-    })
-}
-
 #[test]
 fn an_unnamed_sessions_holds_wait_for_it_to_come_back() {
     let mut s = setup(&[(10, 1)]);
