@@ -297,25 +297,23 @@ fn a_queue_operation_whose_answer_is_lost_is_answered_again_not_done_twice() {
 
 #[test]
 fn a_retry_or_new_actor_whose_answer_is_lost_is_answered_again_not_done_twice() {
-    use dtask_runtime::client::{ActorOptions, Client, ClientError, SubmitOptions};
-    use dtask_runtime::value::{Value, encode};
+    use dtask_runtime::client::{ActorOptions, ClientError, SubmitOptions};
+    use dtask_runtime::value::Value;
     // Every answer to a retry or a new actor is lost with its connection
     // the first time it is sent: the scheduler did it, then cut the client
     // off. (Done again instead, each copy's answer would be lost in turn:
     // the deadlines below end that.)
     let c = Cluster::start_env(1, 1, &[], &[("DTASK_FAULT_LOSE_ANSWER", "1")]);
-    let arg = |v: Value| dtask_runtime::protocol::Arg::Value(encode(&v).into());
     let within = Duration::from_secs(30);
     let rt = runtime();
     rt.block_on(async {
-        let client = Client::connect(&c.addr, &c.token(), None).await.unwrap();
-        let module = dtask_runtime::module::LocalModule::load(coord_wasm().as_ref()).unwrap();
+        let (client, module) = connect_with(&c, coord_wasm()).await;
         // `fails-first COUNTER 1` fails its first attempt only.
         let once = SubmitOptions {
             pure: false,
             ..Default::default()
         };
-        let args = vec![arg(Value::from("lost")), arg(Value::from(1))];
+        let args = vec![value("lost"), value(1)];
         let flaky = client
             .submit(&module, "fails-first", args, &once)
             .await
@@ -336,7 +334,7 @@ fn a_retry_or_new_actor_whose_answer_is_lost_is_answered_again_not_done_twice() 
             key: Some("counted-once".into()),
             ..Default::default()
         };
-        let made = client.actor_new(&module, "counter", vec![arg(Value::from(0))], &options);
+        let made = client.actor_new(&module, "counter", vec![value(0)], &options);
         let actor: Result<_, ClientError> = tokio::time::timeout(within, made)
             .await
             .expect("the new actor to be answered");
@@ -429,9 +427,7 @@ fn an_unnamed_clients_futures_outlive_a_network_blip() {
     rt.block_on(async {
         let (relay, client) = Relay::with_client(&c).await;
         let module = dtask_runtime::module::LocalModule::load(tasks_wasm().as_ref()).unwrap();
-        let arg = dtask_runtime::protocol::Arg::Value(
-            dtask_runtime::value::encode(&dtask_runtime::value::Value::from(41)).into(),
-        );
+        let arg = value(41);
         let options = dtask_runtime::client::SubmitOptions {
             pure: false,
             ..Default::default()
