@@ -125,6 +125,23 @@ impl WorkerFlags {
     }
 }
 
+/// A worker setting: its flag if given, else `worker.KEY` from dtask.toml
+/// (parsed by `parse`, a bad one a usage error naming it), else `None`.
+fn setting<T>(
+    flag: Option<T>,
+    file: &Option<String>,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, Failure> {
+    match (flag, file) {
+        (Some(v), _) => Ok(Some(v)),
+        (None, Some(s)) => parse(s)
+            .map(Some)
+            .map_err(|e| Failure::usage(format!("worker.{key} in dtask.toml: {e}"))),
+        (None, None) => Ok(None),
+    }
+}
+
 /// How long a blocking thread of a worker lives without work.
 const IDLE_THREAD: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -169,24 +186,27 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
             "which scheduler? pass --scheduler ADDR (or set DTASK_SCHEDULER)",
         ));
     };
-    let memory_budget = match (a.memory_budget, &defaults.memory_budget) {
-        (Some(b), _) => b,
-        (None, Some(s)) => super::parse_size(s)
-            .map_err(|e| Failure::usage(format!("worker.memory-budget in dtask.toml: {e}")))?,
-        (None, None) => worker::default_memory_budget(1),
-    };
-    let keep_resident = match (a.keep_task_memory, &defaults.keep_task_memory) {
-        (Some(b), _) => b,
-        (None, Some(s)) => super::parse_size(s)
-            .map_err(|e| Failure::usage(format!("worker.keep-task-memory in dtask.toml: {e}")))?,
-        (None, None) => dtask_runtime::worker::sandbox::KEEP_RESIDENT,
-    };
-    let clock_resolution = match (a.clock_resolution, &defaults.clock_resolution) {
-        (Some(c), _) => c,
-        (None, Some(s)) => super::parse_duration(s)
-            .map_err(|e| Failure::usage(format!("worker.clock-resolution in dtask.toml: {e}")))?,
-        (None, None) => dtask_runtime::worker::sandbox::CLOCK_RESOLUTION,
-    };
+    let memory_budget = setting(
+        a.memory_budget,
+        &defaults.memory_budget,
+        "memory-budget",
+        super::parse_size,
+    )?
+    .unwrap_or_else(|| worker::default_memory_budget(1));
+    let keep_resident = setting(
+        a.keep_task_memory,
+        &defaults.keep_task_memory,
+        "keep-task-memory",
+        super::parse_size,
+    )?
+    .unwrap_or(dtask_runtime::worker::sandbox::KEEP_RESIDENT);
+    let clock_resolution = setting(
+        a.clock_resolution,
+        &defaults.clock_resolution,
+        "clock-resolution",
+        super::parse_duration,
+    )?
+    .unwrap_or(dtask_runtime::worker::sandbox::CLOCK_RESOLUTION);
     let token = config::worker_token().map_err(|e| Failure::new(3, e))?;
     let options = WorkerOptions {
         scheduler,
