@@ -227,8 +227,9 @@ struct Inner {
     refs: Mutex<rustc_hash::FxHashMap<String, usize>>,
     /// Open subscriptions by id.
     subscriptions: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
-    /// Primitive requests in flight, by id: sent again after a reconnect,
-    /// so a wait (queue get, lock acquire…) keeps waiting.
+    /// Requests in flight that are safe to ask again ([`repeatable`]), by
+    /// id: sent again after a reconnect, so a wait (queue get, lock
+    /// acquire…) keeps waiting and a query is answered.
     resend: Mutex<HashMap<u64, Asked>>,
     /// Where known actors live.
     actors: Mutex<HashMap<String, crate::protocol::ActorInfo>>,
@@ -390,6 +391,20 @@ struct Asked {
 }
 
 impl Asked {
+    /// `msg`, kept as it is sent now: a primitive operation's wait gives up
+    /// its timeout from now.
+    fn new(msg: &ToScheduler) -> Self {
+        let mut msg = msg.clone();
+        let deadline = match &mut msg {
+            ToScheduler::Primitive { op, .. } => op
+                .wait_ms_mut()
+                .and_then(|w| *w)
+                .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
+            _ => None,
+        };
+        Self { msg, deadline }
+    }
+
     /// The request to ask again: a primitive operation then waits only
     /// for what is left of its timeout (none left: it does not wait), not
     /// the whole timeout again.
@@ -414,16 +429,17 @@ fn new_session() -> u64 {
 }
 
 /// Whether the scheduler may see request `msg` twice with the same effect
-/// as once (submitting keys it has, a query; a retry or a new actor, which
-/// the scheduler answers once per session and request id), so that one
-/// whose answer a broken connection lost can be sent again. Primitive
-/// operations keep their own copies ([`Client::primitive`]); a scatter
-/// sent again while its first copy is still being stored would be
-/// answered before it is: it fails as disconnected instead.
+/// as once (submitting keys it has, a query; a primitive operation, a
+/// retry or a new actor, which the scheduler answers once per session and
+/// request id), so that one whose answer a broken connection lost can be
+/// sent again. A scatter sent again while its first copy is still being
+/// stored would be answered before it is: it fails as disconnected
+/// instead.
 fn repeatable(msg: &ToScheduler) -> bool {
     matches!(
         msg,
-        ToScheduler::Retry { .. }
+        ToScheduler::Primitive { .. }
+            | ToScheduler::Retry { .. }
             | ToScheduler::ActorNew { .. }
             | ToScheduler::Submit { .. }
             | ToScheduler::Status { .. }
@@ -712,15 +728,11 @@ impl Client {
         let (id, rx) = self.expect_reply()?;
         let msg = make(id);
         if repeatable(&msg) {
-            let asked = Asked {
-                msg: msg.clone(),
-                deadline: None,
-            };
             self.inner
                 .resend
                 .lock()
                 .expect("resend lock")
-                .insert(id, asked);
+                .insert(id, Asked::new(&msg));
         }
         if let Err(e) = self.send(msg) {
             self.forget_reply(id);

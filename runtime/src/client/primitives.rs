@@ -42,34 +42,18 @@ impl Client {
     /// Runs one primitive operation, on behalf of the running task `task`
     /// (whose leases then end with it) or of this client. The low-level
     /// call under the typed handles; workers use it for their guests.
-    pub async fn primitive(&self, task: Option<&str>, mut op: Op) -> Result<OpReply, ClientError> {
+    pub async fn primitive(&self, task: Option<&str>, op: Op) -> Result<OpReply, ClientError> {
         let task = task.map(str::to_string);
-        let deadline = op
-            .wait_ms_mut()
-            .and_then(|w| *w)
-            .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
         let mut sent = 0;
+        // Kept to ask again after a reconnect (see `repeatable`).
         let rx = self.send_request(|id| {
             sent = id;
-            let msg = ToScheduler::Primitive {
+            ToScheduler::Primitive {
                 id,
                 session: self.inner.session,
                 task,
                 op,
-            };
-            let asked = super::Asked {
-                msg: msg.clone(),
-                deadline,
-            };
-            self.inner
-                .resend
-                .lock()
-                .expect("resend lock")
-                .insert(id, asked);
-            msg
-        });
-        let rx = rx.inspect_err(|_| {
-            self.inner.resend.lock().expect("resend lock").remove(&sent);
+            }
         })?;
         // Answered, failed or abandoned: never sent again.
         struct Settled<'a>(&'a Client, u64);

@@ -202,9 +202,10 @@ impl Task {
 #[derive(Debug)]
 struct Client {
     holder: Arc<str>,
-    /// An unnamed client's holds end with its connection…
+    /// An unnamed client's holds and leases end with its connection…
     ephemeral: bool,
-    /// …or, if it gave a session, once the session has not come back for
+    /// …or, if it gave a session and has not said it is leaving
+    /// ([`Input::ClientLeaving`]), once the session has not come back for
     /// [`HOLDER_GRACE_MS`].
     session: bool,
 }
