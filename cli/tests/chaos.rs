@@ -517,6 +517,38 @@ fn an_unnamed_client_dropped_lets_go_of_its_lock_at_once() {
 }
 
 #[test]
+fn an_unnamed_client_closed_as_its_program_ends_lets_go_of_its_lock_at_once() {
+    let c = Cluster::start(1, 1);
+    // A program of its own: its runtime ends right after the client is
+    // done, so nothing the client left to be written in the background
+    // is written. `close` waits until the scheduler has the client's
+    // leaving.
+    let program = runtime();
+    program.block_on(async {
+        let client = dtask_runtime::client::Client::connect(&c.addr, &c.token(), None)
+            .await
+            .unwrap();
+        client.lock("closed").acquire(None).await.unwrap();
+        client
+            .close()
+            .await
+            .expect("the scheduler to take the close");
+    });
+    drop(program);
+    runtime().block_on(async {
+        let other = dtask_runtime::client::Client::connect(&c.addr, &c.token(), None)
+            .await
+            .unwrap();
+        // Well within the 60 s a session that broke off is waited for.
+        other
+            .lock("closed")
+            .acquire(Some(Duration::from_secs(10)))
+            .await
+            .expect("the closed client's lock to be free");
+    });
+}
+
+#[test]
 fn a_wait_asked_again_after_a_blip_waits_only_for_what_is_left() {
     let c = Cluster::start(1, 1);
     let rt = runtime();

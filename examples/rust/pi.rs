@@ -60,7 +60,11 @@ async fn main() {
     let run = async {
         let module = LocalModule::load(path.as_ref()).map_err(ClientError::Invalid)?;
         let client = Client::from_env(None).await?;
-        estimate(&client, &module, 200, 100_000, 2_000_000).await
+        let estimate = estimate(&client, &module, 200, 100_000, 2_000_000).await?;
+        // The cancel and releases go out in the background: wait until the
+        // scheduler has them before the program ends.
+        client.close().await?;
+        Ok::<_, ClientError>(estimate)
     };
     match run.await {
         Ok((pi, points)) => println!("pi ~ {pi:.4} from {points} points"),

@@ -52,7 +52,7 @@ use crate::protocol::{
 use crate::value::{self, Encoded, Value};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -220,6 +220,9 @@ struct Inner {
     /// is leaving when its last handle goes, so what it held ends at once
     /// rather than after the session's grace.
     leaves: bool,
+    /// Set once [`Client::close`] has said so, so the drop does not say
+    /// it again.
+    left: AtomicBool,
     replies: Mutex<Option<HashMap<u64, oneshot::Sender<FromScheduler>>>>,
     watchers: Mutex<Option<Watchers>>,
     uploaded: Mutex<HashSet<String>>,
@@ -247,6 +250,7 @@ impl Drop for Inner {
         // Best effort: written as the connection's writer drains, if the
         // program lives that long; else the session's grace applies.
         if self.leaves
+            && !*self.left.get_mut()
             && let Ok(outbox) = self.tx.get_mut()
         {
             let _ = outbox.send(ToScheduler::Leave);
@@ -519,6 +523,7 @@ impl Client {
                 _ => new_session(),
             },
             leaves: matches!(hello.role, Role::Client { session, .. } if session != 0),
+            left: Default::default(),
             replies: Mutex::new(Some(HashMap::new())),
             watchers: Mutex::new(Some(Watchers::default())),
             uploaded: Mutex::new(HashSet::new()),
@@ -1065,6 +1070,30 @@ impl Client {
         {
             conn.cut();
         }
+        Ok(())
+    }
+
+    /// Finishes with this client: waits until the scheduler has taken
+    /// everything sent before (releases, cancels and fire-and-forgets are
+    /// otherwise sent in the background, and a program that ends right
+    /// after may never write them) and, for an unnamed client, has been
+    /// told the client is leaving, so its holds and leases end as soon as
+    /// its connection closes instead of after the 60 s a session that
+    /// broke off is waited for.
+    ///
+    /// Call it last, before the program (or its runtime) ends. Other
+    /// handles of the same client still work afterwards, but once it has
+    /// said it is leaving a broken connection ends what it holds at once.
+    /// Fails as [`ClientError::Disconnected`] if the scheduler could not be
+    /// reached to confirm it; what the client held then ends after the
+    /// session's grace.
+    pub async fn close(self) -> Result<(), ClientError> {
+        if self.inner.leaves && !self.inner.left.swap(true, Ordering::AcqRel) {
+            self.send(ToScheduler::Leave)?;
+        }
+        // Messages on a connection are taken in order: an answer to a
+        // request sent after them means the scheduler has them all.
+        self.status(Vec::new()).await?;
         Ok(())
     }
 

@@ -119,8 +119,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
             for k in a.keys {
                 client.actor_delete(&k)?;
             }
-            // An answered request proves the deletes arrived.
-            client.status(Vec::new()).await?;
+            // Waits until the deletes arrived.
+            client.close().await?;
             Ok(())
         }
         Verb::List(a) => {

@@ -22,6 +22,6 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let keys = keys_from(a.keys)?;
     let client = connect(global, false).await?;
     client.cancel(keys, a.force)?;
-    client.status(Vec::new()).await?;
+    client.close().await?;
     Ok(())
 }

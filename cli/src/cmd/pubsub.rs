@@ -73,8 +73,8 @@ pub async fn run_pub(global: &Global, a: PubArgs) -> Result<(), Failure> {
     let message = untyped_value(word)?;
     let client = connect(global, false).await?;
     client.publish(&a.topic, &message)?;
-    // A round trip makes sure the scheduler has handled the message.
-    client.status(Vec::new()).await?;
+    // Waits until the scheduler has handled the message.
+    client.close().await?;
     Ok(())
 }
 
@@ -99,7 +99,7 @@ async fn publish_lines(global: &Global, topic: &str) -> Result<(), Failure> {
         })?;
         client.publish(topic, &message)?;
     }
-    client.status(Vec::new()).await?;
+    client.close().await?;
     Ok(())
 }
 

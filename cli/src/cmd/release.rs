@@ -22,13 +22,13 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     if a.all {
         let client = connect(global, false).await?;
         client.release_all()?;
-        client.status(Vec::new()).await?;
+        client.close().await?;
         return Ok(());
     }
     let keys = keys_from(a.keys)?;
     let client = connect(global, false).await?;
     client.release(keys)?;
-    // A status round trip makes sure the release was processed.
-    client.status(Vec::new()).await?;
+    // Waits until the release was processed.
+    client.close().await?;
     Ok(())
 }
