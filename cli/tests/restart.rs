@@ -102,6 +102,21 @@ fn a_scheduler_killed_and_restarted_on_its_journal_keeps_finished_keys_and_finis
 }
 
 #[test]
+fn what_a_client_was_told_survives_the_scheduler_killed_right_after() {
+    // The journal's writer lags a second behind the scheduler, as on a
+    // slow disk: the answers wait for it, so a kill right after them finds
+    // their changes in the journal.
+    let mut p = Pieces::start_env(1, &[("DTASK_FAULT_SLOW_JOURNAL_MS", "1000")]);
+    let tasks = tasks_wasm();
+    p.ok(&["queue", "put", "told", "7"]);
+    let key = p.ok(&["submit", tasks, "inc", "41"]);
+    p.restart_scheduler();
+    assert_eq!(p.ok(&["queue", "get", "told", "--timeout", "20s"]), "7");
+    // Known after the restart (an unknown key fails to gather).
+    assert_eq!(p.ok(&["gather", &key]), "42");
+}
+
+#[test]
 fn shutdown_clears_the_journal_so_a_new_scheduler_starts_empty() {
     let mut p = Pieces::start(1);
     let key = p.ok(&["submit", tasks_wasm(), "inc", "1"]);

@@ -67,7 +67,8 @@ pub struct ServeOptions {
     pub journal: Option<std::path::PathBuf>,
     /// Longest a change waits in the journal before it is synced to disk:
     /// what a crash of the machine can lose (a crash of the scheduler
-    /// alone loses nothing already handed to the journal's writer).
+    /// alone loses nothing it told a client of: answers wait until their
+    /// changes are written).
     #[arg(long, value_parser = super::parse_duration, default_value = "200ms", value_name = "DUR")]
     pub journal_sync: std::time::Duration,
     /// Log written since the last snapshot that starts a compaction (in

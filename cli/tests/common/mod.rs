@@ -161,6 +161,14 @@ impl Cluster {
                     .into_iter()
                     .flatten(),
             )
+            // Benches measure the local default's journal with
+            // `DTASK_BENCH_JOURNAL=1`.
+            .args(
+                (on_socket && std::env::var_os("DTASK_BENCH_JOURNAL").is_some())
+                    .then(|| ["--journal".into(), state.path().join("journal")])
+                    .into_iter()
+                    .flatten(),
+            )
             .envs(env.iter().copied())
             .env("DTASK_STATE_DIR", state.path())
             .env("DTASK_DASHBOARD_PORT", "0")

@@ -22,6 +22,9 @@
 //!   its answer lost. Asked again, it must be answered, not done twice.
 //! - `DTASK_FAULT_LOSE_ANSWER=N`: the same for every Nth answer to a retry
 //!   or a new actor.
+//! - `DTASK_FAULT_SLOW_JOURNAL_MS=N`: the journal's writer waits N ms
+//!   before writing each batch of records, as a slow disk would; what
+//!   clients are told of those changes must wait for it too.
 
 use crate::connection::{self, Sender};
 use crate::protocol::Weigh;
@@ -96,6 +99,17 @@ impl Delay {
         });
         tx
     }
+}
+
+/// How long the journal's writer waits before each batch, as
+/// `DTASK_FAULT_SLOW_JOURNAL_MS` asks (not at all by default).
+pub fn slow_journal() -> Option<Duration> {
+    std::env::var("DTASK_FAULT_SLOW_JOURNAL_MS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n: &u64| n > 0)
+        .map(Duration::from_millis)
+        .inspect(|d| tracing::warn!("fault injection on: the journal writes each batch {d:?} late"))
 }
 
 /// Counts one more with `count`: whether it is an `every`th one.

@@ -132,6 +132,12 @@ pub struct Health {
     backlog: AtomicU64,
     /// Told each time the writer has taken a batch off the backlog.
     written: tokio::sync::Notify,
+    /// Writes the writer has handled and handed to the file (a killed
+    /// process no longer loses them), counted as [`Journal::sent`] counts
+    /// them.
+    reached: AtomicU64,
+    /// Told each time `reached` moves.
+    reached_note: tokio::sync::Notify,
     /// A whole snapshot is on its way to the writer or being written.
     snapshot_in_flight: AtomicBool,
     /// When to try a whole snapshot again after the last one failed, and
@@ -188,6 +194,8 @@ pub struct Journal {
     spare: Arc<Mutex<Vec<Vec<Record>>>>,
     thread: std::thread::JoinHandle<()>,
     health: Arc<Health>,
+    /// Writes handed to the writer thread, ever.
+    sent: AtomicU64,
 }
 
 /// What a journal directory held when opened.
@@ -351,6 +359,8 @@ impl Journal {
             spare: spare.clone(),
             frame: Vec::new(),
             unwritten_modules: Vec::new(),
+            handled: 0,
+            slow: super::faults::slow_journal(),
         };
         writer.open_log();
         let thread = std::thread::Builder::new()
@@ -365,6 +375,7 @@ impl Journal {
                 spare,
                 thread,
                 health,
+                sent: AtomicU64::new(0),
             },
             recovered,
         ))
@@ -399,8 +410,40 @@ impl Journal {
             self.health
                 .backlog
                 .fetch_add(records.len() as u64, Ordering::AcqRel);
-            let _ = self.tx.send(Write::Records(records));
+            self.send(Write::Records(records));
         }
+    }
+
+    /// Hands `write` to the writer thread, counting it; whether the
+    /// writer took it.
+    fn send(&self, write: Write) -> bool {
+        let sent = self.tx.send(write).is_ok();
+        if sent {
+            self.sent.fetch_add(1, Ordering::AcqRel);
+        }
+        sent
+    }
+
+    /// How many writes were handed to the writer so far: once
+    /// [`Journal::reached`] is as many, all of them are in the file.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Acquire)
+    }
+
+    /// How many of the writes handed over are in the file (written, if
+    /// not yet synced to disk): a process killed now keeps them. Should
+    /// the writer thread have ended, all are counted, so that nothing
+    /// waits for it forever.
+    pub fn reached(&self) -> u64 {
+        if self.thread.is_finished() {
+            return u64::MAX;
+        }
+        self.health.reached.load(Ordering::Acquire)
+    }
+
+    /// Waits until [`Journal::reached`] may have moved.
+    pub async fn reached_moved(health: &Health) {
+        health.reached_note.notified().await;
     }
 
     /// Waits while more than [`MAX_BACKLOG`] records wait for the writer:
@@ -420,7 +463,7 @@ impl Journal {
     /// Records a module.
     pub fn module(&self, hash: &str, bytes: Bytes) {
         self.hand_over();
-        let _ = self.tx.send(Write::Module(hash.to_string(), bytes));
+        self.send(Write::Module(hash.to_string(), bytes));
     }
 
     /// Whether records were dropped and a whole snapshot is needed
@@ -443,7 +486,7 @@ impl Journal {
         self.health
             .snapshot_in_flight
             .store(true, Ordering::Release);
-        if self.tx.send(Write::Snapshot(snapshot)).is_err() {
+        if !self.send(Write::Snapshot(snapshot)) {
             self.health.snapshot_done(false);
         }
     }
@@ -457,7 +500,7 @@ impl Journal {
     pub fn flush(&self) {
         self.hand_over();
         let (tx, rx) = mpsc::channel();
-        if self.tx.send(Write::Flush(tx)).is_ok() {
+        if self.send(Write::Flush(tx)) {
             let _ = rx.recv();
         }
     }
@@ -466,7 +509,7 @@ impl Journal {
     /// and waits for the writer to finish.
     pub fn clear(self) {
         self.pending.lock().expect("pending lock").clear();
-        let _ = self.tx.send(Write::Clear);
+        self.send(Write::Clear);
         self.close();
     }
 

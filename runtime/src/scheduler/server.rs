@@ -513,6 +513,12 @@ struct Core {
     faults: super::faults::Faults,
     /// Retries and new actors, answered once per session and request id.
     once: once::Once,
+    /// This turn's messages to clients, waiting for the turn's journal
+    /// records (see [`Core::send`]).
+    held: Vec<(ClientId, FromScheduler)>,
+    /// Earlier turns' messages to clients, in order, each batch with the
+    /// count of journal writes ([`Journal::sent`]) it waits for.
+    journaling: std::collections::VecDeque<(u64, Vec<(ClientId, FromScheduler)>)>,
     /// The dashboard's address and who may see it, if it serves one.
     dashboard: Option<(std::net::SocketAddr, Arc<super::dashboard::Access>)>,
 }
@@ -554,8 +560,11 @@ async fn core_loop(
         shutting_down: false,
         faults: super::faults::Faults::from_env(),
         once: Default::default(),
+        held: Vec::new(),
+        journaling: Default::default(),
         dashboard,
     };
+    let journal_health = core.journal.as_ref().map(|j| j.health().clone());
     // Busy polling, where this process does it, pauses while the workers
     // hold a task per CPU or more: looked at once a millisecond at most
     // while it spins.
@@ -568,9 +577,23 @@ async fn core_loop(
         // moment); meanwhile the loop does not wait for input.
         let stepped = core.state.releasing() > 0;
         let first = if !stepped {
-            match in_rx.recv().await {
-                Some(inbound) => Some(inbound),
-                None => break,
+            let waits = !core.journaling.is_empty();
+            let journaled = async {
+                match &journal_health {
+                    Some(health) if waits => Journal::reached_moved(health).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                inbound = in_rx.recv() => match inbound {
+                    Some(inbound) => Some(inbound),
+                    None => break,
+                },
+                () = journaled => {
+                    core.release_journaled();
+                    continue 'serve;
+                }
             }
         } else {
             match in_rx.try_recv() {
@@ -628,6 +651,7 @@ async fn core_loop(
             j.hand_over();
             j.caught_up().await;
         }
+        core.release_journaled();
         if stepped {
             // Readers and writers share this thread: let them run, so that
             // what arrives meanwhile comes before the next step.
@@ -638,6 +662,7 @@ async fn core_loop(
         j.record(|pending| core.state.journal_stats_into(pending));
         j.hand_over();
     }
+    core.release_all_held();
     // Give workers a moment to receive their shutdown and hang up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while core.conns.values().any(|c| c.is_worker) {

@@ -32,6 +32,11 @@ pub(super) struct Writer {
     /// Modules whose writing failed (a full disk, say): written again
     /// before the whole snapshot that mends the journal, which needs them.
     pub(super) unwritten_modules: Vec<(String, Bytes)>,
+    /// Writes handled, ever (see [`Health::reached`]).
+    pub(super) handled: u64,
+    /// Each batch of records waits this long before it is written
+    /// (`DTASK_FAULT_SLOW_JOURNAL_MS`; none unless asked).
+    pub(super) slow: Option<Duration>,
 }
 
 /// Most records a batch handed back for reuse may have room for (about
@@ -104,6 +109,10 @@ impl Writer {
                     self.handle(w);
                     let closed = self.drain(&rx);
                     self.write_out();
+                    // A killed process keeps them now: what waited on them
+                    // may go.
+                    self.health.reached.store(self.handled, Ordering::Release);
+                    self.health.reached_note.notify_one();
                     closed
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => false,
@@ -218,8 +227,12 @@ impl Writer {
     }
 
     pub(super) fn handle(&mut self, w: Write) {
+        self.handled += 1;
         match w {
             Write::Records(mut records) => {
+                if let Some(slow) = self.slow {
+                    std::thread::sleep(slow);
+                }
                 self.last_records = Instant::now();
                 let n = records.len() as u64;
                 self.append(&records);

@@ -216,13 +216,68 @@ impl Core {
         self.send(to, msg);
     }
 
+    /// Sends `msg` to connection `id`.
+    ///
+    /// With a journal, what goes to clients (never to workers) waits until
+    /// the records of the turn that made it are in the journal's file
+    /// ([`Core::release_journaled`]): a client is never told of a change
+    /// (a submit taken, a queue item put) that a scheduler killed right
+    /// after would not have on its restart.
     pub(super) fn send(&mut self, id: u64, msg: FromScheduler) {
+        match self.conns.get(&id) {
+            Some(c) if self.journal.is_some() && !c.is_worker => self.held.push((id, msg)),
+            Some(_) => self.deliver(id, msg),
+            None => {}
+        }
+    }
+
+    /// Hands `msg` to connection `id`'s writer.
+    fn deliver(&mut self, id: u64, msg: FromScheduler) {
         let msg = within_one_frame(msg, MOST_IN_ONE_ANSWER);
         if let Some(c) = self.conns.get(&id)
             && let Err(e @ connection::SendError::Overflow { .. }) = c.tx.send(msg)
         {
             tracing::warn!("disconnecting client {id}: it stopped reading ({e})");
             self.overflowed.push(id);
+        }
+    }
+
+    /// Ends a turn's messages to clients: they wait for every write handed
+    /// to the journal so far, behind those of earlier turns, and whatever
+    /// the journal's file has reached goes out.
+    pub(super) fn release_journaled(&mut self) {
+        let Some(j) = &self.journal else {
+            return;
+        };
+        if !self.held.is_empty() {
+            let sent = j.sent();
+            let held = std::mem::take(&mut self.held);
+            match self.journaling.back_mut() {
+                Some((after, waiting)) if *after >= sent => waiting.extend(held),
+                _ => self.journaling.push_back((sent, held)),
+            }
+        }
+        let reached = j.reached();
+        while self
+            .journaling
+            .front()
+            .is_some_and(|(after, _)| *after <= reached)
+        {
+            let (_, ready) = self.journaling.pop_front().expect("looked at");
+            for (id, msg) in ready {
+                self.deliver(id, msg);
+            }
+        }
+        self.drop_overflowed();
+    }
+
+    /// Sends every message waiting for the journal (the scheduler is
+    /// stopping).
+    pub(super) fn release_all_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        let waiting = std::mem::take(&mut self.journaling);
+        for (id, msg) in waiting.into_iter().flat_map(|(_, m)| m).chain(held) {
+            self.deliver(id, msg);
         }
     }
 
