@@ -210,3 +210,18 @@ fn inspect_says_it_is_a_wasi_command() {
         );
     }
 }
+
+#[test]
+fn stdin_holds_maps_lines_so_a_dash_is_a_word_and_a_commands_stdin_is_refused() {
+    let c = Cluster::start(1, 1);
+    let out = c.run(&["map", tasks_wasm(), "len"], "a\n-\nbb\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = c.run(&["gather"], &stdout(&out));
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(stdout(&got), "1\n1\n2\n", "`-` was not taken as a word");
+    // `<-` would pass the lines still unread: refused, naming the line.
+    let out = c.run(&["map", CAT_WASM, "_start"], "x\n<-\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("line 2") && err.contains("<@KEY"), "{err}");
+}

@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// Where a word asks for stdin (`-`, or `<-` for a WASI command).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Stdin {
+    /// It reads this process's stdin.
+    Readable,
+    /// Stdin holds the words themselves (`dtask map`'s lines): `-` is
+    /// taken as a word like any other, and `<-` is refused.
+    Lines,
+}
+
 /// Parses shell words into arguments of `function`, by parameter type:
 /// `@KEY` is a future, `@@…` a literal `@…`, `-` reads stdin. For a WASI
 /// command see [`command_args`].
@@ -11,12 +21,22 @@ pub fn parse_args(
     function: &str,
     words: &[String],
 ) -> Result<Vec<Arg>, Failure> {
+    parse_args_with(module, function, words, Stdin::Readable)
+}
+
+/// [`parse_args`], with `stdin` saying what `-` means.
+pub fn parse_args_with(
+    module: &LocalModule,
+    function: &str,
+    words: &[String],
+    stdin: Stdin,
+) -> Result<Vec<Arg>, Failure> {
     let sig = module
         .types
         .func(function, &module.name)
         .map_err(Failure::usage)?;
     if module.types.kind().is_command() {
-        return command_args(module, words);
+        return command_args(module, words, stdin);
     }
     if words.len() != sig.params.len() {
         return Err(Failure::usage(dtask_runtime::client::arity_message(
@@ -37,7 +57,7 @@ pub fn parse_args(
                 dtask_runtime::key::validate_key(rest).map_err(at)?;
                 return Ok(Arg::Future(rest.to_string()));
             }
-            let v = if word == "-" {
+            let v = if word == "-" && stdin == Stdin::Readable {
                 if std::mem::replace(&mut stdin_used, true) {
                     return Err(at("stdin (`-`) can be read by one argument only".into()));
                 }
@@ -60,7 +80,7 @@ pub fn parse_args(
 /// stem), except that one word may set stdin: `<@KEY` to a future's result,
 /// `<-` to this process's stdin. `<<-` and `<<@…` pass `<-` and `<@…`
 /// literally. Without either, stdin is empty.
-fn command_args(module: &LocalModule, words: &[String]) -> Result<Vec<Arg>, Failure> {
+fn command_args(module: &LocalModule, words: &[String], from: Stdin) -> Result<Vec<Arg>, Failure> {
     let program = Path::new(&module.name)
         .file_stem()
         .map_or_else(|| module.name.clone(), |s| s.to_string_lossy().into_owned());
@@ -86,6 +106,12 @@ fn command_args(module: &LocalModule, words: &[String]) -> Result<Vec<Arg>, Fail
                 dtask_runtime::key::validate_key(key)
                     .map_err(|e| Failure::usage(format!("stdin ({word}): {e}")))?;
                 Arg::Future(key.to_string())
+            }
+            None if from == Stdin::Lines => {
+                return Err(Failure::usage(
+                    "`<-` passes this process's stdin, and map reads its lines from there: \
+                     pass a future's result with `<@KEY`, or a literal `<-` as `<<-`",
+                ));
             }
             None => {
                 let mut bytes = Vec::new();

@@ -1,8 +1,9 @@
 //! `dtask map`: one task per line of stdin, printing keys in order as the
 //! scheduler accepts them.
 
+use super::args::{Stdin, parse_args_with};
 use super::task_options::TaskOptions;
-use super::{Failure, Global, connect, load_module, parse_args};
+use super::{Failure, Global, connect, load_module};
 use dtask_runtime::client::task_spec;
 use dtask_runtime::protocol::{Arg, TaskSpec};
 use dtask_runtime::value;
@@ -25,7 +26,9 @@ const IN_FLIGHT: usize = 16;
 ///
 /// Each line holds the arguments as words, split as a shell splits them
 /// (`"two words"` is one word) and parsed like `dtask submit`'s, or with
-/// `--json` a JSON array of them. Blank lines are skipped.
+/// `--json` a JSON array of them. Blank lines are skipped. Stdin holds the
+/// lines, so a `-` word is taken literally (it does not read stdin), and a
+/// command's `<-` is refused.
 #[derive(clap::Args)]
 #[command(
     after_help = "Example:\n  seq 1000 | dtask map tasks.wasm inc | dtask gather\n\nExit status: 0 every key printed, 2 usage or bad input (the line is named) or a task refused, 3 no scheduler."
@@ -184,7 +187,7 @@ fn line_args(
     json: bool,
 ) -> Result<Vec<Arg>, Failure> {
     if !json {
-        return parse_args(module, function, &words(line)?);
+        return parse_args_with(module, function, &words(line)?, Stdin::Lines);
     }
     let items: Vec<serde_json::Value> =
         serde_json::from_str(line).map_err(|e| Failure::usage(format!("not a JSON array: {e}")))?;
