@@ -93,6 +93,47 @@ fn unreachable_scheduler_exits_3() {
 }
 
 #[test]
+fn a_scheduler_address_that_is_not_one_or_a_reserved_client_name_exit_2_at_once() {
+    let run = |env: &[(&str, &str)]| {
+        let state = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new(DTASK);
+        cmd.args(["submit", tasks_wasm(), "inc", "1"])
+            .env("DTASK_STATE_DIR", state.path())
+            .env("DTASK_TOKEN", "t")
+            .env("DTASK_SCHEDULER", "127.0.0.1:1")
+            // Long enough that a retry would be seen.
+            .env("DTASK_RECONNECT_GRACE", "60s")
+            .envs(env.iter().copied());
+        let started = std::time::Instant::now();
+        let out = cmd.output().unwrap();
+        (out, started.elapsed())
+    };
+    for (env, needle) in [
+        (
+            ("DTASK_SCHEDULER", "nonsense"),
+            "not a scheduler address (no port)",
+        ),
+        (
+            ("DTASK_SCHEDULER", "host:http"),
+            "`http` is not a port number",
+        ),
+        (
+            ("DTASK_CLIENT", "session-mine"),
+            "choose another DTASK_CLIENT",
+        ),
+    ] {
+        let (out, took) = run(&[env]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {err}");
+        assert!(err.contains(needle), "{env:?}: {err}");
+        assert!(
+            took < std::time::Duration::from_secs(30),
+            "{env:?} waited {took:?}"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let out = dtask_nowhere(&["submit"]);
     assert_eq!(out.status.code(), Some(2));

@@ -520,10 +520,32 @@ fn a_client_name_taking_the_schedulers_session_prefix_is_refused() {
             .args(["submit", tasks_wasm(), "inc", "1"]),
         "",
     );
-    assert!(!out.status.success());
+    // The CLI refuses it before connecting…
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("client names beginning with `session-`"),
+        stderr(&out).contains("names beginning with `session-`"),
         "{}",
         stderr(&out)
     );
+    // …and the scheduler refuses a client that says it anyway.
+    let hello = dtask_runtime::protocol::Hello {
+        version: dtask_runtime::protocol::PROTOCOL_VERSION,
+        token: c.token(),
+        role: dtask_runtime::protocol::Role::Client {
+            name: Some("session-0123456789abcdef".into()),
+            session: 0,
+        },
+    };
+    let refused = runtime().block_on(dtask_runtime::connection::connect::<
+        dtask_runtime::protocol::FromScheduler,
+        dtask_runtime::protocol::ToScheduler,
+    >(&c.addr, hello));
+    match refused {
+        Err(e) => assert!(
+            e.to_string()
+                .contains("client names beginning with `session-`"),
+            "{e}"
+        ),
+        Ok(_) => panic!("the scheduler admitted a client named session-…"),
+    }
 }

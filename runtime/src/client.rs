@@ -498,6 +498,19 @@ impl Client {
     }
 
     async fn connect_as(addr: &str, token: &str, role: Role) -> Result<Self, ClientError> {
+        // Neither is worth waiting out a reconnect grace for.
+        connection::check_address(addr).map_err(ClientError::Invalid)?;
+        if let Role::Client {
+            name: Some(name), ..
+        } = &role
+            && name.starts_with(crate::scheduler::state::SESSION_PREFIX)
+        {
+            return Err(ClientError::Invalid(format!(
+                "client name {name:?}: names beginning with `{}` are the scheduler's own \
+                 (unnamed clients' sessions); choose another DTASK_CLIENT",
+                crate::scheduler::state::SESSION_PREFIX
+            )));
+        }
         let peer_token = match &role {
             // A worker's data port never sees the client token itself: it
             // checks a digest of it (`crate::secret`).

@@ -114,14 +114,38 @@ pub enum WireError {
     /// TLS failed, or one side speaks it and the other does not.
     #[error("{0}")]
     Tls(String),
+    /// The address is not one (see [`check_address`]).
+    #[error("{0}")]
+    Address(String),
 }
 
 impl WireError {
     /// Whether trying again cannot help: the peer refused this side, or
     /// TLS failed (a certificate, a CA, one side without TLS).
     pub fn is_final(&self) -> bool {
-        matches!(self, Self::Refused(_) | Self::Tls(_))
+        matches!(self, Self::Refused(_) | Self::Tls(_) | Self::Address(_))
     }
+}
+
+/// Whether `addr` is an address dtask can connect to: `unix:PATH`, or
+/// `HOST:PORT` with a port number. (Whether the host resolves is left to
+/// connecting: a name server may be slow to answer.)
+pub fn check_address(addr: &str) -> Result<(), String> {
+    let why = match unix_path(addr) {
+        Some(path) if path.as_os_str().is_empty() => "no path after `unix:`".to_string(),
+        Some(_) => return Ok(()),
+        None => match addr.rsplit_once(':') {
+            None => "no port".to_string(),
+            Some(("", _)) => "no host before the port".to_string(),
+            Some((_, port)) => match port.parse::<u16>() {
+                Ok(_) => return Ok(()),
+                Err(_) => format!("`{port}` is not a port number"),
+            },
+        },
+    };
+    Err(format!(
+        "{addr:?} is not a scheduler address ({why}): give HOST:PORT or unix:PATH"
+    ))
 }
 
 /// The length-delimited codec for reading, which asks for huge pages for
@@ -540,6 +564,7 @@ async fn open(addr: &str) -> Result<(ReadHalf, WriteHalf, bool), WireError> {
         let (r, w) = stream.into_split();
         return Ok((Box::new(r), Box::new(w), false));
     }
+    check_address(addr).map_err(WireError::Address)?;
     let tls = crate::tls::current().map_err(WireError::Tls)?;
     let stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
