@@ -2,8 +2,9 @@
 //! shell pipelines on the embedded local default, as a new user runs them:
 //! `seq N | dtask map T inc | dtask gather --release > /dev/null`, ten times
 //! (the local default keeps its journal). Prints each pipeline's rate, the
-//! tenth against the first, and what the scheduler's journal wrote per
-//! task. `PIPELINES` and `PIPELINE_TASKS` change the counts.
+//! tenth against the first, what the scheduler's journal wrote per task,
+//! and what a scheduler killed then resumed from that journal holds.
+//! `PIPELINES` and `PIPELINE_TASKS` change the counts.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -83,5 +84,32 @@ fn main() {
         info["held"],
         info["scheduler_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6
     );
+    // Killed outright, the local default resumes from its journal at the
+    // next command: what it holds afterwards is what it restored.
+    let pid = info["scheduler"]["source"]
+        .as_str()
+        .and_then(|s| s.split("(pid ").nth(1))
+        .and_then(|s| s.trim_end_matches(')').parse::<u32>().ok());
+    if let Some(pid) = pid {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let began = Instant::now();
+        let resumed = dtask(&["submit", tasks_wasm(), "inc", "0"])
+            .output()
+            .unwrap();
+        let took = began.elapsed();
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        let info = dtask(&["info"]).output().unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap_or_default();
+        println!(
+            "killed (-9), then resumed from the journal by the next submit in {:.0} ms: {} keys known, scheduler RSS {:.0} MB",
+            took.as_secs_f64() * 1e3,
+            info["tasks"],
+            info["scheduler_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6
+        );
+    }
     let _ = dtask(&["shutdown"]).status();
 }

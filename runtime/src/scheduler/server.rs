@@ -271,48 +271,27 @@ impl SchedulerServer {
         let mut modules = HashMap::new();
         let journal = match &self.options.journal {
             None => None,
-            Some(dir) => match Journal::open(dir, self.options.journal_options.clone()) {
-                Ok((journal, recovered)) => {
-                    if let Some(mut r) = recovered {
-                        let began = std::time::Instant::now();
-                        let rest = std::mem::replace(&mut r.snapshot, state::Snapshot::empty());
-                        let found = std::mem::take(&mut r.modules);
-                        state.reserve_tasks(r.expected_tasks() as usize);
-                        let restored = r
-                            .tasks(|t| state.restore_task(t))
-                            .and_then(|tasks| Ok((tasks, state.finish_restore(rest)?)));
-                        match restored {
-                            Ok((tasks, restored)) => {
-                                tracing::info!(
-                                    "resumed {tasks} tasks and {} modules from the journal in {} \
-                                     in {:?}",
-                                    found.len(),
-                                    dir.display(),
-                                    began.elapsed()
-                                );
-                                state = restored;
-                                modules = found;
-                                let closer = timers.clone();
-                                let grace = self.options.rejoin_grace;
-                                tokio::spawn(async move {
-                                    tokio::time::sleep(grace).await;
-                                    let _ = closer.send(Inbound::RejoinWindowClosed).await;
-                                });
-                            }
-                            Err(e) => {
-                                tracing::error!("{e}");
-                                return;
-                            }
+            Some(dir) => {
+                let options = self.options.journal_options.clone();
+                let read = resume(dir, options, &mut state, &mut modules);
+                match read {
+                    Ok((journal, resumed)) => {
+                        if resumed {
+                            let closer = timers.clone();
+                            let grace = self.options.rejoin_grace;
+                            tokio::spawn(async move {
+                                tokio::time::sleep(grace).await;
+                                let _ = closer.send(Inbound::RejoinWindowClosed).await;
+                            });
                         }
+                        Some(journal)
                     }
-                    state.enable_journal();
-                    Some(journal)
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        return;
+                    }
                 }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    return;
-                }
-            },
+            }
         };
         if let Some(resumed) = self.options.on_resumed {
             resumed();
@@ -674,6 +653,47 @@ async fn core_loop(
             Ok(None) | Err(_) => break,
         }
     }
+}
+
+/// Opens the journal in `dir` and restores what it recorded into `state`
+/// and `modules`: the journal, and whether there was anything to resume.
+fn resume(
+    dir: &std::path::Path,
+    options: super::journal::JournalOptions,
+    state: &mut state::Scheduler,
+    modules: &mut HashMap<String, Bytes>,
+) -> Result<(Journal, bool), String> {
+    // Opened on a thread of its own: what folding the logs allocates and
+    // frees (a log's window of changes can be tens of megabytes) goes back
+    // to the system as that thread ends, instead of staying with a thread
+    // of the runtime.
+    let (journal, recovered) = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("dtask-resume".into())
+            .spawn_scoped(s, || Journal::open(dir, options))
+            .map_err(|e| format!("cannot start reading the journal: {e}"))?
+            .join()
+            .map_err(|_| "reading the journal failed unexpectedly".to_string())?
+    })?;
+    let resumed = recovered.is_some();
+    if let Some(mut r) = recovered {
+        let began = std::time::Instant::now();
+        let rest = std::mem::replace(&mut r.snapshot, state::Snapshot::empty());
+        let found = std::mem::take(&mut r.modules);
+        state.reserve_tasks(r.expected_tasks() as usize);
+        let tasks = r.tasks(|t| state.restore_task(t))?;
+        let fresh = state::Scheduler::new();
+        *state = std::mem::replace(state, fresh).finish_restore(rest)?;
+        tracing::info!(
+            "resumed {tasks} tasks and {} modules from the journal in {} in {:?}",
+            found.len(),
+            dir.display(),
+            began.elapsed()
+        );
+        *modules = found;
+    }
+    state.enable_journal();
+    Ok((journal, resumed))
 }
 
 /// Now, in ms since the Unix epoch.
