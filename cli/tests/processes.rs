@@ -816,3 +816,61 @@ fn a_pipeline_on_a_fresh_state_directory_finds_the_cluster_its_map_starts() {
     let out = on_local_default(state.path(), &["shutdown"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn a_map_interrupted_prints_the_key_of_every_line_it_submitted() {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+    let c = Cluster::start(1, 1);
+    let mut map = c
+        .cmd()
+        .args(["map", tasks_wasm(), "inc"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(Some(map.id()));
+    // Lines come faster than they are answered: batches are always on
+    // their way when the interrupt comes.
+    let mut stdin = map.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        for i in 0u64.. {
+            if writeln!(stdin, "{i}").is_err() {
+                break;
+            }
+        }
+    });
+    let out = map.stdout.take().unwrap();
+    let (first, printed) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut n = 0usize;
+        for line in std::io::BufReader::new(out).lines() {
+            if line.is_err() {
+                break;
+            }
+            n += 1;
+            if n == 1 {
+                let _ = first.send(());
+            }
+        }
+        n
+    });
+    printed
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a first key");
+    // SAFETY: signalling the process this test started.
+    unsafe { libc::kill(map.id() as i32, libc::SIGINT) };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut map.stderr.take().unwrap(), &mut err).unwrap();
+    let status = map.wait().unwrap();
+    let printed = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+    assert_eq!(
+        info["held"].as_u64(),
+        Some(printed as u64),
+        "keys held but never printed"
+    );
+}

@@ -26,12 +26,14 @@ const IN_FLIGHT: usize = 16;
 ///
 /// Each line holds the arguments as words, split as a shell splits them
 /// (`"two words"` is one word) and parsed like `dtask submit`'s, or with
-/// `--json` a JSON array of them. Blank lines are skipped. Stdin holds the
+/// `--json` a JSON array of them. Blank lines are skipped. Interrupted
+/// (Ctrl-C), it stops reading and prints the keys of the lines it already
+/// submitted before exiting 130. Stdin holds the
 /// lines, so a `-` word is taken literally (it does not read stdin), and a
 /// command's `<-` is refused.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  seq 1000 | dtask map tasks.wasm inc | dtask gather\n\nExit status: 0 every key printed, 2 usage or bad input (the line is named) or a task refused, 3 no scheduler."
+    after_help = "Example:\n  seq 1000 | dtask map tasks.wasm inc | dtask gather\n\nExit status: 0 every key printed, 2 usage or bad input (the line is named) or a task refused, 3 no scheduler, 130 interrupted (the keys submitted before are printed)."
 )]
 pub struct Args {
     /// Each line is a JSON array of arguments.
@@ -81,8 +83,29 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     // lines before it are still printed, as their tasks run, then it exits
     // with this.
     let mut failed: Option<Failure> = None;
+    // Interrupted (Ctrl-C), it stops reading and still prints the keys of
+    // the lines it already submitted, which the scheduler holds: a map cut
+    // short leaves no held key unprinted. A second interrupt ends it at
+    // once.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut interruptible = true;
     while input_open || !acks.is_empty() {
         tokio::select! {
+            _ = &mut interrupted, if interruptible => {
+                interruptible = false;
+                input_open = false;
+                failed.get_or_insert(Failure::new(
+                    130,
+                    "interrupted: stopped reading; the keys of the lines already submitted \
+                     are printed (they are held: `dtask release` them if unwanted)",
+                ));
+                tokio::spawn(async {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        std::process::exit(130);
+                    }
+                });
+            }
             first = line_rx.recv(), if input_open && acks.len() < IN_FLIGHT => {
                 let Some(first) = first else { input_open = false; continue };
                 let mut batch: Vec<TaskSpec> = Vec::new();
