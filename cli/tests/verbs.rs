@@ -454,6 +454,46 @@ fn a_key_submitted_again_under_other_limits_runs_again_under_them() {
 }
 
 #[test]
+fn a_cancelled_key_submitted_again_or_retried_runs_again() {
+    let c = Cluster::start(1, 1);
+    // Submitted again as it was: it runs (Dask forgets a cancelled key).
+    let k = c.submit("spin", &["1800"]);
+    c.ok(&["cancel", &k]);
+    wait_status(&c, &k, "cancelled");
+    assert_eq!(c.submit("spin", &["1800"]), k);
+    let out = c.run(&["gather", &k], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Retried by name: it runs too.
+    let k = c.submit("spin", &["1900"]);
+    c.ok(&["cancel", &k]);
+    wait_status(&c, &k, "cancelled");
+    c.ok(&["retry", &k]);
+    let out = c.run(&["gather", &k], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A dependent whose input is still cancelled cannot: retry says so.
+    let input = c.submit("spin", &["2000"]);
+    let dependent = c.submit("add", &[&format!("@{input}"), "1"]);
+    c.ok(&["cancel", &input]);
+    wait_status(&c, &dependent, "cancelled");
+    let out = c.run(&["retry", &dependent], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("submit or retry it first"),
+        "{}",
+        stderr(&out)
+    );
+    // Finished keys have nothing to run again.
+    let done = c.submit("inc", &["1"]);
+    c.ok(&["wait", &done]);
+    let out = c.run(&["retry", &done], "");
+    assert!(
+        stderr(&out).contains("neither erred nor been cancelled"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn status_json_lines() {
     let c = Cluster::start(1, 1);
     let k = c.submit("inc", &["1"]);

@@ -3,12 +3,13 @@
 use super::task_options::LimitFlags;
 use super::{Failure, Global, connect, keys_from};
 
-/// Run erred futures again, starting from the tasks where their errors
-/// started; dependents that inherited the error run again too. Limits
-/// given here replace those the tasks were submitted with.
+/// Run erred or cancelled futures again: an erred one from the task where
+/// its error started (dependents that inherited the error run again too),
+/// a cancelled one once its inputs can be had. Limits given here replace
+/// those the tasks were submitted with.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  dtask retry flaky-09c2…\n  dtask retry --timeout 10m --memory-limit-mib 512 slow-41aa…\n\nExit status: 0 the keys run again, 2 a key has not erred, is unknown, or asks for more memory than any worker allows, 3 no scheduler."
+    after_help = "Examples:\n  dtask retry flaky-09c2…\n  dtask retry --timeout 10m --memory-limit-mib 512 slow-41aa…\n\nExit status: 0 the keys run again, 2 a key has neither erred nor been cancelled, is unknown, has a cancelled input, or asks for more memory than any worker allows, 3 no scheduler."
 )]
 pub struct Args {
     #[command(flatten)]

@@ -119,3 +119,16 @@ pub struct TaskLimits {
     /// Runs again up to this many times after an error.
     pub retries: Option<u32>,
 }
+
+impl TaskLimits {
+    /// `limits` (timeout, memory, retries) with those given here in place
+    /// of theirs.
+    pub fn over(&self, limits: (Option<u64>, Option<u64>, u32)) -> (Option<u64>, Option<u64>, u32) {
+        let (timeout, memory, retries) = limits;
+        (
+            self.timeout_ms.or(timeout),
+            self.memory_limit.or(memory),
+            self.retries.unwrap_or(retries),
+        )
+    }
+}

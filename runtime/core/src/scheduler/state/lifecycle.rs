@@ -255,8 +255,9 @@ impl Scheduler {
     }
 
     /// Resets erred keys (and the erred tasks their errors came from, and
-    /// everything between) to run again, under new `limits` if given.
-    /// Returns the keys refused.
+    /// everything between) to run again, and cancelled keys whose inputs
+    /// can still be had, under new `limits` if given. Returns the keys
+    /// refused.
     pub(super) fn retry(
         &mut self,
         keys: Vec<String>,
@@ -272,8 +273,23 @@ impl Scheduler {
             }
             let origin = match self.tasks.get(&key).map(|t| &t.state) {
                 Some(State::Error(e)) => e.origin.clone(),
+                Some(State::Cancelled) => {
+                    let t = self.tasks.get_mut(&key).expect("present");
+                    if let Some(l) = limits
+                        && t.recipe.set_limits(l.over(t.recipe.limits()))
+                    {
+                        t.journaled = 0;
+                    }
+                    if let Err(why) = self.run_cancelled_again(&key) {
+                        refused.push((key, why));
+                    }
+                    continue;
+                }
                 Some(_) => {
-                    refused.push((key, "it has not erred".into()));
+                    refused.push((
+                        key,
+                        "it has neither erred nor been cancelled: nothing to run again".into(),
+                    ));
                     continue;
                 }
                 None => {
@@ -316,17 +332,11 @@ impl Scheduler {
             }
             for k in &reset {
                 let t = self.tasks.get_mut(k).expect("present");
-                if let Some(l) = limits {
-                    let (timeout, memory, retries) = t.recipe.limits();
-                    let new = (
-                        l.timeout_ms.or(timeout),
-                        l.memory_limit.or(memory),
-                        l.retries.unwrap_or(retries),
-                    );
-                    if t.recipe.set_limits(new) {
-                        // The journal records the task anew.
-                        t.journaled = 0;
-                    }
+                if let Some(l) = limits
+                    && t.recipe.set_limits(l.over(t.recipe.limits()))
+                {
+                    // The journal records the task anew.
+                    t.journaled = 0;
                 }
                 self.activity.set(k, t, State::Pending { waiting_on: 0 });
                 t.start_over();

@@ -101,34 +101,46 @@ impl Scheduler {
         ))
     }
 
-    /// A key submitted again that erred or was cancelled runs again when
-    /// the submission asks for other limits (timeout, memory, retries):
-    /// the same call under new limits is a new attempt, not the old one.
+    /// A key submitted again that was cancelled runs again, as a new
+    /// submission of a key Dask forgot at its cancel would; one that erred
+    /// runs again when the submission asks for other limits (timeout,
+    /// memory, retries): the same call under new limits is a new attempt,
+    /// not the old one, while under the same limits its error stands.
     pub(super) fn resubmitted(&mut self, key: &str, spec: &TaskSpec) {
         let limits = (spec.timeout_ms, spec.memory_limit, spec.retries);
         let Some(t) = self.tasks.get_mut(key) else {
             return;
         };
-        if !matches!(t.state, State::Error(_) | State::Cancelled) || t.recipe.limits() == limits {
-            return;
-        }
         let cancelled = matches!(t.state, State::Cancelled);
-        t.recipe.set_limits(limits);
-        t.journaled = 0;
-        if !cancelled {
-            self.retry(vec![key.to_string()], None);
+        let erred = matches!(t.state, State::Error(_));
+        if !(cancelled || erred && t.recipe.limits() != limits) {
             return;
         }
-        // A cancelled task runs again if its inputs can still be had.
+        if t.recipe.set_limits(limits) {
+            t.journaled = 0;
+        }
+        if cancelled {
+            // Its inputs cancelled or erred too: it stays as it is, and
+            // runs once they are submitted (or retried) first.
+            let _ = self.run_cancelled_again(key);
+        } else {
+            self.retry(vec![key.to_string()], None);
+        }
+    }
+
+    /// Runs a cancelled task again, if its inputs can still be had.
+    pub(super) fn run_cancelled_again(&mut self, key: &str) -> Result<(), String> {
+        let t = self.tasks.get(key).expect("present");
         let deps = t.deps.clone();
-        let blocked = deps.iter().any(|d| {
+        if let Some(d) = deps.iter().find(|d| {
             matches!(
                 self.tasks.get(d).map(|t| &t.state),
                 None | Some(State::Error(_) | State::Cancelled)
             )
-        });
-        if blocked {
-            return;
+        }) {
+            return Err(format!(
+                "its input {d} was cancelled, erred or released: submit or retry it first"
+            ));
         }
         let t = self.tasks.get_mut(key).expect("present");
         self.activity.set(key, t, State::Pending { waiting_on: 0 });
@@ -137,6 +149,7 @@ impl Scheduler {
             self.tasks.get_mut(d).expect("checked").needed_by += 1;
         }
         self.requeue(key);
+        Ok(())
     }
 
     /// Whether `spec` may be added: its module is known and allowed, its
