@@ -16,8 +16,11 @@ impl Scheduler {
     pub fn state(&self, key: &str) -> Option<TaskState> {
         let t = self.tasks.get(key)?;
         if matches!(t.state, State::Released) {
-            // Kept only as lineage: to users it is gone.
-            return None;
+            // Still held (resumed from the journal, its data on a worker
+            // that has not rejoined yet): it comes back, from that worker
+            // or computed again, when it is wanted. Else kept only as
+            // lineage: to users it is gone.
+            return (!t.holders.is_empty()).then_some(TaskState::Pending);
         }
         Some(t).map(|t| match t.state {
             State::Pending { waiting_on: 0 } if self.no_worker.contains_key(key) => {

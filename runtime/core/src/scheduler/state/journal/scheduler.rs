@@ -439,7 +439,8 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::super::super::{Input, Scheduler};
-    use crate::scheduler::testing::{M, finish, setup, small, spec, submit, val};
+    use crate::protocol::TaskState;
+    use crate::scheduler::testing::{M, big, finish, setup, small, spec, submit, val};
 
     /// A damaged snapshot that lists a key twice: the key is restored
     /// once, held once, and released for good by `release --all`.
@@ -466,5 +467,26 @@ mod tests {
         r.handle(Input::ReleaseAll { client: 1 });
         assert_eq!(r.held_keys(), 0);
         assert_eq!(r.task_count(), 0);
+    }
+
+    /// A held key whose result lived on a worker is pending after a
+    /// restart until that worker reports it (or it is computed again),
+    /// not unknown; one nobody holds is gone to users.
+    #[test]
+    fn a_held_key_whose_data_has_not_come_back_yet_is_pending_not_unknown() {
+        let mut s = setup(&[(10, 1)]);
+        submit(
+            &mut s,
+            vec![spec("held", vec![val(1)]), spec("dropped", vec![val(2)])],
+        );
+        finish(&mut s, 10, "held", big(10_000));
+        finish(&mut s, 10, "dropped", big(10_000));
+        s.handle(Input::Release {
+            client: 1,
+            keys: vec!["dropped".into()],
+        });
+        let r = Scheduler::new().restore(s.snapshot()).expect("restored");
+        assert_eq!(r.state("held"), Some(TaskState::Pending));
+        assert_eq!(r.state("dropped"), None);
     }
 }
