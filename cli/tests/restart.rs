@@ -302,6 +302,51 @@ fn gather_as_completed_and_wait_waiting_on_a_cluster_that_stops_exit_3() {
 }
 
 #[test]
+fn a_command_waiting_when_the_cluster_is_shut_down_ends_at_once() {
+    use std::io::BufRead;
+    let c = Cluster::start(1, 1);
+    let done = c.submit("inc", &["1"]);
+    c.ok(&["wait", &done]);
+    let spin = c.ok(&["submit", "--pure=false", tasks_wasm(), "spin", "60000"]);
+    // The default grace: a scheduler that merely went away is waited for
+    // 30 s; one shut down is not.
+    let mut gather = c
+        .cmd()
+        .args(["gather", &done, &spin])
+        .env_remove("DTASK_RECONNECT_GRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its first result printed, it is connected and waiting on the spin.
+    let mut first = String::new();
+    std::io::BufReader::new(gather.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "2");
+    let began = std::time::Instant::now();
+    c.ok(&["shutdown"]);
+    let pid = gather.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(gather.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        panic!("the gather did not end");
+    };
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "the gather waited {:?} for a scheduler that was shut down",
+        began.elapsed()
+    );
+}
+
+#[test]
 fn exporting_a_directory_whose_journal_dtask_cannot_read_is_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("snapshot.bin"), b"not a journal at all").unwrap();

@@ -36,6 +36,11 @@ impl Inner {
                         let _ = tx.send(message.clone());
                     }
                 }
+                // The scheduler is stopping for good: once the connection
+                // closes, nothing is waited for.
+                FromScheduler::Shutdown => {
+                    self.grace_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+                }
                 other => tracing::warn!("unexpected message for a client: {other:?}"),
             }
             return;

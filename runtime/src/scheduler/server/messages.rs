@@ -235,7 +235,9 @@ impl Core {
             }
             ToScheduler::Shutdown => {
                 tracing::info!("shutdown requested by connection {from}");
-                for c in self.conns.values().filter(|c| c.is_worker) {
+                // Workers stop; clients stop waiting for the scheduler to
+                // come back (a gather waiting on a task ends at once).
+                for c in self.conns.values() {
                     let _ = c.tx.send(FromScheduler::Shutdown);
                 }
                 self.shutting_down = true;
