@@ -225,3 +225,29 @@ fn stdin_holds_maps_lines_so_a_dash_is_a_word_and_a_commands_stdin_is_refused() 
     let err = stderr(&out);
     assert!(err.contains("line 2") && err.contains("<@KEY"), "{err}");
 }
+
+#[test]
+fn a_map_line_that_is_not_utf8_is_refused_by_its_number() {
+    use std::io::Write;
+    let c = Cluster::start(1, 1);
+    let mut map = c
+        .cmd()
+        .args(["map", tasks_wasm(), "len"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = map.stdin.take().unwrap();
+    stdin.write_all(b"ab\n\xff\x01\n").unwrap();
+    drop(stdin);
+    let out = map.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("line 2: not UTF-8"),
+        "{}",
+        stderr(&out)
+    );
+    // The line before it was submitted, and its key printed.
+    assert_eq!(stdout(&out).lines().count(), 1);
+}

@@ -64,7 +64,12 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let (line_tx, mut line_rx) = mpsc::channel::<Result<String, String>>(BATCH * 4);
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
-            let item = line.map_err(|e| format!("cannot read stdin: {e}"));
+            let item = line.map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidData => "not UTF-8: map's lines are text (pass \
+                     bytes as a file with `dtask scatter FILE` and `@KEY`)"
+                    .to_string(),
+                _ => format!("cannot read stdin: {e}"),
+            });
             let stop = item.is_err();
             if line_tx.blocking_send(item).is_err() || stop {
                 return;
@@ -112,7 +117,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 let mut next = Some(first);
                 while let Some(line) = next.take() {
                     lineno += 1;
-                    let parsed = line.map_err(Failure::usage).and_then(|line| {
+                    let parsed = line.map_err(|e| Failure::usage(format!("line {lineno}: {e}"))).and_then(|line| {
                         if line.trim().is_empty() {
                             return Ok(None);
                         }
