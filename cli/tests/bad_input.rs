@@ -134,6 +134,15 @@ fn a_scheduler_address_that_is_not_one_or_a_reserved_client_name_exit_2_at_once(
 }
 
 #[test]
+fn a_directory_to_scatter_is_refused_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    refused(
+        &["scatter", dir.path().to_str().unwrap()],
+        "it is a directory",
+    );
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let out = dtask_nowhere(&["submit"]);
     assert_eq!(out.status.code(), Some(2));

@@ -137,3 +137,20 @@ fn a_cluster_gives_its_workers_the_files_worker_section_and_its_own_flags() {
         "{workers}"
     );
 }
+
+#[test]
+fn a_reconnect_grace_that_is_not_a_duration_is_said_not_ignored() {
+    let c = Cluster::start(1, 1);
+    let out = c
+        .cmd()
+        .env("DTASK_RECONNECT_GRACE", "bogus")
+        .arg("info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("DTASK_RECONNECT_GRACE=\"bogus\" is not a duration"),
+        "{err}"
+    );
+}

@@ -522,12 +522,13 @@ impl Client {
             token: token.to_string(),
             role,
         };
-        let (tx, mut rx) = first_connect(addr, &hello, default_grace()).await?;
+        let grace = default_grace();
+        let (tx, mut rx) = first_connect(addr, &hello, grace).await?;
         let inner = Arc::new(Inner {
             address: addr.to_string(),
             tx: Mutex::new(Outbox::Up(tx.clone())),
             conn: Mutex::new(Some(tx)),
-            grace_ms: AtomicU64::new(default_grace().as_millis() as u64),
+            grace_ms: AtomicU64::new(grace.as_millis() as u64),
             peer_token,
             next_id: AtomicU64::new(1),
             // One number for the holds and the primitive operations.

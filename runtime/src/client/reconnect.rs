@@ -62,10 +62,14 @@ impl Inner {
 /// The reconnect grace from `DTASK_RECONNECT_GRACE` (`500ms`, `30s`, `2m`
 /// or seconds), else 30 seconds.
 pub(super) fn default_grace() -> Duration {
-    std::env::var("DTASK_RECONNECT_GRACE")
-        .ok()
-        .and_then(|s| crate::config::parse_duration(&s).ok())
-        .unwrap_or(Duration::from_secs(30))
+    const DEFAULT: Duration = Duration::from_secs(30);
+    let Ok(s) = std::env::var("DTASK_RECONNECT_GRACE") else {
+        return DEFAULT;
+    };
+    crate::config::parse_duration(&s).unwrap_or_else(|e| {
+        tracing::warn!("DTASK_RECONNECT_GRACE={s:?} is not a duration ({e}); using {DEFAULT:?}");
+        DEFAULT
+    })
 }
 
 /// Connects to `addr`. A scheduler that is not listening may be restarting:

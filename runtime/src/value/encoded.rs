@@ -82,6 +82,11 @@ impl EncodedFile {
     /// Opens `path` to be sent as the byte string of its bytes.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let file = std::fs::File::open(path)?;
+        if file.metadata()?.is_dir() {
+            return Err(std::io::Error::other(
+                "it is a directory: give its files (`dir/*`), or an archive of it",
+            ));
+        }
         Self::from_file(file, 0, path.display().to_string())
     }
 
