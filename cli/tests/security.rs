@@ -549,3 +549,59 @@ fn a_client_name_taking_the_schedulers_session_prefix_is_refused() {
         Ok(_) => panic!("the scheduler admitted a client named session-…"),
     }
 }
+
+#[test]
+fn an_unnamed_clients_answers_go_to_its_own_session_whatever_another_claims() {
+    use dtask_runtime::connection;
+    use dtask_runtime::protocol::{
+        FromScheduler, Hello, Op, OpReply, PROTOCOL_VERSION, Role, ToScheduler,
+    };
+    let c = Cluster::start(1, 1);
+    let token = file_token(&c, "token");
+    let acquire = |session: u64, timeout_ms: Option<u64>| ToScheduler::Primitive {
+        id: 5,
+        session,
+        task: None,
+        op: Op::LockAcquire {
+            name: "theirs".into(),
+            timeout_ms,
+        },
+    };
+    let replies = runtime().block_on(async {
+        let mut replies = Vec::new();
+        let mut conns = Vec::new();
+        // The owner takes the lock under its session; another client
+        // claims that session for the same request id.
+        for (own, ask) in [(111, acquire(111, None)), (222, acquire(111, Some(300)))] {
+            let hello = Hello {
+                version: PROTOCOL_VERSION,
+                token: token.clone(),
+                role: Role::Client {
+                    name: None,
+                    session: own,
+                },
+            };
+            let (_, tx, mut rx) = connection::connect::<FromScheduler, ToScheduler>(&c.addr, hello)
+                .await
+                .expect("a client connects");
+            tx.send(ask).unwrap();
+            loop {
+                let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                    .await
+                    .expect("an answer in time");
+                if let Ok(Some(FromScheduler::Primitive { id: 5, reply })) = msg {
+                    replies.push(reply);
+                    break;
+                }
+            }
+            conns.push((tx, rx));
+        }
+        replies
+    });
+    assert!(matches!(replies[0], OpReply::Done), "{:?}", replies[0]);
+    assert!(
+        matches!(replies[1], OpReply::Timeout),
+        "another client was answered as the lock's owner: {:?}",
+        replies[1]
+    );
+}

@@ -121,6 +121,10 @@ struct Conn {
     /// down, force-cancel others' keys or log in to the dashboard, which
     /// take the client credential.
     worker_credential: bool,
+    /// The session an unnamed client said in its hello (0: none). Its
+    /// requests are its session's whatever session they name, so no other
+    /// client is answered as this one.
+    session: u64,
     /// When it last sent anything.
     last_seen: tokio::time::Instant,
     /// Timeouts of its primitive requests still waiting, by request id:

@@ -63,6 +63,10 @@ impl Core {
                     Role::Peer => return,
                 };
                 let is_worker = matches!(input, Input::WorkerConnected { .. });
+                let session = match &input {
+                    Input::ClientConnected { session, .. } => *session,
+                    _ => 0,
+                };
                 let tx = if is_worker {
                     self.faults.delay.in_front_of(tx)
                 } else {
@@ -76,6 +80,7 @@ impl Core {
                         pause,
                         is_worker,
                         worker_credential,
+                        session,
                         last_seen: tokio::time::Instant::now(),
                         timers: Timers::default(),
                     },

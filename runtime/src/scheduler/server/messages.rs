@@ -108,7 +108,7 @@ impl Core {
                 keys,
                 limits,
             } => {
-                if !self.first_ask(from, session, id) {
+                if !self.first_ask(from, self.session_of(from, session), id) {
                     return;
                 }
                 Input::Retry {
@@ -295,7 +295,7 @@ impl Core {
             } if !is_worker => Input::Primitive {
                 client: from,
                 id,
-                session,
+                session: self.session_of(from, session),
                 task,
                 op,
             },
@@ -311,7 +311,7 @@ impl Core {
             }
             ToScheduler::Publish { topic, message } => Input::Publish { topic, message },
             ToScheduler::ActorNew { id, session, spec } if !is_worker => {
-                if !self.first_ask(from, session, id) {
+                if !self.first_ask(from, self.session_of(from, session), id) {
                     return;
                 }
                 Input::ActorNew {
@@ -369,6 +369,17 @@ impl Core {
 }
 
 impl Core {
+    /// The session request of connection `from` naming `claimed` belongs
+    /// to: an unnamed client's own, from its hello, whatever it claims; a
+    /// named client's (which shares its holds with every process using its
+    /// name) as claimed.
+    fn session_of(&self, from: ClientId, claimed: u64) -> u64 {
+        match self.conns.get(&from).map(|c| c.session) {
+            Some(session) if session != 0 => session,
+            _ => claimed,
+        }
+    }
+
     /// Whether request `id` of `session`, from connection `from`, is to be
     /// done: not if it was asked before (see [`once`]), in which case it
     /// is answered as the first copy was, now or when that is done.
