@@ -301,6 +301,18 @@ fn variables_set_get_del() {
     c.ok(&["var", "set", "v", "hello"]);
     assert_eq!(c.ok(&["var", "get", "v", "--timeout", "1s"]), r#""hello""#);
     assert_eq!(c.ok(&["var", "get", "v", "-r"]), "hello");
+    // Bytes set from Rust come back raw exactly, with nothing after them.
+    runtime().block_on(async {
+        let client = dtask_runtime::client::Client::connect(&c.addr, &c.token(), None)
+            .await
+            .unwrap();
+        let bytes = dtask_runtime::value::Value::Binary(b"\x00raw\xff".to_vec());
+        client.variable("v").set(value(bytes)).await.unwrap();
+        client.close().await.unwrap();
+    });
+    let out = c.run(&["var", "get", "v", "-r"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"\x00raw\xff");
     c.ok(&["var", "del", "v"]);
     let out = c.run(&["var", "get", "v", "--timeout", "200ms"], "");
     assert_code(&out, 4, "get after del");

@@ -1,7 +1,7 @@
 //! `dtask actor`: stateful instances of a resource a component exports,
 //! each living on one worker, called directly.
 
-use super::{Failure, Global, connect, load_module, render};
+use super::{Failure, Global, connect, load_module, render_line};
 use dtask_runtime::client::ActorOptions;
 use dtask_runtime::module::{LocalModule, constructor};
 use dtask_runtime::protocol::{Arg, CallArg};
@@ -196,8 +196,7 @@ async fn call(global: &Global, a: CallArgs) -> Result<(), Failure> {
     let actor = client.actor(&a.key).await?;
     let result = actor.call(&a.method, args).await?;
     let mut out = std::io::stdout().lock();
-    out.write_all(&render(&result, a.raw))
-        .and_then(|()| out.write_all(b"\n"))
+    out.write_all(&render_line(result, a.raw))
         .map_err(Failure::write)?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `dtask gather`: results of keys, in order, one JSON value per line.
 
-use super::{Failure, Global, connect, render};
+use super::{Failure, Global, connect, render_line};
 use dtask_runtime::protocol::Outcome;
 use dtask_runtime::value::Value;
 use rustc_hash::FxHashMap as HashMap;
@@ -125,15 +125,8 @@ async fn gather(
                         l.push(b'\n');
                         l
                     } else {
-                        match v {
-                            // Byte-exact: nothing follows raw bytes.
-                            Value::Binary(bytes) if a.raw => bytes,
-                            v => {
-                                let mut l = render(&v, a.raw);
-                                l.push(b'\n');
-                                l
-                            }
-                        }
+                        // Byte-exact: nothing follows raw bytes.
+                        render_line(v, a.raw)
                     };
                     progress
                         .suspend(|| out.write_all(&line))

@@ -456,6 +456,14 @@ async fn read_loop(
                 }
             }
             Ok(None) => return,
+            // A client killed mid-way (a `| head -1` ending its gather) is
+            // no news.
+            Err(connection::WireError::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
+                tracing::debug!("dropping connection {id}: {e}");
+                return;
+            }
             Err(e) => {
                 tracing::warn!("dropping connection {id}: {e}");
                 return;
