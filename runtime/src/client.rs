@@ -220,8 +220,7 @@ struct Inner {
     /// is leaving when its last handle goes, so what it held ends at once
     /// rather than after the session's grace.
     leaves: bool,
-    /// Set once [`Client::close`] has said so, so the drop does not say
-    /// it again.
+    /// Set once [`Client::close`] has said so: another close need not.
     left: AtomicBool,
     replies: Mutex<Option<HashMap<u64, oneshot::Sender<FromScheduler>>>>,
     watchers: Mutex<Option<Watchers>>,
@@ -249,8 +248,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Best effort: written as the connection's writer drains, if the
         // program lives that long; else the session's grace applies.
+        // Said again even after `close` said it: a connection made again
+        // since would not know.
         if self.leaves
-            && !*self.left.get_mut()
             && let Ok(outbox) = self.tx.get_mut()
         {
             let _ = outbox.send(ToScheduler::Leave);

@@ -2009,3 +2009,33 @@ fn a_task_retried_after_its_scattered_input_was_released_fails_instead_of_waitin
     // Nothing can bring the scattered value back: the retry ends at once.
     assert_eq!(s.state("t"), Some(TaskState::Error));
 }
+
+/// Scattered data cancelled while it was being stored has no task to run
+/// again: a retry is refused, saying to scatter it again, and placing the
+/// same data again stores it afresh.
+#[test]
+fn cancelled_scattered_data_is_scattered_again_not_retried() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(place(1, &["d"], false));
+    s.handle(Input::Cancel {
+        client: 1,
+        keys: vec!["d".into()],
+        force: false,
+    });
+    assert_eq!(s.state("d"), Some(TaskState::Cancelled));
+    let cmds = s.handle(Input::Retry {
+        client: 1,
+        id: 3,
+        keys: vec!["d".into()],
+        limits: Default::default(),
+    });
+    assert!(runs(&cmds).is_empty(), "{cmds:?}");
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Retried { refused, .. }
+            if refused.iter().any(|(k, why)| k == "d" && why.contains("scatter it again")))),
+        "{cmds:?}"
+    );
+    let cmds = s.handle(place(5, &["d"], false));
+    assert_eq!(placed_at(&cmds, "d"), vec!["w10".to_string()]);
+}

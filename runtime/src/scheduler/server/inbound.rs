@@ -251,29 +251,38 @@ impl Core {
     /// to the journal so far, behind those of earlier turns, and whatever
     /// the journal's file has reached goes out.
     pub(super) fn release_journaled(&mut self) {
-        let Some(j) = &self.journal else {
-            return;
-        };
-        if !self.held.is_empty() {
-            let sent = j.sent();
-            let held = std::mem::take(&mut self.held);
-            match self.journaling.back_mut() {
-                Some((after, waiting)) if *after >= sent => waiting.extend(held),
-                _ => self.journaling.push_back((sent, held)),
+        // Cutting off a client that overflowed as its messages went out
+        // can make more (a lease it held granted to the next in line):
+        // those go the same way, after their records.
+        loop {
+            let Some(j) = &self.journal else {
+                return;
+            };
+            if !self.held.is_empty() {
+                j.hand_over();
+                let sent = j.sent();
+                let held = std::mem::take(&mut self.held);
+                match self.journaling.back_mut() {
+                    Some((after, waiting)) if *after >= sent => waiting.extend(held),
+                    _ => self.journaling.push_back((sent, held)),
+                }
+            }
+            let reached = j.reached();
+            while self
+                .journaling
+                .front()
+                .is_some_and(|(after, _)| *after <= reached)
+            {
+                let (_, ready) = self.journaling.pop_front().expect("looked at");
+                for (id, msg) in ready {
+                    self.deliver(id, msg);
+                }
+            }
+            self.drop_overflowed();
+            if self.held.is_empty() {
+                return;
             }
         }
-        let reached = j.reached();
-        while self
-            .journaling
-            .front()
-            .is_some_and(|(after, _)| *after <= reached)
-        {
-            let (_, ready) = self.journaling.pop_front().expect("looked at");
-            for (id, msg) in ready {
-                self.deliver(id, msg);
-            }
-        }
-        self.drop_overflowed();
     }
 
     /// Sends every message waiting for the journal (the scheduler is

@@ -182,7 +182,10 @@ impl Scheduler {
             let revived = known.is_some() && {
                 let t = self.tasks.get(&key).expect("present");
                 t.is_scattered()
-                    && matches!(t.state, State::Lost | State::Released | State::Error(_))
+                    && matches!(
+                        t.state,
+                        State::Lost | State::Released | State::Error(_) | State::Cancelled
+                    )
             };
             if let Some(k) = &known
                 && !revived

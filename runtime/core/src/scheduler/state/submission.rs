@@ -131,6 +131,9 @@ impl Scheduler {
     /// Runs a cancelled task again, if its inputs can still be had.
     pub(super) fn run_cancelled_again(&mut self, key: &str) -> Result<(), String> {
         let t = self.tasks.get(key).expect("present");
+        if t.is_scattered() {
+            return Err("it is scattered data, which has no task to run: scatter it again".into());
+        }
         let deps = t.deps.clone();
         if let Some(d) = deps.iter().find(|d| {
             matches!(
