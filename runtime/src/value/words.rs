@@ -78,6 +78,13 @@ pub fn word_to_value(word: &str, ty: &Type) -> Result<Value, ConvertError> {
         Type::Variant(variant) if variant.cases().any(|c| c.name == word && c.ty.is_none()) => {
             Value::from(word)
         }
+        // A bare word for an enum or variant that names no case: said as
+        // such (with the cases), not as JSON that does not parse.
+        Type::Enum(_) | Type::Variant(_)
+            if serde_json::from_str::<serde_json::Value>(word).is_err() =>
+        {
+            json_to_value(&serde_json::Value::String(word.into()), ty)?
+        }
         _ => {
             let j: serde_json::Value = serde_json::from_str(word).map_err(|e| {
                 ConvertError::new(format!(
