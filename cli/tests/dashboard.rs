@@ -464,6 +464,10 @@ fn logs_show_what_a_task_wrote_whether_it_failed_or_not() {
     let out = c.run(&["logs", &quiet], "");
     assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
     assert!(common::stderr(&out).contains("no connected worker keeps output"));
+    // A key the scheduler does not know is bad input: exit 2, saying so.
+    let out = c.run(&["logs", "inc-00000000000000000000000000000000"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("unknown key"));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::io::Write;
 /// "[… earlier output dropped]".
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  dtask logs inc-5c1e…\n\nExit status: 0 printed, 1 no connected worker keeps output of that task (it wrote nothing, or its worker dropped or lost it), 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+    after_help = "Example:\n  dtask logs inc-5c1e…\n\nExit status: 0 printed, 1 no connected worker keeps output of that task (it wrote nothing, or its worker dropped or lost it), 2 usage or bad input (an unknown key), 3 cannot reach or authenticate to the scheduler."
 )]
 pub struct Args {
     /// Print what it wrote to stdout instead.
@@ -23,6 +23,10 @@ pub struct Args {
 pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let client = connect(global, false).await?;
     let Some(log) = client.logs(&a.key).await? else {
+        let known = client.status(vec![a.key.clone()]).await?;
+        if known.first().is_none_or(|(_, state)| state.is_none()) {
+            return Err(dtask_runtime::client::ClientError::UnknownKey(a.key).into());
+        }
         return Err(Failure::new(
             1,
             format!(
