@@ -52,7 +52,7 @@ use crate::protocol::{
 use crate::value::{self, Encoded, Value};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -220,8 +220,6 @@ struct Inner {
     /// is leaving when its last handle goes, so what it held ends at once
     /// rather than after the session's grace.
     leaves: bool,
-    /// Set once [`Client::close`] has said so: another close need not.
-    left: AtomicBool,
     replies: Mutex<Option<HashMap<u64, oneshot::Sender<FromScheduler>>>>,
     watchers: Mutex<Option<Watchers>>,
     uploaded: Mutex<HashSet<String>>,
@@ -248,8 +246,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Best effort: written as the connection's writer drains, if the
         // program lives that long; else the session's grace applies.
-        // Said again even after `close` said it: a connection made again
-        // since would not know.
+        // Said again even after `close` said it (saying it twice does no
+        // harm): a connection made again since would not know.
         if self.leaves
             && let Ok(outbox) = self.tx.get_mut()
         {
@@ -498,8 +496,8 @@ impl Client {
     }
 
     async fn connect_as(addr: &str, token: &str, role: Role) -> Result<Self, ClientError> {
-        // Neither is worth waiting out a reconnect grace for.
-        connection::check_address(addr).map_err(ClientError::Invalid)?;
+        // Not worth waiting out a reconnect grace for (nor is an address
+        // that is not one: see `first_connect`).
         if let Role::Client {
             name: Some(name), ..
         } = &role
@@ -537,7 +535,6 @@ impl Client {
                 _ => new_session(),
             },
             leaves: matches!(hello.role, Role::Client { session, .. } if session != 0),
-            left: Default::default(),
             replies: Mutex::new(Some(HashMap::new())),
             watchers: Mutex::new(Some(Watchers::default())),
             uploaded: Mutex::new(HashSet::new()),
@@ -1102,7 +1099,7 @@ impl Client {
     /// reached to confirm it; what the client held then ends after the
     /// session's grace.
     pub async fn close(self) -> Result<(), ClientError> {
-        if self.inner.leaves && !self.inner.left.swap(true, Ordering::AcqRel) {
+        if self.inner.leaves {
             self.send(ToScheduler::Leave)?;
         }
         // Messages on a connection are taken in order: an answer to a

@@ -558,13 +558,13 @@ async fn peer_speaks_tls(stream: &TcpStream) -> bool {
 /// Opens a connection to `addr`: TLS if this process has a CA
 /// ([`crate::tls`]), else plaintext.
 async fn open(addr: &str) -> Result<(ReadHalf, WriteHalf, bool), WireError> {
+    check_address(addr).map_err(WireError::Address)?;
     if let Some(path) = unix_path(addr) {
         let stream = tokio::net::UnixStream::connect(path).await?;
         crate::busy_poll::watch(&stream);
         let (r, w) = stream.into_split();
         return Ok((Box::new(r), Box::new(w), false));
     }
-    check_address(addr).map_err(WireError::Address)?;
     let tls = crate::tls::current().map_err(WireError::Tls)?;
     let stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);

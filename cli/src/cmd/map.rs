@@ -117,14 +117,15 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 let mut next = Some(first);
                 while let Some(line) = next.take() {
                     lineno += 1;
-                    let parsed = line.map_err(|e| Failure::usage(format!("line {lineno}: {e}"))).and_then(|line| {
-                        if line.trim().is_empty() {
-                            return Ok(None);
-                        }
-                        line_args(&module, &a.function, &line, a.json)
-                            .map(Some)
-                            .map_err(|f| Failure::usage(format!("line {lineno}: {}", f.message)))
-                    });
+                    let parsed = line
+                        .map_err(Failure::usage)
+                        .and_then(|line| {
+                            if line.trim().is_empty() {
+                                return Ok(None);
+                            }
+                            line_args(&module, &a.function, &line, a.json).map(Some)
+                        })
+                        .map_err(|f| Failure::usage(format!("line {lineno}: {}", f.message)));
                     match parsed {
                         Ok(Some(args)) => {
                             batch.push(task_spec(module.hash(), &a.function, args, &options));

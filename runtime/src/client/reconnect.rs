@@ -86,6 +86,8 @@ pub(super) async fn first_connect(
     loop {
         match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
             Ok((_, tx, rx)) => return Ok((tx, rx)),
+            // Bad input, not a scheduler that is away.
+            Err(connection::WireError::Address(why)) => return Err(ClientError::Invalid(why)),
             Err(e) if e.is_final() => {
                 return Err(ClientError::Connect {
                     addr: addr.to_string(),

@@ -177,6 +177,11 @@ impl Health {
         self.snapshot_in_flight.store(false, Ordering::Release);
     }
 
+    /// Waits until [`Journal::reached`] may have moved.
+    pub async fn reached_moved(&self) {
+        self.reached_note.notified().await;
+    }
+
     /// The current problem, if any.
     pub fn problem(&self) -> Option<String> {
         self.problem.lock().expect("health lock").clone()
@@ -439,11 +444,6 @@ impl Journal {
             return u64::MAX;
         }
         self.health.reached.load(Ordering::Acquire)
-    }
-
-    /// Waits until [`Journal::reached`] may have moved.
-    pub async fn reached_moved(health: &Health) {
-        health.reached_note.notified().await;
     }
 
     /// Waits while more than [`MAX_BACKLOG`] records wait for the writer:

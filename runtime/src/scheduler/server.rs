@@ -277,10 +277,15 @@ impl SchedulerServer {
             None => None,
             Some(dir) => {
                 let options = self.options.journal_options.clone();
-                let read = resume(dir, options, &mut state, &mut modules);
-                match read {
-                    Ok((journal, resumed)) => {
-                        if resumed {
+                match resume(dir, options, state) {
+                    Ok(Resumed {
+                        journal,
+                        state: resumed,
+                        modules: found,
+                    }) => {
+                        state = resumed;
+                        if let Some(found) = found {
+                            modules = found;
                             let closer = timers.clone();
                             let grace = self.options.rejoin_grace;
                             tokio::spawn(async move {
@@ -571,7 +576,7 @@ async fn core_loop(
             let waits = !core.journaling.is_empty();
             let journaled = async {
                 match &journal_health {
-                    Some(health) if waits => Journal::reached_moved(health).await,
+                    Some(health) if waits => health.reached_moved().await,
                     _ => std::future::pending().await,
                 }
             };
@@ -667,14 +672,20 @@ async fn core_loop(
     }
 }
 
-/// Opens the journal in `dir` and restores what it recorded into `state`
-/// and `modules`: the journal, and whether there was anything to resume.
+/// A journal opened, and the state it restored.
+struct Resumed {
+    journal: Journal,
+    state: state::Scheduler,
+    /// The modules it recorded, if there was anything to resume.
+    modules: Option<HashMap<String, Bytes>>,
+}
+
+/// Opens the journal in `dir` and restores what it recorded into `state`.
 fn resume(
     dir: &std::path::Path,
     options: super::journal::JournalOptions,
-    state: &mut state::Scheduler,
-    modules: &mut HashMap<String, Bytes>,
-) -> Result<(Journal, bool), String> {
+    mut state: state::Scheduler,
+) -> Result<Resumed, String> {
     // Opened on a thread of its own: what folding the logs allocates and
     // frees (a log's window of changes can be tens of megabytes) goes back
     // to the system as that thread ends, instead of staying with a thread
@@ -687,25 +698,28 @@ fn resume(
             .join()
             .map_err(|_| "reading the journal failed unexpectedly".to_string())?
     })?;
-    let resumed = recovered.is_some();
+    let mut modules = None;
     if let Some(mut r) = recovered {
         let began = std::time::Instant::now();
         let rest = std::mem::replace(&mut r.snapshot, state::Snapshot::empty());
         let found = std::mem::take(&mut r.modules);
         state.reserve_tasks(r.expected_tasks() as usize);
         let tasks = r.tasks(|t| state.restore_task(t))?;
-        let fresh = state::Scheduler::new();
-        *state = std::mem::replace(state, fresh).finish_restore(rest)?;
+        state = state.finish_restore(rest)?;
         tracing::info!(
             "resumed {tasks} tasks and {} modules from the journal in {} in {:?}",
             found.len(),
             dir.display(),
             began.elapsed()
         );
-        *modules = found;
+        modules = Some(found);
     }
     state.enable_journal();
-    Ok((journal, resumed))
+    Ok(Resumed {
+        journal,
+        state,
+        modules,
+    })
 }
 
 /// Now, in ms since the Unix epoch.
