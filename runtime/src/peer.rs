@@ -438,7 +438,8 @@ impl Uploads {
     /// why for the sender.
     fn refuse(&self, key: &str, kind: ErrorKind, why: String) -> Result<(), String> {
         let _ = self.reports.send(ToScheduler::Erred {
-            errors: vec![(key.to_string(), TaskError::new(kind, why.clone(), key))],
+            // Data stored at a client's request comes in no `Run`: run 0.
+            errors: vec![(key.to_string(), 0, TaskError::new(kind, why.clone(), key))],
         });
         Err(why)
     }
@@ -941,8 +942,8 @@ mod tests {
         let Some(ToScheduler::Erred { errors }) = reports.recv().await else {
             panic!("no report")
         };
-        assert_eq!(errors[0].1.kind, ErrorKind::Lost);
-        assert!(errors[0].1.message.contains("scatter it again"));
+        assert_eq!(errors[0].2.kind, ErrorKind::Lost);
+        assert!(errors[0].2.message.contains("scatter it again"));
         assert!(store.read(&key, 0, 1).await.is_none());
     }
 

@@ -96,13 +96,8 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     // snapshot holds (a status, a release, an error), adds new ones, and
     // touches primitives, in logs that the next compaction merges in.
     compacted_all(&journal, dir.path());
-    go(
-        &mut s,
-        Input::Erred {
-            worker: 10,
-            errors: vec![("c".into(), error("c"))],
-        },
-    );
+    let failed = erred(&s, 10, "c", error("c"));
+    go(&mut s, failed);
     go(
         &mut s,
         Input::Release {

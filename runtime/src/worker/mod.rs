@@ -154,6 +154,8 @@ struct InHand {
     /// Whether it took a slot and began: until then the scheduler may take
     /// it back to run elsewhere (stealing).
     started: bool,
+    /// The `seq` of the `Run` that last sent it, which its error names.
+    run: u64,
 }
 
 impl Shared {
@@ -169,6 +171,18 @@ impl Shared {
             }
             _ => false,
         }
+    }
+
+    /// The `seq` of the `Run` that last sent task `key`, run by the
+    /// current tokio task; `None` once it was taken back (cancelled or
+    /// stolen), when the scheduler wants no report of it.
+    fn run_of(&self, key: &str) -> Option<u64> {
+        let running = self.running.lock().expect("running lock");
+        running
+            .tasks
+            .get(key)
+            .filter(|t| t.abort.id() == tokio::task::id())
+            .map(|t| t.run)
     }
 }
 
@@ -277,8 +291,9 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                 running.run_seq = seq;
                 for task in tasks {
                     // Sent again while the first was slow to arrive: it is
-                    // already in hand.
-                    if running.tasks.contains_key(&task.key) {
+                    // already in hand, and its outcome answers this `Run`.
+                    if let Some(t) = running.tasks.get_mut(&task.key) {
+                        t.run = seq;
                         continue;
                     }
                     let key = task.key.clone();
@@ -292,6 +307,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                         InHand {
                             abort,
                             started: false,
+                            run: seq,
                         },
                     );
                 }
@@ -336,7 +352,8 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                         for (key, bytes) in values {
                             match keep(&store, &key, bytes) {
                                 Ok(at) => kept.push((key, at)),
-                                Err(e) => refused.push((key, e)),
+                                // Stored data comes in no `Run`: run 0.
+                                Err(e) => refused.push((key, 0, e)),
                             }
                         }
                         (kept, refused)

@@ -39,7 +39,7 @@ pub(super) async fn execute(shared: Arc<Shared>, task: RunTask) {
                 &key,
             ))
         });
-    let msg = match outcome.map(Output::encode) {
+    let ended = match outcome.map(Output::encode) {
         Ok(Err(spilled)) => {
             // Written to a spill file as it was made: kept there.
             let nbytes = spilled.len();
@@ -49,9 +49,7 @@ pub(super) async fn execute(shared: Arc<Shared>, task: RunTask) {
                 who_has: Vec::new(),
                 nbytes,
             };
-            ToScheduler::Finished {
-                results: vec![(key.clone(), at)],
-            }
+            Ok(at)
         }
         Ok(Ok(bytes)) => {
             let at = store::located(&bytes);
@@ -73,8 +71,11 @@ pub(super) async fn execute(shared: Arc<Shared>, task: RunTask) {
                         let store = shared.results.clone();
                         let to_scheduler = shared.to_scheduler.clone();
                         let k = key.clone();
+                        // 0 once taken back: the scheduler then takes an
+                        // error as no run's it is waiting on.
+                        let run = shared.run_of(&key).unwrap_or(0);
                         let stored = tokio::task::spawn_blocking(move || {
-                            let _ = to_scheduler.send(report(&k, keep(&store, &k, bytes)));
+                            let _ = to_scheduler.send(report(&k, run, keep(&store, &k, bytes)));
                         })
                         .await;
                         match stored {
@@ -88,12 +89,23 @@ pub(super) async fn execute(shared: Arc<Shared>, task: RunTask) {
                 },
             };
             match kept {
-                Some(kept) => report(&key, kept),
+                Some(kept) => kept,
                 None => return forget_in_hand(&shared, &key),
             }
         }
-        Err(error) => ToScheduler::Erred {
-            errors: vec![(key.clone(), error)],
+        Err(error) => Err(error),
+    };
+    let msg = match ended {
+        Ok(at) => ToScheduler::Finished {
+            results: vec![(key.clone(), at)],
+        },
+        // An error names the run it answers; that of a run taken back
+        // meanwhile (cancelled as it ended) is no longer wanted.
+        Err(error) => match shared.run_of(&key) {
+            Some(run) => ToScheduler::Erred {
+                errors: vec![(key.clone(), run, error)],
+            },
+            None => return,
         },
     };
     // Reported before it leaves the tasks in hand, so no heartbeat in
@@ -102,15 +114,15 @@ pub(super) async fn execute(shared: Arc<Shared>, task: RunTask) {
     forget_in_hand(&shared, &key);
 }
 
-/// What to tell the scheduler of task `key` whose result was kept (where,
-/// `Ok`) or could not be (`Err`).
-fn report(key: &str, kept: Result<Located, TaskError>) -> ToScheduler {
+/// What to tell the scheduler of task `key`, sent by `Run` number `run`,
+/// whose result was kept (where, `Ok`) or could not be (`Err`).
+fn report(key: &str, run: u64, kept: Result<Located, TaskError>) -> ToScheduler {
     match kept {
         Ok(at) => ToScheduler::Finished {
             results: vec![(key.to_string(), at)],
         },
         Err(e) => ToScheduler::Erred {
-            errors: vec![(key.to_string(), e)],
+            errors: vec![(key.to_string(), run, e)],
         },
     }
 }

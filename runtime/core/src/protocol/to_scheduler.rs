@@ -168,8 +168,12 @@ pub enum ToScheduler {
     },
     /// Tasks that failed on the sending worker.
     Erred {
-        /// (key, error).
-        errors: Vec<(String, TaskError)>,
+        /// (key, run, error): `run` is the `seq` of the
+        /// [`FromScheduler::Run`] that brought
+        /// the task (0 for data the worker was asked to store), so an error
+        /// of a run the scheduler has since cancelled is not taken for the
+        /// outcome of one it sent later.
+        errors: Vec<(String, u64, TaskError)>,
     },
     /// A worker asks for a module's bytes.
     FetchModule {

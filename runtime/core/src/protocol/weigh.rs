@@ -84,7 +84,7 @@ fn leave_out_redundant_starts(batch: &mut Vec<ToScheduler>) {
         for (i, m) in batch.iter().enumerate() {
             let keys: &mut dyn Iterator<Item = &String> = match m {
                 ToScheduler::Finished { results } => &mut results.iter().map(|(k, _)| k),
-                ToScheduler::Erred { errors } => &mut errors.iter().map(|(k, _)| k),
+                ToScheduler::Erred { errors } => &mut errors.iter().map(|(k, _, _)| k),
                 _ => continue,
             };
             for k in keys {
@@ -294,7 +294,7 @@ mod tests {
     fn erred(key: &str) -> ToScheduler {
         let e = TaskError::new(ErrorKind::Panic, "no".into(), key);
         ToScheduler::Erred {
-            errors: vec![(key.to_string(), e)],
+            errors: vec![(key.to_string(), 1, e)],
         }
     }
 

@@ -42,8 +42,9 @@ struct SimWorker {
     /// messages, then its disconnection, still arrive in order).
     outbox: VecDeque<Input>,
     /// In hand, not started.
-    queue: VecDeque<RunTask>,
-    running: Option<RunTask>,
+    /// Each with the `seq` of the `Run` that brought it.
+    queue: VecDeque<(u64, RunTask)>,
+    running: Option<(u64, RunTask)>,
     run_seq: u64,
     /// Drop the next `Run` sent to it.
     drop_next_run: bool,
@@ -360,10 +361,10 @@ impl Sim {
                 match w.inbox.pop_front() {
                     Some(ToWorker::Run { seq, tasks }) => {
                         w.run_seq = seq;
-                        w.queue.extend(tasks);
+                        w.queue.extend(tasks.into_iter().map(|t| (seq, t)));
                     }
                     Some(ToWorker::Sync { seq }) => w.run_seq = w.run_seq.max(seq),
-                    Some(ToWorker::Cancel(keys)) => w.queue.retain(|t| !keys.contains(&t.key)),
+                    Some(ToWorker::Cancel(keys)) => w.queue.retain(|(_, t)| !keys.contains(&t.key)),
                     Some(ToWorker::Free(keys)) => {
                         for k in keys {
                             w.held.remove(&k);
@@ -377,11 +378,14 @@ impl Sim {
                 if self.workers[i].running.is_some() {
                     return;
                 }
-                let Some(task) = self.workers[i].queue.pop_front() else {
+                let Some((run, task)) = self.workers[i].queue.pop_front() else {
                     return;
                 };
                 for (j, other) in self.workers.iter().enumerate() {
-                    let twice = other.running.as_ref().is_some_and(|r| r.key == task.key);
+                    let twice = other
+                        .running
+                        .as_ref()
+                        .is_some_and(|(_, r)| r.key == task.key);
                     assert!(
                         j == i || other.dead || !twice,
                         "{} runs on two live workers at once",
@@ -393,12 +397,12 @@ impl Sim {
                     worker: FIRST_WORKER + i as u64,
                     keys: vec![task.key.clone()],
                 });
-                w.running = Some(task);
+                w.running = Some((run, task));
             }
             Step::Finish(i) => {
                 let i = self.index(i);
                 let w = &mut self.workers[i];
-                let Some(task) = w.running.take() else {
+                let Some((run, task)) = w.running.take() else {
                     return;
                 };
                 let mut inputs = Vec::new();
@@ -432,7 +436,7 @@ impl Sim {
                                     let w = &mut self.workers[i];
                                     w.outbox.push_back(Input::Erred {
                                         worker: FIRST_WORKER + i as u64,
-                                        errors: vec![(task.key, error)],
+                                        errors: vec![(task.key, run, error)],
                                     });
                                     return;
                                 }
@@ -471,7 +475,7 @@ impl Sim {
                     rss: 0,
                     fetched: (0, 0),
                     run_seq: w.run_seq,
-                    running: running.map(|t| t.key.clone()).collect(),
+                    running: running.map(|(_, t)| t.key.clone()).collect(),
                 };
                 w.outbox.push_back(beat);
             }
@@ -494,7 +498,7 @@ impl Sim {
                 w.dead = true;
                 w.inbox.clear();
                 w.queue.clear();
-                if let Some(t) = w.running.take() {
+                if let Some((_, t)) = w.running.take() {
                     *self.died_running.entry(t.key).or_default() += 1;
                 }
                 w.outbox.push_back(Input::WorkerDisconnected {

@@ -2,7 +2,7 @@
 //! variables, leases that end with their holders, events and pub/sub.
 
 use super::state::{Command, Input, Scheduler};
-use super::testing::{error, finish, grace, runs, setup, small, spec, submit, val};
+use super::testing::{erred, error, finish, grace, runs, setup, small, spec, submit, val};
 use crate::protocol::{Arg, Op, OpReply, TaskState};
 use bytes::Bytes;
 
@@ -271,10 +271,7 @@ fn a_lock_held_by_a_task_is_free_when_the_task_errs() {
     let mut s = with_running_task();
     op(&mut s, 2, 1, Some("t"), lock("l"));
     op(&mut s, 1, 2, None, lock("l"));
-    let r = replies(&s.handle(Input::Erred {
-        worker: 10,
-        errors: vec![("t".into(), error("t"))],
-    }));
+    let r = replies(&s.handle(erred(&s, 10, "t", error("t"))));
     assert_eq!(r, vec![(1, 2, OpReply::Done)]);
 }
 

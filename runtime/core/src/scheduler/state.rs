@@ -552,11 +552,19 @@ impl Scheduler {
                 }
             }
             Input::Erred { worker, errors } => {
-                for (key, error) in errors {
-                    let on_it = matches!(
-                        self.tasks.get(&key).map(|t| &t.state),
-                        Some(State::Processing { worker: w, .. }) if *w == worker
-                    );
+                for (key, sent_by, error) in errors {
+                    let on_it = match self.tasks.get(&key).map(|t| &t.state) {
+                        Some(State::Processing { worker: w, run, .. }) if *w == worker => {
+                            // Of a run cancelled (or taken back) since, and
+                            // sent here again: that run's outcome is still
+                            // to come.
+                            if *run != sent_by {
+                                continue;
+                            }
+                            true
+                        }
+                        _ => false,
+                    };
                     if !on_it {
                         // Another copy of broadcast data that this worker
                         // could not keep: its request fails all the same.

@@ -112,6 +112,16 @@ pub fn finish(s: &mut Scheduler, worker: u64, key: &str, at: Located) -> Vec<Com
     })
 }
 
+/// What `worker` says when task `key`, processing there, fails with
+/// `error`: the error names the `Run` that sent it, as a worker's does.
+pub fn erred(s: &Scheduler, worker: u64, key: &str, error: TaskError) -> Input {
+    let run = s.run_of(key).unwrap_or(0);
+    Input::Erred {
+        worker,
+        errors: vec![(key.into(), run, error)],
+    }
+}
+
 pub fn started(worker: u64, key: &str) -> Input {
     Input::Started {
         worker,

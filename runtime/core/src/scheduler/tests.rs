@@ -49,13 +49,12 @@ fn a_task_whose_end_comes_unannounced_began_as_it_ended() {
     let a = s.timings("a").unwrap();
     assert!(a.started_ms.is_some(), "{a:?}");
     assert_eq!(a.started_ms, a.finished_ms);
-    s.handle(Input::Erred {
-        worker: 10,
-        errors: vec![(
-            "b".into(),
-            TaskError::new(ErrorKind::Panic, "no".into(), "b"),
-        )],
-    });
+    s.handle(erred(
+        &s,
+        10,
+        "b",
+        TaskError::new(ErrorKind::Panic, "no".into(), "b"),
+    ));
     let b = s.timings("b").unwrap();
     assert!(b.started_ms.is_some(), "{b:?}");
     assert_eq!(b.started_ms, b.finished_ms);
@@ -265,10 +264,7 @@ fn dependent_of_erred_task_errs_with_same_error() {
         client: 1,
         keys: vec!["c".into()],
     });
-    let cmds = s.handle(Input::Erred {
-        worker: 10,
-        errors: vec![("a".into(), error("a"))],
-    });
+    let cmds = s.handle(erred(&s, 10, "a", error("a")));
     assert_eq!(s.state("b"), Some(TaskState::Error));
     assert_eq!(s.state("c"), Some(TaskState::Error));
     let done = cmds.iter().find_map(|c| match c {
@@ -556,6 +552,37 @@ fn cancel_interrupts_running_task_and_cancels_pending_dependents() {
 }
 
 #[test]
+fn an_error_of_a_cancelled_run_is_not_taken_for_the_rerun_on_the_same_worker() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    // The worker's error of the first run is on its way as the key is
+    // cancelled and submitted again, to the same worker.
+    let stale = erred(&s, 10, "a", error("a"));
+    s.handle(Input::Cancel {
+        client: 1,
+        keys: vec!["a".into()],
+        force: false,
+    });
+    let cmds = submit(&mut s, vec![spec("a", vec![])]);
+    assert_eq!(runs(&cmds), vec![(10, "a".to_string())]);
+    s.handle(stale);
+    assert_eq!(s.state("a"), Some(TaskState::Processing), "still running");
+    // The rerun's own outcome is the key's.
+    finish(&mut s, 10, "a", small(4));
+    assert_eq!(s.state("a"), Some(TaskState::Finished));
+    let rerun_failed = {
+        submit(&mut s, vec![spec("b", vec![])]);
+        erred(&s, 10, "b", error("b"))
+    };
+    s.handle(rerun_failed);
+    assert_eq!(
+        s.state("b"),
+        Some(TaskState::Error),
+        "a current run's error counts"
+    );
+}
+
+#[test]
 fn cancel_without_force_spares_keys_other_clients_hold() {
     let mut s = setup(&[(10, 1)]);
     s.handle(Input::ClientConnected {
@@ -591,16 +618,10 @@ fn retries_rerun_an_erring_task_before_it_errs() {
     flaky.retries = 2;
     submit(&mut s, vec![flaky]);
     for _ in 0..2 {
-        let cmds = s.handle(Input::Erred {
-            worker: 10,
-            errors: vec![("f".into(), error("f"))],
-        });
+        let cmds = s.handle(erred(&s, 10, "f", error("f")));
         assert_eq!(runs(&cmds), vec![(10, "f".to_string())], "runs again");
     }
-    s.handle(Input::Erred {
-        worker: 10,
-        errors: vec![("f".into(), error("f"))],
-    });
+    s.handle(erred(&s, 10, "f", error("f")));
     assert_eq!(s.state("f"), Some(TaskState::Error));
 }
 
@@ -619,10 +640,7 @@ fn a_retried_task_whose_input_was_lost_meanwhile_waits_for_it_again() {
     assert_eq!(runs(&cmds), vec![(20, "a".to_string())]);
     // b then errs for a reason of its own with a retry left: it waits for
     // a instead of running without it.
-    let cmds = s.handle(Input::Erred {
-        worker: 20,
-        errors: vec![("b".into(), error("b"))],
-    });
+    let cmds = s.handle(erred(&s, 20, "b", error("b")));
     assert_eq!(runs(&cmds), vec![]);
     assert_eq!(s.state("b"), Some(TaskState::Pending));
     let cmds = finish(&mut s, 20, "a", big(100));
@@ -721,10 +739,7 @@ fn a_task_in_hand_or_not_yet_acknowledged_is_never_resent() {
 fn retry_reruns_the_origin_and_the_dependents_that_inherited_its_error() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
-    s.handle(Input::Erred {
-        worker: 10,
-        errors: vec![("a".into(), error("a"))],
-    });
+    s.handle(erred(&s, 10, "a", error("a")));
     assert_eq!(s.state("b"), Some(TaskState::Error));
     let cmds = s.handle(Input::Retry {
         client: 1,
@@ -744,10 +759,7 @@ fn retry_reruns_the_origin_and_the_dependents_that_inherited_its_error() {
 fn retry_of_an_error_whose_origin_was_forgotten_is_refused_naming_it() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
-    s.handle(Input::Erred {
-        worker: 10,
-        errors: vec![("a".into(), error("a"))],
-    });
+    s.handle(erred(&s, 10, "a", error("a")));
     s.handle(Input::Release {
         client: 1,
         keys: vec!["a".into()],
@@ -1022,13 +1034,12 @@ fn a_broadcast_copy_a_worker_cannot_keep_fails_the_scatter() {
     let cmds = s.handle(place(1, &["d"], true));
     assert_eq!(placed_at(&cmds, "d").len(), 2);
     finish(&mut s, 10, "d", big(8 << 20));
-    let cmds = s.handle(Input::Erred {
-        worker: 20,
-        errors: vec![(
-            "d".into(),
-            TaskError::new(ErrorKind::Memory, "the spill directory is full".into(), "d"),
-        )],
-    });
+    let cmds = s.handle(erred(
+        &s,
+        20,
+        "d",
+        TaskError::new(ErrorKind::Memory, "the spill directory is full".into(), "d"),
+    ));
     assert!(
         cmds.iter().any(|c| matches!(c, Command::Failed { client: 1, id: 2, message } if message.contains("spill"))),
         "{cmds:?}"
@@ -1261,10 +1272,7 @@ fn an_erred_key_submitted_again_under_other_limits_runs_again_under_them() {
     let mut t = spec("a", vec![]);
     t.timeout_ms = Some(100);
     submit(&mut s, vec![t.clone(), spec("b", vec![fut("a")])]);
-    s.handle(Input::Erred {
-        worker: 10,
-        errors: vec![("a".into(), error("a"))],
-    });
+    s.handle(erred(&s, 10, "a", error("a")));
     assert_eq!(s.state("a"), Some(TaskState::Error));
     // The same limits: the same error, nothing runs.
     assert!(runs(&submit(&mut s, vec![t.clone()])).is_empty());
@@ -1534,13 +1542,8 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
             results: vec![("a".into(), small(2)), ("gone".into(), small(5))],
         },
     );
-    go(
-        &mut s,
-        Input::Erred {
-            worker: 10,
-            errors: vec![("c".into(), error("c"))],
-        },
-    );
+    let failed = erred(&s, 10, "c", error("c"));
+    go(&mut s, failed);
     go(
         &mut s,
         Input::Release {
@@ -1965,25 +1968,23 @@ fn a_task_that_could_not_fetch_a_finished_input_is_placed_again_a_few_times() {
     // Its worker could not fetch `x` (its holder died, say, and the news
     // is not here yet): sent again, with where `x` is now.
     for _ in 0..3 {
-        let cmds = s.handle(Input::Erred {
-            worker: on,
-            errors: vec![(
-                "t".into(),
-                TaskError::new(ErrorKind::Lost, "cannot fetch x".into(), "t"),
-            )],
-        });
+        let cmds = s.handle(erred(
+            &s,
+            on,
+            "t",
+            TaskError::new(ErrorKind::Lost, "cannot fetch x".into(), "t"),
+        ));
         let again = runs(&cmds);
         assert_eq!(again.len(), 1, "not placed again: {cmds:?}");
         on = again[0].0;
     }
     // Past a few misses the error is final.
-    s.handle(Input::Erred {
-        worker: on,
-        errors: vec![(
-            "t".into(),
-            TaskError::new(ErrorKind::Lost, "cannot fetch x".into(), "t"),
-        )],
-    });
+    s.handle(erred(
+        &s,
+        on,
+        "t",
+        TaskError::new(ErrorKind::Lost, "cannot fetch x".into(), "t"),
+    ));
     assert_eq!(s.state("t"), Some(TaskState::Error));
 }
 
@@ -1992,10 +1993,7 @@ fn a_task_retried_after_its_scattered_input_was_released_fails_instead_of_waitin
     let mut s = setup(&[(10, 1)]);
     let d = scattered(&mut s, 1).remove(0);
     submit(&mut s, vec![spec("t", vec![fut(&d)])]);
-    s.handle(Input::Erred {
-        worker: 10,
-        errors: vec![("t".into(), error("t"))],
-    });
+    s.handle(erred(&s, 10, "t", error("t")));
     s.handle(Input::Release {
         client: 1,
         keys: vec![d.clone()],

@@ -167,8 +167,9 @@ pub enum Input {
     Erred {
         /// Which worker.
         worker: WorkerId,
-        /// (key, error) of each.
-        errors: Vec<(String, TaskError)>,
+        /// (key, run, error) of each: `run` is the `seq` of the `Run` that
+        /// sent the task (0 for stored data).
+        errors: Vec<(String, u64, TaskError)>,
     },
     /// A task gave its execution slot back while it waits.
     Seceded {

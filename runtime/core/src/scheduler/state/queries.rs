@@ -36,6 +36,17 @@ impl Scheduler {
         })
     }
 
+    /// The `seq` of the `Run` that sent `key` to its worker, while it is
+    /// processing there (0 for data being stored): what the worker's
+    /// report of it names.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn run_of(&self, key: &str) -> Option<u64> {
+        match self.tasks.get(key)?.state {
+            State::Processing { run, .. } => Some(run),
+            _ => None,
+        }
+    }
+
     /// Whether a module has been stored.
     pub fn has_module(&self, hash: &str) -> bool {
         self.modules.contains(hash)
