@@ -155,6 +155,7 @@ fn main() {
             handle(
                 &mut s,
                 Input::Submit {
+                    again: false,
                     client: 1,
                     id: events,
                     tasks: chunk,

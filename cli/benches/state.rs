@@ -115,6 +115,7 @@ fn main() {
         let mut pending = handle(
             &mut s,
             Input::Submit {
+                again: false,
                 client: 1,
                 id,
                 tasks: chunk,

@@ -268,14 +268,25 @@ fn a_submit_whose_answer_is_lost_with_the_connection_is_asked_again() {
     );
     let keys = stdout(&out);
     assert_eq!(keys.lines().count(), 3000);
-    let gathered = start_with_stdin(c.cmd().arg("gather"), &format!("{first}\n{keys}"))
-        .output_within(Duration::from_secs(120), "the tasks to finish");
+    let gathered = start_with_stdin(
+        c.cmd().args(["gather", "--release"]),
+        &format!("{first}\n{keys}"),
+    )
+    .output_within(Duration::from_secs(120), "the tasks to finish");
     assert!(gathered.status.success(), "{}", stderr(&gathered));
     let values: Vec<i64> = stdout(&gathered)
         .lines()
         .map(|l| l.parse().unwrap())
         .collect();
     assert_eq!(values, (1..=3001).collect::<Vec<i64>>());
+    // A submit asked again holds its keys no more than once: the gather's
+    // releases let go of everything.
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+    assert_eq!(
+        (info["held"].as_u64(), info["tasks"].as_u64()),
+        (Some(0), Some(0)),
+        "{info}"
+    );
 }
 
 #[test]

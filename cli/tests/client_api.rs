@@ -212,20 +212,36 @@ fn dropping_the_last_future_releases_and_frees_the_result() {
             Some(TaskState::Finished)
         );
         copy.release();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let workers = client.workers().await.unwrap();
-            let st = client.status(vec![key.clone()]).await.unwrap()[0].1;
-            if st.is_none() && workers[0].holding == 0 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "not freed: {st:?} {workers:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        freed(&client, &key).await;
+        // Submitted twice while held: the scheduler counts each submit as
+        // a hold, and the last handle lets go of both.
+        let args = || vec![value("y"), value(100_000u32)];
+        let once = submit(&client, &module, "repeat", args()).await;
+        let twice = submit(&client, &module, "repeat", args()).await;
+        let key = once.key().to_string();
+        twice.result(None).await.unwrap();
+        drop(once);
+        drop(twice);
+        freed(&client, &key).await;
     });
+}
+
+/// Waits until the scheduler no longer knows `key` and the only worker
+/// holds nothing.
+async fn freed(client: &Client, key: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let workers = client.workers().await.unwrap();
+        let st = client.status(vec![key.to_string()]).await.unwrap()[0].1;
+        if st.is_none() && workers[0].holding == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not freed: {st:?} {workers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[test]

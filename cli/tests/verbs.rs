@@ -630,6 +630,45 @@ fn the_shell_lets_go_of_what_it_holds_with_gather_release_and_release_all() {
     assert!(now["scheduler_rss_bytes"].as_u64() > Some(0));
 }
 
+/// Two pipelines under the same client name (the default) that submit
+/// the same calls: each map's submit is a hold, and each gather's release
+/// lets go of one, so the first pipeline to finish does not free the
+/// results the other has yet to fetch (results over 1 KiB live on the
+/// workers, and freeing them there made the second gather fail).
+#[test]
+fn two_pipelines_under_one_client_name_each_keep_what_they_submitted() {
+    let c = Cluster::start(1, 1);
+    let lines: String = (0..40).map(|i| format!("{i} 2000\n")).collect();
+    let first = stdout(&c.run(&["map", tasks_wasm(), "count-bytes"], &lines));
+    let second = stdout(&c.run(&["map", tasks_wasm(), "count-bytes"], &lines));
+    assert_eq!(first, second, "the same calls, the same keys");
+    assert_eq!(info(&c)["held"], 40);
+    let out = c.run(&["gather", "--release", "--json"], &first);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&stdout(&out)).len(), 40);
+    let out = c.run(&["gather", "--release", "--json"], &second);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results = json_lines(&stdout(&out));
+    assert_eq!(results.len(), 40);
+    assert!(
+        results.iter().all(|r| r["status"] == "finished"),
+        "{results:?}"
+    );
+    let now = info(&c);
+    assert_eq!(
+        (now["held"].as_u64(), now["tasks"].as_u64()),
+        (Some(0), Some(0)),
+        "both let go: nothing left"
+    );
+    // A key submitted twice is let go of by the second release.
+    let k = c.submit("inc", &["5"]);
+    assert_eq!(c.submit("inc", &["5"]), k);
+    c.ok(&["release", &k]);
+    assert_eq!(c.ok(&["gather", &k]).trim(), "6");
+    c.ok(&["release", &k]);
+    assert_eq!(info(&c)["tasks"], 0);
+}
+
 /// A bad line stops `map`, naming it; the lines before it are submitted
 /// and their keys printed (every key it holds, it printed), the lines
 /// after it are not.

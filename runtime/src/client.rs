@@ -224,7 +224,7 @@ struct Inner {
     watchers: Mutex<Option<Watchers>>,
     uploaded: Mutex<HashSet<String>>,
     /// Live [`Future`] handles per key; the last one dropped releases it.
-    refs: Mutex<rustc_hash::FxHashMap<String, usize>>,
+    refs: Mutex<rustc_hash::FxHashMap<String, Refs>>,
     /// Open subscriptions by id.
     subscriptions: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
     /// Requests in flight that are safe to ask again ([`repeatable`]), by
@@ -412,6 +412,9 @@ impl Asked {
     /// the whole timeout again.
     fn again(&self) -> ToScheduler {
         let mut msg = self.msg.clone();
+        if let ToScheduler::Submit { again, .. } = &mut msg {
+            *again = true;
+        }
         if let ToScheduler::Primitive { op, .. } = &mut msg
             && let Some(deadline) = self.deadline
             && let Some(wait) = op.wait_ms_mut()
@@ -454,6 +457,16 @@ fn repeatable(msg: &ToScheduler) -> bool {
             | ToScheduler::Actors { .. }
             | ToScheduler::ActorLocate { .. }
     )
+}
+
+/// A key's live [`Future`] handles in a client, and the holds the
+/// scheduler counts for the client's submits and scatters of it while
+/// they lived: the last handle lets go of each (of one, if none was
+/// counted: a handle on a key held by other means).
+#[derive(Default)]
+pub(crate) struct Refs {
+    handles: usize,
+    holds: usize,
 }
 
 /// A connection to a dtask scheduler. Cheap to clone; clones share it.
@@ -888,16 +901,46 @@ impl Client {
     /// hold it for this client, e.g. by a submit, before this client sends
     /// anything after the handle's release).
     pub fn future(&self, key: String) -> Future {
-        *self
-            .inner
+        self.inner
             .refs
             .lock()
             .expect("refs lock")
             .entry(key.clone())
-            .or_insert(0) += 1;
+            .or_default()
+            .handles += 1;
         Future {
             key,
             client: self.clone(),
+        }
+    }
+
+    /// A handle on `key`, which the scheduler just held for this client
+    /// once more (a scatter): its last handle lets go of that hold too.
+    fn held_future(&self, key: String) -> Future {
+        let mut refs = self.inner.refs.lock().expect("refs lock");
+        let r = refs.entry(key.clone()).or_default();
+        r.handles += 1;
+        r.holds += 1;
+        drop(refs);
+        Future {
+            key,
+            client: self.clone(),
+        }
+    }
+
+    /// Notes that `keys` are held once more by the scheduler for this
+    /// client (a submit each): those with live handles are let go of as
+    /// many times when their last handle goes. A key without handles is
+    /// the caller's to release.
+    pub(crate) fn count_holds<'a>(&self, keys: impl Iterator<Item = &'a str>) {
+        let mut refs = self.inner.refs.lock().expect("refs lock");
+        if refs.is_empty() {
+            return;
+        }
+        for k in keys {
+            if let Some(r) = refs.get_mut(k) {
+                r.holds += 1;
+            }
         }
     }
 
@@ -960,7 +1003,7 @@ impl Client {
         };
         match reply {
             FromScheduler::Scattered { .. } => {
-                Ok(keys.into_iter().map(|k| self.future(k)).collect())
+                Ok(keys.into_iter().map(|k| self.held_future(k)).collect())
             }
             FromScheduler::Failed { message, .. } => Err(ClientError::Invalid(message)),
             other => Err(ClientError::unexpected(other)),

@@ -93,21 +93,23 @@ impl std::fmt::Debug for Future {
 
 impl Drop for Future {
     fn drop(&mut self) {
-        let last = {
+        let holds = {
             let mut refs = self.client.inner.refs.lock().expect("refs lock");
             match refs.get_mut(&self.key) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
+                Some(r) if r.handles > 1 => {
+                    r.handles -= 1;
+                    0
                 }
-                _ => {
+                r => {
+                    let holds = r.map_or(0, |r| r.holds).max(1);
                     refs.remove(&self.key);
-                    true
+                    holds
                 }
             }
         };
-        if last {
-            let _ = self.client.release(vec![self.key.clone()]);
+        if holds > 0 {
+            // One release lets go of one hold.
+            let _ = self.client.release(vec![self.key.clone(); holds]);
         }
     }
 }

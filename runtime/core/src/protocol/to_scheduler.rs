@@ -29,6 +29,11 @@ pub enum ToScheduler {
         id: u64,
         /// Tasks in submission order; dependencies first.
         tasks: Vec<TaskSpec>,
+        /// Sent again after the connection broke before its answer came:
+        /// the first copy may have been taken, so a key this client holds
+        /// already is not held once more (each submit of a key is
+        /// otherwise a hold, which a release undoes).
+        again: bool,
     },
     /// Report each key's outcome once it ends ([`FromScheduler::Done`]).
     Watch {

@@ -171,6 +171,7 @@ impl Sim {
             sim.join();
         }
         sim.handle(Input::Submit {
+            again: false,
             client: CLIENT,
             id: 1,
             tasks,

@@ -404,8 +404,13 @@ impl Scheduler {
             Input::ModuleRefused { hash, reason } => {
                 self.refused_modules.insert(hash, reason);
             }
-            Input::Submit { client, id, tasks } => {
-                let (refused, unplaceable) = self.submit(client, tasks, &mut out);
+            Input::Submit {
+                client,
+                id,
+                tasks,
+                again,
+            } => {
+                let (refused, unplaceable) = self.submit(client, tasks, again, &mut out);
                 out.push(Command::Submitted {
                     client,
                     id,

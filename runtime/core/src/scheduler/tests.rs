@@ -314,6 +314,55 @@ fn released_result_is_freed_on_its_worker() {
     assert_eq!(s.state("a"), None);
 }
 
+/// Two pipelines under one client name submit the same call: each
+/// submit is a hold, and each release lets go of one, so the first to
+/// release does not free the other's result; `release --all` lets go of
+/// every one. The counts outlive a restart.
+#[test]
+fn a_key_submitted_twice_under_one_name_is_freed_by_the_second_release() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    finish(&mut s, 10, "a", big(100));
+    let release = |s: &mut Scheduler| {
+        s.handle(Input::Release {
+            client: 1,
+            keys: vec!["a".into()],
+        })
+    };
+    let cmds = release(&mut s);
+    assert!(cmds.is_empty(), "{cmds:?}");
+    assert_eq!(s.state("a"), Some(TaskState::Finished), "held by the other");
+    // Through a restart, the remaining hold is still one.
+    submit(&mut s, vec![spec("a", vec![])]);
+    let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
+    r.handle(Input::ModuleStored { hash: M.into() });
+    r.handle(Input::ClientConnected {
+        client: 1,
+        name: Some("cli".into()),
+        session: 0,
+    });
+    r.handle(joined(10, 1));
+    r.handle(Input::WorkerHolds {
+        worker: 10,
+        results: vec![("a".into(), big(100))],
+    });
+    release(&mut r);
+    assert_eq!(r.state("a"), Some(TaskState::Finished), "one hold left");
+    let cmds = release(&mut r);
+    assert_eq!(r.state("a"), None);
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Free { keys, .. } if keys == &["a"]))
+    );
+    // `release --all` lets go of every hold at once.
+    submit(&mut r, vec![spec("b", vec![])]);
+    submit(&mut r, vec![spec("b", vec![])]);
+    finish(&mut r, 10, "b", big(100));
+    r.handle(Input::ReleaseAll { client: 1 });
+    assert_eq!(r.state("b"), None);
+}
+
 #[test]
 fn intermediate_results_live_until_dependents_finish() {
     let mut s = setup(&[(10, 1)]);
@@ -342,6 +391,7 @@ fn unnamed_client_releases_its_keys_on_disconnect_named_does_not() {
         session: 0,
     });
     s.handle(Input::Submit {
+        again: false,
         client: 2,
         id: 1,
         tasks: vec![spec("anon", vec![])],
@@ -367,6 +417,7 @@ fn an_unnamed_sessions_holds_wait_for_it_to_come_back() {
     };
     connect(&mut s, 2);
     s.handle(Input::Submit {
+        again: false,
         client: 2,
         id: 1,
         tasks: vec![spec("kept", vec![])],
@@ -407,6 +458,7 @@ fn a_session_that_says_it_is_leaving_lets_go_at_once() {
         session: 0xab,
     });
     s.handle(Input::Submit {
+        again: false,
         client: 2,
         id: 1,
         tasks: vec![spec("kept", vec![])],
@@ -592,6 +644,7 @@ fn cancel_without_force_spares_keys_other_clients_hold() {
     });
     submit(&mut s, vec![spec("a", vec![])]);
     s.handle(Input::Submit {
+        again: false,
         client: 2,
         id: 1,
         tasks: vec![spec("a", vec![])],
@@ -1516,6 +1569,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
     go(
         &mut s,
         Input::Submit {
+            again: false,
             client: 1,
             id: 1,
             tasks: vec![
@@ -1529,6 +1583,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
     go(
         &mut s,
         Input::Submit {
+            again: false,
             client: 2,
             id: 1,
             tasks: vec![spec("ephemeral", vec![val(5)])],
@@ -1753,6 +1808,7 @@ fn a_big_release_goes_a_step_at_a_time_and_its_holder_waits_for_it() {
     assert!(s.waits(1));
     assert!(!s.waits(2));
     let cmds = s.handle(Input::Submit {
+        again: false,
         client: 2,
         id: 1,
         tasks: vec![spec("o", vec![])],
@@ -1820,6 +1876,7 @@ fn an_unnamed_clients_keys_set_aside_as_it_leaves_stay_unnamed_until_let_go() {
     let n = RELEASE_STEP + 10;
     let tasks: Vec<_> = (0..n).map(|i| spec(&format!("t{i}"), vec![])).collect();
     s.handle(Input::Submit {
+        again: false,
         client: 4,
         id: 1,
         tasks,
@@ -1856,6 +1913,7 @@ fn holders_take_turns_at_their_big_releases() {
         .map(|i| spec(&format!("o{i}"), vec![]))
         .collect();
     s.handle(Input::Submit {
+        again: false,
         client: 2,
         id: 1,
         tasks,

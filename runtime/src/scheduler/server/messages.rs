@@ -54,7 +54,8 @@ impl Core {
                 self.modules.insert(hash.clone(), bytes);
                 Input::ModuleStored { hash }
             }
-            ToScheduler::Submit { id, tasks } => Input::Submit {
+            ToScheduler::Submit { id, tasks, again } => Input::Submit {
+                again,
                 client: from,
                 id,
                 tasks,

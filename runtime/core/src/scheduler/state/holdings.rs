@@ -11,6 +11,12 @@
 //! A log that lists more than twice the keys its holder holds is compacted
 //! (amortised: each compaction follows at least as many releases as it
 //! keeps keys), so it stays within a small factor of what is held.
+//!
+//! A holder's hold on a key is counted: each submit (or scatter) of a key
+//! the holder holds already adds one, and each release lets go of one, so
+//! two pipelines under one client name that submit the same call each
+//! keep it until they let go. Counts above one are kept apart, by holder
+//! and key: nearly every key is held once.
 
 use super::Key;
 use super::compact::Holders;
@@ -33,6 +39,8 @@ struct Held {
 #[derive(Debug, Default)]
 pub(super) struct Holdings {
     by_name: HashMap<Arc<str>, Held>,
+    /// Holds beyond the first, by holder and key.
+    extra: HashMap<Arc<str>, HashMap<Key, u32>>,
 }
 
 impl Holdings {
@@ -63,6 +71,35 @@ impl Holdings {
         true
     }
 
+    /// Makes `holder` hold `key` once more, whose task's holders are
+    /// `holders`: a submit or scatter, which a release each undoes. False
+    /// if it held it already (the hold is then counted).
+    pub(super) fn hold_counted(&mut self, holder: &str, key: &Key, holders: &mut Holders) -> bool {
+        if self.hold(holder, key, holders) {
+            return true;
+        }
+        let (name, _) = self.entry(holder);
+        *self
+            .extra
+            .entry(name)
+            .or_default()
+            .entry(key.clone())
+            .or_default() += 1;
+        false
+    }
+
+    /// How many holds `holder` has on `key` beyond its first.
+    pub(super) fn extra(&self, holder: &str, key: &str) -> u32 {
+        if self.extra.is_empty() {
+            return 0;
+        }
+        self.extra
+            .get(holder)
+            .and_then(|m| m.get(key))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The holders of a new task `key`: `holder` alone.
     pub(super) fn hold_new(&mut self, holder: &str, key: &Key) -> Holders {
         let (name, held) = self.entry(holder);
@@ -71,9 +108,34 @@ impl Holdings {
         Holders::one(name)
     }
 
-    /// Ends `holder`'s hold on the task whose holders are `holders`; false
-    /// if it did not hold it.
-    pub(super) fn let_go(&mut self, holder: &str, holders: &mut Holders) -> bool {
+    /// Lets go of one of `holder`'s holds on `key`, whose task's holders
+    /// are `holders`; true if that was its last (it no longer holds the
+    /// key), false if it holds it still or did not hold it.
+    pub(super) fn let_go(&mut self, holder: &str, key: &str, holders: &mut Holders) -> bool {
+        if let Some(counts) = self.extra.get_mut(holder)
+            && let Some(n) = counts.get_mut(key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(key);
+                if counts.is_empty() {
+                    self.extra.remove(holder);
+                }
+            }
+            return false;
+        }
+        self.let_go_all(holder, key, holders)
+    }
+
+    /// Ends every hold of `holder` on `key`, whose task's holders are
+    /// `holders`; false if it did not hold it.
+    pub(super) fn let_go_all(&mut self, holder: &str, key: &str, holders: &mut Holders) -> bool {
+        if let Some(counts) = self.extra.get_mut(holder)
+            && counts.remove(key).is_some()
+            && counts.is_empty()
+        {
+            self.extra.remove(holder);
+        }
         if !holders.remove(holder) {
             return false;
         }
@@ -111,6 +173,7 @@ impl Holdings {
     /// of or listed twice, which the caller's release finds not held).
     /// Also how many of them it holds.
     pub(super) fn take_all(&mut self, holder: &str) -> (Vec<Key>, usize) {
+        self.extra.remove(holder);
         self.by_name
             .remove(holder)
             .map(|h| (h.keys, h.live))
@@ -144,8 +207,8 @@ mod tests {
         // Let go of all but every tenth, then take one back.
         for (i, h) in holders.iter_mut().enumerate() {
             if i % 10 != 0 {
-                assert!(ix.let_go("a", h));
-                assert!(!ix.let_go("a", h));
+                assert!(ix.let_go("a", &keys[i], h));
+                assert!(!ix.let_go("a", &keys[i], h));
             }
         }
         assert!(ix.hold("a", &keys[1], &mut holders[1]));
@@ -174,8 +237,32 @@ mod tests {
         let k = Key::from("k");
         let mut h = ix.hold_new("a", &k);
         assert_eq!(ix.count(|n| n == "a"), 1);
-        assert!(ix.let_go("a", &mut h));
+        assert!(ix.let_go("a", &k, &mut h));
         assert!(ix.by_name.is_empty());
         assert!(ix.take_all("a").0.is_empty());
+    }
+
+    #[test]
+    fn counted_holds_are_let_go_of_one_at_a_time_and_all_at_once() {
+        let mut ix = Holdings::default();
+        let k = Key::from("k");
+        let mut h = ix.hold_new("a", &k);
+        assert!(!ix.hold_counted("a", &k, &mut h), "held already: counted");
+        assert!(!ix.hold_counted("a", &k, &mut h));
+        assert!(!ix.hold("a", &k, &mut h), "an uncounted hold adds none");
+        assert_eq!(ix.extra("a", "k"), 2);
+        assert_eq!(ix.count(|_| true), 1, "one key held");
+        assert!(!ix.let_go("a", &k, &mut h));
+        assert!(!ix.let_go("a", &k, &mut h));
+        assert!(h.contains("a"), "the first hold is left");
+        assert!(ix.let_go("a", &k, &mut h));
+        assert!(!h.contains("a"));
+        assert!(ix.extra.is_empty() && ix.by_name.is_empty());
+        // `release --all`: every count goes with the holder's entry.
+        let mut h = ix.hold_new("a", &k);
+        ix.hold_counted("a", &k, &mut h);
+        ix.take_all("a");
+        assert_eq!(ix.extra("a", "k"), 0);
+        assert!(ix.extra.is_empty());
     }
 }

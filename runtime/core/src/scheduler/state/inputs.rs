@@ -46,6 +46,9 @@ pub enum Input {
     },
     /// A client submitted tasks.
     Submit {
+        /// Sent again after a broken connection (see
+        /// [`ToScheduler::Submit`](crate::protocol::ToScheduler::Submit)).
+        again: bool,
         /// Who.
         client: ClientId,
         /// Request id to answer.

@@ -190,7 +190,7 @@ impl Scheduler {
             if let Some(k) = &known
                 && !revived
             {
-                self.hold_known(&holder, k);
+                self.hold_counted(&holder, k);
                 continue;
             }
             let chosen: Vec<WorkerId> = if broadcast {
@@ -208,7 +208,7 @@ impl Scheduler {
                 run: 0,
             };
             if let Some(key) = known {
-                self.hold_known(&holder, &key);
+                self.hold_counted(&holder, &key);
                 let t = self.tasks.get_mut(&key).expect("present");
                 self.activity.set(&key, t, storing);
                 self.scatter_requests.insert(key.clone(), (client, id));

@@ -8,7 +8,7 @@ impl Scheduler {
     pub(super) fn add_task(&mut self, key: Key, task: Task) {
         self.activity
             .added(&task.recipe.func.function, activity::Phase::of(&task.state));
-        if let Some(mut replaced) = self.tasks.insert(key, task) {
+        if let Some(mut replaced) = self.tasks.insert(key.clone(), task) {
             // A key a damaged snapshot lists twice: the copy replaced no
             // longer counts, nor holds anything.
             self.activity.removed(
@@ -17,32 +17,39 @@ impl Scheduler {
             );
             let names: Vec<Arc<str>> = replaced.holders.names().cloned().collect();
             for name in names {
-                self.holdings.let_go(&name, &mut replaced.holders);
+                self.holdings.let_go_all(&name, &key, &mut replaced.holders);
             }
         }
     }
 
     /// Makes `holder` hold `key` (and compute it again if its result was
-    /// dropped); false if the key is unknown.
+    /// dropped); false if the key is unknown. A hold it has already stays
+    /// one: handing over a future (a queue or variable get) is not counted.
     pub(super) fn hold(&mut self, holder: &str, key: &str) -> bool {
         let Some(k) = self.tasks.key(key) else {
             return false;
         };
-        self.hold_known(holder, &k);
+        let t = self.tasks.get_mut(&k).expect("known");
+        self.holdings.hold(holder, &k, &mut t.holders);
         self.recompute(&k);
         true
     }
 
-    /// Makes `holder` hold `key`, a task in the table.
-    pub(super) fn hold_known(&mut self, holder: &str, key: &Key) {
+    /// Makes `holder` hold `key`, a task in the table, once more: a submit
+    /// or scatter, which one release undoes.
+    pub(super) fn hold_counted(&mut self, holder: &str, key: &Key) {
         let t = self.tasks.get_mut(key).expect("known");
-        self.holdings.hold(holder, key, &mut t.holders);
+        self.holdings.hold_counted(holder, key, &mut t.holders);
     }
 
+    /// Submits `tasks` for `client`, each a hold of its key (`again`: a
+    /// copy sent again after a broken connection, which holds a key the
+    /// client holds already no more).
     pub(super) fn submit(
         &mut self,
         client: ClientId,
         tasks: Vec<TaskSpec>,
+        again: bool,
         out: &mut Vec<Command>,
     ) -> (KeyReasons, KeyReasons) {
         let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) else {
@@ -77,7 +84,13 @@ impl Scheduler {
                     unplaceable.push((key, why));
                 }
             } else {
-                self.hold(&holder, &key);
+                if again {
+                    self.hold(&holder, &key);
+                } else {
+                    let k = self.tasks.key(&key).expect("known");
+                    self.hold_counted(&holder, &k);
+                    self.recompute(&k);
+                }
                 self.resubmitted(&key, &spec);
             }
         }
@@ -273,7 +286,7 @@ impl Scheduler {
             return false;
         };
         let held = match self.tasks.get_mut(&key) {
-            Some(t) => self.holdings.let_go(holder, &mut t.holders),
+            Some(t) => self.holdings.let_go(holder, &key, &mut t.holders),
             None => false,
         };
         if held && self.holdings.lags(holder) {

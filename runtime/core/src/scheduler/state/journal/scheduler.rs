@@ -10,7 +10,7 @@ impl Scheduler {
             .tasks
             .iter()
             .map(|(key, t)| {
-                let status = self.status_of(t);
+                let status = self.status_of(key, t);
                 SavedTask {
                     spec: t.recipe.spec(key),
                     seq: t.seq,
@@ -92,8 +92,9 @@ impl Scheduler {
             }
         }
         let mut holders = super::super::Holders::default();
+        // Listed once per hold.
         for h in &saved.holders {
-            self.holdings.hold(h, &key, &mut holders);
+            self.holdings.hold_counted(h, &key, &mut holders);
         }
         let state = match saved.state {
             // Scattered data still being stored has no recipe to run: it
@@ -303,8 +304,9 @@ impl Scheduler {
         self.journal_modules = Some(Vec::new());
     }
 
-    /// The durable part of a task's state.
-    fn status_of(&self, t: &Task) -> Status {
+    /// The durable part of task `key`'s state. A holder holding it more
+    /// than once is listed as many times.
+    fn status_of(&self, key: &str, t: &Task) -> Status {
         Status {
             state: match &t.state {
                 State::Pending { .. } | State::Processing { .. } => SavedState::Unfinished,
@@ -321,7 +323,10 @@ impl Scheduler {
                 .holders
                 .names()
                 .filter(|h| self.durable_holder(h))
-                .cloned()
+                .flat_map(|h| {
+                    let n = 1 + self.holdings.extra(h, key) as usize;
+                    std::iter::repeat_n(h.clone(), n)
+                })
                 .collect(),
             retries_left: t.retries_left.into(),
             deaths: t.deaths.into(),
@@ -373,7 +378,7 @@ impl Scheduler {
         out.reserve(noted.len());
         for id in noted {
             let (key, t) = self.tasks.slot(id);
-            let status = self.status_of(t);
+            let status = self.status_of(key, t);
             let fp = fingerprint(&status);
             if t.journaled == 0 {
                 out.push(Record::Task {
