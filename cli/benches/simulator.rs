@@ -155,7 +155,7 @@ fn main() {
             handle(
                 &mut s,
                 Input::Submit {
-                    again: false,
+                    counted: true,
                     client: 1,
                     id: events,
                     tasks: chunk,

@@ -115,7 +115,7 @@ fn main() {
         let mut pending = handle(
             &mut s,
             Input::Submit {
-                again: false,
+                counted: true,
                 client: 1,
                 id,
                 tasks: chunk,

@@ -224,7 +224,10 @@ struct Inner {
     watchers: Mutex<Option<Watchers>>,
     uploaded: Mutex<HashSet<String>>,
     /// Live [`Future`] handles per key; the last one dropped releases it.
-    refs: Mutex<rustc_hash::FxHashMap<String, Refs>>,
+    refs: Mutex<rustc_hash::FxHashMap<String, usize>>,
+    /// Whether each submit of a key holds it once more (see
+    /// [`Client::count_submits`]).
+    counted: std::sync::atomic::AtomicBool,
     /// Open subscriptions by id.
     subscriptions: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
     /// Requests in flight that are safe to ask again ([`repeatable`]), by
@@ -374,7 +377,18 @@ fn carry_over(
                 | ToScheduler::UploadModule { .. }
         ),
     };
-    let maybe = unwritten.maybe.into_iter().filter(|m| again(m));
+    // A submit the scheduler may have read is sent again uncounted; one it
+    // never began to read goes as it was.
+    let maybe = unwritten
+        .maybe
+        .into_iter()
+        .filter(|m| again(m))
+        .map(|mut m| {
+            if let ToScheduler::Submit { counted, .. } = &mut m {
+                *counted = false;
+            }
+            m
+        });
     // Watches are asked again whole; a placement has a second waiter (its
     // confirmation) that is not kept, so it fails as disconnected.
     let never = unwritten
@@ -412,8 +426,9 @@ impl Asked {
     /// the whole timeout again.
     fn again(&self) -> ToScheduler {
         let mut msg = self.msg.clone();
-        if let ToScheduler::Submit { again, .. } = &mut msg {
-            *again = true;
+        // Perhaps taken already: a key held once stays held once.
+        if let ToScheduler::Submit { counted, .. } = &mut msg {
+            *counted = false;
         }
         if let ToScheduler::Primitive { op, .. } = &mut msg
             && let Some(deadline) = self.deadline
@@ -457,16 +472,6 @@ fn repeatable(msg: &ToScheduler) -> bool {
             | ToScheduler::Actors { .. }
             | ToScheduler::ActorLocate { .. }
     )
-}
-
-/// A key's live [`Future`] handles in a client, and the holds the
-/// scheduler counts for the client's submits and scatters of it while
-/// they lived: the last handle lets go of each (of one, if none was
-/// counted: a handle on a key held by other means).
-#[derive(Default)]
-pub(crate) struct Refs {
-    handles: usize,
-    holds: usize,
 }
 
 /// A connection to a dtask scheduler. Cheap to clone; clones share it.
@@ -552,6 +557,7 @@ impl Client {
             watchers: Mutex::new(Some(Watchers::default())),
             uploaded: Mutex::new(HashSet::new()),
             refs: Mutex::new(Default::default()),
+            counted: Default::default(),
             subscriptions: Mutex::new(HashMap::new()),
             resend: Mutex::new(HashMap::new()),
             actors: Mutex::new(HashMap::new()),
@@ -609,10 +615,11 @@ impl Client {
                     // Asked again in the order first asked; those carried
                     // over go after, in their order, as they were sent
                     // after every request the scheduler had whole.
+                    // Those queued since the break go out as they are, once.
                     let mut kept: Vec<u64> = resend
                         .keys()
                         .copied()
-                        .filter(|id| !carried_ids.contains(id))
+                        .filter(|id| !carried_ids.contains(id) && !queued_ids.contains(id))
                         .collect();
                     kept.sort_unstable();
                     (kept, carried)
@@ -671,9 +678,12 @@ impl Client {
                         let _ = tx.send(asked.again());
                     }
                     // Those carried over that are kept are the same
-                    // requests: asked again the same way.
+                    // requests: asked again the same way (a submit is as
+                    // `carry_over` left it).
                     for msg in &mut carried {
-                        if let Some(asked) = msg.request_id().and_then(|id| resend.get(&id)) {
+                        if let Some(asked) = msg.request_id().and_then(|id| resend.get(&id))
+                            && !matches!(msg, ToScheduler::Submit { .. })
+                        {
                             *msg = asked.again();
                         }
                     }
@@ -901,47 +911,27 @@ impl Client {
     /// hold it for this client, e.g. by a submit, before this client sends
     /// anything after the handle's release).
     pub fn future(&self, key: String) -> Future {
-        self.inner
+        *self
+            .inner
             .refs
             .lock()
             .expect("refs lock")
             .entry(key.clone())
-            .or_default()
-            .handles += 1;
+            .or_insert(0) += 1;
         Future {
             key,
             client: self.clone(),
         }
     }
 
-    /// A handle on `key`, which the scheduler just held for this client
-    /// once more (a scatter): its last handle lets go of that hold too.
-    fn held_future(&self, key: String) -> Future {
-        let mut refs = self.inner.refs.lock().expect("refs lock");
-        let r = refs.entry(key.clone()).or_default();
-        r.handles += 1;
-        r.holds += 1;
-        drop(refs);
-        Future {
-            key,
-            client: self.clone(),
-        }
-    }
-
-    /// Notes that `keys` are held once more by the scheduler for this
-    /// client (a submit each): those with live handles are let go of as
-    /// many times when their last handle goes. A key without handles is
-    /// the caller's to release.
-    pub(crate) fn count_holds<'a>(&self, keys: impl Iterator<Item = &'a str>) {
-        let mut refs = self.inner.refs.lock().expect("refs lock");
-        if refs.is_empty() {
-            return;
-        }
-        for k in keys {
-            if let Some(r) = refs.get_mut(k) {
-                r.holds += 1;
-            }
-        }
+    /// Makes each submit of a key by this client hold it once more, and
+    /// each [`Client::release`] of it let go of one: for a client that
+    /// keeps no [`Future`]s and releases what it submitted itself, as the
+    /// CLI does, whose commands share a client name. Without it (and for
+    /// futures, which count their handles here) a client name holds a
+    /// key once, however often it submits it.
+    pub fn count_submits(&self) {
+        self.inner.counted.store(true, Ordering::Relaxed);
     }
 
     /// Stores values on workers (round-robin, or on every worker with
@@ -1003,7 +993,7 @@ impl Client {
         };
         match reply {
             FromScheduler::Scattered { .. } => {
-                Ok(keys.into_iter().map(|k| self.held_future(k)).collect())
+                Ok(keys.into_iter().map(|k| self.future(k)).collect())
             }
             FromScheduler::Failed { message, .. } => Err(ClientError::Invalid(message)),
             other => Err(ClientError::unexpected(other)),

@@ -167,14 +167,18 @@ pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
         })?,
     };
     let name = std::env::var("DTASK_CLIENT").unwrap_or_else(|_| "default".into());
-    Client::connect(&endpoint.address, &endpoint.token, Some(name))
+    let client = Client::connect(&endpoint.address, &endpoint.token, Some(name))
         .await
         .map_err(|e| {
             let mut f = Failure::from(e);
             f.detail
                 .push(format!("scheduler address from {}", endpoint.source));
             f
-        })
+        })?;
+    // The shell's commands share a client name, and each releases what it
+    // printed: pipelines that submit the same calls each hold them.
+    client.count_submits();
+    Ok(client)
 }
 
 /// Loads a module file, with the compiled-module cache of the state

@@ -93,23 +93,21 @@ impl std::fmt::Debug for Future {
 
 impl Drop for Future {
     fn drop(&mut self) {
-        let holds = {
+        let last = {
             let mut refs = self.client.inner.refs.lock().expect("refs lock");
             match refs.get_mut(&self.key) {
-                Some(r) if r.handles > 1 => {
-                    r.handles -= 1;
-                    0
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
                 }
-                r => {
-                    let holds = r.map_or(0, |r| r.holds).max(1);
+                _ => {
                     refs.remove(&self.key);
-                    holds
+                    true
                 }
             }
         };
-        if holds > 0 {
-            // One release lets go of one hold.
-            let _ = self.client.release(vec![self.key.clone(); holds]);
+        if last {
+            let _ = self.client.release(vec![self.key.clone()]);
         }
     }
 }

@@ -69,14 +69,8 @@ impl Client {
     > {
         let mut tasks = tasks;
         let sent = self.send_big_args(&mut tasks).await?;
-        // Each submit of a key is a hold the scheduler counts: a key this
-        // client has handles on is let go of once more when they go.
-        self.count_holds(tasks.iter().map(|t| t.key.as_str()));
-        let rx = self.send_request(|id| ToScheduler::Submit {
-            id,
-            tasks,
-            again: false,
-        })?;
+        let counted = self.inner.counted.load(Ordering::Relaxed);
+        let rx = self.send_request(|id| ToScheduler::Submit { id, tasks, counted })?;
         Ok(async move {
             let answer = rx.await.map_err(|_| ClientError::Disconnected)?;
             // The tasks now hold their big arguments as inputs; this

@@ -70,7 +70,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     go(
         &mut s,
         Input::Submit {
-            again: false,
+            counted: true,
             client: 1,
             id: 1,
             tasks: [
@@ -116,7 +116,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
     go(
         &mut s,
         Input::Submit {
-            again: false,
+            counted: true,
             client: 1,
             id: 2,
             tasks: vec![spec("d", vec![fut("x")]), spec("0-first", vec![val(0)])],

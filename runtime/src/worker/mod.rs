@@ -408,6 +408,15 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
             Ok(Some(other)) => tracing::warn!("unexpected message for a worker: {other:?}"),
             Ok(None) | Err(_) => {
                 let (tx, rx) = rejoin(&shared, &hello).await?;
+                // Errors of tasks the old connection sent name its `Run`
+                // numbers, which the new one counts afresh: one could pass
+                // for the error of a run sent anew. Those tasks are run
+                // again; the rest goes out in order.
+                while let Ok(m) = outbox.try_recv() {
+                    if !matches!(m, ToScheduler::Erred { .. }) {
+                        let _ = tx.send(m);
+                    }
+                }
                 connected = tx;
                 from_scheduler = rx;
             }

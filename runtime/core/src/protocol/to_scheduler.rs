@@ -29,11 +29,12 @@ pub enum ToScheduler {
         id: u64,
         /// Tasks in submission order; dependencies first.
         tasks: Vec<TaskSpec>,
-        /// Sent again after the connection broke before its answer came:
-        /// the first copy may have been taken, so a key this client holds
-        /// already is not held once more (each submit of a key is
-        /// otherwise a hold, which a release undoes).
-        again: bool,
+        /// Whether a task whose key this client's name holds already
+        /// holds it once more (one release each), or stays held once. A
+        /// client that counts its submits (the CLI) sends a copy asked
+        /// again after a broken connection uncounted: the first copy may
+        /// have been taken.
+        counted: bool,
     },
     /// Report each key's outcome once it ends ([`FromScheduler::Done`]).
     Watch {

@@ -171,7 +171,7 @@ impl Sim {
             sim.join();
         }
         sim.handle(Input::Submit {
-            again: false,
+            counted: true,
             client: CLIENT,
             id: 1,
             tasks,

@@ -408,9 +408,9 @@ impl Scheduler {
                 client,
                 id,
                 tasks,
-                again,
+                counted,
             } => {
-                let (refused, unplaceable) = self.submit(client, tasks, again, &mut out);
+                let (refused, unplaceable) = self.submit(client, tasks, counted, &mut out);
                 out.push(Command::Submitted {
                     client,
                     id,

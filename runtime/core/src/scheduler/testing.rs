@@ -87,7 +87,7 @@ pub fn setup(workers: &[(u64, u32)]) -> Scheduler {
 
 pub fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>) -> Vec<Command> {
     s.handle(Input::Submit {
-        again: false,
+        counted: true,
         client: 1,
         id: 7,
         tasks,

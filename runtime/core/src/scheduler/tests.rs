@@ -361,6 +361,41 @@ fn a_key_submitted_twice_under_one_name_is_freed_by_the_second_release() {
     finish(&mut r, 10, "b", big(100));
     r.handle(Input::ReleaseAll { client: 1 });
     assert_eq!(r.state("b"), None);
+    // A cancel without force of a key the name holds twice lets go of one
+    // hold: the other pipeline's task runs on.
+    submit(&mut r, vec![spec("c", vec![])]);
+    submit(&mut r, vec![spec("c", vec![])]);
+    let cancel = |r: &mut Scheduler| {
+        r.handle(Input::Cancel {
+            client: 1,
+            keys: vec!["c".into()],
+            force: false,
+        })
+    };
+    cancel(&mut r);
+    assert_eq!(r.state("c"), Some(TaskState::Processing));
+    cancel(&mut r);
+    assert_eq!(r.state("c"), Some(TaskState::Cancelled));
+    // Uncounted submits (a client keeping futures, which counts its
+    // handles itself) hold a key once: one release lets go.
+    for _ in 0..2 {
+        r.handle(Input::Submit {
+            counted: false,
+            client: 1,
+            id: 9,
+            tasks: vec![spec("d", vec![])],
+        });
+    }
+    finish(&mut r, 10, "d", big(100));
+    release_d(&mut r);
+    assert_eq!(r.state("d"), None);
+}
+
+fn release_d(s: &mut Scheduler) {
+    s.handle(Input::Release {
+        client: 1,
+        keys: vec!["d".into()],
+    });
 }
 
 #[test]
@@ -391,7 +426,7 @@ fn unnamed_client_releases_its_keys_on_disconnect_named_does_not() {
         session: 0,
     });
     s.handle(Input::Submit {
-        again: false,
+        counted: true,
         client: 2,
         id: 1,
         tasks: vec![spec("anon", vec![])],
@@ -417,7 +452,7 @@ fn an_unnamed_sessions_holds_wait_for_it_to_come_back() {
     };
     connect(&mut s, 2);
     s.handle(Input::Submit {
-        again: false,
+        counted: true,
         client: 2,
         id: 1,
         tasks: vec![spec("kept", vec![])],
@@ -458,7 +493,7 @@ fn a_session_that_says_it_is_leaving_lets_go_at_once() {
         session: 0xab,
     });
     s.handle(Input::Submit {
-        again: false,
+        counted: true,
         client: 2,
         id: 1,
         tasks: vec![spec("kept", vec![])],
@@ -644,7 +679,7 @@ fn cancel_without_force_spares_keys_other_clients_hold() {
     });
     submit(&mut s, vec![spec("a", vec![])]);
     s.handle(Input::Submit {
-        again: false,
+        counted: true,
         client: 2,
         id: 1,
         tasks: vec![spec("a", vec![])],
@@ -1569,7 +1604,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
     go(
         &mut s,
         Input::Submit {
-            again: false,
+            counted: true,
             client: 1,
             id: 1,
             tasks: vec![
@@ -1583,7 +1618,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
     go(
         &mut s,
         Input::Submit {
-            again: false,
+            counted: true,
             client: 2,
             id: 1,
             tasks: vec![spec("ephemeral", vec![val(5)])],
@@ -1808,7 +1843,7 @@ fn a_big_release_goes_a_step_at_a_time_and_its_holder_waits_for_it() {
     assert!(s.waits(1));
     assert!(!s.waits(2));
     let cmds = s.handle(Input::Submit {
-        again: false,
+        counted: true,
         client: 2,
         id: 1,
         tasks: vec![spec("o", vec![])],
@@ -1876,7 +1911,7 @@ fn an_unnamed_clients_keys_set_aside_as_it_leaves_stay_unnamed_until_let_go() {
     let n = RELEASE_STEP + 10;
     let tasks: Vec<_> = (0..n).map(|i| spec(&format!("t{i}"), vec![])).collect();
     s.handle(Input::Submit {
-        again: false,
+        counted: true,
         client: 4,
         id: 1,
         tasks,
@@ -1913,7 +1948,7 @@ fn holders_take_turns_at_their_big_releases() {
         .map(|i| spec(&format!("o{i}"), vec![]))
         .collect();
     s.handle(Input::Submit {
-        again: false,
+        counted: true,
         client: 2,
         id: 1,
         tasks,

@@ -54,8 +54,8 @@ impl Core {
                 self.modules.insert(hash.clone(), bytes);
                 Input::ModuleStored { hash }
             }
-            ToScheduler::Submit { id, tasks, again } => Input::Submit {
-                again,
+            ToScheduler::Submit { id, tasks, counted } => Input::Submit {
+                counted,
                 client: from,
                 id,
                 tasks,

@@ -12,11 +12,11 @@
 //! (amortised: each compaction follows at least as many releases as it
 //! keeps keys), so it stays within a small factor of what is held.
 //!
-//! A holder's hold on a key is counted: each submit (or scatter) of a key
+//! A holder's hold on a key can be counted: each counted submit of a key
 //! the holder holds already adds one, and each release lets go of one, so
-//! two pipelines under one client name that submit the same call each
-//! keep it until they let go. Counts above one are kept apart, by holder
-//! and key: nearly every key is held once.
+//! two shell pipelines under one client name that submit the same call
+//! each keep it until they let go. Counts above one are kept apart, by
+//! holder and key: nearly every key is held once.
 
 use super::Key;
 use super::compact::Holders;

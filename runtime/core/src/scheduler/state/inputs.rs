@@ -46,9 +46,10 @@ pub enum Input {
     },
     /// A client submitted tasks.
     Submit {
-        /// Sent again after a broken connection (see
+        /// Whether a key the client's name holds already is held once
+        /// more (see
         /// [`ToScheduler::Submit`](crate::protocol::ToScheduler::Submit)).
-        again: bool,
+        counted: bool,
         /// Who.
         client: ClientId,
         /// Request id to answer.

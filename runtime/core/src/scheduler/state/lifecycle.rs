@@ -239,12 +239,14 @@ impl Scheduler {
                 continue;
             };
             // This client's alone (or left to run unheld by it): a key it
-            // does not hold, a dependency others' tasks still need say, is
-            // not its to cancel without force.
+            // does not hold, a dependency others' tasks still need say, or
+            // one its name holds for other pipelines too (submitted by
+            // each), is not its to cancel without force.
             let sole = t.holders.iter().any(|h| h == &*holder)
                 && t.holders
                     .iter()
-                    .all(|h| h == &*holder || h == FIRE_AND_FORGET);
+                    .all(|h| h == &*holder || h == FIRE_AND_FORGET)
+                && self.holdings.extra(&holder, &key) == 0;
             if force || sole {
                 self.cancel_tree(&key, out);
             } else {

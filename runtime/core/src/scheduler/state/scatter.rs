@@ -190,7 +190,8 @@ impl Scheduler {
             if let Some(k) = &known
                 && !revived
             {
-                self.hold_counted(&holder, k);
+                let t = self.tasks.get_mut(k).expect("present");
+                self.holdings.hold(&holder, k, &mut t.holders);
                 continue;
             }
             let chosen: Vec<WorkerId> = if broadcast {
@@ -208,7 +209,8 @@ impl Scheduler {
                 run: 0,
             };
             if let Some(key) = known {
-                self.hold_counted(&holder, &key);
+                let t = self.tasks.get_mut(&key).expect("present");
+                self.holdings.hold(&holder, &key, &mut t.holders);
                 let t = self.tasks.get_mut(&key).expect("present");
                 self.activity.set(&key, t, storing);
                 self.scatter_requests.insert(key.clone(), (client, id));

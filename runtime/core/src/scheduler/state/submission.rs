@@ -24,7 +24,7 @@ impl Scheduler {
 
     /// Makes `holder` hold `key` (and compute it again if its result was
     /// dropped); false if the key is unknown. A hold it has already stays
-    /// one: handing over a future (a queue or variable get) is not counted.
+    /// one (see [`Scheduler::hold_counted`]).
     pub(super) fn hold(&mut self, holder: &str, key: &str) -> bool {
         let Some(k) = self.tasks.key(key) else {
             return false;
@@ -35,21 +35,20 @@ impl Scheduler {
         true
     }
 
-    /// Makes `holder` hold `key`, a task in the table, once more: a submit
-    /// or scatter, which one release undoes.
+    /// Makes `holder` hold `key`, a task in the table, once more: a
+    /// counted submit, which one release undoes.
     pub(super) fn hold_counted(&mut self, holder: &str, key: &Key) {
         let t = self.tasks.get_mut(key).expect("known");
         self.holdings.hold_counted(holder, key, &mut t.holders);
     }
 
-    /// Submits `tasks` for `client`, each a hold of its key (`again`: a
-    /// copy sent again after a broken connection, which holds a key the
-    /// client holds already no more).
+    /// Submits `tasks` for `client`, holding their keys: each once more
+    /// if `counted`, else a key the client holds already stays held once.
     pub(super) fn submit(
         &mut self,
         client: ClientId,
         tasks: Vec<TaskSpec>,
-        again: bool,
+        counted: bool,
         out: &mut Vec<Command>,
     ) -> (KeyReasons, KeyReasons) {
         let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) else {
@@ -84,12 +83,12 @@ impl Scheduler {
                     unplaceable.push((key, why));
                 }
             } else {
-                if again {
-                    self.hold(&holder, &key);
-                } else {
+                if counted {
                     let k = self.tasks.key(&key).expect("known");
                     self.hold_counted(&holder, &k);
                     self.recompute(&k);
+                } else {
+                    self.hold(&holder, &key);
                 }
                 self.resubmitted(&key, &spec);
             }
