@@ -112,7 +112,9 @@ impl Holdings {
     /// are `holders`; true if that was its last (it no longer holds the
     /// key), false if it holds it still or did not hold it.
     pub(super) fn let_go(&mut self, holder: &str, key: &str, holders: &mut Holders) -> bool {
-        if let Some(counts) = self.extra.get_mut(holder)
+        // Nearly always: no key is held more than once.
+        if !self.extra.is_empty()
+            && let Some(counts) = self.extra.get_mut(holder)
             && let Some(n) = counts.get_mut(key)
         {
             *n -= 1;
@@ -130,7 +132,8 @@ impl Holdings {
     /// Ends every hold of `holder` on `key`, whose task's holders are
     /// `holders`; false if it did not hold it.
     pub(super) fn let_go_all(&mut self, holder: &str, key: &str, holders: &mut Holders) -> bool {
-        if let Some(counts) = self.extra.get_mut(holder)
+        if !self.extra.is_empty()
+            && let Some(counts) = self.extra.get_mut(holder)
             && counts.remove(key).is_some()
             && counts.is_empty()
         {
