@@ -85,6 +85,19 @@ pub fn setup(workers: &[(u64, u32)]) -> Scheduler {
     s
 }
 
+/// A scheduler restored from `s`'s snapshot, with its module and client 1
+/// ("cli") back, and no worker yet.
+pub fn restored(s: &Scheduler) -> Scheduler {
+    let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
+    r.handle(Input::ModuleStored { hash: M.into() });
+    r.handle(Input::ClientConnected {
+        client: 1,
+        name: Some("cli".into()),
+        session: 0,
+    });
+    r
+}
+
 pub fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>) -> Vec<Command> {
     s.handle(Input::Submit {
         counted: true,

@@ -335,13 +335,7 @@ fn a_key_submitted_twice_under_one_name_is_freed_by_the_second_release() {
     assert_eq!(s.state("a"), Some(TaskState::Finished), "held by the other");
     // Through a restart, the remaining hold is still one.
     submit(&mut s, vec![spec("a", vec![])]);
-    let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
-    r.handle(Input::ModuleStored { hash: M.into() });
-    r.handle(Input::ClientConnected {
-        client: 1,
-        name: Some("cli".into()),
-        session: 0,
-    });
+    let mut r = restored(&s);
     r.handle(joined(10, 1));
     r.handle(Input::WorkerHolds {
         worker: 10,
@@ -1165,13 +1159,7 @@ fn a_recomputation_is_called_off_when_a_rejoining_worker_reports_the_result() {
         vec![spec("a", vec![]), spec("b", vec![fut("a"), val(1)])],
     );
     finish(&mut s, 10, "a", big(1000));
-    let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
-    r.handle(Input::ModuleStored { hash: M.into() });
-    r.handle(Input::ClientConnected {
-        client: 1,
-        name: Some("cli".into()),
-        session: 0,
-    });
+    let mut r = restored(&s);
     // Worker 20 is back first: a is recomputed there.
     assert_eq!(runs(&r.handle(joined(20, 1))), vec![(20, "a".to_string())]);
     r.handle(joined(10, 1));
@@ -1241,13 +1229,7 @@ fn restored_scattered_data_no_worker_reports_is_lost_when_the_rejoin_window_clos
     });
     finish(&mut s, 10, "d", big(1));
     finish(&mut s, 10, "e", big(1));
-    let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
-    r.handle(Input::ModuleStored { hash: M.into() });
-    r.handle(Input::ClientConnected {
-        client: 1,
-        name: Some("cli".into()),
-        session: 0,
-    });
+    let mut r = restored(&s);
     // The worker holding e comes back and reports it; d's never does.
     r.handle(joined(20, 1));
     r.handle(Input::WorkerHolds {
