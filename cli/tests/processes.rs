@@ -51,6 +51,8 @@ fn submit_starts_the_local_default_and_shutdown_stops_it() {
         "{}",
         stderr(&out)
     );
+    // Its workers were on their way as the task was submitted.
+    assert!(!stderr(&out).contains("no worker"), "{}", stderr(&out));
     let pid = pid.expect("the local cluster recorded its pid");
     let key = stdout(&out).trim().to_string();
     // This machine's commands and the cluster's workers reach it on its

@@ -929,3 +929,27 @@ fn wait_timeout_covers_reading_the_keys_and_connecting() {
         stderr(&out)
     );
 }
+
+/// A submit to a scheduler with no worker says so on stderr (the key still
+/// on stdout), and the task runs once one joins. (The local default starts
+/// its own workers and says nothing while they are on their way:
+/// `processes.rs`.)
+#[test]
+fn a_submit_to_a_scheduler_with_no_worker_says_so() {
+    let mut p = Pieces::start(0);
+    let out = p.run(&["submit", tasks_wasm(), "inc", "41"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = stdout(&out).trim().to_string();
+    assert!(key.starts_with("inc-"), "{key}");
+    assert!(
+        stderr(&out).contains("no worker is connected; the task waits until one joins"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        p.ok(&["status", &key]).trim(),
+        format!("{key}\tno-worker\tno worker is connected")
+    );
+    p.add_worker();
+    assert_eq!(p.ok(&["gather", "--timeout", "30s", &key]).trim(), "42");
+}

@@ -111,6 +111,7 @@ async fn serve(
         rejoin_grace: Duration::from_secs(30),
         journal: None,
         journal_options: Default::default(),
+        own_workers: workers as u32,
         on_resumed: None,
     };
     let scheduler = match SchedulerServer::bind("127.0.0.1:0", options).await {

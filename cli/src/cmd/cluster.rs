@@ -213,6 +213,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::new(2, format!("cannot record the local cluster: {e}")))?;
     }
     let mut serve_options = a.serve.clone();
+    serve_options.own_workers = a.workers as u32;
     if a.record_local && serve_options.journal.is_none() {
         serve_options.journal = Some(config::state_dir().join("journal"));
     }

@@ -36,6 +36,9 @@ pub struct Args {
 /// How the scheduler treats its peers.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeOptions {
+    /// Workers the process serving starts itself (`dtask cluster`'s).
+    #[arg(skip)]
+    pub own_workers: u32,
     /// A worker that sends nothing (not even its heartbeat, every second)
     /// for this long is treated as dead, hung or not: its tasks run
     /// elsewhere and its actors are lost.
@@ -200,6 +203,7 @@ pub async fn serve(
                 compact_bytes: options.journal_compact as u64,
                 ..Default::default()
             },
+            own_workers: options.own_workers,
             on_resumed: Some(crate::purge_freed_memory_at_once),
         },
     )

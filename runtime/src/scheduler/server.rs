@@ -46,6 +46,9 @@ pub struct SchedulerOptions {
     pub journal: Option<std::path::PathBuf>,
     /// How the journal writes.
     pub journal_options: super::journal::JournalOptions,
+    /// Workers this process starts itself (a `dtask cluster`): until that
+    /// many have joined, a submit finding none is not told there is none.
+    pub own_workers: u32,
     /// Called once, after the journal (if any) was read back and before
     /// the first message is handled. The CLI makes its allocator give
     /// freed memory back at once from here on: doing so during the restore
@@ -271,7 +274,9 @@ impl SchedulerServer {
                 }
             }
         });
-        let mut state = state::Scheduler::new().with_max_value(self.options.max_value);
+        let mut state = state::Scheduler::new()
+            .with_max_value(self.options.max_value)
+            .with_own_workers(self.options.own_workers);
         let mut modules = HashMap::new();
         let journal = match &self.options.journal {
             None => None,
@@ -749,6 +754,7 @@ mod tests {
             rejoin_grace: Duration::from_secs(30),
             journal: None,
             journal_options: Default::default(),
+            own_workers: 0,
             on_resumed: None,
         }
     }

@@ -280,6 +280,10 @@ pub struct Scheduler {
     refused_modules: HashMap<String, String>,
     /// Largest value accepted as an argument, scattered or stored.
     max_value: Option<usize>,
+    /// Workers this scheduler's own process starts (a `dtask cluster`).
+    own_workers: u64,
+    /// Workers that joined, ever.
+    workers_joined: u64,
     /// Counters.
     stats: crate::protocol::Stats,
     /// The counters as last journaled.
@@ -317,6 +321,14 @@ impl Scheduler {
     /// `max` bytes.
     pub fn with_max_value(mut self, max: usize) -> Self {
         self.max_value = Some(max);
+        self
+    }
+
+    /// Notes that the scheduler's own process starts `n` workers (a
+    /// `dtask cluster`): until that many have joined, a submit that finds
+    /// no worker connected is not told so, since they are on their way.
+    pub fn with_own_workers(mut self, n: u32) -> Self {
+        self.own_workers = n.into();
         self
     }
 
@@ -468,6 +480,7 @@ impl Scheduler {
                 memory_limit,
                 restarts,
             } => {
+                self.workers_joined += 1;
                 // Tasks no worker could run may fit this one.
                 self.ready
                     .extend(self.no_worker.drain().map(|(k, (p, s))| (p, s, k)));

@@ -21,6 +21,57 @@ fn ready_task_runs_and_submit_is_acknowledged() {
     assert_eq!(s.state("a"), Some(TaskState::Processing));
 }
 
+/// What a submit's answer says of a scheduler with no worker: nothing to
+/// run the tasks, unless it starts workers itself that have not all
+/// joined yet (a `dtask cluster` just started).
+#[test]
+fn a_submit_finding_no_worker_is_told_unless_the_scheduler_starts_its_own() {
+    let note = |cmds: &[Command]| {
+        cmds.iter().find_map(|c| match c {
+            Command::Submitted { unplaceable, .. } => Some(unplaceable.clone()),
+            _ => None,
+        })
+    };
+    let mut s = setup(&[]);
+    let cmds = submit(&mut s, vec![spec("a", vec![]), spec("b", vec![])]);
+    assert_eq!(
+        note(&cmds),
+        Some(vec![(
+            "a".to_string(),
+            "no worker is connected".to_string()
+        )])
+    );
+    assert_eq!(s.state("a"), Some(TaskState::NoWorker));
+    let mut own = Scheduler::new().with_own_workers(2);
+    own.handle(Input::ModuleStored { hash: M.into() });
+    own.handle(Input::ClientConnected {
+        client: 1,
+        name: Some("cli".into()),
+        session: 0,
+    });
+    assert_eq!(
+        note(&submit(&mut own, vec![spec("a", vec![])])),
+        Some(vec![])
+    );
+    own.handle(joined(10, 1));
+    own.handle(Input::WorkerDisconnected { worker: 10 });
+    assert_eq!(
+        note(&submit(&mut own, vec![spec("b", vec![])])),
+        Some(vec![]),
+        "one of two on its way"
+    );
+    own.handle(joined(20, 1));
+    own.handle(Input::WorkerDisconnected { worker: 20 });
+    assert_eq!(
+        note(&submit(&mut own, vec![spec("c", vec![])])),
+        Some(vec![(
+            "c".to_string(),
+            "no worker is connected".to_string()
+        )]),
+        "both joined, and both are gone"
+    );
+}
+
 #[test]
 fn tasks_on_workers_counts_what_they_have_until_it_ends() {
     let mut s = setup(&[(10, 1), (11, 1)]);

@@ -56,6 +56,8 @@ impl Scheduler {
         };
         let mut refused = Vec::new();
         let mut unplaceable: Vec<(String, String)> = Vec::new();
+        let alone = self.workers.is_empty() && self.workers_joined >= self.own_workers;
+        let mut first = None;
         for spec in tasks {
             let key = spec.key.clone();
             if let Some(m) = spec.memory_limit
@@ -80,7 +82,7 @@ impl Scheduler {
                     && let Some(why) = self.tasks.get(&key).and_then(|t| self.why_no_worker(t))
                     && !unplaceable.iter().any(|(_, w)| *w == why)
                 {
-                    unplaceable.push((key, why));
+                    unplaceable.push((key.clone(), why));
                 }
             } else {
                 if counted {
@@ -92,6 +94,18 @@ impl Scheduler {
                 }
                 self.resubmitted(&key, &spec);
             }
+            if alone && first.is_none() {
+                first = Some(key);
+            }
+        }
+        // Nothing to run them (but workers the scheduler starts itself,
+        // which are on their way): said once, unless a task's own reason
+        // said it already.
+        if let Some(key) = first
+            && unplaceable.is_empty()
+            && !self.tasks.get(&key).is_some_and(|t| t.is_terminal())
+        {
+            unplaceable.push((key, "no worker is connected".into()));
         }
         (refused, unplaceable)
     }
