@@ -269,7 +269,7 @@ pub struct Scheduler {
     placements: HashMap<(ClientId, u64), Vec<Key>>,
     /// Scattered keys restored from the journal whose data no worker has
     /// reported yet; lost if none has once the rejoin window closes.
-    unreported_scatters: Vec<String>,
+    unreported_scatters: HashSet<String>,
     /// Next worker for round-robin scatter.
     scatter_rr: usize,
     /// Queues, variables, locks, semaphores, events and topics.

@@ -1304,6 +1304,36 @@ fn restored_scattered_data_no_worker_reports_is_lost_when_the_rejoin_window_clos
     assert_eq!(r.state("e"), Some(TaskState::Finished));
 }
 
+/// A task that was running on scattered data when the scheduler stopped
+/// waits, after the restore, for a worker to report the data (within the
+/// rejoin window) instead of failing as if it were lost; it runs once the
+/// data is reported, and fails only if the window closes without it.
+#[test]
+fn a_task_on_restored_scattered_data_waits_for_its_worker_to_report_it() {
+    let mut s = setup(&[(10, 1)]);
+    let d = scattered(&mut s, 2);
+    submit(
+        &mut s,
+        vec![spec("t", vec![fut(&d[0])]), spec("u", vec![fut(&d[1])])],
+    );
+    let mut r = restored(&s);
+    r.handle(joined(20, 1));
+    assert_eq!(r.state("t"), Some(TaskState::Pending), "not failed");
+    let cmds = r.handle(Input::WorkerHolds {
+        worker: 20,
+        results: vec![(d[0].clone(), big(100))],
+    });
+    assert_eq!(runs(&cmds), vec![(20, "t".to_string())]);
+    assert_eq!(r.state("u"), Some(TaskState::Pending));
+    r.handle(Input::RejoinWindowClosed);
+    assert_eq!(r.state(&d[1]), Some(TaskState::Lost));
+    assert_eq!(
+        r.state("u"),
+        Some(TaskState::Error),
+        "its data never came back"
+    );
+}
+
 #[test]
 fn restricted_task_runs_only_on_named_worker_unless_loose() {
     let mut s = setup(&[(10, 1), (20, 1)]);

@@ -406,14 +406,20 @@ impl Scheduler {
     /// Sets a pending task's count of unfinished inputs, bringing released
     /// inputs back first, and queues it if it has none.
     /// Scattered data that is gone cannot be brought back: the task is
-    /// failed at the end of the event (`doomed`).
+    /// failed at the end of the event (`doomed`). Restored scattered data
+    /// that a worker may still report (the rejoin window is open) is
+    /// waited for, as an unfinished input.
     pub(super) fn requeue(&mut self, key: &str) {
         for d in self.tasks[key].deps.clone() {
             match self.tasks.get(&d) {
                 Some(t) if matches!(t.state, State::Released | State::Lost) => {
                     if t.is_scattered() {
-                        let k = self.tasks.key(key).expect("present");
-                        self.doomed.push((k, d));
+                        let awaited = matches!(t.state, State::Released)
+                            && self.unreported_scatters.contains(&*d);
+                        if !awaited {
+                            let k = self.tasks.key(key).expect("present");
+                            self.doomed.push((k, d));
+                        }
                     } else {
                         self.recompute(&d);
                     }

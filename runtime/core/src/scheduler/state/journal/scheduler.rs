@@ -100,7 +100,7 @@ impl Scheduler {
             // Scattered data still being stored has no recipe to run: it
             // is known once a worker reports it, as below.
             SavedState::Unfinished if saved.scattered => {
-                self.unreported_scatters.push(key.to_string());
+                self.unreported_scatters.insert(key.to_string());
                 State::Released
             }
             SavedState::Unfinished => State::Pending { waiting_on: 0 },
@@ -119,7 +119,7 @@ impl Scheduler {
             // none, and is lost if no worker reports it in time).
             SavedState::Finished { inline: None, .. } => {
                 if saved.scattered {
-                    self.unreported_scatters.push(key.to_string());
+                    self.unreported_scatters.insert(key.to_string());
                 }
                 State::Released
             }
