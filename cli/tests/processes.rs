@@ -876,3 +876,39 @@ fn a_map_interrupted_prints_the_key_of_every_line_it_submitted() {
         "keys held but never printed"
     );
 }
+
+/// A local cluster killed outright (no `dtask shutdown`) leaves its keys in
+/// its journal: a reading verb starts it again, which resumes them, and
+/// answers (a small result from the journal, a big one computed again, as
+/// its worker died with the cluster).
+#[test]
+fn a_reading_verb_resumes_a_killed_local_default() {
+    let state = tempfile::tempdir().unwrap();
+    let dtask = |args: &[&str]| on_local_default(state.path(), args);
+    let out = dtask(&["submit", tasks_wasm(), "inc", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = recorded_pid(state.path()).expect("the local cluster recorded its pid");
+    let guard = KillOnDrop(Some(first));
+    let small = stdout(&out).trim().to_string();
+    let big = dtask(&["submit", tasks_wasm(), "count-bytes", "5000", "0"]);
+    let big = stdout(&big).trim().to_string();
+    assert!(dtask(&["wait", &small, &big]).status.success());
+    drop(guard);
+    wait_until(
+        Duration::from_secs(20),
+        "the killed cluster to exit",
+        || !alive(first),
+    );
+    let out = dtask(&["gather", "--json", &small, &big]);
+    let _guard = KillOnDrop(recorded_pid(state.path()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("started a local cluster"),
+        "{}",
+        stderr(&out)
+    );
+    let lines = json_lines(&stdout(&out));
+    assert_eq!(lines[0]["result"], 2, "{lines:?}");
+    assert_eq!(lines[1]["status"], "finished", "{lines:?}");
+    assert!(dtask(&["shutdown"]).status.success());
+}

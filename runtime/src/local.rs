@@ -142,6 +142,21 @@ pub async fn running_or_starting() -> Option<Endpoint> {
     }
 }
 
+/// Whether a local cluster that stopped without `dtask shutdown` (it was
+/// killed, crashed, or the machine went down) left its journal in the
+/// state directory: starting one resumes what it held.
+pub fn left_a_journal() -> bool {
+    std::fs::read_dir(config::state_dir().join("journal"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n == "snapshot.bin" || n.starts_with("log-"))
+        })
+}
+
 /// Stops a running local cluster that another dtask version started (after
 /// an upgrade, say): no command of this version could talk to it, `dtask
 /// shutdown` included. It stops as on `dtask shutdown` (SIGTERM), leaving

@@ -150,21 +150,27 @@ pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
         }
         None => Resolved::LocalDefault,
     };
+    let start_local = || async {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        local::ensure(workers).await.map_err(|e| Failure::new(3, e))
+    };
     let endpoint = match resolved {
         Resolved::Configured(e) => e,
-        Resolved::LocalDefault if start => {
-            let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-            local::ensure(workers)
-                .await
-                .map_err(|e| Failure::new(3, e))?
-        }
-        Resolved::LocalDefault => local::running_or_starting().await.ok_or_else(|| {
-            Failure::new(
-                3,
-                "no scheduler is configured and no local cluster is running; \
-                 submit a task to start one, or pass --scheduler",
-            )
-        })?,
+        Resolved::LocalDefault if start => start_local().await?,
+        Resolved::LocalDefault => match local::running_or_starting().await {
+            Some(e) => e,
+            // One that stopped without `dtask shutdown` (killed, say) left
+            // its keys in its journal: started again, it resumes them, and
+            // what this verb asks of them is answered.
+            None if local::left_a_journal() => start_local().await?,
+            None => {
+                return Err(Failure::new(
+                    3,
+                    "no scheduler is configured and no local cluster is running; \
+                     submit a task to start one, or pass --scheduler",
+                ));
+            }
+        },
     };
     let name = std::env::var("DTASK_CLIENT").unwrap_or_else(|_| "default".into());
     let client = Client::connect(&endpoint.address, &endpoint.token, Some(name))
