@@ -912,3 +912,41 @@ fn a_reading_verb_resumes_a_killed_local_default() {
     assert_eq!(lines[1]["status"], "finished", "{lines:?}");
     assert!(dtask(&["shutdown"]).status.success());
 }
+
+/// Interrupted, `gather --release` still lets go of the results it printed
+/// (and of no others), then exits 130.
+#[test]
+fn a_releasing_gather_interrupted_releases_what_it_printed() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let c = Cluster::start(1, 2);
+    let quick = |i: u32| c.submit("inc", &[&i.to_string()]);
+    let mut keys: Vec<String> = (0..3).map(quick).collect();
+    // Printed in order: the gather waits here until interrupted.
+    keys.push(c.submit("spin", &["60000"]));
+    keys.extend((10..16).map(quick));
+    let mut gather = c
+        .cmd()
+        .args(["gather", "--release"])
+        .args(&keys)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(Some(gather.id()));
+    let mut out = std::io::BufReader::new(gather.stdout.take().unwrap());
+    for _ in 0..3 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "a result before the spin");
+    }
+    // SAFETY: signalling the process this test started.
+    unsafe { libc::kill(gather.id() as i32, libc::SIGINT) };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut gather.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(gather.wait().unwrap().code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+    assert_eq!(info["held"].as_u64(), Some(7), "the 3 printed are released");
+    c.ok(&["cancel", "--force", &keys[3]]);
+}

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 /// Keys come from the arguments, or else from stdin, one per line; results
 /// stream out as soon as the next one in order is ready.
 ///
-/// Exit status: 0 all printed, 1 a task failed (with `--errors raise`), 3
+/// Exit status: 0 all printed, 1 a task failed (with `--errors raise`), 130
+/// interrupted (with `--release`, what was printed is released first), 3
 /// no scheduler, 4 `--timeout` passed first.
 #[derive(clap::Args)]
 #[command(
@@ -62,13 +63,32 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     // timeout), since they were printed.
     let mut printed: Vec<String> = Vec::new();
     let mut connected = None;
-    let gathered = super::within(
+    let work = super::within(
         timeout,
         "not every result was ready",
         "the tasks go on: gather again later, or see `dtask status`",
         gather(global, a, &mut printed, &mut connected),
-    )
-    .await;
+    );
+    // Interrupted (Ctrl-C), a releasing gather still lets go of what it
+    // printed; a second interrupt ends it at once.
+    let gathered = if release {
+        tokio::select! {
+            gathered = work => gathered,
+            _ = tokio::signal::ctrl_c() => {
+                tokio::spawn(async {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        std::process::exit(130);
+                    }
+                });
+                Err(Failure::new(
+                    130,
+                    "interrupted: the results printed so far are released; the rest stay held",
+                ))
+            }
+        }
+    } else {
+        work.await
+    };
     if release && let Some(client) = connected {
         let released = async {
             client.release(printed)?;
