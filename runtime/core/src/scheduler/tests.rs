@@ -1334,6 +1334,54 @@ fn a_task_on_restored_scattered_data_waits_for_its_worker_to_report_it() {
     );
 }
 
+/// A task that erred because the scattered data it read was lost with its
+/// worker is retried once the data is scattered again (and refused, saying
+/// so, until then).
+#[test]
+fn a_task_on_lost_scattered_data_is_retried_once_it_is_scattered_again() {
+    let mut s = setup(&[(10, 1)]);
+    let d = scattered(&mut s, 1).remove(0);
+    s.handle(joined(20, 1));
+    let mut t = spec("t", vec![fut(&d)]);
+    t.placement.workers = vec!["worker-20".into()];
+    submit(&mut s, vec![t]);
+    s.handle(Input::WorkerDisconnected { worker: 10 });
+    assert_eq!(s.state(&d), Some(TaskState::Lost));
+    assert_eq!(s.state("t"), Some(TaskState::Error));
+    let retry = |s: &mut Scheduler| {
+        s.handle(Input::Retry {
+            client: 1,
+            id: 3,
+            keys: vec!["t".into()],
+            limits: Default::default(),
+        })
+    };
+    let refused = |cmds: &[Command]| {
+        cmds.iter().find_map(|c| match c {
+            Command::Retried { refused, .. } => Some(refused.clone()),
+            _ => None,
+        })
+    };
+    let cmds = retry(&mut s);
+    let why = &refused(&cmds).unwrap()[0].1;
+    assert!(why.contains("scatter it again"), "{why}");
+    s.handle(Input::Scatter {
+        client: 1,
+        id: 4,
+        values: vec![(d.clone(), Bytes::from_static(b"x"))],
+        broadcast: false,
+        workers: vec![],
+    });
+    s.handle(Input::Finished {
+        worker: 20,
+        results: vec![(d.clone(), big(100))],
+    });
+    assert_eq!(s.state(&d), Some(TaskState::Finished));
+    let cmds = retry(&mut s);
+    assert_eq!(refused(&cmds), Some(vec![]));
+    assert_eq!(runs(&cmds), vec![(20, "t".to_string())]);
+}
+
 #[test]
 fn restricted_task_runs_only_on_named_worker_unless_loose() {
     let mut s = setup(&[(10, 1), (20, 1)]);

@@ -299,10 +299,30 @@ impl Scheduler {
                     continue;
                 }
             };
-            // Everything downstream of the origin that erred with its error.
+            // Everything downstream of the origin that erred with its error:
+            // from the origin if it erred itself, else (an input lost with
+            // its worker, since stored or computed again) from the tasks
+            // that erred for want of it.
+            let start: Vec<Key> = match self.tasks.get(&origin) {
+                Some(t) if matches!(&t.state, State::Error(e) if e.origin == origin) => {
+                    self.tasks.key(&origin).into_iter().collect()
+                }
+                Some(t) if t.is_scattered() && matches!(t.state, State::Lost | State::Released) => {
+                    refused.push((
+                        key,
+                        format!(
+                            "its input {origin}, scattered data, was lost with its worker: \
+                             scatter it again, then retry"
+                        ),
+                    ));
+                    continue;
+                }
+                Some(t) => t.dependents.iter().cloned().collect(),
+                None => Vec::new(),
+            };
             let mut reset: Vec<Key> = Vec::new();
             let mut seen: HashSet<Key> = HashSet::default();
-            let mut stack: Vec<Key> = self.tasks.key(&origin).into_iter().collect();
+            let mut stack: Vec<Key> = start;
             while let Some(k) = stack.pop() {
                 if let Some(t) = self.tasks.get(&k)
                     && matches!(&t.state, State::Error(e) if e.origin == origin)
@@ -317,7 +337,7 @@ impl Scheduler {
                     key,
                     format!(
                         "its error came from {origin}, which was released and is no \
-                         longer known: submit {origin} again, then retry"
+                         longer known: submit (or scatter) {origin} again, then retry"
                     ),
                 ));
                 continue;
