@@ -739,7 +739,8 @@ impl Sandbox {
         let raise = if memory < self.limits.memory {
             "raise it with `submit --memory-limit-mib`"
         } else {
-            "raise it with `dtask worker --memory-limit-mib`"
+            "raise it with `dtask worker --memory-limit-mib` (`memory-limit-mib` under \
+             `[worker]` in dtask.toml for the local default's workers)"
         };
         (memory, raise)
     }
