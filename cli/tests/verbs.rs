@@ -953,3 +953,35 @@ fn a_submit_to_a_scheduler_with_no_worker_says_so() {
     p.add_worker();
     assert_eq!(p.ok(&["gather", "--timeout", "30s", &key]).trim(), "42");
 }
+
+/// `cancel` says what came of it: a key left running because another
+/// client holds it is named on stderr (exit 0), and a key the scheduler
+/// does not know is bad input (exit 2); `--force` cancels the first.
+#[test]
+fn cancel_names_what_it_left_running_and_what_it_does_not_know() {
+    let c = Cluster::start(1, 1);
+    let mut other = c.cmd();
+    other.env("DTASK_CLIENT", "other");
+    let out = other
+        .args(["submit", tasks_wasm(), "spin", "60000"])
+        .output()
+        .unwrap();
+    let spin = stdout(&out).trim().to_string();
+    let out = c.run(&["cancel", &spin], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{spin} not cancelled")),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.run(&["cancel", "inc-00000000000000000000000000000000"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not know"), "{}", stderr(&out));
+    let out = c.run(&["cancel", "--force", &spin], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("not cancelled"), "{}", stderr(&out));
+    assert_eq!(
+        c.ok(&["status", &spin]).trim(),
+        format!("{spin}\tcancelled")
+    );
+}
