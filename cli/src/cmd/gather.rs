@@ -75,11 +75,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         tokio::select! {
             gathered = work => gathered,
             _ = tokio::signal::ctrl_c() => {
-                tokio::spawn(async {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        std::process::exit(130);
-                    }
-                });
+                super::exit_on_next_interrupt();
                 Err(Failure::new(
                     130,
                     "interrupted: the results printed so far are released; the rest stay held",

@@ -105,11 +105,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                     "interrupted: stopped reading; the keys of the lines already submitted \
                      are printed (they are held: `dtask release` them if unwanted)",
                 ));
-                tokio::spawn(async {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        std::process::exit(130);
-                    }
-                });
+                super::exit_on_next_interrupt();
             }
             first = line_rx.recv(), if input_open && acks.len() < IN_FLIGHT => {
                 let Some(first) = first else { input_open = false; continue };

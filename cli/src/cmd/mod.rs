@@ -187,6 +187,17 @@ pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
     Ok(client)
 }
 
+/// After a first interrupt (Ctrl-C) that a verb handles by finishing up
+/// (printing or releasing what it must), a second one ends the process
+/// at once, exit 130.
+pub fn exit_on_next_interrupt() {
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+}
+
 /// Loads a module file, with the compiled-module cache of the state
 /// directory.
 pub fn load_module(path: &Path) -> Result<LocalModule, Failure> {

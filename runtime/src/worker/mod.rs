@@ -158,31 +158,32 @@ struct InHand {
     run: u64,
 }
 
+impl Running {
+    /// Task `key`'s entry if the current tokio task runs it: taken back
+    /// meanwhile (stolen or cancelled) and perhaps sent here again, the
+    /// key is another copy's.
+    fn own(&mut self, key: &str) -> Option<&mut InHand> {
+        self.tasks
+            .get_mut(key)
+            .filter(|t| t.abort.id() == tokio::task::id())
+    }
+}
+
 impl Shared {
     /// Notes that the current tokio task, running task `key`, took its
     /// slot and begins; false if the task was taken back (stolen or
     /// cancelled) meanwhile, when it must not run.
     fn begin(&self, key: &str) -> bool {
         let mut running = self.running.lock().expect("running lock");
-        match running.tasks.get_mut(key) {
-            Some(t) if t.abort.id() == tokio::task::id() => {
-                t.started = true;
-                true
-            }
-            _ => false,
-        }
+        running.own(key).map(|t| t.started = true).is_some()
     }
 
     /// The `seq` of the `Run` that last sent task `key`, run by the
     /// current tokio task; `None` once it was taken back (cancelled or
     /// stolen), when the scheduler wants no report of it.
     fn run_of(&self, key: &str) -> Option<u64> {
-        let running = self.running.lock().expect("running lock");
-        running
-            .tasks
-            .get(key)
-            .filter(|t| t.abort.id() == tokio::task::id())
-            .map(|t| t.run)
+        let mut running = self.running.lock().expect("running lock");
+        running.own(key).map(|t| t.run)
     }
 }
 

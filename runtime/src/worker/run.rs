@@ -130,13 +130,8 @@ fn report(key: &str, run: u64, kept: Result<Located, TaskError>) -> ToScheduler 
 /// Task `key`, reported, leaves the tasks in hand.
 fn forget_in_hand(shared: &Shared, key: &str) {
     let mut running = shared.running.lock().expect("running lock");
-    // Only its own entry: taken back meanwhile and sent here again, the key
-    // is another copy's.
-    if running
-        .tasks
-        .get(key)
-        .is_some_and(|t| t.abort.id() == tokio::task::id())
-    {
+    // Only its own entry (see `Running::own`).
+    if running.own(key).is_some() {
         running.tasks.remove(key);
     }
 }

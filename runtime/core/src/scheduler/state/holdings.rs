@@ -126,19 +126,13 @@ impl Holdings {
             }
             return false;
         }
-        self.let_go_all(holder, key, holders)
+        self.end_hold(holder, holders)
     }
 
-    /// Ends every hold of `holder` on `key`, whose task's holders are
-    /// `holders`; false if it did not hold it.
-    pub(super) fn let_go_all(&mut self, holder: &str, key: &str, holders: &mut Holders) -> bool {
-        if !self.extra.is_empty()
-            && let Some(counts) = self.extra.get_mut(holder)
-            && counts.remove(key).is_some()
-            && counts.is_empty()
-        {
-            self.extra.remove(holder);
-        }
+    /// Takes `holder` off `holders`, a task's holders, leaving any counts
+    /// of its key alone (a damaged snapshot's second copy of a key, whose
+    /// holds the copy kept stand for); false if it was not on them.
+    pub(super) fn end_hold(&mut self, holder: &str, holders: &mut Holders) -> bool {
         if !holders.remove(holder) {
             return false;
         }

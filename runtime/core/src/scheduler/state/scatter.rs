@@ -190,8 +190,7 @@ impl Scheduler {
             if let Some(k) = &known
                 && !revived
             {
-                let t = self.tasks.get_mut(k).expect("present");
-                self.holdings.hold(&holder, k, &mut t.holders);
+                self.hold_known(&holder, k);
                 continue;
             }
             let chosen: Vec<WorkerId> = if broadcast {
@@ -209,8 +208,7 @@ impl Scheduler {
                 run: 0,
             };
             if let Some(key) = known {
-                let t = self.tasks.get_mut(&key).expect("present");
-                self.holdings.hold(&holder, &key, &mut t.holders);
+                self.hold_known(&holder, &key);
                 let t = self.tasks.get_mut(&key).expect("present");
                 self.activity.set(&key, t, storing);
                 self.scatter_requests.insert(key.clone(), (client, id));

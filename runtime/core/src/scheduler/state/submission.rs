@@ -8,7 +8,7 @@ impl Scheduler {
     pub(super) fn add_task(&mut self, key: Key, task: Task) {
         self.activity
             .added(&task.recipe.func.function, activity::Phase::of(&task.state));
-        if let Some(mut replaced) = self.tasks.insert(key.clone(), task) {
+        if let Some(mut replaced) = self.tasks.insert(key, task) {
             // A key a damaged snapshot lists twice: the copy replaced no
             // longer counts, nor holds anything.
             self.activity.removed(
@@ -17,7 +17,7 @@ impl Scheduler {
             );
             let names: Vec<Arc<str>> = replaced.holders.names().cloned().collect();
             for name in names {
-                self.holdings.let_go_all(&name, &key, &mut replaced.holders);
+                self.holdings.end_hold(&name, &mut replaced.holders);
             }
         }
     }
@@ -29,10 +29,16 @@ impl Scheduler {
         let Some(k) = self.tasks.key(key) else {
             return false;
         };
-        let t = self.tasks.get_mut(&k).expect("known");
-        self.holdings.hold(holder, &k, &mut t.holders);
+        self.hold_known(holder, &k);
         self.recompute(&k);
         true
+    }
+
+    /// Makes `holder` hold `key`, a task in the table (once, however often
+    /// asked).
+    pub(super) fn hold_known(&mut self, holder: &str, key: &Key) {
+        let t = self.tasks.get_mut(key).expect("known");
+        self.holdings.hold(holder, key, &mut t.holders);
     }
 
     /// Makes `holder` hold `key`, a task in the table, once more: a
@@ -85,13 +91,13 @@ impl Scheduler {
                     unplaceable.push((key.clone(), why));
                 }
             } else {
+                let k = self.tasks.key(&key).expect("known");
                 if counted {
-                    let k = self.tasks.key(&key).expect("known");
                     self.hold_counted(&holder, &k);
-                    self.recompute(&k);
                 } else {
-                    self.hold(&holder, &key);
+                    self.hold_known(&holder, &k);
                 }
+                self.recompute(&k);
                 self.resubmitted(&key, &spec);
             }
             if alone && first.is_none() {
