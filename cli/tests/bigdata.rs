@@ -676,6 +676,43 @@ fn results_past_the_memory_budget_spill_to_disk_and_come_back_byte_exact() {
     });
 }
 
+/// A spill file removed behind the worker's back (a cleaner of temporary
+/// files) loses its result, as a dead worker would: the worker says so,
+/// and the scheduler computes it again. Raw and plain gathers, and a task
+/// taking it as input, all get the value, not "no longer holds".
+#[test]
+fn results_whose_spill_files_are_removed_are_computed_again() {
+    let c = Cluster::start_with(1, 1, &["--memory-budget", "1MiB"]);
+    let n = 2 << 20;
+    let keys: Vec<String> = (0..4)
+        .map(|i| c.submit("count-bytes", &[&n.to_string(), &i.to_string()]))
+        .collect();
+    for k in &keys {
+        c.ok(&["wait", k]);
+    }
+    // 8 MiB on a worker that keeps 1 MiB in memory: at least three spilled.
+    wait_until(Duration::from_secs(30), "three results spilled", || {
+        spill_files(&c) >= 3
+    });
+    for dir in std::fs::read_dir(c.state.path().join("spill")).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            std::fs::remove_file(file.unwrap().path()).unwrap();
+        }
+    }
+    let want = |i: usize| (0..n).map(|j| (j + i) as u8).collect::<Vec<u8>>();
+    assert!(
+        raw_bytes(&c, &keys[0]) == want(0),
+        "raw gather after the loss"
+    );
+    let total = c.submit("sum-bytes", &[&format!("@{}", keys[1])]);
+    let sum: u64 = want(1).iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(c.ok(&["gather", &total]), sum.to_string());
+    let json = c.ok(&["gather", "--json", &keys[2]]);
+    let line: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(line["status"], "finished", "{json}");
+    assert!(raw_bytes(&c, &keys[3]) == want(3));
+}
+
 #[test]
 fn a_full_spill_directory_refuses_new_results_and_keeps_what_is_held() {
     let c = Cluster::start_with(1, 1, &["--memory-budget", "1MiB"]);

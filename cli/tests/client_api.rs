@@ -523,3 +523,37 @@ fn map_in_several_batches_and_gather_of_repeated_small_big_and_failed_keys() {
         }
     });
 }
+
+/// A fetch whose holder is gone (its worker died, or dropped the result)
+/// asks the scheduler where the result is now and reads it from there,
+/// whole, encoded or streamed: here the stale place is an address nothing
+/// listens on any more.
+#[test]
+fn a_fetch_from_a_holder_gone_reads_the_result_where_it_is_now() {
+    let c = Cluster::start(1, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let n = 300_000u64;
+        let f = submit(&client, &module, "count-bytes", vec![value(n), value(1)]).await;
+        let want = f.result(None).await.unwrap();
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stale = dtask_runtime::protocol::Located {
+            inline: None,
+            who_has: vec![gone.local_addr().unwrap().to_string()],
+            nbytes: n + 5,
+        };
+        drop(gone);
+        assert_eq!(client.fetch(f.key(), &stale).await.unwrap(), want);
+        let encoded = client.fetch_encoded(f.key(), &stale).await.unwrap();
+        let mut streamed = Vec::new();
+        client
+            .stream_encoded(f.key(), &stale, |_, range| {
+                streamed.extend_from_slice(range);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert!(streamed == encoded[..], "streamed and fetched differ");
+        assert_eq!(dtask_runtime::value::decode(&encoded).unwrap(), want);
+    });
+}

@@ -237,6 +237,32 @@ fn release_frees_the_data_on_the_worker() {
     assert_eq!(status(&c, &big), "unknown");
 }
 
+/// Released work that has not ended is cancelled, as Dask forgets it: a
+/// `release --all` of a pipeline stops it. On one slot, a long task
+/// running and fifty queued behind it: once released, all are forgotten
+/// and the slot is free at once for new work (the long task was
+/// interrupted, not left to spin for ten minutes).
+#[test]
+fn release_all_stops_work_that_has_not_ended() {
+    let c = Cluster::start(1, 1);
+    let spin = c.submit("spin", &["600000"]);
+    wait_status(&c, &spin, "processing");
+    let seq: String = (0..50).map(|i| format!("{i}\n")).collect();
+    let out = c.run(&["map", tasks_wasm(), "inc"], &seq);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let queued: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(queued.len(), 50);
+    let last = status(&c, &queued[49]);
+    assert!(["pending", "processing"].contains(&last.as_str()), "{last}");
+    c.ok(&["release", "--all"]);
+    assert_eq!(status(&c, &spin), "unknown");
+    for k in &queued {
+        assert_eq!(status(&c, k), "unknown");
+    }
+    let k = c.submit("inc", &["1"]);
+    assert_eq!(c.ok(&["gather", "--timeout", "30s", &k]), "2");
+}
+
 #[test]
 fn fire_and_forget_runs_although_nobody_holds_it() {
     let c = Cluster::start(1, 1);

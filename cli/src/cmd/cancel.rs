@@ -24,7 +24,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let client = connect(global, false).await?;
     client.cancel(keys.clone(), a.force)?;
     // What came of it, said on stderr: a key left running (others hold
-    // it, or nobody did) or one the scheduler does not know.
+    // it) or one the scheduler does not know.
     let mut unknown = Vec::new();
     let mut running = Vec::new();
     for chunk in keys.chunks(4096) {

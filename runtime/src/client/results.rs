@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::value::Head;
+use std::borrow::Cow;
 
 impl Client {
     /// Waits until all `futures` (or, with `first`, one of them) are done or
@@ -154,20 +155,38 @@ impl Client {
     /// The value of a finished result, from wherever it is. A big byte
     /// string or string is read range by range straight into the value's
     /// own buffer, never held encoded beside it.
+    ///
+    /// A holder lost midway (it died, or dropped the result) is left for
+    /// the result's next copy: where the scheduler says it is now, once it
+    /// has been computed again if it must be (see [`REFETCHES`]).
     pub async fn fetch(&self, key: &str, at: &Located) -> Result<Value, ClientError> {
         if let Some(b) = &at.inline {
             return decoded(key, b.clone());
         }
-        let mut payload: Vec<u8> = Vec::new();
-        let kind = self
-            .stream_value(key, at, |len, chunk| {
-                if payload.capacity() == 0 {
-                    payload = value::huge::buffer(len)?;
+        let mut at = at.clone();
+        let mut tries = 0;
+        let (kind, payload) = loop {
+            let mut payload: Vec<u8> = Vec::new();
+            let streamed = self
+                .stream_value(key, &at, |len, chunk| {
+                    if payload.capacity() == 0 {
+                        payload = value::huge::buffer(len)?;
+                    }
+                    payload.extend_from_slice(chunk);
+                    Ok(())
+                })
+                .await;
+            match streamed {
+                Ok(kind) => break (kind, payload),
+                // Lost partway (nothing lost before any of it came is
+                // tried again below it): the whole value again.
+                Err(ClientError::Data { reason, .. }) if !payload.is_empty() => {
+                    drop(payload);
+                    at = self.relocate(key, &mut tries, reason).await?;
                 }
-                payload.extend_from_slice(chunk);
-                Ok(())
-            })
-            .await?;
+                Err(e) => return Err(e),
+            }
+        };
         Ok(match kind {
             Streamed::Bytes => Value::Binary(payload),
             Streamed::Text => {
@@ -229,15 +248,48 @@ impl Client {
     /// [`Client::fetch`] without decoding: the result's MessagePack bytes,
     /// as they arrived (a big one is a slice of what was read, not a copy).
     pub async fn fetch_encoded(&self, key: &str, at: &Located) -> Result<Bytes, ClientError> {
-        Ok(match &at.inline {
-            Some(b) => b.clone(),
-            None => peer::fetch(&at.who_has, &self.inner.peer_token, key, at.nbytes)
-                .await
-                .map_err(|reason| ClientError::Data {
-                    key: key.to_string(),
-                    reason,
-                })?,
-        })
+        let mut at = Cow::Borrowed(at);
+        let mut tries = 0;
+        loop {
+            if let Some(b) = &at.inline {
+                return Ok(b.clone());
+            }
+            match peer::fetch(&at.who_has, &self.inner.peer_token, key, at.nbytes).await {
+                Ok(b) => return Ok(b),
+                Err(reason) => at = Cow::Owned(self.relocate(key, &mut tries, reason).await?),
+            }
+        }
+    }
+
+    /// Where `key` is now, after fetching it failed (`why`): its holder
+    /// died, or dropped it (an unreadable spill file). The scheduler is
+    /// asked again, which answers once the result is computed again if it
+    /// must be. The first time at once, then after a pause that doubles
+    /// from 200 ms (the scheduler may not have heard of the loss yet);
+    /// after [`REFETCHES`] tries, the failure itself.
+    async fn relocate(
+        &self,
+        key: &str,
+        tries: &mut u32,
+        why: String,
+    ) -> Result<Located, ClientError> {
+        if *tries >= REFETCHES {
+            return Err(ClientError::Data {
+                key: key.to_string(),
+                reason: why,
+            });
+        }
+        if *tries > 0 {
+            tokio::time::sleep(Duration::from_millis(100 << *tries)).await;
+        }
+        *tries += 1;
+        tracing::debug!("fetching {key} failed ({why}); asking the scheduler where it is now");
+        let mut rx = self.watch(vec![key.to_string()])?;
+        let (_, outcome) = rx.recv().await.ok_or(ClientError::Disconnected)?;
+        match outcome {
+            Outcome::Finished(at) => Ok(at),
+            other => Err(unfinished(key, other)),
+        }
     }
 
     /// Streams a finished result's MessagePack bytes to `each`, range by
@@ -251,20 +303,35 @@ impl Client {
         at: &Located,
         mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
     ) -> Result<(), ClientError> {
-        if let Some(b) = &at.inline {
-            return each(b.len() as u64, b).map_err(ClientError::Invalid);
+        let mut at = Cow::Borrowed(at);
+        let mut tries = 0;
+        loop {
+            if let Some(b) = &at.inline {
+                return each(b.len() as u64, b).map_err(ClientError::Invalid);
+            }
+            let mut sent = false;
+            let streamed = peer::stream(&at.who_has, &self.inner.peer_token, key, |total, b| {
+                sent = true;
+                std::future::ready(each(total, &b))
+            })
+            .await;
+            match streamed {
+                Ok(()) => return Ok(()),
+                // Lost before any of it went out: from its next copy.
+                Err(peer::StreamError::Source(why)) if !sent => {
+                    at = Cow::Owned(self.relocate(key, &mut tries, why).await?)
+                }
+                Err(peer::StreamError::Source(reason)) => {
+                    return Err(ClientError::Data {
+                        key: key.to_string(),
+                        reason: format!(
+                            "{reason} (after part of it went out: gather it again for all of it)"
+                        ),
+                    });
+                }
+                Err(peer::StreamError::Sink(why)) => return Err(ClientError::Invalid(why)),
+            }
         }
-        peer::stream(&at.who_has, &self.inner.peer_token, key, |total, b| {
-            std::future::ready(each(total, &b))
-        })
-        .await
-        .map_err(|e| match e {
-            peer::StreamError::Source(reason) => ClientError::Data {
-                key: key.to_string(),
-                reason,
-            },
-            peer::StreamError::Sink(why) => ClientError::Invalid(why),
-        })
     }
 
     /// Turns an outcome into the result value or the task's error.
@@ -281,9 +348,7 @@ impl Client {
     pub async fn resolve_encoded(&self, key: &str, outcome: Outcome) -> Result<Bytes, ClientError> {
         match outcome {
             Outcome::Finished(at) => self.fetch_encoded(key, &at).await,
-            Outcome::Error(e) => Err(ClientError::Task(Box::new(e))),
-            Outcome::Cancelled => Err(ClientError::Cancelled(key.to_string())),
-            Outcome::Unknown => Err(ClientError::UnknownKey(key.to_string())),
+            other => Err(unfinished(key, other)),
         }
     }
 
@@ -483,6 +548,21 @@ pub enum Streamed {
     Text,
     /// Any other value, decoded whole (nothing went to the sink).
     Other(Value),
+}
+
+/// Times fetching a result is tried again after its holder is lost (see
+/// `Client::relocate`): about 3 s of pauses in all, past the time a
+/// scheduler takes to hear that a worker died (at once, when its process
+/// is killed) and to start computing its results again.
+pub const REFETCHES: u32 = 5;
+
+/// The error of `key`, which ended other than finished.
+fn unfinished(key: &str, outcome: Outcome) -> ClientError {
+    match outcome {
+        Outcome::Error(e) => ClientError::Task(Box::new(e)),
+        Outcome::Cancelled => ClientError::Cancelled(key.to_string()),
+        Outcome::Finished(_) | Outcome::Unknown => ClientError::UnknownKey(key.to_string()),
+    }
 }
 
 /// The value a result's MessagePack `bytes` hold (as

@@ -233,6 +233,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         options.memory_budget,
         store::spill_dir_for(&options.spill_dir, id),
     ));
+    results.report_drops_to(to_scheduler.clone());
     let actors: peer::Actors = Default::default();
     let logs: Arc<logs::Logs> = Default::default();
     tokio::spawn(peer::serve(

@@ -5,8 +5,14 @@
 //! A result that cannot be kept (the budget is exceeded and the spill
 //! directory is full or unusable) is refused with a message saying so;
 //! nothing already held is ever dropped to make room.
+//!
+//! A spill file that cannot be read back (removed or cut short behind the
+//! worker's back, by a cleaner of temporary files say) drops its result:
+//! the store stops holding it and tells the scheduler
+//! ([`ToScheduler::Dropped`]), which computes it again if it is still
+//! wanted, as it would for a result lost with its worker.
 
-use crate::protocol::{INLINE_RESULT_LIMIT, Located};
+use crate::protocol::{INLINE_RESULT_LIMIT, Located, ToScheduler};
 use crate::value::{FileBytes, human_bytes};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -191,6 +197,8 @@ pub struct ResultStore {
     dir: PathBuf,
     /// Bytes held in memory for values still arriving ([`Reserved`]).
     arriving: AtomicU64,
+    /// Where results dropped for an unreadable spill file are reported.
+    reports: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ToScheduler>>,
 }
 
 /// Room in memory for a value still arriving on the data port, taken by
@@ -249,6 +257,41 @@ impl ResultStore {
             budget,
             dir,
             arriving: AtomicU64::new(0),
+            reports: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Reports results dropped for an unreadable spill file to the
+    /// scheduler through `reports` (the worker's own messages to it).
+    pub fn report_drops_to(&self, reports: tokio::sync::mpsc::UnboundedSender<ToScheduler>) {
+        let _ = self.reports.set(reports);
+    }
+
+    /// `key`'s spill file `file` could not be read back (`why`): unless the
+    /// result was freed or replaced meanwhile (which removes its file),
+    /// it is dropped here and the scheduler is told, so that it is
+    /// computed again rather than asked of this worker for good.
+    fn unreadable(&self, key: &str, file: u64, why: &str) {
+        {
+            let mut inner = self.lock();
+            let same = inner
+                .find(key)
+                .and_then(|k| inner.entries.get(&k))
+                .is_some_and(|e| matches!(e.place, Place::Disk { file: f, .. } if f == file));
+            if !same {
+                return;
+            }
+            self.remove_locked(&mut inner, key);
+        }
+        tracing::warn!(
+            "result {key} is lost: its spill file {} cannot be read ({why}; removed behind \
+             this worker's back?); the scheduler computes it again if it is still wanted",
+            self.path(file).display()
+        );
+        if let Some(reports) = self.reports.get() {
+            let _ = reports.send(ToScheduler::Dropped {
+                keys: vec![key.to_string()],
+            });
         }
     }
 
@@ -541,7 +584,7 @@ impl ResultStore {
     /// `most` bytes; `Err` with its length if it is bigger (and then it is
     /// not read).
     pub async fn get_within(&self, key: &str, most: u64) -> Result<Option<Bytes>, u64> {
-        let path = {
+        let (file, len) = {
             let mut inner = self.lock();
             inner.tick += 1;
             let tick = inner.tick;
@@ -559,7 +602,7 @@ impl ResultStore {
                 return Err(len);
             }
             match &entry.place {
-                Place::Disk { file, .. } => self.path(*file),
+                Place::Disk { file, .. } => (*file, len),
                 place => {
                     let bytes = place.bytes();
                     entry.used = tick;
@@ -568,21 +611,27 @@ impl ResultStore {
             }
         };
         // Read outside the lock; a result freed meanwhile reads as absent.
-        Ok(tokio::fs::read(&path).await.ok().map(Bytes::from))
+        let why = match tokio::fs::read(self.path(file)).await {
+            Ok(bytes) if bytes.len() as u64 == len => return Ok(Some(Bytes::from(bytes))),
+            Ok(bytes) => format!("{} bytes of {len}", bytes.len()),
+            Err(e) => e.to_string(),
+        };
+        self.unreadable(key, file, &why);
+        Ok(None)
     }
 
     /// Up to `len` bytes of the result held as `key` from `offset` (fewer
     /// at its end, none past it), and its whole length. A spilled result is
     /// read from its file one range at a time, never whole.
     pub async fn read(&self, key: &str, offset: u64, len: u64) -> Option<(u64, Bytes)> {
-        let (path, total) = {
+        let (file, total) = {
             let mut inner = self.lock();
             inner.tick += 1;
             let tick = inner.tick;
             let held = inner.find(key)?;
             let entry = inner.entries.get_mut(&held)?;
             match &entry.place {
-                Place::Disk { file, len } => (self.path(*file), *len as u64),
+                Place::Disk { file, len } => (*file, *len as u64),
                 place => {
                     let bytes = place.bytes()?;
                     entry.used = tick;
@@ -591,6 +640,7 @@ impl ResultStore {
                 }
             }
         };
+        let path = self.path(file);
         let (start, end) = range(total, offset, len);
         // Read outside the lock; a result freed meanwhile reads as absent.
         let read = tokio::task::spawn_blocking(move || {
@@ -604,7 +654,11 @@ impl ResultStore {
         .await;
         match read {
             Ok(Ok(buf)) => Some((total, Bytes::from(buf))),
-            _ => None,
+            Ok(Err(e)) => {
+                self.unreadable(key, file, &e.to_string());
+                None
+            }
+            Err(_) => None,
         }
     }
 
@@ -613,20 +667,29 @@ impl ResultStore {
     /// range of the open file); `None` if it is in memory, absent, or
     /// another value.
     pub fn spilled_bytes(&self, key: &str) -> Option<FileBytes> {
-        let path = {
+        let file = {
             let inner = self.lock();
             let held = inner.find(key)?;
             match &inner.entries.get(&held)?.place {
-                Place::Disk { file, .. } => self.path(*file),
+                Place::Disk { file, .. } => *file,
                 Place::Memory(_) => return None,
             }
         };
-        payload_of(std::fs::File::open(path).ok()?)
+        match std::fs::File::open(self.path(file)) {
+            Ok(f) => payload_of(f),
+            Err(e) => {
+                self.unreadable(key, file, &e.to_string());
+                None
+            }
+        }
     }
 
     /// Whether `key` is held here, in memory or on disk.
     pub fn holds(&self, key: &str) -> bool {
-        self.lock().find(key).is_some()
+        let inner = self.lock();
+        inner
+            .find(key)
+            .is_some_and(|k| inner.entries.contains_key(&k))
     }
 
     /// Every result held, as reported to a scheduler (small ones inline).
@@ -989,6 +1052,11 @@ mod tests {
             store.get(keys[1]).await.is_some(),
             "same hash, other prefix"
         );
+        // Held means held: not merely a known prefix, or any other key.
+        assert!(store.holds(keys[1]) && store.holds("my-result"));
+        assert!(!store.holds(keys[0]), "removed");
+        assert!(!store.holds("inc-ffffffffffffffffffffffffffffffff"));
+        assert!(!store.holds("other-result"));
     }
 
     #[tokio::test]
@@ -1016,6 +1084,54 @@ mod tests {
             assert!(r.is_empty(), "{key}");
         }
         assert!(store.read("absent", 0, 10).await.is_none());
+    }
+
+    /// A spill file removed (or cut short) behind the store's back drops
+    /// its result, whichever way it is read, and says so once per result;
+    /// a result freed meanwhile (its file removed by the store) is not
+    /// reported.
+    #[tokio::test]
+    async fn a_result_whose_spill_file_is_gone_is_dropped_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ResultStore::new(100, dir.path().join("spill"));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        store.report_drops_to(tx);
+        for (i, k) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            store.insert(k.into(), value(1000, i as u8)).unwrap();
+        }
+        assert_eq!(store.usage().spilled_count, 4);
+        let files: Vec<_> = std::fs::read_dir(store.dir())
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+        for f in &files {
+            std::fs::remove_file(f).unwrap();
+        }
+        // Removed: by a whole read, a range and as a command's stdin; cut
+        // short: by a whole read.
+        assert_eq!(store.get("a").await, None);
+        assert_eq!(store.read("b", 0, 10).await, None);
+        assert!(store.spilled_bytes("c").is_none());
+        store.insert("e".into(), value(1000, 5)).unwrap();
+        let e = std::fs::read_dir(store.dir()).unwrap().next().unwrap();
+        std::fs::write(e.unwrap().path(), b"short").unwrap();
+        assert_eq!(store.get("e").await, None);
+        let mut dropped = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                ToScheduler::Dropped { keys } => dropped.extend(keys),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(dropped, ["a", "b", "c", "e"]);
+        for k in ["a", "b", "c", "e"] {
+            assert!(!store.holds(k), "{k}");
+        }
+        assert_eq!(store.usage().spilled_count, 1, "d, never read");
+        // Asked again: absent, and not reported twice.
+        assert_eq!(store.get("a").await, None);
+        store.remove("d");
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -199,6 +199,13 @@ pub enum ToScheduler {
         /// (key, where and how big).
         results: Vec<(String, Located)>,
     },
+    /// The sending worker no longer holds these results: their spill
+    /// files could not be read back (removed behind its back). The
+    /// scheduler computes them again if they are still wanted.
+    Dropped {
+        /// The results' keys.
+        keys: Vec<String>,
+    },
     /// A worker is alive (sent every [`HEARTBEAT`]); a worker silent for
     /// the scheduler's worker timeout is treated as dead.
     Heartbeat {

@@ -48,6 +48,7 @@ impl Weigh for ToScheduler {
                 ToScheduler::Watch { keys }
                 | ToScheduler::Release { keys }
                 | ToScheduler::Started { keys }
+                | ToScheduler::Dropped { keys }
                 | ToScheduler::Stolen { keys } => keys.iter().map(String::len).sum::<usize>(),
                 ToScheduler::Primitive {
                     op: Op::QueuePut { item, .. } | Op::VarSet { item, .. },

@@ -708,6 +708,7 @@ impl Scheduler {
                     self.adopt_result(worker, &key, at, &mut out);
                 }
             }
+            Input::WorkerDropped { worker, keys } => self.copies_dropped(worker, keys, &mut out),
         }
         for (key, gone) in std::mem::take(&mut self.doomed) {
             if matches!(

@@ -443,6 +443,127 @@ fn release_d(s: &mut Scheduler) {
     });
 }
 
+/// Work nobody holds or needs any more is not run: a release of pending
+/// keys cancels them (a running one is interrupted), and then their
+/// inputs nobody else wants, as Dask forgets released work. Inputs others
+/// hold or need run on.
+#[test]
+fn released_work_that_has_not_ended_is_cancelled_and_forgotten() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Input::ClientConnected {
+        client: 2,
+        name: Some("other".into()),
+        session: 0,
+    });
+    // a runs; b and c wait on it; d waits on "shared", which another
+    // client holds too.
+    let cmds = submit(
+        &mut s,
+        vec![
+            spec("a", vec![]),
+            spec("b", vec![fut("a")]),
+            spec("c", vec![fut("b")]),
+            spec("shared", vec![]),
+            spec("d", vec![fut("shared")]),
+        ],
+    );
+    assert!(runs(&cmds).contains(&(10, "a".into())));
+    s.handle(started(10, "a"));
+    s.handle(Input::Watch {
+        client: 1,
+        keys: vec!["c".into()],
+    });
+    s.handle(Input::Submit {
+        counted: true,
+        client: 2,
+        id: 1,
+        tasks: vec![spec("shared", vec![])],
+    });
+    let cmds = s.handle(Input::ReleaseAll { client: 1 });
+    assert!(
+        cancelled_runs(&cmds).contains(&(10, "a".into())),
+        "the running input is interrupted: {cmds:?}"
+    );
+    assert!(cmds.contains(&Command::Done {
+        client: 1,
+        key: "c".into(),
+        outcome: Outcome::Cancelled,
+    }));
+    for k in ["a", "b", "c", "d"] {
+        assert_eq!(s.state(k), None, "{k} is forgotten");
+    }
+    assert_eq!(
+        s.state("shared"),
+        Some(TaskState::Processing),
+        "held by other"
+    );
+    // The interrupted run's late end is dropped, not taken as a result.
+    let cmds = finish(&mut s, 10, "a", big(100));
+    assert!(cmds.contains(&Command::Free {
+        worker: 10,
+        keys: vec!["a".into()]
+    }));
+    assert_eq!(s.state("a"), None);
+}
+
+/// A worker that could not read a result back (its spill file removed)
+/// says it dropped it: a held result is computed again, and scattered
+/// data with no other copy is lost (its dependents fail).
+#[test]
+fn a_result_a_worker_dropped_is_computed_again_or_lost_if_scattered() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("a", vec![])]);
+    finish(&mut s, 10, "a", big(100));
+    let cmds = s.handle(Input::WorkerDropped {
+        worker: 10,
+        keys: vec!["a".into(), "never-held".into()],
+    });
+    assert_eq!(runs(&cmds), vec![(10, "a".to_string())], "run again");
+    assert_eq!(s.state("a"), Some(TaskState::Processing));
+    assert!(s.who_has(vec!["a".into()])[0].1.is_empty());
+    finish(&mut s, 10, "a", big(100));
+    assert_eq!(s.who_has(vec!["a".into()])[0].1, vec!["w10".to_string()]);
+    // Scattered data has no recipe: lost.
+    s.handle(Input::Scatter {
+        client: 1,
+        id: 3,
+        values: vec![("data".into(), Bytes::from_static(b"x"))],
+        broadcast: false,
+        workers: vec![],
+    });
+    finish(&mut s, 10, "data", big(100));
+    assert_eq!(s.state("data"), Some(TaskState::Finished));
+    submit(&mut s, vec![spec("c", vec![fut("data")])]);
+    s.handle(Input::WorkerDropped {
+        worker: 10,
+        keys: vec!["data".into()],
+    });
+    assert_eq!(s.state("data"), Some(TaskState::Lost));
+    assert_eq!(s.state("c"), Some(TaskState::Error));
+}
+
+/// Releasing the end of a long chain of pending tasks cancels the whole
+/// chain by a worklist: no recursion as deep as the chain.
+#[test]
+fn releasing_a_long_pending_chain_forgets_all_of_it() {
+    let mut s = setup(&[]);
+    let n = 200_000;
+    let mut tasks = vec![spec("k0", vec![])];
+    for i in 1..n {
+        tasks.push(spec(&format!("k{i}"), vec![fut(&format!("k{}", i - 1))]));
+    }
+    submit(&mut s, tasks);
+    let keys = (0..n - 1).map(|i| format!("k{i}")).collect();
+    s.handle(Input::Release { client: 1, keys });
+    s.finish_releases();
+    assert_eq!(s.task_count(), n, "the end still holds the chain");
+    s.handle(Input::Release {
+        client: 1,
+        keys: vec![format!("k{}", n - 1)],
+    });
+    assert_eq!(s.task_count(), 0);
+}
+
 #[test]
 fn intermediate_results_live_until_dependents_finish() {
     let mut s = setup(&[(10, 1)]);
@@ -1810,9 +1931,10 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
     assert!(!s.snapshot().canonical().answers().is_empty());
     let rebuilt = m.into_snapshot().canonical();
     assert_eq!(rebuilt, s.snapshot().canonical());
-    // a, b, c and the unnamed client's task (still to run); "gone" is
-    // forgotten.
-    assert_eq!(rebuilt.len(), 4);
+    // a, b and c: "gone" is forgotten, and so is the task of the
+    // unnamed client that left (cancelled before it ran: nobody wants it).
+    assert_eq!(rebuilt.len(), 3);
+    assert!(s.state("ephemeral").is_none());
 }
 
 #[test]

@@ -284,6 +284,9 @@ impl Core {
                 worker: from,
                 results,
             },
+            ToScheduler::Dropped { keys } if is_worker => {
+                Input::WorkerDropped { worker: from, keys }
+            }
             ToScheduler::Seceded { key } if is_worker => Input::Seceded { worker: from, key },
             ToScheduler::Rejoined { key } if is_worker => Input::Rejoined { worker: from, key },
             ToScheduler::Started { keys } if is_worker => Input::Started { worker: from, keys },

@@ -297,6 +297,14 @@ pub enum Input {
         /// (key, where and how big).
         results: Vec<(String, Located)>,
     },
+    /// A worker no longer holds these results (their spill files could
+    /// not be read back): computed again if still wanted.
+    WorkerDropped {
+        /// The worker.
+        worker: WorkerId,
+        /// The results' keys.
+        keys: Vec<String>,
+    },
 }
 
 /// Something the server must do.

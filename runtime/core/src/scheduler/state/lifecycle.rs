@@ -156,32 +156,42 @@ impl Scheduler {
         };
         let mut stack = vec![key];
         while let Some(k) = stack.pop() {
-            let Some(t) = self.tasks.get_mut(&k) else {
-                continue;
-            };
-            if t.is_terminal() {
+            if !self.end_one(&k, end(), out) {
                 continue;
             }
-            if let State::Processing { worker, .. } = t.state
-                && let Some(mut w) = self.workers.get_mut(&worker)
-                && w.processing.contains(&k)
-            {
-                w.give_back(&k, &t.recipe.placement().resources);
-                out.push(Command::CancelRun {
-                    worker,
-                    keys: vec![k.to_string()],
-                });
-            }
-            let was_running = matches!(t.state, State::Processing { .. });
-            self.activity.set(&k, t, end());
-            self.no_worker.remove(&k);
-            stack.extend(t.dependents.iter().cloned());
-            if was_running {
-                self.task_ended(&k, out);
-            }
-            self.notify(&k, out);
+            stack.extend(self.tasks[&k].dependents.iter().cloned());
             self.ended(&k, out);
         }
+    }
+
+    /// Ends `key` alone in state `end`, unless it has ended already
+    /// (false): interrupted if running, its watchers told. What follows
+    /// for its inputs and dependents is the caller's.
+    pub(super) fn end_one(&mut self, k: &Key, end: State, out: &mut Vec<Command>) -> bool {
+        let Some(t) = self.tasks.get_mut(k) else {
+            return false;
+        };
+        if t.is_terminal() {
+            return false;
+        }
+        if let State::Processing { worker, .. } = t.state
+            && let Some(mut w) = self.workers.get_mut(&worker)
+            && w.processing.contains(k)
+        {
+            w.give_back(k, &t.recipe.placement().resources);
+            out.push(Command::CancelRun {
+                worker,
+                keys: vec![k.to_string()],
+            });
+        }
+        let was_running = matches!(t.state, State::Processing { .. });
+        self.activity.set(k, t, end);
+        self.no_worker.remove(k);
+        if was_running {
+            self.task_ended(k, out);
+        }
+        self.notify(k, out);
+        true
     }
 
     pub(super) fn notify(&mut self, key: &str, out: &mut Vec<Command>) {

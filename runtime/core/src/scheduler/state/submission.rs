@@ -319,13 +319,19 @@ impl Scheduler {
     }
 
     /// Forgets `key` if nothing holds or needs it any more, and then its
-    /// inputs likewise. A worklist, not recursion: releasing the end of a
+    /// inputs likewise. A task forgotten before it ended is cancelled
+    /// first (interrupted if running), as Dask forgets work nobody wants:
+    /// a `release --all` of a pipeline's pending keys stops it. Scattered
+    /// data still being stored is the exception: it is forgotten once
+    /// stored. A worklist, not recursion: releasing the end of a
     /// 100k-task chain must not overflow the scheduler's stack.
     pub(super) fn maybe_forget(&mut self, key: &str, out: &mut Vec<Command>) {
-        let forgettable = |t: &Task| t.holders.is_empty() && t.needed_by == 0 && t.is_terminal();
+        let unwanted = |t: &Task| {
+            t.holders.is_empty() && t.needed_by == 0 && (t.is_terminal() || !t.is_scattered())
+        };
         // Most calls find the task still wanted: answered before the key is
         // copied for the walk below.
-        if !self.tasks.get(key).is_some_and(forgettable) {
+        if !self.tasks.get(key).is_some_and(unwanted) {
             return;
         }
         let Some(key) = self.tasks.key(key) else {
@@ -333,8 +339,18 @@ impl Scheduler {
         };
         let mut stack: Keys = smallvec::smallvec![key];
         while let Some(key) = stack.pop() {
-            if !self.tasks.get(&key).is_some_and(forgettable) {
+            if !self.tasks.get(&key).is_some_and(unwanted) {
                 continue;
+            }
+            if self.end_one(&key, State::Cancelled, out) {
+                // It no longer needs its inputs (`ended`, inline: the
+                // inputs are walked here, not by recursion).
+                let deps: Keys = self.tasks[&key].deps.iter().cloned().collect();
+                for d in &deps {
+                    if let Some(dep) = self.tasks.get_mut(d) {
+                        dep.needed_by = dep.needed_by.saturating_sub(1);
+                    }
+                }
             }
             let task = self.tasks.get_mut(&key).expect("present");
             if let State::Finished { result } = &task.state {

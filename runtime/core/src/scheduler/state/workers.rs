@@ -413,48 +413,7 @@ impl Scheduler {
         // Results that lived only there (no inline copy, no replica) are
         // computed again from their lineage if anything still needs them;
         // scattered data has no lineage and is lost.
-        let mut lost = Vec::new();
-        let mut gone = Vec::new();
-        for key in &w.has {
-            if let Some(t) = self.tasks.get_mut(key)
-                && let State::Finished { result } = &mut t.state
-            {
-                result.who_has.retain(|x| *x != worker);
-                if result.who_has.is_empty() && result.inline.is_none() {
-                    if t.is_scattered() {
-                        self.activity.set(key, t, State::Lost);
-                        lost.push(key.clone());
-                    } else {
-                        self.activity.set(key, t, State::Released);
-                        gone.push(key.clone());
-                    }
-                }
-            }
-        }
-        for key in gone {
-            let t = &self.tasks[&key];
-            if !t.holders.is_empty() || t.needed_by > 0 {
-                self.recompute(&key);
-                // Dependents already waiting recount what they wait for.
-                for d in self.tasks[&key].dependents.to_vec() {
-                    let waiting = match self.tasks.get(&d) {
-                        Some(dt) if matches!(dt.state, State::Pending { .. }) => {
-                            self.unfinished_inputs(&d)
-                        }
-                        _ => continue,
-                    };
-                    if let Some(dt) = self.tasks.get_mut(&d) {
-                        self.activity.set(
-                            &d,
-                            dt,
-                            State::Pending {
-                                waiting_on: waiting,
-                            },
-                        );
-                    }
-                }
-            }
-        }
+        let mut lost = self.copies_gone(worker, w.has.iter());
         // Its running and queued tasks go back to the ready queue; their
         // leases end with the instances that held them.
         let mut killers = Vec::new();
@@ -498,6 +457,78 @@ impl Scheduler {
         }
         self.report_lost(lost, out);
         self.scatters_worker_gone(worker, &w.name, out);
+    }
+
+    /// `worker` no longer holds `keys` (their spill files could not be
+    /// read back): as for results lost with a worker, those left with no
+    /// copy are computed again if still wanted, or lost if scattered.
+    pub(super) fn copies_dropped(
+        &mut self,
+        worker: WorkerId,
+        keys: Vec<String>,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(mut w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        let had: Vec<Key> = keys.iter().filter_map(|k| w.has.take(k.as_str())).collect();
+        drop(w);
+        let lost = self.copies_gone(worker, had.iter());
+        self.report_lost(lost, out);
+    }
+
+    /// Drops `worker` from where `keys` are held. Results left with no
+    /// copy (none inline, no replica) are computed again from their
+    /// lineage if anything still needs them; scattered data has no
+    /// lineage and is lost: returned, to be reported.
+    fn copies_gone<'a>(
+        &mut self,
+        worker: WorkerId,
+        keys: impl Iterator<Item = &'a Key>,
+    ) -> Vec<Key> {
+        let mut lost = Vec::new();
+        let mut gone = Vec::new();
+        for key in keys {
+            if let Some(t) = self.tasks.get_mut(key)
+                && let State::Finished { result } = &mut t.state
+            {
+                result.who_has.retain(|x| *x != worker);
+                if result.who_has.is_empty() && result.inline.is_none() {
+                    if t.is_scattered() {
+                        self.activity.set(key, t, State::Lost);
+                        lost.push(key.clone());
+                    } else {
+                        self.activity.set(key, t, State::Released);
+                        gone.push(key.clone());
+                    }
+                }
+            }
+        }
+        for key in gone {
+            let t = &self.tasks[&key];
+            if !t.holders.is_empty() || t.needed_by > 0 {
+                self.recompute(&key);
+                // Dependents already waiting recount what they wait for.
+                for d in self.tasks[&key].dependents.to_vec() {
+                    let waiting = match self.tasks.get(&d) {
+                        Some(dt) if matches!(dt.state, State::Pending { .. }) => {
+                            self.unfinished_inputs(&d)
+                        }
+                        _ => continue,
+                    };
+                    if let Some(dt) = self.tasks.get_mut(&d) {
+                        self.activity.set(
+                            &d,
+                            dt,
+                            State::Pending {
+                                waiting_on: waiting,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        lost
     }
 
     /// Tells the watchers of `lost` keys and fails their dependents.
