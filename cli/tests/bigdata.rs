@@ -240,6 +240,50 @@ fn a_raw_gather_writes_a_big_value_out_as_it_arrives_without_holding_it() {
     );
 }
 
+/// Gathered as JSON (plain, `--json`, and `as-completed`'s results), a big
+/// byte string or string is encoded as it arrives, never held whole: the
+/// same line that rendering the whole value gives, within the memory a
+/// raw gather takes.
+#[test]
+fn big_values_print_as_json_as_they_arrive_without_being_held() {
+    use base64::Engine as _;
+    let c = Cluster::start(1, 1);
+    let made = c.submit("count-bytes", &[&BIG.to_string(), "7"]);
+    let want: Vec<u8> = (0..BIG).map(|i| (i + 7) as u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&want);
+    drop(want);
+    let (got, peak) = run_measured(&c, &["gather", &made]);
+    eprintln!(
+        "gather of {} MiB as JSON: client peak RSS {peak} MiB",
+        BIG >> 20
+    );
+    assert!(got == format!("{{\"$bytes\":\"{b64}\"}}\n").as_bytes());
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB for a 64 MiB value"
+    );
+    let (got, peak) = run_measured(&c, &["as-completed", "--with-results", &made]);
+    assert!(got == format!("{made}\t{{\"$bytes\":\"{b64}\"}}\n").as_bytes());
+    assert!(
+        peak < 48,
+        "as-completed peaked at {peak} MiB for a 64 MiB value"
+    );
+    drop(b64);
+    // A string, with characters JSON escapes, as a `--json` line.
+    let n = BIG / 4;
+    let text = c.submit("repeat", &["a\"\\\n", &n.to_string()]);
+    let (got, peak) = run_measured(&c, &["gather", "--json", &text]);
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB for a 64 MiB string"
+    );
+    let line: serde_json::Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(line["key"], text);
+    assert_eq!(line["status"], "finished");
+    let s = line["result"].as_str().unwrap();
+    assert!(s.len() == 4 * n && s.as_bytes().chunks(4).all(|p| p == b"a\"\\\n"));
+}
+
 #[test]
 fn scattering_a_file_reads_it_a_range_at_a_time_never_whole() {
     let c = Cluster::start(1, 1);

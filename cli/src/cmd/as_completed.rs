@@ -1,8 +1,9 @@
 //! `dtask as-completed`: keys in the order their tasks end.
 
-use super::{Failure, Global, connect, render};
+use super::{Failure, Frame, Global, connect, render, write_streamed};
+use dtask_runtime::client::ClientError;
 use dtask_runtime::protocol::Outcome;
-use dtask_runtime::value;
+use dtask_runtime::value::{self, Value};
 use std::collections::HashMap;
 use std::io::Write;
 use tokio::sync::mpsc;
@@ -85,12 +86,43 @@ async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
                 if !ok {
                     failed += times;
                 }
-                let (line, unfetched) = line(&client, &key, outcome, &a).await;
+                progress.inc(times as u64);
+                // A big byte string or string is written out as it arrives,
+                // never held whole (fetched again for a key given twice).
+                if let Outcome::Finished(at) = &outcome
+                    && at.inline.is_none()
+                    && (a.with_results || a.json)
+                {
+                    let frame = if a.json {
+                        Frame::json_line(&key)
+                    } else {
+                        Frame::after(&format!("{key}\t"))
+                    };
+                    let raw = a.raw && !a.json;
+                    for _ in 0..times {
+                        let result =
+                            match write_streamed(&client, &key, at, &mut out, &progress, raw, &frame).await? {
+                                Ok(None) => continue,
+                                Ok(Some(v)) => Ok(v),
+                                Err(e) => {
+                                    cannot_fetch.get_or_insert(e.to_string());
+                                    unfetched_count += 1;
+                                    Err(e)
+                                }
+                            };
+                        let line = line(&key, "finished", result, &a);
+                        progress
+                            .suspend(|| out.write_all(&line).and_then(|()| out.write_all(b"\n")))
+                            .map_err(Failure::write)?;
+                    }
+                    progress.suspend(|| out.flush()).map_err(Failure::write)?;
+                    continue;
+                }
+                let (line, unfetched) = resolved_line(&client, &key, outcome, &a).await;
                 if let Some(why) = unfetched {
                     cannot_fetch.get_or_insert(why);
                     unfetched_count += times;
                 }
-                progress.inc(times as u64);
                 for _ in 0..times {
                     progress
                         .suspend(|| {
@@ -123,7 +155,7 @@ async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
 
 /// The line to print for `key`, and why its result could not be fetched
 /// if it finished and that failed.
-async fn line(
+async fn resolved_line(
     client: &dtask_runtime::client::Client,
     key: &str,
     outcome: Outcome,
@@ -144,18 +176,24 @@ async fn line(
         Err(e) if finished => Some(e.to_string()),
         _ => None,
     };
+    (line(key, status, result, a), unfetched)
+}
+
+/// The line to print for `key`, which came to `status` and `result`, with
+/// `--with-results` or `--json`.
+fn line(key: &str, status: &str, result: Result<Value, ClientError>, a: &Args) -> Vec<u8> {
     if a.json {
         let mut obj = serde_json::json!({"key": key, "status": status});
         match result {
             Ok(v) => obj["result"] = value::value_to_json(&v),
             Err(e) => obj["error"] = serde_json::Value::String(e.to_string()),
         }
-        return (obj.to_string().into_bytes(), unfetched);
+        return obj.to_string().into_bytes();
     }
     let mut line = format!("{key}\t").into_bytes();
     match result {
         Ok(v) => line.extend(render(&v, a.raw)),
         Err(e) => line.extend(format!("error: {e}").into_bytes()),
     }
-    (line, unfetched)
+    line
 }

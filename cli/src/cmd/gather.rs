@@ -1,8 +1,7 @@
 //! `dtask gather`: results of keys, in order, one JSON value per line.
 
-use super::{Failure, Global, connect, render_line};
+use super::{Failure, Frame, Global, connect, render_line, write_streamed};
 use dtask_runtime::protocol::Outcome;
-use dtask_runtime::value::Value;
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::VecDeque;
 use std::io::Write;
@@ -127,8 +126,15 @@ async fn gather(
         while let Some((key, outcome)) = keys.pop_ready() {
             progress.inc(1);
             let resolved = match outcome {
-                Outcome::Finished(at) if a.raw => {
-                    write_raw(&client, &key, &at, &mut out, &progress).await?
+                // Streamed: a big byte string or string is written out as it
+                // arrives, never held whole.
+                Outcome::Finished(at) if a.raw || at.inline.is_none() => {
+                    let frame = if a.json {
+                        Frame::json_line(&key)
+                    } else {
+                        Frame::line(a.raw)
+                    };
+                    write_streamed(&client, &key, &at, &mut out, &progress, a.raw, &frame).await?
                 }
                 outcome => client.resolve(&key, outcome).await.map(Some),
             };
@@ -238,40 +244,6 @@ fn skippable(e: &dtask_runtime::client::ClientError) -> bool {
         dtask_runtime::client::ClientError::Task(_)
             | dtask_runtime::client::ClientError::Cancelled(_)
     )
-}
-
-/// Writes a finished result raw as it arrives, range by range: a byte
-/// string's bytes exactly, a string's text and a newline. Any other value
-/// is gathered whole and handed back, to be printed as JSON. The outer
-/// error is output that cannot be written.
-async fn write_raw(
-    client: &dtask_runtime::client::Client,
-    key: &str,
-    at: &dtask_runtime::protocol::Located,
-    out: &mut impl Write,
-    progress: &super::progress::Progress,
-) -> Result<Result<Option<Value>, dtask_runtime::client::ClientError>, Failure> {
-    use dtask_runtime::client::Streamed;
-    let mut failed: Option<std::io::Error> = None;
-    let mut write = |bytes: &[u8]| {
-        progress.suspend(|| out.write_all(bytes)).map_err(|e| {
-            let why = e.to_string();
-            failed = Some(e);
-            why
-        })
-    };
-    let streamed = client.stream_value(key, at, |_, chunk| write(chunk)).await;
-    let written = match streamed {
-        Ok(Streamed::Text) => write(b"\n").map(|()| Ok(None)),
-        Ok(Streamed::Bytes) => Ok(Ok(None)),
-        Ok(Streamed::Other(v)) => Ok(Ok(Some(v))),
-        Err(e) => Ok(Err(e)),
-    };
-    match (written, failed) {
-        (_, Some(e)) => Err(Failure::write(e)),
-        (Ok(r), None) => Ok(r),
-        (Err(why), None) => Err(Failure::new(2, format!("cannot write: {why}"))),
-    }
 }
 
 /// Most bytes of keys and outcomes that wait to be printed (behind a slow

@@ -45,3 +45,338 @@ pub fn print_item(item: Item, raw: bool) -> Result<(), Failure> {
         .and_then(|()| out.flush())
         .map_err(Failure::write)
 }
+
+/// Encodes a byte string or string arriving range by range exactly as
+/// [`render`] prints it whole: raw, `{"$bytes":"<base64>"}`, or a JSON
+/// string (escaped as `serde_json` escapes, invalid UTF-8 replaced as
+/// `String::from_utf8_lossy` replaces it), holding at most a few bytes
+/// between ranges.
+pub enum Streaming {
+    /// As the bytes are.
+    Raw,
+    /// Base64, with the 0–2 bytes of an unfinished group carried over.
+    Bytes { carry: Vec<u8> },
+    /// A JSON string, with an unfinished UTF-8 sequence carried over.
+    Text { carry: Vec<u8> },
+}
+
+impl Streaming {
+    /// The encoder for a payload that is text or not, printed raw or not.
+    pub fn new(text: bool, raw: bool) -> Self {
+        match (raw, text) {
+            (true, _) => Streaming::Raw,
+            (false, false) => Streaming::Bytes { carry: Vec::new() },
+            (false, true) => Streaming::Text { carry: Vec::new() },
+        }
+    }
+
+    /// What goes before the first range.
+    pub fn open(&self) -> &'static [u8] {
+        match self {
+            Streaming::Raw => b"",
+            Streaming::Bytes { .. } => br#"{"$bytes":""#,
+            Streaming::Text { .. } => b"\"",
+        }
+    }
+
+    /// Appends the encoding of `range` to `into`.
+    pub fn encode(&mut self, range: &[u8], into: &mut Vec<u8>) {
+        match self {
+            Streaming::Raw => into.extend_from_slice(range),
+            Streaming::Bytes { carry } => {
+                let mut range = range;
+                if !carry.is_empty() {
+                    let take = (3 - carry.len()).min(range.len());
+                    carry.extend_from_slice(&range[..take]);
+                    range = &range[take..];
+                    if carry.len() < 3 {
+                        return;
+                    }
+                    push_base64(carry, into);
+                    carry.clear();
+                }
+                let whole = range.len() / 3 * 3;
+                push_base64(&range[..whole], into);
+                carry.extend_from_slice(&range[whole..]);
+            }
+            Streaming::Text { carry } => {
+                let joined;
+                let mut bytes = range;
+                if !carry.is_empty() {
+                    joined = [std::mem::take(carry).as_slice(), range].concat();
+                    bytes = &joined;
+                }
+                loop {
+                    match std::str::from_utf8(bytes) {
+                        Ok(s) => {
+                            escape_json(s, into);
+                            break;
+                        }
+                        Err(e) => {
+                            let (valid, rest) = bytes.split_at(e.valid_up_to());
+                            escape_json(std::str::from_utf8(valid).expect("valid"), into);
+                            match e.error_len() {
+                                Some(n) => {
+                                    escape_json("\u{FFFD}", into);
+                                    bytes = &rest[n..];
+                                }
+                                None => {
+                                    carry.extend_from_slice(rest);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends what ends the value to `into`.
+    pub fn close(&mut self, into: &mut Vec<u8>) {
+        match self {
+            Streaming::Raw => {}
+            Streaming::Bytes { carry } => {
+                push_base64(carry, into);
+                carry.clear();
+                into.extend_from_slice(b"\"}");
+            }
+            Streaming::Text { carry } => {
+                if !carry.is_empty() {
+                    escape_json("\u{FFFD}", into);
+                    carry.clear();
+                }
+                into.push(b'"');
+            }
+        }
+    }
+}
+
+/// Appends the padded base64 of `bytes` to `into`.
+fn push_base64(bytes: &[u8], into: &mut Vec<u8>) {
+    use base64::Engine as _;
+    let at = into.len();
+    into.resize(at + bytes.len().div_ceil(3) * 4, 0);
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut into[at..])
+        .expect("room for the encoding");
+    into.truncate(at + n);
+}
+
+/// Appends `s` escaped as inside a JSON string, as `serde_json` writes it:
+/// `"` and `\`, short escapes for backspace, form feed, newline, carriage
+/// return and tab, `\u00xx` for other control characters, everything else
+/// as it is.
+fn escape_json(s: &str, into: &mut Vec<u8>) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0c => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0..0x20 => b'u',
+            _ => continue,
+        };
+        into.extend_from_slice(&bytes[start..i]);
+        into.push(b'\\');
+        into.push(short);
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            into.extend_from_slice(&[
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]);
+        }
+        start = i + 1;
+    }
+    into.extend_from_slice(&bytes[start..]);
+}
+
+/// What [`write_streamed`] writes around a streamed value: what goes
+/// before it, and what after a byte string or a string.
+pub struct Frame {
+    before: Vec<u8>,
+    after_bytes: Vec<u8>,
+    after_text: Vec<u8>,
+}
+
+impl Frame {
+    /// A value alone on its line, as [`render_line`] prints it: raw bytes
+    /// have nothing after them.
+    pub fn line(raw: bool) -> Self {
+        Frame {
+            before: Vec::new(),
+            after_bytes: if raw { Vec::new() } else { b"\n".to_vec() },
+            after_text: b"\n".to_vec(),
+        }
+    }
+
+    /// A value after `prefix`, then a newline, whatever it is.
+    pub fn after(prefix: &str) -> Self {
+        Frame {
+            before: prefix.as_bytes().to_vec(),
+            after_bytes: b"\n".to_vec(),
+            after_text: b"\n".to_vec(),
+        }
+    }
+
+    /// The `result` of `{"key": KEY, "status": "finished", "result": …}`
+    /// on a line, its fields in the order `serde_json` prints them.
+    pub fn json_line(key: &str) -> Self {
+        let line =
+            serde_json::json!({"key": key, "status": "finished", "result": null}).to_string();
+        let field = r#""result":"#;
+        let at = line
+            .find(&format!("{field}null"))
+            .expect("the line names its result")
+            + field.len();
+        let after = format!("{}\n", &line[at + "null".len()..]).into_bytes();
+        Frame {
+            before: line.as_bytes()[..at].to_vec(),
+            after_bytes: after.clone(),
+            after_text: after,
+        }
+    }
+}
+
+/// Writes the finished result `key` (at `at`) to `out` as it arrives,
+/// range by range, never holding it whole: a byte string or string as
+/// [`render`] prints it (JSON, or raw with `raw`), framed by `frame`. Any
+/// other value is gathered whole and handed back unwritten, for the
+/// caller to print. The outer error is output that cannot be written.
+pub async fn write_streamed(
+    client: &dtask_runtime::client::Client,
+    key: &str,
+    at: &dtask_runtime::protocol::Located,
+    out: &mut impl Write,
+    progress: &super::progress::Progress,
+    raw: bool,
+    frame: &Frame,
+) -> Result<Result<Option<Value>, dtask_runtime::client::ClientError>, Failure> {
+    use dtask_runtime::client::Streamed;
+    let mut failed: Option<std::io::Error> = None;
+    let mut write = |bytes: &[u8]| {
+        progress.suspend(|| out.write_all(bytes)).map_err(|e| {
+            let why = e.to_string();
+            failed = Some(e);
+            why
+        })
+    };
+    let mut buf = Vec::new();
+    let mut encoder: Option<Streaming> = None;
+    let streamed = client
+        .stream_value(key, at, |range| {
+            let encoder = encoder.get_or_insert_with(|| {
+                let encoder = Streaming::new(range.text, raw);
+                buf.extend_from_slice(&frame.before);
+                buf.extend_from_slice(encoder.open());
+                encoder
+            });
+            encoder.encode(range.bytes, &mut buf);
+            let written = write(&buf);
+            buf.clear();
+            written
+        })
+        .await;
+    let written = match streamed {
+        Ok(Streamed::Other(v)) => Ok(Ok(Some(v))),
+        Ok(kind) => {
+            let text = matches!(kind, Streamed::Text);
+            let mut encoder = encoder.unwrap_or_else(|| {
+                let encoder = Streaming::new(text, raw);
+                buf.extend_from_slice(&frame.before);
+                buf.extend_from_slice(encoder.open());
+                encoder
+            });
+            encoder.close(&mut buf);
+            buf.extend_from_slice(if text {
+                &frame.after_text
+            } else {
+                &frame.after_bytes
+            });
+            write(&buf).map(|()| Ok(None))
+        }
+        Err(e) => Ok(Err(e)),
+    };
+    match (written, failed) {
+        (_, Some(e)) => Err(Failure::write(e)),
+        (Ok(r), None) => Ok(r),
+        (Err(why), None) => Err(Failure::new(2, format!("cannot write: {why}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `value` streamed in ranges of `step` bytes, as [`Streaming`]
+    /// encodes it.
+    fn streamed(payload: &[u8], text: bool, raw: bool, step: usize) -> Vec<u8> {
+        let mut e = Streaming::new(text, raw);
+        let mut out = e.open().to_vec();
+        for range in payload.chunks(step.max(1)) {
+            e.encode(range, &mut out);
+        }
+        e.close(&mut out);
+        out
+    }
+
+    #[test]
+    fn streamed_bytes_and_strings_encode_as_rendered_whole() {
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let text = "plain, \"quoted\", back\\slash, tab\t, nl\n, cr\r, \u{8}\u{c}\u{1}\u{1f}\u{7f}, \
+                    é, 漢字, 🦀 and more";
+        for step in [1, 2, 3, 4, 5, 7, 64, 4096] {
+            for n in [0, 1, 2, 3, 4, 5, 999, 1000] {
+                let b = &bytes[..n];
+                let whole = render(&Value::Binary(b.to_vec()), false);
+                assert_eq!(
+                    streamed(b, false, false, step),
+                    whole,
+                    "bytes {n} by {step}"
+                );
+                assert_eq!(streamed(b, false, true, step), b, "raw {n} by {step}");
+            }
+            let whole = render(&Value::from(text), false);
+            assert_eq!(
+                String::from_utf8(streamed(text.as_bytes(), true, false, step)).unwrap(),
+                String::from_utf8(whole).unwrap(),
+                "text by {step}"
+            );
+            // Not UTF-8 (cut sequences, stray continuation bytes, one cut
+            // at the end): replaced as a lossy conversion replaces it.
+            let bad = [
+                b"a\xe6\xbc".as_slice(),
+                b"\x80b\xf0\x9f\xa6\x80c\xff\xf0\x9f",
+            ]
+            .concat();
+            let lossy = serde_json::Value::from(String::from_utf8_lossy(&bad).into_owned());
+            assert_eq!(
+                String::from_utf8(streamed(&bad, true, false, step)).unwrap(),
+                lossy.to_string(),
+                "invalid UTF-8 by {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_json_line_frame_puts_the_result_where_serde_json_would() {
+        let f = Frame::json_line("inc-1");
+        let mut line = f.before.clone();
+        line.extend_from_slice(b"[1,2]");
+        line.extend_from_slice(&f.after_text);
+        let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"key": "inc-1", "status": "finished", "result": [1, 2]})
+        );
+        assert!(line.ends_with(b"\n"));
+    }
+}

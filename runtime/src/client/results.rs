@@ -168,11 +168,11 @@ impl Client {
         let (kind, payload) = loop {
             let mut payload: Vec<u8> = Vec::new();
             let streamed = self
-                .stream_value(key, &at, |len, chunk| {
+                .stream_value(key, &at, |range| {
                     if payload.capacity() == 0 {
-                        payload = value::huge::buffer(len)?;
+                        payload = value::huge::buffer(range.len)?;
                     }
-                    payload.extend_from_slice(chunk);
+                    payload.extend_from_slice(range.bytes);
                     Ok(())
                 })
                 .await;
@@ -200,15 +200,16 @@ impl Client {
     }
 
     /// Streams a finished result's payload to `each` as it arrives, range
-    /// by range with the payload's whole length: a byte string's bytes or a
-    /// string's UTF-8, never holding the value. Any other value is
+    /// by range ([`Payload`]: with the payload's whole length and whether
+    /// it is text): a byte string's bytes or a string's UTF-8, never
+    /// holding the value. Any other value is
     /// gathered whole and comes back decoded. An error `each` returns stops
     /// the stream and comes back as [`ClientError::Invalid`].
     pub async fn stream_value(
         &self,
         key: &str,
         at: &Located,
-        mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
+        mut each: impl FnMut(Payload<'_>) -> Result<(), String>,
     ) -> Result<Streamed, ClientError> {
         enum State {
             Start,
@@ -223,13 +224,21 @@ impl Client {
                 match value::head(chunk) {
                     Head::Payload { at, len, text } if at as u64 + len == total => {
                         state = State::Payload { len, text };
-                        return each(len, &chunk[at..]);
+                        return each(Payload {
+                            len,
+                            text,
+                            bytes: &chunk[at..],
+                        });
                     }
                     _ => state = State::Other(Vec::with_capacity(total.min(1 << 30) as usize)),
                 }
             }
             match &mut state {
-                State::Payload { len, .. } => each(*len, chunk),
+                State::Payload { len, text } => each(Payload {
+                    len: *len,
+                    text: *text,
+                    bytes: chunk,
+                }),
                 State::Other(buf) => {
                     buf.extend_from_slice(chunk);
                     Ok(())
@@ -537,6 +546,18 @@ impl Client {
         }
         Ok(out)
     }
+}
+
+/// A range of a byte string's or string's payload, as
+/// [`Client::stream_value`] streams it.
+#[derive(Clone, Copy, Debug)]
+pub struct Payload<'a> {
+    /// The whole payload's length.
+    pub len: u64,
+    /// Whether it is a string's (UTF-8) rather than a byte string's.
+    pub text: bool,
+    /// This range.
+    pub bytes: &'a [u8],
 }
 
 /// What [`Client::stream_value`] found a result to be.

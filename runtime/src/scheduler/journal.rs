@@ -128,6 +128,10 @@ pub struct Health {
     /// Compactions ended (done, given up or failed) since the journal
     /// opened.
     pub compactions: AtomicU64,
+    /// Tasks the scheduler holds, as of its last hand-over (set by the
+    /// scheduler): a journal whose logs forgot more than these is folded
+    /// to shrink it.
+    pub live_tasks: AtomicU64,
     /// Records handed to the writer and not yet written (or dropped).
     backlog: AtomicU64,
     /// Told each time the writer has taken a batch off the backlog.
@@ -355,6 +359,7 @@ impl Journal {
             generation: last_generation + 1,
             log: None,
             log_bytes: 0,
+            forgets: recovered.as_ref().map_or(0, |r| r.fold.forgets),
             unsynced: false,
             last_sync: Instant::now(),
             last_records: Instant::now(),

@@ -650,6 +650,9 @@ async fn core_loop(
         if let Some(j) = &core.journal {
             j.record(|pending| core.state.journal_stats_into(pending));
             j.hand_over();
+            j.health()
+                .live_tasks
+                .store(core.state.task_count() as u64, Ordering::Relaxed);
             j.caught_up().await;
         }
         core.release_journaled();

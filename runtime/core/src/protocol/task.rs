@@ -143,6 +143,10 @@ pub enum ErrorKind {
     Stack,
     /// The actor called is gone (its worker died, or it was deleted).
     ActorLost,
+    /// The task was running on every worker it was given to when that
+    /// worker died, three times over: it is taken to kill its workers, and
+    /// not given to another (Dask's `KilledWorker`).
+    KilledWorker,
 }
 
 impl ErrorKind {
@@ -160,6 +164,7 @@ impl ErrorKind {
             ErrorKind::Memory => "memory",
             ErrorKind::Stack => "stack",
             ErrorKind::ActorLost => "actor lost",
+            ErrorKind::KilledWorker => "killed worker",
         }
     }
 }

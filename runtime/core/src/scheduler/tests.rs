@@ -1651,14 +1651,17 @@ fn a_task_on_three_workers_that_died_fails_instead_of_killing_more() {
     let cmds = s.handle(Input::WorkerDisconnected { worker: 30 });
     assert!(runs(&cmds).is_empty(), "not sent to a fourth worker");
     assert_eq!(s.state("killer"), Some(TaskState::Error));
-    let msg = cmds.iter().find_map(|c| match c {
+    let error = cmds.iter().find_map(|c| match c {
         Command::Done {
             outcome: Outcome::Error(e),
             ..
-        } => Some(e.message.clone()),
+        } => Some(e.clone()),
         _ => None,
     });
-    assert!(msg.unwrap().contains("3 workers that died"));
+    let error = error.unwrap();
+    assert!(error.message.contains("3 workers that died"));
+    assert_eq!(error.kind, ErrorKind::KilledWorker);
+    assert_eq!(error.kind.name(), "killed worker");
 }
 
 #[test]

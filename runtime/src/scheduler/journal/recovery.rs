@@ -16,6 +16,8 @@ pub(super) struct Fold {
     pub(super) first: Option<SavedTask>,
     /// The last log generation read.
     pub(super) last: u64,
+    /// Tasks forgotten in the logs read (what folding them would drop).
+    pub(super) forgets: u64,
     /// Whether there was a snapshot or a log at all.
     pub(super) found: bool,
     /// Logs set aside because they follow a damaged one, for the user:
@@ -98,8 +100,14 @@ pub(super) fn fold(dir: &Path, upto: Option<u64>, repair: bool) -> Result<Fold, 
         // as it went was a tenth of a restore.
         f.window
             .reserve(count_records(&log_path(dir, generation)) as usize);
-        let (window, rest) = (&mut f.window, &mut f.rest);
-        if read_log(dir, generation, repair, |r| window.apply(r, rest))? {
+        let (window, rest, forgets) = (&mut f.window, &mut f.rest, &mut f.forgets);
+        let fold = |r: Record| {
+            if let Record::Forget { .. } = r {
+                *forgets += 1;
+            }
+            window.apply(r, rest)
+        };
+        if read_log(dir, generation, repair, fold)? {
             // Outside a restart's repair (a compaction), a damaged log is
             // no end of the journal: stopping there would fold less than
             // the logs hold, and the logs would then be removed.

@@ -13,6 +13,8 @@ pub(super) struct Writer {
     pub(super) log: Option<std::io::BufWriter<std::fs::File>>,
     /// Bytes in logs since the last snapshot started.
     pub(super) log_bytes: u64,
+    /// Tasks forgotten in those logs (see [`Writer::shrinks`]).
+    pub(super) forgets: u64,
     pub(super) unsynced: bool,
     pub(super) last_sync: Instant,
     pub(super) compacting: Arc<AtomicBool>,
@@ -62,6 +64,10 @@ const DRAIN: usize = 64;
 /// Past this many times [`Writer::compact_at`], the logs are folded even
 /// while records keep coming.
 const COMPACT_PUSH: u64 = 4;
+
+/// Fewest tasks forgotten in the logs since the snapshot for folding them
+/// to shrink the journal (see [`Writer::shrinks`]).
+const SHRINK_FORGETS: u64 = 10_000;
 
 /// Niceness of the compaction thread: folding the logs is housekeeping,
 /// and on a busy machine it yields the CPU to the scheduler's core and
@@ -151,9 +157,23 @@ impl Writer {
     /// Whether the logs are past [`Writer::compact_at`] and may be folded
     /// (no compaction running, writing not broken).
     fn compaction_waiting(&self) -> bool {
-        self.log_bytes >= self.compact_at()
+        (self.log_bytes >= self.compact_at() || self.shrinks())
             && !self.compacting.load(Ordering::Acquire)
             && !self.health.broken.load(Ordering::Acquire)
+    }
+
+    /// Whether folding the logs would shrink the journal to a fraction of
+    /// its files: at least [`SHRINK_FORGETS`] tasks were forgotten in the
+    /// logs since the snapshot, and no fewer than the tasks alive, so the
+    /// files carry more tasks gone than tasks held (a pipeline whose
+    /// results were all released, which would otherwise leave its
+    /// snapshot and logs as big as they grew until the next compaction by
+    /// size, and a restart reading them all). Such a fold waits for a
+    /// quiet moment, as any does, but never pushes in while records keep
+    /// coming. Each costs about the files it folds, at most twice the
+    /// tasks forgotten since the last: bounded per task forgotten.
+    fn shrinks(&self) -> bool {
+        self.forgets >= SHRINK_FORGETS.max(self.health.live_tasks.load(Ordering::Relaxed))
     }
 
     /// Whether the logs are to be folded now: waiting
@@ -188,6 +208,9 @@ impl Writer {
         let mut count = 0u64;
         let mut result = Ok(());
         for (i, r) in records.iter().enumerate() {
+            if let Record::Forget { .. } = r {
+                self.forgets += 1;
+            }
             payload = postcard::to_extend(r, payload).expect("records serialize");
             count += 1;
             if payload.len() >= LOG_FRAME_BYTES || i + 1 == records.len() {
@@ -410,6 +433,7 @@ impl Writer {
         self.log = None;
         self.generation += 1;
         self.log_bytes = 0;
+        self.forgets = 0;
         self.open_log();
         self.compacting.store(true, Ordering::Release);
         let dir = self.dir.clone();

@@ -444,7 +444,7 @@ impl Scheduler {
         }
         for key in killers {
             let error = TaskError {
-                kind: ErrorKind::Internal,
+                kind: ErrorKind::KilledWorker,
                 message: format!(
                     "task {key} was running on {MAX_WORKER_DEATHS} workers that died; \
                      not trying it on another (does it crash its worker?)"
