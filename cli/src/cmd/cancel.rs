@@ -5,14 +5,16 @@ use dtask_runtime::protocol::TaskState;
 
 /// Cancel futures: pending ones and their pending dependents become
 /// `cancelled`, and running ones are interrupted (within one 10 ms epoch
-/// tick), not left to finish. Keys other clients also hold are only released
-/// for this client unless --force.
+/// tick), not left to finish. Keys other clients also hold, and keys that
+/// work other clients hold depends on, are only released for this client
+/// unless --force.
 #[derive(clap::Args)]
 #[command(
     after_help = "Example:\n  dtask cancel spin-3f1a…\n\nExit status: 0 done (a key left running is named on stderr), 2 usage or bad input (a key the scheduler does not know), 3 cannot reach or authenticate to the scheduler."
 )]
 pub struct Args {
-    /// Cancel even keys that other clients hold.
+    /// Cancel even keys that other clients hold (or whose dependents they
+    /// hold: those are cancelled too).
     #[arg(long)]
     force: bool,
     /// Keys (default: read from stdin).
@@ -42,8 +44,9 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     if let Some(first) = running.first() {
         eprintln!(
             "dtask: note: {first}{} not cancelled: it is held elsewhere (by other clients, or \
-             by other submits under this client name) or was not held here; this client let go \
-             of its hold, if it had one; `dtask cancel --force` cancels it anyway",
+             by other submits under this client name), work other clients hold depends on it, \
+             or it was not held here; this client let go of its hold, if it had one; `dtask \
+             cancel --force` cancels it anyway (and what depends on it)",
             more(running.len())
         );
     }

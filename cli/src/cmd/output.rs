@@ -250,7 +250,9 @@ impl Frame {
 /// range by range, never holding it whole: a byte string or string as
 /// [`render`] prints it (JSON, or raw with `raw`), framed by `frame`. Any
 /// other value is gathered whole and handed back unwritten, for the
-/// caller to print. The outer error is output that cannot be written.
+/// caller to print. The outer error is output that cannot be written, or
+/// a result lost after part of it was written: then its line is ended
+/// (but for raw bytes), and nothing more may go on it or after it.
 pub async fn write_streamed(
     client: &dtask_runtime::client::Client,
     key: &str,
@@ -285,6 +287,7 @@ pub async fn write_streamed(
             written
         })
         .await;
+    let started = encoder.is_some();
     let written = match streamed {
         Ok(Streamed::Other(v)) => Ok(Ok(Some(v))),
         Ok(kind) => {
@@ -303,11 +306,19 @@ pub async fn write_streamed(
             });
             write(&buf).map(|()| Ok(None))
         }
+        Err(e) if started => {
+            if !raw {
+                let _ = write(b"\n");
+            }
+            Err(e.to_string())
+        }
         Err(e) => Ok(Err(e)),
     };
     match (written, failed) {
         (_, Some(e)) => Err(Failure::write(e)),
         (Ok(r), None) => Ok(r),
+        // Lost partway: the stream's own error.
+        (Err(why), None) if started => Err(Failure::new(1, why)),
         (Err(why), None) => Err(Failure::new(2, format!("cannot write: {why}"))),
     }
 }

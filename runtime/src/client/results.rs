@@ -216,37 +216,57 @@ impl Client {
             Payload { len: u64, text: bool },
             Other(Vec<u8>),
         }
-        let mut state = State::Start;
-        self.stream_encoded(key, at, |total, chunk| {
-            if let State::Start = state {
-                // The first range holds the whole header: it is the whole
-                // value or megabytes of it.
-                match value::head(chunk) {
-                    Head::Payload { at, len, text } if at as u64 + len == total => {
-                        state = State::Payload { len, text };
-                        return each(Payload {
-                            len,
-                            text,
-                            bytes: &chunk[at..],
-                        });
+        let mut at = Cow::Borrowed(at);
+        let mut tries = 0;
+        let mut state;
+        loop {
+            state = State::Start;
+            let streamed = self
+                .stream_encoded(key, &at, |total, chunk| {
+                    if let State::Start = state {
+                        // The first range holds the whole header: it is the whole
+                        // value or megabytes of it.
+                        match value::head(chunk) {
+                            Head::Payload { at, len, text } if at as u64 + len == total => {
+                                state = State::Payload { len, text };
+                                return each(Payload {
+                                    len,
+                                    text,
+                                    bytes: &chunk[at..],
+                                });
+                            }
+                            _ => {
+                                state =
+                                    State::Other(Vec::with_capacity(total.min(1 << 30) as usize))
+                            }
+                        }
                     }
-                    _ => state = State::Other(Vec::with_capacity(total.min(1 << 30) as usize)),
+                    match &mut state {
+                        State::Payload { len, text } => each(Payload {
+                            len: *len,
+                            text: *text,
+                            bytes: chunk,
+                        }),
+                        State::Other(buf) => {
+                            buf.extend_from_slice(chunk);
+                            Ok(())
+                        }
+                        State::Start => unreachable!("left above"),
+                    }
+                })
+                .await;
+            match streamed {
+                Ok(()) => break,
+                // Nothing went to `each` (a value gathered whole here): from
+                // its next copy, all of it again.
+                Err(ClientError::Data { reason, .. })
+                    if !matches!(state, State::Payload { .. }) =>
+                {
+                    at = Cow::Owned(self.relocate(key, &mut tries, reason).await?);
                 }
+                Err(e) => return Err(e),
             }
-            match &mut state {
-                State::Payload { len, text } => each(Payload {
-                    len: *len,
-                    text: *text,
-                    bytes: chunk,
-                }),
-                State::Other(buf) => {
-                    buf.extend_from_slice(chunk);
-                    Ok(())
-                }
-                State::Start => unreachable!("left above"),
-            }
-        })
-        .await?;
+        }
         match state {
             State::Payload { text: false, .. } | State::Start => Ok(Streamed::Bytes),
             State::Payload { text: true, .. } => Ok(Streamed::Text),
@@ -331,11 +351,18 @@ impl Client {
                     at = Cow::Owned(self.relocate(key, &mut tries, why).await?)
                 }
                 Err(peer::StreamError::Source(reason)) => {
+                    let released = matches!(
+                        self.status(vec![key.to_string()]).await.as_deref(),
+                        Ok([(_, None)])
+                    );
+                    let after = if released {
+                        "it was released while it was being read"
+                    } else {
+                        "after part of it went out: gather it again for all of it"
+                    };
                     return Err(ClientError::Data {
                         key: key.to_string(),
-                        reason: format!(
-                            "{reason} (after part of it went out: gather it again for all of it)"
-                        ),
+                        reason: format!("{reason} ({after})"),
                     });
                 }
                 Err(peer::StreamError::Sink(why)) => return Err(ClientError::Invalid(why)),

@@ -129,8 +129,8 @@ pub struct Health {
     /// opened.
     pub compactions: AtomicU64,
     /// Tasks the scheduler holds, as of its last hand-over (set by the
-    /// scheduler): a journal whose logs forgot more than these is folded
-    /// to shrink it.
+    /// scheduler; unknown, the most, while a journal found is read back):
+    /// a journal whose logs forgot more than these is folded to shrink it.
     pub live_tasks: AtomicU64,
     /// Records handed to the writer and not yet written (or dropped).
     backlog: AtomicU64,
@@ -350,6 +350,11 @@ impl Journal {
         };
         let health = Arc::new(Health::default());
         *health.problem.lock().expect("health lock") = problem;
+        // Not known until the state is restored (the scheduler then says):
+        // no fold to shrink the journal while it is being read back.
+        if recovered.is_some() {
+            health.live_tasks.store(u64::MAX, Ordering::Relaxed);
+        }
         let (tx, rx) = mpsc::channel();
         let spare = Arc::new(Mutex::new(Vec::new()));
         let mut writer = Writer {

@@ -289,6 +289,10 @@ impl SchedulerServer {
                         modules: found,
                     }) => {
                         state = resumed;
+                        journal
+                            .health()
+                            .live_tasks
+                            .store(state.task_count() as u64, Ordering::Relaxed);
                         if let Some(found) = found {
                             modules = found;
                             let closer = timers.clone();

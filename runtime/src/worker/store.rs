@@ -614,7 +614,9 @@ impl ResultStore {
         let why = match tokio::fs::read(self.path(file)).await {
             Ok(bytes) if bytes.len() as u64 == len => return Ok(Some(Bytes::from(bytes))),
             Ok(bytes) => format!("{} bytes of {len}", bytes.len()),
-            Err(e) => e.to_string(),
+            Err(e) if gone(&e) => e.to_string(),
+            // Perhaps passing (too many open files): kept.
+            Err(_) => return Ok(None),
         };
         self.unreadable(key, file, &why);
         Ok(None)
@@ -654,11 +656,11 @@ impl ResultStore {
         .await;
         match read {
             Ok(Ok(buf)) => Some((total, Bytes::from(buf))),
-            Ok(Err(e)) => {
+            Ok(Err(e)) if gone(&e) => {
                 self.unreadable(key, file, &e.to_string());
                 None
             }
-            Err(_) => None,
+            _ => None,
         }
     }
 
@@ -677,10 +679,11 @@ impl ResultStore {
         };
         match std::fs::File::open(self.path(file)) {
             Ok(f) => payload_of(f),
-            Err(e) => {
+            Err(e) if gone(&e) => {
                 self.unreadable(key, file, &e.to_string());
                 None
             }
+            Err(_) => None,
         }
     }
 
@@ -873,6 +876,16 @@ fn payload_of(file: std::fs::File) -> Option<FileBytes> {
         }
         _ => None,
     }
+}
+
+/// Whether reading a spill file failed because it is gone or cut short
+/// (its result is lost), rather than for a reason that may pass (too
+/// many open files, say: the result is kept).
+fn gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+    )
 }
 
 /// How a result is reported: small ones travel inline.

@@ -65,7 +65,8 @@ pub enum ToScheduler {
     },
     /// Cancel keys: pending and running ones (and their dependents) become
     /// `cancelled`, running ones are interrupted. Without `force`, keys that
-    /// other clients also hold are only released for this client.
+    /// other clients also hold, or that work other clients hold depends
+    /// on, are only released for this client.
     Cancel {
         /// Keys to cancel.
         keys: Vec<String>,

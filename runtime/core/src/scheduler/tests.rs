@@ -542,6 +542,111 @@ fn a_result_a_worker_dropped_is_computed_again_or_lost_if_scattered() {
     assert_eq!(s.state("c"), Some(TaskState::Error));
 }
 
+/// Released work another connected client waits for (a `gather` of a
+/// key it does not hold, a task handed the key) runs on, and is forgotten
+/// once it ended and they were told; a watcher gone, or of the holder
+/// letting go, does not keep it.
+#[test]
+fn released_work_another_client_waits_for_runs_on() {
+    let mut s = setup(&[(10, 1)]);
+    for (client, name) in [(2, "reader"), (3, "gone")] {
+        s.handle(Input::ClientConnected {
+            client,
+            name: Some(name.into()),
+            session: 0,
+        });
+    }
+    submit(&mut s, vec![spec("a", vec![]), spec("b", vec![])]);
+    s.handle(started(10, "a"));
+    s.handle(Input::Watch {
+        client: 2,
+        keys: vec!["a".into()],
+    });
+    s.handle(Input::Watch {
+        client: 3,
+        keys: vec!["b".into()],
+    });
+    s.handle(Input::ClientDisconnected { client: 3 });
+    let cmds = s.handle(Input::ReleaseAll { client: 1 });
+    assert_eq!(cancelled_runs(&cmds), vec![(10, "b".to_string())]);
+    assert_eq!(s.state("a"), Some(TaskState::Processing), "watched");
+    assert_eq!(s.state("b"), None, "its watcher left");
+    let cmds = finish(&mut s, 10, "a", big(100));
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        Command::Done { client: 2, key, outcome: Outcome::Finished(_) } if key == "a"
+    )));
+    assert_eq!(s.state("a"), None, "forgotten once told");
+}
+
+/// A cancel without force leaves a key running when work another client
+/// holds depends on it (directly or through unheld work): that work would
+/// be cancelled with it. With force, both go.
+#[test]
+fn cancel_without_force_spares_a_key_others_held_work_depends_on() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Input::ClientConnected {
+        client: 2,
+        name: Some("other".into()),
+        session: 0,
+    });
+    submit(&mut s, vec![spec("s", vec![]), spec("mid", vec![fut("s")])]);
+    s.handle(Input::Submit {
+        counted: true,
+        client: 2,
+        id: 1,
+        tasks: vec![spec("theirs", vec![fut("mid")])],
+    });
+    let cancel = |s: &mut Scheduler, force| {
+        s.handle(Input::Cancel {
+            client: 1,
+            keys: vec!["s".into()],
+            force,
+        })
+    };
+    let cmds = cancel(&mut s, false);
+    assert!(cancelled_runs(&cmds).is_empty(), "{cmds:?}");
+    assert_eq!(s.state("s"), Some(TaskState::Processing));
+    assert_eq!(s.state("theirs"), Some(TaskState::Pending));
+    let cmds = cancel(&mut s, true);
+    assert_eq!(cancelled_runs(&cmds), vec![(10, "s".to_string())]);
+    assert_eq!(s.state("s"), None, "cancelled, and let go of before");
+    assert_eq!(s.state("theirs"), Some(TaskState::Cancelled));
+}
+
+/// A result being computed again when it is released, while a dependent
+/// of its earlier copy still exists, keeps its recipe (released, its run
+/// called off): should that dependent's result be lost later, both are
+/// computed again, rather than the dependent waiting forever.
+#[test]
+fn released_recomputation_keeps_its_recipe_for_its_dependents() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("k", vec![]), spec("d1", vec![fut("k")])]);
+    finish(&mut s, 10, "k", big(100));
+    finish(&mut s, 10, "d1", big(100));
+    let cmds = s.handle(Input::WorkerDropped {
+        worker: 10,
+        keys: vec!["k".into()],
+    });
+    assert_eq!(runs(&cmds), vec![(10, "k".to_string())], "computed again");
+    let cmds = s.handle(Input::Release {
+        client: 1,
+        keys: vec!["k".into()],
+    });
+    assert_eq!(cancelled_runs(&cmds), vec![(10, "k".to_string())]);
+    assert_eq!(s.task_count(), 2, "k kept (released) for d1");
+    assert_ne!(s.state("k"), Some(TaskState::Cancelled));
+    let cmds = s.handle(Input::WorkerDropped {
+        worker: 10,
+        keys: vec!["d1".into()],
+    });
+    assert_eq!(runs(&cmds), vec![(10, "k".to_string())], "k first");
+    let cmds = finish(&mut s, 10, "k", big(100));
+    assert_eq!(runs(&cmds), vec![(10, "d1".to_string())]);
+    finish(&mut s, 10, "d1", big(100));
+    assert_eq!(s.state("d1"), Some(TaskState::Finished));
+}
+
 /// Releasing the end of a long chain of pending tasks cancels the whole
 /// chain by a worklist: no recursion as deep as the chain.
 #[test]

@@ -133,9 +133,9 @@ impl Scheduler {
             if let Some(dep) = self.tasks.get_mut(&d) {
                 dep.needed_by = dep.needed_by.saturating_sub(1);
             }
-            self.maybe_forget(&d, out);
+            self.maybe_forget(&d, None, out);
         }
-        self.maybe_forget(key, out);
+        self.maybe_forget(key, None, out);
     }
 
     /// Fails `key` and, transitively, every dependent that has not ended.
@@ -251,12 +251,14 @@ impl Scheduler {
             // This client's alone (or left to run unheld by it): a key it
             // does not hold, a dependency others' tasks still need say, or
             // one its name holds for other pipelines too (submitted by
-            // each), is not its to cancel without force.
+            // each), or one that work others hold depends on, is not its to
+            // cancel without force.
             let sole = t.holders.iter().any(|h| h == &*holder)
                 && t.holders
                     .iter()
                     .all(|h| h == &*holder || h == FIRE_AND_FORGET)
-                && self.holdings.extra(&holder, &key) == 0;
+                && self.holdings.extra(&holder, &key) == 0
+                && !self.others_depend_on(&key, &holder);
             if force || sole {
                 self.cancel_tree(&key, out);
             } else {
@@ -264,6 +266,33 @@ impl Scheduler {
                 self.unhold(&holder, &key, out);
             }
         }
+    }
+
+    /// Whether work that has not ended and that holders other than
+    /// `holder` hold depends on `key`, directly or through other work that
+    /// has not ended (the tasks a cancel of `key` would take with it).
+    fn others_depend_on(&self, key: &str, holder: &str) -> bool {
+        let Some(t) = self.tasks.get(key) else {
+            return false;
+        };
+        let mut stack: Vec<Key> = t.dependents.iter().cloned().collect();
+        let mut seen: HashSet<Key> = HashSet::default();
+        while let Some(k) = stack.pop() {
+            let Some(t) = self.tasks.get(&k) else {
+                continue;
+            };
+            if t.is_terminal() || !seen.insert(k) {
+                continue;
+            }
+            if t.holders
+                .iter()
+                .any(|h| h != holder && h != FIRE_AND_FORGET)
+            {
+                return true;
+            }
+            stack.extend(t.dependents.iter().cloned());
+        }
+        false
     }
 
     /// Resets erred keys (and the erred tasks their errors came from, and

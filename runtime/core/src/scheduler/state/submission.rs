@@ -314,18 +314,21 @@ impl Scheduler {
                 tasks.get(k).is_some_and(|t| t.holders.contains(holder))
             });
         }
-        self.maybe_forget(&key, out);
+        self.maybe_forget(&key, Some(holder), out);
         held
     }
 
     /// Forgets `key` if nothing holds or needs it any more, and then its
     /// inputs likewise. A task forgotten before it ended is cancelled
     /// first (interrupted if running), as Dask forgets work nobody wants:
-    /// a `release --all` of a pipeline's pending keys stops it. Scattered
-    /// data still being stored is the exception: it is forgotten once
-    /// stored. A worklist, not recursion: releasing the end of a
+    /// a `release --all` of a pipeline's pending keys stops it. Not while
+    /// a connected client other than the one letting go (`by`, a holder
+    /// name; `None`: none) waits for it to end: a `gather` of a key it
+    /// does not hold, a task waiting on a key it was handed. Scattered
+    /// data still being stored is not cancelled either: it is forgotten
+    /// once stored. A worklist, not recursion: releasing the end of a
     /// 100k-task chain must not overflow the scheduler's stack.
-    pub(super) fn maybe_forget(&mut self, key: &str, out: &mut Vec<Command>) {
+    pub(super) fn maybe_forget(&mut self, key: &str, by: Option<&str>, out: &mut Vec<Command>) {
         let unwanted = |t: &Task| {
             t.holders.is_empty() && t.needed_by == 0 && (t.is_terminal() || !t.is_scattered())
         };
@@ -339,20 +342,42 @@ impl Scheduler {
         };
         let mut stack: Keys = smallvec::smallvec![key];
         while let Some(key) = stack.pop() {
-            if !self.tasks.get(&key).is_some_and(unwanted) {
+            let Some(t) = self.tasks.get(&key).filter(|t| unwanted(t)) else {
                 continue;
-            }
-            if self.end_one(&key, State::Cancelled, out) {
-                // It no longer needs its inputs (`ended`, inline: the
-                // inputs are walked here, not by recursion).
-                let deps: Keys = self.tasks[&key].deps.iter().cloned().collect();
-                for d in &deps {
-                    if let Some(dep) = self.tasks.get_mut(d) {
-                        dep.needed_by = dep.needed_by.saturating_sub(1);
+            };
+            if !t.is_terminal() {
+                if self.watched(t, by) {
+                    continue;
+                }
+                // A task computed again while dependents of its earlier
+                // result still exist keeps its recipe, as a finished one
+                // would: its run is called off, and it is released.
+                let keep = t.dependents.iter().any(|d| self.tasks.contains_key(d));
+                // Read before it ends: ending it may let go of holds (its
+                // blocked queue puts) and come back here for other keys.
+                let deps: Keys = t.deps.iter().cloned().collect();
+                let end = if keep {
+                    State::Released
+                } else {
+                    State::Cancelled
+                };
+                if self.end_one(&key, end, out) {
+                    // It no longer needs its inputs (`ended`, inline: the
+                    // inputs are walked here, not by recursion).
+                    for d in &deps {
+                        if let Some(dep) = self.tasks.get_mut(d) {
+                            dep.needed_by = dep.needed_by.saturating_sub(1);
+                        }
                     }
                 }
+                if keep {
+                    stack.extend(deps);
+                    continue;
+                }
             }
-            let task = self.tasks.get_mut(&key).expect("present");
+            let Some(task) = self.tasks.get_mut(&key) else {
+                continue;
+            };
             if let State::Finished { result } = &task.state {
                 for w in &result.who_has {
                     if let Some(mut worker) = self.workers.get_mut(w) {
@@ -386,5 +411,13 @@ impl Scheduler {
                 stack.push(d);
             }
         }
+    }
+
+    /// Whether a connected client whose holder is not `by` waits for `t`
+    /// to end.
+    fn watched(&self, t: &Task, by: Option<&str>) -> bool {
+        t.watchers
+            .iter()
+            .any(|c| self.clients.get(c).is_some_and(|c| by != Some(&*c.holder)))
     }
 }
