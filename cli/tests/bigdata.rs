@@ -284,6 +284,55 @@ fn big_values_print_as_json_as_they_arrive_without_being_held() {
     assert!(s.len() == 4 * n && s.as_bytes().chunks(4).all(|p| p == b"a\"\\\n"));
 }
 
+/// A big byte string argument read from stdin (`-`), from a file or a
+/// pipe, is scattered as it is read, never held whole by the client, and
+/// the call keeps the key it has with the value in hand (the key the Rust
+/// client gives the same call).
+#[test]
+fn a_big_stdin_argument_is_scattered_as_it_is_read_under_the_calls_own_key() {
+    use dtask_runtime::client::{SubmitOptions, task_spec};
+    use dtask_runtime::protocol::Arg;
+    let c = Cluster::start(1, 1);
+    let data = random_bytes(BIG, 0x57d1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.bin");
+    std::fs::write(&path, &data).unwrap();
+    let module = dtask_runtime::module::LocalModule::load(tasks_wasm().as_ref()).unwrap();
+    let encoded = dtask_runtime::value::encode(&dtask_runtime::value::Value::Binary(data.clone()));
+    let want_key = task_spec(
+        module.hash(),
+        "sum-bytes",
+        vec![Arg::Value(encoded.into())],
+        &SubmitOptions::default(),
+    )
+    .key;
+    let want: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    drop(data);
+    let args = ["submit", tasks_wasm(), "sum-bytes", "-"];
+    let from_file = std::fs::File::open(&path).unwrap();
+    let (key, peak) = run_measured_from(&c, &args, from_file.into());
+    let key = String::from_utf8(key).unwrap().trim().to_string();
+    eprintln!(
+        "submit - of {} MiB from a file: client peak RSS {peak} MiB",
+        BIG >> 20
+    );
+    assert_eq!(key, want_key);
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB for a 64 MiB argument"
+    );
+    assert_eq!(c.ok(&["gather", &key]), want.to_string());
+    // From a pipe: spooled to a temporary file past one range.
+    let (stdin, feeder) = piped(std::fs::read(&path).unwrap());
+    let (again, peak) = run_measured_from(&c, &args, stdin);
+    feeder.join().unwrap();
+    assert_eq!(String::from_utf8(again).unwrap().trim(), want_key);
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB for a 64 MiB pipe"
+    );
+}
+
 #[test]
 fn scattering_a_file_reads_it_a_range_at_a_time_never_whole() {
     let c = Cluster::start(1, 1);

@@ -186,6 +186,46 @@ pub fn task_spec(
     }
 }
 
+/// The key [`task_spec`] gives the call of `function` whose argument `at`
+/// is the value `big` (read range by range from its file, never held
+/// whole) and whose other arguments are `args` (`args[at]` is not read):
+/// the key of the same call with the value in hand, so scattering a big
+/// argument first leaves the call's key as it is. `None` where the key is
+/// not the call's hash (given with the options, or not pure).
+pub fn key_with_value(
+    module: &str,
+    function: &str,
+    args: &[Arg],
+    (at, big): (usize, &crate::value::Encoded),
+    options: &SubmitOptions,
+) -> std::io::Result<Option<String>> {
+    if options.key.is_some() || !options.pure {
+        return Ok(None);
+    }
+    let mut key = key::PureKey::new(module, function);
+    for (i, arg) in args.iter().enumerate() {
+        if i != at {
+            key.arg(arg);
+            continue;
+        }
+        key.value(big.len());
+        let mut offset = 0;
+        while offset < big.len() {
+            let range = big.range(offset, crate::peer::CHUNK)?;
+            if range.is_empty() {
+                return Err(std::io::Error::other("the value ended before its length"));
+            }
+            key.update(&range);
+            offset += range.len() as u64;
+        }
+    }
+    // As `task_spec` keys what is granted.
+    if !options.grants.is_empty() {
+        key.arg(&Arg::Value(crate::connection::encode(&options.grants)));
+    }
+    Ok(Some(key.finish()))
+}
+
 /// A status answer: each key's state (`None`: unknown), why no worker can
 /// run the no-worker ones, and the known keys' timings (when asked for).
 pub type StatusDetail = (

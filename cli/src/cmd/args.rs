@@ -129,6 +129,38 @@ fn command_args(module: &LocalModule, words: &[String], from: Stdin) -> Result<V
     ])
 }
 
+/// A byte string argument `-` (a `list<u8>` parameter) that reads a big
+/// stdin: taken out of `words` (left as an empty word), as the encoding
+/// of the byte string, never held whole (a regular file is read from where
+/// it is, a pipe past one range spooled to a temporary file, as `dtask
+/// scatter` reads stdin). `None` if no word asks for it, or stdin is small
+/// (then it is passed inline, as the encoding in hand). Anything else a
+/// word asks of stdin is left to [`parse_args`].
+pub fn big_stdin(
+    module: &LocalModule,
+    function: &str,
+    words: &mut [String],
+) -> Result<Option<(usize, value::Encoded)>, Failure> {
+    let Ok(sig) = module.types.func(function, &module.name) else {
+        return Ok(None);
+    };
+    let mut asked = words.iter().enumerate().filter(|(_, w)| *w == "-");
+    let (Some((at, _)), None) = (asked.next(), asked.next()) else {
+        return Ok(None);
+    };
+    let bytes = matches!(
+        sig.params.get(at),
+        Some((_, Type::List(l))) if matches!(l.ty(), Type::U8)
+    );
+    if module.types.kind().is_command() || words.len() != sig.params.len() || !bytes {
+        return Ok(None);
+    }
+    let read = value::Encoded::stdin(dtask_runtime::peer::CHUNK as usize)
+        .map_err(|e| Failure::usage(format!("{function}: cannot read stdin: {e}")))?;
+    words[at] = String::new();
+    Ok(Some((at, read)))
+}
+
 fn stdin_value(ty: &Type) -> Result<Value, String> {
     let mut bytes = Vec::new();
     std::io::stdin()

@@ -2,7 +2,7 @@
 
 use super::task_options::TaskOptions;
 use super::{Failure, Global, connect, load_module, parse_args};
-use dtask_runtime::client::{Client, Future, task_spec};
+use dtask_runtime::client::{Client, Future, key_with_value, task_spec};
 use dtask_runtime::module::LocalModule;
 use dtask_runtime::protocol::Arg;
 use dtask_runtime::value::Encoded;
@@ -40,24 +40,46 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let module = load_module(&a.module)?;
     let mut words = a.args;
     let stdin = command_stdin(global, &module, &a.function, &mut words).await?;
+    let big = super::big_stdin(&module, &a.function, &mut words)?;
     let mut args = parse_args(&module, &a.function, &words)?;
     if let Some(inline) = stdin.inline {
         // A command's arguments are [stdin, argv].
         args[0] = inline;
     }
-    let options = a.options.submit_options(a.key)?;
+    let mut options = a.options.submit_options(a.key)?;
+    // A big byte string from stdin is scattered as it is read, never held
+    // whole; the call keeps the key it has with the value in hand.
+    let big = match big {
+        Some((at, Encoded::Memory(b))) => {
+            args[at] = Arg::Value(b);
+            None
+        }
+        Some((at, file)) => {
+            let key = key_with_value(module.hash(), &a.function, &args, (at, &file), &options)
+                .map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+            options.key = key.or(options.key);
+            Some((at, file))
+        }
+        None => None,
+    };
     let client = match stdin.client {
         Some(c) => c,
         None => connect(global, true).await?,
     };
     client.upload(&module).await?;
+    let mut scattered = stdin.scattered;
+    if let Some((at, file)) = big {
+        let futures = client.scatter_from(vec![file], false, Vec::new()).await?;
+        args[at] = Arg::Future(futures[0].key().to_string());
+        scattered.extend(futures);
+    }
     let spec = task_spec(module.hash(), &a.function, args, &options);
     let key = spec.key.clone();
     let notes = client.submit_specs(vec![spec]).await?.await?;
     // The task holds its stdin now; this client need not (and the round
     // trip sees the release out before the process ends).
-    if !stdin.scattered.is_empty() {
-        drop(stdin.scattered);
+    if !scattered.is_empty() {
+        drop(scattered);
         client.status(Vec::new()).await?;
     }
     super::task_options::note_unplaceable(&notes, &mut Default::default());

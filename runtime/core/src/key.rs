@@ -9,17 +9,57 @@ use crate::protocol::Arg;
 
 /// The key of a pure task: the same inputs always give the same key.
 pub fn pure_key(module: &str, function: &str, args: &[Arg]) -> String {
-    let mut h = task_hasher(module, function);
+    let mut key = PureKey::new(module, function);
     for arg in args {
+        key.arg(arg);
+    }
+    key.finish()
+}
+
+/// [`pure_key`] taken an argument at a time, a value's bytes as they
+/// come: the key of a call whose argument is too big to hold (a file, a
+/// spooled stdin) is the key of the same call with the value in hand.
+pub struct PureKey {
+    h: blake3::Hasher,
+    function: String,
+}
+
+impl PureKey {
+    /// Begins the key of a call of `function` of `module`.
+    pub fn new(module: &str, function: &str) -> Self {
+        Self {
+            h: task_hasher(module, function),
+            function: function.to_string(),
+        }
+    }
+
+    /// Takes the next argument whole.
+    pub fn arg(&mut self, arg: &Arg) {
         let (tag, bytes) = match arg {
             Arg::Value(v) => (b'v', v.as_ref()),
             Arg::Future(k) => (b'f', k.as_bytes()),
         };
-        h.update(&[tag]);
-        h.update(&(bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
+        self.h.update(&[tag]);
+        self.h.update(&(bytes.len() as u64).to_le_bytes());
+        self.h.update(bytes);
     }
-    with_suffix(function, &h.finalize().as_bytes()[..16])
+
+    /// Begins the next argument: a value of `len` encoded bytes, given
+    /// by [`PureKey::update`] next, in order.
+    pub fn value(&mut self, len: u64) {
+        self.h.update(b"v");
+        self.h.update(&len.to_le_bytes());
+    }
+
+    /// Takes the next bytes of the value begun.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.h.update(bytes);
+    }
+
+    /// The key, once every argument was taken.
+    pub fn finish(&self) -> String {
+        with_suffix(&self.function, &self.h.finalize().as_bytes()[..16])
+    }
 }
 
 /// The key of scattered data, [`pure_key`]`("", "data", [value])`, computed
