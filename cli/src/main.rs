@@ -150,12 +150,31 @@ impl Command {
     }
 }
 
+/// A usage error as every other error is said: `dtask: error: …` on one
+/// line, clap's detail (the usage, the hint) indented under it.
+fn usage_error(e: &clap::Error) {
+    let text = e.render().to_string();
+    let mut lines = text.trim_end().lines();
+    let first = lines.next().unwrap_or_default();
+    let mut out = format!("dtask: error: {}\n", first.trim_start_matches("error: "));
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    eprint!("{out}");
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            usage_error(&e);
+            return ExitCode::from(2);
+        }
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::from(0);
         }
     };
     let daemon = matches!(

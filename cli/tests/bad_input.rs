@@ -166,3 +166,17 @@ fn a_missing_token_file_is_an_authentication_failure_exit_3() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("token file"), "{}", stderr(&out));
 }
+
+/// A command line clap refuses is said as every other error is: `dtask:
+/// error: …` on one line, the usage indented under it.
+#[test]
+fn usage_errors_say_dtask_error_first() {
+    refused(&["gather", "--bogus"], "unexpected argument '--bogus'");
+    refused(&["submit"], "the following required arguments");
+    let out = dtask_nowhere(&["gather", "--bogus"]);
+    assert!(
+        stderr(&out).lines().skip(1).all(|l| l.starts_with("  ")),
+        "{}",
+        stderr(&out)
+    );
+}

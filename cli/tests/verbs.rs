@@ -263,6 +263,22 @@ fn release_all_stops_work_that_has_not_ended() {
     assert_eq!(c.ok(&["gather", "--timeout", "30s", &k]), "2");
 }
 
+/// `release` of a key the scheduler does not know (a typo, or released
+/// already) says so on stderr and still exits 0: releasing is idempotent.
+#[test]
+fn release_names_keys_the_scheduler_does_not_know() {
+    let c = Cluster::start(1, 1);
+    let k = c.submit("inc", &["1"]);
+    let out = c.run(&["release", &k, "inc-00000000000000000000000000000000"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not know inc-00000000000000000000000000000000"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(&k), "{}", stderr(&out));
+}
+
 #[test]
 fn fire_and_forget_runs_although_nobody_holds_it() {
     let c = Cluster::start(1, 1);
