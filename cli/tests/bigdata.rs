@@ -769,12 +769,13 @@ fn results_past_the_memory_budget_spill_to_disk_and_come_back_byte_exact() {
     });
 }
 
-/// A spill file removed behind the worker's back (a cleaner of temporary
-/// files) loses its result, as a dead worker would: the worker says so,
-/// and the scheduler computes it again. Raw and plain gathers, and a task
-/// taking it as input, all get the value, not "no longer holds".
+/// A spill file removed or changed behind the worker's back (a cleaner of
+/// temporary files, a stray write) loses its result, as a dead worker
+/// would: the worker says so, and the scheduler computes it again. Raw and
+/// plain gathers, and a task taking it as input, all get the value, never
+/// "no longer holds" or the changed bytes.
 #[test]
-fn results_whose_spill_files_are_removed_are_computed_again() {
+fn results_whose_spill_files_are_removed_or_changed_are_computed_again() {
     let c = Cluster::start_with(1, 1, &["--memory-budget", "1MiB"]);
     let n = 2 << 20;
     let keys: Vec<String> = (0..4)
@@ -787,9 +788,19 @@ fn results_whose_spill_files_are_removed_are_computed_again() {
     wait_until(Duration::from_secs(30), "three results spilled", || {
         spill_files(&c) >= 3
     });
+    // Every other one removed, the rest changed in place.
+    let mut nth = 0;
     for dir in std::fs::read_dir(c.state.path().join("spill")).unwrap() {
         for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
-            std::fs::remove_file(file.unwrap().path()).unwrap();
+            let path = file.unwrap().path();
+            nth += 1;
+            if nth % 2 == 0 {
+                std::fs::remove_file(path).unwrap();
+            } else {
+                use std::os::unix::fs::FileExt;
+                let out = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                out.write_all_at(b"XXXX", 1000).unwrap();
+            }
         }
     }
     let want = |i: usize| (0..n).map(|j| (j + i) as u8).collect::<Vec<u8>>();

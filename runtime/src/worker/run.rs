@@ -382,7 +382,7 @@ enum StdinSource {
 /// spill file first (removed when the task ends), so the worker never holds
 /// it whole. Anything else arrives whole, as any argument does.
 async fn command_stdin(shared: &Shared, key: &str, at: &Located) -> Result<StdinSource, String> {
-    if let Some(spilled) = shared.results.spilled_bytes(key) {
+    if let Some(spilled) = shared.results.spilled_bytes(key).await {
         return Ok(StdinSource::File(spilled));
     }
     if !shared.results.over_budget(at.nbytes) || shared.results.holds(key) {

@@ -10,7 +10,9 @@
 //! worker's back, by a cleaner of temporary files say) drops its result:
 //! the store stops holding it and tells the scheduler
 //! ([`ToScheduler::Dropped`]), which computes it again if it is still
-//! wanted, as it would for a result lost with its worker.
+//! wanted, as it would for a result lost with its worker. So does one
+//! whose bytes changed: each [`BLOCK`] of a spill file has its CRC-32 kept
+//! in memory, and what is read back is checked against it.
 
 use crate::protocol::{INLINE_RESULT_LIMIT, Located, ToScheduler};
 use crate::value::{FileBytes, human_bytes};
@@ -26,8 +28,30 @@ use std::sync::{Arc, Mutex};
 enum Place {
     /// In memory.
     Memory(Bytes),
-    /// In the spill file of this number.
-    Disk { len: usize, file: u64 },
+    /// In the spill file of this number, with the CRC-32 of each of its
+    /// [`BLOCK`]s.
+    Disk { len: usize, file: u64, sums: Sums },
+}
+
+/// Bytes of a spill file each checksum covers: a 4 GiB value keeps 16 KiB
+/// of them.
+pub const BLOCK: usize = 1 << 20;
+
+/// The CRC-32 of each [`BLOCK`] of a spill file, in order.
+type Sums = Arc<[u32]>;
+
+/// The [`Sums`] of `bytes`.
+fn sums_of(bytes: &[u8]) -> Sums {
+    bytes.chunks(BLOCK).map(crc32fast::hash).collect()
+}
+
+/// Whether `bytes`, read from a spill file from block `first` on (the
+/// last block perhaps short), match `sums`.
+fn matches_sums(bytes: &[u8], sums: &[u32], first: usize) -> bool {
+    bytes
+        .chunks(BLOCK)
+        .enumerate()
+        .all(|(i, b)| sums.get(first + i) == Some(&crc32fast::hash(b)))
 }
 
 impl Place {
@@ -157,11 +181,11 @@ impl Inner {
     }
 
     /// Holds `key` as the spill file `file` of `len` bytes.
-    fn keep_on_disk(&mut self, key: &str, len: usize, file: u64) {
+    fn keep_on_disk(&mut self, key: &str, len: usize, file: u64, sums: Sums) {
         self.spilled += len;
         self.spilled_count += 1;
         let key = self.intern(key);
-        let place = Place::Disk { len, file };
+        let place = Place::Disk { len, file, sums };
         self.entries.insert(key, Entry { place, used: 0 });
     }
 
@@ -351,13 +375,25 @@ impl ResultStore {
     pub fn spill_file(&self) -> Result<SpillFile, String> {
         let file = self.lock().new_file();
         let path = self.path(file);
-        let opened = std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::File::create(&path));
+        // Readable too: a start written over is read back to sum it.
+        let create = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+        };
+        let opened = std::fs::create_dir_all(&self.dir).and_then(|()| create());
         match opened {
             Ok(out) => Ok(SpillFile {
                 file,
                 path,
                 out: Some(out),
                 written: 0,
+                sums: Vec::new(),
+                block: crc32fast::Hasher::new(),
+                rewritten: false,
             }),
             Err(e) => Err(self.cannot_spill(0, &e)),
         }
@@ -365,11 +401,12 @@ impl ResultStore {
 
     /// Holds the value written to `spill` as `key`, on disk.
     pub fn adopt(&self, key: &str, mut spill: SpillFile) {
+        let sums = spill.sums();
         // Closed and kept: no longer removed when `spill` drops.
         spill.out = None;
         let mut inner = self.lock();
         self.remove_locked(&mut inner, key);
-        inner.keep_on_disk(key, spill.written as usize, spill.file);
+        inner.keep_on_disk(key, spill.written as usize, spill.file, sums);
     }
 
     /// Why `len` more bytes cannot be spilled (`e`), and what to do.
@@ -400,7 +437,7 @@ impl ResultStore {
             self.write(file, &bytes)?;
             let mut inner = self.lock();
             self.remove_locked(&mut inner, &key);
-            inner.keep_on_disk(&key, len, file);
+            inner.keep_on_disk(&key, len, file, sums_of(&bytes));
             return Ok(());
         }
         let chosen = {
@@ -453,6 +490,7 @@ impl ResultStore {
                     entry.place = Place::Disk {
                         len: old.len(),
                         file,
+                        sums: sums_of(&old),
                     };
                 }
                 (true, false) => {
@@ -559,7 +597,7 @@ impl ResultStore {
         }
         let held = inner.entries.remove(&k);
         match held.map(|e| e.place) {
-            Some(Place::Disk { len, file }) => {
+            Some(Place::Disk { len, file, .. }) => {
                 inner.spilled -= len;
                 inner.spilled_count -= 1;
                 let _ = std::fs::remove_file(self.path(file));
@@ -584,7 +622,7 @@ impl ResultStore {
     /// `most` bytes; `Err` with its length if it is bigger (and then it is
     /// not read).
     pub async fn get_within(&self, key: &str, most: u64) -> Result<Option<Bytes>, u64> {
-        let (file, len) = {
+        let (file, len, sums) = {
             let mut inner = self.lock();
             inner.tick += 1;
             let tick = inner.tick;
@@ -602,7 +640,7 @@ impl ResultStore {
                 return Err(len);
             }
             match &entry.place {
-                Place::Disk { file, .. } => (*file, len),
+                Place::Disk { file, sums, .. } => (*file, len, sums.clone()),
                 place => {
                     let bytes = place.bytes();
                     entry.used = tick;
@@ -612,8 +650,9 @@ impl ResultStore {
         };
         // Read outside the lock; a result freed meanwhile reads as absent.
         let why = match tokio::fs::read(self.path(file)).await {
-            Ok(bytes) if bytes.len() as u64 == len => return Ok(Some(Bytes::from(bytes))),
-            Ok(bytes) => format!("{} bytes of {len}", bytes.len()),
+            Ok(bytes) if bytes.len() as u64 != len => format!("{} bytes of {len}", bytes.len()),
+            Ok(bytes) if matches_sums(&bytes, &sums, 0) => return Ok(Some(Bytes::from(bytes))),
+            Ok(_) => "its bytes changed".into(),
             Err(e) if gone(&e) => e.to_string(),
             // Perhaps passing (too many open files): kept.
             Err(_) => return Ok(None),
@@ -624,16 +663,17 @@ impl ResultStore {
 
     /// Up to `len` bytes of the result held as `key` from `offset` (fewer
     /// at its end, none past it), and its whole length. A spilled result is
-    /// read from its file one range at a time, never whole.
+    /// read from its file one range at a time, never whole (the [`BLOCK`]s
+    /// the range touches, to check them).
     pub async fn read(&self, key: &str, offset: u64, len: u64) -> Option<(u64, Bytes)> {
-        let (file, total) = {
+        let (file, total, sums) = {
             let mut inner = self.lock();
             inner.tick += 1;
             let tick = inner.tick;
             let held = inner.find(key)?;
             let entry = inner.entries.get_mut(&held)?;
             match &entry.place {
-                Place::Disk { file, len } => (*file, *len as u64),
+                Place::Disk { file, len, sums } => (*file, *len as u64, sums.clone()),
                 place => {
                     let bytes = place.bytes()?;
                     entry.used = tick;
@@ -644,18 +684,34 @@ impl ResultStore {
         };
         let path = self.path(file);
         let (start, end) = range(total, offset, len);
+        if start == end {
+            return Some((total, Bytes::new()));
+        }
+        // Whole blocks, to check them.
+        let first = start / BLOCK;
+        let (from, to) = (
+            first * BLOCK,
+            (end.div_ceil(BLOCK) * BLOCK).min(total as usize),
+        );
         // Read outside the lock; a result freed meanwhile reads as absent.
         let read = tokio::task::spawn_blocking(move || {
             use std::io::{Read, Seek};
             let mut file = std::fs::File::open(path)?;
-            file.seek(std::io::SeekFrom::Start(start as u64))?;
-            let mut buf = vec![0; end - start];
+            file.seek(std::io::SeekFrom::Start(from as u64))?;
+            let mut buf = vec![0; to - from];
             file.read_exact(&mut buf)?;
             Ok::<_, std::io::Error>(buf)
         })
         .await;
         match read {
-            Ok(Ok(buf)) => Some((total, Bytes::from(buf))),
+            Ok(Ok(buf)) if matches_sums(&buf, &sums, first) => {
+                let buf = Bytes::from(buf);
+                Some((total, buf.slice(start - from..end - from)))
+            }
+            Ok(Ok(_)) => {
+                self.unreadable(key, file, "its bytes changed");
+                None
+            }
             Ok(Err(e)) if gone(&e) => {
                 self.unreadable(key, file, &e.to_string());
                 None
@@ -666,24 +722,34 @@ impl ResultStore {
 
     /// The payload of the byte string or string held as `key` (the bytes a
     /// command reads as its stdin), if it is held in a spill file (as a
-    /// range of the open file); `None` if it is in memory, absent, or
-    /// another value.
-    pub fn spilled_bytes(&self, key: &str) -> Option<FileBytes> {
-        let file = {
+    /// range of the open file, checked whole first: the command reads the
+    /// file itself); `None` if it is in memory, absent, or another value.
+    pub async fn spilled_bytes(&self, key: &str) -> Option<FileBytes> {
+        let (file, sums) = {
             let inner = self.lock();
             let held = inner.find(key)?;
             match &inner.entries.get(&held)?.place {
-                Place::Disk { file, .. } => *file,
+                Place::Disk { file, sums, .. } => (*file, sums.clone()),
                 Place::Memory(_) => return None,
             }
         };
-        match std::fs::File::open(self.path(file)) {
-            Ok(f) => payload_of(f),
-            Err(e) if gone(&e) => {
+        let path = self.path(file);
+        let opened = tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(path)?;
+            Ok::<_, std::io::Error>(file_matches(&f, &sums)?.then_some(f))
+        })
+        .await;
+        match opened {
+            Ok(Ok(Some(f))) => payload_of(f),
+            Ok(Ok(None)) => {
+                self.unreadable(key, file, "its bytes changed");
+                None
+            }
+            Ok(Err(e)) if gone(&e) => {
                 self.unreadable(key, file, &e.to_string());
                 None
             }
-            Err(_) => None,
+            _ => None,
         }
     }
 
@@ -704,12 +770,18 @@ impl ResultStore {
             .map(|(k, e)| {
                 let k = inner.text(k);
                 let at = match &e.place {
-                    Place::Disk { len, file } => {
+                    Place::Disk { len, file, sums } => {
                         let small = *len <= INLINE_RESULT_LIMIT;
+                        // One that no longer reads back is reported held
+                        // (not inline): a read of it then drops it.
+                        let read = || {
+                            std::fs::read(self.path(*file))
+                                .ok()
+                                .filter(|b| b.len() == *len && matches_sums(b, sums, 0))
+                                .map(Bytes::from)
+                        };
                         Located {
-                            inline: small
-                                .then(|| std::fs::read(self.path(*file)).ok().map(Bytes::from))
-                                .flatten(),
+                            inline: small.then(read).flatten(),
                             who_has: Vec::new(),
                             nbytes: *len as u64,
                         }
@@ -800,12 +872,27 @@ impl Drop for ResultStore {
 /// A value being written to a spill file as it arrives, for a value too big
 /// for the memory budget: [`ResultStore::adopt`] keeps it once complete;
 /// dropped before that, the file is removed.
-#[derive(Debug)]
 pub struct SpillFile {
     file: u64,
     path: PathBuf,
     out: Option<std::fs::File>,
     written: u64,
+    /// The CRC-32 of each whole [`BLOCK`] written so far…
+    sums: Vec<u32>,
+    /// …and of what is written of the next.
+    block: crc32fast::Hasher,
+    /// Whether its first bytes were written over since (see
+    /// [`SpillFile::rewrite_start`]): its first block is summed again.
+    rewritten: bool,
+}
+
+impl std::fmt::Debug for SpillFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpillFile")
+            .field("path", &self.path)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SpillFile {
@@ -816,8 +903,44 @@ impl SpillFile {
         let out = self.out.as_mut().ok_or("the spill file is closed")?;
         out.write_all(bytes)
             .map_err(|e| store.cannot_spill(bytes.len(), &e))?;
-        self.written += bytes.len() as u64;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let room = BLOCK - (self.written % BLOCK as u64) as usize;
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.block.update(now);
+            self.written += now.len() as u64;
+            if self.written.is_multiple_of(BLOCK as u64) {
+                let done = std::mem::replace(&mut self.block, crc32fast::Hasher::new());
+                self.sums.push(done.finalize());
+            }
+            rest = later;
+        }
         Ok(())
+    }
+
+    /// The CRC-32 of each [`BLOCK`] of what was written (blocking, when the
+    /// start was written over: the first block is read back to sum it).
+    fn sums(&mut self) -> Sums {
+        let mut sums = std::mem::take(&mut self.sums);
+        if !self.written.is_multiple_of(BLOCK as u64) {
+            let last = std::mem::replace(&mut self.block, crc32fast::Hasher::new());
+            sums.push(last.finalize());
+        }
+        if self.rewritten && !sums.is_empty() {
+            use std::os::unix::fs::FileExt;
+            let mut first = vec![0; (self.written as usize).min(BLOCK)];
+            let read = match &self.out {
+                Some(out) => out.read_exact_at(&mut first, 0),
+                None => Err(std::io::Error::other("closed")),
+            };
+            // Unreadable: a sum no read can match, so the first read drops
+            // it (as it would find the file unreadable anyway).
+            sums[0] = match read {
+                Ok(()) => crc32fast::hash(&first),
+                Err(_) => !crc32fast::hash(&first),
+            };
+        }
+        sums.into()
     }
 }
 
@@ -827,6 +950,7 @@ impl SpillFile {
     pub fn rewrite_start(&mut self, store: &ResultStore, bytes: &[u8]) -> Result<(), String> {
         use std::os::unix::fs::FileExt;
         let out = self.out.as_ref().ok_or("the spill file is closed")?;
+        self.rewritten = true;
         out.write_all_at(bytes, 0)
             .map_err(|e| store.cannot_spill(bytes.len(), &e))
     }
@@ -876,6 +1000,26 @@ fn payload_of(file: std::fs::File) -> Option<FileBytes> {
         }
         _ => None,
     }
+}
+
+/// Whether all of `file` matches `sums`, read a [`BLOCK`] at a time; a
+/// file shorter or longer than they cover does not.
+fn file_matches(file: &std::fs::File, sums: &[u32]) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len.div_ceil(BLOCK as u64) != sums.len() as u64 {
+        return Ok(false);
+    }
+    let mut buf = vec![0; BLOCK.min(len as usize)];
+    for (i, sum) in sums.iter().enumerate() {
+        let at = i as u64 * BLOCK as u64;
+        let n = (len - at).min(BLOCK as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        if crc32fast::hash(&buf[..n]) != *sum {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Whether reading a spill file failed because it is gone or cut short
@@ -1124,7 +1268,7 @@ mod tests {
         // short: by a whole read.
         assert_eq!(store.get("a").await, None);
         assert_eq!(store.read("b", 0, 10).await, None);
-        assert!(store.spilled_bytes("c").is_none());
+        assert!(store.spilled_bytes("c").await.is_none());
         store.insert("e".into(), value(1000, 5)).unwrap();
         let e = std::fs::read_dir(store.dir()).unwrap().next().unwrap();
         std::fs::write(e.unwrap().path(), b"short").unwrap();
@@ -1145,6 +1289,72 @@ mod tests {
         assert_eq!(store.get("a").await, None);
         store.remove("d");
         assert!(rx.try_recv().is_err());
+    }
+
+    /// A spill file whose bytes changed behind the store's back (same
+    /// length) is caught by its block sums, whichever way it is read:
+    /// dropped and reported, never handed out. Ranges read back right,
+    /// across blocks, from spills written whole and as they arrived (with
+    /// a start written over at the end).
+    #[tokio::test]
+    async fn a_spill_file_whose_bytes_changed_is_dropped_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ResultStore::new(100, dir.path().join("spill")));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        store.report_drops_to(tx);
+        let n = 2 * BLOCK + 1234;
+        let whole: Vec<u8> = (0..n).map(|i| (i * 31 + i / 7) as u8).collect();
+        for k in ["a", "b", "c", "d"] {
+            store.insert(k.into(), Bytes::from(whole.clone())).unwrap();
+        }
+        // Written as it arrives, its start written over at the end.
+        let mut spill = store.spill_file().unwrap();
+        spill.write(&store, &[0; 10]).unwrap();
+        for part in whole[10..].chunks(BLOCK / 3) {
+            spill.write(&store, part).unwrap();
+        }
+        spill.rewrite_start(&store, &whole[..10]).unwrap();
+        store.adopt("e", spill);
+        for k in ["a", "e"] {
+            assert!(store.get(k).await.unwrap() == whole, "{k}");
+            for (at, len) in [(0, 10), (BLOCK - 5, 10), (BLOCK, BLOCK), (n - 3, 100)] {
+                let (total, got) = store.read(k, at as u64, len as u64).await.unwrap();
+                assert_eq!(total, n as u64);
+                assert!(got[..] == whole[at..(at + len).min(n)], "{k} at {at}");
+            }
+        }
+        // One byte changed in the second block of each file but a's.
+        let files: Vec<_> = ["b", "c", "d", "e"]
+            .iter()
+            .map(|k| {
+                let file = {
+                    let inner = store.lock();
+                    let held = inner.find(k).unwrap();
+                    match &inner.entries[&held].place {
+                        Place::Disk { file, .. } => *file,
+                        Place::Memory(_) => panic!("{k} is in memory"),
+                    }
+                };
+                store.path(file)
+            })
+            .collect();
+        for f in &files {
+            use std::os::unix::fs::FileExt;
+            let out = std::fs::OpenOptions::new().write(true).open(f).unwrap();
+            out.write_all_at(b"X", BLOCK as u64 + 7).unwrap();
+        }
+        // A range that does not touch the changed block still reads.
+        assert!(store.read("b", 0, 10).await.unwrap().1[..] == whole[..10]);
+        assert_eq!(store.read("b", BLOCK as u64, 10).await, None);
+        assert_eq!(store.get("c").await, None);
+        assert!(store.spilled_bytes("d").await.is_none());
+        assert_eq!(store.get("e").await, None);
+        let mut dropped = Vec::new();
+        while let Ok(ToScheduler::Dropped { keys }) = rx.try_recv() {
+            dropped.extend(keys);
+        }
+        assert_eq!(dropped, ["b", "c", "d", "e"]);
+        assert!(store.get("a").await.unwrap() == whole, "a, untouched");
     }
 
     #[tokio::test]
