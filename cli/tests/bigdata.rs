@@ -331,6 +331,49 @@ fn a_big_stdin_argument_is_scattered_as_it_is_read_under_the_calls_own_key() {
         peak < 48,
         "the client peaked at {peak} MiB for a 64 MiB pipe"
     );
+    // A string the same way: checked as UTF-8 as it is read, less its
+    // last newline, under the key of the call with the text in hand.
+    let text: String = "dtask ✓ streams\n".repeat(BIG / 18);
+    let want_key = task_spec(
+        module.hash(),
+        "len",
+        vec![Arg::Value(
+            dtask_runtime::value::encode(&dtask_runtime::value::Value::from(
+                text.strip_suffix('\n').unwrap(),
+            ))
+            .into(),
+        )],
+        &SubmitOptions::default(),
+    )
+    .key;
+    let (stdin, feeder) = piped(text.clone().into_bytes());
+    let (key, peak) = run_measured_from(&c, &["submit", tasks_wasm(), "len", "-"], stdin);
+    feeder.join().unwrap();
+    let key = String::from_utf8(key).unwrap().trim().to_string();
+    assert_eq!(key, want_key);
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB for a 64 MiB string"
+    );
+    assert_eq!(c.ok(&["gather", &key]), (text.len() - 1).to_string());
+    // Not UTF-8, past the first range: refused, naming the parameter.
+    let mut bad = text.into_bytes();
+    let at = bad.len() - 100;
+    bad[at] = 0xff;
+    let (stdin, feeder) = piped(bad);
+    let out = c
+        .cmd()
+        .args(["submit", tasks_wasm(), "len", "-"])
+        .stdin(stdin)
+        .output()
+        .unwrap();
+    feeder.join().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("len: parameter s: stdin is not UTF-8 text"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

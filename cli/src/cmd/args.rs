@@ -129,13 +129,14 @@ fn command_args(module: &LocalModule, words: &[String], from: Stdin) -> Result<V
     ])
 }
 
-/// A byte string argument `-` (a `list<u8>` parameter) that reads a big
-/// stdin: taken out of `words` (left as an empty word), as the encoding
-/// of the byte string, never held whole (a regular file is read from where
-/// it is, a pipe past one range spooled to a temporary file, as `dtask
-/// scatter` reads stdin). `None` if no word asks for it, or stdin is small
-/// (then it is passed inline, as the encoding in hand). Anything else a
-/// word asks of stdin is left to [`parse_args`].
+/// A byte string or string argument `-` (a `list<u8>` or `string`
+/// parameter): stdin taken out of `words` (left as an empty word), as the
+/// encoding of the value, never held whole when big (a regular file is
+/// read from where it is, a pipe past one range spooled to a temporary
+/// file, as `dtask scatter` reads stdin; a string is checked to be UTF-8
+/// and loses one trailing newline, as a small one does). A small one
+/// comes as the encoding in hand. `None` if no word asks for it; anything
+/// else a word asks of stdin is left to [`parse_args`].
 pub fn big_stdin(
     module: &LocalModule,
     function: &str,
@@ -148,15 +149,32 @@ pub fn big_stdin(
     let (Some((at, _)), None) = (asked.next(), asked.next()) else {
         return Ok(None);
     };
-    let bytes = matches!(
-        sig.params.get(at),
-        Some((_, Type::List(l))) if matches!(l.ty(), Type::U8)
-    );
-    if module.types.kind().is_command() || words.len() != sig.params.len() || !bytes {
+    let text = match sig.params.get(at) {
+        Some((_, Type::List(l))) if matches!(l.ty(), Type::U8) => false,
+        Some((_, Type::String)) => true,
+        _ => return Ok(None),
+    };
+    if module.types.kind().is_command() || words.len() != sig.params.len() {
         return Ok(None);
     }
-    let read = value::Encoded::stdin(dtask_runtime::peer::CHUNK as usize)
-        .map_err(|e| Failure::usage(format!("{function}: cannot read stdin: {e}")))?;
+    let chunk = dtask_runtime::peer::CHUNK;
+    let read = if text {
+        value::Encoded::stdin_text(chunk as usize)
+    } else {
+        value::Encoded::stdin(chunk as usize)
+    };
+    let name = &sig.params[at].0;
+    let failed = |e: std::io::Error| {
+        Failure::usage(match e.kind() {
+            std::io::ErrorKind::InvalidData => format!("{function}: parameter {name}: {e}"),
+            _ => format!("{function}: parameter {name}: cannot read stdin: {e}"),
+        })
+    };
+    let mut read = read.map_err(failed)?;
+    // A small regular file goes inline, as a small pipe does.
+    if matches!(read, value::Encoded::File(_)) && read.len() <= chunk {
+        read = value::Encoded::Memory(read.range(0, chunk).map_err(failed)?);
+    }
     words[at] = String::new();
     Ok(Some((at, read)))
 }

@@ -158,6 +158,61 @@ impl Encoded {
         EncodedFile::from_file(spool, 0, "stdin".into()).map(Encoded::File)
     }
 
+    /// This process's stdin as one string, read as [`Encoded::stdin`]
+    /// reads it (never held whole when big), less one trailing newline.
+    /// Checked to be UTF-8, a range at a time; an error says if it is not.
+    pub fn stdin_text(in_memory: usize) -> std::io::Result<Encoded> {
+        let not_text =
+            || std::io::Error::new(std::io::ErrorKind::InvalidData, "stdin is not UTF-8 text");
+        let f = match Encoded::stdin(in_memory)? {
+            Encoded::Memory(b) => {
+                let Ok(super::Value::Binary(bytes)) = super::decode(&b) else {
+                    return Err(not_text());
+                };
+                let mut text = String::from_utf8(bytes).map_err(|_| not_text())?;
+                if text.ends_with('\n') {
+                    text.pop();
+                }
+                return Ok(Encoded::Memory(
+                    super::encode(&super::Value::from(text)).into(),
+                ));
+            }
+            Encoded::File(f) => f,
+        };
+        // UTF-8 checked range by range, a sequence cut by a range's end
+        // carried into the next.
+        let mut carry: Vec<u8> = Vec::new();
+        let mut at = 0;
+        let mut last = None;
+        while at < f.bytes.len {
+            let range = f.bytes.read_at(at, READ)?;
+            if range.is_empty() {
+                return Err(std::io::Error::other("stdin ended before its length"));
+            }
+            at += range.len() as u64;
+            last = range.last().copied();
+            carry.extend_from_slice(&range);
+            match std::str::from_utf8(&carry) {
+                Ok(_) => carry.clear(),
+                Err(e) if e.error_len().is_none() => {
+                    carry.drain(..e.valid_up_to());
+                }
+                Err(_) => return Err(not_text()),
+            }
+        }
+        if !carry.is_empty() {
+            return Err(not_text());
+        }
+        let len = f.bytes.len - u64::from(last == Some(b'\n'));
+        let mut header = Vec::with_capacity(super::BIN32_ROOM);
+        super::push_str_header(&mut header, super::fits_in_a_value(len)?);
+        Ok(Encoded::File(EncodedFile {
+            name: f.name,
+            header: header.into(),
+            bytes: FileBytes { len, ..f.bytes },
+        }))
+    }
+
     /// The encoding's length.
     pub fn len(&self) -> u64 {
         match self {

@@ -98,6 +98,23 @@ pub fn push_binary_header(out: &mut Vec<u8>, len: u32) {
     }
 }
 
+/// Appends the MessagePack header of a string of `len` bytes, the shortest
+/// that holds it (as encoding a string value writes it).
+pub fn push_str_header(out: &mut Vec<u8>, len: u32) {
+    match len {
+        n if n < 32 => out.push(0xa0 | n as u8),
+        n if n < 1 << 8 => out.extend_from_slice(&[0xd9, n as u8]),
+        n if n < 1 << 16 => {
+            out.push(0xda);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0xdb);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
 /// Room for a `bin 32` header, the one a byte string of 64 KiB or more
 /// takes: a buffer that starts with this much room and goes on with a
 /// byte string becomes its encoding with [`finish_binary`].

@@ -646,3 +646,17 @@ fn decode_never_panics_on_noise() {
         let _ = decode(&noise[start..]);
     }
 }
+
+/// A string's header written ahead of its bytes (a big stdin streamed as
+/// a string) is the one encoding the string value writes, at every size
+/// class, so the encodings, and the keys hashed over them, are the same.
+#[test]
+fn a_string_header_is_the_one_encoding_writes() {
+    for n in [0, 1, 31, 32, 255, 256, 65_535, 65_536, 70_000] {
+        let text = "x".repeat(n);
+        let mut streamed = Vec::new();
+        push_str_header(&mut streamed, n as u32);
+        streamed.extend_from_slice(text.as_bytes());
+        assert_eq!(streamed, encode(&Value::from(text)), "{n} bytes");
+    }
+}
