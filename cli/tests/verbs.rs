@@ -264,7 +264,8 @@ fn release_all_stops_work_that_has_not_ended() {
 }
 
 /// `release` of a key the scheduler does not know (a typo, or released
-/// already) says so on stderr and still exits 0: releasing is idempotent.
+/// already) says so on stderr and still exits 0: releasing is idempotent;
+/// `who-has` says so too.
 #[test]
 fn release_names_keys_the_scheduler_does_not_know() {
     let c = Cluster::start(1, 1);
@@ -277,6 +278,13 @@ fn release_names_keys_the_scheduler_does_not_know() {
         stderr(&out)
     );
     assert!(!stderr(&out).contains(&k), "{}", stderr(&out));
+    let out = c.run(&["who-has", "inc-00000000000000000000000000000000"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not know inc-00000000000000000000000000000000"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

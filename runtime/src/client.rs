@@ -69,7 +69,10 @@ pub enum ClientError {
         reason: String,
     },
     /// The connection to the scheduler closed.
-    #[error("lost the connection to the scheduler")]
+    #[error(
+        "lost the connection to the scheduler (it was shut down, or did not come back \
+         within the reconnect grace, DTASK_RECONNECT_GRACE)"
+    )]
     Disconnected,
     /// The scheduler refused some submitted tasks.
     #[error("the scheduler refused {}: {}", .0[0].0, .0[0].1)]
