@@ -47,23 +47,15 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
              by other submits under this client name), work other clients hold depends on it, \
              or it was not held here; this client let go of its hold, if it had one; `dtask \
              cancel --force` cancels it anyway (and what depends on it)",
-            more(running.len())
+            super::and_more(running.len())
         );
     }
     match unknown.first() {
         Some(first) => Err(Failure::usage(format!(
             "the scheduler does not know {first}{}: nothing to cancel there (never \
              submitted, or released)",
-            more(unknown.len())
+            super::and_more(unknown.len())
         ))),
         None => Ok(()),
-    }
-}
-
-/// ` (and N more)` for a list of `n` named by its first.
-fn more(n: usize) -> String {
-    match n {
-        0 | 1 => String::new(),
-        n => format!(" (and {} more)", n - 1),
     }
 }

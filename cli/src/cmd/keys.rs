@@ -112,3 +112,34 @@ pub fn keys_from(args: Vec<String>) -> Result<Vec<String>, Failure> {
     }
     Ok(keys)
 }
+
+/// Says on stderr which of `keys` the scheduler does not know (asked
+/// 4,096 at a time), with `why` (what that means for this verb): the
+/// first named, the rest counted.
+pub async fn note_unknown(client: &Client, keys: &[String], why: &str) -> Result<(), Failure> {
+    let mut unknown = Vec::new();
+    for chunk in keys.chunks(4096) {
+        let states = client.status(chunk.to_vec()).await?;
+        unknown.extend(
+            states
+                .into_iter()
+                .filter(|(_, s)| s.is_none())
+                .map(|(k, _)| k),
+        );
+    }
+    if let Some(first) = unknown.first() {
+        eprintln!(
+            "dtask: note: the scheduler does not know {first}{}: {why}",
+            and_more(unknown.len())
+        );
+    }
+    Ok(())
+}
+
+/// ` (and N more)` for a list of `n` named by its first.
+pub fn and_more(n: usize) -> String {
+    match n {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    }
+}

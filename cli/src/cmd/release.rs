@@ -29,28 +29,10 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let client = connect(global, false).await?;
     // Keys the scheduler does not know (a typo, or released already) are
     // named on stderr: releasing stays idempotent, but not silent.
-    let mut unknown = Vec::new();
-    for chunk in keys.chunks(4096) {
-        let states = client.status(chunk.to_vec()).await?;
-        unknown.extend(
-            states
-                .into_iter()
-                .filter(|(_, s)| s.is_none())
-                .map(|(k, _)| k),
-        );
-    }
+    let why = "nothing to release there (never submitted, or released already)";
+    super::note_unknown(&client, &keys, why).await?;
     client.release(keys)?;
     // Waits until the release was processed.
     client.close().await?;
-    if let Some(first) = unknown.first() {
-        let more = match unknown.len() {
-            1 => String::new(),
-            n => format!(" (and {} more)", n - 1),
-        };
-        eprintln!(
-            "dtask: note: the scheduler does not know {first}{more}: nothing to release there \
-             (never submitted, or released already)"
-        );
-    }
     Ok(())
 }

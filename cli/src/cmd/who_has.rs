@@ -24,26 +24,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     let client = connect(global, false).await?;
     // Keys the scheduler does not know are named on stderr: their empty
     // lines look like those of small results, held at the scheduler.
-    let mut unknown = Vec::new();
-    for chunk in keys.chunks(4096) {
-        let states = client.status(chunk.to_vec()).await?;
-        unknown.extend(
-            states
-                .into_iter()
-                .filter(|(_, s)| s.is_none())
-                .map(|(k, _)| k),
-        );
-    }
-    if let Some(first) = unknown.first() {
-        let more = match unknown.len() {
-            1 => String::new(),
-            n => format!(" (and {} more)", n - 1),
-        };
-        eprintln!(
-            "dtask: note: the scheduler does not know {first}{more}: no worker holds it \
-             (never submitted, or released)"
-        );
-    }
+    let why = "no worker holds it (never submitted, or released)";
+    super::note_unknown(&client, &keys, why).await?;
     let mut out = std::io::stdout().lock();
     for (key, addrs) in client.who_has(keys).await? {
         let line = if a.json {

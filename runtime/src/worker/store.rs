@@ -708,16 +708,22 @@ impl ResultStore {
                 let buf = Bytes::from(buf);
                 Some((total, buf.slice(start - from..end - from)))
             }
-            Ok(Ok(_)) => {
-                self.unreadable(key, file, "its bytes changed");
-                None
-            }
-            Ok(Err(e)) if gone(&e) => {
-                self.unreadable(key, file, &e.to_string());
-                None
-            }
-            _ => None,
+            Ok(Ok(_)) => self.read_failed(key, file, None),
+            Ok(Err(e)) => self.read_failed(key, file, Some(&e)),
+            Err(_) => None,
         }
+    }
+
+    /// A read of `key`'s spill file `file` failed (`None`: its bytes
+    /// changed): the result is dropped unless the error may pass. `None`,
+    /// to answer the read with.
+    fn read_failed<T>(&self, key: &str, file: u64, error: Option<&std::io::Error>) -> Option<T> {
+        match error {
+            None => self.unreadable(key, file, "its bytes changed"),
+            Some(e) if gone(e) => self.unreadable(key, file, &e.to_string()),
+            Some(_) => {}
+        }
+        None
     }
 
     /// The payload of the byte string or string held as `key` (the bytes a
@@ -741,15 +747,9 @@ impl ResultStore {
         .await;
         match opened {
             Ok(Ok(Some(f))) => payload_of(f),
-            Ok(Ok(None)) => {
-                self.unreadable(key, file, "its bytes changed");
-                None
-            }
-            Ok(Err(e)) if gone(&e) => {
-                self.unreadable(key, file, &e.to_string());
-                None
-            }
-            _ => None,
+            Ok(Ok(None)) => self.read_failed(key, file, None),
+            Ok(Err(e)) => self.read_failed(key, file, Some(&e)),
+            Err(_) => None,
         }
     }
 
