@@ -434,10 +434,10 @@ impl ResultStore {
         if len > self.budget {
             // Over budget on its own: straight to disk.
             let file = self.lock().new_file();
-            self.write(file, &bytes)?;
+            let sums = self.write(file, &bytes)?;
             let mut inner = self.lock();
             self.remove_locked(&mut inner, &key);
-            inner.keep_on_disk(&key, len, file, sums_of(&bytes));
+            inner.keep_on_disk(&key, len, file, sums);
             return Ok(());
         }
         let chosen = {
@@ -463,14 +463,13 @@ impl ResultStore {
         // Room is made before this result counts as kept: a full disk
         // refuses it rather than dropping one already held.
         let mut refused = None;
-        let written: Vec<bool> = chosen
+        let written: Vec<Option<Sums>> = chosen
             .iter()
             .map(|(_, old, file)| {
-                refused.is_none()
-                    && self
-                        .write(*file, old)
-                        .map_err(|e| refused = Some(e))
-                        .is_ok()
+                if refused.is_some() {
+                    return None;
+                }
+                self.write(*file, old).map_err(|e| refused = Some(e)).ok()
             })
             .collect();
         let mut inner = self.lock();
@@ -482,7 +481,7 @@ impl ResultStore {
                 inner.leaving -= old.len();
             }
             match (written, unchanged) {
-                (true, true) => {
+                (Some(sums), true) => {
                     inner.in_memory -= old.len();
                     inner.spilled += old.len();
                     inner.spilled_count += 1;
@@ -490,13 +489,13 @@ impl ResultStore {
                     entry.place = Place::Disk {
                         len: old.len(),
                         file,
-                        sums: sums_of(&old),
+                        sums,
                     };
                 }
-                (true, false) => {
+                (Some(_), false) => {
                     let _ = std::fs::remove_file(self.path(file));
                 }
-                (false, _) => {}
+                (None, _) => {}
             }
         }
         if let Some(why) = refused {
@@ -576,16 +575,20 @@ impl ResultStore {
         Ok(())
     }
 
-    /// Writes `bytes` to spill file `file` (from [`Inner::new_file`]);
-    /// none is left if that fails.
-    fn write(&self, file: u64, bytes: &[u8]) -> Result<(), String> {
+    /// Writes `bytes` to spill file `file` (from [`Inner::new_file`]) and
+    /// gives their block sums; none is left if that fails.
+    fn write(&self, file: u64, bytes: &[u8]) -> Result<Sums, String> {
         let path = self.path(file);
         let written =
             std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, bytes));
-        written.map_err(|e| {
-            let _ = std::fs::remove_file(&path);
-            self.cannot_spill(bytes.len(), &e)
-        })
+        match written {
+            // Summed here, outside the store's lock, as the writing is.
+            Ok(()) => Ok(sums_of(bytes)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(self.cannot_spill(bytes.len(), &e))
+            }
+        }
     }
 
     fn remove_locked(&self, inner: &mut Inner, key: &str) {
@@ -872,6 +875,7 @@ impl Drop for ResultStore {
 /// A value being written to a spill file as it arrives, for a value too big
 /// for the memory budget: [`ResultStore::adopt`] keeps it once complete;
 /// dropped before that, the file is removed.
+#[derive(Debug)]
 pub struct SpillFile {
     file: u64,
     path: PathBuf,
@@ -884,15 +888,6 @@ pub struct SpillFile {
     /// Whether its first bytes were written over since (see
     /// [`SpillFile::rewrite_start`]): its first block is summed again.
     rewritten: bool,
-}
-
-impl std::fmt::Debug for SpillFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpillFile")
-            .field("path", &self.path)
-            .field("written", &self.written)
-            .finish_non_exhaustive()
-    }
 }
 
 impl SpillFile {
