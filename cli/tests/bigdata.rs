@@ -1053,3 +1053,55 @@ fn a_guest_gather_past_its_memory_limit_is_refused_before_anything_is_fetched() 
     ]);
     assert_eq!(c.ok(&["gather", &big]), format!("\"{}\"", 24 << 20));
 }
+
+/// A `gather` under another client name, which does not hold the key, is
+/// reading a big spilled result when its holder releases it: the worker
+/// removes the file, and the reader still gets all of it, exact (the
+/// worker keeps what a reader began open until it is read).
+#[test]
+fn a_big_result_released_while_another_client_reads_it_is_read_to_its_end() {
+    use std::io::Read;
+    let c = Cluster::start_with(1, 1, &["--memory-budget", "8MiB"]);
+    let made = c.submit("count-bytes", &[&BIG.to_string(), "7"]);
+    c.ok(&["wait", &made]);
+    let spill = c.state.path().join("spill");
+    let spilled = || {
+        std::fs::read_dir(&spill).map_or(0, |workers| {
+            workers
+                .flatten()
+                .filter_map(|w| std::fs::read_dir(w.path()).ok())
+                .flat_map(|files| files.flatten())
+                .count()
+        })
+    };
+    wait_until(Duration::from_secs(30), "the result spilled", || {
+        spilled() == 1
+    });
+    let mut reader = c
+        .cmd()
+        .env("DTASK_CLIENT", "reader")
+        .args(["gather", "-r", &made])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = reader.stdout.take().unwrap();
+    // The reader has begun (and, with nobody reading its stdout, waits).
+    let mut got = vec![0; 1 << 20];
+    out.read_exact(&mut got).unwrap();
+    c.ok(&["release", &made]);
+    wait_until(Duration::from_secs(30), "the spill file removed", || {
+        spilled() == 0
+    });
+    out.read_to_end(&mut got).unwrap();
+    let done = reader.wait_with_output().unwrap();
+    assert!(done.status.success(), "gather: {}", stderr(&done));
+    assert_eq!(got.len(), BIG, "{}", stderr(&done));
+    assert!(
+        got.iter().enumerate().all(|(i, &b)| b == (i + 7) as u8),
+        "the value read differs from the one computed"
+    );
+    // Released for good: a new reader is told so.
+    let after = c.run(&["gather", "-r", &made], "");
+    assert!(!after.status.success());
+}

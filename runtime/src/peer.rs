@@ -117,6 +117,7 @@ pub async fn serve(
             // have its answers pile up here.
             tx.set_limit(DATA_PORT_BACKLOG);
             let mut uploads = Uploads::new(store.clone(), reports);
+            let mut reading = Reading::new(store.clone());
             while let Ok(Some(request)) = rx.recv().await {
                 let sent = match request {
                     ToPeer::Put {
@@ -144,7 +145,7 @@ pub async fn serve(
                         len,
                     } => {
                         let len = len.min(MAX_RANGE);
-                        let (total, bytes) = match store.read(&key, offset, len).await {
+                        let (total, bytes) = match reading.read(key, offset, len).await {
                             Some((total, bytes)) => (Some(total), bytes),
                             None => (None, Bytes::new()),
                         };
@@ -196,6 +197,56 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// The results one data connection is reading range by range
+/// ([`ToPeer::Read`]), held open ([`ResultStore::open`]) from its first
+/// range until its last is read or the connection ends: a result its
+/// holders release meanwhile is still read to its end, as the reader began
+/// it.
+///
+/// [`ResultStore::open`]: crate::worker::store::ResultStore::open
+struct Reading {
+    store: Store,
+    /// Oldest first, at most [`OPEN_READS`].
+    open: std::collections::VecDeque<crate::worker::store::Opened>,
+}
+
+/// Most results one data connection holds open to read (dtask's readers
+/// read one at a time on a connection); past it, the oldest is let go.
+const OPEN_READS: usize = 8;
+
+impl Reading {
+    fn new(store: Store) -> Self {
+        Self {
+            store,
+            open: Default::default(),
+        }
+    }
+
+    /// Up to `len` bytes of `key` from `offset`, and its whole length;
+    /// `None` if it is not held here (or cannot be read).
+    async fn read(&mut self, key: String, offset: u64, len: u64) -> Option<(u64, Bytes)> {
+        let i = match self.open.iter().position(|o| o.key() == key) {
+            Some(i) => i,
+            None => {
+                let opened = self.store.open(&key).await?;
+                if self.open.len() >= OPEN_READS {
+                    self.open.pop_front();
+                }
+                self.open.push_back(opened);
+                self.open.len() - 1
+            }
+        };
+        let opened = &self.open[i];
+        let total = opened.len();
+        let bytes = self.store.read_opened(opened, offset, len).await;
+        // Let go once read to its end (or unreadable).
+        if bytes.is_none() || offset.saturating_add(len) >= total {
+            self.open.remove(i);
+        }
+        Some((total, bytes?))
     }
 }
 
@@ -1060,6 +1111,60 @@ mod tests {
         fetch(&[addr.to_string()], "sesame", key, nbytes)
             .await
             .unwrap()
+    }
+
+    /// A result its holder lets go after a reader's first range (released,
+    /// and its spill file removed) is still read to its end on that
+    /// connection; a new reader finds it gone.
+    #[tokio::test]
+    async fn a_result_released_while_it_is_read_is_read_to_its_end() {
+        // In memory, and spilled (a budget smaller than the value).
+        for budget in [64 << 20, 1 << 20] {
+            let (addr, store, _reports, dir) = port(budget).await;
+            let (key, bytes) = encoded(3 * CHUNK as usize + 12_345);
+            store.insert(key.clone(), bytes.clone()).unwrap();
+            let spill = dir.path().join("spill");
+            let files = || std::fs::read_dir(&spill).map_or(0, |d| d.count());
+            assert_eq!(files(), usize::from(budget < bytes.len()));
+            let (tx, mut rx) = connect(&addr, "sesame").await.unwrap();
+            let mut got = Vec::new();
+            let mut offset = 0;
+            while offset < bytes.len() as u64 {
+                tx.send(ToPeer::Read {
+                    id: offset,
+                    key: key.clone(),
+                    offset,
+                    len: CHUNK,
+                })
+                .unwrap();
+                let Some(FromPeer::Range { total, bytes: b, .. }) = rx.recv().await.unwrap()
+                else {
+                    panic!("no range answered at {offset}");
+                };
+                assert_eq!(total, Some(bytes.len() as u64), "at offset {offset}");
+                got.extend_from_slice(&b);
+                offset += b.len() as u64;
+                if offset == CHUNK {
+                    store.remove(&key);
+                    assert!(!store.holds(&key));
+                    assert_eq!(files(), 0, "the spill file should be removed");
+                }
+            }
+            assert!(got == bytes, "the value read differs from the one held");
+            // Another reader finds it gone.
+            let (tx, mut rx) = connect(&addr, "sesame").await.unwrap();
+            tx.send(ToPeer::Read {
+                id: 1,
+                key: key.clone(),
+                offset: 0,
+                len: CHUNK,
+            })
+            .unwrap();
+            assert!(matches!(
+                rx.recv().await.unwrap(),
+                Some(FromPeer::Range { total: None, .. })
+            ));
+        }
     }
 
     #[tokio::test]

@@ -669,7 +669,18 @@ impl ResultStore {
     /// read from its file one range at a time, never whole (the [`BLOCK`]s
     /// the range touches, to check them).
     pub async fn read(&self, key: &str, offset: u64, len: u64) -> Option<(u64, Bytes)> {
-        let (file, total, sums) = {
+        let opened = self.open(key).await?;
+        let bytes = self.read_opened(&opened, offset, len).await?;
+        Some((opened.len(), bytes))
+    }
+
+    /// The result held as `key`, held open to be read range by range with
+    /// [`read_opened`](Self::read_opened): it stays readable after the
+    /// store lets it go (released, or dropped to disk meanwhile), so a
+    /// reader that began it can finish it. `None` if it is not held (or
+    /// its spill file cannot be opened).
+    pub async fn open(&self, key: &str) -> Option<Opened> {
+        let (file, len, sums) = {
             let mut inner = self.lock();
             inner.tick += 1;
             let tick = inner.tick;
@@ -680,15 +691,49 @@ impl ResultStore {
                 place => {
                     let bytes = place.bytes()?;
                     entry.used = tick;
-                    let (start, end) = range(bytes.len() as u64, offset, len);
-                    return Some((bytes.len() as u64, bytes.slice(start..end)));
+                    return Some(Opened {
+                        key: key.into(),
+                        at: Source::Memory(bytes),
+                    });
                 }
             }
         };
         let path = self.path(file);
+        // Opened outside the lock; a result freed meanwhile reads as absent.
+        match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
+            Ok(Ok(handle)) => Some(Opened {
+                key: key.into(),
+                at: Source::Disk {
+                    file,
+                    handle: Arc::new(handle),
+                    len,
+                    sums,
+                },
+            }),
+            Ok(Err(e)) => self.read_failed(key, file, Some(&e)),
+            Err(_) => None,
+        }
+    }
+
+    /// Up to `len` bytes of `opened` from `offset` (fewer at its end, none
+    /// past it); `None` if its spill file cannot be read, or its bytes
+    /// changed (the result is dropped then, as it is for any failed read).
+    pub async fn read_opened(&self, opened: &Opened, offset: u64, len: u64) -> Option<Bytes> {
+        let (file, handle, total, sums) = match &opened.at {
+            Source::Memory(bytes) => {
+                let (start, end) = range(bytes.len() as u64, offset, len);
+                return Some(bytes.slice(start..end));
+            }
+            Source::Disk {
+                file,
+                handle,
+                len,
+                sums,
+            } => (*file, handle.clone(), *len, sums.clone()),
+        };
         let (start, end) = range(total, offset, len);
         if start == end {
-            return Some((total, Bytes::new()));
+            return Some(Bytes::new());
         }
         // Whole blocks, to check them.
         let first = start / BLOCK;
@@ -696,23 +741,19 @@ impl ResultStore {
             first * BLOCK,
             (end.div_ceil(BLOCK) * BLOCK).min(total as usize),
         );
-        // Read outside the lock; a result freed meanwhile reads as absent.
         let read = tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Seek};
-            let mut file = std::fs::File::open(path)?;
-            file.seek(std::io::SeekFrom::Start(from as u64))?;
+            use std::os::unix::fs::FileExt;
             let mut buf = vec![0; to - from];
-            file.read_exact(&mut buf)?;
+            handle.read_exact_at(&mut buf, from as u64)?;
             Ok::<_, std::io::Error>(buf)
         })
         .await;
         match read {
             Ok(Ok(buf)) if matches_sums(&buf, &sums, first) => {
-                let buf = Bytes::from(buf);
-                Some((total, buf.slice(start - from..end - from)))
+                Some(Bytes::from(buf).slice(start - from..end - from))
             }
-            Ok(Ok(_)) => self.read_failed(key, file, None),
-            Ok(Err(e)) => self.read_failed(key, file, Some(&e)),
+            Ok(Ok(_)) => self.read_failed(&opened.key, file, None),
+            Ok(Err(e)) => self.read_failed(&opened.key, file, Some(&e)),
             Err(_) => None,
         }
     }
@@ -869,6 +910,46 @@ fn running(pid: i32) -> bool {
 impl Drop for ResultStore {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A result held open for reading ([`ResultStore::open`]): its bytes in
+/// memory, or its spill file open (a file removed when the store lets the
+/// result go stays readable through it), until this is dropped.
+#[derive(Debug)]
+pub struct Opened {
+    key: Box<str>,
+    at: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    Memory(Bytes),
+    Disk {
+        file: u64,
+        handle: Arc<std::fs::File>,
+        len: u64,
+        sums: Sums,
+    },
+}
+
+impl Opened {
+    /// The key it was opened as.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Its whole length in bytes.
+    pub fn len(&self) -> u64 {
+        match &self.at {
+            Source::Memory(b) => b.len() as u64,
+            Source::Disk { len, .. } => *len,
+        }
+    }
+
+    /// Whether it has no bytes (no value encodes to none).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
