@@ -126,3 +126,65 @@ fn a_freed_slot_goes_to_the_highest_priority_task_waiting_on_the_worker() {
         .collect();
     assert_eq!(order, ["99", "1", "2", "3", "4"]);
 }
+
+/// A worker whose pooled instances are all held by tasks waiting in host
+/// calls tells the scheduler: a task sent there runs on the other worker
+/// instead of waiting for an instance (until this, it failed after 30 s),
+/// and once the waiting tasks end the worker takes work again.
+#[test]
+fn a_task_sent_to_a_worker_out_of_instances_runs_on_another() {
+    let c = Cluster::start_with(2, 1, &["--instances", "2"]);
+    worker_addresses(&c, 2);
+    let names: Vec<String> = json_lines(&c.ok(&["workers", "--json"]))
+        .iter()
+        .map(|w| w["name"].as_str().unwrap().to_string())
+        .collect();
+    let (a, b) = (&names[0], &names[1]);
+    // Two tasks on `a` wait for queue items, each holding one of its two
+    // instances (their slot given back).
+    let waiting: Vec<String> = ["gate-1", "gate-2"]
+        .iter()
+        .map(|q| {
+            c.ok(&[
+                "submit",
+                "--workers",
+                a,
+                dtask_guests::COORD_WASM,
+                "take",
+                q,
+            ])
+        })
+        .collect();
+    wait_until(
+        Duration::from_secs(20),
+        "both waiting tasks to begin",
+        || {
+            waiting
+                .iter()
+                .all(|k| json_lines(&c.ok(&["status", "--json", k]))[0]["started"].is_string())
+        },
+    );
+    // Sent to `a` (it prefers it, and `a`'s one slot is free), it cannot
+    // begin there: it runs on `b`.
+    let x = c.ok(&[
+        "submit",
+        "--workers",
+        a,
+        "--allow-other-workers",
+        tasks_wasm(),
+        "inc",
+        "41",
+    ]);
+    let out = c.run(&["gather", &x], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "42");
+    let ran_on = &json_lines(&c.ok(&["status", "--json", &x]))[0]["worker"];
+    assert_eq!(ran_on.as_str(), Some(b.as_str()));
+    // The waiting tasks end, and `a` takes a task that must run there.
+    for (q, k) in ["gate-1", "gate-2"].iter().zip(&waiting) {
+        c.ok(&["queue", "put", q, "7"]);
+        assert_eq!(c.ok(&["gather", k]), "7");
+    }
+    let y = c.ok(&["submit", "--workers", a, tasks_wasm(), "inc", "1"]);
+    assert_eq!(c.ok(&["gather", &y]), "2");
+}

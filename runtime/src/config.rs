@@ -177,6 +177,9 @@ pub struct WorkerDefaults {
     pub keep_task_memory: Option<String>,
     /// Steps of the clocks tasks read, e.g. `"1ms"`; `"0"` for the host's.
     pub clock_resolution: Option<String>,
+    /// Pooled task instances (tasks running or waiting in host calls, and
+    /// actors, at once).
+    pub instances: Option<u32>,
 }
 
 /// `[task]` in `dtask.toml`.

@@ -1137,7 +1137,9 @@ mod tests {
                     len: CHUNK,
                 })
                 .unwrap();
-                let Some(FromPeer::Range { total, bytes: b, .. }) = rx.recv().await.unwrap()
+                let Some(FromPeer::Range {
+                    total, bytes: b, ..
+                }) = rx.recv().await.unwrap()
                 else {
                     panic!("no range answered at {offset}");
                 };

@@ -178,6 +178,14 @@ pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
         src(w.keep_task_memory.is_some()),
     ));
     rows.push((
+        "worker.instances".into(),
+        w.instances.map_or_else(
+            || "8 per slot + 256, at most 2000".into(),
+            |n| n.to_string(),
+        ),
+        src(w.instances.is_some()),
+    ));
+    rows.push((
         "worker.clock-resolution".into(),
         w.clock_resolution.clone().unwrap_or_else(|| {
             humantime::format_duration(dtask_runtime::worker::sandbox::CLOCK_RESOLUTION).to_string()

@@ -86,6 +86,13 @@ pub struct WorkerFlags {
     /// 100us, or `worker.clock-resolution` in dtask.toml].
     #[arg(long, value_parser = super::parse_duration, value_name = "DUR")]
     pub clock_resolution: Option<std::time::Duration>,
+    /// Tasks that may hold a sandboxed instance at once: those running,
+    /// those waiting in a gather of subtasks, a queue get or a lock, and
+    /// actors. Tasks past it wait for one, and the scheduler sends new
+    /// work to other workers meanwhile [default: 8 per slot + 256, at most
+    /// 2000, or `worker.instances` in dtask.toml].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub instances: Option<u32>,
 }
 
 impl WorkerFlags {
@@ -120,6 +127,9 @@ impl WorkerFlags {
         }
         if let Some(c) = self.clock_resolution {
             v.push(format!("--clock-resolution={}ns", c.as_nanos()).into());
+        }
+        if let Some(n) = self.instances {
+            v.push(format!("--instances={n}").into());
         }
         v
     }
@@ -221,6 +231,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
             timeout: a.task_timeout,
             keep_resident,
             clock_resolution,
+            instances: a.instances.or(defaults.instances),
         },
         resources,
         reconnect_grace,

@@ -137,6 +137,8 @@ struct Shared {
     /// Inputs fetched from other workers, and their bytes, ever.
     fetched: std::sync::atomic::AtomicU64,
     fetched_bytes: std::sync::atomic::AtomicU64,
+    /// Tasks waiting for a pooled instance (see [`run::Starving`]).
+    starving: Mutex<usize>,
 }
 
 /// A worker's tasks in hand and the `seq` of the last `Run` that brought
@@ -272,6 +274,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         logs,
         fetched: Default::default(),
         fetched_bytes: Default::default(),
+        starving: Default::default(),
     });
     tokio::spawn(heartbeats(Arc::downgrade(&shared)));
     loop {

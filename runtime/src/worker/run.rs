@@ -244,7 +244,13 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
             // Nor its room to fetch inputs, which the tasks holding
             // instances may wait on.
             drop(room.take());
-            let instance = shared.sandbox.instance(&task.key, timeout).await?;
+            // Told, the scheduler sends tasks elsewhere meanwhile, and
+            // takes back those waiting here for a worker that can begin
+            // them.
+            let instance = {
+                let _starving = Starving::begin(shared);
+                shared.sandbox.instance(&task.key, timeout).await?
+            };
             slot = shared.slots.acquire(task.priority).await;
             instance
         }
@@ -300,6 +306,38 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
 
 /// Constructs an actor and serves its calls, one at a time, until it is
 /// dropped.
+/// A task waiting for a pooled instance, every one being held, counted
+/// while this lives: the first to wait and the last to stop tell the
+/// scheduler ([`ToScheduler::Starved`]), under the count's lock so that
+/// the two never arrive out of order.
+pub(super) struct Starving<'a>(&'a Shared);
+
+impl<'a> Starving<'a> {
+    fn begin(shared: &'a Shared) -> Self {
+        let mut n = shared.starving.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        if *n == 1 {
+            let _ = shared
+                .to_scheduler
+                .send(ToScheduler::Starved { starved: true });
+        }
+        Self(shared)
+    }
+}
+
+impl Drop for Starving<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.starving.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            let _ = self
+                .0
+                .to_scheduler
+                .send(ToScheduler::Starved { starved: false });
+        }
+    }
+}
+
 pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
     let key = spec.key.clone();
     let built = async {

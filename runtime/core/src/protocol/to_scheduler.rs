@@ -321,6 +321,14 @@ pub enum ToScheduler {
         /// The tasks given back.
         keys: Vec<String>,
     },
+    /// From a worker: tasks here wait for a pooled instance, every one
+    /// being held (by tasks waiting in a gather, a queue get, a lock…, and
+    /// by actors), so the tasks sent here cannot begin (`true`); or none
+    /// waits any more (`false`). Sent as that changes.
+    Starved {
+        /// Whether tasks wait for an instance.
+        starved: bool,
+    },
     /// From a worker: a call trapped in an actor, whose instance takes no
     /// more calls.
     ActorBroken {

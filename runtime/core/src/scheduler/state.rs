@@ -512,6 +512,7 @@ impl Scheduler {
                         fetched: (0, 0),
                         heartbeat_ms: self.activity.now_ms,
                         runs_sent: 0,
+                        starved: false,
                     },
                 );
                 self.balance_now = true;
@@ -648,6 +649,13 @@ impl Scheduler {
                 }
             }
             Input::Stolen { worker, keys } => self.stolen(worker, keys, &mut out),
+            Input::WorkerStarved { worker, starved } => {
+                if let Some(mut w) = self.workers.get_mut(&worker) {
+                    w.starved = starved;
+                }
+                // Its queued tasks may go to a worker that can begin them.
+                self.balance_now = true;
+            }
             Input::Started { worker, keys } => {
                 if let Some(mut w) = self.workers.get_mut(&worker) {
                     for key in &keys {

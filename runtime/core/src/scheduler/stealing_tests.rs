@@ -255,3 +255,36 @@ fn a_task_given_back_after_its_input_was_lost_waits_for_the_input_again() {
     let moved: Vec<String> = runs(&cmds).into_iter().map(|(_, k)| k).collect();
     assert!(!moved.is_empty(), "nothing ran once x was back: {cmds:?}");
 }
+
+#[test]
+fn a_worker_starved_of_instances_takes_no_tasks_and_gives_back_those_queued() {
+    let starved = |worker, starved| Input::WorkerStarved { worker, starved };
+    let mut s = setup(&[(10, 1), (11, 1)]);
+    s.set_clock(1_000);
+    // A task on 10 waits in a host call, its slot given back (its instance
+    // kept).
+    submit(&mut s, vec![on_10("parent", "p", false)]);
+    s.handle(started(10, "parent"));
+    s.handle(Input::Seceded {
+        worker: 10,
+        key: "parent".into(),
+    });
+    // 10 and 11 both idle: the lowest id takes the next task.
+    let cmds = submit(&mut s, vec![spec("x", vec![val(1)])]);
+    assert_eq!(runs(&cmds), vec![(10, "x".to_string())]);
+    // It cannot begin there: 10 has no instance free. It is asked back at
+    // once, whatever its runs take, and goes to 11.
+    let cmds = s.handle(starved(10, true));
+    assert_eq!(steals(&cmds), vec![(10, string(&["x"]))]);
+    let cmds = stolen(&mut s, 10, &["x"]);
+    assert_eq!(runs(&cmds), vec![(11, "x".to_string())]);
+    // While starved, 10 takes nothing, though it is the less loaded.
+    let cmds = submit(&mut s, vec![spec("y", vec![val(2)])]);
+    assert_eq!(runs(&cmds), vec![(11, "y".to_string())]);
+    // Both starved: tasks wait here, and go as one says it can begin them.
+    s.handle(starved(11, true));
+    let cmds = submit(&mut s, vec![spec("z", vec![val(3)])]);
+    assert!(runs(&cmds).is_empty(), "{cmds:?}");
+    let cmds = s.handle(starved(10, false));
+    assert_eq!(runs(&cmds), vec![(10, "z".to_string())]);
+}

@@ -291,6 +291,10 @@ impl Core {
             ToScheduler::Rejoined { key } if is_worker => Input::Rejoined { worker: from, key },
             ToScheduler::Started { keys } if is_worker => Input::Started { worker: from, keys },
             ToScheduler::Stolen { keys } if is_worker => Input::Stolen { worker: from, keys },
+            ToScheduler::Starved { starved } if is_worker => Input::WorkerStarved {
+                worker: from,
+                starved,
+            },
             ToScheduler::Primitive {
                 id,
                 session,

@@ -141,6 +141,11 @@ pub struct Limits {
     /// to a multiple of this; zero for the host's own precision. Coarse
     /// clocks blunt timing side channels between tasks sharing a worker.
     pub clock_resolution: Duration,
+    /// Pooled component instances: how many tasks may hold one at once,
+    /// running or waiting in a host call (a gather of subtasks, a queue
+    /// get, a lock), with the actors. `None`: 8 per slot and 256 more, at
+    /// most 2,000 ([`pool_size`]).
+    pub instances: Option<u32>,
 }
 
 /// What [`Limits::keep_resident`] is unless set: enough for a small task
@@ -158,6 +163,7 @@ impl Default for Limits {
             timeout: None,
             keep_resident: KEEP_RESIDENT,
             clock_resolution: CLOCK_RESOLUTION,
+            instances: None,
         }
     }
 }
@@ -345,7 +351,8 @@ pub struct Sandbox {
     pool: u32,
 }
 
-/// Component instances each engine's pool holds for `concurrency` slots.
+/// Component instances each engine's pool holds for `concurrency` slots,
+/// unless [`Limits::instances`] says.
 /// Tasks waiting in host calls (a gather of subtasks, a queue get) keep
 /// their instances while their slots run others, so the pool is far
 /// larger than the slot count; unused entries cost only address space.
@@ -414,7 +421,10 @@ impl Tier {
 impl Sandbox {
     /// A sandbox for `concurrency` tasks at once.
     pub fn new(worker_id: &str, limits: Limits, concurrency: u32) -> anyhow::Result<Self> {
-        let pool = pool_size(concurrency);
+        let pool = limits
+            .instances
+            .unwrap_or_else(|| pool_size(concurrency))
+            .max(1);
         let tier = Tier::new(&limits, pool, wasmtime::Strategy::Cranelift)?;
         // Without Winch (a platform it does not support), every module
         // waits for Cranelift.
@@ -480,7 +490,7 @@ impl Sandbox {
                     "no instance came free on worker {} in {wait:?}: all {} of its pooled \
                      instances are held by tasks waiting (in a gather of subtasks, a queue \
                      get, a lock…) and by actors; run fewer such tasks at once per worker, \
-                     or start more workers",
+                     start more workers, or give each more (`dtask worker --instances`)",
                     self.worker_id, self.pool
                 ),
             )),

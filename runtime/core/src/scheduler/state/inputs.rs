@@ -190,6 +190,16 @@ pub enum Input {
         /// The tasks given back.
         keys: Vec<String>,
     },
+    /// A worker's tasks wait for a pooled instance, every one being held
+    /// (`starved`), or none waits any more: see [`ToScheduler::Starved`].
+    ///
+    /// [`ToScheduler::Starved`]: crate::protocol::ToScheduler::Starved
+    WorkerStarved {
+        /// Its worker.
+        worker: WorkerId,
+        /// Whether tasks there wait for an instance.
+        starved: bool,
+    },
     /// Tasks took an execution slot on their worker and began running.
     Started {
         /// Its worker.

@@ -15,6 +15,11 @@
 //! its function's runs take long (judged by how long they took so far), or
 //! when no task has begun on the busy worker for a while, so that the queue
 //! is stalled behind long runs (Dask's stealing weighs the same things).
+//!
+//! A worker whose pooled instances are all held (by tasks waiting in host
+//! calls, and actors) says so ([`Input::WorkerStarved`](super::Input)):
+//! until it says otherwise it takes no tasks, and every task queued there
+//! counts as waiting, worth moving whatever its runs take.
 //! At most one request is in flight per busy worker and per idle one, and
 //! the workers are looked over at most once per millisecond of scheduler
 //! clock, on a heartbeat, or after an answer: never per task.
@@ -66,7 +71,7 @@ impl Scheduler {
         let mut idle: Vec<(WorkerId, usize)> = self
             .workers
             .iter()
-            .filter(|(_, w)| !w.awaiting && w.load() < w.nthreads as usize)
+            .filter(|(_, w)| !w.awaiting && !w.starved && w.load() < w.nthreads as usize)
             .map(|(id, w)| (*id, w.nthreads as usize - w.load()))
             .collect();
         if idle.is_empty() {
@@ -113,7 +118,12 @@ impl Scheduler {
     /// and that are worth moving there, those that would run last first.
     fn worth_moving(&self, victim: WorkerId, thief: WorkerId, want: usize) -> Vec<Key> {
         let (v, t) = (&self.workers[&victim], &self.workers[&thief]);
-        let stalled_s = self.activity.now_ms.saturating_sub(v.began_ms) as f64 / 1e3;
+        // Nothing begins on a worker starved of instances.
+        let stalled_s = if v.starved {
+            f64::INFINITY
+        } else {
+            self.activity.now_ms.saturating_sub(v.began_ms) as f64 / 1e3
+        };
         let mut candidates: Vec<(i32, Reverse<u64>, &Key)> = v
             .queued
             .iter()

@@ -47,10 +47,22 @@ pub(super) struct Worker {
     pub(super) heartbeat_ms: u64,
     /// `Run` commands sent to it so far.
     pub(super) runs_sent: u64,
+    /// Whether its tasks wait for a pooled instance, every one being held
+    /// by tasks waiting in host calls and by actors ([`Input::WorkerStarved`]):
+    /// it takes no tasks then, and those queued there may be stolen.
+    pub(super) starved: bool,
 }
 
 impl LoadKey {
     pub(super) fn of(id: WorkerId, w: &Worker) -> Self {
+        if w.starved {
+            // After every worker that can begin a task.
+            return Self {
+                load: u64::from(u32::MAX),
+                nthreads: 1,
+                id,
+            };
+        }
         Self {
             load: w.load() as u64,
             nthreads: u64::from(w.nthreads.max(1)),
@@ -174,11 +186,15 @@ impl Worker {
     /// Whether it takes another task of those that queue `depth` per
     /// slot (see [`Scheduler::queue_depth`](super::Scheduler::queue_depth)).
     pub(super) fn has_room(&self, depth: usize) -> bool {
-        self.load() < self.capacity(depth)
+        !self.starved && self.load() < self.capacity(depth)
     }
 
-    /// Tasks sent here beyond its slots, which wait for one.
+    /// Tasks sent here beyond its slots, which wait for one (all that
+    /// have not begun, while it is starved of instances).
     pub(super) fn backlog(&self) -> usize {
+        if self.starved {
+            return self.queued.len();
+        }
         self.load()
             .saturating_sub(self.nthreads as usize)
             .min(self.queued.len())
