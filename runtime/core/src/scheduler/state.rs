@@ -741,7 +741,10 @@ fn saturate(n: u32) -> u16 {
 fn lost_error(key: &str) -> TaskError {
     TaskError {
         kind: ErrorKind::Lost,
-        message: format!("the result of {key} was lost with the worker that held it"),
+        message: format!(
+            "the scattered data {key} is lost: no worker holds it any more (the one that held \
+             it died, or could not read it back from its spill file); scatter it again"
+        ),
         stderr: String::new(),
         backtrace: String::new(),
         origin: key.to_string(),

@@ -350,8 +350,8 @@ impl Scheduler {
                     refused.push((
                         key,
                         format!(
-                            "its input {origin}, scattered data, was lost with its worker: \
-                             scatter it again, then retry"
+                            "its input {origin}, scattered data, is lost (no worker holds it \
+                             any more): scatter it again, then retry"
                         ),
                     ));
                     continue;
