@@ -180,11 +180,30 @@ fn a_task_sent_to_a_worker_out_of_instances_runs_on_another() {
     assert_eq!(stdout(&out).trim(), "42");
     let ran_on = &json_lines(&c.ok(&["status", "--json", &x]))[0]["worker"];
     assert_eq!(ran_on.as_str(), Some(b.as_str()));
-    // The waiting tasks end, and `a` takes a task that must run there.
+    // One that must run on `a` waits there for an instance, and `dtask
+    // workers` says `a` has none free.
+    let full = |c: &Cluster| {
+        json_lines(&c.ok(&["workers", "--json"]))
+            .iter()
+            .find(|w| w["name"] == a.as_str())
+            .map(|w| w["instances_full"].as_bool().unwrap())
+            .unwrap()
+    };
+    let y = c.ok(&["submit", "--workers", a, tasks_wasm(), "inc", "1"]);
+    wait_until(
+        Duration::from_secs(20),
+        "`a` to report its instances full",
+        || full(&c),
+    );
+    // The waiting tasks end: it runs there, and `a` takes work again.
     for (q, k) in ["gate-1", "gate-2"].iter().zip(&waiting) {
         c.ok(&["queue", "put", q, "7"]);
         assert_eq!(c.ok(&["gather", k]), "7");
     }
-    let y = c.ok(&["submit", "--workers", a, tasks_wasm(), "inc", "1"]);
     assert_eq!(c.ok(&["gather", &y]), "2");
+    wait_until(Duration::from_secs(20), "`a` to take work again", || {
+        !full(&c)
+    });
+    let z = c.ok(&["submit", "--workers", a, tasks_wasm(), "inc", "2"]);
+    assert_eq!(c.ok(&["gather", &z]), "3");
 }

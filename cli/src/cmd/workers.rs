@@ -6,7 +6,9 @@ use std::io::Write;
 /// List the connected workers: id, address, slots, tasks processing (and
 /// of those, executing), results held and their bytes (and of those,
 /// bytes spilled to disk), the memory limit per task in MiB, how many
-/// times a worker died and was started again in its place, resources.
+/// times a worker died and was started again in its place, resources;
+/// with --json also whether its pooled instances are all held
+/// (`instances_full`: it takes no new tasks until one is free).
 #[derive(clap::Args)]
 #[command(
     after_help = "Example:\n  dtask workers --json\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
@@ -32,6 +34,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 "processing": w.processing, "executing": w.executing, "holding": w.holding, "nbytes": w.nbytes, "spilled_bytes": w.spilled_bytes,
                 "memory_limit_mib": w.memory_limit >> 20, "restarts": w.restarts,
                 "rss_bytes": w.rss_bytes, "fetched": w.fetched, "fetched_bytes": w.fetched_bytes,
+                "instances_full": w.instances_full,
                 "resources": w.resources.iter().map(|(n, v)| (n.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
             })
             .to_string()

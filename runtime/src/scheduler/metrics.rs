@@ -123,7 +123,7 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
         failed.get_or_create(&function).inc_by(f.failed);
         compute.get_or_create(&function).inc_by(f.compute_seconds);
     }
-    let per_worker: [WorkerGauge; 8] = [
+    let per_worker: [WorkerGauge; 9] = [
         ("dtask_worker_slots", "Execution slots", |w| {
             u64::from(w.nthreads)
         }),
@@ -153,6 +153,11 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
             "dtask_worker_restarts",
             "Times a worker was started in its place",
             |w| u64::from(w.restarts),
+        ),
+        (
+            "dtask_worker_instances_full",
+            "1 while every pooled instance is held and tasks wait for one (the worker takes no new tasks)",
+            |w| u64::from(w.instances_full),
         ),
     ];
     for (name, help, value) in per_worker {

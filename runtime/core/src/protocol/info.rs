@@ -89,6 +89,11 @@ pub struct WorkerInfo {
     /// Seconds its task runs took, in all (instantiate and call, as the
     /// scheduler saw them begin and end).
     pub compute_seconds: f64,
+    /// Whether its tasks wait for a pooled instance, every one being held
+    /// by tasks waiting in host calls and by actors: it takes no new tasks
+    /// meanwhile (`dtask worker --instances` gives it more).
+    #[serde(default)]
+    pub instances_full: bool,
 }
 
 /// When a task was submitted, began and ended (ms since the Unix epoch, by

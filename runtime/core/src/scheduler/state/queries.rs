@@ -92,6 +92,7 @@ impl Scheduler {
                 fetched: w.fetched.0,
                 fetched_bytes: w.fetched.1,
                 compute_seconds: self.worker_seconds(*id),
+                instances_full: w.starved,
             })
             .collect();
         v.sort_by_key(|w| w.id);
