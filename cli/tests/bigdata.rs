@@ -1105,3 +1105,54 @@ fn a_big_result_released_while_another_client_reads_it_is_read_to_its_end() {
     let after = c.run(&["gather", "-r", &made], "");
     assert!(!after.status.success());
 }
+
+/// A big list (a million word counts) prints as JSON an element at a time:
+/// the same line rendering the whole value gives, plain, as a `--json`
+/// line and after its key in `as-completed`, without the client holding
+/// the list (held whole, with its JSON tree, it took hundreds of MiB).
+#[test]
+fn a_big_list_prints_as_json_an_element_at_a_time() {
+    let c = Cluster::start(1, 1);
+    // A million different words of five letters.
+    let words: Vec<String> = (0..1_000_000u32)
+        .map(|mut n| {
+            (0..5)
+                .map(|_| {
+                    let letter = char::from(b'a' + (n % 26) as u8);
+                    n /= 26;
+                    letter
+                })
+                .collect()
+        })
+        .collect();
+    let out = c.run(
+        &["submit", tasks_wasm(), "word-count", "-"],
+        &words.join(" "),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = stdout(&out).trim().to_string();
+    let mut counts: Vec<(String, u32)> = words.into_iter().map(|w| (w, 1)).collect();
+    counts.sort();
+    let want = serde_json::to_string(&counts).unwrap();
+    drop(counts);
+    let (got, peak) = run_measured(&c, &["gather", &key]);
+    eprintln!(
+        "gather of a {} KiB list as JSON: client peak RSS {peak} MiB",
+        want.len() >> 10
+    );
+    assert!(
+        got == format!("{want}\n").as_bytes(),
+        "the list printed differs"
+    );
+    assert!(peak < 64, "the client peaked at {peak} MiB for the list");
+    let (got, _) = run_measured(&c, &["gather", "--json", &key]);
+    let line: serde_json::Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(line["key"], key);
+    assert!(
+        line["result"].to_string() == want,
+        "the --json line differs"
+    );
+    let (got, peak) = run_measured(&c, &["as-completed", "--with-results", &key]);
+    assert!(got == format!("{key}\t{want}\n").as_bytes());
+    assert!(peak < 64, "as-completed peaked at {peak} MiB for the list");
+}

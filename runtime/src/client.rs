@@ -39,7 +39,7 @@ use reconnect::*;
 
 pub use actors::{Actor, ActorOptions};
 pub use primitives::{Event, Item, Lock, Queue, Semaphore, Subscription, Variable};
-pub use results::{Payload, Streamed, decoded};
+pub use results::{Payload, Piece, Streamed, decoded};
 
 use crate::connection::{self, Sender};
 use crate::key;

@@ -199,6 +199,9 @@ fn escape_json(s: &str, into: &mut Vec<u8>) {
     into.extend_from_slice(&bytes[start..]);
 }
 
+/// Bytes of an array's rendered elements written out at once.
+const ITEMS_BATCH: usize = 64 << 10;
+
 /// What [`write_streamed`] writes around a streamed value: what goes
 /// before it, and what after a byte string or a string.
 pub struct Frame {
@@ -248,9 +251,9 @@ impl Frame {
 
 /// Writes the finished result `key` (at `at`) to `out` as it arrives,
 /// range by range, never holding it whole: a byte string or string as
-/// [`render`] prints it (JSON, or raw with `raw`), framed by `frame`. Any
-/// other value is gathered whole and handed back unwritten, for the
-/// caller to print. The outer error is output that cannot be written, or
+/// [`render`] prints it (JSON, or raw with `raw`), an array as JSON an
+/// element at a time (each held alone), framed by `frame`. Any other value
+/// is gathered whole and handed back unwritten, for the caller to print. The outer error is output that cannot be written, or
 /// a result lost after part of it was written: then its line is ended
 /// (but for raw bytes), and nothing more may go on it or after it.
 pub async fn write_streamed(
@@ -262,7 +265,7 @@ pub async fn write_streamed(
     raw: bool,
     frame: &Frame,
 ) -> Result<Result<Option<Value>, dtask_runtime::client::ClientError>, Failure> {
-    use dtask_runtime::client::Streamed;
+    use dtask_runtime::client::{Piece, Streamed};
     let mut failed: Option<std::io::Error> = None;
     let mut write = |bytes: &[u8]| {
         progress.suspend(|| out.write_all(bytes)).map_err(|e| {
@@ -273,23 +276,54 @@ pub async fn write_streamed(
     };
     let mut buf = Vec::new();
     let mut encoder: Option<Streaming> = None;
+    // Elements of an array written so far (each rendered as it comes).
+    let mut items = 0u64;
     let streamed = client
-        .stream_value(key, at, |range| {
-            let encoder = encoder.get_or_insert_with(|| {
-                let encoder = Streaming::new(range.text, raw);
-                buf.extend_from_slice(&frame.before);
-                buf.extend_from_slice(encoder.open());
-                encoder
-            });
-            encoder.encode(range.bytes, &mut buf);
-            let written = write(&buf);
-            buf.clear();
-            written
+        .stream_pieces(key, at, true, |piece| match piece {
+            Piece::Payload(range) => {
+                let encoder = encoder.get_or_insert_with(|| {
+                    let encoder = Streaming::new(range.text, raw);
+                    buf.extend_from_slice(&frame.before);
+                    buf.extend_from_slice(encoder.open());
+                    encoder
+                });
+                encoder.encode(range.bytes, &mut buf);
+                let written = write(&buf);
+                buf.clear();
+                written
+            }
+            Piece::Item(v) => {
+                if items == 0 {
+                    buf.extend_from_slice(&frame.before);
+                    buf.push(b'[');
+                } else {
+                    buf.push(b',');
+                }
+                items += 1;
+                serde_json::to_writer(&mut buf, &value::value_to_json(&v))
+                    .map_err(|e| e.to_string())?;
+                // Written a batch at a time, not an element at a time.
+                if buf.len() < ITEMS_BATCH {
+                    return Ok(());
+                }
+                let written = write(&buf);
+                buf.clear();
+                written
+            }
         })
         .await;
-    let started = encoder.is_some();
+    let started = encoder.is_some() || items > 0;
     let written = match streamed {
         Ok(Streamed::Other(v)) => Ok(Ok(Some(v))),
+        Ok(Streamed::Items) => {
+            if items == 0 {
+                buf.extend_from_slice(&frame.before);
+                buf.push(b'[');
+            }
+            buf.push(b']');
+            buf.extend_from_slice(&frame.after_text);
+            write(&buf).map(|()| Ok(None))
+        }
         Ok(kind) => {
             let text = matches!(kind, Streamed::Text);
             let mut encoder = encoder.unwrap_or_else(|| {
@@ -307,7 +341,12 @@ pub async fn write_streamed(
             write(&buf).map(|()| Ok(None))
         }
         Err(e) if started => {
-            if !raw {
+            // The line is ended, but for raw bytes (an array's elements
+            // still waiting here go with it).
+            if items > 0 {
+                buf.push(b'\n');
+                let _ = write(&buf);
+            } else if !raw {
                 let _ = write(b"\n");
             }
             Err(e.to_string())

@@ -196,6 +196,13 @@ impl Client {
                 })?)
             }
             Streamed::Other(v) => v,
+            // Not asked for (stream_value gathers arrays whole).
+            Streamed::Items => {
+                return Err(ClientError::Data {
+                    key: key.to_string(),
+                    reason: "an array streamed where it was to be gathered whole".into(),
+                });
+            }
         })
     }
 
@@ -211,42 +218,119 @@ impl Client {
         at: &Located,
         mut each: impl FnMut(Payload<'_>) -> Result<(), String>,
     ) -> Result<Streamed, ClientError> {
+        self.stream_pieces(key, at, false, |piece| match piece {
+            Piece::Payload(p) => each(p),
+            Piece::Item(_) => Err("an array's element, which was not asked for".into()),
+        })
+        .await
+    }
+
+    /// [`Client::stream_value`], and with `items` an array's elements too:
+    /// each decoded as it arrives ([`Piece::Item`], in order), never the
+    /// whole array held (an element is held whole, alone). A value lost
+    /// before any of it went to `each` is read again from its next copy.
+    pub async fn stream_pieces(
+        &self,
+        key: &str,
+        at: &Located,
+        items: bool,
+        mut each: impl FnMut(Piece<'_>) -> Result<(), String>,
+    ) -> Result<Streamed, ClientError> {
         enum State {
             Start,
-            Payload { len: u64, text: bool },
+            Payload {
+                len: u64,
+                text: bool,
+            },
+            /// Elements still to come, and the bytes of the next ones.
+            Items {
+                left: u64,
+                next: Vec<u8>,
+                given: bool,
+            },
             Other(Vec<u8>),
         }
+        let bad = |why: String| ClientError::Data {
+            key: key.to_string(),
+            reason: format!("its result is not valid MessagePack: {why}"),
+        };
         let mut at = Cow::Borrowed(at);
         let mut tries = 0;
         let mut state;
         loop {
             state = State::Start;
+            let mut invalid = None;
             let streamed = self
                 .stream_encoded(key, &at, |total, chunk| {
+                    let mut chunk = chunk;
                     if let State::Start = state {
                         // The first range holds the whole header: it is the whole
                         // value or megabytes of it.
                         match value::head(chunk) {
                             Head::Payload { at, len, text } if at as u64 + len == total => {
                                 state = State::Payload { len, text };
-                                return each(Payload {
+                                return each(Piece::Payload(Payload {
                                     len,
                                     text,
                                     bytes: &chunk[at..],
-                                });
+                                }));
                             }
-                            _ => {
-                                state =
-                                    State::Other(Vec::with_capacity(total.min(1 << 30) as usize))
-                            }
+                            _ => match value::array_head(chunk) {
+                                Some((left, at)) if items => {
+                                    chunk = &chunk[at..];
+                                    state = State::Items {
+                                        left,
+                                        next: Vec::new(),
+                                        given: false,
+                                    };
+                                }
+                                _ => {
+                                    state = State::Other(Vec::with_capacity(
+                                        total.min(1 << 30) as usize
+                                    ))
+                                }
+                            },
                         }
                     }
                     match &mut state {
-                        State::Payload { len, text } => each(Payload {
+                        State::Payload { len, text } => each(Piece::Payload(Payload {
                             len: *len,
                             text: *text,
                             bytes: chunk,
-                        }),
+                        })),
+                        State::Items { left, next, given } => {
+                            next.extend_from_slice(chunk);
+                            let mut used = 0;
+                            while *left > 0 {
+                                let rest = &next[used..];
+                                let n = match value::encoded_len(rest) {
+                                    Ok(Some(n)) => n,
+                                    Ok(None) => break,
+                                    Err(e) => {
+                                        invalid = Some(e.to_string());
+                                        return Err(e.to_string());
+                                    }
+                                };
+                                let item = match value::decode(&rest[..n]) {
+                                    // One level deeper inside the array.
+                                    Ok(v) if value::nesting(&v) < value::MAX_DECODE_DEPTH => v,
+                                    Ok(_) => {
+                                        invalid = Some("nested too deeply".into());
+                                        return Err("nested too deeply".into());
+                                    }
+                                    Err(e) => {
+                                        invalid = Some(e.to_string());
+                                        return Err(e.to_string());
+                                    }
+                                };
+                                used += n;
+                                *left -= 1;
+                                *given = true;
+                                each(Piece::Item(item))?;
+                            }
+                            next.drain(..used);
+                            Ok(())
+                        }
                         State::Other(buf) => {
                             buf.extend_from_slice(chunk);
                             Ok(())
@@ -255,12 +339,17 @@ impl Client {
                     }
                 })
                 .await;
+            if let Some(why) = invalid {
+                return Err(bad(why));
+            }
             match streamed {
                 Ok(()) => break,
-                // Nothing went to `each` (a value gathered whole here): from
-                // its next copy, all of it again.
+                // Nothing went to `each` (a value gathered whole here, or
+                // an array none of whose elements had come): from its next
+                // copy, all of it again.
                 Err(ClientError::Data { reason, .. })
-                    if !matches!(state, State::Payload { .. }) =>
+                    if matches!(state, State::Other(_) | State::Start)
+                        || matches!(state, State::Items { given: false, .. }) =>
                 {
                     at = Cow::Owned(self.relocate(key, &mut tries, reason).await?);
                 }
@@ -270,6 +359,11 @@ impl Client {
         match state {
             State::Payload { text: false, .. } | State::Start => Ok(Streamed::Bytes),
             State::Payload { text: true, .. } => Ok(Streamed::Text),
+            State::Items { left: 0, next, .. } if next.is_empty() => Ok(Streamed::Items),
+            State::Items { left, next, .. } => Err(bad(format!(
+                "it ended {} short of its last {left} elements",
+                value::human_bytes(next.len() as u64)
+            ))),
             State::Other(buf) => decoded(key, buf.into()).map(Streamed::Other),
         }
     }
@@ -587,6 +681,15 @@ pub struct Payload<'a> {
     pub bytes: &'a [u8],
 }
 
+/// What [`Client::stream_pieces`] hands its sink.
+#[derive(Debug)]
+pub enum Piece<'a> {
+    /// A range of a byte string's or string's payload.
+    Payload(Payload<'a>),
+    /// The next element of an array, decoded.
+    Item(Value),
+}
+
 /// What [`Client::stream_value`] found a result to be.
 #[derive(Debug)]
 pub enum Streamed {
@@ -594,6 +697,9 @@ pub enum Streamed {
     Bytes,
     /// A string: its UTF-8 went to the sink.
     Text,
+    /// An array: its elements went to the sink, in order
+    /// ([`Client::stream_pieces`] with `items`).
+    Items,
     /// Any other value, decoded whole (nothing went to the sink).
     Other(Value),
 }

@@ -43,7 +43,7 @@ pub(super) fn too_deep() -> ConvertError {
 }
 
 /// How many arrays and maps are nested in `v` at its deepest.
-pub(super) fn nesting(v: &Value) -> usize {
+pub fn nesting(v: &Value) -> usize {
     match v {
         Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
         Value::Map(entries) => {
@@ -215,6 +215,119 @@ pub fn head(first: &[u8]) -> Head {
         len,
         text,
     }
+}
+
+/// The count of elements of an array whose encoding begins `first`, and
+/// where they begin; `None` if it is not an array (or too little of it is
+/// there to tell).
+pub fn array_head(first: &[u8]) -> Option<(u64, usize)> {
+    let (&tag, rest) = first.split_first()?;
+    let width = match tag {
+        0x90..=0x9f => return Some((u64::from(tag & 0x0f), 1)),
+        0xdc => 2,
+        0xdd => 4,
+        _ => return None,
+    };
+    let be = rest.get(..width)?;
+    Some((
+        be.iter().fold(0u64, |n, &b| n << 8 | u64::from(b)),
+        1 + width,
+    ))
+}
+
+/// How many bytes the first MessagePack value in `bytes` takes, found
+/// without decoding it (nesting walked with a count per level, never
+/// recursion); `None` if `bytes` ends before it does. An error for a byte
+/// that begins no value.
+pub fn encoded_len(bytes: &[u8]) -> Result<Option<usize>, ConvertError> {
+    // Values still to be read at each open level (the outermost is the one
+    // value asked for).
+    let mut levels: Vec<u64> = vec![1];
+    let mut at = 0usize;
+    let int = |at: usize, width: usize| -> Option<u64> {
+        let be = bytes.get(at..at.checked_add(width)?)?;
+        Some(be.iter().fold(0u64, |n, &b| n << 8 | u64::from(b)))
+    };
+    while let Some(left) = levels.last_mut() {
+        if *left == 0 {
+            levels.pop();
+            continue;
+        }
+        *left -= 1;
+        let Some(&tag) = bytes.get(at) else {
+            return Ok(None);
+        };
+        at += 1;
+        // (bytes after the tag before its body, body length or element
+        // count, whether it counts elements and how many per entry).
+        let (skip, elements): (u64, u64) = match tag {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(tag & 0x0f)),
+            0x90..=0x9f => (0, u64::from(tag & 0x0f)),
+            0xa0..=0xbf => (u64::from(tag & 0x1f), 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xd4..=0xd8 => (1 + (1u64 << (tag - 0xd4)), 0),
+            0xc4 | 0xd9 => match int(at, 1) {
+                Some(n) => (1 + n, 0),
+                None => return Ok(None),
+            },
+            0xc5 | 0xda => match int(at, 2) {
+                Some(n) => (2 + n, 0),
+                None => return Ok(None),
+            },
+            0xc6 | 0xdb => match int(at, 4) {
+                Some(n) => (4 + n, 0),
+                None => return Ok(None),
+            },
+            0xc7 => match int(at, 1) {
+                Some(n) => (2 + n, 0),
+                None => return Ok(None),
+            },
+            0xc8 => match int(at, 2) {
+                Some(n) => (3 + n, 0),
+                None => return Ok(None),
+            },
+            0xc9 => match int(at, 4) {
+                Some(n) => (5 + n, 0),
+                None => return Ok(None),
+            },
+            0xdc => match int(at, 2) {
+                Some(n) => (2, n),
+                None => return Ok(None),
+            },
+            0xdd => match int(at, 4) {
+                Some(n) => (4, n),
+                None => return Ok(None),
+            },
+            0xde => match int(at, 2) {
+                Some(n) => (2, 2 * n),
+                None => return Ok(None),
+            },
+            0xdf => match int(at, 4) {
+                Some(n) => (4, 2 * n),
+                None => return Ok(None),
+            },
+            0xc1 => {
+                return Err(ConvertError::new(
+                    "invalid MessagePack: 0xc1 begins no value",
+                ));
+            }
+        };
+        at = match usize::try_from(skip).ok().and_then(|s| at.checked_add(s)) {
+            Some(end) if end <= bytes.len() => end,
+            _ => return Ok(None),
+        };
+        if elements > 0 {
+            if levels.len() > MAX_DECODE_DEPTH + 1 {
+                return Err(too_deep());
+            }
+            levels.push(elements);
+        }
+    }
+    Ok(Some(at))
 }
 
 /// The payload of MessagePack `bytes` that encode one byte string (`bin`)

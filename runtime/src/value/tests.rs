@@ -660,3 +660,67 @@ fn a_string_header_is_the_one_encoding_writes() {
         assert_eq!(streamed, encode(&Value::from(text)), "{n} bytes");
     }
 }
+
+#[test]
+fn encoded_len_finds_where_each_value_ends_and_waits_for_a_cut_one() {
+    use rmpv::Value as V;
+    let values = vec![
+        V::Nil,
+        V::Boolean(true),
+        V::from(5),
+        V::from(-5),
+        V::from(200),
+        V::from(-200),
+        V::from(70_000),
+        V::from(-70_000),
+        V::from(u64::MAX),
+        V::from(i64::MIN),
+        V::F32(1.5),
+        V::F64(2.5),
+        V::from("short"),
+        V::from("x".repeat(300)),
+        V::from("y".repeat(70_000)),
+        V::Binary(vec![1; 10]),
+        V::Binary(vec![2; 300]),
+        V::Binary(vec![3; 70_000]),
+        V::Ext(1, vec![9]),
+        V::Ext(2, vec![9; 2]),
+        V::Ext(3, vec![9; 4]),
+        V::Ext(4, vec![9; 8]),
+        V::Ext(5, vec![9; 16]),
+        V::Ext(6, vec![9; 3]),
+        V::Ext(7, vec![9; 300]),
+        V::Ext(8, vec![9; 70_000]),
+        V::Array(vec![V::from(1), V::from("two"), V::Array(vec![])]),
+        V::Array((0..20).map(V::from).collect()),
+        V::Array((0..70_000).map(V::from).collect()),
+        V::Map(vec![(V::from("k"), V::Array(vec![V::Nil]))]),
+        V::Map((0..20).map(|i| (V::from(i), V::from(i))).collect()),
+        V::Map((0..70_000).map(|i| (V::from(i), V::Nil)).collect()),
+    ];
+    for v in &values {
+        let bytes = encode(v);
+        assert_eq!(encoded_len(&bytes).unwrap(), Some(bytes.len()), "{v:?}");
+        // Another value after it is not counted.
+        let two = [bytes.as_slice(), &encode(&V::from(7))].concat();
+        assert_eq!(encoded_len(&two).unwrap(), Some(bytes.len()));
+        // Cut anywhere: not yet.
+        for cut in (0..bytes.len()).step_by((bytes.len() / 50).max(1)) {
+            assert_eq!(
+                encoded_len(&bytes[..cut]).unwrap(),
+                None,
+                "{v:?} cut at {cut}"
+            );
+        }
+    }
+    assert!(encoded_len(&[0xc1]).is_err());
+    assert_eq!(
+        array_head(&encode(&V::Array(vec![V::Nil; 3]))),
+        Some((3, 1))
+    );
+    assert_eq!(
+        array_head(&encode(&V::Array(vec![V::Nil; 70_000]))),
+        Some((70_000, 5))
+    );
+    assert_eq!(array_head(&encode(&V::from(1))), None);
+}
