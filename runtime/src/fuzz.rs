@@ -95,6 +95,28 @@ proptest! {
     }
 
     #[test]
+    fn the_length_of_any_bytes_is_found_or_errs_and_agrees_with_decoding(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256)
+    ) {
+        let len = value::encoded_len(&bytes);
+        // What decodes as one value is exactly as long as said.
+        if value::decode(&bytes).is_ok() {
+            prop_assert_eq!(len.as_ref().ok().copied().flatten(), Some(bytes.len()));
+        }
+        if let Ok(Some(n)) = len {
+            prop_assert!(n <= bytes.len());
+        }
+    }
+
+    #[test]
+    fn the_length_of_any_value_is_its_encodings(v in any_value(), cut in any::<usize>()) {
+        let bytes = value::encode(&v);
+        prop_assert_eq!(value::encoded_len(&bytes).unwrap(), Some(bytes.len()));
+        let cut = cut % bytes.len();
+        prop_assert_eq!(value::encoded_len(&bytes[..cut]).unwrap(), None);
+    }
+
+    #[test]
     fn values_round_trip_through_messagepack(v in any_value()) {
         let back = value::decode(&value::encode(&v)).expect("an encoded value decodes");
         // NaN is not equal to itself; compare encodings instead.
