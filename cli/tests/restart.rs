@@ -355,3 +355,39 @@ fn exporting_a_directory_whose_journal_dtask_cannot_read_is_bad_input() {
     assert!(!stderr(&out).is_empty());
     assert!(out.stdout.is_empty());
 }
+
+/// After a restart, a result that lived on a worker is not computed again
+/// when that worker rejoins and reports it: a task still waiting for it
+/// when the scheduler was killed runs on the reported copy (until this,
+/// the first worker back was sent a recomputation of it at once).
+#[test]
+fn a_result_its_worker_reports_after_a_restart_is_not_computed_again() {
+    let mut p = Pieces::start(1);
+    let tasks = tasks_wasm();
+    // 100,000 bytes: it lives on the worker.
+    let a = p.ok(&["submit", tasks, "count-bytes", "100000", "1"]);
+    p.ok(&["wait", &a]);
+    // The worker's one slot is held; a dependent of `a` waits behind it.
+    let hold = p.ok(&["submit", dtask_guests::COORD_WASM, "busy-until", "gate"]);
+    wait_until(
+        Duration::from_secs(20),
+        "the slot-holding task to begin",
+        || json_lines(&p.ok(&["status", "--json", &hold]))[0]["started"].is_string(),
+    );
+    let b = p.ok(&["submit", tasks, "sum-bytes", &format!("@{a}")]);
+    wait_journal(&p.journal(), &[b.clone()], false);
+    let reruns = |p: &Pieces| {
+        serde_json::from_str::<serde_json::Value>(&p.ok(&["info"])).unwrap()["reruns"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = reruns(&p);
+    p.restart_scheduler();
+    wait_until(Duration::from_secs(30), "the worker to rejoin", || {
+        p.run(&["workers"]).status.success() && p.ok(&["workers"]).lines().count() == 1
+    });
+    p.ok(&["event", "set", "gate"]);
+    let want: u64 = (0..100_000u64).map(|i| (i + 1) % 256).sum();
+    assert_eq!(p.ok(&["gather", &b]), want.to_string());
+    assert_eq!(reruns(&p), before, "a result was computed again");
+}

@@ -270,6 +270,17 @@ pub struct Scheduler {
     /// Scattered keys restored from the journal whose data no worker has
     /// reported yet; lost if none has once the rejoin window closes.
     unreported_scatters: HashSet<String>,
+    /// Results restored from the journal that lived on workers (neither
+    /// inline nor scattered) and that no worker has reported yet: while
+    /// the rejoin settles ([`REJOIN_SETTLE_MS`]), computing them again is
+    /// held off, since the worker holding them is most likely about to
+    /// rejoin and report them.
+    unreported_results: HashSet<String>,
+    /// Of those, the ones asked for meanwhile: computed again once it
+    /// settles, if no worker reported them.
+    deferred: Vec<Key>,
+    /// When the first worker joined since the restore (scheduler clock).
+    rejoin_began_ms: Option<u64>,
     /// Next worker for round-robin scatter.
     scatter_rr: usize,
     /// Queues, variables, locks, semaphores, events and topics.
@@ -481,6 +492,9 @@ impl Scheduler {
                 restarts,
             } => {
                 self.workers_joined += 1;
+                if !self.unreported_results.is_empty() && self.rejoin_began_ms.is_none() {
+                    self.rejoin_began_ms = Some(self.activity.now_ms);
+                }
                 // Tasks no worker could run may fit this one.
                 self.ready
                     .extend(self.no_worker.drain().map(|(k, (p, s))| (p, s, k)));
@@ -680,7 +694,10 @@ impl Scheduler {
                 op,
             } => self.primitive(client, (id, session), task, op, &mut out),
             Input::Publish { topic, message } => self.publish(&topic, message, &mut out),
-            Input::RejoinWindowClosed => self.rejoin_window_closed(&mut out),
+            Input::RejoinWindowClosed => {
+                self.rejoin_settled();
+                self.rejoin_window_closed(&mut out)
+            }
             Input::PrimitiveTimeout { client, id } => {
                 self.primitive_timed_out(client, id, &mut out)
             }
@@ -726,11 +743,23 @@ impl Scheduler {
                 self.fail(&key, lost_error(&gone), &mut out);
             }
         }
+        if self
+            .rejoin_began_ms
+            .is_some_and(|t| self.activity.now_ms >= t + REJOIN_SETTLE_MS)
+        {
+            self.rejoin_settled();
+        }
         self.schedule(&mut out);
         self.balance(&mut out);
         out
     }
 }
+
+/// How long after the first worker joins a restored scheduler the results
+/// that lived on workers wait to be reported before they are computed
+/// again: workers that outlived the scheduler rejoin within a few of their
+/// 100 ms retries, each reporting what it holds as it joins.
+pub const REJOIN_SETTLE_MS: u64 = 1_000;
 
 /// A count as a task keeps it (16 bits: more retries than that never end
 /// anyway).

@@ -1425,25 +1425,55 @@ fn a_broadcast_scatter_fails_when_any_target_dies_before_storing() {
     assert_eq!(s.state("d"), Some(TaskState::Finished));
 }
 
-/// After a restart, a result recomputed on the first worker back is
-/// called off when the worker holding it reports it: that copy stands, and
-/// its dependent runs at once, not after the recomputation.
+/// After a restart, a result that lived on a worker is not computed again
+/// while the workers rejoin: the worker holding it reports it, and its
+/// dependent runs on that copy. Reported only after the rejoin settled (a
+/// second after the first worker joined), the recomputation begun by then
+/// is called off, and the dependent runs at once all the same.
 #[test]
-fn a_recomputation_is_called_off_when_a_rejoining_worker_reports_the_result() {
+fn a_result_a_rejoining_worker_reports_is_not_computed_again() {
     let mut s = setup(&[(10, 1)]);
     submit(
         &mut s,
         vec![spec("a", vec![]), spec("b", vec![fut("a"), val(1)])],
     );
     finish(&mut s, 10, "a", big(1000));
-    let mut r = restored(&s);
-    // Worker 20 is back first: a is recomputed there.
-    assert_eq!(runs(&r.handle(joined(20, 1))), vec![(20, "a".to_string())]);
-    r.handle(joined(10, 1));
-    let cmds = r.handle(Input::WorkerHolds {
-        worker: 10,
+    let holds = |worker| Input::WorkerHolds {
+        worker,
         results: vec![("a".into(), big(1000))],
-    });
+    };
+    let beat = |worker| Input::WorkerHeartbeat {
+        worker,
+        spilled: 0,
+        held: 0,
+        rss: 0,
+        fetched: (0, 0),
+        run_seq: 0,
+        running: vec![],
+    };
+    // Reported while the workers rejoin.
+    let mut r = restored(&s);
+    r.set_clock(5_000);
+    assert!(runs(&r.handle(joined(20, 1))).is_empty());
+    r.handle(joined(10, 1));
+    let cmds = r.handle(holds(10));
+    assert_eq!(runs(&cmds), vec![(10, "b".to_string())], "{cmds:?}");
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::CancelRun { .. })),
+        "{cmds:?}"
+    );
+    assert_eq!(r.stats().reruns, 0);
+    // Reported late: computed again on 20 once the rejoin settled, then
+    // called off.
+    let mut r = restored(&s);
+    r.set_clock(5_000);
+    assert!(runs(&r.handle(joined(20, 1))).is_empty());
+    r.set_clock(5_000 + super::state::REJOIN_SETTLE_MS - 1);
+    assert!(runs(&r.handle(beat(20))).is_empty());
+    r.set_clock(5_000 + super::state::REJOIN_SETTLE_MS);
+    assert_eq!(runs(&r.handle(beat(20))), vec![(20, "a".to_string())]);
+    r.handle(joined(10, 1));
+    let cmds = r.handle(holds(10));
     assert!(
         cmds.contains(&Command::CancelRun {
             worker: 20,
@@ -2105,9 +2135,11 @@ fn a_rejoined_worker_reporting_a_result_it_is_computing_again_is_not_told_to_fre
         name: Some("cli".into()),
         session: 0,
     });
-    // The worker rejoins; someone asks for the result before the worker's
-    // report of what it holds arrives, so it is computed again there.
+    // The worker rejoins; someone asks for the result once the rejoin
+    // settled but before the worker's report of what it holds arrives, so
+    // it is computed again there.
     r.handle(joined(20, 1));
+    r.set_clock(super::state::REJOIN_SETTLE_MS);
     let cmds = r.handle(Input::Watch {
         client: 1,
         keys: vec!["a".into()],

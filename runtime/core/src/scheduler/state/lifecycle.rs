@@ -429,6 +429,11 @@ impl Scheduler {
             if !matches!(t.state, State::Released | State::Lost) || t.is_scattered() {
                 continue;
             }
+            if !self.unreported_results.is_empty() && self.unreported_results.contains(&*k) {
+                // Its worker may yet report it (see `rejoin_settled`).
+                self.deferred.push(k);
+                continue;
+            }
             self.activity.set(&k, t, State::Pending { waiting_on: 0 });
             self.stats.reruns += 1;
             let deps = t.deps.clone();
@@ -445,6 +450,25 @@ impl Scheduler {
         // Inputs were revived after their dependents: count from the end.
         for k in revived.iter().rev() {
             self.requeue(k);
+        }
+    }
+
+    /// The rejoin after a restore has settled: results that lived on
+    /// workers and that none reported are computed again, those asked for
+    /// since first.
+    pub(super) fn rejoin_settled(&mut self) {
+        self.rejoin_began_ms = None;
+        if self.unreported_results.is_empty() {
+            return;
+        }
+        self.unreported_results = HashSet::default();
+        for k in std::mem::take(&mut self.deferred) {
+            let wanted = self.tasks.get(&k).is_some_and(|t| {
+                !t.holders.is_empty() || t.needed_by > 0 || !t.watchers.is_empty()
+            });
+            if wanted {
+                self.recompute(&k);
+            }
         }
     }
 

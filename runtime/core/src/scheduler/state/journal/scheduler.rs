@@ -120,6 +120,8 @@ impl Scheduler {
             SavedState::Finished { inline: None, .. } => {
                 if saved.scattered {
                     self.unreported_scatters.insert(key.to_string());
+                } else {
+                    self.unreported_results.insert(key.to_string());
                 }
                 State::Released
             }
