@@ -375,7 +375,7 @@ fn a_result_its_worker_reports_after_a_restart_is_not_computed_again() {
         || json_lines(&p.ok(&["status", "--json", &hold]))[0]["started"].is_string(),
     );
     let b = p.ok(&["submit", tasks, "sum-bytes", &format!("@{a}")]);
-    wait_journal(&p.journal(), &[b.clone()], false);
+    wait_journal(&p.journal(), std::slice::from_ref(&b), false);
     let reruns = |p: &Pieces| {
         serde_json::from_str::<serde_json::Value>(&p.ok(&["info"])).unwrap()["reruns"]
             .as_u64()
