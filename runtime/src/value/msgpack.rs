@@ -258,63 +258,39 @@ pub fn encoded_len(bytes: &[u8]) -> Result<Option<usize>, ConvertError> {
             return Ok(None);
         };
         at += 1;
-        // (bytes after the tag before its body, body length or element
-        // count, whether it counts elements and how many per entry).
-        let (skip, elements): (u64, u64) = match tag {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
-            0x80..=0x8f => (0, 2 * u64::from(tag & 0x0f)),
-            0x90..=0x9f => (0, u64::from(tag & 0x0f)),
-            0xa0..=0xbf => (u64::from(tag & 0x1f), 0),
-            0xcc | 0xd0 => (1, 0),
-            0xcd | 0xd1 => (2, 0),
-            0xca | 0xce | 0xd2 => (4, 0),
-            0xcb | 0xcf | 0xd3 => (8, 0),
-            0xd4..=0xd8 => (1 + (1u64 << (tag - 0xd4)), 0),
-            0xc4 | 0xd9 => match int(at, 1) {
-                Some(n) => (1 + n, 0),
-                None => return Ok(None),
-            },
-            0xc5 | 0xda => match int(at, 2) {
-                Some(n) => (2 + n, 0),
-                None => return Ok(None),
-            },
-            0xc6 | 0xdb => match int(at, 4) {
-                Some(n) => (4 + n, 0),
-                None => return Ok(None),
-            },
-            0xc7 => match int(at, 1) {
-                Some(n) => (2 + n, 0),
-                None => return Ok(None),
-            },
-            0xc8 => match int(at, 2) {
-                Some(n) => (3 + n, 0),
-                None => return Ok(None),
-            },
-            0xc9 => match int(at, 4) {
-                Some(n) => (5 + n, 0),
-                None => return Ok(None),
-            },
-            0xdc => match int(at, 2) {
-                Some(n) => (2, n),
-                None => return Ok(None),
-            },
-            0xdd => match int(at, 4) {
-                Some(n) => (4, n),
-                None => return Ok(None),
-            },
-            0xde => match int(at, 2) {
-                Some(n) => (2, 2 * n),
-                None => return Ok(None),
-            },
-            0xdf => match int(at, 4) {
-                Some(n) => (4, 2 * n),
-                None => return Ok(None),
-            },
+        // A body of `extra` bytes and the `width`-byte length that begins
+        // it; an array's or map's `width`-byte count, `per` values an entry.
+        let body = |width: usize, extra: u64| int(at, width).map(|n| (extra + n, 0));
+        let counted = |width: usize, per: u64| int(at, width).map(|n| (width as u64, per * n));
+        // (bytes after the tag, values nested in it), if enough is there.
+        let head = match tag {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Some((0, 0)),
+            0x80..=0x8f => Some((0, 2 * u64::from(tag & 0x0f))),
+            0x90..=0x9f => Some((0, u64::from(tag & 0x0f))),
+            0xa0..=0xbf => Some((u64::from(tag & 0x1f), 0)),
+            0xcc | 0xd0 => Some((1, 0)),
+            0xcd | 0xd1 => Some((2, 0)),
+            0xca | 0xce | 0xd2 => Some((4, 0)),
+            0xcb | 0xcf | 0xd3 => Some((8, 0)),
+            0xd4..=0xd8 => Some((1 + (1u64 << (tag - 0xd4)), 0)),
+            0xc4 | 0xd9 => body(1, 1),
+            0xc5 | 0xda => body(2, 2),
+            0xc6 | 0xdb => body(4, 4),
+            0xc7 => body(1, 2),
+            0xc8 => body(2, 3),
+            0xc9 => body(4, 5),
+            0xdc => counted(2, 1),
+            0xdd => counted(4, 1),
+            0xde => counted(2, 2),
+            0xdf => counted(4, 2),
             0xc1 => {
                 return Err(ConvertError::new(
                     "invalid MessagePack: 0xc1 begins no value",
                 ));
             }
+        };
+        let Some((skip, elements)) = head else {
+            return Ok(None);
         };
         at = match usize::try_from(skip).ok().and_then(|s| at.checked_add(s)) {
             Some(end) if end <= bytes.len() => end,

@@ -34,15 +34,7 @@ fn stolen(s: &mut Scheduler, worker: u64, keys: &[&str]) -> Vec<Command> {
 
 /// A heartbeat from the idle worker 11, which has nothing in hand.
 fn heartbeat() -> Input {
-    Input::WorkerHeartbeat {
-        worker: 11,
-        spilled: 0,
-        held: 0,
-        rss: 0,
-        fetched: (0, 0),
-        run_seq: 0,
-        running: vec![],
-    }
+    super::testing::beat(11)
 }
 
 fn string(keys: &[&str]) -> Vec<String> {

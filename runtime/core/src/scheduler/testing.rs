@@ -136,6 +136,19 @@ pub fn erred(s: &Scheduler, worker: u64, key: &str, error: TaskError) -> Input {
     }
 }
 
+/// A heartbeat from `worker`, which has nothing in hand.
+pub fn beat(worker: u64) -> Input {
+    Input::WorkerHeartbeat {
+        worker,
+        spilled: 0,
+        held: 0,
+        rss: 0,
+        fetched: (0, 0),
+        run_seq: 0,
+        running: vec![],
+    }
+}
+
 pub fn started(worker: u64, key: &str) -> Input {
     Input::Started {
         worker,

@@ -1442,15 +1442,6 @@ fn a_result_a_rejoining_worker_reports_is_not_computed_again() {
         worker,
         results: vec![("a".into(), big(1000))],
     };
-    let beat = |worker| Input::WorkerHeartbeat {
-        worker,
-        spilled: 0,
-        held: 0,
-        rss: 0,
-        fetched: (0, 0),
-        run_seq: 0,
-        running: vec![],
-    };
     // Reported while the workers rejoin.
     let mut r = restored(&s);
     r.set_clock(5_000);
