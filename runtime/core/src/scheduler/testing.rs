@@ -136,17 +136,23 @@ pub fn erred(s: &Scheduler, worker: u64, key: &str, error: TaskError) -> Input {
     }
 }
 
-/// A heartbeat from `worker`, which has nothing in hand.
-pub fn beat(worker: u64) -> Input {
+/// A heartbeat from `worker`, which got `Run` `run_seq` and has
+/// `running` in hand.
+pub fn heartbeat(worker: u64, run_seq: u64, running: &[&str]) -> Input {
     Input::WorkerHeartbeat {
         worker,
         spilled: 0,
         held: 0,
         rss: 0,
         fetched: (0, 0),
-        run_seq: 0,
-        running: vec![],
+        run_seq,
+        running: running.iter().map(|k| k.to_string()).collect(),
     }
+}
+
+/// A heartbeat from `worker`, which has nothing in hand.
+pub fn beat(worker: u64) -> Input {
+    heartbeat(worker, 0, &[])
 }
 
 pub fn started(worker: u64, key: &str) -> Input {

@@ -1008,18 +1008,6 @@ fn a_retried_task_whose_input_was_lost_meanwhile_waits_for_it_again() {
     assert_eq!(s.state("b"), Some(TaskState::Finished));
 }
 
-fn heartbeat(worker: u64, run_seq: u64, running: &[&str]) -> Input {
-    Input::WorkerHeartbeat {
-        worker,
-        spilled: 0,
-        held: 0,
-        rss: 0,
-        fetched: (0, 0),
-        run_seq,
-        running: running.iter().map(|k| k.to_string()).collect(),
-    }
-}
-
 fn syncs(cmds: &[Command]) -> Vec<(u64, u64)> {
     cmds.iter()
         .filter_map(|c| match c {
