@@ -1154,3 +1154,33 @@ fn a_big_list_prints_as_json_an_element_at_a_time() {
     assert!(got == format!("{key}\t{want}\n").as_bytes());
     assert!(peak < 64, "as-completed peaked at {peak} MiB for the list");
 }
+
+/// A list whose elements are themselves big lists of small values (each
+/// over a range, so it arrives in pieces) prints exactly as rendering it
+/// whole does.
+#[test]
+fn a_list_of_big_lists_prints_as_rendered_whole() {
+    let c = Cluster::start(1, 1);
+    runtime().block_on(async {
+        let (client, _) = connect_with(&c, tasks_wasm()).await;
+        use dtask_runtime::value::Value;
+        let inner =
+            |n: i64, step: i64| Value::Array((0..n).map(|i| Value::from(i * step)).collect());
+        let value = Value::Array(vec![
+            inner(1_500_000, 1_000),
+            Value::from("between"),
+            inner(2_000_000, -7),
+            Value::Array(vec![]),
+        ]);
+        let want = dtask_runtime::value::value_to_json(&value).to_string();
+        let futures = client.scatter(vec![value], false, vec![]).await.unwrap();
+        let key = futures[0].key().to_string();
+        let out = c.run(&["gather", &key], "");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            out.stdout == format!("{want}\n").as_bytes(),
+            "the list printed differs"
+        );
+        drop(futures);
+    });
+}

@@ -88,9 +88,9 @@ pub struct WorkerFlags {
     pub clock_resolution: Option<std::time::Duration>,
     /// Tasks that may hold a sandboxed instance at once: those running,
     /// those waiting in a gather of subtasks, a queue get or a lock, and
-    /// actors. Tasks past it wait for one, and the scheduler sends new
-    /// work to other workers meanwhile [default: 8 per slot + 256, at most
-    /// 2000, or `worker.instances` in dtask.toml].
+    /// actors; at least --nthreads. Tasks past it wait for one, and the
+    /// scheduler sends new work to other workers meanwhile [default: 8 per
+    /// slot + 256, at most 2000, or `worker.instances` in dtask.toml].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub instances: Option<u32>,
 }

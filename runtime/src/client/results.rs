@@ -247,6 +247,11 @@ impl Client {
                 left: u64,
                 next: Vec<u8>,
                 given: bool,
+                /// Bytes of `next` to wait for before looking for the end
+                /// of an element that was not whole: twice what was there
+                /// when it was last looked for, so that an element of
+                /// many small values is scanned in linear time in all.
+                wait: usize,
             },
             Other(Vec<u8>),
         }
@@ -260,8 +265,11 @@ impl Client {
         loop {
             state = State::Start;
             let mut invalid = None;
+            let mut received = 0u64;
             let streamed = self
                 .stream_encoded(key, &at, |total, chunk| {
+                    received += chunk.len() as u64;
+                    let all_in = received >= total;
                     let mut chunk = chunk;
                     if let State::Start = state {
                         // The first range holds the whole header: it is the whole
@@ -282,6 +290,7 @@ impl Client {
                                         left,
                                         next: Vec::new(),
                                         given: false,
+                                        wait: 0,
                                     };
                                 }
                                 _ => {
@@ -298,14 +307,25 @@ impl Client {
                             text: *text,
                             bytes: chunk,
                         })),
-                        State::Items { left, next, given } => {
+                        State::Items {
+                            left,
+                            next,
+                            given,
+                            wait,
+                        } => {
                             next.extend_from_slice(chunk);
                             let mut used = 0;
                             while *left > 0 {
                                 let rest = &next[used..];
+                                if rest.len() < *wait && !all_in {
+                                    break;
+                                }
                                 let n = match value::encoded_len(rest) {
                                     Ok(Some(n)) => n,
-                                    Ok(None) => break,
+                                    Ok(None) => {
+                                        *wait = rest.len().saturating_mul(2);
+                                        break;
+                                    }
                                     Err(e) => {
                                         invalid = Some(e.to_string());
                                         return Err(e.to_string());
@@ -324,6 +344,7 @@ impl Client {
                                     }
                                 };
                                 used += n;
+                                *wait = 0;
                                 *left -= 1;
                                 *given = true;
                                 each(Piece::Item(item))?;

@@ -112,3 +112,18 @@ fn with_no_worker_an_actor_is_refused_with_a_reason() {
         Command::Send { to: 1, msg: FromScheduler::ActorCreated { result: Err(e), .. } }
             if e.message.contains("no worker"))));
 }
+
+#[test]
+fn a_worker_out_of_pooled_instances_gets_no_new_actor() {
+    let mut s = setup(&[(10, 1), (11, 1)]);
+    s.handle(Input::WorkerStarved {
+        worker: 10,
+        starved: true,
+    });
+    let cmds = s.handle(Input::ActorNew {
+        client: 1,
+        id: 1,
+        spec: spec("a"),
+    });
+    assert_eq!(built(&cmds), vec![(11, "a".to_string())]);
+}

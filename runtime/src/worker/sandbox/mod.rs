@@ -143,8 +143,8 @@ pub struct Limits {
     pub clock_resolution: Duration,
     /// Pooled component instances: how many tasks may hold one at once,
     /// running or waiting in a host call (a gather of subtasks, a queue
-    /// get, a lock), with the actors. `None`: 8 per slot and 256 more, at
-    /// most 2,000 ([`pool_size`]).
+    /// get, a lock), with the actors; never fewer than the slots. `None`: 8
+    /// per slot and 256 more, at most 2,000 ([`pool_size`]).
     pub instances: Option<u32>,
 }
 
@@ -421,10 +421,12 @@ impl Tier {
 impl Sandbox {
     /// A sandbox for `concurrency` tasks at once.
     pub fn new(worker_id: &str, limits: Limits, concurrency: u32) -> anyhow::Result<Self> {
+        // Never fewer than the slots: a task in a slot always finds one,
+        // unless tasks waiting in host calls hold them.
         let pool = limits
             .instances
             .unwrap_or_else(|| pool_size(concurrency))
-            .max(1);
+            .max(concurrency.max(1));
         let tier = Tier::new(&limits, pool, wasmtime::Strategy::Cranelift)?;
         // Without Winch (a platform it does not support), every module
         // waits for Cranelift.

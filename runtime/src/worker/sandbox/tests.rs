@@ -460,3 +460,19 @@ async fn a_task_finding_every_instance_taken_waits_and_then_fails_saying_why() {
     assert_eq!(e.kind, ErrorKind::Timeout);
     assert!(e.message.contains("264 pooled instances"), "{}", e.message);
 }
+
+#[tokio::test]
+async fn a_pool_asked_for_holds_that_many_instances_and_never_fewer_than_the_slots() {
+    let count = |instances, slots| {
+        let limits = Limits {
+            instances: Some(instances),
+            ..Limits::default()
+        };
+        let sandbox = Sandbox::new("t", limits, slots).unwrap();
+        // Kept until all are counted: a permit dropped is free again.
+        let taken: Vec<_> = std::iter::from_fn(|| sandbox.try_instance()).collect();
+        taken.len()
+    };
+    assert_eq!(count(3, 1), 3);
+    assert_eq!(count(2, 4), 4);
+}

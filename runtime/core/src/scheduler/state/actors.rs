@@ -63,7 +63,16 @@ impl Scheduler {
         let chosen = self
             .workers
             .iter()
-            .min_by_key(|(id, w)| (per_worker.get(id).copied().unwrap_or(0), w.load(), **id))
+            // A worker out of pooled instances last: the actor would wait
+            // there for one.
+            .min_by_key(|(id, w)| {
+                (
+                    w.starved,
+                    per_worker.get(id).copied().unwrap_or(0),
+                    w.load(),
+                    **id,
+                )
+            })
             .map(|(id, w)| (*id, w.data_addr.clone()));
         let Some((worker, address)) = chosen else {
             let why = "no worker is connected to hold the actor; start one".to_string();
