@@ -253,9 +253,10 @@ impl Frame {
 /// range by range, never holding it whole: a byte string or string as
 /// [`render`] prints it (JSON, or raw with `raw`), an array as JSON an
 /// element at a time (each held alone), framed by `frame`. Any other value
-/// is gathered whole and handed back unwritten, for the caller to print. The outer error is output that cannot be written, or
-/// a result lost after part of it was written: then its line is ended
-/// (but for raw bytes), and nothing more may go on it or after it.
+/// is gathered whole and handed back unwritten, for the caller to print.
+/// The outer error is output that cannot be written, or a result lost
+/// after part of it was written: then its line is ended (but for raw
+/// bytes), and nothing more may go on it or after it.
 pub async fn write_streamed(
     client: &dtask_runtime::client::Client,
     key: &str,

@@ -320,27 +320,15 @@ impl Client {
                                 if rest.len() < *wait && !all_in {
                                     break;
                                 }
-                                let n = match value::encoded_len(rest) {
-                                    Ok(Some(n)) => n,
+                                let (n, item) = match first_item(rest) {
+                                    Ok(Some(item)) => item,
                                     Ok(None) => {
                                         *wait = rest.len().saturating_mul(2);
                                         break;
                                     }
-                                    Err(e) => {
-                                        invalid = Some(e.to_string());
-                                        return Err(e.to_string());
-                                    }
-                                };
-                                let item = match value::decode(&rest[..n]) {
-                                    // One level deeper inside the array.
-                                    Ok(v) if value::nesting(&v) < value::MAX_DECODE_DEPTH => v,
-                                    Ok(_) => {
-                                        invalid = Some("nested too deeply".into());
-                                        return Err("nested too deeply".into());
-                                    }
-                                    Err(e) => {
-                                        invalid = Some(e.to_string());
-                                        return Err(e.to_string());
+                                    Err(why) => {
+                                        invalid = Some(why.clone());
+                                        return Err(why);
                                     }
                                 };
                                 used += n;
@@ -700,6 +688,21 @@ pub struct Payload<'a> {
     pub text: bool,
     /// This range.
     pub bytes: &'a [u8],
+}
+
+/// The first element of an array's elements in `bytes`, and the bytes it
+/// took; `None` if not all of it is there. An error for bytes that are not
+/// one, or one nested deeper than a value may be inside an array.
+fn first_item(bytes: &[u8]) -> Result<Option<(usize, Value)>, String> {
+    let Some(n) = value::encoded_len(bytes).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let item = value::decode(&bytes[..n]).map_err(|e| e.to_string())?;
+    // One level deeper inside the array.
+    if value::nesting(&item) >= value::MAX_DECODE_DEPTH {
+        return Err("nested too deeply".into());
+    }
+    Ok(Some((n, item)))
 }
 
 /// What [`Client::stream_pieces`] hands its sink.

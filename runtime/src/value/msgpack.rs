@@ -85,17 +85,7 @@ pub fn encode_binary(b: &[u8]) -> bytes::Bytes {
 /// Appends the header [`encode_binary`] gives a byte string of `len` bytes
 /// (the shortest).
 pub fn push_binary_header(out: &mut Vec<u8>, len: u32) {
-    match len {
-        n if n < 1 << 8 => out.extend_from_slice(&[0xc4, n as u8]),
-        n if n < 1 << 16 => {
-            out.push(0xc5);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0xc6);
-            out.extend_from_slice(&n.to_be_bytes());
-        }
-    }
+    push_sized(out, len, [0xc4, 0xc5, 0xc6]);
 }
 
 /// Appends the MessagePack header of a string of `len` bytes, the shortest
@@ -103,16 +93,29 @@ pub fn push_binary_header(out: &mut Vec<u8>, len: u32) {
 pub fn push_str_header(out: &mut Vec<u8>, len: u32) {
     match len {
         n if n < 32 => out.push(0xa0 | n as u8),
-        n if n < 1 << 8 => out.extend_from_slice(&[0xd9, n as u8]),
+        n => push_sized(out, n, [0xd9, 0xda, 0xdb]),
+    }
+}
+
+/// Appends the shortest of the headers `tags` (the 8-, 16- and 32-bit
+/// length forms of a byte string or string) for `len` bytes.
+fn push_sized(out: &mut Vec<u8>, len: u32, [tag8, tag16, tag32]: [u8; 3]) {
+    match len {
+        n if n < 1 << 8 => out.extend_from_slice(&[tag8, n as u8]),
         n if n < 1 << 16 => {
-            out.push(0xda);
+            out.push(tag16);
             out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            out.push(0xdb);
+            out.push(tag32);
             out.extend_from_slice(&n.to_be_bytes());
         }
     }
+}
+
+/// The big-endian unsigned integer `bytes` hold (at most 8 of them).
+fn be_uint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0u64, |n, &b| n << 8 | u64::from(b))
 }
 
 /// Room for a `bin 32` header, the one a byte string of 64 KiB or more
@@ -209,7 +212,7 @@ pub fn head(first: &[u8]) -> Head {
     let Some(be) = first.get(1..1 + width) else {
         return Head::Short;
     };
-    let len = be.iter().fold(0u64, |n, &b| n << 8 | u64::from(b));
+    let len = be_uint(be);
     Head::Payload {
         at: 1 + width,
         len,
@@ -228,11 +231,7 @@ pub fn array_head(first: &[u8]) -> Option<(u64, usize)> {
         0xdd => 4,
         _ => return None,
     };
-    let be = rest.get(..width)?;
-    Some((
-        be.iter().fold(0u64, |n, &b| n << 8 | u64::from(b)),
-        1 + width,
-    ))
+    Some((be_uint(rest.get(..width)?), 1 + width))
 }
 
 /// How many bytes the first MessagePack value in `bytes` takes, found
@@ -244,10 +243,7 @@ pub fn encoded_len(bytes: &[u8]) -> Result<Option<usize>, ConvertError> {
     // value asked for).
     let mut levels: Vec<u64> = vec![1];
     let mut at = 0usize;
-    let int = |at: usize, width: usize| -> Option<u64> {
-        let be = bytes.get(at..at.checked_add(width)?)?;
-        Some(be.iter().fold(0u64, |n, &b| n << 8 | u64::from(b)))
-    };
+    let int = |at: usize, width: usize| bytes.get(at..at.checked_add(width)?).map(be_uint);
     while let Some(left) = levels.last_mut() {
         if *left == 0 {
             levels.pop();

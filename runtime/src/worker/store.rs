@@ -667,7 +667,9 @@ impl ResultStore {
     /// Up to `len` bytes of the result held as `key` from `offset` (fewer
     /// at its end, none past it), and its whole length. A spilled result is
     /// read from its file one range at a time, never whole (the [`BLOCK`]s
-    /// the range touches, to check them).
+    /// the range touches, to check them). (The data port reads what it
+    /// holds open, [`open`](Self::open); this is for tests.)
+    #[cfg(test)]
     pub async fn read(&self, key: &str, offset: u64, len: u64) -> Option<(u64, Bytes)> {
         let opened = self.open(key).await?;
         let bytes = self.read_opened(&opened, offset, len).await?;
