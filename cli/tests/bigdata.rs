@@ -1055,9 +1055,9 @@ fn a_guest_gather_past_its_memory_limit_is_refused_before_anything_is_fetched() 
 }
 
 /// A `gather` under another client name, which does not hold the key, is
-/// reading a big spilled result when its holder releases it: the worker
-/// removes the file, and the reader still gets all of it, exact (the
-/// worker keeps what a reader began open until it is read).
+/// reading a big spilled result when its holder releases it: the reader's
+/// connection holds it until it has read it, so the reader gets all of
+/// it, exact, and the spill file goes once it has.
 #[test]
 fn a_big_result_released_while_another_client_reads_it_is_read_to_its_end() {
     use std::io::Read;
@@ -1090,11 +1090,20 @@ fn a_big_result_released_while_another_client_reads_it_is_read_to_its_end() {
     let mut got = vec![0; 1 << 20];
     out.read_exact(&mut got).unwrap();
     c.ok(&["release", &made]);
+    wait_until(
+        Duration::from_secs(30),
+        "the holder's release applied",
+        || {
+            let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+            info["held"] == 0
+        },
+    );
+    assert_eq!(spilled(), 1, "a result being read is kept until it is read");
+    out.read_to_end(&mut got).unwrap();
+    let done = reader.wait_with_output().unwrap();
     wait_until(Duration::from_secs(30), "the spill file removed", || {
         spilled() == 0
     });
-    out.read_to_end(&mut got).unwrap();
-    let done = reader.wait_with_output().unwrap();
     assert!(done.status.success(), "gather: {}", stderr(&done));
     assert_eq!(got.len(), BIG, "{}", stderr(&done));
     assert!(
@@ -1104,6 +1113,87 @@ fn a_big_result_released_while_another_client_reads_it_is_read_to_its_end() {
     // Released for good: a new reader is told so.
     let after = c.run(&["gather", "-r", &made], "");
     assert!(!after.status.success());
+}
+
+/// A gather under another client name is told where two big results are
+/// and reads them one after the other; their holder releases both while
+/// the first is still being read. The second, not begun, stays for the
+/// reader (its connection holds what it was told of until it has read
+/// it), and both are read exactly; then they are gone.
+#[test]
+fn results_released_before_a_reader_begins_them_are_read_to_the_end() {
+    use std::io::Read;
+    let c = Cluster::start_with(1, 1, &["--memory-budget", "8MiB"]);
+    let first = c.submit("count-bytes", &[&BIG.to_string(), "7"]);
+    let second = c.submit("count-bytes", &[&BIG.to_string(), "9"]);
+    c.ok(&["wait", &first, &second]);
+    let mut reader = c
+        .cmd()
+        .env("DTASK_CLIENT", "reader")
+        .args(["gather", "-r", &first, &second])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = reader.stdout.take().unwrap();
+    // The reader was told of both and has begun the first (and, with
+    // nobody reading its stdout, waits).
+    let mut got = vec![0; 1 << 20];
+    out.read_exact(&mut got).unwrap();
+    c.ok(&["release", &first, &second]);
+    wait_until(
+        Duration::from_secs(30),
+        "the holder's release applied",
+        || {
+            let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+            info["held"] == 0
+        },
+    );
+    out.read_to_end(&mut got).unwrap();
+    let done = reader.wait_with_output().unwrap();
+    assert!(done.status.success(), "gather: {}", stderr(&done));
+    assert_eq!(got.len(), 2 * BIG, "{}", stderr(&done));
+    let (a, b) = got.split_at(BIG);
+    assert!(
+        a.iter().enumerate().all(|(i, &x)| x == (i + 7) as u8)
+            && b.iter().enumerate().all(|(i, &x)| x == (i + 9) as u8),
+        "the values read differ from those computed"
+    );
+    // Read, and released by everyone: gone.
+    for key in [&first, &second] {
+        wait_until(Duration::from_secs(30), "the results forgotten", || {
+            !c.run(&["gather", "-r", key], "").status.success()
+        });
+    }
+}
+
+/// A client that gathered big results it does not hold (through
+/// `gather` and `result`) lets go of its connection's holds on them once
+/// it has read them: their holder's release then frees them at once,
+/// while that client is still connected.
+#[test]
+fn a_client_lets_go_of_big_results_it_has_read() {
+    let c = Cluster::start(1, 1);
+    let n = 8usize << 20;
+    let keys = [
+        c.submit("count-bytes", &[&n.to_string(), "1"]),
+        c.submit("count-bytes", &[&n.to_string(), "2"]),
+    ];
+    c.ok(&["wait", &keys[0], &keys[1]]);
+    runtime().block_on(async {
+        let (client, _) = connect_with(&c, tasks_wasm()).await;
+        let got = client.gather(&keys[..1]).await.unwrap();
+        assert!(matches!(&got[0], dtask_runtime::value::Value::Binary(b) if b.len() == n));
+        let got = client.result(&keys[1]).await.unwrap();
+        assert!(matches!(&got, dtask_runtime::value::Value::Binary(b) if b.len() == n));
+        c.ok(&["release", &keys[0], &keys[1]]);
+        for key in &keys {
+            wait_until(Duration::from_secs(30), "the results forgotten", || {
+                !c.run(&["gather", "-r", key], "").status.success()
+            });
+        }
+        assert!(client.is_connected());
+    });
 }
 
 /// A big list (a million word counts) prints as JSON an element at a time:

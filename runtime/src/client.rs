@@ -239,7 +239,13 @@ pub type StatusDetail = (
 
 /// Who waits for which keys. Keys are this client's own (and hashing them
 /// is a visible share of a big gather's time), hence the fast hasher.
-type Watchers = rustc_hash::FxHashMap<String, Vec<mpsc::UnboundedSender<(String, Outcome)>>>;
+/// Each waiter says whether it reads the result (see
+/// [`Client::watch_reading_into`]).
+type Watchers = rustc_hash::FxHashMap<String, Vec<Waiter>>;
+
+/// Where a watched key's outcome goes, and whether its receiver reads the
+/// result.
+type Waiter = (mpsc::UnboundedSender<(String, Outcome)>, bool);
 
 struct Inner {
     /// The scheduler's address, as given.
@@ -265,6 +271,10 @@ struct Inner {
     leaves: bool,
     replies: Mutex<Option<HashMap<u64, oneshot::Sender<FromScheduler>>>>,
     watchers: Mutex<Option<Watchers>>,
+    /// Finished results that reading waiters were told of and have not
+    /// read yet, with how many such waiters: the scheduler holds each for
+    /// this connection until the last has read it ([`Client::read_over`]).
+    reading: Mutex<rustc_hash::FxHashMap<String, u32>>,
     uploaded: Mutex<HashSet<String>>,
     /// Live [`Future`] handles per key; the last one dropped releases it.
     refs: Mutex<rustc_hash::FxHashMap<String, usize>>,
@@ -562,12 +572,12 @@ impl Client {
         if let Role::Client {
             name: Some(name), ..
         } = &role
-            && name.starts_with(crate::scheduler::state::SESSION_PREFIX)
+            && let Some(prefix) = crate::scheduler::state::reserved_prefix(name)
         {
             return Err(ClientError::Invalid(format!(
-                "client name {name:?}: names beginning with `{}` are the scheduler's own \
-                 (unnamed clients' sessions); choose another DTASK_CLIENT",
-                crate::scheduler::state::SESSION_PREFIX
+                "client name {name:?}: names beginning with `{prefix}` are the scheduler's own \
+                 (unnamed clients' sessions, and results being read); choose another \
+                 DTASK_CLIENT"
             )));
         }
         let peer_token = match &role {
@@ -598,6 +608,7 @@ impl Client {
             leaves: matches!(hello.role, Role::Client { session, .. } if session != 0),
             replies: Mutex::new(Some(HashMap::new())),
             watchers: Mutex::new(Some(Watchers::default())),
+            reading: Mutex::new(Default::default()),
             uploaded: Mutex::new(HashSet::new()),
             refs: Mutex::new(Default::default()),
             counted: Default::default(),
@@ -696,23 +707,27 @@ impl Client {
                 // In order, with sends held off meanwhile: the watches, the
                 // waits sent again, then what was sent while down.
                 let mut outbox = inner.tx.lock().expect("sender lock");
-                let keys: Vec<String> = inner
-                    .watchers
-                    .lock()
-                    .expect("watchers lock")
-                    .as_mut()
-                    .map(|w| {
-                        // Keys no one waits for any more are not watched
-                        // again.
-                        w.retain(|_, waiting| {
-                            waiting.retain(|t| !t.is_closed());
-                            !waiting.is_empty()
-                        });
-                        w.keys().cloned().collect()
-                    })
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    let _ = tx.send(ToScheduler::Watch { keys });
+                // Those some waiter reads, and the others.
+                let (mut read, mut keys) = (Vec::new(), Vec::new());
+                if let Some(w) = inner.watchers.lock().expect("watchers lock").as_mut() {
+                    // Keys no one waits for any more are not watched again.
+                    w.retain(|_, waiting| {
+                        waiting.retain(|(t, _)| !t.is_closed());
+                        !waiting.is_empty()
+                    });
+                    for (k, waiting) in w.iter() {
+                        let to = if waiting.iter().any(|(_, reads)| *reads) {
+                            &mut read
+                        } else {
+                            &mut keys
+                        };
+                        to.push(k.clone());
+                    }
+                }
+                for (keys, reads) in [(read, true), (keys, false)] {
+                    if !keys.is_empty() {
+                        let _ = tx.send(ToScheduler::Watch { keys, reads });
+                    }
                 }
                 let mut carried = carried;
                 {

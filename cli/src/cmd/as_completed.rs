@@ -69,7 +69,9 @@ async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
                     progress.add_total(1);
                     let n = waiting.entry(k.clone()).or_insert(0);
                     *n += 1;
-                    if *n == 1 {
+                    if *n == 1 && (a.with_results || a.json) {
+                        client.watch_reading_into(vec![k], &done_tx)?;
+                    } else if *n == 1 {
                         client.watch_into(vec![k], &done_tx)?;
                     }
                 }
@@ -115,6 +117,7 @@ async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
                             .suspend(|| out.write_all(&line).and_then(|()| out.write_all(b"\n")))
                             .map_err(Failure::write)?;
                     }
+                    client.read_over(&key);
                     progress.suspend(|| out.flush()).map_err(Failure::write)?;
                     continue;
                 }

@@ -123,8 +123,10 @@ async fn gather(
     let progress = super::progress::Progress::new("gather", 0);
     loop {
         // Print everything at the front of the order that has arrived.
-        while let Some((key, outcome)) = keys.pop_ready() {
+        while let Some((key, outcome, last)) = keys.pop_ready() {
             progress.inc(1);
+            // Held for this connection until read (see `watch_reading_into`).
+            let to_read = last && matches!(&outcome, Outcome::Finished(at) if at.inline.is_none());
             let resolved = match outcome {
                 // Streamed: a big byte string or string is written out as it
                 // arrives, never held whole.
@@ -138,6 +140,9 @@ async fn gather(
                 }
                 outcome => client.resolve(&key, outcome).await.map(Some),
             };
+            if to_read {
+                client.read_over(&key);
+            }
             let printed_key = a.release.then(|| key.clone());
             match resolved {
                 Ok(None) => {}
@@ -212,7 +217,7 @@ async fn gather(
                         fresh.extend(keys.push(k));
                     }
                     progress.add_total(read);
-                    client.watch_into(fresh, &done_tx)?;
+                    client.watch_reading_into(fresh, &done_tx)?;
                 }
                 None => keys_open = false,
             },
@@ -272,8 +277,9 @@ fn slot_bytes(key: &str, outcome: Option<&Outcome>) -> usize {
 /// print what is at the front.
 #[derive(Default)]
 struct InOrder {
-    /// Keys not yet printed, oldest first.
-    slots: VecDeque<(String, Option<Outcome>)>,
+    /// Keys not yet printed, oldest first, each with its outcome once
+    /// here and whether its place is the last one of that outcome.
+    slots: VecDeque<(String, Option<Outcome>, bool)>,
     /// About the bytes `slots` holds (see [`slot_bytes`]).
     held: usize,
     /// How many keys were printed: the position of `slots[0]` among all.
@@ -309,7 +315,7 @@ impl InOrder {
             }
         };
         self.held += slot_bytes(&key, None);
-        self.slots.push_back((key, None));
+        self.slots.push_back((key, None, false));
         fresh
     }
 
@@ -318,13 +324,15 @@ impl InOrder {
         let Some(places) = self.watched.remove(key) else {
             return;
         };
+        // Places are in order: the last is the last to be printed.
+        let last = places.more.last().copied().unwrap_or(places.first);
         for at in places.more {
-            self.set(at, outcome.clone());
+            self.set(at, outcome.clone(), at == last);
         }
-        self.set(places.first, outcome);
+        self.set(places.first, outcome, places.first == last);
     }
 
-    fn set(&mut self, at: u64, outcome: Outcome) {
+    fn set(&mut self, at: u64, outcome: Outcome, last: bool) {
         // Places not yet printed are never before `printed`.
         if let Some(slot) = at
             .checked_sub(self.printed)
@@ -333,16 +341,18 @@ impl InOrder {
         {
             self.held += slot_bytes(&slot.0, Some(&outcome)) - slot_bytes(&slot.0, None);
             slot.1 = Some(outcome);
+            slot.2 = last;
         }
     }
 
-    /// The first key and its outcome, if that has arrived.
-    fn pop_ready(&mut self) -> Option<(String, Outcome)> {
+    /// The first key and its outcome, if that has arrived, and whether
+    /// this is the outcome's last place.
+    fn pop_ready(&mut self) -> Option<(String, Outcome, bool)> {
         self.slots.front()?.1.as_ref()?;
-        let (key, outcome) = self.slots.pop_front()?;
+        let (key, outcome, last) = self.slots.pop_front()?;
         self.held -= slot_bytes(&key, outcome.as_ref());
         self.printed += 1;
-        Some((key, outcome?))
+        Some((key, outcome?, last))
     }
 
     /// How many distinct keys are watched and have not arrived.

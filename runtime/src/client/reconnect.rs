@@ -4,6 +4,36 @@
 use super::*;
 
 impl Inner {
+    /// Finished result `key`, not inline, is told to `waiters`: the
+    /// scheduler holds it for this connection if any of them reads it
+    /// (see [`Client::watch_reading_into`]), until as many as are still
+    /// listening have read it. If none is, it is let go of at once.
+    fn to_read(&self, key: &str, waiters: &[Waiter]) {
+        if !waiters.iter().any(|(_, reads)| *reads) {
+            return;
+        }
+        let readers = waiters
+            .iter()
+            .filter(|(tx, reads)| *reads && !tx.is_closed())
+            .count() as u32;
+        if readers == 0 {
+            let _ = self
+                .tx
+                .lock()
+                .expect("sender lock")
+                .send(ToScheduler::DoneReading {
+                    keys: vec![key.to_string()],
+                });
+            return;
+        }
+        *self
+            .reading
+            .lock()
+            .expect("reading lock")
+            .entry(key.to_string())
+            .or_default() += readers;
+    }
+
     pub(super) fn dispatch(&self, msg: FromScheduler) {
         let msg = match msg {
             FromScheduler::Done { key, outcome } => {
@@ -14,9 +44,12 @@ impl Inner {
                     .as_mut()
                     .and_then(|w| w.remove(&key))
                     .unwrap_or_default();
+                if matches!(&outcome, Outcome::Finished(at) if at.inline.is_none()) {
+                    self.to_read(&key, &senders);
+                }
                 // The last watcher takes the key and outcome as they came.
-                if let Some((last, others)) = senders.split_last() {
-                    for tx in others {
+                if let Some(((last, _), others)) = senders.split_last() {
+                    for (tx, _) in others {
                         let _ = tx.send((key.clone(), outcome.clone()));
                     }
                     let _ = last.send((key, outcome));

@@ -138,6 +138,30 @@ impl Client {
         keys: Vec<String>,
         tx: &mpsc::UnboundedSender<(String, Outcome)>,
     ) -> Result<(), ClientError> {
+        self.watch_with(keys, tx, false)
+    }
+
+    /// [`Client::watch_into`] for a receiver that reads the results: each
+    /// that ends finished and not inline is then held for this connection
+    /// from the moment it is reported, whoever else holds or releases it,
+    /// until the receiver says it has read it ([`Client::read_over`], once
+    /// per such outcome received) or the connection closes. A reader that
+    /// does not hold what it reads (a gather under another client name, a
+    /// task handed a key) cannot lose it before its first range.
+    pub fn watch_reading_into(
+        &self,
+        keys: Vec<String>,
+        tx: &mpsc::UnboundedSender<(String, Outcome)>,
+    ) -> Result<(), ClientError> {
+        self.watch_with(keys, tx, true)
+    }
+
+    fn watch_with(
+        &self,
+        keys: Vec<String>,
+        tx: &mpsc::UnboundedSender<(String, Outcome)>,
+        reads: bool,
+    ) -> Result<(), ClientError> {
         {
             let mut w = self.inner.watchers.lock().expect("watchers lock");
             let w = w.as_mut().ok_or(ClientError::Disconnected)?;
@@ -145,11 +169,44 @@ impl Client {
                 let waiting = w.entry(k.clone()).or_default();
                 // Those who stopped waiting (a result awaited with a
                 // timeout, polled again) go as the next one comes.
-                waiting.retain(|t| !t.is_closed());
-                waiting.push(tx.clone());
+                waiting.retain(|(t, _)| !t.is_closed());
+                waiting.push((tx.clone(), reads));
             }
         }
-        self.send(ToScheduler::Watch { keys })
+        self.send(ToScheduler::Watch { keys, reads })
+    }
+
+    /// A receiver of [`Client::watch_reading_into`] has read `key`, a
+    /// finished result it was told of that was not inline (or gave up
+    /// reading it): once every such receiver has, the scheduler lets go of
+    /// the hold it kept for them.
+    pub fn read_over(&self, key: &str) {
+        self.reads_over(std::iter::once(key));
+    }
+
+    /// [`Client::read_over`] for each of `keys`, in one message.
+    pub fn reads_over<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        let done: Vec<String> = {
+            let mut reading = self.inner.reading.lock().expect("reading lock");
+            keys.into_iter()
+                .filter(|k| match reading.get_mut(*k) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        false
+                    }
+                    Some(_) => {
+                        reading.remove(*k);
+                        true
+                    }
+                    None => false,
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        if !done.is_empty() {
+            // Gone with the connection if it broke: so is the hold.
+            let _ = self.send(ToScheduler::DoneReading { keys: done });
+        }
     }
 
     /// The value of a finished result, from wherever it is. A big byte
@@ -491,10 +548,14 @@ impl Client {
         }
     }
 
-    /// Waits for `key` and returns its result.
+    /// Waits for `key` and returns its result (held for this connection
+    /// until it is read, see [`Client::watch_reading_into`]).
     pub async fn result(&self, key: &str) -> Result<Value, ClientError> {
-        let mut rx = self.watch(vec![key.to_string()])?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.watch_reading_into(vec![key.to_string()], &tx)?;
         let (_, outcome) = rx.recv().await.ok_or(ClientError::Disconnected)?;
+        let mut unread = Unread::new(self);
+        unread.told(key, &outcome);
         self.resolve(key, outcome).await
     }
 
@@ -520,6 +581,7 @@ impl Client {
             order,
             mut uses,
             mut got,
+            _unread,
         } = self.outcomes(keys, decoded).await?;
         let mut out = Vec::with_capacity(keys.len());
         for (k, id) in keys.iter().zip(order) {
@@ -564,6 +626,40 @@ struct Outcomes<V> {
     uses: Vec<u32>,
     /// Each number's result or outcome.
     got: Vec<Option<Gathered<V>>>,
+    /// The results to read, held until the gather is over.
+    _unread: Unread,
+}
+
+/// Finished results a reading watch was told of (see
+/// [`Client::watch_reading_into`]): [`Client::read_over`] for each once
+/// this is dropped, whether they were read or the reader gave up.
+struct Unread {
+    client: Client,
+    keys: Vec<String>,
+}
+
+impl Unread {
+    fn new(client: &Client) -> Self {
+        Self {
+            client: client.clone(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// `key` was told to end as `outcome`.
+    fn told(&mut self, key: &str, outcome: &Outcome) {
+        if matches!(outcome, Outcome::Finished(at) if at.inline.is_none()) {
+            self.keys.push(key.to_string());
+        }
+    }
+}
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        if !self.keys.is_empty() {
+            self.client.reads_over(self.keys.iter().map(String::as_str));
+        }
+    }
 }
 
 impl Client {
@@ -603,11 +699,15 @@ impl Client {
                 .map(|(k, _)| k.clone())
                 .collect()
         };
-        let mut rx = self.watch(unique)?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.watch_reading_into(unique, &tx)?;
+        drop(tx);
+        let mut unread = Unread::new(self);
         let mut got: Vec<Option<Gathered<V>>> = (0..uses.len()).map(|_| None).collect();
         let mut pending = uses.len();
         while pending > 0 {
             let (k, o) = rx.recv().await.ok_or(ClientError::Disconnected)?;
+            unread.told(&k, &o);
             let Some(&id) = ids.get(k.as_str()) else {
                 continue;
             };
@@ -622,7 +722,12 @@ impl Client {
                 o => Gathered::Outcome(o),
             });
         }
-        Ok(Outcomes { order, uses, got })
+        Ok(Outcomes {
+            order,
+            uses,
+            got,
+            _unread: unread,
+        })
     }
 
     /// The results of `keys`, in order, as their MessagePack bytes (never
@@ -636,7 +741,12 @@ impl Client {
         keys: &[String],
         budget: Option<u64>,
     ) -> Result<Vec<Bytes>, ClientError> {
-        let Outcomes { order, mut got, .. } = self.outcomes(keys, |_, b| b).await?;
+        let Outcomes {
+            order,
+            mut got,
+            _unread,
+            ..
+        } = self.outcomes(keys, |_, b| b).await?;
         if let Some(budget) = budget {
             let total: u64 = order
                 .iter()

@@ -3,7 +3,7 @@
 //! sends out the commands it returns. It also stores uploaded modules.
 
 use super::journal::Journal;
-use super::state::{self, ClientId, Command, Input, SESSION_PREFIX};
+use super::state::{self, ClientId, Command, Input};
 use crate::connection::{self, Receiver, Sender};
 use crate::protocol::{FromScheduler, HEARTBEAT, Hello, Role, TaskState, ToScheduler};
 use bytes::Bytes;
@@ -376,12 +376,9 @@ async fn accept_loop(
                         }
                         Role::Client { ref name, .. } => {
                             creds.admit_client(&hello.token)?;
-                            if name
-                                .as_deref()
-                                .is_some_and(|n| n.starts_with(SESSION_PREFIX))
-                            {
+                            if let Some(prefix) = name.as_deref().and_then(state::reserved_prefix) {
                                 return Err(format!(
-                                    "client names beginning with `{SESSION_PREFIX}` are the \
+                                    "client names beginning with `{prefix}` are the \
                                      scheduler's own; choose another DTASK_CLIENT"
                                 ));
                             }

@@ -40,6 +40,19 @@ pub enum ToScheduler {
     Watch {
         /// Keys to watch.
         keys: Vec<String>,
+        /// Whether this client is to read the results that end finished and
+        /// not inline from their workers: each is then held for this
+        /// connection from the moment it is reported until
+        /// [`ToScheduler::DoneReading`] (or the connection closes), so that
+        /// its holders releasing it meanwhile cannot take it from a reader
+        /// that has not begun.
+        reads: bool,
+    },
+    /// This connection has read these keys (or given up reading them): the
+    /// holds its reading watches took on them end.
+    DoneReading {
+        /// Keys read.
+        keys: Vec<String>,
     },
     /// Current states of keys; answered by [`FromScheduler::Status`].
     Status {

@@ -45,7 +45,8 @@ impl Weigh for ToScheduler {
                     .map(|(k, at)| k.len() + at.inline.as_ref().map_or(0, Bytes::len))
                     .sum::<usize>(),
                 ToScheduler::Publish { message, .. } => message.len(),
-                ToScheduler::Watch { keys }
+                ToScheduler::Watch { keys, .. }
+                | ToScheduler::DoneReading { keys }
                 | ToScheduler::Release { keys }
                 | ToScheduler::Started { keys }
                 | ToScheduler::Dropped { keys }

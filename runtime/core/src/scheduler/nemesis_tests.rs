@@ -177,6 +177,7 @@ impl Sim {
             tasks,
         });
         sim.handle(Input::Watch {
+            reads: false,
             client: CLIENT,
             keys,
         });
@@ -250,6 +251,7 @@ impl Sim {
         }
         let keys = self.expected.keys().cloned().collect();
         self.handle(Input::Watch {
+            reads: false,
             client: CLIENT,
             keys,
         });
@@ -552,6 +554,7 @@ impl Sim {
             }
             for key in std::mem::take(&mut self.ask_again) {
                 self.handle(Input::Watch {
+                    reads: false,
                     client: CLIENT,
                     keys: vec![key],
                 });

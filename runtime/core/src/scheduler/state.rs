@@ -157,7 +157,7 @@ struct Task {
     /// Names of the clients holding this key.
     holders: Holders,
     /// Clients to tell when it ends (thin: empty once it has).
-    watchers: ThinVec<ClientId>,
+    watchers: ThinVec<Watcher>,
     /// Runs left after an error.
     retries_left: u16,
     /// Workers that died while running it.
@@ -199,9 +199,23 @@ impl Task {
     }
 }
 
+/// A client to tell when a key ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Watcher {
+    client: ClientId,
+    /// Whether it reads the result: a finished one that is not inline is
+    /// then held for the connection until it says it has read it
+    /// ([`Input::DoneReading`]).
+    reads: bool,
+}
+
 #[derive(Debug)]
 struct Client {
     holder: Arc<str>,
+    /// The holder name its reading watches hold results under
+    /// ([`READER_PREFIX`]), once one has: unnamed, and let go of with the
+    /// connection.
+    reader: Option<Arc<str>>,
     /// An unnamed client's holds and leases end with its connection…
     ephemeral: bool,
     /// …or, if it gave a session and has not said it is leaving
@@ -222,6 +236,18 @@ pub const HOLDER_GRACE_MS: u64 = 60_000;
 /// How the holder names of unnamed clients' sessions begin (client names
 /// may not).
 pub const SESSION_PREFIX: &str = "session-";
+
+/// How the holder names begin under which connections hold the results
+/// they were told of and have not read yet (client names may not).
+pub const READER_PREFIX: &str = "reading-";
+
+/// The scheduler's own prefix of holder names that `name` begins with, if
+/// any: client names may not begin with one.
+pub fn reserved_prefix(name: &str) -> Option<&'static str> {
+    [SESSION_PREFIX, READER_PREFIX]
+        .into_iter()
+        .find(|p| name.starts_with(p))
+}
 
 /// The holder name of session `session`: a digest of it, since holder
 /// names are shown (the dashboard, `dtask tasks`) and the number itself
@@ -381,6 +407,7 @@ impl Scheduler {
                     client,
                     Client {
                         holder,
+                        reader: None,
                         ephemeral,
                         session: session != 0,
                     },
@@ -389,7 +416,11 @@ impl Scheduler {
             Input::ClientDisconnected { client } => {
                 self.primitives_client_gone(client, &mut out);
                 self.placements_client_gone(client, &mut out);
-                if let Some(c) = self.clients.remove(&client)
+                let gone = self.clients.remove(&client);
+                if let Some(reader) = gone.as_ref().and_then(|c| c.reader.clone()) {
+                    self.release_all(reader, true, &mut out);
+                }
+                if let Some(c) = gone
                     && c.ephemeral
                     // A connection of the same session made before this one
                     // closed goes on with its holds and leases.
@@ -441,7 +472,12 @@ impl Scheduler {
                     unplaceable,
                 });
             }
-            Input::Watch { client, keys } => {
+            Input::Watch {
+                client,
+                keys,
+                reads,
+            } => {
+                let watcher = Watcher { client, reads };
                 for key in keys {
                     match self.tasks.get_mut(&key) {
                         None => out.push(Command::Done {
@@ -452,18 +488,21 @@ impl Scheduler {
                         // Dropped or lost with its worker, but still known:
                         // computed again for whoever asks.
                         Some(t) if matches!(t.state, State::Released) => {
-                            t.watchers.push(client);
+                            t.watchers.push(watcher);
                             self.recompute(&key);
                         }
                         Some(t) if t.is_terminal() => {
                             let outcome = self.outcome(&key);
-                            out.push(Command::Done {
-                                client,
-                                key,
-                                outcome,
-                            });
+                            self.tell(watcher, key, outcome, &mut out);
                         }
-                        Some(t) => t.watchers.push(client),
+                        Some(t) => t.watchers.push(watcher),
+                    }
+                }
+            }
+            Input::DoneReading { client, keys } => {
+                if let Some(reader) = self.clients.get(&client).and_then(|c| c.reader.clone()) {
+                    for key in keys {
+                        self.unhold(&reader, &key, &mut out);
                     }
                 }
             }

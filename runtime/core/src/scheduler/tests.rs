@@ -312,6 +312,7 @@ fn dependent_of_erred_task_errs_with_same_error() {
         ],
     );
     s.handle(Input::Watch {
+        reads: false,
         client: 1,
         keys: vec!["c".into()],
     });
@@ -334,6 +335,7 @@ fn watch_of_finished_or_unknown_key_answers_at_once() {
     submit(&mut s, vec![spec("a", vec![])]);
     finish(&mut s, 10, "a", small(3));
     let cmds = s.handle(Input::Watch {
+        reads: false,
         client: 1,
         keys: vec!["a".into(), "zz".into()],
     });
@@ -363,6 +365,100 @@ fn released_result_is_freed_on_its_worker() {
         keys: vec!["a".into()]
     }));
     assert_eq!(s.state("a"), None);
+}
+
+/// A client that reads what it watches (a gather under another name) has
+/// each finished result that lives on a worker held for its connection
+/// from the moment it is told, so its holders releasing it before the
+/// reader's first range cannot take it; it goes once the reader says it
+/// has read it, or its connection closes. Results told inline, and plain
+/// watches, hold nothing; the hold is not journaled nor counted as held.
+#[test]
+fn a_result_told_to_a_reader_stays_until_it_has_read_it() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Input::ClientConnected {
+        client: 2,
+        name: Some("reader".into()),
+        session: 0,
+    });
+    submit(
+        &mut s,
+        vec![spec("a", vec![]), spec("b", vec![]), spec("c", vec![])],
+    );
+    let watch = |s: &mut Scheduler, keys: &[&str], reads: bool| {
+        s.handle(Input::Watch {
+            client: 2,
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            reads,
+        })
+    };
+    let release = |s: &mut Scheduler, key: &str| {
+        s.handle(Input::Release {
+            client: 1,
+            keys: vec![key.into()],
+        })
+    };
+    // Told as it finishes (a), and at once when it had (b, c inline).
+    watch(&mut s, &["a"], true);
+    let cmds = finish(&mut s, 10, "a", big(100));
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Done { client: 2, key, .. } if key == "a"))
+    );
+    finish(&mut s, 10, "b", big(100));
+    finish(&mut s, 10, "c", small(3));
+    watch(&mut s, &["b", "c"], true);
+    assert_eq!(s.held_keys(), 3, "the reader's holds are not counted");
+    for k in ["a", "b", "c"] {
+        release(&mut s, k);
+    }
+    assert_eq!(
+        s.state("a"),
+        Some(TaskState::Finished),
+        "a reader has not read it"
+    );
+    assert_eq!(s.state("b"), Some(TaskState::Finished));
+    assert_eq!(s.state("c"), None, "inline: it went with its outcome");
+    assert_eq!(s.held_keys(), 0);
+    assert_eq!(
+        restored(&s).held_keys(),
+        0,
+        "a reader's hold is not journaled"
+    );
+    // Read: gone, and freed on its worker.
+    let cmds = s.handle(Input::DoneReading {
+        client: 2,
+        keys: vec!["a".into()],
+    });
+    assert_eq!(s.state("a"), None);
+    assert!(cmds.contains(&Command::Free {
+        worker: 10,
+        keys: vec!["a".into()]
+    }));
+    // Told twice to one connection, held once: one read lets go.
+    submit(&mut s, vec![spec("d", vec![])]);
+    finish(&mut s, 10, "d", big(100));
+    watch(&mut s, &["d"], true);
+    watch(&mut s, &["d"], true);
+    release(&mut s, "d");
+    s.handle(Input::DoneReading {
+        client: 2,
+        keys: vec!["d".into()],
+    });
+    assert_eq!(s.state("d"), None);
+    // A plain watch holds nothing.
+    submit(&mut s, vec![spec("e", vec![])]);
+    finish(&mut s, 10, "e", big(100));
+    watch(&mut s, &["e"], false);
+    release(&mut s, "e");
+    assert_eq!(s.state("e"), None);
+    // The connection closing lets go of what it had not read (b).
+    let cmds = s.handle(Input::ClientDisconnected { client: 2 });
+    assert_eq!(s.state("b"), None);
+    assert!(cmds.contains(&Command::Free {
+        worker: 10,
+        keys: vec!["b".into()]
+    }));
 }
 
 /// Two pipelines under one client name submit the same call: each
@@ -470,6 +566,7 @@ fn released_work_that_has_not_ended_is_cancelled_and_forgotten() {
     assert!(runs(&cmds).contains(&(10, "a".into())));
     s.handle(started(10, "a"));
     s.handle(Input::Watch {
+        reads: false,
         client: 1,
         keys: vec!["c".into()],
     });
@@ -559,10 +656,12 @@ fn released_work_another_client_waits_for_runs_on() {
     submit(&mut s, vec![spec("a", vec![]), spec("b", vec![])]);
     s.handle(started(10, "a"));
     s.handle(Input::Watch {
+        reads: false,
         client: 2,
         keys: vec!["a".into()],
     });
     s.handle(Input::Watch {
+        reads: false,
         client: 3,
         keys: vec!["b".into()],
     });
@@ -882,6 +981,7 @@ fn cancel_interrupts_running_task_and_cancels_pending_dependents() {
     let mut s = setup(&[(10, 1)]);
     submit(&mut s, vec![spec("a", vec![]), spec("b", vec![fut("a")])]);
     s.handle(Input::Watch {
+        reads: false,
         client: 1,
         keys: vec!["b".into()],
     });
@@ -1523,6 +1623,7 @@ fn restored_scattered_data_no_worker_reports_is_lost_when_the_rejoin_window_clos
         results: vec![("e".into(), big(1))],
     });
     let waiting = r.handle(Input::Watch {
+        reads: false,
         client: 1,
         keys: vec!["d".into()],
     });
@@ -1759,6 +1860,7 @@ fn a_task_on_three_workers_that_died_fails_instead_of_killing_more() {
     s.handle(started(30, "killer"));
     s.handle(joined(40, 1));
     s.handle(Input::Watch {
+        reads: false,
         client: 1,
         keys: vec!["killer".into()],
     });
@@ -2120,6 +2222,7 @@ fn a_rejoined_worker_reporting_a_result_it_is_computing_again_is_not_told_to_fre
     r.handle(joined(20, 1));
     r.set_clock(super::state::REJOIN_SETTLE_MS);
     let cmds = r.handle(Input::Watch {
+        reads: false,
         client: 1,
         keys: vec!["a".into()],
     });
@@ -2211,6 +2314,7 @@ fn a_big_release_goes_a_step_at_a_time_and_its_holder_waits_for_it() {
     assert!(!s.waits(1));
     // Then the holder's requests see its release done.
     let cmds = s.handle(Input::Watch {
+        reads: false,
         client: 1,
         keys: vec![keys[0].clone()],
     });

@@ -60,7 +60,12 @@ impl Core {
                 id,
                 tasks,
             },
-            ToScheduler::Watch { keys } => Input::Watch { client: from, keys },
+            ToScheduler::Watch { keys, reads } => Input::Watch {
+                client: from,
+                keys,
+                reads,
+            },
+            ToScheduler::DoneReading { keys } => Input::DoneReading { client: from, keys },
             ToScheduler::Release { keys } => Input::Release { client: from, keys },
             ToScheduler::ReleaseAll => Input::ReleaseAll { client: from },
             ToScheduler::Leave => Input::ClientLeaving { client: from },

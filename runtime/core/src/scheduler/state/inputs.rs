@@ -63,6 +63,18 @@ pub enum Input {
         client: ClientId,
         /// Which keys.
         keys: Vec<String>,
+        /// Whether it reads the results that end finished and not inline:
+        /// each is held for the connection until it has read it
+        /// ([`Input::DoneReading`]).
+        reads: bool,
+    },
+    /// A client read keys its reading watches were told of: the holds they
+    /// took end.
+    DoneReading {
+        /// Who.
+        client: ClientId,
+        /// Which keys.
+        keys: Vec<String>,
     },
     /// A client no longer holds keys.
     Release {

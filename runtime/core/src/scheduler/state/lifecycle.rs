@@ -203,13 +203,44 @@ impl Scheduler {
             return;
         }
         let outcome = self.outcome(key);
-        for client in watchers {
-            out.push(Command::Done {
-                client,
-                key: key.to_string(),
-                outcome: outcome.clone(),
-            });
+        for w in watchers {
+            self.tell(w, key.to_string(), outcome.clone(), out);
         }
+    }
+
+    /// Tells `w` that `key` ended as `outcome`. A finished result that is
+    /// not inline, told to a client that reads it, is held for that
+    /// connection until it has read it: its holders letting go meanwhile
+    /// must not take it from a reader that has not begun.
+    pub(super) fn tell(
+        &mut self,
+        w: Watcher,
+        key: String,
+        outcome: Outcome,
+        out: &mut Vec<Command>,
+    ) {
+        if w.reads
+            && matches!(&outcome, Outcome::Finished(at) if at.inline.is_none())
+            && let Some(c) = self.clients.get_mut(&w.client)
+            && let Some(k) = self.tasks.key(&key)
+        {
+            let reader = match &c.reader {
+                Some(r) => r.clone(),
+                None => {
+                    let r: Arc<str> = format!("{READER_PREFIX}{}", w.client).into();
+                    c.reader = Some(r.clone());
+                    // Not journaled: a restart ends the connection anyway.
+                    self.ephemeral_holders.insert(r.to_string());
+                    r
+                }
+            };
+            self.hold_known(&reader, &k);
+        }
+        out.push(Command::Done {
+            client: w.client,
+            key,
+            outcome,
+        });
     }
 
     pub(super) fn outcome(&self, key: &str) -> Outcome {

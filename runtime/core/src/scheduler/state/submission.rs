@@ -416,8 +416,10 @@ impl Scheduler {
     /// Whether a connected client whose holder is not `by` waits for `t`
     /// to end.
     fn watched(&self, t: &Task, by: Option<&str>) -> bool {
-        t.watchers
-            .iter()
-            .any(|c| self.clients.get(c).is_some_and(|c| by != Some(&*c.holder)))
+        t.watchers.iter().any(|w| {
+            self.clients
+                .get(&w.client)
+                .is_some_and(|c| by != Some(&*c.holder))
+        })
     }
 }

@@ -206,6 +206,7 @@ impl Scheduler {
             0,
             super::super::Client {
                 holder: RESTORE.into(),
+                reader: None,
                 ephemeral: false,
                 session: false,
             },
@@ -233,6 +234,7 @@ impl Scheduler {
                     0,
                     super::super::Client {
                         holder: holder.into(),
+                        reader: None,
                         ephemeral: false,
                         session: false,
                     },
