@@ -2,8 +2,10 @@
 //! in a network namespace of its own on a bridge, with TLS and separate
 //! credentials. Results cross hosts; a worker's link is cut mid-graph (its
 //! tasks are redone on the other host once `--worker-timeout` passes) and
-//! restored (the worker rejoins). Needs root and iproute2; elsewhere it
-//! says loudly that it was skipped.
+//! restored (the worker rejoins). And a client waiting on a scheduler
+//! whose link is cut notices the silence and gives up, rather than
+//! waiting forever. Needs root and iproute2; elsewhere each test says
+//! loudly that it was skipped.
 
 mod common;
 
@@ -22,11 +24,14 @@ impl Net {
     /// Makes namespaces `names` on a bridge, host `i` at `SUBNET.(11+i)`.
     /// `None`: this machine cannot (not root, no iproute2, no namespaces).
     fn make(names: &[&str]) -> Option<Self> {
+        // Apart from any other test's: this process's and a count.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = std::process::id() % 100_000;
         let net = Net {
-            tag: format!("dt{id}"),
-            subnet: format!("10.213.{}", id % 250),
-            hosts: names.iter().map(|n| format!("dt{id}{n}")).collect(),
+            tag: format!("dt{id}{n}"),
+            subnet: format!("10.{}.{}", 213 + n % 40, id % 250),
+            hosts: names.iter().map(|h| format!("dt{id}{n}{h}")).collect(),
         };
         let bridge = net.bridge();
         let mut steps: Vec<Vec<String>> = vec![
@@ -340,4 +345,91 @@ fn four_hosts_with_tls_survive_a_cut_link() {
         "submit on a again",
     );
     assert_eq!(ok(dtask(&["gather", &again], ""), "gather on a"), "10");
+}
+
+/// A client waiting with nothing to send (a `gather` reading keys from a
+/// pipe that stays open) whose host's link is cut notices that the
+/// scheduler went silent, by TCP keepalive probes that go unanswered,
+/// instead of waiting on a connection that will never speak again: it
+/// tries to reconnect for its grace, then exits 3 saying why.
+#[test]
+fn a_waiting_client_whose_link_is_cut_gives_up_and_says_so() {
+    use std::io::Write;
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("*** SKIPPED the cut-link client test: it needs root for network namespaces ***");
+        return;
+    }
+    let Some(net) = Net::make(&["s", "c"]) else {
+        return;
+    };
+    let (sched, client) = (0, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Procs(Vec::new());
+    let sched_state = dir.path().join("scheduler");
+    let mut child = net
+        .dtask(sched)
+        .args(["scheduler", "--host", &net.addr(sched), "--port", "0"])
+        .env("DTASK_STATE_DIR", &sched_state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let addr = first_line(child.stdout.take().unwrap(), Duration::from_secs(30))
+        .expect("the scheduler printed its address");
+    procs.0.push(child);
+    let token = std::fs::read_to_string(sched_state.join("token")).unwrap();
+    procs.0.push(
+        net.dtask(sched)
+            .args(["worker", "--scheduler", &addr, "--nthreads", "1"])
+            .env("DTASK_STATE_DIR", dir.path().join("worker"))
+            .env("DTASK_WORKER_TOKEN_FILE", sched_state.join("worker-token"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let on_client = |args: &[&str]| {
+        let mut cmd = net.dtask(client);
+        cmd.args(args)
+            .env("DTASK_STATE_DIR", dir.path().join("client"))
+            .env("DTASK_SCHEDULER", &addr)
+            .env("DTASK_TOKEN", token.trim())
+            .env("DTASK_RECONNECT_GRACE", "2s");
+        cmd
+    };
+    let key = ok(
+        run_with_stdin(&mut on_client(&["submit", tasks_wasm(), "inc", "41"]), ""),
+        "submit",
+    );
+    let mut gather = on_client(&["gather"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys_in = gather.stdin.take().unwrap();
+    writeln!(keys_in, "{key}").unwrap();
+    // Printed: the gather is connected, and now waits for more keys.
+    let printed = first_line(gather.stdout.take().unwrap(), Duration::from_secs(60));
+    assert_eq!(printed.as_deref().map(str::trim), Some("42"));
+    let mut errors = gather.stderr.take().unwrap();
+    procs.0.push(gather);
+    net.set_link(client, false);
+    let began = std::time::Instant::now();
+    let mut status = None;
+    wait_until(
+        Duration::from_secs(120),
+        "the gather to give up on a silent scheduler",
+        || {
+            status = procs.0.last_mut().unwrap().try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut errors, &mut err).unwrap();
+    eprintln!("the gather gave up after {:?}", began.elapsed());
+    assert_eq!(status.and_then(|s| s.code()), Some(3), "{err}");
+    assert!(err.contains("scheduler"), "{err}");
+    drop(keys_in);
 }

@@ -65,6 +65,45 @@ pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// How long a peer may take to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long connecting may take, the handshake included: an address that
+/// answers nothing at all (its host is down, a link is cut) would
+/// otherwise hold the caller for the kernel's two minutes of SYN retries.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Quiet on a TCP connection, after which the kernel starts probing the
+/// peer (keepalive).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+/// Between keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Unanswered probes after which the connection is taken to be dead.
+const KEEPALIVE_PROBES: u32 = 3;
+/// Longest data may go unacknowledged before the connection is taken to
+/// be dead (Linux's `TCP_USER_TIMEOUT`; without it, about fifteen minutes
+/// of retransmissions).
+const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes a TCP connection notice a peer that went silent without closing
+/// it (its host lost power, its link was cut, the network partitioned)
+/// within about half a minute, whether this side is waiting with nothing
+/// to send (keepalive probes go unanswered) or has sent what is not
+/// acknowledged: it then fails as a broken connection does, and clients
+/// and workers reconnect within their grace. A busy or stopped peer
+/// process is not taken for dead: its kernel answers for it.
+fn keep_alive(stream: &TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    if let Err(e) = socket.set_tcp_keepalive(&probes) {
+        tracing::debug!("TCP keepalive not set: {e}");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_TIMEOUT)) {
+        tracing::debug!("TCP_USER_TIMEOUT not set: {e}");
+    }
+}
+
 /// Largest handshake frame ([`Hello`] or [`Welcome`]). Until a peer has
 /// authenticated it may make this side buffer no more than this, whatever
 /// length it announces.
@@ -108,8 +147,10 @@ pub enum WireError {
     /// The peer closed the connection during the handshake.
     #[error("the peer closed the connection during the handshake")]
     Closed,
-    /// The handshake did not complete in time.
-    #[error("the peer did not complete the handshake in time")]
+    /// Connecting or the handshake did not complete in time.
+    #[error(
+        "no answer in time (connecting and the handshake): the host may be down or unreachable"
+    )]
     Timeout,
     /// TLS failed, or one side speaks it and the other does not.
     #[error("{0}")]
@@ -568,6 +609,7 @@ async fn open(addr: &str) -> Result<(ReadHalf, WriteHalf, bool), WireError> {
     let tls = crate::tls::current().map_err(WireError::Tls)?;
     let stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
+    keep_alive(&stream);
     crate::busy_poll::watch(&stream);
     Ok(match tls {
         Some(tls) => {
@@ -629,6 +671,16 @@ pub async fn connect<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>
     addr: &str,
     hello: Hello,
 ) -> Result<(Admission, Sender<O>, Receiver<I>), WireError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_now(addr, hello))
+        .await
+        .map_err(|_| WireError::Timeout)?
+}
+
+/// [`connect`], however long it takes.
+async fn connect_now<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
+    addr: &str,
+    hello: Hello,
+) -> Result<(Admission, Sender<O>, Receiver<I>), WireError> {
     let (r, w, tls) = open(addr).await?;
     let mut frames = frames(r, HANDSHAKE_MAX_FRAME);
     let mut sink = FramedWrite::new(w, codec(HANDSHAKE_MAX_FRAME));
@@ -678,6 +730,7 @@ pub async fn accept<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
         }
     };
     let _ = stream.set_nodelay(true);
+    keep_alive(&stream);
     crate::busy_poll::watch(&stream);
     let acceptor = crate::tls::current()
         .map_err(WireError::Tls)?

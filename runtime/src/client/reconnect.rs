@@ -157,13 +157,16 @@ pub(super) async fn reconnect(
 ) -> Option<(Sender<ToScheduler>, connection::Receiver<FromScheduler>)> {
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
-        match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
-            Ok((_, tx, rx)) => return Some((tx, rx)),
-            Err(why) if why.is_final() => {
+        // An attempt at an address that answers nothing ends with the grace.
+        let attempt = connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone());
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok((_, tx, rx))) => return Some((tx, rx)),
+            Ok(Err(why)) if why.is_final() => {
                 tracing::warn!("the scheduler at {addr} refused to take this client back: {why}");
                 return None;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => break,
         }
     }
     None
