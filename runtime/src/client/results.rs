@@ -221,7 +221,7 @@ impl Client {
             return decoded(key, b.clone());
         }
         let mut at = at.clone();
-        let mut tries = 0;
+        let mut again = Refetch::default();
         let (kind, payload) = loop {
             let mut payload: Vec<u8> = Vec::new();
             let streamed = self
@@ -239,7 +239,7 @@ impl Client {
                 // tried again below it): the whole value again.
                 Err(ClientError::Data { reason, .. }) if !payload.is_empty() => {
                     drop(payload);
-                    at = self.relocate(key, &mut tries, reason).await?;
+                    at = self.relocate(key, &mut again, reason).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -317,7 +317,7 @@ impl Client {
             reason: format!("its result is not valid MessagePack: {why}"),
         };
         let mut at = Cow::Borrowed(at);
-        let mut tries = 0;
+        let mut again = Refetch::default();
         let mut state;
         loop {
             state = State::Start;
@@ -417,7 +417,7 @@ impl Client {
                     if matches!(state, State::Other(_) | State::Start)
                         || matches!(state, State::Items { given: false, .. }) =>
                 {
-                    at = Cow::Owned(self.relocate(key, &mut tries, reason).await?);
+                    at = Cow::Owned(self.relocate(key, &mut again, reason).await?);
                 }
                 Err(e) => return Err(e),
             }
@@ -438,14 +438,14 @@ impl Client {
     /// as they arrived (a big one is a slice of what was read, not a copy).
     pub async fn fetch_encoded(&self, key: &str, at: &Located) -> Result<Bytes, ClientError> {
         let mut at = Cow::Borrowed(at);
-        let mut tries = 0;
+        let mut again = Refetch::default();
         loop {
             if let Some(b) = &at.inline {
                 return Ok(b.clone());
             }
             match peer::fetch(&at.who_has, &self.inner.peer_token, key, at.nbytes).await {
                 Ok(b) => return Ok(b),
-                Err(reason) => at = Cow::Owned(self.relocate(key, &mut tries, reason).await?),
+                Err(reason) => at = Cow::Owned(self.relocate(key, &mut again, reason).await?),
             }
         }
     }
@@ -455,26 +455,34 @@ impl Client {
     /// asked again, which answers once the result is computed again if it
     /// must be. The first time at once, then after a pause that doubles
     /// from 200 ms (the scheduler may not have heard of the loss yet);
-    /// after [`REFETCHES`] tries, the failure itself.
+    /// after [`REFETCHES`] tries, the failure itself. The copy it is told
+    /// of is held for this connection until `again` is dropped (see
+    /// [`Client::watch_reading_into`]).
     async fn relocate(
         &self,
         key: &str,
-        tries: &mut u32,
+        again: &mut Refetch,
         why: String,
     ) -> Result<Located, ClientError> {
-        if *tries >= REFETCHES {
+        if again.tries >= REFETCHES {
             return Err(ClientError::Data {
                 key: key.to_string(),
                 reason: why,
             });
         }
-        if *tries > 0 {
-            tokio::time::sleep(Duration::from_millis(100 << *tries)).await;
+        if again.tries > 0 {
+            tokio::time::sleep(Duration::from_millis(100 << again.tries)).await;
         }
-        *tries += 1;
+        again.tries += 1;
         tracing::debug!("fetching {key} failed ({why}); asking the scheduler where it is now");
-        let mut rx = self.watch(vec![key.to_string()])?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.watch_reading_into(vec![key.to_string()], &tx)?;
+        drop(tx);
         let (_, outcome) = rx.recv().await.ok_or(ClientError::Disconnected)?;
+        again
+            .unread
+            .get_or_insert_with(|| Unread::new(self))
+            .told(key, &outcome);
         match outcome {
             Outcome::Finished(at) => Ok(at),
             other => Err(unfinished(key, other)),
@@ -493,7 +501,7 @@ impl Client {
         mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
     ) -> Result<(), ClientError> {
         let mut at = Cow::Borrowed(at);
-        let mut tries = 0;
+        let mut again = Refetch::default();
         loop {
             if let Some(b) = &at.inline {
                 return each(b.len() as u64, b).map_err(ClientError::Invalid);
@@ -508,7 +516,7 @@ impl Client {
                 Ok(()) => return Ok(()),
                 // Lost before any of it went out: from its next copy.
                 Err(peer::StreamError::Source(why)) if !sent => {
-                    at = Cow::Owned(self.relocate(key, &mut tries, why).await?)
+                    at = Cow::Owned(self.relocate(key, &mut again, why).await?)
                 }
                 Err(peer::StreamError::Source(reason)) => {
                     let released = matches!(
@@ -628,6 +636,15 @@ struct Outcomes<V> {
     got: Vec<Option<Gathered<V>>>,
     /// The results to read, held until the gather is over.
     _unread: Unread,
+}
+
+/// A fetch's tries at finding its result again after losing its holder
+/// (see `Client::relocate`), and the holds on the copies it was told of,
+/// let go of once it is over.
+#[derive(Default)]
+struct Refetch {
+    tries: u32,
+    unread: Option<Unread>,
 }
 
 /// Finished results a reading watch was told of (see
