@@ -243,6 +243,16 @@ pub type StatusDetail = (
 /// [`Client::watch_reading_into`]).
 type Watchers = rustc_hash::FxHashMap<String, Vec<Waiter>>;
 
+/// A key's reading waiters that are not done with it.
+#[derive(Default)]
+struct Reading {
+    /// How many.
+    waiters: u32,
+    /// Whether one was told of a result the scheduler holds for readers
+    /// (else there is nothing to let go of when they are done).
+    held: bool,
+}
+
 /// Where a watched key's outcome goes, and whether its receiver reads the
 /// result.
 type Waiter = (mpsc::UnboundedSender<(String, Outcome)>, bool);
@@ -271,10 +281,11 @@ struct Inner {
     leaves: bool,
     replies: Mutex<Option<HashMap<u64, oneshot::Sender<FromScheduler>>>>,
     watchers: Mutex<Option<Watchers>>,
-    /// Finished results that reading waiters were told of and have not
-    /// read yet, with how many such waiters: the scheduler holds each for
-    /// this connection until the last has read it ([`Client::read_over`]).
-    reading: Mutex<rustc_hash::FxHashMap<String, u32>>,
+    /// Keys with reading waiters (see [`Client::watch_reading_into`]) that
+    /// are not done with them, and how many: waiting, or told of a result
+    /// they have not read yet. The scheduler holds each such result for
+    /// this connection until the last is done ([`Client::read_over`]).
+    reading: Mutex<rustc_hash::FxHashMap<String, Reading>>,
     uploaded: Mutex<HashSet<String>>,
     /// Live [`Future`] handles per key; the last one dropped releases it.
     refs: Mutex<rustc_hash::FxHashMap<String, usize>>,
@@ -723,6 +734,15 @@ impl Client {
                         };
                         to.push(k.clone());
                     }
+                    // Results told and still being read: held again for
+                    // this connection (the last one's holds ended with it).
+                    let reading = inner.reading.lock().expect("reading lock");
+                    read.extend(
+                        reading
+                            .iter()
+                            .filter(|(k, r)| r.held && !w.contains_key(*k))
+                            .map(|(k, _)| k.clone()),
+                    );
                 }
                 for (keys, reads) in [(read, true), (keys, false)] {
                     if !keys.is_empty() {

@@ -65,9 +65,10 @@ pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// How long a peer may take to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long connecting may take, the handshake included: an address that
-/// answers nothing at all (its host is down, a link is cut) would
-/// otherwise hold the caller for the kernel's two minutes of SYN retries.
+/// How long connecting to one of an address's IPs may take: one that
+/// answers nothing at all (its host is down, a link is cut, a firewall
+/// drops it) would otherwise hold the caller for the kernel's two minutes
+/// of SYN retries before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Quiet on a TCP connection, after which the kernel starts probing the
@@ -77,18 +78,16 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// Unanswered probes after which the connection is taken to be dead.
 const KEEPALIVE_PROBES: u32 = 3;
-/// Longest data may go unacknowledged before the connection is taken to
-/// be dead (Linux's `TCP_USER_TIMEOUT`; without it, about fifteen minutes
-/// of retransmissions).
-const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Makes a TCP connection notice a peer that went silent without closing
-/// it (its host lost power, its link was cut, the network partitioned)
-/// within about half a minute, whether this side is waiting with nothing
-/// to send (keepalive probes go unanswered) or has sent what is not
-/// acknowledged: it then fails as a broken connection does, and clients
-/// and workers reconnect within their grace. A busy or stopped peer
-/// process is not taken for dead: its kernel answers for it.
+/// Makes a TCP connection that is waiting with nothing to send notice a
+/// peer that went silent without closing it (its host lost power, its
+/// link was cut, the network partitioned) within about half a minute: the
+/// keepalive probes go unanswered, and it fails as a broken connection
+/// does (clients and workers reconnect within their grace). A busy,
+/// stopped or slow-reading peer is not taken for dead: its kernel answers
+/// the probes. (Data left unacknowledged is the kernel's retransmissions'
+/// to give up on; a bound on it would also cut a reader that merely
+/// paused, a `gather` into a stopped pager.)
 fn keep_alive(stream: &TcpStream) {
     let socket = socket2::SockRef::from(stream);
     let probes = socket2::TcpKeepalive::new()
@@ -98,10 +97,30 @@ fn keep_alive(stream: &TcpStream) {
     if let Err(e) = socket.set_tcp_keepalive(&probes) {
         tracing::debug!("TCP keepalive not set: {e}");
     }
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Err(e) = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_TIMEOUT)) {
-        tracing::debug!("TCP_USER_TIMEOUT not set: {e}");
+}
+
+/// Connects to `addr`, trying each of its IPs in turn for at most
+/// [`CONNECT_TIMEOUT`] each.
+async fn tcp_connect(addr: &str) -> io::Result<TcpStream> {
+    let mut last = None;
+    for ip in tokio::net::lookup_host(addr).await? {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(ip)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{ip} did not answer within {CONNECT_TIMEOUT:?}"),
+                ))
+            }
+        }
     }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr} resolves to no address"),
+        )
+    }))
 }
 
 /// Largest handshake frame ([`Hello`] or [`Welcome`]). Until a peer has
@@ -147,10 +166,8 @@ pub enum WireError {
     /// The peer closed the connection during the handshake.
     #[error("the peer closed the connection during the handshake")]
     Closed,
-    /// Connecting or the handshake did not complete in time.
-    #[error(
-        "no answer in time (connecting and the handshake): the host may be down or unreachable"
-    )]
+    /// The handshake did not complete in time.
+    #[error("the peer did not complete the handshake in time")]
     Timeout,
     /// TLS failed, or one side speaks it and the other does not.
     #[error("{0}")]
@@ -607,7 +624,7 @@ async fn open(addr: &str) -> Result<(ReadHalf, WriteHalf, bool), WireError> {
         return Ok((Box::new(r), Box::new(w), false));
     }
     let tls = crate::tls::current().map_err(WireError::Tls)?;
-    let stream = TcpStream::connect(addr).await?;
+    let stream = tcp_connect(addr).await?;
     let _ = stream.set_nodelay(true);
     keep_alive(&stream);
     crate::busy_poll::watch(&stream);
@@ -671,40 +688,35 @@ pub async fn connect<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>
     addr: &str,
     hello: Hello,
 ) -> Result<(Admission, Sender<O>, Receiver<I>), WireError> {
-    tokio::time::timeout(CONNECT_TIMEOUT, connect_now(addr, hello))
-        .await
-        .map_err(|_| WireError::Timeout)?
-}
-
-/// [`connect`], however long it takes.
-async fn connect_now<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
-    addr: &str,
-    hello: Hello,
-) -> Result<(Admission, Sender<O>, Receiver<I>), WireError> {
     let (r, w, tls) = open(addr).await?;
     let mut frames = frames(r, HANDSHAKE_MAX_FRAME);
     let mut sink = FramedWrite::new(w, codec(HANDSHAKE_MAX_FRAME));
-    sink.send(encode(&hello)).await?;
-    let welcome = read_one::<Welcome>(&mut frames)
-        .await
-        .map_err(|e| match e {
-            // Under TLS 1.3 the server checks this side's certificate
-            // after the client's handshake is done: its refusal arrives
-            // here, and is as final as any other TLS refusal.
-            WireError::Io(ref io) if tls && crate::tls::rustls_error(io).is_some() => {
-                WireError::Tls(crate::tls::explain(io, addr, true))
-            }
-            // A TLS alert read as a frame's length is too long for a
-            // Welcome. (A peer that just closes may be restarting: that
-            // stays `Closed`, which callers retry.)
-            WireError::Io(ref io) if !tls && io.kind() == io::ErrorKind::InvalidData => {
-                WireError::Tls(format!(
-                    "{addr} answered with something other than dtask's handshake ({e}): it most \
+    // A peer that accepts but never answers (its process stopped) does not
+    // hold this side longer than a handshake may take.
+    let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        sink.send(encode(&hello)).await?;
+        read_one::<Welcome>(&mut frames).await
+    })
+    .await
+    .map_err(|_| WireError::Timeout)?
+    .map_err(|e| match e {
+        // Under TLS 1.3 the server checks this side's certificate
+        // after the client's handshake is done: its refusal arrives
+        // here, and is as final as any other TLS refusal.
+        WireError::Io(ref io) if tls && crate::tls::rustls_error(io).is_some() => {
+            WireError::Tls(crate::tls::explain(io, addr, true))
+        }
+        // A TLS alert read as a frame's length is too long for a
+        // Welcome. (A peer that just closes may be restarting: that
+        // stays `Closed`, which callers retry.)
+        WireError::Io(ref io) if !tls && io.kind() == io::ErrorKind::InvalidData => {
+            WireError::Tls(format!(
+                "{addr} answered with something other than dtask's handshake ({e}): it most \
                  likely speaks TLS; set DTASK_TLS_CA (the cluster's CA) on this side"
-                ))
-            }
-            e => e,
-        })?;
+            ))
+        }
+        e => e,
+    })?;
     let admission = match welcome {
         Welcome::Accepted { id, client_digest } => Admission { id, client_digest },
         Welcome::Refused(why) => return Err(WireError::Refused(why)),

@@ -4,34 +4,56 @@
 use super::*;
 
 impl Inner {
-    /// Finished result `key`, not inline, is told to `waiters`: the
-    /// scheduler holds it for this connection if any of them reads it
-    /// (see [`Client::watch_reading_into`]), until as many as are still
-    /// listening have read it. If none is, it is let go of at once.
-    fn to_read(&self, key: &str, waiters: &[Waiter]) {
-        if !waiters.iter().any(|(_, reads)| *reads) {
-            return;
+    /// `waiters` of `key` were told it ended as `outcome`: each reading
+    /// one that will not read it (it stopped listening, or the result is
+    /// not one the scheduler holds for readers) is done with it now; the
+    /// others are when they have read it ([`Client::read_over`]).
+    fn told(&self, key: &str, outcome: &Outcome, waiters: &[Waiter]) {
+        let held = super::results::held_for_readers(outcome);
+        if held && waiters.iter().any(|(_, reads)| *reads) {
+            let mut reading = self.reading.lock().expect("reading lock");
+            if let Some(r) = reading.get_mut(key) {
+                r.held = true;
+            }
         }
-        let readers = waiters
+        let done = waiters
             .iter()
-            .filter(|(tx, reads)| *reads && !tx.is_closed())
-            .count() as u32;
-        if readers == 0 {
+            .filter(|(tx, reads)| *reads && (!held || tx.is_closed()))
+            .count();
+        if done > 0 {
+            self.reads_over(std::iter::repeat_n(key, done));
+        }
+    }
+
+    /// Each of `keys` has one reading waiter fewer (see
+    /// [`Client::watch_reading_into`]): those that have none left are let
+    /// go of, in one message.
+    pub(super) fn reads_over<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        let done: Vec<String> = {
+            let mut reading = self.reading.lock().expect("reading lock");
+            keys.into_iter()
+                .filter(|k| match reading.get_mut(*k) {
+                    Some(r) if r.waiters > 1 => {
+                        r.waiters -= 1;
+                        false
+                    }
+                    // The last: let go of, if the scheduler holds it.
+                    Some(_) => reading.remove(*k).is_some_and(|r| r.held),
+                    None => false,
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        if !done.is_empty() {
+            // After a broken connection, sent on the next: the scheduler let
+            // go of the last one's holds as it closed, and any it holds
+            // now for these keys are for waiters that are done.
             let _ = self
                 .tx
                 .lock()
                 .expect("sender lock")
-                .send(ToScheduler::DoneReading {
-                    keys: vec![key.to_string()],
-                });
-            return;
+                .send(ToScheduler::DoneReading { keys: done });
         }
-        *self
-            .reading
-            .lock()
-            .expect("reading lock")
-            .entry(key.to_string())
-            .or_default() += readers;
     }
 
     pub(super) fn dispatch(&self, msg: FromScheduler) {
@@ -44,9 +66,7 @@ impl Inner {
                     .as_mut()
                     .and_then(|w| w.remove(&key))
                     .unwrap_or_default();
-                if matches!(&outcome, Outcome::Finished(at) if at.inline.is_none()) {
-                    self.to_read(&key, &senders);
-                }
+                self.told(&key, &outcome, &senders);
                 // The last watcher takes the key and outcome as they came.
                 if let Some(((last, _), others)) = senders.split_last() {
                     for (tx, _) in others {

@@ -162,6 +162,8 @@ impl Client {
         tx: &mpsc::UnboundedSender<(String, Outcome)>,
         reads: bool,
     ) -> Result<(), ClientError> {
+        // Reading waiters that stopped waiting, each done with its key.
+        let mut gone = Vec::new();
         {
             let mut w = self.inner.watchers.lock().expect("watchers lock");
             let w = w.as_mut().ok_or(ClientError::Disconnected)?;
@@ -169,11 +171,26 @@ impl Client {
                 let waiting = w.entry(k.clone()).or_default();
                 // Those who stopped waiting (a result awaited with a
                 // timeout, polled again) go as the next one comes.
-                waiting.retain(|(t, _)| !t.is_closed());
+                waiting.retain(|(t, r)| {
+                    if t.is_closed() && *r {
+                        gone.push(k.clone());
+                    }
+                    !t.is_closed()
+                });
                 waiting.push((tx.clone(), reads));
             }
+            // Counted from now, before any read of the same key can end:
+            // its hold is let go of only once no reading waiter is left.
+            if reads {
+                let mut reading = self.inner.reading.lock().expect("reading lock");
+                for k in &keys {
+                    reading.entry(k.clone()).or_default().waiters += 1;
+                }
+            }
         }
-        self.send(ToScheduler::Watch { keys, reads })
+        let sent = self.send(ToScheduler::Watch { keys, reads });
+        self.reads_over(gone.iter().map(String::as_str));
+        sent
     }
 
     /// A receiver of [`Client::watch_reading_into`] has read `key`, a
@@ -186,27 +203,7 @@ impl Client {
 
     /// [`Client::read_over`] for each of `keys`, in one message.
     pub fn reads_over<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
-        let done: Vec<String> = {
-            let mut reading = self.inner.reading.lock().expect("reading lock");
-            keys.into_iter()
-                .filter(|k| match reading.get_mut(*k) {
-                    Some(n) if *n > 1 => {
-                        *n -= 1;
-                        false
-                    }
-                    Some(_) => {
-                        reading.remove(*k);
-                        true
-                    }
-                    None => false,
-                })
-                .map(str::to_string)
-                .collect()
-        };
-        if !done.is_empty() {
-            // Gone with the connection if it broke: so is the hold.
-            let _ = self.send(ToScheduler::DoneReading { keys: done });
-        }
+        self.inner.reads_over(keys);
     }
 
     /// The value of a finished result, from wherever it is. A big byte
@@ -475,14 +472,9 @@ impl Client {
         }
         again.tries += 1;
         tracing::debug!("fetching {key} failed ({why}); asking the scheduler where it is now");
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.watch_reading_into(vec![key.to_string()], &tx)?;
-        drop(tx);
-        let (_, outcome) = rx.recv().await.ok_or(ClientError::Disconnected)?;
-        again
-            .unread
-            .get_or_insert_with(|| Unread::new(self))
-            .told(key, &outcome);
+        // The copy it was told of before, if any, is done with.
+        let told = again.told.insert(Told::watch(self, vec![key.to_string()])?);
+        let (_, outcome) = told.next().await.ok_or(ClientError::Disconnected)?;
         match outcome {
             Outcome::Finished(at) => Ok(at),
             other => Err(unfinished(key, other)),
@@ -559,11 +551,8 @@ impl Client {
     /// Waits for `key` and returns its result (held for this connection
     /// until it is read, see [`Client::watch_reading_into`]).
     pub async fn result(&self, key: &str) -> Result<Value, ClientError> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.watch_reading_into(vec![key.to_string()], &tx)?;
-        let (_, outcome) = rx.recv().await.ok_or(ClientError::Disconnected)?;
-        let mut unread = Unread::new(self);
-        unread.told(key, &outcome);
+        let mut told = Told::watch(self, vec![key.to_string()])?;
+        let (_, outcome) = told.next().await.ok_or(ClientError::Disconnected)?;
         self.resolve(key, outcome).await
     }
 
@@ -589,7 +578,7 @@ impl Client {
             order,
             mut uses,
             mut got,
-            _unread,
+            _told,
         } = self.outcomes(keys, decoded).await?;
         let mut out = Vec::with_capacity(keys.len());
         for (k, id) in keys.iter().zip(order) {
@@ -635,7 +624,7 @@ struct Outcomes<V> {
     /// Each number's result or outcome.
     got: Vec<Option<Gathered<V>>>,
     /// The results to read, held until the gather is over.
-    _unread: Unread,
+    _told: Told,
 }
 
 /// A fetch's tries at finding its result again after losing its holder
@@ -644,39 +633,61 @@ struct Outcomes<V> {
 #[derive(Default)]
 struct Refetch {
     tries: u32,
-    unread: Option<Unread>,
+    told: Option<Told>,
 }
 
-/// Finished results a reading watch was told of (see
-/// [`Client::watch_reading_into`]): [`Client::read_over`] for each once
-/// this is dropped, whether they were read or the reader gave up.
-struct Unread {
+/// A reading watch (see [`Client::watch_reading_into`]) and the finished
+/// results it was told of that the scheduler holds for this connection:
+/// each is done with (read or given up on, [`Client::read_over`]) when this
+/// is dropped, and so is whatever it was told of and never received.
+struct Told {
     client: Client,
-    keys: Vec<String>,
+    rx: mpsc::UnboundedReceiver<(String, Outcome)>,
+    held: Vec<String>,
 }
 
-impl Unread {
-    fn new(client: &Client) -> Self {
-        Self {
+impl Told {
+    /// Watches `keys`, to read their results.
+    fn watch(client: &Client, keys: Vec<String>) -> Result<Self, ClientError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        client.watch_reading_into(keys, &tx)?;
+        Ok(Self {
             client: client.clone(),
-            keys: Vec::new(),
-        }
+            rx,
+            held: Vec::new(),
+        })
     }
 
-    /// `key` was told to end as `outcome`.
-    fn told(&mut self, key: &str, outcome: &Outcome) {
-        if matches!(outcome, Outcome::Finished(at) if at.inline.is_none()) {
-            self.keys.push(key.to_string());
+    /// The next key to end, and how.
+    async fn next(&mut self) -> Option<(String, Outcome)> {
+        let (key, outcome) = self.rx.recv().await?;
+        if held_for_readers(&outcome) {
+            self.held.push(key.clone());
+        }
+        Some((key, outcome))
+    }
+}
+
+impl Drop for Told {
+    fn drop(&mut self) {
+        // Nothing more comes in (a waiter that stopped listening is done
+        // with its key as its outcome comes); what came is done with.
+        self.rx.close();
+        while let Ok((key, outcome)) = self.rx.try_recv() {
+            if held_for_readers(&outcome) {
+                self.held.push(key);
+            }
+        }
+        if !self.held.is_empty() {
+            self.client.reads_over(self.held.iter().map(String::as_str));
         }
     }
 }
 
-impl Drop for Unread {
-    fn drop(&mut self) {
-        if !self.keys.is_empty() {
-            self.client.reads_over(self.keys.iter().map(String::as_str));
-        }
-    }
+/// Whether the scheduler holds a result that ended as `outcome` for the
+/// readers it tells: a finished one that does not come inline.
+pub(super) fn held_for_readers(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Finished(at) if at.inline.is_none())
 }
 
 impl Client {
@@ -716,15 +727,11 @@ impl Client {
                 .map(|(k, _)| k.clone())
                 .collect()
         };
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.watch_reading_into(unique, &tx)?;
-        drop(tx);
-        let mut unread = Unread::new(self);
+        let mut told = Told::watch(self, unique)?;
         let mut got: Vec<Option<Gathered<V>>> = (0..uses.len()).map(|_| None).collect();
         let mut pending = uses.len();
         while pending > 0 {
-            let (k, o) = rx.recv().await.ok_or(ClientError::Disconnected)?;
-            unread.told(&k, &o);
+            let (k, o) = told.next().await.ok_or(ClientError::Disconnected)?;
             let Some(&id) = ids.get(k.as_str()) else {
                 continue;
             };
@@ -743,7 +750,7 @@ impl Client {
             order,
             uses,
             got,
-            _unread: unread,
+            _told: told,
         })
     }
 
@@ -761,7 +768,7 @@ impl Client {
         let Outcomes {
             order,
             mut got,
-            _unread,
+            _told,
             ..
         } = self.outcomes(keys, |_, b| b).await?;
         if let Some(budget) = budget {

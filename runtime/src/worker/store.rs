@@ -625,43 +625,14 @@ impl ResultStore {
     /// `most` bytes; `Err` with its length if it is bigger (and then it is
     /// not read).
     pub async fn get_within(&self, key: &str, most: u64) -> Result<Option<Bytes>, u64> {
-        let (file, len, sums) = {
-            let mut inner = self.lock();
-            inner.tick += 1;
-            let tick = inner.tick;
-            let Some(held) = inner.find(key) else {
-                return Ok(None);
-            };
-            let Some(entry) = inner.entries.get_mut(&held) else {
-                return Ok(None);
-            };
-            let len = match &entry.place {
-                Place::Memory(b) => b.len(),
-                Place::Disk { len, .. } => *len,
-            } as u64;
-            if len > most {
-                return Err(len);
-            }
-            match &entry.place {
-                Place::Disk { file, sums, .. } => (*file, len, sums.clone()),
-                place => {
-                    let bytes = place.bytes();
-                    entry.used = tick;
-                    return Ok(bytes);
-                }
-            }
+        let Some(opened) = self.open(key).await else {
+            return Ok(None);
         };
-        // Read outside the lock; a result freed meanwhile reads as absent.
-        let why = match tokio::fs::read(self.path(file)).await {
-            Ok(bytes) if bytes.len() as u64 != len => format!("{} bytes of {len}", bytes.len()),
-            Ok(bytes) if matches_sums(&bytes, &sums, 0) => return Ok(Some(Bytes::from(bytes))),
-            Ok(_) => "its bytes changed".into(),
-            Err(e) if gone(&e) => e.to_string(),
-            // Perhaps passing (too many open files): kept.
-            Err(_) => return Ok(None),
-        };
-        self.unreadable(key, file, &why);
-        Ok(None)
+        if opened.len() > most {
+            return Err(opened.len());
+        }
+        // A result freed meanwhile stays readable through what was opened.
+        Ok(self.read_opened(&opened, 0, opened.len()).await)
     }
 
     /// Up to `len` bytes of the result held as `key` from `offset` (fewer
@@ -777,21 +748,22 @@ impl ResultStore {
     /// range of the open file, checked whole first: the command reads the
     /// file itself); `None` if it is in memory, absent, or another value.
     pub async fn spilled_bytes(&self, key: &str) -> Option<FileBytes> {
-        let (file, sums) = {
-            let inner = self.lock();
-            let held = inner.find(key)?;
-            match &inner.entries.get(&held)?.place {
-                Place::Disk { file, sums, .. } => (*file, sums.clone()),
-                Place::Memory(_) => return None,
-            }
+        let opened = self.open(key).await?;
+        let Source::Disk {
+            file, handle, sums, ..
+        } = &opened.at
+        else {
+            return None;
         };
-        let path = self.path(file);
-        let opened = tokio::task::spawn_blocking(move || {
-            let f = std::fs::File::open(path)?;
-            Ok::<_, std::io::Error>(file_matches(&f, &sums)?.then_some(f))
+        let (file, handle, sums) = (*file, handle.clone(), sums.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            if !file_matches(&handle, &sums)? {
+                return Ok(None);
+            }
+            handle.try_clone().map(Some)
         })
         .await;
-        match opened {
+        match checked {
             Ok(Ok(Some(f))) => payload_of(f),
             Ok(Ok(None)) => self.read_failed(key, file, None),
             Ok(Err(e)) => self.read_failed(key, file, Some(&e)),
