@@ -1054,6 +1054,41 @@ fn a_guest_gather_past_its_memory_limit_is_refused_before_anything_is_fetched() 
     assert_eq!(c.ok(&["gather", &big]), format!("\"{}\"", 24 << 20));
 }
 
+/// Starts `gather -r KEYS` under another client name, reads its first MiB
+/// (it has begun, and, with nobody reading the rest, waits), and releases
+/// the keys for their holder (applied once the scheduler counts no named
+/// hold). The reader, its stdout and the MiB read.
+fn released_while_read(
+    c: &Cluster,
+    keys: &[&str],
+) -> (std::process::Child, std::process::ChildStdout, Vec<u8>) {
+    use std::io::Read;
+    let mut reader = c
+        .cmd()
+        .env("DTASK_CLIENT", "reader")
+        .args(["gather", "-r"])
+        .args(keys)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = reader.stdout.take().unwrap();
+    let mut got = vec![0; 1 << 20];
+    out.read_exact(&mut got).unwrap();
+    let mut release = vec!["release"];
+    release.extend_from_slice(keys);
+    c.ok(&release);
+    wait_until(
+        Duration::from_secs(30),
+        "the holder's release applied",
+        || {
+            let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+            info["held"] == 0
+        },
+    );
+    (reader, out, got)
+}
+
 /// A `gather` under another client name, which does not hold the key, is
 /// reading a big spilled result when its holder releases it: the reader's
 /// connection holds it until it has read it, so the reader gets all of
@@ -1077,27 +1112,7 @@ fn a_big_result_released_while_another_client_reads_it_is_read_to_its_end() {
     wait_until(Duration::from_secs(30), "the result spilled", || {
         spilled() == 1
     });
-    let mut reader = c
-        .cmd()
-        .env("DTASK_CLIENT", "reader")
-        .args(["gather", "-r", &made])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = reader.stdout.take().unwrap();
-    // The reader has begun (and, with nobody reading its stdout, waits).
-    let mut got = vec![0; 1 << 20];
-    out.read_exact(&mut got).unwrap();
-    c.ok(&["release", &made]);
-    wait_until(
-        Duration::from_secs(30),
-        "the holder's release applied",
-        || {
-            let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
-            info["held"] == 0
-        },
-    );
+    let (reader, mut out, mut got) = released_while_read(&c, &[&made]);
     assert_eq!(spilled(), 1, "a result being read is kept until it is read");
     out.read_to_end(&mut got).unwrap();
     let done = reader.wait_with_output().unwrap();
@@ -1127,28 +1142,8 @@ fn results_released_before_a_reader_begins_them_are_read_to_the_end() {
     let first = c.submit("count-bytes", &[&BIG.to_string(), "7"]);
     let second = c.submit("count-bytes", &[&BIG.to_string(), "9"]);
     c.ok(&["wait", &first, &second]);
-    let mut reader = c
-        .cmd()
-        .env("DTASK_CLIENT", "reader")
-        .args(["gather", "-r", &first, &second])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = reader.stdout.take().unwrap();
-    // The reader was told of both and has begun the first (and, with
-    // nobody reading its stdout, waits).
-    let mut got = vec![0; 1 << 20];
-    out.read_exact(&mut got).unwrap();
-    c.ok(&["release", &first, &second]);
-    wait_until(
-        Duration::from_secs(30),
-        "the holder's release applied",
-        || {
-            let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
-            info["held"] == 0
-        },
-    );
+    // Told of both, it reads the first when they are released.
+    let (reader, mut out, mut got) = released_while_read(&c, &[&first, &second]);
     out.read_to_end(&mut got).unwrap();
     let done = reader.wait_with_output().unwrap();
     assert!(done.status.success(), "gather: {}", stderr(&done));

@@ -120,6 +120,30 @@ impl Net {
         c
     }
 
+    /// Starts a scheduler on host `i` with `flags` (and whatever `more`
+    /// sets), its state in `state`, killed with `procs`; its address.
+    fn scheduler(
+        &self,
+        i: usize,
+        state: &std::path::Path,
+        flags: &[&str],
+        procs: &mut Procs,
+        more: impl FnOnce(&mut Command),
+    ) -> String {
+        let mut cmd = self.dtask(i);
+        cmd.args(["scheduler", "--host", &self.addr(i), "--port", "0"])
+            .args(flags)
+            .env("DTASK_STATE_DIR", state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        more(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        let addr = first_line(child.stdout.take().unwrap(), Duration::from_secs(30))
+            .expect("the scheduler printed its address");
+        procs.0.push(child);
+        addr
+    }
+
     /// Takes host `i`'s link down or up.
     fn set_link(&self, i: usize, up: bool) {
         let out = Command::new("ip")
@@ -195,17 +219,13 @@ fn four_hosts_with_tls_survive_a_cut_link() {
 
     // The scheduler, on its host, with a short worker timeout.
     let sched_state = dir.path().join("scheduler");
-    let mut cmd = net.dtask(sched);
-    cmd.args(["scheduler", "--host", &net.addr(sched), "--port", "0"])
-        .args(["--worker-timeout", "3s"])
-        .env("DTASK_STATE_DIR", &sched_state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    tls_env(&mut cmd, true);
-    let mut child = cmd.spawn().unwrap();
-    let addr = first_line(child.stdout.take().unwrap(), Duration::from_secs(30))
-        .expect("the scheduler printed its address");
-    procs.0.push(child);
+    let addr = net.scheduler(
+        sched,
+        &sched_state,
+        &["--worker-timeout", "3s"],
+        &mut procs,
+        |c| tls_env(c, true),
+    );
     assert!(addr.starts_with(&net.addr(sched)), "{addr}");
     let token = std::fs::read_to_string(sched_state.join("token")).unwrap();
     let worker_token = sched_state.join("worker-token");
@@ -366,17 +386,7 @@ fn a_waiting_client_whose_link_is_cut_gives_up_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let mut procs = Procs(Vec::new());
     let sched_state = dir.path().join("scheduler");
-    let mut child = net
-        .dtask(sched)
-        .args(["scheduler", "--host", &net.addr(sched), "--port", "0"])
-        .env("DTASK_STATE_DIR", &sched_state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let addr = first_line(child.stdout.take().unwrap(), Duration::from_secs(30))
-        .expect("the scheduler printed its address");
-    procs.0.push(child);
+    let addr = net.scheduler(sched, &sched_state, &[], &mut procs, |_| {});
     let token = std::fs::read_to_string(sched_state.join("token")).unwrap();
     procs.0.push(
         net.dtask(sched)
