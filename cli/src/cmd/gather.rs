@@ -126,7 +126,7 @@ async fn gather(
         while let Some((key, outcome, last)) = keys.pop_ready() {
             progress.inc(1);
             // Held for this connection until read (see `watch_reading_into`).
-            let to_read = last && matches!(&outcome, Outcome::Finished(at) if at.inline.is_none());
+            let to_read = last && outcome.held_for_readers();
             let resolved = match outcome {
                 // Streamed: a big byte string or string is written out as it
                 // arrives, never held whole.

@@ -9,19 +9,23 @@ impl Inner {
     /// not one the scheduler holds for readers) is done with it now; the
     /// others are when they have read it ([`Client::read_over`]).
     fn told(&self, key: &str, outcome: &Outcome, waiters: &[Waiter]) {
-        let held = super::results::held_for_readers(outcome);
-        if held && waiters.iter().any(|(_, reads)| *reads) {
-            let mut reading = self.reading.lock().expect("reading lock");
-            if let Some(r) = reading.get_mut(key) {
-                r.held = true;
-            }
+        if !waiters.iter().any(|(_, reads)| *reads) {
+            return;
         }
+        let held = outcome.held_for_readers();
         let done = waiters
             .iter()
             .filter(|(tx, reads)| *reads && (!held || tx.is_closed()))
-            .count();
-        if done > 0 {
-            self.reads_over(std::iter::repeat_n(key, done));
+            .count() as u32;
+        let let_go = {
+            let mut reading = self.reading.lock().expect("reading lock");
+            if held && let Some(r) = reading.get_mut(key) {
+                r.held = true;
+            }
+            done_with(&mut reading, key, done)
+        };
+        if let_go {
+            self.let_go(vec![key.to_string()]);
         }
     }
 
@@ -32,28 +36,25 @@ impl Inner {
         let done: Vec<String> = {
             let mut reading = self.reading.lock().expect("reading lock");
             keys.into_iter()
-                .filter(|k| match reading.get_mut(*k) {
-                    Some(r) if r.waiters > 1 => {
-                        r.waiters -= 1;
-                        false
-                    }
-                    // The last: let go of, if the scheduler holds it.
-                    Some(_) => reading.remove(*k).is_some_and(|r| r.held),
-                    None => false,
-                })
+                .filter(|k| done_with(&mut reading, k, 1))
                 .map(str::to_string)
                 .collect()
         };
         if !done.is_empty() {
-            // After a broken connection, sent on the next: the scheduler let
-            // go of the last one's holds as it closed, and any it holds
-            // now for these keys are for waiters that are done.
-            let _ = self
-                .tx
-                .lock()
-                .expect("sender lock")
-                .send(ToScheduler::DoneReading { keys: done });
+            self.let_go(done);
         }
+    }
+
+    /// Tells the scheduler that this connection's readers are done with
+    /// `keys`. After a broken connection, sent on the next: the scheduler
+    /// let go of the last one's holds as it closed, and any it holds now
+    /// for these keys are for waiters that are done.
+    fn let_go(&self, keys: Vec<String>) {
+        let _ = self
+            .tx
+            .lock()
+            .expect("sender lock")
+            .send(ToScheduler::DoneReading { keys });
     }
 
     pub(super) fn dispatch(&self, msg: FromScheduler) {
@@ -190,4 +191,18 @@ pub(super) async fn reconnect(
         }
     }
     None
+}
+
+/// `n` reading waiters of `key` in `reading` are done with it: whether
+/// they were the last and the scheduler holds it for them (so it is to be
+/// let go of).
+fn done_with(reading: &mut rustc_hash::FxHashMap<String, Reading>, key: &str, n: u32) -> bool {
+    match reading.get_mut(key) {
+        Some(r) if r.waiters > n => {
+            r.waiters -= n;
+            false
+        }
+        Some(_) if n > 0 => reading.remove(key).is_some_and(|r| r.held),
+        _ => false,
+    }
 }

@@ -172,10 +172,11 @@ impl Client {
                 // Those who stopped waiting (a result awaited with a
                 // timeout, polled again) go as the next one comes.
                 waiting.retain(|(t, r)| {
-                    if t.is_closed() && *r {
+                    let closed = t.is_closed();
+                    if closed && *r {
                         gone.push(k.clone());
                     }
-                    !t.is_closed()
+                    !closed
                 });
                 waiting.push((tx.clone(), reads));
             }
@@ -661,7 +662,7 @@ impl Told {
     /// The next key to end, and how.
     async fn next(&mut self) -> Option<(String, Outcome)> {
         let (key, outcome) = self.rx.recv().await?;
-        if held_for_readers(&outcome) {
+        if outcome.held_for_readers() {
             self.held.push(key.clone());
         }
         Some((key, outcome))
@@ -674,7 +675,7 @@ impl Drop for Told {
         // with its key as its outcome comes); what came is done with.
         self.rx.close();
         while let Ok((key, outcome)) = self.rx.try_recv() {
-            if held_for_readers(&outcome) {
+            if outcome.held_for_readers() {
                 self.held.push(key);
             }
         }
@@ -682,12 +683,6 @@ impl Drop for Told {
             self.client.reads_over(self.held.iter().map(String::as_str));
         }
     }
-}
-
-/// Whether the scheduler holds a result that ended as `outcome` for the
-/// readers it tells: a finished one that does not come inline.
-pub(super) fn held_for_readers(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Finished(at) if at.inline.is_none())
 }
 
 impl Client {

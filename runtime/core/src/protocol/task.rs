@@ -244,3 +244,12 @@ pub enum Outcome {
     /// The scheduler does not know the key (never submitted, or released).
     Unknown,
 }
+
+impl Outcome {
+    /// Whether the scheduler holds this outcome's result for a watch that
+    /// reads it until it is read (`ToScheduler::Watch`'s `reads`): a
+    /// finished one that does not come inline, to be fetched from workers.
+    pub fn held_for_readers(&self) -> bool {
+        matches!(self, Outcome::Finished(at) if at.inline.is_none())
+    }
+}

@@ -220,7 +220,7 @@ impl Scheduler {
         out: &mut Vec<Command>,
     ) {
         if w.reads
-            && matches!(&outcome, Outcome::Finished(at) if at.inline.is_none())
+            && outcome.held_for_readers()
             && let Some(c) = self.clients.get_mut(&w.client)
             && let Some(k) = self.tasks.key(&key)
         {
