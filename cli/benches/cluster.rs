@@ -461,25 +461,30 @@ async fn pubsub_rate(cluster: &Cluster, publisher: &Client, n: i64) -> f64 {
 /// store, instantiate from the pre-linked component, call) over `n` calls:
 /// `inc` of the example tasks, and a call of the same size to the probe
 /// component, whose file and socket use makes it import five times as many
-/// WASI functions (each linked again at every instantiation).
+/// WASI functions (each linked again at every instantiation); then `inc`
+/// again with the worker's pool taken, in instances set up on demand.
 fn in_worker_calls(n: u32) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    // (module, function, its argument and result for call i, what to print)
+    // (module, function, its argument and result for call i, what to print,
+    // whether the pool is taken)
     type Call = (
         &'static str,
         &'static str,
         fn(u32) -> (Value, Value),
         &'static str,
+        bool,
     );
-    let calls: [Call; 2] = [
+    let inc = |i| (Value::from(i64::from(i)), Value::from(i64::from(i) + 1));
+    let calls: [Call; 3] = [
         (
             common::tasks_wasm(),
             "inc",
-            |i| (Value::from(i64::from(i)), Value::from(i64::from(i) + 1)),
+            inc,
             "instantiate+call inside a worker (inc)",
+            false,
         ),
         (
             dtask_guests::PROBE_WASM,
@@ -490,10 +495,28 @@ fn in_worker_calls(n: u32) {
                 (Value::from(what), Value::from(said))
             },
             "  the same, component importing files+sockets",
+            false,
+        ),
+        (
+            common::tasks_wasm(),
+            "inc",
+            inc,
+            "  inc past the pool (instances set up on demand)",
+            true,
         ),
     ];
-    for (path, function, call, what) in calls {
-        let (sandbox, ready) = common::module_sandbox(path, Limits::default());
+    for (path, function, call, what, past_pool) in calls {
+        let limits = match past_pool {
+            true => Limits {
+                instances: Some(1),
+                max_instances: Some(2),
+                ..Limits::default()
+            },
+            false => Limits::default(),
+        };
+        let (sandbox, ready) = common::module_sandbox(path, limits);
+        // The pool's one instance held for the whole run.
+        let _pool = past_pool.then(|| sandbox.try_instance().unwrap());
         let per_call = rt.block_on(async {
             let run = async |i: u32| {
                 let (arg, expected) = call(i);
@@ -512,8 +535,12 @@ fn in_worker_calls(n: u32) {
             }
             start.elapsed() / n
         });
+        let how = match past_pool {
+            true => "on-demand allocator",
+            false => "pooling allocator",
+        };
         println!(
-            "{what:<45} {:>6.1} us per task (pooling allocator, fresh store)",
+            "{what:<48} {:>6.1} us per task ({how}, fresh store)",
             per_call.as_secs_f64() * 1e6
         );
     }

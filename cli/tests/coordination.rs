@@ -307,12 +307,13 @@ fn a_task_sleeping_past_its_timeout_is_ended_and_its_lock_let_go_of() {
 }
 
 /// More tasks waiting (seceded, polling a queue until an event is set)
-/// than a one-slot worker's pool has instances (264 for one slot): those
-/// past it wait for an instance to come free instead of failing, and
-/// every task ends once the event is set.
+/// than a one-slot worker may hold instances (its pool, 264 for one slot,
+/// and none set up on demand past it): those past it wait for an instance
+/// to come free instead of failing, and every task ends once the event is
+/// set.
 #[test]
-fn a_task_past_the_worker_instance_pool_waits_for_an_instance() {
-    let c = Cluster::start(1, 1);
+fn a_task_past_the_worker_instances_waits_for_an_instance() {
+    let c = Cluster::start_with(1, 1, &["--max-instances", "264"]);
     let n = 300;
     runtime().block_on(async {
         let (client, module) = connect(&c).await;
@@ -330,4 +331,33 @@ fn a_task_past_the_worker_instance_pool_waits_for_an_instance() {
         let counts = client.gather(&keys(&monitors)).await.unwrap();
         assert_eq!(counts, vec![Value::from(0); n]);
     });
+}
+
+/// Tasks waiting on a queue hold both of the one worker's pooled instances
+/// (`--instances 2`), and two more wait past the pool: each of those runs
+/// in an instance set up on demand, as does the task that fills the queue,
+/// so all of them end. Without instances past the pool, the last two
+/// takers and the producer waited for a pooled instance, and failed after
+/// 30 s.
+#[test]
+fn tasks_waiting_past_the_pool_do_not_keep_the_task_they_wait_for_from_running() {
+    let c = Cluster::start_with(1, 1, &["--instances", "2"]);
+    let takers: Vec<String> = (0..4)
+        .map(|_| c.ok(&["submit", "--pure=false", coord_wasm(), "take", "items"]))
+        .collect();
+    wait_until(Duration::from_secs(20), "all four takers to begin", || {
+        takers
+            .iter()
+            .all(|k| json_lines(&c.ok(&["status", "--json", k]))[0]["started"].is_string())
+    });
+    let workers = json_lines(&c.ok(&["workers", "--json"]));
+    assert_eq!(workers[0]["instances_full"], false, "{workers:?}");
+    let producer = c.ok(&["submit", coord_wasm(), "produce", "items", "4"]);
+    assert_eq!(c.ok(&["gather", &producer]), "4");
+    let mut taken: Vec<i64> = takers
+        .iter()
+        .map(|k| c.ok(&["gather", k]).parse().unwrap())
+        .collect();
+    taken.sort_unstable();
+    assert_eq!(taken, [1, 2, 3, 4]);
 }

@@ -127,13 +127,14 @@ fn a_freed_slot_goes_to_the_highest_priority_task_waiting_on_the_worker() {
     assert_eq!(order, ["99", "1", "2", "3", "4"]);
 }
 
-/// A worker whose pooled instances are all held by tasks waiting in host
-/// calls tells the scheduler: a task sent there runs on the other worker
-/// instead of waiting for an instance (until this, it failed after 30 s),
-/// and once the waiting tasks end the worker takes work again.
+/// A worker whose instances (two, all pooled) are all held by tasks
+/// waiting in host calls tells the scheduler: a task sent there runs on
+/// the other worker instead of waiting for an instance (until this, it
+/// failed after 30 s), and once the waiting tasks end the worker takes
+/// work again.
 #[test]
 fn a_task_sent_to_a_worker_out_of_instances_runs_on_another() {
-    let c = Cluster::start_with(2, 1, &["--instances", "2"]);
+    let c = Cluster::start_with(2, 1, &["--instances", "2", "--max-instances", "2"]);
     worker_addresses(&c, 2);
     let names: Vec<String> = json_lines(&c.ok(&["workers", "--json"]))
         .iter()

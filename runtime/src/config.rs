@@ -180,6 +180,8 @@ pub struct WorkerDefaults {
     /// Pooled task instances (tasks running or waiting in host calls, and
     /// actors, at once).
     pub instances: Option<u32>,
+    /// Task instances at once, pooled and set up on demand.
+    pub max_instances: Option<u32>,
 }
 
 /// `[task]` in `dtask.toml`.

@@ -186,6 +186,13 @@ pub fn run(global: &super::Global, a: Args) -> Result<(), Failure> {
         src(w.instances.is_some()),
     ));
     rows.push((
+        "worker.max-instances".into(),
+        w.max_instances
+            .unwrap_or(dtask_runtime::worker::sandbox::MAX_INSTANCES)
+            .to_string(),
+        src(w.max_instances.is_some()),
+    ));
+    rows.push((
         "worker.clock-resolution".into(),
         w.clock_resolution.clone().unwrap_or_else(|| {
             humantime::format_duration(dtask_runtime::worker::sandbox::CLOCK_RESOLUTION).to_string()

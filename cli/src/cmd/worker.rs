@@ -86,13 +86,19 @@ pub struct WorkerFlags {
     /// 100us, or `worker.clock-resolution` in dtask.toml].
     #[arg(long, value_parser = super::parse_duration, value_name = "DUR")]
     pub clock_resolution: Option<std::time::Duration>,
-    /// Tasks that may hold a sandboxed instance at once: those running,
-    /// those waiting in a gather of subtasks, a queue get or a lock, and
-    /// actors; at least --nthreads. Tasks past it wait for one, and the
-    /// scheduler sends new work to other workers meanwhile [default: 8 per
-    /// slot + 256, at most 2000, or `worker.instances` in dtask.toml].
+    /// Pooled sandboxed instances, the fastest to set up: for tasks
+    /// running, tasks waiting in a gather of subtasks, a queue get or a
+    /// lock, and actors; at least --nthreads. Past the pool, instances are
+    /// set up on demand, up to --max-instances [default: 8 per slot + 256,
+    /// at most 2000, or `worker.instances` in dtask.toml].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub instances: Option<u32>,
+    /// Instances at once, pooled and set up on demand; at least
+    /// --instances (which turns the ones on demand off). Tasks past it
+    /// wait for one, and the scheduler sends new work to other workers
+    /// meanwhile [default: 4096, or `worker.max-instances` in dtask.toml].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_instances: Option<u32>,
 }
 
 impl WorkerFlags {
@@ -130,6 +136,9 @@ impl WorkerFlags {
         }
         if let Some(n) = self.instances {
             v.push(format!("--instances={n}").into());
+        }
+        if let Some(n) = self.max_instances {
+            v.push(format!("--max-instances={n}").into());
         }
         v
     }
@@ -232,6 +241,7 @@ pub fn run(global: &Global, a: Args) -> Result<(), Failure> {
             keep_resident,
             clock_resolution,
             instances: a.instances.or(defaults.instances),
+            max_instances: a.max_instances.or(defaults.max_instances),
         },
         resources,
         reconnect_grace,

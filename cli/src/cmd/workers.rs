@@ -7,7 +7,7 @@ use std::io::Write;
 /// of those, executing), results held and their bytes (and of those,
 /// bytes spilled to disk), the memory limit per task in MiB, how many
 /// times a worker died and was started again in its place, resources;
-/// with --json also whether its pooled instances are all held
+/// with --json also whether its instances (pooled and on demand) are all held
 /// (`instances_full`: it takes no new tasks until one is free).
 #[derive(clap::Args)]
 #[command(

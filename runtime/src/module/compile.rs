@@ -56,6 +56,42 @@ pub fn compile(
     Ok(component_module(engine, hash, component))
 }
 
+impl CompiledModule {
+    /// This module's code in `engine`, an engine of the same compilation
+    /// settings (its compatibility hash) that allocates instances another
+    /// way: the compiled code is copied, not compiled again.
+    pub fn copy_into(&self, engine: &Engine) -> Result<CompiledModule, String> {
+        let failed = |e: wasmtime::Error| {
+            format!(
+                "module {} could not be loaded for instances past the pool: {e:#}",
+                self.hash
+            )
+        };
+        match &self.code {
+            Code::Component(c) => {
+                let artifact = c.serialize().map_err(failed)?;
+                // SAFETY: wasmtime serialized these bytes just now, from a
+                // component of an engine with the same settings.
+                let c = unsafe { Component::deserialize(engine, &artifact) }.map_err(failed)?;
+                Ok(component_module(engine, self.hash.clone(), c))
+            }
+            Code::Core(m) => {
+                let artifact = m.serialize().map_err(failed)?;
+                // SAFETY: as for components.
+                let m = unsafe { Module::deserialize(engine, &artifact) }.map_err(failed)?;
+                Ok(CompiledModule {
+                    types: ModuleTypes {
+                        hash: self.hash.clone(),
+                        funcs: command_funcs(),
+                        kind: ModuleKind::CoreCommand,
+                    },
+                    code: Code::Core(m),
+                })
+            }
+        }
+    }
+}
+
 /// Whether the artifact of `bytes` compiled by `engine` is in `cache_dir`
 /// (so loading it takes milliseconds, not a compilation).
 pub fn is_cached(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> bool {

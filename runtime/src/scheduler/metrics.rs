@@ -156,7 +156,7 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
         ),
         (
             "dtask_worker_instances_full",
-            "1 while every pooled instance is held and tasks wait for one (the worker takes no new tasks)",
+            "1 while every instance (pooled and on demand) is held and tasks wait for one (the worker takes no new tasks)",
             |w| u64::from(w.instances_full),
         ),
     ];

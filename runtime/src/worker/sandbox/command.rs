@@ -22,7 +22,9 @@ impl Sandbox {
             timeout,
             ..RunLimits::default()
         };
-        let out = self.command(ready, key, Stdin::Bytes(stdin.into()), argv, limits, None);
+        let (instance, ready) = self.instance_for(ready, key, None, timeout).await?;
+        let stdin = Stdin::Bytes(stdin.into());
+        let out = self.command(ready, instance, key, (stdin, argv), limits, None);
         match out.await?.into_value() {
             Value::Binary(b) => Ok(b),
             _ => Err(task_error(
@@ -33,14 +35,14 @@ impl Sandbox {
         }
     }
 
-    /// Runs a WASI command, its stdout (its result) taken as it is written
-    /// (see [`stdout`]).
+    /// Runs a WASI command on `input` (its stdin and argv) in `instance`,
+    /// its stdout (its result) taken as it is written (see [`stdout`]).
     pub(super) async fn command(
         &self,
         ready: &Ready,
+        instance: Instance,
         key: &str,
-        stdin: Stdin,
-        argv: Vec<String>,
+        (stdin, argv): (Stdin, Vec<String>),
         limits: RunLimits,
         link: Option<TaskLink>,
     ) -> Result<Output, TaskError> {
@@ -59,10 +61,6 @@ impl Sandbox {
             .stderr(Out(stderr.clone()))
             .args(&argv);
         grant(&mut wasi, &limits.grants).map_err(|m| task_error(key, ErrorKind::Input, m))?;
-        let instance = match limits.instance {
-            Some(taken) => taken,
-            None => self.instance(key, timeout).await?,
-        };
         // The exit status, or the error that ended the program otherwise.
         let status: wasmtime::Result<i32> = match &ready.pre {
             Pre::Command(pre) => {

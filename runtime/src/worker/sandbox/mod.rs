@@ -17,8 +17,9 @@ use super::host::{self, HasLink, TaskLink};
 use crate::module::{COMMAND_FUNCTION, Code, CompiledModule, Entry, ModuleKind, engine_config};
 use crate::protocol::{ErrorKind, TaskError};
 use crate::value::{self, Value};
+use std::iter::once;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -146,7 +147,18 @@ pub struct Limits {
     /// get, a lock), with the actors; never fewer than the slots. `None`: 8
     /// per slot and 256 more, at most 2,000 ([`pool_size`]).
     pub instances: Option<u32>,
+    /// Instances at once, pooled and not: past the pool, each is set up on
+    /// demand (slower to set up, with no memory kept between tasks), so
+    /// that tasks waiting on others never keep those others from running.
+    /// Never fewer than the pool. `None`: [`MAX_INSTANCES`].
+    pub max_instances: Option<u32>,
 }
+
+/// What [`Limits::max_instances`] is unless set. Each instance may reserve
+/// a few GiB of address space (never memory) for its linear memories, so
+/// this many stay well within a 64-bit process's 128 TiB; what each costs
+/// in memory is what its task touches.
+pub const MAX_INSTANCES: u32 = 4096;
 
 /// What [`Limits::keep_resident`] is unless set: enough for a small task
 /// (so it never faults), and no more held while idle.
@@ -164,6 +176,7 @@ impl Default for Limits {
             keep_resident: KEEP_RESIDENT,
             clock_resolution: CLOCK_RESOLUTION,
             instances: None,
+            max_instances: None,
         }
     }
 }
@@ -185,9 +198,9 @@ pub struct RunLimits {
     /// file once over their memory budget. Without it, a command's stdout
     /// is held in memory up to the task's memory limit.
     pub spill: Option<Arc<crate::worker::store::ResultStore>>,
-    /// A pooled instance taken for the run beforehand
-    /// ([`Sandbox::instance`]); without one, the run waits for its own.
-    pub instance: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    /// An instance taken for the run beforehand ([`Sandbox::instance`]);
+    /// without one, the run waits for its own.
+    pub instance: Option<Instance>,
 }
 
 /// Adds what `grants` allows to a WASI context: environment variables, and
@@ -256,6 +269,9 @@ pub struct Ready {
     /// The compiled module and its exports.
     pub module: Arc<CompiledModule>,
     pre: Pre,
+    /// The same code in the engine of instances past the pool, copied
+    /// there the first time one runs it.
+    on_demand: OnceLock<Result<Arc<Ready>, String>>,
 }
 
 /// A pre-linked module of each kind.
@@ -344,11 +360,43 @@ pub struct Sandbox {
     limits: Limits,
     worker_id: Arc<str>,
     /// One permit per pooled instance, held by each live store: a task
-    /// finding the pool taken waits for one to come free (tasks waiting
-    /// in host calls keep theirs) instead of failing at instantiation.
+    /// finding the pool taken runs in an instance set up on demand, or,
+    /// with those taken too, waits for one to come free (tasks waiting in
+    /// host calls keep theirs) instead of failing at instantiation.
     instances: Arc<tokio::sync::Semaphore>,
     /// How many there are.
     pool: u32,
+    /// Instances past the pool, if [`Limits::max_instances`] allows any.
+    on_demand: Option<OnDemand>,
+}
+
+/// Instances past the pool: engines of the same settings as the pooled
+/// ones, which set each instance up when it begins and free it when it
+/// ends. Slower per task than the pool (a few system calls more), they are
+/// there so that a worker whose pool is held by tasks waiting (on
+/// subtasks, a queue, an event) still runs the tasks they wait for.
+struct OnDemand {
+    tier: Tier,
+    fast: Option<Tier>,
+    /// One permit per instance that may exist past the pool.
+    instances: Arc<tokio::sync::Semaphore>,
+    /// How many there are.
+    count: u32,
+}
+
+/// An instance a task or actor holds while its store lives: pooled, or
+/// past the pool, set up on demand.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    on_demand: bool,
+}
+
+impl Instance {
+    /// Whether it is past the pool, set up on demand.
+    pub fn on_demand(&self) -> bool {
+        self.on_demand
+    }
 }
 
 /// Component instances each engine's pool holds for `concurrency` slots,
@@ -375,7 +423,7 @@ struct Tier {
 impl Tier {
     /// An engine whose pool holds `n` component instances
     /// ([`pool_size`]).
-    fn new(limits: &Limits, n: u32, strategy: wasmtime::Strategy) -> anyhow::Result<Self> {
+    fn pooled(limits: &Limits, n: u32, strategy: wasmtime::Strategy) -> anyhow::Result<Self> {
         let mut config = engine_config();
         config.strategy(strategy);
         let mut pool = PoolingAllocationConfig::default();
@@ -405,6 +453,21 @@ impl Tier {
         // The pool's memories are reserved when the engine is built: at
         // least this many bytes of address space, in one mapping.
         huge_pages::advise_new(&before, (n as usize * 2).saturating_mul(limits.memory));
+        Self::on(engine)
+    }
+
+    /// An engine that sets each instance up on demand, with the same
+    /// compilation settings as the pooled one (so code compiled for that
+    /// one loads in this one without compiling again).
+    fn on_demand(strategy: wasmtime::Strategy) -> anyhow::Result<Self> {
+        let mut config = engine_config();
+        config.strategy(strategy);
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        Self::on(Engine::new(&config)?)
+    }
+
+    /// `engine` with dtask's host functions linked.
+    fn on(engine: Engine) -> anyhow::Result<Self> {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         host::add_to_linker(&mut linker)?;
@@ -427,38 +490,71 @@ impl Sandbox {
             .instances
             .unwrap_or_else(|| pool_size(concurrency))
             .max(concurrency.max(1));
-        let tier = Tier::new(&limits, pool, wasmtime::Strategy::Cranelift)?;
+        let tier = Tier::pooled(&limits, pool, wasmtime::Strategy::Cranelift)?;
         // Without Winch (a platform it does not support), every module
         // waits for Cranelift.
-        let fast = Tier::new(&limits, pool, wasmtime::Strategy::Winch).ok();
-        let engines: Vec<_> = std::iter::once(&tier)
-            .chain(&fast)
-            .map(|t| &t.engine)
-            .collect();
-        let ticker = epoch::Ticker::start(&engines)?;
-        Ok(Self {
+        let fast = Tier::pooled(&limits, pool, wasmtime::Strategy::Winch).ok();
+        let past_pool = limits
+            .max_instances
+            .unwrap_or(MAX_INSTANCES)
+            .saturating_sub(pool);
+        let on_demand = match past_pool {
+            0 => None,
+            count => Some(OnDemand {
+                tier: Tier::on_demand(wasmtime::Strategy::Cranelift)?,
+                fast: match fast {
+                    Some(_) => Some(Tier::on_demand(wasmtime::Strategy::Winch)?),
+                    None => None,
+                },
+                instances: Arc::new(tokio::sync::Semaphore::new(count as usize)),
+                count,
+            }),
+        };
+        let mut sandbox = Self {
             tier,
             fast,
-            ticker,
+            ticker: epoch::Ticker::start(&[])?,
             limits,
             worker_id: worker_id.into(),
             instances: Arc::new(tokio::sync::Semaphore::new(pool as usize)),
             pool,
-        })
+            on_demand,
+        };
+        let engines: Vec<_> = sandbox.tiers().map(|t| &t.engine).collect();
+        sandbox.ticker = epoch::Ticker::start(&engines)?;
+        Ok(sandbox)
     }
 
-    /// A pooled instance if one is free now.
-    pub fn try_instance(&self) -> Option<Arc<tokio::sync::OwnedSemaphorePermit>> {
-        self.instances
-            .clone()
-            .try_acquire_owned()
-            .ok()
-            .map(Arc::new)
+    /// Every engine's tier: pooled, then on demand.
+    fn tiers(&self) -> impl Iterator<Item = &Tier> {
+        let on_demand = self
+            .on_demand
+            .iter()
+            .flat_map(|o| once(&o.tier).chain(&o.fast));
+        once(&self.tier).chain(&self.fast).chain(on_demand)
     }
 
-    /// A pooled instance for task `key`, waited for while every one is
-    /// taken (by tasks waiting in host calls, or actors), for at most
-    /// [`INSTANCE_WAIT`] or the task's `timeout`.
+    /// An instance if one is free now: pooled if one is, else one past the
+    /// pool.
+    pub fn try_instance(&self) -> Option<Instance> {
+        let take = |s: &Arc<tokio::sync::Semaphore>, on_demand| {
+            let permit = s.clone().try_acquire_owned().ok()?;
+            Some(Instance {
+                _permit: Arc::new(permit),
+                on_demand,
+            })
+        };
+        take(&self.instances, false).or_else(|| take(&self.on_demand.as_ref()?.instances, true))
+    }
+
+    /// Every instance there may be at once, pooled and not.
+    fn max_instances(&self) -> u32 {
+        self.pool + self.on_demand.as_ref().map_or(0, |o| o.count)
+    }
+
+    /// An instance for task `key` ([`Sandbox::try_instance`]), waited for
+    /// while every one is taken (by tasks waiting in host calls, or
+    /// actors), for at most [`INSTANCE_WAIT`] or the task's `timeout`.
     ///
     /// A worker's task waits for one without its execution slot: the
     /// tasks holding instances may need the slot to go on (a seceded task
@@ -467,36 +563,102 @@ impl Sandbox {
         &self,
         key: &str,
         timeout: Option<Duration>,
-    ) -> Result<Arc<tokio::sync::OwnedSemaphorePermit>, TaskError> {
+    ) -> Result<Instance, TaskError> {
         if let Some(free) = self.try_instance() {
             return Ok(free);
         }
+        let pooled = async { (self.instances.clone().acquire_owned().await, false) };
+        let past_pool = async {
+            match &self.on_demand {
+                Some(o) => (o.instances.clone().acquire_owned().await, true),
+                None => std::future::pending().await,
+            }
+        };
+        let first = async {
+            tokio::select! {
+                p = pooled => p,
+                o = past_pool => o,
+            }
+        };
         let wait = timeout.map_or(INSTANCE_WAIT, |t| t.min(INSTANCE_WAIT));
-        match tokio::time::timeout(wait, self.instances.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Arc::new(permit)),
+        let all = match &self.on_demand {
+            None => format!("{} pooled instances", self.pool),
+            Some(o) => format!(
+                "{} instances ({} pooled, {} set up on demand)",
+                self.max_instances(),
+                self.pool,
+                o.count
+            ),
+        };
+        match tokio::time::timeout(wait, first).await {
+            Ok((Ok(permit), on_demand)) => Ok(Instance {
+                _permit: Arc::new(permit),
+                on_demand,
+            }),
             // The task's own limit passed first: that is its error.
             Err(_) if wait < INSTANCE_WAIT => Err(task_error(
                 key,
                 ErrorKind::Timeout,
                 format!(
                     "the task's time limit ({wait:?}) passed while it waited for one of worker \
-                     {}'s {} pooled instances to come free (all held by waiting tasks and \
-                     actors)",
-                    self.worker_id, self.pool
+                     {}'s {all} to come free (all held by waiting tasks and actors)",
+                    self.worker_id
                 ),
             )),
             _ => Err(task_error(
                 key,
                 ErrorKind::Internal,
                 format!(
-                    "no instance came free on worker {} in {wait:?}: all {} of its pooled \
-                     instances are held by tasks waiting (in a gather of subtasks, a queue \
-                     get, a lock…) and by actors; run fewer such tasks at once per worker, \
-                     start more workers, or give each more (`dtask worker --instances`)",
-                    self.worker_id, self.pool
+                    "no instance came free on worker {} in {wait:?}: all {all} are held by \
+                     tasks waiting (in a gather of subtasks, a queue get, a lock…) and by \
+                     actors; run fewer such tasks at once per worker, start more workers, or \
+                     give each more (`dtask worker --max-instances`)",
+                    self.worker_id
                 ),
             )),
         }
+    }
+
+    /// An instance to run `ready` in (`taken` if one was taken beforehand),
+    /// and `ready` as that instance runs it: past the pool, its code in the
+    /// engine of instances set up on demand.
+    async fn instance_for<'a>(
+        &self,
+        ready: &'a Ready,
+        key: &str,
+        taken: Option<Instance>,
+        timeout: Option<Duration>,
+    ) -> Result<(Instance, &'a Ready), TaskError> {
+        let instance = match taken {
+            Some(taken) => taken,
+            None => self.instance(key, timeout).await?,
+        };
+        let ready = match instance.on_demand {
+            true => self.past_pool(ready, key)?,
+            false => ready,
+        };
+        Ok((instance, ready))
+    }
+
+    /// `ready`'s code in the engine of instances past the pool (copied
+    /// there the first time), for a run in such an instance.
+    fn past_pool<'a>(&self, ready: &'a Ready, key: &str) -> Result<&'a Arc<Ready>, TaskError> {
+        let copied = ready.on_demand.get_or_init(|| {
+            let o = self
+                .on_demand
+                .as_ref()
+                .ok_or("no instances past the pool")?;
+            let engine = ready.module.code.engine();
+            let tier = match (&self.fast, &o.fast) {
+                (Some(fast), Some(on_demand)) if Engine::same(engine, &fast.engine) => on_demand,
+                _ => &o.tier,
+            };
+            let module = ready.module.copy_into(&tier.engine)?;
+            self.prepare(module).map(Arc::new)
+        });
+        copied
+            .as_ref()
+            .map_err(|m| task_error(key, ErrorKind::Module, m.clone()))
     }
 
     /// The engine of optimised code (Cranelift), for compiling modules.
@@ -514,10 +676,10 @@ impl Sandbox {
         let unlinked =
             |e: wasmtime::Error| format!("module {} cannot be linked: {e:#}", module.hash);
         let engine = module.code.engine();
-        let tier = match &self.fast {
-            Some(fast) if Engine::same(engine, &fast.engine) => fast,
-            _ => &self.tier,
-        };
+        let tier = self
+            .tiers()
+            .find(|t| Engine::same(engine, &t.engine))
+            .unwrap_or(&self.tier);
         let pre = match (&module.code, module.kind()) {
             (Code::Component(c), ModuleKind::CommandComponent) => Pre::Command(
                 tier.linker
@@ -533,6 +695,7 @@ impl Sandbox {
         Ok(Ready {
             module: Arc::new(module),
             pre,
+            on_demand: OnceLock::new(),
         })
     }
 
@@ -569,11 +732,16 @@ impl Sandbox {
         link: Option<TaskLink>,
     ) -> Result<Output, TaskError> {
         let timeout = limits.timeout;
+        let (instance, ready) = self
+            .instance_for(ready, key, limits.instance.clone(), timeout)
+            .await?;
         let pre = match &ready.pre {
             Pre::Exports(pre) => pre,
             Pre::Command(_) | Pre::Core(_) => {
-                let (stdin, argv) = command_input(ready, key, function, args)?;
-                return self.command(ready, key, stdin, argv, limits, link).await;
+                let input = command_input(ready, key, function, args)?;
+                return self
+                    .command(ready, instance, key, input, limits, link)
+                    .await;
             }
         };
         let err = |kind, message: String| task_error(key, kind, message);
@@ -613,10 +781,6 @@ impl Sandbox {
         wasi.stderr(Out(stderr.clone()))
             .stdout(Out(limits.output.stdout.clone()));
         grant(&mut wasi, &limits.grants).map_err(|m| err(ErrorKind::Input, m))?;
-        let instance = match limits.instance {
-            Some(taken) => taken,
-            None => self.instance(key, timeout).await?,
-        };
         let mut host = self.host(wasi.build(), key, link);
         host.limits = self.store_limits_under(limits.memory);
         host.memory = Some((memory, raise));
@@ -672,6 +836,11 @@ impl Sandbox {
         memory: Option<usize>,
     ) -> Result<ActorInstance, TaskError> {
         let err = |kind, message: String| task_error(key, kind, message);
+        let instance = self.instance(key, None).await?;
+        let ready = match instance.on_demand {
+            true => self.past_pool(&ready, key)?.clone(),
+            false => ready,
+        };
         let Pre::Exports(pre) = &ready.pre else {
             return Err(err(
                 ErrorKind::Module,
@@ -696,7 +865,6 @@ impl Sandbox {
             .build();
         let mut host = self.host(wasi, key, None);
         host.limits = self.store_limits_under(memory);
-        let instance = self.instance(key, None).await?;
         let mut store = self.store(&ready, host, None, instance);
         let mut results = [Val::Bool(false)];
         let built = async {
@@ -799,7 +967,7 @@ impl Sandbox {
         ready: &Ready,
         data: T,
         timeout: Option<Duration>,
-        instance: Arc<tokio::sync::OwnedSemaphorePermit>,
+        instance: Instance,
     ) -> Store<T> {
         let mut store = Store::new(ready.module.code.engine(), data);
         store.limiter(|h| h.limits());

@@ -436,9 +436,14 @@ async fn the_epoch_sleeps_while_no_task_runs_and_wakes_for_the_next() {
 
 #[tokio::test]
 async fn a_task_finding_every_instance_taken_waits_and_then_fails_saying_why() {
-    let sandbox = Sandbox::new("t", Limits::default(), 1).unwrap();
+    let limits = Limits {
+        max_instances: Some(264),
+        ..Limits::default()
+    };
+    let sandbox = Sandbox::new("t", limits, 1).unwrap();
     let mut taken = Vec::new();
     while let Some(instance) = sandbox.try_instance() {
+        assert!(!instance.on_demand());
         taken.push(instance);
     }
     assert_eq!(taken.len(), 264, "the pool of a one-slot worker");
@@ -463,16 +468,86 @@ async fn a_task_finding_every_instance_taken_waits_and_then_fails_saying_why() {
 
 #[tokio::test]
 async fn a_pool_asked_for_holds_that_many_instances_and_never_fewer_than_the_slots() {
-    let count = |instances, slots| {
+    let count = |instances, max_instances, slots| {
         let limits = Limits {
             instances: Some(instances),
+            max_instances,
             ..Limits::default()
         };
         let sandbox = Sandbox::new("t", limits, slots).unwrap();
         // Kept until all are counted: a permit dropped is free again.
         let taken: Vec<_> = std::iter::from_fn(|| sandbox.try_instance()).collect();
-        taken.len()
+        let pooled = taken.iter().filter(|i| !i.on_demand()).count();
+        (pooled, taken.len())
     };
-    assert_eq!(count(3, 1), 3);
-    assert_eq!(count(2, 4), 4);
+    assert_eq!(count(3, Some(3), 1), (3, 3));
+    assert_eq!(count(2, Some(1), 4), (4, 4));
+    assert_eq!(count(3, Some(5), 1), (3, 5));
+    assert_eq!(count(3, None, 1), (3, MAX_INSTANCES as usize));
+}
+
+/// A component exporting `add: func(a: u32, b: u32) -> u32`.
+const ADD_COMPONENT: &str = r#"(component
+    (core module $m
+      (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))
+    (core instance $i (instantiate $m))
+    (func $add (param "a" u32) (param "b" u32) (result u32) (canon lift (core func $i "add")))
+    (export "add" (func $add)))"#;
+
+#[tokio::test]
+async fn with_the_pool_taken_tasks_run_in_instances_set_up_on_demand_within_the_same_limits() {
+    let limits = Limits {
+        memory: 2 << 20,
+        instances: Some(1),
+        max_instances: Some(3),
+        ..Limits::default()
+    };
+    let sandbox = Sandbox::new("t", limits, 1).unwrap();
+    let pooled = sandbox.try_instance().unwrap();
+    assert!(!pooled.on_demand());
+    let add = ::wat::parse_str(ADD_COMPONENT).unwrap();
+    for engine in engines(&sandbox) {
+        // A component's typed export, a core command, and a core module
+        // growing its memory past the limit, each in an instance set up on
+        // demand: the same results and the same limit as in the pool.
+        let add = ready(&sandbox, compile(&engine, &add, "add.wasm", None));
+        let args = vec![Value::from(2), Value::from(40)];
+        let sum = sandbox.run(&add, "k", "add", args, None).await.unwrap();
+        assert_eq!(sum, Value::from(42));
+        let cat = cat_on(&sandbox, &engine);
+        let stdin = Value::Binary(b"past the pool".to_vec());
+        let out = sandbox
+            .run(&cat, "k", "_start", vec![stdin, argv(&["cat"])], None)
+            .await
+            .unwrap();
+        assert_eq!(out, Value::Binary(b"past the pool".to_vec()));
+        let bomb = core_on(
+            &sandbox,
+            &engine,
+            r#"(module
+                (func (export "_start")
+                  (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))
+                (memory (export "memory") 1))"#,
+        );
+        let e = start(&sandbox, &bomb, &["bomb"], None).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Memory, "{e:?}");
+    }
+    // Two more at most: then a task waits, and says for what.
+    let more: Vec<_> = std::iter::from_fn(|| sandbox.try_instance()).collect();
+    assert_eq!(more.len(), 2);
+    assert!(more.iter().all(Instance::on_demand));
+    let e = sandbox
+        .instance("k", Some(Duration::from_millis(20)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Timeout);
+    assert!(
+        e.message
+            .contains("3 instances (1 pooled, 2 set up on demand)"),
+        "{}",
+        e.message
+    );
+    // The pool's own comes free first: it is the one taken.
+    drop(pooled);
+    assert!(!sandbox.instance("k", None).await.unwrap().on_demand());
 }
