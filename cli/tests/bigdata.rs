@@ -1269,3 +1269,46 @@ fn a_list_of_big_lists_prints_as_rendered_whole() {
         drop(futures);
     });
 }
+
+/// A raw gather is partway through a big result when its only holder is
+/// killed: the result is computed again on the other worker, and the
+/// gather goes on from that copy (its first bytes read again and checked
+/// against those already written), so what it writes is the value, exact
+/// and once. Until this, the gather failed: "gather it again".
+#[test]
+fn a_raw_gather_goes_on_from_a_copy_computed_again_when_its_holder_dies_partway() {
+    use std::io::Read;
+    let c = Cluster::start(2, 1);
+    let made = c.submit("count-bytes", &[&BIG.to_string(), "7"]);
+    c.ok(&["wait", &made]);
+    let worker = |c: &Cluster| {
+        json_lines(&c.ok(&["status", "--json", &made]))[0]["worker"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let holder = worker(&c);
+    // A worker's name is its host and pid.
+    let pid: i32 = holder.rsplit(':').next().unwrap().parse().unwrap();
+    let mut reader = c
+        .cmd()
+        .args(["gather", "-r", &made])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = reader.stdout.take().unwrap();
+    let mut got = vec![0; 1 << 20];
+    out.read_exact(&mut got).unwrap();
+    // SAFETY: a plain signal to a process this test's cluster started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    out.read_to_end(&mut got).unwrap();
+    let done = reader.wait_with_output().unwrap();
+    assert!(done.status.success(), "gather: {}", stderr(&done));
+    assert_eq!(got.len(), BIG, "{}", stderr(&done));
+    assert!(
+        got.iter().enumerate().all(|(i, &b)| b == (i + 7) as u8),
+        "what the gather wrote differs from the value"
+    );
+    assert_ne!(worker(&c), holder, "computed again elsewhere");
+}

@@ -89,14 +89,15 @@ pub struct WorkerFlags {
     /// Pooled sandboxed instances, the fastest to set up: for tasks
     /// running, tasks waiting in a gather of subtasks, a queue get or a
     /// lock, and actors; at least --nthreads. Past the pool, instances are
-    /// set up on demand, up to --max-instances [default: 8 per slot + 256,
-    /// at most 2000, or `worker.instances` in dtask.toml].
+    /// set up on demand, up to `--max-instances` [default: 8 per slot +
+    /// 256, at most 2000, or `worker.instances` in dtask.toml].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub instances: Option<u32>,
-    /// Instances at once, pooled and set up on demand; at least
-    /// --instances (which turns the ones on demand off). Tasks past it
-    /// wait for one, and the scheduler sends new work to other workers
-    /// meanwhile [default: 4096, or `worker.max-instances` in dtask.toml].
+    /// Instances at once, pooled and set up on demand, never fewer than
+    /// the pool (the same number as `--instances` turns those on demand
+    /// off). Tasks past it wait for one, and the scheduler sends new work
+    /// to other workers meanwhile [default: 4096, or
+    /// `worker.max-instances` in dtask.toml].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub max_instances: Option<u32>,
 }

@@ -487,6 +487,13 @@ impl Client {
     /// ever holding the whole value: what `dtask gather -r` writes out as
     /// it arrives. An error `each` returns stops the stream and comes back
     /// as [`ClientError::Invalid`].
+    ///
+    /// If every holder of the result is lost partway, the stream goes on
+    /// from its next copy (computed again, for a task): that copy's first
+    /// bytes are read again and checked against the ones already handed
+    /// out (by hash), and only what follows them goes to `each`. A copy
+    /// that differs there (a task giving other bytes each run) ends the
+    /// stream with [`ClientError::Data`].
     pub async fn stream_encoded(
         &self,
         key: &str,
@@ -495,38 +502,52 @@ impl Client {
     ) -> Result<(), ClientError> {
         let mut at = Cow::Borrowed(at);
         let mut again = Refetch::default();
+        let mut resume = Resume::default();
+        let mut differs = None;
         loop {
-            if let Some(b) = &at.inline {
-                return each(b.len() as u64, b).map_err(ClientError::Invalid);
-            }
-            let mut sent = false;
-            let streamed = peer::stream(&at.who_has, &self.inner.peer_token, key, |total, b| {
-                sent = true;
-                std::future::ready(each(total, &b))
-            })
-            .await;
+            resume.restart();
+            let mut hand = |total: u64, b: &[u8]| match resume.fresh(total, b) {
+                Ok([]) if resume.given > 0 => Ok(()),
+                Ok(fresh) => each(total, fresh),
+                Err(why) => {
+                    differs = Some(why.clone());
+                    Err(why)
+                }
+            };
+            let streamed = match &at.inline {
+                Some(b) => hand(b.len() as u64, b).map_err(peer::StreamError::Sink),
+                None => {
+                    peer::stream(&at.who_has, &self.inner.peer_token, key, |total, b| {
+                        std::future::ready(hand(total, &b))
+                    })
+                    .await
+                }
+            };
             match streamed {
                 Ok(()) => return Ok(()),
-                // Lost before any of it went out: from its next copy.
-                Err(peer::StreamError::Source(why)) if !sent => {
-                    at = Cow::Owned(self.relocate(key, &mut again, why).await?)
-                }
-                Err(peer::StreamError::Source(reason)) => {
-                    let released = matches!(
-                        self.status(vec![key.to_string()]).await.as_deref(),
-                        Ok([(_, None)])
-                    );
-                    let after = if released {
-                        "it was released while it was being read"
-                    } else {
-                        "after part of it went out: gather it again for all of it"
-                    };
+                Err(peer::StreamError::Sink(_)) if differs.is_some() => {
                     return Err(ClientError::Data {
                         key: key.to_string(),
-                        reason: format!("{reason} ({after})"),
+                        reason: differs.unwrap_or_default(),
                     });
                 }
                 Err(peer::StreamError::Sink(why)) => return Err(ClientError::Invalid(why)),
+                // Lost partway, or before any of it went out: from its
+                // next copy, unless it was let go of meanwhile.
+                Err(peer::StreamError::Source(reason)) => {
+                    if resume.given > 0
+                        && matches!(
+                            self.status(vec![key.to_string()]).await.as_deref(),
+                            Ok([(_, None)])
+                        )
+                    {
+                        return Err(ClientError::Data {
+                            key: key.to_string(),
+                            reason: format!("{reason} (it was released while it was being read)"),
+                        });
+                    }
+                    at = Cow::Owned(self.relocate(key, &mut again, reason).await?)
+                }
             }
         }
     }
@@ -635,6 +656,65 @@ struct Outcomes<V> {
 struct Refetch {
     tries: u32,
     told: Option<Told>,
+}
+
+/// How far a stream of a result's bytes has got, to go on from another copy
+/// of it: the bytes handed out, their hash, and while a new copy's first
+/// bytes are read again, how many of those have come and their hash.
+#[derive(Default)]
+struct Resume {
+    given: u64,
+    total: Option<u64>,
+    hash: blake3::Hasher,
+    check: Option<(u64, blake3::Hasher)>,
+}
+
+impl Resume {
+    /// A new copy begins: its first [`Resume::given`] bytes are checked,
+    /// not handed out.
+    fn restart(&mut self) {
+        self.check = (self.given > 0).then(|| (0, blake3::Hasher::new()));
+    }
+
+    /// What of `chunk`, the next bytes of a copy `total` bytes long, is
+    /// still to be handed out; an error if the copy differs from what
+    /// went out before.
+    fn fresh<'a>(&mut self, total: u64, chunk: &'a [u8]) -> Result<&'a [u8], String> {
+        let differs = |what: String| {
+            format!(
+                "its holder was lost after {} of it went out, and its next copy (computed \
+                 again) {what}: the task gives other bytes each run; gather it again for all \
+                 of the new copy",
+                crate::value::human_bytes(self.given)
+            )
+        };
+        if let Some(before) = self.total.filter(|&t| t != total) {
+            return Err(differs(format!(
+                "is {} long, not {}",
+                crate::value::human_bytes(total),
+                crate::value::human_bytes(before)
+            )));
+        }
+        self.total = Some(total);
+        let chunk = match &mut self.check {
+            None => chunk,
+            Some((seen, hash)) => {
+                let n = (self.given - *seen).min(chunk.len() as u64) as usize;
+                hash.update(&chunk[..n]);
+                *seen += n as u64;
+                if *seen == self.given {
+                    if hash.finalize() != self.hash.finalize() {
+                        return Err(differs("begins with other bytes".into()));
+                    }
+                    self.check = None;
+                }
+                &chunk[n..]
+            }
+        };
+        self.hash.update(chunk);
+        self.given += chunk.len() as u64;
+        Ok(chunk)
+    }
 }
 
 /// A reading watch (see [`Client::watch_reading_into`]) and the finished
@@ -879,4 +959,62 @@ pub fn decoded(key: &str, bytes: Bytes) -> Result<Value, ClientError> {
         key: key.to_string(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Resume;
+
+    /// The first bytes of a copy `total` bytes long, `read`, handed to `r`
+    /// in ranges of `step` bytes: what goes out, or the error.
+    fn feed(r: &mut Resume, read: &[u8], total: usize, step: usize) -> Result<Vec<u8>, String> {
+        r.restart();
+        let mut out = Vec::new();
+        for range in read.chunks(step) {
+            out.extend_from_slice(r.fresh(total as u64, range)?);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn a_stream_goes_on_from_a_copy_whose_first_bytes_match_what_went_out() {
+        let value: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        for (cut, step) in [(1, 7), (4096, 4096), (5000, 3), (9999, 1000)] {
+            let mut r = Resume::default();
+            let mut out = feed(&mut r, &value[..cut], value.len(), 1000).unwrap();
+            // The copy lost after `cut` bytes; the next one, read in other
+            // ranges, gives only what follows them.
+            let rest = feed(&mut r, &value, value.len(), step).unwrap();
+            assert_eq!(rest.len(), value.len() - cut);
+            out.extend(rest);
+            assert_eq!(out, value, "cut at {cut}, ranges of {step}");
+        }
+    }
+
+    #[test]
+    fn a_next_copy_that_differs_from_what_went_out_is_refused() {
+        let value = vec![7u8; 1000];
+        let mut r = Resume::default();
+        r.restart();
+        r.fresh(1000, &value[..600]).unwrap();
+        // Other bytes within what went out: refused, and nothing of it
+        // handed out.
+        let mut other = value.clone();
+        other[599] = 8;
+        let e = feed(&mut r, &other, 1000, 100).unwrap_err();
+        assert!(e.contains("begins with other bytes"), "{e}");
+        // Another length.
+        let mut r = Resume::default();
+        r.restart();
+        r.fresh(1000, &value[..10]).unwrap();
+        let e = feed(&mut r, &value[..999], 999, 100).unwrap_err();
+        assert!(e.contains("is 999 B long, not 1000 B"), "{e}");
+        // Other bytes only past what went out are the copy's own.
+        let mut r = Resume::default();
+        r.restart();
+        r.fresh(1000, &value[..600]).unwrap();
+        let mut later = value.clone();
+        later[600] = 9;
+        assert_eq!(feed(&mut r, &later, 1000, 100).unwrap(), &later[600..]);
+    }
 }

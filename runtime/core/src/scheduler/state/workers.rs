@@ -47,8 +47,8 @@ pub(super) struct Worker {
     pub(super) heartbeat_ms: u64,
     /// `Run` commands sent to it so far.
     pub(super) runs_sent: u64,
-    /// Whether its tasks wait for a pooled instance, every one being held
-    /// by tasks waiting in host calls and by actors ([`Input::WorkerStarved`]):
+    /// Whether its tasks wait for an instance, every one (pooled and set
+    /// up on demand) being held by tasks waiting in host calls and by actors ([`Input::WorkerStarved`]):
     /// it takes no tasks then, and those queued there may be stolen.
     pub(super) starved: bool,
 }
