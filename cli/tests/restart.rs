@@ -391,3 +391,43 @@ fn a_result_its_worker_reports_after_a_restart_is_not_computed_again() {
     assert_eq!(p.ok(&["gather", &b]), want.to_string());
     assert_eq!(reruns(&p), before, "a result was computed again");
 }
+
+/// An unnamed client (a program using the library) holds a lock when the
+/// scheduler is killed and started again: after the restart the lock is
+/// still its own (its session has the grace to come back, and does), so
+/// another client's acquire waits until the first lets go of it. Until
+/// sessions' leases were journaled, the lock was free after a restart:
+/// two holders of one lock.
+#[test]
+fn an_unnamed_clients_lock_is_still_its_own_after_a_restart() {
+    let mut p = Pieces::start(1);
+    let token = std::fs::read_to_string(p.state.path().join("token")).unwrap();
+    let rt = runtime();
+    let client = rt
+        .block_on(dtask_runtime::client::Client::connect(
+            &p.addr,
+            token.trim(),
+            None,
+        ))
+        .unwrap();
+    let lock = client.lock("db");
+    rt.block_on(lock.acquire(None)).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the journal to have the session's lease",
+        || {
+            journal_records(&p.journal()).iter().any(|r| {
+                r["Leases"]["name"] == "db"
+                    && r["Leases"]["holders"][0]
+                        .as_str()
+                        .is_some_and(|h| h.starts_with("session-"))
+            })
+        },
+    );
+    p.restart_scheduler();
+    let held = p.run(&["lock", "acquire", "db", "--timeout", "300ms"]);
+    assert_eq!(held.status.code(), Some(4), "{}", stderr(&held));
+    // Back on the restarted scheduler, the client lets go of it.
+    rt.block_on(lock.release()).unwrap();
+    p.ok(&["lock", "acquire", "db", "--timeout", "10s"]);
+}

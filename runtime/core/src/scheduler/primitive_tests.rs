@@ -625,3 +625,75 @@ fn a_session_back_after_a_blip_can_release_the_lock_it_took() {
         vec![(3, 2, OpReply::Done)]
     );
 }
+
+/// An unnamed client's session took a lock and holds a result when the
+/// scheduler restarts: both are restored as the session's, for its grace.
+/// Its acquire sent again is answered from the journal as granted, and it
+/// is: the lock is not anyone else's meanwhile. A session back within the
+/// grace keeps both; one that does not come back loses both when it ends.
+/// Until sessions' holds and leases were journaled, the lock was free
+/// after a restart while the resent acquire was answered as granted: two
+/// holders of one lock.
+#[test]
+fn a_sessions_leases_and_holds_outlive_a_restart_for_its_grace() {
+    const SESSION: u64 = 0x5e55;
+    let mut s = setup(&[(10, 1)]);
+    let connect = |s: &mut Scheduler, client| {
+        s.handle(Input::ClientConnected {
+            client,
+            name: None,
+            session: SESSION,
+        })
+    };
+    let acquire = |s: &mut Scheduler, client| {
+        replies(&s.handle(Input::Primitive {
+            client,
+            id: 1,
+            session: SESSION,
+            task: None,
+            op: lock("a"),
+        }))
+    };
+    connect(&mut s, 2);
+    assert_eq!(acquire(&mut s, 2), vec![(2, 1, OpReply::Done)]);
+    s.handle(Input::Submit {
+        counted: true,
+        client: 2,
+        id: 2,
+        tasks: vec![spec("kept", vec![])],
+    });
+    finish(&mut s, 10, "kept", small(1));
+    for comes_back in [true, false] {
+        let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
+        let cmds = r.handle(Input::ClientConnected {
+            client: 9,
+            name: None,
+            session: 0,
+        });
+        let (holder, away, after_ms) = grace(&cmds).expect("a grace timer for the session");
+        assert_eq!(after_ms, super::state::HOLDER_GRACE_MS);
+        assert!(holder.starts_with(super::state::SESSION_PREFIX), "{holder}");
+        // Another client waits for the lock; the result is still there.
+        assert!(replies(&op(&mut r, 9, 1, None, lock("a"))).is_empty());
+        assert_eq!(r.state("kept"), Some(TaskState::Finished));
+        if comes_back {
+            connect(&mut r, 3);
+            assert_eq!(acquire(&mut r, 3), vec![(3, 1, OpReply::Done)]);
+            // The grace's end changes nothing: the session is back.
+            let cmds = r.handle(Input::HolderGraceOver { holder, away });
+            assert!(replies(&cmds).is_empty(), "{cmds:?}");
+            assert_eq!(r.state("kept"), Some(TaskState::Finished));
+            let release = Op::LockRelease { name: "a".into() };
+            let cmds = op(&mut r, 3, 2, None, release);
+            assert_eq!(
+                replies(&cmds),
+                vec![(9, 1, OpReply::Done), (3, 2, OpReply::Done)]
+            );
+        } else {
+            // Never back: its lock goes to the waiter, its result goes.
+            let cmds = r.handle(Input::HolderGraceOver { holder, away });
+            assert_eq!(replies(&cmds), vec![(9, 1, OpReply::Done)]);
+            assert_eq!(r.state("kept"), None);
+        }
+    }
+}

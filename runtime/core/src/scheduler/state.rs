@@ -227,8 +227,8 @@ struct Client {
 /// How long the holds and leases (locks, semaphores) of an unnamed
 /// client's session wait for it to come back (a new connection under the
 /// same session: a client reconnecting after a network blip) before they
-/// end, unless the client said it was leaving. Holds are not journaled: a
-/// scheduler restart ends them.
+/// end, unless the client said it was leaving. They are journaled: after a
+/// scheduler restart, the session has the grace again to come back.
 /// Longer than a client's default reconnect grace (30 s), so a client that
 /// reconnects at all finds its futures still held.
 pub const HOLDER_GRACE_MS: u64 = 60_000;
@@ -334,6 +334,10 @@ pub struct Scheduler {
     /// them to come back: the number of the time each went away (see
     /// [`Input::HolderGraceOver`]).
     away: HashMap<String, u64>,
+    /// Unnamed clients' sessions whose holds or leases a restore brought
+    /// back: each gets the grace to come back, from the first event after
+    /// the restore.
+    restored_sessions: Vec<String>,
     /// Times sessions went away, ever.
     went_away: u64,
     /// The scheduler clock when work stealing last looked at the workers.
@@ -385,6 +389,9 @@ impl Scheduler {
     /// Reacts to one event; returns what to do about it.
     pub fn handle(&mut self, input: Input) -> Vec<Command> {
         let mut out = Vec::new();
+        for holder in std::mem::take(&mut self.restored_sessions) {
+            self.grace_begins(holder, &mut out);
+        }
         match input {
             Input::ClientConnected {
                 client,

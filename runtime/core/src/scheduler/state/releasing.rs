@@ -138,10 +138,17 @@ impl Scheduler {
         if !c.session {
             return self.holder_ended(c.holder, out);
         }
+        self.grace_begins(c.holder.to_string(), out);
+    }
+
+    /// Unnamed `holder` has no connection: its holds and leases end once
+    /// its session has not come back for
+    /// [`HOLDER_GRACE_MS`](super::HOLDER_GRACE_MS).
+    pub(super) fn grace_begins(&mut self, holder: String, out: &mut Vec<Command>) {
         self.went_away += 1;
-        self.away.insert(c.holder.to_string(), self.went_away);
+        self.away.insert(holder.clone(), self.went_away);
         out.push(Command::HolderGrace {
-            holder: c.holder.to_string(),
+            holder,
             away: self.went_away,
             after_ms: super::HOLDER_GRACE_MS,
         });

@@ -94,6 +94,7 @@ impl Scheduler {
         let mut holders = super::super::Holders::default();
         // Listed once per hold.
         for h in &saved.holders {
+            self.restored_holder(h);
             self.holdings.hold_counted(h, &key, &mut holders);
         }
         let state = match saved.state {
@@ -230,6 +231,7 @@ impl Scheduler {
         }
         for (lock, name, max, holders) in snapshot.leases {
             for holder in holders {
+                self.restored_holder(&holder);
                 self.clients.insert(
                     0,
                     super::super::Client {
@@ -337,12 +339,28 @@ impl Scheduler {
         }
     }
 
-    /// Whether holds under `holder` outlive a restart: named clients' do;
-    /// unnamed clients' and those of futures stored in primitives (which
-    /// the primitives restore) do not.
+    /// Whether holds under `holder` outlive a restart: named clients' and
+    /// unnamed clients' sessions' do (a session's for its grace, see
+    /// [`Scheduler::restored_holder`]); those of unnamed connections without
+    /// a session, of connections reading, and of futures stored in
+    /// primitives (which the primitives restore) do not.
     fn durable_holder(&self, holder: &str) -> bool {
+        if holder.starts_with(super::super::SESSION_PREFIX) {
+            return true;
+        }
         !self.ephemeral_holders.contains(holder)
             && !holder.starts_with(super::super::primitives::STORED)
+    }
+
+    /// A restored hold or lease is `holder`'s: an unnamed client's session
+    /// has the grace to come back for it (once, whatever it held).
+    fn restored_holder(&mut self, holder: &str) {
+        if holder.starts_with(super::super::SESSION_PREFIX)
+            && !self.ephemeral_holders.contains(holder)
+        {
+            self.ephemeral_holders.insert(holder.to_string());
+            self.restored_sessions.push(holder.to_string());
+        }
     }
 
     /// The named clients holding leases of `l` (tasks' leases end with
