@@ -431,3 +431,80 @@ fn an_unnamed_clients_lock_is_still_its_own_after_a_restart() {
     rt.block_on(lock.release()).unwrap();
     p.ok(&["lock", "acquire", "db", "--timeout", "10s"]);
 }
+
+/// A gather and a lock acquire wait on a scheduler whose process is then
+/// stopped (SIGSTOP: its host's kernel still answers TCP for it, so
+/// keepalive notices nothing). Each client asks whether the scheduler is
+/// there after 10 s without a word from it, takes the connection as lost
+/// 10 s later, and gives up once its reconnect grace has passed: the
+/// gather exits 3 saying so, and the acquire fails. Until clients asked,
+/// both waited for as long as the scheduler stayed stopped.
+#[test]
+fn clients_waiting_on_a_stopped_scheduler_give_up_and_say_so() {
+    let c = Cluster::start(1, 1);
+    let done = c.submit("inc", &["1"]);
+    c.ok(&["wait", &done]);
+    let spin = c.ok(&["submit", "--pure=false", tasks_wasm(), "spin", "120000"]);
+    c.ok(&["lock", "acquire", "held"]);
+    let mut gather = c
+        .cmd()
+        .args(["gather", &done, &spin])
+        .env("DTASK_RECONNECT_GRACE", "1s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its first result printed, it is connected and waiting on the spin.
+    let mut first = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(gather.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "2");
+    let rt = runtime();
+    let client = rt
+        .block_on(dtask_runtime::client::Client::connect(
+            &c.addr,
+            &c.token(),
+            None,
+        ))
+        .unwrap();
+    client.set_reconnect_grace(Duration::from_secs(1));
+    let lock = client.lock("held");
+    let acquire = rt.spawn(async move { lock.acquire(Some(Duration::from_secs(300))).await });
+    // Answered after it on the same connection: the acquire has arrived.
+    rt.block_on(client.stats()).unwrap();
+    assert!(!acquire.is_finished(), "the lock was the CLI's");
+    let began = std::time::Instant::now();
+    // SAFETY: plain signals to the cluster process this test started.
+    assert_eq!(unsafe { libc::kill(c.pid() as i32, libc::SIGSTOP) }, 0);
+    let pid = gather.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(gather.wait_with_output());
+    });
+    let out = rx.recv_timeout(Duration::from_secs(90));
+    let acquired =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), acquire).await });
+    unsafe { libc::kill(c.pid() as i32, libc::SIGCONT) };
+    let Ok(out) = out else {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        panic!("the gather was still waiting after 90 s");
+    };
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has not answered"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        began.elapsed() >= Duration::from_secs(20),
+        "gave up after {:?}, before the scheduler was silent 20 s",
+        began.elapsed()
+    );
+    let acquired = acquired.expect("the acquire was still waiting").unwrap();
+    assert!(acquired.is_err(), "{acquired:?}");
+}

@@ -46,8 +46,8 @@ use crate::key;
 use crate::module::{LocalModule, ModuleTypes};
 use crate::peer;
 use crate::protocol::{
-    Arg, FromScheduler, Hello, Located, Outcome, PROTOCOL_VERSION, Placement, Role, TaskError,
-    TaskLimits, TaskSpec, TaskState, ToScheduler, WorkerInfo,
+    Arg, FromScheduler, Hello, Located, Outcome, PROTOCOL_VERSION, Placement, QUIET, Role,
+    TaskError, TaskLimits, TaskSpec, TaskState, ToScheduler, WorkerInfo,
 };
 use crate::value::{self, Encoded, Value};
 use bytes::Bytes;
@@ -634,7 +634,34 @@ impl Client {
         let addr = addr.to_string();
         tokio::spawn(async move {
             loop {
-                while let Ok(Some(msg)) = rx.recv().await {
+                // Quiet for `QUIET`: asked whether it is there; quiet for as
+                // long again: taken as lost, like a broken connection (a
+                // stopped process or a stuck loop, which TCP cannot tell).
+                let mut asked = false;
+                loop {
+                    let msg = match tokio::time::timeout(QUIET, rx.recv()).await {
+                        Ok(Ok(Some(msg))) => msg,
+                        Ok(_) => break,
+                        Err(_) if asked => {
+                            tracing::warn!(
+                                "the scheduler at {addr} has not answered for {:?}: taking \
+                                 the connection as lost",
+                                QUIET * 2
+                            );
+                            break;
+                        }
+                        Err(_) => {
+                            let Some(inner) = weak.upgrade() else { return };
+                            let _ = inner
+                                .tx
+                                .lock()
+                                .expect("sender lock")
+                                .send(ToScheduler::Ping);
+                            asked = true;
+                            continue;
+                        }
+                    };
+                    asked = false;
                     let Some(inner) = weak.upgrade() else { return };
                     inner.dispatch(msg);
                 }

@@ -95,6 +95,8 @@ impl Inner {
                 FromScheduler::Shutdown => {
                     self.grace_ms.store(0, std::sync::atomic::Ordering::Relaxed);
                 }
+                // Any message says the scheduler is there.
+                FromScheduler::Pong => {}
                 other => tracing::warn!("unexpected message for a client: {other:?}"),
             }
             return;

@@ -204,6 +204,9 @@ pub enum FromScheduler {
         /// Why.
         message: String,
     },
+    /// Answer to [`ToScheduler::Ping`]: the scheduler is there, and its
+    /// loop turns.
+    Pong,
 
     // ---- to workers ----
     /// Run these tasks.

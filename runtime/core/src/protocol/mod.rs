@@ -13,7 +13,12 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 19;
+pub const PROTOCOL_VERSION: u32 = 20;
+
+/// How long a client lets the scheduler say nothing before it asks
+/// whether it is there ([`ToScheduler::Ping`]), and then how long it waits
+/// for the answer before it takes the connection as lost.
+pub const QUIET: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Results at most this large travel with the worker's completion report and
 /// are kept by the scheduler too, so gathering them needs no worker round

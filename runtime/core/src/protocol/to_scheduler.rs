@@ -179,6 +179,12 @@ pub enum ToScheduler {
         /// Request id.
         id: u64,
     },
+    /// Whether the scheduler is there: answered by [`FromScheduler::Pong`]
+    /// from its loop. A client sends it when the scheduler has said nothing
+    /// for a while ([`QUIET`](super::QUIET)): a scheduler whose process is
+    /// stopped or whose loop is stuck leaves it unanswered, which TCP's
+    /// keepalive cannot tell (the host's kernel answers for the process).
+    Ping,
 
     // ---- from workers ----
     /// Tasks that finished on the sending worker.

@@ -22,6 +22,10 @@ impl Core {
                 self.send(from, FromScheduler::DashboardLogin { id, login });
                 return;
             }
+            ToScheduler::Ping => {
+                self.send(from, FromScheduler::Pong);
+                return;
+            }
             ToScheduler::HasModules { id, hashes } => {
                 let hashes = hashes
                     .into_iter()
