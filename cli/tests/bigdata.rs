@@ -161,10 +161,11 @@ fn a_scattered_value_over_a_workers_memory_budget_never_sits_in_its_memory() {
     let data = random_bytes(96 << 20, 0x5911);
     let (_dir, key) = scatter_file(&c, &data);
     // Written to the spill directory range by range as it arrived: a few
-    // ranges in flight, never the value.
+    // ranges in flight, never the value (two thirds of it is the bound: a
+    // worker just started still grows by some tens of MiB of its own).
     let (_, peak) = rss(worker);
     assert!(
-        peak < before + (48 << 20),
+        peak < before + (64 << 20),
         "the worker went from {} MiB to a peak of {} MiB taking a 96 MiB value",
         before >> 20,
         peak >> 20

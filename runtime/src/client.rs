@@ -424,6 +424,19 @@ pub const MAP_BATCH: usize = 4096;
 /// writing as the connection broke, what the scheduler may see twice with
 /// the effect of once (requests kept in `resend`, releases, cancels). A
 /// `Release` queued in the instant before the break is not lost.
+/// Whether the client's connection has frames queued or being written:
+/// a peer still reading them may answer nothing until it has them.
+fn writing(inner: &std::sync::Weak<Inner>) -> bool {
+    inner.upgrade().is_some_and(|inner| {
+        inner
+            .conn
+            .lock()
+            .expect("conn lock")
+            .as_ref()
+            .is_some_and(|c| c.queued_bytes() > 0)
+    })
+}
+
 fn carry_over(
     unwritten: crate::connection::Unwritten<ToScheduler>,
     resend: &HashMap<u64, Asked>,
@@ -642,6 +655,12 @@ impl Client {
                     let msg = match tokio::time::timeout(QUIET, rx.recv()).await {
                         Ok(Ok(Some(msg))) => msg,
                         Ok(_) => break,
+                        // Still writing to it (a big upload on a slow
+                        // link): the answer may wait behind that.
+                        Err(_) if writing(&weak) => {
+                            asked = false;
+                            continue;
+                        }
                         Err(_) if asked => {
                             tracing::warn!(
                                 "the scheduler at {addr} has not answered for {:?}: taking \
@@ -685,6 +704,8 @@ impl Client {
                     let mut resend = inner.resend.lock().expect("resend lock");
                     let mut replies = inner.replies.lock().expect("replies lock");
                     let mut carried = carry_over(unwritten, &resend);
+                    // A question for the connection that broke.
+                    carried.retain(|m| !matches!(m, ToScheduler::Ping));
                     let carried_ids: HashSet<u64> =
                         carried.iter().filter_map(ToScheduler::request_id).collect();
                     // Requests sent since the connection broke wait in the

@@ -218,30 +218,17 @@ impl Client {
         if let Some(b) = &at.inline {
             return decoded(key, b.clone());
         }
-        let mut at = at.clone();
-        let mut again = Refetch::default();
-        let (kind, payload) = loop {
-            let mut payload: Vec<u8> = Vec::new();
-            let streamed = self
-                .stream_value(key, &at, |range| {
-                    if payload.capacity() == 0 {
-                        payload = value::huge::buffer(range.len)?;
-                    }
-                    payload.extend_from_slice(range.bytes);
-                    Ok(())
-                })
-                .await;
-            match streamed {
-                Ok(kind) => break (kind, payload),
-                // Lost partway (nothing lost before any of it came is
-                // tried again below it): the whole value again.
-                Err(ClientError::Data { reason, .. }) if !payload.is_empty() => {
-                    drop(payload);
-                    at = self.relocate(key, &mut again, reason).await?;
+        // A copy lost partway is gone on from by the stream itself.
+        let mut payload: Vec<u8> = Vec::new();
+        let kind = self
+            .stream_value(key, at, |range| {
+                if payload.capacity() == 0 {
+                    payload = value::huge::buffer(range.len)?;
                 }
-                Err(e) => return Err(e),
-            }
-        };
+                payload.extend_from_slice(range.bytes);
+                Ok(())
+            })
+            .await?;
         Ok(match kind {
             Streamed::Bytes => Value::Binary(payload),
             Streamed::Text => {
@@ -314,112 +301,96 @@ impl Client {
             key: key.to_string(),
             reason: format!("its result is not valid MessagePack: {why}"),
         };
-        let mut at = Cow::Borrowed(at);
-        let mut again = Refetch::default();
-        let mut state;
-        loop {
-            state = State::Start;
-            let mut invalid = None;
-            let mut received = 0u64;
-            let streamed = self
-                .stream_encoded(key, &at, |total, chunk| {
-                    received += chunk.len() as u64;
-                    let all_in = received >= total;
-                    let mut chunk = chunk;
-                    if let State::Start = state {
-                        // The first range holds the whole header: it is the whole
-                        // value or megabytes of it.
-                        match value::head(chunk) {
-                            Head::Payload { at, len, text } if at as u64 + len == total => {
-                                state = State::Payload { len, text };
-                                return each(Piece::Payload(Payload {
-                                    len,
-                                    text,
-                                    bytes: &chunk[at..],
-                                }));
-                            }
-                            _ => match value::array_head(chunk) {
-                                Some((left, at)) if items => {
-                                    chunk = &chunk[at..];
-                                    state = State::Items {
-                                        left,
-                                        next: Vec::new(),
-                                        given: false,
-                                        wait: 0,
-                                    };
-                                }
-                                _ => {
-                                    state = State::Other(Vec::with_capacity(
-                                        total.min(1 << 30) as usize
-                                    ))
-                                }
-                            },
+        // A copy lost partway is gone on from by `stream_encoded`, which
+        // hands out only what follows what went out before.
+        let mut state = State::Start;
+        let mut invalid = None;
+        let mut received = 0u64;
+        let streamed = self
+            .stream_encoded(key, at, |total, chunk| {
+                received += chunk.len() as u64;
+                let all_in = received >= total;
+                let mut chunk = chunk;
+                if let State::Start = state {
+                    // The first range holds the whole header: it is the whole
+                    // value or megabytes of it.
+                    match value::head(chunk) {
+                        Head::Payload { at, len, text } if at as u64 + len == total => {
+                            state = State::Payload { len, text };
+                            return each(Piece::Payload(Payload {
+                                len,
+                                text,
+                                bytes: &chunk[at..],
+                            }));
                         }
+                        _ => match value::array_head(chunk) {
+                            Some((left, at)) if items => {
+                                chunk = &chunk[at..];
+                                state = State::Items {
+                                    left,
+                                    next: Vec::new(),
+                                    given: false,
+                                    wait: 0,
+                                };
+                            }
+                            _ => {
+                                state =
+                                    State::Other(Vec::with_capacity(total.min(1 << 30) as usize))
+                            }
+                        },
                     }
-                    match &mut state {
-                        State::Payload { len, text } => each(Piece::Payload(Payload {
-                            len: *len,
-                            text: *text,
-                            bytes: chunk,
-                        })),
-                        State::Items {
-                            left,
-                            next,
-                            given,
-                            wait,
-                        } => {
-                            next.extend_from_slice(chunk);
-                            let mut used = 0;
-                            while *left > 0 {
-                                let rest = &next[used..];
-                                if rest.len() < *wait && !all_in {
+                }
+                match &mut state {
+                    State::Payload { len, text } => each(Piece::Payload(Payload {
+                        len: *len,
+                        text: *text,
+                        bytes: chunk,
+                    })),
+                    State::Items {
+                        left,
+                        next,
+                        given,
+                        wait,
+                    } => {
+                        next.extend_from_slice(chunk);
+                        let mut used = 0;
+                        while *left > 0 {
+                            let rest = &next[used..];
+                            if rest.len() < *wait && !all_in {
+                                break;
+                            }
+                            let (n, item) = match first_item(rest) {
+                                Ok(Some(item)) => item,
+                                Ok(None) => {
+                                    *wait = rest.len().saturating_mul(2);
                                     break;
                                 }
-                                let (n, item) = match first_item(rest) {
-                                    Ok(Some(item)) => item,
-                                    Ok(None) => {
-                                        *wait = rest.len().saturating_mul(2);
-                                        break;
-                                    }
-                                    Err(why) => {
-                                        invalid = Some(why.clone());
-                                        return Err(why);
-                                    }
-                                };
-                                used += n;
-                                *wait = 0;
-                                *left -= 1;
-                                *given = true;
-                                each(Piece::Item(item))?;
-                            }
-                            next.drain(..used);
-                            Ok(())
+                                Err(why) => {
+                                    invalid = Some(why.clone());
+                                    return Err(why);
+                                }
+                            };
+                            used += n;
+                            *wait = 0;
+                            *left -= 1;
+                            *given = true;
+                            each(Piece::Item(item))?;
                         }
-                        State::Other(buf) => {
-                            buf.extend_from_slice(chunk);
-                            Ok(())
-                        }
-                        State::Start => unreachable!("left above"),
+                        next.drain(..used);
+                        Ok(())
                     }
-                })
-                .await;
-            if let Some(why) = invalid {
-                return Err(bad(why));
-            }
-            match streamed {
-                Ok(()) => break,
-                // Nothing went to `each` (a value gathered whole here, or
-                // an array none of whose elements had come): from its next
-                // copy, all of it again.
-                Err(ClientError::Data { reason, .. })
-                    if matches!(state, State::Other(_) | State::Start)
-                        || matches!(state, State::Items { given: false, .. }) =>
-                {
-                    at = Cow::Owned(self.relocate(key, &mut again, reason).await?);
+                    State::Other(buf) => {
+                        buf.extend_from_slice(chunk);
+                        Ok(())
+                    }
+                    State::Start => unreachable!("left above"),
                 }
-                Err(e) => return Err(e),
-            }
+            })
+            .await;
+        if let Some(why) = invalid {
+            return Err(bad(why));
         }
+        streamed?;
         match state {
             State::Payload { text: false, .. } | State::Start => Ok(Streamed::Bytes),
             State::Payload { text: true, .. } => Ok(Streamed::Text),

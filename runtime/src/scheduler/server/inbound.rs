@@ -5,7 +5,19 @@
 use super::*;
 
 impl Core {
-    pub(super) fn inbound(&mut self, inbound: Inbound) {
+    pub(super) fn inbound(&mut self, mut inbound: Inbound) {
+        // Asked whether the scheduler is there: answered at once, ahead of
+        // what is held back (a release going on, the journal catching up),
+        // since a ping changes nothing.
+        if let Inbound::Msgs { id, msgs } = &mut inbound
+            && msgs.iter().any(|m| matches!(m, ToScheduler::Ping))
+        {
+            msgs.retain(|m| !matches!(m, ToScheduler::Ping));
+            self.deliver(*id, FromScheduler::Pong);
+            if msgs.is_empty() {
+                return;
+            }
+        }
         // A client whose holder's big release goes on waits for it: what
         // it sends, and its leaving, are held back in order.
         if let Inbound::Msgs { id, .. } | Inbound::Closed { id } = &inbound

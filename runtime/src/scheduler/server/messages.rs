@@ -22,10 +22,8 @@ impl Core {
                 self.send(from, FromScheduler::DashboardLogin { id, login });
                 return;
             }
-            ToScheduler::Ping => {
-                self.send(from, FromScheduler::Pong);
-                return;
-            }
+            // Answered as it arrived (`Core::inbound`).
+            ToScheduler::Ping => return,
             ToScheduler::HasModules { id, hashes } => {
                 let hashes = hashes
                     .into_iter()

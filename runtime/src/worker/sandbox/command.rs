@@ -22,7 +22,8 @@ impl Sandbox {
             timeout,
             ..RunLimits::default()
         };
-        let (instance, ready) = self.instance_for(ready, key, None, timeout).await?;
+        let (instance, copy) = self.instance_for(ready, key, None, timeout).await?;
+        let ready = copy.map_or(ready, |c| &**c);
         let stdin = Stdin::Bytes(stdin.into());
         let out = self.command(ready, instance, key, (stdin, argv), limits, None);
         match out.await?.into_value() {

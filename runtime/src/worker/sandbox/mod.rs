@@ -19,7 +19,7 @@ use crate::protocol::{ErrorKind, TaskError};
 use crate::value::{self, Value};
 use std::iter::once;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -271,7 +271,7 @@ pub struct Ready {
     pre: Pre,
     /// The same code in the engine of instances past the pool, copied
     /// there the first time one runs it.
-    on_demand: OnceLock<Result<Arc<Ready>, String>>,
+    on_demand: tokio::sync::OnceCell<Arc<Ready>>,
 }
 
 /// A pre-linked module of each kind.
@@ -408,10 +408,33 @@ fn pool_size(concurrency: u32) -> u32 {
     (concurrency.max(1) * 8 + 256).min(2000)
 }
 
+/// Most elements of one table, in every instance: the pool's own bound,
+/// and the same for instances set up on demand (tables live outside the
+/// task's memory limit, so a guest growing one would cost the worker).
+const TABLE_ELEMENTS: usize = 20_000;
+
+/// Most linear memories, tables and core instances of one task's store
+/// (a component is a few core modules: its own and the small ones
+/// `wit-component` adds): a bound on what a guest can declare in an
+/// instance set up on demand, as the pool has one on its slots.
+const STORE_MEMORIES: usize = 8;
+const STORE_TABLES: usize = 16;
+const STORE_INSTANCES: usize = 16;
+
 /// Longest a task waits for a pooled instance to come free (within its
 /// own time limit) before it fails: past it, the instances are most
 /// likely held by tasks waiting for tasks that wait for one.
 const INSTANCE_WAIT: Duration = Duration::from_secs(30);
+
+/// The tiers of a sandbox: pooled, then on demand.
+fn tiers<'a>(
+    tier: &'a Tier,
+    fast: &'a Option<Tier>,
+    on_demand: &'a Option<OnDemand>,
+) -> impl Iterator<Item = &'a Tier> {
+    let past_pool = on_demand.iter().flat_map(|o| once(&o.tier).chain(&o.fast));
+    once(tier).chain(fast).chain(past_pool)
+}
 
 /// One compiler's engine and the linkers built on it.
 struct Tier {
@@ -432,6 +455,7 @@ impl Tier {
         pool.total_memories(n * 2);
         pool.total_tables(n * 4);
         pool.max_memory_size(limits.memory);
+        pool.table_elements(TABLE_ELEMENTS);
         // Reset a finished task's memory by rewriting only the pages it
         // dirtied (found with PAGEMAP_SCAN where the kernel has it) instead
         // of unmapping it: no page faults and far fewer syscalls per task.
@@ -502,36 +526,31 @@ impl Sandbox {
             0 => None,
             count => Some(OnDemand {
                 tier: Tier::on_demand(wasmtime::Strategy::Cranelift)?,
-                fast: match fast {
-                    Some(_) => Some(Tier::on_demand(wasmtime::Strategy::Winch)?),
-                    None => None,
-                },
+                // Without it, Winch's code waits for a pooled instance.
+                fast: fast
+                    .as_ref()
+                    .and_then(|_| Tier::on_demand(wasmtime::Strategy::Winch).ok()),
                 instances: Arc::new(tokio::sync::Semaphore::new(count as usize)),
                 count,
             }),
         };
-        let mut sandbox = Self {
+        let engines: Vec<_> = tiers(&tier, &fast, &on_demand).map(|t| &t.engine).collect();
+        let ticker = epoch::Ticker::start(&engines)?;
+        Ok(Self {
             tier,
             fast,
-            ticker: epoch::Ticker::start(&[])?,
+            ticker,
             limits,
             worker_id: worker_id.into(),
             instances: Arc::new(tokio::sync::Semaphore::new(pool as usize)),
             pool,
             on_demand,
-        };
-        let engines: Vec<_> = sandbox.tiers().map(|t| &t.engine).collect();
-        sandbox.ticker = epoch::Ticker::start(&engines)?;
-        Ok(sandbox)
+        })
     }
 
     /// Every engine's tier: pooled, then on demand.
     fn tiers(&self) -> impl Iterator<Item = &Tier> {
-        let on_demand = self
-            .on_demand
-            .iter()
-            .flat_map(|o| once(&o.tier).chain(&o.fast));
-        once(&self.tier).chain(&self.fast).chain(on_demand)
+        tiers(&self.tier, &self.fast, &self.on_demand)
     }
 
     /// An instance if one is free now: pooled if one is, else one past the
@@ -564,12 +583,24 @@ impl Sandbox {
         key: &str,
         timeout: Option<Duration>,
     ) -> Result<Instance, TaskError> {
-        if let Some(free) = self.try_instance() {
-            return Ok(free);
+        match self.try_instance() {
+            Some(free) => Ok(free),
+            None => self.wait_for_instance(key, timeout, true).await,
         }
+    }
+
+    /// Waits for an instance to come free: a pooled one, or with
+    /// `past_pool` one past the pool too (see [`Sandbox::instance`]).
+    async fn wait_for_instance(
+        &self,
+        key: &str,
+        timeout: Option<Duration>,
+        past_pool: bool,
+    ) -> Result<Instance, TaskError> {
+        let on_demand = self.on_demand.as_ref().filter(|_| past_pool);
         let pooled = async { (self.instances.clone().acquire_owned().await, false) };
-        let past_pool = async {
-            match &self.on_demand {
+        let others = async {
+            match on_demand {
                 Some(o) => (o.instances.clone().acquire_owned().await, true),
                 None => std::future::pending().await,
             }
@@ -577,11 +608,11 @@ impl Sandbox {
         let first = async {
             tokio::select! {
                 p = pooled => p,
-                o = past_pool => o,
+                o = others => o,
             }
         };
         let wait = timeout.map_or(INSTANCE_WAIT, |t| t.min(INSTANCE_WAIT));
-        let all = match &self.on_demand {
+        let all = match on_demand {
             None => format!("{} pooled instances", self.pool),
             Some(o) => format!(
                 "{} instances ({} pooled, {} set up on demand)",
@@ -620,45 +651,65 @@ impl Sandbox {
     }
 
     /// An instance to run `ready` in (`taken` if one was taken beforehand),
-    /// and `ready` as that instance runs it: past the pool, its code in the
-    /// engine of instances set up on demand.
+    /// and, for one past the pool, `ready`'s code in the engine of
+    /// instances set up on demand. If that code cannot be had there, the
+    /// run waits for a pooled instance instead.
     async fn instance_for<'a>(
         &self,
         ready: &'a Ready,
         key: &str,
         taken: Option<Instance>,
         timeout: Option<Duration>,
-    ) -> Result<(Instance, &'a Ready), TaskError> {
+    ) -> Result<(Instance, Option<&'a Arc<Ready>>), TaskError> {
         let instance = match taken {
             Some(taken) => taken,
             None => self.instance(key, timeout).await?,
         };
-        let ready = match instance.on_demand {
-            true => self.past_pool(ready, key)?,
-            false => ready,
-        };
-        Ok((instance, ready))
+        if !instance.on_demand {
+            return Ok((instance, None));
+        }
+        match self.past_pool(ready).await {
+            Ok(copy) => Ok((instance, Some(copy))),
+            Err(why) => {
+                tracing::warn!("{why}: task {key} waits for a pooled instance instead");
+                drop(instance);
+                let pooled = self.wait_for_instance(key, timeout, false).await?;
+                Ok((pooled, None))
+            }
+        }
     }
 
-    /// `ready`'s code in the engine of instances past the pool (copied
-    /// there the first time), for a run in such an instance.
-    fn past_pool<'a>(&self, ready: &'a Ready, key: &str) -> Result<&'a Arc<Ready>, TaskError> {
-        let copied = ready.on_demand.get_or_init(|| {
-            let o = self
-                .on_demand
-                .as_ref()
-                .ok_or("no instances past the pool")?;
-            let engine = ready.module.code.engine();
-            let tier = match (&self.fast, &o.fast) {
-                (Some(fast), Some(on_demand)) if Engine::same(engine, &fast.engine) => on_demand,
-                _ => &o.tier,
-            };
-            let module = ready.module.copy_into(&tier.engine)?;
-            self.prepare(module).map(Arc::new)
-        });
-        copied
-            .as_ref()
-            .map_err(|m| task_error(key, ErrorKind::Module, m.clone()))
+    /// `ready`'s code in the engine of instances past the pool, copied
+    /// there (off the async threads) the first time it is asked for; a
+    /// copy that failed is tried again the next time.
+    async fn past_pool<'a>(&self, ready: &'a Ready) -> Result<&'a Arc<Ready>, String> {
+        ready
+            .on_demand
+            .get_or_try_init(|| async {
+                let o = self
+                    .on_demand
+                    .as_ref()
+                    .ok_or("this worker has no instances past the pool")?;
+                let engine = ready.module.code.engine();
+                let tier = match (&self.fast, &o.fast) {
+                    (Some(fast), Some(on_demand)) if Engine::same(engine, &fast.engine) => {
+                        on_demand
+                    }
+                    (Some(fast), None) if Engine::same(engine, &fast.engine) => {
+                        return Err(format!(
+                            "module {}'s quickly compiled code has no engine past the pool",
+                            ready.module.hash
+                        ));
+                    }
+                    _ => &o.tier,
+                };
+                let (module, engine) = (ready.module.clone(), tier.engine.clone());
+                let module = tokio::task::spawn_blocking(move || module.copy_into(&engine))
+                    .await
+                    .map_err(|e| format!("copying module {}: {e}", ready.module.hash))??;
+                self.prepare(module).map(Arc::new)
+            })
+            .await
     }
 
     /// The engine of optimised code (Cranelift), for compiling modules.
@@ -695,7 +746,7 @@ impl Sandbox {
         Ok(Ready {
             module: Arc::new(module),
             pre,
-            on_demand: OnceLock::new(),
+            on_demand: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -732,18 +783,18 @@ impl Sandbox {
         link: Option<TaskLink>,
     ) -> Result<Output, TaskError> {
         let timeout = limits.timeout;
-        let (instance, ready) = self
-            .instance_for(ready, key, limits.instance.clone(), timeout)
-            .await?;
-        let pre = match &ready.pre {
-            Pre::Exports(pre) => pre,
-            Pre::Command(_) | Pre::Core(_) => {
-                let input = command_input(ready, key, function, args)?;
-                return self
-                    .command(ready, instance, key, input, limits, link)
-                    .await;
-            }
-        };
+        // Arguments are checked before an instance is waited for; then the
+        // run takes the code of the engine its instance is in.
+        if let Pre::Command(_) | Pre::Core(_) = &ready.pre {
+            let input = command_input(ready, key, function, args)?;
+            let (instance, copy) = self
+                .instance_for(ready, key, limits.instance.clone(), timeout)
+                .await?;
+            let ready = copy.map_or(ready, |c| &**c);
+            return self
+                .command(ready, instance, key, input, limits, link)
+                .await;
+        }
         let err = |kind, message: String| task_error(key, kind, message);
         let sig = match ready.module.funcs.get(function) {
             Some(sig) => sig,
@@ -781,6 +832,17 @@ impl Sandbox {
         wasi.stderr(Out(stderr.clone()))
             .stdout(Out(limits.output.stdout.clone()));
         grant(&mut wasi, &limits.grants).map_err(|m| err(ErrorKind::Input, m))?;
+        let (instance, copy) = self
+            .instance_for(ready, key, limits.instance.clone(), timeout)
+            .await?;
+        let ready = copy.map_or(ready, |c| &**c);
+        // The export's index in that engine's copy of the component.
+        let (Pre::Exports(pre), Some(run)) = (&ready.pre, ready.module.funcs.get(function)) else {
+            return Err(err(
+                ErrorKind::Internal,
+                format!("{function} vanished from module {}", ready.module.hash),
+            ));
+        };
         let mut host = self.host(wasi.build(), key, link);
         host.limits = self.store_limits_under(limits.memory);
         host.memory = Some((memory, raise));
@@ -790,7 +852,7 @@ impl Sandbox {
 
         let outcome = within(timeout, async {
             let instance = pre.instantiate_async(&mut store).await?;
-            let Entry::Export(index) = sig.entry else {
+            let Entry::Export(index) = run.entry else {
                 return Err(wasmtime::Error::msg(format!("{function} is not an export")));
             };
             let func = instance
@@ -836,12 +898,7 @@ impl Sandbox {
         memory: Option<usize>,
     ) -> Result<ActorInstance, TaskError> {
         let err = |kind, message: String| task_error(key, kind, message);
-        let instance = self.instance(key, None).await?;
-        let ready = match instance.on_demand {
-            true => self.past_pool(&ready, key)?.clone(),
-            false => ready,
-        };
-        let Pre::Exports(pre) = &ready.pre else {
+        let Pre::Exports(_) = &ready.pre else {
             return Err(err(
                 ErrorKind::Module,
                 format!(
@@ -856,6 +913,15 @@ impl Sandbox {
             .constructor(resource, &format!("module {}", ready.module.hash))
             .map_err(|m| err(ErrorKind::Module, m))?;
         let params = typed_params(key, &ctor, &sig.params, args)?;
+        // Arguments checked, an instance, and the code of its engine.
+        let (instance, copy) = self.instance_for(&ready, key, None, None).await?;
+        let copy = copy.cloned();
+        let ready = copy.unwrap_or(ready);
+        let (Pre::Exports(pre), Ok(sig)) =
+            (&ready.pre, ready.module.constructor(resource, "its module"))
+        else {
+            return Err(err(ErrorKind::Internal, format!("{ctor} vanished")));
+        };
         let Entry::Export(index) = sig.entry else {
             return Err(err(ErrorKind::Module, format!("{ctor} is not an export")));
         };
@@ -954,6 +1020,10 @@ impl Sandbox {
         let memory = self.memory_under(memory);
         StoreLimitsBuilder::new()
             .memory_size(memory)
+            .table_elements(TABLE_ELEMENTS)
+            .memories(STORE_MEMORIES)
+            .tables(STORE_TABLES)
+            .instances(STORE_INSTANCES)
             .trap_on_grow_failure(true)
             .build()
     }

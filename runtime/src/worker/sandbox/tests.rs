@@ -531,6 +531,21 @@ async fn with_the_pool_taken_tasks_run_in_instances_set_up_on_demand_within_the_
         );
         let e = start(&sandbox, &bomb, &["bomb"], None).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Memory, "{e:?}");
+        // Nor may a table grow past the pool's bound (it would take the
+        // worker's memory, outside the task's).
+        let tables = core_on(
+            &sandbox,
+            &engine,
+            r#"(module
+                (table 1 funcref)
+                (func (export "_start")
+                  (drop (table.grow (ref.null func) (i32.const 100000))))
+                (memory (export "memory") 1))"#,
+        );
+        let e = start(&sandbox, &tables, &["tables"], None)
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("table"), "{e:?}");
     }
     // Two more at most: then a task waits, and says for what.
     let more: Vec<_> = std::iter::from_fn(|| sandbox.try_instance()).collect();

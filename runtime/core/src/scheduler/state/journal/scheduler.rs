@@ -363,8 +363,9 @@ impl Scheduler {
         }
     }
 
-    /// The named clients holding leases of `l` (tasks' leases end with
-    /// them; unnamed clients' with their sessions, which a restart ends).
+    /// The named clients and unnamed clients' sessions holding leases of
+    /// `l` (tasks' leases end with them; unnamed clients' without a
+    /// session with their connections, which a restart ends).
     fn durable_lease_holders(&self, l: &Leases) -> Vec<String> {
         l.holders
             .iter()
