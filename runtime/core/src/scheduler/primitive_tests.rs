@@ -697,3 +697,54 @@ fn a_sessions_leases_and_holds_outlive_a_restart_for_its_grace() {
         }
     }
 }
+
+/// A session's lock acquire was granted, but the answer was lost with its
+/// connection, and the session stayed away past its grace: the lock went
+/// to the client waiting for it. The acquire sent again on the session's
+/// return is not answered as the grant it was (the session no longer
+/// holds the lock): it waits for the lock like any acquire, and gets it
+/// once the other client lets go.
+#[test]
+fn an_acquire_sent_again_after_its_sessions_grace_ended_waits_for_the_lock() {
+    const SESSION: u64 = 0x5e55;
+    let mut s = setup(&[]);
+    let acquire = |s: &mut Scheduler, client| {
+        replies(&s.handle(Input::Primitive {
+            client,
+            id: 1,
+            session: SESSION,
+            task: None,
+            op: lock("a"),
+        }))
+    };
+    let connect = |s: &mut Scheduler, client| {
+        s.handle(Input::ClientConnected {
+            client,
+            name: None,
+            session: SESSION,
+        })
+    };
+    connect(&mut s, 2);
+    s.handle(Input::ClientConnected {
+        client: 9,
+        name: None,
+        session: 0,
+    });
+    assert_eq!(acquire(&mut s, 2), vec![(2, 1, OpReply::Done)]);
+    assert!(replies(&op(&mut s, 9, 1, None, lock("a"))).is_empty());
+    let cmds = s.handle(Input::ClientDisconnected { client: 2 });
+    let (holder, away, _) = grace(&cmds).expect("a grace timer");
+    let cmds = s.handle(Input::HolderGraceOver { holder, away });
+    assert_eq!(replies(&cmds), vec![(9, 1, OpReply::Done)]);
+    // Back, it asks again: the lock is the other client's.
+    connect(&mut s, 3);
+    assert!(
+        acquire(&mut s, 3).is_empty(),
+        "granted a lock another holds"
+    );
+    let release = Op::LockRelease { name: "a".into() };
+    assert_eq!(
+        replies(&op(&mut s, 9, 2, None, release)),
+        vec![(3, 1, OpReply::Done), (9, 2, OpReply::Done)]
+    );
+}

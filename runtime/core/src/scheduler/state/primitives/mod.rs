@@ -229,8 +229,13 @@ impl Scheduler {
     ) {
         let req = Request { client, id };
         if session != 0 {
-            // Sent again: its answer was lost with a connection.
-            if let Some(answer) = self.prims.answered.by.get(&(session, id)) {
+            // Sent again: its answer was lost with a connection. But a
+            // lease it granted that has ended since (the session was away
+            // past its grace) is not granted again by the record: the
+            // acquire is served afresh.
+            if let Some(answer) = self.prims.answered.by.get(&(session, id))
+                && !(*answer == OpReply::Done && self.lease_ended(client, task.as_ref(), &op))
+            {
                 let answer = answer.clone();
                 return self.reply(req, answer, out);
             }
@@ -499,6 +504,20 @@ impl Scheduler {
 }
 
 impl Scheduler {
+    /// Whether `op`, from `client` (for `task`), takes a lease that the
+    /// one it asks for does not hold now.
+    fn lease_ended(&self, client: ClientId, task: Option<&String>, op: &Op) -> bool {
+        let (leases, name) = match op {
+            Op::LockAcquire { name, .. } => (&self.prims.locks, name),
+            Op::SemAcquire { name, .. } => (&self.prims.semaphores, name),
+            _ => return false,
+        };
+        let Ok(owner) = self.owner(client, task.cloned()) else {
+            return false;
+        };
+        !leases.get(name).is_some_and(|l| l.holders.contains(&owner))
+    }
+
     /// Answers `req`, keeping the answer for its session if it has one.
     fn reply(&mut self, req: Request, reply: OpReply, out: &mut Vec<Command>) {
         if let Some(session) = self.prims.sessions.remove(&(req.client, req.id)) {
