@@ -350,6 +350,12 @@ fn tasks_waiting_past_the_pool_do_not_keep_the_task_they_wait_for_from_running()
             .iter()
             .all(|k| json_lines(&c.ok(&["status", "--json", k]))[0]["started"].is_string())
     });
+    // Two pooled, two set up on demand (as of the worker's next
+    // heartbeat), and the worker still takes tasks.
+    wait_until(Duration::from_secs(20), "the instances reported", || {
+        let w = &json_lines(&c.ok(&["workers", "--json"]))[0];
+        w["instances_pooled"] == 2 && w["instances_on_demand"] == 2
+    });
     let workers = json_lines(&c.ok(&["workers", "--json"]));
     assert_eq!(workers[0]["instances_full"], false, "{workers:?}");
     let producer = c.ok(&["submit", coord_wasm(), "produce", "items", "4"]);

@@ -7,7 +7,8 @@ use std::io::Write;
 /// of those, executing), results held and their bytes (and of those,
 /// bytes spilled to disk), the memory limit per task in MiB, how many
 /// times a worker died and was started again in its place, resources;
-/// with --json also whether its instances (pooled and on demand) are all held
+/// with --json also the instances in use (`instances_pooled`, and
+/// `instances_on_demand` past the pool) and whether all are held
 /// (`instances_full`: it takes no new tasks until one is free).
 #[derive(clap::Args)]
 #[command(
@@ -34,7 +35,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
                 "processing": w.processing, "executing": w.executing, "holding": w.holding, "nbytes": w.nbytes, "spilled_bytes": w.spilled_bytes,
                 "memory_limit_mib": w.memory_limit >> 20, "restarts": w.restarts,
                 "rss_bytes": w.rss_bytes, "fetched": w.fetched, "fetched_bytes": w.fetched_bytes,
-                "instances_full": w.instances_full,
+                "instances_full": w.instances_full, "instances_pooled": w.instances_pooled,
+                "instances_on_demand": w.instances_on_demand,
                 "resources": w.resources.iter().map(|(n, v)| (n.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
             })
             .to_string()

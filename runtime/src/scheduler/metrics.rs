@@ -123,7 +123,7 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
         failed.get_or_create(&function).inc_by(f.failed);
         compute.get_or_create(&function).inc_by(f.compute_seconds);
     }
-    let per_worker: [WorkerGauge; 9] = [
+    let per_worker: [WorkerGauge; 11] = [
         ("dtask_worker_slots", "Execution slots", |w| {
             u64::from(w.nthreads)
         }),
@@ -153,6 +153,16 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
             "dtask_worker_restarts",
             "Times a worker was started in its place",
             |w| u64::from(w.restarts),
+        ),
+        (
+            "dtask_worker_instances_pooled",
+            "Pooled instances in use (tasks running or waiting, actors)",
+            |w| u64::from(w.instances_pooled),
+        ),
+        (
+            "dtask_worker_instances_on_demand",
+            "Instances set up on demand in use, past the pool",
+            |w| u64::from(w.instances_on_demand),
         ),
         (
             "dtask_worker_instances_full",

@@ -678,6 +678,7 @@ async fn heartbeats(shared: std::sync::Weak<Shared>) {
             fetched_bytes: shared
                 .fetched_bytes
                 .load(std::sync::atomic::Ordering::Relaxed),
+            instances: shared.sandbox.instances_in_use(),
         };
         if shared.to_scheduler.send(alive).is_err() {
             return;

@@ -89,11 +89,21 @@ pub struct WorkerInfo {
     /// Seconds its task runs took, in all (instantiate and call, as the
     /// scheduler saw them begin and end).
     pub compute_seconds: f64,
-    /// Whether its tasks wait for a pooled instance, every one being held
-    /// by tasks waiting in host calls and by actors: it takes no new tasks
-    /// meanwhile (`dtask worker --instances` gives it more).
+    /// Whether its tasks wait for an instance, every one (pooled and set up
+    /// on demand) being held by tasks waiting in host calls and by actors:
+    /// it takes no new tasks meanwhile (`dtask worker --max-instances`
+    /// gives it more).
     #[serde(default)]
     pub instances_full: bool,
+    /// Pooled instances in use, by tasks running or waiting and by actors
+    /// (as of its last heartbeat).
+    #[serde(default)]
+    pub instances_pooled: u32,
+    /// Instances set up on demand in use, past the pool (as of its last
+    /// heartbeat): each of their tasks costs some tens of microseconds
+    /// more.
+    #[serde(default)]
+    pub instances_on_demand: u32,
 }
 
 /// When a task was submitted, began and ended (ms since the Unix epoch, by

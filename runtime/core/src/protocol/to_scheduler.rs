@@ -248,6 +248,9 @@ pub enum ToScheduler {
         fetched: u64,
         /// Bytes of those.
         fetched_bytes: u64,
+        /// Instances in use now: (pooled, set up on demand past the pool).
+        #[serde(default)]
+        instances: (u32, u32),
     },
     /// A seceded task took an execution slot again.
     Rejoined {

@@ -477,6 +477,7 @@ impl Sim {
                     held: 0,
                     rss: 0,
                     fetched: (0, 0),
+                    instances: (0, 0),
                     run_seq: w.run_seq,
                     running: running.map(|(_, t)| t.key.clone()).collect(),
                 };

@@ -570,6 +570,7 @@ impl Scheduler {
                         held: 0,
                         rss: 0,
                         fetched: (0, 0),
+                        instances: (0, 0),
                         heartbeat_ms: self.activity.now_ms,
                         runs_sent: 0,
                         starved: false,
@@ -761,6 +762,7 @@ impl Scheduler {
                 held,
                 rss,
                 fetched,
+                instances,
                 run_seq,
                 running,
             } => {
@@ -769,6 +771,7 @@ impl Scheduler {
                     w.held = held;
                     w.rss = rss;
                     w.fetched = fetched;
+                    w.instances = instances;
                     w.heartbeat_ms = self.activity.now_ms;
                 }
                 self.reconcile(worker, run_seq, &running, &mut out);

@@ -145,6 +145,7 @@ pub fn heartbeat(worker: u64, run_seq: u64, running: &[&str]) -> Input {
         held: 0,
         rss: 0,
         fetched: (0, 0),
+        instances: (0, 0),
         run_seq,
         running: running.iter().map(|k| k.to_string()).collect(),
     }

@@ -272,6 +272,7 @@ impl Core {
                 rss_bytes,
                 fetched,
                 fetched_bytes,
+                instances,
             } if is_worker => {
                 // Taken before this worker rejoined: about another life.
                 if worker != from {
@@ -283,6 +284,7 @@ impl Core {
                     held: held_bytes,
                     rss: rss_bytes,
                     fetched: (fetched, fetched_bytes),
+                    instances,
                     run_seq,
                     running,
                 }

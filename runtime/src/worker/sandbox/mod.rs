@@ -566,6 +566,18 @@ impl Sandbox {
         take(&self.instances, false).or_else(|| take(&self.on_demand.as_ref()?.instances, true))
     }
 
+    /// Instances in use now: (pooled, set up on demand past the pool).
+    pub fn instances_in_use(&self) -> (u32, u32) {
+        let used = |s: &tokio::sync::Semaphore, n: u32| {
+            n.saturating_sub(u32::try_from(s.available_permits()).unwrap_or(u32::MAX))
+        };
+        let past_pool = self
+            .on_demand
+            .as_ref()
+            .map_or(0, |o| used(&o.instances, o.count));
+        (used(&self.instances, self.pool), past_pool)
+    }
+
     /// Every instance there may be at once, pooled and not.
     fn max_instances(&self) -> u32 {
         self.pool + self.on_demand.as_ref().map_or(0, |o| o.count)

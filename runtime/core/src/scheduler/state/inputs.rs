@@ -259,6 +259,8 @@ pub enum Input {
         rss: u64,
         /// (inputs fetched from other workers, their bytes), ever.
         fetched: (u64, u64),
+        /// Instances in use: (pooled, set up on demand).
+        instances: (u32, u32),
         /// The `seq` of the last `Run` it got.
         run_seq: u64,
         /// The tasks it has in hand (running or queued).

@@ -91,6 +91,8 @@ impl Scheduler {
                 heartbeat_age_ms: self.activity.now_ms.saturating_sub(w.heartbeat_ms),
                 fetched: w.fetched.0,
                 fetched_bytes: w.fetched.1,
+                instances_pooled: w.instances.0,
+                instances_on_demand: w.instances.1,
                 compute_seconds: self.worker_seconds(*id),
                 instances_full: w.starved,
             })

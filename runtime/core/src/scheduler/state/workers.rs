@@ -43,6 +43,9 @@ pub(super) struct Worker {
     /// (inputs fetched from other workers, their bytes), as of its last
     /// heartbeat.
     pub(super) fetched: (u64, u64),
+    /// Instances in use, (pooled, set up on demand), as of its last
+    /// heartbeat.
+    pub(super) instances: (u32, u32),
     /// When it joined or last sent a heartbeat, by the scheduler's clock.
     pub(super) heartbeat_ms: u64,
     /// `Run` commands sent to it so far.
