@@ -1059,14 +1059,20 @@ fn a_guest_gather_past_its_memory_limit_is_refused_before_anything_is_fetched() 
 /// (it has begun, and, with nobody reading the rest, waits), and releases
 /// the keys for their holder (applied once the scheduler counts no named
 /// hold). The reader, its stdout and the MiB read.
-fn released_while_read(
+/// `dtask gather -r KEYS` (as client `name`, if given) once it has
+/// written its first MiB: the process, the rest of its stdout, and that
+/// MiB.
+fn raw_gather_begun(
     c: &Cluster,
     keys: &[&str],
+    name: Option<&str>,
 ) -> (std::process::Child, std::process::ChildStdout, Vec<u8>) {
     use std::io::Read;
-    let mut reader = c
-        .cmd()
-        .env("DTASK_CLIENT", "reader")
+    let mut cmd = c.cmd();
+    if let Some(name) = name {
+        cmd.env("DTASK_CLIENT", name);
+    }
+    let mut reader = cmd
         .args(["gather", "-r"])
         .args(keys)
         .stdout(std::process::Stdio::piped())
@@ -1076,6 +1082,14 @@ fn released_while_read(
     let mut out = reader.stdout.take().unwrap();
     let mut got = vec![0; 1 << 20];
     out.read_exact(&mut got).unwrap();
+    (reader, out, got)
+}
+
+fn released_while_read(
+    c: &Cluster,
+    keys: &[&str],
+) -> (std::process::Child, std::process::ChildStdout, Vec<u8>) {
+    let (reader, out, got) = raw_gather_begun(c, keys, Some("reader"));
     let mut release = vec!["release"];
     release.extend_from_slice(keys);
     c.ok(&release);
@@ -1291,16 +1305,7 @@ fn a_raw_gather_goes_on_from_a_copy_computed_again_when_its_holder_dies_partway(
     let holder = worker(&c);
     // A worker's name is its host and pid.
     let pid: i32 = holder.rsplit(':').next().unwrap().parse().unwrap();
-    let mut reader = c
-        .cmd()
-        .args(["gather", "-r", &made])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = reader.stdout.take().unwrap();
-    let mut got = vec![0; 1 << 20];
-    out.read_exact(&mut got).unwrap();
+    let (reader, mut out, mut got) = raw_gather_begun(&c, &[&made], None);
     // SAFETY: a plain signal to a process this test's cluster started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     out.read_to_end(&mut got).unwrap();

@@ -303,41 +303,16 @@ fn gather_as_completed_and_wait_waiting_on_a_cluster_that_stops_exit_3() {
 
 #[test]
 fn a_command_waiting_when_the_cluster_is_shut_down_ends_at_once() {
-    use std::io::BufRead;
     let c = Cluster::start(1, 1);
     let done = c.submit("inc", &["1"]);
     c.ok(&["wait", &done]);
     let spin = c.ok(&["submit", "--pure=false", tasks_wasm(), "spin", "60000"]);
     // The default grace: a scheduler that merely went away is waited for
     // 30 s; one shut down is not.
-    let mut gather = c
-        .cmd()
-        .args(["gather", &done, &spin])
-        .env_remove("DTASK_RECONNECT_GRACE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Its first result printed, it is connected and waiting on the spin.
-    let mut first = String::new();
-    std::io::BufReader::new(gather.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first.trim(), "2");
+    let gather = gather_waiting(&c, &done, &spin, None);
     let began = std::time::Instant::now();
     c.ok(&["shutdown"]);
-    let pid = gather.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(gather.wait_with_output());
-    });
-    let Ok(out) = rx.recv_timeout(Duration::from_secs(60)) else {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-        panic!("the gather did not end");
-    };
-    let out = out.unwrap();
+    let out = ended_within(gather, Duration::from_secs(60), "the gather did not end");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
         began.elapsed() < Duration::from_secs(15),
@@ -446,21 +421,7 @@ fn clients_waiting_on_a_stopped_scheduler_give_up_and_say_so() {
     c.ok(&["wait", &done]);
     let spin = c.ok(&["submit", "--pure=false", tasks_wasm(), "spin", "120000"]);
     c.ok(&["lock", "acquire", "held"]);
-    let mut gather = c
-        .cmd()
-        .args(["gather", &done, &spin])
-        .env("DTASK_RECONNECT_GRACE", "1s")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Its first result printed, it is connected and waiting on the spin.
-    let mut first = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(gather.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first.trim(), "2");
+    let gather = gather_waiting(&c, &done, &spin, Some("1s"));
     let rt = runtime();
     let client = rt
         .block_on(dtask_runtime::client::Client::connect(
@@ -476,24 +437,25 @@ fn clients_waiting_on_a_stopped_scheduler_give_up_and_say_so() {
     rt.block_on(client.stats()).unwrap();
     assert!(!acquire.is_finished(), "the lock was the CLI's");
     let began = std::time::Instant::now();
-    // SAFETY: plain signals to the cluster process this test started.
-    assert_eq!(unsafe { libc::kill(c.pid() as i32, libc::SIGSTOP) }, 0);
-    let pid = gather.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(gather.wait_with_output());
-    });
-    let out = rx.recv_timeout(Duration::from_secs(90));
+    /// Lets the stopped cluster go on when the test ends, passed or not.
+    struct GoOn(i32);
+    impl Drop for GoOn {
+        fn drop(&mut self) {
+            // SAFETY: a plain signal to the cluster process this test started.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    let pid = c.pid() as i32;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let _go_on = GoOn(pid);
+    let out = ended_within(
+        gather,
+        Duration::from_secs(90),
+        "the gather was still waiting after 90 s",
+    );
     let acquired =
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), acquire).await });
-    unsafe { libc::kill(c.pid() as i32, libc::SIGCONT) };
-    let Ok(out) = out else {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-        panic!("the gather was still waiting after 90 s");
-    };
-    let out = out.unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("has not answered"),
@@ -507,4 +469,45 @@ fn clients_waiting_on_a_stopped_scheduler_give_up_and_say_so() {
     );
     let acquired = acquired.expect("the acquire was still waiting").unwrap();
     assert!(acquired.is_err(), "{acquired:?}");
+}
+
+/// `dtask gather DONE SPIN` on `c` (with `grace` as its reconnect grace,
+/// else the default), once it has printed DONE's result (`inc 1`'s, 2): it
+/// is connected, and waits on SPIN.
+fn gather_waiting(c: &Cluster, done: &str, spin: &str, grace: Option<&str>) -> std::process::Child {
+    use std::io::BufRead;
+    let mut cmd = c.cmd();
+    cmd.args(["gather", done, spin]);
+    match grace {
+        Some(grace) => cmd.env("DTASK_RECONNECT_GRACE", grace),
+        None => cmd.env_remove("DTASK_RECONNECT_GRACE"),
+    };
+    let mut gather = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(gather.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "2");
+    gather
+}
+
+/// `child`'s output once it ends, within `limit`; if it does not, it is
+/// killed and the test fails saying `what`.
+fn ended_within(child: std::process::Child, limit: Duration, what: &str) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(limit) else {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        panic!("{what}");
+    };
+    out.unwrap()
 }

@@ -626,6 +626,30 @@ fn a_session_back_after_a_blip_can_release_the_lock_it_took() {
     );
 }
 
+/// The session of the tests below.
+const SESSION: u64 = 0x5e55;
+
+/// Connection `client` of the unnamed client's session [`SESSION`].
+fn connect_session(s: &mut Scheduler, client: u64) -> Vec<Command> {
+    s.handle(Input::ClientConnected {
+        client,
+        name: None,
+        session: SESSION,
+    })
+}
+
+/// Lock "a" asked for on connection `client` as request 1 of session
+/// [`SESSION`]: the answers.
+fn session_acquire(s: &mut Scheduler, client: u64) -> Vec<(u64, u64, OpReply)> {
+    replies(&s.handle(Input::Primitive {
+        client,
+        id: 1,
+        session: SESSION,
+        task: None,
+        op: lock("a"),
+    }))
+}
+
 /// An unnamed client's session took a lock and holds a result when the
 /// scheduler restarts: both are restored as the session's, for its grace.
 /// Its acquire sent again is answered from the journal as granted, and it
@@ -636,26 +660,9 @@ fn a_session_back_after_a_blip_can_release_the_lock_it_took() {
 /// holders of one lock.
 #[test]
 fn a_sessions_leases_and_holds_outlive_a_restart_for_its_grace() {
-    const SESSION: u64 = 0x5e55;
     let mut s = setup(&[(10, 1)]);
-    let connect = |s: &mut Scheduler, client| {
-        s.handle(Input::ClientConnected {
-            client,
-            name: None,
-            session: SESSION,
-        })
-    };
-    let acquire = |s: &mut Scheduler, client| {
-        replies(&s.handle(Input::Primitive {
-            client,
-            id: 1,
-            session: SESSION,
-            task: None,
-            op: lock("a"),
-        }))
-    };
-    connect(&mut s, 2);
-    assert_eq!(acquire(&mut s, 2), vec![(2, 1, OpReply::Done)]);
+    connect_session(&mut s, 2);
+    assert_eq!(session_acquire(&mut s, 2), vec![(2, 1, OpReply::Done)]);
     s.handle(Input::Submit {
         counted: true,
         client: 2,
@@ -677,8 +684,8 @@ fn a_sessions_leases_and_holds_outlive_a_restart_for_its_grace() {
         assert!(replies(&op(&mut r, 9, 1, None, lock("a"))).is_empty());
         assert_eq!(r.state("kept"), Some(TaskState::Finished));
         if comes_back {
-            connect(&mut r, 3);
-            assert_eq!(acquire(&mut r, 3), vec![(3, 1, OpReply::Done)]);
+            connect_session(&mut r, 3);
+            assert_eq!(session_acquire(&mut r, 3), vec![(3, 1, OpReply::Done)]);
             // The grace's end changes nothing: the session is back.
             let cmds = r.handle(Input::HolderGraceOver { holder, away });
             assert!(replies(&cmds).is_empty(), "{cmds:?}");
@@ -706,40 +713,23 @@ fn a_sessions_leases_and_holds_outlive_a_restart_for_its_grace() {
 /// once the other client lets go.
 #[test]
 fn an_acquire_sent_again_after_its_sessions_grace_ended_waits_for_the_lock() {
-    const SESSION: u64 = 0x5e55;
     let mut s = setup(&[]);
-    let acquire = |s: &mut Scheduler, client| {
-        replies(&s.handle(Input::Primitive {
-            client,
-            id: 1,
-            session: SESSION,
-            task: None,
-            op: lock("a"),
-        }))
-    };
-    let connect = |s: &mut Scheduler, client| {
-        s.handle(Input::ClientConnected {
-            client,
-            name: None,
-            session: SESSION,
-        })
-    };
-    connect(&mut s, 2);
+    connect_session(&mut s, 2);
     s.handle(Input::ClientConnected {
         client: 9,
         name: None,
         session: 0,
     });
-    assert_eq!(acquire(&mut s, 2), vec![(2, 1, OpReply::Done)]);
+    assert_eq!(session_acquire(&mut s, 2), vec![(2, 1, OpReply::Done)]);
     assert!(replies(&op(&mut s, 9, 1, None, lock("a"))).is_empty());
     let cmds = s.handle(Input::ClientDisconnected { client: 2 });
     let (holder, away, _) = grace(&cmds).expect("a grace timer");
     let cmds = s.handle(Input::HolderGraceOver { holder, away });
     assert_eq!(replies(&cmds), vec![(9, 1, OpReply::Done)]);
     // Back, it asks again: the lock is the other client's.
-    connect(&mut s, 3);
+    connect_session(&mut s, 3);
     assert!(
-        acquire(&mut s, 3).is_empty(),
+        session_acquire(&mut s, 3).is_empty(),
         "granted a lock another holds"
     );
     let release = Op::LockRelease { name: "a".into() };

@@ -77,6 +77,12 @@ async fn unbounded_recursion_is_a_stack_error_and_the_sandbox_goes_on() {
     assert!(start(&sandbox, &cat, &["cat"], None).await.is_ok());
 }
 
+/// A WASI command growing its memory until it cannot.
+const GROW_MEMORY: &str = r#"(module
+    (func (export "_start")
+      (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))
+    (memory (export "memory") 1))"#;
+
 #[tokio::test]
 async fn growing_memory_past_the_limit_is_a_memory_error() {
     let sandbox = Sandbox::new(
@@ -89,14 +95,7 @@ async fn growing_memory_past_the_limit_is_a_memory_error() {
     )
     .unwrap();
     for engine in engines(&sandbox) {
-        let bomb = core_on(
-            &sandbox,
-            &engine,
-            r#"(module
-                (func (export "_start")
-                  (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))
-                (memory (export "memory") 1))"#,
-        );
+        let bomb = core_on(&sandbox, &engine, GROW_MEMORY);
         let e = start(&sandbox, &bomb, &["bomb"], None).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Memory, "{e:?}");
     }
@@ -521,14 +520,7 @@ async fn with_the_pool_taken_tasks_run_in_instances_set_up_on_demand_within_the_
             .await
             .unwrap();
         assert_eq!(out, Value::Binary(b"past the pool".to_vec()));
-        let bomb = core_on(
-            &sandbox,
-            &engine,
-            r#"(module
-                (func (export "_start")
-                  (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))
-                (memory (export "memory") 1))"#,
-        );
+        let bomb = core_on(&sandbox, &engine, GROW_MEMORY);
         let e = start(&sandbox, &bomb, &["bomb"], None).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Memory, "{e:?}");
         // Nor may a table grow past the pool's bound (it would take the
