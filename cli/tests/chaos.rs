@@ -155,13 +155,12 @@ fn run_graph_through(
     kill_workers: bool,
 ) {
     use dtask_runtime::protocol::Outcome;
-    let token = std::fs::read_to_string(p.state.path().join("token")).unwrap();
     let rt = runtime();
     // Named, so its keys are journaled and held across restarts.
     let client = rt
         .block_on(dtask_runtime::client::Client::connect(
             &p.addr,
-            token.trim(),
+            &p.token(),
             Some("restarts".into()),
         ))
         .unwrap();

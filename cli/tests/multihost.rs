@@ -227,7 +227,7 @@ fn four_hosts_with_tls_survive_a_cut_link() {
         |c| tls_env(c, true),
     );
     assert!(addr.starts_with(&net.addr(sched)), "{addr}");
-    let token = std::fs::read_to_string(sched_state.join("token")).unwrap();
+    let token = token_in(&sched_state);
     let worker_token = sched_state.join("worker-token");
 
     // Workers, each with only the worker credential.
@@ -249,7 +249,7 @@ fn four_hosts_with_tls_survive_a_cut_link() {
         cmd.args(args)
             .env("DTASK_STATE_DIR", &client_state)
             .env("DTASK_SCHEDULER", &addr)
-            .env("DTASK_TOKEN", token.trim());
+            .env("DTASK_TOKEN", &token);
         tls_env(&mut cmd, false);
         run_with_stdin(&mut cmd, stdin)
     };
@@ -387,7 +387,7 @@ fn a_waiting_client_whose_link_is_cut_gives_up_and_says_so() {
     let mut procs = Procs(Vec::new());
     let sched_state = dir.path().join("scheduler");
     let addr = net.scheduler(sched, &sched_state, &[], &mut procs, |_| {});
-    let token = std::fs::read_to_string(sched_state.join("token")).unwrap();
+    let token = token_in(&sched_state);
     procs.0.push(
         net.dtask(sched)
             .args(["worker", "--scheduler", &addr, "--nthreads", "1"])
@@ -404,7 +404,7 @@ fn a_waiting_client_whose_link_is_cut_gives_up_and_says_so() {
         cmd.args(args)
             .env("DTASK_STATE_DIR", dir.path().join("client"))
             .env("DTASK_SCHEDULER", &addr)
-            .env("DTASK_TOKEN", token.trim())
+            .env("DTASK_TOKEN", &token)
             .env("DTASK_RECONNECT_GRACE", "2s");
         cmd
     };

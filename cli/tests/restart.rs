@@ -376,12 +376,11 @@ fn a_result_its_worker_reports_after_a_restart_is_not_computed_again() {
 #[test]
 fn an_unnamed_clients_lock_is_still_its_own_after_a_restart() {
     let mut p = Pieces::start(1);
-    let token = std::fs::read_to_string(p.state.path().join("token")).unwrap();
     let rt = runtime();
     let client = rt
         .block_on(dtask_runtime::client::Client::connect(
             &p.addr,
-            token.trim(),
+            &p.token(),
             None,
         ))
         .unwrap();

@@ -418,12 +418,6 @@ fn fault_cut_after_release() -> bool {
 /// How many calls [`Client::map`] sends per submit message.
 pub const MAP_BATCH: usize = 4096;
 
-/// Of what a broken connection's writer did not write, what goes first on
-/// the next connection, in order: everything it never began to write (but
-/// watches, which are asked again whole), and of the batch it was
-/// writing as the connection broke, what the scheduler may see twice with
-/// the effect of once (requests kept in `resend`, releases, cancels). A
-/// `Release` queued in the instant before the break is not lost.
 /// Whether the client's connection has frames queued or being written:
 /// a peer still reading them may answer nothing until it has them.
 fn writing(inner: &std::sync::Weak<Inner>) -> bool {
@@ -437,6 +431,12 @@ fn writing(inner: &std::sync::Weak<Inner>) -> bool {
     })
 }
 
+/// Of what a broken connection's writer did not write, what goes first on
+/// the next connection, in order: everything it never began to write (but
+/// watches, which are asked again whole), and of the batch it was
+/// writing as the connection broke, what the scheduler may see twice with
+/// the effect of once (requests kept in `resend`, releases, cancels). A
+/// `Release` queued in the instant before the break is not lost.
 fn carry_over(
     unwritten: crate::connection::Unwritten<ToScheduler>,
     resend: &HashMap<u64, Asked>,

@@ -266,10 +266,7 @@ impl Cluster {
 
     /// The cluster token from the state directory.
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.state.path().join("token"))
-            .unwrap()
-            .trim()
-            .to_string()
+        token_in(self.state.path())
     }
 
     fn wait_for_workers(&self, n: usize) {
@@ -456,6 +453,14 @@ pub fn dtask_nowhere(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The cluster token a scheduler keeps in state directory `state`.
+pub fn token_in(state: &std::path::Path) -> String {
+    std::fs::read_to_string(state.join("token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// A scheduler and separate worker processes sharing one state directory,
 /// so the scheduler can be killed and restarted on the same port.
 pub struct Pieces {
@@ -498,6 +503,11 @@ impl Pieces {
         }
         p.wait_for_workers(workers);
         p
+    }
+
+    /// The cluster token from the shared state directory.
+    pub fn token(&self) -> String {
+        token_in(self.state.path())
     }
 
     /// Starts one more single-slot worker (it joins in the background).

@@ -288,7 +288,6 @@ impl Client {
             Items {
                 left: u64,
                 next: Vec<u8>,
-                given: bool,
                 /// Bytes of `next` to wait for before looking for the end
                 /// of an element that was not whole: twice what was there
                 /// when it was last looked for, so that an element of
@@ -329,7 +328,6 @@ impl Client {
                                 state = State::Items {
                                     left,
                                     next: Vec::new(),
-                                    given: false,
                                     wait: 0,
                                 };
                             }
@@ -346,12 +344,7 @@ impl Client {
                         text: *text,
                         bytes: chunk,
                     })),
-                    State::Items {
-                        left,
-                        next,
-                        given,
-                        wait,
-                    } => {
+                    State::Items { left, next, wait } => {
                         next.extend_from_slice(chunk);
                         let mut used = 0;
                         while *left > 0 {
@@ -373,7 +366,6 @@ impl Client {
                             used += n;
                             *wait = 0;
                             *left -= 1;
-                            *given = true;
                             each(Piece::Item(item))?;
                         }
                         next.drain(..used);

@@ -624,7 +624,8 @@ impl Sandbox {
             }
         };
         let wait = timeout.map_or(INSTANCE_WAIT, |t| t.min(INSTANCE_WAIT));
-        let all = match on_demand {
+        // What every instance was, for the error.
+        let all = || match on_demand {
             None => format!("{} pooled instances", self.pool),
             Some(o) => format!(
                 "{} instances ({} pooled, {} set up on demand)",
@@ -644,19 +645,21 @@ impl Sandbox {
                 ErrorKind::Timeout,
                 format!(
                     "the task's time limit ({wait:?}) passed while it waited for one of worker \
-                     {}'s {all} to come free (all held by waiting tasks and actors)",
-                    self.worker_id
+                     {}'s {} to come free (all held by waiting tasks and actors)",
+                    self.worker_id,
+                    all()
                 ),
             )),
             _ => Err(task_error(
                 key,
                 ErrorKind::Internal,
                 format!(
-                    "no instance came free on worker {} in {wait:?}: all {all} are held by \
+                    "no instance came free on worker {} in {wait:?}: all {} are held by \
                      tasks waiting (in a gather of subtasks, a queue get, a lock…) and by \
                      actors; run fewer such tasks at once per worker, start more workers, or \
                      give each more (`dtask worker --max-instances`)",
-                    self.worker_id
+                    self.worker_id,
+                    all()
                 ),
             )),
         }
@@ -847,9 +850,14 @@ impl Sandbox {
         let (instance, copy) = self
             .instance_for(ready, key, limits.instance.clone(), timeout)
             .await?;
+        // The export's index in the copy of the component its instance's
+        // engine runs (a pooled one runs `ready`'s own, looked up above).
+        let entry = match copy {
+            None => Some(sig.entry),
+            Some(c) => c.module.funcs.get(function).map(|s| s.entry),
+        };
         let ready = copy.map_or(ready, |c| &**c);
-        // The export's index in that engine's copy of the component.
-        let (Pre::Exports(pre), Some(run)) = (&ready.pre, ready.module.funcs.get(function)) else {
+        let (Pre::Exports(pre), Some(entry)) = (&ready.pre, entry) else {
             return Err(err(
                 ErrorKind::Internal,
                 format!("{function} vanished from module {}", ready.module.hash),
@@ -864,7 +872,7 @@ impl Sandbox {
 
         let outcome = within(timeout, async {
             let instance = pre.instantiate_async(&mut store).await?;
-            let Entry::Export(index) = run.entry else {
+            let Entry::Export(index) = entry else {
                 return Err(wasmtime::Error::msg(format!("{function} is not an export")));
             };
             let func = instance
@@ -925,16 +933,19 @@ impl Sandbox {
             .constructor(resource, &format!("module {}", ready.module.hash))
             .map_err(|m| err(ErrorKind::Module, m))?;
         let params = typed_params(key, &ctor, &sig.params, args)?;
-        // Arguments checked, an instance, and the code of its engine.
+        let entry = sig.entry;
+        // Arguments checked, an instance, and the code of its engine (with
+        // the constructor's index in that copy of the component).
         let (instance, copy) = self.instance_for(&ready, key, None, None).await?;
-        let copy = copy.cloned();
-        let ready = copy.unwrap_or(ready);
-        let (Pre::Exports(pre), Ok(sig)) =
-            (&ready.pre, ready.module.constructor(resource, "its module"))
-        else {
+        let entry = match copy {
+            None => Some(entry),
+            Some(c) => c.module.funcs.get(&ctor).map(|s| s.entry),
+        };
+        let ready = copy.cloned().unwrap_or(ready);
+        let (Pre::Exports(pre), Some(entry)) = (&ready.pre, entry) else {
             return Err(err(ErrorKind::Internal, format!("{ctor} vanished")));
         };
-        let Entry::Export(index) = sig.entry else {
+        let Entry::Export(index) = entry else {
             return Err(err(ErrorKind::Module, format!("{ctor} is not an export")));
         };
         let stderr = Capture::default();
