@@ -1318,3 +1318,55 @@ fn a_raw_gather_goes_on_from_a_copy_computed_again_when_its_holder_dies_partway(
     );
     assert_ne!(worker(&c), holder, "computed again elsewhere");
 }
+
+/// A big result that is neither a byte string, a string nor a list (here
+/// a `result<list<u8>, string>`, a map) prints as the JSON the whole
+/// value renders to, written from its MessagePack as it was kept (past
+/// 64 MiB, in a temporary file), never decoded whole: the client stays far
+/// under the value's size. A record of byte strings under 64 MiB, kept in
+/// memory, prints the same way, its keys in the same order.
+#[test]
+fn a_big_result_that_is_a_map_prints_as_json_without_being_decoded_whole() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let c = Cluster::start(1, 1);
+    let made = c.submit("count-bytes", &[&(BIG + 10).to_string(), "7"]);
+    let rest = c.submit("skip-bytes", &[&format!("@{made}"), "10"]);
+    let want: Vec<u8> = (10..BIG + 10).map(|i| (i + 7) as u8).collect();
+    let json = format!(r#"{{"ok":{{"$bytes":"{}"}}}}"#, b64(&want));
+    drop(want);
+    let (got, peak) = run_measured(&c, &["gather", &rest]);
+    eprintln!(
+        "gather of a {} MiB result<list<u8>, string> as JSON: client peak RSS {peak} MiB",
+        BIG >> 20
+    );
+    assert!(got == format!("{json}\n").as_bytes(), "not the value's JSON");
+    assert!(
+        peak < 48,
+        "the client peaked at {peak} MiB for a 64 MiB map"
+    );
+    let (got, peak) = run_measured(&c, &["as-completed", "--with-results", &rest]);
+    assert!(got == format!("{rest}\t{json}\n").as_bytes());
+    assert!(peak < 48, "as-completed peaked at {peak} MiB");
+    let (got, _) = run_measured(&c, &["gather", "--json", &rest]);
+    let line = format!(r#"{{"key":"{rest}","result":{json},"status":"finished"}}"#);
+    assert!(got == format!("{line}\n").as_bytes());
+    drop((json, line));
+    // Under 64 MiB (kept in memory): a record, its keys sorted.
+    let small = c.submit("count-bytes", &["1000000", "3"]);
+    let halves = c.submit("split-at", &[&format!("@{small}"), "10"]);
+    let bytes: Vec<u8> = (0..1_000_000u32).map(|i| (i + 3) as u8).collect();
+    assert_eq!(
+        c.ok(&["gather", &halves]),
+        format!(
+            r#"{{"ok":{{"head":{{"$bytes":"{}"}},"tail":{{"$bytes":"{}"}}}}}}"#,
+            b64(&bytes[..10]),
+            b64(&bytes[10..])
+        )
+    );
+    let past = c.submit("skip-bytes", &[&format!("@{small}"), "2000000"]);
+    assert_eq!(
+        c.ok(&["gather", &past]),
+        r#"{"err":"cannot skip 2000000 of 1000000 bytes"}"#
+    );
+}

@@ -252,8 +252,12 @@ impl Frame {
 /// Writes the finished result `key` (at `at`) to `out` as it arrives,
 /// range by range, never holding it whole: a byte string or string as
 /// [`render`] prints it (JSON, or raw with `raw`), an array as JSON an
-/// element at a time (each held alone), framed by `frame`. Any other value
-/// is gathered whole and handed back unwritten, for the caller to print.
+/// element at a time (each held alone, as MessagePack), framed by `frame`.
+/// Any other value (a map, a record, a variant, a result) is kept as
+/// MessagePack as it arrives, in memory or, past [`SPOOL_IN_MEMORY`], in
+/// a temporary file, and then written as JSON from there, never decoded
+/// whole. Only a result that is not valid MessagePack comes back: as its
+/// error, nothing of it written.
 /// The outer error is output that cannot be written, or a result lost
 /// after part of it was written: then its line is ended (but for raw
 /// bytes), and nothing more may go on it or after it.
@@ -277,6 +281,7 @@ pub async fn write_streamed(
     };
     let mut buf = Vec::new();
     let mut encoder: Option<Streaming> = None;
+    let mut spool: Option<Spool> = None;
     // Elements of an array written so far (each rendered as it comes).
     let mut items = 0u64;
     let streamed = client
@@ -293,7 +298,7 @@ pub async fn write_streamed(
                 buf.clear();
                 written
             }
-            Piece::Item(v) => {
+            Piece::Item(item) => {
                 if items == 0 {
                     buf.extend_from_slice(&frame.before);
                     buf.push(b'[');
@@ -301,21 +306,42 @@ pub async fn write_streamed(
                     buf.push(b',');
                 }
                 items += 1;
-                serde_json::to_writer(&mut buf, &value::value_to_json(&v))
-                    .map_err(|e| e.to_string())?;
                 // Written a batch at a time, not an element at a time.
-                if buf.len() < ITEMS_BATCH {
-                    return Ok(());
-                }
-                let written = write(&buf);
-                buf.clear();
-                written
+                value::write_json(item, &mut Batched::new(&mut buf, &mut write))
+                    .map_err(|e| e.to_string())
             }
+            Piece::Encoded { total, bytes } => spool
+                .get_or_insert_with(|| Spool::new(total))
+                .push(bytes)
+                .map_err(|e| format!("cannot keep it to print: {e}")),
         })
         .await;
     let started = encoder.is_some() || items > 0;
     let written = match streamed {
         Ok(Streamed::Other(v)) => Ok(Ok(Some(v))),
+        Ok(Streamed::Encoded) => {
+            let kept = spool
+                .take()
+                .unwrap_or_else(|| Spool::new(0))
+                .finish()
+                .map_err(|e| format!("cannot read back what was kept to print: {e}"));
+            match kept {
+                Ok(kept) => match written_whole(&kept, frame, &mut buf, &mut |bytes| {
+                    kept.written(bytes.len());
+                    write(bytes)
+                }) {
+                    Ok(()) => Ok(Ok(None)),
+                    Err(value::WriteJsonError::Invalid(e)) => {
+                        Ok(Err(dtask_runtime::client::ClientError::Data {
+                            key: key.to_string(),
+                            reason: format!("its result is not valid MessagePack: {e}"),
+                        }))
+                    }
+                    Err(value::WriteJsonError::Io(e)) => Err(e.to_string()),
+                },
+                Err(why) => Err(why),
+            }
+        }
         Ok(Streamed::Items) => {
             if items == 0 {
                 buf.extend_from_slice(&frame.before);
@@ -360,6 +386,153 @@ pub async fn write_streamed(
         // Lost partway: the stream's own error.
         (Err(why), None) if started => Err(Failure::new(1, why)),
         (Err(why), None) => Err(Failure::new(2, format!("cannot write: {why}"))),
+    }
+}
+
+/// Encodings up to this size are kept in memory to be printed; bigger
+/// ones in a temporary file (in `TMPDIR`, or else `/var/tmp`).
+pub const SPOOL_IN_MEMORY: u64 = 64 << 20;
+
+/// A result's MessagePack kept as it arrives, to be written as JSON once
+/// all of it is there.
+enum Spool {
+    Memory(Vec<u8>),
+    /// An unnamed temporary file (gone when closed), or why none could be
+    /// made.
+    File(std::io::Result<std::fs::File>),
+}
+
+/// Bytes of output after which a mapped [`Kept`] lets go of the pages it
+/// has read (they are read again, from the page cache, if needed again).
+const RELEASE_EVERY: usize = 16 << 20;
+
+/// What a [`Spool`] kept, to read.
+enum Kept {
+    Memory(Vec<u8>),
+    /// The file mapped, and bytes written since its pages were last let go.
+    Mapped(memmap2::Mmap, std::cell::Cell<usize>),
+}
+
+impl Kept {
+    /// `n` bytes more were written from what is kept: a mapped file lets go
+    /// of its pages every [`RELEASE_EVERY`], so that printing a big value
+    /// from it does not keep all of it resident in this process.
+    fn written(&self, n: usize) {
+        let Kept::Mapped(map, since) = self else {
+            return;
+        };
+        since.set(since.get() + n);
+        if since.get() >= RELEASE_EVERY {
+            since.set(0);
+            // SAFETY: a read-only mapping of a file: the pages let go of
+            // are read again from the file when touched, unchanged.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+}
+
+impl std::ops::Deref for Kept {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Kept::Memory(v) => v,
+            Kept::Mapped(m, _) => m,
+        }
+    }
+}
+
+impl Spool {
+    /// A spool for an encoding of `total` bytes.
+    fn new(total: u64) -> Self {
+        if total <= SPOOL_IN_MEMORY {
+            return Spool::Memory(Vec::with_capacity(total as usize));
+        }
+        // `TMPDIR` if set, or else `/var/tmp`, which is on disk where `/tmp`
+        // may be memory (a tmpfs).
+        let file = match std::env::var_os("TMPDIR") {
+            Some(_) => tempfile::tempfile(),
+            None => tempfile::tempfile_in("/var/tmp").or_else(|_| tempfile::tempfile()),
+        };
+        Spool::File(file)
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Spool::Memory(v) => {
+                v.extend_from_slice(bytes);
+                Ok(())
+            }
+            Spool::File(Ok(f)) => f.write_all(bytes),
+            Spool::File(Err(e)) => Err(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "no temporary file ({e}): set TMPDIR to a directory with room \
+                     for the result"
+                ),
+            )),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<Kept> {
+        match self {
+            Spool::Memory(v) => Ok(Kept::Memory(v)),
+            Spool::File(f) => {
+                let f = f?;
+                // SAFETY: the file is this process's own, unnamed: nothing
+                // else can change it while it is mapped.
+                let map = unsafe { memmap2::Mmap::map(&f) }?;
+                Ok(Kept::Mapped(map, Default::default()))
+            }
+        }
+    }
+}
+
+/// Writes `kept`, a whole value's MessagePack, as JSON framed by `frame`.
+fn written_whole(
+    kept: &[u8],
+    frame: &Frame,
+    buf: &mut Vec<u8>,
+    write: &mut impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), value::WriteJsonError> {
+    // Checked before anything is written: an invalid value writes nothing.
+    value::check_one_value(kept).map_err(value::WriteJsonError::Invalid)?;
+    let mut out = Batched::new(buf, write);
+    out.write_all(&frame.before)?;
+    value::write_json(kept, &mut out)?;
+    out.write_all(&frame.after_text)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Output gathered into `buf` and handed to `write` [`ITEMS_BATCH`] bytes
+/// at a time (what is left, on `flush`).
+struct Batched<'a, W: FnMut(&[u8]) -> Result<(), String>> {
+    buf: &'a mut Vec<u8>,
+    write: &'a mut W,
+}
+
+impl<'a, W: FnMut(&[u8]) -> Result<(), String>> Batched<'a, W> {
+    fn new(buf: &'a mut Vec<u8>, write: &'a mut W) -> Self {
+        Batched { buf, write }
+    }
+}
+
+impl<W: FnMut(&[u8]) -> Result<(), String>> Write for Batched<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= ITEMS_BATCH {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = (self.write)(self.buf).map_err(std::io::Error::other);
+        self.buf.clear();
+        written
     }
 }
 

@@ -239,7 +239,7 @@ impl Client {
             }
             Streamed::Other(v) => v,
             // Not asked for (stream_value gathers arrays whole).
-            Streamed::Items => {
+            Streamed::Items | Streamed::Encoded => {
                 return Err(ClientError::Data {
                     key: key.to_string(),
                     reason: "an array streamed where it was to be gathered whole".into(),
@@ -262,15 +262,20 @@ impl Client {
     ) -> Result<Streamed, ClientError> {
         self.stream_pieces(key, at, false, |piece| match piece {
             Piece::Payload(p) => each(p),
-            Piece::Item(_) => Err("an array's element, which was not asked for".into()),
+            Piece::Item(_) | Piece::Encoded { .. } => {
+                Err("MessagePack, which was not asked for".into())
+            }
         })
         .await
     }
 
-    /// [`Client::stream_value`], and with `items` an array's elements too:
-    /// each decoded as it arrives ([`Piece::Item`], in order), never the
-    /// whole array held (an element is held whole, alone). A value lost
-    /// before any of it went to `each` is read again from its next copy.
+    /// [`Client::stream_value`], but with `items` nothing is decoded: an
+    /// array's elements go to `each` one at a time as they arrive, each as
+    /// its MessagePack ([`Piece::Item`], in order: an element is held
+    /// whole, alone, never the whole array), and any other value's
+    /// MessagePack goes to `each` range by range ([`Piece::Encoded`]), for
+    /// the caller to keep where it likes. A value lost before any of it
+    /// went to `each` is read again from its next copy.
     pub async fn stream_pieces(
         &self,
         key: &str,
@@ -295,6 +300,8 @@ impl Client {
                 wait: usize,
             },
             Other(Vec<u8>),
+            /// Handed on as it arrives.
+            Encoded,
         }
         let bad = |why: String| ClientError::Data {
             key: key.to_string(),
@@ -331,6 +338,7 @@ impl Client {
                                     wait: 0,
                                 };
                             }
+                            _ if items => state = State::Encoded,
                             _ => {
                                 state =
                                     State::Other(Vec::with_capacity(total.min(1 << 30) as usize))
@@ -353,7 +361,7 @@ impl Client {
                                 break;
                             }
                             let (n, item) = match first_item(rest) {
-                                Ok(Some(item)) => item,
+                                Ok(Some(n)) => (n, &rest[..n]),
                                 Ok(None) => {
                                     *wait = rest.len().saturating_mul(2);
                                     break;
@@ -363,10 +371,10 @@ impl Client {
                                     return Err(why);
                                 }
                             };
-                            used += n;
                             *wait = 0;
                             *left -= 1;
                             each(Piece::Item(item))?;
+                            used += n;
                         }
                         next.drain(..used);
                         Ok(())
@@ -375,6 +383,7 @@ impl Client {
                         buf.extend_from_slice(chunk);
                         Ok(())
                     }
+                    State::Encoded => each(Piece::Encoded { total, bytes: chunk }),
                     State::Start => unreachable!("left above"),
                 }
             })
@@ -392,6 +401,7 @@ impl Client {
                 value::human_bytes(next.len() as u64)
             ))),
             State::Other(buf) => decoded(key, buf.into()).map(Streamed::Other),
+            State::Encoded => Ok(Streamed::Encoded),
         }
     }
 
@@ -862,19 +872,18 @@ pub struct Payload<'a> {
     pub bytes: &'a [u8],
 }
 
-/// The first element of an array's elements in `bytes`, and the bytes it
-/// took; `None` if not all of it is there. An error for bytes that are not
-/// one, or one nested deeper than a value may be inside an array.
-fn first_item(bytes: &[u8]) -> Result<Option<(usize, Value)>, String> {
-    let Some(n) = value::encoded_len(bytes).map_err(|e| e.to_string())? else {
+/// How many bytes the first of an array's elements in `bytes` takes;
+/// `None` if not all of it is there. An error for bytes that are not one
+/// value, or one nested deeper than a value may be inside an array.
+fn first_item(bytes: &[u8]) -> Result<Option<usize>, String> {
+    let Some((n, deepest)) = value::measure(bytes).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
-    let item = value::decode(&bytes[..n]).map_err(|e| e.to_string())?;
     // One level deeper inside the array.
-    if value::nesting(&item) >= value::MAX_DECODE_DEPTH {
+    if deepest >= value::MAX_DECODE_DEPTH {
         return Err("nested too deeply".into());
     }
-    Ok(Some((n, item)))
+    Ok(Some(n))
 }
 
 /// What [`Client::stream_pieces`] hands its sink.
@@ -882,8 +891,16 @@ fn first_item(bytes: &[u8]) -> Result<Option<(usize, Value)>, String> {
 pub enum Piece<'a> {
     /// A range of a byte string's or string's payload.
     Payload(Payload<'a>),
-    /// The next element of an array, decoded.
-    Item(Value),
+    /// The next element of an array: its MessagePack, one whole value.
+    Item(&'a [u8]),
+    /// A range of the MessagePack of a value that is neither a byte
+    /// string, a string nor an array, in order.
+    Encoded {
+        /// The whole encoding's length.
+        total: u64,
+        /// This range.
+        bytes: &'a [u8],
+    },
 }
 
 /// What [`Client::stream_value`] found a result to be.
@@ -898,6 +915,9 @@ pub enum Streamed {
     Items,
     /// Any other value, decoded whole (nothing went to the sink).
     Other(Value),
+    /// Any other value: its MessagePack went to the sink
+    /// ([`Client::stream_pieces`] with `items`).
+    Encoded,
 }
 
 /// Times fetching a result is tried again after its holder is lost (see

@@ -239,6 +239,13 @@ pub fn array_head(first: &[u8]) -> Option<(u64, usize)> {
 /// recursion); `None` if `bytes` ends before it does. An error for a byte
 /// that begins no value.
 pub fn encoded_len(bytes: &[u8]) -> Result<Option<usize>, ConvertError> {
+    Ok(measure(bytes)?.map(|(len, _)| len))
+}
+
+/// [`encoded_len`], and how many arrays and maps are nested in the value
+/// at its deepest (as [`nesting`] counts them).
+pub fn measure(bytes: &[u8]) -> Result<Option<(usize, usize)>, ConvertError> {
+    let mut deepest = 0;
     // Values still to be read at each open level (the outermost is the one
     // value asked for).
     let mut levels: Vec<u64> = vec![1];
@@ -288,6 +295,10 @@ pub fn encoded_len(bytes: &[u8]) -> Result<Option<usize>, ConvertError> {
         let Some((skip, elements)) = head else {
             return Ok(None);
         };
+        if matches!(tag, 0x80..=0x9f | 0xdc..=0xdf) {
+            // An array or map, empty ones too, at this level.
+            deepest = deepest.max(levels.len());
+        }
         at = match usize::try_from(skip).ok().and_then(|s| at.checked_add(s)) {
             Some(end) if end <= bytes.len() => end,
             _ => return Ok(None),
@@ -299,7 +310,7 @@ pub fn encoded_len(bytes: &[u8]) -> Result<Option<usize>, ConvertError> {
             levels.push(elements);
         }
     }
-    Ok(Some(at))
+    Ok(Some((at, deepest)))
 }
 
 /// The payload of MessagePack `bytes` that encode one byte string (`bin`)

@@ -8,10 +8,12 @@
 //! boundary as one copy each way (`Vec<u8>` in, a view of guest memory out).
 //!
 //! The shapes: up to two parameters, each `list<u8>`, `string`, `u32`, `u64`
-//! or `s64`, and at most one result, one of `list<u8>`, `string`, `u32`,
-//! `u64`, `s64`, `f64` or `bool`, with a `list<u8>` among the parameters or
-//! as the result. Any other signature takes the dynamic path
-//! (where strings are already copied in bulk).
+//! or `s64`, and at most one result, one of `list<u8>`,
+//! `result<list<u8>, string>`, `option<list<u8>>`, `string`, `u32`, `u64`,
+//! `s64`, `f64` or `bool`, with a `list<u8>` among the parameters or in the
+//! result. Any other signature takes the dynamic path (where strings are
+//! already copied in bulk, but a `list<u8>` inside a record, variant, tuple
+//! or list still crosses one value per byte).
 
 use crate::wit::Type;
 use rmpv::Value;
@@ -37,6 +39,10 @@ enum In {
 enum Out {
     Unit,
     Bytes,
+    /// `result<list<u8>, string>`.
+    BytesOrError,
+    /// `option<list<u8>>`.
+    MaybeBytes,
     Str,
     U32,
     U64,
@@ -72,9 +78,20 @@ fn kind_in(ty: &Type) -> Option<In> {
     })
 }
 
+/// Whether `ty` is `list<u8>`.
+fn is_bytes(ty: &Type) -> bool {
+    matches!(ty, Type::List(l) if matches!(l.ty(), Type::U8))
+}
+
 fn kind_out(ty: &Type) -> Option<Out> {
     Some(match ty {
-        Type::List(l) if matches!(l.ty(), Type::U8) => Out::Bytes,
+        ty if is_bytes(ty) => Out::Bytes,
+        Type::Result(r)
+            if r.ok().as_ref().is_some_and(is_bytes) && matches!(r.err(), Some(Type::String)) =>
+        {
+            Out::BytesOrError
+        }
+        Type::Option(o) if is_bytes(&o.ty()) => Out::MaybeBytes,
         Type::String => Out::Str,
         Type::U32 => Out::U32,
         Type::U64 => Out::U64,
@@ -83,6 +100,13 @@ fn kind_out(ty: &Type) -> Option<Out> {
         Type::Bool => Out::Bool,
         _ => return None,
     })
+}
+
+impl Out {
+    /// Whether a `list<u8>` is in the result.
+    fn has_bytes(self) -> bool {
+        matches!(self, Out::Bytes | Out::BytesOrError | Out::MaybeBytes)
+    }
 }
 
 impl Shape {
@@ -101,7 +125,7 @@ impl Shape {
             _ => return None,
         };
         let bytes_in = params.contains(&In::Bytes);
-        (bytes_in || out == Out::Bytes).then_some(Shape { params, out })
+        (bytes_in || out.has_bytes()).then_some(Shape { params, out })
     }
 
     /// Converts the task's arguments for this shape (already counted against
@@ -156,15 +180,16 @@ impl Shape {
                     Arg::Bytes(_) => unreachable!("matched above"),
                 }
             }
-            // Without bytes in, the result is bytes (see `Shape::of`).
+            // Without bytes in, bytes are in the result (see `Shape::of`).
             (Some(a), Some(b)) => {
+                let out = self.out;
                 macro_rules! second {
                     ($x:expr) => {
                         match b {
-                            Arg::Str(y) => bytes_out(store, func, ($x, y)).await,
-                            Arg::U32(y) => bytes_out(store, func, ($x, y)).await,
-                            Arg::U64(y) => bytes_out(store, func, ($x, y)).await,
-                            Arg::S64(y) => bytes_out(store, func, ($x, y)).await,
+                            Arg::Str(y) => bytes_out(store, func, ($x, y), out).await,
+                            Arg::U32(y) => bytes_out(store, func, ($x, y), out).await,
+                            Arg::U64(y) => bytes_out(store, func, ($x, y), out).await,
+                            Arg::S64(y) => bytes_out(store, func, ($x, y), out).await,
                             Arg::Bytes(_) => unreachable!("matched above"),
                         }
                     };
@@ -241,15 +266,15 @@ async fn returning<T: Send, P>(
 where
     P: ComponentNamedList + Lower + Send + Sync,
 {
-    if out == Out::Bytes {
-        return bytes_out(store, func, params).await;
+    if out.has_bytes() {
+        return bytes_out(store, func, params, out).await;
     }
     Ok(Output::Value(match out {
         Out::Unit => {
             typed::<T, P, ()>(store, func, params).await?;
             Value::Nil
         }
-        Out::Bytes => unreachable!("returned above"),
+        Out::Bytes | Out::BytesOrError | Out::MaybeBytes => unreachable!("returned above"),
         Out::Str => {
             let (s,) = typed::<T, P, (WasmStr,)>(store, func, params).await?;
             Value::from(s.to_str(&*store)?.into_owned())
@@ -262,20 +287,57 @@ where
     }))
 }
 
-/// Calls `func`, which returns `list<u8>`, with `params`; the bytes are
-/// copied once, straight into their MessagePack encoding.
+/// Calls `func`, whose result `out` holds a `list<u8>`, with `params`; the
+/// bytes are copied once, straight into the result's MessagePack encoding
+/// (the encoding the dynamic path gives: `{"ok": bytes}` or `{"err":
+/// text}` for a result, nil or the bytes for an option).
 async fn bytes_out<T: Send, P>(
     store: &mut Store<T>,
     func: Func,
     params: P,
+    out: Out,
 ) -> wasmtime::Result<Output>
 where
     P: ComponentNamedList + Lower + Send + Sync,
 {
-    let (list,) = typed::<T, P, (WasmList<u8>,)>(store, func, params).await?;
-    Ok(Output::Encoded(value::encode_binary(
-        list.as_le_slice(&*store),
-    )))
+    let encoded = match out {
+        Out::BytesOrError => {
+            let (r,) =
+                typed::<T, P, (Result<WasmList<u8>, WasmStr>,)>(store, func, params).await?;
+            match r {
+                Ok(list) => case_of_bytes("ok", list.as_le_slice(&*store)),
+                Err(text) => value::encode(&Value::Map(vec![(
+                    Value::from("err"),
+                    Value::from(&*text.to_str(&*store)?),
+                )]))
+                .into(),
+            }
+        }
+        Out::MaybeBytes => {
+            let (o,) = typed::<T, P, (Option<WasmList<u8>>,)>(store, func, params).await?;
+            match o {
+                Some(list) => value::encode_binary(list.as_le_slice(&*store)),
+                None => value::encode(&Value::Nil).into(),
+            }
+        }
+        _ => {
+            let (list,) = typed::<T, P, (WasmList<u8>,)>(store, func, params).await?;
+            value::encode_binary(list.as_le_slice(&*store))
+        }
+    };
+    Ok(Output::Encoded(encoded))
+}
+
+/// The MessagePack of `{case: bytes}` (a one-entry map, as a result's
+/// case is encoded), with one copy of `bytes`.
+fn case_of_bytes(case: &str, bytes: &[u8]) -> Bytes {
+    let mut out = value::encode(&Value::Map(vec![(Value::from(case), Value::Nil)]));
+    // Drop the nil, and put the byte string in its place.
+    out.pop();
+    out.reserve(bytes.len() + value::BIN32_ROOM);
+    value::push_binary_header(&mut out, bytes.len() as u32);
+    out.extend_from_slice(bytes);
+    out.into()
 }
 
 async fn typed<T: Send, P, R>(store: &mut Store<T>, func: Func, params: P) -> wasmtime::Result<R>
@@ -308,5 +370,17 @@ mod tests {
         assert_eq!(shape(&[Type::String], &[Type::String]), None);
         assert_eq!(shape(&[Type::U32, Type::U64, Type::S64], &[]), None);
         assert_eq!(shape(&[Type::Float32], &[]), None);
+    }
+
+    #[test]
+    fn a_case_of_bytes_is_encoded_as_the_dynamic_path_encodes_it() {
+        for n in [0, 3, 300, 70_000] {
+            let bytes = vec![7u8; n];
+            let whole = value::encode(&Value::Map(vec![(
+                Value::from("ok"),
+                Value::Binary(bytes.clone()),
+            )]));
+            assert_eq!(&case_of_bytes("ok", &bytes)[..], &whole[..], "{n} bytes");
+        }
     }
 }

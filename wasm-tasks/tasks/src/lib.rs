@@ -114,6 +114,26 @@ impl Guest for Tasks {
         b
     }
 
+    fn skip_bytes(mut b: Vec<u8>, n: u64) -> Result<Vec<u8>, String> {
+        let len = b.len();
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= len)
+            .ok_or_else(|| format!("cannot skip {n} of {len} bytes"))?;
+        b.drain(..n);
+        Ok(b)
+    }
+
+    fn split_at(mut b: Vec<u8>, at: u64) -> Result<Split, String> {
+        let len = b.len();
+        let at = usize::try_from(at)
+            .ok()
+            .filter(|&at| at <= len)
+            .ok_or_else(|| format!("cannot cut {len} bytes at {at}"))?;
+        let tail = b.split_off(at);
+        Ok(Split { head: b, tail })
+    }
+
     fn sum_bytes(b: Vec<u8>) -> u64 {
         b.iter().map(|&x| u64::from(x)).sum()
     }
