@@ -1370,3 +1370,49 @@ fn a_big_result_that_is_a_map_prints_as_json_without_being_decoded_whole() {
         r#"{"err":"cannot skip 2000000 of 1000000 bytes"}"#
     );
 }
+
+/// A value scattered for one call (`submit … -` past 4 MiB) takes a hold
+/// of its own and lets go of only that: an earlier `dtask scatter` of the
+/// same bytes keeps its key. Once that scatter is released too, the data
+/// (kept only as the input the task was computed from) is unknown to
+/// `gather` and to a new submit, which say so at once (exit 2) where they
+/// used to wait for good.
+#[test]
+fn a_scatter_made_for_a_call_leaves_an_earlier_scatter_of_the_same_bytes_held() {
+    let c = Cluster::start(1, 1);
+    let data = random_bytes(5 << 20, 0x5ca7);
+    let (dir, key) = scatter_file(&c, &data);
+    let file = std::fs::File::open(dir.path().join("data.bin")).unwrap();
+    let (out, _) = run_measured_from(
+        &c,
+        &["submit", tasks_wasm(), "sum-bytes", "-"],
+        file.into(),
+    );
+    let sum = String::from_utf8(out).unwrap().trim().to_string();
+    let want: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(c.ok(&["gather", &sum]), want.to_string());
+    assert!(
+        c.ok(&["status", &key]).contains("finished"),
+        "the scattered key lost its hold: {}",
+        c.ok(&["status", &key])
+    );
+    assert!(raw_bytes(&c, &key) == data, "the scattered value changed");
+
+    c.ok(&["release", &key]);
+    let within = Duration::from_secs(20);
+    let gathered = start_with_stdin(c.cmd().args(["gather", &key]), "")
+        .output_within(within, "a gather of released scattered data");
+    assert_eq!(gathered.status.code(), Some(2), "{}", stderr(&gathered));
+    assert!(stderr(&gathered).contains("unknown key"), "{}", stderr(&gathered));
+    let submitted = start_with_stdin(
+        c.cmd()
+            .args(["submit", tasks_wasm(), "sum-bytes", &format!("@{key}")]),
+        "",
+    )
+    .output_within(within, "a submit on released scattered data");
+    assert_eq!(submitted.status.code(), Some(2), "{}", stderr(&submitted));
+    // Scattered again, it is stored afresh.
+    let (_again, key2) = scatter_file(&c, &data);
+    assert_eq!(key2, key);
+    assert!(raw_bytes(&c, &key) == data);
+}

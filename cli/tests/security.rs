@@ -475,6 +475,7 @@ fn scattered_data_under_a_key_that_is_not_its_bytes_is_refused() {
             &dtask_runtime::value::Value::from(41),
         ));
         tx.send(ToScheduler::Scatter {
+            counted: false,
             id: 7,
             values: vec![(planted.clone(), bytes)],
             broadcast: false,
@@ -482,6 +483,7 @@ fn scattered_data_under_a_key_that_is_not_its_bytes_is_refused() {
         })
         .unwrap();
         tx.send(ToScheduler::Place {
+            counted: false,
             id: 8,
             confirm: 9,
             values: vec![(planted.clone(), 3)],

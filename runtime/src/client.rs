@@ -1094,6 +1094,27 @@ impl Client {
         broadcast: bool,
         workers: Vec<String>,
     ) -> Result<Vec<Future>, ClientError> {
+        self.scatter_holding(values, (broadcast, false), workers)
+            .await
+    }
+
+    /// [`Client::scatter_from`] to any worker, but the hold it takes is its
+    /// own: a key this client's name holds already (an earlier scatter of
+    /// the same bytes) is held once more, so that releasing what this
+    /// returns lets go of this hold only. For values scattered for one
+    /// call and released once the call holds them.
+    pub async fn scatter_counted(&self, values: Vec<Encoded>) -> Result<Vec<Future>, ClientError> {
+        self.scatter_holding(values, (false, true), Vec::new())
+            .await
+    }
+
+    /// Scatters `values`, `(broadcast, counted)`.
+    async fn scatter_holding(
+        &self,
+        values: Vec<Encoded>,
+        (broadcast, counted): (bool, bool),
+        workers: Vec<String>,
+    ) -> Result<Vec<Future>, ClientError> {
         let unreadable = |e: std::io::Error| ClientError::Invalid(e.to_string());
         let total: u64 = values.iter().map(Encoded::len).sum();
         let mut keyed = Vec::with_capacity(values.len());
@@ -1112,10 +1133,12 @@ impl Client {
                 values,
                 broadcast,
                 workers,
+                counted,
             })
             .await?
         } else {
-            self.scatter_direct(keyed, broadcast, workers).await?
+            self.scatter_direct(keyed, (broadcast, counted), workers)
+                .await?
         };
         match reply {
             FromScheduler::Scattered { .. } => {
@@ -1134,7 +1157,7 @@ impl Client {
     async fn scatter_direct(
         &self,
         values: Vec<(String, Encoded)>,
-        broadcast: bool,
+        (broadcast, counted): (bool, bool),
         workers: Vec<String>,
     ) -> Result<FromScheduler, ClientError> {
         let (confirm, confirmed) = self.expect_reply()?;
@@ -1146,6 +1169,7 @@ impl Client {
                 values: sizes,
                 broadcast,
                 workers,
+                counted,
             })
             .await?;
         let puts = match placed {

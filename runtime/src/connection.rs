@@ -883,6 +883,7 @@ mod tests {
         let big = bytes::Bytes::from(vec![5u8; 2 << 20]);
         let msgs = vec![
             ToScheduler::Scatter {
+                counted: false,
                 id: 1,
                 values: vec![("k".into(), big.clone()), ("s".into(), "x".into())],
                 broadcast: false,

@@ -69,7 +69,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     client.upload(&module).await?;
     let mut scattered = stdin.scattered;
     if let Some((at, file)) = big {
-        let futures = client.scatter_from(vec![file], false, Vec::new()).await?;
+        let futures = client.scatter_counted(vec![file]).await?;
         args[at] = Arg::Future(futures[0].key().to_string());
         scattered.extend(futures);
     }
@@ -139,7 +139,7 @@ async fn command_stdin(
         }
         file => {
             let client = connect(global, true).await?;
-            let scattered = client.scatter_from(vec![file], false, Vec::new()).await?;
+            let scattered = client.scatter_counted(vec![file]).await?;
             words[at] = format!("<@{}", scattered[0].key());
             Ok(CommandStdin {
                 scattered,

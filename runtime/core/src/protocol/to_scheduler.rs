@@ -111,7 +111,13 @@ pub enum ToScheduler {
         /// Put a copy on every worker.
         broadcast: bool,
         /// Only on these workers (by name, address or id); empty: any.
-        workers: Vec<String>,
+        workers: Vec<String>,    /// Whether a key this client's name holds already is held once
+        /// more (one release each, as [`ToScheduler::Submit`]'s `counted`),
+        /// or stays held once: a scatter made for one call, released after
+        /// it, counts so as not to take the hold of a scatter of the same
+        /// bytes made before it.
+        #[serde(default)]
+        counted: bool,
     },
     /// Place values the client then sends straight to workers' data ports
     /// ([`ToPeer::Put`]), so big data never passes through the scheduler.
@@ -128,7 +134,13 @@ pub enum ToScheduler {
         /// Put a copy on every worker.
         broadcast: bool,
         /// Only on these workers (by name, address or id); empty: any.
-        workers: Vec<String>,
+        workers: Vec<String>,    /// Whether a key this client's name holds already is held once
+        /// more (one release each, as [`ToScheduler::Submit`]'s `counted`),
+        /// or stays held once: a scatter made for one call, released after
+        /// it, counts so as not to take the hold of a scatter of the same
+        /// bytes made before it.
+        #[serde(default)]
+        counted: bool,
     },
     /// The client could not send the values of placement `confirm` (why):
     /// those not stored fail with that reason, so scattering them again

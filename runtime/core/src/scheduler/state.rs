@@ -486,6 +486,22 @@ impl Scheduler {
             } => {
                 let watcher = Watcher { client, reads };
                 for key in keys {
+                    if self
+                        .tasks
+                        .get(&key)
+                        .is_some_and(|t| self.released_scatter(&key, t))
+                    {
+                        // Scattered data released (kept only as the input
+                        // its dependents were computed from): nothing can
+                        // bring it back, so it is unknown, as it would be
+                        // without dependents.
+                        out.push(Command::Done {
+                            client,
+                            key,
+                            outcome: Outcome::Unknown,
+                        });
+                        continue;
+                    }
                     match self.tasks.get_mut(&key) {
                         None => out.push(Command::Done {
                             client,
@@ -611,7 +627,8 @@ impl Scheduler {
                 values,
                 broadcast,
                 workers,
-            } => self.scatter(client, id, values, broadcast, &workers, &mut out),
+                counted,
+            } => self.scatter(client, id, values, (broadcast, counted), &workers, &mut out),
             Input::Place {
                 client,
                 id,
@@ -619,7 +636,15 @@ impl Scheduler {
                 values,
                 broadcast,
                 workers,
-            } => self.place_scatter(client, (id, confirm), values, broadcast, &workers, &mut out),
+                counted,
+            } => self.place_scatter(
+                client,
+                (id, confirm),
+                values,
+                (broadcast, counted),
+                &workers,
+                &mut out,
+            ),
             Input::Unplace {
                 client,
                 confirm,

@@ -622,6 +622,7 @@ fn a_result_a_worker_dropped_is_computed_again_or_lost_if_scattered() {
     assert_eq!(s.who_has(vec!["a".into()])[0].1, vec!["w10".to_string()]);
     // Scattered data has no recipe: lost.
     s.handle(Input::Scatter {
+        counted: false,
         client: 1,
         id: 3,
         values: vec![("data".into(), Bytes::from_static(b"x"))],
@@ -962,6 +963,7 @@ fn a_released_input_is_brought_back_when_its_dependent_is_lost() {
 fn lost_scattered_data_errs_its_dependents() {
     let mut s = setup(&[(10, 1)]);
     s.handle(Input::Scatter {
+        counted: false,
         client: 1,
         id: 1,
         values: vec![("d".into(), Bytes::from_static(b"x"))],
@@ -1255,6 +1257,7 @@ fn scatter_places_values_round_robin_and_answers_once_stored() {
         .map(|i| (format!("d{i}"), Bytes::from(vec![i])))
         .collect();
     let cmds = s.handle(Input::Scatter {
+        counted: false,
         client: 1,
         id: 9,
         values,
@@ -1295,6 +1298,7 @@ fn scatter_places_values_round_robin_and_answers_once_stored() {
 fn broadcast_scatter_records_every_copy() {
     let mut s = setup(&[(10, 1), (20, 1)]);
     s.handle(Input::Scatter {
+        counted: false,
         client: 1,
         id: 1,
         values: vec![("d".into(), Bytes::from_static(b"x"))],
@@ -1327,6 +1331,7 @@ fn scatter_failed(cmds: &[Command], id: u64) -> bool {
 fn a_scatter_whose_target_dies_before_storing_fails_instead_of_waiting() {
     let mut s = setup(&[(10, 1), (20, 1)]);
     let cmds = s.handle(Input::Scatter {
+        counted: false,
         client: 1,
         id: 3,
         values: vec![("d".into(), Bytes::from_static(b"x"))],
@@ -1349,6 +1354,7 @@ fn a_scatter_whose_target_dies_before_storing_fails_instead_of_waiting() {
 fn lost_scattered_data_scattered_again_is_stored_again() {
     let mut s = setup(&[(10, 1), (20, 1)]);
     let scatter = |id| Input::Scatter {
+        counted: false,
         client: 1,
         id,
         values: vec![("d".into(), Bytes::from_static(b"x"))],
@@ -1379,6 +1385,7 @@ fn lost_scattered_data_scattered_again_is_stored_again() {
 
 fn place(id: u64, keys: &[&str], broadcast: bool) -> Input {
     Input::Place {
+        counted: false,
         client: 1,
         id,
         confirm: id + 1,
@@ -1497,6 +1504,7 @@ fn a_broadcast_copy_a_worker_cannot_keep_fails_the_scatter() {
 fn a_broadcast_scatter_fails_when_any_target_dies_before_storing() {
     let mut s = setup(&[(10, 1), (20, 1), (30, 1)]);
     s.handle(Input::Scatter {
+        counted: false,
         client: 1,
         id: 4,
         values: vec![("d".into(), Bytes::from_static(b"x"))],
@@ -1578,6 +1586,7 @@ fn a_result_a_rejoining_worker_reports_is_not_computed_again() {
 fn a_scatter_restored_before_it_was_stored_is_never_run() {
     let mut s = setup(&[(10, 1)]);
     s.handle(Input::Scatter {
+        counted: false,
         client: 1,
         id: 1,
         values: vec![
@@ -1604,6 +1613,7 @@ fn a_scatter_restored_before_it_was_stored_is_never_run() {
 fn restored_scattered_data_no_worker_reports_is_lost_when_the_rejoin_window_closes() {
     let mut s = setup(&[(10, 1)]);
     s.handle(Input::Scatter {
+        counted: false,
         client: 1,
         id: 1,
         values: vec![
@@ -1702,6 +1712,7 @@ fn a_task_on_lost_scattered_data_is_retried_once_it_is_scattered_again() {
     let why = &refused(&cmds).unwrap()[0].1;
     assert!(why.contains("scatter it again"), "{why}");
     s.handle(Input::Scatter {
+        counted: false,
         client: 1,
         id: 4,
         values: vec![(d.clone(), Bytes::from_static(b"x"))],
@@ -2251,6 +2262,7 @@ fn a_rejoined_worker_reporting_a_result_it_is_computing_again_is_not_told_to_fre
 fn scattered(s: &mut Scheduler, n: usize) -> Vec<String> {
     let keys: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
     s.handle(Input::Scatter {
+        counted: false,
         client: 1,
         id: 1,
         values: keys
@@ -2585,4 +2597,48 @@ fn cancelled_scattered_data_is_scattered_again_not_retried() {
     );
     let cmds = s.handle(place(5, &["d"], false));
     assert_eq!(placed_at(&cmds, "d"), vec!["w10".to_string()]);
+}
+
+/// Scattered data its holders released while a task computed from it is
+/// still known cannot be brought back: a gather of it is answered at once
+/// as unknown, and a submit taking it is refused, as for data no task
+/// needed, where both used to wait for good. Scattering it again stores it
+/// afresh.
+#[test]
+fn released_scattered_data_a_task_used_is_unknown_not_waited_for() {
+    let mut s = setup(&[(10, 1)]);
+    let d = scattered(&mut s, 1).remove(0);
+    submit(&mut s, vec![spec("t", vec![fut(&d)])]);
+    finish(&mut s, 10, "t", small(1));
+    s.handle(Input::Release {
+        client: 1,
+        keys: vec![d.clone()],
+    });
+    let cmds = s.handle(Input::Watch {
+        reads: false,
+        client: 1,
+        keys: vec![d.clone()],
+    });
+    assert!(
+        matches!(
+            cmds[..],
+            [Command::Done {
+                outcome: Outcome::Unknown,
+                ..
+            }]
+        ),
+        "{cmds:?}"
+    );
+    let cmds = submit(&mut s, vec![spec("u", vec![fut(&d)])]);
+    let Some(Command::Submitted { refused, .. }) = cmds.last() else {
+        panic!("{cmds:?}")
+    };
+    assert!(
+        refused.len() == 1 && refused[0].1.contains("names no future"),
+        "{refused:?}"
+    );
+    assert_eq!(s.state("u"), None);
+    assert_eq!(s.state("t"), Some(TaskState::Finished));
+    let cmds = s.handle(place(5, &[&d], false));
+    assert_eq!(placed_at(&cmds, &d), vec!["w10".to_string()]);
 }

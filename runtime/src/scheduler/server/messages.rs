@@ -127,6 +127,7 @@ impl Core {
                 }
             }
             ToScheduler::Scatter {
+                counted,
                 id,
                 values,
                 broadcast,
@@ -148,6 +149,7 @@ impl Core {
                     return;
                 }
                 Input::Scatter {
+                    counted,
                     client: from,
                     id,
                     values,
@@ -156,6 +158,7 @@ impl Core {
                 }
             }
             ToScheduler::Place {
+                counted,
                 id,
                 confirm,
                 values,
@@ -171,6 +174,7 @@ impl Core {
                     return;
                 }
                 Input::Place {
+                    counted,
                     client: from,
                     id,
                     confirm,

@@ -142,6 +142,9 @@ pub enum Input {
         broadcast: bool,
         /// Allowed workers; empty: all.
         workers: Vec<String>,
+        /// Whether a key the client's name holds already is held once
+        /// more (one release each), as counted submits are.
+        counted: bool,
     },
     /// A client places values it will send to workers itself.
     Place {
@@ -157,6 +160,9 @@ pub enum Input {
         broadcast: bool,
         /// Allowed workers; empty: all.
         workers: Vec<String>,
+        /// Whether a key the client's name holds already is held once
+        /// more (one release each), as counted submits are.
+        counted: bool,
     },
     /// A client could not send the values it placed.
     Unplace {

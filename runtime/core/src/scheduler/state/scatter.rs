@@ -12,12 +12,12 @@ impl Scheduler {
         client: ClientId,
         id: u64,
         values: Vec<(String, Bytes)>,
-        broadcast: bool,
+        how: (bool, bool),
         names: &[String],
         out: &mut Vec<Command>,
     ) {
         let sizes = values.iter().map(|(k, v)| (k.clone(), v.len() as u64));
-        let puts = match self.scatter_targets((client, id), sizes, broadcast, names, false, out) {
+        let puts = match self.scatter_targets((client, id), sizes, how, names, false, out) {
             Ok(puts) => puts,
             Err(message) => return out.push(failed((client, id), message)),
         };
@@ -49,7 +49,7 @@ impl Scheduler {
         client: ClientId,
         (id, confirm): (u64, u64),
         values: Vec<(String, u64)>,
-        broadcast: bool,
+        how: (bool, bool),
         names: &[String],
         out: &mut Vec<Command>,
     ) {
@@ -57,7 +57,7 @@ impl Scheduler {
         let puts = match self.scatter_targets(
             (client, confirm),
             values.into_iter(),
-            broadcast,
+            how,
             names,
             true,
             out,
@@ -133,14 +133,15 @@ impl Scheduler {
 
     /// Where each of a scatter's values goes (`direct`: sent by the client
     /// to the workers itself): (key, workers) for those to
-    /// store, held keys only taking this client as a holder. Registers the
+    /// store, held keys only taking this client as a holder (once more if
+    /// `counted`, of `(broadcast, counted)`). Registers the
     /// request `(client, id)` to be answered once all are stored (at once
     /// if nothing is to store), or says why the scatter is refused.
     fn scatter_targets(
         &mut self,
         (client, id): (ClientId, u64),
         values: impl Iterator<Item = (String, u64)>,
-        broadcast: bool,
+        (broadcast, counted): (bool, bool),
         names: &[String],
         direct: bool,
         out: &mut Vec<Command>,
@@ -190,7 +191,11 @@ impl Scheduler {
             if let Some(k) = &known
                 && !revived
             {
-                self.hold_known(&holder, k);
+                if counted {
+                    self.hold_counted(&holder, k);
+                } else {
+                    self.hold_known(&holder, k);
+                }
                 continue;
             }
             let chosen: Vec<WorkerId> = if broadcast {

@@ -41,6 +41,16 @@ impl Scheduler {
         self.holdings.hold(holder, key, &mut t.holders);
     }
 
+    /// Whether `key` (task `t`) is scattered data its holders released, kept
+    /// only as the input its dependents were computed from: its value is
+    /// gone for good (unless a restored scheduler still waits for its worker
+    /// to report it), so to a client it is unknown.
+    pub(super) fn released_scatter(&self, key: &str, t: &Task) -> bool {
+        t.is_scattered()
+            && matches!(t.state, State::Released)
+            && !self.unreported_scatters.contains(key)
+    }
+
     /// Makes `holder` hold `key`, a task in the table, once more: a
     /// counted submit, which one release undoes.
     pub(super) fn hold_counted(&mut self, holder: &str, key: &Key) {
@@ -218,7 +228,12 @@ impl Scheduler {
                     v.len(),
                 )?,
                 Arg::Future(dep) => {
-                    let Some(dep) = self.tasks.key(dep) else {
+                    let known = self
+                        .tasks
+                        .get(dep)
+                        .filter(|t| !self.released_scatter(dep, t))
+                        .and_then(|_| self.tasks.key(dep));
+                    let Some(dep) = known else {
                         return Err(format!(
                             "argument @{dep} names no future the scheduler knows \
                              (never submitted, or released)"
