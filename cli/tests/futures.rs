@@ -46,6 +46,28 @@ fn impure_submits_get_fresh_keys_and_explicit_keys_are_kept() {
     let k = c.ok(&["submit", "--key", "my-answer", tasks_wasm(), "inc", "41"]);
     assert_eq!(k, "my-answer");
     assert_eq!(c.ok(&["gather", "my-answer"]), "42");
+    // The same key for another call is refused, and the first stays.
+    let other = c.run(&["submit", "--key", "my-answer", tasks_wasm(), "inc", "1"], "");
+    assert_eq!(other.status.code(), Some(2), "{}", stderr(&other));
+    assert!(stderr(&other).contains("names another call of inc"), "{}", stderr(&other));
+    assert_eq!(c.ok(&["gather", "my-answer"]), "42");
+}
+
+/// A `--key` of the form dtask gives its own keys (a pure call's, as
+/// `inc 1`'s, or scattered data's) is refused, so a later call or scatter
+/// never gets another's value under its key.
+#[test]
+fn a_chosen_key_cannot_take_the_name_of_a_call_or_value_made_later() {
+    let c = Cluster::start(1, 1);
+    let pure = c.submit("inc", &["1"]);
+    c.ok(&["release", &pure]);
+    let data = c.ok(&["scatter"]);
+    for taken in [&pure, &data] {
+        let out = c.run(&["submit", "--key", taken, tasks_wasm(), "inc", "999"], "");
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("dtask's own keys"), "{}", stderr(&out));
+    }
+    assert_eq!(c.ok(&["gather", &c.submit("inc", &["1"])]), "2");
 }
 
 #[test]

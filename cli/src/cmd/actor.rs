@@ -151,7 +151,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
 
 async fn new(global: &Global, a: NewArgs) -> Result<(), Failure> {
     if let Some(k) = &a.key {
-        dtask_runtime::key::validate_key(k).map_err(Failure::usage)?;
+        dtask_runtime::key::validate_chosen_key(k).map_err(Failure::usage)?;
     }
     let module = load_module(&a.module)?;
     let args = constructor_args(&module, &a.resource, &a.args)?;

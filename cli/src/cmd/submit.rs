@@ -35,7 +35,7 @@ pub struct Args {
 
 pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
     if let Some(k) = &a.key {
-        dtask_runtime::key::validate_key(k).map_err(Failure::usage)?;
+        dtask_runtime::key::validate_chosen_key(k).map_err(Failure::usage)?;
     }
     let module = load_module(&a.module)?;
     let mut words = a.args;

@@ -133,6 +133,27 @@ pub fn validate_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a key a user names for a new future (`--key`): as
+/// [`validate_key`], and not of the form dtask gives its own keys
+/// (`NAME-` and 32 lowercase hex digits: a pure task's, an impure one's,
+/// scattered data's), which would take the name of a call or value made
+/// later.
+pub fn validate_chosen_key(key: &str) -> Result<(), String> {
+    validate_key(key)?;
+    let own = key.rsplit_once('-').is_some_and(|(name, hex)| {
+        !name.is_empty()
+            && hex.len() == 32
+            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if own {
+        return Err(format!(
+            "{key} has the form of dtask's own keys (NAME- and 32 hex digits, as a pure \
+             task's or scattered data's): choose a key of another form"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +211,15 @@ mod tests {
     #[test]
     fn bad_user_keys_are_refused() {
         assert!(validate_key("my-key").is_ok());
+        assert!(validate_chosen_key("my-key").is_ok());
+        assert!(validate_chosen_key("inc-0123456789abcdef0123456789abcdef0").is_ok());
+        assert!(validate_chosen_key("inc-0123456789ABCDEF0123456789abcdef").is_ok());
+        for own in [
+            "inc-0123456789abcdef0123456789abcdef",
+            "data-ffffffffffffffffffffffffffffffff",
+        ] {
+            assert!(validate_chosen_key(own).is_err(), "{own}");
+        }
         for bad in ["", "@x", "a b", "a\nb"] {
             assert!(validate_key(bad).is_err(), "{bad:?}");
         }

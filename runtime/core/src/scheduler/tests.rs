@@ -2642,3 +2642,65 @@ fn released_scattered_data_a_task_used_is_unknown_not_waited_for() {
     let cmds = s.handle(place(5, &[&d], false));
     assert_eq!(placed_at(&cmds, &d), vec!["w10".to_string()]);
 }
+
+/// A key the scheduler knows names one task: a submit of another call
+/// under it (a `--key` chosen as another call's pure key, or as scattered
+/// data's) is refused, saying so, and a scatter of bytes under a task's
+/// key is refused too, so nobody gets another call's result. The same
+/// call submitted again, with a value or with the scattered data of that
+/// value, is the same task.
+#[test]
+fn a_key_names_one_task_and_another_call_under_it_is_refused() {
+    let mut s = setup(&[(10, 1)]);
+    submit(&mut s, vec![spec("inc-1", vec![val(1)])]);
+    let cmds = submit(&mut s, vec![spec("inc-1", vec![val(9)])]);
+    let Some(Command::Submitted { refused, .. }) = cmds.last() else {
+        panic!("{cmds:?}")
+    };
+    assert!(
+        refused.len() == 1 && refused[0].1.contains("names another call"),
+        "{refused:?}"
+    );
+    let cmds = submit(&mut s, vec![spec("inc-1", vec![val(1)])]);
+    assert!(
+        matches!(cmds.last(), Some(Command::Submitted { refused, .. }) if refused.is_empty()),
+        "{cmds:?}"
+    );
+    // The same value, scattered: the same call.
+    let v = Bytes::from_static(&[7]);
+    let data = crate::key::pure_key("", "data", &[crate::protocol::Arg::Value(v.clone())]);
+    s.handle(Input::Scatter {
+        counted: false,
+        client: 1,
+        id: 2,
+        values: vec![(data.clone(), v.clone())],
+        broadcast: false,
+        workers: vec![],
+    });
+    submit(&mut s, vec![spec("f-1", vec![crate::protocol::Arg::Value(v)])]);
+    let cmds = submit(&mut s, vec![spec("f-1", vec![fut(&data)])]);
+    assert!(
+        matches!(cmds.last(), Some(Command::Submitted { refused, .. }) if refused.is_empty()),
+        "{cmds:?}"
+    );
+    // A call under scattered data's key, and bytes under a task's key.
+    let cmds = submit(&mut s, vec![spec(&data, vec![val(1)])]);
+    assert!(
+        matches!(cmds.last(), Some(Command::Submitted { refused, .. })
+            if refused.len() == 1 && refused[0].1.contains("scattered data")),
+        "{cmds:?}"
+    );
+    let cmds = s.handle(Input::Scatter {
+        counted: false,
+        client: 1,
+        id: 3,
+        values: vec![("inc-1".into(), Bytes::from_static(b"x"))],
+        broadcast: false,
+        workers: vec![],
+    });
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::Failed { message, .. }
+            if message.contains("names a task"))),
+        "{cmds:?}"
+    );
+}

@@ -172,6 +172,17 @@ impl Scheduler {
                 format!("no connected worker matches {}", names.join(", "))
             });
         }
+        // A task's key (a `--key` chosen as this data's) does not name
+        // these bytes.
+        if let Some((key, _)) = values
+            .iter()
+            .find(|(k, _)| self.tasks.get(k).is_some_and(|t| !t.is_scattered()))
+        {
+            return Err(format!(
+                "key {key} names a task, not scattered data: release it \
+                 (dtask release {key}) before scattering these bytes"
+            ));
+        }
         let mut puts = Vec::new();
         let mut pending: HashMap<WorkerId, usize> = HashMap::default();
         for (key, _) in values {

@@ -101,6 +101,10 @@ impl Scheduler {
                     unplaceable.push((key.clone(), why));
                 }
             } else {
+                if let Some(why) = self.another_task(&spec) {
+                    refused.push((key, why));
+                    continue;
+                }
                 let k = self.tasks.key(&key).expect("known");
                 if counted {
                     self.hold_counted(&holder, &k);
@@ -124,6 +128,40 @@ impl Scheduler {
             unplaceable.push((key, "no worker is connected".into()));
         }
         (refused, unplaceable)
+    }
+
+    /// Why `spec`'s key, which the scheduler knows, names another task (a
+    /// `--key` chosen as another call's key, or scattered data's): its
+    /// module, function or arguments differ. An argument given as a value
+    /// is the same as one given as the scattered data of that value (the
+    /// shell scatters a big stdin, keeping the key the value gives).
+    /// `None` for the same task, submitted again.
+    fn another_task(&self, spec: &TaskSpec) -> Option<String> {
+        let t = self.tasks.get(&spec.key)?;
+        let same = !t.is_scattered()
+            && *t.recipe.func.module == *spec.module
+            && *t.recipe.func.function == *spec.function
+            && t.recipe.args.len() == spec.args.len()
+            && t.recipe.args.iter().zip(&spec.args).all(|pair| match pair {
+                (a, b) if a == b => true,
+                (Arg::Value(v), Arg::Future(k)) | (Arg::Future(k), Arg::Value(v)) => {
+                    k.starts_with("data-")
+                        && *k == crate::key::pure_key("", "data", &[Arg::Value(v.clone())])
+                }
+                _ => false,
+            });
+        (!same).then(|| {
+            let what = if t.is_scattered() {
+                "scattered data".to_string()
+            } else {
+                format!("another call of {}", t.recipe.func.function)
+            };
+            format!(
+                "key {} names {what} already: choose another --key (keys of the form \
+                 NAME-<32 hex digits> are dtask's own)",
+                spec.key
+            )
+        })
     }
 
     /// A memory limit some connected worker allows (any, with none
