@@ -950,3 +950,67 @@ fn a_releasing_gather_interrupted_releases_what_it_printed() {
     assert_eq!(info["held"].as_u64(), Some(7), "the 3 printed are released");
     c.ok(&["cancel", "--force", &keys[3]]);
 }
+
+/// A command waiting on the local default when it is killed (not shut
+/// down) starts it again itself, which resumes its journal, and gets its
+/// answer: it used to wait out its reconnect grace and exit 3.
+#[test]
+fn a_command_waiting_on_a_killed_local_default_starts_it_again() {
+    use std::io::Read;
+    let state = tempfile::tempdir().unwrap();
+    let dtask = |args: &[&str]| on_local_default(state.path(), args);
+    let out = dtask(&["submit", "--pure=false", tasks_wasm(), "spin", "1500"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = stdout(&out).trim().to_string();
+    let first = recorded_pid(state.path()).expect("the local cluster recorded its pid");
+    let guard = KillOnDrop(Some(first));
+    let mut gather = Command::new(DTASK)
+        .args(["gather", &key])
+        .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
+        .env("XDG_CONFIG_HOME", state.path())
+        .env_remove("DTASK_SCHEDULER")
+        .env_remove("DTASK_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _gather = KillOnDrop(Some(gather.id()));
+    // The gather is connected (and waiting: the spin has a second to go)
+    // once it has a socket open.
+    let fds = format!("/proc/{}/fd", gather.id());
+    wait_until(Duration::from_secs(20), "the gather to connect", || {
+        std::fs::read_dir(&fds).is_ok_and(|d| {
+            d.flatten().any(|f| {
+                std::fs::read_link(f.path())
+                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+            })
+        })
+    });
+    drop(guard);
+    wait_until(
+        Duration::from_secs(20),
+        "the killed cluster to exit",
+        || !alive(first),
+    );
+    let began = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = gather.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(25),
+            "the gather did not come back from the kill"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    gather.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    gather.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let _again = KillOnDrop(recorded_pid(state.path()));
+    assert!(status.success(), "{err}");
+    assert_eq!(out.trim(), "1500", "{err}");
+    assert!(err.contains("started a local cluster"), "{err}");
+    assert_ne!(recorded_pid(state.path()), Some(first));
+    assert!(dtask(&["shutdown"]).status.success());
+}

@@ -268,6 +268,9 @@ struct Inner {
     conn: Mutex<Option<Sender<ToScheduler>>>,
     /// How long to keep trying to reconnect after the connection breaks.
     grace_ms: AtomicU64,
+    /// Starts the scheduler again, for one this client may start itself
+    /// (see [`Client::restart_when_lost`]).
+    restart: std::sync::OnceLock<Restart>,
     /// What this client presents to workers' data ports: a proof of the
     /// client token (never the token), or a worker's tasks' worker token.
     peer_token: String,
@@ -475,6 +478,13 @@ fn carry_over(
     maybe.chain(never).collect()
 }
 
+/// Starts a scheduler again (see [`Client::restart_when_lost`]).
+pub(crate) type Restart = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// A request kept to be asked again after a reconnect (see
 /// [`Inner::resend`]).
 struct Asked {
@@ -622,6 +632,7 @@ impl Client {
             tx: Mutex::new(Outbox::Up(tx.clone())),
             conn: Mutex::new(Some(tx)),
             grace_ms: AtomicU64::new(grace.as_millis() as u64),
+            restart: std::sync::OnceLock::new(),
             peer_token,
             next_id: AtomicU64::new(1),
             // One number for the holds and the primitive operations.
@@ -743,6 +754,7 @@ impl Client {
                     .expect("subscriptions lock")
                     .clear();
                 let grace = Duration::from_millis(inner.grace_ms.load(Ordering::Relaxed));
+                let restart = inner.restart.get().cloned();
                 drop(inner);
                 if !grace.is_zero() {
                     tracing::warn!(
@@ -750,7 +762,7 @@ impl Client {
                          to {grace:?} (DTASK_RECONNECT_GRACE), and what is sent meanwhile waits"
                     );
                 }
-                let again = reconnect(&addr, &hello, grace).await;
+                let again = reconnect(&addr, &hello, grace, restart).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let Some((tx, new_rx)) = again else {
                     *inner.tx.lock().expect("sender lock") = Outbox::Lost;
@@ -1048,6 +1060,23 @@ impl Client {
             key,
             client: self.clone(),
         }
+    }
+
+    /// Makes a connection lost to a scheduler that went away (not one shut
+    /// down on purpose) start it again with `start` while reconnecting,
+    /// once an attempt to reach it has failed: for a scheduler this client
+    /// may start itself, as the shell's local default, which resumes from
+    /// its journal. Without it a client only waits for the scheduler to
+    /// come back (for the reconnect grace). Set once; later calls do
+    /// nothing.
+    pub fn restart_when_lost(
+        &self,
+        start: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync
+        + 'static,
+    ) {
+        let _ = self.inner.restart.set(Arc::new(start));
     }
 
     /// Makes each submit of a key by this client hold it once more, and

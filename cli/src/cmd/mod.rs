@@ -154,6 +154,7 @@ pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         local::ensure(workers).await.map_err(|e| Failure::new(3, e))
     };
+    let local_default = matches!(resolved, Resolved::LocalDefault);
     let endpoint = match resolved {
         Resolved::Configured(e) => e,
         Resolved::LocalDefault if start => start_local().await?,
@@ -184,6 +185,16 @@ pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
     // The shell's commands share a client name, and each releases what it
     // printed: pipelines that submit the same calls each hold them.
     client.count_submits();
+    if local_default {
+        // A local default that went away (killed, crashed) is started
+        // again by the commands waiting on it, and resumes its journal.
+        client.restart_when_lost(|| {
+            Box::pin(async {
+                let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+                local::ensure(workers).await.map(|_| ())
+            })
+        });
+    }
     Ok(client)
 }
 

@@ -172,11 +172,14 @@ pub(super) async fn first_connect(
     }
 }
 
-/// Connects again to `addr`, trying until `grace` has passed.
+/// Connects again to `addr`, trying until `grace` has passed; after the
+/// first failed attempt, starts the scheduler again with `restart`, if
+/// given (once, within the grace).
 pub(super) async fn reconnect(
     addr: &str,
     hello: &Hello,
     grace: Duration,
+    mut restart: Option<super::Restart>,
 ) -> Option<(Sender<ToScheduler>, connection::Receiver<FromScheduler>)> {
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
@@ -188,7 +191,17 @@ pub(super) async fn reconnect(
                 tracing::warn!("the scheduler at {addr} refused to take this client back: {why}");
                 return None;
             }
-            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(Err(why)) => {
+                if let Some(start) = restart.take() {
+                    tracing::warn!("the scheduler at {addr} is gone ({why}); starting it again");
+                    match tokio::time::timeout_at(deadline, start()).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => tracing::warn!("cannot start the scheduler again: {e}"),
+                        Err(_) => break,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
             Err(_) => break,
         }
     }
