@@ -151,6 +151,16 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = dtask_nowhere(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
+    // Flags that do nothing together are refused, not ignored: raw output
+    // is of results (`--with-results`), and JSON lines are never raw.
+    for args in [
+        &["gather", "--json", "-r", "k"][..],
+        &["as-completed", "--json", "--with-results", "-r", "k"],
+        &["as-completed", "-r", "k"],
+    ] {
+        let out = dtask_nowhere(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
 }
 
 #[test]

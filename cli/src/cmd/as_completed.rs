@@ -24,10 +24,10 @@ pub struct Args {
     #[arg(long)]
     with_results: bool,
     /// With --with-results: strings and bytes raw.
-    #[arg(short, long)]
+    #[arg(short, long, requires = "with_results")]
     raw: bool,
     /// One JSON object per line: key, status, and result or error.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "raw")]
     json: bool,
     /// Give up after this long (exit 4), e.g. `30s`; keys printed by then
     /// stay printed.
