@@ -959,7 +959,7 @@ fn a_command_waiting_on_a_killed_local_default_starts_it_again() {
     use std::io::Read;
     let state = tempfile::tempdir().unwrap();
     let dtask = |args: &[&str]| on_local_default(state.path(), args);
-    let out = dtask(&["submit", "--pure=false", tasks_wasm(), "spin", "1500"]);
+    let out = dtask(&["submit", "--pure=false", tasks_wasm(), "spin", "3000"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let key = stdout(&out).trim().to_string();
     let first = recorded_pid(state.path()).expect("the local cluster recorded its pid");
@@ -976,7 +976,7 @@ fn a_command_waiting_on_a_killed_local_default_starts_it_again() {
         .spawn()
         .unwrap();
     let _gather = KillOnDrop(Some(gather.id()));
-    // The gather is connected (and waiting: the spin has a second to go)
+    // The gather is connected (and waiting: the spin has seconds to go)
     // once it has a socket open.
     let fds = format!("/proc/{}/fd", gather.id());
     wait_until(Duration::from_secs(20), "the gather to connect", || {
@@ -1009,7 +1009,7 @@ fn a_command_waiting_on_a_killed_local_default_starts_it_again() {
     gather.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     let _again = KillOnDrop(recorded_pid(state.path()));
     assert!(status.success(), "{err}");
-    assert_eq!(out.trim(), "1500", "{err}");
+    assert_eq!(out.trim(), "3000", "{err}");
     assert!(err.contains("started a local cluster"), "{err}");
     assert_ne!(recorded_pid(state.path()), Some(first));
     assert!(dtask(&["shutdown"]).status.success());

@@ -269,8 +269,8 @@ struct Inner {
     /// How long to keep trying to reconnect after the connection breaks.
     grace_ms: AtomicU64,
     /// Starts the scheduler again, for one this client may start itself
-    /// (see [`Client::restart_when_lost`]).
-    restart: std::sync::OnceLock<Restart>,
+    /// (see [`Client::restart_when_lost`]); taken when used, so once.
+    restart: Mutex<Option<Restart>>,
     /// What this client presents to workers' data ports: a proof of the
     /// client token (never the token), or a worker's tasks' worker token.
     peer_token: String,
@@ -632,7 +632,7 @@ impl Client {
             tx: Mutex::new(Outbox::Up(tx.clone())),
             conn: Mutex::new(Some(tx)),
             grace_ms: AtomicU64::new(grace.as_millis() as u64),
-            restart: std::sync::OnceLock::new(),
+            restart: Mutex::new(None),
             peer_token,
             next_id: AtomicU64::new(1),
             // One number for the holds and the primitive operations.
@@ -754,7 +754,7 @@ impl Client {
                     .expect("subscriptions lock")
                     .clear();
                 let grace = Duration::from_millis(inner.grace_ms.load(Ordering::Relaxed));
-                let restart = inner.restart.get().cloned();
+                let restart = inner.restart.lock().expect("restart lock").take();
                 drop(inner);
                 if !grace.is_zero() {
                     tracing::warn!(
@@ -762,8 +762,9 @@ impl Client {
                          to {grace:?} (DTASK_RECONNECT_GRACE), and what is sent meanwhile waits"
                     );
                 }
-                let again = reconnect(&addr, &hello, grace, restart).await;
+                let (again, unused) = reconnect(&addr, &hello, grace, restart).await;
                 let Some(inner) = weak.upgrade() else { return };
+                *inner.restart.lock().expect("restart lock") = unused;
                 let Some((tx, new_rx)) = again else {
                     *inner.tx.lock().expect("sender lock") = Outbox::Lost;
                     // Dropping the senders wakes every waiter with an error.
@@ -1067,8 +1068,9 @@ impl Client {
     /// once an attempt to reach it has failed: for a scheduler this client
     /// may start itself, as the shell's local default, which resumes from
     /// its journal. Without it a client only waits for the scheduler to
-    /// come back (for the reconnect grace). Set once; later calls do
-    /// nothing.
+    /// come back (for the reconnect grace). It starts it at most once, so
+    /// that a scheduler that fails again and again is not started for as
+    /// long as a client waits. Set once; later calls do nothing.
     pub fn restart_when_lost(
         &self,
         start: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
@@ -1076,7 +1078,10 @@ impl Client {
         + Sync
         + 'static,
     ) {
-        let _ = self.inner.restart.set(Arc::new(start));
+        let mut restart = self.inner.restart.lock().expect("restart lock");
+        if restart.is_none() {
+            *restart = Some(Arc::new(start));
+        }
     }
 
     /// Makes each submit of a key by this client hold it once more, and

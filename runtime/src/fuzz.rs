@@ -18,8 +18,9 @@ use std::sync::LazyLock;
 static TYPES: LazyLock<Vec<Type>> =
     LazyLock::new(|| crate::value::tests::types().into_values().collect());
 
-/// Any MessagePack value, nested a few levels.
-fn any_value() -> impl Strategy<Value = Value> {
+/// Any MessagePack value, nested a few levels: maps with string keys
+/// (some equal) as records give, and with keys of any kind.
+pub(crate) fn any_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Nil),
         any::<bool>().prop_map(Value::from),
@@ -35,6 +36,8 @@ fn any_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            proptest::collection::vec(("[a-d]{0,2}".prop_map(Value::from), inner.clone()), 0..6)
+                .prop_map(Value::Map),
             proptest::collection::vec((inner.clone(), inner), 0..6).prop_map(Value::Map),
         ]
     })

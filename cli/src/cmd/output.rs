@@ -418,12 +418,19 @@ impl Kept {
     /// of its pages every [`RELEASE_EVERY`], so that printing a big value
     /// from it does not keep all of it resident in this process.
     fn written(&self, n: usize) {
-        let Kept::Mapped(map, since) = self else {
+        let Kept::Mapped(_, since) = self else {
             return;
         };
         since.set(since.get() + n);
         if since.get() >= RELEASE_EVERY {
             since.set(0);
+            self.release();
+        }
+    }
+
+    /// A mapped file lets go of the pages it has read.
+    fn release(&self) {
+        if let Kept::Mapped(map, _) = self {
             // SAFETY: a read-only mapping of a file: the pages let go of
             // are read again from the file when touched, unchanged.
             let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
@@ -489,16 +496,18 @@ impl Spool {
 
 /// Writes `kept`, a whole value's MessagePack, as JSON framed by `frame`.
 fn written_whole(
-    kept: &[u8],
+    kept: &Kept,
     frame: &Frame,
     buf: &mut Vec<u8>,
     write: &mut impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<(), value::WriteJsonError> {
     // Checked before anything is written: an invalid value writes nothing.
-    value::check_one_value(kept).map_err(value::WriteJsonError::Invalid)?;
+    let checked = value::check_one_value(kept).map_err(value::WriteJsonError::Invalid)?;
+    // The check read all of it.
+    kept.release();
     let mut out = Batched::new(buf, write);
     out.write_all(&frame.before)?;
-    value::write_json(kept, &mut out)?;
+    value::write_checked_json(checked, &mut out)?;
     out.write_all(&frame.after_text)?;
     out.flush()?;
     Ok(())
@@ -519,6 +528,12 @@ impl<'a, W: FnMut(&[u8]) -> Result<(), String>> Batched<'a, W> {
 
 impl<W: FnMut(&[u8]) -> Result<(), String>> Write for Batched<'_, W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if bytes.len() >= ITEMS_BATCH {
+            // Big (a long string written at once): passed on, not copied.
+            self.flush()?;
+            (self.write)(bytes).map_err(std::io::Error::other)?;
+            return Ok(bytes.len());
+        }
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= ITEMS_BATCH {
             self.flush()?;
@@ -550,6 +565,23 @@ mod tests {
         }
         e.close(&mut out);
         out
+    }
+
+    #[test]
+    fn big_writes_pass_through_a_batch_without_being_copied_into_it() {
+        let mut buf = Vec::new();
+        let mut sizes = Vec::new();
+        let mut write = |b: &[u8]| {
+            sizes.push(b.len());
+            Ok(())
+        };
+        let mut out = Batched::new(&mut buf, &mut write);
+        out.write_all(b"ab").unwrap();
+        out.write_all(&vec![b'x'; ITEMS_BATCH * 4]).unwrap();
+        out.write_all(b"c").unwrap();
+        out.flush().unwrap();
+        assert_eq!(sizes, vec![2, ITEMS_BATCH * 4, 1]);
+        assert!(buf.capacity() < ITEMS_BATCH, "{}", buf.capacity());
     }
 
     #[test]

@@ -133,6 +133,17 @@ pub fn validate_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `key` has the form dtask gives its own keys: `NAME-` and 32
+/// lowercase hex digits (a pure task's, an impure one's, scattered
+/// data's).
+pub fn has_own_form(key: &str) -> bool {
+    key.rsplit_once('-').is_some_and(|(name, hex)| {
+        !name.is_empty()
+            && hex.len() == 32
+            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// Checks a key a user names for a new future (`--key`): as
 /// [`validate_key`], and not of the form dtask gives its own keys
 /// (`NAME-` and 32 lowercase hex digits: a pure task's, an impure one's,
@@ -140,12 +151,7 @@ pub fn validate_key(key: &str) -> Result<(), String> {
 /// later.
 pub fn validate_chosen_key(key: &str) -> Result<(), String> {
     validate_key(key)?;
-    let own = key.rsplit_once('-').is_some_and(|(name, hex)| {
-        !name.is_empty()
-            && hex.len() == 32
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    });
-    if own {
+    if has_own_form(key) {
         return Err(format!(
             "{key} has the form of dtask's own keys (NAME- and 32 hex digits, as a pure \
              task's or scattered data's): choose a key of another form"

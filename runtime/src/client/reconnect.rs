@@ -172,24 +172,28 @@ pub(super) async fn first_connect(
     }
 }
 
+/// A connection made again: its sender and receiver.
+type Reconnected = (Sender<ToScheduler>, connection::Receiver<FromScheduler>);
+
 /// Connects again to `addr`, trying until `grace` has passed; after the
 /// first failed attempt, starts the scheduler again with `restart`, if
-/// given (once, within the grace).
+/// given (once, within the grace). Hands `restart` back if it was not
+/// used.
 pub(super) async fn reconnect(
     addr: &str,
     hello: &Hello,
     grace: Duration,
     mut restart: Option<super::Restart>,
-) -> Option<(Sender<ToScheduler>, connection::Receiver<FromScheduler>)> {
+) -> (Option<Reconnected>, Option<super::Restart>) {
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
         // An attempt at an address that answers nothing ends with the grace.
         let attempt = connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone());
         match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok((_, tx, rx))) => return Some((tx, rx)),
+            Ok(Ok((_, tx, rx))) => return (Some((tx, rx)), restart),
             Ok(Err(why)) if why.is_final() => {
                 tracing::warn!("the scheduler at {addr} refused to take this client back: {why}");
-                return None;
+                return (None, restart);
             }
             Ok(Err(why)) => {
                 if let Some(start) = restart.take() {
@@ -205,7 +209,7 @@ pub(super) async fn reconnect(
             Err(_) => break,
         }
     }
-    None
+    (None, restart)
 }
 
 /// `n` reading waiters of `key` in `reading` are done with it: whether

@@ -40,14 +40,40 @@ impl From<std::io::Error> for WriteJsonError {
 
 /// Writes the JSON of the value MessagePack `bytes` encode to `out`: the
 /// same bytes as `value_to_json(&decode(bytes)?).to_string()`, but read
-/// from the encoding as it is written. The bytes are checked first (one
-/// value, nothing after it, nested no deeper than [`MAX_DECODE_DEPTH`]), so
-/// an invalid value writes nothing. Memory beyond `bytes` is a stack of
-/// the containers open at once and, for a map, a list of where its entries
-/// are (an object's keys are written sorted, as `value_to_json` orders
-/// them).
+/// from the encoding as it is written. The bytes are checked first
+/// ([`check_one_value`]), so an invalid value writes nothing. Memory
+/// beyond `bytes` is a stack of the containers open at once and, for a
+/// map whose keys are all strings, where its entries are (3 words each),
+/// as an object's keys are written sorted, as `value_to_json` orders them.
 pub fn write_json(bytes: &[u8], out: &mut impl Write) -> Result<(), WriteJsonError> {
-    check_one_value(bytes).map_err(WriteJsonError::Invalid)?;
+    let checked = check_one_value(bytes).map_err(WriteJsonError::Invalid)?;
+    Ok(write_checked_json(checked, out)?)
+}
+
+/// Bytes [`check_one_value`] found to be one valid value, to write with
+/// [`write_checked_json`].
+#[derive(Clone, Copy, Debug)]
+pub struct Checked<'a>(&'a [u8]);
+
+/// That `bytes` encode one value and nothing more, nested no deeper than
+/// [`MAX_DECODE_DEPTH`] (what [`write_json`] checks first).
+pub fn check_one_value(bytes: &[u8]) -> Result<Checked<'_>, ConvertError> {
+    match measure(bytes)? {
+        Some((_, deepest)) if deepest > MAX_DECODE_DEPTH => Err(too_deep()),
+        Some((n, _)) if n == bytes.len() => Ok(Checked(bytes)),
+        Some((n, _)) => Err(ConvertError::new(format!(
+            "invalid MessagePack: {} after the value",
+            plural(bytes.len() - n, "trailing byte")
+        ))),
+        None => Err(ConvertError::new(
+            "invalid MessagePack: the value ends early",
+        )),
+    }
+}
+
+/// [`write_json`] of bytes already checked.
+pub fn write_checked_json(checked: Checked<'_>, out: &mut impl Write) -> std::io::Result<()> {
+    let bytes = checked.0;
     let mut open: Vec<Open> = Vec::new();
     let mut step = Step::Value(0);
     loop {
@@ -69,23 +95,7 @@ pub fn write_json(bytes: &[u8], out: &mut impl Write) -> Result<(), WriteJsonErr
     }
 }
 
-/// That `bytes` encode one value and nothing more, nested no deeper than
-/// [`MAX_DECODE_DEPTH`] (what [`write_json`] checks first).
-pub fn check_one_value(bytes: &[u8]) -> Result<(), ConvertError> {
-    match measure(bytes)? {
-        Some((_, deepest)) if deepest > MAX_DECODE_DEPTH => Err(too_deep()),
-        Some((n, _)) if n == bytes.len() => Ok(()),
-        Some((n, _)) => Err(ConvertError::new(format!(
-            "invalid MessagePack: {} after the value",
-            plural(bytes.len() - n, "trailing byte")
-        ))),
-        None => Err(ConvertError::new(
-            "invalid MessagePack: the value ends early",
-        )),
-    }
-}
-
-/// What [`write_json`] does next.
+/// What [`write_checked_json`] does next.
 enum Step {
     /// Writes the value that begins here.
     Value(usize),
@@ -99,24 +109,17 @@ enum Step {
 enum Open {
     /// An array, its elements read one after another from `at`.
     Array { left: u64, at: usize, first: bool },
-    /// A map's entries, in the order they are written, and the closing
-    /// bracket.
-    Entries {
-        entries: Vec<Entry>,
+    /// A map written as an array of `[key, value]` pairs, read one after
+    /// another from `at`.
+    Pairs { left: u64, at: usize, first: bool },
+    /// A map written as an object: each member's key (its UTF-8) and where
+    /// its value begins, sorted by key, and the next to write.
+    Members {
+        members: Vec<(Range<usize>, usize)>,
         next: usize,
-        close: u8,
     },
-    /// A `[key, value]` pair of a map written as an array of pairs: the
-    /// values still to write.
+    /// One `[key, value]` pair: the values still to write.
     Pair { key: Option<usize>, value: Option<usize> },
-}
-
-/// One entry of a map being written.
-enum Entry {
-    /// An object's member: its key's UTF-8 and where its value begins.
-    Member(Range<usize>, usize),
-    /// A pair written as `[key, value]`: where each begins.
-    Pair(usize, usize),
 }
 
 impl Open {
@@ -137,35 +140,38 @@ impl Open {
                 *at += skip(bytes, begins);
                 Ok(Step::Value(begins))
             }
-            Open::Entries {
-                entries,
-                next,
-                close,
-            } => {
-                let Some(entry) = entries.get(*next) else {
-                    out.write_all(&[*close])?;
+            Open::Pairs { left, at, first } => {
+                if *left == 0 {
+                    out.write_all(b"]")?;
+                    return Ok(Step::Close);
+                }
+                if !std::mem::take(first) {
+                    out.write_all(b",")?;
+                }
+                *left -= 1;
+                let key = *at;
+                let value = key + skip(bytes, key);
+                *at = value + skip(bytes, value);
+                out.write_all(b"[")?;
+                Ok(Step::Open(Open::Pair {
+                    key: Some(key),
+                    value: Some(value),
+                }))
+            }
+            Open::Members { members, next } => {
+                let Some((key, value)) = members.get(*next) else {
+                    out.write_all(b"}")?;
                     return Ok(Step::Close);
                 };
                 if *next > 0 {
                     out.write_all(b",")?;
                 }
                 *next += 1;
-                Ok(match entry {
-                    Entry::Member(key, value) => {
-                        // Checked to be UTF-8 as the entries were listed.
-                        let key = std::str::from_utf8(&bytes[key.clone()]).unwrap_or_default();
-                        serde_json::to_writer(&mut *out, key)?;
-                        out.write_all(b":")?;
-                        Step::Value(*value)
-                    }
-                    Entry::Pair(key, value) => {
-                        out.write_all(b"[")?;
-                        Step::Open(Open::Pair {
-                            key: Some(*key),
-                            value: Some(*value),
-                        })
-                    }
-                })
+                // Checked to be UTF-8 as the members were listed.
+                let key = std::str::from_utf8(&bytes[key.clone()]).unwrap_or_default();
+                serde_json::to_writer(&mut *out, key)?;
+                out.write_all(b":")?;
+                Ok(Step::Value(*value))
             }
             Open::Pair { key, value } => {
                 if let Some(k) = key.take() {
@@ -272,57 +278,45 @@ fn write_value(bytes: &[u8], at: usize, out: &mut impl Write) -> std::io::Result
     Ok(None)
 }
 
-/// Lists the `count` entries of the map whose first key begins at `at`,
-/// writes its opening bracket and hands it back: an object whose keys are
-/// sorted, the last of equal keys kept, when every key is a UTF-8 string
-/// (as `value_to_json` writes it), or else an array of `[key, value]`
-/// pairs in their order.
-fn open_map(
-    bytes: &[u8],
-    mut at: usize,
-    count: u64,
-    out: &mut impl Write,
-) -> std::io::Result<Open> {
-    // Where each key and value begins. Each entry takes 2 bytes at least,
-    // so the count of a checked map bounds nothing the bytes do not.
-    let mut found = Vec::with_capacity(count.min(bytes.len() as u64 / 2) as usize);
+/// Writes the opening bracket of the map of `count` entries whose first
+/// key begins at `at` and hands it back: an object whose keys are sorted,
+/// the last of equal keys kept, when every key is a UTF-8 string (as
+/// `value_to_json` writes it), or else an array of `[key, value]` pairs in
+/// their order.
+fn open_map(bytes: &[u8], at: usize, count: u64, out: &mut impl Write) -> std::io::Result<Open> {
+    // Each entry takes 2 bytes at least, so the count of a checked map
+    // bounds nothing the bytes do not.
+    let mut members = Vec::with_capacity(count.min(bytes.len() as u64 / 2) as usize);
+    let mut next = at;
     for _ in 0..count {
-        let value = at + skip(bytes, at);
-        found.push((at, value));
-        at = value + skip(bytes, value);
+        let text = text_range(bytes, next)
+            .filter(|r| std::str::from_utf8(&bytes[r.clone()]).is_ok());
+        let Some(text) = text else {
+            out.write_all(b"[")?;
+            return Ok(Open::Pairs {
+                left: count,
+                at,
+                first: true,
+            });
+        };
+        let value = next + skip(bytes, next);
+        members.push((text, value));
+        next = value + skip(bytes, value);
     }
-    let keys: Option<Vec<Range<usize>>> = found
-        .iter()
-        .map(|&(key, _)| text_range(bytes, key).filter(|r| std::str::from_utf8(&bytes[r.clone()]).is_ok()))
-        .collect();
-    let Some(keys) = keys else {
-        out.write_all(b"[")?;
-        return Ok(Open::Entries {
-            entries: found.into_iter().map(|(k, v)| Entry::Pair(k, v)).collect(),
-            next: 0,
-            close: b']',
-        });
-    };
-    let mut members: Vec<(Range<usize>, usize)> =
-        keys.into_iter().zip(found.into_iter().map(|(_, v)| v)).collect();
     // Stable, so that of equal keys the last stays last; that one is kept.
     members.sort_by(|(a, _), (b, _)| bytes[a.clone()].cmp(&bytes[b.clone()]));
-    let mut entries: Vec<Entry> = Vec::with_capacity(members.len());
-    for (key, value) in members {
-        if let Some(Entry::Member(last, v)) = entries.last_mut()
-            && bytes[last.clone()] == bytes[key.clone()]
-        {
-            *v = value;
-            continue;
+    let mut kept = 0;
+    for i in 0..members.len() {
+        if kept > 0 && bytes[members[kept - 1].0.clone()] == bytes[members[i].0.clone()] {
+            members[kept - 1].1 = members[i].1;
+        } else {
+            members.swap(kept, i);
+            kept += 1;
         }
-        entries.push(Entry::Member(key, value));
     }
+    members.truncate(kept);
     out.write_all(b"{")?;
-    Ok(Open::Entries {
-        entries,
-        next: 0,
-        close: b'}',
-    })
+    Ok(Open::Members { members, next: 0 })
 }
 
 /// The payload of the string that begins at `at`, if it is one.
@@ -463,33 +457,9 @@ mod tests {
         }
     }
 
-    /// Values of every kind, nested a few deep.
-    fn any_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Nil),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f32>().prop_map(Value::F32),
-            any::<f64>().prop_map(Value::F64),
-            "[a-c\\\"\\n\\\\é]{0,6}".prop_map(Value::from),
-            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Binary),
-            (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..20))
-                .prop_map(|(k, d)| Value::Ext(k, d)),
-        ];
-        leaf.prop_recursive(4, 64, 6, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                proptest::collection::vec(("[a-d]{0,2}".prop_map(Value::from), inner.clone()), 0..6)
-                    .prop_map(Value::Map),
-                proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Value::Map),
-            ]
-        })
-    }
-
     proptest! {
         #[test]
-        fn writes_what_value_to_json_gives(v in any_value()) {
+        fn writes_what_value_to_json_gives(v in crate::fuzz::any_value()) {
             prop_assert_eq!(written(&v), expected(&v));
         }
     }

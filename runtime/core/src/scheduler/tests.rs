@@ -2643,17 +2643,19 @@ fn released_scattered_data_a_task_used_is_unknown_not_waited_for() {
     assert_eq!(placed_at(&cmds, &d), vec!["w10".to_string()]);
 }
 
-/// A key the scheduler knows names one task: a submit of another call
-/// under it (a `--key` chosen as another call's pure key, or as scattered
-/// data's) is refused, saying so, and a scatter of bytes under a task's
-/// key is refused too, so nobody gets another call's result. The same
-/// call submitted again, with a value or with the scattered data of that
-/// value, is the same task.
+/// A key of the form dtask gives its own (a call's, named by what it
+/// computes) names one task: a submit of another call under it (a key
+/// chosen as another call's pure key, or as scattered data's) is refused,
+/// saying so, and a scatter of bytes under a task's key is refused too, so
+/// nobody gets another call's result. The same call submitted again, with
+/// a value or with the scattered data of that value, is the same task; so
+/// is any submit under a key a user chose (as in Dask).
 #[test]
 fn a_key_names_one_task_and_another_call_under_it_is_refused() {
     let mut s = setup(&[(10, 1)]);
-    submit(&mut s, vec![spec("inc-1", vec![val(1)])]);
-    let cmds = submit(&mut s, vec![spec("inc-1", vec![val(9)])]);
+    let inc = "inc-0123456789abcdef0123456789abcdef";
+    submit(&mut s, vec![spec(inc, vec![val(1)])]);
+    let cmds = submit(&mut s, vec![spec(inc, vec![val(9)])]);
     let Some(Command::Submitted { refused, .. }) = cmds.last() else {
         panic!("{cmds:?}")
     };
@@ -2661,7 +2663,14 @@ fn a_key_names_one_task_and_another_call_under_it_is_refused() {
         refused.len() == 1 && refused[0].1.contains("names another call"),
         "{refused:?}"
     );
-    let cmds = submit(&mut s, vec![spec("inc-1", vec![val(1)])]);
+    let cmds = submit(&mut s, vec![spec(inc, vec![val(1)])]);
+    assert!(
+        matches!(cmds.last(), Some(Command::Submitted { refused, .. }) if refused.is_empty()),
+        "{cmds:?}"
+    );
+    // A chosen key: the same future, whatever the call.
+    submit(&mut s, vec![spec("mine", vec![val(1)])]);
+    let cmds = submit(&mut s, vec![spec("mine", vec![val(2)])]);
     assert!(
         matches!(cmds.last(), Some(Command::Submitted { refused, .. }) if refused.is_empty()),
         "{cmds:?}"
@@ -2677,10 +2686,27 @@ fn a_key_names_one_task_and_another_call_under_it_is_refused() {
         broadcast: false,
         workers: vec![],
     });
-    submit(&mut s, vec![spec("f-1", vec![crate::protocol::Arg::Value(v)])]);
-    let cmds = submit(&mut s, vec![spec("f-1", vec![fut(&data)])]);
+    let f = "f-0123456789abcdef0123456789abcdef";
+    submit(&mut s, vec![spec(f, vec![crate::protocol::Arg::Value(v)])]);
+    let cmds = submit(&mut s, vec![spec(f, vec![fut(&data)])]);
     assert!(
         matches!(cmds.last(), Some(Command::Submitted { refused, .. }) if refused.is_empty()),
+        "{cmds:?}"
+    );
+    // Another value's data is another call.
+    let w = Bytes::from_static(&[8]);
+    let other = crate::key::pure_key("", "data", &[crate::protocol::Arg::Value(w.clone())]);
+    s.handle(Input::Scatter {
+        counted: false,
+        client: 1,
+        id: 5,
+        values: vec![(other.clone(), w)],
+        broadcast: false,
+        workers: vec![],
+    });
+    let cmds = submit(&mut s, vec![spec(f, vec![fut(&other)])]);
+    assert!(
+        matches!(cmds.last(), Some(Command::Submitted { refused, .. }) if refused.len() == 1),
         "{cmds:?}"
     );
     // A call under scattered data's key, and bytes under a task's key.
@@ -2694,7 +2720,7 @@ fn a_key_names_one_task_and_another_call_under_it_is_refused() {
         counted: false,
         client: 1,
         id: 3,
-        values: vec![("inc-1".into(), Bytes::from_static(b"x"))],
+        values: vec![(inc.into(), Bytes::from_static(b"x"))],
         broadcast: false,
         workers: vec![],
     });
@@ -2703,4 +2729,38 @@ fn a_key_names_one_task_and_another_call_under_it_is_refused() {
             if message.contains("names a task"))),
         "{cmds:?}"
     );
+}
+
+/// A counted scatter (one made for a single call, released after it) of
+/// data a client holds already holds it once more, also when the data was
+/// lost and is stored afresh: its release leaves the earlier hold.
+#[test]
+fn a_counted_scatter_of_lost_data_held_already_holds_it_once_more() {
+    let mut s = setup(&[(10, 1)]);
+    let d = scattered(&mut s, 1).remove(0);
+    s.handle(Input::WorkerDisconnected { worker: 10 });
+    assert_eq!(s.state(&d), Some(TaskState::Lost));
+    s.handle(joined(20, 1));
+    s.handle(Input::Scatter {
+        counted: true,
+        client: 1,
+        id: 4,
+        values: vec![(d.clone(), Bytes::from_static(b"x"))],
+        broadcast: false,
+        workers: vec![],
+    });
+    s.handle(Input::Finished {
+        worker: 20,
+        results: vec![(d.clone(), big(100))],
+    });
+    let release = |s: &mut Scheduler| {
+        s.handle(Input::Release {
+            client: 1,
+            keys: vec![d.clone()],
+        })
+    };
+    release(&mut s);
+    assert_eq!(s.state(&d), Some(TaskState::Finished), "the first hold stays");
+    release(&mut s);
+    assert_eq!(s.state(&d), None, "both holds let go of");
 }

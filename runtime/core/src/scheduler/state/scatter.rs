@@ -224,7 +224,11 @@ impl Scheduler {
                 run: 0,
             };
             if let Some(key) = known {
-                self.hold_known(&holder, &key);
+                if counted {
+                    self.hold_counted(&holder, &key);
+                } else {
+                    self.hold_known(&holder, &key);
+                }
                 let t = self.tasks.get_mut(&key).expect("present");
                 self.activity.set(&key, t, storing);
                 self.scatter_requests.insert(key.clone(), (client, id));

@@ -130,14 +130,21 @@ impl Scheduler {
         (refused, unplaceable)
     }
 
-    /// Why `spec`'s key, which the scheduler knows, names another task (a
-    /// `--key` chosen as another call's key, or scattered data's): its
-    /// module, function or arguments differ. An argument given as a value
-    /// is the same as one given as the scattered data of that value (the
-    /// shell scatters a big stdin, keeping the key the value gives).
-    /// `None` for the same task, submitted again.
+    /// Why `spec`'s key, which the scheduler knows, names another task: a
+    /// key of the form dtask gives its own (a call's, named by what it
+    /// computes) under which the module, function or arguments differ, or
+    /// scattered data's. An argument given as a value is the same as one
+    /// given as the scattered data of that value (the shell scatters a big
+    /// stdin, keeping the key the value gives). `None` for the same task
+    /// submitted again, and for any submit under a key of another form
+    /// (one a user chose: the same key is the same future, as in Dask,
+    /// so a parent task run again that submits its child under the same
+    /// chosen key gets the child it had).
     fn another_task(&self, spec: &TaskSpec) -> Option<String> {
         let t = self.tasks.get(&spec.key)?;
+        if !t.is_scattered() && !crate::key::has_own_form(&spec.key) {
+            return None;
+        }
         let same = !t.is_scattered()
             && *t.recipe.func.module == *spec.module
             && *t.recipe.func.function == *spec.function

@@ -273,6 +273,10 @@ impl Scheduler {
                 keys: vec![key.to_string()],
             });
         };
+        if !self.unreported_scatters.is_empty() {
+            // Reported: from now on it is like any scattered value.
+            self.unreported_scatters.remove(&*key);
+        }
         let t = self.tasks.get_mut(&key).expect("present");
         let kept = super::lifecycle::keeps_a_copy(&at, t);
         let was_pending = match &t.state {
