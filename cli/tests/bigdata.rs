@@ -1340,7 +1340,10 @@ fn a_big_result_that_is_a_map_prints_as_json_without_being_decoded_whole() {
         "gather of a {} MiB result<list<u8>, string> as JSON: client peak RSS {peak} MiB",
         BIG >> 20
     );
-    assert!(got == format!("{json}\n").as_bytes(), "not the value's JSON");
+    assert!(
+        got == format!("{json}\n").as_bytes(),
+        "not the value's JSON"
+    );
     assert!(
         peak < 48,
         "the client peaked at {peak} MiB for a 64 MiB map"
@@ -1383,11 +1386,7 @@ fn a_scatter_made_for_a_call_leaves_an_earlier_scatter_of_the_same_bytes_held() 
     let data = random_bytes(5 << 20, 0x5ca7);
     let (dir, key) = scatter_file(&c, &data);
     let file = std::fs::File::open(dir.path().join("data.bin")).unwrap();
-    let (out, _) = run_measured_from(
-        &c,
-        &["submit", tasks_wasm(), "sum-bytes", "-"],
-        file.into(),
-    );
+    let (out, _) = run_measured_from(&c, &["submit", tasks_wasm(), "sum-bytes", "-"], file.into());
     let sum = String::from_utf8(out).unwrap().trim().to_string();
     let want: u64 = data.iter().map(|&b| u64::from(b)).sum();
     assert_eq!(c.ok(&["gather", &sum]), want.to_string());
@@ -1403,7 +1402,11 @@ fn a_scatter_made_for_a_call_leaves_an_earlier_scatter_of_the_same_bytes_held() 
     let gathered = start_with_stdin(c.cmd().args(["gather", &key]), "")
         .output_within(within, "a gather of released scattered data");
     assert_eq!(gathered.status.code(), Some(2), "{}", stderr(&gathered));
-    assert!(stderr(&gathered).contains("unknown key"), "{}", stderr(&gathered));
+    assert!(
+        stderr(&gathered).contains("unknown key"),
+        "{}",
+        stderr(&gathered)
+    );
     let submitted = start_with_stdin(
         c.cmd()
             .args(["submit", tasks_wasm(), "sum-bytes", &format!("@{key}")]),

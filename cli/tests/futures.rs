@@ -64,7 +64,11 @@ fn a_chosen_key_cannot_take_the_name_of_a_call_or_value_made_later() {
     for taken in [&pure, &data] {
         let out = c.run(&["submit", "--key", taken, tasks_wasm(), "inc", "999"], "");
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-        assert!(stderr(&out).contains("dtask's own keys"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("dtask's own keys"),
+            "{}",
+            stderr(&out)
+        );
     }
     assert_eq!(c.ok(&["gather", &c.submit("inc", &["1"])]), "2");
 }

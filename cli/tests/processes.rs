@@ -1005,8 +1005,18 @@ fn a_command_waiting_on_a_killed_local_default_starts_it_again() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let (mut out, mut err) = (String::new(), String::new());
-    gather.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    gather.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    gather
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    gather
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let _again = KillOnDrop(recorded_pid(state.path()));
     assert!(status.success(), "{err}");
     assert_eq!(out.trim(), "3000", "{err}");

@@ -1073,8 +1073,9 @@ impl Client {
     /// long as a client waits. Set once; later calls do nothing.
     pub fn restart_when_lost(
         &self,
-        start: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
-        + Send
+        start: impl Fn() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), String>> + Send>,
+        > + Send
         + Sync
         + 'static,
     ) {

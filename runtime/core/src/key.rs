@@ -140,7 +140,9 @@ pub fn has_own_form(key: &str) -> bool {
     key.rsplit_once('-').is_some_and(|(name, hex)| {
         !name.is_empty()
             && hex.len() == 32
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 

@@ -383,7 +383,10 @@ impl Client {
                         buf.extend_from_slice(chunk);
                         Ok(())
                     }
-                    State::Encoded => each(Piece::Encoded { total, bytes: chunk }),
+                    State::Encoded => each(Piece::Encoded {
+                        total,
+                        bytes: chunk,
+                    }),
                     State::Start => unreachable!("left above"),
                 }
             })

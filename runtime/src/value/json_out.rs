@@ -119,7 +119,10 @@ enum Open {
         next: usize,
     },
     /// One `[key, value]` pair: the values still to write.
-    Pair { key: Option<usize>, value: Option<usize> },
+    Pair {
+        key: Option<usize>,
+        value: Option<usize>,
+    },
 }
 
 impl Open {
@@ -289,8 +292,8 @@ fn open_map(bytes: &[u8], at: usize, count: u64, out: &mut impl Write) -> std::i
     let mut members = Vec::with_capacity(count.min(bytes.len() as u64 / 2) as usize);
     let mut next = at;
     for _ in 0..count {
-        let text = text_range(bytes, next)
-            .filter(|r| std::str::from_utf8(&bytes[r.clone()]).is_ok());
+        let text =
+            text_range(bytes, next).filter(|r| std::str::from_utf8(&bytes[r.clone()]).is_ok());
         let Some(text) = text else {
             out.write_all(b"[")?;
             return Ok(Open::Pairs {
@@ -450,7 +453,14 @@ mod tests {
         // Strings that are not UTF-8, alone and as a key (which makes the
         // map pairs), as a worker could encode them.
         let text = string_of(&[0x61, 0xff, 0x62]);
-        let keyed = [&[0x82][..], &string_of(&[0xc3]), &[0x01], &string_of(b"k"), &[0x02]].concat();
+        let keyed = [
+            &[0x82][..],
+            &string_of(&[0xc3]),
+            &[0x01],
+            &string_of(b"k"),
+            &[0x02],
+        ]
+        .concat();
         for encoded in [text, keyed] {
             let decoded = decode(&encoded).expect("valid MessagePack");
             assert_eq!(written_from(&encoded), expected(&decoded), "{decoded:?}");

@@ -302,8 +302,7 @@ where
 {
     let encoded = match out {
         Out::BytesOrError => {
-            let (r,) =
-                typed::<T, P, (Result<WasmList<u8>, WasmStr>,)>(store, func, params).await?;
+            let (r,) = typed::<T, P, (Result<WasmList<u8>, WasmStr>,)>(store, func, params).await?;
             match r {
                 Ok(list) => case_of_bytes("ok", list.as_le_slice(&*store)),
                 Err(text) => value::encode(&Value::Map(vec![(

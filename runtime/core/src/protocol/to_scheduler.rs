@@ -111,7 +111,8 @@ pub enum ToScheduler {
         /// Put a copy on every worker.
         broadcast: bool,
         /// Only on these workers (by name, address or id); empty: any.
-        workers: Vec<String>,    /// Whether a key this client's name holds already is held once
+        workers: Vec<String>,
+        /// Whether a key this client's name holds already is held once
         /// more (one release each, as [`ToScheduler::Submit`]'s `counted`),
         /// or stays held once: a scatter made for one call, released after
         /// it, counts so as not to take the hold of a scatter of the same
@@ -134,7 +135,8 @@ pub enum ToScheduler {
         /// Put a copy on every worker.
         broadcast: bool,
         /// Only on these workers (by name, address or id); empty: any.
-        workers: Vec<String>,    /// Whether a key this client's name holds already is held once
+        workers: Vec<String>,
+        /// Whether a key this client's name holds already is held once
         /// more (one release each, as [`ToScheduler::Submit`]'s `counted`),
         /// or stays held once: a scatter made for one call, released after
         /// it, counts so as not to take the hold of a scatter of the same

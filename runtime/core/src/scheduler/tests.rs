@@ -2725,7 +2725,8 @@ fn a_key_names_one_task_and_another_call_under_it_is_refused() {
         workers: vec![],
     });
     assert!(
-        cmds.iter().any(|c| matches!(c, Command::Failed { message, .. }
+        cmds.iter()
+            .any(|c| matches!(c, Command::Failed { message, .. }
             if message.contains("names a task"))),
         "{cmds:?}"
     );
@@ -2760,7 +2761,11 @@ fn a_counted_scatter_of_lost_data_held_already_holds_it_once_more() {
         })
     };
     release(&mut s);
-    assert_eq!(s.state(&d), Some(TaskState::Finished), "the first hold stays");
+    assert_eq!(
+        s.state(&d),
+        Some(TaskState::Finished),
+        "the first hold stays"
+    );
     release(&mut s);
     assert_eq!(s.state(&d), None, "both holds let go of");
 }
