@@ -321,3 +321,31 @@ fn an_actor_call_gives_up_at_its_timeout() {
     let out = c.run(&["actor", "call", "--timeout", "30s", &counter, "get"], "");
     assert_eq!(stdout(&out).trim(), "1", "{}", stderr(&out));
 }
+
+/// `-` gives a method its caller's stdin, read by the parameter's type as
+/// `submit` reads it: bytes for `list<u8>` (here not UTF-8, with its
+/// newline), JSON for a number. It used to pass the word `-` itself.
+#[test]
+fn an_argument_of_dash_is_the_callers_stdin_read_by_the_parameters_type() {
+    let c = Cluster::start(1, 1);
+    let server = c.ok(&["actor", "new", coord_wasm(), "server"]);
+    let bytes: Vec<u8> = vec![0xff, 0x00, b'-', b'\n'];
+    let mut put = c.cmd();
+    put.args(["actor", "call", &server, "put", "w", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = put.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = c.run(&["actor", "call", "-r", &server, "get", "w"], "");
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(got.stdout, bytes);
+    let counter = c.ok(&["actor", "new", coord_wasm(), "counter", "5"]);
+    let out = c.run(&["actor", "call", &counter, "increment", "-"], "3\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "8");
+    let twice = c.run(&["actor", "call", &counter, "increment", "-", "-"], "3\n");
+    assert_eq!(twice.status.code(), Some(2), "{}", stderr(&twice));
+}

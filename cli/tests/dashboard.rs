@@ -43,6 +43,9 @@ fn metrics_and_json_need_the_token_and_agree_with_info() {
     assert!(out.status.success());
     let failed = c.submit("fail", &["kaput"]);
     assert!(!c.run(&["wait", &failed], "").status.success());
+    // A name that would add a series of its own to the scrape, unescaped.
+    let evil = "q\"} 0\ndtask_scheduler_workers 999\ndtask_queue_length{queue=\"x\\";
+    c.ok(&["queue", "put", evil, "1"]);
 
     let base = dashboard_url(&c);
     assert_eq!(get(&format!("{base}health"), &[]).0, 200);
@@ -74,6 +77,20 @@ fn metrics_and_json_need_the_token_and_agree_with_info() {
     };
     let i = info(&c);
     assert_eq!(sample("dtask_scheduler_workers", None), 2.0);
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("dtask_scheduler_workers "))
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("dtask_queue_length{"))
+            .count(),
+        1,
+        "{text}"
+    );
     assert_eq!(i["workers"], 2);
     let known: f64 = [
         "waiting",

@@ -183,7 +183,19 @@ fn constructor_args(
 async fn call(global: &Global, a: CallArgs) -> Result<(), Failure> {
     let client = connect(global, false).await?;
     let mut args = Vec::with_capacity(a.args.len());
+    let mut stdin_read = false;
     for word in &a.args {
+        if word == "-" {
+            // Stdin, read by the parameter's type on the worker.
+            if std::mem::replace(&mut stdin_read, true) {
+                return Err(Failure::usage("only one argument can be `-` (stdin)"));
+            }
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+            args.push(CallArg::Stdin(bytes.into()));
+            continue;
+        }
         args.push(match word.strip_prefix('@') {
             Some(rest) if !rest.starts_with('@') => {
                 let v = client.result(rest).await?;

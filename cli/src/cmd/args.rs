@@ -184,22 +184,7 @@ fn stdin_value(ty: &Type) -> Result<Value, String> {
     std::io::stdin()
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read stdin: {e}"))?;
-    match ty {
-        Type::List(l) if matches!(l.ty(), Type::U8) => Ok(Value::Binary(bytes)),
-        Type::String => {
-            let mut s =
-                String::from_utf8(bytes).map_err(|_| "stdin is not UTF-8 text".to_string())?;
-            if s.ends_with('\n') {
-                s.pop();
-            }
-            Ok(Value::from(s))
-        }
-        _ => {
-            let j: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| format!("stdin is not JSON: {e}"))?;
-            value::json_to_value(&j, ty).map_err(|e| e.to_string())
-        }
-    }
+    value::stdin_to_value(bytes, ty).map_err(|e| e.to_string())
 }
 
 /// Parses a size as [`bytesize`] reads it: bytes, or a number with a

@@ -51,7 +51,27 @@ impl Builder {
 
 /// The labels naming a worker.
 fn worker_labels(w: &crate::protocol::WorkerInfo) -> Labels {
-    vec![("worker", w.name.clone()), ("address", w.address.clone())]
+    vec![
+        ("worker", escaped(&w.name)),
+        ("address", escaped(&w.address)),
+    ]
+}
+
+/// A label value as the text format writes it: `\`, `"` and a newline
+/// escaped (the encoder writes values as they are). Names come from
+/// clients and tasks: unescaped, one could add lines of its own to the
+/// scrape or make all of it unreadable.
+fn escaped(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The text exposition of `m`.
@@ -111,7 +131,7 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
         compute.clone(),
     );
     for (name, f) in &m.functions {
-        let function = vec![("function", name.to_string())];
+        let function = vec![("function", escaped(name))];
         for p in Phase::ALL {
             let mut labels = function.clone();
             labels.push(("state", p.name().to_string()));
@@ -212,7 +232,7 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
     let queues = b.gauges("dtask_queue_length", "Items waiting in a queue");
     for (name, len, _) in &p.queues {
         queues
-            .get_or_create(&vec![("queue", name.clone())])
+            .get_or_create(&vec![("queue", escaped(name))])
             .set(*len as i64);
     }
     let waiters = b.gauges(
@@ -221,18 +241,18 @@ pub(super) fn encode_view(m: &MetricsView) -> String {
     );
     for (name, _, n) in &p.locks {
         waiters
-            .get_or_create(&vec![("lock", name.clone())])
+            .get_or_create(&vec![("lock", escaped(name))])
             .set(*n as i64);
     }
     for (name, _, _, n) in &p.semaphores {
         waiters
-            .get_or_create(&vec![("semaphore", name.clone())])
+            .get_or_create(&vec![("semaphore", escaped(name))])
             .set(*n as i64);
     }
     let topics = b.gauges("dtask_topic_subscribers", "Subscribers of a topic");
     for (name, n) in &p.topics {
         topics
-            .get_or_create(&vec![("topic", name.clone())])
+            .get_or_create(&vec![("topic", escaped(name))])
             .set(*n as i64);
     }
     b.gauge("dtask_actors", "Actors known", p.totals[6] as u64);

@@ -2,6 +2,28 @@
 
 use super::*;
 
+/// Reads a command's stdin (`-`) as a value of type `ty`: its bytes for
+/// `list<u8>`, its text for `string` (one trailing newline dropped), JSON
+/// otherwise, checked with [`json_to_value`].
+pub fn stdin_to_value(bytes: Vec<u8>, ty: &Type) -> Result<Value, ConvertError> {
+    match ty {
+        Type::List(l) if matches!(l.ty(), Type::U8) => Ok(Value::Binary(bytes)),
+        Type::String => {
+            let mut s = String::from_utf8(bytes)
+                .map_err(|_| ConvertError::new("stdin is not UTF-8 text"))?;
+            if s.ends_with('\n') {
+                s.pop();
+            }
+            Ok(Value::from(s))
+        }
+        _ => {
+            let j: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ConvertError::new(format!("stdin is not JSON: {e}")))?;
+            json_to_value(&j, ty)
+        }
+    }
+}
+
 /// Converts one command-line word into a value of the parameter's type.
 ///
 /// A `string` takes the word literally and a `char` its single character;

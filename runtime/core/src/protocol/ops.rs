@@ -67,6 +67,10 @@ pub enum CallArg {
     /// A word from the command line, read by the parameter's WIT type on
     /// the worker (which knows the method's types), like task arguments.
     Word(String),
+    /// The caller's stdin (`-`), read by the parameter's WIT type on the
+    /// worker as the command line reads it: bytes for `list<u8>`, text
+    /// for `string`, JSON otherwise.
+    Stdin(#[serde(with = "crate::blob")] Bytes),
 }
 
 /// An operation on a coordination primitive. Names are global; a primitive

@@ -228,7 +228,7 @@ impl Weigh for ToPeer {
                 ToPeer::Call { args, .. } => args
                     .iter()
                     .map(|a| match a {
-                        CallArg::Value(b) => b.len(),
+                        CallArg::Value(b) | CallArg::Stdin(b) => b.len(),
                         CallArg::Word(w) => w.len(),
                     })
                     .sum::<usize>(),

@@ -66,6 +66,7 @@ impl ActorInstance {
             let v = match arg {
                 crate::protocol::CallArg::Value(b) => value::decode(b),
                 crate::protocol::CallArg::Word(w) => value::word_to_value(w, ty),
+                crate::protocol::CallArg::Stdin(b) => value::stdin_to_value(b.to_vec(), ty),
             }
             .map_err(|e| {
                 task_error(
