@@ -111,6 +111,28 @@ fn another_maxsize_for_an_existing_queue_is_refused() {
     );
 }
 
+/// A queue a get made (the consumer started first) has no bound yet: the
+/// first put gives it its own, and a put with another is refused after.
+#[test]
+fn a_queue_a_get_made_takes_its_bound_from_the_first_put() {
+    let mut s = setup(&[]);
+    let waiting = op(&mut s, 1, 1, None, get("q", None));
+    assert!(replies(&waiting).is_empty());
+    let r = replies(&op(&mut s, 1, 2, None, put("q", val(1), Some(2), None)));
+    assert!(r.contains(&(1, 2, OpReply::Done)), "{r:?}");
+    assert!(r.contains(&(1, 1, OpReply::Item(val(1)))), "{r:?}");
+    let r = replies(&op(&mut s, 1, 3, None, put("q", val(2), Some(5), None)));
+    assert!(
+        matches!(&r[0].2, OpReply::Failed(m) if m.contains("maxsize 2")),
+        "{r:?}"
+    );
+    // Bounded at 2: the third item waits.
+    op(&mut s, 1, 4, None, put("q", val(3), Some(2), None));
+    op(&mut s, 1, 5, None, put("q", val(4), Some(2), None));
+    let blocked = op(&mut s, 1, 6, None, put("q", val(5), Some(2), None));
+    assert!(replies(&blocked).is_empty(), "{blocked:?}");
+}
+
 #[test]
 fn a_get_on_an_empty_queue_times_out_and_then_takes_nothing() {
     let mut s = setup(&[]);

@@ -84,6 +84,9 @@ pub(super) struct Queue {
     pub(super) items: VecDeque<Kept>,
     /// 0: unbounded.
     pub(super) maxsize: u64,
+    /// Whether a put has set `maxsize`: a queue a get made has no bound
+    /// yet, and the first put gives it its own.
+    sized: bool,
     getters: VecDeque<Waiter>,
     putters: VecDeque<(Waiter, Kept)>,
 }

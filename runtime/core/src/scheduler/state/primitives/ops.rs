@@ -41,9 +41,14 @@ impl Scheduler {
             .entry(name.clone())
             .or_insert_with(|| Queue {
                 maxsize: maxsize.unwrap_or(0),
+                sized: true,
                 ..Queue::default()
             });
-        if let Some(m) = maxsize
+        if !q.sized {
+            // Made by a get: its first put gives it its bound.
+            q.maxsize = maxsize.unwrap_or(0);
+            q.sized = true;
+        } else if let Some(m) = maxsize
             && m != q.maxsize
         {
             return Some(OpReply::Failed(format!(
