@@ -964,6 +964,24 @@ fn a_command_waiting_on_a_killed_local_default_starts_it_again() {
     let key = stdout(&out).trim().to_string();
     let first = recorded_pid(state.path()).expect("the local cluster recorded its pid");
     let guard = KillOnDrop(Some(first));
+    // Clients connected, as the scheduler's metrics count them (read over
+    // HTTP, by no client), once `info`'s own connection has gone.
+    let info: serde_json::Value = serde_json::from_slice(&dtask(&["info"]).stdout).unwrap();
+    let metrics = format!(
+        "{}metrics",
+        info["dashboard"].as_str().expect("a dashboard")
+    );
+    let bearer = format!("Bearer {}", token_in(state.path()));
+    let clients = || -> u64 {
+        let (_, text) = http_get(&metrics, &[("Authorization", bearer.as_str())]);
+        text.lines()
+            .find_map(|l| l.strip_prefix("dtask_scheduler_clients "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(20), "no client to be connected", || {
+        clients() == 0
+    });
     let mut gather = Command::new(DTASK)
         .args(["gather", &key])
         .env("DTASK_STATE_DIR", state.path())
@@ -977,15 +995,10 @@ fn a_command_waiting_on_a_killed_local_default_starts_it_again() {
         .unwrap();
     let _gather = KillOnDrop(Some(gather.id()));
     // The gather is connected (and waiting: the spin has seconds to go)
-    // once it has a socket open.
-    let fds = format!("/proc/{}/fd", gather.id());
+    // once the scheduler counts a client: the dashboard's metrics are read
+    // over HTTP, by no client.
     wait_until(Duration::from_secs(20), "the gather to connect", || {
-        std::fs::read_dir(&fds).is_ok_and(|d| {
-            d.flatten().any(|f| {
-                std::fs::read_link(f.path())
-                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-            })
-        })
+        clients() >= 1
     });
     drop(guard);
     wait_until(

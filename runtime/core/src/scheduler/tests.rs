@@ -2653,6 +2653,25 @@ fn released_scattered_data_a_task_used_is_unknown_not_waited_for() {
 #[test]
 fn a_key_names_one_task_and_another_call_under_it_is_refused() {
     let mut s = setup(&[(10, 1)]);
+    // Refused: how many keys a submit's answer refuses.
+    let refusals = |cmds: &[Command]| match cmds.last() {
+        Some(Command::Submitted { refused, .. }) => refused.len(),
+        other => panic!("{other:?}"),
+    };
+    // Scatters `byte` under its data key, which it returns.
+    let scatter = |s: &mut Scheduler, id: u64, byte: &'static [u8]| {
+        let v = Bytes::from_static(byte);
+        let key = crate::key::pure_key("", "data", &[crate::protocol::Arg::Value(v.clone())]);
+        s.handle(Input::Scatter {
+            counted: false,
+            client: 1,
+            id,
+            values: vec![(key.clone(), v)],
+            broadcast: false,
+            workers: vec![],
+        });
+        key
+    };
     let inc = "inc-0123456789abcdef0123456789abcdef";
     submit(&mut s, vec![spec(inc, vec![val(1)])]);
     let cmds = submit(&mut s, vec![spec(inc, vec![val(9)])]);
@@ -2663,51 +2682,27 @@ fn a_key_names_one_task_and_another_call_under_it_is_refused() {
         refused.len() == 1 && refused[0].1.contains("names another call"),
         "{refused:?}"
     );
-    let cmds = submit(&mut s, vec![spec(inc, vec![val(1)])]);
-    assert!(
-        matches!(cmds.last(), Some(Command::Submitted { refused, .. }) if refused.is_empty()),
-        "{cmds:?}"
-    );
+    assert_eq!(refusals(&submit(&mut s, vec![spec(inc, vec![val(1)])])), 0);
     // A chosen key: the same future, whatever the call.
     submit(&mut s, vec![spec("mine", vec![val(1)])]);
-    let cmds = submit(&mut s, vec![spec("mine", vec![val(2)])]);
-    assert!(
-        matches!(cmds.last(), Some(Command::Submitted { refused, .. }) if refused.is_empty()),
-        "{cmds:?}"
+    assert_eq!(
+        refusals(&submit(&mut s, vec![spec("mine", vec![val(2)])])),
+        0
     );
     // The same value, scattered: the same call.
-    let v = Bytes::from_static(&[7]);
-    let data = crate::key::pure_key("", "data", &[crate::protocol::Arg::Value(v.clone())]);
-    s.handle(Input::Scatter {
-        counted: false,
-        client: 1,
-        id: 2,
-        values: vec![(data.clone(), v.clone())],
-        broadcast: false,
-        workers: vec![],
-    });
+    let data = scatter(&mut s, 2, &[7]);
     let f = "f-0123456789abcdef0123456789abcdef";
-    submit(&mut s, vec![spec(f, vec![crate::protocol::Arg::Value(v)])]);
-    let cmds = submit(&mut s, vec![spec(f, vec![fut(&data)])]);
-    assert!(
-        matches!(cmds.last(), Some(Command::Submitted { refused, .. }) if refused.is_empty()),
-        "{cmds:?}"
+    let value = crate::protocol::Arg::Value(Bytes::from_static(&[7]));
+    submit(&mut s, vec![spec(f, vec![value])]);
+    assert_eq!(
+        refusals(&submit(&mut s, vec![spec(f, vec![fut(&data)])])),
+        0
     );
     // Another value's data is another call.
-    let w = Bytes::from_static(&[8]);
-    let other = crate::key::pure_key("", "data", &[crate::protocol::Arg::Value(w.clone())]);
-    s.handle(Input::Scatter {
-        counted: false,
-        client: 1,
-        id: 5,
-        values: vec![(other.clone(), w)],
-        broadcast: false,
-        workers: vec![],
-    });
-    let cmds = submit(&mut s, vec![spec(f, vec![fut(&other)])]);
-    assert!(
-        matches!(cmds.last(), Some(Command::Submitted { refused, .. }) if refused.len() == 1),
-        "{cmds:?}"
+    let other = scatter(&mut s, 5, &[8]);
+    assert_eq!(
+        refusals(&submit(&mut s, vec![spec(f, vec![fut(&other)])])),
+        1
     );
     // A call under scattered data's key, and bytes under a task's key.
     let cmds = submit(&mut s, vec![spec(&data, vec![val(1)])]);
