@@ -107,11 +107,14 @@ enum Step {
 
 /// A container being written.
 enum Open {
-    /// An array, its elements read one after another from `at`.
-    Array { left: u64, at: usize, first: bool },
-    /// A map written as an array of `[key, value]` pairs, read one after
-    /// another from `at`.
-    Pairs { left: u64, at: usize, first: bool },
+    /// An array's elements, or (`pairs`) a map's entries written as an
+    /// array of `[key, value]` pairs, read one after another from `at`.
+    Seq {
+        left: u64,
+        at: usize,
+        first: bool,
+        pairs: bool,
+    },
     /// A map written as an object: each member's key (its UTF-8) and where
     /// its value begins, sorted by key, and the next to write.
     Members {
@@ -130,7 +133,12 @@ impl Open {
     /// next, and says what comes next.
     fn next(&mut self, bytes: &[u8], out: &mut impl Write) -> std::io::Result<Step> {
         match self {
-            Open::Array { left, at, first } => {
+            Open::Seq {
+                left,
+                at,
+                first,
+                pairs,
+            } => {
                 if *left == 0 {
                     out.write_all(b"]")?;
                     return Ok(Step::Close);
@@ -141,23 +149,15 @@ impl Open {
                 *left -= 1;
                 let begins = *at;
                 *at += skip(bytes, begins);
-                Ok(Step::Value(begins))
-            }
-            Open::Pairs { left, at, first } => {
-                if *left == 0 {
-                    out.write_all(b"]")?;
-                    return Ok(Step::Close);
+                if !*pairs {
+                    return Ok(Step::Value(begins));
                 }
-                if !std::mem::take(first) {
-                    out.write_all(b",")?;
-                }
-                *left -= 1;
-                let key = *at;
-                let value = key + skip(bytes, key);
-                *at = value + skip(bytes, value);
+                // A pair: its key began here, its value follows.
+                let value = *at;
+                *at += skip(bytes, value);
                 out.write_all(b"[")?;
                 Ok(Step::Open(Open::Pair {
-                    key: Some(key),
+                    key: Some(begins),
                     value: Some(value),
                 }))
             }
@@ -261,10 +261,11 @@ fn write_value(bytes: &[u8], at: usize, out: &mut impl Write) -> std::io::Result
         0x90..=0x9f | 0xdc | 0xdd => {
             let (left, head) = array_head(&bytes[at..]).unwrap_or((0, 1));
             out.write_all(b"[")?;
-            return Ok(Some(Open::Array {
+            return Ok(Some(Open::Seq {
                 left,
                 at: at + head,
                 first: true,
+                pairs: false,
             }));
         }
         0x80..=0x8f | 0xde | 0xdf => {
@@ -296,10 +297,11 @@ fn open_map(bytes: &[u8], at: usize, count: u64, out: &mut impl Write) -> std::i
             text_range(bytes, next).filter(|r| std::str::from_utf8(&bytes[r.clone()]).is_ok());
         let Some(text) = text else {
             out.write_all(b"[")?;
-            return Ok(Open::Pairs {
+            return Ok(Open::Seq {
                 left: count,
                 at,
                 first: true,
+                pairs: true,
             });
         };
         let value = next + skip(bytes, next);

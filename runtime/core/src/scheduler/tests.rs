@@ -1711,14 +1711,7 @@ fn a_task_on_lost_scattered_data_is_retried_once_it_is_scattered_again() {
     let cmds = retry(&mut s);
     let why = &refused(&cmds).unwrap()[0].1;
     assert!(why.contains("scatter it again"), "{why}");
-    s.handle(Input::Scatter {
-        counted: false,
-        client: 1,
-        id: 4,
-        values: vec![(d.clone(), Bytes::from_static(b"x"))],
-        broadcast: false,
-        workers: vec![],
-    });
+    scatter_again(&mut s, &d, false);
     s.handle(Input::Finished {
         worker: 20,
         results: vec![(d.clone(), big(100))],
@@ -2279,6 +2272,19 @@ fn scattered(s: &mut Scheduler, n: usize) -> Vec<String> {
     keys
 }
 
+/// Client 1 scatters the value of `key` (made by [`scattered`]) again,
+/// `counted` or not.
+fn scatter_again(s: &mut Scheduler, key: &str, counted: bool) -> Vec<Command> {
+    s.handle(Input::Scatter {
+        counted,
+        client: 1,
+        id: 4,
+        values: vec![(key.to_string(), Bytes::from_static(b"x"))],
+        broadcast: false,
+        workers: vec![],
+    })
+}
+
 fn frees(cmds: &[Command]) -> usize {
     cmds.iter()
         .filter(|c| matches!(c, Command::Free { .. }))
@@ -2737,14 +2743,7 @@ fn a_counted_scatter_of_lost_data_held_already_holds_it_once_more() {
     s.handle(Input::WorkerDisconnected { worker: 10 });
     assert_eq!(s.state(&d), Some(TaskState::Lost));
     s.handle(joined(20, 1));
-    s.handle(Input::Scatter {
-        counted: true,
-        client: 1,
-        id: 4,
-        values: vec![(d.clone(), Bytes::from_static(b"x"))],
-        broadcast: false,
-        workers: vec![],
-    });
+    scatter_again(&mut s, &d, true);
     s.handle(Input::Finished {
         worker: 20,
         results: vec![(d.clone(), big(100))],
