@@ -208,3 +208,31 @@ fn a_task_sent_to_a_worker_out_of_instances_runs_on_another() {
     let z = c.ok(&["submit", "--workers", a, tasks_wasm(), "inc", "2"]);
     assert_eq!(c.ok(&["gather", &z]), "3");
 }
+
+/// Two `dtask` commands of one user (one client name, `default`) share the
+/// workers: a task submitted while another command's map waits in line
+/// runs at its client's next turn, not after the whole map.
+#[test]
+fn a_submit_from_another_command_does_not_wait_behind_a_queued_map() {
+    let c = Cluster::start(1, 1);
+    // A hundred tasks of about 50 ms each, one at a time.
+    let calls: String = (0..100).map(|seed| format!("{seed} 2000000\n")).collect();
+    let out = c.run(&["map", tasks_wasm(), "pi-hits"], &calls);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let map_keys = stdout(&out);
+    assert_eq!(map_keys.lines().count(), 100);
+    let small = c.ok(&["submit", tasks_wasm(), "inc", "1"]);
+    assert_eq!(c.ok(&["gather", "--timeout", "60s", &small]), "2");
+    let finished = c
+        .run(&["status"], &map_keys)
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| l.ends_with(b"\tfinished"))
+        .count();
+    // In one line with the map, it ran after all hundred.
+    assert!(
+        finished < 50,
+        "{finished} of the map's 100 tasks ran before the later submit"
+    );
+    assert!(c.run(&["cancel"], &map_keys).status.success());
+}

@@ -170,6 +170,10 @@ struct Task {
     /// Fingerprint of what the journal last recorded of it (0: nothing
     /// yet, so the next record carries its spec).
     journaled: u64,
+    /// Whose turn it takes among ready tasks (the group of the client
+    /// that submitted it: [`Client::group`]; 0 for data and for tasks
+    /// restored from a journal).
+    group: u32,
 }
 
 impl Task {
@@ -185,6 +189,16 @@ impl Task {
     /// with no hash).
     fn is_scattered(&self) -> bool {
         self.recipe.func.module.is_empty()
+    }
+
+    /// Its place in the ready queue, as `key`.
+    fn ready_entry(&self, key: Key) -> ready::Entry {
+        ready::Entry {
+            priority: self.recipe.priority(),
+            seq: self.seq,
+            group: self.group,
+            key,
+        }
     }
 
     fn is_terminal(&self) -> bool {
@@ -222,6 +236,8 @@ struct Client {
     /// ([`Input::ClientLeaving`]), once the session has not come back for
     /// [`HOLDER_GRACE_MS`].
     session: bool,
+    /// The turn its tasks take among ready tasks ([`ready::group_of`]).
+    group: u32,
 }
 
 /// How long the holds and leases (locks, semaphores) of an unnamed
@@ -275,7 +291,7 @@ pub struct Scheduler {
     /// Ready tasks no connected worker could run (`no-worker`), with their
     /// place in `ready`: set aside until a worker joins, so they cost
     /// nothing while others are placed.
-    no_worker: HashMap<Key, (i32, Reverse<u64>)>,
+    no_worker: HashMap<Key, ready::Entry>,
     /// Ready tasks whose restrictions allow only workers that are full
     /// now, by kind: tried one per kind at each round of placement.
     blocked: blocked::Blocked,
@@ -417,6 +433,10 @@ impl Scheduler {
                         reader: None,
                         ephemeral,
                         session: session != 0,
+                        // A session is one process across its reconnects;
+                        // a named client's connections may be many
+                        // processes (every `dtask` command of a shell).
+                        group: ready::group_of(if session != 0 { session } else { client }),
                     },
                 );
             }
@@ -558,8 +578,7 @@ impl Scheduler {
                     self.rejoin_began_ms = Some(self.activity.now_ms);
                 }
                 // Tasks no worker could run may fit this one.
-                self.ready
-                    .extend(self.no_worker.drain().map(|(k, (p, s))| (p, s, k)));
+                self.ready.extend(self.no_worker.drain().map(|(_, e)| e));
                 self.workers.insert(
                     worker,
                     Worker {

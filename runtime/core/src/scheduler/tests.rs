@@ -204,6 +204,39 @@ fn higher_priority_runs_first_then_submission_order() {
     assert_eq!(order, vec!["urgent", "first", "second"]);
 }
 
+/// A client's task submitted while another's big map waits is placed
+/// next, not after the whole map: clients of one priority take turns,
+/// even under one name (each `dtask` command of a shell is a client of
+/// its own, holding keys under the name `default`).
+#[test]
+fn a_small_clients_task_does_not_wait_behind_another_clients_big_map() {
+    let mut s = setup(&[]);
+    submit(
+        &mut s,
+        (0..1000).map(|i| spec(&format!("map{i}"), vec![])).collect(),
+    );
+    s.handle(Input::ClientConnected {
+        client: 2,
+        name: Some("cli".into()),
+        session: 0,
+    });
+    s.handle(Input::Submit {
+        counted: true,
+        client: 2,
+        id: 1,
+        tasks: vec![spec("small", vec![])],
+    });
+    let cmds = s.handle(joined(10, 1));
+    let order: Vec<String> = runs(&cmds).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(order[..3], ["map0", "small", "map1"], "{order:?}");
+    // Within the big map, submission order holds.
+    let rest: Vec<&String> = order.iter().filter(|k| k.starts_with("map")).collect();
+    assert!(rest.windows(2).all(|w| {
+        let n = |k: &str| k[3..].parse::<u32>().unwrap();
+        n(w[0]) < n(w[1])
+    }));
+}
+
 #[test]
 fn workers_are_not_flooded_beyond_their_queue() {
     let mut s = setup(&[(10, 1)]);

@@ -7,8 +7,7 @@
 //! round of placement tries only the first task of each kind: a million
 //! tasks pinned to a busy worker cost one try per round, not a million.
 
-use super::Key;
-use super::ready::Ready;
+use super::ready::{Entry, Ready};
 use crate::protocol::Placement;
 use rustc_hash::FxHashMap as HashMap;
 use std::cmp::Reverse;
@@ -47,8 +46,7 @@ impl Restriction {
 }
 
 /// Ready tasks set aside by kind until a worker their kind may use has
-/// room. Entries are the ready queue's: `(priority, Reverse(submission
-/// number), key)`. A task that stopped being ready while here is skipped
+/// room. Entries are the ready queue's. A task that stopped being ready while here is skipped
 /// when its turn comes, as in the ready queue.
 #[derive(Debug, Default)]
 pub(super) struct Blocked {
@@ -57,7 +55,7 @@ pub(super) struct Blocked {
 }
 
 impl Blocked {
-    pub(super) fn push(&mut self, kind: Restriction, entry: (i32, Reverse<u64>, Key)) {
+    pub(super) fn push(&mut self, kind: Restriction, entry: Entry) {
         self.kinds.entry(kind).or_default().push(entry);
         self.len += 1;
     }
@@ -77,7 +75,7 @@ impl Blocked {
     }
 
     /// Takes `kind`'s first task; a kind emptied goes.
-    pub(super) fn pop(&mut self, kind: &Restriction) -> Option<(i32, Reverse<u64>, Key)> {
+    pub(super) fn pop(&mut self, kind: &Restriction) -> Option<Entry> {
         let ready = self.kinds.get_mut(kind)?;
         let entry = ready.pop();
         if ready.is_empty() {
@@ -88,7 +86,7 @@ impl Blocked {
     }
 
     /// Takes all of `kind`'s tasks.
-    pub(super) fn take(&mut self, kind: &Restriction) -> Vec<(i32, Reverse<u64>, Key)> {
+    pub(super) fn take(&mut self, kind: &Restriction) -> Vec<Entry> {
         let Some(mut ready) = self.kinds.remove(kind) else {
             return Vec::new();
         };
@@ -105,6 +103,7 @@ impl Blocked {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Key;
     use super::*;
 
     fn pinned(to: &str) -> Restriction {
@@ -136,9 +135,15 @@ mod tests {
     fn each_kind_keeps_its_own_order_and_goes_when_emptied() {
         let mut b = Blocked::default();
         let (a, z) = (pinned("a"), pinned("z"));
-        b.push(a.clone(), (0, Reverse(5), Key::from("a5")));
-        b.push(a.clone(), (0, Reverse(2), Key::from("a2")));
-        b.push(z.clone(), (3, Reverse(9), Key::from("z9")));
+        let e = |priority, seq, key: &str| Entry {
+            priority,
+            seq,
+            group: 0,
+            key: Key::from(key),
+        };
+        b.push(a.clone(), e(0, 5, "a5"));
+        b.push(a.clone(), e(0, 2, "a2"));
+        b.push(z.clone(), e(3, 9, "z9"));
         assert_eq!(b.len(), 3);
         let mut heads: Vec<_> = b.heads().collect();
         heads.sort();
@@ -146,11 +151,11 @@ mod tests {
             heads,
             [(0, Reverse(2), a.clone()), (3, Reverse(9), z.clone())]
         );
-        assert_eq!(b.pop(&a).map(|e| e.2), Some(Key::from("a2")));
+        assert_eq!(b.pop(&a).map(|e| e.key), Some(Key::from("a2")));
         assert_eq!(b.peek(&a), Some((0, Reverse(5))));
         assert_eq!(b.take(&z).len(), 1);
         assert_eq!(b.peek(&z), None);
-        assert_eq!(b.pop(&a).map(|e| e.2), Some(Key::from("a5")));
+        assert_eq!(b.pop(&a).map(|e| e.key), Some(Key::from("a5")));
         assert_eq!(b.pop(&a), None);
         assert_eq!(b.len(), 0);
         assert_eq!(b.heads().count(), 0);

@@ -112,8 +112,7 @@ impl Scheduler {
             {
                 *waiting_on -= 1;
                 if *waiting_on == 0 {
-                    self.ready
-                        .push((dt.recipe.priority(), Reverse(dt.seq), d.clone()));
+                    self.ready.push(dt.ready_entry(d.clone()));
                 }
             }
         }
@@ -552,7 +551,7 @@ impl Scheduler {
             },
         );
         if waiting == 0 {
-            self.ready.push((t.recipe.priority(), Reverse(t.seq), k));
+            self.ready.push(t.ready_entry(k));
         }
     }
 }

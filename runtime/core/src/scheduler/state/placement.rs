@@ -45,7 +45,7 @@ impl Scheduler {
             } else {
                 (self.ready.pop().expect("peeked"), None)
             };
-            let Some(task) = self.tasks.get(&entry.2) else {
+            let Some(task) = self.tasks.get(&entry.key) else {
                 continue;
             };
             if !matches!(task.state, State::Pending { waiting_on: 0 }) {
@@ -59,7 +59,7 @@ impl Scheduler {
             }
             self.placements_tried += 1;
             if let Some(worker) = self.place(task) {
-                let run = self.assign(&entry.2, worker);
+                let run = self.assign(&entry.key, worker);
                 batches.entry(worker).or_default().push(run);
                 continue;
             }
@@ -71,14 +71,14 @@ impl Scheduler {
                     for e in self.blocked.take(kind) {
                         if self
                             .tasks
-                            .get(&e.2)
+                            .get(&e.key)
                             .is_some_and(|t| matches!(t.state, State::Pending { waiting_on: 0 }))
                         {
-                            self.no_worker.insert(e.2, (e.0, e.1));
+                            self.no_worker.insert(e.key.clone(), e);
                         }
                     }
                 }
-                self.no_worker.insert(entry.2, (entry.0, entry.1));
+                self.no_worker.insert(entry.key.clone(), entry);
                 continue;
             }
             let Some(kind) = kind else {
@@ -93,7 +93,10 @@ impl Scheduler {
                 break;
             }
         }
-        self.ready.extend(waiting);
+        if let Some(entry) = waiting {
+            // First in line again, its client's turn kept.
+            self.ready.put_back(entry);
+        }
         // A burst of ready tasks (a million-task map submitted faster than
         // it runs) grew the ready queue; once it has drained, its room goes
         // back rather than staying with the scheduler for good.

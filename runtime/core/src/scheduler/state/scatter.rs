@@ -255,6 +255,7 @@ impl Scheduler {
                 fetch_misses: 0,
                 stamps: activity::Stamps::at(self.activity.now_ms),
                 journaled: 0,
+                group: 0,
             };
             self.scatter_requests.insert(key.clone(), (client, id));
             if let Some(mut w) = self.workers.get_mut(&chosen[0]) {

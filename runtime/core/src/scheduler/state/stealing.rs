@@ -236,7 +236,7 @@ impl Scheduler {
                 tasks.push(self.assign(&key, thief));
             } else {
                 let t = &self.tasks[&key];
-                self.ready.push((t.recipe.priority(), Reverse(t.seq), key));
+                self.ready.push(t.ready_entry(key));
             }
         }
         if !tasks.is_empty() {

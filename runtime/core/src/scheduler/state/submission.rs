@@ -67,7 +67,8 @@ impl Scheduler {
         counted: bool,
         out: &mut Vec<Command>,
     ) -> (KeyReasons, KeyReasons) {
-        let Some(holder) = self.clients.get(&client).map(|c| c.holder.clone()) else {
+        let Some((holder, group)) = self.clients.get(&client).map(|c| (c.holder.clone(), c.group))
+        else {
             return (Vec::new(), Vec::new());
         };
         let mut refused = Vec::new();
@@ -93,7 +94,7 @@ impl Scheduler {
                 let restricted = spec.memory_limit.is_some()
                     || !spec.placement.resources.is_empty()
                     || (!spec.placement.workers.is_empty() && !spec.placement.allow_other_workers);
-                self.insert(spec, deps, &holder, out);
+                self.insert(spec, deps, &holder, group, out);
                 if restricted
                     && let Some(why) = self.tasks.get(&key).and_then(|t| self.why_no_worker(t))
                     && !unplaceable.iter().any(|(_, w)| *w == why)
@@ -293,14 +294,16 @@ impl Scheduler {
         Ok(deps)
     }
 
-    /// Adds a new task held by `holder`; it becomes ready, waits, or errs
-    /// at once if an input already erred. `deps` are its inputs, as
+    /// Adds a new task held by `holder`, taking its turns among ready
+    /// tasks as `group`; it becomes ready, waits, or errs at once if an
+    /// input already erred. `deps` are its inputs, as
     /// [`Scheduler::check`] found them.
     pub(super) fn insert(
         &mut self,
         mut spec: TaskSpec,
         deps: Keys,
         holder: &str,
+        group: u32,
         out: &mut Vec<Command>,
     ) {
         let key: Key = Key::from(std::mem::take(&mut spec.key));
@@ -342,9 +345,10 @@ impl Scheduler {
             fetch_misses: 0,
             stamps: activity::Stamps::at(self.activity.now_ms),
             journaled: 0,
+            group,
             recipe: Recipe::new(spec, &mut self.names),
         };
-        let ready = (task.recipe.priority(), Reverse(task.seq), key.clone());
+        let ready = task.ready_entry(key.clone());
         self.add_task(key.clone(), task);
         if let Some(e) = inherited {
             self.fail(&key, e, out);

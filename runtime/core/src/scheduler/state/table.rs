@@ -364,6 +364,7 @@ mod tests {
             fetch_misses: 0,
             stamps: activity::Stamps::at(0),
             journaled: 0,
+            group: 0,
         }
     }
 

@@ -358,8 +358,7 @@ impl Scheduler {
                     },
                 );
                 if waiting == 0 {
-                    self.ready
-                        .push((dt.recipe.priority(), Reverse(dt.seq), d.clone()));
+                    self.ready.push(dt.ready_entry(d.clone()));
                 }
             }
         }

@@ -149,6 +149,7 @@ impl Scheduler {
                 fetch_misses: 0,
                 stamps: super::super::activity::Stamps::at(0),
                 journaled: 0,
+                group: 0,
             },
         );
     }
@@ -210,6 +211,7 @@ impl Scheduler {
                 reader: None,
                 ephemeral: false,
                 session: false,
+                group: 0,
             },
         );
         for (name, maxsize, items) in snapshot.queues {
@@ -239,6 +241,7 @@ impl Scheduler {
                         reader: None,
                         ephemeral: false,
                         session: false,
+                        group: 0,
                     },
                 );
                 let op = if lock {
