@@ -109,6 +109,18 @@ fn values_and_modules_past_the_configured_limits_are_refused_with_the_reason() {
         "{}",
         stderr(&out)
     );
+    // A publish has no answer: the client refuses it itself, from the
+    // limit the scheduler told it on connecting, where it was dropped
+    // with exit 0. With `-`, the lines before it went out.
+    let out = c.run(&["pub", "t", &format!("\"{big}\"")], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--max-value-size"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.run(&["pub", "t", "-"], &format!("1\n\"{big}\"\n2\n"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     // Small ones still pass; the scheduler is unharmed.
     let small = c.ok(&["submit", "--pure=false", tasks_wasm(), "len", "-"]);
     assert_eq!(c.ok(&["gather", &small]), "0");
@@ -312,7 +324,7 @@ fn a_subscriber_that_stops_reading_is_cut_off_while_others_are_served() {
 }
 
 #[test]
-fn a_message_over_the_client_buffer_reaches_a_subscriber_that_reads_and_one_over_the_value_limit_is_dropped()
+fn a_message_over_the_client_buffer_reaches_a_subscriber_that_reads_and_one_over_the_value_limit_is_refused()
  {
     let c = Cluster::start_with(
         1,
@@ -346,7 +358,13 @@ fn a_message_over_the_client_buffer_reaches_a_subscriber_that_reads_and_one_over
         (&"\"small\"".to_string(), "small"),
     ] {
         let published = c.run(&["pub", "big", "-"], &format!("{message}\n"));
-        assert!(published.status.success(), "{what}: {}", stderr(&published));
+        if what == "5 MiB" {
+            // Refused by the publisher, which the scheduler told its limit.
+            assert_eq!(published.status.code(), Some(2), "{}", stderr(&published));
+            assert!(stderr(&published).contains("--max-value-size"));
+        } else {
+            assert!(published.status.success(), "{what}: {}", stderr(&published));
+        }
     }
     let got = |what| {
         lines
@@ -354,7 +372,7 @@ fn a_message_over_the_client_buffer_reaches_a_subscriber_that_reads_and_one_over
             .unwrap_or_else(|_| panic!("the subscriber got no {what} message"))
     };
     assert_eq!(got("2 MiB").len(), two.len());
-    // The 5 MiB one was dropped: next comes the small one.
+    // The 5 MiB one never went: next comes the small one.
     assert_eq!(got("small"), "\"small\"");
     assert!(
         sub.try_wait().unwrap().is_none(),

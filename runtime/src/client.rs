@@ -268,6 +268,9 @@ struct Inner {
     conn: Mutex<Option<Sender<ToScheduler>>>,
     /// How long to keep trying to reconnect after the connection breaks.
     grace_ms: AtomicU64,
+    /// The largest value the scheduler takes, as it said when this client
+    /// last connected (`u64::MAX`: it did not say).
+    max_value: AtomicU64,
     /// Starts the scheduler again, for one this client may start itself
     /// (see [`Client::restart_when_lost`]); taken when used, so once.
     restart: Mutex<Option<Restart>>,
@@ -626,12 +629,13 @@ impl Client {
             role,
         };
         let grace = default_grace();
-        let (tx, mut rx) = first_connect(addr, &hello, grace).await?;
+        let (tx, mut rx, max_value) = first_connect(addr, &hello, grace).await?;
         let inner = Arc::new(Inner {
             address: addr.to_string(),
             tx: Mutex::new(Outbox::Up(tx.clone())),
             conn: Mutex::new(Some(tx)),
             grace_ms: AtomicU64::new(grace.as_millis() as u64),
+            max_value: AtomicU64::new(max_value.unwrap_or(u64::MAX)),
             restart: Mutex::new(None),
             peer_token,
             next_id: AtomicU64::new(1),
@@ -765,7 +769,7 @@ impl Client {
                 let (again, unused) = reconnect(&addr, &hello, grace, restart).await;
                 let Some(inner) = weak.upgrade() else { return };
                 *inner.restart.lock().expect("restart lock") = unused;
-                let Some((tx, new_rx)) = again else {
+                let Some((tx, new_rx, max_value)) = again else {
                     *inner.tx.lock().expect("sender lock") = Outbox::Lost;
                     // Dropping the senders wakes every waiter with an error.
                     inner.replies.lock().expect("replies lock").take();
@@ -775,6 +779,9 @@ impl Client {
                     return;
                 };
                 tracing::info!("reconnected to the scheduler at {addr}");
+                inner
+                    .max_value
+                    .store(max_value.unwrap_or(u64::MAX), Ordering::Relaxed);
                 inner.uploaded.lock().expect("uploaded lock").clear();
                 // In order, with sends held off meanwhile: the watches, the
                 // waits sent again, then what was sent while down.

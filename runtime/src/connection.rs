@@ -680,6 +680,8 @@ pub struct Admission {
     /// For a worker: the digest of the client token, to check clients on
     /// its data port with ([`crate::secret`]).
     pub client_digest: Option<[u8; 32]>,
+    /// For a client: the largest value the scheduler takes.
+    pub max_value: Option<u64>,
 }
 
 /// Connects to `addr`, introduces itself with `hello`, and returns the
@@ -718,7 +720,15 @@ pub async fn connect<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>
         e => e,
     })?;
     let admission = match welcome {
-        Welcome::Accepted { id, client_digest } => Admission { id, client_digest },
+        Welcome::Accepted {
+            id,
+            client_digest,
+            max_value,
+        } => Admission {
+            id,
+            client_digest,
+            max_value,
+        },
         Welcome::Refused(why) => return Err(WireError::Refused(why)),
     };
     let (tx, rx) = established(frames, sink, DEFAULT_MAX_FRAME);
@@ -821,6 +831,7 @@ async fn handshake<I: DeserializeOwned, O: Serialize + Weigh + Send + 'static>(
             let welcome = Welcome::Accepted {
                 id: admission.id,
                 client_digest: admission.client_digest,
+                max_value: admission.max_value,
             };
             sink.send(encode(&welcome)).await?;
             let (tx, rx) = established(frames, sink, max_frame);
@@ -923,6 +934,7 @@ mod tests {
                 Ok(Admission {
                     id: 1,
                     client_digest: None,
+                    max_value: None,
                 })
             } else {
                 Err(crate::secret::wrong_token())

@@ -98,6 +98,7 @@ pub async fn serve(
                         Role::Peer => admits.check(&h.token).map(|()| connection::Admission {
                             id: 0,
                             client_digest: None,
+                            max_value: None,
                         }),
                         _ => Err(
                             "this is a worker's data port; connect to the scheduler instead".into(),
@@ -1286,6 +1287,7 @@ mod tests {
                         Ok(connection::Admission {
                             id: 0,
                             client_digest: None,
+                            max_value: None,
                         })
                     },
                 )

@@ -21,6 +21,7 @@ use super::{Client, ClientError, Future};
 use crate::protocol::{Arg, FromScheduler, Op, OpReply, ToScheduler};
 use crate::value::{self, Value};
 use bytes::Bytes;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -139,8 +140,19 @@ impl Client {
         self.publish_bytes(topic, value::encode(message).into())
     }
 
-    /// [`Client::publish`] of an already encoded value.
+    /// [`Client::publish`] of an already encoded value. A message bigger
+    /// than the scheduler takes (`--max-value-size`) is refused here, as
+    /// the scheduler would drop it without a word.
     pub fn publish_bytes(&self, topic: &str, message: Bytes) -> Result<(), ClientError> {
+        let max = self.inner.max_value.load(Ordering::Relaxed);
+        if message.len() as u64 > max {
+            return Err(ClientError::Invalid(format!(
+                "the message to publish on {topic:?} is {} bytes, more than the scheduler's \
+                 --max-value-size of {max} bytes: publish something smaller (a key of \
+                 scattered data, say), or raise the limit",
+                message.len()
+            )));
+        }
         self.send(ToScheduler::Publish {
             topic: topic.to_string(),
             message,

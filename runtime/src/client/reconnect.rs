@@ -135,13 +135,13 @@ pub(super) async fn first_connect(
     addr: &str,
     hello: &Hello,
     grace: Duration,
-) -> Result<(Sender<ToScheduler>, connection::Receiver<FromScheduler>), ClientError> {
+) -> Result<Reconnected, ClientError> {
     let began = tokio::time::Instant::now();
     let deadline = began + grace;
     let mut said = false;
     loop {
         match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
-            Ok((_, tx, rx)) => return Ok((tx, rx)),
+            Ok((admitted, tx, rx)) => return Ok((tx, rx, admitted.max_value)),
             // Bad input, not a scheduler that is away.
             Err(connection::WireError::Address(why)) => return Err(ClientError::Invalid(why)),
             Err(e) if e.is_final() => {
@@ -172,8 +172,13 @@ pub(super) async fn first_connect(
     }
 }
 
-/// A connection made again: its sender and receiver.
-type Reconnected = (Sender<ToScheduler>, connection::Receiver<FromScheduler>);
+/// A connection made: its sender and receiver, and the largest value the
+/// scheduler said it takes.
+type Reconnected = (
+    Sender<ToScheduler>,
+    connection::Receiver<FromScheduler>,
+    Option<u64>,
+);
 
 /// Connects again to `addr`, trying until `grace` has passed; after the
 /// first failed attempt, starts the scheduler again with `restart`, if
@@ -190,7 +195,7 @@ pub(super) async fn reconnect(
         // An attempt at an address that answers nothing ends with the grace.
         let attempt = connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone());
         match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok((_, tx, rx))) => return (Some((tx, rx)), restart),
+            Ok(Ok((admitted, tx, rx))) => return (Some((tx, rx, admitted.max_value)), restart),
             Ok(Err(why)) if why.is_final() => {
                 tracing::warn!("the scheduler at {addr} refused to take this client back: {why}");
                 return (None, restart);

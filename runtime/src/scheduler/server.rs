@@ -370,6 +370,7 @@ async fn accept_loop(
                 opts.max_frame,
                 |hello: &Hello| {
                     let creds = &opts.credentials;
+                    let is_client = matches!(hello.role, Role::Client { .. } | Role::Tasks);
                     let client_digest = match hello.role {
                         Role::Peer => {
                             return Err("this is a scheduler, not a worker data port".into());
@@ -396,6 +397,7 @@ async fn accept_loop(
                     Ok(connection::Admission {
                         id: next_id.fetch_add(1, Ordering::Relaxed),
                         client_digest,
+                        max_value: is_client.then_some(opts.max_value as u64),
                     })
                 },
             )

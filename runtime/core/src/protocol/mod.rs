@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 21;
+pub const PROTOCOL_VERSION: u32 = 22;
 
 /// How long a client lets the scheduler say nothing before it asks
 /// whether it is there ([`ToScheduler::Ping`]), and then how long it waits
@@ -99,6 +99,10 @@ pub enum Welcome {
         /// ([`crate::secret::digest`]), so that its data port can admit
         /// clients without knowing their token.
         client_digest: Option<[u8; 32]>,
+        /// For a client: the largest value the scheduler takes
+        /// (`--max-value-size`), so it can refuse a bigger one itself
+        /// where the scheduler gives no answer (a publish).
+        max_value: Option<u64>,
     },
     /// Refused, with the reason to show the user.
     Refused(String),
