@@ -415,3 +415,29 @@ fn bad_values_and_unknown_futures_exit_2() {
     let out = dtask_nowhere(&["queue", "len", "q"]);
     assert_code(&out, 3, "no scheduler");
 }
+
+#[test]
+fn an_empty_or_overlong_name_is_refused_with_exit_2() {
+    let c = Cluster::start(1, 1);
+    let long = "n".repeat(2000);
+    for args in [
+        vec!["queue", "put", "", "1"],
+        vec!["var", "set", long.as_str(), "1"],
+        vec!["lock", "acquire", ""],
+        vec!["event", "set", long.as_str()],
+        vec!["pub", "", "1"],
+        vec!["pub", long.as_str(), "1"],
+    ] {
+        let out = c.run(&args, "");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(" name "),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // A name at the limit works.
+    let longest = "n".repeat(1024);
+    c.ok(&["var", "set", &longest, "5"]);
+    assert_eq!(c.ok(&["var", "get", &longest]), "5");
+}

@@ -16,13 +16,9 @@ use std::path::PathBuf;
 /// the worker holding the actor, one at a time in arrival order. Arguments
 /// are read by the parameter's WIT type, as for `submit`; `@KEY` passes a
 /// future's result.
-///
-/// Exit status: 0 done, 1 the method failed or the actor is lost (its
-/// worker died), 2 no such resource or method, or arguments that do not fit
-/// its types, 3 no scheduler.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  c=$(dtask actor new coord.wasm counter 0)\n  dtask actor call $c increment 5     # 5\n  dtask actor call $c get             # 5\n  dtask actor del $c\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+    after_help = "Example:\n  c=$(dtask actor new coord.wasm counter 0)\n  dtask actor call $c increment 5     # 5\n  dtask actor call $c get             # 5\n  dtask actor del $c\n\nExit status: 0 done, 1 the method failed or the actor is lost (its worker died), 2 usage, no such resource or method, or arguments that do not fit its types, 3 no scheduler, 4 --timeout passed."
 )]
 pub struct Args {
     #[command(subcommand)]

@@ -9,12 +9,9 @@ use std::time::Duration;
 /// A queue springs into existence on first use. Items are plain values or
 /// futures (`@KEY`); a queued future stays alive while it waits in the
 /// queue, and whoever takes it holds it from then on.
-///
-/// Exit status: 0 done, 2 bad input or refused (e.g. another maxsize),
-/// 3 no scheduler, 4 the timeout passed (nothing was put or taken).
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  dtask queue put jobs '{\"id\": 7}'\n  dtask queue put jobs @$(dtask submit tasks.wasm inc 1)\n  dtask queue len jobs          # 2\n  dtask queue get jobs          # {\"id\":7}\n\nExit status: 0 done, 2 usage or bad input, 3 cannot reach or authenticate to the scheduler."
+    after_help = "Examples:\n  dtask queue put jobs '{\"id\": 7}'\n  dtask queue put jobs @$(dtask submit tasks.wasm inc 1)\n  dtask queue len jobs          # 2\n  dtask queue get jobs          # {\"id\":7}\n\nExit status: 0 done, 2 usage, bad input or refused (e.g. another maxsize), 3 no scheduler, 4 the timeout passed (nothing was put or taken)."
 )]
 pub struct Args {
     #[command(subcommand)]

@@ -144,6 +144,7 @@ impl Client {
     /// than the scheduler takes (`--max-value-size`) is refused here, as
     /// the scheduler would drop it without a word.
     pub fn publish_bytes(&self, topic: &str, message: Bytes) -> Result<(), ClientError> {
+        crate::protocol::check_name("topic", topic).map_err(ClientError::Invalid)?;
         let max = self.inner.max_value.load(Ordering::Relaxed);
         if message.len() as u64 > max {
             return Err(ClientError::Invalid(format!(

@@ -198,7 +198,48 @@ pub enum OpReply {
     Failed(String),
 }
 
+/// The longest name a queue, variable, lock, semaphore, event or topic
+/// may have, in bytes.
+pub const MAX_NAME: usize = 1024;
+
+/// Whether `name` may name a primitive of `kind` ("queue", "topic"…): not
+/// empty, at most [`MAX_NAME`] bytes; else why not, for the user.
+pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("a {kind} name cannot be empty: give it one"));
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!(
+            "a {kind} name may be at most {MAX_NAME} bytes, and this one is {}: choose a \
+             shorter one",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
 impl Op {
+    /// The primitive it names, and what kind of one (none for an
+    /// unsubscribe, which names a subscription).
+    pub fn named(&self) -> Option<(&'static str, &str)> {
+        Some(match self {
+            Op::QueuePut { name, .. } | Op::QueueGet { name, .. } | Op::QueueLen { name } => {
+                ("queue", name)
+            }
+            Op::VarSet { name, .. } | Op::VarGet { name, .. } | Op::VarDel { name } => {
+                ("variable", name)
+            }
+            Op::LockAcquire { name, .. } | Op::LockRelease { name } => ("lock", name),
+            Op::SemAcquire { name, .. } | Op::SemRelease { name } => ("semaphore", name),
+            Op::EventSet { name }
+            | Op::EventClear { name }
+            | Op::EventWait { name, .. }
+            | Op::EventIsSet { name } => ("event", name),
+            Op::Subscribe { topic } => ("topic", topic),
+            Op::Unsubscribe { .. } => return None,
+        })
+    }
+
     /// The longest wait of an operation that can wait (`None` for one
     /// that cannot): a client asking again after a reconnect sets it to
     /// what is left, so a wait never lasts longer than first asked.

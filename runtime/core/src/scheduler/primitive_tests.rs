@@ -760,3 +760,45 @@ fn an_acquire_sent_again_after_its_sessions_grace_ended_waits_for_the_lock() {
         vec![(3, 1, OpReply::Done), (9, 2, OpReply::Done)]
     );
 }
+
+/// A primitive's name is not empty and at most `MAX_NAME` bytes: others
+/// are refused, saying why, and make no primitive.
+#[test]
+fn empty_and_overlong_names_are_refused() {
+    use crate::protocol::MAX_NAME;
+    let mut s = setup(&[]);
+    let long = "n".repeat(MAX_NAME + 1);
+    let longest = "n".repeat(MAX_NAME);
+    for (id, name) in [(1, ""), (2, long.as_str())] {
+        for o in [
+            put(name, val(1), None, Some(0)),
+            lock(name),
+            Op::VarSet {
+                name: name.into(),
+                item: val(1),
+            },
+            Op::EventSet { name: name.into() },
+            Op::Subscribe { topic: name.into() },
+        ] {
+            let answer = replies(&op(&mut s, 1, id, None, o.clone()));
+            assert!(
+                matches!(&answer[..], [(1, i, OpReply::Failed(why))] if *i == id && why.contains("name")),
+                "{o:?}: {answer:?}"
+            );
+        }
+    }
+    let answer = replies(&op(
+        &mut s,
+        1,
+        3,
+        None,
+        Op::QueueLen {
+            name: String::new(),
+        },
+    ));
+    assert!(matches!(&answer[..], [(1, 3, OpReply::Failed(_))]));
+    // The longest allowed is a queue like any other.
+    op(&mut s, 1, 4, None, put(&longest, val(7), None, Some(0)));
+    let answer = replies(&op(&mut s, 1, 5, None, get(&longest, Some(0))));
+    assert_eq!(answer, [(1, 5, OpReply::Item(val(7)))]);
+}

@@ -213,7 +213,9 @@ fn a_small_clients_task_does_not_wait_behind_another_clients_big_map() {
     let mut s = setup(&[]);
     submit(
         &mut s,
-        (0..1000).map(|i| spec(&format!("map{i}"), vec![])).collect(),
+        (0..1000)
+            .map(|i| spec(&format!("map{i}"), vec![]))
+            .collect(),
     );
     s.handle(Input::ClientConnected {
         client: 2,

@@ -359,7 +359,10 @@ mod tests {
         let first: Vec<(u64, u32)> = (0..6)
             .map(|_| r.pop().map(|e| (e.seq, e.group)).expect("queued"))
             .collect();
-        assert_eq!(first, [(0, 1), (1000, 2), (1002, 3), (1, 1), (1001, 2), (2, 1)]);
+        assert_eq!(
+            first,
+            [(0, 1), (1000, 2), (1002, 3), (1, 1), (1001, 2), (2, 1)]
+        );
         // A task of higher priority goes before every group's.
         r.push(entry(5, 2000, 1));
         assert_eq!(r.peek(), Some((5, Reverse(2000))));
@@ -367,13 +370,22 @@ mod tests {
         // The lone group left goes in order.
         let rest = drain(&mut r);
         assert_eq!(rest.len(), 997);
-        assert!(rest.iter().zip(3..).all(|(&(_, s, g), want)| s == want && g == 1));
+        assert!(
+            rest.iter()
+                .zip(3..)
+                .all(|(&(_, s, g), want)| s == want && g == 1)
+        );
     }
 
     #[test]
     fn a_task_put_back_keeps_its_groups_turn() {
         let mut r = Ready::default();
-        r.extend([entry(0, 1, 1), entry(0, 2, 1), entry(0, 3, 2), entry(0, 4, 2)]);
+        r.extend([
+            entry(0, 1, 1),
+            entry(0, 2, 1),
+            entry(0, 3, 2),
+            entry(0, 4, 2),
+        ]);
         let taken = r.pop().expect("queued");
         assert_eq!((taken.seq, taken.group), (1, 1));
         r.put_back(taken);

@@ -67,7 +67,10 @@ impl Scheduler {
         counted: bool,
         out: &mut Vec<Command>,
     ) -> (KeyReasons, KeyReasons) {
-        let Some((holder, group)) = self.clients.get(&client).map(|c| (c.holder.clone(), c.group))
+        let Some((holder, group)) = self
+            .clients
+            .get(&client)
+            .map(|c| (c.holder.clone(), c.group))
         else {
             return (Vec::new(), Vec::new());
         };

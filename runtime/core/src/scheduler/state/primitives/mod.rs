@@ -231,6 +231,12 @@ impl Scheduler {
         out: &mut Vec<Command>,
     ) {
         let req = Request { client, id };
+        if let Some(Err(why)) = op
+            .named()
+            .map(|(kind, name)| crate::protocol::check_name(kind, name))
+        {
+            return self.reply(req, OpReply::Failed(why), out);
+        }
         if session != 0 {
             // Sent again: its answer was lost with a connection. But a
             // lease it granted that has ended since (the session was away
