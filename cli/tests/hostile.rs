@@ -270,20 +270,31 @@ fn unauthenticated_connections_cannot_make_the_scheduler_buffer_their_frames() {
 }
 
 #[test]
-fn a_subscriber_that_stops_reading_is_cut_off_while_others_are_served() {
+fn a_subscriber_that_stops_reading_is_cut_off_while_others_are_served_and_then_subscribes_again() {
     let c = Cluster::start_with(1, 1, &["--client-buffer", "8MiB"]);
     let mut sub = c
         .cmd()
         .args(["sub", "flood"])
-        .env("DTASK_RECONNECT_GRACE", "1s")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = sub.stdout.take().unwrap();
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let said = first_line(sub.stderr.take().unwrap(), Duration::from_secs(30));
-    assert!(said.is_some_and(|l| l.contains("subscribed")));
+    let lines = |r: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(r)) {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    };
+    let out = lines(Box::new(sub.stdout.take().unwrap()));
+    let err = lines(Box::new(sub.stderr.take().unwrap()));
+    let said = err.recv_timeout(Duration::from_secs(30));
+    assert!(said.is_ok_and(|l| l.contains("subscribed")));
     // SAFETY: stopping the subscriber this test started.
     unsafe {
         libc::kill(sub.id() as i32, libc::SIGSTOP);
@@ -308,19 +319,34 @@ fn a_subscriber_that_stops_reading_is_cut_off_while_others_are_served() {
     unsafe {
         libc::kill(sub.id() as i32, libc::SIGCONT);
     }
-    // Resumed, it finds its connection gone and says so.
+    // Resumed, it finds its connection gone, connects again and
+    // subscribes again, saying it missed messages…
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = sub.try_wait().unwrap() {
-            break s;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let said = err
+            .recv_timeout(left)
+            .expect("the subscriber never said it missed messages");
+        if said.contains("missed") {
+            break;
         }
+    }
+    // …and takes what is published from then on.
+    loop {
         assert!(
             std::time::Instant::now() < deadline,
-            "the subscriber never noticed"
+            "the subscriber got nothing published after it came back"
         );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(3));
+        c.ok(&["pub", "flood", "after"]);
+        let seen = std::iter::from_fn(|| out.recv_timeout(Duration::from_millis(200)).ok())
+            .any(|l| l == "\"after\"");
+        if seen {
+            break;
+        }
+    }
+    assert!(sub.try_wait().unwrap().is_none(), "the subscriber ended");
+    let _ = sub.kill();
+    let _ = sub.wait();
 }
 
 #[test]

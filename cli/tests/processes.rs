@@ -1037,3 +1037,79 @@ fn a_command_waiting_on_a_killed_local_default_starts_it_again() {
     assert_ne!(recorded_pid(state.path()), Some(first));
     assert!(dtask(&["shutdown"]).status.success());
 }
+
+/// A `dtask sub` on the local default outlives a kill of it: it starts it
+/// again, subscribes again (saying what it missed) and prints what is
+/// published from then on.
+#[test]
+fn a_subscriber_to_a_killed_local_default_starts_it_again_and_goes_on() {
+    let state = tempfile::tempdir().unwrap();
+    let dtask = |args: &[&str]| on_local_default(state.path(), args);
+    let started = dtask(&["submit", tasks_wasm(), "inc", "1"]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    let first = recorded_pid(state.path()).expect("the local cluster recorded its pid");
+    let guard = KillOnDrop(Some(first));
+    let mut sub = Command::new(DTASK)
+        .args(["sub", "news"])
+        .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_DASHBOARD_PORT", "0")
+        .env("XDG_CONFIG_HOME", state.path())
+        .env_remove("DTASK_SCHEDULER")
+        .env_remove("DTASK_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _sub = KillOnDrop(Some(sub.id()));
+    let lines = |r: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(r)) {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    };
+    let out = lines(Box::new(sub.stdout.take().unwrap()));
+    let err = lines(Box::new(sub.stderr.take().unwrap()));
+    let said = err.recv_timeout(Duration::from_secs(30));
+    assert!(
+        said.as_ref().is_ok_and(|l| l.contains("subscribed")),
+        "{said:?}"
+    );
+    drop(guard);
+    wait_until(
+        Duration::from_secs(20),
+        "the killed cluster to exit",
+        || !alive(first),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let mut stderr_lines = Vec::new();
+    while !stderr_lines.iter().any(|l: &String| l.contains("missed")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match err.recv_timeout(left) {
+            Ok(l) => stderr_lines.push(l),
+            Err(_) => panic!("the subscriber never subscribed again: {stderr_lines:?}"),
+        }
+    }
+    let _again = KillOnDrop(recorded_pid(state.path()));
+    assert_ne!(recorded_pid(state.path()), Some(first));
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriber got nothing published after the restart"
+        );
+        assert!(dtask(&["pub", "news", "after"]).status.success());
+        if out
+            .recv_timeout(Duration::from_millis(200))
+            .is_ok_and(|l| l == "\"after\"")
+        {
+            break;
+        }
+    }
+    assert!(sub.try_wait().unwrap().is_none(), "the subscriber ended");
+    assert!(dtask(&["shutdown"]).status.success());
+}

@@ -46,7 +46,7 @@ use crate::key;
 use crate::module::{LocalModule, ModuleTypes};
 use crate::peer;
 use crate::protocol::{
-    Arg, FromScheduler, Hello, Located, Outcome, PROTOCOL_VERSION, Placement, QUIET, Role,
+    Arg, FromScheduler, Hello, Located, Op, Outcome, PROTOCOL_VERSION, Placement, QUIET, Role,
     TaskError, TaskLimits, TaskSpec, TaskState, ToScheduler, WorkerInfo,
 };
 use crate::value::{self, Encoded, Value};
@@ -298,8 +298,9 @@ struct Inner {
     /// Whether each submit of a key holds it once more (see
     /// [`Client::count_submits`]).
     counted: std::sync::atomic::AtomicBool,
-    /// Open subscriptions by id.
-    subscriptions: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
+    /// Open subscriptions by id, with their topics: subscribed again on
+    /// each new connection.
+    subscriptions: Mutex<HashMap<u64, (String, mpsc::UnboundedSender<Bytes>)>>,
     /// Requests in flight that are safe to ask again ([`repeatable`]), by
     /// id: sent again after a reconnect, so a wait (queue get, lock
     /// acquire…) keeps waiting and a query is answered.
@@ -752,11 +753,6 @@ impl Client {
                     kept.sort_unstable();
                     (kept, carried)
                 };
-                inner
-                    .subscriptions
-                    .lock()
-                    .expect("subscriptions lock")
-                    .clear();
                 let grace = Duration::from_millis(inner.grace_ms.load(Ordering::Relaxed));
                 let restart = inner.restart.lock().expect("restart lock").take();
                 drop(inner);
@@ -773,6 +769,11 @@ impl Client {
                     *inner.tx.lock().expect("sender lock") = Outbox::Lost;
                     // Dropping the senders wakes every waiter with an error.
                     inner.replies.lock().expect("replies lock").take();
+                    inner
+                        .subscriptions
+                        .lock()
+                        .expect("subscriptions lock")
+                        .clear();
                     inner.watchers.lock().expect("watchers lock").take();
                     inner.resend.lock().expect("resend lock").clear();
                     inner.lost.send_replace(true);
@@ -815,6 +816,29 @@ impl Client {
                 for (keys, reads) in [(read, true), (keys, false)] {
                     if !keys.is_empty() {
                         let _ = tx.send(ToScheduler::Watch { keys, reads });
+                    }
+                }
+                // Subscriptions go on, under the same ids (their answers
+                // have no waiter); what was published in between is missed.
+                // One not answered yet is asked again with the requests.
+                {
+                    let mut subs = inner.subscriptions.lock().expect("subscriptions lock");
+                    subs.retain(|_, (_, sink)| !sink.is_closed());
+                    let asking = inner.resend.lock().expect("resend lock");
+                    for (&id, (topic, _)) in subs.iter().filter(|(id, _)| !asking.contains_key(id))
+                    {
+                        tracing::warn!(
+                            "subscribed to {topic:?} again; messages published on it while \
+                             the connection was down were missed"
+                        );
+                        let _ = tx.send(ToScheduler::Primitive {
+                            id,
+                            session: 0,
+                            task: None,
+                            op: Op::Subscribe {
+                                topic: topic.clone(),
+                            },
+                        });
                     }
                 }
                 let mut carried = carried;

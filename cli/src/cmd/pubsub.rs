@@ -33,6 +33,10 @@ pub struct PubArgs {
 ///
 /// Once subscribed it writes `dtask: subscribed to TOPIC` to stderr: from
 /// then on nothing published is missed, so a script can start publishing.
+/// If the connection breaks (a scheduler restart, or this subscriber
+/// falling more than the scheduler's --client-buffer behind), it connects
+/// and subscribes again, and says on stderr that what was published
+/// meanwhile was missed.
 ///
 /// Exit status: 0 after --count messages, 3 no scheduler (or it went
 /// away), 4 no message came within --timeout.

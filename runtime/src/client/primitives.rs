@@ -177,9 +177,9 @@ impl Client {
                 .subscriptions
                 .lock()
                 .expect("subscriptions lock")
-                .insert(id, tx);
-            // Not sent again (a subscription ends with its connection):
-            // no session.
+                .insert(id, (topic.to_string(), tx));
+            // Not asked again as requests are (it is subscribed again on a
+            // new connection, with the others): no session.
             ToScheduler::Primitive {
                 id,
                 session: 0,

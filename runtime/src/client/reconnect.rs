@@ -86,7 +86,7 @@ impl Inner {
                     message,
                 } => {
                     let subs = self.subscriptions.lock().expect("subscriptions lock");
-                    if let Some(tx) = subs.get(subscription) {
+                    if let Some((_, tx)) = subs.get(subscription) {
                         let _ = tx.send(message.clone());
                     }
                 }
