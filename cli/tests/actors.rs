@@ -45,7 +45,7 @@ fn a_counter_actor_keeps_its_state_between_calls_from_the_shell() {
 fn a_missing_method_resource_or_wrong_type_exits_2_with_a_clear_error() {
     let c = Cluster::start(1, 1);
     let key = c.ok(&["actor", "new", coord_wasm(), "counter", "0"]);
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["actor", "call", &key, "nope"],
             "has no method nope; its methods: get, increment",
@@ -61,6 +61,18 @@ fn a_missing_method_resource_or_wrong_type_exits_2_with_a_clear_error() {
         (
             &["actor", "new", coord_wasm(), "nosuch"],
             "exports no resource nosuch; it has: counter, server",
+        ),
+        (
+            &[
+                "actor",
+                "new",
+                "--memory-limit-mib",
+                "1000000",
+                coord_wasm(),
+                "counter",
+                "0",
+            ],
+            "more than any connected worker allows",
         ),
     ];
     for (args, expected) in cases {

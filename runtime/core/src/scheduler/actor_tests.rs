@@ -72,6 +72,53 @@ fn an_actor_is_ready_once_built_and_lost_with_its_worker() {
         "an unknown actor is not a lost one"
     );
     assert_eq!(s.actor_list()[0].state, ActorState::Lost);
+    // "Create it again": under the same key, on a worker there is.
+    s.handle(super::testing::joined(11, 1));
+    let cmds = s.handle(Input::ActorNew {
+        client: 1,
+        id: 6,
+        spec: spec("a"),
+    });
+    assert_eq!(built(&cmds), [(11, "a".to_string())]);
+}
+
+/// An actor asking for more memory than a worker allows goes to one that
+/// allows it, and is refused, saying so, when none does.
+#[test]
+fn an_actors_memory_limit_chooses_its_worker_or_is_refused() {
+    let mut s = setup(&[(10, 1)]);
+    s.handle(Input::WorkerConnected {
+        worker: 11,
+        nthreads: 1,
+        data_addr: "w11".into(),
+        name: "worker-11".into(),
+        resources: vec![],
+        memory_limit: 1 << 30,
+        restarts: 0,
+    });
+    let big = |key: &str, mib: u64| ActorSpec {
+        memory_limit: Some(mib << 20),
+        ..spec(key)
+    };
+    // Worker 10 holds fewer actors, but allows 256 MiB only.
+    let cmds = s.handle(Input::ActorNew {
+        client: 1,
+        id: 1,
+        spec: big("roomy", 512),
+    });
+    assert_eq!(built(&cmds), [(11, "roomy".to_string())]);
+    let cmds = s.handle(Input::ActorNew {
+        client: 1,
+        id: 2,
+        spec: big("huge", 4096),
+    });
+    assert!(built(&cmds).is_empty());
+    assert!(
+        cmds.iter().any(|c| matches!(c,
+        Command::Send { to: 1, msg: FromScheduler::ActorCreated { id: 2, result: Err(e) } }
+            if e.message.contains("--memory-limit-mib"))),
+        "{cmds:?}"
+    );
 }
 
 #[test]

@@ -46,8 +46,16 @@ impl Scheduler {
                 origin: spec.key.clone(),
             }),
         };
-        if self.actors.contains_key(&spec.key) {
+        // A lost actor's key may be taken again: "create it again".
+        if self
+            .actors
+            .get(&spec.key)
+            .is_some_and(|a| a.state != ActorState::Lost)
+        {
             let why = format!("an actor called {} exists already", spec.key);
+            return out.push(send(client, fail(why)));
+        }
+        if let Some(Err(why)) = spec.memory_limit.map(|m| self.memory_fits(m)) {
             return out.push(send(client, fail(why)));
         }
         if !self.modules.contains(&spec.module) {
@@ -63,6 +71,7 @@ impl Scheduler {
         let chosen = self
             .workers
             .iter()
+            .filter(|(_, w)| spec.memory_limit.is_none_or(|m| m <= w.memory_limit))
             // A worker out of pooled instances last: the actor would wait
             // there for one.
             .min_by_key(|(id, w)| {
