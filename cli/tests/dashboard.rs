@@ -475,10 +475,30 @@ fn logs_show_what_a_task_wrote_whether_it_failed_or_not() {
     let failed = c.submit("fail", &["went-wrong"]);
     assert!(!c.run(&["wait", &failed], "").status.success());
     assert!(c.ok(&["logs", &failed]).contains("went-wrong"));
-    // A task that wrote nothing has no logs: said so, exit 1.
+    // A task that wrote nothing prints nothing, and that is all.
     let quiet = c.submit("inc", &["41"]);
     c.ok(&["gather", &quiet]);
     let out = c.run(&["logs", &quiet], "");
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert!(out.stdout.is_empty());
+    // One whose worker is gone has none to print: said so, exit 1.
+    let gpu = c.extra_worker(&["--resources", "GPU=1"]);
+    let gone = c.ok(&[
+        "submit",
+        "--resources",
+        "GPU=1",
+        tasks_wasm(),
+        "say",
+        "out",
+        "err",
+    ]);
+    c.ok(&["gather", &gone]);
+    drop(gpu);
+    common::wait_until(Duration::from_secs(30), "the worker to leave", || {
+        // The cluster's own two are left.
+        common::json_lines(&c.ok(&["workers", "--json"])).len() == 2
+    });
+    let out = c.run(&["logs", &gone], "");
     assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
     assert!(common::stderr(&out).contains("no connected worker keeps output"));
     // A key the scheduler does not know is bad input: exit 2, saying so.

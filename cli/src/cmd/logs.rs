@@ -10,7 +10,7 @@ use std::io::Write;
 /// "[… earlier output dropped]".
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  dtask logs inc-5c1e…\n\nExit status: 0 printed, 1 no connected worker keeps output of that task (it wrote nothing, or its worker dropped or lost it), 2 usage or bad input (an unknown key), 3 cannot reach or authenticate to the scheduler."
+    after_help = "Example:\n  dtask logs inc-5c1e…\n\nExit status: 0 printed (nothing, for a task that wrote nothing), 1 no connected worker keeps output of that task (its worker dropped or lost it), 2 usage or bad input (an unknown key), 3 cannot reach or authenticate to the scheduler."
 )]
 pub struct Args {
     /// Print what it wrote to stdout instead.
@@ -30,8 +30,8 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         return Err(Failure::new(
             1,
             format!(
-                "no connected worker keeps output of {}: it wrote nothing, or the worker that \
-                 ran it dropped it for newer tasks' output or is gone",
+                "no connected worker keeps output of {}: the worker that ran it has run many \
+                 newer tasks since (and kept theirs), or is gone",
                 a.key
             ),
         ));

@@ -1,11 +1,20 @@
 //! What tasks wrote to stdout and stderr, kept on the worker that ran them
 //! for `dtask logs`: the last 64 KiB of each stream per task, and the
 //! latest tasks' output up to [`LOGS_BYTES`] per worker (older tasks'
-//! output is dropped first). Tasks that wrote nothing cost nothing.
+//! output is dropped first). Of the latest tasks that wrote nothing, a
+//! table of hashes of their keys says so ([`SILENT`] slots, 8 bytes each).
 
 pub use crate::protocol::TaskLog;
+use rustc_hash::FxBuildHasher;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Slots of the table of tasks that ran here and wrote nothing: a task
+/// there is answered as having written nothing, one whose slot another
+/// took since as "not kept" (the same as output dropped).
+pub const SILENT: usize = 1 << 16;
 
 /// Bytes of task output one worker keeps.
 pub const LOGS_BYTES: usize = 16 << 20;
@@ -15,8 +24,27 @@ fn log_bytes(log: &TaskLog) -> usize {
 }
 
 /// The output of the latest tasks a worker ran, by key.
-#[derive(Debug, Default)]
-pub struct Logs(Mutex<Kept>);
+#[derive(Debug)]
+pub struct Logs {
+    kept: Mutex<Kept>,
+    /// Hashes of keys of tasks that wrote nothing, each in the slot its
+    /// hash names (0: none).
+    silent: Box<[AtomicU64]>,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Self {
+            kept: Mutex::default(),
+            silent: (0..SILENT).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// A key's hash for the table of silent tasks: never 0 (an empty slot).
+fn silent_hash(key: &str) -> u64 {
+    FxBuildHasher.hash_one(key) | 1
+}
 
 #[derive(Debug, Default)]
 struct Kept {
@@ -34,7 +62,7 @@ impl Logs {
     /// Keeps `log` as `key`'s latest output, dropping the oldest tasks'
     /// output past [`LOGS_BYTES`].
     pub fn insert(&self, key: &str, log: TaskLog) {
-        let mut k = self.0.lock().expect("logs lock");
+        let mut k = self.kept.lock().expect("logs lock");
         k.inserts += 1;
         let n = k.inserts;
         k.bytes += log_bytes(&log);
@@ -59,10 +87,22 @@ impl Logs {
         }
     }
 
-    /// `key`'s latest output, if it is still kept.
+    /// Notes that a run of `key` here wrote nothing (no lock: a store).
+    pub fn wrote_nothing(&self, key: &str) {
+        let h = silent_hash(key);
+        self.silent[h as usize % SILENT].store(h, Ordering::Relaxed);
+    }
+
+    /// `key`'s latest output, if it is still kept: empty if it is among
+    /// the latest tasks that wrote nothing.
     pub fn get(&self, key: &str) -> Option<Arc<TaskLog>> {
-        let k = self.0.lock().expect("logs lock");
-        k.by_key.get(key).map(|(_, log)| log.clone())
+        let k = self.kept.lock().expect("logs lock");
+        if let Some((_, log)) = k.by_key.get(key) {
+            return Some(log.clone());
+        }
+        let h = silent_hash(key);
+        (self.silent[h as usize % SILENT].load(Ordering::Relaxed) == h)
+            .then(|| Arc::new(TaskLog::default()))
     }
 }
 
@@ -105,8 +145,27 @@ mod tests {
                 },
             );
         }
-        let order = logs.0.lock().unwrap().order.len();
+        let order = logs.kept.lock().unwrap().order.len();
         assert!(order <= 2 * 4 + 1024, "{order} entries kept in order");
         assert_eq!(logs.get("e").unwrap().stdout, "x");
+    }
+
+    #[test]
+    fn a_task_that_wrote_nothing_reads_as_empty_until_its_slot_is_taken() {
+        let logs = Logs::default();
+        assert!(logs.get("quiet").is_none(), "never ran here");
+        logs.wrote_nothing("quiet");
+        let got = logs.get("quiet").expect("ran here");
+        assert!(got.stdout.is_empty() && got.stderr.is_empty());
+        // A later silent task whose hash names the same slot takes it:
+        // then it is not known, never known as another's.
+        let slot = |k: &str| silent_hash(k) as usize % SILENT;
+        let later = (0..)
+            .map(|i| format!("later-{i}"))
+            .find(|k| slot(k) == slot("quiet"))
+            .expect("some key shares the slot");
+        logs.wrote_nothing(&later);
+        assert!(logs.get("quiet").is_none());
+        assert!(logs.get(&later).is_some());
     }
 }

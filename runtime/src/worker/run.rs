@@ -294,7 +294,9 @@ pub(super) async fn compute(shared: &Shared, task: RunTask) -> Result<Output, Ta
         .run_linked(&ready, &task.key, &task.function, args, limits, Some(link))
         .await;
     // Kept whatever the outcome, for `dtask logs`.
-    if !output.is_empty() {
+    if output.is_empty() {
+        shared.logs.wrote_nothing(&task.key);
+    } else {
         let log = logs::TaskLog {
             stdout: output.stdout(),
             stderr: output.stderr(),
