@@ -1113,3 +1113,56 @@ fn a_subscriber_to_a_killed_local_default_starts_it_again_and_goes_on() {
     assert!(sub.try_wait().unwrap().is_none(), "the subscriber ended");
     assert!(dtask(&["shutdown"]).status.success());
 }
+
+/// Actors live on the local default's workers, which end with it: after a
+/// kill, a call on one says it is lost (exit 1), not that no actor has
+/// that name, and it can be made again under its key.
+#[test]
+fn an_actor_of_a_killed_local_default_is_lost_and_can_be_made_again() {
+    let state = tempfile::tempdir().unwrap();
+    let dtask = |args: &[&str]| on_local_default(state.path(), args);
+    let made = dtask(&[
+        "actor",
+        "new",
+        "--key",
+        "tally",
+        dtask_guests::COORD_WASM,
+        "counter",
+        "4",
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let first = recorded_pid(state.path()).expect("the local cluster recorded its pid");
+    let guard = KillOnDrop(Some(first));
+    wait_until(
+        Duration::from_secs(30),
+        "the journal to record the actor",
+        || {
+            journal_records(&state.path().join("journal"))
+                .iter()
+                .any(|r| r.get("Actor").is_some_and(|a| a["key"] == "tally"))
+        },
+    );
+    drop(guard);
+    wait_until(
+        Duration::from_secs(20),
+        "the killed cluster to exit",
+        || !alive(first),
+    );
+    let call = dtask(&["actor", "call", "tally", "get"]);
+    let _again = KillOnDrop(recorded_pid(state.path()));
+    assert_eq!(call.status.code(), Some(1), "{}", stderr(&call));
+    assert!(stderr(&call).contains("actor lost"), "{}", stderr(&call));
+    let made = dtask(&[
+        "actor",
+        "new",
+        "--key",
+        "tally",
+        dtask_guests::COORD_WASM,
+        "counter",
+        "9",
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let got = dtask(&["actor", "call", "tally", "get"]);
+    assert_eq!(stdout(&got).trim(), "9", "{}", stderr(&got));
+    assert!(dtask(&["shutdown"]).status.success());
+}

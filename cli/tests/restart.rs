@@ -510,3 +510,33 @@ fn ended_within(child: std::process::Child, limit: Duration, what: &str) -> std:
     };
     out.unwrap()
 }
+
+/// An actor lives on its worker: a scheduler killed and started again
+/// finds it there, state and all, once the worker rejoins and says so.
+#[test]
+fn an_actor_outlives_a_scheduler_restart_on_the_worker_that_holds_it() {
+    let mut p = Pieces::start(1);
+    let key = p.ok(&["actor", "new", dtask_guests::COORD_WASM, "counter", "5"]);
+    assert_eq!(p.ok(&["actor", "call", &key, "increment", "2"]), "7");
+    wait_until(
+        Duration::from_secs(30),
+        "the journal to record the actor",
+        || {
+            journal_records(&p.journal())
+                .iter()
+                .any(|r| r.get("Actor").is_some_and(|a| a["key"] == key.as_str()))
+        },
+    );
+    p.restart_scheduler();
+    p.wait_for_workers(1);
+    wait_until(
+        Duration::from_secs(30),
+        "the actor to take calls again",
+        || {
+            json_lines(&p.ok(&["actor", "list", "--json"]))
+                .iter()
+                .any(|a| a["key"] == key.as_str() && a["state"] == "ready")
+        },
+    );
+    assert_eq!(p.ok(&["actor", "call", &key, "increment", "1"]), "8");
+}

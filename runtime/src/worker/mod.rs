@@ -454,11 +454,19 @@ async fn rejoin(
         join(&shared.options.scheduler, hello, grace).await?;
     shared.id.store(id, std::sync::atomic::Ordering::Relaxed);
     let results: Vec<(String, Located)> = shared.results.located();
+    let actors: Vec<String> = shared
+        .actors
+        .lock()
+        .expect("actor table lock")
+        .keys()
+        .cloned()
+        .collect();
     tracing::info!(
-        "rejoined the scheduler as worker {id}, holding {} results",
-        results.len()
+        "rejoined the scheduler as worker {id}, holding {} results and {} actors",
+        results.len(),
+        actors.len()
     );
-    let _ = tx.send(ToScheduler::Holding { results });
+    let _ = tx.send(ToScheduler::Holding { results, actors });
     // Modules asked for on the broken connection may never be answered:
     // asked again, for whatever still waits on them (an actor starting).
     let asked: Vec<String> = shared

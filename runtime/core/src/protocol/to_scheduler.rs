@@ -232,6 +232,8 @@ pub enum ToScheduler {
     Holding {
         /// (key, where and how big).
         results: Vec<(String, Located)>,
+        /// The actors it holds, by key: they take calls again.
+        actors: Vec<String>,
     },
     /// The sending worker no longer holds these results: their spill
     /// files could not be read back (removed behind its back). The

@@ -40,7 +40,7 @@ impl Weigh for ToScheduler {
                 ToScheduler::Place { values, .. } => {
                     values.iter().map(|(k, _)| k.len() + 8).sum::<usize>()
                 }
-                ToScheduler::Finished { results } | ToScheduler::Holding { results } => results
+                ToScheduler::Finished { results } | ToScheduler::Holding { results, .. } => results
                     .iter()
                     .map(|(k, at)| k.len() + at.inline.as_ref().map_or(0, Bytes::len))
                     .sum::<usize>(),

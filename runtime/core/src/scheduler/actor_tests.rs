@@ -174,3 +174,55 @@ fn a_worker_out_of_pooled_instances_gets_no_new_actor() {
     });
     assert_eq!(built(&cmds), vec![(11, "a".to_string())]);
 }
+
+/// Actors outlive a scheduler restart: restored from the journal's
+/// records as lost (a call says so), they take calls again once a worker
+/// that rejoins says it holds them; one deleted meanwhile is dropped
+/// there, and one deleted before the restart stays gone.
+#[test]
+fn actors_are_restored_lost_and_taken_back_by_the_worker_that_holds_them() {
+    use super::state::{Model, Scheduler};
+    let mut s = setup(&[(10, 1)]);
+    s.enable_journal();
+    for (i, k) in ["a", "b", "gone"].into_iter().enumerate() {
+        s.handle(Input::ActorNew {
+            client: 1,
+            id: i as u64,
+            spec: spec(k),
+        });
+        s.handle(Input::ActorStarted {
+            worker: 10,
+            key: k.into(),
+            outcome: Ok(()),
+        });
+    }
+    s.handle(Input::ActorDelete { key: "gone".into() });
+    let mut model = Model::default();
+    for r in s.journal_records() {
+        model.apply(r);
+    }
+    let mut r = Scheduler::new().restore(model.into_snapshot()).unwrap();
+    for k in ["a", "b"] {
+        let err = r.actor_locate(k).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::ActorLost, "{k}: {err:?}");
+    }
+    assert_eq!(r.actor_locate("gone").unwrap_err().kind, ErrorKind::Input);
+    r.handle(Input::ModuleStored { hash: M.into() });
+    r.handle(super::testing::joined(20, 1));
+    let cmds = r.handle(Input::WorkerHolds {
+        worker: 20,
+        results: vec![],
+        actors: vec!["a".into(), "gone".into()],
+    });
+    let ready = r.actor_locate("a").expect("held again");
+    assert_eq!(
+        (ready.state, ready.address.as_str()),
+        (ActorState::Ready, "w20")
+    );
+    assert_eq!(r.actor_locate("b").unwrap_err().kind, ErrorKind::ActorLost);
+    assert!(cmds.iter().any(|c| matches!(c,
+        Command::Send { to: 20, msg: FromScheduler::DropActor { key } } if key == "gone")));
+    // The same through a snapshot.
+    let again = Scheduler::new().restore(r.snapshot()).unwrap();
+    assert_eq!(again.actor_list().len(), 2);
+}

@@ -193,6 +193,7 @@ impl Sim {
         self.handle(Input::WorkerHolds {
             worker: id,
             results: Vec::new(),
+            actors: vec![],
         });
     }
 
@@ -217,6 +218,7 @@ impl Sim {
             outbox: VecDeque::from([Input::WorkerHolds {
                 worker: id,
                 results,
+                actors: vec![],
             }]),
             ..SimWorker::default()
         });

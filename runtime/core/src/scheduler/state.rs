@@ -344,6 +344,9 @@ pub struct Scheduler {
     /// Modules stored since the journal last drained them; `None` without
     /// a journal.
     journal_modules: Option<Vec<String>>,
+    /// Actors made or gone since the journal last drained them; `None`
+    /// without a journal.
+    journal_actors: Option<Vec<Record>>,
     /// Holder names of unnamed clients (their holds are not journaled).
     ephemeral_holders: HashSet<String>,
     /// Unnamed clients' sessions whose last connection closed, waiting for
@@ -821,10 +824,15 @@ impl Scheduler {
                 self.reconcile(worker, run_seq, &running, &mut out);
                 self.balance_now = true;
             }
-            Input::WorkerHolds { worker, results } => {
+            Input::WorkerHolds {
+                worker,
+                results,
+                actors,
+            } => {
                 for (key, at) in results {
                     self.adopt_result(worker, &key, at, &mut out);
                 }
+                self.actors_held(worker, actors, &mut out);
             }
             Input::WorkerDropped { worker, keys } => self.copies_dropped(worker, keys, &mut out),
         }

@@ -522,6 +522,7 @@ fn a_key_submitted_twice_under_one_name_is_freed_by_the_second_release() {
     r.handle(Input::WorkerHolds {
         worker: 10,
         results: vec![("a".into(), big(100))],
+        actors: vec![],
     });
     release(&mut r);
     assert_eq!(r.state("a"), Some(TaskState::Finished), "one hold left");
@@ -1572,6 +1573,7 @@ fn a_result_a_rejoining_worker_reports_is_not_computed_again() {
     let holds = |worker| Input::WorkerHolds {
         worker,
         results: vec![("a".into(), big(1000))],
+        actors: vec![],
     };
     // Reported while the workers rejoin.
     let mut r = restored(&s);
@@ -1637,6 +1639,7 @@ fn a_scatter_restored_before_it_was_stored_is_never_run() {
     sent.extend(r.handle(Input::WorkerHolds {
         worker: 20,
         results: vec![("d".into(), big(1))],
+        actors: vec![],
     }));
     sent.extend(r.handle(Input::RejoinWindowClosed));
     assert!(runs(&sent).is_empty(), "{sent:?}");
@@ -1666,6 +1669,7 @@ fn restored_scattered_data_no_worker_reports_is_lost_when_the_rejoin_window_clos
     r.handle(Input::WorkerHolds {
         worker: 20,
         results: vec![("e".into(), big(1))],
+        actors: vec![],
     });
     let waiting = r.handle(Input::Watch {
         reads: false,
@@ -1703,6 +1707,7 @@ fn a_task_on_restored_scattered_data_waits_for_its_worker_to_report_it() {
     let cmds = r.handle(Input::WorkerHolds {
         worker: 20,
         results: vec![(d[0].clone(), big(100))],
+        actors: vec![],
     });
     assert_eq!(runs(&cmds), vec![(20, "t".to_string())]);
     assert_eq!(r.state("u"), Some(TaskState::Pending));
@@ -2269,6 +2274,7 @@ fn a_rejoined_worker_reporting_a_result_it_is_computing_again_is_not_told_to_fre
     let cmds = r.handle(Input::WorkerHolds {
         worker: 20,
         results: vec![("a".into(), big(6000))],
+        actors: vec![],
     });
     assert!(
         !cmds.iter().any(|c| matches!(c, Command::Free { .. })),

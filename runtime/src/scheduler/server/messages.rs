@@ -293,9 +293,10 @@ impl Core {
                     running,
                 }
             }
-            ToScheduler::Holding { results } if is_worker => Input::WorkerHolds {
+            ToScheduler::Holding { results, actors } if is_worker => Input::WorkerHolds {
                 worker: from,
                 results,
+                actors,
             },
             ToScheduler::Dropped { keys } if is_worker => {
                 Input::WorkerDropped { worker: from, keys }

@@ -7,7 +7,7 @@
 //! done, then `Ready`; when its worker dies it becomes `Lost`, and stays
 //! listed so callers learn what happened instead of "unknown".
 
-use super::{ClientId, Command, Scheduler, WorkerId};
+use super::{ClientId, Command, Record, Scheduler, WorkerId};
 use crate::protocol::{ActorInfo, ActorSpec, ActorState, ErrorKind, FromScheduler, TaskError};
 use rustc_hash::FxHashMap as HashMap;
 
@@ -98,6 +98,7 @@ impl Scheduler {
                 waiting: vec![(client, id)],
             },
         );
+        self.journal_actor(&spec.key);
         out.push(send(worker, FromScheduler::NewActor { spec }));
     }
 
@@ -129,12 +130,82 @@ impl Scheduler {
             }
             Err(e) => {
                 self.actors.remove(key);
+                self.journal_actor(key);
                 Err(e)
             }
         };
         for (client, id) in waiting {
             let result = result.clone();
             out.push(send(client, FromScheduler::ActorCreated { id, result }));
+        }
+    }
+
+    /// A worker that (re)joined holds the actors `keys`: a lost one (its
+    /// worker's connection broke, or the scheduler restarted) takes calls
+    /// there again; one deleted, or made again elsewhere, meanwhile goes.
+    pub(super) fn actors_held(
+        &mut self,
+        worker: WorkerId,
+        keys: Vec<String>,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(address) = self.workers.get(&worker).map(|w| w.data_addr.clone()) else {
+            return;
+        };
+        for key in keys {
+            match self.actors.get_mut(&key) {
+                Some(a) if a.state == ActorState::Lost => {
+                    a.worker = worker;
+                    a.address = address.clone();
+                    a.state = ActorState::Ready;
+                }
+                Some(a) if a.worker == worker => {}
+                _ => out.push(send(worker, FromScheduler::DropActor { key })),
+            }
+        }
+    }
+
+    /// Notes for the journal that actor `key` was made or is gone (with a
+    /// journal).
+    pub(super) fn journal_actor(&mut self, key: &str) {
+        let Some(records) = &mut self.journal_actors else {
+            return;
+        };
+        records.push(match self.actors.get(key) {
+            Some(a) => Record::Actor {
+                key: key.to_string(),
+                resource: a.resource.clone(),
+                module: a.module.clone(),
+            },
+            None => Record::ActorGone {
+                key: key.to_string(),
+            },
+        });
+    }
+
+    /// The actors, as a snapshot keeps them: (key, resource, module).
+    pub(super) fn saved_actors(&self) -> Vec<(String, String, String)> {
+        self.actors
+            .iter()
+            .map(|(k, a)| (k.clone(), a.resource.clone(), a.module.clone()))
+            .collect()
+    }
+
+    /// Restores actors a snapshot kept, as lost until a worker that
+    /// rejoins says it holds them.
+    pub(super) fn restore_actors(&mut self, saved: Vec<(String, String, String)>) {
+        for (key, resource, module) in saved {
+            self.actors.insert(
+                key,
+                Actor {
+                    resource,
+                    module,
+                    worker: 0,
+                    address: String::new(),
+                    state: ActorState::Lost,
+                    waiting: Vec::new(),
+                },
+            );
         }
     }
 
@@ -162,7 +233,11 @@ impl Scheduler {
 
     /// Deletes an actor.
     pub(super) fn actor_delete(&mut self, key: &str, out: &mut Vec<Command>) {
-        if let Some(a) = self.actors.remove(key)
+        let removed = self.actors.remove(key);
+        if removed.is_some() {
+            self.journal_actor(key);
+        }
+        if let Some(a) = removed
             && a.state != ActorState::Lost
         {
             out.push(send(

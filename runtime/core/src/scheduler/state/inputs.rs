@@ -326,6 +326,8 @@ pub enum Input {
         worker: WorkerId,
         /// (key, where and how big).
         results: Vec<(String, Located)>,
+        /// The actors it holds, by key.
+        actors: Vec<String>,
     },
     /// A worker no longer holds these results (their spill files could
     /// not be read back): computed again if still wanted.

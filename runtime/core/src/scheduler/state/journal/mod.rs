@@ -55,6 +55,8 @@ pub struct Snapshot {
     /// Answers kept for clients' sessions, oldest first: (session, request
     /// id, answer).
     answers: Vec<(u64, u64, OpReply)>,
+    /// Actors: (key, resource, module).
+    actors: Vec<(String, String, String)>,
 }
 
 /// One task as a snapshot keeps it.
@@ -127,6 +129,7 @@ impl Snapshot {
             l.3.sort();
         }
         self.leases.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        self.actors.sort();
         self
     }
 }
@@ -229,6 +232,21 @@ pub enum Record {
         /// The answer.
         reply: OpReply,
     },
+    /// An actor was made (restored as lost, until a worker that rejoins
+    /// says it holds it).
+    Actor {
+        /// Its key.
+        key: String,
+        /// Its resource's name.
+        resource: String,
+        /// Its module.
+        module: String,
+    },
+    /// An actor was deleted, or its constructor failed.
+    ActorGone {
+        /// Its key.
+        key: String,
+    },
 }
 
 impl SavedTask {
@@ -302,6 +320,8 @@ pub enum Item {
     /// An answer kept for a client's session: (session, request id,
     /// answer). (Written before the tasks, as everything but them is.)
     Answer(u64, u64, OpReply),
+    /// An actor: key, resource, module.
+    Actor(String, String, String),
 }
 
 impl Item {
@@ -332,6 +352,11 @@ impl Item {
             Item::Task(t) => vec![t.into_record()],
             Item::End { .. } => Vec::new(),
             Item::Answer(session, id, reply) => vec![Record::Answer { session, id, reply }],
+            Item::Actor(key, resource, module) => vec![Record::Actor {
+                key,
+                resource,
+                module,
+            }],
         }
     }
 }
@@ -360,11 +385,16 @@ impl Snapshot {
             .answers
             .into_iter()
             .map(|(s, id, r)| Item::Answer(s, id, r));
+        let actors = self
+            .actors
+            .into_iter()
+            .map(|(k, r, m)| Item::Actor(k, r, m));
         rest.chain(queues)
             .chain(variables)
             .chain(events)
             .chain(leases)
             .chain(answers)
+            .chain(actors)
             .chain(std::iter::once(Item::Stats(self.stats)))
             .chain(tasks.into_iter().map(Item::Task))
     }

@@ -18,6 +18,8 @@ pub struct Model {
     leases: HashMap<(bool, String), (u32, Vec<String>)>,
     stats: Stats,
     answers: super::super::primitives::Answered,
+    /// By key: (resource, module).
+    actors: HashMap<String, (String, String)>,
 }
 
 impl Model {
@@ -43,6 +45,9 @@ impl Model {
         }
         for (session, id, reply) in s.answers {
             m.answers.insert((session, id), reply);
+        }
+        for (key, resource, module) in s.actors {
+            m.actors.insert(key, (resource, module));
         }
         m
     }
@@ -144,6 +149,16 @@ impl Model {
             }
             Record::Stats(s) => self.stats = s,
             Record::Answer { session, id, reply } => self.answers.insert((session, id), reply),
+            Record::Actor {
+                key,
+                resource,
+                module,
+            } => {
+                self.actors.insert(key, (resource, module));
+            }
+            Record::ActorGone { key } => {
+                self.actors.remove(&key);
+            }
         }
     }
 
@@ -190,6 +205,11 @@ impl Model {
                 .answers
                 .in_order()
                 .map(|(s, id, r)| (s, id, r.clone()))
+                .collect(),
+            actors: self
+                .actors
+                .into_iter()
+                .map(|(k, (r, m))| (k, r, m))
                 .collect(),
         }
     }

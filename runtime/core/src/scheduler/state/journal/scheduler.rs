@@ -61,6 +61,7 @@ impl Scheduler {
                 .in_order()
                 .map(|(s, id, r)| (s, id, r.clone()))
                 .collect(),
+            actors: self.saved_actors(),
         }
     }
 
@@ -167,6 +168,7 @@ impl Scheduler {
         }
         self.modules.extend(snapshot.modules);
         self.stats = snapshot.stats;
+        self.restore_actors(snapshot.actors);
         let mut keys: Vec<(u64, super::super::Key)> =
             self.tasks.iter().map(|(k, t)| (t.seq, k.clone())).collect();
         // In submission order, as the tasks were first queued.
@@ -311,6 +313,7 @@ impl Scheduler {
         self.prims.dirty = Some(PrimDirty::default());
         self.journal_stats = self.stats.clone();
         self.journal_modules = Some(Vec::new());
+        self.journal_actors = Some(Vec::new());
     }
 
     /// The durable part of task `key`'s state. A holder holding it more
@@ -397,6 +400,9 @@ impl Scheduler {
     pub fn journal_records_into(&mut self, out: &mut Vec<Record>) {
         if let Some(modules) = &mut self.journal_modules {
             out.extend(modules.drain(..).map(|hash| Record::Module { hash }));
+        }
+        if let Some(actors) = &mut self.journal_actors {
+            out.append(actors);
         }
         let forgotten = std::mem::take(&mut self.tasks.forgotten);
         out.extend(forgotten.into_iter().map(|seq| Record::Forget { seq }));
