@@ -161,6 +161,24 @@ fn usage_errors_exit_2() {
         let out = dtask_nowhere(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
+    // A time limit of 0 would fail every run.
+    refused(
+        &["submit", "--timeout", "0s", tasks_wasm(), "inc", "1"],
+        "would fail every run",
+    );
+}
+
+/// A time limit under a millisecond is one, not none: the run gets the
+/// least limit there is, and says so in milliseconds.
+#[test]
+fn a_time_limit_under_a_millisecond_counts_as_one() {
+    use dtask_runtime::client::limit_ms;
+    use std::time::Duration;
+    assert_eq!(limit_ms(Duration::from_nanos(1)), 1);
+    assert_eq!(limit_ms(Duration::from_millis(1)), 1);
+    assert_eq!(limit_ms(Duration::from_micros(1500)), 2);
+    assert_eq!(limit_ms(Duration::from_secs(30)), 30_000);
+    assert_eq!(limit_ms(Duration::MAX), u64::MAX);
 }
 
 #[test]

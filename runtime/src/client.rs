@@ -181,7 +181,7 @@ pub fn task_spec(
         function: function.to_string(),
         args,
         priority: options.priority,
-        timeout_ms: options.timeout.map(|t| t.as_millis() as u64),
+        timeout_ms: options.timeout.map(limit_ms),
         memory_limit: options.memory_limit,
         grants: options.grants.clone(),
         placement: options.placement.clone(),
@@ -575,6 +575,16 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").finish_non_exhaustive()
     }
+}
+
+/// A task's time limit in whole milliseconds, as the scheduler and
+/// workers keep it: rounded up, so a limit under a millisecond is one, not
+/// none at all.
+pub fn limit_ms(limit: Duration) -> u64 {
+    limit
+        .as_nanos()
+        .div_ceil(1_000_000)
+        .min(u128::from(u64::MAX)) as u64
 }
 
 impl Client {

@@ -9,9 +9,10 @@ use std::time::Duration;
 /// The limits of a task's runs (`submit`, `map` and `retry` take them).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct LimitFlags {
-    /// Wall-clock limit of one run, e.g. `30s`; past it the task errs
+    /// Wall-clock limit of one run, e.g. `30s` (more than 0; under a
+    /// millisecond counts as one); past it the task errs
     /// [default: none, or `task.timeout` in dtask.toml].
-    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    #[arg(long, value_parser = parse_time_limit, value_name = "DUR")]
     pub timeout: Option<Duration>,
     /// Memory limit of one run in MiB, at most what some worker allows (a
     /// larger one is refused); past it the task errs with `memory`
@@ -24,14 +25,25 @@ pub struct LimitFlags {
     pub retries: Option<u32>,
 }
 
+/// A run's time limit: a duration above 0 (a limit of 0 would fail every
+/// run).
+fn parse_time_limit(s: &str) -> Result<Duration, String> {
+    let limit = parse_duration(s)?;
+    if limit.is_zero() {
+        return Err(format!(
+            "a time limit of {s} would fail every run: give one above 0, or leave --timeout \
+             out for none"
+        ));
+    }
+    Ok(limit)
+}
+
 impl LimitFlags {
     /// The limits asked for, for a retry: those not given stay as they
     /// were submitted.
     pub fn task_limits(&self) -> dtask_runtime::protocol::TaskLimits {
         dtask_runtime::protocol::TaskLimits {
-            timeout_ms: self
-                .timeout
-                .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
+            timeout_ms: self.timeout.map(dtask_runtime::client::limit_ms),
             memory_limit: self.memory_limit_mib.map(|m| m.saturating_mul(1 << 20)),
             retries: self.retries,
         }
@@ -91,7 +103,7 @@ impl TaskOptions {
         let timeout = match (self.limits.timeout, &defaults.timeout) {
             (Some(t), _) => Some(t),
             (None, Some(t)) => Some(
-                parse_duration(t)
+                parse_time_limit(t)
                     .map_err(|e| Failure::usage(format!("task.timeout in dtask.toml: {e}")))?,
             ),
             (None, None) => None,
