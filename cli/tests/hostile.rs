@@ -279,20 +279,8 @@ fn a_subscriber_that_stops_reading_is_cut_off_while_others_are_served_and_then_s
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = |r: Box<dyn std::io::Read + Send>| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufRead::lines(std::io::BufReader::new(r)) {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        rx
-    };
-    let out = lines(Box::new(sub.stdout.take().unwrap()));
-    let err = lines(Box::new(sub.stderr.take().unwrap()));
+    let out = lines_of(sub.stdout.take().unwrap());
+    let err = lines_of(sub.stderr.take().unwrap());
     let said = err.recv_timeout(Duration::from_secs(30));
     assert!(said.is_ok_and(|l| l.contains("subscribed")));
     // SAFETY: stopping the subscriber this test started.

@@ -25,16 +25,30 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Runs `dtask ARGS` on the local default of the state directory `state`.
-fn on_local_default(state: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(DTASK)
-        .args(args)
+/// `dtask ARGS` aimed at the local default of the state directory `state`.
+fn local_default_command(state: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = Command::new(DTASK);
+    c.args(args)
         .env("DTASK_STATE_DIR", state)
         .env("DTASK_DASHBOARD_PORT", "0")
         .env("XDG_CONFIG_HOME", state)
         .env_remove("DTASK_SCHEDULER")
-        .env_remove("DTASK_TOKEN")
-        .output()
+        .env_remove("DTASK_TOKEN");
+    c
+}
+
+/// Runs `dtask ARGS` on the local default of the state directory `state`.
+fn on_local_default(state: &std::path::Path, args: &[&str]) -> std::process::Output {
+    local_default_command(state, args).output().unwrap()
+}
+
+/// `dtask ARGS` started on the local default of `state`, its stdout and
+/// stderr piped.
+fn spawn_on_local_default(state: &std::path::Path, args: &[&str]) -> std::process::Child {
+    local_default_command(state, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap()
 }
 
@@ -982,17 +996,7 @@ fn a_command_waiting_on_a_killed_local_default_starts_it_again() {
     wait_until(Duration::from_secs(20), "no client to be connected", || {
         clients() == 0
     });
-    let mut gather = Command::new(DTASK)
-        .args(["gather", &key])
-        .env("DTASK_STATE_DIR", state.path())
-        .env("DTASK_DASHBOARD_PORT", "0")
-        .env("XDG_CONFIG_HOME", state.path())
-        .env_remove("DTASK_SCHEDULER")
-        .env_remove("DTASK_TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut gather = spawn_on_local_default(state.path(), &["gather", &key]);
     let _gather = KillOnDrop(Some(gather.id()));
     // The gather is connected (and waiting: the spin has seconds to go)
     // once the scheduler counts a client: the dashboard's metrics are read
@@ -1049,32 +1053,10 @@ fn a_subscriber_to_a_killed_local_default_starts_it_again_and_goes_on() {
     assert!(started.status.success(), "{}", stderr(&started));
     let first = recorded_pid(state.path()).expect("the local cluster recorded its pid");
     let guard = KillOnDrop(Some(first));
-    let mut sub = Command::new(DTASK)
-        .args(["sub", "news"])
-        .env("DTASK_STATE_DIR", state.path())
-        .env("DTASK_DASHBOARD_PORT", "0")
-        .env("XDG_CONFIG_HOME", state.path())
-        .env_remove("DTASK_SCHEDULER")
-        .env_remove("DTASK_TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut sub = spawn_on_local_default(state.path(), &["sub", "news"]);
     let _sub = KillOnDrop(Some(sub.id()));
-    let lines = |r: Box<dyn std::io::Read + Send>| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufRead::lines(std::io::BufReader::new(r)) {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        rx
-    };
-    let out = lines(Box::new(sub.stdout.take().unwrap()));
-    let err = lines(Box::new(sub.stderr.take().unwrap()));
+    let out = lines_of(sub.stdout.take().unwrap());
+    let err = lines_of(sub.stderr.take().unwrap());
     let said = err.recv_timeout(Duration::from_secs(30));
     assert!(
         said.as_ref().is_ok_and(|l| l.contains("subscribed")),

@@ -357,6 +357,20 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The lines a reader produces, as they come, on a channel.
+pub fn lines_of(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// The first line a reader produces, within `limit`.
 pub fn first_line(r: impl std::io::Read + Send + 'static, limit: Duration) -> Option<String> {
     let (tx, rx) = mpsc::channel();
