@@ -830,13 +830,14 @@ impl Client {
                 }
                 // Subscriptions go on, under the same ids (their answers
                 // have no waiter); what was published in between is missed.
-                // One not answered yet is asked again with the requests.
+                // One not answered yet goes out with the requests (asked
+                // again, or still queued to be sent once).
                 {
                     let mut subs = inner.subscriptions.lock().expect("subscriptions lock");
                     subs.retain(|_, (_, sink)| !sink.is_closed());
-                    let asking = inner.resend.lock().expect("resend lock");
-                    for (&id, (topic, _)) in subs.iter().filter(|(id, _)| !asking.contains_key(id))
-                    {
+                    let replies = inner.replies.lock().expect("replies lock");
+                    let awaited = |id: &u64| replies.as_ref().is_some_and(|r| r.contains_key(id));
+                    for (&id, (topic, _)) in subs.iter().filter(|(id, _)| !awaited(id)) {
                         tracing::warn!(
                             "subscribed to {topic:?} again; messages published on it while \
                              the connection was down were missed"

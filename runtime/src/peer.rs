@@ -802,29 +802,38 @@ async fn fetch_from(addr: &str, token: &str, key: &str) -> Result<Option<Bytes>,
 }
 
 /// What `key` wrote, from the first of the workers at `addrs` that kept
-/// it; `None` if none did. A worker that cannot be asked is skipped,
-/// saying why in the error when no other has it.
+/// some output of it; else empty if one says a run there wrote nothing
+/// (another run elsewhere, a retry, may have written something); `None`
+/// if none knows it. A worker that cannot be asked is skipped, saying why
+/// in the error when no other has it.
 pub async fn logs(
     addrs: &[String],
     token: &str,
     key: &str,
 ) -> Result<Option<crate::protocol::TaskLog>, String> {
     let mut failed = Vec::new();
+    let mut silent = None;
     for addr in addrs {
         let request = ToPeer::Logs {
             id: 1,
             key: key.to_string(),
         };
         match ask(addr, token, request).await {
+            Ok(FromPeer::Logs { log: Some(log), .. })
+                if log.stdout.is_empty() && log.stderr.is_empty() =>
+            {
+                silent = Some(log)
+            }
             Ok(FromPeer::Logs { log: Some(log), .. }) => return Ok(Some(log)),
             Ok(FromPeer::Logs { log: None, .. }) => {}
             Ok(other) => failed.push(format!("{addr}: unexpected answer {other:?}")),
             Err(e) => failed.push(format!("{addr}: {e}")),
         }
     }
-    match failed.is_empty() {
-        true => Ok(None),
-        false => Err(format!("cannot ask every worker: {}", failed.join("; "))),
+    match (silent, failed.is_empty()) {
+        (Some(log), _) => Ok(Some(log)),
+        (None, true) => Ok(None),
+        (None, false) => Err(format!("cannot ask every worker: {}", failed.join("; "))),
     }
 }
 

@@ -41,9 +41,11 @@ impl Default for Logs {
     }
 }
 
-/// A key's hash for the table of silent tasks: never 0 (an empty slot).
-fn silent_hash(key: &str) -> u64 {
-    FxBuildHasher.hash_one(key) | 1
+/// A key's hash for the table of silent tasks (never 0: an empty slot),
+/// and its slot (from other bits than the one set).
+fn silent_slot(key: &str) -> (u64, usize) {
+    let h = FxBuildHasher.hash_one(key);
+    (h | 1, (h >> 32) as usize % SILENT)
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +64,9 @@ impl Logs {
     /// Keeps `log` as `key`'s latest output, dropping the oldest tasks'
     /// output past [`LOGS_BYTES`].
     pub fn insert(&self, key: &str, log: TaskLog) {
+        // Its latest run wrote something: no longer a silent one.
+        let (h, slot) = silent_slot(key);
+        let _ = self.silent[slot].compare_exchange(h, 0, Ordering::Relaxed, Ordering::Relaxed);
         let mut k = self.kept.lock().expect("logs lock");
         k.inserts += 1;
         let n = k.inserts;
@@ -87,10 +92,17 @@ impl Logs {
         }
     }
 
-    /// Notes that a run of `key` here wrote nothing (no lock: a store).
+    /// Notes that a run of `key` here wrote nothing: its latest run, so
+    /// an earlier run's output is no longer what it wrote.
     pub fn wrote_nothing(&self, key: &str) {
-        let h = silent_hash(key);
-        self.silent[h as usize % SILENT].store(h, Ordering::Relaxed);
+        let (h, slot) = silent_slot(key);
+        self.silent[slot].store(h, Ordering::Relaxed);
+        let mut k = self.kept.lock().expect("logs lock");
+        if !k.by_key.is_empty()
+            && let Some((_, old)) = k.by_key.remove(key)
+        {
+            k.bytes -= log_bytes(&old);
+        }
     }
 
     /// `key`'s latest output, if it is still kept: empty if it is among
@@ -100,9 +112,8 @@ impl Logs {
         if let Some((_, log)) = k.by_key.get(key) {
             return Some(log.clone());
         }
-        let h = silent_hash(key);
-        (self.silent[h as usize % SILENT].load(Ordering::Relaxed) == h)
-            .then(|| Arc::new(TaskLog::default()))
+        let (h, slot) = silent_slot(key);
+        (self.silent[slot].load(Ordering::Relaxed) == h).then(|| Arc::new(TaskLog::default()))
     }
 }
 
@@ -159,7 +170,7 @@ mod tests {
         assert!(got.stdout.is_empty() && got.stderr.is_empty());
         // A later silent task whose hash names the same slot takes it:
         // then it is not known, never known as another's.
-        let slot = |k: &str| silent_hash(k) as usize % SILENT;
+        let slot = |k: &str| silent_slot(k).1;
         let later = (0..)
             .map(|i| format!("later-{i}"))
             .find(|k| slot(k) == slot("quiet"))
@@ -167,5 +178,18 @@ mod tests {
         logs.wrote_nothing(&later);
         assert!(logs.get("quiet").is_none());
         assert!(logs.get(&later).is_some());
+        // The latest run is what counts: output, then silence, then
+        // output again.
+        let said = |s: &str| TaskLog {
+            stdout: String::new(),
+            stderr: s.into(),
+        };
+        logs.insert("k", said("first"));
+        logs.wrote_nothing("k");
+        assert_eq!(logs.get("k").unwrap().stderr, "");
+        logs.insert("k", said("third"));
+        assert_eq!(logs.get("k").unwrap().stderr, "third");
+        // Every slot is used, not only odd ones.
+        assert!((0..1000).any(|i| silent_slot(&format!("k{i}")).1.is_multiple_of(2)));
     }
 }

@@ -226,3 +226,59 @@ fn actors_are_restored_lost_and_taken_back_by_the_worker_that_holds_them() {
     let again = Scheduler::new().restore(r.snapshot()).unwrap();
     assert_eq!(again.actor_list().len(), 2);
 }
+
+/// A worker that rejoins before its old connection is seen to close (a
+/// new id, the same process: the same data address) keeps its actors: its
+/// `Holding` does not drop them, nor is a late constructor's report lost.
+#[test]
+fn a_worker_rejoining_before_its_old_connection_closed_keeps_its_actors() {
+    let mut s = setup(&[(10, 1)]);
+    for (i, k) in ["ready", "late"].into_iter().enumerate() {
+        s.handle(Input::ActorNew {
+            client: 1,
+            id: i as u64,
+            spec: spec(k),
+        });
+    }
+    s.handle(Input::ActorStarted {
+        worker: 10,
+        key: "ready".into(),
+        outcome: Ok(()),
+    });
+    // The same process as worker 10, under a new id.
+    s.handle(Input::WorkerConnected {
+        worker: 11,
+        nthreads: 1,
+        data_addr: "w10".into(),
+        name: "worker-10".into(),
+        resources: vec![],
+        memory_limit: 256 << 20,
+        restarts: 0,
+    });
+    let cmds = s.handle(Input::WorkerHolds {
+        worker: 11,
+        results: vec![],
+        actors: vec!["ready".into()],
+    });
+    assert!(
+        !cmds.iter().any(|c| matches!(
+            c,
+            Command::Send {
+                msg: FromScheduler::DropActor { .. },
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    s.handle(Input::ActorStarted {
+        worker: 11,
+        key: "late".into(),
+        outcome: Ok(()),
+    });
+    // The old connection closes: both live on under the new id.
+    s.handle(Input::WorkerDisconnected { worker: 10 });
+    for k in ["ready", "late"] {
+        let a = s.actor_locate(k).unwrap_or_else(|e| panic!("{k}: {e:?}"));
+        assert_eq!(a.state, ActorState::Ready, "{k}");
+    }
+}

@@ -802,3 +802,25 @@ fn empty_and_overlong_names_are_refused() {
     let answer = replies(&op(&mut s, 1, 5, None, get(&longest, Some(0))));
     assert_eq!(answer, [(1, 5, OpReply::Item(val(7)))]);
 }
+
+/// A journal written before names were checked may hold an empty one: it
+/// is restored as it was, not dropped on the way.
+#[test]
+fn a_journal_from_before_names_were_checked_restores_its_primitives() {
+    use super::state::{Model, Record};
+    let mut m = Model::default();
+    m.apply(Record::QueuePush {
+        name: String::new(),
+        maxsize: 0,
+        item: val(1),
+    });
+    let r = Scheduler::new()
+        .restore(m.into_snapshot())
+        .expect("restored");
+    let kept = Model::from_snapshot(r.snapshot()).into_records();
+    assert!(
+        kept.iter()
+            .any(|rec| matches!(rec, Record::QueuePush { name, .. } if name.is_empty())),
+        "{kept:?}"
+    );
+}

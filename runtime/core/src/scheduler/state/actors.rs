@@ -119,9 +119,16 @@ impl Scheduler {
                 },
             ));
         };
-        if actor.worker != worker {
+        // Its worker may have rejoined since it was sent there (a new
+        // id, the same process: the same data address).
+        let same_process = self
+            .workers
+            .get(&worker)
+            .is_some_and(|w| w.data_addr == actor.address);
+        if actor.worker != worker && !same_process {
             return;
         }
+        actor.worker = worker;
         let waiting = std::mem::take(&mut actor.waiting);
         let result = match outcome {
             Ok(()) => {
@@ -142,7 +149,10 @@ impl Scheduler {
 
     /// A worker that (re)joined holds the actors `keys`: a lost one (its
     /// worker's connection broke, or the scheduler restarted) takes calls
-    /// there again; one deleted, or made again elsewhere, meanwhile goes.
+    /// there again, and one still listed on the same process (the same
+    /// data address: it rejoined before its old connection was seen to
+    /// close) is its again; one deleted, or made again elsewhere,
+    /// meanwhile goes.
     pub(super) fn actors_held(
         &mut self,
         worker: WorkerId,
@@ -159,7 +169,7 @@ impl Scheduler {
                     a.address = address.clone();
                     a.state = ActorState::Ready;
                 }
-                Some(a) if a.worker == worker => {}
+                Some(a) if a.worker == worker || a.address == address => a.worker = worker,
                 _ => out.push(send(worker, FromScheduler::DropActor { key })),
             }
         }

@@ -146,6 +146,11 @@ impl Level {
             self.turns.pop_front();
             if lane.is_empty() {
                 self.lanes.remove(&group);
+                // A burst of clients leaves no table behind to walk.
+                if self.lanes.capacity() > 4 * self.lanes.len() + 16 {
+                    self.lanes.shrink_to_fit();
+                    self.turns.shrink_to_fit();
+                }
             } else {
                 self.turns.push_back(group);
             }
@@ -174,9 +179,12 @@ impl Level {
         self.lanes.values().map(Lane::capacity).sum()
     }
 
+    /// Gives back room beyond what `at_least` entries in all, shared by
+    /// the lanes, need.
     fn shrink_to(&mut self, at_least: usize) {
+        let each = at_least / self.lanes.len().max(1);
         for lane in self.lanes.values_mut() {
-            lane.shrink_to(at_least);
+            lane.shrink_to(each);
         }
     }
 }
@@ -405,6 +413,27 @@ mod tests {
         r.shrink_to(64);
         assert!(r.capacity() < 1_000, "kept room for {}", r.capacity());
         assert_eq!(r.pop().map(|e| e.seq), Some(99_990));
+    }
+
+    #[test]
+    fn many_clients_bursts_give_their_room_back_too() {
+        let mut r = Ready::default();
+        // Five big lanes: the room kept is shared, not kept by each.
+        r.extend((0..100_000).map(|s| entry(0, s, (s % 5) as u32)));
+        while r.len() > 10 {
+            r.pop();
+        }
+        r.shrink_to(64);
+        assert!(r.capacity() < 1_000, "kept room for {}", r.capacity());
+        // Ten thousand clients of a task each leave no table of lanes.
+        r.extend((0..10_000).map(|s| entry(0, 200_000 + s, 100 + s as u32)));
+        while r.pop().is_some() {}
+        let level = r.levels.values().next().expect("the level stays");
+        assert!(
+            level.lanes.capacity() < 64,
+            "{} lanes' room",
+            level.lanes.capacity()
+        );
     }
 
     proptest! {
