@@ -41,6 +41,11 @@ chaos:
 slurm-test: build
     bash deploy/slurm/test.sh "$CARGO_TARGET_DIR/release/dtask" "$(cargo run --quiet --release -p dtask-guests -- tasks)"
 
+# A small submit + gather from another command while a million-task
+# pipeline runs on a fresh local default, each timed (clients take turns).
+fair-share: build
+    bash cli/benches/fair_share.sh "$CARGO_TARGET_DIR/release/dtask" "$(cargo run --quiet --release -p dtask-guests -- tasks)"
+
 # Print the path of the built example guest.
 guests:
     cargo run --quiet --release -p dtask-guests -- tasks
