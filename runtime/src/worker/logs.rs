@@ -8,7 +8,7 @@ pub use crate::protocol::TaskLog;
 use rustc_hash::FxBuildHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Slots of the table of tasks that ran here and wrote nothing: a task
@@ -27,6 +27,9 @@ fn log_bytes(log: &TaskLog) -> usize {
 #[derive(Debug)]
 pub struct Logs {
     kept: Mutex<Kept>,
+    /// How many keys `kept` holds output of, as last set under its lock:
+    /// a silent run takes the lock only when some output is kept.
+    kept_keys: AtomicUsize,
     /// Hashes of keys of tasks that wrote nothing, each in the slot its
     /// hash names (0: none).
     silent: Box<[AtomicU64]>,
@@ -36,6 +39,7 @@ impl Default for Logs {
     fn default() -> Self {
         Self {
             kept: Mutex::default(),
+            kept_keys: AtomicUsize::new(0),
             silent: (0..SILENT).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -90,6 +94,7 @@ impl Logs {
             let Kept { by_key, order, .. } = &mut *k;
             order.retain(|(key, n)| by_key.get(key).is_some_and(|(m, _)| m == n));
         }
+        self.kept_keys.store(k.by_key.len(), Ordering::Relaxed);
     }
 
     /// Notes that a run of `key` here wrote nothing: its latest run, so
@@ -97,11 +102,14 @@ impl Logs {
     pub fn wrote_nothing(&self, key: &str) {
         let (h, slot) = silent_slot(key);
         self.silent[slot].store(h, Ordering::Relaxed);
+        // Most tasks write nothing: no lock for them while nothing is kept.
+        if self.kept_keys.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut k = self.kept.lock().expect("logs lock");
-        if !k.by_key.is_empty()
-            && let Some((_, old)) = k.by_key.remove(key)
-        {
+        if let Some((_, old)) = k.by_key.remove(key) {
             k.bytes -= log_bytes(&old);
+            self.kept_keys.store(k.by_key.len(), Ordering::Relaxed);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Actors in the scheduler: placement, readiness, loss with their worker.
 
-use super::state::{Command, Input};
+use super::state::{Command, Input, Scheduler};
 use super::testing::{M, error, setup};
 use crate::protocol::{ActorSpec, ActorState, ErrorKind, FromScheduler};
 fn spec(key: &str) -> ActorSpec {
@@ -11,6 +11,29 @@ fn spec(key: &str) -> ActorSpec {
         args: vec![],
         memory_limit: None,
     }
+}
+
+/// Client 1 asks for actor `spec` (request `id`).
+fn new_actor(s: &mut Scheduler, id: u64, spec: ActorSpec) -> Vec<Command> {
+    s.handle(Input::ActorNew {
+        client: 1,
+        id,
+        spec,
+    })
+}
+
+/// `worker` reports actor `key` constructed, or its constructor failed.
+fn actor_started(
+    s: &mut Scheduler,
+    worker: u64,
+    key: &str,
+    outcome: Result<(), crate::protocol::TaskError>,
+) -> Vec<Command> {
+    s.handle(Input::ActorStarted {
+        worker,
+        key: key.into(),
+        outcome,
+    })
 }
 
 /// (worker, key) of every actor the scheduler asked a worker to build.
@@ -31,11 +54,7 @@ fn actors_spread_over_the_workers() {
     let mut s = setup(&[(10, 1), (11, 1)]);
     let mut placed = Vec::new();
     for (i, k) in ["a", "b", "c", "d"].into_iter().enumerate() {
-        let cmds = s.handle(Input::ActorNew {
-            client: 1,
-            id: i as u64,
-            spec: spec(k),
-        });
+        let cmds = new_actor(&mut s, i as u64, spec(k));
         placed.extend(built(&cmds));
     }
     let on = |w| placed.iter().filter(|(x, _)| *x == w).count();
@@ -45,20 +64,12 @@ fn actors_spread_over_the_workers() {
 #[test]
 fn an_actor_is_ready_once_built_and_lost_with_its_worker() {
     let mut s = setup(&[(10, 1)]);
-    s.handle(Input::ActorNew {
-        client: 1,
-        id: 5,
-        spec: spec("a"),
-    });
+    new_actor(&mut s, 5, spec("a"));
     assert!(
         s.actor_locate("a").is_ok(),
         "starting actors can be located"
     );
-    let cmds = s.handle(Input::ActorStarted {
-        worker: 10,
-        key: "a".into(),
-        outcome: Ok(()),
-    });
+    let cmds = actor_started(&mut s, 10, "a", Ok(()));
     assert!(cmds.iter().any(|c| matches!(c,
         Command::Send { to: 1, msg: FromScheduler::ActorCreated { id: 5, result: Ok(info) } }
             if info.state == ActorState::Ready && info.address == "w10")));
@@ -74,11 +85,7 @@ fn an_actor_is_ready_once_built_and_lost_with_its_worker() {
     assert_eq!(s.actor_list()[0].state, ActorState::Lost);
     // "Create it again": under the same key, on a worker there is.
     s.handle(super::testing::joined(11, 1));
-    let cmds = s.handle(Input::ActorNew {
-        client: 1,
-        id: 6,
-        spec: spec("a"),
-    });
+    let cmds = new_actor(&mut s, 6, spec("a"));
     assert_eq!(built(&cmds), [(11, "a".to_string())]);
 }
 
@@ -87,31 +94,15 @@ fn an_actor_is_ready_once_built_and_lost_with_its_worker() {
 #[test]
 fn an_actors_memory_limit_chooses_its_worker_or_is_refused() {
     let mut s = setup(&[(10, 1)]);
-    s.handle(Input::WorkerConnected {
-        worker: 11,
-        nthreads: 1,
-        data_addr: "w11".into(),
-        name: "worker-11".into(),
-        resources: vec![],
-        memory_limit: 1 << 30,
-        restarts: 0,
-    });
+    s.handle(super::testing::joined_at(11, "w11", 1 << 30));
     let big = |key: &str, mib: u64| ActorSpec {
         memory_limit: Some(mib << 20),
         ..spec(key)
     };
     // Worker 10 holds fewer actors, but allows 256 MiB only.
-    let cmds = s.handle(Input::ActorNew {
-        client: 1,
-        id: 1,
-        spec: big("roomy", 512),
-    });
+    let cmds = new_actor(&mut s, 1, big("roomy", 512));
     assert_eq!(built(&cmds), [(11, "roomy".to_string())]);
-    let cmds = s.handle(Input::ActorNew {
-        client: 1,
-        id: 2,
-        spec: big("huge", 4096),
-    });
+    let cmds = new_actor(&mut s, 2, big("huge", 4096));
     assert!(built(&cmds).is_empty());
     assert!(
         cmds.iter().any(|c| matches!(c,
@@ -124,16 +115,8 @@ fn an_actors_memory_limit_chooses_its_worker_or_is_refused() {
 #[test]
 fn a_failed_constructor_answers_the_error_and_forgets_the_actor() {
     let mut s = setup(&[(10, 1)]);
-    s.handle(Input::ActorNew {
-        client: 1,
-        id: 5,
-        spec: spec("a"),
-    });
-    let cmds = s.handle(Input::ActorStarted {
-        worker: 10,
-        key: "a".into(),
-        outcome: Err(error("a")),
-    });
+    new_actor(&mut s, 5, spec("a"));
+    let cmds = actor_started(&mut s, 10, "a", Err(error("a")));
     assert!(cmds.iter().any(|c| matches!(
         c,
         Command::Send {
@@ -150,11 +133,7 @@ fn a_failed_constructor_answers_the_error_and_forgets_the_actor() {
 #[test]
 fn with_no_worker_an_actor_is_refused_with_a_reason() {
     let mut s = setup(&[]);
-    let cmds = s.handle(Input::ActorNew {
-        client: 1,
-        id: 5,
-        spec: spec("a"),
-    });
+    let cmds = new_actor(&mut s, 5, spec("a"));
     assert!(cmds.iter().any(|c| matches!(c,
         Command::Send { to: 1, msg: FromScheduler::ActorCreated { result: Err(e), .. } }
             if e.message.contains("no worker"))));
@@ -167,11 +146,7 @@ fn a_worker_out_of_pooled_instances_gets_no_new_actor() {
         worker: 10,
         starved: true,
     });
-    let cmds = s.handle(Input::ActorNew {
-        client: 1,
-        id: 1,
-        spec: spec("a"),
-    });
+    let cmds = new_actor(&mut s, 1, spec("a"));
     assert_eq!(built(&cmds), vec![(11, "a".to_string())]);
 }
 
@@ -181,20 +156,12 @@ fn a_worker_out_of_pooled_instances_gets_no_new_actor() {
 /// there, and one deleted before the restart stays gone.
 #[test]
 fn actors_are_restored_lost_and_taken_back_by_the_worker_that_holds_them() {
-    use super::state::{Model, Scheduler};
+    use super::state::Model;
     let mut s = setup(&[(10, 1)]);
     s.enable_journal();
     for (i, k) in ["a", "b", "gone"].into_iter().enumerate() {
-        s.handle(Input::ActorNew {
-            client: 1,
-            id: i as u64,
-            spec: spec(k),
-        });
-        s.handle(Input::ActorStarted {
-            worker: 10,
-            key: k.into(),
-            outcome: Ok(()),
-        });
+        new_actor(&mut s, i as u64, spec(k));
+        actor_started(&mut s, 10, k, Ok(()));
     }
     s.handle(Input::ActorDelete { key: "gone".into() });
     let mut model = Model::default();
@@ -234,27 +201,11 @@ fn actors_are_restored_lost_and_taken_back_by_the_worker_that_holds_them() {
 fn a_worker_rejoining_before_its_old_connection_closed_keeps_its_actors() {
     let mut s = setup(&[(10, 1)]);
     for (i, k) in ["ready", "late"].into_iter().enumerate() {
-        s.handle(Input::ActorNew {
-            client: 1,
-            id: i as u64,
-            spec: spec(k),
-        });
+        new_actor(&mut s, i as u64, spec(k));
     }
-    s.handle(Input::ActorStarted {
-        worker: 10,
-        key: "ready".into(),
-        outcome: Ok(()),
-    });
+    actor_started(&mut s, 10, "ready", Ok(()));
     // The same process as worker 10, under a new id.
-    s.handle(Input::WorkerConnected {
-        worker: 11,
-        nthreads: 1,
-        data_addr: "w10".into(),
-        name: "worker-10".into(),
-        resources: vec![],
-        memory_limit: 256 << 20,
-        restarts: 0,
-    });
+    s.handle(super::testing::joined_at(11, "w10", 256 << 20));
     let cmds = s.handle(Input::WorkerHolds {
         worker: 11,
         results: vec![],
@@ -270,11 +221,7 @@ fn a_worker_rejoining_before_its_old_connection_closed_keeps_its_actors() {
         )),
         "{cmds:?}"
     );
-    s.handle(Input::ActorStarted {
-        worker: 11,
-        key: "late".into(),
-        outcome: Ok(()),
-    });
+    actor_started(&mut s, 11, "late", Ok(()));
     // The old connection closes: both live on under the new id.
     s.handle(Input::WorkerDisconnected { worker: 10 });
     for k in ["ready", "late"] {

@@ -24,13 +24,24 @@ pub fn spec(key: &str, args: Vec<Arg>) -> TaskSpec {
 }
 
 pub fn joined(id: u64, nthreads: u32) -> Input {
+    worker_joining(id, nthreads, &format!("w{id}"), 256 << 20)
+}
+
+/// Worker `id` of one slot joining with data address `data_addr` (another
+/// id's, for the same process rejoining) and a memory limit of
+/// `memory_limit` bytes per task.
+pub fn joined_at(id: u64, data_addr: &str, memory_limit: u64) -> Input {
+    worker_joining(id, 1, data_addr, memory_limit)
+}
+
+fn worker_joining(id: u64, nthreads: u32, data_addr: &str, memory_limit: u64) -> Input {
     Input::WorkerConnected {
         worker: id,
         nthreads,
-        data_addr: format!("w{id}"),
+        data_addr: data_addr.to_string(),
         name: format!("worker-{id}"),
         resources: vec![],
-        memory_limit: 256 << 20,
+        memory_limit,
         restarts: 0,
     }
 }

@@ -1794,15 +1794,7 @@ fn restricted_task_runs_only_on_named_worker_unless_loose() {
 #[test]
 fn a_memory_limit_places_tasks_only_where_it_is_allowed() {
     let mut s = setup(&[]);
-    let big_worker = |id: u64, mib: u64| Input::WorkerConnected {
-        worker: id,
-        nthreads: 1,
-        data_addr: format!("w{id}"),
-        name: format!("worker-{id}"),
-        resources: vec![],
-        memory_limit: mib << 20,
-        restarts: 0,
-    };
+    let big_worker = |id: u64, mib: u64| joined_at(id, &format!("w{id}"), mib << 20);
     s.handle(big_worker(10, 256));
     s.handle(big_worker(20, 1024));
     let big = |k: &str, mib: u64| {

@@ -24,6 +24,15 @@ pub(super) struct Actor {
     waiting: Vec<(ClientId, u64)>,
 }
 
+impl Actor {
+    /// Whether it lives on the process of `worker`, whose data address is
+    /// `address`: that worker, or the same process under another id (it
+    /// rejoined before its old connection was seen to close).
+    fn lives_on(&self, worker: WorkerId, address: &str) -> bool {
+        self.worker == worker || self.address == address
+    }
+}
+
 /// Every actor, by key.
 pub(super) type Actors = HashMap<String, Actor>;
 
@@ -119,13 +128,12 @@ impl Scheduler {
                 },
             ));
         };
-        // Its worker may have rejoined since it was sent there (a new
-        // id, the same process: the same data address).
-        let same_process = self
-            .workers
-            .get(&worker)
-            .is_some_and(|w| w.data_addr == actor.address);
-        if actor.worker != worker && !same_process {
+        // Its worker may have rejoined since it was sent there.
+        let on = match self.workers.get(&worker) {
+            Some(w) => actor.lives_on(worker, &w.data_addr),
+            None => actor.worker == worker,
+        };
+        if !on {
             return;
         }
         actor.worker = worker;
@@ -169,7 +177,7 @@ impl Scheduler {
                     a.address = address.clone();
                     a.state = ActorState::Ready;
                 }
-                Some(a) if a.worker == worker || a.address == address => a.worker = worker,
+                Some(a) if a.lives_on(worker, &address) => a.worker = worker,
                 _ => out.push(send(worker, FromScheduler::DropActor { key })),
             }
         }
