@@ -42,6 +42,15 @@ fn on_local_default(state: &std::path::Path, args: &[&str]) -> std::process::Out
     local_default_command(state, args).output().unwrap()
 }
 
+/// Runs `dtask ARGS`, which starts the local default of `state`: what it
+/// printed, and the pid the cluster recorded.
+fn start_local_default(state: &std::path::Path, args: &[&str]) -> (String, u32) {
+    let out = on_local_default(state, args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = recorded_pid(state).expect("the local cluster recorded its pid");
+    (stdout(&out).trim().to_string(), pid)
+}
+
 /// `dtask ARGS` started on the local default of `state`, its stdout and
 /// stderr piped.
 fn spawn_on_local_default(state: &std::path::Path, args: &[&str]) -> std::process::Child {
@@ -899,11 +908,8 @@ fn a_map_interrupted_prints_the_key_of_every_line_it_submitted() {
 fn a_reading_verb_resumes_a_killed_local_default() {
     let state = tempfile::tempdir().unwrap();
     let dtask = |args: &[&str]| on_local_default(state.path(), args);
-    let out = dtask(&["submit", tasks_wasm(), "inc", "1"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let first = recorded_pid(state.path()).expect("the local cluster recorded its pid");
+    let (small, first) = start_local_default(state.path(), &["submit", tasks_wasm(), "inc", "1"]);
     let guard = KillOnDrop(Some(first));
-    let small = stdout(&out).trim().to_string();
     let big = dtask(&["submit", tasks_wasm(), "count-bytes", "5000", "0"]);
     let big = stdout(&big).trim().to_string();
     assert!(dtask(&["wait", &small, &big]).status.success());
@@ -973,10 +979,10 @@ fn a_command_waiting_on_a_killed_local_default_starts_it_again() {
     use std::io::Read;
     let state = tempfile::tempdir().unwrap();
     let dtask = |args: &[&str]| on_local_default(state.path(), args);
-    let out = dtask(&["submit", "--pure=false", tasks_wasm(), "spin", "3000"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let key = stdout(&out).trim().to_string();
-    let first = recorded_pid(state.path()).expect("the local cluster recorded its pid");
+    let (key, first) = start_local_default(
+        state.path(),
+        &["submit", "--pure=false", tasks_wasm(), "spin", "3000"],
+    );
     let guard = KillOnDrop(Some(first));
     // Clients connected, as the scheduler's metrics count them (read over
     // HTTP, by no client), once `info`'s own connection has gone.
@@ -1049,9 +1055,7 @@ fn a_command_waiting_on_a_killed_local_default_starts_it_again() {
 fn a_subscriber_to_a_killed_local_default_starts_it_again_and_goes_on() {
     let state = tempfile::tempdir().unwrap();
     let dtask = |args: &[&str]| on_local_default(state.path(), args);
-    let started = dtask(&["submit", tasks_wasm(), "inc", "1"]);
-    assert!(started.status.success(), "{}", stderr(&started));
-    let first = recorded_pid(state.path()).expect("the local cluster recorded its pid");
+    let (_, first) = start_local_default(state.path(), &["submit", tasks_wasm(), "inc", "1"]);
     let guard = KillOnDrop(Some(first));
     let mut sub = spawn_on_local_default(state.path(), &["sub", "news"]);
     let _sub = KillOnDrop(Some(sub.id()));
@@ -1103,17 +1107,18 @@ fn a_subscriber_to_a_killed_local_default_starts_it_again_and_goes_on() {
 fn an_actor_of_a_killed_local_default_is_lost_and_can_be_made_again() {
     let state = tempfile::tempdir().unwrap();
     let dtask = |args: &[&str]| on_local_default(state.path(), args);
-    let made = dtask(&[
-        "actor",
-        "new",
-        "--key",
-        "tally",
-        dtask_guests::COORD_WASM,
-        "counter",
-        "4",
-    ]);
-    assert!(made.status.success(), "{}", stderr(&made));
-    let first = recorded_pid(state.path()).expect("the local cluster recorded its pid");
+    let (_, first) = start_local_default(
+        state.path(),
+        &[
+            "actor",
+            "new",
+            "--key",
+            "tally",
+            dtask_guests::COORD_WASM,
+            "counter",
+            "4",
+        ],
+    );
     let guard = KillOnDrop(Some(first));
     wait_until(
         Duration::from_secs(30),
