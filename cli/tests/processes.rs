@@ -1126,7 +1126,7 @@ fn an_actor_of_a_killed_local_default_is_lost_and_can_be_made_again() {
         || {
             journal_records(&state.path().join("journal"))
                 .iter()
-                .any(|r| r.get("Actor").is_some_and(|a| a["key"] == "tally"))
+                .any(|r| r.get("ActorMade").is_some_and(|a| a["key"] == "tally"))
         },
     );
     drop(guard);

@@ -512,7 +512,9 @@ fn ended_within(child: std::process::Child, limit: Duration, what: &str) -> std:
 }
 
 /// An actor lives on its worker: a scheduler killed and started again
-/// finds it there, state and all, once the worker rejoins and says so.
+/// finds it there, state and all, once the worker rejoins and says so; a
+/// call made as soon as the scheduler is back waits for that rather than
+/// failing as "lost".
 #[test]
 fn an_actor_outlives_a_scheduler_restart_on_the_worker_that_holds_it() {
     let mut p = Pieces::start(1);
@@ -524,19 +526,43 @@ fn an_actor_outlives_a_scheduler_restart_on_the_worker_that_holds_it() {
         || {
             journal_records(&p.journal())
                 .iter()
-                .any(|r| r.get("Actor").is_some_and(|a| a["key"] == key.as_str()))
+                .any(|r| r.get("ActorMade").is_some_and(|a| a["key"] == key.as_str()))
         },
     );
+    // The worker is held back from rejoining (stopped) while a client
+    // asks for the actor of the restarted scheduler.
+    let worker = p.workers[0].id() as i32;
+    /// Lets the stopped worker go on when the test ends, passed or not.
+    struct GoOn(i32);
+    impl Drop for GoOn {
+        fn drop(&mut self) {
+            // SAFETY: a plain signal to a worker process this test started.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(worker, libc::SIGSTOP) }, 0);
+    let go_on = GoOn(worker);
     p.restart_scheduler();
-    p.wait_for_workers(1);
-    wait_until(
-        Duration::from_secs(30),
-        "the actor to take calls again",
-        || {
-            json_lines(&p.ok(&["actor", "list", "--json"]))
-                .iter()
-                .any(|a| a["key"] == key.as_str() && a["state"] == "ready")
-        },
-    );
+    let rt = runtime();
+    let client = rt
+        .block_on(dtask_runtime::client::Client::connect(
+            &p.addr,
+            &p.token(),
+            None,
+        ))
+        .unwrap();
+    let asking = client.clone();
+    let wanted = key.clone();
+    let located = rt.spawn(async move { asking.actor(&wanted).await.map(|a| a.info().clone()) });
+    // Answered after it on the same connection: the question has arrived.
+    rt.block_on(client.stats()).unwrap();
+    drop(go_on);
+    let found = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), located).await })
+        .expect("still waiting 30 s after the worker went on")
+        .unwrap()
+        .expect("the actor was found where it lived");
+    assert_eq!(found.state, dtask_runtime::protocol::ActorState::Ready);
     assert_eq!(p.ok(&["actor", "call", &key, "increment", "1"]), "8");
 }

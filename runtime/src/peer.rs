@@ -29,8 +29,9 @@ pub struct ActorCall {
     pub reply: Sender<FromPeer>,
 }
 
-/// The actors a worker holds: each one's queue of calls, by key.
-pub type Actors = Arc<Mutex<HashMap<String, mpsc::Sender<ActorCall>>>>;
+/// The actors a worker holds: each one's making (as the scheduler numbered
+/// it) and queue of calls, by key.
+pub type Actors = Arc<Mutex<HashMap<String, (u64, mpsc::Sender<ActorCall>)>>>;
 
 /// Most calls that wait in one actor's queue. Past them the data
 /// connection bringing more waits too (it reads nothing more until the
@@ -162,7 +163,7 @@ pub async fn serve(
                             .lock()
                             .expect("actor table lock")
                             .get(&actor)
-                            .cloned();
+                            .map(|(_, q)| q.clone());
                         let call = ActorCall {
                             id,
                             method,
@@ -1225,7 +1226,10 @@ mod tests {
         ));
         let actors = Actors::default();
         let (queue, mut calls) = mpsc::channel(ACTOR_QUEUE);
-        actors.lock().unwrap().insert("slow".to_string(), queue);
+        actors
+            .lock()
+            .unwrap()
+            .insert("slow".to_string(), (1, queue));
         let admits = Admits {
             worker: "sesame".into(),
             client_digest: None,

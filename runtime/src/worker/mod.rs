@@ -399,12 +399,16 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
                     let _ = w.send(bytes.clone());
                 }
             }
-            Ok(Some(FromScheduler::NewActor { spec })) => {
-                tokio::spawn(start_actor(shared.clone(), spec));
+            Ok(Some(FromScheduler::NewActor { spec, made })) => {
+                tokio::spawn(start_actor(shared.clone(), spec, made));
             }
-            Ok(Some(FromScheduler::DropActor { key })) => {
-                // Its loop ends, and the instance goes, with the queue.
-                shared.actors.lock().expect("actor table lock").remove(&key);
+            Ok(Some(FromScheduler::DropActor { key, made })) => {
+                // Its loop ends, and the instance goes, with the queue; a
+                // newer making of the same key stays.
+                let mut actors = shared.actors.lock().expect("actor table lock");
+                if actors.get(&key).is_some_and(|(m, _)| *m == made) {
+                    actors.remove(&key);
+                }
             }
             Ok(Some(FromScheduler::Shutdown)) => {
                 tracing::info!("scheduler asked this worker to stop");
@@ -454,12 +458,12 @@ async fn rejoin(
         join(&shared.options.scheduler, hello, grace).await?;
     shared.id.store(id, std::sync::atomic::Ordering::Relaxed);
     let results: Vec<(String, Located)> = shared.results.located();
-    let actors: Vec<String> = shared
+    let actors: Vec<(String, u64)> = shared
         .actors
         .lock()
         .expect("actor table lock")
-        .keys()
-        .cloned()
+        .iter()
+        .map(|(key, (made, _))| (key.clone(), *made))
         .collect();
     tracing::info!(
         "rejoined the scheduler as worker {id}, holding {} results and {} actors",

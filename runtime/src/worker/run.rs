@@ -340,7 +340,7 @@ impl Drop for Starving<'_> {
     }
 }
 
-pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
+pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec, made: u64) {
     let key = spec.key.clone();
     let built = async {
         let ready = load_module(&shared, &spec.module)
@@ -374,7 +374,7 @@ pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
         Err(error) => {
             let _ = shared
                 .to_scheduler
-                .send(ToScheduler::ActorFailed { key, error });
+                .send(ToScheduler::ActorFailed { key, made, error });
             return;
         }
     };
@@ -383,10 +383,11 @@ pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec) {
         .actors
         .lock()
         .expect("actor table lock")
-        .insert(key.clone(), tx);
-    let _ = shared
-        .to_scheduler
-        .send(ToScheduler::ActorReady { key: key.clone() });
+        .insert(key.clone(), (made, tx));
+    let _ = shared.to_scheduler.send(ToScheduler::ActorReady {
+        key: key.clone(),
+        made,
+    });
     while let Some(call) = calls.recv().await {
         let was_broken = instance.is_broken();
         let result = instance

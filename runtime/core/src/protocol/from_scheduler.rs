@@ -183,11 +183,19 @@ pub enum FromScheduler {
     NewActor {
         /// What to construct.
         spec: ActorSpec,
+        /// Which making of the actor this is: a number no other making of
+        /// any actor had, reported back with it ([`ToScheduler::ActorReady`],
+        /// [`ToScheduler::Holding`]), so an older copy of the same key is
+        /// told apart.
+        made: u64,
     },
-    /// To a worker: drop this actor.
+    /// To a worker: drop this actor (the copy of that making: a newer one
+    /// made there since stays).
     DropActor {
         /// Its key.
         key: String,
+        /// Which making (as [`FromScheduler::NewActor`] numbered it).
+        made: u64,
     },
     /// A message published on a subscribed topic.
     Message {

@@ -232,8 +232,9 @@ pub enum ToScheduler {
     Holding {
         /// (key, where and how big).
         results: Vec<(String, Located)>,
-        /// The actors it holds, by key: they take calls again.
-        actors: Vec<String>,
+        /// The actors it holds, by key, with the making of each (as
+        /// [`FromScheduler::NewActor`] numbered it): they take calls again.
+        actors: Vec<(String, u64)>,
     },
     /// The sending worker no longer holds these results: their spill
     /// files could not be read back (removed behind its back). The
@@ -335,11 +336,15 @@ pub enum ToScheduler {
     ActorReady {
         /// The actor's key.
         key: String,
+        /// Which making (as [`FromScheduler::NewActor`] numbered it).
+        made: u64,
     },
     /// From a worker: an actor's constructor failed.
     ActorFailed {
         /// The actor's key.
         key: String,
+        /// Which making (as [`FromScheduler::NewActor`] numbered it).
+        made: u64,
         /// Why.
         error: TaskError,
     },

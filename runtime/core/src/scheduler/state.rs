@@ -329,6 +329,12 @@ pub struct Scheduler {
     prims: Primitives,
     /// Actors by key.
     actors: actors::Actors,
+    /// The number of the latest making of an actor (see
+    /// [`FromScheduler::NewActor`]'s `made`).
+    actors_made: u64,
+    /// Actors restored from the journal, by key: lost once the rejoin
+    /// settles unless a worker said it holds them by then.
+    unreported_actors: Vec<String>,
     /// Modules refused at upload, with the reason.
     refused_modules: HashMap<String, String>,
     /// Largest value accepted as an argument, scattered or stored.
@@ -577,7 +583,9 @@ impl Scheduler {
                 restarts,
             } => {
                 self.workers_joined += 1;
-                if !self.unreported_results.is_empty() && self.rejoin_began_ms.is_none() {
+                let unreported =
+                    !self.unreported_results.is_empty() || !self.unreported_actors.is_empty();
+                if unreported && self.rejoin_began_ms.is_none() {
                     self.rejoin_began_ms = Some(self.activity.now_ms);
                 }
                 // Tasks no worker could run may fit this one.
@@ -789,7 +797,7 @@ impl Scheduler {
             } => self.primitive(client, (id, session), task, op, &mut out),
             Input::Publish { topic, message } => self.publish(&topic, message, &mut out),
             Input::RejoinWindowClosed => {
-                self.rejoin_settled();
+                self.rejoin_settled(&mut out);
                 self.rejoin_window_closed(&mut out)
             }
             Input::PrimitiveTimeout { client, id } => {
@@ -799,8 +807,12 @@ impl Scheduler {
             Input::ActorStarted {
                 worker,
                 key,
+                made,
                 outcome,
-            } => self.actor_started(worker, &key, outcome, &mut out),
+            } => self.actor_started(worker, &key, made, outcome, &mut out),
+            Input::ActorLocate { client, id, key } => {
+                self.actor_locate_for(client, id, &key, &mut out)
+            }
             Input::ActorDelete { key } => self.actor_delete(&key, &mut out),
             Input::ActorBroken { worker, key } => self.actor_broken(worker, &key),
             Input::WorkerHeartbeat {
@@ -848,7 +860,7 @@ impl Scheduler {
             .rejoin_began_ms
             .is_some_and(|t| self.activity.now_ms >= t + REJOIN_SETTLE_MS)
         {
-            self.rejoin_settled();
+            self.rejoin_settled(&mut out);
         }
         self.schedule(&mut out);
         self.balance(&mut out);

@@ -342,25 +342,27 @@ impl Core {
                     spec,
                 }
             }
-            ToScheduler::ActorLocate { id, key } => {
-                let result = self.state.actor_locate(&key);
-                self.send(from, FromScheduler::ActorLocated { id, result });
-                return;
-            }
+            ToScheduler::ActorLocate { id, key } => Input::ActorLocate {
+                client: from,
+                id,
+                key,
+            },
             ToScheduler::Actors { id } => {
                 let actors = self.state.actor_list();
                 self.send(from, FromScheduler::Actors { id, actors });
                 return;
             }
             ToScheduler::ActorDelete { key } => Input::ActorDelete { key },
-            ToScheduler::ActorReady { key } if is_worker => Input::ActorStarted {
+            ToScheduler::ActorReady { key, made } if is_worker => Input::ActorStarted {
                 worker: from,
                 key,
+                made,
                 outcome: Ok(()),
             },
-            ToScheduler::ActorFailed { key, error } if is_worker => Input::ActorStarted {
+            ToScheduler::ActorFailed { key, made, error } if is_worker => Input::ActorStarted {
                 worker: from,
                 key,
+                made,
                 outcome: Err(error),
             },
             ToScheduler::ActorBroken { key } if is_worker => {

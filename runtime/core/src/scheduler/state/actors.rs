@@ -6,6 +6,13 @@
 //! least busy); it is `Starting` until its worker reports its constructor
 //! done, then `Ready`; when its worker dies it becomes `Lost`, and stays
 //! listed so callers learn what happened instead of "unknown".
+//!
+//! Each making of an actor has a number no other making had (its `made`),
+//! which its worker reports it by: a copy of an older making of the same
+//! key (its worker was cut off, and the actor made again elsewhere) is told
+//! apart and dropped. After a restart, restored actors are lost until the
+//! worker holding them rejoins; a caller asking meanwhile waits until the
+//! rejoin settles, as restored results do.
 
 use super::{ClientId, Command, Record, Scheduler, WorkerId};
 use crate::protocol::{ActorInfo, ActorSpec, ActorState, ErrorKind, FromScheduler, TaskError};
@@ -20,8 +27,16 @@ pub(super) struct Actor {
     /// Data address of its worker, kept after the worker is gone.
     address: String,
     state: ActorState,
+    /// Which making of the actor this is (0: restored from a journal
+    /// written before makings were numbered; any copy is taken).
+    made: u64,
+    /// Restored from the journal, and no worker has said it holds it yet.
+    restored: bool,
     /// Who waits for its construction: (client, request).
     waiting: Vec<(ClientId, u64)>,
+    /// Who waits to learn where it lives, while it is restored and its
+    /// worker may yet rejoin: (client, request).
+    locating: Vec<(ClientId, u64)>,
 }
 
 impl Actor {
@@ -30,6 +45,11 @@ impl Actor {
     /// rejoined before its old connection was seen to close).
     fn lives_on(&self, worker: WorkerId, address: &str) -> bool {
         self.worker == worker || self.address == address
+    }
+
+    /// Whether a copy of making `made` is this making of the actor.
+    fn is_making(&self, made: u64) -> bool {
+        self.made == made || self.made == 0
     }
 }
 
@@ -56,13 +76,20 @@ impl Scheduler {
             }),
         };
         // A lost actor's key may be taken again: "create it again".
-        if self
-            .actors
-            .get(&spec.key)
-            .is_some_and(|a| a.state != ActorState::Lost)
-        {
-            let why = format!("an actor called {} exists already", spec.key);
-            return out.push(send(client, fail(why)));
+        match self.actors.get(&spec.key) {
+            Some(a) if a.restored => {
+                let why = format!(
+                    "an actor called {} was restored from the journal and its worker may yet \
+                     rejoin; try again in a few seconds",
+                    spec.key
+                );
+                return out.push(send(client, fail(why)));
+            }
+            Some(a) if a.state != ActorState::Lost => {
+                let why = format!("an actor called {} exists already", spec.key);
+                return out.push(send(client, fail(why)));
+            }
+            _ => {}
         }
         if let Some(Err(why)) = spec.memory_limit.map(|m| self.memory_fits(m)) {
             return out.push(send(client, fail(why)));
@@ -96,6 +123,10 @@ impl Scheduler {
             let why = "no worker is connected to hold the actor; start one".to_string();
             return out.push(send(client, fail(why)));
         };
+        // Unique across restarts too: the clock's milliseconds, scaled, or
+        // one past the last number when makings come faster than that.
+        let made = (self.actors_made + 1).max(self.activity.now_ms.saturating_mul(1024));
+        self.actors_made = made;
         self.actors.insert(
             spec.key.clone(),
             Actor {
@@ -104,11 +135,14 @@ impl Scheduler {
                 worker,
                 address,
                 state: ActorState::Starting,
+                made,
+                restored: false,
                 waiting: vec![(client, id)],
+                locating: Vec::new(),
             },
         );
         self.journal_actor(&spec.key);
-        out.push(send(worker, FromScheduler::NewActor { spec }));
+        out.push(send(worker, FromScheduler::NewActor { spec, made }));
     }
 
     /// A worker reports an actor constructed, or its constructor failed.
@@ -116,17 +150,20 @@ impl Scheduler {
         &mut self,
         worker: WorkerId,
         key: &str,
+        made: u64,
         outcome: Result<(), TaskError>,
         out: &mut Vec<Command>,
     ) {
-        let Some(actor) = self.actors.get_mut(key) else {
-            // Deleted while starting.
-            return out.push(send(
-                worker,
-                FromScheduler::DropActor {
-                    key: key.to_string(),
-                },
-            ));
+        let drop_it = FromScheduler::DropActor {
+            key: key.to_string(),
+            made,
+        };
+        let Some(actor) = self.actors.get_mut(key).filter(|a| a.made == made) else {
+            // Deleted while starting, or made again since.
+            if outcome.is_ok() {
+                out.push(send(worker, drop_it));
+            }
+            return;
         };
         // Its worker may have rejoined since it was sent there.
         let on = match self.workers.get(&worker) {
@@ -164,21 +201,61 @@ impl Scheduler {
     pub(super) fn actors_held(
         &mut self,
         worker: WorkerId,
-        keys: Vec<String>,
+        keys: Vec<(String, u64)>,
         out: &mut Vec<Command>,
     ) {
         let Some(address) = self.workers.get(&worker).map(|w| w.data_addr.clone()) else {
             return;
         };
-        for key in keys {
+        for (key, made) in keys {
             match self.actors.get_mut(&key) {
-                Some(a) if a.state == ActorState::Lost => {
+                Some(a) if a.state == ActorState::Lost && a.is_making(made) => {
                     a.worker = worker;
                     a.address = address.clone();
                     a.state = ActorState::Ready;
+                    a.made = made;
+                    a.restored = false;
+                    let found = Ok(info(&key, a));
+                    for (client, id) in std::mem::take(&mut a.locating) {
+                        let result = found.clone();
+                        out.push(send(client, FromScheduler::ActorLocated { id, result }));
+                    }
                 }
-                Some(a) if a.lives_on(worker, &address) => a.worker = worker,
-                _ => out.push(send(worker, FromScheduler::DropActor { key })),
+                Some(a) if a.is_making(made) && a.lives_on(worker, &address) => a.worker = worker,
+                _ => out.push(send(worker, FromScheduler::DropActor { key, made })),
+            }
+        }
+    }
+
+    /// A client asks where actor `key` lives: answered now, or, while it
+    /// is restored and its worker may yet rejoin, once that is settled.
+    pub(super) fn actor_locate_for(
+        &mut self,
+        client: ClientId,
+        id: u64,
+        key: &str,
+        out: &mut Vec<Command>,
+    ) {
+        if let Some(a) = self.actors.get_mut(key)
+            && a.restored
+        {
+            return a.locating.push((client, id));
+        }
+        let result = self.actor_locate(key);
+        out.push(send(client, FromScheduler::ActorLocated { id, result }));
+    }
+
+    /// The rejoin after a restore has settled: restored actors no worker
+    /// said it holds are lost, and whoever asked where they live is told.
+    pub(super) fn actors_rejoin_settled(&mut self, out: &mut Vec<Command>) {
+        for key in std::mem::take(&mut self.unreported_actors) {
+            let Some(a) = self.actors.get_mut(&key).filter(|a| a.restored) else {
+                continue;
+            };
+            a.restored = false;
+            for (client, id) in std::mem::take(&mut a.locating) {
+                let result = Err(lost(&key));
+                out.push(send(client, FromScheduler::ActorLocated { id, result }));
             }
         }
     }
@@ -190,10 +267,11 @@ impl Scheduler {
             return;
         };
         records.push(match self.actors.get(key) {
-            Some(a) => Record::Actor {
+            Some(a) => Record::ActorMade {
                 key: key.to_string(),
                 resource: a.resource.clone(),
                 module: a.module.clone(),
+                made: a.made,
             },
             None => Record::ActorGone {
                 key: key.to_string(),
@@ -201,18 +279,22 @@ impl Scheduler {
         });
     }
 
-    /// The actors, as a snapshot keeps them: (key, resource, module).
-    pub(super) fn saved_actors(&self) -> Vec<(String, String, String)> {
+    /// The actors, as a snapshot keeps them: (key, resource, module,
+    /// which making).
+    pub(super) fn saved_actors(&self) -> Vec<(String, String, String, u64)> {
         self.actors
             .iter()
-            .map(|(k, a)| (k.clone(), a.resource.clone(), a.module.clone()))
+            .map(|(k, a)| (k.clone(), a.resource.clone(), a.module.clone(), a.made))
             .collect()
     }
 
     /// Restores actors a snapshot kept, as lost until a worker that
-    /// rejoins says it holds them.
-    pub(super) fn restore_actors(&mut self, saved: Vec<(String, String, String)>) {
-        for (key, resource, module) in saved {
+    /// rejoins says it holds them (callers asking meanwhile wait until
+    /// the rejoin settles).
+    pub(super) fn restore_actors(&mut self, saved: Vec<(String, String, String, u64)>) {
+        for (key, resource, module, made) in saved {
+            self.actors_made = self.actors_made.max(made);
+            self.unreported_actors.push(key.clone());
             self.actors.insert(
                 key,
                 Actor {
@@ -221,7 +303,10 @@ impl Scheduler {
                     worker: 0,
                     address: String::new(),
                     state: ActorState::Lost,
+                    made,
+                    restored: true,
                     waiting: Vec::new(),
+                    locating: Vec::new(),
                 },
             );
         }
@@ -238,9 +323,7 @@ impl Scheduler {
             origin: key.to_string(),
         };
         match self.actors.get(key) {
-            Some(a) if a.state == ActorState::Lost => {
-                Err(refuse(ErrorKind::ActorLost, lost_message(key)))
-            }
+            Some(a) if a.state == ActorState::Lost => Err(lost(key)),
             Some(a) => Ok(info(key, a)),
             None => Err(refuse(
                 ErrorKind::Input,
@@ -251,17 +334,20 @@ impl Scheduler {
 
     /// Deletes an actor.
     pub(super) fn actor_delete(&mut self, key: &str, out: &mut Vec<Command>) {
-        let removed = self.actors.remove(key);
-        if removed.is_some() {
-            self.journal_actor(key);
+        let Some(a) = self.actors.remove(key) else {
+            return;
+        };
+        self.journal_actor(key);
+        for (client, id) in a.locating {
+            let result = self.actor_locate(key);
+            out.push(send(client, FromScheduler::ActorLocated { id, result }));
         }
-        if let Some(a) = removed
-            && a.state != ActorState::Lost
-        {
+        if a.state != ActorState::Lost {
             out.push(send(
                 a.worker,
                 FromScheduler::DropActor {
                     key: key.to_string(),
+                    made: a.made,
                 },
             ));
             for (client, id) in a.waiting {
@@ -299,13 +385,7 @@ impl Scheduler {
         for (key, a) in self.actors.iter_mut().filter(|(_, a)| a.worker == worker) {
             a.state = ActorState::Lost;
             for (client, id) in std::mem::take(&mut a.waiting) {
-                let result = Err(TaskError {
-                    kind: ErrorKind::ActorLost,
-                    message: lost_message(key),
-                    stderr: String::new(),
-                    backtrace: String::new(),
-                    origin: key.clone(),
-                });
+                let result = Err(lost(key));
                 out.push(send(client, FromScheduler::ActorCreated { id, result }));
             }
         }
@@ -315,6 +395,17 @@ impl Scheduler {
 /// What a caller of a lost actor is told.
 pub fn lost_message(key: &str) -> String {
     format!("actor lost: {key} (the worker holding it died); create it again")
+}
+
+/// The error a caller of lost actor `key` gets.
+fn lost(key: &str) -> TaskError {
+    TaskError {
+        kind: ErrorKind::ActorLost,
+        message: lost_message(key),
+        stderr: String::new(),
+        backtrace: String::new(),
+        origin: key.to_string(),
+    }
 }
 
 fn info(key: &str, a: &Actor) -> ActorInfo {

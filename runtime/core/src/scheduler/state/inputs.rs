@@ -305,6 +305,8 @@ pub enum Input {
         worker: WorkerId,
         /// The actor.
         key: String,
+        /// Which making of it.
+        made: u64,
         /// How its constructor went.
         outcome: Result<(), TaskError>,
     },
@@ -312,6 +314,17 @@ pub enum Input {
     ActorBroken {
         /// The worker holding it.
         worker: WorkerId,
+        /// The actor.
+        key: String,
+    },
+    /// A client asks where an actor lives: answered at once, or, for an
+    /// actor restored from the journal whose worker has not rejoined yet,
+    /// once it does or the rejoin settles.
+    ActorLocate {
+        /// Who.
+        client: ClientId,
+        /// Request id to answer.
+        id: u64,
         /// The actor.
         key: String,
     },
@@ -326,8 +339,8 @@ pub enum Input {
         worker: WorkerId,
         /// (key, where and how big).
         results: Vec<(String, Located)>,
-        /// The actors it holds, by key.
-        actors: Vec<String>,
+        /// The actors it holds, by key, with the making of each.
+        actors: Vec<(String, u64)>,
     },
     /// A worker no longer holds these results (their spill files could
     /// not be read back): computed again if still wanted.

@@ -485,9 +485,10 @@ impl Scheduler {
 
     /// The rejoin after a restore has settled: results that lived on
     /// workers and that none reported are computed again, those asked for
-    /// since first.
-    pub(super) fn rejoin_settled(&mut self) {
+    /// since first, and actors none reported are lost.
+    pub(super) fn rejoin_settled(&mut self, out: &mut Vec<Command>) {
         self.rejoin_began_ms = None;
+        self.actors_rejoin_settled(out);
         if self.unreported_results.is_empty() {
             return;
         }

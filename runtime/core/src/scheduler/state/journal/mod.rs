@@ -55,8 +55,8 @@ pub struct Snapshot {
     /// Answers kept for clients' sessions, oldest first: (session, request
     /// id, answer).
     answers: Vec<(u64, u64, OpReply)>,
-    /// Actors: (key, resource, module).
-    actors: Vec<(String, String, String)>,
+    /// Actors: (key, resource, module, which making).
+    actors: Vec<(String, String, String, u64)>,
 }
 
 /// One task as a snapshot keeps it.
@@ -232,8 +232,8 @@ pub enum Record {
         /// The answer.
         reply: OpReply,
     },
-    /// An actor was made (restored as lost, until a worker that rejoins
-    /// says it holds it).
+    /// An actor was made, as journals before makings were numbered wrote
+    /// it (read as making 0: any copy a worker reports is taken).
     Actor {
         /// Its key.
         key: String,
@@ -246,6 +246,18 @@ pub enum Record {
     ActorGone {
         /// Its key.
         key: String,
+    },
+    /// An actor was made (restored as lost, until a worker that rejoins
+    /// says it holds this making of it).
+    ActorMade {
+        /// Its key.
+        key: String,
+        /// Its resource's name.
+        resource: String,
+        /// Its module.
+        module: String,
+        /// Which making (the number its worker reports it by).
+        made: u64,
     },
 }
 
@@ -320,8 +332,11 @@ pub enum Item {
     /// An answer kept for a client's session: (session, request id,
     /// answer). (Written before the tasks, as everything but them is.)
     Answer(u64, u64, OpReply),
-    /// An actor: key, resource, module.
+    /// An actor, as snapshots before makings were numbered wrote it: key,
+    /// resource, module (making 0).
     Actor(String, String, String),
+    /// An actor: key, resource, module, which making.
+    ActorMade(String, String, String, u64),
 }
 
 impl Item {
@@ -352,10 +367,17 @@ impl Item {
             Item::Task(t) => vec![t.into_record()],
             Item::End { .. } => Vec::new(),
             Item::Answer(session, id, reply) => vec![Record::Answer { session, id, reply }],
-            Item::Actor(key, resource, module) => vec![Record::Actor {
+            Item::Actor(key, resource, module) => vec![Record::ActorMade {
                 key,
                 resource,
                 module,
+                made: 0,
+            }],
+            Item::ActorMade(key, resource, module, made) => vec![Record::ActorMade {
+                key,
+                resource,
+                module,
+                made,
             }],
         }
     }
@@ -388,7 +410,7 @@ impl Snapshot {
         let actors = self
             .actors
             .into_iter()
-            .map(|(k, r, m)| Item::Actor(k, r, m));
+            .map(|(k, r, m, made)| Item::ActorMade(k, r, m, made));
         rest.chain(queues)
             .chain(variables)
             .chain(events)

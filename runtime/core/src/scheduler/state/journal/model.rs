@@ -19,7 +19,7 @@ pub struct Model {
     stats: Stats,
     answers: super::super::primitives::Answered,
     /// By key: (resource, module).
-    actors: HashMap<String, (String, String)>,
+    actors: HashMap<String, (String, String, u64)>,
 }
 
 impl Model {
@@ -46,8 +46,8 @@ impl Model {
         for (session, id, reply) in s.answers {
             m.answers.insert((session, id), reply);
         }
-        for (key, resource, module) in s.actors {
-            m.actors.insert(key, (resource, module));
+        for (key, resource, module, made) in s.actors {
+            m.actors.insert(key, (resource, module, made));
         }
         m
     }
@@ -154,7 +154,15 @@ impl Model {
                 resource,
                 module,
             } => {
-                self.actors.insert(key, (resource, module));
+                self.actors.insert(key, (resource, module, 0));
+            }
+            Record::ActorMade {
+                key,
+                resource,
+                module,
+                made,
+            } => {
+                self.actors.insert(key, (resource, module, made));
             }
             Record::ActorGone { key } => {
                 self.actors.remove(&key);
@@ -209,7 +217,7 @@ impl Model {
             actors: self
                 .actors
                 .into_iter()
-                .map(|(k, (r, m))| (k, r, m))
+                .map(|(k, (r, m, made))| (k, r, m, made))
                 .collect(),
         }
     }
