@@ -1153,3 +1153,71 @@ fn an_actor_of_a_killed_local_default_is_lost_and_can_be_made_again() {
     assert_eq!(stdout(&got).trim(), "9", "{}", stderr(&got));
     assert!(dtask(&["shutdown"]).status.success());
 }
+
+/// Connections waiting to be accepted on the listening Unix socket `sock`
+/// (its Recv-Q, as `ss` shows it); `None` if `ss` cannot tell.
+fn accept_queue(sock: &std::path::Path) -> Option<usize> {
+    let out = Command::new("ss")
+        .args(["-xlH", "src"])
+        .arg(sock)
+        .output()
+        .ok()?;
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// A command that finds the local default running, and connects to it
+/// just as it dies, starts it again (as a command already waiting on it
+/// does) instead of retrying the dead socket for its 30 s grace and
+/// exiting 3. The cluster is stopped (SIGSTOP: its socket still takes
+/// connections) until the command is connecting, then killed.
+#[test]
+fn a_command_connecting_as_the_local_default_dies_starts_it_again() {
+    let state = tempfile::tempdir().unwrap();
+    let (key, pid) = start_local_default(state.path(), &["submit", tasks_wasm(), "inc", "1"]);
+    let guard = KillOnDrop(Some(pid));
+    let sock = state.path().join("scheduler.sock");
+    if accept_queue(&sock).is_none() {
+        eprintln!(
+            "SKIPPED: `ss` cannot show the local default's socket, so the test cannot tell when the command connects"
+        );
+        return;
+    }
+    assert_eq!(
+        on_local_default(state.path(), &["gather", &key])
+            .status
+            .code(),
+        Some(0)
+    );
+    // SAFETY: a plain signal to the cluster this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    let gather = start_with_stdin(
+        &mut local_default_command(state.path(), &["gather", &key]),
+        "",
+    );
+    // It checked that the cluster answers (one connection), and so took
+    // it for running, and now connects (a second).
+    wait_until(
+        Duration::from_secs(20),
+        "the gather to connect to the stopped cluster",
+        || accept_queue(&sock).is_some_and(|n| n >= 2),
+    );
+    drop(guard);
+    let out = gather.output_within(
+        Duration::from_secs(25),
+        "the gather (it waited out its grace?)",
+    );
+    let _again = KillOnDrop(recorded_pid(state.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "2", "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("started a local cluster"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        on_local_default(state.path(), &["shutdown"])
+            .status
+            .success()
+    );
+}

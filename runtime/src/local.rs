@@ -104,6 +104,21 @@ fn alive(pid: u32) -> bool {
     !exiting && !dead
 }
 
+/// Resolves once the local cluster reached at `reach` (as
+/// [`LocalRecord::reach`] gave it) has ended: its record is gone or names
+/// another cluster, or its process is dead or exiting. For a command whose
+/// first connect to it would otherwise retry a dead socket for its whole
+/// grace.
+pub async fn ended(reach: &str) {
+    loop {
+        match read_record() {
+            Some(rec) if rec.reach() == reach && alive(rec.pid) => {}
+            _ => return,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The running local cluster, if one answers.
 pub async fn running() -> Option<Endpoint> {
     let rec = read_record()?;

@@ -174,14 +174,40 @@ pub async fn connect(global: &Global, start: bool) -> Result<Client, Failure> {
         },
     };
     let name = std::env::var("DTASK_CLIENT").unwrap_or_else(|_| "default".into());
-    let client = Client::connect(&endpoint.address, &endpoint.token, Some(name))
-        .await
-        .map_err(|e| {
-            let mut f = Failure::from(e);
-            f.detail
-                .push(format!("scheduler address from {}", endpoint.source));
-            f
-        })?;
+    let first = Client::connect(&endpoint.address, &endpoint.token, Some(name.clone()));
+    let connected = if local_default {
+        tokio::select! {
+            biased;
+            c = first => Ok(c),
+            () = local::ended(&endpoint.address) => Err(()),
+        }
+    } else {
+        Ok(first.await)
+    };
+    let (endpoint, connected) = match connected {
+        Ok(c) => (endpoint, c),
+        // The local default died as this command connected to it: started
+        // again (as for a command already waiting on it when it dies), if
+        // this verb starts one or it left keys in its journal.
+        Err(()) if start || local::left_a_journal() => {
+            let endpoint = start_local().await?;
+            let c = Client::connect(&endpoint.address, &endpoint.token, Some(name)).await;
+            (endpoint, c)
+        }
+        Err(()) => {
+            return Err(Failure::new(
+                3,
+                "the local cluster stopped as this command connected to it; submit a task to \
+                 start one, or pass --scheduler",
+            ));
+        }
+    };
+    let client = connected.map_err(|e| {
+        let mut f = Failure::from(e);
+        f.detail
+            .push(format!("scheduler address from {}", endpoint.source));
+        f
+    })?;
     // The shell's commands share a client name, and each releases what it
     // printed: pipelines that submit the same calls each hold them.
     client.count_submits();
