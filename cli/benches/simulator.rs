@@ -156,6 +156,7 @@ fn main() {
                 &mut s,
                 Input::Submit {
                     counted: true,
+                    session: 0,
                     client: 1,
                     id: events,
                     tasks: chunk,

@@ -116,6 +116,7 @@ fn main() {
             &mut s,
             Input::Submit {
                 counted: true,
+                session: 0,
                 client: 1,
                 id,
                 tasks: chunk,

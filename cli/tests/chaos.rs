@@ -288,6 +288,34 @@ fn a_submit_whose_answer_is_lost_with_the_connection_is_asked_again() {
     );
 }
 
+/// Two commands under one client name submit the same call. The second's
+/// submit is lost with its connection before the scheduler took it, and is
+/// sent again: it holds the key as the first copy would have, so the first
+/// command's release leaves the result to the second.
+#[test]
+fn a_submit_lost_before_it_was_taken_holds_its_key_when_sent_again() {
+    // Every second submit is not taken: its client is cut off as it arrives.
+    let c = Cluster::start_env(1, 1, &[], &[("DTASK_FAULT_CUT_BEFORE_SUBMIT", "2")]);
+    let first = c.submit("inc", &["1"]);
+    let out = c.run(&["submit", tasks_wasm(), "inc", "1"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("reconnecting"),
+        "the second submit's connection was cut: {}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out).trim(), first);
+    c.ok(&["wait", &first]);
+    c.ok(&["release", &first]);
+    assert_eq!(c.ok(&["gather", "--release", &first]), "2");
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+    assert_eq!(
+        (info["held"].as_u64(), info["tasks"].as_u64()),
+        (Some(0), Some(0)),
+        "{info}"
+    );
+}
+
 #[test]
 fn a_queue_operation_whose_answer_is_lost_is_answered_again_not_done_twice() {
     // Every third answer to a primitive operation is lost with its

@@ -461,18 +461,9 @@ fn carry_over(
                 | ToScheduler::UploadModule { .. }
         ),
     };
-    // A submit the scheduler may have read is sent again uncounted; one it
-    // never began to read goes as it was.
-    let maybe = unwritten
-        .maybe
-        .into_iter()
-        .filter(|m| again(m))
-        .map(|mut m| {
-            if let ToScheduler::Submit { counted, .. } = &mut m {
-                *counted = false;
-            }
-            m
-        });
+    // A submit the scheduler may have read goes again as it was: the
+    // scheduler counts it only if it did not take the first copy.
+    let maybe = unwritten.maybe.into_iter().filter(|m| again(m));
     // Watches are asked again whole; a placement has a second waiter (its
     // confirmation) that is not kept, so it fails as disconnected.
     let never = unwritten
@@ -517,10 +508,6 @@ impl Asked {
     /// the whole timeout again.
     fn again(&self) -> ToScheduler {
         let mut msg = self.msg.clone();
-        // Perhaps taken already: a key held once stays held once.
-        if let ToScheduler::Submit { counted, .. } = &mut msg {
-            *counted = false;
-        }
         if let ToScheduler::Primitive { op, .. } = &mut msg
             && let Some(deadline) = self.deadline
             && let Some(wait) = op.wait_ms_mut()

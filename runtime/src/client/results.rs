@@ -71,7 +71,13 @@ impl Client {
         let mut tasks = tasks;
         let sent = self.send_big_args(&mut tasks).await?;
         let counted = self.inner.counted.load(Ordering::Relaxed);
-        let rx = self.send_request(|id| ToScheduler::Submit { id, tasks, counted })?;
+        let session = self.inner.session;
+        let rx = self.send_request(|id| ToScheduler::Submit {
+            id,
+            tasks,
+            counted,
+            session,
+        })?;
         Ok(async move {
             let answer = rx.await.map_err(|_| ClientError::Disconnected)?;
             // The tasks now hold their big arguments as inputs; this

@@ -17,6 +17,10 @@
 //!   `Submit` is lost with its connection: the scheduler took the tasks,
 //!   then cuts the client off instead of answering, as a connection that
 //!   broke at that moment would. The client must reconnect and ask again.
+//! - `DTASK_FAULT_CUT_BEFORE_SUBMIT=N`: every Nth client `Submit` is not
+//!   taken: its client is cut off as it arrives, as a connection that
+//!   broke while the submit was on its way would be. The client must send
+//!   it again, and it must count as if it were the first.
 //! - `DTASK_FAULT_LOSE_REPLY=N`: the same for every Nth answer to a
 //!   primitive operation (a queue put or get, a lock acquire…): done, and
 //!   its answer lost. Asked again, it must be answered, not done twice.
@@ -37,6 +41,8 @@ pub struct Faults {
     runs: u64,
     lose_submitted_every: Option<u64>,
     submitted: u64,
+    cut_before_submit_every: Option<u64>,
+    submits: u64,
     lose_reply_every: Option<u64>,
     replies: u64,
     lose_answer_every: Option<u64>,
@@ -161,6 +167,12 @@ impl Faults {
                 .filter(|&n: &u64| n > 0)
         };
         let lose_submitted_every = every("DTASK_FAULT_LOSE_SUBMITTED");
+        let cut_before_submit_every = every("DTASK_FAULT_CUT_BEFORE_SUBMIT");
+        if let Some(n) = cut_before_submit_every {
+            tracing::warn!(
+                "fault injection on: cutting off the client of every {n}th submit before taking it"
+            );
+        }
         let lose_reply_every = every("DTASK_FAULT_LOSE_REPLY");
         if let Some(n) = lose_reply_every {
             tracing::warn!(
@@ -189,6 +201,8 @@ impl Faults {
             runs: 0,
             lose_submitted_every,
             submitted: 0,
+            cut_before_submit_every,
+            submits: 0,
             lose_reply_every,
             replies: 0,
             lose_answer_every,
@@ -201,6 +215,12 @@ impl Faults {
     /// its client off.
     pub fn lose_submitted(&mut self) -> bool {
         nth(self.lose_submitted_every, &mut self.submitted)
+    }
+
+    /// Whether to leave a client's submit that just arrived untaken,
+    /// cutting its client off.
+    pub fn cut_before_submit(&mut self) -> bool {
+        nth(self.cut_before_submit_every, &mut self.submits)
     }
 
     /// Whether to lose the answer to a primitive operation about to be

@@ -71,6 +71,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
         &mut s,
         Input::Submit {
             counted: true,
+            session: 0,
             client: 1,
             id: 1,
             tasks: [
@@ -117,6 +118,7 @@ fn streamed_compactions_recover_exactly_the_state_the_scheduler_has() {
         &mut s,
         Input::Submit {
             counted: true,
+            session: 0,
             client: 1,
             id: 2,
             tasks: vec![spec("d", vec![fut("x")]), spec("0-first", vec![val(0)])],

@@ -30,11 +30,13 @@ pub enum ToScheduler {
         /// Tasks in submission order; dependencies first.
         tasks: Vec<TaskSpec>,
         /// Whether a task whose key this client's name holds already
-        /// holds it once more (one release each), or stays held once. A
-        /// client that counts its submits (the CLI) sends a copy asked
-        /// again after a broken connection uncounted: the first copy may
-        /// have been taken.
+        /// holds it once more (one release each), or stays held once.
         counted: bool,
+        /// The asking client's session (0: none), as for
+        /// [`ToScheduler::Retry`]: a counted submit asked again after a
+        /// broken connection counts only if its first copy was not taken
+        /// (the scheduler keeps, and journals, which it took).
+        session: u64,
     },
     /// Report each key's outcome once it ends ([`FromScheduler::Done`]).
     Watch {

@@ -172,6 +172,7 @@ impl Sim {
         }
         sim.handle(Input::Submit {
             counted: true,
+            session: 0,
             client: CLIENT,
             id: 1,
             tasks,

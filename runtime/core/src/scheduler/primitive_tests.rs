@@ -687,6 +687,7 @@ fn a_sessions_leases_and_holds_outlive_a_restart_for_its_grace() {
     assert_eq!(session_acquire(&mut s, 2), vec![(2, 1, OpReply::Done)]);
     s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 2,
         id: 2,
         tasks: vec![spec("kept", vec![])],

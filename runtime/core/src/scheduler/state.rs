@@ -499,7 +499,9 @@ impl Scheduler {
                 id,
                 tasks,
                 counted,
+                session,
             } => {
+                let counted = counted && self.first_counted_submit(session, id);
                 let (refused, unplaceable) = self.submit(client, tasks, counted, &mut out);
                 out.push(Command::Submitted {
                     client,

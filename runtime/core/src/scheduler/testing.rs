@@ -112,6 +112,7 @@ pub fn restored(s: &Scheduler) -> Scheduler {
 pub fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>) -> Vec<Command> {
     s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 1,
         id: 7,
         tasks,

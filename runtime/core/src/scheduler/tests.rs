@@ -224,6 +224,7 @@ fn a_small_clients_task_does_not_wait_behind_another_clients_big_map() {
     });
     s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 2,
         id: 1,
         tasks: vec![spec("small", vec![])],
@@ -558,6 +559,7 @@ fn a_key_submitted_twice_under_one_name_is_freed_by_the_second_release() {
     for _ in 0..2 {
         r.handle(Input::Submit {
             counted: false,
+            session: 0,
             client: 1,
             id: 9,
             tasks: vec![spec("d", vec![])],
@@ -566,6 +568,59 @@ fn a_key_submitted_twice_under_one_name_is_freed_by_the_second_release() {
     finish(&mut r, 10, "d", big(100));
     release_d(&mut r);
     assert_eq!(r.state("d"), None);
+}
+
+/// A counted submit sent again after a broken connection (the same
+/// session and request id) counts once, whether or not its first copy was
+/// taken, and through a restart in between too; another request of the
+/// same session counts again. So a pipeline whose first copy was lost
+/// still holds the key beside another pipeline under the same name.
+#[test]
+fn a_counted_submit_sent_again_counts_once_whether_or_not_its_first_copy_was_taken() {
+    let mut s = setup(&[(10, 1)]);
+    s.enable_journal();
+    let ask = |s: &mut Scheduler, id: u64| {
+        s.handle(Input::Submit {
+            counted: true,
+            session: 77,
+            client: 1,
+            id,
+            tasks: vec![spec("a", vec![])],
+        })
+    };
+    let release = |s: &mut Scheduler| {
+        s.handle(Input::Release {
+            client: 1,
+            keys: vec!["a".into()],
+        })
+    };
+    // Request 1 taken, then sent again: one hold. Request 2, sent again
+    // after a restart: a second hold, not a third.
+    ask(&mut s, 1);
+    ask(&mut s, 1);
+    ask(&mut s, 2);
+    let mut model = super::state::Model::default();
+    for r in s.journal_records() {
+        model.apply(r);
+    }
+    let mut r = Scheduler::new().restore(model.into_snapshot()).unwrap();
+    r.handle(Input::ModuleStored { hash: M.into() });
+    r.handle(Input::ClientConnected {
+        client: 1,
+        name: Some("cli".into()),
+        session: 0,
+    });
+    ask(&mut r, 2);
+    // Request 3's first copy never arrived: its second counts.
+    ask(&mut r, 3);
+    r.handle(joined(10, 1));
+    finish(&mut r, 10, "a", big(100));
+    for left in [2, 1] {
+        release(&mut r);
+        assert_eq!(r.state("a"), Some(TaskState::Finished), "{left} holds left");
+    }
+    release(&mut r);
+    assert_eq!(r.state("a"), None, "three holds in all");
 }
 
 fn release_d(s: &mut Scheduler) {
@@ -608,6 +663,7 @@ fn released_work_that_has_not_ended_is_cancelled_and_forgotten() {
     });
     s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 2,
         id: 1,
         tasks: vec![spec("shared", vec![])],
@@ -729,6 +785,7 @@ fn cancel_without_force_spares_a_key_others_held_work_depends_on() {
     submit(&mut s, vec![spec("s", vec![]), spec("mid", vec![fut("s")])]);
     s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 2,
         id: 1,
         tasks: vec![spec("theirs", vec![fut("mid")])],
@@ -834,6 +891,7 @@ fn unnamed_client_releases_its_keys_on_disconnect_named_does_not() {
     });
     s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 2,
         id: 1,
         tasks: vec![spec("anon", vec![])],
@@ -860,6 +918,7 @@ fn an_unnamed_sessions_holds_wait_for_it_to_come_back() {
     connect(&mut s, 2);
     s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 2,
         id: 1,
         tasks: vec![spec("kept", vec![])],
@@ -901,6 +960,7 @@ fn a_session_that_says_it_is_leaving_lets_go_at_once() {
     });
     s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 2,
         id: 1,
         tasks: vec![spec("kept", vec![])],
@@ -1089,6 +1149,7 @@ fn cancel_without_force_spares_keys_other_clients_hold() {
     submit(&mut s, vec![spec("a", vec![])]);
     s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 2,
         id: 1,
         tasks: vec![spec("a", vec![])],
@@ -2092,6 +2153,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
         &mut s,
         Input::Submit {
             counted: true,
+            session: 0,
             client: 1,
             id: 1,
             tasks: vec![
@@ -2106,6 +2168,7 @@ fn journal_records_rebuild_exactly_the_state_a_snapshot_holds() {
         &mut s,
         Input::Submit {
             counted: true,
+            session: 0,
             client: 2,
             id: 1,
             tasks: vec![spec("ephemeral", vec![val(5)])],
@@ -2350,6 +2413,7 @@ fn a_big_release_goes_a_step_at_a_time_and_its_holder_waits_for_it() {
     assert!(!s.waits(2));
     let cmds = s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 2,
         id: 1,
         tasks: vec![spec("o", vec![])],
@@ -2419,6 +2483,7 @@ fn an_unnamed_clients_keys_set_aside_as_it_leaves_stay_unnamed_until_let_go() {
     let tasks: Vec<_> = (0..n).map(|i| spec(&format!("t{i}"), vec![])).collect();
     s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 4,
         id: 1,
         tasks,
@@ -2456,6 +2521,7 @@ fn holders_take_turns_at_their_big_releases() {
         .collect();
     s.handle(Input::Submit {
         counted: true,
+        session: 0,
         client: 2,
         id: 1,
         tasks,

@@ -56,8 +56,21 @@ impl Core {
                 self.modules.insert(hash.clone(), bytes);
                 Input::ModuleStored { hash }
             }
-            ToScheduler::Submit { id, tasks, counted } => Input::Submit {
+            ToScheduler::Submit { .. } if !is_worker && self.faults.cut_before_submit() => {
+                tracing::warn!(
+                    "fault injection: cutting client {from} off before taking its submit"
+                );
+                self.overflowed.push(from);
+                return;
+            }
+            ToScheduler::Submit {
+                id,
+                tasks,
                 counted,
+                session,
+            } => Input::Submit {
+                counted,
+                session: self.session_of(from, session),
                 client: from,
                 id,
                 tasks,

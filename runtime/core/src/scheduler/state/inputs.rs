@@ -50,6 +50,10 @@ pub enum Input {
         /// more (see
         /// [`ToScheduler::Submit`](crate::protocol::ToScheduler::Submit)).
         counted: bool,
+        /// The client's session (0: none): a counted submit of a session
+        /// and request id taken before (a copy sent again after a broken
+        /// connection) does not count again.
+        session: u64,
         /// Who.
         client: ClientId,
         /// Request id to answer.

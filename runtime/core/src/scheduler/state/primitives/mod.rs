@@ -180,6 +180,12 @@ impl Answered {
         }
     }
 
+    /// Whether request `at`, (session, id), was answered (and is still
+    /// kept).
+    fn contains(&self, at: &(u64, u64)) -> bool {
+        self.by.contains_key(at)
+    }
+
     /// The answers kept, oldest first.
     pub(in crate::scheduler::state) fn in_order(
         &self,
@@ -528,6 +534,24 @@ impl Scheduler {
             return false;
         };
         !leases.get(name).is_some_and(|l| l.holders.contains(&owner))
+    }
+
+    /// Whether counted submit `id` of `session` is to count: not if it
+    /// was taken before (a copy sent again after a broken connection);
+    /// taken now, it is kept (and journaled) as answered, with the
+    /// primitive operations' answers, so that even a scheduler restarted
+    /// meanwhile counts it once.
+    pub(super) fn first_counted_submit(&mut self, session: u64, id: u64) -> bool {
+        if session == 0 {
+            return true;
+        }
+        if self.prims.answered.contains(&(session, id)) {
+            return false;
+        }
+        self.prims.answered.insert((session, id), OpReply::Done);
+        self.prims
+            .note(|d| d.answers.push((session, id, OpReply::Done)));
+        true
     }
 
     /// Answers `req`, keeping the answer for its session if it has one.
