@@ -309,6 +309,63 @@ fn an_actor_whose_call_trapped_is_listed_as_broken() {
     assert!(stderr(&out).contains("earlier call"), "{}", stderr(&out));
 }
 
+/// A call past its actor's call limit (`actor new --call-timeout`) fails
+/// with a timeout well before it would have ended, and breaks the actor,
+/// which says so; an actor without a limit runs the same call through.
+#[test]
+fn a_call_past_its_actors_call_limit_fails_and_breaks_the_actor() {
+    let c = Cluster::start(1, 1);
+    let limited = c.ok(&[
+        "actor",
+        "new",
+        "--call-timeout",
+        "300ms",
+        coord_wasm(),
+        "counter",
+        "7",
+    ]);
+    assert_eq!(c.ok(&["actor", "call", &limited, "spin", "10"]), "7");
+    let out = start_with_stdin(
+        c.cmd().args(["actor", "call", &limited, "spin", "120000"]),
+        "",
+    )
+    .output_within(Duration::from_secs(60), "the call past its limit");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("call limit of 300ms"),
+        "{}",
+        stderr(&out)
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the actor listed as broken",
+        || {
+            c.ok(&["actor", "list"])
+                .lines()
+                .any(|l| l.starts_with(&limited) && l.contains("broken"))
+        },
+    );
+    let out = c.run(&["actor", "call", &limited, "get"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("call limit"), "{}", stderr(&out));
+    // No limit: the same kind of call runs as long as it takes.
+    let free = c.ok(&["actor", "new", coord_wasm(), "counter", "8"]);
+    assert_eq!(c.ok(&["actor", "call", &free, "spin", "600"]), "8");
+    let out = c.run(
+        &[
+            "actor",
+            "new",
+            "--call-timeout",
+            "0s",
+            coord_wasm(),
+            "counter",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
 #[test]
 fn an_actor_call_gives_up_at_its_timeout() {
     let c = Cluster::start(1, 1);

@@ -45,6 +45,11 @@ struct NewArgs {
     /// Memory limit of the actor's instance (at most the worker's).
     #[arg(long, value_name = "MIB")]
     memory_limit_mib: Option<u64>,
+    /// How long one method call may run, e.g. `30s` (within the worker's
+    /// `--timeout`): a call past it fails, and the actor takes no more
+    /// calls [default: no limit but the worker's].
+    #[arg(long, value_parser = super::task_options::parse_time_limit, value_name = "DUR")]
+    call_timeout: Option<std::time::Duration>,
     /// The WebAssembly component exporting the resource.
     module: PathBuf,
     /// The resource's name, as the component's WIT declares it.
@@ -155,6 +160,7 @@ async fn new(global: &Global, a: NewArgs) -> Result<(), Failure> {
     let options = ActorOptions {
         key: a.key,
         memory_limit: a.memory_limit_mib.map(|m| m << 20),
+        call_timeout: a.call_timeout,
     };
     let actor = client
         .actor_new(&module, &a.resource, args, &options)

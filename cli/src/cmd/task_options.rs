@@ -25,13 +25,13 @@ pub struct LimitFlags {
     pub retries: Option<u32>,
 }
 
-/// A run's time limit: a duration above 0 (a limit of 0 would fail every
-/// run).
-fn parse_time_limit(s: &str) -> Result<Duration, String> {
+/// A run's (or an actor call's) time limit: a duration above 0 (a limit
+/// of 0 would fail every run).
+pub fn parse_time_limit(s: &str) -> Result<Duration, String> {
     let limit = parse_duration(s)?;
     if limit.is_zero() {
         return Err(format!(
-            "a time limit of {s} would fail every run: give one above 0, or leave --timeout \
+            "a time limit of {s} would fail every run: give one above 0, or leave the flag \
              out for none"
         ));
     }

@@ -43,6 +43,11 @@ pub struct ActorOptions {
     /// Memory limit of the actor's instance, in bytes (at most its
     /// worker's).
     pub memory_limit: Option<u64>,
+    /// How long one method call may run (within its worker's `--timeout`,
+    /// if it has one): a call past it fails with [`ErrorKind::Timeout`],
+    /// and the actor takes no more calls (it is `broken`). None: no limit
+    /// but the worker's.
+    pub call_timeout: Option<std::time::Duration>,
 }
 
 type Pending = Mutex<Option<HashMap<u64, oneshot::Sender<Result<Bytes, TaskError>>>>>;
@@ -157,6 +162,7 @@ impl Client {
             resource: resource.to_string(),
             args,
             memory_limit: options.memory_limit,
+            call_timeout_ms: options.call_timeout.map(super::limit_ms),
         };
         match self
             .request(|id| ToScheduler::ActorNew {

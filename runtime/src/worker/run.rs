@@ -365,7 +365,14 @@ pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec, made: u64)
         let memory = spec.memory_limit.map(|m| m.min(usize::MAX as u64) as usize);
         shared
             .sandbox
-            .construct(ready, &key, &spec.resource, args, memory)
+            .construct(
+                ready,
+                &key,
+                &spec.resource,
+                args,
+                memory,
+                spec.call_timeout_ms.map(Duration::from_millis),
+            )
             .await
     }
     .await;

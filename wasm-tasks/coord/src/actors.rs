@@ -38,6 +38,15 @@ impl counter::GuestCounter for Counter {
     fn get(&self) -> i64 {
         self.value.get()
     }
+
+    fn spin(&self, ms: u64) -> i64 {
+        let began = std::time::Instant::now();
+        let mut turns = 0u64;
+        while began.elapsed() < std::time::Duration::from_millis(ms) {
+            turns = std::hint::black_box(turns.wrapping_add(1));
+        }
+        self.value.get()
+    }
 }
 
 /// The state of a `server` actor: its blobs by name.

@@ -17,6 +17,10 @@ pub struct ActorSpec {
     /// Memory limit of this actor's instance, in bytes (at most the
     /// worker's).
     pub memory_limit: Option<u64>,
+    /// How long one method call may run, in ms (within the worker's
+    /// `--timeout`, if it has one): a call past it traps, and the actor
+    /// takes no more calls. None: no limit but the worker's.
+    pub call_timeout_ms: Option<u64>,
 }
 
 /// Where an actor lives and how it is.

@@ -10,6 +10,7 @@ fn spec(key: &str) -> ActorSpec {
         resource: "counter".into(),
         args: vec![],
         memory_limit: None,
+        call_timeout_ms: None,
     }
 }
 

@@ -15,6 +15,10 @@ pub struct ActorInstance {
     pub(super) stderr: Capture,
     /// Set once a call trapped: the instance may not be entered again.
     pub(super) broken: Option<TaskError>,
+    /// When the call under way must stop (set for each call).
+    pub(super) deadline: Deadline,
+    /// How long one call may run: past it, it traps and breaks the actor.
+    pub(super) call_limit: Option<Duration>,
 }
 
 impl ActorInstance {
@@ -98,15 +102,20 @@ impl ActorInstance {
             ));
         };
         let mut results = vec![Val::Bool(false); sig.results.len()];
-        let outcome = async {
+        // Past its limit, a call running wasm traps at the next epoch tick,
+        // and one waiting in a host call is dropped (`within`): either way
+        // the instance is not entered again.
+        self.deadline.start(self.call_limit);
+        let outcome = within(self.call_limit, async {
             let func = self
                 .instance
                 .get_func(&mut self.store, index)
                 .ok_or_else(|| wasmtime::Error::msg(format!("export {name} vanished")))?;
             func.call_async(&mut self.store, &params, &mut results)
                 .await
-        }
+        })
         .await;
+        self.deadline.start(None);
         match outcome {
             Ok(()) => Ok(match results.as_slice() {
                 [] => Value::Nil,
@@ -114,7 +123,14 @@ impl ActorInstance {
                 many => Value::Array(many.iter().map(value::val_to_value).collect()),
             }),
             Err(e) => {
-                let e = classify(e, self.stderr.text(), &key, Bounds::default());
+                let mut e = classify(e, self.stderr.text(), &key, Bounds::default());
+                if let (ErrorKind::Timeout, Some(limit)) = (e.kind, self.call_limit) {
+                    e.message = format!(
+                        "actor {key}: {method} ran past the actor's call limit of {limit:?} \
+                         (`actor new --call-timeout`); the actor takes no more calls: delete \
+                         it and create it again"
+                    );
+                }
                 self.broken = Some(e.clone());
                 Err(e)
             }

@@ -67,7 +67,7 @@ impl Sandbox {
             Pre::Command(pre) => {
                 let mut host = self.host(wasi.build(), key, link);
                 host.limits = self.store_limits_under(limits.memory);
-                let mut store = self.store(ready, host, timeout, instance);
+                let mut store = self.store(ready, host, Deadline::after(timeout), instance);
                 within(timeout, async {
                     let command = pre.instantiate_async(&mut store).await?;
                     let run = command.wasi_cli_run().call_run(&mut store).await?;
@@ -80,7 +80,7 @@ impl Sandbox {
                     wasi: wasi.build_p1(),
                     limits: self.store_limits_under(limits.memory),
                 };
-                let mut store = self.store(ready, host, timeout, instance);
+                let mut store = self.store(ready, host, Deadline::after(timeout), instance);
                 within(timeout, async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let start = instance.get_typed_func::<(), ()>(&mut store, COMMAND_FUNCTION)?;

@@ -866,7 +866,7 @@ impl Sandbox {
         let mut host = self.host(wasi.build(), key, link);
         host.limits = self.store_limits_under(limits.memory);
         host.memory = Some((memory, raise));
-        let mut store = self.store(ready, host, timeout, instance);
+        let mut store = self.store(ready, host, Deadline::after(timeout), instance);
         // Results may be as large as the task's memory.
         store.set_hostcall_fuel(memory.max(MIN_HOSTCALL_FUEL));
 
@@ -916,6 +916,7 @@ impl Sandbox {
         resource: &str,
         args: Vec<Value>,
         memory: Option<usize>,
+        call_limit: Option<Duration>,
     ) -> Result<ActorInstance, TaskError> {
         let err = |kind, message: String| task_error(key, kind, message);
         let Pre::Exports(_) = &ready.pre else {
@@ -954,7 +955,8 @@ impl Sandbox {
             .build();
         let mut host = self.host(wasi, key, None);
         host.limits = self.store_limits_under(memory);
-        let mut store = self.store(&ready, host, None, instance);
+        let deadline = Deadline::shared();
+        let mut store = self.store(&ready, host, deadline.clone(), instance);
         let mut results = [Val::Bool(false)];
         let built = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -985,6 +987,12 @@ impl Sandbox {
             key: key.to_string(),
             stderr,
             broken: None,
+            deadline,
+            // Its own, within the worker's.
+            call_limit: match (call_limit, self.limits.timeout) {
+                (Some(a), Some(w)) => Some(a.min(w)),
+                (a, w) => a.or(w),
+            },
         })
     }
 
@@ -1052,19 +1060,18 @@ impl Sandbox {
     }
 
     /// A fresh store with the memory limit and the epoch deadline: yield to
-    /// tokio at every tick, trap once past `timeout`.
+    /// tokio at every tick, trap once past `deadline`.
     /// `instance` (see [`Sandbox::instance`]) is held as long as the store
     /// lives.
     fn store<T: Limited>(
         &self,
         ready: &Ready,
         data: T,
-        timeout: Option<Duration>,
+        deadline: Deadline,
         instance: Instance,
     ) -> Store<T> {
         let mut store = Store::new(ready.module.code.engine(), data);
         store.limiter(|h| h.limits());
-        let deadline = timeout.map(|t| Instant::now() + t);
         // Owned by the callback, so the epoch ticks (and the instance
         // stays taken) as long as the store lives.
         let running = self.ticker.running();
@@ -1072,7 +1079,7 @@ impl Sandbox {
         store.epoch_deadline_callback(move |_| {
             let _ticking = &running;
             let _instance = &instance;
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.passed() {
                 Err(Trap::Interrupt.into())
             } else {
                 // Tokio's own yield: it lets the runtime poll for I/O and
@@ -1089,6 +1096,53 @@ impl Sandbox {
             }
         });
         store
+    }
+}
+
+/// When a store's guest must stop, checked at each epoch tick: a moment
+/// fixed for a task's one call, or one an actor's store sets again for
+/// each of its calls.
+#[derive(Clone, Debug)]
+pub(super) enum Deadline {
+    /// A task's: this moment, or never.
+    Fixed(Option<Instant>),
+    /// An actor's: nanoseconds past the first `Instant` ([`u64::MAX`]:
+    /// never), set for each call.
+    Shared(Arc<(Instant, std::sync::atomic::AtomicU64)>),
+}
+
+impl Deadline {
+    /// `timeout` from now (never, without one).
+    fn after(timeout: Option<Duration>) -> Self {
+        Self::Fixed(timeout.map(|t| Instant::now() + t))
+    }
+
+    /// Never, until [`Deadline::start`] sets it.
+    fn shared() -> Self {
+        Self::Shared(Arc::new((
+            Instant::now(),
+            std::sync::atomic::AtomicU64::new(u64::MAX),
+        )))
+    }
+
+    /// (A shared one:) `timeout` from now, or never without one.
+    pub(super) fn start(&self, timeout: Option<Duration>) {
+        if let Self::Shared(at) = self {
+            let nanos = timeout.map_or(u64::MAX, |t| {
+                u64::try_from((at.0.elapsed() + t).as_nanos()).unwrap_or(u64::MAX - 1)
+            });
+            at.1.store(nanos, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn passed(&self) -> bool {
+        match self {
+            Self::Fixed(at) => at.is_some_and(|d| Instant::now() >= d),
+            Self::Shared(at) => {
+                let nanos = at.1.load(std::sync::atomic::Ordering::Relaxed);
+                nanos != u64::MAX && at.0.elapsed().as_nanos() >= u128::from(nanos)
+            }
+        }
     }
 }
 
