@@ -151,6 +151,51 @@ fn queue_is_fifo_over_mixed_values_and_futures() {
     assert_eq!(c.ok(&["queue", "len", "q"]), "0");
 }
 
+/// Bytes on stdin that are not UTF-8 go into a queue or variable as a byte
+/// string, exactly (a trailing newline included), and come back with
+/// `--raw` as they were; they used to be refused as "not valid UTF-8".
+/// Text still loses one trailing newline.
+#[test]
+fn binary_stdin_is_an_item_of_bytes_kept_exactly() {
+    use std::io::Write;
+    let c = Cluster::start(1, 1);
+    let bytes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .chain([0xff, b'\n'])
+        .collect();
+    assert!(std::str::from_utf8(&bytes).is_err());
+    let put = |args: &[&str]| {
+        let mut child = c
+            .cmd()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_code(&out, 0, "a put of bytes from stdin");
+    };
+    put(&["queue", "put", "bin", "-"]);
+    put(&["var", "set", "blob", "-"]);
+    let got = c.run(&["queue", "get", "--raw", "bin"], "");
+    assert_code(&got, 0, "queue get --raw");
+    assert!(got.stdout == bytes, "{} bytes back", got.stdout.len());
+    let got = c.run(&["var", "get", "--raw", "blob"], "");
+    assert_code(&got, 0, "var get --raw");
+    assert!(got.stdout == bytes, "{} bytes back", got.stdout.len());
+    let out = c.run(&["queue", "put", "bin", "-"], "words\n");
+    assert_code(&out, 0, "queue put of text");
+    assert_eq!(c.ok(&["queue", "get", "bin"]), r#""words""#);
+    let out = c.run(
+        &["queue", "put", "bin", "-"],
+        &format!("[{}", "1,".repeat(100_000)),
+    );
+    assert_code(&out, 2, "text that starts like JSON");
+    assert!(stderr(&out).len() < 1_000, "{}", stderr(&out).len());
+}
+
 #[test]
 fn full_and_empty_queues_time_out() {
     let c = Cluster::start(1, 1);

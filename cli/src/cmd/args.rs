@@ -206,8 +206,9 @@ pub use dtask_runtime::config::parse_duration;
 
 /// An item for a queue or variable from a shell word, with no WIT type to
 /// guide it: `@KEY` is a future (the scheduler refuses keys it does not
-/// know), `-` reads stdin (less one trailing newline), anything else is
-/// [`untyped_value`] (`@@…` being a literal `@…`).
+/// know), `-` reads stdin (text less one trailing newline, as
+/// [`untyped_value`]; bytes that are not UTF-8 as a byte string, exactly),
+/// anything else is [`untyped_value`] (`@@…` being a literal `@…`).
 pub fn item_from_word(word: &str) -> Result<Arg, Failure> {
     if let Some(rest) = word.strip_prefix('@')
         && !rest.starts_with('@')
@@ -217,14 +218,24 @@ pub fn item_from_word(word: &str) -> Result<Arg, Failure> {
         return Ok(Arg::Future(rest.to_string()));
     }
     let v = if word == "-" {
-        let mut text = String::new();
+        let mut raw = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
+            .read_to_end(&mut raw)
             .map_err(|e| Failure::usage(format!("cannot read VALUE from stdin: {e}")))?;
-        let text = text
-            .strip_suffix('\n')
-            .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
-        untyped_value(text)?
+        match String::from_utf8(raw) {
+            Ok(mut text) => {
+                // Less one trailing newline, in place: a big value is not
+                // copied for it.
+                if text.ends_with('\n') {
+                    text.pop();
+                    if text.ends_with('\r') {
+                        text.pop();
+                    }
+                }
+                untyped_text(text)?
+            }
+            Err(bytes) => Value::Binary(bytes.into_bytes()),
+        }
     } else {
         untyped_value(word.strip_prefix('@').unwrap_or(word))?
     };
@@ -237,12 +248,39 @@ pub fn item_from_word(word: &str) -> Result<Arg, Failure> {
 /// array or object (`"`, `[`, `{`) must be valid JSON: a typo there should
 /// not quietly become a string.
 pub fn untyped_value(text: &str) -> Result<Value, Failure> {
+    match json_or_why(text)? {
+        Some(v) => Ok(v),
+        None => Ok(Value::from(text)),
+    }
+}
+
+/// [`untyped_value`] of text owned already: a string value takes it
+/// without a copy.
+fn untyped_text(text: String) -> Result<Value, Failure> {
+    match json_or_why(&text)? {
+        Some(v) => Ok(v),
+        None => Ok(Value::from(text)),
+    }
+}
+
+/// `text` as JSON if it parses; `None` if it is not JSON and does not
+/// look like it; a usage error if it starts like JSON but is not.
+fn json_or_why(text: &str) -> Result<Option<Value>, Failure> {
     match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(j) => Ok(value::untyped_json_to_value(&j)),
-        Err(e) if text.trim_start().starts_with(['"', '[', '{']) => Err(Failure::usage(format!(
-            "VALUE {text:?} starts like JSON but is not valid JSON: {e}"
-        ))),
-        Err(_) => Ok(Value::from(text)),
+        Ok(j) => Ok(Some(value::untyped_json_to_value(&j))),
+        Err(e) if text.trim_start().starts_with(['"', '[', '{']) => {
+            // Its beginning: the text may be megabytes from stdin.
+            let mut end = text.len().min(80);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let more = if end < text.len() { "…" } else { "" };
+            Err(Failure::usage(format!(
+                "VALUE {:?}{more} starts like JSON but is not valid JSON: {e}",
+                &text[..end]
+            )))
+        }
+        Err(_) => Ok(None),
     }
 }
 

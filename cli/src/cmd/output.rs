@@ -29,19 +29,25 @@ pub fn render_line(v: Value, raw: bool) -> Vec<u8> {
 /// ([`render`]), a future as its key. The CLI's named client
 /// (`DTASK_CLIENT`) now holds that key, until `dtask release KEY`.
 pub fn print_item(item: Item, raw: bool) -> Result<(), Failure> {
-    let line = match item {
-        Item::Value(v) => render_line(v, raw),
+    let mut out = std::io::stdout().lock();
+    let written = match item {
+        // Written from the value itself: a big one is not copied first.
+        Item::Value(Value::String(s)) if raw => out
+            .write_all(s.as_bytes())
+            .and_then(|()| out.write_all(b"\n")),
+        Item::Value(Value::Binary(bytes)) if raw => out.write_all(&bytes),
+        Item::Value(v) => out.write_all(&render_line(v, raw)),
         Item::Future(f) => {
-            let mut key = f.key().as_bytes().to_vec();
-            key.push(b'\n');
+            let written = out
+                .write_all(f.key().as_bytes())
+                .and_then(|()| out.write_all(b"\n"));
             // The scheduler made the named client a holder; dropping the
             // handle would give that up.
             std::mem::forget(f);
-            key
+            written
         }
     };
-    let mut out = std::io::stdout().lock();
-    out.write_all(&line)
+    written
         .and_then(|()| out.flush())
         .map_err(Failure::write)
 }
