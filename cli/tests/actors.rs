@@ -332,7 +332,7 @@ fn a_call_past_its_actors_call_limit_fails_and_breaks_the_actor() {
     .output_within(Duration::from_secs(60), "the call past its limit");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("call limit of 300ms"),
+        stderr(&out).contains("call limit of 300ms (`actor new --call-timeout`)"),
         "{}",
         stderr(&out)
     );

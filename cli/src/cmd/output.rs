@@ -47,9 +47,7 @@ pub fn print_item(item: Item, raw: bool) -> Result<(), Failure> {
             written
         }
     };
-    written
-        .and_then(|()| out.flush())
-        .map_err(Failure::write)
+    written.and_then(|()| out.flush()).map_err(Failure::write)
 }
 
 /// Encodes a byte string or string arriving range by range exactly as

@@ -152,6 +152,11 @@ impl Client {
         args: Vec<Arg>,
         options: &ActorOptions,
     ) -> Result<Actor, ClientError> {
+        if options.call_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ClientError::Invalid(
+                "a call timeout of 0 would fail every call: give one above 0, or none".into(),
+            ));
+        }
         let args = self.resolve_args(args).await?;
         let spec = ActorSpec {
             key: options

@@ -386,11 +386,16 @@ pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec, made: u64)
         }
     };
     let (tx, mut calls) = tokio::sync::mpsc::channel::<peer::ActorCall>(peer::ACTOR_QUEUE);
-    shared
-        .actors
-        .lock()
-        .expect("actor table lock")
-        .insert(key.clone(), (made, tx));
+    {
+        let mut actors = shared.actors.lock().expect("actor table lock");
+        // A later making of the same key built here first (this one was
+        // slow, and the key was made again meanwhile) stays: this one is
+        // stale, and goes with its instance.
+        if actors.get(&key).is_some_and(|(m, _)| *m > made) {
+            return;
+        }
+        actors.insert(key.clone(), (made, tx));
+    }
     let _ = shared.to_scheduler.send(ToScheduler::ActorReady {
         key: key.clone(),
         made,
@@ -402,9 +407,10 @@ pub(super) async fn start_actor(shared: Arc<Shared>, spec: ActorSpec, made: u64)
             .await
             .map(|v| Bytes::from(value::encode(&v)));
         if !was_broken && instance.is_broken() {
-            let _ = shared
-                .to_scheduler
-                .send(ToScheduler::ActorBroken { key: key.clone() });
+            let _ = shared.to_scheduler.send(ToScheduler::ActorBroken {
+                key: key.clone(),
+                made,
+            });
         }
         let _ = call.reply.send(FromPeer::Called {
             id: call.id,

@@ -379,6 +379,8 @@ pub enum ToScheduler {
     ActorBroken {
         /// The actor's key.
         key: String,
+        /// Which making (as [`FromScheduler::NewActor`] numbered it).
+        made: u64,
     },
     /// From an unnamed client that is done (its last handle dropped):
     /// when its session's last connection closes, its holds and leases end

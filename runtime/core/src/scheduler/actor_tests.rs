@@ -394,3 +394,48 @@ fn a_worker_rejoining_before_its_old_connection_closed_keeps_its_actors() {
         assert_eq!(a.state, ActorState::Ready, "{k}");
     }
 }
+
+/// An actor still being built when the scheduler restarted is taken when
+/// its worker, having rejoined, reports it built: callers waiting to
+/// locate it are answered where it is, not "lost".
+#[test]
+fn an_actor_built_after_the_restart_is_taken_from_its_report() {
+    let mut s = setup(&[(10, 1)]);
+    s.enable_journal();
+    let m = made(&mut s, 1, "slow");
+    let mut r = restarted(&mut s);
+    assert_eq!(located(&locate(&mut r, 4, "slow"), 4), None);
+    r.handle(super::testing::joined_at(20, "w10", 256 << 20));
+    holds(&mut r, 20, &[]);
+    let cmds = actor_started(&mut r, 20, "slow", m, Ok(()));
+    assert!(dropped(&cmds).is_empty(), "{cmds:?}");
+    let found = located(&cmds, 4).expect("answered").expect("found");
+    assert_eq!(
+        (found.state, found.address.as_str()),
+        (ActorState::Ready, "w10")
+    );
+}
+
+/// A worker that rejoins (the same process) holding an actor whose
+/// "ready" report was lost with its old connection finishes its making:
+/// the `actor new` waiting is answered.
+#[test]
+fn a_held_actor_still_starting_is_ready_and_its_maker_answered() {
+    let mut s = setup(&[(10, 1)]);
+    let m = made(&mut s, 3, "a");
+    s.handle(super::testing::joined_at(11, "w10", 256 << 20));
+    let cmds = holds(&mut s, 11, &[("a", m)]);
+    assert!(
+        cmds.iter().any(|c| matches!(c,
+            Command::Send { to: 1, msg: FromScheduler::ActorCreated { id: 3, result: Ok(info) } }
+                if info.state == ActorState::Ready)),
+        "{cmds:?}"
+    );
+    // A trap reported for another making does not break this one.
+    s.handle(Input::ActorBroken {
+        worker: 11,
+        key: "a".into(),
+        made: m + 1,
+    });
+    assert_eq!(s.actor_list()[0].state, ActorState::Ready);
+}

@@ -816,7 +816,7 @@ impl Scheduler {
                 self.actor_locate_for(client, id, &key, &mut out)
             }
             Input::ActorDelete { key } => self.actor_delete(&key, &mut out),
-            Input::ActorBroken { worker, key } => self.actor_broken(worker, &key),
+            Input::ActorBroken { worker, key, made } => self.actor_broken(worker, &key, made),
             Input::WorkerHeartbeat {
                 worker,
                 spilled,

@@ -378,9 +378,11 @@ impl Core {
                 made,
                 outcome: Err(error),
             },
-            ToScheduler::ActorBroken { key } if is_worker => {
-                Input::ActorBroken { worker: from, key }
-            }
+            ToScheduler::ActorBroken { key, made } if is_worker => Input::ActorBroken {
+                worker: from,
+                key,
+                made,
+            },
             ToScheduler::FetchModule { hash } if is_worker => {
                 let bytes = self.modules.get(&hash).cloned();
                 self.send(from, FromScheduler::Module { hash, bytes });

@@ -17,9 +17,14 @@ pub struct ActorInstance {
     pub(super) broken: Option<TaskError>,
     /// When the call under way must stop (set for each call).
     pub(super) deadline: Deadline,
-    /// How long one call may run: past it, it traps and breaks the actor.
-    pub(super) call_limit: Option<Duration>,
+    /// How long one call may run (past it, it traps and breaks the
+    /// actor), and whose limit that is, for the error.
+    pub(super) call_limit: Option<(Duration, &'static str)>,
 }
+
+/// Whose call limit an actor has when its worker's is the one that bounds
+/// it.
+pub(super) const WORKER_LIMIT: &str = "the worker's --timeout";
 
 impl ActorInstance {
     /// Whether a call trapped, so the instance takes no more calls.
@@ -105,8 +110,9 @@ impl ActorInstance {
         // Past its limit, a call running wasm traps at the next epoch tick,
         // and one waiting in a host call is dropped (`within`): either way
         // the instance is not entered again.
-        self.deadline.start(self.call_limit);
-        let outcome = within(self.call_limit, async {
+        let limit = self.call_limit.map(|(l, _)| l);
+        self.deadline.start(limit);
+        let outcome = within(limit, async {
             let func = self
                 .instance
                 .get_func(&mut self.store, index)
@@ -124,11 +130,10 @@ impl ActorInstance {
             }),
             Err(e) => {
                 let mut e = classify(e, self.stderr.text(), &key, Bounds::default());
-                if let (ErrorKind::Timeout, Some(limit)) = (e.kind, self.call_limit) {
+                if let (ErrorKind::Timeout, Some((limit, whose))) = (e.kind, self.call_limit) {
                     e.message = format!(
-                        "actor {key}: {method} ran past the actor's call limit of {limit:?} \
-                         (`actor new --call-timeout`); the actor takes no more calls: delete \
-                         it and create it again"
+                        "actor {key}: {method} ran past its call limit of {limit:?} ({whose}); \
+                         the actor takes no more calls: delete it and create it again"
                     );
                 }
                 self.broken = Some(e.clone());

@@ -45,6 +45,7 @@ mod stdin;
 mod stdout;
 
 pub use actor::ActorInstance;
+use actor::WORKER_LIMIT;
 pub use capture::Captured;
 use capture::{Capture, Out};
 use command::command_input;
@@ -990,8 +991,9 @@ impl Sandbox {
             deadline,
             // Its own, within the worker's.
             call_limit: match (call_limit, self.limits.timeout) {
-                (Some(a), Some(w)) => Some(a.min(w)),
-                (a, w) => a.or(w),
+                (Some(a), Some(w)) if w < a => Some((w, WORKER_LIMIT)),
+                (Some(a), _) => Some((a, "`actor new --call-timeout`")),
+                (None, w) => w.map(|w| (w, WORKER_LIMIT)),
             },
         })
     }

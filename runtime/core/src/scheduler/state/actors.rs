@@ -30,7 +30,8 @@ pub(super) struct Actor {
     /// Which making of the actor this is (0: restored from a journal
     /// written before makings were numbered; any copy is taken).
     made: u64,
-    /// Restored from the journal, and no worker has said it holds it yet.
+    /// Restored from the journal, and neither has a worker said it holds
+    /// it nor has the rejoin settled: callers asking wait.
     restored: bool,
     /// Who waits for its construction: (client, request).
     waiting: Vec<(ClientId, u64)>,
@@ -165,16 +166,28 @@ impl Scheduler {
             }
             return;
         };
-        // Its worker may have rejoined since it was sent there.
-        let on = match self.workers.get(&worker) {
-            Some(w) => actor.lives_on(worker, &w.data_addr),
+        let address = self.workers.get(&worker).map(|w| w.data_addr.clone());
+        // Its worker may have rejoined since it was sent there (the same
+        // process); or the scheduler restarted while it was being built,
+        // and this making is the one the journal names.
+        let on = match &address {
+            Some(a) => actor.lives_on(worker, a),
             None => actor.worker == worker,
         };
-        if !on {
+        let restored = actor.state == ActorState::Lost && made != 0 && address.is_some();
+        if !on && !restored {
+            if outcome.is_ok() {
+                out.push(send(worker, drop_it));
+            }
             return;
         }
         actor.worker = worker;
+        if let Some(a) = address {
+            actor.address = a;
+        }
+        actor.restored = false;
         let waiting = std::mem::take(&mut actor.waiting);
+        let locating = std::mem::take(&mut actor.locating);
         let result = match outcome {
             Ok(()) => {
                 actor.state = ActorState::Ready;
@@ -189,6 +202,13 @@ impl Scheduler {
         for (client, id) in waiting {
             let result = result.clone();
             out.push(send(client, FromScheduler::ActorCreated { id, result }));
+        }
+        for (client, id) in locating {
+            let result = match &result {
+                Ok(found) => Ok(found.clone()),
+                Err(_) => self.actor_locate(key),
+            };
+            out.push(send(client, FromScheduler::ActorLocated { id, result }));
         }
     }
 
@@ -208,21 +228,42 @@ impl Scheduler {
             return;
         };
         for (key, made) in keys {
-            match self.actors.get_mut(&key) {
-                Some(a) if a.state == ActorState::Lost && a.is_making(made) => {
-                    a.worker = worker;
-                    a.address = address.clone();
-                    a.state = ActorState::Ready;
-                    a.made = made;
-                    a.restored = false;
-                    let found = Ok(info(&key, a));
-                    for (client, id) in std::mem::take(&mut a.locating) {
-                        let result = found.clone();
-                        out.push(send(client, FromScheduler::ActorLocated { id, result }));
-                    }
+            let adopt = match self.actors.get(&key) {
+                Some(a) if a.state == ActorState::Lost && a.is_making(made) => true,
+                Some(a) if a.is_making(made) && a.lives_on(worker, &address) => {
+                    // Still starting, its report lost with the old
+                    // connection: it is built, since it is held.
+                    a.state == ActorState::Starting
                 }
-                Some(a) if a.is_making(made) && a.lives_on(worker, &address) => a.worker = worker,
-                _ => out.push(send(worker, FromScheduler::DropActor { key, made })),
+                _ => {
+                    out.push(send(worker, FromScheduler::DropActor { key, made }));
+                    continue;
+                }
+            };
+            let a = self.actors.get_mut(&key).expect("found above");
+            a.worker = worker;
+            if !adopt {
+                continue;
+            }
+            let renumbered = a.made != made;
+            a.address = address.clone();
+            a.state = ActorState::Ready;
+            a.made = made;
+            a.restored = false;
+            let found = info(&key, a);
+            let waiting = std::mem::take(&mut a.waiting);
+            for (client, id) in std::mem::take(&mut a.locating) {
+                let result = Ok(found.clone());
+                out.push(send(client, FromScheduler::ActorLocated { id, result }));
+            }
+            for (client, id) in waiting {
+                let result = Ok(found.clone());
+                out.push(send(client, FromScheduler::ActorCreated { id, result }));
+            }
+            if renumbered {
+                // A journal from before makings were numbered: it names
+                // this one now.
+                self.journal_actor(&key);
             }
         }
     }
@@ -363,10 +404,11 @@ impl Scheduler {
         }
     }
 
-    /// A call trapped in actor `key` on `worker`.
-    pub(super) fn actor_broken(&mut self, worker: WorkerId, key: &str) {
+    /// A call trapped in making `made` of actor `key` on `worker`.
+    pub(super) fn actor_broken(&mut self, worker: WorkerId, key: &str, made: u64) {
         if let Some(a) = self.actors.get_mut(key)
             && a.worker == worker
+            && a.made == made
             && a.state == ActorState::Ready
         {
             a.state = ActorState::Broken;

@@ -320,6 +320,8 @@ pub enum Input {
         worker: WorkerId,
         /// The actor.
         key: String,
+        /// Which making of it.
+        made: u64,
     },
     /// A client asks where an actor lives: answered at once, or, for an
     /// actor restored from the journal whose worker has not rejoined yet,

@@ -157,19 +157,26 @@ pub(super) struct PrimDirty {
 }
 
 /// Answers kept for requests sent again after a connection broke: the
-/// latest ones, within [`Answered::MAX`] answers and [`Answered::BYTES`].
+/// latest ones, within [`Answered::MAX`] answers and [`Answered::BYTES`];
+/// and, apart, the latest [`Answered::MARKS`] plain "done"s (counted
+/// submits taken, puts, releases…), which weigh nothing: a burst of big
+/// answers does not push out the mark of a submit whose client is still
+/// reconnecting, which would then count twice.
 #[derive(Debug, Default)]
 pub(in crate::scheduler::state) struct Answered {
     by: HashMap<(u64, u64), OpReply>,
     order: VecDeque<(u64, u64)>,
+    marks: VecDeque<(u64, u64)>,
     bytes: usize,
 }
 
 impl Answered {
-    /// Most answers kept.
+    /// Most answers kept, "done"s aside.
     const MAX: usize = 1 << 16;
     /// Most bytes of items in the answers kept.
     const BYTES: usize = 64 << 20;
+    /// Most "done"s kept.
+    const MARKS: usize = 1 << 18;
 
     fn weight(reply: &OpReply) -> usize {
         match reply {
@@ -186,24 +193,30 @@ impl Answered {
         self.by.contains_key(at)
     }
 
-    /// The answers kept, oldest first.
+    /// The answers kept, "done"s first, each oldest first.
     pub(in crate::scheduler::state) fn in_order(
         &self,
     ) -> impl Iterator<Item = (u64, u64, &OpReply)> + '_ {
-        self.order
+        self.marks
             .iter()
+            .chain(&self.order)
             .filter_map(|at| self.by.get(at).map(|r| (at.0, at.1, r)))
     }
 
     pub(in crate::scheduler::state) fn insert(&mut self, at: (u64, u64), reply: OpReply) {
+        let mark = matches!(reply, OpReply::Done);
         self.bytes += Self::weight(&reply);
         if let Some(old) = self.by.insert(at, reply) {
             self.bytes -= Self::weight(&old);
-        } else {
-            self.order.push_back(at);
+            return;
         }
-        while self.order.len() > Self::MAX || self.bytes > Self::BYTES {
-            let Some(oldest) = self.order.pop_front() else {
+        let (queue, most) = match mark {
+            true => (&mut self.marks, Self::MARKS),
+            false => (&mut self.order, Self::MAX),
+        };
+        queue.push_back(at);
+        while queue.len() > most || (!mark && self.bytes > Self::BYTES) {
+            let Some(oldest) = queue.pop_front() else {
                 break;
             };
             if let Some(old) = self.by.remove(&oldest) {
@@ -616,5 +629,31 @@ impl Scheduler {
             ],
             actors,
         }
+    }
+}
+
+#[cfg(test)]
+mod answered_tests {
+    use super::*;
+
+    /// A "done" (a counted submit's mark) outlives more big answers than
+    /// the answers keep, and the "done"s are bounded too.
+    #[test]
+    fn a_done_outlives_a_burst_of_big_answers_and_dones_are_bounded() {
+        let mut a = Answered::default();
+        a.insert((1, 1), OpReply::Done);
+        let big = OpReply::Item(Arg::Value(bytes::Bytes::from(vec![0u8; 4096])));
+        for id in 0..(Answered::MAX as u64 + 20_000) {
+            a.insert((2, id), big.clone());
+        }
+        assert!(a.contains(&(1, 1)));
+        assert!(!a.contains(&(2, 0)), "the oldest big answer went");
+        assert!(a.bytes <= Answered::BYTES);
+        for id in 0..Answered::MARKS as u64 {
+            a.insert((3, id), OpReply::Done);
+        }
+        assert!(!a.contains(&(1, 1)), "the oldest done went");
+        assert_eq!(a.marks.len(), Answered::MARKS);
+        assert_eq!(a.in_order().count(), a.by.len());
     }
 }
