@@ -294,19 +294,7 @@ fn an_actor_whose_call_trapped_is_listed_as_broken() {
     let out = c.run(&["actor", "call", &counter, "increment", "1"], "");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("overflows"), "{}", stderr(&out));
-    wait_until(
-        Duration::from_secs(20),
-        "the actor listed as broken",
-        || {
-            c.ok(&["actor", "list"])
-                .lines()
-                .any(|l| l.starts_with(&counter) && l.contains("broken"))
-        },
-    );
-    // It takes no more calls, and says why.
-    let out = c.run(&["actor", "call", &counter, "get"], "");
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("earlier call"), "{}", stderr(&out));
+    assert_broken(&c, &counter, "earlier call");
 }
 
 /// A call past its actor's call limit (`actor new --call-timeout`) fails
@@ -336,18 +324,7 @@ fn a_call_past_its_actors_call_limit_fails_and_breaks_the_actor() {
         "{}",
         stderr(&out)
     );
-    wait_until(
-        Duration::from_secs(20),
-        "the actor listed as broken",
-        || {
-            c.ok(&["actor", "list"])
-                .lines()
-                .any(|l| l.starts_with(&limited) && l.contains("broken"))
-        },
-    );
-    let out = c.run(&["actor", "call", &limited, "get"], "");
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("call limit"), "{}", stderr(&out));
+    assert_broken(&c, &limited, "call limit");
     // No limit: the same kind of call runs as long as it takes.
     let free = c.ok(&["actor", "new", coord_wasm(), "counter", "8"]);
     assert_eq!(c.ok(&["actor", "call", &free, "spin", "600"]), "8");
@@ -417,4 +394,22 @@ fn an_argument_of_dash_is_the_callers_stdin_read_by_the_parameters_type() {
     assert_eq!(stdout(&out).trim(), "8");
     let twice = c.run(&["actor", "call", &counter, "increment", "-", "-"], "3\n");
     assert_eq!(twice.status.code(), Some(2), "{}", stderr(&twice));
+}
+
+/// Actor `key` comes to be listed as broken, and a call to it then fails
+/// (exit 1) with an error that says `why`.
+fn assert_broken(c: &Cluster, key: &str, why: &str) {
+    wait_until(
+        Duration::from_secs(20),
+        "the actor listed as broken",
+        || {
+            c.ok(&["actor", "list"])
+                .lines()
+                .any(|l| l.starts_with(key) && l.contains("broken"))
+        },
+    );
+    // It takes no more calls, and says why.
+    let out = c.run(&["actor", "call", key, "get"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(why), "{}", stderr(&out));
 }

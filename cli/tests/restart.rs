@@ -377,13 +377,7 @@ fn a_result_its_worker_reports_after_a_restart_is_not_computed_again() {
 fn an_unnamed_clients_lock_is_still_its_own_after_a_restart() {
     let mut p = Pieces::start(1);
     let rt = runtime();
-    let client = rt
-        .block_on(dtask_runtime::client::Client::connect(
-            &p.addr,
-            &p.token(),
-            None,
-        ))
-        .unwrap();
+    let client = unnamed_client(&rt, &p.addr, &p.token());
     let lock = client.lock("db");
     rt.block_on(lock.acquire(None)).unwrap();
     wait_until(
@@ -422,13 +416,7 @@ fn clients_waiting_on_a_stopped_scheduler_give_up_and_say_so() {
     c.ok(&["lock", "acquire", "held"]);
     let gather = gather_waiting(&c, &done, &spin, Some("1s"));
     let rt = runtime();
-    let client = rt
-        .block_on(dtask_runtime::client::Client::connect(
-            &c.addr,
-            &c.token(),
-            None,
-        ))
-        .unwrap();
+    let client = unnamed_client(&rt, &c.addr, &c.token());
     client.set_reconnect_grace(Duration::from_secs(1));
     let lock = client.lock("held");
     let acquire = rt.spawn(async move { lock.acquire(Some(Duration::from_secs(300))).await });
@@ -436,14 +424,6 @@ fn clients_waiting_on_a_stopped_scheduler_give_up_and_say_so() {
     rt.block_on(client.stats()).unwrap();
     assert!(!acquire.is_finished(), "the lock was the CLI's");
     let began = std::time::Instant::now();
-    /// Lets the stopped cluster go on when the test ends, passed or not.
-    struct GoOn(i32);
-    impl Drop for GoOn {
-        fn drop(&mut self) {
-            // SAFETY: a plain signal to the cluster process this test started.
-            unsafe { libc::kill(self.0, libc::SIGCONT) };
-        }
-    }
     let pid = c.pid() as i32;
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
@@ -532,26 +512,12 @@ fn an_actor_outlives_a_scheduler_restart_on_the_worker_that_holds_it() {
     // The worker is held back from rejoining (stopped) while a client
     // asks for the actor of the restarted scheduler.
     let worker = p.workers[0].id() as i32;
-    /// Lets the stopped worker go on when the test ends, passed or not.
-    struct GoOn(i32);
-    impl Drop for GoOn {
-        fn drop(&mut self) {
-            // SAFETY: a plain signal to a worker process this test started.
-            unsafe { libc::kill(self.0, libc::SIGCONT) };
-        }
-    }
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(worker, libc::SIGSTOP) }, 0);
     let go_on = GoOn(worker);
     p.restart_scheduler();
     let rt = runtime();
-    let client = rt
-        .block_on(dtask_runtime::client::Client::connect(
-            &p.addr,
-            &p.token(),
-            None,
-        ))
-        .unwrap();
+    let client = unnamed_client(&rt, &p.addr, &p.token());
     let asking = client.clone();
     let wanted = key.clone();
     let located = rt.spawn(async move { asking.actor(&wanted).await.map(|a| a.info().clone()) });
@@ -565,4 +531,25 @@ fn an_actor_outlives_a_scheduler_restart_on_the_worker_that_holds_it() {
         .expect("the actor was found where it lived");
     assert_eq!(found.state, dtask_runtime::protocol::ActorState::Ready);
     assert_eq!(p.ok(&["actor", "call", &key, "increment", "1"]), "8");
+}
+
+/// An unnamed client of the scheduler at `addr`, connected on `rt`.
+fn unnamed_client(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    token: &str,
+) -> dtask_runtime::client::Client {
+    rt.block_on(dtask_runtime::client::Client::connect(addr, token, None))
+        .unwrap()
+}
+
+/// Lets a process this test stopped (SIGSTOP) go on when dropped, when
+/// the test ends, passed or not.
+struct GoOn(i32);
+
+impl Drop for GoOn {
+    fn drop(&mut self) {
+        // SAFETY: a plain signal to a process the test started.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
 }
