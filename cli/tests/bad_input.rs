@@ -95,6 +95,32 @@ fn unreachable_scheduler_exits_3() {
     assert!(stderr(&out).contains("cannot reach the scheduler"));
 }
 
+/// A scheduler address that takes the connection and never answers (a
+/// listener that does not accept) gives up when the reconnect grace has
+/// passed, exit 3 saying so: it used to wait out the connection's own
+/// 10 s handshake timeout first.
+#[test]
+fn a_listener_that_never_answers_is_given_up_on_with_the_grace() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(DTASK);
+    cmd.args(["submit", tasks_wasm(), "inc", "1"])
+        .env("DTASK_STATE_DIR", state.path())
+        .env("DTASK_TOKEN", "t")
+        .env("DTASK_SCHEDULER", &addr)
+        .env("DTASK_RECONNECT_GRACE", "1s");
+    let out = start_with_stdin(&mut cmd, "")
+        .output_within(std::time::Duration::from_secs(8), "the submit to give up");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no answer within"),
+        "{}",
+        stderr(&out)
+    );
+    drop(silent);
+}
+
 #[test]
 fn a_scheduler_address_that_is_not_one_or_a_reserved_client_name_exit_2_at_once() {
     let run = |env: &[(&str, &str)]| {

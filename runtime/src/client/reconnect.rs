@@ -131,6 +131,10 @@ pub(super) fn default_grace() -> Duration {
 /// Connects to `addr`. A scheduler that is not listening may be restarting:
 /// keep trying for `grace` (saying so once), so a command started during a
 /// restart waits like one that was already connected. A refusal is final.
+/// An attempt that hangs (an address that drops what is sent to it, a
+/// listener that never answers) ends with the grace too, not the
+/// connection's own longer timeouts; the first attempt gets at least
+/// [`FIRST_ATTEMPT`] however short the grace.
 pub(super) async fn first_connect(
     addr: &str,
     hello: &Hello,
@@ -140,7 +144,21 @@ pub(super) async fn first_connect(
     let deadline = began + grace;
     let mut said = false;
     loop {
-        match connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone()).await {
+        let attempt = connection::connect::<FromScheduler, ToScheduler>(addr, hello.clone());
+        let attempt =
+            match tokio::time::timeout_at(deadline.max(began + FIRST_ATTEMPT), attempt).await {
+                Ok(attempt) => attempt,
+                Err(_) => {
+                    return Err(ClientError::Connect {
+                        addr: addr.to_string(),
+                        reason: format!(
+                            "no answer within {:?} (DTASK_RECONNECT_GRACE)",
+                            grace.max(FIRST_ATTEMPT)
+                        ),
+                    });
+                }
+            };
+        match attempt {
             Ok((admitted, tx, rx)) => return Ok((tx, rx, admitted.max_value)),
             // Bad input, not a scheduler that is away.
             Err(connection::WireError::Address(why)) => return Err(ClientError::Invalid(why)),
@@ -171,6 +189,9 @@ pub(super) async fn first_connect(
         }
     }
 }
+
+/// The least time a client's first connection attempt gets.
+const FIRST_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// A connection made: its sender and receiver, and the largest value the
 /// scheduler said it takes.
