@@ -1,7 +1,7 @@
 //! Actors in the scheduler: placement, readiness, loss with their worker.
 
 use super::state::{Command, Input, Scheduler};
-use super::testing::{M, error, setup};
+use super::testing::{M, error, restarted, restored, setup};
 use crate::protocol::{ActorSpec, ActorState, ErrorKind, FromScheduler};
 fn spec(key: &str) -> ActorSpec {
     ActorSpec {
@@ -112,28 +112,6 @@ fn built(cmds: &[Command]) -> Vec<(u64, String)> {
             _ => None,
         })
         .collect()
-}
-
-/// Scheduler `s` restored from its journal's records.
-fn restarted(s: &mut Scheduler) -> Scheduler {
-    let mut model = super::state::Model::default();
-    for r in s.journal_records() {
-        model.apply(r);
-    }
-    restored(model.into_snapshot())
-}
-
-/// A scheduler restored from `snapshot`, its module stored and client 1
-/// connected.
-fn restored(snapshot: super::state::Snapshot) -> Scheduler {
-    let mut r = Scheduler::new().restore(snapshot).unwrap();
-    r.handle(Input::ModuleStored { hash: M.into() });
-    r.handle(Input::ClientConnected {
-        client: 1,
-        name: Some("cli".into()),
-        session: 0,
-    });
-    r
 }
 
 #[test]
@@ -320,7 +298,7 @@ fn a_restored_actor_is_located_once_its_worker_rejoins_or_lost_once_the_rejoin_s
     assert_eq!(built(&new_actor(&mut r, 11, spec("b"))).len(), 1);
 
     // With no worker at all, the rejoin window closing answers.
-    let mut r = restored(s.snapshot());
+    let mut r = restored(&s);
     assert_eq!(located(&locate(&mut r, 12, "a"), 12), None);
     let cmds = r.handle(Input::RejoinWindowClosed);
     let a = located(&cmds, 12).expect("answered").unwrap_err();

@@ -99,7 +99,22 @@ pub fn setup(workers: &[(u64, u32)]) -> Scheduler {
 /// A scheduler restored from `s`'s snapshot, with its module and client 1
 /// ("cli") back, and no worker yet.
 pub fn restored(s: &Scheduler) -> Scheduler {
-    let mut r = Scheduler::new().restore(s.snapshot()).unwrap();
+    restored_from(s.snapshot())
+}
+
+/// A scheduler restored from the records `s`'s journal took since it was
+/// last drained (with [`Scheduler::enable_journal`]), as [`restored`].
+pub fn restarted(s: &mut Scheduler) -> Scheduler {
+    let mut model = super::state::Model::default();
+    for r in s.journal_records() {
+        model.apply(r);
+    }
+    restored_from(model.into_snapshot())
+}
+
+/// A scheduler restored from `snapshot`, as [`restored`].
+fn restored_from(snapshot: super::state::Snapshot) -> Scheduler {
+    let mut r = Scheduler::new().restore(snapshot).unwrap();
     r.handle(Input::ModuleStored { hash: M.into() });
     r.handle(Input::ClientConnected {
         client: 1,

@@ -599,17 +599,7 @@ fn a_counted_submit_sent_again_counts_once_whether_or_not_its_first_copy_was_tak
     ask(&mut s, 1);
     ask(&mut s, 1);
     ask(&mut s, 2);
-    let mut model = super::state::Model::default();
-    for r in s.journal_records() {
-        model.apply(r);
-    }
-    let mut r = Scheduler::new().restore(model.into_snapshot()).unwrap();
-    r.handle(Input::ModuleStored { hash: M.into() });
-    r.handle(Input::ClientConnected {
-        client: 1,
-        name: Some("cli".into()),
-        session: 0,
-    });
+    let mut r = super::testing::restarted(&mut s);
     ask(&mut r, 2);
     // Request 3's first copy never arrived: its second counts.
     ask(&mut r, 3);

@@ -356,20 +356,18 @@ impl Scheduler {
     /// Where actor `key` lives, for a caller; an error if it is lost or
     /// unknown.
     pub fn actor_locate(&self, key: &str) -> Result<ActorInfo, TaskError> {
-        let refuse = |kind, message| TaskError {
-            kind,
-            message,
-            stderr: String::new(),
-            backtrace: String::new(),
-            origin: key.to_string(),
-        };
         match self.actors.get(key) {
             Some(a) if a.state == ActorState::Lost => Err(lost(key)),
             Some(a) => Ok(info(key, a)),
-            None => Err(refuse(
-                ErrorKind::Input,
-                format!("no actor is called {key}; `dtask actor list` shows those there are"),
-            )),
+            None => Err(TaskError {
+                kind: ErrorKind::Input,
+                message: format!(
+                    "no actor is called {key}; `dtask actor list` shows those there are"
+                ),
+                stderr: String::new(),
+                backtrace: String::new(),
+                origin: key.to_string(),
+            }),
         }
     }
 
