@@ -316,6 +316,45 @@ fn a_submit_lost_before_it_was_taken_holds_its_key_when_sent_again() {
     );
 }
 
+/// A scatter taken just before its connection broke is asked again on the
+/// next connection: it is answered once the first copy's values are
+/// stored (worker messages are held back, so the copy asked again finds
+/// them still being stored), holds them once, and the bytes are kept
+/// exactly.
+#[test]
+fn a_scatter_whose_connection_broke_is_answered_once_its_values_are_stored() {
+    let c = Cluster::start_env(
+        1,
+        1,
+        &[],
+        &[
+            ("DTASK_FAULT_CUT_AFTER_SCATTER", "1"),
+            ("DTASK_FAULT_DELAY_MS", "1500"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("value.bin");
+    let bytes: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let out = c.run(&["scatter", file.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("reconnecting"),
+        "the scatter's connection was cut: {}",
+        stderr(&out)
+    );
+    let key = stdout(&out).trim().to_string();
+    assert!(key.starts_with("data-"), "{key}");
+    let status = c.ok(&["status", &key]);
+    assert!(status.contains("finished"), "answered once stored: {status}");
+    let got = c.run(&["gather", "-r", &key], "");
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert!(got.stdout == bytes, "the scattered bytes, exactly");
+    c.ok(&["release", &key]);
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["info"])).unwrap();
+    assert_eq!(info["held"].as_u64(), Some(0), "held once: {info}");
+}
+
 #[test]
 fn a_queue_operation_whose_answer_is_lost_is_answered_again_not_done_twice() {
     // Every third answer to a primitive operation is lost with its

@@ -476,6 +476,7 @@ fn scattered_data_under_a_key_that_is_not_its_bytes_is_refused() {
         ));
         tx.send(ToScheduler::Scatter {
             counted: false,
+            session: 0,
             id: 7,
             values: vec![(planted.clone(), bytes)],
             broadcast: false,

@@ -528,15 +528,16 @@ fn new_session() -> u64 {
 
 /// Whether the scheduler may see request `msg` twice with the same effect
 /// as once (submitting keys it has, a query; a primitive operation, a
-/// retry or a new actor, which the scheduler answers once per session and
-/// request id), so that one whose answer a broken connection lost can be
-/// sent again. A scatter sent again while its first copy is still being
-/// stored would be answered before it is: it fails as disconnected
-/// instead.
+/// retry, a new actor or a scatter, which the scheduler answers once per
+/// session and request id: a scatter asked again once its first copy's
+/// values are stored), so that one whose answer a broken connection lost
+/// can be sent again. A placement of values sent straight to workers
+/// ([`ToScheduler::Place`]) is not: it fails as disconnected.
 fn repeatable(msg: &ToScheduler) -> bool {
     matches!(
         msg,
         ToScheduler::Primitive { .. }
+            | ToScheduler::Scatter { .. }
             | ToScheduler::Retry { .. }
             | ToScheduler::ActorNew { .. }
             | ToScheduler::Submit { .. }
@@ -1198,6 +1199,7 @@ impl Client {
                 broadcast,
                 workers,
                 counted,
+                session: self.inner.session,
             })
             .await?
         } else {

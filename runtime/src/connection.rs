@@ -895,6 +895,7 @@ mod tests {
         let msgs = vec![
             ToScheduler::Scatter {
                 counted: false,
+                session: 0,
                 id: 1,
                 values: vec![("k".into(), big.clone()), ("s".into(), "x".into())],
                 broadcast: false,

@@ -21,6 +21,11 @@
 //!   taken: its client is cut off as it arrives, as a connection that
 //!   broke while the submit was on its way would be. The client must send
 //!   it again, and it must count as if it were the first.
+//! - `DTASK_FAULT_CUT_AFTER_SCATTER=N`: every Nth client `Scatter` is
+//!   taken, and its client cut off at once, before its values are stored,
+//!   as a connection that broke just after sending it would be. The
+//!   client must ask again, and be answered once the first copy's values
+//!   are stored, holding them once.
 //! - `DTASK_FAULT_LOSE_REPLY=N`: the same for every Nth answer to a
 //!   primitive operation (a queue put or get, a lock acquire…): done, and
 //!   its answer lost. Asked again, it must be answered, not done twice.
@@ -43,6 +48,8 @@ pub struct Faults {
     submitted: u64,
     cut_before_submit_every: Option<u64>,
     submits: u64,
+    cut_after_scatter_every: Option<u64>,
+    scatters: u64,
     lose_reply_every: Option<u64>,
     replies: u64,
     lose_answer_every: Option<u64>,
@@ -173,6 +180,12 @@ impl Faults {
                 "fault injection on: cutting off the client of every {n}th submit before taking it"
             );
         }
+        let cut_after_scatter_every = every("DTASK_FAULT_CUT_AFTER_SCATTER");
+        if let Some(n) = cut_after_scatter_every {
+            tracing::warn!(
+                "fault injection on: cutting off the client of every {n}th scatter just after taking it"
+            );
+        }
         let lose_reply_every = every("DTASK_FAULT_LOSE_REPLY");
         if let Some(n) = lose_reply_every {
             tracing::warn!(
@@ -203,6 +216,8 @@ impl Faults {
             submitted: 0,
             cut_before_submit_every,
             submits: 0,
+            cut_after_scatter_every,
+            scatters: 0,
             lose_reply_every,
             replies: 0,
             lose_answer_every,
@@ -221,6 +236,12 @@ impl Faults {
     /// cutting its client off.
     pub fn cut_before_submit(&mut self) -> bool {
         nth(self.cut_before_submit_every, &mut self.submits)
+    }
+
+    /// Whether to cut off the client of a scatter just taken, before its
+    /// values are stored.
+    pub fn cut_after_scatter(&mut self) -> bool {
+        nth(self.cut_after_scatter_every, &mut self.scatters)
     }
 
     /// Whether to lose the answer to a primitive operation about to be

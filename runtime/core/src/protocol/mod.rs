@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer with another version is refused at the
 /// handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 23;
+pub const PROTOCOL_VERSION: u32 = 24;
 
 /// How long a client lets the scheduler say nothing before it asks
 /// whether it is there ([`ToScheduler::Ping`]), and then how long it waits

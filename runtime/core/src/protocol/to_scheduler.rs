@@ -121,6 +121,12 @@ pub enum ToScheduler {
         /// bytes made before it.
         #[serde(default)]
         counted: bool,
+        /// The asking client's session (0: none), as for
+        /// [`ToScheduler::Retry`]: a scatter asked again after a broken
+        /// connection is answered once its first copy is stored (or at
+        /// once, if it was), and a counted one holds its keys once.
+        #[serde(default)]
+        session: u64,
     },
     /// Place values the client then sends straight to workers' data ports
     /// ([`ToPeer::Put`]), so big data never passes through the scheduler.

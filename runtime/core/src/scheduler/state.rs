@@ -501,7 +501,7 @@ impl Scheduler {
                 counted,
                 session,
             } => {
-                let counted = counted && self.first_counted_submit(session, id);
+                let counted = counted && self.first_counted(session, id);
                 let (refused, unplaceable) = self.submit(client, tasks, counted, &mut out);
                 out.push(Command::Submitted {
                     client,
@@ -660,7 +660,11 @@ impl Scheduler {
                 broadcast,
                 workers,
                 counted,
-            } => self.scatter(client, id, values, (broadcast, counted), &workers, &mut out),
+                session,
+            } => {
+                let counted = counted && self.first_counted(session, id);
+                self.scatter(client, id, values, (broadcast, counted), &workers, &mut out)
+            }
             Input::Place {
                 client,
                 id,

@@ -704,6 +704,7 @@ fn a_result_a_worker_dropped_is_computed_again_or_lost_if_scattered() {
     assert_eq!(s.who_has(vec!["a".into()])[0].1, vec!["w10".to_string()]);
     // Scattered data has no recipe: lost.
     s.handle(Input::Scatter {
+        session: 0,
         counted: false,
         client: 1,
         id: 3,
@@ -1049,6 +1050,7 @@ fn a_released_input_is_brought_back_when_its_dependent_is_lost() {
 fn lost_scattered_data_errs_its_dependents() {
     let mut s = setup(&[(10, 1)]);
     s.handle(Input::Scatter {
+        session: 0,
         counted: false,
         client: 1,
         id: 1,
@@ -1344,6 +1346,7 @@ fn scatter_places_values_round_robin_and_answers_once_stored() {
         .map(|i| (format!("d{i}"), Bytes::from(vec![i])))
         .collect();
     let cmds = s.handle(Input::Scatter {
+        session: 0,
         counted: false,
         client: 1,
         id: 9,
@@ -1385,6 +1388,7 @@ fn scatter_places_values_round_robin_and_answers_once_stored() {
 fn broadcast_scatter_records_every_copy() {
     let mut s = setup(&[(10, 1), (20, 1)]);
     s.handle(Input::Scatter {
+        session: 0,
         counted: false,
         client: 1,
         id: 1,
@@ -1405,6 +1409,76 @@ fn broadcast_scatter_records_every_copy() {
     assert_eq!(addrs, vec!["w10".to_string(), "w20".to_string()]);
 }
 
+/// A scatter's values are stored whether or not the client that sent them
+/// stays: its wait outlives the connection, so the copy its client asks
+/// again after reconnecting (which the server answers as the first) is
+/// answered once they are, not before, and a copy told of twice counts
+/// once.
+#[test]
+fn a_scatter_wait_outlives_its_connection_and_counts_each_copy_once() {
+    let mut s = setup(&[(20, 1)]);
+    s.handle(Input::Scatter {
+        session: 5,
+        counted: false,
+        client: 1,
+        id: 4,
+        values: vec![
+            ("d".into(), Bytes::from_static(b"x")),
+            ("e".into(), Bytes::from_static(b"y")),
+        ],
+        broadcast: false,
+        workers: vec![],
+    });
+    s.handle(Input::ClientDisconnected { client: 1 });
+    let first = finish(&mut s, 20, "d", big(1));
+    let again = finish(&mut s, 20, "d", big(1));
+    assert!(
+        !first.iter().chain(&again).any(|c| matches!(c, Command::Scattered { .. })),
+        "answered with one value of two stored: {first:?} {again:?}"
+    );
+    let second = finish(&mut s, 20, "e", big(1));
+    assert!(second.contains(&Command::Scattered { client: 1, id: 4 }), "{second:?}");
+}
+
+/// A counted scatter asked again after a broken connection, even of a
+/// scheduler restarted since, holds its keys once.
+#[test]
+fn a_counted_scatter_asked_again_after_a_restart_holds_once() {
+    let mut s = setup(&[(10, 1)]);
+    s.enable_journal();
+    let ask = |s: &mut Scheduler, id: u64| {
+        s.handle(Input::Scatter {
+            session: 5,
+            counted: true,
+            client: 1,
+            id,
+            values: vec![("d".into(), Bytes::from_static(b"x"))],
+            broadcast: false,
+            workers: vec![],
+        })
+    };
+    ask(&mut s, 1);
+    finish(&mut s, 10, "d", big(1));
+    ask(&mut s, 2);
+    let mut r = super::testing::restarted(&mut s);
+    r.handle(joined(10, 1));
+    r.handle(Input::WorkerHolds {
+        worker: 10,
+        results: vec![("d".into(), big(1))],
+        actors: Vec::new(),
+    });
+    // Request 2 asked again of the restarted scheduler: no third hold.
+    ask(&mut r, 2);
+    for left in [1, 0] {
+        r.handle(Input::Release {
+            client: 1,
+            keys: vec!["d".into()],
+        });
+        let state = r.state("d");
+        assert_eq!(state.is_some(), left > 0, "{left} holds left: {state:?}");
+    }
+}
+
 /// Whether `cmds` fail request `id` of client 1 with a message naming the
 /// worker that left.
 fn scatter_failed(cmds: &[Command], id: u64) -> bool {
@@ -1418,6 +1492,7 @@ fn scatter_failed(cmds: &[Command], id: u64) -> bool {
 fn a_scatter_whose_target_dies_before_storing_fails_instead_of_waiting() {
     let mut s = setup(&[(10, 1), (20, 1)]);
     let cmds = s.handle(Input::Scatter {
+        session: 0,
         counted: false,
         client: 1,
         id: 3,
@@ -1441,6 +1516,7 @@ fn a_scatter_whose_target_dies_before_storing_fails_instead_of_waiting() {
 fn lost_scattered_data_scattered_again_is_stored_again() {
     let mut s = setup(&[(10, 1), (20, 1)]);
     let scatter = |id| Input::Scatter {
+        session: 0,
         counted: false,
         client: 1,
         id,
@@ -1591,6 +1667,7 @@ fn a_broadcast_copy_a_worker_cannot_keep_fails_the_scatter() {
 fn a_broadcast_scatter_fails_when_any_target_dies_before_storing() {
     let mut s = setup(&[(10, 1), (20, 1), (30, 1)]);
     s.handle(Input::Scatter {
+        session: 0,
         counted: false,
         client: 1,
         id: 4,
@@ -1674,6 +1751,7 @@ fn a_result_a_rejoining_worker_reports_is_not_computed_again() {
 fn a_scatter_restored_before_it_was_stored_is_never_run() {
     let mut s = setup(&[(10, 1)]);
     s.handle(Input::Scatter {
+        session: 0,
         counted: false,
         client: 1,
         id: 1,
@@ -1702,6 +1780,7 @@ fn a_scatter_restored_before_it_was_stored_is_never_run() {
 fn restored_scattered_data_no_worker_reports_is_lost_when_the_rejoin_window_closes() {
     let mut s = setup(&[(10, 1)]);
     s.handle(Input::Scatter {
+        session: 0,
         counted: false,
         client: 1,
         id: 1,
@@ -2341,6 +2420,7 @@ fn a_rejoined_worker_reporting_a_result_it_is_computing_again_is_not_told_to_fre
 fn scattered(s: &mut Scheduler, n: usize) -> Vec<String> {
     let keys: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
     s.handle(Input::Scatter {
+        session: 0,
         counted: false,
         client: 1,
         id: 1,
@@ -2362,6 +2442,7 @@ fn scattered(s: &mut Scheduler, n: usize) -> Vec<String> {
 /// `counted` or not.
 fn scatter_again(s: &mut Scheduler, key: &str, counted: bool) -> Vec<Command> {
     s.handle(Input::Scatter {
+        session: 0,
         counted,
         client: 1,
         id: 4,
@@ -2758,6 +2839,7 @@ fn a_key_names_one_task_and_another_call_under_it_is_refused() {
         let v = Bytes::from_static(byte);
         let key = crate::key::pure_key("", "data", &[crate::protocol::Arg::Value(v.clone())]);
         s.handle(Input::Scatter {
+        session: 0,
             counted: false,
             client: 1,
             id,
@@ -2807,6 +2889,7 @@ fn a_key_names_one_task_and_another_call_under_it_is_refused() {
         "{cmds:?}"
     );
     let cmds = s.handle(Input::Scatter {
+        session: 0,
         counted: false,
         client: 1,
         id: 3,

@@ -438,14 +438,20 @@ impl Core {
                     id,
                     refused,
                 } => self.answer_once(client, FromScheduler::Retried { id, refused }),
+                // A scatter's answer goes where its session asked last.
                 Command::Scattered { client, id } => {
-                    self.send(client, FromScheduler::Scattered { id })
+                    let to = self.once.answered(client, id, &FromScheduler::Scattered { id });
+                    self.send(to, FromScheduler::Scattered { id })
                 }
                 Command::Failed {
                     client,
                     id,
                     message,
-                } => self.send(client, FromScheduler::Failed { id, message }),
+                } => {
+                    let msg = FromScheduler::Failed { id, message };
+                    let to = self.once.answered(client, id, &msg);
+                    self.send(to, msg)
+                }
                 Command::Send {
                     to,
                     msg: msg @ FromScheduler::ActorCreated { .. },

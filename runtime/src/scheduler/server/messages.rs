@@ -145,6 +145,7 @@ impl Core {
                 values,
                 broadcast,
                 workers,
+                session,
             } => {
                 // Scattered data is named by its bytes: a key that is not
                 // theirs would plant other bytes under a name someone may
@@ -161,8 +162,21 @@ impl Core {
                     self.send(from, FromScheduler::Failed { id, message });
                     return;
                 }
+                // A copy asked again after a broken connection is answered
+                // as the first copy is, once its values are stored.
+                let session = self.session_of(from, session);
+                if !self.first_ask(from, session, id) {
+                    return;
+                }
+                if !is_worker && self.faults.cut_after_scatter() {
+                    tracing::warn!(
+                        "fault injection: cutting client {from} off just after taking its scatter"
+                    );
+                    self.overflowed.push(from);
+                }
                 Input::Scatter {
                     counted,
+                    session,
                     client: from,
                     id,
                     values,

@@ -149,6 +149,9 @@ pub enum Input {
         /// Whether a key the client's name holds already is held once
         /// more (one release each), as counted submits are.
         counted: bool,
+        /// The asking client's session (0: none): a counted scatter asked
+        /// again, even of a scheduler restarted since, counts once.
+        session: u64,
     },
     /// A client places values it will send to workers itself.
     Place {

@@ -68,14 +68,15 @@ impl Scheduler {
             State::Processing { worker: w, .. } if *w == worker || scattered => {}
             // Another copy (broadcast scatter): remember where it is.
             State::Finished { result } if scattered => {
+                // A copy told of twice (sent twice) counts once.
                 if !result.who_has.contains(&worker) {
                     result.who_has.push(worker);
                     if let Some(mut w) = self.workers.get_mut(&worker) {
                         w.has.insert(key.clone());
                     }
+                    let req = self.scatter_requests.get(&key).copied();
+                    self.scatter_stored(req, worker, out);
                 }
-                let req = self.scatter_requests.get(&key).copied();
-                self.scatter_stored(req, worker, out);
                 return;
             }
             // Not a run this worker was asked for (given up on and placed

@@ -113,7 +113,10 @@ impl Scheduler {
     }
 
     /// A client left: the values it placed and had not sent yet never
-    /// will be.
+    /// will be. A scatter whose values it sent here is stored all the
+    /// same: its wait stays, and its answer goes to the connection its
+    /// client asks again on after reconnecting (the server answers such a
+    /// copy once its first is), or nowhere. It ends as the stores do.
     pub(super) fn placements_client_gone(&mut self, client: ClientId, out: &mut Vec<Command>) {
         let gone: Vec<(ClientId, u64)> = self
             .placements
@@ -128,7 +131,6 @@ impl Scheduler {
                 out,
             );
         }
-        self.scatters.retain(|(c, _), _| *c != client);
     }
 
     /// Where each of a scatter's values goes (`direct`: sent by the client

@@ -549,12 +549,12 @@ impl Scheduler {
         !leases.get(name).is_some_and(|l| l.holders.contains(&owner))
     }
 
-    /// Whether counted submit `id` of `session` is to count: not if it
-    /// was taken before (a copy sent again after a broken connection);
-    /// taken now, it is kept (and journaled) as answered, with the
-    /// primitive operations' answers, so that even a scheduler restarted
-    /// meanwhile counts it once.
-    pub(super) fn first_counted_submit(&mut self, session: u64, id: u64) -> bool {
+    /// Whether counted submit or scatter `id` of `session` is to count:
+    /// not if it was taken before (a copy sent again after a broken
+    /// connection); taken now, it is kept (and journaled) as answered,
+    /// with the primitive operations' answers, so that even a scheduler
+    /// restarted meanwhile counts it once.
+    pub(super) fn first_counted(&mut self, session: u64, id: u64) -> bool {
         if session == 0 {
             return true;
         }
