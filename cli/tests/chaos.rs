@@ -323,6 +323,21 @@ fn a_submit_lost_before_it_was_taken_holds_its_key_when_sent_again() {
 /// exactly.
 #[test]
 fn a_scatter_whose_connection_broke_is_answered_once_its_values_are_stored() {
+    scatter_through_a_break(1_000_000);
+}
+
+/// The same for a value over 4 MiB, which the client sends straight to a
+/// worker: the placement is asked for again on the next connection and
+/// answered with the same worker.
+#[test]
+fn a_big_scatter_whose_connection_broke_is_placed_again_and_answered_once_stored() {
+    scatter_through_a_break(6_000_000);
+}
+
+/// Scatters `len` bytes from a file with `dtask scatter` to a scheduler
+/// that cuts the client off just after taking each scatter, then checks
+/// the bytes and that they are held once.
+fn scatter_through_a_break(len: u32) {
     let c = Cluster::start_env(
         1,
         1,
@@ -334,7 +349,7 @@ fn a_scatter_whose_connection_broke_is_answered_once_its_values_are_stored() {
     );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("value.bin");
-    let bytes: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
     std::fs::write(&file, &bytes).unwrap();
     let out = c.run(&["scatter", file.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stderr(&out));

@@ -485,6 +485,7 @@ fn scattered_data_under_a_key_that_is_not_its_bytes_is_refused() {
         .unwrap();
         tx.send(ToScheduler::Place {
             counted: false,
+            session: 0,
             id: 8,
             confirm: 9,
             values: vec![(planted.clone(), 3)],

@@ -341,6 +341,10 @@ enum Outbox {
     Lost,
 }
 
+/// Most broken connections a scatter sent straight to workers asks its
+/// placement again through: past them it fails as disconnected.
+const PLACE_BREAKS: u32 = 8;
+
 /// Most bytes of messages that wait for a connection being made again;
 /// past them a send fails as disconnected.
 const DOWN_QUEUE_BYTES: usize = 64 << 20;
@@ -464,8 +468,8 @@ fn carry_over(
     // A submit the scheduler may have read goes again as it was: the
     // scheduler counts it only if it did not take the first copy.
     let maybe = unwritten.maybe.into_iter().filter(|m| again(m));
-    // Watches are asked again whole; a placement has a second waiter (its
-    // confirmation) that is not kept, so it fails as disconnected.
+    // Watches are asked again whole; a placement is asked again by the
+    // scatter that waits for it (see `Client::scatter_direct`).
     let never = unwritten
         .never
         .into_iter()
@@ -532,7 +536,7 @@ fn new_session() -> u64 {
 /// session and request id: a scatter asked again once its first copy's
 /// values are stored), so that one whose answer a broken connection lost
 /// can be sent again. A placement of values sent straight to workers
-/// ([`ToScheduler::Place`]) is not: it fails as disconnected.
+/// ([`ToScheduler::Place`]) is asked again by the scatter waiting for it.
 fn repeatable(msg: &ToScheduler) -> bool {
     matches!(
         msg,
@@ -952,6 +956,13 @@ impl Client {
     /// A fresh request id and where its answer will arrive.
     fn expect_reply(&self) -> Result<(u64, oneshot::Receiver<FromScheduler>), ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        Ok((id, self.expect_reply_as(id)?))
+    }
+
+    /// Where the answer to request `id` will arrive: an id of this
+    /// client's, asked again after the waiter it had went with a broken
+    /// connection.
+    fn expect_reply_as(&self, id: u64) -> Result<oneshot::Receiver<FromScheduler>, ClientError> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .replies
@@ -960,7 +971,18 @@ impl Client {
             .as_mut()
             .ok_or(ClientError::Disconnected)?
             .insert(id, tx);
-        Ok((id, rx))
+        Ok(rx)
+    }
+
+    /// Asks request `msg`, whose id is `id` (asked before, or fresh from
+    /// `next_id`), for its answer.
+    async fn ask_as(&self, id: u64, msg: ToScheduler) -> Result<FromScheduler, ClientError> {
+        let rx = self.expect_reply_as(id)?;
+        if let Err(e) = self.send(msg) {
+            self.forget_reply(id);
+            return Err(e);
+        }
+        rx.await.map_err(|_| ClientError::Disconnected)
     }
 
     /// Stops waiting for the answer to request `id`.
@@ -1220,58 +1242,89 @@ impl Client {
     /// scheduler places them, this client sends each where it was placed,
     /// and the scheduler confirms once the workers have kept them. Returns
     /// the confirmation.
+    ///
+    /// A connection that breaks meanwhile costs a wait, not an error: the
+    /// placement is asked for again (the same request ids, under this
+    /// client's session) once the connection is back, answered with the
+    /// same workers, and only values not sent yet are sent.
     async fn scatter_direct(
         &self,
         values: Vec<(String, Encoded)>,
         (broadcast, counted): (bool, bool),
         workers: Vec<String>,
     ) -> Result<FromScheduler, ClientError> {
-        let (confirm, confirmed) = self.expect_reply()?;
-        let sizes = values.iter().map(|(k, v)| (k.clone(), v.len())).collect();
-        let placed = self
-            .request(|id| ToScheduler::Place {
+        let (confirm, mut confirmed) = self.expect_reply()?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let sizes: Vec<(String, u64)> = values.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+        let bytes: HashMap<String, Encoded> = values.into_iter().collect();
+        // Copies sent, by (key, worker address): not sent again.
+        let mut sent: HashSet<(String, String)> = HashSet::new();
+        let mut breaks = 0;
+        loop {
+            let place = ToScheduler::Place {
                 id,
                 confirm,
-                values: sizes,
+                values: sizes.clone(),
                 broadcast,
-                workers,
+                workers: workers.clone(),
                 counted,
-            })
-            .await?;
-        let puts = match placed {
-            FromScheduler::Placed { puts, .. } => puts,
-            other => {
-                self.forget_reply(confirm);
-                return match other {
-                    FromScheduler::Failed { message, .. } => Err(ClientError::Invalid(message)),
-                    other => Err(ClientError::unexpected(other)),
-                };
-            }
-        };
-        let bytes: HashMap<String, Encoded> = values.into_iter().collect();
-        for (key, addrs) in puts {
-            let Some(value) = bytes.get(&key) else {
-                continue;
+                session: self.inner.session,
             };
-            for addr in addrs {
-                if let Err(why) = peer::put(&addr, &self.inner.peer_token, &key, value).await {
-                    let reason = format!("cannot send {key} to worker {addr}: {why}");
-                    // The scheduler fails what was not sent, so the
-                    // confirmation (or this error) is the answer.
-                    self.send(ToScheduler::Unplace {
-                        confirm,
-                        reason: reason.clone(),
-                    })?;
-                    return match confirmed.await {
-                        Ok(FromScheduler::Failed { message, .. }) => {
-                            Err(ClientError::Invalid(message))
-                        }
-                        _ => Err(ClientError::Invalid(reason)),
+            let placed = match self.ask_as(id, place).await {
+                Err(ClientError::Disconnected) if breaks < PLACE_BREAKS => {
+                    breaks += 1;
+                    confirmed = self.expect_reply_as(confirm)?;
+                    continue;
+                }
+                placed => placed,
+            };
+            let puts = match placed {
+                Ok(FromScheduler::Placed { puts, .. }) => puts,
+                other => {
+                    self.forget_reply(confirm);
+                    return match other? {
+                        FromScheduler::Failed { message, .. } => Err(ClientError::Invalid(message)),
+                        other => Err(ClientError::unexpected(other)),
                     };
                 }
+            };
+            for (key, addrs) in puts {
+                let Some(value) = bytes.get(&key) else {
+                    continue;
+                };
+                for addr in addrs {
+                    let copy = (key.clone(), addr);
+                    if sent.contains(&copy) {
+                        continue;
+                    }
+                    if let Err(why) = peer::put(&copy.1, &self.inner.peer_token, &key, value).await
+                    {
+                        let reason = format!("cannot send {key} to worker {}: {why}", copy.1);
+                        // The scheduler fails what was not sent, so the
+                        // confirmation (or this error) is the answer.
+                        self.send(ToScheduler::Unplace {
+                            confirm,
+                            reason: reason.clone(),
+                        })?;
+                        return match confirmed.await {
+                            Ok(FromScheduler::Failed { message, .. }) => {
+                                Err(ClientError::Invalid(message))
+                            }
+                            _ => Err(ClientError::Invalid(reason)),
+                        };
+                    }
+                    sent.insert(copy);
+                }
+            }
+            match (&mut confirmed).await {
+                Ok(answer) => return Ok(answer),
+                Err(_) if breaks < PLACE_BREAKS => {
+                    breaks += 1;
+                    confirmed = self.expect_reply_as(confirm)?;
+                }
+                Err(_) => return Err(ClientError::Disconnected),
             }
         }
-        confirmed.await.map_err(|_| ClientError::Disconnected)
     }
 
     /// Cancels keys: they and their pending dependents become `cancelled`;

@@ -21,11 +21,11 @@
 //!   taken: its client is cut off as it arrives, as a connection that
 //!   broke while the submit was on its way would be. The client must send
 //!   it again, and it must count as if it were the first.
-//! - `DTASK_FAULT_CUT_AFTER_SCATTER=N`: every Nth client `Scatter` is
-//!   taken, and its client cut off at once, before its values are stored,
-//!   as a connection that broke just after sending it would be. The
-//!   client must ask again, and be answered once the first copy's values
-//!   are stored, holding them once.
+//! - `DTASK_FAULT_CUT_AFTER_SCATTER=N`: every Nth client `Scatter` or
+//!   `Place` is taken, and its client cut off at once, before its values
+//!   are stored, as a connection that broke just after sending it would
+//!   be. The client must ask again, and be answered once the first copy's
+//!   values are stored, holding them once.
 //! - `DTASK_FAULT_LOSE_REPLY=N`: the same for every Nth answer to a
 //!   primitive operation (a queue put or get, a lock acquire…): done, and
 //!   its answer lost. Asked again, it must be answered, not done twice.

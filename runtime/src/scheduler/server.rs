@@ -107,8 +107,9 @@ pub(super) enum Inbound {
     CheckWorkers,
     /// The window for workers to rejoin after a restore has closed.
     RejoinWindowClosed,
-    /// An unnamed client's session did not come back in its grace
-    /// ([`Input::HolderGraceOver`]).
+    /// An unnamed client's session, or a placement's client, did not come
+    /// back in its grace ([`Input::HolderGraceOver`],
+    /// [`Input::PlacementGraceOver`]).
     GraceOver(Input),
 }
 

@@ -151,6 +151,12 @@ pub enum ToScheduler {
         /// bytes made before it.
         #[serde(default)]
         counted: bool,
+        /// The asking client's session (0: none): a placement asked again
+        /// (same `id` and `confirm`) after a broken connection is answered
+        /// with the workers its first copy was given, and its confirmation
+        /// goes to the connection that asked last.
+        #[serde(default)]
+        session: u64,
     },
     /// The client could not send the values of placement `confirm` (why):
     /// those not stored fail with that reason, so scattering them again

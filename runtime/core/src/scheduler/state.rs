@@ -305,10 +305,14 @@ pub struct Scheduler {
     /// Scatter requests still waiting for values to be stored.
     /// per worker the copies it has still to confirm.
     scatters: HashMap<(ClientId, u64), HashMap<WorkerId, usize>>,
-    /// Keys of placements ([`Input::Place`]) whose values their clients
-    /// are still sending, by request: failed if the client gives up or
-    /// leaves before they are stored.
-    placements: HashMap<(ClientId, u64), Vec<Key>>,
+    /// Placements ([`Input::Place`]) whose values their clients are still
+    /// sending, by request: failed if the client gives up, or leaves
+    /// without coming back to ask again, before they are stored.
+    placements: HashMap<(ClientId, u64), scatter::Placement>,
+    /// The placements of clients with a session, by (session,
+    /// confirmation id): found again when asked again on a new
+    /// connection.
+    placement_sessions: HashMap<(u64, u64), (ClientId, u64)>,
     /// Scattered keys restored from the journal whose data no worker has
     /// reported yet; lost if none has once the rejoin window closes.
     unreported_scatters: HashSet<String>,
@@ -673,12 +677,19 @@ impl Scheduler {
                 broadcast,
                 workers,
                 counted,
+                session,
             } => self.place_scatter(
-                client,
+                (client, session),
                 (id, confirm),
                 values,
                 (broadcast, counted),
                 &workers,
+                &mut out,
+            ),
+            Input::PlacementGraceOver { client, confirm } => self.unplace(
+                (client, confirm),
+                "the client that scattered it left before it had sent it, and did not come \
+                 back to ask again; scatter it again",
                 &mut out,
             ),
             Input::Unplace {

@@ -1549,6 +1549,7 @@ fn lost_scattered_data_scattered_again_is_stored_again() {
 fn place(id: u64, keys: &[&str], broadcast: bool) -> Input {
     Input::Place {
         counted: false,
+        session: 0,
         client: 1,
         id,
         confirm: id + 1,
@@ -1591,6 +1592,75 @@ fn placed_data_is_confirmed_once_its_worker_reports_it_stored() {
     let cmds = s.handle(place(5, &["d"], false));
     assert!(placed_at(&cmds, "d").is_empty());
     assert!(cmds.contains(&Command::Scattered { client: 1, id: 6 }));
+}
+
+/// A client whose connection broke as it placed values comes back on a
+/// new connection and asks again: it is answered with the same workers,
+/// and its confirmation goes to the new connection. A placement its
+/// client does not come back for within the grace fails its unsent keys.
+#[test]
+fn a_placement_asked_again_on_a_new_connection_is_taken_over() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let asked = |client, id, key: &str| Input::Place {
+        counted: false,
+        session: 9,
+        client,
+        id,
+        confirm: id + 1,
+        values: vec![(key.to_string(), 8 << 20)],
+        broadcast: false,
+        workers: vec![],
+    };
+    let cmds = s.handle(asked(1, 1, "d"));
+    let at = placed_at(&cmds, "d");
+    let cmds = s.handle(Input::ClientDisconnected { client: 1 });
+    assert!(
+        cmds.contains(&Command::PlacementGrace {
+            client: 1,
+            confirm: 2,
+            after_ms: super::state::HOLDER_GRACE_MS
+        }),
+        "{cmds:?}"
+    );
+    assert_eq!(s.state("d"), Some(TaskState::Processing), "waits for its client");
+    s.handle(Input::ClientConnected {
+        client: 2,
+        name: Some("cli".into()),
+        session: 0,
+    });
+    let cmds = s.handle(asked(2, 1, "d"));
+    let again = cmds.iter().find_map(|c| match c {
+        Command::Send {
+            to: 2,
+            msg: FromScheduler::Placed { id: 1, puts },
+        } => Some(puts.clone()),
+        _ => None,
+    });
+    assert_eq!(again, Some(vec![("d".to_string(), at.clone())]), "{cmds:?}");
+    // The first connection's grace ends: the placement is the second's.
+    let cmds = s.handle(Input::PlacementGraceOver {
+        client: 1,
+        confirm: 2,
+    });
+    assert!(cmds.is_empty(), "{cmds:?}");
+    let on = if at[0] == "w10" { 10 } else { 20 };
+    let out = finish(&mut s, on, "d", big(8 << 20));
+    assert!(
+        out.contains(&Command::Scattered { client: 2, id: 2 }),
+        "{out:?}"
+    );
+    // Placed, and never asked for again.
+    s.handle(asked(2, 5, "e"));
+    s.handle(Input::ClientDisconnected { client: 2 });
+    let cmds = s.handle(Input::PlacementGraceOver {
+        client: 2,
+        confirm: 6,
+    });
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::Failed { client: 2, id: 6, message } if message.contains("did not come back"))),
+        "{cmds:?}"
+    );
+    assert_eq!(s.state("e"), Some(TaskState::Error));
 }
 
 #[test]

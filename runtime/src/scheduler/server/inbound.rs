@@ -482,6 +482,18 @@ impl Core {
                             .await;
                     });
                 }
+                Command::PlacementGrace {
+                    client,
+                    confirm,
+                    after_ms,
+                } => {
+                    let timers = self.timers.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                        let over = Input::PlacementGraceOver { client, confirm };
+                        let _ = timers.send(Inbound::GraceOver(over)).await;
+                    });
+                }
                 Command::Timer {
                     client,
                     id,

@@ -191,6 +191,7 @@ impl Core {
                 values,
                 broadcast,
                 workers,
+                session,
             } => {
                 // The bytes of placed data go to a worker, which checks
                 // them against their key; only scattered data's keys are
@@ -200,8 +201,20 @@ impl Core {
                     self.send(from, FromScheduler::Failed { id, message });
                     return;
                 }
+                let session = self.session_of(from, session);
+                // A copy asked again is not cut off again.
+                if !is_worker
+                    && !self.state.is_placing(session, confirm)
+                    && self.faults.cut_after_scatter()
+                {
+                    tracing::warn!(
+                        "fault injection: cutting client {from} off just after taking its placement"
+                    );
+                    self.overflowed.push(from);
+                }
                 Input::Place {
                     counted,
+                    session,
                     client: from,
                     id,
                     confirm,

@@ -170,6 +170,9 @@ pub enum Input {
         /// Whether a key the client's name holds already is held once
         /// more (one release each), as counted submits are.
         counted: bool,
+        /// The asking client's session (0: none): a placement asked again
+        /// by it is answered as the first, and waits for its values.
+        session: u64,
     },
     /// A client could not send the values it placed.
     Unplace {
@@ -288,6 +291,14 @@ pub enum Input {
         client: ClientId,
         /// Its request id.
         id: u64,
+    },
+    /// The grace a placement's client had to come back and ask for it
+    /// again (asked for by [`Command::PlacementGrace`]) is over.
+    PlacementGraceOver {
+        /// The connection that asked for it.
+        client: ClientId,
+        /// Its confirmation id.
+        confirm: u64,
     },
     /// The grace an unnamed client's session had to come back (asked for
     /// by [`Command::HolderGrace`]) is over.
@@ -470,6 +481,15 @@ pub enum Command {
         holder: String,
         /// Which time it went away.
         away: u64,
+        /// Milliseconds from now.
+        after_ms: u64,
+    },
+    /// Call back with [`Input::PlacementGraceOver`] after `after_ms`.
+    PlacementGrace {
+        /// The connection that asked for the placement, now gone.
+        client: ClientId,
+        /// Its confirmation id.
+        confirm: u64,
         /// Milliseconds from now.
         after_ms: u64,
     },

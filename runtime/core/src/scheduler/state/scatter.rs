@@ -4,6 +4,18 @@
 
 use super::*;
 
+/// A placement whose values its client is still sending.
+#[derive(Debug)]
+pub(super) struct Placement {
+    /// The keys placed: failed if never sent.
+    keys: Vec<Key>,
+    /// Where each value asked for goes, as answered: answered again to a
+    /// copy of the request asked again.
+    puts: Vec<(String, Vec<String>)>,
+    /// The asking client's session (0: none).
+    session: u64,
+}
+
 impl Scheduler {
     /// Scattered values the client sent here: stored on workers through
     /// their scheduler connections ([`Command::Store`]).
@@ -44,15 +56,36 @@ impl Scheduler {
     /// Scattered values the client sends to workers itself: answered with
     /// where each goes ([`FromScheduler::Placed`], request `ids.0`), and
     /// once all are stored with [`Command::Scattered`] (request `ids.1`).
+    ///
+    /// A client with a session that asks again for a placement still
+    /// waiting for its values (its connection broke) takes it over: it is
+    /// answered with the same workers, and its confirmation goes to the
+    /// new connection.
     pub(super) fn place_scatter(
         &mut self,
-        client: ClientId,
+        (client, session): (ClientId, u64),
         (id, confirm): (u64, u64),
         values: Vec<(String, u64)>,
-        how: (bool, bool),
+        (broadcast, counted): (bool, bool),
         names: &[String],
         out: &mut Vec<Command>,
     ) {
+        if session != 0
+            && let Some(&first) = self.placement_sessions.get(&(session, confirm))
+        {
+            let req = (client, confirm);
+            self.take_over_placement(first, req);
+            let puts = self.placements.get(&req).map(|p| p.puts.clone());
+            out.push(Command::Send {
+                to: client,
+                msg: FromScheduler::Placed {
+                    id,
+                    puts: puts.unwrap_or_default(),
+                },
+            });
+            return;
+        }
+        let how = (broadcast, counted && self.first_counted(session, id));
         let requested: Vec<String> = values.iter().map(|(k, _)| k.clone()).collect();
         let puts = match self.scatter_targets(
             (client, confirm),
@@ -76,16 +109,25 @@ impl Scheduler {
             addrs.insert(key.to_string(), to);
             placed.push(key);
         }
-        if !placed.is_empty() && self.scatters.contains_key(&(client, confirm)) {
-            self.placements.insert((client, confirm), placed);
-        }
-        let puts = requested
+        let puts: Vec<(String, Vec<String>)> = requested
             .into_iter()
             .map(|k| {
                 let to = addrs.remove(&k).unwrap_or_default();
                 (k, to)
             })
             .collect();
+        if !placed.is_empty() && self.scatters.contains_key(&(client, confirm)) {
+            let placement = Placement {
+                keys: placed,
+                puts: puts.clone(),
+                session,
+            };
+            self.placements.insert((client, confirm), placement);
+            if session != 0 {
+                self.placement_sessions
+                    .insert((session, confirm), (client, confirm));
+            }
+        }
         out.push(Command::Send {
             to: client,
             msg: FromScheduler::Placed { id, puts },
@@ -95,7 +137,7 @@ impl Scheduler {
     /// The client of placement `req` gave up sending its values (why):
     /// those not stored yet fail, and its request with them.
     pub(super) fn unplace(&mut self, req: (ClientId, u64), reason: &str, out: &mut Vec<Command>) {
-        let Some(keys) = self.placements.remove(&req) else {
+        let Some(Placement { keys, .. }) = self.end_placement(req) else {
             return;
         };
         self.fail_scatter(req, reason.to_string(), out);
@@ -117,20 +159,71 @@ impl Scheduler {
     /// same: its wait stays, and its answer goes to the connection its
     /// client asks again on after reconnecting (the server answers such a
     /// copy once its first is), or nowhere. It ends as the stores do.
+    ///
+    /// A client with a session may come back on a new connection and ask
+    /// for its placement again: its placement waits for it for
+    /// [`HOLDER_GRACE_MS`].
     pub(super) fn placements_client_gone(&mut self, client: ClientId, out: &mut Vec<Command>) {
-        let gone: Vec<(ClientId, u64)> = self
+        let gone: Vec<((ClientId, u64), u64)> = self
             .placements
-            .keys()
-            .filter(|(c, _)| *c == client)
-            .copied()
+            .iter()
+            .filter(|((c, _), _)| *c == client)
+            .map(|(req, p)| (*req, p.session))
             .collect();
-        for req in gone {
+        for ((client, confirm), session) in gone {
+            if session != 0 {
+                out.push(Command::PlacementGrace {
+                    client,
+                    confirm,
+                    after_ms: HOLDER_GRACE_MS,
+                });
+                continue;
+            }
             self.unplace(
-                req,
+                (client, confirm),
                 "the client that scattered it left before it had sent it; scatter it again",
                 out,
             );
         }
+    }
+
+    /// Whether placement `confirm` of `session` (not 0) waits for its
+    /// values: a placement asked for with them is a copy asked again.
+    pub fn is_placing(&self, session: u64, confirm: u64) -> bool {
+        session != 0 && self.placement_sessions.contains_key(&(session, confirm))
+    }
+
+    /// Placement `first`, asked again as `req` (its client's new
+    /// connection): what answers and fails it goes to `req` from now on.
+    fn take_over_placement(&mut self, first: (ClientId, u64), req: (ClientId, u64)) {
+        if first == req {
+            return;
+        }
+        let Some(placement) = self.placements.remove(&first) else {
+            return;
+        };
+        if let Some(left) = self.scatters.remove(&first) {
+            self.scatters.insert(req, left);
+        }
+        for key in &placement.keys {
+            if let Some(r) = self.scatter_requests.get_mut(key)
+                && *r == first
+            {
+                *r = req;
+            }
+        }
+        self.placement_sessions
+            .insert((placement.session, req.1), req);
+        self.placements.insert(req, placement);
+    }
+
+    /// Ends placement `req`: what it was.
+    fn end_placement(&mut self, req: (ClientId, u64)) -> Option<Placement> {
+        let placement = self.placements.remove(&req)?;
+        if placement.session != 0 {
+            self.placement_sessions.remove(&(placement.session, req.1));
+        }
+        Some(placement)
     }
 
     /// Where each of a scatter's values goes (`direct`: sent by the client
@@ -294,7 +387,7 @@ impl Scheduler {
         }
         if left.is_empty() {
             self.scatters.remove(&req);
-            self.placements.remove(&req);
+            self.end_placement(req);
             out.push(Command::Scattered {
                 client: req.0,
                 id: req.1,
@@ -330,7 +423,7 @@ impl Scheduler {
         why: String,
         out: &mut Vec<Command>,
     ) {
-        self.placements.remove(&req);
+        self.end_placement(req);
         if self.scatters.remove(&req).is_some() {
             out.push(failed(req, why));
         }
