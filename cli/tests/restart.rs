@@ -295,7 +295,7 @@ fn gather_as_completed_and_wait_waiting_on_a_cluster_that_stops_exit_3() {
         // before the shutdown: it says it cannot reach the scheduler.)
         let err = stderr(&out);
         assert!(
-            err.contains("lost the connection") || err.contains("cannot reach the scheduler"),
+            err.contains("the scheduler was shut down") || err.contains("cannot reach the scheduler"),
             "{err}"
         );
     }
@@ -314,6 +314,11 @@ fn a_command_waiting_when_the_cluster_is_shut_down_ends_at_once() {
     c.ok(&["shutdown"]);
     let out = ended_within(gather, Duration::from_secs(60), "the gather did not end");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the scheduler was shut down (dtask shutdown)"),
+        "a shutdown is told from a scheduler that did not come back: {}",
+        stderr(&out)
+    );
     assert!(
         began.elapsed() < Duration::from_secs(15),
         "the gather waited {:?} for a scheduler that was shut down",

@@ -74,6 +74,13 @@ pub enum ClientError {
          within the reconnect grace, DTASK_RECONNECT_GRACE)"
     )]
     Disconnected,
+    /// The scheduler was shut down (`dtask shutdown`) while this waited on
+    /// it.
+    #[error(
+        "the scheduler was shut down (dtask shutdown) while this waited on it; what it had \
+         not finished is gone: start a scheduler again and submit it again"
+    )]
+    ShutDown,
     /// The scheduler refused some submitted tasks.
     #[error("the scheduler refused {}: {}", .0[0].0, .0[0].1)]
     Refused(Vec<(String, String)>),
@@ -311,6 +318,8 @@ struct Inner {
     peers: tokio::sync::Mutex<HashMap<String, Arc<actors::PeerLink>>>,
     /// Set once the scheduler is gone for good (reconnecting failed).
     lost: tokio::sync::watch::Sender<bool>,
+    /// Set when the scheduler says it is shutting down.
+    shut_down: std::sync::atomic::AtomicBool,
     /// The cluster [`Client::from_env`] started inside this program, if
     /// it did: it stops when the last handle goes.
     embedded: std::sync::OnceLock<crate::embedded::EmbeddedCluster>,
@@ -659,6 +668,7 @@ impl Client {
             actors: Mutex::new(HashMap::new()),
             peers: tokio::sync::Mutex::new(HashMap::new()),
             lost: tokio::sync::watch::channel(false).0,
+            shut_down: std::sync::atomic::AtomicBool::new(false),
             embedded: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&inner);
@@ -925,7 +935,18 @@ impl Client {
         make: impl FnOnce(u64) -> ToScheduler,
     ) -> Result<FromScheduler, ClientError> {
         let rx = self.send_request(make)?;
-        rx.await.map_err(|_| ClientError::Disconnected)
+        rx.await.map_err(|_| self.lost_error())
+    }
+
+    /// The error for a call the lost connection ended:
+    /// [`ClientError::ShutDown`] if the scheduler said it was shutting
+    /// down, else [`ClientError::Disconnected`].
+    pub fn lost_error(&self) -> ClientError {
+        if self.inner.shut_down.load(Ordering::Relaxed) {
+            ClientError::ShutDown
+        } else {
+            ClientError::Disconnected
+        }
     }
 
     /// Sends the request `make` builds with a fresh id, returning where
@@ -982,7 +1003,7 @@ impl Client {
             self.forget_reply(id);
             return Err(e);
         }
-        rx.await.map_err(|_| ClientError::Disconnected)
+        rx.await.map_err(|_| self.lost_error())
     }
 
     /// Stops waiting for the answer to request `id`.
@@ -994,7 +1015,8 @@ impl Client {
     }
 
     fn send(&self, msg: ToScheduler) -> Result<(), ClientError> {
-        self.inner.tx.lock().expect("sender lock").send(msg)
+        let sent = self.inner.tx.lock().expect("sender lock").send(msg);
+        sent.map_err(|_| self.lost_error())
     }
 
     /// Whether the connection to the scheduler is up (not broken, nor
@@ -1322,7 +1344,7 @@ impl Client {
                     breaks += 1;
                     confirmed = self.expect_reply_as(confirm)?;
                 }
-                Err(_) => return Err(ClientError::Disconnected),
+                Err(_) => return Err(self.lost_error()),
             }
         }
     }

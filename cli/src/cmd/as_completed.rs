@@ -77,9 +77,9 @@ async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
                 }
                 None => keys_open = false,
             },
-            () = client.lost() => return Err(dtask_runtime::client::ClientError::Disconnected.into()),
+            () = client.lost() => return Err(client.lost_error().into()),
             d = done_rx.recv() => {
-                let (key, outcome) = d.ok_or(dtask_runtime::client::ClientError::Disconnected)?;
+                let (key, outcome) = d.ok_or(client.lost_error())?;
                 let times = waiting.remove(&key).unwrap_or(1);
                 if matches!(outcome, Outcome::Unknown) {
                     return Err(Failure::usage(format!("unknown key {key}: never submitted, or released")));

@@ -67,7 +67,7 @@ impl Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         match &e {
-            ClientError::Connect { .. } | ClientError::Disconnected => {
+            ClientError::Connect { .. } | ClientError::Disconnected | ClientError::ShutDown => {
                 Failure::new(3, e.to_string())
             }
             ClientError::Task(t) => Failure::task(&t.origin, t),

@@ -94,7 +94,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         // wait out a reconnect.
         let released = tokio::time::timeout(std::time::Duration::from_secs(10), released)
             .await
-            .unwrap_or(Err(dtask_runtime::client::ClientError::Disconnected));
+            .unwrap_or(Err(client.lost_error()));
         // The gather's own failure says more than the release's.
         if let (Ok(()), Err(e)) = (&gathered, released) {
             return Err(e.into());
@@ -221,12 +221,12 @@ async fn gather(
                 }
                 None => keys_open = false,
             },
-            () = client.lost() => return Err(dtask_runtime::client::ClientError::Disconnected.into()),
+            () = client.lost() => return Err(client.lost_error().into()),
             // Everything already here, so that results print (and flush) in
             // batches rather than one write each.
             got = done_rx.recv_many(&mut done, super::WATCH_WINDOW) => {
                 if got == 0 {
-                    return Err(dtask_runtime::client::ClientError::Disconnected.into());
+                    return Err(client.lost_error().into());
                 }
                 for (k, outcome) in done.drain(..) {
                     keys.arrived(&k, outcome);

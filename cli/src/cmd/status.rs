@@ -49,7 +49,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
             client.watch_into(erred, &tx)?;
             for _ in 0..n {
                 let Some((key, outcome)) = super::next_or_lost(&client, &mut rx).await else {
-                    return Err(dtask_runtime::client::ClientError::Disconnected.into());
+                    return Err(client.lost_error().into());
                 };
                 if let Outcome::Error(e) = outcome {
                     errors.insert(key, e);

@@ -65,7 +65,7 @@ impl Client {
             }
         }
         let _settled = Settled(self, sent);
-        match rx.await.map_err(|_| ClientError::Disconnected)? {
+        match rx.await.map_err(|_| self.lost_error())? {
             FromScheduler::Primitive { reply, .. } => Ok(reply),
             other => Err(ClientError::unexpected(other)),
         }
@@ -193,7 +193,7 @@ impl Client {
             topic: topic.to_string(),
             rx,
         };
-        match reply.await.map_err(|_| ClientError::Disconnected)? {
+        match reply.await.map_err(|_| self.lost_error())? {
             FromScheduler::Primitive {
                 reply: OpReply::Done,
                 ..

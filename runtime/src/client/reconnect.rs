@@ -94,6 +94,8 @@ impl Inner {
                 // closes, nothing is waited for.
                 FromScheduler::Shutdown => {
                     self.grace_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+                    self.shut_down
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 // Any message says the scheduler is there.
                 FromScheduler::Pong => {}
