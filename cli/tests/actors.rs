@@ -147,6 +147,55 @@ fn calls_on_one_actor_run_in_the_order_they_were_made() {
     });
 }
 
+/// One client floods a slow actor with more calls than the actor's queue
+/// on its worker holds; a call to another actor on the same worker (over
+/// the same connection) is answered while the slow actor still has most
+/// of the flood to go, not after the queue has drained enough for the
+/// worker to read on.
+#[test]
+fn a_flooded_actor_does_not_hold_up_calls_to_another_on_its_worker() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let c = Cluster::start(1, 1);
+    runtime().block_on(async {
+        let (client, module) = connect(&c).await;
+        let options = ActorOptions::default();
+        let new = |v: i64| client.actor_new(&module, "counter", vec![value(v)], &options);
+        let (slow, other) = (new(1).await.unwrap(), new(2).await.unwrap());
+        assert_eq!(slow.info().address, other.info().address, "one worker");
+        let flood = 2 * dtask_runtime::peer::ACTOR_QUEUE;
+        let done = Arc::new(AtomicUsize::new(0));
+        let calls: Vec<_> = (0..flood)
+            .map(|_| {
+                let (slow, done) = (slow.clone(), done.clone());
+                tokio::spawn(async move {
+                    slow.call("spin", vec![call_arg(40)]).await.unwrap();
+                    done.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        // The flood is under way.
+        let began = Instant::now();
+        while done.load(Ordering::SeqCst) == 0 {
+            assert!(began.elapsed() < Duration::from_secs(30), "no flooded call ended");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let got = other.call("get", vec![]).await.unwrap();
+        let behind_it = done.load(Ordering::SeqCst);
+        assert_eq!(got, Value::from(2));
+        // Without a line per actor, the worker reads the call only once
+        // the slow actor's queue has room: after flood - ACTOR_QUEUE calls.
+        assert!(
+            behind_it < dtask_runtime::peer::ACTOR_QUEUE / 2,
+            "the other actor answered only after {behind_it} of the flood's calls"
+        );
+        for call in calls {
+            call.await.unwrap();
+        }
+        assert_eq!(done.load(Ordering::SeqCst), flood);
+    });
+}
+
 #[test]
 fn the_parameter_server_example_runs_from_the_shell() {
     let c = Cluster::start(2, 1);

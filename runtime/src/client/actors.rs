@@ -18,6 +18,13 @@
 //! worker's data port, where calls on one actor run one at a time in
 //! arrival order. When that connection breaks (the worker died) every
 //! pending and later call fails with [`ClientError::ActorLost`].
+//!
+//! A client has at most [`CALLS_IN_FLIGHT`] calls on its way to one actor
+//! at a time; more wait here, each actor's in its own line. An actor
+//! that is slow to take calls thus holds up only the calls to it, not the
+//! shared connection that carries calls to the other actors of its worker
+//! (the worker stops reading a connection that brings more calls than an
+//! actor's queue holds).
 
 use super::{Client, ClientError};
 use crate::connection::Sender;
@@ -52,11 +59,21 @@ pub struct ActorOptions {
 
 type Pending = Mutex<Option<HashMap<u64, oneshot::Sender<Result<Bytes, TaskError>>>>>;
 
+/// Most calls one client has on their way to one actor: a quarter of an
+/// actor's queue on its worker ([`peer::ACTOR_QUEUE`]), so that a few
+/// clients flooding one actor at once still do not fill it.
+pub const CALLS_IN_FLIGHT: usize = peer::ACTOR_QUEUE / 4;
+
+/// Actors' lines past which their lanes are pruned of idle ones.
+const LANES_KEPT: usize = 1024;
+
 /// One multiplexed connection to a worker's data port, for actor calls.
 pub(super) struct PeerLink {
     tx: Sender<ToPeer>,
     next_id: AtomicU64,
     pending: Arc<Pending>,
+    /// Each actor's calls on their way, at most [`CALLS_IN_FLIGHT`].
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl PeerLink {
@@ -84,7 +101,24 @@ impl PeerLink {
             tx,
             next_id: AtomicU64::new(1),
             pending,
+            lanes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A place among `actor`'s calls on their way, once one is free.
+    async fn lane(&self, actor: &str) -> tokio::sync::OwnedSemaphorePermit {
+        let lane = {
+            let mut lanes = self.lanes.lock().expect("actor lanes lock");
+            if lanes.len() >= LANES_KEPT && !lanes.contains_key(actor) {
+                // Lanes of actors with no call on its way.
+                lanes.retain(|_, l| l.available_permits() < CALLS_IN_FLIGHT);
+            }
+            lanes
+                .entry(actor.to_string())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(CALLS_IN_FLIGHT)))
+                .clone()
+        };
+        lane.acquire_owned().await.expect("lanes are never closed")
     }
 
     /// Sends a call now; the receiver resolves with its answer, or errs if
@@ -317,6 +351,8 @@ impl Actor {
             .peer(&self.info.address)
             .await
             .map_err(unreachable)?;
+        // Held until the answer comes (or the call is given up).
+        let _on_its_way = link.lane(key).await;
         let reply = link
             .send(key, method, args)
             .ok_or_else(|| unreachable("the connection closed".into()))?;
