@@ -177,7 +177,10 @@ fn a_flooded_actor_does_not_hold_up_calls_to_another_on_its_worker() {
         // The flood is under way.
         let began = Instant::now();
         while done.load(Ordering::SeqCst) == 0 {
-            assert!(began.elapsed() < Duration::from_secs(30), "no flooded call ended");
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "no flooded call ended"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let got = other.call("get", vec![]).await.unwrap();

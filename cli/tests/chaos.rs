@@ -361,7 +361,10 @@ fn scatter_through_a_break(len: u32) {
     let key = stdout(&out).trim().to_string();
     assert!(key.starts_with("data-"), "{key}");
     let status = c.ok(&["status", &key]);
-    assert!(status.contains("finished"), "answered once stored: {status}");
+    assert!(
+        status.contains("finished"),
+        "answered once stored: {status}"
+    );
     let got = c.run(&["gather", "-r", &key], "");
     assert!(got.status.success(), "{}", stderr(&got));
     assert!(got.stdout == bytes, "the scattered bytes, exactly");

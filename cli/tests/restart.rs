@@ -295,7 +295,8 @@ fn gather_as_completed_and_wait_waiting_on_a_cluster_that_stops_exit_3() {
         // before the shutdown: it says it cannot reach the scheduler.)
         let err = stderr(&out);
         assert!(
-            err.contains("the scheduler was shut down") || err.contains("cannot reach the scheduler"),
+            err.contains("the scheduler was shut down")
+                || err.contains("cannot reach the scheduler"),
             "{err}"
         );
     }

@@ -1433,11 +1433,17 @@ fn a_scatter_wait_outlives_its_connection_and_counts_each_copy_once() {
     let first = finish(&mut s, 20, "d", big(1));
     let again = finish(&mut s, 20, "d", big(1));
     assert!(
-        !first.iter().chain(&again).any(|c| matches!(c, Command::Scattered { .. })),
+        !first
+            .iter()
+            .chain(&again)
+            .any(|c| matches!(c, Command::Scattered { .. })),
         "answered with one value of two stored: {first:?} {again:?}"
     );
     let second = finish(&mut s, 20, "e", big(1));
-    assert!(second.contains(&Command::Scattered { client: 1, id: 4 }), "{second:?}");
+    assert!(
+        second.contains(&Command::Scattered { client: 1, id: 4 }),
+        "{second:?}"
+    );
 }
 
 /// A counted scatter asked again after a broken connection, even of a
@@ -1622,7 +1628,11 @@ fn a_placement_asked_again_on_a_new_connection_is_taken_over() {
         }),
         "{cmds:?}"
     );
-    assert_eq!(s.state("d"), Some(TaskState::Processing), "waits for its client");
+    assert_eq!(
+        s.state("d"),
+        Some(TaskState::Processing),
+        "waits for its client"
+    );
     s.handle(Input::ClientConnected {
         client: 2,
         name: Some("cli".into()),
@@ -2909,7 +2919,7 @@ fn a_key_names_one_task_and_another_call_under_it_is_refused() {
         let v = Bytes::from_static(byte);
         let key = crate::key::pure_key("", "data", &[crate::protocol::Arg::Value(v.clone())]);
         s.handle(Input::Scatter {
-        session: 0,
+            session: 0,
             counted: false,
             client: 1,
             id,

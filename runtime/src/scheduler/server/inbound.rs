@@ -219,6 +219,15 @@ impl Core {
         }
     }
 
+    /// Applies `over`, a grace running out, after `after_ms`.
+    fn grace_over_after(&self, after_ms: u64, over: Input) {
+        let timers = self.timers.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            let _ = timers.send(Inbound::GraceOver(over)).await;
+        });
+    }
+
     /// Sends `msg`, the answer to a request asked once per session (see
     /// [`once`]), to the connection that asked it last, keeping it for a
     /// copy asked again.
@@ -440,7 +449,9 @@ impl Core {
                 } => self.answer_once(client, FromScheduler::Retried { id, refused }),
                 // A scatter's answer goes where its session asked last.
                 Command::Scattered { client, id } => {
-                    let to = self.once.answered(client, id, &FromScheduler::Scattered { id });
+                    let to = self
+                        .once
+                        .answered(client, id, &FromScheduler::Scattered { id });
                     self.send(to, FromScheduler::Scattered { id })
                 }
                 Command::Failed {
@@ -473,27 +484,12 @@ impl Core {
                     holder,
                     away,
                     after_ms,
-                } => {
-                    let timers = self.timers.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                        let _ = timers
-                            .send(Inbound::GraceOver(Input::HolderGraceOver { holder, away }))
-                            .await;
-                    });
-                }
+                } => self.grace_over_after(after_ms, Input::HolderGraceOver { holder, away }),
                 Command::PlacementGrace {
                     client,
                     confirm,
                     after_ms,
-                } => {
-                    let timers = self.timers.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                        let over = Input::PlacementGraceOver { client, confirm };
-                        let _ = timers.send(Inbound::GraceOver(over)).await;
-                    });
-                }
+                } => self.grace_over_after(after_ms, Input::PlacementGraceOver { client, confirm }),
                 Command::Timer {
                     client,
                     id,

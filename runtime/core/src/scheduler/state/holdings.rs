@@ -168,9 +168,8 @@ impl Holdings {
         };
         let mut seen: HashSet<Key> = HashSet::default();
         seen.reserve(held.live);
-        held.keys.retain(|k| {
-            Key::strong_count(k) != Some(1) && holds(k) && seen.insert(k.clone())
-        });
+        held.keys
+            .retain(|k| Key::strong_count(k) != Some(1) && holds(k) && seen.insert(k.clone()));
         held.keys.shrink_to(2 * held.keys.len());
         held.live = held.keys.len();
     }
