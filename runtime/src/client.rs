@@ -990,7 +990,7 @@ impl Client {
             .lock()
             .expect("replies lock")
             .as_mut()
-            .ok_or(ClientError::Disconnected)?
+            .ok_or_else(|| self.lost_error())?
             .insert(id, tx);
         Ok(rx)
     }
@@ -1268,7 +1268,8 @@ impl Client {
     /// A connection that breaks meanwhile costs a wait, not an error: the
     /// placement is asked for again (the same request ids, under this
     /// client's session) once the connection is back, answered with the
-    /// same workers, and only values not sent yet are sent.
+    /// same workers, and only values not sent yet are sent (all that it
+    /// lists, if it was placed afresh).
     async fn scatter_direct(
         &self,
         values: Vec<(String, Encoded)>,
@@ -1301,7 +1302,14 @@ impl Client {
                 placed => placed,
             };
             let puts = match placed {
-                Ok(FromScheduler::Placed { puts, .. }) => puts,
+                Ok(FromScheduler::Placed { puts, again, .. }) => {
+                    // Placed afresh (the first copy's placement ended, or
+                    // never was): every copy listed goes.
+                    if !again {
+                        sent.clear();
+                    }
+                    puts
+                }
                 other => {
                     self.forget_reply(confirm);
                     return match other? {
@@ -1327,6 +1335,7 @@ impl Client {
                         self.send(ToScheduler::Unplace {
                             confirm,
                             reason: reason.clone(),
+                            session: self.inner.session,
                         })?;
                         return match confirmed.await {
                             Ok(FromScheduler::Failed { message, .. }) => {

@@ -110,8 +110,9 @@ impl PeerLink {
         let lane = {
             let mut lanes = self.lanes.lock().expect("actor lanes lock");
             if lanes.len() >= LANES_KEPT && !lanes.contains_key(actor) {
-                // Lanes of actors with no call on its way.
-                lanes.retain(|_, l| l.available_permits() < CALLS_IN_FLIGHT);
+                // Lanes of actors with no call on its way (each holds
+                // its lane), nor a caller about to take a place in one.
+                lanes.retain(|_, l| Arc::strong_count(l) > 1);
             }
             lanes
                 .entry(actor.to_string())
@@ -326,9 +327,11 @@ impl Actor {
         &self.info
     }
 
-    /// Calls `method` with `args`; returns its result. The call is on its
-    /// way once this future is first polled, so calls started in order run
-    /// in order.
+    /// Calls `method` with `args`; returns its result. Calls one task
+    /// makes in order (each awaited in turn, or polled together as
+    /// `join_all` does) run in order: past [`CALLS_IN_FLIGHT`] on their
+    /// way to this actor, a call waits its turn in the actor's line, first
+    /// come first served.
     pub async fn call(&self, method: &str, args: Vec<CallArg>) -> Result<Value, ClientError> {
         let bytes = self.call_bytes(method, args).await?;
         value::decode(&bytes).map_err(|e| ClientError::Data {

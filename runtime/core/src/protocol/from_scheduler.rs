@@ -100,6 +100,11 @@ pub enum FromScheduler {
         id: u64,
         /// (key, data addresses).
         puts: Vec<(String, Vec<String>)>,
+        /// The placement a first copy of this request was given, still
+        /// waiting for its values (asked again after a broken
+        /// connection): a copy already sent need not be sent again. Else a
+        /// placement made afresh, where every copy listed is to be sent.
+        again: bool,
     },
     /// Answer to [`ToScheduler::WhoHas`].
     WhoHas {

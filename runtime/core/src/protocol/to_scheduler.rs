@@ -152,9 +152,11 @@ pub enum ToScheduler {
         #[serde(default)]
         counted: bool,
         /// The asking client's session (0: none): a placement asked again
-        /// (same `id` and `confirm`) after a broken connection is answered
-        /// with the workers its first copy was given, and its confirmation
-        /// goes to the connection that asked last.
+        /// (same `id` and `confirm`) after a broken connection, while its
+        /// first copy still waits for its values, is answered with the
+        /// workers that copy was given (`again`), and its confirmation
+        /// goes to the connection that asked last; one that no longer
+        /// waits (its values stored, or failed) is placed afresh.
         #[serde(default)]
         session: u64,
     },
@@ -166,6 +168,9 @@ pub enum ToScheduler {
         confirm: u64,
         /// Why.
         reason: String,
+        /// The asking client's session (0: none), which finds a placement
+        /// asked for on an earlier connection.
+        session: u64,
     },
     /// Where keys are held; answered by [`FromScheduler::WhoHas`].
     WhoHas {

@@ -666,8 +666,12 @@ impl Scheduler {
                 counted,
                 session,
             } => {
-                let counted = counted && self.first_counted(session, id);
-                self.scatter(client, id, values, (broadcast, counted), &workers, &mut out)
+                let counted = counted && !self.counted_before(session, id);
+                let refused =
+                    self.scatter(client, id, values, (broadcast, counted), &workers, &mut out);
+                if counted && !refused {
+                    self.first_counted(session, id);
+                }
             }
             Input::Place {
                 client,
@@ -694,9 +698,13 @@ impl Scheduler {
             ),
             Input::Unplace {
                 client,
+                session,
                 confirm,
                 reason,
-            } => self.unplace((client, confirm), &reason, &mut out),
+            } => {
+                let req = self.placement_of(client, session, confirm);
+                self.unplace(req, &reason, &mut out)
+            }
             Input::WorkerDisconnected { worker } => self.worker_gone(worker, &mut out),
             Input::Finished { worker, results } => {
                 for (key, located) in results {
@@ -766,11 +774,14 @@ impl Scheduler {
                             );
                         }
                         // A scattered value the worker could not keep: its
-                        // request fails with the reason.
-                        if let Some(req) = self.scatter_requests.get(&*key).copied() {
-                            self.fail_scatter(req, error.message.clone(), &mut out);
-                        }
+                        // request fails with the reason (after the key, which
+                        // keeps its own error rather than the request's).
+                        let req = self.scatter_requests.get(&*key).copied();
+                        let why = error.message.clone();
                         self.fail(&key, error, &mut out);
+                        if let Some(req) = req {
+                            self.fail_scatter(req, why, &mut out);
+                        }
                     }
                 }
             }

@@ -1642,11 +1642,18 @@ fn a_placement_asked_again_on_a_new_connection_is_taken_over() {
     let again = cmds.iter().find_map(|c| match c {
         Command::Send {
             to: 2,
-            msg: FromScheduler::Placed { id: 1, puts },
+            msg:
+                FromScheduler::Placed {
+                    id: 1,
+                    puts,
+                    again: true,
+                },
         } => Some(puts.clone()),
         _ => None,
     });
     assert_eq!(again, Some(vec![("d".to_string(), at.clone())]), "{cmds:?}");
+    // A copy read late from the first connection leaves it to the second.
+    s.handle(asked(1, 1, "d"));
     // The first connection's grace ends: the placement is the second's.
     let cmds = s.handle(Input::PlacementGraceOver {
         client: 1,
@@ -1673,6 +1680,71 @@ fn a_placement_asked_again_on_a_new_connection_is_taken_over() {
     assert_eq!(s.state("e"), Some(TaskState::Error));
 }
 
+/// A placement that fails while values are still to be sent (a worker
+/// left) fails the values its client has not sent too, so that scattering
+/// them again places them again rather than finding them "being stored";
+/// and a client that gives up on a placement asked for on an earlier
+/// connection (`Unplace` under its session) ends that one.
+#[test]
+fn a_failed_placement_fails_its_unsent_values_and_is_unplaced_by_session() {
+    let mut s = setup(&[(10, 1), (20, 1)]);
+    let asked = |client, id, keys: &[&str]| Input::Place {
+        counted: false,
+        session: 9,
+        client,
+        id,
+        confirm: id + 1,
+        values: keys.iter().map(|k| (k.to_string(), 8 << 20)).collect(),
+        broadcast: false,
+        workers: vec![],
+    };
+    let cmds = s.handle(asked(1, 1, &["d", "e"]));
+    let on_20 = if placed_at(&cmds, "d")[0] == "w20" {
+        "d"
+    } else {
+        "e"
+    };
+    let other = if on_20 == "d" { "e" } else { "d" };
+    let cmds = s.handle(Input::WorkerDisconnected { worker: 20 });
+    assert!(scatter_failed(&cmds, 2), "{cmds:?}");
+    assert_eq!(
+        s.state(other),
+        Some(TaskState::Error),
+        "not left being stored"
+    );
+    // Placed again, under the same session, on a new connection that then
+    // gives up on it.
+    s.handle(Input::ClientConnected {
+        client: 2,
+        name: Some("cli".into()),
+        session: 0,
+    });
+    s.handle(asked(2, 5, &["f"]));
+    s.handle(Input::ClientConnected {
+        client: 3,
+        name: Some("cli".into()),
+        session: 0,
+    });
+    let cmds = s.handle(Input::Unplace {
+        client: 3,
+        session: 9,
+        confirm: 6,
+        reason: "cannot reach worker w10".into(),
+    });
+    assert!(
+        cmds.iter().any(|c| matches!(
+            c,
+            Command::Failed {
+                client: 2,
+                id: 6,
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    assert_eq!(s.state("f"), Some(TaskState::Error));
+}
+
 #[test]
 fn a_placement_refused_is_answered_on_its_own_request_id() {
     let mut s = setup(&[]);
@@ -1696,6 +1768,7 @@ fn placed_data_its_client_could_not_send_fails_and_is_placed_afresh() {
     s.handle(place(1, &["d"], false));
     let cmds = s.handle(Input::Unplace {
         client: 1,
+        session: 0,
         confirm: 2,
         reason: "cannot reach worker w10".into(),
     });

@@ -223,7 +223,12 @@ impl Core {
                     workers,
                 }
             }
-            ToScheduler::Unplace { confirm, reason } => Input::Unplace {
+            ToScheduler::Unplace {
+                confirm,
+                reason,
+                session,
+            } => Input::Unplace {
+                session: self.session_of(from, session),
                 client: from,
                 confirm,
                 reason,

@@ -1,14 +1,16 @@
-//! Requests that must not be done twice (a retry, a new actor), answered
-//! once per client session and request id.
+//! Requests that must not be done twice (a retry, a new actor, a scatter
+//! through the scheduler), answered once per client session and request
+//! id.
 //!
 //! A client asks such a request again on its next connection when the
 //! connection it asked on broke before the answer came: the scheduler may
 //! have done it and lost only the answer. Each names the asking client's
 //! session, so the scheduler knows the second copy for what it is: it
 //! answers it with the answer given to the first, or, while the first is
-//! still being worked on (an actor being constructed), sends that answer,
-//! when it comes, to the connection that asked last. Kept in memory only:
-//! a restarted scheduler does a request asked again afresh.
+//! still being worked on (an actor being constructed, a scatter being
+//! stored), sends that answer, when it comes, to the connection that asked
+//! last. Kept in memory only: a restarted scheduler does a request asked
+//! again afresh.
 
 use super::ClientId;
 use crate::protocol::FromScheduler;

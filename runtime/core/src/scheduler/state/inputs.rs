@@ -178,6 +178,8 @@ pub enum Input {
     Unplace {
         /// Who.
         client: ClientId,
+        /// The asking client's session (0: none).
+        session: u64,
         /// The placement's confirmation id.
         confirm: u64,
         /// Why.

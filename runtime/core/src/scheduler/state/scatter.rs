@@ -19,6 +19,7 @@ pub(super) struct Placement {
 impl Scheduler {
     /// Scattered values the client sent here: stored on workers through
     /// their scheduler connections ([`Command::Store`]).
+    /// Whether it was refused.
     pub(super) fn scatter(
         &mut self,
         client: ClientId,
@@ -27,11 +28,14 @@ impl Scheduler {
         how: (bool, bool),
         names: &[String],
         out: &mut Vec<Command>,
-    ) {
+    ) -> bool {
         let sizes = values.iter().map(|(k, v)| (k.clone(), v.len() as u64));
         let puts = match self.scatter_targets((client, id), sizes, how, names, false, out) {
             Ok(puts) => puts,
-            Err(message) => return out.push(failed((client, id), message)),
+            Err(message) => {
+                out.push(failed((client, id), message));
+                return true;
+            }
         };
         let mut bytes: HashMap<String, Bytes> = values.into_iter().collect();
         let mut stores: HashMap<WorkerId, Vec<(String, Bytes)>> = HashMap::default();
@@ -51,6 +55,7 @@ impl Scheduler {
         for (worker, values) in stores {
             out.push(Command::Store { worker, values });
         }
+        false
     }
 
     /// Scattered values the client sends to workers itself: answered with
@@ -60,7 +65,8 @@ impl Scheduler {
     /// A client with a session that asks again for a placement still
     /// waiting for its values (its connection broke) takes it over: it is
     /// answered with the same workers, and its confirmation goes to the
-    /// new connection.
+    /// new connection. (A copy read late from an older connection than the
+    /// one that has it is answered, and leaves it where it is.)
     pub(super) fn place_scatter(
         &mut self,
         (client, session): (ClientId, u64),
@@ -74,18 +80,22 @@ impl Scheduler {
             && let Some(&first) = self.placement_sessions.get(&(session, confirm))
         {
             let req = (client, confirm);
-            self.take_over_placement(first, req);
-            let puts = self.placements.get(&req).map(|p| p.puts.clone());
+            // Connection ids only grow.
+            if client > first.0 {
+                self.take_over_placement(first, req);
+            }
+            let puts = self.placements.get(&req).or(self.placements.get(&first));
             out.push(Command::Send {
                 to: client,
                 msg: FromScheduler::Placed {
                     id,
-                    puts: puts.unwrap_or_default(),
+                    puts: puts.map(|p| p.puts.clone()).unwrap_or_default(),
+                    again: true,
                 },
             });
             return;
         }
-        let how = (broadcast, counted && self.first_counted(session, id));
+        let how = (broadcast, counted && !self.counted_before(session, id));
         let requested: Vec<String> = values.iter().map(|(k, _)| k.clone()).collect();
         let puts = match self.scatter_targets(
             (client, confirm),
@@ -99,6 +109,9 @@ impl Scheduler {
             // The placement itself is refused.
             Err(message) => return out.push(failed((client, id), message)),
         };
+        if how.1 {
+            self.first_counted(session, id);
+        }
         let mut placed: Vec<Key> = Vec::with_capacity(puts.len());
         let mut addrs: HashMap<String, Vec<String>> = HashMap::default();
         for (key, chosen) in puts {
@@ -130,17 +143,45 @@ impl Scheduler {
         }
         out.push(Command::Send {
             to: client,
-            msg: FromScheduler::Placed { id, puts },
+            msg: FromScheduler::Placed {
+                id,
+                puts,
+                again: false,
+            },
         });
     }
 
     /// The client of placement `req` gave up sending its values (why):
     /// those not stored yet fail, and its request with them.
     pub(super) fn unplace(&mut self, req: (ClientId, u64), reason: &str, out: &mut Vec<Command>) {
-        let Some(Placement { keys, .. }) = self.end_placement(req) else {
-            return;
-        };
-        self.fail_scatter(req, reason.to_string(), out);
+        if self.placements.contains_key(&req) {
+            self.fail_scatter(req, reason.to_string(), out);
+        }
+    }
+
+    /// The placement `confirm` of connection `client` or, asked for on an
+    /// earlier connection, of its `session` (0: none).
+    pub(super) fn placement_of(
+        &self,
+        client: ClientId,
+        session: u64,
+        confirm: u64,
+    ) -> (ClientId, u64) {
+        match self.placement_sessions.get(&(session, confirm)) {
+            Some(&req) if session != 0 => req,
+            _ => (client, confirm),
+        }
+    }
+
+    /// The keys of placement `req`, ended, that were not stored: they fail
+    /// (why), as nobody will send them now.
+    fn fail_unsent(
+        &mut self,
+        req: (ClientId, u64),
+        keys: Vec<Key>,
+        reason: &str,
+        out: &mut Vec<Command>,
+    ) {
         for key in keys {
             let unsent = self
                 .tasks
@@ -416,16 +457,20 @@ impl Scheduler {
         }
     }
 
-    /// Ends scatter request `req`, if it still waits, with an error (why).
+    /// Ends scatter request `req`, if it still waits, with an error (why);
+    /// the values a placement's client has not sent fail with it.
     pub(super) fn fail_scatter(
         &mut self,
         req: (ClientId, u64),
         why: String,
         out: &mut Vec<Command>,
     ) {
-        self.end_placement(req);
+        let placed = self.end_placement(req);
         if self.scatters.remove(&req).is_some() {
-            out.push(failed(req, why));
+            out.push(failed(req, why.clone()));
+        }
+        if let Some(Placement { keys, .. }) = placed {
+            self.fail_unsent(req, keys, &why, out);
         }
     }
 

@@ -93,6 +93,9 @@ impl Scheduler {
             }
         }
         let mut holders = super::super::Holders::default();
+        // A damaged snapshot's second copy of a key: the holders' logs take
+        // the table's copy, the one it keeps (see `Holdings::compact`).
+        let key = self.tasks.key(&key).unwrap_or(key);
         // Listed once per hold.
         for h in &saved.holders {
             self.restored_holder(h);

@@ -567,6 +567,12 @@ impl Scheduler {
         true
     }
 
+    /// Whether counted submit or scatter `id` of `session` was taken
+    /// before (see [`Scheduler::first_counted`]), without marking it.
+    pub(super) fn counted_before(&self, session: u64, id: u64) -> bool {
+        session != 0 && self.prims.answered.contains(&(session, id))
+    }
+
     /// Answers `req`, keeping the answer for its session if it has one.
     fn reply(&mut self, req: Request, reply: OpReply, out: &mut Vec<Command>) {
         if let Some(session) = self.prims.sessions.remove(&(req.client, req.id)) {
