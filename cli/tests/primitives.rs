@@ -397,6 +397,23 @@ fn sub_streams_what_pub_sends_in_order() {
 }
 
 #[test]
+fn sub_ends_saying_so_when_the_scheduler_is_shut_down() {
+    let c = Cluster::start(1, 1);
+    let mut sub = spawn(&c, &["sub", "t"]);
+    let err = stderr_lines(&mut sub);
+    expect_line(&err, "dtask: subscribed to t", LIMIT);
+    c.ok(&["shutdown"]);
+    let out = finish(sub, LIMIT);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let said: Vec<String> = err.iter().collect();
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("dtask: error: the scheduler was shut down (dtask shutdown)")),
+        "{said:?}"
+    );
+}
+
+#[test]
 fn sub_carries_single_messages_of_any_shape() {
     let c = Cluster::start(1, 1);
     let mut sub = spawn(&c, &["sub", "news", "--count", "3", "--timeout", "20s"]);

@@ -437,7 +437,7 @@ impl Subscription {
                 .await
                 .map_err(|_| ClientError::Timeout(t))?,
         };
-        got.ok_or(ClientError::Disconnected)
+        got.ok_or_else(|| self.client.lost_error())
     }
 
     /// The next message, waiting at most `timeout`.
