@@ -79,7 +79,7 @@ async fn as_completed(global: &Global, mut a: Args) -> Result<(), Failure> {
             },
             () = client.lost() => return Err(client.lost_error().into()),
             d = done_rx.recv() => {
-                let (key, outcome) = d.ok_or(client.lost_error())?;
+                let (key, outcome) = d.ok_or_else(|| client.lost_error())?;
                 let times = waiting.remove(&key).unwrap_or(1);
                 if matches!(outcome, Outcome::Unknown) {
                     return Err(Failure::usage(format!("unknown key {key}: never submitted, or released")));

@@ -94,7 +94,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
         // wait out a reconnect.
         let released = tokio::time::timeout(std::time::Duration::from_secs(10), released)
             .await
-            .unwrap_or(Err(client.lost_error()));
+            .unwrap_or_else(|_| Err(client.lost_error()));
         // The gather's own failure says more than the release's.
         if let (Ok(()), Err(e)) = (&gathered, released) {
             return Err(e.into());

@@ -77,7 +77,7 @@ pub async fn run(global: &Global, a: Args) -> Result<(), Failure> {
             },
             None => recv.await,
         };
-        let (key, outcome) = next.ok_or(client.lost_error())?;
+        let (key, outcome) = next.ok_or_else(|| client.lost_error())?;
         if let Some(k) = unwatched.pop() {
             client.watch_into(vec![k], &tx)?;
         }

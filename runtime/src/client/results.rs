@@ -28,7 +28,7 @@ impl Client {
                 },
                 None => rx.recv().await,
             };
-            let (k, _) = next.ok_or(self.lost_error())?;
+            let (k, _) = next.ok_or_else(|| self.lost_error())?;
             done.insert(k);
         }
         if done.is_empty() && deadline.is_some() && !unique.is_empty() {
@@ -173,7 +173,7 @@ impl Client {
         let mut gone = Vec::new();
         {
             let mut w = self.inner.watchers.lock().expect("watchers lock");
-            let w = w.as_mut().ok_or(self.lost_error())?;
+            let w = w.as_mut().ok_or_else(|| self.lost_error())?;
             for k in &keys {
                 let waiting = w.entry(k.clone()).or_default();
                 // Those who stopped waiting (a result awaited with a
@@ -458,7 +458,7 @@ impl Client {
         tracing::debug!("fetching {key} failed ({why}); asking the scheduler where it is now");
         // The copy it was told of before, if any, is done with.
         let told = again.told.insert(Told::watch(self, vec![key.to_string()])?);
-        let (_, outcome) = told.next().await.ok_or(self.lost_error())?;
+        let (_, outcome) = told.next().await.ok_or_else(|| self.lost_error())?;
         match outcome {
             Outcome::Finished(at) => Ok(at),
             other => Err(unfinished(key, other)),
@@ -557,7 +557,7 @@ impl Client {
     /// until it is read, see [`Client::watch_reading_into`]).
     pub async fn result(&self, key: &str) -> Result<Value, ClientError> {
         let mut told = Told::watch(self, vec![key.to_string()])?;
-        let (_, outcome) = told.next().await.ok_or(self.lost_error())?;
+        let (_, outcome) = told.next().await.ok_or_else(|| self.lost_error())?;
         self.resolve(key, outcome).await
     }
 
@@ -789,7 +789,7 @@ impl Client {
         let mut got: Vec<Option<Gathered<V>>> = (0..uses.len()).map(|_| None).collect();
         let mut pending = uses.len();
         while pending > 0 {
-            let (k, o) = told.next().await.ok_or(self.lost_error())?;
+            let (k, o) = told.next().await.ok_or_else(|| self.lost_error())?;
             let Some(&id) = ids.get(k.as_str()) else {
                 continue;
             };

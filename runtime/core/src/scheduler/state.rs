@@ -665,14 +665,14 @@ impl Scheduler {
                 workers,
                 counted,
                 session,
-            } => {
-                let counted = counted && !self.counted_before(session, id);
-                let refused =
-                    self.scatter(client, id, values, (broadcast, counted), &workers, &mut out);
-                if counted && !refused {
-                    self.first_counted(session, id);
-                }
-            }
+            } => self.scatter(
+                (client, session),
+                id,
+                values,
+                (broadcast, counted),
+                &workers,
+                &mut out,
+            ),
             Input::Place {
                 client,
                 id,

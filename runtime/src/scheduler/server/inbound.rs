@@ -230,11 +230,12 @@ impl Core {
 
     /// Sends `msg`, the answer to a request asked once per session (see
     /// [`once`]), to the connection that asked it last, keeping it for a
-    /// copy asked again.
-    fn answer_once(&mut self, to: ClientId, msg: FromScheduler) {
+    /// copy asked again. `may_lose`: one `DTASK_FAULT_LOSE_ANSWER` loses
+    /// (a retry's, a new actor's).
+    fn answer_once(&mut self, to: ClientId, msg: FromScheduler, may_lose: bool) {
         let id = msg.request_id().expect("an answer to a request");
         let to = self.once.answered(to, id, &msg);
-        if self.faults.lose_answer() {
+        if may_lose && self.faults.lose_answer() {
             tracing::warn!("fault injection: lost request {id}'s answer, cutting client {to} off");
             self.overflowed.push(to);
             return;
@@ -446,27 +447,20 @@ impl Core {
                     client,
                     id,
                     refused,
-                } => self.answer_once(client, FromScheduler::Retried { id, refused }),
+                } => self.answer_once(client, FromScheduler::Retried { id, refused }, true),
                 // A scatter's answer goes where its session asked last.
                 Command::Scattered { client, id } => {
-                    let to = self
-                        .once
-                        .answered(client, id, &FromScheduler::Scattered { id });
-                    self.send(to, FromScheduler::Scattered { id })
+                    self.answer_once(client, FromScheduler::Scattered { id }, false)
                 }
                 Command::Failed {
                     client,
                     id,
                     message,
-                } => {
-                    let msg = FromScheduler::Failed { id, message };
-                    let to = self.once.answered(client, id, &msg);
-                    self.send(to, msg)
-                }
+                } => self.answer_once(client, FromScheduler::Failed { id, message }, false),
                 Command::Send {
                     to,
                     msg: msg @ FromScheduler::ActorCreated { .. },
-                } => self.answer_once(to, msg),
+                } => self.answer_once(to, msg, true),
                 Command::Send { to, msg } => self.send(to, msg),
                 Command::Reply { client, .. } if self.faults.lose_reply() => {
                     tracing::warn!(

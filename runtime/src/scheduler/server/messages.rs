@@ -168,11 +168,8 @@ impl Core {
                 if !self.first_ask(from, session, id) {
                     return;
                 }
-                if !is_worker && self.faults.cut_after_scatter() {
-                    tracing::warn!(
-                        "fault injection: cutting client {from} off just after taking its scatter"
-                    );
-                    self.overflowed.push(from);
+                if !is_worker {
+                    self.cut_after_scatter(from, "scatter");
                 }
                 Input::Scatter {
                     counted,
@@ -203,14 +200,8 @@ impl Core {
                 }
                 let session = self.session_of(from, session);
                 // A copy asked again is not cut off again.
-                if !is_worker
-                    && !self.state.is_placing(session, confirm)
-                    && self.faults.cut_after_scatter()
-                {
-                    tracing::warn!(
-                        "fault injection: cutting client {from} off just after taking its placement"
-                    );
-                    self.overflowed.push(from);
+                if !is_worker && !self.state.is_placing(session, confirm) {
+                    self.cut_after_scatter(from, "placement");
                 }
                 Input::Place {
                     counted,
@@ -448,6 +439,18 @@ impl Core {
         match self.conns.get(&from).map(|c| c.session) {
             Some(session) if session != 0 => session,
             _ => claimed,
+        }
+    }
+
+    /// Fault injection (`DTASK_FAULT_CUT_AFTER_SCATTER`): cuts client
+    /// `from` off, if this one is due, just after taking its scatter or
+    /// placement (`what`).
+    fn cut_after_scatter(&mut self, from: ClientId, what: &str) {
+        if self.faults.cut_after_scatter() {
+            tracing::warn!(
+                "fault injection: cutting client {from} off just after taking its {what}"
+            );
+            self.overflowed.push(from);
         }
     }
 

@@ -18,25 +18,26 @@ pub(super) struct Placement {
 
 impl Scheduler {
     /// Scattered values the client sent here: stored on workers through
-    /// their scheduler connections ([`Command::Store`]).
-    /// Whether it was refused.
+    /// their scheduler connections ([`Command::Store`]). A counted
+    /// scatter its client's session asked before holds its keys no more.
     pub(super) fn scatter(
         &mut self,
-        client: ClientId,
+        (client, session): (ClientId, u64),
         id: u64,
         values: Vec<(String, Bytes)>,
-        how: (bool, bool),
+        (broadcast, counted): (bool, bool),
         names: &[String],
         out: &mut Vec<Command>,
-    ) -> bool {
+    ) {
+        let how = (broadcast, counted && !self.counted_before(session, id));
         let sizes = values.iter().map(|(k, v)| (k.clone(), v.len() as u64));
         let puts = match self.scatter_targets((client, id), sizes, how, names, false, out) {
             Ok(puts) => puts,
-            Err(message) => {
-                out.push(failed((client, id), message));
-                return true;
-            }
+            Err(message) => return out.push(failed((client, id), message)),
         };
+        if how.1 {
+            self.first_counted(session, id);
+        }
         let mut bytes: HashMap<String, Bytes> = values.into_iter().collect();
         let mut stores: HashMap<WorkerId, Vec<(String, Bytes)>> = HashMap::default();
         for (key, chosen) in puts {
@@ -55,7 +56,6 @@ impl Scheduler {
         for (worker, values) in stores {
             out.push(Command::Store { worker, values });
         }
-        false
     }
 
     /// Scattered values the client sends to workers itself: answered with
@@ -237,9 +237,6 @@ impl Scheduler {
     /// Placement `first`, asked again as `req` (its client's new
     /// connection): what answers and fails it goes to `req` from now on.
     fn take_over_placement(&mut self, first: (ClientId, u64), req: (ClientId, u64)) {
-        if first == req {
-            return;
-        }
         let Some(placement) = self.placements.remove(&first) else {
             return;
         };
